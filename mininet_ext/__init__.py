@@ -1,0 +1,1 @@
+"""Compiled CPU kernels of mininet (private). Use mininet.backend, not this package."""

@@ -1,0 +1,72 @@
+# cython: boundscheck=False, wraparound=False, cdivision=True
+"""Thread count for every parallel kernel (MININET_NUM_THREADS, then OMP_NUM_THREADS)."""
+import os
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int mn_openmp_enabled(void) { return 1; }
+    static int mn_omp_max_threads(void) { return omp_get_max_threads(); }
+    #else
+    static int mn_openmp_enabled(void) { return 0; }
+    static int mn_omp_max_threads(void) { return 1; }
+    #endif
+    """
+    int mn_openmp_enabled() nogil
+    int mn_omp_max_threads() nogil
+
+# Below this many elements (or flops / 64) a kernel runs on one thread: waking
+# the OpenMP team costs more than it saves.
+cdef enum:
+    PARALLEL_GRAIN = 32768
+
+cdef int _num_threads = 1
+
+
+cdef int num_threads() noexcept nogil:
+    return _num_threads
+
+
+cdef int threads_for(Py_ssize_t work) noexcept nogil:
+    """Threads to use for `work` elements: 1 for small jobs."""
+    if work < PARALLEL_GRAIN or _num_threads <= 1:
+        return 1
+    cdef Py_ssize_t t = work // PARALLEL_GRAIN
+    return <int>t if t < _num_threads else _num_threads
+
+
+def _default_threads():
+    for var in ("MININET_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(var, "").strip()
+        if value:
+            try:
+                n = int(value.split(",")[0])
+            except ValueError:
+                raise ValueError(f"{var}={value!r} is not a positive integer") from None
+            if n < 1:
+                raise ValueError(f"{var}={value!r} is not a positive integer")
+            return n
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def set_num_threads(int n):
+    """Set the number of threads used by every kernel (>= 1)."""
+    global _num_threads
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    _num_threads = n if mn_openmp_enabled() else 1
+
+
+def get_num_threads():
+    return _num_threads
+
+
+def openmp_enabled():
+    return bool(mn_openmp_enabled())
+
+
+set_num_threads(_default_threads())

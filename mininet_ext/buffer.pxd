@@ -1,0 +1,7 @@
+cdef class Buffer:
+    cdef char* ptr
+    cdef readonly Py_ssize_t nbytes
+    cdef Py_ssize_t capacity
+    cdef Py_ssize_t shape[1]
+    cdef Py_ssize_t strides[1]
+    cdef int exports

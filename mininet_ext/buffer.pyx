@@ -1,0 +1,122 @@
+# cython: boundscheck=False, wraparound=False, cdivision=True
+"""64-byte aligned memory blocks, recycled through a size-class pool.
+
+Fresh large blocks come from mmap and are page-faulted on first touch, which
+costs more than many kernels; a freed block goes back to the pool instead.
+"""
+from libc.stdlib cimport free
+from libc.string cimport memset, memcpy
+from cpython.buffer cimport PyBUF_WRITABLE
+
+cdef extern from "stdlib.h" nogil:
+    int posix_memalign(void** memptr, size_t alignment, size_t size)
+
+cdef enum:
+    ALIGN = 64
+cdef Py_ssize_t POOL_LIMIT = 512 * 1024 * 1024  # bytes kept cached at most
+
+cdef dict _pool = {}          # capacity -> list of pointers (as ints)
+cdef Py_ssize_t _pooled = 0   # bytes held in the pool
+cdef Py_ssize_t _in_use = 0   # bytes held by live buffers
+
+
+cdef Py_ssize_t size_class(Py_ssize_t n):
+    """Round n up to 64 bytes, and large sizes to 1/8 of their power of two."""
+    cdef Py_ssize_t step
+    if n <= 4096:
+        return (n + ALIGN - 1) & ~(ALIGN - 1)
+    step = 1
+    while step * 16 <= n:
+        step <<= 1
+    return (n + step - 1) // step * step
+
+
+cdef char* pool_take(Py_ssize_t cap) except NULL:
+    global _pooled
+    cdef list blocks = _pool.get(cap)
+    cdef void* p = NULL
+    if blocks:
+        _pooled -= cap
+        return <char*><size_t>blocks.pop()
+    if posix_memalign(&p, ALIGN, <size_t>cap) != 0 or p == NULL:
+        raise MemoryError(f"mininet: cannot allocate {cap} bytes")
+    return <char*>p
+
+
+cdef void pool_give(char* p, Py_ssize_t cap):
+    global _pooled
+    if _pooled + cap > POOL_LIMIT:
+        free(p)
+        return
+    _pool.setdefault(cap, []).append(<size_t>p)
+    _pooled += cap
+
+
+def empty_cache():
+    """Free every cached block (like torch.cuda.empty_cache, for the CPU pool)."""
+    global _pooled
+    for blocks in _pool.values():
+        for p in blocks:
+            free(<void*><size_t>p)
+    _pool.clear()
+    _pooled = 0
+
+
+def memory_stats():
+    return {"in_use_bytes": _in_use, "cached_bytes": _pooled}
+
+
+cdef class Buffer:
+    """An aligned block of `nbytes` bytes; exports the buffer protocol as bytes."""
+
+    def __cinit__(self, Py_ssize_t nbytes, bint zero=False):
+        global _in_use
+        if nbytes < 0:
+            raise ValueError(f"Buffer: negative size {nbytes}")
+        self.nbytes = nbytes
+        self.capacity = size_class(nbytes if nbytes > 0 else 1)
+        self.ptr = pool_take(self.capacity)
+        _in_use += self.capacity
+        if zero:
+            memset(self.ptr, 0, nbytes)
+
+    def __dealloc__(self):
+        global _in_use
+        if self.ptr != NULL:
+            _in_use -= self.capacity
+            pool_give(self.ptr, self.capacity)
+            self.ptr = NULL
+
+    @property
+    def address(self):
+        return <size_t>self.ptr
+
+    def __getbuffer__(self, Py_buffer* view, int flags):
+        self.shape[0] = self.nbytes
+        self.strides[0] = 1
+        view.buf = self.ptr
+        view.obj = self
+        view.len = self.nbytes
+        view.readonly = 0
+        view.itemsize = 1
+        view.format = "B"
+        view.ndim = 1
+        view.shape = self.shape
+        view.strides = self.strides
+        view.suboffsets = NULL
+        view.internal = NULL
+        self.exports += 1
+
+    def __releasebuffer__(self, Py_buffer* view):
+        self.exports -= 1
+
+    def fill_zero(self):
+        with nogil:
+            memset(self.ptr, 0, self.nbytes)
+
+    def copy_from(self, Buffer src, Py_ssize_t nbytes, Py_ssize_t dst_off=0, Py_ssize_t src_off=0):
+        """Copy nbytes from src (at byte offset src_off) into self at dst_off."""
+        if nbytes < 0 or dst_off + nbytes > self.nbytes or src_off + nbytes > src.nbytes:
+            raise ValueError("Buffer.copy_from: range out of bounds")
+        with nogil:
+            memcpy(self.ptr + dst_off, src.ptr + src_off, nbytes)

@@ -1,0 +1,157 @@
+# cython: boundscheck=False, wraparound=False, cdivision=True
+"""Elementwise kernels: out[idx] = op(a[idx], b[idx]) with any strides
+(broadcast inputs have stride 0); the output is always compact."""
+from cython.parallel cimport prange
+from cython cimport floating
+from mininet_ext.buffer cimport Buffer
+from mininet_ext._omp cimport threads_for
+from mininet_ext._nd cimport MAXDIM, load_dims, collapse, total_size, row_start, compact_strides
+
+cdef extern from "_ewise.h" nogil:
+    void mn_binary_f32(int op, const float* a, Py_ssize_t sa, const float* b, Py_ssize_t sb,
+                       float* o, Py_ssize_t n)
+    void mn_binary_f64(int op, const double* a, Py_ssize_t sa, const double* b, Py_ssize_t sb,
+                       double* o, Py_ssize_t n)
+    void mn_unary_f32(int op, const float* a, Py_ssize_t sa, float* o, Py_ssize_t n)
+    void mn_unary_f64(int op, const double* a, Py_ssize_t sa, double* o, Py_ssize_t n)
+
+cdef enum:
+    NUM_BINARY = 13
+    NUM_UNARY = 10
+
+
+cdef void binary_range(int op, const floating* a, const floating* b, floating* o, int nd,
+                       const Py_ssize_t* shape, const Py_ssize_t* sa, const Py_ssize_t* sb,
+                       const Py_ssize_t* so, Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    cdef Py_ssize_t inner = shape[nd - 1], pos = start, row, col, n, oa, ob, unused
+    while pos < stop:
+        row = pos // inner
+        col = pos - row * inner
+        row_start(row, nd, shape, sa, sb, so, &oa, &ob, &unused)
+        n = inner - col if inner - col < stop - pos else stop - pos
+        oa += col * sa[nd - 1]
+        ob += col * sb[nd - 1]
+        if floating is float:
+            mn_binary_f32(op, a + oa, sa[nd - 1], b + ob, sb[nd - 1], o + pos, n)
+        else:
+            mn_binary_f64(op, a + oa, sa[nd - 1], b + ob, sb[nd - 1], o + pos, n)
+        pos += n
+
+
+cdef void binary_run(int op, const floating* a, const floating* b, floating* o, int nd,
+                     const Py_ssize_t* shape, const Py_ssize_t* sa, const Py_ssize_t* sb,
+                     const Py_ssize_t* so) noexcept nogil:
+    cdef Py_ssize_t total = total_size(nd, shape)
+    cdef int nt = threads_for(total), t
+    if nt == 1:
+        binary_range(op, a, b, o, nd, shape, sa, sb, so, 0, total)
+        return
+    for t in prange(nt, num_threads=nt, schedule='static'):
+        # chunk edges on 16-element boundaries keep the vector loops aligned
+        binary_range(op, a, b, o, nd, shape, sa, sb, so,
+                     (total * t // nt) & ~15, total if t == nt - 1 else (total * (t + 1) // nt) & ~15)
+
+
+cdef int prepare(tuple shape, tuple a_strides, tuple b_strides, Py_ssize_t* sh, Py_ssize_t* sa,
+                 Py_ssize_t* sb, Py_ssize_t* so) except -1:
+    cdef int nd = load_dims(shape, sh)
+    load_dims(a_strides, sa)
+    load_dims(b_strides, sb)
+    compact_strides(nd, sh, so)
+    return collapse(nd, sh, sa, sb, so)
+
+
+def binary(int op, Buffer a, Py_ssize_t a_off, tuple a_strides, Buffer b, Py_ssize_t b_off,
+           tuple b_strides, Buffer out, tuple shape, int itemsize):
+    """out = op(a, b) over `shape`; strides (in items) may be 0 for broadcast dims."""
+    cdef Py_ssize_t sh[MAXDIM]
+    cdef Py_ssize_t sa[MAXDIM]
+    cdef Py_ssize_t sb[MAXDIM]
+    cdef Py_ssize_t so[MAXDIM]
+    if not 0 <= op < NUM_BINARY:
+        raise ValueError(f"binary: unknown op {op}")
+    cdef int nd = prepare(shape, a_strides, b_strides, sh, sa, sb, so)
+    if total_size(nd, sh) == 0:
+        return
+    with nogil:
+        if itemsize == 4:
+            binary_run(op, <float*>a.ptr + a_off, <float*>b.ptr + b_off, <float*>out.ptr,
+                       nd, sh, sa, sb, so)
+        else:
+            binary_run(op, <double*>a.ptr + a_off, <double*>b.ptr + b_off, <double*>out.ptr,
+                       nd, sh, sa, sb, so)
+
+
+def binary_scalar(int op, Buffer a, Py_ssize_t a_off, tuple a_strides, double value,
+                  bint reverse, Buffer out, tuple shape, int itemsize):
+    """out = op(a, value), or op(value, a) when reverse."""
+    cdef Py_ssize_t sh[MAXDIM]
+    cdef Py_ssize_t sa[MAXDIM]
+    cdef Py_ssize_t sb[MAXDIM]
+    cdef Py_ssize_t so[MAXDIM]
+    cdef float f = <float>value
+    cdef double d = value
+    if not 0 <= op < NUM_BINARY:
+        raise ValueError(f"binary_scalar: unknown op {op}")
+    zeros = (0,) * len(shape)
+    cdef int nd = prepare(shape, zeros if reverse else a_strides, a_strides if reverse else zeros,
+                          sh, sa, sb, so)
+    if total_size(nd, sh) == 0:
+        return
+    with nogil:
+        if itemsize == 4 and reverse:
+            binary_run(op, &f, <float*>a.ptr + a_off, <float*>out.ptr, nd, sh, sa, sb, so)
+        elif itemsize == 4:
+            binary_run(op, <float*>a.ptr + a_off, &f, <float*>out.ptr, nd, sh, sa, sb, so)
+        elif reverse:
+            binary_run(op, &d, <double*>a.ptr + a_off, <double*>out.ptr, nd, sh, sa, sb, so)
+        else:
+            binary_run(op, <double*>a.ptr + a_off, &d, <double*>out.ptr, nd, sh, sa, sb, so)
+
+
+cdef void unary_range(int op, const floating* a, floating* o, int nd, const Py_ssize_t* shape,
+                      const Py_ssize_t* sa, const Py_ssize_t* so,
+                      Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    cdef Py_ssize_t inner = shape[nd - 1], pos = start, row, col, n, oa, u1, u2
+    while pos < stop:
+        row = pos // inner
+        col = pos - row * inner
+        row_start(row, nd, shape, sa, so, so, &oa, &u1, &u2)
+        n = inner - col if inner - col < stop - pos else stop - pos
+        oa += col * sa[nd - 1]
+        if floating is float:
+            mn_unary_f32(op, a + oa, sa[nd - 1], o + pos, n)
+        else:
+            mn_unary_f64(op, a + oa, sa[nd - 1], o + pos, n)
+        pos += n
+
+
+cdef void unary_run(int op, const floating* a, floating* o, int nd, const Py_ssize_t* shape,
+                    const Py_ssize_t* sa, const Py_ssize_t* so) noexcept nogil:
+    cdef Py_ssize_t total = total_size(nd, shape)
+    # transcendental ops cost ~10x an add: go parallel sooner
+    cdef int nt = threads_for(total * (1 if op <= 1 or op >= 7 else 8)), t
+    if nt == 1:
+        unary_range(op, a, o, nd, shape, sa, so, 0, total)
+        return
+    for t in prange(nt, num_threads=nt, schedule='static'):
+        unary_range(op, a, o, nd, shape, sa, so,
+                    (total * t // nt) & ~15, total if t == nt - 1 else (total * (t + 1) // nt) & ~15)
+
+
+def unary(int op, Buffer a, Py_ssize_t a_off, tuple a_strides, Buffer out, tuple shape, int itemsize):
+    """out = op(a) over `shape`."""
+    cdef Py_ssize_t sh[MAXDIM]
+    cdef Py_ssize_t sa[MAXDIM]
+    cdef Py_ssize_t sb[MAXDIM]
+    cdef Py_ssize_t so[MAXDIM]
+    if not 0 <= op < NUM_UNARY:
+        raise ValueError(f"unary: unknown op {op}")
+    cdef int nd = prepare(shape, a_strides, (0,) * len(shape), sh, sa, sb, so)
+    if total_size(nd, sh) == 0:
+        return
+    with nogil:
+        if itemsize == 4:
+            unary_run(op, <float*>a.ptr + a_off, <float*>out.ptr, nd, sh, sa, so)
+        else:
+            unary_run(op, <double*>a.ptr + a_off, <double*>out.ptr, nd, sh, sa, so)

@@ -1,0 +1,2 @@
+# cython: boundscheck=False, wraparound=False, cdivision=True
+"""Fused optimizer updates (filled by the training work)."""

@@ -1,0 +1,166 @@
+# cython: boundscheck=False, wraparound=False, cdivision=True
+"""Reductions of a compact array seen as (outer, red, inner) over its middle axis.
+
+inner == 1 reduces contiguous runs; inner > 1 accumulates whole rows, which
+vectorises across `inner` and needs no transpose (axis-0 sums of a batch).
+"""
+from cython.parallel cimport prange
+from cython cimport floating
+from libc.stdint cimport int64_t
+from mininet_ext.buffer cimport Buffer
+from mininet_ext._omp cimport threads_for, num_threads
+
+cdef extern from *:
+    """
+    /* float32 sums accumulate in double; the simd pragma lets gcc reassociate. */
+    static double mn_sum_f32(const float* x, ptrdiff_t n) {
+        double s = 0; ptrdiff_t i;
+        #pragma omp simd reduction(+:s)
+        for (i = 0; i < n; i++) s += x[i];
+        return s;
+    }
+    static double mn_sum_f64(const double* x, ptrdiff_t n) {
+        double s = 0; ptrdiff_t i;
+        #pragma omp simd reduction(+:s)
+        for (i = 0; i < n; i++) s += x[i];
+        return s;
+    }
+    """
+    double mn_sum_f32(const float* x, Py_ssize_t n) nogil
+    double mn_sum_f64(const double* x, Py_ssize_t n) nogil
+
+cdef enum:
+    SUM = 0
+    MAX = 1
+    MIN = 2
+    ARGMAX = 3
+    ARGMIN = 4
+
+
+cdef inline bint better(int op, floating x, floating best) noexcept nogil:
+    # NaN wins, as in numpy
+    if x != x:
+        return best == best
+    if op == MAX or op == ARGMAX:
+        return x > best
+    return x < best
+
+
+cdef void reduce_run(int op, const floating* x, Py_ssize_t red, Py_ssize_t n,
+                     floating* out, int64_t* idx) noexcept nogil:
+    """Reduce one contiguous run of `red` items."""
+    cdef Py_ssize_t r, k = 0
+    cdef floating best
+    if op == SUM:
+        if floating is float:
+            out[0] = <float>mn_sum_f32(x, red)
+        else:
+            out[0] = mn_sum_f64(x, red)
+        return
+    best = x[0]
+    for r in range(1, red):
+        if better(op, x[r], best):
+            best = x[r]
+            k = r
+    if op == MAX or op == MIN:
+        out[0] = best
+    else:
+        idx[0] = k
+
+
+cdef void reduce_rows(int op, const floating* x, Py_ssize_t red, Py_ssize_t inner,
+                      Py_ssize_t j0, Py_ssize_t j1, floating* out, int64_t* idx) noexcept nogil:
+    """out[j] = op over r of x[r * inner + j], for j in [j0, j1)."""
+    cdef Py_ssize_t r, j
+    cdef floating v
+    for j in range(j0, j1):
+        out[j] = x[j]
+        if op >= ARGMAX:
+            idx[j] = 0
+    for r in range(1, red):
+        if op == SUM:
+            for j in range(j0, j1):
+                out[j] += x[r * inner + j]
+        else:
+            for j in range(j0, j1):
+                v = x[r * inner + j]
+                if better(op, v, out[j]):
+                    out[j] = v
+                    if op >= ARGMAX:
+                        idx[j] = r
+
+
+cdef void reduce_task(int op, const floating* x, Py_ssize_t outer, Py_ssize_t red, Py_ssize_t inner,
+                      floating* out, int64_t* idx, Py_ssize_t t, Py_ssize_t ntasks) noexcept nogil:
+    """Task t of ntasks: a share of the outer rows, or of the inner columns when outer is small."""
+    cdef Py_ssize_t o, o0, o1, j0, j1
+    if outer >= ntasks:
+        o0 = outer * t // ntasks
+        o1 = outer * (t + 1) // ntasks
+        j0 = 0
+        j1 = inner
+    else:
+        o0 = 0
+        o1 = outer
+        j0 = inner * t // ntasks
+        j1 = inner * (t + 1) // ntasks
+    for o in range(o0, o1):
+        if inner == 1:
+            reduce_run(op, x + o * red, red, 1, out + o, idx + o)
+        else:
+            reduce_rows(op, x + o * red * inner, red, inner, j0, j1, out + o * inner,
+                        idx + o * inner)
+
+
+cdef void reduce_all(int op, const floating* x, Py_ssize_t outer, Py_ssize_t red,
+                     Py_ssize_t inner, floating* out, int64_t* idx, floating* scratch) noexcept nogil:
+    cdef Py_ssize_t total = outer * red * inner, t
+    cdef int nt = threads_for(total)
+    if nt > 1 and outer * inner < nt:
+        # one long run (e.g. a full sum): split it and combine the partial sums
+        if op == SUM and inner == 1:
+            for t in prange(nt * outer, num_threads=nt, schedule='static'):
+                reduce_run(op, x + (t // nt) * red + red * (t % nt) // nt,
+                           red * (t % nt + 1) // nt - red * (t % nt) // nt, 1, scratch + t, NULL)
+            for t in range(outer):
+                if floating is float:
+                    out[t] = <float>mn_sum_f32(scratch + t * nt, nt)
+                else:
+                    out[t] = mn_sum_f64(scratch + t * nt, nt)
+            return
+        nt = 1
+    if nt == 1:
+        reduce_task(op, x, outer, red, inner, out, idx, 0, 1)
+        return
+    for t in prange(nt, num_threads=nt, schedule='static'):
+        reduce_task(op, x, outer, red, inner, out, idx, t, nt)
+
+
+def reduce(int op, Buffer x, Py_ssize_t x_off, Py_ssize_t outer, Py_ssize_t red, Py_ssize_t inner,
+           Buffer out, int itemsize):
+    """Reduce compact x of shape (outer, red, inner) into out (outer, inner).
+    op: 0 sum, 1 max, 2 min, 3 argmax, 4 argmin (int64 out)."""
+    if not 0 <= op <= ARGMIN:
+        raise ValueError(f"reduce: unknown op {op}")
+    if red <= 0 and op != SUM:
+        raise ValueError("reduce: max/min/argmax of an empty axis is undefined")
+    if outer * inner == 0:
+        return
+    if red == 0:
+        out.fill_zero()
+        return
+    cdef Buffer scratch = Buffer((num_threads() + 1) * 8 * outer)
+    cdef float* f_out = <float*>out.ptr
+    cdef double* d_out = <double*>out.ptr
+    cdef int64_t* idx = <int64_t*>out.ptr
+    cdef Buffer tmp
+    if op >= ARGMAX:
+        # values go to a scratch row, indices to out
+        tmp = Buffer(outer * inner * itemsize)
+        f_out = <float*>tmp.ptr
+        d_out = <double*>tmp.ptr
+    with nogil:
+        if itemsize == 4:
+            reduce_all(op, <float*>x.ptr + x_off, outer, red, inner, f_out, idx, <float*>scratch.ptr)
+        else:
+            reduce_all(op, <double*>x.ptr + x_off, outer, red, inner, d_out, idx, <double*>scratch.ptr)

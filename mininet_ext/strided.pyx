@@ -1,0 +1,93 @@
+# cython: boundscheck=False, wraparound=False, cdivision=True
+"""compact and setitem: the only kernels that walk arbitrary strides.
+
+Items are moved as raw 4- or 8-byte words, so this serves every dtype.
+"""
+from cython.parallel cimport prange
+from libc.string cimport memcpy
+from libc.stdint cimport uint32_t, uint64_t
+from mininet_ext.buffer cimport Buffer
+from mininet_ext._omp cimport threads_for
+from mininet_ext._nd cimport MAXDIM, load_dims, collapse, total_size, row_start, compact_strides
+
+ctypedef fused word_t:
+    uint32_t
+    uint64_t
+
+
+cdef void copy_range(const word_t* src, word_t* dst, int nd, const Py_ssize_t* shape,
+                     const Py_ssize_t* ss, const Py_ssize_t* ds, const Py_ssize_t* zero,
+                     Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    cdef Py_ssize_t inner = shape[nd - 1], pos = start, row, col, n, so, do, unused, j
+    cdef Py_ssize_t sl = ss[nd - 1], dl = ds[nd - 1]
+    cdef const word_t* s
+    cdef word_t* d
+    cdef word_t v
+    while pos < stop:
+        row = pos // inner
+        col = pos - row * inner
+        row_start(row, nd, shape, ss, ds, zero, &so, &do, &unused)
+        n = inner - col if inner - col < stop - pos else stop - pos
+        s = src + so + col * sl
+        d = dst + do + col * dl
+        if sl == 1 and dl == 1:
+            memcpy(d, s, n * sizeof(word_t))
+        elif sl == 0:
+            v = s[0]
+            for j in range(n):
+                d[j * dl] = v
+        else:
+            for j in range(n):
+                d[j * dl] = s[j * sl]
+        pos += n
+
+
+cdef void copy_run(const word_t* src, word_t* dst, int nd, const Py_ssize_t* shape,
+                   const Py_ssize_t* ss, const Py_ssize_t* ds, const Py_ssize_t* zero) noexcept nogil:
+    cdef Py_ssize_t total = total_size(nd, shape)
+    cdef int nt = threads_for(total), t
+    if nt == 1:
+        copy_range(src, dst, nd, shape, ss, ds, zero, 0, total)
+        return
+    for t in prange(nt, num_threads=nt, schedule='static'):
+        copy_range(src, dst, nd, shape, ss, ds, zero, total * t // nt, total * (t + 1) // nt)
+
+
+def copy(Buffer src, Py_ssize_t src_off, tuple src_strides, Buffer dst, Py_ssize_t dst_off,
+         tuple dst_strides, tuple shape, int itemsize):
+    """dst[idx] = src[idx] for every index of `shape` (offsets and strides in items)."""
+    cdef Py_ssize_t sh[MAXDIM]
+    cdef Py_ssize_t ss[MAXDIM]
+    cdef Py_ssize_t ds[MAXDIM]
+    cdef Py_ssize_t zero[MAXDIM]
+    cdef int nd = load_dims(shape, sh), i
+    load_dims(src_strides, ss)
+    load_dims(dst_strides, ds)
+    for i in range(nd):
+        zero[i] = 0
+    if total_size(nd, sh) == 0:
+        return
+    nd = collapse(nd, sh, ss, ds, zero)
+    with nogil:
+        if itemsize == 4:
+            copy_run(<uint32_t*>src.ptr + src_off, <uint32_t*>dst.ptr + dst_off, nd, sh, ss, ds, zero)
+        elif itemsize == 8:
+            copy_run(<uint64_t*>src.ptr + src_off, <uint64_t*>dst.ptr + dst_off, nd, sh, ss, ds, zero)
+        else:
+            with gil:
+                raise ValueError(f"copy: unsupported item size {itemsize}")
+
+
+def fill(Buffer dst, Py_ssize_t dst_off, tuple dst_strides, tuple shape, double value, int dtype_code):
+    """dst[idx] = value for every index (dtype_code: 0 float32, 1 float64, 2 int64)."""
+    cdef float f = <float>value
+    cdef double g = value
+    cdef long long q = <long long>value
+    cdef Buffer one = Buffer(8)
+    if dtype_code == 0:
+        memcpy(one.ptr, &f, 4)
+    elif dtype_code == 1:
+        memcpy(one.ptr, &g, 8)
+    else:
+        memcpy(one.ptr, &q, 8)
+    copy(one, 0, (0,) * len(shape), dst, dst_off, dst_strides, shape, 4 if dtype_code == 0 else 8)

@@ -1,0 +1,96 @@
+"""Build the Cython kernels in mininet_ext/ with -O3, OpenMP (probed) and -march=native.
+
+MININET_PORTABLE=1 drops -march=native (for wheels that run on other CPUs).
+MININET_NO_OPENMP=1 builds serial kernels even when the compiler has OpenMP.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+MODULES = ["_omp", "buffer", "strided", "elementwise", "reduce", "matmul", "conv", "optim"]
+
+
+def compiler_accepts(flags):
+    """Compile and link a tiny OpenMP-using C file with `flags`; True if it works."""
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    src = "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "probe.c")
+        with open(path, "w") as f:
+            f.write(src)
+        cmd = cc.split() + [path, "-o", os.path.join(tmp, "probe")] + flags
+        try:
+            return subprocess.run(cmd, capture_output=True).returncode == 0
+        except OSError:
+            return False
+
+
+def build_flags():
+    compile_args = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-Wno-unused-function",
+                    "-Wno-unreachable-code", "-Wno-maybe-uninitialized"]
+    link_args = []
+    portable = os.environ.get("MININET_PORTABLE", "") not in ("", "0")
+    if not portable:
+        compile_args.append("-march=native")
+    openmp = False
+    if os.environ.get("MININET_NO_OPENMP", "") in ("", "0") and compiler_accepts(["-fopenmp"]):
+        compile_args.append("-fopenmp")
+        link_args.append("-fopenmp")
+        openmp = True
+    return compile_args, link_args, openmp, portable
+
+
+def write_build_info(compile_args, openmp, portable):
+    info = (
+        "# Written by setup.py at build time.\n"
+        f"CFLAGS = {' '.join(compile_args)!r}\n"
+        f"OPENMP = {openmp!r}\n"
+        f"PORTABLE = {portable!r}\n"
+        f"PYTHON = {sys.version.split()[0]!r}\n"
+    )
+    with open(os.path.join("mininet_ext", "_build_info.py"), "w") as f:
+        f.write(info)
+
+
+class BuildExt(build_ext):
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:
+            self.parallel = os.cpu_count() or 1
+
+
+compile_args, link_args, openmp, portable = build_flags()
+write_build_info(compile_args, openmp, portable)
+if not openmp:
+    print("mininet: compiler has no OpenMP; building serial kernels", file=sys.stderr)
+
+extensions = [
+    Extension(
+        f"mininet_ext.{name}",
+        [f"mininet_ext/{name}.pyx"],
+        include_dirs=[numpy.get_include(), "mininet_ext"],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    )
+    for name in MODULES
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        language_level=3,
+        nthreads=os.cpu_count() or 1,
+        compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True,
+                             "initializedcheck": False},
+    ),
+    cmdclass={"build_ext": BuildExt},
+)
