@@ -41,8 +41,8 @@ typedef ptrdiff_t mn_idx;
     X(T, 6, sigmoid, (T)1 / ((T)1 + M(exp)(-x))) X(T, 7, relu, x > 0 ? x : (T)0) \
     X(T, 8, sign, (T)((x > 0) - (x < 0))) X(T, 9, square, x * x)
 
-#define MN_F32(f) f##f
-#define MN_F64(f) f
+#define MN_F32(fn) fn##f
+#define MN_F64(fn) fn
 
 #define MN_DEF_BIN(T, K, NAME, EXPR)                                           \
     static void mn_bin_##NAME##_##T(const T* a, mn_idx sa, const T* b, mn_idx sb, T* o, mn_idx n) \

@@ -1,0 +1,72 @@
+"""CPU backend: every kernel runs in mininet_ext (Cython + OpenMP)."""
+import numpy as np
+
+from mininet_ext import buffer as _buffer
+from mininet_ext import elementwise as _ew
+from mininet_ext import matmul as _mm
+from mininet_ext import reduce as _red
+from mininet_ext import strided as _st
+
+from .device import DTYPES, Device
+
+
+class CPUDevice(Device):
+    name = "cpu"
+
+    # memory ---------------------------------------------------------------
+    def alloc(self, nbytes):
+        return _buffer.Buffer(nbytes)
+
+    def host_view(self, handle, dtype, count):
+        """A flat numpy array sharing the handle's memory."""
+        return np.frombuffer(handle, dtype=dtype, count=count)
+
+    def from_numpy(self, arr, out):
+        np.copyto(self.host_view(out._handle, out.dtype, out.size).reshape(out.shape), arr,
+                  casting="unsafe")
+
+    def to_numpy(self, a):
+        """A numpy copy of NDArray a (any strides)."""
+        if a.size == 0:
+            return np.empty(a.shape, dtype=a.dtype)
+        c = a.compact()
+        view = self.host_view(c._handle, c.dtype, c._offset + c.size)[c._offset:]
+        return view.reshape(c.shape).copy()
+
+    # strided --------------------------------------------------------------
+    def copy(self, src, dst):
+        _st.copy(src._handle, src._offset, src.strides, dst._handle, dst._offset, dst.strides,
+                 dst.shape, dst.dtype.itemsize)
+
+    def fill(self, dst, value):
+        _st.fill(dst._handle, dst._offset, dst.strides, dst.shape, float(value), DTYPES[dst.dtype])
+
+    # elementwise ----------------------------------------------------------
+    def binary(self, op, a, b, out):
+        _ew.binary(op, a._handle, a._offset, a.strides, b._handle, b._offset, b.strides,
+                   out._handle, out.shape, out.dtype.itemsize)
+
+    def binary_scalar(self, op, a, value, reverse, out):
+        _ew.binary_scalar(op, a._handle, a._offset, a.strides, value, reverse, out._handle,
+                          out.shape, out.dtype.itemsize)
+
+    def unary(self, op, a, out):
+        _ew.unary(op, a._handle, a._offset, a.strides, out._handle, out.shape, out.dtype.itemsize)
+
+    # reductions and products ---------------------------------------------
+    def reduce(self, op, a, outer, red, inner, out):
+        _red.reduce(op, a._handle, a._offset, outer, red, inner, out._handle, a.dtype.itemsize)
+
+    def matmul(self, a, b, out, m, n, k, a_batch=None, b_batch=None):
+        """out[i] = a[i] @ b[i]: a, b are the last-two-dims views (any strides)."""
+        _mm.gemm(a._handle, a._offset, a.strides[-2], a.strides[-1],
+                 b._handle, b._offset, b.strides[-2], b.strides[-1],
+                 out._handle, out._offset, m, n, k, out.dtype.itemsize, a_batch, b_batch)
+
+
+_cpu = CPUDevice()
+
+
+def cpu():
+    """The CPU device."""
+    return _cpu

@@ -1,0 +1,47 @@
+"""The Device protocol and the registry of backends.
+
+A backend is a Device subclass: it owns memory handles and runs the same
+named kernels (copy, fill, binary, binary_scalar, unary, reduce, matmul, ...)
+on NDArrays. NDArray holds the metadata (shape, strides, offset) and calls
+these; the kernels see raw handles plus offsets and strides in items.
+"""
+import numpy as np
+
+DTYPES = {np.dtype("float32"): 0, np.dtype("float64"): 1, np.dtype("int64"): 2}
+
+
+class DeviceUnavailable(RuntimeError):
+    """Raised when a backend cannot be used on this machine; says why."""
+
+
+class Device:
+    name = "device"
+
+    def __repr__(self):
+        return f"{self.name}()"
+
+    def __eq__(self, other):
+        return isinstance(other, Device) and other.name == self.name
+
+    def __hash__(self):
+        return hash(self.name)
+
+    def enabled(self):
+        return True
+
+
+_devices = {}
+
+
+def register(name, factory):
+    """Register a zero-argument factory returning the Device called `name`."""
+    _devices[name] = factory
+
+
+def get_device(name):
+    if isinstance(name, Device):
+        return name
+    key = str(name).split(":")[0]
+    if key not in _devices:
+        raise ValueError(f"unknown device {name!r}; known: {', '.join(sorted(_devices))}")
+    return _devices[key]()

@@ -1,0 +1,123 @@
+"""The `mininet` command line (Typer + rich): info, bench, train."""
+import json
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .. import __version__
+
+app = typer.Typer(help="mininet: a small, fast deep-learning library.", no_args_is_help=True,
+                  add_completion=False)
+bench_app = typer.Typer(help="Benchmarks, timed against a reference in the same run.",
+                        no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+console = Console()
+
+
+def _version(value: bool):
+    if value:
+        console.print(f"mininet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")):
+    """mininet command line."""
+
+
+@app.command()
+def info(json_out: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Version, build flags, OpenMP and threads, CPU SIMD features, CUDA availability."""
+    from .info import gather
+    data = gather()
+    if json_out:
+        print(json.dumps(data, indent=2))
+        return
+    table = Table(title="mininet info", show_header=False)
+    for key, value in data.items():
+        if isinstance(value, (list, dict)):
+            value = ", ".join(value) if isinstance(value, list) else ", ".join(
+                f"{k}={v}" for k, v in value.items())
+        elif key == "openmp":
+            value = "on" if value else "off (serial build: the compiler had no OpenMP)"
+        table.add_row(key, escape(str(value)))
+    console.print(table)
+
+
+def _fail(message):
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+@bench_app.command("matmul")
+def bench_matmul(
+    sizes: str = typer.Option("256,512,1024,2048,100x784x100", help="N for N^3, or MxKxN, comma separated."),
+    threads: Optional[int] = typer.Option(None, help="Threads (default: MININET_NUM_THREADS or all cores)."),
+    repeat: int = typer.Option(5, min=1, help="Timed repeats; the best is reported."),
+    dtype: str = typer.Option("float32", help="float32 or float64."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON array instead of a table."),
+):
+    """GFLOPS of mininet's matmul vs numpy's BLAS and a simple tiled kernel."""
+    from .bench import bench_matmul as run, parse_shapes
+    if dtype not in ("float32", "float64"):
+        _fail(f"--dtype must be float32 or float64, got {dtype!r}")
+    try:
+        shapes = parse_shapes(sizes)
+    except ValueError as e:
+        _fail(str(e))
+    if device != "cpu":
+        from .gpu import bench_matmul_gpu
+        rows = bench_matmul_gpu(shapes, dtype, repeat)
+    else:
+        rows = run(shapes, dtype=dtype, threads=threads, repeat=repeat)
+    if json_out:
+        print(json.dumps(rows, indent=2))
+        return
+    _ratio_table(rows, "matmul", ("m", "k", "n"), "gflops", "GFLOPS")
+
+
+def _ratio_table(rows, title, keys, metric, unit):
+    """One row per case: each impl's metric, then mininet's ratio to the reference."""
+    impls = list(dict.fromkeys(r["impl"] for r in rows))
+    ref = impls[1]
+    table = Table(title=f"{title} ({unit}, {rows[0]['threads']} threads)")
+    table.add_column("case")
+    for impl in impls:
+        table.add_column(impl, justify="right")
+    table.add_column(f"mininet / {ref}", justify="right")
+    cases = list(dict.fromkeys(tuple(r[k] for k in keys) for r in rows))
+    for case in cases:
+        by_impl = {r["impl"]: r[metric] for r in rows if tuple(r[k] for k in keys) == case}
+        ratio = by_impl["mininet"] / by_impl[ref]
+        color = "green" if ratio >= 0.8 else "yellow" if ratio >= 0.5 else "red"
+        table.add_row("x".join(map(str, case)), *[f"{by_impl.get(i, float('nan')):.1f}" for i in impls],
+                      f"[{color}]{ratio:.2f}[/{color}]")
+    console.print(table)
+
+
+@bench_app.command("ewise")
+def bench_ewise(
+    threads: Optional[int] = typer.Option(None, help="Threads."),
+    repeat: int = typer.Option(5, min=1),
+    json_out: bool = typer.Option(False, "--json"),
+):
+    """Elementwise add throughput (contiguous and broadcast) vs numpy."""
+    from .bench import bench_ewise as run
+    rows = run(threads=threads, repeat=repeat)
+    if json_out:
+        print(json.dumps(rows, indent=2))
+        return
+    _ratio_table(rows, "elementwise", ("case",), "gbytes_per_s", "GB/s")
+
+
+def main():
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Benchmarks behind `mininet bench`: each returns a list of result dicts."""
+import numpy as np
+
+from mininet_ext import matmul as _mm
+from mininet_ext.buffer import Buffer
+
+from .. import get_num_threads, set_num_threads
+from ..ndarray import NDArray
+from .timing import best_time
+
+
+def parse_shapes(spec):
+    """'256,512' -> square sizes; '100x784x100' -> (M, K, N)."""
+    shapes = []
+    for part in spec.split(","):
+        part = part.strip().lower()
+        dims = [int(d) for d in part.split("x")] if part else []
+        if len(dims) == 1:
+            dims = dims * 3
+        if len(dims) != 3 or min(dims) < 1:
+            raise ValueError(f"bad size {part!r}: use N or MxKxN with positive integers")
+        shapes.append(tuple(dims))
+    return shapes
+
+
+def _simple_matmul(x, y):
+    """The course's cache-tiled kernel, as a reference point (float32 only)."""
+    m, k = x.shape
+    n = y.shape[1]
+    a, b, c = Buffer(x.nbytes), Buffer(y.nbytes), Buffer(m * n * 4)
+    np.frombuffer(a, np.float32)[:] = x.ravel()
+    np.frombuffer(b, np.float32)[:] = y.ravel()
+
+    def run():
+        c.fill_zero()
+        _mm.matmul_simple(a, b, c, m, n, k)
+    return run
+
+
+def bench_matmul(shapes, dtype="float32", threads=None, repeat=5, simple=True, device="cpu"):
+    old = get_num_threads()
+    if threads:
+        set_num_threads(threads)
+    rows = []
+    try:
+        for m, k, n in shapes:
+            rng = np.random.default_rng(0)
+            x = rng.standard_normal((m, k)).astype(dtype)
+            y = rng.standard_normal((k, n)).astype(dtype)
+            flops = 2.0 * m * n * k
+            a, b = NDArray(x, device=device), NDArray(y, device=device)
+            impls = {"mininet": lambda: a @ b, "numpy": lambda: x @ y}
+            if simple and dtype == "float32" and m * n * k <= 2048 ** 3:
+                impls["simple-tiled"] = _simple_matmul(x, y)
+            for impl, fn in impls.items():
+                t = best_time(fn, repeat=repeat)
+                rows.append({"impl": impl, "m": m, "k": k, "n": n, "dtype": dtype,
+                             "threads": get_num_threads(), "seconds": t, "gflops": flops / t / 1e9})
+    finally:
+        set_num_threads(old)
+    return rows
+
+
+def bench_ewise(size=4 * 1024 * 1024, rows=4096, cols=1024, threads=None, repeat=5):
+    """Contiguous add of two `size` arrays, and a (rows, cols) + (cols,) broadcast add."""
+    old = get_num_threads()
+    if threads:
+        set_num_threads(threads)
+    out = []
+    try:
+        rng = np.random.default_rng(0)
+        cases = {
+            f"add {size}": (rng.standard_normal(size).astype(np.float32),
+                            rng.standard_normal(size).astype(np.float32)),
+            f"add {rows}x{cols} + {cols}": (rng.standard_normal((rows, cols)).astype(np.float32),
+                                              rng.standard_normal(cols).astype(np.float32)),
+        }
+        for case, (x, y) in cases.items():
+            a, b = NDArray(x), NDArray(y)
+            nbytes = (x.size * 2 + y.size) * 4
+            for impl, fn in {"mininet": lambda: a + b, "numpy": lambda: x + y}.items():
+                t = best_time(fn, repeat=repeat)
+                out.append({"impl": impl, "case": case, "threads": get_num_threads(), "seconds": t,
+                            "gbytes_per_s": nbytes / t / 1e9})
+    finally:
+        set_num_threads(old)
+    return out

@@ -1,0 +1,615 @@
+"""NDArray: an n-d view (shape, strides, offset) onto a device buffer.
+
+Views are metadata: reshape, permute, broadcast_to and basic slicing only
+change shape/strides/offset. Strides and offsets count items, not bytes.
+Every computation goes to the array's device (mininet.backend).
+"""
+import math
+import numbers
+
+import numpy as np
+
+from .backend import default_device, get_device
+from .backend.device import DTYPES
+from .backend.opcodes import BINARY, REDUCE, UNARY
+
+float32 = np.dtype("float32")
+float64 = np.dtype("float64")
+int64 = np.dtype("int64")
+_FLOATS = (float32, float64)
+
+
+def as_dtype(dtype):
+    """Normalise a dtype spec; refuse those mininet cannot hold."""
+    if dtype is None:
+        return float32
+    try:
+        d = np.dtype(getattr(dtype, "name", dtype) if not isinstance(dtype, np.dtype) else dtype)
+    except TypeError:
+        raise TypeError(f"unsupported dtype {dtype!r}: use float32, float64 or int64") from None
+    if d not in DTYPES:
+        raise TypeError(f"unsupported dtype {d}: mininet arrays are float32, float64 or int64")
+    return d
+
+
+def compact_strides(shape):
+    strides, s = [], 1
+    for n in reversed(shape):
+        strides.append(s)
+        s *= n
+    return tuple(reversed(strides))
+
+
+def prod(shape):
+    p = 1
+    for n in shape:
+        p *= n
+    return p
+
+
+def broadcast_shapes(*shapes):
+    """numpy's broadcasting rule; ValueError naming the shapes when they clash."""
+    ndim = max(len(s) for s in shapes)
+    out = []
+    for i in range(ndim):
+        dims = {s[i - ndim + len(s)] for s in shapes if i - ndim + len(s) >= 0} - {1}
+        if len(dims) > 1:
+            raise ValueError("shapes " + " and ".join(str(tuple(s)) for s in shapes)
+                             + " cannot be broadcast together")
+        out.append(dims.pop() if dims else 1)
+    return tuple(out)
+
+
+def _normalize_axes(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -ndim <= a < max(ndim, 1):
+            raise ValueError(f"axis {a} is out of range for an array of {ndim} dimensions")
+        out.append(a % ndim if ndim else 0)
+    if len(set(out)) != len(out):
+        raise ValueError(f"repeated axis in {axis}")
+    return tuple(sorted(out))
+
+
+class NDArray:
+    __slots__ = ("_handle", "shape", "strides", "_offset", "dtype", "device", "__weakref__")
+
+    def __init__(self, data, dtype=None, device=None):
+        """Build from a numpy array, a Python (nested) list or scalar, or an NDArray (copied)."""
+        device = get_device(device) if device is not None else None
+        if isinstance(data, NDArray):
+            src = data if dtype is None else data.astype(dtype)
+            arr = src.to(device or src.device) if (device or src.device) != src.device else src.copy()
+            self._init_from(arr)
+            return
+        arr = _to_numpy_input(data, dtype)
+        out = NDArray.make(arr.shape, dtype=arr.dtype, device=device or default_device())
+        out.device.from_numpy(arr, out)
+        self._init_from(out)
+
+    def _init_from(self, other):
+        self._handle, self.shape, self.strides = other._handle, other.shape, other.strides
+        self._offset, self.dtype, self.device = other._offset, other.dtype, other.device
+
+    @staticmethod
+    def make(shape, strides=None, device=None, handle=None, offset=0, dtype=float32):
+        """A new array object; allocates a compact buffer when handle is None."""
+        arr = object.__new__(NDArray)
+        arr.shape = tuple(shape)
+        arr.strides = compact_strides(arr.shape) if strides is None else tuple(strides)
+        arr.device = device if device is not None else default_device()
+        arr.dtype = dtype
+        arr._offset = offset
+        arr._handle = handle if handle is not None else arr.device.alloc(
+            prod(arr.shape) * dtype.itemsize)
+        return arr
+
+    def _view(self, shape, strides, offset):
+        return NDArray.make(shape, strides, self.device, self._handle, offset, self.dtype)
+
+    # properties -------------------------------------------------------------
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def size(self):
+        return prod(self.shape)
+
+    @property
+    def offset(self):
+        return self._offset
+
+    @property
+    def itemsize(self):
+        return self.dtype.itemsize
+
+    @property
+    def nbytes(self):
+        return self.size * self.dtype.itemsize
+
+    def __len__(self):
+        if not self.shape:
+            raise TypeError("len() of a 0-d array")
+        return self.shape[0]
+
+    def __repr__(self):
+        body = np.array2string(self.numpy(), separator=", ", prefix="NDArray(")
+        return f"NDArray({body}, dtype={self.dtype}, device={self.device!r})"
+
+    def __str__(self):
+        return str(self.numpy())
+
+    # conversion -----------------------------------------------------------------
+    def numpy(self):
+        """A numpy copy of the data."""
+        return self.device.to_numpy(self)
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.numpy()
+        return a if dtype is None else a.astype(dtype)
+
+    def item(self):
+        if self.size != 1:
+            raise ValueError(f"item(): array of shape {self.shape} has {self.size} elements, not 1")
+        return self.numpy().reshape(-1)[0].item()
+
+    def __float__(self):
+        return float(self.item())
+
+    def to(self, device):
+        device = get_device(device)
+        if device == self.device:
+            return self
+        return NDArray(self.numpy(), dtype=self.dtype, device=device)
+
+    def astype(self, dtype):
+        dtype = as_dtype(dtype)
+        if dtype == self.dtype:
+            return self
+        return NDArray(self.numpy().astype(dtype), dtype=dtype, device=self.device)
+
+    def copy(self):
+        out = NDArray.make(self.shape, device=self.device, dtype=self.dtype)
+        self.device.copy(self, out)
+        return out
+
+    # layout -----------------------------------------------------------------------
+    def is_compact(self):
+        """Row-major contiguous (any offset)."""
+        return self.strides == compact_strides(self.shape) or self.size <= 1
+
+    def compact(self):
+        return self if self.is_compact() else self.copy()
+
+    def fill(self, value):
+        self.device.fill(self, value)
+        return self
+
+    def reshape(self, *shape):
+        """A view when the strides allow (as numpy), otherwise a compact copy."""
+        shape = _shape_arg(shape)
+        shape = _infer_shape(shape, self.size, self.shape)
+        if shape == self.shape:
+            return self
+        if self.is_compact():
+            return self._view(shape, compact_strides(shape), self._offset)
+        strides = _nocopy_strides(self.shape, self.strides, shape)
+        if strides is None:
+            return self.copy().reshape(shape)
+        return self._view(shape, strides, self._offset)
+
+    def permute(self, *axes):
+        axes = _shape_arg(axes)
+        if sorted(a % max(self.ndim, 1) for a in axes) != list(range(self.ndim)) or len(axes) != self.ndim:
+            raise ValueError(f"permute: axes {axes} are not a permutation of {self.ndim} dimensions")
+        axes = [a % self.ndim for a in axes]
+        return self._view(tuple(self.shape[a] for a in axes), tuple(self.strides[a] for a in axes),
+                          self._offset)
+
+    def transpose(self, *axes):
+        """numpy's transpose: reverse the axes, or permute by `axes`."""
+        axes = _shape_arg(axes) if axes else tuple(reversed(range(self.ndim)))
+        return self.permute(axes)
+
+    @property
+    def T(self):
+        return self.transpose()
+
+    def swapaxes(self, a, b):
+        axes = list(range(self.ndim))
+        axes[a], axes[b] = axes[b], axes[a]
+        return self.permute(axes)
+
+    def broadcast_to(self, *shape):
+        """A stride-0 view; never write through it."""
+        shape = _shape_arg(shape)
+        if shape == self.shape:
+            return self
+        if len(shape) < self.ndim:
+            raise ValueError(f"cannot broadcast shape {self.shape} to {shape}")
+        lead = len(shape) - self.ndim
+        strides = [0] * lead
+        for i, (n, s) in enumerate(zip(self.shape, self.strides)):
+            if n == shape[lead + i]:
+                strides.append(s)
+            elif n == 1:
+                strides.append(0)
+            else:
+                raise ValueError(f"cannot broadcast shape {self.shape} to {shape}")
+        return self._view(shape, tuple(strides), self._offset)
+
+    def expand_dims(self, axis):
+        axis = axis % (self.ndim + 1)
+        return self.reshape(self.shape[:axis] + (1,) + self.shape[axis:])
+
+    # indexing ---------------------------------------------------------------------
+    def __getitem__(self, idx):
+        shape, strides, offset = [], [], self._offset
+        dim = 0
+        for item in _expand_index(idx, self.ndim):
+            if item is None:
+                shape.append(1)
+                strides.append(0)
+                continue
+            n, s = self.shape[dim], self.strides[dim]
+            if isinstance(item, slice):
+                start, stop, step = item.indices(n)
+                length = len(range(start, stop, step))
+                offset += start * s if length else 0
+                shape.append(length)
+                strides.append(s * step)
+            else:
+                i = _check_index(item, n, dim)
+                offset += i * s
+            dim += 1
+        return self._view(tuple(shape), tuple(strides), offset)
+
+    def __setitem__(self, idx, value):
+        view = self[idx]
+        if isinstance(value, numbers.Number):
+            view.fill(value)
+            return
+        value = value if isinstance(value, NDArray) else NDArray(value, dtype=self.dtype,
+                                                                  device=self.device)
+        if value.device != self.device:
+            value = value.to(self.device)
+        if value.dtype != self.dtype:
+            value = value.astype(self.dtype)
+        if value._handle is self._handle:  # may overlap: read everything before writing
+            value = value.copy()
+        try:
+            src = value.broadcast_to(view.shape)
+        except ValueError:
+            raise ValueError(f"could not assign an array of shape {value.shape} "
+                             f"to a slice of shape {view.shape}") from None
+        self.device.copy(src, view)
+
+    # elementwise ----------------------------------------------------------------------
+    def _binary(self, other, name, reverse=False):
+        if isinstance(other, numbers.Number):
+            a = self._as_float()
+            out = NDArray.make(a.shape, device=a.device, dtype=a.dtype)
+            a.device.binary_scalar(BINARY[name], a, float(other), reverse, out)
+            return out
+        if not isinstance(other, NDArray):
+            other = NDArray(other, dtype=self.dtype if self.dtype in _FLOATS else None,
+                            device=self.device)
+        a, b = (other, self) if reverse else (self, other)
+        return _ewise(a, b, name)
+
+    def _as_float(self):
+        if self.dtype in _FLOATS:
+            return self
+        return self.astype(float64)
+
+    def __add__(self, o): return self._binary(o, "add")
+    def __radd__(self, o): return self._binary(o, "add", True)
+    def __sub__(self, o): return self._binary(o, "sub")
+    def __rsub__(self, o): return self._binary(o, "sub", True)
+    def __mul__(self, o): return self._binary(o, "mul")
+    def __rmul__(self, o): return self._binary(o, "mul", True)
+    def __truediv__(self, o): return self._binary(o, "div")
+    def __rtruediv__(self, o): return self._binary(o, "div", True)
+    def __pow__(self, o): return self._binary(o, "pow")
+    def __rpow__(self, o): return self._binary(o, "pow", True)
+    def __eq__(self, o): return self._binary(o, "eq")
+    def __ne__(self, o): return self._binary(o, "ne")
+    def __lt__(self, o): return self._binary(o, "lt")
+    def __le__(self, o): return self._binary(o, "le")
+    def __gt__(self, o): return self._binary(o, "gt")
+    def __ge__(self, o): return self._binary(o, "ge")
+    def __neg__(self): return self._unary("neg")
+    def __abs__(self): return self._unary("abs")
+    __hash__ = None
+
+    def maximum(self, o): return self._binary(o, "maximum")
+    def minimum(self, o): return self._binary(o, "minimum")
+
+    def _unary(self, name):
+        a = self._as_float()
+        out = NDArray.make(a.shape, device=a.device, dtype=a.dtype)
+        a.device.unary(UNARY[name], a, out)
+        return out
+
+    def exp(self): return self._unary("exp")
+    def log(self): return self._unary("log")
+    def sqrt(self): return self._unary("sqrt")
+    def tanh(self): return self._unary("tanh")
+    def sigmoid(self): return self._unary("sigmoid")
+    def relu(self): return self._unary("relu")
+    def abs(self): return self._unary("abs")
+    def sign(self): return self._unary("sign")
+    def square(self): return self._unary("square")
+
+    # reductions --------------------------------------------------------------------------
+    def _reduce(self, name, axis, keepdims):
+        axes = _normalize_axes(axis, self.ndim)
+        out_shape = tuple(1 if i in axes else n for i, n in enumerate(self.shape))
+        final = out_shape if keepdims else tuple(n for i, n in enumerate(self.shape) if i not in axes)
+        a, outer, red, inner = self._reduce_layout(axes)
+        if red == 0 and name != "sum":
+            raise ValueError(f"{name}: zero-size array has no {name} along axis {axis}")
+        dtype = int64 if name.startswith("arg") else a.dtype
+        out = NDArray.make(final, device=a.device, dtype=dtype)
+        a.device.reduce(REDUCE[name], a, outer, red, inner, out)
+        return out
+
+    def _reduce_layout(self, axes):
+        """(compact array, outer, red, inner) with the reduced axes contiguous in the middle."""
+        a = self._as_float()
+        if axes and axes == tuple(range(axes[0], axes[-1] + 1)):
+            c = a.compact()
+            return (c, prod(a.shape[:axes[0]]), prod(a.shape[axes[0]:axes[-1] + 1]),
+                    prod(a.shape[axes[-1] + 1:]))
+        keep = [i for i in range(a.ndim) if i not in axes]
+        c = a.permute(keep + list(axes)).compact()
+        return c, prod(a.shape[i] for i in keep), prod(a.shape[i] for i in axes), 1
+
+    def sum(self, axis=None, keepdims=False):
+        return self._reduce("sum", axis, keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        axes = _normalize_axes(axis, self.ndim)
+        count = prod(self.shape[i] for i in axes)
+        total = self.sum(axis, keepdims)
+        return total * (1.0 / count) if count else total * float("nan")
+
+    def max(self, axis=None, keepdims=False):
+        return self._reduce("max", axis, keepdims)
+
+    def min(self, axis=None, keepdims=False):
+        return self._reduce("min", axis, keepdims)
+
+    def argmax(self, axis=None, keepdims=False):
+        return self._arg("argmax", axis, keepdims)
+
+    def argmin(self, axis=None, keepdims=False):
+        return self._arg("argmin", axis, keepdims)
+
+    def _arg(self, name, axis, keepdims):
+        if axis is None:  # numpy: index into the flattened array
+            return self.reshape(-1)._reduce(name, 0, False).reshape((1,) * self.ndim if keepdims else ())
+        if not isinstance(axis, numbers.Integral):
+            raise TypeError(f"{name}: axis must be an int or None, got {axis!r}")
+        return self._reduce(name, axis, keepdims)
+
+    # matmul ------------------------------------------------------------------------------
+    def __matmul__(self, other):
+        if not isinstance(other, NDArray):
+            other = NDArray(other, dtype=self.dtype, device=self.device)
+        return matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return matmul(NDArray(other, dtype=self.dtype, device=self.device), self)
+
+
+# module-level helpers ----------------------------------------------------------------------
+def _to_numpy_input(data, dtype):
+    arr = np.asarray(data) if not isinstance(data, np.ndarray) else data
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"cannot make an NDArray from data of dtype {arr.dtype}: "
+                        "mininet holds float32, float64 and int64 numbers")
+    if dtype is None:
+        dtype = arr.dtype if arr.dtype in _FLOATS else float32
+    return arr.astype(as_dtype(dtype), copy=False)
+
+
+def _promote(a, b):
+    a, b = a._as_float(), b._as_float()
+    if a.dtype != b.dtype:
+        a, b = a.astype(float64), b.astype(float64)
+    if a.device != b.device:
+        raise ValueError(f"arrays are on different devices: {a.device} and {b.device}")
+    return a, b
+
+
+def _ewise(a, b, name):
+    a, b = _promote(a, b)
+    shape = a.shape if a.shape == b.shape else broadcast_shapes(a.shape, b.shape)
+    out = NDArray.make(shape, device=a.device, dtype=a.dtype)
+    a.device.binary(BINARY[name], a.broadcast_to(shape), b.broadcast_to(shape), out)
+    return out
+
+
+def matmul(a, b):
+    """numpy's matmul: 1-d operands are promoted, batch dims broadcast."""
+    a, b = _promote(a, b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul: operands must be at least 1-d, got shapes {a.shape} and {b.shape}")
+    va = a.reshape(1, a.shape[0]) if a.ndim == 1 else a
+    vb = b.reshape(b.shape[0], 1) if b.ndim == 1 else b
+    m, k = va.shape[-2:]
+    k2, n = vb.shape[-2:]
+    if k != k2:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not align ({k} != {k2})")
+    try:
+        batch = broadcast_shapes(va.shape[:-2], vb.shape[:-2])
+    except ValueError:
+        raise ValueError(f"matmul: batch dimensions of {a.shape} and {b.shape} do not broadcast") from None
+    out = NDArray.make(batch + (m, n), device=a.device, dtype=a.dtype)
+    if batch:
+        va = va.broadcast_to(batch + (m, k))
+        vb = vb.broadcast_to(batch + (k, n))
+        a.device.matmul(va, vb, out, m, n, k, _batch_offsets(va, batch), _batch_offsets(vb, batch))
+    else:
+        a.device.matmul(va, vb, out, m, n, k)
+    shape = out.shape
+    if a.ndim == 1:
+        shape = shape[:-2] + shape[-1:]
+    if b.ndim == 1:
+        shape = shape[:-1]
+    return out.reshape(shape)
+
+
+def _batch_offsets(x, batch):
+    """Item offset of each batch matrix (row-major over the batch dims)."""
+    idx = np.indices(batch).reshape(len(batch), -1)
+    strides = np.array(x.strides[:len(batch)], dtype=np.int64).reshape(-1, 1)
+    return np.ascontiguousarray((idx * strides).sum(axis=0), dtype=np.int64)
+
+
+def _shape_arg(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = shape[0]
+    return tuple(int(s) for s in shape)
+
+
+def _infer_shape(shape, size, old):
+    if shape.count(-1) > 1:
+        raise ValueError(f"reshape: only one dimension can be -1, got {shape}")
+    if -1 in shape:
+        known = prod(s for s in shape if s != -1)
+        if known == 0 or size % known:
+            raise ValueError(f"cannot reshape array of shape {old} into {shape}")
+        shape = tuple(size // known if s == -1 else s for s in shape)
+    if any(s < 0 for s in shape) or prod(shape) != size:
+        raise ValueError(f"cannot reshape array of shape {old} (size {size}) into {shape}")
+    return shape
+
+
+def _nocopy_strides(old_shape, old_strides, new_shape):
+    """Strides viewing old as new without a copy, or None (numpy's algorithm)."""
+    olds = [(n, s) for n, s in zip(old_shape, old_strides) if n != 1]
+    new_strides = [0] * len(new_shape)
+    oi = ni = 0
+    while oi < len(olds) and ni < len(new_shape):
+        if new_shape[ni] == 1:
+            ni += 1
+            continue
+        oj, nj = oi + 1, ni + 1
+        op, np_ = olds[oi][0], new_shape[ni]
+        while op != np_:
+            if np_ < op:
+                np_ *= new_shape[nj]
+                nj += 1
+            else:
+                op *= olds[oj][0]
+                oj += 1
+        for k in range(oi, oj - 1):  # the old dims merged here must be contiguous
+            if olds[k][1] != olds[k + 1][0] * olds[k + 1][1]:
+                return None
+        new_strides[nj - 1] = olds[oj - 1][1]
+        for k in range(nj - 1, ni, -1):
+            new_strides[k - 1] = new_strides[k] * new_shape[k]
+        oi, ni = oj, nj
+    return tuple(new_strides)
+
+
+def _expand_index(idx, ndim):
+    if not isinstance(idx, tuple):
+        idx = (idx,)
+    for item in idx:
+        if not (item is None or item is Ellipsis or isinstance(item, (slice, numbers.Integral))
+                or (isinstance(item, np.ndarray) and item.ndim == 0 and item.dtype.kind in "iu")):
+            raise IndexError(f"only integers, slices, None and ... are valid indices, got {item!r}")
+    if sum(1 for i in idx if i is Ellipsis) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    used = sum(1 for i in idx if i is not None and i is not Ellipsis)
+    if used > ndim:
+        raise IndexError(f"too many indices: array is {ndim}-dimensional, but {used} were indexed")
+    out = []
+    for item in idx:
+        if item is Ellipsis:
+            out.extend([slice(None)] * (ndim - used))
+        else:
+            out.append(item)
+    if Ellipsis not in idx:
+        out.extend([slice(None)] * (ndim - used))
+    return out
+
+
+def _check_index(i, n, dim):
+    i = int(i)
+    if not -n <= i < n:
+        raise IndexError(f"index {i} is out of bounds for axis {dim} with size {n}")
+    return i % n
+
+
+def array(data, dtype=None, device=None):
+    return NDArray(data, dtype=dtype, device=device)
+
+
+def empty(shape, dtype=float32, device=None):
+    shape = (int(shape),) if isinstance(shape, numbers.Integral) else tuple(int(s) for s in shape)
+    return NDArray.make(shape, dtype=as_dtype(dtype), device=get_device(device) if device else None)
+
+
+def full(shape, value, dtype=float32, device=None):
+    return empty(shape, dtype, device).fill(value)
+
+
+def zeros(shape, dtype=float32, device=None):
+    return full(shape, 0.0, dtype, device)
+
+
+def ones(shape, dtype=float32, device=None):
+    return full(shape, 1.0, dtype, device)
+
+
+def stack(arrays, axis=0):
+    """Join same-shaped arrays along a new axis."""
+    arrays = list(arrays)
+    if not arrays:
+        raise ValueError("stack: need at least one array")
+    shape = arrays[0].shape
+    for a in arrays:
+        if a.shape != shape:
+            raise ValueError(f"stack: all arrays must have the same shape, got {shape} and {a.shape}")
+    axis = axis % (len(shape) + 1)
+    out = empty(shape[:axis] + (len(arrays),) + shape[axis:], dtype=arrays[0].dtype,
+                device=arrays[0].device)
+    for i, a in enumerate(arrays):
+        out[(slice(None),) * axis + (i,)] = a
+    return out
+
+
+def concatenate(arrays, axis=0):
+    """Join arrays along an existing axis."""
+    arrays = list(arrays)
+    if not arrays:
+        raise ValueError("concatenate: need at least one array")
+    first = arrays[0]
+    axis = axis % first.ndim
+    for a in arrays:
+        if a.ndim != first.ndim or a.shape[:axis] + a.shape[axis + 1:] != first.shape[:axis] + first.shape[axis + 1:]:
+            raise ValueError(f"concatenate: shapes {first.shape} and {a.shape} differ off axis {axis}")
+    total = sum(a.shape[axis] for a in arrays)
+    out = empty(first.shape[:axis] + (total,) + first.shape[axis + 1:], dtype=first.dtype,
+                device=first.device)
+    start = 0
+    for a in arrays:
+        out[(slice(None),) * axis + (slice(start, start + a.shape[axis]),)] = a
+        start += a.shape[axis]
+    return out
+
+
+def maximum(a, b):
+    return a.maximum(b)
+
+
+def minimum(a, b):
+    return a.minimum(b)

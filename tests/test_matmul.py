@@ -1,0 +1,78 @@
+"""matmul against numpy (float64 references) for every edge of the tiling."""
+import numpy as np
+import pytest
+
+from mininet.ndarray import NDArray
+from conftest import assert_close
+
+rng = np.random.default_rng(1)
+SIZES = [1, 7, 63, 65, 1000]
+
+
+def check(x, y, a=None, b=None, dtype=np.float32):
+    a = NDArray(x) if a is None else a
+    b = NDArray(y) if b is None else b
+    got = (a @ b).numpy()
+    want = np.matmul(x.astype(np.float64), y.astype(np.float64))
+    assert got.shape == want.shape
+    assert_close(got, want, dtype, scale=x.shape[-1])
+
+
+@pytest.mark.parametrize("m", SIZES)
+@pytest.mark.parametrize("n", SIZES)
+def test_odd_sizes(m, n):
+    k = 65 if m * n < 10**5 else 63
+    check(rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32))
+
+
+@pytest.mark.parametrize("k", [1, 7, 255, 256, 257, 1000, 4096])
+def test_long_k(k):
+    check(rng.standard_normal((33, k)).astype(np.float32), rng.standard_normal((k, 45)).astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_large_and_float64(dtype):
+    x = rng.standard_normal((300, 517)).astype(dtype)
+    y = rng.standard_normal((517, 211)).astype(dtype)
+    check(x, y, dtype=dtype)
+
+
+def test_strided_operands():
+    x = rng.standard_normal((120, 90)).astype(np.float32)
+    y = rng.standard_normal((70, 90)).astype(np.float32)
+    check(x, y.T, NDArray(x), NDArray(y).T)
+    check(x[::2, 1::3], y.T[1::3, ::3], NDArray(x)[::2, 1::3], NDArray(y).T[1::3, ::3])
+    check(x.T, x, NDArray(x).T, NDArray(x))
+
+
+def test_batched_and_broadcast():
+    x = rng.standard_normal((2, 3, 17, 20)).astype(np.float32)
+    y = rng.standard_normal((3, 20, 9)).astype(np.float32)
+    check(x, y)
+    z = rng.standard_normal((1, 20, 9)).astype(np.float32)
+    check(x, z)
+    check(x[0, 0], y)
+
+
+def test_vectors():
+    A = rng.standard_normal((40, 30)).astype(np.float32)
+    v = rng.standard_normal(30).astype(np.float32)
+    w = rng.standard_normal(40).astype(np.float32)
+    check(A, v)
+    check(w, A)
+    check(v, v)
+    assert (NDArray(v) @ NDArray(v)).shape == ()
+
+
+def test_zero_sizes():
+    for m, k, n in [(0, 3, 4), (3, 0, 4), (3, 4, 0)]:
+        x, y = np.ones((m, k), np.float32), np.ones((k, n), np.float32)
+        got = (NDArray(x) @ NDArray(y)).numpy()
+        np.testing.assert_array_equal(got, x @ y)
+
+
+def test_shape_errors_name_both_shapes():
+    with pytest.raises(ValueError, match=r"\(3, 4\) and \(5, 6\)"):
+        NDArray(np.ones((3, 4))) @ NDArray(np.ones((5, 6)))
+    with pytest.raises(ValueError, match="at least 1-d"):
+        NDArray(np.float32(1)) @ NDArray(np.ones(3))
