@@ -1,2 +1,66 @@
 # cython: boundscheck=False, wraparound=False, cdivision=True
-"""Fused optimizer updates (filled by the training work)."""
+"""Fused optimizer updates, in place on compact parameter buffers: one pass
+over memory instead of a chain of elementwise ops and temporaries."""
+from cython.parallel cimport prange
+from cython cimport floating
+from libc.math cimport sqrt
+from mininet_ext.buffer cimport Buffer
+from mininet_ext._omp cimport threads_for
+
+
+cdef void sgd_run(floating* p, const floating* g, floating* v, Py_ssize_t n, double lr,
+                  double momentum, double dampening, double wd, bint nesterov, bint first) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating d, buf
+    cdef int nt = threads_for(n)
+    for i in prange(n, num_threads=nt, schedule='static'):
+        d = g[i] + <floating>wd * p[i]
+        if momentum != 0:
+            buf = d if first else <floating>momentum * v[i] + <floating>(1 - dampening) * d
+            v[i] = buf
+            d = d + <floating>momentum * buf if nesterov else buf
+        p[i] = p[i] - <floating>lr * d
+
+
+def sgd_step(Buffer p, Buffer g, Py_ssize_t g_off, Buffer v, Py_ssize_t n, double lr, double momentum,
+             double dampening, double weight_decay, bint nesterov, bint first, int itemsize):
+    """p -= lr * d, d = g + wd p, through momentum buffer v (torch.optim.SGD's rule)."""
+    with nogil:
+        if itemsize == 4:
+            sgd_run(<float*>p.ptr, <float*>g.ptr + g_off, <float*>v.ptr, n, lr, momentum, dampening,
+                    weight_decay, nesterov, first)
+        else:
+            sgd_run(<double*>p.ptr, <double*>g.ptr + g_off, <double*>v.ptr, n, lr, momentum,
+                    dampening, weight_decay, nesterov, first)
+
+
+cdef void adam_run(floating* p, const floating* g, floating* m, floating* v, Py_ssize_t n, double lr,
+                   double b1, double b2, double eps, double wd, bint decoupled, double bc1,
+                   double bc2) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating d, mh, vh
+    cdef double step = lr / bc1, vscale = 1.0 / sqrt(bc2)
+    cdef int nt = threads_for(n)
+    for i in prange(n, num_threads=nt, schedule='static'):
+        d = g[i]
+        if decoupled:
+            p[i] = p[i] * <floating>(1 - lr * wd)
+        else:
+            d = d + <floating>wd * p[i]
+        m[i] = <floating>b1 * m[i] + <floating>(1 - b1) * d
+        v[i] = <floating>b2 * v[i] + <floating>(1 - b2) * d * d
+        p[i] = p[i] - <floating>step * m[i] / (sqrt(v[i]) * <floating>vscale + <floating>eps)
+
+
+def adam_step(Buffer p, Buffer g, Py_ssize_t g_off, Buffer m, Buffer v, Py_ssize_t n, double lr,
+              double beta1, double beta2, double eps, double weight_decay, bint decoupled, int t,
+              int itemsize):
+    """Adam (decoupled=False, L2 in the gradient) or AdamW (decoupled) step t >= 1, bias-corrected."""
+    cdef double bc1 = 1 - beta1 ** t, bc2 = 1 - beta2 ** t
+    with nogil:
+        if itemsize == 4:
+            adam_run(<float*>p.ptr, <float*>g.ptr + g_off, <float*>m.ptr, <float*>v.ptr, n, lr, beta1,
+                     beta2, eps, weight_decay, decoupled, bc1, bc2)
+        else:
+            adam_run(<double*>p.ptr, <double*>g.ptr + g_off, <double*>m.ptr, <double*>v.ptr, n, lr,
+                     beta1, beta2, eps, weight_decay, decoupled, bc1, bc2)

@@ -4,6 +4,7 @@ import numpy as np
 from mininet_ext import buffer as _buffer
 from mininet_ext import elementwise as _ew
 from mininet_ext import matmul as _mm
+from mininet_ext import optim as _opt
 from mininet_ext import reduce as _red
 from mininet_ext import strided as _st
 
@@ -63,6 +64,15 @@ class CPUDevice(Device):
                  b._handle, b._offset, b.strides[-2], b.strides[-1],
                  out._handle, out._offset, m, n, k, out.dtype.itemsize, a_batch, b_batch)
 
+    # fused optimizer updates (in place on p; p, m, v compact) --------------
+    def sgd_step(self, p, g, v, lr, momentum, dampening, wd, nesterov, first):
+        _opt.sgd_step(p._handle, g._handle, g._offset, v._handle, p.size, lr, momentum, dampening,
+                      wd, nesterov, first, p.dtype.itemsize)
+
+    def adam_step(self, p, g, m, v, lr, b1, b2, eps, wd, decoupled, t):
+        _opt.adam_step(p._handle, g._handle, g._offset, m._handle, v._handle, p.size, lr, b1, b2,
+                       eps, wd, decoupled, t, p.dtype.itemsize)
+
 
 _cpu = CPUDevice()
 
@@ -70,3 +80,4 @@ _cpu = CPUDevice()
 def cpu():
     """The CPU device."""
     return _cpu
+

@@ -115,6 +115,37 @@ def bench_ewise(
     _ratio_table(rows, "elementwise", ("case",), "gbytes_per_s", "GB/s")
 
 
+@app.command()
+def train(
+    dataset: str = typer.Argument("mnist", help="Dataset to train on (mnist)."),
+    model: str = typer.Option("mlp", help="softmax, mlp, resnet or cnn."),
+    epochs: int = typer.Option(10, min=1, help="Epochs."),
+    batch_size: int = typer.Option(100, min=1, help="Batch size."),
+    lr: float = typer.Option(1e-3, help="Learning rate."),
+    optimizer: str = typer.Option("adam", help="sgd, momentum, adam, adamw, adagrad or rmsprop."),
+    weight_decay: float = typer.Option(0.0, help="Weight decay."),
+    seed: int = typer.Option(0, help="Random seed (init, dropout, shuffling)."),
+    data_dir: Optional[str] = typer.Option(None, help="Folder with the MNIST files (else $MININET_DATA, else ~/.cache/mininet/mnist)."),
+    threads: Optional[int] = typer.Option(None, help="Threads."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    save: Optional[str] = typer.Option(None, help="Write model + optimizer state here after each epoch (atomically)."),
+    resume: Optional[str] = typer.Option(None, help="Continue from a checkpoint written by --save."),
+    json_out: bool = typer.Option(False, "--json", help="Print per-epoch metrics as JSON."),
+):
+    """Train a model on MNIST and report test accuracy."""
+    from ..data import MNISTError
+    from .train import run
+    if dataset != "mnist":
+        _fail(f"unknown dataset {dataset!r}: only mnist is available")
+    if model not in ("softmax", "mlp", "resnet", "cnn"):
+        _fail(f"--model must be softmax, mlp, resnet or cnn, got {model!r}")
+    try:
+        run(model, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir, threads, save,
+            resume, json_out, device)
+    except (MNISTError, ValueError, KeyError, OSError) as e:
+        _fail(escape(str(e)))
+
+
 def main():
     app()
 

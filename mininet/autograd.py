@@ -1,0 +1,370 @@
+"""Tensor and reverse-mode autodiff (needle's design: an Op computes on
+NDArrays and gives its gradient as Tensors built from other ops)."""
+import contextlib
+import numbers
+import threading
+
+import numpy as np
+
+from .backend import default_device, get_device
+from .ndarray import NDArray, as_dtype
+
+_state = threading.local()
+
+
+def grad_enabled():
+    return getattr(_state, "enabled", True)
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Inside this block ops record no graph (like torch.no_grad)."""
+    old = grad_enabled()
+    _state.enabled = False
+    try:
+        yield
+    finally:
+        _state.enabled = old
+
+
+@contextlib.contextmanager
+def enable_grad():
+    old = grad_enabled()
+    _state.enabled = True
+    try:
+        yield
+    finally:
+        _state.enabled = old
+
+
+class Op:
+    """compute(*NDArray) -> NDArray; gradient(out_grad, node) -> one Tensor per input."""
+
+    def __call__(self, *args):
+        return Tensor.make_from_op(self, args)
+
+    def compute(self, *args):
+        raise NotImplementedError
+
+    def gradient(self, out_grad, node):
+        raise NotImplementedError
+
+    def gradient_as_tuple(self, out_grad, node):
+        g = self.gradient(out_grad, node)
+        return tuple(g) if isinstance(g, (tuple, list)) else (g,)
+
+
+class TupleOp(Op):
+    """An op whose output is a tuple of Tensors (split)."""
+
+    def __call__(self, *args):
+        return TensorTuple.make_from_op(self, args)
+
+
+class Value:
+    __slots__ = ("op", "inputs", "cached_data", "requires_grad", "__weakref__")
+
+    def realize_cached_data(self):
+        return self.cached_data
+
+    def is_leaf(self):
+        return self.op is None
+
+    def _init(self, op, inputs, cached_data, requires_grad):
+        self.op = op
+        self.inputs = inputs
+        self.cached_data = cached_data
+        self.requires_grad = requires_grad
+
+    @classmethod
+    def make_from_op(cls, op, inputs):
+        value = object.__new__(cls)
+        data = op.compute(*[x.cached_data for x in inputs])
+        if grad_enabled() and any(x.requires_grad for x in inputs):
+            value._init(op, tuple(inputs), data, True)
+        else:  # no graph to keep: a constant
+            value._init(None, (), data, False)
+        if cls is Tensor:
+            value.grad = None
+        return value
+
+
+class TensorTuple(Value):
+    __slots__ = ()
+
+    def __len__(self):
+        return len(self.cached_data)
+
+    def __getitem__(self, i):
+        return tuple_get_item(self, i)
+
+    def tuple(self):
+        return tuple(self[i] for i in range(len(self)))
+
+    def __iter__(self):
+        return iter(self.tuple())
+
+    def detach(self):
+        return TensorTuple.make_const(self.cached_data)
+
+    @staticmethod
+    def make_const(data):
+        t = object.__new__(TensorTuple)
+        t._init(None, (), tuple(data), False)
+        return t
+
+
+class Tensor(Value):
+    __slots__ = ("grad",)
+
+    def __init__(self, data, dtype=None, device=None, requires_grad=False):
+        if isinstance(data, Tensor):
+            data = data.cached_data
+        if isinstance(data, NDArray):
+            nd = data
+            if dtype is not None and as_dtype(dtype) != nd.dtype:
+                nd = nd.astype(dtype)
+            if device is not None and get_device(device) != nd.device:
+                nd = nd.to(device)
+        else:
+            nd = NDArray(data, dtype=dtype, device=device)
+        self._init(None, (), nd, bool(requires_grad))
+        self.grad = None
+
+    @staticmethod
+    def make_const(data, requires_grad=False):
+        t = object.__new__(Tensor)
+        t._init(None, (), data.cached_data if isinstance(data, Tensor) else data, requires_grad)
+        t.grad = None
+        return t
+
+    # data access -------------------------------------------------------------
+    @property
+    def data(self):
+        return Tensor.make_const(self.cached_data)
+
+    @data.setter
+    def data(self, value):
+        value = value.cached_data if isinstance(value, Tensor) else value
+        if value.shape != self.shape:
+            raise ValueError(f"cannot set data of shape {value.shape} on a tensor of shape {self.shape}")
+        self.cached_data = value
+
+    def detach(self):
+        return Tensor.make_const(self.cached_data)
+
+    def requires_grad_(self, flag=True):
+        self.requires_grad = flag
+        return self
+
+    @property
+    def shape(self):
+        return self.cached_data.shape
+
+    @property
+    def dtype(self):
+        return self.cached_data.dtype
+
+    @property
+    def device(self):
+        return self.cached_data.device
+
+    @property
+    def ndim(self):
+        return self.cached_data.ndim
+
+    def size(self, dim=None):
+        return self.shape if dim is None else self.shape[dim]
+
+    def numel(self):
+        return self.cached_data.size
+
+    def __len__(self):
+        return len(self.cached_data)
+
+    def numpy(self):
+        return self.cached_data.numpy()
+
+    def __array__(self, dtype=None, copy=None):
+        return self.cached_data.__array__(dtype)
+
+    def item(self):
+        return self.cached_data.item()
+
+    def __float__(self):
+        return float(self.item())
+
+    def to(self, device):
+        return Tensor(self.cached_data.to(device), requires_grad=self.requires_grad)
+
+    def __repr__(self):
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({self.cached_data.numpy()!s}, dtype={self.dtype}{grad})"
+
+    def __str__(self):
+        return str(self.cached_data.numpy())
+
+    # autodiff ------------------------------------------------------------------
+    def backward(self, out_grad=None, retain_graph=False, create_graph=False):
+        """Accumulate d(self)/d(leaf) into each leaf's .grad."""
+        if not self.requires_grad:
+            raise RuntimeError("backward: this tensor does not require grad (no graph leads to it)")
+        if out_grad is None:
+            if self.cached_data.size != 1:
+                raise RuntimeError(f"backward: grad can be implied only for a scalar output, "
+                                   f"not shape {self.shape}; pass out_grad")
+            out_grad = Tensor(NDArray.make(self.shape, device=self.device,
+                                           dtype=self.dtype).fill(1.0))
+        ctx = enable_grad() if create_graph else no_grad()
+        with ctx:
+            compute_gradient_of_variables(self, out_grad, retain_graph)
+
+    # operators: reach the ops layer through one lazy import --------------------
+    def __add__(self, other):
+        return _ops().add(self, other)
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        return _ops().add(self, -other if isinstance(other, Tensor) else -other)
+
+    def __rsub__(self, other):
+        return _ops().add(-self, other)
+
+    def __mul__(self, other):
+        return _ops().multiply(self, other)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        return _ops().divide(self, other)
+
+    def __rtruediv__(self, other):
+        return _ops().multiply(_ops().power_scalar(self, -1.0), other)
+
+    def __pow__(self, other):
+        if isinstance(other, Tensor):
+            return _ops().power(self, other)
+        return _ops().power_scalar(self, other)
+
+    def __neg__(self):
+        return _ops().negate(self)
+
+    def __matmul__(self, other):
+        return _ops().matmul(self, other)
+
+    def __getitem__(self, idx):
+        return _ops().get_item(self, idx)
+
+    def _compare(self, other, name):
+        b = other.cached_data if isinstance(other, Tensor) else other
+        return Tensor.make_const(getattr(self.cached_data, name)(b))
+
+    def __eq__(self, other): return self._compare(other, "__eq__")
+    def __ne__(self, other): return self._compare(other, "__ne__")
+    def __lt__(self, other): return self._compare(other, "__lt__")
+    def __le__(self, other): return self._compare(other, "__le__")
+    def __gt__(self, other): return self._compare(other, "__gt__")
+    def __ge__(self, other): return self._compare(other, "__ge__")
+    __hash__ = object.__hash__
+
+    def sum(self, axes=None, keepdims=False):
+        return _ops().summation(self, axes, keepdims)
+
+    def mean(self, axes=None, keepdims=False):
+        return _ops().mean(self, axes, keepdims)
+
+    def max(self, axes=None, keepdims=False):
+        return _ops().max(self, axes, keepdims)
+
+    def argmax(self, axis=None):
+        return Tensor.make_const(self.cached_data.argmax(axis))
+
+    def reshape(self, *shape):
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        return _ops().reshape(self, shape)
+
+    view = reshape
+
+    def transpose(self, axes=None):
+        return _ops().transpose(self, axes)
+
+    def permute(self, *axes):
+        axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
+        return _ops().permute(self, axes)
+
+    @property
+    def T(self):
+        return _ops().permute(self, tuple(reversed(range(self.ndim))))
+
+    def broadcast_to(self, shape):
+        return _ops().broadcast_to(self, shape)
+
+    def exp(self): return _ops().exp(self)
+    def log(self): return _ops().log(self)
+    def relu(self): return _ops().relu(self)
+    def tanh(self): return _ops().tanh(self)
+    def sigmoid(self): return _ops().sigmoid(self)
+    def sqrt(self): return _ops().sqrt(self)
+
+
+def _ops():
+    from . import ops  # the one allowed upward reference (DESIGN.md)
+    return ops
+
+
+def tuple_get_item(value, index):
+    return _ops().tuple_get_item(value, index)
+
+
+def find_topo_sort(node_list):
+    """Nodes in topological order (inputs first), iteratively: deep graphs do
+    not hit Python's recursion limit."""
+    order, visited = [], set()
+    for root in node_list:
+        stack = [(root, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                order.append(node)
+                continue
+            if id(node) in visited:
+                continue
+            visited.add(id(node))
+            stack.append((node, True))
+            for child in node.inputs:
+                if id(child) not in visited and child.requires_grad:
+                    stack.append((child, False))
+    return order
+
+
+def compute_gradient_of_variables(output, out_grad, retain_graph=False):
+    grads = {id(output): [out_grad]}
+    order = find_topo_sort([output])
+    for node in reversed(order):
+        parts = grads.pop(id(node), None)
+        if parts is None:
+            continue
+        g = parts[0]
+        for p in parts[1:]:
+            g = g + p
+        if node.op is None:
+            if isinstance(node, Tensor) and node.requires_grad:
+                g = g if grad_enabled() else g.detach()
+                node.grad = g if node.grad is None else node.grad + g
+            continue
+        for inp, ig in zip(node.inputs, node.op.gradient_as_tuple(g, node)):
+            if inp.requires_grad and ig is not None:
+                grads.setdefault(id(inp), []).append(ig)
+        if not retain_graph:
+            node.inputs = ()
+            node.op = None
+            node.requires_grad = False  # its graph is spent
+
+
+def _is_scalar(x):
+    return isinstance(x, numbers.Number) or (isinstance(x, np.ndarray) and x.ndim == 0)
+
+
+def default_dtype_device(dtype, device):
+    return as_dtype(dtype), get_device(device) if device is not None else default_device()

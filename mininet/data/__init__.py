@@ -1,0 +1,7 @@
+"""Datasets, the DataLoader, transforms, and MNIST."""
+from .dataset import DataLoader, Dataset, TensorDataset
+from .mnist import MNISTDataset, MNISTError, data_dir, ensure_mnist, read_idx
+from .transforms import Normalize, RandomCrop, RandomFlipHorizontal
+
+__all__ = ["DataLoader", "Dataset", "TensorDataset", "MNISTDataset", "MNISTError", "data_dir",
+           "ensure_mnist", "read_idx", "Normalize", "RandomCrop", "RandomFlipHorizontal"]

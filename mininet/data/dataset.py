@@ -1,0 +1,71 @@
+"""Dataset and DataLoader (PyTorch's habits: batch_size, shuffle, seed, drop_last)."""
+import numpy as np
+
+from ..autograd import Tensor
+from .. import init
+
+
+class Dataset:
+    """Indexable; __getitem__ returns a tuple of numpy arrays. transforms apply to the first."""
+
+    def __init__(self, transforms=None):
+        self.transforms = transforms or []
+
+    def apply_transforms(self, x):
+        for t in self.transforms:
+            x = t(x)
+        return x
+
+    def __len__(self):
+        raise NotImplementedError
+
+    def __getitem__(self, index):
+        raise NotImplementedError
+
+
+class TensorDataset(Dataset):
+    def __init__(self, *arrays, transforms=None):
+        super().__init__(transforms)
+        n = {len(a) for a in arrays}
+        if len(n) != 1:
+            raise ValueError(f"TensorDataset: arrays differ in length: {[len(a) for a in arrays]}")
+        self.arrays = [np.asarray(a) for a in arrays]
+
+    def __len__(self):
+        return len(self.arrays[0])
+
+    def __getitem__(self, index):
+        x = self.apply_transforms(self.arrays[0][index])
+        return (x,) + tuple(a[index] for a in self.arrays[1:])
+
+
+class DataLoader:
+    """Batches of Tensors. With shuffle, each epoch draws a new order from
+    `seed` (or mininet.manual_seed's generator)."""
+
+    def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None,
+                 dtype="float32", device=None):
+        if batch_size < 1:
+            raise ValueError(f"DataLoader: batch_size must be >= 1, got {batch_size}")
+        self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
+        self.drop_last, self.dtype, self.device = drop_last, dtype, device
+        self.rng = np.random.default_rng(seed) if seed is not None else None
+
+    def __len__(self):
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.dataset)
+        rng = self.rng or init.generator()
+        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            batch = self.dataset[idx]
+            yield tuple(self._tensor(x) for x in batch)
+
+    def _tensor(self, x):
+        x = np.asarray(x)
+        if x.dtype.kind in "iu":  # labels stay integers
+            return Tensor(x.astype(np.int64), dtype="int64", device=self.device)
+        return Tensor(x, dtype=self.dtype, device=self.device)

@@ -1,0 +1,159 @@
+"""MNIST from the standard IDX files (gzipped or not), found in --data-dir,
+else $MININET_DATA, else ~/.cache/mininet/mnist; downloaded, verified and
+written atomically when missing."""
+import gzip
+import hashlib
+import os
+import struct
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from .dataset import Dataset
+
+FILES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+# md5 of the official files, as published with torchvision's MNIST loader
+MD5 = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
+           "https://storage.googleapis.com/cvdf-datasets/mnist/")
+IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+class MNISTError(RuntimeError):
+    """A missing, corrupt or unreadable MNIST file; the message says what to do."""
+
+
+def data_dir(path=None):
+    if path:
+        return Path(path).expanduser()
+    if os.environ.get("MININET_DATA"):
+        return Path(os.environ["MININET_DATA"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mininet" / "mnist"
+
+
+def _find(folder, name):
+    """The file, gzipped or not."""
+    for candidate in (folder / name, folder / name[:-3]):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def read_idx(path, expect_ndim=None):
+    """Parse an IDX file (optionally gzipped) into a numpy array, checking the header and size."""
+    path = Path(path)
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise MNISTError(f"{path}: cannot read the file ({e}); it may be truncated or corrupt. "
+                         f"Delete it so it can be fetched again, or replace it.") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise MNISTError(f"{path}: bad magic number {raw[:4].hex() or '(empty)'}: not an IDX file")
+    code, ndim = raw[2], raw[3]
+    if code not in IDX_DTYPES or (expect_ndim is not None and ndim != expect_ndim):
+        raise MNISTError(f"{path}: bad magic number {raw[:4].hex()}: expected an IDX file of "
+                         f"{expect_ndim} dimensions with a known type code")
+    if len(raw) < 4 + 4 * ndim:
+        raise MNISTError(f"{path}: truncated header")
+    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    dtype = np.dtype(IDX_DTYPES[code])
+    need = int(np.prod(shape)) * dtype.itemsize
+    body = raw[4 + 4 * ndim:]
+    if len(body) != need:
+        raise MNISTError(f"{path}: header says shape {shape} ({need} bytes of data) but the file has "
+                         f"{len(body)}: the file is truncated or corrupt")
+    return np.frombuffer(body, dtype=dtype).reshape(shape)
+
+
+def _md5(path):
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download(name, folder, progress=None, mirrors=MIRRORS):
+    """Fetch one file into folder atomically (temp file + rename) and verify its md5."""
+    folder.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for mirror in mirrors:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(mirror + name, timeout=30) as resp:
+                total = int(resp.headers.get("Content-Length") or 0)
+                done = 0
+                while chunk := resp.read(1 << 16):
+                    out.write(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(name, done, total)
+            digest = _md5(tmp)
+            if digest != MD5[name]:
+                raise MNISTError(f"{mirror}{name}: checksum mismatch (md5 {digest}, expected {MD5[name]})")
+            os.replace(tmp, folder / name)
+            return folder / name
+        except Exception as e:  # try the next mirror
+            errors.append(f"{mirror}{name}: {e}")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    raise MNISTError(
+        f"could not download {name} ({'; '.join(errors)}). Offline? Put the four MNIST files "
+        f"({', '.join(FILES.values())}) in {folder}, or point --data-dir / MININET_DATA at them.")
+
+
+def ensure_mnist(path=None, download_missing=True, progress=None):
+    """The folder holding the four files, downloading the missing ones."""
+    folder = data_dir(path)
+    for name in FILES.values():
+        if _find(folder, name) is None:
+            if not download_missing:
+                raise MNISTError(f"{folder / name} not found. Put the four MNIST files "
+                                 f"({', '.join(FILES.values())}) in {folder}, or set --data-dir / MININET_DATA.")
+            download(name, folder, progress)
+    return folder
+
+
+class MNISTDataset(Dataset):
+    """Images as float32 in [0, 1], flattened to (784,) (or (1, 28, 28) with flatten=False);
+    labels as int64."""
+
+    def __init__(self, image_file, label_file, transforms=None, flatten=True):
+        super().__init__(transforms)
+        images = read_idx(image_file, expect_ndim=3)
+        labels = read_idx(label_file, expect_ndim=1)
+        if len(images) != len(labels):
+            raise MNISTError(f"{image_file} has {len(images)} images but {label_file} has "
+                             f"{len(labels)} labels")
+        if labels.size and labels.max() > 9:
+            raise MNISTError(f"{label_file}: labels must be 0-9, found {labels.max()}")
+        x = images.astype(np.float32) / 255.0
+        self.images = x.reshape(len(x), -1) if flatten else x[:, None]
+        self.labels = labels.astype(np.int64)
+
+    @classmethod
+    def load(cls, split="train", path=None, download=True, progress=None, **kw):
+        folder = ensure_mnist(path, download, progress)
+        key = "train" if split == "train" else "test"
+        return cls(_find(folder, FILES[f"{key}_images"]), _find(folder, FILES[f"{key}_labels"]), **kw)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return self.apply_transforms(self.images[index]), self.labels[index]

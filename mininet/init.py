@@ -1,0 +1,78 @@
+"""Initialisers (needle's names), all drawn from one generator that
+mininet.manual_seed seeds."""
+import math
+
+import numpy as np
+
+from .autograd import Tensor
+
+_rng = np.random.default_rng()
+
+
+def manual_seed(seed):
+    """Seed every random draw of mininet (init, dropout, data shuffling)."""
+    global _rng
+    _rng = np.random.default_rng(seed)
+
+
+def generator():
+    return _rng
+
+
+def _tensor(array, dtype, device, requires_grad):
+    return Tensor(array.astype(dtype or "float32"), dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def rand(*shape, low=0.0, high=1.0, dtype="float32", device=None, requires_grad=False):
+    return _tensor(_rng.uniform(low, high, size=shape), dtype, device, requires_grad)
+
+
+uniform = rand
+
+
+def randn(*shape, mean=0.0, std=1.0, dtype="float32", device=None, requires_grad=False):
+    return _tensor(_rng.normal(mean, std, size=shape), dtype, device, requires_grad)
+
+
+normal = randn
+
+
+def constant(*shape, c=1.0, dtype="float32", device=None, requires_grad=False):
+    return _tensor(np.full(shape, c), dtype, device, requires_grad)
+
+
+def zeros(*shape, **kw):
+    return constant(*shape, c=0.0, **kw)
+
+
+def ones(*shape, **kw):
+    return constant(*shape, c=1.0, **kw)
+
+
+def randb(*shape, p=0.5, dtype="float32", device=None, requires_grad=False):
+    """1 with probability p, else 0."""
+    return _tensor(_rng.random(size=shape) < p, dtype, device, requires_grad)
+
+
+def _gain(nonlinearity):
+    return {"relu": math.sqrt(2.0), "linear": 1.0, "tanh": 5.0 / 3, "sigmoid": 1.0}[nonlinearity]
+
+
+def xavier_uniform(fan_in, fan_out, gain=1.0, shape=None, **kw):
+    a = gain * math.sqrt(6.0 / (fan_in + fan_out))
+    return rand(*(shape or (fan_in, fan_out)), low=-a, high=a, **kw)
+
+
+def xavier_normal(fan_in, fan_out, gain=1.0, shape=None, **kw):
+    std = gain * math.sqrt(2.0 / (fan_in + fan_out))
+    return randn(*(shape or (fan_in, fan_out)), std=std, **kw)
+
+
+def kaiming_uniform(fan_in, fan_out, nonlinearity="relu", shape=None, **kw):
+    bound = _gain(nonlinearity) * math.sqrt(3.0 / fan_in)
+    return rand(*(shape or (fan_in, fan_out)), low=-bound, high=bound, **kw)
+
+
+def kaiming_normal(fan_in, fan_out, nonlinearity="relu", shape=None, **kw):
+    std = _gain(nonlinearity) / math.sqrt(fan_in)
+    return randn(*(shape or (fan_in, fan_out)), std=std, **kw)

@@ -1,0 +1,120 @@
+"""Training loop, evaluation and atomic checkpoints."""
+import io
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from .. import nn, optim
+from ..autograd import no_grad
+
+
+def make_optimizer(name, params, lr, weight_decay=0.0):
+    table = {
+        "sgd": lambda: optim.SGD(params, lr=lr, weight_decay=weight_decay),
+        "momentum": lambda: optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay),
+        "adam": lambda: optim.Adam(params, lr=lr, weight_decay=weight_decay),
+        "adamw": lambda: optim.AdamW(params, lr=lr, weight_decay=weight_decay),
+        "adagrad": lambda: optim.Adagrad(params, lr=lr, weight_decay=weight_decay),
+        "rmsprop": lambda: optim.RMSprop(params, lr=lr, weight_decay=weight_decay),
+    }
+    if name not in table:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(table)}")
+    return table[name]()
+
+
+def train_epoch(model, loader, opt, loss_fn=None, on_batch=None):
+    """One pass over loader; returns (mean loss, accuracy)."""
+    loss_fn = loss_fn or nn.SoftmaxLoss()
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    for x, y in loader:
+        opt.zero_grad()
+        logits = model(x)
+        loss = loss_fn(logits, y)
+        loss.backward()
+        opt.step()
+        n = x.shape[0]
+        total_loss += loss.item() * n
+        correct += int((logits.cached_data.argmax(1).numpy() == y.numpy()).sum())
+        seen += n
+        if on_batch:
+            on_batch(n)
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+def evaluate(model, loader, loss_fn=None):
+    """(mean loss, accuracy) in eval mode, without building graphs."""
+    loss_fn = loss_fn or nn.SoftmaxLoss()
+    model.eval()
+    total_loss, correct, seen = 0.0, 0, 0
+    with no_grad():
+        for x, y in loader:
+            logits = model(x)
+            n = x.shape[0]
+            total_loss += loss_fn(logits, y).item() * n
+            correct += int((logits.cached_data.argmax(1).numpy() == y.numpy()).sum())
+            seen += n
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+def fit(model, train_loader, test_loader, opt, epochs, start_epoch=0, on_epoch=None, on_batch=None,
+        scheduler=None):
+    history = []
+    for epoch in range(start_epoch, epochs):
+        t0 = time.perf_counter()
+        train_loss, train_acc = train_epoch(model, train_loader, opt, on_batch=on_batch)
+        seconds = time.perf_counter() - t0
+        test_loss, test_acc = evaluate(model, test_loader)
+        if scheduler:
+            scheduler.step()
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
+               "test_loss": test_loss, "test_acc": test_acc, "seconds": seconds}
+        history.append(row)
+        if on_epoch:
+            on_epoch(row)
+    return history
+
+
+def save_checkpoint(path, model, opt, epoch, meta=None, rng_state=None):
+    """Model + optimizer state in one .npz, written to a temp file and renamed."""
+    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
+    osd = opt.state_dict()
+    for i, st in osd["state"].items():
+        for k, v in st.items():
+            arrays[f"optim/{i}/{k}"] = v
+    header = {"epoch": epoch, "step_count": osd["step_count"], "lr": osd["lr"], "meta": meta or {},
+              "rng_state": rng_state}
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".ckpt.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path, model, opt):
+    """Restore model and optimizer; returns the header (epoch, meta, rng_state)."""
+    try:
+        data = np.load(path, allow_pickle=False)
+        header = json.loads(bytes(data["header"]).decode())
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{path}: not a mininet checkpoint or corrupt ({e})") from None
+    model.load_state_dict({k[6:]: data[k] for k in data.files if k.startswith("model/")})
+    state = {}
+    for k in data.files:
+        if k.startswith("optim/"):
+            _, i, name = k.split("/", 2)
+            state.setdefault(int(i), {})[name] = data[k]
+    opt.load_state_dict({"step_count": header["step_count"], "lr": header["lr"], "state": state})
+    return header

@@ -1,0 +1,126 @@
+"""Layers and losses."""
+from .. import init, ops
+from ..autograd import Tensor
+from .module import Module, Parameter
+
+
+class Linear(Module):
+    """y = x W + b with W of shape (in, out); kaiming-uniform init as needle."""
+
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype="float32"):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = Parameter(init.kaiming_uniform(in_features, out_features, dtype=dtype, device=device))
+        self.bias = Parameter(init.kaiming_uniform(out_features, 1, dtype=dtype, device=device)
+                              .reshape((out_features,))) if bias else None
+
+    def forward(self, x):
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"Linear({self.in_features}, {self.out_features}): input of shape {x.shape} "
+                             f"has {x.shape[-1]} features")
+        y = x @ self.weight
+        return y + self.bias if self.bias is not None else y
+
+
+class Flatten(Module):
+    def forward(self, x):
+        return ops.reshape(x, (x.shape[0], -1)) if x.ndim != 2 else x
+
+
+class ReLU(Module):
+    def forward(self, x):
+        return ops.relu(x)
+
+
+class Tanh(Module):
+    def forward(self, x):
+        return ops.tanh(x)
+
+
+class Sigmoid(Module):
+    def forward(self, x):
+        return ops.sigmoid(x)
+
+
+class Dropout(Module):
+    """Zero each element with probability p in training, scale the rest by 1/(1-p)."""
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        mask = init.randb(*x.shape, p=1 - self.p, dtype=x.dtype, device=x.device)
+        return x * (mask * (1.0 / (1 - self.p)))
+
+
+class _BatchNorm(Module):
+    _buffers = ("running_mean", "running_var")
+
+    def __init__(self, dim, eps=1e-5, momentum=0.1, device=None, dtype="float32"):
+        super().__init__()
+        self.dim, self.eps, self.momentum = dim, eps, momentum
+        self.weight = Parameter(init.ones(dim, dtype=dtype, device=device))
+        self.bias = Parameter(init.zeros(dim, dtype=dtype, device=device))
+        self.running_mean = init.zeros(dim, dtype=dtype, device=device)
+        self.running_var = init.ones(dim, dtype=dtype, device=device)
+
+    def _norm(self, x, axes, keep):
+        if x.shape[1] != self.dim:
+            raise ValueError(f"{type(self).__name__}({self.dim}): input of shape {x.shape} "
+                             f"has {x.shape[1]} channels")
+        if self.training:
+            y, op = ops.batch_norm(x, self.weight, self.bias, axes, self.eps)
+            n = x.numel() // self.dim
+            m = self.momentum  # running var is unbiased, as in PyTorch
+            self.running_mean = Tensor.make_const(self.running_mean.cached_data * (1 - m) + op.mean * m)
+            self.running_var = Tensor.make_const(self.running_var.cached_data * (1 - m)
+                                                 + op.var * (m * n / max(n - 1, 1)))
+            return y
+        mean = ops.broadcast_to(ops.reshape(self.running_mean, keep), x.shape)
+        inv = ops.broadcast_to(ops.reshape((self.running_var + self.eps) ** -0.5, keep), x.shape)
+        w = ops.broadcast_to(ops.reshape(self.weight, keep), x.shape)
+        b = ops.broadcast_to(ops.reshape(self.bias, keep), x.shape)
+        return (x - mean) * inv * w + b
+
+
+class BatchNorm1d(_BatchNorm):
+    def forward(self, x):
+        return self._norm(x, (0,), (1, self.dim))
+
+
+class LayerNorm1d(Module):
+    def __init__(self, dim, eps=1e-5, device=None, dtype="float32"):
+        super().__init__()
+        self.dim, self.eps = dim, eps
+        self.weight = Parameter(init.ones(dim, dtype=dtype, device=device))
+        self.bias = Parameter(init.zeros(dim, dtype=dtype, device=device))
+
+    def forward(self, x):
+        n = x.shape[-1]
+        mean = ops.broadcast_to(ops.reshape(ops.summation(x, -1) * (1.0 / n), x.shape[:-1] + (1,)), x.shape)
+        xc = x - mean
+        var = ops.broadcast_to(ops.reshape(ops.summation(xc * xc, -1) * (1.0 / n), x.shape[:-1] + (1,)), x.shape)
+        return xc * (var + self.eps) ** -0.5 * ops.broadcast_to(self.weight, x.shape) + ops.broadcast_to(self.bias, x.shape)
+
+
+class SoftmaxLoss(Module):
+    """Mean cross-entropy of logits against integer labels."""
+
+    def forward(self, logits, y):
+        return ops.softmax_cross_entropy(logits, y)
+
+
+CrossEntropyLoss = SoftmaxLoss
+
+
+class MSELoss(Module):
+    def forward(self, pred, target):
+        if pred.shape != target.shape:
+            raise ValueError(f"MSELoss: prediction {pred.shape} and target {target.shape} differ in shape")
+        d = pred - target
+        return ops.summation(d * d) * (1.0 / d.numel())

@@ -1,0 +1,278 @@
+"""Elementwise and matrix ops with their gradients (numpy broadcasting)."""
+from ..autograd import Op, Tensor
+from ..ndarray import NDArray, matmul as nd_matmul
+
+
+def unbroadcast(grad, shape):
+    """Sum grad over the dims that broadcasting added or stretched, back to `shape`."""
+    if grad.shape == shape:
+        return grad
+    lead = len(grad.shape) - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
+                                      if n == 1 and grad.shape[lead + i] != 1)
+    from .reduce import summation
+    from .shape import reshape
+    return reshape(summation(grad, axes), shape) if axes else reshape(grad, shape)
+
+
+class EWiseAdd(Op):
+    def compute(self, a, b):
+        return a + b
+
+    def gradient(self, g, node):
+        a, b = node.inputs
+        return unbroadcast(g, a.shape), unbroadcast(g, b.shape)
+
+
+class AddScalar(Op):
+    def __init__(self, scalar):
+        self.scalar = scalar
+
+    def compute(self, a):
+        return a + self.scalar
+
+    def gradient(self, g, node):
+        return g
+
+
+class EWiseMul(Op):
+    def compute(self, a, b):
+        return a * b
+
+    def gradient(self, g, node):
+        a, b = node.inputs
+        return unbroadcast(g * b, a.shape), unbroadcast(g * a, b.shape)
+
+
+class MulScalar(Op):
+    def __init__(self, scalar):
+        self.scalar = scalar
+
+    def compute(self, a):
+        return a * self.scalar
+
+    def gradient(self, g, node):
+        return g * self.scalar
+
+
+class EWiseDiv(Op):
+    def compute(self, a, b):
+        return a / b
+
+    def gradient(self, g, node):
+        a, b = node.inputs
+        return unbroadcast(g / b, a.shape), unbroadcast(-g * a / (b * b), b.shape)
+
+
+class DivScalar(Op):
+    def __init__(self, scalar):
+        self.scalar = scalar
+
+    def compute(self, a):
+        return a * (1.0 / self.scalar)
+
+    def gradient(self, g, node):
+        return g * (1.0 / self.scalar)
+
+
+class PowerScalar(Op):
+    """a ** p for a scalar p."""
+
+    def __init__(self, scalar):
+        self.scalar = scalar
+
+    def compute(self, a):
+        if self.scalar == 2:
+            return a.square()
+        return a ** self.scalar
+
+    def gradient(self, g, node):
+        a = node.inputs[0]
+        if self.scalar == 2:
+            return g * a * 2.0
+        return g * power_scalar(a, self.scalar - 1) * self.scalar
+
+
+class EWisePow(Op):
+    def compute(self, a, b):
+        return a ** b
+
+    def gradient(self, g, node):
+        a, b = node.inputs
+        return (unbroadcast(g * b * power(a, b - 1.0), a.shape),
+                unbroadcast(g * node * log(a), b.shape))
+
+
+class Negate(Op):
+    def compute(self, a):
+        return -a
+
+    def gradient(self, g, node):
+        return -g
+
+
+class Exp(Op):
+    def compute(self, a):
+        return a.exp()
+
+    def gradient(self, g, node):
+        return g * node
+
+
+class Log(Op):
+    def compute(self, a):
+        return a.log()
+
+    def gradient(self, g, node):
+        return g / node.inputs[0]
+
+
+class Sqrt(Op):
+    def compute(self, a):
+        return a.sqrt()
+
+    def gradient(self, g, node):
+        return g / (node * 2.0)
+
+
+class Tanh(Op):
+    def compute(self, a):
+        return a.tanh()
+
+    def gradient(self, g, node):
+        return g * (1.0 - node * node)
+
+
+class Sigmoid(Op):
+    def compute(self, a):
+        return a.sigmoid()
+
+    def gradient(self, g, node):
+        return g * node * (1.0 - node)
+
+
+class ReLU(Op):
+    def compute(self, a):
+        return a.relu()
+
+    def gradient(self, g, node):
+        mask = Tensor.make_const(node.inputs[0].cached_data > 0)
+        return g * mask
+
+
+class Maximum(Op):
+    def compute(self, a, b):
+        return a.maximum(b)
+
+    def gradient(self, g, node):
+        a, b = node.inputs
+        mask = Tensor.make_const(a.cached_data >= b.cached_data)
+        return unbroadcast(g * mask, a.shape), unbroadcast(g * (1.0 - mask), b.shape)
+
+
+class MatMul(Op):
+    def compute(self, a, b):
+        return nd_matmul(a, b)
+
+    def gradient(self, g, node):
+        from .shape import transpose
+        a, b = node.inputs
+        return (unbroadcast(matmul(g, transpose(b)), a.shape),
+                unbroadcast(matmul(transpose(a), g), b.shape))
+
+
+def _tensor(x, like):
+    return x if isinstance(x, Tensor) else Tensor(x, dtype=like.dtype, device=like.device)
+
+
+def add(a, b):
+    if isinstance(b, Tensor):
+        return EWiseAdd()(a, b)
+    if isinstance(a, Tensor) and _is_number(b):
+        return AddScalar(b)(a)
+    return EWiseAdd()(a, _tensor(b, a))
+
+
+def add_scalar(a, scalar):
+    return AddScalar(scalar)(a)
+
+
+def multiply(a, b):
+    if isinstance(b, Tensor):
+        return EWiseMul()(a, b)
+    if _is_number(b):
+        return MulScalar(b)(a)
+    return EWiseMul()(a, _tensor(b, a))
+
+
+def mul_scalar(a, scalar):
+    return MulScalar(scalar)(a)
+
+
+def divide(a, b):
+    if isinstance(b, Tensor):
+        return EWiseDiv()(a, b)
+    if _is_number(b):
+        return DivScalar(b)(a)
+    return EWiseDiv()(a, _tensor(b, a))
+
+
+def divide_scalar(a, scalar):
+    return DivScalar(scalar)(a)
+
+
+def power_scalar(a, scalar):
+    return PowerScalar(scalar)(a)
+
+
+def power(a, b):
+    return EWisePow()(a, _tensor(b, a))
+
+
+def negate(a):
+    return Negate()(a)
+
+
+def exp(a):
+    return Exp()(a)
+
+
+def log(a):
+    return Log()(a)
+
+
+def sqrt(a):
+    return Sqrt()(a)
+
+
+def tanh(a):
+    return Tanh()(a)
+
+
+def sigmoid(a):
+    return Sigmoid()(a)
+
+
+def relu(a):
+    return ReLU()(a)
+
+
+def maximum(a, b):
+    return Maximum()(a, _tensor(b, a))
+
+
+def matmul(a, b):
+    """numpy's matmul; 1-d operands are lifted to matrices so MatMul sees >= 2-d."""
+    if a.ndim >= 2 and b.ndim >= 2:
+        return MatMul()(a, b)
+    from .shape import reshape
+    a2 = reshape(a, (1, a.shape[0])) if a.ndim == 1 else a
+    b2 = reshape(b, (b.shape[0], 1)) if b.ndim == 1 else b
+    out = MatMul()(a2, b2)
+    shape = out.shape[:-2] + (out.shape[-2:-1] if a.ndim > 1 else ()) + (out.shape[-1:] if b.ndim > 1 else ())
+    return reshape(out, shape)
+
+
+def _is_number(x):
+    import numbers
+    return isinstance(x, numbers.Number)

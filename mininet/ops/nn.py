@@ -1,0 +1,98 @@
+"""Fused neural-network ops: stable softmax cross-entropy and batch norm."""
+import numpy as np
+
+from ..autograd import Op, Tensor
+from ..ndarray import NDArray
+from .reduce import softmax, summation
+
+
+def one_hot(labels, num_classes, dtype="float32", device=None):
+    """(N,) integer labels -> (N, num_classes) constant Tensor."""
+    y = _labels_numpy(labels)
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"one_hot: labels must lie in [0, {num_classes}), got min {y.min()} max {y.max()}")
+    eye = np.eye(num_classes, dtype=dtype)[y]
+    return Tensor(eye, dtype=dtype, device=device)
+
+
+def _labels_numpy(labels):
+    if isinstance(labels, Tensor):
+        labels = labels.cached_data
+    y = labels.numpy() if isinstance(labels, NDArray) else np.asarray(labels)
+    if y.dtype.kind == "f":
+        if not np.all(y == np.round(y)):
+            raise ValueError("labels must be whole numbers")
+        y = y.astype(np.int64)
+    return y.astype(np.int64, copy=False)
+
+
+class SoftmaxCrossEntropy(Op):
+    """mean_i(logsumexp(z_i) - z_i[y_i]) in one op; its gradient is
+    (softmax(z) - onehot(y)) / N, built from ops so it is differentiable too."""
+
+    def __init__(self, onehot):
+        self.onehot = onehot  # constant Tensor (N, C)
+
+    def compute(self, z):
+        m = z.max(1, keepdims=True)
+        lse = (z - m.broadcast_to(z.shape)).exp().sum(1, keepdims=True).log() + m
+        picked = (z * self.onehot.cached_data).sum(1, keepdims=True)
+        return (lse - picked).sum() * (1.0 / z.shape[0])
+
+    def gradient(self, g, node):
+        z = node.inputs[0]
+        scale = g.reshape((1, 1)).broadcast_to(z.shape) * (1.0 / z.shape[0])
+        return (softmax(z, 1) - self.onehot) * scale
+
+
+def softmax_cross_entropy(logits, labels):
+    """Mean cross-entropy of (N, C) logits against (N,) integer class labels."""
+    if logits.ndim != 2:
+        raise ValueError(f"softmax_cross_entropy: logits must be (N, C), got shape {logits.shape}")
+    n, c = logits.shape
+    y = _labels_numpy(labels)
+    if y.shape != (n,):
+        raise ValueError(f"softmax_cross_entropy: labels of shape {y.shape} do not match logits {logits.shape}")
+    return SoftmaxCrossEntropy(one_hot(y, c, dtype=logits.dtype, device=logits.device))(logits)
+
+
+class BatchNorm(Op):
+    """Training-mode batch norm over `axes`; weight/bias broadcast over the rest.
+    Keeps the batch mean and (biased) variance in .mean/.var for running stats."""
+
+    def __init__(self, axes, eps):
+        self.axes, self.eps = tuple(axes), eps
+        self.mean = self.var = None
+        self.xhat = self.inv = None
+
+    def compute(self, x, w, b):
+        keep = tuple(1 if i in self.axes else n for i, n in enumerate(x.shape))
+        n = x.size // w.size
+        mean = x.sum(self.axes, keepdims=True) * (1.0 / n)
+        xc = x - mean.broadcast_to(x.shape)
+        var = xc.square().sum(self.axes, keepdims=True) * (1.0 / n)
+        inv = (var + self.eps) ** -0.5
+        xhat = xc * inv.broadcast_to(x.shape)
+        self.mean, self.var = mean.reshape(w.shape), var.reshape(w.shape)
+        self.xhat, self.inv = xhat, inv
+        return xhat * w.reshape(keep).broadcast_to(x.shape) + b.reshape(keep).broadcast_to(x.shape)
+
+    def gradient(self, g, node):
+        x, w, b = node.inputs
+        keep = self.inv.shape
+        n = x.cached_data.size // w.cached_data.size
+        xhat = Tensor.make_const(self.xhat)
+        inv = Tensor.make_const(self.inv)
+        dxhat = g * w.reshape(keep).broadcast_to(g.shape)
+        s1 = summation(dxhat, self.axes, keepdims=True).broadcast_to(g.shape)
+        s2 = summation(dxhat * xhat, self.axes, keepdims=True).broadcast_to(g.shape)
+        dx = (dxhat * n - s1 - xhat * s2) * inv.broadcast_to(g.shape) * (1.0 / n)
+        dw = summation(g * xhat, self.axes).reshape(w.shape)
+        db = summation(g, self.axes).reshape(b.shape)
+        return dx, dw, db
+
+
+def batch_norm(x, weight, bias, axes, eps=1e-5):
+    """Returns (y, op): op.mean and op.var hold the batch statistics."""
+    op = BatchNorm(axes, eps)
+    return op(x, weight, bias), op

@@ -1,0 +1,115 @@
+"""Reductions and the softmax family, numerically stable."""
+from ..autograd import Op, Tensor
+from ..ndarray import NDArray, _normalize_axes
+
+
+def _keep_shape(shape, axes):
+    """Shape with the reduced axes kept as 1 (for broadcasting a gradient back)."""
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
+class Summation(Op):
+    def __init__(self, axes=None, keepdims=False):
+        self.axes, self.keepdims = axes, keepdims
+
+    def compute(self, a):
+        return a.sum(self.axes, self.keepdims)
+
+    def gradient(self, g, node):
+        from .shape import broadcast_to, reshape
+        shape = node.inputs[0].shape
+        axes = _normalize_axes(self.axes, len(shape))
+        return broadcast_to(reshape(g, _keep_shape(shape, axes)), shape)
+
+
+class Max(Op):
+    def __init__(self, axes=None, keepdims=False):
+        self.axes, self.keepdims = axes, keepdims
+
+    def compute(self, a):
+        return a.max(self.axes, self.keepdims)
+
+    def gradient(self, g, node):
+        """Split evenly between tied maxima, as torch.amax."""
+        from .shape import broadcast_to, reshape
+        a = node.inputs[0].cached_data
+        axes = _normalize_axes(self.axes, a.ndim)
+        keep = _keep_shape(a.shape, axes)
+        mask = a == node.cached_data.reshape(keep).broadcast_to(a.shape)
+        mask = mask / mask.sum(axes, keepdims=True).broadcast_to(a.shape)
+        return broadcast_to(reshape(g, keep), a.shape) * Tensor.make_const(mask)
+
+
+class LogSumExp(Op):
+    def __init__(self, axes=None, keepdims=False):
+        self.axes, self.keepdims = axes, keepdims
+
+    def compute(self, z):
+        axes = _normalize_axes(self.axes, z.ndim)
+        keep = _keep_shape(z.shape, axes)
+        m = z.max(axes, keepdims=True)
+        out = (z - m.broadcast_to(z.shape)).exp().sum(axes, keepdims=True).log() + m
+        return out if self.keepdims else out.reshape(tuple(n for i, n in enumerate(z.shape) if i not in axes))
+
+    def gradient(self, g, node):
+        from .shape import broadcast_to, reshape
+        from .math import exp
+        z = node.inputs[0]
+        axes = _normalize_axes(self.axes, z.ndim)
+        keep = _keep_shape(z.shape, axes)
+        return broadcast_to(reshape(g, keep), z.shape) * exp(z - broadcast_to(reshape(node, keep), z.shape))
+
+
+class LogSoftmax(Op):
+    def __init__(self, axis=-1):
+        self.axis = axis
+
+    def compute(self, z):
+        m = z.max(self.axis, keepdims=True).broadcast_to(z.shape)
+        shifted = z - m
+        return shifted - shifted.exp().sum(self.axis, keepdims=True).log().broadcast_to(z.shape)
+
+    def gradient(self, g, node):
+        from .math import exp
+        soft = exp(node)
+        return g - soft * summation(g, self.axis, keepdims=True).broadcast_to(g.shape)
+
+
+class Softmax(Op):
+    def __init__(self, axis=-1):
+        self.axis = axis
+
+    def compute(self, z):
+        e = (z - z.max(self.axis, keepdims=True).broadcast_to(z.shape)).exp()
+        return e / e.sum(self.axis, keepdims=True).broadcast_to(z.shape)
+
+    def gradient(self, g, node):
+        gs = summation(g * node, self.axis, keepdims=True).broadcast_to(g.shape)
+        return node * (g - gs)
+
+
+def summation(a, axes=None, keepdims=False):
+    return Summation(axes, keepdims)(a)
+
+
+def mean(a, axes=None, keepdims=False):
+    n = 1
+    for i in _normalize_axes(axes, a.ndim):
+        n *= a.shape[i]
+    return summation(a, axes, keepdims) * (1.0 / n)
+
+
+def max(a, axes=None, keepdims=False):  # noqa: A001 (needle's name)
+    return Max(axes, keepdims)(a)
+
+
+def logsumexp(a, axes=None, keepdims=False):
+    return LogSumExp(axes, keepdims)(a)
+
+
+def logsoftmax(a, axis=-1):
+    return LogSoftmax(axis)(a)
+
+
+def softmax(a, axis=-1):
+    return Softmax(axis)(a)
