@@ -119,11 +119,12 @@ def bench_ewise(
 def train(
     dataset: str = typer.Argument("mnist", help="Dataset to train on (mnist)."),
     model: str = typer.Option("mlp", help="softmax, mlp, resnet or cnn."),
-    epochs: int = typer.Option(10, min=1, help="Epochs."),
+    epochs: int = typer.Option(20, min=1, help="Epochs."),
     batch_size: int = typer.Option(100, min=1, help="Batch size."),
-    lr: float = typer.Option(1e-3, help="Learning rate."),
+    lr: float = typer.Option(2e-3, help="Learning rate."),
     optimizer: str = typer.Option("adam", help="sgd, momentum, adam, adamw, adagrad or rmsprop."),
-    weight_decay: float = typer.Option(0.0, help="Weight decay."),
+    weight_decay: float = typer.Option(1e-4, help="Weight decay."),
+    schedule: str = typer.Option("cosine", help="Learning-rate schedule per epoch: cosine, step or none."),
     seed: int = typer.Option(0, help="Random seed (init, dropout, shuffling)."),
     data_dir: Optional[str] = typer.Option(None, help="Folder with the MNIST files (else $MININET_DATA, else ~/.cache/mininet/mnist)."),
     threads: Optional[int] = typer.Option(None, help="Threads."),
@@ -141,7 +142,7 @@ def train(
         _fail(f"--model must be softmax, mlp, resnet or cnn, got {model!r}")
     try:
         run(model, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir, threads, save,
-            resume, json_out, device)
+            resume, json_out, device, schedule)
     except (MNISTError, ValueError, KeyError, OSError) as e:
         _fail(escape(str(e)))
 

@@ -11,11 +11,11 @@ from .. import get_num_threads, set_num_threads
 from ..data import DataLoader, MNISTDataset
 from ..init import generator, manual_seed
 from ..models import build_model, fit, load_checkpoint, save_checkpoint
-from ..models.train import make_optimizer
+from ..models.train import make_optimizer, make_scheduler
 
 
 def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir, threads, save,
-        resume, json_out, device="cpu", console=None):
+        resume, json_out, device="cpu", schedule="cosine", console=None):
     console = console or Console(stderr=json_out)
     if threads:
         set_num_threads(threads)
@@ -29,10 +29,13 @@ def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_
     if device != "cpu":
         model.to(device)
     opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay)
+    scheduler = make_scheduler(schedule, opt, epochs)
     start = 0
     if resume:
         header = load_checkpoint(resume, model, opt)
         start = header["epoch"]
+        for _ in range(start):  # the schedule is a function of the epoch
+            scheduler and scheduler.step()
         if header.get("rng_state"):
             generator().bit_generator.state = header["rng_state"]
         console.print(f"resumed from {resume} at epoch {start}")
@@ -64,7 +67,8 @@ def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_
                 save_checkpoint(save, model, opt, row["epoch"], meta, generator().bit_generator.state)
             progress.reset(task, epoch=row["epoch"] + 1, rate="-")
 
-        fit(model, train_loader, test_loader, opt, epochs, start, on_epoch=on_epoch, on_batch=on_batch)
+        fit(model, train_loader, test_loader, opt, epochs, start, on_epoch=on_epoch, on_batch=on_batch,
+            scheduler=scheduler)
     result = {"model": model_name, "epochs": history, "final_test_acc": history[-1]["test_acc"] if history else None}
     if json_out:
         print(json.dumps(result, indent=2))

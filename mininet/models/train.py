@@ -25,6 +25,16 @@ def make_optimizer(name, params, lr, weight_decay=0.0):
     return table[name]()
 
 
+def make_scheduler(name, opt, epochs):
+    if name == "none":
+        return None
+    if name == "cosine":
+        return optim.CosineAnnealingLR(opt, epochs)
+    if name == "step":
+        return optim.StepLR(opt, max(epochs // 3, 1), 0.1)
+    raise ValueError(f"unknown schedule {name!r}; choose one of none, cosine, step")
+
+
 def train_epoch(model, loader, opt, loss_fn=None, on_batch=None):
     """One pass over loader; returns (mean loss, accuracy)."""
     loss_fn = loss_fn or nn.SoftmaxLoss()

@@ -77,9 +77,10 @@ class _BatchNorm(Module):
             y, op = ops.batch_norm(x, self.weight, self.bias, axes, self.eps)
             n = x.numel() // self.dim
             m = self.momentum  # running var is unbiased, as in PyTorch
-            self.running_mean = Tensor.make_const(self.running_mean.cached_data * (1 - m) + op.mean * m)
-            self.running_var = Tensor.make_const(self.running_var.cached_data * (1 - m)
-                                                 + op.var * (m * n / max(n - 1, 1)))
+            rm, rv = self.running_mean.cached_data, self.running_var.cached_data
+            self.running_mean = Tensor.make_const((rm * (1 - m) + op.mean * m).astype(rm.dtype))
+            self.running_var = Tensor.make_const(
+                (rv * (1 - m) + op.var * (m * n / max(n - 1, 1))).astype(rv.dtype))
             return y
         mean = ops.broadcast_to(ops.reshape(self.running_mean, keep), x.shape)
         inv = ops.broadcast_to(ops.reshape((self.running_var + self.eps) ** -0.5, keep), x.shape)

@@ -1,0 +1,142 @@
+"""Gradients: central differences in float64, and PyTorch CPU where installed."""
+import numpy as np
+import pytest
+
+import mininet.ops as ops
+from mininet.autograd import Tensor, no_grad
+
+rng = np.random.default_rng(2)
+
+
+def T(x, grad=True):
+    return Tensor(np.asarray(x, dtype=np.float64), dtype="float64", requires_grad=grad)
+
+
+def gradcheck(fn, *arrays, eps=1e-6, tol=1e-6):
+    """Compare autograd with central differences of sum(fn(...) * w) for a random w."""
+    inputs = [T(a) for a in arrays]
+    out = fn(*inputs)
+    w = rng.standard_normal(out.shape)
+    (out * Tensor(w, dtype="float64")).sum().backward()
+    for t, a in zip(inputs, arrays):
+        num = np.zeros_like(a)
+        flat = a.reshape(-1)
+        for i in range(flat.size):
+            old = flat[i]
+            flat[i] = old + eps
+            up = (fn(*[T(x, False) for x in arrays]).numpy() * w).sum()
+            flat[i] = old - eps
+            down = (fn(*[T(x, False) for x in arrays]).numpy() * w).sum()
+            flat[i] = old
+            num.reshape(-1)[i] = (up - down) / (2 * eps)
+        np.testing.assert_allclose(t.grad.numpy(), num, rtol=tol, atol=tol)
+
+
+def r(*shape, low=-1, high=1):
+    return rng.uniform(low, high, size=shape)
+
+
+CASES = {
+    "add_broadcast": (lambda a, b: a + b, [r(3, 4), r(4)]),
+    "sub": (lambda a, b: a - b, [r(3, 4), r(3, 1)]),
+    "mul_broadcast": (lambda a, b: a * b, [r(2, 3, 4), r(3, 1)]),
+    "div": (lambda a, b: a / b, [r(3, 4), r(3, 4, low=0.5, high=2)]),
+    "scalars": (lambda a: (a * 3 + 2) / 4 - 1, [r(5)]),
+    "rdiv": (lambda a: 2 / a, [r(5, low=0.5, high=2)]),
+    "power_scalar": (lambda a: a ** 3, [r(3, 4)]),
+    "power": (lambda a, b: a ** b, [r(3, low=0.5, high=2), r(3)]),
+    "neg": (lambda a: -a, [r(3)]),
+    "exp": (ops.exp, [r(3, 4)]),
+    "log": (ops.log, [r(3, 4, low=0.5, high=2)]),
+    "sqrt": (ops.sqrt, [r(3, 4, low=0.5, high=2)]),
+    "tanh": (ops.tanh, [r(3, 4)]),
+    "sigmoid": (ops.sigmoid, [r(3, 4)]),
+    "relu": (ops.relu, [r(3, 4) + 0.01]),
+    "matmul": (ops.matmul, [r(3, 5), r(5, 4)]),
+    "matmul_batched": (ops.matmul, [r(2, 3, 5), r(5, 4)]),
+    "matmul_vec": (ops.matmul, [r(3, 5), r(5)]),
+    "sum_axes": (lambda a: ops.summation(a, (0, 2)), [r(2, 3, 4)]),
+    "sum_keepdims": (lambda a: ops.summation(a, 1, keepdims=True), [r(2, 3)]),
+    "mean": (lambda a: ops.mean(a, 1), [r(2, 3)]),
+    "max": (lambda a: ops.max(a, 1), [r(3, 5)]),
+    "reshape": (lambda a: ops.reshape(a, (4, 3)), [r(2, 6)]),
+    "transpose": (lambda a: ops.transpose(a), [r(2, 3, 4)]),
+    "permute": (lambda a: ops.permute(a, (2, 0, 1)), [r(2, 3, 4)]),
+    "broadcast_to": (lambda a: ops.broadcast_to(a, (3, 2, 4)), [r(2, 1)]),
+    "getitem": (lambda a: a[1:, ::2], [r(3, 5)]),
+    "stack": (lambda a, b: ops.stack([a, b], 1), [r(2, 3), r(2, 3)]),
+    "split": (lambda a: ops.split(a, 1)[2] * 2, [r(2, 3)]),
+    "concatenate": (lambda a, b: ops.concatenate([a, b], 1), [r(2, 3), r(2, 2)]),
+    "logsumexp": (lambda a: ops.logsumexp(a, 1), [r(3, 5) * 10]),
+    "logsoftmax": (lambda a: ops.logsoftmax(a, 1), [r(3, 5)]),
+    "softmax": (lambda a: ops.softmax(a, -1), [r(3, 5)]),
+    "cross_entropy": (lambda a: ops.softmax_cross_entropy(a, [0, 4, 2]), [r(3, 5)]),
+    "batch_norm": (lambda x, w, b: ops.batch_norm(x, w, b, (0,))[0], [r(6, 3), r(3), r(3)]),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_gradcheck(name):
+    fn, arrays = CASES[name]
+    gradcheck(fn, *[a.copy() for a in arrays])
+
+
+def test_gradient_accumulates_and_reuse():
+    x = T([1.0, 2.0, 3.0])
+    y = x * x + x  # x used three times
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2 * np.array([1, 2, 3.0]) + 1)
+    (x * 2).sum().backward()  # accumulates into .grad, as PyTorch
+    np.testing.assert_allclose(x.grad.numpy(), 2 * np.array([1, 2, 3.0]) + 3)
+
+
+def test_deep_graph_no_recursion_limit():
+    x = T([1.0])
+    y = x
+    for _ in range(5000):
+        y = y * 1.0001
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [1.0001 ** 5000], rtol=1e-9)
+
+
+def test_higher_order_gradient():
+    x = T([0.5, -1.0, 2.0])
+    y = (x ** 3).sum()
+    y.backward(create_graph=True)
+    g = x.grad
+    np.testing.assert_allclose(g.numpy(), 3 * x.numpy() ** 2)
+    x.grad = None
+    g.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), 6 * x.numpy())
+
+
+def test_no_grad_detach_and_data():
+    x = T([1.0, 2.0])
+    with no_grad():
+        y = x * 2
+    assert not y.requires_grad and y.op is None
+    d = (x * 3).detach()
+    assert not d.requires_grad
+    assert not x.data.requires_grad
+    z = x * 2
+    z.backward(Tensor(np.ones(2), dtype="float64"))
+    assert z.inputs == ()  # graph freed after backward
+    with pytest.raises(RuntimeError, match="scalar"):
+        (x * 2).backward()
+
+
+def test_against_torch():
+    torch = pytest.importorskip("torch")
+    a, b = r(4, 6), r(6, 3)
+    ta = torch.tensor(a, requires_grad=True)
+    tb = torch.tensor(b, requires_grad=True)
+    tl = torch.nn.functional.cross_entropy(torch.tanh(ta @ tb) * 3, torch.tensor([0, 2, 1, 1]))
+    tl.backward()
+    ma, mb = T(a), T(b)
+    ml = ops.softmax_cross_entropy(ops.tanh(ma @ mb) * 3, [0, 2, 1, 1])
+    ml.backward()
+    np.testing.assert_allclose(ml.numpy(), tl.detach().numpy(), rtol=1e-10)
+    np.testing.assert_allclose(ma.grad.numpy(), ta.grad.numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(mb.grad.numpy(), tb.grad.numpy(), rtol=1e-9, atol=1e-12)
+    lse = ops.logsumexp(T(a * 50), 1).numpy()
+    np.testing.assert_allclose(lse, torch.logsumexp(torch.tensor(a * 50), 1).numpy(), rtol=1e-12)
