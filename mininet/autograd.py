@@ -308,9 +308,15 @@ class Tensor(Value):
     def sqrt(self): return _ops().sqrt(self)
 
 
+_ops_module = None
+
+
 def _ops():
-    from . import ops  # the one allowed upward reference (DESIGN.md)
-    return ops
+    global _ops_module
+    if _ops_module is None:
+        from . import ops  # the one allowed upward reference (DESIGN.md)
+        _ops_module = ops
+    return _ops_module
 
 
 def tuple_get_item(value, index):

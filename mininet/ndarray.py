@@ -4,7 +4,7 @@ Views are metadata: reshape, permute, broadcast_to and basic slicing only
 change shape/strides/offset. Strides and offsets count items, not bytes.
 Every computation goes to the array's device (mininet.backend).
 """
-import math
+import functools
 import numbers
 
 import numpy as np
@@ -32,6 +32,7 @@ def as_dtype(dtype):
     return d
 
 
+@functools.lru_cache(maxsize=4096)
 def compact_strides(shape):
     strides, s = [], 1
     for n in reversed(shape):
@@ -475,6 +476,8 @@ def _batch_offsets(x, batch):
 def _shape_arg(shape):
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = shape[0]
+        if type(shape) is tuple and all(type(s) is int for s in shape):
+            return shape  # the common case: already a tuple of ints
     return tuple(int(s) for s in shape)
 
 

@@ -3,7 +3,7 @@
 over memory instead of a chain of elementwise ops and temporaries."""
 from cython.parallel cimport prange
 from cython cimport floating
-from libc.math cimport sqrt
+from libc.math cimport sqrt, sqrtf
 from mininet_ext.buffer cimport Buffer
 from mininet_ext._omp cimport threads_for
 
@@ -37,19 +37,24 @@ def sgd_step(Buffer p, Buffer g, Py_ssize_t g_off, Buffer v, Py_ssize_t n, doubl
 cdef void adam_run(floating* p, const floating* g, floating* m, floating* v, Py_ssize_t n, double lr,
                    double b1, double b2, double eps, double wd, bint decoupled, double bc1,
                    double bc2) noexcept nogil:
+    # constants hoisted and typed so gcc vectorises the loop (sqrtf for float32)
+    cdef floating step = <floating>(lr / bc1), vscale = <floating>(1.0 / sqrt(bc2))
+    cdef floating fb1 = <floating>b1, fb2 = <floating>b2, feps = <floating>eps
+    cdef floating c1 = <floating>(1 - b1), c2 = <floating>(1 - b2)
+    cdef floating decay = <floating>(1 - lr * wd) if decoupled else 1
+    cdef floating l2 = 0 if decoupled else <floating>wd
+    cdef floating d, root
     cdef Py_ssize_t i
-    cdef floating d, mh, vh
-    cdef double step = lr / bc1, vscale = 1.0 / sqrt(bc2)
     cdef int nt = threads_for(n)
     for i in prange(n, num_threads=nt, schedule='static'):
-        d = g[i]
-        if decoupled:
-            p[i] = p[i] * <floating>(1 - lr * wd)
+        d = g[i] + l2 * p[i]
+        m[i] = fb1 * m[i] + c1 * d
+        v[i] = fb2 * v[i] + c2 * d * d
+        if floating is float:
+            root = sqrtf(v[i])
         else:
-            d = d + <floating>wd * p[i]
-        m[i] = <floating>b1 * m[i] + <floating>(1 - b1) * d
-        v[i] = <floating>b2 * v[i] + <floating>(1 - b2) * d * d
-        p[i] = p[i] - <floating>step * m[i] / (sqrt(v[i]) * <floating>vscale + <floating>eps)
+            root = sqrt(v[i])
+        p[i] = p[i] * decay - step * m[i] / (root * vscale + feps)
 
 
 def adam_step(Buffer p, Buffer g, Py_ssize_t g_off, Buffer m, Buffer v, Py_ssize_t n, double lr,

@@ -80,9 +80,14 @@ def check(archs=CHECK_ARCHS):
     if nvcc is None:
         print("cuda-check: nvcc not found; skipping the CUDA compile check")
         return 0
+    try:
+        files = sources()
+    except FileNotFoundError:
+        print("cuda-check: cuda_src/ has no .cu files yet; nothing to compile")
+        return 0
     failures = 0
     with tempfile.TemporaryDirectory() as tmp:
-        for src in sources():
+        for src in files:
             for arch in archs:
                 cmd = [nvcc, "-cubin", f"-arch={arch}", *NVCC_OPTIONS, "-I", str(src.parent),
                        "-o", os.path.join(tmp, f"{src.stem}-{arch}.cubin"), str(src)]

@@ -115,6 +115,33 @@ def bench_ewise(
     _ratio_table(rows, "elementwise", ("case",), "gbytes_per_s", "GB/s")
 
 
+@bench_app.command("train")
+def bench_train(
+    models: str = typer.Option("mlp,resnet", help="Comma-separated: mlp, resnet."),
+    samples: int = typer.Option(60000, min=100, help="MNIST-shaped random samples per epoch."),
+    batch_size: int = typer.Option(100, min=1),
+    threads: int = typer.Option(2, min=1),
+    repeat: int = typer.Option(1, min=1, help="Epochs timed; the best is reported."),
+    json_out: bool = typer.Option(False, "--json"),
+):
+    """Seconds per training epoch (Adam, batch 100) of mininet vs PyTorch CPU, same run."""
+    from .bench import bench_train as run
+    rows = run(tuple(m.strip() for m in models.split(",")), samples, batch_size, threads, repeat)
+    if json_out:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"one training epoch, {samples} samples, batch {batch_size}, {threads} threads")
+    for col in ("model", "mininet s", "torch s", "mininet / torch time"):
+        table.add_column(col, justify="right")
+    for name in dict.fromkeys(r["model"] for r in rows):
+        t = {r["impl"]: r["seconds"] for r in rows if r["model"] == name}
+        ratio = t["mininet"] / t["torch"] if "torch" in t else float("nan")
+        color = "green" if ratio <= 1.0 else "red"
+        table.add_row(name, f"{t['mininet']:.2f}", f"{t.get('torch', float('nan')):.2f}",
+                      f"[{color}]{ratio:.2f}[/{color}]")
+    console.print(table)
+
+
 @app.command()
 def train(
     dataset: str = typer.Argument("mnist", help="Dataset to train on (mnist)."),

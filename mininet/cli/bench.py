@@ -85,3 +85,75 @@ def bench_ewise(size=4 * 1024 * 1024, rows=4096, cols=1024, threads=None, repeat
     finally:
         set_num_threads(old)
     return out
+
+
+def _torch_model(name):
+    import torch.nn as tnn
+    if name == "mlp":
+        return tnn.Sequential(tnn.Linear(784, 100), tnn.ReLU(), tnn.Linear(100, 10))
+
+    def block():
+        inner = tnn.Sequential(tnn.Linear(100, 50), tnn.BatchNorm1d(50), tnn.ReLU(), tnn.Dropout(0.1),
+                               tnn.Linear(50, 100), tnn.BatchNorm1d(100))
+        return inner
+    class Res(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fn = block()
+
+        def forward(self, x):
+            return tnn.functional.relu(self.fn(x) + x)
+    return tnn.Sequential(tnn.Linear(784, 100), tnn.ReLU(), Res(), Res(), Res(), tnn.Linear(100, 10))
+
+
+def bench_train(models=("mlp", "resnet"), samples=60000, batch_size=100, threads=2, repeat=1):
+    """Seconds for one training epoch (Adam) of each model on MNIST-shaped random data, mininet vs PyTorch."""
+    from ..data import DataLoader, TensorDataset
+    from ..models import build_model
+    from ..models.train import make_optimizer, train_epoch
+    rng = np.random.default_rng(0)
+    x = rng.random((samples, 784), dtype=np.float32)
+    y = rng.integers(0, 10, samples)
+    rows = []
+    old = get_num_threads()
+    set_num_threads(threads)
+    try:
+        for name in models:
+            model = build_model(name)
+            opt = make_optimizer("adam", model.parameters(), 1e-3)
+            loader = DataLoader(TensorDataset(x, y), batch_size, shuffle=True, seed=0)
+            t = best_time(lambda: train_epoch(model, loader, opt), repeat=repeat, warmup=0, min_time=0)
+            rows.append({"impl": "mininet", "model": name, "seconds": t, "threads": threads,
+                         "samples_per_s": samples / t})
+            t = _torch_epoch(name, x, y, batch_size, threads, repeat)
+            if t is not None:
+                rows.append({"impl": "torch", "model": name, "seconds": t, "threads": threads,
+                             "samples_per_s": samples / t})
+    finally:
+        set_num_threads(old)
+    return rows
+
+
+def _torch_epoch(name, x, y, batch_size, threads, repeat):
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    model = _torch_model(name)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    gen = np.random.default_rng(0)
+
+    def epoch():
+        model.train()
+        order = torch.from_numpy(gen.permutation(len(x)))
+        for b in range(0, len(x), batch_size):
+            idx = order[b:b + batch_size]
+            opt.zero_grad()
+            loss = loss_fn(model(tx[idx]), ty[idx])
+            loss.backward()
+            opt.step()
+            loss.item()
+    return best_time(epoch, repeat=repeat, warmup=0, min_time=0)

@@ -21,7 +21,8 @@ class EWiseAdd(Op):
 
     def gradient(self, g, node):
         a, b = node.inputs
-        return unbroadcast(g, a.shape), unbroadcast(g, b.shape)
+        return (unbroadcast(g, a.shape) if a.requires_grad else None,
+                unbroadcast(g, b.shape) if b.requires_grad else None)
 
 
 class AddScalar(Op):
@@ -177,8 +178,10 @@ class MatMul(Op):
     def gradient(self, g, node):
         from .shape import transpose
         a, b = node.inputs
-        return (unbroadcast(matmul(g, transpose(b)), a.shape),
-                unbroadcast(matmul(transpose(a), g), b.shape))
+        # skip the product for an input that needs no gradient (e.g. the data batch)
+        ga = unbroadcast(matmul(g, transpose(b)), a.shape) if a.requires_grad else None
+        gb = unbroadcast(matmul(transpose(a), g), b.shape) if b.requires_grad else None
+        return ga, gb
 
 
 def _tensor(x, like):
