@@ -1,12 +1,9 @@
 """Tensor and reverse-mode autodiff (needle's design: an Op computes on
 NDArrays and gives its gradient as Tensors built from other ops)."""
 import contextlib
-import numbers
 import threading
 
-import numpy as np
-
-from .backend import default_device, get_device
+from .backend import get_device
 from .ndarray import NDArray, as_dtype
 
 _state = threading.local()
@@ -226,7 +223,7 @@ class Tensor(Value):
     __radd__ = __add__
 
     def __sub__(self, other):
-        return _ops().add(self, -other if isinstance(other, Tensor) else -other)
+        return _ops().add(self, -other)
 
     def __rsub__(self, other):
         return _ops().add(-self, other)
@@ -367,10 +364,3 @@ def compute_gradient_of_variables(output, out_grad, retain_graph=False):
             node.op = None
             node.requires_grad = False  # its graph is spent
 
-
-def _is_scalar(x):
-    return isinstance(x, numbers.Number) or (isinstance(x, np.ndarray) and x.ndim == 0)
-
-
-def default_dtype_device(dtype, device):
-    return as_dtype(dtype), get_device(device) if device is not None else default_device()

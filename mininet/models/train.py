@@ -1,5 +1,4 @@
 """Training loop, evaluation and atomic checkpoints."""
-import io
 import json
 import os
 import tempfile

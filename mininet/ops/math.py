@@ -1,6 +1,8 @@
 """Elementwise and matrix ops with their gradients (numpy broadcasting)."""
+import numbers
+
 from ..autograd import Op, Tensor
-from ..ndarray import NDArray, matmul as nd_matmul
+from ..ndarray import matmul as nd_matmul
 
 
 def unbroadcast(grad, shape):
@@ -277,5 +279,4 @@ def matmul(a, b):
 
 
 def _is_number(x):
-    import numbers
     return isinstance(x, numbers.Number)

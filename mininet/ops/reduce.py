@@ -1,6 +1,6 @@
 """Reductions and the softmax family, numerically stable."""
 from ..autograd import Op, Tensor
-from ..ndarray import NDArray, _normalize_axes
+from ..ndarray import _normalize_axes
 
 
 def _keep_shape(shape, axes):
@@ -46,7 +46,6 @@ class LogSumExp(Op):
 
     def compute(self, z):
         axes = _normalize_axes(self.axes, z.ndim)
-        keep = _keep_shape(z.shape, axes)
         m = z.max(axes, keepdims=True)
         out = (z - m.broadcast_to(z.shape)).exp().sum(axes, keepdims=True).log() + m
         return out if self.keepdims else out.reshape(tuple(n for i, n in enumerate(z.shape) if i not in axes))

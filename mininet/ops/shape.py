@@ -1,5 +1,5 @@
 """Shape ops (views in the forward pass) and joins, with gradients."""
-from ..autograd import Op, Tensor, TensorTuple, TupleOp
+from ..autograd import Op, Tensor, TupleOp
 from ..ndarray import NDArray, concatenate as nd_concatenate, stack as nd_stack
 
 
