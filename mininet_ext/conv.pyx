@@ -1,2 +1,355 @@
 # cython: boundscheck=False, wraparound=False, cdivision=True
-"""im2col / col2im and pooling kernels (filled by the convolution work)."""
+"""Convolution and pooling kernels.
+
+Layout: the column matrix of im2col is (C*kh*kw, N, OH, OW), rows ordered
+(c, i, j). Then one GEMM, W (K, C*kh*kw) @ col, gives every image at once
+(N*OH*OW columns: wide enough to feed the micro-kernel even when OH*OW is
+small), and a group's rows are a contiguous block. The GEMM's (K, N, OH, OW)
+result goes to PyTorch's (N, K, OH, OW) in one pass that also adds the bias
+(to_nchw); its adjoint (from_nchw) also sums the bias gradient.
+
+Padding, stride and dilation live in the index math: out-of-image taps read
+as zero and nothing padded is ever materialised.
+"""
+from cython.parallel cimport prange
+from cython cimport floating
+from libc.stdint cimport int64_t
+from libc.string cimport memset
+from mininet_ext.buffer cimport Buffer
+from mininet_ext._omp cimport threads_for
+
+cdef struct Geom:
+    Py_ssize_t N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW
+
+
+cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    # b > 0; rounds toward +inf for either sign of a
+    return -((-a) // b) if a < 0 else (a + b - 1) // b
+
+
+cdef inline Py_ssize_t clamp(Py_ssize_t v, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    return lo if v < lo else (hi if v > hi else v)
+
+
+cdef inline void out_range(Py_ssize_t tap, Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t size,
+                           Py_ssize_t n_out, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """Outputs o with 0 <= o*stride - pad + tap < size are lo <= o < hi."""
+    lo[0] = clamp(ceil_div(pad - tap, stride), 0, n_out)
+    hi[0] = clamp(ceil_div(size + pad - tap, stride), lo[0], n_out)
+
+
+cdef Geom make_geom(tuple xshape, tuple kernel, tuple stride, tuple pad, tuple dil,
+                    Py_ssize_t OH, Py_ssize_t OW) except *:
+    cdef Geom g
+    g.N, g.C, g.H, g.W = xshape
+    g.kh, g.kw = kernel
+    g.sh, g.sw = stride
+    g.ph, g.pw = pad
+    g.dh, g.dw = dil
+    g.OH, g.OW = OH, OW
+    if g.sh < 1 or g.sw < 1 or g.dh < 1 or g.dw < 1:
+        raise ValueError("stride and dilation must be >= 1")
+    return g
+
+
+# im2col / col2im ---------------------------------------------------------------
+cdef void im2col_task(const floating* x, Py_ssize_t sn, Py_ssize_t sc, Py_ssize_t sy,
+                      Py_ssize_t sx, floating* col, Geom* g, Py_ssize_t task) noexcept nogil:
+    """One (row, image) strip: col[r, n, :, :] for r = (c, i, j)."""
+    cdef Py_ssize_t n = task % g.N, r = task // g.N
+    cdef Py_ssize_t j = r % g.kw, i = (r // g.kw) % g.kh, c = r // (g.kw * g.kh)
+    cdef Py_ssize_t oh, ow, ih, lo, hi, x0
+    cdef floating* dst
+    cdef const floating* src
+    out_range(j * g.dw, g.sw, g.pw, g.W, g.OW, &lo, &hi)
+    for oh in range(g.OH):
+        dst = col + (task * g.OH + oh) * g.OW
+        ih = oh * g.sh - g.ph + i * g.dh
+        if ih < 0 or ih >= g.H:
+            for ow in range(g.OW):
+                dst[ow] = 0
+            continue
+        src = x + n * sn + c * sc + ih * sy
+        x0 = j * g.dw - g.pw
+        for ow in range(lo):
+            dst[ow] = 0
+        if sx == 1 and g.sw == 1:
+            for ow in range(lo, hi):
+                dst[ow] = src[ow + x0]
+        else:
+            for ow in range(lo, hi):
+                dst[ow] = src[(ow * g.sw + x0) * sx]
+        for ow in range(hi, g.OW):
+            dst[ow] = 0
+
+
+cdef void col2im_plane(const floating* col, floating* dx, Geom* g, Py_ssize_t plane) noexcept nogil:
+    """dx[n, c] = sum of every column entry that im2col read from it (scatter-add)."""
+    cdef Py_ssize_t n = plane % g.N, c = plane // g.N
+    cdef Py_ssize_t i, j, oh, ow, ih, lo, hi, x0, r
+    cdef floating* dst
+    cdef floating* out = dx + (n * g.C + c) * g.H * g.W
+    cdef const floating* src
+    for ih in range(g.H * g.W):
+        out[ih] = 0
+    for i in range(g.kh):
+        for j in range(g.kw):
+            r = (c * g.kh + i) * g.kw + j
+            out_range(j * g.dw, g.sw, g.pw, g.W, g.OW, &lo, &hi)
+            x0 = j * g.dw - g.pw
+            for oh in range(g.OH):
+                ih = oh * g.sh - g.ph + i * g.dh
+                if ih < 0 or ih >= g.H:
+                    continue
+                src = col + ((r * g.N + n) * g.OH + oh) * g.OW
+                dst = out + ih * g.W
+                if g.sw == 1:
+                    for ow in range(lo, hi):
+                        dst[ow + x0] += src[ow]
+                else:
+                    for ow in range(lo, hi):
+                        dst[ow * g.sw + x0] += src[ow]
+
+
+def im2col(Buffer x, Py_ssize_t x_off, tuple x_strides, tuple x_shape, Buffer col, tuple kernel,
+           tuple stride, tuple pad, tuple dil, Py_ssize_t OH, Py_ssize_t OW, int itemsize):
+    """col (C*kh*kw, N, OH, OW), compact, from x (N, C, H, W) with any strides."""
+    cdef Geom g = make_geom(x_shape, kernel, stride, pad, dil, OH, OW)
+    cdef Py_ssize_t sn, sc, sy, sx, t, ntask = g.C * g.kh * g.kw * g.N
+    sn, sc, sy, sx = x_strides
+    cdef int nt = threads_for(ntask * g.OH * g.OW)
+    with nogil:
+        if itemsize == 4:
+            for t in prange(ntask, num_threads=nt, schedule='static'):
+                im2col_task(<float*>x.ptr + x_off, sn, sc, sy, sx, <float*>col.ptr, &g, t)
+        else:
+            for t in prange(ntask, num_threads=nt, schedule='static'):
+                im2col_task(<double*>x.ptr + x_off, sn, sc, sy, sx, <double*>col.ptr, &g, t)
+
+
+def col2im(Buffer col, Buffer dx, tuple x_shape, tuple kernel, tuple stride, tuple pad,
+           tuple dil, Py_ssize_t OH, Py_ssize_t OW, int itemsize):
+    """dx (N, C, H, W), compact, overwritten with the adjoint of im2col applied to col.
+    One thread owns each (n, c) plane, so the scatter-add needs no atomics."""
+    cdef Geom g = make_geom(x_shape, kernel, stride, pad, dil, OH, OW)
+    cdef Py_ssize_t t, nplane = g.N * g.C
+    cdef int nt = threads_for(nplane * g.kh * g.kw * g.OH * g.OW)
+    with nogil:
+        if itemsize == 4:
+            for t in prange(nplane, num_threads=nt, schedule='static'):
+                col2im_plane(<float*>col.ptr, <float*>dx.ptr, &g, t)
+        else:
+            for t in prange(nplane, num_threads=nt, schedule='static'):
+                col2im_plane(<double*>col.ptr, <double*>dx.ptr, &g, t)
+
+
+# (K, N, P) <-> (N, K, P) with the bias ---------------------------------------------
+cdef void to_nchw_row(const floating* y, const floating* b, floating* out, Py_ssize_t K,
+                      Py_ssize_t N, Py_ssize_t P, Py_ssize_t row) noexcept nogil:
+    cdef Py_ssize_t n = row // K, k = row % K, p
+    cdef const floating* src = y + (k * N + n) * P
+    cdef floating* dst = out + row * P
+    cdef floating bias = b[k] if b != NULL else 0
+    for p in range(P):
+        dst[p] = src[p] + bias
+
+
+def to_nchw(Buffer y, Buffer bias, Py_ssize_t b_off, Buffer out, Py_ssize_t K, Py_ssize_t N,
+            Py_ssize_t P, int itemsize):
+    """out[n, k, p] = y[k, n, p] + bias[k] (bias may be None); y and out compact."""
+    cdef Py_ssize_t row
+    cdef int nt = threads_for(N * K * P)
+    cdef char* bp = NULL if bias is None else bias.ptr + b_off * itemsize
+    with nogil:
+        if itemsize == 4:
+            for row in prange(N * K, num_threads=nt, schedule='static'):
+                to_nchw_row(<float*>y.ptr, <float*>bp, <float*>out.ptr, K, N, P, row)
+        else:
+            for row in prange(N * K, num_threads=nt, schedule='static'):
+                to_nchw_row(<double*>y.ptr, <double*>bp, <double*>out.ptr, K, N, P, row)
+
+
+cdef void from_nchw_chan(const floating* g, floating* out, floating* db, Py_ssize_t K,
+                         Py_ssize_t N, Py_ssize_t P, Py_ssize_t k) noexcept nogil:
+    cdef Py_ssize_t n, p
+    cdef double s = 0
+    cdef const floating* src
+    cdef floating* dst
+    for n in range(N):
+        src = g + (n * K + k) * P
+        dst = out + (k * N + n) * P
+        for p in range(P):
+            dst[p] = src[p]
+            s += src[p]
+    if db != NULL:
+        db[k] = <floating>s
+
+
+def from_nchw(Buffer g, Py_ssize_t g_off, Buffer out, Buffer db, Py_ssize_t K, Py_ssize_t N,
+              Py_ssize_t P, int itemsize):
+    """out[k, n, p] = g[n, k, p]; db[k] = sum of g[:, k, :] (db may be None). g compact."""
+    cdef Py_ssize_t k
+    cdef int nt = threads_for(N * K * P)
+    cdef char* dbp = NULL if db is None else db.ptr
+    with nogil:
+        if itemsize == 4:
+            for k in prange(K, num_threads=nt, schedule='static'):
+                from_nchw_chan(<float*>g.ptr + g_off, <float*>out.ptr, <float*>dbp, K, N, P, k)
+        else:
+            for k in prange(K, num_threads=nt, schedule='static'):
+                from_nchw_chan(<double*>g.ptr + g_off, <double*>out.ptr, <double*>dbp, K, N, P, k)
+
+
+# pooling: x compact (planes, H, W); padding taps never win a max / count as 0 --------
+cdef inline void tap_range(Py_ssize_t start, Py_ssize_t k, Py_ssize_t dil, Py_ssize_t size,
+                           Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """Taps t with 0 <= start + t*dil < size are lo <= t < hi (no division inside)."""
+    if start >= 0 and start + (k - 1) * dil < size:
+        lo[0], hi[0] = 0, k
+        return
+    lo[0] = clamp(ceil_div(-start, dil), 0, k)
+    hi[0] = clamp(ceil_div(size - start, dil), lo[0], k)
+
+
+cdef void maxpool_plane(const floating* x, floating* out, int64_t* idx, Geom* g,
+                        Py_ssize_t plane) noexcept nogil:
+    cdef Py_ssize_t oh, ow, i, j, ih, iw, best_i, k
+    cdef Py_ssize_t ilo, ihi, jlo, jhi
+    cdef bint better
+    cdef floating best, v
+    cdef const floating* src = x + plane * g.H * g.W
+    cdef Py_ssize_t o = plane * g.OH * g.OW
+    for oh in range(g.OH):
+        # taps inside the image: i in [ilo, ihi); windows never lie wholly in padding
+        tap_range(oh * g.sh - g.ph, g.kh, g.dh, g.H, &ilo, &ihi)
+        for ow in range(g.OW):
+            tap_range(ow * g.sw - g.pw, g.kw, g.dw, g.W, &jlo, &jhi)
+            ih = oh * g.sh - g.ph + ilo * g.dh
+            iw = ow * g.sw - g.pw + jlo * g.dw
+            best_i = ih * g.W + iw
+            best = src[best_i] if ihi > ilo and jhi > jlo else 0
+            if ihi <= ilo or jhi <= jlo:
+                best_i = -1
+            for i in range(ilo, ihi):
+                k = (oh * g.sh - g.ph + i * g.dh) * g.W + ow * g.sw - g.pw
+                for j in range(jlo, jhi):
+                    v = src[k + j * g.dw]
+                    # NaN wins, as in PyTorch; selects, not branches (random data mispredicts)
+                    better = (v > best) | ((v != v) & (best == best))
+                    best_i = k + j * g.dw if better else best_i
+                    best = v if better else best
+            out[o] = best
+            idx[o] = best_i
+            o += 1
+
+
+cdef void maxpool_back_plane(const floating* gout, const int64_t* idx, floating* dx, Geom* g,
+                             Py_ssize_t plane) noexcept nogil:
+    cdef Py_ssize_t k, o = plane * g.OH * g.OW
+    cdef floating* dst = dx + plane * g.H * g.W
+    for k in range(g.H * g.W):
+        dst[k] = 0
+    for k in range(g.OH * g.OW):
+        if idx[o + k] >= 0:
+            dst[idx[o + k]] += gout[o + k]
+
+
+cdef void avgpool_plane(const floating* x, floating* out, Geom* g, Py_ssize_t plane,
+                        bint backward) noexcept nogil:
+    """Forward: out = window mean (divisor kh*kw, padding counted as zeros, as
+    PyTorch's default). Backward (x is the output grad, out is dx): the adjoint."""
+    cdef Py_ssize_t oh, ow, i, j, ih, iw
+    cdef floating scale = 1.0 / (g.kh * g.kw)
+    cdef const floating* src
+    cdef floating* dst
+    if backward:
+        src = x + plane * g.OH * g.OW
+        dst = out + plane * g.H * g.W
+        memset(dst, 0, g.H * g.W * sizeof(floating))
+    else:
+        src = x + plane * g.H * g.W
+        dst = out + plane * g.OH * g.OW
+        memset(dst, 0, g.OH * g.OW * sizeof(floating))
+    for oh in range(g.OH):
+        for i in range(g.kh):
+            ih = oh * g.sh - g.ph + i * g.dh
+            if ih < 0 or ih >= g.H:
+                continue
+            for ow in range(g.OW):
+                for j in range(g.kw):
+                    iw = ow * g.sw - g.pw + j * g.dw
+                    if iw < 0 or iw >= g.W:
+                        continue
+                    if backward:
+                        dst[ih * g.W + iw] += src[oh * g.OW + ow] * scale
+                    else:
+                        dst[oh * g.OW + ow] += src[ih * g.W + iw] * scale
+
+
+def maxpool(Buffer x, Buffer out, Buffer idx, tuple x_shape, tuple kernel, tuple stride,
+            tuple pad, tuple dil, Py_ssize_t OH, Py_ssize_t OW, int itemsize):
+    """out, idx (N, C, OH, OW): window max and its flat index in the (H, W) plane."""
+    cdef Geom g = make_geom(x_shape, kernel, stride, pad, dil, OH, OW)
+    cdef Py_ssize_t t, nplane = g.N * g.C
+    cdef int nt = threads_for(nplane * OH * OW * g.kh * g.kw)
+    with nogil:
+        if itemsize == 4:
+            for t in prange(nplane, num_threads=nt, schedule='static'):
+                maxpool_plane(<float*>x.ptr, <float*>out.ptr, <int64_t*>idx.ptr, &g, t)
+        else:
+            for t in prange(nplane, num_threads=nt, schedule='static'):
+                maxpool_plane(<double*>x.ptr, <double*>out.ptr, <int64_t*>idx.ptr, &g, t)
+
+
+def maxpool_backward(Buffer gout, Buffer idx, Buffer dx, tuple x_shape, Py_ssize_t OH,
+                     Py_ssize_t OW, int itemsize):
+    """dx (N, C, H, W): each output grad added at its argmax (overlapping windows add)."""
+    cdef Geom g = make_geom(x_shape, (1, 1), (1, 1), (0, 0), (1, 1), OH, OW)
+    cdef Py_ssize_t t, nplane = g.N * g.C
+    cdef int nt = threads_for(nplane * (OH * OW + g.H * g.W))
+    with nogil:
+        if itemsize == 4:
+            for t in prange(nplane, num_threads=nt, schedule='static'):
+                maxpool_back_plane(<float*>gout.ptr, <int64_t*>idx.ptr, <float*>dx.ptr, &g, t)
+        else:
+            for t in prange(nplane, num_threads=nt, schedule='static'):
+                maxpool_back_plane(<double*>gout.ptr, <int64_t*>idx.ptr, <double*>dx.ptr, &g, t)
+
+
+def avgpool(Buffer src, Buffer dst, tuple x_shape, tuple kernel, tuple stride, tuple pad,
+            Py_ssize_t OH, Py_ssize_t OW, bint backward, int itemsize):
+    """Forward: dst (N, C, OH, OW) from src (N, C, H, W). Backward: dst is dx, src the
+    output grad."""
+    cdef Geom g = make_geom(x_shape, kernel, stride, pad, (1, 1), OH, OW)
+    cdef Py_ssize_t t, nplane = g.N * g.C
+    cdef int nt = threads_for(nplane * OH * OW * g.kh * g.kw)
+    with nogil:
+        if itemsize == 4:
+            for t in prange(nplane, num_threads=nt, schedule='static'):
+                avgpool_plane(<float*>src.ptr, <float*>dst.ptr, &g, t, backward)
+        else:
+            for t in prange(nplane, num_threads=nt, schedule='static'):
+                avgpool_plane(<double*>src.ptr, <double*>dst.ptr, &g, t, backward)
+
+
+cdef void gather_plane(const floating* h, const int64_t* idx, floating* out, Geom* g,
+                       Py_ssize_t plane) noexcept nogil:
+    cdef Py_ssize_t k, o = plane * g.OH * g.OW
+    cdef const floating* src = h + plane * g.H * g.W
+    for k in range(g.OH * g.OW):
+        out[o + k] = src[idx[o + k]] if idx[o + k] >= 0 else 0
+
+
+def maxpool_gather(Buffer h, Buffer idx, Buffer out, tuple x_shape, Py_ssize_t OH,
+                   Py_ssize_t OW, int itemsize):
+    """out[o] = h[argmax[o]] per plane: the adjoint of maxpool_backward."""
+    cdef Geom g = make_geom(x_shape, (1, 1), (1, 1), (0, 0), (1, 1), OH, OW)
+    cdef Py_ssize_t t, nplane = g.N * g.C
+    cdef int nt = threads_for(nplane * OH * OW)
+    with nogil:
+        if itemsize == 4:
+            for t in prange(nplane, num_threads=nt, schedule='static'):
+                gather_plane(<float*>h.ptr, <int64_t*>idx.ptr, <float*>out.ptr, &g, t)
+        else:
+            for t in prange(nplane, num_threads=nt, schedule='static'):
+                gather_plane(<double*>h.ptr, <int64_t*>idx.ptr, <double*>out.ptr, &g, t)

@@ -169,6 +169,28 @@ cdef void gemm_small(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                 C[i * ldc + j] += a * B[p * brs + j * bcs]
 
 
+cdef void gemm_ksplit(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                      const floating* A, Py_ssize_t ars, Py_ssize_t acs,
+                      const floating* B, Py_ssize_t brs, Py_ssize_t bcs,
+                      floating* C, floating* part, floating* Ap, floating* Bp,
+                      Py_ssize_t apsize, Py_ssize_t bpsize, int nt) noexcept nogil:
+    """Thin products (few output tiles, long K, e.g. conv weight gradients): each
+    thread multiplies one slice of K into its own partial C, then the partials are
+    summed. One parallel region instead of several per KC block."""
+    cdef Py_ssize_t t, k0, k1, i
+    cdef floating s
+    for t in prange(nt, num_threads=nt, schedule='static'):
+        k0 = K * t // nt
+        k1 = K * (t + 1) // nt
+        gemm_blocked(M, N, k1 - k0, A + k0 * acs, ars, acs, B + k0 * brs, brs, bcs,
+                     part + t * M * N, N, Ap + t * apsize, Bp + t * bpsize, 1)
+    for i in range(M * N):
+        s = part[i]
+        for t in range(1, nt):
+            s = s + part[t * M * N + i]
+        C[i] = s
+
+
 def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
          Buffer B, Py_ssize_t b_off, Py_ssize_t brs, Py_ssize_t bcs,
          Buffer C, Py_ssize_t c_off, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, int itemsize,
@@ -186,14 +208,26 @@ def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
     cdef Py_ssize_t kc = KC if K > KC else K
     cdef Py_ssize_t mcap = (min(MC, M) + MR - 1) // MR * MR
     cdef Py_ssize_t ncap = (min(NC, N) + nr - 1) // nr * nr
-    cdef Buffer apack = Buffer(1 if small else mcap * kc * itemsize)
-    cdef Buffer bpack = Buffer(1 if small else ncap * kc * itemsize)
+    # one output block but a long K: split K over the threads instead
+    cdef bint ksplit = not small and nt > 1 and M <= MC and N <= NC and K >= 4 * KC * nt
+    cdef int copies = nt if ksplit else 1
+    cdef Buffer apack = Buffer(1 if small else copies * mcap * kc * itemsize)
+    cdef Buffer bpack = Buffer(1 if small else copies * ncap * kc * itemsize)
+    cdef Buffer part = Buffer(nt * M * N * itemsize if ksplit else 1)
     with nogil:
         for b in range(nbatch):
             ao = a_off + (0 if a_batch is None else a_batch[b])
             bo = b_off + (0 if b_batch is None else b_batch[b])
             if K == 0:
                 memset(C.ptr + (c_off + b * M * N) * itemsize, 0, M * N * itemsize)
+            elif ksplit and itemsize == 4:
+                gemm_ksplit(M, N, K, <float*>A.ptr + ao, ars, acs, <float*>B.ptr + bo, brs, bcs,
+                            <float*>C.ptr + c_off + b * M * N, <float*>part.ptr,
+                            <float*>apack.ptr, <float*>bpack.ptr, mcap * kc, ncap * kc, nt)
+            elif ksplit:
+                gemm_ksplit(M, N, K, <double*>A.ptr + ao, ars, acs, <double*>B.ptr + bo, brs, bcs,
+                            <double*>C.ptr + c_off + b * M * N, <double*>part.ptr,
+                            <double*>apack.ptr, <double*>bpack.ptr, mcap * kc, ncap * kc, nt)
             elif small and itemsize == 4:
                 gemm_small(M, N, K, <float*>A.ptr + ao, ars, acs, <float*>B.ptr + bo, brs, bcs,
                            <float*>C.ptr + c_off + b * M * N, N)

@@ -31,6 +31,14 @@ def test_long_k(k):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_thin_product_long_k(dtype):
+    # one output block and a long K: the K-split path (conv weight gradients)
+    x = rng.standard_normal((6, 20011)).astype(dtype)
+    y = rng.standard_normal((25, 20011)).astype(dtype)
+    check(x, y.T, b=NDArray(y).T, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_large_and_float64(dtype):
     x = rng.standard_normal((300, 517)).astype(dtype)
     y = rng.standard_normal((517, 211)).astype(dtype)

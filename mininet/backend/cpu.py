@@ -2,6 +2,7 @@
 import numpy as np
 
 from mininet_ext import buffer as _buffer
+from mininet_ext import conv as _conv
 from mininet_ext import elementwise as _ew
 from mininet_ext import matmul as _mm
 from mininet_ext import optim as _opt
@@ -63,6 +64,43 @@ class CPUDevice(Device):
         _mm.gemm(a._handle, a._offset, a.strides[-2], a.strides[-1],
                  b._handle, b._offset, b.strides[-2], b.strides[-1],
                  out._handle, out._offset, m, n, k, out.dtype.itemsize, a_batch, b_batch)
+
+    # convolution and pooling (x, col, dx, pooled arrays compact) ----------
+    def im2col(self, x, col, kernel, stride, pad, dil, oh, ow):
+        _conv.im2col(x._handle, x._offset, x.strides, x.shape, col._handle, kernel, stride, pad,
+                     dil, oh, ow, x.dtype.itemsize)
+
+    def col2im(self, col, dx, kernel, stride, pad, dil, oh, ow):
+        _conv.col2im(col._handle, dx._handle, dx.shape, kernel, stride, pad, dil, oh, ow,
+                     dx.dtype.itemsize)
+
+    def to_nchw(self, y, bias, out):
+        n, k = out.shape[:2]
+        _conv.to_nchw(y._handle, None if bias is None else bias._handle,
+                      0 if bias is None else bias._offset, out._handle, k, n,
+                      out.size // max(n * k, 1), out.dtype.itemsize)
+
+    def from_nchw(self, g, out, db):
+        n, k = g.shape[:2]
+        _conv.from_nchw(g._handle, g._offset, out._handle, None if db is None else db._handle,
+                        k, n, g.size // max(n * k, 1), g.dtype.itemsize)
+
+    def maxpool(self, x, out, idx, kernel, stride, pad, dil):
+        _conv.maxpool(x._handle, out._handle, idx._handle, x.shape, kernel, stride, pad, dil,
+                      out.shape[2], out.shape[3], x.dtype.itemsize)
+
+    def maxpool_backward(self, g, idx, dx):
+        _conv.maxpool_backward(g._handle, idx._handle, dx._handle, dx.shape, g.shape[2],
+                               g.shape[3], dx.dtype.itemsize)
+
+    def maxpool_gather(self, h, idx, out):
+        _conv.maxpool_gather(h._handle, idx._handle, out._handle, h.shape, out.shape[2],
+                             out.shape[3], h.dtype.itemsize)
+
+    def avgpool(self, src, dst, x_shape, kernel, stride, pad, backward):
+        oh, ow = (src.shape if backward else dst.shape)[2:]
+        _conv.avgpool(src._handle, dst._handle, x_shape, kernel, stride, pad, oh, ow, backward,
+                      dst.dtype.itemsize)
 
     # fused optimizer updates (in place on p; p, m, v compact) --------------
     def sgd_step(self, p, g, v, lr, momentum, dampening, wd, nesterov, first):

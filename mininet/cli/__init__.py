@@ -115,9 +115,44 @@ def bench_ewise(
     _ratio_table(rows, "elementwise", ("case",), "gbytes_per_s", "GB/s")
 
 
+@bench_app.command("conv")
+def bench_conv(
+    shapes: str = typer.Option(
+        "100,1,28,28,16,5,1,2;100,16,14,14,32,5,1,2;8,64,56,56,64,3,1,1",
+        help="N,C,H,W,K,k,stride,pad; several separated by ';'. Defaults: the MNIST CNN's two "
+             "conv layers at batch 100 and a ResNet-style 64-channel 3x3 layer at 56x56."),
+    threads: Optional[int] = typer.Option(None, help="Threads (mininet and PyTorch)."),
+    repeat: int = typer.Option(5, min=1, help="Timed repeats; the best is reported."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    naive: bool = typer.Option(True, help="Also time the naive direct convolution (numpy)."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON array instead of a table."),
+):
+    """Convolution forward and forward+backward: mininet vs a naive direct conv and PyTorch."""
+    from .bench import bench_conv as run, parse_conv_shapes
+    try:
+        rows = run(parse_conv_shapes(shapes), threads=threads, repeat=repeat, device=device,
+                   naive=naive)
+    except ValueError as e:
+        _fail(str(e))
+    if json_out:
+        print(json.dumps(rows, indent=2))
+        return
+    impls = list(dict.fromkeys(r["impl"] for r in rows))
+    table = Table(title=f"conv on {device} (ms and GFLOPS, {rows[0]['threads']} threads)")
+    for col in ("N,C,H,W,K,k,s,p", "mode", *impls, *(f"mininet / {i} time" for i in impls[1:])):
+        table.add_column(col, justify="right")
+    for shape in dict.fromkeys(r["shape"] for r in rows):
+        for mode in ("fwd", "fwd+bwd"):
+            t = {r["impl"]: r for r in rows if r["shape"] == shape and r["mode"] == mode}
+            cells = [f"{t[i]['seconds'] * 1e3:.2f} ({t[i]['gflops']:.0f})" for i in impls]
+            ratios = [t["mininet"]["seconds"] / t[i]["seconds"] for i in impls[1:]]
+            table.add_row(shape, mode, *cells, *(f"{r:.2f}" for r in ratios))
+    console.print(table)
+
+
 @bench_app.command("train")
 def bench_train(
-    models: str = typer.Option("mlp,resnet", help="Comma-separated: mlp, resnet."),
+    models: str = typer.Option("mlp,resnet,cnn", help="Comma-separated: mlp, resnet, cnn."),
     samples: int = typer.Option(60000, min=100, help="MNIST-shaped random samples per epoch."),
     batch_size: int = typer.Option(100, min=1),
     threads: int = typer.Option(2, min=1),
@@ -146,7 +181,7 @@ def bench_train(
 def train(
     dataset: str = typer.Argument("mnist", help="Dataset to train on (mnist)."),
     model: str = typer.Option("mlp", help="softmax, mlp, resnet or cnn."),
-    epochs: int = typer.Option(20, min=1, help="Epochs."),
+    epochs: Optional[int] = typer.Option(None, min=1, help="Epochs (default: 10 for cnn, 20 for the others)."),
     batch_size: int = typer.Option(100, min=1, help="Batch size."),
     lr: float = typer.Option(2e-3, help="Learning rate."),
     optimizer: str = typer.Option("adam", help="sgd, momentum, adam, adamw, adagrad or rmsprop."),
@@ -167,6 +202,7 @@ def train(
         _fail(f"unknown dataset {dataset!r}: only mnist is available")
     if model not in ("softmax", "mlp", "resnet", "cnn"):
         _fail(f"--model must be softmax, mlp, resnet or cnn, got {model!r}")
+    epochs = epochs or (10 if model == "cnn" else 20)
     try:
         run(model, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir, threads, save,
             resume, json_out, device, schedule)

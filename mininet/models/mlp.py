@@ -42,7 +42,26 @@ class MLPResNet(nn.Module):
         return self.net(x)
 
 
-MODELS = {"softmax": SoftmaxRegression, "mlp": MLP, "resnet": MLPResNet}
+class CNN(nn.Module):
+    """LeNet-style: two conv(5x5)+ReLU+max-pool stages, then two linear layers.
+    Input (N, 1, 28, 28)."""
+
+    def __init__(self, in_channels=1, channels=(16, 32), hidden=128, num_classes=10, size=28):
+        super().__init__()
+        c1, c2 = channels
+        flat = c2 * (size // 4) ** 2
+        self.net = nn.Sequential(
+            nn.Conv(in_channels, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv(c1, c2, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+    def forward(self, x):
+        if x.ndim != 4:
+            raise ValueError(f"CNN: input must be (N, C, H, W) images, got shape {x.shape}")
+        return self.net(x)
+
+
+MODELS = {"softmax": SoftmaxRegression, "mlp": MLP, "resnet": MLPResNet, "cnn": CNN}
 
 
 def build_model(name, **kw):

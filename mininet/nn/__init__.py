@@ -1,4 +1,5 @@
 """Modules (needle's names, PyTorch's habits)."""
 from .module import Identity, Module, Parameter, Residual, Sequential
-from .layers import (BatchNorm1d, CrossEntropyLoss, Dropout, Flatten, LayerNorm1d, Linear, MSELoss,
-                     ReLU, Sigmoid, SoftmaxLoss, Tanh)
+from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv, Conv2d, CrossEntropyLoss, Dropout,
+                     Flatten, LayerNorm1d, Linear, MaxPool2d, MSELoss, ReLU, Sigmoid, SoftmaxLoss,
+                     Tanh)

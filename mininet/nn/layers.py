@@ -22,6 +22,53 @@ class Linear(Module):
         return y + self.bias if self.bias is not None else y
 
 
+class Conv(Module):
+    """2-D convolution over (N, C, H, W) input, weight (out, in/groups, k, k) with
+    kaiming-uniform init (fan_in = in/groups * k * k) as needle."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, device=None, dtype="float32"):
+        super().__init__()
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"Conv: groups={groups} must divide in_channels={in_channels} "
+                             f"and out_channels={out_channels}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
+        self.dilation, self.groups = dilation, groups
+        fan_in = in_channels // groups * kh * kw
+        shape = (out_channels, in_channels // groups, kh, kw)
+        self.weight = Parameter(init.kaiming_uniform(fan_in, None, shape=shape, dtype=dtype, device=device))
+        bound = 1.0 / fan_in ** 0.5
+        self.bias = Parameter(init.rand(out_channels, low=-bound, high=bound, dtype=dtype,
+                                        device=device)) if bias else None
+
+    def forward(self, x):
+        return ops.conv(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                        self.groups)
+
+
+Conv2d = Conv
+
+
+class MaxPool2d(Module):
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
+
+    def forward(self, x):
+        return ops.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation)
+
+
+class AvgPool2d(Module):
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def forward(self, x):
+        return ops.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+
 class Flatten(Module):
     def forward(self, x):
         return ops.reshape(x, (x.shape[0], -1)) if x.ndim != 2 else x
@@ -92,6 +139,15 @@ class _BatchNorm(Module):
 class BatchNorm1d(_BatchNorm):
     def forward(self, x):
         return self._norm(x, (0,), (1, self.dim))
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch norm of (N, C, H, W) input over N, H and W, per channel."""
+
+    def forward(self, x):
+        if x.ndim != 4:
+            raise ValueError(f"BatchNorm2d({self.dim}): input must be 4-D (N, C, H, W), got {x.shape}")
+        return self._norm(x, (0, 2, 3), (1, self.dim, 1, 1))
 
 
 class LayerNorm1d(Module):

@@ -1,0 +1,210 @@
+"""Convolution, pooling, pad/flip/dilate, BatchNorm2d and the CNN, against PyTorch
+and central differences."""
+import numpy as np
+import pytest
+
+from mininet import nn, ops
+from mininet.autograd import Tensor
+from mininet.models import build_model
+from test_autograd import gradcheck
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+rng = np.random.default_rng(5)
+
+
+def t64(x):
+    return Tensor(x, dtype="float64", requires_grad=True)
+
+
+def run_both(mn_fn, torch_fn, *arrays):
+    """Forward and input gradients of mininet and PyTorch for sum(f(...) * g)."""
+    mins = [t64(a) for a in arrays]
+    tins = [torch.tensor(a, requires_grad=True) for a in arrays]
+    y, ty = mn_fn(*mins), torch_fn(*tins)
+    g = rng.standard_normal(ty.shape)
+    y.backward(Tensor(g, dtype="float64"))
+    (ty * torch.tensor(g)).sum().backward()
+    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-10, atol=1e-11)
+    for m, t in zip(mins, tins):
+        np.testing.assert_allclose(m.grad.numpy(), t.grad.numpy(), rtol=1e-10, atol=1e-11)
+
+
+# N, C, H, W, K, k, stride, padding, dilation, groups
+CONV_CASES = [
+    (2, 3, 7, 9, 4, 3, 1, 1, 1, 1),
+    (1, 4, 8, 8, 6, 3, 2, 1, 1, 2),       # batch 1, groups
+    (3, 6, 11, 10, 6, 3, 2, 2, 2, 3),     # dilation, odd sizes
+    (2, 3, 5, 5, 5, 1, 1, 0, 1, 1),       # 1x1
+    (2, 2, 6, 7, 4, 5, 3, 4, 1, 2),       # padding wider than the stride
+    (2, 4, 9, 9, 4, 3, 1, 0, 1, 4),       # depthwise
+    (1, 1, 28, 28, 6, 5, 1, 2, 1, 1),     # the MNIST CNN's first layer
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=[str(c) for c in CONV_CASES])
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_matches_torch(case, bias):
+    n, c, h, w, k, ks, s, p, d, g = case
+    arrays = [rng.standard_normal((n, c, h, w)), rng.standard_normal((k, c // g, ks, ks))]
+    if bias:
+        arrays.append(rng.standard_normal(k))
+    run_both(lambda *a: ops.conv(*a, stride=s, padding=p, dilation=d, groups=g),
+             lambda *a: F.conv2d(*a, stride=s, padding=p, dilation=d, groups=g), *arrays)
+
+
+def test_conv_float32_and_strided_input():
+    x = rng.standard_normal((4, 3, 12, 10)).astype(np.float32)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    # a non-contiguous input: every other column of a wider array, channels permuted
+    wide = rng.standard_normal((4, 12, 20, 3)).astype(np.float32)
+    xv = Tensor(wide).permute((0, 3, 1, 2))[:, :, :, ::2]
+    want = F.conv2d(torch.tensor(wide).permute(0, 3, 1, 2)[:, :, :, ::2], torch.tensor(w), padding=1)
+    got = ops.conv(xv, Tensor(w), padding=1)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ops.conv(Tensor(x), Tensor(w), stride=2).numpy(),
+                               F.conv2d(torch.tensor(x), torch.tensor(w), stride=2).numpy(),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_conv_gradcheck_float64():
+    gradcheck(lambda x, w, b: ops.conv(x, w, b, stride=2, padding=1, dilation=1, groups=2),
+              rng.standard_normal((2, 4, 5, 6)), rng.standard_normal((4, 2, 3, 3)),
+              rng.standard_normal(4))
+
+
+def test_conv_second_order_gradient():
+    """d/dx of |d conv / dW|^2 through the gradient ops, against PyTorch."""
+    x, w = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
+    mx, mw = t64(x), t64(w)
+    y = ops.conv(mx, mw, padding=1)
+    y.backward(Tensor(np.ones(y.shape), dtype="float64"), create_graph=True)
+    gw = mw.grad
+    mx.grad = None
+    (gw * gw).sum().backward()
+    tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    ty = F.conv2d(tx, tw, padding=1)
+    (tgw,) = torch.autograd.grad(ty.sum(), tw, create_graph=True)
+    (tgw * tgw).sum().backward()
+    np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1), (3, 1, 1), (2, 1, 0)])
+def test_pooling_matches_torch(k, s, p):
+    x = rng.standard_normal((2, 3, 9, 8))
+    run_both(lambda a: ops.max_pool2d(a, k, s, p), lambda a: F.max_pool2d(a, k, s, p), x)
+    run_both(lambda a: ops.avg_pool2d(a, k, s, p), lambda a: F.avg_pool2d(a, k, s, p), x)
+
+
+def test_pooling_gradcheck_and_second_order():
+    x = rng.permutation(2 * 2 * 6 * 5).reshape(2, 2, 6, 5) / 10.0  # distinct: max is smooth
+    gradcheck(lambda a: ops.max_pool2d(a, 3, 2, 1), x)
+    gradcheck(lambda a: ops.avg_pool2d(a, 3, 2, 1), x)
+    # the scatter ops are linear, so their gradients (gather / pool again) check too
+    g = rng.standard_normal((2, 2, 3, 3))
+    gradcheck(lambda a, h: ops.max_pool2d(a, 3, 2, 1) * h, x, g)
+
+
+def test_pad_flip_dilate():
+    x = rng.standard_normal((2, 3, 4))
+    run_both(lambda a: ops.pad(a, ((0, 0), (1, 2), (2, 0))),
+             lambda a: F.pad(a, (2, 0, 1, 2)), x)
+    run_both(lambda a: ops.flip(a, (0, 2)), lambda a: torch.flip(a, (0, 2)), x)
+    d = ops.dilate(t64(x), (1, 2), 1).numpy()
+    want = np.zeros((2, 6, 8))
+    want[:, ::2, ::2] = x
+    np.testing.assert_array_equal(d, want)
+    np.testing.assert_array_equal(ops.undilate(Tensor(want, dtype="float64"), (1, 2), 1).numpy(), x)
+    gradcheck(lambda a: ops.dilate(ops.flip(ops.pad(a, ((1, 0), (0, 1), (1, 1))), 1), 2, 2), x)
+
+
+def test_batchnorm2d_train_and_eval_match_torch():
+    x = rng.standard_normal((4, 3, 5, 6)) * 2 + 1
+    tb = torch.nn.BatchNorm2d(3).double()
+    mb = nn.BatchNorm2d(3, dtype="float64")
+    w, b = rng.standard_normal(3), rng.standard_normal(3)
+    with torch.no_grad():
+        tb.weight.copy_(torch.tensor(w))
+        tb.bias.copy_(torch.tensor(b))
+    mb.weight.data = Tensor(w, dtype="float64")
+    mb.bias.data = Tensor(b, dtype="float64")
+    tx, mx = torch.tensor(x, requires_grad=True), t64(x)
+    g = rng.standard_normal(x.shape)
+    ty = tb(tx)
+    (ty * torch.tensor(g)).sum().backward()
+    y = mb(mx)
+    y.backward(Tensor(g, dtype="float64"))
+    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-10, atol=1e-11)
+    np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(mb.weight.grad.numpy(), tb.weight.grad.numpy(), rtol=1e-9)
+    np.testing.assert_allclose(mb.bias.grad.numpy(), tb.bias.grad.numpy(), rtol=1e-9)
+    np.testing.assert_allclose(mb.running_mean.numpy(), tb.running_mean.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(mb.running_var.numpy(), tb.running_var.numpy(), rtol=1e-10)
+    tb.eval()
+    mb.eval()
+    x2 = rng.standard_normal(x.shape)
+    np.testing.assert_allclose(mb(t64(x2)).numpy(), tb(torch.tensor(x2)).detach().numpy(),
+                               rtol=1e-10, atol=1e-11)
+
+
+def test_conv_module_matches_torch_layer():
+    tc = torch.nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2).double()
+    mc = nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2, dtype="float64")
+    assert mc.weight.shape == tuple(tc.weight.shape)
+    mc.weight.data = Tensor(tc.weight.detach().numpy(), dtype="float64")
+    mc.bias.data = Tensor(tc.bias.detach().numpy(), dtype="float64")
+    x = rng.standard_normal((3, 4, 7, 7))
+    np.testing.assert_allclose(mc(t64(x)).numpy(), tc(torch.tensor(x)).detach().numpy(),
+                               rtol=1e-10, atol=1e-11)
+    # kaiming-uniform bound with fan_in = in/groups * k * k
+    big = nn.Conv(64, 64, 3).weight.numpy()
+    assert abs(big.max() - np.sqrt(6 / (64 * 9))) < 0.01 and abs(big.std() - np.sqrt(2 / (64 * 9))) < 0.005
+
+
+@pytest.mark.parametrize("call,msg", [
+    (lambda: ops.conv(Tensor(np.zeros((1, 3, 8, 8))), Tensor(np.zeros((4, 2, 3, 3)))), "channels"),
+    (lambda: ops.conv(Tensor(np.zeros((1, 6, 8, 8))), Tensor(np.zeros((4, 3, 3, 3))), groups=4),
+     "groups=4 must divide"),
+    (lambda: ops.conv(Tensor(np.zeros((1, 3, 4, 4))), Tensor(np.zeros((4, 3, 7, 7))), padding=1),
+     "larger than the padded input"),
+    (lambda: ops.conv(Tensor(np.zeros((3, 8, 8))), Tensor(np.zeros((4, 3, 3, 3)))), "must both be 4-D"),
+    (lambda: ops.max_pool2d(Tensor(np.zeros((3, 8, 8))), 2), "4-D"),
+    (lambda: ops.avg_pool2d(Tensor(np.zeros((1, 1, 2, 2))), 3), "larger than the padded input"),
+    (lambda: nn.Conv(3, 4, 3, groups=2), "groups=2 must divide"),
+    (lambda: nn.BatchNorm2d(3)(Tensor(np.zeros((2, 4, 3, 3)))), "4 channels"),
+])
+def test_bad_input_names_the_shapes(call, msg):
+    with pytest.raises(ValueError, match=msg):
+        call()
+
+
+def test_cnn_step_matches_torch():
+    """One SGD step of the whole CNN equals PyTorch's with the same weights."""
+    from mininet import optim
+    model = build_model("cnn", channels=(4, 6), hidden=16)
+    layers = [m for m in model.net.modules_list if isinstance(m, (nn.Conv, nn.Linear))]
+    tnet = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(4, 6, 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(), torch.nn.Linear(6 * 49, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+    tlayers = [m for m in tnet if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        for m, t in zip(layers, tlayers):
+            wt = m.weight.numpy()
+            t.weight.copy_(torch.tensor(wt.T if isinstance(m, nn.Linear) else wt))
+            t.bias.copy_(torch.tensor(m.bias.numpy()))
+    x = rng.random((8, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, 8)
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    loss = nn.SoftmaxLoss()(model(Tensor(x)), Tensor(y, dtype="int64"))
+    loss.backward()
+    opt.step()
+    topt = torch.optim.SGD(tnet.parameters(), lr=0.1)
+    tloss = F.cross_entropy(tnet(torch.tensor(x)), torch.tensor(y))
+    tloss.backward()
+    topt.step()
+    assert abs(loss.numpy() - tloss.item()) < 1e-5
+    for m, t in zip(layers, tlayers):
+        wt = t.weight.detach().numpy()
+        np.testing.assert_allclose(m.weight.numpy(), wt.T if isinstance(m, nn.Linear) else wt,
+                                   rtol=1e-4, atol=1e-5)
