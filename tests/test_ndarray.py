@@ -255,3 +255,18 @@ def test_threads_setting():
             mininet.set_num_threads(0)
     finally:
         mininet.set_num_threads(old)
+
+
+def test_cuda_views_collapse_to_few_dims():
+    """The CUDA launcher's view packing is pure Python: check it without a GPU."""
+    from mininet.backend.cuda_device import MAXDIM, _views
+    n, (v,) = _views((4, 5, 6), (30, 6, 1))
+    assert n == 120 and v == (1,) * (MAXDIM - 1) + (120,) + (0,) * (MAXDIM - 1) + (1,)
+    # a transposed operand next to a compact output keeps two dims
+    n, (vo, va) = _views((3, 5), (5, 1), (1, 3))
+    assert vo[MAXDIM - 2:MAXDIM] == (3, 5) and vo[-2:] == (5, 1) and va[-2:] == (1, 3)
+    # broadcast (stride 0) dims merge with each other
+    n, (vb,) = _views((2, 3, 4), (0, 0, 1))
+    assert n == 24 and vb[MAXDIM - 2:MAXDIM] == (6, 4) and vb[-2:] == (0, 1)
+    with pytest.raises(ValueError, match="at most"):
+        _views((2,) * 8, tuple(2 ** (2 * i) for i in range(8)))

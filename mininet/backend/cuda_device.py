@@ -1,0 +1,274 @@
+"""The CUDA backend: the kernels of cuda_src/*.cu, compiled once (cubin cache,
+cuda_build.py) and launched through PyCUDA. Imported only by mininet.cuda().
+
+The primary context is retained on first use and released at exit. Memory
+comes from PyCUDA's DeviceMemoryPool (size-binned, freed blocks are reused),
+so a training step does not call cuMemAlloc per op.
+"""
+import atexit
+import math
+
+import numpy as np
+
+from . import cuda_build
+from .device import DTYPES, Device
+
+MAXDIM = 6          # cuda_src/common.cuh: MN_MAXDIM
+THREADS = 256       # cuda_src/common.cuh: MN_THREADS
+VIEW = "q" * (2 * MAXDIM)   # struct View passed by value
+GEOM = "i" * 14             # struct Geom passed by value
+SUFFIX = {np.dtype("float32"): "f32", np.dtype("float64"): "f64"}
+
+
+class CudaBuffer:
+    """A pooled device allocation; returns to the pool when garbage."""
+    __slots__ = ("alloc", "ptr", "nbytes")
+
+    def __init__(self, alloc, nbytes):
+        self.alloc, self.ptr, self.nbytes = alloc, int(alloc), nbytes
+
+
+def _collapse(shape, *strides):
+    """Drop size-1 dims and merge dims contiguous in every stride set."""
+    dims = [(n, [s[i] for s in strides]) for i, n in enumerate(shape) if n != 1]
+    out = []
+    for n, st in dims:
+        if out and all(ps == s * n for ps, s in zip(out[-1][1], st)):
+            out[-1] = (out[-1][0] * n, st)
+        else:
+            out.append((n, st))
+    return out or [(1, [0] * len(strides))]
+
+
+def _views(shape, *strides):
+    """(element count, one View tuple per stride set), padded to MAXDIM dims."""
+    dims = _collapse(shape, *strides)
+    if len(dims) > MAXDIM:
+        raise ValueError(f"CUDA kernels take views of at most {MAXDIM} non-mergeable dimensions; "
+                         f"shape {tuple(shape)} with strides {strides} has {len(dims)}")
+    pad = MAXDIM - len(dims)
+    sizes = [1] * pad + [n for n, _ in dims]
+    views = []
+    for k in range(len(strides)):
+        views.append(tuple(sizes) + tuple([0] * pad + [st[k] for _, st in dims]))
+    return math.prod(shape), views
+
+
+class CUDADevice(Device):
+    name = "cuda"
+    _instance = None
+
+    @classmethod
+    def instance(cls):
+        if cls._instance is None:
+            cls._instance = cls()
+        return cls._instance
+
+    def __init__(self):
+        import pycuda.driver as drv
+        from pycuda.tools import DeviceMemoryPool
+        self.drv = drv
+        drv.init()
+        self.dev = drv.Device(0)
+        self.ctx = self.dev.retain_primary_context()
+        self.ctx.push()
+        major, minor = self.dev.compute_capability()
+        self.arch = f"sm_{major}{minor}"
+        self.pool = DeviceMemoryPool()
+        self._modules, self._funcs = {}, {}
+        atexit.register(self._release)
+
+    def _release(self):
+        try:
+            self.pool.free_held()
+            self.ctx.pop()
+        except Exception:  # the driver may already be shutting down
+            pass
+
+    def __repr__(self):
+        return f"cuda({self.dev.name()}, {self.arch})"
+
+    # kernels ----------------------------------------------------------------
+    def _fn(self, module, name, argtypes):
+        key = (module, name)
+        fn = self._funcs.get(key)
+        if fn is None:
+            mod = self._modules.get(module)
+            if mod is None:
+                mod = self.drv.module_from_file(str(cuda_build.compile_cubin(module, self.arch)))
+                self._modules[module] = mod
+            fn = mod.get_function(name)
+            fn.prepare(argtypes)
+            self._funcs[key] = fn
+        return fn
+
+    def _launch(self, module, name, argtypes, n, *args, block=THREADS, grid=None):
+        if grid is None:
+            if n == 0:
+                return
+            grid = (min((n + block - 1) // block, 1 << 16), 1, 1)
+        self._fn(module, name, argtypes).prepared_call(grid, (block, 1, 1), *args)
+
+    def synchronize(self):
+        self.drv.Context.synchronize()
+
+    @staticmethod
+    def _ptr(a):
+        return a._handle.ptr + a._offset * a.dtype.itemsize
+
+    # memory ---------------------------------------------------------------------
+    def alloc(self, nbytes):
+        return CudaBuffer(self.pool.allocate(max(int(nbytes), 256)), nbytes)
+
+    def memory_stats(self):
+        return {"active_blocks": self.pool.active_blocks, "held_blocks": self.pool.held_blocks,
+                "managed_bytes": self.pool.managed_bytes, "active_bytes": self.pool.active_bytes}
+
+    def from_numpy(self, arr, out):
+        arr = np.ascontiguousarray(arr, dtype=out.dtype)
+        if arr.size:
+            self.drv.memcpy_htod(self._ptr(out), arr)
+
+    def to_numpy(self, a):
+        host = np.empty(a.shape, dtype=a.dtype)
+        if a.size:
+            c = a.compact()
+            self.drv.memcpy_dtoh(host, self._ptr(c))
+        return host
+
+    # strided ------------------------------------------------------------------------
+    def copy(self, src, dst):
+        n, (vd, vs) = _views(dst.shape, dst.strides, src.strides)
+        word = "copy_4" if dst.dtype.itemsize == 4 else "copy_8"
+        self._launch("strided", word, "P" + VIEW + "P" + VIEW + "q", n,
+                     self._ptr(dst), *vd, self._ptr(src), *vs, n)
+
+    def fill(self, dst, value):
+        n, (vd,) = _views(dst.shape, dst.strides)
+        kind = {0: "fill_f32", 1: "fill_f64", 2: "fill_i64"}[DTYPES[dst.dtype]]
+        vtype = "f" if kind == "fill_f32" else "d"
+        self._launch("strided", kind, "P" + VIEW + vtype + "q", n, self._ptr(dst), *vd,
+                     float(value), n)
+
+    # elementwise ------------------------------------------------------------------------
+    def binary(self, op, a, b, out):
+        n, (va, vb) = _views(out.shape, a.strides, b.strides)
+        s = SUFFIX[out.dtype]
+        self._launch("elementwise", f"binary_{s}", "iP" + VIEW + "P" + VIEW + "Pq", n, op,
+                     self._ptr(a), *va, self._ptr(b), *vb, self._ptr(out), n)
+
+    def binary_scalar(self, op, a, value, reverse, out):
+        n, (va,) = _views(out.shape, a.strides)
+        s = SUFFIX[out.dtype]
+        self._launch("elementwise", f"binary_scalar_{s}", "iP" + VIEW + ("f" if s == "f32" else "d")
+                     + "iPq", n, op, self._ptr(a), *va, value, int(reverse), self._ptr(out), n)
+
+    def unary(self, op, a, out):
+        n, (va,) = _views(out.shape, a.strides)
+        self._launch("elementwise", f"unary_{SUFFIX[out.dtype]}", "iP" + VIEW + "Pq", n, op,
+                     self._ptr(a), *va, self._ptr(out), n)
+
+    # reductions and products -------------------------------------------------------------
+    def reduce(self, op, a, outer, red, inner, out):
+        n = outer * inner
+        if n == 0:
+            return
+        if red == 0:  # an empty sum
+            self.fill(out, 0.0)
+            return
+        arg = op >= 3
+        self._launch("reduce", f"reduce_{SUFFIX[a.dtype]}", "iPqqPP", n, op, self._ptr(a), red,
+                     inner, 0 if arg else self._ptr(out), self._ptr(out) if arg else 0,
+                     grid=(n, 1, 1))
+
+    def _offsets(self, offsets):
+        if offsets is None:
+            return None, 0
+        buf = self.alloc(offsets.nbytes)
+        self.drv.memcpy_htod(buf.ptr, np.ascontiguousarray(offsets, dtype=np.int64))
+        return buf, buf.ptr
+
+    def matmul(self, a, b, out, m, n, k, a_batch=None, b_batch=None):
+        batch = 1 if a_batch is None else len(a_batch)
+        if m == 0 or n == 0 or batch == 0:
+            return
+        if k == 0:
+            self.fill(out, 0.0)
+            return
+        keep_a, pa = self._offsets(a_batch)
+        keep_b, pb = self._offsets(b_batch)
+        grid = ((n + 127) // 128, (m + 127) // 128, batch)
+        self._launch("matmul", f"gemm_{SUFFIX[out.dtype]}", "PqqPPqqPPiii", 0,
+                     self._ptr(a), a.strides[-2], a.strides[-1], pa,
+                     self._ptr(b), b.strides[-2], b.strides[-1], pb, self._ptr(out), m, n, k,
+                     grid=grid)
+        # keep_a/keep_b may go back to the pool now: whatever reuses them is queued on the
+        # same (default) stream, so it runs after this kernel has read them
+        del keep_a, keep_b
+
+    # convolution and pooling ----------------------------------------------------------
+    @staticmethod
+    def _geom(xshape, kernel, stride, pad, dil, oh, ow):
+        return tuple(int(v) for v in (*xshape, *kernel, *stride, *pad, *dil, oh, ow))
+
+    def im2col(self, x, col, kernel, stride, pad, dil, oh, ow):
+        g = self._geom(x.shape, kernel, stride, pad, dil, oh, ow)
+        self._launch("conv", f"im2col_{SUFFIX[x.dtype]}", "PqqqqP" + GEOM, col.size,
+                     self._ptr(x), *x.strides, self._ptr(col), *g)
+
+    def col2im(self, col, dx, kernel, stride, pad, dil, oh, ow):
+        g = self._geom(dx.shape, kernel, stride, pad, dil, oh, ow)
+        self._launch("conv", f"col2im_{SUFFIX[dx.dtype]}", "PP" + GEOM, dx.size,
+                     self._ptr(col), self._ptr(dx), *g)
+
+    def to_nchw(self, y, bias, out):
+        n, k = out.shape[:2]
+        p = out.size // max(n * k, 1)
+        self._launch("conv", f"to_nchw_{SUFFIX[out.dtype]}", "PPPiiq", out.size, self._ptr(y),
+                     0 if bias is None else self._ptr(bias), self._ptr(out), k, n, p)
+
+    def from_nchw(self, g, out, db):
+        n, k = g.shape[:2]
+        p = g.size // max(n * k, 1)
+        s = SUFFIX[g.dtype]
+        self._launch("conv", f"from_nchw_{s}", "PPiiq", g.size, self._ptr(g), self._ptr(out), k, n, p)
+        if db is not None and k:
+            self._launch("conv", f"row_sums_{s}", "PPq", 0, self._ptr(out), self._ptr(db), n * p,
+                         grid=(k, 1, 1))
+
+    def maxpool(self, x, out, idx, kernel, stride, pad, dil):
+        g = self._geom(x.shape, kernel, stride, pad, dil, *out.shape[2:])
+        self._launch("conv", f"maxpool_{SUFFIX[x.dtype]}", "PPP" + GEOM, out.size,
+                     self._ptr(x), self._ptr(out), self._ptr(idx), *g)
+
+    def maxpool_backward(self, g, idx, dx):
+        self.fill(dx, 0.0)
+        geom = self._geom(dx.shape, (1, 1), (1, 1), (0, 0), (1, 1), *g.shape[2:])
+        self._launch("conv", f"maxpool_backward_{SUFFIX[dx.dtype]}", "PPP" + GEOM, g.size,
+                     self._ptr(g), self._ptr(idx), self._ptr(dx), *geom)
+
+    def maxpool_gather(self, h, idx, out):
+        geom = self._geom(h.shape, (1, 1), (1, 1), (0, 0), (1, 1), *out.shape[2:])
+        self._launch("conv", f"maxpool_gather_{SUFFIX[h.dtype]}", "PPP" + GEOM, out.size,
+                     self._ptr(h), self._ptr(idx), self._ptr(out), *geom)
+
+    def avgpool(self, src, dst, x_shape, kernel, stride, pad, backward):
+        oh, ow = (src.shape if backward else dst.shape)[2:]
+        g = self._geom(x_shape, kernel, stride, pad, (1, 1), oh, ow)
+        name = "avgpool_backward" if backward else "avgpool"
+        self._launch("conv", f"{name}_{SUFFIX[dst.dtype]}", "PP" + GEOM, dst.size,
+                     self._ptr(src), self._ptr(dst), *g)
+
+    # fused optimizer updates ------------------------------------------------------------
+    def sgd_step(self, p, g, v, lr, momentum, dampening, wd, nesterov, first):
+        s = SUFFIX[p.dtype]
+        f = "f" if s == "f32" else "d"
+        self._launch("optim", f"sgd_{s}", "PPPq" + f * 4 + "ii", p.size, self._ptr(p), self._ptr(g),
+                     self._ptr(v), p.size, lr, momentum, dampening, wd, int(nesterov), int(first))
+
+    def adam_step(self, p, g, m, v, lr, b1, b2, eps, wd, decoupled, t):
+        s = SUFFIX[p.dtype]
+        f = "f" if s == "f32" else "d"
+        self._launch("optim", f"adam_{s}", "PPPPq" + f * 5 + "i" + f * 2, p.size, self._ptr(p),
+                     self._ptr(g), self._ptr(m), self._ptr(v), p.size, lr, b1, b2, eps, wd,
+                     int(decoupled), 1 - b1 ** t, 1 - b2 ** t)
