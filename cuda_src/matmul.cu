@@ -1,6 +1,6 @@
 // Tiled matmul C[b] = A[b] @ B[b]: 128x128 output tiles per block of 256 threads,
 // an 8x8 register tile per thread, BK=8 slices of A and B staged in shared memory
-// (double-buffered), float4 stores to C. A and B may have any strides (transposed
+// (double-buffered), guarded scalar stores to C. A and B may have any strides (transposed
 // views included); the loads pick the coalesced direction. Batches run on gridDim.z
 // with per-batch item offsets.
 #include "common.cuh"
