@@ -70,3 +70,13 @@ __device__ __forceinline__ T warp_sum(T v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
     return v;
 }
+
+// Sum of one value per thread over the block; the result is valid in thread 0.
+__device__ __forceinline__ double block_sum(double s) {
+    __shared__ double part[MN_THREADS / 32];
+    s = warp_sum(s);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = s;
+    __syncthreads();
+    s = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0;
+    return threadIdx.x < 32 ? warp_sum(s) : s;
+}

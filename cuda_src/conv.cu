@@ -67,18 +67,11 @@ __device__ void from_nchw(const T* g, T* out, int K, int N, long long P) {
 // db[k] = sum of the (K, N*P) rows: one block per channel.
 template <typename T>
 __device__ void row_sums(const T* rows, T* db, long long len) {
-    __shared__ double part[MN_THREADS / 32];
     const T* r = rows + blockIdx.x * len;
     double s = 0;
     for (long long i = threadIdx.x; i < len; i += blockDim.x) s += r[i];
-    s = warp_sum(s);
-    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = s;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        s = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0;
-        s = warp_sum(s);
-        if (threadIdx.x == 0) db[blockIdx.x] = (T)s;
-    }
+    s = block_sum(s);
+    if (threadIdx.x == 0) db[blockIdx.x] = (T)s;
 }
 
 template <typename T>

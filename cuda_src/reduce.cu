@@ -10,18 +10,11 @@ __device__ __forceinline__ bool better(int op, T x, T best) {
 
 template <typename T>
 __device__ void reduce_sum(const T* x, long long red, long long inner, T* out) {
-    __shared__ double part[MN_THREADS / 32];
     long long o = blockIdx.x, base = (o / inner) * red * inner + o % inner;
     double s = 0;
     for (long long r = threadIdx.x; r < red; r += blockDim.x) s += x[base + r * inner];
-    s = warp_sum(s);
-    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = s;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        s = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0;
-        s = warp_sum(s);
-        if (threadIdx.x == 0) out[o] = (T)s;
-    }
+    s = block_sum(s);
+    if (threadIdx.x == 0) out[o] = (T)s;
 }
 
 // max/min/argmax/argmin: (value, index) pairs through shared memory.
