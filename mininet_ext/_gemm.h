@@ -1,6 +1,8 @@
 /* GEMM micro-kernels: C[MR x NR] (+)= A_panel[kc x MR]^T * B_panel[kc x NR].
  * Written with GCC vector extensions so the MR x NR accumulator tile lives in
  * vector registers whatever the ISA -march=native picks (AVX-512, AVX2, SSE). */
+#ifndef MN_GEMM_H
+#define MN_GEMM_H
 #include <stddef.h>
 #include <string.h>
 typedef ptrdiff_t mn_idx;
@@ -56,3 +58,33 @@ static void NAME(mn_idx kc, const T* __restrict A, const T* __restrict B,       
 
 MN_DEF_KERNEL(mn_kernel_f32, float, mn_vf, mn_vf_u, MN_VF, MN_NR_F)
 MN_DEF_KERNEL(mn_kernel_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D)
+
+/* C[MR x NR] += A * B_panel where A's rows are rows of another packed B panel:
+ * A(i, p) = A[i * NR + p], p < kc <= NR. The convolution weight gradient uses
+ * it to multiply a packed column panel (taps x pixels) by the output grad's
+ * transpose without re-packing the panel; the broadcasts read from L1 either way. */
+#define MN_DEF_KERNEL_AT(NAME, T, V, VU, W, NR)                                    \
+static void NAME(mn_idx kc, const T* __restrict A, const T* __restrict B,         \
+                 T* C, mn_idx ldc)                                                 \
+{                                                                                  \
+    V c[MN_MR][2];                                                                 \
+    _Pragma("GCC unroll 16")                                                       \
+    for (int i = 0; i < MN_MR; i++) { c[i][0] = (V){0}; c[i][1] = (V){0}; }       \
+    for (mn_idx p = 0; p < kc; p++) {                                              \
+        V b0 = *(const V*)(B + p * NR), b1 = *(const V*)(B + p * NR + W);          \
+        _Pragma("GCC unroll 16")                                                   \
+        for (int i = 0; i < MN_MR; i++) {                                          \
+            c[i][0] += A[i * NR + p] * b0;                                         \
+            c[i][1] += A[i * NR + p] * b1;                                         \
+        }                                                                          \
+    }                                                                              \
+    _Pragma("GCC unroll 16")                                                       \
+    for (int i = 0; i < MN_MR; i++) {                                              \
+        *(VU*)(C + i * ldc) += c[i][0];                                            \
+        *(VU*)(C + i * ldc + W) += c[i][1];                                        \
+    }                                                                              \
+}
+
+MN_DEF_KERNEL_AT(mn_kernel_at_f32, float, mn_vf, mn_vf_u, MN_VF, MN_NR_F)
+MN_DEF_KERNEL_AT(mn_kernel_at_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D)
+#endif

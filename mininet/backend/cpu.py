@@ -3,6 +3,7 @@ import numpy as np
 
 from mininet_ext import buffer as _buffer
 from mininet_ext import conv as _conv
+from mininet_ext import convgemm as _cg
 from mininet_ext import elementwise as _ew
 from mininet_ext import matmul as _mm
 from mininet_ext import optim as _opt
@@ -73,6 +74,33 @@ class CPUDevice(Device):
     def col2im(self, col, dx, kernel, stride, pad, dil, oh, ow):
         _conv.col2im(col._handle, dx._handle, dx.shape, kernel, stride, pad, dil, oh, ow,
                      dx.dtype.itemsize)
+
+    # fused implicit-GEMM convolution (all arrays compact; p is ops.conv.ConvParams)
+    fused_conv = True
+
+    def conv2d(self, x, w, bias, out, p):
+        n, k, oh, ow = out.shape
+        _cg.forward(x._handle, x._offset, w._handle, w._offset,
+                    None if bias is None else bias._handle, 0 if bias is None else bias._offset,
+                    out._handle, x.shape, k, p.groups, tuple(w.shape[2:]), p.stride, p.padding,
+                    p.dilation, oh, ow, x.dtype.itemsize)
+
+    def conv2d_grad_input(self, g, w, dx, p):
+        n, k, oh, ow = g.shape
+        _cg.input_grad(g._handle, g._offset, w._handle, w._offset, dx._handle, dx.shape, k,
+                       p.groups, tuple(w.shape[2:]), p.stride, p.padding, p.dilation, oh, ow,
+                       g.dtype.itemsize)
+
+    def conv2d_grad_weight(self, g, x, dw, p):
+        n, k, oh, ow = g.shape
+        _cg.weight_grad(g._handle, g._offset, x._handle, x._offset, dw._handle, x.shape, k,
+                        p.groups, tuple(dw.shape[2:]), p.stride, p.padding, p.dilation, oh, ow,
+                        g.dtype.itemsize)
+
+    def conv2d_grad_bias(self, g, db):
+        n, k = g.shape[:2]
+        _cg.bias_grad(g._handle, g._offset, db._handle, n, k, g.size // max(n * k, 1),
+                      g.dtype.itemsize)
 
     def to_nchw(self, y, bias, out):
         n, k = out.shape[:2]

@@ -93,37 +93,66 @@ def _rows_of(g, db=None):
     return out
 
 
-def conv_forward(x, w, b, p, col=None):
-    """(output, col) for input x, weight w, bias b (or None)."""
+def _fused(dev):
+    """CPU: implicit-GEMM kernels (mininet_ext/convgemm.pyx) that never build the column
+    matrix; other devices: im2col + one GEMM + to_nchw."""
+    return getattr(dev, "fused_conv", False)
+
+
+def conv_forward(x, w, b, p):
+    """(output, col) for input x, weight w, bias b (or None); col is None when fused."""
     oh, ow = p.out_hw(x.shape, w.shape[2:])
-    if col is None:
-        col = _im2col(x, w.shape[2:], p, oh, ow)
-    y = nd_matmul(_grouped(w.compact(), p.groups), _grouped(col, p.groups))
     out = NDArray.make((x.shape[0], w.shape[0], oh, ow), device=x.device, dtype=x.dtype)
+    if _fused(x.device):
+        x.device.conv2d(x.compact(), w.compact(), None if b is None else b.compact(), out, p)
+        return out, None
+    col = _im2col(x, w.shape[2:], p, oh, ow)
+    y = nd_matmul(_grouped(w.compact(), p.groups), _grouped(col, p.groups))
     x.device.to_nchw(y, b, out)
     return out, col
 
 
-def conv_grad_input(gy, w, xshape, p):
-    """dx from the (K, N*P) output grad gy."""
+def conv_grad_input(g, w, xshape, p, rows=_rows_of):
+    """dx from the output grad g; rows(g) gives g as (K, N*P) rows (im2col path only)."""
+    dx = NDArray.make(xshape, device=g.device, dtype=g.dtype)
+    if _fused(g.device):
+        g.device.conv2d_grad_input(g.compact(), w.compact(), dx, p)
+        return dx
     oh, ow = p.out_hw(xshape, w.shape[2:])
-    dcol = nd_matmul(_swap_last(_grouped(w.compact(), p.groups)), _grouped(gy, p.groups))
-    dx = NDArray.make(xshape, device=gy.device, dtype=gy.dtype)
-    gy.device.col2im(dcol, dx, tuple(w.shape[2:]), p.stride, p.padding, p.dilation, oh, ow)
+    dcol = nd_matmul(_swap_last(_grouped(w.compact(), p.groups)), _grouped(rows(g), p.groups))
+    g.device.col2im(dcol, dx, tuple(w.shape[2:]), p.stride, p.padding, p.dilation, oh, ow)
     return dx
 
 
-def conv_grad_weight(gy, col, wshape, p):
-    """dW from the (K, N*P) output grad gy and the input's columns."""
-    dw = nd_matmul(_grouped(gy, p.groups), _swap_last(_grouped(col, p.groups)))
+def conv_grad_weight(g, x, wshape, p, rows=_rows_of, col=None):
+    """dW from the output grad g and the input x (or its columns col, im2col path only)."""
+    if _fused(g.device):
+        dw = NDArray.make(wshape, device=g.device, dtype=g.dtype)
+        g.device.conv2d_grad_weight(g.compact(), x.compact(), dw, p)
+        return dw
+    if col is None:
+        col = _im2col(x, wshape[2:], p, g.shape[2], g.shape[3])
+    dw = nd_matmul(_grouped(rows(g), p.groups), _swap_last(_grouped(col, p.groups)))
     return dw.reshape(wshape)
+
+
+def conv_grad_bias(g, rows=None):
+    """db[k]: the sum of g over batch and positions; rows(g) -> (rows, db) if already known."""
+    if rows is not None and not _fused(g.device):
+        return rows(g)[1]
+    db = NDArray.make((g.shape[1],), device=g.device, dtype=g.dtype)
+    if _fused(g.device):
+        g.device.conv2d_grad_bias(g.compact(), db)
+    else:
+        _rows_of(g, db)
+    return db
 
 
 # ops --------------------------------------------------------------------------------
 class Conv(Op):
     def __init__(self, params):
         self.p = params
-        self.col = None      # the input's columns, kept for the weight gradient
+        self.col = None      # the input's columns, kept for the weight gradient (im2col path)
         self._rows = None    # (grad NDArray, its (K, N*P) rows, bias grad), computed once
 
     def compute(self, x, w, b=None):
@@ -154,8 +183,8 @@ class ConvGradInput(Op):
         self.p, self.xshape, self.conv = params, tuple(xshape), conv
 
     def compute(self, g, w):
-        gy = self.conv.rows(g)[0] if self.conv is not None else _rows_of(g)
-        return conv_grad_input(gy, w, self.xshape, self.p)
+        rows = (lambda a: self.conv.rows(a)[0]) if self.conv is not None else _rows_of
+        return conv_grad_input(g, w, self.xshape, self.p, rows)
 
     def gradient(self, h, node):
         g, w = node.inputs
@@ -170,12 +199,10 @@ class ConvGradWeight(Op):
         self.p, self.wshape, self.conv = params, tuple(wshape), conv
 
     def compute(self, g, x):
-        if self.conv is not None and self.conv.col is not None:
-            gy, col = self.conv.rows(g)[0], self.conv.col
-        else:
-            gy = _rows_of(g)
-            col = _im2col(x, self.wshape[2:], self.p, g.shape[2], g.shape[3])
-        return conv_grad_weight(gy, col, self.wshape, self.p)
+        if self.conv is not None:
+            return conv_grad_weight(g, x, self.wshape, self.p, lambda a: self.conv.rows(a)[0],
+                                    self.conv.col)
+        return conv_grad_weight(g, x, self.wshape, self.p)
 
     def gradient(self, h, node):
         g, x = node.inputs
@@ -190,7 +217,7 @@ class ConvGradBias(Op):
         self.conv = conv
 
     def compute(self, g):
-        return self.conv.rows(g)[1]
+        return conv_grad_bias(g, self.conv.rows)
 
     def gradient(self, h, node):
         g = node.inputs[0]

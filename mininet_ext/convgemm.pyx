@@ -1,0 +1,665 @@
+# cython: boundscheck=False, wraparound=False, cdivision=True
+"""Convolution as an implicit GEMM: no column matrix is ever materialised.
+
+The output pixels (n, oh, ow), N*OH*OW of them, are cut into panels of NR
+(the micro-kernel's width: 32 floats). For each panel the column entries it
+needs (taps (c, i, j) x NR pixels) are gathered straight from the input into
+the GEMM's packed B layout, so the gather *is* the packing, and everything a
+panel touches stays in L1/L2. im2col + GEMM instead writes and re-reads a
+(C*kh*kw) x (N*OH*OW) matrix (31 MB for the MNIST CNN's second layer at
+batch 100) several times per step, which made the convolution memory bound.
+
+- forward: out[:, panel] = W @ cols(panel), W packed once into MR-row panels;
+  the tile goes to NCHW with the bias added.
+- weight grad: dW^T += cols(panel) @ dy(panel)^T, with the column panel's
+  rows used directly as the micro-kernel's A operand (mn_kernel_at); each
+  thread sums its pixel range into a private dW^T, then the partials are added.
+- input grad: dcols(panel) = W^T @ dy(panel), scattered into dx (the adjoint
+  of the gather). Threads own whole images, so their scatters never overlap.
+
+Groups are contiguous channel blocks: each group is its own implicit GEMM.
+Inputs are compact NCHW; stride, padding and dilation live in the index math.
+"""
+from cython.parallel cimport prange
+from cython cimport floating
+from libc.string cimport memset
+from mininet_ext.buffer cimport Buffer
+from mininet_ext._omp cimport threads_for
+from mininet_ext._convgeom cimport Geom, clamp, out_range, make_geom
+
+cdef extern from "_gemm.h" nogil:
+    int mn_gemm_mr()
+    int mn_gemm_nr(int itemsize)
+    void mn_kernel_f32(Py_ssize_t kc, const float* A, const float* B, float* C, Py_ssize_t ldc,
+                       int accumulate)
+    void mn_kernel_f64(Py_ssize_t kc, const double* A, const double* B, double* C, Py_ssize_t ldc,
+                       int accumulate)
+    void mn_kernel_at_f32(Py_ssize_t kc, const float* A, const float* B, float* C, Py_ssize_t ldc)
+    void mn_kernel_at_f64(Py_ssize_t kc, const double* A, const double* B, double* C,
+                          Py_ssize_t ldc)
+
+cdef extern from "_convpack.h" nogil:
+    void mn_copy_window_f32(float* d, const float* s, Py_ssize_t len, Py_ssize_t lo, Py_ssize_t hi)
+    void mn_copy_window_f64(double* d, const double* s, Py_ssize_t len, Py_ssize_t lo,
+                            Py_ssize_t hi)
+    void mn_add_window_f32(float* d, const float* s, Py_ssize_t lo, Py_ssize_t hi)
+    void mn_add_window_f64(double* d, const double* s, Py_ssize_t lo, Py_ssize_t hi)
+    void mn_copy_row_f32(float* d, const float* s)
+    void mn_copy_row_f64(double* d, const double* s)
+    void mn_add_row_f32(float* d, const float* s)
+    void mn_add_row_f64(double* d, const double* s)
+
+cdef Py_ssize_t MR = mn_gemm_mr()
+cdef Py_ssize_t KC = 256     # taps per forward B panel: KC x NR floats stay in L1
+
+
+cdef struct Run:
+    # panel columns jj..jj+len; off: their first output pixel (oh*OW + ow) in the image
+    Py_ssize_t jj, len, off
+
+
+cdef struct Conv:
+    Geom g
+    Py_ssize_t G, K, Cg, Kg, R, P       # groups, out channels, per group, taps/group, OH*OW
+    Py_ssize_t Wp, plane, L, padsize    # padded rows: width, channel stride, OH*Wp, buffer
+    bint padded                         # stride 1: gather from a padded copy of each image
+    Py_ssize_t* owlo                    # per tap column j: outputs ow that read inside the image
+    Py_ssize_t* owhi
+
+
+cdef struct Panel:
+    # NR output pixels of one image. Gather side: runs whose input columns are contiguous,
+    # with per-run tables computed once per panel (used by every group and tap block).
+    # Output side: segs, the panel columns that are real output pixels.
+    Run* runs
+    Run* segs
+    int nruns, nsegs
+    Py_ssize_t* rowoff    # [u, i]: offset of input row (channel 0) in the source, -1: outside
+    Py_ssize_t* lo        # [u, j]: run columns [lo, hi) read inside the image
+    Py_ssize_t* hi
+    Py_ssize_t* col0      # [u, j]: input column read by run column 0 (may be < 0)
+
+
+cdef inline Py_ssize_t round_up(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return (a + b - 1) // b * b
+
+
+cdef inline void kernel(Py_ssize_t kc, const floating* A, const floating* B, floating* C,
+                        Py_ssize_t ldc, int accumulate) noexcept nogil:
+    if floating is float:
+        mn_kernel_f32(kc, A, B, C, ldc, accumulate)
+    else:
+        mn_kernel_f64(kc, A, B, C, ldc, accumulate)
+
+
+cdef inline void kernel_at(Py_ssize_t kc, const floating* A, const floating* B, floating* C,
+                           Py_ssize_t ldc) noexcept nogil:
+    if floating is float:
+        mn_kernel_at_f32(kc, A, B, C, ldc)
+    else:
+        mn_kernel_at_f64(kc, A, B, C, ldc)
+
+
+cdef inline void copy_window(floating* d, const floating* s, Py_ssize_t n, Py_ssize_t lo,
+                             Py_ssize_t hi) noexcept nogil:
+    if floating is float:
+        mn_copy_window_f32(d, s, n, lo, hi)
+    else:
+        mn_copy_window_f64(d, s, n, lo, hi)
+
+
+cdef inline void copy_row(floating* d, const floating* s) noexcept nogil:
+    if floating is float:
+        mn_copy_row_f32(d, s)
+    else:
+        mn_copy_row_f64(d, s)
+
+
+cdef inline void add_row(floating* d, const floating* s) noexcept nogil:
+    if floating is float:
+        mn_add_row_f32(d, s)
+    else:
+        mn_add_row_f64(d, s)
+
+
+cdef inline void add_window(floating* d, const floating* s, Py_ssize_t lo,
+                            Py_ssize_t hi) noexcept nogil:
+    if floating is float:
+        mn_add_window_f32(d, s, lo, hi)
+    else:
+        mn_add_window_f64(d, s, lo, hi)
+
+
+# panels -------------------------------------------------------------------------------------
+cdef Py_ssize_t panel_bytes(Conv* cv, Py_ssize_t nr) noexcept nogil:
+    return nr * (2 * sizeof(Run) + (cv.g.kh + 3 * cv.g.kw) * sizeof(Py_ssize_t))
+
+
+cdef void panel_init(Panel* pn, char* mem, Conv* cv, Py_ssize_t nr) noexcept nogil:
+    pn.runs = <Run*>mem
+    pn.segs = pn.runs + nr
+    pn.rowoff = <Py_ssize_t*>(mem + 2 * nr * sizeof(Run))
+    pn.lo = pn.rowoff + nr * cv.g.kh
+    pn.hi = pn.lo + nr * cv.g.kw
+    pn.col0 = pn.hi + nr * cv.g.kw
+
+
+cdef void map_rows(Conv* cv, Py_ssize_t q, Py_ssize_t cols, Panel* pn) noexcept nogil:
+    """Pixels q..q+cols of an image, any stride: one run per output row (at most cols), reading
+    the unpadded image; out-of-image taps read as zero."""
+    cdef Geom* g = &cv.g
+    cdef Py_ssize_t jj = 0, oh, ow, i, j, ih
+    cdef Run* run
+    cdef int u = 0
+    while jj < cols:
+        run = &pn.runs[u]
+        oh = q // g.OW
+        ow = q - oh * g.OW
+        run.len = min(g.OW - ow, cols - jj)
+        run.jj, run.off = jj, q
+        pn.segs[u] = run[0]
+        for i in range(g.kh):
+            ih = oh * g.sh - g.ph + i * g.dh
+            pn.rowoff[u * g.kh + i] = ih * g.W if 0 <= ih < g.H else -1
+        for j in range(g.kw):
+            pn.lo[u * g.kw + j] = clamp(cv.owlo[j] - ow, 0, run.len)
+            pn.hi[u * g.kw + j] = clamp(cv.owhi[j] - ow, pn.lo[u * g.kw + j], run.len)
+            pn.col0[u * g.kw + j] = ow * g.sw - g.pw + j * g.dw
+        jj += run.len
+        q += run.len
+        u += 1
+    pn.nruns = pn.nsegs = u
+
+
+cdef void map_padded(Conv* cv, Py_ssize_t q, Py_ssize_t nr, Panel* pn) noexcept nogil:
+    """Stride 1: pixels q..q+nr of the padded-row space (q = oh*Wp + ow) read one contiguous
+    window per tap from the padded image; the columns with ow < OW are the output pixels."""
+    cdef Geom* g = &cv.g
+    cdef Py_ssize_t i, j, t = 0, oh, ow, n
+    cdef int u = 0
+    pn.runs[0].jj, pn.runs[0].len, pn.runs[0].off = 0, nr, 0
+    pn.nruns = 1
+    for i in range(g.kh):
+        pn.rowoff[i] = q + i * g.dh * cv.Wp
+    for j in range(g.kw):
+        pn.lo[j], pn.hi[j], pn.col0[j] = 0, nr, j * g.dw
+    while t < nr and q + t < cv.L:
+        oh = (q + t) // cv.Wp
+        ow = q + t - oh * cv.Wp
+        n = min(cv.Wp - ow, nr - t)
+        if ow < g.OW:
+            pn.segs[u].jj, pn.segs[u].len, pn.segs[u].off = t, min(n, g.OW - ow), oh * g.OW + ow
+            u += 1
+        t += n
+    pn.nsegs = u
+
+
+cdef void pack_cols(const floating* src, Py_ssize_t plane, Conv* cv, Panel* pn, Py_ssize_t c0,
+                    Py_ssize_t r0, Py_ssize_t r1, floating* dst, Py_ssize_t nr) noexcept nogil:
+    """dst[r - r0, jj] = the value tap r (channels from c0; taps (c, i, j) row-major) reads for
+    panel column jj from src (one image, channel stride plane); zero outside the image."""
+    cdef Geom* g = &cv.g
+    cdef Py_ssize_t r, c, i, j, t, ro, a, b, sw = g.sw
+    cdef int u, nruns
+    cdef floating* d
+    cdef const floating* s
+    c, i, j = r0 // (g.kh * g.kw), (r0 // g.kw) % g.kh, r0 % g.kw
+    for r in range(r0, r1):
+        if cv.padded:     # one full-width window per tap
+            copy_row(dst + (r - r0) * nr, src + (c0 + c) * plane + pn.rowoff[i] + j * g.dw)
+            nruns = 0
+        else:
+            nruns = pn.nruns
+        for u in range(nruns):
+            d = dst + (r - r0) * nr + pn.runs[u].jj
+            ro = pn.rowoff[u * g.kh + i]
+            a, b = pn.lo[u * g.kw + j], pn.hi[u * g.kw + j]
+            s = src + ro + (c0 + c) * plane + pn.col0[u * g.kw + j]
+            if ro < 0:
+                copy_window(d, d, pn.runs[u].len, 0, 0)     # all zero, nothing read
+            elif sw == 1:
+                copy_window(d, s, pn.runs[u].len, a, b)
+            else:
+                copy_window(d, d, pn.runs[u].len, 0, 0)
+                for t in range(a, b):
+                    d[t] = s[t * sw]
+        j += 1
+        if j == g.kw:
+            j = 0
+            i += 1
+            if i == g.kh:
+                i = 0
+                c += 1
+
+
+cdef void scatter_cols(const floating* tile, floating* dst, Py_ssize_t plane, Conv* cv, Panel* pn,
+                       Py_ssize_t c0, Py_ssize_t nr) noexcept nogil:
+    """The adjoint of pack_cols over all R taps: dst[...] += tile[r, jj]."""
+    cdef Geom* g = &cv.g
+    cdef Py_ssize_t r, c, i, j, t, ro, a, b, sw = g.sw
+    cdef int u, nruns
+    cdef const floating* s
+    cdef floating* d
+    c = i = j = 0
+    for r in range(cv.R):
+        if cv.padded:
+            add_row(dst + (c0 + c) * plane + pn.rowoff[i] + j * g.dw, tile + r * nr)
+            nruns = 0
+        else:
+            nruns = pn.nruns
+        for u in range(nruns):
+            ro = pn.rowoff[u * g.kh + i]
+            if ro < 0:
+                continue
+            a, b = pn.lo[u * g.kw + j], pn.hi[u * g.kw + j]
+            s = tile + r * nr + pn.runs[u].jj
+            d = dst + ro + (c0 + c) * plane + pn.col0[u * g.kw + j]
+            if sw == 1:
+                add_window(d, s, a, b)
+            else:
+                for t in range(a, b):
+                    d[t * sw] += s[t]
+        j += 1
+        if j == g.kw:
+            j = 0
+            i += 1
+            if i == g.kh:
+                i = 0
+                c += 1
+
+
+cdef void pack_rows(const floating* dy, Conv* cv, Panel* pn, Py_ssize_t k0, floating* dst,
+                    Py_ssize_t nr) noexcept nogil:
+    """dst[k, jj] = dy[k0 + k, pixel of column jj] (one image's (K, OH*OW) grad), zero in the
+    columns that are not output pixels."""
+    cdef Py_ssize_t k
+    cdef int u
+    memset(dst, 0, cv.Kg * nr * sizeof(floating))
+    for k in range(cv.Kg):
+        for u in range(pn.nsegs):
+            copy_window(dst + k * nr + pn.segs[u].jj, dy + (k0 + k) * cv.P + pn.segs[u].off,
+                        pn.segs[u].len, 0, pn.segs[u].len)
+
+
+cdef void pack_rows_t(const floating* dy, Conv* cv, Panel* pn, Py_ssize_t k0, floating* dst,
+                      Py_ssize_t nr) noexcept nogil:
+    """dst[kb, jj, kk] = dy[k0 + kb*nr + kk, pixel of column jj]: the transposed panel in B
+    layout, NR channels per block; zero in padding channels and non-pixel columns."""
+    cdef Py_ssize_t k, t
+    cdef int u
+    cdef const floating* s
+    cdef floating* d
+    memset(dst, 0, round_up(cv.Kg, nr) * nr * sizeof(floating))
+    for k in range(cv.Kg):
+        for u in range(pn.nsegs):
+            s = dy + (k0 + k) * cv.P + pn.segs[u].off
+            d = dst + (k // nr) * nr * nr + pn.segs[u].jj * nr + k % nr
+            for t in range(pn.segs[u].len):
+                d[t * nr] = s[t]
+
+
+cdef void write_out(const floating* tile, const floating* bias, floating* out, Conv* cv,
+                    Panel* pn, Py_ssize_t k0, Py_ssize_t nr) noexcept nogil:
+    """out[k0 + k, pixel of column jj] = tile[k, jj] + bias[k0 + k] (one image's output)."""
+    cdef Py_ssize_t k, t
+    cdef int u
+    cdef floating b
+    cdef const floating* s
+    cdef floating* d
+    for k in range(cv.Kg):
+        b = bias[k0 + k] if bias != NULL else 0
+        for u in range(pn.nsegs):
+            d = out + (k0 + k) * cv.P + pn.segs[u].off
+            s = tile + k * nr + pn.segs[u].jj
+            for t in range(pn.segs[u].len):
+                d[t] = s[t] + b
+
+
+# weights, packed once per call -------------------------------------------------------------
+cdef void pack_w(const floating* w, Conv* cv, floating* out) noexcept nogil:
+    """Forward A operand: per group and KC block of taps, MR-row panels of W (rows past Kg
+    zero). Block (grp, pc) starts at (grp*Kg_pad*R + pc*Kg_pad), panel ip at + ip*MR*kc."""
+    cdef Py_ssize_t kgp = round_up(cv.Kg, MR), grp, pc, kc, ip, p, i, row
+    cdef floating* d
+    for grp in range(cv.G):
+        pc = 0
+        while pc < cv.R:
+            kc = min(KC, cv.R - pc)
+            for ip in range(kgp // MR):
+                d = out + grp * kgp * cv.R + pc * kgp + ip * MR * kc
+                for p in range(kc):
+                    for i in range(MR):
+                        row = ip * MR + i
+                        d[p * MR + i] = w[(grp * cv.Kg + row) * cv.R + pc + p] if row < cv.Kg else 0
+            pc += kc
+
+
+cdef void pack_wt(const floating* w, Conv* cv, floating* out) noexcept nogil:
+    """Input-grad A operand: per group, MR-row panels of W^T (R x Kg; rows past R zero)."""
+    cdef Py_ssize_t rp = round_up(cv.R, MR), grp, ip, k, i, r
+    cdef floating* d
+    for grp in range(cv.G):
+        for ip in range(rp // MR):
+            d = out + grp * rp * cv.Kg + ip * MR * cv.Kg
+            for k in range(cv.Kg):
+                for i in range(MR):
+                    r = ip * MR + i
+                    d[k * MR + i] = w[(grp * cv.Kg + k) * cv.R + r] if r < cv.R else 0
+
+
+# per-thread drivers: each thread owns whole images ----------------------------------------
+cdef void pad_image(const floating* x, floating* xp, Conv* cv) noexcept nogil:
+    """One image into the padded buffer's interior (its borders and tail stay zero)."""
+    cdef Geom* g = &cv.g
+    cdef Py_ssize_t c, ih, iw
+    cdef const floating* s
+    cdef floating* d
+    for c in range(g.C):
+        for ih in range(g.H):
+            s = x + (c * g.H + ih) * g.W
+            d = xp + c * cv.plane + (ih + g.ph) * cv.Wp + g.pw
+            for iw in range(g.W):
+                d[iw] = s[iw]
+
+
+cdef void crop_image(const floating* xp, floating* x, Conv* cv) noexcept nogil:
+    """The adjoint's last step: a padded image's interior back to the unpadded one."""
+    cdef Geom* g = &cv.g
+    cdef Py_ssize_t c, ih, iw
+    cdef const floating* s
+    cdef floating* d
+    for c in range(g.C):
+        for ih in range(g.H):
+            s = xp + c * cv.plane + (ih + g.ph) * cv.Wp + g.pw
+            d = x + (c * g.H + ih) * g.W
+            for iw in range(g.W):
+                d[iw] = s[iw]
+
+
+cdef inline Py_ssize_t next_panel(Conv* cv, Py_ssize_t q, Py_ssize_t nr, Panel* pn) noexcept nogil:
+    """Map the panel starting at pixel q of the current image; returns the next q."""
+    if cv.padded:
+        map_padded(cv, q, nr, pn)
+        return q + nr
+    map_rows(cv, q, min(nr, cv.P - q), pn)
+    return q + min(nr, cv.P - q)
+
+
+cdef void forward_images(const floating* x, const floating* wp, const floating* bias,
+                         floating* out, Conv* cv, Py_ssize_t n0, Py_ssize_t n1, floating* xpad,
+                         floating* colp, floating* tile, char* pmem, Py_ssize_t nr) noexcept nogil:
+    cdef Py_ssize_t chw = cv.g.C * cv.g.H * cv.g.W, kgp = round_up(cv.Kg, MR)
+    cdef Py_ssize_t n, q, grp, pc, kc, ip, plane = cv.plane if cv.padded else cv.g.H * cv.g.W
+    cdef Py_ssize_t end = cv.L if cv.padded else cv.P
+    cdef const floating* src
+    cdef const floating* a
+    cdef Panel pn
+    panel_init(&pn, pmem, cv, nr)
+    for n in range(n0, n1):
+        src = x + n * chw
+        if cv.padded:
+            pad_image(src, xpad, cv)
+            src = xpad
+        q = 0
+        while q < end:
+            q = next_panel(cv, q, nr, &pn)
+            for grp in range(cv.G):
+                if cv.R == 0:
+                    memset(tile, 0, kgp * nr * sizeof(floating))
+                pc = 0
+                while pc < cv.R:
+                    kc = min(KC, cv.R - pc)
+                    pack_cols(src, plane, cv, &pn, grp * cv.Cg, pc, pc + kc, colp, nr)
+                    a = wp + grp * kgp * cv.R + pc * kgp
+                    for ip in range(kgp // MR):
+                        kernel(kc, a + ip * MR * kc, colp, tile + ip * MR * nr, nr, pc > 0)
+                    pc += kc
+                write_out(tile, bias, out + n * cv.K * cv.P, cv, &pn, grp * cv.Kg, nr)
+
+
+cdef void weight_grad_images(const floating* x, const floating* dy, floating* part, Conv* cv,
+                             Py_ssize_t n0, Py_ssize_t n1, floating* xpad, floating* colp,
+                             floating* dyt, char* pmem, Py_ssize_t nr) noexcept nogil:
+    """part (G, R_pad, Kg_nr) += these images' dW^T. colp must start zeroed: its rows past R
+    and stale columns meet zero rows of dyt."""
+    cdef Py_ssize_t chw = cv.g.C * cv.g.H * cv.g.W, rp = round_up(cv.R, MR)
+    cdef Py_ssize_t kgn = round_up(cv.Kg, nr), n, q, grp, ip, jb
+    cdef Py_ssize_t plane = cv.plane if cv.padded else cv.g.H * cv.g.W
+    cdef Py_ssize_t end = cv.L if cv.padded else cv.P
+    cdef const floating* src
+    cdef floating* c
+    cdef Panel pn
+    panel_init(&pn, pmem, cv, nr)
+    for n in range(n0, n1):
+        src = x + n * chw
+        if cv.padded:
+            pad_image(src, xpad, cv)
+            src = xpad
+        q = 0
+        while q < end:
+            q = next_panel(cv, q, nr, &pn)
+            for grp in range(cv.G):
+                pack_cols(src, plane, cv, &pn, grp * cv.Cg, 0, cv.R, colp, nr)
+                pack_rows_t(dy + n * cv.K * cv.P, cv, &pn, grp * cv.Kg, dyt, nr)
+                for ip in range(rp // MR):
+                    c = part + (grp * rp + ip * MR) * kgn
+                    for jb in range(kgn // nr):
+                        kernel_at(nr, colp + ip * MR * nr, dyt + jb * nr * nr, c + jb * nr, kgn)
+
+
+cdef void input_grad_images(const floating* dy, const floating* wtp, floating* dx, Conv* cv,
+                            Py_ssize_t n0, Py_ssize_t n1, floating* dxpad, floating* bpan,
+                            floating* tile, char* pmem, Py_ssize_t nr) noexcept nogil:
+    cdef Py_ssize_t chw = cv.g.C * cv.g.H * cv.g.W, rp = round_up(cv.R, MR), n, q, grp, ip
+    cdef Py_ssize_t plane = cv.plane if cv.padded else cv.g.H * cv.g.W
+    cdef Py_ssize_t end = cv.L if cv.padded else cv.P
+    cdef floating* dst
+    cdef Panel pn
+    panel_init(&pn, pmem, cv, nr)
+    for n in range(n0, n1):
+        dst = dxpad if cv.padded else dx + n * chw
+        memset(dst, 0, (cv.padsize if cv.padded else chw) * sizeof(floating))
+        q = 0
+        while q < end:
+            q = next_panel(cv, q, nr, &pn)
+            for grp in range(cv.G):
+                pack_rows(dy + n * cv.K * cv.P, cv, &pn, grp * cv.Kg, bpan, nr)
+                for ip in range(rp // MR):
+                    kernel(cv.Kg, wtp + grp * rp * cv.Kg + ip * MR * cv.Kg, bpan,
+                           tile + ip * MR * nr, nr, 0)
+                scatter_cols(tile, dst, plane, cv, &pn, grp * cv.Cg, nr)
+        if cv.padded:
+            crop_image(dxpad, dx + n * chw, cv)
+
+
+# Python entry points ----------------------------------------------------------------------
+cdef class _Plan:
+    """Geometry, tap tables, thread count and per-thread scratch for one call."""
+    cdef Conv cv
+    cdef Buffer tabs, pmem
+    cdef Py_ssize_t nr, pbytes
+    cdef int nt
+
+    def __init__(self, tuple xshape, Py_ssize_t K, Py_ssize_t groups, tuple kernel, tuple stride,
+                 tuple pad, tuple dil, Py_ssize_t OH, Py_ssize_t OW, int itemsize):
+        cdef Conv* cv = &self.cv
+        cdef Py_ssize_t j
+        cv.g = make_geom(xshape, kernel, stride, pad, dil, OH, OW)
+        if groups < 1 or cv.g.C % groups or K % groups:
+            raise ValueError(f"conv: groups {groups} must divide channels {cv.g.C} and {K}")
+        self.nr = mn_gemm_nr(itemsize)
+        cv.G, cv.K = groups, K
+        cv.Cg, cv.Kg = cv.g.C // groups, K // groups
+        cv.R = cv.Cg * cv.g.kh * cv.g.kw
+        cv.P = OH * OW
+        cv.padded = cv.g.sh == 1 and cv.g.sw == 1
+        cv.Wp = cv.g.W + 2 * cv.g.pw
+        cv.plane = (cv.g.H + 2 * cv.g.ph) * cv.Wp
+        cv.L = OH * cv.Wp
+        # the last panel of a padded image reads up to NR + (kw-1)*dw past the last plane;
+        # rounded to NR so the per-thread blocks after it stay aligned for the micro-kernel
+        cv.padsize = round_up(cv.g.C * cv.plane + (cv.g.kw - 1) * cv.g.dw + self.nr, self.nr)
+        self.tabs = Buffer(max(2 * cv.g.kw, 1) * sizeof(Py_ssize_t))
+        cv.owlo = <Py_ssize_t*>self.tabs.ptr
+        cv.owhi = cv.owlo + cv.g.kw
+        for j in range(cv.g.kw):
+            out_range(j * cv.g.dw, cv.g.sw, cv.g.pw, cv.g.W, OW, &cv.owlo[j], &cv.owhi[j])
+        self.nt = max(1, min(threads_for(cv.g.N * cv.P * cv.R * K // 64), cv.g.N))
+        self.pbytes = panel_bytes(cv, self.nr)
+        self.pmem = Buffer(self.nt * self.pbytes)
+
+    cdef Py_ssize_t pad_items(self):
+        return self.cv.padsize if self.cv.padded else 0
+
+
+def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias, Py_ssize_t b_off,
+            Buffer out, tuple xshape, Py_ssize_t K, Py_ssize_t groups, tuple kernel, tuple stride,
+            tuple pad, tuple dil, Py_ssize_t OH, Py_ssize_t OW, int itemsize):
+    """out (N, K, OH, OW) = conv(x, w) + bias; x, w compact (bias may be None)."""
+    cdef _Plan pl = _Plan(xshape, K, groups, kernel, stride, pad, dil, OH, OW, itemsize)
+    cdef Conv* cv = &pl.cv
+    cdef Py_ssize_t nr = pl.nr, kgp = round_up(cv.Kg, MR), N = cv.g.N, t
+    cdef int nt = pl.nt
+    if N * cv.P == 0 or K == 0:
+        return
+    cdef Py_ssize_t padsz = pl.pad_items(), colsz = min(KC, max(cv.R, 1)) * nr
+    cdef Py_ssize_t each = padsz + colsz + kgp * nr
+    cdef Buffer wp = Buffer(max(cv.G * kgp * cv.R, 1) * itemsize)
+    cdef Buffer work = Buffer(nt * each * itemsize, True)
+    cdef char* bp = NULL if bias is None else bias.ptr + b_off * itemsize
+    with nogil:
+        if itemsize == 4:
+            pack_w(<float*>w.ptr + w_off, cv, <float*>wp.ptr)
+        else:
+            pack_w(<double*>w.ptr + w_off, cv, <double*>wp.ptr)
+        for t in prange(nt, num_threads=nt, schedule='static'):
+            if itemsize == 4:
+                forward_images(<float*>x.ptr + x_off, <float*>wp.ptr, <float*>bp, <float*>out.ptr,
+                               cv, N * t // nt, N * (t + 1) // nt, <float*>work.ptr + t * each,
+                               <float*>work.ptr + t * each + padsz,
+                               <float*>work.ptr + t * each + padsz + colsz,
+                               pl.pmem.ptr + t * pl.pbytes, nr)
+            else:
+                forward_images(<double*>x.ptr + x_off, <double*>wp.ptr, <double*>bp,
+                               <double*>out.ptr, cv, N * t // nt, N * (t + 1) // nt,
+                               <double*>work.ptr + t * each, <double*>work.ptr + t * each + padsz,
+                               <double*>work.ptr + t * each + padsz + colsz,
+                               pl.pmem.ptr + t * pl.pbytes, nr)
+
+
+cdef void sum_partials(const floating* part, floating* dw, Conv* cv, int nt,
+                       Py_ssize_t nr) noexcept nogil:
+    """dw[grp*Kg + k, r] = sum over threads of part[t, grp, r, k]."""
+    cdef Py_ssize_t rp = round_up(cv.R, MR), kgn = round_up(cv.Kg, nr), grp, k, r
+    cdef Py_ssize_t size = cv.G * rp * kgn
+    cdef int t
+    cdef floating s
+    for grp in range(cv.G):
+        for k in range(cv.Kg):
+            for r in range(cv.R):
+                s = 0
+                for t in range(nt):
+                    s = s + part[t * size + (grp * rp + r) * kgn + k]
+                dw[(grp * cv.Kg + k) * cv.R + r] = s
+
+
+def weight_grad(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, Buffer dw,
+                tuple xshape, Py_ssize_t K, Py_ssize_t groups, tuple kernel, tuple stride,
+                tuple pad, tuple dil, Py_ssize_t OH, Py_ssize_t OW, int itemsize):
+    """dw (K, C/groups, kh, kw) from the output grad dy (N, K, OH, OW) and input x, compact."""
+    cdef _Plan pl = _Plan(xshape, K, groups, kernel, stride, pad, dil, OH, OW, itemsize)
+    cdef Conv* cv = &pl.cv
+    cdef Py_ssize_t nr = pl.nr, rp = round_up(cv.R, MR), kgn = round_up(cv.Kg, nr)
+    cdef Py_ssize_t N = cv.g.N, t
+    cdef int nt = pl.nt
+    cdef Py_ssize_t partsz = cv.G * rp * kgn, padsz = pl.pad_items(), colsz = rp * nr
+    cdef Py_ssize_t each = padsz + colsz + kgn * nr
+    cdef Buffer part = Buffer(max(nt * partsz, 1) * itemsize, True)
+    cdef Buffer work = Buffer(max(nt * each, 1) * itemsize, True)
+    with nogil:
+        for t in prange(nt, num_threads=nt, schedule='static'):
+            if itemsize == 4:
+                weight_grad_images(<float*>x.ptr + x_off, <float*>dy.ptr + dy_off,
+                                   <float*>part.ptr + t * partsz, cv, N * t // nt,
+                                   N * (t + 1) // nt, <float*>work.ptr + t * each,
+                                   <float*>work.ptr + t * each + padsz,
+                                   <float*>work.ptr + t * each + padsz + colsz,
+                                   pl.pmem.ptr + t * pl.pbytes, nr)
+            else:
+                weight_grad_images(<double*>x.ptr + x_off, <double*>dy.ptr + dy_off,
+                                   <double*>part.ptr + t * partsz, cv, N * t // nt,
+                                   N * (t + 1) // nt, <double*>work.ptr + t * each,
+                                   <double*>work.ptr + t * each + padsz,
+                                   <double*>work.ptr + t * each + padsz + colsz,
+                                   pl.pmem.ptr + t * pl.pbytes, nr)
+        if itemsize == 4:
+            sum_partials(<float*>part.ptr, <float*>dw.ptr, cv, nt, nr)
+        else:
+            sum_partials(<double*>part.ptr, <double*>dw.ptr, cv, nt, nr)
+
+
+def input_grad(Buffer dy, Py_ssize_t dy_off, Buffer w, Py_ssize_t w_off, Buffer dx,
+               tuple xshape, Py_ssize_t K, Py_ssize_t groups, tuple kernel, tuple stride,
+               tuple pad, tuple dil, Py_ssize_t OH, Py_ssize_t OW, int itemsize):
+    """dx (N, C, H, W) from the output grad dy (N, K, OH, OW) and weight w, compact."""
+    cdef _Plan pl = _Plan(xshape, K, groups, kernel, stride, pad, dil, OH, OW, itemsize)
+    cdef Conv* cv = &pl.cv
+    cdef Py_ssize_t nr = pl.nr, rp = round_up(cv.R, MR), N = cv.g.N, t
+    cdef int nt = pl.nt
+    cdef Py_ssize_t padsz = pl.pad_items(), bsz = max(cv.Kg, 1) * nr
+    cdef Py_ssize_t each = padsz + bsz + rp * nr
+    cdef Buffer wtp = Buffer(max(cv.G * rp * cv.Kg, 1) * itemsize)
+    cdef Buffer work = Buffer(max(nt * each, 1) * itemsize)
+    with nogil:
+        if itemsize == 4:
+            pack_wt(<float*>w.ptr + w_off, cv, <float*>wtp.ptr)
+        else:
+            pack_wt(<double*>w.ptr + w_off, cv, <double*>wtp.ptr)
+        for t in prange(nt, num_threads=nt, schedule='static'):
+            if itemsize == 4:
+                input_grad_images(<float*>dy.ptr + dy_off, <float*>wtp.ptr, <float*>dx.ptr, cv,
+                                  N * t // nt, N * (t + 1) // nt, <float*>work.ptr + t * each,
+                                  <float*>work.ptr + t * each + padsz,
+                                  <float*>work.ptr + t * each + padsz + bsz,
+                                  pl.pmem.ptr + t * pl.pbytes, nr)
+            else:
+                input_grad_images(<double*>dy.ptr + dy_off, <double*>wtp.ptr, <double*>dx.ptr,
+                                  cv, N * t // nt, N * (t + 1) // nt,
+                                  <double*>work.ptr + t * each,
+                                  <double*>work.ptr + t * each + padsz,
+                                  <double*>work.ptr + t * each + padsz + bsz,
+                                  pl.pmem.ptr + t * pl.pbytes, nr)
+
+
+cdef void channel_sum(const floating* dy, floating* db, Py_ssize_t N, Py_ssize_t K, Py_ssize_t P,
+                      Py_ssize_t k) noexcept nogil:
+    # 16 independent partial sums per row, so the compiler can vectorise the loop
+    cdef floating acc[16]
+    cdef const floating* row
+    cdef double s = 0
+    cdef Py_ssize_t n, p, l
+    for n in range(N):
+        row = dy + (n * K + k) * P
+        for l in range(16):
+            acc[l] = 0
+        for p in range(P // 16):
+            for l in range(16):
+                acc[l] += row[p * 16 + l]
+        for p in range(P // 16 * 16, P):
+            s += row[p]
+        for l in range(16):
+            s += acc[l]
+    db[k] = <floating>s
+
+
+def bias_grad(Buffer dy, Py_ssize_t dy_off, Buffer db, Py_ssize_t N, Py_ssize_t K, Py_ssize_t P,
+              int itemsize):
+    """db[k] = sum of dy (N, K, P) over n and p."""
+    cdef Py_ssize_t k
+    cdef int nt = threads_for(N * K * P)
+    with nogil:
+        for k in prange(K, num_threads=nt, schedule='static'):
+            if itemsize == 4:
+                channel_sum(<float*>dy.ptr + dy_off, <float*>db.ptr, N, K, P, k)
+            else:
+                channel_sum(<double*>dy.ptr + dy_off, <double*>db.ptr, N, K, P, k)
