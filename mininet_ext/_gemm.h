@@ -31,24 +31,24 @@ typedef double mn_vd_u __attribute__((vector_size(MN_VBYTES), aligned(8)));
 static inline int mn_gemm_mr(void) { return MN_MR; }
 static inline int mn_gemm_nr(int itemsize) { return itemsize == 4 ? MN_NR_F : MN_NR_D; }
 
-#define MN_DEF_KERNEL(NAME, T, V, VU, W, NR)                                       \
+#define MN_DEF_KERNEL(NAME, T, V, VU, W, NR, MR)                                   \
 static void NAME(mn_idx kc, const T* __restrict A, const T* __restrict B,         \
                  T* C, mn_idx ldc, int accumulate)                                 \
 {                                                                                  \
-    V c[MN_MR][2];                                                                 \
+    V c[MR][2];                                                                    \
     _Pragma("GCC unroll 16")                                                       \
-    for (int i = 0; i < MN_MR; i++) { c[i][0] = (V){0}; c[i][1] = (V){0}; }       \
+    for (int i = 0; i < MR; i++) { c[i][0] = (V){0}; c[i][1] = (V){0}; }          \
     for (mn_idx p = 0; p < kc; p++) {                                              \
         V b0 = *(const V*)(B + p * NR), b1 = *(const V*)(B + p * NR + W);          \
         _Pragma("GCC unroll 16")                                                   \
-        for (int i = 0; i < MN_MR; i++) {                                          \
+        for (int i = 0; i < MR; i++) {                                             \
             /* scalar * vector: gcc folds the broadcast into the FMA's load */    \
-            c[i][0] += A[p * MN_MR + i] * b0;                                      \
-            c[i][1] += A[p * MN_MR + i] * b1;                                      \
+            c[i][0] += A[p * MR + i] * b0;                                         \
+            c[i][1] += A[p * MR + i] * b1;                                         \
         }                                                                          \
     }                                                                              \
     _Pragma("GCC unroll 16")                                                       \
-    for (int i = 0; i < MN_MR; i++) {                                              \
+    for (int i = 0; i < MR; i++) {                                                 \
         VU* d0 = (VU*)(C + i * ldc);                                               \
         VU* d1 = (VU*)(C + i * ldc + W);                                           \
         if (accumulate) { *d0 += c[i][0]; *d1 += c[i][1]; }                        \
@@ -56,8 +56,15 @@ static void NAME(mn_idx kc, const T* __restrict A, const T* __restrict B,       
     }                                                                              \
 }
 
-MN_DEF_KERNEL(mn_kernel_f32, float, mn_vf, mn_vf_u, MN_VF, MN_NR_F)
-MN_DEF_KERNEL(mn_kernel_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D)
+MN_DEF_KERNEL(mn_kernel_f32, float, mn_vf, mn_vf_u, MN_VF, MN_NR_F, MN_MR)
+MN_DEF_KERNEL(mn_kernel_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D, MN_MR)
+
+/* A shorter kernel (2/3 of MR rows) for row counts that MR divides badly, such as
+ * 16, 32 or 64 output channels of a convolution with MR = 12. */
+#define MN_MR_SHORT (MN_MR * 2 / 3)
+static inline int mn_gemm_mr_short(void) { return MN_MR_SHORT; }
+MN_DEF_KERNEL(mn_kernel_short_f32, float, mn_vf, mn_vf_u, MN_VF, MN_NR_F, MN_MR_SHORT)
+MN_DEF_KERNEL(mn_kernel_short_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D, MN_MR_SHORT)
 
 /* C[MR x NR] += A * B_panel where A's rows are rows of another packed B panel:
  * A(i, p) = A[i * NR + p], p < kc <= NR. The convolution weight gradient uses

@@ -29,7 +29,12 @@ from mininet_ext._convgeom cimport Geom, clamp, out_range, make_geom
 
 cdef extern from "_gemm.h" nogil:
     int mn_gemm_mr()
+    int mn_gemm_mr_short()
     int mn_gemm_nr(int itemsize)
+    void mn_kernel_short_f32(Py_ssize_t kc, const float* A, const float* B, float* C,
+                             Py_ssize_t ldc, int accumulate)
+    void mn_kernel_short_f64(Py_ssize_t kc, const double* A, const double* B, double* C,
+                             Py_ssize_t ldc, int accumulate)
     void mn_kernel_f32(Py_ssize_t kc, const float* A, const float* B, float* C, Py_ssize_t ldc,
                        int accumulate)
     void mn_kernel_f64(Py_ssize_t kc, const double* A, const double* B, double* C, Py_ssize_t ldc,
@@ -50,6 +55,7 @@ cdef extern from "_convpack.h" nogil:
     void mn_add_row_f64(double* d, const double* s)
 
 cdef Py_ssize_t MR = mn_gemm_mr()
+cdef Py_ssize_t MR_SHORT = mn_gemm_mr_short()
 cdef Py_ssize_t KC = 256     # taps per forward B panel: KC x NR floats stay in L1
 
 
@@ -63,8 +69,11 @@ cdef struct Conv:
     Py_ssize_t G, K, Cg, Kg, R, P       # groups, out channels, per group, taps/group, OH*OW
     Py_ssize_t Wp, plane, L, padsize    # padded rows: width, channel stride, OH*Wp, buffer
     bint padded                         # stride 1: gather from a padded copy of each image
+    Py_ssize_t fmr                      # forward micro-kernel rows (MR or MR_SHORT)
     Py_ssize_t* owlo                    # per tap column j: outputs ow that read inside the image
     Py_ssize_t* owhi
+    Py_ssize_t* toff                    # padded: per tap r, its offset from the pixel's window
+
 
 
 cdef struct Panel:
@@ -90,6 +99,16 @@ cdef inline void kernel(Py_ssize_t kc, const floating* A, const floating* B, flo
         mn_kernel_f32(kc, A, B, C, ldc, accumulate)
     else:
         mn_kernel_f64(kc, A, B, C, ldc, accumulate)
+
+
+cdef inline void fwd_kernel(Py_ssize_t mr, Py_ssize_t kc, const floating* A, const floating* B,
+                            floating* C, Py_ssize_t ldc, int accumulate) noexcept nogil:
+    if mr == MR:
+        kernel(kc, A, B, C, ldc, accumulate)
+    elif floating is float:
+        mn_kernel_short_f32(kc, A, B, C, ldc, accumulate)
+    else:
+        mn_kernel_short_f64(kc, A, B, C, ldc, accumulate)
 
 
 cdef inline void kernel_at(Py_ssize_t kc, const floating* A, const floating* B, floating* C,
@@ -200,17 +219,17 @@ cdef void pack_cols(const floating* src, Py_ssize_t plane, Conv* cv, Panel* pn, 
     panel column jj from src (one image, channel stride plane); zero outside the image."""
     cdef Geom* g = &cv.g
     cdef Py_ssize_t r, c, i, j, t, ro, a, b, sw = g.sw
-    cdef int u, nruns
+    cdef int u
     cdef floating* d
     cdef const floating* s
+    if cv.padded:     # one full-width window per tap
+        src = src + c0 * plane + pn.rowoff[0]
+        for r in range(r0, r1):
+            copy_row(dst + (r - r0) * nr, src + cv.toff[r])
+        return
     c, i, j = r0 // (g.kh * g.kw), (r0 // g.kw) % g.kh, r0 % g.kw
     for r in range(r0, r1):
-        if cv.padded:     # one full-width window per tap
-            copy_row(dst + (r - r0) * nr, src + (c0 + c) * plane + pn.rowoff[i] + j * g.dw)
-            nruns = 0
-        else:
-            nruns = pn.nruns
-        for u in range(nruns):
+        for u in range(pn.nruns):
             d = dst + (r - r0) * nr + pn.runs[u].jj
             ro = pn.rowoff[u * g.kh + i]
             a, b = pn.lo[u * g.kw + j], pn.hi[u * g.kw + j]
@@ -237,17 +256,23 @@ cdef void scatter_cols(const floating* tile, floating* dst, Py_ssize_t plane, Co
     """The adjoint of pack_cols over all R taps: dst[...] += tile[r, jj]."""
     cdef Geom* g = &cv.g
     cdef Py_ssize_t r, c, i, j, t, ro, a, b, sw = g.sw
-    cdef int u, nruns
+    cdef int u
     cdef const floating* s
     cdef floating* d
+    if cv.padded:
+        # channel innermost: taps (i, j) and (i, j+1) or (i+1, j) add into overlapping
+        # windows of one plane, and a load right after an overlapping, misaligned store
+        # stalls (no store forwarding); windows of different channels never overlap
+        dst = dst + c0 * plane + pn.rowoff[0]
+        for j in range(g.kw):
+            for i in range(g.kh):
+                for c in range(cv.Cg):
+                    r = (c * g.kh + i) * g.kw + j
+                    add_row(dst + cv.toff[r], tile + r * nr)
+        return
     c = i = j = 0
     for r in range(cv.R):
-        if cv.padded:
-            add_row(dst + (c0 + c) * plane + pn.rowoff[i] + j * g.dw, tile + r * nr)
-            nruns = 0
-        else:
-            nruns = pn.nruns
-        for u in range(nruns):
+        for u in range(pn.nruns):
             ro = pn.rowoff[u * g.kh + i]
             if ro < 0:
                 continue
@@ -317,20 +342,20 @@ cdef void write_out(const floating* tile, const floating* bias, floating* out, C
 
 # weights, packed once per call -------------------------------------------------------------
 cdef void pack_w(const floating* w, Conv* cv, floating* out) noexcept nogil:
-    """Forward A operand: per group and KC block of taps, MR-row panels of W (rows past Kg
-    zero). Block (grp, pc) starts at (grp*Kg_pad*R + pc*Kg_pad), panel ip at + ip*MR*kc."""
-    cdef Py_ssize_t kgp = round_up(cv.Kg, MR), grp, pc, kc, ip, p, i, row
+    """Forward A operand: per group and KC block of taps, fmr-row panels of W (rows past Kg
+    zero). Block (grp, pc) starts at (grp*Kg_pad*R + pc*Kg_pad), panel ip at + ip*fmr*kc."""
+    cdef Py_ssize_t mr = cv.fmr, kgp = round_up(cv.Kg, cv.fmr), grp, pc, kc, ip, p, i, row
     cdef floating* d
     for grp in range(cv.G):
         pc = 0
         while pc < cv.R:
             kc = min(KC, cv.R - pc)
-            for ip in range(kgp // MR):
-                d = out + grp * kgp * cv.R + pc * kgp + ip * MR * kc
+            for ip in range(kgp // mr):
+                d = out + grp * kgp * cv.R + pc * kgp + ip * mr * kc
                 for p in range(kc):
-                    for i in range(MR):
-                        row = ip * MR + i
-                        d[p * MR + i] = w[(grp * cv.Kg + row) * cv.R + pc + p] if row < cv.Kg else 0
+                    for i in range(mr):
+                        row = ip * mr + i
+                        d[p * mr + i] = w[(grp * cv.Kg + row) * cv.R + pc + p] if row < cv.Kg else 0
             pc += kc
 
 
@@ -388,7 +413,7 @@ cdef inline Py_ssize_t next_panel(Conv* cv, Py_ssize_t q, Py_ssize_t nr, Panel* 
 cdef void forward_images(const floating* x, const floating* wp, const floating* bias,
                          floating* out, Conv* cv, Py_ssize_t n0, Py_ssize_t n1, floating* xpad,
                          floating* colp, floating* tile, char* pmem, Py_ssize_t nr) noexcept nogil:
-    cdef Py_ssize_t chw = cv.g.C * cv.g.H * cv.g.W, kgp = round_up(cv.Kg, MR)
+    cdef Py_ssize_t chw = cv.g.C * cv.g.H * cv.g.W, mr = cv.fmr, kgp = round_up(cv.Kg, cv.fmr)
     cdef Py_ssize_t n, q, grp, pc, kc, ip, plane = cv.plane if cv.padded else cv.g.H * cv.g.W
     cdef Py_ssize_t end = cv.L if cv.padded else cv.P
     cdef const floating* src
@@ -411,8 +436,8 @@ cdef void forward_images(const floating* x, const floating* wp, const floating* 
                     kc = min(KC, cv.R - pc)
                     pack_cols(src, plane, cv, &pn, grp * cv.Cg, pc, pc + kc, colp, nr)
                     a = wp + grp * kgp * cv.R + pc * kgp
-                    for ip in range(kgp // MR):
-                        kernel(kc, a + ip * MR * kc, colp, tile + ip * MR * nr, nr, pc > 0)
+                    for ip in range(kgp // mr):
+                        fwd_kernel(mr, kc, a + ip * mr * kc, colp, tile + ip * mr * nr, nr, pc > 0)
                     pc += kc
                 write_out(tile, bias, out + n * cv.K * cv.P, cv, &pn, grp * cv.Kg, nr)
 
@@ -483,7 +508,7 @@ cdef class _Plan:
     def __init__(self, tuple xshape, Py_ssize_t K, Py_ssize_t groups, tuple kernel, tuple stride,
                  tuple pad, tuple dil, Py_ssize_t OH, Py_ssize_t OW, int itemsize):
         cdef Conv* cv = &self.cv
-        cdef Py_ssize_t j
+        cdef Py_ssize_t j, r
         cv.g = make_geom(xshape, kernel, stride, pad, dil, OH, OW)
         if groups < 1 or cv.g.C % groups or K % groups:
             raise ValueError(f"conv: groups {groups} must divide channels {cv.g.C} and {K}")
@@ -492,18 +517,26 @@ cdef class _Plan:
         cv.Cg, cv.Kg = cv.g.C // groups, K // groups
         cv.R = cv.Cg * cv.g.kh * cv.g.kw
         cv.P = OH * OW
+        cv.fmr = MR_SHORT if round_up(cv.Kg, MR_SHORT) < round_up(cv.Kg, MR) else MR
         cv.padded = cv.g.sh == 1 and cv.g.sw == 1
-        cv.Wp = cv.g.W + 2 * cv.g.pw
+        # Rows of W + pw: a row's right padding is the next row's left padding (every row
+        # starts with pw zeros, and reads past a row's end wrap into them), so fewer
+        # computed-and-dropped columns (OH*Wp - OH*OW) than with W + 2*pw
+        cv.Wp = max(cv.g.W + cv.g.pw, OW)
         cv.plane = (cv.g.H + 2 * cv.g.ph) * cv.Wp
         cv.L = OH * cv.Wp
         # the last panel of a padded image reads up to NR + (kw-1)*dw past the last plane;
         # rounded to NR so the per-thread blocks after it stay aligned for the micro-kernel
         cv.padsize = round_up(cv.g.C * cv.plane + (cv.g.kw - 1) * cv.g.dw + self.nr, self.nr)
-        self.tabs = Buffer(max(2 * cv.g.kw, 1) * sizeof(Py_ssize_t))
+        self.tabs = Buffer(max(2 * cv.g.kw + cv.R, 1) * sizeof(Py_ssize_t))
         cv.owlo = <Py_ssize_t*>self.tabs.ptr
         cv.owhi = cv.owlo + cv.g.kw
+        cv.toff = cv.owhi + cv.g.kw
         for j in range(cv.g.kw):
             out_range(j * cv.g.dw, cv.g.sw, cv.g.pw, cv.g.W, OW, &cv.owlo[j], &cv.owhi[j])
+        for r in range(cv.R):
+            cv.toff[r] = ((r // (cv.g.kh * cv.g.kw)) * cv.plane
+                          + (r // cv.g.kw) % cv.g.kh * cv.g.dh * cv.Wp + r % cv.g.kw * cv.g.dw)
         self.nt = max(1, min(threads_for(cv.g.N * cv.P * cv.R * K // 64), cv.g.N))
         self.pbytes = panel_bytes(cv, self.nr)
         self.pmem = Buffer(self.nt * self.pbytes)
@@ -518,7 +551,7 @@ def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
     """out (N, K, OH, OW) = conv(x, w) + bias; x, w compact (bias may be None)."""
     cdef _Plan pl = _Plan(xshape, K, groups, kernel, stride, pad, dil, OH, OW, itemsize)
     cdef Conv* cv = &pl.cv
-    cdef Py_ssize_t nr = pl.nr, kgp = round_up(cv.Kg, MR), N = cv.g.N, t
+    cdef Py_ssize_t nr = pl.nr, kgp = round_up(cv.Kg, cv.fmr), N = cv.g.N, t
     cdef int nt = pl.nt
     if N * cv.P == 0 or K == 0:
         return
