@@ -66,23 +66,28 @@ static inline int mn_gemm_mr_short(void) { return MN_MR_SHORT; }
 MN_DEF_KERNEL(mn_kernel_short_f32, float, mn_vf, mn_vf_u, MN_VF, MN_NR_F, MN_MR_SHORT)
 MN_DEF_KERNEL(mn_kernel_short_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D, MN_MR_SHORT)
 
-/* C[MR x NR] += A * B_panel where A's rows are rows of another packed B panel:
- * A(i, p) = A[i * NR + p], p < kc <= NR. The convolution weight gradient uses
- * it to multiply a packed column panel (taps x pixels) by the output grad's
- * transpose without re-packing the panel; the broadcasts read from L1 either way. */
+/* C[MR x NR] += A * B over npan pairs of panels: in pair s, A's rows are rows of
+ * another packed B panel, A(i, p) = As[i * NR + p] with As = A + s * astride, and
+ * B(p, j) = Bs[p * NR + j] with Bs = B + s * bstride, p < NR. The convolution weight
+ * gradient multiplies packed column panels (taps x pixels) by the output grad's
+ * transpose this way, without re-packing them; the broadcasts read from L1 either way. */
 #define MN_DEF_KERNEL_AT(NAME, T, V, VU, W, NR)                                    \
-static void NAME(mn_idx kc, const T* __restrict A, const T* __restrict B,         \
-                 T* C, mn_idx ldc)                                                 \
+static void NAME(mn_idx npan, const T* __restrict A, mn_idx astride,              \
+                 const T* __restrict B, mn_idx bstride, T* C, mn_idx ldc)         \
 {                                                                                  \
     V c[MN_MR][2];                                                                 \
     _Pragma("GCC unroll 16")                                                       \
     for (int i = 0; i < MN_MR; i++) { c[i][0] = (V){0}; c[i][1] = (V){0}; }       \
-    for (mn_idx p = 0; p < kc; p++) {                                              \
-        V b0 = *(const V*)(B + p * NR), b1 = *(const V*)(B + p * NR + W);          \
-        _Pragma("GCC unroll 16")                                                   \
-        for (int i = 0; i < MN_MR; i++) {                                          \
-            c[i][0] += A[i * NR + p] * b0;                                         \
-            c[i][1] += A[i * NR + p] * b1;                                         \
+    for (mn_idx s = 0; s < npan; s++) {                                            \
+        const T* As = A + s * astride;                                             \
+        const T* Bs = B + s * bstride;                                             \
+        for (mn_idx p = 0; p < NR; p++) {                                          \
+            V b0 = *(const V*)(Bs + p * NR), b1 = *(const V*)(Bs + p * NR + W);    \
+            _Pragma("GCC unroll 16")                                               \
+            for (int i = 0; i < MN_MR; i++) {                                      \
+                c[i][0] += As[i * NR + p] * b0;                                    \
+                c[i][1] += As[i * NR + p] * b1;                                    \
+            }                                                                      \
         }                                                                          \
     }                                                                              \
     _Pragma("GCC unroll 16")                                                       \

@@ -178,36 +178,47 @@ cdef inline void tap_range(Py_ssize_t start, Py_ssize_t k, Py_ssize_t dil, Py_ss
     hi[0] = clamp(ceil_div(size - start, dil), lo[0], k)
 
 
-cdef void maxpool_plane(const floating* x, floating* out, int64_t* idx, Geom* g,
+cdef void maxpool_plane(const floating* x, floating* out, int64_t* idx, Geom* geom,
                         Py_ssize_t plane) noexcept nogil:
-    cdef Py_ssize_t oh, ow, i, j, ih, iw, best_i, k
-    cdef Py_ssize_t ilo, ihi, jlo, jhi
+    # a local copy of the geometry: out and idx stores could alias *geom (idx is int64),
+    # which would make the compiler reload every field after every store
+    cdef Geom g = geom[0]
+    cdef Py_ssize_t oh, ow, i, j, ih, lo, hi, k
     cdef bint better
-    cdef floating best, v
+    cdef floating v
     cdef const floating* src = x + plane * g.H * g.W
-    cdef Py_ssize_t o = plane * g.OH * g.OW
+    cdef floating* best
+    cdef int64_t* at
+    cdef Py_ssize_t jlo[16]
+    cdef Py_ssize_t jhi[16]
+    cdef bint table = g.kw <= 16      # the column ranges, without a division per row
+    if table:
+        for j in range(g.kw):
+            out_range(j * g.dw, g.sw, g.pw, g.W, g.OW, &jlo[j], &jhi[j])
     for oh in range(g.OH):
-        # taps inside the image: i in [ilo, ihi); windows never lie wholly in padding
-        tap_range(oh * g.sh - g.ph, g.kh, g.dh, g.H, &ilo, &ihi)
+        # taps outer, output columns inner: each column's max is its own chain of selects,
+        # so the loop vectorises (one window at a time is a serial chain, ~8 cycles a tap)
+        best = out + (plane * g.OH + oh) * g.OW
+        at = idx + (plane * g.OH + oh) * g.OW
         for ow in range(g.OW):
-            tap_range(ow * g.sw - g.pw, g.kw, g.dw, g.W, &jlo, &jhi)
-            ih = oh * g.sh - g.ph + ilo * g.dh
-            iw = ow * g.sw - g.pw + jlo * g.dw
-            best_i = ih * g.W + iw
-            best = src[best_i] if ihi > ilo and jhi > jlo else 0
-            if ihi <= ilo or jhi <= jlo:
-                best_i = -1
-            for i in range(ilo, ihi):
-                k = (oh * g.sh - g.ph + i * g.dh) * g.W + ow * g.sw - g.pw
-                for j in range(jlo, jhi):
-                    v = src[k + j * g.dw]
-                    # NaN wins, as in PyTorch; selects, not branches (random data mispredicts)
-                    better = (v > best) | ((v != v) & (best == best))
-                    best_i = k + j * g.dw if better else best_i
-                    best = v if better else best
-            out[o] = best
-            idx[o] = best_i
-            o += 1
+            best[ow] = 0
+            at[ow] = -1
+        for i in range(g.kh):
+            ih = oh * g.sh - g.ph + i * g.dh
+            if ih < 0 or ih >= g.H:
+                continue
+            for j in range(g.kw):
+                if table:
+                    lo, hi = jlo[j], jhi[j]
+                else:
+                    out_range(j * g.dw, g.sw, g.pw, g.W, g.OW, &lo, &hi)
+                k = ih * g.W + j * g.dw - g.pw
+                for ow in range(lo, hi):
+                    v = src[k + ow * g.sw]
+                    # the first tap, a larger value, or a NaN over a number (as PyTorch)
+                    better = (at[ow] < 0) | (v > best[ow]) | ((v != v) & (best[ow] == best[ow]))
+                    at[ow] = k + ow * g.sw if better else at[ow]
+                    best[ow] = v if better else best[ow]
 
 
 cdef void maxpool_back_plane(const floating* gout, const int64_t* idx, floating* dx, Geom* g,

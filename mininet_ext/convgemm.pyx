@@ -39,9 +39,10 @@ cdef extern from "_gemm.h" nogil:
                        int accumulate)
     void mn_kernel_f64(Py_ssize_t kc, const double* A, const double* B, double* C, Py_ssize_t ldc,
                        int accumulate)
-    void mn_kernel_at_f32(Py_ssize_t kc, const float* A, const float* B, float* C, Py_ssize_t ldc)
-    void mn_kernel_at_f64(Py_ssize_t kc, const double* A, const double* B, double* C,
-                          Py_ssize_t ldc)
+    void mn_kernel_at_f32(Py_ssize_t npan, const float* A, Py_ssize_t astride, const float* B,
+                          Py_ssize_t bstride, float* C, Py_ssize_t ldc)
+    void mn_kernel_at_f64(Py_ssize_t npan, const double* A, Py_ssize_t astride, const double* B,
+                          Py_ssize_t bstride, double* C, Py_ssize_t ldc)
 
 cdef extern from "_convpack.h" nogil:
     void mn_copy_window_f32(float* d, const float* s, Py_ssize_t len, Py_ssize_t lo, Py_ssize_t hi)
@@ -53,10 +54,12 @@ cdef extern from "_convpack.h" nogil:
     void mn_copy_row_f64(double* d, const double* s)
     void mn_add_row_f32(float* d, const float* s)
     void mn_add_row_f64(double* d, const double* s)
+    void mn_prefetch_range(const void* p, size_t nbytes)
 
 cdef Py_ssize_t MR = mn_gemm_mr()
 cdef Py_ssize_t MR_SHORT = mn_gemm_mr_short()
 cdef Py_ssize_t KC = 256     # taps per forward B panel: KC x NR floats stay in L1
+cdef Py_ssize_t CHUNK = 8    # pixel panels per weight-grad micro-kernel call (kc = CHUNK*NR)
 
 
 cdef struct Run:
@@ -111,12 +114,13 @@ cdef inline void fwd_kernel(Py_ssize_t mr, Py_ssize_t kc, const floating* A, con
         mn_kernel_short_f64(kc, A, B, C, ldc, accumulate)
 
 
-cdef inline void kernel_at(Py_ssize_t kc, const floating* A, const floating* B, floating* C,
+cdef inline void kernel_at(Py_ssize_t npan, const floating* A, Py_ssize_t astride,
+                           const floating* B, Py_ssize_t bstride, floating* C,
                            Py_ssize_t ldc) noexcept nogil:
     if floating is float:
-        mn_kernel_at_f32(kc, A, B, C, ldc)
+        mn_kernel_at_f32(npan, A, astride, B, bstride, C, ldc)
     else:
-        mn_kernel_at_f64(kc, A, B, C, ldc)
+        mn_kernel_at_f64(npan, A, astride, B, bstride, C, ldc)
 
 
 cdef inline void copy_window(floating* d, const floating* s, Py_ssize_t n, Py_ssize_t lo,
@@ -442,34 +446,48 @@ cdef void forward_images(const floating* x, const floating* wp, const floating* 
                 write_out(tile, bias, out + n * cv.K * cv.P, cv, &pn, grp * cv.Kg, nr)
 
 
+cdef void weight_grad_chunk(floating* part, Conv* cv, Py_ssize_t grp, Py_ssize_t npan,
+                            floating* colp, floating* dyt, Py_ssize_t nr) noexcept nogil:
+    """part[grp] += the chunk's npan packed (column panel, transposed grad panel) products."""
+    cdef Py_ssize_t rp = round_up(cv.R, MR), kgn = round_up(cv.Kg, nr), ip, jb
+    cdef floating* c
+    for ip in range(rp // MR):
+        c = part + (grp * rp + ip * MR) * kgn
+        for jb in range(kgn // nr):
+            kernel_at(npan, colp + ip * MR * nr, rp * nr, dyt + jb * nr * nr, kgn * nr,
+                      c + jb * nr, kgn)
+
+
 cdef void weight_grad_images(const floating* x, const floating* dy, floating* part, Conv* cv,
                              Py_ssize_t n0, Py_ssize_t n1, floating* xpad, floating* colp,
                              floating* dyt, char* pmem, Py_ssize_t nr) noexcept nogil:
-    """part (G, R_pad, Kg_nr) += these images' dW^T. colp must start zeroed: its rows past R
-    and stale columns meet zero rows of dyt."""
+    """part (G, R_pad, Kg_nr) += these images' dW^T, CHUNK panels per micro-kernel call
+    (colp: CHUNK x (R_pad x NR), dyt: CHUNK x (Kg_nr x NR)). colp must start zeroed: its
+    rows past R and stale columns meet zero rows of dyt."""
     cdef Py_ssize_t chw = cv.g.C * cv.g.H * cv.g.W, rp = round_up(cv.R, MR)
-    cdef Py_ssize_t kgn = round_up(cv.Kg, nr), n, q, grp, ip, jb
+    cdef Py_ssize_t kgn = round_up(cv.Kg, nr), n, q, q0, grp, s
     cdef Py_ssize_t plane = cv.plane if cv.padded else cv.g.H * cv.g.W
     cdef Py_ssize_t end = cv.L if cv.padded else cv.P
     cdef const floating* src
-    cdef floating* c
     cdef Panel pn
     panel_init(&pn, pmem, cv, nr)
     for n in range(n0, n1):
+        mn_prefetch_range(dy + n * cv.K * cv.P, cv.K * cv.P * sizeof(floating))
         src = x + n * chw
         if cv.padded:
             pad_image(src, xpad, cv)
             src = xpad
-        q = 0
-        while q < end:
-            q = next_panel(cv, q, nr, &pn)
-            for grp in range(cv.G):
-                pack_cols(src, plane, cv, &pn, grp * cv.Cg, 0, cv.R, colp, nr)
-                pack_rows_t(dy + n * cv.K * cv.P, cv, &pn, grp * cv.Kg, dyt, nr)
-                for ip in range(rp // MR):
-                    c = part + (grp * rp + ip * MR) * kgn
-                    for jb in range(kgn // nr):
-                        kernel_at(nr, colp + ip * MR * nr, dyt + jb * nr * nr, c + jb * nr, kgn)
+        for grp in range(cv.G):
+            q = 0
+            while q < end:
+                s = 0
+                while s < CHUNK and q < end:
+                    q = next_panel(cv, q, nr, &pn)
+                    pack_cols(src, plane, cv, &pn, grp * cv.Cg, 0, cv.R, colp + s * rp * nr, nr)
+                    pack_rows_t(dy + n * cv.K * cv.P, cv, &pn, grp * cv.Kg,
+                                dyt + s * kgn * nr, nr)
+                    s += 1
+                weight_grad_chunk(part, cv, grp, s, colp, dyt, nr)
 
 
 cdef void input_grad_images(const floating* dy, const floating* wtp, floating* dx, Conv* cv,
@@ -482,6 +500,7 @@ cdef void input_grad_images(const floating* dy, const floating* wtp, floating* d
     cdef Panel pn
     panel_init(&pn, pmem, cv, nr)
     for n in range(n0, n1):
+        mn_prefetch_range(dy + n * cv.K * cv.P, cv.K * cv.P * sizeof(floating))
         dst = dxpad if cv.padded else dx + n * chw
         memset(dst, 0, (cv.padsize if cv.padded else chw) * sizeof(floating))
         q = 0
@@ -605,8 +624,8 @@ def weight_grad(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, Buffer
     cdef Py_ssize_t nr = pl.nr, rp = round_up(cv.R, MR), kgn = round_up(cv.Kg, nr)
     cdef Py_ssize_t N = cv.g.N, t
     cdef int nt = pl.nt
-    cdef Py_ssize_t partsz = cv.G * rp * kgn, padsz = pl.pad_items(), colsz = rp * nr
-    cdef Py_ssize_t each = padsz + colsz + kgn * nr
+    cdef Py_ssize_t partsz = cv.G * rp * kgn, padsz = pl.pad_items(), colsz = CHUNK * rp * nr
+    cdef Py_ssize_t each = padsz + colsz + CHUNK * kgn * nr
     cdef Buffer part = Buffer(max(nt * partsz, 1) * itemsize, True)
     cdef Buffer work = Buffer(max(nt * each, 1) * itemsize, True)
     with nogil:

@@ -39,6 +39,11 @@ CONV_CASES = [
     (2, 2, 6, 7, 4, 5, 3, 4, 1, 2),       # padding wider than the stride
     (2, 4, 9, 9, 4, 3, 1, 0, 1, 4),       # depthwise
     (1, 1, 28, 28, 6, 5, 1, 2, 1, 1),     # the MNIST CNN's first layer
+    (2, 3, 5, 7, 4, 3, 1, 3, 1, 1),       # padding beyond the kernel's reach (OW > W + pad)
+    (2, 3, 9, 8, 5, 3, 1, 0, 2, 1),       # dilation without padding
+    (3, 2, 6, 6, 4, 2, 1, 1, 1, 1),       # even kernel
+    (1, 4, 4, 9, 3, 5, 1, 4, 1, 1),       # kernel taller than the image
+    (2, 30, 6, 5, 40, 3, 1, 1, 1, 1),     # 270 taps (two tap blocks), 40 output channels
 ]
 
 
@@ -65,6 +70,25 @@ def test_conv_float32_and_strided_input():
     np.testing.assert_allclose(ops.conv(Tensor(x), Tensor(w), stride=2).numpy(),
                                F.conv2d(torch.tensor(x), torch.tensor(w), stride=2).numpy(),
                                rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv_float32_batch_gradients(stride):
+    # float32 kernels (other panel widths than float64), a batch split over threads and
+    # images wider than one chunk of pixel panels
+    x = rng.standard_normal((9, 16, 20, 20)).astype(np.float32)
+    w = (rng.standard_normal((32, 16, 5, 5)) / 20).astype(np.float32)
+    b = rng.standard_normal(32).astype(np.float32)
+    g = rng.standard_normal((9, 32, 20 // stride, 20 // stride)).astype(np.float32)
+    mx, mw, mb = (Tensor(a, requires_grad=True) for a in (x, w, b))
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    y = ops.conv(mx, mw, mb, stride=stride, padding=2)
+    ty = F.conv2d(tx, tw, tb, stride=stride, padding=2)
+    y.backward(Tensor(g))
+    ty.backward(torch.tensor(g))
+    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-4, atol=1e-4)
+    for m, t in ((mx, tx), (mw, tw), (mb, tb)):
+        np.testing.assert_allclose(m.grad.numpy(), t.grad.numpy(), rtol=1e-4, atol=2e-3)
 
 
 def test_conv_gradcheck_float64():
