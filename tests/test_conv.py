@@ -47,9 +47,18 @@ CONV_CASES = [
 ]
 
 
+@pytest.fixture(params=["fused", "im2col"])
+def conv_path(request, monkeypatch):
+    """Both CPU convolution paths: the fused implicit GEMM, and im2col + GEMM (the path of
+    devices without fused kernels, such as CUDA)."""
+    from mininet.backend.cpu import CPUDevice
+    monkeypatch.setattr(CPUDevice, "fused_conv", request.param == "fused")
+    return request.param
+
+
 @pytest.mark.parametrize("case", CONV_CASES, ids=[str(c) for c in CONV_CASES])
 @pytest.mark.parametrize("bias", [True, False])
-def test_conv_matches_torch(case, bias):
+def test_conv_matches_torch(case, bias, conv_path):
     n, c, h, w, k, ks, s, p, d, g = case
     arrays = [rng.standard_normal((n, c, h, w)), rng.standard_normal((k, c // g, ks, ks))]
     if bias:
@@ -73,7 +82,7 @@ def test_conv_float32_and_strided_input():
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-def test_conv_float32_batch_gradients(stride):
+def test_conv_float32_batch_gradients(stride, conv_path):
     # float32 kernels (other panel widths than float64), a batch split over threads and
     # images wider than one chunk of pixel panels
     x = rng.standard_normal((9, 16, 20, 20)).astype(np.float32)
@@ -97,7 +106,7 @@ def test_conv_gradcheck_float64():
               rng.standard_normal(4))
 
 
-def test_conv_second_order_gradient():
+def test_conv_second_order_gradient(conv_path):
     """d/dx of |d conv / dW|^2 through the gradient ops, against PyTorch."""
     x, w = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
     mx, mw = t64(x), t64(w)
