@@ -7,19 +7,33 @@ from libc.math cimport sqrt, sqrtf
 from mininet_ext.buffer cimport Buffer
 from mininet_ext._omp cimport threads_for
 
+cdef extern from "_ftz.h" nogil:
+    unsigned mn_ftz_on()
+    void mn_ftz_restore(unsigned old)
 
-cdef void sgd_run(floating* p, const floating* g, floating* v, Py_ssize_t n, double lr,
-                  double momentum, double dampening, double wd, bint nesterov, bint first) noexcept nogil:
+
+cdef void sgd_range(floating* p, const floating* g, floating* v, Py_ssize_t i0, Py_ssize_t i1,
+                    double lr, double momentum, double dampening, double wd, bint nesterov,
+                    bint first) noexcept nogil:
     cdef Py_ssize_t i
     cdef floating d, buf
-    cdef int nt = threads_for(n)
-    for i in prange(n, num_threads=nt, schedule='static'):
+    cdef unsigned csr = mn_ftz_on()
+    for i in range(i0, i1):
         d = g[i] + <floating>wd * p[i]
         if momentum != 0:
             buf = d if first else <floating>momentum * v[i] + <floating>(1 - dampening) * d
             v[i] = buf
             d = d + <floating>momentum * buf if nesterov else buf
         p[i] = p[i] - <floating>lr * d
+    mn_ftz_restore(csr)
+
+
+cdef void sgd_run(floating* p, const floating* g, floating* v, Py_ssize_t n, double lr,
+                  double momentum, double dampening, double wd, bint nesterov, bint first) noexcept nogil:
+    cdef int t, nt = threads_for(n)
+    for t in prange(nt, num_threads=nt, schedule='static'):
+        sgd_range(p, g, v, n * t // nt, n * (t + 1) // nt, lr, momentum, dampening, wd, nesterov,
+                  first)
 
 
 def sgd_step(Buffer p, Buffer g, Py_ssize_t g_off, Buffer v, Py_ssize_t n, double lr, double momentum,
@@ -34,9 +48,9 @@ def sgd_step(Buffer p, Buffer g, Py_ssize_t g_off, Buffer v, Py_ssize_t n, doubl
                     dampening, weight_decay, nesterov, first)
 
 
-cdef void adam_run(floating* p, const floating* g, floating* m, floating* v, Py_ssize_t n, double lr,
-                   double b1, double b2, double eps, double wd, bint decoupled, double bc1,
-                   double bc2) noexcept nogil:
+cdef void adam_range(floating* p, const floating* g, floating* m, floating* v, Py_ssize_t i0,
+                     Py_ssize_t i1, double lr, double b1, double b2, double eps, double wd,
+                     bint decoupled, double bc1, double bc2) noexcept nogil:
     # constants hoisted and typed so gcc vectorises the loop (sqrtf for float32)
     cdef floating step = <floating>(lr / bc1), vscale = <floating>(1.0 / sqrt(bc2))
     cdef floating fb1 = <floating>b1, fb2 = <floating>b2, feps = <floating>eps
@@ -45,8 +59,8 @@ cdef void adam_run(floating* p, const floating* g, floating* m, floating* v, Py_
     cdef floating l2 = 0 if decoupled else <floating>wd
     cdef floating d, root
     cdef Py_ssize_t i
-    cdef int nt = threads_for(n)
-    for i in prange(n, num_threads=nt, schedule='static'):
+    cdef unsigned csr = mn_ftz_on()
+    for i in range(i0, i1):
         d = g[i] + l2 * p[i]
         m[i] = fb1 * m[i] + c1 * d
         v[i] = fb2 * v[i] + c2 * d * d
@@ -55,6 +69,16 @@ cdef void adam_run(floating* p, const floating* g, floating* m, floating* v, Py_
         else:
             root = sqrt(v[i])
         p[i] = p[i] * decay - step * m[i] / (root * vscale + feps)
+    mn_ftz_restore(csr)
+
+
+cdef void adam_run(floating* p, const floating* g, floating* m, floating* v, Py_ssize_t n, double lr,
+                   double b1, double b2, double eps, double wd, bint decoupled, double bc1,
+                   double bc2) noexcept nogil:
+    cdef int t, nt = threads_for(n)
+    for t in prange(nt, num_threads=nt, schedule='static'):
+        adam_range(p, g, m, v, n * t // nt, n * (t + 1) // nt, lr, b1, b2, eps, wd, decoupled,
+                   bc1, bc2)
 
 
 def adam_step(Buffer p, Buffer g, Py_ssize_t g_off, Buffer m, Buffer v, Py_ssize_t n, double lr,
