@@ -140,3 +140,32 @@ def test_against_torch():
     np.testing.assert_allclose(mb.grad.numpy(), tb.grad.numpy(), rtol=1e-9, atol=1e-12)
     lse = ops.logsumexp(T(a * 50), 1).numpy()
     np.testing.assert_allclose(lse, torch.logsumexp(torch.tensor(a * 50), 1).numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_cross_entropy_second_order_against_torch(fused, monkeypatch):
+    """d/dz |dL/dz|^2 and the loss's gradient, through the fused kernel and through the
+    composite ops (the path of devices without it)."""
+    torch = pytest.importorskip("torch")
+    from mininet.backend.cpu import CPUDevice
+    if not fused:
+        monkeypatch.delattr(CPUDevice, "softmax_xent")
+    z, labels = r(5, 4) * 3, [3, 0, 1, 1, 2]
+    mz = T(z)
+    loss = ops.softmax_cross_entropy(mz, labels) * 2.5
+    loss.backward(create_graph=True)
+    gz = mz.grad
+    mz.grad = None
+    (gz * gz).sum().backward()
+    tz = torch.tensor(z, requires_grad=True)
+    tloss = torch.nn.functional.cross_entropy(tz, torch.tensor(labels)) * 2.5
+    (tgz,) = torch.autograd.grad(tloss, tz, create_graph=True)
+    (tgz * tgz).sum().backward()
+    np.testing.assert_allclose(loss.numpy(), tloss.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(gz.numpy(), tgz.detach().numpy(), rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(mz.grad.numpy(), tz.grad.numpy(), rtol=1e-9, atol=1e-14)
+
+
+def test_cross_entropy_bad_labels():
+    with pytest.raises(ValueError, match="labels must lie in"):
+        ops.softmax_cross_entropy(T(r(3, 4)), [0, 4, 1])

@@ -5,6 +5,7 @@ from mininet_ext import buffer as _buffer
 from mininet_ext import conv as _conv
 from mininet_ext import convgemm as _cg
 from mininet_ext import elementwise as _ew
+from mininet_ext import losses as _loss
 from mininet_ext import matmul as _mm
 from mininet_ext import optim as _opt
 from mininet_ext import reduce as _red
@@ -74,6 +75,19 @@ class CPUDevice(Device):
     def col2im(self, col, dx, kernel, stride, pad, dil, oh, ow):
         _conv.col2im(col._handle, dx._handle, dx.shape, kernel, stride, pad, dil, oh, ow,
                      dx.dtype.itemsize)
+
+    # fused softmax cross-entropy (z, probs compact; labels int64 in [0, C))
+    def softmax_xent(self, z, labels, probs):
+        n, c = z.shape
+        if labels.dtype != np.int64 or labels.shape != (n,):
+            raise TypeError(f"softmax_xent: labels must be int64 of shape ({n},), got "
+                            f"{labels.dtype} {labels.shape}")
+        return _loss.forward(z._handle, z._offset, labels._handle, probs._handle, n, c,
+                             z.dtype.itemsize)
+
+    def softmax_xent_grad(self, probs, labels, scale, out):
+        n, c = probs.shape
+        _loss.backward(probs._handle, labels._handle, out._handle, n, c, scale, probs.dtype.itemsize)
 
     # fused implicit-GEMM convolution (all arrays compact; p is ops.conv.ConvParams)
     fused_conv = True

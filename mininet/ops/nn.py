@@ -2,7 +2,7 @@
 import numpy as np
 
 from ..autograd import Op, Tensor
-from ..ndarray import NDArray
+from ..ndarray import NDArray, int64
 from .reduce import softmax, summation
 
 
@@ -27,22 +27,69 @@ def _labels_numpy(labels):
 
 
 class SoftmaxCrossEntropy(Op):
-    """mean_i(logsumexp(z_i) - z_i[y_i]) in one op; its gradient is
-    (softmax(z) - onehot(y)) / N, built from ops so it is differentiable too."""
+    """mean_i(logsumexp(z_i) - z_i[y_i]) in one op. On devices with the fused kernel
+    (mininet_ext/losses.pyx) the forward keeps softmax(z) and the gradient
+    (softmax(z) - onehot(y)) * g / N is one more pass; elsewhere both are built from
+    NDArray ops. The gradient is an op of its own, differentiable again."""
 
-    def __init__(self, onehot):
-        self.onehot = onehot  # constant Tensor (N, C)
+    def __init__(self, labels, num_classes):
+        self.labels, self.num_classes = labels, num_classes   # (N,) int64 numpy
+        self.probs = None        # softmax(z) of the last forward (fused path)
+        self.ylabels = None      # the labels on the device (fused path)
+        self._onehot = None
+
+    def onehot(self, dtype, device):
+        """The labels as a constant (N, C) Tensor (composite path and second order)."""
+        if self._onehot is None:
+            self._onehot = one_hot(self.labels, self.num_classes, dtype=dtype, device=device)
+        return self._onehot
 
     def compute(self, z):
-        m = z.max(1, keepdims=True)
-        lse = (z - m.broadcast_to(z.shape)).exp().sum(1, keepdims=True).log() + m
-        picked = (z * self.onehot.cached_data).sum(1, keepdims=True)
-        return (lse - picked).sum() * (1.0 / z.shape[0])
+        dev = z.device
+        if not hasattr(dev, "softmax_xent"):
+            m = z.max(1, keepdims=True)
+            lse = (z - m.broadcast_to(z.shape)).exp().sum(1, keepdims=True).log() + m
+            picked = (z * self.onehot(z.dtype, dev).cached_data).sum(1, keepdims=True)
+            return (lse - picked).sum() * (1.0 / z.shape[0])
+        z = z.compact()
+        self.probs = NDArray.make(z.shape, device=dev, dtype=z.dtype)
+        loss = NDArray.make((), device=dev, dtype=z.dtype)
+        self.ylabels = NDArray(self.labels, dtype=int64, device=dev)
+        dev.fill(loss, dev.softmax_xent(z, self.ylabels, self.probs))
+        return loss
 
     def gradient(self, g, node):
-        z = node.inputs[0]
-        scale = g.reshape((1, 1)).broadcast_to(z.shape) * (1.0 / z.shape[0])
-        return (softmax(z, 1) - self.onehot) * scale
+        return SoftmaxCrossEntropyGrad(self)(node.inputs[0], g)
+
+
+class SoftmaxCrossEntropyGrad(Op):
+    """d loss / dz = (softmax(z) - onehot(y)) * g / N, for the scalar output grad g."""
+
+    def __init__(self, xent):
+        self.xent = xent
+
+    def compute(self, z, g):
+        dev, n = z.device, z.shape[0]
+        if self.xent.probs is None or not hasattr(dev, "softmax_xent_grad"):
+            onehot = self.xent.onehot(z.dtype, dev).cached_data
+            m = z.max(1, keepdims=True)
+            e = (z - m.broadcast_to(z.shape)).exp()
+            p = e / e.sum(1, keepdims=True).broadcast_to(z.shape)
+            return (p - onehot) * g.reshape((1, 1)).broadcast_to(z.shape) * (1.0 / n)
+        out = NDArray.make(z.shape, device=dev, dtype=z.dtype)
+        dev.softmax_xent_grad(self.xent.probs, self.xent.ylabels, float(g.numpy()) / n, out)
+        return out
+
+    def gradient(self, h, node):
+        # with s = softmax(z): d/dz = s * (h - rowsum(h * s)) * g / N, d/dg = sum(h * (s - onehot)) / N
+        z, g = node.inputs
+        n, c = z.shape
+        s = softmax(z, 1)
+        scale = g.reshape((1, 1)).broadcast_to(z.shape) * (1.0 / n)
+        rows = summation(h * s, (1,)).reshape((n, 1)).broadcast_to(z.shape)
+        dz = s * (h - rows) * scale
+        dg = summation(h * (s - self.xent.onehot(z.dtype, z.device))) * (1.0 / n)
+        return dz, dg.reshape(g.shape)
 
 
 def softmax_cross_entropy(logits, labels):
@@ -53,7 +100,10 @@ def softmax_cross_entropy(logits, labels):
     y = _labels_numpy(labels)
     if y.shape != (n,):
         raise ValueError(f"softmax_cross_entropy: labels of shape {y.shape} do not match logits {logits.shape}")
-    return SoftmaxCrossEntropy(one_hot(y, c, dtype=logits.dtype, device=logits.device))(logits)
+    if y.size and (y.min() < 0 or y.max() >= c):
+        raise ValueError(f"softmax_cross_entropy: labels must lie in [0, {c}), got min {y.min()} "
+                         f"max {y.max()}")
+    return SoftmaxCrossEntropy(y, c)(logits)
 
 
 class BatchNorm(Op):
