@@ -15,7 +15,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-MODULES = ["_omp", "buffer", "strided", "elementwise", "reduce", "matmul", "conv", "convgemm", "optim", "losses"]
+MODULES = ["_omp", "buffer", "strided", "elementwise", "reduce", "matmul", "conv", "convgemm", "optim", "losses", "norm"]
 
 
 def compiler_accepts(flags):

@@ -169,3 +169,45 @@ def test_cross_entropy_second_order_against_torch(fused, monkeypatch):
 def test_cross_entropy_bad_labels():
     with pytest.raises(ValueError, match="labels must lie in"):
         ops.softmax_cross_entropy(T(r(3, 4)), [0, 4, 1])
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 2, 5)])
+def test_batch_norm_first_and_second_order_against_torch(fused, shape, monkeypatch):
+    """Training-mode batch norm over all axes but 1: gradients through the fused kernels
+    (or the composite ops, as on devices without them), and d/dx of |dL/dx|^2, which
+    records the gradient's graph and so always takes the composite path."""
+    torch = pytest.importorskip("torch")
+    from mininet.backend.cpu import CPUDevice
+    if not fused:
+        monkeypatch.delattr(CPUDevice, "batchnorm")
+    axes = (0,) + tuple(range(2, len(shape)))
+    x, w, b, g = r(*shape), r(shape[1]), r(shape[1]), r(*shape)
+    mx, mw, mb = T(x), T(w), T(b)
+    y, op = ops.batch_norm(mx, mw, mb, axes)
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    ty = torch.nn.functional.batch_norm(tx, None, None, tw, tb, training=True)
+    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(op.var.numpy(), tx.detach().numpy().var(axis=axes), rtol=1e-10)
+    y.backward(Tensor(g, dtype="float64"), create_graph=True)
+    tdx, tdw, tdb = torch.autograd.grad(ty, (tx, tw, tb), torch.tensor(g), create_graph=True)
+    for m, t in ((mx, tdx), (mw, tdw), (mb, tdb)):
+        np.testing.assert_allclose(m.grad.numpy(), t.detach().numpy(), rtol=1e-9, atol=1e-12)
+    dx = mx.grad
+    mx.grad = mw.grad = None
+    (dx * dx).sum().backward()
+    (tdx * tdx).sum().backward()
+    np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(mw.grad.numpy(), tw.grad.numpy(), rtol=1e-8, atol=1e-10)
+
+
+def test_batch_norm_fused_backward_matches_composite():
+    """A plain backward (no graph recorded) uses the fused kernel: same values."""
+    x, w, b, g = r(8, 5), r(5), r(5), r(8, 5)
+    grads = []
+    for create in (False, True):
+        mx, mw, mb = T(x), T(w), T(b)
+        ops.batch_norm(mx, mw, mb, (0,))[0].backward(Tensor(g, dtype="float64"), create_graph=create)
+        grads.append([a.grad.numpy() for a in (mx, mw, mb)])
+    for a, c in zip(*grads):
+        np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-14)

@@ -7,6 +7,7 @@ from mininet_ext import convgemm as _cg
 from mininet_ext import elementwise as _ew
 from mininet_ext import losses as _loss
 from mininet_ext import matmul as _mm
+from mininet_ext import norm as _norm
 from mininet_ext import optim as _opt
 from mininet_ext import reduce as _red
 from mininet_ext import strided as _st
@@ -88,6 +89,19 @@ class CPUDevice(Device):
     def softmax_xent_grad(self, probs, labels, scale, out):
         n, c = probs.shape
         _loss.backward(probs._handle, labels._handle, out._handle, n, c, scale, probs.dtype.itemsize)
+
+    # fused batch norm over all axes but 1 (x, g, xhat compact; w, b, stats (C,) compact)
+    def batchnorm(self, x, w, b, xhat, y, mean, var, inv, eps):
+        outer, c = x.shape[:2]
+        _norm.forward(x._handle, x._offset, w._handle, w._offset, b._handle, b._offset,
+                      xhat._handle, y._handle, mean._handle, var._handle, inv._handle, outer, c,
+                      x.size // max(outer * c, 1), eps, x.dtype.itemsize)
+
+    def batchnorm_backward(self, g, xhat, w, inv, dx, dw, db):
+        outer, c = g.shape[:2]
+        _norm.backward(g._handle, g._offset, xhat._handle, w._handle, w._offset, inv._handle,
+                       dx._handle, dw._handle, db._handle, outer, c, g.size // max(outer * c, 1),
+                       g.dtype.itemsize)
 
     # fused implicit-GEMM convolution (all arrays compact; p is ops.conv.ConvParams)
     fused_conv = True

@@ -1,7 +1,7 @@
 """Fused neural-network ops: stable softmax cross-entropy and batch norm."""
 import numpy as np
 
-from ..autograd import Op, Tensor
+from ..autograd import Op, Tensor, grad_enabled
 from ..ndarray import NDArray, int64
 from .reduce import softmax, summation
 
@@ -108,15 +108,31 @@ def softmax_cross_entropy(logits, labels):
 
 class BatchNorm(Op):
     """Training-mode batch norm over `axes`; weight/bias broadcast over the rest.
-    Keeps the batch mean and (biased) variance in .mean/.var for running stats."""
+    Keeps the batch mean and (biased) variance in .mean/.var for running stats.
+    Over every axis but axis 1 (BatchNorm1d/2d) on a device with the fused kernels
+    (mininet_ext/norm.pyx), forward and backward are one call each; the backward
+    is built from ops instead when the gradient's own graph is being recorded
+    (create_graph), so higher-order gradients still work."""
 
     def __init__(self, axes, eps):
         self.axes, self.eps = tuple(axes), eps
         self.mean = self.var = None
         self.xhat = self.inv = None
+        self.fused = False
 
     def compute(self, x, w, b):
         keep = tuple(1 if i in self.axes else n for i, n in enumerate(x.shape))
+        dev = x.device
+        self.fused = (hasattr(dev, "batchnorm") and x.ndim >= 2
+                      and self.axes == (0,) + tuple(range(2, x.ndim)))
+        if self.fused:
+            x, w, b = x.compact(), w.compact(), b.compact()
+            xhat, y = (NDArray.make(x.shape, device=dev, dtype=x.dtype) for _ in range(2))
+            mean, var, inv = (NDArray.make((x.shape[1],), device=dev, dtype=x.dtype) for _ in range(3))
+            dev.batchnorm(x, w, b, xhat, y, mean, var, inv, self.eps)
+            self.mean, self.var = mean.reshape(w.shape), var.reshape(w.shape)
+            self.xhat, self.inv = xhat, inv.reshape(keep)
+            return y
         n = x.size // w.size
         mean = x.sum(self.axes, keepdims=True) * (1.0 / n)
         xc = x - mean.broadcast_to(x.shape)
@@ -129,10 +145,16 @@ class BatchNorm(Op):
 
     def gradient(self, g, node):
         x, w, b = node.inputs
+        if self.fused and not grad_enabled():
+            return self._fused_gradient(g.cached_data, w.cached_data, b.shape)
         keep = self.inv.shape
         n = x.cached_data.size // w.cached_data.size
-        xhat = Tensor.make_const(self.xhat)
-        inv = Tensor.make_const(self.inv)
+        if grad_enabled():
+            # the gradient's graph is recorded: xhat and inv must be functions of x too,
+            # or its second derivatives in x would be lost
+            xhat, inv = self._stats_from_ops(x, n, keep)
+        else:
+            xhat, inv = Tensor.make_const(self.xhat), Tensor.make_const(self.inv)
         dxhat = g * w.reshape(keep).broadcast_to(g.shape)
         s1 = summation(dxhat, self.axes, keepdims=True).broadcast_to(g.shape)
         s2 = summation(dxhat * xhat, self.axes, keepdims=True).broadcast_to(g.shape)
@@ -140,6 +162,22 @@ class BatchNorm(Op):
         dw = summation(g * xhat, self.axes).reshape(w.shape)
         db = summation(g, self.axes).reshape(b.shape)
         return dx, dw, db
+
+    def _stats_from_ops(self, x, n, keep):
+        mean = (summation(x, self.axes, keepdims=True) * (1.0 / n)).broadcast_to(x.shape)
+        xc = x - mean
+        var = summation(xc * xc, self.axes, keepdims=True) * (1.0 / n)
+        inv = (var + self.eps) ** -0.5
+        return xc * inv.broadcast_to(x.shape), inv.reshape(keep)
+
+    def _fused_gradient(self, g, w, bshape):
+        dev, c = g.device, g.shape[1]
+        g = g.compact()
+        dx = NDArray.make(g.shape, device=dev, dtype=g.dtype)
+        dw, db = (NDArray.make((c,), device=dev, dtype=g.dtype) for _ in range(2))
+        dev.batchnorm_backward(g, self.xhat, w.compact(), self.inv.reshape((c,)), dx, dw, db)
+        return (Tensor.make_const(dx), Tensor.make_const(dw.reshape(w.shape)),
+                Tensor.make_const(db.reshape(bshape)))
 
 
 def batch_norm(x, weight, bias, axes, eps=1e-5):

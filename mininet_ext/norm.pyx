@@ -1,0 +1,101 @@
+# cython: boundscheck=False, wraparound=False, cdivision=True
+"""Fused batch norm over every axis but the channel axis: x viewed as compact
+(outer, C, inner) = (N, C) for BatchNorm1d, (N, C, H*W) for BatchNorm2d.
+Forward: per-channel mean and biased variance (two passes, in double), xhat and
+y = xhat * w + b. Backward: dx, dw, db in two passes. The op-by-op versions take
+about a dozen kernel calls and as many temporaries each."""
+from cython.parallel cimport prange
+from cython cimport floating
+from libc.math cimport sqrt
+from mininet_ext.buffer cimport Buffer
+from mininet_ext._omp cimport threads_for
+
+
+cdef void forward_channel(const floating* x, const floating* w, const floating* b, floating* xhat,
+                          floating* y, floating* mean, floating* var, floating* inv,
+                          Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, double eps,
+                          Py_ssize_t c) noexcept nogil:
+    cdef Py_ssize_t o, i, k
+    cdef Py_ssize_t n = outer * inner
+    cdef double s = 0, q = 0, m, d, iv
+    cdef floating fm, fi, fw = w[c], fb = b[c]
+    for o in range(outer):
+        k = (o * C + c) * inner
+        for i in range(inner):
+            s += x[k + i]
+    m = s / n
+    for o in range(outer):
+        k = (o * C + c) * inner
+        for i in range(inner):
+            d = x[k + i] - m
+            q += d * d
+    iv = 1.0 / sqrt(q / n + eps)
+    mean[c], var[c], inv[c] = <floating>m, <floating>(q / n), <floating>iv
+    fm, fi = <floating>m, <floating>iv
+    for o in range(outer):
+        k = (o * C + c) * inner
+        for i in range(inner):
+            xhat[k + i] = (x[k + i] - fm) * fi
+            y[k + i] = xhat[k + i] * fw + fb
+
+
+def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer b, Py_ssize_t b_off,
+            Buffer xhat, Buffer y, Buffer mean, Buffer var, Buffer inv, Py_ssize_t outer,
+            Py_ssize_t C, Py_ssize_t inner, double eps, int itemsize):
+    """Training-mode batch norm; xhat, y (like x) and mean, var, inv (C,) are written."""
+    cdef Py_ssize_t c
+    cdef int nt = min(threads_for(outer * C * inner * 4), C) if C > 0 else 1
+    if outer * inner == 0:
+        raise ValueError("batch norm: no values to take statistics over")
+    with nogil:
+        for c in prange(C, num_threads=nt, schedule='static'):
+            if itemsize == 4:
+                forward_channel(<float*>x.ptr + x_off, <float*>w.ptr + w_off, <float*>b.ptr + b_off,
+                                <float*>xhat.ptr, <float*>y.ptr, <float*>mean.ptr, <float*>var.ptr,
+                                <float*>inv.ptr, outer, C, inner, eps, c)
+            else:
+                forward_channel(<double*>x.ptr + x_off, <double*>w.ptr + w_off,
+                                <double*>b.ptr + b_off, <double*>xhat.ptr, <double*>y.ptr,
+                                <double*>mean.ptr, <double*>var.ptr, <double*>inv.ptr, outer, C,
+                                inner, eps, c)
+
+
+cdef void backward_channel(const floating* g, const floating* xhat, const floating* w,
+                           const floating* inv, floating* dx, floating* dw, floating* db,
+                           Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+                           Py_ssize_t c) noexcept nogil:
+    cdef Py_ssize_t o, i, k
+    cdef Py_ssize_t n = outer * inner
+    cdef double sg = 0, sgx = 0
+    cdef floating a, fsg, fsgx
+    for o in range(outer):
+        k = (o * C + c) * inner
+        for i in range(inner):
+            sg += g[k + i]
+            sgx += g[k + i] * xhat[k + i]
+    dw[c], db[c] = <floating>sgx, <floating>sg
+    # dx = w * inv / n * (n g - sum(g) - xhat * sum(g xhat))
+    a = <floating>(w[c] * inv[c] / n)
+    fsg, fsgx = <floating>sg, <floating>sgx
+    for o in range(outer):
+        k = (o * C + c) * inner
+        for i in range(inner):
+            dx[k + i] = a * (n * g[k + i] - fsg - xhat[k + i] * fsgx)
+
+
+def backward(Buffer g, Py_ssize_t g_off, Buffer xhat, Buffer w, Py_ssize_t w_off, Buffer inv,
+             Buffer dx, Buffer dw, Buffer db, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
+             int itemsize):
+    """dx (like g), dw, db (C,) of training-mode batch norm from the output grad g."""
+    cdef Py_ssize_t c
+    cdef int nt = min(threads_for(outer * C * inner * 4), C) if C > 0 else 1
+    with nogil:
+        for c in prange(C, num_threads=nt, schedule='static'):
+            if itemsize == 4:
+                backward_channel(<float*>g.ptr + g_off, <float*>xhat.ptr, <float*>w.ptr + w_off,
+                                 <float*>inv.ptr, <float*>dx.ptr, <float*>dw.ptr, <float*>db.ptr,
+                                 outer, C, inner, c)
+            else:
+                backward_channel(<double*>g.ptr + g_off, <double*>xhat.ptr,
+                                 <double*>w.ptr + w_off, <double*>inv.ptr, <double*>dx.ptr,
+                                 <double*>dw.ptr, <double*>db.ptr, outer, C, inner, c)
