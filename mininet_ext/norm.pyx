@@ -99,3 +99,81 @@ def backward(Buffer g, Py_ssize_t g_off, Buffer xhat, Buffer w, Py_ssize_t w_off
                 backward_channel(<double*>g.ptr + g_off, <double*>xhat.ptr,
                                  <double*>w.ptr + w_off, <double*>inv.ptr, <double*>dx.ptr,
                                  <double*>dw.ptr, <double*>db.ptr, outer, C, inner, c)
+
+
+# (N, C) input (inner == 1): rows outer, channels inner, so every pass is contiguous and
+# vectorises across channels; per-channel sums live in double arrays
+cdef void forward_rows(const floating* x, const floating* w, const floating* b, floating* xhat,
+                       floating* y, floating* mean, floating* var, floating* inv, double* acc,
+                       Py_ssize_t N, Py_ssize_t C, double eps) noexcept nogil:
+    cdef Py_ssize_t o, c
+    cdef const floating* row
+    for c in range(2 * C):
+        acc[c] = 0
+    for o in range(N):
+        row = x + o * C
+        for c in range(C):
+            acc[c] += row[c]
+    for c in range(C):
+        mean[c] = <floating>(acc[c] / N)
+    for o in range(N):
+        row = x + o * C
+        for c in range(C):
+            acc[C + c] += (row[c] - mean[c]) * (row[c] - mean[c])
+    for c in range(C):
+        var[c] = <floating>(acc[C + c] / N)
+        inv[c] = <floating>(1.0 / sqrt(acc[C + c] / N + eps))
+    for o in range(N):
+        for c in range(C):
+            xhat[o * C + c] = (x[o * C + c] - mean[c]) * inv[c]
+            y[o * C + c] = xhat[o * C + c] * w[c] + b[c]
+
+
+cdef void backward_rows(const floating* g, const floating* xhat, const floating* w,
+                        const floating* inv, floating* dx, floating* dw, floating* db, double* acc,
+                        Py_ssize_t N, Py_ssize_t C) noexcept nogil:
+    cdef Py_ssize_t o, c
+    for c in range(2 * C):
+        acc[c] = 0
+    for o in range(N):
+        for c in range(C):
+            acc[c] += g[o * C + c]
+            acc[C + c] += g[o * C + c] * xhat[o * C + c]
+    for c in range(C):
+        db[c], dw[c] = <floating>acc[c], <floating>acc[C + c]
+    for o in range(N):
+        for c in range(C):
+            dx[o * C + c] = (w[c] * inv[c] / N) * (N * g[o * C + c] - db[c] - xhat[o * C + c] * dw[c])
+
+
+def forward_2d(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer b, Py_ssize_t b_off,
+               Buffer xhat, Buffer y, Buffer mean, Buffer var, Buffer inv, Py_ssize_t N,
+               Py_ssize_t C, double eps, int itemsize):
+    """forward() for (N, C) input, one thread (BatchNorm1d's sizes are small)."""
+    cdef Buffer acc = Buffer(max(2 * C, 1) * sizeof(double))
+    if N == 0:
+        raise ValueError("batch norm: no values to take statistics over")
+    with nogil:
+        if itemsize == 4:
+            forward_rows(<float*>x.ptr + x_off, <float*>w.ptr + w_off, <float*>b.ptr + b_off,
+                         <float*>xhat.ptr, <float*>y.ptr, <float*>mean.ptr, <float*>var.ptr,
+                         <float*>inv.ptr, <double*>acc.ptr, N, C, eps)
+        else:
+            forward_rows(<double*>x.ptr + x_off, <double*>w.ptr + w_off, <double*>b.ptr + b_off,
+                         <double*>xhat.ptr, <double*>y.ptr, <double*>mean.ptr, <double*>var.ptr,
+                         <double*>inv.ptr, <double*>acc.ptr, N, C, eps)
+
+
+def backward_2d(Buffer g, Py_ssize_t g_off, Buffer xhat, Buffer w, Py_ssize_t w_off, Buffer inv,
+                Buffer dx, Buffer dw, Buffer db, Py_ssize_t N, Py_ssize_t C, int itemsize):
+    """backward() for (N, C) input, one thread."""
+    cdef Buffer acc = Buffer(max(2 * C, 1) * sizeof(double))
+    with nogil:
+        if itemsize == 4:
+            backward_rows(<float*>g.ptr + g_off, <float*>xhat.ptr, <float*>w.ptr + w_off,
+                          <float*>inv.ptr, <float*>dx.ptr, <float*>dw.ptr, <float*>db.ptr,
+                          <double*>acc.ptr, N, C)
+        else:
+            backward_rows(<double*>g.ptr + g_off, <double*>xhat.ptr, <double*>w.ptr + w_off,
+                          <double*>inv.ptr, <double*>dx.ptr, <double*>dw.ptr, <double*>db.ptr,
+                          <double*>acc.ptr, N, C)

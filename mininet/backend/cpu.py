@@ -93,12 +93,28 @@ class CPUDevice(Device):
     # fused batch norm over all axes but 1 (x, g, xhat compact; w, b, stats (C,) compact)
     def batchnorm(self, x, w, b, xhat, y, mean, var, inv, eps):
         outer, c = x.shape[:2]
+        if not x.dtype == w.dtype == b.dtype or w.shape != (c,) or b.shape != (c,):
+            raise TypeError(f"batchnorm: weight {w.dtype} {w.shape} and bias {b.dtype} {b.shape} "
+                            f"must be ({c},) arrays of the input's dtype {x.dtype}")
+        if x.ndim == 2:
+            _norm.forward_2d(x._handle, x._offset, w._handle, w._offset, b._handle, b._offset,
+                             xhat._handle, y._handle, mean._handle, var._handle, inv._handle,
+                             outer, c, eps, x.dtype.itemsize)
+            return
         _norm.forward(x._handle, x._offset, w._handle, w._offset, b._handle, b._offset,
                       xhat._handle, y._handle, mean._handle, var._handle, inv._handle, outer, c,
                       x.size // max(outer * c, 1), eps, x.dtype.itemsize)
 
     def batchnorm_backward(self, g, xhat, w, inv, dx, dw, db):
         outer, c = g.shape[:2]
+        if not g.dtype == w.dtype == xhat.dtype or w.shape != (c,):
+            raise TypeError(f"batchnorm_backward: grad {g.dtype}, xhat {xhat.dtype} and weight "
+                            f"{w.dtype} {w.shape} must share a dtype, weight ({c},)")
+        if g.ndim == 2:
+            _norm.backward_2d(g._handle, g._offset, xhat._handle, w._handle, w._offset,
+                              inv._handle, dx._handle, dw._handle, db._handle, outer, c,
+                              g.dtype.itemsize)
+            return
         _norm.backward(g._handle, g._offset, xhat._handle, w._handle, w._offset, inv._handle,
                        dx._handle, dw._handle, db._handle, outer, c, g.size // max(outer * c, 1),
                        g.dtype.itemsize)

@@ -123,7 +123,7 @@ class BatchNorm(Op):
     def compute(self, x, w, b):
         keep = tuple(1 if i in self.axes else n for i, n in enumerate(x.shape))
         dev = x.device
-        self.fused = (hasattr(dev, "batchnorm") and x.ndim >= 2
+        self.fused = (hasattr(dev, "batchnorm") and x.ndim >= 2 and x.dtype == w.dtype == b.dtype
                       and self.axes == (0,) + tuple(range(2, x.ndim)))
         if self.fused:
             x, w, b = x.compact(), w.compact(), b.compact()
