@@ -202,8 +202,12 @@ class Tensor(Value):
         return str(self.cached_data.numpy())
 
     # autodiff ------------------------------------------------------------------
-    def backward(self, out_grad=None, retain_graph=False, create_graph=False):
-        """Accumulate d(self)/d(leaf) into each leaf's .grad."""
+    def backward(self, out_grad=None, retain_graph=None, create_graph=False):
+        """Accumulate d(self)/d(leaf) into each leaf's .grad. retain_graph defaults to
+        create_graph (as PyTorch): a recorded gradient can refer to forward nodes (tanh's
+        is g * (1 - y^2)), so their graph must outlive this pass."""
+        if retain_graph is None:
+            retain_graph = create_graph
         if not self.requires_grad:
             raise RuntimeError("backward: this tensor does not require grad (no graph leads to it)")
         if out_grad is None:

@@ -302,6 +302,15 @@ class NDArray:
         a, b = (other, self) if reverse else (self, other)
         return _ewise(a, b, name)
 
+    def add_(self, other):
+        """In place, self += other (broadcast to self's shape, same dtype); self must be
+        compact, so no element is written twice."""
+        if not self.is_compact() or other.dtype != self.dtype:
+            raise ValueError(f"add_: needs a compact target and equal dtypes, got {self.dtype} "
+                             f"{self.shape} += {other.dtype} {other.shape}")
+        self.device.binary(BINARY["add"], self, other.broadcast_to(self.shape), self)
+        return self
+
     def _as_float(self):
         if self.dtype in _FLOATS:
             return self

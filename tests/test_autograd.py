@@ -71,6 +71,8 @@ CASES = {
     "logsoftmax": (lambda a: ops.logsoftmax(a, 1), [r(3, 5)]),
     "softmax": (lambda a: ops.softmax(a, -1), [r(3, 5)]),
     "cross_entropy": (lambda a: ops.softmax_cross_entropy(a, [0, 4, 2]), [r(3, 5)]),
+    "linear": (lambda x, w, b: ops.linear(x, w, b), [r(2, 3, 4), r(4, 5), r(5)]),
+    "linear_nobias": (lambda x, w: ops.linear(x, w), [r(3, 4), r(4, 2)]),
     "batch_norm": (lambda x, w, b: ops.batch_norm(x, w, b, (0,))[0], [r(6, 3), r(3), r(3)]),
 }
 
@@ -211,3 +213,33 @@ def test_batch_norm_fused_backward_matches_composite():
         grads.append([a.grad.numpy() for a in (mx, mw, mb)])
     for a, c in zip(*grads):
         np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-14)
+
+
+def test_linear_second_order_against_torch():
+    torch = pytest.importorskip("torch")
+    x, w, b = r(4, 3), r(3, 5), r(5)
+    mx, mw, mb = T(x), T(w), T(b)
+    y = ops.tanh(ops.linear(mx, mw, mb))
+    y.backward(Tensor(np.ones(y.shape), dtype="float64"), create_graph=True)
+    gx, gw, gb = mx.grad, mw.grad, mb.grad
+    mx.grad = mw.grad = mb.grad = None
+    ((gx * gx).sum() + (gw * gw).sum() + (gb * gb).sum()).backward()
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    ty = torch.tanh(tx @ tw + tb)
+    tgx, tgw, tgb = torch.autograd.grad(ty.sum(), (tx, tw, tb), create_graph=True)
+    ((tgx * tgx).sum() + (tgw * tgw).sum() + (tgb * tgb).sum()).backward()
+    for m, t in ((mx, tx), (mw, tw), (mb, tb)):
+        np.testing.assert_allclose(m.grad.numpy(), t.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_create_graph_keeps_the_forward_graph():
+    """exp's gradient is g * exp(x), the forward node itself: with create_graph the
+    forward graph must survive the first pass for the second derivative to reach x."""
+    x = r(5)
+    mx = T(x)
+    ops.exp(mx).sum().backward(create_graph=True)
+    first = mx.grad
+    mx.grad = None
+    first.sum().backward()
+    np.testing.assert_allclose(first.numpy(), np.exp(x), rtol=1e-12)
+    np.testing.assert_allclose(mx.grad.numpy(), np.exp(x), rtol=1e-12)

@@ -18,8 +18,7 @@ class Linear(Module):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"Linear({self.in_features}, {self.out_features}): input of shape {x.shape} "
                              f"has {x.shape[-1]} features")
-        y = x @ self.weight
-        return y + self.bias if self.bias is not None else y
+        return ops.linear(x, self.weight, self.bias)
 
 
 class Conv(Module):

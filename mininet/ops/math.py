@@ -1,8 +1,18 @@
 """Elementwise and matrix ops with their gradients (numpy broadcasting)."""
 import numbers
 
-from ..autograd import Op, Tensor
+from ..autograd import Op, Tensor, grad_enabled
 from ..ndarray import matmul as nd_matmul
+
+
+def sum_to(a, shape):
+    """NDArray a summed over the dims that broadcasting added or stretched, to `shape`."""
+    if a.shape == shape:
+        return a
+    lead = a.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
+                                      if n == 1 and a.shape[lead + i] != 1)
+    return (a.sum(axes) if axes else a).reshape(shape)
 
 
 def unbroadcast(grad, shape):
@@ -180,10 +190,60 @@ class MatMul(Op):
     def gradient(self, g, node):
         from .shape import transpose
         a, b = node.inputs
+        if not grad_enabled():  # no graph to record: the products straight on NDArrays
+            gd, ad, bd = g.cached_data, a.cached_data, b.cached_data
+            ga = sum_to(nd_matmul(gd, bd.swapaxes(-1, -2)), a.shape) if a.requires_grad else None
+            gb = sum_to(nd_matmul(ad.swapaxes(-1, -2), gd), b.shape) if b.requires_grad else None
+            return (None if ga is None else Tensor.make_const(ga),
+                    None if gb is None else Tensor.make_const(gb))
         # skip the product for an input that needs no gradient (e.g. the data batch)
         ga = unbroadcast(matmul(g, transpose(b)), a.shape) if a.requires_grad else None
         gb = unbroadcast(matmul(transpose(a), g), b.shape) if b.requires_grad else None
         return ga, gb
+
+
+class Linear(Op):
+    """x @ W + b for x (..., in), W (in, out), b (out,) or absent: one product and an
+    in-place bias add instead of three ops (product, broadcast, add)."""
+
+    def compute(self, x, w, b=None):
+        y = nd_matmul(x, w)
+        return y if b is None else y.add_(b)
+
+    def gradient(self, g, node):
+        x, w = node.inputs[:2]
+        b = node.inputs[2] if len(node.inputs) == 3 else None
+        if grad_enabled():  # recorded: built from ops, differentiable again
+            gx = matmul(g, _transpose(w)) if x.requires_grad else None
+            g2 = g.reshape((-1, g.shape[-1]))
+            gw = matmul(_transpose(x.reshape((-1, x.shape[-1]))), g2) if w.requires_grad else None
+            from .reduce import summation
+            gb = summation(g2, (0,)) if b is not None and b.requires_grad else None
+            return gx, gw, gb
+        gd, xd, wd = g.cached_data, x.cached_data, w.cached_data
+        g2 = gd.reshape(-1, gd.shape[-1])
+        grads = [nd_matmul(gd, wd.swapaxes(0, 1)) if x.requires_grad else None,
+                 nd_matmul(xd.reshape(-1, xd.shape[-1]).swapaxes(0, 1), g2) if w.requires_grad else None,
+                 g2.sum(0) if b is not None and b.requires_grad else None]
+        return tuple(None if a is None else Tensor.make_const(a) for a in grads[:len(node.inputs)])
+
+
+def _transpose(a):
+    from .shape import transpose
+    return transpose(a)
+
+
+def linear(x, weight, bias=None):
+    """x @ weight + bias (weight (in, out), as needle's Linear)."""
+    if weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[0]:
+        raise ValueError(f"linear: input {x.shape} and weight {weight.shape} do not align")
+    if bias is not None and tuple(bias.shape) != (weight.shape[1],):
+        raise ValueError(f"linear: bias of shape {bias.shape} does not match weight {weight.shape}")
+    if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
+        # mixed dtypes promote as the separate ops do
+        y = matmul(x, weight)
+        return y if bias is None else y + bias
+    return Linear()(x, weight) if bias is None else Linear()(x, weight, bias)
 
 
 def _tensor(x, like):
