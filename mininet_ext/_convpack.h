@@ -70,11 +70,3 @@ static inline void mn_add_row_f64(double* d, const double* s)
 {
     for (int t = 0; t < MN_NR_D; t++) d[t] += s[t];
 }
-
-/* Prefetch [p, p + bytes) into cache: an image's output grad is read by channel rows that
- * each advance a few dozen bytes per panel, too many short streams for the hardware. */
-static inline void mn_prefetch_range(const void* p, size_t bytes)
-{
-    const char* c = (const char*)p;
-    for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o);
-}

@@ -1,24 +1,32 @@
 # cython: boundscheck=False, wraparound=False, cdivision=True
 """Convolution as an implicit GEMM: no column matrix is ever materialised.
 
-The output pixels (n, oh, ow), N*OH*OW of them, are cut into panels of NR
-(the micro-kernel's width: 32 floats). For each panel the column entries it
-needs (taps (c, i, j) x NR pixels) are gathered straight from the input into
-the GEMM's packed B layout, so the gather *is* the packing, and everything a
-panel touches stays in L1/L2. im2col + GEMM instead writes and re-reads a
-(C*kh*kw) x (N*OH*OW) matrix (31 MB for the MNIST CNN's second layer at
-batch 100) several times per step, which made the convolution memory bound.
+Each image's output pixels are cut into panels of NR (the micro-kernel's width:
+32 floats). For each panel the column entries it needs (taps (c, i, j) x NR
+pixels) are gathered straight from the input into the GEMM's packed B layout, so
+the gather *is* the packing, and everything a panel touches stays in L1/L2.
+im2col + GEMM instead writes and re-reads a (C*kh*kw) x (N*OH*OW) matrix (31 MB
+for the MNIST CNN's second layer at batch 100) several times per step, which
+made the convolution memory bound.
 
-- forward: out[:, panel] = W @ cols(panel), W packed once into MR-row panels;
-  the tile goes to NCHW with the bias added.
-- weight grad: dW^T += cols(panel) @ dy(panel)^T, with the column panel's
-  rows used directly as the micro-kernel's A operand (mn_kernel_at); each
-  thread sums its pixel range into a private dW^T, then the partials are added.
+Stride 1 (the common case): each image is first copied into a zero-padded
+buffer whose rows are W + pw long, and pixels are numbered q = oh*Wp + ow in
+that row width. A tap then reads one contiguous NR-wide window per panel (one
+vector copy), at the price of computing and dropping the columns ow >= OW
+(2 of 16 for the CNN's 14x14 layer). Other strides gather run by run along
+output rows, clipping at the image borders.
+
+- forward: out[:, panel] = W @ cols(panel), W packed once into MR-row panels
+  (or 2/3 MR rows when that wastes fewer, e.g. 32 channels); the tile goes to
+  NCHW with the bias added.
+- weight grad: dW^T += cols(panel) @ dy(panel)^T over chunks of CHUNK panels,
+  with the column panels' rows used directly as the micro-kernel's A operand
+  (mn_kernel_at); each thread sums into a private dW^T, then they are added.
 - input grad: dcols(panel) = W^T @ dy(panel), scattered into dx (the adjoint
-  of the gather). Threads own whole images, so their scatters never overlap.
+  of the gather).
 
-Groups are contiguous channel blocks: each group is its own implicit GEMM.
-Inputs are compact NCHW; stride, padding and dilation live in the index math.
+Threads own whole images, so their scatters never overlap. Groups are
+contiguous channel blocks, each its own implicit GEMM. Inputs are compact NCHW.
 """
 from cython.parallel cimport prange
 from cython cimport floating
@@ -54,7 +62,6 @@ cdef extern from "_convpack.h" nogil:
     void mn_copy_row_f64(double* d, const double* s)
     void mn_add_row_f32(float* d, const float* s)
     void mn_add_row_f64(double* d, const double* s)
-    void mn_prefetch_range(const void* p, size_t nbytes)
 
 cdef Py_ssize_t MR = mn_gemm_mr()
 cdef Py_ssize_t MR_SHORT = mn_gemm_mr_short()
@@ -472,7 +479,6 @@ cdef void weight_grad_images(const floating* x, const floating* dy, floating* pa
     cdef Panel pn
     panel_init(&pn, pmem, cv, nr)
     for n in range(n0, n1):
-        mn_prefetch_range(dy + n * cv.K * cv.P, cv.K * cv.P * sizeof(floating))
         src = x + n * chw
         if cv.padded:
             pad_image(src, xpad, cv)
@@ -500,7 +506,6 @@ cdef void input_grad_images(const floating* dy, const floating* wtp, floating* d
     cdef Panel pn
     panel_init(&pn, pmem, cv, nr)
     for n in range(n0, n1):
-        mn_prefetch_range(dy + n * cv.K * cv.P, cv.K * cv.P * sizeof(floating))
         dst = dxpad if cv.padded else dx + n * chw
         memset(dst, 0, (cv.padsize if cv.padded else chw) * sizeof(floating))
         q = 0
