@@ -59,14 +59,21 @@ MN_DEF_WINDOW(float, f32)
 MN_DEF_WINDOW(double, f64)
 #endif
 
-/* One full panel row (NR items, the micro-kernel's width): copy, or add into d. */
-static inline void mn_copy_row_f32(float* d, const float* s) { memcpy(d, s, MN_NR_F * sizeof(float)); }
-static inline void mn_copy_row_f64(double* d, const double* s) { memcpy(d, s, MN_NR_D * sizeof(double)); }
+/* One full panel row (NR items, the micro-kernel's width): copy, or add into d.
+ * Written with the kernel's vector type: left to itself gcc uses 256-bit moves here. */
+static inline void mn_copy_row_f32(float* d, const float* s)
+{
+    for (int t = 0; t < MN_NR_F; t += MN_VF) *(mn_vf_u*)(d + t) = *(const mn_vf_u*)(s + t);
+}
+static inline void mn_copy_row_f64(double* d, const double* s)
+{
+    for (int t = 0; t < MN_NR_D; t += MN_VD) *(mn_vd_u*)(d + t) = *(const mn_vd_u*)(s + t);
+}
 static inline void mn_add_row_f32(float* d, const float* s)
 {
-    for (int t = 0; t < MN_NR_F; t++) d[t] += s[t];
+    for (int t = 0; t < MN_NR_F; t += MN_VF) *(mn_vf_u*)(d + t) += *(const mn_vf_u*)(s + t);
 }
 static inline void mn_add_row_f64(double* d, const double* s)
 {
-    for (int t = 0; t < MN_NR_D; t++) d[t] += s[t];
+    for (int t = 0; t < MN_NR_D; t += MN_VD) *(mn_vd_u*)(d + t) += *(const mn_vd_u*)(s + t);
 }
