@@ -384,30 +384,20 @@ cdef void pack_wt(const floating* w, Conv* cv, floating* out) noexcept nogil:
 
 
 # per-thread drivers: each thread owns whole images ----------------------------------------
-cdef void pad_image(const floating* x, floating* xp, Conv* cv) noexcept nogil:
-    """One image into the padded buffer's interior (its borders and tail stay zero)."""
+cdef void copy_interior(const floating* src, floating* dst, Conv* cv,
+                        bint into_padded) noexcept nogil:
+    """One image from its own layout into the padded buffer's interior, or back (the
+    adjoint's last step). The padded buffer's borders and tail are never written."""
     cdef Geom* g = &cv.g
-    cdef Py_ssize_t c, ih, iw
+    cdef Py_ssize_t c, ih, iw, u, p
     cdef const floating* s
     cdef floating* d
     for c in range(g.C):
         for ih in range(g.H):
-            s = x + (c * g.H + ih) * g.W
-            d = xp + c * cv.plane + (ih + g.ph) * cv.Wp + g.pw
-            for iw in range(g.W):
-                d[iw] = s[iw]
-
-
-cdef void crop_image(const floating* xp, floating* x, Conv* cv) noexcept nogil:
-    """The adjoint's last step: a padded image's interior back to the unpadded one."""
-    cdef Geom* g = &cv.g
-    cdef Py_ssize_t c, ih, iw
-    cdef const floating* s
-    cdef floating* d
-    for c in range(g.C):
-        for ih in range(g.H):
-            s = xp + c * cv.plane + (ih + g.ph) * cv.Wp + g.pw
-            d = x + (c * g.H + ih) * g.W
+            u = (c * g.H + ih) * g.W
+            p = c * cv.plane + (ih + g.ph) * cv.Wp + g.pw
+            s = src + (u if into_padded else p)
+            d = dst + (p if into_padded else u)
             for iw in range(g.W):
                 d[iw] = s[iw]
 
@@ -434,7 +424,7 @@ cdef void forward_images(const floating* x, const floating* wp, const floating* 
     for n in range(n0, n1):
         src = x + n * chw
         if cv.padded:
-            pad_image(src, xpad, cv)
+            copy_interior(src, xpad, cv, True)
             src = xpad
         q = 0
         while q < end:
@@ -481,7 +471,7 @@ cdef void weight_grad_images(const floating* x, const floating* dy, floating* pa
     for n in range(n0, n1):
         src = x + n * chw
         if cv.padded:
-            pad_image(src, xpad, cv)
+            copy_interior(src, xpad, cv, True)
             src = xpad
         for grp in range(cv.G):
             q = 0
@@ -518,7 +508,7 @@ cdef void input_grad_images(const floating* dy, const floating* wtp, floating* d
                            tile + ip * MR * nr, nr, 0)
                 scatter_cols(tile, dst, plane, cv, &pn, grp * cv.Cg, nr)
         if cv.padded:
-            crop_image(dxpad, dx + n * chw, cv)
+            copy_interior(dxpad, dx + n * chw, cv, False)
 
 
 # Python entry points ----------------------------------------------------------------------
