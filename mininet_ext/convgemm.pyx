@@ -402,6 +402,26 @@ cdef void copy_interior(const floating* src, floating* dst, Conv* cv,
                 d[iw] = s[iw]
 
 
+cdef inline Py_ssize_t src_plane(Conv* cv) noexcept nogil:
+    """Channel stride of what the gathers read (padded buffer or the image itself)."""
+    return cv.plane if cv.padded else cv.g.H * cv.g.W
+
+
+cdef inline Py_ssize_t pixel_end(Conv* cv) noexcept nogil:
+    """Pixels of one image in panel numbering (padded rows or OH*OW)."""
+    return cv.L if cv.padded else cv.P
+
+
+cdef inline const floating* image_source(const floating* x, Py_ssize_t n, floating* xpad,
+                                         Conv* cv) noexcept nogil:
+    """What the gathers read for image n: the padded copy (made here) or the image."""
+    cdef const floating* src = x + n * cv.g.C * cv.g.H * cv.g.W
+    if not cv.padded:
+        return src
+    copy_interior(src, xpad, cv, True)
+    return xpad
+
+
 cdef inline Py_ssize_t next_panel(Conv* cv, Py_ssize_t q, Py_ssize_t nr, Panel* pn) noexcept nogil:
     """Map the panel starting at pixel q of the current image; returns the next q."""
     if cv.padded:
@@ -414,20 +434,16 @@ cdef inline Py_ssize_t next_panel(Conv* cv, Py_ssize_t q, Py_ssize_t nr, Panel* 
 cdef void forward_images(const floating* x, const floating* wp, const floating* bias,
                          floating* out, Conv* cv, Py_ssize_t n0, Py_ssize_t n1, floating* xpad,
                          floating* colp, floating* tile, char* pmem, Py_ssize_t nr) noexcept nogil:
-    cdef Py_ssize_t chw = cv.g.C * cv.g.H * cv.g.W, mr = cv.fmr, kgp = round_up(cv.Kg, cv.fmr)
-    cdef Py_ssize_t n, q, grp, pc, kc, ip, plane = cv.plane if cv.padded else cv.g.H * cv.g.W
-    cdef Py_ssize_t end = cv.L if cv.padded else cv.P
+    cdef Py_ssize_t mr = cv.fmr, kgp = round_up(cv.Kg, cv.fmr), n, q, grp, pc, kc, ip
+    cdef Py_ssize_t plane = src_plane(cv)
     cdef const floating* src
     cdef const floating* a
     cdef Panel pn
     panel_init(&pn, pmem, cv, nr)
     for n in range(n0, n1):
-        src = x + n * chw
-        if cv.padded:
-            copy_interior(src, xpad, cv, True)
-            src = xpad
+        src = image_source(x, n, xpad, cv)
         q = 0
-        while q < end:
+        while q < pixel_end(cv):
             q = next_panel(cv, q, nr, &pn)
             for grp in range(cv.G):
                 if cv.R == 0:
@@ -461,18 +477,13 @@ cdef void weight_grad_images(const floating* x, const floating* dy, floating* pa
     """part (G, R_pad, Kg_nr) += these images' dW^T, CHUNK panels per micro-kernel call
     (colp: CHUNK x (R_pad x NR), dyt: CHUNK x (Kg_nr x NR)). colp must start zeroed: its
     rows past R and stale columns meet zero rows of dyt."""
-    cdef Py_ssize_t chw = cv.g.C * cv.g.H * cv.g.W, rp = round_up(cv.R, MR)
-    cdef Py_ssize_t kgn = round_up(cv.Kg, nr), n, q, q0, grp, s
-    cdef Py_ssize_t plane = cv.plane if cv.padded else cv.g.H * cv.g.W
-    cdef Py_ssize_t end = cv.L if cv.padded else cv.P
+    cdef Py_ssize_t rp = round_up(cv.R, MR), kgn = round_up(cv.Kg, nr), n, q, grp, s
+    cdef Py_ssize_t plane = src_plane(cv), end = pixel_end(cv)
     cdef const floating* src
     cdef Panel pn
     panel_init(&pn, pmem, cv, nr)
     for n in range(n0, n1):
-        src = x + n * chw
-        if cv.padded:
-            copy_interior(src, xpad, cv, True)
-            src = xpad
+        src = image_source(x, n, xpad, cv)
         for grp in range(cv.G):
             q = 0
             while q < end:
@@ -490,8 +501,7 @@ cdef void input_grad_images(const floating* dy, const floating* wtp, floating* d
                             Py_ssize_t n0, Py_ssize_t n1, floating* dxpad, floating* bpan,
                             floating* tile, char* pmem, Py_ssize_t nr) noexcept nogil:
     cdef Py_ssize_t chw = cv.g.C * cv.g.H * cv.g.W, rp = round_up(cv.R, MR), n, q, grp, ip
-    cdef Py_ssize_t plane = cv.plane if cv.padded else cv.g.H * cv.g.W
-    cdef Py_ssize_t end = cv.L if cv.padded else cv.P
+    cdef Py_ssize_t plane = src_plane(cv), end = pixel_end(cv)
     cdef floating* dst
     cdef Panel pn
     panel_init(&pn, pmem, cv, nr)

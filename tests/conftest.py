@@ -43,3 +43,35 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def check_batchnorm_against_torch(mb, tb, x, rng):
+    """A mininet batch-norm module against PyTorch's (float64) with the same random weight
+    and bias: training output, input/weight/bias grads and running stats, then eval."""
+    import torch
+    from mininet.autograd import Tensor
+    c = x.shape[1]
+    w, b = rng.standard_normal(c), rng.standard_normal(c)
+    with torch.no_grad():
+        tb.weight.copy_(torch.tensor(w))
+        tb.bias.copy_(torch.tensor(b))
+    mb.weight.data = Tensor(w, dtype="float64")
+    mb.bias.data = Tensor(b, dtype="float64")
+    tx = torch.tensor(x, requires_grad=True)
+    mx = Tensor(x, dtype="float64", requires_grad=True)
+    g = rng.standard_normal(x.shape)
+    ty = tb(tx)
+    (ty * torch.tensor(g)).sum().backward()
+    y = mb(mx)
+    y.backward(Tensor(g, dtype="float64"))
+    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-10, atol=1e-11)
+    np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(mb.weight.grad.numpy(), tb.weight.grad.numpy(), rtol=1e-9)
+    np.testing.assert_allclose(mb.bias.grad.numpy(), tb.bias.grad.numpy(), rtol=1e-9)
+    np.testing.assert_allclose(mb.running_mean.numpy(), tb.running_mean.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(mb.running_var.numpy(), tb.running_var.numpy(), rtol=1e-10)
+    tb.eval()
+    mb.eval()
+    x2 = rng.standard_normal(x.shape)
+    np.testing.assert_allclose(mb(Tensor(x2, dtype="float64")).numpy(),
+                               tb(torch.tensor(x2)).detach().numpy(), rtol=1e-10, atol=1e-11)

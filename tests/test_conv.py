@@ -6,6 +6,7 @@ import pytest
 from mininet import nn, ops
 from mininet.autograd import Tensor
 from mininet.models import build_model
+from conftest import check_batchnorm_against_torch
 from test_autograd import gradcheck
 
 torch = pytest.importorskip("torch")
@@ -153,31 +154,8 @@ def test_pad_flip_dilate():
 
 def test_batchnorm2d_train_and_eval_match_torch():
     x = rng.standard_normal((4, 3, 5, 6)) * 2 + 1
-    tb = torch.nn.BatchNorm2d(3).double()
-    mb = nn.BatchNorm2d(3, dtype="float64")
-    w, b = rng.standard_normal(3), rng.standard_normal(3)
-    with torch.no_grad():
-        tb.weight.copy_(torch.tensor(w))
-        tb.bias.copy_(torch.tensor(b))
-    mb.weight.data = Tensor(w, dtype="float64")
-    mb.bias.data = Tensor(b, dtype="float64")
-    tx, mx = torch.tensor(x, requires_grad=True), t64(x)
-    g = rng.standard_normal(x.shape)
-    ty = tb(tx)
-    (ty * torch.tensor(g)).sum().backward()
-    y = mb(mx)
-    y.backward(Tensor(g, dtype="float64"))
-    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-10, atol=1e-11)
-    np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), rtol=1e-9, atol=1e-10)
-    np.testing.assert_allclose(mb.weight.grad.numpy(), tb.weight.grad.numpy(), rtol=1e-9)
-    np.testing.assert_allclose(mb.bias.grad.numpy(), tb.bias.grad.numpy(), rtol=1e-9)
-    np.testing.assert_allclose(mb.running_mean.numpy(), tb.running_mean.numpy(), rtol=1e-10)
-    np.testing.assert_allclose(mb.running_var.numpy(), tb.running_var.numpy(), rtol=1e-10)
-    tb.eval()
-    mb.eval()
-    x2 = rng.standard_normal(x.shape)
-    np.testing.assert_allclose(mb(t64(x2)).numpy(), tb(torch.tensor(x2)).detach().numpy(),
-                               rtol=1e-10, atol=1e-11)
+    check_batchnorm_against_torch(nn.BatchNorm2d(3, dtype="float64"),
+                                  torch.nn.BatchNorm2d(3).double(), x, rng)
 
 
 def test_conv_module_matches_torch_layer():

@@ -6,6 +6,8 @@ import mininet
 from mininet import nn, optim
 from mininet.autograd import Tensor
 
+from conftest import check_batchnorm_against_torch
+
 torch = pytest.importorskip("torch")
 rng = np.random.default_rng(3)
 
@@ -46,29 +48,8 @@ def test_simple_layers(cls, tcls):
 
 def test_batchnorm1d_train_and_eval_match_torch():
     x = rng.standard_normal((16, 6)) * 3 + 1
-    tb = torch.nn.BatchNorm1d(6).double()
-    mb = nn.BatchNorm1d(6, dtype="float64")
-    w, b = rng.standard_normal(6), rng.standard_normal(6)
-    with torch.no_grad():
-        tb.weight.copy_(torch.tensor(w))
-        tb.bias.copy_(torch.tensor(b))
-    mb.weight.data = Tensor(w, dtype="float64")
-    mb.bias.data = Tensor(b, dtype="float64")
-    tx = torch.tensor(x, requires_grad=True)
-    mx = t64(x)
-    g = rng.standard_normal((16, 6))
-    (tb(tx) * torch.tensor(g)).sum().backward()
-    out = mb(mx)
-    (out * Tensor(g, dtype="float64")).sum().backward()
-    np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), rtol=1e-9, atol=1e-11)
-    np.testing.assert_allclose(mb.weight.grad.numpy(), tb.weight.grad.numpy(), rtol=1e-9)
-    np.testing.assert_allclose(mb.bias.grad.numpy(), tb.bias.grad.numpy(), rtol=1e-9)
-    np.testing.assert_allclose(mb.running_mean.numpy(), tb.running_mean.numpy(), rtol=1e-10)
-    np.testing.assert_allclose(mb.running_var.numpy(), tb.running_var.numpy(), rtol=1e-10)
-    tb.eval()
-    mb.eval()
-    x2 = rng.standard_normal((5, 6))
-    np.testing.assert_allclose(mb(t64(x2)).numpy(), tb(torch.tensor(x2)).detach().numpy(), rtol=1e-10)
+    check_batchnorm_against_torch(nn.BatchNorm1d(6, dtype="float64"),
+                                  torch.nn.BatchNorm1d(6).double(), x, rng)
 
 
 def test_batchnorm_forward_matches_torch():
