@@ -224,6 +224,17 @@ cdef void map_padded(Conv* cv, Py_ssize_t q, Py_ssize_t nr, Panel* pn) noexcept 
     pn.nsegs = u
 
 
+cdef inline void next_tap(Geom* g, Py_ssize_t* c, Py_ssize_t* i, Py_ssize_t* j) noexcept nogil:
+    """Advance tap (c, i, j) in row-major order."""
+    j[0] += 1
+    if j[0] == g.kw:
+        j[0] = 0
+        i[0] += 1
+        if i[0] == g.kh:
+            i[0] = 0
+            c[0] += 1
+
+
 cdef void pack_cols(const floating* src, Py_ssize_t plane, Conv* cv, Panel* pn, Py_ssize_t c0,
                     Py_ssize_t r0, Py_ssize_t r1, floating* dst, Py_ssize_t nr) noexcept nogil:
     """dst[r - r0, jj] = the value tap r (channels from c0; taps (c, i, j) row-major) reads for
@@ -253,13 +264,7 @@ cdef void pack_cols(const floating* src, Py_ssize_t plane, Conv* cv, Panel* pn, 
                 copy_window(d, d, pn.runs[u].len, 0, 0)
                 for t in range(a, b):
                     d[t] = s[t * sw]
-        j += 1
-        if j == g.kw:
-            j = 0
-            i += 1
-            if i == g.kh:
-                i = 0
-                c += 1
+        next_tap(g, &c, &i, &j)
 
 
 cdef void scatter_cols(const floating* tile, floating* dst, Py_ssize_t plane, Conv* cv, Panel* pn,
@@ -295,13 +300,7 @@ cdef void scatter_cols(const floating* tile, floating* dst, Py_ssize_t plane, Co
             else:
                 for t in range(a, b):
                     d[t * sw] += s[t]
-        j += 1
-        if j == g.kw:
-            j = 0
-            i += 1
-            if i == g.kh:
-                i = 0
-                c += 1
+        next_tap(g, &c, &i, &j)
 
 
 cdef void pack_rows(const floating* dy, Conv* cv, Panel* pn, Py_ssize_t k0, floating* dst,
