@@ -243,3 +243,22 @@ def test_create_graph_keeps_the_forward_graph():
     first.sum().backward()
     np.testing.assert_allclose(first.numpy(), np.exp(x), rtol=1e-12)
     np.testing.assert_allclose(mx.grad.numpy(), np.exp(x), rtol=1e-12)
+
+
+def test_fused_kernels_read_offset_views():
+    """Row slices are compact but start at an offset into their buffer: the fused
+    kernels (cross-entropy, batch norm, conv) must read from there, not from item 0."""
+    torch = pytest.importorskip("torch")
+    big = r(7, 5)
+    z = T(big)[2:6]                           # compact rows 2..5 of a (7, 5) buffer
+    loss = ops.softmax_cross_entropy(z, [0, 4, 1, 2])
+    want = torch.nn.functional.cross_entropy(torch.tensor(big[2:6]), torch.tensor([0, 4, 1, 2]))
+    np.testing.assert_allclose(loss.numpy(), want.numpy(), rtol=1e-12)
+    y, _ = ops.batch_norm(T(big)[3:7], T(np.ones(5)), T(np.zeros(5)), (0,))
+    x = big[3:7]
+    np.testing.assert_allclose(y.numpy(), (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5), rtol=1e-9)
+    imgs = r(5, 2, 6, 6)
+    w = r(3, 2, 3, 3)
+    got = ops.conv(T(imgs)[2:4], T(w), padding=1)
+    want = torch.nn.functional.conv2d(torch.tensor(imgs[2:4]), torch.tensor(w), padding=1)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10, atol=1e-12)
