@@ -97,6 +97,32 @@ static void NAME(mn_idx npan, const T* __restrict A, mn_idx astride,            
     }                                                                              \
 }
 
+/* The same with B one vector wide (NR/2 columns, B rows of that length): for the
+ * weight gradient of convolutions with at most NR/2 output channels per group, where
+ * the full-width kernel would spend half of every FMA on padding. */
+#define MN_DEF_KERNEL_AT_HALF(NAME, T, V, VU, W, NR)                               \
+static void NAME(mn_idx npan, const T* __restrict A, mn_idx astride,              \
+                 const T* __restrict B, mn_idx bstride, T* C, mn_idx ldc)         \
+{                                                                                  \
+    V c[MN_MR];                                                                    \
+    _Pragma("GCC unroll 16")                                                       \
+    for (int i = 0; i < MN_MR; i++) c[i] = (V){0};                                 \
+    for (mn_idx s = 0; s < npan; s++) {                                            \
+        const T* As = A + s * astride;                                             \
+        const T* Bs = B + s * bstride;                                             \
+        for (mn_idx p = 0; p < NR; p++) {                                          \
+            V b0 = *(const V*)(Bs + p * W);                                        \
+            _Pragma("GCC unroll 16")                                               \
+            for (int i = 0; i < MN_MR; i++) c[i] += As[i * NR + p] * b0;           \
+        }                                                                          \
+    }                                                                              \
+    _Pragma("GCC unroll 16")                                                       \
+    for (int i = 0; i < MN_MR; i++) *(VU*)(C + i * ldc) += c[i];                   \
+}
+
+MN_DEF_KERNEL_AT_HALF(mn_kernel_at_half_f32, float, mn_vf, mn_vf_u, MN_VF, MN_NR_F)
+MN_DEF_KERNEL_AT_HALF(mn_kernel_at_half_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D)
+
 MN_DEF_KERNEL_AT(mn_kernel_at_f32, float, mn_vf, mn_vf_u, MN_VF, MN_NR_F)
 MN_DEF_KERNEL_AT(mn_kernel_at_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D)
 #endif

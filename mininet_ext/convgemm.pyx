@@ -51,6 +51,10 @@ cdef extern from "_gemm.h" nogil:
                           Py_ssize_t bstride, float* C, Py_ssize_t ldc)
     void mn_kernel_at_f64(Py_ssize_t npan, const double* A, Py_ssize_t astride, const double* B,
                           Py_ssize_t bstride, double* C, Py_ssize_t ldc)
+    void mn_kernel_at_half_f32(Py_ssize_t npan, const float* A, Py_ssize_t astride,
+                               const float* B, Py_ssize_t bstride, float* C, Py_ssize_t ldc)
+    void mn_kernel_at_half_f64(Py_ssize_t npan, const double* A, Py_ssize_t astride,
+                               const double* B, Py_ssize_t bstride, double* C, Py_ssize_t ldc)
 
 cdef extern from "_convpack.h" nogil:
     void mn_copy_window_f32(float* d, const float* s, Py_ssize_t len, Py_ssize_t lo, Py_ssize_t hi)
@@ -121,13 +125,25 @@ cdef inline void fwd_kernel(Py_ssize_t mr, Py_ssize_t kc, const floating* A, con
         mn_kernel_short_f64(kc, A, B, C, ldc, accumulate)
 
 
-cdef inline void kernel_at(Py_ssize_t npan, const floating* A, Py_ssize_t astride,
+cdef inline void kernel_at(bint half, Py_ssize_t npan, const floating* A, Py_ssize_t astride,
                            const floating* B, Py_ssize_t bstride, floating* C,
                            Py_ssize_t ldc) noexcept nogil:
     if floating is float:
-        mn_kernel_at_f32(npan, A, astride, B, bstride, C, ldc)
+        if half:
+            mn_kernel_at_half_f32(npan, A, astride, B, bstride, C, ldc)
+        else:
+            mn_kernel_at_f32(npan, A, astride, B, bstride, C, ldc)
     else:
-        mn_kernel_at_f64(npan, A, astride, B, bstride, C, ldc)
+        if half:
+            mn_kernel_at_half_f64(npan, A, astride, B, bstride, C, ldc)
+        else:
+            mn_kernel_at_f64(npan, A, astride, B, bstride, C, ldc)
+
+
+cdef inline Py_ssize_t dw_block(Conv* cv, Py_ssize_t nr) noexcept nogil:
+    """Output channels per weight-grad micro-kernel call: NR, or NR/2 (one vector) when a
+    group has no more than that, so the kernel does not multiply padding."""
+    return nr // 2 if cv.Kg <= nr // 2 else nr
 
 
 cdef inline void copy_window(floating* d, const floating* s, Py_ssize_t n, Py_ssize_t lo,
@@ -318,19 +334,20 @@ cdef void pack_rows(const floating* dy, Conv* cv, Panel* pn, Py_ssize_t k0, floa
 
 cdef void pack_rows_t(const floating* dy, Conv* cv, Panel* pn, Py_ssize_t k0, floating* dst,
                       Py_ssize_t nr) noexcept nogil:
-    """dst[kb, jj, kk] = dy[k0 + kb*nr + kk, pixel of column jj]: the transposed panel in B
-    layout, NR channels per block; zero in padding channels and non-pixel columns."""
-    cdef Py_ssize_t k, t
+    """dst[kb, jj, kk] = dy[k0 + kb*nb + kk, pixel of column jj]: the transposed panel in B
+    layout, nb = dw_block channels per block; zero in padding channels and non-pixel
+    columns."""
+    cdef Py_ssize_t k, t, nb = dw_block(cv, nr)
     cdef int u
     cdef const floating* s
     cdef floating* d
-    memset(dst, 0, round_up(cv.Kg, nr) * nr * sizeof(floating))
+    memset(dst, 0, round_up(cv.Kg, nb) * nr * sizeof(floating))
     for k in range(cv.Kg):
         for u in range(pn.nsegs):
             s = dy + (k0 + k) * cv.P + pn.segs[u].off
-            d = dst + (k // nr) * nr * nr + pn.segs[u].jj * nr + k % nr
+            d = dst + (k // nb) * nb * nr + pn.segs[u].jj * nb + k % nb
             for t in range(pn.segs[u].len):
-                d[t * nr] = s[t]
+                d[t * nb] = s[t]
 
 
 cdef void write_out(const floating* tile, const floating* bias, floating* out, Conv* cv,
@@ -461,13 +478,14 @@ cdef void forward_images(const floating* x, const floating* wp, const floating* 
 cdef void weight_grad_chunk(floating* part, Conv* cv, Py_ssize_t grp, Py_ssize_t npan,
                             floating* colp, floating* dyt, Py_ssize_t nr) noexcept nogil:
     """part[grp] += the chunk's npan packed (column panel, transposed grad panel) products."""
-    cdef Py_ssize_t rp = round_up(cv.R, MR), kgn = round_up(cv.Kg, nr), ip, jb
+    cdef Py_ssize_t rp = round_up(cv.R, MR), nb = dw_block(cv, nr), kgn = round_up(cv.Kg, nb)
+    cdef Py_ssize_t ip, jb
     cdef floating* c
     for ip in range(rp // MR):
         c = part + (grp * rp + ip * MR) * kgn
-        for jb in range(kgn // nr):
-            kernel_at(npan, colp + ip * MR * nr, rp * nr, dyt + jb * nr * nr, kgn * nr,
-                      c + jb * nr, kgn)
+        for jb in range(kgn // nb):
+            kernel_at(nb < nr, npan, colp + ip * MR * nr, rp * nr, dyt + jb * nb * nr, kgn * nr,
+                      c + jb * nb, kgn)
 
 
 cdef void weight_grad_images(const floating* x, const floating* dy, floating* part, Conv* cv,
@@ -476,7 +494,8 @@ cdef void weight_grad_images(const floating* x, const floating* dy, floating* pa
     """part (G, R_pad, Kg_nr) += these images' dW^T, CHUNK panels per micro-kernel call
     (colp: CHUNK x (R_pad x NR), dyt: CHUNK x (Kg_nr x NR)). colp must start zeroed: its
     rows past R and stale columns meet zero rows of dyt."""
-    cdef Py_ssize_t rp = round_up(cv.R, MR), kgn = round_up(cv.Kg, nr), n, q, grp, s
+    cdef Py_ssize_t rp = round_up(cv.R, MR), kgn = round_up(cv.Kg, dw_block(cv, nr))
+    cdef Py_ssize_t n, q, grp, s
     cdef Py_ssize_t plane = src_plane(cv), end = pixel_end(cv)
     cdef const floating* src
     cdef Panel pn
@@ -606,7 +625,7 @@ def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
 cdef void sum_partials(const floating* part, floating* dw, Conv* cv, int nt,
                        Py_ssize_t nr) noexcept nogil:
     """dw[grp*Kg + k, r] = sum over threads of part[t, grp, r, k]."""
-    cdef Py_ssize_t rp = round_up(cv.R, MR), kgn = round_up(cv.Kg, nr), grp, k, r
+    cdef Py_ssize_t rp = round_up(cv.R, MR), kgn = round_up(cv.Kg, dw_block(cv, nr)), grp, k, r
     cdef Py_ssize_t size = cv.G * rp * kgn
     cdef int t
     cdef floating s
@@ -625,7 +644,7 @@ def weight_grad(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, Buffer
     """dw (K, C/groups, kh, kw) from the output grad dy (N, K, OH, OW) and input x, compact."""
     cdef _Plan pl = _Plan(xshape, K, groups, kernel, stride, pad, dil, OH, OW, itemsize)
     cdef Conv* cv = &pl.cv
-    cdef Py_ssize_t nr = pl.nr, rp = round_up(cv.R, MR), kgn = round_up(cv.Kg, nr)
+    cdef Py_ssize_t nr = pl.nr, rp = round_up(cv.R, MR), kgn = round_up(cv.Kg, dw_block(cv, nr))
     cdef Py_ssize_t N = cv.g.N, t
     cdef int nt = pl.nt
     cdef Py_ssize_t partsz = cv.G * rp * kgn, padsz = pl.pad_items(), colsz = CHUNK * rp * nr
