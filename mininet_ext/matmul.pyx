@@ -21,6 +21,7 @@ cdef int MR = mn_gemm_mr()
 # block of A in L2, the KC x NC block of B in L3.
 cdef Py_ssize_t MC = 192, KC = 256, NC = 4096
 cdef Py_ssize_t SMALL = 32 * 32 * 32   # flops/2 below which packing does not pay
+cdef Py_ssize_t SLICED = 1 << 24       # flops/2 up to which gemm_sliced serves multi-threaded calls
 
 
 def blocking():
@@ -191,6 +192,34 @@ cdef void gemm_ksplit(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
         C[i] = s
 
 
+cdef void gemm_sliced(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                      const floating* A, Py_ssize_t ars, Py_ssize_t acs,
+                      const floating* B, Py_ssize_t brs, Py_ssize_t bcs,
+                      floating* C, floating* Ap, floating* Bp,
+                      Py_ssize_t apsize, Py_ssize_t bpsize, int nt) noexcept nogil:
+    """Small products (e.g. 100x784x100): each thread computes whole micro-panels of C, a
+    slice of its columns or rows, with its own packing. One parallel region instead of
+    three per KC block, whose fork/join cost rivals the arithmetic at this size; the split
+    is the dimension whose micro-panels divide more evenly over the threads."""
+    cdef int nr = mn_gemm_nr(sizeof(floating)), t
+    cdef Py_ssize_t mp = (M + MR - 1) // MR, npn = (N + nr - 1) // nr, p0, p1, a, b
+    # the larger share of panels one thread gets, compared as fractions
+    cdef bint by_cols = ((npn + nt - 1) // nt) * mp <= ((mp + nt - 1) // nt) * npn
+    for t in prange(nt, num_threads=nt, schedule='static'):
+        if by_cols:
+            p0, p1 = npn * t // nt, npn * (t + 1) // nt
+            a, b = p0 * nr, min(p1 * nr, N)
+            if b > a:
+                gemm_blocked(M, b - a, K, A, ars, acs, B + a * bcs, brs, bcs, C + a, N,
+                             Ap + t * apsize, Bp + t * bpsize, 1)
+        else:
+            p0, p1 = mp * t // nt, mp * (t + 1) // nt
+            a, b = p0 * MR, min(p1 * MR, M)
+            if b > a:
+                gemm_blocked(b - a, N, K, A + a * ars, ars, acs, B, brs, bcs, C + a * N, N,
+                             Ap + t * apsize, Bp + t * bpsize, 1)
+
+
 def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
          Buffer B, Py_ssize_t b_off, Py_ssize_t brs, Py_ssize_t bcs,
          Buffer C, Py_ssize_t c_off, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, int itemsize,
@@ -210,7 +239,8 @@ def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
     cdef Py_ssize_t ncap = (min(NC, N) + nr - 1) // nr * nr
     # one output block but a long K: split K over the threads instead
     cdef bint ksplit = not small and nt > 1 and M <= MC and N <= NC and K >= 4 * KC * nt
-    cdef int copies = nt if ksplit else 1
+    cdef bint sliced = not small and not ksplit and nt > 1 and M * N * K <= SLICED
+    cdef int copies = nt if ksplit or sliced else 1
     cdef Buffer apack = Buffer(1 if small else copies * mcap * kc * itemsize)
     cdef Buffer bpack = Buffer(1 if small else copies * ncap * kc * itemsize)
     cdef Buffer part = Buffer(nt * M * N * itemsize if ksplit else 1)
@@ -228,6 +258,14 @@ def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
                 gemm_ksplit(M, N, K, <double*>A.ptr + ao, ars, acs, <double*>B.ptr + bo, brs, bcs,
                             <double*>C.ptr + c_off + b * M * N, <double*>part.ptr,
                             <double*>apack.ptr, <double*>bpack.ptr, mcap * kc, ncap * kc, nt)
+            elif sliced and itemsize == 4:
+                gemm_sliced(M, N, K, <float*>A.ptr + ao, ars, acs, <float*>B.ptr + bo, brs, bcs,
+                            <float*>C.ptr + c_off + b * M * N, <float*>apack.ptr,
+                            <float*>bpack.ptr, mcap * kc, ncap * kc, nt)
+            elif sliced:
+                gemm_sliced(M, N, K, <double*>A.ptr + ao, ars, acs, <double*>B.ptr + bo, brs, bcs,
+                            <double*>C.ptr + c_off + b * M * N, <double*>apack.ptr,
+                            <double*>bpack.ptr, mcap * kc, ncap * kc, nt)
             elif small and itemsize == 4:
                 gemm_small(M, N, K, <float*>A.ptr + ao, ars, acs, <float*>B.ptr + bo, brs, bcs,
                            <float*>C.ptr + c_off + b * M * N, N)

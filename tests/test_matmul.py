@@ -38,6 +38,28 @@ def test_thin_product_long_k(dtype):
     check(x, y.T, b=NDArray(y).T, dtype=dtype)
 
 
+@pytest.fixture
+def three_threads():
+    """More threads than a product has panels to share evenly (set back afterwards)."""
+    import mininet
+    old = mininet.get_num_threads()
+    mininet.set_num_threads(3)
+    yield
+    mininet.set_num_threads(old)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,n,k", [(101, 99, 783),     # C sliced by columns
+                                   (517, 70, 300),     # by rows
+                                   (13, 500, 700)])    # two row panels: by columns, 2 threads
+def test_small_products_sliced_over_threads(m, n, k, dtype, three_threads):
+    # below 2^24 multiply-adds each thread computes whole micro-panels of C on its own
+    x = rng.standard_normal((m, k)).astype(dtype)
+    y = rng.standard_normal((n, k)).astype(dtype)
+    check(x, y.T, b=NDArray(y).T, dtype=dtype)
+    check(x, y.T, dtype=dtype)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_large_and_float64(dtype):
     x = rng.standard_normal((300, 517)).astype(dtype)
