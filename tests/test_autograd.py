@@ -215,9 +215,10 @@ def test_batch_norm_fused_backward_matches_composite():
         np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-14)
 
 
-def test_linear_second_order_against_torch():
+@pytest.mark.parametrize("xshape", [(4, 3), (2, 4, 3)])
+def test_linear_second_order_against_torch(xshape):
     torch = pytest.importorskip("torch")
-    x, w, b = r(4, 3), r(3, 5), r(5)
+    x, w, b = r(*xshape), r(3, 5), r(5)
     mx, mw, mb = T(x), T(w), T(b)
     y = ops.tanh(ops.linear(mx, mw, mb))
     y.backward(Tensor(np.ones(y.shape), dtype="float64"), create_graph=True)

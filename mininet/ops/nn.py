@@ -126,10 +126,12 @@ class BatchNorm(Op):
         self.fused = (hasattr(dev, "batchnorm") and x.ndim >= 2 and x.dtype == w.dtype == b.dtype
                       and self.axes == (0,) + tuple(range(2, x.ndim)))
         if self.fused:
-            x, w, b = x.compact(), w.compact(), b.compact()
+            c = x.shape[1]
+            x = x.compact()
             xhat, y = (NDArray.make(x.shape, device=dev, dtype=x.dtype) for _ in range(2))
-            mean, var, inv = (NDArray.make((x.shape[1],), device=dev, dtype=x.dtype) for _ in range(3))
-            dev.batchnorm(x, w, b, xhat, y, mean, var, inv, self.eps)
+            mean, var, inv = (NDArray.make((c,), device=dev, dtype=x.dtype) for _ in range(3))
+            dev.batchnorm(x, w.compact().reshape((c,)), b.compact().reshape((c,)), xhat, y, mean,
+                          var, inv, self.eps)
             self.mean, self.var = mean.reshape(w.shape), var.reshape(w.shape)
             self.xhat, self.inv = xhat, inv.reshape(keep)
             return y
@@ -175,7 +177,8 @@ class BatchNorm(Op):
         g = g.compact()
         dx = NDArray.make(g.shape, device=dev, dtype=g.dtype)
         dw, db = (NDArray.make((c,), device=dev, dtype=g.dtype) for _ in range(2))
-        dev.batchnorm_backward(g, self.xhat, w.compact(), self.inv.reshape((c,)), dx, dw, db)
+        dev.batchnorm_backward(g, self.xhat, w.compact().reshape((c,)), self.inv.reshape((c,)), dx,
+                               dw, db)
         return (Tensor.make_const(dx), Tensor.make_const(dw.reshape(w.shape)),
                 Tensor.make_const(db.reshape(bshape)))
 
