@@ -168,16 +168,6 @@ def from_nchw(Buffer g, Py_ssize_t g_off, Buffer out, Buffer db, Py_ssize_t K, P
 
 
 # pooling: x compact (planes, H, W); padding taps never win a max / count as 0 --------
-cdef inline void tap_range(Py_ssize_t start, Py_ssize_t k, Py_ssize_t dil, Py_ssize_t size,
-                           Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
-    """Taps t with 0 <= start + t*dil < size are lo <= t < hi (no division inside)."""
-    if start >= 0 and start + (k - 1) * dil < size:
-        lo[0], hi[0] = 0, k
-        return
-    lo[0] = clamp(ceil_div(-start, dil), 0, k)
-    hi[0] = clamp(ceil_div(size - start, dil), lo[0], k)
-
-
 cdef void maxpool_plane(const floating* x, floating* out, int64_t* idx, Geom* geom,
                         Py_ssize_t plane) noexcept nogil:
     # a local copy of the geometry: out and idx stores could alias *geom (idx is int64),
