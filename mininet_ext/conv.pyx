@@ -17,7 +17,7 @@ from libc.stdint cimport int64_t
 from libc.string cimport memset
 from mininet_ext.buffer cimport Buffer
 from mininet_ext._omp cimport threads_for
-from mininet_ext._convgeom cimport Geom, ceil_div, clamp, out_range, make_geom
+from mininet_ext._convgeom cimport Geom, out_range, make_geom
 
 # im2col / col2im ---------------------------------------------------------------
 cdef void im2col_task(const floating* x, Py_ssize_t sn, Py_ssize_t sc, Py_ssize_t sy,
