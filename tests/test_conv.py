@@ -101,6 +101,26 @@ def test_conv_float32_batch_gradients(stride, conv_path):
         np.testing.assert_allclose(m.grad.numpy(), t.grad.numpy(), rtol=1e-4, atol=2e-3)
 
 
+def test_conv_zero_sized_batch_and_channels(conv_path):
+    # no images: empty output and input grad, zero weight and bias grads
+    x = Tensor(np.zeros((0, 3, 5, 5), np.float32), requires_grad=True)
+    w = Tensor(np.ones((4, 3, 3, 3), np.float32), requires_grad=True)
+    b = Tensor(np.ones(4, np.float32), requires_grad=True)
+    y = ops.conv(x, w, b, padding=1)
+    assert y.shape == (0, 4, 5, 5)
+    y.sum().backward()
+    assert x.grad.shape == (0, 3, 5, 5)
+    np.testing.assert_array_equal(w.grad.numpy(), 0)
+    np.testing.assert_array_equal(b.grad.numpy(), 0)
+    # no input channels: the output is the bias
+    x = Tensor(np.ones((2, 0, 5, 5), np.float32), requires_grad=True)
+    w = Tensor(np.ones((4, 0, 3, 3), np.float32), requires_grad=True)
+    y = ops.conv(x, w, b, padding=1)
+    np.testing.assert_array_equal(y.numpy(), np.ones((2, 4, 5, 5)))
+    y.sum().backward()
+    assert x.grad.shape == (2, 0, 5, 5) and w.grad.shape == (4, 0, 3, 3)
+
+
 def test_conv_gradcheck_float64():
     gradcheck(lambda x, w, b: ops.conv(x, w, b, stride=2, padding=1, dilation=1, groups=2),
               rng.standard_normal((2, 4, 5, 6)), rng.standard_normal((4, 2, 3, 3)),

@@ -75,8 +75,10 @@ def _im2col(x, kernel, p, oh, ow):
 
 def _grouped(a, groups):
     """(rows, cols) -> (groups, rows/groups, cols) view; 2-D when groups == 1."""
-    rows = a.shape[0]
-    a = a.reshape(rows, -1)
+    rows, cols = a.shape[0], 1
+    for n in a.shape[1:]:
+        cols *= n          # not reshape(rows, -1): ambiguous when rows == 0
+    a = a.reshape(rows, cols)
     return a if groups == 1 else a.reshape(groups, rows // groups, a.shape[1])
 
 
