@@ -5,7 +5,6 @@
  * masked load and one masked store: masked-off lanes are neither read nor
  * written, so the zero fill and the bounds come free. */
 #include <stddef.h>
-#include <stdint.h>
 #include "_gemm.h"
 #if defined(__AVX512F__)
 #include <immintrin.h>

@@ -47,7 +47,7 @@ def forward(Buffer z, Py_ssize_t z_off, Buffer labels, Buffer probs, Py_ssize_t 
 
 cdef void grad_rows(const floating* p, const int64_t* y, floating* out, Py_ssize_t N,
                     Py_ssize_t C, floating scale) noexcept nogil:
-    cdef Py_ssize_t i, j
+    cdef Py_ssize_t i
     for i in range(N * C):
         out[i] = p[i] * scale
     for i in range(N):
