@@ -5,3 +5,4 @@ cdef class Buffer:
     cdef Py_ssize_t shape[1]
     cdef Py_ssize_t strides[1]
     cdef int exports
+    cdef object base      # the Buffer this one views (None: owns its memory)

@@ -69,11 +69,18 @@ def memory_stats():
 cdef class Buffer:
     """An aligned block of `nbytes` bytes; exports the buffer protocol as bytes."""
 
-    def __cinit__(self, Py_ssize_t nbytes, bint zero=False):
+    def __cinit__(self, Py_ssize_t nbytes, bint zero=False, Buffer base=None, Py_ssize_t start=0):
         global _in_use
         if nbytes < 0:
             raise ValueError(f"Buffer: negative size {nbytes}")
         self.nbytes = nbytes
+        if base is not None:  # a view: base keeps the memory alive
+            if start < 0 or start + nbytes > base.nbytes:
+                raise ValueError(f"Buffer.at: bytes [{start}, {start + nbytes}) are outside a "
+                                 f"buffer of {base.nbytes}")
+            self.base = base
+            self.ptr = base.ptr + start
+            return
         self.capacity = size_class(nbytes if nbytes > 0 else 1)
         self.ptr = pool_take(self.capacity)
         _in_use += self.capacity
@@ -82,10 +89,14 @@ cdef class Buffer:
 
     def __dealloc__(self):
         global _in_use
-        if self.ptr != NULL:
+        if self.ptr != NULL and self.base is None:
             _in_use -= self.capacity
             pool_give(self.ptr, self.capacity)
             self.ptr = NULL
+
+    def at(self, Py_ssize_t start, Py_ssize_t nbytes):
+        """A view of bytes [start, start + nbytes): for kernels that take no offset."""
+        return Buffer(nbytes, False, self, start)
 
     @property
     def address(self):

@@ -15,6 +15,14 @@ from mininet_ext import strided as _st
 from .device import DTYPES, Device
 
 
+def _at(a):
+    """a's buffer from its first element, for kernels that take no offset argument: a
+    compact view such as x[1:] starts past the buffer's start (DESIGN rule 1)."""
+    if a is None or a._offset == 0:
+        return None if a is None else a._handle
+    return a._handle.at(a._offset * a.dtype.itemsize, a.size * a.dtype.itemsize)
+
+
 class CPUDevice(Device):
     name = "cpu"
 
@@ -27,8 +35,8 @@ class CPUDevice(Device):
         return np.frombuffer(handle, dtype=dtype, count=count)
 
     def from_numpy(self, arr, out):
-        np.copyto(self.host_view(out._handle, out.dtype, out.size).reshape(out.shape), arr,
-                  casting="unsafe")
+        flat = self.host_view(out._handle, out.dtype, out._offset + out.size)[out._offset:]
+        np.copyto(flat.reshape(out.shape), arr, casting="unsafe")
 
     def to_numpy(self, a):
         """A numpy copy of NDArray a (any strides)."""
@@ -49,18 +57,18 @@ class CPUDevice(Device):
     # elementwise ----------------------------------------------------------
     def binary(self, op, a, b, out):
         _ew.binary(op, a._handle, a._offset, a.strides, b._handle, b._offset, b.strides,
-                   out._handle, out.shape, out.dtype.itemsize)
+                   _at(out), out.shape, out.dtype.itemsize)
 
     def binary_scalar(self, op, a, value, reverse, out):
-        _ew.binary_scalar(op, a._handle, a._offset, a.strides, value, reverse, out._handle,
+        _ew.binary_scalar(op, a._handle, a._offset, a.strides, value, reverse, _at(out),
                           out.shape, out.dtype.itemsize)
 
     def unary(self, op, a, out):
-        _ew.unary(op, a._handle, a._offset, a.strides, out._handle, out.shape, out.dtype.itemsize)
+        _ew.unary(op, a._handle, a._offset, a.strides, _at(out), out.shape, out.dtype.itemsize)
 
     # reductions and products ---------------------------------------------
     def reduce(self, op, a, outer, red, inner, out):
-        _red.reduce(op, a._handle, a._offset, outer, red, inner, out._handle, a.dtype.itemsize)
+        _red.reduce(op, a._handle, a._offset, outer, red, inner, _at(out), a.dtype.itemsize)
 
     def matmul(self, a, b, out, m, n, k, a_batch=None, b_batch=None):
         """out[i] = a[i] @ b[i]: a, b are the last-two-dims views (any strides)."""
@@ -70,11 +78,11 @@ class CPUDevice(Device):
 
     # convolution and pooling (x, col, dx, pooled arrays compact) ----------
     def im2col(self, x, col, kernel, stride, pad, dil, oh, ow):
-        _conv.im2col(x._handle, x._offset, x.strides, x.shape, col._handle, kernel, stride, pad,
+        _conv.im2col(x._handle, x._offset, x.strides, x.shape, _at(col), kernel, stride, pad,
                      dil, oh, ow, x.dtype.itemsize)
 
     def col2im(self, col, dx, kernel, stride, pad, dil, oh, ow):
-        _conv.col2im(col._handle, dx._handle, dx.shape, kernel, stride, pad, dil, oh, ow,
+        _conv.col2im(_at(col), _at(dx), dx.shape, kernel, stride, pad, dil, oh, ow,
                      dx.dtype.itemsize)
 
     # fused softmax cross-entropy (z, probs compact; labels int64 in [0, C))
@@ -83,12 +91,12 @@ class CPUDevice(Device):
         if labels.dtype != np.int64 or labels.shape != (n,):
             raise TypeError(f"softmax_xent: labels must be int64 of shape ({n},), got "
                             f"{labels.dtype} {labels.shape}")
-        return _loss.forward(z._handle, z._offset, labels._handle, probs._handle, n, c,
+        return _loss.forward(z._handle, z._offset, _at(labels), _at(probs), n, c,
                              z.dtype.itemsize)
 
     def softmax_xent_grad(self, probs, labels, scale, out):
         n, c = probs.shape
-        _loss.backward(probs._handle, labels._handle, out._handle, n, c, scale, probs.dtype.itemsize)
+        _loss.backward(_at(probs), _at(labels), _at(out), n, c, scale, probs.dtype.itemsize)
 
     # fused batch norm over all axes but 1 (x, g, xhat compact; w, b, stats (C,) compact)
     def batchnorm(self, x, w, b, xhat, y, mean, var, inv, eps):
@@ -98,11 +106,11 @@ class CPUDevice(Device):
                             f"must be ({c},) arrays of the input's dtype {x.dtype}")
         if x.ndim == 2:
             _norm.forward_2d(x._handle, x._offset, w._handle, w._offset, b._handle, b._offset,
-                             xhat._handle, y._handle, mean._handle, var._handle, inv._handle,
+                             _at(xhat), _at(y), _at(mean), _at(var), _at(inv),
                              outer, c, eps, x.dtype.itemsize)
             return
         _norm.forward(x._handle, x._offset, w._handle, w._offset, b._handle, b._offset,
-                      xhat._handle, y._handle, mean._handle, var._handle, inv._handle, outer, c,
+                      _at(xhat), _at(y), _at(mean), _at(var), _at(inv), outer, c,
                       x.size // max(outer * c, 1), eps, x.dtype.itemsize)
 
     def batchnorm_backward(self, g, xhat, w, inv, dx, dw, db):
@@ -111,12 +119,12 @@ class CPUDevice(Device):
             raise TypeError(f"batchnorm_backward: grad {g.dtype}, xhat {xhat.dtype} and weight "
                             f"{w.dtype} {w.shape} must share a dtype, weight ({c},)")
         if g.ndim == 2:
-            _norm.backward_2d(g._handle, g._offset, xhat._handle, w._handle, w._offset,
-                              inv._handle, dx._handle, dw._handle, db._handle, outer, c,
+            _norm.backward_2d(g._handle, g._offset, _at(xhat), w._handle, w._offset,
+                              _at(inv), _at(dx), _at(dw), _at(db), outer, c,
                               g.dtype.itemsize)
             return
-        _norm.backward(g._handle, g._offset, xhat._handle, w._handle, w._offset, inv._handle,
-                       dx._handle, dw._handle, db._handle, outer, c, g.size // max(outer * c, 1),
+        _norm.backward(g._handle, g._offset, _at(xhat), w._handle, w._offset, _at(inv),
+                       _at(dx), _at(dw), _at(db), outer, c, g.size // max(outer * c, 1),
                        g.dtype.itemsize)
 
     # fused implicit-GEMM convolution (all arrays compact; p is ops.conv.ConvParams)
@@ -126,61 +134,61 @@ class CPUDevice(Device):
         n, k, oh, ow = out.shape
         _cg.forward(x._handle, x._offset, w._handle, w._offset,
                     None if bias is None else bias._handle, 0 if bias is None else bias._offset,
-                    out._handle, x.shape, k, p.groups, tuple(w.shape[2:]), p.stride, p.padding,
+                    _at(out), x.shape, k, p.groups, tuple(w.shape[2:]), p.stride, p.padding,
                     p.dilation, oh, ow, x.dtype.itemsize)
 
     def conv2d_grad_input(self, g, w, dx, p):
         n, k, oh, ow = g.shape
-        _cg.input_grad(g._handle, g._offset, w._handle, w._offset, dx._handle, dx.shape, k,
+        _cg.input_grad(g._handle, g._offset, w._handle, w._offset, _at(dx), dx.shape, k,
                        p.groups, tuple(w.shape[2:]), p.stride, p.padding, p.dilation, oh, ow,
                        g.dtype.itemsize)
 
     def conv2d_grad_weight(self, g, x, dw, p):
         n, k, oh, ow = g.shape
-        _cg.weight_grad(g._handle, g._offset, x._handle, x._offset, dw._handle, x.shape, k,
+        _cg.weight_grad(g._handle, g._offset, x._handle, x._offset, _at(dw), x.shape, k,
                         p.groups, tuple(dw.shape[2:]), p.stride, p.padding, p.dilation, oh, ow,
                         g.dtype.itemsize)
 
     def conv2d_grad_bias(self, g, db):
         n, k = g.shape[:2]
-        _cg.bias_grad(g._handle, g._offset, db._handle, n, k, g.size // max(n * k, 1),
+        _cg.bias_grad(g._handle, g._offset, _at(db), n, k, g.size // max(n * k, 1),
                       g.dtype.itemsize)
 
     def to_nchw(self, y, bias, out):
         n, k = out.shape[:2]
-        _conv.to_nchw(y._handle, None if bias is None else bias._handle,
-                      0 if bias is None else bias._offset, out._handle, k, n,
+        _conv.to_nchw(_at(y), None if bias is None else bias._handle,
+                      0 if bias is None else bias._offset, _at(out), k, n,
                       out.size // max(n * k, 1), out.dtype.itemsize)
 
     def from_nchw(self, g, out, db):
         n, k = g.shape[:2]
-        _conv.from_nchw(g._handle, g._offset, out._handle, None if db is None else db._handle,
+        _conv.from_nchw(g._handle, g._offset, _at(out), _at(db),
                         k, n, g.size // max(n * k, 1), g.dtype.itemsize)
 
     def maxpool(self, x, out, idx, kernel, stride, pad, dil):
-        _conv.maxpool(x._handle, out._handle, idx._handle, x.shape, kernel, stride, pad, dil,
+        _conv.maxpool(_at(x), _at(out), _at(idx), x.shape, kernel, stride, pad, dil,
                       out.shape[2], out.shape[3], x.dtype.itemsize)
 
     def maxpool_backward(self, g, idx, dx):
-        _conv.maxpool_backward(g._handle, idx._handle, dx._handle, dx.shape, g.shape[2],
+        _conv.maxpool_backward(_at(g), _at(idx), _at(dx), dx.shape, g.shape[2],
                                g.shape[3], dx.dtype.itemsize)
 
     def maxpool_gather(self, h, idx, out):
-        _conv.maxpool_gather(h._handle, idx._handle, out._handle, h.shape, out.shape[2],
+        _conv.maxpool_gather(_at(h), _at(idx), _at(out), h.shape, out.shape[2],
                              out.shape[3], h.dtype.itemsize)
 
     def avgpool(self, src, dst, x_shape, kernel, stride, pad, backward):
         oh, ow = (src.shape if backward else dst.shape)[2:]
-        _conv.avgpool(src._handle, dst._handle, x_shape, kernel, stride, pad, oh, ow, backward,
+        _conv.avgpool(_at(src), _at(dst), x_shape, kernel, stride, pad, oh, ow, backward,
                       dst.dtype.itemsize)
 
     # fused optimizer updates (in place on p; p, m, v compact) --------------
     def sgd_step(self, p, g, v, lr, momentum, dampening, wd, nesterov, first):
-        _opt.sgd_step(p._handle, g._handle, g._offset, v._handle, p.size, lr, momentum, dampening,
+        _opt.sgd_step(_at(p), g._handle, g._offset, _at(v), p.size, lr, momentum, dampening,
                       wd, nesterov, first, p.dtype.itemsize)
 
     def adam_step(self, p, g, m, v, lr, b1, b2, eps, wd, decoupled, t):
-        _opt.adam_step(p._handle, g._handle, g._offset, m._handle, v._handle, p.size, lr, b1, b2,
+        _opt.adam_step(_at(p), g._handle, g._offset, _at(m), _at(v), p.size, lr, b1, b2,
                        eps, wd, decoupled, t, p.dtype.itemsize)
 
 
