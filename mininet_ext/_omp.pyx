@@ -1,6 +1,7 @@
 # cython: boundscheck=False, wraparound=False, cdivision=True
 """Thread count for every parallel kernel (MININET_NUM_THREADS, then OMP_NUM_THREADS)."""
 import os
+import warnings
 
 cdef extern from *:
     """
@@ -22,6 +23,8 @@ cdef enum:
     PARALLEL_GRAIN = 32768
 
 cdef int _num_threads = 1
+cdef int _team_started = 0     # a parallel region has run in this process
+cdef int _forked_child = 0     # we are a fork() child of a process whose team had started
 
 
 cdef int num_threads() noexcept nogil:
@@ -30,8 +33,10 @@ cdef int num_threads() noexcept nogil:
 
 cdef int threads_for(Py_ssize_t work) noexcept nogil:
     """Threads to use for `work` elements: 1 for small jobs."""
+    global _team_started
     if work < PARALLEL_GRAIN or _num_threads <= 1:
         return 1
+    _team_started = 1
     cdef Py_ssize_t t = work // PARALLEL_GRAIN
     return <int>t if t < _num_threads else _num_threads
 
@@ -58,7 +63,26 @@ def set_num_threads(int n):
     global _num_threads
     if n < 1:
         raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    if _forked_child and n > 1:
+        warnings.warn("mininet: this process was forked after its parent ran threaded kernels; "
+                      "GNU OpenMP cannot start threads in such a child, so it stays at 1 thread "
+                      "(use the 'spawn' start method for threaded workers)", stacklevel=2)
+        n = 1
     _num_threads = n if mn_openmp_enabled() else 1
+
+
+def _after_fork_in_child():
+    """libgomp's thread pool does not survive fork(): a child that opened a parallel region
+    would wait forever for threads that only exist in the parent. Run serially instead."""
+    global _num_threads, _forked_child
+    if _team_started:
+        _forked_child = 1
+        _num_threads = 1
+
+
+def forked_child():
+    """True in a fork() child whose parent had started OpenMP threads (kernels run serially)."""
+    return bool(_forked_child)
 
 
 def get_num_threads():
@@ -70,3 +94,4 @@ def openmp_enabled():
 
 
 set_num_threads(_default_threads())
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -8,7 +8,7 @@ from cython.parallel cimport prange
 from cython cimport floating
 from libc.stdint cimport int64_t
 from mininet_ext.buffer cimport Buffer
-from mininet_ext._omp cimport threads_for, num_threads
+from mininet_ext._omp cimport threads_for
 
 cdef extern from *:
     """
@@ -113,9 +113,10 @@ cdef void reduce_task(int op, const floating* x, Py_ssize_t outer, Py_ssize_t re
 
 
 cdef void reduce_all(int op, const floating* x, Py_ssize_t outer, Py_ssize_t red,
-                     Py_ssize_t inner, floating* out, int64_t* idx, floating* scratch) noexcept nogil:
-    cdef Py_ssize_t total = outer * red * inner, t
-    cdef int nt = threads_for(total)
+                     Py_ssize_t inner, floating* out, int64_t* idx, floating* scratch,
+                     int nt) noexcept nogil:
+    """nt: the thread count the caller sized scratch for (nt * outer partial sums)."""
+    cdef Py_ssize_t t
     if nt > 1 and outer * inner < nt:
         # one long run (e.g. a full sum): split it and combine the partial sums
         if op == SUM and inner == 1:
@@ -149,7 +150,10 @@ def reduce(int op, Buffer x, Py_ssize_t x_off, Py_ssize_t outer, Py_ssize_t red,
     if red == 0:
         out.fill_zero()
         return
-    cdef Buffer scratch = Buffer((num_threads() + 1) * 8 * outer)
+    # read the thread count once: set_num_threads from another thread must not make the
+    # kernel run more threads than scratch has room for
+    cdef int nt = threads_for(outer * red * inner)
+    cdef Buffer scratch = Buffer(nt * 8 * outer)
     cdef float* f_out = <float*>out.ptr
     cdef double* d_out = <double*>out.ptr
     cdef int64_t* idx = <int64_t*>out.ptr
@@ -161,6 +165,6 @@ def reduce(int op, Buffer x, Py_ssize_t x_off, Py_ssize_t outer, Py_ssize_t red,
         d_out = <double*>tmp.ptr
     with nogil:
         if itemsize == 4:
-            reduce_all(op, <float*>x.ptr + x_off, outer, red, inner, f_out, idx, <float*>scratch.ptr)
+            reduce_all(op, <float*>x.ptr + x_off, outer, red, inner, f_out, idx, <float*>scratch.ptr, nt)
         else:
-            reduce_all(op, <double*>x.ptr + x_off, outer, red, inner, d_out, idx, <double*>scratch.ptr)
+            reduce_all(op, <double*>x.ptr + x_off, outer, red, inner, d_out, idx, <double*>scratch.ptr, nt)
