@@ -58,8 +58,8 @@ __device__ __forceinline__ T unary_op(int op, T a) {
         case 4: return sqrt(a);
         case 5: return tanh(a);
         case 6: return T(1) / (T(1) + exp(-a));
-        case 7: return a > 0 ? a : T(0);
-        case 8: return T((a > 0) - (a < 0));
+        case 7: return a < 0 ? T(0) : a;  // NaN stays NaN, as numpy and torch
+        case 8: return a != a ? a : T((a > 0) - (a < 0));
         default: return a * a;
     }
 }

@@ -125,6 +125,9 @@ class Tensor(Value):
                 nd = nd.to(device)
         else:
             nd = NDArray(data, dtype=dtype, device=device)
+        if requires_grad and nd.dtype.kind != "f":
+            raise TypeError(f"only float tensors can require grad, got {nd.dtype}: pass "
+                            "dtype='float32' (or float64)")
         self._init(None, (), nd, bool(requires_grad))
         self.grad = None
 
@@ -178,6 +181,12 @@ class Tensor(Value):
 
     def __len__(self):
         return len(self.cached_data)
+
+    def __bool__(self):
+        return bool(self.cached_data)
+
+    # numpy defers to our reflected operators: np.float32(0.5) * t is t.__rmul__, a Tensor
+    __array_ufunc__ = None
 
     def numpy(self):
         return self.cached_data.numpy()
@@ -345,6 +354,16 @@ def find_topo_sort(node_list):
     return order
 
 
+def _sum_grads(parts):
+    """The total of one node's gradient parts; a tuple node's (split) add per element."""
+    g = parts[0]
+    if len(parts) > 1 and isinstance(g, TensorTuple):
+        return _ops().make_tuple(*[_sum_grads([p[i] for p in parts]) for i in range(len(g))])
+    for p in parts[1:]:
+        g = g + p
+    return g
+
+
 def compute_gradient_of_variables(output, out_grad, retain_graph=False):
     grads = {id(output): [out_grad]}
     order = find_topo_sort([output])
@@ -352,12 +371,12 @@ def compute_gradient_of_variables(output, out_grad, retain_graph=False):
         parts = grads.pop(id(node), None)
         if parts is None:
             continue
-        g = parts[0]
-        for p in parts[1:]:
-            g = g + p
+        g = _sum_grads(parts)
         if node.op is None:
             if isinstance(node, Tensor) and node.requires_grad:
                 g = g if grad_enabled() else g.detach()
+                if g.dtype != node.dtype and not grad_enabled():  # f32 leaf, f64 data: as torch
+                    g = Tensor.make_const(g.cached_data.astype(node.dtype))
                 node.grad = g if node.grad is None else node.grad + g
             continue
         for inp, ig in zip(node.inputs, node.op.gradient_as_tuple(g, node)):

@@ -137,6 +137,16 @@ class NDArray:
             raise TypeError("len() of a 0-d array")
         return self.shape[0]
 
+    def __bool__(self):
+        if self.size != 1:
+            raise ValueError(f"the truth value of an array of shape {self.shape} is ambiguous: "
+                             "use .any() or .all()" if self.size else
+                             "the truth value of an empty array is ambiguous")
+        return bool(self.item())
+
+    # numpy defers to our reflected operators (np.float32(2) * a is a.__rmul__)
+    __array_ufunc__ = None
+
     def __repr__(self):
         body = np.array2string(self.numpy(), separator=", ", prefix="NDArray(")
         return f"NDArray({body}, dtype={self.dtype}, device={self.device!r})"
@@ -186,7 +196,13 @@ class NDArray:
     def compact(self):
         return self if self.is_compact() else self.copy()
 
+    def _check_writable(self):
+        if any(s == 0 and n > 1 for n, s in zip(self.shape, self.strides)):
+            raise ValueError(f"cannot write to a broadcast view (shape {self.shape}, strides "
+                             f"{self.strides}): its elements share memory; copy() it first")
+
     def fill(self, value):
+        self._check_writable()
         self.device.fill(self, value)
         return self
 
@@ -205,9 +221,11 @@ class NDArray:
 
     def permute(self, *axes):
         axes = _shape_arg(axes)
-        if sorted(a % max(self.ndim, 1) for a in axes) != list(range(self.ndim)) or len(axes) != self.ndim:
+        if len(axes) != self.ndim or any(not -self.ndim <= a < self.ndim for a in axes):
             raise ValueError(f"permute: axes {axes} are not a permutation of {self.ndim} dimensions")
         axes = [a % self.ndim for a in axes]
+        if len(set(axes)) != self.ndim:
+            raise ValueError(f"permute: axes {axes} are not a permutation (an axis repeats)")
         return self._view(tuple(self.shape[a] for a in axes), tuple(self.strides[a] for a in axes),
                           self._offset)
 
@@ -230,7 +248,7 @@ class NDArray:
         shape = _shape_arg(shape)
         if shape == self.shape:
             return self
-        if len(shape) < self.ndim:
+        if len(shape) < self.ndim or any(n < 0 for n in shape):
             raise ValueError(f"cannot broadcast shape {self.shape} to {shape}")
         lead = len(shape) - self.ndim
         strides = [0] * lead
@@ -270,6 +288,7 @@ class NDArray:
         return self._view(tuple(shape), tuple(strides), offset)
 
     def __setitem__(self, idx, value):
+        self._check_writable()
         view = self[idx]
         if isinstance(value, numbers.Number):
             view.fill(value)
@@ -305,8 +324,8 @@ class NDArray:
     def add_(self, other):
         """In place, self += other (broadcast to self's shape, same dtype); self must be
         compact, so no element is written twice."""
-        if not self.is_compact() or other.dtype != self.dtype:
-            raise ValueError(f"add_: needs a compact target and equal dtypes, got {self.dtype} "
+        if not self.is_compact() or other.dtype != self.dtype or self.dtype not in _FLOATS:
+            raise ValueError(f"add_: needs a compact target and equal float dtypes, got {self.dtype} "
                              f"{self.shape} += {other.dtype} {other.shape}")
         self.device.binary(BINARY["add"], self, other.broadcast_to(self.shape), self)
         return self
@@ -423,8 +442,8 @@ def _to_numpy_input(data, dtype):
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"cannot make an NDArray from data of dtype {arr.dtype}: "
                         "mininet holds float32, float64 and int64 numbers")
-    if dtype is None:
-        dtype = arr.dtype if arr.dtype in _FLOATS else float32
+    if dtype is None:  # the promotion rule in the README: ints stay int64, floats keep float64
+        dtype = arr.dtype if arr.dtype in _FLOATS else int64 if arr.dtype.kind in "biu" else float32
     return arr.astype(as_dtype(dtype), copy=False)
 
 
@@ -535,6 +554,8 @@ def _expand_index(idx, ndim):
     if not isinstance(idx, tuple):
         idx = (idx,)
     for item in idx:
+        if isinstance(item, (bool, np.bool_)):
+            raise IndexError(f"boolean index {item!r} is not supported: use an integer or a slice")
         if not (item is None or item is Ellipsis or isinstance(item, (slice, numbers.Integral))
                 or (isinstance(item, np.ndarray) and item.ndim == 0 and item.dtype.kind in "iu")):
             raise IndexError(f"only integers, slices, None and ... are valid indices, got {item!r}")

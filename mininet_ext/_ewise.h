@@ -24,7 +24,7 @@ typedef ptrdiff_t mn_idx;
     if (sa == 1) { for (i = 0; i < n; i++) { T x = a[i]; o[i] = (EXPR); } }    \
     else { for (i = 0; i < n; i++) { T x = a[i * sa]; o[i] = (EXPR); } }
 
-/* NaN-propagating max/min, as numpy.maximum/minimum. */
+/* NaN-propagating max/min, as numpy.maximum/minimum; relu and sign keep NaN too. */
 #define MN_MAX(x, y) (((x) >= (y) || (x) != (x)) ? (x) : (y))
 #define MN_MIN(x, y) (((x) <= (y) || (x) != (x)) ? (x) : (y))
 
@@ -38,8 +38,8 @@ typedef ptrdiff_t mn_idx;
 #define MN_UNARY_OPS(X, T, M)                                                  \
     X(T, 0, neg, -x) X(T, 1, abs, M(fabs)(x)) X(T, 2, exp, M(exp)(x))          \
     X(T, 3, log, M(log)(x)) X(T, 4, sqrt, M(sqrt)(x)) X(T, 5, tanh, M(tanh)(x)) \
-    X(T, 6, sigmoid, (T)1 / ((T)1 + M(exp)(-x))) X(T, 7, relu, x > 0 ? x : (T)0) \
-    X(T, 8, sign, (T)((x > 0) - (x < 0))) X(T, 9, square, x * x)
+    X(T, 6, sigmoid, (T)1 / ((T)1 + M(exp)(-x))) X(T, 7, relu, x < 0 ? (T)0 : x) \
+    X(T, 8, sign, x != x ? x : (T)((x > 0) - (x < 0))) X(T, 9, square, x * x)
 
 #define MN_F32(fn) fn##f
 #define MN_F64(fn) fn

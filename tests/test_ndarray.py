@@ -200,7 +200,7 @@ def test_getitem_matches_numpy(data):
 
 
 def test_dtypes_and_construction():
-    assert NDArray([1, 2, 3]).dtype == np.float32
+    assert NDArray([1, 2, 3]).dtype == np.int64     # integer data stays integer (numpy, torch)
     assert NDArray(np.arange(3, dtype=np.float64)).dtype == np.float64
     assert NDArray([1, 2], dtype="int64").numpy().dtype == np.int64
     mixed = NDArray(np.ones(3, np.float32)) + NDArray(np.ones(3, np.float64))

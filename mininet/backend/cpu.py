@@ -15,6 +15,18 @@ from mininet_ext import strided as _st
 from .device import DTYPES, Device
 
 
+_FLOATS = (np.dtype("float32"), np.dtype("float64"))
+
+
+def _floats(what, *arrays):
+    """The fused kernels read float32/float64 only: an int64 array would be misread as
+    float64 bits."""
+    for a in arrays:
+        if a is not None and a.dtype not in _FLOATS:
+            raise TypeError(f"{what}: needs float32 or float64 arrays, got {a.dtype}; convert "
+                            "with .astype('float32')")
+
+
 def _at(a):
     """a's buffer from its first element, for kernels that take no offset argument: a
     compact view such as x[1:] starts past the buffer's start (DESIGN rule 1)."""
@@ -56,28 +68,34 @@ class CPUDevice(Device):
 
     # elementwise ----------------------------------------------------------
     def binary(self, op, a, b, out):
+        _floats("elementwise op", a, b)
         _ew.binary(op, a._handle, a._offset, a.strides, b._handle, b._offset, b.strides,
                    _at(out), out.shape, out.dtype.itemsize)
 
     def binary_scalar(self, op, a, value, reverse, out):
+        _floats("elementwise op", a)
         _ew.binary_scalar(op, a._handle, a._offset, a.strides, value, reverse, _at(out),
                           out.shape, out.dtype.itemsize)
 
     def unary(self, op, a, out):
+        _floats("elementwise op", a)
         _ew.unary(op, a._handle, a._offset, a.strides, _at(out), out.shape, out.dtype.itemsize)
 
     # reductions and products ---------------------------------------------
     def reduce(self, op, a, outer, red, inner, out):
+        _floats("reduction", a)
         _red.reduce(op, a._handle, a._offset, outer, red, inner, _at(out), a.dtype.itemsize)
 
     def matmul(self, a, b, out, m, n, k, a_batch=None, b_batch=None):
         """out[i] = a[i] @ b[i]: a, b are the last-two-dims views (any strides)."""
+        _floats("matmul", a, b)
         _mm.gemm(a._handle, a._offset, a.strides[-2], a.strides[-1],
                  b._handle, b._offset, b.strides[-2], b.strides[-1],
                  out._handle, out._offset, m, n, k, out.dtype.itemsize, a_batch, b_batch)
 
     # convolution and pooling (x, col, dx, pooled arrays compact) ----------
     def im2col(self, x, col, kernel, stride, pad, dil, oh, ow):
+        _floats("im2col", x)
         _conv.im2col(x._handle, x._offset, x.strides, x.shape, _at(col), kernel, stride, pad,
                      dil, oh, ow, x.dtype.itemsize)
 
@@ -87,6 +105,7 @@ class CPUDevice(Device):
 
     # fused softmax cross-entropy (z, probs compact; labels int64 in [0, C))
     def softmax_xent(self, z, labels, probs):
+        _floats("softmax cross-entropy (logits)", z)
         n, c = z.shape
         if labels.dtype != np.int64 or labels.shape != (n,):
             raise TypeError(f"softmax_xent: labels must be int64 of shape ({n},), got "
@@ -100,6 +119,7 @@ class CPUDevice(Device):
 
     # fused batch norm over all axes but 1 (x, g, xhat compact; w, b, stats (C,) compact)
     def batchnorm(self, x, w, b, xhat, y, mean, var, inv, eps):
+        _floats("batch norm", x, w, b)
         outer, c = x.shape[:2]
         if not x.dtype == w.dtype == b.dtype or w.shape != (c,) or b.shape != (c,):
             raise TypeError(f"batchnorm: weight {w.dtype} {w.shape} and bias {b.dtype} {b.shape} "
@@ -131,6 +151,7 @@ class CPUDevice(Device):
     fused_conv = True
 
     def conv2d(self, x, w, bias, out, p):
+        _floats("conv", x, w, bias)
         n, k, oh, ow = out.shape
         _cg.forward(x._handle, x._offset, w._handle, w._offset,
                     None if bias is None else bias._handle, 0 if bias is None else bias._offset,
@@ -166,6 +187,7 @@ class CPUDevice(Device):
                         k, n, g.size // max(n * k, 1), g.dtype.itemsize)
 
     def maxpool(self, x, out, idx, kernel, stride, pad, dil):
+        _floats("max_pool2d", x)
         _conv.maxpool(_at(x), _at(out), _at(idx), x.shape, kernel, stride, pad, dil,
                       out.shape[2], out.shape[3], x.dtype.itemsize)
 
@@ -178,16 +200,19 @@ class CPUDevice(Device):
                              out.shape[3], h.dtype.itemsize)
 
     def avgpool(self, src, dst, x_shape, kernel, stride, pad, backward):
+        _floats("avg_pool2d", src)
         oh, ow = (src.shape if backward else dst.shape)[2:]
         _conv.avgpool(_at(src), _at(dst), x_shape, kernel, stride, pad, oh, ow, backward,
                       dst.dtype.itemsize)
 
     # fused optimizer updates (in place on p; p, m, v compact) --------------
     def sgd_step(self, p, g, v, lr, momentum, dampening, wd, nesterov, first):
+        _floats("SGD step", p, g)
         _opt.sgd_step(_at(p), g._handle, g._offset, _at(v), p.size, lr, momentum, dampening,
                       wd, nesterov, first, p.dtype.itemsize)
 
     def adam_step(self, p, g, m, v, lr, b1, b2, eps, wd, decoupled, t):
+        _floats("Adam step", p, g)
         _opt.adam_step(_at(p), g._handle, g._offset, _at(m), _at(v), p.size, lr, b1, b2,
                        eps, wd, decoupled, t, p.dtype.itemsize)
 

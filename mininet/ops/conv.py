@@ -11,6 +11,7 @@ import numbers
 
 from ..autograd import Op
 from ..ndarray import NDArray, int64, matmul as nd_matmul
+from .math import require_float
 from .shape import GetItem, ScatterItem, broadcast_to, reshape
 
 
@@ -230,6 +231,7 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution (cross-correlation, as PyTorch's conv2d) of x (N, C, H, W) with
     weight (K, C/groups, kh, kw) and an optional bias (K,)."""
     p = ConvParams(stride, padding, dilation, groups)
+    require_float("conv", x, weight, bias)
     if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
         raise ValueError(f"conv: input, weight and bias dtypes differ ({x.dtype}, {weight.dtype}"
                          f"{', ' + str(bias.dtype) if bias is not None else ''})")
@@ -253,6 +255,7 @@ def _pool_params(kernel_size, stride, padding, dilation=1):
 
 
 def _check_pool(x, kernel, p, what):
+    require_float(what, x)
     if x.ndim != 4:
         raise ValueError(f"{what}: input must be 4-D (N, C, H, W), got shape {x.shape}")
     return p.out_hw(x.shape, kernel, what)

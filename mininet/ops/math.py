@@ -5,6 +5,14 @@ from ..autograd import Op, Tensor, grad_enabled
 from ..ndarray import matmul as nd_matmul
 
 
+def require_float(what, *xs):
+    """Fused ops compute in float32/float64 only (the README's promotion rule)."""
+    for x in xs:
+        if x is not None and x.dtype.kind != "f":
+            raise TypeError(f"{what}: needs float32 or float64 input, got {x.dtype}; convert "
+                            "with .astype('float32') or Tensor(..., dtype='float32')")
+
+
 def sum_to(a, shape):
     """NDArray a summed over the dims that broadcasting added or stretched, to `shape`."""
     if a.shape == shape:

@@ -3,6 +3,7 @@ import numpy as np
 
 from ..autograd import Op, Tensor, grad_enabled
 from ..ndarray import NDArray, int64
+from .math import require_float
 from .reduce import softmax, summation
 
 
@@ -97,6 +98,7 @@ def softmax_cross_entropy(logits, labels):
     if logits.ndim != 2:
         raise ValueError(f"softmax_cross_entropy: logits must be (N, C), got shape {logits.shape}")
     n, c = logits.shape
+    require_float("softmax_cross_entropy (logits)", logits)
     y = _labels_numpy(labels)
     if y.shape != (n,):
         raise ValueError(f"softmax_cross_entropy: labels of shape {y.shape} do not match logits {logits.shape}")
@@ -185,5 +187,6 @@ class BatchNorm(Op):
 
 def batch_norm(x, weight, bias, axes, eps=1e-5):
     """Returns (y, op): op.mean and op.var hold the batch statistics."""
+    require_float("batch_norm", x, weight, bias)
     op = BatchNorm(axes, eps)
     return op(x, weight, bias), op
