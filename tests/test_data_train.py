@@ -148,3 +148,39 @@ def test_crash_while_saving_keeps_old_checkpoint(tmp_path, monkeypatch):
     (tmp_path / "junk.npz").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="junk.npz"):
         load_checkpoint(tmp_path / "junk.npz", model, opt)
+
+
+class _Always:
+    """A transform that records what it was given and flips horizontally."""
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, x):
+        self.seen.append(x.shape)
+        return x[..., ::-1].copy()
+
+
+def test_mnist_transforms_see_images_not_flat_rows(tmp_path):
+    from mininet.data.transforms import RandomCrop, RandomFlipHorizontal
+    imgs = np.random.default_rng(1).integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
+    write_idx(tmp_path / "i.gz", imgs)
+    write_idx(tmp_path / "l", np.arange(5, dtype=np.uint8), gz=False)
+    rec = _Always()
+    ds = MNISTDataset(tmp_path / "i.gz", tmp_path / "l", transforms=[rec])
+    x, _ = ds[np.arange(5)]
+    assert rec.seen == [(1, 28, 28)] * 5                 # once per image, as an image
+    np.testing.assert_allclose(x.reshape(5, 28, 28) * 255, imgs[:, :, ::-1], atol=1e-4)
+    x1, _ = ds[2]
+    np.testing.assert_allclose(x1.reshape(28, 28) * 255, imgs[2, :, ::-1], atol=1e-4)
+    flip = MNISTDataset(tmp_path / "i.gz", tmp_path / "l", transforms=[RandomFlipHorizontal(1.0)])
+    np.testing.assert_allclose(flip[np.arange(5)][0].reshape(5, 28, 28) * 255, imgs[:, :, ::-1],
+                               atol=1e-4)                 # a mirror image, not a 180-degree turn
+    crop = MNISTDataset(tmp_path / "i.gz", tmp_path / "l", transforms=[RandomCrop(3)],
+                        flatten=False)
+    xc, _ = crop[np.arange(5)]
+    assert xc.shape == (5, 1, 28, 28)
+    for i in range(5):   # each image is its own shift of the original (zero-filled border)
+        src = np.pad(imgs[i], 3)
+        assert any(np.allclose(xc[i, 0] * 255, src[3 + a:31 + a, 3 + b:31 + b], atol=1e-3)
+                   for a in range(-3, 4) for b in range(-3, 4))

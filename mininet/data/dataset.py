@@ -11,7 +11,13 @@ class Dataset:
     def __init__(self, transforms=None):
         self.transforms = transforms or []
 
-    def apply_transforms(self, x):
+    def apply_transforms(self, x, batched=False):
+        """Each transform sees one image (its own random flip or crop); a batch (an array
+        index) is transformed image by image."""
+        if not self.transforms:
+            return x
+        if batched:
+            return np.stack([self.apply_transforms(xi) for xi in x]) if len(x) else x
         for t in self.transforms:
             x = t(x)
         return x
@@ -35,7 +41,7 @@ class TensorDataset(Dataset):
         return len(self.arrays[0])
 
     def __getitem__(self, index):
-        x = self.apply_transforms(self.arrays[0][index])
+        x = self.apply_transforms(self.arrays[0][index], batched=np.ndim(index) > 0)
         return (x,) + tuple(a[index] for a in self.arrays[1:])
 
 

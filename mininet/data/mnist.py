@@ -131,7 +131,7 @@ def ensure_mnist(path=None, download_missing=True, progress=None):
 
 class MNISTDataset(Dataset):
     """Images as float32 in [0, 1], flattened to (784,) (or (1, 28, 28) with flatten=False);
-    labels as int64."""
+    labels as int64. `images` holds them as (N, 1, 28, 28); transforms see (1, 28, 28)."""
 
     def __init__(self, image_file, label_file, transforms=None, flatten=True):
         super().__init__(transforms)
@@ -142,8 +142,8 @@ class MNISTDataset(Dataset):
                              f"{len(labels)} labels")
         if labels.size and labels.max() > 9:
             raise MNISTError(f"{label_file}: labels must be 0-9, found {labels.max()}")
-        x = images.astype(np.float32) / 255.0
-        self.images = x.reshape(len(x), -1) if flatten else x[:, None]
+        self.images = (images.astype(np.float32) / 255.0)[:, None]   # (N, 1, 28, 28)
+        self.flatten = flatten
         self.labels = labels.astype(np.int64)
 
     @classmethod
@@ -156,4 +156,8 @@ class MNISTDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index):
-        return self.apply_transforms(self.images[index]), self.labels[index]
+        """Transforms see (1, 28, 28) images; flattening comes after them."""
+        x = self.apply_transforms(self.images[index], batched=np.ndim(index) > 0)
+        if self.flatten:
+            x = x.reshape(x.shape[:-3] + (-1,))
+        return x, self.labels[index]
