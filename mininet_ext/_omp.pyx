@@ -41,17 +41,26 @@ cdef int threads_for(Py_ssize_t work) noexcept nogil:
     return <int>t if t < _num_threads else _num_threads
 
 
+ENV_ERROR = None   # why MININET_NUM_THREADS / OMP_NUM_THREADS was ignored, if it was
+
+
 def _default_threads():
+    """The thread count from the environment, else the usable cores. A bad value must not
+    make `import mininet` fail (nor print at import): it is ignored and recorded in
+    ENV_ERROR, which the CLI reports as an error and `mininet info` shows."""
+    global ENV_ERROR
     for var in ("MININET_NUM_THREADS", "OMP_NUM_THREADS"):
         value = os.environ.get(var, "").strip()
         if value:
             try:
                 n = int(value.split(",")[0])
             except ValueError:
-                raise ValueError(f"{var}={value!r} is not a positive integer") from None
-            if n < 1:
-                raise ValueError(f"{var}={value!r} is not a positive integer")
-            return n
+                n = 0
+            if n >= 1:
+                return n
+            ENV_ERROR = (f"{var}={value!r} is not a positive integer: set it to a thread count "
+                         f"such as 2, or unset it")
+            break
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:

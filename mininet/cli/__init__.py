@@ -8,6 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .. import __version__
+from ..models.mlp import MODELS
 
 app = typer.Typer(help="mininet: a small, fast deep-learning library.", no_args_is_help=True,
                   add_completion=False)
@@ -15,6 +16,7 @@ bench_app = typer.Typer(help="Benchmarks, timed against a reference in the same 
                         no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _version(value: bool):
@@ -24,9 +26,13 @@ def _version(value: bool):
 
 
 @app.callback()
-def root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+def root(ctx: typer.Context,
+         version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                       help="Print the version and exit.")):
     """mininet command line."""
+    from mininet_ext import _omp
+    if _omp.ENV_ERROR and ctx.invoked_subcommand != "info":
+        _fail(_omp.ENV_ERROR)
 
 
 @app.command()
@@ -48,15 +54,31 @@ def info(json_out: bool = typer.Option(False, "--json", help="Print JSON.")):
     console.print(table)
 
 
-def _fail(message):
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(2)
+def _fail(message, code=2):
+    """One line on stderr (never stdout, so --json output stays clean), then exit."""
+    err_console.print(f"[red]error:[/red] {escape(str(message))}")
+    raise typer.Exit(code)
+
+
+def _check_device(device):
+    """--device: cpu, or cuda when PyCUDA and a GPU are there."""
+    if device == "cpu":
+        return
+    if device != "cuda":
+        _fail(f"--device must be cpu or cuda, got {device!r}")
+    from ..backend import cuda_status
+    ok, why = cuda_status()
+    if not ok:
+        _fail(f"--device cuda: CUDA is unavailable ({why}); use --device cpu")
+
+
+THREADS_HELP = "Threads (>= 1; default: MININET_NUM_THREADS, else all cores)."
 
 
 @bench_app.command("matmul")
 def bench_matmul(
     sizes: str = typer.Option("256,512,1024,2048,100x784x100", help="N for N^3, or MxKxN, comma separated."),
-    threads: Optional[int] = typer.Option(None, help="Threads (default: MININET_NUM_THREADS or all cores)."),
+    threads: Optional[int] = typer.Option(None, min=1, help=THREADS_HELP),
     repeat: int = typer.Option(5, min=1, help="Timed repeats; the best is reported."),
     dtype: str = typer.Option("float32", help="float32 or float64."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
@@ -69,7 +91,8 @@ def bench_matmul(
     try:
         shapes = parse_shapes(sizes)
     except ValueError as e:
-        _fail(str(e))
+        _fail(f"--sizes: {e}")
+    _check_device(device)
     if device != "cpu":
         from .gpu import bench_matmul_gpu
         rows = bench_matmul_gpu(shapes, dtype, repeat)
@@ -102,7 +125,7 @@ def _ratio_table(rows, title, keys, metric, unit):
 
 @bench_app.command("ewise")
 def bench_ewise(
-    threads: Optional[int] = typer.Option(None, help="Threads."),
+    threads: Optional[int] = typer.Option(None, min=1, help=THREADS_HELP),
     repeat: int = typer.Option(5, min=1),
     json_out: bool = typer.Option(False, "--json"),
 ):
@@ -121,7 +144,7 @@ def bench_conv(
         "100,1,28,28,16,5,1,2;100,16,14,14,32,5,1,2;8,64,56,56,64,3,1,1",
         help="N,C,H,W,K,k,stride,pad; several separated by ';'. Defaults: the MNIST CNN's two "
              "conv layers at batch 100 and a ResNet-style 64-channel 3x3 layer at 56x56."),
-    threads: Optional[int] = typer.Option(None, help="Threads (mininet and PyTorch)."),
+    threads: Optional[int] = typer.Option(None, min=1, help=THREADS_HELP),
     repeat: int = typer.Option(5, min=1, help="Timed repeats; the best is reported."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     naive: bool = typer.Option(True, help="Also time the naive direct convolution (numpy)."),
@@ -130,10 +153,11 @@ def bench_conv(
     """Convolution forward and forward+backward: mininet vs a naive direct conv and PyTorch."""
     from .bench import bench_conv as run, parse_conv_shapes
     try:
-        rows = run(parse_conv_shapes(shapes), threads=threads, repeat=repeat, device=device,
-                   naive=naive)
+        parsed = parse_conv_shapes(shapes)
     except ValueError as e:
-        _fail(str(e))
+        _fail(f"--shapes: {e}")
+    _check_device(device)
+    rows = run(parsed, threads=threads, repeat=repeat, device=device, naive=naive)
     if json_out:
         print(json.dumps(rows, indent=2))
         return
@@ -161,7 +185,11 @@ def bench_train(
 ):
     """Seconds per training epoch (Adam, batch 100) of mininet vs PyTorch CPU, same run."""
     from .bench import bench_train as run
-    rows = run(tuple(m.strip() for m in models.split(",")), samples, batch_size, threads, repeat)
+    names = tuple(m.strip() for m in models.split(","))
+    unknown = [m for m in names if m not in MODELS]
+    if unknown:
+        _fail(f"--models: unknown model {unknown[0]!r}; choose from {', '.join(MODELS)}")
+    rows = run(names, samples, batch_size, threads, repeat)
     if json_out:
         print(json.dumps(rows, indent=2))
         return
@@ -183,35 +211,78 @@ def train(
     model: str = typer.Option("mlp", help="softmax, mlp, resnet or cnn."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Epochs (default: 10 for cnn, 20 for the others)."),
     batch_size: int = typer.Option(100, min=1, help="Batch size."),
-    lr: float = typer.Option(2e-3, help="Learning rate."),
+    lr: float = typer.Option(2e-3, help="Learning rate (> 0)."),
     optimizer: str = typer.Option("adam", help="sgd, momentum, adam, adamw, adagrad or rmsprop."),
-    weight_decay: float = typer.Option(1e-4, help="Weight decay."),
+    weight_decay: float = typer.Option(1e-4, help="Weight decay (>= 0)."),
     schedule: str = typer.Option("cosine", help="Learning-rate schedule per epoch: cosine, step or none."),
     seed: int = typer.Option(0, help="Random seed (init, dropout, shuffling)."),
     data_dir: Optional[str] = typer.Option(None, help="Folder with the MNIST files (else $MININET_DATA, else ~/.cache/mininet/mnist)."),
-    threads: Optional[int] = typer.Option(None, help="Threads."),
+    threads: Optional[int] = typer.Option(None, min=1, help=THREADS_HELP),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     save: Optional[str] = typer.Option(None, help="Write model + optimizer state here after each epoch (atomically)."),
     resume: Optional[str] = typer.Option(None, help="Continue from a checkpoint written by --save."),
     json_out: bool = typer.Option(False, "--json", help="Print per-epoch metrics as JSON."),
 ):
     """Train a model on MNIST and report test accuracy."""
+    import math
+
     from ..data import MNISTError
-    from .train import run
+    from ..models.train import OPTIMIZERS, SCHEDULES, CheckpointError
+    from ..models.train import TrainingDiverged
+    from .train import Interrupted, NothingToDo, check_save_path, run
     if dataset != "mnist":
         _fail(f"unknown dataset {dataset!r}: only mnist is available")
-    if model not in ("softmax", "mlp", "resnet", "cnn"):
-        _fail(f"--model must be softmax, mlp, resnet or cnn, got {model!r}")
+    if model not in MODELS:
+        _fail(f"--model must be one of {', '.join(MODELS)}, got {model!r}")
+    if not (math.isfinite(lr) and lr > 0):
+        _fail(f"--lr must be a positive number, got {lr}")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        _fail(f"--weight-decay must be >= 0, got {weight_decay}")
+    if optimizer not in OPTIMIZERS:
+        _fail(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    if schedule not in SCHEDULES:
+        _fail(f"--schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    _check_device(device)
+    if save:
+        try:
+            check_save_path(save)
+        except OSError as e:
+            _fail(f"--save {save}: {e}")
     epochs = epochs or (10 if model == "cnn" else 20)
     try:
         run(model, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir, threads, save,
             resume, json_out, device, schedule)
+    except NothingToDo as e:
+        err_console.print(str(e))
+    except Interrupted as e:
+        _fail(str(e), code=130)
+    except TrainingDiverged as e:
+        _fail(str(e), code=1)
+    except CheckpointError as e:
+        _fail(f"--resume {e}")
     except (MNISTError, ValueError, KeyError, OSError) as e:
-        _fail(escape(str(e)))
+        _fail(str(e))
 
 
 def main():
-    app()
+    """Usage errors (a bad flag value) as one line on stderr and exit 2, like every other
+    error of the CLI, instead of click's multi-line panel."""
+    import sys
+    if len(sys.argv) == 1:
+        sys.argv.append("--help")
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        err_console.print("[red]error:[/red] aborted")
+        raise SystemExit(130) from None
+    except Exception as e:  # click's UsageError/BadParameter (typer may vendor click)
+        if not hasattr(e, "format_message"):
+            raise
+        ctx = getattr(e, "ctx", None)
+        where = f"{ctx.command_path}: " if ctx is not None else ""
+        err_console.print(f"[red]error:[/red] {where}{escape(e.format_message())}")
+        raise SystemExit(getattr(e, "exit_code", 2)) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

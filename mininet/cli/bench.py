@@ -14,7 +14,10 @@ def parse_shapes(spec):
     shapes = []
     for part in spec.split(","):
         part = part.strip().lower()
-        dims = [int(d) for d in part.split("x")] if part else []
+        try:
+            dims = [int(d) for d in part.split("x")] if part else []
+        except ValueError:
+            dims = []
         if len(dims) == 1:
             dims = dims * 3
         if len(dims) != 3 or min(dims) < 1:

@@ -1,6 +1,9 @@
 """`mininet train mnist`: progress bar per epoch, a table per epoch, a summary."""
 import json
+import os
 import random
+import shlex
+import sys
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -10,7 +13,40 @@ from .. import get_num_threads, set_num_threads
 from ..data import DataLoader, MNISTDataset
 from ..init import generator, manual_seed
 from ..models import build_model, fit, load_checkpoint, save_checkpoint
-from ..models.train import make_optimizer, make_scheduler
+from ..models.train import TrainingDiverged, make_optimizer, make_scheduler
+
+
+class NothingToDo(Exception):
+    """--resume from a checkpoint that already has --epochs epochs."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C during training; the message names the last checkpoint."""
+
+
+def check_save_path(path):
+    """Fail before training, not after the first epoch, when --save cannot be written:
+    create its folder and a temp file there, as the save will."""
+    import tempfile
+    if os.path.isdir(path):
+        raise OSError("is a directory; give a file name such as model.npz")
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OSError(f"cannot write in {folder} ({e.strerror or e})") from None
+
+
+def _resume_command(save):
+    """The command line that continues this run from its checkpoint."""
+    args = [a for a in sys.argv[1:]]
+    if "--resume" in args:
+        i = args.index("--resume")
+        del args[i:i + 2]
+    return "mininet " + " ".join(shlex.quote(a) for a in args) + f" --resume {shlex.quote(save)}"
 
 
 def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir, threads, save,
@@ -31,8 +67,11 @@ def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_
     scheduler = make_scheduler(schedule, opt, epochs)
     start = 0
     if resume:
-        header = load_checkpoint(resume, model, opt)
+        header = load_checkpoint(resume, model, opt, {"model": model_name, "optimizer": optimizer})
         start = header["epoch"]
+        if start >= epochs:
+            raise NothingToDo(f"nothing to do: {resume} has already trained {start} epochs and "
+                              f"--epochs is {epochs}; pass a larger --epochs to go on")
         for _ in range(start):  # the schedule is a function of the epoch
             scheduler and scheduler.step()
         if header.get("rng_state"):
@@ -47,9 +86,10 @@ def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_
     for col in ("epoch", "train loss", "train acc", "test acc", "seconds", "samples/s"):
         table.add_column(col, justify="right")
     history = []
-    with Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[rate]} samples/s"), TimeElapsedColumn(),
-                  console=console, transient=True, disable=json_out) as progress:
+    with Progress(TextColumn("epoch {task.fields[epoch]}/" + str(epochs)), BarColumn(),
+                  MofNCompleteColumn(), TextColumn("{task.fields[rate]} samples/s"),
+                  TimeElapsedColumn(), console=console, transient=True,
+                  disable=json_out) as progress:
         task = progress.add_task("train", total=len(train_set), epoch=start + 1, rate="-")
 
         def on_batch(n):
@@ -59,15 +99,33 @@ def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_
 
         def on_epoch(row):
             history.append(row)
-            table.add_row(str(row["epoch"]), f"{row['train_loss']:.4f}", f"{row['train_acc']:.2%}",
-                          f"{row['test_acc']:.2%}", f"{row['seconds']:.1f}",
-                          f"{len(train_set) / row['seconds']:,.0f}")
+            cells = (str(row["epoch"]), f"{row['train_loss']:.4f}", f"{row['train_acc']:.2%}",
+                     f"{row['test_acc']:.2%}", f"{row['seconds']:.1f}",
+                     f"{len(train_set) / row['seconds']:,.0f}")
+            table.add_row(*cells)
             if save:
                 save_checkpoint(save, model, opt, row["epoch"], meta, generator().bit_generator.state)
+            # one line per epoch as it ends, so a log of a piped run shows progress
+            progress.console.print(f"epoch {row['epoch']}/{epochs}: train loss {cells[1]}, train acc "
+                                   f"{cells[2]}, test acc {cells[3]}, {cells[4]} s"
+                                   + (f", saved {save}" if save else ""), highlight=False)
             progress.reset(task, epoch=row["epoch"] + 1, rate="-")
 
-        fit(model, train_loader, test_loader, opt, epochs, start, on_epoch=on_epoch, on_batch=on_batch,
-            scheduler=scheduler)
+        try:
+            fit(model, train_loader, test_loader, opt, epochs, start, on_epoch=on_epoch,
+                on_batch=on_batch, scheduler=scheduler)
+        except (KeyboardInterrupt, TrainingDiverged) as e:
+            progress.stop()
+            if history and not json_out:
+                console.print(table)
+            done = history[-1]["epoch"] if history else start
+            if save and done > 0 and os.path.exists(save):
+                where = f"last checkpoint: {save} (epoch {done}); continue with: {_resume_command(save)}"
+            else:
+                where = "no checkpoint was written (use --save PATH to keep finished epochs)"
+            if isinstance(e, KeyboardInterrupt):
+                raise Interrupted(f"interrupted during epoch {done + 1}/{epochs}; {where}") from None
+            raise TrainingDiverged(f"{e}; stopped in epoch {done + 1}/{epochs}; {where}") from None
     result = {"model": model_name, "epochs": history, "final_test_acc": history[-1]["test_acc"] if history else None}
     if json_out:
         print(json.dumps(result, indent=2))

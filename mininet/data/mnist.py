@@ -7,6 +7,7 @@ import os
 import struct
 import tempfile
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,7 @@ def read_idx(path, expect_ndim=None):
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, zlib.error) as e:   # BadGzipFile is an OSError
         raise MNISTError(f"{path}: cannot read the file ({e}); it may be truncated or corrupt. "
                          f"Delete it so it can be fetched again, or replace it.") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:

@@ -1,5 +1,7 @@
 """Training loop, evaluation and atomic checkpoints."""
+import glob
 import json
+import math
 import os
 import tempfile
 import time
@@ -8,6 +10,18 @@ import numpy as np
 
 from .. import nn, optim
 from ..autograd import no_grad
+
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "adagrad", "rmsprop")
+SCHEDULES = ("cosine", "step", "none")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model; names the file."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss is NaN or infinite: further steps would only write NaNs."""
 
 
 def make_optimizer(name, params, lr, weight_decay=0.0):
@@ -43,10 +57,14 @@ def train_epoch(model, loader, opt, loss_fn=None, on_batch=None):
         opt.zero_grad()
         logits = model(x)
         loss = loss_fn(logits, y)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrainingDiverged(f"the training loss is {value} after {seen} samples of this "
+                                   "epoch: lower --lr (or check the data)")
         loss.backward()
         opt.step()
         n = x.shape[0]
-        total_loss += loss.item() * n
+        total_loss += value * n
         correct += int((logits.cached_data.argmax(1).numpy() == y.numpy()).sum())
         seen += n
         if on_batch:
@@ -87,8 +105,13 @@ def fit(model, train_loader, test_loader, opt, epochs, start_epoch=0, on_epoch=N
     return history
 
 
+def _temp_prefix(path):
+    return f".{os.path.basename(path)}."
+
+
 def save_checkpoint(path, model, opt, epoch, meta=None, rng_state=None):
-    """Model + optimizer state in one .npz, written to a temp file and renamed."""
+    """Model + optimizer state in one .npz, written to a temp file and renamed, with the
+    file mode a plain open() would give. Temp files left by a killed save are removed."""
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
     osd = opt.state_dict()
     for i, st in osd["state"].items():
@@ -98,32 +121,62 @@ def save_checkpoint(path, model, opt, epoch, meta=None, rng_state=None):
               "rng_state": rng_state}
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".ckpt.", suffix=".tmp")
+    for stale in glob.glob(os.path.join(glob.escape(folder), glob.escape(_temp_prefix(path)) + "*.tmp")):
+        try:
+            os.unlink(stale)
+        except OSError:
+            pass
+    tmp = None
     try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=_temp_prefix(path), suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+        tmp = None
+    except OSError as e:
+        raise OSError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
 
 
-def load_checkpoint(path, model, opt):
-    """Restore model and optimizer; returns the header (epoch, meta, rng_state)."""
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def load_checkpoint(path, model, opt, expect=None):
+    """Restore model and optimizer; returns the header (epoch, meta, rng_state). expect:
+    meta values (model, optimizer) the checkpoint must have been written with."""
     try:
-        data = np.load(path, allow_pickle=False)
-        header = json.loads(bytes(data["header"]).decode())
-    except (OSError, ValueError, KeyError) as e:
-        raise ValueError(f"{path}: not a mininet checkpoint or corrupt ({e})") from None
-    model.load_state_dict({k[6:]: data[k] for k in data.files if k.startswith("model/")})
-    state = {}
-    for k in data.files:
-        if k.startswith("optim/"):
-            _, i, name = k.split("/", 2)
-            state.setdefault(int(i), {})[name] = data[k]
-    opt.load_state_dict({"step_count": header["step_count"], "lr": header["lr"], "state": state})
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        header = json.loads(bytes(arrays.pop("header")).decode())
+        epoch = int(header["epoch"])
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except Exception as e:  # truncated, empty, bit-flipped: zip, zlib, json, key errors
+        raise CheckpointError(f"{path}: not a mininet checkpoint, or truncated/corrupt "
+                              f"({type(e).__name__}: {e})") from None
+    meta = header.get("meta") or {}
+    for key, want in (expect or {}).items():
+        if key in meta and meta[key] != want:
+            raise CheckpointError(f"{path} was written with --{key} {meta[key]}, not {want}: "
+                                  f"pass --{key} {meta[key]} or start without --resume")
+    try:
+        model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model/")})
+        state = {}
+        for k, v in arrays.items():
+            if k.startswith("optim/"):
+                _, i, name = k.split("/", 2)
+                state.setdefault(int(i), {})[name] = v
+        opt.load_state_dict({"step_count": header["step_count"], "lr": header["lr"], "state": state})
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: does not fit this model and optimizer ({e})") from None
+    header["epoch"] = epoch
     return header
