@@ -140,3 +140,30 @@ def test_set_num_threads_while_another_thread_reduces():
         r = run_script(RACE)
         assert r.returncode == 0, f"exit {r.returncode}: {r.stderr[-2000:]}"
         assert r.stdout.strip() == "ok"
+
+
+def _openmp_env(extra):
+    import os
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(OMP_DISPLAY_ENV="VERBOSE", **extra)
+    r = subprocess.run([sys.executable, "-c", "import os, mininet; "
+                        "print(os.environ.get('GOMP_SPINCOUNT'), mininet.get_num_threads())"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split(), r.stderr
+
+
+def test_openmp_threads_spin_briefly_by_default():
+    """Long spin-waits made 2 threads slower than 1 next to a busy process (issue 11.17):
+    libgomp loads with GOMP_SPINCOUNT=1000, and the variable does not leak into
+    os.environ (PyTorch's own libgomp and child processes keep their defaults)."""
+    out, shown = _openmp_env({})
+    assert "GOMP_SPINCOUNT = '1000'" in shown
+    assert out[0] == "None"
+
+
+def test_a_users_wait_policy_wins():
+    _, shown = _openmp_env({"OMP_WAIT_POLICY": "ACTIVE"})
+    assert "OMP_WAIT_POLICY = 'ACTIVE'" in shown and "GOMP_SPINCOUNT = '1000'" not in shown
+    _, shown = _openmp_env({"GOMP_SPINCOUNT": "5"})
+    assert "GOMP_SPINCOUNT = '5'" in shown

@@ -3,6 +3,8 @@ import platform
 
 from .. import __version__, get_num_threads
 from ..backend import cuda_status
+import mininet_ext
+from mininet_ext import _omp
 
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16",
               "amx_tile", "neon", "asimd", "sve")
@@ -43,6 +45,9 @@ def gather():
         "simd": cpu_features(),
         "openmp": build["openmp"],
         "threads": get_num_threads(),
+        "threads_env": _omp.ENV_ERROR or "ok",
+        "openmp_wait": (f"GOMP_SPINCOUNT={mininet_ext.WAIT_POLICY} (mininet's default)"
+                        if mininet_ext.WAIT_POLICY else "from OMP_WAIT_POLICY / GOMP_SPINCOUNT"),
         "cflags": build["cflags"],
         "gemm_blocking": build["blocking"],
         "cuda": "available" if ok else f"unavailable: {why}",
