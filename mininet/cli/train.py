@@ -121,6 +121,8 @@ def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_
             done = history[-1]["epoch"] if history else start
             if save and done > 0 and os.path.exists(save):
                 where = f"last checkpoint: {save} (epoch {done}); continue with: {_resume_command(save)}"
+            elif save:
+                where = f"no epoch finished, so {save} was not written"
             else:
                 where = "no checkpoint was written (use --save PATH to keep finished epochs)"
             if isinstance(e, KeyboardInterrupt):
