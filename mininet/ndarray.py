@@ -466,6 +466,12 @@ def _ewise(a, b, name):
 
 def matmul(a, b):
     """numpy's matmul: 1-d operands are promoted, batch dims broadcast."""
+    if (len(a.shape) == 2 and len(b.shape) == 2 and a.dtype is b.dtype and a.dtype in _FLOATS
+            and a.shape[1] == b.shape[0] and a.device is b.device):
+        # the common case (a layer's product) without the general path's checks
+        out = NDArray.make((a.shape[0], b.shape[1]), device=a.device, dtype=a.dtype)
+        a.device.matmul(a, b, out, a.shape[0], b.shape[1], a.shape[1])
+        return out
     a, b = _promote(a, b)
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: operands must be at least 1-d, got shapes {a.shape} and {b.shape}")

@@ -120,6 +120,39 @@ static void NAME(mn_idx npan, const T* __restrict A, mn_idx astride,            
     for (int i = 0; i < MN_MR; i++) *(VU*)(C + i * ldc) += c[i];                   \
 }
 
+/* C[MR x NV*W] (+)= A[MR x kc] * B_panel[kc x NR] with A read in place through its
+ * strides (A(i, p) = A[i * ars + p * acs]) instead of a packed panel: for narrow
+ * products (N <= 2 NR) packing A costs as much as multiplying it. NV = 1 is the
+ * half-width kernel for an N edge of at most NR/2 columns (B rows still NR apart). */
+#define MN_DEF_KERNEL_SA(NAME, T, V, VU, W, NR, NV)                                \
+static void NAME(mn_idx kc, const T* __restrict A, mn_idx ars, mn_idx acs,       \
+                 const T* __restrict B, T* C, mn_idx ldc, int accumulate)         \
+{                                                                                  \
+    V c[MN_MR][NV];                                                                \
+    _Pragma("GCC unroll 16")                                                       \
+    for (int i = 0; i < MN_MR; i++)                                                \
+        for (int v = 0; v < NV; v++) c[i][v] = (V){0};                             \
+    for (mn_idx p = 0; p < kc; p++) {                                              \
+        V b[NV];                                                                   \
+        for (int v = 0; v < NV; v++) b[v] = *(const V*)(B + p * NR + v * W);       \
+        const T* a = A + p * acs;                                                  \
+        _Pragma("GCC unroll 16")                                                   \
+        for (int i = 0; i < MN_MR; i++)                                            \
+            for (int v = 0; v < NV; v++) c[i][v] += a[i * ars] * b[v];             \
+    }                                                                              \
+    _Pragma("GCC unroll 16")                                                       \
+    for (int i = 0; i < MN_MR; i++)                                                \
+        for (int v = 0; v < NV; v++) {                                             \
+            VU* d = (VU*)(C + i * ldc + v * W);                                    \
+            if (accumulate) *d += c[i][v]; else *d = c[i][v];                      \
+        }                                                                          \
+}
+
+MN_DEF_KERNEL_SA(mn_kernel_sa_f32, float, mn_vf, mn_vf_u, MN_VF, MN_NR_F, 2)
+MN_DEF_KERNEL_SA(mn_kernel_sa_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D, 2)
+MN_DEF_KERNEL_SA(mn_kernel_sa_half_f32, float, mn_vf, mn_vf_u, MN_VF, MN_NR_F, 1)
+MN_DEF_KERNEL_SA(mn_kernel_sa_half_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D, 1)
+
 MN_DEF_KERNEL_AT_HALF(mn_kernel_at_half_f32, float, mn_vf, mn_vf_u, MN_VF, MN_NR_F)
 MN_DEF_KERNEL_AT_HALF(mn_kernel_at_half_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D)
 

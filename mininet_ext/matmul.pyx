@@ -6,7 +6,7 @@ from cython.parallel cimport prange
 from cython cimport floating
 from libc.string cimport memset
 from mininet_ext.buffer cimport Buffer
-from mininet_ext._omp cimport threads_for, num_threads
+from mininet_ext._omp cimport threads_for
 
 cdef extern from "_gemm.h" nogil:
     int mn_gemm_mr()
@@ -15,13 +15,20 @@ cdef extern from "_gemm.h" nogil:
                        int accumulate)
     void mn_kernel_f64(Py_ssize_t kc, const double* A, const double* B, double* C, Py_ssize_t ldc,
                        int accumulate)
+    void mn_kernel_sa_f32(Py_ssize_t kc, const float* A, Py_ssize_t ars, Py_ssize_t acs,
+                          const float* B, float* C, Py_ssize_t ldc, int accumulate)
+    void mn_kernel_sa_f64(Py_ssize_t kc, const double* A, Py_ssize_t ars, Py_ssize_t acs,
+                          const double* B, double* C, Py_ssize_t ldc, int accumulate)
+    void mn_kernel_sa_half_f32(Py_ssize_t kc, const float* A, Py_ssize_t ars, Py_ssize_t acs,
+                               const float* B, float* C, Py_ssize_t ldc, int accumulate)
+    void mn_kernel_sa_half_f64(Py_ssize_t kc, const double* A, Py_ssize_t ars, Py_ssize_t acs,
+                               const double* B, double* C, Py_ssize_t ldc, int accumulate)
 
 cdef int MR = mn_gemm_mr()
 # Cache blocking: a KC x NR panel of B stays in L1 (48 KiB here), the MC x KC
 # block of A in L2, the KC x NC block of B in L3.
 cdef Py_ssize_t MC = 192, KC = 256, NC = 4096
 cdef Py_ssize_t SMALL = 32 * 32 * 32   # flops/2 below which packing does not pay
-cdef Py_ssize_t SLICED = 1 << 24       # flops/2 up to which gemm_sliced serves multi-threaded calls
 
 
 def blocking():
@@ -100,57 +107,109 @@ cdef void micro_tiles(const floating* Ap, const floating* Bp, floating* C, Py_ss
                 mn_kernel_f64(kc, Ap + ip * MR * kc, Bp + jp * nr * kc, C + ip * MR * ldc + jp * nr,
                               ldc, accumulate)
             continue
-        # edge tile: compute the padded tile aside, write back the valid part
-        if floating is float:
-            mn_kernel_f32(kc, Ap + ip * MR * kc, Bp + jp * nr * kc, tile, nr, 0)
-        else:
-            mn_kernel_f64(kc, Ap + ip * MR * kc, Bp + jp * nr * kc, tile, nr, 0)
+        # edge tile: compute the padded tile aside (half width when the edge allows: a
+        # packed panel is A read with row stride 1 and column stride MR), write back
         rows = rows if rows < MR else MR
         cols = cols if cols < nr else nr
-        for i in range(rows):
-            for j in range(cols):
-                if accumulate:
-                    C[(ip * MR + i) * ldc + jp * nr + j] += tile[i * nr + j]
+        sa_kernel(kc, Ap + ip * MR * kc, 1, MR, Bp + jp * nr * kc, tile, nr, 0, cols <= nr // 2)
+        write_tile(tile, nr, C + ip * MR * ldc + jp * nr, ldc, rows, cols, accumulate)
+
+
+cdef inline void sa_kernel(Py_ssize_t kc, const floating* A, Py_ssize_t ars, Py_ssize_t acs,
+                           const floating* B, floating* C, Py_ssize_t ldc, int accumulate,
+                           bint half) noexcept nogil:
+    if floating is float:
+        if half:
+            mn_kernel_sa_half_f32(kc, A, ars, acs, B, C, ldc, accumulate)
+        else:
+            mn_kernel_sa_f32(kc, A, ars, acs, B, C, ldc, accumulate)
+    else:
+        if half:
+            mn_kernel_sa_half_f64(kc, A, ars, acs, B, C, ldc, accumulate)
+        else:
+            mn_kernel_sa_f64(kc, A, ars, acs, B, C, ldc, accumulate)
+
+
+cdef inline void write_tile(const floating* tile, Py_ssize_t ldt, floating* C, Py_ssize_t ldc,
+                            Py_ssize_t rows, Py_ssize_t cols, int accumulate) noexcept nogil:
+    cdef Py_ssize_t i, j
+    for i in range(rows):
+        for j in range(cols):
+            if accumulate:
+                C[i * ldc + j] += tile[i * ldt + j]
+            else:
+                C[i * ldc + j] = tile[i * ldt + j]
+
+
+cdef inline Py_ssize_t k_step(Py_ssize_t K) noexcept nogil:
+    """KC blocks of equal size: 784 = 4 x 196, not 3 x 256 + 16 (a 16-deep block pays
+    a whole C tile update for little work)."""
+    cdef Py_ssize_t nblocks = (K + KC - 1) // KC
+    return (K + nblocks - 1) // nblocks if nblocks > 0 else KC
+
+
+cdef void gemm_direct(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                      const floating* A, Py_ssize_t ars, Py_ssize_t acs,
+                      const floating* B, Py_ssize_t brs, Py_ssize_t bcs,
+                      floating* C, Py_ssize_t ldc, floating* Bp, floating* Aedge,
+                      Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
+    """Rows i0..i1 of C = A @ B for narrow products (N <= 2 NR): B packed per K block, A
+    read in place by the micro-kernel (only a last partial row panel is packed, so no
+    read passes the end of A)."""
+    cdef floating tile[16 * 64]
+    cdef int nr = mn_gemm_nr(sizeof(floating))
+    cdef Py_ssize_t npan = (N + nr - 1) // nr, kstep = k_step(K), pc, kc, ip, jp, rows, cols
+    cdef Py_ssize_t rs, cs
+    cdef const floating* Ai
+    cdef bint half
+    pc = 0
+    while pc < K:
+        kc = K - pc if K - pc < kstep else kstep
+        pack_b(B + pc * brs, brs, bcs, kc, N, Bp, nr, 0, npan)
+        ip = i0
+        while ip < i1:
+            rows = i1 - ip if i1 - ip < MR else MR
+            Ai, rs, cs = A + ip * ars + pc * acs, ars, acs
+            if rows < MR:
+                pack_a(Ai, ars, acs, rows, kc, Aedge, 0, 1)
+                Ai, rs, cs = Aedge, 1, MR
+            for jp in range(npan):
+                cols = N - jp * nr if N - jp * nr < nr else nr
+                half = cols <= nr // 2
+                if rows == MR and cols == (nr // 2 if half else nr):
+                    sa_kernel(kc, Ai, rs, cs, Bp + jp * nr * kc, C + ip * ldc + jp * nr, ldc,
+                              pc > 0, half)
                 else:
-                    C[(ip * MR + i) * ldc + jp * nr + j] = tile[i * nr + j]
+                    sa_kernel(kc, Ai, rs, cs, Bp + jp * nr * kc, tile, nr, 0, half)
+                    write_tile(tile, nr, C + ip * ldc + jp * nr, ldc, rows, cols, pc > 0)
+            ip += MR
+        pc += kc
 
 
 cdef void gemm_blocked(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                        const floating* A, Py_ssize_t ars, Py_ssize_t acs,
                        const floating* B, Py_ssize_t brs, Py_ssize_t bcs,
-                       floating* C, Py_ssize_t ldc, floating* Ap, floating* Bp, int nt) noexcept nogil:
+                       floating* C, Py_ssize_t ldc, floating* Ap, floating* Bp) noexcept nogil:
+    """One thread's product: NC x KC blocks of B packed, MC x KC blocks of A packed, the
+    micro-kernel swept over them (threads split C between them, see gemm_sliced)."""
     cdef int nr = mn_gemm_nr(sizeof(floating))
-    cdef Py_ssize_t jc, pc, ic, nc, kc, mc, npan, mpan, ntiles, t
+    cdef Py_ssize_t jc, pc, ic, nc, kc, mc, npan, mpan, kstep = k_step(K)
     jc = 0
     while jc < N:
         nc = N - jc if N - jc < NC else NC
         npan = (nc + nr - 1) // nr
         pc = 0
         while pc < K:
-            kc = K - pc if K - pc < KC else KC
-            if nt == 1:
-                pack_b(B + pc * brs + jc * bcs, brs, bcs, kc, nc, Bp, nr, 0, npan)
-            else:
-                for t in prange(nt, num_threads=nt, schedule='static'):
-                    pack_b(B + pc * brs + jc * bcs, brs, bcs, kc, nc, Bp, nr,
-                           npan * t // nt, npan * (t + 1) // nt)
+            kc = K - pc if K - pc < kstep else kstep
+            pack_b(B + pc * brs + jc * bcs, brs, bcs, kc, nc, Bp, nr, 0, npan)
             ic = 0
             while ic < M:
                 mc = M - ic if M - ic < MC else MC
                 mpan = (mc + MR - 1) // MR
-                ntiles = mpan * npan
-                if nt == 1:
-                    pack_a(A + ic * ars + pc * acs, ars, acs, mc, kc, Ap, 0, mpan)
-                    micro_tiles(Ap, Bp, C + ic * ldc + jc, ldc, mc, nc, kc, nr, pc > 0, 0, ntiles)
-                else:
-                    for t in prange(nt, num_threads=nt, schedule='static'):
-                        pack_a(A + ic * ars + pc * acs, ars, acs, mc, kc, Ap,
-                               mpan * t // nt, mpan * (t + 1) // nt)
-                    for t in prange(nt, num_threads=nt, schedule='static'):
-                        micro_tiles(Ap, Bp, C + ic * ldc + jc, ldc, mc, nc, kc, nr, pc > 0,
-                                    ntiles * t // nt, ntiles * (t + 1) // nt)
+                pack_a(A + ic * ars + pc * acs, ars, acs, mc, kc, Ap, 0, mpan)
+                micro_tiles(Ap, Bp, C + ic * ldc + jc, ldc, mc, nc, kc, nr, pc > 0, 0, mpan * npan)
                 ic += MC
-            pc += KC
+            pc += kc
         jc += NC
 
 
@@ -184,7 +243,7 @@ cdef void gemm_ksplit(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
         k0 = K * t // nt
         k1 = K * (t + 1) // nt
         gemm_blocked(M, N, k1 - k0, A + k0 * acs, ars, acs, B + k0 * brs, brs, bcs,
-                     part + t * M * N, N, Ap + t * apsize, Bp + t * bpsize, 1)
+                     part + t * M * N, N, Ap + t * apsize, Bp + t * bpsize)
     for i in range(M * N):
         s = part[i]
         for t in range(1, nt):
@@ -196,28 +255,60 @@ cdef void gemm_sliced(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                       const floating* A, Py_ssize_t ars, Py_ssize_t acs,
                       const floating* B, Py_ssize_t brs, Py_ssize_t bcs,
                       floating* C, floating* Ap, floating* Bp,
-                      Py_ssize_t apsize, Py_ssize_t bpsize, int nt) noexcept nogil:
-    """Small products (e.g. 100x784x100): each thread computes whole micro-panels of C, a
-    slice of its columns or rows, with its own packing. One parallel region instead of
-    three per KC block, whose fork/join cost rivals the arithmetic at this size; the split
-    is the dimension whose micro-panels divide more evenly over the threads."""
+                      Py_ssize_t apsize, Py_ssize_t bpsize, int nt, bint direct) noexcept nogil:
+    """Each thread computes whole micro-panels of C, a slice of its rows or columns,
+    with its own packing, in one parallel region: fork/join per cache block cost more
+    than the packing a thread repeats (B's K x N, or A's M x K, once per thread). The
+    split is the dimension whose micro-panels divide more evenly over the threads;
+    narrow products (direct) split rows and read A in place."""
     cdef int nr = mn_gemm_nr(sizeof(floating)), t
     cdef Py_ssize_t mp = (M + MR - 1) // MR, npn = (N + nr - 1) // nr, p0, p1, a, b
     # the larger share of panels one thread gets, compared as fractions
-    cdef bint by_cols = ((npn + nt - 1) // nt) * mp <= ((mp + nt - 1) // nt) * npn
+    cdef bint by_cols = not direct and ((npn + nt - 1) // nt) * mp <= ((mp + nt - 1) // nt) * npn
     for t in prange(nt, num_threads=nt, schedule='static'):
         if by_cols:
             p0, p1 = npn * t // nt, npn * (t + 1) // nt
             a, b = p0 * nr, min(p1 * nr, N)
             if b > a:
                 gemm_blocked(M, b - a, K, A, ars, acs, B + a * bcs, brs, bcs, C + a, N,
-                             Ap + t * apsize, Bp + t * bpsize, 1)
+                             Ap + t * apsize, Bp + t * bpsize)
         else:
             p0, p1 = mp * t // nt, mp * (t + 1) // nt
             a, b = p0 * MR, min(p1 * MR, M)
-            if b > a:
+            if b > a and direct:
+                gemm_direct(M, N, K, A, ars, acs, B, brs, bcs, C, N, Bp + t * bpsize,
+                            Ap + t * apsize, a, b)
+            elif b > a:
                 gemm_blocked(b - a, N, K, A + a * ars, ars, acs, B, brs, bcs, C + a * N, N,
-                             Ap + t * apsize, Bp + t * bpsize, 1)
+                             Ap + t * apsize, Bp + t * bpsize)
+
+
+cdef void gemm_one(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                   const floating* A, Py_ssize_t ars, Py_ssize_t acs,
+                   const floating* B, Py_ssize_t brs, Py_ssize_t bcs, floating* C,
+                   floating* Ap, floating* Bp, floating* part, Py_ssize_t apsize,
+                   Py_ssize_t bpsize, int nt, int path) noexcept nogil:
+    """One product C (M x N, compact) on the path gemm() chose."""
+    if K == 0:
+        memset(C, 0, M * N * sizeof(floating))
+    elif path == SMALL_PATH:
+        gemm_small(M, N, K, A, ars, acs, B, brs, bcs, C, N)
+    elif path == KSPLIT_PATH:
+        gemm_ksplit(M, N, K, A, ars, acs, B, brs, bcs, C, part, Ap, Bp, apsize, bpsize, nt)
+    elif nt > 1:
+        gemm_sliced(M, N, K, A, ars, acs, B, brs, bcs, C, Ap, Bp, apsize, bpsize, nt,
+                    path == DIRECT_PATH)
+    elif path == DIRECT_PATH:
+        gemm_direct(M, N, K, A, ars, acs, B, brs, bcs, C, N, Bp, Ap, 0, M)
+    else:
+        gemm_blocked(M, N, K, A, ars, acs, B, brs, bcs, C, N, Ap, Bp)
+
+
+cdef enum:
+    SMALL_PATH = 0
+    KSPLIT_PATH = 1
+    DIRECT_PATH = 2
+    BLOCKED_PATH = 3
 
 
 def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
@@ -233,53 +324,32 @@ def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
         return
     cdef int nr = mn_gemm_nr(itemsize)
     cdef int nt = threads_for(M * N * K // 64)
-    cdef bint small = M * N * K <= SMALL or K == 0
-    cdef Py_ssize_t kc = KC if K > KC else K
-    cdef Py_ssize_t mcap = (min(MC, M) + MR - 1) // MR * MR
-    cdef Py_ssize_t ncap = (min(NC, N) + nr - 1) // nr * nr
-    # one output block but a long K: split K over the threads instead
-    cdef bint ksplit = not small and nt > 1 and M <= MC and N <= NC and K >= 4 * KC * nt
-    cdef bint sliced = not small and not ksplit and nt > 1 and M * N * K <= SLICED
-    cdef int copies = nt if ksplit or sliced else 1
-    cdef Buffer apack = Buffer(1 if small else copies * mcap * kc * itemsize)
-    cdef Buffer bpack = Buffer(1 if small else copies * ncap * kc * itemsize)
-    cdef Buffer part = Buffer(nt * M * N * itemsize if ksplit else 1)
+    cdef int path = BLOCKED_PATH
+    if M * N * K <= SMALL or K == 0:
+        path = SMALL_PATH
+    elif nt > 1 and M <= MC and N <= NC and K >= 4 * KC * nt:
+        path = KSPLIT_PATH   # one output block but a long K: split K over the threads
+    elif N <= 8 * nr:
+        path = DIRECT_PATH   # narrow: A read in place
+    cdef Py_ssize_t kc = min(KC, K)
+    cdef Py_ssize_t apsize = (min(MC, M) + MR - 1) // MR * MR * kc
+    cdef Py_ssize_t bpsize = (min(NC, N) + nr - 1) // nr * nr * kc
+    cdef int copies = nt if path != SMALL_PATH else 0
+    cdef Buffer apack = Buffer(max(copies * apsize * itemsize, 1))
+    cdef Buffer bpack = Buffer(max(copies * bpsize * itemsize, 1))
+    cdef Buffer part = Buffer(nt * M * N * itemsize if path == KSPLIT_PATH else 1)
     with nogil:
         for b in range(nbatch):
             ao = a_off + (0 if a_batch is None else a_batch[b])
             bo = b_off + (0 if b_batch is None else b_batch[b])
-            if K == 0:
-                memset(C.ptr + (c_off + b * M * N) * itemsize, 0, M * N * itemsize)
-            elif ksplit and itemsize == 4:
-                gemm_ksplit(M, N, K, <float*>A.ptr + ao, ars, acs, <float*>B.ptr + bo, brs, bcs,
-                            <float*>C.ptr + c_off + b * M * N, <float*>part.ptr,
-                            <float*>apack.ptr, <float*>bpack.ptr, mcap * kc, ncap * kc, nt)
-            elif ksplit:
-                gemm_ksplit(M, N, K, <double*>A.ptr + ao, ars, acs, <double*>B.ptr + bo, brs, bcs,
-                            <double*>C.ptr + c_off + b * M * N, <double*>part.ptr,
-                            <double*>apack.ptr, <double*>bpack.ptr, mcap * kc, ncap * kc, nt)
-            elif sliced and itemsize == 4:
-                gemm_sliced(M, N, K, <float*>A.ptr + ao, ars, acs, <float*>B.ptr + bo, brs, bcs,
-                            <float*>C.ptr + c_off + b * M * N, <float*>apack.ptr,
-                            <float*>bpack.ptr, mcap * kc, ncap * kc, nt)
-            elif sliced:
-                gemm_sliced(M, N, K, <double*>A.ptr + ao, ars, acs, <double*>B.ptr + bo, brs, bcs,
-                            <double*>C.ptr + c_off + b * M * N, <double*>apack.ptr,
-                            <double*>bpack.ptr, mcap * kc, ncap * kc, nt)
-            elif small and itemsize == 4:
-                gemm_small(M, N, K, <float*>A.ptr + ao, ars, acs, <float*>B.ptr + bo, brs, bcs,
-                           <float*>C.ptr + c_off + b * M * N, N)
-            elif small:
-                gemm_small(M, N, K, <double*>A.ptr + ao, ars, acs, <double*>B.ptr + bo, brs, bcs,
-                           <double*>C.ptr + c_off + b * M * N, N)
-            elif itemsize == 4:
-                gemm_blocked(M, N, K, <float*>A.ptr + ao, ars, acs, <float*>B.ptr + bo, brs, bcs,
-                             <float*>C.ptr + c_off + b * M * N, N, <float*>apack.ptr,
-                             <float*>bpack.ptr, nt)
+            if itemsize == 4:
+                gemm_one(M, N, K, <float*>A.ptr + ao, ars, acs, <float*>B.ptr + bo, brs, bcs,
+                         <float*>C.ptr + c_off + b * M * N, <float*>apack.ptr, <float*>bpack.ptr,
+                         <float*>part.ptr, apsize, bpsize, nt, path)
             else:
-                gemm_blocked(M, N, K, <double*>A.ptr + ao, ars, acs, <double*>B.ptr + bo, brs, bcs,
-                             <double*>C.ptr + c_off + b * M * N, N, <double*>apack.ptr,
-                             <double*>bpack.ptr, nt)
+                gemm_one(M, N, K, <double*>A.ptr + ao, ars, acs, <double*>B.ptr + bo, brs, bcs,
+                         <double*>C.ptr + c_off + b * M * N, <double*>apack.ptr,
+                         <double*>bpack.ptr, <double*>part.ptr, apsize, bpsize, nt, path)
 
 
 cdef void simple_rows(const float* A, const float* B, float* C, Py_ssize_t M, Py_ssize_t N,

@@ -106,3 +106,33 @@ def test_shape_errors_name_both_shapes():
         NDArray(np.ones((3, 4))) @ NDArray(np.ones((5, 6)))
     with pytest.raises(ValueError, match="at least 1-d"):
         NDArray(np.float32(1)) @ NDArray(np.ones(3))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 3, 4, 8, 9, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 100])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_narrow_products_every_edge(n, dtype, threads):
+    """N <= 2 NR reads A in place (direct path), N edges of <= NR/2 columns take the
+    half-width kernel; M edges, K blocks of equal size, transposed operands, threads."""
+    import mininet
+    old = mininet.get_num_threads()
+    mininet.set_num_threads(threads)
+    try:
+        for m, k in ((1, 5), (11, 9), (12, 300), (13, 784), (157, 40), (2000, 33)):
+            x = rng.standard_normal((m, k)).astype(dtype)
+            y = rng.standard_normal((k, n)).astype(dtype)
+            check(x, y, dtype=dtype)
+            check(x, y, a=NDArray(np.ascontiguousarray(x.T)).T, dtype=dtype)   # A column-major
+            check(x, y, b=NDArray(np.ascontiguousarray(y.T)).T, dtype=dtype)
+            sl = NDArray(np.concatenate([x, x], axis=1))[:, ::2]               # A column stride 2
+            check(np.concatenate([x, x], axis=1)[:, ::2], y, a=sl, dtype=dtype)
+    finally:
+        mininet.set_num_threads(old)
+
+
+@pytest.mark.parametrize("shape", [(100352, 9, 32), (6272, 288, 64), (20000, 784, 100)])
+def test_tall_products_split_over_threads(shape):
+    m, k, n = shape
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    y = rng.standard_normal((k, n)).astype(np.float32)
+    check(x, y)
