@@ -28,7 +28,7 @@ cdef int MR = mn_gemm_mr()
 # Cache blocking: a KC x NR panel of B stays in L1 (48 KiB here), the MC x KC
 # block of A in L2, the KC x NC block of B in L3.
 cdef Py_ssize_t MC = 192, KC = 256, NC = 4096
-cdef Py_ssize_t SMALL = 32 * 32 * 32   # flops/2 below which packing does not pay
+cdef Py_ssize_t SMALL = 8 * 8 * 8      # flops/2 below which the plain loops beat the call overhead
 
 
 def blocking():

@@ -72,12 +72,16 @@ def _check_device(device):
         _fail(f"--device cuda: CUDA is unavailable ({why}); use --device cpu")
 
 
+# square sizes, then the shapes layers produce: an MLP step (100x784x100, its output
+# layer 100x100x10), a tall product with tiny K (a conv's im2col, 100352x9x32), a conv
+# layer's GEMM (6272x288x64) and evaluating 100k samples (100000x784x100)
+DEFAULT_SIZES = "64,256,512,1024,2048,100x784x100,100x100x10,100352x9x32,6272x288x64,100000x784x100"
 THREADS_HELP = "Threads (>= 1; default: MININET_NUM_THREADS, else all cores)."
 
 
 @bench_app.command("matmul")
 def bench_matmul(
-    sizes: str = typer.Option("256,512,1024,2048,100x784x100", help="N for N^3, or MxKxN, comma separated."),
+    sizes: str = typer.Option(DEFAULT_SIZES, help="N for N^3, or MxKxN, comma separated."),
     threads: Optional[int] = typer.Option(None, min=1, help=THREADS_HELP),
     repeat: int = typer.Option(5, min=1, help="Timed repeats; the best is reported."),
     dtype: str = typer.Option("float32", help="float32 or float64."),
