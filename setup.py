@@ -67,6 +67,19 @@ class BuildExt(build_ext):
             self.parallel = os.cpu_count() or 1
 
 
+def write_op_header():
+    """mininet_ext/_ops.h from the one op table (mininet/backend/opcodes.py), run as a plain
+    file: nothing of mininet is built yet."""
+    import runpy
+    table = runpy.run_path(os.path.join("mininet", "backend", "opcodes.py"))
+    text = table["c_header"]()
+    path = os.path.join("mininet_ext", "_ops.h")
+    if not os.path.exists(path) or open(path).read() != text:
+        with open(path, "w") as f:
+            f.write(text)
+
+
+write_op_header()
 compile_args, link_args, openmp, portable = build_flags()
 write_build_info(compile_args, openmp, portable)
 if not openmp:

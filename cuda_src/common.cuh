@@ -28,42 +28,6 @@ __device__ __forceinline__ long long view_offset(const View& v, long long i) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \
          i += (long long)blockDim.x * gridDim.x)
 
-// Op codes: the same tables as mininet_ext/_ewise.h and mininet/backend/opcodes.py.
-template <typename T>
-__device__ __forceinline__ T binary_op(int op, T a, T b) {
-    switch (op) {
-        case 0: return a + b;
-        case 1: return a - b;
-        case 2: return a * b;
-        case 3: return a / b;
-        case 4: return pow(a, b);
-        case 5: return (a > b || a != a) ? a : b;
-        case 6: return (a < b || a != a) ? a : b;
-        case 7: return a == b;
-        case 8: return a != b;
-        case 9: return a < b;
-        case 10: return a <= b;
-        case 11: return a > b;
-        default: return a >= b;
-    }
-}
-
-template <typename T>
-__device__ __forceinline__ T unary_op(int op, T a) {
-    switch (op) {
-        case 0: return -a;
-        case 1: return a < 0 ? -a : a;
-        case 2: return exp(a);
-        case 3: return log(a);
-        case 4: return sqrt(a);
-        case 5: return tanh(a);
-        case 6: return T(1) / (T(1) + exp(-a));
-        case 7: return a < 0 ? T(0) : a;  // NaN stays NaN, as numpy and torch
-        case 8: return a != a ? a : T((a > 0) - (a < 0));
-        default: return a * a;
-    }
-}
-
 // Warp-shuffle sum, the last step of the block reductions.
 template <typename T>
 __device__ __forceinline__ T warp_sum(T v) {

@@ -1,5 +1,6 @@
 // Elementwise ops: strided (broadcast) inputs, compact output.
 #include "common.cuh"
+#include "ops_gen.cuh"   // binary_op, unary_op: generated from mininet/backend/opcodes.py
 
 template <typename T>
 __device__ void binary(int op, const T* a, View va, const T* b, View vb, T* out, long long n) {

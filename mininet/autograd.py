@@ -316,6 +316,15 @@ class Tensor(Value):
     def tanh(self): return _ops().tanh(self)
     def sigmoid(self): return _ops().sigmoid(self)
     def sqrt(self): return _ops().sqrt(self)
+    def log1p(self): return _ops().log1p(self)
+    def expm1(self): return _ops().expm1(self)
+    def abs(self): return _ops().abs(self)
+    __abs__ = abs
+
+    def clip(self, min=None, max=None):
+        return _ops().clip(self, min, max)
+
+    clamp = clip
 
 
 _ops_module = None

@@ -373,6 +373,12 @@ class NDArray:
     def abs(self): return self._unary("abs")
     def sign(self): return self._unary("sign")
     def square(self): return self._unary("square")
+    def log1p(self): return self._unary("log1p")
+    def expm1(self): return self._unary("expm1")
+
+    def clip(self, lo=None, hi=None):
+        out = self if lo is None else self.maximum(lo)
+        return out if hi is None else out.minimum(hi)
 
     # reductions --------------------------------------------------------------------------
     def _reduce(self, name, axis, keepdims):

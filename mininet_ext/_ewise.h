@@ -1,7 +1,9 @@
 /* Innermost elementwise loops, one per op and dtype, specialised on the two
  * common stride patterns (contiguous, and one side broadcast) so gcc
- * vectorises them. Op numbers must match mininet/backend/opcodes.py. */
+ * vectorises them. The ops come from _ops.h, generated from
+ * mininet/backend/opcodes.py; an unknown op number traps. */
 #include <math.h>
+#include "_ops.h"
 #include <stddef.h>
 typedef ptrdiff_t mn_idx;
 
@@ -24,23 +26,6 @@ typedef ptrdiff_t mn_idx;
     if (sa == 1) { for (i = 0; i < n; i++) { T x = a[i]; o[i] = (EXPR); } }    \
     else { for (i = 0; i < n; i++) { T x = a[i * sa]; o[i] = (EXPR); } }
 
-/* NaN-propagating max/min, as numpy.maximum/minimum; relu and sign keep NaN too. */
-#define MN_MAX(x, y) (((x) >= (y) || (x) != (x)) ? (x) : (y))
-#define MN_MIN(x, y) (((x) <= (y) || (x) != (x)) ? (x) : (y))
-
-#define MN_BINARY_OPS(X, T, M)                                                 \
-    X(T, 0, add, x + y) X(T, 1, sub, x - y) X(T, 2, mul, x * y)                \
-    X(T, 3, div, x / y) X(T, 4, pow, M(pow)(x, y))                             \
-    X(T, 5, maximum, MN_MAX(x, y)) X(T, 6, minimum, MN_MIN(x, y))              \
-    X(T, 7, eq, (T)(x == y)) X(T, 8, ne, (T)(x != y)) X(T, 9, lt, (T)(x < y))  \
-    X(T, 10, le, (T)(x <= y)) X(T, 11, gt, (T)(x > y)) X(T, 12, ge, (T)(x >= y))
-
-#define MN_UNARY_OPS(X, T, M)                                                  \
-    X(T, 0, neg, -x) X(T, 1, abs, M(fabs)(x)) X(T, 2, exp, M(exp)(x))          \
-    X(T, 3, log, M(log)(x)) X(T, 4, sqrt, M(sqrt)(x)) X(T, 5, tanh, M(tanh)(x)) \
-    X(T, 6, sigmoid, (T)1 / ((T)1 + M(exp)(-x))) X(T, 7, relu, x < 0 ? (T)0 : x) \
-    X(T, 8, sign, x != x ? x : (T)((x > 0) - (x < 0))) X(T, 9, square, x * x)
-
 #define MN_F32(fn) fn##f
 #define MN_F64(fn) fn
 
@@ -58,10 +43,10 @@ MN_UNARY_OPS(MN_DEF_UN, float, MN_F32)
 MN_UNARY_OPS(MN_DEF_UN, double, MN_F64)
 
 static void mn_binary_f32(int op, const float* a, mn_idx sa, const float* b, mn_idx sb, float* o, mn_idx n)
-{ switch (op) { MN_BINARY_OPS(MN_CASE_BIN, float, MN_F32) } }
+{ switch (op) { MN_BINARY_OPS(MN_CASE_BIN, float, MN_F32) default: __builtin_trap(); } }
 static void mn_binary_f64(int op, const double* a, mn_idx sa, const double* b, mn_idx sb, double* o, mn_idx n)
-{ switch (op) { MN_BINARY_OPS(MN_CASE_BIN, double, MN_F64) } }
+{ switch (op) { MN_BINARY_OPS(MN_CASE_BIN, double, MN_F64) default: __builtin_trap(); } }
 static void mn_unary_f32(int op, const float* a, mn_idx sa, float* o, mn_idx n)
-{ switch (op) { MN_UNARY_OPS(MN_CASE_UN, float, MN_F32) } }
+{ switch (op) { MN_UNARY_OPS(MN_CASE_UN, float, MN_F32) default: __builtin_trap(); } }
 static void mn_unary_f64(int op, const double* a, mn_idx sa, double* o, mn_idx n)
-{ switch (op) { MN_UNARY_OPS(MN_CASE_UN, double, MN_F64) } }
+{ switch (op) { MN_UNARY_OPS(MN_CASE_UN, double, MN_F64) default: __builtin_trap(); } }

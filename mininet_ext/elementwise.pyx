@@ -14,10 +14,13 @@ cdef extern from "_ewise.h" nogil:
                        double* o, Py_ssize_t n)
     void mn_unary_f32(int op, const float* a, Py_ssize_t sa, float* o, Py_ssize_t n)
     void mn_unary_f64(int op, const double* a, Py_ssize_t sa, double* o, Py_ssize_t n)
+    int NUM_BINARY "MN_NUM_BINARY"
+    int NUM_UNARY "MN_NUM_UNARY"
+    const char* OPS_SIGNATURE "MN_OPS_SIGNATURE"
+    const int* unary_cost "mn_unary_cost"
 
-cdef enum:
-    NUM_BINARY = 13
-    NUM_UNARY = 10
+# the op table these kernels were built from (backend/cpu.py checks it against opcodes.py)
+SIGNATURE = OPS_SIGNATURE.decode()
 
 
 cdef void binary_range(int op, const floating* a, const floating* b, floating* o, int nd,
@@ -130,7 +133,7 @@ cdef void unary_run(int op, const floating* a, floating* o, int nd, const Py_ssi
                     const Py_ssize_t* sa, const Py_ssize_t* so) noexcept nogil:
     cdef Py_ssize_t total = total_size(nd, shape)
     # transcendental ops cost ~10x an add: go parallel sooner
-    cdef int nt = threads_for(total * (1 if op <= 1 or op >= 7 else 8)), t
+    cdef int nt = threads_for(total * unary_cost[op]), t
     if nt == 1:
         unary_range(op, a, o, nd, shape, sa, so, 0, total)
         return

@@ -270,3 +270,26 @@ def test_cuda_views_collapse_to_few_dims():
     assert n == 24 and vb[MAXDIM - 2:MAXDIM] == (6, 4) and vb[-2:] == (0, 1)
     with pytest.raises(ValueError, match="at most"):
         _views((2,) * 8, tuple(2 ** (2 * i) for i in range(8)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_new_table_ops_against_numpy(dtype):
+    x = np.array([-0.9, -1e-9, 0.0, 1e-9, 0.5, 3.0, np.nan], dtype=dtype)
+    np.testing.assert_allclose(NDArray(x).log1p().numpy(), np.log1p(x), rtol=1e-6)
+    np.testing.assert_allclose(NDArray(x).expm1().numpy(), np.expm1(x), rtol=1e-6)
+    np.testing.assert_array_equal(NDArray(x).clip(-0.5, 0.5).numpy(), np.clip(x, -0.5, 0.5))
+    assert NDArray(x).log1p().dtype == dtype
+
+
+def test_op_table_is_the_kernels_table():
+    """The compiled kernels and the CUDA header come from backend/opcodes.py."""
+    from mininet.backend import opcodes
+    from mininet_ext import elementwise
+    assert elementwise.SIGNATURE == opcodes.signature()
+    cuda = opcodes.cuda_header()
+    for i, (name, expr, _) in enumerate(opcodes.UNARY_OPS):
+        assert f"case {i}: return {expr};" in cuda
+    assert cuda.count("__trap()") == 2
+    with pytest.raises(ValueError, match="unknown op"):
+        elementwise.unary(len(opcodes.UNARY_OPS), NDArray([1.0])._handle, 0, (1,),
+                          NDArray([1.0])._handle, (1,), 4)

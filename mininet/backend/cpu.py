@@ -13,6 +13,11 @@ from mininet_ext import reduce as _red
 from mininet_ext import strided as _st
 
 from .device import DTYPES, Device
+from .opcodes import signature
+
+if _ew.SIGNATURE != signature():
+    raise ImportError("mininet_ext was built from another op table than "
+                      "mininet/backend/opcodes.py: rebuild it (make build, or pip install .)")
 
 
 _FLOATS = (np.dtype("float32"), np.dtype("float64"))

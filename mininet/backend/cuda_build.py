@@ -49,6 +49,22 @@ def cache_dir():
     return path
 
 
+def generated_dir():
+    """A folder holding ops_gen.cuh, written from the op table (opcodes.py), so the CUDA
+    kernels always compute the ops the Python side numbers."""
+    from .opcodes import cuda_header
+    text = cuda_header()
+    folder = cache_dir().parent / "gen" / hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = folder / "ops_gen.cuh"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    return folder
+
+
 def compile_cubin(name, arch, nvcc=None, options=NVCC_OPTIONS):
     """Path of the cubin for cuda_src/<name>.cu, compiled on first use and cached.
     The cache key covers the source (and common.cuh), options, arch and nvcc version."""
@@ -58,7 +74,9 @@ def compile_cubin(name, arch, nvcc=None, options=NVCC_OPTIONS):
     src_dir = source_dir()
     src = src_dir / f"{name}.cu"
     key = hashlib.sha256()
-    for part in (src.read_bytes(), (src_dir / "common.cuh").read_bytes(), " ".join(options).encode(),
+    gen = generated_dir()
+    for part in (src.read_bytes(), (src_dir / "common.cuh").read_bytes(),
+                 (gen / "ops_gen.cuh").read_bytes(), " ".join(options).encode(),
                  arch.encode(), nvcc_version(nvcc).encode()):
         key.update(part)
     out = cache_dir() / f"{name}-{arch}-{key.hexdigest()[:16]}.cubin"
@@ -66,7 +84,8 @@ def compile_cubin(name, arch, nvcc=None, options=NVCC_OPTIONS):
         return out
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         tmp_out = Path(tmp) / out.name
-        cmd = [nvcc, "-cubin", f"-arch={arch}", *options, "-I", str(src_dir), "-o", str(tmp_out), str(src)]
+        cmd = [nvcc, "-cubin", f"-arch={arch}", *options, "-I", str(src_dir), "-I", str(gen),
+               "-o", str(tmp_out), str(src)]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"nvcc failed on {src.name} for {arch}:\n{result.stderr}")
@@ -86,11 +105,12 @@ def check(archs=CHECK_ARCHS):
         print("cuda-check: cuda_src/ has no .cu files yet; nothing to compile")
         return 0
     failures = 0
+    gen = generated_dir()
     with tempfile.TemporaryDirectory() as tmp:
         for src in files:
             for arch in archs:
                 cmd = [nvcc, "-cubin", f"-arch={arch}", *NVCC_OPTIONS, "-I", str(src.parent),
-                       "-o", os.path.join(tmp, f"{src.stem}-{arch}.cubin"), str(src)]
+                       "-I", str(gen), "-o", os.path.join(tmp, f"{src.stem}-{arch}.cubin"), str(src)]
                 result = subprocess.run(cmd, capture_output=True, text=True)
                 status = "ok" if result.returncode == 0 else "FAILED"
                 print(f"cuda-check: {src.name} {arch}: {status}")

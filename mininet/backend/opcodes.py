@@ -1,7 +1,91 @@
-"""Op numbers shared by every backend's kernels (mininet_ext/_ewise.h, cuda_src)."""
-BINARY = {name: i for i, name in enumerate(
-    ["add", "sub", "mul", "div", "pow", "maximum", "minimum",
-     "eq", "ne", "lt", "le", "gt", "ge"])}
-UNARY = {name: i for i, name in enumerate(
-    ["neg", "abs", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "sign", "square"])}
-REDUCE = {name: i for i, name in enumerate(["sum", "max", "min", "argmax", "argmin"])}
+"""The one table of elementwise and reduction ops, keyed by name.
+
+An op's number is its position here; the C kernels (mininet_ext/_ops.h, written by
+setup.py) and the CUDA kernels (ops_gen.cuh, written when they are compiled) are
+generated from this file, so adding an op means adding one line here (plus its Op
+class and test). Each expression is written once for C and CUDA, in x (and y) of
+element type T; M(f) names the math function for T (expf/exp in C, the overloads in
+CUDA). An unknown op number traps in every kernel instead of computing another op.
+
+This module imports nothing from mininet: setup.py runs it before anything is built.
+"""
+# (name, expression)
+BINARY_OPS = (
+    ("add", "x + y"),
+    ("sub", "x - y"),
+    ("mul", "x * y"),
+    ("div", "x / y"),
+    ("pow", "M(pow)(x, y)"),
+    ("maximum", "MN_MAX(x, y)"),   # NaN-propagating, as numpy.maximum
+    ("minimum", "MN_MIN(x, y)"),
+    ("eq", "(T)(x == y)"),
+    ("ne", "(T)(x != y)"),
+    ("lt", "(T)(x < y)"),
+    ("le", "(T)(x <= y)"),
+    ("gt", "(T)(x > y)"),
+    ("ge", "(T)(x >= y)"),
+)
+
+# (name, expression, cost): cost is the work of one element relative to an add; the
+# CPU kernels go parallel sooner for costly (transcendental) ops
+UNARY_OPS = (
+    ("neg", "-x", 1),
+    ("abs", "M(fabs)(x)", 1),
+    ("exp", "M(exp)(x)", 8),
+    ("log", "M(log)(x)", 8),
+    ("sqrt", "M(sqrt)(x)", 8),
+    ("tanh", "M(tanh)(x)", 8),
+    ("sigmoid", "(T)1 / ((T)1 + M(exp)(-x))", 8),
+    ("relu", "x < 0 ? (T)0 : x", 1),                          # NaN stays NaN
+    ("sign", "x != x ? x : (T)((x > 0) - (x < 0))", 1),
+    ("square", "x * x", 1),
+    ("log1p", "M(log1p)(x)", 8),
+    ("expm1", "M(expm1)(x)", 8),
+)
+
+REDUCE_OPS = ("sum", "max", "min", "argmax", "argmin")
+
+BINARY = {name: i for i, (name, _) in enumerate(BINARY_OPS)}
+UNARY = {name: i for i, (name, _, _) in enumerate(UNARY_OPS)}
+REDUCE = {name: i for i, name in enumerate(REDUCE_OPS)}
+
+
+def signature():
+    """The op names in order: compiled kernels carry it, and the backend refuses kernels
+    built from another table."""
+    return ",".join(BINARY) + "|" + ",".join(UNARY) + "|" + ",".join(REDUCE)
+
+
+_COMMON = """\
+/* NaN-propagating max/min, as numpy.maximum/minimum. */
+#define MN_MAX(x, y) (((x) >= (y) || (x) != (x)) ? (x) : (y))
+#define MN_MIN(x, y) (((x) <= (y) || (x) != (x)) ? (x) : (y))
+"""
+
+
+def c_header():
+    """mininet_ext/_ops.h: X-macros over the ops, instantiated per dtype by _ewise.h."""
+    binary = " \\\n    ".join(f"X(T, {i}, {n}, {e})" for i, (n, e) in enumerate(BINARY_OPS))
+    unary = " \\\n    ".join(f"X(T, {i}, {n}, {e})" for i, (n, e, _) in enumerate(UNARY_OPS))
+    costs = ", ".join(str(c) for _, _, c in UNARY_OPS)
+    return (f"/* Generated from mininet/backend/opcodes.py by setup.py: do not edit. */\n"
+            f"#ifndef MN_OPS_H\n#define MN_OPS_H\n{_COMMON}"
+            f"#define MN_NUM_BINARY {len(BINARY_OPS)}\n#define MN_NUM_UNARY {len(UNARY_OPS)}\n"
+            f'#define MN_OPS_SIGNATURE "{signature()}"\n'
+            f"static const int mn_unary_cost[MN_NUM_UNARY] = {{{costs}}};\n"
+            f"#define MN_BINARY_OPS(X, T, M) \\\n    {binary}\n"
+            f"#define MN_UNARY_OPS(X, T, M) \\\n    {unary}\n#endif\n")
+
+
+def cuda_header():
+    """ops_gen.cuh: binary_op / unary_op device functions; an unknown op traps."""
+    def cases(ops, args):
+        return "\n".join(f"        case {i}: return {op[1]};" for i, op in enumerate(ops))
+    return (f"// Generated from mininet/backend/opcodes.py when the kernels compile: do not edit.\n"
+            f"#pragma once\n{_COMMON}#define M(fn) fn\n"
+            f"template <typename T>\n__device__ __forceinline__ T binary_op(int op, T x, T y) {{\n"
+            f"    switch (op) {{\n{cases(BINARY_OPS, 'x, y')}\n"
+            f"        default: __trap(); return x;\n    }}\n}}\n\n"
+            f"template <typename T>\n__device__ __forceinline__ T unary_op(int op, T x) {{\n"
+            f"    switch (op) {{\n{cases(UNARY_OPS, 'x')}\n"
+            f"        default: __trap(); return x;\n    }}\n}}\n#undef M\n")

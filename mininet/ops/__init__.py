@@ -1,6 +1,7 @@
 """Ops: each an Op class (compute + gradient) and a lowercase function."""
-from .math import (add, add_scalar, divide, divide_scalar, exp, linear, log, matmul, maximum, mul_scalar,
-                   multiply, negate, power, power_scalar, relu, sigmoid, sqrt, tanh, unbroadcast)
+from .math import (abs, add, add_scalar, clamp, clip, divide, divide_scalar, exp, expm1, linear, log,
+                   log1p, matmul, maximum, mul_scalar, multiply, negate, power, power_scalar, relu,
+                   sigmoid, sqrt, tanh, unbroadcast)
 from .conv import avg_pool2d, conv, conv2d, dilate, flip, max_pool2d, pad, undilate
 from .nn import batch_norm, one_hot, softmax_cross_entropy
 from .reduce import logsoftmax, logsumexp, max, mean, softmax, summation

@@ -148,6 +148,52 @@ class Log(Op):
         return g / node.inputs[0]
 
 
+class Log1p(Op):
+    """log(1 + a), accurate for small a."""
+
+    def compute(self, a):
+        return a.log1p()
+
+    def gradient(self, g, node):
+        return g / (node.inputs[0] + 1.0)
+
+
+class Expm1(Op):
+    """exp(a) - 1, accurate for small a."""
+
+    def compute(self, a):
+        return a.expm1()
+
+    def gradient(self, g, node):
+        return g * (node + 1.0)
+
+
+class Abs(Op):
+    def compute(self, a):
+        return a.abs()
+
+    def gradient(self, g, node):
+        # sign(a): 0 at 0, as PyTorch's abs backward
+        return g * Tensor.make_const(node.inputs[0].cached_data.sign())
+
+
+class Clip(Op):
+    """min(max(a, lo), hi); the gradient passes where lo <= a <= hi (as torch.clamp)."""
+
+    def __init__(self, lo, hi):
+        self.lo, self.hi = lo, hi
+
+    def compute(self, a):
+        out = a if self.lo is None else a.maximum(self.lo)
+        return out if self.hi is None else out.minimum(self.hi)
+
+    def gradient(self, g, node):
+        x = node.inputs[0].cached_data
+        inside = (x >= (-float("inf") if self.lo is None else self.lo)) * \
+                 (x <= (float("inf") if self.hi is None else self.hi))
+        return g * Tensor.make_const(inside)
+
+
 class Sqrt(Op):
     def compute(self, a):
         return a.sqrt()
@@ -316,6 +362,28 @@ def log(a):
 
 def sqrt(a):
     return Sqrt()(a)
+
+
+def log1p(a):
+    return Log1p()(a)
+
+
+def expm1(a):
+    return Expm1()(a)
+
+
+def abs(a):
+    return Abs()(a)
+
+
+def clip(a, min=None, max=None):
+    """Clamp a to [min, max] (either bound may be None), as torch.clamp / numpy.clip."""
+    if min is None and max is None:
+        raise ValueError("clip: give min, max or both")
+    return Clip(None if min is None else float(min), None if max is None else float(max))(a)
+
+
+clamp = clip
 
 
 def tanh(a):
