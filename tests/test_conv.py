@@ -53,7 +53,8 @@ def conv_path(request, monkeypatch):
     """Both CPU convolution paths: the fused implicit GEMM, and im2col + GEMM (the path of
     devices without fused kernels, such as CUDA)."""
     from mininet.backend.cpu import CPUDevice
-    monkeypatch.setattr(CPUDevice, "fused_conv", request.param == "fused")
+    caps = CPUDevice.capabilities if request.param == "fused" else CPUDevice.capabilities - {"conv2d"}
+    monkeypatch.setattr(CPUDevice, "capabilities", caps)
     return request.param
 
 

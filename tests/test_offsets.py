@@ -89,9 +89,9 @@ def test_convolution_kernels(dtype):
     p = ConvParams(1, 1)
     x, w, b = r(2, 3, 6, 6, dtype=dtype), r(4, 3, 3, 3, dtype=dtype), r(4, dtype=dtype)
     g = r(2, 4, 6, 6, dtype=dtype)
-    run_both(lambda *a: DEV.conv2d(*a, p), [x, w, b, z(2, 4, 6, 6, dtype=dtype)])
-    run_both(lambda *a: DEV.conv2d_grad_input(*a, p), [g, w, z(2, 3, 6, 6, dtype=dtype)])
-    run_both(lambda *a: DEV.conv2d_grad_weight(*a, p), [g, x, z(4, 3, 3, 3, dtype=dtype)])
+    run_both(lambda *a: DEV.conv2d(*a, *p.geometry()), [x, w, b, z(2, 4, 6, 6, dtype=dtype)])
+    run_both(lambda *a: DEV.conv2d_grad_input(*a, *p.geometry()), [g, w, z(2, 3, 6, 6, dtype=dtype)])
+    run_both(lambda *a: DEV.conv2d_grad_weight(*a, *p.geometry()), [g, x, z(4, 3, 3, 3, dtype=dtype)])
     run_both(DEV.conv2d_grad_bias, [g, z(4, dtype=dtype)])
     run_both(lambda *a: DEV.im2col(*a, (3, 3), (1, 1), (1, 1), (1, 1), 6, 6),
              [x, z(27, 2, 6, 6, dtype=dtype)])

@@ -164,7 +164,7 @@ def test_backend_kernels_refuse_int64():
     x = NDArray(np.ones((1, 1, 3, 3), np.int64))
     out = NDArray(np.zeros((1, 1, 2, 2)))
     with pytest.raises(TypeError, match="conv: needs float32 or float64"):
-        cpu().conv2d(x, NDArray(np.ones((1, 1, 2, 2), np.int64)), None, out, ConvParams())
+        cpu().conv2d(x, NDArray(np.ones((1, 1, 2, 2), np.int64)), None, out, *ConvParams().geometry())
     with pytest.raises(TypeError, match="max_pool2d"):
         cpu().maxpool(x, out, NDArray(np.zeros((1, 1, 2, 2), np.int64)), (2, 2), (1, 1), (0, 0),
                       (1, 1))

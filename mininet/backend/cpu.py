@@ -42,6 +42,7 @@ def _at(a):
 
 class CPUDevice(Device):
     name = "cpu"
+    capabilities = frozenset({"conv2d", "softmax_xent", "batchnorm"})
 
     # memory ---------------------------------------------------------------
     def alloc(self, nbytes):
@@ -152,27 +153,26 @@ class CPUDevice(Device):
                        _at(dx), _at(dw), _at(db), outer, c, g.size // max(outer * c, 1),
                        g.dtype.itemsize)
 
-    # fused implicit-GEMM convolution (all arrays compact; p is ops.conv.ConvParams)
-    fused_conv = True
-
-    def conv2d(self, x, w, bias, out, p):
+    # fused implicit-GEMM convolution (all arrays compact); geometry: (stride, padding,
+    # dilation) pairs and groups
+    def conv2d(self, x, w, bias, out, stride, padding, dilation, groups):
         _floats("conv", x, w, bias)
         n, k, oh, ow = out.shape
         _cg.forward(x._handle, x._offset, w._handle, w._offset,
                     None if bias is None else bias._handle, 0 if bias is None else bias._offset,
-                    _at(out), x.shape, k, p.groups, tuple(w.shape[2:]), p.stride, p.padding,
-                    p.dilation, oh, ow, x.dtype.itemsize)
+                    _at(out), x.shape, k, groups, tuple(w.shape[2:]), stride, padding,
+                    dilation, oh, ow, x.dtype.itemsize)
 
-    def conv2d_grad_input(self, g, w, dx, p):
+    def conv2d_grad_input(self, g, w, dx, stride, padding, dilation, groups):
         n, k, oh, ow = g.shape
         _cg.input_grad(g._handle, g._offset, w._handle, w._offset, _at(dx), dx.shape, k,
-                       p.groups, tuple(w.shape[2:]), p.stride, p.padding, p.dilation, oh, ow,
+                       groups, tuple(w.shape[2:]), stride, padding, dilation, oh, ow,
                        g.dtype.itemsize)
 
-    def conv2d_grad_weight(self, g, x, dw, p):
+    def conv2d_grad_weight(self, g, x, dw, stride, padding, dilation, groups):
         n, k, oh, ow = g.shape
         _cg.weight_grad(g._handle, g._offset, x._handle, x._offset, _at(dw), x.shape, k,
-                        p.groups, tuple(dw.shape[2:]), p.stride, p.padding, p.dilation, oh, ow,
+                        groups, tuple(dw.shape[2:]), stride, padding, dilation, oh, ow,
                         g.dtype.itemsize)
 
     def conv2d_grad_bias(self, g, db):

@@ -15,7 +15,14 @@ class DeviceUnavailable(RuntimeError):
 
 
 class Device:
+    """A backend. `capabilities` names the fused kernels it has beyond the core protocol
+    (ops ask dev.has("conv2d") and otherwise compose the op from core kernels):
+    conv2d (implicit-GEMM convolution), softmax_xent (fused cross-entropy), batchnorm."""
     name = "device"
+    capabilities = frozenset()
+
+    def has(self, capability):
+        return capability in self.capabilities
 
     def __repr__(self):
         return f"{self.name}()"

@@ -2,8 +2,9 @@
 from .math import (abs, add, add_scalar, clamp, clip, divide, divide_scalar, exp, expm1, linear, log,
                    log1p, matmul, maximum, mul_scalar, multiply, negate, power, power_scalar, relu,
                    sigmoid, sqrt, tanh, unbroadcast)
-from .conv import avg_pool2d, conv, conv2d, dilate, flip, max_pool2d, pad, undilate
+from .conv import conv, conv2d
+from .pool import avg_pool2d, max_pool2d
 from .nn import batch_norm, one_hot, softmax_cross_entropy
 from .reduce import logsoftmax, logsumexp, max, mean, softmax, summation
-from .shape import (broadcast_to, cat, concatenate, flatten, get_item, make_tuple, permute, reshape,
-                    split, stack, transpose, tuple_get_item)
+from .shape import (broadcast_to, cat, concatenate, dilate, flatten, flip, get_item, make_tuple, pad,
+                    permute, reshape, split, stack, transpose, tuple_get_item, undilate)

@@ -1,18 +1,20 @@
-"""Convolution and pooling ops (PyTorch's NCHW layout at the user level).
+"""Convolution ops (PyTorch's NCHW layout at the user level).
 
-A convolution is one atomic op: im2col, one GEMM (batched over groups) and a
-pass back to NCHW that adds the bias (kernel notes in mininet_ext/conv.pyx).
-Its input and weight gradients are ops of their own (ConvGradInput,
-ConvGradWeight), whose gradients are again conv / ConvGradInput /
-ConvGradWeight, so higher-order gradients work and the graph stays small.
-pad, flip, dilate and undilate are views plus one strided copy.
+A convolution is one atomic op. A device with the "conv2d" capability (the CPU:
+implicit GEMM in mininet_ext/convgemm.pyx, no column matrix) runs it as one kernel
+call per pass; any other device composes it from core kernels: im2col, one GEMM
+(batched over groups) and a pass back to NCHW that adds the bias. The input and
+weight gradients are ops of their own (ConvGradInput, ConvGradWeight), whose
+gradients are again Conv / ConvGradInput / ConvGradWeight, so higher-order
+gradients work and the graph stays small. Pooling lives in ops/pool.py; pad,
+flip, dilate in ops/shape.py.
 """
 import numbers
 
 from ..autograd import Op
-from ..ndarray import NDArray, int64, matmul as nd_matmul
+from ..ndarray import NDArray, matmul as nd_matmul
 from .math import require_float
-from .shape import GetItem, ScatterItem, broadcast_to, reshape
+from .shape import broadcast_to, reshape
 
 
 def _pair(v, name):
@@ -39,6 +41,10 @@ class ConvParams:
         if min(self.stride) < 1 or min(self.dilation) < 1 or self.groups < 1 or min(self.padding) < 0:
             raise ValueError(f"conv: stride {self.stride} and dilation {self.dilation} must be >= 1, "
                              f"padding {self.padding} >= 0, groups {self.groups} >= 1")
+
+    def geometry(self):
+        """What a device's conv kernels take: stride, padding, dilation, groups."""
+        return self.stride, self.padding, self.dilation, self.groups
 
     def out_hw(self, xshape, kernel, what="conv"):
         oh, ow = (out_size(xshape[2 + i], kernel[i], self.stride[i], self.padding[i], self.dilation[i])
@@ -97,9 +103,9 @@ def _rows_of(g, db=None):
 
 
 def _fused(dev):
-    """CPU: implicit-GEMM kernels (mininet_ext/convgemm.pyx) that never build the column
-    matrix; other devices: im2col + one GEMM + to_nchw."""
-    return getattr(dev, "fused_conv", False)
+    """Implicit-GEMM kernels that never build the column matrix (the CPU); other
+    devices: im2col + one GEMM + to_nchw."""
+    return dev.has("conv2d")
 
 
 def conv_forward(x, w, b, p):
@@ -107,7 +113,7 @@ def conv_forward(x, w, b, p):
     oh, ow = p.out_hw(x.shape, w.shape[2:])
     out = NDArray.make((x.shape[0], w.shape[0], oh, ow), device=x.device, dtype=x.dtype)
     if _fused(x.device):
-        x.device.conv2d(x.compact(), w.compact(), None if b is None else b.compact(), out, p)
+        x.device.conv2d(x.compact(), w.compact(), None if b is None else b.compact(), out, *p.geometry())
         return out, None
     col = _im2col(x, w.shape[2:], p, oh, ow)
     y = nd_matmul(_grouped(w.compact(), p.groups), _grouped(col, p.groups))
@@ -119,7 +125,7 @@ def conv_grad_input(g, w, xshape, p, rows=_rows_of):
     """dx from the output grad g; rows(g) gives g as (K, N*P) rows (im2col path only)."""
     dx = NDArray.make(xshape, device=g.device, dtype=g.dtype)
     if _fused(g.device):
-        g.device.conv2d_grad_input(g.compact(), w.compact(), dx, p)
+        g.device.conv2d_grad_input(g.compact(), w.compact(), dx, *p.geometry())
         return dx
     oh, ow = p.out_hw(xshape, w.shape[2:])
     dcol = nd_matmul(_swap_last(_grouped(w.compact(), p.groups)), _grouped(rows(g), p.groups))
@@ -131,7 +137,7 @@ def conv_grad_weight(g, x, wshape, p, rows=_rows_of, col=None):
     """dW from the output grad g and the input x (or its columns col, im2col path only)."""
     if _fused(g.device):
         dw = NDArray.make(wshape, device=g.device, dtype=g.dtype)
-        g.device.conv2d_grad_weight(g.compact(), x.compact(), dw, p)
+        g.device.conv2d_grad_weight(g.compact(), x.compact(), dw, *p.geometry())
         return dw
     if col is None:
         col = _im2col(x, wshape[2:], p, g.shape[2], g.shape[3])
@@ -241,150 +247,3 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 
 conv2d = conv
-
-
-# pooling ----------------------------------------------------------------------------
-def _pool_params(kernel_size, stride, padding, dilation=1):
-    kernel = _pair(kernel_size, "kernel_size")
-    p = ConvParams(kernel if stride is None else stride, padding, dilation)
-    if min(kernel) < 1:
-        raise ValueError(f"pool: kernel_size {kernel} must be >= 1")
-    if any(p.padding[i] * 2 > kernel[i] for i in range(2)):
-        raise ValueError(f"pool: padding {p.padding} must be at most half the kernel {kernel}")
-    return kernel, p
-
-
-def _check_pool(x, kernel, p, what):
-    require_float(what, x)
-    if x.ndim != 4:
-        raise ValueError(f"{what}: input must be 4-D (N, C, H, W), got shape {x.shape}")
-    return p.out_hw(x.shape, kernel, what)
-
-
-class MaxPool2d(Op):
-    def __init__(self, kernel, params):
-        self.kernel, self.p = kernel, params
-        self.idx = None
-
-    def compute(self, x):
-        oh, ow = self.p.out_hw(x.shape, self.kernel, "max_pool2d")
-        x = x.compact()
-        out = NDArray.make(x.shape[:2] + (oh, ow), device=x.device, dtype=x.dtype)
-        self.idx = NDArray.make(out.shape, device=x.device, dtype=int64)
-        x.device.maxpool(x, out, self.idx, self.kernel, self.p.stride, self.p.padding,
-                         self.p.dilation)
-        return out
-
-    def gradient(self, g, node):
-        return MaxPoolScatter(self.idx, node.inputs[0].shape)(g)
-
-
-class MaxPoolScatter(Op):
-    """Each output grad added at its window's argmax."""
-
-    def __init__(self, idx, xshape):
-        self.idx, self.xshape = idx, tuple(xshape)
-
-    def compute(self, g):
-        dx = NDArray.make(self.xshape, device=g.device, dtype=g.dtype)
-        g.device.maxpool_backward(g.compact(), self.idx, dx)
-        return dx
-
-    def gradient(self, h, node):
-        return MaxPoolGather(self.idx)(h)
-
-
-class MaxPoolGather(Op):
-    """out = h at each window's argmax: the adjoint of MaxPoolScatter."""
-
-    def __init__(self, idx):
-        self.idx = idx
-
-    def compute(self, h):
-        out = NDArray.make(self.idx.shape, device=h.device, dtype=h.dtype)
-        h.device.maxpool_gather(h.compact(), self.idx, out)
-        return out
-
-    def gradient(self, g, node):
-        return MaxPoolScatter(self.idx, node.inputs[0].shape)(g)
-
-
-class AvgPool2d(Op):
-    """Window mean with zero padding counted (PyTorch's count_include_pad=True);
-    backward=True is its adjoint, mapping an output grad to the input's shape."""
-
-    def __init__(self, kernel, params, xshape=None, backward=False):
-        self.kernel, self.p, self.xshape, self.backward = kernel, params, xshape, backward
-
-    def compute(self, a):
-        a = a.compact()
-        xshape = self.xshape if self.backward else a.shape
-        oh, ow = self.p.out_hw(xshape, self.kernel, "avg_pool2d")
-        shape = xshape if self.backward else a.shape[:2] + (oh, ow)
-        out = NDArray.make(shape, device=a.device, dtype=a.dtype)
-        a.device.avgpool(a, out, xshape, self.kernel, self.p.stride, self.p.padding, self.backward)
-        return out
-
-    def gradient(self, g, node):
-        a = node.inputs[0]
-        if self.backward:
-            return AvgPool2d(self.kernel, self.p)(g)
-        return AvgPool2d(self.kernel, self.p, a.shape, backward=True)(g)
-
-
-def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1):
-    kernel, p = _pool_params(kernel_size, stride, padding, dilation)
-    _check_pool(x, kernel, p, "max_pool2d")
-    return MaxPool2d(kernel, p)(x)
-
-
-def avg_pool2d(x, kernel_size, stride=None, padding=0):
-    kernel, p = _pool_params(kernel_size, stride, padding)
-    _check_pool(x, kernel, p, "avg_pool2d")
-    return AvgPool2d(kernel, p)(x)
-
-
-# pad, flip, dilate: views and one strided copy ----------------------------------------
-def pad(a, axes):
-    """Zero-pad: axes holds one (before, after) pair per dimension (needle's pad)."""
-    axes = tuple(tuple(int(v) for v in pair) for pair in axes)
-    if len(axes) != a.ndim or any(len(pair) != 2 or min(pair) < 0 for pair in axes):
-        raise ValueError(f"pad: need one non-negative (before, after) pair per dimension of "
-                         f"{a.shape}, got {axes}")
-    shape = tuple(n + lo + hi for n, (lo, hi) in zip(a.shape, axes))
-    index = tuple(slice(lo, lo + n) for n, (lo, _) in zip(a.shape, axes))
-    return ScatterItem(index, shape)(a)
-
-
-def flip(a, axes):
-    """Reverse the order of elements along `axes` (a negative-stride view)."""
-    axes = (axes,) if isinstance(axes, numbers.Integral) else tuple(axes)
-    for ax in axes:
-        if not -a.ndim <= ax < a.ndim:
-            raise ValueError(f"flip: axis {ax} is out of range for shape {a.shape}")
-    axes = {ax % a.ndim for ax in axes}
-    return GetItem(tuple(slice(None, None, -1) if i in axes else slice(None)
-                         for i in range(a.ndim)))(a)
-
-
-def _dilate_index(shape, axes, dilation):
-    axes = (axes,) if isinstance(axes, numbers.Integral) else tuple(axes)
-    if dilation < 0:
-        raise ValueError(f"dilate: dilation must be >= 0, got {dilation}")
-    axes = {ax % len(shape) for ax in axes}
-    return tuple(slice(None, None, dilation + 1) if i in axes else slice(None)
-                 for i in range(len(shape))), axes
-
-
-def dilate(a, axes, dilation):
-    """Insert `dilation` zeros after each element along `axes` (needle's dilate)."""
-    index, axes = _dilate_index(a.shape, axes, dilation)
-    shape = tuple(n * (dilation + 1) if i in axes else n for i, n in enumerate(a.shape))
-    return ScatterItem(index, shape)(a)
-
-
-def undilate(a, axes, dilation):
-    """Keep every (dilation+1)-th element along `axes`: dilate's inverse and adjoint."""
-    index, _ = _dilate_index(a.shape, axes, dilation)
-    return GetItem(index)(a)
-

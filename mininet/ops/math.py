@@ -2,7 +2,7 @@
 import numbers
 
 from ..autograd import Op, Tensor, grad_enabled
-from ..ndarray import matmul as nd_matmul
+from ..ndarray import NDArray, matmul as nd_matmul
 
 
 def require_float(what, *xs):
@@ -13,26 +13,20 @@ def require_float(what, *xs):
                             "with .astype('float32') or Tensor(..., dtype='float32')")
 
 
-def sum_to(a, shape):
-    """NDArray a summed over the dims that broadcasting added or stretched, to `shape`."""
-    if a.shape == shape:
-        return a
-    lead = a.ndim - len(shape)
+def unbroadcast(x, shape):
+    """Sum x (a Tensor, or an NDArray inside a kernel-level gradient) over the dims that
+    broadcasting added or stretched, back to `shape`."""
+    shape = tuple(shape)
+    if x.shape == shape:
+        return x
+    lead = len(x.shape) - len(shape)
     axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
-                                      if n == 1 and a.shape[lead + i] != 1)
-    return (a.sum(axes) if axes else a).reshape(shape)
-
-
-def unbroadcast(grad, shape):
-    """Sum grad over the dims that broadcasting added or stretched, back to `shape`."""
-    if grad.shape == shape:
-        return grad
-    lead = len(grad.shape) - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
-                                      if n == 1 and grad.shape[lead + i] != 1)
+                                      if n == 1 and x.shape[lead + i] != 1)
+    if isinstance(x, NDArray):
+        return (x.sum(axes) if axes else x).reshape(shape)
     from .reduce import summation
     from .shape import reshape
-    return reshape(summation(grad, axes), shape) if axes else reshape(grad, shape)
+    return reshape(summation(x, axes), shape) if axes else reshape(x, shape)
 
 
 class EWiseAdd(Op):
@@ -246,8 +240,8 @@ class MatMul(Op):
         a, b = node.inputs
         if not grad_enabled():  # no graph to record: the products straight on NDArrays
             gd, ad, bd = g.cached_data, a.cached_data, b.cached_data
-            ga = sum_to(nd_matmul(gd, bd.swapaxes(-1, -2)), a.shape) if a.requires_grad else None
-            gb = sum_to(nd_matmul(ad.swapaxes(-1, -2), gd), b.shape) if b.requires_grad else None
+            ga = unbroadcast(nd_matmul(gd, bd.swapaxes(-1, -2)), a.shape) if a.requires_grad else None
+            gb = unbroadcast(nd_matmul(ad.swapaxes(-1, -2), gd), b.shape) if b.requires_grad else None
             return (None if ga is None else Tensor.make_const(ga),
                     None if gb is None else Tensor.make_const(gb))
         # skip the product for an input that needs no gradient (e.g. the data batch)

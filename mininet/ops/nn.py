@@ -47,7 +47,7 @@ class SoftmaxCrossEntropy(Op):
 
     def compute(self, z):
         dev = z.device
-        if not hasattr(dev, "softmax_xent"):
+        if not dev.has("softmax_xent"):
             m = z.max(1, keepdims=True)
             lse = (z - m.broadcast_to(z.shape)).exp().sum(1, keepdims=True).log() + m
             picked = (z * self.onehot(z.dtype, dev).cached_data).sum(1, keepdims=True)
@@ -71,7 +71,7 @@ class SoftmaxCrossEntropyGrad(Op):
 
     def compute(self, z, g):
         dev, n = z.device, z.shape[0]
-        if self.xent.probs is None or not hasattr(dev, "softmax_xent_grad"):
+        if self.xent.probs is None or not dev.has("softmax_xent"):
             onehot = self.xent.onehot(z.dtype, dev).cached_data
             m = z.max(1, keepdims=True)
             e = (z - m.broadcast_to(z.shape)).exp()
@@ -125,7 +125,7 @@ class BatchNorm(Op):
     def compute(self, x, w, b):
         keep = tuple(1 if i in self.axes else n for i, n in enumerate(x.shape))
         dev = x.device
-        self.fused = (hasattr(dev, "batchnorm") and x.ndim >= 2 and x.dtype == w.dtype == b.dtype
+        self.fused = (dev.has("batchnorm") and x.ndim >= 2 and x.dtype == w.dtype == b.dtype
                       and self.axes == (0,) + tuple(range(2, x.ndim)))
         if self.fused:
             c = x.shape[1]

@@ -1,4 +1,6 @@
-"""Shape ops (views in the forward pass) and joins, with gradients."""
+"""Shape ops (views in the forward pass), joins, pad/flip/dilate, with gradients."""
+import numbers
+
 from ..autograd import Op, Tensor, TupleOp
 from ..ndarray import NDArray, concatenate as nd_concatenate, stack as nd_stack
 
@@ -187,3 +189,48 @@ def tuple_get_item(t, index):
 
 def flatten(a, start_dim=1):
     return reshape(a, a.shape[:start_dim] + (-1,) if a.ndim > start_dim else a.shape)
+
+
+# pad, flip, dilate: views and one strided copy ----------------------------------------
+def pad(a, axes):
+    """Zero-pad: axes holds one (before, after) pair per dimension (needle's pad)."""
+    axes = tuple(tuple(int(v) for v in pair) for pair in axes)
+    if len(axes) != a.ndim or any(len(pair) != 2 or min(pair) < 0 for pair in axes):
+        raise ValueError(f"pad: need one non-negative (before, after) pair per dimension of "
+                         f"{a.shape}, got {axes}")
+    shape = tuple(n + lo + hi for n, (lo, hi) in zip(a.shape, axes))
+    index = tuple(slice(lo, lo + n) for n, (lo, _) in zip(a.shape, axes))
+    return ScatterItem(index, shape)(a)
+
+
+def flip(a, axes):
+    """Reverse the order of elements along `axes` (a negative-stride view)."""
+    axes = (axes,) if isinstance(axes, numbers.Integral) else tuple(axes)
+    for ax in axes:
+        if not -a.ndim <= ax < a.ndim:
+            raise ValueError(f"flip: axis {ax} is out of range for shape {a.shape}")
+    axes = {ax % a.ndim for ax in axes}
+    return GetItem(tuple(slice(None, None, -1) if i in axes else slice(None)
+                         for i in range(a.ndim)))(a)
+
+
+def _dilate_index(shape, axes, dilation):
+    axes = (axes,) if isinstance(axes, numbers.Integral) else tuple(axes)
+    if dilation < 0:
+        raise ValueError(f"dilate: dilation must be >= 0, got {dilation}")
+    axes = {ax % len(shape) for ax in axes}
+    return tuple(slice(None, None, dilation + 1) if i in axes else slice(None)
+                 for i in range(len(shape))), axes
+
+
+def dilate(a, axes, dilation):
+    """Insert `dilation` zeros after each element along `axes` (needle's dilate)."""
+    index, axes = _dilate_index(a.shape, axes, dilation)
+    shape = tuple(n * (dilation + 1) if i in axes else n for i, n in enumerate(a.shape))
+    return ScatterItem(index, shape)(a)
+
+
+def undilate(a, axes, dilation):
+    """Keep every (dilation+1)-th element along `axes`: dilate's inverse and adjoint."""
+    index, _ = _dilate_index(a.shape, axes, dilation)
+    return GetItem(index)(a)
