@@ -594,6 +594,17 @@ def _check_index(i, n, dim):
     return i % n
 
 
+def share_numpy(arr, device=None):
+    """An NDArray over a numpy array's memory, not a copy (as torch.from_numpy), when the
+    device can share host memory and arr is C-contiguous, writable and of a mininet
+    dtype; else a copy. For fresh arrays nothing else writes, such as a loader's batch."""
+    device = get_device(device) if device is not None else default_device()
+    if (hasattr(device, "share") and isinstance(arr, np.ndarray) and arr.dtype in DTYPES
+            and arr.flags.c_contiguous and arr.flags.writeable):
+        return NDArray.make(arr.shape, device=device, handle=device.share(arr), dtype=arr.dtype)
+    return NDArray(arr, device=device)
+
+
 def array(data, dtype=None, device=None):
     return NDArray(data, dtype=dtype, device=device)
 

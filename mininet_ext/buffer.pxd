@@ -1,3 +1,4 @@
+from cpython.buffer cimport Py_buffer
 cdef class Buffer:
     cdef char* ptr
     cdef readonly Py_ssize_t nbytes
@@ -6,3 +7,5 @@ cdef class Buffer:
     cdef Py_ssize_t strides[1]
     cdef int exports
     cdef object base      # the Buffer this one views (None: owns its memory)
+    cdef Py_buffer shared # a numpy array's memory this one wraps (Buffer.wrap)
+    cdef bint wrapped

@@ -6,7 +6,7 @@ costs more than many kernels; a freed block goes back to the pool instead.
 """
 from libc.stdlib cimport free
 from libc.string cimport memset, memcpy
-from cpython.buffer cimport PyBUF_WRITABLE
+from cpython.buffer cimport PyBUF_WRITABLE, PyBUF_ANY_CONTIGUOUS, PyObject_GetBuffer, PyBuffer_Release
 
 cdef extern from "stdlib.h" nogil:
     int posix_memalign(void** memptr, size_t alignment, size_t size)
@@ -66,6 +66,15 @@ def memory_stats():
     return {"in_use_bytes": _in_use, "cached_bytes": _pooled}
 
 
+cdef void _give_back(Buffer b):
+    """Return b's own block to the pool before it is pointed elsewhere (Buffer.wrap)."""
+    global _in_use
+    if b.ptr != NULL and b.base is None and not b.wrapped:
+        _in_use -= b.capacity
+        pool_give(b.ptr, b.capacity)
+    b.ptr = NULL
+
+
 cdef class Buffer:
     """An aligned block of `nbytes` bytes; exports the buffer protocol as bytes."""
 
@@ -89,10 +98,26 @@ cdef class Buffer:
 
     def __dealloc__(self):
         global _in_use
+        if self.wrapped:
+            PyBuffer_Release(&self.shared)
+            self.ptr = NULL
+            return
         if self.ptr != NULL and self.base is None:
             _in_use -= self.capacity
             pool_give(self.ptr, self.capacity)
             self.ptr = NULL
+
+    @staticmethod
+    def wrap(obj):
+        """A Buffer over the memory of a writable contiguous object (a numpy array), shared,
+        not copied; the object stays alive while the Buffer does."""
+        cdef Buffer out = Buffer(0)
+        _give_back(out)
+        PyObject_GetBuffer(obj, &out.shared, PyBUF_WRITABLE | PyBUF_ANY_CONTIGUOUS)
+        out.wrapped = True
+        out.ptr = <char*>out.shared.buf
+        out.nbytes = out.shared.len
+        return out
 
     def at(self, Py_ssize_t start, Py_ssize_t nbytes):
         """A view of bytes [start, start + nbytes): for kernels that take no offset."""

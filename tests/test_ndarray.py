@@ -293,3 +293,46 @@ def test_op_table_is_the_kernels_table():
     with pytest.raises(ValueError, match="unknown op"):
         elementwise.unary(len(opcodes.UNARY_OPS), NDArray([1.0])._handle, 0, (1,),
                           NDArray([1.0])._handle, (1,), 4)
+
+
+def test_share_numpy_shares_memory_and_keeps_it_alive():
+    import gc
+    from mininet.ndarray import share_numpy
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    a = share_numpy(x)
+    x[0, 0] = 100.0
+    assert a.numpy()[0, 0] == 100.0          # shared, as torch.from_numpy
+    del x
+    gc.collect()
+    np.testing.assert_array_equal((a * 2.0).numpy()[0], [200, 2, 4, 6])
+    # not contiguous or not ours: a copy
+    y = np.arange(12.0).reshape(3, 4).T
+    b = share_numpy(y)
+    y[0, 0] = -1
+    assert b.numpy()[0, 0] == 0
+
+
+@pytest.mark.parametrize("shift", [4, 8, 12])
+def test_kernels_read_misaligned_shared_memory(shift):
+    """numpy memory is only 16-byte aligned (or less, from a byte buffer): every kernel must
+    read it as well as the pool's 64-byte aligned blocks."""
+    from mininet import ops
+    from mininet.autograd import Tensor
+    from mininet.ndarray import share_numpy
+    rng = np.random.default_rng(0)
+    raw = np.zeros(4 * 3000 + 64, dtype=np.uint8)
+    x = np.frombuffer(raw.data, dtype=np.float32, count=2 * 3 * 12 * 12, offset=shift).reshape(2, 3, 12, 12)
+    x[...] = rng.standard_normal(x.shape)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    a = share_numpy(x)
+    np.testing.assert_allclose(a.numpy(), x)
+    np.testing.assert_allclose((a.exp() + a).numpy(), np.exp(x) + x, rtol=1e-6, atol=1e-6)
+    m = a.reshape(12, 72)
+    np.testing.assert_allclose((m @ m.T).numpy(), x.reshape(12, 72) @ x.reshape(12, 72).T,
+                               rtol=1e-4, atol=1e-4)
+    y = ops.conv(Tensor.make_const(a), Tensor(w), padding=1).numpy()
+    import torch
+    ref = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w), padding=1).numpy()
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ops.max_pool2d(Tensor.make_const(a), 2).numpy(),
+                               x.reshape(2, 3, 6, 2, 6, 2).max(axis=(3, 5)))

@@ -48,6 +48,10 @@ class CPUDevice(Device):
     def alloc(self, nbytes):
         return _buffer.Buffer(nbytes)
 
+    def share(self, arr):
+        """A handle over a C-contiguous numpy array's memory (no copy)."""
+        return _buffer.Buffer.wrap(arr)
+
     def host_view(self, handle, dtype, count):
         """A flat numpy array sharing the handle's memory."""
         return np.frombuffer(handle, dtype=dtype, count=count)

@@ -2,6 +2,8 @@
 import numpy as np
 
 from ..autograd import Tensor
+from ..backend import get_device
+from ..ndarray import share_numpy
 from .. import init
 
 
@@ -54,7 +56,7 @@ class DataLoader:
         if batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be >= 1, got {batch_size}")
         self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
-        self.drop_last, self.dtype, self.device = drop_last, dtype, device
+        self.drop_last, self.dtype, self.device = drop_last, np.dtype(dtype), device
         self.rng = np.random.default_rng(seed) if seed is not None else None
 
     def __len__(self):
@@ -71,7 +73,13 @@ class DataLoader:
             yield tuple(self._tensor(x) for x in batch)
 
     def _tensor(self, x):
+        """The batch as a Tensor; a fresh batch array of the right dtype is shared, not
+        copied again (the dataset's fancy indexing already made it)."""
         x = np.asarray(x)
-        if x.dtype.kind in "iu":  # labels stay integers
-            return Tensor(x.astype(np.int64), dtype="int64", device=self.device)
-        return Tensor(x, dtype=self.dtype, device=self.device)
+        if x.dtype.kind in "iub":  # labels stay integers
+            x = x.astype(np.int64, copy=False)
+        elif x.dtype != self.dtype:
+            x = x.astype(self.dtype)
+        if x.base is None and (self.device is None or get_device(self.device).name == "cpu"):
+            return Tensor.make_const(share_numpy(x))
+        return Tensor(x, dtype=x.dtype, device=self.device)
