@@ -90,7 +90,7 @@ __device__ void maxpool(const T* x, T* out, long long* idx, Geom g) {
                 int iw = ow * g.sw - g.pw + j * g.dw;
                 if (iw < 0 || iw >= g.W) continue;
                 T v = src[ih * g.W + iw];
-                if (bi < 0 || v > best || (v != v && best == best)) { best = v; bi = ih * g.W + iw; }
+                if (bi < 0 || v > best || v != v) { best = v; bi = ih * g.W + iw; }  // last NaN wins, as PyTorch
             }
         }
         out[e] = best;

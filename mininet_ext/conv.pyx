@@ -205,10 +205,45 @@ cdef void maxpool_plane(const floating* x, floating* out, int64_t* idx, Geom* ge
                 k = ih * g.W + j * g.dw - g.pw
                 for ow in range(lo, hi):
                     v = src[k + ow * g.sw]
-                    # the first tap, a larger value, or a NaN over a number (as PyTorch)
-                    better = (at[ow] < 0) | (v > best[ow]) | ((v != v) & (best[ow] == best[ow]))
+                    # the first tap, a larger value, or a NaN (the last NaN wins, as PyTorch)
+                    better = (at[ow] < 0) | (v > best[ow]) | (v != v)
                     at[ow] = k + ow * g.sw if better else at[ow]
                     best[ow] = v if better else best[ow]
+
+
+cdef extern from "_pool.h" nogil:
+    void mn_maxpool2_row_f32(const float* r0, const float* r1, float* o, int64_t* at,
+                             Py_ssize_t n, int64_t base, int64_t W)
+    void mn_maxpool2_row_f64(const double* r0, const double* r1, double* o, int64_t* at,
+                             Py_ssize_t n, int64_t base, int64_t W)
+    int mn_has_nan_f32(const float* x, Py_ssize_t n)
+    int mn_has_nan_f64(const double* x, Py_ssize_t n)
+
+
+cdef void maxpool2_plane(const floating* x, floating* out, int64_t* idx, Geom* geom,
+                         Py_ssize_t plane) noexcept nogil:
+    """2x2 windows, stride 2, no padding (the common pool): every window lies inside the
+    image, so rows go to the vectorised row kernel of _pool.h; a plane holding a NaN
+    takes the general kernel (NaN wins there, as in PyTorch)."""
+    cdef Py_ssize_t oh, W = geom.W, OW = geom.OW
+    cdef const floating* src = x + plane * geom.H * W
+    cdef int nan
+    if floating is float:
+        nan = mn_has_nan_f32(src, geom.H * W)
+    else:
+        nan = mn_has_nan_f64(src, geom.H * W)
+    if nan:
+        maxpool_plane(x, out, idx, geom, plane)
+        return
+    cdef floating* o = out + plane * geom.OH * OW
+    cdef int64_t* at = idx + plane * geom.OH * OW
+    for oh in range(geom.OH):
+        if floating is float:
+            mn_maxpool2_row_f32(src + 2 * oh * W, src + (2 * oh + 1) * W, o + oh * OW,
+                                at + oh * OW, OW, 2 * oh * W, W)
+        else:
+            mn_maxpool2_row_f64(src + 2 * oh * W, src + (2 * oh + 1) * W, o + oh * OW,
+                                at + oh * OW, OW, 2 * oh * W, W)
 
 
 cdef void maxpool_back_plane(const floating* gout, const int64_t* idx, floating* dx, Geom* g,
@@ -260,8 +295,15 @@ def maxpool(Buffer x, Buffer out, Buffer idx, tuple x_shape, tuple kernel, tuple
     cdef Geom g = make_geom(x_shape, kernel, stride, pad, dil, OH, OW)
     cdef Py_ssize_t t, nplane = g.N * g.C
     cdef int nt = threads_for(nplane * OH * OW * g.kh * g.kw)
+    cdef bint two = kernel == (2, 2) and stride == (2, 2) and pad == (0, 0) and dil == (1, 1)
     with nogil:
-        if itemsize == 4:
+        if itemsize == 4 and two:
+            for t in prange(nplane, num_threads=nt, schedule='static'):
+                maxpool2_plane(<float*>x.ptr, <float*>out.ptr, <int64_t*>idx.ptr, &g, t)
+        elif two:
+            for t in prange(nplane, num_threads=nt, schedule='static'):
+                maxpool2_plane(<double*>x.ptr, <double*>out.ptr, <int64_t*>idx.ptr, &g, t)
+        elif itemsize == 4:
             for t in prange(nplane, num_threads=nt, schedule='static'):
                 maxpool_plane(<float*>x.ptr, <float*>out.ptr, <int64_t*>idx.ptr, &g, t)
         else:

@@ -240,3 +240,23 @@ def test_cnn_step_matches_torch():
         wt = t.weight.detach().numpy()
         np.testing.assert_allclose(m.weight.numpy(), wt.T if isinstance(m, nn.Linear) else wt,
                                    rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (3, 2, 28, 28), (1, 1, 6, 70), (2, 1, 7, 9)])
+def test_max_pool_2x2_fast_path_values_indices_ties_and_nan(dtype, shape):
+    """The vectorised 2x2/stride-2 path against torch: values, the gradient (it follows the
+    argmax), ties (the first tap wins) and NaN (planes with a NaN take the general path)."""
+    x = rng.integers(0, 4, size=shape).astype(dtype)    # many ties
+    x[0, 0, 1, 1] = np.nan
+    x[-1, -1, 0, 1] = np.nan
+    x[-1, -1, 0, 0] = np.nan                             # two NaNs in one window: the first wins
+    t = torch.tensor(x, requires_grad=True)
+    ty = F.max_pool2d(t, 2)
+    g = rng.standard_normal(ty.shape)
+    ty.backward(torch.tensor(g))
+    m = Tensor(x, dtype=dtype, requires_grad=True)
+    y = ops.max_pool2d(m, 2)
+    y.backward(Tensor(g, dtype=dtype))
+    np.testing.assert_array_equal(y.numpy(), ty.detach().numpy())
+    np.testing.assert_array_equal(m.grad.numpy(), t.grad.numpy())
