@@ -130,9 +130,16 @@ def ensure_mnist(path=None, download_missing=True, progress=None):
     return folder
 
 
+def _to_float(pixels):
+    x = pixels.astype(np.float32)
+    x *= np.float32(1 / 255)
+    return x
+
+
 class MNISTDataset(Dataset):
     """Images as float32 in [0, 1], flattened to (784,) (or (1, 28, 28) with flatten=False);
-    labels as int64. `images` holds them as (N, 1, 28, 28); transforms see (1, 28, 28)."""
+    labels as int64. `pixels` keeps the raw bytes (N, 1, 28, 28), converted per batch;
+    transforms see (1, 28, 28) float images."""
 
     def __init__(self, image_file, label_file, transforms=None, flatten=True):
         super().__init__(transforms)
@@ -143,7 +150,7 @@ class MNISTDataset(Dataset):
                              f"{len(labels)} labels")
         if labels.size and labels.max() > 9:
             raise MNISTError(f"{label_file}: labels must be 0-9, found {labels.max()}")
-        self.images = (images.astype(np.float32) / 255.0)[:, None]   # (N, 1, 28, 28)
+        self.pixels = images[:, None]  # uint8 (N, 1, 28, 28): a quarter of float32's memory
         self.flatten = flatten
         self.labels = labels.astype(np.int64)
 
@@ -156,9 +163,14 @@ class MNISTDataset(Dataset):
     def __len__(self):
         return len(self.labels)
 
+    @property
+    def images(self):
+        """All images as float32 in [0, 1], (N, 1, 28, 28) (a new array)."""
+        return _to_float(self.pixels)
+
     def __getitem__(self, index):
-        """Transforms see (1, 28, 28) images; flattening comes after them."""
-        x = self.apply_transforms(self.images[index], batched=np.ndim(index) > 0)
+        """Transforms see (1, 28, 28) float images; flattening comes after them."""
+        x = self.apply_transforms(_to_float(self.pixels[index]), batched=np.ndim(index) > 0)
         if self.flatten:
             x = x.reshape(x.shape[:-3] + (-1,))
         return x, self.labels[index]
