@@ -100,7 +100,7 @@ def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_
         def on_epoch(row):
             history.append(row)
             cells = (str(row["epoch"]), f"{row['train_loss']:.4f}", f"{row['train_acc']:.2%}",
-                     f"{row['test_acc']:.2%}", f"{row['seconds']:.1f}",
+                     f"{row['test_acc']:.2%}", f"{row['seconds']:.2f}",
                      f"{len(train_set) / row['seconds']:,.0f}")
             table.add_row(*cells)
             if save:
