@@ -153,6 +153,73 @@ MN_DEF_KERNEL_SA(mn_kernel_sa_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D, 2)
 MN_DEF_KERNEL_SA(mn_kernel_sa_half_f32, float, mn_vf, mn_vf_u, MN_VF, MN_NR_F, 1)
 MN_DEF_KERNEL_SA(mn_kernel_sa_half_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D, 1)
 
+/* Pixel-major convolution forward: C[MR x NV*W] = sum_p A(i, p) * B[p][:], where the
+ * A operand is read straight from a padded image through a tap table,
+ * A(i, p) = A[toff[p] + i] (i: MR consecutive output pixels of one row, p: tap), and
+ * B is W^T packed as rows of NV*W output channels. No column panel is gathered; MR
+ * is chosen per layer so that output rows split into whole tiles (MR = OW = 14, or
+ * 28), and NV vectors cover the channels (16 or 32 floats). C rows are NV*W apart. */
+#define MN_DEF_KERNEL_TAB(NAME, T, V, W, MR, NV)                                   \
+static void NAME(mn_idx kc, const T* __restrict A, const mn_idx* __restrict toff, \
+                 const T* __restrict B, T* __restrict C)                          \
+{                                                                                  \
+    V c[MR][NV];                                                                   \
+    _Pragma("GCC unroll 32")                                                       \
+    for (int i = 0; i < MR; i++)                                                   \
+        for (int v = 0; v < NV; v++) c[i][v] = (V){0};                             \
+    for (mn_idx p = 0; p < kc; p++) {                                              \
+        const T* a = A + toff[p];                                                  \
+        V b[NV];                                                                   \
+        for (int v = 0; v < NV; v++) b[v] = *(const V*)(B + p * NV * W + v * W);   \
+        _Pragma("GCC unroll 32")                                                   \
+        for (int i = 0; i < MR; i++)                                               \
+            for (int v = 0; v < NV; v++) c[i][v] += a[i] * b[v];                   \
+    }                                                                              \
+    _Pragma("GCC unroll 32")                                                       \
+    for (int i = 0; i < MR; i++)                                                   \
+        for (int v = 0; v < NV; v++) *(V*)(C + i * NV * W + v * W) = c[i][v];      \
+}
+
+/* The tile heights per channel width, sized to the vector registers (accumulators +
+ * B vectors + a broadcast): 32 registers with AVX-512, 16 otherwise. */
+#if defined(__AVX512F__)
+#define MN_TAB_1A 28
+#define MN_TAB_1B 14
+#define MN_TAB_2A 14
+#define MN_TAB_2B 12
+#else
+#define MN_TAB_1A 14
+#define MN_TAB_1B 12
+#define MN_TAB_2A 7
+#define MN_TAB_2B 6
+#endif
+
+MN_DEF_KERNEL_TAB(mn_tab_1a_f32, float, mn_vf, MN_VF, MN_TAB_1A, 1)
+MN_DEF_KERNEL_TAB(mn_tab_1b_f32, float, mn_vf, MN_VF, MN_TAB_1B, 1)
+MN_DEF_KERNEL_TAB(mn_tab_2a_f32, float, mn_vf, MN_VF, MN_TAB_2A, 2)
+MN_DEF_KERNEL_TAB(mn_tab_2b_f32, float, mn_vf, MN_VF, MN_TAB_2B, 2)
+MN_DEF_KERNEL_TAB(mn_tab_1a_f64, double, mn_vd, MN_VD, MN_TAB_1A, 1)
+MN_DEF_KERNEL_TAB(mn_tab_1b_f64, double, mn_vd, MN_VD, MN_TAB_1B, 1)
+MN_DEF_KERNEL_TAB(mn_tab_2a_f64, double, mn_vd, MN_VD, MN_TAB_2A, 2)
+MN_DEF_KERNEL_TAB(mn_tab_2b_f64, double, mn_vd, MN_VD, MN_TAB_2B, 2)
+
+/* The tile heights on offer for nv vectors of channels (a: the taller). */
+static inline int mn_tab_mr(int nv, int taller) {
+    return nv == 1 ? (taller ? MN_TAB_1A : MN_TAB_1B) : (taller ? MN_TAB_2A : MN_TAB_2B);
+}
+
+#define MN_DEF_TAB_DISPATCH(NAME, T, SUF)                                          \
+static void NAME(int nv, int mr, mn_idx kc, const T* A, const mn_idx* toff,       \
+                 const T* B, T* C)                                                 \
+{                                                                                  \
+    if (nv == 1 && mr == MN_TAB_1A) mn_tab_1a_##SUF(kc, A, toff, B, C);            \
+    else if (nv == 1) mn_tab_1b_##SUF(kc, A, toff, B, C);                          \
+    else if (mr == MN_TAB_2A) mn_tab_2a_##SUF(kc, A, toff, B, C);                  \
+    else mn_tab_2b_##SUF(kc, A, toff, B, C);                                       \
+}
+MN_DEF_TAB_DISPATCH(mn_tab_kernel_f32, float, f32)
+MN_DEF_TAB_DISPATCH(mn_tab_kernel_f64, double, f64)
+
 MN_DEF_KERNEL_AT_HALF(mn_kernel_at_half_f32, float, mn_vf, mn_vf_u, MN_VF, MN_NR_F)
 MN_DEF_KERNEL_AT_HALF(mn_kernel_at_half_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D)
 

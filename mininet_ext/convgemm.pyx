@@ -56,6 +56,12 @@ cdef extern from "_gemm.h" nogil:
     void mn_kernel_at_half_f64(Py_ssize_t npan, const double* A, Py_ssize_t astride,
                                const double* B, Py_ssize_t bstride, double* C, Py_ssize_t ldc)
 
+    int mn_tab_mr(int nv, int taller)
+    void mn_tab_kernel_f32(int nv, int mr, Py_ssize_t kc, const float* A, const Py_ssize_t* toff,
+                           const float* B, float* C)
+    void mn_tab_kernel_f64(int nv, int mr, Py_ssize_t kc, const double* A,
+                           const Py_ssize_t* toff, const double* B, double* C)
+
 cdef extern from "_convpack.h" nogil:
     void mn_copy_window_f32(float* d, const float* s, Py_ssize_t len, Py_ssize_t lo, Py_ssize_t hi)
     void mn_copy_window_f64(double* d, const double* s, Py_ssize_t len, Py_ssize_t lo,
@@ -87,6 +93,7 @@ cdef struct Conv:
     Py_ssize_t* owlo                    # per tap column j: outputs ow that read inside the image
     Py_ssize_t* owhi
     Py_ssize_t* toff                    # padded: per tap r, its offset from the pixel's window
+    int tab_nv, tab_mr                  # pixel-major forward: channel vectors, tile rows (0: off)
 
 
 
@@ -540,6 +547,69 @@ cdef void input_grad_images(const floating* dy, const floating* wtp, floating* d
 
 
 # Python entry points ----------------------------------------------------------------------
+cdef void choose_tab(Conv* cv, Py_ssize_t vw) noexcept nogil:
+    """The pixel-major forward (forward_rows) for stride 1 and one group, when an output
+    row splits into whole tiles of one of the kernel heights with at most 1/8 of the
+    computed pixels dropped (OW = 14 or 28: none); the panel path drops (Wp - OW) / Wp."""
+    cdef int nv = 1 if cv.K <= vw else 2, mr, best = 0, taller
+    cdef Py_ssize_t tiles, waste, best_waste = 0
+    cv.tab_nv = cv.tab_mr = 0
+    if not cv.padded or cv.G != 1 or cv.g.OW < 1:
+        return
+    for taller in range(2):
+        mr = mn_tab_mr(nv, 1 - taller)
+        tiles = (cv.g.OW + mr - 1) // mr
+        waste = tiles * mr - cv.g.OW
+        if waste * 8 <= tiles * mr and (best == 0 or waste < best_waste):
+            best, best_waste = mr, waste
+    if best:
+        cv.tab_nv, cv.tab_mr = nv, best
+
+
+cdef void pack_w_cols(const floating* w, Conv* cv, Py_ssize_t kb, floating* out) noexcept nogil:
+    """W^T in blocks of kb output channels: out[blk][r][kk] = w[blk*kb + kk, r], 0 past K."""
+    cdef Py_ssize_t blk, r, kk, k, nblk = (cv.K + kb - 1) // kb
+    for blk in range(nblk):
+        for r in range(cv.R):
+            for kk in range(kb):
+                k = blk * kb + kk
+                out[(blk * cv.R + r) * kb + kk] = w[k * cv.R + r] if k < cv.K else 0
+
+
+cdef void forward_rows(const floating* x, const floating* wt, const floating* bias,
+                       floating* out, Conv* cv, Py_ssize_t n0, Py_ssize_t n1, floating* xpad,
+                       floating* tile, Py_ssize_t kb) noexcept nogil:
+    """Pixel-major forward of images n0..n1: per output row, tiles of tab_mr pixels x kb
+    channels straight from the padded image through the tap table (no gather), each
+    tile transposed into NCHW with the bias added."""
+    cdef Geom* g = &cv.g
+    cdef int mr = cv.tab_mr, nv = cv.tab_nv
+    cdef Py_ssize_t n, blk, oh, ow0, k, kn, i, cnt, nblk = (cv.K + kb - 1) // kb
+    cdef const floating* src
+    cdef floating* dst
+    cdef floating b
+    for n in range(n0, n1):
+        src = image_source(x, n, xpad, cv)
+        for blk in range(nblk):
+            kn = min(kb, cv.K - blk * kb)
+            for oh in range(g.OH):
+                ow0 = 0
+                while ow0 < g.OW:
+                    if floating is float:
+                        mn_tab_kernel_f32(nv, mr, cv.R, src + oh * cv.Wp + ow0, cv.toff,
+                                          wt + blk * cv.R * kb, tile)
+                    else:
+                        mn_tab_kernel_f64(nv, mr, cv.R, src + oh * cv.Wp + ow0, cv.toff,
+                                          wt + blk * cv.R * kb, tile)
+                    cnt = min(mr, g.OW - ow0)
+                    dst = out + (n * cv.K + blk * kb) * cv.P + oh * g.OW + ow0
+                    for k in range(kn):
+                        b = bias[blk * kb + k] if bias != NULL else 0
+                        for i in range(cnt):
+                            dst[k * cv.P + i] = tile[i * kb + k] + b
+                    ow0 += mr
+
+
 cdef class _Plan:
     """Geometry, tap tables, thread count and per-thread scratch for one call."""
     cdef Conv cv
@@ -579,12 +649,46 @@ cdef class _Plan:
         for r in range(cv.R):
             cv.toff[r] = ((r // (cv.g.kh * cv.g.kw)) * cv.plane
                           + (r // cv.g.kw) % cv.g.kh * cv.g.dh * cv.Wp + r % cv.g.kw * cv.g.dw)
+        choose_tab(cv, self.nr // 2)
         self.nt = max(1, min(threads_for(cv.g.N * cv.P * cv.R * K // 64), cv.g.N))
         self.pbytes = panel_bytes(cv, self.nr)
         self.pmem = Buffer(self.nt * self.pbytes)
 
     cdef Py_ssize_t pad_items(self):
         return self.cv.padsize if self.cv.padded else 0
+
+
+def row_tiles(tuple xshape, Py_ssize_t K, Py_ssize_t groups, tuple kernel, tuple stride,
+              tuple pad, tuple dil, Py_ssize_t OH, Py_ssize_t OW, int itemsize):
+    """The pixel-major forward's tile height for this convolution, 0 when it is not used."""
+    cdef _Plan pl = _Plan(xshape, K, groups, kernel, stride, pad, dil, OH, OW, itemsize)
+    return pl.cv.tab_mr
+
+
+cdef void forward_by_rows(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, char* bp,
+                          Buffer out, _Plan pl, int itemsize):
+    """forward() on the pixel-major path (choose_tab)."""
+    cdef Conv* cv = &pl.cv
+    cdef Py_ssize_t kb = cv.tab_nv * (pl.nr // 2), N = cv.g.N, t
+    cdef Py_ssize_t padsz = pl.pad_items(), each = padsz + round_up(cv.tab_mr * kb, pl.nr)
+    cdef int nt = pl.nt
+    cdef Buffer wt = Buffer(max((cv.K + kb - 1) // kb * cv.R * kb, 1) * itemsize)
+    cdef Buffer work = Buffer(nt * each * itemsize, True)
+    with nogil:
+        if itemsize == 4:
+            pack_w_cols(<float*>w.ptr + w_off, cv, kb, <float*>wt.ptr)
+        else:
+            pack_w_cols(<double*>w.ptr + w_off, cv, kb, <double*>wt.ptr)
+        for t in prange(nt, num_threads=nt, schedule='static'):
+            if itemsize == 4:
+                forward_rows(<float*>x.ptr + x_off, <float*>wt.ptr, <float*>bp, <float*>out.ptr,
+                             cv, N * t // nt, N * (t + 1) // nt, <float*>work.ptr + t * each,
+                             <float*>work.ptr + t * each + padsz, kb)
+            else:
+                forward_rows(<double*>x.ptr + x_off, <double*>wt.ptr, <double*>bp,
+                             <double*>out.ptr, cv, N * t // nt, N * (t + 1) // nt,
+                             <double*>work.ptr + t * each, <double*>work.ptr + t * each + padsz,
+                             kb)
 
 
 def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias, Py_ssize_t b_off,
@@ -598,10 +702,13 @@ def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
     if N * cv.P == 0 or K == 0:
         return
     cdef Py_ssize_t padsz = pl.pad_items(), colsz = min(KC, max(cv.R, 1)) * nr
+    cdef char* bp = NULL if bias is None else bias.ptr + b_off * itemsize
+    if cv.tab_mr:
+        forward_by_rows(x, x_off, w, w_off, bp, out, pl, itemsize)
+        return
     cdef Py_ssize_t each = padsz + colsz + kgp * nr
     cdef Buffer wp = Buffer(max(cv.G * kgp * cv.R, 1) * itemsize)
     cdef Buffer work = Buffer(nt * each * itemsize, True)
-    cdef char* bp = NULL if bias is None else bias.ptr + b_off * itemsize
     with nogil:
         if itemsize == 4:
             pack_w(<float*>w.ptr + w_off, cv, <float*>wp.ptr)

@@ -260,3 +260,38 @@ def test_max_pool_2x2_fast_path_values_indices_ties_and_nan(dtype, shape):
     y.backward(Tensor(g, dtype=dtype))
     np.testing.assert_array_equal(y.numpy(), ty.detach().numpy())
     np.testing.assert_array_equal(m.grad.numpy(), t.grad.numpy())
+
+
+# (N, C, H, W, K, k, pad, dilation): stride 1, one group, output rows that split into
+# whole tiles of the pixel-major forward (OW 14, 28, 13, 27, 56; K 1..64: one or two
+# channel vectors, several channel blocks)
+ROW_CASES = [(2, 3, 14, 14, 32, 5, 2, 1), (2, 1, 28, 28, 16, 5, 2, 1), (1, 2, 13, 13, 17, 3, 1, 1),
+             (2, 4, 27, 29, 5, 3, 1, 1), (1, 3, 56, 56, 64, 3, 1, 1), (2, 2, 16, 16, 33, 3, 1, 1),
+             (1, 2, 18, 18, 1, 5, 2, 2), (3, 5, 14, 14, 40, 1, 0, 1)]
+
+
+@pytest.mark.parametrize("case", ROW_CASES, ids=[str(c) for c in ROW_CASES])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_forward_by_rows_matches_torch(case, dtype, bias):
+    """The pixel-major forward (tap-table kernel, stride 1): values against torch, on a
+    batch view that starts at an offset."""
+    n, c, h, w, k, ks, pad, dil = case
+    x = rng.standard_normal((n + 1, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((k, c, ks, ks)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype) if bias else None
+    y = ops.conv(Tensor(x, dtype=dtype)[1:], Tensor(wt, dtype=dtype),
+                 None if b is None else Tensor(b, dtype=dtype), padding=pad, dilation=dil)
+    ref = F.conv2d(torch.tensor(x[1:]), torch.tensor(wt), None if b is None else torch.tensor(b),
+                   padding=pad, dilation=dil).numpy()
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(y.numpy(), ref, **tol)
+
+
+def test_conv_forward_by_rows_is_taken():
+    """The cases above do run the pixel-major path (and a stride-2 one does not)."""
+    from mininet_ext import convgemm
+    assert convgemm.row_tiles((2, 3, 14, 14), 32, 1, (5, 5), (1, 1), (2, 2), (1, 1), 14, 14, 4)
+    assert convgemm.row_tiles((2, 1, 28, 28), 16, 1, (5, 5), (1, 1), (2, 2), (1, 1), 28, 28, 4)
+    assert not convgemm.row_tiles((2, 3, 14, 14), 32, 1, (5, 5), (2, 2), (2, 2), (1, 1), 7, 7, 4)
+    assert not convgemm.row_tiles((2, 4, 8, 8), 4, 2, (3, 3), (1, 1), (1, 1), (1, 1), 8, 8, 4)
