@@ -548,13 +548,15 @@ cdef void input_grad_images(const floating* dy, const floating* wtp, floating* d
 
 # Python entry points ----------------------------------------------------------------------
 cdef void choose_tab(Conv* cv, Py_ssize_t vw) noexcept nogil:
-    """The pixel-major forward (forward_rows) for stride 1 and one group, when an output
-    row splits into whole tiles of one of the kernel heights with at most 1/8 of the
+    """The pixel-major forward (forward_rows) for stride 1 and one group, enough output
+    channels to fill the vectors, and when an output row splits into whole tiles of one of the kernel heights with at most 1/8 of the
     computed pixels dropped (OW = 14 or 28: none); the panel path drops (Wp - OW) / Wp."""
     cdef int nv = 1 if cv.K <= vw else 2, mr, best = 0, taller
     cdef Py_ssize_t tiles, waste, best_waste = 0
     cv.tab_nv = cv.tab_mr = 0
-    if not cv.padded or cv.G != 1 or cv.g.OW < 1:
+    # the channels must fill at least half the vectors (one output channel would waste
+    # 15 of 16 lanes: the panel path suits it better)
+    if not cv.padded or cv.G != 1 or cv.g.OW < 1 or 2 * cv.K < nv * vw:
         return
     for taller in range(2):
         mr = mn_tab_mr(nv, 1 - taller)

@@ -288,6 +288,17 @@ def test_conv_forward_by_rows_matches_torch(case, dtype, bias):
     np.testing.assert_allclose(y.numpy(), ref, **tol)
 
 
+@pytest.mark.parametrize("case", ROW_CASES + [(2, 3, 14, 14, 8, 3, 3, 1), (1, 2, 14, 14, 4, 3, 0, 2)],
+                         ids=[str(c) for c in ROW_CASES + [(2, 3, 14, 14, 8, 3, 3, 1), (1, 2, 14, 14, 4, 3, 0, 2)]])
+def test_conv_input_grad_as_a_convolution_matches_torch(case):
+    """Stride 1: the input gradient runs as the forward of the flipped, channel-swapped
+    weights (padding beyond the kernel's reach falls back to the scatter)."""
+    n, c, h, w, k, ks, pad, dil = case
+    run_both(lambda a, b: ops.conv(a, b, padding=pad, dilation=dil),
+             lambda a, b: F.conv2d(a, b, padding=pad, dilation=dil),
+             rng.standard_normal((n, c, h, w)), rng.standard_normal((k, c, ks, ks)))
+
+
 def test_conv_forward_by_rows_is_taken():
     """The cases above do run the pixel-major path (and a stride-2 one does not)."""
     from mininet_ext import convgemm

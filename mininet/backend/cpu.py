@@ -168,10 +168,29 @@ class CPUDevice(Device):
                     dilation, oh, ow, x.dtype.itemsize)
 
     def conv2d_grad_input(self, g, w, dx, stride, padding, dilation, groups):
+        if self._grad_input_by_rows(g, w, dx, stride, padding, dilation, groups):
+            return
         n, k, oh, ow = g.shape
         _cg.input_grad(g._handle, g._offset, w._handle, w._offset, _at(dx), dx.shape, k,
                        groups, tuple(w.shape[2:]), stride, padding, dilation, oh, ow,
                        g.dtype.itemsize)
+
+    def _grad_input_by_rows(self, g, w, dx, stride, padding, dilation, groups):
+        """Stride 1, one group: dx is the convolution of g, padded by dil*(k-1) - pad, with
+        the flipped weights, channels swapped; run it on the pixel-major forward when that
+        path takes dx's rows (the scatter of the general input gradient is slower)."""
+        kh, kw = w.shape[2:]
+        pad = tuple(d * (k - 1) - p for d, k, p in zip(dilation, (kh, kw), padding))
+        if stride != (1, 1) or groups != 1 or min(pad) < 0:
+            return False
+        if not _cg.row_tiles(g.shape, dx.shape[1], 1, (kh, kw), (1, 1), pad, dilation,
+                             dx.shape[2], dx.shape[3], g.dtype.itemsize):
+            return False
+        wt = w.permute(1, 0, 2, 3)[:, :, ::-1, ::-1].compact()
+        _cg.forward(g._handle, g._offset, wt._handle, wt._offset, None, 0, _at(dx), g.shape,
+                    dx.shape[1], 1, (kh, kw), (1, 1), pad, dilation, dx.shape[2], dx.shape[3],
+                    g.dtype.itemsize)
+        return True
 
     def conv2d_grad_weight(self, g, x, dw, stride, padding, dilation, groups):
         n, k, oh, ow = g.shape
