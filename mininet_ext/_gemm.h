@@ -203,6 +203,57 @@ MN_DEF_KERNEL_TAB(mn_tab_1b_f64, double, mn_vd, MN_VD, MN_TAB_1B, 1)
 MN_DEF_KERNEL_TAB(mn_tab_2a_f64, double, mn_vd, MN_VD, MN_TAB_2A, 2)
 MN_DEF_KERNEL_TAB(mn_tab_2b_f64, double, mn_vd, MN_VD, MN_TAB_2B, 2)
 
+/* Tap-major convolution weight gradient, the pixel-major forward's adjoint in W:
+ * C[MR taps x NV*W channels] += sum over output pixels (oh, ow) of
+ * A[oh * wp + ow + toff[i]] (the padded image under tap i) * B[(oh * ow_n + ow)][:]
+ * (the output grad, transposed to pixel-major rows of NV*W channels). Only real
+ * output pixels are visited; C rows are NV*W apart and are added to. */
+#define MN_DEF_KERNEL_WG(NAME, T, V, W, MR, NV)                                    \
+static void NAME(mn_idx oh_n, mn_idx ow_n, mn_idx wp, const T* __restrict A,       \
+                 const mn_idx* __restrict toff, const T* __restrict B, T* C)       \
+{                                                                                  \
+    V c[MR][NV];                                                                   \
+    mn_idx to[MR];                                                                 \
+    _Pragma("GCC unroll 32")                                                       \
+    for (int i = 0; i < MR; i++) {                                                 \
+        to[i] = toff[i];                                                           \
+        for (int v = 0; v < NV; v++) c[i][v] = (V){0};                             \
+    }                                                                              \
+    for (mn_idx oh = 0; oh < oh_n; oh++) {                                         \
+        const T* a = A + oh * wp;                                                  \
+        const T* b = B + oh * ow_n * NV * W;                                       \
+        for (mn_idx ow = 0; ow < ow_n; ow++) {                                     \
+            V bv[NV];                                                              \
+            for (int v = 0; v < NV; v++) bv[v] = *(const V*)(b + ow * NV * W + v * W); \
+            _Pragma("GCC unroll 32")                                               \
+            for (int i = 0; i < MR; i++)                                           \
+                for (int v = 0; v < NV; v++) c[i][v] += a[ow + to[i]] * bv[v];     \
+        }                                                                          \
+    }                                                                              \
+    _Pragma("GCC unroll 32")                                                       \
+    for (int i = 0; i < MR; i++)                                                   \
+        for (int v = 0; v < NV; v++) *(V*)(C + i * NV * W + v * W) += c[i][v];     \
+}
+
+MN_DEF_KERNEL_WG(mn_wg_1a_f32, float, mn_vf, MN_VF, MN_TAB_1A, 1)
+MN_DEF_KERNEL_WG(mn_wg_1b_f32, float, mn_vf, MN_VF, MN_TAB_1B, 1)
+MN_DEF_KERNEL_WG(mn_wg_2a_f32, float, mn_vf, MN_VF, MN_TAB_2A, 2)
+MN_DEF_KERNEL_WG(mn_wg_2b_f32, float, mn_vf, MN_VF, MN_TAB_2B, 2)
+MN_DEF_KERNEL_WG(mn_wg_1a_f64, double, mn_vd, MN_VD, MN_TAB_1A, 1)
+MN_DEF_KERNEL_WG(mn_wg_1b_f64, double, mn_vd, MN_VD, MN_TAB_1B, 1)
+MN_DEF_KERNEL_WG(mn_wg_2a_f64, double, mn_vd, MN_VD, MN_TAB_2A, 2)
+MN_DEF_KERNEL_WG(mn_wg_2b_f64, double, mn_vd, MN_VD, MN_TAB_2B, 2)
+
+#define MN_DEF_WG_DISPATCH(NAME, T, SUF)                                           \
+static void NAME(int nv, int mr, mn_idx oh_n, mn_idx ow_n, mn_idx wp, const T* A,  \
+                 const mn_idx* toff, const T* B, T* C)                             \
+{                                                                                  \
+    if (nv == 1 && mr == MN_TAB_1A) mn_wg_1a_##SUF(oh_n, ow_n, wp, A, toff, B, C);  \
+    else if (nv == 1) mn_wg_1b_##SUF(oh_n, ow_n, wp, A, toff, B, C);               \
+    else if (mr == MN_TAB_2A) mn_wg_2a_##SUF(oh_n, ow_n, wp, A, toff, B, C);       \
+    else mn_wg_2b_##SUF(oh_n, ow_n, wp, A, toff, B, C);                            \
+}
+
 /* The tile heights on offer for nv vectors of channels (a: the taller). */
 static inline int mn_tab_mr(int nv, int taller) {
     return nv == 1 ? (taller ? MN_TAB_1A : MN_TAB_1B) : (taller ? MN_TAB_2A : MN_TAB_2B);
@@ -219,6 +270,8 @@ static void NAME(int nv, int mr, mn_idx kc, const T* A, const mn_idx* toff,     
 }
 MN_DEF_TAB_DISPATCH(mn_tab_kernel_f32, float, f32)
 MN_DEF_TAB_DISPATCH(mn_tab_kernel_f64, double, f64)
+MN_DEF_WG_DISPATCH(mn_wg_kernel_f32, float, f32)
+MN_DEF_WG_DISPATCH(mn_wg_kernel_f64, double, f64)
 
 MN_DEF_KERNEL_AT_HALF(mn_kernel_at_half_f32, float, mn_vf, mn_vf_u, MN_VF, MN_NR_F)
 MN_DEF_KERNEL_AT_HALF(mn_kernel_at_half_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D)

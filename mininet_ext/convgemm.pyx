@@ -62,6 +62,11 @@ cdef extern from "_gemm.h" nogil:
     void mn_tab_kernel_f64(int nv, int mr, Py_ssize_t kc, const double* A,
                            const Py_ssize_t* toff, const double* B, double* C)
 
+    void mn_wg_kernel_f32(int nv, int mr, Py_ssize_t oh_n, Py_ssize_t ow_n, Py_ssize_t wp,
+                          const float* A, const Py_ssize_t* toff, const float* B, float* C)
+    void mn_wg_kernel_f64(int nv, int mr, Py_ssize_t oh_n, Py_ssize_t ow_n, Py_ssize_t wp,
+                          const double* A, const Py_ssize_t* toff, const double* B, double* C)
+
 cdef extern from "_convpack.h" nogil:
     void mn_copy_window_f32(float* d, const float* s, Py_ssize_t len, Py_ssize_t lo, Py_ssize_t hi)
     void mn_copy_window_f64(double* d, const double* s, Py_ssize_t len, Py_ssize_t lo,
@@ -747,12 +752,91 @@ cdef void sum_partials(const floating* part, floating* dw, Conv* cv, int nt,
                 dw[(grp * cv.Kg + k) * cv.R + r] = s
 
 
+cdef void weight_grad_rows(const floating* x, const floating* dy, floating* part, Conv* cv,
+                           const Py_ssize_t* toffp, Py_ssize_t n0, Py_ssize_t n1,
+                           floating* xpad, floating* dyt, Py_ssize_t kb,
+                           Py_ssize_t rp) noexcept nogil:
+    """part[blk, r, kk] += dW[blk*kb + kk, r] over images n0..n1, tap-major: tiles of
+    tab_mr taps x kb channels summed over the real output pixels (no column panels).
+    toffp: the tap table padded to rp taps (extra rows repeat tap 0; discarded)."""
+    cdef Geom* g = &cv.g
+    cdef int mr = cv.tab_mr, nv = cv.tab_nv
+    cdef Py_ssize_t n, blk, kk, k, q, rb, kn, nblk = (cv.K + kb - 1) // kb
+    cdef const floating* src
+    cdef const floating* d
+    for n in range(n0, n1):
+        src = image_source(x, n, xpad, cv)
+        for blk in range(nblk):
+            kn = min(kb, cv.K - blk * kb)
+            for q in range(cv.P):             # the output grad, pixel-major
+                d = dy + (n * cv.K + blk * kb) * cv.P + q
+                for kk in range(kn):
+                    dyt[q * kb + kk] = d[kk * cv.P]
+                for kk in range(kn, kb):
+                    dyt[q * kb + kk] = 0
+            rb = 0
+            while rb < cv.R:
+                if floating is float:
+                    mn_wg_kernel_f32(nv, mr, g.OH, g.OW, cv.Wp, src, toffp + rb, dyt,
+                                     part + (blk * rp + rb) * kb)
+                else:
+                    mn_wg_kernel_f64(nv, mr, g.OH, g.OW, cv.Wp, src, toffp + rb, dyt,
+                                     part + (blk * rp + rb) * kb)
+                rb += mr
+
+
+def weight_grad_rows_(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, Buffer dw,
+                      _Plan pl, int itemsize):
+    """weight_grad() on the tap-major path (the pixel-major forward's geometry)."""
+    cdef Conv* cv = &pl.cv
+    cdef Py_ssize_t kb = cv.tab_nv * (pl.nr // 2), mr = cv.tab_mr, N = cv.g.N, t, r, k, blk
+    cdef Py_ssize_t rp = round_up(cv.R, mr), nblk = (cv.K + kb - 1) // kb
+    cdef Py_ssize_t partsz = nblk * rp * kb, padsz = pl.pad_items()
+    cdef Py_ssize_t each = padsz + round_up(cv.P * kb, pl.nr)
+    cdef int nt = pl.nt, i
+    cdef Buffer part = Buffer(max(nt * partsz, 1) * itemsize, True)
+    cdef Buffer work = Buffer(max(nt * each, 1) * itemsize, True)
+    cdef Buffer tabs = Buffer(max(rp, 1) * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* toffp = <Py_ssize_t*>tabs.ptr
+    cdef double s
+    for r in range(rp):
+        toffp[r] = cv.toff[r] if r < cv.R else cv.toff[0]
+    with nogil:
+        for t in prange(nt, num_threads=nt, schedule='static'):
+            if itemsize == 4:
+                weight_grad_rows(<float*>x.ptr + x_off, <float*>dy.ptr + dy_off,
+                                 <float*>part.ptr + t * partsz, cv, toffp, N * t // nt,
+                                 N * (t + 1) // nt, <float*>work.ptr + t * each,
+                                 <float*>work.ptr + t * each + padsz, kb, rp)
+            else:
+                weight_grad_rows(<double*>x.ptr + x_off, <double*>dy.ptr + dy_off,
+                                 <double*>part.ptr + t * partsz, cv, toffp, N * t // nt,
+                                 N * (t + 1) // nt, <double*>work.ptr + t * each,
+                                 <double*>work.ptr + t * each + padsz, kb, rp)
+        for k in range(cv.K):
+            blk = k // kb
+            for r in range(cv.R):
+                s = 0
+                for i in range(nt):
+                    if itemsize == 4:
+                        s = s + (<float*>part.ptr)[i * partsz + (blk * rp + r) * kb + k % kb]
+                    else:
+                        s = s + (<double*>part.ptr)[i * partsz + (blk * rp + r) * kb + k % kb]
+                if itemsize == 4:
+                    (<float*>dw.ptr)[k * cv.R + r] = <float>s
+                else:
+                    (<double*>dw.ptr)[k * cv.R + r] = s
+
+
 def weight_grad(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, Buffer dw,
                 tuple xshape, Py_ssize_t K, Py_ssize_t groups, tuple kernel, tuple stride,
                 tuple pad, tuple dil, Py_ssize_t OH, Py_ssize_t OW, int itemsize):
     """dw (K, C/groups, kh, kw) from the output grad dy (N, K, OH, OW) and input x, compact."""
     cdef _Plan pl = _Plan(xshape, K, groups, kernel, stride, pad, dil, OH, OW, itemsize)
     cdef Conv* cv = &pl.cv
+    if cv.tab_mr and cv.g.N * cv.P > 0:
+        weight_grad_rows_(dy, dy_off, x, x_off, dw, pl, itemsize)
+        return
     cdef Py_ssize_t nr = pl.nr, rp = round_up(cv.R, MR), kgn = round_up(cv.Kg, dw_block(cv, nr))
     cdef Py_ssize_t N = cv.g.N, t
     cdef int nt = pl.nt
