@@ -3,6 +3,7 @@
 MININET_PORTABLE=1 drops -march=native (for wheels that run on other CPUs).
 MININET_NO_OPENMP=1 builds serial kernels even when the compiler has OpenMP.
 """
+import glob
 import os
 import shutil
 import subprocess
@@ -90,6 +91,8 @@ extensions = [
         f"mininet_ext.{name}",
         [f"mininet_ext/{name}.pyx"],
         include_dirs=[numpy.get_include(), "mininet_ext"],
+        # the C headers (the generated _ops.h among them): an edit rebuilds the modules
+        depends=sorted(glob.glob(os.path.join("mininet_ext", "*.h"))),
         extra_compile_args=compile_args,
         extra_link_args=link_args,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

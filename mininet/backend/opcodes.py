@@ -24,6 +24,7 @@ BINARY_OPS = (
     ("le", "(T)(x <= y)"),
     ("gt", "(T)(x > y)"),
     ("ge", "(T)(x >= y)"),
+    ("pass_pos", "y > 0 ? x : (T)0"),   # x where y > 0, else 0: ReLU's backward in one pass
 )
 
 # (name, expression, cost): cost is the work of one element relative to an add; the

@@ -2,7 +2,7 @@
 import numbers
 
 from ..autograd import Op, Tensor, grad_enabled
-from ..ndarray import NDArray, matmul as nd_matmul
+from ..ndarray import NDArray, _ewise as nd_ewise, matmul as nd_matmul
 
 
 def require_float(what, *xs):
@@ -217,8 +217,17 @@ class ReLU(Op):
         return a.relu()
 
     def gradient(self, g, node):
-        mask = Tensor.make_const(node.inputs[0].cached_data > 0)
-        return g * mask
+        return ReLUGrad()(g, Tensor.make_const(node.inputs[0].cached_data))
+
+
+class ReLUGrad(Op):
+    """g where x > 0, else 0 (one kernel pass); linear in g, constant in x."""
+
+    def compute(self, g, x):
+        return nd_ewise(g, x, "pass_pos")
+
+    def gradient(self, h, node):
+        return ReLUGrad()(h, node.inputs[1]), None
 
 
 class Maximum(Op):
