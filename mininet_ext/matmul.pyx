@@ -56,10 +56,16 @@ cdef void pack_a(const floating* A, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t mc,
         rows = mc - panel * MR
         if rows > MR:
             rows = MR
-        for i in range(rows):
-            src = A + (panel * MR + i) * rs
+        if rs == 1 and cs != 1:   # A transposed (x.T in a weight gradient): read down columns
             for p in range(kc):
-                dst[p * MR + i] = src[p * cs]
+                src = A + panel * MR + p * cs
+                for i in range(rows):
+                    dst[p * MR + i] = src[i]
+        else:
+            for i in range(rows):
+                src = A + (panel * MR + i) * rs
+                for p in range(kc):
+                    dst[p * MR + i] = src[p * cs]
         for i in range(rows, MR):
             for p in range(kc):
                 dst[p * MR + i] = 0
@@ -76,6 +82,15 @@ cdef void pack_b(const floating* B, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t kc,
         cols = nc - panel * nr
         if cols > nr:
             cols = nr
+        if rs == 1 and cs != 1:   # B transposed (W.T in an input gradient): read along rows
+            for j in range(cols):
+                src = B + (panel * nr + j) * cs
+                for p in range(kc):
+                    dst[p * nr + j] = src[p]
+            for p in range(kc):
+                for j in range(cols, nr):
+                    dst[p * nr + j] = 0
+            continue
         for p in range(kc):
             src = B + p * rs + panel * nr * cs
             if cs == 1:

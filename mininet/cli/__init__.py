@@ -180,7 +180,8 @@ def bench_conv(
 
 @bench_app.command("train")
 def bench_train(
-    models: str = typer.Option("mlp,resnet,cnn", help="Comma-separated: mlp, resnet, cnn."),
+    models: str = typer.Option("mlp,resnet,cnn",
+                               help="Comma-separated: mlp, resnet, cnn, softmax, mlp-large (784-1024-1024-10, batch 256), cifar-cnn (3 conv-BN-ReLU-pool stages on 3x32x32, 10k samples)."),
     samples: int = typer.Option(60000, min=100, help="MNIST-shaped random samples per epoch."),
     batch_size: int = typer.Option(100, min=1),
     threads: int = typer.Option(2, min=1),
@@ -189,23 +190,25 @@ def bench_train(
 ):
     """Seconds per training epoch (Adam, batch 100) of mininet vs PyTorch CPU, same run."""
     from .bench import bench_train as run
+    from .bench import TRAIN_MODELS
     names = tuple(m.strip() for m in models.split(","))
-    unknown = [m for m in names if m not in MODELS]
+    unknown = [m for m in names if m not in TRAIN_MODELS]
     if unknown:
-        _fail(f"--models: unknown model {unknown[0]!r}; choose from {', '.join(MODELS)}")
+        _fail(f"--models: unknown model {unknown[0]!r}; choose from {', '.join(TRAIN_MODELS)}")
     rows = run(names, samples, batch_size, threads, repeat)
     if json_out:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"one training epoch, {samples} samples, batch {batch_size}, {threads} threads")
-    for col in ("model", "mininet s", "torch s", "mininet / torch time"):
+    table = Table(title=f"one training epoch, Adam, {threads} threads")
+    for col in ("model", "samples", "batch", "mininet s", "torch s", "mininet / torch time"):
         table.add_column(col, justify="right")
     for name in dict.fromkeys(r["model"] for r in rows):
         t = {r["impl"]: r["seconds"] for r in rows if r["model"] == name}
+        first = next(r for r in rows if r["model"] == name)
         ratio = t["mininet"] / t["torch"] if "torch" in t else float("nan")
         color = "green" if ratio <= 1.0 else "red"
-        table.add_row(name, f"{t['mininet']:.2f}", f"{t.get('torch', float('nan')):.2f}",
-                      f"[{color}]{ratio:.2f}[/{color}]")
+        table.add_row(name, str(first["samples"]), str(first["batch_size"]), f"{t['mininet']:.2f}",
+                      f"{t.get('torch', float('nan')):.2f}", f"[{color}]{ratio:.2f}[/{color}]")
     console.print(table)
 
 

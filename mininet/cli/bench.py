@@ -114,30 +114,63 @@ def _torch_model(name):
     return tnn.Sequential(tnn.Linear(784, 100), tnn.ReLU(), Res(), Res(), Res(), tnn.Linear(100, 10))
 
 
+# the larger models of issue 12, built here for the benchmark only (the same layers in
+# both libraries): (input shape of one sample, batch size, samples per epoch at most)
+BENCH_ONLY = {"mlp-large": ((784,), 256, 60000), "cifar-cnn": ((3, 32, 32), 100, 10000)}
+TRAIN_MODELS = ("softmax", "mlp", "resnet", "cnn") + tuple(BENCH_ONLY)
+
+
+def _bench_model(name):
+    from .. import nn
+    if name == "mlp-large":   # 784-1024-1024-10
+        return nn.Sequential(nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(),
+                             nn.Linear(1024, 10))
+    stages = []               # cifar-cnn: three conv-BN-ReLU-pool stages, 3x32x32 -> 10
+    for cin, cout in ((3, 32), (32, 64), (64, 128)):
+        stages += [nn.Conv(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2)]
+    return nn.Sequential(*stages, nn.Flatten(), nn.Linear(128 * 16, 10))
+
+
+def _torch_bench_model(name):
+    import torch.nn as tnn
+    if name == "mlp-large":
+        return tnn.Sequential(tnn.Linear(784, 1024), tnn.ReLU(), tnn.Linear(1024, 1024), tnn.ReLU(),
+                              tnn.Linear(1024, 10))
+    stages = []
+    for cin, cout in ((3, 32), (32, 64), (64, 128)):
+        stages += [tnn.Conv2d(cin, cout, 3, padding=1), tnn.BatchNorm2d(cout), tnn.ReLU(),
+                   tnn.MaxPool2d(2)]
+    return tnn.Sequential(*stages, tnn.Flatten(), tnn.Linear(128 * 16, 10))
+
+
 def bench_train(models=("mlp", "resnet"), samples=60000, batch_size=100, threads=2, repeat=1):
-    """Seconds for one training epoch (Adam) of each model on MNIST-shaped random data, mininet vs PyTorch."""
+    """Seconds for one training epoch (Adam) of each model on random data of its input shape
+    (MNIST's for the models of `mininet train`), mininet vs PyTorch. mlp-large trains at
+    batch 256 and cifar-cnn on at most 10,000 samples (each row says how many)."""
     from ..data import DataLoader, TensorDataset
     from ..models import build_model
     from ..models.train import make_optimizer, train_epoch
     rng = np.random.default_rng(0)
-    flat = rng.random((samples, 784), dtype=np.float32)
-    y = rng.integers(0, 10, samples)
     rows = []
     old = get_num_threads()
     set_num_threads(threads)
     try:
         for name in models:
-            x = flat.reshape(-1, 1, 28, 28) if name == "cnn" else flat
-            model = build_model(name)
+            shape, batch, cap = BENCH_ONLY.get(name, ((1, 28, 28) if name == "cnn" else (784,),
+                                                      batch_size, samples))
+            n = min(samples, cap)
+            x = rng.random((n,) + shape, dtype=np.float32)
+            y = rng.integers(0, 10, n)
+            model = _bench_model(name) if name in BENCH_ONLY else build_model(name)
             opt = make_optimizer("adam", model.parameters(), 1e-3)
-            loader = DataLoader(TensorDataset(x, y), batch_size, shuffle=True, seed=0)
+            loader = DataLoader(TensorDataset(x, y), batch, shuffle=True, seed=0)
             t = best_time(lambda: train_epoch(model, loader, opt), repeat=repeat, warmup=0, min_time=0)
             rows.append({"impl": "mininet", "model": name, "seconds": t, "threads": threads,
-                         "samples_per_s": samples / t})
-            t = _torch_epoch(name, x, y, batch_size, threads, repeat)
+                         "samples": n, "batch_size": batch, "samples_per_s": n / t})
+            t = _torch_epoch(name, x, y, batch, threads, repeat)
             if t is not None:
                 rows.append({"impl": "torch", "model": name, "seconds": t, "threads": threads,
-                             "samples_per_s": samples / t})
+                             "samples": n, "batch_size": batch, "samples_per_s": n / t})
     finally:
         set_num_threads(old)
     return rows
@@ -149,7 +182,7 @@ def _torch_epoch(name, x, y, batch_size, threads, repeat):
     except ImportError:
         return None
     torch.set_num_threads(threads)
-    model = _torch_model(name)
+    model = _torch_bench_model(name) if name in BENCH_ONLY else _torch_model(name)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
     loss_fn = torch.nn.CrossEntropyLoss()
