@@ -91,3 +91,66 @@ def fill(Buffer dst, Py_ssize_t dst_off, tuple dst_strides, tuple shape, double 
     else:
         memcpy(one.ptr, &q, 8)
     copy(one, 0, (0,) * len(shape), dst, dst_off, dst_strides, shape, 4 if dtype_code == 0 else 8)
+
+
+# row gather and scatter-add (embedding lookups and their gradient) ------------------------
+from cython cimport floating
+from libc.stdint cimport int64_t
+
+
+cdef void take_rows_run(const floating* src, const int64_t* idx, floating* out, Py_ssize_t n,
+                        Py_ssize_t d, Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(i0, i1):
+        memcpy(out + i * d, src + idx[i] * d, d * sizeof(floating))
+
+
+def take_rows(Buffer src, Py_ssize_t src_off, Buffer idx, Py_ssize_t idx_off, Buffer out,
+              Py_ssize_t n, Py_ssize_t rows, Py_ssize_t d, int itemsize):
+    """out[i, :] = src[idx[i], :] for compact src (rows, d), idx (n,) int64 in [0, rows)."""
+    cdef const int64_t* ix = <const int64_t*>idx.ptr + idx_off
+    cdef Py_ssize_t i, t
+    for i in range(n):   # checked here, so the kernel never reads outside src
+        if ix[i] < 0 or ix[i] >= rows:
+            raise IndexError(f"index {ix[i]} is out of range for {rows} rows")
+    cdef int nt = threads_for(n * d)
+    with nogil:
+        for t in prange(nt, num_threads=nt, schedule='static'):
+            if itemsize == 4:
+                take_rows_run(<float*>src.ptr + src_off, ix, <float*>out.ptr, n, d,
+                              n * t // nt, n * (t + 1) // nt)
+            else:
+                take_rows_run(<double*>src.ptr + src_off, ix, <double*>out.ptr, n, d,
+                              n * t // nt, n * (t + 1) // nt)
+
+
+cdef void add_rows_run(const floating* g, const int64_t* idx, floating* out, Py_ssize_t n,
+                       Py_ssize_t d, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    """Columns j0..j1 of every row: threads split columns, so no two write one element."""
+    cdef Py_ssize_t i, j
+    cdef floating* o
+    cdef const floating* s
+    for i in range(n):
+        o = out + idx[i] * d
+        s = g + i * d
+        for j in range(j0, j1):
+            o[j] += s[j]
+
+
+def add_rows(Buffer g, Py_ssize_t g_off, Buffer idx, Py_ssize_t idx_off, Buffer out,
+             Py_ssize_t n, Py_ssize_t rows, Py_ssize_t d, int itemsize):
+    """out[idx[i], :] += g[i, :] (repeated indices add up); out (rows, d) compact."""
+    cdef const int64_t* ix = <const int64_t*>idx.ptr + idx_off
+    cdef Py_ssize_t i, t
+    for i in range(n):
+        if ix[i] < 0 or ix[i] >= rows:
+            raise IndexError(f"index {ix[i]} is out of range for {rows} rows")
+    cdef int nt = min(threads_for(n * d), max(d // 16, 1))
+    with nogil:
+        for t in prange(nt, num_threads=nt, schedule='static'):
+            if itemsize == 4:
+                add_rows_run(<float*>g.ptr + g_off, ix, <float*>out.ptr, n, d,
+                             d * t // nt, d * (t + 1) // nt)
+            else:
+                add_rows_run(<double*>g.ptr + g_off, ix, <double*>out.ptr, n, d,
+                             d * t // nt, d * (t + 1) // nt)

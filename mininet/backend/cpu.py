@@ -42,7 +42,7 @@ def _at(a):
 
 class CPUDevice(Device):
     name = "cpu"
-    capabilities = frozenset({"conv2d", "softmax_xent", "batchnorm"})
+    capabilities = frozenset({"conv2d", "softmax_xent", "batchnorm", "rows"})
 
     # memory ---------------------------------------------------------------
     def alloc(self, nbytes):
@@ -75,6 +75,19 @@ class CPUDevice(Device):
 
     def fill(self, dst, value):
         _st.fill(dst._handle, dst._offset, dst.strides, dst.shape, float(value), DTYPES[dst.dtype])
+
+    # row gather / scatter-add (src, g compact; idx int64 compact) -----------
+    def take_rows(self, src, idx, out):
+        _floats("take_rows", src)
+        rows, d = src.shape
+        _st.take_rows(src._handle, src._offset, idx._handle, idx._offset, _at(out), idx.size,
+                      rows, d, src.dtype.itemsize)
+
+    def add_rows(self, g, idx, out):
+        _floats("add_rows", g)
+        rows, d = out.shape
+        _st.add_rows(g._handle, g._offset, idx._handle, idx._offset, _at(out), idx.size, rows,
+                     d, g.dtype.itemsize)
 
     # elementwise ----------------------------------------------------------
     def binary(self, op, a, b, out):

@@ -17,7 +17,8 @@ class DeviceUnavailable(RuntimeError):
 class Device:
     """A backend. `capabilities` names the fused kernels it has beyond the core protocol
     (ops ask dev.has("conv2d") and otherwise compose the op from core kernels):
-    conv2d (implicit-GEMM convolution), softmax_xent (fused cross-entropy), batchnorm."""
+    conv2d (implicit-GEMM convolution), softmax_xent (fused cross-entropy), batchnorm,
+    rows (take_rows / add_rows: embedding lookups)."""
     name = "device"
     capabilities = frozenset()
 

@@ -3,3 +3,4 @@ from .module import Identity, Module, Parameter, Residual, Sequential
 from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv, Conv2d, CrossEntropyLoss, Dropout,
                      Flatten, LayerNorm1d, Linear, MaxPool2d, MSELoss, ReLU, Sigmoid, SoftmaxLoss,
                      Tanh)
+from .sequence import LSTM, RNN, Embedding, LSTMCell, RNNCell

@@ -190,3 +190,61 @@ def batch_norm(x, weight, bias, axes, eps=1e-5):
     require_float("batch_norm", x, weight, bias)
     op = BatchNorm(axes, eps)
     return op(x, weight, bias), op
+
+
+# embedding lookups ---------------------------------------------------------------------
+class EmbeddingLookup(Op):
+    """out[..., :] = weight[idx[...], :] for a constant integer index array."""
+
+    def __init__(self, idx, shape):
+        self.idx, self.shape = idx, tuple(shape)   # idx: compact int64 (n,)
+
+    def compute(self, w):
+        d = w.shape[1]
+        if w.device.has("rows"):
+            out = NDArray.make((self.idx.size, d), device=w.device, dtype=w.dtype)
+            w.device.take_rows(w.compact(), self.idx, out)
+        else:   # a device without row kernels: one-hot rows times the table
+            out = one_hot(self.idx.numpy(), w.shape[0], dtype=w.dtype, device=w.device) \
+                .cached_data @ w
+        return out.reshape(self.shape + (d,))
+
+    def gradient(self, g, node):
+        return EmbeddingGrad(self.idx, node.inputs[0].shape)(g)
+
+
+class EmbeddingGrad(Op):
+    """dweight: rows of g added at their indices (repeats add up); linear in g."""
+
+    def __init__(self, idx, wshape):
+        self.idx, self.wshape = idx, tuple(wshape)
+
+    def compute(self, g):
+        d = self.wshape[1]
+        flat = g.compact().reshape((self.idx.size, d))
+        if g.device.has("rows"):
+            out = NDArray.make(self.wshape, device=g.device, dtype=g.dtype).fill(0.0)
+            g.device.add_rows(flat, self.idx, out)
+            return out
+        onehot = one_hot(self.idx.numpy(), self.wshape[0], dtype=g.dtype, device=g.device)
+        return onehot.cached_data.T @ flat
+
+    def gradient(self, h, node):
+        return EmbeddingLookup(self.idx, node.inputs[0].shape[:-1])(h)
+
+
+def embedding(idx, weight):
+    """weight[idx]: rows of the (num_embeddings, dim) table for integer indices of any shape."""
+    raw = idx.cached_data if isinstance(idx, Tensor) else idx
+    arr = raw.numpy() if isinstance(raw, NDArray) else np.asarray(raw)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"embedding: indices must be integers, got {arr.dtype}")
+    require_float("embedding (weight)", weight)
+    if weight.ndim != 2:
+        raise ValueError(f"embedding: weight must be (num_embeddings, dim), got {weight.shape}")
+    n = weight.shape[0]
+    if arr.size and (arr.min() < 0 or arr.max() >= n):
+        raise IndexError(f"embedding: indices must lie in [0, {n}), got min {arr.min()} "
+                         f"max {arr.max()}")
+    flat = NDArray(np.ascontiguousarray(arr, dtype=np.int64).reshape(-1), device=weight.device)
+    return EmbeddingLookup(flat, arr.shape)(weight)

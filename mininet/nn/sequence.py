@@ -1,0 +1,161 @@
+"""Sequence modules: Embedding, RNN and LSTM (cells and multi-layer), needle's layout.
+
+Weights are stored as needle stores them, (in, out), so that x @ W needs no transpose:
+W_ih (input_size, k * hidden_size) and W_hh (hidden_size, k * hidden_size), k = 1 for
+the RNN and 4 for the LSTM (gates i, f, g, o, PyTorch's order: torch's weight_ih_l0 is
+our W_ih transposed). Sequences are (seq_len, batch, features). Each layer projects
+its whole input sequence with one GEMM before the time loop; a step then costs one
+(batch, hidden) x (hidden, k * hidden) product.
+"""
+from .. import init, ops
+from ..autograd import Tensor
+from .module import Module, Parameter
+
+
+def _uniform(shape, hidden_size, dtype, device):
+    bound = 1.0 / hidden_size ** 0.5
+    return Parameter(init.rand(*shape, low=-bound, high=bound, dtype=dtype, device=device))
+
+
+class Embedding(Module):
+    """A (num_embeddings, embedding_dim) table; forward(idx) -> idx.shape + (dim,).
+    Initialised N(0, 1), as PyTorch."""
+
+    def __init__(self, num_embeddings, embedding_dim, device=None, dtype="float32"):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.weight = Parameter(init.randn(num_embeddings, embedding_dim, dtype=dtype,
+                                           device=device))
+
+    def forward(self, x):
+        return ops.embedding(x, self.weight)
+
+
+class _Cell(Module):
+    gates = 1
+
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype="float32"):
+        super().__init__()
+        k = self.gates * hidden_size
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.W_ih = _uniform((input_size, k), hidden_size, dtype, device)
+        self.W_hh = _uniform((hidden_size, k), hidden_size, dtype, device)
+        self.bias_ih = _uniform((k,), hidden_size, dtype, device) if bias else None
+        self.bias_hh = _uniform((k,), hidden_size, dtype, device) if bias else None
+
+    def project(self, x):
+        """x @ W_ih + bias_ih (+ bias_hh): the part of the gates that does not need h."""
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"{type(self).__name__}: input of shape {x.shape} has {x.shape[-1]} "
+                             f"features, expected {self.input_size}")
+        y = ops.linear(x, self.W_ih, self.bias_ih)
+        return y if self.bias_hh is None else y + self.bias_hh
+
+    def zeros(self, batch, like):
+        return init.zeros(batch, self.hidden_size, dtype=like.dtype, device=like.device)
+
+
+class RNNCell(_Cell):
+    """h' = tanh(x W_ih + b_ih + h W_hh + b_hh) (or relu)."""
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", device=None,
+                 dtype="float32"):
+        super().__init__(input_size, hidden_size, bias, device, dtype)
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"RNNCell: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+
+    def step(self, xp, h):
+        """One step from the projected input xp."""
+        z = xp + h @ self.W_hh
+        return ops.tanh(z) if self.nonlinearity == "tanh" else ops.relu(z)
+
+    def forward(self, x, h=None):
+        return self.step(self.project(x), self.zeros(x.shape[0], x) if h is None else h)
+
+
+class LSTMCell(_Cell):
+    """(h', c') from gates i, f, g, o = split(x W_ih + b_ih + h W_hh + b_hh):
+    c' = sigmoid(f) c + sigmoid(i) tanh(g), h' = sigmoid(o) tanh(c')."""
+    gates = 4
+
+    def step(self, xp, state):
+        h, c = state
+        z = xp + h @ self.W_hh
+        n = self.hidden_size
+        i, f, g, o = (z[:, k * n:(k + 1) * n] for k in range(4))
+        c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
+        return ops.sigmoid(o) * ops.tanh(c), c
+
+    def forward(self, x, state=None):
+        if state is None:
+            state = (self.zeros(x.shape[0], x), self.zeros(x.shape[0], x))
+        return self.step(self.project(x), state)
+
+
+class _Stack(Module):
+    """Layers of cells over (seq_len, batch, features) input."""
+
+    def _run(self, x, states):
+        if x.ndim != 3:
+            raise ValueError(f"{type(self).__name__}: input must be (seq_len, batch, features), "
+                             f"got shape {x.shape}")
+        seq, batch = x.shape[:2]
+        finals = []
+        for cell, state in zip(self.cells, states):
+            xp = cell.project(ops.reshape(x, (seq * batch, x.shape[2])))
+            steps = ops.split(ops.reshape(xp, (seq, batch, xp.shape[1])), 0)
+            outs = []
+            for t in range(seq):
+                state = cell.step(steps[t], state)
+                outs.append(state[0] if isinstance(state, tuple) else state)
+            finals.append(state)
+            x = ops.stack(outs, 0)
+        return x, finals
+
+    def _layers(self, a, num_layers):
+        if a is None:
+            return [None] * num_layers
+        if a.shape[0] != num_layers:
+            raise ValueError(f"{type(self).__name__}: initial state of shape {a.shape} must have "
+                             f"{num_layers} layers first")
+        return list(ops.split(a, 0))
+
+
+class RNN(_Stack):
+    """Multi-layer RNN: forward(x, h0) -> (output (seq, batch, hidden), h_n (layers, batch,
+    hidden)); h0 defaults to zeros."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, nonlinearity="tanh",
+                 device=None, dtype="float32"):
+        super().__init__()
+        self.hidden_size, self.num_layers = hidden_size, num_layers
+        self.cells = [RNNCell(input_size if k == 0 else hidden_size, hidden_size, bias,
+                              nonlinearity, device, dtype) for k in range(num_layers)]
+
+    def forward(self, x, h0=None):
+        states = [h if h is not None else c.zeros(x.shape[1], x)
+                  for c, h in zip(self.cells, self._layers(h0, self.num_layers))]
+        out, finals = self._run(x, states)
+        return out, ops.stack(finals, 0)
+
+
+class LSTM(_Stack):
+    """Multi-layer LSTM: forward(x, (h0, c0)) -> (output, (h_n, c_n)), states (layers,
+    batch, hidden), zeros by default."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, device=None,
+                 dtype="float32"):
+        super().__init__()
+        self.hidden_size, self.num_layers = hidden_size, num_layers
+        self.cells = [LSTMCell(input_size if k == 0 else hidden_size, hidden_size, bias, device,
+                               dtype) for k in range(num_layers)]
+
+    def forward(self, x, state=None):
+        h0, c0 = state if state is not None else (None, None)
+        hs, cs = self._layers(h0, self.num_layers), self._layers(c0, self.num_layers)
+        states = [(h if h is not None else cell.zeros(x.shape[1], x),
+                   c if c is not None else cell.zeros(x.shape[1], x))
+                  for cell, h, c in zip(self.cells, hs, cs)]
+        out, finals = self._run(x, states)
+        return out, (ops.stack([h for h, _ in finals], 0), ops.stack([c for _, c in finals], 0))
