@@ -35,7 +35,13 @@ def enable_grad():
 
 
 class Op:
-    """compute(*NDArray) -> NDArray; gradient(out_grad, node) -> one Tensor per input."""
+    """compute(*NDArray) -> NDArray; gradient(out_grad, node) -> one Tensor per input.
+
+    An op that picks element `tuple_index` of its one TensorTuple input (TupleGetItem)
+    sets tuple_index: backward then passes its gradient to that element alone, and the
+    tuple's gradient is assembled once from all of them (zeros only where none came),
+    instead of one full tuple of zeros per use (O(seq^2) for a split sequence)."""
+    tuple_index = None
 
     def __call__(self, *args):
         return Tensor.make_from_op(self, args)
@@ -363,14 +369,27 @@ def find_topo_sort(node_list):
     return order
 
 
-def _sum_grads(parts):
-    """The total of one node's gradient parts; a tuple node's (split) add per element."""
+def _sum_grads(parts, node):
+    """The total of one node's gradient parts. A tuple node's parts are whole gradient
+    tuples or (index, Tensor) pairs from ops with tuple_index: summed per element."""
+    if isinstance(node, TensorTuple):
+        slots = [[] for _ in node.cached_data]
+        for p in parts:
+            if isinstance(p, tuple):
+                slots[p[0]].append(p[1])
+            else:
+                for i in range(len(slots)):
+                    slots[i].append(p[i])
+        return _ops().make_tuple(*[_sum_grads(s, None) if s else _zeros_like(x)
+                                   for s, x in zip(slots, node.cached_data)])
     g = parts[0]
-    if len(parts) > 1 and isinstance(g, TensorTuple):
-        return _ops().make_tuple(*[_sum_grads([p[i] for p in parts]) for i in range(len(g))])
     for p in parts[1:]:
         g = g + p
     return g
+
+
+def _zeros_like(x):
+    return Tensor.make_const(NDArray.make(x.shape, device=x.device, dtype=x.dtype).fill(0.0))
 
 
 def compute_gradient_of_variables(output, out_grad, retain_graph=False):
@@ -380,7 +399,7 @@ def compute_gradient_of_variables(output, out_grad, retain_graph=False):
         parts = grads.pop(id(node), None)
         if parts is None:
             continue
-        g = _sum_grads(parts)
+        g = _sum_grads(parts, node)
         if node.op is None:
             if isinstance(node, Tensor) and node.requires_grad:
                 g = g if grad_enabled() else g.detach()
@@ -388,9 +407,13 @@ def compute_gradient_of_variables(output, out_grad, retain_graph=False):
                     g = Tensor.make_const(g.cached_data.astype(node.dtype))
                 node.grad = g if node.grad is None else node.grad + g
             continue
-        for inp, ig in zip(node.inputs, node.op.gradient_as_tuple(g, node)):
-            if inp.requires_grad and ig is not None:
-                grads.setdefault(id(inp), []).append(ig)
+        if node.op.tuple_index is not None:
+            if node.inputs[0].requires_grad:
+                grads.setdefault(id(node.inputs[0]), []).append((node.op.tuple_index, g))
+        else:
+            for inp, ig in zip(node.inputs, node.op.gradient_as_tuple(g, node)):
+                if inp.requires_grad and ig is not None:
+                    grads.setdefault(id(inp), []).append(ig)
         if not retain_graph:
             node.inputs = ()
             node.op = None

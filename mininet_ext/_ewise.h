@@ -2,7 +2,7 @@
  * common stride patterns (contiguous, and one side broadcast) so gcc
  * vectorises them. The ops come from _ops.h, generated from
  * mininet/backend/opcodes.py; an unknown op number traps. */
-#include <math.h>
+#include "_vecmath.h"
 #include "_ops.h"
 #include <stddef.h>
 typedef ptrdiff_t mn_idx;

@@ -4,26 +4,22 @@ probabilities for the backward pass), one pass for the gradient. The same thing
 built from elementwise ops and reductions is ~8 kernel calls and temporaries."""
 from cython.parallel cimport prange
 from cython cimport floating
-from libc.math cimport exp, log
 from libc.stdint cimport int64_t
 from mininet_ext.buffer cimport Buffer
 from mininet_ext._omp cimport threads_for
 
 
-cdef double xent_row(const floating* z, int64_t y, floating* p, Py_ssize_t C) noexcept nogil:
+cdef extern from "_xent.h" nogil:
+    double mn_xent_row_f32(const float* z, int64_t y, float* p, Py_ssize_t C)
+    double mn_xent_row_f64(const double* z, int64_t y, double* p, Py_ssize_t C)
+
+
+cdef inline double xent_row(const floating* z, int64_t y, floating* p, Py_ssize_t C) noexcept nogil:
     """p = softmax(z); returns logsumexp(z) - z[y]. NaN in z gives a NaN loss, as PyTorch."""
-    cdef Py_ssize_t j
-    cdef double m = z[0], s = 0, e
-    for j in range(1, C):
-        if z[j] > m or z[j] != z[j]:
-            m = z[j]
-    for j in range(C):
-        e = exp(z[j] - m)
-        p[j] = <floating>e
-        s += e
-    for j in range(C):
-        p[j] = <floating>(p[j] / s)
-    return log(s) + m - z[y]
+    if floating is float:
+        return mn_xent_row_f32(z, y, p, C)
+    else:
+        return mn_xent_row_f64(z, y, p, C)
 
 
 def forward(Buffer z, Py_ssize_t z_off, Buffer labels, Buffer probs, Py_ssize_t N, Py_ssize_t C,

@@ -336,3 +336,23 @@ def test_kernels_read_misaligned_shared_memory(shift):
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(ops.max_pool2d(Tensor.make_const(a), 2).numpy(),
                                x.reshape(2, 3, 6, 2, 6, 2).max(axis=(3, 5)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["exp", "log", "tanh", "sigmoid", "log1p", "expm1"])
+def test_vectorised_math_special_values_and_range(dtype, name):
+    """exp, log, tanh ... run through glibc's vector math (libmvec) when built with it:
+    NaN and infinities as numpy, and within a few ulp over a wide range."""
+    ref = {"exp": np.exp, "log": np.log, "tanh": np.tanh, "log1p": np.log1p, "expm1": np.expm1,
+           "sigmoid": lambda v: 1 / (1 + np.exp(-v))}[name]
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-30, 80.0, -80.0, 700.0, -700.0])
+    wide = np.concatenate([special, np.linspace(-30, 30, 1001), np.geomspace(1e-8, 1e3, 300)])
+    x = wide.astype(dtype)
+    with np.errstate(all="ignore"):
+        want = ref(x.astype(np.float64)).astype(dtype)
+    got = getattr(NDArray(x), name)().numpy()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    finite = np.isfinite(want)
+    np.testing.assert_array_equal(got[~finite & ~np.isnan(want)], want[~finite & ~np.isnan(want)])
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(got[finite], want[finite], rtol=8 * eps, atol=np.finfo(dtype).tiny)

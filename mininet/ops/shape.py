@@ -120,7 +120,7 @@ class MakeTuple(TupleOp):
 
 class TupleGetItem(Op):
     def __init__(self, index):
-        self.index = index
+        self.index = self.tuple_index = index   # backward routes g to this element alone
 
     def compute(self, t):
         return t[self.index]
