@@ -120,6 +120,8 @@ def test_train_save_resume_and_checks(tmp_path, tiny_mnist):
     assert r.returncode == 0 and "nothing to do" in r.stderr and "2 epochs" in r.stderr
     assert_one_line_error(_train(tiny_mnist, "--epochs", "3", "--model", "cnn", "--resume", str(ck)),
                           "--model mlp", "not cnn")
+    assert_one_line_error(cli("train", "fashion-mnist", "--data-dir", str(tiny_mnist), "--epochs", "3",
+                              "--resume", str(ck)), "dataset mnist", "not fashion-mnist")
     assert_one_line_error(_train(tiny_mnist, "--epochs", "3", "--optimizer", "sgd", "--resume", str(ck)),
                           "--optimizer adam", "not sgd")
     r = _train(tiny_mnist, "--epochs", "3", "--resume", str(ck), "--json")

@@ -202,3 +202,23 @@ def test_every_byte_flip_of_a_gzip_is_an_mnist_error_or_harmless(tmp_path):
             assert "bad.gz" in str(e)
             kinds.add(str(e).split("(")[1][:12])
     assert any("Error -3" in k for k in kinds), kinds      # zlib's own error was among them
+
+
+def test_fashion_mnist_folder_and_files(tmp_path, monkeypatch):
+    """Fashion-MNIST: the same four IDX files; --data-dir, then MININET_FASHION_DATA, then
+    Debian's /usr/share/datasets/fashion-mnist, then the cache (never MNIST's variable)."""
+    from mininet.data.mnist import data_dir
+    imgs = np.random.default_rng(3).integers(0, 256, size=(6, 28, 28), dtype=np.uint8)
+    for split in ("train", "t10k"):
+        write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", imgs)
+        write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", np.arange(6, dtype=np.uint8))
+    monkeypatch.setenv("MININET_DATA", "/nonexistent")
+    monkeypatch.setenv("MININET_FASHION_DATA", str(tmp_path))
+    assert data_dir(None, "fashion-mnist") == tmp_path
+    ds = MNISTDataset.load("test", download=False, dataset="fashion-mnist", flatten=False)
+    np.testing.assert_allclose(ds.images[:, 0] * 255, imgs, atol=1e-4)
+    monkeypatch.delenv("MININET_FASHION_DATA")
+    folder = data_dir(None, "fashion-mnist")
+    assert folder.name == "fashion-mnist" and "nonexistent" not in str(folder)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        data_dir(None, "cifar")

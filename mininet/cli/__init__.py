@@ -214,7 +214,7 @@ def bench_train(
 
 @app.command()
 def train(
-    dataset: str = typer.Argument("mnist", help="Dataset to train on (mnist)."),
+    dataset: str = typer.Argument("mnist", help="mnist or fashion-mnist (the same format; Debian's dataset-fashion-mnist files are found)."),
     model: str = typer.Option("mlp", help="softmax, mlp, resnet or cnn."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Epochs (default: 10 for cnn, 20 for the others)."),
     batch_size: int = typer.Option(100, min=1, help="Batch size."),
@@ -223,22 +223,22 @@ def train(
     weight_decay: float = typer.Option(1e-4, help="Weight decay (>= 0)."),
     schedule: str = typer.Option("cosine", help="Learning-rate schedule per epoch: cosine, step or none."),
     seed: int = typer.Option(0, help="Random seed (init, dropout, shuffling)."),
-    data_dir: Optional[str] = typer.Option(None, help="Folder with the MNIST files (else $MININET_DATA, else ~/.cache/mininet/mnist)."),
+    data_dir: Optional[str] = typer.Option(None, help="Folder with the four IDX files (else $MININET_DATA for mnist, $MININET_FASHION_DATA or /usr/share/datasets/fashion-mnist for fashion-mnist, else ~/.cache/mininet/<dataset>)."),
     threads: Optional[int] = typer.Option(None, min=1, help=THREADS_HELP),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     save: Optional[str] = typer.Option(None, help="Write model + optimizer state here after each epoch (atomically)."),
     resume: Optional[str] = typer.Option(None, help="Continue from a checkpoint written by --save."),
     json_out: bool = typer.Option(False, "--json", help="Print per-epoch metrics as JSON."),
 ):
-    """Train a model on MNIST and report test accuracy."""
+    """Train a model on MNIST (or Fashion-MNIST) and report test accuracy."""
     import math
 
     from ..data import MNISTError
     from ..models.train import OPTIMIZERS, SCHEDULES, CheckpointError
     from ..models.train import TrainingDiverged
     from .train import Interrupted, NothingToDo, check_save_path, run
-    if dataset != "mnist":
-        _fail(f"unknown dataset {dataset!r}: only mnist is available")
+    if dataset not in ("mnist", "fashion-mnist"):
+        _fail(f"unknown dataset {dataset!r}: choose mnist or fashion-mnist")
     if model not in MODELS:
         _fail(f"--model must be one of {', '.join(MODELS)}, got {model!r}")
     if not (math.isfinite(lr) and lr > 0):
@@ -258,7 +258,7 @@ def train(
     epochs = epochs or (10 if model == "cnn" else 20)
     try:
         run(model, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir, threads, save,
-            resume, json_out, device, schedule)
+            resume, json_out, device, schedule, dataset=dataset)
     except NothingToDo as e:
         err_console.print(str(e))
     except Interrupted as e:

@@ -50,7 +50,7 @@ def _resume_command(save):
 
 
 def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir, threads, save,
-        resume, json_out, device="cpu", schedule="cosine", console=None):
+        resume, json_out, device="cpu", schedule="cosine", console=None, dataset="mnist"):
     console = console or Console(stderr=json_out)
     if threads:
         set_num_threads(threads)
@@ -58,8 +58,10 @@ def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_
     random.seed(seed)
     flatten = model_name != "cnn"
     progress_dl = _download_progress(console)
-    train_set = MNISTDataset.load("train", data_dir, progress=progress_dl, flatten=flatten)
-    test_set = MNISTDataset.load("test", data_dir, progress=progress_dl, flatten=flatten)
+    train_set = MNISTDataset.load("train", data_dir, progress=progress_dl, flatten=flatten,
+                                  dataset=dataset)
+    test_set = MNISTDataset.load("test", data_dir, progress=progress_dl, flatten=flatten,
+                                 dataset=dataset)
     model = build_model(model_name)
     if device != "cpu":
         model.to(device)
@@ -67,7 +69,8 @@ def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_
     scheduler = make_scheduler(schedule, opt, epochs)
     start = 0
     if resume:
-        header = load_checkpoint(resume, model, opt, {"model": model_name, "optimizer": optimizer})
+        header = load_checkpoint(resume, model, opt, {"model": model_name, "optimizer": optimizer,
+                                                      "dataset": dataset})
         start = header["epoch"]
         if start >= epochs:
             raise NothingToDo(f"nothing to do: {resume} has already trained {start} epochs and "
@@ -79,9 +82,10 @@ def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_
         console.print(f"resumed from {resume} at epoch {start}")
     train_loader = DataLoader(train_set, batch_size, shuffle=True, device=device)
     test_loader = DataLoader(test_set, 1000, device=device)
-    meta = {"model": model_name, "optimizer": optimizer, "batch_size": batch_size}
+    meta = {"model": model_name, "optimizer": optimizer, "batch_size": batch_size,
+            "dataset": dataset}
 
-    table = Table(title=f"mininet train mnist --model {model_name} ({len(train_set)} train / "
+    table = Table(title=f"mininet train {dataset} --model {model_name} ({len(train_set)} train / "
                         f"{len(test_set)} test, {get_num_threads()} threads)")
     for col in ("epoch", "train loss", "train acc", "test acc", "seconds", "samples/s"):
         table.add_column(col, justify="right")
@@ -128,7 +132,7 @@ def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_
             if isinstance(e, KeyboardInterrupt):
                 raise Interrupted(f"interrupted during epoch {done + 1}/{epochs}; {where}") from None
             raise TrainingDiverged(f"{e}; stopped in epoch {done + 1}/{epochs}; {where}") from None
-    result = {"model": model_name, "epochs": history, "final_test_acc": history[-1]["test_acc"] if history else None}
+    result = {"dataset": dataset, "model": model_name, "epochs": history, "final_test_acc": history[-1]["test_acc"] if history else None}
     if json_out:
         print(json.dumps(result, indent=2))
     else:

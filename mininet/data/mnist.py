@@ -29,6 +29,21 @@ MD5 = {
 }
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
            "https://storage.googleapis.com/cvdf-datasets/mnist/")
+# Fashion-MNIST: the same four file names and format (Zalando's published md5s)
+FASHION_MD5 = {
+    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+}
+FASHION_MIRRORS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
+# name -> (md5 table, mirrors, environment variable, folders tried before the cache)
+DATASETS = {
+    "mnist": (MD5, MIRRORS, "MININET_DATA", ()),
+    # Debian's dataset-fashion-mnist package installs the files here
+    "fashion-mnist": (FASHION_MD5, FASHION_MIRRORS, "MININET_FASHION_DATA",
+                      ("/usr/share/datasets/fashion-mnist",)),
+}
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -36,12 +51,20 @@ class MNISTError(RuntimeError):
     """A missing, corrupt or unreadable MNIST file; the message says what to do."""
 
 
-def data_dir(path=None):
+def data_dir(path=None, dataset="mnist"):
+    """--data-dir, else the dataset's variable (MININET_DATA for MNIST), else a system
+    folder that holds the files (Debian's Fashion-MNIST), else ~/.cache/mininet/<name>."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    _, _, var, system = DATASETS[dataset]
     if path:
         return Path(path).expanduser()
-    if os.environ.get("MININET_DATA"):
-        return Path(os.environ["MININET_DATA"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mininet" / "mnist"
+    if os.environ.get(var):
+        return Path(os.environ[var]).expanduser()
+    for folder in map(Path, system):
+        if all(_find(folder, name) for name in FILES.values()):
+            return folder
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mininet" / dataset
 
 
 def _find(folder, name):
@@ -88,7 +111,7 @@ def _md5(path):
     return h.hexdigest()
 
 
-def download(name, folder, progress=None, mirrors=MIRRORS):
+def download(name, folder, progress=None, mirrors=MIRRORS, md5=MD5):
     """Fetch one file into folder atomically (temp file + rename) and verify its md5."""
     folder.mkdir(parents=True, exist_ok=True)
     errors = []
@@ -104,8 +127,8 @@ def download(name, folder, progress=None, mirrors=MIRRORS):
                     if progress:
                         progress(name, done, total)
             digest = _md5(tmp)
-            if digest != MD5[name]:
-                raise MNISTError(f"{mirror}{name}: checksum mismatch (md5 {digest}, expected {MD5[name]})")
+            if digest != md5[name]:
+                raise MNISTError(f"{mirror}{name}: checksum mismatch (md5 {digest}, expected {md5[name]})")
             os.replace(tmp, folder / name)
             return folder / name
         except Exception as e:  # try the next mirror
@@ -118,15 +141,17 @@ def download(name, folder, progress=None, mirrors=MIRRORS):
         f"({', '.join(FILES.values())}) in {folder}, or point --data-dir / MININET_DATA at them.")
 
 
-def ensure_mnist(path=None, download_missing=True, progress=None):
+def ensure_mnist(path=None, download_missing=True, progress=None, dataset="mnist"):
     """The folder holding the four files, downloading the missing ones."""
-    folder = data_dir(path)
+    folder = data_dir(path, dataset)
+    md5, mirrors, var, _ = DATASETS[dataset]
+    title = "MNIST" if dataset == "mnist" else "Fashion-MNIST"
     for name in FILES.values():
         if _find(folder, name) is None:
             if not download_missing:
-                raise MNISTError(f"{folder / name} not found. Put the four MNIST files "
-                                 f"({', '.join(FILES.values())}) in {folder}, or set --data-dir / MININET_DATA.")
-            download(name, folder, progress)
+                raise MNISTError(f"{folder / name} not found. Put the four {title} files "
+                                 f"({', '.join(FILES.values())}) in {folder}, or set --data-dir / {var}.")
+            download(name, folder, progress, mirrors, md5)
     return folder
 
 
@@ -155,8 +180,9 @@ class MNISTDataset(Dataset):
         self.labels = labels.astype(np.int64)
 
     @classmethod
-    def load(cls, split="train", path=None, download=True, progress=None, **kw):
-        folder = ensure_mnist(path, download, progress)
+    def load(cls, split="train", path=None, download=True, progress=None, dataset="mnist", **kw):
+        """The split of MNIST, or of Fashion-MNIST (dataset="fashion-mnist": same format)."""
+        folder = ensure_mnist(path, download, progress, dataset)
         key = "train" if split == "train" else "test"
         return cls(_find(folder, FILES[f"{key}_images"]), _find(folder, FILES[f"{key}_labels"]), **kw)
 

@@ -166,8 +166,9 @@ def load_checkpoint(path, model, opt, expect=None):
     meta = header.get("meta") or {}
     for key, want in (expect or {}).items():
         if key in meta and meta[key] != want:
-            raise CheckpointError(f"{path} was written with --{key} {meta[key]}, not {want}: "
-                                  f"pass --{key} {meta[key]} or start without --resume")
+            what = f"--{key} {{}}" if key != "dataset" else "dataset {}"
+            raise CheckpointError(f"{path} was written for {what.format(meta[key])}, not {want}: "
+                                  f"use {what.format(meta[key])} or start without --resume")
     try:
         model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model/")})
         state = {}
