@@ -117,7 +117,57 @@ def _torch_model(name):
 # the larger models of issue 12, built here for the benchmark only (the same layers in
 # both libraries): (input shape of one sample, batch size, samples per epoch at most)
 BENCH_ONLY = {"mlp-large": ((784,), 256, 60000), "cifar-cnn": ((3, 32, 32), 100, 10000)}
-TRAIN_MODELS = ("softmax", "mlp", "resnet", "cnn") + tuple(BENCH_ONLY)
+TRAIN_MODELS = ("softmax", "mlp", "resnet", "cnn") + tuple(BENCH_ONLY) + ("lstm-lm",)
+# issue 13's language-model step: 2 layers, hidden 256, seq 35, batch 20, vocab 10,000
+LM = dict(vocab=10000, hidden=256, layers=2, seq=35, batch=20, steps=20)
+
+
+def _lm_epoch(threads, repeat):
+    """Seconds for LM['steps'] training steps (truncated BPTT: the state is carried and
+    detached between windows) of mininet's LanguageModel and PyTorch's, random tokens."""
+    from .. import nn, optim
+    from ..autograd import Tensor
+    from ..models import LanguageModel
+    v, h, n, s, b, steps = (LM[k] for k in ("vocab", "hidden", "layers", "seq", "batch", "steps"))
+    tokens = np.random.default_rng(0).integers(0, v, (steps + 1) * s * b)
+    windows = [(tokens[i * s * b:(i + 1) * s * b].reshape(s, b),
+                tokens[i * s * b + b:(i + 1) * s * b + b]) for i in range(steps)]
+    model = LanguageModel(h, v, h, n, "lstm")
+    opt = optim.Adam(model.parameters(), 1e-3)
+    loss_fn = nn.SoftmaxLoss()
+
+    def epoch():
+        state = None
+        for x, y in windows:
+            opt.zero_grad()
+            out, state = model(Tensor(x), state)
+            loss = loss_fn(out, Tensor(y))
+            loss.backward()
+            opt.step()
+            loss.item()
+            state = tuple(t.detach() for t in state)
+    rows = [("mininet", best_time(epoch, repeat=repeat, warmup=1, min_time=0))]
+    try:
+        import torch
+    except ImportError:
+        return rows
+    torch.set_num_threads(threads)
+    emb, lstm, head = torch.nn.Embedding(v, h), torch.nn.LSTM(h, h, n), torch.nn.Linear(h, v)
+    topt = torch.optim.Adam([*emb.parameters(), *lstm.parameters(), *head.parameters()], 1e-3)
+    twin = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in windows]
+
+    def tepoch():
+        state = None
+        for x, y in twin:
+            topt.zero_grad()
+            out, state = lstm(emb(x), state)
+            loss = torch.nn.functional.cross_entropy(head(out.reshape(s * b, h)), y)
+            loss.backward()
+            topt.step()
+            loss.item()
+            state = tuple(t.detach() for t in state)
+    rows.append(("torch", best_time(tepoch, repeat=repeat, warmup=1, min_time=0)))
+    return rows
 
 
 def _bench_model(name):
@@ -156,6 +206,12 @@ def bench_train(models=("mlp", "resnet"), samples=60000, batch_size=100, threads
     set_num_threads(threads)
     try:
         for name in models:
+            if name == "lstm-lm":
+                n = LM["steps"] * LM["seq"] * LM["batch"]
+                for impl, t in _lm_epoch(threads, repeat):
+                    rows.append({"impl": impl, "model": name, "seconds": t, "threads": threads,
+                                 "samples": n, "batch_size": LM["batch"], "samples_per_s": n / t})
+                continue
             shape, batch, cap = BENCH_ONLY.get(name, ((1, 28, 28) if name == "cnn" else (784,),
                                                       batch_size, samples))
             n = min(samples, cap)
