@@ -120,6 +120,37 @@ static void NAME(mn_idx npan, const T* __restrict A, mn_idx astride,            
     for (int i = 0; i < MN_MR; i++) *(VU*)(C + i * ldc) += c[i];                   \
 }
 
+/* C[MR x NR] (+)= A_panel[kc x MR]^T * B[kc x NR] with B read in place, rows ldb
+ * apart (unaligned loads): for products with few rows (M <= 4 MR, e.g. a recurrent
+ * step's h @ W_hh) each B element is used M times, and packing B cost more than the
+ * multiply. */
+#define MN_DEF_KERNEL_SB(NAME, T, V, VU, W)                                        \
+static void NAME(mn_idx kc, const T* __restrict A, const T* __restrict B,         \
+                 mn_idx ldb, T* C, mn_idx ldc, int accumulate)                     \
+{                                                                                  \
+    V c[MN_MR][2];                                                                 \
+    _Pragma("GCC unroll 16")                                                       \
+    for (int i = 0; i < MN_MR; i++) { c[i][0] = (V){0}; c[i][1] = (V){0}; }       \
+    for (mn_idx p = 0; p < kc; p++) {                                              \
+        V b0 = *(const VU*)(B + p * ldb), b1 = *(const VU*)(B + p * ldb + W);      \
+        _Pragma("GCC unroll 16")                                                   \
+        for (int i = 0; i < MN_MR; i++) {                                          \
+            c[i][0] += A[p * MN_MR + i] * b0;                                      \
+            c[i][1] += A[p * MN_MR + i] * b1;                                      \
+        }                                                                          \
+    }                                                                              \
+    _Pragma("GCC unroll 16")                                                       \
+    for (int i = 0; i < MN_MR; i++) {                                              \
+        VU* d0 = (VU*)(C + i * ldc);                                               \
+        VU* d1 = (VU*)(C + i * ldc + W);                                           \
+        if (accumulate) { *d0 += c[i][0]; *d1 += c[i][1]; }                        \
+        else { *d0 = c[i][0]; *d1 = c[i][1]; }                                     \
+    }                                                                              \
+}
+
+MN_DEF_KERNEL_SB(mn_kernel_sb_f32, float, mn_vf, mn_vf_u, MN_VF)
+MN_DEF_KERNEL_SB(mn_kernel_sb_f64, double, mn_vd, mn_vd_u, MN_VD)
+
 /* C[MR x NV*W] (+)= A[MR x kc] * B_panel[kc x NR] with A read in place through its
  * strides (A(i, p) = A[i * ars + p * acs]) instead of a packed panel: for narrow
  * products (N <= 2 NR) packing A costs as much as multiplying it. NV = 1 is the

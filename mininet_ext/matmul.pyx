@@ -15,6 +15,10 @@ cdef extern from "_gemm.h" nogil:
                        int accumulate)
     void mn_kernel_f64(Py_ssize_t kc, const double* A, const double* B, double* C, Py_ssize_t ldc,
                        int accumulate)
+    void mn_kernel_sb_f32(Py_ssize_t kc, const float* A, const float* B, Py_ssize_t ldb,
+                          float* C, Py_ssize_t ldc, int accumulate)
+    void mn_kernel_sb_f64(Py_ssize_t kc, const double* A, const double* B, Py_ssize_t ldb,
+                          double* C, Py_ssize_t ldc, int accumulate)
     void mn_kernel_sa_f32(Py_ssize_t kc, const float* A, Py_ssize_t ars, Py_ssize_t acs,
                           const float* B, float* C, Py_ssize_t ldc, int accumulate)
     void mn_kernel_sa_f64(Py_ssize_t kc, const double* A, Py_ssize_t ars, Py_ssize_t acs,
@@ -201,6 +205,47 @@ cdef void gemm_direct(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
         pc += kc
 
 
+cdef void gemm_rows(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                    const floating* A, Py_ssize_t ars, Py_ssize_t acs,
+                    const floating* B, Py_ssize_t brs, floating* C, Py_ssize_t ldc,
+                    floating* Ap, floating* Bedge, Py_ssize_t jp0, Py_ssize_t jp1) noexcept nogil:
+    """Column panels jp0..jp1 of C = A @ B for few rows (M <= 4 MR) and B with unit column
+    stride: A (all M rows) packed per K block, B read in place by the micro-kernel; only a
+    last partial column panel is packed (no read past a row of B)."""
+    cdef floating tile[16 * 64]
+    cdef int nr = mn_gemm_nr(sizeof(floating))
+    cdef Py_ssize_t mp = (M + MR - 1) // MR, kstep = k_step(K), pc, kc, ip, jp, rows, cols
+    pc = 0
+    while pc < K:
+        kc = K - pc if K - pc < kstep else kstep
+        pack_a(A + pc * acs, ars, acs, M, kc, Ap, 0, mp)
+        for jp in range(jp0, jp1):
+            cols = N - jp * nr if N - jp * nr < nr else nr
+            if cols < nr:
+                pack_b(B + pc * brs + jp * nr, brs, 1, kc, cols, Bedge, nr, 0, 1)
+            for ip in range(mp):
+                rows = M - ip * MR if M - ip * MR < MR else MR
+                if cols == nr and rows == MR:
+                    if floating is float:
+                        mn_kernel_sb_f32(kc, Ap + ip * MR * kc, B + pc * brs + jp * nr, brs,
+                                         C + ip * MR * ldc + jp * nr, ldc, pc > 0)
+                    else:
+                        mn_kernel_sb_f64(kc, Ap + ip * MR * kc, B + pc * brs + jp * nr, brs,
+                                         C + ip * MR * ldc + jp * nr, ldc, pc > 0)
+                    continue
+                if cols == nr:
+                    if floating is float:
+                        mn_kernel_sb_f32(kc, Ap + ip * MR * kc, B + pc * brs + jp * nr, brs,
+                                         tile, nr, 0)
+                    else:
+                        mn_kernel_sb_f64(kc, Ap + ip * MR * kc, B + pc * brs + jp * nr, brs,
+                                         tile, nr, 0)
+                else:
+                    sa_kernel(kc, Ap + ip * MR * kc, 1, MR, Bedge, tile, nr, 0, cols <= nr // 2)
+                write_tile(tile, nr, C + ip * MR * ldc + jp * nr, ldc, rows, cols, pc > 0)
+        pc += kc
+
+
 cdef void gemm_blocked(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                        const floating* A, Py_ssize_t ars, Py_ssize_t acs,
                        const floating* B, Py_ssize_t brs, Py_ssize_t bcs,
@@ -232,9 +277,23 @@ cdef void gemm_small(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                      const floating* A, Py_ssize_t ars, Py_ssize_t acs,
                      const floating* B, Py_ssize_t brs, Py_ssize_t bcs,
                      floating* C, Py_ssize_t ldc) noexcept nogil:
-    """Plain i-k-j loops: for tiny products packing costs more than it saves."""
+    """Plain i-k-j loops: for tiny products packing costs more than it saves; with unit
+    column stride in B the inner loop vectorises (a matrix-vector product)."""
     cdef Py_ssize_t i, j, p
     cdef floating a
+    cdef floating* c
+    cdef const floating* b
+    if bcs == 1:
+        for i in range(M):
+            c = C + i * ldc
+            for j in range(N):
+                c[j] = 0
+            for p in range(K):
+                a = A[i * ars + p * acs]
+                b = B + p * brs
+                for j in range(N):
+                    c[j] += a * b[j]
+        return
     for i in range(M):
         for j in range(N):
             C[i * ldc + j] = 0
@@ -298,6 +357,18 @@ cdef void gemm_sliced(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                              Ap + t * apsize, Bp + t * bpsize)
 
 
+cdef void gemm_rows_split(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                          const floating* A, Py_ssize_t ars, Py_ssize_t acs,
+                          const floating* B, Py_ssize_t brs, floating* C, floating* Ap,
+                          floating* Bp, Py_ssize_t apsize, Py_ssize_t bpsize, int nt) noexcept nogil:
+    """gemm_rows with the column panels split over the threads (each packs its own A)."""
+    cdef int nr = mn_gemm_nr(sizeof(floating)), t
+    cdef Py_ssize_t npn = (N + nr - 1) // nr
+    for t in prange(nt, num_threads=nt, schedule='static'):
+        gemm_rows(M, N, K, A, ars, acs, B, brs, C, N, Ap + t * apsize, Bp + t * bpsize,
+                  npn * t // nt, npn * (t + 1) // nt)
+
+
 cdef void gemm_one(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                    const floating* A, Py_ssize_t ars, Py_ssize_t acs,
                    const floating* B, Py_ssize_t brs, Py_ssize_t bcs, floating* C,
@@ -310,11 +381,15 @@ cdef void gemm_one(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
         gemm_small(M, N, K, A, ars, acs, B, brs, bcs, C, N)
     elif path == KSPLIT_PATH:
         gemm_ksplit(M, N, K, A, ars, acs, B, brs, bcs, C, part, Ap, Bp, apsize, bpsize, nt)
+    elif nt > 1 and path == ROWS_PATH:
+        gemm_rows_split(M, N, K, A, ars, acs, B, brs, C, Ap, Bp, apsize, bpsize, nt)
     elif nt > 1:
         gemm_sliced(M, N, K, A, ars, acs, B, brs, bcs, C, Ap, Bp, apsize, bpsize, nt,
                     path == DIRECT_PATH)
     elif path == DIRECT_PATH:
         gemm_direct(M, N, K, A, ars, acs, B, brs, bcs, C, N, Bp, Ap, 0, M)
+    elif path == ROWS_PATH:
+        gemm_rows(M, N, K, A, ars, acs, B, brs, C, N, Ap, Bp, 0, (N + mn_gemm_nr(sizeof(floating)) - 1) // mn_gemm_nr(sizeof(floating)))
     else:
         gemm_blocked(M, N, K, A, ars, acs, B, brs, bcs, C, N, Ap, Bp)
 
@@ -324,6 +399,7 @@ cdef enum:
     KSPLIT_PATH = 1
     DIRECT_PATH = 2
     BLOCKED_PATH = 3
+    ROWS_PATH = 4
 
 
 def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
@@ -344,6 +420,10 @@ def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
         path = SMALL_PATH
     elif nt > 1 and M <= MC and N <= NC and K >= 4 * KC * nt:
         path = KSPLIT_PATH   # one output block but a long K: split K over the threads
+    elif M < 4 and bcs == 1:
+        path = SMALL_PATH    # a row or three (matrix-vector): the unit-stride plain loops
+    elif M <= 4 * MR and bcs == 1 and N >= nr:
+        path = ROWS_PATH     # few rows: B read in place, each element is used only M times
     elif N <= 8 * nr:
         path = DIRECT_PATH   # narrow: A read in place
     cdef Py_ssize_t kc = min(KC, K)

@@ -136,3 +136,24 @@ def test_tall_products_split_over_threads(shape):
     x = rng.standard_normal((m, k)).astype(np.float32)
     y = rng.standard_normal((k, n)).astype(np.float32)
     check(x, y)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m", [1, 5, 12, 13, 20, 48])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_few_rows_read_b_in_place(m, dtype, threads):
+    """M <= 4 MR and N past the narrow path: B is read in place (a recurrent step's
+    h @ W_hh); every N edge, K blocks, a transposed A, threads."""
+    import mininet
+    old = mininet.get_num_threads()
+    mininet.set_num_threads(threads)
+    try:
+        for n, k in ((1024, 256), (300, 700), (513, 9), (1000, 1)):
+            x = rng.standard_normal((m, k)).astype(dtype)
+            y = rng.standard_normal((k, n)).astype(dtype)
+            check(x, y, dtype=dtype)
+            check(x, y, a=NDArray(np.ascontiguousarray(x.T)).T, dtype=dtype)
+            big = np.concatenate([y, y], axis=1)                # B rows longer than N
+            check(x, y, b=NDArray(big)[:, :n], dtype=dtype)
+    finally:
+        mininet.set_num_threads(old)
