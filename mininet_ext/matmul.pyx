@@ -369,6 +369,17 @@ cdef void gemm_rows_split(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                   npn * t // nt, npn * (t + 1) // nt)
 
 
+cdef void transpose_into(const floating* src, floating* dst, Py_ssize_t rows,
+                         Py_ssize_t cols) noexcept nogil:
+    """dst (cols x rows) = src (rows x cols)^T, in 32 x 32 blocks."""
+    cdef Py_ssize_t i0, j0, i, j
+    for i0 in range(0, rows, 32):
+        for j0 in range(0, cols, 32):
+            for j in range(j0, min(j0 + 32, cols)):
+                for i in range(i0, min(i0 + 32, rows)):
+                    dst[j * rows + i] = src[i * cols + j]
+
+
 cdef void gemm_one(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                    const floating* A, Py_ssize_t ars, Py_ssize_t acs,
                    const floating* B, Py_ssize_t brs, Py_ssize_t bcs, floating* C,
@@ -379,6 +390,12 @@ cdef void gemm_one(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
         memset(C, 0, M * N * sizeof(floating))
     elif path == SMALL_PATH:
         gemm_small(M, N, K, A, ars, acs, B, brs, bcs, C, N)
+    elif path == SWAP_PATH:
+        # C^T = B^T @ A^T into `part`, then transposed into C: B^T is row-major, so it is
+        # read in place as the narrow product's A (few rows of C = few columns of C^T)
+        gemm_one(N, M, K, B, bcs, brs, A, acs, ars, part, Ap, Bp, part + M * N, apsize,
+                 bpsize, nt, DIRECT_PATH if M <= 8 * mn_gemm_nr(sizeof(floating)) else BLOCKED_PATH)
+        transpose_into(part, C, N, M)
     elif path == KSPLIT_PATH:
         gemm_ksplit(M, N, K, A, ars, acs, B, brs, bcs, C, part, Ap, Bp, apsize, bpsize, nt)
     elif nt > 1 and path == ROWS_PATH:
@@ -389,7 +406,8 @@ cdef void gemm_one(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     elif path == DIRECT_PATH:
         gemm_direct(M, N, K, A, ars, acs, B, brs, bcs, C, N, Bp, Ap, 0, M)
     elif path == ROWS_PATH:
-        gemm_rows(M, N, K, A, ars, acs, B, brs, C, N, Ap, Bp, 0, (N + mn_gemm_nr(sizeof(floating)) - 1) // mn_gemm_nr(sizeof(floating)))
+        gemm_rows(M, N, K, A, ars, acs, B, brs, C, N, Ap, Bp, 0,
+                  (N + mn_gemm_nr(sizeof(floating)) - 1) // mn_gemm_nr(sizeof(floating)))
     else:
         gemm_blocked(M, N, K, A, ars, acs, B, brs, bcs, C, N, Ap, Bp)
 
@@ -400,6 +418,7 @@ cdef enum:
     DIRECT_PATH = 2
     BLOCKED_PATH = 3
     ROWS_PATH = 4
+    SWAP_PATH = 5
 
 
 def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
@@ -420,6 +439,8 @@ def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
         path = SMALL_PATH
     elif nt > 1 and M <= MC and N <= NC and K >= 4 * KC * nt:
         path = KSPLIT_PATH   # one output block but a long K: split K over the threads
+    elif M <= 4 * MR and brs == 1 and bcs != 1 and N >= 4 * MR:
+        path = SWAP_PATH     # few rows times a transposed B (h @ W.T): C^T = W @ h^T
     elif M < 4 and bcs == 1:
         path = SMALL_PATH    # a row or three (matrix-vector): the unit-stride plain loops
     elif M <= 4 * MR and bcs == 1 and N >= nr:
@@ -432,7 +453,14 @@ def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
     cdef int copies = nt if path != SMALL_PATH else 0
     cdef Buffer apack = Buffer(max(copies * apsize * itemsize, 1))
     cdef Buffer bpack = Buffer(max(copies * bpsize * itemsize, 1))
-    cdef Buffer part = Buffer(nt * M * N * itemsize if path == KSPLIT_PATH else 1)
+    # K-split partial products, or C^T then the inner product's own partials (SWAP_PATH)
+    cdef Buffer part = Buffer(nt * M * N * itemsize if path == KSPLIT_PATH else
+                              (nt + 1) * M * N * itemsize if path == SWAP_PATH else 1)
+    if path == SWAP_PATH:   # the inner product packs (K x M) panels of A^T and reads B^T
+        apsize = (min(MC, N) + MR - 1) // MR * MR * kc
+        bpsize = (M + nr - 1) // nr * nr * kc
+        apack = Buffer(max(nt * apsize * itemsize, 1))
+        bpack = Buffer(max(nt * bpsize * itemsize, 1))
     with nogil:
         for b in range(nbatch):
             ao = a_off + (0 if a_batch is None else a_batch[b])

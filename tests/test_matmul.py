@@ -157,3 +157,13 @@ def test_few_rows_read_b_in_place(m, dtype, threads):
             check(x, y, b=NDArray(big)[:, :n], dtype=dtype)
     finally:
         mininet.set_num_threads(old)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m", [1, 7, 20, 48])
+def test_few_rows_times_a_transposed_b(m, dtype, three_threads):
+    """h @ W.T with few rows (an RNN step's input gradient) runs as W @ h.T, transposed."""
+    for n, k in ((256, 1024), (48, 5), (1000, 300)):
+        x = rng.standard_normal((m, k)).astype(dtype)
+        w = rng.standard_normal((n, k)).astype(dtype)
+        check(x, w.T, b=NDArray(w).T, dtype=dtype)
