@@ -1,7 +1,9 @@
 """Datasets, the DataLoader, transforms, and MNIST."""
 from .dataset import DataLoader, Dataset, TensorDataset
+from .cifar import CIFAR10Dataset, CIFARError
 from .mnist import MNISTDataset, MNISTError, data_dir, ensure_mnist, read_idx
 from .transforms import Normalize, RandomCrop, RandomFlipHorizontal
 
-__all__ = ["DataLoader", "Dataset", "TensorDataset", "MNISTDataset", "MNISTError", "data_dir",
+__all__ = ["DataLoader", "Dataset", "TensorDataset", "CIFAR10Dataset", "CIFARError", "MNISTDataset",
+           "MNISTError", "data_dir",
            "ensure_mnist", "read_idx", "Normalize", "RandomCrop", "RandomFlipHorizontal"]

@@ -2,17 +2,15 @@
 else $MININET_DATA, else ~/.cache/mininet/mnist; downloaded, verified and
 written atomically when missing."""
 import gzip
-import hashlib
 import os
 import struct
-import tempfile
-import urllib.request
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from .dataset import Dataset
+from .fetch import FetchError, fetch
 
 FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -103,42 +101,14 @@ def read_idx(path, expect_ndim=None):
     return np.frombuffer(body, dtype=dtype).reshape(shape)
 
 
-def _md5(path):
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def download(name, folder, progress=None, mirrors=MIRRORS, md5=MD5):
     """Fetch one file into folder atomically (temp file + rename) and verify its md5."""
-    folder.mkdir(parents=True, exist_ok=True)
-    errors = []
-    for mirror in mirrors:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(mirror + name, timeout=30) as resp:
-                total = int(resp.headers.get("Content-Length") or 0)
-                done = 0
-                while chunk := resp.read(1 << 16):
-                    out.write(chunk)
-                    done += len(chunk)
-                    if progress:
-                        progress(name, done, total)
-            digest = _md5(tmp)
-            if digest != md5[name]:
-                raise MNISTError(f"{mirror}{name}: checksum mismatch (md5 {digest}, expected {md5[name]})")
-            os.replace(tmp, folder / name)
-            return folder / name
-        except Exception as e:  # try the next mirror
-            errors.append(f"{mirror}{name}: {e}")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    raise MNISTError(
-        f"could not download {name} ({'; '.join(errors)}). Offline? Put the four MNIST files "
-        f"({', '.join(FILES.values())}) in {folder}, or point --data-dir / MININET_DATA at them.")
+    try:
+        return fetch(name, folder, mirrors, md5[name], progress)
+    except FetchError as e:
+        raise MNISTError(
+            f"could not download {name} ({e}). Offline? Put the four files "
+            f"({', '.join(FILES.values())}) in {folder}, or point --data-dir at them.") from None
 
 
 def ensure_mnist(path=None, download_missing=True, progress=None, dataset="mnist"):

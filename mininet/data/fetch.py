@@ -1,0 +1,46 @@
+"""Downloads for the datasets: each file fetched into its folder through a temp file,
+md5-verified, then renamed, so a folder never holds half a file."""
+import hashlib
+import os
+import tempfile
+import urllib.request
+
+
+class FetchError(RuntimeError):
+    """Every mirror failed; the message lists why."""
+
+
+def md5sum(path):
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch(name, folder, mirrors, md5, progress=None):
+    """folder/name from the first mirror that serves it with the right md5."""
+    folder.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for mirror in mirrors:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(mirror + name, timeout=30) as resp:
+                total = int(resp.headers.get("Content-Length") or 0)
+                done = 0
+                while chunk := resp.read(1 << 16):
+                    out.write(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(name, done, total)
+            digest = md5sum(tmp)
+            if digest != md5:
+                raise FetchError(f"checksum mismatch (md5 {digest}, expected {md5})")
+            os.replace(tmp, folder / name)
+            return folder / name
+        except Exception as e:  # try the next mirror
+            errors.append(f"{mirror}{name}: {e}")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    raise FetchError("; ".join(errors))

@@ -1,0 +1,89 @@
+"""CIFAR-10 loader on files written here in the real format (cifar-10-batches-py
+pickles): shapes, dtypes, labels, transforms, and corrupt or hostile files."""
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from mininet.data import CIFAR10Dataset, CIFARError, DataLoader
+from mininet.data.cifar import TEST, TRAIN, ensure_cifar10, read_batch
+
+rng = np.random.default_rng(4)
+
+
+def write_batch(path, n, protocol=2):
+    data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+    labels = [int(v) for v in rng.integers(0, 10, n)]
+    with open(path, "wb") as f:
+        pickle.dump({b"batch_label": b"testing", b"labels": labels, b"data": data,
+                     b"filenames": [b"x.png"] * n}, f, protocol=protocol)
+    return data, labels
+
+
+@pytest.fixture
+def cifar(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    parts = [write_batch(folder / name, 7 + i) for i, name in enumerate(TRAIN)]
+    test = write_batch(folder / TEST[0], 5, protocol=4)
+    return tmp_path, parts, test
+
+
+def test_train_and_test_splits(cifar):
+    root, parts, (tdata, tlabels) = cifar
+    train = CIFAR10Dataset(root, train=True)
+    assert len(train) == sum(len(d) for d, _ in parts)
+    x, y = train[np.arange(4)]
+    assert x.shape == (4, 3, 32, 32) and x.dtype == np.float32 and y.dtype == np.int64
+    np.testing.assert_allclose(x[0] * 255, parts[0][0][0].reshape(3, 32, 32), atol=1e-3)
+    test = CIFAR10Dataset.load("test", root / "cifar-10-batches-py", download=False)
+    np.testing.assert_array_equal(test.labels, tlabels)
+    assert 0 <= test.labels.min() and test.labels.max() <= 9
+    xb, yb = next(iter(DataLoader(test, batch_size=5)))
+    assert xb.shape == (5, 3, 32, 32) and yb.dtype == np.int64
+
+
+def test_transforms_per_image(cifar):
+    from mininet.data import RandomFlipHorizontal
+    root, parts, _ = cifar
+    ds = CIFAR10Dataset(root, transforms=[RandomFlipHorizontal(1.0)])
+    x, _ = ds[np.arange(3)]
+    np.testing.assert_allclose(x[1] * 255, parts[0][0][1].reshape(3, 32, 32)[:, :, ::-1], atol=1e-3)
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "text", "wrong_shape", "bad_label"])
+def test_corrupt_files_name_the_file(cifar, damage):
+    root, _, _ = cifar
+    path = root / "cifar-10-batches-py" / TEST[0]
+    raw = path.read_bytes()
+    if damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "truncated":
+        path.write_bytes(raw[:len(raw) // 2])
+    elif damage == "text":
+        path.write_bytes(b"not a pickle")
+    elif damage == "wrong_shape":
+        with open(path, "wb") as f:
+            pickle.dump({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, f)
+    else:
+        with open(path, "wb") as f:
+            pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 12]}, f)
+    with pytest.raises(CIFARError, match=str(path)):
+        read_batch(path)
+
+
+def test_a_pickle_that_would_run_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+    path = tmp_path / "test_batch"
+    with open(path, "wb") as f:
+        pickle.dump({b"data": Evil(), b"labels": [0]}, f)
+    with pytest.raises(CIFARError, match="refusing to load"):
+        read_batch(path)
+
+
+def test_missing_files_offline_message(tmp_path):
+    with pytest.raises(CIFARError, match="not found.*data_batch_1"):
+        ensure_cifar10(tmp_path, download=False)
