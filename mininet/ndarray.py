@@ -599,7 +599,7 @@ def share_numpy(arr, device=None):
     device can share host memory and arr is C-contiguous, writable and of a mininet
     dtype; else a copy. For fresh arrays nothing else writes, such as a loader's batch."""
     device = get_device(device) if device is not None else default_device()
-    if (hasattr(device, "share") and isinstance(arr, np.ndarray) and arr.dtype in DTYPES
+    if (device.has("share_host") and isinstance(arr, np.ndarray) and arr.dtype in DTYPES
             and arr.flags.c_contiguous and arr.flags.writeable):
         return NDArray.make(arr.shape, device=device, handle=device.share(arr), dtype=arr.dtype)
     return NDArray(arr, device=device)

@@ -42,7 +42,7 @@ def _at(a):
 
 class CPUDevice(Device):
     name = "cpu"
-    capabilities = frozenset({"conv2d", "softmax_xent", "batchnorm", "rows"})
+    capabilities = frozenset({"conv2d", "softmax_xent", "batchnorm", "rows", "share_host"})
 
     # memory ---------------------------------------------------------------
     def alloc(self, nbytes):
