@@ -2,7 +2,6 @@
 import numpy as np
 
 from ..autograd import Tensor
-from ..backend import get_device
 from ..ndarray import share_numpy
 from .. import init
 
@@ -80,6 +79,6 @@ class DataLoader:
             x = x.astype(np.int64, copy=False)
         elif x.dtype != self.dtype:
             x = x.astype(self.dtype)
-        if x.base is None and (self.device is None or get_device(self.device).name == "cpu"):
-            return Tensor.make_const(share_numpy(x))
+        if x.base is None:   # fresh: share it where the device can (else share_numpy copies)
+            return Tensor.make_const(share_numpy(x, self.device))
         return Tensor(x, dtype=x.dtype, device=self.device)
