@@ -200,3 +200,43 @@ def test_ctrl_c_names_the_checkpoint_and_exits_130(tmp_path, tiny_mnist):
     from mininet.models.train import make_optimizer
     model = build_model("mlp")
     assert load_checkpoint(ck, model, make_optimizer("adam", model.parameters(), 1e-3))["epoch"] >= 1
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("corpus")
+    s = ["the cat sat on the mat", "a dog ran in the park", "the bird sang a song"]
+    (folder / "train.txt").write_text("\n".join(s * 20) + "\n")
+    (folder / "valid.txt").write_text("\n".join(s) + "\n")
+    (folder / "test.txt").write_text(s[0] + "\n")
+    return folder
+
+
+def _ptb(folder, *extra):
+    return cli("train", "ptb", "--data-dir", str(folder), "--batch-size", "4", "--seq-len", "8",
+               "--hidden-size", "32", "--embedding-size", "16", "--layers", "1", "--lr", "0.02",
+               *extra)
+
+
+def test_train_ptb_lowers_perplexity_saves_and_resumes(tmp_path, tiny_corpus):
+    import json
+    ck = tmp_path / "lm.npz"
+    r = _ptb(tiny_corpus, "--epochs", "3", "--json", "--save", str(ck))
+    assert r.returncode == 0, r.stderr
+    ppl = [e["valid_ppl"] for e in json.loads(r.stdout)["epochs"]]
+    assert ppl[0] > ppl[-1] and ppl[-1] < 3, ppl
+    assert "epoch 3/3: train ppl" in r.stderr
+    r = _ptb(tiny_corpus, "--epochs", "4", "--json", "--resume", str(ck))
+    assert r.returncode == 0, r.stderr
+    assert [e["epoch"] for e in json.loads(r.stdout)["epochs"]] == [4]
+    assert_one_line_error(_ptb(tiny_corpus, "--epochs", "5", "--model", "rnn", "--resume", str(ck)),
+                          "--model lstm", "not rnn")
+
+
+def test_train_ptb_errors(tmp_path, tiny_corpus):
+    assert_one_line_error(_ptb(tiny_corpus, "--model", "cnn"), "--model", "rnn, lstm")
+    # nothing there and no internet: the download fails with the offline advice
+    r = _ptb(tmp_path, "--epochs", "1")
+    assert_one_line_error(r, str(tmp_path), "MININET_PTB_DATA")
+    assert list(tmp_path.glob("*.part")) == []
+    assert_one_line_error(_ptb(tiny_corpus, "--clip", "-1"), "--clip")

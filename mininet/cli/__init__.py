@@ -214,8 +214,8 @@ def bench_train(
 
 @app.command()
 def train(
-    dataset: str = typer.Argument("mnist", help="mnist or fashion-mnist (the same format; Debian's dataset-fashion-mnist files are found)."),
-    model: str = typer.Option("mlp", help="softmax, mlp, resnet or cnn."),
+    dataset: str = typer.Argument("mnist", help="mnist, fashion-mnist (the same format; Debian's dataset-fashion-mnist files are found) or ptb (a word-level language model; any train/valid/test text corpus with --data-dir)."),
+    model: Optional[str] = typer.Option(None, help="softmax, mlp (default), resnet or cnn; for ptb: rnn or lstm (default)."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Epochs (default: 10 for cnn, 20 for the others)."),
     batch_size: int = typer.Option(100, min=1, help="Batch size."),
     lr: float = typer.Option(2e-3, help="Learning rate (> 0)."),
@@ -229,18 +229,29 @@ def train(
     save: Optional[str] = typer.Option(None, help="Write model + optimizer state here after each epoch (atomically)."),
     resume: Optional[str] = typer.Option(None, help="Continue from a checkpoint written by --save."),
     json_out: bool = typer.Option(False, "--json", help="Print per-epoch metrics as JSON."),
+    seq_len: int = typer.Option(35, min=1, help="ptb: tokens per truncated-BPTT window."),
+    clip: Optional[float] = typer.Option(0.25, help="ptb: clip the gradient norm to this (0: off)."),
+    embedding_size: int = typer.Option(200, min=1, help="ptb: embedding width."),
+    hidden_size: int = typer.Option(200, min=1, help="ptb: hidden units per layer."),
+    layers: int = typer.Option(2, min=1, help="ptb: recurrent layers."),
+    max_lines: Optional[int] = typer.Option(None, min=1, help="ptb: read only the first lines of each file."),
 ):
-    """Train a model on MNIST (or Fashion-MNIST) and report test accuracy."""
+    """Train a model on MNIST, Fashion-MNIST (test accuracy) or PTB (perplexity)."""
     import math
 
     from ..data import MNISTError
     from ..models.train import OPTIMIZERS, SCHEDULES, CheckpointError
     from ..models.train import TrainingDiverged
     from .train import Interrupted, NothingToDo, check_save_path, run
-    if dataset not in ("mnist", "fashion-mnist"):
-        _fail(f"unknown dataset {dataset!r}: choose mnist or fashion-mnist")
-    if model not in MODELS:
-        _fail(f"--model must be one of {', '.join(MODELS)}, got {model!r}")
+    if dataset not in ("mnist", "fashion-mnist", "ptb"):
+        _fail(f"unknown dataset {dataset!r}: choose mnist, fashion-mnist or ptb")
+    lm = dataset == "ptb"
+    model = model or ("lstm" if lm else "mlp")
+    choices = ("rnn", "lstm") if lm else tuple(MODELS)
+    if model not in choices:
+        _fail(f"--model must be one of {', '.join(choices)} for {dataset}, got {model!r}")
+    if clip is not None and not (math.isfinite(clip) and clip >= 0):
+        _fail(f"--clip must be >= 0, got {clip}")
     if not (math.isfinite(lr) and lr > 0):
         _fail(f"--lr must be a positive number, got {lr}")
     if not (math.isfinite(weight_decay) and weight_decay >= 0):
@@ -256,9 +267,18 @@ def train(
         except OSError as e:
             _fail(f"--save {save}: {e}")
     epochs = epochs or (10 if model == "cnn" else 20)
+    from ..data import CorpusError
     try:
-        run(model, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir, threads, save,
-            resume, json_out, device, schedule, dataset=dataset)
+        if lm:
+            if device != "cpu":
+                _fail("--device: ptb trains on the CPU only so far")
+            from .train_lm import run_lm
+            run_lm(model, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir,
+                   threads, save, resume, json_out, seq_len, clip, embedding_size, hidden_size,
+                   layers, max_lines)
+        else:
+            run(model, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir, threads,
+                save, resume, json_out, device, schedule, dataset=dataset)
     except NothingToDo as e:
         err_console.print(str(e))
     except Interrupted as e:
@@ -267,7 +287,7 @@ def train(
         _fail(str(e), code=1)
     except CheckpointError as e:
         _fail(f"--resume {e}")
-    except (MNISTError, ValueError, KeyError, OSError) as e:
+    except (MNISTError, CorpusError, ValueError, KeyError, OSError) as e:
         _fail(str(e))
 
 

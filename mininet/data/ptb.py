@@ -70,7 +70,9 @@ def ensure_ptb(path=None, download=True, progress=None):
             fetch(name, folder, MIRRORS, MD5[name], progress)
         except FetchError as e:
             raise CorpusError(f"could not download {name} ({e}). Offline? Put ptb.train.txt, "
-                              f"ptb.valid.txt and ptb.test.txt in {folder}.") from None
+                              f"ptb.valid.txt and ptb.test.txt (or any corpus's train.txt, "
+                              f"valid.txt, test.txt) in {folder}, or set --data-dir / "
+                              f"MININET_PTB_DATA.") from None
     return folder
 
 

@@ -181,3 +181,50 @@ def load_checkpoint(path, model, opt, expect=None):
         raise CheckpointError(f"{path}: does not fit this model and optimizer ({e})") from None
     header["epoch"] = epoch
     return header
+
+
+# language models (truncated backpropagation through time) ---------------------------------
+def _detach(state):
+    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+
+
+def train_lm_epoch(model, batches, opt, seq_len, clip=None, loss_fn=None, on_batch=None):
+    """One pass over batchified ids (nbatch, batch): windows of seq_len, the state carried
+    and detached between them. Returns the mean loss per token (log perplexity)."""
+    from ..data import get_batch
+    loss_fn = loss_fn or nn.SoftmaxLoss()
+    model.train()
+    state, total, count = None, 0.0, 0
+    for i in range(0, len(batches) - 1, seq_len):
+        x, y = get_batch(batches, i, seq_len)
+        opt.zero_grad()
+        out, state = model(x, state)
+        loss = loss_fn(out, y)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrainingDiverged(f"the training loss is {value} at token window {i}: lower "
+                                   "--lr or set --clip")
+        loss.backward()
+        if clip:
+            optim.clip_grad_norm(opt.params, clip)
+        opt.step()
+        state = _detach(state)
+        total, count = total + value * y.shape[0], count + y.shape[0]
+        if on_batch:
+            on_batch(x.shape[0] * x.shape[1])
+    return total / max(count, 1)
+
+
+def evaluate_lm(model, batches, seq_len, loss_fn=None):
+    """Mean loss per token over batchified ids, in eval mode, without graphs."""
+    from ..data import get_batch
+    loss_fn = loss_fn or nn.SoftmaxLoss()
+    model.eval()
+    state, total, count = None, 0.0, 0
+    with no_grad():
+        for i in range(0, len(batches) - 1, seq_len):
+            x, y = get_batch(batches, i, seq_len)
+            out, state = model(x, state)
+            total += loss_fn(out, y).item() * y.shape[0]
+            count += y.shape[0]
+    return total / max(count, 1)
