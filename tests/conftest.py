@@ -1,6 +1,8 @@
 import os
 from pathlib import Path
 
+os.environ["MININET_OFFLINE"] = "1"   # tests never download (data/fetch.py)
+
 import numpy as np
 import pytest
 

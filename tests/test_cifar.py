@@ -87,3 +87,51 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path):
 def test_missing_files_offline_message(tmp_path):
     with pytest.raises(CIFARError, match="not found.*data_batch_1"):
         ensure_cifar10(tmp_path, download=False)
+
+
+def torch_resnet9():
+    import torch.nn as tnn
+
+    def cb(a, b, k, s):
+        return tnn.Sequential(tnn.Conv2d(a, b, k, s, k // 2), tnn.BatchNorm2d(b), tnn.ReLU())
+
+    class Res(tnn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.fn = tnn.Sequential(cb(c, c, 3, 1), cb(c, c, 3, 1))
+
+        def forward(self, x):
+            return self.fn(x) + x
+    return tnn.Sequential(cb(3, 16, 7, 4), cb(16, 32, 3, 2), Res(32), cb(32, 64, 3, 2),
+                          cb(64, 128, 3, 2), Res(128), tnn.Flatten(), tnn.Linear(128, 128),
+                          tnn.ReLU(), tnn.Linear(128, 10)).double()
+
+
+def test_resnet9_steps_match_torch():
+    """ResNet9 with PyTorch's weights: the loss of three SGD steps on random CIFAR-shape
+    batches matches (float64), so forward, backward and the update agree."""
+    torch = pytest.importorskip("torch")
+    from mininet import nn, optim
+    from mininet.autograd import Tensor
+    from mininet.models import ResNet9
+    t = torch_resnet9()
+    m = ResNet9(dtype="float64")
+    ours = [p for p in m.parameters()]
+    theirs = [p for p in t.parameters()]
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        w = b.detach().numpy()
+        a.data = Tensor(w.T.copy() if w.ndim == 2 else w.copy(), dtype="float64")  # Linear: (in, out)
+    opt, topt = optim.SGD(ours, lr=0.05), torch.optim.SGD(t.parameters(), lr=0.05)
+    for step in range(3):
+        x = rng.standard_normal((8, 3, 32, 32))
+        y = rng.integers(0, 10, 8)
+        opt.zero_grad()
+        loss = nn.SoftmaxLoss()(m(Tensor(x, dtype="float64")), Tensor(y))
+        loss.backward()
+        opt.step()
+        topt.zero_grad()
+        tloss = torch.nn.functional.cross_entropy(t(torch.tensor(x)), torch.tensor(y))
+        tloss.backward()
+        topt.step()
+        np.testing.assert_allclose(loss.item(), tloss.item(), rtol=1e-9)

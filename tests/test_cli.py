@@ -38,7 +38,8 @@ def tiny_mnist(tmp_path_factory):
 
 
 def cli(*args, env=None, timeout=120):
-    e = {**os.environ, "MININET_NUM_THREADS": "1", "COLUMNS": "200", **(env or {})}
+    e = {**os.environ, "MININET_NUM_THREADS": "1", "COLUMNS": "200", "MININET_OFFLINE": "1",
+         **(env or {})}
     return subprocess.run([sys.executable, "-m", "mininet.cli", *args], capture_output=True,
                           text=True, timeout=timeout, env=e)
 
@@ -240,3 +241,25 @@ def test_train_ptb_errors(tmp_path, tiny_corpus):
     assert_one_line_error(r, str(tmp_path), "MININET_PTB_DATA")
     assert list(tmp_path.glob("*.part")) == []
     assert_one_line_error(_ptb(tiny_corpus, "--clip", "-1"), "--clip")
+
+
+def test_train_cifar10_resnet9_on_generated_batches(tmp_path):
+    """`mininet train cifar10` reads the standard pickles (written here) and trains ResNet9."""
+    import json
+    import pickle
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, n in [(f"data_batch_{i}", 20) for i in range(1, 6)] + [("test_batch", 20)]:
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                         b"labels": [int(v) for v in rng.integers(0, 10, n)]}, f)
+    r = cli("train", "cifar10", "--data-dir", str(tmp_path), "--epochs", "1", "--batch-size", "25",
+            "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["dataset"] == "cifar10" and out["model"] == "resnet9" and len(out["epochs"]) == 1
+    assert_one_line_error(cli("train", "cifar10", "--model", "cnn", "--data-dir", str(tmp_path)),
+                          "--model", "resnet9")
+    assert_one_line_error(cli("train", "cifar10", "--data-dir", str(tmp_path / "none")),
+                          "could not download", "cifar-10-python.tar.gz", "MININET_OFFLINE")

@@ -64,6 +64,7 @@ def test_missing_files_offline_message(tmp_path):
 
 def test_download_failure_leaves_no_partial_file(tmp_path, monkeypatch):
     from mininet.data import mnist
+    monkeypatch.delenv("MININET_OFFLINE")   # a closed loopback port: no real download
     with pytest.raises(MNISTError, match="could not download"):
         mnist.download("t10k-labels-idx1-ubyte.gz", tmp_path, mirrors=("http://127.0.0.1:9/",))
     assert list(tmp_path.iterdir()) == []
@@ -222,3 +223,15 @@ def test_fashion_mnist_folder_and_files(tmp_path, monkeypatch):
     assert folder.name == "fashion-mnist" and "nonexistent" not in str(folder)
     with pytest.raises(ValueError, match="unknown dataset"):
         data_dir(None, "cifar")
+
+
+def test_offline_switch_stops_every_download(tmp_path):
+    from mininet.data.cifar import CIFARError, ensure_cifar10
+    from mininet.data.ptb import CorpusError, ensure_ptb
+    with pytest.raises(MNISTError, match="MININET_OFFLINE"):
+        ensure_mnist(tmp_path / "m")
+    with pytest.raises(CIFARError, match="MININET_OFFLINE"):
+        ensure_cifar10(tmp_path / "c")
+    with pytest.raises(CorpusError, match="MININET_OFFLINE"):
+        ensure_ptb(tmp_path / "p")
+    assert not any(tmp_path.rglob("*.part"))

@@ -214,8 +214,8 @@ def bench_train(
 
 @app.command()
 def train(
-    dataset: str = typer.Argument("mnist", help="mnist, fashion-mnist (the same format; Debian's dataset-fashion-mnist files are found) or ptb (a word-level language model; any train/valid/test text corpus with --data-dir)."),
-    model: Optional[str] = typer.Option(None, help="softmax, mlp (default), resnet or cnn; for ptb: rnn or lstm (default)."),
+    dataset: str = typer.Argument("mnist", help="mnist, fashion-mnist (the same format; Debian's dataset-fashion-mnist files are found), cifar10 (ResNet9) or ptb (a word-level language model; any train/valid/test text corpus with --data-dir)."),
+    model: Optional[str] = typer.Option(None, help="softmax, mlp (default), resnet or cnn; for cifar10: resnet9; for ptb: rnn or lstm (default)."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Epochs (default: 10 for cnn, 20 for the others)."),
     batch_size: int = typer.Option(100, min=1, help="Batch size."),
     lr: float = typer.Option(2e-3, help="Learning rate (> 0)."),
@@ -243,11 +243,11 @@ def train(
     from ..models.train import OPTIMIZERS, SCHEDULES, CheckpointError
     from ..models.train import TrainingDiverged
     from .train import Interrupted, NothingToDo, check_save_path, run
-    if dataset not in ("mnist", "fashion-mnist", "ptb"):
-        _fail(f"unknown dataset {dataset!r}: choose mnist, fashion-mnist or ptb")
+    if dataset not in ("mnist", "fashion-mnist", "cifar10", "ptb"):
+        _fail(f"unknown dataset {dataset!r}: choose mnist, fashion-mnist, cifar10 or ptb")
     lm = dataset == "ptb"
-    model = model or ("lstm" if lm else "mlp")
-    choices = ("rnn", "lstm") if lm else tuple(MODELS)
+    model = model or {"ptb": "lstm", "cifar10": "resnet9"}.get(dataset, "mlp")
+    choices = {"ptb": ("rnn", "lstm"), "cifar10": ("resnet9",)}.get(dataset, tuple(MODELS))
     if model not in choices:
         _fail(f"--model must be one of {', '.join(choices)} for {dataset}, got {model!r}")
     if clip is not None and not (math.isfinite(clip) and clip >= 0):
@@ -267,7 +267,7 @@ def train(
         except OSError as e:
             _fail(f"--save {save}: {e}")
     epochs = epochs or (10 if model == "cnn" else 20)
-    from ..data import CorpusError
+    from ..data import CIFARError, CorpusError
     try:
         if lm:
             if device != "cpu":
@@ -287,7 +287,7 @@ def train(
         _fail(str(e), code=1)
     except CheckpointError as e:
         _fail(f"--resume {e}")
-    except (MNISTError, CorpusError, ValueError, KeyError, OSError) as e:
+    except (MNISTError, CorpusError, CIFARError, ValueError, KeyError, OSError) as e:
         _fail(str(e))
 
 

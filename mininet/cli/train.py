@@ -10,9 +10,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .. import get_num_threads, set_num_threads
-from ..data import DataLoader, MNISTDataset
+from ..data import CIFAR10Dataset, DataLoader, MNISTDataset
 from ..init import generator, manual_seed
-from ..models import build_model, fit, load_checkpoint, save_checkpoint
+from ..models import ResNet9, build_model, fit, load_checkpoint, save_checkpoint
 from ..models.train import TrainingDiverged, make_optimizer, make_scheduler
 
 
@@ -56,13 +56,18 @@ def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_
         set_num_threads(threads)
     manual_seed(seed)
     random.seed(seed)
-    flatten = model_name != "cnn"
     progress_dl = _download_progress(console)
-    train_set = MNISTDataset.load("train", data_dir, progress=progress_dl, flatten=flatten,
-                                  dataset=dataset)
-    test_set = MNISTDataset.load("test", data_dir, progress=progress_dl, flatten=flatten,
-                                 dataset=dataset)
-    model = build_model(model_name)
+    if dataset == "cifar10":
+        train_set = CIFAR10Dataset.load("train", data_dir, progress=progress_dl)
+        test_set = CIFAR10Dataset.load("test", data_dir, progress=progress_dl)
+        model = ResNet9()
+    else:
+        flatten = model_name != "cnn"
+        train_set = MNISTDataset.load("train", data_dir, progress=progress_dl, flatten=flatten,
+                                      dataset=dataset)
+        test_set = MNISTDataset.load("test", data_dir, progress=progress_dl, flatten=flatten,
+                                     dataset=dataset)
+        model = build_model(model_name)
     if device != "cpu":
         model.to(device)
     opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay)
