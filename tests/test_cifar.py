@@ -90,21 +90,8 @@ def test_missing_files_offline_message(tmp_path):
 
 
 def torch_resnet9():
-    import torch.nn as tnn
-
-    def cb(a, b, k, s):
-        return tnn.Sequential(tnn.Conv2d(a, b, k, s, k // 2), tnn.BatchNorm2d(b), tnn.ReLU())
-
-    class Res(tnn.Module):
-        def __init__(self, c):
-            super().__init__()
-            self.fn = tnn.Sequential(cb(c, c, 3, 1), cb(c, c, 3, 1))
-
-        def forward(self, x):
-            return self.fn(x) + x
-    return tnn.Sequential(cb(3, 16, 7, 4), cb(16, 32, 3, 2), Res(32), cb(32, 64, 3, 2),
-                          cb(64, 128, 3, 2), Res(128), tnn.Flatten(), tnn.Linear(128, 128),
-                          tnn.ReLU(), tnn.Linear(128, 10)).double()
+    from mininet.cli.bench import _torch_resnet9
+    return _torch_resnet9().double()
 
 
 def test_resnet9_steps_match_torch():

@@ -53,8 +53,11 @@ def conv_path(request, monkeypatch):
     """Both CPU convolution paths: the fused implicit GEMM, and im2col + GEMM (the path of
     devices without fused kernels, such as CUDA)."""
     from mininet.backend.cpu import CPUDevice
+    import importlib
+    conv_ops = importlib.import_module("mininet.ops.conv")   # ops.conv the function shadows it
     caps = CPUDevice.capabilities if request.param == "fused" else CPUDevice.capabilities - {"conv2d"}
     monkeypatch.setattr(CPUDevice, "capabilities", caps)
+    monkeypatch.setattr(conv_ops, "FUSED_MIN_PIXELS", 0)   # small test images too
     return request.param
 
 

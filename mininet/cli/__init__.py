@@ -181,7 +181,7 @@ def bench_conv(
 @bench_app.command("train")
 def bench_train(
     models: str = typer.Option("mlp,resnet,cnn",
-                               help="Comma-separated: mlp, resnet, cnn, softmax, mlp-large (784-1024-1024-10, batch 256), cifar-cnn (3 conv-BN-ReLU-pool stages on 3x32x32, 10k samples), lstm-lm (20 steps of a 2-layer LSTM language model: hidden 256, seq 35, batch 20, vocab 10,000; samples are tokens)."),
+                               help="Comma-separated: mlp, resnet, cnn, softmax, mlp-large (784-1024-1024-10, batch 256), cifar-cnn (3 conv-BN-ReLU-pool stages on 3x32x32, 10k samples), resnet9 (the course's ResNet9 on 3x32x32, batch 128, 5,120 samples), lstm-lm (20 steps of a 2-layer LSTM language model: hidden 256, seq 35, batch 20, vocab 10,000; samples are tokens)."),
     samples: int = typer.Option(60000, min=100, help="MNIST-shaped random samples per epoch."),
     batch_size: int = typer.Option(100, min=1),
     threads: int = typer.Option(2, min=1),

@@ -116,7 +116,8 @@ def _torch_model(name):
 
 # the larger models of issue 12, built here for the benchmark only (the same layers in
 # both libraries): (input shape of one sample, batch size, samples per epoch at most)
-BENCH_ONLY = {"mlp-large": ((784,), 256, 60000), "cifar-cnn": ((3, 32, 32), 100, 10000)}
+BENCH_ONLY = {"mlp-large": ((784,), 256, 60000), "cifar-cnn": ((3, 32, 32), 100, 10000),
+              "resnet9": ((3, 32, 32), 128, 5120)}
 TRAIN_MODELS = ("softmax", "mlp", "resnet", "cnn") + tuple(BENCH_ONLY) + ("lstm-lm",)
 # issue 13's language-model step: 2 layers, hidden 256, seq 35, batch 20, vocab 10,000
 LM = dict(vocab=10000, hidden=256, layers=2, seq=35, batch=20, steps=20)
@@ -172,6 +173,9 @@ def _lm_epoch(threads, repeat):
 
 def _bench_model(name):
     from .. import nn
+    if name == "resnet9":
+        from ..models import ResNet9
+        return ResNet9()
     if name == "mlp-large":   # 784-1024-1024-10
         return nn.Sequential(nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(),
                              nn.Linear(1024, 10))
@@ -181,8 +185,29 @@ def _bench_model(name):
     return nn.Sequential(*stages, nn.Flatten(), nn.Linear(128 * 16, 10))
 
 
+def _torch_resnet9():
+    """The course's ResNet9 in PyTorch, layer for layer as mininet.models.ResNet9."""
+    import torch.nn as tnn
+
+    def conv_bn(cin, cout, k, s):
+        return tnn.Sequential(tnn.Conv2d(cin, cout, k, s, k // 2), tnn.BatchNorm2d(cout), tnn.ReLU())
+
+    class Residual(tnn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.fn = tnn.Sequential(conv_bn(c, c, 3, 1), conv_bn(c, c, 3, 1))
+
+        def forward(self, x):
+            return self.fn(x) + x
+    return tnn.Sequential(conv_bn(3, 16, 7, 4), conv_bn(16, 32, 3, 2), Residual(32),
+                          conv_bn(32, 64, 3, 2), conv_bn(64, 128, 3, 2), Residual(128),
+                          tnn.Flatten(), tnn.Linear(128, 128), tnn.ReLU(), tnn.Linear(128, 10))
+
+
 def _torch_bench_model(name):
     import torch.nn as tnn
+    if name == "resnet9":
+        return _torch_resnet9()
     if name == "mlp-large":
         return tnn.Sequential(tnn.Linear(784, 1024), tnn.ReLU(), tnn.Linear(1024, 1024), tnn.ReLU(),
                               tnn.Linear(1024, 10))

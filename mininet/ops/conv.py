@@ -102,17 +102,24 @@ def _rows_of(g, db=None):
     return out
 
 
-def _fused(dev):
-    """Implicit-GEMM kernels that never build the column matrix (the CPU); other
-    devices: im2col + one GEMM + to_nchw."""
-    return dev.has("conv2d")
+# Output pixels per image below which im2col + one GEMM beats the implicit GEMM: the
+# fused kernels cut each image into panels of 32 pixels, so 4x4 or 1x1 outputs (a
+# ResNet9's late layers) fill a panel by a fraction, where im2col's GEMM runs over the
+# whole batch's pixels (ResNet9 step: 71 -> 32 ms).
+FUSED_MIN_PIXELS = 196
+
+
+def _fused(dev, oh, ow):
+    """The device's implicit-GEMM kernels (the CPU's conv2d capability) for outputs of at
+    least FUSED_MIN_PIXELS pixels an image; im2col + one GEMM + to_nchw otherwise."""
+    return dev.has("conv2d") and oh * ow >= FUSED_MIN_PIXELS
 
 
 def conv_forward(x, w, b, p):
     """(output, col) for input x, weight w, bias b (or None); col is None when fused."""
     oh, ow = p.out_hw(x.shape, w.shape[2:])
     out = NDArray.make((x.shape[0], w.shape[0], oh, ow), device=x.device, dtype=x.dtype)
-    if _fused(x.device):
+    if _fused(x.device, oh, ow):
         x.device.conv2d(x.compact(), w.compact(), None if b is None else b.compact(), out, *p.geometry())
         return out, None
     col = _im2col(x, w.shape[2:], p, oh, ow)
@@ -124,7 +131,7 @@ def conv_forward(x, w, b, p):
 def conv_grad_input(g, w, xshape, p, rows=_rows_of):
     """dx from the output grad g; rows(g) gives g as (K, N*P) rows (im2col path only)."""
     dx = NDArray.make(xshape, device=g.device, dtype=g.dtype)
-    if _fused(g.device):
+    if _fused(g.device, *g.shape[2:]):
         g.device.conv2d_grad_input(g.compact(), w.compact(), dx, *p.geometry())
         return dx
     oh, ow = p.out_hw(xshape, w.shape[2:])
@@ -135,7 +142,7 @@ def conv_grad_input(g, w, xshape, p, rows=_rows_of):
 
 def conv_grad_weight(g, x, wshape, p, rows=_rows_of, col=None):
     """dW from the output grad g and the input x (or its columns col, im2col path only)."""
-    if _fused(g.device):
+    if _fused(g.device, *g.shape[2:]):
         dw = NDArray.make(wshape, device=g.device, dtype=g.dtype)
         g.device.conv2d_grad_weight(g.compact(), x.compact(), dw, *p.geometry())
         return dw
@@ -147,10 +154,10 @@ def conv_grad_weight(g, x, wshape, p, rows=_rows_of, col=None):
 
 def conv_grad_bias(g, rows=None):
     """db[k]: the sum of g over batch and positions; rows(g) -> (rows, db) if already known."""
-    if rows is not None and not _fused(g.device):
+    if rows is not None and not _fused(g.device, *g.shape[2:]):
         return rows(g)[1]
     db = NDArray.make((g.shape[1],), device=g.device, dtype=g.dtype)
-    if _fused(g.device):
+    if _fused(g.device, *g.shape[2:]):
         g.device.conv2d_grad_bias(g.compact(), db)
     else:
         _rows_of(g, db)
