@@ -209,3 +209,40 @@ def test_language_model_learns_with_truncated_bptt(seq_model):
     assert losses[0] > 1.5 and np.mean(losses[-5:]) < 0.3, (losses[0], losses[-5:])
     with pytest.raises(ValueError, match="seq_model"):
         LanguageModel(8, 7, 24, 1, "gru")
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("heads", [1, 3])
+def test_multihead_attention_matches_torch(batch_first, causal, heads):
+    d, t, b = 6, 5, 2
+    m = nn.MultiHeadAttention(d, heads, causal=causal, batch_first=batch_first, dtype="float64")
+    tm = torch.nn.MultiheadAttention(d, heads, batch_first=batch_first).double()
+    w, bias = tm.in_proj_weight.detach().numpy(), tm.in_proj_bias.detach().numpy()
+    for k, (W, B) in enumerate(((m.W_q, m.b_q), (m.W_k, m.b_k), (m.W_v, m.b_v))):
+        W.data = Tensor(w[k * d:(k + 1) * d].T.copy(), dtype="float64")
+        B.data = Tensor(bias[k * d:(k + 1) * d].copy(), dtype="float64")
+    m.W_out.data = Tensor(tm.out_proj.weight.detach().numpy().T.copy(), dtype="float64")
+    m.b_out.data = Tensor(tm.out_proj.bias.detach().numpy().copy(), dtype="float64")
+    shape = (b, t, d) if batch_first else (t, b, d)
+    x0 = rng.standard_normal(shape)
+    x, tx = T(x0), torch.tensor(x0, requires_grad=True)
+    mask = torch.triu(torch.ones(t, t, dtype=torch.bool), 1) if causal else None
+    y = m(x)
+    ty, tw = tm(tx, tx, tx, attn_mask=mask, average_attn_weights=False)
+    close(y.numpy(), ty.detach().numpy())
+    close(m.attention.numpy(), tw.detach().numpy())
+    g = rng.standard_normal(y.shape)
+    y.backward(Tensor(g, dtype="float64"))
+    ty.backward(torch.tensor(g))
+    close(x.grad.numpy(), tx.grad.numpy())
+    close(m.W_out.grad.numpy(), tm.out_proj.weight.grad.numpy().T)
+    close(m.W_q.grad.numpy(), tm.in_proj_weight.grad.numpy()[:d].T)
+    close(m.b_v.grad.numpy(), tm.in_proj_bias.grad.numpy()[2 * d:])
+
+
+def test_multihead_attention_bad_shapes():
+    with pytest.raises(ValueError, match="divisible"):
+        nn.MultiHeadAttention(6, 4)
+    with pytest.raises(ValueError, match="6 features"):
+        nn.MultiHeadAttention(6, 2)(Tensor(np.zeros((2, 3, 5))))

@@ -1,0 +1,69 @@
+"""Multi-head attention (PyTorch's nn.MultiheadAttention semantics, needle's (in, out)
+weight layout): softmax(q k^T / sqrt(head_dim) + mask) v per head, then an output
+projection. Sequences are (seq_len, batch, embed) or, with batch_first, (batch, seq_len,
+embed)."""
+import numpy as np
+
+from .. import init, ops
+from ..autograd import Tensor
+from .layers import Dropout
+from .module import Module, Parameter
+
+
+def _uniform(shape, fan_in, dtype, device):
+    bound = 1.0 / fan_in ** 0.5
+    return Parameter(init.rand(*shape, low=-bound, high=bound, dtype=dtype, device=device))
+
+
+class MultiHeadAttention(Module):
+    """forward(q, k=None, v=None) -> attention output, shaped as q; k and v default to q
+    (self-attention). causal=True masks each position's view of later ones; dropout
+    applies to the attention weights in training. The weights of the last call are kept
+    in `attention` (batch, heads, q_len, k_len)."""
+
+    def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, causal=False,
+                 batch_first=False, device=None, dtype="float32"):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"MultiHeadAttention: embed_dim {embed_dim} is not divisible by "
+                             f"num_heads {num_heads}")
+        self.embed_dim, self.num_heads = embed_dim, num_heads
+        self.causal, self.batch_first = causal, batch_first
+        d = embed_dim
+        self.W_q, self.W_k, self.W_v, self.W_out = (_uniform((d, d), d, dtype, device)
+                                                    for _ in range(4))
+        self.b_q, self.b_k, self.b_v, self.b_out = ((_uniform((d,), d, dtype, device)
+                                                     for _ in range(4)) if bias else (None,) * 4)
+        self.dropout = Dropout(dropout)
+        self.attention = None
+
+    def _heads(self, x, w, b):
+        """(B, T, D) -> projected and split: (B, H, T, D/H)."""
+        bsz, t, _ = x.shape
+        y = ops.linear(x, w, b)
+        return ops.permute(ops.reshape(y, (bsz, t, self.num_heads, -1)), (0, 2, 1, 3))
+
+    def forward(self, q, k=None, v=None):
+        k = q if k is None else k
+        v = k if v is None else v
+        if q.ndim != 3 or q.shape[-1] != self.embed_dim:
+            raise ValueError(f"MultiHeadAttention: input must be 3-D with {self.embed_dim} "
+                             f"features, got shape {q.shape}")
+        if not self.batch_first:
+            q, k, v = (ops.permute(a, (1, 0, 2)) for a in (q, k, v))
+        bsz, tq, d = q.shape
+        tk = k.shape[1]
+        qh, kh, vh = (self._heads(a, w, b) for a, w, b in ((q, self.W_q, self.b_q),
+                                                           (k, self.W_k, self.b_k),
+                                                           (v, self.W_v, self.b_v)))
+        scores = ops.matmul(qh, ops.transpose(kh)) * (1.0 / (d // self.num_heads) ** 0.5)
+        if self.causal:
+            mask = np.triu(np.full((tq, tk), -np.inf, dtype=scores.dtype), 1)
+            scores = scores + ops.broadcast_to(Tensor(mask, dtype=scores.dtype,
+                                                      device=scores.device), scores.shape)
+        weights = ops.softmax(scores, -1)
+        self.attention = weights.detach()
+        out = ops.matmul(self.dropout(weights), vh)                       # (B, H, Tq, D/H)
+        out = ops.reshape(ops.permute(out, (0, 2, 1, 3)), (bsz, tq, d))
+        out = ops.linear(out, self.W_out, self.b_out)
+        return out if self.batch_first else ops.permute(out, (1, 0, 2))
