@@ -234,8 +234,16 @@ def test_train_ptb_lowers_perplexity_saves_and_resumes(tmp_path, tiny_corpus):
                           "--model lstm", "not rnn")
 
 
+def test_train_ptb_transformer(tiny_corpus):
+    import json
+    r = _ptb(tiny_corpus, "--epochs", "2", "--model", "transformer", "--json")
+    assert r.returncode == 0, r.stderr
+    ppl = [e["valid_ppl"] for e in json.loads(r.stdout)["epochs"]]
+    assert ppl[-1] < ppl[0], ppl
+
+
 def test_train_ptb_errors(tmp_path, tiny_corpus):
-    assert_one_line_error(_ptb(tiny_corpus, "--model", "cnn"), "--model", "rnn, lstm")
+    assert_one_line_error(_ptb(tiny_corpus, "--model", "cnn"), "--model", "rnn, lstm, transformer")
     # nothing there and no internet: the download fails with the offline advice
     r = _ptb(tmp_path, "--epochs", "1")
     assert_one_line_error(r, str(tmp_path), "MININET_PTB_DATA")

@@ -215,7 +215,7 @@ def bench_train(
 @app.command()
 def train(
     dataset: str = typer.Argument("mnist", help="mnist, fashion-mnist (the same format; Debian's dataset-fashion-mnist files are found), cifar10 (ResNet9) or ptb (a word-level language model; any train/valid/test text corpus with --data-dir)."),
-    model: Optional[str] = typer.Option(None, help="softmax, mlp (default), resnet or cnn; for cifar10: resnet9; for ptb: rnn or lstm (default)."),
+    model: Optional[str] = typer.Option(None, help="softmax, mlp (default), resnet or cnn; for cifar10: resnet9; for ptb: rnn, lstm (default) or transformer."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Epochs (default: 10 for cnn, 20 for the others)."),
     batch_size: int = typer.Option(100, min=1, help="Batch size."),
     lr: float = typer.Option(2e-3, help="Learning rate (> 0)."),
@@ -247,7 +247,8 @@ def train(
         _fail(f"unknown dataset {dataset!r}: choose mnist, fashion-mnist, cifar10 or ptb")
     lm = dataset == "ptb"
     model = model or {"ptb": "lstm", "cifar10": "resnet9"}.get(dataset, "mlp")
-    choices = {"ptb": ("rnn", "lstm"), "cifar10": ("resnet9",)}.get(dataset, tuple(MODELS))
+    choices = {"ptb": ("rnn", "lstm", "transformer"), "cifar10": ("resnet9",)}.get(dataset,
+                                                                                   tuple(MODELS))
     if model not in choices:
         _fail(f"--model must be one of {', '.join(choices)} for {dataset}, got {model!r}")
     if clip is not None and not (math.isfinite(clip) and clip >= 0):

@@ -185,6 +185,8 @@ def load_checkpoint(path, model, opt, expect=None):
 
 # language models (truncated backpropagation through time) ---------------------------------
 def _detach(state):
+    if state is None:     # a Transformer carries no state between windows
+        return None
     return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
 
 

@@ -4,4 +4,4 @@ from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv, Conv2d, CrossEnt
                      Flatten, LayerNorm1d, Linear, MaxPool2d, MSELoss, ReLU, Sigmoid, SoftmaxLoss,
                      Tanh)
 from .sequence import LSTM, RNN, Embedding, LSTMCell, RNNCell
-from .attention import MultiHeadAttention
+from .attention import MultiHeadAttention, Transformer, TransformerLayer

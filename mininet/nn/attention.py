@@ -67,3 +67,54 @@ class MultiHeadAttention(Module):
         out = ops.reshape(ops.permute(out, (0, 2, 1, 3)), (bsz, tq, d))
         out = ops.linear(out, self.W_out, self.b_out)
         return out if self.batch_first else ops.permute(out, (1, 0, 2))
+
+
+class TransformerLayer(Module):
+    """Pre-norm encoder layer (PyTorch's TransformerEncoderLayer with norm_first=True,
+    ReLU): x + attn(norm1(x)), then + linear2(relu(linear1(norm2(x)))), dropout on both
+    branches."""
+
+    def __init__(self, embed_dim, num_heads, hidden_size, dropout=0.0, causal=False,
+                 batch_first=False, device=None, dtype="float32"):
+        super().__init__()
+        from .layers import LayerNorm1d, Linear
+        self.attn = MultiHeadAttention(embed_dim, num_heads, dropout, True, causal, batch_first,
+                                       device, dtype)
+        self.norm1 = LayerNorm1d(embed_dim, device=device, dtype=dtype)
+        self.norm2 = LayerNorm1d(embed_dim, device=device, dtype=dtype)
+        self.linear1 = Linear(embed_dim, hidden_size, device=device, dtype=dtype)
+        self.linear2 = Linear(hidden_size, embed_dim, device=device, dtype=dtype)
+        self.drop1, self.drop2, self.drop3 = Dropout(dropout), Dropout(dropout), Dropout(dropout)
+
+    def forward(self, x):
+        x = x + self.drop1(self.attn(self.norm1(x)))
+        h = self.drop2(ops.relu(self.linear1(self.norm2(x))))
+        return x + self.drop3(self.linear2(h))
+
+
+class Transformer(Module):
+    """A stack of TransformerLayers over a learned positional embedding added to the
+    input: forward(x (seq, batch, embed) or batch_first) -> same shape (and None, so it
+    drops into LanguageModel's (output, state) protocol)."""
+
+    def __init__(self, embed_dim, hidden_size, num_layers=1, num_heads=4, dropout=0.0,
+                 causal=True, batch_first=False, sequence_len=2048, device=None, dtype="float32"):
+        super().__init__()
+        from .sequence import Embedding
+        self.batch_first, self.sequence_len = batch_first, sequence_len
+        self.positions = Embedding(sequence_len, embed_dim, device=device, dtype=dtype)
+        self.layers = [TransformerLayer(embed_dim, num_heads, hidden_size, dropout, causal,
+                                        True, device, dtype) for _ in range(num_layers)]
+
+    def forward(self, x, h=None):
+        if not self.batch_first:
+            x = ops.permute(x, (1, 0, 2))
+        bsz, t, d = x.shape
+        if t > self.sequence_len:
+            raise ValueError(f"Transformer: sequence of {t} is longer than sequence_len "
+                             f"{self.sequence_len}")
+        pos = self.positions(np.broadcast_to(np.arange(t), (bsz, t)))
+        x = x + pos
+        for layer in self.layers:
+            x = layer(x)
+        return (x if self.batch_first else ops.permute(x, (1, 0, 2))), None
