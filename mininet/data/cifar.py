@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import Dataset
-from .fetch import FetchError, fetch
+from .fetch import FetchError, dataset_dir, fetch
 
 FOLDER = "cifar-10-batches-py"
 TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -66,11 +66,7 @@ def read_batch(path):
 
 
 def data_dir(path=None):
-    if path:
-        return Path(path).expanduser()
-    if os.environ.get("MININET_CIFAR_DATA"):
-        return Path(os.environ["MININET_CIFAR_DATA"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mininet" / "cifar10"
+    return dataset_dir(path, "MININET_CIFAR_DATA", "cifar10")
 
 
 def _batches_folder(folder):

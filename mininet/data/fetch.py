@@ -4,10 +4,20 @@ import hashlib
 import os
 import tempfile
 import urllib.request
+from pathlib import Path
 
 
 class FetchError(RuntimeError):
     """Every mirror failed; the message lists why."""
+
+
+def dataset_dir(path, env, name):
+    """--data-dir, else $env, else ~/.cache/mininet/<name> (XDG_CACHE_HOME honoured)."""
+    if path:
+        return Path(path).expanduser()
+    if os.environ.get(env):
+        return Path(os.environ[env]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mininet" / name
 
 
 def md5sum(path):

