@@ -98,6 +98,15 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 
 
+cdef int check_rows(const int64_t* ix, Py_ssize_t n, Py_ssize_t rows) except -1:
+    """Every index in [0, rows), checked before a kernel reads or writes through them."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if ix[i] < 0 or ix[i] >= rows:
+            raise IndexError(f"index {ix[i]} is out of range for {rows} rows")
+    return 0
+
+
 cdef void take_rows_run(const floating* src, const int64_t* idx, floating* out, Py_ssize_t n,
                         Py_ssize_t d, Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
     cdef Py_ssize_t i
@@ -109,10 +118,8 @@ def take_rows(Buffer src, Py_ssize_t src_off, Buffer idx, Py_ssize_t idx_off, Bu
               Py_ssize_t n, Py_ssize_t rows, Py_ssize_t d, int itemsize):
     """out[i, :] = src[idx[i], :] for compact src (rows, d), idx (n,) int64 in [0, rows)."""
     cdef const int64_t* ix = <const int64_t*>idx.ptr + idx_off
-    cdef Py_ssize_t i, t
-    for i in range(n):   # checked here, so the kernel never reads outside src
-        if ix[i] < 0 or ix[i] >= rows:
-            raise IndexError(f"index {ix[i]} is out of range for {rows} rows")
+    cdef Py_ssize_t t
+    check_rows(ix, n, rows)
     cdef int nt = threads_for(n * d)
     with nogil:
         for t in prange(nt, num_threads=nt, schedule='static'):
@@ -141,10 +148,8 @@ def add_rows(Buffer g, Py_ssize_t g_off, Buffer idx, Py_ssize_t idx_off, Buffer 
              Py_ssize_t n, Py_ssize_t rows, Py_ssize_t d, int itemsize):
     """out[idx[i], :] += g[i, :] (repeated indices add up); out (rows, d) compact."""
     cdef const int64_t* ix = <const int64_t*>idx.ptr + idx_off
-    cdef Py_ssize_t i, t
-    for i in range(n):
-        if ix[i] < 0 or ix[i] >= rows:
-            raise IndexError(f"index {ix[i]} is out of range for {rows} rows")
+    cdef Py_ssize_t t
+    check_rows(ix, n, rows)
     cdef int nt = min(threads_for(n * d), max(d // 16, 1))
     with nogil:
         for t in prange(nt, num_threads=nt, schedule='static'):

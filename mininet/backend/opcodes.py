@@ -80,13 +80,13 @@ def c_header():
 
 def cuda_header():
     """ops_gen.cuh: binary_op / unary_op device functions; an unknown op traps."""
-    def cases(ops, args):
+    def cases(ops):
         return "\n".join(f"        case {i}: return {op[1]};" for i, op in enumerate(ops))
     return (f"// Generated from mininet/backend/opcodes.py when the kernels compile: do not edit.\n"
             f"#pragma once\n{_COMMON}#define M(fn) fn\n"
             f"template <typename T>\n__device__ __forceinline__ T binary_op(int op, T x, T y) {{\n"
-            f"    switch (op) {{\n{cases(BINARY_OPS, 'x, y')}\n"
+            f"    switch (op) {{\n{cases(BINARY_OPS)}\n"
             f"        default: __trap(); return x;\n    }}\n}}\n\n"
             f"template <typename T>\n__device__ __forceinline__ T unary_op(int op, T x) {{\n"
-            f"    switch (op) {{\n{cases(UNARY_OPS, 'x')}\n"
+            f"    switch (op) {{\n{cases(UNARY_OPS)}\n"
             f"        default: __trap(); return x;\n    }}\n}}\n#undef M\n")

@@ -126,28 +126,17 @@ LM = dict(vocab=10000, hidden=256, layers=2, seq=35, batch=20, steps=20)
 def _lm_epoch(threads, repeat):
     """Seconds for LM['steps'] training steps (truncated BPTT: the state is carried and
     detached between windows) of mininet's LanguageModel and PyTorch's, random tokens."""
-    from .. import nn, optim
-    from ..autograd import Tensor
+    from .. import optim
+    from ..data import batchify, get_batch
     from ..models import LanguageModel
+    from ..models.train import train_lm_epoch
     v, h, n, s, b, steps = (LM[k] for k in ("vocab", "hidden", "layers", "seq", "batch", "steps"))
-    tokens = np.random.default_rng(0).integers(0, v, (steps + 1) * s * b)
-    windows = [(tokens[i * s * b:(i + 1) * s * b].reshape(s, b),
-                tokens[i * s * b + b:(i + 1) * s * b + b]) for i in range(steps)]
+    tokens = np.random.default_rng(0).integers(0, v, (steps * s + 1) * b)
+    batches = batchify(tokens, b)               # steps windows of s rows, and their targets
     model = LanguageModel(h, v, h, n, "lstm")
     opt = optim.Adam(model.parameters(), 1e-3)
-    loss_fn = nn.SoftmaxLoss()
-
-    def epoch():
-        state = None
-        for x, y in windows:
-            opt.zero_grad()
-            out, state = model(Tensor(x), state)
-            loss = loss_fn(out, Tensor(y))
-            loss.backward()
-            opt.step()
-            loss.item()
-            state = tuple(t.detach() for t in state)
-    rows = [("mininet", best_time(epoch, repeat=repeat, warmup=1, min_time=0))]
+    rows = [("mininet", best_time(lambda: train_lm_epoch(model, batches, opt, s), repeat=repeat,
+                                  warmup=1, min_time=0))]
     try:
         import torch
     except ImportError:
@@ -155,7 +144,8 @@ def _lm_epoch(threads, repeat):
     torch.set_num_threads(threads)
     emb, lstm, head = torch.nn.Embedding(v, h), torch.nn.LSTM(h, h, n), torch.nn.Linear(h, v)
     topt = torch.optim.Adam([*emb.parameters(), *lstm.parameters(), *head.parameters()], 1e-3)
-    twin = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in windows]
+    twin = [tuple(torch.from_numpy(t.numpy()) for t in get_batch(batches, i, s))
+            for i in range(0, len(batches) - 1, s)]
 
     def tepoch():
         state = None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import Dataset
+from .dataset import Dataset, pixels_to_float
 from .fetch import FetchError, dataset_dir, fetch
 
 FOLDER = "cifar-10-batches-py"
@@ -116,6 +116,5 @@ class CIFAR10Dataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index):
-        x = self.pixels[index].astype(np.float32)
-        x *= np.float32(1 / 255)
+        x = pixels_to_float(self.pixels[index])
         return self.apply_transforms(x, batched=np.ndim(index) > 0), self.labels[index]

@@ -6,6 +6,13 @@ from ..ndarray import share_numpy
 from .. import init
 
 
+def pixels_to_float(pixels):
+    """uint8 pixels as float32 in [0, 1] (one new array, scaled in place)."""
+    x = pixels.astype(np.float32)
+    x *= np.float32(1 / 255)
+    return x
+
+
 class Dataset:
     """Indexable; __getitem__ returns a tuple of numpy arrays. transforms apply to the first."""
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import Dataset
+from .dataset import Dataset, pixels_to_float
 from .fetch import FetchError, fetch
 
 FILES = {
@@ -125,12 +125,6 @@ def ensure_mnist(path=None, download_missing=True, progress=None, dataset="mnist
     return folder
 
 
-def _to_float(pixels):
-    x = pixels.astype(np.float32)
-    x *= np.float32(1 / 255)
-    return x
-
-
 class MNISTDataset(Dataset):
     """Images as float32 in [0, 1], flattened to (784,) (or (1, 28, 28) with flatten=False);
     labels as int64. `pixels` keeps the raw bytes (N, 1, 28, 28), converted per batch;
@@ -162,11 +156,11 @@ class MNISTDataset(Dataset):
     @property
     def images(self):
         """All images as float32 in [0, 1], (N, 1, 28, 28) (a new array)."""
-        return _to_float(self.pixels)
+        return pixels_to_float(self.pixels)
 
     def __getitem__(self, index):
         """Transforms see (1, 28, 28) float images; flattening comes after them."""
-        x = self.apply_transforms(_to_float(self.pixels[index]), batched=np.ndim(index) > 0)
+        x = self.apply_transforms(pixels_to_float(self.pixels[index]), batched=np.ndim(index) > 0)
         if self.flatten:
             x = x.reshape(x.shape[:-3] + (-1,))
         return x, self.labels[index]

@@ -24,6 +24,13 @@ class TrainingDiverged(RuntimeError):
     """The training loss is NaN or infinite: further steps would only write NaNs."""
 
 
+def _finite(value, where, advice):
+    """The loss value, or TrainingDiverged when it is NaN or infinite."""
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"the training loss is {value} {where}: {advice}")
+    return value
+
+
 def make_optimizer(name, params, lr, weight_decay=0.0):
     table = {
         "sgd": lambda: optim.SGD(params, lr=lr, weight_decay=weight_decay),
@@ -57,10 +64,8 @@ def train_epoch(model, loader, opt, loss_fn=None, on_batch=None):
         opt.zero_grad()
         logits = model(x)
         loss = loss_fn(logits, y)
-        value = loss.item()
-        if not math.isfinite(value):
-            raise TrainingDiverged(f"the training loss is {value} after {seen} samples of this "
-                                   "epoch: lower --lr (or check the data)")
+        value = _finite(loss.item(), f"after {seen} samples of this epoch",
+                        "lower --lr (or check the data)")
         loss.backward()
         opt.step()
         n = x.shape[0]
@@ -202,10 +207,7 @@ def train_lm_epoch(model, batches, opt, seq_len, clip=None, loss_fn=None, on_bat
         opt.zero_grad()
         out, state = model(x, state)
         loss = loss_fn(out, y)
-        value = loss.item()
-        if not math.isfinite(value):
-            raise TrainingDiverged(f"the training loss is {value} at token window {i}: lower "
-                                   "--lr or set --clip")
+        value = _finite(loss.item(), f"at token window {i}", "lower --lr or set --clip")
         loss.backward()
         if clip:
             optim.clip_grad_norm(opt.params, clip)

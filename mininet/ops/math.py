@@ -178,8 +178,7 @@ class Clip(Op):
         self.lo, self.hi = lo, hi
 
     def compute(self, a):
-        out = a if self.lo is None else a.maximum(self.lo)
-        return out if self.hi is None else out.minimum(self.hi)
+        return a.clip(self.lo, self.hi)
 
     def gradient(self, g, node):
         x = node.inputs[0].cached_data

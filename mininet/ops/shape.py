@@ -1,7 +1,7 @@
 """Shape ops (views in the forward pass), joins, pad/flip/dilate, with gradients."""
 import numbers
 
-from ..autograd import Op, Tensor, TupleOp
+from ..autograd import Op, TupleOp
 from ..ndarray import NDArray, concatenate as nd_concatenate, stack as nd_stack
 
 
@@ -124,14 +124,6 @@ class TupleGetItem(Op):
 
     def compute(self, t):
         return t[self.index]
-
-    def gradient(self, g, node):
-        t = node.inputs[0]
-        parts = []
-        for i, x in enumerate(t.cached_data):
-            parts.append(g if i == self.index else
-                         Tensor.make_const(NDArray.make(x.shape, device=x.device, dtype=x.dtype).fill(0.0)))
-        return MakeTuple()(*parts)
 
 
 def reshape(a, shape):
