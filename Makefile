@@ -6,8 +6,8 @@ PIP ?= $(PYTHON) -m pip
 install:            ## install mininet (compiles the Cython kernels)
 	$(PIP) install .
 
-install-test:       ## editable install with the test extras (pytest, hypothesis, torch CPU reference)
-	$(PIP) install -e ".[test,torch]"
+install-test:       ## editable install with the test extras (pytest, hypothesis, torch CPU reference, MPI)
+	$(PIP) install -e ".[test,torch,mpi]"
 
 build:              ## rebuild the extensions in place after editing .pyx files
 	$(PYTHON) setup.py build_ext --inplace

@@ -6,9 +6,9 @@ from mininet_ext._omp import get_num_threads, set_num_threads
 from .backend import cpu, cuda, cuda_available, default_device
 from .ndarray import NDArray, float32, float64, int64
 from .autograd import Tensor, enable_grad, no_grad
-from . import ops, init, nn, optim, data, models
+from . import ops, init, nn, optim, data, models, distributed
 from .init import manual_seed
 
-__all__ = ["NDArray", "Tensor", "cpu", "cuda", "cuda_available", "data", "default_device",
+__all__ = ["NDArray", "Tensor", "cpu", "cuda", "cuda_available", "data", "default_device", "distributed",
            "enable_grad", "float32", "float64", "get_num_threads", "init", "int64", "manual_seed",
            "models", "nn", "no_grad", "ops", "optim", "set_num_threads"]

@@ -118,7 +118,7 @@ class TensorTuple(Value):
 
 
 class Tensor(Value):
-    __slots__ = ("grad",)
+    __slots__ = ("grad", "_hooks")  # _hooks: set only on leaves that have hooks
 
     def __init__(self, data, dtype=None, device=None, requires_grad=False):
         if isinstance(data, Tensor):
@@ -158,6 +158,18 @@ class Tensor(Value):
 
     def detach(self):
         return Tensor.make_const(self.cached_data)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call hook(tensor) each time backward has accumulated this leaf's .grad (as
+        PyTorch's): the gradient of that backward is complete. Returns a handle whose
+        remove() unregisters it. Data-parallel training starts reducing here."""
+        if self.op is not None:
+            raise RuntimeError("post-accumulate-grad hooks go on leaf tensors (parameters)")
+        hooks = getattr(self, "_hooks", None)
+        if hooks is None:
+            hooks = self._hooks = []
+        hooks.append(hook)
+        return _HookHandle(hooks, hook)
 
     def requires_grad_(self, flag=True):
         self.requires_grad = flag
@@ -333,6 +345,15 @@ class Tensor(Value):
     clamp = clip
 
 
+class _HookHandle:
+    def __init__(self, hooks, hook):
+        self.hooks, self.hook = hooks, hook
+
+    def remove(self):
+        if self.hook in self.hooks:
+            self.hooks.remove(self.hook)
+
+
 _ops_module = None
 
 
@@ -392,7 +413,21 @@ def _zeros_like(x):
     return Tensor.make_const(NDArray.make(x.shape, device=x.device, dtype=x.dtype).fill(0.0))
 
 
-def compute_gradient_of_variables(output, out_grad, retain_graph=False):
+def grad(output, inputs, out_grad=None, retain_graph=False):
+    """The gradients of output with respect to the leaf tensors `inputs` (as
+    torch.autograd.grad): returned as a list (None where output does not depend on one),
+    without touching any .grad or running hooks. Builds a graph when grad is enabled."""
+    if out_grad is None:
+        out_grad = Tensor(NDArray.make(output.shape, device=output.device,
+                                       dtype=output.dtype).fill(1.0))
+    captured = {id(x): None for x in inputs}
+    compute_gradient_of_variables(output, out_grad, retain_graph, captured)
+    return [captured[id(x)] for x in inputs]
+
+
+def compute_gradient_of_variables(output, out_grad, retain_graph=False, captured=None):
+    """Reverse-mode pass from output. captured: {id(leaf): None} to return those leaves'
+    gradients in it instead of accumulating every leaf's .grad."""
     grads = {id(output): [out_grad]}
     order = find_topo_sort([output])
     for node in reversed(order):
@@ -401,11 +436,16 @@ def compute_gradient_of_variables(output, out_grad, retain_graph=False):
             continue
         g = _sum_grads(parts, node)
         if node.op is None:
-            if isinstance(node, Tensor) and node.requires_grad:
+            if captured is not None:
+                if id(node) in captured:
+                    captured[id(node)] = g if grad_enabled() else g.detach()
+            elif isinstance(node, Tensor) and node.requires_grad:
                 g = g if grad_enabled() else g.detach()
                 if g.dtype != node.dtype and not grad_enabled():  # f32 leaf, f64 data: as torch
                     g = Tensor.make_const(g.cached_data.astype(node.dtype))
                 node.grad = g if node.grad is None else node.grad + g
+                for hook in getattr(node, "_hooks", None) or ():
+                    hook(node)
             continue
         if node.op.tuple_index is not None:
             if node.inputs[0].requires_grad:

@@ -235,6 +235,8 @@ def train(
     hidden_size: int = typer.Option(200, min=1, help="ptb: hidden units per layer."),
     layers: int = typer.Option(2, min=1, help="ptb: recurrent layers."),
     max_lines: Optional[int] = typer.Option(None, min=1, help="ptb: read only the first lines of each file."),
+    ranks: Optional[int] = typer.Option(None, min=1, help="Data-parallel over this many MPI ranks on this machine: runs mpirun itself (pip install 'mininet[mpi]'). The global batch is --batch-size x ranks."),
+    distributed_run: bool = typer.Option(False, "--distributed", help="This process is one rank of `mpirun -n N mininet train ... --distributed` (data-parallel; rank 0 prints and saves)."),
 ):
     """Train a model on MNIST, Fashion-MNIST (test accuracy) or PTB (perplexity)."""
     import math
@@ -268,7 +270,20 @@ def train(
         except OSError as e:
             _fail(f"--save {save}: {e}")
     epochs = epochs or (10 if model == "cnn" else 20)
+    if (ranks or 1) > 1 or distributed_run:
+        if lm:
+            _fail("--ranks/--distributed: data-parallel training covers mnist, fashion-mnist "
+                  "and cifar10 so far, not ptb")
+        if device != "cpu":
+            _fail("--ranks/--distributed: data-parallel training runs on the CPU only so far")
+    if (ranks or 1) > 1 and not distributed_run:
+        from .launch import LaunchError, relaunch
+        try:
+            relaunch(ranks)   # does not return
+        except (LaunchError, OSError) as e:
+            _fail(str(e))
     from ..data import CIFARError, CorpusError
+    from ..distributed import DistributedError
     try:
         if lm:
             if device != "cpu":
@@ -279,17 +294,30 @@ def train(
                    layers, max_lines)
         else:
             run(model, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir, threads,
-                save, resume, json_out, device, schedule, dataset=dataset)
+                save, resume, json_out, device, schedule, dataset=dataset,
+                distributed_run=distributed_run)
     except NothingToDo as e:
         err_console.print(str(e))
     except Interrupted as e:
-        _fail(str(e), code=130)
-    except TrainingDiverged as e:
-        _fail(str(e), code=1)
+        _fail_rank(str(e), code=130)
+    except (TrainingDiverged, DistributedError) as e:
+        _fail_rank(str(e), code=1)
     except CheckpointError as e:
-        _fail(f"--resume {e}")
+        _fail_rank(f"--resume {e}")
     except (MNISTError, CorpusError, CIFARError, ValueError, KeyError, OSError) as e:
-        _fail(str(e))
+        _fail_rank(str(e))
+
+
+def _fail_rank(message, code=2):
+    """_fail, and in a data-parallel run end the other ranks too: they would otherwise
+    wait for this one in their next collective."""
+    from .. import distributed
+    if distributed.world_size() > 1:
+        if distributed.rank() != 0:
+            message = f"rank {distributed.rank()}: {message}"
+        err_console.print(f"[red]error:[/red] {escape(str(message))}")
+        distributed.abort(code)
+    _fail(message, code)
 
 
 def main():

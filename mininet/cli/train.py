@@ -9,11 +9,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .. import get_num_threads, set_num_threads
-from ..data import CIFAR10Dataset, DataLoader, MNISTDataset
+import numpy as np
+
+from .. import distributed, get_num_threads, set_num_threads
+from ..data import CIFAR10Dataset, DataLoader, DistributedSampler, MNISTDataset
+from ..distributed import GradientReducer
 from ..init import generator, manual_seed
 from ..models import ResNet9, build_model, fit, load_checkpoint, save_checkpoint
-from ..models.train import TrainingDiverged, make_optimizer, make_scheduler
+from ..models.train import CheckpointError, TrainingDiverged, make_optimizer, make_scheduler
 
 
 class NothingToDo(Exception):
@@ -41,8 +44,10 @@ def check_save_path(path):
 
 
 def _resume_command(save):
-    """The command line that continues this run from its checkpoint."""
-    args = [a for a in sys.argv[1:]]
+    """The command line that continues this run from its checkpoint (as the user typed
+    it, when `--ranks` re-launched this process under mpirun)."""
+    typed = os.environ.get("MININET_COMMAND")
+    args = shlex.split(typed) if typed else sys.argv[1:]
     if "--resume" in args:
         i = args.index("--resume")
         del args[i:i + 2]
@@ -50,8 +55,15 @@ def _resume_command(save):
 
 
 def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir, threads, save,
-        resume, json_out, device="cpu", schedule="cosine", console=None, dataset="mnist"):
-    console = console or Console(stderr=json_out)
+        resume, json_out, device="cpu", schedule="cosine", console=None, dataset="mnist",
+        distributed_run=False):
+    """Train and evaluate. distributed_run: one rank of an mpirun job (data-parallel: each
+    rank takes batch_size samples of every global batch; rank 0 alone prints and saves)."""
+    if distributed_run:
+        distributed.init(threads)
+    rank, ranks = distributed.rank(), distributed.world_size()
+    tty = {"1": True, "0": False}.get(os.environ.get("MININET_TTY", ""))
+    console = console or Console(stderr=json_out, quiet=rank != 0, force_terminal=tty)
     if threads:
         set_num_threads(threads)
     manual_seed(seed)
@@ -70,12 +82,14 @@ def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_
         model = build_model(model_name)
     if device != "cpu":
         model.to(device)
+    distributed.broadcast_parameters(model)   # identical already (same seed); now certainly
     opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay)
     scheduler = make_scheduler(schedule, opt, epochs)
     start = 0
     if resume:
         header = load_checkpoint(resume, model, opt, {"model": model_name, "optimizer": optimizer,
-                                                      "dataset": dataset})
+                                                      "dataset": dataset},
+                                 contents=read_on_rank0(resume) if ranks > 1 else None)
         start = header["epoch"]
         if start >= epochs:
             raise NothingToDo(f"nothing to do: {resume} has already trained {start} epochs and "
@@ -85,13 +99,25 @@ def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_
         if header.get("rng_state"):
             generator().bit_generator.state = header["rng_state"]
         console.print(f"resumed from {resume} at epoch {start}")
-    train_loader = DataLoader(train_set, batch_size, shuffle=True, device=device)
-    test_loader = DataLoader(test_set, 1000, device=device)
+    reducer = None
+    if ranks > 1:
+        # dropout differs per rank; the shuffle is the samplers' (seed, epoch), shared
+        generator().bit_generator.state = np.random.default_rng([seed, rank, start]).bit_generator.state
+        train_loader = DataLoader(train_set, batch_size, device=device,
+                                  sampler=DistributedSampler(train_set, seed=seed))
+        test_loader = DataLoader(test_set, 1000, device=device,
+                                 sampler=DistributedSampler(test_set, shuffle=False, pad=False))
+        reducer = GradientReducer(model)
+        console.print(f"data-parallel over {ranks} ranks x {get_num_threads()} threads: global "
+                      f"batch {batch_size * ranks} ({batch_size} per rank)")
+    else:
+        train_loader = DataLoader(train_set, batch_size, shuffle=True, device=device)
+        test_loader = DataLoader(test_set, 1000, device=device)
     meta = {"model": model_name, "optimizer": optimizer, "batch_size": batch_size,
-            "dataset": dataset}
-
+            "dataset": dataset, "ranks": ranks}
+    where = f"{ranks} ranks x {get_num_threads()} threads" if ranks > 1 else f"{get_num_threads()} threads"
     table = Table(title=f"mininet train {dataset} --model {model_name} ({len(train_set)} train / "
-                        f"{len(test_set)} test, {get_num_threads()} threads)")
+                        f"{len(test_set)} test, {where})")
     for col in ("epoch", "train loss", "train acc", "test acc", "seconds", "samples/s"):
         table.add_column(col, justify="right")
     history = []
@@ -99,10 +125,12 @@ def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_
                   MofNCompleteColumn(), TextColumn("{task.fields[rate]} samples/s"),
                   TimeElapsedColumn(), console=console, transient=True,
                   disable=json_out) as progress:
-        task = progress.add_task("train", total=len(train_set), epoch=start + 1, rate="-")
+        per_rank = len(train_loader.sampler) if ranks > 1 else len(train_set)
+        task = progress.add_task("train", total=per_rank * ranks,
+                                 epoch=start + 1, rate="-")
 
         def on_batch(n):
-            progress.advance(task, n)
+            progress.advance(task, n * ranks)
             elapsed = progress.tasks[task].elapsed or 1e-9
             progress.update(task, rate=f"{progress.tasks[task].completed / elapsed:,.0f}")
 
@@ -112,7 +140,7 @@ def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_
                      f"{row['test_acc']:.2%}", f"{row['seconds']:.2f}",
                      f"{len(train_set) / row['seconds']:,.0f}")
             table.add_row(*cells)
-            if save:
+            if save and rank == 0:
                 save_checkpoint(save, model, opt, row["epoch"], meta, generator().bit_generator.state)
             # one line per epoch as it ends, so a log of a piped run shows progress
             progress.console.print(f"epoch {row['epoch']}/{epochs}: train loss {cells[1]}, train acc "
@@ -122,7 +150,7 @@ def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_
 
         try:
             fit(model, train_loader, test_loader, opt, epochs, start, on_epoch=on_epoch,
-                on_batch=on_batch, scheduler=scheduler)
+                on_batch=on_batch, scheduler=scheduler, reducer=reducer)
         except (KeyboardInterrupt, TrainingDiverged) as e:
             progress.stop()
             if history and not json_out:
@@ -137,15 +165,35 @@ def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_
             if isinstance(e, KeyboardInterrupt):
                 raise Interrupted(f"interrupted during epoch {done + 1}/{epochs}; {where}") from None
             raise TrainingDiverged(f"{e}; stopped in epoch {done + 1}/{epochs}; {where}") from None
-    result = {"dataset": dataset, "model": model_name, "epochs": history, "final_test_acc": history[-1]["test_acc"] if history else None}
+    result = {"dataset": dataset, "model": model_name, "ranks": ranks,
+              "global_batch_size": batch_size * ranks, "epochs": history, "final_test_acc": history[-1]["test_acc"] if history else None}
     if json_out:
-        print(json.dumps(result, indent=2))
+        if rank == 0:
+            print(json.dumps(result, indent=2))
     else:
         console.print(table)
         if history:
             console.print(f"final test accuracy: [bold]{history[-1]['test_acc']:.2%}[/bold]"
                           + (f"  (checkpoint: {save})" if save else ""))
     return result
+
+
+def read_on_rank0(path):
+    """The file's bytes, read by rank 0 and sent to every rank (the other machines need
+    not see rank 0's disk); a file rank 0 cannot read is an error on every rank."""
+    contents = None
+    if distributed.rank() == 0:
+        try:
+            with open(path, "rb") as f:
+                contents = f.read()
+        except FileNotFoundError:
+            contents = CheckpointError(f"{path}: no such file")
+        except OSError as e:
+            contents = CheckpointError(f"{path}: cannot read ({e.strerror or e})")
+    contents = distributed.broadcast_object(contents, what="sending the --resume checkpoint")
+    if isinstance(contents, Exception):
+        raise contents
+    return contents
 
 
 def _download_progress(console):

@@ -53,26 +53,76 @@ class TensorDataset(Dataset):
         return (x,) + tuple(a[index] for a in self.arrays[1:])
 
 
+class DistributedSampler:
+    """The indices one rank of a data-parallel job reads (PyTorch's class): each epoch a
+    permutation drawn from (seed, epoch), the same on every rank, padded by wrapping
+    around to a multiple of the ranks (pad=False: not padded, for evaluation), and every
+    num_replicas-th index from position `rank`. The shards are disjoint and cover the
+    data set; each iteration moves to the next epoch unless set_epoch() says which."""
+
+    def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True, seed=0, pad=True):
+        from .. import distributed
+        self.n = dataset if isinstance(dataset, int) else len(dataset)
+        self.num_replicas = distributed.world_size() if num_replicas is None else num_replicas
+        self.rank = distributed.rank() if rank is None else rank
+        if self.num_replicas < 1 or not 0 <= self.rank < self.num_replicas:
+            raise ValueError(f"DistributedSampler: rank {self.rank} is not in "
+                             f"[0, {self.num_replicas})")
+        self.shuffle, self.seed, self.pad, self.epoch = shuffle, seed, pad, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        if self.pad:
+            return -(-self.n // self.num_replicas)
+        return len(range(self.rank, self.n, self.num_replicas))
+
+    def indices(self):
+        """This rank's indices for the current epoch."""
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        else:
+            order = np.arange(self.n)
+        if self.pad and self.n:
+            total = len(self) * self.num_replicas
+            order = np.resize(order, total)   # repeats from the start: the padding wraps
+        return order[self.rank::self.num_replicas]
+
+    def __iter__(self):
+        order = self.indices()
+        self.epoch += 1
+        return iter(order.tolist())
+
+
 class DataLoader:
     """Batches of Tensors. With shuffle, each epoch draws a new order from
-    `seed` (or mininet.manual_seed's generator)."""
+    `seed` (or mininet.manual_seed's generator); a sampler (DistributedSampler) gives the
+    order instead."""
 
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None,
-                 dtype="float32", device=None):
+                 dtype="float32", device=None, sampler=None):
         if batch_size < 1:
             raise ValueError(f"DataLoader: batch_size must be >= 1, got {batch_size}")
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader: pass shuffle to the sampler, not with sampler= "
+                             "(a DistributedSampler shuffles itself)")
         self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
+        self.sampler = sampler
         self.drop_last, self.dtype, self.device = drop_last, np.dtype(dtype), device
         self.rng = np.random.default_rng(seed) if seed is not None else None
 
     def __len__(self):
-        n = len(self.dataset)
+        n = len(self.sampler) if self.sampler is not None else len(self.dataset)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
-        n = len(self.dataset)
-        rng = self.rng or init.generator()
-        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        if self.sampler is not None:
+            order = np.fromiter(iter(self.sampler), dtype=np.int64)
+        elif self.shuffle:
+            order = (self.rng or init.generator()).permutation(len(self.dataset))
+        else:
+            order = np.arange(len(self.dataset))
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             batch = self.dataset[idx]

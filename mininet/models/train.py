@@ -1,5 +1,6 @@
 """Training loop, evaluation and atomic checkpoints."""
 import glob
+import io
 import json
 import math
 import os
@@ -8,7 +9,7 @@ import time
 
 import numpy as np
 
-from .. import nn, optim
+from .. import distributed, nn, optim
 from ..autograd import no_grad
 
 
@@ -55,8 +56,10 @@ def make_scheduler(name, opt, epochs):
     raise ValueError(f"unknown schedule {name!r}; choose one of none, cosine, step")
 
 
-def train_epoch(model, loader, opt, loss_fn=None, on_batch=None):
-    """One pass over loader; returns (mean loss, accuracy)."""
+def train_epoch(model, loader, opt, loss_fn=None, on_batch=None, reducer=None):
+    """One pass over loader; returns (mean loss, accuracy), over every rank's samples in a
+    data-parallel run. reducer: a distributed.GradientReducer averaging the gradients
+    over the ranks before each step."""
     loss_fn = loss_fn or nn.SoftmaxLoss()
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
@@ -67,6 +70,8 @@ def train_epoch(model, loader, opt, loss_fn=None, on_batch=None):
         value = _finite(loss.item(), f"after {seen} samples of this epoch",
                         "lower --lr (or check the data)")
         loss.backward()
+        if reducer is not None:
+            reducer.finish()
         opt.step()
         n = x.shape[0]
         total_loss += value * n
@@ -74,11 +79,21 @@ def train_epoch(model, loader, opt, loss_fn=None, on_batch=None):
         seen += n
         if on_batch:
             on_batch(n)
+    return _mean_over_ranks(total_loss, correct, seen)
+
+
+def _mean_over_ranks(total_loss, correct, seen):
+    """(mean loss, accuracy) of sums taken on each rank."""
+    if distributed.world_size() > 1:
+        sums = distributed.allreduce_(np.array([total_loss, correct, seen], dtype=np.float64),
+                                      "the epoch's loss and accuracy")
+        total_loss, correct, seen = sums.tolist()
     return total_loss / max(seen, 1), correct / max(seen, 1)
 
 
 def evaluate(model, loader, loss_fn=None):
-    """(mean loss, accuracy) in eval mode, without building graphs."""
+    """(mean loss, accuracy) in eval mode, without building graphs; over every rank's
+    shard in a data-parallel run."""
     loss_fn = loss_fn or nn.SoftmaxLoss()
     model.eval()
     total_loss, correct, seen = 0.0, 0, 0
@@ -89,15 +104,19 @@ def evaluate(model, loader, loss_fn=None):
             total_loss += loss_fn(logits, y).item() * n
             correct += int((logits.cached_data.argmax(1).numpy() == y.numpy()).sum())
             seen += n
-    return total_loss / max(seen, 1), correct / max(seen, 1)
+    return _mean_over_ranks(total_loss, correct, seen)
 
 
 def fit(model, train_loader, test_loader, opt, epochs, start_epoch=0, on_epoch=None, on_batch=None,
-        scheduler=None):
+        scheduler=None, reducer=None):
     history = []
     for epoch in range(start_epoch, epochs):
+        sampler = getattr(train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):   # the epoch's shuffle, also after --resume
+            sampler.set_epoch(epoch)
         t0 = time.perf_counter()
-        train_loss, train_acc = train_epoch(model, train_loader, opt, on_batch=on_batch)
+        train_loss, train_acc = train_epoch(model, train_loader, opt, on_batch=on_batch,
+                                            reducer=reducer)
         seconds = time.perf_counter() - t0
         test_loss, test_acc = evaluate(model, test_loader)
         if scheduler:
@@ -155,11 +174,13 @@ def _umask():
     return mask
 
 
-def load_checkpoint(path, model, opt, expect=None):
+def load_checkpoint(path, model, opt, expect=None, contents=None):
     """Restore model and optimizer; returns the header (epoch, meta, rng_state). expect:
-    meta values (model, optimizer) the checkpoint must have been written with."""
+    meta values (model, optimizer) the checkpoint must have been written with. contents:
+    the file's bytes when read elsewhere (rank 0 of a data-parallel run sends them)."""
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with np.load(io.BytesIO(contents) if contents is not None else path,
+                     allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
         header = json.loads(bytes(arrays.pop("header")).decode())
         epoch = int(header["epoch"])

@@ -5,3 +5,4 @@ from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv, Conv2d, CrossEnt
                      Tanh)
 from .sequence import LSTM, RNN, Embedding, LSTMCell, RNNCell
 from .attention import MultiHeadAttention, Transformer, TransformerLayer
+from .checkpoint import Checkpoint, checkpoint
