@@ -176,10 +176,28 @@ def broadcast_parameters(model, root=0):
             at += n
 
 
+def average_buffers(model):
+    """Average a Module's buffers (BatchNorm's running statistics, which each rank
+    gathers from its own shard) over the ranks, so every rank evaluates, and rank 0
+    saves, the same model. The training loop calls it before each evaluation."""
+    if _comm is None:
+        return
+    from .ndarray import NDArray
+    for group in _by_dtype(list(_buffers(model))):
+        flat = np.concatenate([_host(t.cached_data).ravel() for t in group])
+        allreduce_(flat, "average_buffers")
+        flat /= world_size()
+        at = 0
+        for t in group:
+            n = t.cached_data.size
+            t.cached_data = NDArray(flat[at:at + n].reshape(t.shape), dtype=t.dtype, device=t.device)
+            at += n
+
+
 def _buffers(model):
     """Tensors a Module keeps besides its parameters (running statistics)."""
     for m in (model.modules() if hasattr(model, "modules") else ()):
-        for name in ("running_mean", "running_var"):
+        for name in getattr(m, "_buffers", ()):
             t = getattr(m, name, None)
             if t is not None and hasattr(t, "cached_data"):
                 yield t
@@ -259,6 +277,11 @@ class GradientReducer:
             return   # accumulated again after its bucket left (a shared weight): finish() redoes it
         bucket.add(p)
         self._launch()
+        # Open MPI moves a non-blocking collective on only inside MPI calls: give the
+        # buckets in flight a push at every gradient
+        flying = [b.request for b in self.buckets[:self.next]]
+        if flying:
+            _MPI.Request.Testall(flying)
 
     def _launch(self):
         while self.next < len(self.buckets):

@@ -5,6 +5,7 @@ equivalence: float64 MLP (with an unused parameter, tiny buckets so there are se
   saves its parameters, rank 0 also a single-process run over the same global batches.
 kill: rank 1 kills itself (SIGKILL) in its third step; the others go on into a collective.
 stall: rank 1 stops taking part (sleeps) in its third step; the others time out.
+buffers: BatchNorm running statistics that differ per rank are averaged.
 """
 import os
 import signal
@@ -75,6 +76,15 @@ def main(outdir):
             f.write(str(len(distributed.GradientReducer(net, bucket_mb=0.0002, overlap=False).buckets)))
 
 
+def buffers(outdir):
+    distributed.init(threads=1)
+    bn = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    bn.modules_list[1].running_mean = mn.Tensor(np.full(4, float(distributed.rank()), np.float32))
+    distributed.average_buffers(bn)
+    np.save(os.path.join(outdir, f"mean{distributed.rank()}.npy"),
+            bn.modules_list[1].running_mean.numpy())
+
+
 if __name__ == "__main__":
     scenario = sys.argv[1]
-    main(sys.argv[2])
+    (buffers if scenario == "buffers" else main)(sys.argv[2])

@@ -13,7 +13,7 @@ import pytest
 
 import mininet as mn
 from mininet import distributed, nn
-from mininet.cli.launch import mpirun_command, without_ranks
+from mininet.cli.launch import mpirun_command, mpirun_prefix, without_ranks
 from mininet.data import DataLoader, DistributedSampler, TensorDataset
 
 HERE = Path(__file__).parent
@@ -34,8 +34,7 @@ needs_mpi = pytest.mark.skipif(not _have_mpi(), reason="mpi4py/mpirun missing: p
 
 def mpirun(ranks, args, timeout=120, env=None):
     """Run `args` (a python command) as `ranks` MPI ranks over TCP on loopback."""
-    cmd = [c for c in mpirun_command(ranks, [])[:-4]]   # mpirun and its options, no command
-    cmd += ["--mca", "btl", "tcp,self", *args]
+    cmd = mpirun_prefix(ranks) + ["--mca", "btl", "tcp,self", *args]
     e = dict(os.environ, **(env or {}))
     e.pop("MININET_TTY", None)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=e)
@@ -149,6 +148,14 @@ def test_ranks_stay_identical_and_equal_one_process_over_the_global_batch(ranks,
 
 
 @needs_mpi
+def test_batchnorm_statistics_are_averaged_over_ranks(tmp_path):
+    r = mpirun(3, [sys.executable, str(HERE / "dist_worker.py"), "buffers", str(tmp_path)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    for k in range(3):   # ranks held 0, 1, 2
+        np.testing.assert_array_equal(np.load(tmp_path / f"mean{k}.npy"), np.ones(4, np.float32))
+
+
+@needs_mpi
 def test_a_killed_rank_ends_the_job(tmp_path):
     t0 = time.perf_counter()
     r = mpirun(2, [sys.executable, str(HERE / "dist_worker.py"), "kill", str(tmp_path)],
@@ -209,3 +216,16 @@ def test_cli_distributed_errors(mnist_path, tmp_path):
     r = _cli(["train", "mnist", "--ranks", "2", "--resume", str(tmp_path / "missing.npz"),
               "--data-dir", str(mnist_path)])   # rank 0 reads it and tells the others
     assert r.returncode == 2 and "missing.npz: no such file" in r.stderr
+
+
+@needs_mpi
+def test_bench_train_ranks_reports_scaling():
+    r = _cli(["bench", "train", "--ranks", "1,2", "--models", "mlp", "--samples", "2000", "--json"])
+    assert r.returncode == 0, r.stderr
+    one, two = json.loads(r.stdout)
+    assert (one["ranks"], one["threads_per_rank"], two["ranks"], two["threads_per_rank"]) == (1, 2, 2, 1)
+    assert one["global_batch"] == two["global_batch"] == 100
+    assert two["allreduce_ms"] > 0 and two["samples_per_s"] > 0
+    assert abs(two["grad_mb"] - 79510 * 4 / 2 ** 20) < 1e-9   # 784-100-10's parameters
+    r = _cli(["bench", "train", "--ranks", "0,x"])
+    assert r.returncode == 2 and "--ranks" in r.stderr

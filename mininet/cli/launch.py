@@ -35,11 +35,11 @@ def without_ranks(argv):
     return out
 
 
-def mpirun_command(ranks, argv):
-    """The mpirun line running `mininet <argv> --distributed` as `ranks` processes: not
-    bound to cores (each rank runs its own threads), allowed as root (containers), and
-    oversubscribed when there are more ranks than cores. MININET_MPIRUN_ARGS adds options
-    (e.g. '--mca btl tcp,self' or a --hostfile)."""
+def mpirun_prefix(ranks):
+    """mpirun and its options for `ranks` processes: not bound to cores (each rank runs
+    its own threads), allowed as root (containers), oversubscribed when there are more
+    ranks than cores. MININET_MPIRUN_ARGS adds options (e.g. '--mca btl tcp,self' or a
+    --hostfile)."""
     try:
         import mpi4py  # noqa: F401  (fail here, once, rather than in every rank)
     except ImportError:
@@ -49,8 +49,13 @@ def mpirun_command(ranks, argv):
         cmd.append("--allow-run-as-root")
     if ranks > (os.cpu_count() or 1):
         cmd.append("--oversubscribe")
-    cmd += shlex.split(os.environ.get("MININET_MPIRUN_ARGS", ""))
-    return cmd + [sys.executable, "-m", "mininet.cli", *without_ranks(argv), "--distributed"]
+    return cmd + shlex.split(os.environ.get("MININET_MPIRUN_ARGS", ""))
+
+
+def mpirun_command(ranks, argv):
+    """The mpirun line running `mininet <argv> --distributed` as `ranks` processes."""
+    return mpirun_prefix(ranks) + [sys.executable, "-m", "mininet.cli", *without_ranks(argv),
+                                   "--distributed"]
 
 
 def relaunch(ranks):

@@ -118,6 +118,7 @@ def fit(model, train_loader, test_loader, opt, epochs, start_epoch=0, on_epoch=N
         train_loss, train_acc = train_epoch(model, train_loader, opt, on_batch=on_batch,
                                             reducer=reducer)
         seconds = time.perf_counter() - t0
+        distributed.average_buffers(model)   # running statistics: one model on every rank
         test_loss, test_acc = evaluate(model, test_loader)
         if scheduler:
             scheduler.step()
