@@ -162,31 +162,29 @@ def _params(model_or_params):
 def broadcast_parameters(model, root=0):
     """Every rank's parameters (and a Module's buffers, such as BatchNorm's running
     statistics) become root's: call once after building the model, before training."""
-    if _comm is None:
-        return
-    from .ndarray import NDArray
-    tensors = _params(model) + list(_buffers(model))
-    for group in _by_dtype(tensors):
-        flat = np.concatenate([_host(t.cached_data).ravel() for t in group])
-        broadcast_(flat, root, "broadcast_parameters")
-        at = 0
-        for t in group:
-            n = t.cached_data.size
-            t.cached_data = NDArray(flat[at:at + n].reshape(t.shape), dtype=t.dtype, device=t.device)
-            at += n
+    _in_place(_params(model) + list(_buffers(model)),
+              lambda flat: broadcast_(flat, root, "broadcast_parameters"))
 
 
 def average_buffers(model):
     """Average a Module's buffers (BatchNorm's running statistics, which each rank
     gathers from its own shard) over the ranks, so every rank evaluates, and rank 0
     saves, the same model. The training loop calls it before each evaluation."""
+    def average(flat):
+        allreduce_(flat, "average_buffers")
+        flat /= world_size()
+    _in_place(list(_buffers(model)), average)
+
+
+def _in_place(tensors, collective):
+    """Run collective on the tensors' data packed flat (one array per dtype), then give
+    each tensor its part of the result."""
     if _comm is None:
         return
     from .ndarray import NDArray
-    for group in _by_dtype(list(_buffers(model))):
+    for group in _by_dtype(tensors):
         flat = np.concatenate([_host(t.cached_data).ravel() for t in group])
-        allreduce_(flat, "average_buffers")
-        flat /= world_size()
+        collective(flat)
         at = 0
         for t in group:
             n = t.cached_data.size

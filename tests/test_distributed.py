@@ -97,10 +97,17 @@ def test_one_process_is_a_world_of_one():
     reducer.finish()
     np.testing.assert_array_equal(net.weight.grad.numpy(), before)
     assert distributed.broadcast_object({"a": 1}) == {"a": 1}
-    assert "mpi4py" not in sys.modules or "mpi4py" in _preloaded
 
 
-_preloaded = set(sys.modules)
+def test_one_process_never_imports_mpi4py():
+    code = ("import sys, numpy as np, mininet as mn; from mininet import distributed, nn;"
+            "distributed.init(); net = nn.Linear(3, 2); r = distributed.GradientReducer(net);"
+            "net(mn.Tensor(np.ones((2, 3), np.float32))).sum().backward(); r.finish();"
+            "distributed.broadcast_parameters(net); distributed.average_buffers(net);"
+            "assert 'mpi4py' not in sys.modules, 'imported'")
+    env = {k: v for k, v in os.environ.items() if k not in distributed._MPI_ENV}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
 
 
 def test_post_accumulate_grad_hook_fires_once_per_backward_with_the_full_grad():
