@@ -78,6 +78,106 @@ cdef void col2im_plane(const floating* col, floating* dx, Geom* g, Py_ssize_t pl
                         dst[ow * g.sw + x0] += src[ow]
 
 
+# Small outputs (a ResNet's 4x4..1x1 maps): a task per (row, image) moves a few
+# elements for its index math, so instead a task is one row (c, i, j) and the
+# innermost loop runs over the images, at constant strides in x and col.
+DEF SMALL_PIXELS = 64
+
+cdef void im2col_row(const floating* x, Py_ssize_t sn, Py_ssize_t sc, Py_ssize_t sy,
+                     Py_ssize_t sx, floating* col, Geom* g, Py_ssize_t r) noexcept nogil:
+    cdef Py_ssize_t j = r % g.kw, i = (r // g.kw) % g.kh, c = r // (g.kw * g.kh)
+    cdef Py_ssize_t P = g.OH * g.OW, oh, ow, ih, iw, n, lo, hi, x0
+    cdef floating* dst
+    cdef const floating* src
+    if P > 4:   # a few rows of pixels per image: image by image, rows contiguous
+        out_range(j * g.dw, g.sw, g.pw, g.W, g.OW, &lo, &hi)
+        x0 = j * g.dw - g.pw
+        for n in range(g.N):
+            for oh in range(g.OH):
+                dst = col + (r * g.N + n) * P + oh * g.OW
+                ih = oh * g.sh - g.ph + i * g.dh
+                if ih < 0 or ih >= g.H:
+                    for ow in range(g.OW):
+                        dst[ow] = 0
+                    continue
+                src = x + n * sn + c * sc + ih * sy
+                for ow in range(lo):
+                    dst[ow] = 0
+                for ow in range(lo, hi):
+                    dst[ow] = src[(ow * g.sw + x0) * sx]
+                for ow in range(hi, g.OW):
+                    dst[ow] = 0
+        return
+    for oh in range(g.OH):    # 1 to 4 pixels: pixel by pixel, the images innermost
+        ih = oh * g.sh - g.ph + i * g.dh
+        for ow in range(g.OW):
+            iw = ow * g.sw - g.pw + j * g.dw
+            dst = col + r * g.N * P + oh * g.OW + ow
+            if ih < 0 or ih >= g.H or iw < 0 or iw >= g.W:
+                for n in range(g.N):
+                    dst[n * P] = 0
+            else:
+                src = x + c * sc + ih * sy + iw * sx
+                for n in range(g.N):
+                    dst[n * P] = src[n * sn]
+
+
+cdef void col2im_channel(const floating* col, floating* dx, Geom* g, Py_ssize_t c) noexcept nogil:
+    """dx[:, c] from every column entry read from channel c (this task alone writes it),
+    the images innermost: for outputs of 1 or 2 pixels (one strip per image is too
+    short to pay for its index math)."""
+    cdef Py_ssize_t P = g.OH * g.OW, HW = g.H * g.W, CHW = g.C * g.H * g.W
+    cdef Py_ssize_t i, j, oh, ow, ih, iw, n, q
+    cdef floating* dst
+    cdef const floating* src
+    for n in range(g.N):
+        for q in range(HW):
+            dx[n * CHW + c * HW + q] = 0
+    for i in range(g.kh):
+        for j in range(g.kw):
+            for oh in range(g.OH):
+                ih = oh * g.sh - g.ph + i * g.dh
+                if ih < 0 or ih >= g.H:
+                    continue
+                for ow in range(g.OW):
+                    iw = ow * g.sw - g.pw + j * g.dw
+                    if iw < 0 or iw >= g.W:
+                        continue
+                    src = col + ((c * g.kh + i) * g.kw + j) * g.N * P + oh * g.OW + ow
+                    dst = dx + c * HW + ih * g.W + iw
+                    for n in range(g.N):
+                        dst[n * CHW] += src[n * P]
+
+
+DEF MAX_KW = 32
+
+cdef void col2im_image(const floating* col, floating* dx, Geom* g, Py_ssize_t n) noexcept nogil:
+    """dx[n] from every column entry read from image n (this task alone writes it); the
+    column ranges per kernel column are found once, rows are added contiguously."""
+    cdef Py_ssize_t P = g.OH * g.OW, c, i, j, oh, ow, ih, x0, q
+    cdef Py_ssize_t lo[MAX_KW]
+    cdef Py_ssize_t hi[MAX_KW]
+    cdef floating* out = dx + n * g.C * g.H * g.W
+    cdef floating* drow
+    cdef const floating* src
+    for j in range(g.kw):
+        out_range(j * g.dw, g.sw, g.pw, g.W, g.OW, &lo[j], &hi[j])
+    for q in range(g.C * g.H * g.W):
+        out[q] = 0
+    for c in range(g.C):
+        for i in range(g.kh):
+            for oh in range(g.OH):
+                ih = oh * g.sh - g.ph + i * g.dh
+                if ih < 0 or ih >= g.H:
+                    continue
+                drow = out + (c * g.H + ih) * g.W
+                for j in range(g.kw):
+                    src = col + (((c * g.kh + i) * g.kw + j) * g.N + n) * P + oh * g.OW
+                    x0 = j * g.dw - g.pw
+                    for ow in range(lo[j], hi[j]):
+                        drow[ow * g.sw + x0] += src[ow]
+
+
 def im2col(Buffer x, Py_ssize_t x_off, tuple x_strides, tuple x_shape, Buffer col, tuple kernel,
            tuple stride, tuple pad, tuple dil, Py_ssize_t OH, Py_ssize_t OW, int itemsize):
     """col (C*kh*kw, N, OH, OW), compact, from x (N, C, H, W) with any strides."""
@@ -85,6 +185,16 @@ def im2col(Buffer x, Py_ssize_t x_off, tuple x_strides, tuple x_shape, Buffer co
     cdef Py_ssize_t sn, sc, sy, sx, t, ntask = g.C * g.kh * g.kw * g.N
     sn, sc, sy, sx = x_strides
     cdef int nt = threads_for(ntask * g.OH * g.OW)
+    cdef Py_ssize_t nrow = g.C * g.kh * g.kw
+    if g.OH * g.OW < SMALL_PIXELS:
+        with nogil:
+            if itemsize == 4:
+                for t in prange(nrow, num_threads=nt, schedule='static'):
+                    im2col_row(<float*>x.ptr + x_off, sn, sc, sy, sx, <float*>col.ptr, &g, t)
+            else:
+                for t in prange(nrow, num_threads=nt, schedule='static'):
+                    im2col_row(<double*>x.ptr + x_off, sn, sc, sy, sx, <double*>col.ptr, &g, t)
+        return
     with nogil:
         if itemsize == 4:
             for t in prange(ntask, num_threads=nt, schedule='static'):
@@ -101,6 +211,24 @@ def col2im(Buffer col, Buffer dx, tuple x_shape, tuple kernel, tuple stride, tup
     cdef Geom g = make_geom(x_shape, kernel, stride, pad, dil, OH, OW)
     cdef Py_ssize_t t, nplane = g.N * g.C
     cdef int nt = threads_for(nplane * g.kh * g.kw * g.OH * g.OW)
+    if g.OH * g.OW <= 2:
+        with nogil:
+            if itemsize == 4:
+                for t in prange(g.C, num_threads=nt, schedule='static'):
+                    col2im_channel(<float*>col.ptr, <float*>dx.ptr, &g, t)
+            else:
+                for t in prange(g.C, num_threads=nt, schedule='static'):
+                    col2im_channel(<double*>col.ptr, <double*>dx.ptr, &g, t)
+        return
+    if g.OH * g.OW < SMALL_PIXELS and g.kw <= MAX_KW:
+        with nogil:
+            if itemsize == 4:
+                for t in prange(g.N, num_threads=nt, schedule='static'):
+                    col2im_image(<float*>col.ptr, <float*>dx.ptr, &g, t)
+            else:
+                for t in prange(g.N, num_threads=nt, schedule='static'):
+                    col2im_image(<double*>col.ptr, <double*>dx.ptr, &g, t)
+        return
     with nogil:
         if itemsize == 4:
             for t in prange(nplane, num_threads=nt, schedule='static'):

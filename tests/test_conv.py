@@ -64,12 +64,54 @@ def conv_path(request, monkeypatch):
 @pytest.mark.parametrize("case", CONV_CASES, ids=[str(c) for c in CONV_CASES])
 @pytest.mark.parametrize("bias", [True, False])
 def test_conv_matches_torch(case, bias, conv_path):
+    _conv_case(case, bias)
+
+
+# maps of 1 to 63 output pixels (a ResNet's late stages: im2col/col2im loop over images
+# or channels innermost there), and kernels with dead taps (only padding under them for
+# every output: cropped before the GEMM)
+SMALL_MAP_CASES = [
+    (5, 6, 1, 1, 7, 3, 1, 1, 1, 1),       # 1x1 map, 3x3 kernel: one live tap
+    (4, 4, 2, 2, 6, 3, 2, 1, 1, 2),       # 2x2 -> 1x1, stride 2: 2x2 live taps, groups
+    (3, 3, 1, 3, 4, 3, 1, 1, 1, 1),       # 1x3: rows cropped, columns not
+    (3, 5, 2, 4, 4, 3, 2, 1, 1, 1),       # 1x2 output
+    (6, 3, 4, 4, 5, 3, 2, 1, 1, 1),       # 2x2 output
+    (3, 4, 4, 4, 4, 3, 1, 1, 1, 1),       # 4x4 output
+    (2, 3, 13, 13, 4, 3, 2, 1, 1, 1),     # 7x7 output
+    (2, 3, 32, 32, 4, 7, 4, 3, 1, 1),     # ResNet9's first layer: 8x8
+    (3, 2, 3, 3, 3, 5, 1, 2, 1, 1),       # 3x3 map, 5x5 kernel, all taps live
+    (2, 3, 1, 1, 2, 3, 3, 1, 1, 1),       # stride larger than the map
+    (2, 3, 2, 2, 4, 3, 1, 2, 2, 1),       # dilation: not cropped
+]
+
+
+@pytest.mark.parametrize("case", SMALL_MAP_CASES, ids=[str(c) for c in SMALL_MAP_CASES])
+def test_conv_on_small_maps_matches_torch(case, conv_path):
+    _conv_case(case, True)
+    _conv_case(case, False)
+
+
+def _conv_case(case, bias):
     n, c, h, w, k, ks, s, p, d, g = case
     arrays = [rng.standard_normal((n, c, h, w)), rng.standard_normal((k, c // g, ks, ks))]
     if bias:
         arrays.append(rng.standard_normal(k))
     run_both(lambda *a: ops.conv(*a, stride=s, padding=p, dilation=d, groups=g),
              lambda *a: F.conv2d(*a, stride=s, padding=p, dilation=d, groups=g), *arrays)
+
+
+def test_dead_taps_are_cropped():
+    import importlib
+    conv_ops = importlib.import_module("mininet.ops.conv")
+
+    def live(shape, k, s, p):
+        params = conv_ops.ConvParams(s, p)
+        return conv_ops._live_taps(shape, (k, k), params, params.out_hw(shape, (k, k)))
+    assert live((1, 1, 1, 1), 3, 1, 1) == [(1, 2), (1, 2)]
+    assert live((1, 1, 2, 2), 3, 2, 1) == [(1, 3), (1, 3)]
+    assert live((1, 1, 4, 4), 3, 1, 1) is None          # every tap reads the image
+    assert live((1, 1, 1, 1), 7, 4, 3) == [(3, 4), (3, 4)]
+    assert live((1, 1, 28, 28), 5, 1, 2) is None
 
 
 def test_conv_float32_and_strided_input():
