@@ -29,9 +29,11 @@ cdef extern from "_gemm.h" nogil:
                                const double* B, double* C, Py_ssize_t ldc, int accumulate)
 
 cdef int MR = mn_gemm_mr()
-# Cache blocking: a KC x NR panel of B stays in L1 (48 KiB here), the MC x KC
-# block of A in L2, the KC x NC block of B in L3.
-cdef Py_ssize_t MC = 192, KC = 256, NC = 4096
+# Cache blocking: a KC x NR panel of B streams through L1, the MC x KC block of A
+# stays in L2, the KC x NC block of B in L3. KC 384 / NC 2048 beat 256 / 4096 by 0-8%
+# on a Zen 4 EPYC (2048^3, 100000x784x100, the 256x700x10000 of an LM's decoder) and
+# matched them elsewhere (bench/RESULTS.md, session 5).
+cdef Py_ssize_t MC = 192, KC = 384, NC = 2048
 cdef Py_ssize_t SMALL = 8 * 8 * 8      # flops/2 below which the plain loops beat the call overhead
 
 

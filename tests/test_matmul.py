@@ -25,9 +25,19 @@ def test_odd_sizes(m, n):
     check(rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32))
 
 
-@pytest.mark.parametrize("k", [1, 7, 255, 256, 257, 1000, 4096])
+from mininet_ext.matmul import blocking as _blocking
+KC, NC = _blocking()["kc"], _blocking()["nc"]
+
+
+@pytest.mark.parametrize("k", sorted({1, 7, 255, 256, 257, 1000, 4096, KC - 1, KC, KC + 1, 2 * KC + 1}))
 def test_long_k(k):
     check(rng.standard_normal((33, k)).astype(np.float32), rng.standard_normal((k, 45)).astype(np.float32))
+
+
+@pytest.mark.parametrize("n", [NC - 1, NC + 1, 2 * NC + 33])
+def test_wide_n_crosses_column_blocks(n):
+    check(rng.standard_normal((70, KC + 5)).astype(np.float32),
+          rng.standard_normal((KC + 5, n)).astype(np.float32))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

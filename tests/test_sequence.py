@@ -133,6 +133,47 @@ def test_lstm_matches_torch(layers, seq, batch, inp, hidden, with_state):
     grads_match(m, t)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_lstm_gates_match_the_composite(dtype):
+    """The one-kernel step and its one-kernel gradient against the same math in ops;
+    second order (create_graph) through it; NaN propagates."""
+    from mininet.ops.nn import lstm_gates_composite
+    r = np.random.default_rng(3)
+    z, c = r.standard_normal((5, 4 * 7)) * 3, r.standard_normal((5, 7))
+    z[0, 3] = 40.0                      # saturated gates
+    z[1, 7 * 2 + 1] = -40.0
+    gh, gc = r.standard_normal((5, 7)), r.standard_normal((5, 7))
+    got = []
+    for f in (ops.lstm_gates, lstm_gates_composite):
+        Z, C = (Tensor(a, dtype=dtype, requires_grad=True) for a in (z, c))
+        h, cn = f(Z, C)
+        ((h * Tensor(gh, dtype=dtype)).sum() + (cn * Tensor(gc, dtype=dtype)).sum()).backward()
+        got.append([h.numpy(), cn.numpy(), Z.grad.numpy(), C.grad.numpy()])
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)
+    for a, b in zip(*got):
+        np.testing.assert_allclose(a, b, **tol)
+    Z, C = (Tensor(a, dtype="float64", requires_grad=True) for a in (z, c))
+    gradcheck(lambda zz, cc: sum((t * t).sum() for t in ops.lstm_gates(zz, cc)), z.copy(), c.copy())
+    h, cn = ops.lstm_gates(Z, C)
+    (h.sum() + cn.sum()).backward(create_graph=True)
+    second = (Z.grad * Z.grad).sum()
+    Z2, C2 = (Tensor(a, dtype="float64", requires_grad=True) for a in (z, c))
+    h2, cn2 = lstm_gates_composite(Z2, C2)
+    (h2.sum() + cn2.sum()).backward(create_graph=True)
+    second2 = (Z2.grad * Z2.grad).sum()
+    Z.grad = C.grad = Z2.grad = C2.grad = None
+    second.backward()
+    second2.backward()
+    np.testing.assert_allclose(Z.grad.numpy(), Z2.grad.numpy(), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(C.grad.numpy(), C2.grad.numpy(), rtol=1e-12, atol=1e-13)
+    z[2, 0] = np.nan
+    h, cn = ops.lstm_gates(Tensor(z, dtype=dtype), Tensor(c, dtype=dtype))
+    assert np.isnan(h.numpy()[2, 0]) and np.isnan(cn.numpy()[2, 0])
+    assert np.isfinite(h.numpy()[[0, 1, 3, 4]]).all()
+    with pytest.raises(ValueError, match="must be"):
+        ops.lstm_gates(Tensor(z[:, :27], dtype=dtype), Tensor(c, dtype=dtype))
+
+
 def test_cells_match_torch():
     x0, h0, c0 = rng.standard_normal((3, 4)), rng.standard_normal((3, 5)), rng.standard_normal((3, 5))
     for ours, theirs in ((nn.RNNCell(4, 5, dtype="float64"), torch.nn.RNNCell(4, 5).double()),

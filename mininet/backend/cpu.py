@@ -10,6 +10,7 @@ from mininet_ext import matmul as _mm
 from mininet_ext import norm as _norm
 from mininet_ext import optim as _opt
 from mininet_ext import reduce as _red
+from mininet_ext import rnn as _rnn
 from mininet_ext import strided as _st
 
 from .device import DTYPES, Device
@@ -42,7 +43,7 @@ def _at(a):
 
 class CPUDevice(Device):
     name = "cpu"
-    capabilities = frozenset({"conv2d", "softmax_xent", "batchnorm", "rows", "share_host"})
+    capabilities = frozenset({"conv2d", "softmax_xent", "batchnorm", "rows", "share_host", "lstm"})
 
     # memory ---------------------------------------------------------------
     def alloc(self, nbytes):
@@ -125,6 +126,21 @@ class CPUDevice(Device):
     def col2im(self, col, dx, kernel, stride, pad, dil, oh, ow):
         _conv.col2im(_at(col), _at(dx), dx.shape, kernel, stride, pad, dil, oh, ow,
                      dx.dtype.itemsize)
+
+    # fused LSTM gates (every array compact, one float dtype)
+    def lstm_gates(self, z, c, act, c_new, h_new):
+        _floats("LSTM gates", z, c)
+        b, n = c.shape
+        if z.shape != (b, 4 * n) or z.dtype != c.dtype:
+            raise TypeError(f"lstm_gates: gates {z.dtype} {z.shape} must be ({b}, {4 * n}) of "
+                            f"the cell's dtype {c.dtype}")
+        _rnn.lstm_forward(_at(z), _at(c), _at(act), _at(c_new), _at(h_new), b, n,
+                          z.dtype.itemsize)
+
+    def lstm_gates_grad(self, act, c, dh, dc, dz, dc_prev):
+        b, n = c.shape
+        _rnn.lstm_backward(_at(act), _at(c), _at(dh), _at(dc), _at(dz), _at(dc_prev), b, n,
+                           c.dtype.itemsize)
 
     # fused softmax cross-entropy (z, probs compact; labels int64 in [0, C))
     def softmax_xent(self, z, labels, probs):
