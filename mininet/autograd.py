@@ -369,9 +369,9 @@ def tuple_get_item(value, index):
     return _ops().tuple_get_item(value, index)
 
 
-def find_topo_sort(node_list):
+def find_topo_sort(node_list, stop=None):
     """Nodes in topological order (inputs first), iteratively: deep graphs do
-    not hit Python's recursion limit."""
+    not hit Python's recursion limit. Nodes whose id is in stop are not expanded."""
     order, visited = [], set()
     for root in node_list:
         stack = [(root, False)]
@@ -384,6 +384,8 @@ def find_topo_sort(node_list):
                 continue
             visited.add(id(node))
             stack.append((node, True))
+            if stop is not None and id(node) in stop:
+                continue
             for child in node.inputs:
                 if id(child) not in visited and child.requires_grad:
                     stack.append((child, False))
@@ -413,10 +415,14 @@ def _zeros_like(x):
     return Tensor.make_const(NDArray.make(x.shape, device=x.device, dtype=x.dtype).fill(0.0))
 
 
-def grad(output, inputs, out_grad=None, retain_graph=False):
-    """The gradients of output with respect to the leaf tensors `inputs` (as
-    torch.autograd.grad): returned as a list (None where output does not depend on one),
-    without touching any .grad or running hooks. Builds a graph when grad is enabled."""
+def grad(output, inputs, out_grad=None, retain_graph=None):
+    """The gradients of output with respect to `inputs` (as torch.autograd.grad; leaves
+    or intermediate tensors): returned as a list (None where output does not depend on
+    one), without touching any .grad or running hooks, and without going below the
+    inputs. Builds a graph when grad is enabled (and then keeps output's graph, which
+    that gradient refers to, unless retain_graph says otherwise)."""
+    if retain_graph is None:
+        retain_graph = grad_enabled()
     if out_grad is None:
         out_grad = Tensor(NDArray.make(output.shape, device=output.device,
                                        dtype=output.dtype).fill(1.0))
@@ -429,17 +435,19 @@ def compute_gradient_of_variables(output, out_grad, retain_graph=False, captured
     """Reverse-mode pass from output. captured: {id(leaf): None} to return those leaves'
     gradients in it instead of accumulating every leaf's .grad."""
     grads = {id(output): [out_grad]}
-    order = find_topo_sort([output])
+    order = find_topo_sort([output], stop=captured)
     for node in reversed(order):
         parts = grads.pop(id(node), None)
         if parts is None:
             continue
         g = _sum_grads(parts, node)
+        if captured is not None and id(node) in captured:
+            captured[id(node)] = g if grad_enabled() else g.detach()
+            continue
         if node.op is None:
             if captured is not None:
-                if id(node) in captured:
-                    captured[id(node)] = g if grad_enabled() else g.detach()
-            elif isinstance(node, Tensor) and node.requires_grad:
+                continue
+            if isinstance(node, Tensor) and node.requires_grad:
                 g = g if grad_enabled() else g.detach()
                 if g.dtype != node.dtype and not grad_enabled():  # f32 leaf, f64 data: as torch
                     g = Tensor.make_const(g.cached_data.astype(node.dtype))

@@ -137,7 +137,7 @@ def test_lstm_matches_torch(layers, seq, batch, inp, hidden, with_state):
 def test_fused_lstm_gates_match_the_composite(dtype):
     """The one-kernel step and its one-kernel gradient against the same math in ops;
     second order (create_graph) through it; NaN propagates."""
-    from mininet.ops.nn import lstm_gates_composite
+    from mininet.ops.rnn import lstm_gates_composite
     r = np.random.default_rng(3)
     z, c = r.standard_normal((5, 4 * 7)) * 3, r.standard_normal((5, 7))
     z[0, 3] = 40.0                      # saturated gates
@@ -172,6 +172,51 @@ def test_fused_lstm_gates_match_the_composite(dtype):
     assert np.isfinite(h.numpy()[[0, 1, 3, 4]]).all()
     with pytest.raises(ValueError, match="must be"):
         ops.lstm_gates(Tensor(z[:, :27], dtype=dtype), Tensor(c, dtype=dtype))
+
+
+@pytest.mark.parametrize("seq,batch", [(5, 3), (1, 1)])
+def test_fused_lstm_layer_matches_the_step_by_step_composite(seq, batch):
+    """The whole-layer op (reverse loop, one weight-gradient GEMM) against per-step ops:
+    outputs, the gradients of every input, and second order through a create_graph
+    backward."""
+    from mininet.ops.rnn import lstm_layer_composite
+    r = np.random.default_rng(4)
+    n = 6
+    arrays = [r.standard_normal((seq, batch, 4 * n)), r.standard_normal((n, 4 * n)) * 0.5,
+              r.standard_normal((batch, n)), r.standard_normal((batch, n))]
+    weights = [r.standard_normal((seq, batch, n)), r.standard_normal((batch, n)),
+               r.standard_normal((batch, n))]
+    results = []
+    for f in (ops.lstm_layer, lstm_layer_composite):
+        ins = [Tensor(a, dtype="float64", requires_grad=True) for a in arrays]
+        outs = f(*ins)
+        loss = sum((o * Tensor(wt, dtype="float64")).sum() for o, wt in zip(outs, weights))
+        loss.backward(create_graph=True)
+        firsts = [x.grad for x in ins]
+        results.append([o.numpy() for o in outs] + [g.numpy() for g in firsts])
+        for x in ins:
+            x.grad = None
+        sum((g * g).sum() for g in firsts).backward()
+        results[-1] += [x.grad.numpy() for x in ins]
+        ins = [Tensor(a, dtype="float64", requires_grad=True) for a in arrays]   # plain backward
+        outs = f(*ins)
+        sum((o * Tensor(wt, dtype="float64")).sum() for o, wt in zip(outs, weights)).backward()
+        results[-1] += [x.grad.numpy() for x in ins]
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-12)
+
+
+def test_lstm_on_a_device_without_the_lstm_kernels(monkeypatch):
+    from mininet.backend.cpu import CPUDevice
+    r = np.random.default_rng(6)
+    x = r.standard_normal((4, 2, 3))
+    mininet.manual_seed(0)
+    fused = nn.LSTM(3, 5, num_layers=2, dtype="float64")
+    out_f, (h_f, c_f) = fused(Tensor(x, dtype="float64"))
+    monkeypatch.setattr(CPUDevice, "capabilities", CPUDevice.capabilities - {"lstm"})
+    out_c, (h_c, c_c) = fused(Tensor(x, dtype="float64"))
+    for a, b in ((out_f, out_c), (h_f, h_c), (c_f, c_c)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-13)
 
 
 def test_cells_match_torch():

@@ -153,5 +153,12 @@ class LSTM(_Stack):
         states = [(h if h is not None else cell.zeros(x.shape[1], x),
                    c if c is not None else cell.zeros(x.shape[1], x))
                   for cell, h, c in zip(self.cells, hs, cs)]
-        out, finals = self._run(x, states)
-        return out, (ops.stack([h for h, _ in finals], 0), ops.stack([c for _, c in finals], 0))
+        if x.ndim != 3:
+            raise ValueError(f"LSTM: input must be (seq_len, batch, features), got shape {x.shape}")
+        seq, batch = x.shape[:2]
+        finals = []
+        for cell, (h, c) in zip(self.cells, states):   # one op per layer and sequence
+            xp = cell.project(ops.reshape(x, (seq * batch, x.shape[2])))
+            x, h, c = ops.lstm_layer(ops.reshape(xp, (seq, batch, xp.shape[1])), cell.W_hh, h, c)
+            finals.append((h, c))
+        return x, (ops.stack([h for h, _ in finals], 0), ops.stack([c for _, c in finals], 0))

@@ -4,7 +4,8 @@ from .math import (abs, add, add_scalar, clamp, clip, divide, divide_scalar, exp
                    sigmoid, sqrt, tanh, unbroadcast)
 from .conv import conv, conv2d
 from .pool import avg_pool2d, max_pool2d
-from .nn import batch_norm, embedding, lstm_gates, one_hot, softmax_cross_entropy
+from .nn import batch_norm, embedding, one_hot, softmax_cross_entropy
+from .rnn import lstm_gates, lstm_layer
 from .reduce import logsoftmax, logsumexp, max, mean, softmax, summation
 from .shape import (broadcast_to, cat, concatenate, dilate, flatten, flip, get_item, make_tuple, pad,
                     permute, reshape, split, stack, transpose, tuple_get_item, undilate)

@@ -1,7 +1,7 @@
 """Fused neural-network ops: stable softmax cross-entropy and batch norm."""
 import numpy as np
 
-from ..autograd import Op, Tensor, TupleOp, grad_enabled
+from ..autograd import Op, Tensor, grad_enabled
 from ..ndarray import NDArray, int64
 from .math import require_float
 from .reduce import softmax, summation
@@ -248,70 +248,3 @@ def embedding(idx, weight):
                          f"max {arr.max()}")
     flat = NDArray(np.ascontiguousarray(arr, dtype=np.int64).reshape(-1), device=weight.device)
     return EmbeddingLookup(flat, arr.shape)(weight)
-
-
-# LSTM step ---------------------------------------------------------------------------
-def _gate_blocks(z, n):
-    """z (B, 4n) -> its four (B, n) blocks i, f, g, o."""
-    from .shape import reshape, split
-    return split(reshape(z, (z.shape[0], 4, n)), 1)
-
-
-def lstm_gates_composite(z, c):
-    """(h', c') from elementwise ops: sigmoid(f) c + sigmoid(i) tanh(g), sigmoid(o) tanh(c')."""
-    from .math import sigmoid, tanh
-    i, f, g, o = _gate_blocks(z, c.shape[1])
-    c = sigmoid(f) * c + sigmoid(i) * tanh(g)
-    return sigmoid(o) * tanh(c), c
-
-
-class LSTMGates(TupleOp):
-    """An LSTM step's (h', c') from its gate pre-activations z (B, 4n: blocks i, f, g, o,
-    PyTorch's order) and cell c (B, n), in one kernel that keeps the activations for a
-    one-kernel backward. The gradient of a create_graph backward is built from ops, so
-    higher orders work."""
-
-    def compute(self, z, c):
-        b, n = c.shape
-        dev = c.device
-        self.act = NDArray.make((b, 5 * n), device=dev, dtype=c.dtype)
-        c_new = NDArray.make((b, n), device=dev, dtype=c.dtype)
-        h_new = NDArray.make((b, n), device=dev, dtype=c.dtype)
-        dev.lstm_gates(z.compact(), c.compact(), self.act, c_new, h_new)
-        return h_new, c_new
-
-    def gradient(self, g, node):
-        z, c = node.inputs
-        if grad_enabled():
-            return _lstm_gates_grad_ops(z, c, g[0], g[1])
-        dh, dc = (x.compact() for x in g.cached_data)
-        dz = NDArray.make(z.shape, device=c.device, dtype=c.dtype)
-        dc_prev = NDArray.make(c.shape, device=c.device, dtype=c.dtype)
-        c.device.lstm_gates_grad(self.act, c.cached_data.compact(), dh, dc, dz, dc_prev)
-        return Tensor.make_const(dz), Tensor.make_const(dc_prev)
-
-
-def _lstm_gates_grad_ops(z, c, dh, dc):
-    """The gradient as ops of z and c: dz's blocks and dc_prev."""
-    from .math import sigmoid, tanh
-    from .shape import concatenate
-    zi, zf, zg, zo = _gate_blocks(z, c.shape[1])
-    i, f, g, o = sigmoid(zi), sigmoid(zf), tanh(zg), sigmoid(zo)
-    t = tanh(f * c + i * g)
-    dct = dc + dh * o * (1 - t * t)
-    dz = concatenate([dct * g * i * (1 - i), dct * c * f * (1 - f), dct * i * (1 - g * g),
-                      dh * t * o * (1 - o)], 1)
-    return dz, dct * f
-
-
-def lstm_gates(z, c):
-    """(h', c') of an LSTM step: fused where the device has the kernel, else composite."""
-    require_float("lstm_gates", z, c)
-    b, n = c.shape
-    if tuple(z.shape) != (b, 4 * n) or z.dtype != c.dtype:
-        raise ValueError(f"lstm_gates: gates of shape {z.shape} ({z.dtype}) must be ({b}, "
-                         f"{4 * n}) for a cell of shape {c.shape} ({c.dtype})")
-    if not c.device.has("lstm"):
-        return lstm_gates_composite(z, c)
-    out = LSTMGates()(z, c)
-    return out[0], out[1]
