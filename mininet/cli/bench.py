@@ -6,7 +6,7 @@ from mininet_ext.buffer import Buffer
 
 from .. import get_num_threads, set_num_threads
 from ..ndarray import NDArray
-from .timing import best_time
+from .timing import best_time, best_times
 
 
 def parse_shapes(spec):
@@ -125,7 +125,8 @@ LM = dict(vocab=10000, hidden=256, layers=2, seq=35, batch=20, steps=20)
 
 def _lm_epoch(threads, repeat):
     """Seconds for LM['steps'] training steps (truncated BPTT: the state is carried and
-    detached between windows) of mininet's LanguageModel and PyTorch's, random tokens."""
+    detached between windows) of mininet's LanguageModel and PyTorch's, random tokens,
+    timed in turns."""
     from .. import optim
     from ..data import batchify, get_batch
     from ..models import LanguageModel
@@ -135,30 +136,30 @@ def _lm_epoch(threads, repeat):
     batches = batchify(tokens, b)               # steps windows of s rows, and their targets
     model = LanguageModel(h, v, h, n, "lstm")
     opt = optim.Adam(model.parameters(), 1e-3)
-    rows = [("mininet", best_time(lambda: train_lm_epoch(model, batches, opt, s), repeat=repeat,
-                                  warmup=1, min_time=0))]
+    epochs = {"mininet": lambda: train_lm_epoch(model, batches, opt, s)}
     try:
         import torch
     except ImportError:
-        return rows
-    torch.set_num_threads(threads)
-    emb, lstm, head = torch.nn.Embedding(v, h), torch.nn.LSTM(h, h, n), torch.nn.Linear(h, v)
-    topt = torch.optim.Adam([*emb.parameters(), *lstm.parameters(), *head.parameters()], 1e-3)
-    twin = [tuple(torch.from_numpy(t.numpy()) for t in get_batch(batches, i, s))
-            for i in range(0, len(batches) - 1, s)]
+        torch = None
+    if torch is not None:
+        torch.set_num_threads(threads)
+        emb, lstm, head = torch.nn.Embedding(v, h), torch.nn.LSTM(h, h, n), torch.nn.Linear(h, v)
+        topt = torch.optim.Adam([*emb.parameters(), *lstm.parameters(), *head.parameters()], 1e-3)
+        twin = [tuple(torch.from_numpy(t.numpy()) for t in get_batch(batches, i, s))
+                for i in range(0, len(batches) - 1, s)]
 
-    def tepoch():
-        state = None
-        for x, y in twin:
-            topt.zero_grad()
-            out, state = lstm(emb(x), state)
-            loss = torch.nn.functional.cross_entropy(head(out.reshape(s * b, h)), y)
-            loss.backward()
-            topt.step()
-            loss.item()
-            state = tuple(t.detach() for t in state)
-    rows.append(("torch", best_time(tepoch, repeat=repeat, warmup=1, min_time=0)))
-    return rows
+        def tepoch():
+            state = None
+            for x, y in twin:
+                topt.zero_grad()
+                out, state = lstm(emb(x), state)
+                loss = torch.nn.functional.cross_entropy(head(out.reshape(s * b, h)), y)
+                loss.backward()
+                topt.step()
+                loss.item()
+                state = tuple(t.detach() for t in state)
+        epochs["torch"] = tepoch
+    return list(best_times(epochs, repeat=repeat, warmup=1).items())
 
 
 def _bench_model(name):
@@ -235,19 +236,20 @@ def bench_train(models=("mlp", "resnet"), samples=60000, batch_size=100, threads
             model = _bench_model(name) if name in BENCH_ONLY else build_model(name)
             opt = make_optimizer("adam", model.parameters(), 1e-3)
             loader = DataLoader(TensorDataset(x, y), batch, shuffle=True, seed=0)
-            t = best_time(lambda: train_epoch(model, loader, opt), repeat=repeat, warmup=0, min_time=0)
-            rows.append({"impl": "mininet", "model": name, "seconds": t, "threads": threads,
-                         "samples": n, "batch_size": batch, "samples_per_s": n / t})
-            t = _torch_epoch(name, x, y, batch, threads, repeat)
-            if t is not None:
-                rows.append({"impl": "torch", "model": name, "seconds": t, "threads": threads,
+            epochs = {"mininet": lambda: train_epoch(model, loader, opt)}
+            tepoch = _torch_epoch(name, x, y, batch, threads)
+            if tepoch is not None:
+                epochs["torch"] = tepoch
+            for impl, t in best_times(epochs, repeat=repeat, warmup=0).items():
+                rows.append({"impl": impl, "model": name, "seconds": t, "threads": threads,
                              "samples": n, "batch_size": batch, "samples_per_s": n / t})
     finally:
         set_num_threads(old)
     return rows
 
 
-def _torch_epoch(name, x, y, batch_size, threads, repeat):
+def _torch_epoch(name, x, y, batch_size, threads):
+    """A function training PyTorch's version of the model one epoch (None without torch)."""
     try:
         import torch
     except ImportError:
@@ -269,7 +271,7 @@ def _torch_epoch(name, x, y, batch_size, threads, repeat):
             loss.backward()
             opt.step()
             loss.item()
-    return best_time(epoch, repeat=repeat, warmup=0, min_time=0)
+    return epoch
 
 
 # convolution ------------------------------------------------------------------------
