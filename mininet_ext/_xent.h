@@ -1,7 +1,8 @@
 /* One row of the fused softmax cross-entropy, written so gcc vectorises it: the max
- * as selects, then exp through glibc's vector math (libmvec: `omp simd` lets gcc call
- * the 16-wide expf) with the sum reduced in double. A NaN anywhere in the row makes
- * the max NaN, so the loss and probabilities are NaN, as PyTorch. */
+ * as a simd max-reduction, then exp through glibc's vector math (libmvec: `omp simd`
+ * lets gcc call the 16-wide expf) with the sum reduced in double. A NaN in the row
+ * (which the max may skip) makes its exp, so the sum, the loss and every probability
+ * NaN, as PyTorch. */
 #ifndef MN_XENT_H
 #define MN_XENT_H
 #include "_vecmath.h"
@@ -12,12 +13,9 @@
 static double NAME(const T* __restrict z, int64_t y, T* __restrict p, ptrdiff_t C) \
 {                                                                                  \
     T m = z[0];                                                                    \
-    int nan = 0;                                                                   \
-    for (ptrdiff_t j = 0; j < C; j++) {                                            \
+    _Pragma("omp simd reduction(max:m)")                                           \
+    for (ptrdiff_t j = 0; j < C; j++)                                              \
         m = z[j] > m ? z[j] : m;                                                   \
-        nan |= z[j] != z[j];                                                       \
-    }                                                                              \
-    if (nan) m = (T)NAN;                                                           \
     double s = 0;                                                                  \
     _Pragma("omp simd reduction(+:s)")                                             \
     for (ptrdiff_t j = 0; j < C; j++) {                                            \

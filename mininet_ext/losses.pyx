@@ -41,20 +41,24 @@ def forward(Buffer z, Py_ssize_t z_off, Buffer labels, Buffer probs, Py_ssize_t 
     return total / N
 
 
-cdef void grad_rows(const floating* p, const int64_t* y, floating* out, Py_ssize_t N,
-                    Py_ssize_t C, floating scale) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(N * C):
-        out[i] = p[i] * scale
-    for i in range(N):
-        out[i * C + y[i]] -= scale
+cdef void grad_row(const floating* p, int64_t y, floating* out, Py_ssize_t C,
+                   floating scale) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(C):
+        out[j] = p[j] * scale
+    out[y] -= scale
 
 
 def backward(Buffer probs, Buffer labels, Buffer out, Py_ssize_t N, Py_ssize_t C, double scale,
              int itemsize):
-    """out = (probs - onehot(labels)) * scale."""
+    """out = (probs - onehot(labels)) * scale, rows split over the threads."""
+    cdef Py_ssize_t i
+    cdef const int64_t* y = <int64_t*>labels.ptr
+    cdef int nt = threads_for(N * C)
     with nogil:
         if itemsize == 4:
-            grad_rows(<float*>probs.ptr, <int64_t*>labels.ptr, <float*>out.ptr, N, C, <float>scale)
+            for i in prange(N, num_threads=nt, schedule='static'):
+                grad_row(<float*>probs.ptr + i * C, y[i], <float*>out.ptr + i * C, C, <float>scale)
         else:
-            grad_rows(<double*>probs.ptr, <int64_t*>labels.ptr, <double*>out.ptr, N, C, scale)
+            for i in prange(N, num_threads=nt, schedule='static'):
+                grad_row(<double*>probs.ptr + i * C, y[i], <double*>out.ptr + i * C, C, scale)
