@@ -19,17 +19,25 @@ def best_time(fn, repeat=5, warmup=1, min_time=0.05):
     return best
 
 
-def best_times(fns, repeat=3, warmup=1):
-    """Best wall time of each of fns (a dict name -> fn), run in turns: one run of each per
-    round, so a slow spell of a shared machine hits every implementation alike rather
-    than whichever ran during it."""
+def best_times(fns, repeat=3, warmup=1, min_time=0.0):
+    """Best wall time of each of fns (a dict name -> fn), run in turns: one turn of each
+    per round (a turn loops until min_time has passed), so a slow spell of a shared
+    machine hits every implementation alike rather than whichever ran during it. Used
+    for training epochs; the kernel benchmarks time each implementation's runs back to
+    back (PyTorch's 1-channel conv forward ran 5x slower in turns with ours, a state of
+    its own we did not pin down)."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     best = {name: float("inf") for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - start)
+            n, start = 0, time.perf_counter()
+            while True:
+                fn()
+                n += 1
+                elapsed = time.perf_counter() - start
+                if elapsed >= min_time:
+                    break
+            best[name] = min(best[name], elapsed / n)
     return best
