@@ -20,34 +20,43 @@ from mininet_ext._omp cimport threads_for
 from mininet_ext._convgeom cimport Geom, out_range, make_geom
 
 # im2col / col2im ---------------------------------------------------------------
+cdef inline void im2col_strip(const floating* src_nc, Py_ssize_t sy, Py_ssize_t sx,
+                              floating* dst, Geom* g, Py_ssize_t i, Py_ssize_t lo, Py_ssize_t hi,
+                              Py_ssize_t x0) noexcept nogil:
+    """col[r, n, :, :] for kernel row i from image n's channel c (src_nc); outputs lo..hi
+    of each row read the image, the rest are padding."""
+    cdef Py_ssize_t oh, ow, ih
+    cdef floating* d
+    cdef const floating* src
+    for oh in range(g.OH):
+        d = dst + oh * g.OW
+        ih = oh * g.sh - g.ph + i * g.dh
+        if ih < 0 or ih >= g.H:
+            for ow in range(g.OW):
+                d[ow] = 0
+            continue
+        src = src_nc + ih * sy
+        for ow in range(lo):
+            d[ow] = 0
+        if sx == 1 and g.sw == 1:
+            for ow in range(lo, hi):
+                d[ow] = src[ow + x0]
+        else:
+            for ow in range(lo, hi):
+                d[ow] = src[(ow * g.sw + x0) * sx]
+        for ow in range(hi, g.OW):
+            d[ow] = 0
+
+
 cdef void im2col_task(const floating* x, Py_ssize_t sn, Py_ssize_t sc, Py_ssize_t sy,
                       Py_ssize_t sx, floating* col, Geom* g, Py_ssize_t task) noexcept nogil:
     """One (row, image) strip: col[r, n, :, :] for r = (c, i, j)."""
     cdef Py_ssize_t n = task % g.N, r = task // g.N
     cdef Py_ssize_t j = r % g.kw, i = (r // g.kw) % g.kh, c = r // (g.kw * g.kh)
-    cdef Py_ssize_t oh, ow, ih, lo, hi, x0
-    cdef floating* dst
-    cdef const floating* src
+    cdef Py_ssize_t lo, hi
     out_range(j * g.dw, g.sw, g.pw, g.W, g.OW, &lo, &hi)
-    for oh in range(g.OH):
-        dst = col + (task * g.OH + oh) * g.OW
-        ih = oh * g.sh - g.ph + i * g.dh
-        if ih < 0 or ih >= g.H:
-            for ow in range(g.OW):
-                dst[ow] = 0
-            continue
-        src = x + n * sn + c * sc + ih * sy
-        x0 = j * g.dw - g.pw
-        for ow in range(lo):
-            dst[ow] = 0
-        if sx == 1 and g.sw == 1:
-            for ow in range(lo, hi):
-                dst[ow] = src[ow + x0]
-        else:
-            for ow in range(lo, hi):
-                dst[ow] = src[(ow * g.sw + x0) * sx]
-        for ow in range(hi, g.OW):
-            dst[ow] = 0
+    im2col_strip(x + n * sn + c * sc, sy, sx, col + task * g.OH * g.OW, g, i, lo, hi,
+                 j * g.dw - g.pw)
 
 
 cdef void col2im_plane(const floating* col, floating* dx, Geom* g, Py_ssize_t plane) noexcept nogil:
@@ -86,27 +95,14 @@ DEF SMALL_PIXELS = 64
 cdef void im2col_row(const floating* x, Py_ssize_t sn, Py_ssize_t sc, Py_ssize_t sy,
                      Py_ssize_t sx, floating* col, Geom* g, Py_ssize_t r) noexcept nogil:
     cdef Py_ssize_t j = r % g.kw, i = (r // g.kw) % g.kh, c = r // (g.kw * g.kh)
-    cdef Py_ssize_t P = g.OH * g.OW, oh, ow, ih, iw, n, lo, hi, x0
+    cdef Py_ssize_t P = g.OH * g.OW, oh, ow, ih, iw, n, lo, hi
     cdef floating* dst
     cdef const floating* src
-    if P > 4:   # a few rows of pixels per image: image by image, rows contiguous
+    if P > 4:   # a few rows of pixels per image: image by image, the range found once
         out_range(j * g.dw, g.sw, g.pw, g.W, g.OW, &lo, &hi)
-        x0 = j * g.dw - g.pw
         for n in range(g.N):
-            for oh in range(g.OH):
-                dst = col + (r * g.N + n) * P + oh * g.OW
-                ih = oh * g.sh - g.ph + i * g.dh
-                if ih < 0 or ih >= g.H:
-                    for ow in range(g.OW):
-                        dst[ow] = 0
-                    continue
-                src = x + n * sn + c * sc + ih * sy
-                for ow in range(lo):
-                    dst[ow] = 0
-                for ow in range(lo, hi):
-                    dst[ow] = src[(ow * g.sw + x0) * sx]
-                for ow in range(hi, g.OW):
-                    dst[ow] = 0
+            im2col_strip(x + n * sn + c * sc, sy, sx, col + (r * g.N + n) * P, g, i, lo, hi,
+                         j * g.dw - g.pw)
         return
     for oh in range(g.OH):    # 1 to 4 pixels: pixel by pixel, the images innermost
         ih = oh * g.sh - g.ph + i * g.dh
@@ -178,64 +174,55 @@ cdef void col2im_image(const floating* col, floating* dx, Geom* g, Py_ssize_t n)
                         drow[ow * g.sw + x0] += src[ow]
 
 
+cdef void im2col_all(const floating* x, Py_ssize_t sn, Py_ssize_t sc, Py_ssize_t sy,
+                     Py_ssize_t sx, floating* col, Geom* g, int nt) noexcept nogil:
+    cdef Py_ssize_t t
+    if g.OH * g.OW < SMALL_PIXELS:     # a task per row (c, i, j)
+        for t in prange(g.C * g.kh * g.kw, num_threads=nt, schedule='static'):
+            im2col_row(x, sn, sc, sy, sx, col, g, t)
+    else:                              # a task per (row, image) strip
+        for t in prange(g.C * g.kh * g.kw * g.N, num_threads=nt, schedule='static'):
+            im2col_task(x, sn, sc, sy, sx, col, g, t)
+
+
 def im2col(Buffer x, Py_ssize_t x_off, tuple x_strides, tuple x_shape, Buffer col, tuple kernel,
            tuple stride, tuple pad, tuple dil, Py_ssize_t OH, Py_ssize_t OW, int itemsize):
     """col (C*kh*kw, N, OH, OW), compact, from x (N, C, H, W) with any strides."""
     cdef Geom g = make_geom(x_shape, kernel, stride, pad, dil, OH, OW)
-    cdef Py_ssize_t sn, sc, sy, sx, t, ntask = g.C * g.kh * g.kw * g.N
+    cdef Py_ssize_t sn, sc, sy, sx
     sn, sc, sy, sx = x_strides
-    cdef int nt = threads_for(ntask * g.OH * g.OW)
-    cdef Py_ssize_t nrow = g.C * g.kh * g.kw
-    if g.OH * g.OW < SMALL_PIXELS:
-        with nogil:
-            if itemsize == 4:
-                for t in prange(nrow, num_threads=nt, schedule='static'):
-                    im2col_row(<float*>x.ptr + x_off, sn, sc, sy, sx, <float*>col.ptr, &g, t)
-            else:
-                for t in prange(nrow, num_threads=nt, schedule='static'):
-                    im2col_row(<double*>x.ptr + x_off, sn, sc, sy, sx, <double*>col.ptr, &g, t)
-        return
+    cdef int nt = threads_for(g.C * g.kh * g.kw * g.N * g.OH * g.OW)
     with nogil:
         if itemsize == 4:
-            for t in prange(ntask, num_threads=nt, schedule='static'):
-                im2col_task(<float*>x.ptr + x_off, sn, sc, sy, sx, <float*>col.ptr, &g, t)
+            im2col_all(<float*>x.ptr + x_off, sn, sc, sy, sx, <float*>col.ptr, &g, nt)
         else:
-            for t in prange(ntask, num_threads=nt, schedule='static'):
-                im2col_task(<double*>x.ptr + x_off, sn, sc, sy, sx, <double*>col.ptr, &g, t)
+            im2col_all(<double*>x.ptr + x_off, sn, sc, sy, sx, <double*>col.ptr, &g, nt)
+
+
+cdef void col2im_all(const floating* col, floating* dx, Geom* g, int nt) noexcept nogil:
+    cdef Py_ssize_t t
+    if g.OH * g.OW <= 2:               # a task per channel, the images innermost
+        for t in prange(g.C, num_threads=nt, schedule='static'):
+            col2im_channel(col, dx, g, t)
+    elif g.OH * g.OW < SMALL_PIXELS and g.kw <= MAX_KW:   # a task per image
+        for t in prange(g.N, num_threads=nt, schedule='static'):
+            col2im_image(col, dx, g, t)
+    else:                              # a task per (image, channel) plane
+        for t in prange(g.N * g.C, num_threads=nt, schedule='static'):
+            col2im_plane(col, dx, g, t)
 
 
 def col2im(Buffer col, Buffer dx, tuple x_shape, tuple kernel, tuple stride, tuple pad,
            tuple dil, Py_ssize_t OH, Py_ssize_t OW, int itemsize):
     """dx (N, C, H, W), compact, overwritten with the adjoint of im2col applied to col.
-    One thread owns each (n, c) plane, so the scatter-add needs no atomics."""
+    Each task owns the part of dx it writes, so the scatter-add needs no atomics."""
     cdef Geom g = make_geom(x_shape, kernel, stride, pad, dil, OH, OW)
-    cdef Py_ssize_t t, nplane = g.N * g.C
-    cdef int nt = threads_for(nplane * g.kh * g.kw * g.OH * g.OW)
-    if g.OH * g.OW <= 2:
-        with nogil:
-            if itemsize == 4:
-                for t in prange(g.C, num_threads=nt, schedule='static'):
-                    col2im_channel(<float*>col.ptr, <float*>dx.ptr, &g, t)
-            else:
-                for t in prange(g.C, num_threads=nt, schedule='static'):
-                    col2im_channel(<double*>col.ptr, <double*>dx.ptr, &g, t)
-        return
-    if g.OH * g.OW < SMALL_PIXELS and g.kw <= MAX_KW:
-        with nogil:
-            if itemsize == 4:
-                for t in prange(g.N, num_threads=nt, schedule='static'):
-                    col2im_image(<float*>col.ptr, <float*>dx.ptr, &g, t)
-            else:
-                for t in prange(g.N, num_threads=nt, schedule='static'):
-                    col2im_image(<double*>col.ptr, <double*>dx.ptr, &g, t)
-        return
+    cdef int nt = threads_for(g.N * g.C * g.kh * g.kw * g.OH * g.OW)
     with nogil:
         if itemsize == 4:
-            for t in prange(nplane, num_threads=nt, schedule='static'):
-                col2im_plane(<float*>col.ptr, <float*>dx.ptr, &g, t)
+            col2im_all(<float*>col.ptr, <float*>dx.ptr, &g, nt)
         else:
-            for t in prange(nplane, num_threads=nt, schedule='static'):
-                col2im_plane(<double*>col.ptr, <double*>dx.ptr, &g, t)
+            col2im_all(<double*>col.ptr, <double*>dx.ptr, &g, nt)
 
 
 # (K, N, P) <-> (N, K, P) with the bias ---------------------------------------------

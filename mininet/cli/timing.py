@@ -4,19 +4,7 @@ import time
 
 def best_time(fn, repeat=5, warmup=1, min_time=0.05):
     """Best wall time of fn() over `repeat` runs, each looping until min_time has passed."""
-    for _ in range(warmup):
-        fn()
-    best = float("inf")
-    for _ in range(repeat):
-        n, start = 0, time.perf_counter()
-        while True:
-            fn()
-            n += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_time:
-                break
-        best = min(best, elapsed / n)
-    return best
+    return best_times({"fn": fn}, repeat, warmup, min_time)["fn"]
 
 
 def best_times(fns, repeat=3, warmup=1, min_time=0.0):
@@ -32,12 +20,16 @@ def best_times(fns, repeat=3, warmup=1, min_time=0.0):
     best = {name: float("inf") for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
-            n, start = 0, time.perf_counter()
-            while True:
-                fn()
-                n += 1
-                elapsed = time.perf_counter() - start
-                if elapsed >= min_time:
-                    break
-            best[name] = min(best[name], elapsed / n)
+            best[name] = min(best[name], _turn(fn, min_time))
     return best
+
+
+def _turn(fn, min_time):
+    """Seconds per call of fn, called until min_time has passed (at least once)."""
+    n, start = 0, time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_time:
+            return elapsed / n
