@@ -106,7 +106,9 @@ def test_dead_taps_are_cropped():
 
     def live(shape, k, s, p):
         params = conv_ops.ConvParams(s, p)
-        return conv_ops._live_taps(shape, (k, k), params, params.out_hw(shape, (k, k)))
+        spans = conv_ops._live_taps(shape[2:], (k, k), params.stride, params.padding,
+                                    params.dilation, params.out_hw(shape, (k, k)))
+        return None if spans is None else list(spans)
     assert live((1, 1, 1, 1), 3, 1, 1) == [(1, 2), (1, 2)]
     assert live((1, 1, 2, 2), 3, 2, 1) == [(1, 3), (1, 3)]
     assert live((1, 1, 4, 4), 3, 1, 1) is None          # every tap reads the image

@@ -9,6 +9,7 @@ gradients are again Conv / ConvGradInput / ConvGradWeight, so higher-order
 gradients work and the graph stays small. Pooling lives in ops/pool.py; pad,
 flip, dilate in ops/shape.py.
 """
+import functools
 import numbers
 
 from ..autograd import Op
@@ -251,7 +252,8 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise ValueError(f"conv: input, weight and bias dtypes differ ({x.dtype}, {weight.dtype}"
                          f"{', ' + str(bias.dtype) if bias is not None else ''})")
     oh, ow = _check_conv(x, weight, bias, p)
-    live = _live_taps(x.shape, weight.shape[2:], p, (oh, ow))
+    live = _live_taps(tuple(x.shape[2:]), tuple(weight.shape[2:]), p.stride, p.padding,
+                      p.dilation, (oh, ow))
     if live is not None:   # a slice op: its gradient puts dW back in place, zeros elsewhere
         (i0, i1), (j0, j1) = live
         weight = weight[:, :, i0:i1, j0:j1]
@@ -260,26 +262,27 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return Conv(p)(*inputs)
 
 
-def _live_taps(xshape, kernel, p, out):
+@functools.lru_cache(maxsize=256)   # a model asks the same few geometries every step
+def _live_taps(hw, kernel, stride, padding, dilation, out):
     """((i0, i1), (j0, j1)): the kernel rows and columns that read the image for some
     output, when others read only padding, else None. A 3x3 kernel with padding 1 on a
     1x1 map (a ResNet's last stage) has one live tap: the GEMM would be 8/9 zeros.
     Cropped, the kernel takes padding - i0 and must give the same output size."""
-    if p.dilation != (1, 1):
+    if dilation != (1, 1):
         return None
     spans = []
     for axis in range(2):
-        size, k, s, pad = xshape[2 + axis], kernel[axis], p.stride[axis], p.padding[axis]
-        live = [i for i in range(k) if _reads_image(i, s, pad, size, out[axis])]
+        live = [i for i in range(kernel[axis])
+                if _reads_image(i, stride[axis], padding[axis], hw[axis], out[axis])]
         if not live or live != list(range(live[0], live[-1] + 1)):
             return None
         spans.append((live[0], live[-1] + 1))
     if spans == [(0, kernel[0]), (0, kernel[1])]:
         return None
-    new = ConvParams(p.stride, tuple(p.padding[a] - spans[a][0] for a in range(2)))
-    if min(new.padding) < 0 or new.out_hw(xshape, [b - a for a, b in spans]) != tuple(out):
+    new = ConvParams(stride, tuple(padding[a] - spans[a][0] for a in range(2)))
+    if min(new.padding) < 0 or new.out_hw((1, 1) + hw, [b - a for a, b in spans]) != tuple(out):
         return None
-    return spans
+    return tuple(spans)
 
 
 def _reads_image(tap, stride, pad, size, n_out):
