@@ -32,17 +32,17 @@ static inline int mn_gemm_mr(void) { return MN_MR; }
 static inline int mn_gemm_nr(int itemsize) { return itemsize == 4 ? MN_NR_F : MN_NR_D; }
 
 #define MN_DEF_KERNEL(NAME, T, V, VU, W, NR, MR)                                   \
-static void NAME(mn_idx kc, const T* __restrict A, const T* __restrict B,         \
+static void NAME(mn_idx kc, const T* __restrict A, const T* __restrict B,          \
                  T* C, mn_idx ldc, int accumulate)                                 \
 {                                                                                  \
     V c[MR][2];                                                                    \
     _Pragma("GCC unroll 16")                                                       \
-    for (int i = 0; i < MR; i++) { c[i][0] = (V){0}; c[i][1] = (V){0}; }          \
+    for (int i = 0; i < MR; i++) { c[i][0] = (V){0}; c[i][1] = (V){0}; }           \
     for (mn_idx p = 0; p < kc; p++) {                                              \
         V b0 = *(const V*)(B + p * NR), b1 = *(const V*)(B + p * NR + W);          \
         _Pragma("GCC unroll 16")                                                   \
         for (int i = 0; i < MR; i++) {                                             \
-            /* scalar * vector: gcc folds the broadcast into the FMA's load */    \
+            /* scalar * vector: gcc folds the broadcast into the FMA's load */     \
             c[i][0] += A[p * MR + i] * b0;                                         \
             c[i][1] += A[p * MR + i] * b1;                                         \
         }                                                                          \
@@ -72,12 +72,12 @@ MN_DEF_KERNEL(mn_kernel_short_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D, MN_MR
  * gradient multiplies packed column panels (taps x pixels) by the output grad's
  * transpose this way, without re-packing them; the broadcasts read from L1 either way. */
 #define MN_DEF_KERNEL_AT(NAME, T, V, VU, W, NR)                                    \
-static void NAME(mn_idx npan, const T* __restrict A, mn_idx astride,              \
-                 const T* __restrict B, mn_idx bstride, T* C, mn_idx ldc)         \
+static void NAME(mn_idx npan, const T* __restrict A, mn_idx astride,               \
+                 const T* __restrict B, mn_idx bstride, T* C, mn_idx ldc)          \
 {                                                                                  \
     V c[MN_MR][2];                                                                 \
     _Pragma("GCC unroll 16")                                                       \
-    for (int i = 0; i < MN_MR; i++) { c[i][0] = (V){0}; c[i][1] = (V){0}; }       \
+    for (int i = 0; i < MN_MR; i++) { c[i][0] = (V){0}; c[i][1] = (V){0}; }        \
     for (mn_idx s = 0; s < npan; s++) {                                            \
         const T* As = A + s * astride;                                             \
         const T* Bs = B + s * bstride;                                             \
@@ -101,8 +101,8 @@ static void NAME(mn_idx npan, const T* __restrict A, mn_idx astride,            
  * weight gradient of convolutions with at most NR/2 output channels per group, where
  * the full-width kernel would spend half of every FMA on padding. */
 #define MN_DEF_KERNEL_AT_HALF(NAME, T, V, VU, W, NR)                               \
-static void NAME(mn_idx npan, const T* __restrict A, mn_idx astride,              \
-                 const T* __restrict B, mn_idx bstride, T* C, mn_idx ldc)         \
+static void NAME(mn_idx npan, const T* __restrict A, mn_idx astride,               \
+                 const T* __restrict B, mn_idx bstride, T* C, mn_idx ldc)          \
 {                                                                                  \
     V c[MN_MR];                                                                    \
     _Pragma("GCC unroll 16")                                                       \
@@ -124,23 +124,24 @@ static void NAME(mn_idx npan, const T* __restrict A, mn_idx astride,            
  * apart (unaligned loads): for products with few rows (M <= 4 MR, e.g. a recurrent
  * step's h @ W_hh) each B element is used M times, and packing B cost more than the
  * multiply. */
-#define MN_DEF_KERNEL_SB(NAME, T, V, VU, W)                                        \
-static void NAME(mn_idx kc, const T* __restrict A, const T* __restrict B,         \
+#define MN_DEF_KERNEL_SB(NAME, T, V, VU, W, MR)                                    \
+static void NAME(mn_idx kc, const T* __restrict A, const T* __restrict B,          \
                  mn_idx ldb, T* C, mn_idx ldc, int accumulate)                     \
 {                                                                                  \
-    V c[MN_MR][2];                                                                 \
+    /* A: a packed panel (MN_MR rows per k step); the first MR of them are used */ \
+    V c[MR][2];                                                                    \
     _Pragma("GCC unroll 16")                                                       \
-    for (int i = 0; i < MN_MR; i++) { c[i][0] = (V){0}; c[i][1] = (V){0}; }       \
+    for (int i = 0; i < MR; i++) { c[i][0] = (V){0}; c[i][1] = (V){0}; }           \
     for (mn_idx p = 0; p < kc; p++) {                                              \
         V b0 = *(const VU*)(B + p * ldb), b1 = *(const VU*)(B + p * ldb + W);      \
         _Pragma("GCC unroll 16")                                                   \
-        for (int i = 0; i < MN_MR; i++) {                                          \
+        for (int i = 0; i < MR; i++) {                                             \
             c[i][0] += A[p * MN_MR + i] * b0;                                      \
             c[i][1] += A[p * MN_MR + i] * b1;                                      \
         }                                                                          \
     }                                                                              \
     _Pragma("GCC unroll 16")                                                       \
-    for (int i = 0; i < MN_MR; i++) {                                              \
+    for (int i = 0; i < MR; i++) {                                                 \
         VU* d0 = (VU*)(C + i * ldc);                                               \
         VU* d1 = (VU*)(C + i * ldc + W);                                           \
         if (accumulate) { *d0 += c[i][0]; *d1 += c[i][1]; }                        \
@@ -148,41 +149,50 @@ static void NAME(mn_idx kc, const T* __restrict A, const T* __restrict B,       
     }                                                                              \
 }
 
-MN_DEF_KERNEL_SB(mn_kernel_sb_f32, float, mn_vf, mn_vf_u, MN_VF)
-MN_DEF_KERNEL_SB(mn_kernel_sb_f64, double, mn_vd, mn_vd_u, MN_VD)
+MN_DEF_KERNEL_SB(mn_kernel_sb_f32, float, mn_vf, mn_vf_u, MN_VF, MN_MR)
+MN_DEF_KERNEL_SB(mn_kernel_sb_f64, double, mn_vd, mn_vd_u, MN_VD, MN_MR)
+/* the short height, for a last row panel of at most MN_MR_SHORT rows (16 = 12 + 4) */
+MN_DEF_KERNEL_SB(mn_kernel_sb_short_f32, float, mn_vf, mn_vf_u, MN_VF, MN_MR_SHORT)
+MN_DEF_KERNEL_SB(mn_kernel_sb_short_f64, double, mn_vd, mn_vd_u, MN_VD, MN_MR_SHORT)
 
 /* C[MR x NV*W] (+)= A[MR x kc] * B_panel[kc x NR] with A read in place through its
  * strides (A(i, p) = A[i * ars + p * acs]) instead of a packed panel: for narrow
  * products (N <= 2 NR) packing A costs as much as multiplying it. NV = 1 is the
  * half-width kernel for an N edge of at most NR/2 columns (B rows still NR apart). */
-#define MN_DEF_KERNEL_SA(NAME, T, V, VU, W, NR, NV)                                \
-static void NAME(mn_idx kc, const T* __restrict A, mn_idx ars, mn_idx acs,       \
-                 const T* __restrict B, T* C, mn_idx ldc, int accumulate)         \
+#define MN_DEF_KERNEL_SA(NAME, T, V, VU, W, NR, NV, MR)                            \
+static void NAME(mn_idx kc, const T* __restrict A, mn_idx ars, mn_idx acs,         \
+                 const T* __restrict B, T* C, mn_idx ldc, int accumulate)          \
 {                                                                                  \
-    V c[MN_MR][NV];                                                                \
+    V c[MR][NV];                                                                   \
     _Pragma("GCC unroll 16")                                                       \
-    for (int i = 0; i < MN_MR; i++)                                                \
+    for (int i = 0; i < MR; i++)                                                   \
         for (int v = 0; v < NV; v++) c[i][v] = (V){0};                             \
     for (mn_idx p = 0; p < kc; p++) {                                              \
         V b[NV];                                                                   \
         for (int v = 0; v < NV; v++) b[v] = *(const V*)(B + p * NR + v * W);       \
         const T* a = A + p * acs;                                                  \
         _Pragma("GCC unroll 16")                                                   \
-        for (int i = 0; i < MN_MR; i++)                                            \
+        for (int i = 0; i < MR; i++)                                               \
             for (int v = 0; v < NV; v++) c[i][v] += a[i * ars] * b[v];             \
     }                                                                              \
     _Pragma("GCC unroll 16")                                                       \
-    for (int i = 0; i < MN_MR; i++)                                                \
+    for (int i = 0; i < MR; i++)                                                   \
         for (int v = 0; v < NV; v++) {                                             \
             VU* d = (VU*)(C + i * ldc + v * W);                                    \
             if (accumulate) *d += c[i][v]; else *d = c[i][v];                      \
         }                                                                          \
 }
 
-MN_DEF_KERNEL_SA(mn_kernel_sa_f32, float, mn_vf, mn_vf_u, MN_VF, MN_NR_F, 2)
-MN_DEF_KERNEL_SA(mn_kernel_sa_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D, 2)
-MN_DEF_KERNEL_SA(mn_kernel_sa_half_f32, float, mn_vf, mn_vf_u, MN_VF, MN_NR_F, 1)
-MN_DEF_KERNEL_SA(mn_kernel_sa_half_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D, 1)
+MN_DEF_KERNEL_SA(mn_kernel_sa_f32, float, mn_vf, mn_vf_u, MN_VF, MN_NR_F, 2, MN_MR)
+MN_DEF_KERNEL_SA(mn_kernel_sa_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D, 2, MN_MR)
+MN_DEF_KERNEL_SA(mn_kernel_sa_half_f32, float, mn_vf, mn_vf_u, MN_VF, MN_NR_F, 1, MN_MR)
+MN_DEF_KERNEL_SA(mn_kernel_sa_half_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D, 1, MN_MR)
+/* short heights for last row panels of at most MN_MR_SHORT rows: 4 leftover rows (16,
+ * 64 = 5 x 12 + 4) cost 2/3 of a full-height tile instead of all of it */
+MN_DEF_KERNEL_SA(mn_kernel_sa_short_f32, float, mn_vf, mn_vf_u, MN_VF, MN_NR_F, 2, MN_MR_SHORT)
+MN_DEF_KERNEL_SA(mn_kernel_sa_short_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D, 2, MN_MR_SHORT)
+MN_DEF_KERNEL_SA(mn_kernel_sa_short_half_f32, float, mn_vf, mn_vf_u, MN_VF, MN_NR_F, 1, MN_MR_SHORT)
+MN_DEF_KERNEL_SA(mn_kernel_sa_short_half_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D, 1, MN_MR_SHORT)
 
 /* Pixel-major convolution forward: C[MR x NV*W] = sum_p A(i, p) * B[p][:], where the
  * A operand is read straight from a padded image through a tap table,
@@ -191,8 +201,8 @@ MN_DEF_KERNEL_SA(mn_kernel_sa_half_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D, 
  * is chosen per layer so that output rows split into whole tiles (MR = OW = 14, or
  * 28), and NV vectors cover the channels (16 or 32 floats). C rows are NV*W apart. */
 #define MN_DEF_KERNEL_TAB(NAME, T, V, W, MR, NV)                                   \
-static void NAME(mn_idx kc, const T* __restrict A, const mn_idx* __restrict toff, \
-                 const T* __restrict B, T* __restrict C)                          \
+static void NAME(mn_idx kc, const T* __restrict A, const mn_idx* __restrict toff,  \
+                 const T* __restrict B, T* __restrict C)                           \
 {                                                                                  \
     V c[MR][NV];                                                                   \
     _Pragma("GCC unroll 32")                                                       \
@@ -279,7 +289,7 @@ MN_DEF_KERNEL_WG(mn_wg_2b_f64, double, mn_vd, MN_VD, MN_TAB_2B, 2)
 static void NAME(int nv, int mr, mn_idx oh_n, mn_idx ow_n, mn_idx wp, const T* A,  \
                  const mn_idx* toff, const T* B, T* C)                             \
 {                                                                                  \
-    if (nv == 1 && mr == MN_TAB_1A) mn_wg_1a_##SUF(oh_n, ow_n, wp, A, toff, B, C);  \
+    if (nv == 1 && mr == MN_TAB_1A) mn_wg_1a_##SUF(oh_n, ow_n, wp, A, toff, B, C); \
     else if (nv == 1) mn_wg_1b_##SUF(oh_n, ow_n, wp, A, toff, B, C);               \
     else if (mr == MN_TAB_2A) mn_wg_2a_##SUF(oh_n, ow_n, wp, A, toff, B, C);       \
     else mn_wg_2b_##SUF(oh_n, ow_n, wp, A, toff, B, C);                            \
@@ -291,7 +301,7 @@ static inline int mn_tab_mr(int nv, int taller) {
 }
 
 #define MN_DEF_TAB_DISPATCH(NAME, T, SUF)                                          \
-static void NAME(int nv, int mr, mn_idx kc, const T* A, const mn_idx* toff,       \
+static void NAME(int nv, int mr, mn_idx kc, const T* A, const mn_idx* toff,        \
                  const T* B, T* C)                                                 \
 {                                                                                  \
     if (nv == 1 && mr == MN_TAB_1A) mn_tab_1a_##SUF(kc, A, toff, B, C);            \

@@ -27,8 +27,24 @@ cdef extern from "_gemm.h" nogil:
                                const float* B, float* C, Py_ssize_t ldc, int accumulate)
     void mn_kernel_sa_half_f64(Py_ssize_t kc, const double* A, Py_ssize_t ars, Py_ssize_t acs,
                                const double* B, double* C, Py_ssize_t ldc, int accumulate)
+    int mn_gemm_mr_short()
+    void mn_kernel_sa_short_f32(Py_ssize_t kc, const float* A, Py_ssize_t ars, Py_ssize_t acs,
+                                const float* B, float* C, Py_ssize_t ldc, int accumulate)
+    void mn_kernel_sa_short_f64(Py_ssize_t kc, const double* A, Py_ssize_t ars, Py_ssize_t acs,
+                                const double* B, double* C, Py_ssize_t ldc, int accumulate)
+    void mn_kernel_sa_short_half_f32(Py_ssize_t kc, const float* A, Py_ssize_t ars,
+                                     Py_ssize_t acs, const float* B, float* C, Py_ssize_t ldc,
+                                     int accumulate)
+    void mn_kernel_sa_short_half_f64(Py_ssize_t kc, const double* A, Py_ssize_t ars,
+                                     Py_ssize_t acs, const double* B, double* C, Py_ssize_t ldc,
+                                     int accumulate)
+    void mn_kernel_sb_short_f32(Py_ssize_t kc, const float* A, const float* B, Py_ssize_t ldb,
+                                float* C, Py_ssize_t ldc, int accumulate)
+    void mn_kernel_sb_short_f64(Py_ssize_t kc, const double* A, const double* B, Py_ssize_t ldb,
+                                double* C, Py_ssize_t ldc, int accumulate)
 
 cdef int MR = mn_gemm_mr()
+cdef int MR_SHORT = mn_gemm_mr_short()   # the edge height for a last panel of few rows
 # Cache blocking: a KC x NR panel of B streams through L1, the MC x KC block of A
 # stays in L2, the KC x NC block of B in L3. KC 384 / NC 2048 beat 256 / 4096 by 0-8%
 # on a Zen 4 EPYC (2048^3, 100000x784x100, the 256x700x10000 of an LM's decoder) and
@@ -132,20 +148,31 @@ cdef void micro_tiles(const floating* Ap, const floating* Bp, floating* C, Py_ss
         # packed panel is A read with row stride 1 and column stride MR), write back
         rows = rows if rows < MR else MR
         cols = cols if cols < nr else nr
-        sa_kernel(kc, Ap + ip * MR * kc, 1, MR, Bp + jp * nr * kc, tile, nr, 0, cols <= nr // 2)
+        sa_kernel(kc, Ap + ip * MR * kc, 1, MR, Bp + jp * nr * kc, tile, nr, 0, cols <= nr // 2,
+                  rows <= MR_SHORT)
         write_tile(tile, nr, C + ip * MR * ldc + jp * nr, ldc, rows, cols, accumulate)
 
 
 cdef inline void sa_kernel(Py_ssize_t kc, const floating* A, Py_ssize_t ars, Py_ssize_t acs,
                            const floating* B, floating* C, Py_ssize_t ldc, int accumulate,
-                           bint half) noexcept nogil:
+                           bint half, bint few=False) noexcept nogil:
+    """The in-place-A kernel: MR rows, or MR_SHORT (few) for a last panel of few rows;
+    NR columns, or NR/2 (half)."""
     if floating is float:
-        if half:
+        if few and half:
+            mn_kernel_sa_short_half_f32(kc, A, ars, acs, B, C, ldc, accumulate)
+        elif few:
+            mn_kernel_sa_short_f32(kc, A, ars, acs, B, C, ldc, accumulate)
+        elif half:
             mn_kernel_sa_half_f32(kc, A, ars, acs, B, C, ldc, accumulate)
         else:
             mn_kernel_sa_f32(kc, A, ars, acs, B, C, ldc, accumulate)
     else:
-        if half:
+        if few and half:
+            mn_kernel_sa_short_half_f64(kc, A, ars, acs, B, C, ldc, accumulate)
+        elif few:
+            mn_kernel_sa_short_f64(kc, A, ars, acs, B, C, ldc, accumulate)
+        elif half:
             mn_kernel_sa_half_f64(kc, A, ars, acs, B, C, ldc, accumulate)
         else:
             mn_kernel_sa_f64(kc, A, ars, acs, B, C, ldc, accumulate)
@@ -201,7 +228,8 @@ cdef void gemm_direct(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                     sa_kernel(kc, Ai, rs, cs, Bp + jp * nr * kc, C + ip * ldc + jp * nr, ldc,
                               pc > 0, half)
                 else:
-                    sa_kernel(kc, Ai, rs, cs, Bp + jp * nr * kc, tile, nr, 0, half)
+                    sa_kernel(kc, Ai, rs, cs, Bp + jp * nr * kc, tile, nr, 0, half,
+                              rows <= MR_SHORT)
                     write_tile(tile, nr, C + ip * ldc + jp * nr, ldc, rows, cols, pc > 0)
             ip += MR
         pc += kc
@@ -235,7 +263,14 @@ cdef void gemm_rows(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                         mn_kernel_sb_f64(kc, Ap + ip * MR * kc, B + pc * brs + jp * nr, brs,
                                          C + ip * MR * ldc + jp * nr, ldc, pc > 0)
                     continue
-                if cols == nr:
+                if cols == nr and rows <= MR_SHORT:
+                    if floating is float:
+                        mn_kernel_sb_short_f32(kc, Ap + ip * MR * kc, B + pc * brs + jp * nr,
+                                               brs, tile, nr, 0)
+                    else:
+                        mn_kernel_sb_short_f64(kc, Ap + ip * MR * kc, B + pc * brs + jp * nr,
+                                               brs, tile, nr, 0)
+                elif cols == nr:
                     if floating is float:
                         mn_kernel_sb_f32(kc, Ap + ip * MR * kc, B + pc * brs + jp * nr, brs,
                                          tile, nr, 0)
@@ -243,7 +278,8 @@ cdef void gemm_rows(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                         mn_kernel_sb_f64(kc, Ap + ip * MR * kc, B + pc * brs + jp * nr, brs,
                                          tile, nr, 0)
                 else:
-                    sa_kernel(kc, Ap + ip * MR * kc, 1, MR, Bedge, tile, nr, 0, cols <= nr // 2)
+                    sa_kernel(kc, Ap + ip * MR * kc, 1, MR, Bedge, tile, nr, 0, cols <= nr // 2,
+                              rows <= MR_SHORT)
                 write_tile(tile, nr, C + ip * MR * ldc + jp * nr, ldc, rows, cols, pc > 0)
         pc += kc
 

@@ -25,6 +25,19 @@ def test_odd_sizes(m, n):
     check(rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m", [1, 4, 8, 9, 12, 13, 16, 20, 24, 28, 32, 40, 64, 76])
+@pytest.mark.parametrize("kn", [(147, 8192), (64, 64), (100, 10), (40, 80), (300, 50)])
+def test_row_edges_of_every_path(m, kn, dtype):
+    """Row counts whose last panel is short (16 = 12 + 4, 64 = 5 x 12 + 4) on the
+    few-rows, narrow and blocked paths, plain and with a transposed B."""
+    k, n = kn
+    x = rng.standard_normal((m, k)).astype(dtype)
+    y = rng.standard_normal((k, n)).astype(dtype)
+    check(x, y, dtype=dtype)
+    check(x, y, b=NDArray(np.ascontiguousarray(y.T)).T, dtype=dtype)
+
+
 from mininet_ext.matmul import blocking as _blocking
 KC, NC = _blocking()["kc"], _blocking()["nc"]
 
