@@ -236,3 +236,5 @@ def test_bench_train_ranks_reports_scaling():
     assert abs(two["grad_mb"] - 79510 * 4 / 2 ** 20) < 1e-9   # 784-100-10's parameters
     r = _cli(["bench", "train", "--ranks", "0,x"])
     assert r.returncode == 2 and "--ranks" in r.stderr
+    r = _cli(["bench", "train", "--ranks", "1,2", "--models", "lstm-lm"])
+    assert r.returncode == 2 and "lstm-lm" in r.stderr

@@ -206,6 +206,14 @@ def test_fused_lstm_layer_matches_the_step_by_step_composite(seq, batch):
         np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-12)
 
 
+def test_lstm_layer_bad_shapes_name_them():
+    xp, w, h = (Tensor(np.zeros(s)) for s in ((3, 2, 8), (2, 8), (2, 2)))
+    with pytest.raises(ValueError, match=r"needs w_hh \(2, 8\) and states \(2, 2\)"):
+        ops.lstm_layer(xp, Tensor(np.zeros((3, 8))), h, h)
+    with pytest.raises(ValueError, match="states"):
+        ops.lstm_layer(xp, w, Tensor(np.zeros((1, 2))), h)
+
+
 def test_lstm_on_a_device_without_the_lstm_kernels(monkeypatch):
     from mininet.backend.cpu import CPUDevice
     r = np.random.default_rng(6)
