@@ -99,16 +99,14 @@ def wait(requests, what):
     requests = [r for r in requests if r is not None]
     if not requests:
         return
+    limit = timeout()
     start = time.perf_counter()
-    deadline = start + timeout()
-    spins = 0
     while not _MPI.Request.Testall(requests):
         now = time.perf_counter()
-        if now > deadline:
+        if now - start > limit:
             raise DistributedError(
-                f"rank {rank()}: {what} did not complete within {timeout():.0f} s: another rank "
+                f"rank {rank()}: {what} did not complete within {limit:.0f} s: another rank "
                 "died, stopped or took a different path (MININET_DIST_TIMEOUT sets the limit)")
-        spins += 1
         if now - start > 0.01:
             time.sleep(0.0005 if now - start < 1 else 0.005)
 
