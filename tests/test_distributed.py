@@ -238,3 +238,24 @@ def test_bench_train_ranks_reports_scaling():
     assert r.returncode == 2 and "--ranks" in r.stderr
     r = _cli(["bench", "train", "--ranks", "1,2", "--models", "lstm-lm"])
     assert r.returncode == 2 and "lstm-lm" in r.stderr
+
+
+@needs_mpi
+def test_cli_trains_resnet9_with_batchnorm_on_two_ranks(tmp_path):
+    """BatchNorm's running statistics are averaged before each evaluation; an odd test set
+    (21 images) is split unpadded, so the accuracy is over exactly 21 images."""
+    import pickle
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    r = np.random.default_rng(0)
+    for name, n in [(f"data_batch_{i}", 20) for i in range(1, 6)] + [("test_batch", 21)]:
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": r.integers(0, 256, (n, 3072), dtype=np.uint8),
+                         b"labels": [int(v) for v in r.integers(0, 10, n)]}, f)
+    res = _cli(["train", "cifar10", "--data-dir", str(tmp_path), "--epochs", "2", "--ranks", "2",
+                "--batch-size", "10", "--json"])
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["ranks"] == 2 and len(out["epochs"]) == 2
+    for e in out["epochs"]:
+        assert abs(e["test_acc"] * 21 - round(e["test_acc"] * 21)) < 1e-9   # k of 21 images
