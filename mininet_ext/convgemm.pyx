@@ -77,6 +77,8 @@ cdef extern from "_convpack.h" nogil:
     void mn_copy_row_f64(double* d, const double* s)
     void mn_add_row_f32(float* d, const float* s)
     void mn_add_row_f64(double* d, const double* s)
+    void mn_tile_to_nchw_f32(const float* tile, Py_ssize_t kb, Py_ssize_t cnt, Py_ssize_t kn,
+                             const float* bias, float* dst, Py_ssize_t P)
 
 cdef Py_ssize_t MR = mn_gemm_mr()
 cdef Py_ssize_t MR_SHORT = mn_gemm_mr_short()
@@ -610,10 +612,14 @@ cdef void forward_rows(const floating* x, const floating* wt, const floating* bi
                                           wt + blk * cv.R * kb, tile)
                     cnt = min(mr, g.OW - ow0)
                     dst = out + (n * cv.K + blk * kb) * cv.P + oh * g.OW + ow0
-                    for k in range(kn):
-                        b = bias[blk * kb + k] if bias != NULL else 0
-                        for i in range(cnt):
-                            dst[k * cv.P + i] = tile[i * kb + k] + b
+                    if floating is float and kb % 16 == 0:   # vector transpose
+                        mn_tile_to_nchw_f32(tile, kb, cnt, kn,
+                                            bias + blk * kb if bias != NULL else NULL, dst, cv.P)
+                    else:
+                        for k in range(kn):
+                            b = bias[blk * kb + k] if bias != NULL else 0
+                            for i in range(cnt):
+                                dst[k * cv.P + i] = tile[i * kb + k] + b
                     ow0 += mr
 
 
