@@ -77,3 +77,17 @@ def check_batchnorm_against_torch(mb, tb, x, rng):
     x2 = rng.standard_normal(x.shape)
     np.testing.assert_allclose(mb(Tensor(x2, dtype="float64")).numpy(),
                                tb(torch.tensor(x2)).detach().numpy(), rtol=1e-10, atol=1e-11)
+
+
+def write_cifar_folder(root, train_size=20, test_size=20, seed=0):
+    """root/cifar-10-batches-py with five training batches and a test batch of random
+    images in the standard pickle format."""
+    import pickle
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for name, n in [(f"data_batch_{i}", train_size) for i in range(1, 6)] + [("test_batch", test_size)]:
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                         b"labels": [int(v) for v in rng.integers(0, 10, n)]}, f)
+    return root

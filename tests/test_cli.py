@@ -254,14 +254,8 @@ def test_train_ptb_errors(tmp_path, tiny_corpus):
 def test_train_cifar10_resnet9_on_generated_batches(tmp_path):
     """`mininet train cifar10` reads the standard pickles (written here) and trains ResNet9."""
     import json
-    import pickle
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for name, n in [(f"data_batch_{i}", 20) for i in range(1, 6)] + [("test_batch", 20)]:
-        with open(folder / name, "wb") as f:
-            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                         b"labels": [int(v) for v in rng.integers(0, 10, n)]}, f)
+    from conftest import write_cifar_folder
+    write_cifar_folder(tmp_path)
     r = cli("train", "cifar10", "--data-dir", str(tmp_path), "--epochs", "1", "--batch-size", "25",
             "--json")
     assert r.returncode == 0, r.stderr

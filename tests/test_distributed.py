@@ -244,14 +244,8 @@ def test_bench_train_ranks_reports_scaling():
 def test_cli_trains_resnet9_with_batchnorm_on_two_ranks(tmp_path):
     """BatchNorm's running statistics are averaged before each evaluation; an odd test set
     (21 images) is split unpadded, so the accuracy is over exactly 21 images."""
-    import pickle
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    r = np.random.default_rng(0)
-    for name, n in [(f"data_batch_{i}", 20) for i in range(1, 6)] + [("test_batch", 21)]:
-        with open(folder / name, "wb") as f:
-            pickle.dump({b"data": r.integers(0, 256, (n, 3072), dtype=np.uint8),
-                         b"labels": [int(v) for v in r.integers(0, 10, n)]}, f)
+    from conftest import write_cifar_folder
+    write_cifar_folder(tmp_path, test_size=21)
     res = _cli(["train", "cifar10", "--data-dir", str(tmp_path), "--epochs", "2", "--ranks", "2",
                 "--batch-size", "10", "--json"])
     assert res.returncode == 0, res.stderr
