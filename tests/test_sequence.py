@@ -212,6 +212,10 @@ def test_lstm_layer_bad_shapes_name_them():
         ops.lstm_layer(xp, Tensor(np.zeros((3, 8))), h, h)
     with pytest.raises(ValueError, match="states"):
         ops.lstm_layer(xp, w, Tensor(np.zeros((1, 2))), h)
+    with pytest.raises(ValueError, match="at least one step"):
+        ops.lstm_layer(Tensor(np.zeros((0, 2, 8))), w, h, h)
+    with pytest.raises(ValueError, match="share a dtype"):
+        ops.lstm_layer(xp, Tensor(np.zeros((2, 8)), dtype="float32"), h, h)
 
 
 def test_lstm_on_a_device_without_the_lstm_kernels(monkeypatch):

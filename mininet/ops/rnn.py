@@ -5,18 +5,17 @@ and one accumulation per step). Their gradients of a create_graph backward are b
 from ops, so higher orders work; devices without the kernels use the composites."""
 from ..autograd import Tensor, TupleOp, grad, grad_enabled
 from ..ndarray import NDArray, matmul as nd_matmul
-from .math import require_float
+from .math import require_float, sigmoid, tanh
+from .shape import concatenate, reshape, split, stack
 
 
 def _gate_blocks(z, n):
     """z (B, 4n) -> its four (B, n) blocks i, f, g, o."""
-    from .shape import reshape, split
     return split(reshape(z, (z.shape[0], 4, n)), 1)
 
 
 def lstm_gates_composite(z, c):
     """(h', c') from elementwise ops: sigmoid(f) c + sigmoid(i) tanh(g), sigmoid(o) tanh(c')."""
-    from .math import sigmoid, tanh
     i, f, g, o = _gate_blocks(z, c.shape[1])
     c = sigmoid(f) * c + sigmoid(i) * tanh(g)
     return sigmoid(o) * tanh(c), c
@@ -50,8 +49,6 @@ class LSTMGates(TupleOp):
 
 def _lstm_gates_grad_ops(z, c, dh, dc):
     """The gradient as ops of z and c: dz's blocks and dc_prev."""
-    from .math import sigmoid, tanh
-    from .shape import concatenate
     zi, zf, zg, zo = _gate_blocks(z, c.shape[1])
     i, f, g, o = sigmoid(zi), sigmoid(zf), tanh(zg), sigmoid(zo)
     t = tanh(f * c + i * g)
@@ -64,6 +61,9 @@ def _lstm_gates_grad_ops(z, c, dh, dc):
 def lstm_gates(z, c):
     """(h', c') of an LSTM step: fused where the device has the kernel, else composite."""
     require_float("lstm_gates", z, c)
+    if c.ndim != 2 or z.ndim != 2:
+        raise ValueError(f"lstm_gates: gates {z.shape} and cell {c.shape} must be 2-D (batch, "
+                         "features)")
     b, n = c.shape
     if tuple(z.shape) != (b, 4 * n) or z.dtype != c.dtype:
         raise ValueError(f"lstm_gates: gates of shape {z.shape} ({z.dtype}) must be ({b}, "
@@ -77,7 +77,6 @@ def lstm_gates(z, c):
 # a whole layer ------------------------------------------------------------------------
 def lstm_layer_composite(xp, w_hh, h0, c0):
     """(H (S, B, n), h_n, c_n) step by step from ops: z_t = xp[t] + h_{t-1} @ w_hh."""
-    from .shape import split, stack
     h, c, outs = h0, c0, []
     for xt in split(xp, 0):
         h, c = lstm_gates(xt + h @ w_hh, c)
@@ -132,12 +131,21 @@ def lstm_layer(xp, w_hh, h0, c0):
     """(H, h_n, c_n) of an LSTM layer over (S, B, 4n) projected inputs: one op where the
     device has the gate kernel, else step by step."""
     require_float("lstm_layer", xp, w_hh, h0, c0)
+    if xp.ndim != 3:
+        raise ValueError(f"lstm_layer: the projected input must be (seq, batch, 4 * hidden), "
+                         f"got shape {xp.shape}")
     S, B, n4 = xp.shape
     n = n4 // 4
+    if S == 0 or n4 % 4:
+        raise ValueError(f"lstm_layer: the projected input {xp.shape} needs a sequence of at "
+                         "least one step and 4 * hidden features")
     if tuple(w_hh.shape) != (n, n4) or tuple(h0.shape) != (B, n) or tuple(c0.shape) != (B, n):
         raise ValueError(f"lstm_layer: projected input {xp.shape} needs w_hh ({n}, {n4}) and "
                          f"states ({B}, {n}); got {w_hh.shape}, {h0.shape}, {c0.shape}")
-    if not xp.device.has("lstm") or S == 0:
+    if len({xp.dtype, w_hh.dtype, h0.dtype, c0.dtype}) != 1:
+        raise ValueError(f"lstm_layer: inputs must share a dtype, got {xp.dtype}, {w_hh.dtype}, "
+                         f"{h0.dtype}, {c0.dtype}")
+    if not xp.device.has("lstm"):
         return lstm_layer_composite(xp, w_hh, h0, c0)
     out = LSTMLayer()(xp, w_hh, h0, c0)
     return out[0], out[1], out[2]
