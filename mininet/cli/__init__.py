@@ -186,7 +186,7 @@ def bench_train(
     batch_size: int = typer.Option(100, min=1),
     threads: int = typer.Option(2, min=1),
     repeat: int = typer.Option(1, min=1, help="Epochs timed; the best is reported."),
-    ranks: Optional[str] = typer.Option(None, help="Data-parallel scaling instead, e.g. 1,2: each count of MPI ranks shares --threads cores (threads // ranks each) at the same global batch; reports samples/s and communication time per step (mininet only; pip install 'mininet[mpi]')."),
+    ranks: Optional[str] = typer.Option(None, help="Data-parallel scaling instead, e.g. 1,2: each count of MPI ranks shares --threads cores (threads // ranks each) at the same global batch; reports samples/s and communication time per step (mininet only; pip install 'mininet\\[mpi]')."),
     json_out: bool = typer.Option(False, "--json"),
 ):
     """Seconds per training epoch (Adam, batch 100) of mininet vs PyTorch CPU, same run."""
@@ -271,7 +271,7 @@ def train(
     hidden_size: int = typer.Option(200, min=1, help="ptb: hidden units per layer."),
     layers: int = typer.Option(2, min=1, help="ptb: recurrent layers."),
     max_lines: Optional[int] = typer.Option(None, min=1, help="ptb: read only the first lines of each file."),
-    ranks: Optional[int] = typer.Option(None, min=1, help="Data-parallel over this many MPI ranks on this machine: runs mpirun itself (pip install 'mininet[mpi]'). The global batch is --batch-size x ranks."),
+    ranks: Optional[int] = typer.Option(None, min=1, help="Data-parallel over this many MPI ranks on this machine: runs mpirun itself (pip install 'mininet\\[mpi]'). The global batch is --batch-size x ranks."),
     distributed_run: bool = typer.Option(False, "--distributed", help="This process is one rank of `mpirun -n N mininet train ... --distributed` (data-parallel; rank 0 prints and saves)."),
 ):
     """Train a model on MNIST, Fashion-MNIST (test accuracy) or PTB (perplexity)."""
