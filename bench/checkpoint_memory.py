@@ -8,10 +8,11 @@ Prints a table, or JSON with --json.
 """
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
+
+from _rss import peak_mib
 
 
 def run_mode(args):
@@ -39,7 +40,7 @@ def run_mode(args):
         opt.step()
         times.append(time.perf_counter() - t0)
         losses.append(loss.item())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_mib()
     print(json.dumps({"mode": args.mode, "peak_rss_mib": peak, "step_s": sorted(times)[len(times) // 2],
                       "losses": losses}))
 

@@ -146,15 +146,14 @@ def barrier(what="barrier"):
 # parameters and gradients ------------------------------------------------------------------
 def _host(nd):
     """A numpy view of a compact CPU NDArray (no copy), else a numpy copy."""
-    dev = nd.device
-    if dev.has("share_host") and nd.is_compact() and nd.size:
-        return dev.host_view(nd._handle, nd.dtype, nd._offset + nd.size)[nd._offset:].reshape(nd.shape)
+    if nd.device.has("share_host") and nd.is_compact() and nd.size:
+        return nd.device.array_view(nd)
     return nd.numpy()
 
 
 def _params(model_or_params):
     params = model_or_params.parameters() if hasattr(model_or_params, "parameters") else model_or_params
-    return [p for p in params]
+    return list(params)
 
 
 def broadcast_parameters(model, root=0):

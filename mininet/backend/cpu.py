@@ -53,21 +53,19 @@ class CPUDevice(Device):
         """A handle over a C-contiguous numpy array's memory (no copy)."""
         return _buffer.Buffer.wrap(arr)
 
-    def host_view(self, handle, dtype, count):
-        """A flat numpy array sharing the handle's memory."""
-        return np.frombuffer(handle, dtype=dtype, count=count)
+    def array_view(self, a):
+        """A numpy array over compact NDArray a's memory, no copy (writes go through)."""
+        flat = np.frombuffer(a._handle, dtype=a.dtype, count=a._offset + a.size)
+        return flat[a._offset:].reshape(a.shape)
 
     def from_numpy(self, arr, out):
-        flat = self.host_view(out._handle, out.dtype, out._offset + out.size)[out._offset:]
-        np.copyto(flat.reshape(out.shape), arr, casting="unsafe")
+        np.copyto(self.array_view(out), arr, casting="unsafe")
 
     def to_numpy(self, a):
         """A numpy copy of NDArray a (any strides)."""
         if a.size == 0:
             return np.empty(a.shape, dtype=a.dtype)
-        c = a.compact()
-        view = self.host_view(c._handle, c.dtype, c._offset + c.size)[c._offset:]
-        return view.reshape(c.shape).copy()
+        return self.array_view(a.compact()).copy()
 
     # strided --------------------------------------------------------------
     def copy(self, src, dst):

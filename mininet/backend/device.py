@@ -18,8 +18,9 @@ class Device:
     """A backend. `capabilities` names the fused kernels it has beyond the core protocol
     (ops ask dev.has("conv2d") and otherwise compose the op from core kernels):
     conv2d (implicit-GEMM convolution), softmax_xent (fused cross-entropy), batchnorm,
-    rows (take_rows / add_rows: embedding lookups), share_host (share(numpy array): a
-    handle over host memory, no copy)."""
+    rows (take_rows / add_rows: embedding lookups), lstm (lstm_gates / lstm_gates_grad),
+    share_host (share(numpy array): a handle over host memory, and array_view(NDArray): a
+    numpy array over a compact array's memory, both without a copy)."""
     name = "device"
     capabilities = frozenset()
 

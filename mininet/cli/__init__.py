@@ -54,9 +54,13 @@ def info(json_out: bool = typer.Option(False, "--json", help="Print JSON.")):
     console.print(table)
 
 
-def _fail(message, code=2):
-    """One line on stderr (never stdout, so --json output stays clean), then exit."""
+def _error(message):
+    """One line on stderr (never stdout, so --json output stays clean)."""
     err_console.print(f"[red]error:[/red] {escape(str(message))}")
+
+
+def _fail(message, code=2):
+    _error(message)
     raise typer.Exit(code)
 
 
@@ -351,7 +355,7 @@ def _fail_rank(message, code=2):
     if distributed.world_size() > 1:
         if distributed.rank() != 0:
             message = f"rank {distributed.rank()}: {message}"
-        err_console.print(f"[red]error:[/red] {escape(str(message))}")
+        _error(message)
         distributed.abort(code)
     _fail(message, code)
 
@@ -365,14 +369,14 @@ def main():
     try:
         code = app(standalone_mode=False)
     except typer.Abort:
-        err_console.print("[red]error:[/red] aborted")
+        _error("aborted")
         raise SystemExit(130) from None
     except Exception as e:  # click's UsageError/BadParameter (typer may vendor click)
         if not hasattr(e, "format_message"):
             raise
         ctx = getattr(e, "ctx", None)
         where = f"{ctx.command_path}: " if ctx is not None else ""
-        err_console.print(f"[red]error:[/red] {where}{escape(e.format_message())}")
+        _error(f"{where}{e.format_message()}")
         raise SystemExit(getattr(e, "exit_code", 2)) from None
     raise SystemExit(code if isinstance(code, int) else 0)
 

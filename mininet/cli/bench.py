@@ -209,12 +209,23 @@ def _torch_bench_model(name):
     return tnn.Sequential(*stages, tnn.Flatten(), tnn.Linear(128 * 16, 10))
 
 
+def train_case(name, samples, batch_size, rng):
+    """(x, y, batch size, model) of a `bench train` case: random data of the model's input
+    shape (MNIST's for the models of `mininet train`), capped for the BENCH_ONLY models."""
+    from ..models import build_model
+    shape, batch, cap = BENCH_ONLY.get(name, ((1, 28, 28) if name == "cnn" else (784,),
+                                              batch_size, samples))
+    n = min(samples, cap)
+    x = rng.random((n,) + shape, dtype=np.float32)
+    y = rng.integers(0, 10, n)
+    return x, y, batch, _bench_model(name) if name in BENCH_ONLY else build_model(name)
+
+
 def bench_train(models=("mlp", "resnet"), samples=60000, batch_size=100, threads=2, repeat=1):
     """Seconds for one training epoch (Adam) of each model on random data of its input shape
     (MNIST's for the models of `mininet train`), mininet vs PyTorch. mlp-large trains at
     batch 256 and cifar-cnn on at most 10,000 samples (each row says how many)."""
     from ..data import DataLoader, TensorDataset
-    from ..models import build_model
     from ..models.train import make_optimizer, train_epoch
     rng = np.random.default_rng(0)
     rows = []
@@ -228,12 +239,8 @@ def bench_train(models=("mlp", "resnet"), samples=60000, batch_size=100, threads
                     rows.append({"impl": impl, "model": name, "seconds": t, "threads": threads,
                                  "samples": n, "batch_size": LM["batch"], "samples_per_s": n / t})
                 continue
-            shape, batch, cap = BENCH_ONLY.get(name, ((1, 28, 28) if name == "cnn" else (784,),
-                                                      batch_size, samples))
-            n = min(samples, cap)
-            x = rng.random((n,) + shape, dtype=np.float32)
-            y = rng.integers(0, 10, n)
-            model = _bench_model(name) if name in BENCH_ONLY else build_model(name)
+            x, y, batch, model = train_case(name, samples, batch_size, rng)
+            n = len(x)
             opt = make_optimizer("adam", model.parameters(), 1e-3)
             loader = DataLoader(TensorDataset(x, y), batch, shuffle=True, seed=0)
             epochs = {"mininet": lambda: train_epoch(model, loader, opt)}

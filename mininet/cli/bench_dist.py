@@ -34,18 +34,13 @@ def bench_scaling(models, ranks_list, samples, batch_size, threads, repeat):
 def worker(name, samples, batch_size, threads, repeat):
     from .. import distributed
     from ..data import DataLoader, DistributedSampler, TensorDataset
-    from ..models import build_model
     from ..models.train import make_optimizer, train_epoch
-    from .bench import BENCH_ONLY, _bench_model
+    from .bench import train_case
     from .timing import best_time
     distributed.init(threads)
     ranks = distributed.world_size()
-    shape, batch, cap = BENCH_ONLY.get(name, ((1, 28, 28) if name == "cnn" else (784,),
-                                              batch_size, samples))
-    n = min(samples, cap)
-    rng = np.random.default_rng(0)
-    x, y = rng.random((n,) + shape, dtype=np.float32), rng.integers(0, 10, n)
-    model = _bench_model(name) if name in BENCH_ONLY else build_model(name)
+    x, y, batch, model = train_case(name, samples, batch_size, np.random.default_rng(0))
+    n = len(x)
     distributed.broadcast_parameters(model)
     opt = make_optimizer("adam", model.parameters(), 1e-3)
     per_rank = max(1, batch // ranks)              # the same global batch at every rank count

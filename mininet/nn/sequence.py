@@ -8,7 +8,6 @@ its whole input sequence with one GEMM before the time loop; a step then costs o
 (batch, hidden) x (hidden, k * hidden) product.
 """
 from .. import init, ops
-from ..autograd import Tensor
 from .module import Module, Parameter
 
 
@@ -100,14 +99,17 @@ class _Stack(Module):
         finals = []
         for cell, state in zip(self.cells, states):
             xp = cell.project(ops.reshape(x, (seq * batch, x.shape[2])))
-            steps = ops.split(ops.reshape(xp, (seq, batch, xp.shape[1])), 0)
-            outs = []
-            for t in range(seq):
-                state = cell.step(steps[t], state)
-                outs.append(state[0] if isinstance(state, tuple) else state)
+            x, state = self._layer(cell, ops.reshape(xp, (seq, batch, xp.shape[1])), state)
             finals.append(state)
-            x = ops.stack(outs, 0)
         return x, finals
+
+    def _layer(self, cell, xp, state):
+        """One layer over the projected sequence xp: (outputs, final state), step by step."""
+        outs = []
+        for xt in ops.split(xp, 0):
+            state = cell.step(xt, state)
+            outs.append(state[0] if isinstance(state, tuple) else state)
+        return ops.stack(outs, 0), state
 
     def _layers(self, a, num_layers):
         if a is None:
@@ -153,12 +155,10 @@ class LSTM(_Stack):
         states = [(h if h is not None else cell.zeros(x.shape[1], x),
                    c if c is not None else cell.zeros(x.shape[1], x))
                   for cell, h, c in zip(self.cells, hs, cs)]
-        if x.ndim != 3:
-            raise ValueError(f"LSTM: input must be (seq_len, batch, features), got shape {x.shape}")
-        seq, batch = x.shape[:2]
-        finals = []
-        for cell, (h, c) in zip(self.cells, states):   # one op per layer and sequence
-            xp = cell.project(ops.reshape(x, (seq * batch, x.shape[2])))
-            x, h, c = ops.lstm_layer(ops.reshape(xp, (seq, batch, xp.shape[1])), cell.W_hh, h, c)
-            finals.append((h, c))
-        return x, (ops.stack([h for h, _ in finals], 0), ops.stack([c for _, c in finals], 0))
+        out, finals = self._run(x, states)
+        return out, (ops.stack([h for h, _ in finals], 0), ops.stack([c for _, c in finals], 0))
+
+    def _layer(self, cell, xp, state):
+        """One op per layer and sequence (fused on the CPU)."""
+        out, h, c = ops.lstm_layer(xp, cell.W_hh, *state)
+        return out, (h, c)
