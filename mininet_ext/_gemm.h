@@ -31,20 +31,21 @@ typedef double mn_vd_u __attribute__((vector_size(MN_VBYTES), aligned(8)));
 static inline int mn_gemm_mr(void) { return MN_MR; }
 static inline int mn_gemm_nr(int itemsize) { return itemsize == 4 ? MN_NR_F : MN_NR_D; }
 
-#define MN_DEF_KERNEL(NAME, T, V, VU, W, NR, MR)                                   \
-static void NAME(mn_idx kc, const T* __restrict A, const T* __restrict B,          \
-                 T* C, mn_idx ldc, int accumulate)                                 \
+/* The micro-kernel's body: MR rows of A (A(i, p) = A[p * AS + i]) times two vectors of
+ * B per k (row p at B + p * LDB, loaded as VB: the aligned V from packed panels, the
+ * unaligned VU from B read in place), accumulated in registers, then stored to C. */
+#define MN_KERNEL_BODY(V, VB, VU, W, MR, AS, LDB)                                  \
 {                                                                                  \
     V c[MR][2];                                                                    \
     _Pragma("GCC unroll 16")                                                       \
     for (int i = 0; i < MR; i++) { c[i][0] = (V){0}; c[i][1] = (V){0}; }           \
     for (mn_idx p = 0; p < kc; p++) {                                              \
-        V b0 = *(const V*)(B + p * NR), b1 = *(const V*)(B + p * NR + W);          \
+        V b0 = *(const VB*)(B + p * (LDB)), b1 = *(const VB*)(B + p * (LDB) + W);  \
         _Pragma("GCC unroll 16")                                                   \
         for (int i = 0; i < MR; i++) {                                             \
             /* scalar * vector: gcc folds the broadcast into the FMA's load */     \
-            c[i][0] += A[p * MR + i] * b0;                                         \
-            c[i][1] += A[p * MR + i] * b1;                                         \
+            c[i][0] += A[p * (AS) + i] * b0;                                       \
+            c[i][1] += A[p * (AS) + i] * b1;                                       \
         }                                                                          \
     }                                                                              \
     _Pragma("GCC unroll 16")                                                       \
@@ -55,6 +56,11 @@ static void NAME(mn_idx kc, const T* __restrict A, const T* __restrict B,       
         else { *d0 = c[i][0]; *d1 = c[i][1]; }                                     \
     }                                                                              \
 }
+
+#define MN_DEF_KERNEL(NAME, T, V, VU, W, NR, MR)                                   \
+static void NAME(mn_idx kc, const T* __restrict A, const T* __restrict B,          \
+                 T* C, mn_idx ldc, int accumulate)                                 \
+MN_KERNEL_BODY(V, V, VU, W, MR, MR, NR)
 
 MN_DEF_KERNEL(mn_kernel_f32, float, mn_vf, mn_vf_u, MN_VF, MN_NR_F, MN_MR)
 MN_DEF_KERNEL(mn_kernel_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D, MN_MR)
@@ -127,27 +133,7 @@ static void NAME(mn_idx npan, const T* __restrict A, mn_idx astride,            
 #define MN_DEF_KERNEL_SB(NAME, T, V, VU, W, MR)                                    \
 static void NAME(mn_idx kc, const T* __restrict A, const T* __restrict B,          \
                  mn_idx ldb, T* C, mn_idx ldc, int accumulate)                     \
-{                                                                                  \
-    /* A: a packed panel (MN_MR rows per k step); the first MR of them are used */ \
-    V c[MR][2];                                                                    \
-    _Pragma("GCC unroll 16")                                                       \
-    for (int i = 0; i < MR; i++) { c[i][0] = (V){0}; c[i][1] = (V){0}; }           \
-    for (mn_idx p = 0; p < kc; p++) {                                              \
-        V b0 = *(const VU*)(B + p * ldb), b1 = *(const VU*)(B + p * ldb + W);      \
-        _Pragma("GCC unroll 16")                                                   \
-        for (int i = 0; i < MR; i++) {                                             \
-            c[i][0] += A[p * MN_MR + i] * b0;                                      \
-            c[i][1] += A[p * MN_MR + i] * b1;                                      \
-        }                                                                          \
-    }                                                                              \
-    _Pragma("GCC unroll 16")                                                       \
-    for (int i = 0; i < MR; i++) {                                                 \
-        VU* d0 = (VU*)(C + i * ldc);                                               \
-        VU* d1 = (VU*)(C + i * ldc + W);                                           \
-        if (accumulate) { *d0 += c[i][0]; *d1 += c[i][1]; }                        \
-        else { *d0 = c[i][0]; *d1 = c[i][1]; }                                     \
-    }                                                                              \
-}
+MN_KERNEL_BODY(V, VU, VU, W, MR, MN_MR, ldb)  /* A: a packed MN_MR-row panel, MR rows used */
 
 MN_DEF_KERNEL_SB(mn_kernel_sb_f32, float, mn_vf, mn_vf_u, MN_VF, MN_MR)
 MN_DEF_KERNEL_SB(mn_kernel_sb_f64, double, mn_vd, mn_vd_u, MN_VD, MN_MR)
