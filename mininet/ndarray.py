@@ -5,6 +5,7 @@ change shape/strides/offset. Strides and offsets count items, not bytes.
 Every computation goes to the array's device (mininet.backend).
 """
 import functools
+import math
 import numbers
 
 import numpy as np
@@ -41,11 +42,7 @@ def compact_strides(shape):
     return tuple(reversed(strides))
 
 
-def prod(shape):
-    p = 1
-    for n in shape:
-        p *= n
-    return p
+prod = math.prod   # of a shape tuple; 1 for ()
 
 
 def broadcast_shapes(*shapes):
@@ -475,8 +472,9 @@ def matmul(a, b):
     if (len(a.shape) == 2 and len(b.shape) == 2 and a.dtype is b.dtype and a.dtype in _FLOATS
             and a.shape[1] == b.shape[0] and a.device is b.device):
         # the common case (a layer's product) without the general path's checks
-        out = NDArray.make((a.shape[0], b.shape[1]), device=a.device, dtype=a.dtype)
-        a.device.matmul(a, b, out, a.shape[0], b.shape[1], a.shape[1])
+        m, n = a.shape[0], b.shape[1]
+        out = NDArray.make((m, n), (n, 1), a.device, None, 0, a.dtype)
+        a.device.matmul(a, b, out, m, n, a.shape[1])
         return out
     a, b = _promote(a, b)
     if a.ndim == 0 or b.ndim == 0:

@@ -43,6 +43,17 @@ cdef extern from "_gemm.h" nogil:
     void mn_kernel_sb_short_f64(Py_ssize_t kc, const double* A, const double* B, Py_ssize_t ldb,
                                 double* C, Py_ssize_t ldc, int accumulate)
 
+cdef extern from "_gemm_small.h" nogil:
+    int mn_small_ok()
+    void mn_gemm_small_f32(Py_ssize_t N, Py_ssize_t K, const float* A, Py_ssize_t ars,
+                           Py_ssize_t acs, const float* B, Py_ssize_t ldb, float* C,
+                           Py_ssize_t ldc, Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t jp0,
+                           Py_ssize_t jp1)
+    void mn_gemm_small_f64(Py_ssize_t N, Py_ssize_t K, const double* A, Py_ssize_t ars,
+                           Py_ssize_t acs, const double* B, Py_ssize_t ldb, double* C,
+                           Py_ssize_t ldc, Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t jp0,
+                           Py_ssize_t jp1)
+
 cdef int MR = mn_gemm_mr()
 cdef int MR_SHORT = mn_gemm_mr_short()   # the edge height for a last panel of few rows
 # Cache blocking: a KC x NR panel of B streams through L1, the MC x KC block of A
@@ -51,6 +62,10 @@ cdef int MR_SHORT = mn_gemm_mr_short()   # the edge height for a last panel of f
 # matched them elsewhere (bench/RESULTS.md, session 5).
 cdef Py_ssize_t MC = 192, KC = 384, NC = 2048
 cdef Py_ssize_t SMALL = 8 * 8 * 8      # flops/2 below which the plain loops beat the call overhead
+# Operands of at most this many elements (A and B together, 128 KB in float32: L2)
+# are multiplied in place, without packing, where the CPU has the masked kernels.
+cdef Py_ssize_t INPLACE_MAX = 32768
+cdef bint INPLACE_OK = mn_small_ok()
 
 
 def blocking():
@@ -407,6 +422,38 @@ cdef void gemm_rows_split(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                   npn * t // nt, npn * (t + 1) // nt)
 
 
+cdef void inplace_part(Py_ssize_t N, Py_ssize_t K, const floating* A, Py_ssize_t ars,
+                       Py_ssize_t acs, const floating* B, Py_ssize_t ldb, floating* C,
+                       Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t jp0, Py_ssize_t jp1) noexcept nogil:
+    if floating is float:
+        mn_gemm_small_f32(N, K, A, ars, acs, B, ldb, C, N, i0, i1, jp0, jp1)
+    else:
+        mn_gemm_small_f64(N, K, A, ars, acs, B, ldb, C, N, i0, i1, jp0, jp1)
+
+
+cdef void gemm_inplace(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                       const floating* A, Py_ssize_t ars, Py_ssize_t acs,
+                       const floating* B, Py_ssize_t brs, floating* C, int nt) noexcept nogil:
+    """Small products with both operands read in place (_gemm_small.h). Threads take
+    column panels when that splits the work as evenly as rows do (48 columns are a
+    32 + 16 split), else slices of rows in multiples of 4 (the kernels' heights)."""
+    cdef int nr = mn_gemm_nr(sizeof(floating)), t
+    cdef Py_ssize_t npn = (N + nr - 1) // nr, nvec = (2 * N + nr - 1) // nr, i0, i1
+    # the largest share of one thread each way, in rows x vectors of columns
+    cdef Py_ssize_t by_cols = min((npn + nt - 1) // nt * 2, nvec) * M
+    cdef Py_ssize_t by_rows = ((M + 4 * nt - 1) // (4 * nt) * 4) * nvec
+    if nt == 1:
+        inplace_part(N, K, A, ars, acs, B, brs, C, 0, M, 0, npn)
+        return
+    for t in prange(nt, num_threads=nt, schedule='static'):
+        if by_cols <= by_rows:
+            inplace_part(N, K, A, ars, acs, B, brs, C, 0, M, npn * t // nt, npn * (t + 1) // nt)
+        else:
+            i0 = min((M * t // nt + 2) // 4 * 4, M)
+            i1 = M if t == nt - 1 else min((M * (t + 1) // nt + 2) // 4 * 4, M)
+            inplace_part(N, K, A, ars, acs, B, brs, C, i0, i1, 0, npn)
+
+
 cdef void transpose_into(const floating* src, floating* dst, Py_ssize_t rows,
                          Py_ssize_t cols) noexcept nogil:
     """dst (cols x rows) = src (rows x cols)^T, in 32 x 32 blocks."""
@@ -428,6 +475,8 @@ cdef void gemm_one(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
         memset(C, 0, M * N * sizeof(floating))
     elif path == SMALL_PATH:
         gemm_small(M, N, K, A, ars, acs, B, brs, bcs, C, N)
+    elif path == INPLACE_PATH:
+        gemm_inplace(M, N, K, A, ars, acs, B, brs, C, nt)
     elif path == SWAP_PATH:
         # C^T = B^T @ A^T into `part`, then transposed into C: B^T is row-major, so it is
         # read in place as the narrow product's A (few rows of C = few columns of C^T)
@@ -457,6 +506,7 @@ cdef enum:
     BLOCKED_PATH = 3
     ROWS_PATH = 4
     SWAP_PATH = 5
+    INPLACE_PATH = 6
 
 
 def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
@@ -477,6 +527,10 @@ def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
         path = SMALL_PATH
     elif nt > 1 and M <= MC and N <= NC and K >= 4 * KC * nt:
         path = KSPLIT_PATH   # one output block but a long K: split K over the threads
+    elif INPLACE_OK and bcs == 1 and M >= 4 and M * K + K * N <= INPLACE_MAX:
+        path = INPLACE_PATH  # small: both operands read in place, no packing
+        # no packing to repeat per thread: a second thread pays from 48^3 on
+        nt = threads_for(M * N * K // 2)
     elif M <= 4 * MR and brs == 1 and bcs != 1 and N >= 4 * MR:
         path = SWAP_PATH     # few rows times a transposed B (h @ W.T): C^T = W @ h^T
     elif M < 4 and bcs == 1:
@@ -488,29 +542,33 @@ def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
     cdef Py_ssize_t kc = min(KC, K)
     cdef Py_ssize_t apsize = (min(MC, M) + MR - 1) // MR * MR * kc
     cdef Py_ssize_t bpsize = (min(NC, N) + nr - 1) // nr * nr * kc
-    cdef int copies = nt if path != SMALL_PATH else 0
-    cdef Buffer apack = Buffer(max(copies * apsize * itemsize, 1))
-    cdef Buffer bpack = Buffer(max(copies * bpsize * itemsize, 1))
-    # K-split partial products, or C^T then the inner product's own partials (SWAP_PATH)
-    cdef Buffer part = Buffer(nt * M * N * itemsize if path == KSPLIT_PATH else
-                              (nt + 1) * M * N * itemsize if path == SWAP_PATH else 1)
+    cdef Py_ssize_t partsize = (nt * M * N if path == KSPLIT_PATH else
+                                (nt + 1) * M * N if path == SWAP_PATH else 0)
     if path == SWAP_PATH:   # the inner product packs (K x M) panels of A^T and reads B^T
         apsize = (min(MC, N) + MR - 1) // MR * MR * kc
         bpsize = (M + nr - 1) // nr * nr * kc
-        apack = Buffer(max(nt * apsize * itemsize, 1))
-        bpack = Buffer(max(nt * bpsize * itemsize, 1))
+    elif path == SMALL_PATH or path == INPLACE_PATH:
+        apsize = bpsize = 0
+    # packing space per thread; K-split partial products, or C^T then the inner
+    # product's own partials (SWAP_PATH); none for the unpacked paths
+    cdef Buffer apack = Buffer(nt * apsize * itemsize) if apsize else None
+    cdef Buffer bpack = Buffer(nt * bpsize * itemsize) if bpsize else None
+    cdef Buffer part = Buffer(partsize * itemsize) if partsize else None
+    cdef char* ap = <char*>apack.ptr if apsize else NULL
+    cdef char* bp = <char*>bpack.ptr if bpsize else NULL
+    cdef char* pp = <char*>part.ptr if partsize else NULL
     with nogil:
         for b in range(nbatch):
             ao = a_off + (0 if a_batch is None else a_batch[b])
             bo = b_off + (0 if b_batch is None else b_batch[b])
             if itemsize == 4:
                 gemm_one(M, N, K, <float*>A.ptr + ao, ars, acs, <float*>B.ptr + bo, brs, bcs,
-                         <float*>C.ptr + c_off + b * M * N, <float*>apack.ptr, <float*>bpack.ptr,
-                         <float*>part.ptr, apsize, bpsize, nt, path)
+                         <float*>C.ptr + c_off + b * M * N, <float*>ap, <float*>bp,
+                         <float*>pp, apsize, bpsize, nt, path)
             else:
                 gemm_one(M, N, K, <double*>A.ptr + ao, ars, acs, <double*>B.ptr + bo, brs, bcs,
-                         <double*>C.ptr + c_off + b * M * N, <double*>apack.ptr,
-                         <double*>bpack.ptr, <double*>part.ptr, apsize, bpsize, nt, path)
+                         <double*>C.ptr + c_off + b * M * N, <double*>ap, <double*>bp,
+                         <double*>pp, apsize, bpsize, nt, path)
 
 
 cdef void simple_rows(const float* A, const float* B, float* C, Py_ssize_t M, Py_ssize_t N,
@@ -536,7 +594,7 @@ cdef void simple_rows(const float* A, const float* B, float* C, Py_ssize_t M, Py
 def matmul_simple(Buffer A, Buffer B, Buffer C, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K):
     """Reference for the benchmark: the course's cache-tiled loop (64 x 64 tiles,
     no packing, no register tiling), compact float32, C must start zeroed."""
-    cdef int nt = threads_for(M * N * K // 64), t
+    cdef int nt = threads_for(M * N * K // 2), t
     with nogil:
         for t in prange(nt, num_threads=nt, schedule='static'):
             simple_rows(<float*>A.ptr, <float*>B.ptr, <float*>C.ptr, M, N, K,

@@ -110,9 +110,10 @@ class CPUDevice(Device):
 
     def matmul(self, a, b, out, m, n, k, a_batch=None, b_batch=None):
         """out[i] = a[i] @ b[i]: a, b are the last-two-dims views (any strides)."""
-        _floats("matmul", a, b)
-        _mm.gemm(a._handle, a._offset, a.strides[-2], a.strides[-1],
-                 b._handle, b._offset, b.strides[-2], b.strides[-1],
+        if a.dtype not in _FLOATS or b.dtype not in _FLOATS:
+            _floats("matmul", a, b)
+        sa, sb = a.strides, b.strides
+        _mm.gemm(a._handle, a._offset, sa[-2], sa[-1], b._handle, b._offset, sb[-2], sb[-1],
                  out._handle, out._offset, m, n, k, out.dtype.itemsize, a_batch, b_batch)
 
     # convolution and pooling (x, col, dx, pooled arrays compact) ----------
