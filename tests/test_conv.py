@@ -314,7 +314,10 @@ def test_max_pool_2x2_fast_path_values_indices_ties_and_nan(dtype, shape):
 # channel vectors, several channel blocks)
 ROW_CASES = [(2, 3, 14, 14, 32, 5, 2, 1), (2, 1, 28, 28, 16, 5, 2, 1), (1, 2, 13, 13, 17, 3, 1, 1),
              (2, 4, 27, 29, 5, 3, 1, 1), (1, 3, 56, 56, 64, 3, 1, 1), (2, 2, 16, 16, 33, 3, 1, 1),
-             (1, 2, 18, 18, 1, 5, 2, 2), (3, 5, 14, 14, 40, 1, 0, 1)]
+             (1, 2, 18, 18, 1, 5, 2, 2), (3, 5, 14, 14, 40, 1, 0, 1),
+             # kernel rows on vertical padding skipped: whole output rows in it, a 7x7
+             # kernel, dilation
+             (2, 3, 2, 8, 16, 3, 4, 1), (1, 3, 12, 12, 16, 7, 4, 1), (2, 2, 10, 12, 24, 3, 3, 2)]
 
 
 @pytest.mark.parametrize("case", ROW_CASES, ids=[str(c) for c in ROW_CASES])
@@ -353,3 +356,10 @@ def test_conv_forward_by_rows_is_taken():
     assert convgemm.row_tiles((2, 1, 28, 28), 16, 1, (5, 5), (1, 1), (2, 2), (1, 1), 28, 28, 4)
     assert not convgemm.row_tiles((2, 3, 14, 14), 32, 1, (5, 5), (2, 2), (2, 2), (1, 1), 7, 7, 4)
     assert not convgemm.row_tiles((2, 4, 8, 8), 4, 2, (3, 3), (1, 1), (1, 1), (1, 1), 8, 8, 4)
+    # the skip of kernel rows on vertical padding: where it saves at least 1/16 of them
+    for n, c, h, w, k, ks, pad, dil in ROW_CASES[-3:] + [ROW_CASES[0]]:
+        oh, ow = (h + 2 * pad - dil * (ks - 1), w + 2 * pad - dil * (ks - 1))
+        args = ((n, c, h, w), k, 1, (ks, ks), (1, 1), (pad, pad), (dil, dil), oh, ow, 4)
+        assert convgemm.row_tiles(*args) and convgemm.row_skip(*args)
+    assert not convgemm.row_skip((2, 64, 56, 56), 64, 1, (3, 3), (1, 1), (1, 1), (1, 1), 56, 56, 4)
+    assert not convgemm.row_skip((2, 1, 28, 28), 16, 1, (5, 5), (1, 1), (2, 2), (1, 1), 28, 28, 4)
