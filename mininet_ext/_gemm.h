@@ -38,7 +38,14 @@ static inline int mn_gemm_nr(int itemsize) { return itemsize == 4 ? MN_NR_F : MN
 {                                                                                  \
     V c[MR][2];                                                                    \
     _Pragma("GCC unroll 16")                                                       \
-    for (int i = 0; i < MR; i++) { c[i][0] = (V){0}; c[i][1] = (V){0}; }           \
+    for (int i = 0; i < MR; i++) {                                                 \
+        c[i][0] = (V){0}; c[i][1] = (V){0};                                        \
+        /* C's tile is read (or written) only after the k loop, rows ldc apart: */   \
+        /* fetch it now, or the C loads stall (9% of a 2048^3 on a Xeon) */          \
+        __builtin_prefetch(C + i * ldc, 1, 3);                                     \
+        __builtin_prefetch(C + i * ldc + W, 1, 3);                                 \
+        __builtin_prefetch(C + i * ldc + 2 * W - 1, 1, 3);                         \
+    }                                                                              \
     for (mn_idx p = 0; p < kc; p++) {                                              \
         V b0 = *(const VB*)(B + p * (LDB)), b1 = *(const VB*)(B + p * (LDB) + W);  \
         _Pragma("GCC unroll 16")                                                   \
@@ -64,6 +71,20 @@ MN_KERNEL_BODY(V, V, VU, W, MR, MR, NR)
 
 MN_DEF_KERNEL(mn_kernel_f32, float, mn_vf, mn_vf_u, MN_VF, MN_NR_F, MN_MR)
 MN_DEF_KERNEL(mn_kernel_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D, MN_MR)
+
+/* Packs MR full rows of a row-major A (rows rs apart, columns contiguous) into a panel:
+ * out[p * MR + i] = A[i * rs + p]. All MR rows are read at once, so their cache misses
+ * overlap (row by row, a 2048^3 product spent 7% of its time packing A). */
+#define MN_DEF_PACK_A_ROWS(NAME, T)                                                \
+static void NAME(const T* __restrict A, mn_idx rs, mn_idx kc, T* __restrict out)   \
+{                                                                                  \
+    for (mn_idx p = 0; p < kc; p++) {                                              \
+        _Pragma("GCC unroll 16")                                                   \
+        for (int i = 0; i < MN_MR; i++) out[p * MN_MR + i] = A[i * rs + p];        \
+    }                                                                              \
+}
+MN_DEF_PACK_A_ROWS(mn_pack_a_rows_f32, float)
+MN_DEF_PACK_A_ROWS(mn_pack_a_rows_f64, double)
 
 /* A shorter kernel (2/3 of MR rows) for row counts that MR divides badly, such as
  * 16, 32 or 64 output channels of a convolution with MR = 12. */

@@ -15,6 +15,8 @@ cdef extern from "_gemm.h" nogil:
                        int accumulate)
     void mn_kernel_f64(Py_ssize_t kc, const double* A, const double* B, double* C, Py_ssize_t ldc,
                        int accumulate)
+    void mn_pack_a_rows_f32(const float* A, Py_ssize_t rs, Py_ssize_t kc, float* out)
+    void mn_pack_a_rows_f64(const double* A, Py_ssize_t rs, Py_ssize_t kc, double* out)
     void mn_kernel_sb_f32(Py_ssize_t kc, const float* A, const float* B, Py_ssize_t ldb,
                           float* C, Py_ssize_t ldc, int accumulate)
     void mn_kernel_sb_f64(Py_ssize_t kc, const double* A, const double* B, Py_ssize_t ldb,
@@ -98,6 +100,11 @@ cdef void pack_a(const floating* A, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t mc,
                 src = A + panel * MR + p * cs
                 for i in range(rows):
                     dst[p * MR + i] = src[i]
+        elif cs == 1 and rows == MR:
+            if floating is float:
+                mn_pack_a_rows_f32(A + panel * MR * rs, rs, kc, dst)
+            else:
+                mn_pack_a_rows_f64(A + panel * MR * rs, rs, kc, dst)
         else:
             for i in range(rows):
                 src = A + (panel * MR + i) * rs
@@ -529,8 +536,10 @@ def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
         path = KSPLIT_PATH   # one output block but a long K: split K over the threads
     elif INPLACE_OK and bcs == 1 and M >= 4 and M * K + K * N <= INPLACE_MAX:
         path = INPLACE_PATH  # small: both operands read in place, no packing
-        # no packing to repeat per thread: a second thread pays from 48^3 on
-        nt = threads_for(M * N * K // 2)
+        # no packing to repeat per thread, but the team's wake-up still costs: a second
+        # thread paid from 48^3 on a Zen 4 EPYC, from about 81^3 (2^19 multiply-adds)
+        # on a Xeon (64^3: 5.5 us on one thread, 6.5-8 on two)
+        nt = threads_for(M * N * K // 8)
     elif M <= 4 * MR and brs == 1 and bcs != 1 and N >= 4 * MR:
         path = SWAP_PATH     # few rows times a transposed B (h @ W.T): C^T = W @ h^T
     elif M < 4 and bcs == 1:
