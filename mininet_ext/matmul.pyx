@@ -4,7 +4,7 @@ contiguous zero-padded buffers, then sweep an MR x NR register micro-kernel
 (_gemm.h) over them. Any strides in A and B (packing absorbs transposes)."""
 from cython.parallel cimport prange
 from cython cimport floating
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 from mininet_ext.buffer cimport Buffer
 from mininet_ext._omp cimport threads_for
 
@@ -121,6 +121,23 @@ cdef void pack_b(const floating* B, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t kc,
     cdef Py_ssize_t panel, j, p, cols
     cdef floating* dst
     cdef const floating* src
+    if cs == 1 and rs != 1:
+        # row-major B: along whole rows of the block, so reads are sequential (panel by
+        # panel, each row's few floats were a cache miss: rows of a 1024-wide B are
+        # 4 KB apart, beyond the stride prefetcher's reach)
+        for p in range(kc):
+            src = B + p * rs
+            for panel in range(p0, p1):
+                dst = out + panel * nr * kc + p * nr
+                cols = nc - panel * nr
+                if cols >= nr:
+                    memcpy(dst, src + panel * nr, nr * sizeof(floating))
+                    continue
+                for j in range(cols):
+                    dst[j] = src[panel * nr + j]
+                for j in range(cols, nr):
+                    dst[j] = 0
+        return
     for panel in range(p0, p1):
         dst = out + panel * nr * kc
         cols = nc - panel * nr
