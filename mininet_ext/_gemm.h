@@ -46,6 +46,7 @@ static inline int mn_gemm_nr(int itemsize) { return itemsize == 4 ? MN_NR_F : MN
         __builtin_prefetch(C + i * ldc + W, 1, 3);                                 \
         __builtin_prefetch(C + i * ldc + 2 * W - 1, 1, 3);                         \
     }                                                                              \
+    _Pragma("GCC unroll 4")                                                        \
     for (mn_idx p = 0; p < kc; p++) {                                              \
         V b0 = *(const VB*)(B + p * (LDB)), b1 = *(const VB*)(B + p * (LDB) + W);  \
         _Pragma("GCC unroll 16")                                                   \
