@@ -646,21 +646,21 @@ cdef void forward_rows(const floating* x, const floating* wt, const floating* bi
     cdef const floating* src
     cdef floating* dst
     cdef floating b
-    cdef Py_ssize_t t0, nt
+    cdef Py_ssize_t tap0, ntap
     for n in range(n0, n1):
         src = image_source(x, n, xpad, cv)
         for blk in range(nblk):
             kn = min(kb, cv.K - blk * kb)
             for oh in range(g.OH):
-                row_taps(cv, oh, &t0, &nt)
+                row_taps(cv, oh, &tap0, &ntap)
                 ow0 = 0
                 while ow0 < g.OW:
                     if floating is float:
-                        mn_tab_kernel_f32(nv, mr, nt, src + oh * cv.Wp + ow0, cv.tofr + t0,
-                                          wt + (blk * cv.R + t0) * kb, tile)
+                        mn_tab_kernel_f32(nv, mr, ntap, src + oh * cv.Wp + ow0, cv.tofr + tap0,
+                                          wt + (blk * cv.R + tap0) * kb, tile)
                     else:
-                        mn_tab_kernel_f64(nv, mr, nt, src + oh * cv.Wp + ow0, cv.tofr + t0,
-                                          wt + (blk * cv.R + t0) * kb, tile)
+                        mn_tab_kernel_f64(nv, mr, ntap, src + oh * cv.Wp + ow0, cv.tofr + tap0,
+                                          wt + (blk * cv.R + tap0) * kb, tile)
                     cnt = min(mr, g.OW - ow0)
                     dst = out + (n * cv.K + blk * kb) * cv.P + oh * g.OW + ow0
                     if floating is float and kb % 16 == 0:   # vector transpose
