@@ -241,8 +241,7 @@ class Tensor(Value):
             if self.cached_data.size != 1:
                 raise RuntimeError(f"backward: grad can be implied only for a scalar output, "
                                    f"not shape {self.shape}; pass out_grad")
-            out_grad = Tensor(NDArray.make(self.shape, device=self.device,
-                                           dtype=self.dtype).fill(1.0))
+            out_grad = _ones_like(self)
         ctx = enable_grad() if create_graph else no_grad()
         with ctx:
             compute_gradient_of_variables(self, out_grad, retain_graph)
@@ -419,23 +418,36 @@ def grad(output, inputs, out_grad=None, retain_graph=None):
     """The gradients of output with respect to `inputs` (as torch.autograd.grad; leaves
     or intermediate tensors): returned as a list (None where output does not depend on
     one), without touching any .grad or running hooks, and without going below the
-    inputs. Builds a graph when grad is enabled (and then keeps output's graph, which
-    that gradient refers to, unless retain_graph says otherwise)."""
+    inputs. output may be a list of tensors with out_grad a list of their seeds: the
+    seeds are then constants of this pass (it never differentiates through them) while
+    a graph built from them keeps them, so a vector-Jacobian product taken this way has
+    a second derivative. Builds a graph when grad is enabled (and then keeps output's
+    graph, which that gradient refers to, unless retain_graph says otherwise)."""
     if retain_graph is None:
         retain_graph = grad_enabled()
-    if out_grad is None:
-        out_grad = Tensor(NDArray.make(output.shape, device=output.device,
-                                       dtype=output.dtype).fill(1.0))
+    outputs = list(output) if isinstance(output, (list, tuple)) else [output]
+    seeds = list(out_grad) if isinstance(out_grad, (list, tuple)) else [out_grad]
+    if len(seeds) != len(outputs):
+        raise ValueError(f"grad: {len(outputs)} outputs but {len(seeds)} out_grads")
+    seeds = [_ones_like(o) if s is None else s for o, s in zip(outputs, seeds)]
     captured = {id(x): None for x in inputs}
-    compute_gradient_of_variables(output, out_grad, retain_graph, captured)
+    compute_gradient_of_variables(outputs, seeds, retain_graph, captured)
     return [captured[id(x)] for x in inputs]
 
 
+def _ones_like(x):
+    return Tensor(NDArray.make(x.shape, device=x.device, dtype=x.dtype).fill(1.0))
+
+
 def compute_gradient_of_variables(output, out_grad, retain_graph=False, captured=None):
-    """Reverse-mode pass from output. captured: {id(leaf): None} to return those leaves'
-    gradients in it instead of accumulating every leaf's .grad."""
-    grads = {id(output): [out_grad]}
-    order = find_topo_sort([output], stop=captured)
+    """Reverse-mode pass from output (a tensor, or a list of them with a list of seeds).
+    captured: {id(leaf): None} to return those leaves' gradients in it instead of
+    accumulating every leaf's .grad."""
+    outputs, seeds = (output, out_grad) if isinstance(output, list) else ([output], [out_grad])
+    grads = {}
+    for o, g in zip(outputs, seeds):
+        grads.setdefault(id(o), []).append(g)
+    order = find_topo_sort(outputs, stop=captured)
     for node in reversed(order):
         parts = grads.pop(id(node), None)
         if parts is None:

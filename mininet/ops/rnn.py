@@ -107,9 +107,11 @@ class LSTMLayer(TupleOp):
 
     def gradient(self, g, node):
         if grad_enabled():   # create_graph: the vector-Jacobian product of the composite
+            # g seeds the pass instead of entering a sum(outs * g): g depends on this
+            # node's outputs whenever the loss is not linear in them, and differentiating
+            # through it would count those paths again (and recurse into this gradient)
             outs = lstm_layer_composite(*node.inputs)
-            total = sum((o * gi).sum() for o, gi in zip(outs, g))
-            return tuple(grad(total, list(node.inputs)))
+            return tuple(grad(list(outs), list(node.inputs), list(g)))
         xp, w, h0, c0 = (x.cached_data for x in node.inputs)
         dhs, dhn, dcn = g.cached_data
         S, B, n4 = xp.shape
