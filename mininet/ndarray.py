@@ -9,6 +9,7 @@ import math
 import numbers
 
 import numpy as np
+from numpy.exceptions import AxisError
 
 from .backend import default_device, get_device
 from .backend.device import DTYPES
@@ -58,15 +59,22 @@ def broadcast_shapes(*shapes):
     return tuple(out)
 
 
+def check_axis(axis, ndim, what="axis", span=None):
+    """axis in [-span, span) (span: ndim by default) as a non-negative int; numpy's AxisError
+    (a ValueError and an IndexError) otherwise, so neither a wrapped nor a list index error
+    hides the mistake."""
+    span = ndim if span is None else span
+    if not -span <= axis < span:
+        raise AxisError(f"{what}: axis {axis} is out of range for an array of {ndim} dimensions")
+    return axis % span
+
+
 def _normalize_axes(axis, ndim):
     if axis is None:
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
-    out = []
-    for a in axes:
-        if not -ndim <= a < max(ndim, 1):
-            raise ValueError(f"axis {a} is out of range for an array of {ndim} dimensions")
-        out.append(a % ndim if ndim else 0)
+    # a 0-d array takes axis 0 or -1, as torch, and has no axis to reduce (as axis=None)
+    out = [check_axis(a, ndim, "reduction", max(ndim, 1)) for a in axes][:ndim]
     if len(set(out)) != len(out):
         raise ValueError(f"repeated axis in {axis}")
     return tuple(sorted(out))
@@ -194,7 +202,9 @@ class NDArray:
         return self if self.is_compact() else self.copy()
 
     def _check_writable(self):
-        if any(s == 0 and n > 1 for n, s in zip(self.shape, self.strides)):
+        # an empty array has nothing to write, and its compact strides hold zeros ((2, 0) has
+        # strides (0, 1)) that are no broadcast
+        if self.size and any(s == 0 and n > 1 for n, s in zip(self.shape, self.strides)):
             raise ValueError(f"cannot write to a broadcast view (shape {self.shape}, strides "
                              f"{self.strides}): its elements share memory; copy() it first")
 
@@ -236,6 +246,7 @@ class NDArray:
         return self.transpose()
 
     def swapaxes(self, a, b):
+        a, b = check_axis(a, self.ndim, "swapaxes"), check_axis(b, self.ndim, "swapaxes")
         axes = list(range(self.ndim))
         axes[a], axes[b] = axes[b], axes[a]
         return self.permute(axes)
@@ -259,7 +270,7 @@ class NDArray:
         return self._view(shape, tuple(strides), self._offset)
 
     def expand_dims(self, axis):
-        axis = axis % (self.ndim + 1)
+        axis = check_axis(axis, self.ndim + 1, "expand_dims")
         return self.reshape(self.shape[:axis] + (1,) + self.shape[axis:])
 
     # indexing ---------------------------------------------------------------------
@@ -313,8 +324,9 @@ class NDArray:
             a.device.binary_scalar(BINARY[name], a, float(other), reverse, out)
             return out
         if not isinstance(other, NDArray):
-            other = NDArray(other, dtype=self.dtype if self.dtype in _FLOATS else None,
-                            device=self.device)
+            # array data is an array of its own dtype (a numpy float64 array stays float64),
+            # then promotes by the README's table; only scalars take self's dtype
+            other = NDArray(other, device=self.device)
         a, b = (other, self) if reverse else (self, other)
         return _ewise(a, b, name)
 
@@ -434,7 +446,7 @@ class NDArray:
         return matmul(self, other)
 
     def __rmatmul__(self, other):
-        return matmul(NDArray(other, dtype=self.dtype, device=self.device), self)
+        return matmul(NDArray(other, device=self.device), self)
 
 
 # module-level helpers ----------------------------------------------------------------------
@@ -468,7 +480,7 @@ def _ewise(a, b, name):
 def matmul(a, b):
     """numpy's matmul: 1-d operands are promoted, batch dims broadcast."""
     if not isinstance(b, NDArray):
-        b = NDArray(b, dtype=a.dtype, device=a.device)
+        b = NDArray(b, device=a.device)   # its own dtype, promoted below as every binary op
     sa, sb = a.shape, b.shape
     if (len(sa) == 2 and len(sb) == 2 and a.dtype is b.dtype and a.dtype in _FLOATS
             and sa[1] == sb[0] and a.device is b.device):
@@ -637,7 +649,7 @@ def stack(arrays, axis=0):
     for a in arrays:
         if a.shape != shape:
             raise ValueError(f"stack: all arrays must have the same shape, got {shape} and {a.shape}")
-    axis = axis % (len(shape) + 1)
+    axis = check_axis(axis, len(shape) + 1, "stack")
     out = empty(shape[:axis] + (len(arrays),) + shape[axis:], dtype=arrays[0].dtype,
                 device=arrays[0].device)
     for i, a in enumerate(arrays):
@@ -651,7 +663,9 @@ def concatenate(arrays, axis=0):
     if not arrays:
         raise ValueError("concatenate: need at least one array")
     first = arrays[0]
-    axis = axis % first.ndim
+    if first.ndim == 0:
+        raise ValueError("concatenate: 0-d arrays cannot be concatenated (stack them)")
+    axis = check_axis(axis, first.ndim, "concatenate")
     for a in arrays:
         if a.ndim != first.ndim or a.shape[:axis] + a.shape[axis + 1:] != first.shape[:axis] + first.shape[axis + 1:]:
             raise ValueError(f"concatenate: shapes {first.shape} and {a.shape} differ off axis {axis}")

@@ -2,7 +2,8 @@
  * as a simd max-reduction, then exp through glibc's vector math (libmvec: `omp simd`
  * lets gcc call the 16-wide expf) with the sum reduced in double. A NaN in the row
  * (which the max may skip) makes its exp, so the sum, the loss and every probability
- * NaN, as PyTorch. */
+ * NaN, as PyTorch. The loss is log(s) - (z[y] - m), never log(s) + m - z[y]: with
+ * |z| ~ 1e17 (1e9 in double already loses digits) m - z[y] cancels log(s) away. */
 #ifndef MN_XENT_H
 #define MN_XENT_H
 #include "_vecmath.h"
@@ -25,7 +26,7 @@ static double NAME(const T* __restrict z, int64_t y, T* __restrict p, ptrdiff_t 
     }                                                                              \
     T inv = (T)(1.0 / s);                                                          \
     for (ptrdiff_t j = 0; j < C; j++) p[j] *= inv;                                 \
-    return log(s) + m - z[y];                                                      \
+    return log(s) - ((double)z[y] - (double)m);                                    \
 }
 
 MN_DEF_XENT_ROW(mn_xent_row_f32, float, expf)

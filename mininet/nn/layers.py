@@ -157,10 +157,10 @@ class LayerNorm1d(Module):
         self.bias = Parameter(init.zeros(dim, dtype=dtype, device=device))
 
     def forward(self, x):
-        n = x.shape[-1]
-        mean = ops.broadcast_to(ops.reshape(ops.summation(x, -1) * (1.0 / n), x.shape[:-1] + (1,)), x.shape)
+        # ops.mean, not * (1.0 / n): zero features give an empty output, as torch
+        mean = ops.broadcast_to(ops.reshape(ops.mean(x, -1), x.shape[:-1] + (1,)), x.shape)
         xc = x - mean
-        var = ops.broadcast_to(ops.reshape(ops.summation(xc * xc, -1) * (1.0 / n), x.shape[:-1] + (1,)), x.shape)
+        var = ops.broadcast_to(ops.reshape(ops.mean(xc * xc, -1), x.shape[:-1] + (1,)), x.shape)
         return xc * (var + self.eps) ** -0.5 * ops.broadcast_to(self.weight, x.shape) + ops.broadcast_to(self.bias, x.shape)
 
 
@@ -179,4 +179,4 @@ class MSELoss(Module):
         if pred.shape != target.shape:
             raise ValueError(f"MSELoss: prediction {pred.shape} and target {target.shape} differ in shape")
         d = pred - target
-        return ops.summation(d * d) * (1.0 / d.numel())
+        return ops.mean(d * d)   # NaN for empty inputs, as torch

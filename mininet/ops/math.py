@@ -1,4 +1,5 @@
 """Elementwise and matrix ops with their gradients (numpy broadcasting)."""
+import math
 import numbers
 
 from ..autograd import Op, Tensor, grad_enabled
@@ -84,10 +85,16 @@ class DivScalar(Op):
         self.scalar = scalar
 
     def compute(self, a):
-        return a * (1.0 / self.scalar)
+        return a * _reciprocal(self.scalar)
 
     def gradient(self, g, node):
-        return g * (1.0 / self.scalar)
+        return g * _reciprocal(self.scalar)
+
+
+def _reciprocal(s):
+    """1 / s, with IEEE's signed infinity for s = +-0 (x * inf is x / 0 for every x, NaN at
+    0), where Python would raise ZeroDivisionError."""
+    return 1.0 / s if s else math.copysign(math.inf, s)
 
 
 class PowerScalar(Op):
@@ -303,7 +310,14 @@ def linear(x, weight, bias=None):
 
 
 def _tensor(x, like):
-    return x if isinstance(x, Tensor) else Tensor(x, dtype=like.dtype, device=like.device)
+    """x as a Tensor on like's device, dtyped by the README's table: a scalar takes a float
+    tensor's dtype (an int64 one's gives float64), array data keeps its own (a numpy
+    float64 array is float64), so that the op then promotes as NDArray's do."""
+    if isinstance(x, Tensor):
+        return x
+    if _is_number(x):
+        return Tensor(x, dtype=like.dtype if like.dtype.kind == "f" else "float64", device=like.device)
+    return Tensor(x, device=like.device)
 
 
 def add(a, b):

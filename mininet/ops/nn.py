@@ -1,8 +1,10 @@
 """Fused neural-network ops: stable softmax cross-entropy and batch norm."""
+import math
+
 import numpy as np
 
 from ..autograd import Op, Tensor, grad_enabled
-from ..ndarray import NDArray, int64
+from ..ndarray import NDArray, _ewise as nd_ewise, int64
 from .math import require_float
 from .reduce import softmax, summation
 
@@ -48,10 +50,13 @@ class SoftmaxCrossEntropy(Op):
     def compute(self, z):
         dev = z.device
         if not dev.has("softmax_xent"):
-            m = z.max(1, keepdims=True)
-            lse = (z - m.broadcast_to(z.shape)).exp().sum(1, keepdims=True).log() + m
-            picked = (z * self.onehot(z.dtype, dev).cached_data).sum(1, keepdims=True)
-            return (lse - picked).sum() * (1.0 / z.shape[0])
+            shifted = z - z.max(1, keepdims=True).broadcast_to(z.shape)
+            # log(sum(exp(z - m))) - (z[y] - m), never + m - z[y]: at |z| ~ 1e17 that
+            # cancels the loss away. z[y] - m is selected (pass_pos), not z * onehot, whose
+            # 0 * -inf off the label would be NaN
+            lse = shifted.exp().sum(1, keepdims=True).log()
+            picked = nd_ewise(shifted, self.onehot(z.dtype, dev).cached_data, "pass_pos")
+            return (lse - picked.sum(1, keepdims=True)).sum() * _per_row(z.shape[0])
         z = z.compact()
         self.probs = NDArray.make(z.shape, device=dev, dtype=z.dtype)
         loss = NDArray.make((), device=dev, dtype=z.dtype)
@@ -76,9 +81,10 @@ class SoftmaxCrossEntropyGrad(Op):
             m = z.max(1, keepdims=True)
             e = (z - m.broadcast_to(z.shape)).exp()
             p = e / e.sum(1, keepdims=True).broadcast_to(z.shape)
-            return (p - onehot) * g.reshape((1, 1)).broadcast_to(z.shape) * (1.0 / n)
+            return (p - onehot) * g.reshape((1, 1)).broadcast_to(z.shape) * _per_row(n)
         out = NDArray.make(z.shape, device=dev, dtype=z.dtype)
-        dev.softmax_xent_grad(self.xent.probs, self.xent.ylabels, float(g.numpy()) / n, out)
+        dev.softmax_xent_grad(self.xent.probs, self.xent.ylabels, float(g.numpy()) * _per_row(n),
+                              out)
         return out
 
     def gradient(self, h, node):
@@ -86,11 +92,17 @@ class SoftmaxCrossEntropyGrad(Op):
         z, g = node.inputs
         n, c = z.shape
         s = softmax(z, 1)
-        scale = g.reshape((1, 1)).broadcast_to(z.shape) * (1.0 / n)
+        scale = g.reshape((1, 1)).broadcast_to(z.shape) * _per_row(n)
         rows = summation(h * s, (1,)).reshape((n, 1)).broadcast_to(z.shape)
         dz = s * (h - rows) * scale
-        dg = summation(h * (s - self.xent.onehot(z.dtype, z.device))) * (1.0 / n)
+        dg = summation(h * (s - self.xent.onehot(z.dtype, z.device))) * _per_row(n)
         return dz, dg.reshape(g.shape)
+
+
+def _per_row(n):
+    """1 / n for a mean over n rows; NaN for none (0 / 0: torch's loss over an empty batch),
+    where Python would raise ZeroDivisionError."""
+    return 1.0 / n if n else math.nan
 
 
 def softmax_cross_entropy(logits, labels):

@@ -1,4 +1,8 @@
 """Reductions and the softmax family, numerically stable."""
+import math
+
+import numpy as np
+
 from ..autograd import Op, Tensor
 from ..ndarray import _normalize_axes
 
@@ -46,7 +50,11 @@ class LogSumExp(Op):
 
     def compute(self, z):
         axes = _normalize_axes(self.axes, z.ndim)
+        # an infinite max would make z - m NaN (inf - inf); clamped to a finite shift the
+        # result is still exact: inf for a +inf entry, -inf for an all -inf row (as torch)
         m = z.max(axes, keepdims=True)
+        big = float(np.finfo(m.dtype).max)
+        m = m.clip(-big, big)
         out = (z - m.broadcast_to(z.shape)).exp().sum(axes, keepdims=True).log() + m
         return out if self.keepdims else out.reshape(tuple(n for i, n in enumerate(z.shape) if i not in axes))
 
@@ -92,10 +100,11 @@ def summation(a, axes=None, keepdims=False):
 
 
 def mean(a, axes=None, keepdims=False):
+    """The mean over an empty axis is NaN (0 / 0), as numpy and torch."""
     n = 1
     for i in _normalize_axes(axes, a.ndim):
         n *= a.shape[i]
-    return summation(a, axes, keepdims) * (1.0 / n)
+    return summation(a, axes, keepdims) * (1.0 / n if n else math.nan)
 
 
 def max(a, axes=None, keepdims=False):  # noqa: A001 (needle's name)

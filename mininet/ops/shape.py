@@ -2,7 +2,7 @@
 import numbers
 
 from ..autograd import Op, TupleOp
-from ..ndarray import NDArray, concatenate as nd_concatenate, stack as nd_stack
+from ..ndarray import NDArray, check_axis, concatenate as nd_concatenate, stack as nd_stack
 
 
 class Reshape(Op):
@@ -103,7 +103,7 @@ class Split(TupleOp):
         self.axis = axis
 
     def compute(self, a):
-        axis = self.axis % a.ndim
+        axis = check_axis(self.axis, a.ndim, "split")
         return tuple(a[(slice(None),) * axis + (i,)].compact() for i in range(a.shape[axis]))
 
     def gradient(self, g, node):
@@ -140,7 +140,7 @@ def permute(a, axes):
 def transpose(a, axes=None):
     """needle's transpose: swap two axes, by default the last two."""
     order = list(range(a.ndim))
-    x, y = (-2, -1) if axes is None else axes
+    x, y = (-2, -1) if axes is None else (check_axis(n, a.ndim, "transpose") for n in axes)
     order[x], order[y] = order[y], order[x]
     return Permute(order)(a)
 
