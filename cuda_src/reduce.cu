@@ -1,11 +1,12 @@
 // Reductions of a compact (outer, red, inner) array over the middle axis:
 // one block per output, a shared-memory tree, then a warp-shuffle finish.
 #include "common.cuh"
+#include "ops_gen.cuh"   // MN_REDUCE_*: generated from mininet/backend/opcodes.py
 
 template <typename T>
 __device__ __forceinline__ bool better(int op, T x, T best) {
     if (x != x) return best == best;  // NaN wins, as in numpy
-    return (op == 1 || op == 3) ? x > best : x < best;
+    return (op == MN_REDUCE_MAX || op == MN_REDUCE_ARGMAX) ? x > best : x < best;
 }
 
 template <typename T>
@@ -48,7 +49,7 @@ __device__ void reduce_best(int op, const T* x, long long red, long long inner, 
         __syncthreads();
     }
     if (threadIdx.x == 0) {
-        if (op >= 3) idx[o] = pos[0];
+        if (op == MN_REDUCE_ARGMAX || op == MN_REDUCE_ARGMIN) idx[o] = pos[0];
         else out[o] = val[0];
     }
 }
@@ -56,8 +57,10 @@ __device__ void reduce_best(int op, const T* x, long long red, long long inner, 
 #define MN_REDUCE(T, S)                                                                     \
     extern "C" __global__ void reduce_##S(int op, const T* x, long long red, long long inner, \
                                           T* out, long long* idx) {                        \
-        if (op == 0) reduce_sum<T>(x, red, inner, out);                                     \
-        else reduce_best<T>(op, x, red, inner, out, idx);                                   \
+        if (op == MN_REDUCE_SUM) reduce_sum<T>(x, red, inner, out);                         \
+        else if (op >= MN_REDUCE_MAX && op <= MN_REDUCE_ARGMIN)                             \
+            reduce_best<T>(op, x, red, inner, out, idx);                                    \
+        else __trap();   /* an unknown op traps rather than computing another */             \
     }
 
 MN_REDUCE(float, f32)

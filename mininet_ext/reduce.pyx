@@ -29,12 +29,15 @@ cdef extern from *:
     double mn_sum_f32(const float* x, Py_ssize_t n) nogil
     double mn_sum_f64(const double* x, Py_ssize_t n) nogil
 
-cdef enum:
-    SUM = 0
-    MAX = 1
-    MIN = 2
-    ARGMAX = 3
-    ARGMIN = 4
+# the reduction numbers, generated from mininet/backend/opcodes.py (REDUCE_OPS); argmax
+# and argmin must stay last: `op >= ARGMAX` picks the index-writing kernels
+cdef extern from "_ops.h":
+    enum:
+        SUM "MN_REDUCE_SUM"
+        MAX "MN_REDUCE_MAX"
+        MIN "MN_REDUCE_MIN"
+        ARGMAX "MN_REDUCE_ARGMAX"
+        ARGMIN "MN_REDUCE_ARGMIN"
 
 
 cdef inline bint better(int op, floating x, floating best) noexcept nogil:

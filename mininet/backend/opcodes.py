@@ -64,6 +64,11 @@ _COMMON = """\
 """
 
 
+def _reduce_defines():
+    """MN_REDUCE_SUM 0 ...: the reduction numbers both kernel sets compare against."""
+    return "".join(f"#define MN_REDUCE_{n.upper()} {i}\n" for i, n in enumerate(REDUCE_OPS))
+
+
 def c_header():
     """mininet_ext/_ops.h: X-macros over the ops, instantiated per dtype by _ewise.h."""
     binary = " \\\n    ".join(f"X(T, {i}, {n}, {e})" for i, (n, e) in enumerate(BINARY_OPS))
@@ -73,6 +78,7 @@ def c_header():
             f"#ifndef MN_OPS_H\n#define MN_OPS_H\n{_COMMON}"
             f"#define MN_NUM_BINARY {len(BINARY_OPS)}\n#define MN_NUM_UNARY {len(UNARY_OPS)}\n"
             f'#define MN_OPS_SIGNATURE "{signature()}"\n'
+            f"{_reduce_defines()}"
             f"static const int mn_unary_cost[MN_NUM_UNARY] = {{{costs}}};\n"
             f"#define MN_BINARY_OPS(X, T, M) \\\n    {binary}\n"
             f"#define MN_UNARY_OPS(X, T, M) \\\n    {unary}\n#endif\n")
@@ -83,7 +89,7 @@ def cuda_header():
     def cases(ops):
         return "\n".join(f"        case {i}: return {op[1]};" for i, op in enumerate(ops))
     return (f"// Generated from mininet/backend/opcodes.py when the kernels compile: do not edit.\n"
-            f"#pragma once\n{_COMMON}#define M(fn) fn\n"
+            f"#pragma once\n{_COMMON}{_reduce_defines()}#define M(fn) fn\n"
             f"template <typename T>\n__device__ __forceinline__ T binary_op(int op, T x, T y) {{\n"
             f"    switch (op) {{\n{cases(BINARY_OPS)}\n"
             f"        default: __trap(); return x;\n    }}\n}}\n\n"
