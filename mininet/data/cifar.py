@@ -3,10 +3,16 @@ found in --data-dir, else $MININET_CIFAR_DATA, else ~/.cache/mininet/cifar10; wh
 missing, the archive is downloaded (md5-verified) and unpacked atomically.
 
 The pickles are read with an unpickler that admits only what numpy arrays need, so a
-tampered file cannot run code."""
+tampered file cannot run code, and within a memory budget set by the file's size: its
+opcodes are costed before they run (pickletools), and every array or bytes object the
+admitted callables make is charged as it is made."""
 import io
+import math
 import os
 import pickle
+import pickletools
+import reprlib
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
@@ -14,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import Dataset, pixels_to_float
-from .fetch import FetchError, dataset_dir, fetch
+from .fetch import FetchError, check_regular_file, dataset_dir, fetch
 
 FOLDER = "cifar-10-batches-py"
 TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -22,46 +28,226 @@ TEST = ("test_batch",)
 ARCHIVE = "cifar-10-python.tar.gz"
 ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
 MIRRORS = ("https://www.cs.toronto.edu/~kriz/",)
-# what unpickling a numpy array needs (numpy 1 and 2 module names), nothing else
-_ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-            ("numpy", "ndarray"), ("numpy", "dtype"), ("copyreg", "_reconstructor"),
-            ("_codecs", "encode")}   # protocol-2 pickles written by Python 3 carry bytes this way
+MAX_FILE_BYTES = 64 << 20   # a batch is 31 MB (46 MB written by Python 3 at protocol 2)
 
 
 class CIFARError(RuntimeError):
     """A missing, corrupt or unreadable CIFAR-10 file; the message names it."""
 
 
+def _short(value):
+    """An untrusted value, in a few characters on one line."""
+    if type(value) is int and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    if type(value) is str and value.isprintable() and len(value) <= 60:
+        return value
+    return reprlib.repr(value)
+
+
+class _Budget:
+    """The bytes an unpickling may still materialise; charge() refuses going past them."""
+
+    def __init__(self, limit):
+        self.limit = self.left = limit
+
+    def charge(self, nbytes, what):
+        self.left -= nbytes
+        if self.left < 0:
+            raise pickle.UnpicklingError(f"{what} takes the pickle to more than the "
+                                         f"{self.limit:,} bytes a batch file of its size may hold")
+
+
+def _scan(raw, budget):
+    """Cost the opcodes before any runs: the object each builds (an opcode without an
+    argument, at most an empty set; one with, that argument) and a stack slot, and the
+    memo table, which the unpickler sizes to twice the largest index."""
+    memo = 0
+    for op, arg, _ in pickletools.genops(raw):
+        if arg is None:
+            cost = 224 if op.name in ("EMPTY_SET", "FROZENSET") else 72
+        else:
+            cost = 8 + sys.getsizeof(arg)
+        budget.charge(cost, op.name)
+        if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and arg > memo:
+            budget.charge(16 * (arg - memo), f"the memo table (index {arg})")
+            memo = arg
+
+
+def _plain_dtype(dtype):
+    """dtype if it is bool, integer or float with no fields or sub-arrays, else refuse."""
+    if not (isinstance(dtype, np.dtype) and dtype.kind in "biuf" and dtype.fields is None
+            and dtype.subdtype is None):
+        raise pickle.UnpicklingError(f"refusing dtype {_short(dtype)}: only bool, integer "
+                                     f"and float arrays may be unpickled")
+    return dtype
+
+
+def _array_bytes(shape, dtype):
+    if not (type(shape) is tuple and len(shape) <= 32
+            and all(type(n) is int and n >= 0 for n in shape)):
+        raise pickle.UnpicklingError(f"bad array shape {_short(shape)}")
+    return math.prod(shape) * _plain_dtype(dtype).itemsize
+
+
+class _PickledArray(np.ndarray):
+    """An array being unpickled: its __setstate__ (BUILD) checks the shape, dtype and data
+    against the budget before numpy allocates anything. Every array the guards make is
+    one of these; _batch_data hands on a plain view."""
+
+    @classmethod
+    def charged(cls, array, budget):
+        array = array.view(cls)
+        array._budget = budget
+        return array
+
+    def __setstate__(self, state):
+        if type(state) is not tuple or len(state) not in (4, 5):
+            raise pickle.UnpicklingError("bad array state")
+        shape, dtype, _, data = state[-4:]
+        nbytes = _array_bytes(shape, dtype)
+        if type(data) is not bytes or len(data) != nbytes:
+            raise pickle.UnpicklingError(f"an array of shape {shape} needs {nbytes:,} bytes of "
+                                         f"data, the pickle gives {_short(type(data).__name__)}")
+        self._budget.charge(nbytes, f"an array of shape {shape}")
+        super().__setstate__(state)
+
+
+class _NdarrayName:
+    """What numpy.ndarray unpickles to: a name _reconstruct accepts, neither a callable nor
+    a class (a pickle calling ndarray((2**40,)) would allocate before any check), nor
+    open to BUILD (no attributes)."""
+    __slots__ = ()
+
+
+_NDARRAY = _NdarrayName()
+
+
+def _reconstruct(budget, subtype, shape, dtype):
+    """numpy's _reconstruct, charged: the (empty) array that BUILD then fills."""
+    if subtype is not _NDARRAY:
+        raise pickle.UnpicklingError(f"refusing to reconstruct {_short(subtype)}")
+    dtype = np.dtype(dtype) if type(dtype) in (bytes, str) and len(dtype) <= 8 else dtype
+    budget.charge(_array_bytes(shape, dtype), f"an array of shape {shape}")
+    return _PickledArray.charged(np.ndarray(shape, dtype), budget)
+
+
+def _frombuffer(budget, buffer, dtype, shape, order="C", axis_order=None):
+    """numpy's _frombuffer (protocol-5 pickles): an array over the pickle's own buffer."""
+    nbytes = _array_bytes(shape, dtype)
+    if type(buffer) not in (bytes, bytearray) or len(buffer) != nbytes or order not in "CF":
+        raise pickle.UnpicklingError(f"an array of shape {shape} needs {nbytes:,} bytes of "
+                                     f"data in C or F order")
+    budget.charge(nbytes, f"an array of shape {shape}")
+    array = np.frombuffer(buffer, dtype).reshape(shape, order=order)
+    return _PickledArray.charged(array, budget)
+
+
+def _dtype(budget, obj, align=False, copy=False):
+    """numpy.dtype of a type string, for bool, integer and float types only."""
+    if type(obj) not in (bytes, str) or len(obj) > 8:
+        raise pickle.UnpicklingError(f"refusing dtype {_short(obj)}")
+    return _plain_dtype(np.dtype(obj, bool(align), bool(copy)))
+
+
+def _encode(budget, text, encoding="utf-8", errors="strict"):
+    """_codecs.encode(str, 'latin1'), the way protocol-2 pickles from Python 3 carry bytes."""
+    if type(text) is not str or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"refusing to load _codecs.encode("
+                                     f"{_short(type(text).__name__)}, {_short(encoding)}): "
+                                     f"only latin1 bytes are unpickled")
+    budget.charge(len(text), f"bytes of length {len(text):,}")
+    return text.encode("latin1")
+
+
+# what unpickling a numpy array needs (numpy 1 and 2 module names), each guarded
+_GUARDS = {("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+           ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+           ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+           ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+           ("numpy", "dtype"): _dtype, ("_codecs", "encode"): _encode}
+
+
 class _ArraysOnly(pickle.Unpickler):
+    def __init__(self, file, budget):
+        super().__init__(file, encoding="bytes")
+        self.budget = budget
+
     def find_class(self, module, name):
-        if (module, name) not in _ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        if name == "_reconstruct":   # numpy 2 moved numpy.core to numpy._core
-            core = np._core if hasattr(np, "_core") else np.core
-            return core.multiarray._reconstruct
-        return super().find_class(module, name)
+        if (module, name) == ("numpy", "ndarray"):
+            return _NDARRAY
+        guard = _GUARDS.get((module, name))
+        if guard is None:
+            raise pickle.UnpicklingError(f"refusing to load {_short(module)}.{_short(name)}: "
+                                         f"only numpy arrays are unpickled")
+        return lambda *args: guard(self.budget, *args)
+
+
+def _read_bounded(path):
+    """The file's bytes, refusing a device or pipe and anything larger than a batch file."""
+    check_regular_file(path, CIFARError)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        raw = f.read(MAX_FILE_BYTES + 1) if size <= MAX_FILE_BYTES else b""
+    if max(size, len(raw)) > MAX_FILE_BYTES:   # len: the file may have grown meanwhile
+        raise CIFARError(f"{path}: more than {MAX_FILE_BYTES:,} bytes: too large for a CIFAR-10 "
+                         f"batch file")
+    return raw
+
+
+def _unpickle(path):
+    """The pickled object, within a budget of four times the file's size + 16 MB."""
+    try:
+        raw = _read_bounded(path)
+        budget = _Budget(4 * len(raw) + (16 << 20))
+        _scan(raw, budget)
+        return _ArraysOnly(io.BytesIO(raw), budget).load()
+    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError,
+            AttributeError, IndexError, OverflowError) as e:
+        why = " ".join(str(e).split())[:300]
+        raise CIFARError(f"{path}: not a CIFAR-10 batch, or truncated/corrupt "
+                         f"({type(e).__name__}: {why})") from None
+
+
+def _batch_data(path, batch):
+    """The uint8 (N, 3072) image rows of an unpickled batch."""
+    if type(batch) is not dict or b"data" not in batch or b"labels" not in batch:
+        raise CIFARError(f"{path}: not a CIFAR-10 batch: expected a dict with data and labels, "
+                         f"found {_short(batch if type(batch) is not dict else list(batch))}")
+    data = batch[b"data"]
+    if not isinstance(data, np.ndarray):
+        raise CIFARError(f"{path}: data must be a uint8 array (N, 3072), found "
+                         f"{type(data).__name__}")
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise CIFARError(f"{path}: data must be a uint8 array (N, 3072), found {data.dtype} "
+                         f"{data.shape}")
+    return data.view(np.ndarray)
+
+
+def _batch_labels(path, labels, n):
+    """The labels, a list of n ints 0-9 (or such an integer array), as int64."""
+    if isinstance(labels, np.ndarray) and labels.ndim == 1 and labels.dtype.kind in "iu":
+        labels = labels.tolist()
+    if type(labels) is not list:
+        raise CIFARError(f"{path}: labels must be a list of ints 0-9, found "
+                         f"{type(labels).__name__} {_short(labels)}")
+    if len(labels) != n:
+        raise CIFARError(f"{path}: {n} images but {len(labels)} labels")
+    wrong = next((v for v in labels if type(v) is not int), None)
+    if wrong is not None:
+        raise CIFARError(f"{path}: labels must be ints 0-9, found {type(wrong).__name__} "
+                         f"{_short(wrong)}")
+    outside = next((v for v in labels if not 0 <= v <= 9), None)
+    if outside is not None:
+        raise CIFARError(f"{path}: labels must be 0-9, found {_short(outside)}")
+    return np.array(labels, dtype=np.int64)
 
 
 def read_batch(path):
     """(images uint8 (N, 3, 32, 32), labels int64 (N,)) from one CIFAR-10 batch file."""
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            d = _ArraysOnly(io.BytesIO(f.read()), encoding="bytes").load()
-        data, labels = d[b"data"], d[b"labels"]
-    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError,
-            AttributeError, IndexError) as e:
-        raise CIFARError(f"{path}: not a CIFAR-10 batch, or truncated/corrupt "
-                         f"({type(e).__name__}: {e})") from None
-    data = np.asarray(data)
-    labels = np.asarray(labels, dtype=np.int64)
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise CIFARError(f"{path}: data must be uint8 rows of 3072 bytes, got {data.dtype} "
-                         f"{data.shape}")
-    if labels.shape != (len(data),):
-        raise CIFARError(f"{path}: {len(data)} images but {labels.size} labels")
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise CIFARError(f"{path}: labels must be 0-9, found {labels.min()}..{labels.max()}")
+    batch = _unpickle(path)
+    data = _batch_data(path, batch)
+    labels = _batch_labels(path, batch[b"labels"], len(data))
     return data.reshape(-1, 3, 32, 32), labels
 
 

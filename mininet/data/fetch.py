@@ -2,6 +2,7 @@
 md5-verified, then renamed, so a folder never holds half a file."""
 import hashlib
 import os
+import stat
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -18,6 +19,14 @@ def dataset_dir(path, env, name):
     if os.environ.get(env):
         return Path(os.environ[env]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mininet" / name
+
+
+def check_regular_file(path, error):
+    """Raise error, naming path, unless it is a regular file: a device such as /dev/zero
+    would be read without end and a FIFO would block. A missing path raises OSError."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise error(f"{path}: not a regular file (a folder, device or pipe); put the data "
+                    f"file itself there")
 
 
 def md5sum(path):

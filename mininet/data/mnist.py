@@ -2,15 +2,17 @@
 else $MININET_DATA, else ~/.cache/mininet/mnist; downloaded, verified and
 written atomically when missing."""
 import gzip
+import math
 import os
 import struct
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from .dataset import Dataset, pixels_to_float
-from .fetch import FetchError, fetch
+from .fetch import FetchError, check_regular_file, fetch
 
 FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -43,6 +45,21 @@ DATASETS = {
                       ("/usr/share/datasets/fashion-mnist",)),
 }
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+MAX_IDX_BYTES = 64 << 20   # read_idx's cap on the data: MNIST's training images are 47 MB
+MAX_ITEMS = 60_000         # the largest split of MNIST and Fashion-MNIST (train)
+CHUNK = 1 << 20            # the data is read this much at a time
+
+
+class IdxSpec(NamedTuple):
+    """What one MNIST file must hold, checked against its header before its data is read."""
+    what: str              # "images" or "labels", for messages
+    codes: tuple           # the IDX type codes allowed
+    types: str             # those types, in words
+    item_shape: tuple      # the shape after the first (count) dimension
+
+
+IMAGES = IdxSpec("images", (0x08,), "uint8 (IDX type code 0x08)", (28, 28))
+LABELS = IdxSpec("labels", (0x08, 0x09, 0x0B, 0x0C), "integers (uint8, int8, int16 or int32)", ())
 
 
 class MNISTError(RuntimeError):
@@ -73,32 +90,79 @@ def _find(folder, name):
     return None
 
 
-def read_idx(path, expect_ndim=None):
-    """Parse an IDX file (optionally gzipped) into a numpy array, checking the header and size."""
+def read_idx(path, expect_ndim=None, spec=None, max_bytes=MAX_IDX_BYTES):
+    """Parse an IDX file (optionally gzipped) into a numpy array. The header (magic, type,
+    dimensions; with spec, the file's known type, item shape and count) and the size it
+    declares are checked before the data is read, in chunks: a file never makes this
+    allocate more than max_bytes, or more data than its header declares."""
     path = Path(path)
+    if spec is not None:
+        expect_ndim = 1 + len(spec.item_shape)
     try:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rb") as f:
-            raw = f.read()
+        check_regular_file(path, MNISTError)
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            code, shape = _read_header(f, path, expect_ndim)
+            dtype = np.dtype(IDX_DTYPES[code])
+            if spec is not None:
+                _check_spec(path, spec, code, shape)
+            _check_size(path, shape, dtype, max_bytes)
+            return _read_data(f, path, shape, dtype)
     except (OSError, EOFError, zlib.error) as e:   # BadGzipFile is an OSError
         raise MNISTError(f"{path}: cannot read the file ({e}); it may be truncated or corrupt. "
                          f"Delete it so it can be fetched again, or replace it.") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise MNISTError(f"{path}: bad magic number {raw[:4].hex() or '(empty)'}: not an IDX file")
-    code, ndim = raw[2], raw[3]
+
+
+def _read_header(f, path, expect_ndim):
+    """(type code, shape) from the magic number and the dimensions that follow it."""
+    magic = f.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
+        raise MNISTError(f"{path}: bad magic number {magic.hex() or '(empty)'} (an IDX file "
+                         f"starts with two zero bytes): not an IDX file")
+    code, ndim = magic[2], magic[3]
     if code not in IDX_DTYPES or (expect_ndim is not None and ndim != expect_ndim):
-        raise MNISTError(f"{path}: bad magic number {raw[:4].hex()}: expected an IDX file of "
-                         f"{expect_ndim} dimensions with a known type code")
-    if len(raw) < 4 + 4 * ndim:
-        raise MNISTError(f"{path}: truncated header")
-    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-    dtype = np.dtype(IDX_DTYPES[code])
-    need = int(np.prod(shape)) * dtype.itemsize
-    body = raw[4 + 4 * ndim:]
-    if len(body) != need:
-        raise MNISTError(f"{path}: header says shape {shape} ({need} bytes of data) but the file has "
-                         f"{len(body)}: the file is truncated or corrupt")
-    return np.frombuffer(body, dtype=dtype).reshape(shape)
+        raise MNISTError(f"{path}: bad magic number {magic.hex()}: expected an IDX file of "
+                         f"{expect_ndim} dimensions with a known type code "
+                         f"({', '.join(f'{c:02x}' for c in IDX_DTYPES)})")
+    dims = f.read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise MNISTError(f"{path}: truncated header (the file ends after {4 + len(dims)} bytes)")
+    return code, struct.unpack(f">{ndim}I", dims)
+
+
+def _check_spec(path, spec, code, shape):
+    """The type, item shape and count the dataset allows (MNIST: uint8 28x28 images)."""
+    if code not in spec.codes:
+        raise MNISTError(f"{path}: {spec.what} must be {spec.types}, found "
+                         f"{np.dtype(IDX_DTYPES[code]).name} (IDX type code 0x{code:02x})")
+    if shape[1:] != spec.item_shape:
+        raise MNISTError(f"{path}: {spec.what} must be {'x'.join(map(str, spec.item_shape))}, "
+                         f"found {'x'.join(map(str, shape[1:]))}")
+    if shape[0] > MAX_ITEMS:
+        raise MNISTError(f"{path}: the header declares {shape[0]} {spec.what}; a file may hold "
+                         f"at most {MAX_ITEMS:,} {spec.what} (MNIST's training split)")
+
+
+def _check_size(path, shape, dtype, max_bytes):
+    need = math.prod(shape) * dtype.itemsize   # exact: numpy's product would wrap around
+    if need > max_bytes:
+        raise MNISTError(f"{path}: the header declares shape {shape} ({need:,} bytes), more "
+                         f"than the {max_bytes:,} bytes an IDX file may hold here")
+
+
+def _read_data(f, path, shape, dtype):
+    """The data the header declares, read a chunk at a time; a short or long file is refused."""
+    need = math.prod(shape) * dtype.itemsize
+    data = np.empty(need, np.uint8)
+    view, got = memoryview(data), 0
+    while got < need and (n := f.readinto(view[got:got + CHUNK])):
+        got += n
+    if got < need:
+        raise MNISTError(f"{path}: header says shape {shape} ({need} bytes of data) but the "
+                         f"file ends after {got}: the file is truncated or corrupt")
+    if f.read(1):
+        raise MNISTError(f"{path}: header says shape {shape} ({need} bytes of data) but the "
+                         f"file holds more data than that: it is corrupt or not this IDX file")
+    return data.view(dtype).reshape(shape)
 
 
 def download(name, folder, progress=None, mirrors=MIRRORS, md5=MD5):
@@ -132,13 +196,16 @@ class MNISTDataset(Dataset):
 
     def __init__(self, image_file, label_file, transforms=None, flatten=True):
         super().__init__(transforms)
-        images = read_idx(image_file, expect_ndim=3)
-        labels = read_idx(label_file, expect_ndim=1)
+        images = read_idx(image_file, spec=IMAGES)
+        labels = read_idx(label_file, spec=LABELS)
+        if len(images) == 0:
+            raise MNISTError(f"{image_file}: holds no images")
         if len(images) != len(labels):
             raise MNISTError(f"{image_file} has {len(images)} images but {label_file} has "
                              f"{len(labels)} labels")
-        if labels.size and labels.max() > 9:
-            raise MNISTError(f"{label_file}: labels must be 0-9, found {labels.max()}")
+        outside = labels[(labels < 0) | (labels > 9)]
+        if outside.size:
+            raise MNISTError(f"{label_file}: labels must be 0-9, found {outside[0]}")
         self.pixels = images[:, None]  # uint8 (N, 1, 28, 28): a quarter of float32's memory
         self.flatten = flatten
         self.labels = labels.astype(np.int64)

