@@ -15,11 +15,14 @@ naming the collective, then abort the job, instead of hanging.
 import os
 import pickle
 import sys
+import threading
 import time
 
 import numpy as np
 
 _comm = None       # MPI.COMM_WORLD once init() ran under mpirun; None: one process
+_ctl = None        # a duplicate of it for finalize(): collectives on _comm may be in flight
+_closing = None    # finalize()'s barrier request
 _MPI = None
 _MPI_ENV = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE", "MPI_LOCALNRANKS")
 DEFAULT_TIMEOUT = 300.0
@@ -38,7 +41,7 @@ def init(threads=None):
     """Join the MPI world when launched by mpirun (else stay one process; no-op when called
     twice). Sets this rank's threads: `threads`, else MININET_NUM_THREADS / OMP_NUM_THREADS,
     else the cores this rank may use divided among the ranks on this machine."""
-    global _comm, _MPI
+    global _comm, _ctl, _MPI
     if _comm is not None or not launched_by_mpi():
         return
     try:
@@ -47,6 +50,8 @@ def init(threads=None):
         raise DistributedError("started by mpirun, but mpi4py is not installed: "
                                "pip install 'mininet[mpi]'") from None
     _MPI, _comm = MPI, MPI.COMM_WORLD
+    _ctl, request = _comm.Idup()
+    wait([request], "init (joining the other ranks)")
     from mininet_ext._omp import set_num_threads
     if threads:
         set_num_threads(threads)
@@ -141,6 +146,36 @@ def broadcast_object(obj, root=0, what="broadcast"):
 def barrier(what="barrier"):
     if _comm is not None:
         wait([_comm.Ibarrier()], what)
+
+
+def finalize():
+    """End this rank's part in the job: meet every other rank (a barrier with the deadline
+    of every wait, on a communicator of its own, so collectives still in flight after an
+    interrupt do not matter), then shut MPI down. A rank that stopped or died before it
+    makes this one fail with a DistributedError (the caller ends the job), instead of
+    waiting in MPI_Finalize forever; MPI_Finalize itself gets the same deadline (a watchdog
+    ends the process). A no-op outside MPI and when called twice."""
+    global _comm, _ctl, _closing
+    if _comm is None:
+        return
+    if _closing is None:   # kept: a call that an interrupt stopped waits again, on the same one
+        _closing = _ctl.Ibarrier()
+    wait([_closing], "finishing the job (the barrier before MPI_Finalize)")
+    me, limit = rank(), timeout()
+
+    def stuck():
+        sys.stderr.write(f"error: rank {me}: MPI_Finalize did not complete within {limit:.0f} s: "
+                         "another rank stopped (MININET_DIST_TIMEOUT sets the limit)\n")
+        sys.stderr.flush()
+        os._exit(1)
+    watchdog = threading.Timer(limit, stuck)
+    watchdog.daemon = True
+    watchdog.start()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _comm = _ctl = _closing = None
+    _MPI.Finalize()
+    watchdog.cancel()
 
 
 # parameters and gradients ------------------------------------------------------------------

@@ -2,6 +2,8 @@
 and build no graph; SGD and Adam/AdamW run one fused kernel per parameter."""
 import math
 
+import numpy as np
+
 from .autograd import Tensor
 from .ndarray import NDArray
 
@@ -49,15 +51,54 @@ class Optimizer:
         return {"step_count": self.step_count, "lr": self.lr,
                 "state": {i: {k: v.numpy() for k, v in st.items()} for i, st in self.state.items()}}
 
+    # the state arrays each optimizer keeps per parameter (None: any), those that must be >= 0
+    state_names = None
+    nonnegative = ()
+
     def load_state_dict(self, sd):
-        self.step_count, self.lr = int(sd["step_count"]), float(sd["lr"])
-        self.state = {}
+        """Replace step_count, lr and the per-parameter state with sd's, after checking all
+        of it (a ValueError, TypeError or KeyError names what is wrong, and nothing changes):
+        every array must be one this optimizer keeps, of its parameter's shape and dtype, with
+        finite values (second moments >= 0). A state array of the wrong size would otherwise
+        reach a fused kernel that reads its parameter's size of elements."""
+        step_count, lr = sd["step_count"], sd["lr"]
+        if isinstance(step_count, bool) or int(step_count) != step_count or not 0 <= step_count < 2 ** 31:
+            raise ValueError(f"{type(self).__name__}: step_count must be a whole number in "
+                             f"[0, 2**31), got {step_count!r}")
+        if isinstance(lr, bool) or not math.isfinite(float(lr)) or lr < 0:
+            raise ValueError(f"{type(self).__name__}: lr must be a finite number >= 0, got {lr!r}")
+        state = {}
         for i, st in sd["state"].items():
+            if isinstance(i, bool) or int(i) != i or not 0 <= int(i) < len(self.params):
+                raise KeyError(f"{type(self).__name__}: state for parameter {i!r}, but there are "
+                               f"{len(self.params)} parameters")
             p = self.params[int(i)]
-            self.state[int(i)] = {k: NDArray(v, dtype=p.dtype, device=p.device) for k, v in st.items()}
+            state[int(i)] = {k: self._checked(int(i), k, v, p) for k, v in st.items()}
+        self.step_count, self.lr = int(step_count), float(lr)
+        self.state = {i: {k: NDArray(v, dtype=p.dtype, device=self.params[i].device)
+                          for k, v in st.items()} for i, st in state.items()}
+
+    def _checked(self, i, name, value, p):
+        what = f"{type(self).__name__} state {i}/{name}"
+        if self.state_names is not None and name not in self.state_names:
+            raise KeyError(f"{what}: not a state this optimizer keeps "
+                           f"({', '.join(self.state_names)})")
+        value = value.numpy() if isinstance(value, NDArray) else value
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"{what}: expected an array, got {type(value).__name__}")
+        if value.shape != tuple(p.shape) or value.dtype != p.dtype:
+            raise ValueError(f"{what} is {value.dtype} {value.shape}, its parameter is "
+                             f"{p.dtype} {tuple(p.shape)}")
+        if not np.isfinite(value).all():
+            raise ValueError(f"{what} holds NaN or infinite values")
+        if name in self.nonnegative and (value < 0).any():
+            raise ValueError(f"{what} holds negative values (it is a sum of squares)")
+        return value
 
 
 class SGD(Optimizer):
+    state_names = ("v",)
+
     def __init__(self, params, lr=0.01, momentum=0.0, weight_decay=0.0, nesterov=False, dampening=0.0):
         super().__init__(params, lr)
         if nesterov and (momentum <= 0 or dampening != 0):
@@ -74,6 +115,7 @@ class SGD(Optimizer):
 
 class Adam(Optimizer):
     decoupled = False
+    state_names, nonnegative = ("m", "v"), ("v",)
 
     def __init__(self, params, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr)
@@ -93,6 +135,8 @@ class AdamW(Adam):
 
 
 class Adagrad(Optimizer):
+    state_names = nonnegative = ("sum",)
+
     def __init__(self, params, lr=0.01, eps=1e-10, weight_decay=0.0):
         super().__init__(params, lr)
         self.eps, self.weight_decay = eps, weight_decay
@@ -107,6 +151,8 @@ class Adagrad(Optimizer):
 
 
 class RMSprop(Optimizer):
+    state_names, nonnegative = ("square_avg", "momentum"), ("square_avg",)
+
     def __init__(self, params, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0):
         super().__init__(params, lr)
         self.alpha, self.eps, self.weight_decay, self.momentum = alpha, eps, weight_decay, momentum

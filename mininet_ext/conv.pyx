@@ -18,6 +18,7 @@ from libc.string cimport memset
 from mininet_ext.buffer cimport Buffer
 from mininet_ext._omp cimport threads_for
 from mininet_ext._convgeom cimport Geom, out_range, make_geom
+from mininet_ext._check cimport check_itemsize, need, need_strided
 
 # im2col / col2im ---------------------------------------------------------------
 cdef inline void im2col_strip(const floating* src_nc, Py_ssize_t sy, Py_ssize_t sx,
@@ -189,6 +190,9 @@ def im2col(Buffer x, Py_ssize_t x_off, tuple x_strides, tuple x_shape, Buffer co
            tuple stride, tuple pad, tuple dil, Py_ssize_t OH, Py_ssize_t OW, int itemsize):
     """col (C*kh*kw, N, OH, OW), compact, from x (N, C, H, W) with any strides."""
     cdef Geom g = make_geom(x_shape, kernel, stride, pad, dil, OH, OW)
+    check_itemsize(itemsize, "im2col")
+    need_strided(x, x_off, x_shape, x_strides, itemsize, "im2col", "input")
+    need(col, 0, (g.C * g.kh * g.kw, g.N, OH, OW), itemsize, "im2col", "columns")
     cdef Py_ssize_t sn, sc, sy, sx
     sn, sc, sy, sx = x_strides
     cdef int nt = threads_for(g.C * g.kh * g.kw * g.N * g.OH * g.OW)
@@ -217,6 +221,9 @@ def col2im(Buffer col, Buffer dx, tuple x_shape, tuple kernel, tuple stride, tup
     """dx (N, C, H, W), compact, overwritten with the adjoint of im2col applied to col.
     Each task owns the part of dx it writes, so the scatter-add needs no atomics."""
     cdef Geom g = make_geom(x_shape, kernel, stride, pad, dil, OH, OW)
+    check_itemsize(itemsize, "col2im")
+    need(col, 0, (g.C * g.kh * g.kw, g.N, OH, OW), itemsize, "col2im", "columns")
+    need(dx, 0, x_shape, itemsize, "col2im", "input gradient")
     cdef int nt = threads_for(g.N * g.C * g.kh * g.kw * g.OH * g.OW)
     with nogil:
         if itemsize == 4:
@@ -239,6 +246,11 @@ cdef void to_nchw_row(const floating* y, const floating* b, floating* out, Py_ss
 def to_nchw(Buffer y, Buffer bias, Py_ssize_t b_off, Buffer out, Py_ssize_t K, Py_ssize_t N,
             Py_ssize_t P, int itemsize):
     """out[n, k, p] = y[k, n, p] + bias[k] (bias may be None); y and out compact."""
+    check_itemsize(itemsize, "to_nchw")
+    need(y, 0, (K, N, P), itemsize, "to_nchw", "GEMM result")
+    need(out, 0, (N, K, P), itemsize, "to_nchw", "output")
+    if bias is not None:
+        need(bias, b_off, (K,), itemsize, "to_nchw", "bias")
     cdef Py_ssize_t row
     cdef int nt = threads_for(N * K * P)
     cdef char* bp = NULL if bias is None else bias.ptr + b_off * itemsize
@@ -270,6 +282,11 @@ cdef void from_nchw_chan(const floating* g, floating* out, floating* db, Py_ssiz
 def from_nchw(Buffer g, Py_ssize_t g_off, Buffer out, Buffer db, Py_ssize_t K, Py_ssize_t N,
               Py_ssize_t P, int itemsize):
     """out[k, n, p] = g[n, k, p]; db[k] = sum of g[:, k, :] (db may be None). g compact."""
+    check_itemsize(itemsize, "from_nchw")
+    need(g, g_off, (N, K, P), itemsize, "from_nchw", "output gradient")
+    need(out, 0, (K, N, P), itemsize, "from_nchw", "result")
+    if db is not None:
+        need(db, 0, (K,), itemsize, "from_nchw", "bias gradient")
     cdef Py_ssize_t k
     cdef int nt = threads_for(N * K * P)
     cdef char* dbp = NULL if db is None else db.ptr
@@ -408,9 +425,16 @@ def maxpool(Buffer x, Buffer out, Buffer idx, tuple x_shape, tuple kernel, tuple
             tuple pad, tuple dil, Py_ssize_t OH, Py_ssize_t OW, int itemsize):
     """out, idx (N, C, OH, OW): window max and its flat index in the (H, W) plane."""
     cdef Geom g = make_geom(x_shape, kernel, stride, pad, dil, OH, OW)
+    check_itemsize(itemsize, "max_pool2d")
+    need(x, 0, x_shape, itemsize, "max_pool2d", "input")
+    need(out, 0, (g.N, g.C, OH, OW), itemsize, "max_pool2d", "output")
+    need(idx, 0, (g.N, g.C, OH, OW), 8, "max_pool2d", "argmax")
     cdef Py_ssize_t t, nplane = g.N * g.C
     cdef int nt = threads_for(nplane * OH * OW * g.kh * g.kw)
     cdef bint two = kernel == (2, 2) and stride == (2, 2) and pad == (0, 0) and dil == (1, 1)
+    if two and (2 * OH > g.H or 2 * OW > g.W):   # the 2x2 path reads without bounds checks
+        raise ValueError(f"max_pool2d: a {OH}x{OW} output of 2x2 windows needs an input of at "
+                         f"least {2 * OH}x{2 * OW}, got {g.H}x{g.W}")
     with nogil:
         if itemsize == 4 and two:
             for t in prange(nplane, num_threads=nt, schedule='static'):
@@ -430,6 +454,10 @@ def maxpool_backward(Buffer gout, Buffer idx, Buffer dx, tuple x_shape, Py_ssize
                      Py_ssize_t OW, int itemsize):
     """dx (N, C, H, W): each output grad added at its argmax (overlapping windows add)."""
     cdef Geom g = make_geom(x_shape, (1, 1), (1, 1), (0, 0), (1, 1), OH, OW)
+    check_itemsize(itemsize, "max_pool2d backward")
+    need(gout, 0, (g.N, g.C, OH, OW), itemsize, "max_pool2d backward", "output gradient")
+    need(idx, 0, (g.N, g.C, OH, OW), 8, "max_pool2d backward", "argmax")
+    need(dx, 0, x_shape, itemsize, "max_pool2d backward", "input gradient")
     cdef Py_ssize_t t, nplane = g.N * g.C
     cdef int nt = threads_for(nplane * (OH * OW + g.H * g.W))
     with nogil:
@@ -446,6 +474,10 @@ def avgpool(Buffer src, Buffer dst, tuple x_shape, tuple kernel, tuple stride, t
     """Forward: dst (N, C, OH, OW) from src (N, C, H, W). Backward: dst is dx, src the
     output grad."""
     cdef Geom g = make_geom(x_shape, kernel, stride, pad, (1, 1), OH, OW)
+    check_itemsize(itemsize, "avg_pool2d")
+    need(dst if backward else src, 0, x_shape, itemsize, "avg_pool2d", "input (gradient)")
+    need(src if backward else dst, 0, (g.N, g.C, OH, OW), itemsize, "avg_pool2d",
+         "output (gradient)")
     cdef Py_ssize_t t, nplane = g.N * g.C
     cdef int nt = threads_for(nplane * OH * OW * g.kh * g.kw)
     with nogil:
@@ -469,6 +501,10 @@ def maxpool_gather(Buffer h, Buffer idx, Buffer out, tuple x_shape, Py_ssize_t O
                    Py_ssize_t OW, int itemsize):
     """out[o] = h[argmax[o]] per plane: the adjoint of maxpool_backward."""
     cdef Geom g = make_geom(x_shape, (1, 1), (1, 1), (0, 0), (1, 1), OH, OW)
+    check_itemsize(itemsize, "max_pool2d gather")
+    need(h, 0, x_shape, itemsize, "max_pool2d gather", "input")
+    need(idx, 0, (g.N, g.C, OH, OW), 8, "max_pool2d gather", "argmax")
+    need(out, 0, (g.N, g.C, OH, OW), itemsize, "max_pool2d gather", "output")
     cdef Py_ssize_t t, nplane = g.N * g.C
     cdef int nt = threads_for(nplane * OH * OW)
     with nogil:

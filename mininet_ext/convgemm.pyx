@@ -34,6 +34,7 @@ from libc.string cimport memset
 from mininet_ext.buffer cimport Buffer
 from mininet_ext._omp cimport threads_for
 from mininet_ext._convgeom cimport Geom, clamp, out_range, make_geom
+from mininet_ext._check cimport check_itemsize, need
 
 cdef extern from "_gemm.h" nogil:
     int mn_gemm_mr()
@@ -725,6 +726,30 @@ cdef class _Plan:
         return self.cv.padsize if self.cv.padded else 0
 
 
+cdef int check_sizes(_Plan pl, Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer y,
+                     Py_ssize_t y_off, int itemsize, str kernel) except -1:
+    """Buffers of the shapes the plan's geometry names: x (N, C, H, W), w (K, C/groups, kh,
+    kw) and y (N, K, OH, OW), each from its offset (for the gradients: dy is y, dx is x, dw
+    is w); an output no larger than the input gives (the padded paths read taps unchecked)."""
+    cdef Geom* g = &pl.cv.g
+    check_itemsize(itemsize, kernel)
+    if g.kh < 1 or g.kw < 1 or g.ph < 0 or g.pw < 0:
+        raise ValueError(f"{kernel}: kernel {g.kh}x{g.kw} must be at least 1x1 and padding "
+                         f"({g.ph}, {g.pw}) >= 0")
+    for size, k, st, p, d, o, name in ((g.H, g.kh, g.sh, g.ph, g.dh, g.OH, "height"),
+                                        (g.W, g.kw, g.sw, g.pw, g.dw, g.OW, "width")):
+        span = size + 2 * p - d * (k - 1)
+        most = (span - 1) // st + 1 if span >= 1 else 0
+        if o < 0 or o > most:
+            raise ValueError(f"{kernel}: output {name} {o} does not fit an input {name} of "
+                             f"{size} (at most {most} with kernel {k}, stride {st}, padding {p}, "
+                             f"dilation {d})")
+    need(x, x_off, (g.N, g.C, g.H, g.W), itemsize, kernel, "input (N, C, H, W)")
+    need(w, w_off, (pl.cv.K, pl.cv.Cg, g.kh, g.kw), itemsize, kernel, "weight (K, C/groups, kh, kw)")
+    need(y, y_off, (g.N, pl.cv.K, g.OH, g.OW), itemsize, kernel, "output (N, K, OH, OW)")
+    return 0
+
+
 def row_tiles(tuple xshape, Py_ssize_t K, Py_ssize_t groups, tuple kernel, tuple stride,
               tuple pad, tuple dil, Py_ssize_t OH, Py_ssize_t OW, int itemsize):
     """The pixel-major forward's tile height for this convolution, 0 when it is not used."""
@@ -770,6 +795,9 @@ def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
             tuple pad, tuple dil, Py_ssize_t OH, Py_ssize_t OW, int itemsize):
     """out (N, K, OH, OW) = conv(x, w) + bias; x, w compact (bias may be None)."""
     cdef _Plan pl = _Plan(xshape, K, groups, kernel, stride, pad, dil, OH, OW, itemsize)
+    check_sizes(pl, x, x_off, w, w_off, out, 0, itemsize, "conv2d")
+    if bias is not None:
+        need(bias, b_off, (K,), itemsize, "conv2d", "bias")
     cdef Conv* cv = &pl.cv
     cdef Py_ssize_t nr = pl.nr, kgp = round_up(cv.Kg, cv.fmr), N = cv.g.N, t
     cdef int nt = pl.nt
@@ -855,6 +883,7 @@ cdef void weight_grad_rows(const floating* x, const floating* dy, floating* part
 def weight_grad_rows_(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, Buffer dw,
                       _Plan pl, int itemsize):
     """weight_grad() on the tap-major path (the pixel-major forward's geometry)."""
+    check_sizes(pl, x, x_off, dw, 0, dy, dy_off, itemsize, "conv2d weight gradient")
     cdef Conv* cv = &pl.cv
     cdef Py_ssize_t kb = cv.tab_nv * (pl.nr // 2), mr = cv.tab_mr, N = cv.g.N, t, r, k, blk
     cdef Py_ssize_t rp = round_up(cv.R, mr), nblk = (cv.K + kb - 1) // kb
@@ -900,6 +929,7 @@ def weight_grad(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, Buffer
                 tuple pad, tuple dil, Py_ssize_t OH, Py_ssize_t OW, int itemsize):
     """dw (K, C/groups, kh, kw) from the output grad dy (N, K, OH, OW) and input x, compact."""
     cdef _Plan pl = _Plan(xshape, K, groups, kernel, stride, pad, dil, OH, OW, itemsize)
+    check_sizes(pl, x, x_off, dw, 0, dy, dy_off, itemsize, "conv2d weight gradient")
     cdef Conv* cv = &pl.cv
     if cv.tab_mr and cv.g.N * cv.P > 0:
         weight_grad_rows_(dy, dy_off, x, x_off, dw, pl, itemsize)
@@ -938,6 +968,7 @@ def input_grad(Buffer dy, Py_ssize_t dy_off, Buffer w, Py_ssize_t w_off, Buffer 
                tuple pad, tuple dil, Py_ssize_t OH, Py_ssize_t OW, int itemsize):
     """dx (N, C, H, W) from the output grad dy (N, K, OH, OW) and weight w, compact."""
     cdef _Plan pl = _Plan(xshape, K, groups, kernel, stride, pad, dil, OH, OW, itemsize)
+    check_sizes(pl, dx, 0, w, w_off, dy, dy_off, itemsize, "conv2d input gradient")
     cdef Conv* cv = &pl.cv
     cdef Py_ssize_t nr = pl.nr, rp = round_up(cv.R, MR), N = cv.g.N, t
     cdef int nt = pl.nt
@@ -990,6 +1021,9 @@ cdef void channel_sum(const floating* dy, floating* db, Py_ssize_t N, Py_ssize_t
 def bias_grad(Buffer dy, Py_ssize_t dy_off, Buffer db, Py_ssize_t N, Py_ssize_t K, Py_ssize_t P,
               int itemsize):
     """db[k] = sum of dy (N, K, P) over n and p."""
+    check_itemsize(itemsize, "conv2d bias gradient")
+    need(dy, dy_off, (N, K, P), itemsize, "conv2d bias gradient", "output gradient")
+    need(db, 0, (K,), itemsize, "conv2d bias gradient", "bias gradient")
     cdef Py_ssize_t k
     cdef int nt = threads_for(N * K * P)
     with nogil:

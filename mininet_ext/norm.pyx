@@ -9,6 +9,34 @@ from cython cimport floating
 from libc.math cimport sqrt
 from mininet_ext.buffer cimport Buffer
 from mininet_ext._omp cimport threads_for
+from mininet_ext._check cimport check_itemsize, need
+
+
+cdef int check_forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer b,
+                       Py_ssize_t b_off, Buffer xhat, Buffer y, Buffer mean, Buffer var,
+                       Buffer inv, tuple shape, Py_ssize_t C, int itemsize) except -1:
+    check_itemsize(itemsize, "batchnorm")
+    need(x, x_off, shape, itemsize, "batchnorm", "input")
+    need(w, w_off, (C,), itemsize, "batchnorm", "weight")
+    need(b, b_off, (C,), itemsize, "batchnorm", "bias")
+    need(xhat, 0, shape, itemsize, "batchnorm", "xhat")
+    need(y, 0, shape, itemsize, "batchnorm", "output")
+    for buf, name in ((mean, "mean"), (var, "var"), (inv, "inv")):
+        need(buf, 0, (C,), itemsize, "batchnorm", name)
+    return 0
+
+
+cdef int check_backward(Buffer g, Py_ssize_t g_off, Buffer xhat, Buffer w, Py_ssize_t w_off,
+                        Buffer inv, Buffer dx, Buffer dw, Buffer db, tuple shape, Py_ssize_t C,
+                        int itemsize) except -1:
+    check_itemsize(itemsize, "batchnorm_backward")
+    need(g, g_off, shape, itemsize, "batchnorm_backward", "output gradient")
+    need(xhat, 0, shape, itemsize, "batchnorm_backward", "xhat")
+    need(dx, 0, shape, itemsize, "batchnorm_backward", "input gradient")
+    need(w, w_off, (C,), itemsize, "batchnorm_backward", "weight")
+    for buf, name in ((inv, "inv"), (dw, "dw"), (db, "db")):
+        need(buf, 0, (C,), itemsize, "batchnorm_backward", name)
+    return 0
 
 
 cdef void forward_channel(const floating* x, const floating* w, const floating* b, floating* xhat,
@@ -43,6 +71,8 @@ def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer b, Py
             Buffer xhat, Buffer y, Buffer mean, Buffer var, Buffer inv, Py_ssize_t outer,
             Py_ssize_t C, Py_ssize_t inner, double eps, int itemsize):
     """Training-mode batch norm; xhat, y (like x) and mean, var, inv (C,) are written."""
+    check_forward(x, x_off, w, w_off, b, b_off, xhat, y, mean, var, inv, (outer, C, inner), C,
+                  itemsize)
     cdef Py_ssize_t c
     cdef int nt = min(threads_for(outer * C * inner * 4), C) if C > 0 else 1
     if outer * inner == 0:
@@ -87,6 +117,7 @@ def backward(Buffer g, Py_ssize_t g_off, Buffer xhat, Buffer w, Py_ssize_t w_off
              Buffer dx, Buffer dw, Buffer db, Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
              int itemsize):
     """dx (like g), dw, db (C,) of training-mode batch norm from the output grad g."""
+    check_backward(g, g_off, xhat, w, w_off, inv, dx, dw, db, (outer, C, inner), C, itemsize)
     cdef Py_ssize_t c
     cdef int nt = min(threads_for(outer * C * inner * 4), C) if C > 0 else 1
     with nogil:
@@ -150,6 +181,7 @@ def forward_2d(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer b,
                Buffer xhat, Buffer y, Buffer mean, Buffer var, Buffer inv, Py_ssize_t N,
                Py_ssize_t C, double eps, int itemsize):
     """forward() for (N, C) input, one thread (BatchNorm1d's sizes are small)."""
+    check_forward(x, x_off, w, w_off, b, b_off, xhat, y, mean, var, inv, (N, C), C, itemsize)
     cdef Buffer acc = Buffer(max(2 * C, 1) * sizeof(double))
     if N == 0:
         raise ValueError("batch norm: no values to take statistics over")
@@ -167,6 +199,7 @@ def forward_2d(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer b,
 def backward_2d(Buffer g, Py_ssize_t g_off, Buffer xhat, Buffer w, Py_ssize_t w_off, Buffer inv,
                 Buffer dx, Buffer dw, Buffer db, Py_ssize_t N, Py_ssize_t C, int itemsize):
     """backward() for (N, C) input, one thread."""
+    check_backward(g, g_off, xhat, w, w_off, inv, dx, dw, db, (N, C), C, itemsize)
     cdef Buffer acc = Buffer(max(2 * C, 1) * sizeof(double))
     with nogil:
         if itemsize == 4:

@@ -6,6 +6,7 @@ from cython cimport floating
 from libc.math cimport sqrt, sqrtf
 from mininet_ext.buffer cimport Buffer
 from mininet_ext._omp cimport threads_for
+from mininet_ext._check cimport check_itemsize, need
 
 cdef extern from "_ftz.h" nogil:
     unsigned mn_ftz_on()
@@ -39,6 +40,11 @@ cdef void sgd_run(floating* p, const floating* g, floating* v, Py_ssize_t n, dou
 def sgd_step(Buffer p, Buffer g, Py_ssize_t g_off, Buffer v, Py_ssize_t n, double lr, double momentum,
              double dampening, double weight_decay, bint nesterov, bint first, int itemsize):
     """p -= lr * d, d = g + wd p, through momentum buffer v (torch.optim.SGD's rule)."""
+    check_itemsize(itemsize, "sgd_step")
+    need(p, 0, (n,), itemsize, "sgd_step", "parameter")
+    need(g, g_off, (n,), itemsize, "sgd_step", "gradient")
+    if momentum != 0:
+        need(v, 0, (n,), itemsize, "sgd_step", "momentum buffer")
     with nogil:
         if itemsize == 4:
             sgd_run(<float*>p.ptr, <float*>g.ptr + g_off, <float*>v.ptr, n, lr, momentum, dampening,
@@ -85,6 +91,13 @@ def adam_step(Buffer p, Buffer g, Py_ssize_t g_off, Buffer m, Buffer v, Py_ssize
               double beta1, double beta2, double eps, double weight_decay, bint decoupled, int t,
               int itemsize):
     """Adam (decoupled=False, L2 in the gradient) or AdamW (decoupled) step t >= 1, bias-corrected."""
+    check_itemsize(itemsize, "adam_step")
+    if t < 1:
+        raise ValueError(f"adam_step: step t must be >= 1, got {t}")
+    need(p, 0, (n,), itemsize, "adam_step", "parameter")
+    need(g, g_off, (n,), itemsize, "adam_step", "gradient")
+    need(m, 0, (n,), itemsize, "adam_step", "first moment m")
+    need(v, 0, (n,), itemsize, "adam_step", "second moment v")
     cdef double bc1 = 1 - beta1 ** t, bc2 = 1 - beta2 ** t
     with nogil:
         if itemsize == 4:

@@ -5,6 +5,7 @@ language model runs a step per token and layer); one pass gives the gradients.""
 from cython.parallel cimport prange
 from mininet_ext.buffer cimport Buffer
 from mininet_ext._omp cimport threads_for
+from mininet_ext._check cimport check_itemsize, need
 
 
 cdef extern from "_lstm.h" nogil:
@@ -21,6 +22,11 @@ cdef extern from "_lstm.h" nogil:
 def lstm_forward(Buffer z, Buffer c, Buffer act, Buffer c_new, Buffer h_new, Py_ssize_t B,
                  Py_ssize_t n, int itemsize):
     """z (B, 4n), c (B, n) -> act (B, 5n), c_new, h_new (B, n); all compact."""
+    check_itemsize(itemsize, "lstm_gates")
+    need(z, 0, (B, 4 * n), itemsize, "lstm_gates", "gates z")
+    need(act, 0, (B, 5 * n), itemsize, "lstm_gates", "activations")
+    for buf, name in ((c, "cell c"), (c_new, "new cell"), (h_new, "new hidden state")):
+        need(buf, 0, (B, n), itemsize, "lstm_gates", name)
     cdef Py_ssize_t b
     cdef int nt = threads_for(B * n * 40)
     with nogil:
@@ -39,6 +45,11 @@ def lstm_forward(Buffer z, Buffer c, Buffer act, Buffer c_new, Buffer h_new, Py_
 def lstm_backward(Buffer act, Buffer c, Buffer dh, Buffer dc, Buffer dz, Buffer dc_prev,
                   Py_ssize_t B, Py_ssize_t n, int itemsize):
     """dz (B, 4n) and dc_prev (B, n) from dh, dc (B, n); all compact."""
+    check_itemsize(itemsize, "lstm_gates_grad")
+    need(act, 0, (B, 5 * n), itemsize, "lstm_gates_grad", "activations")
+    need(dz, 0, (B, 4 * n), itemsize, "lstm_gates_grad", "gates gradient dz")
+    for buf, name in ((c, "cell c"), (dh, "dh"), (dc, "dc"), (dc_prev, "dc_prev")):
+        need(buf, 0, (B, n), itemsize, "lstm_gates_grad", name)
     cdef Py_ssize_t b
     cdef int nt = threads_for(B * n * 12)
     with nogil:

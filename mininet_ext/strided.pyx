@@ -8,6 +8,7 @@ from libc.string cimport memcpy
 from libc.stdint cimport uint32_t, uint64_t
 from mininet_ext.buffer cimport Buffer
 from mininet_ext._omp cimport threads_for
+from mininet_ext._check cimport check_itemsize, need
 from mininet_ext._nd cimport MAXDIM, load_dims, collapse, total_size, row_start, compact_strides
 
 ctypedef fused word_t:
@@ -117,6 +118,10 @@ cdef void take_rows_run(const floating* src, const int64_t* idx, floating* out, 
 def take_rows(Buffer src, Py_ssize_t src_off, Buffer idx, Py_ssize_t idx_off, Buffer out,
               Py_ssize_t n, Py_ssize_t rows, Py_ssize_t d, int itemsize):
     """out[i, :] = src[idx[i], :] for compact src (rows, d), idx (n,) int64 in [0, rows)."""
+    check_itemsize(itemsize, "take_rows")
+    need(src, src_off, (rows, d), itemsize, "take_rows", "source")
+    need(idx, idx_off, (n,), 8, "take_rows", "indices")
+    need(out, 0, (n, d), itemsize, "take_rows", "output")
     cdef const int64_t* ix = <const int64_t*>idx.ptr + idx_off
     cdef Py_ssize_t t
     check_rows(ix, n, rows)
@@ -147,6 +152,10 @@ cdef void add_rows_run(const floating* g, const int64_t* idx, floating* out, Py_
 def add_rows(Buffer g, Py_ssize_t g_off, Buffer idx, Py_ssize_t idx_off, Buffer out,
              Py_ssize_t n, Py_ssize_t rows, Py_ssize_t d, int itemsize):
     """out[idx[i], :] += g[i, :] (repeated indices add up); out (rows, d) compact."""
+    check_itemsize(itemsize, "add_rows")
+    need(g, g_off, (n, d), itemsize, "add_rows", "gradient")
+    need(idx, idx_off, (n,), 8, "add_rows", "indices")
+    need(out, 0, (rows, d), itemsize, "add_rows", "output")
     cdef const int64_t* ix = <const int64_t*>idx.ptr + idx_off
     cdef Py_ssize_t t
     check_rows(ix, n, rows)

@@ -54,8 +54,15 @@ def info(json_out: bool = typer.Option(False, "--json", help="Print JSON.")):
     console.print(table)
 
 
+_said = []   # whether an error line was printed (main's fallback for a bare Ctrl-C)
+# what main() prints for a Ctrl-C that no command explained (typer turns KeyboardInterrupt
+# into a silent exit 130 before main sees it); `train` sets its own
+_on_interrupt = ["interrupted"]
+
+
 def _error(message):
     """One line on stderr (never stdout, so --json output stays clean)."""
+    _said.append(message)
     err_console.print(f"[red]error:[/red] {escape(str(message))}")
 
 
@@ -279,6 +286,8 @@ def train(
     distributed_run: bool = typer.Option(False, "--distributed", help="This process is one rank of `mpirun -n N mininet train ... --distributed` (data-parallel; rank 0 prints and saves)."),
 ):
     """Train a model on MNIST, Fashion-MNIST (test accuracy) or PTB (perplexity)."""
+    _on_interrupt[0] = ("interrupted before training started; nothing was written; run the "
+                        "same command to start again")
     import math
 
     from ..data import MNISTError
@@ -319,9 +328,12 @@ def train(
     if (ranks or 1) > 1 and not distributed_run:
         from .launch import LaunchError, relaunch
         try:
-            relaunch(ranks)   # does not return
+            code = relaunch(ranks)   # the ranks print; this process passes Ctrl-C on
         except (LaunchError, OSError) as e:
             _fail(str(e))
+        if code == 130:
+            _said.append("interrupted")   # rank 0 said what was kept
+        raise typer.Exit(code)
     from ..data import CIFARError, CorpusError
     from ..distributed import DistributedError
     try:
@@ -339,13 +351,59 @@ def train(
     except NothingToDo as e:
         err_console.print(str(e))
     except Interrupted as e:
-        _fail_rank(str(e), code=130)
+        _interrupted(str(e))
     except (TrainingDiverged, DistributedError) as e:
         _fail_rank(str(e), code=1)
     except CheckpointError as e:
         _fail_rank(f"--resume {e}")
-    except (MNISTError, CorpusError, CIFARError, ValueError, KeyError, OSError) as e:
+    except (MNISTError, CorpusError, CIFARError, ValueError, KeyError, OSError) + _data_errors() as e:
         _fail_rank(str(e))
+    _finish_ranks()
+
+
+def _data_errors():
+    """Every exception class the data loaders define (they name the file): one line and
+    exit 2 like the others, whatever classes mininet.data grows."""
+    import sys
+    found = []
+    for name, module in list(sys.modules.items()):
+        if name == "mininet.data" or name.startswith("mininet.data."):
+            found += [v for v in vars(module).values() if isinstance(v, type)
+                      and issubclass(v, Exception) and v.__module__ == name]
+    return tuple(found)
+
+
+def _finish_ranks():
+    """A rank of a data-parallel run meets the others before MPI_Finalize, within
+    MININET_DIST_TIMEOUT: a rank that stopped (SIGSTOP, a debugger) or died after its last
+    collective makes this one end the job with an error, instead of waiting forever."""
+    from .. import distributed
+    if not distributed.is_initialized():
+        return
+    import signal
+    try:
+        try:
+            distributed.finalize()
+        except KeyboardInterrupt:   # the launcher's Ctrl-C came after this rank's work: finish
+            distributed.finalize()
+    except distributed.DistributedError as e:
+        _fail_rank(str(e), code=1)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)   # done: a late Ctrl-C has nothing to stop
+
+
+def _interrupted(message):
+    """Ctrl-C: one line (what was kept, how to go on) and exit 130. In a data-parallel run
+    rank 0 alone prints it and every rank finishes MPI cleanly, so mpirun adds no report of
+    its own; the ranks of a `--ranks` job then exit 0 and the launcher, which passed the
+    Ctrl-C on and waited for them, exits 130."""
+    import os
+    from .. import distributed
+    if distributed.rank() == 0:
+        _error(message)
+    if not distributed.is_initialized():
+        raise typer.Exit(130)
+    _finish_ranks()
+    raise typer.Exit(0 if os.environ.get("MININET_LAUNCHER") == "1" else 130)
 
 
 def _fail_rank(message, code=2):
@@ -378,6 +436,8 @@ def main():
         where = f"{ctx.command_path}: " if ctx is not None else ""
         _error(f"{where}{e.format_message()}")
         raise SystemExit(getattr(e, "exit_code", 2)) from None
+    if code == 130 and not _said:   # a Ctrl-C that typer turned into a silent exit
+        _error(_on_interrupt[0])
     raise SystemExit(code if isinstance(code, int) else 0)
 
 

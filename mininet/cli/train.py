@@ -3,7 +3,9 @@ import json
 import os
 import random
 import shlex
+import signal
 import sys
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -16,7 +18,8 @@ from ..data import CIFAR10Dataset, DataLoader, DistributedSampler, MNISTDataset
 from ..distributed import GradientReducer
 from ..init import generator, manual_seed
 from ..models import ResNet9, build_model, fit, load_checkpoint, save_checkpoint
-from ..models.train import CheckpointError, TrainingDiverged, make_optimizer, make_scheduler
+from ..models.train import (CheckpointError, TrainingDiverged, checkpoint_epoch, make_optimizer,
+                             make_scheduler)
 
 
 class NothingToDo(Exception):
@@ -54,13 +57,90 @@ def _resume_command(save):
     return "mininet " + " ".join(shlex.quote(a) for a in args) + f" --resume {shlex.quote(save)}"
 
 
+class Kept:
+    """What --save holds, for the line that an interrupt or a divergence prints: the epoch
+    this run last saved, or the one it was saving when it stopped (read back from the file:
+    the rename may or may not have happened), and the command that continues."""
+
+    def __init__(self, save, resume, start):
+        self.save, self.resume, self.start = save, resume, start
+        same = save and resume and os.path.abspath(save) == os.path.abspath(resume)
+        self.epoch = start if same else None
+        self.saving = None
+
+    def write(self, epoch, write):
+        """write() saves epoch to --save; an interrupt during it leaves self.saving set."""
+        self.saving = epoch
+        write()
+        self.epoch, self.saving = epoch, None
+
+    def saved(self):
+        if self.saving is not None and checkpoint_epoch(self.save) == self.saving:
+            return self.saving
+        return self.epoch
+
+    def where(self):
+        epoch = self.saved()
+        if epoch:
+            return f"last checkpoint: {self.save} (epoch {epoch}); continue with: {_resume_command(self.save)}"
+        if self.resume:
+            lost = f"no epoch finished, so {self.save} was not written; " if self.save else ""
+            return (f"{lost}{self.resume} is unchanged (epoch {self.start}); continue with: "
+                    f"{_resume_command(self.resume)}")
+        if self.save:
+            return f"no epoch finished, so {self.save} was not written; run the same command to start again"
+        return "no checkpoint was written (use --save PATH to keep finished epochs)"
+
+    def stopped(self, e, done, epochs):
+        """Interrupted or TrainingDiverged for exception e, done epochs finished."""
+        when = (f"while saving epoch {self.saving}/{epochs}" if self.saving is not None
+                else f"during epoch {done + 1}/{epochs}")
+        if isinstance(e, KeyboardInterrupt):
+            return Interrupted(f"interrupted {when}; {self.where()}")
+        return TrainingDiverged(f"{e}; stopped {when}; {self.where()}")
+
+
+def before_training(save, resume):
+    """Interrupted for a Ctrl-C while the data loads or the model is set up."""
+    if resume:
+        kept = f"{resume} is unchanged; continue with: {_resume_command(resume)}"
+    else:
+        kept = ("nothing was written" + (f" to {save}" if save else "")
+                + "; run the same command to start again")
+    return Interrupted(f"interrupted before training started (loading the data, setting up the "
+                       f"model); {kept}")
+
+
+def sigusr1_interrupts():
+    """In a rank of a `--ranks` job: SIGUSR1 is a Ctrl-C. The launcher passes the user's
+    Ctrl-C on as SIGUSR1, which mpirun forwards to every rank (mpirun answers SIGINT by
+    killing the job before any rank can say what it kept). One that came while Python and
+    mininet were still loading (launch.RANK_MAIN notes it) is raised now."""
+    signal.signal(signal.SIGUSR1, signal.default_int_handler)
+    if getattr(sys.modules.get("__main__"), "mininet_sigusr1_pending", None):
+        raise KeyboardInterrupt
+
+
 def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir, threads, save,
         resume, json_out, device="cpu", schedule="cosine", console=None, dataset="mnist",
         distributed_run=False):
     """Train and evaluate. distributed_run: one rank of an mpirun job (data-parallel: each
-    rank takes batch_size samples of every global batch; rank 0 alone prints and saves)."""
+    rank takes batch_size samples of every global batch; rank 0 alone prints and saves).
+    A Ctrl-C is Interrupted, whose message says what --save (or --resume) holds and how to
+    go on."""
     if distributed_run:
         distributed.init(threads)
+    try:
+        if distributed.world_size() > 1:
+            sigusr1_interrupts()
+        return _run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir,
+                    threads, save, resume, json_out, device, schedule, console, dataset)
+    except KeyboardInterrupt:   # during training it is Interrupted already
+        raise before_training(save, resume) from None
+
+
+def _run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir, threads, save,
+         resume, json_out, device, schedule, console, dataset):
     rank, ranks = distributed.rank(), distributed.world_size()
     tty = {"1": True, "0": False}.get(os.environ.get("MININET_TTY", ""))
     console = console or Console(stderr=json_out, quiet=rank != 0, force_terminal=tty)
@@ -80,6 +160,7 @@ def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_
         test_set = MNISTDataset.load("test", data_dir, progress=progress_dl, flatten=flatten,
                                      dataset=dataset)
         model = build_model(model_name)
+    check_sizes(dataset, data_dir, len(train_set), len(test_set))
     if device != "cpu":
         model.to(device)
     distributed.broadcast_parameters(model)   # identical already (same seed); now certainly
@@ -121,6 +202,7 @@ def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_
     for col in ("epoch", "train loss", "train acc", "test acc", "seconds", "samples/s"):
         table.add_column(col, justify="right")
     history = []
+    kept = Kept(save, resume, start)
     with Progress(TextColumn("epoch {task.fields[epoch]}/" + str(epochs)), BarColumn(),
                   MofNCompleteColumn(), TextColumn("{task.fields[rate]} samples/s"),
                   TimeElapsedColumn(), console=console, transient=True,
@@ -135,13 +217,14 @@ def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_
             progress.update(task, rate=f"{progress.tasks[task].completed / elapsed:,.0f}")
 
         def on_epoch(row):
+            if save and rank == 0:   # first, so that `history` holds the saved epochs
+                kept.write(row["epoch"], lambda: save_checkpoint(
+                    save, model, opt, row["epoch"], meta, generator().bit_generator.state))
             history.append(row)
             cells = (str(row["epoch"]), f"{row['train_loss']:.4f}", f"{row['train_acc']:.2%}",
                      f"{row['test_acc']:.2%}", f"{row['seconds']:.2f}",
                      f"{len(train_set) / row['seconds']:,.0f}")
             table.add_row(*cells)
-            if save and rank == 0:
-                save_checkpoint(save, model, opt, row["epoch"], meta, generator().bit_generator.state)
             # one line per epoch as it ends, so a log of a piped run shows progress
             progress.console.print(f"epoch {row['epoch']}/{epochs}: train loss {cells[1]}, train acc "
                                    f"{cells[2]}, test acc {cells[3]}, {cells[4]} s"
@@ -155,16 +238,7 @@ def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_
             progress.stop()
             if history and not json_out:
                 console.print(table)
-            done = history[-1]["epoch"] if history else start
-            if save and done > 0 and os.path.exists(save):
-                where = f"last checkpoint: {save} (epoch {done}); continue with: {_resume_command(save)}"
-            elif save:
-                where = f"no epoch finished, so {save} was not written"
-            else:
-                where = "no checkpoint was written (use --save PATH to keep finished epochs)"
-            if isinstance(e, KeyboardInterrupt):
-                raise Interrupted(f"interrupted during epoch {done + 1}/{epochs}; {where}") from None
-            raise TrainingDiverged(f"{e}; stopped in epoch {done + 1}/{epochs}; {where}") from None
+            raise kept.stopped(e, history[-1]["epoch"] if history else start, epochs) from None
     result = {"dataset": dataset, "model": model_name, "ranks": ranks,
               "global_batch_size": batch_size * ranks, "epochs": history, "final_test_acc": history[-1]["test_acc"] if history else None}
     if json_out:
@@ -176,6 +250,35 @@ def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_
             console.print(f"final test accuracy: [bold]{history[-1]['test_acc']:.2%}[/bold]"
                           + (f"  (checkpoint: {save})" if save else ""))
     return result
+
+
+def check_sizes(dataset, data_dir, n_train, n_test):
+    """An empty training or test set is an error naming its file, before training (the
+    epoch would report a loss of 0 and an accuracy of 0%)."""
+    for split, n in (("train", n_train), ("test", n_test)):
+        if n == 0:
+            raise ValueError(f"{split_file(dataset, data_dir, split)} holds 0 "
+                             f"{'training' if split == 'train' else 'test'} images "
+                             f"({n_train} training, {n_test} test): "
+                             f"{'training' if split == 'train' else 'testing'} needs at least 1")
+
+
+def split_file(dataset, data_dir, split):
+    """The file(s) a split of the dataset was read from, for error messages."""
+    try:
+        if dataset == "cifar10":
+            from ..data import cifar
+            folder = Path(cifar.data_dir(data_dir))
+            folder = folder if (folder / cifar.TEST[0]).exists() else folder / cifar.FOLDER
+            names = cifar.TRAIN if split == "train" else cifar.TEST
+            return folder / names[0] if len(names) == 1 else f"{folder}/{{{','.join(names)}}}"
+        from ..data import mnist
+        folder = Path(mnist.data_dir(data_dir, dataset))
+        name = mnist.FILES[f"{split}_images"]
+        return folder / name if (folder / name).exists() or not (folder / name[:-3]).exists() \
+            else folder / name[:-3]
+    except Exception:   # the data module's layout changed: name the folder at least
+        return data_dir or f"the {dataset} {split} set"
 
 
 def read_on_rank0(path):

@@ -2,7 +2,6 @@
 backpropagation through time; perplexity per epoch."""
 import json
 import math
-import os
 import time
 
 from rich.console import Console
@@ -13,18 +12,57 @@ from ..data import Corpus, batchify
 from ..init import manual_seed
 from ..models import LanguageModel, load_checkpoint, save_checkpoint
 from ..models.train import TrainingDiverged, evaluate_lm, make_optimizer, train_lm_epoch
-from .train import Interrupted, NothingToDo, _resume_command
+from .train import Kept, NothingToDo, before_training
 
 
 def run_lm(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir, threads,
            save, resume, json_out, seq_len, clip, embedding_size, hidden_size, layers,
            max_lines=None, console=None):
+    """Train and report perplexity; a Ctrl-C is Interrupted, saying what is kept."""
+    try:
+        return _run_lm(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed,
+                       data_dir, threads, save, resume, json_out, seq_len, clip, embedding_size,
+                       hidden_size, layers, max_lines, console)
+    except KeyboardInterrupt:   # during training it is Interrupted already
+        raise before_training(save, resume) from None
+
+
+def check_tokens(data_dir, max_lines, batch_size, splits):
+    """Each split (name, ids) must fill two rows of batch_size: one row of batchified ids
+    has no next token to predict, so no window, and would report a perplexity of 1.00."""
+    for split, ids in splits:
+        if len(ids) < 2 * batch_size:
+            raise ValueError(
+                f"{_split_path(data_dir, split)} has {len(ids)} tokens"
+                + (f" in its first {max_lines} lines" if max_lines else "")
+                + f", but --batch-size {batch_size} needs at least {2 * batch_size} (two rows of "
+                f"{batch_size} columns: a window and its next tokens); use a longer file or a "
+                "smaller --batch-size")
+
+
+def _split_path(data_dir, split):
+    """The file a split was read from (ptb.<split>.txt or <split>.txt), for messages."""
+    try:
+        from ..data import ptb
+        folder = ptb.data_dir(data_dir)
+        for name in (f"ptb.{split}.txt", f"{split}.txt"):
+            if (folder / name).exists():
+                return folder / name
+        return folder / f"{split}.txt"
+    except Exception:   # the data module's layout changed: name the split at least
+        return f"the {split} split"
+
+
+def _run_lm(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir, threads,
+            save, resume, json_out, seq_len, clip, embedding_size, hidden_size, layers, max_lines,
+            console):
     console = console or Console(stderr=json_out)
     if threads:
         set_num_threads(threads)
     manual_seed(seed)
     corpus = Corpus(data_dir, max_lines=max_lines)
     vocab = len(corpus.dictionary)
+    check_tokens(data_dir, max_lines, batch_size, (("train", corpus.train), ("valid", corpus.valid)))
     train, valid = batchify(corpus.train, batch_size), batchify(corpus.valid, batch_size)
     model = LanguageModel(embedding_size, vocab, hidden_size, layers, model_name)
     opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay)
@@ -42,6 +80,7 @@ def run_lm(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, da
     for col in ("epoch", "train ppl", "valid ppl", "seconds", "tokens/s"):
         table.add_column(col, justify="right")
     history = []
+    kept = Kept(save, resume, start)
     try:
         for epoch in range(start, epochs):
             t0 = time.perf_counter()
@@ -50,25 +89,18 @@ def run_lm(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, da
             valid_loss = evaluate_lm(model, valid, seq_len)
             row = {"epoch": epoch + 1, "train_ppl": math.exp(min(train_loss, 700)),
                    "valid_ppl": math.exp(min(valid_loss, 700)), "seconds": seconds}
+            if save:   # first, so that `history` holds the saved epochs
+                kept.write(epoch + 1, lambda: save_checkpoint(save, model, opt, epoch + 1, meta))
             history.append(row)
             table.add_row(str(row["epoch"]), f"{row['train_ppl']:.2f}", f"{row['valid_ppl']:.2f}",
                           f"{seconds:.2f}", f"{train.size / seconds:,.0f}")
-            if save:
-                save_checkpoint(save, model, opt, epoch + 1, meta)
             console.print(f"epoch {epoch + 1}/{epochs}: train ppl {row['train_ppl']:.2f}, valid "
                           f"ppl {row['valid_ppl']:.2f}, {seconds:.2f} s"
                           + (f", saved {save}" if save else ""), highlight=False)
     except (KeyboardInterrupt, TrainingDiverged) as e:
         if history and not json_out:
             console.print(table)
-        done = history[-1]["epoch"] if history else start
-        if save and done > 0 and os.path.exists(save):
-            where = f"last checkpoint: {save} (epoch {done}); continue with: {_resume_command(save)}"
-        else:
-            where = "no checkpoint of a finished epoch" + ("" if save else " (use --save PATH)")
-        if isinstance(e, KeyboardInterrupt):
-            raise Interrupted(f"interrupted during epoch {done + 1}/{epochs}; {where}") from None
-        raise TrainingDiverged(f"{e}; stopped in epoch {done + 1}/{epochs}; {where}") from None
+        raise kept.stopped(e, history[-1]["epoch"] if history else start, epochs) from None
     result = {"dataset": "ptb", "model": model_name, "vocab": vocab, "epochs": history}
     if json_out:
         print(json.dumps(result, indent=2))

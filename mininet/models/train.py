@@ -79,16 +79,20 @@ def train_epoch(model, loader, opt, loss_fn=None, on_batch=None, reducer=None):
         seen += n
         if on_batch:
             on_batch(n)
-    return _mean_over_ranks(total_loss, correct, seen)
+    return _mean_over_ranks(total_loss, correct, seen, "train_epoch")
 
 
-def _mean_over_ranks(total_loss, correct, seen):
-    """(mean loss, accuracy) of sums taken on each rank."""
+def _mean_over_ranks(total_loss, correct, seen, what):
+    """(mean loss, accuracy) of sums taken on each rank; no samples at all is an error, not
+    a loss of 0 and an accuracy of 0%."""
     if distributed.world_size() > 1:
         sums = distributed.allreduce_(np.array([total_loss, correct, seen], dtype=np.float64),
                                       "the epoch's loss and accuracy")
         total_loss, correct, seen = sums.tolist()
-    return total_loss / max(seen, 1), correct / max(seen, 1)
+    if seen == 0:
+        raise ValueError(f"{what}: the loader gave no samples, so there is no loss or accuracy "
+                         "to report (is the dataset empty?)")
+    return total_loss / seen, correct / seen
 
 
 def evaluate(model, loader, loss_fn=None):
@@ -104,7 +108,7 @@ def evaluate(model, loader, loss_fn=None):
             total_loss += loss_fn(logits, y).item() * n
             correct += int((logits.cached_data.argmax(1).numpy() == y.numpy()).sum())
             seen += n
-    return _mean_over_ranks(total_loss, correct, seen)
+    return _mean_over_ranks(total_loss, correct, seen, "evaluate")
 
 
 def fit(model, train_loader, test_loader, opt, epochs, start_epoch=0, on_epoch=None, on_batch=None,
@@ -178,18 +182,24 @@ def _umask():
 def load_checkpoint(path, model, opt, expect=None, contents=None):
     """Restore model and optimizer; returns the header (epoch, meta, rng_state). expect:
     meta values (model, optimizer) the checkpoint must have been written with. contents:
-    the file's bytes when read elsewhere (rank 0 of a data-parallel run sends them)."""
+    the file's bytes when read elsewhere (rank 0 of a data-parallel run sends them).
+    A checkpoint is untrusted input: every header field is checked (type and range) and
+    every array's name, shape, dtype and values against the model and the optimizer
+    before anything is loaded; a failure is a CheckpointError naming the file."""
     try:
         with np.load(io.BytesIO(contents) if contents is not None else path,
                      allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
         header = json.loads(bytes(arrays.pop("header")).decode())
-        epoch = int(header["epoch"])
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
     except Exception as e:  # truncated, empty, bit-flipped: zip, zlib, json, key errors
         raise CheckpointError(f"{path}: not a mininet checkpoint, or truncated/corrupt "
                               f"({type(e).__name__}: {e})") from None
+    try:
+        _check_header(header)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: not a mininet checkpoint, or tampered with ({e})") from None
     meta = header.get("meta") or {}
     for key, want in (expect or {}).items():
         if key in meta and meta[key] != want:
@@ -197,17 +207,96 @@ def load_checkpoint(path, model, opt, expect=None, contents=None):
             raise CheckpointError(f"{path} was written for {what.format(meta[key])}, not {want}: "
                                   f"use {what.format(meta[key])} or start without --resume")
     try:
-        model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model/")})
-        state = {}
-        for k, v in arrays.items():
-            if k.startswith("optim/"):
-                _, i, name = k.split("/", 2)
-                state.setdefault(int(i), {})[name] = v
-        opt.load_state_dict({"step_count": header["step_count"], "lr": header["lr"], "state": state})
-    except (ValueError, KeyError, TypeError) as e:
+        model_state, opt_state = _check_arrays(arrays, model)
+        # the optimizer checks its whole state (names, shapes, dtypes, values) before it
+        # replaces anything, and the model's arrays are checked: nothing is half-loaded
+        opt.load_state_dict({"step_count": header["step_count"], "lr": header["lr"],
+                             "state": opt_state})
+        model.load_state_dict(model_state)
+    except (ValueError, KeyError, TypeError, IndexError) as e:
         raise CheckpointError(f"{path}: does not fit this model and optimizer ({e})") from None
-    header["epoch"] = epoch
     return header
+
+
+def checkpoint_epoch(path):
+    """The epoch a checkpoint file holds, read from its header alone; None when there is no
+    readable checkpoint there."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            header = json.loads(bytes(data["header"]).decode())
+        _check_header(header)
+        return header["epoch"]
+    except Exception:
+        return None
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_header(header):
+    """ValueError unless the header is what save_checkpoint writes: epoch and step_count
+    whole numbers >= 0, lr a finite number >= 0, meta an object of plain values, rng_state
+    null or a state numpy's generator accepts."""
+    if not isinstance(header, dict):
+        raise ValueError(f"the header is a {type(header).__name__}, not an object")
+    for key in ("epoch", "step_count", "lr"):
+        if key not in header:
+            raise ValueError(f"the header has no {key!r}")
+    for key in ("epoch", "step_count"):
+        if not _is_int(header[key]) or not 0 <= header[key] < 2 ** 31:
+            raise ValueError(f"{key} must be a whole number in [0, 2**31), got {header[key]!r}")
+    lr = header["lr"]
+    if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr)
+            and lr >= 0):
+        raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
+    meta = header.get("meta")
+    if meta is not None and not (isinstance(meta, dict) and all(
+            isinstance(v, (str, int, float, bool)) or v is None for v in meta.values())):
+        raise ValueError(f"meta must be an object of plain values, got {meta!r:.100}")
+    rng_state = header.get("rng_state")
+    if rng_state is not None:
+        from ..init import generator
+        if not isinstance(rng_state, dict):
+            raise ValueError(f"rng_state must be null or an object, got {rng_state!r:.100}")
+        probe = type(generator().bit_generator)()
+        try:
+            probe.state = rng_state
+        except Exception as e:  # numpy raises TypeError, ValueError, KeyError, OverflowError
+            raise ValueError(f"rng_state is not a {type(probe).__name__} state "
+                             f"({type(e).__name__}: {e})") from None
+
+
+def _check_arrays(arrays, model):
+    """(model state, optimizer state) from the checkpoint's arrays, each model array
+    checked against the model's parameter or buffer of that name (shape, dtype, finite).
+    The optimizer's arrays are checked by its load_state_dict."""
+    expected = dict(model.state_dict())
+    model_state, opt_state = {}, {}
+    for key, value in arrays.items():
+        if key.startswith("model/"):
+            name = key[len("model/"):]
+            if name not in expected:
+                raise KeyError(f"{key}: the model has no parameter or buffer {name!r}")
+            want = expected[name]
+            if value.shape != want.shape or value.dtype != want.dtype:
+                raise ValueError(f"{key} is {value.dtype} {value.shape}, the model's is "
+                                 f"{want.dtype} {want.shape}")
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise ValueError(f"{key} holds NaN or infinite values")
+            model_state[name] = value
+        elif key.startswith("optim/"):
+            parts = key.split("/")
+            if len(parts) != 3 or not parts[1].isdigit():
+                raise KeyError(f"{key}: not an optimizer entry (optim/<index>/<name>)")
+            opt_state.setdefault(int(parts[1]), {})[parts[2]] = value
+        else:
+            raise KeyError(f"{key}: not an entry of a mininet checkpoint")
+    missing = sorted(set(expected) - set(model_state))
+    if missing:
+        raise KeyError(f"the model's {', '.join(missing[:5])} {'is' if len(missing) == 1 else 'are'} "
+                       "missing")
+    return model_state, opt_state
 
 
 # language models (truncated backpropagation through time) ---------------------------------
@@ -238,7 +327,7 @@ def train_lm_epoch(model, batches, opt, seq_len, clip=None, loss_fn=None, on_bat
         total, count = total + value * y.shape[0], count + y.shape[0]
         if on_batch:
             on_batch(x.shape[0] * x.shape[1])
-    return total / max(count, 1)
+    return total / _windows(count, batches, "train_lm_epoch")
 
 
 def evaluate_lm(model, batches, seq_len, loss_fn=None):
@@ -253,4 +342,13 @@ def evaluate_lm(model, batches, seq_len, loss_fn=None):
             out, state = model(x, state)
             total += loss_fn(out, y).item() * y.shape[0]
             count += y.shape[0]
-    return total / max(count, 1)
+    return total / _windows(count, batches, "evaluate_lm")
+
+
+def _windows(count, batches, what):
+    """count (the tokens predicted), or an error when there were none: one row of
+    batchified ids has no next token to predict, and a perplexity of 1.00 would be a lie."""
+    if count == 0:
+        raise ValueError(f"{what}: {len(batches)} row(s) of batchified ids hold no window to "
+                         "predict (at least 2 rows are needed: 2 x the batch size in tokens)")
+    return count
