@@ -12,8 +12,11 @@ struct View {
     long long stride[MN_MAXDIM];
 };
 
-// Item offset of the i-th element (row-major order over shape) of a view.
+// Item offset of the i-th element (row-major order over shape) of a view. The host
+// collapses dims and pads with leading 1s, so a view whose next-to-last dim is 1 is one
+// strided run: no divisions (the common contiguous case; uniform across the launch).
 __device__ __forceinline__ long long view_offset(const View& v, long long i) {
+    if (v.shape[MN_MAXDIM - 2] == 1) return i * v.stride[MN_MAXDIM - 1];
     long long off = 0;
 #pragma unroll
     for (int d = MN_MAXDIM - 1; d >= 0; --d) {

@@ -81,7 +81,7 @@ def _normalize_axes(axis, ndim):
 
 
 class NDArray:
-    __slots__ = ("_handle", "shape", "strides", "_offset", "dtype", "device", "__weakref__")
+    __slots__ = ("handle", "shape", "strides", "offset", "dtype", "device", "__weakref__")
 
     def __init__(self, data, dtype=None, device=None):
         """Build from a numpy array, a Python (nested) list or scalar, or an NDArray (copied)."""
@@ -97,8 +97,8 @@ class NDArray:
         self._init_from(out)
 
     def _init_from(self, other):
-        self._handle, self.shape, self.strides = other._handle, other.shape, other.strides
-        self._offset, self.dtype, self.device = other._offset, other.dtype, other.device
+        self.handle, self.shape, self.strides = other.handle, other.shape, other.strides
+        self.offset, self.dtype, self.device = other.offset, other.dtype, other.device
 
     @staticmethod
     def make(shape, strides=None, device=None, handle=None, offset=0, dtype=float32):
@@ -108,13 +108,13 @@ class NDArray:
         arr.strides = compact_strides(arr.shape) if strides is None else tuple(strides)
         arr.device = device if device is not None else default_device()
         arr.dtype = dtype
-        arr._offset = offset
-        arr._handle = handle if handle is not None else arr.device.alloc(
+        arr.offset = offset
+        arr.handle = handle if handle is not None else arr.device.alloc(
             prod(arr.shape) * dtype.itemsize)
         return arr
 
     def _view(self, shape, strides, offset):
-        return NDArray.make(shape, strides, self.device, self._handle, offset, self.dtype)
+        return NDArray.make(shape, strides, self.device, self.handle, offset, self.dtype)
 
     # properties -------------------------------------------------------------
     @property
@@ -124,10 +124,6 @@ class NDArray:
     @property
     def size(self):
         return prod(self.shape)
-
-    @property
-    def offset(self):
-        return self._offset
 
     @property
     def itemsize(self):
@@ -220,11 +216,11 @@ class NDArray:
         if shape == self.shape:
             return self
         if self.is_compact():
-            return self._view(shape, compact_strides(shape), self._offset)
+            return self._view(shape, compact_strides(shape), self.offset)
         strides = _nocopy_strides(self.shape, self.strides, shape)
         if strides is None:
             return self.copy().reshape(shape)
-        return self._view(shape, strides, self._offset)
+        return self._view(shape, strides, self.offset)
 
     def permute(self, *axes):
         axes = _shape_arg(axes)
@@ -234,7 +230,7 @@ class NDArray:
         if len(set(axes)) != self.ndim:
             raise ValueError(f"permute: axes {axes} are not a permutation (an axis repeats)")
         return self._view(tuple(self.shape[a] for a in axes), tuple(self.strides[a] for a in axes),
-                          self._offset)
+                          self.offset)
 
     def transpose(self, *axes):
         """numpy's transpose: reverse the axes, or permute by `axes`."""
@@ -267,7 +263,7 @@ class NDArray:
                 strides.append(0)
             else:
                 raise ValueError(f"cannot broadcast shape {self.shape} to {shape}")
-        return self._view(shape, tuple(strides), self._offset)
+        return self._view(shape, tuple(strides), self.offset)
 
     def expand_dims(self, axis):
         axis = check_axis(axis, self.ndim + 1, "expand_dims")
@@ -275,7 +271,7 @@ class NDArray:
 
     # indexing ---------------------------------------------------------------------
     def __getitem__(self, idx):
-        shape, strides, offset = [], [], self._offset
+        shape, strides, offset = [], [], self.offset
         dim = 0
         for item in _expand_index(idx, self.ndim):
             if item is None:
@@ -307,7 +303,7 @@ class NDArray:
             value = value.to(self.device)
         if value.dtype != self.dtype:
             value = value.astype(self.dtype)
-        if value._handle is self._handle:  # may overlap: read everything before writing
+        if value.handle is self.handle:  # may overlap: read everything before writing
             value = value.copy()
         try:
             src = value.broadcast_to(view.shape)
@@ -488,8 +484,8 @@ def matmul(a, b):
         # output built in line: a 64^3 product takes 5 us, and each call costs 0.1
         m, n = sa[0], sb[1]
         out = object.__new__(NDArray)
-        out.shape, out.strides, out._offset, out.dtype, out.device = (m, n), (n, 1), 0, a.dtype, a.device
-        out._handle = a.device.alloc(m * n * a.dtype.itemsize)
+        out.shape, out.strides, out.offset, out.dtype, out.device = (m, n), (n, 1), 0, a.dtype, a.device
+        out.handle = a.device.alloc(m * n * a.dtype.itemsize)
         a.device.matmul(a, b, out, m, n, sa[1])
         return out
     a, b = _promote(a, b)

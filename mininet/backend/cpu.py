@@ -36,14 +36,19 @@ def _floats(what, *arrays):
 def _at(a):
     """a's buffer from its first element, for kernels that take no offset argument: a
     compact view such as x[1:] starts past the buffer's start (DESIGN rule 1)."""
-    if a is None or a._offset == 0:
-        return None if a is None else a._handle
-    return a._handle.at(a._offset * a.dtype.itemsize, a.size * a.dtype.itemsize)
+    if a is None or a.offset == 0:
+        return None if a is None else a.handle
+    return a.handle.at(a.offset * a.dtype.itemsize, a.size * a.dtype.itemsize)
 
 
 class CPUDevice(Device):
     name = "cpu"
     capabilities = frozenset({"conv2d", "softmax_xent", "batchnorm", "rows", "share_host", "lstm"})
+    # Output pixels per image below which im2col + one GEMM beats the implicit GEMM: the
+    # fused kernels cut each image into panels of 32 pixels, so 4x4 or 1x1 outputs (a
+    # ResNet9's late layers) fill a panel by a fraction, where im2col's GEMM runs over the
+    # whole batch's pixels (ResNet9 step: 71 -> 32 ms).
+    conv2d_min_pixels = 196
 
     # memory ---------------------------------------------------------------
     def alloc(self, nbytes):
@@ -55,8 +60,8 @@ class CPUDevice(Device):
 
     def array_view(self, a):
         """A numpy array over compact NDArray a's memory, no copy (writes go through)."""
-        flat = np.frombuffer(a._handle, dtype=a.dtype, count=a._offset + a.size)
-        return flat[a._offset:].reshape(a.shape)
+        flat = np.frombuffer(a.handle, dtype=a.dtype, count=a.offset + a.size)
+        return flat[a.offset:].reshape(a.shape)
 
     def from_numpy(self, arr, out):
         np.copyto(self.array_view(out), arr, casting="unsafe")
@@ -69,57 +74,57 @@ class CPUDevice(Device):
 
     # strided --------------------------------------------------------------
     def copy(self, src, dst):
-        _st.copy(src._handle, src._offset, src.strides, dst._handle, dst._offset, dst.strides,
+        _st.copy(src.handle, src.offset, src.strides, dst.handle, dst.offset, dst.strides,
                  dst.shape, dst.dtype.itemsize)
 
     def fill(self, dst, value):
-        _st.fill(dst._handle, dst._offset, dst.strides, dst.shape, float(value), DTYPES[dst.dtype])
+        _st.fill(dst.handle, dst.offset, dst.strides, dst.shape, float(value), DTYPES[dst.dtype])
 
     # row gather / scatter-add (src, g compact; idx int64 compact) -----------
     def take_rows(self, src, idx, out):
         _floats("take_rows", src)
         rows, d = src.shape
-        _st.take_rows(src._handle, src._offset, idx._handle, idx._offset, _at(out), idx.size,
+        _st.take_rows(src.handle, src.offset, idx.handle, idx.offset, _at(out), idx.size,
                       rows, d, src.dtype.itemsize)
 
     def add_rows(self, g, idx, out):
         _floats("add_rows", g)
         rows, d = out.shape
-        _st.add_rows(g._handle, g._offset, idx._handle, idx._offset, _at(out), idx.size, rows,
+        _st.add_rows(g.handle, g.offset, idx.handle, idx.offset, _at(out), idx.size, rows,
                      d, g.dtype.itemsize)
 
     # elementwise ----------------------------------------------------------
     def binary(self, op, a, b, out):
         _floats("elementwise op", a, b)
-        _ew.binary(op, a._handle, a._offset, a.strides, b._handle, b._offset, b.strides,
+        _ew.binary(op, a.handle, a.offset, a.strides, b.handle, b.offset, b.strides,
                    _at(out), out.shape, out.dtype.itemsize)
 
     def binary_scalar(self, op, a, value, reverse, out):
         _floats("elementwise op", a)
-        _ew.binary_scalar(op, a._handle, a._offset, a.strides, value, reverse, _at(out),
+        _ew.binary_scalar(op, a.handle, a.offset, a.strides, value, reverse, _at(out),
                           out.shape, out.dtype.itemsize)
 
     def unary(self, op, a, out):
         _floats("elementwise op", a)
-        _ew.unary(op, a._handle, a._offset, a.strides, _at(out), out.shape, out.dtype.itemsize)
+        _ew.unary(op, a.handle, a.offset, a.strides, _at(out), out.shape, out.dtype.itemsize)
 
     # reductions and products ---------------------------------------------
     def reduce(self, op, a, outer, red, inner, out):
         _floats("reduction", a)
-        _red.reduce(op, a._handle, a._offset, outer, red, inner, _at(out), a.dtype.itemsize)
+        _red.reduce(op, a.handle, a.offset, outer, red, inner, _at(out), a.dtype.itemsize)
 
     def matmul(self, a, b, out, m, n, k, a_batch=None, b_batch=None):
         """out[i] = a[i] @ b[i]: a, b are the last-two-dims views (any strides)."""
         if a.dtype not in _FLOATS or b.dtype not in _FLOATS:
             _floats("matmul", a, b)
         sa, sb = a.strides, b.strides
-        _mm.gemm(a._handle, a._offset, sa[-2], sa[-1], b._handle, b._offset, sb[-2], sb[-1],
-                 out._handle, out._offset, m, n, k, out.dtype.itemsize, a_batch, b_batch)
+        _mm.gemm(a.handle, a.offset, sa[-2], sa[-1], b.handle, b.offset, sb[-2], sb[-1],
+                 out.handle, out.offset, m, n, k, out.dtype.itemsize, a_batch, b_batch)
 
     # convolution and pooling (x, col, dx, pooled arrays compact) ----------
     def im2col(self, x, col, kernel, stride, pad, dil, oh, ow):
         _floats("im2col", x)
-        _conv.im2col(x._handle, x._offset, x.strides, x.shape, _at(col), kernel, stride, pad,
+        _conv.im2col(x.handle, x.offset, x.strides, x.shape, _at(col), kernel, stride, pad,
                      dil, oh, ow, x.dtype.itemsize)
 
     def col2im(self, col, dx, kernel, stride, pad, dil, oh, ow):
@@ -148,7 +153,7 @@ class CPUDevice(Device):
         if labels.dtype != np.int64 or labels.shape != (n,):
             raise TypeError(f"softmax_xent: labels must be int64 of shape ({n},), got "
                             f"{labels.dtype} {labels.shape}")
-        return _loss.forward(z._handle, z._offset, _at(labels), _at(probs), n, c,
+        return _loss.forward(z.handle, z.offset, _at(labels), _at(probs), n, c,
                              z.dtype.itemsize)
 
     def softmax_xent_grad(self, probs, labels, scale, out):
@@ -163,11 +168,11 @@ class CPUDevice(Device):
             raise TypeError(f"batchnorm: weight {w.dtype} {w.shape} and bias {b.dtype} {b.shape} "
                             f"must be ({c},) arrays of the input's dtype {x.dtype}")
         if x.ndim == 2:
-            _norm.forward_2d(x._handle, x._offset, w._handle, w._offset, b._handle, b._offset,
+            _norm.forward_2d(x.handle, x.offset, w.handle, w.offset, b.handle, b.offset,
                              _at(xhat), _at(y), _at(mean), _at(var), _at(inv),
                              outer, c, eps, x.dtype.itemsize)
             return
-        _norm.forward(x._handle, x._offset, w._handle, w._offset, b._handle, b._offset,
+        _norm.forward(x.handle, x.offset, w.handle, w.offset, b.handle, b.offset,
                       _at(xhat), _at(y), _at(mean), _at(var), _at(inv), outer, c,
                       x.size // max(outer * c, 1), eps, x.dtype.itemsize)
 
@@ -177,11 +182,11 @@ class CPUDevice(Device):
             raise TypeError(f"batchnorm_backward: grad {g.dtype}, xhat {xhat.dtype} and weight "
                             f"{w.dtype} {w.shape} must share a dtype, weight ({c},)")
         if g.ndim == 2:
-            _norm.backward_2d(g._handle, g._offset, _at(xhat), w._handle, w._offset,
+            _norm.backward_2d(g.handle, g.offset, _at(xhat), w.handle, w.offset,
                               _at(inv), _at(dx), _at(dw), _at(db), outer, c,
                               g.dtype.itemsize)
             return
-        _norm.backward(g._handle, g._offset, _at(xhat), w._handle, w._offset, _at(inv),
+        _norm.backward(g.handle, g.offset, _at(xhat), w.handle, w.offset, _at(inv),
                        _at(dx), _at(dw), _at(db), outer, c, g.size // max(outer * c, 1),
                        g.dtype.itemsize)
 
@@ -190,8 +195,8 @@ class CPUDevice(Device):
     def conv2d(self, x, w, bias, out, stride, padding, dilation, groups):
         _floats("conv", x, w, bias)
         n, k, oh, ow = out.shape
-        _cg.forward(x._handle, x._offset, w._handle, w._offset,
-                    None if bias is None else bias._handle, 0 if bias is None else bias._offset,
+        _cg.forward(x.handle, x.offset, w.handle, w.offset,
+                    None if bias is None else bias.handle, 0 if bias is None else bias.offset,
                     _at(out), x.shape, k, groups, tuple(w.shape[2:]), stride, padding,
                     dilation, oh, ow, x.dtype.itemsize)
 
@@ -199,7 +204,7 @@ class CPUDevice(Device):
         if self._grad_input_by_rows(g, w, dx, stride, padding, dilation, groups):
             return
         n, k, oh, ow = g.shape
-        _cg.input_grad(g._handle, g._offset, w._handle, w._offset, _at(dx), dx.shape, k,
+        _cg.input_grad(g.handle, g.offset, w.handle, w.offset, _at(dx), dx.shape, k,
                        groups, tuple(w.shape[2:]), stride, padding, dilation, oh, ow,
                        g.dtype.itemsize)
 
@@ -215,31 +220,31 @@ class CPUDevice(Device):
                              dx.shape[2], dx.shape[3], g.dtype.itemsize):
             return False
         wt = w.permute(1, 0, 2, 3)[:, :, ::-1, ::-1].compact()
-        _cg.forward(g._handle, g._offset, wt._handle, wt._offset, None, 0, _at(dx), g.shape,
+        _cg.forward(g.handle, g.offset, wt.handle, wt.offset, None, 0, _at(dx), g.shape,
                     dx.shape[1], 1, (kh, kw), (1, 1), pad, dilation, dx.shape[2], dx.shape[3],
                     g.dtype.itemsize)
         return True
 
     def conv2d_grad_weight(self, g, x, dw, stride, padding, dilation, groups):
         n, k, oh, ow = g.shape
-        _cg.weight_grad(g._handle, g._offset, x._handle, x._offset, _at(dw), x.shape, k,
+        _cg.weight_grad(g.handle, g.offset, x.handle, x.offset, _at(dw), x.shape, k,
                         groups, tuple(dw.shape[2:]), stride, padding, dilation, oh, ow,
                         g.dtype.itemsize)
 
     def conv2d_grad_bias(self, g, db):
         n, k = g.shape[:2]
-        _cg.bias_grad(g._handle, g._offset, _at(db), n, k, g.size // max(n * k, 1),
+        _cg.bias_grad(g.handle, g.offset, _at(db), n, k, g.size // max(n * k, 1),
                       g.dtype.itemsize)
 
     def to_nchw(self, y, bias, out):
         n, k = out.shape[:2]
-        _conv.to_nchw(_at(y), None if bias is None else bias._handle,
-                      0 if bias is None else bias._offset, _at(out), k, n,
+        _conv.to_nchw(_at(y), None if bias is None else bias.handle,
+                      0 if bias is None else bias.offset, _at(out), k, n,
                       out.size // max(n * k, 1), out.dtype.itemsize)
 
     def from_nchw(self, g, out, db):
         n, k = g.shape[:2]
-        _conv.from_nchw(g._handle, g._offset, _at(out), _at(db),
+        _conv.from_nchw(g.handle, g.offset, _at(out), _at(db),
                         k, n, g.size // max(n * k, 1), g.dtype.itemsize)
 
     def maxpool(self, x, out, idx, kernel, stride, pad, dil):
@@ -264,12 +269,12 @@ class CPUDevice(Device):
     # fused optimizer updates (in place on p; p, m, v compact) --------------
     def sgd_step(self, p, g, v, lr, momentum, dampening, wd, nesterov, first):
         _floats("SGD step", p, g)
-        _opt.sgd_step(_at(p), g._handle, g._offset, _at(v), p.size, lr, momentum, dampening,
+        _opt.sgd_step(_at(p), g.handle, g.offset, _at(v), p.size, lr, momentum, dampening,
                       wd, nesterov, first, p.dtype.itemsize)
 
     def adam_step(self, p, g, m, v, lr, b1, b2, eps, wd, decoupled, t):
         _floats("Adam step", p, g)
-        _opt.adam_step(_at(p), g._handle, g._offset, _at(m), _at(v), p.size, lr, b1, b2,
+        _opt.adam_step(_at(p), g.handle, g.offset, _at(m), _at(v), p.size, lr, b1, b2,
                        eps, wd, decoupled, t, p.dtype.itemsize)
 
 

@@ -1,5 +1,9 @@
 """CUDA backend through PyCUDA (optional). Nothing is imported or created at
-mininet import time: the driver, the context and the kernels load on first use."""
+mininet import time: the driver, the context and the kernels load on first use.
+MININET_CUDA=emulate swaps PyCUDA for the emulator (mininet/backend/emulator), which runs
+the same kernels on the CPU."""
+import os
+
 from .device import DeviceUnavailable
 
 _status = None
@@ -13,9 +17,24 @@ def cuda_status():
     return _status
 
 
+def emulated():
+    """True under MININET_CUDA=emulate: the kernels run on the CPU through the emulator."""
+    return os.environ.get("MININET_CUDA", "") == "emulate"
+
+
+def load_pycuda():
+    """(pycuda.driver, pycuda.tools), or the emulator's stand-ins under MININET_CUDA=emulate."""
+    if emulated():
+        from .emulator import driver, tools
+    else:
+        import pycuda.driver as driver
+        import pycuda.tools as tools
+    return driver, tools
+
+
 def _probe():
     try:
-        import pycuda.driver as drv  # noqa: F401
+        drv, _ = load_pycuda()
     except ImportError as e:
         return False, f"PyCUDA is not installed ({e}); install it with: pip install 'mininet[cuda]'"
     try:

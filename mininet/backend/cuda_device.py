@@ -11,7 +11,9 @@ import math
 import numpy as np
 
 from . import cuda_build
+from .cuda_nn import FusedKernels
 from .device import DTYPES, Device
+from .opcodes import REDUCE
 
 MAXDIM = 6          # cuda_src/common.cuh: MN_MAXDIM
 THREADS = 256       # cuda_src/common.cuh: MN_THREADS
@@ -54,8 +56,9 @@ def _views(shape, *strides):
     return math.prod(shape), views
 
 
-class CUDADevice(Device):
+class CUDADevice(FusedKernels, Device):
     name = "cuda"
+    capabilities = FusedKernels.fused_capabilities
     _instance = None
 
     @classmethod
@@ -65,8 +68,8 @@ class CUDADevice(Device):
         return cls._instance
 
     def __init__(self):
-        import pycuda.driver as drv
-        from pycuda.tools import DeviceMemoryPool
+        from .cuda import load_pycuda
+        drv, tools = load_pycuda()
         self.drv = drv
         drv.init()
         self.dev = drv.Device(0)
@@ -74,7 +77,7 @@ class CUDADevice(Device):
         self.ctx.push()
         major, minor = self.dev.compute_capability()
         self.arch = f"sm_{major}{minor}"
-        self.pool = DeviceMemoryPool()
+        self.pool = tools.DeviceMemoryPool()
         self._modules, self._funcs = {}, {}
         atexit.register(self._release)
 
@@ -95,7 +98,10 @@ class CUDADevice(Device):
         if fn is None:
             mod = self._modules.get(module)
             if mod is None:
-                mod = self.drv.module_from_file(str(cuda_build.compile_cubin(module, self.arch)))
+                emulated = getattr(self.drv, "EMULATED", False)   # the host build instead
+                path = cuda_build.compile_host(module) if emulated else \
+                    cuda_build.compile_cubin(module, self.arch)
+                mod = self.drv.module_from_file(str(path))
                 self._modules[module] = mod
             fn = mod.get_function(name)
             fn.prepare(argtypes)
@@ -114,7 +120,7 @@ class CUDADevice(Device):
 
     @staticmethod
     def _ptr(a):
-        return a._handle.ptr + a._offset * a.dtype.itemsize
+        return a.handle.ptr + a.offset * a.dtype.itemsize
 
     # memory ---------------------------------------------------------------------
     def alloc(self, nbytes):
@@ -176,7 +182,7 @@ class CUDADevice(Device):
         if red == 0:  # an empty sum
             self.fill(out, 0.0)
             return
-        arg = op >= 3
+        arg = op in (REDUCE["argmax"], REDUCE["argmin"])
         self._launch("reduce", f"reduce_{SUFFIX[a.dtype]}", "iPqqPP", n, op, self._ptr(a), red,
                      inner, 0 if arg else self._ptr(out), self._ptr(out) if arg else 0,
                      grid=(n, 1, 1))

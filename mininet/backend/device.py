@@ -23,6 +23,7 @@ class Device:
     numpy array over a compact array's memory, both without a copy)."""
     name = "device"
     capabilities = frozenset()
+    conv2d_min_pixels = 0   # with conv2d: the smallest output map (pixels) it is used for
 
     def has(self, capability):
         return capability in self.capabilities
@@ -38,6 +39,192 @@ class Device:
 
     def enabled(self):
         return True
+
+    def synchronize(self):
+        """Wait until every queued kernel has finished (a no-op where kernels are synchronous)."""
+
+    # The kernel protocol. Arrays are NDArrays: a kernel reads a.handle (the device buffer),
+    # a.offset (the first element, in items), a.shape and a.strides (in items), and writes
+    # outputs it is handed, compact and preallocated; "compact" below means C-contiguous
+    # from a.offset. Every backend implements the core kernels; a capability's kernels
+    # only where it declares that capability (KERNELS below; test_device_protocol.py
+    # checks every device against it).
+    def alloc(self, nbytes):
+        """A buffer of nbytes bytes (contents undefined) for NDArray handles."""
+        raise NotImplementedError
+
+    def from_numpy(self, arr, out):
+        """Copy numpy array arr (any layout, cast to out's dtype) into compact out."""
+        raise NotImplementedError
+
+    def to_numpy(self, a):
+        """A new numpy array holding a's values (a may be any view)."""
+        raise NotImplementedError
+
+    def copy(self, src, dst):
+        """dst[...] = src[...]: same shape, any strides on both sides."""
+        raise NotImplementedError
+
+    def fill(self, dst, value):
+        """Every element of dst (any strides, float or int64) set to value."""
+        raise NotImplementedError
+
+    def binary(self, op, a, b, out):
+        """out = BINARY_OPS[op](a, b) elementwise: a and b views of out's shape (stride 0
+        where broadcast), out compact."""
+        raise NotImplementedError
+
+    def binary_scalar(self, op, a, value, reverse, out):
+        """out = op(a, value), or op(value, a) when reverse; a any view, out compact."""
+        raise NotImplementedError
+
+    def unary(self, op, a, out):
+        """out = UNARY_OPS[op](a): a any view of out's shape, out compact."""
+        raise NotImplementedError
+
+    def reduce(self, op, a, outer, red, inner, out):
+        """REDUCE_OPS[op] over the middle axis of compact a seen as (outer, red, inner); out
+        (outer * inner) compact, int64 for argmax/argmin. red == 0: sums are 0."""
+        raise NotImplementedError
+
+    def matmul(self, a, b, out, m, n, k, a_batch=None, b_batch=None):
+        """out[i] (m, n) = a[i] (m, k) @ b[i] (k, n): a, b any strides in their last two
+        axes; a_batch/b_batch: int64 numpy arrays of each batch's item offset (or None)."""
+        raise NotImplementedError
+
+    def im2col(self, x, col, kernel, stride, pad, dil, oh, ow):
+        """col (C*kh*kw, N, oh, ow) compact from x (N, C, H, W) any strides; 0 in padding."""
+        raise NotImplementedError
+
+    def col2im(self, col, dx, kernel, stride, pad, dil, oh, ow):
+        """dx (N, C, H, W) = the sum of col's taps at their input positions (im2col's adjoint)."""
+        raise NotImplementedError
+
+    def to_nchw(self, y, bias, out):
+        """out (N, K, P) = y (K, N, P) transposed, plus bias[k] (or None)."""
+        raise NotImplementedError
+
+    def from_nchw(self, g, out, db):
+        """out (K, N*P) = g (N, K, P) transposed; db[k] = its row sums (db may be None)."""
+        raise NotImplementedError
+
+    def maxpool(self, x, out, idx, kernel, stride, pad, dil):
+        """out (N, C, oh, ow) = window maxima of compact x (padding never wins), idx the
+        int64 flat position of each maximum within its image plane."""
+        raise NotImplementedError
+
+    def maxpool_backward(self, g, idx, dx):
+        """dx = 0, then g added at idx (overlapping windows add up)."""
+        raise NotImplementedError
+
+    def maxpool_gather(self, h, idx, out):
+        """out = h at idx: the max pool's gradient's own gradient."""
+        raise NotImplementedError
+
+    def avgpool(self, src, dst, x_shape, kernel, stride, pad, backward):
+        """Window means (padding counted, as PyTorch's default), or with backward their
+        adjoint: src the output grad, dst the input grad of shape x_shape."""
+        raise NotImplementedError
+
+    def sgd_step(self, p, g, v, lr, momentum, dampening, wd, nesterov, first):
+        """p updated in place by PyTorch's SGD (momentum buffer v, first step when first)."""
+        raise NotImplementedError
+
+    def adam_step(self, p, g, m, v, lr, b1, b2, eps, wd, decoupled, t):
+        """p, m, v updated in place by Adam (AdamW when decoupled) at step t (1-based)."""
+        raise NotImplementedError
+
+    # capability conv2d
+    def conv2d(self, x, w, bias, out, stride, padding, dilation, groups):
+        """out (N, K, oh, ow) = conv(x, w) + bias (or None); x, w compact, no im2col buffer."""
+        raise NotImplementedError
+
+    def conv2d_grad_input(self, g, w, dx, stride, padding, dilation, groups):
+        """dx (N, C, H, W) from the output grad g and the weights w (compact)."""
+        raise NotImplementedError
+
+    def conv2d_grad_weight(self, g, x, dw, stride, padding, dilation, groups):
+        """dw (K, C/groups, kh, kw) from the output grad g and the input x (compact)."""
+        raise NotImplementedError
+
+    def conv2d_grad_bias(self, g, db):
+        """db[k] = the sum of g[:, k] (g compact (N, K, ...))."""
+        raise NotImplementedError
+
+    # capability softmax_xent
+    def softmax_xent(self, z, labels, probs):
+        """probs = softmax of each row of compact z (N, C); returns the mean over rows of
+        log(sum(exp(z - m))) - (z[y] - m) as a Python float (NaN for N == 0). labels: int64
+        (N,) in [0, C)."""
+        raise NotImplementedError
+
+    def softmax_xent_grad(self, probs, labels, scale, out):
+        """out = (probs - onehot(labels)) * scale."""
+        raise NotImplementedError
+
+    # capability batchnorm
+    def batchnorm(self, x, w, b, xhat, y, mean, var, inv, eps):
+        """Training-mode batch norm over every axis of compact x but axis 1: writes xhat,
+        y = xhat * w + b, and per channel the mean, biased var and inv = 1/sqrt(var + eps).
+        An empty batch is a ValueError."""
+        raise NotImplementedError
+
+    def batchnorm_backward(self, g, xhat, w, inv, dx, dw, db):
+        """dx, dw = sum(g * xhat), db = sum(g) from the output grad and forward's xhat, inv."""
+        raise NotImplementedError
+
+    # capability rows
+    def take_rows(self, src, idx, out):
+        """out[i] = src[idx[i]]: src (rows, d), idx int64 (n,) checked by the caller."""
+        raise NotImplementedError
+
+    def add_rows(self, g, idx, out):
+        """out[idx[i]] += g[i]; repeated indices add up."""
+        raise NotImplementedError
+
+    # capability lstm
+    def lstm_gates(self, z, c, act, c_new, h_new):
+        """One LSTM step from gates z (B, 4n: i, f, g, o) and cell c (B, n): c_new, h_new,
+        and act (B, 5n) = sigmoid(i), sigmoid(f), tanh(g), sigmoid(o), tanh(c_new)."""
+        raise NotImplementedError
+
+    def lstm_gates_grad(self, act, c, dh, dc, dz, dc_prev):
+        """dz (B, 4n) and dc_prev (B, n) from dh, dc and forward's act and c."""
+        raise NotImplementedError
+
+    # capability share_host
+    def share(self, arr):
+        """A buffer over a C-contiguous numpy array's memory (no copy)."""
+        raise NotImplementedError
+
+    def array_view(self, a):
+        """A numpy array over compact a's memory (no copy; writes go through)."""
+        raise NotImplementedError
+
+
+# The kernels every device provides, and those each capability adds.
+CORE_KERNELS = ("alloc", "from_numpy", "to_numpy", "copy", "fill", "binary", "binary_scalar",
+                "unary", "reduce", "matmul", "im2col", "col2im", "to_nchw", "from_nchw",
+                "maxpool", "maxpool_backward", "maxpool_gather", "avgpool", "sgd_step",
+                "adam_step")
+KERNELS = {
+    "conv2d": ("conv2d", "conv2d_grad_input", "conv2d_grad_weight", "conv2d_grad_bias"),
+    "softmax_xent": ("softmax_xent", "softmax_xent_grad"),
+    "batchnorm": ("batchnorm", "batchnorm_backward"),
+    "rows": ("take_rows", "add_rows"),
+    "lstm": ("lstm_gates", "lstm_gates_grad"),
+    "share_host": ("share", "array_view"),
+}
+
+
+def missing_kernels(cls):
+    """The protocol kernels a Device class leaves unimplemented, given its capabilities."""
+    names = list(CORE_KERNELS)
+    for cap in cls.capabilities:
+        if cap not in KERNELS:
+            raise ValueError(f"{cls.__name__} declares an unknown capability {cap!r}")
+        names += KERNELS[cap]
+    return [n for n in names if getattr(cls, n) is getattr(Device, n)]
 
 
 _devices = {}

@@ -79,7 +79,7 @@ def bench_matmul_gpu(shapes, dtype="float32", repeat=5):
         impls = {"mininet": lambda: a @ b}
         if blas is not None:
             out = NDArray.make((m, n), device=dev, dtype=c.dtype)
-            impls["cublas"] = blas.gemm(a._handle.ptr, b._handle.ptr, out._handle.ptr, m, n, k,
+            impls["cublas"] = blas.gemm(a.handle.ptr, b.handle.ptr, out.handle.ptr, m, n, k,
                                         np.dtype(dtype))
         for impl, fn in impls.items():
             t = _events_time(dev, fn, repeat)

@@ -103,17 +103,11 @@ def _rows_of(g, db=None):
     return out
 
 
-# Output pixels per image below which im2col + one GEMM beats the implicit GEMM: the
-# fused kernels cut each image into panels of 32 pixels, so 4x4 or 1x1 outputs (a
-# ResNet9's late layers) fill a panel by a fraction, where im2col's GEMM runs over the
-# whole batch's pixels (ResNet9 step: 71 -> 32 ms).
-FUSED_MIN_PIXELS = 196
-
-
 def _fused(dev, oh, ow):
-    """The device's implicit-GEMM kernels (the CPU's conv2d capability) for outputs of at
-    least FUSED_MIN_PIXELS pixels an image; im2col + one GEMM + to_nchw otherwise."""
-    return dev.has("conv2d") and oh * ow >= FUSED_MIN_PIXELS
+    """The device's implicit-GEMM kernels (its conv2d capability) for outputs of at least
+    dev.conv2d_min_pixels pixels an image (a backend tuning); im2col + one GEMM + to_nchw
+    otherwise."""
+    return dev.has("conv2d") and oh * ow >= dev.conv2d_min_pixels
 
 
 def conv_forward(x, w, b, p):
