@@ -281,7 +281,9 @@ class CPUDevice(Device):
 _cpu = CPUDevice()
 
 
-def cpu():
-    """The CPU device."""
+def cpu(index=0):
+    """The CPU device (there is one: "cpu:0" names it too, as in PyTorch)."""
+    if index != 0:
+        raise ValueError(f"device 'cpu:{index}' does not exist: the CPU is one device, cpu:0")
     return _cpu
 

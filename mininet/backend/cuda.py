@@ -50,10 +50,11 @@ def cuda_available():
     return cuda_status()[0]
 
 
-def cuda():
-    """The CUDA device; raises DeviceUnavailable saying why when there is none."""
+def cuda(index=None):
+    """The CUDA device (GPU `index`, by default the one in use, else 0); raises
+    DeviceUnavailable saying why when there is none."""
     ok, why = cuda_status()
     if not ok:
         raise DeviceUnavailable(f"CUDA is not available: {why}")
     from .cuda_device import CUDADevice
-    return CUDADevice.instance()
+    return CUDADevice.instance(index)

@@ -22,6 +22,14 @@ GEOM = "i" * 14             # struct Geom passed by value
 SUFFIX = {np.dtype("float32"): "f32", np.dtype("float64"): "f64"}
 
 
+def _size(nbytes):
+    """Bytes in words: 1.5 GiB."""
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if nbytes < 1024 or unit == "GiB":
+            return f"{nbytes:.1f} {unit}" if unit != "bytes" else f"{nbytes} bytes"
+        nbytes /= 1024
+
+
 class CudaBuffer:
     """A pooled device allocation; returns to the pool when garbage."""
     __slots__ = ("alloc", "ptr", "nbytes")
@@ -56,23 +64,47 @@ def _views(shape, *strides):
     return math.prod(shape), views
 
 
+# the driver's limits on a grid: x < 2^31, y and z <= 65535
+GRID_LIMITS = ((1 << 31) - 1, 65535, 65535)
+
+
+def _check_grid(name, grid):
+    """A grid the driver would refuse (or a kernel indexing by blockIdx would miss) is a
+    clear error before the launch."""
+    for n, limit, axis in zip(grid, GRID_LIMITS, "xyz"):
+        if n > limit:
+            raise ValueError(f"{name}: a grid of {grid} blocks exceeds CUDA's limit of {limit} "
+                             f"in {axis}: the array is too large for this kernel")
+
+
 class CUDADevice(FusedKernels, Device):
     name = "cuda"
     capabilities = FusedKernels.fused_capabilities
     _instance = None
 
     @classmethod
-    def instance(cls):
+    def instance(cls, index=None):
+        """The process's GPU: one per process (its primary context is current on the
+        threads that use it); another index than the one in use is refused."""
         if cls._instance is None:
-            cls._instance = cls()
+            cls._instance = cls(index or 0)
+        elif index is not None and index != cls._instance.index:
+            raise ValueError(f"cuda:{index} was asked for, but this process already uses "
+                             f"cuda:{cls._instance.index}: mininet runs on one GPU per process "
+                             "(choose it with CUDA_VISIBLE_DEVICES or the first cuda:N used)")
         return cls._instance
 
-    def __init__(self):
+    def __init__(self, index=0):
         from .cuda import load_pycuda
         drv, tools = load_pycuda()
         self.drv = drv
         drv.init()
-        self.dev = drv.Device(0)
+        count = drv.Device.count()
+        if not 0 <= index < count:
+            raise ValueError(f"cuda:{index} does not exist: this machine has {count} CUDA "
+                             f"device{'s' if count != 1 else ''} (cuda:0 .. cuda:{count - 1})")
+        self.index = index
+        self.dev = drv.Device(index)
         self.ctx = self.dev.retain_primary_context()
         self.ctx.push()
         major, minor = self.dev.compute_capability()
@@ -113,6 +145,7 @@ class CUDADevice(FusedKernels, Device):
             if n == 0:
                 return
             grid = (min((n + block - 1) // block, 1 << 16), 1, 1)
+        _check_grid(name, grid)
         self._fn(module, name, argtypes).prepared_call(grid, (block, 1, 1), *args)
 
     def synchronize(self):
@@ -124,7 +157,11 @@ class CUDADevice(FusedKernels, Device):
 
     # memory ---------------------------------------------------------------------
     def alloc(self, nbytes):
-        return CudaBuffer(self.pool.allocate(max(int(nbytes), 256)), nbytes)
+        try:
+            return CudaBuffer(self.pool.allocate(max(int(nbytes), 256)), nbytes)
+        except self.drv.MemoryError as e:
+            raise MemoryError(f"CUDA out of memory: asked for {_size(nbytes)} on {self!r} with "
+                              f"{_size(self.pool.active_bytes)} in use by mininet ({e})") from None
 
     def memory_stats(self):
         return {"active_blocks": self.pool.active_blocks, "held_blocks": self.pool.held_blocks,

@@ -231,14 +231,20 @@ _devices = {}
 
 
 def register(name, factory):
-    """Register a zero-argument factory returning the Device called `name`."""
+    """Register a factory returning the Device called `name`: factory() for the default
+    device of that kind, factory(index) for "name:index"."""
     _devices[name] = factory
 
 
 def get_device(name):
+    """A device from a Device or a name: "cpu", "cuda", "cuda:1"."""
     if isinstance(name, Device):
         return name
-    key = str(name).split(":")[0]
+    key, sep, index = str(name).partition(":")
     if key not in _devices:
         raise ValueError(f"unknown device {name!r}; known: {', '.join(sorted(_devices))}")
-    return _devices[key]()
+    if not sep:
+        return _devices[key]()
+    if not index.isdigit():
+        raise ValueError(f"device {name!r}: the index after ':' must be a whole number")
+    return _devices[key](int(index))
