@@ -72,13 +72,24 @@ __device__ void softmax_xent(const T* z, const long long* y, T* probs, T* loss, 
     }
 }
 
-// out = (probs - onehot(y)) * scale
+// loss = the mean of the N row losses (one block, the sum in double): the loss stays on
+// the device, read by the host only when it asks
 template <typename T>
-__device__ void softmax_xent_grad(const T* probs, const long long* y, T* out, long long N,
-                                  int C, T scale) {
+__device__ void mean_rows(const T* rows, T* loss, long long N) {
+    double s = 0;
+    for (long long r = threadIdx.x; r < N; r += blockDim.x) s += rows[r];
+    s = block_sum(s);
+    if (threadIdx.x == 0) *loss = (T)(s / N);
+}
+
+// out = (probs - onehot(y)) * g * scale, g the output grad on the device
+template <typename T>
+__device__ void softmax_xent_grad(const T* probs, const long long* y, const T* g, T* out,
+                                  long long N, int C, T scale) {
+    T s = *g * scale;
     GRID_STRIDE(e, N * C) {
         long long r = e / C;
-        out[e] = probs[e] * scale - (y[r] == e - r * C ? scale : (T)0);
+        out[e] = probs[e] * s - (y[r] == e - r * C ? s : (T)0);
     }
 }
 
@@ -245,9 +256,13 @@ __device__ void dropout_mask(T* mask, long long n, double keep, T scale, unsigne
                                                 T* loss, long long N, int C) {              \
         softmax_xent<T>(z, y, probs, loss, N, C);                                           \
     }                                                                                        \
+    extern "C" __global__ void mean_rows_##S(const T* rows, T* loss, long long N) {          \
+        mean_rows<T>(rows, loss, N);                                                        \
+    }                                                                                        \
     extern "C" __global__ void softmax_xent_grad_##S(const T* probs, const long long* y,    \
-                                                     T* out, long long N, int C, T scale) { \
-        softmax_xent_grad<T>(probs, y, out, N, C, scale);                                   \
+                                                     const T* g, T* out, long long N, int C,\
+                                                     T scale) {                             \
+        softmax_xent_grad<T>(probs, y, g, out, N, C, scale);                                \
     }                                                                                        \
     extern "C" __global__ void batchnorm_##S(const T* x, const T* w, const T* b, T* xhat,   \
                                              T* y, T* mean, T* var, T* inv, long long outer,\

@@ -1,4 +1,13 @@
+"""The one set of test helpers: tolerances and comparisons, float64 leaves and the
+central-difference gradient check, the PyTorch reference (optional), generated data
+folders (MNIST IDX, CIFAR-10 pickles, text corpora), the real MNIST folder, and
+subprocess runners. Test modules import them with `from conftest import ...`."""
+import gzip
 import os
+import pickle
+import struct
+import subprocess
+import sys
 from pathlib import Path
 
 os.environ["MININET_OFFLINE"] = "1"   # tests never download (data/fetch.py)
@@ -6,6 +15,35 @@ os.environ["MININET_OFFLINE"] = "1"   # tests never download (data/fetch.py)
 import numpy as np
 import pytest
 
+from mininet.autograd import Tensor   # mininet before torch: the order the suite always had
+
+# PyTorch -----------------------------------------------------------------------------------
+# The test-only reference (the `torch` extra). Tests that compare against it are marked
+# `torch` and skip, with this reason, where it is not installed; `torch` is None there.
+# A torch that is installed but fails to import is an error, not a skip.
+try:
+    import torch
+except ModuleNotFoundError as e:
+    if e.name != "torch":
+        raise
+    torch = None
+    TORCH_MISSING = ("PyTorch is not installed (the test-only reference this test compares "
+                     "against): pip install -e '.[torch]'")
+else:
+    TORCH_MISSING = None
+
+
+def pytest_collection_modifyitems(config, items):
+    from mininet.backend import cuda_status
+    ok, why = cuda_status()
+    for item in items:
+        if not ok and item.get_closest_marker("gpu"):
+            item.add_marker(pytest.mark.skip(reason=f"no CUDA: {why}"))
+        if TORCH_MISSING and item.get_closest_marker("torch"):
+            item.add_marker(pytest.mark.skip(reason=TORCH_MISSING))
+
+
+# comparisons -------------------------------------------------------------------------------
 # One tolerance table for every comparison: (rtol, atol) per dtype.
 TOL = {np.float32: (2e-5, 2e-6), np.float64: (1e-11, 1e-12)}
 
@@ -17,41 +55,50 @@ def assert_close(actual, expected, dtype=np.float32, scale=1.0):
                                rtol=rtol * max(1.0, np.sqrt(scale)), atol=atol * scale)
 
 
-def mnist_dir():
-    """The real MNIST folder of ../shared (via MININET_DATA in make test)."""
-    env = os.environ.get("MININET_DATA")
-    candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")
-    for c in candidates:
-        if (c / "t10k-images-idx3-ubyte.gz").exists():
-            return c
-    return None
+def as_numpy(x):
+    """An NDArray or Tensor (any device) as a numpy array; arrays and lists as they are."""
+    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
 
 
-@pytest.fixture
-def mnist_path():
-    path = mnist_dir()
-    if path is None:
-        pytest.skip("real MNIST not found: set MININET_DATA or provide ../shared/data/mnist")
-    return path
+def assert_near(actual, expected, tol):
+    """rtol = atol = tol, for either side an array, NDArray or Tensor."""
+    np.testing.assert_allclose(as_numpy(actual), as_numpy(expected), rtol=tol, atol=tol)
 
 
-def pytest_collection_modifyitems(config, items):
-    from mininet.backend import cuda_status
-    ok, why = cuda_status()
-    if ok:
-        return
-    skip = pytest.mark.skip(reason=f"no CUDA: {why}")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+# float64 leaves and gradient checks ----------------------------------------------------------
+def t64(x, grad=True):
+    """A float64 Tensor of x, a leaf that requires grad unless grad=False."""
+    return Tensor(np.asarray(x, dtype=np.float64), dtype="float64", requires_grad=grad)
+
+
+_gradcheck_rng = np.random.default_rng(2)
+
+
+def gradcheck(fn, *arrays, eps=1e-6, tol=1e-6):
+    """Compare autograd with central differences of sum(fn(...) * w) for a random w
+    (float64; the arrays are perturbed in place and restored)."""
+    inputs = [t64(a) for a in arrays]
+    out = fn(*inputs)
+    w = _gradcheck_rng.standard_normal(out.shape)
+    (out * Tensor(w, dtype="float64")).sum().backward()
+    for t, a in zip(inputs, arrays):
+        num = np.zeros_like(a)
+        flat = a.reshape(-1)
+        for i in range(flat.size):
+            old = flat[i]
+            flat[i] = old + eps
+            up = (fn(*[t64(x, False) for x in arrays]).numpy() * w).sum()
+            flat[i] = old - eps
+            down = (fn(*[t64(x, False) for x in arrays]).numpy() * w).sum()
+            flat[i] = old
+            num.reshape(-1)[i] = (up - down) / (2 * eps)
+        np.testing.assert_allclose(t.grad.numpy(), num, rtol=tol, atol=tol)
 
 
 def check_batchnorm_against_torch(mb, tb, x, rng):
     """A mininet batch-norm module against PyTorch's (float64) with the same random weight
-    and bias: training output, input/weight/bias grads and running stats, then eval."""
-    import torch
-    from mininet.autograd import Tensor
+    and bias: training output, input/weight/bias grads and running stats, then eval.
+    Only from tests marked `torch`."""
     c = x.shape[1]
     w, b = rng.standard_normal(c), rng.standard_normal(c)
     with torch.no_grad():
@@ -79,15 +126,97 @@ def check_batchnorm_against_torch(mb, tb, x, rng):
                                tb(torch.tensor(x2)).detach().numpy(), rtol=1e-10, atol=1e-11)
 
 
+# data: the real MNIST folder, generated ones ---------------------------------------------------
+def mnist_dir():
+    """The real MNIST folder of ../shared (via MININET_DATA in make test)."""
+    env = os.environ.get("MININET_DATA")
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")
+    for c in candidates:
+        if (c / "t10k-images-idx3-ubyte.gz").exists():
+            return c
+    return None
+
+
+@pytest.fixture
+def mnist_path():
+    path = mnist_dir()
+    if path is None:
+        pytest.skip("real MNIST not found: set MININET_DATA or provide ../shared/data/mnist")
+    return path
+
+
+def write_idx(path, array, code=0x08, gz=True):
+    """An IDX file (MNIST's format) of array: unsigned bytes for code 0x08; gzipped or plain."""
+    header = struct.pack(">BBBB", 0, 0, code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.astype(">u1" if code == 0x08 else array.dtype).tobytes()
+    with (gzip.open if gz else open)(path, "wb") as f:
+        f.write(data)
+
+
+@pytest.fixture(scope="module")
+def tiny_mnist(tmp_path_factory):
+    """300 training and 100 test images in the four standard files: learnable (each class
+    is a bright block at its own place), fast to train."""
+    folder = tmp_path_factory.mktemp("mnist")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 300), ("t10k", 100)):
+        labels = np.arange(n) % 10
+        imgs = rng.integers(0, 60, size=(n, 28, 28))
+        for i, y in enumerate(labels):
+            imgs[i, 2 * y:2 * y + 6, 4:24] = 250
+        write_idx(folder / f"{split}-images-idx3-ubyte.gz", imgs)
+        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
+    return folder
+
+
+def write_cifar_batch(path, n, rng, protocol=2):
+    """One CIFAR-10 batch pickle of n random images, as the real files hold it; returns
+    (data, labels)."""
+    data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+    labels = [int(v) for v in rng.integers(0, 10, n)]
+    with open(path, "wb") as f:
+        pickle.dump({b"batch_label": b"testing", b"labels": labels, b"data": data,
+                     b"filenames": [b"x.png"] * n}, f, protocol=protocol)
+    return data, labels
+
+
 def write_cifar_folder(root, train_size=20, test_size=20, seed=0):
     """root/cifar-10-batches-py with five training batches and a test batch of random
     images in the standard pickle format."""
-    import pickle
     folder = root / "cifar-10-batches-py"
     folder.mkdir()
     rng = np.random.default_rng(seed)
     for name, n in [(f"data_batch_{i}", train_size) for i in range(1, 6)] + [("test_batch", test_size)]:
-        with open(folder / name, "wb") as f:
-            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                         b"labels": [int(v) for v in rng.integers(0, 10, n)]}, f)
+        write_cifar_batch(folder / name, n, rng, protocol=pickle.DEFAULT_PROTOCOL)
     return root
+
+
+SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "the bird sang a song"]
+
+
+def write_corpus(folder, train, valid, test):
+    """train.txt, valid.txt and test.txt, one sentence (a list of lines each) a line."""
+    for name, lines in (("train", train), ("valid", valid), ("test", test)):
+        (folder / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+# subprocesses --------------------------------------------------------------------------------
+def _run(cmd, env, timeout, **kw):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, **kw)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"hung for {timeout} s: {' '.join(map(str, cmd))[:200]}")
+
+
+def run_python(code, env=None, timeout=None):
+    """`python -c code` in a fresh interpreter; env replaces the environment (None: this
+    one's). A run past timeout fails the test instead of hanging the suite."""
+    return _run([sys.executable, "-c", code], env, timeout)
+
+
+def run_cli(*args, env=None, timeout=120):
+    """`python -m mininet.cli args...` with this environment plus env."""
+    return _run([sys.executable, "-m", "mininet.cli", *map(str, args)],
+                {**os.environ, **(env or {})}, timeout)

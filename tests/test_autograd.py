@@ -5,31 +5,9 @@ import pytest
 import mininet.ops as ops
 from mininet.autograd import Tensor, no_grad
 
+from conftest import gradcheck, t64 as T, torch
+
 rng = np.random.default_rng(2)
-
-
-def T(x, grad=True):
-    return Tensor(np.asarray(x, dtype=np.float64), dtype="float64", requires_grad=grad)
-
-
-def gradcheck(fn, *arrays, eps=1e-6, tol=1e-6):
-    """Compare autograd with central differences of sum(fn(...) * w) for a random w."""
-    inputs = [T(a) for a in arrays]
-    out = fn(*inputs)
-    w = rng.standard_normal(out.shape)
-    (out * Tensor(w, dtype="float64")).sum().backward()
-    for t, a in zip(inputs, arrays):
-        num = np.zeros_like(a)
-        flat = a.reshape(-1)
-        for i in range(flat.size):
-            old = flat[i]
-            flat[i] = old + eps
-            up = (fn(*[T(x, False) for x in arrays]).numpy() * w).sum()
-            flat[i] = old - eps
-            down = (fn(*[T(x, False) for x in arrays]).numpy() * w).sum()
-            flat[i] = old
-            num.reshape(-1)[i] = (up - down) / (2 * eps)
-        np.testing.assert_allclose(t.grad.numpy(), num, rtol=tol, atol=tol)
 
 
 def r(*shape, low=-1, high=1):
@@ -132,8 +110,8 @@ def test_no_grad_detach_and_data():
         (x * 2).backward()
 
 
+@pytest.mark.torch
 def test_against_torch():
-    torch = pytest.importorskip("torch")
     a, b = r(4, 6), r(6, 3)
     ta = torch.tensor(a, requires_grad=True)
     tb = torch.tensor(b, requires_grad=True)
@@ -149,11 +127,11 @@ def test_against_torch():
     np.testing.assert_allclose(lse, torch.logsumexp(torch.tensor(a * 50), 1).numpy(), rtol=1e-12)
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("fused", [True, False])
 def test_cross_entropy_second_order_against_torch(fused, monkeypatch):
     """d/dz |dL/dz|^2 and the loss's gradient, through the fused kernel and through the
     composite ops (the path of devices without it)."""
-    torch = pytest.importorskip("torch")
     from mininet.backend.cpu import CPUDevice
     if not fused:
         monkeypatch.setattr(CPUDevice, "capabilities", CPUDevice.capabilities - {"softmax_xent"})
@@ -178,13 +156,13 @@ def test_cross_entropy_bad_labels():
         ops.softmax_cross_entropy(T(r(3, 4)), [0, 4, 1])
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("shape", [(6, 3), (4, 3, 2, 5)])
 def test_batch_norm_first_and_second_order_against_torch(fused, shape, monkeypatch):
     """Training-mode batch norm over all axes but 1: gradients through the fused kernels
     (or the composite ops, as on devices without them), and d/dx of |dL/dx|^2, which
     records the gradient's graph and so always takes the composite path."""
-    torch = pytest.importorskip("torch")
     from mininet.backend.cpu import CPUDevice
     if not fused:
         monkeypatch.setattr(CPUDevice, "capabilities", CPUDevice.capabilities - {"batchnorm"})
@@ -220,9 +198,9 @@ def test_batch_norm_fused_backward_matches_composite():
         np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("xshape", [(4, 3), (2, 4, 3)])
 def test_linear_second_order_against_torch(xshape):
-    torch = pytest.importorskip("torch")
     x, w, b = r(*xshape), r(3, 5), r(5)
     mx, mw, mb = T(x), T(w), T(b)
     y = ops.tanh(ops.linear(mx, mw, mb))
@@ -251,10 +229,10 @@ def test_create_graph_keeps_the_forward_graph():
     np.testing.assert_allclose(mx.grad.numpy(), np.exp(x), rtol=1e-12)
 
 
+@pytest.mark.torch
 def test_fused_kernels_read_offset_views():
     """Row slices are compact but start at an offset into their buffer: the fused
     kernels (cross-entropy, batch norm, conv) must read from there, not from item 0."""
-    torch = pytest.importorskip("torch")
     big = r(7, 5)
     z = T(big)[2:6]                           # compact rows 2..5 of a (7, 5) buffer
     loss = ops.softmax_cross_entropy(z, [0, 4, 1, 2])

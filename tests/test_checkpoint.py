@@ -96,6 +96,7 @@ def test_checkpoint_errors_and_no_grad():
         y.sum().backward(create_graph=True)
 
 
+@pytest.mark.slow
 def test_checkpoint_lowers_peak_memory():
     """A 16-layer MLP of 512 at batch 1024: the plain run keeps every layer's activations
     (about 2 MiB each, several per layer); the checkpointed one about one segment's."""

@@ -8,25 +8,17 @@ import pytest
 
 from mininet.data import CIFAR10Dataset, CIFARError, DataLoader
 from mininet.data.cifar import TEST, TRAIN, ensure_cifar10, read_batch
+from conftest import torch, write_cifar_batch
 
 rng = np.random.default_rng(4)
-
-
-def write_batch(path, n, protocol=2):
-    data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-    labels = [int(v) for v in rng.integers(0, 10, n)]
-    with open(path, "wb") as f:
-        pickle.dump({b"batch_label": b"testing", b"labels": labels, b"data": data,
-                     b"filenames": [b"x.png"] * n}, f, protocol=protocol)
-    return data, labels
 
 
 @pytest.fixture
 def cifar(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
-    parts = [write_batch(folder / name, 7 + i) for i, name in enumerate(TRAIN)]
-    test = write_batch(folder / TEST[0], 5, protocol=4)
+    parts = [write_cifar_batch(folder / name, 7 + i, rng) for i, name in enumerate(TRAIN)]
+    test = write_cifar_batch(folder / TEST[0], 5, rng, protocol=4)
     return tmp_path, parts, test
 
 
@@ -94,10 +86,10 @@ def torch_resnet9():
     return _torch_resnet9().double()
 
 
+@pytest.mark.torch
 def test_resnet9_steps_match_torch():
     """ResNet9 with PyTorch's weights: the loss of three SGD steps on random CIFAR-shape
     batches matches (float64), so forward, backward and the update agree."""
-    torch = pytest.importorskip("torch")
     from mininet import nn, optim
     from mininet.autograd import Tensor
     from mininet.models import ResNet9

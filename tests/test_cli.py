@@ -1,47 +1,21 @@
 """The command line as a user runs it: errors are one line on stderr with exit 2 (never on
 stdout under --json), training stops on a non-finite loss, --save/--resume are checked,
 Ctrl-C leaves a usable checkpoint. Runs `python -m mininet.cli` on a small generated MNIST."""
-import gzip
 import os
 import signal
 import stat
-import struct
 import subprocess
 import sys
 import time
-import zlib
 
-import numpy as np
 import pytest
 
-
-def write_idx(path, array):
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(">u1").tobytes())
-
-
-@pytest.fixture(scope="module")
-def tiny_mnist(tmp_path_factory):
-    """300 training and 100 test images in the four standard files: learnable (each class
-    is a bright block at its own place), fast to train."""
-    folder = tmp_path_factory.mktemp("mnist")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 300), ("t10k", 100)):
-        labels = np.arange(n) % 10
-        imgs = rng.integers(0, 60, size=(n, 28, 28))
-        for i, y in enumerate(labels):
-            imgs[i, 2 * y:2 * y + 6, 4:24] = 250
-        write_idx(folder / f"{split}-images-idx3-ubyte.gz", imgs)
-        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
-    return folder
+from conftest import SENTENCES, run_cli, run_python, write_cifar_folder, write_corpus
 
 
 def cli(*args, env=None, timeout=120):
-    e = {**os.environ, "MININET_NUM_THREADS": "1", "COLUMNS": "200", "MININET_OFFLINE": "1",
-         **(env or {})}
-    return subprocess.run([sys.executable, "-m", "mininet.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env=e)
+    return run_cli(*args, env={"MININET_NUM_THREADS": "1", "COLUMNS": "200", "MININET_OFFLINE": "1",
+                               **(env or {})}, timeout=timeout)
 
 
 def assert_one_line_error(r, *words, code=2):
@@ -76,7 +50,7 @@ def test_bad_flags_are_one_line_errors(args, words):
 def test_cuda_without_pycuda_or_gpu_is_a_clear_error():
     from mininet.backend import cuda_status
     if cuda_status()[0]:
-        pytest.skip("this machine has CUDA")
+        pytest.skip("CUDA is available here: this checks the error where it is not")
     for args in (["train", "mnist", "--device", "cuda"], ["bench", "matmul", "--device", "cuda"],
                  ["bench", "conv", "--device", "cuda", "--json"]):
         assert_one_line_error(cli(*args), "--device cuda", "unavailable")
@@ -88,8 +62,8 @@ def test_bad_thread_variable(value):
     assert r.returncode == 0 and "mininet" in r.stdout      # --version still works
     r = cli("bench", "matmul", "--sizes", "8", "--json", env={"MININET_NUM_THREADS": value})
     assert_one_line_error(r, "MININET_NUM_THREADS", repr(value))
-    r = subprocess.run([sys.executable, "-c", "import mininet; print(mininet.get_num_threads())"],
-                       capture_output=True, text=True, env=dict(os.environ, MININET_NUM_THREADS=value))
+    r = run_python("import mininet; print(mininet.get_num_threads())",
+                   env=dict(os.environ, MININET_NUM_THREADS=value))
     assert r.returncode == 0 and int(r.stdout) >= 1 and r.stderr == ""   # import never fails
 
 
@@ -107,6 +81,7 @@ def _train(tiny_mnist, *extra, **kw):
     return cli("train", "mnist", "--data-dir", str(tiny_mnist), "--batch-size", "50", *extra, **kw)
 
 
+@pytest.mark.slow
 def test_train_save_resume_and_checks(tmp_path, tiny_mnist):
     ck = tmp_path / "ck.npz"
     (tmp_path / ".ck.npz.stale.tmp").write_bytes(b"left by a killed save")
@@ -206,11 +181,7 @@ def test_ctrl_c_names_the_checkpoint_and_exits_130(tmp_path, tiny_mnist):
 @pytest.fixture(scope="module")
 def tiny_corpus(tmp_path_factory):
     folder = tmp_path_factory.mktemp("corpus")
-    s = ["the cat sat on the mat", "a dog ran in the park", "the bird sang a song"]
-    (folder / "train.txt").write_text("\n".join(s * 20) + "\n")
-    (folder / "valid.txt").write_text("\n".join(s) + "\n")
-    (folder / "test.txt").write_text(s[0] + "\n")
-    return folder
+    return write_corpus(folder, SENTENCES * 20, SENTENCES, SENTENCES[:1])
 
 
 def _ptb(folder, *extra):
@@ -254,7 +225,6 @@ def test_train_ptb_errors(tmp_path, tiny_corpus):
 def test_train_cifar10_resnet9_on_generated_batches(tmp_path):
     """`mininet train cifar10` reads the standard pickles (written here) and trains ResNet9."""
     import json
-    from conftest import write_cifar_folder
     write_cifar_folder(tmp_path)
     r = cli("train", "cifar10", "--data-dir", str(tmp_path), "--epochs", "1", "--batch-size", "25",
             "--json")

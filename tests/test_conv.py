@@ -6,20 +6,15 @@ import pytest
 from mininet import nn, ops
 from mininet.autograd import Tensor
 from mininet.models import build_model
-from conftest import check_batchnorm_against_torch
-from test_autograd import gradcheck
+from conftest import check_batchnorm_against_torch, gradcheck, t64, torch
 
-torch = pytest.importorskip("torch")
-F = torch.nn.functional
+F = torch.nn.functional if torch is not None else None
 rng = np.random.default_rng(5)
 
 
-def t64(x):
-    return Tensor(x, dtype="float64", requires_grad=True)
-
-
 def run_both(mn_fn, torch_fn, *arrays):
-    """Forward and input gradients of mininet and PyTorch for sum(f(...) * g)."""
+    """Forward and input gradients of mininet and PyTorch for sum(f(...) * g) (tests
+    marked torch)."""
     mins = [t64(a) for a in arrays]
     tins = [torch.tensor(a, requires_grad=True) for a in arrays]
     y, ty = mn_fn(*mins), torch_fn(*tins)
@@ -51,16 +46,15 @@ CONV_CASES = [
 @pytest.fixture(params=["fused", "im2col"])
 def conv_path(request, monkeypatch):
     """Both CPU convolution paths: the fused implicit GEMM, and im2col + GEMM (the path of
-    devices without fused kernels, such as CUDA)."""
+    devices without fused kernels)."""
     from mininet.backend.cpu import CPUDevice
-    import importlib
-    conv_ops = importlib.import_module("mininet.ops.conv")   # ops.conv the function shadows it
     caps = CPUDevice.capabilities if request.param == "fused" else CPUDevice.capabilities - {"conv2d"}
     monkeypatch.setattr(CPUDevice, "capabilities", caps)
-    monkeypatch.setattr(conv_ops, "FUSED_MIN_PIXELS", 0)   # small test images too
+    monkeypatch.setattr(CPUDevice, "conv2d_min_pixels", 0)   # small test images too
     return request.param
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("case", CONV_CASES, ids=[str(c) for c in CONV_CASES])
 @pytest.mark.parametrize("bias", [True, False])
 def test_conv_matches_torch(case, bias, conv_path):
@@ -85,6 +79,7 @@ SMALL_MAP_CASES = [
 ]
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("case", SMALL_MAP_CASES, ids=[str(c) for c in SMALL_MAP_CASES])
 def test_conv_on_small_maps_matches_torch(case, conv_path):
     _conv_case(case, True)
@@ -116,6 +111,7 @@ def test_dead_taps_are_cropped():
     assert live((1, 1, 28, 28), 5, 1, 2) is None
 
 
+@pytest.mark.torch
 def test_conv_float32_and_strided_input():
     x = rng.standard_normal((4, 3, 12, 10)).astype(np.float32)
     w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
@@ -130,6 +126,7 @@ def test_conv_float32_and_strided_input():
                                rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("stride", [1, 2])
 def test_conv_float32_batch_gradients(stride, conv_path):
     # float32 kernels (other panel widths than float64), a batch split over threads and
@@ -175,6 +172,7 @@ def test_conv_gradcheck_float64():
               rng.standard_normal(4))
 
 
+@pytest.mark.torch
 def test_conv_second_order_gradient(conv_path):
     """d/dx of |d conv / dW|^2 through the gradient ops, against PyTorch."""
     x, w = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
@@ -191,6 +189,7 @@ def test_conv_second_order_gradient(conv_path):
     np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1), (3, 1, 1), (2, 1, 0)])
 def test_pooling_matches_torch(k, s, p):
     x = rng.standard_normal((2, 3, 9, 8))
@@ -207,6 +206,7 @@ def test_pooling_gradcheck_and_second_order():
     gradcheck(lambda a, h: ops.max_pool2d(a, 3, 2, 1) * h, x, g)
 
 
+@pytest.mark.torch
 def test_pad_flip_dilate():
     x = rng.standard_normal((2, 3, 4))
     run_both(lambda a: ops.pad(a, ((0, 0), (1, 2), (2, 0))),
@@ -220,12 +220,14 @@ def test_pad_flip_dilate():
     gradcheck(lambda a: ops.dilate(ops.flip(ops.pad(a, ((1, 0), (0, 1), (1, 1))), 1), 2, 2), x)
 
 
+@pytest.mark.torch
 def test_batchnorm2d_train_and_eval_match_torch():
     x = rng.standard_normal((4, 3, 5, 6)) * 2 + 1
     check_batchnorm_against_torch(nn.BatchNorm2d(3, dtype="float64"),
                                   torch.nn.BatchNorm2d(3).double(), x, rng)
 
 
+@pytest.mark.torch
 def test_conv_module_matches_torch_layer():
     tc = torch.nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2).double()
     mc = nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2, dtype="float64")
@@ -257,6 +259,7 @@ def test_bad_input_names_the_shapes(call, msg):
         call()
 
 
+@pytest.mark.torch
 def test_cnn_step_matches_torch():
     """One SGD step of the whole CNN equals PyTorch's with the same weights."""
     from mininet import optim
@@ -289,6 +292,7 @@ def test_cnn_step_matches_torch():
                                    rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(2, 3, 8, 8), (3, 2, 28, 28), (1, 1, 6, 70), (2, 1, 7, 9)])
 def test_max_pool_2x2_fast_path_values_indices_ties_and_nan(dtype, shape):
@@ -320,6 +324,7 @@ ROW_CASES = [(2, 3, 14, 14, 32, 5, 2, 1), (2, 1, 28, 28, 16, 5, 2, 1), (1, 2, 13
              (2, 3, 2, 8, 16, 3, 4, 1), (1, 3, 12, 12, 16, 7, 4, 1), (2, 2, 10, 12, 24, 3, 3, 2)]
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("case", ROW_CASES, ids=[str(c) for c in ROW_CASES])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("bias", [True, False])
@@ -338,6 +343,7 @@ def test_conv_forward_by_rows_matches_torch(case, dtype, bias):
     np.testing.assert_allclose(y.numpy(), ref, **tol)
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("case", ROW_CASES + [(2, 3, 14, 14, 8, 3, 3, 1), (1, 2, 14, 14, 4, 3, 0, 2)],
                          ids=[str(c) for c in ROW_CASES + [(2, 3, 14, 14, 8, 3, 3, 1), (1, 2, 14, 14, 4, 3, 0, 2)]])
 def test_conv_input_grad_as_a_convolution_matches_torch(case):

@@ -1,6 +1,5 @@
 """MNIST loading (real files and corrupt ones), DataLoader, training, checkpoints."""
 import gzip
-import struct
 
 import numpy as np
 import pytest
@@ -10,13 +9,7 @@ from mininet.data import DataLoader, MNISTDataset, MNISTError, TensorDataset, re
 from mininet.data.mnist import ensure_mnist
 from mininet.models import MLP, build_model, evaluate, fit, load_checkpoint, save_checkpoint
 from mininet.models.train import make_optimizer
-
-
-def write_idx(path, array, code=0x08, gz=True):
-    header = struct.pack(">BBBB", 0, 0, code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    data = header + array.astype(">u1" if code == 0x08 else array.dtype).tobytes()
-    with (gzip.open if gz else open)(path, "wb") as f:
-        f.write(data)
+from conftest import write_idx
 
 
 def test_real_mnist(mnist_path):
@@ -96,6 +89,7 @@ def test_short_training_reaches_sane_accuracy(mnist_path):
     assert hist[-1]["test_acc"] > 0.88, hist
 
 
+@pytest.mark.slow
 def test_short_cnn_run_beats_the_mlp(mnist_path):
     """Same data, epochs and optimizer: the CNN ends above the MLP."""
     accs = {}

@@ -15,21 +15,24 @@ import mininet as mn
 from mininet import distributed, nn
 from mininet.cli.launch import mpirun_command, mpirun_prefix, without_ranks
 from mininet.data import DataLoader, DistributedSampler, TensorDataset
+from conftest import run_cli, run_python, write_cifar_folder
 
 HERE = Path(__file__).parent
 
 
-def _have_mpi():
+def _mpi_missing():
+    """Why MPI runs cannot happen here, or None where they can."""
     try:
         import mpi4py  # noqa: F401
         from mininet.cli.launch import find_mpirun
         find_mpirun()
-        return True
-    except Exception:
-        return False
+        return None
+    except Exception as e:
+        return f"mpi4py/mpirun missing ({type(e).__name__}: {e}): pip install '.[mpi]'"
 
 
-needs_mpi = pytest.mark.skipif(not _have_mpi(), reason="mpi4py/mpirun missing: pip install '.[mpi]'")
+_MPI_MISSING = _mpi_missing()
+needs_mpi = pytest.mark.skipif(_MPI_MISSING is not None, reason=_MPI_MISSING or "")
 
 
 def mpirun(ranks, args, timeout=120, env=None):
@@ -106,7 +109,7 @@ def test_one_process_never_imports_mpi4py():
             "distributed.broadcast_parameters(net); distributed.average_buffers(net);"
             "assert 'mpi4py' not in sys.modules, 'imported'")
     env = {k: v for k, v in os.environ.items() if k not in distributed._MPI_ENV}
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    r = run_python(code, env=env)
     assert r.returncode == 0, r.stderr
 
 
@@ -127,10 +130,13 @@ def test_post_accumulate_grad_hook_fires_once_per_backward_with_the_full_grad():
 def test_launcher_command():
     assert without_ranks(["train", "--ranks", "2", "--epochs", "1", "--ranks=3"]) == \
         ["train", "--epochs", "1"]
-    if _have_mpi():
-        cmd = mpirun_command(3, ["train", "mnist", "--ranks", "3"])
-        assert cmd[1:3] == ["-n", "3"] and "--bind-to" in cmd and "--oversubscribe" in cmd
-        assert cmd[-3:] == ["train", "mnist", "--distributed"]
+
+
+@needs_mpi
+def test_mpirun_command():
+    cmd = mpirun_command(3, ["train", "mnist", "--ranks", "3"])
+    assert cmd[1:3] == ["-n", "3"] and "--bind-to" in cmd and "--oversubscribe" in cmd
+    assert cmd[-3:] == ["train", "mnist", "--distributed"]
 
 
 # two and three ranks -----------------------------------------------------------------------
@@ -189,11 +195,11 @@ def test_a_stalled_rank_times_out_with_a_clear_error(tmp_path):
 
 
 def _cli(args, env=None, timeout=180):
-    e = dict(os.environ, MININET_MPIRUN_ARGS="--mca btl tcp,self", **(env or {}))
-    return subprocess.run([sys.executable, "-m", "mininet.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env=e)
+    return run_cli(*args, env={"MININET_MPIRUN_ARGS": "--mca btl tcp,self", **(env or {})},
+                   timeout=timeout)
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_cli_trains_on_two_ranks_saves_once_and_resumes(mnist_path, tmp_path):
     ck = tmp_path / "m.npz"
@@ -213,6 +219,7 @@ def test_cli_trains_on_two_ranks_saves_once_and_resumes(mnist_path, tmp_path):
     assert "resumed from" in r.stderr
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_cli_distributed_errors(mnist_path, tmp_path):
     r = _cli(["train", "mnist", "--ranks", "2", "--data-dir", str(tmp_path / "none"), "--epochs", "1"])
@@ -225,6 +232,7 @@ def test_cli_distributed_errors(mnist_path, tmp_path):
     assert r.returncode == 2 and "missing.npz: no such file" in r.stderr
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_bench_train_ranks_reports_scaling():
     r = _cli(["bench", "train", "--ranks", "1,2", "--models", "mlp", "--samples", "2000", "--json"])
@@ -244,7 +252,6 @@ def test_bench_train_ranks_reports_scaling():
 def test_cli_trains_resnet9_with_batchnorm_on_two_ranks(tmp_path):
     """BatchNorm's running statistics are averaged before each evaluation; an odd test set
     (21 images) is split unpadded, so the accuracy is over exactly 21 images."""
-    from conftest import write_cifar_folder
     write_cifar_folder(tmp_path, test_size=21)
     res = _cli(["train", "cifar10", "--data-dir", str(tmp_path), "--epochs", "2", "--ranks", "2",
                 "--batch-size", "10", "--json"])

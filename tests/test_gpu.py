@@ -8,6 +8,7 @@ from mininet import nn, ops, optim
 from mininet.autograd import Tensor
 from mininet.models import build_model
 from mininet.ndarray import NDArray
+from conftest import assert_near
 
 pytestmark = pytest.mark.gpu
 rng = np.random.default_rng(11)
@@ -23,7 +24,7 @@ def pair(x, gpu):
 
 
 def close(got, want, tol=1e-5):
-    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=tol, atol=tol)
+    assert_near(got, want, tol)
 
 
 @pytest.mark.parametrize("name", ["__add__", "__sub__", "__mul__", "__truediv__", "maximum",
@@ -32,8 +33,8 @@ def test_binary_with_views_and_broadcast(gpu, name):
     x = rng.standard_normal((7, 33, 5)).astype(np.float32)
     y = rng.uniform(0.5, 2, (33, 1)).astype(np.float32)
     (cx, gx), (cy, gy) = pair(x, gpu), pair(y, gpu)
-    close(getattr(gx.permute(2, 1, 0), name)(gy.T),
-          getattr(cx.permute(2, 1, 0), name)(cy.T))
+    close(getattr(gx.permute(2, 0, 1), name)(gy.T),
+          getattr(cx.permute(2, 0, 1), name)(cy.T))
     close(getattr(gx[:, ::3], name)(gy[::3]), getattr(cx[:, ::3], name)(cy[::3]))
     close(getattr(gx, name)(1.5), getattr(cx, name)(1.5))
 
@@ -52,8 +53,12 @@ def test_reductions(gpu, name, axis):
     x = rng.standard_normal((5, 1000, 3)).astype(np.float32)
     cx, gx = pair(x, gpu)
     if name.startswith("arg") and not (axis is None or isinstance(axis, int)):
-        return
-    close(getattr(gx, name)(axis), getattr(cx, name)(axis), 1e-4)
+        # argmax/argmin take one axis (or None), on either device: a tuple is refused alike
+        for a in (gx, cx):
+            with pytest.raises(TypeError, match="axis must be an int or None"):
+                getattr(a, name)(axis)
+    else:
+        close(getattr(gx, name)(axis), getattr(cx, name)(axis), 1e-4)
 
 
 @pytest.mark.parametrize("m,k,n", [(1, 1, 1), (127, 65, 129), (300, 517, 211), (64, 2048, 33)])
@@ -108,7 +113,9 @@ def test_one_training_step_matches_cpu(gpu, model):
         mininet.manual_seed(0)
         net = build_model(model, **({"drop_prob": 0.0} if model == "resnet" else {}))
         net.to(dev)
-        opt = optim.Adam(net.parameters(), 1e-2, weight_decay=1e-4)
+        # eps above float32 noise: with the default 1e-8 Adam turns a near-zero gradient's
+        # rounding noise (biases feeding batch norm: true gradient 0) into a +-lr step
+        opt = optim.Adam(net.parameters(), 1e-2, eps=1e-3, weight_decay=1e-4)
         loss = nn.SoftmaxLoss()(net(Tensor(x, device=dev)), Tensor(y, dtype="int64", device=dev))
         loss.backward()
         opt.step()

@@ -52,9 +52,10 @@ def test_softmax_xent_forward_and_grad_match_the_cpu(gpu, dtype, n, c):
     results = []
     for dev, zz, yy in ((mininet.cpu(), cz, cy), (gpu, gz, gy)):
         probs, out = empty_like(zz, dev), empty_like(zz, dev)
-        loss = dev.softmax_xent(zz, yy, probs)
-        dev.softmax_xent_grad(probs, yy, 0.25, out)
-        results.append((loss, probs.numpy(), out.numpy()))
+        loss, g = (NDArray(np.array(v, dtype), device=dev) for v in (0.0, 2.0))
+        dev.softmax_xent(zz, yy, probs, loss)
+        dev.softmax_xent_grad(probs, yy, g, 0.25, out)
+        results.append((float(loss.numpy()), probs.numpy(), out.numpy()))
     (cl, cp, cg), (gl, gp, gg) = results
     assert abs(cl - gl) <= tol(dtype, 10) * max(1.0, abs(cl))
     assert_near(gp, cp, tol(dtype))
@@ -66,10 +67,11 @@ def test_softmax_xent_keeps_the_loss_of_huge_and_nan_logits(gpu, dtype):
     z = np.array([[1e17, 1e17], [np.nan, 0.0], [3.0, -1e30]], dtype=dtype)
     y = np.array([0, 1, 1])
     gz, gy = NDArray(z, device=gpu), NDArray(y, device=gpu)
-    loss = gpu.softmax_xent(gz, gy, empty_like(gz, gpu))
-    assert np.isnan(loss)   # the NaN row, as torch
-    loss = gpu.softmax_xent(gz[:1], gy[:1], empty_like(gz[:1], gpu))
-    assert loss == pytest.approx(np.log(2), rel=1e-6)
+    loss = NDArray(np.array(0.0, dtype), device=gpu)
+    gpu.softmax_xent(gz, gy, empty_like(gz, gpu), loss)
+    assert np.isnan(loss.numpy())   # the NaN row, as torch
+    gpu.softmax_xent(gz[:1], gy[:1], empty_like(gz[:1], gpu), loss)
+    assert float(loss.numpy()) == pytest.approx(np.log(2), rel=1e-6)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -2,6 +2,8 @@
 import ast
 from pathlib import Path
 
+from conftest import run_python
+
 ROOT = Path(__file__).resolve().parents[1] / "mininet"
 # lower number = lower layer; a module may import only its own layer or lower ones
 LAYER = {"backend": 0, "ndarray": 1, "autograd": 2, "ops": 3, "nn": 4, "init": 4, "optim": 4,
@@ -60,11 +62,9 @@ def test_layer_table_covers_every_module():
 
 def test_import_has_no_side_effects():
     """A fresh interpreter: importing mininet prints nothing, starts no thread, loads no CUDA."""
-    import subprocess
-    import sys
     code = ("import sys, threading; before = threading.active_count(); import mininet; "
             "assert threading.active_count() == before, 'thread started'; "
             "assert 'pycuda' not in sys.modules, 'pycuda imported'")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = run_python(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "" and result.stderr == ""

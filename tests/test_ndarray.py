@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from mininet.ndarray import NDArray, broadcast_shapes, concatenate, stack, zeros
-from conftest import assert_close
+from conftest import assert_close, torch
 
 DTYPES = [np.float32, np.float64]
 BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
@@ -177,12 +177,12 @@ def test_setitem_with_broadcast_and_strides():
 def test_reshape_views_and_copies():
     x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
     a = NDArray(x)
-    assert a.reshape(6, 4)._handle is a._handle
+    assert a.reshape(6, 4).handle is a.handle
     p = a.permute(2, 0, 1)
     r = p.reshape(4, 6)  # needs a copy
     np.testing.assert_array_equal(r.numpy(), x.transpose(2, 0, 1).reshape(4, 6))
     s = a[:, :, ::2].reshape(2, 3, 2, 1)  # a view: strides allow it
-    assert s._handle is a._handle
+    assert s.handle is a.handle
     np.testing.assert_array_equal(s.numpy(), x[:, :, ::2].reshape(2, 3, 2, 1))
     np.testing.assert_array_equal(a.reshape(-1, 2).numpy(), x.reshape(-1, 2))
     with pytest.raises(ValueError, match=r"\(2, 3, 4\)"):
@@ -291,8 +291,8 @@ def test_op_table_is_the_kernels_table():
         assert f"case {i}: return {expr};" in cuda
     assert cuda.count("__trap()") == 2
     with pytest.raises(ValueError, match="unknown op"):
-        elementwise.unary(len(opcodes.UNARY_OPS), NDArray([1.0])._handle, 0, (1,),
-                          NDArray([1.0])._handle, (1,), 4)
+        elementwise.unary(len(opcodes.UNARY_OPS), NDArray([1.0]).handle, 0, (1,),
+                          NDArray([1.0]).handle, (1,), 4)
 
 
 def test_share_numpy_shares_memory_and_keeps_it_alive():
@@ -312,6 +312,7 @@ def test_share_numpy_shares_memory_and_keeps_it_alive():
     assert b.numpy()[0, 0] == 0
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("shift", [4, 8, 12])
 def test_kernels_read_misaligned_shared_memory(shift):
     """numpy memory is only 16-byte aligned (or less, from a byte buffer): every kernel must
@@ -331,7 +332,6 @@ def test_kernels_read_misaligned_shared_memory(shift):
     np.testing.assert_allclose((m @ m.T).numpy(), x.reshape(12, 72) @ x.reshape(12, 72).T,
                                rtol=1e-4, atol=1e-4)
     y = ops.conv(Tensor.make_const(a), Tensor(w), padding=1).numpy()
-    import torch
     ref = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w), padding=1).numpy()
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(ops.max_pool2d(Tensor.make_const(a), 2).numpy(),

@@ -6,14 +6,9 @@ import mininet
 from mininet import nn, optim
 from mininet.autograd import Tensor
 
-from conftest import check_batchnorm_against_torch
+from conftest import check_batchnorm_against_torch, t64, torch
 
-torch = pytest.importorskip("torch")
 rng = np.random.default_rng(3)
-
-
-def t64(x):
-    return Tensor(x, dtype="float64", requires_grad=True)
 
 
 def copy_linear(m, tl):
@@ -21,6 +16,7 @@ def copy_linear(m, tl):
     m.bias.data = Tensor(tl.bias.detach().numpy().copy(), dtype=m.bias.dtype)
 
 
+@pytest.mark.torch
 def test_linear_relu_loss_backward_matches_torch():
     x = rng.standard_normal((8, 5))
     y = np.array([0, 1, 2, 0, 1, 2, 0, 1])
@@ -39,19 +35,22 @@ def test_linear_relu_loss_backward_matches_torch():
     np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("cls,tcls", [(nn.Tanh, torch.nn.Tanh), (nn.Sigmoid, torch.nn.Sigmoid),
-                                      (nn.Flatten, torch.nn.Flatten), (nn.Identity, torch.nn.Identity)])
-def test_simple_layers(cls, tcls):
+@pytest.mark.torch
+@pytest.mark.parametrize("name", ["Tanh", "Sigmoid", "Flatten", "Identity"])
+def test_simple_layers(name):
+    cls, tcls = getattr(nn, name), getattr(torch.nn, name)
     x = rng.standard_normal((4, 3, 2))
     np.testing.assert_allclose(cls()(t64(x)).numpy(), tcls()(torch.tensor(x)).numpy(), rtol=1e-12)
 
 
+@pytest.mark.torch
 def test_batchnorm1d_train_and_eval_match_torch():
     x = rng.standard_normal((16, 6)) * 3 + 1
     check_batchnorm_against_torch(nn.BatchNorm1d(6, dtype="float64"),
                                   torch.nn.BatchNorm1d(6).double(), x, rng)
 
 
+@pytest.mark.torch
 def test_batchnorm_forward_matches_torch():
     x = rng.standard_normal((10, 4))
     tb = torch.nn.BatchNorm1d(4).double()
@@ -59,6 +58,7 @@ def test_batchnorm_forward_matches_torch():
                                tb(torch.tensor(x)).detach().numpy(), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.torch
 def test_layernorm_matches_torch():
     x = rng.standard_normal((5, 7))
     tl = torch.nn.LayerNorm(7).double()
@@ -71,6 +71,7 @@ def test_layernorm_matches_torch():
     np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.torch
 def test_mse_and_dropout():
     a, b = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
     np.testing.assert_allclose(nn.MSELoss()(t64(a), t64(b)).numpy(),
@@ -99,6 +100,7 @@ OPTIMS = {
 }
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("name", list(OPTIMS))
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_optimizer_steps_match_torch(name, dtype):

@@ -30,7 +30,7 @@ def at_offset(a):
 
 
 def sentinels_intact(view):
-    whole = NDArray.make((view.size + 2 * PAD,), device=view.device, handle=view._handle,
+    whole = NDArray.make((view.size + 2 * PAD,), device=view.device, handle=view.handle,
                          dtype=view.dtype).numpy()
     return (whole[:PAD] == SENTINEL).all() and (whole[PAD + view.size:] == SENTINEL).all()
 
@@ -124,9 +124,10 @@ def test_batchnorm_and_softmax_xent_kernels(shape):
              [r(*shape), r(c), r(c), z(*shape), z(*shape), z(c), z(c), z(c)])
     run_both(DEV.batchnorm_backward, [r(*shape), r(*shape), r(c), np.abs(r(c)), z(*shape), z(c), z(c)])
     labels = np.array([0, 3, 1, 2, 3, 0], dtype=np.int64)
-    run_both(DEV.softmax_xent, [r(6, 4), labels, z(6, 4)])
+    run_both(DEV.softmax_xent, [r(6, 4), labels, z(6, 4), z(1).reshape(())])
     probs = np.full((6, 4), 0.25, dtype=np.float32)
-    run_both(lambda p, y, o: DEV.softmax_xent_grad(p, y, 0.5, o), [probs, labels, z(6, 4)])
+    run_both(lambda p, y, g, o: DEV.softmax_xent_grad(p, y, g, 0.5, o),
+             [probs, labels, np.float32(2.0).reshape(()), z(6, 4)])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -7,6 +7,7 @@ import mininet
 from mininet import nn
 from mininet.autograd import Tensor
 from mininet.data import Corpus, CorpusError, Dictionary, batchify, get_batch
+from conftest import SENTENCES, write_corpus
 
 
 @pytest.fixture
@@ -56,10 +57,7 @@ def test_word_language_model_lowers_perplexity(tmp_path):
     """Truncated BPTT over a generated corpus: perplexity falls well below the vocabulary."""
     from mininet.models import LanguageModel
     mininet.init.manual_seed(0)
-    sentences = ["the cat sat on the mat", "a dog ran in the park", "the bird sang a song"]
-    (tmp_path / "train.txt").write_text("\n".join(sentences * 12) + "\n")
-    (tmp_path / "valid.txt").write_text(sentences[0] + "\n")
-    (tmp_path / "test.txt").write_text(sentences[1] + "\n")
+    write_corpus(tmp_path, SENTENCES * 12, SENTENCES[:1], SENTENCES[1:2])
     c = Corpus(tmp_path, download=False)
     v = len(c.dictionary)
     data = batchify(c.train, 4)

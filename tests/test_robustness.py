@@ -5,6 +5,7 @@ import pytest
 from mininet import ops
 from mininet.autograd import Tensor
 from mininet.ndarray import NDArray
+from conftest import torch
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -69,8 +70,8 @@ def test_two_outputs_of_one_split_in_one_graph():
     np.testing.assert_allclose(x.grad.numpy(), [x0[1] + 1, x0[0]])
 
 
+@pytest.mark.torch
 def test_second_order_through_stack_matches_torch():
-    torch = pytest.importorskip("torch")
     x0 = np.array([1.0, 2.0, 3.0])
     x = Tensor(x0, dtype="float64", requires_grad=True)
     (ops.stack([x * x, x * x * x], 0) ** 2).sum().backward(create_graph=True)

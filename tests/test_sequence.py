@@ -6,20 +6,16 @@ import pytest
 import mininet
 from mininet import nn, ops
 from mininet.autograd import Tensor
-from test_autograd import gradcheck
+from conftest import assert_near, gradcheck, t64 as T, torch
 
-torch = pytest.importorskip("torch")
 rng = np.random.default_rng(11)
 
 
-def T(a, grad=True):
-    return Tensor(a, dtype="float64", requires_grad=grad)
-
-
 def close(a, b, tol=1e-10):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=tol)
+    assert_near(a, b, tol)
 
 
+@pytest.mark.torch
 def test_embedding_matches_torch_and_gradcheck():
     idx = np.array([[1, 4, 4], [0, 2, 1]])
     m = nn.Embedding(5, 3, dtype="float64")
@@ -83,6 +79,7 @@ def grads_match(m, t):
 CASES = [(1, 4, 3, 5, 6), (2, 3, 2, 4, 5), (3, 1, 1, 3, 2), (2, 1, 4, 2, 3)]   # layers, seq, batch, in, hidden
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("layers,seq,batch,inp,hidden", CASES)
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("with_h0", [False, True])
@@ -107,6 +104,7 @@ def test_rnn_matches_torch(layers, seq, batch, inp, hidden, nonlinearity, with_h
     grads_match(m, t)
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("layers,seq,batch,inp,hidden", CASES)
 @pytest.mark.parametrize("with_state", [False, True])
 def test_lstm_matches_torch(layers, seq, batch, inp, hidden, with_state):
@@ -231,6 +229,7 @@ def test_lstm_on_a_device_without_the_lstm_kernels(monkeypatch):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-13)
 
 
+@pytest.mark.torch
 def test_cells_match_torch():
     x0, h0, c0 = rng.standard_normal((3, 4)), rng.standard_normal((3, 5)), rng.standard_normal((3, 5))
     for ours, theirs in ((nn.RNNCell(4, 5, dtype="float64"), torch.nn.RNNCell(4, 5).double()),
@@ -309,6 +308,7 @@ def test_language_model_learns_with_truncated_bptt(seq_model):
         LanguageModel(8, 7, 24, 1, "gru")
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("batch_first", [True, False])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("heads", [1, 3])
@@ -364,6 +364,7 @@ def _copy_layer(ours, theirs):
         a.data = Tensor(v.T.copy() if transpose else v.copy(), dtype="float64")
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("causal", [False, True])
 def test_transformer_layer_matches_torch(causal):
     d, heads, hidden, t, b = 8, 2, 12, 5, 3

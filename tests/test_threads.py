@@ -1,12 +1,9 @@
 """Threads and processes: fork() after threaded kernels, and set_num_threads racing
 a running kernel. Each scenario runs in a subprocess with a timeout, so a hang or a
 heap corruption fails the test instead of the test run."""
-import subprocess
-import sys
 import textwrap
 
-import numpy as np
-import pytest
+from conftest import run_python
 
 FORK_CHILD = """
 import os, pickle, sys
@@ -103,11 +100,7 @@ print("ok")
 
 
 def run_script(src, timeout=60):
-    try:
-        return subprocess.run([sys.executable, "-c", textwrap.dedent(src)], capture_output=True,
-                              text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"hung for {timeout} s")
+    return run_python(textwrap.dedent(src), timeout=timeout)
 
 
 def test_fork_after_threaded_kernels_runs_the_child():
@@ -146,9 +139,9 @@ def _openmp_env(extra):
     import os
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env.update(OMP_DISPLAY_ENV="VERBOSE", **extra)
-    r = subprocess.run([sys.executable, "-c", "import os, mininet; "
-                        "print(os.environ.get('GOMP_SPINCOUNT'), mininet.get_num_threads())"],
-                       capture_output=True, text=True, env=env, timeout=60)
+    r = run_python("import os, mininet; "
+                   "print(os.environ.get('GOMP_SPINCOUNT'), mininet.get_num_threads())",
+                   env=env, timeout=60)
     assert r.returncode == 0, r.stderr
     return r.stdout.split(), r.stderr
 

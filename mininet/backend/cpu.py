@@ -147,17 +147,18 @@ class CPUDevice(Device):
                            c.dtype.itemsize)
 
     # fused softmax cross-entropy (z, probs compact; labels int64 in [0, C))
-    def softmax_xent(self, z, labels, probs):
+    def softmax_xent(self, z, labels, probs, loss):
         _floats("softmax cross-entropy (logits)", z)
         n, c = z.shape
         if labels.dtype != np.int64 or labels.shape != (n,):
             raise TypeError(f"softmax_xent: labels must be int64 of shape ({n},), got "
                             f"{labels.dtype} {labels.shape}")
-        return _loss.forward(z.handle, z.offset, _at(labels), _at(probs), n, c,
-                             z.dtype.itemsize)
+        self.fill(loss, _loss.forward(z.handle, z.offset, _at(labels), _at(probs), n, c,
+                                      z.dtype.itemsize))
 
-    def softmax_xent_grad(self, probs, labels, scale, out):
+    def softmax_xent_grad(self, probs, labels, g, scale, out):
         n, c = probs.shape
+        scale *= float(self.to_numpy(g))   # host memory: reading it costs nothing
         _loss.backward(_at(probs), _at(labels), _at(out), n, c, scale, probs.dtype.itemsize)
 
     # fused batch norm over all axes but 1 (x, g, xhat compact; w, b, stats (C,) compact)

@@ -152,14 +152,15 @@ class Device:
         raise NotImplementedError
 
     # capability softmax_xent
-    def softmax_xent(self, z, labels, probs):
-        """probs = softmax of each row of compact z (N, C); returns the mean over rows of
-        log(sum(exp(z - m))) - (z[y] - m) as a Python float (NaN for N == 0). labels: int64
-        (N,) in [0, C)."""
+    def softmax_xent(self, z, labels, probs, loss):
+        """probs = softmax of each row of compact z (N, C); loss (a 0-d array, on the
+        device: no host round trip) = the mean over rows of log(sum(exp(z - m))) - (z[y] - m)
+        (NaN for N == 0). labels: int64 (N,) in [0, C)."""
         raise NotImplementedError
 
-    def softmax_xent_grad(self, probs, labels, scale, out):
-        """out = (probs - onehot(labels)) * scale."""
+    def softmax_xent_grad(self, probs, labels, g, scale, out):
+        """out = (probs - onehot(labels)) * g * scale: g the 0-d output grad (on the device),
+        scale a Python float."""
         raise NotImplementedError
 
     # capability batchnorm

@@ -61,7 +61,7 @@ class SoftmaxCrossEntropy(Op):
         self.probs = NDArray.make(z.shape, device=dev, dtype=z.dtype)
         loss = NDArray.make((), device=dev, dtype=z.dtype)
         self.ylabels = NDArray(self.labels, dtype=int64, device=dev)
-        dev.fill(loss, dev.softmax_xent(z, self.ylabels, self.probs))
+        dev.softmax_xent(z, self.ylabels, self.probs, loss)
         return loss
 
     def gradient(self, g, node):
@@ -83,8 +83,8 @@ class SoftmaxCrossEntropyGrad(Op):
             p = e / e.sum(1, keepdims=True).broadcast_to(z.shape)
             return (p - onehot) * g.reshape((1, 1)).broadcast_to(z.shape) * _per_row(n)
         out = NDArray.make(z.shape, device=dev, dtype=z.dtype)
-        dev.softmax_xent_grad(self.xent.probs, self.xent.ylabels, float(g.numpy()) * _per_row(n),
-                              out)
+        g = g.compact() if g.dtype == z.dtype else g.astype(z.dtype)
+        dev.softmax_xent_grad(self.xent.probs, self.xent.ylabels, g, _per_row(n), out)
         return out
 
     def gradient(self, h, node):
