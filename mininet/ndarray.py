@@ -457,9 +457,12 @@ def _to_numpy_input(data, dtype):
 
 
 def _promote(a, b):
-    a, b = a._as_float(), b._as_float()
-    if a.dtype != b.dtype:
-        a, b = a.astype(float64), b.astype(float64)
+    """The README's table (PyTorch's rule): float64 if either is float64, else float32 if
+    either is float32 (an int64 array meeting a float32 one computes in float32), else
+    float64 (int64 with int64: there are no integer kernels)."""
+    floats = {a.dtype, b.dtype} & set(_FLOATS)
+    dtype = float64 if float64 in floats or not floats else float32
+    a, b = (x if x.dtype == dtype else x.astype(dtype) for x in (a, b))
     if a.device != b.device:
         raise ValueError(f"arrays are on different devices: {a.device} and {b.device}")
     return a, b

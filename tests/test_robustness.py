@@ -88,8 +88,8 @@ def test_second_order_through_stack_matches_torch():
 # The promotion rule (README, "Dtypes"): (left, right) -> result
 PROMOTION = [
     (np.float32, np.float32, np.float32), (np.float32, np.float64, np.float64),
-    (np.float64, np.float32, np.float64), (np.int64, np.float32, np.float64),
-    (np.float32, np.int64, np.float64), (np.int64, np.int64, np.float64),
+    (np.float64, np.float32, np.float64), (np.int64, np.float32, np.float32),
+    (np.float32, np.int64, np.float32), (np.int64, np.int64, np.float64),
     (np.int64, np.float64, np.float64),
 ]
 
