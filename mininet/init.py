@@ -5,6 +5,8 @@ import math
 import numpy as np
 
 from .autograd import Tensor
+from .backend import default_device, get_device
+from .ndarray import NDArray, as_dtype
 
 _rng = np.random.default_rng()
 
@@ -52,6 +54,28 @@ def ones(*shape, **kw):
 def randb(*shape, p=0.5, dtype="float32", device=None, requires_grad=False):
     """1 with probability p, else 0."""
     return _tensor(_rng.random(size=shape) < p, dtype, device, requires_grad)
+
+
+def philox_key():
+    """(seed, counter): two 64-bit words from mininet's generator for a counter-based
+    generator (the CUDA dropout mask is Philox-4x32-10 of (seed, counter + e // 4)). Drawn
+    like any other number, so manual_seed, a saved generator state and nn.checkpoint's
+    replay repeat the masks; a fresh key per mask keeps masks independent."""
+    seed, counter = _rng.integers(0, 2 ** 64, size=2, dtype=np.uint64)
+    return int(seed), int(counter)
+
+
+def dropout_mask(*shape, keep, dtype="float32", device=None):
+    """A constant mask: 1 / keep with probability keep, else 0. On a device with the
+    "dropout" capability, one Philox kernel fills it from philox_key(); elsewhere randb's
+    uniforms (the CPU's masks)."""
+    dev = get_device(device) if device is not None else default_device()
+    dt = as_dtype(dtype or "float32")
+    if dev.has("dropout") and dt.kind == "f":
+        mask = NDArray.make(shape, device=dev, dtype=dt)
+        dev.dropout_mask(mask, keep, 1.0 / keep, *philox_key())
+        return Tensor.make_const(mask)
+    return randb(*shape, p=keep, dtype=dtype, device=device) * (1.0 / keep)
 
 
 def _gain(nonlinearity):

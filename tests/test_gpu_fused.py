@@ -39,7 +39,7 @@ def empty_like(a, dev, shape=None):
 
 
 def test_the_cuda_device_declares_the_fused_capabilities(gpu):
-    for cap in ("softmax_xent", "batchnorm", "rows", "lstm", "conv2d"):
+    for cap in ("softmax_xent", "batchnorm", "rows", "lstm", "conv2d", "dropout"):
         assert gpu.has(cap), cap
 
 

@@ -29,7 +29,8 @@ def _check_index(what, idx, n):
 
 class FusedKernels:
     """softmax cross-entropy, batch norm, embedding rows, LSTM steps, implicit-GEMM conv."""
-    fused_capabilities = frozenset({"softmax_xent", "batchnorm", "rows", "lstm", "conv2d"})
+    fused_capabilities = frozenset({"softmax_xent", "batchnorm", "rows", "lstm", "conv2d",
+                                    "dropout"})
     conv2d_min_pixels = 0    # no im2col path beats the implicit GEMM here
 
     def _per_block(self, module, name, argtypes, blocks, *args):
@@ -113,6 +114,14 @@ class FusedKernels:
         b, n = c.shape
         self._launch("nn", f"lstm_backward_{SUFFIX[c.dtype]}", "PPPPPPqq", b * n,
                      *(self._ptr(a) for a in (act, c, dh, dc, dz, dc_prev)), b, n)
+
+    # dropout masks from a counter-based generator ----------------------------------------
+    def dropout_mask(self, mask, keep, scale, seed, counter):
+        _check_floats("dropout_mask", mask)
+        n = mask.size
+        self._launch("nn", f"dropout_mask_{SUFFIX[mask.dtype]}", "Pqd" + _real(mask.dtype) + "QQ",
+                     n, self._ptr(mask), n, float(keep), scale, int(seed) & (2 ** 64 - 1),
+                     int(counter) & (2 ** 64 - 1))
 
     # implicit-GEMM convolution -----------------------------------------------------------
     @staticmethod

@@ -19,6 +19,7 @@ class Device:
     (ops ask dev.has("conv2d") and otherwise compose the op from core kernels):
     conv2d (implicit-GEMM convolution), softmax_xent (fused cross-entropy), batchnorm,
     rows (take_rows / add_rows: embedding lookups), lstm (lstm_gates / lstm_gates_grad),
+    dropout (dropout_mask: masks from a counter-based generator on the device),
     share_host (share(numpy array): a handle over host memory, and array_view(NDArray): a
     numpy array over a compact array's memory, both without a copy)."""
     name = "device"
@@ -193,6 +194,13 @@ class Device:
         """dz (B, 4n) and dc_prev (B, n) from dh, dc and forward's act and c."""
         raise NotImplementedError
 
+    # capability dropout
+    def dropout_mask(self, mask, keep, scale, seed, counter):
+        """Compact mask = scale where u < keep, else 0; u = (w >> 8) / 2^24 for w the word
+        e % 4 of Philox-4x32-10 at counter + e // 4 (mod 2^64) with key seed: a mask is a
+        pure function of (seed, counter), whatever the launch shape."""
+        raise NotImplementedError
+
     # capability share_host
     def share(self, arr):
         """A buffer over a C-contiguous numpy array's memory (no copy)."""
@@ -214,6 +222,7 @@ KERNELS = {
     "batchnorm": ("batchnorm", "batchnorm_backward"),
     "rows": ("take_rows", "add_rows"),
     "lstm": ("lstm_gates", "lstm_gates_grad"),
+    "dropout": ("dropout_mask",),
     "share_host": ("share", "array_view"),
 }
 

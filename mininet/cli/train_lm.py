@@ -17,12 +17,12 @@ from .train import Kept, NothingToDo, before_training
 
 def run_lm(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir, threads,
            save, resume, json_out, seq_len, clip, embedding_size, hidden_size, layers,
-           max_lines=None, console=None):
+           max_lines=None, console=None, device="cpu"):
     """Train and report perplexity; a Ctrl-C is Interrupted, saying what is kept."""
     try:
         return _run_lm(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed,
                        data_dir, threads, save, resume, json_out, seq_len, clip, embedding_size,
-                       hidden_size, layers, max_lines, console)
+                       hidden_size, layers, max_lines, console, device)
     except KeyboardInterrupt:   # during training it is Interrupted already
         raise before_training(save, resume) from None
 
@@ -55,7 +55,7 @@ def _split_path(data_dir, split):
 
 def _run_lm(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir, threads,
             save, resume, json_out, seq_len, clip, embedding_size, hidden_size, layers, max_lines,
-            console):
+            console, device):
     console = console or Console(stderr=json_out)
     if threads:
         set_num_threads(threads)
@@ -65,6 +65,8 @@ def _run_lm(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, d
     check_tokens(data_dir, max_lines, batch_size, (("train", corpus.train), ("valid", corpus.valid)))
     train, valid = batchify(corpus.train, batch_size), batchify(corpus.valid, batch_size)
     model = LanguageModel(embedding_size, vocab, hidden_size, layers, model_name)
+    if device != "cpu":   # the windows follow the parameters (train_lm_epoch)
+        model.to(device)
     opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay)
     meta = {"model": model_name, "optimizer": optimizer, "dataset": "ptb", "vocab": vocab}
     start = 0

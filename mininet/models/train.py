@@ -306,15 +306,23 @@ def _detach(state):
     return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
 
 
+def _model_device(model):
+    """Where the model's parameters live (the windows go there); None: the default."""
+    params = model.parameters()
+    return params[0].device if params else None
+
+
 def train_lm_epoch(model, batches, opt, seq_len, clip=None, loss_fn=None, on_batch=None):
-    """One pass over batchified ids (nbatch, batch): windows of seq_len, the state carried
-    and detached between them. Returns the mean loss per token (log perplexity)."""
+    """One pass over batchified ids (nbatch, batch), a numpy array whose windows go to the
+    model's device: windows of seq_len, the state carried and detached between them.
+    Returns the mean loss per token (log perplexity)."""
     from ..data import get_batch
     loss_fn = loss_fn or nn.SoftmaxLoss()
     model.train()
+    device = _model_device(model)
     state, total, count = None, 0.0, 0
     for i in range(0, len(batches) - 1, seq_len):
-        x, y = get_batch(batches, i, seq_len)
+        x, y = get_batch(batches, i, seq_len, device=device)
         opt.zero_grad()
         out, state = model(x, state)
         loss = loss_fn(out, y)
@@ -335,10 +343,11 @@ def evaluate_lm(model, batches, seq_len, loss_fn=None):
     from ..data import get_batch
     loss_fn = loss_fn or nn.SoftmaxLoss()
     model.eval()
+    device = _model_device(model)
     state, total, count = None, 0.0, 0
     with no_grad():
         for i in range(0, len(batches) - 1, seq_len):
-            x, y = get_batch(batches, i, seq_len)
+            x, y = get_batch(batches, i, seq_len, device=device)
             out, state = model(x, state)
             total += loss_fn(out, y).item() * y.shape[0]
             count += y.shape[0]

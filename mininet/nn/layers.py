@@ -89,7 +89,9 @@ class Sigmoid(Module):
 
 
 class Dropout(Module):
-    """Zero each element with probability p in training, scale the rest by 1/(1-p)."""
+    """Zero each element with probability p in training, scale the rest by 1/(1-p). The
+    mask comes from mininet's generator (init.dropout_mask): on CUDA a Philox kernel keyed
+    by two words drawn from it, on the CPU its uniforms; manual_seed repeats either."""
 
     def __init__(self, p=0.5):
         super().__init__()
@@ -100,8 +102,7 @@ class Dropout(Module):
     def forward(self, x):
         if not self.training or self.p == 0:
             return x
-        mask = init.randb(*x.shape, p=1 - self.p, dtype=x.dtype, device=x.device)
-        return x * (mask * (1.0 / (1 - self.p)))
+        return x * init.dropout_mask(*x.shape, keep=1 - self.p, dtype=x.dtype, device=x.device)
 
 
 class _BatchNorm(Module):
