@@ -82,6 +82,44 @@ __device__ void mean_rows(const T* rows, T* loss, long long N) {
     if (threadIdx.x == 0) *loss = (T)(s / N);
 }
 
+// The same for rows of at most WARP_ROW_MAX classes: a warp per row, 8 rows a block,
+// reductions by shuffles alone (a 256-thread block for 10 logits idled 246 threads)
+#define WARP_ROW_MAX 1024
+
+template <typename T>
+__device__ __forceinline__ double warp_sum_all(double v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+template <typename T>
+__device__ void softmax_xent_rows(const T* z, const long long* y, T* probs, T* loss,
+                                  long long N, int C) {
+    int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+    for (long long r = (long long)blockIdx.x * warps + (threadIdx.x >> 5); r < N;
+         r += (long long)gridDim.x * warps) {
+        const T* zr = z + r * C;
+        T* pr = probs + r * C;
+        T m = -INFINITY;
+        for (int j = lane; j < C; j += 32) m = zr[j] > m ? zr[j] : m;
+        m = warp_max(m);
+        double s = 0;
+        for (int j = lane; j < C; j += 32) {
+            T e = exp(zr[j] - m);
+            pr[j] = e;
+            s += e;
+        }
+        s = warp_sum_all<T>(s);
+        T inv = (T)(1.0 / s);
+        for (int j = lane; j < C; j += 32) pr[j] *= inv;
+        if (lane == 0) {
+            long long label = y[r];
+            loss[r] = (label >= 0 && label < C) ? (T)(log(s) - ((double)zr[label] - (double)m))
+                                                : (T)NAN;
+        }
+    }
+}
+
 // out = (probs - onehot(y)) * g * scale, g the output grad on the device
 template <typename T>
 __device__ void softmax_xent_grad(const T* probs, const long long* y, const T* g, T* out,
@@ -255,6 +293,10 @@ __device__ void dropout_mask(T* mask, long long n, double keep, T scale, unsigne
     extern "C" __global__ void softmax_xent_##S(const T* z, const long long* y, T* probs,   \
                                                 T* loss, long long N, int C) {              \
         softmax_xent<T>(z, y, probs, loss, N, C);                                           \
+    }                                                                                        \
+    extern "C" __global__ void softmax_xent_rows_##S(const T* z, const long long* y,        \
+                                                     T* probs, T* loss, long long N, int C) {\
+        softmax_xent_rows<T>(z, y, probs, loss, N, C);                                      \
     }                                                                                        \
     extern "C" __global__ void mean_rows_##S(const T* rows, T* loss, long long N) {          \
         mean_rows<T>(rows, loss, N);                                                        \

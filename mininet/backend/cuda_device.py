@@ -220,9 +220,11 @@ class CUDADevice(FusedKernels, Device):
             self.fill(out, 0.0)
             return
         arg = op in (REDUCE["argmax"], REDUCE["argmin"])
+        # one block per output, no wider than the run it reduces (a warp for 10 logits)
+        block = min(THREADS, max(32, 1 << (red - 1).bit_length()))
         self._launch("reduce", f"reduce_{SUFFIX[a.dtype]}", "iPqqPP", n, op, self._ptr(a), red,
                      inner, 0 if arg else self._ptr(out), self._ptr(out) if arg else 0,
-                     grid=(n, 1, 1))
+                     grid=(n, 1, 1), block=block)
 
     def _offsets(self, offsets):
         if offsets is None:

@@ -8,6 +8,7 @@ THREADS = 256       # cuda_src/common.cuh: MN_THREADS
 MAX_GRID_X = 1 << 16
 SUFFIX = {np.dtype("float32"): "f32", np.dtype("float64"): "f64"}
 CONV_GEOM = "i" * 16   # struct ConvGeom passed by value
+WARP_ROW_MAX = 1024    # cuda_src/nn.cu: rows up to this many classes take a warp each
 
 
 def _real(dtype):
@@ -48,8 +49,11 @@ class FusedKernels:
             return
         rows = self.alloc(n * z.dtype.itemsize)   # back to the pool after the queued kernels
         s = SUFFIX[z.dtype]
-        self._per_block("nn", f"softmax_xent_{s}", "PPPPqi", n, self._ptr(z), self._ptr(labels),
-                        self._ptr(probs), rows.ptr, n, c)
+        args = (self._ptr(z), self._ptr(labels), self._ptr(probs), rows.ptr, n, c)
+        if c <= WARP_ROW_MAX:   # a warp per row, 8 rows a block
+            self._per_block("nn", f"softmax_xent_rows_{s}", "PPPPqi", (n + 7) // 8, *args)
+        else:
+            self._per_block("nn", f"softmax_xent_{s}", "PPPPqi", n, *args)
         self._launch("nn", f"mean_rows_{s}", "PPq", 0, rows.ptr, self._ptr(loss), n,
                      grid=(1, 1, 1))
 
