@@ -23,3 +23,18 @@ extern "C" __global__ void fill_f64(double* dst, View d, double value, long long
 extern "C" __global__ void fill_i64(long long* dst, View d, double value, long long n) {
     GRID_STRIDE(i, n) dst[view_offset(d, i)] = (long long)value;
 }
+
+// dst[view d] = (D)src[view s]: dtype conversion on the device (C's conversions, as numpy's
+// astype: float to int truncates toward zero)
+#define MN_CAST(S, SN, D, DN)                                                               \
+    extern "C" __global__ void cast_##SN##_##DN(D* dst, View d, const S* src, View s,       \
+                                                long long n) {                              \
+        GRID_STRIDE(i, n) dst[view_offset(d, i)] = (D)src[view_offset(s, i)];               \
+    }
+
+MN_CAST(float, f32, double, f64)
+MN_CAST(float, f32, long long, i64)
+MN_CAST(double, f64, float, f32)
+MN_CAST(double, f64, long long, i64)
+MN_CAST(long long, i64, float, f32)
+MN_CAST(long long, i64, double, f64)

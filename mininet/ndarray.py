@@ -12,6 +12,7 @@ import numpy as np
 from numpy.exceptions import AxisError
 
 from .backend import default_device, get_device
+from .backend import dlpack as _dlpack
 from .backend.device import DTYPES
 from .backend.opcodes import BINARY, REDUCE, UNARY
 
@@ -164,6 +165,22 @@ class NDArray:
         a = self.numpy()
         return a if dtype is None else a.astype(dtype)
 
+    # zero-copy interchange (CPU): DLPack and numpy's array interface, views with any
+    # strides and offset; the consumer's view keeps this array's buffer alive
+    def __dlpack__(self, stream=None, *, max_version=None, dl_device=None, copy=None):
+        """A DLPack capsule over this array's memory (np.from_dlpack, torch.from_dlpack);
+        copy=True exports a compact copy instead."""
+        src = self.copy() if copy else self
+        return _dlpack.export(src, stream, max_version, dl_device, copied=bool(copy))
+
+    def __dlpack_device__(self):
+        return _dlpack.device_of(self.device)
+
+    @property
+    def __array_interface__(self):
+        """np.asarray(a) is a view of a (CPU arrays); np.array(a) and a.numpy() copy."""
+        return _dlpack.array_interface(self)
+
     def item(self):
         if self.size != 1:
             raise ValueError(f"item(): array of shape {self.shape} has {self.size} elements, not 1")
@@ -182,7 +199,9 @@ class NDArray:
         dtype = as_dtype(dtype)
         if dtype == self.dtype:
             return self
-        return NDArray(self.numpy().astype(dtype), dtype=dtype, device=self.device)
+        out = NDArray.make(self.shape, device=self.device, dtype=dtype)
+        self.device.cast(self, out)
+        return out
 
     def copy(self):
         out = NDArray.make(self.shape, device=self.device, dtype=self.dtype)
@@ -616,6 +635,14 @@ def share_numpy(arr, device=None):
             and arr.flags.c_contiguous and arr.flags.writeable):
         return NDArray.make(arr.shape, device=device, handle=device.share(arr), dtype=arr.dtype)
     return NDArray(arr, device=device)
+
+
+def from_dlpack(obj, copy=None):
+    """An NDArray over the memory of obj (anything with __dlpack__: numpy arrays, PyTorch
+    CPU tensors; or a DLPack capsule), strides kept, no copy. copy=True copies; read-only
+    memory is copied unless copy=False, which refuses it."""
+    handle, shape, strides, offset, dtype = _dlpack.adopt(obj, copy)
+    return NDArray.make(shape, strides, get_device("cpu"), handle, offset, dtype)
 
 
 def array(data, dtype=None, device=None):

@@ -158,3 +158,37 @@ def test_mininet_train_ptb_on_cuda_matches_the_cpu(corpus_dir):
     for cpu, cuda in zip(*runs):
         assert rel(cuda["train_ppl"], cpu["train_ppl"]) < 1e-4, runs
         assert rel(cuda["valid_ppl"], cpu["valid_ppl"]) < 1e-4, runs
+
+
+def _tiny_loader(gpu, n=80, batch=8):
+    from mininet.data import DataLoader, TensorDataset
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((n, 12)).astype(np.float32)
+    y = rng.integers(0, 3, n)
+    return DataLoader(TensorDataset(x, y), batch, device=gpu)
+
+
+def test_a_cuda_epoch_reads_the_loss_back_only_at_the_checks(gpu, monkeypatch):
+    """No host round trip per step: the loss and hit counts stay on the device and are read
+    every CHECK_EVERY steps and at the end."""
+    from mininet.models import train as T
+    model = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 3))
+    model.to(gpu)
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    reads = []
+    real = type(gpu).to_numpy
+    monkeypatch.setattr(type(gpu), "to_numpy", lambda self, a: reads.append(a.shape) or real(self, a))
+    monkeypatch.setattr(T, "CHECK_EVERY", 4)
+    loss, acc = T.train_epoch(model, _tiny_loader(gpu), opt)    # 10 steps
+    assert len(reads) == 2 + 2    # the checks after steps 4 and 8 read the loss; the end reads both
+    assert np.isfinite(loss) and 0 <= acc <= 1
+
+
+def test_a_nan_loss_on_cuda_stops_training_at_the_next_check(gpu, monkeypatch):
+    from mininet.models import train as T
+    model = nn.Sequential(nn.Linear(12, 3))
+    model.to(gpu)
+    opt = optim.SGD(model.parameters(), lr=1e38)
+    monkeypatch.setattr(T, "CHECK_EVERY", 3)
+    with pytest.raises(T.TrainingDiverged, match=r"between \d+ and \d+ samples of this epoch"):
+        T.train_epoch(model, _tiny_loader(gpu), opt)

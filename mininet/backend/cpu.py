@@ -77,6 +77,10 @@ class CPUDevice(Device):
         _st.copy(src.handle, src.offset, src.strides, dst.handle, dst.offset, dst.strides,
                  dst.shape, dst.dtype.itemsize)
 
+    def cast(self, src, dst):
+        if src.size:
+            np.copyto(self.array_view(dst), self.to_numpy(src), casting="unsafe")
+
     def fill(self, dst, value):
         _st.fill(dst.handle, dst.offset, dst.strides, dst.shape, float(value), DTYPES[dst.dtype])
 

@@ -80,6 +80,7 @@ def _check_grid(name, grid):
 class CUDADevice(FusedKernels, Device):
     name = "cuda"
     capabilities = FusedKernels.fused_capabilities
+    synchronous = False     # launches queue on the stream; a read waits for them
     _instance = None
 
     @classmethod
@@ -185,6 +186,12 @@ class CUDADevice(FusedKernels, Device):
         word = "copy_4" if dst.dtype.itemsize == 4 else "copy_8"
         self._launch("strided", word, "P" + VIEW + "P" + VIEW + "q", n,
                      self._ptr(dst), *vd, self._ptr(src), *vs, n)
+
+    def cast(self, src, dst):
+        n, (vd, vs) = _views(dst.shape, dst.strides, src.strides)
+        names = {0: "f32", 1: "f64", 2: "i64"}
+        self._launch("strided", f"cast_{names[DTYPES[src.dtype]]}_{names[DTYPES[dst.dtype]]}",
+                     "P" + VIEW + "P" + VIEW + "q", n, self._ptr(dst), *vd, self._ptr(src), *vs, n)
 
     def fill(self, dst, value):
         n, (vd,) = _views(dst.shape, dst.strides)

@@ -25,6 +25,7 @@ class Device:
     name = "device"
     capabilities = frozenset()
     conv2d_min_pixels = 0   # with conv2d: the smallest output map (pixels) it is used for
+    synchronous = True      # kernels have finished when they return (reading a value is free)
 
     def has(self, capability):
         return capability in self.capabilities
@@ -64,6 +65,11 @@ class Device:
 
     def copy(self, src, dst):
         """dst[...] = src[...]: same shape, any strides on both sides."""
+        raise NotImplementedError
+
+    def cast(self, src, dst):
+        """dst (compact) = src (any view, same shape) converted to dst's dtype, as numpy's
+        astype (float to int64 truncates toward zero)."""
         raise NotImplementedError
 
     def fill(self, dst, value):
@@ -212,7 +218,7 @@ class Device:
 
 
 # The kernels every device provides, and those each capability adds.
-CORE_KERNELS = ("alloc", "from_numpy", "to_numpy", "copy", "fill", "binary", "binary_scalar",
+CORE_KERNELS = ("alloc", "from_numpy", "to_numpy", "copy", "cast", "fill", "binary", "binary_scalar",
                 "unary", "reduce", "matmul", "im2col", "col2im", "to_nchw", "from_nchw",
                 "maxpool", "maxpool_backward", "maxpool_gather", "avgpool", "sgd_step",
                 "adam_step")

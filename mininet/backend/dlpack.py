@@ -75,8 +75,8 @@ def array_interface(a):
 def adopt(obj, copy=None):
     """(handle, shape, strides, offset, dtype) of obj's memory, for an NDArray over it.
     obj exports __dlpack__ (numpy, PyTorch...) or is a DLPack capsule. copy: None shares
-    unless the producer marked the memory read-only, then copies; False never copies;
-    True always copies."""
+    unless the producer marked the memory read-only or it is misaligned, then copies;
+    False never copies; True always copies."""
     if hasattr(obj, "__dlpack_device__"):
         kind, index = obj.__dlpack_device__()
         if kind != KDL_CPU:
@@ -95,7 +95,12 @@ def adopt(obj, copy=None):
     if t.read_only and copy is False:
         raise BufferError("from_dlpack: the producer marked its memory read-only and "
                           "copy=False; mininet arrays are writable (pass copy=None or True)")
-    return _wrap(t, dtype, copy or t.read_only)
+    # vectorised kernels may assume items on their natural alignment
+    misaligned = t.address % dtype.itemsize != 0
+    if misaligned and copy is False:
+        raise BufferError(f"from_dlpack: the data at {t.address:#x} is not aligned to its "
+                          f"{dtype.itemsize}-byte items and copy=False")
+    return _wrap(t, dtype, copy or t.read_only or misaligned)
 
 
 def _capsule_of(obj):

@@ -32,6 +32,59 @@ def _finite(value, where, advice):
     return value
 
 
+# steps between two reads of the loss on a device whose kernels run asynchronously
+CHECK_EVERY = 50
+
+
+class _Tally:
+    """An epoch's sums: loss x samples (and correct predictions). On the CPU they are read
+    at every step: free, and a NaN loss stops training before its step is taken. On a
+    device whose kernels run asynchronously (CUDA) they stay on the device, since reading
+    a value makes the host wait for the GPU: the host reads them every CHECK_EVERY steps
+    and at the end, so a NaN loss is caught up to CHECK_EVERY - 1 steps after it happened
+    (the checkpoint, written after the epoch, still holds the last good one). advice:
+    what to say when the loss is not finite (None: no check, as in evaluation)."""
+
+    def __init__(self, device, where, advice=None):
+        self.host = device is None or device.synchronous
+        self.where, self.advice = where, advice
+        self.loss, self.correct, self.seen, self.checked, self.steps = 0.0, 0, 0, 0, 0
+
+    def add(self, loss, n, logits=None, y=None):
+        if self.host:
+            value = loss.item()
+            if self.advice:
+                _finite(value, f"after {self.seen} {self.where}", self.advice)
+            self.loss += value * n
+            if logits is not None:
+                self.correct += int((logits.cached_data.argmax(1).numpy() == y.numpy()).sum())
+        else:
+            self.loss = loss.cached_data.astype("float64") * float(n) + self.loss
+            if logits is not None:
+                self.correct = (logits.cached_data.argmax(1) == y.cached_data).sum() + self.correct
+            self.steps += 1
+        self.seen += n
+        if self.steps % CHECK_EVERY == 0 and self.steps:
+            self.check()
+
+    def check(self):
+        """The loss sum read back (a device wait), after a finiteness check."""
+        loss = _number(self.loss)
+        if not self.host and self.advice and self.seen > self.checked:
+            _finite(loss, f"between {self.checked} and {self.seen} {self.where}", self.advice)
+            self.checked = self.seen
+        return loss
+
+    def totals(self):
+        """(loss sum, correct, seen) as Python numbers, checked."""
+        return self.check(), int(_number(self.correct)), self.seen
+
+
+def _number(v):
+    """A Python number from a tally's sum: itself, or a device scalar read back."""
+    return v if isinstance(v, (int, float)) else float(v.item())
+
+
 def make_optimizer(name, params, lr, weight_decay=0.0):
     table = {
         "sgd": lambda: optim.SGD(params, lr=lr, weight_decay=weight_decay),
@@ -62,24 +115,19 @@ def train_epoch(model, loader, opt, loss_fn=None, on_batch=None, reducer=None):
     over the ranks before each step."""
     loss_fn = loss_fn or nn.SoftmaxLoss()
     model.train()
-    total_loss, correct, seen = 0.0, 0, 0
+    tally = _Tally(_model_device(model), "samples of this epoch", "lower --lr (or check the data)")
     for x, y in loader:
         opt.zero_grad()
         logits = model(x)
         loss = loss_fn(logits, y)
-        value = _finite(loss.item(), f"after {seen} samples of this epoch",
-                        "lower --lr (or check the data)")
+        tally.add(loss, x.shape[0], logits, y)
         loss.backward()
         if reducer is not None:
             reducer.finish()
         opt.step()
-        n = x.shape[0]
-        total_loss += value * n
-        correct += int((logits.cached_data.argmax(1).numpy() == y.numpy()).sum())
-        seen += n
         if on_batch:
-            on_batch(n)
-    return _mean_over_ranks(total_loss, correct, seen, "train_epoch")
+            on_batch(x.shape[0])
+    return _mean_over_ranks(*tally.totals(), "train_epoch")
 
 
 def _mean_over_ranks(total_loss, correct, seen, what):
@@ -100,15 +148,12 @@ def evaluate(model, loader, loss_fn=None):
     shard in a data-parallel run."""
     loss_fn = loss_fn or nn.SoftmaxLoss()
     model.eval()
-    total_loss, correct, seen = 0.0, 0, 0
+    tally = _Tally(_model_device(model), "samples")
     with no_grad():
         for x, y in loader:
             logits = model(x)
-            n = x.shape[0]
-            total_loss += loss_fn(logits, y).item() * n
-            correct += int((logits.cached_data.argmax(1).numpy() == y.numpy()).sum())
-            seen += n
-    return _mean_over_ranks(total_loss, correct, seen, "evaluate")
+            tally.add(loss_fn(logits, y), x.shape[0], logits, y)
+    return _mean_over_ranks(*tally.totals(), "evaluate")
 
 
 def fit(model, train_loader, test_loader, opt, epochs, start_epoch=0, on_epoch=None, on_batch=None,
@@ -320,21 +365,22 @@ def train_lm_epoch(model, batches, opt, seq_len, clip=None, loss_fn=None, on_bat
     loss_fn = loss_fn or nn.SoftmaxLoss()
     model.train()
     device = _model_device(model)
-    state, total, count = None, 0.0, 0
+    state = None
+    tally = _Tally(device, "predicted tokens", "lower --lr or set --clip")
     for i in range(0, len(batches) - 1, seq_len):
         x, y = get_batch(batches, i, seq_len, device=device)
         opt.zero_grad()
         out, state = model(x, state)
         loss = loss_fn(out, y)
-        value = _finite(loss.item(), f"at token window {i}", "lower --lr or set --clip")
+        tally.add(loss, y.shape[0])
         loss.backward()
         if clip:
             optim.clip_grad_norm(opt.params, clip)
         opt.step()
         state = _detach(state)
-        total, count = total + value * y.shape[0], count + y.shape[0]
         if on_batch:
             on_batch(x.shape[0] * x.shape[1])
+    total, _, count = tally.totals()
     return total / _windows(count, batches, "train_lm_epoch")
 
 
@@ -344,13 +390,13 @@ def evaluate_lm(model, batches, seq_len, loss_fn=None):
     loss_fn = loss_fn or nn.SoftmaxLoss()
     model.eval()
     device = _model_device(model)
-    state, total, count = None, 0.0, 0
+    state, tally = None, _Tally(device, "predicted tokens")
     with no_grad():
         for i in range(0, len(batches) - 1, seq_len):
             x, y = get_batch(batches, i, seq_len, device=device)
             out, state = model(x, state)
-            total += loss_fn(out, y).item() * y.shape[0]
-            count += y.shape[0]
+            tally.add(loss_fn(out, y), y.shape[0])
+    total, _, count = tally.totals()
     return total / _windows(count, batches, "evaluate_lm")
 
 

@@ -35,15 +35,17 @@ class SoftmaxCrossEntropy(Op):
     (softmax(z) - onehot(y)) * g / N is one more pass; elsewhere both are built from
     NDArray ops. The gradient is an op of its own, differentiable again."""
 
-    def __init__(self, labels, num_classes):
-        self.labels, self.num_classes = labels, num_classes   # (N,) int64 numpy
+    def __init__(self, labels, num_classes, ylabels=None):
+        self.labels, self.num_classes = labels, num_classes   # (N,) int64 numpy, or None
         self.probs = None        # softmax(z) of the last forward (fused path)
-        self.ylabels = None      # the labels on the device (fused path)
+        self.ylabels = ylabels   # the labels on the device (fused path)
         self._onehot = None
 
     def onehot(self, dtype, device):
         """The labels as a constant (N, C) Tensor (composite path and second order)."""
         if self._onehot is None:
+            if self.labels is None:   # device labels, read back only for this path
+                self.labels = _labels_numpy(self.ylabels)
             self._onehot = one_hot(self.labels, self.num_classes, dtype=dtype, device=device)
         return self._onehot
 
@@ -60,7 +62,8 @@ class SoftmaxCrossEntropy(Op):
         z = z.compact()
         self.probs = NDArray.make(z.shape, device=dev, dtype=z.dtype)
         loss = NDArray.make((), device=dev, dtype=z.dtype)
-        self.ylabels = NDArray(self.labels, dtype=int64, device=dev)
+        if self.ylabels is None:
+            self.ylabels = NDArray(self.labels, dtype=int64, device=dev)
         dev.softmax_xent(z, self.ylabels, self.probs, loss)
         return loss
 
@@ -99,6 +102,20 @@ class SoftmaxCrossEntropyGrad(Op):
         return dz, dg.reshape(g.shape)
 
 
+def _labels_on_device(labels, logits):
+    """Integer labels already beside logits on an asynchronous device (CUDA), used where
+    they are: checking them on the host would make every step wait for the GPU. The kernel
+    turns a label outside [0, C) into a NaN loss, which training reports."""
+    y = labels.cached_data if isinstance(labels, Tensor) else labels
+    dev = logits.device
+    if not isinstance(y, NDArray) or dev.synchronous or y.device != dev or y.dtype != int64:
+        return None
+    if y.shape != (logits.shape[0],):
+        raise ValueError(f"softmax_cross_entropy: labels of shape {y.shape} do not match "
+                         f"logits {logits.shape}")
+    return y.compact()
+
+
 def _per_row(n):
     """1 / n for a mean over n rows; NaN for none (0 / 0: torch's loss over an empty batch),
     where Python would raise ZeroDivisionError."""
@@ -111,6 +128,9 @@ def softmax_cross_entropy(logits, labels):
         raise ValueError(f"softmax_cross_entropy: logits must be (N, C), got shape {logits.shape}")
     n, c = logits.shape
     require_float("softmax_cross_entropy (logits)", logits)
+    on_device = _labels_on_device(labels, logits)
+    if on_device is not None:
+        return SoftmaxCrossEntropy(None, c, on_device)(logits)
     y = _labels_numpy(labels)
     if y.shape != (n,):
         raise ValueError(f"softmax_cross_entropy: labels of shape {y.shape} do not match logits {logits.shape}")
