@@ -75,10 +75,10 @@ def _normalize_axes(axis, ndim):
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
     # a 0-d array takes axis 0 or -1, as torch, and has no axis to reduce (as axis=None)
-    out = [check_axis(a, ndim, "reduction", max(ndim, 1)) for a in axes][:ndim]
+    out = [check_axis(a, ndim, "reduction", max(ndim, 1)) for a in axes]
     if len(set(out)) != len(out):
         raise ValueError(f"repeated axis in {axis}")
-    return tuple(sorted(out))
+    return tuple(sorted(out)) if ndim else ()
 
 
 class NDArray:

@@ -75,7 +75,7 @@ class Optimizer:
             p = self.params[int(i)]
             state[int(i)] = {k: self._checked(int(i), k, v, p) for k, v in st.items()}
         self.step_count, self.lr = int(step_count), float(lr)
-        self.state = {i: {k: NDArray(v, dtype=p.dtype, device=self.params[i].device)
+        self.state = {i: {k: NDArray(v, dtype=self.params[i].dtype, device=self.params[i].device)
                           for k, v in st.items()} for i, st in state.items()}
 
     def _checked(self, i, name, value, p):

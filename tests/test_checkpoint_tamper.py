@@ -252,3 +252,20 @@ def test_every_fused_kernel_wrapper_checks_its_buffer_sizes(name, call):
     call(0)                      # every buffer big enough: runs
     with pytest.raises(ValueError):
         call(1)                  # one buffer a little too small (or a bad label/geometry)
+
+
+def test_optimizer_state_of_mixed_dtype_parameters_keeps_each_parameters_dtype():
+    """load_state_dict converted every state array to the last parameter's dtype."""
+    import mininet
+    from mininet import optim
+    a = mininet.Tensor(np.ones(3), dtype="float64", requires_grad=True)
+    b = mininet.Tensor(np.ones(2), dtype="float32", requires_grad=True)
+    opt = optim.Adam([a, b], lr=0.1)
+    for p in (a, b):
+        p.grad = mininet.Tensor(np.full(p.shape, 0.5), dtype=p.dtype)
+    opt.step()
+    other = optim.Adam([a, b], lr=0.1)
+    other.load_state_dict(opt.state_dict())
+    assert [other.state[i]["m"].dtype for i in (0, 1)] == [np.float64, np.float32]
+    other.step()
+    np.testing.assert_allclose(other.state[0]["m"].numpy(), opt.state[0]["m"].numpy() * 0.9 + 0.05)

@@ -299,3 +299,12 @@ def test_promotion_follows_the_readme_table():
     assert (t32 + [0.5, 1.5]).dtype == np.float64
     assert ops.maximum(t32, 0.5).dtype == np.float32
     assert ops.maximum(t32, np.zeros(2)).dtype == np.float64
+
+
+def test_a_repeated_reduction_axis_is_refused_as_numpy():
+    a = NDArray(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="repeated axis"):
+        a.sum(axis=(0, 1, 0))
+    with pytest.raises(ValueError):
+        np.ones((2, 3)).sum(axis=(0, 1, 0))
+    assert NDArray(np.float64(2.0)).sum(axis=(0,)).numpy() == 2.0
