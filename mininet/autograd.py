@@ -207,7 +207,21 @@ class Tensor(Value):
     __array_ufunc__ = None
 
     def numpy(self):
+        """A numpy copy of the values. PyTorch's .numpy() shares memory; here
+        np.asarray(t) and np.from_dlpack(t) do (CPU tensors)."""
         return self.cached_data.numpy()
+
+    # zero-copy interchange: the NDArray's (views of the memory this tensor holds now)
+    def __dlpack__(self, stream=None, *, max_version=None, dl_device=None, copy=None):
+        return self.cached_data.__dlpack__(stream, max_version=max_version,
+                                           dl_device=dl_device, copy=copy)
+
+    def __dlpack_device__(self):
+        return self.cached_data.__dlpack_device__()
+
+    @property
+    def __array_interface__(self):
+        return self.cached_data.__array_interface__
 
     def __array__(self, dtype=None, copy=None):
         return self.cached_data.__array__(dtype)

@@ -275,6 +275,7 @@ def train(
     device: str = typer.Option("cpu", help="cpu or cuda."),
     save: Optional[str] = typer.Option(None, help="Write model + optimizer state here after each epoch (atomically)."),
     resume: Optional[str] = typer.Option(None, help="Continue from a checkpoint written by --save."),
+    export_weights: Optional[str] = typer.Option(None, help="After training, write the model's weights here as a safetensors file (mininet.load_file, safetensors.torch.load_file read it)."),
     json_out: bool = typer.Option(False, "--json", help="Print per-epoch metrics as JSON."),
     seq_len: int = typer.Option(35, min=1, help="ptb: tokens per truncated-BPTT window."),
     clip: Optional[float] = typer.Option(0.25, help="ptb: clip the gradient norm to this (0: off)."),
@@ -318,6 +319,13 @@ def train(
             check_save_path(save)
         except OSError as e:
             _fail(f"--save {save}: {e}")
+    if export_weights:
+        if lm:
+            _fail("--export-weights covers mnist, fashion-mnist and cifar10 so far, not ptb")
+        try:
+            check_save_path(export_weights)
+        except OSError as e:
+            _fail(f"--export-weights {export_weights}: {e}")
     epochs = epochs or (10 if model == "cnn" else 20)
     if (ranks or 1) > 1 or distributed_run:
         if lm:
@@ -338,16 +346,14 @@ def train(
     from ..distributed import DistributedError
     try:
         if lm:
-            if device != "cpu":
-                _fail("--device: ptb trains on the CPU only so far")
             from .train_lm import run_lm
             run_lm(model, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir,
                    threads, save, resume, json_out, seq_len, clip, embedding_size, hidden_size,
-                   layers, max_lines)
+                   layers, max_lines, device=device)
         else:
             run(model, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir, threads,
                 save, resume, json_out, device, schedule, dataset=dataset,
-                distributed_run=distributed_run)
+                distributed_run=distributed_run, export_weights=export_weights)
     except NothingToDo as e:
         err_console.print(str(e))
     except Interrupted as e:

@@ -17,6 +17,7 @@ from .. import distributed, get_num_threads, set_num_threads
 from ..data import CIFAR10Dataset, DataLoader, DistributedSampler, MNISTDataset
 from ..distributed import GradientReducer
 from ..init import generator, manual_seed
+from ..interop import save_file
 from ..models import ResNet9, build_model, fit, load_checkpoint, save_checkpoint
 from ..models.train import (CheckpointError, TrainingDiverged, checkpoint_epoch, make_optimizer,
                              make_scheduler)
@@ -123,7 +124,7 @@ def sigusr1_interrupts():
 
 def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir, threads, save,
         resume, json_out, device="cpu", schedule="cosine", console=None, dataset="mnist",
-        distributed_run=False):
+        distributed_run=False, export_weights=None):
     """Train and evaluate. distributed_run: one rank of an mpirun job (data-parallel: each
     rank takes batch_size samples of every global batch; rank 0 alone prints and saves).
     A Ctrl-C is Interrupted, whose message says what --save (or --resume) holds and how to
@@ -134,13 +135,14 @@ def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_
         if distributed.world_size() > 1:
             sigusr1_interrupts()
         return _run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir,
-                    threads, save, resume, json_out, device, schedule, console, dataset)
+                    threads, save, resume, json_out, device, schedule, console, dataset,
+                    export_weights)
     except KeyboardInterrupt:   # during training it is Interrupted already
         raise before_training(save, resume) from None
 
 
 def _run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir, threads, save,
-         resume, json_out, device, schedule, console, dataset):
+         resume, json_out, device, schedule, console, dataset, export_weights=None):
     rank, ranks = distributed.rank(), distributed.world_size()
     tty = {"1": True, "0": False}.get(os.environ.get("MININET_TTY", ""))
     console = console or Console(stderr=json_out, quiet=rank != 0, force_terminal=tty)
@@ -239,6 +241,11 @@ def _run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data
             if history and not json_out:
                 console.print(table)
             raise kept.stopped(e, history[-1]["epoch"] if history else start, epochs) from None
+    if export_weights and rank == 0:
+        save_file(model.state_dict(), export_weights, metadata={
+            "format": "mininet", "model": model_name, "dataset": dataset,
+            "epochs": str(history[-1]["epoch"] if history else start)})
+        console.print(f"weights written to {export_weights} (safetensors)", highlight=False)
     result = {"dataset": dataset, "model": model_name, "ranks": ranks,
               "global_batch_size": batch_size * ranks, "epochs": history, "final_test_acc": history[-1]["test_acc"] if history else None}
     if json_out:
