@@ -2,7 +2,18 @@
 validate). The kernels trust the sizes they are given; a buffer smaller than those sizes
 (e.g. an optimizer state of the wrong shape read from a checkpoint) is a ValueError here,
 before any kernel runs, never a read or a write past the buffer's end."""
+from libc.stdint cimport int64_t
 from mininet_ext.buffer cimport Buffer
+
+
+cdef inline int check_indices(const int64_t* ix, Py_ssize_t n, Py_ssize_t limit, str what,
+                              type error) except -1:
+    """Every ix[i] in [0, limit), checked before a kernel reads or writes through them."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if ix[i] < 0 or ix[i] >= limit:
+            raise error(f"{what} {ix[i]} at position {i} is outside [0, {limit})")
+    return 0
 
 
 cdef inline int check_itemsize(int itemsize, str kernel) except -1:

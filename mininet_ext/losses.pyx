@@ -7,17 +7,7 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 from mininet_ext.buffer cimport Buffer
 from mininet_ext._omp cimport threads_for
-from mininet_ext._check cimport check_itemsize, need
-
-
-cdef int check_labels(Buffer labels, Py_ssize_t N, Py_ssize_t C, str kernel) except -1:
-    """Every label in [0, C): the kernels read z[y] and write out[y]."""
-    cdef const int64_t* y = <int64_t*>labels.ptr
-    cdef Py_ssize_t i
-    for i in range(N):
-        if y[i] < 0 or y[i] >= C:
-            raise ValueError(f"{kernel}: label {y[i]} of row {i} is outside [0, {C})")
-    return 0
+from mininet_ext._check cimport check_indices, check_itemsize, need
 
 
 cdef extern from "_xent.h" nogil:
@@ -41,7 +31,7 @@ def forward(Buffer z, Py_ssize_t z_off, Buffer labels, Buffer probs, Py_ssize_t 
     need(z, z_off, (N, C), itemsize, "softmax_xent", "logits")
     need(labels, 0, (N,), 8, "softmax_xent", "labels")
     need(probs, 0, (N, C), itemsize, "softmax_xent", "probabilities")
-    check_labels(labels, N, C, "softmax_xent")
+    check_indices(<int64_t*>labels.ptr, N, C, "softmax_xent: label", ValueError)
     cdef Py_ssize_t i
     cdef double total = 0
     cdef const int64_t* y = <int64_t*>labels.ptr
@@ -72,7 +62,7 @@ def backward(Buffer probs, Buffer labels, Buffer out, Py_ssize_t N, Py_ssize_t C
     need(probs, 0, (N, C), itemsize, "softmax_xent_grad", "probabilities")
     need(labels, 0, (N,), 8, "softmax_xent_grad", "labels")
     need(out, 0, (N, C), itemsize, "softmax_xent_grad", "gradient")
-    check_labels(labels, N, C, "softmax_xent_grad")
+    check_indices(<int64_t*>labels.ptr, N, C, "softmax_xent_grad: label", ValueError)
     cdef Py_ssize_t i
     cdef const int64_t* y = <int64_t*>labels.ptr
     cdef int nt = threads_for(N * C)

@@ -8,7 +8,7 @@ from libc.string cimport memcpy
 from libc.stdint cimport uint32_t, uint64_t
 from mininet_ext.buffer cimport Buffer
 from mininet_ext._omp cimport threads_for
-from mininet_ext._check cimport check_itemsize, need
+from mininet_ext._check cimport check_indices, check_itemsize, need
 from mininet_ext._nd cimport MAXDIM, load_dims, collapse, total_size, row_start, compact_strides
 
 ctypedef fused word_t:
@@ -99,15 +99,6 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 
 
-cdef int check_rows(const int64_t* ix, Py_ssize_t n, Py_ssize_t rows) except -1:
-    """Every index in [0, rows), checked before a kernel reads or writes through them."""
-    cdef Py_ssize_t i
-    for i in range(n):
-        if ix[i] < 0 or ix[i] >= rows:
-            raise IndexError(f"index {ix[i]} is out of range for {rows} rows")
-    return 0
-
-
 cdef void take_rows_run(const floating* src, const int64_t* idx, floating* out, Py_ssize_t n,
                         Py_ssize_t d, Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
     cdef Py_ssize_t i
@@ -124,7 +115,7 @@ def take_rows(Buffer src, Py_ssize_t src_off, Buffer idx, Py_ssize_t idx_off, Bu
     need(out, 0, (n, d), itemsize, "take_rows", "output")
     cdef const int64_t* ix = <const int64_t*>idx.ptr + idx_off
     cdef Py_ssize_t t
-    check_rows(ix, n, rows)
+    check_indices(ix, n, rows, "row index", IndexError)
     cdef int nt = threads_for(n * d)
     with nogil:
         for t in prange(nt, num_threads=nt, schedule='static'):
@@ -158,7 +149,7 @@ def add_rows(Buffer g, Py_ssize_t g_off, Buffer idx, Py_ssize_t idx_off, Buffer 
     need(out, 0, (rows, d), itemsize, "add_rows", "output")
     cdef const int64_t* ix = <const int64_t*>idx.ptr + idx_off
     cdef Py_ssize_t t
-    check_rows(ix, n, rows)
+    check_indices(ix, n, rows, "row index", IndexError)
     cdef int nt = min(threads_for(n * d), max(d // 16, 1))
     with nogil:
         for t in prange(nt, num_threads=nt, schedule='static'):
