@@ -13,7 +13,7 @@ from mininet_ext import reduce as _red
 from mininet_ext import rnn as _rnn
 from mininet_ext import strided as _st
 
-from .device import DTYPES, Device
+from .device import DTYPES, Device, check_lstm_gates
 from .opcodes import signature
 
 if _ew.SIGNATURE != signature():
@@ -138,10 +138,7 @@ class CPUDevice(Device):
     # fused LSTM gates (every array compact, one float dtype)
     def lstm_gates(self, z, c, act, c_new, h_new):
         _floats("LSTM gates", z, c)
-        b, n = c.shape
-        if z.shape != (b, 4 * n) or z.dtype != c.dtype:
-            raise TypeError(f"lstm_gates: gates {z.dtype} {z.shape} must be ({b}, {4 * n}) of "
-                            f"the cell's dtype {c.dtype}")
+        b, n = check_lstm_gates(z, c)
         _rnn.lstm_forward(_at(z), _at(c), _at(act), _at(c_new), _at(h_new), b, n,
                           z.dtype.itemsize)
 

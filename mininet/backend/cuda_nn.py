@@ -4,6 +4,8 @@ contracts as mininet/backend/cpu.py, so ops take the same paths on both devices.
 A mixin of CUDADevice: it uses its _launch, _ptr, alloc and drv."""
 import numpy as np
 
+from .device import check_lstm_gates
+
 THREADS = 256       # cuda_src/common.cuh: MN_THREADS
 MAX_GRID_X = 1 << 16
 SUFFIX = {np.dtype("float32"): "f32", np.dtype("float64"): "f64"}
@@ -107,10 +109,7 @@ class FusedKernels:
     # LSTM steps ------------------------------------------------------------------------
     def lstm_gates(self, z, c, act, c_new, h_new):
         _check_floats("LSTM gates", z, c)
-        b, n = c.shape
-        if z.shape != (b, 4 * n) or z.dtype != c.dtype:
-            raise TypeError(f"lstm_gates: gates {z.dtype} {z.shape} must be ({b}, {4 * n}) of "
-                            f"the cell's dtype {c.dtype}")
+        b, n = check_lstm_gates(z, c)
         self._launch("nn", f"lstm_forward_{SUFFIX[c.dtype]}", "PPPPPqq", b * n,
                      *(self._ptr(a) for a in (z, c, act, c_new, h_new)), b, n)
 

@@ -233,6 +233,16 @@ KERNELS = {
 }
 
 
+def check_lstm_gates(z, c):
+    """The shapes an LSTM step's kernels assume: gates (B, 4n) and cell (B, n), one dtype
+    (a kernel would read past a smaller buffer)."""
+    b, n = c.shape
+    if z.shape != (b, 4 * n) or z.dtype != c.dtype:
+        raise TypeError(f"lstm_gates: gates {z.dtype} {z.shape} must be ({b}, {4 * n}) of the "
+                        f"cell's dtype {c.dtype}")
+    return b, n
+
+
 def missing_kernels(cls):
     """The protocol kernels a Device class leaves unimplemented, given its capabilities."""
     names = list(CORE_KERNELS)
