@@ -185,3 +185,16 @@ def test_int64_fill_and_scalar_setitem_match_the_cpu(gpu, launched):
     z = NDArray.make((3, 4), device=gpu, dtype=np.dtype(np.int64)).fill(-5)
     np.testing.assert_array_equal(z.numpy(), np.full((3, 4), -5))
     launched("fill_i64")
+
+
+@pytest.mark.parametrize("src,dst", [(s, d) for s in ("float32", "float64", "int64")
+                                     for d in ("float32", "float64", "int64") if s != d])
+def test_astype_converts_on_the_device_as_numpy(gpu, launched, src, dst):
+    """Every dtype pair, from a strided view: floats to int64 truncate toward zero."""
+    x = (np.linspace(-7.5, 7.5, 24).reshape(4, 6) * 3).astype(src)
+    got = NDArray(x, device=gpu)[:, ::2].T.astype(dst)
+    want = x[:, ::2].T.astype(dst)
+    assert got.dtype == want.dtype and got.device == gpu
+    np.testing.assert_array_equal(got.numpy(), want)
+    names = {"float32": "f32", "float64": "f64", "int64": "i64"}
+    launched(f"cast_{names[src]}_{names[dst]}")
