@@ -9,8 +9,23 @@ from .autograd import Tensor, enable_grad, no_grad
 from . import ops, init, nn, optim, data, models, distributed
 from .init import manual_seed
 from .interop import from_dlpack, from_numpy, load_file, save_file
+from .ops.creation import (accelerator, arange, cat, concat, concatenate, device, empty, empty_like,
+                           eye, flatten, full, full_like, get_default_dtype, linspace, ones,
+                           ones_like, set_default_dtype, stack, tensor, zeros, zeros_like)
+from .ops.index import where
+from .init import rand, rand_like, randint, randn, randn_like
+from .autograd import grad_enabled as is_grad_enabled
+
+# torch's dtype aliases (there is no int32: .int() and mininet.long give int64)
+long = int64
+double = float64
+float = float32
 
 __all__ = ["NDArray", "Tensor", "cpu", "cuda", "cuda_available", "data", "default_device", "distributed",
            "enable_grad", "float32", "float64", "from_dlpack", "from_numpy", "get_num_threads", "init",
            "int64", "load_file", "manual_seed", "models", "nn", "no_grad", "ops", "optim",
-           "save_file", "set_num_threads"]
+           "save_file", "set_num_threads", "accelerator", "arange", "cat", "concat", "concatenate",
+           "device", "double", "empty", "empty_like", "eye", "flatten", "float", "full", "full_like",
+           "get_default_dtype", "is_grad_enabled", "linspace", "long", "ones", "ones_like", "rand",
+           "rand_like", "randint", "randn", "randn_like", "set_default_dtype", "stack", "tensor",
+           "where", "zeros", "zeros_like"]

@@ -1,10 +1,14 @@
 """Tensor and reverse-mode autodiff (needle's design: an Op computes on
 NDArrays and gives its gradient as Tensors built from other ops)."""
+import collections
 import contextlib
+import numbers
 import threading
 
+import numpy as np
+
 from .backend import get_device
-from .ndarray import NDArray, as_dtype
+from .ndarray import NDArray, _normalize_axes, as_dtype, check_axis
 
 _state = threading.local()
 
@@ -309,26 +313,143 @@ class Tensor(Value):
     def __ge__(self, other): return self._compare(other, "__ge__")
     __hash__ = object.__hash__
 
-    def sum(self, axes=None, keepdims=False):
-        return _ops().summation(self, axes, keepdims)
+    # reductions: dim=/axis=/axes= and keepdim=/keepdims= (one helper, _reduce_args) ----
+    def sum(self, dim=None, keepdim=False, *, axis=None, axes=None, keepdims=None):
+        return _ops().summation(self, *_reduce_args(self, dim, axis, axes, keepdim, keepdims))
 
-    def mean(self, axes=None, keepdims=False):
-        return _ops().mean(self, axes, keepdims)
+    def mean(self, dim=None, keepdim=False, *, axis=None, axes=None, keepdims=None):
+        return _ops().mean(self, *_reduce_args(self, dim, axis, axes, keepdim, keepdims))
 
-    def max(self, axes=None, keepdims=False):
-        return _ops().max(self, axes, keepdims)
+    def max(self, dim=None, keepdim=False, *, axis=None, axes=None, keepdims=None):
+        """x.max(): the maximum; x.max(dim): (values, indices) as torch; x.max(axis=/axes=):
+        the values alone (numpy's and needle's meaning); x.max(other): the elementwise one."""
+        if isinstance(dim, Tensor):
+            return _ops().maximum(self, dim)
+        return self._extreme(dim, axis, axes, keepdim, keepdims, "max")
 
-    def argmax(self, axis=None):
-        return Tensor.make_const(self.cached_data.argmax(axis))
+    def min(self, dim=None, keepdim=False, *, axis=None, axes=None, keepdims=None):
+        if isinstance(dim, Tensor):
+            return -_ops().maximum(-self, -dim)
+        return self._extreme(dim, axis, axes, keepdim, keepdims, "min")
 
+    def _extreme(self, dim, axis, axes, keepdim, keepdims, name):
+        if dim is None or not isinstance(dim, numbers.Integral):
+            ax, keep = _reduce_args(self, dim, axis, axes, keepdim, keepdims)
+            if name == "max":
+                return _ops().max(self, ax, keep)
+            return -_ops().max(-self, ax, keep)
+        idx = getattr(self, "arg" + name)(dim, keepdim=True)
+        values = _ops().gather(self, dim, idx)
+        if not (keepdim or keepdims):
+            values, idx = values.squeeze(dim), idx.squeeze(dim)
+        return MinMax(values, idx)
+
+    def amax(self, dim=None, keepdim=False, *, axis=None, axes=None, keepdims=None):
+        """The maxima over dim (values alone; tied maxima share the gradient, as torch)."""
+        return _ops().max(self, *_reduce_args(self, dim, axis, axes, keepdim, keepdims))
+
+    def amin(self, dim=None, keepdim=False, *, axis=None, axes=None, keepdims=None):
+        return -_ops().max(-self, *_reduce_args(self, dim, axis, axes, keepdim, keepdims))
+
+    def argmax(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        return self._arg("argmax", dim, axis, keepdim, keepdims)
+
+    def argmin(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        return self._arg("argmin", dim, axis, keepdim, keepdims)
+
+    def _arg(self, name, dim, axis, keepdim, keepdims):
+        d = _one_of(name, dim=dim, axis=axis)
+        if d is not None:
+            d = check_axis(d, max(self.ndim, 1), name)
+        return Tensor.make_const(getattr(self.cached_data, name)(d, bool(keepdim or keepdims)))
+
+    def var(self, dim=None, keepdim=False, *, correction=1, unbiased=None, axis=None, axes=None,
+            keepdims=None):
+        """sum((x - mean)^2) / (n - correction) (torch's default correction=1)."""
+        ax, keep = _reduce_args(self, dim, axis, axes, keepdim, keepdims)
+        correction = correction if unbiased is None else int(unbiased)
+        n = 1
+        for i in (range(self.ndim) if ax is None else ax):
+            n *= self.shape[i]
+        xc = self - self.mean(ax, keepdim=True)
+        return (xc * xc).sum(ax, keepdim=keep) / float(max(n - correction, 0))
+
+    def std(self, dim=None, keepdim=False, **kw):
+        return self.var(dim, keepdim, **kw).sqrt()
+
+    def prod(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        return _ops().prod(self, _one_of("prod", dim=dim, axis=axis), bool(keepdim or keepdims))
+
+    def cumsum(self, dim=None, *, axis=None):
+        return _ops().cumsum(self, _one_of("cumsum", dim=dim, axis=axis))
+
+    def logsumexp(self, dim=None, keepdim=False, *, axis=None, axes=None, keepdims=None):
+        return _ops().logsumexp(self, *_reduce_args(self, dim, axis, axes, keepdim, keepdims))
+
+    def norm(self, p="fro", dim=None, keepdim=False, *, axis=None, axes=None, keepdims=None):
+        """The p-norm over dim (all entries by default): 2 ("fro"), 1, inf, or any p > 0."""
+        ax, keep = _reduce_args(self, dim, axis, axes, keepdim, keepdims)
+        if p in ("fro", 2, 2.0):
+            return (self * self).sum(ax, keepdim=keep).sqrt()
+        a = self.abs()
+        if p == 1:
+            return a.sum(ax, keepdim=keep)
+        if p == float("inf"):
+            return a.max(axes=ax, keepdims=keep)
+        return (a ** p).sum(ax, keepdim=keep) ** (1.0 / p)
+
+    def any(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        ax, keep = _reduce_args(self, dim, axis, None, keepdim, keepdims)
+        return Tensor(self.numpy().astype(bool).any(ax, keepdims=keep))
+
+    def all(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        ax, keep = _reduce_args(self, dim, axis, None, keepdim, keepdims)
+        return Tensor(self.numpy().astype(bool).all(ax, keepdims=keep))
+
+    def softmax(self, dim=-1, *, axis=None):
+        return _ops().softmax(self, self._dim(dim, axis, "softmax"))
+
+    def log_softmax(self, dim=-1, *, axis=None):
+        return _ops().logsoftmax(self, self._dim(dim, axis, "log_softmax"))
+
+    def _dim(self, dim, axis, what, extra=0):
+        """One dim (dim= or axis=) as a non-negative int; AxisError when out of range."""
+        d = dim if axis is None else axis
+        return check_axis(d, max(self.ndim + extra, 1), what)
+
+    # shape ---------------------------------------------------------------------------------
     def reshape(self, *shape):
         shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
         return _ops().reshape(self, shape)
 
     view = reshape
 
-    def transpose(self, axes=None):
+    def view_as(self, other):
+        return self.reshape(other.shape)
+
+    reshape_as = view_as
+
+    def dim(self):
+        return self.ndim
+
+    def transpose(self, dim0=None, dim1=None, *, axes=None):
+        """transpose(d0, d1) swaps two dims (torch); transpose() the last two and
+        transpose((d0, d1)) those two (needle's spellings)."""
+        if isinstance(dim0, (tuple, list)):
+            dim0, axes = None, dim0
+        if axes is None and dim0 is not None:
+            if dim1 is None:
+                raise TypeError("transpose: give two dims (d0, d1), a pair, or none for the last two")
+            axes = (dim0, dim1)
         return _ops().transpose(self, axes)
+
+    def swapaxes(self, a, b):
+        return self.transpose(a, b)
+
+    def t(self):
+        if self.ndim > 2:
+            raise ValueError(f"t: expects a tensor with <= 2 dimensions, got {self.ndim}")
+        return self if self.ndim < 2 else self.transpose(0, 1)
 
     def permute(self, *axes):
         axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
@@ -338,9 +459,136 @@ class Tensor(Value):
     def T(self):
         return _ops().permute(self, tuple(reversed(range(self.ndim))))
 
+    def flatten(self, start_dim=0, end_dim=-1):
+        if self.ndim == 0:
+            return self.reshape(1)
+        s, e = (check_axis(d, self.ndim, "flatten") for d in (start_dim, end_dim))
+        if s > e:
+            raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
+        return self.reshape(self.shape[:s] + (-1,) + self.shape[e + 1:])
+
+    def unsqueeze(self, dim=None, *, axis=None):
+        d = self._dim(dim, axis, "unsqueeze", extra=1)
+        return self.reshape(self.shape[:d] + (1,) + self.shape[d:])
+
+    def squeeze(self, dim=None, *, axis=None, axes=None):
+        """Drop size-1 dims (all, or those of dim; a dim of another size stays, as torch)."""
+        d = _one_of("squeeze", dim=dim, axis=axis, axes=axes)
+        drop = range(self.ndim) if d is None else _normalize_axes(d, self.ndim)
+        return self.reshape(tuple(n for i, n in enumerate(self.shape) if i not in drop or n != 1))
+
     def broadcast_to(self, shape):
         return _ops().broadcast_to(self, shape)
 
+    def expand(self, *sizes):
+        """broadcast_to, where -1 keeps that dim's size (torch)."""
+        sizes = sizes[0] if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)) else sizes
+        lead = len(sizes) - self.ndim
+        return self.broadcast_to(tuple(self.shape[i - lead] if n == -1 else n
+                                       for i, n in enumerate(sizes)))
+
+    def expand_as(self, other):
+        return self.broadcast_to(other.shape)
+
+    def repeat(self, *sizes):
+        """Tile: dim i repeated sizes[i] times (torch's repeat, numpy's tile)."""
+        sizes = sizes[0] if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)) else sizes
+        if len(sizes) < self.ndim:
+            raise ValueError(f"repeat: {len(sizes)} sizes for a tensor of {self.ndim} dimensions")
+        shape = (1,) * (len(sizes) - self.ndim) + self.shape
+        x = self.reshape(tuple(v for n in shape for v in (1, n)))
+        x = x.broadcast_to(tuple(v for r, n in zip(sizes, shape) for v in (r, n)))
+        return x.reshape(tuple(r * n for r, n in zip(sizes, shape)))
+
+    def split(self, split_size_or_sections, dim=0, *, axis=None):
+        """Pieces of split_size along dim (the last smaller), or of the listed sizes (torch)."""
+        d = self._dim(dim, axis, "split")
+        n = self.shape[d]
+        sizes = split_size_or_sections
+        if isinstance(sizes, int):
+            sizes = [min(sizes, n - i) for i in range(0, n, sizes)] if sizes > 0 else None
+        if sizes is None or sum(sizes) != n:
+            raise ValueError(f"split: sizes {split_size_or_sections} do not split a dim of size {n}")
+        out, start = [], 0
+        for s in sizes:
+            out.append(self[(slice(None),) * d + (slice(start, start + s),)])
+            start += s
+        return tuple(out)
+
+    def chunk(self, chunks, dim=0, *, axis=None):
+        d = self._dim(dim, axis, "chunk")
+        return self.split(-(-self.shape[d] // chunks) or 1, d)
+
+    def contiguous(self):
+        return self if self.cached_data.is_compact() else _ops().clone(self)
+
+    def clone(self):
+        return _ops().clone(self)
+
+    # indexing and selection -------------------------------------------------------------------
+    def gather(self, dim, index):
+        return _ops().gather(self, dim, index)
+
+    def index_select(self, dim, index):
+        return _ops().index_select(self, dim, index)
+
+    def masked_fill(self, mask, value):
+        return _ops().masked_fill(self, mask, value)
+
+    def sort(self, dim=-1, descending=False, *, axis=None):
+        """(values, indices), as torch.sort (stable); values carry the gradient."""
+        d = self._dim(dim, axis, "sort")
+        a = self.numpy()
+        idx = np.argsort(-a if descending else a, axis=d, kind="stable")
+        idx = Tensor(idx.astype(np.int64), device=self.device)
+        return MinMax(_ops().gather(self, d, idx), idx)
+
+    def topk(self, k, dim=-1, largest=True, sorted=True, *, axis=None):
+        d = self._dim(dim, axis, "topk")
+        if not 0 <= k <= self.shape[d]:
+            raise ValueError(f"topk: k={k} is out of range for a dim of size {self.shape[d]}")
+        _, idx = self.sort(d, descending=largest)
+        idx = idx[(slice(None),) * d + (slice(0, k),)]
+        return MinMax(_ops().gather(self, d, idx), idx)
+
+    # dtype and device -------------------------------------------------------------------------
+    def to(self, *args, dtype=None, device=None):
+        """to(device), to(dtype), to(device, dtype): a dtype change is differentiable; a
+        device move gives a new leaf (as before)."""
+        for a in args:
+            if _is_dtype(a):
+                dtype = a
+            else:
+                device = a
+        out = self if dtype is None else _ops().cast(self, dtype)
+        if device is None or get_device(device) == out.device:
+            return out
+        return Tensor(out.cached_data.to(device), requires_grad=self.requires_grad)
+
+    def type(self, dtype):
+        return _ops().cast(self, dtype)
+
+    def float(self):
+        return _ops().cast(self, "float32")
+
+    def double(self):
+        return _ops().cast(self, "float64")
+
+    def long(self):
+        return _ops().cast(self, "int64")
+
+    int = long   # int64: there is no int32 dtype
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self):
+        return self.to("cuda")
+
+    def tolist(self):
+        return self.cached_data.numpy().tolist()
+
+    # elementwise ---------------------------------------------------------------------------
     def exp(self): return _ops().exp(self)
     def log(self): return _ops().log(self)
     def relu(self): return _ops().relu(self)
@@ -350,12 +598,100 @@ class Tensor(Value):
     def log1p(self): return _ops().log1p(self)
     def expm1(self): return _ops().expm1(self)
     def abs(self): return _ops().abs(self)
+    def erf(self): return _ops().erf(self)
+    def pow(self, p): return self ** p
     __abs__ = abs
 
     def clip(self, min=None, max=None):
         return _ops().clip(self, min, max)
 
     clamp = clip
+
+    def eq(self, other): return self == other
+    def ne(self, other): return self != other
+    def lt(self, other): return self < other
+    def le(self, other): return self <= other
+    def gt(self, other): return self > other
+    def ge(self, other): return self >= other
+
+    def add(self, other, alpha=1): return self + other * alpha if alpha != 1 else self + other
+    def sub(self, other, alpha=1): return self - other * alpha if alpha != 1 else self - other
+    def mul(self, other): return self * other
+    def div(self, other): return self / other
+    def matmul(self, other): return self @ other
+
+    # in place: writes into this tensor's memory (so p.data.add_ changes p) ------------------
+    def _write(self, value, what):
+        """Copy value (an NDArray, broadcast, cast to self's dtype) into self's memory.
+        Refused, as torch, on a leaf that requires grad while grad mode is on; refused on
+        a tensor inside a recorded graph too (torch would track versions: here use the
+        out-of-place form)."""
+        if self.requires_grad and grad_enabled():
+            if self.op is None:
+                raise RuntimeError(f"{what}: a leaf tensor that requires grad cannot be changed in "
+                                   "place while grad mode is on: use mininet.no_grad() or .data")
+            raise RuntimeError(f"{what}: in-place changes to a tensor inside a recorded graph are "
+                               "not supported: use the out-of-place op (x = x + y)")
+        self.cached_data[()] = value
+        return self
+
+    def _value(self, other):
+        return other.cached_data if isinstance(other, Tensor) else other
+
+    def add_(self, other, alpha=1):
+        other = self._value(other)
+        return self._write(self.cached_data + (other * alpha if alpha != 1 else other), "add_")
+
+    def sub_(self, other, alpha=1):
+        return self.add_(other, -alpha)
+
+    def mul_(self, other):
+        return self._write(self.cached_data * self._value(other), "mul_")
+
+    def div_(self, other):
+        return self._write(self.cached_data / self._value(other), "div_")
+
+    def clamp_(self, min=None, max=None):
+        return self._write(self.cached_data.clip(min, max), "clamp_")
+
+    def fill_(self, value):
+        return self._write(float(self._value(value)), "fill_")
+
+    def zero_(self):
+        return self.fill_(0.0)
+
+    def copy_(self, src):
+        src = self._value(src)
+        return self._write(src if isinstance(src, NDArray) else NDArray(src), "copy_")
+
+
+MinMax = collections.namedtuple("MinMax", ["values", "indices"])   # torch.return_types.max
+
+
+def _one_of(what, **given):
+    """The one axis argument given (dim=, axis= or axes=), or None."""
+    given = {k: v for k, v in given.items() if v is not None}
+    if len(given) > 1:
+        raise TypeError(f"{what}: give one of {' / '.join(given)}, not several")
+    return next(iter(given.values()), None)
+
+
+def _reduce_args(x, dim, axis, axes, keepdim, keepdims):
+    """(axes, keepdims) for a reduction from torch's dim=/keepdim=, numpy's axis=/keepdims=
+    or needle's axes=: a sorted tuple of non-negative axes (None for all); AxisError for an
+    axis out of range. A 0-d tensor takes axis 0 or -1 (as torch) and reduces nothing."""
+    d = _one_of("reduction", dim=dim, axis=axis, axes=axes)
+    keep = bool(keepdim or keepdims)
+    if d is None:
+        return None, keep
+    d = _normalize_axes(d, x.ndim)
+    return (d if x.ndim else None), keep
+
+
+def _is_dtype(a):
+    if isinstance(a, np.dtype) or (isinstance(a, type) and issubclass(a, np.generic)):
+        return True
+    return isinstance(a, str) and a in ("float32", "float64", "int64")
 
 
 class _HookHandle:

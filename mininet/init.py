@@ -7,6 +7,7 @@ import numpy as np
 from .autograd import Tensor
 from .backend import default_device, get_device
 from .ndarray import NDArray, as_dtype
+from .ops.creation import get_default_dtype, size_arg
 
 _rng = np.random.default_rng()
 
@@ -22,18 +23,36 @@ def generator():
 
 
 def _tensor(array, dtype, device, requires_grad):
-    return Tensor(array.astype(dtype or "float32"), dtype=dtype, device=device, requires_grad=requires_grad)
+    dtype = dtype or get_default_dtype()
+    return Tensor(array.astype(dtype), dtype=dtype, device=device, requires_grad=requires_grad)
 
 
-def rand(*shape, low=0.0, high=1.0, dtype="float32", device=None, requires_grad=False):
-    return _tensor(_rng.uniform(low, high, size=shape), dtype, device, requires_grad)
+def rand(*shape, low=0.0, high=1.0, dtype=None, device=None, requires_grad=False):
+    """Uniform in [low, high); shape as varargs or one tuple (as torch.rand)."""
+    return _tensor(_rng.uniform(low, high, size=size_arg(shape, "rand")), dtype, device, requires_grad)
 
 
 uniform = rand
 
 
-def randn(*shape, mean=0.0, std=1.0, dtype="float32", device=None, requires_grad=False):
-    return _tensor(_rng.normal(mean, std, size=shape), dtype, device, requires_grad)
+def randn(*shape, mean=0.0, std=1.0, dtype=None, device=None, requires_grad=False):
+    return _tensor(_rng.normal(mean, std, size=size_arg(shape, "randn")), dtype, device, requires_grad)
+
+
+def randint(low, high=None, size=(), dtype="int64", device=None, requires_grad=False):
+    """Integers in [low, high) (torch.randint(high, size) or (low, high, size)); int64."""
+    if high is None or isinstance(high, (tuple, list)):   # randint(high, size)
+        low, high, size = 0, low, size if high is None else high
+    return _tensor(_rng.integers(low, high, size=size_arg((size,), "randint")), dtype, device,
+                   requires_grad)
+
+
+def rand_like(x, dtype=None, device=None, requires_grad=False):
+    return rand(x.shape, dtype=dtype or x.dtype, device=device or x.device, requires_grad=requires_grad)
+
+
+def randn_like(x, dtype=None, device=None, requires_grad=False):
+    return randn(x.shape, dtype=dtype or x.dtype, device=device or x.device, requires_grad=requires_grad)
 
 
 normal = randn

@@ -6,3 +6,4 @@ from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv, Conv2d, CrossEnt
 from .sequence import LSTM, RNN, Embedding, LSTMCell, RNNCell
 from .attention import MultiHeadAttention, Transformer, TransformerLayer
 from .checkpoint import Checkpoint, checkpoint
+from . import functional

@@ -9,3 +9,4 @@ from .rnn import lstm_gates, lstm_layer
 from .reduce import logsoftmax, logsumexp, max, mean, softmax, summation
 from .shape import (broadcast_to, cat, concatenate, dilate, flatten, flip, get_item, make_tuple, pad,
                     permute, reshape, split, stack, transpose, tuple_get_item, undilate)
+from .index import (cast, clone, cumsum, erf, gather, index_select, masked_fill, prod, where)

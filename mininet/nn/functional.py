@@ -1,0 +1,284 @@
+"""torch.nn.functional's names (import mininet.nn.functional as F), composed from
+mininet.ops: activations, losses with torch's reduction= ('mean', 'sum', 'none'),
+linear with torch's (out, in) weight, conv2d, pooling, dropout, layer_norm, embedding,
+pad, one_hot."""
+import math
+
+import numpy as np
+
+from .. import init, ops
+from ..autograd import Tensor
+from ..ndarray import NDArray
+
+relu = ops.relu
+sigmoid = ops.sigmoid
+tanh = ops.tanh
+
+
+def softmax(x, dim=-1):
+    return ops.softmax(x, dim)
+
+
+def log_softmax(x, dim=-1):
+    return ops.logsoftmax(x, dim)
+
+
+def gelu(x, approximate="none"):
+    """x * Phi(x): exact (erf) by default; approximate='tanh' as torch's."""
+    if approximate == "tanh":
+        inner = (x + x * x * x * 0.044715) * math.sqrt(2.0 / math.pi)
+        return x * (ops.tanh(inner) + 1.0) * 0.5
+    if approximate != "none":
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return x * (ops.erf(x * (1.0 / math.sqrt(2.0))) + 1.0) * 0.5
+
+
+def silu(x):
+    return x * ops.sigmoid(x)
+
+
+def softplus(x, beta=1.0, threshold=20.0):
+    """log(1 + exp(beta x)) / beta, stable; x itself where beta x > threshold (torch)."""
+    bx = x * beta if beta != 1 else x
+    soft = (ops.relu(bx) + ops.log1p(ops.exp(-ops.abs(bx)))) * (1.0 / beta)
+    return ops.where(bx > threshold, x, soft)
+
+
+def leaky_relu(x, negative_slope=0.01):
+    return ops.relu(x) - ops.relu(-x) * negative_slope
+
+
+# losses -------------------------------------------------------------------------------
+def _reduce(loss, reduction, what, count=None):
+    """torch's reduction=; count replaces the element count of 'mean' (ignored targets)."""
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "mean":
+        if count is None:
+            return loss.mean()
+        return loss.sum() * (1.0 / count if count else math.nan)   # nothing counted: NaN, as torch
+    raise ValueError(f"{what}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _same_shape(a, b, what):
+    if tuple(a.shape) != tuple(b.shape):
+        raise ValueError(f"{what}: input {a.shape} and target {b.shape} differ in shape")
+
+
+def mse_loss(input, target, reduction="mean"):
+    _same_shape(input, target, "mse_loss")
+    d = input - target
+    return _reduce(d * d, reduction, "mse_loss")
+
+
+def l1_loss(input, target, reduction="mean"):
+    _same_shape(input, target, "l1_loss")
+    return _reduce(ops.abs(input - target), reduction, "l1_loss")
+
+
+def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
+    """0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta (torch's Huber-like form)."""
+    _same_shape(input, target, "smooth_l1_loss")
+    a = ops.abs(input - target)
+    if beta == 0:
+        return _reduce(a, reduction, "smooth_l1_loss")
+    small = (a < beta)
+    loss = ops.where(small, a * a * (0.5 / beta), a - 0.5 * beta)
+    return _reduce(loss, reduction, "smooth_l1_loss")
+
+
+def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+    """-(y log p + (1 - y) log(1 - p)), each log clamped at -100 as torch."""
+    _same_shape(input, target, "binary_cross_entropy")
+    logp = ops.clip(ops.log(input), min=-100.0)
+    log1mp = ops.clip(ops.log(1.0 - input), min=-100.0)
+    loss = -(target * logp + (1.0 - target) * log1mp)
+    return _reduce(loss if weight is None else loss * weight, reduction, "binary_cross_entropy")
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
+    """Stable: (1 - y) x + (1 + (pw - 1) y) (log1p(exp(-|x|)) + max(-x, 0))."""
+    _same_shape(input, target, "binary_cross_entropy_with_logits")
+    log_sig_neg = ops.log1p(ops.exp(-ops.abs(input))) + ops.relu(-input)   # -log sigmoid(x)
+    coef = 1.0 if pos_weight is None else (pos_weight - 1.0) * target + 1.0
+    loss = (1.0 - target) * input + log_sig_neg * coef
+    return _reduce(loss if weight is None else loss * weight, reduction,
+                   "binary_cross_entropy_with_logits")
+
+
+def _class_last(x):
+    """(N, C, d1, ...) -> (N * d1 * ..., C); (N, C) and (C,) as they are (as rows)."""
+    if x.ndim <= 2:
+        return x.reshape((1, -1)) if x.ndim == 1 else x
+    perm = (0,) + tuple(range(2, x.ndim)) + (1,)
+    return ops.permute(x, perm).reshape((-1, x.shape[1]))
+
+
+def _labels(target):
+    raw = target.cached_data if isinstance(target, Tensor) else target
+    y = raw.numpy() if isinstance(raw, NDArray) else np.asarray(raw)
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"class targets must be integers, got {y.dtype}")
+    return y.astype(np.int64).reshape(-1)
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """-input[i, y_i] (log-probabilities, class dim 1), weighted, ignoring ignore_index;
+    'mean' divides by the summed weights of the targets counted (torch)."""
+    logp = _class_last(input)
+    y = _labels(target)
+    c = logp.shape[1]
+    keep = y != ignore_index
+    if np.any((y[keep] < 0) | (y[keep] >= c)):
+        raise IndexError(f"nll_loss: targets must lie in [0, {c}) (or be ignore_index), "
+                         f"got {y[keep].min()}..{y[keep].max()}")
+    safe = np.where(keep, y, 0)
+    picked = ops.gather(logp, 1, safe.reshape(-1, 1)).reshape((-1,))
+    w = np.ones(c) if weight is None else weight.numpy().astype(np.float64)
+    wy = Tensor(w[safe] * keep, dtype=logp.dtype, device=logp.device)
+    loss = -picked * wy
+    out_shape = _target_shape(input, target)
+    if reduction == "none":
+        return loss.reshape(out_shape)
+    return _reduce(loss, reduction, "nll_loss", count=float((w[safe] * keep).sum()))
+
+
+def _target_shape(input, target):
+    return tuple(np.shape(target) if not isinstance(target, Tensor) else target.shape) \
+        if input.ndim != 1 else ()
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0):
+    """log_softmax over dim 1, then nll_loss; class-index or class-probability targets
+    (torch's). The plain mean over (N, C) logits is one fused op (ops.softmax_cross_entropy)."""
+    if isinstance(target, Tensor) and target.dtype.kind == "f" and tuple(target.shape) == tuple(input.shape):
+        return _soft_cross_entropy(input, target, weight, reduction, label_smoothing)
+    y = _labels(target)
+    if (input.ndim == 2 and weight is None and reduction == "mean" and not label_smoothing
+            and not np.any(y == ignore_index)):
+        return ops.softmax_cross_entropy(input, y)
+    logp = ops.logsoftmax(input, 1 if input.ndim > 1 else 0)
+    nll = nll_loss(logp, y.reshape(_target_shape(input, target)), weight, ignore_index, reduction)
+    if not label_smoothing:
+        return nll
+    rows = _class_last(logp)
+    keep = y != ignore_index
+    w = None if weight is None else weight.reshape((1, -1))
+    mask = Tensor(keep, dtype=rows.dtype, device=rows.device)
+    smooth = -(rows if w is None else rows * w).sum(1) * mask * (1.0 / rows.shape[1])
+    count = None
+    if reduction == "mean":
+        wv = np.ones(rows.shape[1]) if weight is None else weight.numpy()
+        count = float((wv[np.where(keep, y, 0)] * keep).sum())
+    smooth = _reduce(smooth.reshape(_target_shape(input, target)), reduction, "cross_entropy", count)
+    return nll * (1.0 - label_smoothing) + smooth * label_smoothing
+
+
+def _soft_cross_entropy(input, target, weight, reduction, label_smoothing):
+    """Targets as class probabilities (same shape as input)."""
+    dim = 1 if input.ndim > 1 else 0
+    c = input.shape[dim]
+    if label_smoothing:
+        target = target * (1.0 - label_smoothing) + label_smoothing / c
+    logp = ops.logsoftmax(input, dim)
+    if weight is not None:
+        shape = [1] * input.ndim
+        shape[dim] = c
+        logp = logp * weight.reshape(tuple(shape))
+    loss = -(logp * target).sum(dim)
+    if reduction == "mean" and input.ndim > 1:
+        return loss.sum() / float(loss.numel())
+    return _reduce(loss, reduction, "cross_entropy")
+
+
+# layers as functions ---------------------------------------------------------------------
+def linear(input, weight, bias=None):
+    """input @ weight.T + bias, weight (out_features, in_features) as torch's
+    (nn.Linear here stores (in, out), as needle's)."""
+    return ops.linear(input, ops.transpose(weight), bias)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    if isinstance(padding, str):
+        padding = _string_padding(padding, weight, stride, dilation)
+    return ops.conv(input, weight, bias, stride, padding, dilation, groups)
+
+
+def _string_padding(mode, weight, stride, dilation):
+    if mode == "valid":
+        return 0
+    d = (dilation, dilation) if isinstance(dilation, int) else tuple(dilation)
+    total = [d[i] * (weight.shape[2 + i] - 1) for i in range(2)]
+    if mode != "same" or stride not in (1, (1, 1)) or any(t % 2 for t in total):
+        raise ValueError(f"conv2d: padding={mode!r} works for 'valid', or 'same' with stride 1 "
+                         "and an odd (dilated) kernel")
+    return (total[0] // 2, total[1] // 2)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    if ceil_mode or return_indices:
+        raise NotImplementedError("max_pool2d: ceil_mode and return_indices are not supported")
+    return ops.max_pool2d(input, kernel_size, stride, padding, dilation)
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    if ceil_mode or not count_include_pad:
+        raise NotImplementedError("avg_pool2d: ceil_mode and count_include_pad=False are not supported")
+    return ops.avg_pool2d(input, kernel_size, stride, padding)
+
+
+def dropout(input, p=0.5, training=True):
+    """Zero each element with probability p when training, scale the rest by 1 / (1 - p)."""
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    if not training or p == 0:
+        return input
+    if p == 1:
+        return input * 0.0
+    return input * init.dropout_mask(*input.shape, keep=1 - p, dtype=input.dtype, device=input.device)
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalise over the last len(normalized_shape) dims (biased variance, as torch)."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if tuple(input.shape[input.ndim - len(shape):]) != shape:
+        raise ValueError(f"layer_norm: input {input.shape} does not end in {shape}")
+    dims = tuple(range(input.ndim - len(shape), input.ndim))
+    xc = input - input.mean(dims, keepdim=True)
+    out = xc * ((xc * xc).mean(dims, keepdim=True) + eps) ** -0.5
+    if weight is not None:
+        out = out * weight
+    return out if bias is None else out + bias
+
+
+def embedding(input, weight):
+    return ops.embedding(input, weight)
+
+
+def pad(input, pad, mode="constant", value=0.0):
+    """torch's pad: (left, right) of the last dim first, then the one before, ..."""
+    if mode != "constant":
+        raise NotImplementedError(f"pad: only mode='constant' is supported, got {mode!r}")
+    if len(pad) % 2 or len(pad) // 2 > input.ndim:
+        raise ValueError(f"pad: {pad} must hold (before, after) pairs for at most {input.ndim} dims")
+    pairs = [(0, 0)] * input.ndim
+    for i in range(len(pad) // 2):
+        pairs[input.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+    out = ops.pad(input, pairs)
+    if value:
+        ones = NDArray.make(input.shape, device=input.device, dtype=input.dtype).fill(1.0)
+        inside = ops.pad(Tensor.make_const(ones), pairs)
+        out = out + (1.0 - inside) * value
+    return out
+
+
+def one_hot(tensor, num_classes=-1):
+    """int64, as torch; num_classes=-1 takes max + 1."""
+    y = _labels(tensor)
+    n = int(y.max()) + 1 if num_classes == -1 else num_classes
+    shape = tuple(tensor.shape) if isinstance(tensor, Tensor) else np.shape(tensor)
+    return ops.one_hot(y, n, dtype="int64").reshape(tuple(shape) + (n,))

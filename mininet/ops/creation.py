@@ -1,0 +1,173 @@
+"""PyTorch's top-level functions: creation (mininet.tensor, zeros, arange, eye, ...,
+*_like) with the default float dtype they use (float32, as torch), shapes as varargs or
+one tuple; and cat, stack, flatten with torch's dim= (axis= too)."""
+import numbers
+
+import numpy as np
+
+from ..autograd import Tensor
+from ..backend import cuda_available, get_device
+from ..ndarray import NDArray, as_dtype, float32
+
+_default = {"dtype": float32}
+
+
+def set_default_dtype(dtype):
+    """The dtype of float data and creation functions without dtype= (float32 or float64)."""
+    d = as_dtype(dtype)
+    if d.kind != "f":
+        raise TypeError(f"set_default_dtype: only float32 or float64 can be the default, got {d}")
+    _default["dtype"] = d
+
+
+def get_default_dtype():
+    return _default["dtype"]
+
+
+def device(spec):
+    """mininet.device("cpu") / ("cuda"): the Device object (x.device compares equal to it)."""
+    return get_device(spec)
+
+
+class _Accelerator:
+    """mininet.accelerator.is_available(), as torch.accelerator."""
+
+    @staticmethod
+    def is_available():
+        return cuda_available()
+
+    @staticmethod
+    def current_accelerator():
+        return get_device("cuda") if cuda_available() else None
+
+
+accelerator = _Accelerator()
+
+
+def size_arg(size, what="shape"):
+    """(2, 3) from f(2, 3), f((2, 3)) or f([2, 3])."""
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        size = size[0]
+    if not all(isinstance(n, numbers.Integral) for n in size):
+        raise TypeError(f"{what}: sizes must be integers, got {tuple(size)}")
+    if any(n < 0 for n in size):
+        raise ValueError(f"{what}: negative dimension in {tuple(size)}")
+    return tuple(int(n) for n in size)
+
+
+def _dtype(dtype):
+    return get_default_dtype() if dtype is None else as_dtype(dtype)
+
+
+def _leaf(nd, requires_grad):
+    t = Tensor.make_const(nd)
+    if requires_grad:
+        if nd.dtype.kind != "f":
+            raise TypeError(f"only float tensors can require grad, got {nd.dtype}")
+        t.requires_grad = True
+    return t
+
+
+def _filled(shape, value, dtype, device, requires_grad):
+    nd = NDArray.make(shape, device=get_device(device) if device is not None else None,
+                      dtype=_dtype(dtype))
+    return _leaf(nd.fill(value), requires_grad)
+
+
+def tensor(data, dtype=None, device=None, requires_grad=False):
+    """A new leaf tensor with a copy of data. As torch: Python floats become the default
+    dtype (float32), ints int64; numpy arrays and tensors keep their dtype."""
+    if isinstance(data, Tensor):
+        data = data.cached_data
+    if dtype is None and not isinstance(data, (np.ndarray, NDArray)):
+        kind = np.asarray(data).dtype.kind
+        dtype = get_default_dtype() if kind == "f" else None
+    return _leaf(NDArray(data, dtype=dtype, device=device), requires_grad)   # always a copy
+
+
+def zeros(*size, dtype=None, device=None, requires_grad=False):
+    return _filled(size_arg(size, "zeros"), 0.0, dtype, device, requires_grad)
+
+
+def ones(*size, dtype=None, device=None, requires_grad=False):
+    return _filled(size_arg(size, "ones"), 1.0, dtype, device, requires_grad)
+
+
+def empty(*size, dtype=None, device=None, requires_grad=False):
+    """Zero-filled here (uninitialised memory buys nothing at this size)."""
+    return _filled(size_arg(size, "empty"), 0.0, dtype, device, requires_grad)
+
+
+def full(size, fill_value, dtype=None, device=None, requires_grad=False):
+    if dtype is None and isinstance(fill_value, numbers.Integral) and not isinstance(fill_value, bool):
+        dtype = "int64"   # as torch.full(..., 3)
+    return _filled(size_arg((size,), "full"), fill_value, dtype, device, requires_grad)
+
+
+def _like(x, dtype, device):
+    return x.dtype if dtype is None else dtype, x.device if device is None else device
+
+
+def zeros_like(x, dtype=None, device=None, requires_grad=False):
+    d, dev = _like(x, dtype, device)
+    return zeros(x.shape, dtype=d, device=dev, requires_grad=requires_grad)
+
+
+def ones_like(x, dtype=None, device=None, requires_grad=False):
+    d, dev = _like(x, dtype, device)
+    return ones(x.shape, dtype=d, device=dev, requires_grad=requires_grad)
+
+
+def empty_like(x, dtype=None, device=None, requires_grad=False):
+    return zeros_like(x, dtype, device, requires_grad)
+
+
+def full_like(x, fill_value, dtype=None, device=None, requires_grad=False):
+    d, dev = _like(x, dtype, device)
+    return full(x.shape, fill_value, dtype=d, device=dev, requires_grad=requires_grad)
+
+
+def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False):
+    """int64 when start, end and step are all integers, else the default dtype (torch)."""
+    if end is None:
+        start, end = 0, start
+    if step == 0:
+        raise ValueError("arange: step must be nonzero")
+    ints = all(isinstance(v, numbers.Integral) for v in (start, end, step))
+    dtype = ("int64" if ints else get_default_dtype()) if dtype is None else dtype
+    n = max(0, int(np.ceil((end - start) / step)))
+    data = start + step * np.arange(n, dtype=np.float64 if not ints else np.int64)
+    return _leaf(NDArray(data, dtype=dtype, device=device), requires_grad)
+
+
+def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
+    data = np.linspace(start, end, int(steps))
+    return _leaf(NDArray(data, dtype=_dtype(dtype), device=device), requires_grad)
+
+
+def eye(n, m=None, dtype=None, device=None, requires_grad=False):
+    return _leaf(NDArray(np.eye(n, m), dtype=_dtype(dtype), device=device), requires_grad)
+
+
+def _axis(what, dim, axis):
+    if dim is not None and axis is not None:
+        raise TypeError(f"{what}: give dim= or axis=, not both")
+    return dim if axis is None else axis
+
+
+def cat(tensors, dim=0, *, axis=None):
+    from .shape import concatenate
+    return concatenate(list(tensors), _axis("cat", dim, axis))
+
+
+concat = concatenate = cat
+
+
+def stack(tensors, dim=0, *, axis=None):
+    from .shape import stack as stack_op
+    return stack_op(list(tensors), _axis("stack", dim, axis))
+
+
+def flatten(x, start_dim=0, end_dim=-1):
+    """torch.flatten (ops.flatten is needle's, from dim 1)."""
+    return x.flatten(start_dim, end_dim)

@@ -1,0 +1,254 @@
+"""Selection and gathering ops (where, gather, index_select, sort's values), cumsum,
+prod, erf, dtype casts and clone. Index arithmetic runs on the host (numpy): indices
+are constants of the graph, and each op is linear in its float input, so its adjoint
+is another op of this file and higher-order gradients work."""
+import math
+
+import numpy as np
+
+from ..autograd import Op, Tensor
+from ..ndarray import NDArray, _ewise as nd_ewise, as_dtype, check_axis
+
+
+def _const(a, like):
+    """A numpy array as an NDArray on like's device, in like's dtype."""
+    return NDArray(np.asarray(a), dtype=like.dtype, device=like.device)
+
+
+# where / masked_fill --------------------------------------------------------------------
+class MaskPass(Op):
+    """x where mask is nonzero, else 0 (never x * 0: inf or NaN off the mask stays out)."""
+
+    def __init__(self, mask):
+        self.mask = mask   # an NDArray of x's shape
+
+    def compute(self, x):
+        mask = self.mask if self.mask.dtype == x.dtype else self.mask.astype(x.dtype)
+        return nd_ewise(x, mask != 0.0, "pass_pos")
+
+    def gradient(self, g, node):
+        return MaskPass(self.mask)(g)
+
+
+def _mask_of(cond):
+    c = cond.cached_data if isinstance(cond, Tensor) else NDArray(np.asarray(cond))
+    return c.astype("float64") if c.dtype.kind != "f" else c
+
+
+def where(cond, a, b):
+    """a where cond is nonzero, else b (broadcast together, as torch.where)."""
+    from .math import _tensor
+    from .shape import broadcast_to
+    like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else None
+    if like is None:
+        like = Tensor(np.asarray(a, dtype=np.float32))
+    a, b = _tensor(a, like), _tensor(b, like)
+    mask = _mask_of(cond)
+    from ..ndarray import broadcast_shapes
+    shape = broadcast_shapes(mask.shape, a.shape, b.shape)
+    mask = mask.broadcast_to(shape).compact()
+    return MaskPass(mask)(broadcast_to(a, shape)) + MaskPass(1.0 - mask)(broadcast_to(b, shape))
+
+
+def masked_fill(x, mask, value):
+    """x with value where mask is nonzero (mask broadcasts to x's shape)."""
+    m = _mask_of(mask).broadcast_to(x.shape).compact()
+    fill = NDArray.make(x.shape, device=x.device, dtype=x.dtype).fill(float(value))
+    return MaskPass(1.0 - m)(x) + Tensor.make_const(nd_ewise(fill, m, "pass_pos"))
+
+
+# gather / index_select / scatter-add ----------------------------------------------------
+class Take(Op):
+    """a[index] for a numpy advanced index (a tuple of integer arrays and slices)."""
+
+    def __init__(self, index):
+        self.index = index
+
+    def compute(self, a):
+        return _const(a.numpy()[self.index], a)
+
+    def gradient(self, g, node):
+        return TakeAdjoint(self.index, node.inputs[0].shape)(g)
+
+
+class TakeAdjoint(Op):
+    """zeros(shape) with g added at index (repeated indices add up): Take's adjoint."""
+
+    def __init__(self, index, shape):
+        self.index, self.shape = index, tuple(shape)
+
+    def compute(self, g):
+        out = np.zeros(self.shape, dtype=g.dtype)
+        np.add.at(out, self.index, g.numpy())
+        return _const(out, g)
+
+    def gradient(self, h, node):
+        return Take(self.index)(h)
+
+
+def _int_index(index, what):
+    raw = index.cached_data if isinstance(index, Tensor) else index
+    arr = raw.numpy() if isinstance(raw, NDArray) else np.asarray(raw)
+    if arr.dtype.kind == "f" and np.all(arr == np.round(arr)):
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{what}: index must hold integers, got {arr.dtype}")
+    return arr.astype(np.int64, copy=False)
+
+
+def _check_range(idx, n, what, dim):
+    if idx.size and (idx.min() < -n or idx.max() >= n):
+        raise IndexError(f"{what}: index {idx.max() if idx.max() >= n else idx.min()} is out of "
+                         f"range for dimension {dim} of size {n}")
+
+
+def gather(x, dim, index):
+    """out[i][j][k] = x[i][index[i][j][k]][k] for dim 1 (torch.gather)."""
+    dim = check_axis(dim, max(x.ndim, 1), "gather")
+    idx = _int_index(index, "gather")
+    if idx.ndim != x.ndim:
+        raise ValueError(f"gather: index has {idx.ndim} dimensions, input {x.ndim}")
+    _check_range(idx, x.shape[dim] if x.ndim else 1, "gather", dim)
+    grid = list(np.indices(idx.shape, sparse=True))
+    grid[dim] = idx
+    return Take(tuple(grid))(x)
+
+
+def index_select(x, dim, index):
+    """The entries at `index` (1-d) along dim (torch.index_select)."""
+    dim = check_axis(dim, max(x.ndim, 1), "index_select")
+    idx = _int_index(index, "index_select").reshape(-1)
+    _check_range(idx, x.shape[dim], "index_select", dim)
+    return Take((slice(None),) * dim + (idx,))(x)
+
+
+# cumsum, prod ---------------------------------------------------------------------------
+class Cumsum(Op):
+    def __init__(self, axis):
+        self.axis = axis
+
+    def compute(self, a):
+        return _const(np.cumsum(a.numpy(), axis=self.axis), a)
+
+    def gradient(self, g, node):
+        from .shape import flip
+        return flip(cumsum(flip(g, self.axis), self.axis), self.axis)
+
+
+def cumsum(x, dim):
+    return Cumsum(check_axis(dim, max(x.ndim, 1), "cumsum") if x.ndim else None)(x)
+
+
+class Prod(Op):
+    """The product along one axis (or all); first-order gradient: the product of the
+    others, exact where an entry is 0 (no division)."""
+
+    def __init__(self, axis, keepdims):
+        self.axis, self.keepdims = axis, keepdims
+
+    def compute(self, a):
+        return _const(np.prod(a.numpy(), axis=self.axis, keepdims=self.keepdims), a)
+
+    def gradient(self, g, node):
+        from .shape import broadcast_to, reshape
+        a = node.inputs[0].cached_data.numpy()
+        axis = self.axis
+        flat = a.reshape(-1) if axis is None else a
+        ax = 0 if axis is None else axis
+        ones = np.ones_like(np.take(flat, [0], axis=ax))
+        left = np.cumprod(np.concatenate([ones, np.delete(flat, -1, axis=ax)], ax), axis=ax)
+        right = np.flip(np.cumprod(np.flip(np.concatenate(
+            [np.delete(flat, 0, axis=ax), ones], ax), ax), axis=ax), ax)
+        others = (left * right).reshape(a.shape)
+        keep = (1,) * a.ndim if axis is None else a.shape[:axis] + (1,) + a.shape[axis + 1:]
+        return broadcast_to(reshape(g, keep), a.shape) * Tensor.make_const(_const(others, g.cached_data))
+
+
+def prod(x, dim=None, keepdim=False):
+    axis = None if dim is None or x.ndim == 0 else check_axis(dim, x.ndim, "prod")
+    return Prod(axis, keepdim)(x)
+
+
+# casts, clone ----------------------------------------------------------------------------
+class Cast(Op):
+    """A float-to-float dtype change; the gradient goes back in the input's dtype."""
+
+    def __init__(self, dtype):
+        self.dtype = as_dtype(dtype)
+
+    def compute(self, a):
+        return a.astype(self.dtype)
+
+    def gradient(self, g, node):
+        return Cast(node.inputs[0].dtype)(g)
+
+
+def cast(x, dtype):
+    dtype = as_dtype(dtype)
+    if dtype == x.dtype:
+        return x
+    if dtype.kind != "f":   # integers carry no gradient, as torch
+        return Tensor.make_const(x.cached_data.astype(dtype))
+    return Cast(dtype)(x)
+
+
+class Clone(Op):
+    """A compact copy; the gradient passes through."""
+
+    def compute(self, a):
+        return a.copy()
+
+    def gradient(self, g, node):
+        return g
+
+
+def clone(x):
+    return Clone()(x)
+
+
+# erf (exact GELU) ---------------------------------------------------------------------
+# Cephes' ndtr.c rational approximations (double precision): x T(x^2) / U(x^2) for
+# |x| <= 1; erfc(|x|) = exp(-x^2) P(|x|) / Q(|x|) for 1 < |x| < 8; erf(+-8) is +-1.
+_T = (9.60497373987051638749E0, 9.00260197203842689217E1, 2.23200534594684319226E3,
+      7.00332514112805075473E3, 5.55923013010394962768E4)
+_U = (1.0, 3.35617141647503099647E1, 5.21357949780152679795E2, 4.59432382970980127987E3,
+      2.26290000613890934246E4, 4.92673942608635921086E4)
+_P = (2.46196981473530512524E-10, 5.64189564831068821977E-1, 7.46321056442269912687E0,
+      4.86371970985681366614E1, 1.96520832956077098242E2, 5.26445194995477358631E2,
+      9.34528527171957607540E2, 1.02755188689515710272E3, 5.57535335369399327526E2)
+_Q = (1.0, 1.32281951154744992508E1, 8.67072140885989742329E1, 3.54937778887819891062E2,
+      9.75708501743205489753E2, 1.82390916687909736289E3, 2.24633760818710981792E3,
+      1.65666309194161350182E3, 5.57535340817727675546E2)
+
+
+def _polevl(x, coefs):
+    out = x * 0.0 + coefs[0]
+    for c in coefs[1:]:
+        out = out * x + c
+    return out
+
+
+def nd_erf(x):
+    """erf of an NDArray from its kernels (exp, +, *, /): device independent."""
+    a = x.abs()
+    small = a.clip(None, 1.0)
+    z = small * small
+    inner = small * _polevl(z, _T) / _polevl(z, _U)
+    big = a.clip(1.0, 8.0)
+    outer = 1.0 - (-(big * big)).exp() * _polevl(big, _P) / _polevl(big, _Q)
+    pick = nd_ewise(inner, (a <= 1.0), "pass_pos") + nd_ewise(outer, (a > 1.0), "pass_pos")
+    return pick * x.sign()   # NaN stays NaN (sign(NaN) is NaN)
+
+
+class Erf(Op):
+    def compute(self, a):
+        return nd_erf(a)
+
+    def gradient(self, g, node):
+        from .math import exp
+        x = node.inputs[0]
+        return g * exp(-(x * x)) * (2.0 / math.sqrt(math.pi))
+
+
+def erf(x):
+    return Erf()(x)
