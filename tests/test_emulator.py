@@ -2,6 +2,7 @@
 kernels with a bug put in (a __syncthreads removed, an index one past the end), launches
 the driver would refuse, and small kernels for barriers, warps, shared memory and
 memory. Needs only a host C++ compiler; no GPU, and MININET_CUDA need not be set."""
+import gc
 import shutil
 
 import numpy as np
@@ -254,6 +255,34 @@ def test_a_kernel_touching_memory_back_in_the_pool(mini, mode):
     assert int(again) == ptr
     write.prepared_call((1, 1, 1), (1, 1, 1), int(again), 3)
     pool.free_held()
+
+
+def test_a_pooled_block_collected_in_a_reference_cycle_is_reused_whole(ctx):
+    """Before: a failed test's traceback kept a training step's buffers in a reference
+    cycle; the collector finalized the DeviceAllocation inside a pooled one first (freed,
+    address 0), then the pooled one gave that dead allocation back, and later tests got
+    blocks at address 0 ('0 is not device memory'). The pool now holds plain addresses, as
+    PyCUDA's does."""
+    pool = tools.DeviceMemoryPool()
+    cycle = [pool.allocate(256)]
+    cycle.append(cycle)
+    ptr = int(cycle[0])
+    del cycle
+    gc.collect()
+    assert (pool.active_blocks, pool.held_blocks) == (0, 1)
+    again = pool.allocate(256)
+    assert int(again) == ptr
+    driver.memcpy_htod(again, np.zeros(64, np.float32))
+    again.free()
+    assert int(again) == ptr   # as PyCUDA: the address outlives free(); freeing twice is an error
+    with pytest.raises(driver.LogicError, match="invalid resource handle"):
+        again.free()
+    assert (pool.active_blocks, pool.held_blocks) == (0, 1)
+    pool.free_held()
+    x = driver.mem_alloc(8)
+    x.free()
+    with pytest.raises(driver.LogicError, match="invalid resource handle"):
+        x.free()
 
 
 def test_a_trap_names_the_kernel(ctx, mode):

@@ -157,9 +157,31 @@ _primary = Context()
 
 
 # ---- memory -------------------------------------------------------------------------------
+def _alloc(nbytes):
+    """A fresh block (its address), as cuMemAlloc."""
+    ptr = _runtime().mn_emu_alloc(int(nbytes))
+    if not ptr:
+        raise MemoryError("cuMemAlloc failed: out of memory")
+    return ptr
+
+
+def _free(ptr):
+    if _runtime().mn_emu_free(ptr):
+        raise LogicError(f"cuMemFree failed: invalid value (emulator: {ptr:#x} is not a live "
+                         f"allocation)")
+
+
+def _hold(ptr, held):
+    """Make a block the pool holds inaccessible (held) or usable again."""
+    if _runtime().mn_emu_hold(ptr, int(held)):
+        raise LogicError(f"emulator: the pool's block at {ptr:#x} is not a live allocation")
+
+
 class DeviceAllocation:
+    """As PyCUDA's: int() stays the address after free(); freeing twice is an error."""
+
     def __init__(self, ptr, size):
-        self.ptr, self.size = ptr, size
+        self.ptr, self.size, self._valid = ptr, size, True
 
     def __int__(self):
         return self.ptr
@@ -167,13 +189,15 @@ class DeviceAllocation:
     __index__ = __int__
 
     def free(self):
-        if self.ptr:
-            _runtime().mn_emu_free(self.ptr)
-            self.ptr = 0
+        if not self._valid:
+            raise LogicError("device_allocation::free failed: invalid resource handle")
+        self._valid = False
+        _free(self.ptr)
 
     def __del__(self):
         try:
-            self.free()
+            if self._valid:
+                self.free()
         except Exception:   # interpreter shutdown
             pass
 
@@ -182,10 +206,7 @@ def mem_alloc(nbytes):
     _need_context("cuMemAlloc")
     if int(nbytes) <= 0:
         raise LogicError("cuMemAlloc failed: invalid argument")
-    ptr = _runtime().mn_emu_alloc(int(nbytes))
-    if not ptr:
-        raise MemoryError("cuMemAlloc failed: out of memory")
-    return DeviceAllocation(ptr, int(nbytes))
+    return DeviceAllocation(_alloc(nbytes), int(nbytes))
 
 
 def mem_get_info():

@@ -1,15 +1,22 @@
 """The emulator's stand-in for pycuda.tools.DeviceMemoryPool: freed blocks are held for
 reuse, by exact size (so every block still ends at its guard page), and made inaccessible
-while held, so a kernel that touches freed memory faults."""
+while held, so a kernel that touches freed memory faults.
+
+As in PyCUDA (mempool.hpp), the pool holds plain addresses, never Python objects with
+finalizers of their own: the garbage collector finalizes the objects of a reference cycle
+(a failed test's traceback keeps a whole training step in one) in no set order, so a pooled
+allocation wrapping a DeviceAllocation could give back a block its inner allocation had
+already freed, and the next block of that size came out at address 0."""
 import threading
 
 from . import driver
 
 
 class PooledDeviceAllocation:
-    def __init__(self, pool, alloc, size):
-        self.pool, self.alloc, self.size = pool, alloc, size
-        self.ptr = alloc.ptr
+    """int() stays the address after free(), as in PyCUDA; freeing twice is an error."""
+
+    def __init__(self, pool, ptr, size):
+        self.pool, self.ptr, self.size, self._valid = pool, ptr, size, True
 
     def __int__(self):
         return self.ptr
@@ -17,20 +24,23 @@ class PooledDeviceAllocation:
     __index__ = __int__
 
     def free(self):
-        if self.alloc is not None:
-            self.pool._give_back(self.alloc, self.size)
-            self.alloc = None
+        if not self._valid:
+            raise driver.LogicError("pooled_device_allocation::free failed: invalid resource "
+                                    "handle")
+        self._valid = False
+        self.pool._give_back(self.ptr, self.size)
 
     def __del__(self):
         try:
-            self.free()
+            if self._valid:
+                self.free()
         except Exception:   # interpreter shutdown
             pass
 
 
 class DeviceMemoryPool:
     def __init__(self):
-        self._held, self._lock, self._holding = {}, threading.Lock(), True
+        self._held, self._lock, self._holding = {}, threading.Lock(), True   # size -> [address]
         self.active_blocks = self.active_bytes = self.managed_bytes = 0
 
     @property
@@ -41,38 +51,46 @@ class DeviceMemoryPool:
         nbytes = int(nbytes)
         with self._lock:
             reuse = self._held.get(nbytes)
-            alloc = reuse.pop() if reuse else None
-        if alloc is not None:
-            driver._runtime().mn_emu_hold(alloc.ptr, 0)
+            ptr = reuse.pop() if reuse else None
+        if ptr is not None:
+            driver._hold(ptr, False)
         else:
-            alloc = driver.mem_alloc(nbytes)
+            ptr = driver._alloc(nbytes)
             with self._lock:
                 self.managed_bytes += nbytes
         with self._lock:
             self.active_blocks += 1
             self.active_bytes += nbytes
-        return PooledDeviceAllocation(self, alloc, nbytes)
+        return PooledDeviceAllocation(self, ptr, nbytes)
 
-    def _give_back(self, alloc, nbytes):
+    def _give_back(self, ptr, nbytes):
         with self._lock:
             self.active_blocks -= 1
             self.active_bytes -= nbytes
             if not self._holding:
                 self.managed_bytes -= nbytes
-                alloc.free()
+                driver._free(ptr)
                 return
-            self._held.setdefault(nbytes, []).append(alloc)
-            driver._runtime().mn_emu_hold(alloc.ptr, 1)
+            driver._hold(ptr, True)
+            self._held.setdefault(nbytes, []).append(ptr)
 
     def free_held(self):
         with self._lock:
             held, self._held = self._held, {}
-            for size, allocs in held.items():
-                self.managed_bytes -= size * len(allocs)
-        for allocs in held.values():
-            for a in allocs:
-                a.free()
+            for size, ptrs in held.items():
+                self.managed_bytes -= size * len(ptrs)
+        for ptrs in held.values():
+            for ptr in ptrs:
+                driver._free(ptr)
 
     def stop_holding(self):
         self._holding = False
         self.free_held()
+
+    def __del__(self):
+        # blocks still out are freed when they come back (PyCUDA frees the held ones
+        # when the pool goes)
+        try:
+            self.stop_holding()
+        except Exception:   # interpreter shutdown
+            pass
