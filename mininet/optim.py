@@ -1,11 +1,27 @@
 """Optimizers and learning-rate schedules. Updates write parameters in place
 and build no graph; SGD and Adam/AdamW run one fused kernel per parameter."""
 import math
+import numbers
 
 import numpy as np
 
 from .autograd import Tensor
 from .ndarray import NDArray
+
+
+def check_count(name, value):
+    """ValueError unless value is a whole number in [0, 2**31): an int (not 3.0, not True),
+    as state_dict and save_checkpoint write step_count and epoch."""
+    if not (isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            and 0 <= value < 2 ** 31):
+        raise ValueError(f"{name} must be a whole number in [0, 2**31), got {value!r}")
+
+
+def check_lr(lr):
+    """ValueError unless lr is a finite number >= 0."""
+    if not (isinstance(lr, numbers.Real) and not isinstance(lr, bool) and math.isfinite(lr)
+            and lr >= 0):
+        raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
 
 
 class Optimizer:
@@ -62,11 +78,8 @@ class Optimizer:
         finite values (second moments >= 0). A state array of the wrong size would otherwise
         reach a fused kernel that reads its parameter's size of elements."""
         step_count, lr = sd["step_count"], sd["lr"]
-        if isinstance(step_count, bool) or int(step_count) != step_count or not 0 <= step_count < 2 ** 31:
-            raise ValueError(f"{type(self).__name__}: step_count must be a whole number in "
-                             f"[0, 2**31), got {step_count!r}")
-        if isinstance(lr, bool) or not math.isfinite(float(lr)) or lr < 0:
-            raise ValueError(f"{type(self).__name__}: lr must be a finite number >= 0, got {lr!r}")
+        check_count("step_count", step_count)
+        check_lr(lr)
         state = {}
         for i, st in sd["state"].items():
             if isinstance(i, bool) or int(i) != i or not 0 <= int(i) < len(self.params):

@@ -24,6 +24,7 @@ import numpy as np
 MB = 1 << 20
 RSS_LIMIT_MB = 200        # peak RSS a hostile file may add to the process's RSS after import
 ADDRESS_SPACE_EXTRA = 1 << 30   # the child's RLIMIT_AS: its address space after import + this
+CPU_LIMIT_S = 10          # the child's RLIMIT_CPU: past it, SIGXCPU ends the child
 MARKER = "CODE_RAN"       # a pickle that runs code would create this file in its case folder
 _reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]   # numpy's own, under either module name
 
@@ -102,10 +103,12 @@ def idx_valid_header_then_a_gigabyte_of_zeros(folder):
     return mnist_folder(folder, "train_images", gzip.compress(idx_bytes(body)) + zeros_gzip(1280))
 
 
-@case("mnist", r"at most 60,000 images")
-def idx_images_more_than_the_cap(folder):
-    return mnist_folder(folder, "train_images",
-                        gzip.compress(idx_header((100_000, 28, 28))) + zeros_gzip(64) * 2)
+@case("mnist", r"784,000,000 bytes.*more than a gzip file of .* bytes can hold")
+def idx_images_declared_beyond_what_the_gzip_file_can_hold(folder):
+    """A million images declared in a file of a few hundred bytes: deflate inflates at
+    most 1032x, so the file cannot hold them (nothing is allocated for them)."""
+    return mnist_folder(folder, "train_images", gzip.compress(idx_header((1_000_000, 28, 28))
+                                                              + bytes(MB)))
 
 
 @case("mnist", r"28x28")
@@ -403,6 +406,136 @@ def cifar_device_instead_of_a_file(folder):
     return bad
 
 
+# raw opcodes, for pickles pickle.dumps cannot write (an object changed after its use) or
+# would take minutes to build (a dict of colliding keys)
+def op_global(module, name):
+    return f"c{module}\n{name}\n".encode()
+
+
+def op_int(n):
+    return pickle.dumps(n, protocol=2)[2:-1]      # BININT*, or LONG1 for a large one
+
+
+def op_bytes(data):
+    return b"B" + struct.pack("<I", len(data)) + data
+
+
+def op_str(text):
+    return b"X" + struct.pack("<I", len(text.encode())) + text.encode()
+
+
+def raw_batch(data_ops, labels_ops=b"](K\x00e", before=b""):
+    """A batch {b'data': <data_ops>, b'labels': <labels_ops>}, `before` ahead of it."""
+    return b"\x80\x04" + before + b"}(" + op_bytes(b"data") + data_ops + op_bytes(b"labels") \
+        + labels_ops + b"u."
+
+
+def padding(megabytes):
+    """Bytes pushed and popped: a file of this size may hold this much more."""
+    return op_bytes(bytes(megabytes * MB)) + b"0"
+
+
+RECONSTRUCT = op_global("numpy.core.multiarray", "_reconstruct") + op_global("numpy", "ndarray")
+
+
+def dtype_state(names=b"N", fields=b"N", flags=0):
+    """numpy.dtype's BUILD state (3, '|', None, names, fields, -1, -1, flags)."""
+    return (b"(" + op_int(3) + op_str("|") + b"N" + names + fields + op_int(-1) + op_int(-1)
+            + op_int(flags) + b"t")
+
+
+@case("cifar", r"refusing dtype")
+def cifar_dtype_rebuilt_after_an_array_uses_it(folder):
+    """numpy.dtype('u1') (memo 1) makes an array, then a second BUILD gives it a field of
+    2**30 bytes and the object flag: the array's dtype changed after every check."""
+    dtype = op_global("numpy", "dtype") + op_str("u1") + b"\x89\x88\x87Rq\x01" + dtype_state() + b"b"
+    array = (RECONSTRUCT + op_int(0) + b"\x85" + op_str("b") + b"\x87R(" + op_int(1) + op_int(1)
+             + op_int(3072) + b"\x86h\x01\x89" + op_bytes(bytes(3072)) + b"tb")
+    field = b"}" + op_str("a") + b"h\x01" + op_int(1 << 30) + b"\x86s"
+    rebuild = b"h\x01" + dtype_state(op_str("a") + b"\x85", field, flags=1) + b"b0"
+    return cifar_folder(folder, raw_batch(dtype + b"0" + array + rebuild))
+
+
+@case("cifar", r"dimension")
+def cifar_shape_of_memo_references_to_a_huge_integer(folder):
+    """32 references to one 3.2-million-bit integer: their product took minutes."""
+    huge = b"\x8b" + struct.pack("<i", 400_000) + b"\xff" * 399_999 + b"\x7f"
+    shape = b"(" + huge + b"q\x01" + b"h\x01" * 31 + b"t"
+    return cifar_folder(folder, raw_batch(RECONSTRUCT + shape + op_str("u1") + b"\x87R"))
+
+
+def empty_array(rows):
+    return RECONSTRUCT + op_int(rows) + op_int(3072) + b"\x86" + op_str("u1") + b"\x87R"
+
+
+@case("cifar", r"refusing to write into an array")
+def cifar_setitem_into_an_array(folder):
+    return cifar_folder(folder, raw_batch(empty_array(1) + b")K\x05s"))
+
+
+@case("cifar", r"entries|refusing to write into an array")
+def cifar_setitem_into_an_array_forty_thousand_times(folder):
+    """array[()] = 0 on a 16 MB array 40,000 times: a memset of 16 MB per 3 opcodes."""
+    return cifar_folder(folder, raw_batch(empty_array(16 * MB // 3072) + b")K\x00s" * 40_000,
+                                          before=padding(3)))
+
+
+XXPRIME_1, XXPRIME_2, XXPRIME_5 = 11400714785074694791, 14029467366897019727, 2870177450012600261
+HASH_MODULUS = (1 << 61) - 1          # an int's hash is its value modulo this
+
+
+def colliding_pairs(n):
+    """n pairs (a, b) of ints whose tuple hashes are equal: Python's tuple hash (xxHash's
+    rounds) adds b's hash times XXPRIME_2 to a state that depends on a alone, so b is
+    solved for (it must be an int whose hash is that value: about 1 a in 4 has one)."""
+    mask, pairs, a = (1 << 64) - 1, [], 0
+    while len(pairs) < n:
+        state = (XXPRIME_5 + a * XXPRIME_2) & mask
+        state = (((state << 31) | (state >> 33)) & mask) * XXPRIME_1 & mask
+        lane = -state * pow(XXPRIME_2, -1, 1 << 64) & mask
+        b = lane if lane < HASH_MODULUS else lane - (1 << 64)
+        if -HASH_MODULUS < b and b != -1:
+            pairs.append((a, b))
+        a += 1
+    return pairs
+
+
+def colliding_keys(kind, n):
+    """The opcodes of n keys of one hash: ints k * (2**61 - 1), or pairs of ints."""
+    if kind == "ints":
+        return [op_int(k * HASH_MODULUS) for k in range(1, n + 1)]
+    return [op_int(a) + op_int(b) + b"\x86" for a, b in colliding_pairs(n)]
+
+
+@case("cifar", r"entries")
+def cifar_dict_of_fifty_thousand_colliding_integer_keys(folder):
+    return cifar_folder(folder, raw_batch(b"N", before=b"}(" + b"N".join(
+        colliding_keys("ints", 50_000)) + b"Nu0"))
+
+
+@case("cifar", r"entries")
+def cifar_set_of_fifty_thousand_colliding_integer_keys(folder):
+    return cifar_folder(folder, raw_batch(b"N", before=b"\x8f(" + b"".join(
+        colliding_keys("ints", 50_000)) + b"\x900"))
+
+
+@case("cifar", r"entries")
+def cifar_dict_of_forty_thousand_colliding_pair_keys(folder):
+    return cifar_folder(folder, raw_batch(b"N", before=b"}(" + b"N".join(
+        colliding_keys("pairs", 40_000)) + b"Nu0"))
+
+
+@case("cifar", r"more than")
+def cifar_set_of_six_million_integers(folder):
+    """6.5 million BININTs (5 bytes each) in one set, with padding that lets a 36-byte
+    charge per integer pass: it grew the process by 773 MB."""
+    ints = np.zeros((6_500_000, 5), np.uint8)
+    ints[:, 0] = ord("J")
+    ints[:, 1:] = np.arange(6_500_000, dtype="<i4").view(np.uint8).reshape(-1, 4)
+    raw = b"\x80\x04" + padding(31) + b"\x8f(" + ints.tobytes() + b"\x900N."
+    return cifar_folder(folder, raw)
+
+
 # ---------------------------------------------------------------- PTB (text)
 def ptb_folder(folder, split, raw):
     """ptb.{train,valid,test}.txt of 200 words each; `split` holds raw bytes."""
@@ -505,13 +638,22 @@ def _address_space():
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
 
 
+def _cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _child(kind, folder, out):
-    """Load under RLIMIT_AS (address space now + 1 GB); report error and RSS growth."""
+    """Load under RLIMIT_AS (address space now + 1 GB) and RLIMIT_CPU (CPU_LIMIT_S, no core
+    file); report error, RSS growth and CPU time."""
     from mininet.data import CIFARError, CorpusError, MNISTError
     signal.alarm(60)
     limit = _address_space() + ADDRESS_SPACE_EXTRA
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_CPU, (int(_cpu_seconds()) + CPU_LIMIT_S,) * 2)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cpu0 = _cpu_seconds()
     result = {"error": None, "message": ""}
     try:
         load(kind, folder)
@@ -522,11 +664,12 @@ def _child(kind, folder, out):
                   "traceback": traceback.format_exc()[-2000:]}
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result["rss_growth_mb"] = (rss1 - rss0) / 1024
+    result["cpu_s"] = round(_cpu_seconds() - cpu0, 2)
     os.write(out, json.dumps(result).encode())
 
 
 def run_case(name, folder):
-    """Fork; the child loads the case; {error, message, rss_growth_mb, code_ran}."""
+    """Fork; the child loads the case; {error, message, rss_growth_mb, cpu_s, code_ran}."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -539,18 +682,20 @@ def run_case(name, folder):
     with os.fdopen(r, "rb") as f:
         raw = f.read()
     _, status = os.waitpid(pid, 0)
-    result = json.loads(raw) if raw else {"error": f"child died (wait status {status})",
-                                          "message": "", "rss_growth_mb": None}
+    died = signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status) else status
+    result = json.loads(raw) if raw else {"error": f"child died ({died})", "message": "",
+                                          "rss_growth_mb": None, "cpu_s": None}
     result["code_ran"] = (folder / MARKER).exists()
     return result
 
 
-def main(root):
+def main(root, names=()):
+    """Each case written in root by write_all (or those named), one JSON line each."""
     import mininet.data  # noqa: F401 - the baseline is the process after import
-    for name in CASES:
+    for name in names or CASES:
         result = run_case(name, Path(root) / name)
         print(json.dumps({"case": name, **result}), flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2:])

@@ -5,7 +5,6 @@ import random
 import shlex
 import signal
 import sys
-from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -271,21 +270,16 @@ def check_sizes(dataset, data_dir, n_train, n_test):
 
 
 def split_file(dataset, data_dir, split):
-    """The file(s) a split of the dataset was read from, for error messages."""
-    try:
-        if dataset == "cifar10":
-            from ..data import cifar
-            folder = Path(cifar.data_dir(data_dir))
-            folder = folder if (folder / cifar.TEST[0]).exists() else folder / cifar.FOLDER
-            names = cifar.TRAIN if split == "train" else cifar.TEST
-            return folder / names[0] if len(names) == 1 else f"{folder}/{{{','.join(names)}}}"
-        from ..data import mnist
-        folder = Path(mnist.data_dir(data_dir, dataset))
-        name = mnist.FILES[f"{split}_images"]
-        return folder / name if (folder / name).exists() or not (folder / name[:-3]).exists() \
-            else folder / name[:-3]
-    except Exception:   # the data module's layout changed: name the folder at least
-        return data_dir or f"the {dataset} {split} set"
+    """The file(s) a split of the dataset was read from, for error messages (the loaders'
+    own look-ups)."""
+    from ..data import cifar, mnist
+    if dataset == "cifar10":
+        folder = cifar.batches_folder(cifar.data_dir(data_dir))
+        names = cifar.TRAIN if split == "train" else cifar.TEST
+        return folder / names[0] if len(names) == 1 else f"{folder}/{{{','.join(names)}}}"
+    folder = mnist.data_dir(data_dir, dataset)
+    name = mnist.FILES[f"{split}_images"]
+    return mnist.find_file(folder, name) or folder / name
 
 
 def read_on_rank0(path):

@@ -33,24 +33,11 @@ def check_tokens(data_dir, max_lines, batch_size, splits):
     for split, ids in splits:
         if len(ids) < 2 * batch_size:
             raise ValueError(
-                f"{_split_path(data_dir, split)} has {len(ids)} tokens"
+                f"{ids.path} has {len(ids)} tokens"
                 + (f" in its first {max_lines} lines" if max_lines else "")
                 + f", but --batch-size {batch_size} needs at least {2 * batch_size} (two rows of "
                 f"{batch_size} columns: a window and its next tokens); use a longer file or a "
                 "smaller --batch-size")
-
-
-def _split_path(data_dir, split):
-    """The file a split was read from (ptb.<split>.txt or <split>.txt), for messages."""
-    try:
-        from ..data import ptb
-        folder = ptb.data_dir(data_dir)
-        for name in (f"ptb.{split}.txt", f"{split}.txt"):
-            if (folder / name).exists():
-                return folder / name
-        return folder / f"{split}.txt"
-    except Exception:   # the data module's layout changed: name the split at least
-        return f"the {split} split"
 
 
 def _run_lm(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir, threads,

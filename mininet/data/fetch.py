@@ -1,11 +1,16 @@
-"""Downloads for the datasets: each file fetched into its folder through a temp file,
-md5-verified, then renamed, so a folder never holds half a file."""
+"""The datasets' files: opened only when they are regular files, read in chunks, and
+downloaded into their folder through a temp file, md5-verified, then renamed, so a
+folder never holds half a file."""
 import hashlib
 import os
 import stat
 import tempfile
 import urllib.request
 from pathlib import Path
+
+import numpy as np
+
+CHUNK = 1 << 20   # bytes read at a time by read_into
 
 
 class FetchError(RuntimeError):
@@ -21,12 +26,31 @@ def dataset_dir(path, env, name):
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mininet" / name
 
 
-def check_regular_file(path, error):
-    """Raise error, naming path, unless it is a regular file: a device such as /dev/zero
-    would be read without end and a FIFO would block. A missing path raises OSError."""
-    if not stat.S_ISREG(os.stat(path).st_mode):
-        raise error(f"{path}: not a regular file (a folder, device or pipe); put the data "
-                    f"file itself there")
+def open_regular(path, error, mode="rb", encoding=None):
+    """path opened for reading, or error naming it unless it is a regular file: a device
+    such as /dev/zero would be read without end and a FIFO would block. The descriptor
+    that is read is the one checked (opened with O_NONBLOCK, so that opening a FIFO does
+    not wait for a writer; blocking again once checked): the path cannot be swapped
+    between the check and the open. A missing path raises OSError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise error(f"{path}: not a regular file (a folder, device or pipe); put the data "
+                        f"file itself there")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, mode, encoding=encoding)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_into(f, array):
+    """Fill array (any dtype, C-contiguous) from the binary stream f, a chunk at a time (no
+    copy of the whole); the number of bytes read, short where the stream ended."""
+    view, got = memoryview(array.reshape(-1).view(np.uint8)), 0
+    while got < len(view) and (n := f.readinto(view[got:got + CHUNK])):
+        got += n
+    return got
 
 
 def md5sum(path):

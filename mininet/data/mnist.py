@@ -1,6 +1,7 @@
 """MNIST from the standard IDX files (gzipped or not), found in --data-dir,
 else $MININET_DATA, else ~/.cache/mininet/mnist; downloaded, verified and
 written atomically when missing."""
+import contextlib
 import gzip
 import math
 import os
@@ -12,7 +13,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .dataset import Dataset, pixels_to_float
-from .fetch import FetchError, check_regular_file, fetch
+from .errors import DataError
+from .fetch import FetchError, fetch, open_regular, read_into
 
 FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -45,9 +47,7 @@ DATASETS = {
                       ("/usr/share/datasets/fashion-mnist",)),
 }
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-MAX_IDX_BYTES = 64 << 20   # read_idx's cap on the data: MNIST's training images are 47 MB
-MAX_ITEMS = 60_000         # the largest split of MNIST and Fashion-MNIST (train)
-CHUNK = 1 << 20            # the data is read this much at a time
+GZIP_RATIO = 1032   # deflate's largest expansion: a gzip file inflates to at most this x its size
 
 
 class IdxSpec(NamedTuple):
@@ -62,7 +62,7 @@ IMAGES = IdxSpec("images", (0x08,), "uint8 (IDX type code 0x08)", (28, 28))
 LABELS = IdxSpec("labels", (0x08, 0x09, 0x0B, 0x0C), "integers (uint8, int8, int16 or int32)", ())
 
 
-class MNISTError(RuntimeError):
+class MNISTError(DataError):
     """A missing, corrupt or unreadable MNIST file; the message says what to do."""
 
 
@@ -77,12 +77,12 @@ def data_dir(path=None, dataset="mnist"):
     if os.environ.get(var):
         return Path(os.environ[var]).expanduser()
     for folder in map(Path, system):
-        if all(_find(folder, name) for name in FILES.values()):
+        if all(find_file(folder, name) for name in FILES.values()):
             return folder
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mininet" / dataset
 
 
-def _find(folder, name):
+def find_file(folder, name):
     """The file, gzipped or not."""
     for candidate in (folder / name, folder / name[:-3]):
         if candidate.exists():
@@ -90,26 +90,33 @@ def _find(folder, name):
     return None
 
 
-def read_idx(path, expect_ndim=None, spec=None, max_bytes=MAX_IDX_BYTES):
+def read_idx(path, expect_ndim=None, spec=None):
     """Parse an IDX file (optionally gzipped) into a numpy array. The header (magic, type,
-    dimensions; with spec, the file's known type, item shape and count) and the size it
-    declares are checked before the data is read, in chunks: a file never makes this
-    allocate more than max_bytes, or more data than its header declares."""
+    dimensions; with spec, the file's known type and item shape) and the size it declares
+    are checked before the data is read, in chunks, against the file's own size: a plain
+    file must hold exactly that data, and a gzipped one cannot inflate to more than
+    GZIP_RATIO times its size; so a file never makes this allocate more than it can hold."""
     path = Path(path)
     if spec is not None:
         expect_ndim = 1 + len(spec.item_shape)
     try:
-        check_regular_file(path, MNISTError)
-        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+        with open_regular(path, MNISTError) as raw, _inflated(raw, path) as f:
             code, shape = _read_header(f, path, expect_ndim)
             dtype = np.dtype(IDX_DTYPES[code])
             if spec is not None:
                 _check_spec(path, spec, code, shape)
-            _check_size(path, shape, dtype, max_bytes)
+            _check_size(path, raw, f is not raw, math.prod(shape) * dtype.itemsize, shape)
             return _read_data(f, path, shape, dtype)
     except (OSError, EOFError, zlib.error) as e:   # BadGzipFile is an OSError
         raise MNISTError(f"{path}: cannot read the file ({e}); it may be truncated or corrupt. "
                          f"Delete it so it can be fetched again, or replace it.") from None
+
+
+def _inflated(raw, path):
+    """The file's data stream: raw itself, or its gzip decompression (.gz)."""
+    if path.suffix == ".gz":
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    return contextlib.nullcontext(raw)
 
 
 def _read_header(f, path, expect_ndim):
@@ -130,39 +137,49 @@ def _read_header(f, path, expect_ndim):
 
 
 def _check_spec(path, spec, code, shape):
-    """The type, item shape and count the dataset allows (MNIST: uint8 28x28 images)."""
+    """The type and item shape the dataset allows (MNIST: uint8 28x28 images)."""
     if code not in spec.codes:
         raise MNISTError(f"{path}: {spec.what} must be {spec.types}, found "
                          f"{np.dtype(IDX_DTYPES[code]).name} (IDX type code 0x{code:02x})")
     if shape[1:] != spec.item_shape:
         raise MNISTError(f"{path}: {spec.what} must be {'x'.join(map(str, spec.item_shape))}, "
                          f"found {'x'.join(map(str, shape[1:]))}")
-    if shape[0] > MAX_ITEMS:
-        raise MNISTError(f"{path}: the header declares {shape[0]} {spec.what}; a file may hold "
-                         f"at most {MAX_ITEMS:,} {spec.what} (MNIST's training split)")
 
 
-def _check_size(path, shape, dtype, max_bytes):
-    need = math.prod(shape) * dtype.itemsize   # exact: numpy's product would wrap around
-    if need > max_bytes:
-        raise MNISTError(f"{path}: the header declares shape {shape} ({need:,} bytes), more "
-                         f"than the {max_bytes:,} bytes an IDX file may hold here")
+def _check_size(path, raw, gzipped, need, shape):
+    """need, the bytes of data the header declares (an exact product: numpy's would wrap
+    around), must fit the file: all that follows the header of a plain file, at most
+    GZIP_RATIO times the size of a gzipped one."""
+    size = os.fstat(raw.fileno()).st_size
+    if gzipped:
+        if need > GZIP_RATIO * size:
+            raise MNISTError(f"{path}: the header declares shape {shape} ({need:,} bytes), more "
+                             f"than a gzip file of {size:,} bytes can hold (deflate inflates at "
+                             f"most {GZIP_RATIO}x): the file is corrupt or not this IDX file")
+        return
+    have = size - raw.tell()
+    if need > have:
+        raise MNISTError(f"{path}: the header declares shape {shape} ({need:,} bytes of data), "
+                         f"more than the {have:,} bytes after it: the file is truncated or corrupt")
+    if need < have:
+        raise _longer(path, shape, need)
+
+
+def _longer(path, shape, need):
+    return MNISTError(f"{path}: header says shape {shape} ({need:,} bytes of data) but the file "
+                      f"holds more data than that: it is corrupt or not this IDX file")
 
 
 def _read_data(f, path, shape, dtype):
     """The data the header declares, read a chunk at a time; a short or long file is refused."""
-    need = math.prod(shape) * dtype.itemsize
-    data = np.empty(need, np.uint8)
-    view, got = memoryview(data), 0
-    while got < need and (n := f.readinto(view[got:got + CHUNK])):
-        got += n
-    if got < need:
-        raise MNISTError(f"{path}: header says shape {shape} ({need} bytes of data) but the "
-                         f"file ends after {got}: the file is truncated or corrupt")
+    data = np.empty(shape, dtype)
+    got = read_into(f, data)
+    if got < data.nbytes:
+        raise MNISTError(f"{path}: header says shape {shape} ({data.nbytes:,} bytes of data) but "
+                         f"the file ends after {got:,}: the file is truncated or corrupt")
     if f.read(1):
-        raise MNISTError(f"{path}: header says shape {shape} ({need} bytes of data) but the "
-                         f"file holds more data than that: it is corrupt or not this IDX file")
-    return data.view(dtype).reshape(shape)
+        raise _longer(path, shape, data.nbytes)
+    return data
 
 
 def download(name, folder, progress=None, mirrors=MIRRORS, md5=MD5):
@@ -181,7 +198,7 @@ def ensure_mnist(path=None, download_missing=True, progress=None, dataset="mnist
     md5, mirrors, var, _ = DATASETS[dataset]
     title = "MNIST" if dataset == "mnist" else "Fashion-MNIST"
     for name in FILES.values():
-        if _find(folder, name) is None:
+        if find_file(folder, name) is None:
             if not download_missing:
                 raise MNISTError(f"{folder / name} not found. Put the four {title} files "
                                  f"({', '.join(FILES.values())}) in {folder}, or set --data-dir / {var}.")
@@ -215,7 +232,8 @@ class MNISTDataset(Dataset):
         """The split of MNIST, or of Fashion-MNIST (dataset="fashion-mnist": same format)."""
         folder = ensure_mnist(path, download, progress, dataset)
         key = "train" if split == "train" else "test"
-        return cls(_find(folder, FILES[f"{key}_images"]), _find(folder, FILES[f"{key}_labels"]), **kw)
+        return cls(find_file(folder, FILES[f"{key}_images"]),
+                   find_file(folder, FILES[f"{key}_labels"]), **kw)
 
     def __len__(self):
         return len(self.labels)

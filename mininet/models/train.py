@@ -4,13 +4,17 @@ import io
 import json
 import math
 import os
+import struct
 import tempfile
 import time
+import zipfile
+import zlib
 
 import numpy as np
 
 from .. import distributed, nn, optim
 from ..autograd import no_grad
+from ..data.fetch import read_into
 
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "adagrad", "rmsprop")
@@ -228,73 +232,94 @@ def load_checkpoint(path, model, opt, expect=None, contents=None):
     """Restore model and optimizer; returns the header (epoch, meta, rng_state). expect:
     meta values (model, optimizer) the checkpoint must have been written with. contents:
     the file's bytes when read elsewhere (rank 0 of a data-parallel run sends them).
-    A checkpoint is untrusted input: every header field is checked (type and range) and
-    every array's name, shape, dtype and values against the model and the optimizer
-    before anything is loaded; a failure is a CheckpointError naming the file."""
+    A checkpoint is untrusted input, read within what the model needs: its header (every
+    field's type and range), then its members' names, then each array's .npy header
+    (shape and dtype, against the model's or the optimizer's parameter) before its data,
+    then the values; nothing is loaded before all of it is checked. A failure is a
+    CheckpointError naming the file."""
     try:
-        with np.load(io.BytesIO(contents) if contents is not None else path,
-                     allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-        header = json.loads(bytes(arrays.pop("header")).decode())
+        with zipfile.ZipFile(io.BytesIO(contents) if contents is not None else path) as zf:
+            header = _read_header(path, zf)
+            _check_meta(path, header.get("meta") or {}, expect or {})
+            arrays = {key: _read_array(path, zf, key, want)
+                      for key, want in _member_shapes(path, zf, model, opt).items()}
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
-    except Exception as e:  # truncated, empty, bit-flipped: zip, zlib, json, key errors
+    except CheckpointError:
+        raise
+    except _UNREADABLE as e:   # truncated, empty, bit-flipped: zip, zlib, .npy, json errors
         raise CheckpointError(f"{path}: not a mininet checkpoint, or truncated/corrupt "
                               f"({type(e).__name__}: {e})") from None
     try:
-        _check_header(header)
-    except ValueError as e:
-        raise CheckpointError(f"{path}: not a mininet checkpoint, or tampered with ({e})") from None
-    meta = header.get("meta") or {}
-    for key, want in (expect or {}).items():
-        if key in meta and meta[key] != want:
-            what = f"--{key} {{}}" if key != "dataset" else "dataset {}"
-            raise CheckpointError(f"{path} was written for {what.format(meta[key])}, not {want}: "
-                                  f"use {what.format(meta[key])} or start without --resume")
-    try:
-        model_state, opt_state = _check_arrays(arrays, model)
+        model_state, opt_state = _check_arrays(arrays)
         # the optimizer checks its whole state (names, shapes, dtypes, values) before it
         # replaces anything, and the model's arrays are checked: nothing is half-loaded
         opt.load_state_dict({"step_count": header["step_count"], "lr": header["lr"],
                              "state": opt_state})
         model.load_state_dict(model_state)
     except (ValueError, KeyError, TypeError, IndexError) as e:
-        raise CheckpointError(f"{path}: does not fit this model and optimizer ({e})") from None
+        raise _misfit(path, e) from None
     return header
+
+
+# the JSON header (epoch, step_count, lr, meta, rng_state) is well under 1 KB
+MAX_HEADER_BYTES = 1 << 20
+# what reading a damaged file, or one that is no checkpoint, raises
+_UNREADABLE = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, KeyError,
+               NotImplementedError, RuntimeError, struct.error, OverflowError)
+
+
+def _misfit(path, why):
+    return CheckpointError(f"{path}: does not fit this model and optimizer ({why})")
 
 
 def checkpoint_epoch(path):
     """The epoch a checkpoint file holds, read from its header alone; None when there is no
     readable checkpoint there."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            header = json.loads(bytes(data["header"]).decode())
-        _check_header(header)
-        return header["epoch"]
-    except Exception:
+        with zipfile.ZipFile(path) as zf:
+            return _read_header(path, zf)["epoch"]
+    except (CheckpointError,) + _UNREADABLE:
         return None
 
 
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
+def _read_header(path, zf):
+    """The header (header.npy: JSON as uint8 bytes), checked."""
+    header = json.loads(bytes(_read_npy(zf, "header", _check_header_bytes)).decode())
+    try:
+        _check_header(header)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: not a mininet checkpoint, or tampered with ({e})") from None
+    return header
+
+
+def _check_header_bytes(shape, dtype):
+    if dtype != np.uint8 or len(shape) != 1 or shape[0] > MAX_HEADER_BYTES:
+        raise ValueError(f"header.npy is {dtype} {shape}, not the bytes of a header (uint8, "
+                         f"at most {MAX_HEADER_BYTES:,})")
+
+
+def _check_meta(path, meta, expect):
+    """The meta values (model, optimizer, dataset) expect says this run needs."""
+    for key, want in expect.items():
+        if key in meta and meta[key] != want:
+            what = f"--{key} {{}}" if key != "dataset" else "dataset {}"
+            raise CheckpointError(f"{path} was written for {what.format(meta[key])}, not {want}: "
+                                  f"use {what.format(meta[key])} or start without --resume")
 
 
 def _check_header(header):
     """ValueError unless the header is what save_checkpoint writes: epoch and step_count
-    whole numbers >= 0, lr a finite number >= 0, meta an object of plain values, rng_state
-    null or a state numpy's generator accepts."""
+    whole numbers >= 0, lr a finite number >= 0 (the optimizer's own checks), meta an
+    object of plain values, rng_state null or a state numpy's generator accepts."""
     if not isinstance(header, dict):
         raise ValueError(f"the header is a {type(header).__name__}, not an object")
     for key in ("epoch", "step_count", "lr"):
         if key not in header:
             raise ValueError(f"the header has no {key!r}")
-    for key in ("epoch", "step_count"):
-        if not _is_int(header[key]) or not 0 <= header[key] < 2 ** 31:
-            raise ValueError(f"{key} must be a whole number in [0, 2**31), got {header[key]!r}")
-    lr = header["lr"]
-    if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr)
-            and lr >= 0):
-        raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
+    optim.check_count("epoch", header["epoch"])
+    optim.check_count("step_count", header["step_count"])
+    optim.check_lr(header["lr"])
     meta = header.get("meta")
     if meta is not None and not (isinstance(meta, dict) and all(
             isinstance(v, (str, int, float, bool)) or v is None for v in meta.values())):
@@ -312,35 +337,85 @@ def _check_header(header):
                              f"({type(e).__name__}: {e})") from None
 
 
-def _check_arrays(arrays, model):
-    """(model state, optimizer state) from the checkpoint's arrays, each model array
-    checked against the model's parameter or buffer of that name (shape, dtype, finite).
-    The optimizer's arrays are checked by its load_state_dict."""
-    expected = dict(model.state_dict())
+def _member_shapes(path, zf, model, opt):
+    """{array name: (shape, dtype)} for every member but the header, from the zip's
+    directory alone: a model array, or optim/<index>/<name> for that parameter. Any other
+    member, a member stored twice or a model array missing is refused."""
+    model_arrays = model.state_dict()
+    shapes, seen = {}, set()
+    for key in (name.removesuffix(".npy") for name in zf.namelist()):
+        if key in seen:
+            raise _misfit(path, f"{key} is stored twice")
+        seen.add(key)
+        if key != "header":
+            shapes[key] = _expected_shape(path, key, model_arrays, opt.params)
+    missing = sorted(k for k in model_arrays if f"model/{k}" not in shapes)
+    if missing:
+        raise _misfit(path, f"the model's {', '.join(missing[:5])} "
+                            f"{'is' if len(missing) == 1 else 'are'} missing")
+    return shapes
+
+
+def _expected_shape(path, key, model_arrays, params):
+    """(shape, dtype) the array stored as key must have."""
+    parts = key.split("/")
+    if parts[0] == "model" and key[len("model/"):] in model_arrays:
+        want = model_arrays[key[len("model/"):]]
+        return want.shape, want.dtype
+    if parts[0] == "model":
+        raise _misfit(path, f"{key}: the model has no parameter or buffer "
+                            f"{key[len('model/'):]!r}")
+    if parts[0] != "optim":
+        raise _misfit(path, f"{key}: not an entry of a mininet checkpoint")
+    if len(parts) != 3 or not (parts[1].isascii() and parts[1].isdigit()):
+        raise _misfit(path, f"{key}: not an optimizer entry (optim/<index>/<name>)")
+    if int(parts[1]) >= len(params):
+        raise _misfit(path, f"{key}: state for parameter {parts[1]}, but the optimizer has "
+                            f"{len(params)} parameters")
+    p = params[int(parts[1])]
+    return tuple(p.shape), np.dtype(p.dtype)
+
+
+def _read_array(path, zf, key, want):
+    """The array stored as key, whose .npy header must declare want (shape, dtype)."""
+    def check(shape, dtype):
+        if (shape, dtype) != want:
+            raise _misfit(path, f"{key} is {dtype} {shape}, not {want[1]} {want[0]}")
+    return _read_npy(zf, key, check)
+
+
+def _read_npy(zf, key, check):
+    """The array stored as key.npy; check(shape, dtype) sees its .npy header before its data
+    is read, and exactly the declared data is read (a member of 1 MB may inflate to
+    gigabytes)."""
+    with zf.open(key + ".npy") as f:
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"{key}.npy: .npy format version {version} is not supported")
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(f)
+        check(shape, dtype)
+        array = np.empty(shape[::-1] if fortran else shape, dtype)
+        if read_into(f, array) < array.nbytes or f.read(1):
+            raise ValueError(f"{key}.npy: its data is not the {array.nbytes:,} bytes its header "
+                             f"declares")
+    return array.T if fortran else array
+
+
+def _check_arrays(arrays):
+    """(model state, optimizer state) from the checkpoint's arrays (names, shapes and dtypes
+    checked as they were read), the model's values finite. The optimizer's arrays are
+    checked by its load_state_dict."""
     model_state, opt_state = {}, {}
     for key, value in arrays.items():
         if key.startswith("model/"):
-            name = key[len("model/"):]
-            if name not in expected:
-                raise KeyError(f"{key}: the model has no parameter or buffer {name!r}")
-            want = expected[name]
-            if value.shape != want.shape or value.dtype != want.dtype:
-                raise ValueError(f"{key} is {value.dtype} {value.shape}, the model's is "
-                                 f"{want.dtype} {want.shape}")
             if value.dtype.kind == "f" and not np.isfinite(value).all():
                 raise ValueError(f"{key} holds NaN or infinite values")
-            model_state[name] = value
-        elif key.startswith("optim/"):
-            parts = key.split("/")
-            if len(parts) != 3 or not parts[1].isdigit():
-                raise KeyError(f"{key}: not an optimizer entry (optim/<index>/<name>)")
-            opt_state.setdefault(int(parts[1]), {})[parts[2]] = value
+            model_state[key[len("model/"):]] = value
         else:
-            raise KeyError(f"{key}: not an entry of a mininet checkpoint")
-    missing = sorted(set(expected) - set(model_state))
-    if missing:
-        raise KeyError(f"the model's {', '.join(missing[:5])} {'is' if len(missing) == 1 else 'are'} "
-                       "missing")
+            _, index, name = key.split("/")
+            opt_state.setdefault(int(index), {})[name] = value
     return model_state, opt_state
 
 
