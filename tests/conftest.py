@@ -1,7 +1,8 @@
 """The one set of test helpers: tolerances and comparisons, float64 leaves and the
 central-difference gradient check, the PyTorch reference (optional), generated data
-folders (MNIST IDX, CIFAR-10 pickles, text corpora), the real MNIST folder, and
-subprocess runners. Test modules import them with `from conftest import ...`."""
+folders (MNIST IDX, CIFAR-10 pickles, text corpora), the real MNIST folder, subprocess
+runners (the CLI's among them) and the MPI skip. Test modules import them with
+`from conftest import ...`."""
 import gzip
 import os
 import pickle
@@ -210,7 +211,7 @@ def _run(cmd, env, timeout, **kw):
         pytest.fail(f"hung for {timeout} s: {' '.join(map(str, cmd))[:200]}")
 
 
-def run_python(code, env=None, timeout=None):
+def run_python(code, env=None, timeout=120):
     """`python -c code` in a fresh interpreter; env replaces the environment (None: this
     one's). A run past timeout fails the test instead of hanging the suite."""
     return _run([sys.executable, "-c", code], env, timeout)
@@ -220,3 +221,40 @@ def run_cli(*args, env=None, timeout=120):
     """`python -m mininet.cli args...` with this environment plus env."""
     return _run([sys.executable, "-m", "mininet.cli", *map(str, args)],
                 {**os.environ, **(env or {})}, timeout)
+
+
+# what the CLI's tests run it with: one thread each (2 cores, parallel workers), lines as
+# wide as the messages (rich wraps at COLUMNS), never a download
+CLI_ENV = {"MININET_NUM_THREADS": "1", "COLUMNS": "200", "MININET_OFFLINE": "1"}
+
+
+def cli(*args, env=None, timeout=120):
+    """run_cli with CLI_ENV, then env."""
+    return run_cli(*args, env={**CLI_ENV, **(env or {})}, timeout=timeout)
+
+
+def assert_one_line_error(r, *words, code=2):
+    """A finished run failed with exit `code`, nothing on stdout and one `error:` line on
+    stderr holding every one of words."""
+    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
+    assert r.stdout == "", r.stdout
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+# MPI -----------------------------------------------------------------------------------------
+def _mpi_missing():
+    """Why MPI runs cannot happen here, or None where they can."""
+    try:
+        import mpi4py  # noqa: F401
+        from mininet.cli.launch import find_mpirun
+        find_mpirun()
+        return None
+    except Exception as e:
+        return f"mpi4py/mpirun missing ({type(e).__name__}: {e}): pip install '.[mpi]'"
+
+
+MPI_MISSING = _mpi_missing()
+needs_mpi = pytest.mark.skipif(MPI_MISSING is not None, reason=MPI_MISSING or "")

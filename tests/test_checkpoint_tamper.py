@@ -12,6 +12,7 @@ import pytest
 
 from mininet.models import build_model, load_checkpoint, save_checkpoint
 from mininet.models.train import CheckpointError, checkpoint_epoch, make_optimizer
+from conftest import cli as _cli
 
 
 def _model_and_adam():
@@ -121,7 +122,11 @@ def test_optimizer_load_state_dict_checks_before_it_changes_anything():
                     ({"step_count": -1, "lr": 0.1, "state": {}}, ValueError),
                     ({"step_count": 1, "lr": float("nan"), "state": {}}, ValueError),
                     ({"step_count": 1, "lr": 0.1, "state": {5: good}}, KeyError),
-                    ({"step_count": 1, "lr": 0.1, "state": {0: {"m": [0.0] * 6}}}, TypeError)]:
+                    ({"step_count": 1, "lr": 0.1, "state": {0: {"m": [0.0] * 6}}}, TypeError),
+                    # the checkpoint header's checks: save_checkpoint writes an int
+                    ({"step_count": 3.0, "lr": 0.1, "state": {}}, ValueError),
+                    ({"step_count": True, "lr": 0.1, "state": {}}, ValueError),
+                    ({"step_count": 1, "lr": "0.1", "state": {}}, ValueError)]:
         with pytest.raises(err):
             opt.load_state_dict(sd)
         assert opt.state == {} and opt.step_count == 0 and opt.lr == 0.1
@@ -129,10 +134,68 @@ def test_optimizer_load_state_dict_checks_before_it_changes_anything():
     assert opt.step_count == 3 and opt.lr == 0.05 and set(opt.state[0]) == {"m", "v"}
 
 
-def _cli(*args, timeout=120):
-    env = dict(os.environ, MININET_NUM_THREADS="1", COLUMNS="200", MININET_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "mininet.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+# peak RSS from VmHWM: after an exec, ru_maxrss starts at the parent's (pytest's) peak
+BOUNDED_LOAD = """if True:
+    import sys
+    from mininet.models import build_model, load_checkpoint
+    from mininet.models.train import CheckpointError, make_optimizer
+    model = build_model("softmax")
+    opt = make_optimizer("adam", model.parameters(), 1e-3)
+    contents = open(sys.argv[1], "rb").read() if sys.argv[2] == "contents" else None
+    peak_mb = lambda: int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024
+    peak0 = peak_mb()
+    try:
+        load_checkpoint(sys.argv[1], model, opt, contents=contents)
+        print("loaded")
+    except CheckpointError as e:
+        print("CheckpointError", e)
+    print("rss_growth_mb", peak_mb() - peak0)
+"""
+
+
+def with_member(src, dst, name, header, zero_bytes):
+    """A copy of checkpoint src with member `name` (a .npy header, then zero_bytes of zeros,
+    deflated to about a thousandth) added, or replacing the member of that name."""
+    import zipfile
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            if info.filename != name:
+                zout.writestr(info, zin.read(info))
+        with zout.open(name, "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_1_0(f, header)
+            for _ in range(zero_bytes >> 24):
+                f.write(bytes(1 << 24))
+    return dst
+
+
+MB256 = 256 << 20
+
+
+@pytest.mark.parametrize("via", ["path", "contents"])
+@pytest.mark.parametrize("name, header, zeros, words", [
+    ("junk.npy", {"descr": "|u1", "fortran_order": False, "shape": (MB256,)}, MB256,
+     ["junk", "not an entry"]),
+    ("model/linear.weight.npy", {"descr": "<f4", "fortran_order": False, "shape": (MB256 // 4,)},
+     MB256, ["linear.weight", "(67108864,)", "(784, 10)"]),
+    ("header.npy", {"descr": "|u1", "fortran_order": False, "shape": (MB256,)}, MB256,
+     ["header.npy", "uint8 (268435456,)"]),
+    ("model/linear.bias.npy", {"descr": "<f4", "fortran_order": False, "shape": (10,)},
+     MB256, ["linear.bias", "not the 40 bytes"]),
+], ids=["extra-member", "declared-huge", "huge-header", "trailing-data"])
+def test_a_zip_bomb_member_is_refused_before_its_data_is_read(good, tmp_path, name, header,
+                                                              zeros, words, via):
+    """A checkpoint of 300 KB holding a member that inflates to 256 MB: refused from the
+    member names and .npy headers, reading exactly what the model needs (np.load read
+    every member whole, before any check: RSS grew by the member's size)."""
+    bad = with_member(good, tmp_path / "bad.npz", name, header, zeros)
+    r = subprocess.run([sys.executable, "-c", BOUNDED_LOAD, str(bad), via], capture_output=True,
+                       text=True, timeout=120, env=dict(os.environ, MININET_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    first, growth = r.stdout.splitlines()
+    assert first.startswith("CheckpointError") and "bad.npz" in first, r.stdout
+    for w in words:
+        assert w in first, (w, first)
+    assert float(growth.split()[1]) < 32, r.stdout
 
 
 @pytest.fixture(scope="module")

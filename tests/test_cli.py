@@ -10,21 +10,8 @@ import time
 
 import pytest
 
-from conftest import SENTENCES, run_cli, run_python, write_cifar_folder, write_corpus
-
-
-def cli(*args, env=None, timeout=120):
-    return run_cli(*args, env={"MININET_NUM_THREADS": "1", "COLUMNS": "200", "MININET_OFFLINE": "1",
-                               **(env or {})}, timeout=timeout)
-
-
-def assert_one_line_error(r, *words, code=2):
-    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
-    assert r.stdout == ""
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
-    for w in words:
-        assert w in lines[0], (w, lines[0])
+from conftest import (SENTENCES, assert_one_line_error, cli, run_python, write_cifar_folder,
+                      write_corpus)
 
 
 @pytest.mark.parametrize("args, words", [

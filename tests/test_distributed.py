@@ -15,24 +15,9 @@ import mininet as mn
 from mininet import distributed, nn
 from mininet.cli.launch import mpirun_command, mpirun_prefix, without_ranks
 from mininet.data import DataLoader, DistributedSampler, TensorDataset
-from conftest import run_cli, run_python, write_cifar_folder
+from conftest import needs_mpi, run_cli, run_python, write_cifar_folder
 
 HERE = Path(__file__).parent
-
-
-def _mpi_missing():
-    """Why MPI runs cannot happen here, or None where they can."""
-    try:
-        import mpi4py  # noqa: F401
-        from mininet.cli.launch import find_mpirun
-        find_mpirun()
-        return None
-    except Exception as e:
-        return f"mpi4py/mpirun missing ({type(e).__name__}: {e}): pip install '.[mpi]'"
-
-
-_MPI_MISSING = _mpi_missing()
-needs_mpi = pytest.mark.skipif(_MPI_MISSING is not None, reason=_MPI_MISSING or "")
 
 
 def mpirun(ranks, args, timeout=120, env=None):

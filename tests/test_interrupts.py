@@ -1,7 +1,9 @@
 """Ctrl-C and stopped ranks (issue items 15 and 3). A Ctrl-C anywhere - while the data
 loads, during an epoch's save, in a `--ranks 2` run - prints one line saying what was kept
 and how to go on, and exits 130; a rank that stops after its last checkpoint makes the other
-end the job within MININET_DIST_TIMEOUT instead of waiting in MPI_Finalize forever.
+end the job within MININET_DIST_TIMEOUT instead of waiting in MPI_Finalize forever; the
+`--ranks` launcher leaves no process of its job running, whenever the Ctrl-C comes and even
+when it is killed itself.
 
 The moments are made deterministic with hooks run in the child (`python -c HOOK`): a
 function of the CLI is wrapped to write a marker file and sleep at the right point, and
@@ -11,10 +13,12 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
 from mininet.models.train import checkpoint_epoch
+from conftest import CLI_ENV, needs_mpi
 
 HOOK = """if True:
     import importlib, os, sys, time
@@ -53,7 +57,7 @@ HOOK = """if True:
 
 
 def _env(**extra):
-    return dict(os.environ, MININET_NUM_THREADS="1", COLUMNS="200", MININET_OFFLINE="1", **extra)
+    return {**os.environ, **CLI_ENV, **extra}
 
 
 def interrupt_at(where, tmp_path, *args):
@@ -136,19 +140,6 @@ def test_ctrl_c_during_an_epochs_save_names_the_epoch_the_file_holds(tiny_mnist,
 
 
 # several ranks ---------------------------------------------------------------------------------
-def _have_mpi():
-    try:
-        import mpi4py  # noqa: F401
-        from mininet.cli.launch import find_mpirun
-        find_mpirun()
-        return True
-    except Exception:
-        return False
-
-
-needs_mpi = pytest.mark.skipif(not _have_mpi(), reason="mpi4py/mpirun missing: pip install '.[mpi]'")
-
-
 def _alive(pid):
     """Whether process pid runs (a zombie does not)."""
     try:
@@ -181,6 +172,180 @@ def test_ctrl_c_of_a_ranks_run_names_the_checkpoint_and_exits_130(tiny_mnist, tm
     line = one_line(p.returncode, err, str(ck), "--ranks 2", f"--resume {ck}")
     assert f"(epoch {checkpoint_epoch(ck)})" in line, line
     assert "train loss" in out
+
+
+# The launcher's windows, made deterministic by LAUNCH_HOOK in the launcher process: "ranks"
+# stops every rank before it can take a Ctrl-C (as one still starting Python would); "popen"
+# does too, and also holds the launcher between Popen and its first look at the job until
+# the test writes `go`; "take N" lets the ranks take the Ctrl-C, then exit N instead of
+# training ("take never": sleep); "stubborn" replaces mpirun by a process and a child of it
+# that ignore SIGTERM. They write marks (rank<pid>, took<pid>, launched) in the folder argv[1].
+LAUNCH_HOOK = """if True:
+    import importlib, os, sys, time
+    marks, where = sys.argv[1], sys.argv[2].split()
+    launch = importlib.import_module("mininet.cli.launch")
+    mark = ("import os, time\\n"
+            f"open(os.path.join({marks!r}, 'rank%d' % os.getpid()), 'w').close()\\n")
+    if where[0] in ("ranks", "popen"):
+        launch.RANK_MAIN = mark + "time.sleep(120)\\n" + launch.RANK_MAIN
+    elif where[0] == "stubborn":
+        launch.KILL_GRACE = 0.5
+        ignore = ("import os, signal\\n"
+                  "for s in (signal.SIGTERM, signal.SIGUSR1): signal.signal(s, signal.SIG_IGN)\\n"
+                  "os.fork()\\n")
+        launch.mpirun_command = lambda *a: [sys.executable, "-c", ignore + mark + "time.sleep(120)"]
+    else:
+        end = "time.sleep(120)\\n" if where[1] == "never" else f"sys.exit({int(where[1])})\\n"
+        launch.RANK_MAIN = launch.RANK_MAIN.replace("from mininet.cli import main\\nmain()\\n",
+            mark + "while not mininet_sigusr1_pending: time.sleep(0.01)\\n"
+            + mark.replace("'rank%d'", "'took%d'") + end)
+    if where[0] == "popen":
+        real = launch.subprocess.Popen
+        def popen(*a, **k):
+            p = real(*a, **k)
+            open(os.path.join(marks, "launched"), "w").close()
+            while not os.path.exists(os.path.join(marks, "go")):
+                time.sleep(0.02)
+            return p
+        launch.subprocess.Popen = popen
+    sys.argv = ["mininet"] + sys.argv[3:]
+    from mininet.cli import main
+    main()
+"""
+
+
+def _with_env(entry):
+    """The pids of live processes whose environment holds entry ('NAME=value')."""
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if name.isdigit() and entry.encode() in f.read().split(b"\0"):
+                    found.append(int(name))
+        except OSError:
+            pass
+    return [pid for pid in found if _alive(pid)]
+
+
+class Launcher:
+    """`mininet train ... --ranks 2` under LAUNCH_HOOK, in a session of its own as a shell
+    runs it; every process of its job carries a unique environment entry."""
+
+    def __init__(self, tmp_path, where, *args):
+        self.marks = tmp_path / "marks"
+        self.marks.mkdir()
+        job = uuid.uuid4().hex
+        self.entry = f"MININET_TEST_JOB={job}"
+        self.p = subprocess.Popen(
+            [sys.executable, "-c", LAUNCH_HOOK, str(self.marks), where, "train", "mnist",
+             "--data-dir", str(tmp_path), "--model", "softmax", "--ranks", "2", *map(str, args)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+            env=_env(MININET_MPIRUN_ARGS="--mca btl tcp,self", MININET_TEST_JOB=job))
+
+    def wait_for(self, *names, ranks="rank"):
+        """Until the marks `names` are there, and one `ranks`<pid> of each rank."""
+        deadline = time.time() + 60
+        while time.time() < deadline and self.p.poll() is None:
+            have = {p.name for p in self.marks.iterdir()}
+            if set(names) <= have and sum(n.startswith(ranks) for n in have) >= 2:
+                return
+            time.sleep(0.02)
+        pytest.fail(f"marks {names} and {ranks}<pid> not reached; launcher status "
+                    f"{self.p.poll()}: {self.p.stderr.read() if self.p.poll() is not None else ''}")
+
+    def ctrl_c(self):
+        os.killpg(self.p.pid, signal.SIGINT)   # the terminal's Ctrl-C: the whole foreground group
+
+    def finish(self, timeout=60):
+        out, err = self.p.communicate(timeout=timeout)
+        return self.p.returncode, out, err
+
+    def left(self, within=10):
+        """What of the job still runs `within` s from now (at once when nothing does)."""
+        deadline = time.time() + within
+        while (pids := _with_env(self.entry)) and time.time() < deadline:
+            time.sleep(0.1)
+        return pids
+
+    def close(self):
+        """Kill what a failed test left."""
+        for pid in [self.p.pid] * (self.p.poll() is None) + _with_env(self.entry):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        self.p.communicate()
+
+
+@pytest.fixture
+def launcher(tmp_path):
+    started = []
+    yield lambda *a: started.append(Launcher(tmp_path, *a)) or started[-1]
+    for job in started:
+        job.close()
+
+
+@needs_mpi
+@pytest.mark.parametrize("where", ["ranks", "popen"])
+def test_ctrl_c_before_the_ranks_are_ready_ends_the_job_with_one_line(launcher, tmp_path, where):
+    """Before: the launcher passed the Ctrl-C on as SIGUSR1, which killed the ranks that
+    had not yet installed their handler: prterun's report, exit 130 and no line of ours;
+    a Ctrl-C between Popen and the handlers left the job running in the background."""
+    ck = tmp_path / "ck.npz"
+    job = launcher(where, "--save", ck)
+    job.wait_for(*(["launched"] if where == "popen" else []))
+    job.ctrl_c()
+    (job.marks / "go").touch()
+    code, out, err = job.finish()
+    one_line(code, err, "before training started", f"nothing was written to {ck}")
+    assert job.left() == []
+    assert not ck.exists()
+
+
+@needs_mpi
+def test_a_killed_launcher_takes_its_job_with_it(launcher):
+    """Before: mpirun ran in a session of its own and outlived a SIGKILLed launcher."""
+    job = launcher("ranks")
+    job.wait_for()
+    job.p.kill()
+    job.finish()
+    assert job.left() == []
+
+
+def test_a_job_that_ignores_sigterm_is_killed_after_the_grace_period(launcher):
+    """SIGTERM for the launcher is passed on; what is still running KILL_GRACE s later, in
+    mpirun's session, is killed."""
+    job = launcher("stubborn")
+    job.wait_for()
+    job.p.terminate()
+    assert job.finish()[0] == 128 + signal.SIGTERM
+    assert job.left() == []
+
+
+@needs_mpi
+@pytest.mark.parametrize("status, code", [(3, 3), (0, 0)])
+def test_the_launcher_exits_with_the_ranks_status_unless_rank_0_took_the_ctrl_c(launcher, status,
+                                                                                code):
+    """Ranks that fail after the Ctrl-C (3) are a failure, not an interrupt (before: 130);
+    ranks that exit 0 without rank 0 having said what was kept had already finished."""
+    job = launcher(f"take {status}")
+    job.wait_for()
+    job.ctrl_c()
+    assert job.finish()[0] == code
+    assert job.left() == []
+
+
+@needs_mpi
+def test_a_second_ctrl_c_ends_the_ranks_at_once_with_one_line(launcher, tmp_path):
+    ck = tmp_path / "ck.npz"
+    job = launcher("take never", "--save", ck)
+    job.wait_for()
+    job.ctrl_c()
+    job.wait_for(ranks="took")   # both ranks took the first; they would not stop
+    job.ctrl_c()
+    code, out, err = job.finish()
+    one_line(code, err, "interrupted again", "ended at once", f"{ck} was not written")
+    assert job.left() == []
 
 
 STOP_AFTER_RUN = """if True:

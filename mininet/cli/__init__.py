@@ -54,15 +54,22 @@ def info(json_out: bool = typer.Option(False, "--json", help="Print JSON.")):
     console.print(table)
 
 
-_said = []   # whether an error line was printed (main's fallback for a bare Ctrl-C)
-# what main() prints for a Ctrl-C that no command explained (typer turns KeyboardInterrupt
-# into a silent exit 130 before main sees it); `train` sets its own
-_on_interrupt = ["interrupted"]
+class _ExitLine:
+    """The line main() prints for a Ctrl-C that no command explained (typer turns
+    KeyboardInterrupt into a silent exit 130 before main sees it): `on_interrupt`, which
+    `train` sets, unless a line was printed already (`printed`)."""
+
+    def __init__(self):
+        self.printed = False
+        self.on_interrupt = "interrupted"
+
+
+_exit_line = _ExitLine()
 
 
 def _error(message):
     """One line on stderr (never stdout, so --json output stays clean)."""
-    _said.append(message)
+    _exit_line.printed = True
     err_console.print(f"[red]error:[/red] {escape(str(message))}")
 
 
@@ -287,11 +294,11 @@ def train(
     distributed_run: bool = typer.Option(False, "--distributed", help="This process is one rank of `mpirun -n N mininet train ... --distributed` (data-parallel; rank 0 prints and saves)."),
 ):
     """Train a model on MNIST, Fashion-MNIST (test accuracy) or PTB (perplexity)."""
-    _on_interrupt[0] = ("interrupted before training started; nothing was written; run the "
-                        "same command to start again")
+    _exit_line.on_interrupt = ("interrupted before training started; nothing was written; run "
+                               "the same command to start again")
     import math
 
-    from ..data import MNISTError
+    from ..data import DataError
     from ..models.train import OPTIMIZERS, SCHEDULES, CheckpointError
     from ..models.train import TrainingDiverged
     from .train import Interrupted, NothingToDo, check_save_path, run
@@ -334,15 +341,7 @@ def train(
         if device != "cpu":
             _fail("--ranks/--distributed: data-parallel training runs on the CPU only so far")
     if (ranks or 1) > 1 and not distributed_run:
-        from .launch import LaunchError, relaunch
-        try:
-            code = relaunch(ranks)   # the ranks print; this process passes Ctrl-C on
-        except (LaunchError, OSError) as e:
-            _fail(str(e))
-        if code == 130:
-            _said.append("interrupted")   # rank 0 said what was kept
-        raise typer.Exit(code)
-    from ..data import CIFARError, CorpusError
+        _launch(ranks, save, resume)
     from ..distributed import DistributedError
     try:
         if lm:
@@ -362,21 +361,40 @@ def train(
         _fail_rank(str(e), code=1)
     except CheckpointError as e:
         _fail_rank(f"--resume {e}")
-    except (MNISTError, CorpusError, CIFARError, ValueError, KeyError, OSError) + _data_errors() as e:
+    except (DataError, ValueError, KeyError, OSError) as e:   # DataError: the loaders' errors
         _fail_rank(str(e))
     _finish_ranks()
 
 
-def _data_errors():
-    """Every exception class the data loaders define (they name the file): one line and
-    exit 2 like the others, whatever classes mininet.data grows."""
-    import sys
-    found = []
-    for name, module in list(sys.modules.items()):
-        if name == "mininet.data" or name.startswith("mininet.data."):
-            found += [v for v in vars(module).values() if isinstance(v, type)
-                      and issubclass(v, Exception) and v.__module__ == name]
-    return tuple(found)
+def _launch(ranks, save, resume):
+    """Run this command as `ranks` MPI ranks (they print) and exit as they did. After a Ctrl-C
+    rank 0 says what was kept, unless the job had to be ended before the ranks could take
+    it, or they did not stop in time: then this process says it."""
+    from .launch import LaunchError, relaunch
+    from .train import before_training
+    try:
+        ended = relaunch(ranks)
+    except (LaunchError, OSError) as e:
+        _fail(str(e))
+    if ended.unanswered == "early":
+        _error(str(before_training(save, resume)))
+    elif ended.unanswered:
+        why = {"again": "interrupted again: the ranks were ended at once",
+               "overdue": "interrupted, and the ranks did not stop within MININET_DIST_TIMEOUT "
+                          "+ 30 s: they were ended"}[ended.unanswered]
+        _error(f"{why}; {_kept(save, resume)}")
+    elif ended.code == 130:
+        _exit_line.printed = True   # rank 0 said what was kept
+    raise typer.Exit(ended.code)
+
+
+def _kept(save, resume):
+    """What --save (or --resume) holds after the launcher ended the ranks: read from the file."""
+    from ..models.train import checkpoint_epoch
+    from .train import Kept
+    kept = Kept(save, resume, (checkpoint_epoch(resume) if resume else None) or 0)
+    kept.epoch = checkpoint_epoch(save) if save else None
+    return kept.where()
 
 
 def _finish_ranks():
@@ -404,8 +422,10 @@ def _interrupted(message):
     Ctrl-C on and waited for them, exits 130."""
     import os
     from .. import distributed
+    from .launch import note_answered
     if distributed.rank() == 0:
         _error(message)
+        note_answered()   # for the launcher's exit status
     if not distributed.is_initialized():
         raise typer.Exit(130)
     _finish_ranks()
@@ -442,8 +462,8 @@ def main():
         where = f"{ctx.command_path}: " if ctx is not None else ""
         _error(f"{where}{e.format_message()}")
         raise SystemExit(getattr(e, "exit_code", 2)) from None
-    if code == 130 and not _said:   # a Ctrl-C that typer turned into a silent exit
-        _error(_on_interrupt[0])
+    if code == 130 and not _exit_line.printed:   # a Ctrl-C typer turned into a silent exit
+        _error(_exit_line.on_interrupt)
     raise SystemExit(code if isinstance(code, int) else 0)
 
 
