@@ -19,13 +19,13 @@ import mmap as _mmap
 import os
 import struct
 import sys
-import tempfile
 
 import numpy as np
 
 from ..autograd import Tensor
 from ..backend import cpu, get_device
 from ..ndarray import NDArray, float32, int64
+from .atomic import write_atomically
 
 MAX_HEADER = 100_000_000   # the reference implementation's limit
 MAX_DIMS = 64
@@ -67,8 +67,9 @@ def save_file(tensors, path, metadata=None):
         pos += arr.nbytes
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     text += b" " * (-len(text) % 8)   # the data starts 8-byte aligned, as the reference pads
-    _write_atomically(os.fspath(path), [struct.pack("<Q", len(text)), text]
-                      + [arr for _, arr in arrays])
+    chunks = [struct.pack("<Q", len(text)), text] + [arr for _, arr in arrays]
+    write_atomically(os.fspath(path), lambda f: f.writelines(chunks),
+                     "safetensors file")
 
 
 def _host_array(name, value):
@@ -91,32 +92,6 @@ def _host_array(name, value):
         raise TypeError(f"save_file: {name!r} has dtype {arr.dtype}, which safetensors "
                         f"files do not hold")
     return np.asarray(arr, dtype=little, order="C")   # (ascontiguousarray makes 0-d 1-d)
-
-
-def _write_atomically(path, chunks):
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as e:
-        raise OSError(f"cannot write safetensors file {path}: {e.strerror or e}") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 # loading -------------------------------------------------------------------------------------

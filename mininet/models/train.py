@@ -1,11 +1,9 @@
 """Training loop, evaluation and atomic checkpoints."""
-import glob
 import io
 import json
 import math
 import os
 import struct
-import tempfile
 import time
 import zipfile
 import zlib
@@ -14,6 +12,7 @@ import numpy as np
 
 from .. import distributed, nn, optim
 from ..autograd import no_grad
+from ..interop.atomic import remove_stale_temps, write_atomically
 from ..data.fetch import read_into
 
 
@@ -183,10 +182,6 @@ def fit(model, train_loader, test_loader, opt, epochs, start_epoch=0, on_epoch=N
     return history
 
 
-def _temp_prefix(path):
-    return f".{os.path.basename(path)}."
-
-
 def save_checkpoint(path, model, opt, epoch, meta=None, rng_state=None):
     """Model + optimizer state in one .npz, written to a temp file and renamed, with the
     file mode a plain open() would give. Temp files left by a killed save are removed."""
@@ -198,34 +193,8 @@ def save_checkpoint(path, model, opt, epoch, meta=None, rng_state=None):
     header = {"epoch": epoch, "step_count": osd["step_count"], "lr": osd["lr"], "meta": meta or {},
               "rng_state": rng_state}
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-    folder = os.path.dirname(os.path.abspath(path))
-    for stale in glob.glob(os.path.join(glob.escape(folder), glob.escape(_temp_prefix(path)) + "*.tmp")):
-        try:
-            os.unlink(stale)
-        except OSError:
-            pass
-    tmp = None
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=_temp_prefix(path), suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as e:
-        raise OSError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    remove_stale_temps(path)
+    write_atomically(path, lambda f: np.savez(f, **arrays), "checkpoint")
 
 
 def load_checkpoint(path, model, opt, expect=None, contents=None):
