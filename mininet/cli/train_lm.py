@@ -27,10 +27,11 @@ def run_lm(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, da
         raise before_training(save, resume) from None
 
 
-def check_tokens(data_dir, max_lines, batch_size, splits):
-    """Each split (name, ids) must fill two rows of batch_size: one row of batchified ids
-    has no next token to predict, so no window, and would report a perplexity of 1.00."""
-    for split, ids in splits:
+def check_tokens(max_lines, batch_size, splits):
+    """Each split's ids (which know their file) must fill two rows of batch_size: one row of
+    batchified ids has no next token to predict, so no window, and would report a
+    perplexity of 1.00."""
+    for ids in splits:
         if len(ids) < 2 * batch_size:
             raise ValueError(
                 f"{ids.path} has {len(ids)} tokens"
@@ -49,7 +50,7 @@ def _run_lm(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, d
     manual_seed(seed)
     corpus = Corpus(data_dir, max_lines=max_lines)
     vocab = len(corpus.dictionary)
-    check_tokens(data_dir, max_lines, batch_size, (("train", corpus.train), ("valid", corpus.valid)))
+    check_tokens(max_lines, batch_size, (corpus.train, corpus.valid))
     train, valid = batchify(corpus.train, batch_size), batchify(corpus.valid, batch_size)
     model = LanguageModel(embedding_size, vocab, hidden_size, layers, model_name)
     if device != "cpu":   # the windows follow the parameters (train_lm_epoch)
