@@ -184,6 +184,12 @@ STEPS = [
     Step("kernels", 150, lambda c: worker("kernels", c), from_json),
     Step("info", 30, lambda c: cli("info", "--json"), from_json),
     Step("tests", 150, lambda c: pytest(c, "tests.xml", c["tests"]), junit),
+    # the sanitizers before the benchmarks: only a real GPU can run them, so they are the
+    # last steps the budget should cut
+    Step("memcheck", 60, sanitizer("memcheck"), junit,
+         real_only="compute-sanitizer needs a real GPU", needs=sanitizer_path),
+    Step("racecheck", 60, sanitizer("racecheck"), junit,
+         real_only="compute-sanitizer needs a real GPU", needs=sanitizer_path),
     Step("matmul", 150, lambda c: cli("bench", "matmul", "--device", "cuda", "--sizes",
                                       c["matmul"], "--repeat", c["repeat"], "--json"),
          matmul_figures),
@@ -195,10 +201,6 @@ STEPS = [
          from_json),
     Step("cnn-cuda", 90, lambda c: worker("cnn", c, "cuda"), from_json),
     Step("cnn-cpu", 90, lambda c: worker("cnn", c, "cpu"), from_json),
-    Step("memcheck", 60, sanitizer("memcheck"), junit,
-         real_only="compute-sanitizer needs a real GPU", needs=sanitizer_path),
-    Step("racecheck", 60, sanitizer("racecheck"), junit,
-         real_only="compute-sanitizer needs a real GPU", needs=sanitizer_path),
 ]
 
 

@@ -82,11 +82,9 @@ __device__ void mean_rows(const T* rows, T* loss, long long N) {
     if (threadIdx.x == 0) *loss = (T)(s / N);
 }
 
-// The same for rows of at most WARP_ROW_MAX classes: a warp per row, 8 rows a block,
-// reductions by shuffles alone (a 256-thread block for 10 logits idled 246 threads)
-#define WARP_ROW_MAX 1024
-
-template <typename T>
+// The same for short rows (the host picks it for up to 1024 classes): a warp per row,
+// blockDim / 32 rows a block, reductions by shuffles alone (a 256-thread block for 10
+// logits idled 246 threads)
 __device__ __forceinline__ double warp_sum_all(double v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
@@ -109,7 +107,7 @@ __device__ void softmax_xent_rows(const T* z, const long long* y, T* probs, T* l
             pr[j] = e;
             s += e;
         }
-        s = warp_sum_all<T>(s);
+        s = warp_sum_all(s);
         T inv = (T)(1.0 / s);
         for (int j = lane; j < C; j += 32) pr[j] *= inv;
         if (lane == 0) {

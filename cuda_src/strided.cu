@@ -20,16 +20,31 @@ extern "C" __global__ void fill_f32(float* dst, View d, float value, long long n
 extern "C" __global__ void fill_f64(double* dst, View d, double value, long long n) {
     GRID_STRIDE(i, n) dst[view_offset(d, i)] = value;
 }
-extern "C" __global__ void fill_i64(long long* dst, View d, double value, long long n) {
-    GRID_STRIDE(i, n) dst[view_offset(d, i)] = (long long)value;
+// A float as int64, truncated toward zero; NaN, infinities and values out of range give
+// INT64_MIN, as numpy's astype on x86. C leaves those undefined (a GPU saturates: NaN -> 0,
+// inf -> INT64_MAX, while the host gives INT64_MIN), so they are spelled out.
+template <typename F>
+__device__ __forceinline__ long long to_i64(F x) {
+    return (x >= (F)-9.2233720368547758e18 && x < (F)9.2233720368547758e18) ? (long long)x
+                                                                          : (long long)(1ULL << 63);
 }
 
-// dst[view d] = (D)src[view s]: dtype conversion on the device (C's conversions, as numpy's
-// astype: float to int truncates toward zero)
+template <typename D, typename S>
+__device__ __forceinline__ D convert(S x) { return (D)x; }
+template <>
+__device__ __forceinline__ long long convert<long long, float>(float x) { return to_i64(x); }
+template <>
+__device__ __forceinline__ long long convert<long long, double>(double x) { return to_i64(x); }
+
+extern "C" __global__ void fill_i64(long long* dst, View d, double value, long long n) {
+    GRID_STRIDE(i, n) dst[view_offset(d, i)] = to_i64(value);
+}
+
+// dst[view d] = src[view s] converted: dtype conversion on the device, as numpy's astype
 #define MN_CAST(S, SN, D, DN)                                                               \
     extern "C" __global__ void cast_##SN##_##DN(D* dst, View d, const S* src, View s,       \
                                                 long long n) {                              \
-        GRID_STRIDE(i, n) dst[view_offset(d, i)] = (D)src[view_offset(s, i)];               \
+        GRID_STRIDE(i, n) dst[view_offset(d, i)] = convert<D, S>(src[view_offset(s, i)]);  \
     }
 
 MN_CAST(float, f32, double, f64)

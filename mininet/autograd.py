@@ -236,9 +236,6 @@ class Tensor(Value):
     def __float__(self):
         return float(self.item())
 
-    def to(self, device):
-        return Tensor(self.cached_data.to(device), requires_grad=self.requires_grad)
-
     def __repr__(self):
         grad = ", requires_grad=True" if self.requires_grad else ""
         return f"Tensor({self.cached_data.numpy()!s}, dtype={self.dtype}{grad})"

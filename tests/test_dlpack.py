@@ -406,3 +406,13 @@ def test_misaligned_memory_is_copied_or_refused():
     assert t.cached_data.handle.address % 8 == 0
     with pytest.raises(BufferError, match="not aligned"):
         mininet.from_dlpack(odd, copy=False)
+
+
+def test_a_broadcast_view_reaches_numpy_read_only():
+    """Through __array_interface__ as through the versioned capsule: one write would change
+    every repeat of the broadcast."""
+    t = mininet.Tensor(np.arange(3.0)).broadcast_to((4, 3))
+    a = np.asarray(t)
+    assert not a.flags.writeable
+    np.testing.assert_array_equal(a, np.broadcast_to(np.arange(3.0), (4, 3)))
+    assert np.asarray(mininet.Tensor(np.arange(3.0))).flags.writeable

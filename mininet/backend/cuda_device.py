@@ -12,7 +12,7 @@ import numpy as np
 
 from . import cuda_build
 from .cuda_nn import FusedKernels
-from .device import DTYPES, Device
+from .device import DTYPES, Device, DeviceUnavailable
 from .opcodes import REDUCE
 
 MAXDIM = 6          # cuda_src/common.cuh: MN_MAXDIM
@@ -109,6 +109,9 @@ class CUDADevice(FusedKernels, Device):
         self.ctx = self.dev.retain_primary_context()
         self.ctx.push()
         major, minor = self.dev.compute_capability()
+        if major < 6:   # the kernels' float64 atomicAdd (embedding, pooling gradients)
+            raise DeviceUnavailable(f"cuda:{index} is sm_{major}{minor}: mininet's kernels need "
+                                    "compute capability 6.0 or newer")
         self.arch = f"sm_{major}{minor}"
         self.pool = tools.DeviceMemoryPool()
         self._modules, self._funcs = {}, {}
@@ -146,6 +149,9 @@ class CUDADevice(FusedKernels, Device):
             if n == 0:
                 return
             grid = (min((n + block - 1) // block, 1 << 16), 1, 1)
+        if block % 32 or block > THREADS:   # block_sum and friends reduce whole warps
+            raise ValueError(f"{name}: a block of {block} threads; the kernels take a multiple "
+                             f"of 32 up to {THREADS}")
         _check_grid(name, grid)
         self._fn(module, name, argtypes).prepared_call(grid, (block, 1, 1), *args)
 

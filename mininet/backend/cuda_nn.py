@@ -6,7 +6,8 @@ import numpy as np
 
 from .device import check_lstm_gates
 
-THREADS = 256       # cuda_src/common.cuh: MN_THREADS
+THREADS = 256       # cuda_src/common.cuh: MN_THREADS (the block of every launch here)
+
 MAX_GRID_X = 1 << 16
 SUFFIX = {np.dtype("float32"): "f32", np.dtype("float64"): "f64"}
 CONV_GEOM = "i" * 16   # struct ConvGeom passed by value
@@ -53,7 +54,8 @@ class FusedKernels:
         s = SUFFIX[z.dtype]
         args = (self._ptr(z), self._ptr(labels), self._ptr(probs), rows.ptr, n, c)
         if c <= WARP_ROW_MAX:   # a warp per row, 8 rows a block
-            self._per_block("nn", f"softmax_xent_rows_{s}", "PPPPqi", (n + 7) // 8, *args)
+            per_block = THREADS // 32   # rows a block: one warp each
+            self._per_block("nn", f"softmax_xent_rows_{s}", "PPPPqi", -(-n // per_block), *args)
         else:
             self._per_block("nn", f"softmax_xent_{s}", "PPPPqi", n, *args)
         self._launch("nn", f"mean_rows_{s}", "PPq", 0, rows.ptr, self._ptr(loss), n,

@@ -67,7 +67,10 @@ def array_interface(a):
         raise AttributeError(f"__array_interface__: arrays on {a.device!r} are not in host memory")
     size = a.dtype.itemsize
     compact = a.is_compact()
-    return {"version": 3, "shape": a.shape, "typestr": a.dtype.str, "data": a.handle,
+    broadcast = any(s == 0 and n > 1 for n, s in zip(a.shape, a.strides))
+    # a broadcast view handed out writable would let one write change every repeat
+    data = memoryview(a.handle).toreadonly() if broadcast else a.handle
+    return {"version": 3, "shape": a.shape, "typestr": a.dtype.str, "data": data,
             "offset": a.offset * size,
             "strides": None if compact else tuple(s * size for s in a.strides)}
 
