@@ -387,7 +387,7 @@ class Tensor(Value):
         """The p-norm over dim (all entries by default): 2 ("fro"), 1, inf, or any p > 0."""
         ax, keep = _reduce_args(self, dim, axis, axes, keepdim, keepdims)
         if p in ("fro", 2, 2.0):
-            return (self * self).sum(ax, keepdim=keep).sqrt()
+            return _ops().norm2(self, ax, keep)
         a = self.abs()
         if p == 1:
             return a.sum(ax, keepdim=keep)
@@ -397,11 +397,11 @@ class Tensor(Value):
 
     def any(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
         ax, keep = _reduce_args(self, dim, axis, None, keepdim, keepdims)
-        return Tensor(self.numpy().astype(bool).any(ax, keepdims=keep))
+        return Tensor(self.numpy().astype(bool).any(ax, keepdims=keep), device=self.device)
 
     def all(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
         ax, keep = _reduce_args(self, dim, axis, None, keepdim, keepdims)
-        return Tensor(self.numpy().astype(bool).all(ax, keepdims=keep))
+        return Tensor(self.numpy().astype(bool).all(ax, keepdims=keep), device=self.device)
 
     def softmax(self, dim=-1, *, axis=None):
         return _ops().softmax(self, self._dim(dim, axis, "softmax"))
@@ -481,6 +481,12 @@ class Tensor(Value):
         """broadcast_to, where -1 keeps that dim's size (torch)."""
         sizes = sizes[0] if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)) else sizes
         lead = len(sizes) - self.ndim
+        if lead < 0:
+            raise ValueError(f"expand: {len(sizes)} sizes for a tensor of {self.ndim} dimensions")
+        for i, n in enumerate(sizes):
+            if n < 0 and (n != -1 or i < lead):
+                raise ValueError(f"expand: size {n} at dim {i} is invalid (-1 keeps an existing "
+                                 "dim's size; a new leading dim needs a size)")
         return self.broadcast_to(tuple(self.shape[i - lead] if n == -1 else n
                                        for i, n in enumerate(sizes)))
 
@@ -536,7 +542,11 @@ class Tensor(Value):
         """(values, indices), as torch.sort (stable); values carry the gradient."""
         d = self._dim(dim, axis, "sort")
         a = self.numpy()
-        idx = np.argsort(-a if descending else a, axis=d, kind="stable")
+        if descending:   # NaN counts as the largest (first), as torch; ties keep their order
+            nan = np.isnan(a)
+            idx = np.lexsort((np.where(nan, 0.0, -a), ~nan), axis=d) if a.ndim else np.zeros((), int)
+        else:            # numpy's stable argsort already puts NaN last
+            idx = np.argsort(a, axis=d, kind="stable")
         idx = Tensor(idx.astype(np.int64), device=self.device)
         return MinMax(_ops().gather(self, d, idx), idx)
 
@@ -550,17 +560,17 @@ class Tensor(Value):
 
     # dtype and device -------------------------------------------------------------------------
     def to(self, *args, dtype=None, device=None):
-        """to(device), to(dtype), to(device, dtype): a dtype change is differentiable; a
-        device move gives a new leaf (as before)."""
+        """to(device), to(dtype), to(device, dtype): both differentiable, as torch's (a
+        tensor that requires grad gives a non-leaf whose gradient reaches the source)."""
         for a in args:
             if _is_dtype(a):
                 dtype = a
             else:
                 device = a
         out = self if dtype is None else _ops().cast(self, dtype)
-        if device is None or get_device(device) == out.device:
+        if device is None:
             return out
-        return Tensor(out.cached_data.to(device), requires_grad=self.requires_grad)
+        return _ops().to_device(out, device)
 
     def type(self, dtype):
         return _ops().cast(self, dtype)

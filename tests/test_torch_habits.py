@@ -10,7 +10,7 @@ import mininet
 import mininet.nn.functional as F
 from mininet import Tensor, no_grad
 
-from conftest import assert_close, gradcheck, torch
+from conftest import assert_close, gradcheck, t64, torch
 
 rng = np.random.default_rng(7)
 
@@ -582,3 +582,150 @@ def test_a_torch_script_runs_with_imports_changed():
     tw, tl = script(torch, torch.nn.functional, x0, y0, w0)
     np.testing.assert_allclose(mw, tw, rtol=1e-4, atol=1e-5)
     assert ml == pytest.approx(tl, rel=1e-4)
+
+
+# review findings: .to(device), prod's second order, norm at 0, int dtypes, device labels,
+# any/all devices, NaN in sort, expand/index_select/gather/cumsum edges ----------------------
+@pytest.fixture
+def async_cpu():
+    """A second CPU device, "cpu_async", that calls itself asynchronous (as CUDA): device
+    moves and the device-label path run without a GPU."""
+    from mininet.backend import cpu, register
+    from mininet.backend.device import _devices
+
+    cls = type(cpu())
+    dev = type("AsyncCPU", (cls,), {"name": "cpu_async", "synchronous": False})()
+    register("cpu_async", lambda *i: dev)
+    yield dev
+    _devices.pop("cpu_async", None)
+
+
+@pytest.mark.torch
+def test_to_device_is_differentiable(async_cpu):
+    x = t64([1.0, -2.0, 3.0])
+    y = (x * 2.0).to("cpu_async")            # a non-leaf that requires grad
+    assert y.device == async_cpu and y.requires_grad and y.op is not None
+    z = (y * y).sum()
+    (g,) = mininet.autograd.grad(z, [x])
+    assert g.device == x.device
+    tx = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    (tg,) = torch.autograd.grad(((tx * 2.0).to("cpu") ** 2).sum(), tx)
+    assert_close(g.numpy(), tg.numpy(), np.float64)
+    (h,) = mininet.autograd.grad(g.sum(), [x])   # second order crosses back as well
+    assert_close(h.numpy(), np.full(3, 8.0), np.float64)
+    with no_grad():
+        assert not x.to("cpu_async").requires_grad
+    assert x.to("cpu") is x
+
+
+@pytest.mark.torch
+def test_prod_second_order_and_empty_axis_match_torch():
+    a = np.array([2.0, 3.0, 5.0])
+    x = t64(a)
+    (g,) = mininet.autograd.grad(x.prod(), [x])
+    (h,) = mininet.autograd.grad(g[0], [x])
+    tx = torch.tensor(a, requires_grad=True)
+    (tg,) = torch.autograd.grad(tx.prod(), tx, create_graph=True)
+    (th,) = torch.autograd.grad(tg[0], tx)
+    assert h is not None
+    assert_close(h.numpy(), th.numpy(), np.float64)            # [0, 5, 3]
+    for v in ([[2.0, 0.0, 3.0], [1.5, -2.0, 4.0]], [[0.0, 0.0, 2.0], [1.0, 2.0, 3.0]]):
+        gradcheck(lambda m: m.prod(1), np.array(v))
+        gradcheck(lambda m: m.prod(), np.array(v))
+        x = t64(v)
+        (g,) = mininet.autograd.grad(x.prod(0).sum(), [x])
+        (h,) = mininet.autograd.grad((g * g).sum(), [x])
+        tx = torch.tensor(v, dtype=torch.float64, requires_grad=True)
+        (tg,) = torch.autograd.grad(tx.prod(0).sum(), tx, create_graph=True)
+        (th,) = torch.autograd.grad((tg * tg).sum(), tx)
+        assert_close(h.numpy(), th.numpy(), np.float64)
+    e = t64(np.zeros((2, 0)))
+    for out, tout in ((e.prod(1), torch.zeros(2, 0).prod(1)), (e.prod(), torch.zeros(2, 0).prod())):
+        assert_close(out.numpy(), tout.numpy(), np.float64)
+        (g,) = mininet.autograd.grad(out.sum(), [e])
+        assert g.shape == (2, 0)
+
+
+@pytest.mark.torch
+def test_norm_gradient_at_zero_matches_torch():
+    for v in (np.zeros(3), np.array([[0.0, 0.0], [3.0, -4.0]])):
+        x = t64(v)
+        n = x.norm(dim=-1) if v.ndim > 1 else x.norm()
+        (g,) = mininet.autograd.grad(n.sum(), [x])
+        (h,) = mininet.autograd.grad((g * g).sum() + g.sum(), [x])
+        tx = torch.tensor(v, requires_grad=True)
+        tn = tx.norm(dim=-1) if v.ndim > 1 else tx.norm()
+        (tg,) = torch.autograd.grad(tn.sum(), tx, create_graph=True)
+        (th,) = torch.autograd.grad((tg * tg).sum() + tg.sum(), tx)
+        assert_close(g.numpy(), tg.detach().numpy(), np.float64)
+        # second order: torch's is NaN where the norm is 0 (its formula divides by it
+        # again); ours stays 0 there, as the first order, and agrees everywhere else
+        th = th.numpy()
+        assert_close(h.numpy(), np.where(np.isnan(th), 0.0, th), np.float64)
+    gradcheck(lambda m: m.norm(dim=1, keepdim=True), r(3, 4))
+
+
+@pytest.mark.torch
+def test_int64_masked_fill_and_where_keep_dtype():
+    big = np.array([2**60 + 1, 3, -7], dtype=np.int64)
+    mask = np.array([False, True, False])
+    out = Tensor(big).masked_fill(Tensor(mask.astype(np.int64)), 9)
+    ref = torch.tensor(big).masked_fill(torch.tensor(mask), 9)
+    assert out.dtype == np.int64 and out.numpy().tolist() == ref.tolist()
+    other = np.array([1, 2, 3], dtype=np.int64)
+    for b in (Tensor(other), 0):
+        w = mininet.where(Tensor(mask.astype(np.int64)), Tensor(big), b)
+        tw = torch.where(torch.tensor(mask), torch.tensor(big),
+                         torch.tensor(other) if isinstance(b, Tensor) else b)
+        assert w.dtype == np.int64 and tw.dtype == torch.int64
+        assert w.numpy().tolist() == tw.tolist()
+
+
+def test_cross_entropy_uses_device_labels_on_async_device(async_cpu, monkeypatch):
+    logits = r(4, 3)
+    labels = np.array([0, 2, 1, 2])
+    want = F.cross_entropy(t64(logits, grad=False), Tensor(labels)).numpy()
+    monkeypatch.setattr(F, "_labels", lambda t: pytest.fail("labels were read to the host"))
+    x = Tensor(logits, dtype="float64", device="cpu_async", requires_grad=True)
+    loss = F.cross_entropy(x, Tensor(labels, device="cpu_async"))
+    assert_close(loss.numpy(), want, np.float64)
+    loss.backward()
+    assert x.grad.shape == (4, 3)
+
+
+@pytest.mark.torch
+def test_selection_edges_match_torch(async_cpu):
+    x = Tensor(np.array([[0.0, 1.0], [0.0, 0.0]]), device="cpu_async")
+    for name in ("any", "all"):
+        out = getattr(x, name)(1)
+        assert out.device == async_cpu
+        assert out.numpy().tolist() == getattr(torch.tensor(x.numpy()), name)(1).long().tolist()
+    v = np.array([[1.0, np.nan, 3.0, np.inf, -np.inf, np.nan, 3.0]])
+    tv = torch.tensor(v)
+    for desc in (True, False):
+        vals, idx = Tensor(v).sort(-1, descending=desc)
+        tvals, tidx = torch.sort(tv, stable=True, dim=-1, descending=desc)
+        assert idx.numpy().tolist() == tidx.tolist()
+        np.testing.assert_array_equal(vals.numpy(), tvals.numpy())
+    for largest in (True, False):
+        vals, _ = Tensor(v).topk(3, largest=largest)
+        np.testing.assert_array_equal(vals.numpy(), torch.topk(tv, 3, largest=largest).values.numpy())
+    y = Tensor(np.ones(3))
+    with pytest.raises(RuntimeError):
+        torch.ones(3).expand(-1, 3)
+    with pytest.raises(ValueError):
+        y.expand(-1, 3)
+    assert y.expand(2, -1).shape == tuple(torch.ones(3).expand(2, -1).shape)
+    with pytest.raises(IndexError):
+        torch.ones(3).index_select(0, torch.tensor([-1]))
+    with pytest.raises(IndexError):
+        y.index_select(0, Tensor(np.array([-1])))
+    with pytest.raises(RuntimeError):
+        torch.ones(3).gather(0, torch.tensor([0.0]))
+    with pytest.raises(TypeError):
+        y.gather(0, Tensor(np.array([0.0])))
+    s = Tensor(np.array(2.5), dtype="float64", requires_grad=True)
+    c = s.cumsum(0)
+    assert c.shape == tuple(torch.tensor(2.5).cumsum(0).shape) == ()
+    c.backward()
+    assert s.grad.numpy() == 1.0

@@ -156,6 +156,14 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     (torch's). The plain mean over (N, C) logits is one fused op (ops.softmax_cross_entropy)."""
     if isinstance(target, Tensor) and target.dtype.kind == "f" and tuple(target.shape) == tuple(input.shape):
         return _soft_cross_entropy(input, target, weight, reduction, label_smoothing)
+    if (isinstance(target, Tensor) and input.ndim == 2 and not input.device.synchronous
+            and ignore_index == -100 and weight is None and reduction == "mean"
+            and not label_smoothing and target.device == input.device
+            and target.dtype == np.int64 and target.shape == (input.shape[0],)):
+        # labels beside the logits on an asynchronous device (CUDA) are used where they are
+        # (ops/nn.py _labels_on_device): reading them here would wait for the GPU each step.
+        # A label of -100 (the default ignore_index) there gives a NaN loss, not a skip
+        return ops.softmax_cross_entropy(input, target)
     y = _labels(target)
     if (input.ndim == 2 and weight is None and reduction == "mean" and not label_smoothing
             and not np.any(y == ignore_index)):

@@ -6,7 +6,8 @@ from .conv import conv, conv2d
 from .pool import avg_pool2d, max_pool2d
 from .nn import batch_norm, embedding, one_hot, softmax_cross_entropy
 from .rnn import lstm_gates, lstm_layer
-from .reduce import logsoftmax, logsumexp, max, mean, softmax, summation
+from .reduce import logsoftmax, logsumexp, max, mean, norm2, softmax, summation
 from .shape import (broadcast_to, cat, concatenate, dilate, flatten, flip, get_item, make_tuple, pad,
                     permute, reshape, split, stack, transpose, tuple_get_item, undilate)
-from .index import (cast, clone, cumsum, erf, gather, index_select, masked_fill, prod, where)
+from .index import (cast, clone, cumsum, erf, gather, index_select, masked_fill, prod, to_device,
+                    where)

@@ -35,11 +35,27 @@ def _mask_of(cond):
     return c.astype("float64") if c.dtype.kind != "f" else c
 
 
+def _is_int(v):
+    if isinstance(v, Tensor):
+        return v.dtype.kind in "iu"
+    return isinstance(v, (int, np.integer)) or (isinstance(v, np.ndarray) and v.dtype.kind in "biu")
+
+
+def _host_mask(cond):
+    c = cond.cached_data if isinstance(cond, Tensor) else cond
+    return (c.numpy() if isinstance(c, NDArray) else np.asarray(c)) != 0
+
+
 def where(cond, a, b):
-    """a where cond is nonzero, else b (broadcast together, as torch.where)."""
+    """a where cond is nonzero, else b (broadcast together, as torch.where). Integer a and
+    b give int64, as torch (on the host: there are no integer kernels; no gradient)."""
     from .math import _tensor
     from .shape import broadcast_to
     like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else None
+    if like is not None and _is_int(a) and _is_int(b):
+        host = [v.numpy() if isinstance(v, Tensor) else np.asarray(v) for v in (a, b)]
+        out = np.where(_host_mask(cond), host[0], host[1]).astype(np.int64)
+        return Tensor.make_const(NDArray(out, dtype="int64", device=like.device))
     if like is None:
         like = Tensor(np.asarray(a, dtype=np.float32))
     a, b = _tensor(a, like), _tensor(b, like)
@@ -51,7 +67,14 @@ def where(cond, a, b):
 
 
 def masked_fill(x, mask, value):
-    """x with value where mask is nonzero (mask broadcasts to x's shape)."""
+    """x with value where mask is nonzero (mask broadcasts to x's shape). An int64 x stays
+    int64 (computed on the host, exactly: there are no integer kernels)."""
+    if x.dtype.kind in "iu":
+        m = np.broadcast_to(_host_mask(mask), x.shape)
+        if isinstance(value, float) and not float(value).is_integer():
+            raise TypeError(f"masked_fill: cannot fill an {x.dtype} tensor with {value!r}")
+        out = np.where(m, np.int64(int(value)), x.numpy()).astype(np.int64)
+        return Tensor.make_const(NDArray(out, dtype="int64", device=x.device))
     m = _mask_of(mask).broadcast_to(x.shape).compact()
     fill = NDArray.make(x.shape, device=x.device, dtype=x.dtype).fill(float(value))
     return MaskPass(1.0 - m)(x) + Tensor.make_const(nd_ewise(fill, m, "pass_pos"))
@@ -89,15 +112,14 @@ class TakeAdjoint(Op):
 def _int_index(index, what):
     raw = index.cached_data if isinstance(index, Tensor) else index
     arr = raw.numpy() if isinstance(raw, NDArray) else np.asarray(raw)
-    if arr.dtype.kind == "f" and np.all(arr == np.round(arr)):
-        arr = arr.astype(np.int64)
-    if arr.dtype.kind not in "iu":
-        raise TypeError(f"{what}: index must hold integers, got {arr.dtype}")
+    if arr.dtype.kind not in "iu":   # torch: "Expected dtype int64 for index"
+        raise TypeError(f"{what}: index must hold integers (int64), got {arr.dtype}")
     return arr.astype(np.int64, copy=False)
 
 
 def _check_range(idx, n, what, dim):
-    if idx.size and (idx.min() < -n or idx.max() >= n):
+    """Indices in [0, n): torch's gather and index_select reject negative ones."""
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
         raise IndexError(f"{what}: index {idx.max() if idx.max() >= n else idx.min()} is out of "
                          f"range for dimension {dim} of size {n}")
 
@@ -125,13 +147,17 @@ def index_select(x, dim, index):
 # cumsum, prod ---------------------------------------------------------------------------
 class Cumsum(Op):
     def __init__(self, axis):
-        self.axis = axis
+        self.axis = axis   # None: a 0-d input, whose cumsum is itself (shape (), as torch)
 
     def compute(self, a):
+        if self.axis is None:
+            return a.compact().copy()
         return _const(np.cumsum(a.numpy(), axis=self.axis), a)
 
     def gradient(self, g, node):
         from .shape import flip
+        if self.axis is None:
+            return g
         return flip(cumsum(flip(g, self.axis), self.axis), self.axis)
 
 
@@ -139,9 +165,47 @@ def cumsum(x, dim):
     return Cumsum(check_axis(dim, max(x.ndim, 1), "cumsum") if x.ndim else None)(x)
 
 
+class ProdOthers(Op):
+    """out[..., i] = the product of a[..., j] for j != i, over the last axis: Prod's
+    gradient factor, exact where an entry is 0 (no division). Its own gradient is built
+    from ops (one more axis per order), so every order of prod's derivative is exact."""
+
+    def compute(self, a):
+        x = a.numpy()
+        if x.shape[-1] == 0:
+            return _const(x, a)
+        ones = np.ones(x.shape[:-1] + (1,), dtype=x.dtype)
+        left = np.cumprod(np.concatenate([ones, x[..., :-1]], -1), -1)
+        right = np.cumprod(np.concatenate([ones, x[..., :0:-1]], -1), -1)[..., ::-1]
+        return _const(left * right, a)
+
+    def gradient(self, h, node):
+        # d out_i / d a_j = prod_{k != i, j} a_k (i != j), 0 on the diagonal: ProdOthers of
+        # rows b_i = a with entry i set to 1, the diagonal masked out
+        from .shape import broadcast_to, reshape
+        x = node.inputs[0]
+        lead, n = x.shape[:-1], x.shape[-1]
+        if n == 0:
+            return h
+        like = x.cached_data
+        eye = np.broadcast_to(np.eye(n), lead + (n, n))
+        rows = broadcast_to(reshape(x, lead + (1, n)), lead + (n, n))
+        b = MaskPass(_const(1.0 - eye, like))(rows) + Tensor.make_const(_const(eye, like))
+        m = MaskPass(_const(1.0 - eye, like))(ProdOthers()(b))
+        return (broadcast_to(reshape(h, lead + (n, 1)), lead + (n, n)) * m).sum(len(lead))
+
+
+def _prod_others(x, axis):
+    from .shape import permute, reshape
+    if axis is None:
+        return reshape(ProdOthers()(reshape(x, (-1,))), x.shape)
+    perm = tuple(i for i in range(x.ndim) if i != axis) + (axis,)
+    back = tuple(int(i) for i in np.argsort(perm))
+    return permute(ProdOthers()(permute(x, perm)), back)
+
+
 class Prod(Op):
-    """The product along one axis (or all); first-order gradient: the product of the
-    others, exact where an entry is 0 (no division)."""
+    """The product along one axis (or all); gradient g * (the product of the others)."""
 
     def __init__(self, axis, keepdims):
         self.axis, self.keepdims = axis, keepdims
@@ -151,17 +215,10 @@ class Prod(Op):
 
     def gradient(self, g, node):
         from .shape import broadcast_to, reshape
-        a = node.inputs[0].cached_data.numpy()
-        axis = self.axis
-        flat = a.reshape(-1) if axis is None else a
-        ax = 0 if axis is None else axis
-        ones = np.ones_like(np.take(flat, [0], axis=ax))
-        left = np.cumprod(np.concatenate([ones, np.delete(flat, -1, axis=ax)], ax), axis=ax)
-        right = np.flip(np.cumprod(np.flip(np.concatenate(
-            [np.delete(flat, 0, axis=ax), ones], ax), ax), axis=ax), ax)
-        others = (left * right).reshape(a.shape)
-        keep = (1,) * a.ndim if axis is None else a.shape[:axis] + (1,) + a.shape[axis + 1:]
-        return broadcast_to(reshape(g, keep), a.shape) * Tensor.make_const(_const(others, g.cached_data))
+        x = node.inputs[0]
+        shape, axis = x.shape, self.axis
+        keep = (1,) * len(shape) if axis is None else shape[:axis] + (1,) + shape[axis + 1:]
+        return broadcast_to(reshape(g, keep), shape) * _prod_others(x, axis)
 
 
 def prod(x, dim=None, keepdim=False):
@@ -190,6 +247,26 @@ def cast(x, dtype):
     if dtype.kind != "f":   # integers carry no gradient, as torch
         return Tensor.make_const(x.cached_data.astype(dtype))
     return Cast(dtype)(x)
+
+
+class ToDevice(Op):
+    """A copy on another device; the gradient goes back to the input's device (torch's
+    .to(device) is differentiable: the result is not a leaf)."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def compute(self, a):
+        return a.to(self.device)
+
+    def gradient(self, g, node):
+        return ToDevice(node.inputs[0].device)(g)
+
+
+def to_device(x, device):
+    from ..backend import get_device
+    device = get_device(device)
+    return x if device == x.device else ToDevice(device)(x)
 
 
 class Clone(Op):

@@ -26,6 +26,29 @@ class Summation(Op):
         return broadcast_to(reshape(g, _keep_shape(shape, axes)), shape)
 
 
+class Norm2(Op):
+    """sqrt(sum(x * x)) over axes; gradient g * x / norm, 0 where the norm is 0 (torch's,
+    where sqrt's chain rule gives 0 * inf = NaN). The gradient is built from ops (the norm
+    with 0 replaced by 1, then masked), so second order stays finite and consistent."""
+
+    def __init__(self, axes=None, keepdims=False):
+        self.axes, self.keepdims = axes, keepdims
+
+    def compute(self, a):
+        return (a * a).sum(self.axes, self.keepdims).sqrt()
+
+    def gradient(self, g, node):
+        from .index import MaskPass
+        from .shape import broadcast_to, reshape
+        x = node.inputs[0]
+        keep = _keep_shape(x.shape, _normalize_axes(self.axes, x.ndim))
+        n = reshape(node, keep)
+        zero = (n.cached_data == 0.0)
+        zero = zero if zero.dtype == n.dtype else zero.astype(n.dtype)
+        q = MaskPass(1.0 - zero)(reshape(g, keep) / (n + Tensor.make_const(zero)))
+        return x * broadcast_to(q, x.shape)
+
+
 class Max(Op):
     def __init__(self, axes=None, keepdims=False):
         self.axes, self.keepdims = axes, keepdims
@@ -105,6 +128,10 @@ def mean(a, axes=None, keepdims=False):
     for i in _normalize_axes(axes, a.ndim):
         n *= a.shape[i]
     return summation(a, axes, keepdims) * (1.0 / n if n else math.nan)
+
+
+def norm2(a, axes=None, keepdims=False):
+    return Norm2(axes, keepdims)(a)
 
 
 def max(a, axes=None, keepdims=False):  # noqa: A001 (needle's name)
