@@ -13,11 +13,13 @@ struct ConvGeom {
 #define TILE_N 64
 #define TILE_K 16
 
-// C (M x Ncols) = A (M x Kd) B (Kd x Ncols) for the problem P of group blockIdx.z: 256
-// threads, a 64 x 64 tile of C per block, 4 x 4 per thread (rows ty + 16 i, columns
-// tx + 16 j, so neighbouring threads touch neighbouring shared words).
+// C (M x Ncols) = A (M x Kd) B (Kd x Ncols) for the problem P of one group, summed over
+// kk in [k_begin, Kd) (a split-K slice): 256 threads, a 64 x 64 tile of C per block,
+// 4 x 4 per thread (rows ty + 16 i, columns tx + 16 j, so neighbouring threads touch
+// neighbouring shared words).
 template <typename T, typename P>
-__device__ void tiled_gemm(const P& p, long long M, long long Ncols, long long Kd) {
+__device__ void tiled_gemm(const P& p, long long M, long long Ncols, long long Kd,
+                           long long k_begin = 0) {
     __shared__ T As[TILE_K][TILE_M];
     __shared__ T Bs[TILE_K][TILE_N];
     int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
@@ -25,7 +27,7 @@ __device__ void tiled_gemm(const P& p, long long M, long long Ncols, long long K
     T acc[4][4];
     for (int i = 0; i < 4; ++i)
         for (int j = 0; j < 4; ++j) acc[i][j] = 0;
-    for (long long k0 = 0; k0 < Kd; k0 += TILE_K) {
+    for (long long k0 = k_begin; k0 < Kd; k0 += TILE_K) {
         for (int e = threadIdx.x; e < TILE_K * TILE_M; e += blockDim.x) {
             int kk = e / TILE_M, mm = e % TILE_M;
             As[kk][mm] = (m0 + mm < M && k0 + kk < Kd) ? p.a(m0 + mm, k0 + kk) : (T)0;
@@ -51,13 +53,13 @@ __device__ void tiled_gemm(const P& p, long long M, long long Ncols, long long K
         }
 }
 
-// x[n, g*Cg + ci, oh*sh - ph + i*dh, ow*sw - pw + j*dw], 0 in the padding
+// x[n, grp*Cg + ci, oh*sh - ph + i*dh, ow*sw - pw + j*dw], 0 in the padding
 template <typename T>
-__device__ __forceinline__ T x_at(const T* x, const ConvGeom& g, long long n, int ci, int i,
-                                  int j, int oh, int ow) {
+__device__ __forceinline__ T x_at(const T* x, const ConvGeom& g, int grp, long long n, int ci,
+                                  int i, int j, int oh, int ow) {
     int ih = oh * g.sh - g.ph + i * g.dh, iw = ow * g.sw - g.pw + j * g.dw;
     if (ih < 0 || ih >= g.H || iw < 0 || iw >= g.W) return 0;
-    int c = blockIdx.z * (g.C / g.groups) + ci;
+    int c = grp * (g.C / g.groups) + ci;
     return x[((n * g.C + c) * g.H + ih) * (long long)g.W + iw];
 }
 
@@ -75,8 +77,8 @@ struct Forward {
     __device__ T b(long long kk, long long col) const {
         int taps = g.kh * g.kw, r = kk % taps;
         long long q = col % ((long long)g.OH * g.OW);
-        return x_at(x, g, col / ((long long)g.OH * g.OW), (int)(kk / taps), r / g.kw, r % g.kw,
-                    (int)(q / g.OW), (int)(q % g.OW));
+        return x_at(x, g, (int)blockIdx.z, col / ((long long)g.OH * g.OW), (int)(kk / taps),
+                    r / g.kw, r % g.kw, (int)(q / g.OW), (int)(q % g.OW));
     }
     __device__ void store(long long m, long long col, T v) const {
         long long k = blockIdx.z * (g.K / g.groups) + m, P = (long long)g.OH * g.OW;
@@ -114,25 +116,32 @@ struct GradInput {
 };
 
 // weight gradient: dw[k, ci, i, j] = sum over (n, oh, ow) of gout[n, k, oh, ow] x[...]
-// M = Kg (k), Ncols = Cg*kh*kw, Kd = N*OH*OW
+// M = Kg (k), Ncols = Cg*kh*kw, Kd = N*OH*OW. Split-K: blockIdx.z = grp * splits + slice,
+// each slice sums its kk and, when there are several, atomicAdds into dw (zeroed first).
 template <typename T>
 struct GradWeight {
     const T *gout, *x;
     T* dw;
     ConvGeom g;
+    int grp;
+    bool split;
     __device__ T a(long long m, long long kk) const {
-        long long P = (long long)g.OH * g.OW, k = blockIdx.z * (g.K / g.groups) + m;
+        long long P = (long long)g.OH * g.OW, k = grp * (long long)(g.K / g.groups) + m;
         return gout[((kk / P) * g.K + k) * P + kk % P];
     }
     __device__ T b(long long kk, long long col) const {
         int taps = g.kh * g.kw, r = col % taps;
         long long P = (long long)g.OH * g.OW, q = kk % P;
-        return x_at(x, g, kk / P, (int)(col / taps), r / g.kw, r % g.kw, (int)(q / g.OW),
+        return x_at(x, g, grp, kk / P, (int)(col / taps), r / g.kw, r % g.kw, (int)(q / g.OW),
                     (int)(q % g.OW));
     }
     __device__ void store(long long m, long long col, T v) const {
-        long long k = blockIdx.z * (g.K / g.groups) + m;
-        dw[k * ((long long)(g.C / g.groups) * g.kh * g.kw) + col] = v;
+        long long k = grp * (long long)(g.K / g.groups) + m;
+        T* at = dw + k * ((long long)(g.C / g.groups) * g.kh * g.kw) + col;
+        if (split)
+            atomicAdd(at, v);
+        else
+            *at = v;
     }
 };
 
@@ -163,10 +172,12 @@ __device__ void bias_grad(const T* gout, T* db, int N, int K, long long P) {
                       (long long)(g.K / g.groups) * g.kh * g.kw);                             \
     }                                                                                          \
     extern "C" __global__ void conv2d_grad_weight_##S(const T* gout, const T* x, T* dw,       \
-                                                      ConvGeom g) {                           \
-        GradWeight<T> p{gout, x, dw, g};                                                      \
+                                                      ConvGeom g, long long chunk) {          \
+        int splits = gridDim.z / g.groups, slice = blockIdx.z % splits;                       \
+        GradWeight<T> p{gout, x, dw, g, (int)(blockIdx.z / splits), splits > 1};              \
+        long long kd = (long long)g.N * g.OH * g.OW, k0 = slice * chunk;                      \
         tiled_gemm<T>(p, g.K / g.groups, (long long)(g.C / g.groups) * g.kh * g.kw,           \
-                      (long long)g.N * g.OH * g.OW);                                          \
+                      k0 + chunk < kd ? k0 + chunk : kd, k0);                                 \
     }                                                                                          \
     extern "C" __global__ void conv2d_grad_bias_##S(const T* gout, T* db, int N, int K,       \
                                                     long long P) {                            \
