@@ -13,7 +13,7 @@ from mininet import NDArray, Tensor
 from mininet.interop.safetensors import SafetensorsError, load_metadata
 from mininet.models import build_model
 
-from conftest import run_cli, run_python, torch
+from conftest import needs_mpi, run_cli, run_python, torch
 
 safetensors = pytest.importorskip("safetensors", reason="the safetensors package is the "
                                   "reference here: pip install -e '.[test]'")
@@ -369,21 +369,9 @@ def test_export_weights_is_checked_before_training(tmp_path, tiny_mnist):
     assert r.returncode == 2 and "ptb" in r.stderr
 
 
-def _mpi_missing():
-    try:
-        import mpi4py  # noqa: F401
-        from mininet.cli.launch import find_mpirun
-        find_mpirun()
-        return None
-    except Exception as e:
-        return f"mpi4py/mpirun missing ({type(e).__name__}: {e}): pip install '.[mpi]'"
-
-
 @pytest.mark.slow
+@needs_mpi
 def test_export_weights_on_two_ranks_is_written_once(tmp_path, tiny_mnist):
-    missing = _mpi_missing()
-    if missing:
-        pytest.skip(missing)
     out = tmp_path / "model.safetensors"
     r = run_cli("train", "mnist", "--data-dir", tiny_mnist, "--batch-size", "50", "--epochs",
                 "1", "--ranks", "2", "--export-weights", out,
