@@ -1,6 +1,7 @@
 """The CUDA device's fused kernels (cuda_src/nn.cu, conv2d.cu): the capabilities the
 CPU backend declares (softmax_xent, batchnorm, rows, lstm, conv2d) with the same
-contracts as mininet/backend/cpu.py, so ops take the same paths on both devices.
+contracts as mininet/backend/cpu.py, so ops take the same paths on both devices, and
+dropout masks from a counter-based generator.
 A mixin of CUDADevice: it uses its _launch, _ptr, alloc and drv."""
 import numpy as np
 
@@ -87,7 +88,7 @@ class FusedKernels:
         rows = self.alloc(n * z.dtype.itemsize)   # back to the pool after the queued kernels
         s = SUFFIX[z.dtype]
         args = (self._ptr(z), self._ptr(labels), self._ptr(probs), rows.ptr, n, c)
-        if c <= WARP_ROW_MAX:   # a warp per row, 8 rows a block
+        if c <= WARP_ROW_MAX:
             per_block = THREADS // 32   # rows a block: one warp each
             self._per_block("nn", f"softmax_xent_rows_{s}", "PPPPqi", -(-n // per_block), *args)
         else:
