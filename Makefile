@@ -19,8 +19,8 @@ test: install-test cuda-check sdist-check   ## what CI runs: the tests, then the
 	$(DATA_ENV) $(PYTHON) -m pytest -q tests
 	$(MAKE) --no-print-directory test-gpu-emulated
 
-test-fast:          ## tests only, no install
-	$(DATA_ENV) $(PYTHON) -m pytest -q -x tests
+test-fast:          ## tests only, no install, without the tests marked slow
+	$(DATA_ENV) $(PYTHON) -m pytest -q -x -m "not slow" tests
 
 test-gpu-emulated:  ## the GPU tests on the CPU under the CUDA emulator (none may skip; every kernel must run)
 	rm -rf $(EMULATED) && mkdir -p $(EMULATED)
