@@ -179,6 +179,7 @@ def _hold(ptr, held):
 
 class DeviceAllocation:
     """As PyCUDA's: int() stays the address after free(); freeing twice is an error."""
+    kind = "device_allocation"
 
     def __init__(self, ptr, size):
         self.ptr, self.size, self._valid = ptr, size, True
@@ -190,8 +191,11 @@ class DeviceAllocation:
 
     def free(self):
         if not self._valid:
-            raise LogicError("device_allocation::free failed: invalid resource handle")
+            raise LogicError(f"{self.kind}::free failed: invalid resource handle")
         self._valid = False
+        self._release()
+
+    def _release(self):
         _free(self.ptr)
 
     def __del__(self):

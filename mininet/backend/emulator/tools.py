@@ -12,30 +12,16 @@ import threading
 from . import driver
 
 
-class PooledDeviceAllocation:
-    """int() stays the address after free(), as in PyCUDA; freeing twice is an error."""
+class PooledDeviceAllocation(driver.DeviceAllocation):
+    """A block of the pool: free() gives it back (int() stays the address, as in PyCUDA)."""
+    kind = "pooled_device_allocation"
 
     def __init__(self, pool, ptr, size):
-        self.pool, self.ptr, self.size, self._valid = pool, ptr, size, True
+        super().__init__(ptr, size)
+        self.pool = pool
 
-    def __int__(self):
-        return self.ptr
-
-    __index__ = __int__
-
-    def free(self):
-        if not self._valid:
-            raise driver.LogicError("pooled_device_allocation::free failed: invalid resource "
-                                    "handle")
-        self._valid = False
+    def _release(self):
         self.pool._give_back(self.ptr, self.size)
-
-    def __del__(self):
-        try:
-            if self._valid:
-                self.free()
-        except Exception:   # interpreter shutdown
-            pass
 
 
 class DeviceMemoryPool:
