@@ -38,6 +38,33 @@ def enable_grad():
         _state.enabled = old
 
 
+# Observers of op calls: the profiler and the ONNX tracer. An observer has
+#   begin(op, inputs, phase) -> token   phase: "forward" (an op builds a Value) or
+#                                       "backward" (op.gradient of a node, which builds
+#                                       more forward ops inside)
+#   end(token, result)                  result: the Value built, or the input gradients
+# and may have module_begin(module, args) -> token / module_end(token, output), called
+# around Module.__call__. With none installed an op pays one list check.
+_observers = []
+
+
+def add_observer(observer):
+    _observers.append(observer)
+
+
+def remove_observer(observer):
+    _observers.remove(observer)
+
+
+def _begin(op, inputs, phase):
+    return [(o, o.begin(op, inputs, phase)) for o in _observers]
+
+
+def _end(tokens, result):
+    for o, token in reversed(tokens):
+        o.end(token, result)
+
+
 class Op:
     """compute(*NDArray) -> NDArray; gradient(out_grad, node) -> one Tensor per input.
 
@@ -86,6 +113,7 @@ class Value:
     @classmethod
     def make_from_op(cls, op, inputs):
         value = object.__new__(cls)
+        tokens = _begin(op, inputs, "forward") if _observers else None
         data = op.compute(*[x.cached_data for x in inputs])
         if grad_enabled() and any(x.requires_grad for x in inputs):
             value._init(op, tuple(inputs), data, True)
@@ -93,6 +121,8 @@ class Value:
             value._init(None, (), data, False)
         if cls is Tensor:
             value.grad = None
+        if tokens is not None:
+            _end(tokens, value)
         return value
 
 
@@ -828,7 +858,13 @@ def compute_gradient_of_variables(output, out_grad, retain_graph=False, captured
             if node.inputs[0].requires_grad:
                 grads.setdefault(id(node.inputs[0]), []).append((node.op.tuple_index, g))
         else:
-            for inp, ig in zip(node.inputs, node.op.gradient_as_tuple(g, node)):
+            if _observers:
+                tokens = _begin(node.op, node.inputs, "backward")
+                in_grads = node.op.gradient_as_tuple(g, node)
+                _end(tokens, in_grads)
+            else:
+                in_grads = node.op.gradient_as_tuple(g, node)
+            for inp, ig in zip(node.inputs, in_grads):
                 if inp.requires_grad and ig is not None:
                     grads.setdefault(id(inp), []).append(ig)
         if not retain_graph:

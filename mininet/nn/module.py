@@ -1,7 +1,7 @@
 """Module and Parameter: parameters are found by walking attributes."""
 from collections import OrderedDict
 
-from ..autograd import Tensor
+from ..autograd import Tensor, _observers
 from ..ndarray import NDArray
 
 
@@ -114,7 +114,14 @@ class Module:
         raise NotImplementedError
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        if not _observers:
+            return self.forward(*args, **kwargs)
+        # the profiler and the ONNX tracer see which module each op runs in
+        scopes = [(o, o.module_begin(self, args)) for o in _observers if hasattr(o, "module_begin")]
+        out = self.forward(*args, **kwargs)
+        for o, token in reversed(scopes):
+            o.module_end(token, out)
+        return out
 
 
 class Identity(Module):
