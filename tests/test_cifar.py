@@ -82,7 +82,7 @@ def test_missing_files_offline_message(tmp_path):
 
 
 def torch_resnet9():
-    from mininet.cli.bench import _torch_resnet9
+    from mininet.cli.bench_train import _torch_resnet9
     return _torch_resnet9().double()
 
 

@@ -114,7 +114,7 @@ def main():
 
 
 # the commands register themselves on app and bench_app
-from . import bench_cmds, train_cmd  # noqa: E402,F401
+from . import bench_cmds, bench_train_cmd, train_cmd  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

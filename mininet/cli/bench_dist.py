@@ -35,7 +35,7 @@ def worker(name, samples, batch_size, threads, repeat):
     from .. import distributed
     from ..data import DataLoader, DistributedSampler, TensorDataset
     from ..models.train import make_optimizer, train_epoch
-    from .bench import train_case
+    from .bench_train import train_case
     from .timing import best_time
     distributed.init(threads)
     ranks = distributed.world_size()

@@ -1,0 +1,1 @@
+"""The benchmarking toolkit behind `mininet bench`: timing harness, saved runs, peak, compare, plots."""

@@ -1,0 +1,1 @@
+"""ONNX export: trace one forward pass, write an ONNX model (the onnx package builds the proto)."""
