@@ -1,13 +1,15 @@
-"""Sequence modules: Embedding, RNN and LSTM (cells and multi-layer), needle's layout.
+"""Sequence modules: Embedding, RNN, LSTM and GRU (cells and multi-layer), needle's layout.
 
 Weights are stored as needle stores them, (in, out), so that x @ W needs no transpose:
 W_ih (input_size, k * hidden_size) and W_hh (hidden_size, k * hidden_size), k = 1 for
-the RNN and 4 for the LSTM (gates i, f, g, o, PyTorch's order: torch's weight_ih_l0 is
-our W_ih transposed). Sequences are (seq_len, batch, features). Each layer projects
-its whole input sequence with one GEMM before the time loop; a step then costs one
-(batch, hidden) x (hidden, k * hidden) product.
+the RNN, 4 for the LSTM (gates i, f, g, o, PyTorch's order) and 3 for the GRU (r, z, n,
+PyTorch's order): torch's weight_ih_l0 is our W_ih transposed, its biases bias_ih and
+bias_hh (k * hidden_size,) are ours as they are. Sequences are (seq_len, batch,
+features). Each layer projects its whole input sequence with one GEMM before the time
+loop; a step then costs one (batch, hidden) x (hidden, k * hidden) product.
 """
 from .. import init, ops
+from ..ops.rnn import gru_cell, gru_layer
 from .module import Module, Parameter
 
 
@@ -32,6 +34,7 @@ class Embedding(Module):
 
 class _Cell(Module):
     gates = 1
+    fold_bias_hh = True   # bias_hh joins the input projection (not the GRU's: see GRUCell)
 
     def __init__(self, input_size, hidden_size, bias=True, device=None, dtype="float32"):
         super().__init__()
@@ -48,7 +51,7 @@ class _Cell(Module):
             raise ValueError(f"{type(self).__name__}: input of shape {x.shape} has {x.shape[-1]} "
                              f"features, expected {self.input_size}")
         y = ops.linear(x, self.W_ih, self.bias_ih)
-        return y if self.bias_hh is None else y + self.bias_hh
+        return y if self.bias_hh is None or not self.fold_bias_hh else y + self.bias_hh
 
     def zeros(self, batch, like):
         return init.zeros(batch, self.hidden_size, dtype=like.dtype, device=like.device)
@@ -88,13 +91,44 @@ class LSTMCell(_Cell):
         return self.step(self.project(x), state)
 
 
+class GRUCell(_Cell):
+    """h' = (1 - z) n + z h with r, z, n = PyTorch's gates:
+    r = sigmoid(x W_ir + b_ir + h W_hr + b_hr), z = sigmoid(x W_iz + b_iz + h W_hz + b_hz),
+    n = tanh(x W_in + b_in + r * (h W_hn + b_hn)).
+
+    Parameters as the other cells: W_ih (input_size, 3 * hidden_size) and W_hh
+    (hidden_size, 3 * hidden_size), their columns the blocks r, z, n (torch's weight_ih /
+    weight_hh transposed), and two biases bias_ih and bias_hh (3 * hidden_size,), torch's
+    bias_ih / bias_hh unchanged (None with bias=False). The LSTM and RNN add bias_hh to the
+    input projection; the GRU cannot, since b_hn is multiplied by r, so bias_hh enters
+    each step with h W_hh. forward(x (batch, input_size), h=None) -> h' (batch, hidden);
+    h defaults to zeros."""
+    gates = 3
+    fold_bias_hh = False
+
+    def step(self, xp, h):
+        """One step from the projected input xp = x W_ih + b_ih."""
+        return gru_cell(xp, h, self.W_hh, self.bias_hh)
+
+    def forward(self, x, h=None):
+        if x.ndim != 2:
+            raise ValueError(f"GRUCell: input must be (batch, features), got shape {x.shape}")
+        return self.step(self.project(x), self.zeros(x.shape[0], x) if h is None else h)
+
+
 class _Stack(Module):
     """Layers of cells over (seq_len, batch, features) input."""
 
-    def _run(self, x, states):
+    def _check(self, x):
         if x.ndim != 3:
             raise ValueError(f"{type(self).__name__}: input must be (seq_len, batch, features), "
                              f"got shape {x.shape}")
+        if x.shape[2] != self.cells[0].input_size:   # named here, before the reshape
+            raise ValueError(f"{type(self).__name__}: input of shape {x.shape} has {x.shape[2]} "
+                             f"features, expected {self.cells[0].input_size}")
+
+    def _run(self, x, states):
+        self._check(x)
         seq, batch = x.shape[:2]
         finals = []
         for cell, state in zip(self.cells, states):
@@ -162,3 +196,28 @@ class LSTM(_Stack):
         """One op per layer and sequence (fused on the CPU)."""
         out, h, c = ops.lstm_layer(xp, cell.W_hh, *state)
         return out, (h, c)
+
+
+class GRU(_Stack):
+    """Multi-layer GRU: forward(x (seq, batch, input_size), h0) -> (output (seq, batch,
+    hidden), h_n (layers, batch, hidden)); h0 defaults to zeros. Layer k is cells[k], a
+    GRUCell (parameters and their layout there: torch's weight_ih_l{k} is
+    cells[k].W_ih transposed, bias_hh_l{k} is cells[k].bias_hh). Each layer runs as one
+    op over the sequence (ops.rnn.gru_layer)."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, device=None,
+                 dtype="float32"):
+        super().__init__()
+        self.hidden_size, self.num_layers = hidden_size, num_layers
+        self.cells = [GRUCell(input_size if k == 0 else hidden_size, hidden_size, bias, device,
+                              dtype) for k in range(num_layers)]
+
+    def forward(self, x, h0=None):
+        self._check(x)   # before x.shape[1] below
+        states = [h if h is not None else c.zeros(x.shape[1], x)
+                  for c, h in zip(self.cells, self._layers(h0, self.num_layers))]
+        out, finals = self._run(x, states)
+        return out, ops.stack(finals, 0)
+
+    def _layer(self, cell, xp, h):
+        return gru_layer(xp, cell.W_hh, h, cell.bias_hh)

@@ -5,7 +5,7 @@ and one accumulation per step). Their gradients of a create_graph backward are b
 from ops, so higher orders work; devices without the kernels use the composites."""
 from ..autograd import Tensor, TupleOp, grad, grad_enabled
 from ..ndarray import NDArray, matmul as nd_matmul
-from .math import require_float, sigmoid, tanh
+from .math import linear, require_float, sigmoid, tanh
 from .shape import concatenate, reshape, split, stack
 
 
@@ -151,3 +151,128 @@ def lstm_layer(xp, w_hh, h0, c0):
         return lstm_layer_composite(xp, w_hh, h0, c0)
     out = LSTMLayer()(xp, w_hh, h0, c0)
     return out[0], out[1], out[2]
+
+
+# GRU ----------------------------------------------------------------------------------
+# PyTorch's GRU, gates r, z, n in that order: with xp = x W_ih + b_ih and
+# hp = h W_hh + b_hh, r = sigmoid(xp_r + hp_r), z = sigmoid(xp_z + hp_z),
+# n = tanh(xp_n + r * hp_n), h' = (1 - z) n + z h. b_hh's n block sits inside the
+# r product, so b_hh is an input of its own rather than folded into xp.
+def _gru_blocks(a, n):
+    """a (B, 3n) -> its three (B, n) blocks r, z, n."""
+    return split(reshape(a, (a.shape[0], 3, n)), 1)
+
+
+def _check_gru_step(xp, h, w_hh, b_hh):
+    if xp.ndim != 2 or h.ndim != 2:
+        raise ValueError(f"gru_cell: projected input {xp.shape} and state {h.shape} must be 2-D "
+                         "(batch, features)")
+    b, n = h.shape
+    if tuple(xp.shape) != (b, 3 * n) or tuple(w_hh.shape) != (n, 3 * n) or (
+            b_hh is not None and tuple(b_hh.shape) != (3 * n,)):
+        raise ValueError(f"gru_cell: a state of shape {h.shape} needs a projected input ({b}, "
+                         f"{3 * n}), w_hh ({n}, {3 * n}) and b_hh ({3 * n},); got {xp.shape}, "
+                         f"{w_hh.shape}, {None if b_hh is None else b_hh.shape}")
+    if len({a.dtype for a in (xp, h, w_hh, b_hh) if a is not None}) != 1:
+        raise ValueError(f"gru_cell: inputs must share a dtype, got {xp.dtype}, {h.dtype}, "
+                         f"{w_hh.dtype}, {None if b_hh is None else b_hh.dtype}")
+
+
+def gru_cell(xp, h, w_hh, b_hh=None):
+    """h' of a GRU step from ops, given the projected input xp = x W_ih + b_ih (B, 3n)."""
+    require_float("gru_cell", xp, h, w_hh)
+    _check_gru_step(xp, h, w_hh, b_hh)
+    xr, xz, xn = _gru_blocks(xp, h.shape[1])
+    hr, hz, hn = _gru_blocks(linear(h, w_hh, b_hh), h.shape[1])
+    r, z = sigmoid(xr + hr), sigmoid(xz + hz)
+    g = tanh(xn + r * hn)
+    return g + z * (h - g)
+
+
+def gru_layer_composite(xp, w_hh, h0, b_hh=None):
+    """(H (S, B, n), h_n) step by step from ops."""
+    h, outs = h0, []
+    for xt in split(xp, 0):
+        h = gru_cell(xt, h, w_hh, b_hh)
+        outs.append(h)
+    return stack(outs, 0), h
+
+
+class GRULayer(TupleOp):
+    """A GRU layer over a sequence: inputs the projected input xp (S, B, 3n) (x @ W_ih +
+    b_ih, one GEMM for the sequence), w_hh (n, 3n), h0 (B, n) and optionally b_hh (3n,);
+    outputs every h_t (S, B, n) and h_n. Built from array ops, so every device runs it;
+    it keeps each step's r, z, n and h W_hn + b_hn, and backward runs the steps in
+    reverse with w_hh's gradient as one GEMM over all steps (and b_hh's as one sum).
+    The gradient of a create_graph backward is the composite's, so higher orders work."""
+
+    def compute(self, xp, w, h0, b=None):
+        S, B, n3 = xp.shape
+        n, dev, dt = n3 // 3, xp.device, xp.dtype
+        xp, w = xp.compact(), w.compact()
+        self.hs = NDArray.make((S + 1, B, n), device=dev, dtype=dt)   # h_0 .. h_S
+        self.act = NDArray.make((S, B, 4 * n), device=dev, dtype=dt)  # r, z, n, h W_hn + b_hn
+        self.hs[0] = h0
+        for t in range(S):
+            hp = nd_matmul(self.hs[t], w)
+            if b is not None:
+                hp.add_(b)
+            x, a = xp[t], self.act[t]
+            a[:, :2 * n] = (x[:, :2 * n] + hp[:, :2 * n]).sigmoid()
+            a[:, 3 * n:] = hp[:, 2 * n:]
+            g = (x[:, 2 * n:] + a[:, :n] * hp[:, 2 * n:]).tanh()
+            a[:, 2 * n:3 * n] = g
+            self.hs[t + 1] = g + a[:, n:2 * n] * (self.hs[t] - g)
+        return self.hs[1:], self.hs[S].compact()
+
+    def gradient(self, g, node):
+        if grad_enabled():   # create_graph: the composite's vector-Jacobian product, seeded
+            # by g (never differentiated through: see LSTMLayer.gradient)
+            outs = gru_layer_composite(*node.inputs)
+            return tuple(grad(list(outs), list(node.inputs), list(g)))
+        xp, w = node.inputs[0].cached_data, node.inputs[1].cached_data
+        dhs, dh = g.cached_data
+        S, B, n3 = xp.shape
+        n, dev, dt = n3 // 3, xp.device, xp.dtype
+        dxp = NDArray.make((S, B, n3), device=dev, dtype=dt)
+        dhp = NDArray.make((S, B, n3), device=dev, dtype=dt)   # d(h W_hh + b_hh) per step
+        wt = w.compact().permute((1, 0))
+        for t in reversed(range(S)):
+            dh = dh + dhs[t]
+            a = self.act[t]
+            r, z, gn, hn = (a[:, k * n:(k + 1) * n] for k in range(4))
+            dgn = dh * (1 - z) * (1 - gn * gn)
+            dxp[t, :, :n] = dgn * hn * r * (1 - r)
+            dxp[t, :, n:2 * n] = dh * (self.hs[t] - gn) * z * (1 - z)
+            dxp[t, :, 2 * n:] = dgn
+            dhp[t, :, :2 * n] = dxp[t, :, :2 * n]
+            dhp[t, :, 2 * n:] = dgn * r
+            dh = dh * z + nd_matmul(dhp[t], wt)
+        dhp2 = dhp.reshape((S * B, n3))
+        dw = nd_matmul(self.hs[:S].reshape((S * B, n)).permute((1, 0)), dhp2)
+        grads = [dxp, dw, dh.compact()] + ([dhp2.sum(0)] if len(node.inputs) == 4 else [])
+        return tuple(Tensor.make_const(a) for a in grads)
+
+
+def gru_layer(xp, w_hh, h0, b_hh=None):
+    """(H, h_n) of a GRU layer over (S, B, 3n) projected inputs (x W_ih + b_ih), as one op."""
+    args = [xp, w_hh, h0] + ([] if b_hh is None else [b_hh])
+    require_float("gru_layer", *args)
+    if xp.ndim != 3:
+        raise ValueError(f"gru_layer: the projected input must be (seq, batch, 3 * hidden), "
+                         f"got shape {xp.shape}")
+    S, B, n3 = xp.shape
+    n = n3 // 3
+    if S == 0 or n3 % 3:
+        raise ValueError(f"gru_layer: the projected input {xp.shape} needs a sequence of at "
+                         "least one step and 3 * hidden features")
+    if tuple(w_hh.shape) != (n, n3) or tuple(h0.shape) != (B, n) or (
+            b_hh is not None and tuple(b_hh.shape) != (n3,)):
+        raise ValueError(f"gru_layer: projected input {xp.shape} needs w_hh ({n}, {n3}), state "
+                         f"({B}, {n}) and b_hh ({n3},); got {w_hh.shape}, {h0.shape}, "
+                         f"{None if b_hh is None else b_hh.shape}")
+    if len({a.dtype for a in args}) != 1:
+        raise ValueError(f"gru_layer: inputs must share a dtype, got "
+                         f"{', '.join(str(a.dtype) for a in args)}")
+    out = GRULayer()(*args)
+    return out[0], out[1]
