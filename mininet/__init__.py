@@ -7,6 +7,7 @@ from .backend import cpu, cuda, cuda_available, default_device
 from .ndarray import NDArray, float32, float64, int64
 from .autograd import Tensor, enable_grad, no_grad
 from . import ops, init, nn, optim, data, models, distributed
+from . import profiler
 from .init import manual_seed
 from .interop import from_dlpack, from_numpy, load_file, save_file
 from .ops.creation import (accelerator, arange, cat, concat, concatenate, device, empty, empty_like,
