@@ -1,16 +1,79 @@
-"""Benchmarks behind `mininet bench`: each returns a list of result dicts."""
+"""Benchmarks behind `mininet bench`: each times its cases with the harness
+(mininet.benchmark.harness) and returns them as Case records; bench_cmds.py draws the
+tables, prints the rows and saves the runs."""
 import numpy as np
 
 from mininet_ext import matmul as _mm
 from mininet_ext.buffer import Buffer
 
 from .. import get_num_threads, set_num_threads
+from ..benchmark.harness import Case, PeakRSS, blas_threads, measure
 from ..ndarray import NDArray
-from .timing import best_time
+
+TORCH_MISSING = "torch not installed (pip install '.[torch]')"
 
 
+class CaseTimer:
+    """Times cases one after another with the harness. progress(done, total, label) is
+    called before each case and once more (done == total) after the last."""
+
+    def __init__(self, total, min_time=0.2, repeat=None, progress=None):
+        self.total, self.done = total, 0
+        self.min_time, self.repeat = min_time, repeat
+        self.progress = progress or (lambda done, total, label: None)
+
+    def time(self, name, impl, params, fn, *, threads, flops=None, nbytes=None, sync=None,
+             repeat=None, warmup=1):
+        """The Case of fn: its samples, the process's peak RSS while it ran (PeakRSS)."""
+        self.progress(self.done, self.total, name)
+        with PeakRSS() as rss:
+            samples = measure(fn, min_time=self.min_time, repeat=repeat or self.repeat,
+                              warmup=warmup, sync=sync)
+        self.done += 1
+        if self.done == self.total:
+            self.progress(self.done, self.total, name)
+        return Case(name=name, impl=impl, params=params, threads=threads, samples=samples,
+                    flops=flops, nbytes=nbytes, peak_rss_mb=rss.mb)
+
+
+class _Threads:
+    """mininet (and torch, when asked) on `threads` threads inside the block; back after."""
+
+    def __init__(self, threads, torch=None):
+        self.threads, self.torch = threads, torch
+
+    def __enter__(self):
+        self.old = get_num_threads()
+        if self.threads:
+            set_num_threads(self.threads)
+        if self.torch is not None:
+            self.old_torch = self.torch.get_num_threads()
+            self.torch.set_num_threads(get_num_threads())
+        return get_num_threads()
+
+    def __exit__(self, *exc):
+        set_num_threads(self.old)
+        if self.torch is not None:
+            self.torch.set_num_threads(self.old_torch)
+        return False
+
+
+def torch_or_none():
+    """PyTorch, or None where it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def unique(items):
+    return list(dict.fromkeys(items))
+
+
+# matmul -------------------------------------------------------------------------------------
 def parse_shapes(spec):
-    """'256,512' -> square sizes; '100x784x100' -> (M, K, N)."""
+    """'256,512' -> square sizes; '100x784x100' -> (M, K, N); repeats dropped."""
     shapes = []
     for part in spec.split(","):
         part = part.strip().lower()
@@ -23,7 +86,16 @@ def parse_shapes(spec):
         if len(dims) != 3 or min(dims) < 1:
             raise ValueError(f"bad size {part!r}: use N or MxKxN with positive integers")
         shapes.append(tuple(dims))
-    return shapes
+    return unique(shapes)
+
+
+def shape_name(m, k, n):
+    return f"{m}x{k}x{n}"
+
+
+def matmul_work(m, k, n, dtype):
+    """(flops, bytes) of one product: 2MNK, and A, B and C each moved once."""
+    return 2.0 * m * n * k, float(np.dtype(dtype).itemsize * (m * k + k * n + m * n))
 
 
 def _simple_matmul(x, y):
@@ -40,62 +112,75 @@ def _simple_matmul(x, y):
     return run
 
 
-def bench_matmul(shapes, dtype="float32", threads=None, repeat=5, simple=True, device="cpu"):
-    old = get_num_threads()
-    if threads:
-        set_num_threads(threads)
-    rows = []
-    try:
+def _has_simple(shape, dtype, simple):
+    m, k, n = shape
+    return simple and dtype == "float32" and m * n * k <= 2048 ** 3
+
+
+def matmul_impls(shapes, dtype, simple=True):
+    """The implementations timed per shape, in order (for the case count)."""
+    return [["mininet", "numpy"] + (["simple-tiled"] if _has_simple(s, dtype, simple) else [])
+            for s in shapes]
+
+
+def bench_matmul(shapes, dtype="float32", threads=None, min_time=0.2, repeat=None, simple=True,
+                 progress=None):
+    """mininet's matmul, numpy's (its BLAS on the same thread count where it can be set)
+    and the course's tiled kernel, per shape."""
+    timer = CaseTimer(sum(map(len, matmul_impls(shapes, dtype, simple))), min_time, repeat,
+                      progress)
+    cases = []
+    with _Threads(threads) as n_threads, blas_threads(n_threads) as n_blas:
         for m, k, n in shapes:
             rng = np.random.default_rng(0)
             x = rng.standard_normal((m, k)).astype(dtype)
             y = rng.standard_normal((k, n)).astype(dtype)
-            flops = 2.0 * m * n * k
-            a, b = NDArray(x, device=device), NDArray(y, device=device)
-            impls = {"mininet": lambda: a @ b, "numpy": lambda: x @ y}
-            if simple and dtype == "float32" and m * n * k <= 2048 ** 3:
-                impls["simple-tiled"] = _simple_matmul(x, y)
-            for impl, fn in impls.items():
-                t = best_time(fn, repeat=repeat)
-                rows.append({"impl": impl, "m": m, "k": k, "n": n, "dtype": dtype,
-                             "threads": get_num_threads(), "seconds": t, "gflops": flops / t / 1e9})
-    finally:
-        set_num_threads(old)
-    return rows
-
-
-def bench_ewise(size=4 * 1024 * 1024, rows=4096, cols=1024, threads=None, repeat=5):
-    """Contiguous add of two `size` arrays, and a (rows, cols) + (cols,) broadcast add."""
-    old = get_num_threads()
-    if threads:
-        set_num_threads(threads)
-    out = []
-    try:
-        rng = np.random.default_rng(0)
-        cases = {
-            f"add {size}": (rng.standard_normal(size).astype(np.float32),
-                            rng.standard_normal(size).astype(np.float32)),
-            f"add {rows}x{cols} + {cols}": (rng.standard_normal((rows, cols)).astype(np.float32),
-                                              rng.standard_normal(cols).astype(np.float32)),
-        }
-        for case, (x, y) in cases.items():
             a, b = NDArray(x), NDArray(y)
-            nbytes = (x.size * 2 + y.size) * 4
-            for impl, fn in {"mininet": lambda: a + b, "numpy": lambda: x + y}.items():
-                t = best_time(fn, repeat=repeat)
-                out.append({"impl": impl, "case": case, "threads": get_num_threads(), "seconds": t,
-                            "gbytes_per_s": nbytes / t / 1e9})
-    finally:
-        set_num_threads(old)
-    return out
+            flops, nbytes = matmul_work(m, k, n, dtype)
+            impls = {"mininet": (lambda: a @ b, n_threads), "numpy": (lambda: x @ y, n_blas)}
+            if _has_simple((m, k, n), dtype, simple):
+                impls["simple-tiled"] = (_simple_matmul(x, y), n_threads)
+            for impl, (fn, used) in impls.items():
+                params = {"m": m, "k": k, "n": n, "dtype": dtype, "device": "cpu"}
+                cases.append(timer.time(f"matmul {shape_name(m, k, n)} {dtype} {impl}", impl,
+                                        params, fn, threads=used, flops=flops, nbytes=nbytes))
+    return cases
 
 
-# convolution ------------------------------------------------------------------------
+# elementwise --------------------------------------------------------------------------------
+def bench_ewise(size=4 * 1024 * 1024, rows=4096, cols=1024, threads=None, min_time=0.2,
+                repeat=None, progress=None):
+    """Contiguous add of two `size` arrays, and a (rows, cols) + (cols,) broadcast add."""
+    rng = np.random.default_rng(0)
+    inputs = {
+        f"add {size}": (rng.standard_normal(size).astype(np.float32),
+                        rng.standard_normal(size).astype(np.float32)),
+        f"add {rows}x{cols} + {cols}": (rng.standard_normal((rows, cols)).astype(np.float32),
+                                          rng.standard_normal(cols).astype(np.float32)),
+    }
+    timer = CaseTimer(2 * len(inputs), min_time, repeat, progress)
+    cases = []
+    with _Threads(threads) as n_threads:
+        for case, (x, y) in inputs.items():
+            a, b = NDArray(x), NDArray(y)
+            out = np.broadcast_shapes(x.shape, y.shape)
+            size_out = int(np.prod(out))
+            nbytes = float((x.size + y.size + size_out) * 4)
+            for impl, fn, used in (("mininet", lambda: a + b, n_threads),
+                                   ("numpy", lambda: x + y, 1)):   # numpy's ufuncs: one thread
+                params = {"case": case, "dtype": "float32", "device": "cpu"}
+                cases.append(timer.time(f"ewise {case} float32 {impl}", impl, params, fn,
+                                        threads=used, flops=float(size_out), nbytes=nbytes))
+    return cases
+
+
+# convolution --------------------------------------------------------------------------------
 CONV_SHAPES = "100,1,28,28,16,5,1,2;100,16,14,14,32,5,1,2;8,64,56,56,64,3,1,1"
+CONV_MODES = ("fwd", "fwd+bwd")
 
 
 def parse_conv_shapes(spec):
-    """'N,C,H,W,K,k,stride,pad;...' -> list of 8-tuples."""
+    """'N,C,H,W,K,k,stride,pad;...' -> list of 8-tuples (repeats dropped)."""
     shapes = []
     for part in spec.split(";"):
         try:
@@ -105,8 +190,24 @@ def parse_conv_shapes(spec):
         if len(dims) != 8 or min(dims[:7]) < 1 or dims[7] < 0:
             raise ValueError(f"bad conv shape {part!r}: use N,C,H,W,K,k,stride,pad with positive "
                              "integers (pad >= 0), several separated by ';'")
+        n, c, h, w, k, ks, stride, pad = dims
+        if h + 2 * pad < ks or w + 2 * pad < ks:
+            raise ValueError(f"conv shape {part!r}: kernel {ks} is larger than the padded input")
         shapes.append(dims)
-    return shapes
+    return unique(shapes)
+
+
+def conv_work(shape, mode):
+    """(flops, bytes) of one call: the forward's 2*N*K*OH*OW*C*k*k (the backward's two
+    products make fwd+bwd three times that), and each tensor read or written once per pass
+    (forward: x, w, b, y; backward: g, x, w in, dx, dw, db out)."""
+    n, c, h, wd, k, ks, stride, pad = shape
+    oh, ow = (h + 2 * pad - ks) // stride + 1, (wd + 2 * pad - ks) // stride + 1
+    flops = 2.0 * n * k * oh * ow * c * ks * ks
+    x, w, y = n * c * h * wd, k * c * ks * ks, n * k * oh * ow
+    if mode == "fwd":
+        return flops, 4.0 * (x + w + k + y)
+    return 3 * flops, 4.0 * (3 * x + 3 * w + 2 * k + 2 * y)
 
 
 def conv_direct(x, w, stride, pad):
@@ -135,79 +236,105 @@ def conv_direct(x, w, stride, pad):
     return y, backward
 
 
-def _conv_impls(x, w, b, stride, pad, device):
+def _mininet_conv(x, w, b, stride, pad, dev):
+    """(forward, forward+backward) of mininet's conv on dev."""
     from ..autograd import Tensor, no_grad
-    from ..backend import get_device
     from ..ops import conv
-    dev = get_device(device)
-    sync = getattr(dev, "synchronize", lambda: None)  # GPU timings wait for the kernels
     mx, mw, mb = (Tensor(a, device=dev, requires_grad=True) for a in (x, w, b))
     with no_grad():
         g = Tensor(np.ones(conv(mx, mw, mb, stride, pad).shape, np.float32), device=dev)
 
-    def mn_fwd():
+    def fwd():
         with no_grad():
-            conv(mx, mw, mb, stride, pad)
-        sync()
+            return conv(mx, mw, mb, stride, pad)
 
-    def mn_fwd_bwd():
+    def fwd_bwd():
         mx.grad = mw.grad = mb.grad = None
         conv(mx, mw, mb, stride, pad).backward(g)
-        sync()
+        return mx.grad
+    return fwd, fwd_bwd
 
-    def naive_fwd_bwd():
+
+def _naive_conv(x, w, stride, pad):
+    def fwd_bwd():
         y, back = conv_direct(x, w, stride, pad)
-        back(np.ones_like(y))
-    impls = {"mininet": (mn_fwd, mn_fwd_bwd),
-             "naive": (lambda: conv_direct(x, w, stride, pad), naive_fwd_bwd)}
-    try:
-        import torch
-    except ImportError:
-        return impls
+        return back(np.ones_like(y))
+    return (lambda: conv_direct(x, w, stride, pad)), fwd_bwd
+
+
+def _torch_conv(torch, x, w, b, stride, pad):
     tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
 
-    def t_fwd():
+    def fwd():
         with torch.no_grad():
-            torch.nn.functional.conv2d(tx, tw, tb, stride, pad)
+            return torch.nn.functional.conv2d(tx, tw, tb, stride, pad)
 
-    def t_fwd_bwd():
+    def fwd_bwd():
         tx.grad = tw.grad = tb.grad = None
         y = torch.nn.functional.conv2d(tx, tw, tb, stride, pad)
         y.backward(torch.ones_like(y))
-    impls["torch"] = (t_fwd, t_fwd_bwd)
-    return impls
+        return tx.grad
+    return fwd, fwd_bwd
 
 
-def bench_conv(shapes, threads=None, repeat=5, device="cpu", naive=True):
-    """Forward and forward+backward time and GFLOPS per conv shape, per implementation."""
-    old = get_num_threads()
-    if threads:
-        set_num_threads(threads)
-    try:
-        import torch
-        torch.set_num_threads(get_num_threads())
-    except ImportError:
-        pass
-    rows = []
-    try:
+def conv_impls(naive=True, torch=None):
+    """The implementations timed per shape, in order."""
+    return ["mininet"] + (["torch"] if torch is not None else []) + (["naive"] if naive else [])
+
+
+def bench_conv(shapes, threads=None, min_time=0.2, repeat=None, device="cpu", naive=True,
+               progress=None):
+    """Forward and forward+backward of mininet's conv on `device`, PyTorch's on the CPU
+    (when installed) and a naive direct convolution (numpy, timed once: it is slow)."""
+    from ..backend import get_device
+    dev = get_device(device)
+    torch = torch_or_none()
+    impls = conv_impls(naive, torch)
+    timer = CaseTimer(len(shapes) * len(impls) * len(CONV_MODES), min_time, repeat, progress)
+    cases = []
+    with _Threads(threads, torch) as n_threads, blas_threads(n_threads) as n_blas:
         for shape in shapes:
             n, c, h, wd, k, ks, stride, pad = shape
-            oh, ow = (h + 2 * pad - ks) // stride + 1, (wd + 2 * pad - ks) // stride + 1
-            if oh < 1 or ow < 1:
-                raise ValueError(f"conv shape {shape}: kernel {ks} is larger than the padded input")
             rng = np.random.default_rng(0)
             x = rng.standard_normal((n, c, h, wd)).astype(np.float32)
             w = (rng.standard_normal((k, c, ks, ks)) / np.sqrt(c * ks * ks)).astype(np.float32)
             b = rng.standard_normal(k).astype(np.float32)
-            flops = 2.0 * n * k * oh * ow * c * ks * ks
-            for impl, (fwd, fwd_bwd) in _conv_impls(x, w, b, stride, pad, device).items():
-                if impl == "naive" and not naive:
-                    continue
-                for mode, fn, mult in (("fwd", fwd, 1), ("fwd+bwd", fwd_bwd, 3)):
-                    t = best_time(fn, repeat=repeat if impl != "naive" else 1)
-                    rows.append({"impl": impl, "shape": ",".join(map(str, shape)), "mode": mode,
-                                 "device": device, "threads": get_num_threads(), "seconds": t,
-                                 "gflops": mult * flops / t / 1e9})
-    finally:
-        set_num_threads(old)
-    return rows
+            fns = {"mininet": _mininet_conv(x, w, b, stride, pad, dev)}
+            if torch is not None:
+                fns["torch"] = _torch_conv(torch, x, w, b, stride, pad)
+            if naive:
+                fns["naive"] = _naive_conv(x, w, stride, pad)
+            for impl in impls:
+                on_gpu = impl == "mininet" and device != "cpu"
+                for mode, fn in zip(CONV_MODES, fns[impl]):
+                    flops, nbytes = conv_work(shape, mode)
+                    params = {"shape": ",".join(map(str, shape)), "mode": mode,
+                              "device": device if impl == "mininet" else "cpu", "dtype": "float32"}
+                    where = f" {device}" if on_gpu else ""
+                    name = f"conv {params['shape']} {mode} {impl}{where}"
+                    cases.append(timer.time(
+                        name, impl, params, fn, flops=flops, nbytes=nbytes,
+                        threads=None if on_gpu else n_blas if impl == "naive" else n_threads,
+                        sync=dev.synchronize if on_gpu else None,
+                        repeat=1 if impl == "naive" else None))
+    return cases
+
+
+# % of peak ----------------------------------------------------------------------------------
+def add_roofline(cases, peak):
+    """Each CPU case's params gain its arithmetic intensity ("flop_per_byte") and, with a
+    peak (mininet.benchmark.peak's dict), "pct_peak" (of the compute peak at its thread
+    count), "bound" (compute or memory: which roof its intensity is under) and
+    "attainable_gflops"."""
+    for case in cases:
+        if not case.flops or not case.nbytes:
+            continue
+        case.params["flop_per_byte"] = case.flops / case.nbytes
+        if peak is None or case.params.get("device") != "cpu" or case.threads is None:
+            continue
+        from ..benchmark.peak import roofline
+        r = roofline(case.flops, case.nbytes, case.median, peak,
+                     dtype=case.params.get("dtype", "float32"), threads=case.threads)
+        case.params.update(pct_peak=r["pct_peak"], bound=r["bound"],
+                           attainable_gflops=r["attainable_gflops"])
+    return cases

@@ -1,4 +1,5 @@
-"""GPU benchmarks: mininet's CUDA matmul vs cuBLAS SGEMM/DGEMM, timed with CUDA events.
+"""GPU benchmarks: mininet's CUDA matmul vs cuBLAS SGEMM/DGEMM, timed by the harness
+(mininet.benchmark.harness) with the device's synchronize inside each timed batch.
 
 cuBLAS is reached through ctypes on the CUDA toolkit's libcublas (CuPy is not on the
 lent GPU machine): cublasSgemm_v2 / cublasDgemm_v2 with pedantic math, so TF32 is off
@@ -6,28 +7,13 @@ for a like-for-like comparison.
 """
 import ctypes
 import ctypes.util
+import sys
 
 import numpy as np
 
 from ..backend import cuda
 from ..ndarray import NDArray
-
-
-def _events_time(device, fn, repeat):
-    """Best per-call milliseconds of fn over `repeat` timed batches, after a warm-up."""
-    drv = device.drv
-    fn()
-    device.synchronize()
-    start, end = drv.Event(), drv.Event()
-    best = float("inf")
-    for _ in range(repeat):
-        start.record()
-        for _ in range(5):
-            fn()
-        end.record()
-        end.synchronize()
-        best = min(best, start.time_till(end) / 5)
-    return best / 1e3
+from .bench import CaseTimer, matmul_work, shape_name
 
 
 class _CtypesCublas:
@@ -60,14 +46,18 @@ class _CtypesCublas:
                           ctypes.c_void_p(a), k, ctypes.byref(zero), ctypes.c_void_p(c), n)
 
 
-def bench_matmul_gpu(shapes, dtype="float32", repeat=5):
+def bench_matmul_gpu(shapes, dtype="float32", min_time=0.2, repeat=None, progress=None):
+    """mininet's CUDA matmul and cuBLAS per shape; each case's params hold mininet's
+    largest error against numpy's float64 product and the reference's name."""
     dev = cuda()
-    rows = []
     blas = None
     try:
         blas = _CtypesCublas()
     except (RuntimeError, AttributeError) as e:
-        print(f"cuBLAS unavailable: {e}; timing mininet only")
+        print(f"cuBLAS unavailable: {e}; timing mininet only", file=sys.stderr)
+    impls = ["mininet"] + (["cublas"] if blas is not None else [])
+    timer = CaseTimer(len(shapes) * len(impls), min_time, repeat, progress)
+    cases = []
     for m, k, n in shapes:
         rng = np.random.default_rng(0)
         x = rng.standard_normal((m, k)).astype(dtype)
@@ -75,16 +65,17 @@ def bench_matmul_gpu(shapes, dtype="float32", repeat=5):
         a, b = NDArray(x, device=dev), NDArray(y, device=dev)
         c = a @ b
         err = float(np.abs(c.numpy() - x.astype(np.float64) @ y).max())
-        flops = 2.0 * m * n * k
-        impls = {"mininet": lambda: a @ b}
+        flops, nbytes = matmul_work(m, k, n, dtype)
+        fns = {"mininet": lambda: a @ b}
         if blas is not None:
             out = NDArray.make((m, n), device=dev, dtype=c.dtype)
-            impls["cublas"] = blas.gemm(a.handle.ptr, b.handle.ptr, out.handle.ptr, m, n, k,
-                                        np.dtype(dtype))
-        for impl, fn in impls.items():
-            t = _events_time(dev, fn, repeat)
-            rows.append({"impl": impl, "m": m, "k": k, "n": n, "dtype": dtype, "threads": "gpu",
-                         "device": repr(dev), "seconds": t, "gflops": flops / t / 1e9,
-                         "max_abs_err": err if impl == "mininet" else None,
-                         "reference": blas.name if blas else None})
-    return rows
+            fns["cublas"] = blas.gemm(a.handle.ptr, b.handle.ptr, out.handle.ptr, m, n, k,
+                                      np.dtype(dtype))
+        for impl in impls:
+            params = {"m": m, "k": k, "n": n, "dtype": dtype, "device": "cuda", "gpu": repr(dev),
+                      "max_abs_err": err if impl == "mininet" else None,
+                      "reference": blas.name if blas else None}
+            cases.append(timer.time(f"matmul {shape_name(m, k, n)} {dtype} {impl} cuda", impl,
+                                    params, fns[impl], threads=None, flops=flops, nbytes=nbytes,
+                                    sync=dev.synchronize))
+    return cases

@@ -1,4 +1,5 @@
-"""Timing helpers shared by the benchmarks."""
+"""Best-of timing for `bench train` and `bench dist` (whole epochs, run in turns); the
+kernel benchmarks use mininet.benchmark.harness (samples, medians and spread)."""
 import time
 
 

@@ -1,0 +1,4 @@
+"""`python -m mininet`: the command line (mininet.cli)."""
+from .cli import main
+
+main()
