@@ -11,6 +11,7 @@ import numpy as np
 
 from _rss import record_after, report
 from mininet.cli import train_lm
+from mininet.cli.train import TrainConfig
 
 epochs = int(sys.argv[1]) if len(sys.argv) > 1 else 5
 rng = np.random.default_rng(0)
@@ -21,6 +22,6 @@ for split, lines in (("train", 2000), ("valid", 200), ("test", 200)):
     (folder / f"{split}.txt").write_text(text + "\n")
 peaks = []
 record_after(train_lm, "evaluate_lm", peaks)
-train_lm.run_lm("lstm", epochs, 20, 2e-3, "adam", 0.0, 0, str(folder), None, None, None, True,
-                35, 0.25, 200, 200, 2)
+train_lm.run_lm(TrainConfig("ptb", "lstm", epochs, batch_size=20, weight_decay=0.0,
+                            data_dir=str(folder), json_out=True))
 report(peaks)

@@ -82,8 +82,8 @@ def test_missing_files_offline_message(tmp_path):
 
 
 def torch_resnet9():
-    from mininet.cli.bench_train import _torch_resnet9
-    return _torch_resnet9().double()
+    from mininet.models import registry
+    return registry.build_torch("resnet9").double()
 
 
 @pytest.mark.torch

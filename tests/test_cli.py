@@ -90,7 +90,7 @@ def test_train_save_resume_and_checks(tmp_path, tiny_mnist):
     r = _train(tiny_mnist, "--epochs", "3", "--resume", str(ck), "--json")
     assert r.returncode == 0, r.stderr
     import json
-    assert [e["epoch"] for e in json.loads(r.stdout)["epochs"]] == [3]
+    assert [e["epoch"] for e in json.loads(r.stdout)["epochs"]] == [1, 2, 3]   # with the saved ones
 
 
 def _umask():
@@ -187,7 +187,7 @@ def test_train_ptb_lowers_perplexity_saves_and_resumes(tmp_path, tiny_corpus):
     assert "epoch 3/3: train ppl" in r.stderr
     r = _ptb(tiny_corpus, "--epochs", "4", "--json", "--resume", str(ck))
     assert r.returncode == 0, r.stderr
-    assert [e["epoch"] for e in json.loads(r.stdout)["epochs"]] == [4]
+    assert [e["epoch"] for e in json.loads(r.stdout)["epochs"]] == [1, 2, 3, 4]
     assert_one_line_error(_ptb(tiny_corpus, "--epochs", "5", "--model", "rnn", "--resume", str(ck)),
                           "--model lstm", "not rnn")
 
@@ -221,4 +221,6 @@ def test_train_cifar10_resnet9_on_generated_batches(tmp_path):
     assert_one_line_error(cli("train", "cifar10", "--model", "cnn", "--data-dir", str(tmp_path)),
                           "--model", "resnet9")
     assert_one_line_error(cli("train", "cifar10", "--data-dir", str(tmp_path / "none")),
+                          f"no CIFAR-10 files in {tmp_path / 'none'}", "--download")
+    assert_one_line_error(cli("train", "cifar10", "--data-dir", str(tmp_path / "none"), "--download"),
                           "could not download", "cifar-10-python.tar.gz", "MININET_OFFLINE")

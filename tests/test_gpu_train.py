@@ -171,7 +171,7 @@ def _tiny_loader(gpu, n=80, batch=8):
 def test_a_cuda_epoch_reads_the_loss_back_only_at_the_checks(gpu, monkeypatch):
     """No host round trip per step: the loss and hit counts stay on the device and are read
     every CHECK_EVERY steps and at the end."""
-    from mininet.models import train as T
+    from mininet import training as T
     model = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 3))
     model.to(gpu)
     opt = optim.SGD(model.parameters(), lr=0.1)
@@ -185,7 +185,7 @@ def test_a_cuda_epoch_reads_the_loss_back_only_at_the_checks(gpu, monkeypatch):
 
 
 def test_a_nan_loss_on_cuda_stops_training_at_the_next_check(gpu, monkeypatch):
-    from mininet.models import train as T
+    from mininet import training as T
     model = nn.Sequential(nn.Linear(12, 3))
     model.to(gpu)
     opt = optim.SGD(model.parameters(), lr=1e38)

@@ -40,7 +40,7 @@ HOOK = """if True:
     if where == "setup":          # the model is being set up (the data is loaded)
         before(train, "build_model")
     elif where == "setup-lm":
-        before(train_lm, "LanguageModel")
+        before(train_lm, "build_model")
     else:                         # during epoch 2's save: before or after the file is replaced
         real_save = train.save_checkpoint
         def save_checkpoint(path, model, opt, epoch, *a, **k):

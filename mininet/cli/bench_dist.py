@@ -13,11 +13,14 @@ import numpy as np
 
 
 def bench_scaling(models, ranks_list, samples, batch_size, threads, repeat):
+    """Rows of each (model, rank count); batch_size None: each model's default (registry)."""
+    from ..models import registry
     rows = []
     for name in models:
+        batch = batch_size or registry.get(name).batch_size
         for ranks in ranks_list:
             per_rank_threads = max(1, threads // ranks)
-            args = ["--model", name, "--samples", str(samples), "--batch-size", str(batch_size),
+            args = ["--model", name, "--samples", str(samples), "--batch-size", str(batch),
                     "--threads", str(per_rank_threads), "--repeat", str(repeat)]
             cmd = [sys.executable, "-m", "mininet.cli.bench_dist", *args]
             if ranks > 1:
@@ -34,7 +37,7 @@ def bench_scaling(models, ranks_list, samples, batch_size, threads, repeat):
 def worker(name, samples, batch_size, threads, repeat):
     from .. import distributed
     from ..data import DataLoader, DistributedSampler, TensorDataset
-    from ..models.train import make_optimizer, train_epoch
+    from ..training import make_optimizer, train_epoch
     from .bench_train import train_case
     from .timing import best_time
     distributed.init(threads)

@@ -3,44 +3,66 @@ import json
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from . import _fail, bench_app, console
+from ..models import registry
+from . import THREADS_HELP, _fail, bench_app, console
 
 
-@bench_app.command("train")
+def _models_list():
+    """The registry's models, a line each: name (aliases): description."""
+    lines = []
+    for name, e in registry.MODELS.items():
+        alias = f" (or {', '.join(e.aliases)})" if e.aliases else ""
+        lines.append(f"{name}{alias}: {e.description}")
+    return ("Models (mininet's model registry; PyTorch's twin of each is built from the same "
+            "spec):\n\n" + "\n\n".join(lines))
+
+
+@bench_app.command("train", epilog=_models_list())
 def bench_train(
-    models: str = typer.Option("mlp,resnet,cnn",
-                               help="Comma-separated: mlp, resnet, cnn, softmax, mlp-large (784-1024-1024-10, batch 256), cifar-cnn (3 conv-BN-ReLU-pool stages on 3x32x32, 10k samples), resnet9 (the course's ResNet9 on 3x32x32, batch 128, 5,120 samples), lstm-lm (20 steps of a 2-layer LSTM language model: hidden 256, seq 35, batch 20, vocab 10,000; samples are tokens)."),
-    samples: int = typer.Option(60000, min=100, help="MNIST-shaped random samples per epoch."),
-    batch_size: int = typer.Option(100, min=1),
-    threads: int = typer.Option(2, min=1),
+    models: str = typer.Option("mlp,resnet,cnn", help="Comma-separated model names (listed below). Image models train on random data of their input shape; language models run 20 windows of 35 x 20 tokens (embedding and hidden 256, vocabulary 10,000; samples are tokens)."),
+    samples: int = typer.Option(60000, min=100, help="Random samples per epoch of an image model (cifar-cnn: at most 10,000; resnet9: 5,120)."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Batch size (default: each model's: 100; mlp-large 256, resnet9 128, language models 20)."),
+    threads: Optional[int] = typer.Option(None, min=1, help=THREADS_HELP),
     repeat: int = typer.Option(1, min=1, help="Epochs timed; the best is reported."),
     ranks: Optional[str] = typer.Option(None, help="Data-parallel scaling instead, e.g. 1,2: each count of MPI ranks shares --threads cores (threads // ranks each) at the same global batch; reports samples/s and communication time per step (mininet only; pip install 'mininet\\[mpi]')."),
     json_out: bool = typer.Option(False, "--json"),
 ):
-    """Seconds per training epoch (Adam, batch 100) of mininet vs PyTorch CPU, same run."""
-    from .bench_train import TRAIN_MODELS, bench_train as run
+    """Seconds per training epoch (Adam) of mininet vs PyTorch CPU (the same network, from
+    the model registry), same run."""
+    from .. import get_num_threads
+    from .bench_train import TORCH_MISSING, bench_train as run
+    from .train import threads_phrase
     names = tuple(m.strip() for m in models.split(","))
-    unknown = [m for m in names if m not in TRAIN_MODELS]
-    if unknown:
-        _fail(f"--models: unknown model {unknown[0]!r}; choose from {', '.join(TRAIN_MODELS)}")
+    for name in names:
+        try:
+            registry.get(name)
+        except ValueError:
+            _fail(f"--models: unknown model {name!r}; choose from "
+                  f"{', '.join(list(registry.MODELS) + list(registry.ALIASES))}")
+    threads = threads or get_num_threads()
     if ranks is not None:
         return _bench_scaling(names, ranks, samples, batch_size, threads, repeat, json_out)
     rows = run(names, samples, batch_size, threads, repeat)
     if json_out:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"one training epoch, Adam, {threads} threads")
+    table = Table(title=f"one training epoch, Adam, {threads_phrase(threads)}")
     for col in ("model", "samples", "batch", "mininet s", "torch s", "mininet / torch time"):
         table.add_column(col, justify="right")
     for name in dict.fromkeys(r["model"] for r in rows):
         t = {r["impl"]: r["seconds"] for r in rows if r["model"] == name}
         first = next(r for r in rows if r["model"] == name)
-        ratio = t["mininet"] / t["torch"] if "torch" in t else float("nan")
-        color = "green" if ratio <= 1.0 else "red"
+        if "torch" in t:
+            ratio = t["mininet"] / t["torch"]
+            color = "green" if ratio <= 1.0 else "red"
+            torch_s, versus = f"{t['torch']:.2f}", f"[{color}]{ratio:.2f}[/{color}]"
+        else:
+            torch_s, versus = escape(TORCH_MISSING), "-"
         table.add_row(name, str(first["samples"]), str(first["batch_size"]), f"{t['mininet']:.2f}",
-                      f"{t.get('torch', float('nan')):.2f}", f"[{color}]{ratio:.2f}[/{color}]")
+                      torch_s, versus)
     console.print(table)
 
 
@@ -53,8 +75,10 @@ def _bench_scaling(names, ranks, samples, batch_size, threads, repeat, json_out)
             raise ValueError
     except ValueError:
         _fail(f"--ranks: expected positive integers separated by commas, got {ranks!r}")
-    if "lstm-lm" in names:
-        _fail("--ranks: lstm-lm has no data-parallel case; choose image models")
+    for name in names:
+        if registry.get(name).language_model:
+            _fail(f"--ranks: {name} (a language model) has no data-parallel case; choose "
+                  f"image models")
     try:
         rows = bench_scaling(names, counts, samples, batch_size, threads, repeat)
     except (LaunchError, RuntimeError) as e:
@@ -62,7 +86,8 @@ def _bench_scaling(names, ranks, samples, batch_size, threads, repeat, json_out)
     if json_out:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"data-parallel training, one epoch, Adam, {threads} cores in all")
+    table = Table(title=f"data-parallel training, one epoch, Adam, {threads} core"
+                        f"{'' if threads == 1 else 's'} in all")
     # wait: the allreduce time a step still waits after backward (not hidden by overlap);
     # alone: one allreduce of all gradients, timed by itself
     for col in ("model", "ranks x thr", "batch", "samples/s", "vs 1 rank", "wait ms",

@@ -1,25 +1,105 @@
-"""`mininet train mnist`: progress bar per epoch, a table per epoch, a summary."""
+"""`mininet train mnist|fashion-mnist|cifar10`: a TrainConfig in, a progress bar during
+each epoch, one line per finished epoch, a summary (or JSON) out."""
+import dataclasses
 import json
+import math
 import os
 import random
 import shlex
 import signal
 import sys
+from typing import Optional
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 import numpy as np
 
 from .. import distributed, get_num_threads, set_num_threads
-from ..data import CIFAR10Dataset, DataLoader, DistributedSampler, MNISTDataset
+from ..data import CIFAR10Dataset, DataError, DataLoader, DistributedSampler, MNISTDataset
 from ..distributed import GradientReducer
 from ..init import generator, manual_seed
 from ..interop import save_file
-from ..models import ResNet9, build_model, fit, load_checkpoint, save_checkpoint
-from ..models.train import (CheckpointError, TrainingDiverged, checkpoint_epoch, make_optimizer,
-                             make_scheduler)
+from ..models import registry
+from ..models.registry import build as build_model
+from ..training import (OPTIMIZERS, SCHEDULES, CheckpointError, TrainingDiverged,
+                        checkpoint_epoch, fit, load_checkpoint, make_optimizer, make_scheduler,
+                        save_checkpoint)
+
+# the datasets `mininet train` takes, as their authors write them
+DATASETS = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10",
+            "ptb": "PTB"}
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """What `mininet train` runs: one field per flag (json_out is --json). None for model,
+    epochs and batch_size: the registry's default for the dataset and model. data_dir None:
+    the default folder (created and filled by a download when files are missing); a
+    data_dir the user names is read only, unless download is set. The ptb fields (seq_len
+    to max_lines) size and feed the language model."""
+    dataset: str = "mnist"
+    model: Optional[str] = None
+    epochs: Optional[int] = None
+    batch_size: Optional[int] = None
+    lr: float = 2e-3
+    optimizer: str = "adam"
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    seed: int = 0
+    data_dir: Optional[str] = None
+    download: bool = False
+    threads: Optional[int] = None
+    device: str = "cpu"
+    save: Optional[str] = None
+    resume: Optional[str] = None
+    json_out: bool = False
+    export_weights: Optional[str] = None
+    plot: Optional[str] = None
+    distributed_run: bool = False
+    seq_len: int = 35
+    clip: Optional[float] = 0.25
+    embedding_size: int = 200
+    hidden_size: int = 200
+    layers: int = 2
+    max_lines: Optional[int] = None
+
+    def checked(self):
+        """A copy with the model's canonical name and the defaults filled in; ValueError
+        naming the flag for a value out of range."""
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}: choose "
+                             f"{', '.join(list(DATASETS)[:-1])} or {list(DATASETS)[-1]}")
+        name = self.model or registry.DEFAULT_MODEL[self.dataset]
+        choices = registry.names(self.dataset)
+        entry = registry.MODELS.get(registry.ALIASES.get(name, name))
+        if entry is None or entry.name not in choices:
+            raise ValueError(f"--model must be one of {', '.join(choices)} for {self.dataset}, "
+                             f"got {name!r}")
+        if self.clip is not None and not (math.isfinite(self.clip) and self.clip >= 0):
+            raise ValueError(f"--clip must be >= 0, got {self.clip}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"--lr must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got "
+                             f"{self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got "
+                             f"{self.schedule!r}")
+        for flag, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size),
+                            ("--seq-len", self.seq_len), ("--embedding-size", self.embedding_size),
+                            ("--hidden-size", self.hidden_size), ("--layers", self.layers)):
+            if value is not None and value < 1:
+                raise ValueError(f"{flag} must be >= 1, got {value}")
+        return dataclasses.replace(self, model=entry.name, epochs=self.epochs or entry.epochs,
+                                   batch_size=self.batch_size or entry.batch_size)
+
+
+def threads_phrase(n):
+    """"1 thread", "4 threads"."""
+    return f"{n} thread" + ("" if n == 1 else "s")
 
 
 class NothingToDo(Exception):
@@ -121,96 +201,112 @@ def sigusr1_interrupts():
         raise KeyboardInterrupt
 
 
-def run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir, threads, save,
-        resume, json_out, device="cpu", schedule="cosine", console=None, dataset="mnist",
-        distributed_run=False, export_weights=None):
-    """Train and evaluate. distributed_run: one rank of an mpirun job (data-parallel: each
-    rank takes batch_size samples of every global batch; rank 0 alone prints and saves).
-    A Ctrl-C is Interrupted, whose message says what --save (or --resume) holds and how to
-    go on."""
-    if distributed_run:
-        distributed.init(threads)
+def run(config, console=None):
+    """Train and evaluate what config (a TrainConfig) says. config.distributed_run: one rank
+    of an mpirun job (data-parallel: each rank takes batch_size samples of every global
+    batch; rank 0 alone prints and saves). A Ctrl-C is Interrupted, whose message says
+    what --save (or --resume) holds and how to go on. Returns the --json result."""
+    cfg = config.checked()
+    if cfg.dataset == "ptb":
+        from .train_lm import run_lm
+        return run_lm(cfg, console)
+    if cfg.distributed_run:
+        distributed.init(cfg.threads)
     try:
         if distributed.world_size() > 1:
             sigusr1_interrupts()
-        return _run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir,
-                    threads, save, resume, json_out, device, schedule, console, dataset,
-                    export_weights)
+        return _run(cfg, console)
     except KeyboardInterrupt:   # during training it is Interrupted already
-        raise before_training(save, resume) from None
+        raise before_training(cfg.save, cfg.resume) from None
 
 
-def _run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir, threads, save,
-         resume, json_out, device, schedule, console, dataset, export_weights=None):
-    rank, ranks = distributed.rank(), distributed.world_size()
+def setup(cfg, console=None):
+    """Threads and seeds set; the console: the one given, else one on stderr under --json
+    (stdout then holds the JSON alone), quiet on every rank but 0."""
+    if cfg.threads:
+        set_num_threads(cfg.threads)
+    manual_seed(cfg.seed)
+    random.seed(cfg.seed)
     tty = {"1": True, "0": False}.get(os.environ.get("MININET_TTY", ""))
-    console = console or Console(stderr=json_out, quiet=rank != 0, force_terminal=tty)
-    if threads:
-        set_num_threads(threads)
-    manual_seed(seed)
-    random.seed(seed)
-    progress_dl = _download_progress(console)
-    if dataset == "cifar10":
-        train_set = CIFAR10Dataset.load("train", data_dir, progress=progress_dl)
-        test_set = CIFAR10Dataset.load("test", data_dir, progress=progress_dl)
-        model = ResNet9()
-    else:
-        flatten = model_name != "cnn"
-        train_set = MNISTDataset.load("train", data_dir, progress=progress_dl, flatten=flatten,
-                                      dataset=dataset)
-        test_set = MNISTDataset.load("test", data_dir, progress=progress_dl, flatten=flatten,
-                                     dataset=dataset)
-        model = build_model(model_name)
-    check_sizes(dataset, data_dir, len(train_set), len(test_set))
-    if device != "cpu":
-        model.to(device)
+    return console or Console(stderr=cfg.json_out, quiet=distributed.rank() != 0,
+                              force_terminal=tty)
+
+
+def check_data_dir(dataset, data_dir, download):
+    """A --data-dir the user named is read, not created or filled, unless --download: a
+    folder that is not there is an error (before, a typo made a new folder and downloaded
+    into it). Missing files in a folder that is there are the loaders' errors."""
+    if data_dir is None or download or os.path.isdir(os.path.expanduser(data_dir)):
+        return
+    raise DataError(f"no {DATASETS[dataset]} files in {data_dir} (there is no such folder); "
+                    f"pass --download to fetch them there")
+
+
+def downloads(cfg):
+    """Whether missing data files may be fetched: into the default folder, or with --download."""
+    return cfg.data_dir is None or cfg.download
+
+
+def _load_images(cfg, entry, progress):
+    """(train set, test set) of an image dataset, shaped for the model's input."""
+    check_data_dir(cfg.dataset, cfg.data_dir, cfg.download)
+    kw = dict(download=downloads(cfg), progress=progress)
+    if cfg.dataset == "cifar10":
+        return tuple(CIFAR10Dataset.load(s, cfg.data_dir, **kw) for s in ("train", "test"))
+    return tuple(MNISTDataset.load(s, cfg.data_dir, flatten=len(entry.input_shape) == 1,
+                                   dataset=cfg.dataset, **kw) for s in ("train", "test"))
+
+
+def resume_from(cfg, model, opt, expect, contents=None):
+    """(header, history so far) from --resume, model and opt loaded; NothingToDo when it
+    holds every epoch already."""
+    header = load_checkpoint(cfg.resume, model, opt, expect, contents=contents)
+    start = header["epoch"]
+    if start >= cfg.epochs:
+        raise NothingToDo(f"nothing to do: {cfg.resume} has already trained {start} epochs and "
+                          f"--epochs is {cfg.epochs}; pass a larger --epochs to go on")
+    return header, [row for row in header["history"] if row["epoch"] <= start]
+
+
+def _run(cfg, console=None):
+    rank, ranks = distributed.rank(), distributed.world_size()
+    console = setup(cfg, console)
+    entry = registry.get(cfg.model)
+    train_set, test_set = _load_images(cfg, entry, _download_progress(console))
+    check_sizes(cfg.dataset, cfg.data_dir, len(train_set), len(test_set))
+    model = build_model(cfg.model)
+    if cfg.device != "cpu":
+        model.to(cfg.device)
     distributed.broadcast_parameters(model)   # identical already (same seed); now certainly
-    opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay)
-    scheduler = make_scheduler(schedule, opt, epochs)
-    start = 0
-    if resume:
-        header = load_checkpoint(resume, model, opt, {"model": model_name, "optimizer": optimizer,
-                                                      "dataset": dataset},
-                                 contents=read_on_rank0(resume) if ranks > 1 else None)
+    opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
+    scheduler = make_scheduler(cfg.schedule, opt, cfg.epochs)
+    start, history = 0, []
+    if cfg.resume:
+        header, history = resume_from(
+            cfg, model, opt, {"model": cfg.model, "optimizer": cfg.optimizer,
+                              "dataset": cfg.dataset},
+            contents=read_on_rank0(cfg.resume) if ranks > 1 else None)
         start = header["epoch"]
-        if start >= epochs:
-            raise NothingToDo(f"nothing to do: {resume} has already trained {start} epochs and "
-                              f"--epochs is {epochs}; pass a larger --epochs to go on")
         for _ in range(start):  # the schedule is a function of the epoch
             scheduler and scheduler.step()
         if header.get("rng_state"):
             generator().bit_generator.state = header["rng_state"]
-        console.print(f"resumed from {resume} at epoch {start}")
-    reducer = None
-    if ranks > 1:
-        # dropout differs per rank; the shuffle is the samplers' (seed, epoch), shared
-        generator().bit_generator.state = np.random.default_rng([seed, rank, start]).bit_generator.state
-        train_loader = DataLoader(train_set, batch_size, device=device,
-                                  sampler=DistributedSampler(train_set, seed=seed))
-        test_loader = DataLoader(test_set, 1000, device=device,
-                                 sampler=DistributedSampler(test_set, shuffle=False, pad=False))
-        reducer = GradientReducer(model)
-        console.print(f"data-parallel over {ranks} ranks x {get_num_threads()} threads: global "
-                      f"batch {batch_size * ranks} ({batch_size} per rank)")
-    else:
-        train_loader = DataLoader(train_set, batch_size, shuffle=True, device=device)
-        test_loader = DataLoader(test_set, 1000, device=device)
-    meta = {"model": model_name, "optimizer": optimizer, "batch_size": batch_size,
-            "dataset": dataset, "ranks": ranks}
-    where = f"{ranks} ranks x {get_num_threads()} threads" if ranks > 1 else f"{get_num_threads()} threads"
-    table = Table(title=f"mininet train {dataset} --model {model_name} ({len(train_set)} train / "
-                        f"{len(test_set)} test, {where})")
-    for col in ("epoch", "train loss", "train acc", "test acc", "seconds", "samples/s"):
-        table.add_column(col, justify="right")
-    history = []
-    kept = Kept(save, resume, start)
+        console.print(f"resumed from {cfg.resume} at epoch {start}")
+    train_loader, test_loader, reducer = _loaders(cfg, model, train_set, test_set, start, console)
+    meta = {"model": cfg.model, "optimizer": cfg.optimizer, "batch_size": cfg.batch_size,
+            "dataset": cfg.dataset, "ranks": ranks}
+    where = (f"{ranks} ranks x {threads_phrase(get_num_threads())}" if ranks > 1
+             else threads_phrase(get_num_threads()))
+    console.print(f"mininet train {cfg.dataset} --model {cfg.model} ({len(train_set)} train / "
+                  f"{len(test_set)} test, {where})", highlight=False)
+    kept = Kept(cfg.save, cfg.resume, start)
+    epochs = cfg.epochs
     with Progress(TextColumn("epoch {task.fields[epoch]}/" + str(epochs)), BarColumn(),
                   MofNCompleteColumn(), TextColumn("{task.fields[rate]} samples/s"),
                   TimeElapsedColumn(), console=console, transient=True,
-                  disable=json_out) as progress:
+                  disable=cfg.json_out or not console.is_terminal) as progress:
         per_rank = len(train_loader.sampler) if ranks > 1 else len(train_set)
-        task = progress.add_task("train", total=per_rank * ranks,
-                                 epoch=start + 1, rate="-")
+        task = progress.add_task("train", total=per_rank * ranks, epoch=start + 1, rate="-")
 
         def on_batch(n):
             progress.advance(task, n * ranks)
@@ -218,18 +314,18 @@ def _run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data
             progress.update(task, rate=f"{progress.tasks[task].completed / elapsed:,.0f}")
 
         def on_epoch(row):
-            if save and rank == 0:   # first, so that `history` holds the saved epochs
+            if cfg.save and rank == 0:   # first, so that `history` holds the saved epochs
                 kept.write(row["epoch"], lambda: save_checkpoint(
-                    save, model, opt, row["epoch"], meta, generator().bit_generator.state))
+                    cfg.save, model, opt, row["epoch"], meta, generator().bit_generator.state,
+                    history=history + [row]))
             history.append(row)
-            cells = (str(row["epoch"]), f"{row['train_loss']:.4f}", f"{row['train_acc']:.2%}",
-                     f"{row['test_acc']:.2%}", f"{row['seconds']:.2f}",
-                     f"{len(train_set) / row['seconds']:,.0f}")
-            table.add_row(*cells)
-            # one line per epoch as it ends, so a log of a piped run shows progress
-            progress.console.print(f"epoch {row['epoch']}/{epochs}: train loss {cells[1]}, train acc "
-                                   f"{cells[2]}, test acc {cells[3]}, {cells[4]} s"
-                                   + (f", saved {save}" if save else ""), highlight=False)
+            # one line per epoch as it ends (so a log of a piped run shows progress), and
+            # nothing else per epoch: the summary does not repeat them
+            progress.console.print(
+                f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f}, train acc "
+                f"{row['train_acc']:.2%}, test acc {row['test_acc']:.2%}, {row['seconds']:.2f} s, "
+                f"{len(train_set) / row['seconds']:,.0f} samples/s"
+                + (f", saved {cfg.save}" if cfg.save else ""), highlight=False, soft_wrap=True)
             progress.reset(task, epoch=row["epoch"] + 1, rate="-")
 
         try:
@@ -237,25 +333,62 @@ def _run(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data
                 on_batch=on_batch, scheduler=scheduler, reducer=reducer)
         except (KeyboardInterrupt, TrainingDiverged) as e:
             progress.stop()
-            if history and not json_out:
-                console.print(table)
             raise kept.stopped(e, history[-1]["epoch"] if history else start, epochs) from None
-    if export_weights and rank == 0:
-        save_file(model.state_dict(), export_weights, metadata={
-            "format": "mininet", "model": model_name, "dataset": dataset,
+    if cfg.export_weights and rank == 0:
+        save_file(model.state_dict(), cfg.export_weights, metadata={
+            "format": "mininet", "model": cfg.model, "dataset": cfg.dataset,
             "epochs": str(history[-1]["epoch"] if history else start)})
-        console.print(f"weights written to {export_weights} (safetensors)", highlight=False)
-    result = {"dataset": dataset, "model": model_name, "ranks": ranks,
-              "global_batch_size": batch_size * ranks, "epochs": history, "final_test_acc": history[-1]["test_acc"] if history else None}
-    if json_out:
-        if rank == 0:
-            print(json.dumps(result, indent=2))
-    else:
-        console.print(table)
-        if history:
-            console.print(f"final test accuracy: [bold]{history[-1]['test_acc']:.2%}[/bold]"
-                          + (f"  (checkpoint: {save})" if save else ""))
+        console.print(f"weights written to {cfg.export_weights} (safetensors)", highlight=False)
+    result = {"dataset": cfg.dataset, "model": cfg.model, "ranks": ranks,
+              "global_batch_size": cfg.batch_size * ranks, "epochs": history,
+              "final_test_acc": history[-1]["test_acc"] if history else None}
+    if rank == 0:
+        finish(cfg, console, result, [plot_row(r) for r in history], "accuracy",
+               f"final test accuracy: [bold]{history[-1]['test_acc']:.2%}[/bold]"
+               + (f"  (checkpoint: {cfg.save})" if cfg.save else ""))
     return result
+
+
+def _loaders(cfg, model, train_set, test_set, start, console):
+    """(train loader, test loader, gradient reducer or None): each rank's shard in a
+    data-parallel run, where dropout differs per rank and the shuffle is the samplers'
+    (seed, epoch), shared."""
+    ranks = distributed.world_size()
+    if ranks == 1:
+        return (DataLoader(train_set, cfg.batch_size, shuffle=True, device=cfg.device),
+                DataLoader(test_set, 1000, device=cfg.device), None)
+    generator().bit_generator.state = np.random.default_rng(
+        [cfg.seed, distributed.rank(), start]).bit_generator.state
+    train_loader = DataLoader(train_set, cfg.batch_size, device=cfg.device,
+                              sampler=DistributedSampler(train_set, seed=cfg.seed))
+    test_loader = DataLoader(test_set, 1000, device=cfg.device,
+                             sampler=DistributedSampler(test_set, shuffle=False, pad=False))
+    console.print(f"data-parallel over {ranks} ranks x {threads_phrase(get_num_threads())}: "
+                  f"global batch {cfg.batch_size * ranks} ({cfg.batch_size} per rank)",
+                  highlight=False)
+    return train_loader, test_loader, GradientReducer(model)
+
+
+def plot_row(row):
+    """A history row as plot_training takes it."""
+    return {k: row.get(k) for k in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")}
+
+
+def finish(cfg, console, result, plot_history, metric, summary):
+    """The --json document or the summary line, then the --plot figure."""
+    if cfg.json_out:
+        print(json.dumps(result, indent=2))
+    elif result["epochs"]:
+        console.print(summary)
+    if cfg.plot:
+        try:
+            from ..benchmark.plot import plot_training
+            plot_training(plot_history, cfg.plot, metric=metric)
+        except ImportError as e:   # trained: say why there is no plot
+            raise OSError(f"--plot {cfg.plot}: cannot draw plots here ({e})") from None
+        except (OSError, ValueError) as e:
+            raise OSError(f"--plot {cfg.plot}: {e}") from None
+        console.print(f"plot written to {cfg.plot}", highlight=False)
 
 
 def check_sizes(dataset, data_dir, n_train, n_test):

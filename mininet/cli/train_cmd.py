@@ -1,29 +1,59 @@
-"""`mininet train`: argument checks, the data-parallel launcher, exit codes."""
+"""`mininet train`: the flags (a TrainConfig), argument checks, the data-parallel
+launcher, exit codes."""
 from typing import Optional
 
 import typer
 
-from ..models.mlp import MODELS
+from ..models import registry
 from . import THREADS_HELP, _check_device, _error, _exit_line, _fail, app, err_console
+
+
+def _per_dataset(what):
+    """"mnist, fashion-mnist: ...; cifar10: ...; ptb: ..." with what(names) for each."""
+    groups = {}
+    for dataset in ("mnist", "fashion-mnist", "cifar10", "ptb"):
+        groups.setdefault(registry.names(dataset), []).append(dataset)
+    return "; ".join(f"{', '.join(ds)}: {what(names)}" for names, ds in groups.items())
+
+
+def _usual(values):
+    """"20; cnn: 10": the most common of values (a dict name -> value), then the others."""
+    common = max(set(values.values()), key=list(values.values()).count)
+    others = {}
+    for name, v in values.items():
+        if v != common:
+            others.setdefault(v, []).append(name)
+    return "; ".join([str(common)] + [f"{', '.join(ns)}: {v}" for v, ns in others.items()])
+
+
+def _default_of(field):
+    return _usual({n: getattr(e, field) for n, e in registry.MODELS.items()})
+
+
+MODEL_HELP = ("The model, from mininet's model registry (`mininet bench train --help` describes "
+              "each). " + _per_dataset(lambda names: ", ".join(names)) + ". Default: "
+              + _usual(dict(registry.DEFAULT_MODEL)) + ".")
 
 
 @app.command()
 def train(
-    dataset: str = typer.Argument("mnist", help="mnist, fashion-mnist (the same format; Debian's dataset-fashion-mnist files are found), cifar10 (ResNet9) or ptb (a word-level language model; any train/valid/test text corpus with --data-dir)."),
-    model: Optional[str] = typer.Option(None, help="softmax, mlp (default), resnet or cnn; for cifar10: resnet9; for ptb: rnn, lstm (default) or transformer."),
-    epochs: Optional[int] = typer.Option(None, min=1, help="Epochs (default: 10 for cnn, 20 for the others)."),
-    batch_size: int = typer.Option(100, min=1, help="Batch size."),
+    dataset: str = typer.Argument("mnist", help="mnist (MNIST), fashion-mnist (Fashion-MNIST, the same format; Debian's dataset-fashion-mnist files are found), cifar10 (CIFAR-10, the python batches) or ptb (PTB, the Penn Treebank: a word-level language model; any train/valid/test text corpus with --data-dir)."),
+    model: Optional[str] = typer.Option(None, help=MODEL_HELP),
+    epochs: Optional[int] = typer.Option(None, min=1, help=f"Epochs (default: {_default_of('epochs')})."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help=f"Batch size (default: the model's: {_default_of('batch_size')}). For ptb: columns of the token stream."),
     lr: float = typer.Option(2e-3, help="Learning rate (> 0)."),
     optimizer: str = typer.Option("adam", help="sgd, momentum, adam, adamw, adagrad or rmsprop."),
     weight_decay: float = typer.Option(1e-4, help="Weight decay (>= 0)."),
-    schedule: str = typer.Option("cosine", help="Learning-rate schedule per epoch: cosine, step or none."),
+    schedule: str = typer.Option("cosine", help="Learning-rate schedule per epoch: cosine, step or none (not ptb)."),
     seed: int = typer.Option(0, help="Random seed (init, dropout, shuffling)."),
-    data_dir: Optional[str] = typer.Option(None, help="Folder with the four IDX files (else $MININET_DATA for mnist, $MININET_FASHION_DATA or /usr/share/datasets/fashion-mnist for fashion-mnist, else ~/.cache/mininet/<dataset>)."),
+    data_dir: Optional[str] = typer.Option(None, help="Folder with the dataset's files: MNIST's or Fashion-MNIST's four IDX files, CIFAR-10's cifar-10-batches-py, PTB's (or any corpus's) train/valid/test text. Read only: a folder that is not there is an error, and missing files are not fetched, unless --download. Default: $MININET_DATA (mnist), $MININET_FASHION_DATA or /usr/share/datasets/fashion-mnist, $MININET_CIFAR_DATA, $MININET_PTB_DATA, else ~/.cache/mininet/<dataset>, where missing files are downloaded (md5-verified)."),
+    download: bool = typer.Option(False, "--download", help="Fetch missing data files into --data-dir (creating it); without --data-dir they are fetched into the default folder anyway."),
     threads: Optional[int] = typer.Option(None, min=1, help=THREADS_HELP),
     device: str = typer.Option("cpu", help="cpu or cuda."),
-    save: Optional[str] = typer.Option(None, help="Write model + optimizer state here after each epoch (atomically)."),
-    resume: Optional[str] = typer.Option(None, help="Continue from a checkpoint written by --save."),
+    save: Optional[str] = typer.Option(None, help="Write model + optimizer state here after each epoch (atomically; docs/checkpoint-format.md)."),
+    resume: Optional[str] = typer.Option(None, help="Continue from a checkpoint written by --save (--json then lists its earlier epochs too)."),
     export_weights: Optional[str] = typer.Option(None, help="After training, write the model's weights here as a safetensors file (mininet.load_file, safetensors.torch.load_file read it)."),
+    plot: Optional[str] = typer.Option(None, help="After training, draw loss and accuracy (ptb: perplexity) per epoch into this image file, e.g. out.png."),
     json_out: bool = typer.Option(False, "--json", help="Print per-epoch metrics as JSON."),
     seq_len: int = typer.Option(35, min=1, help="ptb: tokens per truncated-BPTT window."),
     clip: Optional[float] = typer.Option(0.25, help="ptb: clip the gradient norm to this (0: off)."),
@@ -34,47 +64,36 @@ def train(
     ranks: Optional[int] = typer.Option(None, min=1, help="Data-parallel over this many MPI ranks on this machine: runs mpirun itself (pip install 'mininet\\[mpi]'). The global batch is --batch-size x ranks."),
     distributed_run: bool = typer.Option(False, "--distributed", help="This process is one rank of `mpirun -n N mininet train ... --distributed` (data-parallel; rank 0 prints and saves)."),
 ):
-    """Train a model on MNIST, Fashion-MNIST (test accuracy) or PTB (perplexity)."""
+    """Train a model on MNIST, Fashion-MNIST, CIFAR-10 (test accuracy) or PTB (perplexity)."""
     _exit_line.on_interrupt = ("interrupted before training started; nothing was written; run "
                                "the same command to start again")
-    import math
-
     from ..data import DataError
-    from ..models.train import OPTIMIZERS, SCHEDULES, CheckpointError
-    from ..models.train import TrainingDiverged
-    from .train import Interrupted, NothingToDo, check_save_path, run
-    if dataset not in ("mnist", "fashion-mnist", "cifar10", "ptb"):
-        _fail(f"unknown dataset {dataset!r}: choose mnist, fashion-mnist, cifar10 or ptb")
-    lm = dataset == "ptb"
-    model = model or {"ptb": "lstm", "cifar10": "resnet9"}.get(dataset, "mlp")
-    choices = {"ptb": ("rnn", "lstm", "transformer"), "cifar10": ("resnet9",)}.get(dataset,
-                                                                                   tuple(MODELS))
-    if model not in choices:
-        _fail(f"--model must be one of {', '.join(choices)} for {dataset}, got {model!r}")
-    if clip is not None and not (math.isfinite(clip) and clip >= 0):
-        _fail(f"--clip must be >= 0, got {clip}")
-    if not (math.isfinite(lr) and lr > 0):
-        _fail(f"--lr must be a positive number, got {lr}")
-    if not (math.isfinite(weight_decay) and weight_decay >= 0):
-        _fail(f"--weight-decay must be >= 0, got {weight_decay}")
-    if optimizer not in OPTIMIZERS:
-        _fail(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
-    if schedule not in SCHEDULES:
-        _fail(f"--schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    from ..training import CheckpointError, TrainingDiverged
+    from .train import Interrupted, NothingToDo, TrainConfig, check_save_path, run
+    try:
+        cfg = TrainConfig(
+            dataset=dataset, model=model, epochs=epochs, batch_size=batch_size, lr=lr,
+            optimizer=optimizer, weight_decay=weight_decay, schedule=schedule, seed=seed,
+            data_dir=data_dir, download=download, threads=threads, device=device, save=save,
+            resume=resume, json_out=json_out, export_weights=export_weights, plot=plot,
+            distributed_run=distributed_run, seq_len=seq_len, clip=clip,
+            embedding_size=embedding_size, hidden_size=hidden_size, layers=layers,
+            max_lines=max_lines).checked()
+    except ValueError as e:
+        _fail(str(e))
+    lm = cfg.dataset == "ptb"
     _check_device(device)
-    if save:
-        try:
-            check_save_path(save)
-        except OSError as e:
-            _fail(f"--save {save}: {e}")
-    if export_weights:
-        if lm:
+    for flag, path in (("--save", save), ("--export-weights", export_weights), ("--plot", plot)):
+        if not path:
+            continue
+        if flag == "--export-weights" and lm:
             _fail("--export-weights covers mnist, fashion-mnist and cifar10 so far, not ptb")
         try:
-            check_save_path(export_weights)
+            check_save_path(path)
         except OSError as e:
-            _fail(f"--export-weights {export_weights}: {e}")
-    epochs = epochs or (10 if model == "cnn" else 20)
+            _fail(f"{flag} {path}: {e}")
+    if plot:
+        _check_plotting(plot)
     if (ranks or 1) > 1 or distributed_run:
         if lm:
             _fail("--ranks/--distributed: data-parallel training covers mnist, fashion-mnist "
@@ -85,15 +104,7 @@ def train(
         _launch(ranks, save, resume)
     from ..distributed import DistributedError
     try:
-        if lm:
-            from .train_lm import run_lm
-            run_lm(model, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir,
-                   threads, save, resume, json_out, seq_len, clip, embedding_size, hidden_size,
-                   layers, max_lines, device=device)
-        else:
-            run(model, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir, threads,
-                save, resume, json_out, device, schedule, dataset=dataset,
-                distributed_run=distributed_run, export_weights=export_weights)
+        run(cfg)
     except NothingToDo as e:
         err_console.print(str(e))
     except Interrupted as e:
@@ -105,6 +116,22 @@ def train(
     except (DataError, ValueError, KeyError, OSError) as e:   # DataError: the loaders' errors
         _fail_rank(str(e))
     _finish_ranks()
+
+
+def _check_plotting(path):
+    """--plot fails before training, not after it: a file type it cannot write, or nothing
+    to draw with (matplotlib, the `plot` extra)."""
+    try:
+        from ..benchmark.plot import PLOT_HINT, plot_format
+    except ImportError as e:
+        _fail(f"--plot {path}: cannot draw plots here ({e})")
+    try:
+        plot_format(path)
+    except ValueError as e:
+        _fail(f"--plot {e}")
+    import importlib.util
+    if importlib.util.find_spec("matplotlib") is None:
+        _fail(f"--plot {path}: cannot draw plots here ({PLOT_HINT})")
 
 
 def _launch(ranks, save, resume):
@@ -131,7 +158,7 @@ def _launch(ranks, save, resume):
 
 def _kept(save, resume):
     """What --save (or --resume) holds after the launcher ended the ranks: read from the file."""
-    from ..models.train import checkpoint_epoch
+    from ..training import checkpoint_epoch
     from .train import Kept
     kept = Kept(save, resume, (checkpoint_epoch(resume) if resume else None) or 0)
     kept.epoch = checkpoint_epoch(save) if save else None

@@ -1,30 +1,25 @@
-"""`mininet train ptb`: a word-level language model (LanguageModel) with truncated
-backpropagation through time; perplexity per epoch."""
-import json
+"""`mininet train ptb`: a word-level language model (the registry's rnn, lstm or
+transformer) with truncated backpropagation through time; perplexity per epoch."""
 import math
 import time
 
-from rich.console import Console
-from rich.table import Table
-
-from .. import get_num_threads, set_num_threads
+from .. import get_num_threads
 from ..data import Corpus, batchify
-from ..init import manual_seed
-from ..models import LanguageModel, load_checkpoint, save_checkpoint
-from ..models.train import TrainingDiverged, evaluate_lm, make_optimizer, train_lm_epoch
-from .train import Kept, NothingToDo, before_training
+from ..models.registry import build as build_model
+from ..training import (TrainingDiverged, evaluate_lm, make_optimizer, save_checkpoint,
+                        train_lm_epoch)
+from .train import (Kept, before_training, check_data_dir, downloads, finish, resume_from,
+                    setup, threads_phrase)
 
 
-def run_lm(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir, threads,
-           save, resume, json_out, seq_len, clip, embedding_size, hidden_size, layers,
-           max_lines=None, console=None, device="cpu"):
-    """Train and report perplexity; a Ctrl-C is Interrupted, saying what is kept."""
+def run_lm(config, console=None):
+    """Train what config (a TrainConfig with dataset "ptb") says and report perplexity; a
+    Ctrl-C is Interrupted, saying what is kept. Returns the --json result."""
+    cfg = config.checked()
     try:
-        return _run_lm(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed,
-                       data_dir, threads, save, resume, json_out, seq_len, clip, embedding_size,
-                       hidden_size, layers, max_lines, console, device)
+        return _run_lm(cfg, console)
     except KeyboardInterrupt:   # during training it is Interrupted already
-        raise before_training(save, resume) from None
+        raise before_training(cfg.save, cfg.resume) from None
 
 
 def check_tokens(max_lines, batch_size, splits):
@@ -41,59 +36,61 @@ def check_tokens(max_lines, batch_size, splits):
                 "smaller --batch-size")
 
 
-def _run_lm(model_name, epochs, batch_size, lr, optimizer, weight_decay, seed, data_dir, threads,
-            save, resume, json_out, seq_len, clip, embedding_size, hidden_size, layers, max_lines,
-            console, device):
-    console = console or Console(stderr=json_out)
-    if threads:
-        set_num_threads(threads)
-    manual_seed(seed)
-    corpus = Corpus(data_dir, max_lines=max_lines)
+def perplexity(loss):
+    return math.exp(min(loss, 700))
+
+
+def _run_lm(cfg, console):
+    console = setup(cfg, console)
+    check_data_dir("ptb", cfg.data_dir, cfg.download)
+    corpus = Corpus(cfg.data_dir, max_lines=cfg.max_lines, download=downloads(cfg))
     vocab = len(corpus.dictionary)
-    check_tokens(max_lines, batch_size, (corpus.train, corpus.valid))
-    train, valid = batchify(corpus.train, batch_size), batchify(corpus.valid, batch_size)
-    model = LanguageModel(embedding_size, vocab, hidden_size, layers, model_name)
-    if device != "cpu":   # the windows follow the parameters (train_lm_epoch)
-        model.to(device)
-    opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay)
-    meta = {"model": model_name, "optimizer": optimizer, "dataset": "ptb", "vocab": vocab}
-    start = 0
-    if resume:
-        start = load_checkpoint(resume, model, opt, {"model": model_name, "optimizer": optimizer,
-                                                     "dataset": "ptb", "vocab": vocab})["epoch"]
-        if start >= epochs:
-            raise NothingToDo(f"nothing to do: {resume} has already trained {start} epochs and "
-                              f"--epochs is {epochs}; pass a larger --epochs to go on")
-        console.print(f"resumed from {resume} at epoch {start}")
-    table = Table(title=f"mininet train ptb --model {model_name} ({len(corpus.train):,} training "
-                        f"tokens, vocabulary {vocab:,}, {get_num_threads()} threads)")
-    for col in ("epoch", "train ppl", "valid ppl", "seconds", "tokens/s"):
-        table.add_column(col, justify="right")
-    history = []
-    kept = Kept(save, resume, start)
+    check_tokens(cfg.max_lines, cfg.batch_size, (corpus.train, corpus.valid))
+    train, valid = batchify(corpus.train, cfg.batch_size), batchify(corpus.valid, cfg.batch_size)
+    model = build_model(cfg.model, vocab_size=vocab, embedding_size=cfg.embedding_size,
+                        hidden_size=cfg.hidden_size, num_layers=cfg.layers)
+    if cfg.device != "cpu":   # the windows follow the parameters (train_lm_epoch)
+        model.to(cfg.device)
+    opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
+    meta = {"model": cfg.model, "optimizer": cfg.optimizer, "dataset": "ptb", "vocab": vocab}
+    start, history = 0, []
+    if cfg.resume:
+        header, history = resume_from(cfg, model, opt, {"model": cfg.model,
+                                                        "optimizer": cfg.optimizer,
+                                                        "dataset": "ptb", "vocab": vocab})
+        start = header["epoch"]
+        console.print(f"resumed from {cfg.resume} at epoch {start}")
+    console.print(f"mininet train ptb --model {cfg.model} ({len(corpus.train):,} training tokens, "
+                  f"vocabulary {vocab:,}, {threads_phrase(get_num_threads())})", highlight=False)
+    kept = Kept(cfg.save, cfg.resume, start)
     try:
-        for epoch in range(start, epochs):
+        for epoch in range(start, cfg.epochs):
             t0 = time.perf_counter()
-            train_loss = train_lm_epoch(model, train, opt, seq_len, clip)
+            train_loss = train_lm_epoch(model, train, opt, cfg.seq_len, cfg.clip)
             seconds = time.perf_counter() - t0
-            valid_loss = evaluate_lm(model, valid, seq_len)
-            row = {"epoch": epoch + 1, "train_ppl": math.exp(min(train_loss, 700)),
-                   "valid_ppl": math.exp(min(valid_loss, 700)), "seconds": seconds}
-            if save:   # first, so that `history` holds the saved epochs
-                kept.write(epoch + 1, lambda: save_checkpoint(save, model, opt, epoch + 1, meta))
+            valid_loss = evaluate_lm(model, valid, cfg.seq_len)
+            row = {"epoch": epoch + 1, "train_ppl": perplexity(train_loss),
+                   "valid_ppl": perplexity(valid_loss), "train_loss": train_loss,
+                   "valid_loss": valid_loss, "seconds": seconds}
+            if cfg.save:   # first, so that `history` holds the saved epochs
+                kept.write(epoch + 1, lambda: save_checkpoint(cfg.save, model, opt, epoch + 1,
+                                                              meta, history=history + [row]))
             history.append(row)
-            table.add_row(str(row["epoch"]), f"{row['train_ppl']:.2f}", f"{row['valid_ppl']:.2f}",
-                          f"{seconds:.2f}", f"{train.size / seconds:,.0f}")
-            console.print(f"epoch {epoch + 1}/{epochs}: train ppl {row['train_ppl']:.2f}, valid "
-                          f"ppl {row['valid_ppl']:.2f}, {seconds:.2f} s"
-                          + (f", saved {save}" if save else ""), highlight=False)
+            console.print(f"epoch {epoch + 1}/{cfg.epochs}: train ppl {row['train_ppl']:.2f}, "
+                          f"valid ppl {row['valid_ppl']:.2f}, {seconds:.2f} s, "
+                          f"{train.size / seconds:,.0f} tokens/s"
+                          + (f", saved {cfg.save}" if cfg.save else ""), highlight=False,
+                          soft_wrap=True)
     except (KeyboardInterrupt, TrainingDiverged) as e:
-        if history and not json_out:
-            console.print(table)
-        raise kept.stopped(e, history[-1]["epoch"] if history else start, epochs) from None
-    result = {"dataset": "ptb", "model": model_name, "vocab": vocab, "epochs": history}
-    if json_out:
-        print(json.dumps(result, indent=2))
-    else:
-        console.print(table)
+        raise kept.stopped(e, history[-1]["epoch"] if history else start, cfg.epochs) from None
+    result = {"dataset": "ptb", "model": cfg.model, "vocab": vocab, "epochs": history}
+    # the mean losses per token; the plot draws their perplexity beside them (rows of a
+    # checkpoint written before the losses were kept: the log of the perplexity)
+    plot_rows = [{"epoch": r["epoch"], "train_loss": r.get("train_loss", math.log(r["train_ppl"])),
+                  "train_acc": None, "test_loss": r.get("valid_loss", math.log(r["valid_ppl"])),
+                  "test_acc": None} for r in history]
+    finish(cfg, console, result, plot_rows, "perplexity",
+           f"final valid perplexity: [bold]{history[-1]['valid_ppl']:.2f}[/bold]"
+           + (f"  (checkpoint: {cfg.save})" if cfg.save else "") if history else "")
     return result
+

@@ -404,8 +404,8 @@ def ensure_cifar10(path=None, download=True, progress=None):
         return batches
     if not download:
         raise CIFARError(f"{batches / missing[0]} not found. Put the CIFAR-10 python batches "
-                         f"({', '.join(TRAIN + TEST)}) in {batches}, or set --data-dir / "
-                         f"MININET_CIFAR_DATA.")
+                         f"({', '.join(TRAIN + TEST)}) in {batches}, set --data-dir / "
+                         f"MININET_CIFAR_DATA, or pass --download to fetch them there.")
     try:
         archive = fetch(ARCHIVE, folder, MIRRORS, ARCHIVE_MD5, progress)
     except FetchError as e:
@@ -421,6 +421,7 @@ def ensure_cifar10(path=None, download=True, progress=None):
 class CIFAR10Dataset(Dataset):
     """Images float32 in [0, 1] of shape (3, 32, 32), labels int64 (needle's
     CIFAR10Dataset). `pixels` keeps the uint8 data; each batch is converted."""
+    batch_indexing = True   # dataset[index_array] gives a whole batch (DataLoader's fast path)
 
     def __init__(self, base_folder, train=True, transforms=None):
         super().__init__(transforms)

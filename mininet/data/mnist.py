@@ -201,7 +201,8 @@ def ensure_mnist(path=None, download_missing=True, progress=None, dataset="mnist
         if find_file(folder, name) is None:
             if not download_missing:
                 raise MNISTError(f"{folder / name} not found. Put the four {title} files "
-                                 f"({', '.join(FILES.values())}) in {folder}, or set --data-dir / {var}.")
+                                 f"({', '.join(FILES.values())}) in {folder}, set --data-dir / "
+                                 f"{var}, or pass --download to fetch them there.")
             download(name, folder, progress, mirrors, md5)
     return folder
 
@@ -210,6 +211,7 @@ class MNISTDataset(Dataset):
     """Images as float32 in [0, 1], flattened to (784,) (or (1, 28, 28) with flatten=False);
     labels as int64. `pixels` keeps the raw bytes (N, 1, 28, 28), converted per batch;
     transforms see (1, 28, 28) float images."""
+    batch_indexing = True   # dataset[index_array] gives a whole batch (DataLoader's fast path)
 
     def __init__(self, image_file, label_file, transforms=None, flatten=True):
         super().__init__(transforms)

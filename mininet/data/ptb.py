@@ -94,8 +94,9 @@ def ensure_ptb(path=None, download=True, progress=None):
         name = f"ptb.{split}.txt"
         if not download:
             raise CorpusError(f"{folder / name} not found (nor {folder / (split + '.txt')}). Put "
-                              f"the corpus's train/valid/test text files in {folder}, or set "
-                              f"--data-dir / MININET_PTB_DATA.")
+                              f"the corpus's train/valid/test text files in {folder}, set "
+                              f"--data-dir / MININET_PTB_DATA, or pass --download to fetch PTB's "
+                              f"there.")
         try:
             fetch(name, folder, MIRRORS, MD5[name], progress)
         except FetchError as e:

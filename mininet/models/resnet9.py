@@ -1,26 +1,34 @@
 """The course's ResNet9 for 3x32x32 images: conv-BN-ReLU blocks and two residual stages."""
 from .. import nn
+from .spec import to_mininet
+
+
+def conv_bn_spec(cin, cout, kernel, stride):
+    """Conv (padding kernel // 2) -> BatchNorm2d -> ReLU."""
+    return ("seq", (("conv", cin, cout, kernel, stride, kernel // 2), ("bn2d", cout), ("relu",)))
 
 
 def conv_bn(cin, cout, kernel, stride, dtype="float32"):
-    """Conv (padding kernel // 2) -> BatchNorm2d -> ReLU."""
-    return nn.Sequential(nn.Conv(cin, cout, kernel, stride=stride, padding=kernel // 2, dtype=dtype),
-                         nn.BatchNorm2d(cout, dtype=dtype), nn.ReLU())
+    return to_mininet(conv_bn_spec(cin, cout, kernel, stride), dtype)
+
+
+def resnet9_spec(num_classes=10):
+    """32x32 -> 8x8 (7x7 conv, stride 4) -> 4x4 -> residual -> 2x2 -> 1x1 -> residual ->
+    Linear(128, 128) -> ReLU -> Linear(128, classes)."""
+    def residual(c):
+        return ("residual", ("seq", (conv_bn_spec(c, c, 3, 1), conv_bn_spec(c, c, 3, 1))))
+    return ("seq", (conv_bn_spec(3, 16, 7, 4), conv_bn_spec(16, 32, 3, 2), residual(32),
+                    conv_bn_spec(32, 64, 3, 2), conv_bn_spec(64, 128, 3, 2), residual(128),
+                    ("flatten",), ("linear", 128, 128), ("relu",), ("linear", 128, num_classes)))
 
 
 class ResNet9(nn.Module):
-    """32x32 -> 8x8 (7x7 conv, stride 4) -> 4x4 -> residual -> 2x2 -> 1x1 -> residual ->
-    Linear(128, 128) -> ReLU -> Linear(128, classes)."""
+    __doc__ = "The course's ResNet9: " + resnet9_spec.__doc__
 
     def __init__(self, num_classes=10, dtype="float32"):
         super().__init__()
-        self.net = nn.Sequential(
-            conv_bn(3, 16, 7, 4, dtype), conv_bn(16, 32, 3, 2, dtype),
-            nn.Residual(nn.Sequential(conv_bn(32, 32, 3, 1, dtype), conv_bn(32, 32, 3, 1, dtype))),
-            conv_bn(32, 64, 3, 2, dtype), conv_bn(64, 128, 3, 2, dtype),
-            nn.Residual(nn.Sequential(conv_bn(128, 128, 3, 1, dtype), conv_bn(128, 128, 3, 1, dtype))),
-            nn.Flatten(), nn.Linear(128, 128, dtype=dtype), nn.ReLU(),
-            nn.Linear(128, num_classes, dtype=dtype))
+        self.spec = resnet9_spec(num_classes)
+        self.net = to_mininet(self.spec, dtype)
 
     def forward(self, x):
         if x.ndim != 4 or tuple(x.shape[1:]) != (3, 32, 32):
