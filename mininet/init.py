@@ -97,8 +97,32 @@ def dropout_mask(*shape, keep, dtype="float32", device=None):
     return randb(*shape, p=keep, dtype=dtype, device=device) * (1.0 / keep)
 
 
+_LINEAR = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+           "conv_transpose3d", "sigmoid")
+
+
+def calculate_gain(nonlinearity, param=None):
+    """torch.nn.init.calculate_gain: the std gain that keeps activations' scale through
+    nonlinearity (param: leaky_relu's negative slope, 0.01 when None)."""
+    if nonlinearity in _LINEAR:
+        return 1.0
+    if nonlinearity == "tanh":
+        return 5.0 / 3
+    if nonlinearity == "relu":
+        return math.sqrt(2.0)
+    if nonlinearity == "selu":
+        return 3.0 / 4
+    if nonlinearity == "leaky_relu":
+        if param is None:
+            param = 0.01
+        if isinstance(param, bool) or not isinstance(param, (int, float)):
+            raise ValueError(f"calculate_gain: negative slope {param!r} is not a number")
+        return math.sqrt(2.0 / (1 + param ** 2))
+    raise ValueError(f"calculate_gain: unsupported nonlinearity {nonlinearity!r}")
+
+
 def _gain(nonlinearity):
-    return {"relu": math.sqrt(2.0), "linear": 1.0, "tanh": 5.0 / 3, "sigmoid": 1.0}[nonlinearity]
+    return calculate_gain(nonlinearity)
 
 
 def xavier_uniform(fan_in, fan_out, gain=1.0, shape=None, **kw):

@@ -59,7 +59,7 @@ def rand(rng, *shape):
 
 def _perturb_buffers(model, rng):
     """Running statistics other than the initial zeros and ones, so that they matter."""
-    for _, name, owner in model.named_buffers():
+    for _, name, owner in model._buffer_slots():
         old = getattr(owner, name)
         value = rng.uniform(0.5, 1.5, old.shape) if name == "running_var" else \
             rng.standard_normal(old.shape) * 0.3

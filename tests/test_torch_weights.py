@@ -297,7 +297,7 @@ def our_random_model(pair, seed=3):
     r = np.random.default_rng(seed)
     for _, p in m.named_parameters():
         p.data = mininet.NDArray(r.standard_normal(p.shape) * 0.5, dtype=p.dtype)
-    for _, name, owner in m.named_buffers():
+    for _, name, owner in m._buffer_slots():
         old = getattr(owner, name)
         values = r.uniform(0.5, 1.5, old.shape) if name == "running_var" else r.standard_normal(old.shape)
         setattr(owner, name, Tensor(values, dtype=F64))

@@ -1,7 +1,7 @@
 """torch.nn.functional's names (import mininet.nn.functional as F), composed from
 mininet.ops: activations, losses with torch's reduction= ('mean', 'sum', 'none'),
-linear with torch's (out, in) weight, conv2d, pooling, dropout, layer_norm, embedding,
-pad, one_hot."""
+linear with torch's (out, in) weight, conv2d, pooling, dropout, dropout2d, layer_norm,
+group_norm, embedding, pad, one_hot. The modules of mininet.nn call these."""
 import math
 
 import numpy as np
@@ -46,6 +46,12 @@ def softplus(x, beta=1.0, threshold=20.0):
 
 def leaky_relu(x, negative_slope=0.01):
     return ops.relu(x) - ops.relu(-x) * negative_slope
+
+
+def elu(x, alpha=1.0):
+    """x where x > 0, else alpha (exp(x) - 1). The exponential sees min(x, 0) only, so a
+    large x cannot overflow in the branch not taken (nor its gradient)."""
+    return ops.where(x > 0, x, ops.expm1(ops.clip(x, max=0.0)) * alpha)
 
 
 # losses -------------------------------------------------------------------------------
@@ -248,6 +254,39 @@ def dropout(input, p=0.5, training=True):
     if p == 1:
         return input * 0.0
     return input * init.dropout_mask(*input.shape, keep=1 - p, dtype=input.dtype, device=input.device)
+
+
+def dropout2d(input, p=0.5, training=True):
+    """Zero whole channels: (N, C, H, W) keeps or drops each (n, c) plane, (N, C, L) each
+    (n, c) row (as torch reads 3-D input today); the kept ones scaled by 1 / (1 - p)."""
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout2d: p must be in [0, 1], got {p}")
+    if input.ndim not in (3, 4):
+        raise ValueError(f"dropout2d: input must be (N, C, H, W) or (N, C, L), got shape "
+                         f"{input.shape}")
+    if not training or p == 0:
+        return input
+    if p == 1:
+        return input * 0.0
+    shape = tuple(input.shape[:2]) + (1,) * (input.ndim - 2)
+    mask = init.dropout_mask(*shape, keep=1 - p, dtype=input.dtype, device=input.device)
+    return input * ops.broadcast_to(mask, input.shape)
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """(N, C, *) normalised over each group of C / num_groups channels and the rest of the
+    dims (biased variance), then weight and bias per channel."""
+    if input.ndim < 2 or input.shape[1] % num_groups:
+        raise ValueError(f"group_norm: input {input.shape} must be (N, C, ...) with C divisible "
+                         f"by num_groups={num_groups}")
+    n, c = input.shape[:2]
+    g = input.reshape((n, num_groups, -1))
+    xc = g - g.mean(2, keepdim=True)
+    out = (xc * ((xc * xc).mean(2, keepdim=True) + eps) ** -0.5).reshape(input.shape)
+    per_channel = (1, c) + (1,) * (input.ndim - 2)
+    if weight is not None:
+        out = out * weight.reshape(per_channel)
+    return out if bias is None else out + bias.reshape(per_channel)
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):

@@ -1,7 +1,17 @@
-"""Layers and losses."""
+"""Layers: Linear, Conv, pooling, Flatten/Unflatten, Dropout/Dropout2d. Activations,
+normalisation and losses live in activation.py, norm.py and loss.py (names re-exported
+here, where they used to be). Modules keep needle's weight layout: Linear's weight is
+(in_features, out_features), torch's transposed."""
+from numbers import Integral
+
 from .. import init, ops
-from ..autograd import Tensor
-from .module import Module, Parameter
+from . import functional as F
+from .module import Module, Parameter, check_probability, positive_int
+from .activation import (ELU, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU,  # noqa: F401
+                         Softmax, Softplus, Tanh)
+from .norm import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, LayerNorm1d  # noqa: F401
+from .loss import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, L1Loss,  # noqa: F401
+                   MSELoss, NLLLoss, SmoothL1Loss, SoftmaxLoss)
 
 
 class Linear(Module):
@@ -9,6 +19,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, device=None, dtype="float32"):
         super().__init__()
+        in_features = positive_int("Linear", "in_features", in_features)
+        out_features = positive_int("Linear", "out_features", out_features)
         self.in_features, self.out_features = in_features, out_features
         self.weight = Parameter(init.kaiming_uniform(in_features, out_features, dtype=dtype, device=device))
         self.bias = Parameter(init.kaiming_uniform(out_features, 1, dtype=dtype, device=device)
@@ -20,6 +32,21 @@ class Linear(Module):
                              f"has {x.shape[-1]} features")
         return ops.linear(x, self.weight, self.bias)
 
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+def _pair_of(what, name, value, least):
+    """value as an (int, int) pair, each >= least, else ValueError naming the argument."""
+    pair = (value, value) if isinstance(value, Integral) else tuple(value) \
+        if isinstance(value, (tuple, list)) else None
+    if pair is None or len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, Integral)
+                                             or v < least for v in pair):
+        kind = "positive ints" if least > 0 else "ints >= 0"
+        raise ValueError(f"{what}: {name} must be an int or a pair of {kind}, got {value!r}")
+    return tuple(int(v) for v in pair)
+
 
 class Conv(Module):
     """2-D convolution over (N, C, H, W) input, weight (out, in/groups, k, k) with
@@ -28,7 +55,13 @@ class Conv(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, device=None, dtype="float32"):
         super().__init__()
-        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        in_channels = positive_int("Conv2d", "in_channels", in_channels)
+        out_channels = positive_int("Conv2d", "out_channels", out_channels)
+        groups = positive_int("Conv2d", "groups", groups)
+        kh, kw = _pair_of("Conv2d", "kernel_size", kernel_size, 1)
+        _pair_of("Conv2d", "stride", stride, 1)
+        _pair_of("Conv2d", "padding", padding, 0)
+        _pair_of("Conv2d", "dilation", dilation, 1)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"Conv: groups={groups} must divide in_channels={in_channels} "
                              f"and out_channels={out_channels}")
@@ -43,8 +76,23 @@ class Conv(Module):
                                         device=device)) if bias else None
 
     def forward(self, x):
-        return ops.conv(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
                         self.groups)
+
+    def _get_name(self):
+        return "Conv2d" if type(self) is Conv else super()._get_name()
+
+    def extra_repr(self):
+        pair = lambda name, v: _pair_of("Conv2d", name, v, 0)   # noqa: E731
+        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={pair('stride', self.stride)}")
+        if pair("padding", self.padding) != (0, 0):
+            text += f", padding={pair('padding', self.padding)}"
+        if pair("dilation", self.dilation) != (1, 1):
+            text += f", dilation={pair('dilation', self.dilation)}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        return text + (", bias=False" if self.bias is None else "")
 
 
 Conv2d = Conv
@@ -56,7 +104,12 @@ class MaxPool2d(Module):
         self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
 
     def forward(self, x):
-        return ops.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation)
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation)
+
+    def extra_repr(self):
+        stride = self.kernel_size if self.stride is None else self.stride
+        return (f"kernel_size={self.kernel_size}, stride={stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode=False")
 
 
 class AvgPool2d(Module):
@@ -65,27 +118,63 @@ class AvgPool2d(Module):
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
 
     def forward(self, x):
-        return ops.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+    def extra_repr(self):
+        stride = self.kernel_size if self.stride is None else self.stride
+        return f"kernel_size={self.kernel_size}, stride={stride}, padding={self.padding}"
+
+
+def _dim(what, name, value):
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{what}: {name} must be an int, got {value!r}")
+    return int(value)
 
 
 class Flatten(Module):
+    """Dims start_dim..end_dim into one (torch's defaults keep the batch dim)."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim = _dim("Flatten", "start_dim", start_dim)
+        self.end_dim = _dim("Flatten", "end_dim", end_dim)
+
     def forward(self, x):
-        return ops.reshape(x, (x.shape[0], -1)) if x.ndim != 2 else x
+        return x.flatten(self.start_dim, self.end_dim)
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
 
-class ReLU(Module):
+class Unflatten(Module):
+    """Dim dim split into unflattened_size (one entry may be -1)."""
+
+    def __init__(self, dim, unflattened_size):
+        super().__init__()
+        self.dim = _dim("Unflatten", "dim", dim)
+        sizes = tuple(unflattened_size) if isinstance(unflattened_size, (tuple, list)) else None
+        if not sizes or any(isinstance(s, bool) or not isinstance(s, Integral) or (s < 1 and s != -1)
+                            for s in sizes) or list(sizes).count(-1) > 1:
+            raise ValueError(f"Unflatten: unflattened_size must be a tuple of positive ints "
+                             f"(one may be -1), got {unflattened_size!r}")
+        self.unflattened_size = tuple(int(s) for s in sizes)
+
     def forward(self, x):
-        return ops.relu(x)
+        d = self.dim + x.ndim if self.dim < 0 else self.dim
+        if not 0 <= d < x.ndim:
+            raise ValueError(f"Unflatten: dim {self.dim} is out of range for input of shape {x.shape}")
+        sizes = self.unflattened_size
+        known = 1
+        for s in sizes:
+            known *= s if s != -1 else 1
+        n = x.shape[d]
+        if (-1 in sizes and (known == 0 or n % known)) or (-1 not in sizes and known != n):
+            raise ValueError(f"Unflatten: dim {self.dim} of size {n} cannot be split into {sizes}")
+        sizes = tuple(n // known if s == -1 else s for s in sizes)
+        return x.reshape(tuple(x.shape[:d]) + sizes + tuple(x.shape[d + 1:]))
 
-
-class Tanh(Module):
-    def forward(self, x):
-        return ops.tanh(x)
-
-
-class Sigmoid(Module):
-    def forward(self, x):
-        return ops.sigmoid(x)
+    def extra_repr(self):
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
 
 
 class Dropout(Module):
@@ -93,91 +182,21 @@ class Dropout(Module):
     mask comes from mininet's generator (init.dropout_mask): on CUDA a Philox kernel keyed
     by two words drawn from it, on the CPU its uniforms; manual_seed repeats either."""
 
-    def __init__(self, p=0.5):
+    def __init__(self, p=0.5, inplace=False):
         super().__init__()
-        if not 0 <= p < 1:
-            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
-        self.p = p
+        self.p = check_probability(type(self).__name__, p)
+        self.inplace = inplace
 
     def forward(self, x):
-        if not self.training or self.p == 0:
-            return x
-        return x * init.dropout_mask(*x.shape, keep=1 - self.p, dtype=x.dtype, device=x.device)
+        return F.dropout(x, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}, inplace={self.inplace}"
 
 
-class _BatchNorm(Module):
-    _buffers = ("running_mean", "running_var")
-
-    def __init__(self, dim, eps=1e-5, momentum=0.1, device=None, dtype="float32"):
-        super().__init__()
-        self.dim, self.eps, self.momentum = dim, eps, momentum
-        self.weight = Parameter(init.ones(dim, dtype=dtype, device=device))
-        self.bias = Parameter(init.zeros(dim, dtype=dtype, device=device))
-        self.running_mean = init.zeros(dim, dtype=dtype, device=device)
-        self.running_var = init.ones(dim, dtype=dtype, device=device)
-
-    def _norm(self, x, axes, keep):
-        if x.shape[1] != self.dim:
-            raise ValueError(f"{type(self).__name__}({self.dim}): input of shape {x.shape} "
-                             f"has {x.shape[1]} channels")
-        if self.training:
-            y, op = ops.batch_norm(x, self.weight, self.bias, axes, self.eps)
-            n = x.numel() // self.dim
-            m = self.momentum  # running var is unbiased, as in PyTorch
-            rm, rv = self.running_mean.cached_data, self.running_var.cached_data
-            self.running_mean = Tensor.make_const((rm * (1 - m) + op.mean * m).astype(rm.dtype))
-            self.running_var = Tensor.make_const(
-                (rv * (1 - m) + op.var * (m * n / max(n - 1, 1))).astype(rv.dtype))
-            return y
-        mean = ops.broadcast_to(ops.reshape(self.running_mean, keep), x.shape)
-        inv = ops.broadcast_to(ops.reshape((self.running_var + self.eps) ** -0.5, keep), x.shape)
-        w = ops.broadcast_to(ops.reshape(self.weight, keep), x.shape)
-        b = ops.broadcast_to(ops.reshape(self.bias, keep), x.shape)
-        return (x - mean) * inv * w + b
-
-
-class BatchNorm1d(_BatchNorm):
-    def forward(self, x):
-        return self._norm(x, (0,), (1, self.dim))
-
-
-class BatchNorm2d(_BatchNorm):
-    """Batch norm of (N, C, H, W) input over N, H and W, per channel."""
+class Dropout2d(Dropout):
+    """Zero whole channels (an (n, c) plane of (N, C, H, W) input) with probability p in
+    training, scale the rest by 1/(1-p)."""
 
     def forward(self, x):
-        if x.ndim != 4:
-            raise ValueError(f"BatchNorm2d({self.dim}): input must be 4-D (N, C, H, W), got {x.shape}")
-        return self._norm(x, (0, 2, 3), (1, self.dim, 1, 1))
-
-
-class LayerNorm1d(Module):
-    def __init__(self, dim, eps=1e-5, device=None, dtype="float32"):
-        super().__init__()
-        self.dim, self.eps = dim, eps
-        self.weight = Parameter(init.ones(dim, dtype=dtype, device=device))
-        self.bias = Parameter(init.zeros(dim, dtype=dtype, device=device))
-
-    def forward(self, x):
-        # ops.mean, not * (1.0 / n): zero features give an empty output, as torch
-        mean = ops.broadcast_to(ops.reshape(ops.mean(x, -1), x.shape[:-1] + (1,)), x.shape)
-        xc = x - mean
-        var = ops.broadcast_to(ops.reshape(ops.mean(xc * xc, -1), x.shape[:-1] + (1,)), x.shape)
-        return xc * (var + self.eps) ** -0.5 * ops.broadcast_to(self.weight, x.shape) + ops.broadcast_to(self.bias, x.shape)
-
-
-class SoftmaxLoss(Module):
-    """Mean cross-entropy of logits against integer labels."""
-
-    def forward(self, logits, y):
-        return ops.softmax_cross_entropy(logits, y)
-
-
-CrossEntropyLoss = SoftmaxLoss
-
-
-class MSELoss(Module):
-    def forward(self, pred, target):
-        if pred.shape != target.shape:
-            raise ValueError(f"MSELoss: prediction {pred.shape} and target {target.shape} differ in shape")
-        d = pred - target
-        return ops.mean(d * d)   # NaN for empty inputs, as torch
+        return F.dropout2d(x, self.p, self.training)

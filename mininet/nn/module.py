@@ -1,5 +1,14 @@
-"""Module and Parameter: parameters are found by walking attributes."""
-from collections import OrderedDict
+"""Module and Parameter: parameters are found by walking attributes.
+
+A Module owns what its attributes hold: Parameters, Modules, and lists, tuples or dicts
+of them (needle's way: no registration). Buffers (state that is not trained, such as
+BatchNorm's running statistics) are named by register_buffer. Printing, state_dict and
+the tree walks follow PyTorch's nn.Module; containers (Sequential, ModuleList, ModuleDict)
+are in container.py.
+"""
+from collections import OrderedDict, namedtuple
+
+import numpy as np
 
 from ..autograd import Tensor, _observers
 from ..ndarray import NDArray
@@ -24,48 +33,154 @@ def _children(value, prefix):
             yield from _children(v, f"{prefix}.{i}")
 
 
+def _join(prefix, name):
+    return f"{prefix}.{name}" if prefix else name
+
+
+def positive_int(what, name, value):
+    """value if it is an int > 0, else ValueError naming the argument (constructors)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{what}: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def check_probability(what, p):
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.floating)) or not 0 <= p <= 1:
+        raise ValueError(f"{what}: p must be a probability in [0, 1], got {p!r}")
+    return p
+
+
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+SummaryRow = namedtuple("SummaryRow", ["name", "type", "params", "trainable"])
+
+
+class StateDictError(RuntimeError, KeyError, ValueError):
+    """load_state_dict's refusal: a RuntimeError as torch's, and the KeyError (keys) or
+    ValueError (shapes) that mininet raised before. Holds missing_keys, unexpected_keys
+    and mismatched [(name, shape given, shape expected)]."""
+
+    def __init__(self, message, missing_keys=(), unexpected_keys=(), mismatched=()):
+        super().__init__(message)
+        self.missing_keys, self.unexpected_keys = list(missing_keys), list(unexpected_keys)
+        self.mismatched = list(mismatched)
+
+    def __str__(self):
+        return self.args[0]
+
+
+def _as_array(value):
+    """A state-dict value (numpy array, Tensor, NDArray, torch tensor) as numpy."""
+    if isinstance(value, (Tensor, NDArray)):
+        return value.numpy()
+    if hasattr(value, "detach") and hasattr(value, "cpu"):   # a torch tensor
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _indent_after_first(text):
+    first, *rest = text.split("\n")
+    return "\n".join([first] + ["  " + line for line in rest])
+
+
 class Module:
     def __init__(self):
         self.training = True
 
+    # the tree ---------------------------------------------------------------------------
+    def _attributes(self):
+        """(name, value) pairs the tree walks: the attributes, in the order they were set
+        (containers name their items instead)."""
+        return vars(self).items()
+
     def named_children(self):
-        for name, value in vars(self).items():
+        for name, value in self._attributes():
             for child_name, child in _children(value, name):
                 if isinstance(child, Module):
                     yield child_name, child
 
-    def named_modules(self, prefix=""):
+    def children(self):
+        for _, child in self.named_children():
+            yield child
+
+    def named_modules(self, memo=None, prefix="", remove_duplicate=True):
+        """(dotted name, module) for self and every module under it, each module once
+        (as torch's) unless remove_duplicate=False."""
+        if remove_duplicate:
+            memo = set() if memo is None else memo
+            if id(self) in memo:
+                return
+            memo.add(id(self))
         yield prefix, self
         for name, child in self.named_children():
-            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+            yield from child.named_modules(memo, _join(prefix, name), remove_duplicate)
 
     def modules(self):
         return [m for _, m in self.named_modules()]
 
-    def named_parameters(self, prefix=""):
-        for name, value in vars(self).items():
+    def apply(self, fn):
+        """fn(module) for every child (depth first), then for self; returns self."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
+
+    def named_parameters(self, prefix="", recurse=True):
+        for name, value in self._attributes():
             for child_name, child in _children(value, name):
-                full = f"{prefix}.{child_name}" if prefix else child_name
+                full = _join(prefix, child_name)
                 if isinstance(child, Parameter):
                     yield full, child
-                else:
+                elif recurse:
                     yield from child.named_parameters(full)
 
-    def parameters(self):
+    def parameters(self, recurse=True):
         seen, out = set(), []
-        for _, p in self.named_parameters():
+        for _, p in self.named_parameters(recurse=recurse):
             if id(p) not in seen:
                 seen.add(id(p))
                 out.append(p)
         return out
 
-    def named_buffers(self, prefix=""):
-        """Non-trainable state (e.g. running means) declared in _buffers."""
-        for name in getattr(self, "_buffers", ()):
-            yield (f"{prefix}.{name}" if prefix else name), name, self
-        for name, child in self.named_children():
-            yield from child.named_buffers(f"{prefix}.{name}" if prefix else name)
+    # buffers ----------------------------------------------------------------------------
+    def register_buffer(self, name, tensor, persistent=True):
+        """Keep tensor (or None) as self.<name>, state that is not a parameter: it moves
+        with to(), and, when persistent, is saved by state_dict."""
+        if not isinstance(name, str) or not name or "." in name:
+            raise KeyError(f"register_buffer: name must be a non-empty str without '.', "
+                           f"got {name!r}")
+        if tensor is not None and not isinstance(tensor, Tensor):
+            raise TypeError(f"register_buffer: {name!r} must be a mininet Tensor or None, got "
+                            f"{type(tensor).__name__}")
+        buffers = tuple(getattr(self, "_buffers", ()))
+        if name not in buffers:
+            if name in vars(self) or isinstance(getattr(type(self), name, None), (Tensor, Module)):
+                raise KeyError(f"register_buffer: attribute {name!r} already exists")
+            self._buffers = buffers + (name,)
+        skip = set(getattr(self, "_non_persistent", ()))
+        self._non_persistent = skip - {name} if persistent else skip | {name}
+        if isinstance(tensor, Parameter):   # a buffer is state, not a trained parameter
+            tensor = Tensor.make_const(tensor.cached_data)
+        setattr(self, name, tensor)
 
+    def _buffer_slots(self, prefix="", recurse=True, persistent_only=False):
+        """(dotted name, attribute name, owner) of every buffer that is not None."""
+        skip = getattr(self, "_non_persistent", ()) if persistent_only else ()
+        for name in getattr(self, "_buffers", ()):
+            if name not in skip and getattr(self, name, None) is not None:
+                yield _join(prefix, name), name, self
+        if recurse:
+            for name, child in self.named_children():
+                yield from child._buffer_slots(_join(prefix, name), True, persistent_only)
+
+    def named_buffers(self, prefix="", recurse=True):
+        """(dotted name, tensor) for every buffer, as torch's."""
+        for full, name, owner in self._buffer_slots(prefix, recurse):
+            yield full, getattr(owner, name)
+
+    def buffers(self, recurse=True):
+        return [b for _, b in self.named_buffers(recurse=recurse)]
+
+    # modes and gradients ----------------------------------------------------------------
     def train(self, mode=True):
         for m in self.modules():
             m.training = mode
@@ -74,42 +189,116 @@ class Module:
     def eval(self):
         return self.train(False)
 
-    def zero_grad(self):
+    def requires_grad_(self, requires_grad=True):
+        """Freeze (False) or unfreeze every parameter; returns self."""
         for p in self.parameters():
-            p.grad = None
+            p.requires_grad = bool(requires_grad)
+        return self
 
-    def state_dict(self):
-        """name -> numpy copy of every parameter and buffer."""
-        state = OrderedDict((name, p.numpy()) for name, p in self.named_parameters())
-        for full, name, owner in self.named_buffers():
-            state[full] = getattr(owner, name).numpy()
+    def zero_grad(self, set_to_none=True):
+        """Drop every parameter's gradient (torch's default), or set it to zeros."""
+        for p in self.parameters():
+            if set_to_none or p.grad is None:
+                p.grad = None
+            else:
+                p.grad = Tensor.make_const(
+                    NDArray.make(p.grad.shape, device=p.grad.device, dtype=p.grad.dtype).fill(0.0))
+
+    # state -------------------------------------------------------------------------------
+    def state_dict(self, prefix="", keep_vars=False):
+        """name -> numpy copy of every parameter, then every persistent buffer (keep_vars:
+        the Tensors themselves)."""
+        def value(t):
+            return t if keep_vars else t.numpy()
+        state = OrderedDict((name, value(p)) for name, p in self.named_parameters(prefix))
+        for full, name, owner in self._buffer_slots(prefix, persistent_only=True):
+            state[full] = value(getattr(owner, name))
         return state
 
-    def load_state_dict(self, state):
-        expected = {name for name, _ in self.named_parameters()} | {f for f, _, _ in self.named_buffers()}
-        missing, unexpected = expected - set(state), set(state) - expected
-        if missing or unexpected:
-            raise KeyError(f"load_state_dict: missing keys {sorted(missing)}, unexpected keys {sorted(unexpected)}")
-        for name, p in self.named_parameters():
-            self._check_shape(name, p.shape, state[name])
-            p.data = NDArray(state[name], dtype=p.dtype, device=p.device)
-        for full, name, owner in self.named_buffers():
-            old = getattr(owner, name)
-            self._check_shape(full, old.shape, state[full])
-            setattr(owner, name, Tensor(state[full], dtype=old.dtype, device=old.device))
+    def _state_slots(self):
+        """{name: (owner, attribute) or Parameter} that load_state_dict fills."""
+        slots = OrderedDict(self.named_parameters())
+        for full, name, owner in self._buffer_slots(persistent_only=True):
+            slots[full] = (owner, name)
+        return slots
 
-    @staticmethod
-    def _check_shape(name, shape, value):
-        if tuple(value.shape) != tuple(shape):
-            raise ValueError(f"load_state_dict: {name} has shape {tuple(value.shape)}, the model expects {tuple(shape)}")
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy state_dict's arrays in; checks every key and shape before changing anything.
+        Returns (missing_keys, unexpected_keys); strict (the default) refuses either, and any
+        shape mismatch is refused (StateDictError, a RuntimeError, KeyError and ValueError)."""
+        slots = self._state_slots()
+        missing = [k for k in slots if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in slots]
+        arrays, mismatched = {}, []
+        for key, slot in slots.items():
+            if key in state_dict:
+                arrays[key] = _as_array(state_dict[key])
+                old = slot if isinstance(slot, Tensor) else getattr(*slot)
+                if tuple(arrays[key].shape) != tuple(old.shape):
+                    mismatched.append((key, tuple(arrays[key].shape), tuple(old.shape)))
+        if mismatched or (strict and (missing or unexpected)):
+            self._refuse(missing if strict else [], unexpected if strict else [], mismatched)
+        new = {}   # every array converted before any is assigned: nothing half-loaded
+        for key, array in arrays.items():
+            old = slots[key] if isinstance(slots[key], Tensor) else getattr(*slots[key])
+            new[key] = NDArray(array, dtype=old.dtype, device=old.device)
+        for key, data in new.items():
+            if isinstance(slots[key], Tensor):
+                slots[key].data = data
+            else:
+                setattr(*slots[key], Tensor(data))
+        return IncompatibleKeys(missing, unexpected)
+
+    def _refuse(self, missing, unexpected, mismatched):
+        parts = []
+        if missing or unexpected:
+            parts.append(f"missing keys {missing}, unexpected keys {unexpected}")
+        parts += [f"{k} has shape {given}, the model expects {want}"
+                  for k, given, want in mismatched]
+        raise StateDictError(f"load_state_dict for {self._get_name()}: " + "; ".join(parts),
+                             missing, unexpected, mismatched)
 
     def to(self, device):
         for _, p in self.named_parameters():
             p.cached_data = p.cached_data.to(device)
-        for _, name, owner in self.named_buffers():
+        for _, name, owner in self._buffer_slots():
             setattr(owner, name, getattr(owner, name).to(device))
         return self
 
+    # printing ----------------------------------------------------------------------------
+    def _get_name(self):
+        return type(self).__name__
+
+    def extra_repr(self):
+        """The text inside Name(...) besides the children (a layer's settings)."""
+        return ""
+
+    def _repr_children(self):
+        """(label, text) of each child as printed: (label): text."""
+        return [(name, repr(child)) for name, child in self.named_children()]
+
+    def __repr__(self):
+        extra = self.extra_repr()
+        lines = extra.split("\n") if extra else []
+        children = [f"({label}): {_indent_after_first(text)}"
+                    for label, text in self._repr_children()]
+        if not children and len(lines) <= 1:
+            return f"{self._get_name()}({''.join(lines)})"
+        return f"{self._get_name()}(\n  " + "\n  ".join(lines + children) + "\n)"
+
+    def summary(self):
+        """A table of every module (dotted name as in state_dict, type, its own parameter
+        count and how many of those are trainable) and the totals; print() it. The counts
+        need no input (each shared parameter is counted once, at its first owner)."""
+        seen, rows = set(), []
+        for name, m in self.named_modules():
+            own = [p for p in m.parameters(recurse=False) if id(p) not in seen]
+            seen.update(id(p) for p in own)
+            rows.append(SummaryRow(name, m._get_name(), sum(p.numel() for p in own),
+                                   sum(p.numel() for p in own if p.requires_grad)))
+        return ModelSummary(rows)
+
+    # running -----------------------------------------------------------------------------
     def forward(self, *args):
         raise NotImplementedError
 
@@ -124,26 +313,39 @@ class Module:
         return out
 
 
+class ModelSummary:
+    """Module.summary()'s result: rows (SummaryRow: name, type, params, trainable),
+    total_params, trainable_params; str() is the table."""
+
+    HEADER = SummaryRow("name", "type", "params", "trainable")
+
+    def __init__(self, rows):
+        self.rows = list(rows)
+        self.total_params = sum(r.params for r in self.rows)
+        self.trainable_params = sum(r.trainable for r in self.rows)
+
+    def __str__(self):
+        cells = [self.HEADER] + [SummaryRow(r.name or "(model)", r.type, f"{r.params:,}",
+                                            f"{r.trainable:,}") for r in self.rows]
+        widths = [max(len(str(row[i])) for row in cells) for i in range(4)]
+        def line(row):
+            return "  ".join([str(row[0]).ljust(widths[0]), str(row[1]).ljust(widths[1])]
+                             + [str(row[i]).rjust(widths[i]) for i in (2, 3)]).rstrip()
+        rule = "-" * (sum(widths) + 6)
+        return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]] + [
+            rule, f"total params: {self.total_params:,}",
+            f"trainable params: {self.trainable_params:,}",
+            f"non-trainable params: {self.total_params - self.trainable_params:,}"])
+
+    __repr__ = __str__
+
+
 class Identity(Module):
-    def forward(self, x):
-        return x
-
-
-class Sequential(Module):
-    def __init__(self, *modules):
+    def __init__(self, *args, **kwargs):   # arguments ignored, as torch's
         super().__init__()
-        self.modules_list = list(modules)
 
     def forward(self, x):
-        for m in self.modules_list:
-            x = m(x)
         return x
-
-    def __getitem__(self, i):
-        return self.modules_list[i]
-
-    def __len__(self):
-        return len(self.modules_list)
 
 
 class Residual(Module):

@@ -10,7 +10,7 @@ loop; a step then costs one (batch, hidden) x (hidden, k * hidden) product.
 """
 from .. import init, ops
 from ..ops.rnn import gru_cell, gru_layer
-from .module import Module, Parameter
+from .module import Module, Parameter, positive_int
 
 
 def _uniform(shape, hidden_size, dtype, device):
@@ -24,12 +24,17 @@ class Embedding(Module):
 
     def __init__(self, num_embeddings, embedding_dim, device=None, dtype="float32"):
         super().__init__()
+        num_embeddings = positive_int("Embedding", "num_embeddings", num_embeddings)
+        embedding_dim = positive_int("Embedding", "embedding_dim", embedding_dim)
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.weight = Parameter(init.randn(num_embeddings, embedding_dim, dtype=dtype,
                                            device=device))
 
     def forward(self, x):
         return ops.embedding(x, self.weight)
+
+    def extra_repr(self):
+        return f"{self.num_embeddings}, {self.embedding_dim}"
 
 
 class _Cell(Module):

@@ -242,8 +242,8 @@ def _leaf_names(model):
     leaves = {}
     for name, p in model.named_parameters():
         leaves.setdefault(id(p), name)
-    for full, name, owner in model.named_buffers():
-        leaves.setdefault(id(getattr(owner, name)), full)
+    for full, buf in model.named_buffers():
+        leaves.setdefault(id(buf), full)
     return leaves
 
 

@@ -1,0 +1,255 @@
+"""Containers: Sequential, ModuleList, ModuleDict (PyTorch's behaviour).
+
+Sequential(*modules) keeps its modules in self.modules_list, so their state-dict names are
+modules_list.0.weight, ... as mininet's checkpoints have always had them (torch's are
+0.weight: mininet.interop maps the two); printing, indexing and iteration are torch's.
+Sequential(OrderedDict), ModuleList and ModuleDict name their items as torch does:
+layers.0.weight, blocks.conv.weight.
+"""
+import operator
+from collections import OrderedDict
+
+from .module import Module
+
+
+def _module(what, m):
+    if not isinstance(m, Module):
+        raise TypeError(f"{what}: {type(m).__name__} is not a Module")
+    return m
+
+
+def _index(what, i, n):
+    """i as an index into n items (negative from the end), else IndexError."""
+    try:
+        i = operator.index(i)
+    except TypeError:
+        raise TypeError(f"{what}: indices must be ints or slices, got {type(i).__name__}") from None
+    if not -n <= i < n:
+        raise IndexError(f"{what}: index {i} is out of range for {n} modules")
+    return i % n
+
+
+def _key(what, key):
+    if not isinstance(key, str) or not key or "." in key:
+        raise KeyError(f"{what}: a module name must be a non-empty str without '.', got {key!r}")
+    return key
+
+
+class Sequential(Module):
+    def __init__(self, *modules):
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], OrderedDict):
+            self._keys = [_key("Sequential", k) for k in modules[0]]
+            modules = tuple(modules[0].values())
+        else:
+            self._keys = None
+        self.modules_list = [_module("Sequential", m) for m in modules]
+
+    def _attributes(self):
+        if self._keys is None:
+            return super()._attributes()
+        return list(zip(self._keys, self.modules_list))
+
+    def _labels(self):
+        return self._keys if self._keys is not None else [str(i) for i in range(len(self))]
+
+    def _repr_children(self):
+        return [(label, repr(m)) for label, m in zip(self._labels(), self.modules_list)]
+
+    def __getattr__(self, name):   # only for names not found the usual way: a keyed module
+        keys = self.__dict__.get("_keys")
+        if keys is not None and name in keys:
+            return self.modules_list[keys.index(name)]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def forward(self, x):
+        for m in self.modules_list:
+            x = m(x)
+        return x
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            if self._keys is None:
+                return Sequential(*self.modules_list[i])
+            return Sequential(OrderedDict(zip(self._keys[i], self.modules_list[i])))
+        return self.modules_list[_index("Sequential", i, len(self))]
+
+    def __setitem__(self, i, m):
+        self.modules_list[_index("Sequential", i, len(self))] = _module("Sequential", m)
+
+    def __delitem__(self, i):
+        if not isinstance(i, slice):
+            i = _index("Sequential", i, len(self))
+        del self.modules_list[i]
+        if self._keys is not None:
+            del self._keys[i]
+
+    def __len__(self):
+        return len(self.modules_list)
+
+    def __iter__(self):
+        return iter(list(self.modules_list))
+
+    def append(self, m):
+        return self.insert(len(self), m)
+
+    def extend(self, modules):
+        for m in modules:
+            self.append(m)
+        return self
+
+    def insert(self, index, m):
+        n = len(self)
+        if not isinstance(index, int) or not -n <= index <= n:
+            raise IndexError(f"Sequential.insert: index {index!r} is out of range for {n} modules")
+        index = index + n if index < 0 else index
+        self.modules_list.insert(index, _module("Sequential", m))
+        if self._keys is not None:
+            self._keys.insert(index, _key("Sequential", self._free_key()))
+        return self
+
+    def _free_key(self):
+        k = len(self._keys)
+        while str(k) in self._keys:
+            k += 1
+        return str(k)
+
+    def pop(self, index=-1):
+        m = self[index]
+        del self[index]
+        return m
+
+
+class ModuleList(Module):
+    """A list of modules, named 0, 1, ... (it has no forward of its own)."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        self._items = []
+        if modules is not None:
+            self.extend(modules)
+
+    def _attributes(self):
+        return [(str(i), m) for i, m in enumerate(self._items)]
+
+    def _repr_children(self):
+        """Runs of identical modules as torch prints them: (0-2): 3 x Linear(...)."""
+        out, texts, i = [], [repr(m) for m in self._items], 0
+        while i < len(texts):
+            j = i
+            while j + 1 < len(texts) and texts[j + 1] == texts[i]:
+                j += 1
+            out.append((str(i), texts[i]) if i == j else (f"{i}-{j}", f"{j - i + 1} x {texts[i]}"))
+            i = j + 1
+        return out
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return ModuleList(self._items[i])
+        return self._items[_index("ModuleList", i, len(self))]
+
+    def __setitem__(self, i, m):
+        self._items[_index("ModuleList", i, len(self))] = _module("ModuleList", m)
+
+    def __delitem__(self, i):
+        del self._items[i if isinstance(i, slice) else _index("ModuleList", i, len(self))]
+
+    def __len__(self):
+        return len(self._items)
+
+    def __iter__(self):
+        return iter(list(self._items))
+
+    def __iadd__(self, modules):
+        return self.extend(modules)
+
+    def __add__(self, other):
+        return ModuleList(list(self) + list(other))
+
+    def append(self, m):
+        self._items.append(_module("ModuleList", m))
+        return self
+
+    def extend(self, modules):
+        if isinstance(modules, (Module, str)) or not hasattr(modules, "__iter__"):
+            raise TypeError(f"ModuleList.extend: takes an iterable of modules, got "
+                            f"{type(modules).__name__}")
+        for m in modules:
+            self.append(m)
+        return self
+
+    def insert(self, index, m):
+        self._items.insert(index, _module("ModuleList", m))
+
+    def pop(self, index=-1):
+        return self._items.pop(_index("ModuleList", index, len(self)))
+
+    def index(self, m):
+        """The position of m (by identity), else ValueError."""
+        for i, item in enumerate(self._items):
+            if item is m:
+                return i
+        raise ValueError(f"ModuleList.index: {type(m).__name__} is not in the list")
+
+
+class ModuleDict(Module):
+    """An ordered dict of modules, named by their keys (it has no forward of its own)."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        self._items = OrderedDict()
+        if modules is not None:
+            self.update(modules)
+
+    def _attributes(self):
+        return list(self._items.items())
+
+    def __getattr__(self, name):   # d.key as d["key"], as torch's
+        items = self.__dict__.get("_items")
+        if items is not None and name in items:
+            return items[name]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def __getitem__(self, key):
+        if key not in self._items:
+            raise KeyError(f"ModuleDict: no module named {key!r}")
+        return self._items[key]
+
+    def __setitem__(self, key, m):
+        self._items[_key("ModuleDict", key)] = _module("ModuleDict", m)
+
+    def __delitem__(self, key):
+        del self._items[key]
+
+    def __len__(self):
+        return len(self._items)
+
+    def __iter__(self):
+        return iter(list(self._items))
+
+    def __contains__(self, key):
+        return key in self._items
+
+    def keys(self):
+        return self._items.keys()
+
+    def values(self):
+        return self._items.values()
+
+    def items(self):
+        return self._items.items()
+
+    def update(self, modules):
+        pairs = modules.items() if hasattr(modules, "items") else modules
+        for pair in pairs:
+            if len(pair) != 2:
+                raise ValueError(f"ModuleDict.update: expected (name, module) pairs, got {pair!r}")
+            self[pair[0]] = pair[1]
+
+    def pop(self, key):
+        m = self[key]
+        del self._items[key]
+        return m
+
+    def clear(self):
+        self._items.clear()

@@ -1,0 +1,139 @@
+"""Normalisation layers: BatchNorm1d/2d (running statistics as buffers), needle's
+LayerNorm1d, and PyTorch's LayerNorm and GroupNorm (through mininet.nn.functional)."""
+from numbers import Real
+
+from .. import init, ops
+from ..autograd import Tensor
+from . import functional as F
+from .module import Module, Parameter, positive_int
+
+
+def _eps(what, eps):
+    if isinstance(eps, bool) or not isinstance(eps, Real) or not eps > 0:
+        raise ValueError(f"{what}: eps must be a positive number, got {eps!r}")
+    return eps
+
+
+class _BatchNorm(Module):
+    def __init__(self, dim, eps=1e-5, momentum=0.1, device=None, dtype="float32"):
+        super().__init__()
+        what = type(self).__name__
+        self.dim, self.eps = positive_int(what, "num_features", dim), _eps(what, eps)
+        self.momentum = momentum
+        self.weight = Parameter(init.ones(dim, dtype=dtype, device=device))
+        self.bias = Parameter(init.zeros(dim, dtype=dtype, device=device))
+        self.register_buffer("running_mean", init.zeros(dim, dtype=dtype, device=device))
+        self.register_buffer("running_var", init.ones(dim, dtype=dtype, device=device))
+
+    def extra_repr(self):
+        return (f"{self.dim}, eps={self.eps}, momentum={self.momentum}, affine=True, bias=True, "
+                "track_running_stats=True")
+
+    def _norm(self, x, axes, keep):
+        if x.shape[1] != self.dim:
+            raise ValueError(f"{type(self).__name__}({self.dim}): input of shape {x.shape} "
+                             f"has {x.shape[1]} channels")
+        if self.training:
+            y, op = ops.batch_norm(x, self.weight, self.bias, axes, self.eps)
+            n = x.numel() // self.dim
+            m = self.momentum  # running var is unbiased, as in PyTorch
+            rm, rv = self.running_mean.cached_data, self.running_var.cached_data
+            self.running_mean = Tensor.make_const((rm * (1 - m) + op.mean * m).astype(rm.dtype))
+            self.running_var = Tensor.make_const(
+                (rv * (1 - m) + op.var * (m * n / max(n - 1, 1))).astype(rv.dtype))
+            return y
+        mean = ops.broadcast_to(ops.reshape(self.running_mean, keep), x.shape)
+        inv = ops.broadcast_to(ops.reshape((self.running_var + self.eps) ** -0.5, keep), x.shape)
+        w = ops.broadcast_to(ops.reshape(self.weight, keep), x.shape)
+        b = ops.broadcast_to(ops.reshape(self.bias, keep), x.shape)
+        return (x - mean) * inv * w + b
+
+
+class BatchNorm1d(_BatchNorm):
+    def forward(self, x):
+        return self._norm(x, (0,), (1, self.dim))
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch norm of (N, C, H, W) input over N, H and W, per channel."""
+
+    def forward(self, x):
+        if x.ndim != 4:
+            raise ValueError(f"BatchNorm2d({self.dim}): input must be 4-D (N, C, H, W), got {x.shape}")
+        return self._norm(x, (0, 2, 3), (1, self.dim, 1, 1))
+
+
+class LayerNorm1d(Module):
+    """needle's: normalise over the last dim (of size dim), weight and bias (dim,)."""
+
+    def __init__(self, dim, eps=1e-5, device=None, dtype="float32"):
+        super().__init__()
+        self.dim, self.eps = dim, eps
+        self.weight = Parameter(init.ones(dim, dtype=dtype, device=device))
+        self.bias = Parameter(init.zeros(dim, dtype=dtype, device=device))
+
+    def extra_repr(self):
+        return f"{self.dim}, eps={self.eps}"
+
+    def forward(self, x):
+        # ops.mean, not * (1.0 / n): zero features give an empty output, as torch
+        mean = ops.broadcast_to(ops.reshape(ops.mean(x, -1), x.shape[:-1] + (1,)), x.shape)
+        xc = x - mean
+        var = ops.broadcast_to(ops.reshape(ops.mean(xc * xc, -1), x.shape[:-1] + (1,)), x.shape)
+        return xc * (var + self.eps) ** -0.5 * ops.broadcast_to(self.weight, x.shape) + ops.broadcast_to(self.bias, x.shape)
+
+
+class LayerNorm(Module):
+    """PyTorch's: normalise over the last len(normalized_shape) dims; weight (ones) and
+    bias (zeros) of normalized_shape when elementwise_affine (bias=False drops the bias)."""
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, device=None,
+                 dtype="float32"):
+        super().__init__()
+        shape = normalized_shape if hasattr(normalized_shape, "__iter__") else (normalized_shape,)
+        self.normalized_shape = tuple(positive_int("LayerNorm", "normalized_shape", n)
+                                      for n in shape)
+        if not self.normalized_shape:
+            raise ValueError("LayerNorm: normalized_shape must name at least one dim, got ()")
+        self.eps, self.elementwise_affine = _eps("LayerNorm", eps), bool(elementwise_affine)
+        affine = self.elementwise_affine
+        self.weight = Parameter(init.ones(*self.normalized_shape, dtype=dtype, device=device)) \
+            if affine else None
+        self.bias = Parameter(init.zeros(*self.normalized_shape, dtype=dtype, device=device)) \
+            if affine and bias else None
+
+    def forward(self, x):
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine="
+                f"{self.elementwise_affine}, bias={self.bias is not None}")
+
+
+class GroupNorm(Module):
+    """PyTorch's: (N, C, *) normalised over groups of C / num_groups channels; weight
+    (ones) and bias (zeros) of (C,) when affine."""
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, device=None,
+                 dtype="float32", *, bias=True):
+        super().__init__()
+        self.num_groups = positive_int("GroupNorm", "num_groups", num_groups)
+        self.num_channels = positive_int("GroupNorm", "num_channels", num_channels)
+        if num_channels % num_groups:
+            raise ValueError(f"GroupNorm: num_channels={num_channels} must be divisible by "
+                             f"num_groups={num_groups}")
+        self.eps, self.affine = _eps("GroupNorm", eps), bool(affine)
+        self.weight = Parameter(init.ones(num_channels, dtype=dtype, device=device)) \
+            if affine else None
+        self.bias = Parameter(init.zeros(num_channels, dtype=dtype, device=device)) \
+            if affine and bias else None
+
+    def forward(self, x):
+        if x.ndim < 2 or x.shape[1] != self.num_channels:
+            raise ValueError(f"GroupNorm({self.num_groups}, {self.num_channels}): input of shape "
+                             f"{x.shape} does not have {self.num_channels} channels in dim 1")
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
+                f"bias={self.bias is not None}")
