@@ -1,9 +1,13 @@
-"""Dataset and DataLoader (PyTorch's habits: batch_size, shuffle, seed, drop_last)."""
+"""Datasets (map-style and iterable) and their combinators, with PyTorch's
+torch.utils.data names and habits; mininet.utils.data re-exports them."""
+import bisect
+import itertools
+import math
+
 import numpy as np
 
 from ..autograd import Tensor
-from ..ndarray import share_numpy
-from .. import init
+from .sampler import as_generator, resolve
 
 
 def pixels_to_float(pixels):
@@ -14,7 +18,15 @@ def pixels_to_float(pixels):
 
 
 class Dataset:
-    """Indexable; __getitem__ returns a tuple of numpy arrays. transforms apply to the first."""
+    """A map-style data set: __getitem__(i) returns sample i (a tuple, dict, array,
+    number ... anything default_collate batches) and __len__ their number.
+
+    Our own data sets (TensorDataset, MNISTDataset, CIFAR10Dataset) set batch_indexing:
+    dataset[index_array] returns the whole batch as a tuple of arrays, which the
+    DataLoader fetches in one call instead of collating samples. `transforms` apply to
+    the first array, image by image."""
+    batch_indexing = False
+    transforms = ()
 
     def __init__(self, transforms=None):
         self.transforms = transforms or []
@@ -30,16 +42,38 @@ class Dataset:
             x = t(x)
         return x
 
-    def __len__(self):
-        raise NotImplementedError
+    def __getitem__(self, index):
+        raise NotImplementedError(f"{type(self).__name__} must define __getitem__")
+
+    def __add__(self, other):
+        return ConcatDataset([self, other])
+
+
+class IterableDataset(Dataset):
+    """A data set read as a stream: __iter__ yields samples. With num_workers > 0 each
+    worker iterates its own copy; shard by get_worker_info() (id, num_workers) or every
+    worker yields every item."""
+
+    def __iter__(self):
+        raise NotImplementedError(f"{type(self).__name__} must define __iter__")
 
     def __getitem__(self, index):
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} is an IterableDataset: iterate it, do not index it")
+
+    def __add__(self, other):
+        return ChainDataset([self, other])
 
 
 class TensorDataset(Dataset):
+    """Sample i is (a[i] for a in arrays): numpy arrays, Tensors or anything numpy takes,
+    all of one length. Indexed by an index array it gives the whole batch."""
+    batch_indexing = True
+
     def __init__(self, *arrays, transforms=None):
         super().__init__(transforms)
+        if not arrays:
+            raise ValueError("TensorDataset: needs at least one array")
+        arrays = [a.numpy() if isinstance(a, Tensor) else a for a in arrays]
         n = {len(a) for a in arrays}
         if len(n) != 1:
             raise ValueError(f"TensorDataset: arrays differ in length: {[len(a) for a in arrays]}")
@@ -51,6 +85,112 @@ class TensorDataset(Dataset):
     def __getitem__(self, index):
         x = self.apply_transforms(self.arrays[0][index], batched=np.ndim(index) > 0)
         return (x,) + tuple(a[index] for a in self.arrays[1:])
+
+
+class Subset(Dataset):
+    """The samples of `dataset` at `indices`, in that order."""
+
+    def __init__(self, dataset, indices):
+        self.dataset, self.indices, self._index_array = dataset, indices, None
+
+    @property
+    def batch_indexing(self):
+        return getattr(self.dataset, "batch_indexing", False)
+
+    def __getitem__(self, index):
+        if isinstance(index, np.ndarray) and index.ndim > 0:   # a batch, for batch_indexing
+            return self.dataset[self._as_array()[index]]
+        if isinstance(index, list):
+            return self.dataset[[self.indices[i] for i in index]]
+        return self.dataset[self.indices[index]]
+
+    def __len__(self):
+        return len(self.indices)
+
+    def _as_array(self):
+        """indices as an array, converted once for a list (not once per batch)."""
+        if isinstance(self.indices, np.ndarray):
+            return self.indices
+        if self._index_array is None or len(self._index_array) != len(self.indices):
+            self._index_array = np.asarray(self.indices, dtype=np.int64)
+        return self._index_array
+
+
+def _check_index(index, n, who):
+    if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
+        raise TypeError(f"{who}: indices must be integers, got {type(index).__name__}")
+    if not -n <= index < n:
+        raise IndexError(f"{who}: index {index} is out of range for {n} samples")
+    return int(index) + n if index < 0 else int(index)
+
+
+class ConcatDataset(Dataset):
+    """Map-style data sets one after another; index i falls in the first whose running
+    total passes it (negative indices count from the end of the whole)."""
+
+    def __init__(self, datasets):
+        self.datasets = list(datasets)
+        if not self.datasets:
+            raise ValueError("ConcatDataset: needs at least one data set")
+        for d in self.datasets:
+            if isinstance(d, IterableDataset):
+                raise TypeError("ConcatDataset: cannot index an IterableDataset; use ChainDataset")
+        self.cumulative_sizes = list(itertools.accumulate(len(d) for d in self.datasets))
+
+    def __len__(self):
+        return self.cumulative_sizes[-1]
+
+    def __getitem__(self, index):
+        index = _check_index(index, len(self), "ConcatDataset")
+        k = bisect.bisect_right(self.cumulative_sizes, index)
+        return self.datasets[k][index - (self.cumulative_sizes[k - 1] if k else 0)]
+
+
+class ChainDataset(IterableDataset):
+    """Iterable data sets one after another."""
+
+    def __init__(self, datasets):
+        self.datasets = list(datasets)
+
+    def __iter__(self):
+        for d in self.datasets:
+            if not isinstance(d, IterableDataset):
+                raise TypeError(f"ChainDataset: {type(d).__name__} is not an IterableDataset")
+            yield from d
+
+    def __len__(self):
+        return sum(len(d) for d in self.datasets)
+
+
+def _split_sizes(n, lengths):
+    lengths = list(lengths)
+    if not lengths:
+        raise ValueError("random_split: lengths is empty")
+    if all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in lengths):
+        if any(x < 0 for x in lengths) or sum(lengths) != n:
+            raise ValueError(f"random_split: lengths {lengths} must be >= 0 and add up to the "
+                             f"data set's {n} samples")
+        return [int(x) for x in lengths]
+    if not all(isinstance(x, (int, float, np.integer, np.floating)) and 0 <= x <= 1
+               for x in lengths) or not math.isclose(sum(lengths), 1) or sum(lengths) > 1:
+        raise ValueError(f"random_split: lengths {lengths} are neither sizes adding up to {n} "
+                         f"nor fractions in [0, 1] adding up to 1")
+    sizes = [math.floor(n * f) for f in lengths]
+    for i in range(n - sum(sizes)):   # what flooring left over goes round-robin from the first
+        sizes[i % len(sizes)] += 1
+    return sizes
+
+
+def random_split(dataset, lengths, generator=None):
+    """Disjoint Subsets of `dataset`, covering it, of the given sizes, or of fractions of
+    its length (floored, the remainder dealt one by one from the first split, as PyTorch
+    does). The order is a permutation from `generator` (a numpy Generator or a seed;
+    default mininet's generator, which mininet.manual_seed seeds)."""
+    n = len(dataset)
+    sizes = _split_sizes(n, lengths)
+    perm = resolve(as_generator(generator, "random_split")).permutation(n).tolist()
+    ends = list(itertools.accumulate(sizes))
+    return [Subset(dataset, perm[end - size:end]) for size, end in zip(sizes, ends)]
 
 
 class DistributedSampler:
@@ -93,49 +233,3 @@ class DistributedSampler:
         order = self.indices()
         self.epoch += 1
         return iter(order.tolist())
-
-
-class DataLoader:
-    """Batches of Tensors. With shuffle, each epoch draws a new order from
-    `seed` (or mininet.manual_seed's generator); a sampler (DistributedSampler) gives the
-    order instead."""
-
-    def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None,
-                 dtype="float32", device=None, sampler=None):
-        if batch_size < 1:
-            raise ValueError(f"DataLoader: batch_size must be >= 1, got {batch_size}")
-        if sampler is not None and shuffle:
-            raise ValueError("DataLoader: pass shuffle to the sampler, not with sampler= "
-                             "(a DistributedSampler shuffles itself)")
-        self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
-        self.sampler = sampler
-        self.drop_last, self.dtype, self.device = drop_last, np.dtype(dtype), device
-        self.rng = np.random.default_rng(seed) if seed is not None else None
-
-    def __len__(self):
-        n = len(self.sampler) if self.sampler is not None else len(self.dataset)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def __iter__(self):
-        if self.sampler is not None:
-            order = np.fromiter(iter(self.sampler), dtype=np.int64)
-        elif self.shuffle:
-            order = (self.rng or init.generator()).permutation(len(self.dataset))
-        else:
-            order = np.arange(len(self.dataset))
-        for b in range(len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            batch = self.dataset[idx]
-            yield tuple(self._tensor(x) for x in batch)
-
-    def _tensor(self, x):
-        """The batch as a Tensor; a fresh batch array of the right dtype is shared, not
-        copied again (the dataset's fancy indexing already made it)."""
-        x = np.asarray(x)
-        if x.dtype.kind in "iub":  # labels stay integers
-            x = x.astype(np.int64, copy=False)
-        elif x.dtype != self.dtype:
-            x = x.astype(self.dtype)
-        if x.base is None:   # fresh: share it where the device can (else share_numpy copies)
-            return Tensor.make_const(share_numpy(x, self.device))
-        return Tensor(x, dtype=x.dtype, device=self.device)
