@@ -4,13 +4,13 @@ DATA_ENV = MININET_DATA=$${MININET_DATA:-$(CURDIR)/../shared/data/mnist}
 EMULATED = $(CURDIR)/build/gpu-emulated
 
 .PHONY: install install-test build test test-fast test-gpu-emulated bench cuda-check sdist-check \
-        gpu-check gpu-check-dry-run gpu-carry clean
+        gpu-check gpu-check-dry-run gpu-carry docs clean
 
 install:            ## install mininet (compiles the Cython kernels)
 	$(PIP) install .
 
-install-test:       ## editable install with the test extras (pytest, hypothesis, torch CPU reference, MPI)
-	$(PIP) install -e ".[test,torch,mpi]"
+install-test:       ## editable install with the test extras (pytest, hypothesis, torch CPU reference, MPI, mkdocs)
+	$(PIP) install -e ".[test,torch,mpi,docs]"
 
 build:              ## rebuild the extensions in place after editing .pyx files
 	$(PYTHON) setup.py build_ext --inplace
@@ -44,6 +44,9 @@ gpu-check-dry-run:  ## the same script under the CUDA emulator with tiny sizes (
 
 gpu-carry:          ## what gpu-check needs from ../shared, copied into .whl/ (ignored) to carry to the GPU machine
 	mkdir -p .whl/mnist && cp -f ../shared/wheels/cp312/*.whl .whl/ && cp -f ../shared/data/mnist/*.gz .whl/mnist/
+
+docs:               ## the documentation site (needs the docs extra: pip install -e ".[docs]") into build/site
+	$(PYTHON) -m mkdocs build --strict -d build/site
 
 bench:
 	$(PYTHON) -m mininet.cli bench matmul

@@ -415,6 +415,8 @@ class profile:
 
     # the observer protocol (mininet.autograd) ----------------------------------------------
     def begin(self, op, inputs, phase):
+        """Observer protocol: op (an Op) starts its forward (phase "forward") or its
+        gradient ("backward") on inputs; returns the frame that end() closes."""
         stack = self._stack()
         parent = stack[-1] if stack else None
         if phase == "backward":
@@ -435,9 +437,11 @@ class profile:
         return frame
 
     def end(self, frame, result):   # the observer protocol's name for _close
+        """Observer protocol: the op begin() opened has finished with result."""
         self._close(frame, result)
 
     def module_begin(self, module, args):
+        """Observer protocol: a Module call starts (a scope named by its class and path)."""
         stack = self._stack()
         parent = stack[-1] if stack else None
         paths = parent.paths if parent is not None and parent.paths is not None \
@@ -451,6 +455,7 @@ class profile:
         return frame
 
     def module_end(self, frame, output):
+        """Observer protocol: the Module call module_begin() opened has returned output."""
         self._close(frame)
 
     # scopes ------------------------------------------------------------------------------
@@ -560,6 +565,7 @@ class profile:
                 "events": len(self.events)}
 
     def summary_line(self):
+        """summary() as the one line table() ends with."""
         s = self.summary()
         return (f"Profiled time: {s['wall_ms']:.3f} ms; in kernels: {s['kernel_ms']:.3f} ms; "
                 f"outside kernels: {100 * s['outside_kernels']:.1f}%")

@@ -155,6 +155,7 @@ class Case:
         return None if self.flops is None else self.flops / seconds
 
     def to_dict(self):
+        """The case as a saved run lists it (runs.py's fields, in the schema's order)."""
         d = asdict(self)
         order = ("name", "impl", "params", "threads", "samples", "median", "q1", "q3", "best",
                  "flops", "nbytes", "peak_rss_mb")

@@ -69,6 +69,7 @@ def _read(folder, name):
 
 
 def machine_info():
+    """The run's "machine" section: cpu_model, cores, isa_flags (sorted), caches."""
     model, flags = _cpuinfo()
     return {"cpu_model": model or platform.processor() or platform.machine() or "unknown",
             "cores": os.cpu_count() or 1,
@@ -125,6 +126,8 @@ def _version_of(package):
 
 
 def software_info():
+    """The run's "software" section: mininet, commit, numpy, blas, torch (None when not
+    installed), python, compiler_flags."""
     import numpy as np
     from .. import __version__
     try:
@@ -150,6 +153,7 @@ def new_run(benchmark, cases, command=None):
 
 # writing and reading ------------------------------------------------------------------------
 def dumps(run):
+    """The run as the JSON text write_run writes (NaN and infinities refused)."""
     return json.dumps(run, indent=1, allow_nan=False) + "\n"
 
 

@@ -68,7 +68,7 @@ def _ranks(values):
 def u_counts(n1, n2):
     """counts[u] = how many of the C(n1+n2, n1) orderings of two samples without ties give
     U = u, as exact integers. The counts are the coefficients of the Gaussian binomial
-    [n1+n2 choose n1](q) = prod_{i=1..n1} (1 - q^(n2+i)) / (1 - q^i); each step of the
+    `[n1+n2 choose n1](q) = prod_{i=1..n1} (1 - q^(n2+i)) / (1 - q^i)`; each step of the
     product is again a polynomial, built from the previous one in place."""
     counts = [1] + [0] * (n1 * n2 + n1)
     for i in range(1, n1 + 1):
@@ -116,6 +116,7 @@ def quantile(values, q):
 
 
 def median(values):
+    """quantile(values, 0.5)."""
     return quantile(values, 0.5)
 
 

@@ -21,6 +21,8 @@ def set_default_dtype(dtype):
 
 
 def get_default_dtype():
+    """The dtype float data and creation functions get without dtype= (float32 unless
+    set_default_dtype changed it)."""
     return _default["dtype"]
 
 
@@ -86,10 +88,14 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
 
 
 def zeros(*size, dtype=None, device=None, requires_grad=False):
+    """A tensor of zeros of shape size (varargs or one tuple: zeros(2, 3), zeros((2, 3)));
+    dtype defaults to the default float dtype."""
     return _filled(size_arg(size, "zeros"), 0.0, dtype, device, requires_grad)
 
 
 def ones(*size, dtype=None, device=None, requires_grad=False):
+    """A tensor of ones of shape size (varargs or one tuple); dtype defaults to the
+    default float dtype."""
     return _filled(size_arg(size, "ones"), 1.0, dtype, device, requires_grad)
 
 
@@ -99,6 +105,8 @@ def empty(*size, dtype=None, device=None, requires_grad=False):
 
 
 def full(size, fill_value, dtype=None, device=None, requires_grad=False):
+    """A tensor of shape size (a tuple) filled with fill_value: int64 for an integer
+    fill_value, else the default float dtype, unless dtype= says otherwise (as torch)."""
     if dtype is None and isinstance(fill_value, numbers.Integral) and not isinstance(fill_value, bool):
         dtype = "int64"   # as torch.full(..., 3)
     return _filled(size_arg((size,), "full"), fill_value, dtype, device, requires_grad)
@@ -109,20 +117,24 @@ def _like(x, dtype, device):
 
 
 def zeros_like(x, dtype=None, device=None, requires_grad=False):
+    """Zeros of x's shape, with x's dtype and device unless given."""
     d, dev = _like(x, dtype, device)
     return zeros(x.shape, dtype=d, device=dev, requires_grad=requires_grad)
 
 
 def ones_like(x, dtype=None, device=None, requires_grad=False):
+    """Ones of x's shape, with x's dtype and device unless given."""
     d, dev = _like(x, dtype, device)
     return ones(x.shape, dtype=d, device=dev, requires_grad=requires_grad)
 
 
 def empty_like(x, dtype=None, device=None, requires_grad=False):
+    """zeros_like (empty memory is zero-filled here)."""
     return zeros_like(x, dtype, device, requires_grad)
 
 
 def full_like(x, fill_value, dtype=None, device=None, requires_grad=False):
+    """x's shape filled with fill_value, with x's dtype and device unless given."""
     d, dev = _like(x, dtype, device)
     return full(x.shape, fill_value, dtype=d, device=dev, requires_grad=requires_grad)
 
@@ -141,11 +153,14 @@ def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False
 
 
 def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
+    """(steps,): evenly spaced values from start to end, both included; the default float
+    dtype unless given."""
     data = np.linspace(start, end, int(steps))
     return _leaf(NDArray(data, dtype=_dtype(dtype), device=device), requires_grad)
 
 
 def eye(n, m=None, dtype=None, device=None, requires_grad=False):
+    """(n, m) (m defaults to n): ones on the diagonal, zeros elsewhere."""
     return _leaf(NDArray(np.eye(n, m), dtype=_dtype(dtype), device=device), requires_grad)
 
 
@@ -156,6 +171,8 @@ def _axis(what, dim, axis):
 
 
 def cat(tensors, dim=0, *, axis=None):
+    """torch.cat: the tensors joined along the existing axis dim (axis= too); their other
+    axes must agree. Also named concat and concatenate. Differentiable."""
     from .shape import concatenate
     return concatenate(list(tensors), _axis("cat", dim, axis))
 
@@ -164,6 +181,8 @@ concat = concatenate = cat
 
 
 def stack(tensors, dim=0, *, axis=None):
+    """torch.stack: tensors of one shape joined along a new axis dim (axis= too), so the
+    result has one more dimension. Differentiable."""
     from .shape import stack as stack_op
     return stack_op(list(tensors), _axis("stack", dim, axis))
 
