@@ -4,6 +4,7 @@ import collections
 import contextlib
 import numbers
 import threading
+import weakref
 
 import numpy as np
 
@@ -298,9 +299,11 @@ class Tensor(Value):
     __radd__ = __add__
 
     def __sub__(self, other):
+        _no_bool_sub(self, other)
         return _ops().add(self, -other)
 
     def __rsub__(self, other):
+        _no_bool_sub(self, other)
         return _ops().add(-self, other)
 
     def __mul__(self, other):
@@ -319,6 +322,10 @@ class Tensor(Value):
             return _ops().power(self, other)
         return _ops().power_scalar(self, other)
 
+    def __rpow__(self, other):
+        """other ** self: 2 ** x (gradient log(2) * 2 ** x), or array data ** x."""
+        return _ops().power(other, self)
+
     def __neg__(self):
         return _ops().negate(self)
 
@@ -326,14 +333,40 @@ class Tensor(Value):
         return _ops().matmul(self, other)
 
     def __getitem__(self, idx):
+        if _is_bool_mask(idx):   # x[mask]: the selected entries, differentiable
+            return _ops().mask_select(self, idx)
         return _ops().get_item(self, idx)
 
+    def __setitem__(self, idx, value):
+        """x[idx] = value in place (basic indices, or a bool mask), refused as the other
+        in-place ops are (a leaf that requires grad in grad mode, a recorded tensor)."""
+        idx = idx.cached_data if isinstance(idx, Tensor) else idx
+        self._write(self._value(value), "x[index] = value", idx)
+
+    # comparisons and logical ops: bool tensors, no gradient ---------------------------------
     def _compare(self, other, name):
         b = other.cached_data if isinstance(other, Tensor) else other
         return Tensor.make_const(getattr(self.cached_data, name)(b))
 
-    def __eq__(self, other): return self._compare(other, "__eq__")
-    def __ne__(self, other): return self._compare(other, "__ne__")
+    def __eq__(self, other):
+        return False if other is None else self._compare(other, "__eq__")
+
+    def __ne__(self, other):
+        return True if other is None else self._compare(other, "__ne__")
+
+    def __and__(self, other): return self._compare(other, "__and__")
+    def __or__(self, other): return self._compare(other, "__or__")
+    def __xor__(self, other): return self._compare(other, "__xor__")
+    __rand__, __ror__, __rxor__ = __and__, __or__, __xor__
+
+    def __invert__(self):
+        return Tensor.make_const(~self.cached_data)
+
+    def logical_not(self): return _ops().logical_not(self)
+    def logical_and(self, other): return _ops().logical_and(self, other)
+    def logical_or(self, other): return _ops().logical_or(self, other)
+    def logical_xor(self, other): return _ops().logical_xor(self, other)
+
     def __lt__(self, other): return self._compare(other, "__lt__")
     def __le__(self, other): return self._compare(other, "__le__")
     def __gt__(self, other): return self._compare(other, "__gt__")
@@ -345,6 +378,9 @@ class Tensor(Value):
         return _ops().summation(self, *_reduce_args(self, dim, axis, axes, keepdim, keepdims))
 
     def mean(self, dim=None, keepdim=False, *, axis=None, axes=None, keepdims=None):
+        if self.dtype == np.bool_:
+            raise TypeError("mean: not defined for bool tensors (as torch): use .float().mean() "
+                            "(the fraction of True)")
         return _ops().mean(self, *_reduce_args(self, dim, axis, axes, keepdim, keepdims))
 
     def max(self, dim=None, keepdim=False, *, axis=None, axes=None, keepdims=None):
@@ -426,12 +462,13 @@ class Tensor(Value):
         return (a ** p).sum(ax, keepdim=keep) ** (1.0 / p)
 
     def any(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """Whether any entry (along dim) is nonzero: a bool tensor (computed on the device)."""
         ax, keep = _reduce_args(self, dim, axis, None, keepdim, keepdims)
-        return Tensor(self.numpy().astype(bool).any(ax, keepdims=keep), device=self.device)
+        return Tensor.make_const(self.cached_data.any(ax, keep))
 
     def all(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
         ax, keep = _reduce_args(self, dim, axis, None, keepdim, keepdims)
-        return Tensor(self.numpy().astype(bool).all(ax, keepdims=keep), device=self.device)
+        return Tensor.make_const(self.cached_data.all(ax, keep))
 
     def softmax(self, dim=-1, *, axis=None):
         return _ops().softmax(self, self._dim(dim, axis, "softmax"))
@@ -614,6 +651,9 @@ class Tensor(Value):
     def long(self):
         return _ops().cast(self, "int64")
 
+    def bool(self):
+        return _ops().cast(self, "bool")
+
     int = long   # int64: there is no int32 dtype
 
     def cpu(self):
@@ -658,7 +698,7 @@ class Tensor(Value):
     def matmul(self, other): return self @ other
 
     # in place: writes into this tensor's memory (so p.data.add_ changes p) ------------------
-    def _write(self, value, what):
+    def _write(self, value, what, idx=()):
         """Copy value (an NDArray, broadcast, cast to self's dtype) into self's memory.
         Refused, as torch, on a leaf that requires grad while grad mode is on; refused on
         a tensor inside a recorded graph too (torch would track versions: here use the
@@ -669,7 +709,7 @@ class Tensor(Value):
                                    "place while grad mode is on: use mininet.no_grad() or .data")
             raise RuntimeError(f"{what}: in-place changes to a tensor inside a recorded graph are "
                                "not supported: use the out-of-place op (x = x + y)")
-        self.cached_data[()] = value
+        self.cached_data[idx] = value
         return self
 
     def _value(self, other):
@@ -728,7 +768,22 @@ def _reduce_args(x, dim, axis, axes, keepdim, keepdims):
 def _is_dtype(a):
     if isinstance(a, np.dtype) or (isinstance(a, type) and issubclass(a, np.generic)):
         return True
-    return isinstance(a, str) and a in ("float32", "float64", "int64")
+    return a is bool or isinstance(a, str) and a in ("float32", "float64", "int64", "bool")
+
+
+def _is_bool_mask(idx):
+    """idx is a bool tensor, NDArray or numpy array of at least one dim (x[mask])."""
+    d = idx.cached_data if isinstance(idx, Tensor) else idx
+    return isinstance(d, (NDArray, np.ndarray)) and d.dtype == np.bool_ and d.ndim > 0
+
+
+_BOOL = np.dtype("bool")
+
+
+def _no_bool_sub(a, b):
+    if a.dtype is _BOOL or getattr(b, "dtype", None) is _BOOL or isinstance(b, (bool, np.bool_)):
+        raise TypeError("subtraction (-) with a bool tensor is not supported (as torch): to "
+                        "invert a mask use ~ or logical_not(); otherwise convert with .float()")
 
 
 class _HookHandle:
@@ -801,24 +856,92 @@ def _zeros_like(x):
     return Tensor.make_const(NDArray.make(x.shape, device=x.device, dtype=x.dtype).fill(0.0))
 
 
-def grad(output, inputs, out_grad=None, retain_graph=None):
-    """The gradients of output with respect to `inputs` (as torch.autograd.grad; leaves
-    or intermediate tensors): returned as a list (None where output does not depend on
-    one), without touching any .grad or running hooks, and without going below the
-    inputs. output may be a list of tensors with out_grad a list of their seeds: the
-    seeds are then constants of this pass (it never differentiates through them) while
-    a graph built from them keeps them, so a vector-Jacobian product taken this way has
-    a second derivative. Builds a graph when grad is enabled (and then keeps output's
-    graph, which that gradient refers to, unless retain_graph says otherwise)."""
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
+         allow_unused=None, materialize_grads=False):
+    """The gradients of outputs (a tensor or a sequence of them, seeded by grad_outputs:
+    None stands for ones, allowed for a one-element output) with respect to inputs (a
+    tensor or a sequence; leaves or computed tensors), as a tuple, as torch.autograd.grad:
+    no .grad is touched and no hook runs. Every output must require grad. create_graph:
+    the gradients have a graph of their own (for second derivatives); retain_graph (default
+    create_graph) keeps the outputs' graph for another pass. An input that the outputs do
+    not depend on, or that does not require grad, is a RuntimeError unless allow_unused
+    (then None; zeros with materialize_grads). An input computed from another input passes
+    the other its share, as torch's."""
+    outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+    single = isinstance(inputs, Value)
+    inputs = [inputs] if single else list(inputs)
+    if allow_unused is None:
+        allow_unused = materialize_grads
+    if materialize_grads and not allow_unused:
+        raise ValueError("grad: materialize_grads=True needs allow_unused=True (or None)")
     if retain_graph is None:
-        retain_graph = grad_enabled()
-    outputs = list(output) if isinstance(output, (list, tuple)) else [output]
-    seeds = list(out_grad) if isinstance(out_grad, (list, tuple)) else [out_grad]
+        retain_graph = create_graph
+    for k, x in enumerate(inputs):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"grad: input {k} is a {type(x).__name__}, not a Tensor")
+        if not x.requires_grad and not allow_unused:
+            raise RuntimeError(f"grad: input {k} does not require grad (pass allow_unused=True "
+                               "to get None for it)")
+    for k, o in enumerate(outputs):
+        if not isinstance(o, Tensor):
+            raise TypeError(f"grad: output {k} is a {type(o).__name__}, not a Tensor")
+        if not o.requires_grad:
+            raise RuntimeError(f"grad: output {k} does not require grad (no graph leads to it)")
+    seeds = _seeds(outputs, grad_outputs)
+    captured = {id(x): None for x in inputs if x.requires_grad}
+    with enable_grad() if create_graph else no_grad():
+        compute_gradient_of_variables(outputs, seeds, retain_graph, captured, cut=False)
+    found = []
+    for k, x in enumerate(inputs):
+        g = captured.get(id(x))
+        if g is None and not allow_unused:
+            raise RuntimeError(f"grad: input {k} (shape {x.shape}) was not used to compute the "
+                               "outputs (pass allow_unused=True to get None for it)")
+        if g is None and materialize_grads:
+            g = _zeros_like(x)
+        found.append(g)
+    return tuple(found)
+
+
+def _seeds(outputs, grad_outputs):
+    """One seed Tensor per output: grad_outputs' (a Tensor, a sequence with Nones, or None)
+    checked against the output's shape, ones for a one-element output."""
+    given = list(grad_outputs) if isinstance(grad_outputs, (list, tuple)) else [grad_outputs]
+    if grad_outputs is None:
+        given = [None] * len(outputs)
+    if len(given) != len(outputs):
+        raise ValueError(f"grad: {len(outputs)} outputs but {len(given)} grad_outputs")
+    seeds = []
+    for k, (o, s) in enumerate(zip(outputs, given)):
+        if s is None:
+            if o.cached_data.size != 1:
+                raise RuntimeError(f"grad: output {k} has shape {o.shape}; a seed of ones is "
+                                   "implied only for one element: pass grad_outputs")
+            s = _ones_like(o)
+        elif not isinstance(s, Tensor):
+            s = Tensor(s, dtype=o.dtype, device=o.device)
+        if s.shape != o.shape:
+            raise ValueError(f"grad: grad_outputs[{k}] has shape {s.shape}, output {k} has "
+                             f"shape {o.shape}")
+        seeds.append(s)
+    return seeds
+
+
+def partial_grads(outputs, inputs, grad_outputs):
+    """For an op's gradient: d(outputs)/d(inputs) seeded by grad_outputs (one per output),
+    the inputs taken as independent variables (the pass stops at each input: nothing is
+    passed below one, not even to another input). A list with None for an input the
+    outputs do not depend on. The seeds are constants of this pass (it never
+    differentiates through them) while a graph built from them keeps them, so a
+    vector-Jacobian product taken this way has a second derivative. Builds a graph when
+    grad mode is on (inside a backward pass: when that pass has create_graph), and then
+    keeps the outputs' graph, which that gradient refers to."""
+    outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+    seeds = list(grad_outputs) if isinstance(grad_outputs, (list, tuple)) else [grad_outputs]
     if len(seeds) != len(outputs):
-        raise ValueError(f"grad: {len(outputs)} outputs but {len(seeds)} out_grads")
-    seeds = [_ones_like(o) if s is None else s for o, s in zip(outputs, seeds)]
+        raise ValueError(f"partial_grads: {len(outputs)} outputs but {len(seeds)} grad_outputs")
     captured = {id(x): None for x in inputs}
-    compute_gradient_of_variables(outputs, seeds, retain_graph, captured)
+    compute_gradient_of_variables(outputs, seeds, grad_enabled(), captured)
     return [captured[id(x)] for x in inputs]
 
 
@@ -826,23 +949,27 @@ def _ones_like(x):
     return Tensor(NDArray.make(x.shape, device=x.device, dtype=x.dtype).fill(1.0))
 
 
-def compute_gradient_of_variables(output, out_grad, retain_graph=False, captured=None):
+def compute_gradient_of_variables(output, out_grad, retain_graph=False, captured=None,
+                                  cut=True):
     """Reverse-mode pass from output (a tensor, or a list of them with a list of seeds).
-    captured: {id(leaf): None} to return those leaves' gradients in it instead of
-    accumulating every leaf's .grad."""
+    captured: {id(node): None} to return those nodes' gradients in it instead of
+    accumulating every leaf's .grad; the pass stops at them (cut), or goes on below one
+    as far as other captured nodes lie there (cut=False: total derivatives)."""
     outputs, seeds = (output, out_grad) if isinstance(output, list) else ([output], [out_grad])
     grads = {}
     for o, g in zip(outputs, seeds):
         grads.setdefault(id(o), []).append(g)
-    order = find_topo_sort(outputs, stop=captured)
+    order = find_topo_sort(outputs, stop=captured if cut else None)
+    needed = None if cut or captured is None else _leading_to(order, captured)
     for node in reversed(order):
         parts = grads.pop(id(node), None)
-        if parts is None:
+        if parts is None or (needed is not None and id(node) not in needed):
             continue
         g = _sum_grads(parts, node)
         if captured is not None and id(node) in captured:
             captured[id(node)] = g if grad_enabled() else g.detach()
-            continue
+            if needed is None or not any(id(x) in needed for x in node.inputs):
+                continue
         if node.op is None:
             if captured is not None:
                 continue
@@ -865,10 +992,166 @@ def compute_gradient_of_variables(output, out_grad, retain_graph=False, captured
             else:
                 in_grads = node.op.gradient_as_tuple(g, node)
             for inp, ig in zip(node.inputs, in_grads):
-                if inp.requires_grad and ig is not None:
+                if inp.requires_grad and ig is not None and (needed is None or id(inp) in needed):
                     grads.setdefault(id(inp), []).append(ig)
         if not retain_graph:
             node.inputs = ()
             node.op = None
             node.requires_grad = False  # its graph is spent
 
+
+def _leading_to(order, captured):
+    """ids of the nodes in order (inputs first) from which a captured node is reached."""
+    found = set()
+    for node in order:
+        if id(node) in captured or any(id(x) in found for x in node.inputs):
+            found.add(id(node))
+    return found
+
+
+# custom differentiable functions (torch.autograd.Function) ----------------------------------
+class FunctionCtx:
+    """What forward leaves for backward: save_for_backward(*tensors) / saved_tensors,
+    needs_input_grad (one bool per argument of apply), and any attribute set on it."""
+
+    def __init__(self, needs_input_grad):
+        self.needs_input_grad = needs_input_grad
+        self._saved, self._swap = (), {}
+
+    def save_for_backward(self, *tensors):
+        for k, t in enumerate(tensors):
+            if t is not None and not isinstance(t, Tensor):
+                raise TypeError(f"save_for_backward: argument {k} is a {type(t).__name__}, not "
+                                "a Tensor or None (keep other values as attributes of ctx)")
+        self._saved = tensors
+
+    @property
+    def saved_tensors(self):
+        """The saved tensors; in backward, a saved input or output is the one in the graph,
+        so a backward written with tensor ops has a gradient itself (create_graph)."""
+        return tuple(self._swap.get(id(t), t) if t is not None else None for t in self._saved)
+
+
+class _FunctionOp(TupleOp):
+    """An Op running a Function: forward on detached tensors, backward on the gradients.
+    Its value is a tuple (apply hands out its elements, or the one output alone); a
+    subclass per Function carries its name, so profiles and errors name the user's."""
+
+    def __init__(self, fn, args, ctx):
+        self.fn, self.args, self.ctx = fn, args, ctx
+        self.slots = [k for k, a in enumerate(args) if isinstance(a, Tensor)]
+        self.results = ()   # weak references to the output tensors apply hands out
+
+    def compute(self, *arrays):
+        args = list(self.args)
+        self.detached = [Tensor.make_const(a) for a in arrays]
+        for k, t in zip(self.slots, self.detached):
+            args[k] = t
+        with no_grad():
+            if self.fn.setup_context is Function.setup_context:
+                out = self.fn.forward(self.ctx, *args)
+            else:   # torch 2's split form: forward(*args), then setup_context
+                out = self.fn.forward(*args)
+                self.fn.setup_context(self.ctx, tuple(args), out)
+        self.single = not isinstance(out, tuple)
+        self.outputs = (out,) if self.single else out
+        for k, o in enumerate(self.outputs):
+            if not isinstance(o, Tensor):
+                raise TypeError(f"{self.fn.__name__}.forward: output {k} is a "
+                                f"{type(o).__name__}, not a Tensor")
+        return tuple(o.cached_data for o in self.outputs)
+
+    def gradient(self, out_grad, node):
+        name = f"{self.fn.__name__}.backward"
+        ctx = self.ctx
+        ctx._swap = {id(t): x for t, x in zip(self.detached, node.inputs)}
+        for t, ref in zip(self.outputs, self.results):
+            if ref() is not None:
+                ctx._swap[id(t)] = ref()
+        try:
+            grads = self.fn.backward(ctx, *out_grad.tuple())
+        finally:
+            ctx._swap = {}
+        grads = grads if isinstance(grads, (tuple, list)) else (grads,)
+        n = len(self.args)
+        if len(grads) < n or any(g is not None for g in grads[n:]):
+            raise RuntimeError(f"{name} returned {len(grads)} gradients, expected {n} (one per "
+                               "argument of apply, None for those without one)")
+        for k, g in enumerate(grads[:n]):
+            if g is not None and k not in self.slots:
+                raise RuntimeError(f"{name}: gradient {k} is not None, but argument {k} is not "
+                                   "a Tensor")
+        return tuple(_fit_grad(name, k, grads[k], x) for k, x in zip(self.slots, node.inputs))
+
+
+def _fit_grad(name, k, g, x):
+    """g as x's gradient: None, or a Tensor of x's shape (summed over broadcast dims, as
+    torch) and dtype."""
+    if g is None:
+        return None
+    if not isinstance(g, Tensor):
+        raise TypeError(f"{name}: gradient {k} is a {type(g).__name__}, not a Tensor or None")
+    if g.shape != x.shape:
+        try:
+            ok = np.broadcast_shapes(g.shape, x.shape) == g.shape
+        except ValueError:
+            ok = False
+        if not ok:
+            raise RuntimeError(f"{name}: gradient {k} has shape {g.shape}, its input has shape "
+                               f"{x.shape}")
+        g = _ops().unbroadcast(g, x.shape)
+    return g if g.dtype == x.dtype else g.to(x.dtype)
+
+
+class Function:
+    """A differentiable function written by hand, as torch.autograd.Function:
+
+        class Exp(Function):
+            @staticmethod
+            def forward(ctx, x):
+                y = x.exp()
+                ctx.save_for_backward(y)
+                return y
+
+            @staticmethod
+            def backward(ctx, g):
+                y, = ctx.saved_tensors
+                return g * y
+
+        y = Exp.apply(x)
+
+    forward runs without a graph on detached copies of the tensor arguments (other
+    arguments pass as they are) and returns a Tensor or a tuple of them; backward gets one
+    gradient per output (zeros for an output not used) and returns one per argument of
+    apply (None where there is none; a gradient of a broadcast shape is summed to its
+    input's). With create_graph, backward's ops are recorded: written with tensor ops on
+    ctx.saved_tensors, it has a gradient itself. torch 2's form (forward without ctx and
+    a setup_context(ctx, inputs, output)) works too."""
+
+    @staticmethod
+    def forward(ctx, *args):
+        raise NotImplementedError("a Function defines forward(ctx, *args)")
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):
+        raise NotImplementedError("a Function defines backward(ctx, *grad_outputs)")
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        """torch 2's split form: forward(*args) computes, setup_context saves."""
+
+    @classmethod
+    def apply(cls, *args, **kwargs):
+        if kwargs:
+            raise TypeError(f"{cls.__name__}.apply takes positional arguments only, got "
+                            f"{', '.join(kwargs)}")
+        record = grad_enabled()
+        needs = tuple(record and isinstance(a, Tensor) and a.requires_grad for a in args)
+        op_class = cls.__dict__.get("_op_class")
+        if op_class is None:
+            op_class = type(cls.__name__, (_FunctionOp,), {})
+            cls._op_class = op_class
+        op = op_class(cls, args, FunctionCtx(needs))
+        outs = op(*[args[k] for k in op.slots]).tuple()
+        op.results = tuple(weakref.ref(t) for t in outs)
+        return outs[0] if op.single else outs

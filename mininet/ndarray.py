@@ -13,13 +13,15 @@ from numpy.exceptions import AxisError
 
 from .backend import default_device, get_device
 from .backend import dlpack as _dlpack
-from .backend.device import DTYPES
+from .backend.device import DTYPES, LOGICAL
 from .backend.opcodes import BINARY, REDUCE, UNARY
 
 float32 = np.dtype("float32")
 float64 = np.dtype("float64")
 int64 = np.dtype("int64")
+bool_ = np.dtype("bool")   # one byte, 0 or 1 (numpy's and torch's bool)
 _FLOATS = (float32, float64)
+_COMPARE = frozenset(("eq", "ne", "lt", "le", "gt", "ge"))
 
 
 def as_dtype(dtype):
@@ -29,9 +31,9 @@ def as_dtype(dtype):
     try:
         d = np.dtype(getattr(dtype, "name", dtype) if not isinstance(dtype, np.dtype) else dtype)
     except TypeError:
-        raise TypeError(f"unsupported dtype {dtype!r}: use float32, float64 or int64") from None
+        raise TypeError(f"unsupported dtype {dtype!r}: use float32, float64, int64 or bool") from None
     if d not in DTYPES:
-        raise TypeError(f"unsupported dtype {d}: mininet arrays are float32, float64 or int64")
+        raise TypeError(f"unsupported dtype {d}: mininet arrays are float32, float64, int64 or bool")
     return d
 
 
@@ -182,6 +184,7 @@ class NDArray:
         return _dlpack.array_interface(self)
 
     def item(self):
+        """The one element as a Python float, int or bool."""
         if self.size != 1:
             raise ValueError(f"item(): array of shape {self.shape} has {self.size} elements, not 1")
         return self.numpy().reshape(-1)[0].item()
@@ -290,6 +293,9 @@ class NDArray:
 
     # indexing ---------------------------------------------------------------------
     def __getitem__(self, idx):
+        mask = _bool_mask(idx)
+        if mask is not None:
+            return self._masked_select(mask)
         shape, strides, offset = [], [], self.offset
         dim = 0
         for item in _expand_index(idx, self.ndim):
@@ -312,6 +318,10 @@ class NDArray:
 
     def __setitem__(self, idx, value):
         self._check_writable()
+        mask = _bool_mask(idx)
+        if mask is not None:
+            self._masked_write(mask, value)
+            return
         view = self[idx]
         if isinstance(value, numbers.Number):
             view.fill(value)
@@ -331,11 +341,32 @@ class NDArray:
                              f"to a slice of shape {view.shape}") from None
         self.device.copy(src, view)
 
+    # boolean masks: x[mask] (a copy, row-major order) and x[mask] = value ------------------
+    def _masked_select(self, mask):
+        return select_rows(self, *mask_index(mask, self.shape))
+
+    def _masked_write(self, mask, value):
+        """self[mask] = value (a number, or values for each selected entry): on the host,
+        then copied back (the selected count is known there only)."""
+        idx, rest = mask_index(mask, self.shape)
+        host = self.numpy()
+        flat = host.reshape((prod(mask.shape),) + rest)
+        value = value.numpy() if isinstance(value, NDArray) else value
+        try:
+            flat[idx] = value
+        except ValueError:
+            raise ValueError(f"could not assign {np.shape(value)} values to the {idx.size} "
+                             f"entries of shape {rest} that the mask selects") from None
+        self[...] = host
+
     # elementwise ----------------------------------------------------------------------
     def _binary(self, other, name, reverse=False):
         if isinstance(other, numbers.Number):
-            a = self._as_float()
-            out = NDArray.make(a.shape, device=a.device, dtype=a.dtype)
+            if self.dtype is bool_ and name not in _COMPARE:
+                return self._bool_scalar(other, name, reverse)
+            a = self.astype(float64) if self.dtype is bool_ else self._as_float()
+            out = NDArray.make(a.shape, device=a.device,
+                               dtype=bool_ if name in _COMPARE else a.dtype)
             a.device.binary_scalar(BINARY[name], a, float(other), reverse, out)
             return out
         if not isinstance(other, NDArray):
@@ -344,6 +375,18 @@ class NDArray:
             other = NDArray(other, device=self.device)
         a, b = (other, self) if reverse else (self, other)
         return _ewise(a, b, name)
+
+    def _bool_scalar(self, value, name, reverse):
+        """bool array op number, as torch: the number as a 0-d array of its kind (bool,
+        int64 or float32), then _bool_arith's table."""
+        if name == "pow" and not reverse:
+            if isinstance(value, bool):   # x ** True is x, x ** False is all True
+                return self.copy() if value else full(self.shape, True, bool_, self.device)
+            if isinstance(value, numbers.Integral) and value < 0:
+                raise ValueError(f"bool ** {value}: integers to negative integer powers are "
+                                 "not allowed (as torch); use a float exponent")
+        other = _scalar_array(value, self.device)
+        return _ewise(other, self, name) if reverse else _ewise(self, other, name)
 
     def add_(self, other):
         """In place, self += other (broadcast to self's shape, same dtype); self must be
@@ -355,9 +398,11 @@ class NDArray:
         return self
 
     def _as_float(self):
+        """Float arrays as they are; bool as float32 (torch's default float), int64 as
+        float64 (exact below 2^53)."""
         if self.dtype in _FLOATS:
             return self
-        return self.astype(float64)
+        return self.astype(float32 if self.dtype is bool_ else float64)
 
     def __add__(self, o): return self._binary(o, "add")
     def __radd__(self, o): return self._binary(o, "add", True)
@@ -369,20 +414,58 @@ class NDArray:
     def __rtruediv__(self, o): return self._binary(o, "div", True)
     def __pow__(self, o): return self._binary(o, "pow")
     def __rpow__(self, o): return self._binary(o, "pow", True)
-    def __eq__(self, o): return self._binary(o, "eq")
-    def __ne__(self, o): return self._binary(o, "ne")
     def __lt__(self, o): return self._binary(o, "lt")
     def __le__(self, o): return self._binary(o, "le")
     def __gt__(self, o): return self._binary(o, "gt")
     def __ge__(self, o): return self._binary(o, "ge")
     def __neg__(self): return self._unary("neg")
-    def __abs__(self): return self._unary("abs")
+    def __abs__(self): return self.abs()
     __hash__ = None
+
+    def __eq__(self, o):
+        """Elementwise, a bool array; == None is False (as torch), not an error."""
+        return False if o is None else self._binary(o, "eq")
+
+    def __ne__(self, o):
+        return True if o is None else self._binary(o, "ne")
+
+    # logical ops: bool with bool only (torch refuses bitwise ops on floats)
+    def _logical(self, other, name, symbol):
+        if isinstance(other, (bool, np.bool_)):
+            other = _scalar_array(bool(other), self.device)
+        elif not isinstance(other, NDArray):
+            other = NDArray(other, device=self.device)
+        if self.dtype is not bool_ or other.dtype is not bool_:
+            raise TypeError(f"{symbol}: needs bool arrays (logical {name}), got {self.dtype} and "
+                            f"{other.dtype}; compare first (x > 0) or convert with .astype(bool)")
+        if self.device != other.device:
+            raise ValueError(f"arrays are on different devices: {self.device} and {other.device}")
+        shape = self.shape if self.shape == other.shape else broadcast_shapes(self.shape, other.shape)
+        out = NDArray.make(shape, device=self.device, dtype=bool_)
+        self.device.logical(LOGICAL[name], self.broadcast_to(shape), other.broadcast_to(shape), out)
+        return out
+
+    def __and__(self, o): return self._logical(o, "and", "&")
+    def __or__(self, o): return self._logical(o, "or", "|")
+    def __xor__(self, o): return self._logical(o, "xor", "^")
+    __rand__, __ror__, __rxor__ = __and__, __or__, __xor__
+
+    def __invert__(self):
+        if self.dtype is not bool_:
+            raise TypeError(f"~: only bool arrays can be inverted (logical not), got {self.dtype}")
+        return self._logical(True, "xor", "~")
+
+    def logical_not(self):
+        """not x for any dtype (nonzero is true), a bool array."""
+        return ~self.astype(bool_)
 
     def maximum(self, o): return self._binary(o, "maximum")
     def minimum(self, o): return self._binary(o, "minimum")
 
     def _unary(self, name):
+        if self.dtype is bool_ and name == "neg":
+            raise TypeError("negation (-) of a bool array is not supported: use ~ (logical "
+                            "not) to invert a mask")
         a = self._as_float()
         out = NDArray.make(a.shape, device=a.device, dtype=a.dtype)
         a.device.unary(UNARY[name], a, out)
@@ -394,11 +477,15 @@ class NDArray:
     def tanh(self): return self._unary("tanh")
     def sigmoid(self): return self._unary("sigmoid")
     def relu(self): return self._unary("relu")
-    def abs(self): return self._unary("abs")
-    def sign(self): return self._unary("sign")
     def square(self): return self._unary("square")
     def log1p(self): return self._unary("log1p")
     def expm1(self): return self._unary("expm1")
+
+    def abs(self):
+        return self.copy() if self.dtype is bool_ else self._unary("abs")   # numpy's
+
+    def sign(self):
+        return self.copy() if self.dtype is bool_ else self._unary("sign")
 
     def clip(self, lo=None, hi=None):
         out = self if lo is None else self.maximum(lo)
@@ -429,19 +516,44 @@ class NDArray:
         return c, prod(a.shape[i] for i in keep), prod(a.shape[i] for i in axes), 1
 
     def sum(self, axis=None, keepdims=False):
+        """The sum; of a bool array the count of True, int64 (as torch)."""
+        if self.dtype is bool_:   # counts in float64: exact below 2^53
+            return self.astype(float64)._reduce("sum", axis, keepdims).astype(int64)
         return self._reduce("sum", axis, keepdims)
 
     def mean(self, axis=None, keepdims=False):
+        if self.dtype is bool_:
+            raise TypeError("mean: not defined for bool arrays (as torch): convert first, "
+                            ".astype(float32).mean() (the fraction of True)")
         axes = _normalize_axes(axis, self.ndim)
         count = prod(self.shape[i] for i in axes)
         total = self.sum(axis, keepdims)
         return total * (1.0 / count) if count else total * float("nan")
 
     def max(self, axis=None, keepdims=False):
+        if self.dtype is bool_:
+            return self.astype(float32)._reduce("max", axis, keepdims).astype(bool_)
         return self._reduce("max", axis, keepdims)
 
     def min(self, axis=None, keepdims=False):
+        if self.dtype is bool_:
+            return self.astype(float32)._reduce("min", axis, keepdims).astype(bool_)
         return self._reduce("min", axis, keepdims)
+
+    def any(self, axis=None, keepdims=False):
+        """Whether any element (along axis) is nonzero: a bool array, on the device."""
+        return self._count_true(axis, keepdims) > 0
+
+    def all(self, axis=None, keepdims=False):
+        """Whether every element (along axis) is nonzero (true for none): a bool array."""
+        count = prod(self.shape[i] for i in _normalize_axes(axis, self.ndim))
+        return self._count_true(axis, keepdims) == count
+
+    def _count_true(self, axis, keepdims):
+        """The number of nonzero elements along axis (float64, exact below 2^53); an empty
+        axis counts 0."""
+        mask = self if self.dtype is bool_ else self != 0
+        return mask.astype(float64)._reduce("sum", axis, keepdims)
 
     def argmax(self, axis=None, keepdims=False):
         return self._arg("argmax", axis, keepdims)
@@ -469,10 +581,20 @@ def _to_numpy_input(data, dtype):
     arr = np.asarray(data) if not isinstance(data, np.ndarray) else data
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"cannot make an NDArray from data of dtype {arr.dtype}: "
-                        "mininet holds float32, float64 and int64 numbers")
-    if dtype is None:  # the promotion rule in the README: ints stay int64, floats keep float64
-        dtype = arr.dtype if arr.dtype in _FLOATS else int64 if arr.dtype.kind in "biu" else float32
+                        "mininet holds float32, float64, int64 and bool")
+    if dtype is None:  # the README's rule: bools stay bool, ints are int64, floats keep float64
+        kind = arr.dtype.kind
+        dtype = arr.dtype if arr.dtype in _FLOATS else bool_ if kind == "b" else \
+            int64 if kind in "iu" else float32
     return arr.astype(as_dtype(dtype), copy=False)
+
+
+def _scalar_array(value, device):
+    """A Python or numpy number as a 0-d array of its kind: bool, int64 or float32 (a float
+    meeting a bool array takes torch's default float)."""
+    dtype = bool_ if isinstance(value, (bool, np.bool_)) else \
+        int64 if isinstance(value, numbers.Integral) else float32
+    return NDArray.make((), device=device, dtype=dtype).fill(value)
 
 
 def _promote(a, b):
@@ -488,11 +610,40 @@ def _promote(a, b):
 
 
 def _ewise(a, b, name):
+    """a op b elementwise (broadcast): comparisons give bool arrays; an operand of bool
+    dtype promotes as torch's table (_bool_arith)."""
+    if (a.dtype is bool_ or b.dtype is bool_) and name not in _COMPARE:   # (one bool dtype)
+        return _bool_arith(a, b, name)
     a, b = _promote(a, b)
     shape = a.shape if a.shape == b.shape else broadcast_shapes(a.shape, b.shape)
-    out = NDArray.make(shape, device=a.device, dtype=a.dtype)
+    out = NDArray.make(shape, device=a.device, dtype=bool_ if name in _COMPARE else a.dtype)
     a.device.binary(BINARY[name], a.broadcast_to(shape), b.broadcast_to(shape), out)
     return out
+
+
+# bool with bool: the logical kernel for the ops whose result is a bool (torch's)
+_BOOL_AS_LOGICAL = {"add": "or", "maximum": "or", "mul": "and", "minimum": "and"}
+_BOOL_REFUSED = {"sub": "subtraction (-) of two bool arrays is not supported: use ^ (logical xor)",
+                 "pow": "pow (**) of two bool arrays is not supported: convert one first"}
+
+
+def _bool_arith(a, b, name):
+    """An arithmetic op with a bool operand, as torch: with a float array the float's
+    dtype; bool with bool a bool (+ and maximum are or, * and minimum and); bool with
+    int64 int64 (computed in float64, exact below 2^53); true division float32."""
+    dtypes = {a.dtype, b.dtype}
+    if dtypes & set(_FLOATS) or name == "pass_pos":   # the bool side cast once, to the float
+        f = float64 if float64 in dtypes else float32
+        a, b = (x.astype(f) if x.dtype is bool_ else x for x in (a, b))
+        return _ewise(a, b, name)
+    if dtypes == {bool_}:
+        if name in _BOOL_AS_LOGICAL:
+            return a._logical(b, _BOOL_AS_LOGICAL[name], name)
+        if name in _BOOL_REFUSED:
+            raise TypeError(_BOOL_REFUSED[name])
+    if name == "div":
+        return _ewise(a.astype(float32), b.astype(float32), name)
+    return _ewise(a.astype(float64), b.astype(float64), name).astype(int64)
 
 
 def matmul(a, b):
@@ -617,6 +768,57 @@ def _expand_index(idx, ndim):
     if Ellipsis not in idx:
         out.extend([slice(None)] * (ndim - used))
     return out
+
+
+def mask_index(mask, shape):
+    """(the int64 positions of mask's True entries, a numpy array; the shape of one
+    selected entry) for a bool mask over the leading dims of shape, as torch's x[mask].
+    The count is read on the host: it sets the result's shape."""
+    k = mask.ndim
+    if tuple(mask.shape) != tuple(shape[:k]):
+        raise IndexError(f"the boolean mask of shape {tuple(mask.shape)} does not match the "
+                         f"indexed shape {tuple(shape)} (it must cover its leading dims)")
+    m = mask.numpy() if isinstance(mask, NDArray) else np.asarray(mask)
+    return np.flatnonzero(m).astype(np.int64), tuple(shape[k:])
+
+
+def select_rows(x, idx, rest):
+    """x seen as (rows, *rest): the rows at idx (int64 numpy), a new (len(idx), *rest) array
+    (the device's row gather for floats, else on the host)."""
+    d, dev = prod(rest), x.device
+    out_shape = (idx.size,) + tuple(rest)
+    if not idx.size or not d:
+        return NDArray.make(out_shape, device=dev, dtype=x.dtype)
+    if x.dtype in _FLOATS and dev.has("rows"):
+        out = NDArray.make((idx.size, d), device=dev, dtype=x.dtype)
+        dev.take_rows(x.compact().reshape(x.size // d, d), NDArray(idx, dtype=int64, device=dev), out)
+        return out.reshape(out_shape)
+    host = x.numpy().reshape(x.size // d, d)[idx]
+    return NDArray(host.reshape(out_shape), dtype=x.dtype, device=dev)
+
+
+def place_rows(shape, idx, rows):
+    """zeros(shape) with its rows (shape seen as (n, *rows.shape[1:])) at idx set to rows:
+    select_rows' adjoint, for distinct idx."""
+    d, dev = prod(rows.shape[1:]), rows.device
+    out = NDArray.make(shape, device=dev, dtype=rows.dtype).fill(0)
+    if not idx.size or not d:
+        return out
+    if rows.dtype in _FLOATS and dev.has("rows"):
+        dev.add_rows(rows.compact().reshape(idx.size, d), NDArray(idx, dtype=int64, device=dev),
+                     out.reshape(out.size // d, d))
+        return out
+    host = out.numpy()
+    host.reshape((-1,) + rows.shape[1:])[idx] = rows.numpy()
+    return NDArray(host, dtype=rows.dtype, device=dev)
+
+
+def _bool_mask(idx):
+    """idx as a boolean mask (an NDArray or numpy array of bool dtype, at least 1-d), or
+    None for any other index."""
+    if isinstance(idx, (NDArray, np.ndarray)) and idx.dtype is bool_ and idx.ndim:
+        return idx
+    return None
 
 
 def _check_index(i, n, dim):

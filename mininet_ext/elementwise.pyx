@@ -3,6 +3,7 @@
 (broadcast inputs have stride 0); the output is always compact."""
 from cython.parallel cimport prange
 from cython cimport floating
+from libc.stdint cimport uint8_t
 from mininet_ext.buffer cimport Buffer
 from mininet_ext._omp cimport threads_for
 from mininet_ext._nd cimport MAXDIM, load_dims, collapse, total_size, row_start, compact_strides
@@ -14,6 +15,12 @@ cdef extern from "_ewise.h" nogil:
                        double* o, Py_ssize_t n)
     void mn_unary_f32(int op, const float* a, Py_ssize_t sa, float* o, Py_ssize_t n)
     void mn_unary_f64(int op, const double* a, Py_ssize_t sa, double* o, Py_ssize_t n)
+    void mn_compare_f32(int op, const float* a, Py_ssize_t sa, const float* b, Py_ssize_t sb,
+                        uint8_t* o, Py_ssize_t n)
+    void mn_compare_f64(int op, const double* a, Py_ssize_t sa, const double* b, Py_ssize_t sb,
+                        uint8_t* o, Py_ssize_t n)
+    void mn_logical(int op, const uint8_t* a, Py_ssize_t sa, const uint8_t* b, Py_ssize_t sb,
+                    uint8_t* o, Py_ssize_t n)
     int NUM_BINARY "MN_NUM_BINARY"
     int NUM_UNARY "MN_NUM_UNARY"
     const char* OPS_SIGNATURE "MN_OPS_SIGNATURE"
@@ -158,3 +165,109 @@ def unary(int op, Buffer a, Py_ssize_t a_off, tuple a_strides, Buffer out, tuple
             unary_run(op, <float*>a.ptr + a_off, <float*>out.ptr, nd, sh, sa, so)
         else:
             unary_run(op, <double*>a.ptr + a_off, <double*>out.ptr, nd, sh, sa, so)
+
+
+# comparisons into bool outputs, and logical ops on bools ---------------------------------
+ctypedef fused in_t:
+    float
+    double
+    uint8_t
+
+
+cdef void bool_range(int op, const in_t* a, const in_t* b, uint8_t* o, int nd,
+                     const Py_ssize_t* shape, const Py_ssize_t* sa, const Py_ssize_t* sb,
+                     const Py_ssize_t* so, Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    cdef Py_ssize_t inner = shape[nd - 1], pos = start, row, col, n, oa, ob, unused
+    while pos < stop:
+        row = pos // inner
+        col = pos - row * inner
+        row_start(row, nd, shape, sa, sb, so, &oa, &ob, &unused)
+        n = inner - col if inner - col < stop - pos else stop - pos
+        oa += col * sa[nd - 1]
+        ob += col * sb[nd - 1]
+        if in_t is float:
+            mn_compare_f32(op, a + oa, sa[nd - 1], b + ob, sb[nd - 1], o + pos, n)
+        elif in_t is double:
+            mn_compare_f64(op, a + oa, sa[nd - 1], b + ob, sb[nd - 1], o + pos, n)
+        else:
+            mn_logical(op, a + oa, sa[nd - 1], b + ob, sb[nd - 1], o + pos, n)
+        pos += n
+
+
+cdef void bool_run(int op, const in_t* a, const in_t* b, uint8_t* o, int nd,
+                   const Py_ssize_t* shape, const Py_ssize_t* sa, const Py_ssize_t* sb,
+                   const Py_ssize_t* so) noexcept nogil:
+    cdef Py_ssize_t total = total_size(nd, shape)
+    cdef int nt = threads_for(total), t
+    if nt == 1:
+        bool_range(op, a, b, o, nd, shape, sa, sb, so, 0, total)
+        return
+    for t in prange(nt, num_threads=nt, schedule='static'):
+        # 64-byte chunk edges: no two threads write one cache line of the output
+        bool_range(op, a, b, o, nd, shape, sa, sb, so,
+                   (total * t // nt) & ~63, total if t == nt - 1 else (total * (t + 1) // nt) & ~63)
+
+
+def compare(int op, Buffer a, Py_ssize_t a_off, tuple a_strides, Buffer b, Py_ssize_t b_off,
+            tuple b_strides, Buffer out, tuple shape, int itemsize):
+    """out (bool) = op(a, b) != 0 over `shape`; a, b float32 or float64 (itemsize)."""
+    cdef Py_ssize_t sh[MAXDIM]
+    cdef Py_ssize_t sa[MAXDIM]
+    cdef Py_ssize_t sb[MAXDIM]
+    cdef Py_ssize_t so[MAXDIM]
+    if not 0 <= op < NUM_BINARY:
+        raise ValueError(f"compare: unknown op {op}")
+    cdef int nd = prepare(shape, a_strides, b_strides, sh, sa, sb, so)
+    if total_size(nd, sh) == 0:
+        return
+    with nogil:
+        if itemsize == 4:
+            bool_run(op, <float*>a.ptr + a_off, <float*>b.ptr + b_off, <uint8_t*>out.ptr,
+                     nd, sh, sa, sb, so)
+        else:
+            bool_run(op, <double*>a.ptr + a_off, <double*>b.ptr + b_off, <uint8_t*>out.ptr,
+                     nd, sh, sa, sb, so)
+
+
+def compare_scalar(int op, Buffer a, Py_ssize_t a_off, tuple a_strides, double value,
+                   bint reverse, Buffer out, tuple shape, int itemsize):
+    """out (bool) = op(a, value) != 0, or op(value, a) when reverse."""
+    cdef Py_ssize_t sh[MAXDIM]
+    cdef Py_ssize_t sa[MAXDIM]
+    cdef Py_ssize_t sb[MAXDIM]
+    cdef Py_ssize_t so[MAXDIM]
+    cdef float f = <float>value
+    cdef double d = value
+    if not 0 <= op < NUM_BINARY:
+        raise ValueError(f"compare_scalar: unknown op {op}")
+    zeros = (0,) * len(shape)
+    cdef int nd = prepare(shape, zeros if reverse else a_strides, a_strides if reverse else zeros,
+                          sh, sa, sb, so)
+    if total_size(nd, sh) == 0:
+        return
+    with nogil:
+        if itemsize == 4 and reverse:
+            bool_run(op, &f, <float*>a.ptr + a_off, <uint8_t*>out.ptr, nd, sh, sa, sb, so)
+        elif itemsize == 4:
+            bool_run(op, <float*>a.ptr + a_off, &f, <uint8_t*>out.ptr, nd, sh, sa, sb, so)
+        elif reverse:
+            bool_run(op, &d, <double*>a.ptr + a_off, <uint8_t*>out.ptr, nd, sh, sa, sb, so)
+        else:
+            bool_run(op, <double*>a.ptr + a_off, &d, <uint8_t*>out.ptr, nd, sh, sa, sb, so)
+
+
+def logical(int op, Buffer a, Py_ssize_t a_off, tuple a_strides, Buffer b, Py_ssize_t b_off,
+            tuple b_strides, Buffer out, tuple shape):
+    """out = a and / or / xor b (op 0 / 1 / 2) over `shape`, all bools (nonzero is true)."""
+    cdef Py_ssize_t sh[MAXDIM]
+    cdef Py_ssize_t sa[MAXDIM]
+    cdef Py_ssize_t sb[MAXDIM]
+    cdef Py_ssize_t so[MAXDIM]
+    if not 0 <= op < 3:
+        raise ValueError(f"logical: unknown op {op}")
+    cdef int nd = prepare(shape, a_strides, b_strides, sh, sa, sb, so)
+    if total_size(nd, sh) == 0:
+        return
+    with nogil:
+        bool_run(op, <uint8_t*>a.ptr + a_off, <uint8_t*>b.ptr + b_off, <uint8_t*>out.ptr,
+                 nd, sh, sa, sb, so)

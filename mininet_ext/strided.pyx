@@ -1,17 +1,18 @@
 # cython: boundscheck=False, wraparound=False, cdivision=True
 """compact and setitem: the only kernels that walk arbitrary strides.
 
-Items are moved as raw 4- or 8-byte words, so this serves every dtype.
+Items are moved as raw 1-, 4- or 8-byte words, so this serves every dtype.
 """
 from cython.parallel cimport prange
 from libc.string cimport memcpy
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from mininet_ext.buffer cimport Buffer
 from mininet_ext._omp cimport threads_for
 from mininet_ext._check cimport check_indices, check_itemsize, need
 from mininet_ext._nd cimport MAXDIM, load_dims, collapse, total_size, row_start, compact_strides
 
 ctypedef fused word_t:
+    uint8_t
     uint32_t
     uint64_t
 
@@ -74,24 +75,31 @@ def copy(Buffer src, Py_ssize_t src_off, tuple src_strides, Buffer dst, Py_ssize
             copy_run(<uint32_t*>src.ptr + src_off, <uint32_t*>dst.ptr + dst_off, nd, sh, ss, ds, zero)
         elif itemsize == 8:
             copy_run(<uint64_t*>src.ptr + src_off, <uint64_t*>dst.ptr + dst_off, nd, sh, ss, ds, zero)
+        elif itemsize == 1:
+            copy_run(<uint8_t*>src.ptr + src_off, <uint8_t*>dst.ptr + dst_off, nd, sh, ss, ds, zero)
         else:
             with gil:
                 raise ValueError(f"copy: unsupported item size {itemsize}")
 
 
 def fill(Buffer dst, Py_ssize_t dst_off, tuple dst_strides, tuple shape, double value, int dtype_code):
-    """dst[idx] = value for every index (dtype_code: 0 float32, 1 float64, 2 int64)."""
+    """dst[idx] = value for every index (dtype_code: 0 float32, 1 float64, 2 int64,
+    3 bool: value != 0)."""
     cdef float f = <float>value
     cdef double g = value
     cdef long long q = <long long>value
+    cdef uint8_t b = value != 0
     cdef Buffer one = Buffer(8)
     if dtype_code == 0:
         memcpy(one.ptr, &f, 4)
     elif dtype_code == 1:
         memcpy(one.ptr, &g, 8)
+    elif dtype_code == 3:
+        memcpy(one.ptr, &b, 1)
     else:
         memcpy(one.ptr, &q, 8)
-    copy(one, 0, (0,) * len(shape), dst, dst_off, dst_strides, shape, 4 if dtype_code == 0 else 8)
+    copy(one, 0, (0,) * len(shape), dst, dst_off, dst_strides, shape,
+         4 if dtype_code == 0 else 1 if dtype_code == 3 else 8)
 
 
 # row gather and scatter-add (embedding lookups and their gradient) ------------------------

@@ -181,7 +181,7 @@ def test_first_order_gradient_of_a_nonlinear_loss_matches_torch(layers, bias, wi
         with no_grad():
             got = grad(loss, wrt)
     elif how == "grad_with_graph":
-        got = grad(run(m, x, h), wrt)
+        got = grad(run(m, x, h), wrt, create_graph=True)
     else:
         run(m, x, h).backward(create_graph=how == "backward_create_graph")
         got = [w.grad for w in wrt]
@@ -194,7 +194,7 @@ def test_gradient_penalty_second_order_matches_torch(layers, bias, with_h0):
     m, t, pairs = build(layers, bias)
     xn, hn = inputs(layers, with_h0)
     x, h, wrt = ours_wrt(xn, hn, pairs)
-    first = grad(run(m, x, h), wrt)
+    first = grad(run(m, x, h), wrt, create_graph=True)
     pen = (first[0] * first[0]).sum()
     for g in first[1:]:
         pen = pen + (g * g).sum()
@@ -223,7 +223,7 @@ def test_stacked_gru_second_order_at_language_model_size_runs():
     m, t, pairs = build(3, sizes=(16, 64))
     xn, _ = inputs(3, False, seq=35, batch=20, inp=16, hidden=64)
     x = T(xn, True)
-    gx, = grad(run(m, x, None), [x])
+    gx, = grad(run(m, x, None), [x], create_graph=True)
     gw = grad((gx * gx).sum(), [x] + [p for p, _ in pairs[:2]])
     xt = torch.tensor(xn, requires_grad=True)
     tgx, = torch.autograd.grad(run(t, xt, None), [xt], create_graph=True)

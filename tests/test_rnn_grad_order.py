@@ -107,7 +107,7 @@ def test_first_order_gradient_of_a_nonlinear_loss_matches_torch(kind, layers, ho
             with no_grad():
                 got = grad(loss, wrt)
         else:
-            got = grad(run(m, x, None), wrt)
+            got = grad(run(m, x, None), wrt, create_graph=True)
     else:
         run(m, x, None).backward(create_graph=how == "backward_create_graph")
         got = [w.grad for w in wrt]
@@ -120,7 +120,7 @@ def test_gradient_penalty_second_order_matches_torch(kind, layers):
     xn = rng.standard_normal((SEQ, BATCH, INP))
     x = Tensor(xn, dtype="float64", requires_grad=True)
     wrt = [x] + [p for p, _ in pairs]
-    first = grad(run(m, x, None), wrt)
+    first = grad(run(m, x, None), wrt, create_graph=True)
     pen = (first[0] * first[0]).sum()
     for g in first[1:]:
         pen = pen + (g * g).sum()

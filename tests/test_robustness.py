@@ -122,7 +122,7 @@ def test_scalars_do_not_widen_a_float_array(scalar):
 
 def test_creation_keeps_the_data_dtype():
     assert NDArray(np.arange(3)).dtype == np.int64
-    assert NDArray([True, False]).dtype == np.int64
+    assert NDArray([True, False]).dtype == np.bool_   # a real bool dtype, as torch
     assert NDArray(np.zeros(2, np.uint8)).dtype == np.int64
     assert Tensor([1, 2]).dtype == np.int64
     assert Tensor(np.zeros(2, np.float16)).dtype == np.float32

@@ -125,15 +125,15 @@ def test_mininet_reads_reference_torch_files_and_converts_small_dtypes(tmp_path)
     import safetensors.torch as st_torch
     g = torch.Generator().manual_seed(0)
     native = {"f32": torch.randn(4, 3, generator=g), "f64": torch.randn(6, dtype=torch.float64),
-              "i64": torch.arange(-5, 5), "t": torch.randn(3, 5, generator=g).t().contiguous()}
+              "i64": torch.arange(-5, 5), "t": torch.randn(3, 5, generator=g).t().contiguous(),
+              "bool": torch.tensor([True, False, True])}
     native["f32"][0, 0] = float("nan")
     converted = {"f16": torch.randn(5, generator=g).half(),
                  "bf16": torch.randn(5, generator=g).bfloat16(),
                  "i32": torch.tensor([-2 ** 31, 0, 2 ** 31 - 1], dtype=torch.int32),
                  "i16": torch.tensor([-7, 9], dtype=torch.int16),
                  "i8": torch.tensor([-128, 127], dtype=torch.int8),
-                 "u8": torch.tensor([0, 255], dtype=torch.uint8),
-                 "bool": torch.tensor([True, False, True])}
+                 "u8": torch.tensor([0, 255], dtype=torch.uint8)}
     path = tmp_path / "torch.safetensors"
     st_torch.save_file({**native, **converted}, str(path))
     back = mininet.load_file(path)

@@ -265,7 +265,7 @@ def test_gradcheck(name):
 def test_second_order_against_torch(name, line):
     a = r(3, 4, low=-2, high=2)
     mx, tx = _leaves(mininet, [a])[0], _leaves(torch, [a])[0]
-    (mg,) = mininet.autograd.grad(line(mininet, mx).sum(), [mx])
+    (mg,) = mininet.autograd.grad(line(mininet, mx).sum(), [mx], create_graph=True)
     (tg,) = torch.autograd.grad(line(torch, tx).sum(), tx, create_graph=True)
     (mg * mg).sum().backward()
     (tg * tg).sum().backward()
@@ -346,8 +346,7 @@ def test_creation_and_values_as_torch(line):
     m, t = line(mininet), line(torch)
     if isinstance(t, torch.Tensor):
         assert np.asarray(m.numpy()).dtype == t.numpy().astype(
-            {torch.bool: np.float32, torch.int32: np.int64}.get(t.dtype, t.numpy().dtype)).dtype \
-            or t.dtype == torch.bool
+            {torch.int32: np.int64}.get(t.dtype, t.numpy().dtype)).dtype   # bool is bool
         np.testing.assert_allclose(m.numpy().astype(np.float64), t.numpy().astype(np.float64),
                                    rtol=1e-6)
         assert tuple(m.shape) == tuple(t.shape)
@@ -606,7 +605,7 @@ def test_to_device_is_differentiable(async_cpu):
     y = (x * 2.0).to("cpu_async")            # a non-leaf that requires grad
     assert y.device == async_cpu and y.requires_grad and y.op is not None
     z = (y * y).sum()
-    (g,) = mininet.autograd.grad(z, [x])
+    (g,) = mininet.autograd.grad(z, [x], create_graph=True)
     assert g.device == x.device
     tx = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64, requires_grad=True)
     (tg,) = torch.autograd.grad(((tx * 2.0).to("cpu") ** 2).sum(), tx)
@@ -622,7 +621,7 @@ def test_to_device_is_differentiable(async_cpu):
 def test_prod_second_order_and_empty_axis_match_torch():
     a = np.array([2.0, 3.0, 5.0])
     x = t64(a)
-    (g,) = mininet.autograd.grad(x.prod(), [x])
+    (g,) = mininet.autograd.grad(x.prod(), [x], create_graph=True)
     (h,) = mininet.autograd.grad(g[0], [x])
     tx = torch.tensor(a, requires_grad=True)
     (tg,) = torch.autograd.grad(tx.prod(), tx, create_graph=True)
@@ -633,7 +632,7 @@ def test_prod_second_order_and_empty_axis_match_torch():
         gradcheck(lambda m: m.prod(1), np.array(v))
         gradcheck(lambda m: m.prod(), np.array(v))
         x = t64(v)
-        (g,) = mininet.autograd.grad(x.prod(0).sum(), [x])
+        (g,) = mininet.autograd.grad(x.prod(0).sum(), [x], create_graph=True)
         (h,) = mininet.autograd.grad((g * g).sum(), [x])
         tx = torch.tensor(v, dtype=torch.float64, requires_grad=True)
         (tg,) = torch.autograd.grad(tx.prod(0).sum(), tx, create_graph=True)
@@ -651,7 +650,7 @@ def test_norm_gradient_at_zero_matches_torch():
     for v in (np.zeros(3), np.array([[0.0, 0.0], [3.0, -4.0]])):
         x = t64(v)
         n = x.norm(dim=-1) if v.ndim > 1 else x.norm()
-        (g,) = mininet.autograd.grad(n.sum(), [x])
+        (g,) = mininet.autograd.grad(n.sum(), [x], create_graph=True)
         (h,) = mininet.autograd.grad((g * g).sum() + g.sum(), [x])
         tx = torch.tensor(v, requires_grad=True)
         tn = tx.norm(dim=-1) if v.ndim > 1 else tx.norm()

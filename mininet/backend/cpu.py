@@ -22,6 +22,7 @@ if _ew.SIGNATURE != signature():
 
 
 _FLOATS = (np.dtype("float32"), np.dtype("float64"))
+_BOOL = np.dtype("bool")
 
 
 def _floats(what, *arrays):
@@ -100,13 +101,28 @@ class CPUDevice(Device):
     # elementwise ----------------------------------------------------------
     def binary(self, op, a, b, out):
         _floats("elementwise op", a, b)
+        if out.dtype == _BOOL:   # a comparison's mask, written directly
+            _ew.compare(op, a.handle, a.offset, a.strides, b.handle, b.offset, b.strides,
+                        _at(out), out.shape, a.dtype.itemsize)
+            return
         _ew.binary(op, a.handle, a.offset, a.strides, b.handle, b.offset, b.strides,
                    _at(out), out.shape, out.dtype.itemsize)
 
     def binary_scalar(self, op, a, value, reverse, out):
         _floats("elementwise op", a)
+        if out.dtype == _BOOL:
+            _ew.compare_scalar(op, a.handle, a.offset, a.strides, value, reverse, _at(out),
+                               out.shape, a.dtype.itemsize)
+            return
         _ew.binary_scalar(op, a.handle, a.offset, a.strides, value, reverse, _at(out),
                           out.shape, out.dtype.itemsize)
+
+    def logical(self, op, a, b, out):
+        for x in (a, b, out):
+            if x.dtype != _BOOL:
+                raise TypeError(f"logical op: needs bool arrays, got {x.dtype}")
+        _ew.logical(op, a.handle, a.offset, a.strides, b.handle, b.offset, b.strides,
+                    _at(out), out.shape)
 
     def unary(self, op, a, out):
         _floats("elementwise op", a)

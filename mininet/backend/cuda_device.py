@@ -20,6 +20,8 @@ THREADS = 256       # cuda_src/common.cuh: MN_THREADS
 VIEW = "q" * (2 * MAXDIM)   # struct View passed by value
 GEOM = "i" * 14             # struct Geom passed by value
 SUFFIX = {np.dtype("float32"): "f32", np.dtype("float64"): "f64"}
+BOOL = np.dtype("bool")
+DTYPE_NAMES = {0: "f32", 1: "f64", 2: "i64", 3: "b8"}   # by device.DTYPES code
 
 
 def _size(nbytes):
@@ -189,19 +191,19 @@ class CUDADevice(FusedKernels, Device):
     # strided ------------------------------------------------------------------------
     def copy(self, src, dst):
         n, (vd, vs) = _views(dst.shape, dst.strides, src.strides)
-        word = "copy_4" if dst.dtype.itemsize == 4 else "copy_8"
+        word = f"copy_{dst.dtype.itemsize}"
         self._launch("strided", word, "P" + VIEW + "P" + VIEW + "q", n,
                      self._ptr(dst), *vd, self._ptr(src), *vs, n)
 
     def cast(self, src, dst):
         n, (vd, vs) = _views(dst.shape, dst.strides, src.strides)
-        names = {0: "f32", 1: "f64", 2: "i64"}
+        names = DTYPE_NAMES
         self._launch("strided", f"cast_{names[DTYPES[src.dtype]]}_{names[DTYPES[dst.dtype]]}",
                      "P" + VIEW + "P" + VIEW + "q", n, self._ptr(dst), *vd, self._ptr(src), *vs, n)
 
     def fill(self, dst, value):
         n, (vd,) = _views(dst.shape, dst.strides)
-        kind = {0: "fill_f32", 1: "fill_f64", 2: "fill_i64"}[DTYPES[dst.dtype]]
+        kind = "fill_" + DTYPE_NAMES[DTYPES[dst.dtype]]
         vtype = "f" if kind == "fill_f32" else "d"
         self._launch("strided", kind, "P" + VIEW + vtype + "q", n, self._ptr(dst), *vd,
                      float(value), n)
@@ -209,15 +211,25 @@ class CUDADevice(FusedKernels, Device):
     # elementwise ------------------------------------------------------------------------
     def binary(self, op, a, b, out):
         n, (va, vb) = _views(out.shape, a.strides, b.strides)
-        s = SUFFIX[out.dtype]
-        self._launch("elementwise", f"binary_{s}", "iP" + VIEW + "P" + VIEW + "Pq", n, op,
+        s = SUFFIX[a.dtype]
+        kind = "compare" if out.dtype == BOOL else "binary"   # a bool out: the mask directly
+        self._launch("elementwise", f"{kind}_{s}", "iP" + VIEW + "P" + VIEW + "Pq", n, op,
                      self._ptr(a), *va, self._ptr(b), *vb, self._ptr(out), n)
 
     def binary_scalar(self, op, a, value, reverse, out):
         n, (va,) = _views(out.shape, a.strides)
-        s = SUFFIX[out.dtype]
-        self._launch("elementwise", f"binary_scalar_{s}", "iP" + VIEW + ("f" if s == "f32" else "d")
+        s = SUFFIX[a.dtype]
+        kind = "compare_scalar" if out.dtype == BOOL else "binary_scalar"
+        self._launch("elementwise", f"{kind}_{s}", "iP" + VIEW + ("f" if s == "f32" else "d")
                      + "iPq", n, op, self._ptr(a), *va, value, int(reverse), self._ptr(out), n)
+
+    def logical(self, op, a, b, out):
+        for x in (a, b, out):
+            if x.dtype != BOOL:
+                raise TypeError(f"logical op: needs bool arrays, got {x.dtype}")
+        n, (va, vb) = _views(out.shape, a.strides, b.strides)
+        self._launch("elementwise", "logical_b8", "iP" + VIEW + "P" + VIEW + "Pq", n, op,
+                     self._ptr(a), *va, self._ptr(b), *vb, self._ptr(out), n)
 
     def unary(self, op, a, out):
         n, (va,) = _views(out.shape, a.strides)

@@ -7,7 +7,10 @@ these; the kernels see raw handles plus offsets and strides in items.
 """
 import numpy as np
 
-DTYPES = {np.dtype("float32"): 0, np.dtype("float64"): 1, np.dtype("int64"): 2}
+DTYPES = {np.dtype("float32"): 0, np.dtype("float64"): 1, np.dtype("int64"): 2,
+          np.dtype("bool"): 3}
+# the logical kernel's ops (its C and CUDA switches use these numbers; others trap)
+LOGICAL = {"and": 0, "or": 1, "xor": 2}
 
 
 class DeviceUnavailable(RuntimeError):
@@ -69,20 +72,28 @@ class Device:
 
     def cast(self, src, dst):
         """dst (compact) = src (any view, same shape) converted to dst's dtype, as numpy's
-        astype (float to int64 truncates toward zero)."""
+        astype (float to int64 truncates toward zero; to bool: x != 0, so NaN is true)."""
         raise NotImplementedError
 
     def fill(self, dst, value):
-        """Every element of dst (any strides, float or int64) set to value."""
+        """Every element of dst (any strides, float, int64 or bool) set to value (a bool
+        takes value != 0)."""
         raise NotImplementedError
 
     def binary(self, op, a, b, out):
-        """out = BINARY_OPS[op](a, b) elementwise: a and b views of out's shape (stride 0
-        where broadcast), out compact."""
+        """out = BINARY_OPS[op](a, b) elementwise: a and b float views of out's shape
+        (stride 0 where broadcast), out compact, of their dtype, or bool: then out = op(a, b)
+        != 0 (comparisons write their masks directly)."""
         raise NotImplementedError
 
     def binary_scalar(self, op, a, value, reverse, out):
-        """out = op(a, value), or op(value, a) when reverse; a any view, out compact."""
+        """out = op(a, value), or op(value, a) when reverse; a any view, out compact (bool
+        as in binary)."""
+        raise NotImplementedError
+
+    def logical(self, op, a, b, out):
+        """out = a and/or/xor b (LOGICAL[op]) elementwise: a, b bool views of out's shape
+        (stride 0 where broadcast), out bool compact; any nonzero byte reads as true."""
         raise NotImplementedError
 
     def unary(self, op, a, out):
@@ -219,7 +230,7 @@ class Device:
 
 # The kernels every device provides, and those each capability adds.
 CORE_KERNELS = ("alloc", "from_numpy", "to_numpy", "copy", "cast", "fill", "binary", "binary_scalar",
-                "unary", "reduce", "matmul", "im2col", "col2im", "to_nchw", "from_nchw",
+                "logical", "unary", "reduce", "matmul", "im2col", "col2im", "to_nchw", "from_nchw",
                 "maxpool", "maxpool_backward", "maxpool_gather", "avgpool", "sgd_step",
                 "adam_step")
 KERNELS = {

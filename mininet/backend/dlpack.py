@@ -20,7 +20,8 @@ DEVICE_NAMES = {1: "CPU", 2: "CUDA", 3: "CUDAHost", 4: "OpenCL", 7: "Vulkan", 8:
                 9: "VPI", 10: "ROCM", 11: "ROCMHost", 12: "ExtDev", 13: "CUDAManaged",
                 14: "OneAPI", 15: "WebGPU", 16: "Hexagon", 17: "MAIA"}
 # (type code, bits) <-> dtype; codes: 0 int, 1 uint, 2 float, 4 bfloat, 5 complex, 6 bool
-DTYPES = {(2, 32): np.dtype("float32"), (2, 64): np.dtype("float64"), (0, 64): np.dtype("int64")}
+DTYPES = {(2, 32): np.dtype("float32"), (2, 64): np.dtype("float64"), (0, 64): np.dtype("int64"),
+          (6, 8): np.dtype("bool")}
 CODES = {d: c for c, d in DTYPES.items()}
 CODE_NAMES = {0: "int", 1: "uint", 2: "float", 3: "opaque handle", 4: "bfloat", 5: "complex",
               6: "bool"}
@@ -94,7 +95,7 @@ def adopt(obj, copy=None):
     dtype = DTYPES.get((t.code, t.bits)) if t.lanes == 1 else None
     if dtype is None:
         raise TypeError(f"from_dlpack: unsupported dtype {_dtype_name(t)}: mininet holds "
-                        "float32, float64 and int64; convert it first")
+                        "float32, float64, int64 and bool; convert it first")
     if t.read_only and copy is False:
         raise BufferError("from_dlpack: the producer marked its memory read-only and "
                           "copy=False; mininet arrays are writable (pass copy=None or True)")

@@ -24,15 +24,17 @@ import numpy as np
 
 from ..autograd import Tensor
 from ..backend import cpu, get_device
-from ..ndarray import NDArray, float32, int64
+from ..ndarray import NDArray, bool_, float32, int64
 from .atomic import write_atomically
 
 MAX_HEADER = 100_000_000   # the reference implementation's limit
 MAX_DIMS = 64
 
 NATIVE = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8"), "I64": np.dtype("<i8")}
-# loaded as a converted copy: smaller integers and bools as int64, half floats as float32
-CONVERTED = {"BOOL": (np.dtype("|b1"), int64), "U8": (np.dtype("|u1"), int64),
+# loaded as a converted copy: smaller integers as int64, half floats as float32, and bools
+# as bool (a copy too: a byte other than 0 or 1 in the file becomes True, never a bool that
+# reads as neither)
+CONVERTED = {"BOOL": (np.dtype("|b1"), bool_), "U8": (np.dtype("|u1"), int64),
              "I8": (np.dtype("|i1"), int64), "I16": (np.dtype("<i2"), int64),
              "U16": (np.dtype("<u2"), int64), "I32": (np.dtype("<i4"), int64),
              "U32": (np.dtype("<u4"), int64), "F16": (np.dtype("<f2"), float32),
@@ -98,8 +100,8 @@ def _host_array(name, value):
 def load_file(path, device=None, mmap=True):
     """{name: Tensor} of a safetensors file, in the order of their data. F32, F64 and I64
     are loaded as they are (mmap=True: views over the file's private map, no copy;
-    mmap=False: one read into a buffer each); BOOL, U8-U32, I8-I32 become int64 and F16,
-    BF16 float32 (a copy). device: put them there (a copy off the CPU)."""
+    mmap=False: one read into a buffer each); BOOL becomes bool, U8-U32, I8-I32 int64 and
+    F16, BF16 float32 (a copy). device: put them there (a copy off the CPU)."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
@@ -283,5 +285,5 @@ def _convert(raw, code, shape):
     if code == "BF16":   # the high half of a float32
         return (raw.view(src).astype(np.uint32) << 16).view(np.float32).reshape(shape)
     if code == "BOOL":
-        return (raw != 0).astype(dst).reshape(shape)
+        return (raw != 0).reshape(shape)
     return raw.view(src).astype(dst).reshape(shape)

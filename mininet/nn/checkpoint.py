@@ -7,7 +7,7 @@ gradients of that recomputed graph. Gradients equal the plain run's; the cost is
 more forward of the module. Checkpoint every few layers of a deep stack (Checkpoint
 wraps a module) to keep about one segment's activations at a time.
 """
-from ..autograd import Op, Tensor, enable_grad, grad, grad_enabled, no_grad
+from ..autograd import Op, Tensor, enable_grad, grad_enabled, no_grad, partial_grads
 from .. import init
 from .module import Module
 
@@ -41,7 +41,7 @@ class CheckpointOp(Op):
         finally:
             rng.state = now
         wanted = [x for x in (*leaves, *params) if x.requires_grad]
-        found = iter(grad(out, wanted, out_grad))
+        found = iter(partial_grads(out, wanted, out_grad))
         return tuple(next(found) if x.requires_grad else None for x in (*leaves, *params))
 
 

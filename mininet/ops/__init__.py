@@ -2,6 +2,7 @@
 from .math import (abs, add, add_scalar, clamp, clip, divide, divide_scalar, exp, expm1, linear, log,
                    log1p, matmul, maximum, mul_scalar, multiply, negate, power, power_scalar, relu,
                    sigmoid, sqrt, tanh, unbroadcast)
+from .math import logical_and, logical_not, logical_or, logical_xor
 from .conv import conv, conv2d
 from .pool import avg_pool2d, max_pool2d
 from .nn import batch_norm, embedding, one_hot, softmax_cross_entropy
@@ -11,3 +12,4 @@ from .shape import (broadcast_to, cat, concatenate, dilate, flatten, flip, get_i
                     permute, reshape, split, stack, transpose, tuple_get_item, undilate)
 from .index import (cast, clone, cumsum, erf, gather, index_select, masked_fill, prod, to_device,
                     where)
+from .index import mask_select, masked_select

@@ -7,7 +7,8 @@ import math
 import numpy as np
 
 from ..autograd import Op, Tensor
-from ..ndarray import NDArray, _ewise as nd_ewise, as_dtype, check_axis
+from ..ndarray import (NDArray, _ewise as nd_ewise, as_dtype, bool_, check_axis, int64,
+                       mask_index, place_rows, select_rows)
 
 
 def _const(a, like):
@@ -17,28 +18,33 @@ def _const(a, like):
 
 # where / masked_fill --------------------------------------------------------------------
 class MaskPass(Op):
-    """x where mask is nonzero, else 0 (never x * 0: inf or NaN off the mask stays out)."""
+    """x where mask is true (nonzero), else 0 (never x * 0: inf or NaN off the mask stays
+    out)."""
 
     def __init__(self, mask):
-        self.mask = mask   # an NDArray of x's shape
+        self.mask = mask   # an NDArray of x's shape: bool, or numbers (nonzero is true)
 
     def compute(self, x):
-        mask = self.mask if self.mask.dtype == x.dtype else self.mask.astype(x.dtype)
-        return nd_ewise(x, mask != 0.0, "pass_pos")
+        mask = self.mask if self.mask.dtype == bool_ else self.mask != 0.0
+        return nd_ewise(x, mask.astype(x.dtype), "pass_pos")
 
     def gradient(self, g, node):
         return MaskPass(self.mask)(g)
 
 
 def _mask_of(cond):
-    c = cond.cached_data if isinstance(cond, Tensor) else NDArray(np.asarray(cond))
-    return c.astype("float64") if c.dtype.kind != "f" else c
+    """cond (a Tensor, NDArray or array data) as a bool NDArray: nonzero is true. torch
+    takes bool conditions only; 0/1 numbers still work here, as they always have."""
+    c = cond.cached_data if isinstance(cond, Tensor) else \
+        cond if isinstance(cond, NDArray) else NDArray(np.asarray(cond))
+    return c if c.dtype == bool_ else c != 0
 
 
 def _is_int(v):
+    """An integer or bool value (a Tensor, a number or a numpy array): not a float."""
     if isinstance(v, Tensor):
-        return v.dtype.kind in "iu"
-    return isinstance(v, (int, np.integer)) or (isinstance(v, np.ndarray) and v.dtype.kind in "biu")
+        return v.dtype.kind in "biu"
+    return isinstance(v, (int, np.integer, np.bool_)) or (isinstance(v, np.ndarray) and v.dtype.kind in "biu")
 
 
 def _host_mask(cond):
@@ -46,38 +52,103 @@ def _host_mask(cond):
     return (c.numpy() if isinstance(c, NDArray) else np.asarray(c)) != 0
 
 
+def _host_values(v):
+    return v.numpy() if isinstance(v, Tensor) else np.asarray(v)
+
+
 def where(cond, a, b):
-    """a where cond is nonzero, else b (broadcast together, as torch.where). Integer a and
-    b give int64, as torch (on the host: there are no integer kernels; no gradient)."""
+    """a where cond is true (nonzero), else b (broadcast together, as torch.where). Integer
+    or bool a and b give int64, or bool when both are bool, as torch (on the host: there
+    are no integer kernels; no gradient)."""
     from .math import _tensor
     from .shape import broadcast_to
     like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else None
     if like is not None and _is_int(a) and _is_int(b):
-        host = [v.numpy() if isinstance(v, Tensor) else np.asarray(v) for v in (a, b)]
-        out = np.where(_host_mask(cond), host[0], host[1]).astype(np.int64)
-        return Tensor.make_const(NDArray(out, dtype="int64", device=like.device))
+        host = [_host_values(v) for v in (a, b)]
+        dtype = bool_ if all(h.dtype == bool_ for h in host) else int64
+        out = np.where(_host_mask(cond), host[0], host[1]).astype(dtype)
+        return Tensor.make_const(NDArray(out, dtype=dtype, device=like.device))
     if like is None:
         like = Tensor(np.asarray(a, dtype=np.float32))
     a, b = _tensor(a, like), _tensor(b, like)
+    a, b = (x.float() if x.dtype == bool_ else x for x in (a, b))   # bool with a float: float
     mask = _mask_of(cond)
     from ..ndarray import broadcast_shapes
     shape = broadcast_shapes(mask.shape, a.shape, b.shape)
     mask = mask.broadcast_to(shape).compact()
-    return MaskPass(mask)(broadcast_to(a, shape)) + MaskPass(1.0 - mask)(broadcast_to(b, shape))
+    return MaskPass(mask)(broadcast_to(a, shape)) + MaskPass(~mask)(broadcast_to(b, shape))
 
 
 def masked_fill(x, mask, value):
-    """x with value where mask is nonzero (mask broadcasts to x's shape). An int64 x stays
-    int64 (computed on the host, exactly: there are no integer kernels)."""
-    if x.dtype.kind in "iu":
+    """x with value where mask is true (mask broadcasts to x's shape). An int64 or bool x
+    keeps its dtype (computed on the host, exactly: there are no integer kernels)."""
+    if x.dtype.kind in "biu":
         m = np.broadcast_to(_host_mask(mask), x.shape)
         if isinstance(value, float) and not float(value).is_integer():
             raise TypeError(f"masked_fill: cannot fill an {x.dtype} tensor with {value!r}")
-        out = np.where(m, np.int64(int(value)), x.numpy()).astype(np.int64)
-        return Tensor.make_const(NDArray(out, dtype="int64", device=x.device))
+        fill = bool(value) if x.dtype == bool_ else np.int64(int(value))
+        out = np.where(m, fill, x.numpy()).astype(x.dtype)
+        return Tensor.make_const(NDArray(out, dtype=x.dtype, device=x.device))
     m = _mask_of(mask).broadcast_to(x.shape).compact()
     fill = NDArray.make(x.shape, device=x.device, dtype=x.dtype).fill(float(value))
-    return MaskPass(1.0 - m)(x) + Tensor.make_const(nd_ewise(fill, m, "pass_pos"))
+    return MaskPass(~m)(x) + Tensor.make_const(nd_ewise(fill, m.astype(x.dtype), "pass_pos"))
+
+
+# boolean-mask reads: x[mask] -------------------------------------------------------------
+class MaskSelect(Op):
+    """x[mask] for a bool mask over x's leading dims: the selected entries in row-major
+    order (a copy); the gradient puts them back in place, zeros elsewhere."""
+
+    def __init__(self, idx, rest):
+        self.idx, self.rest = idx, rest   # the selected rows (int64 numpy), one entry's shape
+
+    def compute(self, x):
+        return select_rows(x, self.idx, self.rest)
+
+    def gradient(self, g, node):
+        return MaskScatter(self.idx, node.inputs[0].shape)(g)
+
+
+class MaskScatter(Op):
+    """zeros(shape) with g's rows at idx: MaskSelect's adjoint."""
+
+    def __init__(self, idx, shape):
+        self.idx, self.shape = idx, tuple(shape)
+
+    def compute(self, g):
+        return place_rows(self.shape, self.idx, g)
+
+    def gradient(self, h, node):
+        return MaskSelect(self.idx, node.inputs[0].shape[1:])(h)
+
+
+def _bool_index(mask):
+    m = mask.cached_data if isinstance(mask, Tensor) else mask
+    m = m if isinstance(m, NDArray) else np.asarray(m)
+    if m.dtype != bool_:
+        raise TypeError(f"mask: needs a bool mask, got {m.dtype} (compare first: x > 0)")
+    return m
+
+
+def mask_select(x, mask):
+    """x[mask] for a bool mask covering x's leading dims (of their shape): a
+    (count, *rest) copy, differentiable in x."""
+    m = _bool_index(mask)
+    if m.ndim == 0:
+        raise IndexError("a 0-d bool mask is not supported as an index: use a 1-d mask")
+    return MaskSelect(*mask_index(m, x.shape))(x)
+
+
+def masked_select(x, mask):
+    """The entries of x where mask is true, as a 1-d tensor (torch.masked_select: x and the
+    bool mask broadcast together)."""
+    from .shape import broadcast_to, reshape
+    m = _bool_index(mask)
+    m = m if isinstance(m, NDArray) else NDArray(m, device=x.device)
+    from ..ndarray import broadcast_shapes
+    shape = broadcast_shapes(m.shape, x.shape)
+    x = broadcast_to(x, shape) if x.shape != shape else x
+    return mask_select(reshape(x, (-1,)), m.broadcast_to(shape).compact().reshape(-1))
 
 
 # gather / index_select / scatter-add ----------------------------------------------------
@@ -162,6 +233,7 @@ class Cumsum(Op):
 
 
 def cumsum(x, dim):
+    x = x.long() if x.dtype == bool_ else x   # counts, int64 (as torch)
     return Cumsum(check_axis(dim, max(x.ndim, 1), "cumsum") if x.ndim else None)(x)
 
 
@@ -222,6 +294,7 @@ class Prod(Op):
 
 
 def prod(x, dim=None, keepdim=False):
+    x = x.long() if x.dtype == bool_ else x   # int64, as torch
     axis = None if dim is None or x.ndim == 0 else check_axis(dim, x.ndim, "prod")
     return Prod(axis, keepdim)(x)
 

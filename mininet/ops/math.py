@@ -104,7 +104,7 @@ class PowerScalar(Op):
         self.scalar = scalar
 
     def compute(self, a):
-        if self.scalar == 2:
+        if self.scalar == 2 and a.dtype.kind == "f":
             return a.square()
         return a ** self.scalar
 
@@ -112,6 +112,8 @@ class PowerScalar(Op):
         a = node.inputs[0]
         if self.scalar == 2:
             return g * a * 2.0
+        if self.scalar == 0:   # flat (as torch), where 0 * a^-1 would be NaN at a = 0
+            return g * 0.0
         return g * power_scalar(a, self.scalar - 1) * self.scalar
 
 
@@ -120,9 +122,37 @@ class EWisePow(Op):
         return a ** b
 
     def gradient(self, g, node):
+        from .index import MaskPass
         a, b = node.inputs
-        return (unbroadcast(g * b * power(a, b - 1.0), a.shape),
-                unbroadcast(g * node * log(a), b.shape))
+        ga = None
+        if a.requires_grad:   # b a^(b-1), 0 where b == 0 (as torch: not 0 * 0^-1 = NaN at a = 0)
+            nonzero = (b.cached_data != 0.0).broadcast_to(node.shape).compact()
+            ga = unbroadcast(MaskPass(nonzero)(g * b * power(a, b - 1.0)), a.shape)
+        if not b.requires_grad:
+            return ga, None
+        # d/db a^b = a^b log(a); 0 where a == 0 and b >= 0 (as torch: 0^b is flat there,
+        # where log(0) = -inf would make 0 * -inf a NaN)
+        live = ~((a.cached_data == 0.0) & (b.cached_data >= 0.0))
+        keep = MaskPass(live.broadcast_to(node.shape).compact())
+        return ga, unbroadcast(keep(g * node * log(a)), b.shape)
+
+
+class ScalarPower(Op):
+    """base ** a for a number base (2 ** x); gradient log(base) * base ** a."""
+
+    def __init__(self, base):
+        self.base = base
+
+    def compute(self, a):
+        return self.base ** a
+
+    def gradient(self, g, node):
+        if self.base > 0:
+            return g * node * math.log(self.base)
+        if self.base == 0:   # flat where a >= 0 (as torch); 0 ** a = inf below
+            from .index import MaskPass
+            return MaskPass(node.inputs[0].cached_data < 0.0)(g * node * -math.inf)
+        return g * node * math.nan   # log of a negative base
 
 
 class Negate(Op):
@@ -242,8 +272,9 @@ class Maximum(Op):
 
     def gradient(self, g, node):
         a, b = node.inputs
-        mask = Tensor.make_const(a.cached_data >= b.cached_data)
-        return unbroadcast(g * mask, a.shape), unbroadcast(g * (1.0 - mask), b.shape)
+        mask = a.cached_data >= b.cached_data
+        return (unbroadcast(g * Tensor.make_const(mask), a.shape),
+                unbroadcast(g * Tensor.make_const(~mask), b.shape))
 
 
 class MatMul(Op):
@@ -361,6 +392,12 @@ def power_scalar(a, scalar):
 
 
 def power(a, b):
+    """a ** b elementwise: a and b tensors (or one of them a number or array data)."""
+    if _is_number(a):
+        return ScalarPower(a)(b)
+    if _is_number(b):
+        return PowerScalar(b)(a)
+    a = a if isinstance(a, Tensor) else _tensor(a, b)
     return EWisePow()(a, _tensor(b, a))
 
 
@@ -389,6 +426,8 @@ def expm1(a):
 
 
 def abs(a):
+    if a.dtype == "bool":
+        raise TypeError("abs: not defined for bool tensors (as torch)")
     return Abs()(a)
 
 
@@ -432,3 +471,30 @@ def matmul(a, b):
 
 def _is_number(x):
     return isinstance(x, numbers.Number)
+
+
+# logical ops: any dtype in (nonzero is true), bool out, no gradient (as torch) --------------
+def _bool_data(x, like=None):
+    if isinstance(x, Tensor):
+        d = x.cached_data
+    elif isinstance(x, NDArray):
+        d = x
+    else:
+        d = NDArray(x, device=None if like is None else like.device)
+    return d if d.dtype == "bool" else d.astype("bool")
+
+
+def logical_not(a):
+    return Tensor.make_const(~_bool_data(a))
+
+
+def logical_and(a, b):
+    return Tensor.make_const(_bool_data(a) & _bool_data(b, a))
+
+
+def logical_or(a, b):
+    return Tensor.make_const(_bool_data(a) | _bool_data(b, a))
+
+
+def logical_xor(a, b):
+    return Tensor.make_const(_bool_data(a) ^ _bool_data(b, a))

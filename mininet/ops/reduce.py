@@ -62,7 +62,7 @@ class Max(Op):
         a = node.inputs[0].cached_data
         axes = _normalize_axes(self.axes, a.ndim)
         keep = _keep_shape(a.shape, axes)
-        mask = a == node.cached_data.reshape(keep).broadcast_to(a.shape)
+        mask = (a == node.cached_data.reshape(keep).broadcast_to(a.shape)).astype(a.dtype)
         mask = mask / mask.sum(axes, keepdims=True).broadcast_to(a.shape)
         return broadcast_to(reshape(g, keep), a.shape) * Tensor.make_const(mask)
 

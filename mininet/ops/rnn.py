@@ -3,7 +3,7 @@ a sequence as one op (a language model runs a step per token and layer: per-step
 cost ~15 kernels, their graph nodes and, in backward, one small weight-gradient GEMM
 and one accumulation per step). Their gradients of a create_graph backward are built
 from ops, so higher orders work; devices without the kernels use the composites."""
-from ..autograd import Tensor, TupleOp, grad, grad_enabled
+from ..autograd import Tensor, TupleOp, grad_enabled, partial_grads
 from ..ndarray import NDArray, matmul as nd_matmul
 from .math import linear, require_float, sigmoid, tanh
 from .shape import concatenate, reshape, split, stack
@@ -111,7 +111,7 @@ class LSTMLayer(TupleOp):
             # node's outputs whenever the loss is not linear in them, and differentiating
             # through it would count those paths again (and recurse into this gradient)
             outs = lstm_layer_composite(*node.inputs)
-            return tuple(grad(list(outs), list(node.inputs), list(g)))
+            return tuple(partial_grads(list(outs), list(node.inputs), list(g)))
         xp, w, h0, c0 = (x.cached_data for x in node.inputs)
         dhs, dhn, dcn = g.cached_data
         S, B, n4 = xp.shape
@@ -229,7 +229,7 @@ class GRULayer(TupleOp):
         if grad_enabled():   # create_graph: the composite's vector-Jacobian product, seeded
             # by g (never differentiated through: see LSTMLayer.gradient)
             outs = gru_layer_composite(*node.inputs)
-            return tuple(grad(list(outs), list(node.inputs), list(g)))
+            return tuple(partial_grads(list(outs), list(node.inputs), list(g)))
         xp, w = node.inputs[0].cached_data, node.inputs[1].cached_data
         dhs, dh = g.cached_data
         S, B, n3 = xp.shape
