@@ -7,10 +7,11 @@ from rich.table import Table
 
 from .. import __version__
 
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}   # sub-apps inherit it; set on each anyway
 app = typer.Typer(help="mininet: a small, fast deep-learning library.", no_args_is_help=True,
-                  add_completion=False)
+                  add_completion=True, context_settings=HELP_OPTIONS)
 bench_app = typer.Typer(help="Benchmarks, timed against a reference in the same run.",
-                        no_args_is_help=True)
+                        no_args_is_help=True, context_settings=HELP_OPTIONS)
 app.add_typer(bench_app, name="bench")
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -90,10 +91,27 @@ def _check_device(device):
 THREADS_HELP = "Threads (>= 1; default: MININET_NUM_THREADS, else all cores)."
 
 
+def _bare_flags():
+    """Flags in the help as `--json`, not `--json <bool>`: typer 0.28+ (which vendors
+    click) prints every option's type in its rich help panel, flags included, where its
+    plain formatter and older typers leave them bare. Typers without the method are
+    already right."""
+    option = getattr(getattr(typer, "core", None), "TyperOption", None)
+    show = getattr(option, "display_type_rich", None)
+    if show is None or getattr(show, "bare_flags", False):
+        return
+
+    def display_type_rich(self, *args, **kwargs):
+        return None if getattr(self, "is_flag", False) else show(self, *args, **kwargs)
+    display_type_rich.bare_flags = True
+    option.display_type_rich = display_type_rich
+
+
 def main():
     """Usage errors (a bad flag value) as one line on stderr and exit 2, like every other
     error of the CLI, instead of click's multi-line panel."""
     import sys
+    _bare_flags()
     if len(sys.argv) == 1:
         sys.argv.append("--help")
     try:
@@ -104,6 +122,10 @@ def main():
     except Exception as e:  # click's UsageError/BadParameter (typer may vendor click)
         if not hasattr(e, "format_message"):
             raise
+        if type(e).__name__ == "NoArgsIsHelpError":   # `mininet bench`: its help, as `mininet`
+            if e.format_message().strip():            # (the rich help printed itself)
+                print(e.format_message())
+            raise SystemExit(0) from None
         ctx = getattr(e, "ctx", None)
         where = f"{ctx.command_path}: " if ctx is not None else ""
         _error(f"{where}{e.format_message()}")
@@ -114,7 +136,8 @@ def main():
 
 
 # the commands register themselves on app and bench_app
-from . import bench_cmds, bench_train_cmd, train_cmd  # noqa: E402,F401
+from . import (bench_cmds, bench_compare, bench_peak, bench_profile, bench_train_cmd,  # noqa: E402,F401
+               export_cmd, train_cmd)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,242 @@
+# cython: boundscheck=False, wraparound=False, cdivision=True
+"""Machine peak kernels for `mininet bench peak`: FMA throughput and STREAM-style bandwidth."""
+import os
+
+from cython.parallel cimport prange
+
+from mininet_ext._omp import forked_child
+
+cdef extern from *:
+    """
+    #include <stddef.h>
+    /* The vector width the kernels are compiled for (-march=native unless MININET_PORTABLE). */
+    #if defined(__AVX512F__)
+    #define MN_PK_VBYTES 64
+    #define MN_PK_ISA "avx512f"
+    #elif defined(__AVX2__) && defined(__FMA__)
+    #define MN_PK_VBYTES 32
+    #define MN_PK_ISA "avx2+fma"
+    #elif defined(__AVX__)
+    #define MN_PK_VBYTES 32
+    #define MN_PK_ISA "avx"
+    #elif defined(__ARM_NEON)
+    #define MN_PK_VBYTES 16
+    #define MN_PK_ISA "neon"
+    #elif defined(__SSE2__)
+    #define MN_PK_VBYTES 16
+    #define MN_PK_ISA "sse2"
+    #else
+    #define MN_PK_VBYTES 16
+    #define MN_PK_ISA "generic"
+    #endif
+    #if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
+    #define MN_PK_FUSED 1
+    #else
+    #define MN_PK_FUSED 0
+    #endif
+    /* Independent accumulator chains: an FMA has ~4 cycles latency and up to 2 issue per
+     * cycle, so 8 chains in flight saturate two pipes; 12 leave margin and still fit in
+     * 16 vector registers beside the two operands. */
+    #define MN_PK_CHAINS 12
+    #ifdef _OPENMP
+    #define MN_PK_OPENMP 1
+    #else
+    #define MN_PK_OPENMP 0
+    #endif
+
+    typedef float mn_pk_vf __attribute__((vector_size(MN_PK_VBYTES)));
+    typedef double mn_pk_vd __attribute__((vector_size(MN_PK_VBYTES)));
+
+    static const char *mn_pk_isa(void) { return MN_PK_ISA; }
+    static int mn_pk_vbytes(void) { return MN_PK_VBYTES; }
+    static int mn_pk_fused(void) { return MN_PK_FUSED; }
+    static int mn_pk_chains(void) { return MN_PK_CHAINS; }
+    static int mn_pk_openmp(void) { return MN_PK_OPENMP; }
+
+    /* chain j: x <- x * a + b, n times, from x0 + j in every lane; returns the sum of all
+     * lanes of all chains. a, b, n are run-time values, so nothing folds away. */
+    #define MN_PK_FMA_BODY(V, T)                                                   \
+    {                                                                              \
+        V va = (V){0} + a, vb = (V){0} + b, acc[MN_PK_CHAINS];                     \
+        _Pragma("GCC unroll 16")                                                   \
+        for (int j = 0; j < MN_PK_CHAINS; j++) acc[j] = (V){0} + (T)(x0 + j);      \
+        for (long long i = 0; i < n; i++) {                                        \
+            _Pragma("GCC unroll 16")                                               \
+            for (int j = 0; j < MN_PK_CHAINS; j++) acc[j] = acc[j] * va + vb;      \
+        }                                                                          \
+        double sum = 0;                                                            \
+        for (int j = 0; j < MN_PK_CHAINS; j++)                                     \
+            for (int l = 0; l < (int)(sizeof(V) / sizeof(T)); l++) sum += acc[j][l];\
+        return sum;                                                                \
+    }
+    static double mn_pk_fma_f32(long long n, float a, float b, float x0) MN_PK_FMA_BODY(mn_pk_vf, float)
+    static double mn_pk_fma_f64(long long n, double a, double b, double x0) MN_PK_FMA_BODY(mn_pk_vd, double)
+
+    static void mn_pk_fill(double *__restrict__ a, double v, ptrdiff_t n) {
+        for (ptrdiff_t i = 0; i < n; i++) a[i] = v;
+    }
+    static void mn_pk_copy(double *__restrict__ a, const double *__restrict__ b, ptrdiff_t n) {
+        for (ptrdiff_t i = 0; i < n; i++) a[i] = b[i];
+    }
+    static void mn_pk_triad(double *__restrict__ a, const double *__restrict__ b,
+                            const double *__restrict__ c, double s, ptrdiff_t n) {
+        for (ptrdiff_t i = 0; i < n; i++) a[i] = b[i] + s * c[i];
+    }
+    """
+    const char *mn_pk_isa() nogil
+    int mn_pk_vbytes() nogil
+    int mn_pk_fused() nogil
+    int mn_pk_chains() nogil
+    int mn_pk_openmp() nogil
+    double mn_pk_fma_f32(long long n, float a, float b, float x0) noexcept nogil
+    double mn_pk_fma_f64(long long n, double a, double b, double x0) noexcept nogil
+    void mn_pk_fill(double *a, double v, Py_ssize_t n) noexcept nogil
+    void mn_pk_copy(double *a, const double *b, Py_ssize_t n) noexcept nogil
+    void mn_pk_triad(double *a, const double *b, const double *c, double s, Py_ssize_t n) noexcept nogil
+
+# the STREAM kernels' ops, dispatched inside the parallel region
+cdef enum:
+    OP_FILL = 0
+    OP_COPY = 1
+    OP_TRIAD = 2
+
+
+def isa():
+    """The SIMD instruction set the kernels were compiled for: avx512f, avx2+fma, avx, sse2, neon, generic."""
+    return mn_pk_isa().decode()
+
+
+def vector_bits():
+    """The width of the vectors the FMA kernel runs on, in bits."""
+    return 8 * mn_pk_vbytes()
+
+
+def fused():
+    """True when the target has fused multiply-add (else x * a + b is a multiply and an add)."""
+    return bool(mn_pk_fused())
+
+
+def chains():
+    """Independent accumulator vectors the FMA kernel keeps in flight."""
+    return mn_pk_chains()
+
+
+def flops_per_iteration(str dtype):
+    """Flops one thread does per iteration of fma(): chains x lanes x 2 (a multiply and an add)."""
+    return mn_pk_chains() * (mn_pk_vbytes() // _itemsize(dtype, "flops_per_iteration")) * 2
+
+
+# libgomp's threads do not survive fork(): a child of a process whose team started would
+# wait for them forever, so such a child runs these kernels on one thread (as _omp does)
+cdef bint _team_started = False
+cdef bint _forked_child = False
+
+
+def _after_fork_in_child():
+    global _forked_child
+    if _team_started:
+        _forked_child = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def max_threads(int threads):
+    """The threads a parallel kernel here really runs on when asked for `threads`."""
+    global _team_started
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    if not mn_pk_openmp() or _forked_child or forked_child():
+        return 1   # a serial build, or a fork() child
+    if threads > 1:
+        _team_started = True
+    return threads
+
+
+cdef int _itemsize(str dtype, str where) except -1:
+    if dtype == "float32":
+        return 4
+    if dtype == "float64":
+        return 8
+    raise ValueError(f"{where}: dtype must be float32 or float64, got {dtype!r}")
+
+
+def fma(str dtype, long long iterations, int threads=1, double a=0.5, double b=1.0, double x0=0.0):
+    """sum over threads, chains j and lanes of x_n, where x_0 = x0 + j and x_{k+1} = x_k * a + b."""
+    cdef int itemsize = _itemsize(dtype, "fma")
+    if iterations < 0:
+        raise ValueError(f"fma: iterations must be >= 0, got {iterations}")
+    cdef int t = max_threads(threads), k
+    cdef double total = 0
+    with nogil:
+        for k in prange(t, schedule='static', num_threads=t):
+            if itemsize == 4:
+                total += mn_pk_fma_f32(iterations, <float>a, <float>b, <float>x0)
+            else:
+                total += mn_pk_fma_f64(iterations, a, b, x0)
+    return total
+
+
+cdef void _stream(int op, double *a, const double *b, const double *c, double s,
+                  Py_ssize_t n, int t) noexcept nogil:
+    """a = s (fill), a = b (copy) or a = b + s * c (triad), in t contiguous static chunks:
+    the same chunk per thread for every op, so the pages a thread touched first are its own."""
+    cdef int k
+    cdef Py_ssize_t lo, hi, chunk = (n + t - 1) // t
+    for k in prange(t, schedule='static', num_threads=t):
+        lo = k * chunk
+        hi = lo + chunk
+        if hi > n:
+            hi = n
+        if lo < hi:
+            if op == OP_FILL:
+                mn_pk_fill(a + lo, s, hi - lo)
+            elif op == OP_COPY:
+                mn_pk_copy(a + lo, b + lo, hi - lo)
+            else:
+                mn_pk_triad(a + lo, b + lo, c + lo, s, hi - lo)
+
+
+cdef bint _overlap(const double[::1] x, const double[::1] y):
+    cdef Py_ssize_t n = x.shape[0], m = y.shape[0]
+    if n == 0 or m == 0:
+        return False
+    return &x[0] < &y[0] + m and &y[0] < &x[0] + n
+
+
+cdef int _threads_for(Py_ssize_t n, int threads) except -1:
+    cdef int t = max_threads(threads)
+    return <int>n if n < t else t   # no empty chunks (and none at all for n == 0)
+
+
+def fill(double[::1] a not None, double value, int threads=1):
+    """a[i] = value, each thread writing (and so first touching) the chunk it later streams."""
+    cdef int t = _threads_for(a.shape[0], threads)
+    if t > 0:
+        with nogil:
+            _stream(OP_FILL, &a[0], NULL, NULL, value, a.shape[0], t)
+
+
+def copy(double[::1] a not None, const double[::1] b not None, int threads=1):
+    """a[i] = b[i] (STREAM copy: 16 bytes moved per element)."""
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"copy: lengths {a.shape[0]} and {b.shape[0]} differ")
+    if _overlap(a, b):
+        raise ValueError("copy: the destination overlaps the source")
+    cdef int t = _threads_for(a.shape[0], threads)
+    if t > 0:
+        with nogil:
+            _stream(OP_COPY, &a[0], &b[0], NULL, 0.0, a.shape[0], t)
+
+
+def triad(double[::1] a not None, const double[::1] b not None, const double[::1] c not None,
+          double s, int threads=1):
+    """a[i] = b[i] + s * c[i] (STREAM triad: 24 bytes moved per element)."""
+    if a.shape[0] != b.shape[0] or a.shape[0] != c.shape[0]:
+        raise ValueError(f"triad: lengths {a.shape[0]}, {b.shape[0]} and {c.shape[0]} differ")
+    if _overlap(a, b) or _overlap(a, c):
+        raise ValueError("triad: the destination overlaps a source")
+    cdef int t = _threads_for(a.shape[0], threads)
+    if t > 0:
+        with nogil:
+            _stream(OP_TRIAD, &a[0], &b[0], &c[0], s, a.shape[0], t)
