@@ -26,6 +26,10 @@ SAVE_HELP = ("Save the run (every sample, the machine, the software) as JSON for
              "compare`; '-' writes it to stdout.")
 JSON_HELP = "Print the rows as a JSON array instead of a table."
 QUIET_HELP = "No progress bar."
+PLOT_HELP = ("Also plot GFLOPS per case and implementation, with this machine's peak as a line "
+             "when one is known (.png or .svg; pip install 'mininet-dl[plot]').")
+ROOFLINE_HELP = ("Also draw a roofline chart (.png or .svg): each case at its arithmetic "
+                 "intensity under this machine's roof (needs the peak: --peak, or a cached one).")
 PEAK_HELP = ("Measure this machine's peak (~10 s, once: it is cached) for the % peak and bound "
              "columns. Without it they appear only when a peak is cached already "
              "(`mininet bench peak`).")
@@ -91,21 +95,55 @@ def _peak(measure, device):
     return peak.load_or_measure()
 
 
-def _finish(benchmark, cases, save, json_out, quiet, rows, table):
-    """--json rows, or the table; then --save."""
+def _check_plots(plot, roofline, peak_dict):
+    """--plot / --roofline: a .png or .svg path, matplotlib there, and for the roofline a
+    peak; checked before anything is timed."""
+    for flag, path in (("--plot", plot), ("--roofline", roofline)):
+        if path is None:
+            continue
+        from ..benchmark.plot import PLOT_HINT, plot_format
+        try:
+            plot_format(path)
+        except ValueError as e:
+            _fail(f"{flag}: {e}")
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            _fail(f"{flag}: {PLOT_HINT}")
+    if roofline is not None and peak_dict is None:
+        _fail("--roofline needs this machine's peak: pass --peak (measured once, then cached) "
+              "or run `mininet bench peak` first")
+
+
+def _finish(benchmark, cases, save, json_out, quiet, rows, table, plot=None, roofline=None,
+            peak=None):
+    """--json rows, or the table; then --save, --plot and --roofline."""
     if json_out:
         print(json.dumps(rows, indent=2))
     elif save != "-":
         table()
+    if save is None and plot is None and roofline is None:
+        return
+    from ..benchmark.runs import new_run, write_run
+    run = new_run(benchmark, cases, command=["mininet", *sys.argv[1:]])
     if save is not None:
-        from ..benchmark.runs import new_run, write_run
-        run = new_run(benchmark, cases, command=["mininet", *sys.argv[1:]])
         try:
             write_run(save, run)
         except (OSError, ValueError) as e:
             _fail(f"--save: {e}", code=1)
         if save != "-" and not quiet:
             err_console.print(f"saved {len(cases)} cases to {escape(save)}")
+    from ..benchmark import plot as plots
+    for flag, path, draw in (("--plot", plot, lambda: plots.plot_scaling(run, path, peak)),
+                             ("--roofline", roofline, lambda: plots.plot_roofline(run, peak, path))):
+        if path is None:
+            continue
+        try:
+            draw()
+        except (OSError, ValueError) as e:
+            _fail(f"{flag}: {e}", code=1)
+        if not quiet:
+            err_console.print(f"{flag[2:]} drawn to {escape(path)}")
 
 
 def _rows(cases, metric, scale, device=None):
@@ -319,6 +357,8 @@ def bench_matmul(
     device: str = typer.Option("cpu", help="cpu or cuda."),
     peak: bool = typer.Option(False, "--peak", help=PEAK_HELP),
     save: Optional[str] = typer.Option(None, "--save", help=SAVE_HELP),
+    plot: Optional[str] = typer.Option(None, "--plot", help=PLOT_HELP),
+    roofline: Optional[str] = typer.Option(None, "--roofline", help=ROOFLINE_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ):
@@ -334,6 +374,7 @@ def bench_matmul(
     _check_common(min_time, save, json_out)
     _check_device(device)
     peak_dict = _peak(peak, device)
+    _check_plots(plot, roofline, peak_dict)
     with _progress(_progress_hidden(json_out, save, quiet)) as progress:
         if device != "cpu":
             from .gpu import bench_matmul_gpu
@@ -346,7 +387,8 @@ def bench_matmul(
     _finish("matmul", cases, save, json_out, quiet, _rows(cases, "gflops", lambda c: c.flops),
             lambda: _rate_table(title, cases, lambda c: f"{c.params['m']}x{c.params['k']}x"
                                 f"{c.params['n']}", "shape", ("GFLOPS", lambda c: c.flops),
-                                ("numpy", "cublas"), peak_dict, device))
+                                ("numpy", "cublas"), peak_dict, device),
+            plot, roofline, peak_dict)
 
 
 @bench_app.command("ewise")
@@ -383,6 +425,8 @@ def bench_conv(
     naive: bool = typer.Option(True, help="Also time the naive direct convolution (numpy, once)."),
     peak: bool = typer.Option(False, "--peak", help=PEAK_HELP),
     save: Optional[str] = typer.Option(None, "--save", help=SAVE_HELP),
+    plot: Optional[str] = typer.Option(None, "--plot", help=PLOT_HELP),
+    roofline: Optional[str] = typer.Option(None, "--roofline", help=ROOFLINE_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ):
@@ -395,12 +439,13 @@ def bench_conv(
     _check_common(min_time, save, json_out)
     _check_device(device)
     peak_dict = _peak(peak, device)
+    _check_plots(plot, roofline, peak_dict)
     with _progress(_progress_hidden(json_out, save, quiet)) as progress:
         cases = run(parsed, threads=threads, min_time=min_time, repeat=repeat, device=device,
                     naive=naive, progress=progress)
     add_roofline(cases, peak_dict)
     _finish("conv", cases, save, json_out, quiet, _rows(cases, "gflops", lambda c: c.flops, device),
-            lambda: _conv_table(cases, device, peak_dict))
+            lambda: _conv_table(cases, device, peak_dict), plot, roofline, peak_dict)
 
 
 def _conv_table(cases, device, peak):
