@@ -77,6 +77,19 @@ def build_flags():
     return compile_args, link_args, openmp, portable
 
 
+def source_hash(root):
+    """sha256 of the kernel sources under root (*.pyx, *.pxd, *.h, by relative path), so
+    `mininet info` can tell a stale build; mininet/cli/info.py computes the same."""
+    import hashlib
+    h = hashlib.sha256()
+    names = sorted(os.path.relpath(os.path.join(d, f), root).replace(os.sep, "/")
+                   for d, _, fs in os.walk(root) for f in fs if f.endswith((".pyx", ".pxd", ".h")))
+    for name in names:
+        with open(os.path.join(root, name), "rb") as f:
+            h.update(name.encode() + b"\0" + f.read() + b"\0")
+    return h.hexdigest()
+
+
 def write_build_info(compile_args, openmp, portable):
     info = (
         "# Written by setup.py at build time.\n"
@@ -84,6 +97,7 @@ def write_build_info(compile_args, openmp, portable):
         f"OPENMP = {openmp!r}\n"
         f"PORTABLE = {portable!r}\n"
         f"PYTHON = {sys.version.split()[0]!r}\n"
+        f"SOURCE_HASH = {source_hash('mininet_ext')!r}\n"
     )
     with open(os.path.join("mininet_ext", "_build_info.py"), "w") as f:
         f.write(info)

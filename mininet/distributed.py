@@ -1,4 +1,4 @@
-"""Data-parallel training over MPI (mpi4py, `pip install mininet[mpi]`).
+"""Data-parallel training over MPI (mpi4py, `pip install 'mininet-dl[mpi]'`).
 
 Every rank holds the whole model and trains on its own shard of each global batch
 (data.DistributedSampler); after backward the ranks average their gradients, so each takes
@@ -48,7 +48,7 @@ def init(threads=None):
         from mpi4py import MPI
     except ImportError:
         raise DistributedError("started by mpirun, but mpi4py is not installed: "
-                               "pip install 'mininet[mpi]'") from None
+                               "pip install 'mininet-dl[mpi]'") from None
     _MPI, _comm = MPI, MPI.COMM_WORLD
     _ctl, request = _comm.Idup()
     wait([request], "init (joining the other ranks)")

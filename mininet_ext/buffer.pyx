@@ -52,16 +52,6 @@ cdef void pool_give(char* p, Py_ssize_t cap):
     _pooled += cap
 
 
-def empty_cache():
-    """Free every cached block (like torch.cuda.empty_cache, for the CPU pool)."""
-    global _pooled
-    for blocks in _pool.values():
-        for p in blocks:
-            free(<void*><size_t>p)
-    _pool.clear()
-    _pooled = 0
-
-
 def memory_stats():
     return {"in_use_bytes": _in_use, "cached_bytes": _pooled}
 

@@ -195,4 +195,4 @@ def test_without_matplotlib_the_error_says_what_to_install():
             "except ImportError as e:\n    print(e)\n")
     r = run_python(code)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "plotting needs matplotlib: pip install 'mininet[plot]'"
+    assert r.stdout.strip() == "plotting needs matplotlib: pip install 'mininet-dl[plot]'"

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import CLI_ENV, assert_one_line_error, run_python
 
-TORCH_MISSING = "torch not installed (pip install '.[torch]')"
+TORCH_MISSING = "torch not installed (pip install 'mininet-dl[torch]')"
 
 
 def mininet(*args, env=None, timeout=120):

@@ -534,7 +534,7 @@ def test_bad_arguments_are_named():
 
 def test_without_onnx_the_error_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)
-    with pytest.raises(ImportError, match=r"pip install 'mininet\[onnx\]'"):
+    with pytest.raises(ImportError, match=r"pip install 'mininet-dl\[onnx\]'"):
         mo.to_model(SoftmaxRegression(4, 2), Tensor(np.ones((2, 4), np.float32)))
 
 

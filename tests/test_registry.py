@@ -221,4 +221,4 @@ def test_bench_train_without_torch_says_how_to_install_it():
                        timeout=300, env={**os.environ, "COLUMNS": "200"})
     assert r.returncode == 0, r.stderr
     row = next(line for line in r.stdout.splitlines() if "softmax" in line)
-    assert "torch not installed (pip install '.[torch]')" in row and "nan" not in row
+    assert "torch not installed (pip install 'mininet-dl[torch]')" in row and "nan" not in row

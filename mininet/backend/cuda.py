@@ -36,7 +36,7 @@ def _probe():
     try:
         drv, _ = load_pycuda()
     except ImportError as e:
-        return False, f"PyCUDA is not installed ({e}); install it with: pip install 'mininet[cuda]'"
+        return False, f"PyCUDA is not installed ({e}); install it with: pip install 'mininet-dl[cuda]'"
     try:
         drv.init()
         if drv.Device.count() == 0:

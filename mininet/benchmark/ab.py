@@ -1,8 +1,8 @@
 """Interleaved A/B runs: the base and the new version timed in turns, so that a slow
 spell of a shared machine hits both alike.
 
-Two benchmark processes started one after the other on these VMs differ by 1.3-1.7x
-with no code change (CPU frequency, neighbours, page placement). Running the two
+Two benchmark processes started one after the other on a shared machine can differ by
+tens of percent with no code change (CPU frequency, neighbours, page placement). Running the two
 versions alternately for several rounds and pooling each one's samples turns that
 drift into noise both sides share, which the rank test then sees through.
 

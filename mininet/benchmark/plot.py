@@ -9,7 +9,7 @@ import os
 
 from .stats import median
 
-PLOT_HINT = "plotting needs matplotlib: pip install 'mininet[plot]'"
+PLOT_HINT = "plotting needs matplotlib: pip install 'mininet-dl[plot]'"
 FORMATS = {".png": "png", ".svg": "svg"}
 VERDICT_COLORS = {"slower": "tab:red", "faster": "tab:green", "same": "tab:gray"}
 

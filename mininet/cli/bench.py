@@ -10,7 +10,7 @@ from .. import get_num_threads, set_num_threads
 from ..benchmark.harness import Case, PeakRSS, blas_threads, measure
 from ..ndarray import NDArray
 
-TORCH_MISSING = "torch not installed (pip install '.[torch]')"
+TORCH_MISSING = "torch not installed (pip install 'mininet-dl[torch]')"
 
 
 class CaseTimer:

@@ -1,24 +1,37 @@
 """`mininet bench train`: one training epoch of a registry model in mininet and in its
 PyTorch twin (built from the same spec: models/registry.py), timed in turns in one run."""
+import time
+
 import numpy as np
 
 from .. import get_num_threads, set_num_threads
 from ..models import registry
-from .timing import best_times
+
 
 # at most this many samples an epoch for the slower image models
 MAX_SAMPLES = {"cifar-cnn": 10000, "resnet9": 5120}
-# the language models' case (issue 13): LM_STEPS windows of the entry's sequence length and
+# the language models' case: LM_STEPS windows of the entry's sequence length and
 # batch (35 x 20), embedding and hidden 256, 2 layers, a vocabulary of 10,000
 LM_KWARGS = {"vocab_size": 10000, "embedding_size": 256, "hidden_size": 256, "num_layers": 2}
 LM_STEPS = 20
-TORCH_MISSING = "torch not installed (pip install '.[torch]')"
+TORCH_MISSING = "torch not installed (pip install 'mininet-dl[torch]')"
 
 
 def time_epochs(epochs, repeat, warmup):
-    """Best seconds of each of epochs (a dict name -> function running one epoch), run in
-    turns. The one place `bench train` times anything: the seam for a timing harness."""
-    return best_times(epochs, repeat=repeat, warmup=warmup)
+    """{name: [seconds of each timed epoch]} for epochs (a dict name -> function running
+    one epoch), run in turns (one epoch of each per round, after `warmup` rounds), so a
+    slow spell of a shared machine hits every implementation alike. The one place
+    `bench train` times anything."""
+    for _ in range(warmup):
+        for fn in epochs.values():
+            fn()
+    samples = {name: [] for name in epochs}
+    for _ in range(repeat):
+        for name, fn in epochs.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return samples
 
 
 def train_case(name, samples, batch_size, rng):
@@ -32,8 +45,8 @@ def train_case(name, samples, batch_size, rng):
 
 
 def bench_train(models=("mlp", "resnet"), samples=60000, batch_size=None, threads=None, repeat=1):
-    """Rows {impl, model, seconds, threads, samples, batch_size, samples_per_s}: seconds
-    for one training epoch (Adam) of each model on random data of its input shape, mininet
+    """Rows {impl, model, seconds (the median), best_seconds, epoch_seconds (each timed
+    epoch), threads, samples, batch_size, samples_per_s}: seconds for one training epoch (Adam) of each model on random data of its input shape, mininet
     and, where PyTorch is installed, its twin. An image model trains on `samples` samples
     (at most MAX_SAMPLES); a language model LM_STEPS windows (samples are tokens).
     batch_size None: each model's default; threads None: all cores (or
@@ -48,9 +61,11 @@ def bench_train(models=("mlp", "resnet"), samples=60000, batch_size=None, thread
             entry = registry.get(name)
             case = _lm_case if entry.language_model else _image_case
             epochs, n, batch, warmup = case(entry, samples, batch_size, threads, rng)
-            for impl, t in time_epochs(epochs, repeat, warmup).items():
+            for impl, times in time_epochs(epochs, repeat, warmup).items():
+                t = float(np.median(times))
                 rows.append({"impl": impl, "model": name, "seconds": t, "threads": threads,
-                             "samples": n, "batch_size": batch, "samples_per_s": n / t})
+                             "samples": n, "batch_size": batch, "samples_per_s": n / t,
+                             "best_seconds": min(times), "epoch_seconds": times})
     finally:
         set_num_threads(old)
     return rows

@@ -26,8 +26,9 @@ def bench_train(
     samples: int = typer.Option(60000, min=100, help="Random samples per epoch of an image model (cifar-cnn: at most 10,000; resnet9: 5,120)."),
     batch_size: Optional[int] = typer.Option(None, min=1, help="Batch size (default: each model's: 100; mlp-large 256, resnet9 128, language models 20)."),
     threads: Optional[int] = typer.Option(None, min=1, help=THREADS_HELP),
-    repeat: int = typer.Option(1, min=1, help="Epochs timed; the best is reported."),
-    ranks: Optional[str] = typer.Option(None, help="Data-parallel scaling instead, e.g. 1,2: each count of MPI ranks shares --threads cores (threads // ranks each) at the same global batch; reports samples/s and communication time per step (mininet only; pip install 'mininet\\[mpi]')."),
+    repeat: int = typer.Option(1, min=1, help="Epochs timed per implementation, in turns; the median is reported (--save keeps every one: `bench compare` needs several)."),
+    save: Optional[str] = typer.Option(None, "--save", help="Save the run (every timed epoch, the machine, the software) as JSON for `mininet bench compare`; '-' writes it to stdout."),
+    ranks: Optional[str] = typer.Option(None, help="Data-parallel scaling instead, e.g. 1,2: each count of MPI ranks shares --threads cores (threads // ranks each) at the same global batch; reports samples/s and communication time per step (mininet only; pip install 'mininet-dl\\[mpi]')."),
     json_out: bool = typer.Option(False, "--json"),
 ):
     """Seconds per training epoch (Adam) of mininet vs PyTorch CPU (the same network, from
@@ -44,10 +45,18 @@ def bench_train(
                   f"{', '.join(list(registry.MODELS) + list(registry.ALIASES))}")
     threads = threads or get_num_threads()
     if ranks is not None:
+        if save is not None:
+            _fail("--save: not with --ranks (the scaling mode reports samples/s per rank count)")
         return _bench_scaling(names, ranks, samples, batch_size, threads, repeat, json_out)
+    from .bench_cmds import _check_common
+    _check_common(1.0, save, json_out)
     rows = run(names, samples, batch_size, threads, repeat)
+    if save is not None:
+        _save(rows, save)
     if json_out:
         print(json.dumps(rows, indent=2))
+        return
+    if save == "-":
         return
     table = Table(title=f"one training epoch, Adam, {threads_phrase(threads)}")
     for col in ("model", "samples", "batch", "mininet s", "torch s", "mininet / torch time"):
@@ -64,6 +73,21 @@ def bench_train(
         table.add_row(name, str(first["samples"]), str(first["batch_size"]), f"{t['mininet']:.2f}",
                       torch_s, versus)
     console.print(table)
+
+
+def _save(rows, save):
+    """The rows as a saved run: one case per model and implementation, a sample per epoch."""
+    import sys
+    from ..benchmark.harness import Case
+    from ..benchmark.runs import new_run, write_run
+    cases = [Case(name=f"train {r['model']} batch {r['batch_size']} {r['impl']}", impl=r["impl"],
+                  params={"model": r["model"], "samples": r["samples"],
+                          "batch_size": r["batch_size"]},
+                  threads=r["threads"], samples=list(r["epoch_seconds"])) for r in rows]
+    try:
+        write_run(save, new_run("train", cases, command=["mininet", *sys.argv[1:]]))
+    except (OSError, ValueError) as e:
+        _fail(f"--save: {e}", code=1)
 
 
 def _bench_scaling(names, ranks, samples, batch_size, threads, repeat, json_out):

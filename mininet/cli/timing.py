@@ -13,8 +13,8 @@ def best_times(fns, repeat=3, warmup=1, min_time=0.0):
     per round (a turn loops until min_time has passed), so a slow spell of a shared
     machine hits every implementation alike rather than whichever ran during it. Used
     for training epochs; the kernel benchmarks time each implementation's runs back to
-    back (PyTorch's 1-channel conv forward ran 5x slower in turns with ours, a state of
-    its own we did not pin down)."""
+    back (interleaved with ours, PyTorch's 1-channel conv forward fell into a much slower
+    state of its own)."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()

@@ -61,7 +61,7 @@ def train(
     hidden_size: int = typer.Option(200, min=1, help="ptb: hidden units per layer."),
     layers: int = typer.Option(2, min=1, help="ptb: recurrent layers."),
     max_lines: Optional[int] = typer.Option(None, min=1, help="ptb: read only the first lines of each file."),
-    ranks: Optional[int] = typer.Option(None, min=1, help="Data-parallel over this many MPI ranks on this machine: runs mpirun itself (pip install 'mininet\\[mpi]'). The global batch is --batch-size x ranks."),
+    ranks: Optional[int] = typer.Option(None, min=1, help="Data-parallel over this many MPI ranks on this machine: runs mpirun itself (pip install 'mininet-dl\\[mpi]'). The global batch is --batch-size x ranks."),
     distributed_run: bool = typer.Option(False, "--distributed", help="This process is one rank of `mpirun -n N mininet train ... --distributed` (data-parallel; rank 0 prints and saves)."),
 ):
     """Train a model on MNIST, Fashion-MNIST, CIFAR-10 (test accuracy) or PTB (perplexity)."""

@@ -2,7 +2,7 @@
 
     mininet.onnx.export(model, example_input, "model.onnx", opset=17)
 
-The onnx package is an optional extra (pip install 'mininet[onnx]'); importing this
+The onnx package is an optional extra (pip install 'mininet-dl[onnx]'); importing this
 module does not need it, export() does. Opsets 15 and up (LayerNormalization from 17;
 composed below it).
 

@@ -23,7 +23,7 @@ def require_onnx():
         import onnx.helper
         import onnx.numpy_helper
     except ImportError:
-        raise ImportError("ONNX export needs the onnx package: pip install 'mininet[onnx]'") \
+        raise ImportError("ONNX export needs the onnx package: pip install 'mininet-dl[onnx]'") \
             from None
     return onnx
 

@@ -143,8 +143,8 @@ def conv_grad_weight(g, x, wshape, p, rows=_rows_of, col=None):
         return dw
     if col is None:
         col = _im2col(x, wshape[2:], p, g.shape[2], g.shape[3])
-    # dW^T = col @ rows^T, then transposed: long-K products with the wide operand as A
-    # run 1.0-1.7x faster than rows @ col^T (ResNet9's layers, bench/RESULTS.md)
+    # dW^T = col @ rows^T, then transposed: a long-K product runs faster with the wide
+    # operand as A than rows @ col^T does
     dwt = nd_matmul(_grouped(col, p.groups), _swap_last(_grouped(rows(g), p.groups)))
     return _swap_last(dwt).compact().reshape(wshape)
 
