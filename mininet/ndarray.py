@@ -824,7 +824,7 @@ def _bool_mask(idx):
 def _check_index(i, n, dim):
     i = int(i)
     if not -n <= i < n:
-        raise IndexError(f"index {i} is out of bounds for axis {dim} with size {n}")
+        raise IndexError(f"index {i} is out of bounds for dimension {dim} with size {n}")
     return i % n
 
 

@@ -12,4 +12,4 @@ from .shape import (broadcast_to, cat, concatenate, dilate, flatten, flip, get_i
                     permute, reshape, split, stack, transpose, tuple_get_item, undilate)
 from .index import (cast, clone, cumsum, erf, gather, index_select, masked_fill, prod, to_device,
                     where)
-from .index import mask_select, masked_select
+from .index import getitem, mask_select, masked_select, setitem

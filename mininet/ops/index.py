@@ -1,14 +1,15 @@
-"""Selection and gathering ops (where, gather, index_select, sort's values), cumsum,
-prod, erf, dtype casts and clone. Index arithmetic runs on the host (numpy): indices
-are constants of the graph, and each op is linear in its float input, so its adjoint
-is another op of this file and higher-order gradients work."""
+"""Selection and gathering ops (x[index] and x[index] = value, where, gather, index_select,
+sort's values), cumsum, prod, erf, dtype casts and clone. Index arithmetic runs on the
+host (numpy): indices are constants of the graph, and each op is linear in its float
+input, so its adjoint is another op of this file and higher-order gradients work."""
 import math
+import numbers
 
 import numpy as np
 
 from ..autograd import Op, Tensor
 from ..ndarray import (NDArray, _ewise as nd_ewise, as_dtype, bool_, check_axis, int64,
-                       mask_index, place_rows, select_rows)
+                       mask_index, select_rows)
 
 
 def _const(a, like):
@@ -94,32 +95,54 @@ def masked_fill(x, mask, value):
     return MaskPass(~m)(x) + Tensor.make_const(nd_ewise(fill, m.astype(x.dtype), "pass_pos"))
 
 
-# boolean-mask reads: x[mask] -------------------------------------------------------------
-class MaskSelect(Op):
-    """x[mask] for a bool mask over x's leading dims: the selected entries in row-major
-    order (a copy); the gradient puts them back in place, zeros elsewhere."""
+# x[index]: basic indices are views (GetItem); advanced ones gather rows --------------------
+class TakeRows(Op):
+    """x seen as (rows, *rest): the rows at idx (an int64 numpy array of any shape), giving
+    (*idx.shape, *rest), a copy; the gradient adds g back at idx (repeats accumulate)."""
 
     def __init__(self, idx, rest):
-        self.idx, self.rest = idx, rest   # the selected rows (int64 numpy), one entry's shape
+        self.idx, self.rest = idx, tuple(rest)
 
     def compute(self, x):
-        return select_rows(x, self.idx, self.rest)
+        out = select_rows(x, self.idx.reshape(-1), self.rest)
+        return out.reshape(self.idx.shape + self.rest)
 
     def gradient(self, g, node):
-        return MaskScatter(self.idx, node.inputs[0].shape)(g)
+        return AddRows(self.idx, node.inputs[0].shape)(g)
 
 
-class MaskScatter(Op):
-    """zeros(shape) with g's rows at idx: MaskSelect's adjoint."""
+class AddRows(Op):
+    """zeros(shape) with g's rows added at idx (shape seen as (rows, *g.shape[idx.ndim:]);
+    repeated indices add up): TakeRows' adjoint."""
 
     def __init__(self, idx, shape):
         self.idx, self.shape = idx, tuple(shape)
 
     def compute(self, g):
-        return place_rows(self.shape, self.idx, g)
+        rest = g.shape[self.idx.ndim:]
+        return add_rows(self.shape, self.idx.reshape(-1), g.reshape((self.idx.size,) + rest))
 
     def gradient(self, h, node):
-        return MaskSelect(self.idx, node.inputs[0].shape[1:])(h)
+        return TakeRows(self.idx, node.inputs[0].shape[self.idx.ndim:])(h)
+
+
+MaskSelect, MaskScatter = TakeRows, AddRows   # x[mask] is a row gather as well
+
+
+def add_rows(shape, idx, rows):
+    """zeros(shape) with rows (n, *rest) added at the rows idx (1-d int64 numpy) of shape
+    seen as (-1, *rest): the device's row scatter-add for floats, else on the host."""
+    d, dev = math.prod(rows.shape[1:]), rows.device
+    out = NDArray.make(shape, device=dev, dtype=rows.dtype).fill(0)
+    if not idx.size or not d:
+        return out
+    if rows.dtype.kind == "f" and dev.has("rows"):
+        dev.add_rows(rows.compact().reshape(idx.size, d), NDArray(idx, dtype=int64, device=dev),
+                     out.reshape(out.size // d, d))
+        return out
+    host = out.numpy()
+    np.add.at(host.reshape((-1,) + rows.shape[1:]), idx, rows.numpy())
+    return NDArray(host, dtype=rows.dtype, device=dev)
 
 
 def _bool_index(mask):
@@ -149,6 +172,182 @@ def masked_select(x, mask):
     shape = broadcast_shapes(m.shape, x.shape)
     x = broadcast_to(x, shape) if x.shape != shape else x
     return mask_select(reshape(x, (-1,)), m.broadcast_to(shape).compact().reshape(-1))
+
+
+# x[index] and x[index] = value, as torch (numpy's rules) -----------------------------------
+_INDEX_KINDS = ("only integers, slices (:), ellipsis (...), None and integer or bool "
+                "arrays/tensors are valid indices")
+
+
+def _index_item(item):
+    """One index item as a basic item (int, slice, None, ...) or a numpy array (int64, or
+    bool: a mask)."""
+    if isinstance(item, Tensor):
+        item = item.cached_data
+    if isinstance(item, NDArray):
+        item = item.numpy()
+    elif isinstance(item, list):
+        item = np.asarray(item)
+        if item.size == 0 and item.dtype.kind == "f":   # x[[]]: no entries, an int index
+            item = item.astype(np.int64)
+    elif isinstance(item, (bool, np.bool_)):
+        item = np.asarray(item)
+    if isinstance(item, np.ndarray):
+        if item.dtype == bool_:
+            return item
+        if item.dtype.kind not in "iu":
+            raise IndexError(f"{_INDEX_KINDS}: tensors and arrays used as indices must hold "
+                             f"integers (int64) or bools, got {item.dtype}")
+        return int(item) if item.ndim == 0 else item.astype(np.int64, copy=False)
+    if isinstance(item, numbers.Integral):
+        return int(item)
+    if item is None or item is Ellipsis or isinstance(item, slice):
+        return item
+    raise IndexError(f"{_INDEX_KINDS}, got {item!r} ({type(item).__name__})")
+
+
+def _index_items(idx):
+    items = idx if isinstance(idx, tuple) else (idx,)
+    return tuple(_index_item(i) for i in items)
+
+
+def _is_advanced(items):
+    return any(isinstance(i, np.ndarray) for i in items)
+
+
+def _is_full(item):
+    return isinstance(item, slice) and item.start is None and item.stop is None and \
+        item.step in (None, 1)
+
+
+def _rows_of(shape, items):
+    """An advanced index over shape as (the int64 positions, of the result's leading
+    shape, in shape seen as (rows, *rest); rest): numpy's placement rules come from
+    indexing an arange with the index itself. Trailing full slices stay out (rest)."""
+    def width(i):
+        return i.ndim if isinstance(i, np.ndarray) and i.dtype == bool_ else \
+            0 if i is None or i is Ellipsis else 1
+    used = sum(width(i) for i in items)
+    if sum(1 for i in items if i is Ellipsis) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    if used > len(shape):
+        raise IndexError(f"too many indices for a tensor of dimension {len(shape)}: "
+                         f"{used} were indexed")
+    fill = [slice(None)] * (len(shape) - used)
+    out = []
+    for i in items:   # an empty ... stays: it still separates advanced indices (numpy)
+        out.extend(([i] if not fill else fill) if i is Ellipsis else [i])
+    if not any(i is Ellipsis for i in items):
+        out.extend(fill)
+    dim = 0
+    for i in out:   # name the index, the dim and the size (numpy's mask message is vaguer)
+        if isinstance(i, np.ndarray) and i.dtype == bool_ and i.ndim:
+            if i.shape != tuple(shape[dim:dim + i.ndim]):
+                raise IndexError(f"the boolean mask of shape {i.shape} does not match the "
+                                 f"indexed shape {tuple(shape)} at dim {dim}")
+        elif isinstance(i, int) or isinstance(i, np.ndarray) and i.dtype != bool_:
+            n, a = shape[dim], np.asarray(i)
+            bad = a[(a < -n) | (a >= n)]
+            if bad.size:
+                raise IndexError(f"index {int(bad.flat[0])} is out of bounds for dimension {dim} "
+                                 f"with size {n}")
+        dim += width(i)
+    k = len(shape)
+    while out and _is_full(out[-1]):
+        out.pop()
+        k -= 1
+    lead = tuple(shape[:k])
+    pos = np.arange(math.prod(lead), dtype=np.int64).reshape(lead)[tuple(out)]
+    return pos, tuple(shape[k:])
+
+
+def getitem(x, idx):
+    """x[idx] as torch: ints, slices (any step), None and ... give a view (GetItem);
+    integer arrays/tensors/lists and bool masks gather a copy (TakeRows), placed by
+    numpy's rules; gradients flow through both (repeated indices accumulate)."""
+    from .shape import get_item
+    items = _index_items(idx)
+    if not _is_advanced(items):
+        return get_item(x, items)
+    return TakeRows(*_rows_of(x.shape, items))(x)
+
+
+def _write_rows(arr, pos, rest, value):
+    """arr[pos rows] = value (broadcast) in arr's memory, through the host."""
+    host = arr.numpy()
+    rows = host.reshape((math.prod(arr.shape[:arr.ndim - len(rest)]),) + rest)
+    v = value.numpy() if isinstance(value, NDArray) else np.asarray(value)
+    try:
+        rows[pos] = v
+    except ValueError:
+        raise ValueError(f"could not assign values of shape {v.shape} to the indexed "
+                         f"shape {pos.shape + rest}") from None
+    arr[...] = host
+
+
+def _write(arr, items, value):
+    """arr[items] = value in arr's memory (value: a number, an NDArray or array data)."""
+    if not _is_advanced(items):
+        arr[items] = value
+        return
+    _write_rows(arr, *_rows_of(arr.shape, items), value)
+
+
+class SetItem(Op):
+    """x with value written at index (a copy): x[index] = value recorded in the graph.
+    d/dx is g with zeros where value went, d/dvalue is g at index, summed back to value's
+    shape (as torch's CopySlices)."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def compute(self, x, v):
+        out = x.copy()
+        _write(out, self.items, v)
+        return out
+
+    def gradient(self, g, node):
+        from .math import unbroadcast
+        x, v = node.inputs
+        keep = np.ones(x.shape, dtype=bool)
+        _host_write(keep, self.items, False)
+        gx = MaskPass(NDArray(keep, device=g.device))(g)
+        return gx, unbroadcast(getitem(g, self.items), v.shape)
+
+
+def _host_write(host, items, value):
+    if not _is_advanced(items):
+        host[items] = value
+        return
+    pos, rest = _rows_of(host.shape, items)
+    host.reshape((math.prod(host.shape[:host.ndim - len(rest)]),) + rest)[pos] = value
+
+
+def setitem(x, idx, value):
+    """x[idx] = value in place, as torch: refused on a leaf that requires grad while grad
+    mode is on; recorded in the graph (x becomes SetItem's output, a copy) when x or
+    value requires grad, so the gradient flows to both."""
+    from ..autograd import grad_enabled
+    items = _index_items(idx)
+    tracked = grad_enabled() and (x.requires_grad or
+                                  (isinstance(value, Tensor) and value.requires_grad))
+    if tracked and x.requires_grad and x.op is None:
+        raise RuntimeError("x[index] = value: a leaf tensor that requires grad cannot be changed "
+                           "in place while grad mode is on: use mininet.no_grad() or .data")
+    if not tracked:
+        v = value.cached_data if isinstance(value, Tensor) else value
+        _write(x.cached_data, items, v)
+        return
+    if x.dtype.kind != "f":
+        raise RuntimeError(f"x[index] = value: cannot record a write into a {x.dtype} tensor")
+    v = value if isinstance(value, Tensor) else Tensor(np.asarray(value), dtype=x.dtype,
+                                                       device=x.device)
+    if v.dtype != x.dtype:
+        v = cast(v, x.dtype)
+    old = Tensor.make_const(x.cached_data)   # x's node as it was, kept for its consumers
+    old._init(x.op, x.inputs, x.cached_data, x.requires_grad)
+    new = SetItem(items)(old, v)
+    x._init(new.op, new.inputs, new.cached_data, new.requires_grad)
 
 
 # gather / index_select / scatter-add ----------------------------------------------------
