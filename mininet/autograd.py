@@ -114,8 +114,12 @@ class Value:
     @classmethod
     def make_from_op(cls, op, inputs):
         value = object.__new__(cls)
+        try:
+            arrays = [x.cached_data for x in inputs]
+        except AttributeError:   # a numpy array, list or number where a Tensor belongs
+            raise _not_a_tensor(op, inputs) from None
         tokens = _begin(op, inputs, "forward") if _observers else None
-        data = op.compute(*[x.cached_data for x in inputs])
+        data = op.compute(*arrays)
         if grad_enabled() and any(x.requires_grad for x in inputs):
             value._init(op, tuple(inputs), data, True)
         else:  # no graph to keep: a constant
@@ -125,6 +129,40 @@ class Value:
         if tokens is not None:
             _end(tokens, value)
         return value
+
+
+def _not_a_tensor(op, inputs):
+    """The TypeError for an op given something that is not a Tensor (the slow path of
+    make_from_op): names the module running (if any), the op, the input and what it is."""
+    k, x = next(((k, x) for k, x in enumerate(inputs) if not isinstance(x, Value)),
+                (None, None))
+    if k is None:   # a Value whose data was never set
+        return AttributeError(f"{type(op).__name__}: an input Tensor has no data")
+    kind = type(x)
+    what = (kind.__qualname__ if kind.__module__ == "builtins"
+            else f"{kind.__module__}.{kind.__qualname__}")
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        what += f" (shape {tuple(x.shape)}, {x.dtype})"
+    elif isinstance(x, (list, tuple)):
+        what += f" (length {len(x)})"
+    opname = type(op).__name__
+    module = _running_module()
+    where = f"{module} (op {opname}, input {k})" if module else f"{opname} (input {k})"
+    return TypeError(f"{where}: expected a mininet Tensor, got {what}; wrap it: mininet.tensor(x)")
+
+
+def _running_module():
+    """The class name of the innermost nn.Module whose forward is on the stack, or None
+    (found by looking at the frames: autograd does not import nn)."""
+    import sys
+    frame = sys._getframe(2)
+    while frame is not None:
+        self = frame.f_locals.get("self")
+        if self is not None and any(c.__name__ == "Module" and c.__module__ == "mininet.nn.module"
+                                    for c in type(self).__mro__):
+            return type(self).__name__
+        frame = frame.f_back
+    return None
 
 
 class TensorTuple(Value):
@@ -282,6 +320,8 @@ class Tensor(Value):
         if retain_graph is None:
             retain_graph = create_graph
         if not self.requires_grad:
+            if isinstance(self.inputs, _Freed):
+                raise RuntimeError(f"backward: {_SECOND_PASS}")
             raise RuntimeError("backward: this tensor does not require grad (no graph leads to it)")
         if out_grad is None:
             if self.cached_data.size != 1:
@@ -333,15 +373,14 @@ class Tensor(Value):
         return _ops().matmul(self, other)
 
     def __getitem__(self, idx):
-        if _is_bool_mask(idx):   # x[mask]: the selected entries, differentiable
-            return _ops().mask_select(self, idx)
-        return _ops().get_item(self, idx)
+        """x[idx] as torch: ints, slices, None, ... (views); int arrays, lists, int64 tensors
+        and bool masks (copies, numpy's placement rules); differentiable."""
+        return _ops().getitem(self, idx)
 
     def __setitem__(self, idx, value):
-        """x[idx] = value in place (basic indices, or a bool mask), refused as the other
-        in-place ops are (a leaf that requires grad in grad mode, a recorded tensor)."""
-        idx = idx.cached_data if isinstance(idx, Tensor) else idx
-        self._write(self._value(value), "x[index] = value", idx)
+        """x[idx] = value in place for any index x[idx] takes. Refused on a leaf that
+        requires grad in grad mode; recorded in the graph when x or value requires grad."""
+        _ops().setitem(self, idx, value)
 
     # comparisons and logical ops: bool tensors, no gradient ---------------------------------
     def _compare(self, other, name):
@@ -771,12 +810,6 @@ def _is_dtype(a):
     return a is bool or isinstance(a, str) and a in ("float32", "float64", "int64", "bool")
 
 
-def _is_bool_mask(idx):
-    """idx is a bool tensor, NDArray or numpy array of at least one dim (x[mask])."""
-    d = idx.cached_data if isinstance(idx, Tensor) else idx
-    return isinstance(d, (NDArray, np.ndarray)) and d.dtype == np.bool_ and d.ndim > 0
-
-
 _BOOL = np.dtype("bool")
 
 
@@ -886,6 +919,9 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         if not isinstance(o, Tensor):
             raise TypeError(f"grad: output {k} is a {type(o).__name__}, not a Tensor")
         if not o.requires_grad:
+            if isinstance(o.inputs, _Freed):
+                raise RuntimeError(f"grad: output {k} does not require grad any more, "
+                                   f"{_SECOND_PASS}")
             raise RuntimeError(f"grad: output {k} does not require grad (no graph leads to it)")
     seeds = _seeds(outputs, grad_outputs)
     captured = {id(x): None for x in inputs if x.requires_grad}
@@ -949,6 +985,25 @@ def _ones_like(x):
     return Tensor(NDArray.make(x.shape, device=x.device, dtype=x.dtype).fill(1.0))
 
 
+class _Freed(tuple):
+    """The inputs of a node whose graph a backward pass freed (an empty tuple, told apart
+    from a constant's so that a second pass through it says why it cannot)."""
+    __slots__ = ()
+
+
+_FREED = _Freed()
+_SECOND_PASS = ("trying to backward through the graph a second time: a previous backward() "
+                "freed it. Specify retain_graph=True in the first backward() (or "
+                "autograd.grad) to backward through it again, or compute the output again")
+
+
+def _freed_error(node):
+    """A pass reached, from node, a node whose graph an earlier pass freed."""
+    return RuntimeError(f"backward: {_SECOND_PASS} (an input of {type(node.op).__name__} "
+                        "belongs to a graph already freed, shared with an earlier backward's "
+                        "output)")
+
+
 def compute_gradient_of_variables(output, out_grad, retain_graph=False, captured=None,
                                   cut=True):
     """Reverse-mode pass from output (a tensor, or a list of them with a list of seeds).
@@ -984,6 +1039,8 @@ def compute_gradient_of_variables(output, out_grad, retain_graph=False, captured
         if node.op.tuple_index is not None:
             if node.inputs[0].requires_grad:
                 grads.setdefault(id(node.inputs[0]), []).append((node.op.tuple_index, g))
+            elif isinstance(node.inputs[0].inputs, _Freed):
+                raise _freed_error(node)
         else:
             if _observers:
                 tokens = _begin(node.op, node.inputs, "backward")
@@ -994,8 +1051,10 @@ def compute_gradient_of_variables(output, out_grad, retain_graph=False, captured
             for inp, ig in zip(node.inputs, in_grads):
                 if inp.requires_grad and ig is not None and (needed is None or id(inp) in needed):
                     grads.setdefault(id(inp), []).append(ig)
+                elif ig is not None and isinstance(inp.inputs, _Freed):
+                    raise _freed_error(node)
         if not retain_graph:
-            node.inputs = ()
+            node.inputs = _FREED
             node.op = None
             node.requires_grad = False  # its graph is spent
 

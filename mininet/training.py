@@ -370,6 +370,8 @@ class _opened:
                                       else self.path)
         except FileNotFoundError:
             raise CheckpointError(f"{self.path}: no such file") from None
+        except zipfile.BadZipFile as e:
+            raise _not_a_zip(self.path, self.contents, e) from None
         except _UNREADABLE as e:
             raise _unreadable(self.path, e) from None
         return self.zf
@@ -380,6 +382,76 @@ class _opened:
                 issubclass(kind, _UNREADABLE):
             raise _unreadable(self.path, e) from None
         return False
+
+
+def _not_a_zip(path, contents, e):
+    """What a file that zipfile cannot open is, told by its first bytes: empty, text, a
+    legacy PyTorch pickle, a .npy, safetensors, HDF5, gzip, or a damaged zip."""
+    try:
+        if contents is not None:
+            head, size = bytes(contents[:256]), len(contents)
+        else:
+            with open(path, "rb") as f:
+                head = f.read(256)
+                size = f.seek(0, 2)
+    except OSError:
+        return _unreadable(path, e)
+    if head.startswith(b"PK"):   # a zip whose end (the central directory) is missing
+        return _unreadable(path, e)
+    if size == 0:
+        why = "it is empty"
+    elif head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        why = ("it looks like a PyTorch .pt file in the legacy format (a pickle stream, "
+               "torch.save before 1.6): re-save it with a current torch.save, then load it with "
+               "mininet.interop.load_torch_state_dict")
+    elif head.startswith(b"\x93NUMPY"):
+        why = "it is a single .npy array (numpy.save), not an .npz archive"
+    elif head.startswith(b"\x89HDF"):
+        why = "it is an HDF5 file (a Keras .h5?)"
+    elif head.startswith(b"\x1f\x8b"):
+        why = "it is gzip-compressed, not a zip archive"
+    elif len(head) > 8 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < size:
+        why = ("it looks like a safetensors file: load those with "
+               "mininet.interop.load_torch_state_dict (torch names) or mininet.interop.load_file")
+    elif _is_text(head):
+        start = " ".join(head.decode("utf-8", "replace").split())[:40]
+        why = f"it is a text file, not a zip archive (it starts {start!r})"
+    else:
+        why = f"it is not a zip archive (it starts with bytes {head[:8].hex(' ')})"
+    return CheckpointError(f"{path} is not a mininet checkpoint: {why}")
+
+
+def _is_text(head):
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:   # perhaps a character cut at byte 256
+        text = head[:-3].decode("utf-8", "replace")
+        if "\ufffd" in text:
+            return False
+    return all(c.isprintable() or c in "\t\r\n" for c in text)
+
+
+def _no_header(path, zf):
+    """What a zip archive without header.npy is: a PyTorch .pt file, numpy.savez's arrays,
+    or some other archive."""
+    names = zf.namelist()
+    shown = ", ".join(repr(n[:60]) for n in names[:5]) + (f" and {len(names) - 5} more"
+                                                           if len(names) > 5 else "")
+    if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+        why = ("it looks like a PyTorch .pt file: load those with "
+               "mininet.interop.load_torch_state_dict")
+    elif not names:
+        why = "it is an empty zip archive"
+    elif all(n.endswith(".npy") for n in names):
+        arrays = ["".join(c if c.isprintable() else "?" for c in n[:-len(".npy")][:60])
+                  for n in names]
+        listed = ", ".join(arrays[:5]) + (f" and {len(arrays) - 5} more" if len(arrays) > 5
+                                          else "")
+        why = (f"it is an .npz of arrays ({listed}) without the header member that "
+               "save_checkpoint writes")
+    else:
+        why = f"it is a zip archive with no header member (it holds {shown})"
+    return CheckpointError(f"{path} is not a mininet checkpoint: {why}")
 
 
 def _unreadable(path, e):
@@ -411,6 +483,8 @@ def checkpoint_epoch(path):
 def _read_header(path, zf):
     """The header (header.npy: JSON as uint8 bytes), checked, with a version 1 file's
     missing fields filled in (version 1, arch None, history [], meta {})."""
+    if "header.npy" not in zf.NameToInfo:
+        raise _no_header(path, zf)
     header = json.loads(bytes(_read_npy(zf, "header", _check_header_bytes)).decode())
     try:
         _check_header(header)
