@@ -11,7 +11,7 @@ from . import ops, init, nn, optim, data, models, distributed
 from . import utils   # torch.utils.data's spellings
 from . import profiler
 from .init import manual_seed
-from .interop import from_dlpack, from_numpy, load_file, save_file
+from .interop import from_dlpack, from_numpy, load, load_file, save, save_file
 from .ops.creation import (accelerator, arange, cat, concat, concatenate, device, empty, empty_like,
                            eye, flatten, full, full_like, get_default_dtype, linspace, ones,
                            ones_like, set_default_dtype, stack, tensor, zeros, zeros_like)
@@ -29,8 +29,8 @@ bool = _bool_dtype   # mininet.bool, as torch.bool (this module calls no builtin
 __all__ = ["NDArray", "Tensor", "cpu", "cuda", "cuda_available", "data", "default_device", "distributed",
            "enable_grad", "float32", "float64", "from_dlpack", "bool", "logical_and", "logical_not",
            "logical_or", "logical_xor", "masked_select", "from_numpy", "get_num_threads", "init",
-           "int64", "load_file", "manual_seed", "models", "nn", "no_grad", "ops", "optim",
-           "save_file", "set_num_threads", "accelerator", "arange", "cat", "concat", "concatenate",
+           "int64", "load", "load_file", "manual_seed", "models", "nn", "no_grad", "ops", "optim",
+           "save", "save_file", "set_num_threads", "accelerator", "arange", "cat", "concat", "concatenate",
            "device", "double", "empty", "empty_like", "eye", "flatten", "float", "full", "full_like",
            "get_default_dtype", "is_grad_enabled", "linspace", "long", "ones", "ones_like", "rand",
            "rand_like", "randint", "randn", "randn_like", "set_default_dtype", "stack", "tensor",
