@@ -16,6 +16,7 @@ from .ops.creation import (accelerator, arange, cat, concat, concatenate, device
                            eye, flatten, full, full_like, get_default_dtype, linspace, ones,
                            ones_like, set_default_dtype, stack, tensor, zeros, zeros_like)
 from .ops.index import masked_select, where
+from .ops import matmul
 from .ops.math import logical_and, logical_not, logical_or, logical_xor
 from .init import rand, rand_like, randint, randn, randn_like
 from .autograd import grad_enabled as is_grad_enabled
@@ -24,11 +25,18 @@ from .autograd import grad_enabled as is_grad_enabled
 long = int64
 double = float64
 float = float32
+
+
+def mm(input, mat2):
+    """torch.mm: the product of two 2-D tensors (Tensor.mm; shapes checked)."""
+    return input.mm(mat2)
+
+
 bool = _bool_dtype   # mininet.bool, as torch.bool (this module calls no builtin bool())
 
 __all__ = ["NDArray", "Tensor", "cpu", "cuda", "cuda_available", "data", "default_device", "distributed",
            "enable_grad", "float32", "float64", "from_dlpack", "bool", "logical_and", "logical_not",
-           "logical_or", "logical_xor", "masked_select", "from_numpy", "get_num_threads", "init",
+           "logical_or", "logical_xor", "masked_select", "matmul", "mm", "from_numpy", "get_num_threads", "init",
            "int64", "load", "load_file", "manual_seed", "models", "nn", "no_grad", "ops", "optim",
            "save", "save_file", "set_num_threads", "accelerator", "arange", "cat", "concat", "concatenate",
            "device", "double", "empty", "empty_like", "eye", "flatten", "float", "full", "full_like",

@@ -312,6 +312,13 @@ class Tensor(Value):
     def __str__(self):
         return str(self.cached_data.numpy())
 
+    def __format__(self, spec):
+        """format(t, spec) as torch's: a 0-d tensor formats its item ('{:+.2f}'.format(x));
+        any other tensor takes only the empty spec (str(t))."""
+        if self.ndim == 0:
+            return self.item().__format__(spec)
+        return object.__format__(self, spec)   # TypeError for a non-empty spec
+
     # autodiff ------------------------------------------------------------------
     def backward(self, out_grad=None, retain_graph=None, create_graph=False):
         """Accumulate d(self)/d(leaf) into each leaf's .grad. retain_graph defaults to
@@ -431,6 +438,8 @@ class Tensor(Value):
 
     def min(self, dim=None, keepdim=False, *, axis=None, axes=None, keepdims=None):
         if isinstance(dim, Tensor):
+            if self.dtype == _BOOL and dim.dtype == _BOOL:
+                return self & dim
             return -_ops().maximum(-self, -dim)
         return self._extreme(dim, axis, axes, keepdim, keepdims, "min")
 
@@ -439,7 +448,7 @@ class Tensor(Value):
             ax, keep = _reduce_args(self, dim, axis, axes, keepdim, keepdims)
             if name == "max":
                 return _ops().max(self, ax, keep)
-            return -_ops().max(-self, ax, keep)
+            return self.amin(ax, keep)
         idx = getattr(self, "arg" + name)(dim, keepdim=True)
         values = _ops().gather(self, dim, idx)
         if not (keepdim or keepdims):
@@ -451,7 +460,10 @@ class Tensor(Value):
         return _ops().max(self, *_reduce_args(self, dim, axis, axes, keepdim, keepdims))
 
     def amin(self, dim=None, keepdim=False, *, axis=None, axes=None, keepdims=None):
-        return -_ops().max(-self, *_reduce_args(self, dim, axis, axes, keepdim, keepdims))
+        args = _reduce_args(self, dim, axis, axes, keepdim, keepdims)
+        if self.dtype == _BOOL:   # no negation of bools: min is not(max(not x)), as torch's all
+            return ~_ops().max(~self, *args)
+        return -_ops().max(-self, *args)
 
     def argmax(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
         return self._arg("argmax", dim, axis, keepdim, keepdims)
@@ -735,6 +747,17 @@ class Tensor(Value):
     def mul(self, other): return self * other
     def div(self, other): return self / other
     def matmul(self, other): return self @ other
+
+    def mm(self, other):
+        """The matrix product of two 2-d tensors (torch's mm: no broadcasting, no 1-d)."""
+        b = other.shape if isinstance(other, Tensor) else np.shape(other)
+        if self.ndim != 2 or len(b) != 2:
+            raise ValueError(f"mm: both operands must be 2-d matrices, got shapes {self.shape} "
+                             f"and {tuple(b)}")
+        if self.shape[1] != b[0]:
+            raise ValueError(f"mm: shapes {self.shape} and {tuple(b)} cannot be multiplied "
+                             f"({self.shape[0]}x{self.shape[1]} and {b[0]}x{b[1]})")
+        return self @ other
 
     # in place: writes into this tensor's memory (so p.data.add_ changes p) ------------------
     def _write(self, value, what, idx=()):

@@ -255,7 +255,9 @@ def _on_a_terminal(*args):
 
 def test_progress_bar_on_a_terminal_only():
     err = _on_a_terminal("bench", "ewise", "--repeat", "2")
-    assert "ETA" in err and "4/4" in err and "ewise add 4194304 float32 mininet" in err
+    # the bar redraws a few times a second: which case labels a frame shows depends on the
+    # machine's speed; the last frame holds the count and one of the cases
+    assert "ETA" in err and "4/4" in err and "ewise add" in err
     assert "ETA" not in _on_a_terminal("bench", "ewise", "--repeat", "2", "--quiet")
     assert "ETA" not in _on_a_terminal("bench", "ewise", "--repeat", "2", "--json")
 

@@ -209,8 +209,13 @@ def test_dropout2d_three_dims_and_edges():
     x = Tensor(r(2, 3, 2, 2))
     assert F.dropout2d(x, 0.0) is x
     assert np.all(F.dropout2d(x, 1.0).numpy() == 0)
-    with pytest.raises(ValueError, match="dropout2d"):
-        F.dropout2d(Tensor(r(3, 4)), 0.5)
+    # 2-D (N, C): torch 2.13 warns (deprecated) and drops each element (feature_dropout)
+    with pytest.warns(UserWarning, match="2-D input to dropout2d"):
+        y = F.dropout2d(Tensor(np.ones((40, 50))), 0.5).numpy()
+    assert set(np.unique(y)) == {0.0, 2.0} and len(set(map(tuple, y))) > 1
+    assert not np.all(y == y[:, :1])   # not whole rows: element-wise
+    with pytest.warns(UserWarning, match="1-D input"), pytest.raises(ValueError, match="dropout2d"):
+        F.dropout2d(Tensor(r(4)), 0.5)
 
 
 def test_dropout_p_one_and_its_repr():

@@ -258,43 +258,26 @@ def test_regression_example_converges(lib):
 
 # Spellings PyTorch's examples use that mininet lacks today (each found by running one of
 # them with its imports changed). Strict xfails: the day one lands, its test says so.
-def _formats_0d():
-    try:
-        return format(mininet.tensor(1.5), "+.2f") == "+1.50"
-    except TypeError:
-        return False
-
-
-def _lstm_batch_first():
-    import inspect
-    return "batch_first" in inspect.signature(mininet.nn.LSTM).parameters
-
-
 def missing(ok, why):
     return pytest.mark.xfail(not ok, strict=True, reason=why)
 
 
-@missing(hasattr(mininet.Tensor, "mm"), "Tensor.mm (regression/main.py: x.mm(W_target))")
 def test_tensor_mm():
     a, b = np.arange(6.0).reshape(2, 3), np.arange(12.0).reshape(3, 4)
     np.testing.assert_allclose(mininet.tensor(a).mm(mininet.tensor(b)).numpy(), a @ b)
 
 
-@missing(_formats_0d(), "format(tensor, spec) (regression/main.py: '{:+.2f}'.format(w) on a 0-d tensor)")
 def test_format_of_a_0d_tensor():
     w = mininet.tensor([5.375, -2.0])
     assert "{:+.2f} {:.1f}".format(w[0], w[1]) == "+5.38 -2.0"
 
 
-@missing(_lstm_batch_first(), "nn.LSTM(batch_first=True) (mnist_rnn/main.py)")
 def test_lstm_batch_first():
     lstm = mininet.nn.LSTM(input_size=28, hidden_size=8, batch_first=True)
     out, _ = lstm(mininet.randn(5, 3, 28))   # (batch, seq, feature)
     assert tuple(out.shape) == (5, 3, 8)
 
 
-@missing(hasattr(mininet.nn.Module, "double"),
-         "Module.double() (time_sequence_prediction/train.py: seq.double())")
 def test_module_double():
     m = mininet.nn.Linear(3, 2).double()
     assert all(p.dtype == mininet.float64 for p in m.parameters())

@@ -409,7 +409,10 @@ def _check_cell(m, t):
 def _check_stack(m, t):
     return (_differ("num_layers", len(m.cells), t.num_layers)
             + _check_cell(m.cells[0], t)
-            + _unsupported(t, bidirectional=False, batch_first=False, dropout=0, proj_size=0))
+            + ([] if getattr(m, "batch_first", False) == t.batch_first else
+               [f"batch_first={t.batch_first!r} in torch, batch_first="
+                f"{getattr(m, 'batch_first', False)!r} here (make them agree)"])
+            + _unsupported(t, bidirectional=False, dropout=0, proj_size=0))
 
 
 def _check_attention(m, t):

@@ -3,6 +3,7 @@ mininet.ops: activations, losses with torch's reduction= ('mean', 'sum', 'none')
 linear with torch's (out, in) weight, conv2d, pooling, dropout, dropout2d, layer_norm,
 group_norm, embedding, pad, one_hot. The modules of mininet.nn call these."""
 import math
+import warnings
 
 import numpy as np
 
@@ -54,6 +55,19 @@ def elu(x, alpha=1.0):
     return ops.where(x > 0, x, ops.expm1(ops.clip(x, max=0.0)) * alpha)
 
 
+def _need_tensor(x, where, what="input"):
+    """The ops' TypeError for a non-Tensor (a numpy array) given where an entry point reads
+    .shape/.device before any op would say so."""
+    if isinstance(x, Tensor):
+        return
+    kind = type(x)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        name += f" (shape {tuple(x.shape)}, {x.dtype})"
+    raise TypeError(f"{where} ({what}): expected a mininet Tensor, got {name}; "
+                    "wrap it: mininet.tensor(x)")
+
+
 # losses -------------------------------------------------------------------------------
 def _reduce(loss, reduction, what, count=None):
     """torch's reduction=; count replaces the element count of 'mean' (ignored targets)."""
@@ -69,6 +83,7 @@ def _reduce(loss, reduction, what, count=None):
 
 
 def _same_shape(a, b, what):
+    _need_tensor(a, what)
     if tuple(a.shape) != tuple(b.shape):
         raise ValueError(f"{what}: input {a.shape} and target {b.shape} differ in shape")
 
@@ -133,6 +148,7 @@ def _labels(target):
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     """-input[i, y_i] (log-probabilities, class dim 1), weighted, ignoring ignore_index;
     'mean' divides by the summed weights of the targets counted (torch)."""
+    _need_tensor(input, "nll_loss")
     logp = _class_last(input)
     y = _labels(target)
     c = logp.shape[1]
@@ -160,6 +176,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
                   label_smoothing=0.0):
     """log_softmax over dim 1, then nll_loss; class-index or class-probability targets
     (torch's). The plain mean over (N, C) logits is one fused op (ops.softmax_cross_entropy)."""
+    _need_tensor(input, "cross_entropy")
     if isinstance(target, Tensor) and target.dtype.kind == "f" and tuple(target.shape) == tuple(input.shape):
         return _soft_cross_entropy(input, target, weight, reduction, label_smoothing)
     if (isinstance(target, Tensor) and input.ndim == 2 and not input.device.synchronous
@@ -249,6 +266,7 @@ def dropout(input, p=0.5, training=True):
     """Zero each element with probability p when training, scale the rest by 1 / (1 - p)."""
     if not 0 <= p <= 1:
         raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    _need_tensor(input, "dropout")
     if not training or p == 0:
         return input
     if p == 1:
@@ -258,12 +276,20 @@ def dropout(input, p=0.5, training=True):
 
 def dropout2d(input, p=0.5, training=True):
     """Zero whole channels: (N, C, H, W) keeps or drops each (n, c) plane, (N, C, L) each
-    (n, c) row (as torch reads 3-D input today); the kept ones scaled by 1 / (1 - p)."""
+    (n, c) row (as torch reads 3-D input today); the kept ones scaled by 1 / (1 - p).
+    Other inputs of 2 or more dims as torch 2.13: a deprecation warning, then each (n, c)
+    slice (for (N, C): each element) kept or dropped."""
     if not 0 <= p <= 1:
         raise ValueError(f"dropout2d: p must be in [0, 1], got {p}")
+    _need_tensor(input, "dropout2d")
     if input.ndim not in (3, 4):
-        raise ValueError(f"dropout2d: input must be (N, C, H, W) or (N, C, L), got shape "
-                         f"{input.shape}")
+        warnings.warn(f"dropout2d: Received a {input.ndim}-D input to dropout2d, which is "
+                      "deprecated (as in torch); use dropout instead. dropout2d is channel-wise "
+                      "dropout for (N, C, H, W) or (C, H, W) (3-D: read as (N, C, L)) input.",
+                      UserWarning, stacklevel=2)
+        if input.ndim < 2:
+            raise ValueError(f"dropout2d: feature dropout needs at least 2 dims (N, C, ...), "
+                             f"got shape {input.shape}")
     if not training or p == 0:
         return input
     if p == 1:
@@ -276,6 +302,7 @@ def dropout2d(input, p=0.5, training=True):
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     """(N, C, *) normalised over each group of C / num_groups channels and the rest of the
     dims (biased variance), then weight and bias per channel."""
+    _need_tensor(input, "group_norm")
     if input.ndim < 2 or input.shape[1] % num_groups:
         raise ValueError(f"group_norm: input {input.shape} must be (N, C, ...) with C divisible "
                          f"by num_groups={num_groups}")
@@ -291,6 +318,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalise over the last len(normalized_shape) dims (biased variance, as torch)."""
+    _need_tensor(input, "layer_norm")
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     if tuple(input.shape[input.ndim - len(shape):]) != shape:
         raise ValueError(f"layer_norm: input {input.shape} does not end in {shape}")
@@ -308,6 +336,7 @@ def embedding(input, weight):
 
 def pad(input, pad, mode="constant", value=0.0):
     """torch's pad: (left, right) of the last dim first, then the one before, ..."""
+    _need_tensor(input, "pad")
     if mode != "constant":
         raise NotImplementedError(f"pad: only mode='constant' is supported, got {mode!r}")
     if len(pad) % 2 or len(pad) // 2 > input.ndim:

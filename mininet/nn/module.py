@@ -258,12 +258,47 @@ class Module:
         raise StateDictError(f"load_state_dict for {self._get_name()}: " + "; ".join(parts),
                              missing, unexpected, mismatched)
 
-    def to(self, device):
+    def to(self, *args, device=None, dtype=None, non_blocking=False):
+        """to(device), to(dtype), to(device, dtype), in place, returning self (as torch's):
+        a dtype converts the floating-point parameters (and their .grad) and buffers only
+        (an int64 buffer such as num_batches_tracked keeps its dtype)."""
+        from ..autograd import _is_dtype
+        for a in args:
+            if _is_dtype(a):
+                dtype = a
+            elif isinstance(a, Tensor):   # to(other): its device and dtype
+                device, dtype = a.device, a.dtype
+            else:
+                device = a
+        if dtype is not None:
+            dtype = np.dtype(dtype)
+            if dtype.kind != "f":
+                raise TypeError("nn.Module.to only accepts floating point dtypes, but got "
+                                f"desired dtype={dtype}")
+
+        def convert(data):
+            if dtype is not None and np.dtype(data.dtype).kind == "f":
+                data = data.astype(dtype)
+            return data if device is None else data.to(device)
+
         for _, p in self.named_parameters():
-            p.cached_data = p.cached_data.to(device)
+            p.cached_data = convert(p.cached_data)
+            if p.grad is not None:
+                p.grad.cached_data = convert(p.grad.cached_data)
         for _, name, owner in self._buffer_slots():
-            setattr(owner, name, getattr(owner, name).to(device))
+            b = getattr(owner, name)
+            if dtype is not None and np.dtype(b.dtype).kind == "f":
+                b = b.to(dtype).detach()
+            setattr(owner, name, b if device is None else b.to(device))
         return self
+
+    def float(self):
+        """Floating-point parameters and buffers to float32, in place (as torch's)."""
+        return self.to(dtype="float32")
+
+    def double(self):
+        """Floating-point parameters and buffers to float64, in place (as torch's)."""
+        return self.to(dtype="float64")
 
     # printing ----------------------------------------------------------------------------
     def _get_name(self):

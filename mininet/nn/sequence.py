@@ -122,15 +122,26 @@ class GRUCell(_Cell):
 
 
 class _Stack(Module):
-    """Layers of cells over (seq_len, batch, features) input."""
+    """Layers of cells over (seq_len, batch, features) input ((batch, seq_len, features)
+    with batch_first=True, as torch: the states stay (layers, batch, hidden))."""
+    batch_first = False
 
     def _check(self, x):
         if x.ndim != 3:
-            raise ValueError(f"{type(self).__name__}: input must be (seq_len, batch, features), "
+            layout = "(batch, seq_len, features)" if self.batch_first else "(seq_len, batch, features)"
+            raise ValueError(f"{type(self).__name__}: input must be {layout}, "
                              f"got shape {x.shape}")
         if x.shape[2] != self.cells[0].input_size:   # named here, before the reshape
             raise ValueError(f"{type(self).__name__}: input of shape {x.shape} has {x.shape[2]} "
                              f"features, expected {self.cells[0].input_size}")
+
+    def _seq_first(self, x):
+        """x as (seq_len, batch, features): a transposed view when batch_first."""
+        self._check(x)
+        return ops.transpose(x, (0, 1)) if self.batch_first else x
+
+    def _out(self, out):
+        return ops.transpose(out, (0, 1)) if self.batch_first else out
 
     def _run(self, x, states):
         self._check(x)
@@ -164,38 +175,43 @@ class RNN(_Stack):
     hidden)); h0 defaults to zeros."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, nonlinearity="tanh",
-                 device=None, dtype="float32"):
+                 batch_first=False, device=None, dtype="float32"):
         super().__init__()
         self.hidden_size, self.num_layers = hidden_size, num_layers
+        self.batch_first = bool(batch_first)
         self.cells = [RNNCell(input_size if k == 0 else hidden_size, hidden_size, bias,
                               nonlinearity, device, dtype) for k in range(num_layers)]
 
     def forward(self, x, h0=None):
+        x = self._seq_first(x)
         states = [h if h is not None else c.zeros(x.shape[1], x)
                   for c, h in zip(self.cells, self._layers(h0, self.num_layers))]
         out, finals = self._run(x, states)
-        return out, ops.stack(finals, 0)
+        return self._out(out), ops.stack(finals, 0)
 
 
 class LSTM(_Stack):
     """Multi-layer LSTM: forward(x, (h0, c0)) -> (output, (h_n, c_n)), states (layers,
     batch, hidden), zeros by default."""
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, device=None,
-                 dtype="float32"):
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 device=None, dtype="float32"):
         super().__init__()
         self.hidden_size, self.num_layers = hidden_size, num_layers
+        self.batch_first = bool(batch_first)
         self.cells = [LSTMCell(input_size if k == 0 else hidden_size, hidden_size, bias, device,
                                dtype) for k in range(num_layers)]
 
     def forward(self, x, state=None):
+        x = self._seq_first(x)
         h0, c0 = state if state is not None else (None, None)
         hs, cs = self._layers(h0, self.num_layers), self._layers(c0, self.num_layers)
         states = [(h if h is not None else cell.zeros(x.shape[1], x),
                    c if c is not None else cell.zeros(x.shape[1], x))
                   for cell, h, c in zip(self.cells, hs, cs)]
         out, finals = self._run(x, states)
-        return out, (ops.stack([h for h, _ in finals], 0), ops.stack([c for _, c in finals], 0))
+        return self._out(out), (ops.stack([h for h, _ in finals], 0),
+                                ops.stack([c for _, c in finals], 0))
 
     def _layer(self, cell, xp, state):
         """One op per layer and sequence (fused on the CPU)."""
@@ -210,19 +226,20 @@ class GRU(_Stack):
     cells[k].W_ih transposed, bias_hh_l{k} is cells[k].bias_hh). Each layer runs as one
     op over the sequence (ops.rnn.gru_layer)."""
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, device=None,
-                 dtype="float32"):
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 device=None, dtype="float32"):
         super().__init__()
         self.hidden_size, self.num_layers = hidden_size, num_layers
+        self.batch_first = bool(batch_first)
         self.cells = [GRUCell(input_size if k == 0 else hidden_size, hidden_size, bias, device,
                               dtype) for k in range(num_layers)]
 
     def forward(self, x, h0=None):
-        self._check(x)   # before x.shape[1] below
+        x = self._seq_first(x)   # checked, before x.shape[1] below
         states = [h if h is not None else c.zeros(x.shape[1], x)
                   for c, h in zip(self.cells, self._layers(h0, self.num_layers))]
         out, finals = self._run(x, states)
-        return out, ops.stack(finals, 0)
+        return self._out(out), ops.stack(finals, 0)
 
     def _layer(self, cell, xp, h):
         return gru_layer(xp, cell.W_hh, h, cell.bias_hh)

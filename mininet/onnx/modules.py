@@ -78,7 +78,7 @@ class LSTM:
     def emit(g, scope):
         m = scope.module
         state = _state_args(scope)
-        x, hs, cs = g.name(scope.args[0]), [], []
+        x, hs, cs = _seq_in(g, m, g.name(scope.args[0])), [], []
         for k, cell in enumerate(m.cells):
             base = g.module_names.get(id(cell), f"lstm.{k}")
             n = cell.hidden_size
@@ -90,7 +90,7 @@ class LSTM:
             x = g.squeeze(y, [1])
             hs.append(yh)
             cs.append(yc)
-        return x, _concat_layers(g, hs), _concat_layers(g, cs)
+        return _seq_out(g, m, x), _concat_layers(g, hs), _concat_layers(g, cs)
 
 
 class RNN:
@@ -107,7 +107,7 @@ class RNN:
     def emit(g, scope):
         m = scope.module
         state = _state_args(scope)
-        x, hs = g.name(scope.args[0]), []
+        x, hs = _seq_in(g, m, g.name(scope.args[0])), []
         for k, cell in enumerate(m.cells):
             base = g.module_names.get(id(cell), f"rnn.{k}")
             ins = [x] + _weights(g, cell, base, np.arange(cell.hidden_size)) + [""]
@@ -118,7 +118,7 @@ class RNN:
                            activations=[act], hint="RNN")
             x = g.squeeze(y, [1])
             hs.append(yh)
-        return x, _concat_layers(g, hs)
+        return _seq_out(g, m, x), _concat_layers(g, hs)
 
 
 class GRU:
@@ -134,7 +134,7 @@ class GRU:
     def emit(g, scope):
         m = scope.module
         state = _state_args(scope)
-        x, hs = g.name(scope.args[0]), []
+        x, hs = _seq_in(g, m, g.name(scope.args[0])), []
         for k, cell in enumerate(m.cells):
             base = g.module_names.get(id(cell), f"gru.{k}")
             ins = [x] + _weights(g, cell, base, gru_order(cell.hidden_size)) + [""]
@@ -144,7 +144,7 @@ class GRU:
                            linear_before_reset=1, hint="GRU")
             x = g.squeeze(y, [1])
             hs.append(yh)
-        return x, _concat_layers(g, hs)
+        return _seq_out(g, m, x), _concat_layers(g, hs)
 
 
 def _weights(g, cell, base, order):
@@ -166,6 +166,17 @@ def _layer_state(g, state, k, layers_):
     if layers_ == 1:
         return name
     return g.node("Slice", [name, g.ints([k]), g.ints([k + 1]), g.ints([0])], hint="state")
+
+
+def _seq_in(g, m, x):
+    """The input as ONNX's (seq, batch, features): batch_first swaps the first two axes
+    (a Transpose at any opset; the states stay (layers, batch, hidden) as torch's)."""
+    return g.node("Transpose", [x], perm=[1, 0, 2], hint="batch_first") if m.batch_first else x
+
+
+def _seq_out(g, m, y):
+    """The output back in the module's layout."""
+    return g.node("Transpose", [y], perm=[1, 0, 2], hint="batch_first") if m.batch_first else y
 
 
 def _concat_layers(g, parts):

@@ -105,9 +105,12 @@ def empty(*size, dtype=None, device=None, requires_grad=False):
 
 
 def full(size, fill_value, dtype=None, device=None, requires_grad=False):
-    """A tensor of shape size (a tuple) filled with fill_value: int64 for an integer
-    fill_value, else the default float dtype, unless dtype= says otherwise (as torch)."""
-    if dtype is None and isinstance(fill_value, numbers.Integral) and not isinstance(fill_value, bool):
+    """A tensor of shape size (a tuple) filled with fill_value: bool for a bool fill_value,
+    int64 for an integer one, else the default float dtype, unless dtype= says otherwise
+    (as torch)."""
+    if dtype is None and isinstance(fill_value, bool):   # not np.bool_: float, as torch
+        dtype = "bool"    # as torch.full(..., True)
+    elif dtype is None and isinstance(fill_value, numbers.Integral):
         dtype = "int64"   # as torch.full(..., 3)
     return _filled(size_arg((size,), "full"), fill_value, dtype, device, requires_grad)
 
