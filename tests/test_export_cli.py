@@ -101,3 +101,25 @@ def test_export_errors_are_one_line(tmp_path):
     assert_one_line_error(cli("export", garbage), "garbage.npz")
     assert not garbage.with_suffix(".onnx").exists()
     assert_one_line_error(cli("export", tmp_path / "missing.npz"), "missing.npz")
+
+
+@pytest.mark.parametrize("name", sorted(registry.MODELS))
+def test_every_registry_model_exports_to_onnx_and_matches_onnxruntime(tmp_path, name):
+    """The done-when of the interop work: each model of the registry, at small sizes where
+    it has them, exported and run by onnxruntime at a batch other than the traced one."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from mininet import onnx as mn_onnx
+    entry = registry.get(name)
+    kw = {k: v for k, v in dict(vocab_size=40, embedding_size=8, hidden_size=12,
+                                num_layers=2).items() if k in entry.kwargs}
+    mininet.manual_seed(0)
+    model = registry.build(name, **kw)
+    model.eval()
+    traced = entry.example_input(batch=2, rng=np.random.default_rng(0), **kw)
+    path = tmp_path / f"{name}.onnx"
+    mn_onnx.export(model, traced, path, dynamic_batch=1 if entry.language_model else True)
+    x = entry.example_input(batch=3, rng=np.random.default_rng(1), **kw)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    assert_float32_close(got, _out(model, x))
