@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <string.h>
 #include "_gemm.h"
+#include "_isa.h"   /* mn_run */
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -77,6 +78,55 @@ static inline void mn_add_row_f64(double* d, const double* s)
 {
     for (int t = 0; t < MN_NR_D; t += MN_VD) *(mn_vd_u*)(d + t) += *(const mn_vd_u*)(s + t);
 }
+
+/* The padded gather of a column panel and its adjoint, whole loops (one call through the
+ * kernel table per panel, not per tap):
+ * copy_rows: d[r][:] = s[toff[r] ...] for the n taps r (rows NR apart);
+ * add_rows:  d[toff[r] ...] += tile[r][:] over the taps r = (c, i, j) of cg channels and a
+ * kh x kw kernel, channel innermost: windows of taps (i, j) and (i, j+1) overlap in one
+ * plane, and a load right after an overlapping, misaligned store stalls (no store
+ * forwarding); windows of different channels never overlap. */
+#define MN_DEF_ROWS(T, SUF, NR)                                                        \
+static void mn_copy_rows_##SUF(T* d, const T* s, const mn_cidx* toff, mn_cidx n)       \
+{                                                                                      \
+    for (mn_cidx r = 0; r < n; r++) mn_copy_row_##SUF(d + r * NR, s + toff[r]);        \
+}                                                                                      \
+static void mn_add_rows_##SUF(T* d, const T* tile, const mn_cidx* toff, mn_cidx cg,    \
+                              mn_cidx kh, mn_cidx kw)                                  \
+{                                                                                      \
+    for (mn_cidx j = 0; j < kw; j++)                                                   \
+        for (mn_cidx i = 0; i < kh; i++)                                               \
+            for (mn_cidx c = 0; c < cg; c++) {                                         \
+                mn_cidx r = (c * kh + i) * kw + j;                                     \
+                mn_add_row_##SUF(d + toff[r], tile + r * NR);                          \
+            }                                                                          \
+}                                                                                      \
+/* d[q][k] = s[k * P + q] for k < kn, 0 for kn <= k < kb (q < P): a block of the     \
+ * output grad, pixel-major, padded to kb channels */                                  \
+static void mn_gather_t_##SUF(T* d, const T* s, mn_cidx P, mn_cidx kn, mn_cidx kb)     \
+{                                                                                      \
+    for (mn_cidx q = 0; q < P; q++) {                                                  \
+        for (mn_cidx k = 0; k < kn; k++) d[q * kb + k] = s[k * P + q];                 \
+        for (mn_cidx k = kn; k < kb; k++) d[q * kb + k] = 0;                           \
+    }                                                                                  \
+}
+MN_DEF_ROWS(float, f32, MN_NR_F)
+MN_DEF_ROWS(double, f64, MN_NR_D)
+
+/* d[k][jj] = dy[k * P + pixel of column jj] for k < kg (one image's output grad), zero in
+ * the NR-wide rows' columns that are not output pixels: segs are the runs that are. */
+#define MN_DEF_PACK_ROWS(T, SUF, NR)                                                   \
+static void mn_pack_rows_##SUF(T* d, const T* dy, mn_cidx P, mn_cidx kg,               \
+                               const mn_run* segs, int nsegs)                          \
+{                                                                                      \
+    memset(d, 0, (size_t)kg * NR * sizeof(T));                                         \
+    for (mn_cidx k = 0; k < kg; k++)                                                   \
+        for (int u = 0; u < nsegs; u++)                                                \
+            mn_copy_window_##SUF(d + k * NR + segs[u].jj, dy + k * P + segs[u].off,    \
+                                 segs[u].len, 0, segs[u].len);                         \
+}
+MN_DEF_PACK_ROWS(float, f32, MN_NR_F)
+MN_DEF_PACK_ROWS(double, f64, MN_NR_D)
 
 
 /* Pixel-major convolution tiles into NCHW: dst[k * P + i] = tile[i * kb + k] + bias[k]

@@ -1,6 +1,7 @@
 /* GEMM micro-kernels: C[MR x NR] (+)= A_panel[kc x MR]^T * B_panel[kc x NR].
  * Written with GCC vector extensions so the MR x NR accumulator tile lives in
- * vector registers whatever the ISA -march=native picks (AVX-512, AVX2, SSE). */
+ * vector registers whatever the ISA (AVX-512, AVX2, SSE): setup.py compiles these
+ * kernels once per ISA (_kern.h), and mininet_ext._isa picks a set at import. */
 #ifndef MN_GEMM_H
 #define MN_GEMM_H
 #include <stddef.h>

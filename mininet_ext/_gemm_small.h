@@ -1,4 +1,5 @@
-/* Small products without packing (AVX-512 only): C = A @ B for operands that fit in
+/* Small products without packing (the AVX-512 kernel sets only: MN_SMALL_OK, which the
+ * kernel table passes on as small_ok): C = A @ B for operands that fit in
  * L1/L2, where copying A and B into panels costs as much as multiplying them (64^3,
  * the 100 x 100 x 10 of an MLP's output layer). A is read in place through its strides
  * (each element broadcast into an FMA), B's rows in place with masked loads, and C's

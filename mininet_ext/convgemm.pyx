@@ -28,6 +28,7 @@ output rows, clipping at the image borders.
 Threads own whole images, so their scatters never overlap. Groups are
 contiguous channel blocks, each its own implicit GEMM. Inputs are compact NCHW.
 """
+from cpython.pycapsule cimport PyCapsule_GetPointer
 from cython.parallel cimport prange
 from cython cimport floating
 from libc.string cimport memset
@@ -36,7 +37,18 @@ from mininet_ext._omp cimport threads_for
 from mininet_ext._convgeom cimport Geom, clamp, out_range, make_geom
 from mininet_ext._check cimport check_itemsize, need
 
-cdef extern from "_gemm.h" nogil:
+from mininet_ext import _isa
+
+# The micro-kernels and window copies below come from the kernel set chosen at import
+# (_isa.h, mininet_ext._isa), and MR and NR with them.
+cdef extern from "_isa.h":
+    int mn_isa_bind(const void* table) except -1
+    # panel columns jj..jj+len; off: their first output pixel (oh*OW + ow) in the image
+    ctypedef struct Run "mn_run":
+        Py_ssize_t jj, len, off
+
+cdef extern from "_isa.h" nogil:
+    const char* mn_kernel_isa()
     int mn_gemm_mr()
     int mn_gemm_mr_short()
     int mn_gemm_nr(int itemsize)
@@ -68,28 +80,37 @@ cdef extern from "_gemm.h" nogil:
     void mn_wg_kernel_f64(int nv, int mr, Py_ssize_t oh_n, Py_ssize_t ow_n, Py_ssize_t wp,
                           const double* A, const Py_ssize_t* toff, const double* B, double* C)
 
-cdef extern from "_convpack.h" nogil:
     void mn_copy_window_f32(float* d, const float* s, Py_ssize_t len, Py_ssize_t lo, Py_ssize_t hi)
     void mn_copy_window_f64(double* d, const double* s, Py_ssize_t len, Py_ssize_t lo,
                             Py_ssize_t hi)
     void mn_add_window_f32(float* d, const float* s, Py_ssize_t lo, Py_ssize_t hi)
     void mn_add_window_f64(double* d, const double* s, Py_ssize_t lo, Py_ssize_t hi)
-    void mn_copy_row_f32(float* d, const float* s)
-    void mn_copy_row_f64(double* d, const double* s)
-    void mn_add_row_f32(float* d, const float* s)
-    void mn_add_row_f64(double* d, const double* s)
+    void mn_copy_rows_f32(float* d, const float* s, const Py_ssize_t* toff, Py_ssize_t n)
+    void mn_copy_rows_f64(double* d, const double* s, const Py_ssize_t* toff, Py_ssize_t n)
+    void mn_add_rows_f32(float* d, const float* tile, const Py_ssize_t* toff, Py_ssize_t cg,
+                         Py_ssize_t kh, Py_ssize_t kw)
+    void mn_add_rows_f64(double* d, const double* tile, const Py_ssize_t* toff, Py_ssize_t cg,
+                         Py_ssize_t kh, Py_ssize_t kw)
+    void mn_gather_t_f32(float* d, const float* s, Py_ssize_t P, Py_ssize_t kn, Py_ssize_t kb)
+    void mn_gather_t_f64(double* d, const double* s, Py_ssize_t P, Py_ssize_t kn, Py_ssize_t kb)
+    void mn_pack_rows_f32(float* d, const float* dy, Py_ssize_t P, Py_ssize_t kg,
+                          const Run* segs, int nsegs)
+    void mn_pack_rows_f64(double* d, const double* dy, Py_ssize_t P, Py_ssize_t kg,
+                          const Run* segs, int nsegs)
     void mn_tile_to_nchw_f32(const float* tile, Py_ssize_t kb, Py_ssize_t cnt, Py_ssize_t kn,
                              const float* bias, float* dst, Py_ssize_t P)
 
+mn_isa_bind(PyCapsule_GetPointer(_isa.KERNELS, "mininet_ext.kernels"))
 cdef Py_ssize_t MR = mn_gemm_mr()
 cdef Py_ssize_t MR_SHORT = mn_gemm_mr_short()
 cdef Py_ssize_t KC = 256     # taps per forward B panel: KC x NR floats stay in L1
 cdef Py_ssize_t CHUNK = 8    # pixel panels per weight-grad micro-kernel call (kc = CHUNK*NR)
 
 
-cdef struct Run:
-    # panel columns jj..jj+len; off: their first output pixel (oh*OW + ow) in the image
-    Py_ssize_t jj, len, off
+def kernel_isa():
+    """The kernel set this module's convolutions call (see mininet_ext._isa.active())."""
+    return mn_kernel_isa().decode()
+
 
 
 cdef struct Conv:
@@ -171,18 +192,6 @@ cdef inline void copy_window(floating* d, const floating* s, Py_ssize_t n, Py_ss
         mn_copy_window_f64(d, s, n, lo, hi)
 
 
-cdef inline void copy_row(floating* d, const floating* s) noexcept nogil:
-    if floating is float:
-        mn_copy_row_f32(d, s)
-    else:
-        mn_copy_row_f64(d, s)
-
-
-cdef inline void add_row(floating* d, const floating* s) noexcept nogil:
-    if floating is float:
-        mn_add_row_f32(d, s)
-    else:
-        mn_add_row_f64(d, s)
 
 
 cdef inline void add_window(floating* d, const floating* s, Py_ssize_t lo,
@@ -278,9 +287,10 @@ cdef void pack_cols(const floating* src, Py_ssize_t plane, Conv* cv, Panel* pn, 
     cdef floating* d
     cdef const floating* s
     if cv.padded:     # one full-width window per tap
-        src = src + c0 * plane + pn.rowoff[0]
-        for r in range(r0, r1):
-            copy_row(dst + (r - r0) * nr, src + cv.toff[r])
+        if floating is float:
+            mn_copy_rows_f32(dst, src + c0 * plane + pn.rowoff[0], cv.toff + r0, r1 - r0)
+        else:
+            mn_copy_rows_f64(dst, src + c0 * plane + pn.rowoff[0], cv.toff + r0, r1 - r0)
         return
     c, i, j = r0 // (g.kh * g.kw), (r0 // g.kw) % g.kh, r0 % g.kw
     for r in range(r0, r1):
@@ -308,16 +318,11 @@ cdef void scatter_cols(const floating* tile, floating* dst, Py_ssize_t plane, Co
     cdef int u
     cdef const floating* s
     cdef floating* d
-    if cv.padded:
-        # channel innermost: taps (i, j) and (i, j+1) or (i+1, j) add into overlapping
-        # windows of one plane, and a load right after an overlapping, misaligned store
-        # stalls (no store forwarding); windows of different channels never overlap
-        dst = dst + c0 * plane + pn.rowoff[0]
-        for j in range(g.kw):
-            for i in range(g.kh):
-                for c in range(cv.Cg):
-                    r = (c * g.kh + i) * g.kw + j
-                    add_row(dst + cv.toff[r], tile + r * nr)
+    if cv.padded:   # tap by tap, channel innermost (_convpack.h says why)
+        if floating is float:
+            mn_add_rows_f32(dst + c0 * plane + pn.rowoff[0], tile, cv.toff, cv.Cg, g.kh, g.kw)
+        else:
+            mn_add_rows_f64(dst + c0 * plane + pn.rowoff[0], tile, cv.toff, cv.Cg, g.kh, g.kw)
         return
     c = i = j = 0
     for r in range(cv.R):
@@ -340,13 +345,10 @@ cdef void pack_rows(const floating* dy, Conv* cv, Panel* pn, Py_ssize_t k0, floa
                     Py_ssize_t nr) noexcept nogil:
     """dst[k, jj] = dy[k0 + k, pixel of column jj] (one image's (K, OH*OW) grad), zero in the
     columns that are not output pixels."""
-    cdef Py_ssize_t k
-    cdef int u
-    memset(dst, 0, cv.Kg * nr * sizeof(floating))
-    for k in range(cv.Kg):
-        for u in range(pn.nsegs):
-            copy_window(dst + k * nr + pn.segs[u].jj, dy + (k0 + k) * cv.P + pn.segs[u].off,
-                        pn.segs[u].len, 0, pn.segs[u].len)
+    if floating is float:
+        mn_pack_rows_f32(dst, dy + k0 * cv.P, cv.P, cv.Kg, pn.segs, pn.nsegs)
+    else:
+        mn_pack_rows_f64(dst, dy + k0 * cv.P, cv.P, cv.Kg, pn.segs, pn.nsegs)
 
 
 cdef void pack_rows_t(const floating* dy, Conv* cv, Panel* pn, Py_ssize_t k0, floating* dst,
@@ -856,19 +858,18 @@ cdef void weight_grad_rows(const floating* x, const floating* dy, floating* part
     toffp: the tap table padded to rp taps (extra rows repeat tap 0; discarded)."""
     cdef Geom* g = &cv.g
     cdef int mr = cv.tab_mr, nv = cv.tab_nv
-    cdef Py_ssize_t n, blk, kk, k, q, rb, kn, nblk = (cv.K + kb - 1) // kb
+    cdef Py_ssize_t n, blk, rb, kn, nblk = (cv.K + kb - 1) // kb
     cdef const floating* src
     cdef const floating* d
     for n in range(n0, n1):
         src = image_source(x, n, xpad, cv)
         for blk in range(nblk):
             kn = min(kb, cv.K - blk * kb)
-            for q in range(cv.P):             # the output grad, pixel-major
-                d = dy + (n * cv.K + blk * kb) * cv.P + q
-                for kk in range(kn):
-                    dyt[q * kb + kk] = d[kk * cv.P]
-                for kk in range(kn, kb):
-                    dyt[q * kb + kk] = 0
+            d = dy + (n * cv.K + blk * kb) * cv.P    # the output grad, pixel-major
+            if floating is float:
+                mn_gather_t_f32(dyt, d, cv.P, kn, kb)
+            else:
+                mn_gather_t_f64(dyt, d, cv.P, kn, kb)
             rb = 0
             while rb < cv.R:
                 if floating is float:

@@ -1,14 +1,23 @@
 # cython: boundscheck=False, wraparound=False, cdivision=True
 """C = A @ B, BLIS style: pack panels of A (MC x KC) and B (KC x NC) into
 contiguous zero-padded buffers, then sweep an MR x NR register micro-kernel
-(_gemm.h) over them. Any strides in A and B (packing absorbs transposes)."""
+(_gemm.h) over them. Any strides in A and B (packing absorbs transposes).
+The micro-kernels, and MR and NR with them, come from the kernel set chosen at
+import (_isa.h, mininet_ext._isa)."""
+from cpython.pycapsule cimport PyCapsule_GetPointer
 from cython.parallel cimport prange
 from cython cimport floating
 from libc.string cimport memcpy, memset
 from mininet_ext.buffer cimport Buffer
 from mininet_ext._omp cimport threads_for
 
-cdef extern from "_gemm.h" nogil:
+from mininet_ext import _isa
+
+cdef extern from "_isa.h":
+    int mn_isa_bind(const void* table) except -1
+
+cdef extern from "_isa.h" nogil:
+    const char* mn_kernel_isa()
     int mn_gemm_mr()
     int mn_gemm_nr(int itemsize)
     void mn_kernel_f32(Py_ssize_t kc, const float* A, const float* B, float* C, Py_ssize_t ldc,
@@ -45,7 +54,6 @@ cdef extern from "_gemm.h" nogil:
     void mn_kernel_sb_short_f64(Py_ssize_t kc, const double* A, const double* B, Py_ssize_t ldb,
                                 double* C, Py_ssize_t ldc, int accumulate)
 
-cdef extern from "_gemm_small.h" nogil:
     int mn_small_ok()
     void mn_gemm_small_f32(Py_ssize_t N, Py_ssize_t K, const float* A, Py_ssize_t ars,
                            Py_ssize_t acs, const float* B, Py_ssize_t ldb, float* C,
@@ -56,6 +64,7 @@ cdef extern from "_gemm_small.h" nogil:
                            Py_ssize_t ldc, Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t jp0,
                            Py_ssize_t jp1)
 
+mn_isa_bind(PyCapsule_GetPointer(_isa.KERNELS, "mininet_ext.kernels"))
 cdef int MR = mn_gemm_mr()
 cdef int MR_SHORT = mn_gemm_mr_short()   # the edge height for a last panel of few rows
 # Cache blocking: a KC x NR panel of B streams through L1, the MC x KC block of A
@@ -68,6 +77,11 @@ cdef Py_ssize_t SMALL = 8 * 8 * 8      # flops/2 below which the plain loops bea
 # are multiplied in place, without packing, where the CPU has the masked kernels.
 cdef Py_ssize_t INPLACE_MAX = 32768
 cdef bint INPLACE_OK = mn_small_ok()
+
+
+def kernel_isa():
+    """The kernel set this module's GEMM calls (see mininet_ext._isa.active())."""
+    return mn_kernel_isa().decode()
 
 
 def blocking():

@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlparse
 from .. import __version__, get_num_threads
 from ..backend import cuda_status
 import mininet_ext
-from mininet_ext import _omp
+from mininet_ext import _isa, _omp
 
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16",
               "amx_tile", "neon", "asimd", "sve")
@@ -129,6 +129,7 @@ def gather():
         "openmp_wait": (f"GOMP_SPINCOUNT={mininet_ext.WAIT_POLICY} (mininet's default)"
                         if mininet_ext.WAIT_POLICY else "from OMP_WAIT_POLICY / GOMP_SPINCOUNT"),
         "cflags": build["cflags"],
+        "kernel_isa": _isa.describe(),
         "gemm_blocking": build["blocking"],
         "cuda": "available" if ok else f"unavailable: {why}",
     }

@@ -1,0 +1,147 @@
+/* The kernel table: the GEMM and convolution kernels whose code depends on the vector
+ * ISA (_gemm.h, _gemm_small.h, _convpack.h). setup.py compiles them once per ISA
+ * (generic x86-64 or the target's default, AVX2+FMA, AVX-512, AVX-512 with BF16) into
+ * the modules mininet_ext._kern_<isa> (_kern.h), each exporting one filled table;
+ * _isa.pyx picks the one this CPU runs, once, at import (MININET_ISA overrides).
+ *
+ * matmul.pyx and convgemm.pyx include this header, bind the chosen table once
+ * (mn_isa_bind) and call the kernels by their usual names: the macros at the end turn
+ * mn_kernel_f32(...) into a call through the table. */
+#ifndef MN_ISA_H
+#define MN_ISA_H
+#include <stddef.h>
+typedef ptrdiff_t mn_idx;
+
+/* Panel columns jj..jj+len; off: their first output pixel (oh*OW + ow) in the image
+ * (convgemm.pyx's Run). */
+typedef struct mn_run { mn_idx jj, len, off; } mn_run;
+
+/* Raised whenever the table's layout changes: a stale _kern_*.so is refused. */
+#define MN_KERNELS_ABI 1
+
+/* X(name, parameters) for one element type T with suffix S. */
+#define MN_KERNELS_T(X, T, S)                                                                \
+    /* GEMM micro-kernels: packed A and B panels; shorter tiles; B or A read in place */    \
+    X(kernel_##S, (mn_idx kc, const T* A, const T* B, T* C, mn_idx ldc, int accumulate))     \
+    X(kernel_short_##S, (mn_idx kc, const T* A, const T* B, T* C, mn_idx ldc, int accumulate)) \
+    X(pack_a_rows_##S, (const T* A, mn_idx rs, mn_idx kc, T* out))                           \
+    X(kernel_sb_##S, (mn_idx kc, const T* A, const T* B, mn_idx ldb, T* C, mn_idx ldc,       \
+                      int accumulate))                                                       \
+    X(kernel_sb_short_##S, (mn_idx kc, const T* A, const T* B, mn_idx ldb, T* C, mn_idx ldc, \
+                            int accumulate))                                                 \
+    X(kernel_sa_##S, (mn_idx kc, const T* A, mn_idx ars, mn_idx acs, const T* B, T* C,       \
+                      mn_idx ldc, int accumulate))                                           \
+    X(kernel_sa_half_##S, (mn_idx kc, const T* A, mn_idx ars, mn_idx acs, const T* B, T* C,  \
+                           mn_idx ldc, int accumulate))                                      \
+    X(kernel_sa_short_##S, (mn_idx kc, const T* A, mn_idx ars, mn_idx acs, const T* B, T* C, \
+                            mn_idx ldc, int accumulate))                                     \
+    X(kernel_sa_short_half_##S, (mn_idx kc, const T* A, mn_idx ars, mn_idx acs, const T* B,  \
+                                 T* C, mn_idx ldc, int accumulate))                          \
+    /* small products without packing (a trap where small_ok is 0) */                       \
+    X(gemm_small_##S, (mn_idx N, mn_idx K, const T* A, mn_idx ars, mn_idx acs, const T* B,   \
+                       mn_idx ldb, T* C, mn_idx ldc, mn_idx i0, mn_idx i1, mn_idx jp0,       \
+                       mn_idx jp1))                                                          \
+    /* convolution: weight-grad kernels, pixel-major tiles, window copies */                \
+    X(kernel_at_##S, (mn_idx npan, const T* A, mn_idx astride, const T* B, mn_idx bstride,   \
+                      T* C, mn_idx ldc))                                                     \
+    X(kernel_at_half_##S, (mn_idx npan, const T* A, mn_idx astride, const T* B,              \
+                           mn_idx bstride, T* C, mn_idx ldc))                                \
+    X(tab_kernel_##S, (int nv, int mr, mn_idx kc, const T* A, const mn_idx* toff,            \
+                       const T* B, T* C))                                                    \
+    X(wg_kernel_##S, (int nv, int mr, mn_idx oh_n, mn_idx ow_n, mn_idx wp, const T* A,       \
+                      const mn_idx* toff, const T* B, T* C))                                 \
+    X(copy_window_##S, (T* d, const T* s, mn_idx len, mn_idx lo, mn_idx hi))                 \
+    X(add_window_##S, (T* d, const T* s, mn_idx lo, mn_idx hi))                              \
+    X(copy_rows_##S, (T* d, const T* s, const mn_idx* toff, mn_idx n))                       \
+    X(add_rows_##S, (T* d, const T* tile, const mn_idx* toff, mn_idx cg, mn_idx kh, mn_idx kw)) \
+    X(gather_t_##S, (T* d, const T* s, mn_idx P, mn_idx kn, mn_idx kb))                     \
+    X(pack_rows_##S, (T* d, const T* dy, mn_idx P, mn_idx kg, const mn_run* segs, int nsegs))
+
+#define MN_KERNELS(X)                                                                        \
+    MN_KERNELS_T(X, float, f32)                                                              \
+    MN_KERNELS_T(X, double, f64)                                                             \
+    X(tile_to_nchw_f32, (const float* tile, mn_idx kb, mn_idx cnt, mn_idx kn,                \
+                         const float* bias, float* dst, mn_idx P))
+
+typedef struct mn_kernels {
+    int abi, size;           /* MN_KERNELS_ABI and sizeof(mn_kernels) of the module's build */
+    const char* isa;         /* "generic", "avx2", "avx512", "avx512bf16" */
+    int mr, mr_short;        /* micro-tile heights */
+    int nr_f32, nr_f64;      /* micro-tile widths (two vectors) */
+    int small_ok;            /* gemm_small_* exists (AVX-512's masked loads and stores) */
+    int tab_mr[2][2];        /* pixel-major tile heights [vectors - 1][taller] */
+#define MN_FIELD(name, params) void (*name) params;
+    MN_KERNELS(MN_FIELD)
+#undef MN_FIELD
+} mn_kernels;
+
+#ifndef MN_ISA   /* the callers' side; _kern.h defines MN_ISA and the kernels themselves */
+static const mn_kernels* mn_k;
+
+/* Bind the table from mininet_ext._isa (a capsule's pointer); 0, or -1 with a Python
+ * error set when it came from another build. */
+static int mn_isa_bind(const void* table)
+{
+    const mn_kernels* k = (const mn_kernels*)table;
+    if (k == NULL) return -1;
+    if (k->abi != MN_KERNELS_ABI || k->size != (int)sizeof(mn_kernels)) {
+        PyErr_Format(PyExc_ImportError, "mininet_ext._kern_%s comes from another build of "
+                     "mininet (kernel table ABI %d, expected %d): rebuild the extensions",
+                     k->isa, k->abi, MN_KERNELS_ABI);
+        return -1;
+    }
+    mn_k = k;
+    return 0;
+}
+
+static inline const char* mn_kernel_isa(void) { return mn_k->isa; }
+#define mn_gemm_mr() (mn_k->mr)
+#define mn_gemm_mr_short() (mn_k->mr_short)
+#define mn_gemm_nr(itemsize) ((itemsize) == 4 ? mn_k->nr_f32 : mn_k->nr_f64)
+#define mn_small_ok() (mn_k->small_ok)
+#define mn_tab_mr(nv, taller) (mn_k->tab_mr[(nv) == 1 ? 0 : 1][(taller) ? 1 : 0])
+
+#define MN_K(name) (mn_k->name)
+#define mn_kernel_f32 MN_K(kernel_f32)
+#define mn_kernel_f64 MN_K(kernel_f64)
+#define mn_kernel_short_f32 MN_K(kernel_short_f32)
+#define mn_kernel_short_f64 MN_K(kernel_short_f64)
+#define mn_pack_a_rows_f32 MN_K(pack_a_rows_f32)
+#define mn_pack_a_rows_f64 MN_K(pack_a_rows_f64)
+#define mn_kernel_sb_f32 MN_K(kernel_sb_f32)
+#define mn_kernel_sb_f64 MN_K(kernel_sb_f64)
+#define mn_kernel_sb_short_f32 MN_K(kernel_sb_short_f32)
+#define mn_kernel_sb_short_f64 MN_K(kernel_sb_short_f64)
+#define mn_kernel_sa_f32 MN_K(kernel_sa_f32)
+#define mn_kernel_sa_f64 MN_K(kernel_sa_f64)
+#define mn_kernel_sa_half_f32 MN_K(kernel_sa_half_f32)
+#define mn_kernel_sa_half_f64 MN_K(kernel_sa_half_f64)
+#define mn_kernel_sa_short_f32 MN_K(kernel_sa_short_f32)
+#define mn_kernel_sa_short_f64 MN_K(kernel_sa_short_f64)
+#define mn_kernel_sa_short_half_f32 MN_K(kernel_sa_short_half_f32)
+#define mn_kernel_sa_short_half_f64 MN_K(kernel_sa_short_half_f64)
+#define mn_gemm_small_f32 MN_K(gemm_small_f32)
+#define mn_gemm_small_f64 MN_K(gemm_small_f64)
+#define mn_kernel_at_f32 MN_K(kernel_at_f32)
+#define mn_kernel_at_f64 MN_K(kernel_at_f64)
+#define mn_kernel_at_half_f32 MN_K(kernel_at_half_f32)
+#define mn_kernel_at_half_f64 MN_K(kernel_at_half_f64)
+#define mn_tab_kernel_f32 MN_K(tab_kernel_f32)
+#define mn_tab_kernel_f64 MN_K(tab_kernel_f64)
+#define mn_wg_kernel_f32 MN_K(wg_kernel_f32)
+#define mn_wg_kernel_f64 MN_K(wg_kernel_f64)
+#define mn_copy_window_f32 MN_K(copy_window_f32)
+#define mn_copy_window_f64 MN_K(copy_window_f64)
+#define mn_add_window_f32 MN_K(add_window_f32)
+#define mn_add_window_f64 MN_K(add_window_f64)
+#define mn_copy_rows_f32 MN_K(copy_rows_f32)
+#define mn_copy_rows_f64 MN_K(copy_rows_f64)
+#define mn_add_rows_f32 MN_K(add_rows_f32)
+#define mn_add_rows_f64 MN_K(add_rows_f64)
+#define mn_gather_t_f32 MN_K(gather_t_f32)
+#define mn_gather_t_f64 MN_K(gather_t_f64)
+#define mn_pack_rows_f32 MN_K(pack_rows_f32)
+#define mn_pack_rows_f64 MN_K(pack_rows_f64)
+#define mn_tile_to_nchw_f32 MN_K(tile_to_nchw_f32)
+#endif
+#endif

@@ -1,0 +1,129 @@
+# cython: boundscheck=False, wraparound=False, cdivision=True
+"""Which kernel set (ISA) this process runs, chosen once at import.
+
+One build holds the GEMM and convolution kernels (_isa.h) for several ISAs, as the
+modules mininet_ext._kern_<isa>: on x86-64 generic (the x86-64 baseline, SSE2),
+avx2 (AVX2 + FMA), avx512 (AVX-512 F/BW/DQ/VL) and avx512bf16 (the same with BF16);
+elsewhere generic only. The best one that this CPU supports (cpuid, through
+__builtin_cpu_supports, which also checks that the OS saves the vector registers)
+and this build holds is imported; nothing else runs at import.
+
+MININET_ISA=generic|avx2|avx512|avx512bf16 forces one (auto or empty: the default).
+A set the CPU cannot run, one the build lacks, or an unknown name is refused with
+an error naming the missing features or the choices: running it anyway would die
+on an illegal instruction, and silently running another would hide the mistake.
+
+Test hook: MININET_ISA_PRETEND_MISSING=avx512f[,...] makes the named CPU features
+count as absent (in the automatic choice as well), so that the refusal can be
+tested on a CPU that has everything.
+"""
+import importlib
+import importlib.util
+import os
+
+cdef extern from *:
+    """
+    #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+    #define MN_X86 1
+    static int mn_cpu_feature(int i)
+    {
+        /* __builtin_cpu_supports takes string literals only: one per feature, in the
+           order of _isa.FEATURES */
+        __builtin_cpu_init();
+        switch (i) {
+        case 0: return __builtin_cpu_supports("avx2") != 0;
+        case 1: return __builtin_cpu_supports("fma") != 0;
+        case 2: return __builtin_cpu_supports("avx512f") != 0;
+        case 3: return __builtin_cpu_supports("avx512bw") != 0;
+        case 4: return __builtin_cpu_supports("avx512dq") != 0;
+        case 5: return __builtin_cpu_supports("avx512vl") != 0;
+        case 6: return __builtin_cpu_supports("avx512bf16") != 0;
+        }
+        return 0;
+    }
+    #else
+    #define MN_X86 0
+    static int mn_cpu_feature(int i) { (void)i; return 0; }
+    #endif
+    """
+    int MN_X86
+    int mn_cpu_feature(int i)
+
+FEATURES = ("avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512bf16")
+ISAS = ("generic", "avx2", "avx512", "avx512bf16")    # in order of preference, last best
+REQUIRES = {
+    "generic": (),
+    "avx2": ("avx2", "fma"),
+    "avx512": ("avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl"),
+    "avx512bf16": ("avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512bf16"),
+}
+
+
+def cpu_features():
+    """The features of FEATURES this CPU has (less those MININET_ISA_PRETEND_MISSING
+    names), as a tuple."""
+    pretend = [f.strip() for f in os.environ.get("MININET_ISA_PRETEND_MISSING", "").split(",")
+               if f.strip()]
+    unknown = [f for f in pretend if f not in FEATURES]
+    if unknown:
+        raise RuntimeError(f"MININET_ISA_PRETEND_MISSING names unknown CPU features "
+                           f"{', '.join(unknown)}: choose from {', '.join(FEATURES)}")
+    return tuple(f for i, f in enumerate(FEATURES) if mn_cpu_feature(i) and f not in pretend)
+
+
+def built():
+    """The kernel sets this build holds (a mininet_ext._kern_<isa> module each)."""
+    return tuple(isa for isa in ISAS if importlib.util.find_spec(f"mininet_ext._kern_{isa}"))
+
+
+def missing_features(isa, have=None):
+    have = cpu_features() if have is None else have
+    return tuple(f for f in REQUIRES[isa] if f not in have)
+
+
+def supported():
+    """The kernel sets this build holds and this CPU can run, worst to best."""
+    have = cpu_features()
+    return tuple(isa for isa in built() if not missing_features(isa, have))
+
+
+def _choose():
+    """(isa, forced): MININET_ISA's set, or the best supported one."""
+    want = os.environ.get("MININET_ISA", "").strip().lower()
+    have, holds = cpu_features(), built()
+    if want in ("", "auto"):
+        runnable = [isa for isa in holds if not missing_features(isa, have)]
+        if not runnable:
+            raise ImportError("mininet: no kernel set in this build (no mininet_ext._kern_* "
+                              "module): rebuild the extensions")
+        return runnable[len(runnable) - 1], False   # (no [-1]: wraparound is off)
+    if want not in ISAS:
+        raise RuntimeError(f"MININET_ISA={want!r} is not a kernel set: choose one of "
+                           f"{', '.join(ISAS)}, or auto (the best this CPU runs)")
+    if want not in holds:
+        why = "the build is for another architecture" if not MN_X86 else \
+              "the compiler did not accept its flags when it was built"
+        raise RuntimeError(f"MININET_ISA={want}: this build has no {want} kernels ({why}); "
+                           f"it holds {', '.join(holds) or 'none'}")
+    lacks = missing_features(want, have)
+    if lacks:
+        can = [isa for isa in holds if not missing_features(isa, have)]
+        raise RuntimeError(f"MININET_ISA={want}: this CPU lacks {', '.join(lacks)}, which the "
+                           f"{want} kernels need; it can run {', '.join(can)} (or unset "
+                           f"MININET_ISA to pick the best)")
+    return want, True
+
+
+_ACTIVE, FORCED = _choose()
+KERNELS = importlib.import_module(f"mininet_ext._kern_{_ACTIVE}").kernels   # a PyCapsule
+
+
+def active():
+    """The kernel set this process runs: generic, avx2, avx512 or avx512bf16."""
+    return _ACTIVE
+
+
+def describe():
+    """One line for `mininet info`: the set, why, and the others on offer."""
+    how = "forced by MININET_ISA" if FORCED else "best this CPU supports"
+    return f"{_ACTIVE} ({how}; this CPU and build: {', '.join(supported())})"
