@@ -3,7 +3,7 @@ PIP ?= $(PYTHON) -m pip
 DATA_ENV = MININET_DATA=$${MININET_DATA:-$(CURDIR)/../shared/data/mnist}
 EMULATED = $(CURDIR)/build/gpu-emulated
 
-.PHONY: install install-test build test test-fast test-gpu-emulated bench cuda-check sdist-check \
+.PHONY: install install-test build test test-fast typecheck test-gpu-emulated bench cuda-check sdist-check \
         gpu-check gpu-check-dry-run gpu-carry docs clean
 
 install:            ## install mininet (compiles the Cython kernels)
@@ -15,12 +15,15 @@ install-test:       ## editable install with the test extras (pytest, hypothesis
 build:              ## rebuild the extensions in place after editing .pyx files
 	$(PYTHON) setup.py build_ext --inplace
 
-test: install-test cuda-check sdist-check   ## what CI runs: the tests, then the GPU tests under the emulator
+test: install-test typecheck cuda-check sdist-check   ## what CI runs: mypy, the tests, then the GPU tests under the emulator
 	$(DATA_ENV) $(PYTHON) -m pytest -q tests
 	$(MAKE) --no-print-directory test-gpu-emulated
 
 test-fast:          ## tests only, no install, without the tests marked slow
 	$(DATA_ENV) $(PYTHON) -m pytest -q -x -m "not slow" tests
+
+typecheck:          ## mypy on mininet/ ([tool.mypy] in pyproject.toml; the test extra installs it)
+	$(PYTHON) -m mypy
 
 test-gpu-emulated:  ## the GPU tests on the CPU under the CUDA emulator (none may skip; every kernel must run)
 	rm -rf $(EMULATED) && mkdir -p $(EMULATED)

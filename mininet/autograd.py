@@ -1,10 +1,13 @@
 """Tensor and reverse-mode autodiff (needle's design: an Op computes on
 NDArrays and gives its gradient as Tensors built from other ops)."""
+from __future__ import annotations
+
 import collections
 import contextlib
 import numbers
 import threading
 import weakref
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +49,7 @@ def enable_grad():
 #   end(token, result)                  result: the Value built, or the input gradients
 # and may have module_begin(module, args) -> token / module_end(token, output), called
 # around Module.__call__. With none installed an op pays one list check.
-_observers = []
+_observers: list[Any] = []
 
 
 def add_observer(observer):

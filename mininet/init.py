@@ -1,6 +1,9 @@
 """Initialisers (needle's names), all drawn from one generator that
 mininet.manual_seed seeds."""
+from __future__ import annotations
+
 import math
+from typing import Any, TYPE_CHECKING
 
 import numpy as np
 
@@ -9,16 +12,19 @@ from .backend import default_device, get_device
 from .ndarray import NDArray, as_dtype
 from .ops.creation import get_default_dtype, size_arg
 
+if TYPE_CHECKING:
+    from .backend._typing import DeviceLike, DTypeLike
+
 _rng = np.random.default_rng()
 
 
-def manual_seed(seed):
+def manual_seed(seed: int | None) -> None:
     """Seed every random draw of mininet (init, dropout, data shuffling)."""
     global _rng
     _rng = np.random.default_rng(seed)
 
 
-def generator():
+def generator() -> np.random.Generator:
     return _rng
 
 
@@ -27,7 +33,8 @@ def _tensor(array, dtype, device, requires_grad):
     return Tensor(array.astype(dtype), dtype=dtype, device=device, requires_grad=requires_grad)
 
 
-def rand(*shape, low=0.0, high=1.0, dtype=None, device=None, requires_grad=False):
+def rand(*shape: Any, low: float = 0.0, high: float = 1.0, dtype: DTypeLike = None,
+         device: DeviceLike = None, requires_grad: bool = False) -> Tensor:
     """Uniform in [low, high); shape as varargs or one tuple (as torch.rand)."""
     return _tensor(_rng.uniform(low, high, size=size_arg(shape, "rand")), dtype, device, requires_grad)
 
@@ -35,11 +42,13 @@ def rand(*shape, low=0.0, high=1.0, dtype=None, device=None, requires_grad=False
 uniform = rand
 
 
-def randn(*shape, mean=0.0, std=1.0, dtype=None, device=None, requires_grad=False):
+def randn(*shape: Any, mean: float = 0.0, std: float = 1.0, dtype: DTypeLike = None,
+          device: DeviceLike = None, requires_grad: bool = False) -> Tensor:
     return _tensor(_rng.normal(mean, std, size=size_arg(shape, "randn")), dtype, device, requires_grad)
 
 
-def randint(low, high=None, size=(), dtype="int64", device=None, requires_grad=False):
+def randint(low: int, high: Any = None, size: Any = (), dtype: DTypeLike = "int64",
+            device: DeviceLike = None, requires_grad: bool = False) -> Tensor:
     """Integers in [low, high) (torch.randint(high, size) or (low, high, size)); int64."""
     if high is None or isinstance(high, (tuple, list)):   # randint(high, size)
         low, high, size = 0, low, size if high is None else high
@@ -47,11 +56,13 @@ def randint(low, high=None, size=(), dtype="int64", device=None, requires_grad=F
                    requires_grad)
 
 
-def rand_like(x, dtype=None, device=None, requires_grad=False):
+def rand_like(x: Tensor, dtype: DTypeLike = None, device: DeviceLike = None,
+              requires_grad: bool = False) -> Tensor:
     return rand(x.shape, dtype=dtype or x.dtype, device=device or x.device, requires_grad=requires_grad)
 
 
-def randn_like(x, dtype=None, device=None, requires_grad=False):
+def randn_like(x: Tensor, dtype: DTypeLike = None, device: DeviceLike = None,
+               requires_grad: bool = False) -> Tensor:
     return randn(x.shape, dtype=dtype or x.dtype, device=device or x.device, requires_grad=requires_grad)
 
 

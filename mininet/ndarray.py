@@ -420,7 +420,7 @@ class NDArray:
     def __ge__(self, o): return self._binary(o, "ge")
     def __neg__(self): return self._unary("neg")
     def __abs__(self): return self.abs()
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # unhashable (elementwise ==), as numpy's arrays
 
     def __eq__(self, o):
         """Elementwise, a bool array; == None is False (as torch), not an error."""

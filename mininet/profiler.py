@@ -23,6 +23,8 @@ Times are wall clock (perf_counter_ns). "self" excludes the events nested inside
 "total" includes them. On an asynchronous device (CUDA) a kernel's time is its launch
 unless profile(synchronize=True) waits for each kernel.
 """
+from __future__ import annotations
+
 import collections
 import functools
 import json
@@ -232,7 +234,7 @@ class _KernelClock(threading.local):
 
 
 _kernels = _KernelClock()
-_active = []    # running profilers, in the order they started
+_active: list[profile] = []    # running profilers, in the order they started
 _sync = False   # some running profiler waits for each kernel
 
 

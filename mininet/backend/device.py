@@ -5,6 +5,10 @@ named kernels (copy, fill, binary, binary_scalar, unary, reduce, matmul, ...)
 on NDArrays. NDArray holds the metadata (shape, strides, offset) and calls
 these; the kernels see raw handles plus offsets and strides in items.
 """
+from __future__ import annotations
+
+from typing import Callable
+
 import numpy as np
 
 DTYPES = {np.dtype("float32"): 0, np.dtype("float64"): 1, np.dtype("int64"): 2,
@@ -26,7 +30,7 @@ class Device:
     share_host (share(numpy array): a handle over host memory, and array_view(NDArray): a
     numpy array over a compact array's memory, both without a copy)."""
     name = "device"
-    capabilities = frozenset()
+    capabilities: frozenset[str] = frozenset()
     conv2d_min_pixels = 0   # with conv2d: the smallest output map (pixels) it is used for
     synchronous = True      # kernels have finished when they return (reading a value is free)
 
@@ -264,7 +268,7 @@ def missing_kernels(cls):
     return [n for n in names if getattr(cls, n) is getattr(Device, n)]
 
 
-_devices = {}
+_devices: dict[str, Callable[..., Device]] = {}   # name -> factory([index])
 
 
 def register(name, factory):

@@ -8,6 +8,8 @@ belongs to. Samples are taken until a time budget is spent (`min_time`) or exact
 `repeat` times, and every one is kept: the median and quartiles say what a call costs
 and how much that wobbled; the best says what the machine can do when nothing else runs.
 """
+from __future__ import annotations
+
 import contextlib
 import ctypes
 import gc
@@ -16,7 +18,7 @@ import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from .stats import quantile
 
@@ -233,7 +235,7 @@ def blas_threads(n):
         set_(old)
 
 
-_OPENBLAS = []
+_OPENBLAS: list[Any] = []
 
 
 def _openblas():

@@ -1,5 +1,9 @@
 """Tensors over other libraries' memory, without a copy (the export side is
 Tensor.__dlpack__ and Tensor.__array_interface__)."""
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
 
 from .. import ndarray
@@ -7,7 +11,7 @@ from ..autograd import Tensor
 from ..backend.device import DTYPES
 
 
-def from_dlpack(obj, copy=None):
+def from_dlpack(obj: Any, copy: bool | None = None) -> Tensor:
     """A Tensor sharing the memory of obj: a numpy array, a PyTorch CPU tensor, anything
     with __dlpack__, or a DLPack capsule. Strides are kept (transposes, steps, offsets).
     copy=True copies; memory marked read-only is copied unless copy=False refuses it.
@@ -15,7 +19,7 @@ def from_dlpack(obj, copy=None):
     return Tensor.make_const(ndarray.from_dlpack(obj, copy))
 
 
-def from_numpy(arr):
+def from_numpy(arr: np.ndarray) -> Tensor:
     """A Tensor sharing arr's memory, as torch.from_numpy: writes through either side show
     in the other. arr must be writable and float32, float64 or int64 (mininet.Tensor(arr)
     copies and converts instead)."""

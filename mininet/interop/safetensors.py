@@ -13,12 +13,15 @@ and the map lives as long as any of its tensors (truncating the file in place me
 would fault on access, as with any map; save_file renames, which is safe). mmap=False
 reads each tensor once into its own buffer instead and keeps no map.
 """
+from __future__ import annotations
+
 import json
 import math
 import mmap as _mmap
 import os
 import struct
 import sys
+from typing import Any, Mapping, TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +29,9 @@ from ..autograd import Tensor
 from ..backend import cpu, get_device
 from ..ndarray import NDArray, bool_, float32, int64
 from .atomic import write_atomically
+
+if TYPE_CHECKING:
+    from ..backend._typing import DeviceLike
 
 MAX_HEADER = 100_000_000   # the reference implementation's limit
 MAX_DIMS = 64
@@ -52,7 +58,8 @@ class SafetensorsError(ValueError):
 
 
 # saving --------------------------------------------------------------------------------------
-def save_file(tensors, path, metadata=None):
+def save_file(tensors: Mapping[str, Any], path: str | os.PathLike[str],
+              metadata: dict[str, str] | None = None) -> None:
     """Write {name: Tensor, NDArray or numpy array} to path, with optional metadata
     {str: str}: to a temp file in the same folder, then renamed over path."""
     if metadata is not None and not (isinstance(metadata, dict) and all(
@@ -60,6 +67,7 @@ def save_file(tensors, path, metadata=None):
         raise TypeError(f"save_file: metadata must map strings to strings, got {metadata!r}")
     arrays = [(name, _host_array(name, value)) for name, value in tensors.items()]
     arrays.sort(key=lambda e: (-e[1].dtype.itemsize, e[0]))   # keeps every tensor aligned
+    header: dict[str, Any]
     header, pos = {}, 0
     if metadata:
         header["__metadata__"] = dict(metadata)
@@ -97,7 +105,8 @@ def _host_array(name, value):
 
 
 # loading -------------------------------------------------------------------------------------
-def load_file(path, device=None, mmap=True):
+def load_file(path: str | os.PathLike[str], device: DeviceLike = None,
+              mmap: bool = True) -> dict[str, Tensor]:
     """{name: Tensor} of a safetensors file, in the order of their data. F32, F64 and I64
     are loaded as they are (mmap=True: views over the file's private map, no copy;
     mmap=False: one read into a buffer each); BOOL becomes bool, U8-U32, I8-I32 int64 and
@@ -115,7 +124,7 @@ def load_file(path, device=None, mmap=True):
             for name, a in arrays.items()}
 
 
-def load_metadata(path):
+def load_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """The file's __metadata__ ({} when it has none), its header checked as load_file's."""
     path = os.fspath(path)
     try:

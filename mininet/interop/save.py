@@ -12,8 +12,11 @@ Format, chosen by what is saved:
   structure.
 Both are written to a temp file and renamed. load tells the two apart by their first bytes
 (a zip starts with PK), so the suffix never decides how a file is read."""
+from __future__ import annotations
+
 import json
 import os
+from typing import Any
 
 import numpy as np
 
@@ -24,19 +27,19 @@ STRUCTURE = "mininet.structure"
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 
 
-def save(obj, path):
+def save(obj: Any, path: str | os.PathLike[str]) -> None:
     """Write obj (a state dict, or nested dicts/lists/tuples of tensors and plain values)
     to path; see the module docstring for the format."""
     path = os.fspath(path)
     if _is_flat_tensor_dict(obj) and path.endswith(TORCH_SUFFIXES):
         write_pt(obj, path)
         return
-    tensors = {}
+    tensors: dict[str, Any] = {}
     tree = _flatten(obj, "", tensors)
     save_file(tensors, path, metadata={STRUCTURE: json.dumps(tree)})
 
 
-def load(path, map_location=None, weights_only=True):
+def load(path: str | os.PathLike[str], map_location: Any = None, weights_only: bool = True) -> Any:
     """What save wrote (also any torch.save state dict, and any safetensors file: a flat
     {name: Tensor}). map_location: None or "cpu" (tensors load on the CPU); weights_only
     is accepted for torch's spelling and is always true: nothing but tensors and plain

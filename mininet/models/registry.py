@@ -4,6 +4,7 @@ PyTorch's twin from one spec (models/spec.py), so a name means the same network 
 libraries."""
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -22,14 +23,14 @@ class ModelEntry:
     into checkpoints); datasets it trains on; epochs: the default for `mininet train`."""
     name: str
     description: str
-    input_shape: tuple
+    input_shape: tuple[int, ...]
     batch_size: int
-    kwargs: MappingProxyType
-    datasets: tuple
-    spec_of: object          # (**kwargs) -> the layer description (models/spec.py)
-    make: object             # (**kwargs) -> the mininet Module
+    kwargs: Mapping[str, Any]   # a MappingProxyType once built
+    datasets: tuple[str, ...]
+    spec_of: Callable[..., Any]          # (**kwargs) -> the layer description (models/spec.py)
+    make: Callable[..., Any]             # (**kwargs) -> the mininet Module
     epochs: int = 20
-    aliases: tuple = ()
+    aliases: tuple[str, ...] = ()
     language_model: bool = False   # token ids (seq_len, batch) in, (logits, state) out
 
     def __post_init__(self):
@@ -74,7 +75,7 @@ def _plain(value):
     return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
-def _lm(kind):
+def _lm(kind: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
     def spec_of(**kw):
         return lm_spec(kind, **kw)
 

@@ -23,7 +23,7 @@ def resnet9_spec(num_classes=10):
 
 
 class ResNet9(nn.Module):
-    __doc__ = "The course's ResNet9: " + resnet9_spec.__doc__
+    __doc__ = "The course's ResNet9: " + (resnet9_spec.__doc__ or "")   # None under python -OO
 
     def __init__(self, num_classes=10, dtype="float32"):
         super().__init__()

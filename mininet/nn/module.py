@@ -6,7 +6,10 @@ BatchNorm's running statistics) are named by register_buffer. Printing, state_di
 the tree walks follow PyTorch's nn.Module; containers (Sequential, ModuleList, ModuleDict)
 are in container.py.
 """
+from __future__ import annotations
+
 from collections import OrderedDict, namedtuple
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -92,17 +95,18 @@ class Module:
         (containers name their items instead)."""
         return vars(self).items()
 
-    def named_children(self):
+    def named_children(self) -> Iterator[tuple[str, Module]]:
         for name, value in self._attributes():
             for child_name, child in _children(value, name):
                 if isinstance(child, Module):
                     yield child_name, child
 
-    def children(self):
+    def children(self) -> Iterator[Module]:
         for _, child in self.named_children():
             yield child
 
-    def named_modules(self, memo=None, prefix="", remove_duplicate=True):
+    def named_modules(self, memo: set[int] | None = None, prefix: str = "",
+                      remove_duplicate: bool = True) -> Iterator[tuple[str, Module]]:
         """(dotted name, module) for self and every module under it, each module once
         (as torch's) unless remove_duplicate=False."""
         if remove_duplicate:
@@ -114,17 +118,17 @@ class Module:
         for name, child in self.named_children():
             yield from child.named_modules(memo, _join(prefix, name), remove_duplicate)
 
-    def modules(self):
+    def modules(self) -> list[Module]:
         return [m for _, m in self.named_modules()]
 
-    def apply(self, fn):
+    def apply(self, fn: Callable[[Module], Any]) -> Module:
         """fn(module) for every child (depth first), then for self; returns self."""
         for child in self.children():
             child.apply(fn)
         fn(self)
         return self
 
-    def named_parameters(self, prefix="", recurse=True):
+    def named_parameters(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Parameter]]:
         for name, value in self._attributes():
             for child_name, child in _children(value, name):
                 full = _join(prefix, child_name)
@@ -133,7 +137,7 @@ class Module:
                 elif recurse:
                     yield from child.named_parameters(full)
 
-    def parameters(self, recurse=True):
+    def parameters(self, recurse: bool = True) -> list[Parameter]:
         seen, out = set(), []
         for _, p in self.named_parameters(recurse=recurse):
             if id(p) not in seen:
@@ -142,7 +146,7 @@ class Module:
         return out
 
     # buffers ----------------------------------------------------------------------------
-    def register_buffer(self, name, tensor, persistent=True):
+    def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
         """Keep tensor (or None) as self.<name>, state that is not a parameter: it moves
         with to(), and, when persistent, is saved by state_dict."""
         if not isinstance(name, str) or not name or "." in name:
@@ -172,30 +176,30 @@ class Module:
             for name, child in self.named_children():
                 yield from child._buffer_slots(_join(prefix, name), True, persistent_only)
 
-    def named_buffers(self, prefix="", recurse=True):
+    def named_buffers(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Tensor]]:
         """(dotted name, tensor) for every buffer, as torch's."""
         for full, name, owner in self._buffer_slots(prefix, recurse):
             yield full, getattr(owner, name)
 
-    def buffers(self, recurse=True):
+    def buffers(self, recurse: bool = True) -> list[Tensor]:
         return [b for _, b in self.named_buffers(recurse=recurse)]
 
     # modes and gradients ----------------------------------------------------------------
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> Module:
         for m in self.modules():
             m.training = mode
         return self
 
-    def eval(self):
+    def eval(self) -> Module:
         return self.train(False)
 
-    def requires_grad_(self, requires_grad=True):
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
         """Freeze (False) or unfreeze every parameter; returns self."""
         for p in self.parameters():
             p.requires_grad = bool(requires_grad)
         return self
 
-    def zero_grad(self, set_to_none=True):
+    def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop every parameter's gradient (torch's default), or set it to zeros."""
         for p in self.parameters():
             if set_to_none or p.grad is None:
@@ -205,7 +209,7 @@ class Module:
                     NDArray.make(p.grad.shape, device=p.grad.device, dtype=p.grad.dtype).fill(0.0))
 
     # state -------------------------------------------------------------------------------
-    def state_dict(self, prefix="", keep_vars=False):
+    def state_dict(self, prefix: str = "", keep_vars: bool = False) -> OrderedDict[str, Any]:
         """name -> numpy copy of every parameter, then every persistent buffer (keep_vars:
         the Tensors themselves)."""
         def value(t):
@@ -222,7 +226,7 @@ class Module:
             slots[full] = (owner, name)
         return slots
 
-    def load_state_dict(self, state_dict, strict=True):
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
         """Copy state_dict's arrays in; checks every key and shape before changing anything.
         Returns (missing_keys, unexpected_keys); strict (the default) refuses either, and any
         shape mismatch is refused (StateDictError, a RuntimeError, KeyError and ValueError)."""
@@ -246,7 +250,7 @@ class Module:
             if isinstance(slots[key], Tensor):
                 slots[key].data = data
             else:
-                setattr(*slots[key], Tensor(data))
+                setattr(*slots[key], Tensor(data))  # type: ignore[call-arg]  # here slots[key] is (module, name)
         return IncompatibleKeys(missing, unexpected)
 
     def _refuse(self, missing, unexpected, mismatched):
@@ -258,7 +262,7 @@ class Module:
         raise StateDictError(f"load_state_dict for {self._get_name()}: " + "; ".join(parts),
                              missing, unexpected, mismatched)
 
-    def to(self, *args, device=None, dtype=None, non_blocking=False):
+    def to(self, *args: Any, device: Any = None, dtype: Any = None, non_blocking: bool = False) -> Module:
         """to(device), to(dtype), to(device, dtype), in place, returning self (as torch's):
         a dtype converts the floating-point parameters (and their .grad) and buffers only
         (an int64 buffer such as num_batches_tracked keeps its dtype)."""
@@ -292,11 +296,11 @@ class Module:
             setattr(owner, name, b if device is None else b.to(device))
         return self
 
-    def float(self):
+    def float(self) -> Module:
         """Floating-point parameters and buffers to float32, in place (as torch's)."""
         return self.to(dtype="float32")
 
-    def double(self):
+    def double(self) -> Module:
         """Floating-point parameters and buffers to float64, in place (as torch's)."""
         return self.to(dtype="float64")
 

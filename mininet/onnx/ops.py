@@ -1,5 +1,7 @@
 """Each op class of mininet.ops and the ONNX nodes it becomes: map_op(graph, node) -> the
 name of its result (a tuple of names for an op with a tuple result)."""
+from typing import Any, Callable
+
 import numpy as np
 
 from ..ndarray import _expand_index, _normalize_axes
@@ -8,7 +10,7 @@ from ..ops.conv import Conv
 from .graph import INT64_MAX, INT64_MIN
 from .trace import Dim, OnnxExportError
 
-MAPPINGS = {}
+MAPPINGS: dict[type, Callable[..., Any]] = {}   # Op class -> its ONNX emitter
 
 
 def maps(*op_classes):

@@ -1,7 +1,10 @@
 """PyTorch's top-level functions: creation (mininet.tensor, zeros, arange, eye, ...,
 *_like) with the default float dtype they use (float32, as torch), shapes as varargs or
 one tuple; and cat, stack, flatten with torch's dim= (axis= too)."""
+from __future__ import annotations
+
 import numbers
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -9,10 +12,14 @@ from ..autograd import Tensor
 from ..backend import cuda_available, get_device
 from ..ndarray import NDArray, as_dtype, float32
 
+if TYPE_CHECKING:
+    from ..backend._typing import DeviceLike, DTypeLike
+    from ..backend.device import Device
+
 _default = {"dtype": float32}
 
 
-def set_default_dtype(dtype):
+def set_default_dtype(dtype: DTypeLike) -> None:
     """The dtype of float data and creation functions without dtype= (float32 or float64)."""
     d = as_dtype(dtype)
     if d.kind != "f":
@@ -20,13 +27,13 @@ def set_default_dtype(dtype):
     _default["dtype"] = d
 
 
-def get_default_dtype():
+def get_default_dtype() -> np.dtype[Any]:
     """The dtype float data and creation functions get without dtype= (float32 unless
     set_default_dtype changed it)."""
     return _default["dtype"]
 
 
-def device(spec):
+def device(spec: DeviceLike) -> Device:
     """mininet.device("cpu") / ("cuda"): the Device object (x.device compares equal to it)."""
     return get_device(spec)
 
@@ -35,18 +42,18 @@ class _Accelerator:
     """mininet.accelerator.is_available(), as torch.accelerator."""
 
     @staticmethod
-    def is_available():
+    def is_available() -> bool:
         return cuda_available()
 
     @staticmethod
-    def current_accelerator():
+    def current_accelerator() -> Device | None:
         return get_device("cuda") if cuda_available() else None
 
 
 accelerator = _Accelerator()
 
 
-def size_arg(size, what="shape"):
+def size_arg(size: Sequence[Any], what: str = "shape") -> tuple[int, ...]:
     """(2, 3) from f(2, 3), f((2, 3)) or f([2, 3])."""
     if len(size) == 1 and isinstance(size[0], (tuple, list)):
         size = size[0]
@@ -76,7 +83,8 @@ def _filled(shape, value, dtype, device, requires_grad):
     return _leaf(nd.fill(value), requires_grad)
 
 
-def tensor(data, dtype=None, device=None, requires_grad=False):
+def tensor(data: Any, dtype: DTypeLike = None, device: DeviceLike = None,
+           requires_grad: bool = False) -> Tensor:
     """A new leaf tensor with a copy of data. As torch: Python floats become the default
     dtype (float32), ints int64; numpy arrays and tensors keep their dtype."""
     if isinstance(data, Tensor):
@@ -87,24 +95,28 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     return _leaf(NDArray(data, dtype=dtype, device=device), requires_grad)   # always a copy
 
 
-def zeros(*size, dtype=None, device=None, requires_grad=False):
+def zeros(*size: Any, dtype: DTypeLike = None, device: DeviceLike = None,
+          requires_grad: bool = False) -> Tensor:
     """A tensor of zeros of shape size (varargs or one tuple: zeros(2, 3), zeros((2, 3)));
     dtype defaults to the default float dtype."""
     return _filled(size_arg(size, "zeros"), 0.0, dtype, device, requires_grad)
 
 
-def ones(*size, dtype=None, device=None, requires_grad=False):
+def ones(*size: Any, dtype: DTypeLike = None, device: DeviceLike = None,
+         requires_grad: bool = False) -> Tensor:
     """A tensor of ones of shape size (varargs or one tuple); dtype defaults to the
     default float dtype."""
     return _filled(size_arg(size, "ones"), 1.0, dtype, device, requires_grad)
 
 
-def empty(*size, dtype=None, device=None, requires_grad=False):
+def empty(*size: Any, dtype: DTypeLike = None, device: DeviceLike = None,
+          requires_grad: bool = False) -> Tensor:
     """Zero-filled here (uninitialised memory buys nothing at this size)."""
     return _filled(size_arg(size, "empty"), 0.0, dtype, device, requires_grad)
 
 
-def full(size, fill_value, dtype=None, device=None, requires_grad=False):
+def full(size: Any, fill_value: float, dtype: DTypeLike = None, device: DeviceLike = None,
+         requires_grad: bool = False) -> Tensor:
     """A tensor of shape size (a tuple) filled with fill_value: bool for a bool fill_value,
     int64 for an integer one, else the default float dtype, unless dtype= says otherwise
     (as torch)."""
@@ -119,30 +131,35 @@ def _like(x, dtype, device):
     return x.dtype if dtype is None else dtype, x.device if device is None else device
 
 
-def zeros_like(x, dtype=None, device=None, requires_grad=False):
+def zeros_like(x: Tensor, dtype: DTypeLike = None, device: DeviceLike = None,
+               requires_grad: bool = False) -> Tensor:
     """Zeros of x's shape, with x's dtype and device unless given."""
     d, dev = _like(x, dtype, device)
     return zeros(x.shape, dtype=d, device=dev, requires_grad=requires_grad)
 
 
-def ones_like(x, dtype=None, device=None, requires_grad=False):
+def ones_like(x: Tensor, dtype: DTypeLike = None, device: DeviceLike = None,
+              requires_grad: bool = False) -> Tensor:
     """Ones of x's shape, with x's dtype and device unless given."""
     d, dev = _like(x, dtype, device)
     return ones(x.shape, dtype=d, device=dev, requires_grad=requires_grad)
 
 
-def empty_like(x, dtype=None, device=None, requires_grad=False):
+def empty_like(x: Tensor, dtype: DTypeLike = None, device: DeviceLike = None,
+               requires_grad: bool = False) -> Tensor:
     """zeros_like (empty memory is zero-filled here)."""
     return zeros_like(x, dtype, device, requires_grad)
 
 
-def full_like(x, fill_value, dtype=None, device=None, requires_grad=False):
+def full_like(x: Tensor, fill_value: float, dtype: DTypeLike = None, device: DeviceLike = None,
+              requires_grad: bool = False) -> Tensor:
     """x's shape filled with fill_value, with x's dtype and device unless given."""
     d, dev = _like(x, dtype, device)
     return full(x.shape, fill_value, dtype=d, device=dev, requires_grad=requires_grad)
 
 
-def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False):
+def arange(start: float, end: float | None = None, step: float = 1, dtype: DTypeLike = None,
+           device: DeviceLike = None, requires_grad: bool = False) -> Tensor:
     """int64 when start, end and step are all integers, else the default dtype (torch)."""
     if end is None:
         start, end = 0, start
@@ -151,18 +168,20 @@ def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False
     ints = all(isinstance(v, numbers.Integral) for v in (start, end, step))
     dtype = ("int64" if ints else get_default_dtype()) if dtype is None else dtype
     n = max(0, int(np.ceil((end - start) / step)))
-    data = start + step * np.arange(n, dtype=np.float64 if not ints else np.int64)
+    data = start + step * np.arange(n, dtype=np.float64 if not ints else np.int64)  # type: ignore[operator]  # numpy stubs: arange with a conditional dtype
     return _leaf(NDArray(data, dtype=dtype, device=device), requires_grad)
 
 
-def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
+def linspace(start: float, end: float, steps: int, dtype: DTypeLike = None,
+             device: DeviceLike = None, requires_grad: bool = False) -> Tensor:
     """(steps,): evenly spaced values from start to end, both included; the default float
     dtype unless given."""
     data = np.linspace(start, end, int(steps))
     return _leaf(NDArray(data, dtype=_dtype(dtype), device=device), requires_grad)
 
 
-def eye(n, m=None, dtype=None, device=None, requires_grad=False):
+def eye(n: int, m: int | None = None, dtype: DTypeLike = None, device: DeviceLike = None,
+        requires_grad: bool = False) -> Tensor:
     """(n, m) (m defaults to n): ones on the diagonal, zeros elsewhere."""
     return _leaf(NDArray(np.eye(n, m), dtype=_dtype(dtype), device=device), requires_grad)
 
@@ -173,7 +192,7 @@ def _axis(what, dim, axis):
     return dim if axis is None else axis
 
 
-def cat(tensors, dim=0, *, axis=None):
+def cat(tensors: Sequence[Tensor], dim: int = 0, *, axis: int | None = None) -> Tensor:
     """torch.cat: the tensors joined along the existing axis dim (axis= too); their other
     axes must agree. Also named concat and concatenate. Differentiable."""
     from .shape import concatenate
@@ -183,13 +202,13 @@ def cat(tensors, dim=0, *, axis=None):
 concat = concatenate = cat
 
 
-def stack(tensors, dim=0, *, axis=None):
+def stack(tensors: Sequence[Tensor], dim: int = 0, *, axis: int | None = None) -> Tensor:
     """torch.stack: tensors of one shape joined along a new axis dim (axis= too), so the
     result has one more dimension. Differentiable."""
     from .shape import stack as stack_op
     return stack_op(list(tensors), _axis("stack", dim, axis))
 
 
-def flatten(x, start_dim=0, end_dim=-1):
+def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     """torch.flatten (ops.flatten is needle's, from dim 1)."""
     return x.flatten(start_dim, end_dim)

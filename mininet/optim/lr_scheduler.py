@@ -7,9 +7,12 @@ schedule stepped again to an epoch gives that epoch's lr whatever the optimizer'
 (`mininet train --resume` relies on it). torch computes most of them from the current lr
 instead (chainable); alone, or in a SequentialLR, both give the same lrs, but two schedules
 stepping one optimizer at once do not combine here: the last one's lr wins."""
+from __future__ import annotations
+
 import math
 import numbers
 from bisect import bisect_right
+from typing import Any
 
 from .optimizers import Optimizer
 
@@ -30,7 +33,7 @@ def _real(v):
 class LRScheduler:
     """Base class: a subclass gives lr_at(base_lr, epoch, group) (or get_lr())."""
 
-    def __init__(self, optimizer, last_epoch=-1):
+    def __init__(self, optimizer: Optimizer, last_epoch: int = -1) -> None:
         name = type(self).__name__
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"{name}: expected a mininet optimizer, got {type(optimizer).__name__}")
@@ -53,7 +56,7 @@ class LRScheduler:
         self._step_count = 0
         self.step()
 
-    def step(self, epoch=None):
+    def step(self, epoch: int | None = None) -> None:
         """Advance one epoch (or go to `epoch`) and set every group's lr."""
         self._step_count += 1
         self._update_lr(epoch)
@@ -74,19 +77,19 @@ class LRScheduler:
     def lr_at(self, base_lr, epoch, group):
         raise NotImplementedError
 
-    def get_last_lr(self):
+    def get_last_lr(self) -> list[float]:
         """The lrs the last step set, one per param group."""
         return list(self._last_lr)
 
     # state ---------------------------------------------------------------------------------
-    _not_state = ("optimizer",)
+    _not_state: tuple[str, ...] = ("optimizer",)
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """Everything but the optimizer (and functions), as torch's."""
         return {k: (list(v) if isinstance(v, list) else v) for k, v in self.__dict__.items()
                 if k not in self._not_state}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Take state_dict's values; a key this schedule does not have is a KeyError."""
         unknown = sorted(set(state_dict) - set(self.state_dict()))
         if unknown:

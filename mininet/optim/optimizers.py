@@ -14,8 +14,11 @@ checkpoint files use; load_state_dict also takes torch's:
     Adadelta square_avg, acc_delta
 
 and the steps each parameter took in `steps[index]` (torch's state "step")."""
+from __future__ import annotations
+
 import math
 import numbers
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -60,15 +63,15 @@ class Optimizer:
     hypers = {"lr": "nonneg", "weight_decay": "nonneg", "maximize": "bool"}
     # the state arrays each optimizer keeps per parameter (None: any), those that must be
     # >= 0, and torch's names for them
-    state_names = None
-    nonnegative = ()
-    torch_names = {}
+    state_names: tuple[str, ...] | None = None
+    nonnegative: tuple[str, ...] = ()
+    torch_names: dict[str, str] = {}
 
-    def __init__(self, params, defaults):
+    def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
         self.defaults = self._checked_group(dict(defaults), "")
-        self.param_groups = []
-        self.state = {}       # parameter index -> {name: NDArray}
-        self.steps = {}       # parameter index -> steps it has taken (torch's state "step")
+        self.param_groups: list[dict[str, Any]] = []
+        self.state: dict[int, dict[str, Any]] = {}       # parameter index -> {name: NDArray}
+        self.steps: dict[int, int] = {}       # parameter index -> steps it has taken (torch's state "step")
         self.step_count = 0   # calls of step()
         if isinstance(params, Tensor):
             raise TypeError(f"{type(self).__name__}: params must be an iterable of Tensors or "
@@ -157,7 +160,7 @@ class Optimizer:
         object.__setattr__(self, name, value)
 
     # stepping -----------------------------------------------------------------------------
-    def zero_grad(self, set_to_none=True):
+    def zero_grad(self, set_to_none: bool = True) -> None:
         """Forget the gradients (set_to_none=False: set them to zeros instead)."""
         for p in self.params:
             if p.grad is None or set_to_none:
@@ -168,7 +171,7 @@ class Optimizer:
 
     reset_grad = zero_grad
 
-    def step(self, closure=None):
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One update of every parameter that has a gradient; closure (optional) recomputes
         the loss first, with grad mode on, and its value is returned."""
         loss = None
@@ -211,7 +214,7 @@ class Optimizer:
         return st[name]
 
     # state dicts --------------------------------------------------------------------------
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """torch's layout: {"state": {index: {name: numpy array}}, "param_groups": [groups,
         "params" as indices]}, with "steps" ({index: steps taken}), "step_count" and "lr"
         (group 0's), which checkpoints store."""
@@ -225,7 +228,7 @@ class Optimizer:
                 "param_groups": groups, "steps": dict(self.steps),
                 "step_count": self.step_count, "lr": self.lr}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Replace the state (and the groups' hyper-parameters) with state_dict's, after
         checking all of it (a ValueError, TypeError or KeyError names what is wrong, and
         nothing changes): every array one this optimizer keeps, of its parameter's shape and

@@ -329,7 +329,7 @@ class Module:
         return self._tables[checked][1]
 
 
-_launches = {}   # kernel name -> [fast launches, checked launches]
+_launches: dict[str, list[int]] = {}   # kernel name -> [fast launches, checked launches]
 
 
 class Function:
@@ -407,7 +407,7 @@ def _mismatch(fmt, signature):
     """None, or (parameter number, why) for the first parameter the format does not fit."""
     items, at, i = _format_items(fmt), 0, 0
     for n, p in enumerate(signature.split()):
-        kind, size, align = p[0], *map(int, p[1:].split("."))
+        kind, size, align = p[0], *map(int, p[1:].split("."))  # type: ignore[misc]  # mypy cannot count a starred map
         off = -(-at // align) * align
         at = off + size
         if kind == "S":   # a struct by value: items must tile it
