@@ -35,7 +35,7 @@ def export(
     if out.resolve() == Path(checkpoint).resolve():
         _fail(f"--output {out}: that is the checkpoint itself")
     try:
-        model, header = build_from_checkpoint(checkpoint)
+        model, _ = build_from_checkpoint(checkpoint)
     except (CheckpointError, OSError) as e:
         _fail(str(e))
     try:
