@@ -226,24 +226,19 @@ def test_write_rules_as_torch():
 @needs_torch
 @pytest.mark.parametrize("idx", [(0,), (slice(None), 1), ([0, 2],), (slice(None), [3, 1]),
                                  ("mask",), (slice(None, None, 2), [0, 1])])
-def test_recorded_writes_give_torch_gradients(idx):
-    x, m = r(3, 4), None
+def test_recorded_writes_into_a_graph_tensor_are_refused(idx):
+    """Writing into a tensor that requires grad would need version counters to keep the
+    ops that already read it right (torch has them): refused, naming the way out."""
+    x = r(3, 4)
     if idx == ("mask",):
-        m = rng.random((3, 4)) < 0.5
-        idx = (m,)
-    mx, tx = Tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+        idx = (rng.random((3, 4)) < 0.5,)
+    mx = Tensor(x, requires_grad=True)
     shape = x[idx].shape
-    v = r(*shape[-1:]) if shape else r()
-    mv, tv = Tensor(v, requires_grad=True), torch.tensor(v, requires_grad=True)
-    w = r(3, 4)
-    my, ty = mx.exp(), tx.exp().clone()   # exp's gradient reads its output: ours stays intact
-    my[idx] = mv * 2.0
-    ty[tuple(torch.tensor(i) if isinstance(i, np.ndarray) else i for i in idx)] = tv * 2.0
-    np.testing.assert_allclose(my.numpy(), ty.detach().numpy())
-    (my * Tensor(w)).sum().backward()
-    (ty * torch.tensor(w)).sum().backward()
-    assert_close(mx.grad.numpy(), tx.grad.numpy(), np.float64)
-    assert_close(mv.grad.numpy(), tv.grad.numpy(), np.float64)
+    mv = Tensor(r(*shape[-1:]) if shape else r(), requires_grad=True)
+    my = mx.exp()
+    with pytest.raises(RuntimeError, match="part of a graph"):
+        my[idx] = mv * 2.0
+    np.testing.assert_allclose(my.numpy(), np.exp(x), rtol=1e-12)   # nothing written
 
 
 @needs_torch

@@ -137,6 +137,8 @@ def expected(t):
     t = t.detach()
     if t.dtype in (torch.float16, torch.bfloat16):
         return t.float().numpy()
+    if t.dtype == torch.bool:      # mininet has bool: kept
+        return t.numpy()
     if not t.is_floating_point():
         return t.long().numpy()
     return t.numpy()

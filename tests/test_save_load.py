@@ -78,3 +78,38 @@ def test_a_tampered_structure_is_refused(tmp_path):
     save_file({"a": np.zeros(2, np.float32)}, path, metadata={"mininet.structure": "{not json"})
     with pytest.raises(ValueError, match="not JSON"):
         mininet.load(path)
+
+
+def test_colliding_names_bools_and_deep_nesting(tmp_path):
+    ones, zeros = mininet.tensor([1.0, 1.0]), mininet.tensor([0.0, 0.0])
+    with pytest.raises(ValueError, match="both be named 'a.b'"):
+        mininet.save({"a.b": ones, "a": {"b": zeros}}, tmp_path / "c.st")
+    assert not (tmp_path / "c.st").exists()
+    mask = mininet.tensor([True, False, True])
+    mininet.save({"mask": mask}, tmp_path / "m.pt")
+    back = mininet.load(tmp_path / "m.pt")["mask"]
+    assert back.dtype == mininet.bool
+    x = mininet.tensor([1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(x[back].numpy(), [1.0, 3.0])
+    from mininet.interop.safetensors import save_file
+    deep = '{"__list__": [' * 5000 + '{"__value__": 1}' + ']}' * 5000
+    save_file({"a": np.zeros(1, np.float32)}, tmp_path / "d.st", metadata={"mininet.structure": deep})
+    with pytest.raises(ValueError, match="nested too deeply"):
+        mininet.load(tmp_path / "d.st")
+
+
+def test_recorded_writes_that_would_give_wrong_gradients_are_refused():
+    a = mininet.tensor(np.ones(3, np.float32), requires_grad=True)
+    w = mininet.tensor(np.float32(5), requires_grad=True)
+    x = a * 1
+    (x * 2).sum()
+    with pytest.raises(RuntimeError, match="part of a graph"):
+        x[0] = w
+    buf = mininet.zeros(2, 3)
+    row = buf[0]
+    with pytest.raises(RuntimeError, match="view"):
+        row[:] = w * 2
+    out = mininet.zeros(3)          # the common pattern still records and differentiates
+    out[1] = w * 2
+    out.sum().backward()
+    assert w.grad.item() == 2.0

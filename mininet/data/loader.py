@@ -161,7 +161,7 @@ class DataLoader:
         """The batch as a Tensor; a fresh batch array of the right dtype is shared, not
         copied again (the dataset's fancy indexing, or unpickling, already made it)."""
         x = np.asarray(x)
-        if x.dtype.kind in "iub":  # labels stay integers
+        if x.dtype.kind in "iu":  # labels stay integers (bool masks stay bool)
             x = x.astype(np.int64, copy=False)
         elif x.dtype != self.dtype:
             x = x.astype(self.dtype)

@@ -72,7 +72,7 @@ STORAGES = {t.name: t for t in (
     _StorageType("BFloat16Storage", "u2", "f4"),   # the high halves of float32s
     _StorageType("IntStorage", "i4", "i8"), _StorageType("ShortStorage", "i2", "i8"),
     _StorageType("CharStorage", "i1", "i8"), _StorageType("ByteStorage", "u1", "i8"),
-    _StorageType("BoolStorage", "b1", "i8"))}
+    _StorageType("BoolStorage", "u1", "b1"))}   # any nonzero byte is True
 WRITTEN = {"f4": "FloatStorage", "f8": "DoubleStorage", "i8": "LongStorage", "f2": "HalfStorage",
            "i4": "IntStorage", "i2": "ShortStorage", "i1": "CharStorage", "u1": "ByteStorage",
            "b1": "BoolStorage"}

@@ -59,9 +59,13 @@ def load(path: str | os.PathLike[str], map_location: Any = None, weights_only: b
         return tensors
     try:
         tree = json.loads(meta[STRUCTURE])
+        return _unflatten(tree, tensors, path)
+    except RecursionError:
+        raise ValueError(f"{path}: its {STRUCTURE} metadata is nested too deeply") from None
     except ValueError as e:
+        if str(e).startswith(path):
+            raise
         raise ValueError(f"{path}: its {STRUCTURE} metadata is not JSON ({e})") from None
-    return _unflatten(tree, tensors, path)
 
 
 def _is_tensor(v):
@@ -77,6 +81,9 @@ def _flatten(obj, prefix, tensors):
     """obj as JSON with each tensor moved into tensors under its dotted path."""
     if _is_tensor(obj):
         name = prefix or "tensor"
+        if name in tensors:   # {"a.b": t, "a": {"b": u}}: the dotted paths meet
+            raise ValueError(f"save: two tensors would both be named {name!r} (keys with dots "
+                             f"that meet nested keys); rename one")
         tensors[name] = obj
         return {"__tensor__": name}
     if isinstance(obj, dict):

@@ -315,6 +315,12 @@ class SetItem(Op):
         return gx, unbroadcast(getitem(g, self.items), v.shape)
 
 
+def _owns_its_buffer(a):
+    """a spans its whole buffer from its start (not a slice or view of a larger array)."""
+    size = getattr(a.handle, "nbytes", None)
+    return a.offset == 0 and a.is_compact() and (size is None or size == a.nbytes)
+
+
 def _host_write(host, items, value):
     if not _is_advanced(items):
         host[items] = value
@@ -325,8 +331,11 @@ def _host_write(host, items, value):
 
 def setitem(x, idx, value):
     """x[idx] = value in place, as torch: refused on a leaf that requires grad while grad
-    mode is on; recorded in the graph (x becomes SetItem's output, a copy) when x or
-    value requires grad, so the gradient flows to both."""
+    mode is on. When value requires grad and x does not (out = zeros(n); out[i] = f(w)),
+    the write is recorded (x becomes SetItem's output, a copy) so the gradient reaches
+    value; refused when x itself requires grad or is a view, where a copy would leave
+    earlier users of x or the viewed tensor wrong. Not caught: an earlier op that read x
+    alongside a tensor that requires grad (y = x * w) sees x's new values in backward."""
     from ..autograd import grad_enabled
     items = _index_items(idx)
     tracked = grad_enabled() and (x.requires_grad or
@@ -338,6 +347,17 @@ def setitem(x, idx, value):
         v = value.cached_data if isinstance(value, Tensor) else value
         _write(x.cached_data, items, v)
         return
+    if x.requires_grad:
+        # the ops that already read x keep this object as their input: rebinding it would
+        # send their gradients through the write (torch catches this with version counters)
+        raise RuntimeError("x[index] = value: x is part of a graph (it requires grad), and "
+                           "the ops that already used x would get wrong gradients; build the "
+                           "result out of place (e.g. mininet.where(mask, value, x)), or write "
+                           "into a tensor that does not require grad")
+    if not _owns_its_buffer(x.cached_data):
+        raise RuntimeError("x[index] = value: x is a view of another tensor and value requires "
+                           "grad; a recorded write makes a copy the other tensor would not see: "
+                           "write into the base tensor instead")
     if x.dtype.kind != "f":
         raise RuntimeError(f"x[index] = value: cannot record a write into a {x.dtype} tensor")
     v = value if isinstance(value, Tensor) else Tensor(np.asarray(value), dtype=x.dtype,
