@@ -170,8 +170,8 @@ def test_quick_measure_gives_sane_figures():
     assert r["threads_all"] == kernels.max_threads(r["cores"])
     for name in peak.FIGURES:
         assert math.isfinite(r[name]) and r[name] > 0, name
-    for prefix in ("fp32_gflops", "fp64_gflops"):   # more cores never lower the peak much
-        assert r[f"{prefix}_1"] <= r[f"{prefix}_all"] * 1.2
+    # no ratio between the 1-core and all-core figures here: a busy shared machine (another
+    # process on the second core) makes the all-core one anything (speed lives in benchmarks)
     json.dumps(r, allow_nan=False)
 
 
