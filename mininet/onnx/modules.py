@@ -63,16 +63,19 @@ def _hidden_inputs(g, scope):
     return False
 
 
+def _accepts_stack(g, scope, cls):
+    """A plain nn.LSTM/RNN/GRU called with (x) or (x, state), its inputs all visible."""
+    return (_plain(scope.module, cls) and len(scope.args) <= 2
+            and not _hidden_inputs(g, scope))
+
+
 class LSTM:
     """nn.LSTM as one ONNX LSTM per layer, weights in ONNX's layout (gates i, o, f, c;
     W (4n, in), R (4n, n), B = [b_ih, b_hh]) under the cell's module-tree name."""
 
     @staticmethod
     def accepts(g, scope):
-        m = scope.module
-        if not _plain(m, sequence.LSTM) or len(scope.args) > 2:
-            return False
-        return not _hidden_inputs(g, scope)
+        return _accepts_stack(g, scope, sequence.LSTM)
 
     @staticmethod
     def emit(g, scope):
@@ -98,10 +101,7 @@ class RNN:
 
     @staticmethod
     def accepts(g, scope):
-        m = scope.module
-        if not _plain(m, sequence.RNN) or len(scope.args) > 2:
-            return False
-        return not _hidden_inputs(g, scope)
+        return _accepts_stack(g, scope, sequence.RNN)
 
     @staticmethod
     def emit(g, scope):
@@ -127,8 +127,7 @@ class GRU:
 
     @staticmethod
     def accepts(g, scope):
-        m = scope.module
-        return _plain(m, sequence.GRU) and len(scope.args) <= 2 and not _hidden_inputs(g, scope)
+        return _accepts_stack(g, scope, sequence.GRU)
 
     @staticmethod
     def emit(g, scope):
