@@ -139,12 +139,13 @@ def build_flags():
 
 
 def source_hash(root):
-    """sha256 of the kernel sources under root (*.pyx, *.pxd, *.h, by relative path), so
+    """sha256 of the kernel sources under root (*.pyx, *.pxd, *.pxi, *.h, by relative path), so
     `mininet info` can tell a stale build; mininet/cli/info.py computes the same."""
     import hashlib
     h = hashlib.sha256()
     names = sorted(os.path.relpath(os.path.join(d, f), root).replace(os.sep, "/")
-                   for d, _, fs in os.walk(root) for f in fs if f.endswith((".pyx", ".pxd", ".h")))
+                   for d, _, fs in os.walk(root) for f in fs
+                   if f.endswith((".pyx", ".pxd", ".pxi", ".h")))
     for name in names:
         with open(os.path.join(root, name), "rb") as f:
             h.update(name.encode() + b"\0" + f.read() + b"\0")
@@ -196,8 +197,10 @@ extensions = [
         f"mininet_ext.{name}",
         [f"mininet_ext/{name}.pyx"],
         include_dirs=[numpy.get_include(), "mininet_ext"],
-        # the C headers (the generated _ops.h among them): an edit rebuilds the modules
-        depends=sorted(glob.glob(os.path.join("mininet_ext", "*.h"))),
+        # the C headers (the generated _ops.h among them): an edit rebuilds the modules;
+        # and the module's own Cython parts (convgemm_*.pxi, pulled in by `include`)
+        depends=sorted(glob.glob(os.path.join("mininet_ext", "*.h"))
+                       + glob.glob(os.path.join("mininet_ext", f"{name}_*.pxi"))),
         extra_compile_args=compile_args,
         extra_link_args=link_args,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

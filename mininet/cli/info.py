@@ -83,10 +83,11 @@ def install_info():
 
 
 def source_hash(root):
-    """sha256 of the kernel sources under root (*.pyx, *.pxd, *.h, by relative path), as
+    """sha256 of the kernel sources under root (*.pyx, *.pxd, *.pxi, *.h, by relative path), as
     setup.py records it at build time; None where there are no .pyx files (an installed wheel)."""
     names = sorted(os.path.relpath(os.path.join(d, f), root).replace(os.sep, "/")
-                   for d, _, fs in os.walk(root) for f in fs if f.endswith((".pyx", ".pxd", ".h")))
+                   for d, _, fs in os.walk(root) for f in fs
+                   if f.endswith((".pyx", ".pxd", ".pxi", ".h")))
     if not any(name.endswith(".pyx") for name in names):
         return None
     h = hashlib.sha256()
