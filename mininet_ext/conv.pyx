@@ -350,6 +350,11 @@ cdef extern from "_pool.h" nogil:
                              Py_ssize_t n, int64_t base, int64_t W)
     int mn_has_nan_f32(const float* x, Py_ssize_t n)
     int mn_has_nan_f64(const double* x, Py_ssize_t n)
+    int MN_SHORT_ROW
+    void mn_maxpool2_short_f32(const float* x, float* o, int64_t* at, Py_ssize_t OH,
+                               Py_ssize_t OW, int64_t W)
+    void mn_maxpool2_short_f64(const double* x, double* o, int64_t* at, Py_ssize_t OH,
+                               Py_ssize_t OW, int64_t W)
 
 
 cdef void maxpool2_plane(const floating* x, floating* out, int64_t* idx, Geom* geom,
@@ -369,6 +374,12 @@ cdef void maxpool2_plane(const floating* x, floating* out, int64_t* idx, Geom* g
         return
     cdef floating* o = out + plane * geom.OH * OW
     cdef int64_t* at = idx + plane * geom.OH * OW
+    if OW < MN_SHORT_ROW:
+        if floating is float:
+            mn_maxpool2_short_f32(src, o, at, geom.OH, OW, W)
+        else:
+            mn_maxpool2_short_f64(src, o, at, geom.OH, OW, W)
+        return
     for oh in range(geom.OH):
         if floating is float:
             mn_maxpool2_row_f32(src + 2 * oh * W, src + (2 * oh + 1) * W, o + oh * OW,

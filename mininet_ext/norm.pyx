@@ -1,9 +1,15 @@
 # cython: boundscheck=False, wraparound=False, cdivision=True
 """Fused batch norm over every axis but the channel axis: x viewed as compact
 (outer, C, inner) = (N, C) for BatchNorm1d, (N, C, H*W) for BatchNorm2d.
-Forward: per-channel mean and biased variance (two passes, in double), xhat and
-y = xhat * w + b. Backward: dx, dw, db in two passes. The op-by-op versions take
-about a dozen kernel calls and as many temporaries each."""
+Forward: per-channel mean and biased variance, xhat and y = xhat * w + b. Backward:
+dx, dw, db. The op-by-op versions take about a dozen kernel calls and as many
+temporaries each.
+
+(N, C, H*W): threads split the channels; each channel is read twice, statistics then
+output (its N rows stay in L2 between the two). The statistics are one pass of
+shifted sums in double, vectorised (_norm.h): with the shift k = the channel's first
+value, var = E[(x-k)^2] - E[x-k]^2 loses nothing to cancellation unless the mean sits
+thousands of deviations from that value."""
 from cython.parallel cimport prange
 from cython cimport floating
 from libc.math cimport sqrt
@@ -39,32 +45,64 @@ cdef int check_backward(Buffer g, Py_ssize_t g_off, Buffer xhat, Buffer w, Py_ss
     return 0
 
 
+cdef extern from "_norm.h" nogil:
+    void mn_bn_sums_f32(const float* r, Py_ssize_t n, double k, double* s, double* q)
+    void mn_bn_sums_f64(const double* r, Py_ssize_t n, double k, double* s, double* q)
+    void mn_bn_grad_sums_f32(const float* g, const float* xh, Py_ssize_t n, double* sg,
+                             double* sgx)
+    void mn_bn_grad_sums_f64(const double* g, const double* xh, Py_ssize_t n, double* sg,
+                             double* sgx)
+    void mn_bn_normalise_f32(const float* x, float* xh, float* y, Py_ssize_t n, float m,
+                             float iv, float w, float b)
+    void mn_bn_normalise_f64(const double* x, double* xh, double* y, Py_ssize_t n, double m,
+                             double iv, double w, double b)
+    void mn_bn_dx_f32(const float* g, const float* xh, float* dx, Py_ssize_t n, float a,
+                      float fn, float sg, float sgx)
+    void mn_bn_dx_f64(const double* g, const double* xh, double* dx, Py_ssize_t n, double a,
+                      double fn, double sg, double sgx)
+
+
+cdef inline void shifted_sums(const floating* r, Py_ssize_t n, double k, double* s,
+                              double* q) noexcept nogil:
+    if floating is float:
+        mn_bn_sums_f32(r, n, k, s, q)
+    else:
+        mn_bn_sums_f64(r, n, k, s, q)
+
+
+cdef inline void grad_sums(const floating* g, const floating* xh, Py_ssize_t n, double* sg,
+                           double* sgx) noexcept nogil:
+    if floating is float:
+        mn_bn_grad_sums_f32(g, xh, n, sg, sgx)
+    else:
+        mn_bn_grad_sums_f64(g, xh, n, sg, sgx)
+
+
+cdef inline void normalise_row(const floating* x, floating* xhat, floating* y, Py_ssize_t n,
+                               floating m, floating iv, floating w, floating b) noexcept nogil:
+    if floating is float:
+        mn_bn_normalise_f32(x, xhat, y, n, m, iv, w, b)
+    else:
+        mn_bn_normalise_f64(x, xhat, y, n, m, iv, w, b)
+
+
 cdef void forward_channel(const floating* x, const floating* w, const floating* b, floating* xhat,
                           floating* y, floating* mean, floating* var, floating* inv,
                           Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner, double eps,
                           Py_ssize_t c) noexcept nogil:
-    cdef Py_ssize_t o, i, k
+    cdef Py_ssize_t o, row
     cdef Py_ssize_t n = outer * inner
-    cdef double s = 0, q = 0, m, d, iv
-    cdef floating fm, fi, fw = w[c], fb = b[c]
+    cdef double s = 0, q = 0, k = x[c * inner], d, v, iv
     for o in range(outer):
-        k = (o * C + c) * inner
-        for i in range(inner):
-            s += x[k + i]
-    m = s / n
+        shifted_sums(x + (o * C + c) * inner, inner, k, &s, &q)
+    d = s / n                       # mean - k
+    v = max(q / n - d * d, 0.0)     # the biased variance
+    iv = 1.0 / sqrt(v + eps)
+    mean[c], var[c], inv[c] = <floating>(k + d), <floating>v, <floating>iv
     for o in range(outer):
-        k = (o * C + c) * inner
-        for i in range(inner):
-            d = x[k + i] - m
-            q += d * d
-    iv = 1.0 / sqrt(q / n + eps)
-    mean[c], var[c], inv[c] = <floating>m, <floating>(q / n), <floating>iv
-    fm, fi = <floating>m, <floating>iv
-    for o in range(outer):
-        k = (o * C + c) * inner
-        for i in range(inner):
-            xhat[k + i] = (x[k + i] - fm) * fi
-            y[k + i] = xhat[k + i] * fw + fb
+        row = (o * C + c) * inner
+        normalise_row(x + row, xhat + row, y + row, inner, <floating>(k + d), <floating>iv,
+                      w[c], b[c])
 
 
 def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer b, Py_ssize_t b_off,
@@ -94,23 +132,23 @@ cdef void backward_channel(const floating* g, const floating* xhat, const floati
                            const floating* inv, floating* dx, floating* dw, floating* db,
                            Py_ssize_t outer, Py_ssize_t C, Py_ssize_t inner,
                            Py_ssize_t c) noexcept nogil:
-    cdef Py_ssize_t o, i, k
+    cdef Py_ssize_t o, k
     cdef Py_ssize_t n = outer * inner
     cdef double sg = 0, sgx = 0
-    cdef floating a, fsg, fsgx
+    cdef floating a, fn = <floating>n, fsg, fsgx
     for o in range(outer):
         k = (o * C + c) * inner
-        for i in range(inner):
-            sg += g[k + i]
-            sgx += g[k + i] * xhat[k + i]
+        grad_sums(g + k, xhat + k, inner, &sg, &sgx)
     dw[c], db[c] = <floating>sgx, <floating>sg
     # dx = w * inv / n * (n g - sum(g) - xhat * sum(g xhat))
     a = <floating>(w[c] * inv[c] / n)
     fsg, fsgx = <floating>sg, <floating>sgx
     for o in range(outer):
         k = (o * C + c) * inner
-        for i in range(inner):
-            dx[k + i] = a * (n * g[k + i] - fsg - xhat[k + i] * fsgx)
+        if floating is float:
+            mn_bn_dx_f32(g + k, xhat + k, dx + k, inner, a, fn, fsg, fsgx)
+        else:
+            mn_bn_dx_f64(g + k, xhat + k, dx + k, inner, a, fn, fsg, fsgx)
 
 
 def backward(Buffer g, Py_ssize_t g_off, Buffer xhat, Buffer w, Py_ssize_t w_off, Buffer inv,
