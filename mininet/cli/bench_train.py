@@ -10,8 +10,9 @@ from ..models import registry
 
 # at most this many samples an epoch for the slower image models
 MAX_SAMPLES = {"cifar-cnn": 10000, "resnet9": 5120}
-# the language models' case: LM_STEPS windows of the entry's sequence length and
-# batch (35 x 20), embedding and hidden 256, 2 layers, a vocabulary of 10,000
+# the language models' case (rnn, lstm, transformer; each against the registry's PyTorch
+# twin): LM_STEPS windows of the entry's sequence length and batch (35 x 20), embedding
+# and hidden 256 (the Transformer's feed-forward width), 2 layers, a vocabulary of 10,000
 LM_KWARGS = {"vocab_size": 10000, "embedding_size": 256, "hidden_size": 256, "num_layers": 2}
 LM_STEPS = 20
 TORCH_MISSING = "torch not installed (pip install 'mininet-dl[torch]')"
