@@ -37,6 +37,13 @@ class Device:
     def has(self, capability):
         return capability in self.capabilities
 
+    def conv2d_small(self, wshape, geometry, pixels, transposed=False):
+        """Whether conv2d's kernels should also run a layer whose output map is smaller
+        than conv2d_min_pixels: weight shape (K, C, kh, kw), geometry (stride, padding,
+        dilation, groups), pixels of the map computed (the output, or the input gradient
+        when transposed: that layer's input-gradient convolution)."""
+        return False
+
     def __repr__(self):
         return f"{self.name}()"
 

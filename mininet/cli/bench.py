@@ -175,7 +175,16 @@ def bench_ewise(size=4 * 1024 * 1024, rows=4096, cols=1024, threads=None, min_ti
 
 
 # convolution --------------------------------------------------------------------------------
-CONV_SHAPES = "100,1,28,28,16,5,1,2;100,16,14,14,32,5,1,2;8,64,56,56,64,3,1,1"
+# The MNIST CNN's two layers (batch 100), a ResNet-style 64-channel layer at 56x56, then at
+# batch 64: every distinct conv layer of the cifar-cnn and resnet9 registry models, and a
+# ResNet-18-style 3x3 stack (64, 128, 256 channels at 32x32 and 16x16).
+CONV_SHAPES_MNIST = "100,1,28,28,16,5,1,2;100,16,14,14,32,5,1,2;8,64,56,56,64,3,1,1"
+CONV_SHAPES_CIFAR_CNN = "64,3,32,32,32,3,1,1;64,32,16,16,64,3,1,1;64,64,8,8,128,3,1,1"
+CONV_SHAPES_RESNET9 = ("64,3,32,32,16,7,4,3;64,16,8,8,32,3,2,1;64,32,4,4,32,3,1,1;"
+                       "64,32,4,4,64,3,2,1;64,64,2,2,128,3,2,1;64,128,1,1,128,3,1,1")
+CONV_SHAPES_RESNET18 = "64,64,32,32,64,3,1,1;64,128,16,16,128,3,1,1;64,256,16,16,256,3,1,1"
+CONV_SHAPES = ";".join((CONV_SHAPES_MNIST, CONV_SHAPES_CIFAR_CNN, CONV_SHAPES_RESNET9,
+                        CONV_SHAPES_RESNET18))
 CONV_MODES = ("fwd", "fwd+bwd")
 
 

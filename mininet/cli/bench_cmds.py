@@ -413,10 +413,12 @@ def bench_ewise(
 
 @bench_app.command("conv")
 def bench_conv(
-    shapes: str = typer.Option(
-        "100,1,28,28,16,5,1,2;100,16,14,14,32,5,1,2;8,64,56,56,64,3,1,1",
+    shapes: Optional[str] = typer.Option(
+        None,
         help="N,C,H,W,K,k,stride,pad; several separated by ';'. Defaults: the MNIST CNN's two "
-             "conv layers at batch 100 and a ResNet-style 64-channel 3x3 layer at 56x56."),
+             "conv layers at batch 100, a ResNet-style 64-channel 3x3 layer at 56x56, and at "
+             "batch 64 every conv layer of cifar-cnn and resnet9 and a ResNet-18-style 3x3 "
+             "stack (64-256 channels, 32x32 and 16x16)."),
     threads: Optional[int] = typer.Option(None, min=1, help=THREADS_HELP),
     min_time: float = typer.Option(0.2, "--min-time", help=MIN_TIME_HELP),
     repeat: Optional[int] = typer.Option(None, min=1, help=REPEAT_HELP),
@@ -431,9 +433,9 @@ def bench_conv(
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ):
     """Convolution forward and forward+backward: mininet vs PyTorch and a naive direct conv."""
-    from .bench import add_roofline, bench_conv as run, parse_conv_shapes
+    from .bench import CONV_SHAPES, add_roofline, bench_conv as run, parse_conv_shapes
     try:
-        parsed = parse_conv_shapes(shapes)
+        parsed = parse_conv_shapes(CONV_SHAPES if shapes is None else shapes)
     except ValueError as e:
         _fail(f"--shapes: {e}")
     _check_common(min_time, save, json_out)

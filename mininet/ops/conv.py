@@ -103,18 +103,27 @@ def _rows_of(g, db=None):
     return out
 
 
-def _fused(dev, oh, ow):
+def _fused(dev, oh, ow, wshape=None, p=None, xhw=None):
     """The device's implicit-GEMM kernels (its conv2d capability) for outputs of at least
-    dev.conv2d_min_pixels pixels an image (a backend tuning); im2col + one GEMM + to_nchw
-    otherwise."""
-    return dev.has("conv2d") and oh * ow >= dev.conv2d_min_pixels
+    dev.conv2d_min_pixels pixels an image (a backend tuning), or smaller ones where the
+    device says its kernels win for this layer (wshape, p given: forward; with the input
+    map xhw: the input gradient); im2col + one GEMM + to_nchw otherwise."""
+    if not dev.has("conv2d"):
+        return False
+    if oh * ow >= dev.conv2d_min_pixels:
+        return True
+    if wshape is None:
+        return False
+    if xhw is None:
+        return dev.conv2d_small(wshape, p.geometry(), oh * ow)
+    return dev.conv2d_small(wshape, p.geometry(), xhw[0] * xhw[1], transposed=True)
 
 
 def conv_forward(x, w, b, p):
     """(output, col) for input x, weight w, bias b (or None); col is None when fused."""
     oh, ow = p.out_hw(x.shape, w.shape[2:])
     out = NDArray.make((x.shape[0], w.shape[0], oh, ow), device=x.device, dtype=x.dtype)
-    if _fused(x.device, oh, ow):
+    if _fused(x.device, oh, ow, w.shape, p):
         x.device.conv2d(x.compact(), w.compact(), None if b is None else b.compact(), out, *p.geometry())
         return out, None
     col = _im2col(x, w.shape[2:], p, oh, ow)
@@ -126,7 +135,7 @@ def conv_forward(x, w, b, p):
 def conv_grad_input(g, w, xshape, p, rows=_rows_of):
     """dx from the output grad g; rows(g) gives g as (K, N*P) rows (im2col path only)."""
     dx = NDArray.make(xshape, device=g.device, dtype=g.dtype)
-    if _fused(g.device, *g.shape[2:]):
+    if _fused(g.device, *g.shape[2:], w.shape, p, xhw=xshape[2:]):
         g.device.conv2d_grad_input(g.compact(), w.compact(), dx, *p.geometry())
         return dx
     oh, ow = p.out_hw(xshape, w.shape[2:])

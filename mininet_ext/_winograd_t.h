@@ -1,0 +1,211 @@
+/* Winograd F(4x4, 3x3) kernels for one element type: _winograd.h includes this file
+ * once per type with WT (float, double) and WS (f32, f64) defined.
+ *
+ * Layouts (nb tiles per block, nr = the GEMM micro-kernel's width, mr its height):
+ *   U[xi][k panel][c][mr]       transformed filters, packed as the kernel's A panels
+ *   V[xi][tile panel][c][nr]    transformed input tiles, packed as the kernel's B panels
+ *   M[xi][k][nb]                the 36 products, row-major (ldc = nb)
+ * xi = 0..35 runs over the 6x6 transform positions. */
+
+#define WN(name) WCAT(WCAT(name, _), WS)
+typedef WT WN(wvec) __attribute__((vector_size(WINO_VBYTES), aligned(sizeof(WT))));
+#define WL ((int)(WINO_VBYTES / sizeof(WT)))   /* lanes per vector */
+
+/* G g G^T of each 3x3 filter, into U's packed panels (k >= K: zero rows). flip: w holds
+ * the (C, K, 3, 3) weights of the convolution whose input gradient this is, so filter
+ * (k, c) is w[c, k] rotated by 180 degrees. k runs over panels p0..p1; the loops run
+ * across a panel's mr filters, so U's stores are mr long and the arithmetic vectorises. */
+static void WN(wino_filters)(const WT* w, WT* U, mn_idx K, mn_idx C, int mr, int flip,
+                             mn_idx p0, mn_idx p1)
+{
+    mn_idx kp = (K + mr - 1) / mr * mr, xs = kp * C;
+    WT g[9][16], t[18][16];
+    const WT q = (WT)1 / 4, s6 = (WT)1 / 6, s12 = (WT)1 / 12, s24 = (WT)1 / 24;
+    for (mn_idx p = p0; p < p1; p++)
+        for (mn_idx c = 0; c < C; c++) {
+            for (int i = 0; i < mr; i++) {
+                mn_idx k = p * mr + i;
+                for (int a = 0; a < 9; a++)
+                    g[a][i] = k >= K ? 0 : flip ? w[(c * K + k) * 9 + 8 - a]
+                                                : w[(k * C + c) * 9 + a];
+            }
+            for (int s = 0; s < 3; s++)   /* t = G g (6x3) */
+                for (int i = 0; i < mr; i++) {
+                    WT g0 = g[s][i], g1 = g[3 + s][i], g2 = g[6 + s][i];
+                    t[0 * 3 + s][i] = g0 * q;
+                    t[1 * 3 + s][i] = -(g0 + g1 + g2) * s6;
+                    t[2 * 3 + s][i] = -(g0 - g1 + g2) * s6;
+                    t[3 * 3 + s][i] = g0 * s24 + g1 * s12 + g2 * s6;
+                    t[4 * 3 + s][i] = g0 * s24 - g1 * s12 + g2 * s6;
+                    t[5 * 3 + s][i] = g2;
+                }
+            WT* u = U + p * mr * C + c * mr;
+            for (int a = 0; a < 6; a++)   /* u = t G^T (6x6) */
+                for (int i = 0; i < mr; i++) {
+                    WT g0 = t[a * 3][i], g1 = t[a * 3 + 1][i], g2 = t[a * 3 + 2][i];
+                    u[(a * 6 + 0) * xs + i] = g0 * q;
+                    u[(a * 6 + 1) * xs + i] = -(g0 + g1 + g2) * s6;
+                    u[(a * 6 + 2) * xs + i] = -(g0 - g1 + g2) * s6;
+                    u[(a * 6 + 3) * xs + i] = g0 * s24 + g1 * s12 + g2 * s6;
+                    u[(a * 6 + 4) * xs + i] = g0 * s24 - g1 * s12 + g2 * s6;
+                    u[(a * 6 + 5) * xs + i] = g2;
+                }
+        }
+}
+
+/* B^T d B for nr tiles at once: d[36][nr] (the 6x6 patches, position-major) -> v rows
+ * xi at v + xi * vs, each nr long. Vectors run across tiles, so every step is plain
+ * adds and multiplies on whole vectors. */
+static void WN(wino_in)(const WT* restrict d, WT* restrict v, mn_idx vs, int nr)
+{
+    typedef WN(wvec) V;
+    for (int j = 0; j < nr; j += WL) {
+        V t[36];
+        for (int s = 0; s < 6; s++) {   /* t = B^T d, column s */
+#define WLD(r) (*(const V*)(d + ((r) * 6 + s) * nr + j))
+            V d0 = WLD(0), d1 = WLD(1), d2 = WLD(2), d3 = WLD(3), d4 = WLD(4), d5 = WLD(5);
+#undef WLD
+            t[0 * 6 + s] = 4 * d0 - 5 * d2 + d4;
+            t[1 * 6 + s] = d4 + d3 - 4 * (d1 + d2);
+            t[2 * 6 + s] = d4 - d3 + 4 * (d1 - d2);
+            t[3 * 6 + s] = d4 - d2 + 2 * (d3 - d1);
+            t[4 * 6 + s] = d4 - d2 - 2 * (d3 - d1);
+            t[5 * 6 + s] = 4 * d1 - 5 * d3 + d5;
+        }
+        for (int r = 0; r < 6; r++) {   /* v = t B, row r */
+            V d0 = t[r * 6], d1 = t[r * 6 + 1], d2 = t[r * 6 + 2];
+            V d3 = t[r * 6 + 3], d4 = t[r * 6 + 4], d5 = t[r * 6 + 5];
+            *(V*)(v + (r * 6 + 0) * vs + j) = 4 * d0 - 5 * d2 + d4;
+            *(V*)(v + (r * 6 + 1) * vs + j) = d4 + d3 - 4 * (d1 + d2);
+            *(V*)(v + (r * 6 + 2) * vs + j) = d4 - d3 + 4 * (d1 - d2);
+            *(V*)(v + (r * 6 + 3) * vs + j) = d4 - d2 + 2 * (d3 - d1);
+            *(V*)(v + (r * 6 + 4) * vs + j) = d4 - d2 - 2 * (d3 - d1);
+            *(V*)(v + (r * 6 + 5) * vs + j) = 4 * d1 - 5 * d3 + d5;
+        }
+    }
+}
+
+/* A^T m A for nr tiles: m rows xi at m + xi * ms -> o[16][nr], plus the bias b. */
+static void WN(wino_out)(const WT* restrict m, mn_idx ms, WT* restrict o, int nr, WT b)
+{
+    typedef WN(wvec) V;
+    for (int j = 0; j < nr; j += WL) {
+        V t[24];
+        for (int s = 0; s < 6; s++) {   /* t = A^T m, column s */
+#define WLD(r) (*(const V*)(m + ((r) * 6 + s) * ms + j))
+            V m0 = WLD(0), m1 = WLD(1), m2 = WLD(2), m3 = WLD(3), m4 = WLD(4), m5 = WLD(5);
+#undef WLD
+            V a = m1 + m2, d = m1 - m2, e = m3 + m4, f = m3 - m4;
+            t[0 * 6 + s] = m0 + a + e;
+            t[1 * 6 + s] = d + 2 * f;
+            t[2 * 6 + s] = a + 4 * e;
+            t[3 * 6 + s] = d + 8 * f + m5;
+        }
+        for (int r = 0; r < 4; r++) {   /* o = t A, row r */
+            V m0 = t[r * 6], m1 = t[r * 6 + 1], m2 = t[r * 6 + 2];
+            V m3 = t[r * 6 + 3], m4 = t[r * 6 + 4], m5 = t[r * 6 + 5];
+            V a = m1 + m2, d = m1 - m2, e = m3 + m4, f = m3 - m4;
+            *(V*)(o + (r * 4 + 0) * nr + j) = m0 + a + e + b;
+            *(V*)(o + (r * 4 + 1) * nr + j) = d + 2 * f + b;
+            *(V*)(o + (r * 4 + 2) * nr + j) = a + 4 * e + b;
+            *(V*)(o + (r * 4 + 3) * nr + j) = d + 8 * f + m5 + b;
+        }
+    }
+}
+
+/* The 6x6 input patches of nr tiles into d[36][nr]; tiles past the last (tn[j] < 0) and
+ * pixels outside the image (the padding) read as zero. */
+static void WN(wino_gather)(const WT* x, const wino_geom* g, mn_idx c, const mn_idx* tn,
+                            const mn_idx* ty, const mn_idx* tx, WT* restrict d, int nr)
+{
+    mn_idx H = g->H, W = g->W;
+    for (int j = 0; j < nr; j++) {
+        mn_idx y0 = ty[j], x0 = tx[j];
+        if (tn[j] < 0) {
+            for (int a = 0; a < 36; a++) d[a * nr + j] = 0;
+            continue;
+        }
+        const WT* src = x + (tn[j] * g->C + c) * H * W;
+        if (y0 >= 0 && x0 >= 0 && y0 + 6 <= H && x0 + 6 <= W) {   /* inside: no checks */
+            src += y0 * W + x0;
+            for (int r = 0; r < 6; r++)
+                for (int s = 0; s < 6; s++) d[(r * 6 + s) * nr + j] = src[r * W + s];
+            continue;
+        }
+        /* an edge tile: zeros, then the rows r0..r1, columns s0..s1 inside the image */
+        int r0 = y0 < 0 ? (int)-y0 : 0, r1 = H - y0 < 6 ? (int)(H - y0) : 6;
+        int s0 = x0 < 0 ? (int)-x0 : 0, s1 = W - x0 < 6 ? (int)(W - x0) : 6;
+        for (int a = 0; a < 36; a++) d[a * nr + j] = 0;
+        for (int r = r0; r < r1; r++)
+            for (int s = s0; s < s1; s++) d[(r * 6 + s) * nr + j] = src[(y0 + r) * W + x0 + s];
+    }
+}
+
+/* The 4x4 outputs of nr tiles, o[16][nr], into out's channel k, clipped at its edges. */
+static void WN(wino_scatter)(const WT* o, const wino_geom* g, mn_idx k, const mn_idx* tn,
+                             const mn_idx* ty, const mn_idx* tx, WT* out, int nr)
+{
+    mn_idx OH = g->OH, OW = g->OW;
+    for (int j = 0; j < nr; j++) {
+        if (tn[j] < 0) continue;
+        /* ty, tx: the patch's corner in input coordinates; the output tile starts at
+         * that corner plus the padding */
+        mn_idx y0 = ty[j] + g->ph, x0 = tx[j] + g->pw;
+        WT* dst = out + (tn[j] * g->K + k) * OH * OW + y0 * OW + x0;
+        int rows = OH - y0 < 4 ? (int)(OH - y0) : 4, cols = OW - x0 < 4 ? (int)(OW - x0) : 4;
+        if (rows == 4 && cols == 4) {   /* a whole tile: fixed loops the compiler unrolls */
+            for (int a = 0; a < 4; a++)
+                for (int b = 0; b < 4; b++) dst[a * OW + b] = o[(a * 4 + b) * nr + j];
+            continue;
+        }
+        for (int a = 0; a < rows; a++)
+            for (int b = 0; b < cols; b++) dst[a * OW + b] = o[(a * 4 + b) * nr + j];
+    }
+}
+
+/* One block of nb tiles starting at tile t0: gather and transform the input, 36 GEMMs
+ * through the micro-kernel, transform back and store. V, M, D, O and the tile tables
+ * tn, ty, tx (nb each) are this thread's workspace. */
+static void WN(wino_block)(const wino_geom* g, const WT* x, const WT* U, const WT* bias,
+                           WT* out, mn_idx t0, WT* V, WT* M, WT* D, WT* O, mn_idx* tn,
+                           mn_idx* ty, mn_idx* tx)
+{
+    mn_idx nb = g->nb, C = g->C, K = g->K, kp = g->kp, tpi = g->th * g->tw;
+    int nr = g->nr, mr = g->mr;
+    for (mn_idx j = 0; j < nb; j++) {
+        mn_idx t = t0 + j, r = t % tpi;
+        tn[j] = t < g->T ? t / tpi : -1;
+        ty[j] = 4 * (r / g->tw) - g->ph;
+        tx[j] = 4 * (r % g->tw) - g->pw;
+    }
+    for (mn_idx c = 0; c < C; c++)
+        for (mn_idx jp = 0; jp < nb; jp += nr) {
+            WN(wino_gather)(x, g, c, tn + jp, ty + jp, tx + jp, D, nr);
+            WN(wino_in)(D, V + jp * C + c * nr, C * nb, nr);
+        }
+    for (int xi = 0; xi < 36; xi++) {
+        const WT* u = U + xi * kp * C;
+        const WT* v = V + xi * C * nb;
+        WT* m = M + xi * kp * nb;
+        for (mn_idx jp = 0; jp < nb; jp += nr)
+            for (mn_idx c0 = 0; c0 < C; c0 += WINO_KC) {
+                mn_idx kc = C - c0 < WINO_KC ? C - c0 : WINO_KC;
+                for (mn_idx k0 = 0; k0 < kp; k0 += mr) {
+                    if (mr == mn_gemm_mr())
+                        WCAT(mn_kernel_, WS)(kc, u + k0 * C + c0 * mr, v + jp * C + c0 * nr,
+                                             m + k0 * nb + jp, nb, c0 > 0);
+                    else
+                        WCAT(mn_kernel_short_, WS)(kc, u + k0 * C + c0 * mr, v + jp * C + c0 * nr,
+                                                   m + k0 * nb + jp, nb, c0 > 0);
+                }
+            }
+    }
+    for (mn_idx k = 0; k < K; k++)
+        for (mn_idx jp = 0; jp < nb; jp += nr) {
+            WN(wino_out)(M + k * nb + jp, kp * nb, O, nr, bias ? bias[k] : (WT)0);
+            WN(wino_scatter)(O, g, k, tn + jp, ty + jp, tx + jp, out, nr);
+        }
+}
+
+#undef WL
+#undef WN

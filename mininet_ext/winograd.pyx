@@ -1,0 +1,165 @@
+# cython: boundscheck=False, wraparound=False, cdivision=True
+"""3x3 stride-1 convolution by Winograd's F(4x4, 3x3): 36 multiplications per 4x4 output
+tile and channel pair where the direct product takes 144, so 4x fewer GEMM flops.
+
+The output is cut into 4x4 tiles, each read as a 6x6 input patch (tiles overlap by 2).
+Tiles are processed in blocks of nb (a few micro-kernel widths): the block's patches
+are transformed (B^T d B) straight into the micro-kernel's packed B layout, one GEMM per
+transform position xi (36 of them: [K x C] @ [C x nb]) runs on the kernel table's
+micro-kernels (_isa.h), and the products are transformed back (A^T m A), the bias added,
+and stored. The filters are transformed (G g G^T) once per call, into packed A panels.
+
+Workspace: per thread one block's V (36 x C x nb) and M (36 x K x nb), a few MB at most
+(workspace_bytes); plus the transformed filters (36 x K x C). Threads take whole blocks.
+Kernels: _winograd.h, _winograd_t.h. Inputs are compact NCHW.
+"""
+from cpython.pycapsule cimport PyCapsule_GetPointer
+from cython.parallel cimport prange
+from mininet_ext.buffer cimport Buffer
+from mininet_ext._omp cimport threads_for
+from mininet_ext._check cimport check_itemsize, need
+
+from mininet_ext import _isa
+
+cdef extern from "_isa.h":
+    int mn_isa_bind(const void* table) except -1
+
+cdef extern from "_winograd.h" nogil:
+    int mn_gemm_mr()
+    int mn_gemm_mr_short()
+    int mn_gemm_nr(int itemsize)
+    ctypedef struct wino_geom:
+        Py_ssize_t N, C, H, W, K, OH, OW, ph, pw, th, tw, T, nb, kp
+        int nr, mr
+    void wino_filters_f32(const float* w, float* U, Py_ssize_t K, Py_ssize_t C, int mr,
+                          int flip, Py_ssize_t p0, Py_ssize_t p1)
+    void wino_filters_f64(const double* w, double* U, Py_ssize_t K, Py_ssize_t C, int mr,
+                          int flip, Py_ssize_t p0, Py_ssize_t p1)
+    void wino_block_f32(const wino_geom* g, const float* x, const float* U, const float* bias,
+                        float* out, Py_ssize_t t0, float* V, float* M, float* D, float* O,
+                        Py_ssize_t* tn, Py_ssize_t* ty, Py_ssize_t* tx)
+    void wino_block_f64(const wino_geom* g, const double* x, const double* U,
+                        const double* bias, double* out, Py_ssize_t t0, double* V, double* M,
+                        double* D, double* O, Py_ssize_t* tn, Py_ssize_t* ty, Py_ssize_t* tx)
+
+mn_isa_bind(PyCapsule_GetPointer(_isa.KERNELS, "mininet_ext.kernels"))
+
+# One block's V and M (the bulk of a thread's workspace) stay under this many bytes when
+# the channels allow (at least one micro-kernel width of tiles): they then sit in L2/L3.
+cdef Py_ssize_t BLOCK_BYTES = 2 << 20
+# Blocks of at most this many micro-kernel widths of tiles.
+cdef Py_ssize_t MAX_PANELS = 4
+
+
+cdef Py_ssize_t round_up(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return (a + b - 1) // b * b
+
+
+cdef int pick_mr(Py_ssize_t K) noexcept nogil:
+    """The taller kernel unless the shorter one (2/3 as tall) pads K less: 32 or 64
+    channels fit 8-row panels exactly, 12-row ones waste 1/9."""
+    cdef int mr = mn_gemm_mr(), ms = mn_gemm_mr_short()
+    return ms if round_up(K, ms) < round_up(K, mr) else mr
+
+
+cdef wino_geom make_geom(tuple xshape, Py_ssize_t K, tuple pad, int itemsize, int threads):
+    cdef wino_geom g
+    g.N, g.C, g.H, g.W = xshape
+    g.K = K
+    g.ph, g.pw = pad
+    g.OH, g.OW = g.H + 2 * g.ph - 2, g.W + 2 * g.pw - 2
+    g.th, g.tw = (g.OH + 3) // 4, (g.OW + 3) // 4
+    g.T = g.N * g.th * g.tw
+    g.nr, g.mr = mn_gemm_nr(itemsize), pick_mr(K)
+    if g.mr > 16:   # wino_filters' panel buffers
+        raise RuntimeError(f"winograd conv: micro-kernel height {g.mr} above 16")
+    g.kp = round_up(K, g.mr)
+    cdef Py_ssize_t per_panel = 36 * (g.C + g.kp) * g.nr * itemsize
+    cdef Py_ssize_t panels = max(1, min(MAX_PANELS, BLOCK_BYTES // max(per_panel, 1)))
+    # enough blocks for every thread
+    panels = max(1, min(panels, (g.T + threads * g.nr - 1) // max(threads * g.nr, 1)))
+    g.nb = panels * g.nr
+    return g
+
+
+cdef Py_ssize_t thread_items(wino_geom* g) noexcept nogil:
+    """Items of one thread's workspace: V, M, the patches D and outputs O of one panel
+    (the tile tables come after, as Py_ssize_t)."""
+    return 36 * g.C * g.nb + 36 * g.kp * g.nb + 36 * g.nr + 16 * g.nr
+
+
+def workspace_bytes(tuple xshape, Py_ssize_t K, tuple pad=(1, 1), int itemsize=4,
+                    int threads=1):
+    """Bytes of scratch memory forward() takes for this shape: the transformed filters
+    plus each thread's block workspace."""
+    cdef wino_geom g = make_geom(xshape, K, pad, itemsize, max(threads, 1))
+    return (36 * g.kp * g.C * itemsize
+            + max(threads, 1) * (thread_items(&g) * itemsize + 3 * g.nb * sizeof(Py_ssize_t)))
+
+
+def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
+            Py_ssize_t b_off, Buffer out, tuple xshape, Py_ssize_t K, tuple pad,
+            int itemsize, bint flip=False):
+    """out (N, K, OH, OW) = conv3x3(x, w, stride 1, padding pad) + bias, OH = H + 2ph - 2.
+    x (N, C, H, W) and w compact; w is (K, C, 3, 3), or with flip (C, K, 3, 3) used rotated
+    by 180 degrees with its two channel axes swapped (the input gradient's filters);
+    bias (K,) or None."""
+    check_itemsize(itemsize, "winograd conv")
+    if len(xshape) != 4 or len(pad) != 2 or min(xshape) < 0 or K < 0 or min(pad) < 0:
+        raise ValueError(f"winograd conv: bad input shape {xshape}, channels {K} or "
+                         f"padding {pad}")
+    n, c, h, wd = xshape
+    oh, ow = h + 2 * pad[0] - 2, wd + 2 * pad[1] - 2
+    if oh < 1 or ow < 1:
+        raise ValueError(f"winograd conv: a 3x3 kernel does not fit the input {xshape} "
+                         f"padded by {pad}")
+    need(x, x_off, xshape, itemsize, "winograd conv", "input")
+    need(w, w_off, (c, K, 3, 3) if flip else (K, c, 3, 3), itemsize, "winograd conv",
+         "weight")
+    need(out, 0, (n, K, oh, ow), itemsize, "winograd conv", "output")
+    if bias is not None:
+        need(bias, b_off, (K,), itemsize, "winograd conv", "bias")
+    if n * K * oh * ow == 0:
+        return
+    if c == 0:
+        raise ValueError("winograd conv: zero input channels (use the general path)")
+    cdef int nt = threads_for(n * K * oh * ow * c * 4)
+    cdef wino_geom g = make_geom(xshape, K, pad, itemsize, nt)
+    cdef Py_ssize_t blocks = (g.T + g.nb - 1) // g.nb, per = thread_items(&g), panels
+    nt = <int>min(nt, blocks)
+    panels = g.kp // g.mr
+    cdef Buffer ubuf = Buffer(36 * g.kp * g.C * itemsize)
+    cdef Buffer work = Buffer(nt * per * itemsize)
+    cdef Buffer tabs = Buffer(nt * 3 * g.nb * sizeof(Py_ssize_t))
+    cdef char* bp = NULL if bias is None else bias.ptr + b_off * itemsize
+    cdef int t
+    with nogil:
+        for t in prange(nt, num_threads=nt, schedule='static'):
+            if itemsize == 4:
+                wino_filters_f32(<float*>w.ptr + w_off, <float*>ubuf.ptr, K, g.C, g.mr, flip,
+                                 panels * t // nt, panels * (t + 1) // nt)
+            else:
+                wino_filters_f64(<double*>w.ptr + w_off, <double*>ubuf.ptr, K, g.C, g.mr, flip,
+                                 panels * t // nt, panels * (t + 1) // nt)
+        for t in prange(nt, num_threads=nt, schedule='static'):
+            run_blocks(&g, x.ptr + x_off * itemsize, ubuf.ptr, bp, out.ptr,
+                       work.ptr + t * per * itemsize,
+                       <Py_ssize_t*>tabs.ptr + t * 3 * g.nb, t, nt, blocks, itemsize)
+
+
+cdef void run_blocks(wino_geom* g, char* x, char* U, char* bias, char* out, char* ws,
+                     Py_ssize_t* tab, int t, int nt, Py_ssize_t blocks,
+                     int itemsize) noexcept nogil:
+    """Thread t's blocks: t, t + nt, ..."""
+    cdef Py_ssize_t b = t, v = 0, m = 36 * g.C * g.nb, d = m + 36 * g.kp * g.nb
+    cdef Py_ssize_t o = d + 36 * g.nr
+    while b < blocks:
+        if itemsize == 4:
+            wino_block_f32(g, <float*>x, <float*>U, <float*>bias, <float*>out, b * g.nb,
+                           <float*>ws + v, <float*>ws + m, <float*>ws + d, <float*>ws + o,
+                           tab, tab + g.nb, tab + 2 * g.nb)
+        else:
+            wino_block_f64(g, <double*>x, <double*>U, <double*>bias, <double*>out, b * g.nb,
+                           <double*>ws + v, <double*>ws + m, <double*>ws + d, <double*>ws + o,
+                           tab, tab + g.nb, tab + 2 * g.nb)
+        b += nt
