@@ -13,6 +13,7 @@ import zlib
 import numpy as np
 
 from . import distributed, nn, optim
+from .amp import autocast
 from .autograd import no_grad
 from .interop.atomic import remove_stale_temps, write_atomically
 from .data.fetch import read_into
@@ -114,17 +115,21 @@ def make_scheduler(name, opt, epochs):
     raise ValueError(f"unknown schedule {name!r}; choose one of none, cosine, step")
 
 
-def train_epoch(model, loader, opt, loss_fn=None, on_batch=None, reducer=None):
+def train_epoch(model, loader, opt, loss_fn=None, on_batch=None, reducer=None, precision=None):
     """One pass over loader; returns (mean loss, accuracy), over every rank's samples in a
     data-parallel run. reducer: a distributed.GradientReducer averaging the gradients
-    over the ranks before each step."""
+    over the ranks before each step. precision "bf16": the forward pass under
+    mininet.autocast (its products keep bf16 in backward); weights, gradients and the
+    optimizer's state stay float32, the loss is float32."""
     loss_fn = loss_fn or nn.SoftmaxLoss()
     model.train()
     tally = _Tally(_model_device(model), "samples of this epoch", "lower --lr (or check the data)")
+    mixed = autocast(precision or "bf16", enabled=precision is not None)
     for x, y in loader:
         opt.zero_grad()
-        logits = model(x)
-        loss = loss_fn(logits, y)
+        with mixed:
+            logits = model(x)
+            loss = loss_fn(logits, y)
         tally.add(loss, x.shape[0], logits, y)
         loss.backward()
         if reducer is not None:
@@ -162,7 +167,8 @@ def evaluate(model, loader, loss_fn=None):
 
 
 def fit(model, train_loader, test_loader, opt, epochs, start_epoch=0, on_epoch=None, on_batch=None,
-        scheduler=None, reducer=None):
+        scheduler=None, reducer=None, precision=None):
+    """precision "bf16": train and evaluate under mininet.autocast (see train_epoch)."""
     history = []
     for epoch in range(start_epoch, epochs):
         sampler = getattr(train_loader, "sampler", None)
@@ -170,10 +176,11 @@ def fit(model, train_loader, test_loader, opt, epochs, start_epoch=0, on_epoch=N
             sampler.set_epoch(epoch)
         t0 = time.perf_counter()
         train_loss, train_acc = train_epoch(model, train_loader, opt, on_batch=on_batch,
-                                            reducer=reducer)
+                                            reducer=reducer, precision=precision)
         seconds = time.perf_counter() - t0
         distributed.average_buffers(model)   # running statistics: one model on every rank
-        test_loss, test_acc = evaluate(model, test_loader)
+        with autocast(precision or "bf16", enabled=precision is not None):
+            test_loss, test_acc = evaluate(model, test_loader)
         if scheduler:
             scheduler.step()
         row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,

@@ -17,7 +17,7 @@ typedef ptrdiff_t mn_idx;
 typedef struct mn_run { mn_idx jj, len, off; } mn_run;
 
 /* Raised whenever the table's layout changes: a stale _kern_*.so is refused. */
-#define MN_KERNELS_ABI 1
+#define MN_KERNELS_ABI 2
 
 /* X(name, parameters) for one element type T with suffix S. */
 #define MN_KERNELS_T(X, T, S)                                                                \
@@ -61,7 +61,13 @@ typedef struct mn_run { mn_idx jj, len, off; } mn_run;
     MN_KERNELS_T(X, float, f32)                                                              \
     MN_KERNELS_T(X, double, f64)                                                             \
     X(tile_to_nchw_f32, (const float* tile, mn_idx kb, mn_idx cnt, mn_idx kn,                \
-                         const float* bias, float* dst, mn_idx P))
+                         const float* bias, float* dst, mn_idx P))                           \
+    /* bfloat16 mixed precision (_bf16.h): fp32 in, bf16-rounded packing, fp32 out */        \
+    X(pack_a_bf16, (const float* A, mn_idx rs, mn_idx cs, mn_idx mc, mn_idx kc, void* out))  \
+    X(pack_b_bf16, (const float* B, mn_idx rs, mn_idx cs, mn_idx kc, mn_idx nc, void* out))  \
+    X(kernel_bf16, (mn_idx kc, const void* A, const void* B, float* C, mn_idx ldc,           \
+                    int accumulate))                                                         \
+    X(round_bf16, (const float* s, float* d, mn_idx n))
 
 typedef struct mn_kernels {
     int abi, size;           /* MN_KERNELS_ABI and sizeof(mn_kernels) of the module's build */
@@ -70,6 +76,8 @@ typedef struct mn_kernels {
     int nr_f32, nr_f64;      /* micro-tile widths (two vectors) */
     int small_ok;            /* gemm_small_* exists (AVX-512's masked loads and stores) */
     int tab_mr[2][2];        /* pixel-major tile heights [vectors - 1][taller] */
+    int mr_bf16, nr_bf16;    /* the bf16 micro-tile */
+    int esize_bf16;          /* bytes per packed bf16-GEMM element: 2 (vdpbf16ps) or 4 */
 #define MN_FIELD(name, params) void (*name) params;
     MN_KERNELS(MN_FIELD)
 #undef MN_FIELD
@@ -143,5 +151,12 @@ static inline const char* mn_kernel_isa(void) { return mn_k->isa; }
 #define mn_pack_rows_f32 MN_K(pack_rows_f32)
 #define mn_pack_rows_f64 MN_K(pack_rows_f64)
 #define mn_tile_to_nchw_f32 MN_K(tile_to_nchw_f32)
+#define mn_gemm_mr_bf16() (mn_k->mr_bf16)
+#define mn_gemm_nr_bf16() (mn_k->nr_bf16)
+#define mn_gemm_esize_bf16() (mn_k->esize_bf16)
+#define mn_pack_a_bf16 MN_K(pack_a_bf16)
+#define mn_pack_b_bf16 MN_K(pack_b_bf16)
+#define mn_kernel_bf16 MN_K(kernel_bf16)
+#define mn_round_bf16 MN_K(round_bf16)
 #endif
 #endif

@@ -9,6 +9,7 @@
 #include "_gemm.h"
 #include "_gemm_small.h"
 #include "_convpack.h"
+#include "_bf16.h"
 #include "_isa.h"
 
 #define MN_STR_(x) #x
@@ -21,6 +22,7 @@ static const mn_kernels mn_table = {
     MN_KERNELS_ABI, (int)sizeof(mn_kernels), MN_STR(MN_ISA),
     MN_MR, MN_MR_SHORT, MN_NR_F, MN_NR_D, MN_SMALL_OK,
     {{MN_TAB_1B, MN_TAB_1A}, {MN_TAB_2B, MN_TAB_2A}},
+    MN_MR_BF16, MN_NR_BF16, MN_BF16_ESIZE,
     MN_KERNELS(MN_ENTRY)
 };
 #undef MN_ENTRY

@@ -639,3 +639,163 @@ def matmul_simple(Buffer A, Buffer B, Buffer C, Py_ssize_t M, Py_ssize_t N, Py_s
         for t in prange(nt, num_threads=nt, schedule='static'):
             simple_rows(<float*>A.ptr, <float*>B.ptr, <float*>C.ptr, M, N, K,
                         M * t // nt, M * (t + 1) // nt)
+
+
+# bfloat16 mixed precision ------------------------------------------------------------
+# C (float32) = A @ B with A and B read as float32 and rounded to bfloat16 (nearest
+# even) while packed, products accumulated in float32 (_bf16.h): vdpbf16ps on CPUs with
+# AVX512_BF16, the fp32 micro-kernel on rounded values elsewhere. One blocked path for
+# every shape (no small/narrow special cases): edges go through a padded tile.
+cdef extern from "_isa.h" nogil:
+    int mn_gemm_mr_bf16()
+    int mn_gemm_nr_bf16()
+    int mn_gemm_esize_bf16()
+    void mn_pack_a_bf16(const float* A, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t mc,
+                        Py_ssize_t kc, void* out)
+    void mn_pack_b_bf16(const float* B, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t kc,
+                        Py_ssize_t nc, void* out)
+    void mn_kernel_bf16(Py_ssize_t kc, const void* A, const void* B, float* C, Py_ssize_t ldc,
+                        int accumulate)
+    void mn_round_bf16(const float* s, float* d, Py_ssize_t n)
+
+cdef int MR16 = mn_gemm_mr_bf16(), NR16 = mn_gemm_nr_bf16(), ES16 = mn_gemm_esize_bf16()
+# A bf16 panel is half the bytes of a float32 one: a K block twice as deep (fewer
+# passes over C) with half as many rows keeps A's MC x KC block at the fp32 path's L2
+# footprint. 96/768 beat 192/384 by 0-15% at 1024^3 and 2048^3 on one thread of a
+# (shared, noisy) Zen 4 EPYC; two threads were within the noise.
+cdef Py_ssize_t MC16 = 96, KC16 = 768, NC16 = 2048
+
+
+def bf16_info():
+    """The bf16 GEMM's micro-tile, packed element size and whether it runs vdpbf16ps."""
+    return {"mr": MR16, "nr": NR16, "esize": ES16, "native": ES16 == 2,
+            "mc": MC16, "kc": KC16, "nc": NC16}
+
+
+def set_blocking_bf16(Py_ssize_t mc, Py_ssize_t kc, Py_ssize_t nc):
+    """Change the bf16 GEMM's cache blocks (for tuning); mc is rounded to a multiple of
+    its MR, kc to an even number (whole k-pairs)."""
+    global MC16, KC16, NC16
+    if mc < 1 or kc < 1 or nc < 1:
+        raise ValueError("set_blocking_bf16: sizes must be positive")
+    MC16 = (mc + MR16 - 1) // MR16 * MR16
+    KC16 = (kc + 1) // 2 * 2
+    NC16 = nc
+
+
+cdef inline Py_ssize_t k_step16(Py_ssize_t K) noexcept nogil:
+    """Equal K blocks (as k_step), each a whole number of k-pairs."""
+    cdef Py_ssize_t nblocks = (K + KC16 - 1) // KC16, step
+    step = (K + nblocks - 1) // nblocks if nblocks > 0 else KC16
+    return (step + 1) // 2 * 2
+
+
+cdef void bf16_blocked(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                       const float* A, Py_ssize_t ars, Py_ssize_t acs,
+                       const float* B, Py_ssize_t brs, Py_ssize_t bcs,
+                       float* C, Py_ssize_t ldc, char* Ap, char* Bp) noexcept nogil:
+    """One thread's bf16 product: as gemm_blocked, with the bf16 packing and kernel."""
+    cdef float tile[16 * 64]
+    cdef Py_ssize_t kstep = k_step16(K), jc, pc, ic, nc, kc, mc, kp, npan, mpan
+    cdef Py_ssize_t ip, jp, rows, cols, astride, bstride
+    cdef float* c
+    jc = 0
+    while jc < N:
+        nc = min(N - jc, NC16)
+        npan = (nc + NR16 - 1) // NR16
+        pc = 0
+        while pc < K:
+            kc = min(K - pc, kstep)
+            kp = (kc + 1) // 2 * 2
+            astride, bstride = MR16 * kp * ES16, NR16 * kp * ES16   # panel bytes
+            mn_pack_b_bf16(B + pc * brs + jc * bcs, brs, bcs, kc, nc, Bp)
+            ic = 0
+            while ic < M:
+                mc = min(M - ic, MC16)
+                mpan = (mc + MR16 - 1) // MR16
+                mn_pack_a_bf16(A + ic * ars + pc * acs, ars, acs, mc, kc, Ap)
+                for jp in range(npan):   # B-panel-major: a B panel stays in L1
+                    cols = min(nc - jp * NR16, NR16)
+                    for ip in range(mpan):
+                        rows = min(mc - ip * MR16, MR16)
+                        c = C + (ic + ip * MR16) * ldc + jc + jp * NR16
+                        if rows == MR16 and cols == NR16:
+                            mn_kernel_bf16(kc, Ap + ip * astride, Bp + jp * bstride, c, ldc, pc > 0)
+                        else:   # edge: the padded tile aside, then the real part
+                            mn_kernel_bf16(kc, Ap + ip * astride, Bp + jp * bstride, tile, NR16, 0)
+                            write_tile(tile, NR16, c, ldc, rows, cols, pc > 0)
+                ic += MC16
+            pc += kc
+        jc += NC16
+
+
+cdef void bf16_sliced(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                      const float* A, Py_ssize_t ars, Py_ssize_t acs,
+                      const float* B, Py_ssize_t brs, Py_ssize_t bcs, float* C,
+                      char* Ap, char* Bp, Py_ssize_t apsize, Py_ssize_t bpsize,
+                      int nt) noexcept nogil:
+    """Threads take slices of C's column or row panels (whichever divides more evenly),
+    each with its own packing (as gemm_sliced)."""
+    cdef Py_ssize_t mp = (M + MR16 - 1) // MR16, npn = (N + NR16 - 1) // NR16, p0, p1, a, b
+    cdef bint by_cols = ((npn + nt - 1) // nt) * mp <= ((mp + nt - 1) // nt) * npn
+    cdef int t
+    if nt == 1:
+        bf16_blocked(M, N, K, A, ars, acs, B, brs, bcs, C, N, Ap, Bp)
+        return
+    for t in prange(nt, num_threads=nt, schedule='static'):
+        if by_cols:
+            p0, p1 = npn * t // nt, npn * (t + 1) // nt
+            a, b = p0 * NR16, min(p1 * NR16, N)
+            if b > a:
+                bf16_blocked(M, b - a, K, A, ars, acs, B + a * bcs, brs, bcs, C + a, N,
+                             Ap + t * apsize, Bp + t * bpsize)
+        else:
+            p0, p1 = mp * t // nt, mp * (t + 1) // nt
+            a, b = p0 * MR16, min(p1 * MR16, M)
+            if b > a:
+                bf16_blocked(b - a, N, K, A + a * ars, ars, acs, B, brs, bcs, C + a * N, N,
+                             Ap + t * apsize, Bp + t * bpsize)
+
+
+def gemm_bf16(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
+              Buffer B, Py_ssize_t b_off, Py_ssize_t brs, Py_ssize_t bcs,
+              Buffer C, Py_ssize_t c_off, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+              const long long[::1] a_batch=None, const long long[::1] b_batch=None):
+    """C[b] = A[b] @ B[b] in bf16 mixed precision, float32 buffers (offsets and strides
+    in items, C compact; batches as gemm)."""
+    cdef Py_ssize_t nbatch = 1 if a_batch is None else a_batch.shape[0], bt, ao, bo
+    if b_batch is not None and b_batch.shape[0] != nbatch:
+        raise ValueError("gemm_bf16: batch offset arrays differ in length")
+    if M < 0 or N < 0 or K < 0:
+        raise ValueError(f"gemm_bf16: negative size ({M}, {N}, {K})")
+    if M == 0 or N == 0 or nbatch == 0:
+        return
+    cdef int nt = threads_for(M * N * K // 64)
+    cdef Py_ssize_t kp = (min(k_step16(K), K) + 1) // 2 * 2
+    # packing bytes per thread, rounded to cache lines
+    cdef Py_ssize_t apsize = ((min(MC16, M) + MR16 - 1) // MR16 * MR16 * kp * ES16 + 63) // 64 * 64
+    cdef Py_ssize_t bpsize = ((min(NC16, N) + NR16 - 1) // NR16 * NR16 * kp * ES16 + 63) // 64 * 64
+    cdef Buffer apack = Buffer(nt * apsize) if K else None
+    cdef Buffer bpack = Buffer(nt * bpsize) if K else None
+    cdef char* ap = apack.ptr if K else NULL
+    cdef char* bp = bpack.ptr if K else NULL
+    cdef float* c
+    with nogil:
+        for bt in range(nbatch):
+            ao = a_off + (0 if a_batch is None else a_batch[bt])
+            bo = b_off + (0 if b_batch is None else b_batch[bt])
+            c = <float*>C.ptr + c_off + bt * M * N
+            if K == 0:
+                memset(c, 0, M * N * sizeof(float))
+            else:
+                bf16_sliced(M, N, K, <float*>A.ptr + ao, ars, acs, <float*>B.ptr + bo, brs,
+                            bcs, c, ap, bp, apsize, bpsize, nt)
+
+
+def round_bf16(Buffer src, Py_ssize_t s_off, Buffer dst, Py_ssize_t d_off, Py_ssize_t n):
+    """dst[d_off:d_off+n] = src[s_off:s_off+n] rounded to bfloat16 values (nearest even),
+    kept as float32 (compact float32 buffers; in place allowed)."""
+    if n <= 0:
+        return
+    with nogil:
+        mn_round_bf16(<float*>src.ptr + s_off, <float*>dst.ptr + d_off, n)

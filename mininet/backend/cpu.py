@@ -136,13 +136,34 @@ class CPUDevice(Device):
         _floats("reduction", a)
         _red.reduce(op, a.handle, a.offset, outer, red, inner, _at(out), a.dtype.itemsize)
 
-    def matmul(self, a, b, out, m, n, k, a_batch=None, b_batch=None):
-        """out[i] = a[i] @ b[i]: a, b are the last-two-dims views (any strides)."""
+    def matmul(self, a, b, out, m, n, k, a_batch=None, b_batch=None, precision=None):
+        """out[i] = a[i] @ b[i]: a, b are the last-two-dims views (any strides).
+        precision "bf16": float32 inputs rounded to bfloat16, float32 sums (autocast)."""
         if a.dtype not in _FLOATS or b.dtype not in _FLOATS:
             _floats("matmul", a, b)
         sa, sb = a.strides, b.strides
+        if precision is not None:
+            self._matmul_bf16(a, b, out, m, n, k, a_batch, b_batch, precision)
+            return
         _mm.gemm(a.handle, a.offset, sa[-2], sa[-1], b.handle, b.offset, sb[-2], sb[-1],
                  out.handle, out.offset, m, n, k, out.dtype.itemsize, a_batch, b_batch)
+
+    def _matmul_bf16(self, a, b, out, m, n, k, a_batch, b_batch, precision):
+        if precision != "bf16":
+            raise ValueError(f"matmul: unknown precision {precision!r} (only 'bf16')")
+        if a.dtype != _FLOATS[0] or b.dtype != _FLOATS[0] or out.dtype != _FLOATS[0]:
+            raise TypeError(f"matmul: bf16 precision takes float32 arrays, got {a.dtype}, "
+                            f"{b.dtype} -> {out.dtype}")
+        sa, sb = a.strides, b.strides
+        _mm.gemm_bf16(a.handle, a.offset, sa[-2], sa[-1], b.handle, b.offset, sb[-2], sb[-1],
+                      out.handle, out.offset, m, n, k, a_batch, b_batch)
+
+    def round_bf16(self, a, out):
+        """out = compact float32 a rounded to bfloat16 values (nearest even), float32."""
+        if a.dtype != _FLOATS[0] or out.dtype != _FLOATS[0] or a.size != out.size:
+            raise TypeError(f"round_bf16: needs float32 arrays of one size, got {a.dtype} "
+                            f"{a.shape} -> {out.dtype} {out.shape}")
+        _mm.round_bf16(a.handle, a.offset, out.handle, out.offset, a.size)
 
     # convolution and pooling (x, col, dx, pooled arrays compact) ----------
     def im2col(self, x, col, kernel, stride, pad, dil, oh, ow):

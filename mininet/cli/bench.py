@@ -147,6 +147,42 @@ def bench_matmul(shapes, dtype="float32", threads=None, min_time=0.2, repeat=Non
     return cases
 
 
+BF16_IMPLS = ("mininet", "mininet-fp32", "torch-bf16")
+
+
+def matmul_bf16_impls(shapes, torch):
+    """The implementations bench_matmul_bf16 times per shape (torch's where installed)."""
+    return [list(BF16_IMPLS if torch is not None else BF16_IMPLS[:2]) for _ in shapes]
+
+
+def bench_matmul_bf16(shapes, threads=None, min_time=0.2, repeat=None, progress=None):
+    """mininet's bf16 GEMM (float32 in and out, bf16-rounded inputs, float32 sums: what
+    mininet.autocast("bf16") runs) next to mininet's float32 matmul and torch's bfloat16
+    matmul (torch.bfloat16 tensors), same thread count, per shape."""
+    from ..amp import matmul as ac_matmul
+    torch = torch_or_none()
+    impls_per = matmul_bf16_impls(shapes, torch)
+    timer = CaseTimer(sum(map(len, impls_per)), min_time, repeat, progress)
+    cases = []
+    with _Threads(threads, torch) as n_threads:
+        for (m, k, n), names in zip(shapes, impls_per):
+            rng = np.random.default_rng(0)
+            x = rng.standard_normal((m, k)).astype(np.float32)
+            y = rng.standard_normal((k, n)).astype(np.float32)
+            a, b = NDArray(x), NDArray(y)
+            fns = {"mininet": lambda: ac_matmul(a, b, "bf16"), "mininet-fp32": lambda: a @ b}
+            if torch is not None:
+                tx, ty = torch.from_numpy(x).bfloat16(), torch.from_numpy(y).bfloat16()
+                fns["torch-bf16"] = lambda: tx @ ty
+            flops, nbytes = matmul_work(m, k, n, "float32")
+            for impl in names:
+                params = {"m": m, "k": k, "n": n, "dtype": "bf16", "device": "cpu"}
+                cases.append(timer.time(f"matmul {shape_name(m, k, n)} bf16 {impl}", impl,
+                                        params, fns[impl], threads=n_threads, flops=flops,
+                                        nbytes=nbytes))
+    return cases
+
+
 # elementwise --------------------------------------------------------------------------------
 def bench_ewise(size=4 * 1024 * 1024, rows=4096, cols=1024, threads=None, min_time=0.2,
                 repeat=None, progress=None):

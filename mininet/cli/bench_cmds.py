@@ -353,7 +353,8 @@ def bench_matmul(
     threads: Optional[int] = typer.Option(None, min=1, help=THREADS_HELP),
     min_time: float = typer.Option(0.2, "--min-time", help=MIN_TIME_HELP),
     repeat: Optional[int] = typer.Option(None, min=1, help=REPEAT_HELP),
-    dtype: str = typer.Option("float32", help="float32 or float64."),
+    dtype: str = typer.Option("float32", help="float32, float64, or bf16 (mininet's bf16 "
+                              "GEMM vs its float32 one and torch's bfloat16 matmul; cpu)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     peak: bool = typer.Option(False, "--peak", help=PEAK_HELP),
     save: Optional[str] = typer.Option(None, "--save", help=SAVE_HELP),
@@ -365,8 +366,11 @@ def bench_matmul(
     """GFLOPS of mininet's matmul vs numpy's BLAS (same thread count) and a simple tiled
     kernel; on --device cuda vs cuBLAS."""
     from .bench import add_roofline, bench_matmul as run, parse_shapes
-    if dtype not in ("float32", "float64"):
-        _fail(f"--dtype must be float32 or float64, got {dtype!r}")
+    dtype = "bf16" if dtype.lower() in ("bf16", "bfloat16") else dtype
+    if dtype not in ("float32", "float64", "bf16"):
+        _fail(f"--dtype must be float32, float64 or bf16, got {dtype!r}")
+    if dtype == "bf16" and device != "cpu":
+        _fail("--dtype bf16 runs on the cpu only (mininet's bf16 GEMM is a CPU kernel)")
     try:
         shapes = parse_shapes(sizes)
     except ValueError as e:
@@ -379,15 +383,24 @@ def bench_matmul(
         if device != "cpu":
             from .gpu import bench_matmul_gpu
             cases = bench_matmul_gpu(shapes, dtype, min_time, repeat, progress)
+        elif dtype == "bf16":
+            from .bench import bench_matmul_bf16
+            cases = bench_matmul_bf16(shapes, threads=threads, min_time=min_time, repeat=repeat,
+                                      progress=progress)
         else:
             cases = run(shapes, dtype=dtype, threads=threads, min_time=min_time, repeat=repeat,
                         progress=progress)
-    add_roofline(cases, peak_dict)
+    if dtype != "bf16":   # the cached peak is float32 FMA's
+        add_roofline(cases, peak_dict)
     title = f"matmul {dtype} on {device}"
+    refs: tuple = ("numpy", "cublas")
+    if dtype == "bf16":
+        title = "matmul bf16 (float32 in/out, bf16 inputs, float32 sums) on cpu"
+        refs = ("mininet-fp32",)
     _finish("matmul", cases, save, json_out, quiet, _rows(cases, "gflops", lambda c: c.flops),
             lambda: _rate_table(title, cases, lambda c: f"{c.params['m']}x{c.params['k']}x"
                                 f"{c.params['n']}", "shape", ("GFLOPS", lambda c: c.flops),
-                                ("numpy", "cublas"), peak_dict, device),
+                                refs, False if dtype == "bf16" else peak_dict, device),
             plot, roofline, peak_dict)
 
 

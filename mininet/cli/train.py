@@ -63,6 +63,7 @@ class TrainConfig:
     hidden_size: int = 200
     layers: int = 2
     max_lines: Optional[int] = None
+    precision: str = "fp32"   # or "bf16": forward and backward under mininet.autocast
 
     def checked(self):
         """A copy with the model's canonical name and the defaults filled in; ValueError
@@ -82,6 +83,11 @@ class TrainConfig:
             raise ValueError(f"--lr must be a positive number, got {self.lr}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"--precision must be fp32 or bf16, got {self.precision!r}")
+        if self.precision == "bf16" and (self.device != "cpu" or self.dataset == "ptb"):
+            raise ValueError("--precision bf16 covers mnist, fashion-mnist and cifar10 on the "
+                             "cpu so far")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got "
                              f"{self.optimizer!r}")
@@ -330,7 +336,8 @@ def _run(cfg, console=None):
 
         try:
             fit(model, train_loader, test_loader, opt, epochs, start, on_epoch=on_epoch,
-                on_batch=on_batch, scheduler=scheduler, reducer=reducer)
+                on_batch=on_batch, scheduler=scheduler, reducer=reducer,
+                precision=None if cfg.precision == "fp32" else cfg.precision)
         except (KeyboardInterrupt, TrainingDiverged) as e:
             progress.stop()
             raise kept.stopped(e, history[-1]["epoch"] if history else start, epochs) from None

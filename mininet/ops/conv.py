@@ -14,6 +14,7 @@ import numbers
 
 from ..autograd import Op
 from ..ndarray import NDArray, matmul as nd_matmul
+from .. import amp as _ac
 from .math import require_float
 from .shape import broadcast_to, reshape
 
@@ -177,9 +178,21 @@ class Conv(Op):
         self.col = None      # the input's columns, kept for the weight gradient (im2col path)
         self._rows = None    # (grad NDArray, its (K, N*P) rows, bias grad), computed once
 
+    precision = None   # "bf16" under mininet.autocast (at forward): x, w, grads rounded
+    _g16 = None        # (grad, grad rounded to bf16), shared by the two gradients
+
     def compute(self, x, w, b=None):
+        p = self.precision = self.precision or _ac._state.precision
+        if p is not None:   # bf16 inputs, float32 sums: the fp32 kernels on rounded values
+            x, w = _ac.round_to(x, p), _ac.round_to(w, p)
         out, self.col = conv_forward(x, w, b, self.p)
         return out
+
+    def round_grad(self, g):
+        """The output grad rounded to bf16 (bf16 autocast), once per g."""
+        if self._g16 is None or self._g16[0] is not g:
+            self._g16 = (g, _ac.round_to(g, self.precision))
+        return self._g16[1]
 
     def rows(self, g):
         """The output grad as (K, N*P) rows and the bias grad, computed once per g."""
@@ -205,6 +218,8 @@ class ConvGradInput(Op):
         self.p, self.xshape, self.conv = params, tuple(xshape), conv
 
     def compute(self, g, w):
+        if self.conv is not None and self.conv.precision is not None:
+            g, w = self.conv.round_grad(g), _ac.round_to(w, self.conv.precision)
         rows = (lambda a: self.conv.rows(a)[0]) if self.conv is not None else _rows_of
         return conv_grad_input(g, w, self.xshape, self.p, rows)
 
@@ -221,6 +236,8 @@ class ConvGradWeight(Op):
         self.p, self.wshape, self.conv = params, tuple(wshape), conv
 
     def compute(self, g, x):
+        if self.conv is not None and self.conv.precision is not None:
+            g, x = self.conv.round_grad(g), _ac.round_to(x, self.conv.precision)
         if self.conv is not None:
             return conv_grad_weight(g, x, self.wshape, self.p, lambda a: self.conv.rows(a)[0],
                                     self.conv.col)

@@ -4,6 +4,7 @@ import numbers
 
 from ..autograd import Op, Tensor, grad_enabled
 from ..ndarray import NDArray, _ewise as nd_ewise, matmul as nd_matmul
+from .. import amp as _ac
 
 
 def require_float(what, *xs):
@@ -278,46 +279,57 @@ class Maximum(Op):
 
 
 class MatMul(Op):
+    saves_output = False   # its gradient does not read its output (autograd._check_versions)
+    precision = None   # "bf16": set from mininet.autocast at forward, used by the gradient
+
     def compute(self, a, b):
-        return nd_matmul(a, b)
+        p = self.precision = self.precision or _ac._state.precision
+        return nd_matmul(a, b) if p is None else _ac.matmul(a, b, p)
 
     def gradient(self, g, node):
         from .shape import transpose
         a, b = node.inputs
+        p = self.precision
         if not grad_enabled():  # no graph to record: the products straight on NDArrays
             gd, ad, bd = g.cached_data, a.cached_data, b.cached_data
-            ga = unbroadcast(nd_matmul(gd, bd.swapaxes(-1, -2)), a.shape) if a.requires_grad else None
-            gb = unbroadcast(nd_matmul(ad.swapaxes(-1, -2), gd), b.shape) if b.requires_grad else None
+            ga = unbroadcast(_ac.matmul(gd, bd.swapaxes(-1, -2), p), a.shape) if a.requires_grad else None
+            gb = unbroadcast(_ac.matmul(ad.swapaxes(-1, -2), gd, p), b.shape) if b.requires_grad else None
             return (None if ga is None else Tensor.make_const(ga),
                     None if gb is None else Tensor.make_const(gb))
         # skip the product for an input that needs no gradient (e.g. the data batch)
-        ga = unbroadcast(matmul(g, transpose(b)), a.shape) if a.requires_grad else None
-        gb = unbroadcast(matmul(transpose(a), g), b.shape) if b.requires_grad else None
+        ga = unbroadcast(matmul(g, transpose(b), p), a.shape) if a.requires_grad else None
+        gb = unbroadcast(matmul(transpose(a), g, p), b.shape) if b.requires_grad else None
         return ga, gb
 
 
 class Linear(Op):
     """x @ W + b for x (..., in), W (in, out), b (out,) or absent: one product and an
     in-place bias add instead of three ops (product, broadcast, add)."""
+    saves_output = False   # its gradient does not read its output (autograd._check_versions)
+
+    precision = None   # as MatMul's
 
     def compute(self, x, w, b=None):
-        y = nd_matmul(x, w)
+        p = self.precision = self.precision or _ac._state.precision
+        y = nd_matmul(x, w) if p is None else _ac.matmul(x, w, p)
         return y if b is None else y.add_(b)
 
     def gradient(self, g, node):
         x, w = node.inputs[:2]
         b = node.inputs[2] if len(node.inputs) == 3 else None
+        p = self.precision
         if grad_enabled():  # recorded: built from ops, differentiable again
-            gx = matmul(g, _transpose(w)) if x.requires_grad else None
+            gx = matmul(g, _transpose(w), p) if x.requires_grad else None
             g2 = g.reshape((-1, g.shape[-1]))
-            gw = matmul(_transpose(x.reshape((-1, x.shape[-1]))), g2) if w.requires_grad else None
+            gw = matmul(_transpose(x.reshape((-1, x.shape[-1]))), g2, p) if w.requires_grad else None
             from .reduce import summation
             gb = summation(g2, (0,)) if b is not None and b.requires_grad else None
             return gx, gw, gb
         gd, xd, wd = g.cached_data, x.cached_data, w.cached_data
-        g2 = gd.reshape(-1, gd.shape[-1])
-        grads = [nd_matmul(gd, wd.swapaxes(0, 1)) if x.requires_grad else None,
-                 nd_matmul(xd.reshape(-1, xd.shape[-1]).swapaxes(0, 1), g2) if w.requires_grad else None,
+        g2 = gd if len(gd.shape) == 2 else gd.reshape(-1, gd.shape[-1])
+        x2 = xd if len(xd.shape) == 2 else xd.reshape(-1, xd.shape[-1])
+        grads = [_ac.matmul(gd, wd.swapaxes(0, 1), p) if x.requires_grad else None,
+                 _ac.matmul(x2.swapaxes(0, 1), g2, p) if w.requires_grad else None,
                  g2.sum(0) if b is not None and b.requires_grad else None]
         return tuple(None if a is None else Tensor.make_const(a) for a in grads[:len(node.inputs)])
 
@@ -457,14 +469,19 @@ def maximum(a, b):
     return Maximum()(a, _tensor(b, a))
 
 
-def matmul(a, b):
-    """numpy's matmul; 1-d operands are lifted to matrices so MatMul sees >= 2-d."""
+def matmul(a, b, precision=None):
+    """numpy's matmul; 1-d operands are lifted to matrices so MatMul sees >= 2-d.
+    precision: "bf16" for a product that must run in bf16 whatever the autocast state
+    (a recorded gradient of one that ran under autocast)."""
+    op = MatMul()
+    if precision is not None:
+        op.precision = precision
     if a.ndim >= 2 and b.ndim >= 2:
-        return MatMul()(a, b)
+        return op(a, b)
     from .shape import reshape
     a2 = reshape(a, (1, a.shape[0])) if a.ndim == 1 else a
     b2 = reshape(b, (b.shape[0], 1)) if b.ndim == 1 else b
-    out = MatMul()(a2, b2)
+    out = op(a2, b2)
     shape = out.shape[:-2] + (out.shape[-2:-1] if a.ndim > 1 else ()) + (out.shape[-1:] if b.ndim > 1 else ())
     return reshape(out, shape)
 
