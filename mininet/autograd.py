@@ -17,29 +17,47 @@ from .ndarray import NDArray, _normalize_axes, as_dtype, check_axis
 _state = threading.local()
 
 
-def grad_enabled():
-    return getattr(_state, "enabled", True)
+def grad_enabled() -> bool:
+    # read as an attribute that is set: getattr(_state, "enabled", True) on a thread that
+    # never set it raised and caught an AttributeError each call (~2 us, ~15 a step)
+    """Whether ops record the graph on this thread now: True unless inside
+    no_grad() (torch.is_grad_enabled; mininet.is_grad_enabled)."""
+    try:
+        return _state.enabled
+    except AttributeError:
+        _state.enabled = True
+        return True
 
 
-@contextlib.contextmanager
+class _GradMode(contextlib.ContextDecorator):
+    """Grad mode set to `mode` inside the block, restored after (also a decorator). A
+    class rather than a generator-based context manager: backward and every eval step
+    enter one, and this costs a third as much."""
+
+    def __init__(self, mode):
+        self.mode = mode
+
+    def __enter__(self):
+        self.old = grad_enabled()
+        _state.enabled = self.mode
+
+    def __exit__(self, *exc):
+        _state.enabled = self.old
+        return False
+
+    def _recreate_cm(self):   # a decorated function gets a fresh one per call (recursion)
+        return type(self)(self.mode)
+
+
 def no_grad():
     """Inside this block ops record no graph (like torch.no_grad)."""
-    old = grad_enabled()
-    _state.enabled = False
-    try:
-        yield
-    finally:
-        _state.enabled = old
+    return _GradMode(False)
 
 
-@contextlib.contextmanager
 def enable_grad():
-    old = grad_enabled()
-    _state.enabled = True
-    try:
-        yield
-    finally:
-        _state.enabled = old
+    """Inside this block ops record a graph again, even within no_grad() (like
+    torch.enable_grad); also usable as a decorator."""
+    return _GradMode(True)
 
 
 # Observers of op calls: the profiler and the ONNX tracer. An observer has
@@ -50,13 +68,20 @@ def enable_grad():
 # and may have module_begin(module, args) -> token / module_end(token, output), called
 # around Module.__call__. With none installed an op pays one list check.
 _observers: list[Any] = []
+# whether any tensor ever had a post-accumulate-grad hook: until then backward does not
+# look (reading an unset slot raises and catches an AttributeError, ~1 us a leaf)
+_any_hooks = False
 
 
-def add_observer(observer):
+def add_observer(observer: Any) -> None:
+    """Install an observer of op calls (the profiler and the ONNX tracer use this):
+    its begin(op, inputs, phase) and end(token, result) are called around every op."""
     _observers.append(observer)
 
 
-def remove_observer(observer):
+def remove_observer(observer: Any) -> None:
+    """Uninstall an observer installed by add_observer (ValueError when it is
+    not installed)."""
     _observers.remove(observer)
 
 
@@ -77,17 +102,28 @@ class Op:
     tuple's gradient is assembled once from all of them (zeros only where none came),
     instead of one full tuple of zeros per use (O(seq^2) for a split sequence)."""
     tuple_index = None
+    # whether gradient() reads the node's own output (tanh's 1 - y^2): then a later in-place
+    # write into that output is refused in backward. True unless an op says otherwise.
+    saves_output = True
 
     def __call__(self, *args):
         return Tensor.make_from_op(self, args)
 
     def compute(self, *args):
+        """The forward pass on NDArrays: one NDArray per input in, the output NDArray
+        (or a tuple of them for a TupleOp) out. A subclass gives it."""
         raise NotImplementedError
 
     def gradient(self, out_grad, node):
+        """The gradient of the output with respect to each input, built from Tensor ops (so it
+        is differentiable itself): `out_grad` has the output's shape and `node` is the
+        output Tensor (its inputs are node.inputs); returns one Tensor per input, each of
+        that input's shape (a lone Tensor for a one-input op). A subclass gives it."""
         raise NotImplementedError
 
     def gradient_as_tuple(self, out_grad, node):
+        """gradient(out_grad, node) as a tuple, one Tensor per input (each of
+        that input's shape), whatever form gradient() returned."""
         g = self.gradient(out_grad, node)
         return tuple(g) if isinstance(g, (tuple, list)) else (g,)
 
@@ -100,12 +136,20 @@ class TupleOp(Op):
 
 
 class Value:
-    __slots__ = ("op", "inputs", "cached_data", "requires_grad", "__weakref__")
+    # _versions: set on recorded nodes only (_record_versions), read by _check_versions
+    """A node of the computation graph: the op that made it (None for a leaf), its
+    inputs, its value `cached_data` (an NDArray, or a tuple of them for a TensorTuple) and
+    requires_grad. The base of Tensor and TensorTuple."""
+    __slots__ = ("op", "inputs", "cached_data", "requires_grad", "_versions", "__weakref__")
 
     def realize_cached_data(self):
+        """The node's value (an NDArray, computed eagerly when the node
+        was made): needle's name for cached_data."""
         return self.cached_data
 
     def is_leaf(self):
+        """Whether this node is a leaf (made by the user, not by an op): leaves
+        that require grad get .grad in backward."""
         return self.op is None
 
     def _init(self, op, inputs, cached_data, requires_grad):
@@ -116,6 +160,9 @@ class Value:
 
     @classmethod
     def make_from_op(cls, op, inputs):
+        """A new node made by applying `op` to `inputs` (Tensors): computes op.compute on their
+        values at once, and records the op and inputs when grad mode is on and an input
+        requires grad (else returns a constant). The output's shape is what the op gives."""
         value = object.__new__(cls)
         try:
             arrays = [x.cached_data for x in inputs]
@@ -123,8 +170,9 @@ class Value:
             raise _not_a_tensor(op, inputs) from None
         tokens = _begin(op, inputs, "forward") if _observers else None
         data = op.compute(*arrays)
-        if grad_enabled() and any(x.requires_grad for x in inputs):
+        if grad_enabled() and True in [x.requires_grad for x in inputs]:   # (no generator)
             value._init(op, tuple(inputs), data, True)
+            value._versions = _record_versions(value)
         else:  # no graph to keep: a constant
             value._init(None, (), data, False)
         if cls is Tensor:
@@ -169,6 +217,8 @@ def _running_module():
 
 
 class TensorTuple(Value):
+    """A node whose value is a tuple of NDArrays (the output of a TupleOp such as
+    split): t[i] is the i-th Tensor (differentiable), len(t) their number."""
     __slots__ = ()
 
     def __len__(self):
@@ -178,22 +228,32 @@ class TensorTuple(Value):
         return tuple_get_item(self, i)
 
     def tuple(self):
+        """The elements as a tuple of Tensors, each of the shape its array has."""
         return tuple(self[i] for i in range(len(self)))
 
     def __iter__(self):
         return iter(self.tuple())
 
     def detach(self):
+        """A TensorTuple of the same arrays, cut from the graph (no op, no grad)."""
         return TensorTuple.make_const(self.cached_data)
 
     @staticmethod
     def make_const(data):
+        """A TensorTuple holding the NDArrays of `data` as they are, with no op
+        and no grad (a leaf)."""
         t = object.__new__(TensorTuple)
         t._init(None, (), tuple(data), False)
         return t
 
 
 class Tensor(Value):
+    """A node of the computation graph holding an n-d array (cached_data, an NDArray):
+    its shape, dtype (float32, float64, int64 or bool) and device, the op that made it, and
+    after backward() its .grad (of the same shape). Tensor(data, dtype=None, device=None,
+    requires_grad=False) copies data (numpy arrays, lists, numbers, NDArrays, tensors) and
+    keeps numpy's dtype (mininet.tensor follows torch's instead: Python floats become
+    float32). Only float tensors can require grad (TypeError otherwise)."""
     __slots__ = ("grad", "_hooks")  # _hooks: set only on leaves that have hooks
 
     def __init__(self, data, dtype=None, device=None, requires_grad=False):
@@ -215,6 +275,8 @@ class Tensor(Value):
 
     @staticmethod
     def make_const(data, requires_grad=False):
+        """A leaf Tensor over `data` (an NDArray, or a Tensor's array) without
+        copying, of data's shape; requires_grad as given. The fast constructor the ops use."""
         t = object.__new__(Tensor)
         t._init(None, (), data.cached_data if isinstance(data, Tensor) else data, requires_grad)
         t.grad = None
@@ -223,6 +285,9 @@ class Tensor(Value):
     # data access -------------------------------------------------------------
     @property
     def data(self):
+        """The same values as a new leaf Tensor without grad (shares the memory; writes through
+        it are not recorded). Setting .data replaces the values by a Tensor or NDArray of
+        the same shape (ValueError otherwise)."""
         return Tensor.make_const(self.cached_data)
 
     @data.setter
@@ -232,7 +297,9 @@ class Tensor(Value):
             raise ValueError(f"cannot set data of shape {value.shape} on a tensor of shape {self.shape}")
         self.cached_data = value
 
-    def detach(self):
+    def detach(self) -> Tensor:
+        """A new leaf Tensor sharing this one's memory, of the same shape and dtype,
+        cut from the graph (requires_grad False)."""
         return Tensor.make_const(self.cached_data)
 
     def register_post_accumulate_grad_hook(self, hook):
@@ -241,36 +308,47 @@ class Tensor(Value):
         remove() unregisters it. Data-parallel training starts reducing here."""
         if self.op is not None:
             raise RuntimeError("post-accumulate-grad hooks go on leaf tensors (parameters)")
+        global _any_hooks
         hooks = getattr(self, "_hooks", None)
         if hooks is None:
             hooks = self._hooks = []
         hooks.append(hook)
+        _any_hooks = True   # backward looks for hooks from now on
         return _HookHandle(hooks, hook)
 
-    def requires_grad_(self, flag=True):
+    def requires_grad_(self, flag: bool = True) -> Tensor:
+        """Set requires_grad in place (a leaf starts or stops collecting
+        .grad) and return self (same shape)."""
         self.requires_grad = flag
         return self
 
     @property
     def shape(self):
+        """The shape, a tuple of ints (torch's torch.Size is a tuple too)."""
         return self.cached_data.shape
 
     @property
     def dtype(self):
+        """The element type, a numpy dtype: float32, float64, int64 or bool."""
         return self.cached_data.dtype
 
     @property
     def device(self):
+        """The device the values live on (mininet.cpu() or a CUDA device)."""
         return self.cached_data.device
 
     @property
     def ndim(self):
+        """The number of dimensions, len(shape) (0 for a scalar tensor)."""
         return self.cached_data.ndim
 
-    def size(self, dim=None):
+    def size(self, dim: int | None = None) -> Any:
+        """The shape as a tuple (torch's size()), or with `dim` the size of that dim
+        (negative counts from the end)."""
         return self.shape if dim is None else self.shape[dim]
 
-    def numel(self):
+    def numel(self) -> int:
+        """The number of elements, the product of the shape (1 for shape ())."""
         return self.cached_data.size
 
     def __len__(self):
@@ -282,9 +360,9 @@ class Tensor(Value):
     # numpy defers to our reflected operators: np.float32(0.5) * t is t.__rmul__, a Tensor
     __array_ufunc__ = None
 
-    def numpy(self):
-        """A numpy copy of the values. PyTorch's .numpy() shares memory; here
-        np.asarray(t) and np.from_dlpack(t) do (CPU tensors)."""
+    def numpy(self) -> np.ndarray:
+        """A numpy copy of the values, of the same shape and dtype. PyTorch's .numpy()
+        shares memory; here np.asarray(t) and np.from_dlpack(t) do (CPU tensors)."""
         return self.cached_data.numpy()
 
     # zero-copy interchange: the NDArray's (views of the memory this tensor holds now)
@@ -303,6 +381,8 @@ class Tensor(Value):
         return self.cached_data.__array__(dtype)
 
     def item(self):
+        """The value of a one-element tensor (any shape with one element) as a Python
+        number: float, int or bool by dtype. More elements raise ValueError."""
         return self.cached_data.item()
 
     def __float__(self):
@@ -323,10 +403,13 @@ class Tensor(Value):
         return object.__format__(self, spec)   # TypeError for a non-empty spec
 
     # autodiff ------------------------------------------------------------------
-    def backward(self, out_grad=None, retain_graph=None, create_graph=False):
-        """Accumulate d(self)/d(leaf) into each leaf's .grad. retain_graph defaults to
-        create_graph (as PyTorch): a recorded gradient can refer to forward nodes (tanh's
-        is g * (1 - y^2)), so their graph must outlive this pass."""
+    def backward(self, out_grad: Tensor | None = None, retain_graph: bool | None = None,
+                 create_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into each leaf's .grad (of the leaf's shape). `out_grad`
+        (of self's shape) may be left out for a one-element output (it is then 1); otherwise
+        RuntimeError. retain_graph defaults to create_graph (as PyTorch): a recorded
+        gradient can refer to forward nodes (tanh's is g * (1 - y^2)), so their graph must
+        outlive this pass. A second backward through a freed graph raises RuntimeError."""
         if retain_graph is None:
             retain_graph = create_graph
         if not self.requires_grad:
@@ -411,10 +494,24 @@ class Tensor(Value):
     def __invert__(self):
         return Tensor.make_const(~self.cached_data)
 
-    def logical_not(self): return _ops().logical_not(self)
-    def logical_and(self, other): return _ops().logical_and(self, other)
-    def logical_or(self, other): return _ops().logical_or(self, other)
-    def logical_xor(self, other): return _ops().logical_xor(self, other)
+    def logical_not(self):
+        """not x (nonzero is True), elementwise: a bool Tensor of the same shape."""
+        return _ops().logical_not(self)
+
+    def logical_and(self, other):
+        """x and other (nonzero is True), elementwise with broadcasting: a bool
+        Tensor of the broadcast shape."""
+        return _ops().logical_and(self, other)
+
+    def logical_or(self, other):
+        """x or other (nonzero is True), elementwise with broadcasting: a bool
+        Tensor of the broadcast shape."""
+        return _ops().logical_or(self, other)
+
+    def logical_xor(self, other):
+        """x xor other (nonzero is True), elementwise with broadcasting: a bool
+        Tensor of the broadcast shape."""
+        return _ops().logical_xor(self, other)
 
     def __lt__(self, other): return self._compare(other, "__lt__")
     def __le__(self, other): return self._compare(other, "__le__")
@@ -423,10 +520,22 @@ class Tensor(Value):
     __hash__ = object.__hash__
 
     # reductions: dim=/axis=/axes= and keepdim=/keepdims= (one helper, _reduce_args) ----
-    def sum(self, dim=None, keepdim=False, *, axis=None, axes=None, keepdims=None):
+    def sum(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False, *,
+            axis: int | tuple[int, ...] | None = None, axes: int | tuple[int, ...] | None = None,
+            keepdims: bool | None = None) -> Tensor:
+        """The sum over dims: `dim` (torch) / `axis` / `axes` (numpy's and needle's spellings):
+        an int, a tuple, or None for every dim; the result's shape drops the reduced dims,
+        or keeps them as size 1 with keepdim (keepdims). The sum of a bool tensor counts the
+        True entries (int64). Differentiable."""
         return _ops().summation(self, *_reduce_args(self, dim, axis, axes, keepdim, keepdims))
 
-    def mean(self, dim=None, keepdim=False, *, axis=None, axes=None, keepdims=None):
+    def mean(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False, *,
+             axis: int | tuple[int, ...] | None = None, axes: int | tuple[int, ...] | None = None,
+             keepdims: bool | None = None) -> Tensor:
+        """The mean over dims: `dim` (torch) / `axis` / `axes` (numpy's and needle's
+        spellings): an int, a tuple, or None for every dim; the result's shape drops the
+        reduced dims, or keeps them as size 1 with keepdim (keepdims). A bool tensor raises
+        TypeError (as torch); an empty reduction gives NaN."""
         if self.dtype == np.bool_:
             raise TypeError("mean: not defined for bool tensors (as torch): use .float().mean() "
                             "(the fraction of True)")
@@ -440,6 +549,9 @@ class Tensor(Value):
         return self._extreme(dim, axis, axes, keepdim, keepdims, "max")
 
     def min(self, dim=None, keepdim=False, *, axis=None, axes=None, keepdims=None):
+        """x.min(): the minimum (shape ()); x.min(dim): (values, indices) with that dim dropped
+        (kept as 1 with keepdim), as torch; x.min(axis=/axes=): the values alone (numpy's
+        and needle's meaning); x.min(other): the elementwise minimum (broadcast shape)."""
         if isinstance(dim, Tensor):
             if self.dtype == _BOOL and dim.dtype == _BOOL:
                 return self & dim
@@ -458,20 +570,37 @@ class Tensor(Value):
             values, idx = values.squeeze(dim), idx.squeeze(dim)
         return MinMax(values, idx)
 
-    def amax(self, dim=None, keepdim=False, *, axis=None, axes=None, keepdims=None):
-        """The maxima over dim (values alone; tied maxima share the gradient, as torch)."""
+    def amax(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False, *,
+             axis: int | tuple[int, ...] | None = None, axes: int | tuple[int, ...] | None = None,
+             keepdims: bool | None = None) -> Tensor:
+        """The maxima over dims (values alone): `dim` (torch) / `axis` / `axes` (numpy's and
+        needle's spellings): an int, a tuple, or None for every dim; the result's shape
+        drops the reduced dims, or keeps them as size 1 with keepdim (keepdims). Tied maxima
+        share the gradient, as torch."""
         return _ops().max(self, *_reduce_args(self, dim, axis, axes, keepdim, keepdims))
 
-    def amin(self, dim=None, keepdim=False, *, axis=None, axes=None, keepdims=None):
+    def amin(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False, *,
+             axis: int | tuple[int, ...] | None = None, axes: int | tuple[int, ...] | None = None,
+             keepdims: bool | None = None) -> Tensor:
+        """The minima over dims (values alone): `dim` (torch) / `axis` / `axes` (numpy's and
+        needle's spellings): an int, a tuple, or None for every dim; the result's shape
+        drops the reduced dims, or keeps them as size 1 with keepdim (keepdims). Tied minima
+        share the gradient, as torch."""
         args = _reduce_args(self, dim, axis, axes, keepdim, keepdims)
         if self.dtype == _BOOL:   # no negation of bools: min is not(max(not x)), as torch's all
             return ~_ops().max(~self, *args)
         return -_ops().max(-self, *args)
 
-    def argmax(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    def argmax(self, dim: int | None = None, keepdim: bool = False, *, axis: int | None = None,
+               keepdims: bool | None = None) -> Tensor:
+        """The int64 index of the maximum along `dim` (axis=): that dim dropped, or kept as 1
+        with keepdim; dim=None indexes the flattened tensor (shape ()). No gradient."""
         return self._arg("argmax", dim, axis, keepdim, keepdims)
 
-    def argmin(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    def argmin(self, dim: int | None = None, keepdim: bool = False, *, axis: int | None = None,
+               keepdims: bool | None = None) -> Tensor:
+        """The int64 index of the minimum along `dim` (axis=): that dim dropped, or kept as 1
+        with keepdim; dim=None indexes the flattened tensor (shape ()). No gradient."""
         return self._arg("argmin", dim, axis, keepdim, keepdims)
 
     def _arg(self, name, dim, axis, keepdim, keepdims):
@@ -492,15 +621,28 @@ class Tensor(Value):
         return (xc * xc).sum(ax, keepdim=keep) / float(max(n - correction, 0))
 
     def std(self, dim=None, keepdim=False, **kw):
+        """The standard deviation, sqrt(var(dim, keepdim, correction=1 ...)): reduced
+        shape as var's (torch's default correction=1, Bessel's)."""
         return self.var(dim, keepdim, **kw).sqrt()
 
     def prod(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """The product over `dim` (axis=; None: every element, shape ()), that dim
+        dropped or kept as 1 with keepdim. Differentiable."""
         return _ops().prod(self, _one_of("prod", dim=dim, axis=axis), bool(keepdim or keepdims))
 
     def cumsum(self, dim=None, *, axis=None):
+        """The cumulative sum along `dim` (axis=): the same shape, entry i the sum of
+        entries 0..i. Differentiable."""
         return _ops().cumsum(self, _one_of("cumsum", dim=dim, axis=axis))
 
-    def logsumexp(self, dim=None, keepdim=False, *, axis=None, axes=None, keepdims=None):
+    def logsumexp(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False, *,
+                  axis: int | tuple[int, ...] | None = None,
+                  axes: int | tuple[int, ...] | None = None,
+                  keepdims: bool | None = None) -> Tensor:
+        """log(sum(exp(x))) over dims, computed stably: `dim` (torch) / `axis` / `axes`
+        (numpy's and needle's spellings): an int, a tuple, or None for every dim; the
+        result's shape drops the reduced dims, or keeps them as size 1 with keepdim
+        (keepdims)."""
         return _ops().logsumexp(self, *_reduce_args(self, dim, axis, axes, keepdim, keepdims))
 
     def norm(self, p="fro", dim=None, keepdim=False, *, axis=None, axes=None, keepdims=None):
@@ -521,13 +663,19 @@ class Tensor(Value):
         return Tensor.make_const(self.cached_data.any(ax, keep))
 
     def all(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        """Whether every entry (along `dim`) is nonzero: a bool tensor, the reduced dim
+        dropped or kept as 1 with keepdim (dim=None: shape ()); true for no entries."""
         ax, keep = _reduce_args(self, dim, axis, None, keepdim, keepdims)
         return Tensor.make_const(self.cached_data.all(ax, keep))
 
-    def softmax(self, dim=-1, *, axis=None):
+    def softmax(self, dim: int = -1, *, axis: int | None = None) -> Tensor:
+        """softmax along `dim` (default the last; axis= too): the same shape, each
+        slice along dim summing to 1. Differentiable."""
         return _ops().softmax(self, self._dim(dim, axis, "softmax"))
 
-    def log_softmax(self, dim=-1, *, axis=None):
+    def log_softmax(self, dim: int = -1, *, axis: int | None = None) -> Tensor:
+        """log(softmax(x)) along `dim` (default the last; axis= too), computed
+        stably: the same shape. Differentiable."""
         return _ops().logsoftmax(self, self._dim(dim, axis, "log_softmax"))
 
     def _dim(self, dim, axis, what, extra=0):
@@ -537,17 +685,22 @@ class Tensor(Value):
 
     # shape ---------------------------------------------------------------------------------
     def reshape(self, *shape):
+        """The same values in another shape (varargs or one tuple; one -1 is
+        inferred): a view when the strides allow, else a copy. view is the same method (no
+        contiguity error, unlike torch). ValueError when the sizes differ."""
         shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
         return _ops().reshape(self, shape)
 
     view = reshape
 
-    def view_as(self, other):
+    def view_as(self, other: Tensor) -> Tensor:
+        """reshape(other.shape): the same values in the shape of the tensor `other`."""
         return self.reshape(other.shape)
 
     reshape_as = view_as
 
-    def dim(self):
+    def dim(self) -> int:
+        """The number of dimensions, as torch's dim() (the same as ndim)."""
         return self.ndim
 
     def transpose(self, dim0=None, dim1=None, *, axes=None):
@@ -561,23 +714,34 @@ class Tensor(Value):
             axes = (dim0, dim1)
         return _ops().transpose(self, axes)
 
-    def swapaxes(self, a, b):
+    def swapaxes(self, a: int, b: int) -> Tensor:
+        """The dims a and b exchanged (numpy's swapaxes; transpose(a, b)): shape
+        (.., n_a, .., n_b, ..) becomes (.., n_b, .., n_a, ..). A view."""
         return self.transpose(a, b)
 
-    def t(self):
+    def t(self) -> Tensor:
+        """The transpose of a matrix: shape (m, n) becomes (n, m); 0-d and 1-d tensors are
+        returned as they are; more dims raise ValueError (as torch)."""
         if self.ndim > 2:
             raise ValueError(f"t: expects a tensor with <= 2 dimensions, got {self.ndim}")
         return self if self.ndim < 2 else self.transpose(0, 1)
 
     def permute(self, *axes):
+        """The dims reordered (varargs or one tuple, a permutation of 0..ndim-1): dim i of the
+        result is dim axes[i], e.g. (N, C, H, W).permute(0, 2, 3, 1) is (N, H, W, C). A
+        view; differentiable."""
         axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
         return _ops().permute(self, axes)
 
     @property
     def T(self):
+        """Every dim reversed: shape (a, b, c) becomes (c, b, a) (a view; differentiable)."""
         return _ops().permute(self, tuple(reversed(range(self.ndim))))
 
-    def flatten(self, start_dim=0, end_dim=-1):
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+        """Dims start_dim..end_dim (inclusive; negative from the end) merged into one: (N, C,
+        H, W).flatten(1) is (N, C * H * W); a 0-d tensor gives shape (1,). ValueError when
+        start_dim comes after end_dim."""
         if self.ndim == 0:
             return self.reshape(1)
         s, e = (check_axis(d, self.ndim, "flatten") for d in (start_dim, end_dim))
@@ -585,7 +749,9 @@ class Tensor(Value):
             raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
         return self.reshape(self.shape[:s] + (-1,) + self.shape[e + 1:])
 
-    def unsqueeze(self, dim=None, *, axis=None):
+    def unsqueeze(self, dim: int | None = None, *, axis: int | None = None) -> Tensor:
+        """A new dim of size 1 inserted at `dim` (axis=; negative counts from the
+        end of the result): shape (a, b).unsqueeze(1) is (a, 1, b). A view."""
         d = self._dim(dim, axis, "unsqueeze", extra=1)
         return self.reshape(self.shape[:d] + (1,) + self.shape[d:])
 
@@ -595,7 +761,9 @@ class Tensor(Value):
         drop = range(self.ndim) if d is None else _normalize_axes(d, self.ndim)
         return self.reshape(tuple(n for i, n in enumerate(self.shape) if i not in drop or n != 1))
 
-    def broadcast_to(self, shape):
+    def broadcast_to(self, shape: tuple[int, ...]) -> Tensor:
+        """The values broadcast to `shape` (numpy's rules: size-1 dims stretch,
+        new dims lead); a view; the gradient sums back to this tensor's shape."""
         return _ops().broadcast_to(self, shape)
 
     def expand(self, *sizes):
@@ -611,7 +779,8 @@ class Tensor(Value):
         return self.broadcast_to(tuple(self.shape[i - lead] if n == -1 else n
                                        for i, n in enumerate(sizes)))
 
-    def expand_as(self, other):
+    def expand_as(self, other: Tensor) -> Tensor:
+        """broadcast_to(other.shape): the values broadcast to the shape of `other`."""
         return self.broadcast_to(other.shape)
 
     def repeat(self, *sizes):
@@ -640,23 +809,35 @@ class Tensor(Value):
         return tuple(out)
 
     def chunk(self, chunks, dim=0, *, axis=None):
+        """`chunks` pieces along `dim` (axis=), each of size ceil(n / chunks) (the last
+        smaller, so fewer pieces when n does not split evenly), as a tuple of views."""
         d = self._dim(dim, axis, "chunk")
         return self.split(-(-self.shape[d] // chunks) or 1, d)
 
-    def contiguous(self):
+    def contiguous(self) -> Tensor:
+        """Itself when its memory is row-major contiguous, else a compact copy of
+        the same shape (differentiable)."""
         return self if self.cached_data.is_compact() else _ops().clone(self)
 
-    def clone(self):
+    def clone(self) -> Tensor:
+        """A copy with its own memory, the same shape and dtype, recorded in the graph
+        (the gradient flows back to this tensor)."""
         return _ops().clone(self)
 
     # indexing and selection -------------------------------------------------------------------
-    def gather(self, dim, index):
+    def gather(self, dim: int, index: Any) -> Tensor:
+        """torch.gather: `out[i][j] = x[i][index[i][j]]` along `dim`; `index` (int64) has
+        the tensor's number of dims and gives the output's shape. Differentiable in x."""
         return _ops().gather(self, dim, index)
 
-    def index_select(self, dim, index):
+    def index_select(self, dim: int, index: Any) -> Tensor:
+        """The entries at the int64 indices `index` (shape (k,)) along `dim`: that
+        dim becomes size k. Differentiable."""
         return _ops().index_select(self, dim, index)
 
-    def masked_fill(self, mask, value):
+    def masked_fill(self, mask: Any, value: Any) -> Tensor:
+        """A copy with `value` where the bool `mask` (broadcasting to this tensor's
+        shape) is True: the same shape. Differentiable in x."""
         return _ops().masked_fill(self, mask, value)
 
     def sort(self, dim=-1, descending=False, *, axis=None):
@@ -672,6 +853,9 @@ class Tensor(Value):
         return MinMax(_ops().gather(self, d, idx), idx)
 
     def topk(self, k, dim=-1, largest=True, sorted=True, *, axis=None):
+        """The k largest (smallest with largest=False) entries along `dim` (default the last),
+        sorted, as (values, indices) with that dim of size k; values carry the gradient.
+        ValueError for k outside [0, size]."""
         d = self._dim(dim, axis, "topk")
         if not 0 <= k <= self.shape[d]:
             raise ValueError(f"topk: k={k} is out of range for a dim of size {self.shape[d]}")
@@ -694,65 +878,150 @@ class Tensor(Value):
         return _ops().to_device(out, device)
 
     def type(self, dtype):
+        """The tensor converted to `dtype` (a dtype or its name), the same shape;
+        differentiable between float dtypes."""
         return _ops().cast(self, dtype)
 
     def float(self):
+        """The tensor as float32, the same shape (a differentiable cast)."""
         return _ops().cast(self, "float32")
 
     def double(self):
+        """The tensor as float64, the same shape (a differentiable cast)."""
         return _ops().cast(self, "float64")
 
     def long(self):
+        """The tensor as int64, the same shape (no int32 here: .int() is this too).
+        Floats are truncated toward zero."""
         return _ops().cast(self, "int64")
 
     def bool(self):
+        """The tensor as bool (nonzero is True), the same shape."""
         return _ops().cast(self, "bool")
 
     int = long   # int64: there is no int32 dtype
 
-    def cpu(self):
+    def cpu(self) -> Tensor:
+        """The tensor on the CPU, the same shape (itself when already there)."""
         return self.to("cpu")
 
-    def cuda(self):
+    def cuda(self) -> Tensor:
+        """The tensor on the CUDA device, the same shape (DeviceUnavailable without a
+        GPU and PyCUDA)."""
         return self.to("cuda")
 
-    def tolist(self):
+    def tolist(self) -> Any:
+        """The values as nested Python lists (a number for a 0-d tensor), as torch's
+        tolist(): the nesting follows the shape."""
         return self.cached_data.numpy().tolist()
 
     # elementwise ---------------------------------------------------------------------------
-    def exp(self): return _ops().exp(self)
-    def log(self): return _ops().log(self)
-    def relu(self): return _ops().relu(self)
-    def tanh(self): return _ops().tanh(self)
-    def sigmoid(self): return _ops().sigmoid(self)
-    def sqrt(self): return _ops().sqrt(self)
-    def log1p(self): return _ops().log1p(self)
-    def expm1(self): return _ops().expm1(self)
-    def abs(self): return _ops().abs(self)
-    def erf(self): return _ops().erf(self)
-    def pow(self, p): return self ** p
+    def exp(self) -> Tensor:
+        """exp(x), elementwise; the same shape, differentiable."""
+        return _ops().exp(self)
+
+    def log(self) -> Tensor:
+        """The natural log, elementwise; the same shape, differentiable."""
+        return _ops().log(self)
+
+    def relu(self) -> Tensor:
+        """max(x, 0), elementwise; the same shape, differentiable."""
+        return _ops().relu(self)
+
+    def tanh(self) -> Tensor:
+        """tanh(x), elementwise; the same shape, differentiable."""
+        return _ops().tanh(self)
+
+    def sigmoid(self) -> Tensor:
+        """1 / (1 + exp(-x)), elementwise; the same shape, differentiable."""
+        return _ops().sigmoid(self)
+
+    def sqrt(self) -> Tensor:
+        """The square root, elementwise; the same shape, differentiable."""
+        return _ops().sqrt(self)
+
+    def log1p(self) -> Tensor:
+        """log(1 + x), exact for small x, elementwise; the same shape, differentiable."""
+        return _ops().log1p(self)
+
+    def expm1(self) -> Tensor:
+        """exp(x) - 1, exact for small x, elementwise; the same shape, differentiable."""
+        return _ops().expm1(self)
+
+    def abs(self) -> Tensor:
+        """|x|, elementwise; the same shape, differentiable (sign(x) as the gradient)."""
+        return _ops().abs(self)
+
+    def erf(self) -> Tensor:
+        """The error function erf(x), elementwise; the same shape, differentiable."""
+        return _ops().erf(self)
+
+    def pow(self, p: Any) -> Tensor:
+        """x ** p, elementwise (p a number or a Tensor, broadcast): the broadcast shape,
+        differentiable."""
+        return self ** p
+
     __abs__ = abs
 
-    def clip(self, min=None, max=None):
+    def clip(self, min: Any = None, max: Any = None) -> Tensor:
+        """x clamped to [min, max] elementwise (None: no bound on that side), the same
+        shape; clamp is the same method. The gradient is 1 inside the bounds, 0 outside."""
         return _ops().clip(self, min, max)
 
     clamp = clip
 
-    def eq(self, other): return self == other
-    def ne(self, other): return self != other
-    def lt(self, other): return self < other
-    def le(self, other): return self <= other
-    def gt(self, other): return self > other
-    def ge(self, other): return self >= other
+    def eq(self, other):
+        """x == other, elementwise with broadcasting: a bool Tensor of the broadcast shape."""
+        return self == other
 
-    def add(self, other, alpha=1): return self + other * alpha if alpha != 1 else self + other
-    def sub(self, other, alpha=1): return self - other * alpha if alpha != 1 else self - other
-    def mul(self, other): return self * other
-    def div(self, other): return self / other
-    def matmul(self, other): return self @ other
+    def ne(self, other):
+        """x != other, elementwise with broadcasting: a bool Tensor of the broadcast shape."""
+        return self != other
 
-    def mm(self, other):
-        """The matrix product of two 2-d tensors (torch's mm: no broadcasting, no 1-d)."""
+    def lt(self, other):
+        """x < other, elementwise with broadcasting: a bool Tensor of the broadcast shape."""
+        return self < other
+
+    def le(self, other):
+        """x <= other, elementwise with broadcasting: a bool Tensor of the broadcast shape."""
+        return self <= other
+
+    def gt(self, other):
+        """x > other, elementwise with broadcasting: a bool Tensor of the broadcast shape."""
+        return self > other
+
+    def ge(self, other):
+        """x >= other, elementwise with broadcasting: a bool Tensor of the broadcast shape."""
+        return self >= other
+
+    def add(self, other, alpha=1):
+        """x + alpha * other (torch's add), elementwise with broadcasting: the broadcast
+        shape, differentiable."""
+        return self + other * alpha if alpha != 1 else self + other
+
+    def sub(self, other, alpha=1):
+        """x - alpha * other (torch's sub), elementwise with broadcasting: the broadcast
+        shape, differentiable. Bool tensors raise TypeError."""
+        return self - other * alpha if alpha != 1 else self - other
+
+    def mul(self, other):
+        """x * other, elementwise with broadcasting: the broadcast shape, differentiable."""
+        return self * other
+
+    def div(self, other):
+        """x / other, elementwise with broadcasting: the broadcast shape, differentiable."""
+        return self / other
+
+    def matmul(self, other: Tensor) -> Tensor:
+        """x @ other, numpy's matmul rules: (m, k) @ (k, n) is (m, n); leading batch
+        dims broadcast, `(*, m, k)` @ `(*, k, n)` is `(*, m, n)`; 1-d operands are vectors.
+        Differentiable."""
+        return self @ other
+
+    def mm(self, other: Tensor) -> Tensor:
+        """The matrix product of two 2-d tensors: (m, k) @ (k, n) gives (m, n) (torch's mm: no
+        broadcasting, no 1-d). Other ranks or mismatched inner sizes raise ValueError naming
+        the shapes."""
         b = other.shape if isinstance(other, Tensor) else np.shape(other)
         if self.ndim != 2 or len(b) != 2:
             raise ValueError(f"mm: both operands must be 2-d matrices, got shapes {self.shape} "
@@ -763,51 +1032,89 @@ class Tensor(Value):
         return self @ other
 
     # in place: writes into this tensor's memory (so p.data.add_ changes p) ------------------
-    def _write(self, value, what, idx=()):
-        """Copy value (an NDArray, broadcast, cast to self's dtype) into self's memory.
-        Refused, as torch, on a leaf that requires grad while grad mode is on; refused on
-        a tensor inside a recorded graph too (torch would track versions: here use the
-        out-of-place form)."""
-        if self.requires_grad and grad_enabled():
-            if self.op is None:
-                raise RuntimeError(f"{what}: a leaf tensor that requires grad cannot be changed in "
-                                   "place while grad mode is on: use mininet.no_grad() or .data")
-            raise RuntimeError(f"{what}: in-place changes to a tensor inside a recorded graph are "
-                               "not supported: use the out-of-place op (x = x + y)")
+    # As torch: every write bumps the buffer's version (see _check_versions); a leaf that
+    # requires grad is refused while grad mode is on; a write into a tensor in a graph (or
+    # of a value that requires grad) is recorded: this object gets the write's node, whose
+    # input is its old node (_old_node), so later reads differentiate through the write.
+    def _write(self, value, idx=()):
+        """Copy value (an NDArray or a number, broadcast, cast to self's dtype) into self's
+        memory, unrecorded (the caller checked _refuse_write)."""
         self.cached_data[idx] = value
+        _bump(self.cached_data)
         return self
 
     def _value(self, other):
         return other.cached_data if isinstance(other, Tensor) else other
 
+    def _arith_(self, what, other, host, make, reads_old=True):
+        """self = make(self, other): host(NDArray, other's NDArray or number) computes it
+        unrecorded; make(Tensor, other) builds it from ops when recorded (or traced)."""
+        if _refuse_write(self, other, what) or _tracing():
+            readers = _readers(self, other)
+            old = _old_node(self, _snapshot(self, reads_old or bool(readers)))
+            return _commit_result(self, make(old, _repoint(readers, self, old, other)))
+        new = host(self.cached_data, self._value(other))
+        if new.shape != self.shape:
+            raise RuntimeError(f"{what}: output with shape {self.shape} doesn't match the "
+                               f"broadcast shape {new.shape}")
+        return self._write(new)
+
     def add_(self, other, alpha=1):
-        other = self._value(other)
-        return self._write(self.cached_data + (other * alpha if alpha != 1 else other), "add_")
+        """In place: self += alpha * other (broadcast to self's shape, which must not
+        change: RuntimeError otherwise); returns self. Recorded in the graph as torch's."""
+        if alpha != 1:
+            return self._arith_("add_", other, lambda a, b: a + b * alpha,
+                                lambda t, o: t + o * alpha, reads_old=False)
+        return self._arith_("add_", other, lambda a, b: a + b, lambda t, o: t + o,
+                            reads_old=False)
 
     def sub_(self, other, alpha=1):
+        """In place: self -= alpha * other (broadcast to self's shape); returns self."""
         return self.add_(other, -alpha)
 
     def mul_(self, other):
-        return self._write(self.cached_data * self._value(other), "mul_")
+        """In place: self *= other (broadcast to self's shape); returns self."""
+        return self._arith_("mul_", other, lambda a, b: a * b, lambda t, o: t * o)
 
     def div_(self, other):
-        return self._write(self.cached_data / self._value(other), "div_")
+        """In place: self /= other (broadcast to self's shape); returns self."""
+        return self._arith_("div_", other, lambda a, b: a / b, lambda t, o: t / o)
 
     def clamp_(self, min=None, max=None):
-        return self._write(self.cached_data.clip(min, max), "clamp_")
+        """In place: self clamped to [min, max] elementwise (None: no bound), the same
+        shape; returns self. clip_ is the same method."""
+        return self._arith_("clamp_", None, lambda a, _: a.clip(min, max),
+                            lambda t, _: t.clip(min, max))
+
+    clip_ = clamp_
 
     def fill_(self, value):
-        return self._write(float(self._value(value)), "fill_")
+        """In place: every element set to `value` (a number or a 0-d Tensor; another
+        Tensor raises RuntimeError), the shape unchanged; returns self."""
+        if isinstance(value, Tensor) and value.ndim:
+            raise RuntimeError(f"fill_ only supports 0-dimension value tensor but got tensor with "
+                               f"{value.ndim} dimensions")
+        if not isinstance(value, Tensor):
+            value = float(value) if self.dtype.kind == "f" else value
+        self[...] = value
+        return self
 
-    def zero_(self):
-        return self.fill_(0.0)
+    def zero_(self) -> Tensor:
+        """In place: every element set to 0, the shape unchanged; returns self."""
+        return self.fill_(0)
 
     def copy_(self, src):
-        src = self._value(src)
-        return self._write(src if isinstance(src, NDArray) else NDArray(src), "copy_")
+        """Copy src's values (broadcast, cast) into self; recorded as torch's (the gradient
+        reaches src, none reaches the old values)."""
+        if not isinstance(src, (Tensor, NDArray)):
+            src = NDArray(np.asarray(src), dtype=self.dtype, device=self.device)
+        self[...] = src
+        return self
 
 
 MinMax = collections.namedtuple("MinMax", ["values", "indices"])   # torch.return_types.max
+MinMax.__doc__ = """(values, indices) of max(dim), min(dim), sort and topk, as torch's return
+types: two Tensors of one shape, the values (differentiable) and their int64 indices."""
 
 
 def _one_of(what, **given):
@@ -866,6 +1173,8 @@ def _ops():
 
 
 def tuple_get_item(value, index):
+    """Element `index` of a TensorTuple as a Tensor (differentiable: the
+    gradient reaches that element of the tuple only)."""
     return _ops().tuple_get_item(value, index)
 
 
@@ -1008,7 +1317,249 @@ def partial_grads(outputs, inputs, grad_outputs):
 
 
 def _ones_like(x):
-    return Tensor(NDArray.make(x.shape, device=x.device, dtype=x.dtype).fill(1.0))
+    return Tensor.make_const(NDArray.make(x.shape, device=x.device, dtype=x.dtype).fill(1.0))
+
+
+# version counters: in-place writes against the values backward reads -----------------------
+# Each buffer (the handle that an NDArray and all its views share) has a version, bumped by
+# every in-place write through a Tensor. A recorded node keeps the versions of its inputs
+# and of its output as they were when it was made; before the node's gradient runs,
+# backward compares them (torch's saved-variable check).
+_STALE = ("one of the variables needed for gradient computation has been modified by an "
+          "inplace operation")
+
+
+def _version(arr):
+    """The version of an NDArray's buffer (0 for a handle that keeps none, or a tuple)."""
+    return getattr(getattr(arr, "handle", None), "version", 0)
+
+
+def _bump(arr):
+    """Mark arr's buffer written (all views of it see the new version)."""
+    try:
+        arr.handle.version += 1
+    except AttributeError:   # a foreign handle (a test device) keeps no versions
+        pass
+
+
+def _record_versions(node):
+    """(each input's version, ..., the output's version), as they are now. Made for every
+    recorded node: one and two inputs are spelled out (40% less than a list)."""
+    ins = node.inputs
+    try:
+        out = node.cached_data.handle.version
+        if len(ins) == 2:
+            return (ins[0].cached_data.handle.version, ins[1].cached_data.handle.version, out)
+        if len(ins) == 1:
+            return (ins[0].cached_data.handle.version, out)
+        vs = [x.cached_data.handle.version for x in ins]
+    except AttributeError:   # a tuple value, or a handle without versions
+        vs, out = [_version(x.cached_data) for x in ins], _version(node.cached_data)
+    vs.append(out)
+    return tuple(vs)
+
+
+def _check_versions(node):
+    """Raise torch's error when something node's gradient reads was written in place after
+    node was made. A view (an output sharing an input's buffer) reads no values: a write
+    into its base shows through it, and its gradient goes to the base's new history, as
+    torch rebases views. Any other input changed is refused, whether or not the op reads
+    it (torch refuses only saved ones): the node's input is the written tensor's object,
+    which now stands for the value after the write. The output counts when the op's
+    gradient reads it (Op.saves_output). The old node of a write (_old_node) is exempt as
+    an input: the write's op reads it only where it holds its own copy (_snapshot)."""
+    try:
+        saved = node._versions
+    except AttributeError:   # a node made without a record
+        return
+    now = _record_versions(node)
+    if now == saved:
+        return
+    out = node.cached_data
+    for k, x in enumerate(node.inputs):
+        # the old node of a write: read only where it keeps a copy (_snapshot), never written
+        if now[k] != saved[k] and not _same_buffer(x.cached_data, out) and \
+                _BEFORE_WRITES.get(id(x)) is not x:
+            raise _stale(node, f"input {k}", x, now[k], saved[k])
+    if now[-1] != saved[-1] and node.op.saves_output and \
+            not any(_same_buffer(x.cached_data, out) for x in node.inputs):
+        raise _stale(node, "output", node, now[-1], saved[-1])
+
+
+def _same_buffer(a, b):
+    return getattr(a, "handle", None) is getattr(b, "handle", a)
+
+
+def _stale(node, which, x, now, saved):
+    return RuntimeError(f"{_STALE}: [{type(node.op).__name__} {which}, shape {tuple(x.shape)}] "
+                        f"is at version {now}; expected version {saved} instead. Hint: the "
+                        "tensor was changed in place (x[i] = v, add_, mul_, ..., copy_, an "
+                        "optimizer step) after this op used it: use the out-of-place form "
+                        "(x = x * 2) or .clone() before the write")
+
+
+def _refuse_write(x, value, what):
+    """Whether a write into x is recorded in the graph (grad mode is on and x or value
+    requires grad); raises where torch would, or where the write cannot be recorded."""
+    if not grad_enabled() or not (x.requires_grad or getattr(value, "requires_grad", False)):
+        return False
+    if x.requires_grad and x.op is None:
+        raise RuntimeError(f"{what}: a leaf Variable that requires grad is being used in an "
+                           "in-place operation (torch's rule: a leaf tensor that requires grad "
+                           "cannot be changed in place while grad mode is on); use "
+                           "mininet.no_grad() or .data")
+    if _is_view(x):
+        raise RuntimeError(f"{what}: x is a view of another tensor and the write would be "
+                           "recorded (x or the value requires grad): torch rebases the viewed "
+                           "tensor's history, mininet does not; write into the base tensor "
+                           "(base[index] = value), or build the result out of place")
+    if x.dtype.kind != "f":
+        raise RuntimeError(f"{what}: cannot record a write into a {x.dtype} tensor (only float "
+                           "tensors carry gradients)")
+    return True
+
+
+def _is_view(x):
+    """x shares its memory with the tensor it was made from (a view in the graph), or, a
+    constant, does not own its whole buffer (a slice of another array)."""
+    arr = x.cached_data
+    if x.op is not None:   # (the old node of a write into x shares x's buffer: not a base)
+        return any(_same_buffer(i.cached_data, arr) and _BEFORE_WRITES.get(id(i)) is not i
+                   for i in x.inputs)
+    size = getattr(arr.handle, "nbytes", None)
+    return not (arr.offset == 0 and arr.is_compact() and (size is None or size == arr.nbytes))
+
+
+def _old_node(x, data):
+    """x's node as it was before a write into x, as a separate tensor (the write's input),
+    holding data: a copy of x's old values (_snapshot) or x's buffer itself."""
+    snapshot = data is not x.cached_data
+    old = object.__new__(Tensor)
+    _BEFORE_WRITES[id(old)] = old
+    old._init(x.op, x.inputs, data, x.requires_grad)
+    old.grad = None
+    vs = getattr(x, "_versions", None) if x.op is not None else None
+    if vs is not None:
+        # the copy's version stands for the values x had: still stale if they were already
+        stale = vs[-1] != _version(x.cached_data)
+        old._versions = vs[:-1] + ((-1 if stale else _version(data)) if snapshot else vs[-1],)
+    for o in _observers:   # earlier references to x in a trace mean the old value
+        if hasattr(o, "rebind"):
+            o.rebind(x, old)
+    return old
+
+
+def _readers(x, value):
+    """The recorded nodes of value's graph that read x (directly or through one another),
+    inputs first: a value computed from x before a write into x (h[:, 0] = h[:, 0] * 2)."""
+    if not isinstance(value, Value) or value is x or value.op is None:
+        return []
+    order, seen, stack = [], {id(x)}, [(value, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.append((node, True))
+        stack.extend((i, False) for i in node.inputs if i.op is not None or i is x)
+    reach, found = {id(x)}, []
+    for node in order:
+        if any(id(i) in reach for i in node.inputs):
+            reach.add(id(node))
+            found.append(node)
+    return found
+
+
+def _repoint(readers, x, old, value):
+    """Make the readers of x in a written value read old (x before the write) instead of
+    x, whose object becomes the write: their values came from the old ones, so must their
+    gradients (and the write's graph would loop through x otherwise). A reader that is a
+    view of x stays as it is for later use (a write shows through a view, whose gradient
+    then follows the write, as torch's); the value's graph gets a copy of it over old.
+    Returns the value to write (value, or its copy)."""
+    if value is x:
+        return old
+    moved = {id(x): old}
+    for node in readers:
+        inputs = tuple(moved.get(id(i), i) for i in node.inputs)
+        if _same_buffer(node.cached_data, x.cached_data):
+            copy = object.__new__(Tensor)
+            copy._init(node.op, inputs, _view_over(node.cached_data, x, old), True)
+            copy.grad = None
+            copy._versions = _record_versions(copy)
+            moved[id(node)] = copy
+            continue
+        saved, before = getattr(node, "_versions", None), node.inputs
+        node.inputs = inputs
+        if saved is not None:   # the moved inputs' versions as they were (stale stays stale)
+            node._versions = tuple(
+                v if i is j else (_version(j.cached_data) if v == _version(i.cached_data) else -1)
+                for v, i, j in zip(saved, before + (None,), inputs + (None,)))
+    return moved.get(id(value), value)
+
+
+def _view_over(view, x, old):
+    """view (an NDArray over x's buffer) as the same view of old's copy of x (the same
+    layout: both compact from 0), else view itself (a view op reads no values)."""
+    a, b = x.cached_data, old.cached_data
+    if b is a or not (a.is_compact() and a.offset == 0 and b.is_compact() and b.offset == 0):
+        return view
+    return NDArray.make(view.shape, view.strides, view.device, b.handle, view.offset, view.dtype)
+
+
+# the old nodes of writes (_old_node) by id, while they live (Tensor's == is elementwise)
+_BEFORE_WRITES: Any = weakref.WeakValueDictionary()
+
+
+def _snapshot(x, reads_old):
+    """x's values for its old node: a copy where they will be read after the write (the
+    write's gradient reads them, x's op reads its output, a tracer may store them as a
+    constant), else x's buffer (no copy)."""
+    if _tracing() or reads_old or (x.op is not None and x.op.saves_output):
+        return x.cached_data.copy()
+    return x.cached_data
+
+
+def _tracing():
+    """Whether an observer follows values through in-place writes (the ONNX tracer)."""
+    return any(hasattr(o, "rebind") for o in _observers) if _observers else False
+
+
+def _commit_write(x, op, inputs):
+    """x becomes the node op(inputs) over its own (already written) buffer; its object
+    stays the same, as torch's."""
+    arr = x.cached_data
+    _bump(arr)
+    tokens = _begin(op, inputs, "forward") if _observers else None
+    if grad_enabled() and any(i.requires_grad for i in inputs):
+        x._init(op, tuple(inputs), arr, True)
+        x._versions = _record_versions(x)
+    if tokens is not None:
+        _end(tokens, x)
+    return x
+
+
+def _commit_result(x, new):
+    """A write computed out of place (new = f(old, other), recorded): copy new's values
+    into x's buffer and give x new's node. Observers already saw new: they rebind it."""
+    if new.shape != x.shape:
+        raise RuntimeError(f"output with shape {x.shape} doesn't match the broadcast shape "
+                           f"{new.shape}")
+    if new.dtype != x.dtype:
+        new = _ops().cast(new, x.dtype)
+    arr = x.cached_data
+    arr[()] = new.cached_data
+    _bump(arr)
+    if new.op is not None:
+        x._init(new.op, new.inputs, arr, True)
+        x._versions = _record_versions(x)
+    for o in _observers:
+        if hasattr(o, "rebind"):
+            o.rebind(new, x)
+    return x
 
 
 class _Freed(tuple):
@@ -1046,7 +1597,8 @@ def compute_gradient_of_variables(output, out_grad, retain_graph=False, captured
         parts = grads.pop(id(node), None)
         if parts is None or (needed is not None and id(node) not in needed):
             continue
-        g = _sum_grads(parts, node)
+        single = len(parts) == 1 and type(node) is not TensorTuple   # (most nodes: no sum)
+        g = parts[0] if single else _sum_grads(parts, node)
         if captured is not None and id(node) in captured:
             captured[id(node)] = g if grad_enabled() else g.detach()
             if needed is None or not any(id(x) in needed for x in node.inputs):
@@ -1059,8 +1611,9 @@ def compute_gradient_of_variables(output, out_grad, retain_graph=False, captured
                 if g.dtype != node.dtype and not grad_enabled():  # f32 leaf, f64 data: as torch
                     g = Tensor.make_const(g.cached_data.astype(node.dtype))
                 node.grad = g if node.grad is None else node.grad + g
-                for hook in getattr(node, "_hooks", None) or ():
-                    hook(node)
+                if _any_hooks:
+                    for hook in getattr(node, "_hooks", None) or ():
+                        hook(node)
             continue
         if node.op.tuple_index is not None:
             if node.inputs[0].requires_grad:
@@ -1068,6 +1621,7 @@ def compute_gradient_of_variables(output, out_grad, retain_graph=False, captured
             elif isinstance(node.inputs[0].inputs, _Freed):
                 raise _freed_error(node)
         else:
+            _check_versions(node)
             if _observers:
                 tokens = _begin(node.op, node.inputs, "backward")
                 in_grads = node.op.gradient_as_tuple(g, node)
@@ -1104,6 +1658,8 @@ class FunctionCtx:
         self._saved, self._swap = (), {}
 
     def save_for_backward(self, *tensors):
+        """Keep tensors (or None) for backward, read back as ctx.saved_tensors; any other value
+        raises TypeError (keep those as attributes of ctx)."""
         for k, t in enumerate(tensors):
             if t is not None and not isinstance(t, Tensor):
                 raise TypeError(f"save_for_backward: argument {k} is a {type(t).__name__}, not "
@@ -1215,10 +1771,16 @@ class Function:
 
     @staticmethod
     def forward(ctx, *args):
+        """The forward computation (a staticmethod of a subclass): forward(ctx, *args) computes
+        the outputs (Tensors) from the arguments, on their values (no graph is recorded
+        inside), and saves what backward needs on ctx."""
         raise NotImplementedError("a Function defines forward(ctx, *args)")
 
     @staticmethod
     def backward(ctx, *grad_outputs):
+        """The gradient (a staticmethod of a subclass): backward(ctx,
+        *grad_outputs), one gradient per output (each of that output's shape), returns one
+        gradient per argument of forward (of that argument's shape, or None)."""
         raise NotImplementedError("a Function defines backward(ctx, *grad_outputs)")
 
     @staticmethod
@@ -1227,6 +1789,9 @@ class Function:
 
     @classmethod
     def apply(cls, *args, **kwargs):
+        """Run the function on `args` and record it in the graph: calls forward (and
+        setup_context), returns its output Tensor(s), whose gradient calls backward. The
+        outputs have the shapes forward gives."""
         if kwargs:
             raise TypeError(f"{cls.__name__}.apply takes positional arguments only, got "
                             f"{', '.join(kwargs)}")

@@ -9,3 +9,4 @@ cdef class Buffer:
     cdef object base      # the Buffer this one views (None: owns its memory)
     cdef Py_buffer shared # a numpy array's memory this one wraps (Buffer.wrap)
     cdef bint wrapped
+    cdef public long long version   # bumped by each in-place write (autograd's check)

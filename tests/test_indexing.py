@@ -226,19 +226,25 @@ def test_write_rules_as_torch():
 @needs_torch
 @pytest.mark.parametrize("idx", [(0,), (slice(None), 1), ([0, 2],), (slice(None), [3, 1]),
                                  ("mask",), (slice(None, None, 2), [0, 1])])
-def test_recorded_writes_into_a_graph_tensor_are_refused(idx):
-    """Writing into a tensor that requires grad would need version counters to keep the
-    ops that already read it right (torch has them): refused, naming the way out."""
+def test_recorded_writes_into_a_graph_tensor_as_torch(idx):
+    """Writing into a tensor that requires grad (not a leaf) is recorded, as torch's:
+    the gradient reaches the written value and the rest of the old tensor (tests/
+    test_inplace_autograd.py has the version checks)."""
     x = r(3, 4)
     if idx == ("mask",):
         idx = (rng.random((3, 4)) < 0.5,)
-    mx = Tensor(x, requires_grad=True)
     shape = x[idx].shape
-    mv = Tensor(r(*shape[-1:]) if shape else r(), requires_grad=True)
-    my = mx.exp()
-    with pytest.raises(RuntimeError, match="part of a graph"):
-        my[idx] = mv * 2.0
-    np.testing.assert_allclose(my.numpy(), np.exp(x), rtol=1e-12)   # nothing written
+    v = r(*shape[-1:]) if shape else r()
+    mx, tx = Tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    mv, tv = Tensor(v, requires_grad=True), torch.tensor(v, requires_grad=True)
+    my, ty = mx * 3.0, tx * 3.0
+    my[idx] = mv * 2.0
+    ty[idx] = tv * 2.0
+    assert_close(my.numpy(), ty.detach().numpy(), np.float64)
+    (my * my).sum().backward()
+    (ty * ty).sum().backward()
+    assert_close(mx.grad.numpy(), tx.grad.numpy(), np.float64)
+    assert_close(mv.grad.numpy(), tv.grad.numpy(), np.float64)
 
 
 @needs_torch

@@ -46,7 +46,9 @@ def _probe():
     return True, "ok"
 
 
-def cuda_available():
+def cuda_available() -> bool:
+    """True when a CUDA GPU and PyCUDA are usable here (cuda_status() gives the
+    reason when not); never raises."""
     return cuda_status()[0]
 
 

@@ -33,11 +33,13 @@ def _size(nbytes):
 
 
 class CudaBuffer:
-    """A pooled device allocation; returns to the pool when garbage."""
-    __slots__ = ("alloc", "ptr", "nbytes")
+    """A pooled device allocation; returns to the pool when garbage. version: bumped by
+    each in-place write of a tensor over it (autograd's check of saved values)."""
+    __slots__ = ("alloc", "ptr", "nbytes", "version")
 
     def __init__(self, alloc, nbytes):
         self.alloc, self.ptr, self.nbytes = alloc, int(alloc), nbytes
+        self.version = 0
 
 
 def _collapse(shape, *strides):

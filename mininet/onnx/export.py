@@ -10,7 +10,8 @@ from ..nn.module import Module
 from .graph import Graph
 from .modules import bind_outputs, handler_for
 from .ops import map_op
-from .trace import Dim, OnnxExportError, flatten_values, run_traced, symbolic_shapes
+from .trace import (Dim, OnnxExportError, check_writes, flatten_values, run_traced,
+                    symbolic_shapes)
 
 MIN_OPSET = 15   # Shape's start/end, Reshape's allowzero
 CHUNK = 1 << 20
@@ -28,8 +29,11 @@ def require_onnx():
     return onnx
 
 
-def export(model, example_input, path, opset=17, input_names=None, output_names=None,
-           dynamic_batch=True):
+def export(model: Module, example_input: Tensor | np.ndarray | tuple | list,
+           path: str | os.PathLike[str], opset: int = 17,
+           input_names: list[str] | tuple[str, ...] | None = None,
+           output_names: list[str] | tuple[str, ...] | None = None,
+           dynamic_batch: bool = True):
     """Write model as an ONNX file at path (whole or not at all) and return the ModelProto.
 
     One forward pass on example_input (a Tensor, a numpy array, or a tuple of them: the
@@ -49,7 +53,7 @@ def export(model, example_input, path, opset=17, input_names=None, output_names=
     return proto
 
 
-def save(proto, path):
+def save(proto, path: str | os.PathLike[str]) -> None:
     """Serialize proto and write it atomically (a failure leaves no partial file)."""
     try:
         data = proto.SerializeToString()
@@ -64,9 +68,14 @@ def write_chunks(f, data):
         f.write(view[start:start + CHUNK])
 
 
-def to_model(model, example_input, opset=17, input_names=None, output_names=None,
-             dynamic_batch=True):
-    """The ONNX ModelProto that export() writes."""
+def to_model(model: Module, example_input: Tensor | np.ndarray | tuple | list, opset: int = 17,
+             input_names: list[str] | tuple[str, ...] | None = None,
+             output_names: list[str] | tuple[str, ...] | None = None,
+             dynamic_batch: bool = True):
+    """The ONNX ModelProto that export() writes, without writing it: one forward
+    pass of `model` on example_input (a Tensor or array of the model's input shape, e.g.
+    (N, C, H, W), or a tuple of them), axis 0 of every input the symbolic "batch" with
+    dynamic_batch. Needs the onnx package; errors as export's."""
     onnx = require_onnx()
     _check_args(onnx, model, opset)
     inputs = _as_inputs(example_input)
@@ -108,6 +117,7 @@ def _check_args(onnx, model, opset):
 def _trace(model, inputs, axes, leaves, modules):
     """(trace, output tensors, shapes with Dims, traced batch size or None)."""
     trace, output = run_traced(model, inputs)
+    check_writes(trace, inputs, leaves)
     outputs = flatten_values(output)
     if not outputs:
         raise OnnxExportError(f"ONNX export: {type(model).__name__} returned no tensors "

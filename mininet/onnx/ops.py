@@ -347,6 +347,101 @@ def take(g, node):
     raise _unmapped(node, g, "only index_select and gather forms export")
 
 
+@maps(index.TakeRows)
+def take_rows(g, node):
+    """x[int arrays / mask] (and embedding-style table[ids]): a Gather of rows. x is seen as
+    (rows, *rest) over its leading dims; those are one dim (Gather on axis 0, by the traced
+    index input when it holds the indices), a static run of dims (Reshape, then Gather),
+    or the batch then static dims with the same positions in every batch row (Gather on
+    axis 1 of x seen as (batch, rows, *rest))."""
+    x, pos, rest = node.inputs[0], node.op.idx, node.op.rest
+    shape = g.shape(x)
+    lead = shape[:len(shape) - len(rest)]
+    name = g.name(x)
+    if len(lead) == 1:
+        idx, _ = index_source(g, node, pos)
+        if idx is None:
+            idx = g.constant(pos, g.shape(node.result)[:pos.ndim], "indices")
+        return g.node("Gather", [name, idx], axis=0, hint="TakeRows")
+    if not any(isinstance(d, Dim) for d in lead):
+        rows = (int(np.prod(lead)),) + tuple(shape[len(lead):])
+        flat = g.node("Reshape", [name, g.reshape_target(rows)])
+        return g.node("Gather", [flat, g.const(pos, "indices")], axis=0, hint="TakeRows")
+    inner = _batch_rows(lead, pos, x.shape[0])
+    if inner is None:
+        raise _unmapped(node, g, "the index mixes the batch axis with others; export with "
+                                 "dynamic_batch=False")
+    size, rest_shape = int(np.prod(lead[1:])), shape[len(lead):]
+    rows = g.node("Reshape", [name, g.reshape_target((lead[0], size) + tuple(rest_shape))])
+    return g.node("Gather", [rows, g.const(inner, "indices")], axis=1, hint="TakeRows")
+
+
+def _batch_rows(lead, pos, batch):
+    """For leading dims (batch, *static) and positions in them (traced at batch rows): the
+    positions within one batch row, when every row takes the same ones (x[:, idx]), else
+    None."""
+    if any(isinstance(d, Dim) for d in lead[1:]) or pos.ndim == 0 or pos.shape[0] != batch:
+        return None
+    size = int(np.prod(lead[1:]))
+    rows = np.arange(batch).reshape((-1,) + (1,) * (pos.ndim - 1))
+    return pos[0] if np.array_equal(pos, rows * size + pos[0]) else None
+
+
+@maps(index.SetItem)
+def set_item(g, node):
+    """x[index] = value as ScatterND on x flattened: the written positions are constants
+    (numpy's placement of the index; the last write wins at a repeated position) and the
+    value is expanded to the indexed shape. With a dynamic batch on axis 0 and an index
+    that keeps that axis whole, the same positions are written in every batch row."""
+    x, v = node.inputs
+    shape = g.shape(x)
+    dt = result_dtype(node)
+    items = node.op.items
+    static = tuple(x.shape)
+    where_ = np.arange(int(np.prod(static)), dtype=np.int64).reshape(static)[items]
+    value = g.input_as(v, dt)
+    if not any(isinstance(d, Dim) for d in shape):
+        pos, pick = _last_writes(where_.reshape(-1))
+        vals = g.node("Reshape", [g.node("Expand", [value, g.ints(where_.shape)]), g.ints([-1])])
+        if pick is not None:
+            vals = g.node("Gather", [vals, g.const(pick, "indices")], axis=0)
+        flat = g.node("Reshape", [g.name(x), g.ints([-1])])
+        out = g.node("ScatterND", [flat, g.const(pos.reshape(-1, 1), "indices"), vals],
+                     hint="SetItem")
+        return g.node("Reshape", [out, g.ints(static)])
+    inner = _batch_rows(shape[:1] + static[1:], where_, static[0])
+    if isinstance(shape[0], Dim) and inner is not None:
+        return _set_rows(g, node, value, inner, shape)
+    raise _unmapped(node, g, "the index touches the batch axis; export with dynamic_batch=False")
+
+
+def _set_rows(g, node, value, inner, shape):
+    """The dynamic-batch write: x as (rows, batch) (transposed) takes (K, batch) updates at
+    the K positions inner of one batch row."""
+    size = int(np.prod(shape[1:]))
+    pos, pick = _last_writes(inner.reshape(-1))
+    x = g.node("Reshape", [g.name(node.inputs[0]), g.ints([-1, size])])
+    xt = g.node("Transpose", [x], perm=[1, 0])
+    target = g.shape_tensor(shape[:1] + inner.shape)
+    vals = g.node("Reshape", [g.node("Expand", [value, target]), g.ints([0, -1])])
+    vals = g.node("Transpose", [vals], perm=[1, 0])
+    if pick is not None:
+        vals = g.node("Gather", [vals, g.const(pick, "indices")], axis=0)
+    out = g.node("ScatterND", [xt, g.const(pos.reshape(-1, 1), "indices"), vals], hint="SetItem")
+    out = g.node("Transpose", [out], perm=[1, 0])
+    return g.node("Reshape", [out, g.reshape_target(shape)])
+
+
+def _last_writes(pos):
+    """(positions written, each once; which update goes there: None for all in order)
+    where numpy's assignment lets the last of repeated positions win."""
+    uniq, first_rev = np.unique(pos[::-1], return_index=True)
+    if len(uniq) == len(pos):
+        return pos, None
+    pick = len(pos) - 1 - first_rev
+    return uniq, pick.astype(np.int64)
+
+
 def _is_grid(a, axis):
     """a holds each position's own index along axis (np.indices' grid there)."""
     shape = [1] * a.ndim

@@ -10,7 +10,7 @@ from collections import namedtuple
 import numpy as np
 
 from ..autograd import TensorTuple, Value, add_observer, no_grad, remove_observer
-from ..ops.index import MaskPass
+from ..ops.index import MaskPass, SetItem, TakeRows
 
 
 class OnnxExportError(ValueError):
@@ -43,6 +43,20 @@ class Tracer:
 
     def __init__(self):
         self.nodes, self.scopes, self._stack, self._depth = [], [], [], 0
+        self.written = []   # tensors written in place (x[i] = v, add_...) while tracing
+
+    def rebind(self, value, other):
+        """An in-place write into value (autograd's hook): the references recorded so far
+        mean other (value before the write; or value is a temporary whose object the
+        written tensor takes over)."""
+        self.written.append(value)
+        swap = lambda v: other if v is value else v   # noqa: E731
+        for node in self.nodes:
+            node.inputs = tuple(swap(v) for v in node.inputs)
+            node.result = swap(node.result)
+        for scope in self.scopes:
+            scope.args = _swap_in(scope.args, value, other)
+            scope.output = _swap_in(scope.output, value, other)
 
     def begin(self, op, inputs, phase):
         if phase != "forward":
@@ -72,6 +86,27 @@ class Tracer:
         scope.output, scope.last = output, len(self.nodes)
         while self._stack and self._stack.pop() is not scope:
             pass
+
+
+def _swap_in(obj, value, other):
+    """obj (nested tuples/lists of values) with value replaced by other."""
+    if obj is value:
+        return other
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_swap_in(v, value, other) for v in obj)
+    return obj
+
+
+def check_writes(tracer, inputs, leaves):
+    """Refuse a model that writes in place into an input, a parameter or a buffer: the
+    graph would read a frozen copy of it (clone first: x = x.clone())."""
+    known = {id(x) for x in inputs} | set(leaves)
+    for v in tracer.written:
+        if id(v) in known:
+            what = "an input" if any(v is x for x in inputs) else "a parameter or buffer"
+            raise OnnxExportError(f"the model writes in place into {what} (shape "
+                                  f"{tuple(v.shape)}) while it runs: ONNX export needs it "
+                                  "unchanged; write into a copy (x = x.clone()) instead")
 
 
 def run_traced(model, inputs):
@@ -148,6 +183,8 @@ def symbolic_shapes(t1, t2, batch, where, known):
         if isinstance(n1.op, MaskPass):
             _same_data(n1.op.mask.numpy(), n2.op.mask.numpy(), f"the mask of op {name} "
                        f"({where(n1)})")
+        for a1, a2 in zip(_index_arrays(n1), _index_arrays(n2)):
+            _same_data(a1, a2, f"the index of op {name} ({where(n1)})")
         for v1, v2 in zip(n1.inputs + (n1.result,), n2.inputs + (n2.result,)):
             if id(v1) in shapes:
                 continue
@@ -162,6 +199,28 @@ def symbolic_shapes(t1, t2, batch, where, known):
             else:
                 shapes[id(v1)] = _merge(s1, s2, batch, what)
     return shapes
+
+
+def _index_arrays(node):
+    """The index arrays an indexing op holds, baked into the graph as constants (not a
+    row gather's indices when an integer input of its module holds them: table[ids])."""
+    op = node.op
+    if isinstance(op, TakeRows):
+        return [] if _held_by_an_input(node, op.idx) else [op.idx]
+    if isinstance(op, SetItem):
+        return [i for i in op.items if isinstance(i, np.ndarray)]
+    return []
+
+
+def _held_by_an_input(node, indices):
+    scope = node.scope
+    while scope is not None:
+        for arg in flatten_values(scope.args):
+            if arg.dtype.kind in "iu" and tuple(arg.shape) == indices.shape and \
+                    np.array_equal(arg.numpy(), indices):
+                return True
+        scope = scope.parent
+    return False
 
 
 def _same_data(a, b, what):

@@ -21,6 +21,7 @@ def _const(a, like):
 class MaskPass(Op):
     """x where mask is true (nonzero), else 0 (never x * 0: inf or NaN off the mask stays
     out)."""
+    saves_output = False   # its gradient does not read its output
 
     def __init__(self, mask):
         self.mask = mask   # an NDArray of x's shape: bool, or numbers (nonzero is true)
@@ -99,6 +100,7 @@ def masked_fill(x, mask, value):
 class TakeRows(Op):
     """x seen as (rows, *rest): the rows at idx (an int64 numpy array of any shape), giving
     (*idx.shape, *rest), a copy; the gradient adds g back at idx (repeats accumulate)."""
+    saves_output = False   # its gradient does not read its output
 
     def __init__(self, idx, rest):
         self.idx, self.rest = idx, tuple(rest)
@@ -114,6 +116,7 @@ class TakeRows(Op):
 class AddRows(Op):
     """zeros(shape) with g's rows added at idx (shape seen as (rows, *g.shape[idx.ndim:]);
     repeated indices add up): TakeRows' adjoint."""
+    saves_output = False   # its gradient does not read its output
 
     def __init__(self, idx, shape):
         self.idx, self.shape = idx, tuple(shape)
@@ -294,9 +297,10 @@ def _write(arr, items, value):
 
 
 class SetItem(Op):
-    """x with value written at index (a copy): x[index] = value recorded in the graph.
-    d/dx is g with zeros where value went, d/dvalue is g at index, summed back to value's
-    shape (as torch's CopySlices)."""
+    """x with value written at index: the node of x[index] = value. compute gives a copy
+    (setitem writes in place and makes the node itself); d/dx is g with zeros where value
+    went, d/dvalue is g at index, summed back to value's shape (as torch's CopySlices)."""
+    saves_output = False
 
     def __init__(self, items):
         self.items = items
@@ -315,12 +319,6 @@ class SetItem(Op):
         return gx, unbroadcast(getitem(g, self.items), v.shape)
 
 
-def _owns_its_buffer(a):
-    """a spans its whole buffer from its start (not a slice or view of a larger array)."""
-    size = getattr(a.handle, "nbytes", None)
-    return a.offset == 0 and a.is_compact() and (size is None or size == a.nbytes)
-
-
 def _host_write(host, items, value):
     if not _is_advanced(items):
         host[items] = value
@@ -329,50 +327,43 @@ def _host_write(host, items, value):
     host.reshape((math.prod(host.shape[:host.ndim - len(rest)]),) + rest)[pos] = value
 
 
+def _value_of(value, x):
+    """value as a Tensor of x's dtype, on x's device (a Tensor keeps its graph)."""
+    if not isinstance(value, Tensor):
+        value = Tensor.make_const(value if isinstance(value, NDArray) else
+                                  NDArray(np.asarray(value), dtype=x.dtype, device=x.device))
+    if value.device != x.device:
+        value = value.to(x.device)
+    return value if value.dtype == x.dtype else cast(value, x.dtype)
+
+
 def setitem(x, idx, value):
-    """x[idx] = value in place, as torch: refused on a leaf that requires grad while grad
-    mode is on. When value requires grad and x does not (out = zeros(n); out[i] = f(w)),
-    the write is recorded (x becomes SetItem's output, a copy) so the gradient reaches
-    value; refused when x itself requires grad or is a view, where a copy would leave
-    earlier users of x or the viewed tensor wrong. Not caught: an earlier op that read x
-    alongside a tensor that requires grad (y = x * w) sees x's new values in backward."""
-    from ..autograd import grad_enabled
+    """x[idx] = value in x's memory, as torch: the buffer's version goes up (backward
+    refuses ops that used the old values); refused on a leaf that requires grad while
+    grad mode is on. Recorded when grad mode is on and x or value requires grad: x (the
+    same object) becomes a SetItem node whose inputs are x's old node and value, so reads
+    of x after the write differentiate through it (earlier views of x see the write and
+    follow it too). A write into a view of a tensor that requires grad is refused (torch
+    rebases the base's history; mininet does not)."""
+    from ..autograd import (_bump, _commit_write, _old_node, _readers, _refuse_write, _repoint,
+                            _snapshot, _tracing)
     items = _index_items(idx)
-    tracked = grad_enabled() and (x.requires_grad or
-                                  (isinstance(value, Tensor) and value.requires_grad))
-    if tracked and x.requires_grad and x.op is None:
-        raise RuntimeError("x[index] = value: a leaf tensor that requires grad cannot be changed "
-                           "in place while grad mode is on: use mininet.no_grad() or .data")
-    if not tracked:
-        v = value.cached_data if isinstance(value, Tensor) else value
-        _write(x.cached_data, items, v)
+    if not _refuse_write(x, value, "x[index] = value") and not _tracing():
+        _write(x.cached_data, items, value.cached_data if isinstance(value, Tensor) else value)
+        _bump(x.cached_data)
         return
-    if x.requires_grad:
-        # the ops that already read x keep this object as their input: rebinding it would
-        # send their gradients through the write (torch catches this with version counters)
-        raise RuntimeError("x[index] = value: x is part of a graph (it requires grad), and "
-                           "the ops that already used x would get wrong gradients; build the "
-                           "result out of place (e.g. mininet.where(mask, value, x)), or write "
-                           "into a tensor that does not require grad")
-    if not _owns_its_buffer(x.cached_data):
-        raise RuntimeError("x[index] = value: x is a view of another tensor and value requires "
-                           "grad; a recorded write makes a copy the other tensor would not see: "
-                           "write into the base tensor instead")
-    if x.dtype.kind != "f":
-        raise RuntimeError(f"x[index] = value: cannot record a write into a {x.dtype} tensor")
-    v = value if isinstance(value, Tensor) else Tensor(np.asarray(value), dtype=x.dtype,
-                                                       device=x.device)
-    if v.dtype != x.dtype:
-        v = cast(v, x.dtype)
-    old = Tensor.make_const(x.cached_data)   # x's node as it was, kept for its consumers
-    old._init(x.op, x.inputs, x.cached_data, x.requires_grad)
-    new = SetItem(items)(old, v)
-    x._init(new.op, new.inputs, new.cached_data, new.requires_grad)
+    v = _value_of(value, x)
+    readers = _readers(x, v)   # v computed from x (x[1:] = x[:-1] * 2) reads the old x
+    old = _old_node(x, _snapshot(x, reads_old=bool(readers) or v is x))
+    v = _repoint(readers, x, old, v)
+    _write(x.cached_data, items, v.cached_data)
+    _commit_write(x, SetItem(items), (old, v))
 
 
 # gather / index_select / scatter-add ----------------------------------------------------
 class Take(Op):
     """a[index] for a numpy advanced index (a tuple of integer arrays and slices)."""
+    saves_output = False   # its gradient does not read its output
 
     def __init__(self, index):
         self.index = index
@@ -386,6 +377,7 @@ class Take(Op):
 
 class TakeAdjoint(Op):
     """zeros(shape) with g added at index (repeated indices add up): Take's adjoint."""
+    saves_output = False   # its gradient does not read its output
 
     def __init__(self, index, shape):
         self.index, self.shape = index, tuple(shape)
@@ -436,6 +428,8 @@ def index_select(x, dim, index):
 
 # cumsum, prod ---------------------------------------------------------------------------
 class Cumsum(Op):
+    saves_output = False   # its gradient does not read its output
+
     def __init__(self, axis):
         self.axis = axis   # None: a 0-d input, whose cumsum is itself (shape (), as torch)
 
@@ -460,6 +454,7 @@ class ProdOthers(Op):
     """out[..., i] = the product of a[..., j] for j != i, over the last axis: Prod's
     gradient factor, exact where an entry is 0 (no division). Its own gradient is built
     from ops (one more axis per order), so every order of prod's derivative is exact."""
+    saves_output = False   # its gradient does not read its output
 
     def compute(self, a):
         x = a.numpy()
@@ -497,6 +492,7 @@ def _prod_others(x, axis):
 
 class Prod(Op):
     """The product along one axis (or all); gradient g * (the product of the others)."""
+    saves_output = False   # its gradient does not read its output
 
     def __init__(self, axis, keepdims):
         self.axis, self.keepdims = axis, keepdims
@@ -521,6 +517,7 @@ def prod(x, dim=None, keepdim=False):
 # casts, clone ----------------------------------------------------------------------------
 class Cast(Op):
     """A float-to-float dtype change; the gradient goes back in the input's dtype."""
+    saves_output = False   # its gradient does not read its output
 
     def __init__(self, dtype):
         self.dtype = as_dtype(dtype)
@@ -544,6 +541,7 @@ def cast(x, dtype):
 class ToDevice(Op):
     """A copy on another device; the gradient goes back to the input's device (torch's
     .to(device) is differentiable: the result is not a leaf)."""
+    saves_output = False   # its gradient does not read its output
 
     def __init__(self, device):
         self.device = device
@@ -563,6 +561,7 @@ def to_device(x, device):
 
 class Clone(Op):
     """A compact copy; the gradient passes through."""
+    saves_output = False   # its gradient does not read its output
 
     def compute(self, a):
         return a.copy()
@@ -610,6 +609,8 @@ def nd_erf(x):
 
 
 class Erf(Op):
+    saves_output = False   # its gradient does not read its output
+
     def compute(self, a):
         return nd_erf(a)
 

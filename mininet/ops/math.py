@@ -32,6 +32,8 @@ def unbroadcast(x, shape):
 
 
 class EWiseAdd(Op):
+    saves_output = False   # its gradient does not read its output (autograd._check_versions)
+
     def compute(self, a, b):
         return a + b
 
@@ -42,6 +44,8 @@ class EWiseAdd(Op):
 
 
 class AddScalar(Op):
+    saves_output = False   # its gradient does not read its output (autograd._check_versions)
+
     def __init__(self, scalar):
         self.scalar = scalar
 
@@ -53,6 +57,8 @@ class AddScalar(Op):
 
 
 class EWiseMul(Op):
+    saves_output = False   # its gradient does not read its output (autograd._check_versions)
+
     def compute(self, a, b):
         return a * b
 
@@ -62,6 +68,8 @@ class EWiseMul(Op):
 
 
 class MulScalar(Op):
+    saves_output = False   # its gradient does not read its output (autograd._check_versions)
+
     def __init__(self, scalar):
         self.scalar = scalar
 
@@ -73,6 +81,8 @@ class MulScalar(Op):
 
 
 class EWiseDiv(Op):
+    saves_output = False   # its gradient does not read its output (autograd._check_versions)
+
     def compute(self, a, b):
         return a / b
 
@@ -82,6 +92,8 @@ class EWiseDiv(Op):
 
 
 class DivScalar(Op):
+    saves_output = False   # its gradient does not read its output (autograd._check_versions)
+
     def __init__(self, scalar):
         self.scalar = scalar
 
@@ -100,6 +112,7 @@ def _reciprocal(s):
 
 class PowerScalar(Op):
     """a ** p for a scalar p."""
+    saves_output = False   # its gradient does not read its output (autograd._check_versions)
 
     def __init__(self, scalar):
         self.scalar = scalar
@@ -157,6 +170,8 @@ class ScalarPower(Op):
 
 
 class Negate(Op):
+    saves_output = False   # its gradient does not read its output (autograd._check_versions)
+
     def compute(self, a):
         return -a
 
@@ -173,6 +188,8 @@ class Exp(Op):
 
 
 class Log(Op):
+    saves_output = False   # its gradient does not read its output (autograd._check_versions)
+
     def compute(self, a):
         return a.log()
 
@@ -182,6 +199,7 @@ class Log(Op):
 
 class Log1p(Op):
     """log(1 + a), accurate for small a."""
+    saves_output = False   # its gradient does not read its output (autograd._check_versions)
 
     def compute(self, a):
         return a.log1p()
@@ -201,6 +219,8 @@ class Expm1(Op):
 
 
 class Abs(Op):
+    saves_output = False   # its gradient does not read its output (autograd._check_versions)
+
     def compute(self, a):
         return a.abs()
 
@@ -211,6 +231,7 @@ class Abs(Op):
 
 class Clip(Op):
     """min(max(a, lo), hi); the gradient passes where lo <= a <= hi (as torch.clamp)."""
+    saves_output = False   # its gradient does not read its output (autograd._check_versions)
 
     def __init__(self, lo, hi):
         self.lo, self.hi = lo, hi
@@ -250,6 +271,8 @@ class Sigmoid(Op):
 
 
 class ReLU(Op):
+    saves_output = False   # its gradient does not read its output (autograd._check_versions)
+
     def compute(self, a):
         return a.relu()
 
@@ -259,6 +282,7 @@ class ReLU(Op):
 
 class ReLUGrad(Op):
     """g where x > 0, else 0 (one kernel pass); linear in g, constant in x."""
+    saves_output = False   # its gradient does not read its output (autograd._check_versions)
 
     def compute(self, g, x):
         return nd_ewise(g, x, "pass_pos")
@@ -268,6 +292,8 @@ class ReLUGrad(Op):
 
 
 class Maximum(Op):
+    saves_output = False   # its gradient does not read its output (autograd._check_versions)
+
     def compute(self, a, b):
         return a.maximum(b)
 
@@ -341,11 +367,13 @@ def _transpose(a):
 
 def linear(x, weight, bias=None):
     """x @ weight + bias (weight (in, out), as needle's Linear)."""
-    if weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[0]:
-        raise ValueError(f"linear: input {x.shape} and weight {weight.shape} do not align")
-    if bias is not None and tuple(bias.shape) != (weight.shape[1],):
-        raise ValueError(f"linear: bias of shape {bias.shape} does not match weight {weight.shape}")
-    if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
+    xs, ws = x.shape, weight.shape   # (each property read costs: read once)
+    if len(ws) != 2 or len(xs) < 1 or xs[-1] != ws[0]:
+        raise ValueError(f"linear: input {xs} and weight {ws} do not align")
+    if bias is not None and tuple(bias.shape) != (ws[1],):
+        raise ValueError(f"linear: bias of shape {bias.shape} does not match weight {ws}")
+    dtype = x.dtype
+    if dtype != weight.dtype or (bias is not None and bias.dtype != dtype):
         # mixed dtypes promote as the separate ops do
         y = matmul(x, weight)
         return y if bias is None else y + bias
@@ -502,16 +530,23 @@ def _bool_data(x, like=None):
 
 
 def logical_not(a):
+    """not a (nonzero is True), elementwise: a bool Tensor of a's shape (no gradient)."""
     return Tensor.make_const(~_bool_data(a))
 
 
 def logical_and(a, b):
+    """a and b (nonzero is True), elementwise with broadcasting: a bool Tensor of the
+    broadcast shape (no gradient)."""
     return Tensor.make_const(_bool_data(a) & _bool_data(b, a))
 
 
 def logical_or(a, b):
+    """a or b (nonzero is True), elementwise with broadcasting: a bool Tensor of the
+    broadcast shape (no gradient)."""
     return Tensor.make_const(_bool_data(a) | _bool_data(b, a))
 
 
 def logical_xor(a, b):
+    """a xor b (nonzero is True), elementwise with broadcasting: a bool Tensor of the
+    broadcast shape (no gradient)."""
     return Tensor.make_const(_bool_data(a) ^ _bool_data(b, a))

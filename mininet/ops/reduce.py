@@ -13,6 +13,8 @@ def _keep_shape(shape, axes):
 
 
 class Summation(Op):
+    saves_output = False   # its gradient does not read its output (autograd._check_versions)
+
     def __init__(self, axes=None, keepdims=False):
         self.axes, self.keepdims = axes, keepdims
 

@@ -6,6 +6,8 @@ from ..ndarray import NDArray, check_axis, concatenate as nd_concatenate, stack 
 
 
 class Reshape(Op):
+    saves_output = False   # its gradient does not read its output (autograd._check_versions)
+
     def __init__(self, shape):
         self.shape = tuple(shape)
 
@@ -17,6 +19,8 @@ class Reshape(Op):
 
 
 class Permute(Op):
+    saves_output = False   # its gradient does not read its output (autograd._check_versions)
+
     def __init__(self, axes):
         self.axes = tuple(axes)
 
@@ -31,6 +35,8 @@ class Permute(Op):
 
 
 class BroadcastTo(Op):
+    saves_output = False   # its gradient does not read its output (autograd._check_versions)
+
     def __init__(self, shape):
         self.shape = tuple(shape)
 
@@ -43,6 +49,8 @@ class BroadcastTo(Op):
 
 
 class GetItem(Op):
+    saves_output = False   # its gradient does not read its output (autograd._check_versions)
+
     def __init__(self, index):
         self.index = index
 
@@ -55,6 +63,7 @@ class GetItem(Op):
 
 class ScatterItem(Op):
     """zeros(shape) with g written at index: the adjoint of GetItem."""
+    saves_output = False   # its gradient does not read its output (autograd._check_versions)
 
     def __init__(self, index, shape):
         self.index, self.shape = index, shape
@@ -69,6 +78,8 @@ class ScatterItem(Op):
 
 
 class Stack(Op):
+    saves_output = False   # its gradient does not read its output (autograd._check_versions)
+
     def __init__(self, axis):
         self.axis = axis
 
@@ -80,6 +91,8 @@ class Stack(Op):
 
 
 class Concatenate(Op):
+    saves_output = False   # its gradient does not read its output (autograd._check_versions)
+
     def __init__(self, axis):
         self.axis = axis
 
@@ -98,6 +111,7 @@ class Concatenate(Op):
 
 class Split(TupleOp):
     """The inverse of stack: a tuple of the slices along axis."""
+    saves_output = False   # its gradient does not read its output (autograd._check_versions)
 
     def __init__(self, axis):
         self.axis = axis
@@ -111,6 +125,8 @@ class Split(TupleOp):
 
 
 class MakeTuple(TupleOp):
+    saves_output = False   # its gradient does not read its output (autograd._check_versions)
+
     def compute(self, *args):
         return tuple(args)
 
@@ -119,6 +135,8 @@ class MakeTuple(TupleOp):
 
 
 class TupleGetItem(Op):
+    saves_output = False   # its gradient does not read its output (autograd._check_versions)
+
     def __init__(self, index):
         self.index = self.tuple_index = index   # backward routes g to this element alone
 

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from ..autograd import Tensor, enable_grad
+from ..autograd import Tensor, _bump, enable_grad
 from ..ndarray import NDArray
 
 
@@ -186,10 +186,15 @@ class Optimizer:
                 if g is not None:
                     self.steps[i] = self.steps.get(i, 0) + 1
                     self.update(i, p, -g if group.get("maximize") else g, group)
+                    _bump(p.cached_data)   # written in place: graphs that saved p now raise
                 i += 1
         return loss
 
     def update(self, i, p, g, group):
+        """One parameter's update, given by each optimizer: `i` indexes the parameter (its
+        state lives in self.state[i]), `p` is the Parameter, `g` its gradient as a compact
+        NDArray of p's shape and dtype (negated when maximize), `group` its param group's
+        options. step() calls it for every parameter with a gradient; it writes p in place."""
         raise NotImplementedError
 
     @staticmethod
@@ -369,10 +374,12 @@ class Adam(Optimizer):
 
     @property
     def beta1(self):
+        """The first param group's beta1 (betas[0], the mean's decay), as needle's attribute."""
         return self.param_groups[0]["betas"][0]
 
     @property
     def beta2(self):
+        """The first param group's beta2 (betas[1], the squares' decay), as needle's attribute."""
         return self.param_groups[0]["betas"][1]
 
     def update(self, i, p, g, group):
@@ -400,7 +407,7 @@ class Adam(Optimizer):
 
 class AdamW(Adam):
     """torch.optim.AdamW: Adam with the weight decay applied to the parameter
-    (p *= 1 - lr wd), not added to the gradient."""
+    (`p *= 1 - lr wd`), not added to the gradient."""
 
     def __init__(self, params, lr=0.001, betas=None, eps=1e-8, weight_decay=0.01, amsgrad=False,
                  *, beta1=None, beta2=None, maximize=False):
