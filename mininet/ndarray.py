@@ -47,6 +47,8 @@ def compact_strides(shape):
 
 
 prod = math.prod   # of a shape tuple; 1 for ()
+_RANGES = [list(range(n)) for n in range(33)]   # sorted(axes) of a permutation of n dims
+_LAST_TWO = ({0, 1}, {-1, -2}, {0, -1}, {-2, 1})  # the two axes of a matrix, any spelling
 
 
 def broadcast_shapes(*shapes):
@@ -75,6 +77,8 @@ def check_axis(axis, ndim, what="axis", span=None):
 def _normalize_axes(axis, ndim):
     if axis is None:
         return tuple(range(ndim))
+    if type(axis) is int and -ndim <= axis < ndim:   # the common case, without the ABC check
+        return (axis % ndim,)
     axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
     # a 0-d array takes axis 0 or -1, as torch, and has no axis to reduce (as axis=None)
     out = [check_axis(a, ndim, "reduction", max(ndim, 1)) for a in axes]
@@ -84,6 +88,12 @@ def _normalize_axes(axis, ndim):
 
 
 class NDArray:
+    """needle's strided n-d array: a device buffer (`handle`) read through `shape`,
+    `strides` and `offset` (in elements), with a `dtype` (float32, float64, int64 or bool) and
+    a `device`. Views (reshape of a compact array, permute, broadcast_to, basic slicing) share
+    the buffer; the math methods return new arrays. The value under a Tensor (its
+    cached_data); NDArray(data, dtype=None, device=None) copies a numpy array, nested lists, a
+    scalar or another NDArray."""
     __slots__ = ("handle", "shape", "strides", "offset", "dtype", "device", "__weakref__")
 
     def __init__(self, data, dtype=None, device=None):
@@ -107,8 +117,9 @@ class NDArray:
     def make(shape, strides=None, device=None, handle=None, offset=0, dtype=float32):
         """A new array object; allocates a compact buffer when handle is None."""
         arr = object.__new__(NDArray)
-        arr.shape = tuple(shape)
-        arr.strides = compact_strides(arr.shape) if strides is None else tuple(strides)
+        arr.shape = shape if type(shape) is tuple else tuple(shape)
+        arr.strides = compact_strides(arr.shape) if strides is None else \
+            strides if type(strides) is tuple else tuple(strides)
         arr.device = device if device is not None else default_device()
         arr.dtype = dtype
         arr.offset = offset
@@ -122,18 +133,22 @@ class NDArray:
     # properties -------------------------------------------------------------
     @property
     def ndim(self):
+        """The number of dimensions, len(shape) (0 for a scalar array)."""
         return len(self.shape)
 
     @property
     def size(self):
+        """The number of elements, the product of shape (1 for shape ())."""
         return prod(self.shape)
 
     @property
     def itemsize(self):
+        """The size of one element in bytes (4 for float32, 8 for float64 and int64)."""
         return self.dtype.itemsize
 
     @property
     def nbytes(self):
+        """size * itemsize: the bytes the elements take (not the whole buffer)."""
         return self.size * self.dtype.itemsize
 
     def __len__(self):
@@ -187,18 +202,25 @@ class NDArray:
         """The one element as a Python float, int or bool."""
         if self.size != 1:
             raise ValueError(f"item(): array of shape {self.shape} has {self.size} elements, not 1")
+        if self.device.has("share_host"):   # read in place: no copy of the array (~3x faster)
+            at = self.offset * self.dtype.itemsize
+            return np.frombuffer(self.handle, self.dtype, 1, at)[0].item()
         return self.numpy().reshape(-1)[0].item()
 
     def __float__(self):
         return float(self.item())
 
     def to(self, device):
+        """This array on `device` (a Device or a name such as "cpu", "cuda"): itself
+        when already there, else a copy of the same shape and dtype."""
         device = get_device(device)
         if device == self.device:
             return self
         return NDArray(self.numpy(), dtype=self.dtype, device=device)
 
     def astype(self, dtype):
+        """This array as `dtype` (a dtype, its name or a numpy dtype): itself when
+        it already is, else a converted copy of the same shape."""
         dtype = as_dtype(dtype)
         if dtype == self.dtype:
             return self
@@ -207,16 +229,19 @@ class NDArray:
         return out
 
     def copy(self):
+        """A compact copy of the same shape, dtype and device (its own buffer)."""
         out = NDArray.make(self.shape, device=self.device, dtype=self.dtype)
         self.device.copy(self, out)
         return out
 
     # layout -----------------------------------------------------------------------
     def is_compact(self):
-        """Row-major contiguous (any offset)."""
+        """Whether the array is row-major contiguous (any offset; size <= 1 always counts),
+        so its elements can be read as one flat run."""
         return self.strides == compact_strides(self.shape) or self.size <= 1
 
     def compact(self):
+        """Itself when compact, else a compact copy (same shape, dtype, device)."""
         return self if self.is_compact() else self.copy()
 
     def _check_writable(self):
@@ -227,6 +252,8 @@ class NDArray:
                              f"{self.strides}): its elements share memory; copy() it first")
 
     def fill(self, value):
+        """Set every element to `value`, in place, and return self. A broadcast view
+        (stride 0 over a dim > 1) raises ValueError: its elements share memory."""
         self._check_writable()
         self.device.fill(self, value)
         return self
@@ -234,6 +261,8 @@ class NDArray:
     def reshape(self, *shape):
         """A view when the strides allow (as numpy), otherwise a compact copy."""
         shape = _shape_arg(shape)
+        if shape == self.shape:
+            return self
         shape = _infer_shape(shape, self.size, self.shape)
         if shape == self.shape:
             return self
@@ -245,7 +274,15 @@ class NDArray:
         return self._view(shape, strides, self.offset)
 
     def permute(self, *axes):
+        """A view with the axes reordered: axes (a permutation of 0 .. ndim - 1,
+        varargs or one tuple) give shape[axes[i]] as the new dim i, e.g. (N, C, H, W) permuted by
+        (0, 2, 3, 1) is (N, H, W, C). ValueError when axes is not a permutation."""
         axes = _shape_arg(axes)
+        n = len(self.shape)
+        if len(axes) == n < 33 and sorted(axes) == _RANGES[n]:   # a permutation of 0..n-1
+            shape, strides = self.shape, self.strides
+            return self._view(tuple([shape[a] for a in axes]), tuple([strides[a] for a in axes]),
+                              self.offset)
         if len(axes) != self.ndim or any(not -self.ndim <= a < self.ndim for a in axes):
             raise ValueError(f"permute: axes {axes} are not a permutation of {self.ndim} dimensions")
         axes = [a % self.ndim for a in axes]
@@ -261,9 +298,15 @@ class NDArray:
 
     @property
     def T(self):
+        """The transpose (all axes reversed), a view: shape (a, b, c) becomes (c, b, a)."""
         return self.transpose()
 
     def swapaxes(self, a, b):
+        """A view with axes a and b exchanged (negative from the end); IndexError
+        for an axis out of range."""
+        if len(self.shape) == 2 and {a, b} in _LAST_TWO:   # a matrix transposed (backward's)
+            (m, n), (s, t) = self.shape, self.strides
+            return self._view((n, m), (t, s), self.offset)
         a, b = check_axis(a, self.ndim, "swapaxes"), check_axis(b, self.ndim, "swapaxes")
         axes = list(range(self.ndim))
         axes[a], axes[b] = axes[b], axes[a]
@@ -288,6 +331,8 @@ class NDArray:
         return self._view(shape, tuple(strides), self.offset)
 
     def expand_dims(self, axis):
+        """A view with a new dim of size 1 at position `axis` (numpy's
+        expand_dims): shape (a, b) with axis=1 becomes (a, 1, b)."""
         axis = check_axis(axis, self.ndim + 1, "expand_dims")
         return self.reshape(self.shape[:axis] + (1,) + self.shape[axis:])
 
@@ -459,8 +504,15 @@ class NDArray:
         """not x for any dtype (nonzero is true), a bool array."""
         return ~self.astype(bool_)
 
-    def maximum(self, o): return self._binary(o, "maximum")
-    def minimum(self, o): return self._binary(o, "minimum")
+    def maximum(self, o):
+        """The elementwise maximum with `o` (an array broadcasting against this one,
+        or a scalar), a new array."""
+        return self._binary(o, "maximum")
+
+    def minimum(self, o):
+        """The elementwise minimum with `o` (an array broadcasting against this one,
+        or a scalar), a new array."""
+        return self._binary(o, "minimum")
 
     def _unary(self, name):
         if self.dtype is bool_ and name == "neg":
@@ -471,23 +523,55 @@ class NDArray:
         a.device.unary(UNARY[name], a, out)
         return out
 
-    def exp(self): return self._unary("exp")
-    def log(self): return self._unary("log")
-    def sqrt(self): return self._unary("sqrt")
-    def tanh(self): return self._unary("tanh")
-    def sigmoid(self): return self._unary("sigmoid")
-    def relu(self): return self._unary("relu")
-    def square(self): return self._unary("square")
-    def log1p(self): return self._unary("log1p")
-    def expm1(self): return self._unary("expm1")
+    def exp(self):
+        """exp(x), elementwise: a new array of the same shape, float (an int64 or bool array is read as float32 first)."""
+        return self._unary("exp")
+
+    def log(self):
+        """The natural log, elementwise: a new array of the same shape, float (an int64 or bool array is read as float32 first)."""
+        return self._unary("log")
+
+    def sqrt(self):
+        """The square root, elementwise: a new array of the same shape, float (an int64 or bool array is read as float32 first)."""
+        return self._unary("sqrt")
+
+    def tanh(self):
+        """tanh(x), elementwise: a new array of the same shape, float (an int64 or bool array is read as float32 first)."""
+        return self._unary("tanh")
+
+    def sigmoid(self):
+        """1 / (1 + exp(-x)), elementwise: a new array of the same shape, float (an int64 or bool array is read as float32 first)."""
+        return self._unary("sigmoid")
+
+    def relu(self):
+        """max(x, 0), elementwise: a new array of the same shape, float (an int64 or bool array is read as float32 first)."""
+        return self._unary("relu")
+
+    def square(self):
+        """x * x, elementwise: a new array of the same shape, float (an int64 or bool array is read as float32 first)."""
+        return self._unary("square")
+
+    def log1p(self):
+        """log(1 + x), elementwise, exact for small x: a new array of the same shape, float (an int64 or bool array is read as float32 first)."""
+        return self._unary("log1p")
+
+    def expm1(self):
+        """exp(x) - 1, elementwise, exact for small x: a new array of the same shape, float (an int64 or bool array is read as float32 first)."""
+        return self._unary("expm1")
 
     def abs(self):
+        """|x|, elementwise, a new array of the same shape (a bool array is copied, as
+        numpy's)."""
         return self.copy() if self.dtype is bool_ else self._unary("abs")   # numpy's
 
     def sign(self):
+        """-1, 0 or 1 by the sign of x, elementwise, a new array of the same shape (a
+        bool array is copied)."""
         return self.copy() if self.dtype is bool_ else self._unary("sign")
 
     def clip(self, lo=None, hi=None):
+        """x clamped to [lo, hi] elementwise (either bound None: no bound there), a new
+        array of the same shape."""
         out = self if lo is None else self.maximum(lo)
         return out if hi is None else out.minimum(hi)
 
@@ -522,6 +606,9 @@ class NDArray:
         return self._reduce("sum", axis, keepdims)
 
     def mean(self, axis=None, keepdims=False):
+        """The mean over `axis` (None: all; an int or a tuple), the reduced dims
+        dropped or kept as 1 with keepdims. A bool array raises TypeError; an empty reduction
+        gives NaN."""
         if self.dtype is bool_:
             raise TypeError("mean: not defined for bool arrays (as torch): convert first, "
                             ".astype(float32).mean() (the fraction of True)")
@@ -531,11 +618,15 @@ class NDArray:
         return total * (1.0 / count) if count else total * float("nan")
 
     def max(self, axis=None, keepdims=False):
+        """The maximum over `axis` (None: all; an int or a tuple), the reduced dims
+        dropped or kept as 1 with keepdims. A zero-size reduction raises ValueError."""
         if self.dtype is bool_:
             return self.astype(float32)._reduce("max", axis, keepdims).astype(bool_)
         return self._reduce("max", axis, keepdims)
 
     def min(self, axis=None, keepdims=False):
+        """The minimum over `axis` (None: all; an int or a tuple), the reduced dims
+        dropped or kept as 1 with keepdims. A zero-size reduction raises ValueError."""
         if self.dtype is bool_:
             return self.astype(float32)._reduce("min", axis, keepdims).astype(bool_)
         return self._reduce("min", axis, keepdims)
@@ -556,9 +647,13 @@ class NDArray:
         return mask.astype(float64)._reduce("sum", axis, keepdims)
 
     def argmax(self, axis=None, keepdims=False):
+        """The int64 index of the maximum along `axis` (None: into the flattened
+        array, shape ()), the axis dropped or kept as 1 with keepdims."""
         return self._arg("argmax", axis, keepdims)
 
     def argmin(self, axis=None, keepdims=False):
+        """The int64 index of the minimum along `axis` (None: into the flattened
+        array, shape ()), the axis dropped or kept as 1 with keepdims."""
         return self._arg("argmin", axis, keepdims)
 
     def _arg(self, name, axis, keepdims):

@@ -24,27 +24,37 @@ cdef inline double xent_row(const floating* z, int64_t y, floating* p, Py_ssize_
 
 
 def forward(Buffer z, Py_ssize_t z_off, Buffer labels, Buffer probs, Py_ssize_t N, Py_ssize_t C,
-            int itemsize):
-    """probs (N, C) = softmax(z); returns mean_i(logsumexp(z_i) - z_i[y_i]). z compact from
-    item z_off, probs and labels compact."""
+            int itemsize, Buffer loss=None):
+    """probs (N, C) = softmax(z); returns mean_i(logsumexp(z_i) - z_i[y_i]), also written
+    (in z's dtype) to the one item of loss where given. z compact from item z_off, probs
+    and labels compact."""
     check_itemsize(itemsize, "softmax_xent")
     need(z, z_off, (N, C), itemsize, "softmax_xent", "logits")
     need(labels, 0, (N,), 8, "softmax_xent", "labels")
     need(probs, 0, (N, C), itemsize, "softmax_xent", "probabilities")
+    if loss is not None:
+        need(loss, 0, (1,), itemsize, "softmax_xent", "loss")
     check_indices(<int64_t*>labels.ptr, N, C, "softmax_xent: label", ValueError)
     cdef Py_ssize_t i
     cdef double total = 0
     cdef const int64_t* y = <int64_t*>labels.ptr
     cdef int nt = threads_for(N * C * 8)
     if N == 0:
-        return float("nan")
-    with nogil:
-        for i in prange(N, num_threads=nt, schedule='static'):
-            if itemsize == 4:
-                total += xent_row(<float*>z.ptr + z_off + i * C, y[i], <float*>probs.ptr + i * C, C)
-            else:
-                total += xent_row(<double*>z.ptr + z_off + i * C, y[i], <double*>probs.ptr + i * C, C)
-    return total / N
+        total = float("nan")
+    else:
+        with nogil:
+            for i in prange(N, num_threads=nt, schedule='static'):
+                if itemsize == 4:
+                    total += xent_row(<float*>z.ptr + z_off + i * C, y[i], <float*>probs.ptr + i * C, C)
+                else:
+                    total += xent_row(<double*>z.ptr + z_off + i * C, y[i], <double*>probs.ptr + i * C, C)
+        total = total / N
+    if loss is not None:   # (written here: a fill kernel call cost more than the loss)
+        if itemsize == 4:
+            (<float*>loss.ptr)[0] = <float>total
+        else:
+            (<double*>loss.ptr)[0] = total
+    return total
 
 
 cdef void grad_row(const floating* p, int64_t y, floating* out, Py_ssize_t C,
@@ -56,12 +66,16 @@ cdef void grad_row(const floating* p, int64_t y, floating* out, Py_ssize_t C,
 
 
 def backward(Buffer probs, Buffer labels, Buffer out, Py_ssize_t N, Py_ssize_t C, double scale,
-             int itemsize):
-    """out = (probs - onehot(labels)) * scale, rows split over the threads."""
+             int itemsize, Buffer g=None, Py_ssize_t g_off=0):
+    """out = (probs - onehot(labels)) * scale (times the one item of g from item g_off,
+    the loss's gradient, where given), rows split over the threads."""
     check_itemsize(itemsize, "softmax_xent_grad")
     need(probs, 0, (N, C), itemsize, "softmax_xent_grad", "probabilities")
     need(labels, 0, (N,), 8, "softmax_xent_grad", "labels")
     need(out, 0, (N, C), itemsize, "softmax_xent_grad", "gradient")
+    if g is not None:   # read here: a copy to the host cost more than the kernel
+        need(g, g_off, (1,), itemsize, "softmax_xent_grad", "output gradient")
+        scale *= (<float*>g.ptr)[g_off] if itemsize == 4 else (<double*>g.ptr)[g_off]
     check_indices(<int64_t*>labels.ptr, N, C, "softmax_xent_grad: label", ValueError)
     cdef Py_ssize_t i
     cdef const int64_t* y = <int64_t*>labels.ptr

@@ -194,13 +194,21 @@ class CPUDevice(Device):
         if labels.dtype != np.int64 or labels.shape != (n,):
             raise TypeError(f"softmax_xent: labels must be int64 of shape ({n},), got "
                             f"{labels.dtype} {labels.shape}")
-        self.fill(loss, _loss.forward(z.handle, z.offset, _at(labels), _at(probs), n, c,
-                                      z.dtype.itemsize))
+        if loss.dtype != z.dtype:
+            self.fill(loss, _loss.forward(z.handle, z.offset, _at(labels), _at(probs), n, c,
+                                          z.dtype.itemsize))
+            return
+        _loss.forward(z.handle, z.offset, _at(labels), _at(probs), n, c, z.dtype.itemsize,
+                      _at(loss))   # the kernel writes the loss (a fill call cost more)
 
     def softmax_xent_grad(self, probs, labels, g, scale, out):
         n, c = probs.shape
-        scale *= float(self.to_numpy(g))   # host memory: reading it costs nothing
-        _loss.backward(_at(probs), _at(labels), _at(out), n, c, scale, probs.dtype.itemsize)
+        if g.dtype != probs.dtype:
+            scale *= float(self.to_numpy(g))   # host memory: reading it costs nothing
+            _loss.backward(_at(probs), _at(labels), _at(out), n, c, scale, probs.dtype.itemsize)
+            return
+        _loss.backward(_at(probs), _at(labels), _at(out), n, c, scale, probs.dtype.itemsize,
+                       g.handle, g.offset)   # g read by the kernel: no copy to numpy
 
     # fused batch norm over all axes but 1 (x, g, xhat compact; w, b, stats (C,) compact)
     def batchnorm(self, x, w, b, xhat, y, mean, var, inv, eps):

@@ -138,6 +138,7 @@ def main():
 # the commands register themselves on app and bench_app
 from . import (bench_cmds, bench_compare, bench_peak, bench_profile, bench_train_cmd,  # noqa: E402,F401
                export_cmd, train_cmd)
+from . import bench_latency  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

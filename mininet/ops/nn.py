@@ -62,8 +62,9 @@ class SoftmaxCrossEntropy(Op):
         z = z.compact()
         self.probs = NDArray.make(z.shape, device=dev, dtype=z.dtype)
         loss = NDArray.make((), device=dev, dtype=z.dtype)
-        if self.ylabels is None:
-            self.ylabels = NDArray(self.labels, dtype=int64, device=dev)
+        if self.ylabels is None:   # a copy on the device (NDArray(labels) checks more, ~2x)
+            self.ylabels = NDArray.make(self.labels.shape, device=dev, dtype=int64)
+            dev.from_numpy(self.labels, self.ylabels)
         dev.softmax_xent(z, self.ylabels, self.probs, loss)
         return loss
 

@@ -1,0 +1,158 @@
+"""Per-step time of a small model's training step (forward, SoftmaxLoss, backward, Adam,
+zero_grad, loss.item()) in mininet and PyTorch, interleaved in one run (issue 25, item 4).
+
+    python bench/step_overhead.py [--model mlp] [--threads 1,2] [--rounds 15] [--steps 50]
+    python bench/step_overhead.py --tiny         # an 8-8-10 MLP, batch 4: overhead alone
+    python bench/step_overhead.py --profile      # cProfile of mininet's steps, top entries
+
+Prints the median ms per step of each round for each library, their ratio, and for an
+MLP the time of the step's products alone (mininet's GEMM, same shapes) and step / GEMM:
+how far the step is from its arithmetic at this machine's GEMM rate. On a shared machine
+the medians wobble; the ratios, taken round by round, much less."""
+import argparse
+import cProfile
+import pstats
+import time
+
+import numpy as np
+
+import mininet
+from mininet import nn, optim
+from mininet.models import registry
+
+
+def _input(entry, batch, rng, kw):
+    shape = (kw["in_dim"],) if "in_dim" in kw else entry.input_shape
+    return rng.random((batch,) + shape, dtype=np.float32)
+
+
+def mininet_step(name, batch, **kw):
+    entry = registry.get(name)
+    model = entry.build(**kw)
+    model.train()
+    opt = optim.Adam(model.parameters(), 1e-3)
+    loss_fn = nn.SoftmaxLoss()
+    rng = np.random.default_rng(0)
+    x = mininet.Tensor(_input(entry, batch, rng, kw))
+    y = mininet.Tensor(rng.integers(0, 10, batch))
+
+    def step():
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.item()
+        loss.backward()
+        opt.step()
+    return step
+
+
+def torch_step(name, batch, **kw):
+    import torch
+    entry = registry.get(name)
+    model = entry.build_torch(**kw)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(_input(entry, batch, rng, kw))
+    y = torch.from_numpy(rng.integers(0, 10, batch))
+
+    def step():
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.item()
+        loss.backward()
+        opt.step()
+    return step
+
+
+def gemm_only(name, batch, **kw):
+    """The products of one MLP step alone (forward x @ W per layer; backward g @ W^T for
+    every layer but the first, x^T @ g for each): the step's arithmetic at the rate of
+    mininet's own GEMM, in the same run (the floor the step is held against)."""
+    from mininet.ndarray import NDArray
+    entry = registry.get(name)
+    opts = entry.options(kw)
+    hidden = opts["hidden"] if isinstance(opts["hidden"], (list, tuple)) else [opts["hidden"]]
+    widths = [opts["in_dim"]] + list(hidden) + [opts["num_classes"]]
+    rng = np.random.default_rng(0)
+    acts = [NDArray(rng.random((batch, w), dtype=np.float32)) for w in widths]
+    weights = [NDArray(rng.random((a, b), dtype=np.float32)) for a, b in zip(widths, widths[1:])]
+
+    def step():
+        for x, w in zip(acts, weights):
+            x @ w
+        for k, (x, w) in enumerate(zip(acts, weights)):
+            g = acts[k + 1]
+            x.swapaxes(0, 1) @ g
+            if k:
+                g @ w.swapaxes(0, 1)
+    return step
+
+
+def per_step(fn, steps):
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    return (time.perf_counter() - start) / steps
+
+
+def run(name, batch, threads, rounds, steps, **kw):
+    import torch
+    mininet.set_num_threads(threads)
+    torch.set_num_threads(threads)
+    fns = {"mininet": mininet_step(name, batch, **kw), "torch": torch_step(name, batch, **kw)}
+    if name.startswith("mlp"):
+        fns["gemm"] = gemm_only(name, batch, **kw)
+    for fn in fns.values():
+        per_step(fn, steps)   # warm-up
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            times[k].append(per_step(fn, steps))
+    med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+    per_round = {k: np.array(v) for k, v in times.items()}
+    ratio = float(np.median(per_round["torch"] / per_round["mininet"]))
+    what = f"{name}{kw or ''}"
+    line = (f"{what} batch {batch}, {threads} thread(s): mininet {med['mininet']:.3f} ms, "
+            f"torch {med['torch']:.3f} ms, torch/mininet {ratio:.2f}x")
+    if "gemm" in med:
+        over = float(np.median(per_round["mininet"] / per_round["gemm"]))
+        line += f"; its GEMMs alone {med['gemm']:.3f} ms, step/GEMM {over:.2f}x"
+    print(line)
+    return med, ratio
+
+
+def profile(name, batch, threads, steps, top, **kw):
+    mininet.set_num_threads(threads)
+    fn = mininet_step(name, batch, **kw)
+    per_step(fn, 20)
+    prof = cProfile.Profile()
+    prof.enable()
+    per_step(fn, steps)
+    prof.disable()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(top)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--model", default="mlp")
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--profile", action="store_true")
+    p.add_argument("--tiny", action="store_true",
+                   help="an 8-8-10 MLP on batch 4: the step's overhead with next to no arithmetic")
+    p.add_argument("--top", type=int, default=40)
+    a = p.parse_args()
+    threads = [int(t) for t in a.threads.split(",")]
+    kw, batch = ({"in_dim": 8, "hidden": 8}, 4) if a.tiny else ({}, a.batch)
+    if a.profile:
+        profile(a.model, batch, threads[0], a.steps * 10, a.top, **kw)
+        return
+    for t in threads:
+        run(a.model, batch, t, a.rounds, a.steps, **kw)
+
+
+if __name__ == "__main__":
+    main()
