@@ -134,7 +134,8 @@ def test_setup_and_info_hash_the_sources_alike():
 def _kernel_sources(tmp_path):
     dst = tmp_path / "mininet_ext"
     shutil.copytree(os.path.join(ROOT, "mininet_ext"), dst,
-                    ignore=lambda d, names: [n for n in names if not n.endswith((".pyx", ".pxd", ".h"))
+                    ignore=lambda d, names: [n for n in names
+                                             if not n.endswith((".pyx", ".pxd", ".pxi", ".h"))
                                              and not os.path.isdir(os.path.join(d, n))])
     return dst
 
@@ -145,6 +146,16 @@ def test_extension_matches_source_until_a_pyx_is_touched(tmp_path):
     assert info.extension_matches_source(str(root)) is True
     pyx = root / "buffer.pyx"
     pyx.write_text(pyx.read_text() + "\n# edited after the build\n")
+    assert info.extension_matches_source(str(root)) is False
+
+
+def test_extension_stale_when_an_included_part_changes(tmp_path):
+    """convgemm.pyx pulls its parts in with `include`: an edit of a .pxi is a stale build."""
+    root = _kernel_sources(tmp_path)
+    (root / "_build_info.py").write_text(f"SOURCE_HASH = {_setup_source_hash()(str(root))!r}\n")
+    parts = sorted(root.glob("convgemm_*.pxi"))
+    assert parts, "convgemm's included parts are missing from the copy"
+    parts[0].write_text(parts[0].read_text() + "\n# edited after the build\n")
     assert info.extension_matches_source(str(root)) is False
 
 
