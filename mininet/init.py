@@ -44,6 +44,9 @@ uniform = rand
 
 def randn(*shape: Any, mean: float = 0.0, std: float = 1.0, dtype: DTypeLike = None,
           device: DeviceLike = None, requires_grad: bool = False) -> Tensor:
+    """A tensor of shape `shape` (varargs or one tuple) from N(mean, std^2), drawn from
+    mininet's generator (mininet.manual_seed repeats it); the default float dtype unless
+    given."""
     return _tensor(_rng.normal(mean, std, size=size_arg(shape, "randn")), dtype, device, requires_grad)
 
 
@@ -58,11 +61,13 @@ def randint(low: int, high: Any = None, size: Any = (), dtype: DTypeLike = "int6
 
 def rand_like(x: Tensor, dtype: DTypeLike = None, device: DeviceLike = None,
               requires_grad: bool = False) -> Tensor:
+    """A tensor of x's shape from U[0, 1), with x's dtype and device unless given."""
     return rand(x.shape, dtype=dtype or x.dtype, device=device or x.device, requires_grad=requires_grad)
 
 
 def randn_like(x: Tensor, dtype: DTypeLike = None, device: DeviceLike = None,
                requires_grad: bool = False) -> Tensor:
+    """A tensor of x's shape from N(0, 1), with x's dtype and device unless given."""
     return randn(x.shape, dtype=dtype or x.dtype, device=device or x.device, requires_grad=requires_grad)
 
 
@@ -112,7 +117,7 @@ _LINEAR = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_tra
            "conv_transpose3d", "sigmoid")
 
 
-def calculate_gain(nonlinearity, param=None):
+def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
     """torch.nn.init.calculate_gain: the std gain that keeps activations' scale through
     nonlinearity (param: leaky_relu's negative slope, 0.01 when None)."""
     if nonlinearity in _LINEAR:

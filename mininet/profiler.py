@@ -33,6 +33,8 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -198,7 +200,7 @@ def _is_view(ins, out):
     return all(id(a.handle) in handles for a in _arrays(out))
 
 
-def forward_cost(op, ins, out):
+def forward_cost(op: autograd.Op, ins: Sequence[Any], out: Any) -> tuple[int | None, int]:
     """(FLOPs or None, bytes read and written) of op.compute(*ins) -> out (NDArrays)."""
     name = type(op).__name__
     if name in _DATA_MOVES and _is_view(ins, out):
@@ -210,7 +212,8 @@ def forward_cost(op, ins, out):
     return (None if count is None else count(op, ins, out)), nbytes
 
 
-def backward_cost(op, ins, requires, recorded, grads):
+def backward_cost(op: autograd.Op, ins: Sequence[Any], requires: Sequence[bool], recorded: Any,
+                  grads: Any) -> tuple[int | None, int | None]:
     """(FLOPs, bytes) that op's gradient computes itself; (None, None) for unknown ops."""
     name = type(op).__name__
     count = BACKWARD_FLOPS.get(name)
@@ -404,12 +407,12 @@ class profile:
         _set_active(self, False)
 
     @property
-    def events(self):
+    def events(self) -> list[Event]:
         """The finished scopes (Event tuples), in the order they ended."""
         return [Event._make(r) for r in self._records]
 
     @property
-    def wall_ns(self):
+    def wall_ns(self) -> int:
         """The profiled time: the block's, or so far while it runs."""
         if self.start_ns is None:
             return 0
@@ -438,11 +441,11 @@ class profile:
         self._open(frame)
         return frame
 
-    def end(self, frame, result):   # the observer protocol's name for _close
+    def end(self, frame: Any, result: Any) -> None:   # the observer protocol's name for _close
         """Observer protocol: the op begin() opened has finished with result."""
         self._close(frame, result)
 
-    def module_begin(self, module, args):
+    def module_begin(self, module: Any, args: Sequence[Any]) -> Any:
         """Observer protocol: a Module call starts (a scope named by its class and path)."""
         stack = self._stack()
         parent = stack[-1] if stack else None
@@ -456,7 +459,7 @@ class profile:
         self._open(frame)
         return frame
 
-    def module_end(self, frame, output):
+    def module_end(self, frame: Any, output: Any) -> None:
         """Observer protocol: the Module call module_begin() opened has returned output."""
         self._close(frame)
 
@@ -546,13 +549,14 @@ class profile:
         wall = self.wall_ns
         return [_row(events, wall) for events in groups.values()]
 
-    def table(self, sort_by="self_time", row_limit=20, group_by_input_shape=False):
+    def table(self, sort_by: str = "self_time", row_limit: int | None = 20,
+              group_by_input_shape: bool = False) -> str:
         """The top rows as text, like PyTorch's prof.key_averages().table(); row_limit None
         (or < 0) shows every row."""
         rows = sort_rows(self.key_averages(group_by_input_shape), sort_by, row_limit)
         return format_table(rows, group_by_input_shape) + "\n" + self.summary_line() + "\n"
 
-    def summary(self):
+    def summary(self) -> dict[str, Any]:
         """The profiled time, kernel time (the thread that ran the block) and the share of
         time outside kernels."""
         wall = self.wall_ns
@@ -566,7 +570,7 @@ class profile:
                 "outside_kernels": 1.0 - kernel / wall if wall else 0.0,
                 "events": len(self.events)}
 
-    def summary_line(self):
+    def summary_line(self) -> str:
         """summary() as the one line table() ends with."""
         s = self.summary()
         return (f"Profiled time: {s['wall_ms']:.3f} ms; in kernels: {s['kernel_ms']:.3f} ms; "
@@ -575,7 +579,7 @@ class profile:
     def __str__(self):
         return self.table()
 
-    def chrome_trace(self):
+    def chrome_trace(self) -> dict[str, Any]:
         """The events in Chrome's Trace Event Format: complete ("X") events, microseconds
         from the start of the profile; parents before their children."""
         pid, t0 = os.getpid(), self.start_ns or 0
@@ -591,7 +595,7 @@ class profile:
                         "dur": e.dur / 1e3, "pid": pid, "tid": e.tid, "args": args})
         return {"traceEvents": out, "displayTimeUnit": "ms"}
 
-    def export_chrome_trace(self, path):
+    def export_chrome_trace(self, path: str | os.PathLike[str]) -> None:
         """Write chrome_trace() as JSON to path (atomically)."""
         data = json.dumps(self.chrome_trace()).encode()
         write_atomically(os.fspath(path), lambda f: f.write(data), "profiler trace")
@@ -636,7 +640,8 @@ def _jsonable(shape):
     return [_jsonable(s) if isinstance(s, tuple) else s for s in shape]
 
 
-def sort_rows(rows, sort_by="self_time", row_limit=20):
+def sort_rows(rows: list[dict[str, Any]], sort_by: str = "self_time",
+              row_limit: int | None = 20) -> list[dict[str, Any]]:
     """rows by sort_by (largest first: self_time, total_time, kernel_time, calls, flops),
     the first row_limit of them (None or < 0: all)."""
     if sort_by not in SORT_KEYS:
@@ -646,7 +651,7 @@ def sort_rows(rows, sort_by="self_time", row_limit=20):
     return rows if row_limit is None or row_limit < 0 else rows[:row_limit]
 
 
-def format_row(row):
+def format_row(row: dict[str, Any]) -> tuple[str, ...]:
     """A row's cells for TABLE_COLUMNS ("-" where FLOPs or bytes are unknown)."""
     def maybe(value, fmt):
         return "-" if value is None else format(value, fmt)
@@ -655,7 +660,7 @@ def format_row(row):
             maybe(row["gflops"], ".2f"), maybe(row["mb"], ".2f"))
 
 
-def format_table(rows, with_shapes=False):
+def format_table(rows: list[dict[str, Any]], with_shapes: bool = False) -> str:
     """rows (key_averages dicts) as a text table between rules of dashes."""
     headers = TABLE_COLUMNS + (("Input shapes",) if with_shapes else ())
     cells = [format_row(r) + ((_shapes_text(r),) if with_shapes else ()) for r in rows]

@@ -92,6 +92,9 @@ def _number(v):
 
 
 def make_optimizer(name, params, lr, weight_decay=0.0):
+    """The optimizer named `name` over `params`: "sgd", "momentum" (SGD with
+    momentum 0.9), "adam", "adamw", "adagrad" or "rmsprop", with learning rate `lr` and
+    `weight_decay`. Another name raises ValueError listing the choices."""
     table = {
         "sgd": lambda: optim.SGD(params, lr=lr, weight_decay=weight_decay),
         "momentum": lambda: optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay),
@@ -106,6 +109,9 @@ def make_optimizer(name, params, lr, weight_decay=0.0):
 
 
 def make_scheduler(name, opt, epochs):
+    """The learning-rate schedule named `name` for `opt` over `epochs` epochs: None for "none",
+    CosineAnnealingLR(opt, epochs) for "cosine", StepLR(opt, epochs // 3, 0.1) for "step".
+    Another name raises ValueError."""
     if name == "none":
         return None
     if name == "cosine":

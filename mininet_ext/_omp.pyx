@@ -95,6 +95,8 @@ def forked_child():
 
 
 def get_num_threads():
+    """The number of threads every kernel uses: set_num_threads sets it; at import,
+    MININET_NUM_THREADS or OMP_NUM_THREADS, else the usable cores (1 without OpenMP)."""
     return _num_threads
 
 

@@ -8,6 +8,8 @@ register("cuda", cuda)
 
 
 def default_device():
+    """The device new tensors go to when none is given: the CPU (mininet.cpu()),
+    as torch's default."""
     return cpu()
 
 

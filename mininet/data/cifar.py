@@ -15,7 +15,9 @@ import reprlib
 import sys
 import tarfile
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -250,7 +252,7 @@ class _PickledArray(np.ndarray):
 
 class _NdarrayName:
     """What numpy.ndarray unpickles to: a name _reconstruct accepts, neither a callable nor
-    a class (a pickle calling ndarray((2**40,)) would allocate before any check), nor
+    a class (a pickle calling ndarray(`(2**40,)`) would allocate before any check), nor
     open to BUILD (no attributes)."""
     __slots__ = ()
 
@@ -423,7 +425,8 @@ class CIFAR10Dataset(Dataset):
     CIFAR10Dataset). `pixels` keeps the uint8 data; each batch is converted."""
     batch_indexing = True   # dataset[index_array] gives a whole batch (DataLoader's fast path)
 
-    def __init__(self, base_folder, train=True, transforms=None):
+    def __init__(self, base_folder: str | os.PathLike[str], train: bool = True,
+                 transforms: Sequence[Callable[[Any], Any]] | None = None) -> None:
         super().__init__(transforms)
         folder = batches_folder(Path(base_folder))
         parts = [read_batch(folder / name) for name in (TRAIN if train else TEST)]
@@ -432,6 +435,10 @@ class CIFAR10Dataset(Dataset):
 
     @classmethod
     def load(cls, split="train", path=None, download=True, progress=None, **kw):
+        """The CIFAR-10 split 'train' (50000 images) or 'test' (10000), from `path`
+        (default the data directory), downloaded and checked there first when missing and
+        `download`; `progress` reports the download, `**kw` go to the constructor (transforms).
+        Images (3, 32, 32) float32 in [0, 1], labels int64."""
         return cls(ensure_cifar10(path, download, progress), split == "train", **kw)
 
     def __len__(self):

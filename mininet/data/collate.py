@@ -8,10 +8,13 @@ scalars, Python floats, float Tensors) give the loader's `dtype`, by default min
 default dtype (float32) -- where PyTorch would keep numpy's float64."""
 import collections.abc
 import copy
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from ..autograd import Tensor
+from ..backend._typing import DeviceLike, DTypeLike
 from ..ndarray import as_dtype, share_numpy
 from ..ops.creation import get_default_dtype
 
@@ -146,16 +149,17 @@ def _convert(tree, leaf, batch=True):
     return tree
 
 
-def default_collate(batch):
+def default_collate(batch: Sequence[Any]) -> Any:
     """A list of samples as one batch of Tensors (PyTorch's default_collate): arrays and
     Tensors stacked along a new first axis, numbers as 1-d Tensors, strings kept (a list
     of them, a tuple within tuple samples, as PyTorch), dicts collated per key, tuples and
-    lists per position (returned as lists). Integers and bools give int64, floats
-    mininet's default dtype (float32)."""
+    lists per position (returned as lists): samples of shape `(*)` give a Tensor of shape
+    `(B, *)`, B = len(batch). Integers and bools give int64, floats mininet's default dtype
+    (float32)."""
     return to_tensors(stack(batch))
 
 
-def default_convert(sample, dtype=None, device=None):
+def default_convert(sample: Any, dtype: DTypeLike = None, device: DeviceLike = None) -> Any:
     """One sample with its numpy arrays and numpy numbers as Tensors, nothing stacked
     (PyTorch's default_convert: what DataLoader(batch_size=None) yields); Python numbers,
     strings and Tensors stay as they are."""

@@ -3,6 +3,8 @@ torch.utils.data names and habits; mininet.utils.data re-exports them."""
 import bisect
 import itertools
 import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -26,12 +28,12 @@ class Dataset:
     DataLoader fetches in one call instead of collating samples. `transforms` apply to
     the first array, image by image."""
     batch_indexing = False
-    transforms = ()
+    transforms: Sequence[Callable[[Any], Any]] = ()
 
-    def __init__(self, transforms=None):
+    def __init__(self, transforms: Sequence[Callable[[Any], Any]] | None = None) -> None:
         self.transforms = transforms or []
 
-    def apply_transforms(self, x, batched=False):
+    def apply_transforms(self, x: np.ndarray, batched: bool = False) -> np.ndarray:
         """Each transform sees one image (its own random flip or crop); a batch (an array
         index) is transformed image by image."""
         if not self.transforms:
@@ -90,7 +92,7 @@ class TensorDataset(Dataset):
 class Subset(Dataset):
     """The samples of `dataset` at `indices`, in that order."""
 
-    def __init__(self, dataset, indices):
+    def __init__(self, dataset: Dataset, indices: Sequence[int]) -> None:
         self.dataset, self.indices, self._index_array = dataset, indices, None
 
     @property
@@ -128,7 +130,7 @@ class ConcatDataset(Dataset):
     """Map-style data sets one after another; index i falls in the first whose running
     total passes it (negative indices count from the end of the whole)."""
 
-    def __init__(self, datasets):
+    def __init__(self, datasets: Iterable[Any]) -> None:
         self.datasets = list(datasets)
         if not self.datasets:
             raise ValueError("ConcatDataset: needs at least one data set")
@@ -149,7 +151,7 @@ class ConcatDataset(Dataset):
 class ChainDataset(IterableDataset):
     """Iterable data sets one after another."""
 
-    def __init__(self, datasets):
+    def __init__(self, datasets: Iterable[IterableDataset]) -> None:
         self.datasets = list(datasets)
 
     def __iter__(self):
@@ -181,7 +183,8 @@ def _split_sizes(n, lengths):
     return sizes
 
 
-def random_split(dataset, lengths, generator=None):
+def random_split(dataset: Any, lengths: Sequence[int | float],
+                 generator: np.random.Generator | None = None) -> list[Subset]:
     """Disjoint Subsets of `dataset`, covering it, of the given sizes, or of fractions of
     its length (floored, the remainder dealt one by one from the first split, as PyTorch
     does). The order is a permutation from `generator` (a numpy Generator or a seed;
@@ -200,7 +203,8 @@ class DistributedSampler:
     num_replicas-th index from position `rank`. The shards are disjoint and cover the
     data set; each iteration moves to the next epoch unless set_epoch() says which."""
 
-    def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True, seed=0, pad=True):
+    def __init__(self, dataset: Any, num_replicas: int | None = None, rank: int | None = None,
+                 shuffle: bool = True, seed: int = 0, pad: bool = True) -> None:
         from .. import distributed
         self.n = dataset if isinstance(dataset, int) else len(dataset)
         self.num_replicas = distributed.world_size() if num_replicas is None else num_replicas
@@ -210,7 +214,10 @@ class DistributedSampler:
                              f"[0, {self.num_replicas})")
         self.shuffle, self.seed, self.pad, self.epoch = shuffle, seed, pad, 0
 
-    def set_epoch(self, epoch):
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch the next iteration shuffles for (the permutation is seeded
+        by (seed, epoch), so every rank draws the same one); as torch's, call it before each
+        epoch."""
         self.epoch = epoch
 
     def __len__(self):
@@ -218,7 +225,7 @@ class DistributedSampler:
             return -(-self.n // self.num_replicas)
         return len(range(self.rank, self.n, self.num_replicas))
 
-    def indices(self):
+    def indices(self) -> np.ndarray:
         """This rank's indices for the current epoch."""
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)

@@ -1,9 +1,12 @@
 """The DataLoader: batches from a data set, in this process or in worker processes."""
 import itertools
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
 from ..autograd import Tensor
+from ..backend._typing import DeviceLike, DTypeLike
 from ..ndarray import as_dtype, share_numpy
 from ..ops.creation import get_default_dtype
 from .collate import default_convert, to_tensors
@@ -24,9 +27,10 @@ class DataLoader:
     IterableDataset is read as its iterator yields.
 
     Batches: collate_fn(list of samples), by default default_collate (arrays and Tensors
-    stacked, numbers as 1-d Tensors, strings kept as they come, dicts per key, tuples and
-    lists per position, returned as lists). Integers and bools become int64 Tensors (labels);
-    floats become `dtype` (default mininet's default dtype, float32; PyTorch would keep
+    stacked along a new first dim, so samples of shape `(*)` give batches of shape `(B, *)`,
+    B = batch_size; numbers as 1-d Tensors of shape (B,), strings kept as they come, dicts
+    per key, tuples and lists per position, returned as lists). Integers and bools become
+    int64 Tensors (labels); floats become `dtype` (default mininet's default dtype, float32; PyTorch would keep
     numpy's float64). Our own data sets (batch_indexing: TensorDataset, MNISTDataset,
     CIFAR10Dataset, and Subsets of them) are read a whole batch per call by fancy
     indexing and give tuples of Tensors. `device` puts the batches on a device.
@@ -41,12 +45,17 @@ class DataLoader:
     stream, plus its id), then calls worker_init_fn(id). persistent_workers keeps them
     for the next epochs. pin_memory (and pin_memory_device) are accepted and do nothing:
     batches live in ordinary host memory, or on `device`."""
+    prefetch_factor: int | None   # set by __init__: None without workers
 
-    def __init__(self, dataset, batch_size=1, shuffle=None, sampler=None, batch_sampler=None,
-                 num_workers=0, collate_fn=None, pin_memory=False, drop_last=False, timeout=0,
-                 worker_init_fn=None, multiprocessing_context=None, generator=None, *,
-                 prefetch_factor=None, persistent_workers=False, pin_memory_device="",
-                 seed=None, dtype=None, device=None):
+    def __init__(self, dataset: Any, batch_size: int | None = 1, shuffle: bool | None = None,
+                 sampler: Iterable[Any] | None = None, batch_sampler: Iterable[Any] | None = None,
+                 num_workers: int = 0, collate_fn: Callable[[list[Any]], Any] | None = None,
+                 pin_memory: bool = False, drop_last: bool = False, timeout: float = 0,
+                 worker_init_fn: Callable[[int], None] | None = None,
+                 multiprocessing_context: Any = None, generator: np.random.Generator | None = None,
+                 *, prefetch_factor: int | None = None, persistent_workers: bool = False,
+                 pin_memory_device: str = "", seed: int | None = None, dtype: DTypeLike = None,
+                 device: DeviceLike = None) -> None:
         iterable = isinstance(dataset, IterableDataset)
         _check_options(iterable, batch_size, shuffle, sampler, batch_sampler, num_workers,
                        drop_last, timeout, prefetch_factor, persistent_workers, generator, seed)

@@ -8,7 +8,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -66,7 +66,7 @@ class MNISTError(DataError):
     """A missing, corrupt or unreadable MNIST file; the message says what to do."""
 
 
-def data_dir(path=None, dataset="mnist"):
+def data_dir(path: str | os.PathLike[str] | None = None, dataset: str = "mnist") -> Path:
     """--data-dir, else the dataset's variable (MININET_DATA for MNIST), else a system
     folder that holds the files (Debian's Fashion-MNIST), else ~/.cache/mininet/<name>."""
     if dataset not in DATASETS:
@@ -192,7 +192,8 @@ def download(name, folder, progress=None, mirrors=MIRRORS, md5=MD5):
             f"({', '.join(FILES.values())}) in {folder}, or point --data-dir at them.") from None
 
 
-def ensure_mnist(path=None, download_missing=True, progress=None, dataset="mnist"):
+def ensure_mnist(path: str | os.PathLike[str] | None = None, download_missing: bool = True,
+                 progress: Any = None, dataset: str = "mnist") -> Path:
     """The folder holding the four files, downloading the missing ones."""
     folder = data_dir(path, dataset)
     md5, mirrors, var, _ = DATASETS[dataset]
@@ -213,7 +214,8 @@ class MNISTDataset(Dataset):
     transforms see (1, 28, 28) float images."""
     batch_indexing = True   # dataset[index_array] gives a whole batch (DataLoader's fast path)
 
-    def __init__(self, image_file, label_file, transforms=None, flatten=True):
+    def __init__(self, image_file: str | os.PathLike[str], label_file: str | os.PathLike[str],
+                 transforms: Any = None, flatten: bool = True) -> None:
         super().__init__(transforms)
         images = read_idx(image_file, spec=IMAGES)
         labels = read_idx(label_file, spec=LABELS)

@@ -5,11 +5,14 @@ plain-text corpus laid out the same way (train.txt, valid.txt, test.txt).
 The folder is --data-dir, else $MININET_PTB_DATA, else ~/.cache/mininet/ptb, where the
 three PTB files are downloaded (md5-verified, atomically) when missing."""
 import numbers
+import os
 from array import array
+from typing import Any
 
 import numpy as np
 
 from ..autograd import Tensor
+from ..backend._typing import DeviceLike, DTypeLike
 from .errors import DataError
 from .fetch import FetchError, dataset_dir, fetch, open_regular
 
@@ -64,7 +67,9 @@ class Dictionary:
     def __init__(self):
         self.word2idx, self.idx2word = {}, []
 
-    def add_word(self, word):
+    def add_word(self, word: str) -> int:
+        """The id of `word`, giving it the next id (len(idx2word)) the first time it
+        is seen."""
         if word not in self.word2idx:
             self.word2idx[word] = len(self.idx2word)
             self.idx2word.append(word)
@@ -111,7 +116,8 @@ class Corpus:
     """The three splits as int64 id arrays, one Dictionary; each line's words then
     '<eos>'. max_lines (None, or a number >= 1) reads only the first lines of each file."""
 
-    def __init__(self, base_dir=None, max_lines=None, download=True, progress=None):
+    def __init__(self, base_dir: str | os.PathLike[str] | None = None, max_lines: int | None = None,
+                 download: bool = True, progress: Any = None) -> None:
         _check_max_lines(max_lines)
         folder = ensure_ptb(base_dir, download, progress)
         self.dictionary = Dictionary()
@@ -146,7 +152,8 @@ def _check_max_lines(max_lines):
                          f"got {max_lines!r}")
 
 
-def batchify(data, batch_size, device=None, dtype="int64"):
+def batchify(data: Any, batch_size: int, device: DeviceLike = None,
+             dtype: DTypeLike = "int64") -> np.ndarray:
     """(nbatch, batch_size): the id stream cut into batch_size columns, the tail that does
     not fill a row dropped (needle's and PyTorch's example's layout). A corpus split that
     is too short raises CorpusError naming its file; other data, ValueError."""
@@ -163,8 +170,9 @@ def batchify(data, batch_size, device=None, dtype="int64"):
     return data[:nbatch * batch_size].reshape(batch_size, nbatch).T.astype(dtype)
 
 
-def get_batch(batches, i, bptt, device=None, dtype="int64"):
-    """(data (seq_len, batch) Tensor, target (seq_len * batch,) Tensor): rows i.. of the
+def get_batch(batches: Any, i: int, bptt: int, device: DeviceLike = None,
+              dtype: DTypeLike = "int64") -> tuple[Tensor, Tensor]:
+    """(data (seq_len, batch) Tensor, target `(seq_len * batch,)` Tensor): rows i.. of the
     batchified stream and the next token of each, seq_len = min(bptt, len - 1 - i)."""
     seq_len = min(bptt, len(batches) - 1 - i)
     if seq_len < 1:

@@ -1,6 +1,8 @@
 """Samplers (PyTorch's classes): the order in which a DataLoader reads a map-style
 dataset. Randomness comes from a numpy Generator, a seed, or (None) mininet's global
 generator as it is at each epoch, so mininet.manual_seed makes shuffling reproducible."""
+from collections.abc import Iterable, Sequence, Sized
+
 import numpy as np
 
 from .. import init
@@ -52,7 +54,7 @@ class Sampler:
 class SequentialSampler(Sampler):
     """0, 1, ..., len(data_source) - 1."""
 
-    def __init__(self, data_source):
+    def __init__(self, data_source: Sized) -> None:
         self.data_source = data_source
 
     def __iter__(self):
@@ -66,7 +68,9 @@ class RandomSampler(Sampler):
     """A new permutation each epoch; with replacement, num_samples draws with repeats;
     without, num_samples beyond the data set's size walk further permutations."""
 
-    def __init__(self, data_source, replacement=False, num_samples=None, generator=None):
+    def __init__(self, data_source: Sized, replacement: bool = False,
+                 num_samples: int | None = None,
+                 generator: np.random.Generator | None = None) -> None:
         self.data_source, self.replacement = data_source, replacement
         self._num_samples = num_samples
         self.generator = as_generator(generator, "RandomSampler")
@@ -78,7 +82,9 @@ class RandomSampler(Sampler):
                              f"got {num_samples!r}")
 
     @property
-    def num_samples(self):
+    def num_samples(self) -> int:
+        """How many indices an epoch yields: num_samples when given, else the
+        length of data_source."""
         if self._num_samples is None:
             return _length(self.data_source, "RandomSampler")
         return int(self._num_samples)
@@ -86,7 +92,7 @@ class RandomSampler(Sampler):
     def __len__(self):
         return self.num_samples
 
-    def order(self):
+    def order(self) -> np.ndarray:
         """This epoch's indices as an int64 array."""
         n, k = _length(self.data_source, "RandomSampler"), self.num_samples
         gen = resolve(self.generator)
@@ -104,7 +110,8 @@ class RandomSampler(Sampler):
 class SubsetRandomSampler(Sampler):
     """The given indices in a new random order each epoch."""
 
-    def __init__(self, indices, generator=None):
+    def __init__(self, indices: Sequence[int],
+                 generator: np.random.Generator | None = None) -> None:
         self.indices = indices
         self.generator = as_generator(generator, "SubsetRandomSampler")
 
@@ -120,7 +127,7 @@ class BatchSampler(Sampler):
     """Groups another sampler's indices into lists of batch_size (the last one shorter
     unless drop_last)."""
 
-    def __init__(self, sampler, batch_size, drop_last):
+    def __init__(self, sampler: Iterable[int], batch_size: int, drop_last: bool) -> None:
         if (not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool)
                 or batch_size <= 0):
             raise ValueError(f"BatchSampler: batch_size must be a positive integer, "

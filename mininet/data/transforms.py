@@ -1,11 +1,17 @@
 """Transforms on numpy batches or single images (..., H, W) / (..., H, W, C)."""
+from typing import Any
+
 import numpy as np
 
 from .. import init
 
 
 class Normalize:
-    def __init__(self, mean, std):
+    """(x - mean) / std on a numpy image or batch: mean and std are numbers or arrays
+    broadcasting against x (e.g. shape (C, 1, 1) per channel of a (C, H, W) image); the
+    output has x's shape."""
+
+    def __init__(self, mean: Any, std: Any) -> None:
         self.mean, self.std = mean, std
 
     def __call__(self, x):
@@ -13,9 +19,10 @@ class Normalize:
 
 
 class RandomFlipHorizontal:
-    """Flip the last spatial axis with probability p (per call)."""
+    """Flip the last spatial axis (`axis`, default -1: W of (..., H, W)) with
+    probability p (per call, from mininet's generator); the output has the input's shape."""
 
-    def __init__(self, p=0.5, axis=-1):
+    def __init__(self, p: float = 0.5, axis: int = -1) -> None:
         self.p, self.axis = p, axis
 
     def __call__(self, x):
@@ -23,9 +30,11 @@ class RandomFlipHorizontal:
 
 
 class RandomCrop:
-    """Zero-pad by `padding` and crop back to the original size at a random shift."""
+    """Zero-pad H and W of a (..., H, W) image by `padding` and crop back to (H, W) at a
+    random shift in [-padding, padding] (from mininet's generator): the output has the input's
+    shape."""
 
-    def __init__(self, padding=3):
+    def __init__(self, padding: int = 3) -> None:
         self.padding = padding
 
     def __call__(self, img):

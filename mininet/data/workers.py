@@ -33,7 +33,7 @@ class WorkerInfo(NamedTuple):
     dataset: object
 
 
-def get_worker_info():
+def get_worker_info() -> WorkerInfo | None:
     """In a DataLoader worker: its WorkerInfo (id, num_workers, seed, and its own copy of
     the dataset, e.g. to shard an IterableDataset); in the main process: None."""
     return _info

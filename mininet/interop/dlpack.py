@@ -20,8 +20,8 @@ def from_dlpack(obj: Any, copy: bool | None = None) -> Tensor:
 
 
 def from_numpy(arr: np.ndarray) -> Tensor:
-    """A Tensor sharing arr's memory, as torch.from_numpy: writes through either side show
-    in the other. arr must be writable and float32, float64 or int64 (mininet.Tensor(arr)
+    """A Tensor sharing arr's memory, as torch.from_numpy: same shape, strides and dtype,
+    and writes through either side show in the other. arr must be writable and float32, float64 or int64 (mininet.Tensor(arr)
     copies and converts instead)."""
     if not isinstance(arr, np.ndarray):
         raise TypeError(f"from_numpy: expected a numpy array, got {type(arr).__name__}")

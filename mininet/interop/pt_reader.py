@@ -37,6 +37,8 @@ import stat
 import struct
 import zipfile
 from collections import Counter, OrderedDict
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -109,7 +111,7 @@ def _plain(text, limit=60):
 
 
 # reading -------------------------------------------------------------------------------------
-def read_pt(path, notes=None):
+def read_pt(path: str | os.PathLike[str], notes: list[str] | None = None) -> "OrderedDict[str, np.ndarray]":
     """{name: numpy array} of the state dict a torch.save file holds, in the file's order
     (see the module's docstring for what is read, and how). notes: a list that receives a
     line for each conversion made (bfloat16 to float32, ...)."""
@@ -575,7 +577,7 @@ _StateUnpickler.dispatch = _dispatch()
 
 
 # writing -------------------------------------------------------------------------------------
-def write_pt(tensors, path):
+def write_pt(tensors: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     """Write {name: Tensor, NDArray or numpy array} as torch.save(state_dict, path) does
     (a zip of data.pkl and the storages, 64-byte aligned); atomically (a temp file renamed
     over path)."""

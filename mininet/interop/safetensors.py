@@ -107,7 +107,8 @@ def _host_array(name, value):
 # loading -------------------------------------------------------------------------------------
 def load_file(path: str | os.PathLike[str], device: DeviceLike = None,
               mmap: bool = True) -> dict[str, Tensor]:
-    """{name: Tensor} of a safetensors file, in the order of their data. F32, F64 and I64
+    """{name: Tensor} of a safetensors file, in the order of their data, each of the shape
+    its header records. F32, F64 and I64
     are loaded as they are (mmap=True: views over the file's private map, no copy;
     mmap=False: one read into a buffer each); BOOL becomes bool, U8-U32, I8-I32 int64 and
     F16, BF16 float32 (a copy). device: put them there (a copy off the CPU)."""

@@ -32,7 +32,7 @@ would compute differently is refused by name. Its state_dict() loads the weights
 import os
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -194,7 +194,7 @@ def _bindings(model):
     return out
 
 
-def torch_names(model):
+def torch_names(model: Any) -> "OrderedDict[str, TorchName]":
     """{torch name: TorchName(our full names, transpose, kind)} for every tensor of a
     mininet model, in the order of its parameters (torch's state_dict order for the
     modules in the table)."""
@@ -203,7 +203,7 @@ def torch_names(model):
 
 
 # export --------------------------------------------------------------------------------------
-def torch_state_dict(model):
+def torch_state_dict(model: Any) -> "OrderedDict[str, np.ndarray]":
     """{torch name: numpy array} of the model's weights in torch's layouts (copies)."""
     return OrderedDict((name, _export(module, slot))
                        for name, (module, slot, _) in _bindings(model).items())
@@ -217,7 +217,7 @@ def _export(module, slot):
     return np.array(parts[0], order="C") if len(parts) == 1 else np.concatenate(parts, 0)
 
 
-def save_torch(model, path):
+def save_torch(model: Any, path: str | os.PathLike[str]) -> None:
     """The model's weights under torch's names: a .pt file as torch.save writes a state
     dict (torch.load reads it, weights_only=True too), or for a path ending .safetensors a
     safetensors file (safetensors.torch.load_file reads it)."""

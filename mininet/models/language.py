@@ -13,7 +13,7 @@ def lm_spec(kind="lstm", vocab_size=10000, embedding_size=200, hidden_size=200, 
 
 
 class LanguageModel(nn.Module):
-    """forward(x (seq_len, batch) token ids, h=None) -> (logits (seq_len*batch, vocab), h),
+    """forward(x (seq_len, batch) token ids, h=None) -> (logits `(seq_len*batch, vocab)`, h),
     h the final state (the LSTM's is (h, c); the Transformer's None), to detach and pass to
     the next window."""
 
@@ -36,6 +36,9 @@ class LanguageModel(nn.Module):
         self.head = nn.Linear(self.hidden_size, output_size, device=device, dtype=dtype)
 
     def forward(self, x, h=None):
+        """Token ids x of shape (seq_len, batch) and the state h (None: zeros) give
+        (logits of shape `(seq_len * batch, vocab)`, the final state) (the LSTM's state is (h, c),
+        the RNN's and GRU's h (num_layers, batch, hidden), the Transformer's None)."""
         out, h = self.seq(self.embedding(x), h)
         seq, batch = out.shape[:2]
         return self.head(ops.reshape(out, (seq * batch, self.hidden_size))), h

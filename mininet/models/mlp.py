@@ -62,18 +62,22 @@ def cifar_cnn_spec(in_channels=3, channels=(32, 64, 128), num_classes=10, size=3
 
 
 class SoftmaxRegression(nn.Module):
+    """Multinomial logistic regression: one Linear layer (in_dim, num_classes) giving
+    logits. Input (N, in_dim) (flattened images), output (N, num_classes)."""
+
     def __init__(self, in_dim=784, num_classes=10):
         super().__init__()
         self.spec = softmax_spec(in_dim, num_classes)
         self.linear = to_mininet(self.spec)
 
     def forward(self, x):
+        """Logits of shape (N, num_classes) for x of shape (N, in_dim)."""
         return self.linear(x)
 
 
 class MLP(nn.Module):
-    """Linear-ReLU per hidden width (hidden: an int, or a list such as (1024, 1024)), then
-    Linear."""
+    """Linear-ReLU per hidden width (hidden: an int, or a list such as [1024, 1024]), then
+    Linear: input (N, in_dim), logits (N, num_classes)."""
 
     def __init__(self, in_dim=784, hidden=100, num_classes=10):
         super().__init__()
@@ -81,6 +85,7 @@ class MLP(nn.Module):
         self.net = to_mininet(self.spec)
 
     def forward(self, x):
+        """Logits of shape (N, num_classes) for x of shape (N, in_dim)."""
         return self.net(x)
 
 
@@ -90,7 +95,8 @@ def residual_block(dim, hidden, norm=nn.BatchNorm1d, drop_prob=0.1):
 
 class MLPResNet(nn.Module):
     """Linear, ReLU, then residual blocks of Linear-BN-ReLU-Dropout-Linear-BN, then Linear.
-    norm: "batch" (default) or "layer" (or the class nn.BatchNorm1d / nn.LayerNorm1d)."""
+    norm: "batch" (default) or "layer" (or the class nn.BatchNorm1d / nn.LayerNorm1d).
+    Input (N, in_dim), logits (N, num_classes); hidden is the blocks' width."""
 
     def __init__(self, in_dim=784, hidden=100, num_blocks=3, num_classes=10, norm="batch",
                  drop_prob=0.1):
@@ -99,6 +105,7 @@ class MLPResNet(nn.Module):
         self.net = to_mininet(self.spec)
 
     def forward(self, x):
+        """Logits of shape (N, num_classes) for x of shape (N, in_dim)."""
         return self.net(x)
 
 
@@ -126,8 +133,8 @@ class CNN(_Images):
 
 
 class CifarCNN(_Images):
-    """Three conv(3x3)-BN-ReLU-max-pool stages (32, 64, 128 channels), then Linear: 3x32x32
-    -> 10."""
+    """Three conv(3x3)-BN-ReLU-max-pool stages (32, 64, 128 channels), then Linear: input
+    (N, in_channels, size, size), by default (N, 3, 32, 32), logits (N, num_classes)."""
 
     def __init__(self, in_channels=3, channels=(32, 64, 128), num_classes=10, size=32):
         super().__init__(cifar_cnn_spec(in_channels, channels, num_classes, size))

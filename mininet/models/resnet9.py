@@ -31,6 +31,8 @@ class ResNet9(nn.Module):
         self.net = to_mininet(self.spec, dtype)
 
     def forward(self, x):
+        """Logits of shape (N, num_classes) for images x of shape (N, 3, 32, 32);
+        another shape raises ValueError."""
         if x.ndim != 4 or tuple(x.shape[1:]) != (3, 32, 32):
             raise ValueError(f"ResNet9: input must be (N, 3, 32, 32), got shape {x.shape}")
         return self.net(x)

@@ -2,6 +2,8 @@
 weight layout): softmax(q k^T / sqrt(head_dim) + mask) v per head, then an output
 projection. Sequences are (seq_len, batch, embed) or, with batch_first, (batch, seq_len,
 embed)."""
+from typing import Any
+
 import numpy as np
 
 from .. import init, ops
@@ -16,10 +18,13 @@ def _uniform(shape, fan_in, dtype, device):
 
 
 class MultiHeadAttention(Module):
-    """forward(q, k=None, v=None) -> attention output, shaped as q; k and v default to q
-    (self-attention). causal=True masks each position's view of later ones; dropout
-    applies to the attention weights in training. The weights of the last call are kept
-    in `attention` (batch, heads, q_len, k_len)."""
+    """Multi-head attention, PyTorch's nn.MultiheadAttention semantics with needle's
+    (in, out) weights: W_q, W_k, W_v, W_out (embed_dim, embed_dim) and biases (embed_dim,)
+    (None with bias=False). forward(q, k=None, v=None): q of shape (L, N, E) ((N, L, E) with
+    batch_first), k and v (S, N, E) defaulting to q (self-attention); returns q's shape.
+    causal=True masks each position's view of later ones; dropout applies to the attention
+    weights in training. The weights of the last call are kept, detached, in `attention`
+    (N, num_heads, L, S). embed_dim not divisible by num_heads raises ValueError."""
 
     def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, causal=False,
                  batch_first=False, device=None, dtype="float32"):
@@ -43,7 +48,11 @@ class MultiHeadAttention(Module):
         y = ops.linear(x, w, b)
         return ops.permute(ops.reshape(y, (bsz, t, self.num_heads, -1)), (0, 2, 1, 3))
 
-    def forward(self, q, k=None, v=None):
+    def forward(self, q: Tensor, k: Tensor | None = None, v: Tensor | None = None) -> Tensor:
+        """Attention of queries `q` over keys `k` and values `v`: q (L, N, E),
+        k and v (S, N, E) ((N, L, E) / (N, S, E) with batch_first); k defaults to q, v to k.
+        Returns (L, N, E) (batch first with batch_first). Input that is not 3-D with embed_dim
+        features raises ValueError."""
         k = q if k is None else k
         v = k if v is None else v
         if q.ndim != 3 or q.shape[-1] != self.embed_dim:
@@ -72,7 +81,8 @@ class MultiHeadAttention(Module):
 class TransformerLayer(Module):
     """Pre-norm encoder layer (PyTorch's TransformerEncoderLayer with norm_first=True,
     ReLU): x + attn(norm1(x)), then + linear2(relu(linear1(norm2(x)))), dropout on both
-    branches."""
+    branches. Input (L, N, embed_dim) ((N, L, embed_dim) with batch_first); output of the
+    same shape. hidden_size is the width of the feed-forward block."""
 
     def __init__(self, embed_dim, num_heads, hidden_size, dropout=0.0, causal=False,
                  batch_first=False, device=None, dtype="float32"):
@@ -86,7 +96,9 @@ class TransformerLayer(Module):
         self.linear2 = Linear(hidden_size, embed_dim, device=device, dtype=dtype)
         self.drop1, self.drop2, self.drop3 = Dropout(dropout), Dropout(dropout), Dropout(dropout)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
+        """One encoder layer over x of shape (L, N, embed_dim) ((N, L, embed_dim)
+        with batch_first): returns the same shape."""
         x = x + self.drop1(self.attn(self.norm1(x)))
         h = self.drop2(ops.relu(self.linear1(self.norm2(x))))
         return x + self.drop3(self.linear2(h))
@@ -106,7 +118,10 @@ class Transformer(Module):
         self.layers = [TransformerLayer(embed_dim, num_heads, hidden_size, dropout, causal,
                                         True, device, dtype) for _ in range(num_layers)]
 
-    def forward(self, x, h=None):
+    def forward(self, x: Tensor, h: Any = None) -> tuple[Tensor, None]:
+        """x of shape (L, N, embed_dim) ((N, L, embed_dim) with batch_first) plus the
+        positional embedding, through every layer: returns (output of x's shape, None); `h` is
+        ignored (LanguageModel's (output, state) protocol). L > sequence_len raises ValueError."""
         if not self.batch_first:
             x = ops.permute(x, (1, 0, 2))
         bsz, t, d = x.shape

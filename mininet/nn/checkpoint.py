@@ -7,6 +7,8 @@ gradients of that recomputed graph. Gradients equal the plain run's; the cost is
 more forward of the module. Checkpoint every few layers of a deep stack (Checkpoint
 wraps a module) to keep about one segment's activations at a time.
 """
+from typing import Any
+
 from ..autograd import Op, Tensor, enable_grad, grad_enabled, no_grad, partial_grads
 from .. import init
 from .module import Module
@@ -62,11 +64,17 @@ def checkpoint(function, *args, params=None):
 
 
 class Checkpoint(Module):
-    """A module whose forward is checkpointed: Sequential(Checkpoint(block), ...)."""
+    """A module whose forward is checkpointed (mininet.nn.checkpoint): the wrapped
+    module's activations are not kept but recomputed in backward, trading compute for memory.
+    Inputs and outputs have the shapes the wrapped module takes and gives:
+    Sequential(Checkpoint(block), ...)."""
 
     def __init__(self, module):
         super().__init__()
         self.module = module
 
-    def forward(self, *args):
+    def forward(self, *args: Any) -> Any:
+        """The wrapped module's forward on `args` (Tensors, or values made into
+        Tensors), its activations recomputed in backward; the output has the shape the module
+        gives."""
         return checkpoint(self.module, *args)

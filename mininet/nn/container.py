@@ -8,6 +8,7 @@ layers.0.weight, blocks.conv.weight.
 """
 import operator
 from collections import OrderedDict
+from typing import Any
 
 from .module import Module
 
@@ -36,6 +37,12 @@ def _key(what, key):
 
 
 class Sequential(Module):
+    """Modules called in order, each on the previous one's output: forward(x) takes the
+    shape the first module takes and gives what the last gives. Built from modules
+    (children named 0, 1, ...) or from one OrderedDict of name -> module (children named by
+    their keys, reachable as attributes), as torch's. Indexing gives a module, a slice a new
+    Sequential."""
+
     def __init__(self, *modules):
         super().__init__()
         if len(modules) == 1 and isinstance(modules[0], OrderedDict):
@@ -62,7 +69,9 @@ class Sequential(Module):
             return self.modules_list[keys.index(name)]
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
-    def forward(self, x):
+    def forward(self, x: Any) -> Any:
+        """x through every module in order: returns the last module's output (its
+        shape is what that module gives; the input shape is what the first takes)."""
         for m in self.modules_list:
             x = m(x)
         return x
@@ -91,14 +100,19 @@ class Sequential(Module):
         return iter(list(self.modules_list))
 
     def append(self, m):
+        """Add module `m` at the end (named by the next free index); returns self."""
         return self.insert(len(self), m)
 
     def extend(self, modules):
+        """Add each module of the iterable `modules` at the end, in order; returns
+        self."""
         for m in modules:
             self.append(m)
         return self
 
     def insert(self, index, m):
+        """Insert module `m` before position `index` (negative counts from the end);
+        the children after it are renamed. Returns self."""
         n = len(self)
         if not isinstance(index, int) or not -n <= index <= n:
             raise IndexError(f"Sequential.insert: index {index!r} is out of range for {n} modules")
@@ -115,13 +129,17 @@ class Sequential(Module):
         return str(k)
 
     def pop(self, index=-1):
+        """Remove and return the module at position `index` (default the last);
+        IndexError when out of range."""
         m = self[index]
         del self[index]
         return m
 
 
 class ModuleList(Module):
-    """A list of modules, named 0, 1, ... (it has no forward of its own)."""
+    """A list of modules, children named 0, 1, ..., whose parameters the parent sees
+    (a plain Python list would hide them). It has no forward of its own, so no input or output
+    shape: index it and call the modules."""
 
     def __init__(self, modules=None):
         super().__init__()
@@ -167,10 +185,13 @@ class ModuleList(Module):
         return ModuleList(list(self) + list(other))
 
     def append(self, m):
+        """Add module `m` at the end; returns self."""
         self._items.append(_module("ModuleList", m))
         return self
 
     def extend(self, modules):
+        """Add each module of the iterable `modules` at the end, in order; returns
+        self."""
         if isinstance(modules, (Module, str)) or not hasattr(modules, "__iter__"):
             raise TypeError(f"ModuleList.extend: takes an iterable of modules, got "
                             f"{type(modules).__name__}")
@@ -179,9 +200,13 @@ class ModuleList(Module):
         return self
 
     def insert(self, index, m):
+        """Insert module `m` before position `index` (the children after it are
+        renamed)."""
         self._items.insert(index, _module("ModuleList", m))
 
     def pop(self, index=-1):
+        """Remove and return the module at position `index` (default the last);
+        IndexError when out of range."""
         return self._items.pop(_index("ModuleList", index, len(self)))
 
     def index(self, m):
@@ -193,7 +218,9 @@ class ModuleList(Module):
 
 
 class ModuleDict(Module):
-    """An ordered dict of modules, named by their keys (it has no forward of its own)."""
+    """An ordered dict of modules, children named by their keys (reachable as
+    d["key"] or d.key). It has no forward of its own, so no input or output shape: look up and
+    call the modules. Keys must be non-empty strings without "." (KeyError otherwise)."""
 
     def __init__(self, modules=None):
         super().__init__()
@@ -231,15 +258,20 @@ class ModuleDict(Module):
         return key in self._items
 
     def keys(self):
+        """The keys (module names), in insertion order, as a dict view."""
         return self._items.keys()
 
     def values(self):
+        """The modules, in insertion order, as a dict view."""
         return self._items.values()
 
     def items(self):
+        """(name, module) pairs, in insertion order, as a dict view."""
         return self._items.items()
 
     def update(self, modules):
+        """Add or replace modules from a mapping or an iterable of (name, module)
+        pairs, in their order."""
         pairs = modules.items() if hasattr(modules, "items") else modules
         for pair in pairs:
             if len(pair) != 2:
@@ -247,9 +279,11 @@ class ModuleDict(Module):
             self[pair[0]] = pair[1]
 
     def pop(self, key):
+        """Remove the module named `key` and return it; KeyError when absent."""
         m = self[key]
         del self._items[key]
         return m
 
     def clear(self):
+        """Remove every module from the dict (and from the parent's children)."""
         self._items.clear()

@@ -12,6 +12,7 @@ torch's, fan_in = shape[1] * kh * kw and fan_out = shape[0] * kh * kw.
 """
 import math
 from numbers import Real
+from typing import Optional
 
 import numpy as np
 
@@ -43,7 +44,7 @@ def _fill(tensor, values):
 
 
 def _calculate_fan_in_and_fan_out(tensor):
-    """(fan_in, fan_out) in needle's layout: (in, out) matrices; (out, in, *kernel) convs."""
+    """(fan_in, fan_out) in needle's layout: (in, out) matrices; `(out, in, *kernel)` convs."""
     shape = tuple(tensor.shape)
     if len(shape) < 2:
         raise ValueError(f"fan in and fan out need a tensor of 2 or more dims, got shape {shape}")
@@ -60,54 +61,70 @@ def _fan(what, tensor, mode):
     return fan_in if mode == "fan_in" else fan_out
 
 
-def uniform_(tensor, a=0.0, b=1.0, generator=None):
-    """Uniform on [a, b)."""
+def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0,
+             generator: Optional[np.random.Generator] = None) -> Tensor:
+    """Fill `tensor` (any shape `(*)`, a Tensor or Parameter) with draws from U[a, b), in
+    place; returns the same tensor, shape and dtype unchanged. Raises ValueError for a > b,
+    TypeError for a non-Tensor."""
     _check("uniform_", tensor)
     if not a <= b:
         raise ValueError(f"uniform_: a must be <= b, got a={a}, b={b}")
     return _fill(tensor, _rng(generator).uniform(a, b, size=tensor.shape))
 
 
-def normal_(tensor, mean=0.0, std=1.0, generator=None):
+def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0,
+            generator: Optional[np.random.Generator] = None) -> Tensor:
+    """Fill `tensor` (any shape `(*)`) with draws from N(mean, std^2), in place; returns the
+    same tensor, shape and dtype unchanged. Raises ValueError for std < 0, TypeError for a
+    non-Tensor."""
     _check("normal_", tensor)
     if not std >= 0:
         raise ValueError(f"normal_: std must be >= 0, got {std}")
     return _fill(tensor, _rng(generator).normal(mean, std, size=tensor.shape))
 
 
-def constant_(tensor, val):
+def constant_(tensor: Tensor, val: float) -> Tensor:
+    """Fill `tensor` (any shape `(*)`) with the number `val`, in place; returns the same
+    tensor. Raises TypeError for a non-number val (a bool included) or a non-Tensor."""
     _check("constant_", tensor)
     if isinstance(val, bool) or not isinstance(val, Real):
         raise TypeError(f"constant_: val must be a number, got {val!r}")
     return _fill(tensor, np.full(tensor.shape, val))
 
 
-def ones_(tensor):
+def ones_(tensor: Tensor) -> Tensor:
+    """Fill `tensor` (any shape `(*)`) with ones, in place; returns the same tensor."""
     return constant_(tensor, 1.0)
 
 
-def zeros_(tensor):
+def zeros_(tensor: Tensor) -> Tensor:
+    """Fill `tensor` (any shape `(*)`) with zeros, in place; returns the same tensor."""
     return constant_(tensor, 0.0)
 
 
-def eye_(tensor):
-    """The identity in a 2-D tensor (ones on the diagonal of a rectangle)."""
+def eye_(tensor: Tensor) -> Tensor:
+    """The identity in a 2-D tensor of shape (n, m) (ones on the diagonal of the rectangle,
+    zeros elsewhere), in place; returns the same tensor. Other ranks raise ValueError."""
     _check("eye_", tensor)
     if tensor.ndim != 2:
         raise ValueError(f"eye_: tensor must be 2-D, got shape {tensor.shape}")
     return _fill(tensor, np.eye(*tensor.shape))
 
 
-def xavier_uniform_(tensor, gain=1.0, generator=None):
-    """U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out))."""
+def xavier_uniform_(tensor: Tensor, gain: float = 1.0, generator: Optional[np.random.Generator] = None) -> Tensor:
+    """Fill `tensor` (2 or more dims, shape (in, out) or (out, in / groups, kh, kw): fans
+    read in needle's layout, see the module) from U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out)), in place; returns the same
+    tensor. Fewer than 2 dims raise ValueError."""
     _check("xavier_uniform_", tensor)
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     a = gain * math.sqrt(6.0 / (fan_in + fan_out))
     return uniform_(tensor, -a, a, generator)
 
 
-def xavier_normal_(tensor, gain=1.0, generator=None):
-    """N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out))."""
+def xavier_normal_(tensor: Tensor, gain: float = 1.0, generator: Optional[np.random.Generator] = None) -> Tensor:
+    """Fill `tensor` (2 or more dims, shape (in, out) or (out, in / groups, kh,
+    kw)) from N(0, std^2), std = gain * sqrt(2 / (fan_in + fan_out)), in place; returns the
+    same tensor. Fewer than 2 dims raise ValueError."""
     _check("xavier_normal_", tensor)
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), generator)
@@ -121,19 +138,26 @@ def _kaiming_std(what, tensor, a, mode, nonlinearity):
     return calculate_gain(nonlinearity, a) / math.sqrt(fan)
 
 
-def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
-    """U(-b, b), b = gain * sqrt(3 / fan) (He et al.); a is leaky_relu's negative slope."""
+def kaiming_uniform_(tensor: Tensor, a: float = 0, mode: str = "fan_in",
+                     nonlinearity: str = "leaky_relu", generator: Optional[np.random.Generator] = None) -> Tensor:
+    """Fill `tensor` (2 or more dims, shape (in, out) or (out, in / groups, kh,
+    kw)) from U(-b, b), b = gain * sqrt(3 / fan) (He et al.), in place: `mode` 'fan_in' or
+    'fan_out' picks the fan, `a` is leaky_relu's negative slope for the gain of
+    `nonlinearity`. Returns the same tensor. A bad mode raises ValueError."""
     bound = math.sqrt(3.0) * _kaiming_std("kaiming_uniform_", tensor, a, mode, nonlinearity)
     return uniform_(tensor, -bound, bound, generator)
 
 
-def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
-    """N(0, std^2), std = gain / sqrt(fan)."""
+def kaiming_normal_(tensor: Tensor, a: float = 0, mode: str = "fan_in",
+                    nonlinearity: str = "leaky_relu", generator: Optional[np.random.Generator] = None) -> Tensor:
+    """Fill `tensor` (2 or more dims, shape (in, out) or (out, in / groups, kh,
+    kw)) from N(0, std^2), std = gain / sqrt(fan), in place (`a`, `mode`, `nonlinearity` as
+    kaiming_uniform_). Returns the same tensor."""
     std = _kaiming_std("kaiming_normal_", tensor, a, mode, nonlinearity)
     return normal_(tensor, 0.0, std, generator)
 
 
-def orthogonal_(tensor, gain=1.0, generator=None):
+def orthogonal_(tensor: Tensor, gain: float = 1.0, generator: Optional[np.random.Generator] = None) -> Tensor:
     """A (semi-)orthogonal matrix of shape (shape[0], rest), times gain: orthonormal rows
     or columns, whichever there are fewer of (QR of a normal draw, signs fixed so that the
     result is uniform over such matrices)."""

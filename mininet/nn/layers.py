@@ -5,6 +5,7 @@ here, where they used to be). Modules keep needle's weight layout: Linear's weig
 from numbers import Integral
 
 from .. import init, ops
+from ..autograd import Tensor
 from . import functional as F
 from .module import Module, Parameter, check_probability, positive_int
 from .activation import (ELU, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU,  # noqa: F401
@@ -15,7 +16,11 @@ from .loss import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, L1Loss,  # noqa
 
 
 class Linear(Module):
-    """y = x W + b with W of shape (in, out); kaiming-uniform init as needle."""
+    """y = x W + b: input `(*, in_features)`, output `(*, out_features)`. needle's layout:
+    weight W of shape (in_features, out_features) (torch's is (out, in): transpose it, or
+    use F.linear, which takes torch's), bias (out_features,) (None with bias=False); both
+    kaiming-uniform initialised as needle. An input whose last dim is not in_features raises
+    ValueError; sizes must be positive ints."""
 
     def __init__(self, in_features, out_features, bias=True, device=None, dtype="float32"):
         super().__init__()
@@ -26,7 +31,7 @@ class Linear(Module):
         self.bias = Parameter(init.kaiming_uniform(out_features, 1, dtype=dtype, device=device)
                               .reshape((out_features,))) if bias else None
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"Linear({self.in_features}, {self.out_features}): input of shape {x.shape} "
                              f"has {x.shape[-1]} features")
@@ -49,8 +54,12 @@ def _pair_of(what, name, value, least):
 
 
 class Conv(Module):
-    """2-D convolution over (N, C, H, W) input, weight (out, in/groups, k, k) with
-    kaiming-uniform init (fan_in = in/groups * k * k) as needle."""
+    """2-D convolution (torch's Conv2d; Conv2d is this class): input (N, C_in, H, W), output
+    (N, C_out, H_out, W_out), H_out = (H + 2 padding - dilation (kH - 1) - 1) // stride + 1
+    (W_out alike). weight (C_out, C_in / groups, kH, kW), torch's layout, kaiming-uniform
+    (fan_in = C_in / groups * kH * kW) as needle; bias (C_out,) from U(-1/sqrt(fan_in),
+    1/sqrt(fan_in)). kernel_size, stride, padding, dilation: an int or an (h, w) pair;
+    groups must divide both channel counts (ValueError otherwise)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, device=None, dtype="float32"):
@@ -75,7 +84,7 @@ class Conv(Module):
         self.bias = Parameter(init.rand(out_channels, low=-bound, high=bound, dtype=dtype,
                                         device=device)) if bias else None
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
                         self.groups)
 
@@ -99,11 +108,15 @@ Conv2d = Conv
 
 
 class MaxPool2d(Module):
+    """Max over each kernel window (F.max_pool2d): input (N, C, H, W), output
+    (N, C, H_out, W_out), H_out = (H + 2 padding - dilation (kH - 1) - 1) // stride + 1.
+    kernel_size, stride (default: kernel_size), padding, dilation: an int or an (h, w) pair."""
+
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1):
         super().__init__()
         self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation)
 
     def extra_repr(self):
@@ -113,11 +126,15 @@ class MaxPool2d(Module):
 
 
 class AvgPool2d(Module):
+    """Mean over each kernel window, zero padding counted (F.avg_pool2d): input
+    (N, C, H, W), output (N, C, H_out, W_out), H_out = (H + 2 padding - kH) // stride + 1.
+    kernel_size, stride (default: kernel_size), padding: an int or an (h, w) pair."""
+
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
 
     def extra_repr(self):
@@ -132,14 +149,15 @@ def _dim(what, name, value):
 
 
 class Flatten(Module):
-    """Dims start_dim..end_dim into one (torch's defaults keep the batch dim)."""
+    """Dims start_dim..end_dim merged into one (torch's defaults keep the batch dim):
+    (N, C, H, W) becomes (N, C * H * W). Non-int dims raise TypeError."""
 
     def __init__(self, start_dim=1, end_dim=-1):
         super().__init__()
         self.start_dim = _dim("Flatten", "start_dim", start_dim)
         self.end_dim = _dim("Flatten", "end_dim", end_dim)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         return x.flatten(self.start_dim, self.end_dim)
 
     def extra_repr(self):
@@ -147,7 +165,9 @@ class Flatten(Module):
 
 
 class Unflatten(Module):
-    """Dim dim split into unflattened_size (one entry may be -1)."""
+    """Dim `dim` split into unflattened_size (one entry may be -1, inferred): with dim=1
+    and (C, H, W), input (N, C * H * W) becomes (N, C, H, W). A size that does not split
+    raises ValueError."""
 
     def __init__(self, dim, unflattened_size):
         super().__init__()
@@ -159,7 +179,7 @@ class Unflatten(Module):
                              f"(one may be -1), got {unflattened_size!r}")
         self.unflattened_size = tuple(int(s) for s in sizes)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         d = self.dim + x.ndim if self.dim < 0 else self.dim
         if not 0 <= d < x.ndim:
             raise ValueError(f"Unflatten: dim {self.dim} is out of range for input of shape {x.shape}")
@@ -178,16 +198,18 @@ class Unflatten(Module):
 
 
 class Dropout(Module):
-    """Zero each element with probability p in training, scale the rest by 1/(1-p). The
-    mask comes from mininet's generator (init.dropout_mask): on CUDA a Philox kernel keyed
-    by two words drawn from it, on the CPU its uniforms; manual_seed repeats either."""
+    """Zero each element with probability p in training, scale the rest by 1/(1-p); the
+    identity in eval mode. Input of any shape `(*)`, output of the same shape. The mask
+    comes from mininet's generator (init.dropout_mask): on CUDA a Philox kernel keyed by two
+    words drawn from it, on the CPU its uniforms; manual_seed repeats either. A p outside
+    [0, 1] raises ValueError."""
 
     def __init__(self, p=0.5, inplace=False):
         super().__init__()
         self.p = check_probability(type(self).__name__, p)
         self.inplace = inplace
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         return F.dropout(x, self.p, self.training)
 
     def extra_repr(self):
@@ -196,7 +218,7 @@ class Dropout(Module):
 
 class Dropout2d(Dropout):
     """Zero whole channels (an (n, c) plane of (N, C, H, W) input) with probability p in
-    training, scale the rest by 1/(1-p)."""
+    training, scale the rest by 1/(1-p) (F.dropout2d); output of the input's shape."""
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         return F.dropout2d(x, self.p, self.training)

@@ -2,6 +2,7 @@
 reduction= is 'mean' (default), 'sum' or 'none'; a weight or pos_weight is a buffer, as
 torch's."""
 from numbers import Real
+from typing import Any
 
 import numpy as np
 
@@ -15,6 +16,10 @@ REDUCTIONS = ("mean", "sum", "none")
 
 
 class _Loss(Module):
+    # set by __init__ from **buffers (a buffer, or None); declared for the type checker
+    weight: Tensor | None
+    pos_weight: Tensor | None
+
     def __init__(self, reduction="mean", **buffers):
         super().__init__()
         if reduction not in REDUCTIONS:
@@ -32,44 +37,60 @@ class _Loss(Module):
 
 
 class MSELoss(_Loss):
-    def forward(self, input, target):
+    """Mean squared error (input - target)^2 (F.mse_loss). Called with `input` and
+    `target` of one shape `(*)`; returns shape () for reduction 'mean' (default) or 'sum', shape
+    `(*)` for 'none'. Another reduction raises ValueError."""
+
+    def forward(self, input: Tensor, target: Any) -> Tensor:
         return F.mse_loss(input, target, self.reduction)
 
 
 class L1Loss(_Loss):
-    def forward(self, input, target):
+    """Mean absolute error |input - target| (F.l1_loss). `input`, `target` of one shape
+    `(*)`; returns shape () for reduction 'mean' (default) or 'sum', `(*)` for 'none'."""
+
+    def forward(self, input: Tensor, target: Any) -> Tensor:
         return F.l1_loss(input, target, self.reduction)
 
 
 class SmoothL1Loss(_Loss):
+    """Huber-like loss (F.smooth_l1_loss): 0.5 d^2 / beta where |d| < beta, else
+    |d| - 0.5 beta. `input`, `target` of one shape `(*)`; returns shape () for 'mean' / 'sum',
+    `(*)` for 'none'. `beta` must be a number >= 0 (ValueError otherwise)."""
+
     def __init__(self, reduction="mean", beta=1.0):
         super().__init__(reduction)
         if isinstance(beta, bool) or not isinstance(beta, Real) or beta < 0:
             raise ValueError(f"SmoothL1Loss: beta must be a number >= 0, got {beta!r}")
         self.beta = beta
 
-    def forward(self, input, target):
+    def forward(self, input: Tensor, target: Any) -> Tensor:
         return F.smooth_l1_loss(input, target, self.reduction, self.beta)
 
 
 class BCELoss(_Loss):
-    """Binary cross-entropy of probabilities (each log clamped at -100, as torch)."""
+    """Binary cross-entropy of probabilities (F.binary_cross_entropy; each log clamped at
+    -100, as torch). `input` (probabilities in [0, 1]) and `target` of one shape `(*)`;
+    `weight` (a Tensor broadcasting to `(*)`, kept as a buffer) scales each term. Returns shape
+    () for 'mean' / 'sum', `(*)` for 'none'."""
 
     def __init__(self, weight=None, reduction="mean"):
         super().__init__(reduction, weight=weight)
 
-    def forward(self, input, target):
+    def forward(self, input: Tensor, target: Any) -> Tensor:
         return F.binary_cross_entropy(input, target, self.weight, self.reduction)
 
 
 class BCEWithLogitsLoss(_Loss):
-    """Binary cross-entropy of logits, stable for any logit; pos_weight (per class, the
-    last dim) scales the positive term."""
+    """Binary cross-entropy of logits, stable for any logit
+    (F.binary_cross_entropy_with_logits). `input` (logits) and `target` of one shape `(*)`;
+    `weight` broadcasts to `(*)`; `pos_weight` of shape (C,) (C the last dim) scales the
+    positive term; both are buffers. Returns shape () for 'mean' / 'sum', `(*)` for 'none'."""
 
     def __init__(self, weight=None, reduction="mean", pos_weight=None):
         super().__init__(reduction, weight=weight, pos_weight=pos_weight)
 
-    def forward(self, input, target):
+    def forward(self, input: Tensor, target: Any) -> Tensor:
         return F.binary_cross_entropy_with_logits(input, target, self.weight, self.reduction,
                                                   self.pos_weight)
 
@@ -81,13 +102,17 @@ def _ignore_index(what, value):
 
 
 class NLLLoss(_Loss):
-    """Negative log-likelihood of log-probabilities (class dim 1) at integer targets."""
+    """Negative log-likelihood of log-probabilities at integer targets (F.nll_loss):
+    `input` of shape (N, C), (N, C, d1, ...) or (C,) (class dim 1), `target` int64 of shape
+    (N,) / (N, d1, ...). `weight` (C,) per class (a buffer); targets equal to `ignore_index`
+    (an int, TypeError otherwise) are skipped. Returns shape () for 'mean' / 'sum', the
+    target's shape for 'none'."""
 
     def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
         super().__init__(reduction, weight=weight)
         self.ignore_index = _ignore_index("NLLLoss", ignore_index)
 
-    def forward(self, input, target):
+    def forward(self, input: Tensor, target: Any) -> Tensor:
         return F.nll_loss(input, target, self.weight, self.ignore_index, self.reduction)
 
 
@@ -97,9 +122,13 @@ def _host_labels(target):
 
 
 class CrossEntropyLoss(_Loss):
-    """log_softmax over dim 1, then NLL (class-index or class-probability targets). With
-    the defaults and (N, C) logits it is one fused op (ops.softmax_cross_entropy), which
-    also takes whole-number float labels as needle's SoftmaxLoss did."""
+    """log_softmax over dim 1, then NLL (F.cross_entropy): `input` logits of shape
+    (N, C), (N, C, d1, ...) or (C,); `target` int64 class indices of shape (N,) /
+    (N, d1, ...), or class probabilities of the input's shape. `weight` (C,),
+    `ignore_index`, `reduction` and `label_smoothing` (in [0, 1], ValueError otherwise) as
+    torch's. Returns shape () for 'mean' / 'sum', (N,) / (N, d1, ...) for 'none'. With the
+    defaults and (N, C) logits it is one fused op (ops.softmax_cross_entropy), which also
+    takes whole-number float labels as needle's SoftmaxLoss did."""
 
     def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         super().__init__(reduction, weight=weight)
@@ -110,7 +139,7 @@ class CrossEntropyLoss(_Loss):
                              f"{label_smoothing!r}")
         self.label_smoothing = label_smoothing
 
-    def forward(self, input, target):
+    def forward(self, input: Tensor, target: Any) -> Tensor:
         plain = (self.weight is None and self.reduction == "mean" and not self.label_smoothing
                  and input.ndim == 2)
         if plain and isinstance(target, Tensor) and not target.device.synchronous:

@@ -86,6 +86,13 @@ def _indent_after_first(text):
 
 
 class Module:
+    """The base of every layer and model (needle's and torch's nn.Module): attributes that are
+    Parameters, Modules, or lists / tuples / dicts of them form the tree that parameters(),
+    state_dict(), to(), train() / eval() walk. A subclass sets them in `__init__` (after
+    `super().__init__()`) and gives forward(); calling the module runs forward (and the
+    profiler's and tracer's hooks). Each class's docstring gives its input and output
+    shapes."""
+
     def __init__(self):
         self.training = True
 
@@ -96,12 +103,15 @@ class Module:
         return vars(self).items()
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
+        """(name, module) for each direct child (attributes, and the items of lists / tuples /
+        dicts of modules, named attr.0, attr.key, ...), in the order they were set."""
         for name, value in self._attributes():
             for child_name, child in _children(value, name):
                 if isinstance(child, Module):
                     yield child_name, child
 
     def children(self) -> Iterator[Module]:
+        """The direct child modules, in the order they were set (no names)."""
         for _, child in self.named_children():
             yield child
 
@@ -119,6 +129,8 @@ class Module:
             yield from child.named_modules(memo, _join(prefix, name), remove_duplicate)
 
     def modules(self) -> list[Module]:
+        """This module and every module below it, depth first, each once (a shared
+        module is not repeated), as a list."""
         return [m for _, m in self.named_modules()]
 
     def apply(self, fn: Callable[[Module], Any]) -> Module:
@@ -129,6 +141,9 @@ class Module:
         return self
 
     def named_parameters(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Parameter]]:
+        """(dotted name, Parameter) for each parameter of this module (and of
+        the modules below it when recurse), each once, in the order they were set; names are
+        prefixed by `prefix`."""
         for name, value in self._attributes():
             for child_name, child in _children(value, name):
                 full = _join(prefix, child_name)
@@ -138,6 +153,8 @@ class Module:
                     yield from child.named_parameters(full)
 
     def parameters(self, recurse: bool = True) -> list[Parameter]:
+        """The Parameters of this module (and of the modules below it when
+        recurse), each once, in the order they were set: what an optimizer takes."""
         seen, out = set(), []
         for _, p in self.named_parameters(recurse=recurse):
             if id(p) not in seen:
@@ -147,8 +164,10 @@ class Module:
 
     # buffers ----------------------------------------------------------------------------
     def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
-        """Keep tensor (or None) as self.<name>, state that is not a parameter: it moves
-        with to(), and, when persistent, is saved by state_dict."""
+        """Keep `tensor` (any shape, or None) as self.<name>, state that is not a parameter: it
+        moves with to(), and, when persistent, is saved by state_dict. A bad or taken name
+        raises KeyError, a non-Tensor TypeError; a Parameter is kept as a plain tensor of
+        the same shape."""
         if not isinstance(name, str) or not name or "." in name:
             raise KeyError(f"register_buffer: name must be a non-empty str without '.', "
                            f"got {name!r}")
@@ -177,20 +196,27 @@ class Module:
                 yield from child._buffer_slots(_join(prefix, name), True, persistent_only)
 
     def named_buffers(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Tensor]]:
-        """(dotted name, tensor) for every buffer, as torch's."""
+        """(dotted name, tensor) for every buffer that is not None, each of the
+        shape it was registered with, as torch's."""
         for full, name, owner in self._buffer_slots(prefix, recurse):
             yield full, getattr(owner, name)
 
     def buffers(self, recurse: bool = True) -> list[Tensor]:
+        """The buffers (running statistics and other state tensors registered with
+        register_buffer, each of the shape it was registered with) of this module and, when
+        recurse, of the modules below it, as a list."""
         return [b for _, b in self.named_buffers(recurse=recurse)]
 
     # modes and gradients ----------------------------------------------------------------
     def train(self, mode: bool = True) -> Module:
+        """Set training mode (mode=True) or eval mode on this module and every module
+        below it (Dropout and BatchNorm read it); returns self."""
         for m in self.modules():
             m.training = mode
         return self
 
     def eval(self) -> Module:
+        """Set eval mode on this module and every module below it (train(False)); returns self."""
         return self.train(False)
 
     def requires_grad_(self, requires_grad: bool = True) -> Module:
@@ -338,7 +364,10 @@ class Module:
         return ModelSummary(rows)
 
     # running -----------------------------------------------------------------------------
-    def forward(self, *args):
+    def forward(self, *args: Any) -> Any:
+        """The module's computation, given by each subclass: module(*args) calls it. The input
+        and output shapes are the ones the class's docstring gives; the base raises
+        NotImplementedError."""
         raise NotImplementedError
 
     def __call__(self, *args, **kwargs):
@@ -380,17 +409,25 @@ class ModelSummary:
 
 
 class Identity(Module):
+    """Returns its input unchanged: any shape `(*)` in, the same Tensor out. Constructor
+    arguments are accepted and ignored, as torch's."""
+
     def __init__(self, *args, **kwargs):   # arguments ignored, as torch's
         super().__init__()
 
-    def forward(self, x):
+    def forward(self, x: Any) -> Any:
+        """x itself (any shape `(*)`), unchanged."""
         return x
 
 
 class Residual(Module):
-    def __init__(self, fn):
+    """fn(x) + x: the module `fn` must give its input's shape `(*)`, which the output
+    has too (needle's Residual)."""
+
+    def __init__(self, fn: Module) -> None:
         super().__init__()
         self.fn = fn
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
+        """fn(x) + x, of x's shape `(*)` (fn must keep the shape)."""
         return self.fn(x) + x

@@ -50,21 +50,32 @@ class _BatchNorm(Module):
 
 
 class BatchNorm1d(_BatchNorm):
-    def forward(self, x):
+    """Batch normalisation of (N, C) input over the batch, per feature: in training, the
+    batch mean and biased variance normalise, and running_mean / running_var (buffers of shape
+    (C,); the variance kept unbiased, as torch) move by `momentum`; in eval mode the running
+    statistics normalise. Then weight (C,) (ones) and bias (C,) (zeros). `dim` is C (a
+    positive int); the output has the input's shape. An input whose dim 1 is not C raises
+    ValueError."""
+
+    def forward(self, x: Tensor) -> Tensor:
         return self._norm(x, (0,), (1, self.dim))
 
 
 class BatchNorm2d(_BatchNorm):
-    """Batch norm of (N, C, H, W) input over N, H and W, per channel."""
+    """Batch norm of (N, C, H, W) input over N, H and W, per channel (as BatchNorm1d:
+    running statistics of shape (C,) as buffers, weight and bias (C,)); output of the input's
+    shape. Input that is not 4-D, or has another C, raises ValueError."""
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4:
             raise ValueError(f"BatchNorm2d({self.dim}): input must be 4-D (N, C, H, W), got {x.shape}")
         return self._norm(x, (0, 2, 3), (1, self.dim, 1, 1))
 
 
 class LayerNorm1d(Module):
-    """needle's: normalise over the last dim (of size dim), weight and bias (dim,)."""
+    """needle's layer norm: normalise the input `(*, dim)` over its last dim (of size
+    `dim`; biased variance, `eps` added), then weight (dim,) (ones) and bias (dim,) (zeros).
+    The output has the input's shape."""
 
     def __init__(self, dim, eps=1e-5, device=None, dtype="float32"):
         super().__init__()
@@ -75,7 +86,7 @@ class LayerNorm1d(Module):
     def extra_repr(self):
         return f"{self.dim}, eps={self.eps}"
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         # ops.mean, not * (1.0 / n): zero features give an empty output, as torch
         mean = ops.broadcast_to(ops.reshape(ops.mean(x, -1), x.shape[:-1] + (1,)), x.shape)
         xc = x - mean
@@ -84,8 +95,10 @@ class LayerNorm1d(Module):
 
 
 class LayerNorm(Module):
-    """PyTorch's: normalise over the last len(normalized_shape) dims; weight (ones) and
-    bias (zeros) of normalized_shape when elementwise_affine (bias=False drops the bias)."""
+    """PyTorch's: normalise input of shape `(*, *normalized_shape)` over its last
+    len(normalized_shape) dims (biased variance, `eps` added); weight (ones) and bias (zeros)
+    of shape normalized_shape when elementwise_affine (bias=False drops the bias). Output of
+    the input's shape. An input not ending in normalized_shape raises ValueError."""
 
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, device=None,
                  dtype="float32"):
@@ -102,7 +115,7 @@ class LayerNorm(Module):
         self.bias = Parameter(init.zeros(*self.normalized_shape, dtype=dtype, device=device)) \
             if affine and bias else None
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self):
@@ -111,8 +124,10 @@ class LayerNorm(Module):
 
 
 class GroupNorm(Module):
-    """PyTorch's: (N, C, *) normalised over groups of C / num_groups channels; weight
-    (ones) and bias (zeros) of (C,) when affine."""
+    """PyTorch's: input `(N, C, *)` normalised over each group of C / num_groups channels
+    and the remaining dims; weight (ones) and bias (zeros) of shape (C,) when affine. Output
+    of the input's shape. `num_channels` not divisible by `num_groups`, or an input whose dim
+    1 is not num_channels, raises ValueError."""
 
     def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, device=None,
                  dtype="float32", *, bias=True):
@@ -128,7 +143,7 @@ class GroupNorm(Module):
         self.bias = Parameter(init.zeros(num_channels, dtype=dtype, device=device)) \
             if affine and bias else None
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         if x.ndim < 2 or x.shape[1] != self.num_channels:
             raise ValueError(f"GroupNorm({self.num_groups}, {self.num_channels}): input of shape "
                              f"{x.shape} does not have {self.num_channels} channels in dim 1")

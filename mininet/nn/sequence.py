@@ -1,14 +1,17 @@
 """Sequence modules: Embedding, RNN, LSTM and GRU (cells and multi-layer), needle's layout.
 
 Weights are stored as needle stores them, (in, out), so that x @ W needs no transpose:
-W_ih (input_size, k * hidden_size) and W_hh (hidden_size, k * hidden_size), k = 1 for
+W_ih `(input_size, k * hidden_size)` and W_hh `(hidden_size, k * hidden_size)`, k = 1 for
 the RNN, 4 for the LSTM (gates i, f, g, o, PyTorch's order) and 3 for the GRU (r, z, n,
 PyTorch's order): torch's weight_ih_l0 is our W_ih transposed, its biases bias_ih and
-bias_hh (k * hidden_size,) are ours as they are. Sequences are (seq_len, batch,
+bias_hh `(k * hidden_size,)` are ours as they are. Sequences are (seq_len, batch,
 features). Each layer projects its whole input sequence with one GEMM before the time
-loop; a step then costs one (batch, hidden) x (hidden, k * hidden) product.
+loop; a step then costs one (batch, hidden) x `(hidden, k * hidden)` product.
 """
+from typing import Any
+
 from .. import init, ops
+from ..autograd import Tensor
 from ..ops.rnn import gru_cell, gru_layer
 from .module import Module, Parameter, positive_int
 
@@ -19,8 +22,8 @@ def _uniform(shape, hidden_size, dtype, device):
 
 
 class Embedding(Module):
-    """A (num_embeddings, embedding_dim) table; forward(idx) -> idx.shape + (dim,).
-    Initialised N(0, 1), as PyTorch."""
+    """A lookup table, weight of shape (num_embeddings, embedding_dim) initialised N(0, 1)
+    as PyTorch: forward(idx) with integer indices of shape `(*)` gives `(*, embedding_dim)`."""
 
     def __init__(self, num_embeddings, embedding_dim, device=None, dtype="float32"):
         super().__init__()
@@ -30,7 +33,9 @@ class Embedding(Module):
         self.weight = Parameter(init.randn(num_embeddings, embedding_dim, dtype=dtype,
                                            device=device))
 
-    def forward(self, x):
+    def forward(self, x: Any) -> Tensor:
+        """Rows of the table for integer indices `x` of shape `(*)` (a Tensor or
+        array): returns `(*, embedding_dim)`."""
         return ops.embedding(x, self.weight)
 
     def extra_repr(self):
@@ -63,7 +68,10 @@ class _Cell(Module):
 
 
 class RNNCell(_Cell):
-    """h' = tanh(x W_ih + b_ih + h W_hh + b_hh) (or relu)."""
+    """One step of an Elman RNN: h' = tanh(x W_ih + b_ih + h W_hh + b_hh) (or relu with
+    nonlinearity='relu'; another value raises ValueError). needle's weight layout: W_ih
+    (input_size, hidden_size), W_hh (hidden_size, hidden_size) (torch's weight_ih / weight_hh
+    transposed), biases (hidden_size,) (None with bias=False)."""
 
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", device=None,
                  dtype="float32"):
@@ -77,7 +85,9 @@ class RNNCell(_Cell):
         z = xp + h @ self.W_hh
         return ops.tanh(z) if self.nonlinearity == "tanh" else ops.relu(z)
 
-    def forward(self, x, h=None):
+    def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
+        """x of shape (batch, input_size) and h of shape (batch, hidden_size)
+        (zeros when None) give h' of shape (batch, hidden_size)."""
         return self.step(self.project(x), self.zeros(x.shape[0], x) if h is None else h)
 
 
@@ -86,11 +96,16 @@ class LSTMCell(_Cell):
     c' = sigmoid(f) c + sigmoid(i) tanh(g), h' = sigmoid(o) tanh(c')."""
     gates = 4
 
-    def step(self, xp, state):
+    def step(self, xp: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        """One step from the projected input xp = x W_ih + b_ih + b_hh of shape
+        (batch, 4 hidden_size) and state (h, c), each (batch, hidden_size): returns (h', c')."""
         h, c = state
         return ops.lstm_gates(xp + h @ self.W_hh, c)   # one fused kernel on the CPU
 
-    def forward(self, x, state=None):
+    def forward(self, x: Tensor,
+                state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """x of shape (batch, input_size) and state (h, c), each (batch, hidden_size)
+        (zeros when None), give (h', c'), each of shape (batch, hidden_size)."""
         if state is None:
             state = (self.zeros(x.shape[0], x), self.zeros(x.shape[0], x))
         return self.step(self.project(x), state)
@@ -101,9 +116,9 @@ class GRUCell(_Cell):
     r = sigmoid(x W_ir + b_ir + h W_hr + b_hr), z = sigmoid(x W_iz + b_iz + h W_hz + b_hz),
     n = tanh(x W_in + b_in + r * (h W_hn + b_hn)).
 
-    Parameters as the other cells: W_ih (input_size, 3 * hidden_size) and W_hh
-    (hidden_size, 3 * hidden_size), their columns the blocks r, z, n (torch's weight_ih /
-    weight_hh transposed), and two biases bias_ih and bias_hh (3 * hidden_size,), torch's
+    Parameters as the other cells: W_ih `(input_size, 3 * hidden_size)` and W_hh
+    `(hidden_size, 3 * hidden_size)`, their columns the blocks r, z, n (torch's weight_ih /
+    weight_hh transposed), and two biases bias_ih and bias_hh `(3 * hidden_size,)`, torch's
     bias_ih / bias_hh unchanged (None with bias=False). The LSTM and RNN add bias_hh to the
     input projection; the GRU cannot, since b_hn is multiplied by r, so bias_hh enters
     each step with h W_hh. forward(x (batch, input_size), h=None) -> h' (batch, hidden);
@@ -115,7 +130,10 @@ class GRUCell(_Cell):
         """One step from the projected input xp = x W_ih + b_ih."""
         return gru_cell(xp, h, self.W_hh, self.bias_hh)
 
-    def forward(self, x, h=None):
+    def forward(self, x: Tensor, h: Tensor | None = None) -> Tensor:
+        """x of shape (batch, input_size) and h of shape (batch, hidden_size) (zeros
+        when None) give h' of shape (batch, hidden_size). Input that is not 2-D raises
+        ValueError."""
         if x.ndim != 2:
             raise ValueError(f"GRUCell: input must be (batch, features), got shape {x.shape}")
         return self.step(self.project(x), self.zeros(x.shape[0], x) if h is None else h)
@@ -182,7 +200,11 @@ class RNN(_Stack):
         self.cells = [RNNCell(input_size if k == 0 else hidden_size, hidden_size, bias,
                               nonlinearity, device, dtype) for k in range(num_layers)]
 
-    def forward(self, x, h0=None):
+    def forward(self, x: Tensor, h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """x of shape (seq_len, batch, input_size) ((batch, seq_len, input_size) with
+        batch_first) and h0 of shape (num_layers, batch, hidden_size) (zeros when None) give
+        (output, h_n): output (seq_len, batch, hidden_size) (batch first with batch_first), h_n
+        (num_layers, batch, hidden_size)."""
         x = self._seq_first(x)
         states = [h if h is not None else c.zeros(x.shape[1], x)
                   for c, h in zip(self.cells, self._layers(h0, self.num_layers))]
@@ -202,7 +224,12 @@ class LSTM(_Stack):
         self.cells = [LSTMCell(input_size if k == 0 else hidden_size, hidden_size, bias, device,
                                dtype) for k in range(num_layers)]
 
-    def forward(self, x, state=None):
+    def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None
+                ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """x of shape (seq_len, batch, input_size) ((batch, seq_len, input_size) with
+        batch_first) and state (h0, c0), each (num_layers, batch, hidden_size) (zeros when None),
+        give (output, (h_n, c_n)): output (seq_len, batch, hidden_size) (batch first with
+        batch_first), h_n and c_n (num_layers, batch, hidden_size)."""
         x = self._seq_first(x)
         h0, c0 = state if state is not None else (None, None)
         hs, cs = self._layers(h0, self.num_layers), self._layers(c0, self.num_layers)
@@ -234,7 +261,11 @@ class GRU(_Stack):
         self.cells = [GRUCell(input_size if k == 0 else hidden_size, hidden_size, bias, device,
                               dtype) for k in range(num_layers)]
 
-    def forward(self, x, h0=None):
+    def forward(self, x: Tensor, h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """x of shape (seq_len, batch, input_size) ((batch, seq_len, input_size) with
+        batch_first) and h0 of shape (num_layers, batch, hidden_size) (zeros when None) give
+        (output, h_n): output (seq_len, batch, hidden_size), h_n (num_layers, batch,
+        hidden_size)."""
         x = self._seq_first(x)   # checked, before x.shape[1] below
         states = [h if h is not None else c.zeros(x.shape[1], x)
                   for c, h in zip(self.cells, self._layers(h0, self.num_layers))]

@@ -85,8 +85,10 @@ def _filled(shape, value, dtype, device, requires_grad):
 
 def tensor(data: Any, dtype: DTypeLike = None, device: DeviceLike = None,
            requires_grad: bool = False) -> Tensor:
-    """A new leaf tensor with a copy of data. As torch: Python floats become the default
-    dtype (float32), ints int64; numpy arrays and tensors keep their dtype."""
+    """A new leaf tensor with a copy of data (a number, nested lists, a numpy array, an
+    NDArray or a Tensor), of data's shape (a number gives shape ()). As torch: Python floats
+    become the default dtype (float32), ints int64; numpy arrays and tensors keep their
+    dtype. Ragged lists or an unsupported dtype raise an error naming them."""
     if isinstance(data, Tensor):
         data = data.cached_data
     if dtype is None and not isinstance(data, (np.ndarray, NDArray)):
@@ -111,7 +113,9 @@ def ones(*size: Any, dtype: DTypeLike = None, device: DeviceLike = None,
 
 def empty(*size: Any, dtype: DTypeLike = None, device: DeviceLike = None,
           requires_grad: bool = False) -> Tensor:
-    """Zero-filled here (uninitialised memory buys nothing at this size)."""
+    """torch.empty: a tensor of shape size (varargs or one tuple), zero-filled here
+    (uninitialised memory buys nothing at this size); the default float dtype unless
+    given."""
     return _filled(size_arg(size, "empty"), 0.0, dtype, device, requires_grad)
 
 
@@ -147,7 +151,8 @@ def ones_like(x: Tensor, dtype: DTypeLike = None, device: DeviceLike = None,
 
 def empty_like(x: Tensor, dtype: DTypeLike = None, device: DeviceLike = None,
                requires_grad: bool = False) -> Tensor:
-    """zeros_like (empty memory is zero-filled here)."""
+    """A tensor of x's shape, with x's dtype and device unless given: zeros_like (empty
+    memory is zero-filled here)."""
     return zeros_like(x, dtype, device, requires_grad)
 
 
@@ -160,7 +165,9 @@ def full_like(x: Tensor, fill_value: float, dtype: DTypeLike = None, device: Dev
 
 def arange(start: float, end: float | None = None, step: float = 1, dtype: DTypeLike = None,
            device: DeviceLike = None, requires_grad: bool = False) -> Tensor:
-    """int64 when start, end and step are all integers, else the default dtype (torch)."""
+    """torch.arange: values start, start + step, ... below end (arange(n) is 0 .. n - 1),
+    shape (ceil((end - start) / step),) (empty if that is negative). int64 when start, end
+    and step are all integers, else the default dtype (torch). step=0 raises ValueError."""
     if end is None:
         start, end = 0, start
     if step == 0:
@@ -194,7 +201,8 @@ def _axis(what, dim, axis):
 
 def cat(tensors: Sequence[Tensor], dim: int = 0, *, axis: int | None = None) -> Tensor:
     """torch.cat: the tensors joined along the existing axis dim (axis= too); their other
-    axes must agree. Also named concat and concatenate. Differentiable."""
+    axes must agree: shapes `(a, *rest)` and `(b, *rest)` along dim 0 give shape
+    `(a + b, *rest)`. Also named concat and concatenate. Differentiable."""
     from .shape import concatenate
     return concatenate(list(tensors), _axis("cat", dim, axis))
 
@@ -210,5 +218,7 @@ def stack(tensors: Sequence[Tensor], dim: int = 0, *, axis: int | None = None) -
 
 
 def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
-    """torch.flatten (ops.flatten is needle's, from dim 1)."""
+    """torch.flatten: dims start_dim .. end_dim (inclusive, negative from the end) merged
+    into one, e.g. (N, C, H, W) -> `(N * C * H * W,)` by default, or `(N, C * H * W)` with
+    start_dim=1. (ops.flatten is needle's, from dim 1.)"""
     return x.flatten(start_dim, end_dim)

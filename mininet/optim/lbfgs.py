@@ -72,7 +72,9 @@ class LBFGS(Optimizer):
                                       history_size=history_size,
                                       line_search_fn=line_search_fn))
 
-    def add_param_group(self, param_group):
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add the one param group (a dict with 'params' and options); L-BFGS
+        takes a single group, so a second raises ValueError (as torch's)."""
         if getattr(self, "param_groups", None):
             raise ValueError("LBFGS doesn't support per-parameter options (parameter groups): "
                              "give it one group")
@@ -263,6 +265,8 @@ class LBFGS(Optimizer):
         return orig_loss
 
     def update(self, i, p, g, group):
+        """Not used: L-BFGS moves all parameters together in step(closure), so the
+        per-parameter update of the other optimizers raises NotImplementedError."""
         raise NotImplementedError("LBFGS updates in step(closure)")
 
     # state dicts: the history is lists of vectors, kept as they are -------------------------

@@ -12,9 +12,12 @@ from __future__ import annotations
 import math
 import numbers
 from bisect import bisect_right
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .optimizers import Optimizer
+
+_Lambda = Callable[[int], float]   # LambdaLR's lr_lambda: epoch -> factor
 
 
 def _check(name, what, value, ok):
@@ -69,12 +72,16 @@ class LRScheduler:
             g["lr"] = lr
         self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
-    def get_lr(self):
-        """Every group's lr at last_epoch."""
+    def get_lr(self) -> list[float]:
+        """Every param group's lr at last_epoch, as a list of floats (one per group,
+        in param_groups' order); step() writes them into the groups."""
         return [self.lr_at(base, self.last_epoch, g)
                 for base, g in zip(self.base_lrs, self.optimizer.param_groups)]
 
-    def lr_at(self, base_lr, epoch, group):
+    def lr_at(self, base_lr: float, epoch: int, group: dict[str, Any]) -> float:
+        """The lr of one param group at `epoch`, from the group's initial lr
+        `base_lr` (the closed form each schedule gives); `group` is the param-group dict (for
+        schedules that read it). A subclass gives this or get_lr()."""
         raise NotImplementedError
 
     def get_last_lr(self) -> list[float]:
@@ -103,7 +110,9 @@ class LambdaLR(LRScheduler):
     """lr = initial lr * lr_lambda(epoch); one function, or one per param group."""
     _not_state = ("optimizer", "lr_lambdas")
 
-    def __init__(self, optimizer, lr_lambda, last_epoch=-1):
+    def __init__(self, optimizer: Optimizer,
+                 lr_lambda: _Lambda | list[_Lambda] | tuple[_Lambda, ...],
+                 last_epoch: int = -1) -> None:
         n = len(optimizer.param_groups)
         lambdas = list(lr_lambda) if isinstance(lr_lambda, (list, tuple)) else [lr_lambda] * n
         if len(lambdas) != n:
@@ -114,27 +123,31 @@ class LambdaLR(LRScheduler):
         self.lr_lambdas = lambdas
         super().__init__(optimizer, last_epoch)
 
-    def get_lr(self):
+    def get_lr(self) -> list[float]:
+        """initial lr * lr_lambda(last_epoch) for each param group (its own lambda when
+        one was given per group), as a list of floats."""
         return [base * f(self.last_epoch) for base, f in zip(self.base_lrs, self.lr_lambdas)]
 
 
 class StepLR(LRScheduler):
     """lr = initial lr * gamma ** (epoch // step_size)."""
 
-    def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1,
+                 last_epoch: int = -1) -> None:
         _check("StepLR", "step_size must be a whole number >= 1", step_size, _whole(step_size, 1))
         _check("StepLR", "gamma must be a finite number", gamma, _real(gamma))
         self.step_size, self.gamma = step_size, gamma
         super().__init__(optimizer, last_epoch)
 
-    def lr_at(self, base, epoch, group):
+    def lr_at(self, base: float, epoch: int, group: dict[str, Any]) -> float:
         return base * self.gamma ** (epoch // self.step_size)
 
 
 class MultiStepLR(LRScheduler):
     """lr = initial lr * gamma ** (the milestones passed, counted with repeats)."""
 
-    def __init__(self, optimizer, milestones, gamma=0.1, last_epoch=-1):
+    def __init__(self, optimizer: Optimizer, milestones: Iterable[int], gamma: float = 0.1,
+                 last_epoch: int = -1) -> None:
         milestones = sorted(milestones)
         for m in milestones:
             _check("MultiStepLR", "milestones must be whole numbers >= 0", m, _whole(m, 0))
@@ -142,21 +155,22 @@ class MultiStepLR(LRScheduler):
         self.milestones, self.gamma = milestones, gamma
         super().__init__(optimizer, last_epoch)
 
-    def lr_at(self, base, epoch, group):
+    def lr_at(self, base: float, epoch: int, group: dict[str, Any]) -> float:
         return base * self.gamma ** bisect_right(self.milestones, epoch)
 
 
 class ConstantLR(LRScheduler):
     """lr = initial lr * factor until epoch total_iters, then the initial lr."""
 
-    def __init__(self, optimizer, factor=1.0 / 3, total_iters=5, last_epoch=-1):
+    def __init__(self, optimizer: Optimizer, factor: float = 1.0 / 3, total_iters: int = 5,
+                 last_epoch: int = -1) -> None:
         _check("ConstantLR", "factor must be in [0, 1]", factor, _real(factor) and 0 <= factor <= 1)
         _check("ConstantLR", "total_iters must be a whole number >= 0", total_iters,
                _whole(total_iters, 0))
         self.factor, self.total_iters = factor, total_iters
         super().__init__(optimizer, last_epoch)
 
-    def lr_at(self, base, epoch, group):
+    def lr_at(self, base: float, epoch: int, group: dict[str, Any]) -> float:
         return base * (self.factor if epoch < self.total_iters else 1.0)
 
 
@@ -164,8 +178,8 @@ class LinearLR(LRScheduler):
     """lr = initial lr * a factor going linearly from start_factor to end_factor over
     total_iters epochs (a warm-up when start_factor < end_factor), then end_factor."""
 
-    def __init__(self, optimizer, start_factor=1.0 / 3, end_factor=1.0, total_iters=5,
-                 last_epoch=-1):
+    def __init__(self, optimizer: Optimizer, start_factor: float = 1.0 / 3, end_factor: float = 1.0,
+                 total_iters: int = 5, last_epoch: int = -1) -> None:
         _check("LinearLR", "start_factor must be in (0, 1]", start_factor,
                _real(start_factor) and 0 < start_factor <= 1)
         _check("LinearLR", "end_factor must be in [0, 1]", end_factor,
@@ -175,7 +189,7 @@ class LinearLR(LRScheduler):
         self.start_factor, self.end_factor, self.total_iters = start_factor, end_factor, total_iters
         super().__init__(optimizer, last_epoch)
 
-    def lr_at(self, base, epoch, group):
+    def lr_at(self, base: float, epoch: int, group: dict[str, Any]) -> float:
         done = min(self.total_iters, epoch) / self.total_iters
         return base * (self.start_factor + (self.end_factor - self.start_factor) * done)
 
@@ -183,26 +197,27 @@ class LinearLR(LRScheduler):
 class ExponentialLR(LRScheduler):
     """lr = initial lr * gamma ** epoch."""
 
-    def __init__(self, optimizer, gamma, last_epoch=-1):
+    def __init__(self, optimizer: Optimizer, gamma: float, last_epoch: int = -1) -> None:
         _check("ExponentialLR", "gamma must be a finite number", gamma, _real(gamma))
         self.gamma = gamma
         super().__init__(optimizer, last_epoch)
 
-    def lr_at(self, base, epoch, group):
+    def lr_at(self, base: float, epoch: int, group: dict[str, Any]) -> float:
         return base * self.gamma ** epoch
 
 
 class PolynomialLR(LRScheduler):
     """lr = initial lr * (1 - min(epoch, total_iters) / total_iters) ** power."""
 
-    def __init__(self, optimizer, total_iters=5, power=1.0, last_epoch=-1):
+    def __init__(self, optimizer: Optimizer, total_iters: int = 5, power: float = 1.0,
+                 last_epoch: int = -1) -> None:
         _check("PolynomialLR", "total_iters must be a whole number >= 1", total_iters,
                _whole(total_iters, 1))
         _check("PolynomialLR", "power must be a finite number", power, _real(power))
         self.total_iters, self.power = total_iters, power
         super().__init__(optimizer, last_epoch)
 
-    def lr_at(self, base, epoch, group):
+    def lr_at(self, base: float, epoch: int, group: dict[str, Any]) -> float:
         return base * (1.0 - min(self.total_iters, epoch) / self.total_iters) ** self.power
 
 
@@ -220,7 +235,7 @@ class CosineAnnealingLR(LRScheduler):
         self.T_max, self.eta_min = T_max, eta_min
         super().__init__(optimizer, last_epoch)
 
-    def lr_at(self, base, epoch, group):
+    def lr_at(self, base: float, epoch: int, group: dict[str, Any]) -> float:
         return self.eta_min + (base - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2
 
 
@@ -231,10 +246,14 @@ class OneCycleLR(LRScheduler):
     beta1 (Adam) moves the other way between max_momentum and base_momentum. Step once per
     batch; stepping past total_steps is a ValueError."""
 
-    def __init__(self, optimizer, max_lr, total_steps=None, epochs=None, steps_per_epoch=None,
-                 pct_start=0.3, anneal_strategy="cos", cycle_momentum=True, base_momentum=0.85,
-                 max_momentum=0.95, div_factor=25.0, final_div_factor=1e4, three_phase=False,
-                 last_epoch=-1):
+    def __init__(self, optimizer: Optimizer, max_lr: float | Sequence[float],
+                 total_steps: int | None = None, epochs: int | None = None,
+                 steps_per_epoch: int | None = None, pct_start: float = 0.3,
+                 anneal_strategy: str = "cos", cycle_momentum: bool = True,
+                 base_momentum: float | Sequence[float] = 0.85,
+                 max_momentum: float | Sequence[float] = 0.95, div_factor: float = 25.0,
+                 final_div_factor: float = 1e4, three_phase: bool = False,
+                 last_epoch: int = -1) -> None:
         name = "OneCycleLR"
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"{name}: expected a mininet optimizer, got {type(optimizer).__name__}")
@@ -293,7 +312,9 @@ class OneCycleLR(LRScheduler):
             return (end - start) * pct + start
         return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
 
-    def get_lr(self):
+    def get_lr(self) -> list[float]:
+        """Every param group's lr at the current step of the cycle (and, with
+        cycle_momentum, sets the group's momentum or beta1), as a list of floats."""
         step = self.last_epoch
         if step > self.total_steps:
             raise ValueError(f"OneCycleLR: stepped {step} times, past total_steps="
@@ -324,7 +345,8 @@ def _per_group(name, what, value, n):
 class SequentialLR(LRScheduler):
     """schedulers[0] until milestones[0], then schedulers[1] (from its epoch 0), ..."""
 
-    def __init__(self, optimizer, schedulers, milestones, last_epoch=-1):
+    def __init__(self, optimizer: Optimizer, schedulers: Sequence[LRScheduler],
+                 milestones: Sequence[int], last_epoch: int = -1) -> None:
         name = "SequentialLR"
         schedulers, milestones = list(schedulers), list(milestones)
         if not schedulers:
@@ -349,6 +371,8 @@ class SequentialLR(LRScheduler):
         self._last_lr = first.get_last_lr()
 
     def step(self):
+        """Advance one epoch: the schedule whose span holds the new epoch steps (a
+        schedule reaching its milestone starts from its own epoch 0). Takes no epoch, as torch's."""
         self.last_epoch += 1
         k = bisect_right(self._milestones, self.last_epoch)
         s = self._schedulers[k]
@@ -360,10 +384,14 @@ class SequentialLR(LRScheduler):
 
     _not_state = ("optimizer", "_schedulers")
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
+        """The schedule's state (last_epoch, the milestones, ...) and, under
+        '_schedulers', each inner schedule's state_dict(), as a dict."""
         return {**super().state_dict(), "_schedulers": [s.state_dict() for s in self._schedulers]}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a state saved by state_dict(), the inner schedules' too;
+        ValueError when the number of inner states does not match."""
         state_dict = dict(state_dict)
         inner = state_dict.pop("_schedulers", None)
         if inner is None or len(inner) != len(self._schedulers):
