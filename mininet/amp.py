@@ -86,7 +86,7 @@ class autocast:
 
     def __init__(self, device_type="bf16", dtype=None, enabled=True, cache_enabled=None):
         device, self.precision = _parse(device_type, dtype)
-        if device == "cuda":
+        if device == "cuda" and enabled:   # autocast("cuda", enabled=False): a no-op, as torch
             raise NotImplementedError("autocast: bf16 mixed precision runs on the CPU only; "
                                       "CUDA tensors compute in float32")
         self.enabled = bool(enabled)
@@ -110,7 +110,8 @@ class autocast:
 
 
 def _lowp(x, what):
-    """x takes part in a bf16 op: float32 on the CPU (else why not)."""
+    """Refuse a bf16 product of x unless x is on the CPU (NotImplementedError naming
+    `what` and x's device)."""
     if x.device.name != "cpu":
         raise NotImplementedError(f"{what}: bf16 autocast runs on the CPU only, got a tensor "
                                   f"on {x.device.name}")

@@ -254,7 +254,8 @@ class Tensor(Value):
     requires_grad=False) copies data (numpy arrays, lists, numbers, NDArrays, tensors) and
     keeps numpy's dtype (mininet.tensor follows torch's instead: Python floats become
     float32). Only float tensors can require grad (TypeError otherwise)."""
-    __slots__ = ("grad", "_hooks")  # _hooks: set only on leaves that have hooks
+    # _hooks: set only on leaves that have hooks; _unversioned: only on .data's tensors
+    __slots__ = ("grad", "_hooks", "_unversioned")
 
     def __init__(self, data, dtype=None, device=None, requires_grad=False):
         if isinstance(data, Tensor):
@@ -286,9 +287,12 @@ class Tensor(Value):
     @property
     def data(self):
         """The same values as a new leaf Tensor without grad (shares the memory; writes through
-        it are not recorded). Setting .data replaces the values by a Tensor or NDArray of
-        the same shape (ValueError otherwise)."""
-        return Tensor.make_const(self.cached_data)
+        it are neither recorded nor counted as versions: as torch's, a backward that saved
+        these values then reads the written ones). Setting .data replaces the values by a
+        Tensor or NDArray of the same shape (ValueError otherwise)."""
+        t = Tensor.make_const(self.cached_data)
+        t._unversioned = True
+        return t
 
     @data.setter
     def data(self, value):
@@ -721,7 +725,7 @@ class Tensor(Value):
 
     def t(self) -> Tensor:
         """The transpose of a matrix: shape (m, n) becomes (n, m); 0-d and 1-d tensors are
-        returned as they are; more dims raise ValueError (as torch)."""
+        returned as they are; more dims raise ValueError (torch raises RuntimeError)."""
         if self.ndim > 2:
             raise ValueError(f"t: expects a tensor with <= 2 dimensions, got {self.ndim}")
         return self if self.ndim < 2 else self.transpose(0, 1)
@@ -1040,7 +1044,8 @@ class Tensor(Value):
         """Copy value (an NDArray or a number, broadcast, cast to self's dtype) into self's
         memory, unrecorded (the caller checked _refuse_write)."""
         self.cached_data[idx] = value
-        _bump(self.cached_data)
+        if not getattr(self, "_unversioned", False):
+            _bump(self.cached_data)
         return self
 
     def _value(self, other):

@@ -10,6 +10,7 @@ from cython cimport floating
 from libc.string cimport memcpy, memset
 from mininet_ext.buffer cimport Buffer
 from mininet_ext._omp cimport threads_for
+from mininet_ext._check cimport need, need_strided
 
 from mininet_ext import _isa
 
@@ -757,6 +758,21 @@ cdef void bf16_sliced(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                              Ap + t * apsize, Bp + t * bpsize)
 
 
+cdef int _bf16_reach(Buffer X, Py_ssize_t off, const long long[::1] batch, tuple shape,
+                     tuple strides, str name) except -1:
+    """Every batch's (shape, strides) view of X from off (+ its batch offset) lies in X:
+    the lowest and the highest batch offsets bound them all."""
+    cdef Py_ssize_t i, lo = 0, hi = 0
+    if batch is not None and batch.shape[0] > 0:
+        lo = hi = batch[0]
+        for i in range(batch.shape[0]):
+            lo = min(lo, batch[i])
+            hi = max(hi, batch[i])
+    need_strided(X, off + lo, shape, strides, 4, "gemm_bf16", name)
+    need_strided(X, off + hi, shape, strides, 4, "gemm_bf16", name)
+    return 0
+
+
 def gemm_bf16(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
               Buffer B, Py_ssize_t b_off, Py_ssize_t brs, Py_ssize_t bcs,
               Buffer C, Py_ssize_t c_off, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
@@ -770,6 +786,9 @@ def gemm_bf16(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
         raise ValueError(f"gemm_bf16: negative size ({M}, {N}, {K})")
     if M == 0 or N == 0 or nbatch == 0:
         return
+    _bf16_reach(A, a_off, a_batch, (M, K), (ars, acs), "A")
+    _bf16_reach(B, b_off, b_batch, (K, N), (brs, bcs), "B")
+    need(C, c_off, (nbatch, M, N), 4, "gemm_bf16", "C")
     cdef int nt = threads_for(M * N * K // 64)
     cdef Py_ssize_t kp = (min(k_step16(K), K) + 1) // 2 * 2
     # packing bytes per thread, rounded to cache lines
@@ -797,5 +816,7 @@ def round_bf16(Buffer src, Py_ssize_t s_off, Buffer dst, Py_ssize_t d_off, Py_ss
     kept as float32 (compact float32 buffers; in place allowed)."""
     if n <= 0:
         return
+    need(src, s_off, (n,), 4, "round_bf16", "src")
+    need(dst, d_off, (n,), 4, "round_bf16", "dst")
     with nogil:
         mn_round_bf16(<float*>src.ptr + s_off, <float*>dst.ptr + d_off, n)

@@ -414,3 +414,22 @@ def test_train_precision_bf16_runs(tiny_mnist):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout[r.stdout.index("{"):])
     assert out["final_test_acc"] > 0.5
+
+
+def test_autocast_cuda_disabled_is_a_no_op():
+    """torch.autocast(device.type, enabled=use_amp) with use_amp False: no error, float32."""
+    with mn.autocast("cuda", enabled=False):
+        assert ac.current() is None
+    with pytest.raises(NotImplementedError, match="CPU only"):
+        mn.autocast("cuda")
+
+
+def test_bf16_kernels_check_their_buffers():
+    from mininet_ext import matmul as mm
+    from mininet_ext.buffer import Buffer
+    with pytest.raises(ValueError, match="round_bf16: src"):
+        mm.round_bf16(Buffer(16), 0, Buffer(16), 0, 10 ** 6)
+    with pytest.raises(ValueError, match="gemm_bf16: A"):
+        mm.gemm_bf16(Buffer(16), 0, 4, 1, Buffer(64), 0, 4, 1, Buffer(64), 0, 4, 4, 4)
+    with pytest.raises(ValueError, match="gemm_bf16: C"):
+        mm.gemm_bf16(Buffer(64), 0, 4, 1, Buffer(64), 0, 4, 1, Buffer(16), 0, 4, 4, 4)

@@ -442,3 +442,24 @@ def test_an_optimizer_step_bumps_the_version_as_torch():
         opt.step()
         with pytest.raises(RuntimeError, match="modified by an inplace operation"):
             first.backward()
+
+
+@pytest.mark.parametrize("write", ["mul_", "setitem", "assign"])
+def test_writes_through_data_are_not_counted_as_torch(write):
+    """.data shares the memory but not the version: a backward that saved the values reads
+    the written ones, in torch and here alike (x.data = new too)."""
+    grads = []
+    for lib in ("mininet", "torch"):
+        x = Tensor(np.ones(3), requires_grad=True) if lib == "mininet" else \
+            torch.ones(3, dtype=torch.float64, requires_grad=True)
+        y = (x * x).sum()
+        if write == "mul_":
+            x.data.mul_(2)
+        elif write == "setitem":
+            x.data[0] = 5
+        else:
+            x.data = Tensor(np.full(3, 3.0)) if lib == "mininet" else \
+                torch.full((3,), 3.0, dtype=torch.float64)
+        y.backward()
+        grads.append(np.asarray(x.grad.numpy() if lib == "mininet" else x.grad.numpy()))
+    np.testing.assert_array_equal(grads[0], grads[1])

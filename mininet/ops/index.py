@@ -350,7 +350,8 @@ def setitem(x, idx, value):
     items = _index_items(idx)
     if not _refuse_write(x, value, "x[index] = value") and not _tracing():
         _write(x.cached_data, items, value.cached_data if isinstance(value, Tensor) else value)
-        _bump(x.cached_data)
+        if not getattr(x, "_unversioned", False):   # .data writes are not counted, as torch's
+            _bump(x.cached_data)
         return
     v = _value_of(value, x)
     readers = _readers(x, v)   # v computed from x (x[1:] = x[:-1] * 2) reads the old x
