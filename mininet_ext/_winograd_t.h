@@ -207,5 +207,189 @@ static void WN(wino_block)(const wino_geom* g, const WT* x, const WT* U, const W
         }
 }
 
+/* ---- the weight gradient: dW[k, c] = G^T [sum over tiles (A dY_k A^T) .* (B^T d_c B)] G.
+ * Per block of tiles (nb a layout stride, cnt <= nb of them used):
+ *   VT[xi][c panel][tile][nr]   B^T d B of every tile, channels across the lanes (B panels)
+ *   GT[xi][k panel][tile][mr]   A dY A^T of every tile, filters across the lanes (A panels)
+ *   dU[xi][kp][cp]              this thread's sums, += GT_xi @ VT_xi (inner dimension: tiles)
+ * cp: C rounded up to nr. */
+
+/* The 6x6 input patch at (y0, x0) of image n, channels c0..c0+nr (past C: zero), into
+ * d[36][nr]; pixels outside the image read as zero. */
+static inline __attribute__((always_inline)) void
+WN(wino_gather_c_)(const WT* x, const wino_geom* g, mn_idx n, mn_idx c0, mn_idx y0,
+                   mn_idx x0, WT* restrict d, const int nr)
+{
+    mn_idx H = g->H, W = g->W, C = g->C;
+    int r0 = y0 < 0 ? (int)-y0 : 0, r1 = H - y0 < 6 ? (int)(H - y0) : 6;
+    int s0 = x0 < 0 ? (int)-x0 : 0, s1 = W - x0 < 6 ? (int)(W - x0) : 6;
+    int inside = r0 == 0 && s0 == 0 && r1 == 6 && s1 == 6;
+    for (int i = 0; i < nr; i++) {
+        mn_idx c = c0 + i;
+        if (c >= C || !inside)
+            for (int a = 0; a < 36; a++) d[a * nr + i] = 0;
+        if (c >= C) continue;
+        const WT* src = x + ((n * C + c) * H + y0) * W + x0;
+        if (inside) {
+            for (int r = 0; r < 6; r++)
+                for (int s = 0; s < 6; s++) d[(r * 6 + s) * nr + i] = src[r * W + s];
+            continue;
+        }
+        for (int r = r0; r < r1; r++)
+            for (int s = s0; s < s1; s++) d[(r * 6 + s) * nr + i] = src[r * W + s];
+    }
+}
+
+/* The 4x4 output-grad tile at (y0, x0) of image n, filters k0..k0+mr (past K or past the
+ * output's edge: zero), transformed to A dY A^T: rows xi at m + xi * ms, mr long. */
+static inline __attribute__((always_inline)) void
+WN(wino_gout_)(const WT* dy, const wino_geom* g, mn_idx n, mn_idx k0, mn_idx y0, mn_idx x0,
+               WT* restrict m, mn_idx ms, const int mr)
+{
+    typedef WT V4 __attribute__((vector_size(16), aligned(sizeof(WT))));
+    const int L = (int)(16 / sizeof(WT));   /* lanes; the last vector may be part-used */
+    mn_idx OH = g->OH, OW = g->OW, K = g->K;
+    int rows = OH - y0 < 4 ? (int)(OH - y0) : 4, cols = OW - x0 < 4 ? (int)(OW - x0) : 4;
+    WT o[16][16] __attribute__((aligned(64)));
+    for (int i = 0; i < mr; i++) {
+        mn_idx k = k0 + i;
+        const WT* src = dy + ((n * K + k) * OH + y0) * OW + x0;
+        if (k < K && rows == 4 && cols == 4) {   /* a whole tile */
+            for (int a = 0; a < 4; a++)
+                for (int b = 0; b < 4; b++) o[a * 4 + b][i] = src[a * OW + b];
+            continue;
+        }
+        for (int a = 0; a < 16; a++) o[a][i] = 0;
+        if (k >= K) continue;
+        for (int a = 0; a < rows; a++)
+            for (int b = 0; b < cols; b++) o[a * 4 + b][i] = src[a * OW + b];
+    }
+    for (int i = 0; i < mr; i += L) {
+        V4 t[24];
+        for (int b = 0; b < 4; b++) {   /* t = A o (6x4), column b */
+            V4 y0_ = *(V4*)&o[b][i], y1 = *(V4*)&o[4 + b][i], y2 = *(V4*)&o[8 + b][i],
+               y3 = *(V4*)&o[12 + b][i];
+            V4 p = y0_ + y2, q = y1 + y3, r = y1 + 4 * y3;   /* (A y) rows */
+            t[0 * 4 + b] = y0_;
+            t[1 * 4 + b] = p + q;
+            t[2 * 4 + b] = p - q;
+            t[3 * 4 + b] = y0_ + 4 * y2 + 2 * r;
+            t[4 * 4 + b] = y0_ + 4 * y2 - 2 * r;
+            t[5 * 4 + b] = y3;
+        }
+        for (int a = 0; a < 6; a++) {   /* m = t A^T (6x6), row a */
+            V4 z0 = t[a * 4], z1 = t[a * 4 + 1], z2 = t[a * 4 + 2], z3 = t[a * 4 + 3];
+            V4 p = z0 + z2, q = z1 + z3, r = z1 + 4 * z3;
+#define WST(q_, v_) do { V4 v__ = (v_); WT* p__ = m + (a * 6 + (q_)) * ms + i;       \
+            if (i + L <= mr) *(V4*)p__ = v__;                                            \
+            else for (int l = 0; l < mr - i; l++) p__[l] = v__[l]; } while (0)
+            WST(0, z0);
+            WST(1, p + q);
+            WST(2, p - q);
+            WST(3, z0 + 4 * z2 + 2 * r);
+            WST(4, z0 + 4 * z2 - 2 * r);
+            WST(5, z3);
+#undef WST
+        }
+    }
+}
+
+/* The two above with the lane counts of the ISAs' micro-kernels as constants, so that
+ * their loops across the lanes vectorise. */
+static void WN(wino_gather_c)(const WT* x, const wino_geom* g, mn_idx n, mn_idx c0,
+                              mn_idx y0, mn_idx x0, WT* restrict d, int nr)
+{
+    switch (nr) {
+    case 32: WN(wino_gather_c_)(x, g, n, c0, y0, x0, d, 32); break;
+    case 16: WN(wino_gather_c_)(x, g, n, c0, y0, x0, d, 16); break;
+    case 8: WN(wino_gather_c_)(x, g, n, c0, y0, x0, d, 8); break;
+    default: WN(wino_gather_c_)(x, g, n, c0, y0, x0, d, nr);
+    }
+}
+
+static void WN(wino_gout)(const WT* dy, const wino_geom* g, mn_idx n, mn_idx k0,
+                          mn_idx y0, mn_idx x0, WT* restrict m, mn_idx ms, int mr)
+{
+    switch (mr) {
+    case 12: WN(wino_gout_)(dy, g, n, k0, y0, x0, m, ms, 12); break;
+    case 8: WN(wino_gout_)(dy, g, n, k0, y0, x0, m, ms, 8); break;
+    case 6: WN(wino_gout_)(dy, g, n, k0, y0, x0, m, ms, 6); break;
+    case 4: WN(wino_gout_)(dy, g, n, k0, y0, x0, m, ms, 4); break;
+    default: WN(wino_gout_)(dy, g, n, k0, y0, x0, m, ms, mr);
+    }
+}
+
+/* One block: cnt tiles from t0 transformed into VT and GT, then dU += GT_xi @ VT_xi for
+ * the 36 positions through the micro-kernel. D: 36 x nr scratch. */
+static void WN(wino_wgrad_block)(const wino_geom* g, const WT* x, const WT* dy, mn_idx t0,
+                                 mn_idx cnt, mn_idx cp, WT* VT, WT* GT, WT* dU, WT* D)
+{
+    mn_idx nb = g->nb, kp = g->kp, tpi = g->th * g->tw;
+    int nr = g->nr, mr = g->mr;
+    /* channel panels outside, tiles inside: one panel's rows of the image stay in L1
+     * from one tile to the next */
+    for (mn_idx c0 = 0; c0 < cp; c0 += nr)
+        for (mn_idx j = 0; j < cnt; j++) {
+            mn_idx t = t0 + j, n = t / tpi, r = t % tpi;
+            WN(wino_gather_c)(x, g, n, c0, 4 * (r / g->tw) - g->ph, 4 * (r % g->tw) - g->pw,
+                              D, nr);
+            WN(wino_in)(D, VT + c0 * nb + j * nr, cp * nb, nr);
+        }
+    for (mn_idx k0 = 0; k0 < kp; k0 += mr)
+        for (mn_idx j = 0; j < cnt; j++) {
+            mn_idx t = t0 + j, n = t / tpi, r = t % tpi;
+            WN(wino_gout)(dy, g, n, k0, 4 * (r / g->tw), 4 * (r % g->tw),
+                          GT + k0 * nb + j * mr, kp * nb, mr);
+        }
+    for (int xi = 0; xi < 36; xi++) {
+        const WT* gt = GT + xi * kp * nb;
+        const WT* vt = VT + xi * cp * nb;
+        WT* du = dU + xi * kp * cp;
+        for (mn_idx c0 = 0; c0 < cp; c0 += nr)
+            for (mn_idx k0 = 0; k0 < kp; k0 += mr) {
+                if (mr == mn_gemm_mr())
+                    WCAT(mn_kernel_, WS)(cnt, gt + k0 * nb, vt + c0 * nb, du + k0 * cp + c0,
+                                         cp, 1);
+                else
+                    WCAT(mn_kernel_short_, WS)(cnt, gt + k0 * nb, vt + c0 * nb,
+                                               du + k0 * cp + c0, cp, 1);
+            }
+    }
+}
+
+/* dw[k, c] (K, C, 3, 3) = G^T (sum of the nt thread sums dU, each per items apart) G, for
+ * the filters k0..k1. */
+static void WN(wino_wgrad_out)(const WT* dU, int nt, mn_idx per, mn_idx kp, mn_idx cp,
+                               mn_idx K, mn_idx C, mn_idx k0, mn_idx k1, WT* dw)
+{
+    const WT q = (WT)1 / 4, s6 = (WT)1 / 6, s12 = (WT)1 / 12, s24 = (WT)1 / 24;
+    (void)K;
+    for (mn_idx k = k0; k < k1; k++)
+        for (mn_idx c = 0; c < C; c++) {
+            WT z[36], t[18];
+            for (int xi = 0; xi < 36; xi++) {
+                const WT* s = dU + xi * kp * cp + k * cp + c;
+                WT acc = 0;
+                for (int i = 0; i < nt; i++) acc += s[i * per];
+                z[xi] = acc;
+            }
+            for (int b = 0; b < 6; b++) {   /* t = G^T z (3x6), column b */
+                WT z0 = z[b], z1 = z[6 + b], z2 = z[12 + b], z3 = z[18 + b], z4 = z[24 + b],
+                   z5 = z[30 + b];
+                t[0 * 6 + b] = z0 * q - (z1 + z2) * s6 + (z3 + z4) * s24;
+                t[1 * 6 + b] = (z2 - z1) * s6 + (z3 - z4) * s12;
+                t[2 * 6 + b] = (z3 + z4 - z1 - z2) * s6 + z5;
+            }
+            WT* o = dw + (k * C + c) * 9;
+            for (int a = 0; a < 3; a++) {   /* o = t G (3x3), row a */
+                WT z0 = t[a * 6], z1 = t[a * 6 + 1], z2 = t[a * 6 + 2], z3 = t[a * 6 + 3],
+                   z4 = t[a * 6 + 4], z5 = t[a * 6 + 5];
+                o[a * 3 + 0] = z0 * q - (z1 + z2) * s6 + (z3 + z4) * s24;
+                o[a * 3 + 1] = (z2 - z1) * s6 + (z3 - z4) * s12;
+                o[a * 3 + 2] = (z3 + z4 - z1 - z2) * s6 + z5;
+            }
+        }
+}
+
 #undef WL
 #undef WN

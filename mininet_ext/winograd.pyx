@@ -11,9 +11,14 @@ and stored. The filters are transformed (G g G^T) once per call, into packed A p
 
 Workspace: per thread one block's V (36 x C x nb) and M (36 x K x nb), a few MB at most
 (workspace_bytes); plus the transformed filters (36 x K x C). Threads take whole blocks.
+The weight gradient (weight_grad) runs the same transforms the other way round:
+dW[k, c] = G^T [sum over tiles (A dY_k A^T) .* (B^T d_c B)] G, 36 GEMMs [K x tiles] @
+[tiles x C] per block of tiles into each thread's own sums (36 x K x C), which are added
+and transformed back (6x6 -> 3x3) at the end (weight_grad_workspace_bytes).
 Kernels: _winograd.h, _winograd_t.h. Inputs are compact NCHW.
 """
 from cpython.pycapsule cimport PyCapsule_GetPointer
+from libc.string cimport memset
 from cython.parallel cimport prange
 from mininet_ext.buffer cimport Buffer
 from mininet_ext._omp cimport threads_for
@@ -41,6 +46,18 @@ cdef extern from "_winograd.h" nogil:
     void wino_block_f64(const wino_geom* g, const double* x, const double* U,
                         const double* bias, double* out, Py_ssize_t t0, double* V, double* M,
                         double* D, double* O, Py_ssize_t* tn, Py_ssize_t* ty, Py_ssize_t* tx)
+    void wino_wgrad_block_f32(const wino_geom* g, const float* x, const float* dy,
+                              Py_ssize_t t0, Py_ssize_t cnt, Py_ssize_t cp, float* VT,
+                              float* GT, float* dU, float* D)
+    void wino_wgrad_block_f64(const wino_geom* g, const double* x, const double* dy,
+                              Py_ssize_t t0, Py_ssize_t cnt, Py_ssize_t cp, double* VT,
+                              double* GT, double* dU, double* D)
+    void wino_wgrad_out_f32(const float* dU, int nt, Py_ssize_t per, Py_ssize_t kp,
+                            Py_ssize_t cp, Py_ssize_t K, Py_ssize_t C, Py_ssize_t k0,
+                            Py_ssize_t k1, float* dw)
+    void wino_wgrad_out_f64(const double* dU, int nt, Py_ssize_t per, Py_ssize_t kp,
+                            Py_ssize_t cp, Py_ssize_t K, Py_ssize_t C, Py_ssize_t k0,
+                            Py_ssize_t k1, double* dw)
 
 mn_isa_bind(PyCapsule_GetPointer(_isa.KERNELS, "mininet_ext.kernels"))
 
@@ -162,4 +179,99 @@ cdef void run_blocks(wino_geom* g, char* x, char* U, char* bias, char* out, char
             wino_block_f64(g, <double*>x, <double*>U, <double*>bias, <double*>out, b * g.nb,
                            <double*>ws + v, <double*>ws + m, <double*>ws + d, <double*>ws + o,
                            tab, tab + g.nb, tab + 2 * g.nb)
+        b += nt
+
+
+# the weight gradient ------------------------------------------------------------------
+# One block's transformed tiles (VT and GT) stay under this many bytes, in L2/L3 ...
+cdef Py_ssize_t WGRAD_BLOCK_BYTES = 4 << 20
+# ... and a block holds at most this many tiles (the GEMMs' inner dimension).
+cdef Py_ssize_t WGRAD_MAX_TILES = 256
+
+
+cdef wino_geom wgrad_geom(tuple xshape, Py_ssize_t K, tuple pad, int itemsize, int threads,
+                          Py_ssize_t* cp):
+    """The forward's geometry with nb re-chosen: tiles per block of the weight gradient."""
+    cdef wino_geom g = make_geom(xshape, K, pad, itemsize, threads)
+    cp[0] = round_up(g.C, g.nr)
+    cdef Py_ssize_t per_tile = 36 * (cp[0] + g.kp) * itemsize
+    cdef Py_ssize_t nb = max(8, min(WGRAD_MAX_TILES, WGRAD_BLOCK_BYTES // per_tile))
+    # enough blocks for every thread
+    nb = max(1, min(nb, (g.T + threads - 1) // max(threads, 1)))
+    g.nb = nb
+    return g
+
+
+cdef Py_ssize_t wgrad_items(wino_geom* g, Py_ssize_t cp) noexcept nogil:
+    """Items of one thread's weight-gradient workspace: its sums dU, one block's VT and
+    GT, one patch panel D."""
+    return 36 * g.kp * cp + 36 * cp * g.nb + 36 * g.kp * g.nb + 36 * g.nr
+
+
+def weight_grad_workspace_bytes(tuple xshape, Py_ssize_t K, tuple pad=(1, 1),
+                                int itemsize=4, int threads=1):
+    """Bytes of scratch memory weight_grad() takes for this shape: per thread its own
+    sums of the 36 products (36 x K x C) and one block of transformed tiles."""
+    cdef Py_ssize_t cp
+    cdef wino_geom g = wgrad_geom(xshape, K, pad, itemsize, max(threads, 1), &cp)
+    return max(threads, 1) * wgrad_items(&g, cp) * itemsize
+
+
+def weight_grad(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, Buffer dw,
+                tuple xshape, Py_ssize_t K, tuple pad, int itemsize):
+    """dw (K, C, 3, 3) = the weight gradient of out = conv3x3(x, w, stride 1, padding pad)
+    given dy = d loss / d out (N, K, OH, OW); x (N, C, H, W) and dy compact. Threads take
+    blocks of tiles, each summing its own 36 products; the sums are added and transformed
+    back at the end."""
+    check_itemsize(itemsize, "winograd weight grad")
+    if len(xshape) != 4 or len(pad) != 2 or min(xshape) < 0 or K < 0 or min(pad) < 0:
+        raise ValueError(f"winograd weight grad: bad input shape {xshape}, channels {K} or "
+                         f"padding {pad}")
+    n, c, h, wd = xshape
+    oh, ow = h + 2 * pad[0] - 2, wd + 2 * pad[1] - 2
+    if oh < 1 or ow < 1:
+        raise ValueError(f"winograd weight grad: a 3x3 kernel does not fit the input "
+                         f"{xshape} padded by {pad}")
+    need(x, x_off, xshape, itemsize, "winograd weight grad", "input")
+    need(dy, dy_off, (n, K, oh, ow), itemsize, "winograd weight grad", "output grad")
+    need(dw, 0, (K, c, 3, 3), itemsize, "winograd weight grad", "weight grad")
+    if K * c == 0:
+        return
+    cdef int nt = threads_for(n * K * oh * ow * c * 4)
+    cdef Py_ssize_t cp
+    cdef wino_geom g = wgrad_geom(xshape, K, pad, itemsize, nt, &cp)
+    cdef Py_ssize_t blocks = (g.T + g.nb - 1) // g.nb
+    nt = <int>max(1, min(nt, blocks))
+    cdef Py_ssize_t per = wgrad_items(&g, cp)
+    cdef Buffer work = Buffer(nt * per * itemsize)
+    cdef int t
+    with nogil:
+        for t in prange(nt, num_threads=nt, schedule='static'):
+            wgrad_blocks(&g, x.ptr + x_off * itemsize, dy.ptr + dy_off * itemsize, cp,
+                         work.ptr + t * per * itemsize, t, nt, blocks, itemsize)
+        for t in prange(nt, num_threads=nt, schedule='static'):
+            if itemsize == 4:
+                wino_wgrad_out_f32(<float*>work.ptr, nt, per, g.kp, cp, K, g.C,
+                                   K * t // nt, K * (t + 1) // nt, <float*>dw.ptr)
+            else:
+                wino_wgrad_out_f64(<double*>work.ptr, nt, per, g.kp, cp, K, g.C,
+                                   K * t // nt, K * (t + 1) // nt, <double*>dw.ptr)
+
+
+cdef void wgrad_blocks(wino_geom* g, char* x, char* dy, Py_ssize_t cp, char* ws, int t,
+                       int nt, Py_ssize_t blocks, int itemsize) noexcept nogil:
+    """Thread t's blocks t, t + nt, ... summed into its dU (the start of ws, zeroed here)."""
+    cdef Py_ssize_t b = t, du = 0, vt = 36 * g.kp * cp, gt = vt + 36 * cp * g.nb
+    cdef Py_ssize_t d = gt + 36 * g.kp * g.nb, cnt
+    memset(ws, 0, vt * itemsize)
+    while b < blocks:
+        cnt = min(g.nb, g.T - b * g.nb)
+        if itemsize == 4:
+            wino_wgrad_block_f32(g, <float*>x, <float*>dy, b * g.nb, cnt, cp,
+                                 <float*>ws + vt, <float*>ws + gt, <float*>ws + du,
+                                 <float*>ws + d)
+        else:
+            wino_wgrad_block_f64(g, <double*>x, <double*>dy, b * g.nb, cnt, cp,
+                                 <double*>ws + vt, <double*>ws + gt, <double*>ws + du,
+                                 <double*>ws + d)
         b += nt

@@ -303,6 +303,12 @@ class CPUDevice(Device):
 
     def conv2d_grad_weight(self, g, x, dw, stride, padding, dilation, groups):
         n, k, oh, ow = g.shape
+        if _winograd_fits(dw.shape, stride, padding, dilation, groups) and \
+                g.dtype == x.dtype == dw.dtype:
+            # dW = G^T [sum over tiles (A dY A^T) .* (B^T x B)] G: 36 GEMMs over the tiles
+            _wino.weight_grad(g.handle, g.offset, x.handle, x.offset, _at(dw), x.shape, k,
+                              padding, g.dtype.itemsize)
+            return
         _cg.weight_grad(g.handle, g.offset, x.handle, x.offset, _at(dw), x.shape, k,
                         groups, tuple(dw.shape[2:]), stride, padding, dilation, oh, ow,
                         g.dtype.itemsize)

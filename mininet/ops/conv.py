@@ -146,8 +146,10 @@ def conv_grad_input(g, w, xshape, p, rows=_rows_of):
 
 
 def conv_grad_weight(g, x, wshape, p, rows=_rows_of, col=None):
-    """dW from the output grad g and the input x (or its columns col, im2col path only)."""
-    if _fused(g.device, *g.shape[2:]):
+    """dW from the output grad g and the input x (or its columns col, im2col path only).
+    Small maps take the fused kernels where the forward does (the layer's shape decides:
+    Winograd's weight gradient wins there too)."""
+    if _fused(g.device, *g.shape[2:], wshape, p):
         dw = NDArray.make(wshape, device=g.device, dtype=g.dtype)
         g.device.conv2d_grad_weight(g.compact(), x.compact(), dw, *p.geometry())
         return dw
