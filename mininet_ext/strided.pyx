@@ -55,6 +55,40 @@ cdef void copy_run(const word_t* src, word_t* dst, int nd, const Py_ssize_t* sha
         copy_range(src, dst, nd, shape, ss, ds, zero, total * t // nt, total * (t + 1) // nt)
 
 
+cdef enum:
+    TB = 16   # transpose tiles: TB x TB items, read and written within the cache
+
+
+cdef void transpose_rows(const word_t* src, word_t* dst, Py_ssize_t cols, Py_ssize_t ss1,
+                         Py_ssize_t ds0, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """dst[r * ds0 + c] = src[r + c * ss1] for rows r0..r1: a transpose, by tiles, so the
+    strided side is read (or written) a tile's rows at a time instead of once a column."""
+    cdef Py_ssize_t rb, cb, r, c, rend, cend
+    rb = r0
+    while rb < r1:
+        rend = rb + TB if rb + TB < r1 else r1
+        cb = 0
+        while cb < cols:
+            cend = cb + TB if cb + TB < cols else cols
+            for c in range(cb, cend):
+                for r in range(rb, rend):
+                    dst[r * ds0 + c] = src[r + c * ss1]
+            cb += TB
+        rb += TB
+
+
+cdef void transpose_run(const word_t* src, word_t* dst, const Py_ssize_t* shape,
+                        Py_ssize_t ss1, Py_ssize_t ds0) noexcept nogil:
+    cdef Py_ssize_t rows = shape[0], cols = shape[1]
+    cdef int nt = threads_for(rows * cols), t
+    if nt == 1:
+        transpose_rows(src, dst, cols, ss1, ds0, 0, rows)
+        return
+    for t in prange(nt, num_threads=nt, schedule='static'):
+        transpose_rows(src, dst, cols, ss1, ds0, rows * t // nt // TB * TB,
+                       rows if t == nt - 1 else rows * (t + 1) // nt // TB * TB)
+
+
 def copy(Buffer src, Py_ssize_t src_off, tuple src_strides, Buffer dst, Py_ssize_t dst_off,
          tuple dst_strides, tuple shape, int itemsize):
     """dst[idx] = src[idx] for every index of `shape` (offsets and strides in items)."""
@@ -70,6 +104,12 @@ def copy(Buffer src, Py_ssize_t src_off, tuple src_strides, Buffer dst, Py_ssize
     if total_size(nd, sh) == 0:
         return
     nd = collapse(nd, sh, ss, ds, zero)
+    if nd == 2 and ss[0] == 1 and ds[1] == 1 and ss[1] > 1 and sh[0] >= TB and sh[1] >= TB \
+            and itemsize == 4:   # a matrix transposed into compact rows (a weight's .T)
+        with nogil:
+            transpose_run(<uint32_t*>src.ptr + src_off, <uint32_t*>dst.ptr + dst_off, sh,
+                          ss[1], ds[0])
+        return
     with nogil:
         if itemsize == 4:
             copy_run(<uint32_t*>src.ptr + src_off, <uint32_t*>dst.ptr + dst_off, nd, sh, ss, ds, zero)
