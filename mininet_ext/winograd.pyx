@@ -114,6 +114,20 @@ def workspace_bytes(tuple xshape, Py_ssize_t K, tuple pad=(1, 1), int itemsize=4
             + max(threads, 1) * (thread_items(&g) * itemsize + 3 * g.nb * sizeof(Py_ssize_t)))
 
 
+cdef tuple out_map(tuple xshape, Py_ssize_t K, tuple pad, str what):
+    """(N, C, OH, OW) of a 3x3 stride-1 convolution of an (N, C, H, W) input padded by pad;
+    a bad shape, channel count or padding, or a kernel larger than the padded input, is a
+    ValueError naming `what`."""
+    if len(xshape) != 4 or len(pad) != 2 or min(xshape) < 0 or K < 0 or min(pad) < 0:
+        raise ValueError(f"{what}: bad input shape {xshape}, channels {K} or padding {pad}")
+    n, c, h, wd = xshape
+    oh, ow = h + 2 * pad[0] - 2, wd + 2 * pad[1] - 2
+    if oh < 1 or ow < 1:
+        raise ValueError(f"{what}: a 3x3 kernel does not fit the input {xshape} padded by "
+                         f"{pad}")
+    return n, c, oh, ow
+
+
 def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
             Py_ssize_t b_off, Buffer out, tuple xshape, Py_ssize_t K, tuple pad,
             int itemsize, bint flip=False):
@@ -122,14 +136,7 @@ def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
     by 180 degrees with its two channel axes swapped (the input gradient's filters);
     bias (K,) or None."""
     check_itemsize(itemsize, "winograd conv")
-    if len(xshape) != 4 or len(pad) != 2 or min(xshape) < 0 or K < 0 or min(pad) < 0:
-        raise ValueError(f"winograd conv: bad input shape {xshape}, channels {K} or "
-                         f"padding {pad}")
-    n, c, h, wd = xshape
-    oh, ow = h + 2 * pad[0] - 2, wd + 2 * pad[1] - 2
-    if oh < 1 or ow < 1:
-        raise ValueError(f"winograd conv: a 3x3 kernel does not fit the input {xshape} "
-                         f"padded by {pad}")
+    n, c, oh, ow = out_map(xshape, K, pad, "winograd conv")
     need(x, x_off, xshape, itemsize, "winograd conv", "input")
     need(w, w_off, (c, K, 3, 3) if flip else (K, c, 3, 3), itemsize, "winograd conv",
          "weight")
@@ -224,14 +231,7 @@ def weight_grad(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, Buffer
     blocks of tiles, each summing its own 36 products; the sums are added and transformed
     back at the end."""
     check_itemsize(itemsize, "winograd weight grad")
-    if len(xshape) != 4 or len(pad) != 2 or min(xshape) < 0 or K < 0 or min(pad) < 0:
-        raise ValueError(f"winograd weight grad: bad input shape {xshape}, channels {K} or "
-                         f"padding {pad}")
-    n, c, h, wd = xshape
-    oh, ow = h + 2 * pad[0] - 2, wd + 2 * pad[1] - 2
-    if oh < 1 or ow < 1:
-        raise ValueError(f"winograd weight grad: a 3x3 kernel does not fit the input "
-                         f"{xshape} padded by {pad}")
+    n, c, oh, ow = out_map(xshape, K, pad, "winograd weight grad")
     need(x, x_off, xshape, itemsize, "winograd weight grad", "input")
     need(dy, dy_off, (n, K, oh, ow), itemsize, "winograd weight grad", "output grad")
     need(dw, 0, (K, c, 3, 3), itemsize, "winograd weight grad", "weight grad")

@@ -72,6 +72,23 @@ def t64(x, grad=True):
     return Tensor(np.asarray(x, dtype=np.float64), dtype="float64", requires_grad=grad)
 
 
+def conv_second_order_vs_torch(x, w):
+    """d/dx of |d conv / dW|^2 (padding 1) through mininet's conv gradient ops, against
+    PyTorch's, for float64 arrays x (N, C, H, W) and w (K, C, kh, kw)."""
+    from mininet import ops
+    mx, mw = t64(x), t64(w)
+    y = ops.conv(mx, mw, padding=1)
+    y.backward(Tensor(np.ones(y.shape), dtype="float64"), create_graph=True)
+    gw = mw.grad
+    mx.grad = None
+    (gw * gw).sum().backward()
+    tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    ty = torch.nn.functional.conv2d(tx, tw, padding=1)
+    (tgw,) = torch.autograd.grad(ty.sum(), tw, create_graph=True)
+    (tgw * tgw).sum().backward()
+    np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), rtol=1e-9, atol=1e-9)
+
+
 _gradcheck_rng = np.random.default_rng(2)
 
 

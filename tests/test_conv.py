@@ -6,7 +6,7 @@ import pytest
 from mininet import nn, ops
 from mininet.autograd import Tensor
 from mininet.models import build_model
-from conftest import check_batchnorm_against_torch, gradcheck, t64, torch
+from conftest import check_batchnorm_against_torch, conv_second_order_vs_torch, gradcheck, t64, torch
 
 F = torch.nn.functional if torch is not None else None
 rng = np.random.default_rng(5)
@@ -176,17 +176,7 @@ def test_conv_gradcheck_float64():
 def test_conv_second_order_gradient(conv_path):
     """d/dx of |d conv / dW|^2 through the gradient ops, against PyTorch."""
     x, w = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
-    mx, mw = t64(x), t64(w)
-    y = ops.conv(mx, mw, padding=1)
-    y.backward(Tensor(np.ones(y.shape), dtype="float64"), create_graph=True)
-    gw = mw.grad
-    mx.grad = None
-    (gw * gw).sum().backward()
-    tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
-    ty = F.conv2d(tx, tw, padding=1)
-    (tgw,) = torch.autograd.grad(ty.sum(), tw, create_graph=True)
-    (tgw * tgw).sum().backward()
-    np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), rtol=1e-9, atol=1e-9)
+    conv_second_order_vs_torch(x, w)
 
 
 @pytest.mark.torch

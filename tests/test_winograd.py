@@ -10,7 +10,7 @@ from mininet import ops
 from mininet.autograd import Tensor
 from mininet_ext import winograd as wg
 from mininet_ext.buffer import Buffer
-from conftest import gradcheck, t64, torch
+from conftest import conv_second_order_vs_torch, gradcheck, t64, torch
 
 cpu_backend = importlib.import_module("mininet.backend.cpu")   # the module, not cpu()
 F = torch.nn.functional if torch is not None else None
@@ -252,17 +252,7 @@ def test_conv_gradcheck_float64(wino):
 def test_conv_second_order_gradient(wino):
     """d/dx of |d conv / dW|^2 through the gradient ops, against PyTorch."""
     x, w = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((4, 3, 3, 3))
-    mx, mw = t64(x), t64(w)
-    y = ops.conv(mx, mw, padding=1)
-    y.backward(Tensor(np.ones(y.shape), dtype="float64"), create_graph=True)
-    gw = mw.grad
-    mx.grad = None
-    (gw * gw).sum().backward()
-    tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
-    ty = F.conv2d(tx, tw, padding=1)
-    (tgw,) = torch.autograd.grad(ty.sum(), tw, create_graph=True)
-    (tgw * tgw).sum().backward()
-    np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), rtol=1e-9, atol=1e-9)
+    conv_second_order_vs_torch(x, w)
 
 
 def test_default_rule(monkeypatch):
