@@ -23,7 +23,7 @@ off inside an enclosing block.
 import functools
 import threading
 
-from .ndarray import NDArray, _batch_offsets, broadcast_shapes, float32, matmul as nd_matmul
+from .ndarray import NDArray, float32, matmul as nd_matmul
 
 
 class _Precision:
@@ -121,33 +121,10 @@ def matmul(a, b, precision):
     """NDArray a @ b (numpy's matmul) with products at `precision` (None: float32, as
     ndarray.matmul). Only float32 pairs change; anything else goes to ndarray.matmul."""
     if precision is None or a.dtype is not float32 or not isinstance(b, NDArray) \
-            or b.dtype is not float32 or a.ndim == 0 or b.ndim == 0:
+            or b.dtype is not float32:
         return nd_matmul(a, b)
-    va = a.reshape(1, a.shape[0]) if a.ndim == 1 else a
-    vb = b.reshape(b.shape[0], 1) if b.ndim == 1 else b
-    m, k = va.shape[-2:]
-    k2, n = vb.shape[-2:]
-    if k != k2 or a.device is not b.device:
-        return nd_matmul(a, b)   # its error names the problem
     _lowp(a, "matmul")
-    try:
-        batch = broadcast_shapes(va.shape[:-2], vb.shape[:-2])
-    except ValueError:
-        return nd_matmul(a, b)
-    out = NDArray.make(batch + (m, n), device=a.device, dtype=float32)
-    if batch:
-        va = va.broadcast_to(batch + (m, k))
-        vb = vb.broadcast_to(batch + (k, n))
-        a.device.matmul(va, vb, out, m, n, k, _batch_offsets(va, batch),
-                        _batch_offsets(vb, batch), precision=precision)
-    else:
-        a.device.matmul(va, vb, out, m, n, k, precision=precision)
-    shape = out.shape
-    if a.ndim == 1:
-        shape = shape[:-2] + shape[-1:]
-    if b.ndim == 1:
-        shape = shape[:-1]
-    return out.reshape(shape) if shape != out.shape else out
+    return nd_matmul(a, b, precision)
 
 
 def round_to(x, precision):

@@ -741,8 +741,10 @@ def _bool_arith(a, b, name):
     return _ewise(a.astype(float64), b.astype(float64), name).astype(int64)
 
 
-def matmul(a, b):
-    """numpy's matmul: 1-d operands are promoted, batch dims broadcast."""
+def matmul(a, b, precision=None):
+    """numpy's matmul: 1-d operands are promoted, batch dims broadcast. precision "bf16":
+    the device rounds float32 inputs to bfloat16 and sums in float32 (mininet.amp)."""
+    kw = {} if precision is None else {"precision": precision}
     if not isinstance(b, NDArray):
         b = NDArray(b, device=a.device)   # its own dtype, promoted below as every binary op
     sa, sb = a.shape, b.shape
@@ -754,7 +756,7 @@ def matmul(a, b):
         out = object.__new__(NDArray)
         out.shape, out.strides, out.offset, out.dtype, out.device = (m, n), (n, 1), 0, a.dtype, a.device
         out.handle = a.device.alloc(m * n * a.dtype.itemsize)
-        a.device.matmul(a, b, out, m, n, sa[1])
+        a.device.matmul(a, b, out, m, n, sa[1], **kw)
         return out
     a, b = _promote(a, b)
     if a.ndim == 0 or b.ndim == 0:
@@ -773,9 +775,10 @@ def matmul(a, b):
     if batch:
         va = va.broadcast_to(batch + (m, k))
         vb = vb.broadcast_to(batch + (k, n))
-        a.device.matmul(va, vb, out, m, n, k, _batch_offsets(va, batch), _batch_offsets(vb, batch))
+        a.device.matmul(va, vb, out, m, n, k, _batch_offsets(va, batch), _batch_offsets(vb, batch),
+                        **kw)
     else:
-        a.device.matmul(va, vb, out, m, n, k)
+        a.device.matmul(va, vb, out, m, n, k, **kw)
     shape = out.shape
     if a.ndim == 1:
         shape = shape[:-2] + shape[-1:]
