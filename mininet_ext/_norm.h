@@ -54,6 +54,107 @@ static inline void mn_bn_dx_##SFX(const T* __restrict g, const T* __restrict xh,
 {                                                                                        \
     for (ptrdiff_t i = 0; i < n; i++)                                                    \
         dx[i] = a * (fn * g[i] - sg - xh[i] * sgx);                                      \
+}                                                                                        \
+/* the ReLU-fused forms: y = max(xhat * w + b, 0); the backward reads the mask from y   */ \
+static inline void mn_bn_normalise_relu_##SFX(const T* __restrict x, T* __restrict xh,  \
+                                               T* __restrict y, ptrdiff_t n, T m, T iv,  \
+                                               T w, T b)                                 \
+{                                                                                        \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                  \
+        T t = (x[i] - m) * iv;                                                           \
+        T v = t * w + b;                                                                 \
+        xh[i] = t;                                                                       \
+        y[i] = v > 0 ? v : 0;                                                            \
+    }                                                                                    \
+}                                                                                        \
+static inline void mn_bn_grad_sums_relu_##SFX(const T* g, const T* xh, const T* y,     \
+                                               ptrdiff_t n, double* sg, double* sgx)     \
+{                                                                                        \
+    double a = 0, b = 0;                                                                 \
+    _Pragma("omp simd reduction(+:a,b)")                                                 \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                  \
+        double gi = y[i] > 0 ? (double)g[i] : 0.0;                                       \
+        a += gi;                                                                         \
+        b += gi * (double)xh[i];                                                         \
+    }                                                                                    \
+    *sg += a;                                                                            \
+    *sgx += b;                                                                           \
+}                                                                                        \
+static inline void mn_bn_dx_relu_##SFX(const T* __restrict g, const T* __restrict xh,   \
+                                        const T* __restrict y, T* __restrict dx,         \
+                                        ptrdiff_t n, T a, T fn, T sg, T sgx)             \
+{                                                                                        \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                  \
+        T gi = y[i] > 0 ? g[i] : 0;                                                      \
+        dx[i] = a * (fn * gi - sg - xh[i] * sgx);                                        \
+    }                                                                                    \
+}                                                                                        \
+/* Column forms for small maps (inner < a few dozen): one row of C * inner values per   */ \
+/* sample, per-column constants in arrays, so every loop runs the whole row in vector   */ \
+/* lanes instead of a reduction over a handful of values per channel.                   */ \
+/* s[j] += r[j] - k[j], q[j] += (r[j] - k[j])^2 */                                      \
+static inline void mn_bn_col_sums_##SFX(const T* __restrict r, const T* __restrict k,   \
+                                         double* __restrict s, double* __restrict q,     \
+                                         ptrdiff_t n)                                    \
+{                                                                                        \
+    for (ptrdiff_t j = 0; j < n; j++) {                                                  \
+        double v = (double)r[j] - (double)k[j];                                          \
+        s[j] += v;                                                                       \
+        q[j] += v * v;                                                                   \
+    }                                                                                    \
+}                                                                                        \
+/* xh = (x - m) * iv, y = xh * w + b (relu: max(y, 0)), constants per column */         \
+static inline void mn_bn_col_normalise_##SFX(const T* __restrict x, T* __restrict xh,   \
+        T* __restrict y, const T* __restrict m, const T* __restrict iv,                  \
+        const T* __restrict w, const T* __restrict b, ptrdiff_t n, int relu)             \
+{                                                                                        \
+    if (relu) {                                                                          \
+        for (ptrdiff_t j = 0; j < n; j++) {                                              \
+            T t = (x[j] - m[j]) * iv[j];                                                 \
+            T v = t * w[j] + b[j];                                                       \
+            xh[j] = t;                                                                   \
+            y[j] = v > 0 ? v : 0;                                                        \
+        }                                                                                \
+        return;                                                                          \
+    }                                                                                    \
+    for (ptrdiff_t j = 0; j < n; j++) {                                                  \
+        T t = (x[j] - m[j]) * iv[j];                                                     \
+        xh[j] = t;                                                                       \
+        y[j] = t * w[j] + b[j];                                                          \
+    }                                                                                    \
+}                                                                                        \
+/* sg[j] += g', sgx[j] += g' xh, g' = g (masked by y > 0 when y is given) */            \
+static inline void mn_bn_col_grad_sums_##SFX(const T* __restrict g,                     \
+        const T* __restrict xh, const T* __restrict y, double* __restrict sg,            \
+        double* __restrict sgx, ptrdiff_t n)                                             \
+{                                                                                        \
+    if (y) {                                                                             \
+        for (ptrdiff_t j = 0; j < n; j++) {                                              \
+            double gj = y[j] > 0 ? (double)g[j] : 0.0;                                   \
+            sg[j] += gj;                                                                 \
+            sgx[j] += gj * (double)xh[j];                                                \
+        }                                                                                \
+        return;                                                                          \
+    }                                                                                    \
+    for (ptrdiff_t j = 0; j < n; j++) {                                                  \
+        sg[j] += (double)g[j];                                                           \
+        sgx[j] += (double)g[j] * (double)xh[j];                                          \
+    }                                                                                    \
+}                                                                                        \
+/* dx = a * (fn g' - sg - xh sgx), constants per column */                              \
+static inline void mn_bn_col_dx_##SFX(const T* __restrict g, const T* __restrict xh,    \
+        const T* __restrict y, T* __restrict dx, const T* __restrict a,                  \
+        const T* __restrict sg, const T* __restrict sgx, T fn, ptrdiff_t n)              \
+{                                                                                        \
+    if (y) {                                                                             \
+        for (ptrdiff_t j = 0; j < n; j++) {                                              \
+            T gj = y[j] > 0 ? g[j] : 0;                                                  \
+            dx[j] = a[j] * (fn * gj - sg[j] - xh[j] * sgx[j]);                           \
+        }                                                                                \
+        return;                                                                          \
+    }                                                                                    \
+    for (ptrdiff_t j = 0; j < n; j++)                                                    \
+        dx[j] = a[j] * (fn * g[j] - sg[j] - xh[j] * sgx[j]);                             \
 }
 
 MN_DEF_NORM(float, f32)

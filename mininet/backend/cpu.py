@@ -47,7 +47,8 @@ def _at(a):
 
 class CPUDevice(Device):
     name = "cpu"
-    capabilities = frozenset({"conv2d", "softmax_xent", "batchnorm", "rows", "share_host", "lstm"})
+    capabilities = frozenset({"conv2d", "softmax_xent", "batchnorm", "batchnorm_relu", "rows",
+                              "share_host", "lstm"})
     # Output pixels per image below which im2col + one GEMM beats the implicit GEMM: the
     # fused kernels cut each image into panels of 32 pixels, so 4x4 or 1x1 outputs (a
     # ResNet9's late layers) fill a panel by a fraction, where im2col's GEMM runs over the
@@ -211,7 +212,7 @@ class CPUDevice(Device):
                        g.handle, g.offset)   # g read by the kernel: no copy to numpy
 
     # fused batch norm over all axes but 1 (x, g, xhat compact; w, b, stats (C,) compact)
-    def batchnorm(self, x, w, b, xhat, y, mean, var, inv, eps):
+    def batchnorm(self, x, w, b, xhat, y, mean, var, inv, eps, relu=False):
         _floats("batch norm", x, w, b)
         outer, c = x.shape[:2]
         if not x.dtype == w.dtype == b.dtype or w.shape != (c,) or b.shape != (c,):
@@ -220,13 +221,13 @@ class CPUDevice(Device):
         if x.ndim == 2:
             _norm.forward_2d(x.handle, x.offset, w.handle, w.offset, b.handle, b.offset,
                              _at(xhat), _at(y), _at(mean), _at(var), _at(inv),
-                             outer, c, eps, x.dtype.itemsize)
+                             outer, c, eps, x.dtype.itemsize, relu)
             return
         _norm.forward(x.handle, x.offset, w.handle, w.offset, b.handle, b.offset,
                       _at(xhat), _at(y), _at(mean), _at(var), _at(inv), outer, c,
-                      x.size // max(outer * c, 1), eps, x.dtype.itemsize)
+                      x.size // max(outer * c, 1), eps, x.dtype.itemsize, relu)
 
-    def batchnorm_backward(self, g, xhat, w, inv, dx, dw, db):
+    def batchnorm_backward(self, g, xhat, w, inv, dx, dw, db, y=None):   # y: ReLU-fused output
         outer, c = g.shape[:2]
         if not g.dtype == w.dtype == xhat.dtype or w.shape != (c,):
             raise TypeError(f"batchnorm_backward: grad {g.dtype}, xhat {xhat.dtype} and weight "
@@ -234,11 +235,11 @@ class CPUDevice(Device):
         if g.ndim == 2:
             _norm.backward_2d(g.handle, g.offset, _at(xhat), w.handle, w.offset,
                               _at(inv), _at(dx), _at(dw), _at(db), outer, c,
-                              g.dtype.itemsize)
+                              g.dtype.itemsize, _at(y))
             return
         _norm.backward(g.handle, g.offset, _at(xhat), w.handle, w.offset, _at(inv),
                        _at(dx), _at(dw), _at(db), outer, c, g.size // max(outer * c, 1),
-                       g.dtype.itemsize)
+                       g.dtype.itemsize, _at(y))
 
     # fused implicit-GEMM convolution (all arrays compact); geometry: (stride, padding,
     # dilation) pairs and groups

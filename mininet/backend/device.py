@@ -192,15 +192,16 @@ class Device:
         scale a Python float."""
         raise NotImplementedError
 
-    # capability batchnorm
-    def batchnorm(self, x, w, b, xhat, y, mean, var, inv, eps):
+    # capability batchnorm (batchnorm_relu: the relu and y arguments are honoured)
+    def batchnorm(self, x, w, b, xhat, y, mean, var, inv, eps, relu=False):
         """Training-mode batch norm over every axis of compact x but axis 1: writes xhat,
-        y = xhat * w + b, and per channel the mean, biased var and inv = 1/sqrt(var + eps).
-        An empty batch is a ValueError."""
+        y = xhat * w + b (relu: max(that, 0)), and per channel the mean, biased var and
+        inv = 1/sqrt(var + eps). An empty batch is a ValueError."""
         raise NotImplementedError
 
-    def batchnorm_backward(self, g, xhat, w, inv, dx, dw, db):
-        """dx, dw = sum(g * xhat), db = sum(g) from the output grad and forward's xhat, inv."""
+    def batchnorm_backward(self, g, xhat, w, inv, dx, dw, db, y=None):
+        """dx, dw = sum(g * xhat), db = sum(g) from the output grad and forward's xhat, inv;
+        with y (the relu forward's output) g is first masked by y > 0."""
         raise NotImplementedError
 
     # capability rows
@@ -252,6 +253,7 @@ KERNELS = {
     "lstm": ("lstm_gates", "lstm_gates_grad"),
     "dropout": ("dropout_mask",),
     "share_host": ("share", "array_view"),
+    "batchnorm_relu": ("batchnorm", "batchnorm_backward"),
 }
 
 

@@ -10,7 +10,10 @@ import operator
 from collections import OrderedDict
 from typing import Any
 
+from ..autograd import _observers
+from .activation import ReLU
 from .module import Module
+from .norm import BatchNorm1d, BatchNorm2d
 
 
 def _module(what, m):
@@ -71,10 +74,33 @@ class Sequential(Module):
 
     def forward(self, x: Any) -> Any:
         """x through every module in order: returns the last module's output (its
-        shape is what that module gives; the input shape is what the first takes)."""
-        for m in self.modules_list:
-            x = m(x)
+        shape is what that module gives; the input shape is what the first takes).
+        A training BatchNorm followed by a ReLU runs as one fused op (same result)."""
+        mods = self.modules_list
+        fused = self._bn_relu_pairs(mods)
+        if not fused or _observers:   # the profiler and ONNX tracer see every module
+            for m in mods:
+                x = m(x)
+            return x
+        i, n = 0, len(mods)
+        while i < n:
+            m = mods[i]
+            if i in fused and m.training:
+                x, i = m.forward_relu(x), i + 2
+            else:
+                x, i = m(x), i + 1
         return x
+
+    def _bn_relu_pairs(self, mods):
+        """Indices i of mods where a BatchNorm1d/2d is followed by a ReLU (those classes
+        exactly: a subclass may change forward), cached until the modules' types change."""
+        key = tuple(map(type, mods))
+        cache = self.__dict__.get("_pairs")
+        if cache is None or cache[0] != key:
+            pairs = frozenset(i for i in range(len(mods) - 1)
+                              if key[i] in (BatchNorm1d, BatchNorm2d) and key[i + 1] is ReLU)
+            cache = self.__dict__["_pairs"] = (key, pairs)
+        return cache[1]
 
     def __getitem__(self, i):
         if isinstance(i, slice):

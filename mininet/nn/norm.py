@@ -29,12 +29,13 @@ class _BatchNorm(Module):
         return (f"{self.dim}, eps={self.eps}, momentum={self.momentum}, affine=True, bias=True, "
                 "track_running_stats=True")
 
-    def _norm(self, x, axes, keep):
+    def _norm(self, x, axes, keep, relu=False):
         if x.shape[1] != self.dim:
             raise ValueError(f"{type(self).__name__}({self.dim}): input of shape {x.shape} "
                              f"has {x.shape[1]} channels")
         if self.training:
-            y, op = ops.batch_norm(x, self.weight, self.bias, axes, self.eps)
+            norm = ops.batch_norm_relu if relu else ops.batch_norm
+            y, op = norm(x, self.weight, self.bias, axes, self.eps)
             n = x.numel() // self.dim
             m = self.momentum  # running var is unbiased, as in PyTorch
             rm, rv = self.running_mean.cached_data, self.running_var.cached_data
@@ -46,7 +47,14 @@ class _BatchNorm(Module):
         inv = ops.broadcast_to(ops.reshape((self.running_var + self.eps) ** -0.5, keep), x.shape)
         w = ops.broadcast_to(ops.reshape(self.weight, keep), x.shape)
         b = ops.broadcast_to(ops.reshape(self.bias, keep), x.shape)
-        return (x - mean) * inv * w + b
+        y = (x - mean) * inv * w + b
+        return ops.relu(y) if relu else y
+
+    def forward_relu(self, x: Tensor) -> Tensor:
+        """relu(self(x)), in training mode one fused op (the kernel writes max(bn, 0) and
+        the backward masks by its output in the same pass): Sequential calls it for a
+        BatchNorm followed by a ReLU."""
+        return self.forward(x, relu=True)
 
 
 class BatchNorm1d(_BatchNorm):
@@ -57,8 +65,8 @@ class BatchNorm1d(_BatchNorm):
     positive int); the output has the input's shape. An input whose dim 1 is not C raises
     ValueError."""
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self._norm(x, (0,), (1, self.dim))
+    def forward(self, x: Tensor, relu: bool = False) -> Tensor:
+        return self._norm(x, (0,), (1, self.dim), relu)
 
 
 class BatchNorm2d(_BatchNorm):
@@ -66,10 +74,10 @@ class BatchNorm2d(_BatchNorm):
     running statistics of shape (C,) as buffers, weight and bias (C,)); output of the input's
     shape. Input that is not 4-D, or has another C, raises ValueError."""
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, relu: bool = False) -> Tensor:
         if x.ndim != 4:
             raise ValueError(f"BatchNorm2d({self.dim}): input must be 4-D (N, C, H, W), got {x.shape}")
-        return self._norm(x, (0, 2, 3), (1, self.dim, 1, 1))
+        return self._norm(x, (0, 2, 3), (1, self.dim, 1, 1), relu)
 
 
 class LayerNorm1d(Module):

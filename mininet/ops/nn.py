@@ -5,7 +5,7 @@ import numpy as np
 
 from ..autograd import Op, Tensor, grad_enabled
 from ..ndarray import NDArray, _ewise as nd_ewise, int64
-from .math import require_float
+from .math import ReLUGrad, relu, require_float
 from .reduce import softmax, summation
 
 
@@ -147,10 +147,14 @@ class BatchNorm(Op):
     Over every axis but axis 1 (BatchNorm1d/2d) on a device with the fused kernels
     (mininet_ext/norm.pyx), forward and backward are one call each; the backward
     is built from ops instead when the gradient's own graph is being recorded
-    (create_graph), so higher-order gradients still work."""
+    (create_graph), so higher-order gradients still work.
 
-    def __init__(self, axes, eps):
-        self.axes, self.eps = tuple(axes), eps
+    relu=True (only where the device has "batchnorm_relu": batch_norm_relu checks) gives
+    max(batch_norm(x), 0) from the same kernel pass; its gradient masks g by output > 0
+    first, as ReLU's would (ReLU's own second derivative is zero)."""
+
+    def __init__(self, axes, eps, relu=False):
+        self.axes, self.eps, self.relu = tuple(axes), eps, relu
         self.mean = self.var = None
         self.xhat = self.inv = None
         self.fused = False
@@ -158,18 +162,24 @@ class BatchNorm(Op):
     def compute(self, x, w, b):
         keep = tuple(1 if i in self.axes else n for i, n in enumerate(x.shape))
         dev = x.device
-        self.fused = (dev.has("batchnorm") and x.ndim >= 2 and x.dtype == w.dtype == b.dtype
-                      and self.axes == (0,) + tuple(range(2, x.ndim)))
+        self.fused = _fused_layout(x, w, b, self.axes)
         if self.fused:
             c = x.shape[1]
             x = x.compact()
             xhat, y = (NDArray.make(x.shape, device=dev, dtype=x.dtype) for _ in range(2))
             mean, var, inv = (NDArray.make((c,), device=dev, dtype=x.dtype) for _ in range(3))
-            dev.batchnorm(x, w.compact().reshape((c,)), b.compact().reshape((c,)), xhat, y, mean,
-                          var, inv, self.eps)
+            args = (x, w.compact().reshape((c,)), b.compact().reshape((c,)), xhat, y, mean, var,
+                    inv, self.eps)
+            if self.relu:
+                dev.batchnorm(*args, relu=True)
+            else:   # a device without batchnorm_relu takes no relu argument
+                dev.batchnorm(*args)
             self.mean, self.var = mean.reshape(w.shape), var.reshape(w.shape)
             self.xhat, self.inv = xhat, inv.reshape(keep)
             return y
+        if self.relu:
+            raise ValueError("BatchNorm(relu=True) needs a device with the fused kernel "
+                             "(use ops.batch_norm_relu, which falls back to two ops)")
         n = x.size // w.size
         mean = x.sum(self.axes, keepdims=True) * (1.0 / n)
         xc = x - mean.broadcast_to(x.shape)
@@ -183,7 +193,10 @@ class BatchNorm(Op):
     def gradient(self, g, node):
         x, w, b = node.inputs
         if self.fused and not grad_enabled():
-            return self._fused_gradient(g.cached_data, w.cached_data, b.shape)
+            y = node.cached_data if self.relu else None
+            return self._fused_gradient(g.cached_data, w.cached_data, b.shape, y)
+        if self.relu:   # ReLU's gradient, the mask from the output (constant: relu'' = 0)
+            g = ReLUGrad()(g, Tensor.make_const(node.cached_data))
         keep = self.inv.shape
         n = x.cached_data.size // w.cached_data.size
         if grad_enabled():
@@ -207,13 +220,16 @@ class BatchNorm(Op):
         inv = (var + self.eps) ** -0.5
         return xc * inv.broadcast_to(x.shape), inv.reshape(keep)
 
-    def _fused_gradient(self, g, w, bshape):
+    def _fused_gradient(self, g, w, bshape, y=None):
         dev, c = g.device, g.shape[1]
         g = g.compact()
         dx = NDArray.make(g.shape, device=dev, dtype=g.dtype)
         dw, db = (NDArray.make((c,), device=dev, dtype=g.dtype) for _ in range(2))
-        dev.batchnorm_backward(g, self.xhat, w.compact().reshape((c,)), self.inv.reshape((c,)), dx,
-                               dw, db)
+        args = (g, self.xhat, w.compact().reshape((c,)), self.inv.reshape((c,)), dx, dw, db)
+        if y is None:
+            dev.batchnorm_backward(*args)
+        else:
+            dev.batchnorm_backward(*args, y=y)
         return (Tensor.make_const(dx), Tensor.make_const(dw.reshape(w.shape)),
                 Tensor.make_const(db.reshape(bshape)))
 
@@ -223,6 +239,26 @@ def batch_norm(x, weight, bias, axes, eps=1e-5):
     require_float("batch_norm", x, weight, bias)
     op = BatchNorm(axes, eps)
     return op(x, weight, bias), op
+
+
+def _fused_layout(x, w, b, axes):
+    """Whether the fused kernels take this batch norm (arrays or Tensors): the device has
+    them, one dtype, statistics over every axis but 1."""
+    return (x.device.has("batchnorm") and x.ndim >= 2 and x.dtype == w.dtype == b.dtype
+            and axes == (0,) + tuple(range(2, x.ndim)))
+
+
+def batch_norm_relu(x, weight, bias, axes, eps=1e-5):
+    """(relu(batch_norm(x)), op) as batch_norm: one fused op (one kernel pass each way)
+    where the device has it and the layout suits (axes: every axis but 1, one dtype), else
+    batch norm then ReLU, as two ops."""
+    require_float("batch_norm_relu", x, weight, bias)
+    axes = tuple(axes)
+    if x.device.has("batchnorm_relu") and _fused_layout(x, weight, bias, axes):
+        op = BatchNorm(axes, eps, relu=True)
+        return op(x, weight, bias), op
+    y, op = batch_norm(x, weight, bias, axes, eps)
+    return relu(y), op
 
 
 # embedding lookups ---------------------------------------------------------------------
