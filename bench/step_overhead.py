@@ -4,6 +4,11 @@ zero_grad, loss.item()) in mininet and PyTorch, interleaved in one run (issue 25
     python bench/step_overhead.py [--model mlp] [--threads 1,2] [--rounds 15] [--steps 50]
     python bench/step_overhead.py --tiny         # an 8-8-10 MLP, batch 4: overhead alone
     python bench/step_overhead.py --profile      # cProfile of mininet's steps, top entries
+    python bench/step_overhead.py --ab           # also mininet with fixed size thresholds
+
+--ab adds "fixed": the same mininet step with the adaptive team use off (threads_timed
+as threads_for: size floors only, the behaviour before issue 25.4), interleaved round by
+round, with fixed/adaptive per round.
 
 Prints the median ms per step of each round for each library, their ratio, and for an
 MLP the time of the step's products alone (mininet's GEMM, same shapes) and step / GEMM:
@@ -96,11 +101,26 @@ def per_step(fn, steps):
     return (time.perf_counter() - start) / steps
 
 
-def run(name, batch, threads, rounds, steps, **kw):
+def fixed_thresholds(fn):
+    """fn run with the adaptive team use off (size floors only)."""
+    from mininet_ext import _omp
+
+    def step():
+        old = _omp.set_adaptive(False)
+        try:
+            fn()
+        finally:
+            _omp.set_adaptive(old)
+    return step
+
+
+def run(name, batch, threads, rounds, steps, ab=False, **kw):
     import torch
     mininet.set_num_threads(threads)
     torch.set_num_threads(threads)
     fns = {"mininet": mininet_step(name, batch, **kw), "torch": torch_step(name, batch, **kw)}
+    if ab:
+        fns["fixed"] = fixed_thresholds(mininet_step(name, batch, **kw))
     if name.startswith("mlp"):
         fns["gemm"] = gemm_only(name, batch, **kw)
     for fn in fns.values():
@@ -118,6 +138,9 @@ def run(name, batch, threads, rounds, steps, **kw):
     if "gemm" in med:
         over = float(np.median(per_round["mininet"] / per_round["gemm"]))
         line += f"; its GEMMs alone {med['gemm']:.3f} ms, step/GEMM {over:.2f}x"
+    if "fixed" in med:
+        gain = float(np.median(per_round["fixed"] / per_round["mininet"]))
+        line += f"; fixed thresholds {med['fixed']:.3f} ms, fixed/adaptive {gain:.2f}x"
     print(line)
     return med, ratio
 
@@ -144,6 +167,8 @@ def main():
     p.add_argument("--tiny", action="store_true",
                    help="an 8-8-10 MLP on batch 4: the step's overhead with next to no arithmetic")
     p.add_argument("--top", type=int, default=40)
+    p.add_argument("--ab", action="store_true",
+                   help="also time mininet with fixed size thresholds (adaptive team use off)")
     a = p.parse_args()
     threads = [int(t) for t in a.threads.split(",")]
     kw, batch = ({"in_dim": 8, "hidden": 8}, 4) if a.tiny else ({}, a.batch)
@@ -151,7 +176,7 @@ def main():
         profile(a.model, batch, threads[0], a.steps * 10, a.top, **kw)
         return
     for t in threads:
-        run(a.model, batch, t, a.rounds, a.steps, **kw)
+        run(a.model, batch, t, a.rounds, a.steps, ab=a.ab, **kw)
 
 
 if __name__ == "__main__":

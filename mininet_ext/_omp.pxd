@@ -1,2 +1,5 @@
 cdef int num_threads() noexcept nogil
 cdef int threads_for(Py_ssize_t work) noexcept nogil
+cdef int threads_timed(Py_ssize_t work, double est_ns) noexcept nogil
+cdef void arrived(int tid) noexcept nogil
+cdef void finished(int tid) noexcept nogil

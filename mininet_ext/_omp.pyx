@@ -41,6 +41,123 @@ cdef int threads_for(Py_ssize_t work) noexcept nogil:
     return <int>t if t < _num_threads else _num_threads
 
 
+# Adaptive team use (threads_timed). A region costs the time its last thread takes to
+# arrive: ~1 us while the other thread still spins after the last region, tens of us
+# to wake it from sleep on an idle VM, ~100 us when other processes hold the cores (a
+# 2-core EPYC shared by 8 processes: 2 threads made the MLP step 2-3x slower than 1).
+# Kernels that call threads_timed note their last thread's arrival (arrived), and the
+# running estimate of that cost decides whether a job's share of work pays for it.
+cdef extern from *:
+    """
+    #include <time.h>
+    static double mn_now_ns(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+    }
+    """
+    double mn_now_ns() nogil
+
+cdef double PROBE_NS = 20e6     # while one thread is chosen, re-measure at most every 20 ms
+cdef double SAMPLE_CAP = 2e6    # one descheduled arrival (a time slice) counts as 2 ms
+cdef double _wake_ns = 0        # running estimate of a region's arrival cost (0: unmeasured)
+cdef double _region_start = 0   # when the region being measured began
+cdef double _sample = -1        # its last thread's arrival, ns after _region_start (-1: none)
+cdef double _last_probe = 0
+cdef int _region_nt = 0         # threads of the region being measured (0: none)
+cdef double _region_est = 0     # its one-thread estimate (ns)
+cdef double _share_ns = -1      # how long the calling thread took over its share (-1: none)
+cdef double _slowdown = 1       # running ratio of a share's time to its estimate: above 1
+                                # on a busy machine, where one thread alone is slower too
+cdef bint _adaptive = 1
+
+
+cdef inline void fold_sample() noexcept nogil:
+    global _wake_ns, _sample, _share_ns, _slowdown
+    cdef double s = _sample
+    if s >= 0:
+        s = s if s < SAMPLE_CAP else SAMPLE_CAP
+        # a quarter weight: follows a change of load within a few regions, not one outlier
+        _wake_ns = s if _wake_ns == 0 else _wake_ns + (s - _wake_ns) * 0.25
+        _sample = -1
+    if _share_ns >= 0 and _region_est > 0:
+        s = _share_ns / (_region_est / _region_nt)
+        s = 1 if s < 1 else 20 if s > 20 else s
+        _slowdown += (s - _slowdown) * 0.25
+        _share_ns = -1
+
+
+cdef int threads_timed(Py_ssize_t work, double est_ns) noexcept nogil:
+    """Threads for a job of `work` elements (threads_for's floor) that takes about est_ns
+    on one thread: 1 while waking the team is expected to cost more than the others'
+    shares save. The kernel must call arrived(threadid()) first in its parallel body."""
+    global _region_start, _region_nt, _region_est, _last_probe
+    cdef int nt = threads_for(work)
+    cdef double now
+    if nt == 1 or not _adaptive:
+        _region_nt = 0
+        return nt
+    fold_sample()
+    _region_nt = 0
+    now = mn_now_ns()
+    # the others' shares save est (nt - 1) / nt, at the speed this thread has lately had
+    if est_ns * _slowdown * (nt - 1) / nt <= _wake_ns:
+        if now - _last_probe < PROBE_NS:
+            return 1
+        _last_probe = now     # a probe: the load may have changed since
+    _region_start = now
+    _region_est = est_ns
+    _region_nt = nt
+    return nt
+
+
+cdef void arrived(int tid) noexcept nogil:
+    """Called by each thread as it starts its share: the last thread's arrival is noted."""
+    global _sample
+    if tid > 0 and tid == _region_nt - 1 and _sample < 0:
+        _sample = mn_now_ns() - _region_start
+
+
+cdef void finished(int tid) noexcept nogil:
+    """Called by each thread after its share (or each of its pieces): the calling
+    thread's time is noted, which measures how fast one thread runs now."""
+    global _share_ns
+    if tid == 0 and _region_nt > 0:
+        _share_ns = mn_now_ns() - _region_start
+
+
+def slowdown():
+    """The running ratio of the calling thread's share time to its estimate (>= 1)."""
+    return _slowdown
+
+
+def wake_cost_ns():
+    """The running estimate of a parallel region's arrival cost (ns; 0 before any)."""
+    return _wake_ns
+
+
+def set_adaptive(bint on):
+    """Whether threads_timed weighs the measured arrival cost (False: size floors only,
+    as threads_for; for benchmarks and tests). Returns the previous setting."""
+    global _adaptive
+    old = bool(_adaptive)
+    _adaptive = on
+    return old
+
+
+def reset_wake_cost(double ns=0):
+    """Set the arrival-cost estimate to ns (0: forget it; the next parallel job measures
+    it afresh). For tests and benchmarks: kernels measure it as they run."""
+    global _wake_ns, _sample, _last_probe, _share_ns, _slowdown
+    if not ns >= 0:
+        raise ValueError(f"reset_wake_cost: ns must be >= 0, got {ns}")
+    _wake_ns = ns
+    _sample = -1
+    _share_ns = -1
+    _slowdown = 1
+    _last_probe = mn_now_ns()   # no probe for PROBE_NS: the value set here is used
+
+
 ENV_ERROR = None   # why MININET_NUM_THREADS / OMP_NUM_THREADS was ignored, if it was
 
 

@@ -2,13 +2,17 @@
 """Fused softmax cross-entropy: one pass per row for the loss (keeping the
 probabilities for the backward pass), one pass for the gradient. The same thing
 built from elementwise ops and reductions is ~8 kernel calls and temporaries."""
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from cython cimport floating
 from libc.stdint cimport int64_t
 from mininet_ext.buffer cimport Buffer
-from mininet_ext._omp cimport threads_for
+from mininet_ext._omp cimport threads_for, threads_timed, arrived
 from mininet_ext._check cimport check_indices, check_itemsize, need
 
+
+# one thread's ns per logit, forward (an exp) and backward (a scaled copy): threads_timed
+# weighs them against the cost of waking the team
+cdef double FORWARD_NS = 0.5, BACKWARD_NS = 0.1
 
 cdef extern from "_xent.h" nogil:
     double mn_xent_row_f32(const float* z, int64_t y, float* p, Py_ssize_t C)
@@ -35,19 +39,32 @@ def forward(Buffer z, Py_ssize_t z_off, Buffer labels, Buffer probs, Py_ssize_t 
     if loss is not None:
         need(loss, 0, (1,), itemsize, "softmax_xent", "loss")
     check_indices(<int64_t*>labels.ptr, N, C, "softmax_xent: label", ValueError)
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, part
     cdef double total = 0
     cdef const int64_t* y = <int64_t*>labels.ptr
-    cdef int nt = threads_for(N * C * 8)
+    # the rows' losses are summed in `parts` partial sums fixed by the size (threads_for),
+    # whatever number of threads runs them: threads_timed picks that number by timing,
+    # and the loss's rounding must not depend on it
+    cdef int parts = min(threads_for(N * C * 8), 64)
+    cdef int nt = threads_timed(N * C * 8, N * C * FORWARD_NS)
+    cdef double partial[64]
+    for part in range(parts):
+        partial[part] = 0
     if N == 0:
         total = float("nan")
     else:
         with nogil:
-            for i in prange(N, num_threads=nt, schedule='static'):
-                if itemsize == 4:
-                    total += xent_row(<float*>z.ptr + z_off + i * C, y[i], <float*>probs.ptr + i * C, C)
-                else:
-                    total += xent_row(<double*>z.ptr + z_off + i * C, y[i], <double*>probs.ptr + i * C, C)
+            for part in prange(parts, num_threads=min(nt, parts), schedule='static'):
+                arrived(threadid())
+                for i in range(N * part // parts, N * (part + 1) // parts):
+                    if itemsize == 4:
+                        partial[part] += xent_row(<float*>z.ptr + z_off + i * C, y[i],
+                                                  <float*>probs.ptr + i * C, C)
+                    else:
+                        partial[part] += xent_row(<double*>z.ptr + z_off + i * C, y[i],
+                                                  <double*>probs.ptr + i * C, C)
+            for part in range(parts):
+                total += partial[part]
         total = total / N
     if loss is not None:   # (written here: a fill kernel call cost more than the loss)
         if itemsize == 4:
@@ -79,11 +96,13 @@ def backward(Buffer probs, Buffer labels, Buffer out, Py_ssize_t N, Py_ssize_t C
     check_indices(<int64_t*>labels.ptr, N, C, "softmax_xent_grad: label", ValueError)
     cdef Py_ssize_t i
     cdef const int64_t* y = <int64_t*>labels.ptr
-    cdef int nt = threads_for(N * C)
+    cdef int nt = threads_timed(N * C, N * C * BACKWARD_NS)
     with nogil:
         if itemsize == 4:
             for i in prange(N, num_threads=nt, schedule='static'):
+                arrived(threadid())
                 grad_row(<float*>probs.ptr + i * C, y[i], <float*>out.ptr + i * C, C, <float>scale)
         else:
             for i in prange(N, num_threads=nt, schedule='static'):
+                arrived(threadid())
                 grad_row(<double*>probs.ptr + i * C, y[i], <double*>out.ptr + i * C, C, scale)

@@ -5,11 +5,11 @@ contiguous zero-padded buffers, then sweep an MR x NR register micro-kernel
 The micro-kernels, and MR and NR with them, come from the kernel set chosen at
 import (_isa.h, mininet_ext._isa)."""
 from cpython.pycapsule cimport PyCapsule_GetPointer
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from cython cimport floating
 from libc.string cimport memcpy, memset
 from mininet_ext.buffer cimport Buffer
-from mininet_ext._omp cimport threads_for
+from mininet_ext._omp cimport threads_for, threads_timed, arrived, finished
 from mininet_ext._check cimport need, need_strided
 
 from mininet_ext import _isa
@@ -406,10 +406,12 @@ cdef void gemm_ksplit(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     cdef Py_ssize_t t, k0, k1, i
     cdef floating s
     for t in prange(nt, num_threads=nt, schedule='static'):
+        arrived(threadid())
         k0 = K * t // nt
         k1 = K * (t + 1) // nt
         gemm_blocked(M, N, k1 - k0, A + k0 * acs, ars, acs, B + k0 * brs, brs, bcs,
                      part + t * M * N, N, Ap + t * apsize, Bp + t * bpsize)
+        finished(threadid())
     for i in range(M * N):
         s = part[i]
         for t in range(1, nt):
@@ -432,6 +434,7 @@ cdef void gemm_sliced(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     # the larger share of panels one thread gets, compared as fractions
     cdef bint by_cols = not direct and ((npn + nt - 1) // nt) * mp <= ((mp + nt - 1) // nt) * npn
     for t in prange(nt, num_threads=nt, schedule='static'):
+        arrived(threadid())
         if by_cols:
             p0, p1 = npn * t // nt, npn * (t + 1) // nt
             a, b = p0 * nr, min(p1 * nr, N)
@@ -447,6 +450,7 @@ cdef void gemm_sliced(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
             elif b > a:
                 gemm_blocked(b - a, N, K, A + a * ars, ars, acs, B, brs, bcs, C + a * N, N,
                              Ap + t * apsize, Bp + t * bpsize)
+        finished(threadid())
 
 
 cdef void gemm_rows_split(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
@@ -457,8 +461,10 @@ cdef void gemm_rows_split(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     cdef int nr = mn_gemm_nr(sizeof(floating)), t
     cdef Py_ssize_t npn = (N + nr - 1) // nr
     for t in prange(nt, num_threads=nt, schedule='static'):
+        arrived(threadid())
         gemm_rows(M, N, K, A, ars, acs, B, brs, C, N, Ap + t * apsize, Bp + t * bpsize,
                   npn * t // nt, npn * (t + 1) // nt)
+        finished(threadid())
 
 
 cdef void inplace_part(Py_ssize_t N, Py_ssize_t K, const floating* A, Py_ssize_t ars,
@@ -485,12 +491,14 @@ cdef void gemm_inplace(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
         inplace_part(N, K, A, ars, acs, B, brs, C, 0, M, 0, npn)
         return
     for t in prange(nt, num_threads=nt, schedule='static'):
+        arrived(threadid())
         if by_cols <= by_rows:
             inplace_part(N, K, A, ars, acs, B, brs, C, 0, M, npn * t // nt, npn * (t + 1) // nt)
         else:
             i0 = min((M * t // nt + 2) // 4 * 4, M)
             i1 = M if t == nt - 1 else min((M * (t + 1) // nt + 2) // 4 * 4, M)
             inplace_part(N, K, A, ars, acs, B, brs, C, i0, i1, 0, npn)
+        finished(threadid())
 
 
 cdef void transpose_into(const floating* src, floating* dst, Py_ssize_t rows,
@@ -548,6 +556,30 @@ cdef enum:
     INPLACE_PATH = 6
 
 
+# one thread's ns per multiply-add, float32 (19-24 ps from 64^3 to 256^3 and at 100x784x100
+# on a Zen 4 EPYC): threads_timed weighs it against the measured cost of waking the team
+cdef double GEMM_NS = 0.02
+
+
+cdef int choose_path(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t brs, Py_ssize_t bcs,
+                     int nr, int nt) noexcept nogil:
+    if M * N * K <= SMALL or K == 0:
+        return SMALL_PATH
+    if nt > 1 and M <= MC and N <= NC and K >= 4 * KC * nt:
+        return KSPLIT_PATH   # one output block but a long K: split K over the threads
+    if INPLACE_OK and bcs == 1 and M >= 4 and M * K + K * N <= INPLACE_MAX:
+        return INPLACE_PATH  # small: both operands read in place, no packing
+    if M <= 4 * MR and brs == 1 and bcs != 1 and N >= 4 * MR:
+        return SWAP_PATH     # few rows times a transposed B (h @ W.T): C^T = W @ h^T
+    if M < 4 and bcs == 1:
+        return SMALL_PATH    # a row or three (matrix-vector): the unit-stride plain loops
+    if M <= 4 * MR and bcs == 1 and N >= nr:
+        return ROWS_PATH     # few rows: B read in place, each element is used only M times
+    if N <= 8 * nr:
+        return DIRECT_PATH   # narrow: A read in place
+    return BLOCKED_PATH
+
+
 def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
          Buffer B, Py_ssize_t b_off, Py_ssize_t brs, Py_ssize_t bcs,
          Buffer C, Py_ssize_t c_off, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, int itemsize,
@@ -561,25 +593,15 @@ def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
         return
     cdef int nr = mn_gemm_nr(itemsize)
     cdef int nt = threads_for(M * N * K // 64)
-    cdef int path = BLOCKED_PATH
-    if M * N * K <= SMALL or K == 0:
-        path = SMALL_PATH
-    elif nt > 1 and M <= MC and N <= NC and K >= 4 * KC * nt:
-        path = KSPLIT_PATH   # one output block but a long K: split K over the threads
-    elif INPLACE_OK and bcs == 1 and M >= 4 and M * K + K * N <= INPLACE_MAX:
-        path = INPLACE_PATH  # small: both operands read in place, no packing
-        # no packing to repeat per thread, but the team's wake-up still costs: a second
-        # thread paid from 48^3 on a Zen 4 EPYC, from about 81^3 (2^19 multiply-adds)
-        # on a Xeon (64^3: 5.5 us on one thread, 6.5-8 on two)
-        nt = threads_for(M * N * K // 8)
-    elif M <= 4 * MR and brs == 1 and bcs != 1 and N >= 4 * MR:
-        path = SWAP_PATH     # few rows times a transposed B (h @ W.T): C^T = W @ h^T
-    elif M < 4 and bcs == 1:
-        path = SMALL_PATH    # a row or three (matrix-vector): the unit-stride plain loops
-    elif M <= 4 * MR and bcs == 1 and N >= nr:
-        path = ROWS_PATH     # few rows: B read in place, each element is used only M times
-    elif N <= 8 * nr:
-        path = DIRECT_PATH   # narrow: A read in place
+    cdef int path = choose_path(M, N, K, brs, bcs, nr, nt)
+    # no packing to repeat per thread on the in-place path, but the team's wake-up still
+    # costs: a second thread paid from 48^3 on a Zen 4 EPYC, from about 81^3 (2^19
+    # multiply-adds) on a Xeon (64^3: 5.5 us on one thread, 6.5-8 on two); and above
+    # those floors only while waking the team costs less than its share saves
+    # except on the K split, whose partial sums (hence rounding) follow the thread count:
+    # that count must not depend on timing
+    if path != KSPLIT_PATH:
+        nt = threads_timed(M * N * K // (8 if path == INPLACE_PATH else 64), M * N * K * GEMM_NS)
     cdef Py_ssize_t kc = min(KC, K)
     cdef Py_ssize_t apsize = (min(MC, M) + MR - 1) // MR * MR * kc
     cdef Py_ssize_t bpsize = (min(NC, N) + nr - 1) // nr * nr * kc

@@ -360,6 +360,17 @@ class CPUDevice(Device):
         _opt.adam_step(_at(p), g.handle, g.offset, _at(m), _at(v), p.size, lr, b1, b2,
                        eps, wd, decoupled, t, p.dtype.itemsize)
 
+    def adam_steps(self, ps, gs, ms, vs, steps, lr, b1, b2, eps, wd, decoupled):
+        """Every parameter in one kernel call (one parallel region)."""
+        _floats("Adam step", *ps, *gs)
+        dtypes = {a.dtype for a in (*ps, *gs, *ms, *vs)}
+        if len(dtypes) > 1:
+            raise TypeError(f"adam_steps: parameters, gradients and moments must share one "
+                            f"dtype, got {sorted(map(str, dtypes))}")
+        _opt.adam_steps([_at(p) for p in ps], [g.handle for g in gs], [g.offset for g in gs],
+                        [_at(m) for m in ms], [_at(v) for v in vs], [p.size for p in ps],
+                        list(steps), lr, b1, b2, eps, wd, decoupled, ps[0].dtype.itemsize)
+
 
 def _winograd_fits(wshape, stride, padding, dilation, groups):
     """Whether the Winograd F(4x4, 3x3) kernels (mininet_ext/winograd.pyx) run this

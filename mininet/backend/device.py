@@ -163,6 +163,12 @@ class Device:
         """p, m, v updated in place by Adam (AdamW when decoupled) at step t (1-based)."""
         raise NotImplementedError
 
+    def adam_steps(self, ps, gs, ms, vs, steps, lr, b1, b2, eps, wd, decoupled):
+        """adam_step for each parameter (lists of one dtype; steps[k] is ps[k]'s t). A
+        backend may fuse them into one kernel; by default, one adam_step each."""
+        for p, g, m, v, t in zip(ps, gs, ms, vs, steps):
+            self.adam_step(p, g, m, v, lr, b1, b2, eps, wd, decoupled, t)
+
     # capability conv2d
     def conv2d(self, x, w, bias, out, stride, padding, dilation, groups):
         """out (N, K, oh, ow) = conv(x, w) + bias (or None); x, w compact, no im2col buffer."""

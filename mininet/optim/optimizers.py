@@ -181,14 +181,25 @@ class Optimizer:
         self.step_count += 1
         i = 0
         for group in self.param_groups:
+            items = []
             for p in group["params"]:
                 g = self._grad(p)
                 if g is not None:
                     self.steps[i] = self.steps.get(i, 0) + 1
-                    self.update(i, p, -g if group.get("maximize") else g, group)
-                    _bump(p.cached_data)   # written in place: graphs that saved p now raise
+                    items.append((i, p, -g if group.get("maximize") else g))
                 i += 1
+            if items:
+                self.update_group(items, group)
+            for _, p, _ in items:
+                _bump(p.cached_data)   # written in place: graphs that saved p now raise
         return loss
+
+    def update_group(self, items, group):
+        """The updates of one param group: items are (i, p, g) as update() takes them, for
+        its parameters with a gradient. By default one update() each; an optimizer with a
+        fused kernel over several parameters overrides it."""
+        for i, p, g in items:
+            self.update(i, p, g, group)
 
     def update(self, i, p, g, group):
         """One parameter's update, given by each optimizer: `i` indexes the parameter (its
@@ -389,6 +400,24 @@ class Adam(Optimizer):
             return self._amsgrad(i, p, g, group, t)
         p.device.adam_step(p.cached_data, g, m, v, group["lr"], b1, b2, group["eps"],
                            group["weight_decay"], group["decoupled_weight_decay"], t)
+
+    def update_group(self, items, group):
+        """The group's parameters in one device call per (device, dtype): on the CPU one
+        kernel and one parallel region for them all (issue 25.4: the MLP's four calls
+        cost more than the work of all but its first layer)."""
+        if group["amsgrad"] or len(items) == 1:
+            return super().update_group(items, group)
+        (b1, b2) = group["betas"]
+        buckets = {}
+        for i, p, g in items:
+            buckets.setdefault((p.device, g.dtype), []).append((i, p, g))
+        for (dev, _), batch in buckets.items():
+            dev.adam_steps([p.cached_data for _, p, _ in batch], [g for _, _, g in batch],
+                           [self._buffer(i, "m", g) for i, _, g in batch],
+                           [self._buffer(i, "v", g) for i, _, g in batch],
+                           [self.steps[i] for i, _, _ in batch], group["lr"], b1, b2,
+                           group["eps"], group["weight_decay"],
+                           group["decoupled_weight_decay"])
 
     def _amsgrad(self, i, p, g, group, t):
         """The step with v's running maximum in the denominator (array ops, not fused)."""
