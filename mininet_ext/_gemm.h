@@ -71,8 +71,12 @@ static void NAME(mn_idx kc, const T* __restrict A, const T* __restrict B,       
                  T* C, mn_idx ldc, int accumulate)                                 \
 MN_KERNEL_BODY(V, V, VU, W, MR, MR, NR)
 
+#if MN_VBYTES == 16 && MN_MR == 4 && defined(__SSE2__)
+#include "_gemm_sse2.h"
+#else
 MN_DEF_KERNEL(mn_kernel_f32, float, mn_vf, mn_vf_u, MN_VF, MN_NR_F, MN_MR)
 MN_DEF_KERNEL(mn_kernel_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D, MN_MR)
+#endif
 
 /* Packs MR full rows of a row-major A (rows rs apart, columns contiguous) into a panel:
  * out[p * MR + i] = A[i * rs + p]. All MR rows are read at once, so their cache misses

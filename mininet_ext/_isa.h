@@ -83,6 +83,19 @@ typedef struct mn_kernels {
 #undef MN_FIELD
 } mn_kernels;
 
+/* The FMA peak kernel compiled with one kernel set's flags (the vector width and FMA of
+ * that path), exported by mininet_ext._kern_<isa> as a second capsule, "mininet_ext.peak",
+ * for `mininet bench peak --isa` (peak.pyx). fma_*: chains x <- x * a + b, n times each,
+ * from x0 + j; returns the sum of all lanes of all chains (so nothing folds away). */
+#define MN_PEAK_CAPSULE "mininet_ext.peak"
+typedef struct mn_peak_kernels {
+    int abi;                 /* MN_KERNELS_ABI */
+    const char* isa;
+    int vector_bits, chains, fused;
+    double (*fma_f32)(long long n, float a, float b, float x0);
+    double (*fma_f64)(long long n, double a, double b, double x0);
+} mn_peak_kernels;
+
 #ifndef MN_ISA   /* the callers' side; _kern.h defines MN_ISA and the kernels themselves */
 static const mn_kernels* mn_k;
 

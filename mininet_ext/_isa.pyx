@@ -127,3 +127,16 @@ def describe():
     """One line for `mininet info`: the set, why, and the others on offer."""
     how = "forced by MININET_ISA" if FORCED else "best this CPU supports"
     return f"{_ACTIVE} ({how}; this CPU and build: {', '.join(supported())})"
+
+
+def peak_kernels(str isa):
+    """The FMA peak kernel of kernel set `isa` (a PyCapsule, mininet_ext.peak), compiled
+    with that set's flags: refused, with the reason, for a set this CPU or build lacks."""
+    if isa not in ISAS:
+        raise ValueError(f"isa {isa!r} is not a kernel set: choose one of {', '.join(ISAS)}")
+    if isa not in built():
+        raise RuntimeError(f"this build has no {isa} kernels; it holds {', '.join(built())}")
+    lacks = missing_features(isa)
+    if lacks:
+        raise RuntimeError(f"this CPU lacks {', '.join(lacks)}, which the {isa} kernels need")
+    return importlib.import_module(f"mininet_ext._kern_{isa}").peak

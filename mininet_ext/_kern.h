@@ -27,6 +27,47 @@ static const mn_kernels mn_table = {
 };
 #undef MN_ENTRY
 
+/* The FMA peak of this path: 12 independent chains in vector registers (an FMA, or a
+ * multiply then an add without -mfma, has 3-4 cycles latency and two pipes each, so 8-12
+ * chains in flight fill them; 12 + the two operands fit in 16 registers). */
+#define MN_PK_CHAINS 12
+#if defined(__FMA__)
+#define MN_PK_FUSED 1
+#else
+#define MN_PK_FUSED 0
+#endif
+#define MN_PK_FMA_BODY(V, T)                                                        \
+{                                                                                   \
+    V va = (V){0} + a, vb = (V){0} + b, acc[MN_PK_CHAINS];                          \
+    _Pragma("GCC unroll 16")                                                        \
+    for (int j = 0; j < MN_PK_CHAINS; j++) acc[j] = (V){0} + (T)(x0 + j);           \
+    for (long long i = 0; i < n; i++) {                                             \
+        _Pragma("GCC unroll 16")                                                    \
+        for (int j = 0; j < MN_PK_CHAINS; j++) acc[j] = acc[j] * va + vb;           \
+    }                                                                               \
+    double sum = 0;                                                                 \
+    for (int j = 0; j < MN_PK_CHAINS; j++)                                          \
+        for (int l = 0; l < (int)(sizeof(V) / sizeof(T)); l++) sum += acc[j][l];     \
+    return sum;                                                                     \
+}
+static double mn_peak_fma_f32(long long n, float a, float b, float x0) MN_PK_FMA_BODY(mn_vf, float)
+static double mn_peak_fma_f64(long long n, double a, double b, double x0) MN_PK_FMA_BODY(mn_vd, double)
+
+static const mn_peak_kernels mn_peak_table = {
+    MN_KERNELS_ABI, MN_STR(MN_ISA), 8 * MN_VBYTES, MN_PK_CHAINS, MN_PK_FUSED,
+    mn_peak_fma_f32, mn_peak_fma_f64
+};
+
+static int mn_add_capsule(PyObject* m, const char* attr, const void* table, const char* name)
+{
+    PyObject* cap = PyCapsule_New((void*)table, name, NULL);
+    if (cap == NULL || PyModule_AddObject(m, attr, cap) < 0) {
+        Py_XDECREF(cap);
+        return -1;
+    }
+    return 0;
+}
+
 static struct PyModuleDef mn_kern_module = {
     PyModuleDef_HEAD_INIT, "mininet_ext._kern_" MN_STR(MN_ISA),
     "GEMM and convolution kernels for " MN_STR(MN_ISA) " (private: see mininet_ext._isa)",
@@ -36,10 +77,10 @@ static struct PyModuleDef mn_kern_module = {
 PyMODINIT_FUNC MN_CAT(PyInit__kern_, MN_ISA)(void)
 {
     PyObject* m = PyModule_Create(&mn_kern_module);
-    PyObject* cap = m ? PyCapsule_New((void*)&mn_table, "mininet_ext.kernels", NULL) : NULL;
-    if (cap == NULL || PyModule_AddObject(m, "kernels", cap) < 0) {
-        Py_XDECREF(cap);
-        Py_XDECREF(m);
+    if (m == NULL) return NULL;
+    if (mn_add_capsule(m, "kernels", &mn_table, "mininet_ext.kernels") < 0
+            || mn_add_capsule(m, "peak", &mn_peak_table, MN_PEAK_CAPSULE) < 0) {
+        Py_DECREF(m);
         return NULL;
     }
     return m;

@@ -94,6 +94,18 @@ cdef extern from *:
     void mn_pk_copy(double *a, const double *b, Py_ssize_t n) noexcept nogil
     void mn_pk_triad(double *a, const double *b, const double *c, double s, Py_ssize_t n) noexcept nogil
 
+cdef extern from "_isa.h":
+    ctypedef struct mn_peak_kernels:
+        int abi
+        const char* isa
+        int vector_bits, chains, fused
+        double (*fma_f32)(long long n, float a, float b, float x0) noexcept nogil
+        double (*fma_f64)(long long n, double a, double b, double x0) noexcept nogil
+    int MN_KERNELS_ABI
+    const char* MN_PEAK_CAPSULE
+
+from cpython.pycapsule cimport PyCapsule_GetPointer
+
 # the STREAM kernels' ops, dispatched inside the parallel region
 cdef enum:
     OP_FILL = 0
@@ -240,3 +252,49 @@ def triad(double[::1] a not None, const double[::1] b not None, const double[::1
     if t > 0:
         with nogil:
             _stream(OP_TRIAD, &a[0], &b[0], &c[0], s, a.shape[0], t)
+
+
+# per kernel set (path) ----------------------------------------------------------------------
+
+cdef const mn_peak_kernels* _path_table(str isa) except NULL:
+    """The FMA peak kernel of mininet_ext._kern_<isa> (a ValueError or RuntimeError naming
+    the problem when this build or CPU has no such set)."""
+    from mininet_ext import _isa
+    cdef const mn_peak_kernels* k = <const mn_peak_kernels*>PyCapsule_GetPointer(
+        _isa.peak_kernels(isa), MN_PEAK_CAPSULE)
+    if k.abi != MN_KERNELS_ABI:
+        raise ImportError(f"mininet_ext._kern_{isa} comes from another build of mininet: "
+                          f"rebuild the extensions")
+    return k
+
+
+def path_info(str isa):
+    """{"isa", "vector_bits", "chains", "fused"} of the FMA peak kernel of kernel set `isa`."""
+    cdef const mn_peak_kernels* k = _path_table(isa)
+    return {"isa": k.isa.decode(), "vector_bits": k.vector_bits, "chains": k.chains,
+            "fused": bool(k.fused)}
+
+
+def path_flops_per_iteration(str isa, str dtype):
+    """Flops one thread does per iteration of fma_path(isa, ...)."""
+    cdef const mn_peak_kernels* k = _path_table(isa)
+    return k.chains * (k.vector_bits // (8 * _itemsize(dtype, "path_flops_per_iteration"))) * 2
+
+
+def fma_path(str isa, str dtype, long long iterations, int threads=1, double a=0.5,
+             double b=1.0, double x0=0.0):
+    """fma() with the vector width and instructions of kernel set `isa` (generic: SSE2
+    multiply + add; avx2: 256-bit FMA; avx512, avx512bf16: 512-bit FMA)."""
+    cdef const mn_peak_kernels* k = _path_table(isa)
+    cdef int itemsize = _itemsize(dtype, "fma_path")
+    if iterations < 0:
+        raise ValueError(f"fma_path: iterations must be >= 0, got {iterations}")
+    cdef int t = max_threads(threads), j
+    cdef double total = 0
+    with nogil:
+        for j in prange(t, schedule='static', num_threads=t):
+            if itemsize == 4:
+                total += k.fma_f32(iterations, <float>a, <float>b, <float>x0)
+            else:
+                total += k.fma_f64(iterations, a, b, x0)
+    return total

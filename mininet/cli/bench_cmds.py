@@ -313,6 +313,25 @@ def _grouped(cases, key):
     return groups
 
 
+def _add_path_peak(cases, measure):
+    """mininet's rows gain "path" (the kernel set it ran: MININET_ISA or the best) and
+    "pct_path_peak", % of that path's own FMA peak (`mininet bench peak --isa`), where it
+    is cached, or measured now with --peak."""
+    from ..benchmark import peak_isa
+    from mininet_ext import _isa
+    path = _isa.active()
+    figures = peak_isa.read_cache().get(path)
+    if figures is None and measure:
+        err_console.print(f"measuring the {path} path's FMA peak (cached for the next runs) ...")
+        figures = peak_isa.load_or_measure((path,))[path]
+    if figures is None:
+        return
+    for c in cases:
+        if c.impl == "mininet" and c.threads is not None:
+            c.params.update(path=path, pct_path_peak=peak_isa.pct_of_path(
+                c.flops / c.median / 1e9, figures, c.params.get("dtype", "float32"), c.threads))
+
+
 def _rate_table(title, cases, key, label, metric, ref_order, peak, device):
     """One row per case, grouped by `key`: the group's label (and its flop/B and bound),
     impl, the metric (rate: GFLOPS or GB/s from the median) with its spread and best, the
@@ -328,6 +347,9 @@ def _rate_table(title, cases, key, label, metric, ref_order, peak, device):
         columns.append(Column(f"vs {ref}"))
     if show_peak:
         columns.append(Column("% peak", drop=2))
+    path = next((c.params["path"] for c in cases if "pct_path_peak" in c.params), None)
+    if path:
+        columns.append(Column(f"% {path} peak", drop=2))
     rows, flat = [], []
     for name, group in _grouped(cases, key).items():
         by_impl = {c.impl: c for c in group}
@@ -339,6 +361,9 @@ def _rate_table(title, cases, key, label, metric, ref_order, peak, device):
                            else "")
             if show_peak:
                 row.append(f"{c.params['pct_peak']:.0f}%" if "pct_peak" in c.params else "")
+            if path:
+                row.append(f"{c.params['pct_path_peak']:.0f}%" if "pct_path_peak" in c.params
+                           else "")
             rows.append(row)
             flat.append(c)
     _add_threads(flat, columns, rows, 2)
@@ -392,6 +417,8 @@ def bench_matmul(
                         progress=progress)
     if dtype != "bf16":   # the cached peak is float32 FMA's
         add_roofline(cases, peak_dict)
+        if device == "cpu":
+            _add_path_peak(cases, peak)
     title = f"matmul {dtype} on {device}"
     refs: tuple = ("numpy", "cublas")
     if dtype == "bf16":

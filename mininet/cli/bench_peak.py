@@ -1,5 +1,6 @@
 """`mininet bench peak`: this machine's FMA and memory-bandwidth peak (cached)."""
 import json
+from typing import Optional
 
 import typer
 from rich.markup import escape
@@ -16,6 +17,9 @@ BUSY_SCALING = 0.75
 def bench_peak(
     refresh: bool = typer.Option(False, "--refresh", help="Measure again instead of using the cache."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    isa: Optional[str] = typer.Option(None, "--isa", help="FMA peak per kernel set (GEMM path) "
+                                      "instead: all, or generic, avx2, avx512, avx512bf16 "
+                                      "(comma separated), each with its own vector width."),
 ):
     """This machine's peak: fp32 and fp64 FMA GFLOPS and STREAM copy/triad bandwidth, on one
     core and on all cores, with mininet's own kernels. Bandwidth counts bytes read plus bytes
@@ -23,6 +27,8 @@ def bench_peak(
     CPU model, core count and mininet version in $XDG_CACHE_HOME/mininet (else
     ~/.cache/mininet; MININET_CACHE_DIR overrides)."""
     from ..benchmark import peak
+    if isa is not None:
+        return _bench_path_peak(isa, refresh, json_out)
     try:
         result = peak.load_or_measure(refresh=refresh)
     except (OSError, MemoryError) as e:
@@ -51,3 +57,27 @@ def _print_peak(result, kernel, path):
     if threads > 1 and result["fp32_gflops_all"] < BUSY_SCALING * threads * result["fp32_gflops_1"]:
         console.print(f"[yellow]note:[/yellow] all-core FMA is under {BUSY_SCALING:.0%} of {threads} x one "
                       f"core: other processes were probably busy; --refresh on an idle machine")
+
+
+def _bench_path_peak(spec, refresh, json_out):
+    from ..benchmark import peak_isa
+    try:
+        isas = peak_isa.choose(spec)
+        figures = peak_isa.load_or_measure(isas, refresh=refresh)
+    except ValueError as e:
+        _fail(f"bench peak: {e}")
+    if json_out:
+        print(json.dumps(figures, indent=2))
+        return
+    threads = max(f["threads_all"] for f in figures.values())
+    table = Table(title="FMA peak per kernel set (GFLOPS)")
+    for name, just in (("path", "left"), ("vector", "right"), ("fp32 1 core", "right"),
+                       (f"fp32 all ({threads})", "right"), ("fp64 1 core", "right"),
+                       (f"fp64 all ({threads})", "right")):
+        table.add_column(name, justify=just)
+    for name, f in figures.items():
+        table.add_row(name, f"{f['vector_bits']}-bit {'FMA' if f['fused'] else 'mul+add'}",
+                      *(f"{f[k]:.1f}" for k in peak_isa.FIGURES))
+    console.print(table)
+    console.print(f"cache {escape(peak_isa.cache_path())} (--refresh measures again); "
+                  f"`mininet bench matmul` shows % of the running path's peak")
