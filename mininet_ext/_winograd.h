@@ -1,4 +1,4 @@
-/* Winograd F(4x4, 3x3) convolution kernels (winograd.pyx drives them): the transforms
+/* Winograd F(4x4, 3x3) and F(2x2, 5x5) convolution kernels (winograd.pyx drives them): the transforms
  * in float and double (_winograd_t.h) around the GEMM micro-kernels of the kernel table
  * (_isa.h), which the including module binds. */
 #ifndef MN_WINOGRAD_H
@@ -15,9 +15,10 @@
 
 typedef struct wino_geom {
     mn_idx N, C, H, W, K, OH, OW, ph, pw;
-    mn_idx th, tw, T;      /* 4x4 output tiles down, across, in all */
+    mn_idx th, tw, T;      /* m x m output tiles down, across, in all */
     mn_idx nb, kp;         /* tiles per block (a multiple of nr); K rounded up to mr */
     int nr, mr;            /* micro-kernel width and height */
+    int r, m;              /* filter size (3 or 5) and output tile size (4 or 2): 6x6 patches */
 } wino_geom;
 
 #define WT float

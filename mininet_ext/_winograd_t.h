@@ -1,5 +1,6 @@
 /* Winograd F(4x4, 3x3) kernels for one element type: _winograd.h includes this file
- * once per type with WT (float, double) and WS (f32, f64) defined.
+ * once per type with WT (float, double) and WS (f32, f64) defined. F(2x2, 5x5) shares
+ * everything but the filter and output transforms (_winograd5_t.h); g->r picks them.
  *
  * Layouts (nb tiles per block, nr = the GEMM micro-kernel's width, mr its height):
  *   U[xi][k panel][c][mr]       transformed filters, packed as the kernel's A panels
@@ -113,6 +114,8 @@ static void WN(wino_out)(const WT* restrict m, mn_idx ms, WT* restrict o, int nr
     }
 }
 
+#include "_winograd5_t.h"
+
 /* The 6x6 input patches of nr tiles into d[36][nr]; tiles past the last (tn[j] < 0) and
  * pixels outside the image (the padding) read as zero. */
 static void WN(wino_gather)(const WT* x, const wino_geom* g, mn_idx c, const mn_idx* tn,
@@ -121,6 +124,24 @@ static void WN(wino_gather)(const WT* x, const wino_geom* g, mn_idx c, const mn_
     mn_idx H = g->H, W = g->W;
     for (int j = 0; j < nr; j++) {
         mn_idx y0 = ty[j], x0 = tx[j];
+        if (g->m == 2 && tn[j] >= 0 && y0 >= 0 && x0 >= 0 && y0 + 6 <= H && x0 + 6 <= W) {
+            /* 5x5 filters: a run of inside tiles side by side in one row of tiles, 2 pixels
+             * apart. Copied position by position, each a stride-2 read along an image row
+             * into nr-long rows of d (vectorisable), not patch by patch (a transpose) */
+            int L = 1;
+            while (j + L < nr && tn[j + L] == tn[j] && ty[j + L] == y0 &&
+                   tx[j + L] == x0 + 2 * L && x0 + 2 * L + 6 <= W)
+                L++;
+            const WT* src = x + ((tn[j] * g->C + c) * H + y0) * W + x0;
+            for (int r = 0; r < 6; r++)
+                for (int s = 0; s < 6; s++) {
+                    const WT* row = src + r * W + s;
+                    WT* dst = d + (r * 6 + s) * nr + j;
+                    for (int l = 0; l < L; l++) dst[l] = row[2 * l];
+                }
+            j += L - 1;
+            continue;
+        }
         if (tn[j] < 0) {
             for (int a = 0; a < 36; a++) d[a * nr + j] = 0;
             continue;
@@ -141,26 +162,49 @@ static void WN(wino_gather)(const WT* x, const wino_geom* g, mn_idx c, const mn_
     }
 }
 
-/* The 4x4 outputs of nr tiles, o[16][nr], into out's channel k, clipped at its edges. */
+/* The 4x4 outputs of nr tiles, o[16][nr], into out's channel k, clipped at its edges
+ * (2x2 ones, o[4][nr], for 5x5 filters). */
 static void WN(wino_scatter)(const WT* o, const wino_geom* g, mn_idx k, const mn_idx* tn,
                              const mn_idx* ty, const mn_idx* tx, WT* out, int nr)
 {
     mn_idx OH = g->OH, OW = g->OW;
+    int tm = g->m;
     for (int j = 0; j < nr; j++) {
         if (tn[j] < 0) continue;
         /* ty, tx: the patch's corner in input coordinates; the output tile starts at
          * that corner plus the padding */
         mn_idx y0 = ty[j] + g->ph, x0 = tx[j] + g->pw;
         WT* dst = out + (tn[j] * g->K + k) * OH * OW + y0 * OW + x0;
-        int rows = OH - y0 < 4 ? (int)(OH - y0) : 4, cols = OW - x0 < 4 ? (int)(OW - x0) : 4;
-        if (rows == 4 && cols == 4) {   /* a whole tile: fixed loops the compiler unrolls */
+        int rows = OH - y0 < tm ? (int)(OH - y0) : tm, cols = OW - x0 < tm ? (int)(OW - x0) : tm;
+        if (tm == 4 && rows == 4 && cols == 4) {   /* a whole tile: fixed loops, unrolled */
             for (int a = 0; a < 4; a++)
                 for (int b = 0; b < 4; b++) dst[a * OW + b] = o[(a * 4 + b) * nr + j];
             continue;
         }
+        if (tm == 2 && rows == 2 && cols == 2) {
+            dst[0] = o[j];
+            dst[1] = o[nr + j];
+            dst[OW] = o[2 * nr + j];
+            dst[OW + 1] = o[3 * nr + j];
+            continue;
+        }
         for (int a = 0; a < rows; a++)
-            for (int b = 0; b < cols; b++) dst[a * OW + b] = o[(a * 4 + b) * nr + j];
+            for (int b = 0; b < cols; b++) dst[a * OW + b] = o[(a * tm + b) * nr + j];
     }
+}
+
+/* The output transform of nr tiles (A^T m A plus the bias) into o, then max(0, .) if
+ * relu: the fused activation, applied while the tile is in registers/L1. */
+static void WN(wino_out_any)(const wino_geom* g, const WT* m, mn_idx ms, WT* restrict o,
+                             int nr, WT b, int relu)
+{
+    int n = g->m * g->m * nr;
+    if (g->r == 5)
+        WN(wino_out5)(m, ms, o, nr, b);
+    else
+        WN(wino_out)(m, ms, o, nr, b);
+    if (relu)   /* written so that NaN stays NaN, as PyTorch's relu keeps it */
+        for (int i = 0; i < n; i++) o[i] = o[i] < 0 ? (WT)0 : o[i];
 }
 
 /* One block of nb tiles starting at tile t0: gather and transform the input, 36 GEMMs
@@ -168,15 +212,15 @@ static void WN(wino_scatter)(const WT* o, const wino_geom* g, mn_idx k, const mn
  * tn, ty, tx (nb each) are this thread's workspace. */
 static void WN(wino_block)(const wino_geom* g, const WT* x, const WT* U, const WT* bias,
                            WT* out, mn_idx t0, WT* V, WT* M, WT* D, WT* O, mn_idx* tn,
-                           mn_idx* ty, mn_idx* tx)
+                           mn_idx* ty, mn_idx* tx, int relu)
 {
     mn_idx nb = g->nb, C = g->C, K = g->K, kp = g->kp, tpi = g->th * g->tw;
-    int nr = g->nr, mr = g->mr;
+    int nr = g->nr, mr = g->mr, tm = g->m;
     for (mn_idx j = 0; j < nb; j++) {
         mn_idx t = t0 + j, r = t % tpi;
         tn[j] = t < g->T ? t / tpi : -1;
-        ty[j] = 4 * (r / g->tw) - g->ph;
-        tx[j] = 4 * (r % g->tw) - g->pw;
+        ty[j] = tm * (r / g->tw) - g->ph;
+        tx[j] = tm * (r % g->tw) - g->pw;
     }
     for (mn_idx c = 0; c < C; c++)
         for (mn_idx jp = 0; jp < nb; jp += nr) {
@@ -202,7 +246,8 @@ static void WN(wino_block)(const wino_geom* g, const WT* x, const WT* U, const W
     }
     for (mn_idx k = 0; k < K; k++)
         for (mn_idx jp = 0; jp < nb; jp += nr) {
-            WN(wino_out)(M + k * nb + jp, kp * nb, O, nr, bias ? bias[k] : (WT)0);
+            WN(wino_out_any)(g, M + k * nb + jp, kp * nb, O, nr, bias ? bias[k] : (WT)0,
+                             relu);
             WN(wino_scatter)(O, g, k, tn + jp, ty + jp, tx + jp, out, nr);
         }
 }
@@ -325,21 +370,25 @@ static void WN(wino_wgrad_block)(const wino_geom* g, const WT* x, const WT* dy, 
                                  mn_idx cnt, mn_idx cp, WT* VT, WT* GT, WT* dU, WT* D)
 {
     mn_idx nb = g->nb, kp = g->kp, tpi = g->th * g->tw;
-    int nr = g->nr, mr = g->mr;
+    int nr = g->nr, mr = g->mr, tm = g->m;
     /* channel panels outside, tiles inside: one panel's rows of the image stay in L1
      * from one tile to the next */
     for (mn_idx c0 = 0; c0 < cp; c0 += nr)
         for (mn_idx j = 0; j < cnt; j++) {
             mn_idx t = t0 + j, n = t / tpi, r = t % tpi;
-            WN(wino_gather_c)(x, g, n, c0, 4 * (r / g->tw) - g->ph, 4 * (r % g->tw) - g->pw,
-                              D, nr);
+            WN(wino_gather_c)(x, g, n, c0, tm * (r / g->tw) - g->ph,
+                              tm * (r % g->tw) - g->pw, D, nr);
             WN(wino_in)(D, VT + c0 * nb + j * nr, cp * nb, nr);
         }
     for (mn_idx k0 = 0; k0 < kp; k0 += mr)
         for (mn_idx j = 0; j < cnt; j++) {
             mn_idx t = t0 + j, n = t / tpi, r = t % tpi;
-            WN(wino_gout)(dy, g, n, k0, 4 * (r / g->tw), 4 * (r % g->tw),
-                          GT + k0 * nb + j * mr, kp * nb, mr);
+            if (g->r == 5)
+                WN(wino_gout5)(dy, g, n, k0, 2 * (r / g->tw), 2 * (r % g->tw),
+                               GT + k0 * nb + j * mr, kp * nb, mr);
+            else
+                WN(wino_gout)(dy, g, n, k0, 4 * (r / g->tw), 4 * (r % g->tw),
+                              GT + k0 * nb + j * mr, kp * nb, mr);
         }
     for (int xi = 0; xi < 36; xi++) {
         const WT* gt = GT + xi * kp * nb;

@@ -234,18 +234,23 @@ def col2im(Buffer col, Buffer dx, tuple x_shape, tuple kernel, tuple stride, tup
 
 # (K, N, P) <-> (N, K, P) with the bias ---------------------------------------------
 cdef void to_nchw_row(const floating* y, const floating* b, floating* out, Py_ssize_t K,
-                      Py_ssize_t N, Py_ssize_t P, Py_ssize_t row) noexcept nogil:
+                      Py_ssize_t N, Py_ssize_t P, Py_ssize_t row, bint relu) noexcept nogil:
     cdef Py_ssize_t n = row // K, k = row % K, p
     cdef const floating* src = y + (k * N + n) * P
     cdef floating* dst = out + row * P
     cdef floating bias = b[k] if b != NULL else 0
-    for p in range(P):
-        dst[p] = src[p] + bias
+    if relu:
+        for p in range(P):
+            dst[p] = max(src[p] + bias, 0)
+    else:
+        for p in range(P):
+            dst[p] = src[p] + bias
 
 
 def to_nchw(Buffer y, Buffer bias, Py_ssize_t b_off, Buffer out, Py_ssize_t K, Py_ssize_t N,
-            Py_ssize_t P, int itemsize):
-    """out[n, k, p] = y[k, n, p] + bias[k] (bias may be None); y and out compact."""
+            Py_ssize_t P, int itemsize, bint relu=False):
+    """out[n, k, p] = y[k, n, p] + bias[k] (bias may be None), max(0, .) of it with relu;
+    y and out compact."""
     check_itemsize(itemsize, "to_nchw")
     need(y, 0, (K, N, P), itemsize, "to_nchw", "GEMM result")
     need(out, 0, (N, K, P), itemsize, "to_nchw", "output")
@@ -257,10 +262,10 @@ def to_nchw(Buffer y, Buffer bias, Py_ssize_t b_off, Buffer out, Py_ssize_t K, P
     with nogil:
         if itemsize == 4:
             for row in prange(N * K, num_threads=nt, schedule='static'):
-                to_nchw_row(<float*>y.ptr, <float*>bp, <float*>out.ptr, K, N, P, row)
+                to_nchw_row(<float*>y.ptr, <float*>bp, <float*>out.ptr, K, N, P, row, relu)
         else:
             for row in prange(N * K, num_threads=nt, schedule='static'):
-                to_nchw_row(<double*>y.ptr, <double*>bp, <double*>out.ptr, K, N, P, row)
+                to_nchw_row(<double*>y.ptr, <double*>bp, <double*>out.ptr, K, N, P, row, relu)
 
 
 cdef void from_nchw_chan(const floating* g, floating* out, floating* db, Py_ssize_t K,

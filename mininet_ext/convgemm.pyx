@@ -13,8 +13,8 @@ Stride 1 (the common case): each image is first copied into a zero-padded
 buffer whose rows are W + pw long, and pixels are numbered q = oh*Wp + ow in
 that row width. A tap then reads one contiguous NR-wide window per panel (one
 vector copy), at the price of computing and dropping the columns ow >= OW
-(2 of 16 for the CNN's 14x14 layer). Other strides gather run by run along
-output rows, clipping at the image borders.
+(2 of 16 for the CNN's 14x14 layer). Other strides split the padded copy into
+stride phases (plan_phases), where output pixels are again one window per tap.
 
 - forward: out[:, panel] = W @ cols(panel), W packed once into MR-row panels
   (or 2/3 MR rows when that wastes fewer, e.g. 32 channels); the tile goes to
@@ -57,7 +57,10 @@ cdef struct Conv:
     Geom g
     Py_ssize_t G, K, Cg, Kg, R, P       # groups, out channels, per group, taps/group, OH*OW
     Py_ssize_t Wp, plane, L, padsize    # padded rows: width, channel stride, OH*Wp, buffer
-    bint padded                         # stride 1: gather from a padded copy of each image
+    bint padded                         # gather from a padded copy of each image
+    Py_ssize_t Hq                       # phased: rows of one phase (Wp: its row length)
+    bint phased                         # stride > 1: the copy is split into stride phases
+    bint relu                           # forward: max(0, .) taken as the output is written
     Py_ssize_t fmr                      # forward micro-kernel rows (MR or MR_SHORT)
     Py_ssize_t* owlo                    # per tap column j: outputs ow that read inside the image
     Py_ssize_t* owhi
@@ -81,9 +84,43 @@ cdef struct Panel:
     Py_ssize_t* col0      # [u, j]: input column read by run column 0 (may be < 0)
 
 
+cdef extern from "_phase.h" nogil:
+    void mn_phase_row_f32(float* ph, float* row, Py_ssize_t w, Py_ssize_t pw, Py_ssize_t sw,
+                          Py_ssize_t wp, Py_ssize_t area, int deal)
+    void mn_phase_row_f64(double* ph, double* row, Py_ssize_t w, Py_ssize_t pw, Py_ssize_t sw,
+                          Py_ssize_t wp, Py_ssize_t area, int deal)
+
+
 include "convgemm_pack.pxi"
 include "convgemm_drivers.pxi"
 include "convgemm_rows.pxi"
+
+
+# Strided convolutions: the padded image split into stride phases --------------------------
+# Phase (a, b) of a channel holds the padded pixels (row*sh + a, col*sw + b) at (row, col),
+# Hq x Wp of them. Output pixel (oh, ow) under tap (i, j) reads padded (oh*sh + i*dh,
+# ow*sw + j*dw): phase (i*dh % sh, j*dw % sw) at (oh + i*dh // sh, ow + j*dw // sw). So
+# output pixels q = oh*Wp + ow again read one contiguous window per tap, as at stride 1:
+# the same panel gathers and pixel-major kernels run, with no per-element index math.
+# Only the rows and columns some output reads are kept (Hq = OH + (kh-1)*dh // sh).
+cdef void plan_phases(Conv* cv, Py_ssize_t nr) noexcept nogil:
+    cdef Geom* g = &cv.g
+    cv.Wp = g.OW + (g.kw - 1) * g.dw // g.sw
+    cv.Hq = g.OH + (g.kh - 1) * g.dh // g.sh
+    cv.plane = g.sh * g.sw * cv.Hq * cv.Wp
+    # the last panel reads up to NR past the last output row, and a tap at most Wp past
+    # its phase's end (the dropped columns)
+    cv.padsize = round_up(g.C * cv.plane + cv.Wp + nr, nr)
+
+
+cdef Py_ssize_t tap_offset(Conv* cv, Py_ssize_t c, Py_ssize_t i, Py_ssize_t j) noexcept nogil:
+    """Where tap (c, i, j) reads for output pixel 0, in the padded (or phased) copy."""
+    cdef Geom* g = &cv.g
+    cdef Py_ssize_t a = i * g.dh, b = j * g.dw
+    if not cv.phased:
+        return c * cv.plane + a * cv.Wp + b
+    return (c * cv.plane + ((a % g.sh) * g.sw + b % g.sw) * cv.Hq * cv.Wp
+            + a // g.sh * cv.Wp + b // g.sw)
 
 
 # Python entry points ----------------------------------------------------------------------
@@ -107,16 +144,23 @@ cdef class _Plan:
         cv.R = cv.Cg * cv.g.kh * cv.g.kw
         cv.P = OH * OW
         cv.fmr = MR_SHORT if round_up(cv.Kg, MR_SHORT) < round_up(cv.Kg, MR) else MR
-        cv.padded = cv.g.sh == 1 and cv.g.sw == 1
-        # Rows of W + pw: a row's right padding is the next row's left padding (every row
-        # starts with pw zeros, and reads past a row's end wrap into them), so fewer
-        # computed-and-dropped columns (OH*Wp - OH*OW) than with W + 2*pw
-        cv.Wp = max(cv.g.W + cv.g.pw, OW)
-        cv.plane = (cv.g.H + 2 * cv.g.ph) * cv.Wp
+        cv.padded = True
+        cv.relu = False
+        cv.phased = cv.g.sh > 1 or cv.g.sw > 1
+        if cv.phased:
+            plan_phases(cv, self.nr)
+        else:
+            # Rows of W + pw: a row's right padding is the next row's left padding (every
+            # row starts with pw zeros, and reads past a row's end wrap into them), so fewer
+            # computed-and-dropped columns (OH*Wp - OH*OW) than with W + 2*pw
+            cv.Wp = max(cv.g.W + cv.g.pw, OW)
+            cv.Hq = cv.g.H + 2 * cv.g.ph
+            cv.plane = cv.Hq * cv.Wp
+            # the last panel of a padded image reads up to NR + (kw-1)*dw past the last
+            # plane; rounded to NR so the per-thread blocks after it stay aligned
+            cv.padsize = round_up(cv.g.C * cv.plane + (cv.g.kw - 1) * cv.g.dw + self.nr,
+                                  self.nr)
         cv.L = OH * cv.Wp
-        # the last panel of a padded image reads up to NR + (kw-1)*dw past the last plane;
-        # rounded to NR so the per-thread blocks after it stay aligned for the micro-kernel
-        cv.padsize = round_up(cv.g.C * cv.plane + (cv.g.kw - 1) * cv.g.dw + self.nr, self.nr)
         self.tabs = Buffer(max(2 * cv.g.kw + 2 * cv.R, 1) * sizeof(Py_ssize_t))
         cv.owlo = <Py_ssize_t*>self.tabs.ptr
         cv.owhi = cv.owlo + cv.g.kw
@@ -127,8 +171,8 @@ cdef class _Plan:
         choose_tab(cv, self.nr // 2)
         cv.tab_skip = cv.tab_mr != 0 and skip_pays(cv)
         for r in range(cv.R):
-            cv.toff[r] = ((r // (cv.g.kh * cv.g.kw)) * cv.plane
-                          + (r // cv.g.kw) % cv.g.kh * cv.g.dh * cv.Wp + r % cv.g.kw * cv.g.dw)
+            cv.toff[r] = tap_offset(cv, r // (cv.g.kh * cv.g.kw), (r // cv.g.kw) % cv.g.kh,
+                                    r % cv.g.kw)
             cv.tofr[tab_place(cv, r)] = cv.toff[r]
         self.nt = max(1, min(threads_for(cv.g.N * cv.P * cv.R * K // 64), cv.g.N))
         self.pbytes = panel_bytes(cv, self.nr)
@@ -204,9 +248,11 @@ cdef void forward_by_rows(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off
 
 def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias, Py_ssize_t b_off,
             Buffer out, tuple xshape, Py_ssize_t K, Py_ssize_t groups, tuple kernel, tuple stride,
-            tuple pad, tuple dil, Py_ssize_t OH, Py_ssize_t OW, int itemsize):
-    """out (N, K, OH, OW) = conv(x, w) + bias; x, w compact (bias may be None)."""
+            tuple pad, tuple dil, Py_ssize_t OH, Py_ssize_t OW, int itemsize, bint relu=False):
+    """out (N, K, OH, OW) = conv(x, w) + bias, with relu max(0, .) of it; x, w compact
+    (bias may be None)."""
     cdef _Plan pl = _Plan(xshape, K, groups, kernel, stride, pad, dil, OH, OW, itemsize)
+    pl.cv.relu = relu
     check_sizes(pl, x, x_off, w, w_off, out, 0, itemsize, "conv2d")
     if bias is not None:
         need(bias, b_off, (K,), itemsize, "conv2d", "bias")

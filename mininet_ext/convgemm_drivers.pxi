@@ -12,6 +12,9 @@ cdef void copy_interior(const floating* src, floating* dst, Conv* cv,
     cdef Py_ssize_t c, ih, iw, u, p
     cdef const floating* s
     cdef floating* d
+    if cv.phased:
+        copy_phases(src, dst, cv, into_padded)
+        return
     for c in range(g.C):
         for ih in range(g.H):
             u = (c * g.H + ih) * g.W
@@ -20,6 +23,31 @@ cdef void copy_interior(const floating* src, floating* dst, Conv* cv,
             d = dst + (p if into_padded else u)
             for iw in range(g.W):
                 d[iw] = s[iw]
+
+
+cdef void copy_phases(const floating* src, floating* dst, Conv* cv,
+                      bint into_padded) noexcept nogil:
+    """copy_interior for the phased copy: each image row goes to its row phase, its
+    columns dealt out to the sw column phases. Image pixels no output reads are not in
+    the copy: copying back, they get zero (their gradient)."""
+    cdef Geom* g = &cv.g
+    cdef Py_ssize_t c, ih, a, p, area = cv.Hq * cv.Wp
+    cdef floating* row
+    if not into_padded:
+        memset(dst, 0, g.C * g.H * g.W * sizeof(floating))
+    for ih in range(g.H):
+        a = ih + g.ph
+        if a // g.sh >= cv.Hq:
+            break
+        for c in range(g.C):
+            p = c * cv.plane + (a % g.sh) * g.sw * area + a // g.sh * cv.Wp
+            row = <floating*>(src if into_padded else dst) + (c * g.H + ih) * g.W
+            if floating is float:
+                mn_phase_row_f32((dst if into_padded else <floating*>src) + p, row, g.W, g.pw,
+                                 g.sw, cv.Wp, area, into_padded)
+            else:
+                mn_phase_row_f64((dst if into_padded else <floating*>src) + p, row, g.W, g.pw,
+                                 g.sw, cv.Wp, area, into_padded)
 
 
 cdef inline Py_ssize_t src_plane(Conv* cv) noexcept nogil:

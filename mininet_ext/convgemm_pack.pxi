@@ -52,8 +52,8 @@ cdef void map_rows(Conv* cv, Py_ssize_t q, Py_ssize_t cols, Panel* pn) noexcept 
 
 
 cdef void map_padded(Conv* cv, Py_ssize_t q, Py_ssize_t nr, Panel* pn) noexcept nogil:
-    """Stride 1: pixels q..q+nr of the padded-row space (q = oh*Wp + ow) read one contiguous
-    window per tap from the padded image; the columns with ow < OW are the output pixels."""
+    """Pixels q..q+nr of the padded-row space (q = oh*Wp + ow) read one contiguous window
+    per tap from the padded (or phased) image; the columns with ow < OW are the output pixels."""
     cdef Geom* g = &cv.g
     cdef Py_ssize_t i, j, t = 0, oh, ow, n
     cdef int u = 0
@@ -179,7 +179,8 @@ cdef void pack_rows_t(const floating* dy, Conv* cv, Panel* pn, Py_ssize_t k0, fl
 
 cdef void write_out(const floating* tile, const floating* bias, floating* out, Conv* cv,
                     Panel* pn, Py_ssize_t k0, Py_ssize_t nr) noexcept nogil:
-    """out[k0 + k, pixel of column jj] = tile[k, jj] + bias[k0 + k] (one image's output)."""
+    """out[k0 + k, pixel of column jj] = tile[k, jj] + bias[k0 + k] (one image's output),
+    max(0, .) of it with cv.relu."""
     cdef Py_ssize_t k, t
     cdef int u
     cdef floating b
@@ -190,8 +191,12 @@ cdef void write_out(const floating* tile, const floating* bias, floating* out, C
         for u in range(pn.nsegs):
             d = out + (k0 + k) * cv.P + pn.segs[u].off
             s = tile + k * nr + pn.segs[u].jj
-            for t in range(pn.segs[u].len):
-                d[t] = s[t] + b
+            if cv.relu:
+                for t in range(pn.segs[u].len):
+                    d[t] = max(s[t] + b, 0)
+            else:
+                for t in range(pn.segs[u].len):
+                    d[t] = s[t] + b
 
 
 # weights, packed once per call -------------------------------------------------------------

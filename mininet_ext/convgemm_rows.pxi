@@ -13,7 +13,7 @@ cdef void choose_tab(Conv* cv, Py_ssize_t vw) noexcept nogil:
     cv.tab_nv = cv.tab_mr = 0
     # the channels must fill at least half the vectors (one output channel would waste
     # 15 of 16 lanes: the panel path suits it better)
-    if not cv.padded or cv.G != 1 or cv.g.OW < 1 or 2 * cv.K < nv * vw:
+    if not cv.padded or cv.phased or cv.G != 1 or cv.g.OW < 1 or 2 * cv.K < nv * vw:
         return
     for taller in range(2):
         mr = mn_tab_mr(nv, 1 - taller)
@@ -82,6 +82,14 @@ cdef bint skip_pays(Conv* cv) noexcept nogil:
     return skipped * 16 >= cv.g.OH * cv.g.kh
 
 
+cdef inline void relu_rows(floating* d, Py_ssize_t rows, Py_ssize_t cnt,
+                           Py_ssize_t stride) noexcept nogil:
+    cdef Py_ssize_t k, i
+    for k in range(rows):
+        for i in range(cnt):
+            d[k * stride + i] = max(d[k * stride + i], 0)
+
+
 cdef void forward_rows(const floating* x, const floating* wt, const floating* bias,
                        floating* out, Conv* cv, Py_ssize_t n0, Py_ssize_t n1, floating* xpad,
                        floating* tile, Py_ssize_t kb) noexcept nogil:
@@ -119,6 +127,8 @@ cdef void forward_rows(const floating* x, const floating* wt, const floating* bi
                             b = bias[blk * kb + k] if bias != NULL else 0
                             for i in range(cnt):
                                 dst[k * cv.P + i] = tile[i * kb + k] + b
+                    if cv.relu:   # the tile just written, still in L1
+                        relu_rows(dst, kn, cnt, cv.P)
                     ow0 += mr
 
 

@@ -1,12 +1,16 @@
 # cython: boundscheck=False, wraparound=False, cdivision=True
 """3x3 stride-1 convolution by Winograd's F(4x4, 3x3): 36 multiplications per 4x4 output
-tile and channel pair where the direct product takes 144, so 4x fewer GEMM flops.
+tile and channel pair where the direct product takes 144, so 4x fewer GEMM flops. 5x5
+stride-1 ones (ksize=5) by F(2x2, 5x5): 36 per 2x2 tile against 100, 2.78x fewer; the same
+6x6 patches, input transform and 36 GEMMs, only the filter and output transforms differ
+(_winograd5_t.h).
 
 The output is cut into 4x4 tiles, each read as a 6x6 input patch (tiles overlap by 2).
 Tiles are processed in blocks of nb (a few micro-kernel widths): the block's patches
 are transformed (B^T d B) straight into the micro-kernel's packed B layout, one GEMM per
 transform position xi (36 of them: [K x C] @ [C x nb]) runs on the kernel table's
-micro-kernels (_isa.h), and the products are transformed back (A^T m A), the bias added,
+micro-kernels (_isa.h), and the products are transformed back (A^T m A), the bias added
+(and with relu=True max(0, .) taken: a fused ReLU, no second pass over the output),
 and stored. The filters are transformed (G g G^T) once per call, into packed A panels.
 
 Workspace: per thread one block's V (36 x C x nb) and M (36 x K x nb), a few MB at most
@@ -35,17 +39,28 @@ cdef extern from "_winograd.h" nogil:
     int mn_gemm_nr(int itemsize)
     ctypedef struct wino_geom:
         Py_ssize_t N, C, H, W, K, OH, OW, ph, pw, th, tw, T, nb, kp
-        int nr, mr
+        int nr, mr, r, m
     void wino_filters_f32(const float* w, float* U, Py_ssize_t K, Py_ssize_t C, int mr,
                           int flip, Py_ssize_t p0, Py_ssize_t p1)
     void wino_filters_f64(const double* w, double* U, Py_ssize_t K, Py_ssize_t C, int mr,
                           int flip, Py_ssize_t p0, Py_ssize_t p1)
     void wino_block_f32(const wino_geom* g, const float* x, const float* U, const float* bias,
                         float* out, Py_ssize_t t0, float* V, float* M, float* D, float* O,
-                        Py_ssize_t* tn, Py_ssize_t* ty, Py_ssize_t* tx)
+                        Py_ssize_t* tn, Py_ssize_t* ty, Py_ssize_t* tx, int relu)
     void wino_block_f64(const wino_geom* g, const double* x, const double* U,
                         const double* bias, double* out, Py_ssize_t t0, double* V, double* M,
-                        double* D, double* O, Py_ssize_t* tn, Py_ssize_t* ty, Py_ssize_t* tx)
+                        double* D, double* O, Py_ssize_t* tn, Py_ssize_t* ty, Py_ssize_t* tx,
+                        int relu)
+    void wino_filters5_f32(const float* w, float* U, Py_ssize_t K, Py_ssize_t C, int mr,
+                           int flip, Py_ssize_t p0, Py_ssize_t p1)
+    void wino_filters5_f64(const double* w, double* U, Py_ssize_t K, Py_ssize_t C, int mr,
+                           int flip, Py_ssize_t p0, Py_ssize_t p1)
+    void wino_wgrad_out5_f32(const float* dU, int nt, Py_ssize_t per, Py_ssize_t kp,
+                             Py_ssize_t cp, Py_ssize_t C, Py_ssize_t k0, Py_ssize_t k1,
+                             float* dw)
+    void wino_wgrad_out5_f64(const double* dU, int nt, Py_ssize_t per, Py_ssize_t kp,
+                             Py_ssize_t cp, Py_ssize_t C, Py_ssize_t k0, Py_ssize_t k1,
+                             double* dw)
     void wino_wgrad_block_f32(const wino_geom* g, const float* x, const float* dy,
                               Py_ssize_t t0, Py_ssize_t cnt, Py_ssize_t cp, float* VT,
                               float* GT, float* dU, float* D)
@@ -79,13 +94,15 @@ cdef int pick_mr(Py_ssize_t K) noexcept nogil:
     return ms if round_up(K, ms) < round_up(K, mr) else mr
 
 
-cdef wino_geom make_geom(tuple xshape, Py_ssize_t K, tuple pad, int itemsize, int threads):
+cdef wino_geom make_geom(tuple xshape, Py_ssize_t K, tuple pad, int itemsize, int threads,
+                        int ksize=3):
     cdef wino_geom g
     g.N, g.C, g.H, g.W = xshape
     g.K = K
     g.ph, g.pw = pad
-    g.OH, g.OW = g.H + 2 * g.ph - 2, g.W + 2 * g.pw - 2
-    g.th, g.tw = (g.OH + 3) // 4, (g.OW + 3) // 4
+    g.r, g.m = ksize, 7 - ksize   # 6x6 patches: 4x4 outputs of 3x3 filters, 2x2 of 5x5
+    g.OH, g.OW = g.H + 2 * g.ph - ksize + 1, g.W + 2 * g.pw - ksize + 1
+    g.th, g.tw = (g.OH + g.m - 1) // g.m, (g.OW + g.m - 1) // g.m
     g.T = g.N * g.th * g.tw
     g.nr, g.mr = mn_gemm_nr(itemsize), pick_mr(K)
     if g.mr > 16:   # wino_filters' panel buffers
@@ -106,40 +123,47 @@ cdef Py_ssize_t thread_items(wino_geom* g) noexcept nogil:
 
 
 def workspace_bytes(tuple xshape, Py_ssize_t K, tuple pad=(1, 1), int itemsize=4,
-                    int threads=1):
+                    int threads=1, int ksize=3):
     """Bytes of scratch memory forward() takes for this shape: the transformed filters
     plus each thread's block workspace."""
-    cdef wino_geom g = make_geom(xshape, K, pad, itemsize, max(threads, 1))
+    check_ksize(ksize, "winograd conv")
+    cdef wino_geom g = make_geom(xshape, K, pad, itemsize, max(threads, 1), ksize)
     return (36 * g.kp * g.C * itemsize
             + max(threads, 1) * (thread_items(&g) * itemsize + 3 * g.nb * sizeof(Py_ssize_t)))
 
 
-cdef tuple out_map(tuple xshape, Py_ssize_t K, tuple pad, str what):
-    """(N, C, OH, OW) of a 3x3 stride-1 convolution of an (N, C, H, W) input padded by pad;
-    a bad shape, channel count or padding, or a kernel larger than the padded input, is a
-    ValueError naming `what`."""
+cdef check_ksize(int ksize, str what):
+    if ksize != 3 and ksize != 5:
+        raise ValueError(f"{what}: filter size {ksize}x{ksize}; Winograd runs 3x3 and 5x5 only")
+
+
+cdef tuple out_map(tuple xshape, Py_ssize_t K, tuple pad, str what, int ksize=3):
+    """(N, C, OH, OW) of a ksize x ksize stride-1 convolution of an (N, C, H, W) input
+    padded by pad; a bad shape, channel count, padding or filter size, or a kernel larger
+    than the padded input, is a ValueError naming `what`."""
+    check_ksize(ksize, what)
     if len(xshape) != 4 or len(pad) != 2 or min(xshape) < 0 or K < 0 or min(pad) < 0:
         raise ValueError(f"{what}: bad input shape {xshape}, channels {K} or padding {pad}")
     n, c, h, wd = xshape
-    oh, ow = h + 2 * pad[0] - 2, wd + 2 * pad[1] - 2
+    oh, ow = h + 2 * pad[0] - ksize + 1, wd + 2 * pad[1] - ksize + 1
     if oh < 1 or ow < 1:
-        raise ValueError(f"{what}: a 3x3 kernel does not fit the input {xshape} padded by "
-                         f"{pad}")
+        raise ValueError(f"{what}: a {ksize}x{ksize} kernel does not fit the input {xshape} "
+                         f"padded by {pad}")
     return n, c, oh, ow
 
 
 def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
             Py_ssize_t b_off, Buffer out, tuple xshape, Py_ssize_t K, tuple pad,
-            int itemsize, bint flip=False):
-    """out (N, K, OH, OW) = conv3x3(x, w, stride 1, padding pad) + bias, OH = H + 2ph - 2.
-    x (N, C, H, W) and w compact; w is (K, C, 3, 3), or with flip (C, K, 3, 3) used rotated
-    by 180 degrees with its two channel axes swapped (the input gradient's filters);
-    bias (K,) or None."""
+            int itemsize, bint flip=False, bint relu=False, int ksize=3):
+    """out (N, K, OH, OW) = conv(x, w, stride 1, padding pad) + bias, then max(0, .) if
+    relu; r = ksize (3 or 5), OH = H + 2ph - r + 1. x (N, C, H, W) and w compact; w is
+    (K, C, r, r), or with flip (C, K, r, r) used rotated by 180 degrees with its two
+    channel axes swapped (the input gradient's filters); bias (K,) or None."""
     check_itemsize(itemsize, "winograd conv")
-    n, c, oh, ow = out_map(xshape, K, pad, "winograd conv")
+    n, c, oh, ow = out_map(xshape, K, pad, "winograd conv", ksize)
     need(x, x_off, xshape, itemsize, "winograd conv", "input")
-    need(w, w_off, (c, K, 3, 3) if flip else (K, c, 3, 3), itemsize, "winograd conv",
-         "weight")
+    need(w, w_off, (c, K, ksize, ksize) if flip else (K, c, ksize, ksize), itemsize,
+         "winograd conv", "weight")
     need(out, 0, (n, K, oh, ow), itemsize, "winograd conv", "output")
     if bias is not None:
         need(bias, b_off, (K,), itemsize, "winograd conv", "bias")
@@ -148,7 +172,7 @@ def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
     if c == 0:
         raise ValueError("winograd conv: zero input channels (use the general path)")
     cdef int nt = threads_for(n * K * oh * ow * c * 4)
-    cdef wino_geom g = make_geom(xshape, K, pad, itemsize, nt)
+    cdef wino_geom g = make_geom(xshape, K, pad, itemsize, nt, ksize)
     cdef Py_ssize_t blocks = (g.T + g.nb - 1) // g.nb, per = thread_items(&g), panels
     nt = <int>min(nt, blocks)
     panels = g.kp // g.mr
@@ -159,21 +183,30 @@ def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
     cdef int t
     with nogil:
         for t in prange(nt, num_threads=nt, schedule='static'):
-            if itemsize == 4:
-                wino_filters_f32(<float*>w.ptr + w_off, <float*>ubuf.ptr, K, g.C, g.mr, flip,
-                                 panels * t // nt, panels * (t + 1) // nt)
-            else:
-                wino_filters_f64(<double*>w.ptr + w_off, <double*>ubuf.ptr, K, g.C, g.mr, flip,
-                                 panels * t // nt, panels * (t + 1) // nt)
+            run_filters(&g, w.ptr + w_off * itemsize, ubuf.ptr, flip,
+                        panels * t // nt, panels * (t + 1) // nt, itemsize)
         for t in prange(nt, num_threads=nt, schedule='static'):
             run_blocks(&g, x.ptr + x_off * itemsize, ubuf.ptr, bp, out.ptr,
                        work.ptr + t * per * itemsize,
-                       <Py_ssize_t*>tabs.ptr + t * 3 * g.nb, t, nt, blocks, itemsize)
+                       <Py_ssize_t*>tabs.ptr + t * 3 * g.nb, t, nt, blocks, itemsize, relu)
+
+
+cdef void run_filters(wino_geom* g, char* w, char* U, int flip, Py_ssize_t p0,
+                      Py_ssize_t p1, int itemsize) noexcept nogil:
+    """The filter transform of the K panels p0..p1, 3x3 or 5x5."""
+    if g.r == 5 and itemsize == 4:
+        wino_filters5_f32(<float*>w, <float*>U, g.K, g.C, g.mr, flip, p0, p1)
+    elif g.r == 5:
+        wino_filters5_f64(<double*>w, <double*>U, g.K, g.C, g.mr, flip, p0, p1)
+    elif itemsize == 4:
+        wino_filters_f32(<float*>w, <float*>U, g.K, g.C, g.mr, flip, p0, p1)
+    else:
+        wino_filters_f64(<double*>w, <double*>U, g.K, g.C, g.mr, flip, p0, p1)
 
 
 cdef void run_blocks(wino_geom* g, char* x, char* U, char* bias, char* out, char* ws,
                      Py_ssize_t* tab, int t, int nt, Py_ssize_t blocks,
-                     int itemsize) noexcept nogil:
+                     int itemsize, int relu) noexcept nogil:
     """Thread t's blocks: t, t + nt, ..."""
     cdef Py_ssize_t b = t, v = 0, m = 36 * g.C * g.nb, d = m + 36 * g.kp * g.nb
     cdef Py_ssize_t o = d + 36 * g.nr
@@ -181,11 +214,11 @@ cdef void run_blocks(wino_geom* g, char* x, char* U, char* bias, char* out, char
         if itemsize == 4:
             wino_block_f32(g, <float*>x, <float*>U, <float*>bias, <float*>out, b * g.nb,
                            <float*>ws + v, <float*>ws + m, <float*>ws + d, <float*>ws + o,
-                           tab, tab + g.nb, tab + 2 * g.nb)
+                           tab, tab + g.nb, tab + 2 * g.nb, relu)
         else:
             wino_block_f64(g, <double*>x, <double*>U, <double*>bias, <double*>out, b * g.nb,
                            <double*>ws + v, <double*>ws + m, <double*>ws + d, <double*>ws + o,
-                           tab, tab + g.nb, tab + 2 * g.nb)
+                           tab, tab + g.nb, tab + 2 * g.nb, relu)
         b += nt
 
 
@@ -197,9 +230,9 @@ cdef Py_ssize_t WGRAD_MAX_TILES = 256
 
 
 cdef wino_geom wgrad_geom(tuple xshape, Py_ssize_t K, tuple pad, int itemsize, int threads,
-                          Py_ssize_t* cp):
+                          Py_ssize_t* cp, int ksize=3):
     """The forward's geometry with nb re-chosen: tiles per block of the weight gradient."""
-    cdef wino_geom g = make_geom(xshape, K, pad, itemsize, threads)
+    cdef wino_geom g = make_geom(xshape, K, pad, itemsize, threads, ksize)
     cp[0] = round_up(g.C, g.nr)
     cdef Py_ssize_t per_tile = 36 * (cp[0] + g.kp) * itemsize
     cdef Py_ssize_t nb = max(8, min(WGRAD_MAX_TILES, WGRAD_BLOCK_BYTES // per_tile))
@@ -216,30 +249,31 @@ cdef Py_ssize_t wgrad_items(wino_geom* g, Py_ssize_t cp) noexcept nogil:
 
 
 def weight_grad_workspace_bytes(tuple xshape, Py_ssize_t K, tuple pad=(1, 1),
-                                int itemsize=4, int threads=1):
+                                int itemsize=4, int threads=1, int ksize=3):
     """Bytes of scratch memory weight_grad() takes for this shape: per thread its own
     sums of the 36 products (36 x K x C) and one block of transformed tiles."""
+    check_ksize(ksize, "winograd weight grad")
     cdef Py_ssize_t cp
-    cdef wino_geom g = wgrad_geom(xshape, K, pad, itemsize, max(threads, 1), &cp)
+    cdef wino_geom g = wgrad_geom(xshape, K, pad, itemsize, max(threads, 1), &cp, ksize)
     return max(threads, 1) * wgrad_items(&g, cp) * itemsize
 
 
 def weight_grad(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, Buffer dw,
-                tuple xshape, Py_ssize_t K, tuple pad, int itemsize):
-    """dw (K, C, 3, 3) = the weight gradient of out = conv3x3(x, w, stride 1, padding pad)
-    given dy = d loss / d out (N, K, OH, OW); x (N, C, H, W) and dy compact. Threads take
-    blocks of tiles, each summing its own 36 products; the sums are added and transformed
-    back at the end."""
+                tuple xshape, Py_ssize_t K, tuple pad, int itemsize, int ksize=3):
+    """dw (K, C, r, r) = the weight gradient of out = conv(x, w, stride 1, padding pad),
+    r = ksize (3 or 5), given dy = d loss / d out (N, K, OH, OW); x (N, C, H, W) and dy
+    compact. Threads take blocks of tiles, each summing its own 36 products; the sums are
+    added and transformed back at the end."""
     check_itemsize(itemsize, "winograd weight grad")
-    n, c, oh, ow = out_map(xshape, K, pad, "winograd weight grad")
+    n, c, oh, ow = out_map(xshape, K, pad, "winograd weight grad", ksize)
     need(x, x_off, xshape, itemsize, "winograd weight grad", "input")
     need(dy, dy_off, (n, K, oh, ow), itemsize, "winograd weight grad", "output grad")
-    need(dw, 0, (K, c, 3, 3), itemsize, "winograd weight grad", "weight grad")
+    need(dw, 0, (K, c, ksize, ksize), itemsize, "winograd weight grad", "weight grad")
     if K * c == 0:
         return
     cdef int nt = threads_for(n * K * oh * ow * c * 4)
     cdef Py_ssize_t cp
-    cdef wino_geom g = wgrad_geom(xshape, K, pad, itemsize, nt, &cp)
+    cdef wino_geom g = wgrad_geom(xshape, K, pad, itemsize, nt, &cp, ksize)
     cdef Py_ssize_t blocks = (g.T + g.nb - 1) // g.nb
     nt = <int>max(1, min(nt, blocks))
     cdef Py_ssize_t per = wgrad_items(&g, cp)
@@ -250,7 +284,13 @@ def weight_grad(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, Buffer
             wgrad_blocks(&g, x.ptr + x_off * itemsize, dy.ptr + dy_off * itemsize, cp,
                          work.ptr + t * per * itemsize, t, nt, blocks, itemsize)
         for t in prange(nt, num_threads=nt, schedule='static'):
-            if itemsize == 4:
+            if g.r == 5 and itemsize == 4:
+                wino_wgrad_out5_f32(<float*>work.ptr, nt, per, g.kp, cp, g.C,
+                                    K * t // nt, K * (t + 1) // nt, <float*>dw.ptr)
+            elif g.r == 5:
+                wino_wgrad_out5_f64(<double*>work.ptr, nt, per, g.kp, cp, g.C,
+                                    K * t // nt, K * (t + 1) // nt, <double*>dw.ptr)
+            elif itemsize == 4:
                 wino_wgrad_out_f32(<float*>work.ptr, nt, per, g.kp, cp, K, g.C,
                                    K * t // nt, K * (t + 1) // nt, <float*>dw.ptr)
             else:

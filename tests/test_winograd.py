@@ -182,14 +182,14 @@ def wino(request, monkeypatch):
     calls = []
     real = wg.forward
 
-    def counted(*args):
-        calls.append(args[-1] if len(args) > 11 else False)
-        return real(*args)
+    def counted(*args, **kw):
+        calls.append(args[11] if len(args) > 11 else kw.get("flip", False))
+        return real(*args, **kw)
     monkeypatch.setattr(cpu_backend._wino, "forward", counted)
     wcalls = []
     real_w = wg.weight_grad
     monkeypatch.setattr(cpu_backend._wino, "weight_grad",
-                        lambda *a: wcalls.append(a[5]) or real_w(*a))
+                        lambda *a, **kw: wcalls.append(a[5]) or real_w(*a, **kw))
     monkeypatch.setenv("MININET_WINOGRAD", "1" if request.param == "winograd" else "0")
     return request.param, calls, wcalls
 
@@ -284,7 +284,7 @@ def test_small_maps_take_winograd_where_it_pays(hw, expect, monkeypatch):
     monkeypatch.setattr(cpu_backend._wino, "forward",
                         lambda *a: calls.append(a[-1] if len(a) > 11 else False) or real(*a))
     monkeypatch.setattr(cpu_backend._wino, "weight_grad",
-                        lambda *a: wcalls.append(a[5]) or real_w(*a))
+                        lambda *a, **kw: wcalls.append(a[5]) or real_w(*a, **kw))
     big = cpu_backend.WINOGRAD_MIN_CHANNELS
     x = rng.standard_normal((3, big, *hw)).astype("float32")
     w = (rng.standard_normal((big + 8, big, 3, 3)) / 10).astype("float32")

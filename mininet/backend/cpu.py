@@ -243,7 +243,9 @@ class CPUDevice(Device):
 
     # fused implicit-GEMM convolution (all arrays compact); geometry: (stride, padding,
     # dilation) pairs and groups
-    def conv2d(self, x, w, bias, out, stride, padding, dilation, groups):
+    def conv2d(self, x, w, bias, out, stride, padding, dilation, groups, relu=False):
+        """out = conv(x, w) + bias; with relu, max(0, .) of it, taken as the kernels write
+        the output (no second pass)."""
         _floats("conv", x, w, bias)
         n, k, oh, ow = out.shape
         if _winograd_fits(w.shape, stride, padding, dilation, groups) and \
@@ -251,18 +253,23 @@ class CPUDevice(Device):
             _wino.forward(x.handle, x.offset, w.handle, w.offset,
                           None if bias is None else bias.handle,
                           0 if bias is None else bias.offset, _at(out), x.shape, k, padding,
-                          x.dtype.itemsize)
+                          x.dtype.itemsize, relu=relu, ksize=w.shape[2])
             return
         _cg.forward(x.handle, x.offset, w.handle, w.offset,
                     None if bias is None else bias.handle, 0 if bias is None else bias.offset,
                     _at(out), x.shape, k, groups, tuple(w.shape[2:]), stride, padding,
-                    dilation, oh, ow, x.dtype.itemsize)
+                    dilation, oh, ow, x.dtype.itemsize, relu)
 
-    def conv2d_small(self, wshape, geometry, pixels, transposed=False):
+    def conv2d_small(self, wshape, geometry, pixels, transposed=False, out_hw=None):
         """Winograd wins on small maps too (the 64 -> 128 layer at 8x8, batch 64: 0.53x
         PyTorch's forward time against 1.64x by im2col), down to one 4x4 tile an image
-        (below it computes padding: 36 products a tile against 9 taps a pixel)."""
+        (below it computes padding: 36 products a tile against 9 taps a pixel). So do the
+        implicit GEMM's stride phases where an image's panels are at least half real
+        output pixels (_phases_fit)."""
         stride, padding, dilation, groups = geometry
+        if not transposed and out_hw is not None and _phases_fit(wshape, stride, dilation,
+                                                                 out_hw):
+            return True
         if pixels < 16:
             return False
         if transposed:   # dx: the flipped filters, channels swapped, padding dil*(k-1) - pad
@@ -291,7 +298,7 @@ class CPUDevice(Device):
             # the same 3x3 convolution by Winograd, which flips and swaps the filters
             # while it transforms them
             _wino.forward(g.handle, g.offset, w.handle, w.offset, None, 0, _at(dx), g.shape,
-                          dx.shape[1], pad, g.dtype.itemsize, True)
+                          dx.shape[1], pad, g.dtype.itemsize, True, ksize=w.shape[2])
             return True
         if not _cg.row_tiles(g.shape, dx.shape[1], 1, (kh, kw), (1, 1), pad, dilation,
                              dx.shape[2], dx.shape[3], g.dtype.itemsize):
@@ -308,7 +315,7 @@ class CPUDevice(Device):
                 g.dtype == x.dtype == dw.dtype:
             # dW = G^T [sum over tiles (A dY A^T) .* (B^T x B)] G: 36 GEMMs over the tiles
             _wino.weight_grad(g.handle, g.offset, x.handle, x.offset, _at(dw), x.shape, k,
-                              padding, g.dtype.itemsize)
+                              padding, g.dtype.itemsize, ksize=dw.shape[2])
             return
         _cg.weight_grad(g.handle, g.offset, x.handle, x.offset, _at(dw), x.shape, k,
                         groups, tuple(dw.shape[2:]), stride, padding, dilation, oh, ow,
@@ -319,11 +326,12 @@ class CPUDevice(Device):
         _cg.bias_grad(g.handle, g.offset, _at(db), n, k, g.size // max(n * k, 1),
                       g.dtype.itemsize)
 
-    def to_nchw(self, y, bias, out):
+    def to_nchw(self, y, bias, out, relu=False):
+        """out (N, K, ...) = y (K, N, ...) + bias, max(0, .) of it with relu."""
         n, k = out.shape[:2]
         _conv.to_nchw(_at(y), None if bias is None else bias.handle,
                       0 if bias is None else bias.offset, _at(out), k, n,
-                      out.size // max(n * k, 1), out.dtype.itemsize)
+                      out.size // max(n * k, 1), out.dtype.itemsize, relu)
 
     def from_nchw(self, g, out, db):
         n, k = g.shape[:2]
@@ -372,25 +380,46 @@ class CPUDevice(Device):
                         list(steps), lr, b1, b2, eps, wd, decoupled, ps[0].dtype.itemsize)
 
 
+def _phases_fit(wshape, stride, dilation, out_hw):
+    """Whether the implicit GEMM's phased path (mininet_ext/convgemm.pyx, plan_phases)
+    runs a strided layer with a small output map: an image's pixels, numbered in rows of
+    OW + (kw-1)*dw // sw, are cut into panels of 32; at least half the panel columns must
+    be output pixels. ResNet9's 7x7 stride-4 layer (8x8 out: 64 of 96) and its 3x3
+    stride-2 one at 8x8 (4x4 out: 16 of 32) ran 1.5-2.5x faster than im2col + GEMM;
+    4x4 -> 2x2 (4 of 32) and 2x2 -> 1x1 (1 of 32) 3-40x slower (AMD EPYC Zen 4)."""
+    (oh, ow), kh, kw = out_hw, wshape[2], wshape[3]
+    if stride == (1, 1):
+        return False
+    pixels = oh * (ow + (kw - 1) * dilation[1] // stride[1])
+    return 2 * oh * ow >= -(-pixels // 32) * 32
+
+
 def _winograd_fits(wshape, stride, padding, dilation, groups):
-    """Whether the Winograd F(4x4, 3x3) kernels (mininet_ext/winograd.pyx) run this
-    convolution: 3x3 filters, stride 1, no dilation, one group, and at least
-    WINOGRAD_MIN_CHANNELS input and output channels (wshape: (K, C, kh, kw)).
+    """Whether the Winograd kernels (mininet_ext/winograd.pyx) run this convolution:
+    stride 1, no dilation, one group, and 3x3 filters (F(4x4, 3x3)) with at least
+    WINOGRAD_MIN_CHANNELS input and output channels, or 5x5 ones (F(2x2, 5x5)) with at
+    least WINOGRAD5_MIN_CHANNELS (wshape: (K, C, kh, kw)).
     MININET_WINOGRAD=0 turns them off (the implicit GEMM runs everything then).
 
     Why these bounds (AMD EPYC Zen 4, 1 and 2 threads): Winograd does 4x fewer
     multiplications than the implicit GEMM, but transforming the tiles in and out costs
     about as much per channel as a GEMM over 16-32 channels: at 16 channels the implicit
     GEMM was 1.2x faster (64x16x32x32 -> 16), at 32-64 Winograd 1.5x (64x32x16x16 -> 64),
-    at 128-256 2x (64x128x16x16 -> 128). Small maps run here only where ops/conv.py
-    sends them to the fused kernels (conv2d_min_pixels)."""
+    at 128-256 2x (64x128x16x16 -> 128). F(2x2, 5x5) saves 2.78x of the multiplications
+    but transforms 4x as many tiles per output pixel: against the implicit GEMM (2 threads,
+    forward + backward, batch 64, 16x16) it was 2.8x slower at 16 channels (MNIST's
+    100x16x14x14 -> 32), 1.0-1.6x slower at 32-64, 0.78x the time at 96, 0.65x at 128,
+    0.56x at 256. Small maps run here only where ops/conv.py sends them to the fused
+    kernels (conv2d_min_pixels)."""
     k, c, kh, kw = wshape
-    return ((kh, kw) == (3, 3) and stride == (1, 1) and dilation == (1, 1) and groups == 1
-            and min(k, c) >= WINOGRAD_MIN_CHANNELS and min(padding) >= 0
+    least = {(3, 3): WINOGRAD_MIN_CHANNELS, (5, 5): WINOGRAD5_MIN_CHANNELS}.get((kh, kw))
+    return (least is not None and stride == (1, 1) and dilation == (1, 1) and groups == 1
+            and min(k, c) >= least and min(padding) >= 0
             and os.environ.get("MININET_WINOGRAD", "1") != "0")
 
 
 WINOGRAD_MIN_CHANNELS = 32
+WINOGRAD5_MIN_CHANNELS = 96
 
 _cpu = CPUDevice()
 

@@ -37,11 +37,12 @@ class Device:
     def has(self, capability):
         return capability in self.capabilities
 
-    def conv2d_small(self, wshape, geometry, pixels, transposed=False):
+    def conv2d_small(self, wshape, geometry, pixels, transposed=False, out_hw=None):
         """Whether conv2d's kernels should also run a layer whose output map is smaller
         than conv2d_min_pixels: weight shape (K, C, kh, kw), geometry (stride, padding,
         dilation, groups), pixels of the map computed (the output, or the input gradient
-        when transposed: that layer's input-gradient convolution)."""
+        when transposed: that layer's input-gradient convolution), out_hw its (height,
+        width) where known."""
         return False
 
     def __repr__(self):
@@ -255,11 +256,11 @@ KERNELS = {
     "conv2d": ("conv2d", "conv2d_grad_input", "conv2d_grad_weight", "conv2d_grad_bias"),
     "softmax_xent": ("softmax_xent", "softmax_xent_grad"),
     "batchnorm": ("batchnorm", "batchnorm_backward"),
+    "batchnorm_relu": ("batchnorm", "batchnorm_backward"),
     "rows": ("take_rows", "add_rows"),
     "lstm": ("lstm_gates", "lstm_gates_grad"),
     "dropout": ("dropout_mask",),
     "share_host": ("share", "array_view"),
-    "batchnorm_relu": ("batchnorm", "batchnorm_backward"),
 }
 
 
