@@ -122,6 +122,7 @@ FORWARD_FLOPS = {
     "MatMul": lambda op, ins, out: _matmul(ins[0].shape, ins[1].shape),
     "Linear": lambda op, ins, out: _linear(ins[0].shape, ins[1].shape),
     "Conv": _conv, "ConvGradInput": _conv_grad_input, "ConvGradWeight": _conv_grad_weight,
+    "ConvReLU": lambda op, ins, out: _conv(op, ins, out) + out.size,   # conv, then max(0, .)
     "MaxPool2d": _pool, "AvgPool2d": _pool,
     "Norm2": _per_input(2),            # square, add
     "ProdOthers": _per_input(3),       # two running products, one product

@@ -47,8 +47,8 @@ def _at(a):
 
 class CPUDevice(Device):
     name = "cpu"
-    capabilities = frozenset({"conv2d", "softmax_xent", "batchnorm", "batchnorm_relu", "rows",
-                              "share_host", "lstm"})
+    capabilities = frozenset({"conv2d", "conv2d_relu", "softmax_xent", "batchnorm",
+                              "batchnorm_relu", "rows", "share_host", "lstm"})
     # Output pixels per image below which im2col + one GEMM beats the implicit GEMM: the
     # fused kernels cut each image into panels of 32 pixels, so 4x4 or 1x1 outputs (a
     # ResNet9's late layers) fill a panel by a fraction, where im2col's GEMM runs over the

@@ -257,6 +257,7 @@ KERNELS = {
     "softmax_xent": ("softmax_xent", "softmax_xent_grad"),
     "batchnorm": ("batchnorm", "batchnorm_backward"),
     "batchnorm_relu": ("batchnorm", "batchnorm_backward"),
+    "conv2d_relu": ("conv2d", "to_nchw"),   # both take relu=True (the op's ReLU epilogue)
     "rows": ("take_rows", "add_rows"),
     "lstm": ("lstm_gates", "lstm_gates_grad"),
     "dropout": ("dropout_mask",),

@@ -12,3 +12,5 @@ from .sequence import GRU, LSTM, RNN, Embedding, GRUCell, LSTMCell, RNNCell
 from .attention import MultiHeadAttention, Transformer, TransformerLayer
 from .checkpoint import Checkpoint, checkpoint
 from . import functional, init
+from . import utils
+from .utils.fusion import ConvReLU2d

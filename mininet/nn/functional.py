@@ -12,6 +12,7 @@ import numpy as np
 from .. import init, ops
 from ..autograd import Tensor
 from ..ndarray import NDArray
+from ..ops.conv_fused import conv_relu
 
 IntPair = int | tuple[int, int]   # a size given for both spatial dims, or as (h, w)
 
@@ -294,6 +295,17 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: In
     if isinstance(padding, str):
         padding = _string_padding(padding, weight, stride, dilation)
     return ops.conv(input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv2d_relu(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: IntPair = 1,
+                padding: IntPair | str = 0, dilation: IntPair = 1, groups: int = 1) -> Tensor:
+    """relu(conv2d(input, weight, bias, ...)) as one op (torch.ao.nn.intrinsic's ConvReLU2d
+    as a function): the same arguments, shapes and errors as conv2d. Where the device has a
+    ReLU epilogue (capability conv2d_relu) the output map is written once; the gradients,
+    of any order, are conv2d's of the output grad masked by output > 0."""
+    if isinstance(padding, str):
+        padding = _string_padding(padding, weight, stride, dilation)
+    return conv_relu(input, weight, bias, stride, padding, dilation, groups)
 
 
 def _string_padding(mode, weight, stride, dilation):

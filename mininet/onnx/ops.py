@@ -7,6 +7,7 @@ import numpy as np
 from ..ndarray import _expand_index, _normalize_axes
 from ..ops import index, math, nn, pool, reduce, rnn, shape
 from ..ops.conv import Conv
+from ..ops.conv_fused import ConvReLU
 from .graph import INT64_MAX, INT64_MIN
 from .trace import Dim, OnnxExportError
 
@@ -491,6 +492,11 @@ def conv2d(g, node):
     return g.node("Conv", [g.name(x) for x in node.inputs], kernel_shape=list(w.shape[2:]),
                   strides=list(p.stride), pads=_pads(p), dilations=list(p.dilation),
                   group=p.groups)
+
+
+@maps(ConvReLU)
+def conv2d_relu(g, node):   # the fused op is Conv then Relu in ONNX
+    return g.node("Relu", [conv2d(g, node)])
 
 
 @maps(pool.MaxPool2d)

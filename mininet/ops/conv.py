@@ -273,11 +273,17 @@ class ConvGradBias(Op):
 def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution (cross-correlation, as PyTorch's conv2d) of x (N, C, H, W) with
     weight (K, C/groups, kh, kw) and an optional bias (K,)."""
+    return conv_call(Conv, "conv", x, weight, bias, stride, padding, dilation, groups)
+
+
+def conv_call(op_class, name, x, weight, bias, stride, padding, dilation, groups):
+    """op_class(params)(x, weight[, bias]) after the checks (errors name `name`), with
+    the weight cropped to its one live tap where the others read only padding."""
     p = ConvParams(stride, padding, dilation, groups)
-    require_float("conv", x, weight, bias)
+    require_float(name, x, weight, bias)
     if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
-        raise ValueError(f"conv: input, weight and bias dtypes differ ({x.dtype}, {weight.dtype}"
-                         f"{', ' + str(bias.dtype) if bias is not None else ''})")
+        raise ValueError(f"{name}: input, weight and bias dtypes differ ({x.dtype}, "
+                         f"{weight.dtype}{', ' + str(bias.dtype) if bias is not None else ''})")
     oh, ow = _check_conv(x, weight, bias, p)
     live = _live_taps(tuple(x.shape[2:]), tuple(weight.shape[2:]), p.stride, p.padding,
                       p.dilation, (oh, ow))
@@ -286,7 +292,7 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         weight = weight[:, :, i0:i1, j0:j1]
         p = ConvParams(p.stride, (p.padding[0] - i0, p.padding[1] - j0), p.dilation, p.groups)
     inputs = (x, weight) if bias is None else (x, weight, bias)
-    return Conv(p)(*inputs)
+    return op_class(p)(*inputs)
 
 
 @functools.lru_cache(maxsize=256)   # a model asks the same few geometries every step

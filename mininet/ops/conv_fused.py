@@ -1,0 +1,52 @@
+"""Convolution with a ReLU epilogue: relu(conv(x, w, b)) as one op.
+
+Inference of a conv-BN-ReLU network spends a whole pass over every activation map on
+the ReLU alone; a device with the "conv2d_relu" capability (the CPU) applies max(0, .)
+as its convolution writes the output (implicit GEMM, Winograd, or im2col's to_nchw), so
+the map is written once. Any other device runs the convolution, then the ReLU in place on
+the fresh output: the same values, one allocation fewer than conv then relu.
+
+ConvReLU is a Conv: the gradient masks the output grad by y > 0 (the same as the
+pre-activation's sign) and hands it to the convolution's gradient ops, so the input,
+weight and bias gradients, and gradients of any order, are the convolution's.
+"""
+from ..autograd import Tensor
+from ..backend.opcodes import UNARY
+from .. import amp as _ac
+from .conv import Conv, conv_call, conv_forward
+from .math import ReLUGrad
+
+
+def conv_relu_forward(x, w, b, p):
+    """(relu(conv(x, w, b)), col); col (the input's columns) is None when fused."""
+    dev = x.device
+    if dev.has("conv2d_relu"):   # its conv2d and to_nchw take the ReLU as an epilogue
+        return conv_forward(x, w, b, p, relu=True)
+    out, col = conv_forward(x, w, b, p)
+    dev.unary(UNARY["relu"], out, out)   # elementwise, same index: safe in place
+    return out, col
+
+
+class ConvReLU(Conv):
+    """y = max(0, conv(x, w, b)); gradients: the convolution's, of g * (y > 0)."""
+
+    def compute(self, x, w, b=None):
+        p = self.precision = self.precision or _ac._state.precision
+        if p is not None:   # bf16 autocast rounds the operands, as Conv does
+            x, w = _ac.round_to(x, p), _ac.round_to(w, p)
+        out, self.col = conv_relu_forward(x, w, b, self.p)
+        return out
+
+    def gradient(self, g, node):
+        # the mask is a constant: relu's second derivative is zero almost everywhere
+        masked = ReLUGrad()(g, Tensor.make_const(node.cached_data))
+        return super().gradient(masked, node)
+
+
+def conv_relu(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """relu(conv(x, weight, bias)) in one op: x (N, C, H, W), weight (K, C/groups, kh, kw),
+    bias (K,) or None; the same checks and errors as ops.conv."""
+    return conv_call(ConvReLU, "conv_relu", x, weight, bias, stride, padding, dilation, groups)
+
+
+conv2d_relu = conv_relu
