@@ -114,7 +114,9 @@ class FusedKernels:
         outer, c = a.shape[:2]
         return outer, c, a.size // max(outer * c, 1)
 
-    def batchnorm(self, x, w, b, xhat, y, mean, var, inv, eps):
+    def batchnorm(self, x, w, b, xhat, y, mean, var, inv, eps, relu=False):
+        if relu:   # no batchnorm_relu capability here: ops compose batch norm and ReLU
+            raise NotImplementedError("batchnorm: the CUDA kernels have no ReLU epilogue")
         _check_floats("batch norm", x, w, b)
         outer, c, inner = self._bn_shape(x)
         if not x.dtype == w.dtype == b.dtype or w.shape != (c,) or b.shape != (c,):
@@ -130,7 +132,9 @@ class FusedKernels:
                         *(self._ptr(a) for a in (x, w, b, xhat, y, mean, var, inv)),
                         outer, c, inner, float(eps))
 
-    def batchnorm_backward(self, g, xhat, w, inv, dx, dw, db):
+    def batchnorm_backward(self, g, xhat, w, inv, dx, dw, db, y=None):
+        if y is not None:
+            raise NotImplementedError("batchnorm_backward: the CUDA kernels have no ReLU mask")
         _check_floats("batchnorm_backward", g)
         outer, c, inner = self._bn_shape(g)
         if not g.dtype == w.dtype == xhat.dtype or w.shape != (c,):

@@ -54,7 +54,17 @@ class _BatchNorm(Module):
         """relu(self(x)), in training mode one fused op (the kernel writes max(bn, 0) and
         the backward masks by its output in the same pass): Sequential calls it for a
         BatchNorm followed by a ReLU."""
-        return self.forward(x, relu=True)
+        axes, keep = self._axes(x)
+        return self._norm(x, axes, keep, relu=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The normalised x, of x's shape (the class docstring says which shapes)."""
+        axes, keep = self._axes(x)
+        return self._norm(x, axes, keep)
+
+    def _axes(self, x) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(reduced axes, shape of the per-channel statistics broadcast over x)."""
+        raise NotImplementedError
 
 
 class BatchNorm1d(_BatchNorm):
@@ -65,8 +75,8 @@ class BatchNorm1d(_BatchNorm):
     positive int); the output has the input's shape. An input whose dim 1 is not C raises
     ValueError."""
 
-    def forward(self, x: Tensor, relu: bool = False) -> Tensor:
-        return self._norm(x, (0,), (1, self.dim), relu)
+    def _axes(self, x):
+        return (0,), (1, self.dim)
 
 
 class BatchNorm2d(_BatchNorm):
@@ -74,10 +84,10 @@ class BatchNorm2d(_BatchNorm):
     running statistics of shape (C,) as buffers, weight and bias (C,)); output of the input's
     shape. Input that is not 4-D, or has another C, raises ValueError."""
 
-    def forward(self, x: Tensor, relu: bool = False) -> Tensor:
+    def _axes(self, x):
         if x.ndim != 4:
             raise ValueError(f"BatchNorm2d({self.dim}): input must be 4-D (N, C, H, W), got {x.shape}")
-        return self._norm(x, (0, 2, 3), (1, self.dim, 1, 1), relu)
+        return (0, 2, 3), (1, self.dim, 1, 1)
 
 
 class LayerNorm1d(Module):
