@@ -27,29 +27,7 @@ static const mn_kernels mn_table = {
 };
 #undef MN_ENTRY
 
-/* The FMA peak of this path: 12 independent chains in vector registers (an FMA, or a
- * multiply then an add without -mfma, has 3-4 cycles latency and two pipes each, so 8-12
- * chains in flight fill them; 12 + the two operands fit in 16 registers). */
-#define MN_PK_CHAINS 12
-#if defined(__FMA__)
-#define MN_PK_FUSED 1
-#else
-#define MN_PK_FUSED 0
-#endif
-#define MN_PK_FMA_BODY(V, T)                                                        \
-{                                                                                   \
-    V va = (V){0} + a, vb = (V){0} + b, acc[MN_PK_CHAINS];                          \
-    _Pragma("GCC unroll 16")                                                        \
-    for (int j = 0; j < MN_PK_CHAINS; j++) acc[j] = (V){0} + (T)(x0 + j);           \
-    for (long long i = 0; i < n; i++) {                                             \
-        _Pragma("GCC unroll 16")                                                    \
-        for (int j = 0; j < MN_PK_CHAINS; j++) acc[j] = acc[j] * va + vb;           \
-    }                                                                               \
-    double sum = 0;                                                                 \
-    for (int j = 0; j < MN_PK_CHAINS; j++)                                          \
-        for (int l = 0; l < (int)(sizeof(V) / sizeof(T)); l++) sum += acc[j][l];     \
-    return sum;                                                                     \
-}
+#include "_peak_fma.h"   /* MN_PK_CHAINS, MN_PK_FUSED, MN_PK_FMA_BODY */
 static double mn_peak_fma_f32(long long n, float a, float b, float x0) MN_PK_FMA_BODY(mn_vf, float)
 static double mn_peak_fma_f64(long long n, double a, double b, double x0) MN_PK_FMA_BODY(mn_vd, double)
 

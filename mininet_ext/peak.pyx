@@ -29,15 +29,7 @@ cdef extern from *:
     #define MN_PK_VBYTES 16
     #define MN_PK_ISA "generic"
     #endif
-    #if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
-    #define MN_PK_FUSED 1
-    #else
-    #define MN_PK_FUSED 0
-    #endif
-    /* Independent accumulator chains: an FMA has ~4 cycles latency and up to 2 issue per
-     * cycle, so 8 chains in flight saturate two pipes; 12 leave margin and still fit in
-     * 16 vector registers beside the two operands. */
-    #define MN_PK_CHAINS 12
+    #include "_peak_fma.h"   /* MN_PK_CHAINS, MN_PK_FUSED, MN_PK_FMA_BODY */
     #ifdef _OPENMP
     #define MN_PK_OPENMP 1
     #else
@@ -53,22 +45,6 @@ cdef extern from *:
     static int mn_pk_chains(void) { return MN_PK_CHAINS; }
     static int mn_pk_openmp(void) { return MN_PK_OPENMP; }
 
-    /* chain j: x <- x * a + b, n times, from x0 + j in every lane; returns the sum of all
-     * lanes of all chains. a, b, n are run-time values, so nothing folds away. */
-    #define MN_PK_FMA_BODY(V, T)                                                   \
-    {                                                                              \
-        V va = (V){0} + a, vb = (V){0} + b, acc[MN_PK_CHAINS];                     \
-        _Pragma("GCC unroll 16")                                                   \
-        for (int j = 0; j < MN_PK_CHAINS; j++) acc[j] = (V){0} + (T)(x0 + j);      \
-        for (long long i = 0; i < n; i++) {                                        \
-            _Pragma("GCC unroll 16")                                               \
-            for (int j = 0; j < MN_PK_CHAINS; j++) acc[j] = acc[j] * va + vb;      \
-        }                                                                          \
-        double sum = 0;                                                            \
-        for (int j = 0; j < MN_PK_CHAINS; j++)                                     \
-            for (int l = 0; l < (int)(sizeof(V) / sizeof(T)); l++) sum += acc[j][l];\
-        return sum;                                                                \
-    }
     static double mn_pk_fma_f32(long long n, float a, float b, float x0) MN_PK_FMA_BODY(mn_pk_vf, float)
     static double mn_pk_fma_f64(long long n, double a, double b, double x0) MN_PK_FMA_BODY(mn_pk_vd, double)
 
