@@ -89,14 +89,30 @@ def blocking():
     return {"mr": MR, "nr_f32": mn_gemm_nr(4), "nr_f64": mn_gemm_nr(8), "mc": MC, "kc": KC, "nc": NC}
 
 
-def set_blocking(Py_ssize_t mc, Py_ssize_t kc, Py_ssize_t nc):
-    """Change the cache block sizes (for tuning); mc is rounded to a multiple of MR."""
-    global MC, KC, NC
+# Block sizes beyond any operand a Buffer can hold; the cap keeps the rounding and the
+# K-split test (4 KC threads) clear of overflow.
+cdef Py_ssize_t BLOCK_MAX = 1 << 30
+
+
+cdef int check_blocks(str name, Py_ssize_t mc, Py_ssize_t kc, Py_ssize_t nc) except -1:
     if mc < 1 or kc < 1 or nc < 1:
-        raise ValueError("set_blocking: sizes must be positive")
+        raise ValueError(f"{name}: block sizes must be positive, got mc={mc}, kc={kc}, nc={nc}")
+    if mc > BLOCK_MAX or kc > BLOCK_MAX or nc > BLOCK_MAX:
+        raise ValueError(f"{name}: block sizes must be at most {BLOCK_MAX}, "
+                         f"got mc={mc}, kc={kc}, nc={nc}")
+    return 0
+
+
+def set_blocking(Py_ssize_t mc, Py_ssize_t kc, Py_ssize_t nc):
+    """Change the cache block sizes (for tuning); mc is rounded up to a multiple of MR and
+    nc to one of the float32 NR (a multiple of the float64 one), so that only the last
+    block of a product has partial micro-panels. Not while another thread multiplies."""
+    global MC, KC, NC
+    check_blocks("set_blocking", mc, kc, nc)
+    cdef Py_ssize_t nr = mn_gemm_nr(4)
     MC = (mc + MR - 1) // MR * MR
     KC = kc
-    NC = nc
+    NC = (nc + nr - 1) // nr * nr
 
 
 cdef void pack_a(const floating* A, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t mc, Py_ssize_t kc,
@@ -512,6 +528,12 @@ cdef void transpose_into(const floating* src, floating* dst, Py_ssize_t rows,
                     dst[j * rows + i] = src[i * cols + j]
 
 
+cdef inline int swap_inner_path(Py_ssize_t M, int nr) noexcept nogil:
+    """The path of SWAP_PATH's inner product C^T = B^T @ A^T (M columns): pack_sizes
+    sizes its buffers for this same path."""
+    return DIRECT_PATH if M <= 8 * nr else BLOCKED_PATH
+
+
 cdef void gemm_one(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                    const floating* A, Py_ssize_t ars, Py_ssize_t acs,
                    const floating* B, Py_ssize_t brs, Py_ssize_t bcs, floating* C,
@@ -528,7 +550,7 @@ cdef void gemm_one(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
         # C^T = B^T @ A^T into `part`, then transposed into C: B^T is row-major, so it is
         # read in place as the narrow product's A (few rows of C = few columns of C^T)
         gemm_one(N, M, K, B, bcs, brs, A, acs, ars, part, Ap, Bp, part + M * N, apsize,
-                 bpsize, nt, DIRECT_PATH if M <= 8 * mn_gemm_nr(sizeof(floating)) else BLOCKED_PATH)
+                 bpsize, nt, swap_inner_path(M, mn_gemm_nr(sizeof(floating))))
         transpose_into(part, C, N, M)
     elif path == KSPLIT_PATH:
         gemm_ksplit(M, N, K, A, ars, acs, B, brs, bcs, C, part, Ap, Bp, apsize, bpsize, nt)
@@ -580,6 +602,33 @@ cdef int choose_path(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t brs, P
     return BLOCKED_PATH
 
 
+cdef inline Py_ssize_t round_up(Py_ssize_t n, Py_ssize_t m) noexcept nogil:
+    return (n + m - 1) // m * m
+
+
+cdef void pack_sizes(int path, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, int nr,
+                     Py_ssize_t* apsize, Py_ssize_t* bpsize) noexcept nogil:
+    """Packing space one thread needs on `path` (items): the most its loops write into
+    packed A and B, whatever the block sizes (a K block is at most min(KC, K) deep).
+    The narrow path packs all of B's columns and the few-rows path all of A's rows,
+    whatever NC and MC: sizing them from min(NC, N) and min(MC, M) overran the heap
+    once a block was set smaller than the operand."""
+    cdef Py_ssize_t kc = min(KC, K)
+    if path == SMALL_PATH or path == INPLACE_PATH:
+        apsize[0] = bpsize[0] = 0
+    elif path == SWAP_PATH:   # C^T (N x M) = B^T @ A^T, on the inner path gemm_one takes
+        pack_sizes(swap_inner_path(M, nr), N, M, K, nr, apsize, bpsize)
+    elif path == DIRECT_PATH:   # all N columns of B per K block, one partial row panel of A
+        apsize[0] = MR * kc
+        bpsize[0] = round_up(N, nr) * kc
+    elif path == ROWS_PATH:   # all M rows of A per K block, one partial column panel of B
+        apsize[0] = round_up(M, MR) * kc
+        bpsize[0] = nr * kc
+    else:   # blocked, K split: an MC x KC block of A, a KC x NC block of B
+        apsize[0] = round_up(min(MC, M), MR) * kc
+        bpsize[0] = round_up(min(NC, N), nr) * kc
+
+
 def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
          Buffer B, Py_ssize_t b_off, Py_ssize_t brs, Py_ssize_t bcs,
          Buffer C, Py_ssize_t c_off, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, int itemsize,
@@ -602,16 +651,10 @@ def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
     # that count must not depend on timing
     if path != KSPLIT_PATH:
         nt = threads_timed(M * N * K // (8 if path == INPLACE_PATH else 64), M * N * K * GEMM_NS)
-    cdef Py_ssize_t kc = min(KC, K)
-    cdef Py_ssize_t apsize = (min(MC, M) + MR - 1) // MR * MR * kc
-    cdef Py_ssize_t bpsize = (min(NC, N) + nr - 1) // nr * nr * kc
+    cdef Py_ssize_t apsize, bpsize
+    pack_sizes(path, M, N, K, nr, &apsize, &bpsize)
     cdef Py_ssize_t partsize = (nt * M * N if path == KSPLIT_PATH else
                                 (nt + 1) * M * N if path == SWAP_PATH else 0)
-    if path == SWAP_PATH:   # the inner product packs (K x M) panels of A^T and reads B^T
-        apsize = (min(MC, N) + MR - 1) // MR * MR * kc
-        bpsize = (M + nr - 1) // nr * nr * kc
-    elif path == SMALL_PATH or path == INPLACE_PATH:
-        apsize = bpsize = 0
     # packing space per thread; K-split partial products, or C^T then the inner
     # product's own partials (SWAP_PATH); none for the unpacked paths
     cdef Buffer apack = Buffer(nt * apsize * itemsize) if apsize else None
@@ -696,14 +739,13 @@ def bf16_info():
 
 
 def set_blocking_bf16(Py_ssize_t mc, Py_ssize_t kc, Py_ssize_t nc):
-    """Change the bf16 GEMM's cache blocks (for tuning); mc is rounded to a multiple of
-    its MR, kc to an even number (whole k-pairs)."""
+    """Change the bf16 GEMM's cache blocks (for tuning); mc is rounded up to a multiple
+    of its MR, kc to an even number (whole k-pairs), nc to a multiple of its NR."""
     global MC16, KC16, NC16
-    if mc < 1 or kc < 1 or nc < 1:
-        raise ValueError("set_blocking_bf16: sizes must be positive")
+    check_blocks("set_blocking_bf16", mc, kc, nc)
     MC16 = (mc + MR16 - 1) // MR16 * MR16
     KC16 = (kc + 1) // 2 * 2
-    NC16 = nc
+    NC16 = (nc + NR16 - 1) // NR16 * NR16
 
 
 cdef inline Py_ssize_t k_step16(Py_ssize_t K) noexcept nogil:
