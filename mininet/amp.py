@@ -5,8 +5,11 @@ Inside the block, matrix products (MatMul, Linear) and convolutions of float32 t
 read their inputs rounded to bfloat16 (round to nearest even) and accumulate in float32:
 the CPU GEMM rounds while it packs and runs vdpbf16ps where the CPU has AVX512_BF16, or
 the float32 micro-kernel on the rounded values elsewhere (mininet_ext/_bf16.h). A
-convolution rounds its input, weight (and, in backward, the output grad) to bfloat16
-values and runs the float32 convolution: the same numbers, no speed-up.
+convolution (forward, input and weight gradients) runs im2col + that bf16 GEMM where it
+measured faster than the fused float32 kernels (layers the float32 dispatch already sends
+to im2col; strided layers of >= 32 channels and kernels up to 3x3: ops/conv.py), and the
+fused float32 kernels on operands rounded to bfloat16 elsewhere (stride-1 implicit GEMM
+and Winograd stay faster): the same numbers either way, up to the order of float32 sums.
 
 Storage never changes: every tensor, inside the block or out, is float32 (there is no
 bfloat16 array dtype; `mininet.bfloat16` names the autocast precision only). Weights

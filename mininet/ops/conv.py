@@ -13,7 +13,7 @@ import functools
 import numbers
 
 from ..autograd import Op
-from ..ndarray import NDArray, matmul as nd_matmul
+from ..ndarray import NDArray, float32
 from .. import amp as _ac
 from .math import require_float
 from .shape import broadcast_to, reshape
@@ -121,40 +121,84 @@ def _fused(dev, oh, ow, wshape=None, p=None, xhw=None):
                             out_hw=(oh, ow))
 
 
-def conv_forward(x, w, b, p, relu=False):
+# Under bf16 autocast, strided layers with at least this many input channels a group and
+# a kernel of at most 3x3 run im2col + the bf16 GEMM rather than the fused fp32 kernels on
+# rounded operands. Measured (forward / input grad / weight grad, bf16 GEMM path vs fused):
+# 3x3/2 from 64-128 channels 1.35-2.2x / 1.3-1.5x / 1.0-1.5x, from 32 channels 1.3x /
+# 0.95x / 1.1x, 1x1/2 from 128 channels 2.0x / 1.3x / 1.3x; but 5x5/2 from 16 or 64
+# channels 0.6-0.9x / 0.6-1.3x / 0.6-0.7x, 7x7/2-4 from 3 channels 0.5-0.9x. Stride-1 fused
+# layers (implicit GEMM, Winograd) stayed 1.2-3x faster than im2col + the bf16 GEMM at
+# every shape measured (MNIST CNN, cifar-cnn, 64-128 channels at 56x56..4x4, groups,
+# dilation), so they keep the fused kernels.
+BF16_STRIDED_MIN_CHANNELS = 32
+BF16_STRIDED_MAX_TAPS = 9
+
+
+def _lowp(precision, dtype):
+    """The product precision an array of dtype gets: bf16 only for float32 arrays."""
+    return precision if dtype is float32 else None
+
+
+def _fused_at(precision, dev, oh, ow, wshape, p, xhw=None):
+    """_fused, knowing the products' precision: under bf16 some fused layers run faster
+    as im2col + the bf16 GEMM (BF16_STRIDED_MIN_CHANNELS)."""
+    fused = _fused(dev, oh, ow, wshape, p, xhw)
+    if not fused or precision is None:
+        return fused
+    gemm_wins = (p.stride != (1, 1) and wshape[1] >= BF16_STRIDED_MIN_CHANNELS
+                 and wshape[2] * wshape[3] <= BF16_STRIDED_MAX_TAPS)
+    return not gemm_wins
+
+
+def conv_forward(x, w, b, p, relu=False, precision=None):
     """(output, col) for input x, weight w, bias b (or None); col is None when fused.
     relu: max(0, .) of the output, taken as it is written (a device whose conv2d and
-    to_nchw take relu: the CPU)."""
+    to_nchw take relu: the CPU). precision "bf16": x and w read as bf16 values, float32
+    sums (the fused kernels on rounded copies, or the bf16 GEMM, which rounds as it packs:
+    then col holds x's unrounded columns)."""
+    precision = _lowp(precision, x.dtype)
     oh, ow = p.out_hw(x.shape, w.shape[2:])
     out = NDArray.make((x.shape[0], w.shape[0], oh, ow), device=x.device, dtype=x.dtype)
     fuse = {"relu": True} if relu else {}
-    if _fused(x.device, oh, ow, w.shape, p):
+    if _fused_at(precision, x.device, oh, ow, w.shape, p):
+        x, w = _ac.round_to(x, precision), _ac.round_to(w, precision)
         x.device.conv2d(x.compact(), w.compact(), None if b is None else b.compact(), out,
                         *p.geometry(), **fuse)
         return out, None
     col = _im2col(x, w.shape[2:], p, oh, ow)
-    y = nd_matmul(_grouped(w.compact(), p.groups), _grouped(col, p.groups))
+    y = _ac.matmul(_grouped(w.compact(), p.groups), _grouped(col, p.groups), precision)
     x.device.to_nchw(y, b, out, **fuse)
     return out, col
 
 
-def conv_grad_input(g, w, xshape, p, rows=_rows_of):
-    """dx from the output grad g; rows(g) gives g as (K, N*P) rows (im2col path only)."""
+def _rounder(precision, rounded):
+    """rounded, or a function rounding an array to `precision` (identity for None)."""
+    return rounded or (lambda a: _ac.round_to(a, precision))
+
+
+def conv_grad_input(g, w, xshape, p, rows=_rows_of, precision=None, rounded=None):
+    """dx from the output grad g; rows(g) gives g as (K, N*P) rows (im2col path only).
+    precision "bf16": g and w read as bf16 values (rounded(g): g rounded, if cached)."""
+    precision = _lowp(precision, g.dtype)
     dx = NDArray.make(xshape, device=g.device, dtype=g.dtype)
-    if _fused(g.device, *g.shape[2:], w.shape, p, xhw=xshape[2:]):
+    if _fused_at(precision, g.device, *g.shape[2:], w.shape, p, xhw=xshape[2:]):
+        g, w = _rounder(precision, rounded)(g), _ac.round_to(w, precision)
         g.device.conv2d_grad_input(g.compact(), w.compact(), dx, *p.geometry())
         return dx
     oh, ow = p.out_hw(xshape, w.shape[2:])
-    dcol = nd_matmul(_swap_last(_grouped(w.compact(), p.groups)), _grouped(rows(g), p.groups))
+    dcol = _ac.matmul(_swap_last(_grouped(w.compact(), p.groups)), _grouped(rows(g), p.groups),
+                      precision)
     g.device.col2im(dcol, dx, tuple(w.shape[2:]), p.stride, p.padding, p.dilation, oh, ow)
     return dx
 
 
-def conv_grad_weight(g, x, wshape, p, rows=_rows_of, col=None):
+def conv_grad_weight(g, x, wshape, p, rows=_rows_of, col=None, precision=None, rounded=None):
     """dW from the output grad g and the input x (or its columns col, im2col path only).
     Small maps take the fused kernels where the forward does (the layer's shape decides:
-    Winograd's weight gradient wins there too)."""
-    if _fused(g.device, *g.shape[2:], wshape, p):
+    Winograd's weight gradient wins there too). precision as conv_grad_input's."""
+    precision = _lowp(precision, g.dtype)
+    if _fused_at(precision, g.device, *g.shape[2:], wshape, p):
+        g, x = _rounder(precision, rounded)(g), _ac.round_to(x, precision)
         dw = NDArray.make(wshape, device=g.device, dtype=g.dtype)
         g.device.conv2d_grad_weight(g.compact(), x.compact(), dw, *p.geometry())
         return dw
@@ -162,7 +206,7 @@ def conv_grad_weight(g, x, wshape, p, rows=_rows_of, col=None):
         col = _im2col(x, wshape[2:], p, g.shape[2], g.shape[3])
     # dW^T = col @ rows^T, then transposed: a long-K product runs faster with the wide
     # operand as A than rows @ col^T does
-    dwt = nd_matmul(_grouped(col, p.groups), _swap_last(_grouped(rows(g), p.groups)))
+    dwt = _ac.matmul(_grouped(col, p.groups), _swap_last(_grouped(rows(g), p.groups)), precision)
     return _swap_last(dwt).compact().reshape(wshape)
 
 
@@ -185,14 +229,13 @@ class Conv(Op):
         self.col = None      # the input's columns, kept for the weight gradient (im2col path)
         self._rows = None    # (grad NDArray, its (K, N*P) rows, bias grad), computed once
 
-    precision = None   # "bf16" under mininet.autocast (at forward): x, w, grads rounded
+    precision = None   # "bf16" under mininet.autocast (at forward): x, w, grads as bf16
     _g16 = None        # (grad, grad rounded to bf16), shared by the two gradients
 
     def compute(self, x, w, b=None):
-        p = self.precision = self.precision or _ac._state.precision
-        if p is not None:   # bf16 inputs, float32 sums: the fp32 kernels on rounded values
-            x, w = _ac.round_to(x, p), _ac.round_to(w, p)
-        out, self.col = conv_forward(x, w, b, self.p)
+        # bf16 inputs, float32 sums: the bf16 GEMM, or the fp32 kernels on rounded values
+        self.precision = self.precision or _ac._state.precision
+        out, self.col = conv_forward(x, w, b, self.p, precision=self.precision)
         return out
 
     def round_grad(self, g):
@@ -225,10 +268,10 @@ class ConvGradInput(Op):
         self.p, self.xshape, self.conv = params, tuple(xshape), conv
 
     def compute(self, g, w):
-        if self.conv is not None and self.conv.precision is not None:
-            g, w = self.conv.round_grad(g), _ac.round_to(w, self.conv.precision)
-        rows = (lambda a: self.conv.rows(a)[0]) if self.conv is not None else _rows_of
-        return conv_grad_input(g, w, self.xshape, self.p, rows)
+        if self.conv is None:
+            return conv_grad_input(g, w, self.xshape, self.p)
+        return conv_grad_input(g, w, self.xshape, self.p, lambda a: self.conv.rows(a)[0],
+                               self.conv.precision, self.conv.round_grad)
 
     def gradient(self, h, node):
         g, w = node.inputs
@@ -243,12 +286,10 @@ class ConvGradWeight(Op):
         self.p, self.wshape, self.conv = params, tuple(wshape), conv
 
     def compute(self, g, x):
-        if self.conv is not None and self.conv.precision is not None:
-            g, x = self.conv.round_grad(g), _ac.round_to(x, self.conv.precision)
-        if self.conv is not None:
-            return conv_grad_weight(g, x, self.wshape, self.p, lambda a: self.conv.rows(a)[0],
-                                    self.conv.col)
-        return conv_grad_weight(g, x, self.wshape, self.p)
+        if self.conv is None:
+            return conv_grad_weight(g, x, self.wshape, self.p)
+        return conv_grad_weight(g, x, self.wshape, self.p, lambda a: self.conv.rows(a)[0],
+                                self.conv.col, self.conv.precision, self.conv.round_grad)
 
     def gradient(self, h, node):
         g, x = node.inputs

@@ -17,12 +17,13 @@ from .conv import Conv, conv_call, conv_forward
 from .math import ReLUGrad
 
 
-def conv_relu_forward(x, w, b, p):
-    """(relu(conv(x, w, b)), col); col (the input's columns) is None when fused."""
+def conv_relu_forward(x, w, b, p, precision=None):
+    """(relu(conv(x, w, b)), col); col (the input's columns) is None when fused;
+    precision as conv_forward's."""
     dev = x.device
     if dev.has("conv2d_relu"):   # its conv2d and to_nchw take the ReLU as an epilogue
-        return conv_forward(x, w, b, p, relu=True)
-    out, col = conv_forward(x, w, b, p)
+        return conv_forward(x, w, b, p, relu=True, precision=precision)
+    out, col = conv_forward(x, w, b, p, precision=precision)
     dev.unary(UNARY["relu"], out, out)   # elementwise, same index: safe in place
     return out, col
 
@@ -31,10 +32,8 @@ class ConvReLU(Conv):
     """y = max(0, conv(x, w, b)); gradients: the convolution's, of g * (y > 0)."""
 
     def compute(self, x, w, b=None):
-        p = self.precision = self.precision or _ac._state.precision
-        if p is not None:   # bf16 autocast rounds the operands, as Conv does
-            x, w = _ac.round_to(x, p), _ac.round_to(w, p)
-        out, self.col = conv_relu_forward(x, w, b, self.p)
+        self.precision = self.precision or _ac._state.precision   # bf16: as Conv
+        out, self.col = conv_relu_forward(x, w, b, self.p, self.precision)
         return out
 
     def gradient(self, g, node):
