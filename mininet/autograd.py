@@ -14,19 +14,19 @@ import numpy as np
 from .backend import get_device
 from .ndarray import NDArray, _normalize_axes, as_dtype, check_axis
 
-_state = threading.local()
+class _GradState(threading.local):
+    # a class default every thread sees until it sets its own: reading _state.enabled
+    # needs no try (an unset attribute raised and caught an AttributeError, ~2 us)
+    enabled = True
+
+
+_state = _GradState()
 
 
 def grad_enabled() -> bool:
-    # read as an attribute that is set: getattr(_state, "enabled", True) on a thread that
-    # never set it raised and caught an AttributeError each call (~2 us, ~15 a step)
     """Whether ops record the graph on this thread now: True unless inside
     no_grad() (torch.is_grad_enabled; mininet.is_grad_enabled)."""
-    try:
-        return _state.enabled
-    except AttributeError:
-        _state.enabled = True
-        return True
+    return _state.enabled
 
 
 class _GradMode(contextlib.ContextDecorator):
@@ -38,7 +38,7 @@ class _GradMode(contextlib.ContextDecorator):
         self.mode = mode
 
     def __enter__(self):
-        self.old = grad_enabled()
+        self.old = _state.enabled
         _state.enabled = self.mode
 
     def __exit__(self, *exc):
@@ -169,12 +169,13 @@ class Value:
         except AttributeError:   # a numpy array, list or number where a Tensor belongs
             raise _not_a_tensor(op, inputs) from None
         tokens = _begin(op, inputs, "forward") if _observers else None
-        data = op.compute(*arrays)
-        if grad_enabled() and True in [x.requires_grad for x in inputs]:   # (no generator)
-            value._init(op, tuple(inputs), data, True)
+        value.cached_data = data = op.compute(*arrays)
+        # (_init spelled out: this runs for every op)
+        if _state.enabled and True in [x.requires_grad for x in inputs]:   # (no generator)
+            value.op, value.inputs, value.requires_grad = op, tuple(inputs), True
             value._versions = _record_versions(value)
         else:  # no graph to keep: a constant
-            value._init(None, (), data, False)
+            value.op, value.inputs, value.requires_grad = None, (), False
         if cls is Tensor:
             value.grad = None
         if tokens is not None:
@@ -1186,24 +1187,29 @@ def tuple_get_item(value, index):
 def find_topo_sort(node_list, stop=None):
     """Nodes in topological order (inputs first), iteratively: deep graphs do
     not hit Python's recursion limit. Nodes whose id is in stop are not expanded."""
+    # depth first, a node's inputs taken last to first (the order the stack of pending
+    # nodes gave before): one stack entry per node, its inputs read through an iterator
     order, visited = [], set()
     for root in node_list:
-        stack = [(root, False)]
+        if id(root) in visited:
+            continue
+        visited.add(id(root))
+        stack = [(root, _inputs_of(root, stop))]
         while stack:
-            node, expanded = stack.pop()
-            if expanded:
+            node, todo = stack[-1]
+            for child in todo:
+                if child.requires_grad and id(child) not in visited:
+                    visited.add(id(child))
+                    stack.append((child, _inputs_of(child, stop)))
+                    break
+            else:
+                stack.pop()
                 order.append(node)
-                continue
-            if id(node) in visited:
-                continue
-            visited.add(id(node))
-            stack.append((node, True))
-            if stop is not None and id(node) in stop:
-                continue
-            for child in node.inputs:
-                if id(child) not in visited and child.requires_grad:
-                    stack.append((child, False))
     return order
+
+
+def _inputs_of(node, stop):
+    return iter(()) if stop is not None and id(node) in stop else reversed(node.inputs)
 
 
 def _sum_grads(parts, node):
@@ -1592,6 +1598,8 @@ def compute_gradient_of_variables(output, out_grad, retain_graph=False, captured
     captured: {id(node): None} to return those nodes' gradients in it instead of
     accumulating every leaf's .grad; the pass stops at them (cut), or goes on below one
     as far as other captured nodes lie there (cut=False: total derivatives)."""
+    if captured is None and not _observers and not isinstance(output, list):
+        return _backward_to_leaves(output, out_grad, retain_graph)
     outputs, seeds = (output, out_grad) if isinstance(output, list) else ([output], [out_grad])
     grads = {}
     for o, g in zip(outputs, seeds):
@@ -1642,6 +1650,63 @@ def compute_gradient_of_variables(output, out_grad, retain_graph=False, captured
             node.inputs = _FREED
             node.op = None
             node.requires_grad = False  # its graph is spent
+
+
+def _backward_to_leaves(output, out_grad, retain_graph):
+    """compute_gradient_of_variables for one output, every leaf's .grad accumulated and no
+    observer installed (Tensor.backward's pass): the same steps in the same order, without
+    the branches for captured nodes and observers (it runs every training step)."""
+    grads = {id(output): [out_grad]}
+    recording = _state.enabled
+    for node in reversed(find_topo_sort((output,))):
+        parts = grads.pop(id(node), None)
+        if parts is None:
+            continue
+        g = parts[0] if len(parts) == 1 and type(node) is not TensorTuple else \
+            _sum_grads(parts, node)
+        op = node.op
+        if op is None:
+            if node.requires_grad and isinstance(node, Tensor):
+                _accumulate(node, g, recording)
+            continue
+        inputs = node.inputs
+        if op.tuple_index is not None:
+            if inputs[0].requires_grad:
+                grads.setdefault(id(inputs[0]), []).append((op.tuple_index, g))
+            elif isinstance(inputs[0].inputs, _Freed):
+                raise _freed_error(node)
+        else:
+            _check_versions(node)
+            in_grads = op.gradient(g, node)
+            if type(in_grads) is not tuple:
+                in_grads = tuple(in_grads) if isinstance(in_grads, (tuple, list)) else (in_grads,)
+            for inp, ig in zip(inputs, in_grads):
+                if ig is None:
+                    continue
+                if inp.requires_grad:
+                    waiting = grads.get(id(inp))
+                    if waiting is None:
+                        grads[id(inp)] = [ig]
+                    else:
+                        waiting.append(ig)
+                elif isinstance(inp.inputs, _Freed):
+                    raise _freed_error(node)
+        if not retain_graph:
+            node.inputs = _FREED
+            node.op = None
+            node.requires_grad = False  # its graph is spent
+
+
+def _accumulate(leaf, g, recording):
+    """leaf.grad += g (a leaf that requires grad), then its post-accumulate hooks."""
+    if not recording:
+        g = g.detach()
+        if g.cached_data.dtype is not leaf.cached_data.dtype and g.dtype != leaf.dtype:
+            g = Tensor.make_const(g.cached_data.astype(leaf.dtype))   # f32 leaf, f64 data
+    leaf.grad = g if leaf.grad is None else leaf.grad + g
+    if _any_hooks:
+        for hook in getattr(leaf, "_hooks", None) or ():
+            hook(leaf)
 
 
 def _leading_to(order, captured):

@@ -238,7 +238,10 @@ class NDArray:
     def is_compact(self):
         """Whether the array is row-major contiguous (any offset; size <= 1 always counts),
         so its elements can be read as one flat run."""
-        return self.strides == compact_strides(self.shape) or self.size <= 1
+        shape, strides = self.shape, self.strides
+        if len(shape) == 2:   # (a matrix, the common case: no cache lookup)
+            return (strides[1] == 1 and strides[0] == shape[1]) or shape[0] * shape[1] <= 1
+        return strides == compact_strides(shape) or prod(shape) <= 1
 
     def compact(self):
         """Itself when compact, else a compact copy (same shape, dtype, device)."""
@@ -317,18 +320,19 @@ class NDArray:
         shape = _shape_arg(shape)
         if shape == self.shape:
             return self
-        if len(shape) < self.ndim or any(n < 0 for n in shape):
+        lead = len(shape) - len(self.shape)
+        if lead < 0 or (shape and min(shape) < 0):
             raise ValueError(f"cannot broadcast shape {self.shape} to {shape}")
-        lead = len(shape) - self.ndim
         strides = [0] * lead
-        for i, (n, s) in enumerate(zip(self.shape, self.strides)):
-            if n == shape[lead + i]:
+        for n, s, want in zip(self.shape, self.strides, shape[lead:]):
+            if n == want:
                 strides.append(s)
             elif n == 1:
                 strides.append(0)
             else:
                 raise ValueError(f"cannot broadcast shape {self.shape} to {shape}")
-        return self._view(shape, tuple(strides), self.offset)
+        return NDArray.make(shape, tuple(strides), self.device, self.handle, self.offset,
+                            self.dtype)
 
     def expand_dims(self, axis):
         """A view with a new dim of size 1 at position `axis` (numpy's
@@ -436,7 +440,8 @@ class NDArray:
     def add_(self, other):
         """In place, self += other (broadcast to self's shape, same dtype); self must be
         compact, so no element is written twice."""
-        if not self.is_compact() or other.dtype != self.dtype or self.dtype not in _FLOATS:
+        if not self.is_compact() or (other.dtype is not self.dtype and other.dtype != self.dtype) \
+                or self.dtype not in _FLOATS:
             raise ValueError(f"add_: needs a compact target and equal float dtypes, got {self.dtype} "
                              f"{self.shape} += {other.dtype} {other.shape}")
         self.device.binary(BINARY["add"], self, other.broadcast_to(self.shape), self)
@@ -577,9 +582,10 @@ class NDArray:
 
     # reductions --------------------------------------------------------------------------
     def _reduce(self, name, axis, keepdims):
-        axes = _normalize_axes(axis, self.ndim)
-        out_shape = tuple(1 if i in axes else n for i, n in enumerate(self.shape))
-        final = out_shape if keepdims else tuple(n for i, n in enumerate(self.shape) if i not in axes)
+        shape = self.shape
+        axes = _normalize_axes(axis, len(shape))
+        final = tuple([1 if i in axes else n for i, n in enumerate(shape)]) if keepdims else \
+            tuple([n for i, n in enumerate(shape) if i not in axes])
         a, outer, red, inner = self._reduce_layout(axes)
         if red == 0 and name != "sum":
             raise ValueError(f"{name}: zero-size array has no {name} along axis {axis}")
@@ -590,11 +596,12 @@ class NDArray:
 
     def _reduce_layout(self, axes):
         """(compact array, outer, red, inner) with the reduced axes contiguous in the middle."""
-        a = self._as_float()
-        if axes and axes == tuple(range(axes[0], axes[-1] + 1)):
-            c = a.compact()
-            return (c, prod(a.shape[:axes[0]]), prod(a.shape[axes[0]:axes[-1] + 1]),
-                    prod(a.shape[axes[-1] + 1:]))
+        a = self if self.dtype in _FLOATS else self._as_float()
+        first, last = (axes[0], axes[-1]) if axes else (0, -1)
+        if axes and last - first + 1 == len(axes):   # (sorted, distinct: one run of dims)
+            shape = a.shape
+            return (a.compact(), prod(shape[:first]), prod(shape[first:last + 1]),
+                    prod(shape[last + 1:]))
         keep = [i for i in range(a.ndim) if i not in axes]
         c = a.permute(keep + list(axes)).compact()
         return c, prod(a.shape[i] for i in keep), prod(a.shape[i] for i in axes), 1
@@ -707,12 +714,18 @@ def _promote(a, b):
 def _ewise(a, b, name):
     """a op b elementwise (broadcast): comparisons give bool arrays; an operand of bool
     dtype promotes as torch's table (_bool_arith)."""
-    if (a.dtype is bool_ or b.dtype is bool_) and name not in _COMPARE:   # (one bool dtype)
-        return _bool_arith(a, b, name)
-    a, b = _promote(a, b)
-    shape = a.shape if a.shape == b.shape else broadcast_shapes(a.shape, b.shape)
-    out = NDArray.make(shape, device=a.device, dtype=bool_ if name in _COMPARE else a.dtype)
-    a.device.binary(BINARY[name], a.broadcast_to(shape), b.broadcast_to(shape), out)
+    dtype = a.dtype
+    if dtype is not b.dtype or dtype not in _FLOATS or a.device is not b.device:
+        if (a.dtype is bool_ or b.dtype is bool_) and name not in _COMPARE:   # (one bool dtype)
+            return _bool_arith(a, b, name)
+        a, b = _promote(a, b)
+        dtype = a.dtype
+    shape = a.shape
+    if shape != b.shape:
+        shape = broadcast_shapes(shape, b.shape)
+        a, b = a.broadcast_to(shape), b.broadcast_to(shape)
+    out = NDArray.make(shape, device=a.device, dtype=bool_ if name in _COMPARE else dtype)
+    a.device.binary(BINARY[name], a, b, out)
     return out
 
 

@@ -9,6 +9,7 @@ import numpy as np
 from .. import ops
 from ..autograd import Tensor
 from ..ndarray import NDArray
+from ..ops.nn import label_range, xent_host_labels
 from . import functional as F
 from .module import Module
 
@@ -145,6 +146,14 @@ class CrossEntropyLoss(_Loss):
         if plain and isinstance(target, Tensor) and not target.device.synchronous:
             return ops.softmax_cross_entropy(input, target)   # labels stay on the device
         y = _host_labels(target)
+        if plain and y.dtype.kind in "iu":
+            # integer labels: their min and max, read once, serve the range check and
+            # show most batches hold no ignore_index (-100 by default) without a search
+            y = y.astype(np.int64, copy=False)
+            lo, hi = label_range(y)
+            ignore = self.ignore_index
+            if not (lo <= ignore <= hi and y.size and np.any(y == ignore)):
+                return xent_host_labels(input, y, lo, hi)
         soft = y.dtype.kind == "f" and y.shape == tuple(input.shape)
         if plain and not soft and not np.any(y == self.ignore_index):
             return ops.softmax_cross_entropy(input, y)

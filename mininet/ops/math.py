@@ -357,7 +357,8 @@ class Linear(Op):
         grads = [_ac.matmul(gd, wd.swapaxes(0, 1), p) if x.requires_grad else None,
                  _ac.matmul(x2.swapaxes(0, 1), g2, p) if w.requires_grad else None,
                  g2.sum(0) if b is not None and b.requires_grad else None]
-        return tuple(None if a is None else Tensor.make_const(a) for a in grads[:len(node.inputs)])
+        return tuple([None if a is None else Tensor.make_const(a)
+                      for a in grads[:len(node.inputs)]])
 
 
 def _transpose(a):
@@ -370,10 +371,12 @@ def linear(x, weight, bias=None):
     xs, ws = x.shape, weight.shape   # (each property read costs: read once)
     if len(ws) != 2 or len(xs) < 1 or xs[-1] != ws[0]:
         raise ValueError(f"linear: input {xs} and weight {ws} do not align")
-    if bias is not None and tuple(bias.shape) != (ws[1],):
+    if bias is not None and bias.shape != (ws[1],):
         raise ValueError(f"linear: bias of shape {bias.shape} does not match weight {ws}")
-    dtype = x.dtype
-    if dtype != weight.dtype or (bias is not None and bias.dtype != dtype):
+    dtype, wdtype = x.dtype, weight.dtype
+    # (numpy dtypes compared by identity first: == costs ~0.1 us, and one dtype is the rule)
+    if (dtype is not wdtype and dtype != wdtype) or \
+            (bias is not None and bias.dtype is not dtype and bias.dtype != dtype):
         # mixed dtypes promote as the separate ops do
         y = matmul(x, weight)
         return y if bias is None else y + bias

@@ -133,11 +133,25 @@ def softmax_cross_entropy(logits, labels):
     if on_device is not None:
         return SoftmaxCrossEntropy(None, c, on_device)(logits)
     y = _labels_numpy(labels)
+    return xent_host_labels(logits, y, *label_range(y))
+
+
+def label_range(y):
+    """(min, max) of int64 numpy labels ((0, 0) for none): read once, by the loss module
+    too (its ignore_index check) before it calls xent_host_labels."""
+    return (int(y.min()), int(y.max())) if y.size else (0, 0)
+
+
+def xent_host_labels(logits, y, lo, hi):
+    """softmax_cross_entropy of (N, C) logits and int64 numpy labels y whose min and max
+    are lo and hi (label_range): the checks that remain, then the fused op."""
+    require_float("softmax_cross_entropy (logits)", logits)
+    n, c = logits.shape
     if y.shape != (n,):
         raise ValueError(f"softmax_cross_entropy: labels of shape {y.shape} do not match logits {logits.shape}")
-    if y.size and (y.min() < 0 or y.max() >= c):
-        raise ValueError(f"softmax_cross_entropy: labels must lie in [0, {c}), got min {y.min()} "
-                         f"max {y.max()}")
+    if y.size and (lo < 0 or hi >= c):
+        raise ValueError(f"softmax_cross_entropy: labels must lie in [0, {c}), got min {lo} "
+                         f"max {hi}")
     return SoftmaxCrossEntropy(y, c)(logits)
 
 

@@ -180,13 +180,14 @@ class Optimizer:
                 loss = closure()
         self.step_count += 1
         i = 0
+        steps = self.steps
         for group in self.param_groups:
-            items = []
+            items, maximize = [], group.get("maximize")
             for p in group["params"]:
                 g = self._grad(p)
                 if g is not None:
-                    self.steps[i] = self.steps.get(i, 0) + 1
-                    items.append((i, p, -g if group.get("maximize") else g))
+                    steps[i] = steps.get(i, 0) + 1
+                    items.append((i, p, -g if maximize else g))
                 i += 1
             if items:
                 self.update_group(items, group)
@@ -214,20 +215,24 @@ class Optimizer:
         made compact, which the fused kernels update."""
         if p.grad is None:
             return None
-        g = p.grad.cached_data
-        if g.shape != p.shape:
-            raise ValueError(f"gradient of shape {g.shape} for a parameter of shape {p.shape}")
-        if g.dtype != p.dtype:
-            g = g.astype(p.dtype)
-        if p.cached_data.offset or not p.cached_data.is_compact():
-            p.cached_data = p.cached_data.copy()
+        g, x = p.grad.cached_data, p.cached_data
+        if g.shape != x.shape:
+            raise ValueError(f"gradient of shape {g.shape} for a parameter of shape {x.shape}")
+        if g.dtype is not x.dtype and g.dtype != x.dtype:
+            g = g.astype(x.dtype)
+        if x.offset or not x.is_compact():
+            p.cached_data = x.copy()
         return g.compact()
 
     def _buffer(self, i, name, like, value=0.0):
-        st = self.state.setdefault(i, {})
-        if name not in st:
-            st[name] = NDArray.make(like.shape, device=like.device, dtype=like.dtype).fill(value)
-        return st[name]
+        st = self.state.get(i)
+        if st is None:
+            st = self.state[i] = {}
+        buf = st.get(name)
+        if buf is None:
+            buf = st[name] = NDArray.make(like.shape, device=like.device,
+                                          dtype=like.dtype).fill(value)
+        return buf
 
     # state dicts --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -410,14 +415,17 @@ class Adam(Optimizer):
         (b1, b2) = group["betas"]
         buckets = {}
         for i, p, g in items:
-            buckets.setdefault((p.device, g.dtype), []).append((i, p, g))
-        for (dev, _), batch in buckets.items():
-            dev.adam_steps([p.cached_data for _, p, _ in batch], [g for _, _, g in batch],
-                           [self._buffer(i, "m", g) for i, _, g in batch],
-                           [self._buffer(i, "v", g) for i, _, g in batch],
-                           [self.steps[i] for i, _, _ in batch], group["lr"], b1, b2,
-                           group["eps"], group["weight_decay"],
-                           group["decoupled_weight_decay"])
+            x = p.cached_data
+            key = (x.device, g.dtype)
+            batch = buckets.get(key)
+            if batch is None:
+                batch = buckets[key] = ([], [], [], [], [])
+            for column, value in zip(batch, (x, g, self._buffer(i, "m", g),
+                                             self._buffer(i, "v", g), self.steps[i])):
+                column.append(value)
+        for (dev, _), (ps, gs, ms, vs, steps) in buckets.items():
+            dev.adam_steps(ps, gs, ms, vs, steps, group["lr"], b1, b2, group["eps"],
+                           group["weight_decay"], group["decoupled_weight_decay"])
 
     def _amsgrad(self, i, p, g, group, t):
         """The step with v's running maximum in the denominator (array ops, not fused)."""
