@@ -1620,13 +1620,7 @@ def compute_gradient_of_variables(output, out_grad, retain_graph=False, captured
             if captured is not None:
                 continue
             if isinstance(node, Tensor) and node.requires_grad:
-                g = g if grad_enabled() else g.detach()
-                if g.dtype != node.dtype and not grad_enabled():  # f32 leaf, f64 data: as torch
-                    g = Tensor.make_const(g.cached_data.astype(node.dtype))
-                node.grad = g if node.grad is None else node.grad + g
-                if _any_hooks:
-                    for hook in getattr(node, "_hooks", None) or ():
-                        hook(node)
+                _accumulate(node, g, grad_enabled())
             continue
         if node.op.tuple_index is not None:
             if node.inputs[0].requires_grad:
