@@ -225,7 +225,7 @@ cdef void forward_by_rows(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off
     """forward() on the pixel-major path (choose_tab)."""
     cdef Conv* cv = &pl.cv
     cdef Py_ssize_t kb = cv.tab_nv * (pl.nr // 2), N = cv.g.N, t
-    cdef Py_ssize_t padsz = pl.pad_items(), each = padsz + round_up(cv.tab_mr * kb, pl.nr)
+    cdef Py_ssize_t padsz = pl.pad_items(), each = padsz + round_up(tab_span(cv) * kb, pl.nr)
     cdef int nt = pl.nt
     cdef Buffer wt = Buffer(max((cv.K + kb - 1) // kb * cv.R * kb, 1) * itemsize)
     cdef Buffer work = Buffer(nt * each * itemsize, True)

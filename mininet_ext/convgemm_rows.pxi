@@ -4,6 +4,11 @@
 # Choosing it (choose_tab), its tap order (tab_place, row skipping) and its drivers.
 # Included textually by convgemm.pyx (Cython `include`).
 
+# forward_rows: output pixels of a row transposed into NCHW together (the tiles of one span,
+# 64 x kb floats: 8 KB at 32 channels, in L1)
+cdef Py_ssize_t TAB_SPAN = 64
+
+
 cdef void choose_tab(Conv* cv, Py_ssize_t vw) noexcept nogil:
     """The pixel-major forward (forward_rows) for stride 1 and one group, enough output
     channels to fill the vectors, and when an output row splits into whole tiles of one of the kernel heights with at most 1/8 of the
@@ -90,46 +95,67 @@ cdef inline void relu_rows(floating* d, Py_ssize_t rows, Py_ssize_t cnt,
             d[k * stride + i] = max(d[k * stride + i], 0)
 
 
+cdef inline Py_ssize_t tab_span(Conv* cv) noexcept nogil:
+    """Pixels of one output row that forward_rows computes before it transposes them
+    (a multiple of tab_mr): TAB_SPAN, or one tile where tab_mr is larger."""
+    return max(TAB_SPAN // cv.tab_mr, 1) * cv.tab_mr
+
+
+cdef void tiles_to_nchw(const floating* tile, const floating* bias, floating* dst, Conv* cv,
+                        Py_ssize_t kb, Py_ssize_t kn, Py_ssize_t cnt) noexcept nogil:
+    """dst[k * P + i] = tile[i * kb + k] + bias[k] (i < cnt pixels, k < kn channels), then
+    relu where asked (the span just written, still in L1)."""
+    cdef Py_ssize_t k, i
+    cdef floating b
+    if floating is float and kb % 16 == 0:   # vector transpose
+        mn_tile_to_nchw_f32(tile, kb, cnt, kn, bias, dst, cv.P)
+    else:
+        for k in range(kn):
+            b = bias[k] if bias != NULL else 0
+            for i in range(cnt):
+                dst[k * cv.P + i] = tile[i * kb + k] + b
+    if cv.relu:
+        relu_rows(dst, kn, cnt, cv.P)
+
+
 cdef void forward_rows(const floating* x, const floating* wt, const floating* bias,
                        floating* out, Conv* cv, Py_ssize_t n0, Py_ssize_t n1, floating* xpad,
                        floating* tile, Py_ssize_t kb) noexcept nogil:
     """Pixel-major forward of images n0..n1: per output row, tiles of tab_mr pixels x kb
-    channels straight from the padded image through the tap table (no gather), each
-    tile transposed into NCHW with the bias added."""
+    channels straight from the padded image through the tap table (no gather), side by
+    side in `tile` for up to tab_span pixels, then transposed into NCHW with the bias
+    added. Transposing a span rather than each tile: whole 16 x 16 blocks and full-vector
+    stores (a 32-wide row in 12-pixel tiles left 1/3 of the blocks empty and split every
+    store across cache lines; the transpose was 40% of the RGB 3x3 layer's time)."""
     cdef Geom* g = &cv.g
     cdef int mr = cv.tab_mr, nv = cv.tab_nv
-    cdef Py_ssize_t n, blk, oh, ow0, k, kn, i, cnt, nblk = (cv.K + kb - 1) // kb
+    cdef Py_ssize_t n, blk, oh, ow0, s0, kn, nblk = (cv.K + kb - 1) // kb, span = tab_span(cv)
     cdef const floating* src
-    cdef floating* dst
-    cdef floating b
+    cdef const floating* bblk
     cdef Py_ssize_t tap0, ntap
     for n in range(n0, n1):
         src = image_source(x, n, xpad, cv)
         for blk in range(nblk):
             kn = min(kb, cv.K - blk * kb)
+            bblk = bias + blk * kb if bias != NULL else NULL
             for oh in range(g.OH):
                 row_taps(cv, oh, &tap0, &ntap)
-                ow0 = 0
+                ow0 = s0 = 0
                 while ow0 < g.OW:
                     if floating is float:
                         mn_tab_kernel_f32(nv, mr, ntap, src + oh * cv.Wp + ow0, cv.tofr + tap0,
-                                          wt + (blk * cv.R + tap0) * kb, tile)
+                                          wt + (blk * cv.R + tap0) * kb,
+                                          tile + (ow0 - s0) * kb)
                     else:
                         mn_tab_kernel_f64(nv, mr, ntap, src + oh * cv.Wp + ow0, cv.tofr + tap0,
-                                          wt + (blk * cv.R + tap0) * kb, tile)
-                    cnt = min(mr, g.OW - ow0)
-                    dst = out + (n * cv.K + blk * kb) * cv.P + oh * g.OW + ow0
-                    if floating is float and kb % 16 == 0:   # vector transpose
-                        mn_tile_to_nchw_f32(tile, kb, cnt, kn,
-                                            bias + blk * kb if bias != NULL else NULL, dst, cv.P)
-                    else:
-                        for k in range(kn):
-                            b = bias[blk * kb + k] if bias != NULL else 0
-                            for i in range(cnt):
-                                dst[k * cv.P + i] = tile[i * kb + k] + b
-                    if cv.relu:   # the tile just written, still in L1
-                        relu_rows(dst, kn, cnt, cv.P)
+                                          wt + (blk * cv.R + tap0) * kb,
+                                          tile + (ow0 - s0) * kb)
                     ow0 += mr
+                    if ow0 >= g.OW or ow0 - s0 >= span:
+                        tiles_to_nchw(tile, bblk,
+                                      out + (n * cv.K + blk * kb) * cv.P + oh * g.OW + s0,
+                                      cv, kb, kn, min(ow0, g.OW) - s0)
+                        s0 = ow0
 
 
 cdef void weight_grad_rows(const floating* x, const floating* dy, floating* part, Conv* cv,

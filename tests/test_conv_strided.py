@@ -12,6 +12,7 @@ from mininet.ndarray import NDArray
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 conv_ops = importlib.import_module("mininet.ops.conv")
+convgemm = importlib.import_module("mininet_ext.convgemm")
 rng = np.random.default_rng(25)
 dev = cpu()
 
@@ -148,3 +149,33 @@ def test_phased_kernel_rejects_a_wrong_output_shape():
     out = NDArray.make((2, 32, 5, 4), dtype=np.dtype(np.float32))    # 4x4 is right
     with pytest.raises(ValueError, match="output"):
         dev.conv2d(NDArray(x), NDArray(w), NDArray(b), out, (2, 2), (1, 1), (1, 1), 1)
+
+
+# Stride-1 layers on the pixel-major path (convgemm_rows.pxi, forward_rows): its tiles are
+# transposed into NCHW a span of up to TAB_SPAN pixels at a time. Rows of one span (32: the
+# RGB layer), of a full span and a part (70, 66, 130), output channels that are not a
+# multiple of the vectors (20, 40), with and without bias and relu.
+PIXEL_MAJOR = [
+    (2, 3, 32, 32, 32, (3, 3), (1, 1), (1, 1), (1, 1), 1),     # the RGB layer's geometry
+    (2, 3, 6, 70, 20, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    (1, 4, 5, 66, 40, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    (2, 2, 4, 130, 16, (5, 5), (1, 1), (2, 2), (1, 1), 1),
+]
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", PIXEL_MAJOR, ids=[str(c[:9]) for c in PIXEL_MAJOR])
+def test_pixel_major_spans_match_torch(case, dtype, bias, relu):
+    x, w, b = _arrays(case, dtype)
+    b = b if bias else np.zeros_like(b)
+    want = _torch_conv(x, w, b, case)
+    want = (F.relu(want) if relu else want).numpy()
+    n, c, h, wd, k, ks, _, pad, _, _ = case
+    oh, ow = h + 2 * pad[0] - ks[0] + 1, wd + 2 * pad[1] - ks[1] + 1
+    assert convgemm.row_tiles((n, c, h, wd), k, 1, ks, (1, 1), pad, (1, 1), oh, ow,
+                             np.dtype(dtype).itemsize)     # the path under test
+    out = NDArray(np.full(want.shape, np.nan, dtype))    # every output is written
+    dev.conv2d(NDArray(x), NDArray(w), NDArray(b) if bias else None, out, *case[6:], relu=relu)
+    np.testing.assert_allclose(out.numpy(), want, **_tol(dtype, w[0].size))
