@@ -282,7 +282,8 @@ def test_small_maps_take_winograd_where_it_pays(hw, expect, monkeypatch):
     calls, wcalls = [], []
     real, real_w = wg.forward, wg.weight_grad
     monkeypatch.setattr(cpu_backend._wino, "forward",
-                        lambda *a: calls.append(a[-1] if len(a) > 11 else False) or real(*a))
+                        lambda *a, **kw: calls.append(a[11] if len(a) > 11 else
+                                                      kw.get("flip", False)) or real(*a, **kw))
     monkeypatch.setattr(cpu_backend._wino, "weight_grad",
                         lambda *a, **kw: wcalls.append(a[5]) or real_w(*a, **kw))
     big = cpu_backend.WINOGRAD_MIN_CHANNELS
