@@ -201,3 +201,17 @@ def test_this_build_matches_its_sources():
         pytest.skip(f"extension_matches_source is {matches} here: the kernels were built before "
                     "their sources' last edit, or before setup.py recorded a hash (make build)")
     assert matches is True
+
+
+def test_every_package_is_listed_for_the_wheel():
+    """pyproject's explicit package list must hold every folder of mininet with an
+    __init__.py: a missing one is left out of the wheel and the sdist's install fails to
+    import (mininet.nn.utils once was)."""
+    listed = set(pyproject()["tool"]["setuptools"]["packages"])
+    found = set()
+    for top in ("mininet", "mininet_ext"):
+        for folder, dirs, files in os.walk(os.path.join(ROOT, top)):
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            if "__init__.py" in files:
+                found.add(os.path.relpath(folder, ROOT).replace(os.sep, "."))
+    assert found - listed == set()
