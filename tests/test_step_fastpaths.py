@@ -166,3 +166,22 @@ def test_ndarray_shortcuts_on_views():
     with pytest.raises(ValueError, match="cannot broadcast"):
         a.broadcast_to((6,))
     np.testing.assert_array_equal((a > row).numpy(), base > base[0])
+
+
+def test_adam_subclass_with_its_own_update_is_not_bypassed():
+    """Adam's grouped kernel call must not skip a subclass's update()."""
+    import mininet
+    from mininet import optim
+    calls = []
+
+    class Logged(optim.Adam):
+        def update(self, i, p, g, group):
+            calls.append(i)
+            return super().update(i, p, g, group)
+
+    ps = [nn.Parameter(mininet.Tensor(np.ones((3, 2), dtype=np.float32))) for _ in range(3)]
+    opt = Logged(ps, lr=0.1)
+    sum((p * p).sum() for p in ps).backward()
+    opt.step()
+    assert calls == [0, 1, 2]
+    np.testing.assert_allclose(ps[0].numpy(), np.full((3, 2), 0.9), rtol=1e-6)

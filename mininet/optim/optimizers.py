@@ -410,7 +410,8 @@ class Adam(Optimizer):
         """The group's parameters in one device call per (device, dtype): on the CPU one
         kernel and one parallel region for them all (issue 25.4: the MLP's four calls
         cost more than the work of all but its first layer)."""
-        if group["amsgrad"] or len(items) == 1:
+        if group["amsgrad"] or len(items) == 1 or type(self).update is not Adam.update:
+            # (a subclass that changes update() keeps its own per-parameter step)
             return super().update_group(items, group)
         (b1, b2) = group["betas"]
         buckets = {}
