@@ -55,7 +55,7 @@ static inline void mn_bn_dx_##SFX(const T* __restrict g, const T* __restrict xh,
     for (ptrdiff_t i = 0; i < n; i++)                                                    \
         dx[i] = a * (fn * g[i] - sg - xh[i] * sgx);                                      \
 }                                                                                        \
-/* the ReLU-fused forms: y = max(xhat * w + b, 0); the backward reads the mask from y   */ \
+/* the ReLU-fused forms: y = max(xhat * w + b, 0), NaN kept (as relu); mask from y     */ \
 static inline void mn_bn_normalise_relu_##SFX(const T* __restrict x, T* __restrict xh,  \
                                                T* __restrict y, ptrdiff_t n, T m, T iv,  \
                                                T w, T b)                                 \
@@ -64,7 +64,7 @@ static inline void mn_bn_normalise_relu_##SFX(const T* __restrict x, T* __restri
         T t = (x[i] - m) * iv;                                                           \
         T v = t * w + b;                                                                 \
         xh[i] = t;                                                                       \
-        y[i] = v > 0 ? v : 0;                                                            \
+        y[i] = v < 0 ? 0 : v;                                                            \
     }                                                                                    \
 }                                                                                        \
 static inline void mn_bn_grad_sums_relu_##SFX(const T* g, const T* xh, const T* y,     \
@@ -113,7 +113,7 @@ static inline void mn_bn_col_normalise_##SFX(const T* __restrict x, T* __restric
             T t = (x[j] - m[j]) * iv[j];                                                 \
             T v = t * w[j] + b[j];                                                       \
             xh[j] = t;                                                                   \
-            y[j] = v > 0 ? v : 0;                                                        \
+            y[j] = v < 0 ? 0 : v;                                                        \
         }                                                                                \
         return;                                                                          \
     }                                                                                    \

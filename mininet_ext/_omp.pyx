@@ -80,10 +80,11 @@ cdef inline void fold_sample() noexcept nogil:
         # a quarter weight: follows a change of load within a few regions, not one outlier
         _wake_ns = s if _wake_ns == 0 else _wake_ns + (s - _wake_ns) * 0.25
         _sample = -1
-    if _share_ns >= 0 and _region_est > 0:
-        s = _share_ns / (_region_est / _region_nt)
-        s = 1 if s < 1 else 20 if s > 20 else s
-        _slowdown += (s - _slowdown) * 0.25
+    if _share_ns >= 0:
+        if _region_est > 0 and _region_nt > 0:   # (a share of a region still described)
+            s = _share_ns / (_region_est / _region_nt)
+            s = 1 if s < 1 else 20 if s > 20 else s
+            _slowdown += (s - _slowdown) * 0.25
         _share_ns = -1
 
 
@@ -95,6 +96,7 @@ cdef int threads_timed(Py_ssize_t work, double est_ns) noexcept nogil:
     cdef int nt = threads_for(work)
     cdef double now
     if nt == 1 or not _adaptive:
+        fold_sample()   # the last region's figures, before its description is dropped
         _region_nt = 0
         return nt
     fold_sample()

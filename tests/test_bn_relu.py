@@ -203,3 +203,20 @@ def test_resnet9_step_against_torch():
     (ty * ty).sum().backward()
     for p, tp in zip(params, tparams):
         np.testing.assert_allclose(ours(p.grad.numpy()), tp.grad.numpy(), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 2, 2), (4, 3, 20, 20), (6, 5)])
+def test_fused_keeps_nan_as_relu_does(shape):
+    """A NaN in the batch makes its channel's statistics NaN: the fused op must give NaN
+    there, as relu(batch_norm(x)) does, not 0 (that would hide a diverged run)."""
+    x = r(*shape)
+    x[(1, 0) + (0,) * (len(shape) - 2)] = np.nan
+    c = shape[1]
+    args = (np.ones(c), np.zeros(c))
+    fused, _ = ops.batch_norm_relu(T(x), T(args[0]), T(args[1]), axes_of(shape))
+    plain, _ = ops.batch_norm(T(x), T(args[0]), T(args[1]), axes_of(shape))
+    want = ops.relu(plain).numpy()
+    got = fused.numpy()
+    assert np.isnan(got[:, 0]).all() and not np.isnan(got[:, 1:]).any()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(np.nan_to_num(got), np.nan_to_num(want), rtol=1e-12, atol=1e-12)
