@@ -78,6 +78,92 @@ MN_DEF_KERNEL(mn_kernel_f32, float, mn_vf, mn_vf_u, MN_VF, MN_NR_F, MN_MR)
 MN_DEF_KERNEL(mn_kernel_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D, MN_MR)
 #endif
 
+/* The blocked product's micro-kernel with A "pre-broadcast": each A value stored as a whole
+ * vector (W copies), A(i, p) = A[(p * MR + i) * W + lane], so C[MR x NR] (+)= A * B runs
+ * on plain vector loads, multiplies and adds. Only the generic path takes it: SSE2 has
+ * no broadcast load and no FMA, so the other kernels spend shuffles (broadcasts or
+ * rotations) on the same pipes as the arithmetic, and two-operand SSE needs a register
+ * copy per product besides. Here a row costs a load, a copy, 2 multiplies and 2 adds; a
+ * 6 x 8 tile (12 accumulators + 2 B vectors + 2 products = 16 xmm registers) kept about
+ * 95% of the mul + add peak in L1 against 80% for the rotating 4 x 8 one (Zen 4). The
+ * cost: the packed A block is W times larger (matmul.pyx gives this path a smaller MC). */
+#define MN_DEF_KERNEL_BC(NAME, T, V, VU, W, MR)                                    \
+static void NAME(mn_idx kc, const T* __restrict A, const T* __restrict B,          \
+                 T* C, mn_idx ldc, int accumulate)                                 \
+{                                                                                  \
+    V c[MR][2];                                                                    \
+    _Pragma("GCC unroll 16")                                                       \
+    for (int i = 0; i < MR; i++) {                                                 \
+        c[i][0] = (V){0}; c[i][1] = (V){0};                                        \
+        __builtin_prefetch(C + i * ldc, 1, 3);                                     \
+        __builtin_prefetch(C + i * ldc + 2 * W - 1, 1, 3);                         \
+    }                                                                              \
+    _Pragma("GCC unroll 2")                                                        \
+    for (mn_idx p = 0; p < kc; p++) {                                              \
+        V b0 = *(const V*)(B + p * 2 * W), b1 = *(const V*)(B + p * 2 * W + W);    \
+        _Pragma("GCC unroll 16")                                                   \
+        for (int i = 0; i < MR; i++) {                                             \
+            V a = *(const V*)(A + (p * MR + i) * W);                               \
+            c[i][0] += a * b0;                                                     \
+            c[i][1] += a * b1;                                                     \
+        }                                                                          \
+    }                                                                              \
+    _Pragma("GCC unroll 16")                                                       \
+    for (int i = 0; i < MR; i++) {                                                 \
+        VU* d0 = (VU*)(C + i * ldc);                                               \
+        VU* d1 = (VU*)(C + i * ldc + W);                                           \
+        if (accumulate) { *d0 += c[i][0]; *d1 += c[i][1]; }                        \
+        else { *d0 = c[i][0]; *d1 = c[i][1]; }                                     \
+    }                                                                              \
+}
+
+/* Packs A (mc x kc, any strides) for that kernel: panels of MR rows, zero past mc,
+ * out[((panel * kc + p) * MR + i) * W + lane] = A(panel * MR + i, p). */
+#define MN_DEF_PACK_A_BC(NAME, T, V, W, MR)                                        \
+static void NAME(const T* __restrict A, mn_idx rs, mn_idx cs, mn_idx mc, mn_idx kc, \
+                 T* __restrict out)                                                \
+{                                                                                  \
+    for (mn_idx r0 = 0; r0 < mc; r0 += MR) {                                       \
+        int rows = mc - r0 < MR ? (int)(mc - r0) : MR;                             \
+        T* o = out + r0 * kc * W;                                                  \
+        const T* a = A + r0 * rs;                                                  \
+        if (cs == 1) {   /* row-major: read along the rows */                      \
+            for (int i = 0; i < rows; i++)                                         \
+                for (mn_idx p = 0; p < kc; p++)                                    \
+                    *(V*)(o + (p * MR + i) * W) = (V){0} + a[i * rs + p];          \
+        } else {                                                                   \
+            for (mn_idx p = 0; p < kc; p++)                                        \
+                for (int i = 0; i < rows; i++)                                     \
+                    *(V*)(o + (p * MR + i) * W) = (V){0} + a[i * rs + p * cs];     \
+        }                                                                          \
+        for (mn_idx p = 0; p < kc; p++)                                            \
+            for (int i = rows; i < MR; i++) *(V*)(o + (p * MR + i) * W) = (V){0};  \
+    }                                                                              \
+}
+
+#if MN_VBYTES == 16 && MN_MR == 4 && defined(__SSE2__)
+#define MN_GEMM_BC 1
+#define MN_MR_BC 6
+#else
+#define MN_GEMM_BC 0
+#define MN_MR_BC MN_MR
+#endif
+static inline int mn_gemm_bc(void) { return MN_GEMM_BC; }
+static inline int mn_gemm_mr_bc(void) { return MN_MR_BC; }
+#if MN_GEMM_BC
+MN_DEF_KERNEL_BC(mn_kernel_bc_f32, float, mn_vf, mn_vf_u, MN_VF, MN_MR_BC)
+MN_DEF_KERNEL_BC(mn_kernel_bc_f64, double, mn_vd, mn_vd_u, MN_VD, MN_MR_BC)
+MN_DEF_PACK_A_BC(mn_pack_a_bc_f32, float, mn_vf, MN_VF, MN_MR_BC)
+MN_DEF_PACK_A_BC(mn_pack_a_bc_f64, double, mn_vd, MN_VD, MN_MR_BC)
+#else   /* unused there (matmul.pyx packs and multiplies as usual): 1 copy per value */
+#define mn_kernel_bc_f32 mn_kernel_f32
+#define mn_kernel_bc_f64 mn_kernel_f64
+typedef float mn_f1 __attribute__((vector_size(4)));
+typedef double mn_d1 __attribute__((vector_size(8)));
+MN_DEF_PACK_A_BC(mn_pack_a_bc_f32, float, mn_f1, 1, MN_MR_BC)
+MN_DEF_PACK_A_BC(mn_pack_a_bc_f64, double, mn_d1, 1, MN_MR_BC)
+#endif
+
 /* Packs MR full rows of a row-major A (rows rs apart, columns contiguous) into a panel:
  * out[p * MR + i] = A[i * rs + p]. All MR rows are read at once, so their cache misses
  * overlap (row by row, a 2048^3 product spent 7% of its time packing A). */

@@ -8,7 +8,10 @@
  * vectors: lane l of accumulator c[r][v] gathers A(row (l + r) % 4) * B(col 4v + l).
  * 3 shuffles per 16 multiply/adds for float32 (2 per 16 for float64, 2 lanes); the
  * accumulators are put back in row order once, after the k loop. Every C element is
- * still the same sum in the same order as in the broadcast kernel. */
+ * still the same sum in the same order as in the broadcast kernel.
+ * matmul.pyx's blocked product runs _gemm.h's pre-broadcast kernel (kernel_bc: A packed
+ * as whole vectors, no shuffles, 6 x 8) instead; these serve the convolutions and the
+ * other GEMM paths, whose A panels hold one copy of each value. */
 #ifndef MN_GEMM_SSE2_H
 #define MN_GEMM_SSE2_H
 #include <emmintrin.h>

@@ -17,7 +17,7 @@ typedef ptrdiff_t mn_idx;
 typedef struct mn_run { mn_idx jj, len, off; } mn_run;
 
 /* Raised whenever the table's layout changes: a stale _kern_*.so is refused. */
-#define MN_KERNELS_ABI 2
+#define MN_KERNELS_ABI 3
 
 /* X(name, parameters) for one element type T with suffix S. */
 #define MN_KERNELS_T(X, T, S)                                                                \
@@ -25,6 +25,9 @@ typedef struct mn_run { mn_idx jj, len, off; } mn_run;
     X(kernel_##S, (mn_idx kc, const T* A, const T* B, T* C, mn_idx ldc, int accumulate))     \
     X(kernel_short_##S, (mn_idx kc, const T* A, const T* B, T* C, mn_idx ldc, int accumulate)) \
     X(pack_a_rows_##S, (const T* A, mn_idx rs, mn_idx kc, T* out))                           \
+    /* the blocked product's kernel and packing where bc (pre-broadcast A, mr_bc rows) */ \
+    X(kernel_bc_##S, (mn_idx kc, const T* A, const T* B, T* C, mn_idx ldc, int accumulate))  \
+    X(pack_a_bc_##S, (const T* A, mn_idx rs, mn_idx cs, mn_idx mc, mn_idx kc, T* out))       \
     X(kernel_sb_##S, (mn_idx kc, const T* A, const T* B, mn_idx ldb, T* C, mn_idx ldc,       \
                       int accumulate))                                                       \
     X(kernel_sb_short_##S, (mn_idx kc, const T* A, const T* B, mn_idx ldb, T* C, mn_idx ldc, \
@@ -78,6 +81,8 @@ typedef struct mn_kernels {
     int tab_mr[2][2];        /* pixel-major tile heights [vectors - 1][taller] */
     int mr_bf16, nr_bf16;    /* the bf16 micro-tile */
     int esize_bf16;          /* bytes per packed bf16-GEMM element: 2 (vdpbf16ps) or 4 */
+    int bc, mr_bc;           /* the blocked product packs A pre-broadcast (a vector per value,
+                                kernel_bc_*, pack_a_bc_*) in panels of mr_bc rows */
 #define MN_FIELD(name, params) void (*name) params;
     MN_KERNELS(MN_FIELD)
 #undef MN_FIELD
@@ -129,6 +134,12 @@ static inline const char* mn_kernel_isa(void) { return mn_k->isa; }
 #define mn_kernel_short_f64 MN_K(kernel_short_f64)
 #define mn_pack_a_rows_f32 MN_K(pack_a_rows_f32)
 #define mn_pack_a_rows_f64 MN_K(pack_a_rows_f64)
+#define mn_gemm_bc() (mn_k->bc)
+#define mn_gemm_mr_bc() (mn_k->mr_bc)
+#define mn_kernel_bc_f32 MN_K(kernel_bc_f32)
+#define mn_kernel_bc_f64 MN_K(kernel_bc_f64)
+#define mn_pack_a_bc_f32 MN_K(pack_a_bc_f32)
+#define mn_pack_a_bc_f64 MN_K(pack_a_bc_f64)
 #define mn_kernel_sb_f32 MN_K(kernel_sb_f32)
 #define mn_kernel_sb_f64 MN_K(kernel_sb_f64)
 #define mn_kernel_sb_short_f32 MN_K(kernel_sb_short_f32)

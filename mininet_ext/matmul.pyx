@@ -5,7 +5,7 @@ contiguous zero-padded buffers, then sweep an MR x NR register micro-kernel
 The micro-kernels, and MR and NR with them, come from the kernel set chosen at
 import (_isa.h, mininet_ext._isa)."""
 from cpython.pycapsule cimport PyCapsule_GetPointer
-from cython.parallel cimport prange, threadid
+from cython.parallel cimport prange, threadid, parallel
 from cython cimport floating
 from libc.string cimport memcpy, memset
 from mininet_ext.buffer cimport Buffer
@@ -27,6 +27,16 @@ cdef extern from "_isa.h" nogil:
                        int accumulate)
     void mn_pack_a_rows_f32(const float* A, Py_ssize_t rs, Py_ssize_t kc, float* out)
     void mn_pack_a_rows_f64(const double* A, Py_ssize_t rs, Py_ssize_t kc, double* out)
+    int mn_gemm_bc()
+    int mn_gemm_mr_bc()
+    void mn_kernel_bc_f32(Py_ssize_t kc, const float* A, const float* B, float* C,
+                          Py_ssize_t ldc, int accumulate)
+    void mn_kernel_bc_f64(Py_ssize_t kc, const double* A, const double* B, double* C,
+                          Py_ssize_t ldc, int accumulate)
+    void mn_pack_a_bc_f32(const float* A, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t mc,
+                          Py_ssize_t kc, float* out)
+    void mn_pack_a_bc_f64(const double* A, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t mc,
+                          Py_ssize_t kc, double* out)
     void mn_kernel_sb_f32(Py_ssize_t kc, const float* A, const float* B, Py_ssize_t ldb,
                           float* C, Py_ssize_t ldc, int accumulate)
     void mn_kernel_sb_f64(Py_ssize_t kc, const double* A, const double* B, Py_ssize_t ldb,
@@ -65,6 +75,21 @@ cdef extern from "_isa.h" nogil:
                            Py_ssize_t ldc, Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t jp0,
                            Py_ssize_t jp1)
 
+cdef extern from *:
+    """
+    /* the team of the enclosing parallel region (1 and no-op in a serial build) */
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int mn_team_size(void) { return omp_get_num_threads(); }
+    static void mn_team_barrier(void) { _Pragma("omp barrier") }
+    #else
+    static int mn_team_size(void) { return 1; }
+    static void mn_team_barrier(void) { }
+    #endif
+    """
+    int mn_team_size() noexcept nogil
+    void mn_team_barrier() noexcept nogil
+
 mn_isa_bind(PyCapsule_GetPointer(_isa.KERNELS, "mininet_ext.kernels"))
 cdef int MR = mn_gemm_mr()
 cdef int MR_SHORT = mn_gemm_mr_short()   # the edge height for a last panel of few rows
@@ -73,6 +98,12 @@ cdef int MR_SHORT = mn_gemm_mr_short()   # the edge height for a last panel of f
 # on a Zen 4 EPYC (2048^3, 100000x784x100, the 256x700x10000 of an LM's decoder) and
 # matched them elsewhere (bench/RESULTS.md, session 5).
 cdef Py_ssize_t MC = 192, KC = 384, NC = 2048
+# The generic path's blocked product packs A pre-broadcast (BC: a vector per value, in
+# panels of MRB rows, _gemm.h): its A block is 4 times larger, so it takes fewer rows.
+cdef bint BC = mn_gemm_bc()
+cdef int MRB = mn_gemm_mr_bc()
+if BC:
+    MC = 48
 cdef Py_ssize_t SMALL = 8 * 8 * 8      # flops/2 below which the plain loops beat the call overhead
 # Operands of at most this many elements (A and B together, 128 KB in float32: L2)
 # are multiplied in place, without packing, where the CPU has the masked kernels.
@@ -86,7 +117,8 @@ def kernel_isa():
 
 
 def blocking():
-    return {"mr": MR, "nr_f32": mn_gemm_nr(4), "nr_f64": mn_gemm_nr(8), "mc": MC, "kc": KC, "nc": NC}
+    return {"mr": MR, "nr_f32": mn_gemm_nr(4), "nr_f64": mn_gemm_nr(8), "mc": MC, "kc": KC, "nc": NC,
+            "mr_blocked": MRB, "pre_broadcast": bool(BC)}
 
 
 # Block sizes beyond any operand a Buffer can hold; the cap keeps the rounding and the
@@ -104,13 +136,14 @@ cdef int check_blocks(str name, Py_ssize_t mc, Py_ssize_t kc, Py_ssize_t nc) exc
 
 
 def set_blocking(Py_ssize_t mc, Py_ssize_t kc, Py_ssize_t nc):
-    """Change the cache block sizes (for tuning); mc is rounded up to a multiple of MR and
-    nc to one of the float32 NR (a multiple of the float64 one), so that only the last
-    block of a product has partial micro-panels. Not while another thread multiplies."""
+    """Change the cache block sizes (for tuning); mc is rounded up to a multiple of the
+    blocked product's MR (blocking()["mr_blocked"]) and nc to one of the float32 NR (a
+    multiple of the float64 one), so that only the last block of a product has partial
+    micro-panels. Not while another thread multiplies."""
     global MC, KC, NC
     check_blocks("set_blocking", mc, kc, nc)
     cdef Py_ssize_t nr = mn_gemm_nr(4)
-    MC = (mc + MR - 1) // MR * MR
+    MC = (mc + MRB - 1) // MRB * MRB
     KC = kc
     NC = (nc + nr - 1) // nr * nr
 
@@ -354,6 +387,35 @@ cdef void gemm_rows(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
         pc += kc
 
 
+cdef void micro_tiles_bc(const floating* Ap, const floating* Bp, floating* C, Py_ssize_t ldc,
+                         Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, int nr,
+                         int accumulate) noexcept nogil:
+    """micro_tiles for pre-broadcast A panels (MRB rows, nr/2 copies per value); edge
+    tiles run the full kernel into a tile aside (the panels are zero-padded)."""
+    cdef floating tile[16 * 64]
+    cdef Py_ssize_t mp = (mc + MRB - 1) // MRB, npan = (nc + nr - 1) // nr, ip, jp, rows, cols
+    cdef Py_ssize_t astride = MRB * kc * (nr // 2)
+    cdef floating* c
+    cdef floating* d
+    cdef Py_ssize_t ld
+    for jp in range(npan):   # B-panel-major: a B panel stays in L1
+        cols = min(nc - jp * nr, nr)
+        for ip in range(mp):
+            rows = min(mc - ip * MRB, MRB)
+            c = C + ip * MRB * ldc + jp * nr
+            d, ld = c, ldc
+            if rows < MRB or cols < nr:
+                d, ld = tile, nr
+            if floating is float:
+                mn_kernel_bc_f32(kc, Ap + ip * astride, Bp + jp * nr * kc, d, ld,
+                                 accumulate and d == c)
+            else:
+                mn_kernel_bc_f64(kc, Ap + ip * astride, Bp + jp * nr * kc, d, ld,
+                                 accumulate and d == c)
+            if d != c:
+                write_tile(tile, nr, c, ldc, rows, cols, accumulate)
+
+
 cdef void gemm_blocked(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                        const floating* A, Py_ssize_t ars, Py_ssize_t acs,
                        const floating* B, Py_ssize_t brs, Py_ssize_t bcs,
@@ -361,7 +423,7 @@ cdef void gemm_blocked(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     """One thread's product: NC x KC blocks of B packed, MC x KC blocks of A packed, the
     micro-kernel swept over them (threads split C between them, see gemm_sliced)."""
     cdef int nr = mn_gemm_nr(sizeof(floating))
-    cdef Py_ssize_t jc, pc, ic, nc, kc, mc, npan, mpan, kstep = k_step(K)
+    cdef Py_ssize_t jc, pc, ic, nc, kc, mc, npan, kstep = k_step(K)
     jc = 0
     while jc < N:
         nc = N - jc if N - jc < NC else NC
@@ -373,12 +435,63 @@ cdef void gemm_blocked(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
             ic = 0
             while ic < M:
                 mc = M - ic if M - ic < MC else MC
-                mpan = (mc + MR - 1) // MR
-                pack_a(A + ic * ars + pc * acs, ars, acs, mc, kc, Ap, 0, mpan)
-                micro_tiles(Ap, Bp, C + ic * ldc + jc, ldc, mc, nc, kc, nr, pc > 0, 0, mpan * npan)
+                a_block(A + ic * ars + pc * acs, ars, acs, mc, kc, Ap, Bp, C + ic * ldc + jc,
+                        ldc, nc, nr, pc > 0)
                 ic += MC
             pc += kc
         jc += NC
+
+
+cdef void gemm_shared(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                      const floating* A, Py_ssize_t ars, Py_ssize_t acs,
+                      const floating* B, Py_ssize_t brs, Py_ssize_t bcs,
+                      floating* C, floating* Ap, floating* Bp, int tid, int team) noexcept nogil:
+    """Thread tid of a team's blocked product: the team packs each KC x NC block of B
+    together into one shared buffer Bp (panels split between them, a barrier before and
+    after), then each thread multiplies its own slice of C's row panels by all of it, with
+    its own packed A. Against each thread packing the B (or A) it needs, no operand is
+    packed twice and the threads read one B block from L3. Every thread runs the same
+    jc / pc loops, whatever its share of rows, so the barriers match."""
+    cdef int nr = mn_gemm_nr(sizeof(floating))
+    cdef int mr = MRB if BC else MR
+    cdef Py_ssize_t mp = (M + mr - 1) // mr, kstep = k_step(K), jc, pc, ic, nc, kc, mc, npan
+    cdef Py_ssize_t r0 = mp * tid // team * mr, r1 = min(mp * (tid + 1) // team * mr, M)
+    jc = 0
+    while jc < N:
+        nc = N - jc if N - jc < NC else NC
+        npan = (nc + nr - 1) // nr
+        pc = 0
+        while pc < K:
+            kc = K - pc if K - pc < kstep else kstep
+            mn_team_barrier()   # nobody still reads the previous block
+            pack_b(B + pc * brs + jc * bcs, brs, bcs, kc, nc, Bp, nr, npan * tid // team,
+                   npan * (tid + 1) // team)
+            mn_team_barrier()   # the whole block is packed
+            ic = r0
+            while ic < r1:
+                mc = r1 - ic if r1 - ic < MC else MC
+                a_block(A + ic * ars + pc * acs, ars, acs, mc, kc, Ap, Bp,
+                        C + ic * N + jc, N, nc, nr, pc > 0)
+                ic += MC
+            pc += kc
+        jc += NC
+
+
+cdef inline void a_block(const floating* A, Py_ssize_t ars, Py_ssize_t acs, Py_ssize_t mc,
+                         Py_ssize_t kc, floating* Ap, const floating* Bp, floating* C,
+                         Py_ssize_t ldc, Py_ssize_t nc, int nr, int accumulate) noexcept nogil:
+    """Packs an mc x kc block of A and multiplies it by a packed kc x nc block of B."""
+    cdef Py_ssize_t mpan
+    if BC:
+        if floating is float:
+            mn_pack_a_bc_f32(A, ars, acs, mc, kc, Ap)
+        else:
+            mn_pack_a_bc_f64(A, ars, acs, mc, kc, Ap)
+        micro_tiles_bc(Ap, Bp, C, ldc, mc, nc, kc, nr, accumulate)
+        return
+    mpan = (mc + MR - 1) // MR
+    pack_a(A, ars, acs, mc, kc, Ap, 0, mpan)
+    micro_tiles(Ap, Bp, C, ldc, mc, nc, kc, nr, accumulate, 0, mpan * ((nc + nr - 1) // nr))
 
 
 cdef void gemm_small(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
@@ -446,9 +559,23 @@ cdef void gemm_sliced(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     split is the dimension whose micro-panels divide more evenly over the threads;
     narrow products (direct) split rows and read A in place."""
     cdef int nr = mn_gemm_nr(sizeof(floating)), t
-    cdef Py_ssize_t mp = (M + MR - 1) // MR, npn = (N + nr - 1) // nr, p0, p1, a, b
+    cdef int mr = MRB if BC and not direct else MR   # the row panels gemm_blocked packs
+    cdef Py_ssize_t mp = (M + mr - 1) // mr, npn = (N + nr - 1) // nr, p0, p1, a, b
     # the larger share of panels one thread gets, compared as fractions
-    cdef bint by_cols = not direct and ((npn + nt - 1) // nt) * mp <= ((mp + nt - 1) // nt) * npn
+    cdef Py_ssize_t share_cols = ((npn + nt - 1) // nt) * mp, share_rows = ((mp + nt - 1) // nt) * npn
+    cdef bint by_cols = not direct and share_cols <= share_rows
+    cdef int tid
+    # rows with one shared packed B (gemm_shared) unless that splits the tiles 1/16 less
+    # evenly than columns do (1/8 with pre-broadcast A, which a column split would pack
+    # whole in every thread: nr/2 times B's size)
+    if not direct and share_rows * (8 if BC else 16) <= share_cols * (9 if BC else 17):
+        with parallel(num_threads=nt):
+            tid = threadid()
+            arrived(tid)
+            gemm_shared(M, N, K, A, ars, acs, B, brs, bcs, C, Ap + tid * apsize, Bp, tid,
+                        mn_team_size())
+            finished(tid)
+        return
     for t in prange(nt, num_threads=nt, schedule='static'):
         arrived(threadid())
         if by_cols:
@@ -459,7 +586,7 @@ cdef void gemm_sliced(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                              Ap + t * apsize, Bp + t * bpsize)
         else:
             p0, p1 = mp * t // nt, mp * (t + 1) // nt
-            a, b = p0 * MR, min(p1 * MR, M)
+            a, b = p0 * mr, min(p1 * mr, M)
             if b > a and direct:
                 gemm_direct(M, N, K, A, ars, acs, B, brs, bcs, C, N, Bp + t * bpsize,
                             Ap + t * apsize, a, b)
@@ -624,6 +751,9 @@ cdef void pack_sizes(int path, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, int nr,
     elif path == ROWS_PATH:   # all M rows of A per K block, one partial column panel of B
         apsize[0] = round_up(M, MR) * kc
         bpsize[0] = nr * kc
+    elif BC:   # the same with A pre-broadcast: nr/2 copies of each value, MRB-row panels
+        apsize[0] = round_up(min(MC, M), MRB) * kc * (nr // 2)
+        bpsize[0] = round_up(min(NC, N), nr) * kc
     else:   # blocked, K split: an MC x KC block of A, a KC x NC block of B
         apsize[0] = round_up(min(MC, M), MR) * kc
         bpsize[0] = round_up(min(NC, N), nr) * kc

@@ -47,6 +47,13 @@ cdef extern from *:
 
     static double mn_pk_fma_f32(long long n, float a, float b, float x0) MN_PK_FMA_BODY(mn_pk_vf, float)
     static double mn_pk_fma_f64(long long n, double a, double b, double x0) MN_PK_FMA_BODY(mn_pk_vd, double)
+    /* this build's own FMA kernel as a kernel set's peak table, so that fma() and
+       fma_path() are one function over two tables */
+    #include "_isa.h"
+    static const mn_peak_kernels mn_pk_own = {
+        MN_KERNELS_ABI, MN_PK_ISA, 8 * MN_PK_VBYTES, MN_PK_CHAINS, MN_PK_FUSED,
+        mn_pk_fma_f32, mn_pk_fma_f64
+    };
 
     static void mn_pk_fill(double *__restrict__ a, double v, ptrdiff_t n) {
         for (ptrdiff_t i = 0; i < n; i++) a[i] = v;
@@ -64,8 +71,6 @@ cdef extern from *:
     int mn_pk_fused() nogil
     int mn_pk_chains() nogil
     int mn_pk_openmp() nogil
-    double mn_pk_fma_f32(long long n, float a, float b, float x0) noexcept nogil
-    double mn_pk_fma_f64(long long n, double a, double b, double x0) noexcept nogil
     void mn_pk_fill(double *a, double v, Py_ssize_t n) noexcept nogil
     void mn_pk_copy(double *a, const double *b, Py_ssize_t n) noexcept nogil
     void mn_pk_triad(double *a, const double *b, const double *c, double s, Py_ssize_t n) noexcept nogil
@@ -79,6 +84,9 @@ cdef extern from "_isa.h":
         double (*fma_f64)(long long n, double a, double b, double x0) noexcept nogil
     int MN_KERNELS_ABI
     const char* MN_PEAK_CAPSULE
+
+cdef extern from *:
+    const mn_peak_kernels mn_pk_own
 
 from cpython.pycapsule cimport PyCapsule_GetPointer
 
@@ -151,17 +159,23 @@ cdef int _itemsize(str dtype, str where) except -1:
 
 def fma(str dtype, long long iterations, int threads=1, double a=0.5, double b=1.0, double x0=0.0):
     """sum over threads, chains j and lanes of x_n, where x_0 = x0 + j and x_{k+1} = x_k * a + b."""
-    cdef int itemsize = _itemsize(dtype, "fma")
+    return _fma(&mn_pk_own, "fma", dtype, iterations, threads, a, b, x0)
+
+
+cdef double _fma(const mn_peak_kernels* k, str where, str dtype, long long iterations,
+                 int threads, double a, double b, double x0) except? -1:
+    """fma() on the kernels of table k (this build's, or a kernel set's: fma_path)."""
+    cdef int itemsize = _itemsize(dtype, where)
     if iterations < 0:
-        raise ValueError(f"fma: iterations must be >= 0, got {iterations}")
-    cdef int t = max_threads(threads), k
+        raise ValueError(f"{where}: iterations must be >= 0, got {iterations}")
+    cdef int t = max_threads(threads), j
     cdef double total = 0
     with nogil:
-        for k in prange(t, schedule='static', num_threads=t):
+        for j in prange(t, schedule='static', num_threads=t):
             if itemsize == 4:
-                total += mn_pk_fma_f32(iterations, <float>a, <float>b, <float>x0)
+                total += k.fma_f32(iterations, <float>a, <float>b, <float>x0)
             else:
-                total += mn_pk_fma_f64(iterations, a, b, x0)
+                total += k.fma_f64(iterations, a, b, x0)
     return total
 
 
@@ -261,16 +275,4 @@ def fma_path(str isa, str dtype, long long iterations, int threads=1, double a=0
              double b=1.0, double x0=0.0):
     """fma() with the vector width and instructions of kernel set `isa` (generic: SSE2
     multiply + add; avx2: 256-bit FMA; avx512, avx512bf16: 512-bit FMA)."""
-    cdef const mn_peak_kernels* k = _path_table(isa)
-    cdef int itemsize = _itemsize(dtype, "fma_path")
-    if iterations < 0:
-        raise ValueError(f"fma_path: iterations must be >= 0, got {iterations}")
-    cdef int t = max_threads(threads), j
-    cdef double total = 0
-    with nogil:
-        for j in prange(t, schedule='static', num_threads=t):
-            if itemsize == 4:
-                total += k.fma_f32(iterations, <float>a, <float>b, <float>x0)
-            else:
-                total += k.fma_f64(iterations, a, b, x0)
-    return total
+    return _fma(_path_table(isa), "fma_path", dtype, iterations, threads, a, b, x0)

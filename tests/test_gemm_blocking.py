@@ -110,7 +110,8 @@ def restore_blocking():
 
 
 def test_blocks_are_rounded_to_whole_micro_panels(restore_blocking):
-    mr, nr = matmul.blocking()["mr"], matmul.blocking()["nr_f32"]
+    # the blocked product's tile height (the generic path's pre-broadcast A: 6, not MR)
+    mr, nr = matmul.blocking()["mr_blocked"], matmul.blocking()["nr_f32"]
     matmul.set_blocking(1, 1, 1)
     assert (matmul.blocking()["mc"], matmul.blocking()["kc"], matmul.blocking()["nc"]) == (mr, 1, nr)
     matmul.set_blocking(mr + 1, 5, nr + 1)
