@@ -1,53 +1,29 @@
-/* One image row dealt out to (or gathered back from) the column phases of the phased
- * copy of a strided convolution (convgemm.pyx, plan_phases): padded column b = iw + pw
- * goes to phase b % sw at column b / sw, for the phase columns col < wp.
- * deal:    ph[(b % sw) * area + b / sw] = row[iw]
- * collect: row[iw] = ph[(b % sw) * area + b / sw], 0 where that column is not kept.
- * The columns every phase keeps run as one loop per fixed stride (2, 3, 4), which gcc
- * turns into vector loads and permutes: a strided scalar loop cost as much as the GEMM
- * for a 3-channel 7x7 stride-4 layer. */
+/* One channel of an image dealt out to (or gathered back from) the stride phases of the
+ * phased copy of a strided convolution (convgemm.pyx, plan_phases): image pixel (ih, iw)
+ * goes to ph[rowoff[ih] + dcol[iw]], for the rows ih < hn and columns iw < wn that some
+ * output reads (both prefixes: a pixel's phase column (iw + pw) / sw only grows with iw).
+ * deal:    ph[rowoff[ih] + dcol[iw]] = x[ih * w + iw]
+ * collect: x[ih * w + iw] = ph[rowoff[ih] + dcol[iw]] (the caller zeroes the rest of x).
+ * Scalar loops through two small tables: the rows of the small maps this path runs
+ * (ResNet9's 32 and 8 pixels wide) are too short for vector permutes, whose per-row
+ * edge handling cost as much as the GEMM for a 3-channel 7x7 stride-4 layer. Scatter
+ * and gather instructions are slower here than scalar moves (AMD Zen 4), hence no
+ * vectorising. */
 #include <stddef.h>
 typedef ptrdiff_t mn_pidx;
 
-#define MN_PHASE_BODY(SW, BODY)                                                        \
-    for (mn_pidx p = 0; p < SW; p++)                                                   \
-        for (mn_pidx col = c0; col < c1; col++) { BODY; }
-
 #define MN_DEF_PHASE(T, SUF)                                                           \
-static void mn_phase_row_##SUF(T* ph, T* row, mn_pidx w, mn_pidx pw, mn_pidx sw,       \
-                               mn_pidx wp, mn_pidx area, int deal)                     \
+__attribute__((optimize("no-tree-vectorize")))                                          \
+static void mn_phase_plane_##SUF(T* ph, T* x, const mn_pidx* rowoff, const mn_pidx* dcol, \
+                                 mn_pidx hn, mn_pidx wn, mn_pidx w, int deal)          \
 {                                                                                      \
-    /* columns col where every phase p reads iw = col*sw + p - pw inside [0, w) */     \
-    mn_pidx c0 = (pw + sw - 1) / sw, c1 = (w + pw) / sw;                               \
-    if (c1 > wp) c1 = wp;                                                              \
-    if (c0 > c1) c0 = c1;                                                              \
-    if (!deal)                                                                         \
-        for (mn_pidx iw = 0; iw < w; iw++) row[iw] = 0;                                \
-    for (mn_pidx col = 0; col < wp; col++) {   /* the edge columns, scalar */          \
-        if (col == c0) col = c1;                                                       \
-        if (col >= wp) break;                                                          \
-        for (mn_pidx p = 0; p < sw; p++) {                                             \
-            mn_pidx iw = col * sw + p - pw;                                            \
-            if (iw < 0 || iw >= w) continue;                                           \
-            if (deal) ph[p * area + col] = row[iw];                                    \
-            else row[iw] = ph[p * area + col];                                         \
-        }                                                                              \
-    }                                                                                  \
-    T* r = row - pw;                                                                   \
-    if (deal) {                                                                        \
-        switch (sw) {                                                                  \
-        case 2: MN_PHASE_BODY(2, ph[p * area + col] = r[col * 2 + p]) break;           \
-        case 3: MN_PHASE_BODY(3, ph[p * area + col] = r[col * 3 + p]) break;           \
-        case 4: MN_PHASE_BODY(4, ph[p * area + col] = r[col * 4 + p]) break;           \
-        default: MN_PHASE_BODY(sw, ph[p * area + col] = r[col * sw + p])               \
-        }                                                                              \
-    } else {                                                                           \
-        switch (sw) {                                                                  \
-        case 2: MN_PHASE_BODY(2, r[col * 2 + p] = ph[p * area + col]) break;           \
-        case 3: MN_PHASE_BODY(3, r[col * 3 + p] = ph[p * area + col]) break;           \
-        case 4: MN_PHASE_BODY(4, r[col * 4 + p] = ph[p * area + col]) break;           \
-        default: MN_PHASE_BODY(sw, r[col * sw + p] = ph[p * area + col])               \
-        }                                                                              \
+    for (mn_pidx ih = 0; ih < hn; ih++) {                                              \
+        T* d = ph + rowoff[ih];                                                        \
+        T* s = x + ih * w;                                                             \
+        if (deal)                                                                      \
+            for (mn_pidx iw = 0; iw < wn; iw++) d[dcol[iw]] = s[iw];                   \
+        else                                                                           \
+            for (mn_pidx iw = 0; iw < wn; iw++) s[iw] = d[dcol[iw]];                   \
     }                                                                                  \
 }
 

@@ -3,6 +3,7 @@
  * (_isa.h), which the including module binds. */
 #ifndef MN_WINOGRAD_H
 #define MN_WINOGRAD_H
+#include <string.h>
 #include "_isa.h"
 
 /* 32-byte vectors: every ISA's micro-kernel width (nr: 8..32 floats, 4..16 doubles) is a

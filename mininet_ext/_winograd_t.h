@@ -16,42 +16,61 @@ typedef WT WN(wvec) __attribute__((vector_size(WINO_VBYTES), aligned(sizeof(WT))
  * the (C, K, 3, 3) weights of the convolution whose input gradient this is, so filter
  * (k, c) is w[c, k] rotated by 180 degrees. k runs over panels p0..p1; the loops run
  * across a panel's mr filters, so U's stores are mr long and the arithmetic vectorises. */
-static void WN(wino_filters)(const WT* w, WT* U, mn_idx K, mn_idx C, int mr, int flip,
-                             mn_idx p0, mn_idx p1)
+static inline __attribute__((always_inline)) void
+WN(wino_filters_)(const WT* w, WT* U, mn_idx K, mn_idx C, const int mr, int flip, mn_idx p0,
+                  mn_idx p1)
 {
+    /* a panel's mr <= 16 filters side by side in the lanes of 16-wide vectors */
+    typedef WT V __attribute__((vector_size(16 * sizeof(WT))));
     mn_idx kp = (K + mr - 1) / mr * mr, xs = kp * C;
-    WT g[9][16], t[18][16];
     const WT q = (WT)1 / 4, s6 = (WT)1 / 6, s12 = (WT)1 / 12, s24 = (WT)1 / 24;
     for (mn_idx p = p0; p < p1; p++)
         for (mn_idx c = 0; c < C; c++) {
+            WT gs[9][16] __attribute__((aligned(64))) = {{0}};
             for (int i = 0; i < mr; i++) {
                 mn_idx k = p * mr + i;
+                if (k >= K)
+                    break;
                 for (int a = 0; a < 9; a++)
-                    g[a][i] = k >= K ? 0 : flip ? w[(c * K + k) * 9 + 8 - a]
-                                                : w[(k * C + c) * 9 + a];
+                    gs[a][i] = flip ? w[(c * K + k) * 9 + 8 - a] : w[(k * C + c) * 9 + a];
             }
-            for (int s = 0; s < 3; s++)   /* t = G g (6x3) */
-                for (int i = 0; i < mr; i++) {
-                    WT g0 = g[s][i], g1 = g[3 + s][i], g2 = g[6 + s][i];
-                    t[0 * 3 + s][i] = g0 * q;
-                    t[1 * 3 + s][i] = -(g0 + g1 + g2) * s6;
-                    t[2 * 3 + s][i] = -(g0 - g1 + g2) * s6;
-                    t[3 * 3 + s][i] = g0 * s24 + g1 * s12 + g2 * s6;
-                    t[4 * 3 + s][i] = g0 * s24 - g1 * s12 + g2 * s6;
-                    t[5 * 3 + s][i] = g2;
-                }
+            V g[9], t[18];
+            for (int a = 0; a < 9; a++)
+                memcpy(&g[a], gs[a], sizeof(V));
+            for (int s = 0; s < 3; s++) {   /* t = G g (6x3) */
+                V g0 = g[s], g1 = g[3 + s], g2 = g[6 + s];
+                t[0 * 3 + s] = g0 * q;
+                t[1 * 3 + s] = -(g0 + g1 + g2) * s6;
+                t[2 * 3 + s] = -(g0 - g1 + g2) * s6;
+                t[3 * 3 + s] = g0 * s24 + g1 * s12 + g2 * s6;
+                t[4 * 3 + s] = g0 * s24 - g1 * s12 + g2 * s6;
+                t[5 * 3 + s] = g2;
+            }
             WT* u = U + p * mr * C + c * mr;
-            for (int a = 0; a < 6; a++)   /* u = t G^T (6x6) */
-                for (int i = 0; i < mr; i++) {
-                    WT g0 = t[a * 3][i], g1 = t[a * 3 + 1][i], g2 = t[a * 3 + 2][i];
-                    u[(a * 6 + 0) * xs + i] = g0 * q;
-                    u[(a * 6 + 1) * xs + i] = -(g0 + g1 + g2) * s6;
-                    u[(a * 6 + 2) * xs + i] = -(g0 - g1 + g2) * s6;
-                    u[(a * 6 + 3) * xs + i] = g0 * s24 + g1 * s12 + g2 * s6;
-                    u[(a * 6 + 4) * xs + i] = g0 * s24 - g1 * s12 + g2 * s6;
-                    u[(a * 6 + 5) * xs + i] = g2;
-                }
+            for (int a = 0; a < 6; a++) {   /* u = t G^T (6x6), mr lanes of each */
+                V g0 = t[a * 3], g1 = t[a * 3 + 1], g2 = t[a * 3 + 2];
+                V r[6] = {g0 * q, -(g0 + g1 + g2) * s6, -(g0 - g1 + g2) * s6,
+                          g0 * s24 + g1 * s12 + g2 * s6, g0 * s24 - g1 * s12 + g2 * s6, g2};
+                for (int b = 0; b < 6; b++)
+                    memcpy(u + (a * 6 + b) * xs, &r[b], mr * sizeof(WT));
+            }
         }
+}
+
+/* wino_filters_ with the panel height a constant, so that its loops across the panel
+ * become whole vector operations (with a runtime height gcc left them scalar: the
+ * transform cost 1/6 of a 4x4-map layer's forward) */
+static void WN(wino_filters)(const WT* w, WT* U, mn_idx K, mn_idx C, int mr, int flip,
+                             mn_idx p0, mn_idx p1)
+{
+    switch (mr) {
+    case 16: WN(wino_filters_)(w, U, K, C, 16, flip, p0, p1); break;
+    case 12: WN(wino_filters_)(w, U, K, C, 12, flip, p0, p1); break;
+    case 8: WN(wino_filters_)(w, U, K, C, 8, flip, p0, p1); break;
+    case 6: WN(wino_filters_)(w, U, K, C, 6, flip, p0, p1); break;
+    case 4: WN(wino_filters_)(w, U, K, C, 4, flip, p0, p1); break;
+    default: WN(wino_filters_)(w, U, K, C, mr, flip, p0, p1);
+    }
 }
 
 /* B^T d B for nr tiles at once: d[36][nr] (the 6x6 patches, position-major) -> v rows
@@ -122,6 +141,15 @@ static void WN(wino_gather)(const WT* x, const wino_geom* g, mn_idx c, const mn_
                             const mn_idx* ty, const mn_idx* tx, WT* restrict d, int nr)
 {
     mn_idx H = g->H, W = g->W;
+    /* Any tile past the last or reaching into the padding: zero the whole d at once (one
+     * contiguous fill), then copy only what lies inside. Zeroing tile by tile, 36 stores
+     * nr apart, was vectorised into scatters and cost more than the GEMM on small maps
+     * (every tile of a 4x4 or 8x8 map touches the padding). */
+    int edges = 0;
+    for (int j = 0; j < nr; j++)
+        edges |= tn[j] < 0 || ty[j] < 0 || tx[j] < 0 || ty[j] + 6 > H || tx[j] + 6 > W;
+    if (edges)
+        memset(d, 0, 36 * (size_t)nr * sizeof(WT));
     for (int j = 0; j < nr; j++) {
         mn_idx y0 = ty[j], x0 = tx[j];
         if (g->m == 2 && tn[j] >= 0 && y0 >= 0 && x0 >= 0 && y0 + 6 <= H && x0 + 6 <= W) {
@@ -142,10 +170,8 @@ static void WN(wino_gather)(const WT* x, const wino_geom* g, mn_idx c, const mn_
             j += L - 1;
             continue;
         }
-        if (tn[j] < 0) {
-            for (int a = 0; a < 36; a++) d[a * nr + j] = 0;
+        if (tn[j] < 0)   /* zero: edges */
             continue;
-        }
         const WT* src = x + (tn[j] * g->C + c) * H * W;
         if (y0 >= 0 && x0 >= 0 && y0 + 6 <= H && x0 + 6 <= W) {   /* inside: no checks */
             src += y0 * W + x0;
@@ -153,10 +179,9 @@ static void WN(wino_gather)(const WT* x, const wino_geom* g, mn_idx c, const mn_
                 for (int s = 0; s < 6; s++) d[(r * 6 + s) * nr + j] = src[r * W + s];
             continue;
         }
-        /* an edge tile: zeros, then the rows r0..r1, columns s0..s1 inside the image */
+        /* an edge tile (zeros already: edges): the rows r0..r1, columns s0..s1 inside */
         int r0 = y0 < 0 ? (int)-y0 : 0, r1 = H - y0 < 6 ? (int)(H - y0) : 6;
         int s0 = x0 < 0 ? (int)-x0 : 0, s1 = W - x0 < 6 ? (int)(W - x0) : 6;
-        for (int a = 0; a < 36; a++) d[a * nr + j] = 0;
         for (int r = r0; r < r1; r++)
             for (int s = s0; s < s1; s++) d[(r * 6 + s) * nr + j] = src[(y0 + r) * W + x0 + s];
     }
@@ -269,10 +294,10 @@ WN(wino_gather_c_)(const WT* x, const wino_geom* g, mn_idx n, mn_idx c0, mn_idx 
     int r0 = y0 < 0 ? (int)-y0 : 0, r1 = H - y0 < 6 ? (int)(H - y0) : 6;
     int s0 = x0 < 0 ? (int)-x0 : 0, s1 = W - x0 < 6 ? (int)(W - x0) : 6;
     int inside = r0 == 0 && s0 == 0 && r1 == 6 && s1 == 6;
+    if (!inside || c0 + nr > C)   /* one contiguous fill (see wino_gather) */
+        memset(d, 0, 36 * (size_t)nr * sizeof(WT));
     for (int i = 0; i < nr; i++) {
         mn_idx c = c0 + i;
-        if (c >= C || !inside)
-            for (int a = 0; a < 36; a++) d[a * nr + i] = 0;
         if (c >= C) continue;
         const WT* src = x + ((n * C + c) * H + y0) * W + x0;
         if (inside) {

@@ -39,7 +39,7 @@ from cython cimport floating
 from libc.string cimport memset
 from mininet_ext.buffer cimport Buffer
 from mininet_ext._omp cimport threads_for
-from mininet_ext._convgeom cimport Geom, clamp, out_range, make_geom
+from mininet_ext._convgeom cimport Geom, clamp, make_geom
 from mininet_ext._check cimport check_itemsize, need
 
 from mininet_ext import _isa
@@ -57,38 +57,36 @@ cdef struct Conv:
     Geom g
     Py_ssize_t G, K, Cg, Kg, R, P       # groups, out channels, per group, taps/group, OH*OW
     Py_ssize_t Wp, plane, L, padsize    # padded rows: width, channel stride, OH*Wp, buffer
-    bint padded                         # gather from a padded copy of each image
     Py_ssize_t Hq                       # phased: rows of one phase (Wp: its row length)
     bint phased                         # stride > 1: the copy is split into stride phases
     bint relu                           # forward: max(0, .) taken as the output is written
     Py_ssize_t fmr                      # forward micro-kernel rows (MR or MR_SHORT)
-    Py_ssize_t* owlo                    # per tap column j: outputs ow that read inside the image
-    Py_ssize_t* owhi
     Py_ssize_t* toff                    # padded: per tap r, its offset from the pixel's window
     Py_ssize_t* tofr                    # the same in forward_rows' order (tab_place)
+    Py_ssize_t* phrow                   # phased: image row ih's phase row, in a channel plane
+    Py_ssize_t* phcol                   # phased: image column iw's phase and column
+    Py_ssize_t phh, phw                 # phased: image rows and columns some output reads
     int tab_nv, tab_mr                  # pixel-major forward: channel vectors, tile rows (0: off)
     bint tab_skip                       # forward_rows skips kernel rows on vertical padding
 
 
 
 cdef struct Panel:
-    # NR output pixels of one image. Gather side: runs whose input columns are contiguous,
-    # with per-run tables computed once per panel (used by every group and tap block).
-    # Output side: segs, the panel columns that are real output pixels.
-    Run* runs
+    # NR pixels q..q+NR of one image's padded-row numbering (q = oh*Wp + ow): tap r reads
+    # the window at q + toff[r] of the padded (or phased) copy. segs: the panel columns that
+    # are real output pixels (ow < OW).
+    Py_ssize_t q
     Run* segs
-    int nruns, nsegs
-    Py_ssize_t* rowoff    # [u, i]: offset of input row (channel 0) in the source, -1: outside
-    Py_ssize_t* lo        # [u, j]: run columns [lo, hi) read inside the image
-    Py_ssize_t* hi
-    Py_ssize_t* col0      # [u, j]: input column read by run column 0 (may be < 0)
+    int nsegs
 
 
 cdef extern from "_phase.h" nogil:
-    void mn_phase_row_f32(float* ph, float* row, Py_ssize_t w, Py_ssize_t pw, Py_ssize_t sw,
-                          Py_ssize_t wp, Py_ssize_t area, int deal)
-    void mn_phase_row_f64(double* ph, double* row, Py_ssize_t w, Py_ssize_t pw, Py_ssize_t sw,
-                          Py_ssize_t wp, Py_ssize_t area, int deal)
+    void mn_phase_plane_f32(float* ph, float* x, const Py_ssize_t* rowoff,
+                            const Py_ssize_t* dcol, Py_ssize_t hn, Py_ssize_t wn, Py_ssize_t w,
+                            int deal)
+    void mn_phase_plane_f64(double* ph, double* x, const Py_ssize_t* rowoff,
+                            const Py_ssize_t* dcol, Py_ssize_t hn, Py_ssize_t wn, Py_ssize_t w,
+                            int deal)
 
 
 include "convgemm_pack.pxi"
@@ -111,6 +109,21 @@ cdef void plan_phases(Conv* cv, Py_ssize_t nr) noexcept nogil:
     # the last panel reads up to NR past the last output row, and a tap at most Wp past
     # its phase's end (the dropped columns)
     cv.padsize = round_up(g.C * cv.plane + cv.Wp + nr, nr)
+    # padded row a = ih + ph is kept while a // sh < Hq, column b = iw + pw while b // sw < Wp
+    cv.phh = clamp(cv.Hq * g.sh - g.ph, 0, g.H)
+    cv.phw = clamp(cv.Wp * g.sw - g.pw, 0, g.W)
+
+
+cdef void phase_tables(Conv* cv) noexcept nogil:
+    """Where image row ih and column iw land in a channel's phased copy (copy_phases)."""
+    cdef Geom* g = &cv.g
+    cdef Py_ssize_t ih, iw, a, b, area = cv.Hq * cv.Wp
+    for ih in range(cv.phh):
+        a = ih + g.ph
+        cv.phrow[ih] = (a % g.sh) * g.sw * area + a // g.sh * cv.Wp
+    for iw in range(cv.phw):
+        b = iw + g.pw
+        cv.phcol[iw] = (b % g.sw) * area + b // g.sw
 
 
 cdef Py_ssize_t tap_offset(Conv* cv, Py_ssize_t c, Py_ssize_t i, Py_ssize_t j) noexcept nogil:
@@ -134,7 +147,7 @@ cdef class _Plan:
     def __init__(self, tuple xshape, Py_ssize_t K, Py_ssize_t groups, tuple kernel, tuple stride,
                  tuple pad, tuple dil, Py_ssize_t OH, Py_ssize_t OW, int itemsize):
         cdef Conv* cv = &self.cv
-        cdef Py_ssize_t j, r
+        cdef Py_ssize_t r
         cv.g = make_geom(xshape, kernel, stride, pad, dil, OH, OW)
         if groups < 1 or cv.g.C % groups or K % groups:
             raise ValueError(f"conv: groups {groups} must divide channels {cv.g.C} and {K}")
@@ -144,7 +157,6 @@ cdef class _Plan:
         cv.R = cv.Cg * cv.g.kh * cv.g.kw
         cv.P = OH * OW
         cv.fmr = MR_SHORT if round_up(cv.Kg, MR_SHORT) < round_up(cv.Kg, MR) else MR
-        cv.padded = True
         cv.relu = False
         cv.phased = cv.g.sh > 1 or cv.g.sw > 1
         if cv.phased:
@@ -161,13 +173,13 @@ cdef class _Plan:
             cv.padsize = round_up(cv.g.C * cv.plane + (cv.g.kw - 1) * cv.g.dw + self.nr,
                                   self.nr)
         cv.L = OH * cv.Wp
-        self.tabs = Buffer(max(2 * cv.g.kw + 2 * cv.R, 1) * sizeof(Py_ssize_t))
-        cv.owlo = <Py_ssize_t*>self.tabs.ptr
-        cv.owhi = cv.owlo + cv.g.kw
-        cv.toff = cv.owhi + cv.g.kw
+        self.tabs = Buffer(max(2 * cv.R + cv.g.H + cv.g.W, 1) * sizeof(Py_ssize_t))
+        cv.toff = <Py_ssize_t*>self.tabs.ptr
         cv.tofr = cv.toff + cv.R
-        for j in range(cv.g.kw):
-            out_range(j * cv.g.dw, cv.g.sw, cv.g.pw, cv.g.W, OW, &cv.owlo[j], &cv.owhi[j])
+        cv.phrow = cv.tofr + cv.R
+        cv.phcol = cv.phrow + cv.g.H
+        if cv.phased:
+            phase_tables(cv)
         choose_tab(cv, self.nr // 2)
         cv.tab_skip = cv.tab_mr != 0 and skip_pays(cv)
         for r in range(cv.R):
@@ -179,7 +191,7 @@ cdef class _Plan:
         self.pmem = Buffer(self.nt * self.pbytes)
 
     cdef Py_ssize_t pad_items(self):
-        return self.cv.padsize if self.cv.padded else 0
+        return self.cv.padsize
 
 
 cdef int check_sizes(_Plan pl, Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer y,

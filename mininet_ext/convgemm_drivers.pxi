@@ -27,79 +27,50 @@ cdef void copy_interior(const floating* src, floating* dst, Conv* cv,
 
 cdef void copy_phases(const floating* src, floating* dst, Conv* cv,
                       bint into_padded) noexcept nogil:
-    """copy_interior for the phased copy: each image row goes to its row phase, its
-    columns dealt out to the sw column phases. Image pixels no output reads are not in
-    the copy: copying back, they get zero (their gradient)."""
+    """copy_interior for the phased copy, channel by channel through the phase tables.
+    Image pixels no output reads are not in the copy: copying back, they get zero (their
+    gradient)."""
     cdef Geom* g = &cv.g
-    cdef Py_ssize_t c, ih, a, p, area = cv.Hq * cv.Wp
-    cdef floating* row
+    cdef Py_ssize_t c, hw = g.H * g.W
+    cdef floating* ph
+    cdef floating* img
     if not into_padded:
-        memset(dst, 0, g.C * g.H * g.W * sizeof(floating))
-    for ih in range(g.H):
-        a = ih + g.ph
-        if a // g.sh >= cv.Hq:
-            break
-        for c in range(g.C):
-            p = c * cv.plane + (a % g.sh) * g.sw * area + a // g.sh * cv.Wp
-            row = <floating*>(src if into_padded else dst) + (c * g.H + ih) * g.W
-            if floating is float:
-                mn_phase_row_f32((dst if into_padded else <floating*>src) + p, row, g.W, g.pw,
-                                 g.sw, cv.Wp, area, into_padded)
-            else:
-                mn_phase_row_f64((dst if into_padded else <floating*>src) + p, row, g.W, g.pw,
-                                 g.sw, cv.Wp, area, into_padded)
-
-
-cdef inline Py_ssize_t src_plane(Conv* cv) noexcept nogil:
-    """Channel stride of what the gathers read (padded buffer or the image itself)."""
-    return cv.plane if cv.padded else cv.g.H * cv.g.W
-
-
-cdef inline Py_ssize_t pixel_end(Conv* cv) noexcept nogil:
-    """Pixels of one image in panel numbering (padded rows or OH*OW)."""
-    return cv.L if cv.padded else cv.P
+        memset(dst, 0, g.C * hw * sizeof(floating))
+    for c in range(g.C):
+        ph = (dst if into_padded else <floating*>src) + c * cv.plane
+        img = (<floating*>src if into_padded else dst) + c * hw
+        if floating is float:
+            mn_phase_plane_f32(ph, img, cv.phrow, cv.phcol, cv.phh, cv.phw, g.W, into_padded)
+        else:
+            mn_phase_plane_f64(ph, img, cv.phrow, cv.phcol, cv.phh, cv.phw, g.W, into_padded)
 
 
 cdef inline const floating* image_source(const floating* x, Py_ssize_t n, floating* xpad,
                                          Conv* cv) noexcept nogil:
-    """What the gathers read for image n: the padded copy (made here) or the image."""
-    cdef const floating* src = x + n * cv.g.C * cv.g.H * cv.g.W
-    if not cv.padded:
-        return src
-    copy_interior(src, xpad, cv, True)
+    """What the gathers read for image n: its padded (or phased) copy, made here."""
+    copy_interior(x + n * cv.g.C * cv.g.H * cv.g.W, xpad, cv, True)
     return xpad
-
-
-cdef inline Py_ssize_t next_panel(Conv* cv, Py_ssize_t q, Py_ssize_t nr, Panel* pn) noexcept nogil:
-    """Map the panel starting at pixel q of the current image; returns the next q."""
-    if cv.padded:
-        map_padded(cv, q, nr, pn)
-        return q + nr
-    map_rows(cv, q, min(nr, cv.P - q), pn)
-    return q + min(nr, cv.P - q)
 
 
 cdef void forward_images(const floating* x, const floating* wp, const floating* bias,
                          floating* out, Conv* cv, Py_ssize_t n0, Py_ssize_t n1, floating* xpad,
                          floating* colp, floating* tile, char* pmem, Py_ssize_t nr) noexcept nogil:
     cdef Py_ssize_t mr = cv.fmr, kgp = round_up(cv.Kg, cv.fmr), n, q, grp, pc, kc, ip
-    cdef Py_ssize_t plane = src_plane(cv)
     cdef const floating* src
     cdef const floating* a
     cdef Panel pn
-    panel_init(&pn, pmem, cv, nr)
+    panel_init(&pn, pmem)
     for n in range(n0, n1):
         src = image_source(x, n, xpad, cv)
-        q = 0
-        while q < pixel_end(cv):
-            q = next_panel(cv, q, nr, &pn)
+        for q in range((cv.L + nr - 1) // nr):     # panel index
+            map_panel(cv, q * nr, nr, &pn)
             for grp in range(cv.G):
                 if cv.R == 0:
                     memset(tile, 0, kgp * nr * sizeof(floating))
                 pc = 0
                 while pc < cv.R:
                     kc = min(KC, cv.R - pc)
-                    pack_cols(src, plane, cv, &pn, grp * cv.Cg, pc, pc + kc, colp, nr)
+                    pack_cols(src, cv, &pn, grp * cv.Cg, pc, pc + kc, colp)
                     a = wp + grp * kgp * cv.R + pc * kgp
                     for ip in range(kgp // mr):
                         fwd_kernel(mr, kc, a + ip * mr * kc, colp, tile + ip * mr * nr, nr, pc > 0)
@@ -128,19 +99,19 @@ cdef void weight_grad_images(const floating* x, const floating* dy, floating* pa
     rows past R and stale columns meet zero rows of dyt."""
     cdef Py_ssize_t rp = round_up(cv.R, MR), kgn = round_up(cv.Kg, dw_block(cv, nr))
     cdef Py_ssize_t n, q, grp, s
-    cdef Py_ssize_t plane = src_plane(cv), end = pixel_end(cv)
     cdef const floating* src
     cdef Panel pn
-    panel_init(&pn, pmem, cv, nr)
+    panel_init(&pn, pmem)
     for n in range(n0, n1):
         src = image_source(x, n, xpad, cv)
         for grp in range(cv.G):
             q = 0
-            while q < end:
+            while q < cv.L:
                 s = 0
-                while s < CHUNK and q < end:
-                    q = next_panel(cv, q, nr, &pn)
-                    pack_cols(src, plane, cv, &pn, grp * cv.Cg, 0, cv.R, colp + s * rp * nr, nr)
+                while s < CHUNK and q < cv.L:
+                    map_panel(cv, q, nr, &pn)
+                    q += nr
+                    pack_cols(src, cv, &pn, grp * cv.Cg, 0, cv.R, colp + s * rp * nr)
                     pack_rows_t(dy + n * cv.K * cv.P, cv, &pn, grp * cv.Kg,
                                 dyt + s * kgn * nr, nr)
                     s += 1
@@ -151,24 +122,19 @@ cdef void input_grad_images(const floating* dy, const floating* wtp, floating* d
                             Py_ssize_t n0, Py_ssize_t n1, floating* dxpad, floating* bpan,
                             floating* tile, char* pmem, Py_ssize_t nr) noexcept nogil:
     cdef Py_ssize_t chw = cv.g.C * cv.g.H * cv.g.W, rp = round_up(cv.R, MR), n, q, grp, ip
-    cdef Py_ssize_t plane = src_plane(cv), end = pixel_end(cv)
-    cdef floating* dst
     cdef Panel pn
-    panel_init(&pn, pmem, cv, nr)
+    panel_init(&pn, pmem)
     for n in range(n0, n1):
-        dst = dxpad if cv.padded else dx + n * chw
-        memset(dst, 0, (cv.padsize if cv.padded else chw) * sizeof(floating))
-        q = 0
-        while q < end:
-            q = next_panel(cv, q, nr, &pn)
+        memset(dxpad, 0, cv.padsize * sizeof(floating))
+        for q in range((cv.L + nr - 1) // nr):     # panel index
+            map_panel(cv, q * nr, nr, &pn)
             for grp in range(cv.G):
                 pack_rows(dy + n * cv.K * cv.P, cv, &pn, grp * cv.Kg, bpan, nr)
                 for ip in range(rp // MR):
                     kernel(cv.Kg, wtp + grp * rp * cv.Kg + ip * MR * cv.Kg, bpan,
                            tile + ip * MR * nr, nr, 0)
-                scatter_cols(tile, dst, plane, cv, &pn, grp * cv.Cg, nr)
-        if cv.padded:
-            copy_interior(dxpad, dx + n * chw, cv, False)
+                scatter_cols(tile, dxpad, cv, &pn, grp * cv.Cg)
+        copy_interior(dxpad, dx + n * chw, cv, False)
 
 
 cdef void sum_partials(const floating* part, floating* dw, Conv* cv, int nt,

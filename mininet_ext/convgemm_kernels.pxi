@@ -44,11 +44,6 @@ cdef extern from "_isa.h" nogil:
     void mn_wg_kernel_f64(int nv, int mr, Py_ssize_t oh_n, Py_ssize_t ow_n, Py_ssize_t wp,
                           const double* A, const Py_ssize_t* toff, const double* B, double* C)
 
-    void mn_copy_window_f32(float* d, const float* s, Py_ssize_t len, Py_ssize_t lo, Py_ssize_t hi)
-    void mn_copy_window_f64(double* d, const double* s, Py_ssize_t len, Py_ssize_t lo,
-                            Py_ssize_t hi)
-    void mn_add_window_f32(float* d, const float* s, Py_ssize_t lo, Py_ssize_t hi)
-    void mn_add_window_f64(double* d, const double* s, Py_ssize_t lo, Py_ssize_t hi)
     void mn_copy_rows_f32(float* d, const float* s, const Py_ssize_t* toff, Py_ssize_t n)
     void mn_copy_rows_f64(double* d, const double* s, const Py_ssize_t* toff, Py_ssize_t n)
     void mn_add_rows_f32(float* d, const float* tile, const Py_ssize_t* toff, Py_ssize_t cg,
@@ -106,21 +101,3 @@ cdef inline void kernel_at(bint half, Py_ssize_t npan, const floating* A, Py_ssi
             mn_kernel_at_half_f64(npan, A, astride, B, bstride, C, ldc)
         else:
             mn_kernel_at_f64(npan, A, astride, B, bstride, C, ldc)
-
-
-cdef inline void copy_window(floating* d, const floating* s, Py_ssize_t n, Py_ssize_t lo,
-                             Py_ssize_t hi) noexcept nogil:
-    if floating is float:
-        mn_copy_window_f32(d, s, n, lo, hi)
-    else:
-        mn_copy_window_f64(d, s, n, lo, hi)
-
-
-
-
-cdef inline void add_window(floating* d, const floating* s, Py_ssize_t lo,
-                            Py_ssize_t hi) noexcept nogil:
-    if floating is float:
-        mn_add_window_f32(d, s, lo, hi)
-    else:
-        mn_add_window_f64(d, s, lo, hi)

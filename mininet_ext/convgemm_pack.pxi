@@ -1,5 +1,5 @@
 # mininet_ext/convgemm.pyx, part 2 of 4: packing.
-# Panel tables (which input runs NR output pixels read), the gather of input columns
+# Panel maps (which columns of NR padded-row pixels are output pixels), the gather of input columns
 # into the micro-kernel's B layout and its adjoint scatter, output-gradient packing,
 # the tile-to-NCHW write, and the once-per-call weight packing.
 # Included textually by convgemm.pyx (Cython `include`).
@@ -12,57 +12,20 @@ cdef inline Py_ssize_t dw_block(Conv* cv, Py_ssize_t nr) noexcept nogil:
 
 # panels -------------------------------------------------------------------------------------
 cdef Py_ssize_t panel_bytes(Conv* cv, Py_ssize_t nr) noexcept nogil:
-    return nr * (2 * sizeof(Run) + (cv.g.kh + 3 * cv.g.kw) * sizeof(Py_ssize_t))
+    return nr * sizeof(Run)
 
 
-cdef void panel_init(Panel* pn, char* mem, Conv* cv, Py_ssize_t nr) noexcept nogil:
-    pn.runs = <Run*>mem
-    pn.segs = pn.runs + nr
-    pn.rowoff = <Py_ssize_t*>(mem + 2 * nr * sizeof(Run))
-    pn.lo = pn.rowoff + nr * cv.g.kh
-    pn.hi = pn.lo + nr * cv.g.kw
-    pn.col0 = pn.hi + nr * cv.g.kw
+cdef void panel_init(Panel* pn, char* mem) noexcept nogil:
+    pn.segs = <Run*>mem
 
 
-cdef void map_rows(Conv* cv, Py_ssize_t q, Py_ssize_t cols, Panel* pn) noexcept nogil:
-    """Pixels q..q+cols of an image, any stride: one run per output row (at most cols), reading
-    the unpadded image; out-of-image taps read as zero."""
+cdef void map_panel(Conv* cv, Py_ssize_t q, Py_ssize_t nr, Panel* pn) noexcept nogil:
+    """Pixels q..q+nr of the padded-row space (q = oh*Wp + ow): the columns with ow < OW
+    are the output pixels, one segment per output row the panel crosses."""
     cdef Geom* g = &cv.g
-    cdef Py_ssize_t jj = 0, oh, ow, i, j, ih
-    cdef Run* run
+    cdef Py_ssize_t t = 0, oh, ow, n
     cdef int u = 0
-    while jj < cols:
-        run = &pn.runs[u]
-        oh = q // g.OW
-        ow = q - oh * g.OW
-        run.len = min(g.OW - ow, cols - jj)
-        run.jj, run.off = jj, q
-        pn.segs[u] = run[0]
-        for i in range(g.kh):
-            ih = oh * g.sh - g.ph + i * g.dh
-            pn.rowoff[u * g.kh + i] = ih * g.W if 0 <= ih < g.H else -1
-        for j in range(g.kw):
-            pn.lo[u * g.kw + j] = clamp(cv.owlo[j] - ow, 0, run.len)
-            pn.hi[u * g.kw + j] = clamp(cv.owhi[j] - ow, pn.lo[u * g.kw + j], run.len)
-            pn.col0[u * g.kw + j] = ow * g.sw - g.pw + j * g.dw
-        jj += run.len
-        q += run.len
-        u += 1
-    pn.nruns = pn.nsegs = u
-
-
-cdef void map_padded(Conv* cv, Py_ssize_t q, Py_ssize_t nr, Panel* pn) noexcept nogil:
-    """Pixels q..q+nr of the padded-row space (q = oh*Wp + ow) read one contiguous window
-    per tap from the padded (or phased) image; the columns with ow < OW are the output pixels."""
-    cdef Geom* g = &cv.g
-    cdef Py_ssize_t i, j, t = 0, oh, ow, n
-    cdef int u = 0
-    pn.runs[0].jj, pn.runs[0].len, pn.runs[0].off = 0, nr, 0
-    pn.nruns = 1
-    for i in range(g.kh):
-        pn.rowoff[i] = q + i * g.dh * cv.Wp
-    for j in range(g.kw):
-        pn.lo[j], pn.hi[j], pn.col0[j] = 0, nr, j * g.dw
+    pn.q = q
     while t < nr and q + t < cv.L:
         oh = (q + t) // cv.Wp
         ow = q + t - oh * cv.Wp
@@ -74,79 +37,25 @@ cdef void map_padded(Conv* cv, Py_ssize_t q, Py_ssize_t nr, Panel* pn) noexcept 
     pn.nsegs = u
 
 
-cdef inline void next_tap(Geom* g, Py_ssize_t* c, Py_ssize_t* i, Py_ssize_t* j) noexcept nogil:
-    """Advance tap (c, i, j) in row-major order."""
-    j[0] += 1
-    if j[0] == g.kw:
-        j[0] = 0
-        i[0] += 1
-        if i[0] == g.kh:
-            i[0] = 0
-            c[0] += 1
+cdef void pack_cols(const floating* src, Conv* cv, Panel* pn, Py_ssize_t c0, Py_ssize_t r0,
+                    Py_ssize_t r1, floating* dst) noexcept nogil:
+    """dst[r - r0, jj] = what tap r (channels from c0; taps (c, i, j) row-major) reads for
+    panel column jj from src (one image's padded or phased copy): one NR-wide window per tap."""
+    if floating is float:
+        mn_copy_rows_f32(dst, src + c0 * cv.plane + pn.q, cv.toff + r0, r1 - r0)
+    else:
+        mn_copy_rows_f64(dst, src + c0 * cv.plane + pn.q, cv.toff + r0, r1 - r0)
 
 
-cdef void pack_cols(const floating* src, Py_ssize_t plane, Conv* cv, Panel* pn, Py_ssize_t c0,
-                    Py_ssize_t r0, Py_ssize_t r1, floating* dst, Py_ssize_t nr) noexcept nogil:
-    """dst[r - r0, jj] = the value tap r (channels from c0; taps (c, i, j) row-major) reads for
-    panel column jj from src (one image, channel stride plane); zero outside the image."""
+cdef void scatter_cols(const floating* tile, floating* dst, Conv* cv, Panel* pn,
+                       Py_ssize_t c0) noexcept nogil:
+    """The adjoint of pack_cols over all R taps: dst[...] += tile[r, jj], tap by tap with
+    the channel innermost (_convpack.h says why)."""
     cdef Geom* g = &cv.g
-    cdef Py_ssize_t r, c, i, j, t, ro, a, b, sw = g.sw
-    cdef int u
-    cdef floating* d
-    cdef const floating* s
-    if cv.padded:     # one full-width window per tap
-        if floating is float:
-            mn_copy_rows_f32(dst, src + c0 * plane + pn.rowoff[0], cv.toff + r0, r1 - r0)
-        else:
-            mn_copy_rows_f64(dst, src + c0 * plane + pn.rowoff[0], cv.toff + r0, r1 - r0)
-        return
-    c, i, j = r0 // (g.kh * g.kw), (r0 // g.kw) % g.kh, r0 % g.kw
-    for r in range(r0, r1):
-        for u in range(pn.nruns):
-            d = dst + (r - r0) * nr + pn.runs[u].jj
-            ro = pn.rowoff[u * g.kh + i]
-            a, b = pn.lo[u * g.kw + j], pn.hi[u * g.kw + j]
-            s = src + ro + (c0 + c) * plane + pn.col0[u * g.kw + j]
-            if ro < 0:
-                copy_window(d, d, pn.runs[u].len, 0, 0)     # all zero, nothing read
-            elif sw == 1:
-                copy_window(d, s, pn.runs[u].len, a, b)
-            else:
-                copy_window(d, d, pn.runs[u].len, 0, 0)
-                for t in range(a, b):
-                    d[t] = s[t * sw]
-        next_tap(g, &c, &i, &j)
-
-
-cdef void scatter_cols(const floating* tile, floating* dst, Py_ssize_t plane, Conv* cv, Panel* pn,
-                       Py_ssize_t c0, Py_ssize_t nr) noexcept nogil:
-    """The adjoint of pack_cols over all R taps: dst[...] += tile[r, jj]."""
-    cdef Geom* g = &cv.g
-    cdef Py_ssize_t r, c, i, j, t, ro, a, b, sw = g.sw
-    cdef int u
-    cdef const floating* s
-    cdef floating* d
-    if cv.padded:   # tap by tap, channel innermost (_convpack.h says why)
-        if floating is float:
-            mn_add_rows_f32(dst + c0 * plane + pn.rowoff[0], tile, cv.toff, cv.Cg, g.kh, g.kw)
-        else:
-            mn_add_rows_f64(dst + c0 * plane + pn.rowoff[0], tile, cv.toff, cv.Cg, g.kh, g.kw)
-        return
-    c = i = j = 0
-    for r in range(cv.R):
-        for u in range(pn.nruns):
-            ro = pn.rowoff[u * g.kh + i]
-            if ro < 0:
-                continue
-            a, b = pn.lo[u * g.kw + j], pn.hi[u * g.kw + j]
-            s = tile + r * nr + pn.runs[u].jj
-            d = dst + ro + (c0 + c) * plane + pn.col0[u * g.kw + j]
-            if sw == 1:
-                add_window(d, s, a, b)
-            else:
-                for t in range(a, b):
-                    d[t * sw] += s[t]
-        next_tap(g, &c, &i, &j)
+    if floating is float:
+        mn_add_rows_f32(dst + c0 * cv.plane + pn.q, tile, cv.toff, cv.Cg, g.kh, g.kw)
+    else:
+        mn_add_rows_f64(dst + c0 * cv.plane + pn.q, tile, cv.toff, cv.Cg, g.kh, g.kw)
 
 
 cdef void pack_rows(const floating* dy, Conv* cv, Panel* pn, Py_ssize_t k0, floating* dst,

@@ -18,7 +18,7 @@ cdef void choose_tab(Conv* cv, Py_ssize_t vw) noexcept nogil:
     cv.tab_nv = cv.tab_mr = 0
     # the channels must fill at least half the vectors (one output channel would waste
     # 15 of 16 lanes: the panel path suits it better)
-    if not cv.padded or cv.phased or cv.G != 1 or cv.g.OW < 1 or 2 * cv.K < nv * vw:
+    if cv.phased or cv.G != 1 or cv.g.OW < 1 or 2 * cv.K < nv * vw:
         return
     for taller in range(2):
         mr = mn_tab_mr(nv, 1 - taller)
