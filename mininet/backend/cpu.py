@@ -5,6 +5,7 @@ import numpy as np
 
 from mininet_ext import buffer as _buffer
 from mininet_ext import conv as _conv
+from mininet_ext import conv_nhwc as _nhwc
 from mininet_ext import convgemm as _cg
 from mininet_ext import elementwise as _ew
 from mininet_ext import losses as _loss
@@ -378,6 +379,95 @@ class CPUDevice(Device):
         _opt.adam_steps([_at(p) for p in ps], [g.handle for g in gs], [g.offset for g in gs],
                         [_at(m) for m in ms], [_at(v) for v in vs], [p.size for p in ps],
                         list(steps), lr, b1, b2, eps, wd, decoupled, ps[0].dtype.itemsize)
+
+    # channels-last (NHWC) convolution, mininet_ext/conv_nhwc.pyx: x (N, H, W, C), weight
+    # (kh, kw, C, K), output (N, OH, OW, K); one group. Not a capability the ops use yet:
+    # bench/conv_nhwc.py measures where it beats the NCHW paths.
+    def conv2d_nhwc_shape(self, xshape, wshape, stride=(1, 1), padding=(0, 0),
+                          dilation=(1, 1)):
+        """(N, OH, OW, K) of conv2d_nhwc, or a ValueError naming the bad shape."""
+        _nhwc_ranks("conv2d_nhwc", x=xshape, weight=wshape)
+        return _nhwc.out_shape(tuple(xshape), tuple(wshape), _pair2(stride), _pair2(padding),
+                               _pair2(dilation))
+
+    def conv2d_nhwc(self, x, w, bias, out, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
+                    relu=False):
+        """out = conv(x, w) + bias (max(0, .) of it with relu); x, w, bias any strides."""
+        x, w, bias = _nhwc_inputs("conv2d_nhwc", out, x=x, weight=w, bias=bias)
+        _nhwc_fits("conv2d_nhwc", "output (N, OH, OW, K)", out.shape,
+                   self.conv2d_nhwc_shape(x.shape, w.shape, stride, padding, dilation))
+        if bias is not None:
+            _nhwc_fits("conv2d_nhwc", "bias (K,)", bias.shape, (w.shape[3],))
+        _nhwc.forward(x.handle, x.offset, w.handle, w.offset,
+                      None if bias is None else bias.handle, 0 if bias is None else bias.offset,
+                      out.handle, out.offset, x.shape, w.shape, _pair2(stride),
+                      _pair2(padding), _pair2(dilation), x.dtype.itemsize, relu)
+
+    def conv2d_nhwc_grad_input(self, g, w, dx, stride=(1, 1), padding=(0, 0),
+                               dilation=(1, 1)):
+        """dx (N, H, W, C) from the output grad g (N, OH, OW, K) and w (kh, kw, C, K)."""
+        g, w = _nhwc_inputs("conv2d_nhwc input gradient", dx, grad=g, weight=w)
+        _nhwc_fits("conv2d_nhwc input gradient", "output gradient (N, OH, OW, K)", g.shape,
+                   self.conv2d_nhwc_shape(dx.shape, w.shape, stride, padding, dilation))
+        _nhwc.input_grad(g.handle, g.offset, w.handle, w.offset, dx.handle, dx.offset,
+                         dx.shape, w.shape, _pair2(stride), _pair2(padding), _pair2(dilation),
+                         g.dtype.itemsize)
+
+    def conv2d_nhwc_grad_weight(self, g, x, dw, stride=(1, 1), padding=(0, 0),
+                                dilation=(1, 1)):
+        """dw (kh, kw, C, K) from the output grad g (N, OH, OW, K) and x (N, H, W, C)."""
+        g, x = _nhwc_inputs("conv2d_nhwc weight gradient", dw, grad=g, x=x)
+        _nhwc_fits("conv2d_nhwc weight gradient", "output gradient (N, OH, OW, K)", g.shape,
+                   self.conv2d_nhwc_shape(x.shape, dw.shape, stride, padding, dilation))
+        _nhwc.weight_grad(g.handle, g.offset, x.handle, x.offset, dw.handle, dw.offset,
+                          x.shape, dw.shape, _pair2(stride), _pair2(padding), _pair2(dilation),
+                          g.dtype.itemsize)
+
+    def conv2d_nhwc_grad_bias(self, g, db):
+        """db (K,) = g (N, OH, OW, K) summed over its pixels."""
+        (g,) = _nhwc_inputs("conv2d_nhwc bias gradient", db, grad=g)
+        k = g.shape[-1]
+        _nhwc_fits("conv2d_nhwc bias gradient", "bias gradient (K,)", db.shape, (k,))
+        _nhwc.bias_grad(g.handle, g.offset, db.handle, db.offset, g.size // max(k, 1), k,
+                        g.dtype.itemsize)
+
+
+def _pair2(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+_NHWC_LAYOUTS = {"x": "input (N, H, W, C)", "weight": "weight (kh, kw, C, K)",
+                 "grad": "output gradient (N, OH, OW, K)", "bias": "bias (K,)"}
+
+
+def _nhwc_ranks(what, **shapes):
+    for name, shape in shapes.items():
+        rank = 1 if name == "bias" else 4
+        if len(shape) != rank:
+            raise ValueError(f"{what}: {_NHWC_LAYOUTS[name]} must have {rank} dimensions, "
+                             f"got shape {tuple(shape)}")
+
+
+def _nhwc_fits(what, name, shape, want):
+    if tuple(shape) != tuple(want):
+        raise ValueError(f"{what}: {name} has shape {tuple(shape)}, the convolution needs "
+                         f"{tuple(want)}")
+
+
+def _nhwc_inputs(what, out, **arrays):
+    """The arrays compacted (a channels-last view of an NCHW array is copied once), after
+    checking ranks and that every array, out included, is one float dtype."""
+    given = {name: a for name, a in arrays.items() if a is not None}
+    _nhwc_ranks(what, **{name: a.shape for name, a in given.items()})
+    _floats(what, out, *given.values())
+    dtypes = {a.dtype for a in (out, *given.values())}
+    if len(dtypes) > 1:
+        raise TypeError(f"{what}: arrays must share one dtype, got "
+                        f"{', '.join(f'{n} {a.dtype}' for n, a in given.items())}, "
+                        f"output {out.dtype}")
+    if not out.is_compact():
+        raise ValueError(f"{what}: the output array must be compact")
+    return tuple(None if a is None else a.compact() for a in arrays.values())
 
 
 def _phases_fit(wshape, stride, dilation, out_hw):

@@ -1,0 +1,219 @@
+"""Channels-last (NHWC) convolution (mininet_ext/conv_nhwc.pyx, CPUDevice.conv2d_nhwc*)
+against PyTorch's NCHW convolution on permuted tensors, references in float64."""
+import importlib
+
+import numpy as np
+import pytest
+
+from mininet.backend.cpu import cpu
+from mininet.ndarray import NDArray
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+nhwc = importlib.import_module("mininet_ext.conv_nhwc")
+rng = np.random.default_rng(12)
+dev = cpu()
+
+# n, c, h, w, k, (kh, kw), (sh, sw), (ph, pw), (dh, dw)
+CASES = [
+    (2, 3, 7, 7, 5, (3, 3), (1, 1), (1, 1), (1, 1)),
+    (2, 16, 8, 8, 32, (3, 3), (2, 2), (1, 1), (1, 1)),       # ResNet9-like, stride 2
+    (3, 5, 9, 11, 7, (3, 2), (2, 3), (1, 0), (1, 1)),        # odd sizes, unequal strides
+    (2, 33, 6, 5, 70, (1, 1), (1, 1), (0, 0), (1, 1)),       # 1x1: a plain GEMM
+    (2, 7, 9, 9, 3, (1, 1), (2, 2), (0, 0), (1, 1)),         # 1x1 downsampling
+    (2, 6, 11, 9, 19, (5, 5), (1, 1), (2, 2), (1, 1)),       # 5x5
+    (2, 6, 11, 9, 4, (5, 3), (2, 2), (2, 1), (1, 2)),        # dilation
+    (3, 64, 2, 2, 40, (3, 3), (2, 2), (1, 1), (1, 1)),       # 2x2 map: tiles span images
+    (5, 24, 1, 1, 36, (3, 3), (1, 1), (1, 1), (1, 1)),       # 1x1 map: only the centre tap
+    (2, 3, 17, 17, 40, (4, 4), (5, 5), (0, 2), (1, 1)),      # stride above the kernel
+    (1, 2, 3, 3, 2, (3, 3), (1, 1), (3, 3), (1, 1)),         # padding wider than the kernel
+]
+IDS = [str(c) for c in CASES]
+
+
+def _tol(dtype, r):
+    if dtype == np.float32:
+        return dict(rtol=1e-4, atol=3e-6 * r)
+    return dict(rtol=1e-10, atol=1e-12 * r)
+
+
+def _torch(x, w, b, case):
+    """y, and a function of the output grad returning (dx, dw, db), all NHWC / (kh, kw, C, K)."""
+    s, p, d = case[6:]
+    xt = torch.tensor(x, dtype=torch.float64).permute(0, 3, 1, 2).requires_grad_()
+    wt = torch.tensor(w, dtype=torch.float64).permute(3, 2, 0, 1).requires_grad_()
+    bt = torch.tensor(b, dtype=torch.float64).requires_grad_()
+    y = F.conv2d(xt, wt, bt, stride=s, padding=p, dilation=d)
+
+    def grads(g):
+        y.backward(torch.tensor(g, dtype=torch.float64).permute(0, 3, 1, 2))
+        return (xt.grad.permute(0, 2, 3, 1).numpy(), wt.grad.permute(2, 3, 1, 0).numpy(),
+                bt.grad.numpy())
+    return y.detach().permute(0, 2, 3, 1).numpy(), grads
+
+
+def _arrays(case, dtype):
+    n, c, h, w, k, (kh, kw) = case[:6]
+    return (rng.standard_normal((n, h, w, c)).astype(dtype),
+            rng.standard_normal((kh, kw, c, k)).astype(dtype),
+            rng.standard_normal(k).astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_forward_and_gradients_match_torch(case, dtype):
+    x, w, b = _arrays(case, dtype)
+    s, p, d = case[6:]
+    want, grads = _torch(x, w, b, case)
+    shape = dev.conv2d_nhwc_shape(x.shape, w.shape, s, p, d)
+    assert shape == want.shape
+    r = w.shape[0] * w.shape[1] * w.shape[2]
+    out = NDArray.make(shape, dtype=np.dtype(dtype))
+    dev.conv2d_nhwc(NDArray(x), NDArray(w), NDArray(b), out, s, p, d)
+    np.testing.assert_allclose(out.numpy(), want, **_tol(dtype, r))
+
+    g = rng.standard_normal(shape).astype(dtype)
+    dx_want, dw_want, db_want = grads(g)
+    dx = NDArray.make(x.shape, dtype=np.dtype(dtype))
+    dw = NDArray.make(w.shape, dtype=np.dtype(dtype))
+    db = NDArray.make(b.shape, dtype=np.dtype(dtype))
+    dev.conv2d_nhwc_grad_input(NDArray(g), NDArray(w), dx, s, p, d)
+    dev.conv2d_nhwc_grad_weight(NDArray(g), NDArray(x), dw, s, p, d)
+    dev.conv2d_nhwc_grad_bias(NDArray(g), db)
+    np.testing.assert_allclose(dx.numpy(), dx_want, **_tol(dtype, w.shape[0] * w.shape[1] * w.shape[3]))
+    np.testing.assert_allclose(dw.numpy(), dw_want, **_tol(dtype, g.size // g.shape[3]))
+    np.testing.assert_allclose(db.numpy(), db_want, **_tol(dtype, g.size // g.shape[3]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_epilogue_and_no_bias(dtype):
+    case = CASES[1]
+    x, w, b = _arrays(case, dtype)
+    want, _ = _torch(x, w, np.zeros_like(b), case)
+    out = NDArray.make(want.shape, dtype=np.dtype(dtype))
+    dev.conv2d_nhwc(NDArray(x), NDArray(w), None, out, *case[6:], relu=True)
+    np.testing.assert_allclose(out.numpy(), np.maximum(want, 0), **_tol(dtype, 144))
+    assert (out.numpy() >= 0).all()
+
+
+def test_zero_size_batch_and_channels():
+    for n, c, k in ((0, 3, 4), (2, 0, 4), (2, 3, 0)):
+        x = np.zeros((n, 5, 5, c), np.float32)
+        w = rng.standard_normal((3, 3, c, k)).astype(np.float32)
+        b = np.ones(k, np.float32)
+        shape = dev.conv2d_nhwc_shape(x.shape, w.shape, 1, 1)
+        out = NDArray.make(shape, dtype=np.dtype("float32"))
+        dev.conv2d_nhwc(NDArray(x), NDArray(w), NDArray(b), out, 1, 1)
+        assert out.shape == (n, 5, 5, k)
+        np.testing.assert_array_equal(out.numpy(), np.ones(shape, np.float32))   # bias only
+        g = np.ones(shape, np.float32)
+        dx = NDArray.make(x.shape, dtype=np.dtype("float32"))
+        dw = NDArray.make(w.shape, dtype=np.dtype("float32"))
+        dev.conv2d_nhwc_grad_input(NDArray(g), NDArray(w), dx, 1, 1)
+        dev.conv2d_nhwc_grad_weight(NDArray(g), NDArray(x), dw, 1, 1)
+        np.testing.assert_array_equal(dx.numpy(), 0)
+        np.testing.assert_array_equal(dw.numpy(), 0)
+
+
+def test_non_contiguous_and_offset_inputs():
+    """A channels-last view of an NCHW array, a weight view from another layout, and arrays
+    that start past their buffer's first element."""
+    case = CASES[2]
+    x, w, b = _arrays(case, np.float64)
+    want, grads = _torch(x, w, b, case)
+    xv = NDArray(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).permute(0, 2, 3, 1)
+    wv = NDArray(np.ascontiguousarray(w.transpose(3, 2, 0, 1))).permute(2, 3, 1, 0)
+    assert not xv.is_compact() and not wv.is_compact()
+    bv = NDArray(np.concatenate([[7.0], b]))[1:]
+    out = NDArray.make(want.shape, dtype=np.dtype("float64"))
+    dev.conv2d_nhwc(xv, wv, bv, out, *case[6:])
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-10, atol=1e-11)
+
+    g = rng.standard_normal(want.shape)
+    dx_want, dw_want, _ = grads(g)
+    gv = NDArray(np.concatenate([np.zeros((1,) + g.shape[1:]), g]))[1:]
+    big = NDArray.make((2 * x.size,), dtype=np.dtype("float64"))
+    dx = big[x.size:].reshape(*x.shape)      # a compact output that starts at an offset
+    dev.conv2d_nhwc_grad_input(gv, wv, dx, *case[6:])
+    np.testing.assert_allclose(dx.numpy(), dx_want, rtol=1e-10, atol=1e-11)
+    dw = NDArray.make(w.shape, dtype=np.dtype("float64"))
+    dev.conv2d_nhwc_grad_weight(gv, xv, dw, *case[6:])
+    np.testing.assert_allclose(dw.numpy(), dw_want, rtol=1e-10, atol=1e-10)
+
+
+def test_one_by_one_is_a_gemm():
+    x = rng.standard_normal((3, 4, 5, 24)).astype(np.float32)
+    w = rng.standard_normal((1, 1, 24, 40)).astype(np.float32)
+    out = NDArray.make((3, 4, 5, 40), dtype=np.dtype("float32"))
+    dev.conv2d_nhwc(NDArray(x), NDArray(w), None, out)
+    want = x.reshape(-1, 24).astype(np.float64) @ w.reshape(24, 40)
+    np.testing.assert_allclose(out.numpy().reshape(-1, 40), want, rtol=1e-4, atol=1e-4)
+
+
+def _f32(*shape):
+    return NDArray(rng.standard_normal(shape).astype(np.float32))
+
+
+@pytest.mark.parametrize("args, match", [
+    ((_f32(2, 5, 5), _f32(3, 3, 5, 4)), r"input \(N, H, W, C\) must have 4 dimensions"),
+    ((_f32(2, 5, 5, 3), _f32(3, 5, 4)), r"weight \(kh, kw, C, K\) must have 4 dimensions"),
+    ((_f32(2, 5, 5, 3), _f32(3, 3, 4, 4)), "input has 3 channels .* expects 4"),
+    ((_f32(1, 2, 2, 3), _f32(5, 5, 3, 4)), "larger than the padded input"),
+])
+def test_bad_shapes_are_named(args, match):
+    out = NDArray.make((2, 3, 3, 4), dtype=np.dtype("float32"))
+    with pytest.raises(ValueError, match=match):
+        dev.conv2d_nhwc(*args, None, out)
+
+
+def test_bad_dtypes_and_sizes_are_named():
+    x, w = _f32(2, 5, 5, 3), _f32(3, 3, 3, 4)
+    out = NDArray.make((2, 3, 3, 4), dtype=np.dtype("float32"))
+    with pytest.raises(TypeError, match="share one dtype"):
+        dev.conv2d_nhwc(x, w.astype("float64"), None, out)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        dev.conv2d_nhwc(x.astype("int64"), w, None, out)
+    with pytest.raises(ValueError, match=r"output \(N, OH, OW, K\) has shape \(2, 2, 2, 4\)"):
+        dev.conv2d_nhwc(x, w, None, NDArray.make((2, 2, 2, 4), dtype=np.dtype("float32")))
+    with pytest.raises(ValueError, match=r"bias \(K,\) has shape \(5,\)"):
+        dev.conv2d_nhwc(x, w, _f32(5), out)
+    with pytest.raises(ValueError, match="stride"):
+        dev.conv2d_nhwc(x, w, None, out, stride=0)
+    with pytest.raises(ValueError, match=r"output gradient .* has shape \(2, 2, 2, 4\)"):
+        dev.conv2d_nhwc_grad_weight(_f32(2, 2, 2, 4), x, NDArray.make((3, 3, 3, 4),
+                                    dtype=np.dtype("float32")))
+
+
+@pytest.mark.parametrize("by_rows", [True, False])
+@pytest.mark.parametrize("case", [CASES[i] for i in (0, 2, 5, 7, 8, 10)],
+                         ids=[IDS[i] for i in (0, 2, 5, 7, 8, 10)])
+def test_runs_by_kernel_rows_or_by_taps(case, by_rows):
+    """Both ways of cutting an output pixel's inputs into runs (whole kernel rows, kw*C
+    values, with copies at the image's sides; or single taps, C values) give the same."""
+    from mininet_ext.buffer import Buffer
+    x, w, b = _arrays(case, np.float64)
+    s, p, d = case[6:]
+    want, grads = _torch(x, w, b, case)
+    y = np.zeros(want.shape)
+    nhwc.forward(Buffer.wrap(x), 0, Buffer.wrap(w), 0, Buffer.wrap(b), 0, Buffer.wrap(y), 0,
+                 x.shape, w.shape, s, p, d, 8, by_rows=by_rows)
+    np.testing.assert_allclose(y, want, rtol=1e-10, atol=1e-11)
+    g = rng.standard_normal(want.shape)
+    _, dw_want, _ = grads(g)
+    dw = np.full(w.shape, np.nan)
+    nhwc.weight_grad(Buffer.wrap(g), 0, Buffer.wrap(x), 0, Buffer.wrap(dw), 0, x.shape,
+                     w.shape, s, p, d, 8, by_rows=by_rows)
+    np.testing.assert_allclose(dw, dw_want, rtol=1e-10, atol=1e-10)
+
+
+def test_kernel_refuses_short_buffers():
+    from mininet_ext.buffer import Buffer
+    x = np.zeros((2, 5, 5, 3), np.float32)
+    w = np.zeros((3, 3, 3, 4), np.float32)
+    y = np.zeros((2, 5, 5, 3), np.float32)     # one channel short
+    with pytest.raises(ValueError, match=r"output \(N, OH, OW, K\)"):
+        nhwc.forward(Buffer.wrap(x), 0, Buffer.wrap(w), 0, None, 0, Buffer.wrap(y), 0,
+                     x.shape, w.shape, (1, 1), (1, 1), (1, 1), 4)
+    with pytest.raises(ValueError, match=r"input \(N, H, W, C\)"):
+        nhwc.forward(Buffer.wrap(x), 1, Buffer.wrap(w), 0, None, 0, Buffer.wrap(y), 0,
+                     x.shape, w.shape, (1, 1), (1, 1), (1, 1), 4)
