@@ -5,6 +5,7 @@ zero_grad, loss.item()) in mininet and PyTorch, interleaved in one run (issue 25
     python bench/step_overhead.py --tiny         # an 8-8-10 MLP, batch 4: overhead alone
     python bench/step_overhead.py --profile      # cProfile of mininet's steps, top entries
     python bench/step_overhead.py --ab           # also mininet with fixed size thresholds
+    python bench/step_overhead.py --kernels      # time in each CPU kernel call, per step
 
 --ab adds "fixed": the same mininet step with the adaptive team use off (threads_timed
 as threads_for: size floors only, the behaviour before issue 25.4), interleaved round by
@@ -156,6 +157,45 @@ def profile(name, batch, threads, steps, top, **kw):
     pstats.Stats(prof).sort_stats("tottime").print_stats(top)
 
 
+KERNELS = ("matmul", "bias_act", "binary", "binary_scalar", "unary", "reduce", "softmax_xent",
+           "softmax_xent_grad", "adam_steps", "fill", "copy", "from_numpy", "to_numpy", "alloc")
+
+
+def kernel_times(name, batch, threads, steps, **kw):
+    """Each CPU device method's time per step (its Python wrapper included), by wrapping
+    the methods of the CPU device's class for `steps` steps; the rest of the step (the
+    step's time without the wrappers, less theirs) is the Python of autograd, ops, nn
+    and optim. The wrappers cost ~0.2 us a call."""
+    import collections
+    from mininet.backend.cpu import CPUDevice
+    mininet.set_num_threads(threads)
+    fn = mininet_step(name, batch, **kw)
+    per_step(fn, 50)
+    plain = min(per_step(fn, steps) for _ in range(5))
+    spent, calls, saved = collections.Counter(), collections.Counter(), {}
+    for k in KERNELS:
+        saved[k] = method = getattr(CPUDevice, k)
+
+        def timed(self, *args, _method=method, _k=k, **kwargs):
+            start = time.perf_counter()
+            try:
+                return _method(self, *args, **kwargs)
+            finally:
+                spent[_k] += time.perf_counter() - start
+                calls[_k] += 1
+        setattr(CPUDevice, k, timed)
+    try:
+        per_step(fn, steps)
+    finally:
+        for k, method in saved.items():
+            setattr(CPUDevice, k, method)
+    print(f"{name}{kw or ''} batch {batch}, {threads} thread(s): step {plain * 1e3:.3f} ms")
+    for k, t in spent.most_common():
+        print(f"  {k:18s} {t / steps * 1e6:8.1f} us  ({calls[k] / steps:.0f} calls)")
+    inside = sum(t for k, t in spent.items() if k != "alloc") / steps
+    print(f"  {'kernels':18s} {inside * 1e6:8.1f} us; the rest {(plain - inside) * 1e6:.1f} us")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", default="mlp")
@@ -167,6 +207,8 @@ def main():
     p.add_argument("--tiny", action="store_true",
                    help="an 8-8-10 MLP on batch 4: the step's overhead with next to no arithmetic")
     p.add_argument("--top", type=int, default=40)
+    p.add_argument("--kernels", action="store_true",
+                   help="time in each CPU kernel call per step (and the rest: Python)")
     p.add_argument("--ab", action="store_true",
                    help="also time mininet with fixed size thresholds (adaptive team use off)")
     a = p.parse_args()
@@ -174,6 +216,10 @@ def main():
     kw, batch = ({"in_dim": 8, "hidden": 8}, 4) if a.tiny else ({}, a.batch)
     if a.profile:
         profile(a.model, batch, threads[0], a.steps * 10, a.top, **kw)
+        return
+    if a.kernels:
+        for t in threads:
+            kernel_times(a.model, batch, t, a.steps * 20, **kw)
         return
     for t in threads:
         run(a.model, batch, t, a.rounds, a.steps, ab=a.ab, **kw)

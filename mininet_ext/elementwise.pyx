@@ -279,3 +279,56 @@ def logical(int op, Buffer a, Py_ssize_t a_off, tuple a_strides, Buffer b, Py_ss
     with nogil:
         bool_run(op, <uint8_t*>a.ptr + a_off, <uint8_t*>b.ptr + b_off, <uint8_t*>out.ptr,
                  nd, sh, sa, sb, so)
+
+
+from mininet_ext._check cimport check_itemsize, need
+
+
+cdef void bias_rows(floating* y, const floating* b, Py_ssize_t r0, Py_ssize_t r1,
+                    Py_ssize_t cols, bint relu) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef floating v
+    cdef floating* row
+    for i in range(r0, r1):
+        row = y + i * cols
+        if b != NULL and relu:
+            for j in range(cols):
+                v = row[j] + b[j]
+                row[j] = 0 if v < 0 else v   # NaN stays NaN, as relu
+        elif b != NULL:
+            for j in range(cols):
+                row[j] = row[j] + b[j]
+        elif relu:
+            for j in range(cols):
+                row[j] = 0 if row[j] < 0 else row[j]
+
+
+cdef void bias_run(floating* y, const floating* b, Py_ssize_t rows, Py_ssize_t cols,
+                   bint relu) noexcept nogil:
+    cdef int nt = threads_timed(rows * cols, rows * cols * NS_PER_ITEM), t
+    if nt == 1 or rows < 2:
+        bias_rows(y, b, 0, rows, cols, relu)
+        return
+    for t in prange(nt, num_threads=nt, schedule='static'):
+        arrived(threadid())
+        bias_rows(y, b, rows * t // nt, rows * (t + 1) // nt, cols, relu)
+
+
+def bias_act(Buffer y, Py_ssize_t y_off, Buffer b, Py_ssize_t b_off, Py_ssize_t rows,
+             Py_ssize_t cols, bint relu, int itemsize):
+    """y[i, j] = y[i, j] + b[j] in place (b None: no bias), then max(., 0) with relu (NaN
+    kept): a Linear layer's epilogue in one pass over its product. y compact (rows, cols)
+    from item y_off, b compact (cols,) from item b_off."""
+    check_itemsize(itemsize, "bias_act")
+    need(y, y_off, (rows, cols), itemsize, "bias_act", "output")
+    if b is not None:
+        need(b, b_off, (cols,), itemsize, "bias_act", "bias")
+    if rows * cols == 0:
+        return
+    with nogil:
+        if itemsize == 4:
+            bias_run(<float*>y.ptr + y_off,
+                     NULL if b is None else <float*>b.ptr + b_off, rows, cols, relu)
+        else:
+            bias_run(<double*>y.ptr + y_off,
+                     NULL if b is None else <double*>b.ptr + b_off, rows, cols, relu)

@@ -15,16 +15,9 @@ from mininet_ext._check cimport check_indices, check_itemsize, need
 cdef double FORWARD_NS = 0.5, BACKWARD_NS = 0.1
 
 cdef extern from "_xent.h" nogil:
-    double mn_xent_row_f32(const float* z, int64_t y, float* p, Py_ssize_t C)
-    double mn_xent_row_f64(const double* z, int64_t y, double* p, Py_ssize_t C)
-
-
-cdef inline double xent_row(const floating* z, int64_t y, floating* p, Py_ssize_t C) noexcept nogil:
-    """p = softmax(z); returns logsumexp(z) - z[y]. NaN in z gives a NaN loss, as PyTorch."""
-    if floating is float:
-        return mn_xent_row_f32(z, y, p, C)
-    else:
-        return mn_xent_row_f64(z, y, p, C)
+    double mn_xent_rows_f32(const float* z, const int64_t* y, float* p, Py_ssize_t C, Py_ssize_t R)
+    double mn_xent_rows_f64(const double* z, const int64_t* y, double* p, Py_ssize_t C,
+                            Py_ssize_t R)
 
 
 def forward(Buffer z, Py_ssize_t z_off, Buffer labels, Buffer probs, Py_ssize_t N, Py_ssize_t C,
@@ -39,7 +32,7 @@ def forward(Buffer z, Py_ssize_t z_off, Buffer labels, Buffer probs, Py_ssize_t 
     if loss is not None:
         need(loss, 0, (1,), itemsize, "softmax_xent", "loss")
     check_indices(<int64_t*>labels.ptr, N, C, "softmax_xent: label", ValueError)
-    cdef Py_ssize_t i, part
+    cdef Py_ssize_t i, i1, part
     cdef double total = 0
     cdef const int64_t* y = <int64_t*>labels.ptr
     # the rows' losses are summed in `parts` partial sums fixed by the size (threads_for),
@@ -56,13 +49,14 @@ def forward(Buffer z, Py_ssize_t z_off, Buffer labels, Buffer probs, Py_ssize_t 
         with nogil:
             for part in prange(parts, num_threads=min(nt, parts), schedule='static'):
                 arrived(threadid())
-                for i in range(N * part // parts, N * (part + 1) // parts):
-                    if itemsize == 4:
-                        partial[part] += xent_row(<float*>z.ptr + z_off + i * C, y[i],
-                                                  <float*>probs.ptr + i * C, C)
-                    else:
-                        partial[part] += xent_row(<double*>z.ptr + z_off + i * C, y[i],
-                                                  <double*>probs.ptr + i * C, C)
+                # a part's rows in one call: few classes run blocks of rows (_xent.h)
+                i, i1 = N * part // parts, N * (part + 1) // parts
+                if itemsize == 4:
+                    partial[part] = mn_xent_rows_f32(<float*>z.ptr + z_off + i * C, y + i,
+                                                     <float*>probs.ptr + i * C, C, i1 - i)
+                else:
+                    partial[part] = mn_xent_rows_f64(<double*>z.ptr + z_off + i * C, y + i,
+                                                     <double*>probs.ptr + i * C, C, i1 - i)
             for part in range(parts):
                 total += partial[part]
         total = total / N

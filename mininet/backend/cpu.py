@@ -49,7 +49,7 @@ def _at(a):
 class CPUDevice(Device):
     name = "cpu"
     capabilities = frozenset({"conv2d", "conv2d_relu", "softmax_xent", "batchnorm",
-                              "batchnorm_relu", "rows", "share_host", "lstm"})
+                              "batchnorm_relu", "rows", "share_host", "lstm", "bias_act"})
     # Output pixels per image below which im2col + one GEMM beats the implicit GEMM: the
     # fused kernels cut each image into panels of 32 pixels, so 4x4 or 1x1 outputs (a
     # ResNet9's late layers) fill a panel by a fraction, where im2col's GEMM runs over the
@@ -188,6 +188,21 @@ class CPUDevice(Device):
         b, n = c.shape
         _rnn.lstm_backward(_at(act), _at(c), _at(dh), _at(dc), _at(dz), _at(dc_prev), b, n,
                            c.dtype.itemsize)
+
+    # Linear's epilogue: y (compact) += bias, max(0, .) with relu, in one pass
+    def bias_act(self, y, bias, relu):
+        c = y.shape[-1] if y.shape else 1
+        if bias is not None and ((bias.dtype is not y.dtype and bias.dtype != y.dtype)
+                                 or bias.shape != (c,)):
+            raise TypeError(f"bias_act: bias {bias.dtype} {bias.shape} must be ({c},) of the "
+                            f"output's dtype {y.dtype}")
+        if y.dtype not in _FLOATS:
+            _floats("bias_act", y)
+        if bias is not None and not bias.is_compact():
+            bias = bias.compact()
+        _ew.bias_act(y.handle, y.offset, None if bias is None else bias.handle,
+                     0 if bias is None else bias.offset, y.size // max(c, 1), c, relu,
+                     y.dtype.itemsize)
 
     # fused softmax cross-entropy (z, probs compact; labels int64 in [0, C))
     def softmax_xent(self, z, labels, probs, loss):

@@ -187,6 +187,12 @@ class Device:
         """db[k] = the sum of g[:, k] (g compact (N, K, ...))."""
         raise NotImplementedError
 
+    # capability bias_act
+    def bias_act(self, y, bias, relu):
+        """In place on compact y (..., C): y += bias (a (C,) array, or None), then
+        max(y, 0) with relu (NaN kept): a Linear layer's epilogue in one pass."""
+        raise NotImplementedError
+
     # capability softmax_xent
     def softmax_xent(self, z, labels, probs, loss):
         """probs = softmax of each row of compact z (N, C); loss (a 0-d array, on the
@@ -262,6 +268,7 @@ KERNELS = {
     "lstm": ("lstm_gates", "lstm_gates_grad"),
     "dropout": ("dropout_mask",),
     "share_host": ("share", "array_view"),
+    "bias_act": ("bias_act",),
 }
 
 

@@ -13,7 +13,10 @@ from typing import Any
 from ..autograd import _observers
 from .activation import ReLU
 from .module import Module
+from .layers import Linear
 from .norm import BatchNorm1d, BatchNorm2d
+
+_FUSED_WITH_RELU = (BatchNorm1d, BatchNorm2d, Linear)   # classes with forward_relu
 
 
 def _module(what, m):
@@ -75,7 +78,8 @@ class Sequential(Module):
     def forward(self, x: Any) -> Any:
         """x through every module in order: returns the last module's output (its
         shape is what that module gives; the input shape is what the first takes).
-        A training BatchNorm followed by a ReLU runs as one fused op (same result)."""
+        A training BatchNorm, or a Linear, followed by a ReLU runs as one fused op (same
+        result)."""
         mods = self.modules_list
         fused = self._bn_relu_pairs(mods)
         if not fused or _observers:   # the profiler and ONNX tracer see every module
@@ -85,20 +89,21 @@ class Sequential(Module):
         i, n = 0, len(mods)
         while i < n:
             m = mods[i]
-            if i in fused and m.training:
+            if i in fused and (m.training or type(m) is Linear):
                 x, i = m.forward_relu(x), i + 2
             else:
                 x, i = m(x), i + 1
         return x
 
     def _bn_relu_pairs(self, mods):
-        """Indices i of mods where a BatchNorm1d/2d is followed by a ReLU (those classes
-        exactly: a subclass may change forward), cached until the modules' types change."""
+        """Indices i of mods where a BatchNorm1d/2d or a Linear is followed by a ReLU (those
+        classes exactly: a subclass may change forward), cached until the modules' types
+        change."""
         key = tuple(map(type, mods))
         cache = self.__dict__.get("_pairs")
         if cache is None or cache[0] != key:
             pairs = frozenset(i for i in range(len(mods) - 1)
-                              if key[i] in (BatchNorm1d, BatchNorm2d) and key[i + 1] is ReLU)
+                              if key[i] in _FUSED_WITH_RELU and key[i + 1] is ReLU)
             cache = self.__dict__["_pairs"] = (key, pairs)
         return cache[1]
 

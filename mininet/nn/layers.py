@@ -37,6 +37,15 @@ class Linear(Module):
                              f"has {x.shape[-1]} features")
         return ops.linear(x, self.weight, self.bias)
 
+    def forward_relu(self, x: Tensor) -> Tensor:
+        """relu(self(x)) as one op (the ReLU taken as the bias is added): input
+        `(*, in_features)`, output `(*, out_features)`. Sequential calls it for a Linear
+        followed by a ReLU."""
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"Linear({self.in_features}, {self.out_features}): input of shape {x.shape} "
+                             f"has {x.shape[-1]} features")
+        return ops.linear(x, self.weight, self.bias, relu=True)
+
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}")

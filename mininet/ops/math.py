@@ -330,17 +330,38 @@ class MatMul(Op):
 
 class Linear(Op):
     """x @ W + b for x (..., in), W (in, out), b (out,) or absent: one product and an
-    in-place bias add instead of three ops (product, broadcast, add)."""
+    in-place bias add instead of three ops (product, broadcast, add). relu=True gives
+    max(x @ W + b, 0) from the same pass over the product (Sequential fuses a Linear
+    followed by a ReLU): one op node and one kernel fewer; its gradient masks g by the
+    output > 0, as ReLU's by its input."""
     saves_output = False   # its gradient does not read its output (autograd._check_versions)
 
     precision = None   # as MatMul's
 
+    def __init__(self, relu=False):
+        if relu:
+            self.relu = True
+            self.saves_output = True   # the mask is read from the output
+
+    relu = False
+
     def compute(self, x, w, b=None):
         p = self.precision = self.precision or _ac._state.precision
         y = nd_matmul(x, w) if p is None else _ac.matmul(x, w, p)
-        return y if b is None else y.add_(b)
+        if b is None and not self.relu:
+            return y
+        dev = y.device
+        if dev.has("bias_act") and y.dtype is x.dtype:   # epilogue in one pass
+            dev.bias_act(y, b, self.relu)
+            return y
+        if b is not None:
+            y = y.add_(b)
+        return y.relu() if self.relu else y
 
     def gradient(self, g, node):
+        if self.relu:
+            g = ReLUGrad()(g, Tensor.make_const(node.cached_data)) if grad_enabled() else \
+                Tensor.make_const(nd_ewise(g.cached_data, node.cached_data, "pass_pos"))
         x, w = node.inputs[:2]
         b = node.inputs[2] if len(node.inputs) == 3 else None
         p = self.precision
@@ -366,8 +387,9 @@ def _transpose(a):
     return transpose(a)
 
 
-def linear(x, weight, bias=None):
-    """x @ weight + bias (weight (in, out), as needle's Linear)."""
+def linear(x, weight, bias=None, relu=False):
+    """x @ weight + bias (weight (in, out), as needle's Linear); relu=True: max(., 0) of
+    it, in the same op."""
     xs, ws = x.shape, weight.shape   # (each property read costs: read once)
     if len(ws) != 2 or len(xs) < 1 or xs[-1] != ws[0]:
         raise ValueError(f"linear: input {xs} and weight {ws} do not align")
@@ -379,8 +401,10 @@ def linear(x, weight, bias=None):
             (bias is not None and bias.dtype is not dtype and bias.dtype != dtype):
         # mixed dtypes promote as the separate ops do
         y = matmul(x, weight)
-        return y if bias is None else y + bias
-    return Linear()(x, weight) if bias is None else Linear()(x, weight, bias)
+        y = y if bias is None else y + bias
+        return ReLU()(y) if relu else y
+    op = Linear(True) if relu else Linear()
+    return op(x, weight) if bias is None else op(x, weight, bias)
 
 
 def _tensor(x, like):

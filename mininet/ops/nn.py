@@ -65,6 +65,8 @@ class SoftmaxCrossEntropy(Op):
         if self.ylabels is None:   # a copy on the device (NDArray(labels) checks more, ~2x)
             self.ylabels = NDArray.make(self.labels.shape, device=dev, dtype=int64)
             dev.from_numpy(self.labels, self.ylabels)
+            # the host labels may be a view of the caller's tensor: onehot() reads the copy
+            self.labels = None
         dev.softmax_xent(z, self.ylabels, self.probs, loss)
         return loss
 
