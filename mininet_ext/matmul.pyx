@@ -563,7 +563,6 @@ cdef void gemm_sliced(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     cdef Py_ssize_t mp = (M + mr - 1) // mr, npn = (N + nr - 1) // nr, p0, p1, a, b
     # the larger share of panels one thread gets, compared as fractions
     cdef Py_ssize_t share_cols = ((npn + nt - 1) // nt) * mp, share_rows = ((mp + nt - 1) // nt) * npn
-    cdef bint by_cols = not direct and share_cols <= share_rows
     cdef int tid
     # rows with one shared packed B (gemm_shared) unless that splits the tiles 1/16 less
     # evenly than columns do (1/8 with pre-broadcast A, which a column split would pack
@@ -576,9 +575,10 @@ cdef void gemm_sliced(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                         mn_team_size())
             finished(tid)
         return
+    # here a packed product splits columns (rows split less evenly, else gemm_shared ran)
     for t in prange(nt, num_threads=nt, schedule='static'):
         arrived(threadid())
-        if by_cols:
+        if not direct:
             p0, p1 = npn * t // nt, npn * (t + 1) // nt
             a, b = p0 * nr, min(p1 * nr, N)
             if b > a:
@@ -587,12 +587,9 @@ cdef void gemm_sliced(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
         else:
             p0, p1 = mp * t // nt, mp * (t + 1) // nt
             a, b = p0 * mr, min(p1 * mr, M)
-            if b > a and direct:
+            if b > a:
                 gemm_direct(M, N, K, A, ars, acs, B, brs, bcs, C, N, Bp + t * bpsize,
                             Ap + t * apsize, a, b)
-            elif b > a:
-                gemm_blocked(b - a, N, K, A + a * ars, ars, acs, B, brs, bcs, C + a * N, N,
-                             Ap + t * apsize, Bp + t * bpsize)
         finished(threadid())
 
 
