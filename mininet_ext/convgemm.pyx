@@ -17,6 +17,7 @@ vector copy), at the price of computing and dropping the columns ow >= OW
 stride phases (plan_phases), where output pixels are again one window per tap.
 
 - forward: out[:, panel] = W @ cols(panel), W packed once into MR-row panels
+  (panels run on from one image into the next, so small maps fill them)
   (or 2/3 MR rows when that wastes fewer, e.g. 32 channels); the tile goes to
   NCHW with the bias added.
 - weight grad: dW^T += cols(panel) @ dy(panel)^T over chunks of CHUNK panels,
@@ -87,6 +88,13 @@ cdef extern from "_phase.h" nogil:
     void mn_phase_plane_f64(double* ph, double* x, const Py_ssize_t* rowoff,
                             const Py_ssize_t* dcol, Py_ssize_t hn, Py_ssize_t wn, Py_ssize_t w,
                             int deal)
+    int mn_phase_deal_f32(float* ph, const float* x, const Py_ssize_t* rowoff, Py_ssize_t hn,
+                          Py_ssize_t wn, Py_ssize_t w, Py_ssize_t pw, Py_ssize_t sw,
+                          Py_ssize_t area)
+    void mn_cross_rows_f32(float* d, const float* a, const float* b, const Py_ssize_t* toff,
+                           Py_ssize_t n, Py_ssize_t nr, Py_ssize_t t)
+    void mn_cross_rows_f64(double* d, const double* a, const double* b,
+                           const Py_ssize_t* toff, Py_ssize_t n, Py_ssize_t nr, Py_ssize_t t)
 
 
 include "convgemm_pack.pxi"
@@ -278,7 +286,10 @@ def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
     if cv.tab_mr:
         forward_by_rows(x, x_off, w, w_off, bp, out, pl, itemsize)
         return
-    cdef Py_ssize_t each = padsz + colsz + kgp * nr
+    # two image copies (panels span images), the column panel with nr of slack
+    # (pack_cols_cross), the output tile
+    colsz += nr
+    cdef Py_ssize_t each = 2 * padsz + colsz + kgp * nr
     cdef Buffer wp = Buffer(max(cv.G * kgp * cv.R, 1) * itemsize)
     cdef Buffer work = Buffer(nt * each * itemsize, True)
     with nogil:
@@ -290,14 +301,15 @@ def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
             if itemsize == 4:
                 forward_images(<float*>x.ptr + x_off, <float*>wp.ptr, <float*>bp, <float*>out.ptr,
                                cv, N * t // nt, N * (t + 1) // nt, <float*>work.ptr + t * each,
-                               <float*>work.ptr + t * each + padsz,
-                               <float*>work.ptr + t * each + padsz + colsz,
+                               <float*>work.ptr + t * each + 2 * padsz,
+                               <float*>work.ptr + t * each + 2 * padsz + colsz,
                                pl.pmem.ptr + t * pl.pbytes, nr)
             else:
                 forward_images(<double*>x.ptr + x_off, <double*>wp.ptr, <double*>bp,
                                <double*>out.ptr, cv, N * t // nt, N * (t + 1) // nt,
-                               <double*>work.ptr + t * each, <double*>work.ptr + t * each + padsz,
-                               <double*>work.ptr + t * each + padsz + colsz,
+                               <double*>work.ptr + t * each,
+                               <double*>work.ptr + t * each + 2 * padsz,
+                               <double*>work.ptr + t * each + 2 * padsz + colsz,
                                pl.pmem.ptr + t * pl.pbytes, nr)
 
 

@@ -40,6 +40,9 @@ cdef void copy_phases(const floating* src, floating* dst, Conv* cv,
         ph = (dst if into_padded else <floating*>src) + c * cv.plane
         img = (<floating*>src if into_padded else dst) + c * hw
         if floating is float:
+            if into_padded and mn_phase_deal_f32(ph, img, cv.phrow, cv.phh, cv.phw, g.W, g.pw,
+                                                 g.sw, cv.Hq * cv.Wp):
+                continue
             mn_phase_plane_f32(ph, img, cv.phrow, cv.phcol, cv.phh, cv.phw, g.W, into_padded)
         else:
             mn_phase_plane_f64(ph, img, cv.phrow, cv.phcol, cv.phh, cv.phw, g.W, into_padded)
@@ -55,27 +58,65 @@ cdef inline const floating* image_source(const floating* x, Py_ssize_t n, floati
 cdef void forward_images(const floating* x, const floating* wp, const floating* bias,
                          floating* out, Conv* cv, Py_ssize_t n0, Py_ssize_t n1, floating* xpad,
                          floating* colp, floating* tile, char* pmem, Py_ssize_t nr) noexcept nogil:
-    cdef Py_ssize_t mr = cv.fmr, kgp = round_up(cv.Kg, cv.fmr), n, q, grp, pc, kc, ip
+    """Panels of nr pixels over images n0..n1 taken as one run of padded-row pixels: a
+    panel that ends past an image's last pixel goes on in the next image (pack_cols_cross),
+    so images do not each leave a part-empty last panel (an 8x8 output in rows of 9 is 72
+    pixels: 3 panels of 32 alone, 2.25 in a run; the 7x7 stride-4 layer's GEMM was 1/3
+    wasted). xpad: two image copies, padsize apart, image j's in copy j % 2."""
+    cdef Py_ssize_t L = cv.L, total = (n1 - n0) * L, Q = 0, j, lq, t, made = -1
     cdef const floating* src
-    cdef const floating* a
+    cdef const floating* nxt
     cdef Panel pn
     panel_init(&pn, pmem)
-    for n in range(n0, n1):
-        src = image_source(x, n, xpad, cv)
-        for q in range((cv.L + nr - 1) // nr):     # panel index
-            map_panel(cv, q * nr, nr, &pn)
-            for grp in range(cv.G):
-                if cv.R == 0:
-                    memset(tile, 0, kgp * nr * sizeof(floating))
-                pc = 0
-                while pc < cv.R:
-                    kc = min(KC, cv.R - pc)
-                    pack_cols(src, cv, &pn, grp * cv.Cg, pc, pc + kc, colp)
-                    a = wp + grp * kgp * cv.R + pc * kgp
-                    for ip in range(kgp // mr):
-                        fwd_kernel(mr, kc, a + ip * mr * kc, colp, tile + ip * mr * nr, nr, pc > 0)
-                    pc += kc
-                write_out(tile, bias, out + n * cv.K * cv.P, cv, &pn, grp * cv.Kg, nr)
+    while Q < total:
+        j = Q // L
+        lq = Q - j * L
+        t = min(nr, L - lq)
+        if made < j:
+            image_source(x, n0 + j, xpad + j % 2 * cv.padsize, cv)
+            made = j
+        src = xpad + j % 2 * cv.padsize
+        nxt = NULL
+        if t < nr and j + 1 < n1 - n0:
+            if made < j + 1:
+                image_source(x, n0 + j + 1, xpad + (j + 1) % 2 * cv.padsize, cv)
+                made = j + 1
+            nxt = xpad + (j + 1) % 2 * cv.padsize
+        pn.q = lq
+        pn.nsegs = 0
+        if nxt == NULL:
+            map_segs(cv, lq, nr, 0, j * cv.K * cv.P, &pn)
+            Q += nr
+        else:
+            map_segs(cv, lq, t, 0, j * cv.K * cv.P, &pn)
+            map_segs(cv, 0, nr - t, t, (j + 1) * cv.K * cv.P, &pn)
+            Q += t + min(nr - t, L)
+        forward_panel(src, nxt, wp, bias, out + n0 * cv.K * cv.P, cv, &pn, t, colp, tile, nr)
+
+
+cdef void forward_panel(const floating* src, const floating* nxt, const floating* wp,
+                        const floating* bias, floating* out, Conv* cv, Panel* pn, Py_ssize_t t,
+                        floating* colp, floating* tile, Py_ssize_t nr) noexcept nogil:
+    """One output panel (mapped in pn, its offsets from out) for every group: gather, GEMM
+    in KC blocks of taps, write. nxt: the next image's copy when the panel crosses into it
+    at column t."""
+    cdef Py_ssize_t mr = cv.fmr, kgp = round_up(cv.Kg, cv.fmr), grp, pc, kc, ip
+    cdef const floating* a
+    for grp in range(cv.G):
+        if cv.R == 0:
+            memset(tile, 0, kgp * nr * sizeof(floating))
+        pc = 0
+        while pc < cv.R:
+            kc = min(KC, cv.R - pc)
+            if nxt == NULL:
+                pack_cols(src, cv, pn, grp * cv.Cg, pc, pc + kc, colp)
+            else:
+                pack_cols_cross(src, nxt, cv, pn.q, t, grp * cv.Cg, pc, pc + kc, colp, nr)
+            a = wp + grp * kgp * cv.R + pc * kgp
+            for ip in range(kgp // mr):
+                fwd_kernel(mr, kc, a + ip * mr * kc, colp, tile + ip * mr * nr, nr, pc > 0)
+            pc += kc
+        write_out(tile, bias, out, cv, pn, grp * cv.Kg, nr)
 
 
 cdef void weight_grad_chunk(floating* part, Conv* cv, Py_ssize_t grp, Py_ssize_t npan,

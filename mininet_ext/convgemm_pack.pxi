@@ -22,19 +22,41 @@ cdef void panel_init(Panel* pn, char* mem) noexcept nogil:
 cdef void map_panel(Conv* cv, Py_ssize_t q, Py_ssize_t nr, Panel* pn) noexcept nogil:
     """Pixels q..q+nr of the padded-row space (q = oh*Wp + ow): the columns with ow < OW
     are the output pixels, one segment per output row the panel crosses."""
+    pn.q = q
+    pn.nsegs = 0
+    map_segs(cv, q, nr, 0, 0, pn)
+
+
+cdef void map_segs(Conv* cv, Py_ssize_t q, Py_ssize_t cnt, Py_ssize_t jj0, Py_ssize_t off0,
+                   Panel* pn) noexcept nogil:
+    """Appends the segments of pixels q..q+cnt (one image) at panel columns jj0.., their
+    output offsets from off0."""
     cdef Geom* g = &cv.g
     cdef Py_ssize_t t = 0, oh, ow, n
-    cdef int u = 0
-    pn.q = q
-    while t < nr and q + t < cv.L:
+    cdef int u = pn.nsegs
+    while t < cnt and q + t < cv.L:
         oh = (q + t) // cv.Wp
         ow = q + t - oh * cv.Wp
-        n = min(cv.Wp - ow, nr - t)
+        n = min(cv.Wp - ow, cnt - t)
         if ow < g.OW:
-            pn.segs[u].jj, pn.segs[u].len, pn.segs[u].off = t, min(n, g.OW - ow), oh * g.OW + ow
+            pn.segs[u].jj, pn.segs[u].len = jj0 + t, min(n, g.OW - ow)
+            pn.segs[u].off = off0 + oh * g.OW + ow
             u += 1
         t += n
     pn.nsegs = u
+
+
+cdef void pack_cols_cross(const floating* src, const floating* src2, Conv* cv, Py_ssize_t q,
+                          Py_ssize_t t, Py_ssize_t c0, Py_ssize_t r0, Py_ssize_t r1,
+                          floating* dst, Py_ssize_t nr) noexcept nogil:
+    """pack_cols for a panel across two images: columns < t from src at pixel q, the rest
+    from src2 (the next image's copy) from its pixel 0. dst needs nr items of slack."""
+    if floating is float:
+        mn_cross_rows_f32(dst, src + c0 * cv.plane + q, src2 + c0 * cv.plane, cv.toff + r0,
+                          r1 - r0, nr, t)
+    else:
+        mn_cross_rows_f64(dst, src + c0 * cv.plane + q, src2 + c0 * cv.plane, cv.toff + r0,
+                          r1 - r0, nr, t)
 
 
 cdef void pack_cols(const floating* src, Conv* cv, Panel* pn, Py_ssize_t c0, Py_ssize_t r0,

@@ -93,3 +93,67 @@ def test_winograd_reads_a_view_with_an_offset():
     np.testing.assert_allclose(out.numpy(), want, rtol=1e-10, atol=1e-10)
     empty = NDArray.make((0, 32, 4, 4), dtype=np.dtype(np.float64))
     dev.conv2d(NDArray(x[:0]), NDArray(wt), NDArray(b), empty, (1, 1), (1, 1), (1, 1), 1)
+
+
+# Forward panels that span images (convgemm.forward_images): an image's padded-row pixels
+# (OH rows of Wp) do not fill whole 32-wide panels, so a panel goes on in the next image.
+# n, c, h, w, k, (kh, kw), (sh, sw), (ph, pw), groups
+SPANNING = [
+    (5, 3, 32, 32, 16, (7, 7), (4, 4), (3, 3), 1),    # 72 pixels an image: 2.25 panels
+    (7, 16, 8, 8, 32, (3, 3), (2, 2), (1, 1), 1),     # 20 pixels: panels over 2 images
+    (6, 3, 4, 4, 4, (3, 3), (2, 2), (1, 1), 1),       # 6 pixels: an image inside a panel
+    (3, 4, 9, 13, 5, (3, 3), (1, 1), (1, 1), 1),      # stride 1, odd sizes
+    (4, 2, 3, 3, 3, (3, 3), (1, 1), (1, 1), 1),       # stride 1, 12 pixels an image
+    (5, 4, 6, 7, 6, (3, 3), (2, 2), (1, 1), 2),       # two groups
+    (1, 3, 8, 8, 8, (3, 3), (2, 2), (1, 1), 1),       # one image: nothing to span
+]
+
+
+def _forward(x, wt, b, stride, pad, groups):
+    """convgemm.forward itself (the device may pick other kernels for a shape)."""
+    from mininet_ext import convgemm
+    n, c, h, w = x.shape
+    k, _, kh, kw = wt.shape
+    oh = (h + 2 * pad[0] - kh) // stride[0] + 1
+    ow = (w + 2 * pad[1] - kw) // stride[1] + 1
+    X, W, B = NDArray(x), NDArray(wt), NDArray(b)
+    out = NDArray.make((n, k, oh, ow), dtype=x.dtype)
+    convgemm.forward(X.handle, X.offset, W.handle, W.offset, B.handle, B.offset, out.handle,
+                     x.shape, k, groups, (kh, kw), stride, pad, (1, 1), oh, ow,
+                     x.dtype.itemsize)
+    return out.numpy()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", SPANNING, ids=[str(c) for c in SPANNING])
+def test_forward_panels_span_images(case, dtype, threads):
+    import mininet
+    n, c, h, w, k, ks, s, p, groups = case
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((k, c // groups) + ks).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    want = F.conv2d(*(torch.tensor(a, dtype=torch.float64) for a in (x, wt, b)), stride=s,
+                    padding=p, groups=groups).numpy()
+    before = mininet.get_num_threads()
+    mininet.set_num_threads(threads)
+    try:
+        got = _forward(x, wt, b, s, p, groups)
+    finally:
+        mininet.set_num_threads(before)
+    np.testing.assert_allclose(got, want, **_tol(dtype, wt[0].size))
+
+
+# The vector deal into stride phases (_phase.h, float, column strides 2 and 4): widths
+# around its 16-lane loads and every padding a phase step allows.
+@pytest.mark.parametrize("sw", [2, 4])
+@pytest.mark.parametrize("w", [5, 8, 16, 17, 33, 40])
+@pytest.mark.parametrize("pw", [0, 1, 2, 3])
+def test_phase_deal_widths(sw, w, pw):
+    x = rng.standard_normal((2, 2, 5, w)).astype(np.float32)
+    wt = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    want = F.conv2d(*(torch.tensor(a, dtype=torch.float64) for a in (x, wt, b)),
+                    stride=(2, sw), padding=(1, pw)).numpy()
+    got = _forward(x, wt, b, (2, sw), (1, pw), 1)
+    np.testing.assert_allclose(got, want, **_tol(np.float32, wt[0].size))
