@@ -23,6 +23,8 @@ convolution is the plain GEMM (N*H*W x C) @ (C x K), and y is NHWC as it comes o
   Threads own pixel ranges and sum private partials at the end.
 
 Stride, padding and dilation per axis; one group; float32 and float64.
+relayout: the blocked transposes NCHW <-> NHWC and (K, C, kh, kw) <-> (kh, kw, C, K) that
+CPUDevice's NCHW convolutions use around these kernels where they run them (_nhwc_wins).
 """
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from cython.parallel cimport prange
@@ -637,3 +639,59 @@ def bias_grad(Buffer dy, Py_ssize_t dy_off, Buffer db, Py_ssize_t db_off, Py_ssi
                 (<float*>db.ptr)[db_off + k] = <float>a[k]
             else:
                 (<double*>db.ptr)[db_off + k] = a[k]
+
+
+# layout copies around the NHWC kernels (CPUDevice's NCHW switch) -------------------------------
+cdef Py_ssize_t TILE = 16   # a 16 x 16 block of floats: 16 cache lines read, 16 written
+
+
+ctypedef fused word:
+    unsigned int
+    unsigned long long
+
+
+cdef void copy_block(const word* src, word* dst, Py_ssize_t b, Py_ssize_t i0, Py_ssize_t i1,
+                     Py_ssize_t j0, Py_ssize_t j1, Py_ssize_t sb, Py_ssize_t si,
+                     Py_ssize_t sj, Py_ssize_t db, Py_ssize_t di) noexcept nogil:
+    cdef Py_ssize_t i, j
+    for i in range(i0, i1):
+        for j in range(j0, j1):
+            dst[b * db + i * di + j] = src[b * sb + i * si + j * sj]
+
+
+cdef void copy_blocks(const word* src, word* dst, Py_ssize_t t0, Py_ssize_t t1, Py_ssize_t I,
+                      Py_ssize_t J, Py_ssize_t sb, Py_ssize_t si, Py_ssize_t sj,
+                      Py_ssize_t db, Py_ssize_t di) noexcept nogil:
+    """Blocks t0 .. t1 of TILE x TILE (batch-major, then rows, then columns)."""
+    cdef Py_ssize_t ti = (I + TILE - 1) // TILE, tj = (J + TILE - 1) // TILE, t, b, r, c
+    for t in range(t0, t1):
+        b = t // (ti * tj)
+        r = (t // tj) % ti * TILE
+        c = t % tj * TILE
+        copy_block(src, dst, b, r, min(r + TILE, I), c, min(c + TILE, J), sb, si, sj, db, di)
+
+
+def relayout(Buffer src, Py_ssize_t s_off, Buffer dst, Py_ssize_t d_off, Py_ssize_t B,
+             Py_ssize_t I, Py_ssize_t J, Py_ssize_t sb, Py_ssize_t si, Py_ssize_t sj,
+             int itemsize):
+    """dst[b*I*J + i*J + j] = src[b*sb + i*si + j*sj] (b < B, i < I, j < J), by blocks:
+    the transposes NCHW <-> NHWC and (K, C, kh, kw) <-> (kh, kw, C, K) read and write
+    whole cache lines where a strided walk wrote one value a line."""
+    check_itemsize(itemsize, "conv2d_nhwc relayout")
+    need(dst, d_off, (B, I, J), itemsize, "conv2d_nhwc relayout", "destination")
+    if B * I * J == 0:
+        return
+    last = (B - 1) * sb + (I - 1) * si + (J - 1) * sj
+    if min(sb, si, sj) < 0 or (s_off + last + 1) * itemsize > src.nbytes:
+        raise ValueError("conv2d_nhwc relayout: the source strides reach past its buffer")
+    cdef Py_ssize_t nb = B * ((I + TILE - 1) // TILE) * ((J + TILE - 1) // TILE)
+    cdef int nt = max(1, min(threads_for(B * I * J // 16), nb)), t
+    with nogil:
+        for t in prange(nt, num_threads=nt, schedule='static'):
+            if itemsize == 4:
+                copy_blocks(<unsigned int*>src.ptr + s_off, <unsigned int*>dst.ptr + d_off,
+                            nb * t // nt, nb * (t + 1) // nt, I, J, sb, si, sj, I * J, J)
+            else:
+                copy_blocks(<unsigned long long*>src.ptr + s_off,
+                            <unsigned long long*>dst.ptr + d_off, nb * t // nt,
+                            nb * (t + 1) // nt, I, J, sb, si, sj, I * J, J)

@@ -217,3 +217,176 @@ def test_kernel_refuses_short_buffers():
     with pytest.raises(ValueError, match=r"input \(N, H, W, C\)"):
         nhwc.forward(Buffer.wrap(x), 1, Buffer.wrap(w), 0, None, 0, Buffer.wrap(y), 0,
                      x.shape, w.shape, (1, 1), (1, 1), (1, 1), 4)
+
+
+# the NCHW switch: CPUDevice.conv2d / its gradients run on the NHWC kernels ------------------
+cpu_mod = importlib.import_module("mininet.backend.cpu")
+
+# n, c, h, w, k, kernel, stride, padding: one case per shape class the switch can take
+SWITCHED = [
+    (5, 24, 1, 1, 36, 3, 1, 1),     # 1x1 map: no relayout of x or y
+    (3, 64, 2, 2, 40, 3, 2, 1),     # 2x2 -> 1x1, stride 2
+    (4, 32, 4, 4, 33, 3, 1, 1),     # 4x4, odd K
+    (3, 16, 8, 8, 32, 3, 2, 1),     # 8x8 stride 2
+    (2, 5, 9, 7, 6, 5, 1, 2),       # odd sizes, 5x5
+    (2, 3, 13, 11, 7, 7, 4, 3),     # 7x7 stride 4
+    (2, 7, 10, 10, 9, 1, 1, 0),     # 1x1 kernel on a map
+]
+SW_IDS = [str(c) for c in SWITCHED]
+
+
+def _nchw_ref(x, w, b, s, p, g):
+    xt, wt, bt = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w, b))
+    y = F.conv2d(xt, wt, bt, stride=s, padding=p)
+    y.backward(torch.tensor(g, dtype=torch.float64))
+    return y.detach().numpy(), xt.grad.numpy(), wt.grad.numpy(), bt.grad.numpy()
+
+
+def _nchw_case(case, dtype):
+    n, c, h, w, k, ks, s, p = case
+    oh, ow = (h + 2 * p - ks) // s + 1, (w + 2 * p - ks) // s + 1
+    return (rng.standard_normal((n, c, h, w)).astype(dtype),
+            rng.standard_normal((k, c, ks, ks)).astype(dtype),
+            rng.standard_normal(k).astype(dtype),
+            rng.standard_normal((n, k, oh, ow)).astype(dtype))
+
+
+@pytest.fixture
+def taken(monkeypatch):
+    """Forces the switch on and records the modes it took."""
+    seen = []
+    orig = cpu_mod._nhwc_wins
+
+    def spy(*args):
+        won = orig(*args)
+        if won:
+            seen.append(args[-1])
+        return won
+    monkeypatch.setenv("MININET_CONV_NHWC", "1")
+    monkeypatch.setattr(cpu_mod, "_nhwc_wins", spy)
+    return seen
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", SWITCHED, ids=SW_IDS)
+def test_switched_device_conv(case, dtype, taken):
+    x, w, b, g = _nchw_case(case, dtype)
+    s, p = (case[6],) * 2, (case[7],) * 2
+    y_ref, dx_ref, dw_ref, _ = _nchw_ref(x, w, b, s, p, g)
+    geo = (s, p, (1, 1), 1)
+    out = NDArray.make(y_ref.shape, device=dev, dtype=np.dtype(dtype))
+    dev.conv2d(NDArray(x), NDArray(w), NDArray(b), out, *geo, relu=True)
+    dx = NDArray.make(x.shape, device=dev, dtype=np.dtype(dtype))
+    dev.conv2d_grad_input(NDArray(g), NDArray(w), dx, *geo)
+    dw = NDArray.make(w.shape, device=dev, dtype=np.dtype(dtype))
+    dev.conv2d_grad_weight(NDArray(g), NDArray(x), dw, *geo)
+    r = case[1] * case[5] ** 2
+    np.testing.assert_allclose(out.numpy(), np.maximum(y_ref, 0), **_tol(dtype, r))
+    np.testing.assert_allclose(dx.numpy(), dx_ref, **_tol(dtype, r))
+    np.testing.assert_allclose(dw.numpy(), dw_ref, **_tol(dtype, g[:, 0].size))
+    assert set(taken) == {"fwd", "dx", "dw"}
+
+
+@pytest.mark.parametrize("switch", ["1", "0"])
+@pytest.mark.parametrize("case", SWITCHED, ids=SW_IDS)
+def test_switched_conv_op(case, switch, monkeypatch):
+    """The conv op and its autograd through mininet.nn.functional, switch forced on or off."""
+    import mininet
+    import mininet.nn.functional as MF
+    monkeypatch.setenv("MININET_CONV_NHWC", switch)
+    x, w, b, g = _nchw_case(case, np.float64)
+    s, p = case[6], case[7]
+    mx, mw, mb = (mininet.Tensor(a, dtype="float64", requires_grad=True) for a in (x, w, b))
+    y = MF.conv2d(mx, mw, mb, s, p)
+    (y * mininet.Tensor(g, dtype="float64")).sum().backward()
+    refs = _nchw_ref(x, w, b, (s, s), (p, p), g)
+    for got, ref in zip((y, mx.grad, mw.grad, mb.grad), refs):
+        np.testing.assert_allclose(got.numpy(), ref, rtol=1e-10, atol=1e-10)
+
+
+def test_switch_off_and_groups(monkeypatch):
+    monkeypatch.setenv("MININET_CONV_NHWC", "0")
+    assert not cpu_mod._nhwc_wins((2, 8, 4, 4), (8, 8, 3, 3), (1, 1), (1, 1), (1, 1), 1, "fwd")
+    monkeypatch.setenv("MININET_CONV_NHWC", "1")
+    assert cpu_mod._nhwc_wins((2, 8, 4, 4), (8, 8, 3, 3), (1, 1), (1, 1), (1, 1), 1, "fwd")
+    # groups stay on the NCHW kernels
+    assert not cpu_mod._nhwc_wins((2, 8, 4, 4), (8, 4, 3, 3), (1, 1), (1, 1), (1, 1), 2, "fwd")
+
+
+def test_switch_non_float_error(monkeypatch):
+    """An int array is not misread by the NHWC path: the NCHW checks name the dtype."""
+    monkeypatch.setenv("MININET_CONV_NHWC", "1")
+    x = NDArray(np.ones((1, 2, 3, 3), np.int64))
+    w = NDArray(np.ones((2, 2, 3, 3), np.int64))
+    out = NDArray.make((1, 2, 1, 1), device=dev, dtype=np.dtype(np.int64))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        dev.conv2d(x, w, None, out, (1, 1), (0, 0), (1, 1), 1)
+
+
+@pytest.mark.parametrize("perm", [(0, 2, 3, 1), (0, 3, 1, 2), (2, 3, 1, 0), (3, 2, 0, 1)])
+@pytest.mark.parametrize("shape", [(3, 5, 17, 2), (2, 33, 1, 19), (0, 4, 3, 3), (1, 1, 1, 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relayout(perm, shape, dtype):
+    a = rng.standard_normal(shape).astype(dtype)
+    src = NDArray(np.concatenate([[7.0], a.ravel()]).astype(dtype))[1:]   # a non-zero offset
+    want = a.transpose(perm)
+    dst = NDArray.make(want.shape, device=dev, dtype=np.dtype(dtype))
+    cpu_mod._transpose(src.handle, src.offset, shape, perm, dst.handle, dst.offset,
+                       a.itemsize)
+    np.testing.assert_array_equal(dst.numpy(), want)
+
+
+def test_relayout_bounds():
+    src = NDArray(np.zeros(10, np.float32))
+    dst = NDArray.make((2, 3, 4), device=dev)
+    with pytest.raises(ValueError, match="past its buffer"):
+        nhwc.relayout(src.handle, 0, dst.handle, 0, 2, 3, 4, 12, 4, 1, 4)
+
+
+def test_default_rule(monkeypatch):
+    """The measured rule: strided, 16+ channels, 2x2 .. 4x4 output; forward and weight
+    grad, and the input grad onto 2x2."""
+    monkeypatch.delenv("MININET_CONV_NHWC", raising=False)
+    wins = cpu_mod._nhwc_wins
+    geo = ((2, 2), (1, 1), (1, 1), 1)
+    assert wins((64, 16, 8, 8), (32, 16, 3, 3), *geo, "fwd")
+    assert wins((64, 32, 4, 4), (64, 32, 3, 3), *geo, "dw")
+    assert wins((64, 32, 4, 4), (64, 32, 3, 3), *geo, "dx")           # onto 2x2
+    assert not wins((64, 16, 8, 8), (32, 16, 3, 3), *geo, "dx")        # onto 4x4
+    assert not wins((64, 64, 2, 2), (128, 64, 3, 3), *geo, "fwd")      # 1x1 output
+    assert not wins((64, 3, 8, 8), (32, 3, 3, 3), *geo, "fwd")         # few channels
+    assert not wins((64, 32, 4, 4), (32, 32, 3, 3), (1, 1), (1, 1), (1, 1), 1, "fwd")
+    # conv2d_small says yes for them, so the op sends them to the device
+    assert dev.conv2d_small((64, 32, 3, 3), geo, 4, out_hw=(2, 2))
+
+
+@pytest.mark.parametrize("case", [(3, 16, 8, 8, 32, 3, 2, 1), (4, 32, 4, 4, 64, 3, 2, 1),
+                                  (2, 17, 7, 9, 5, 3, 2, 1)], ids=str)
+def test_default_rule_op(case, monkeypatch):
+    """The layers the default rule switches, through the op and autograd (float32)."""
+    import mininet
+    import mininet.nn.functional as MF
+    monkeypatch.delenv("MININET_CONV_NHWC", raising=False)
+    x, w, b, g = _nchw_case(case, np.float32)
+    s, p = case[6], case[7]
+    mx, mw, mb = (mininet.Tensor(a, requires_grad=True) for a in (x, w, b))
+    y = MF.relu(MF.conv2d(mx, mw, mb, s, p))
+    (y * mininet.Tensor(g)).sum().backward()
+    xt, wt, bt = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w, b))
+    yt = torch.relu(F.conv2d(xt, wt, bt, stride=s, padding=p))
+    yt.backward(torch.tensor(g, dtype=torch.float64))
+    for got, ref in zip((y, mx.grad, mw.grad, mb.grad), (yt, xt.grad, wt.grad, bt.grad)):
+        np.testing.assert_allclose(got.numpy(), ref.detach().numpy(), rtol=1e-4, atol=1e-3)
+
+
+def test_switch_rejects_wrong_shapes(monkeypatch):
+    monkeypatch.setenv("MININET_CONV_NHWC", "1")
+    x, w, b, g = _nchw_case((2, 16, 8, 8, 32, 3, 2, 1), np.float32)
+    geo = ((2, 2), (1, 1), (1, 1), 1)
+    bad = NDArray.make((2, 32, 5, 4), device=dev)                      # 4x4 is right
+    with pytest.raises(ValueError, match="output"):
+        dev.conv2d(NDArray(x), NDArray(w), NDArray(b), bad, *geo)
+    with pytest.raises(ValueError, match="output gradient"):
+        dev.conv2d_grad_input(NDArray(g[:, :, :3]), NDArray(w), NDArray.make(x.shape), *geo)
+    with pytest.raises(ValueError, match="output gradient"):
+        dev.conv2d_grad_weight(NDArray(g[:1]), NDArray(x), NDArray.make(w.shape), *geo)

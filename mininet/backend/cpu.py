@@ -262,6 +262,8 @@ class CPUDevice(Device):
     def conv2d(self, x, w, bias, out, stride, padding, dilation, groups, relu=False):
         """out = conv(x, w) + bias; with relu, max(0, .) of it, taken as the kernels write
         the output (no second pass)."""
+        if self._conv2d_by_nhwc(x, w, bias, out, stride, padding, dilation, groups, relu):
+            return
         _floats("conv", x, w, bias)
         n, k, oh, ow = out.shape
         if _winograd_fits(w.shape, stride, padding, dilation, groups) and \
@@ -282,6 +284,8 @@ class CPUDevice(Device):
         (below it computes padding: 36 products a tile against 9 taps a pixel). So do the
         implicit GEMM's stride phases where an image's panels are at least half real
         output pixels (_phases_fit)."""
+        if _nhwc_small(wshape, geometry, pixels, transposed, out_hw):
+            return True
         stride, padding, dilation, groups = geometry
         if not transposed and out_hw is not None and _phases_fit(wshape, stride, dilation,
                                                                  out_hw):
@@ -294,6 +298,8 @@ class CPUDevice(Device):
         return _winograd_fits(tuple(wshape), stride, padding, dilation, groups)
 
     def conv2d_grad_input(self, g, w, dx, stride, padding, dilation, groups):
+        if self._grad_input_by_nhwc(g, w, dx, stride, padding, dilation, groups):
+            return
         if self._grad_input_by_rows(g, w, dx, stride, padding, dilation, groups):
             return
         n, k, oh, ow = g.shape
@@ -326,6 +332,8 @@ class CPUDevice(Device):
         return True
 
     def conv2d_grad_weight(self, g, x, dw, stride, padding, dilation, groups):
+        if self._grad_weight_by_nhwc(g, x, dw, stride, padding, dilation, groups):
+            return
         n, k, oh, ow = g.shape
         if _winograd_fits(dw.shape, stride, padding, dilation, groups) and \
                 g.dtype == x.dtype == dw.dtype:
@@ -396,8 +404,8 @@ class CPUDevice(Device):
                         list(steps), lr, b1, b2, eps, wd, decoupled, ps[0].dtype.itemsize)
 
     # channels-last (NHWC) convolution, mininet_ext/conv_nhwc.pyx: x (N, H, W, C), weight
-    # (kh, kw, C, K), output (N, OH, OW, K); one group. Not a capability the ops use yet:
-    # bench/conv_nhwc.py measures where it beats the NCHW paths.
+    # (kh, kw, C, K), output (N, OH, OW, K); one group. The NCHW methods above hand it
+    # the layers where it measured faster (_nhwc_wins); bench/conv_nhwc.py compares it.
     def conv2d_nhwc_shape(self, xshape, wshape, stride=(1, 1), padding=(0, 0),
                           dilation=(1, 1)):
         """(N, OH, OW, K) of conv2d_nhwc, or a ValueError naming the bad shape."""
@@ -446,6 +454,53 @@ class CPUDevice(Device):
         _nhwc.bias_grad(g.handle, g.offset, db.handle, db.offset, g.size // max(k, 1), k,
                         g.dtype.itemsize)
 
+    # NCHW convolutions that run channels-last where that measured faster (_nhwc_wins):
+    # the arrays are relaid out around the NHWC kernels (no copy of a 1x1 map)
+    def _conv2d_by_nhwc(self, x, w, bias, out, stride, padding, dilation, groups, relu):
+        if not (_nhwc_wins(x.shape, w.shape, stride, padding, dilation, groups, "fwd")
+                and _one_dtype(x, w, bias, out)):
+            return False
+        _nchw_fits("conv", "output", out.shape, x.shape, w.shape, stride, padding, dilation)
+        isz, (n, k, oh, ow) = x.dtype.itemsize, out.shape
+        xh, xo = _relaid(x, (0, 2, 3, 1))
+        wh, wo = _relaid(w, (2, 3, 1, 0))
+        yh, yo = _nhwc_target(out)
+        _nhwc.forward(xh, xo, wh, wo, None if bias is None else bias.handle,
+                      0 if bias is None else bias.offset, yh, yo, _nhwc_dims(x.shape),
+                      _nhwc_dims(w.shape, True), stride, padding, dilation, isz, relu)
+        _nchw_back(yh, (n, oh, ow, k), out)
+        return True
+
+    def _grad_input_by_nhwc(self, g, w, dx, stride, padding, dilation, groups):
+        if not (_nhwc_wins(dx.shape, w.shape, stride, padding, dilation, groups, "dx")
+                and _one_dtype(g, w, dx)):
+            return False
+        _nchw_fits("conv input gradient", "output gradient", g.shape, dx.shape, w.shape,
+                   stride, padding, dilation)
+        n, c, h, wd = dx.shape
+        gh, go = _relaid(g, (0, 2, 3, 1))
+        wh, wo = _relaid(w, (2, 3, 1, 0))
+        dh, do = _nhwc_target(dx)
+        _nhwc.input_grad(gh, go, wh, wo, dh, do, (n, h, wd, c), _nhwc_dims(w.shape, True),
+                         stride, padding, dilation, g.dtype.itemsize)
+        _nchw_back(dh, (n, h, wd, c), dx)
+        return True
+
+    def _grad_weight_by_nhwc(self, g, x, dw, stride, padding, dilation, groups):
+        if not (_nhwc_wins(x.shape, dw.shape, stride, padding, dilation, groups, "dw")
+                and _one_dtype(g, x, dw)):
+            return False
+        _nchw_fits("conv weight gradient", "output gradient", g.shape, x.shape, dw.shape,
+                   stride, padding, dilation)
+        isz, (k, c, kh, kw) = g.dtype.itemsize, dw.shape
+        gh, go = _relaid(g, (0, 2, 3, 1))
+        xh, xo = _relaid(x, (0, 2, 3, 1))
+        wt = _buffer.Buffer(max(dw.size, 1) * isz)
+        _nhwc.weight_grad(gh, go, xh, xo, wt, 0, _nhwc_dims(x.shape), (kh, kw, c, k),
+                          stride, padding, dilation, isz)
+        _transpose(wt, 0, (kh, kw, c, k), (3, 2, 0, 1), dw.handle, dw.offset, isz)
+        return True
+
 
 def _pair2(v):
     return (v, v) if isinstance(v, int) else tuple(v)
@@ -483,6 +538,143 @@ def _nhwc_inputs(what, out, **arrays):
     if not out.is_compact():
         raise ValueError(f"{what}: the output array must be compact")
     return tuple(None if a is None else a.compact() for a in arrays.values())
+
+
+def _nhwc_wins(xshape, wshape, stride, padding, dilation, groups, mode):
+    """Whether the CPU runs this NCHW convolution pass (mode "fwd", "dx": input grad, or
+    "dw": weight grad; xshape (N, C, H, W), wshape (K, C, kh, kw)) on the channels-last
+    kernels, with x, dy, y, dx relaid out around them (mininet_ext/conv_nhwc.pyx).
+    MININET_CONV_NHWC=0 turns the switch off (A/B runs), =1 forces it for every
+    one-group layer (tests).
+
+    The rule is measured (AMD EPYC Zen 4, 2 threads, op-level time with the copies,
+    against the NCHW path the layer took before): see _NHWC_RULE."""
+    force = os.environ.get("MININET_CONV_NHWC", "")
+    if force == "0" or groups != 1 or len(xshape) != 4 or len(wshape) != 4 or \
+            xshape[1] != wshape[1]:
+        return False
+    if force == "1":
+        return True
+    return _NHWC_RULE(xshape, wshape, stride, padding, dilation, mode)
+
+
+def _nhwc_small(wshape, geometry, pixels, transposed, out_hw):
+    """conv2d_small's answer for the layers _nhwc_wins sends to the NHWC kernels: the
+    forward query stands for the forward and the weight grad, the transposed one for the
+    input grad (the op asks both with the output map out_hw)."""
+    stride, padding, dilation, groups = geometry
+    if out_hw is None:
+        return False
+    k, c, kh, kw = wshape
+    hw = tuple(max(1, (o - 1) * s + d * (kk - 1) + 1 - 2 * p)
+               for o, s, d, kk, p in zip(out_hw, stride, dilation, (kh, kw), padding))
+    xshape = (1, c) + hw
+    modes = ("dx",) if transposed else ("fwd", "dw")
+    return any(_nhwc_wins(xshape, wshape, stride, padding, dilation, groups, m) for m in modes)
+
+
+def _nhwc_rule(xshape, wshape, stride, padding, dilation, mode):
+    """Strided layers from 16+ channels onto a 2x2 .. 4x4 output map, forward and weight
+    grad (they go together: the op sends a small map's both or neither to the device).
+    There im2col's GEMM and the NCHW implicit GEMM fill their 32-pixel panels badly,
+    while the NHWC tiles span images. 1 thread, CPU time, torch's time / ours, off -> on
+    (forward; forward + backward): 64x16x8x8 -> 32 /2: 0.70 -> 0.80, 0.85 -> 0.99;
+    64x32x4x4 -> 64 /2: 0.81 -> 0.93, 1.28 -> 1.35. Device calls alone, 2 threads, us,
+    NCHW -> NHWC with copies: 64x16x8x8 -> 32 /2 forward 363-385 -> 318-332, weight grad
+    418-545 -> 254-290, but input grad 428-505 -> 518-712 (its phases hold 1-4 taps of
+    dy's K = 32 values): the input grad stays NCHW there. Onto a 2x2 map it runs NHWC
+    too (1 thread, forward + backward: 64x32x4x4 -> 64 /2 1.06 with the forward and
+    weight grad switched, 1.22 with all three; 1.08 unswitched).
+    Measured and left out (AMD EPYC Zen 4): a 1x1 output (64x64x2x2 -> 128 /2 and the
+    cropped 1x1 map 64x128 -> 128) won the forward (0.99 -> 1.09, 1.37 -> 1.61) but lost
+    the backward (f+b 1.84 -> 1.61, 2.27 -> 2.06): im2col's GEMM is a plain GEMM there;
+    stride 1 (4x4 and 16x16 maps, 32-64 channels) lost to Winograd (16x16: 2.56 -> 1.43);
+    1-3 input channels lose (N's bench/conv_nhwc.py: the NHWC runs are 1-3 values long)."""
+    n, c, h, w = xshape
+    k, _, kh, kw = wshape
+    oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    small = min(stride) >= 2 and 4 <= oh * ow <= 16 and c >= 16
+    return small and (mode != "dx" or oh * ow <= 4)
+
+
+_NHWC_RULE = _nhwc_rule
+
+
+def _nchw_fits(what, name, shape, xshape, wshape, stride, padding, dilation):
+    """shape is the (N, K, OH, OW) of x (N, C, H, W) by w (K, C, kh, kw), or a ValueError."""
+    n, oh, ow, k = _nhwc.out_shape(_nhwc_dims(xshape), _nhwc_dims(wshape, True),
+                                   tuple(stride), tuple(padding), tuple(dilation))
+    if tuple(shape) != (n, k, oh, ow):
+        raise ValueError(f"{what}: {name} has shape {tuple(shape)}, input {tuple(xshape)} "
+                         f"and weight {tuple(wshape)} give {(n, k, oh, ow)}")
+
+
+def _one_dtype(*arrays):
+    """One float dtype (else the NCHW path runs, and its checks name the problem)."""
+    dtypes = {a.dtype for a in arrays if a is not None}
+    return len(dtypes) == 1 and dtypes <= set(_FLOATS)
+
+
+def _nhwc_dims(shape, weight=False):
+    """(N, C, H, W) -> (N, H, W, C); a weight (K, C, kh, kw) -> (kh, kw, C, K)."""
+    a, b, c, d = shape
+    return (c, d, b, a) if weight else (a, c, d, b)
+
+
+def _permuted_strides(shape, perm):
+    """Strides into a compact array of `shape` for the axes in the order perm."""
+    st, s = [0] * len(shape), 1
+    for i in reversed(range(len(shape))):
+        st[i], s = s, s * shape[i]
+    return tuple(st[p] for p in perm)
+
+
+def _plain(shape, perm):
+    """A relayout that moves no data: every axis but one of size 1 keeps its order."""
+    return [p for p in perm if shape[p] != 1] == [i for i in range(len(shape)) if shape[i] != 1]
+
+
+def _relaid(a, perm):
+    """(buffer, offset) of compact a with its axes in the order perm (a copy unless the
+    order moves no data, as an (N, C, 1, 1) map's): the last axis of the result is
+    gathered by blocks (_nhwc.relayout), the others merged as far as they run in order."""
+    if _plain(a.shape, perm):
+        return a.handle, a.offset
+    buf = _buffer.Buffer(max(a.size, 1) * a.dtype.itemsize)
+    _transpose(a.handle, a.offset, a.shape, perm, buf, 0, a.dtype.itemsize)
+    return buf, 0
+
+
+def _transpose(src, off, shape, perm, dst, doff, itemsize):
+    """dst (compact, axes of src's compact `shape` in the order perm) = src; perm is one
+    of the four relayouts: NCHW <-> NHWC, (K, C, kh, kw) <-> (kh, kw, C, K)."""
+    st = _permuted_strides(shape, range(4))
+    n = [shape[p] for p in perm]
+    if perm == (0, 2, 3, 1):     # (N, C, H, W) -> (N, H, W, C): batch, pixels, channels
+        args = (n[0], n[1] * n[2], n[3], st[0], 1, st[1])
+    elif perm == (0, 3, 1, 2):   # (N, H, W, C) -> (N, C, H, W)
+        args = (n[0], n[1], n[2] * n[3], st[0], 1, st[2])
+    else:                        # (A, B, C, D) -> (C, D, B, A) or its inverse (D, C, A, B)
+        if perm == (2, 3, 1, 0):
+            args = (n[0] * n[1], n[2], n[3], 1, st[1], st[0])
+        else:                    # (3, 2, 0, 1): taps (kh*kw) are the source's last axes
+            args = (n[0], n[1], n[2] * n[3], st[3], st[2], st[1])
+    _nhwc.relayout(src, off, dst, doff, *args, itemsize)
+
+
+def _nhwc_target(out):
+    """Where the NHWC kernel writes for the NCHW array out: out itself for a 1x1 map."""
+    if out.shape[2] * out.shape[3] == 1:
+        return out.handle, out.offset
+    return _buffer.Buffer(max(out.size, 1) * out.dtype.itemsize), 0
+
+
+def _nchw_back(buf, nhwc_shape, out):
+    """out (N, C, H, W) = the NHWC array in buf (nothing to do for a 1x1 map)."""
+    if out.shape[2] * out.shape[3] == 1:
+        return
+    _transpose(buf, 0, nhwc_shape, (0, 3, 1, 2), out.handle, out.offset, out.dtype.itemsize)
 
 
 def _phases_fit(wshape, stride, dilation, out_hw):
