@@ -98,12 +98,14 @@ def test_checkpoint_errors_and_no_grad():
 
 @pytest.mark.slow
 def test_checkpoint_lowers_peak_memory():
-    """A 16-layer MLP of 512 at batch 1024: the plain run keeps every layer's activations
-    (about 2 MiB each, several per layer); the checkpointed one about one segment's."""
+    """A 16-layer MLP of 512 at batch 1024: the plain run keeps every layer's activation
+    (2 MiB each: Sequential runs Linear + ReLU as one op, so one a layer), the
+    checkpointed one the 4 segments' inputs and one segment's: about 16 MiB less
+    (measured 121.0 vs 107.0 MiB; 150.9 vs 113.0 before the fusion)."""
     script = Path(__file__).resolve().parents[1] / "bench" / "checkpoint_memory.py"
     out = subprocess.run([sys.executable, str(script), "--layers", "16", "--width", "512",
                           "--batch", "1024", "--every", "4", "--steps", "2", "--json"],
                          capture_output=True, text=True, check=True).stdout
     plain, ck = json.loads(out)
     assert plain["losses"] == ck["losses"]
-    assert ck["peak_rss_mib"] < plain["peak_rss_mib"] - 25, (plain, ck)
+    assert ck["peak_rss_mib"] < plain["peak_rss_mib"] - 10, (plain, ck)
