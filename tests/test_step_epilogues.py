@@ -50,6 +50,15 @@ def test_bias_act_views_and_offsets():
     np.testing.assert_array_equal(whole.numpy()[:3], big[:3])   # rows before it untouched
 
 
+def test_bias_act_refuses_a_non_compact_output():
+    """A transposed view would be updated as if its items were in row order."""
+    y = NDArray(np.arange(12.0).reshape(3, 4) - 5).permute((1, 0))
+    before = y.numpy().copy()
+    with pytest.raises(ValueError, match="bias_act: the output must be compact"):
+        cpu().bias_act(y, NDArray(np.array([1.0, 2.0, -100.0])), True)
+    np.testing.assert_array_equal(y.numpy(), before)
+
+
 def test_bias_act_rejects_bad_bias():
     y = NDArray(np.zeros((4, 3), np.float32))
     with pytest.raises(TypeError, match="bias_act"):

@@ -198,6 +198,9 @@ class CPUDevice(Device):
                             f"output's dtype {y.dtype}")
         if y.dtype not in _FLOATS:
             _floats("bias_act", y)
+        if not y.is_compact():   # the kernel walks y's buffer row by row from its offset
+            raise ValueError(f"bias_act: the output must be compact, got shape {y.shape} "
+                             f"strides {y.strides}")
         if bias is not None and not bias.is_compact():
             bias = bias.compact()
         _ew.bias_act(y.handle, y.offset, None if bias is None else bias.handle,
