@@ -32,6 +32,16 @@ typedef double mn_vd_u __attribute__((vector_size(MN_VBYTES), aligned(8)));
 static inline int mn_gemm_mr(void) { return MN_MR; }
 static inline int mn_gemm_nr(int itemsize) { return itemsize == 4 ? MN_NR_F : MN_NR_D; }
 
+/* The MR x 2W register tile c stored to C (rows ldc apart), or added with accumulate. */
+#define MN_STORE_TILE(VU, W, MR)                                                   \
+    _Pragma("GCC unroll 16")                                                       \
+    for (int i = 0; i < MR; i++) {                                                 \
+        VU* d0 = (VU*)(C + i * ldc);                                               \
+        VU* d1 = (VU*)(C + i * ldc + W);                                           \
+        if (accumulate) { *d0 += c[i][0]; *d1 += c[i][1]; }                        \
+        else { *d0 = c[i][0]; *d1 = c[i][1]; }                                     \
+    }
+
 /* The micro-kernel's body: MR rows of A (A(i, p) = A[p * AS + i]) times two vectors of
  * B per k (row p at B + p * LDB, loaded as VB: the aligned V from packed panels, the
  * unaligned VU from B read in place), accumulated in registers, then stored to C. */
@@ -57,13 +67,7 @@ static inline int mn_gemm_nr(int itemsize) { return itemsize == 4 ? MN_NR_F : MN
             c[i][1] += A[p * (AS) + i] * b1;                                       \
         }                                                                          \
     }                                                                              \
-    _Pragma("GCC unroll 16")                                                       \
-    for (int i = 0; i < MR; i++) {                                                 \
-        VU* d0 = (VU*)(C + i * ldc);                                               \
-        VU* d1 = (VU*)(C + i * ldc + W);                                           \
-        if (accumulate) { *d0 += c[i][0]; *d1 += c[i][1]; }                        \
-        else { *d0 = c[i][0]; *d1 = c[i][1]; }                                     \
-    }                                                                              \
+    MN_STORE_TILE(VU, W, MR)                                                       \
 }
 
 #define MN_DEF_KERNEL(NAME, T, V, VU, W, NR, MR)                                   \
@@ -108,13 +112,7 @@ static void NAME(mn_idx kc, const T* __restrict A, const T* __restrict B,       
             c[i][1] += a * b1;                                                     \
         }                                                                          \
     }                                                                              \
-    _Pragma("GCC unroll 16")                                                       \
-    for (int i = 0; i < MR; i++) {                                                 \
-        VU* d0 = (VU*)(C + i * ldc);                                               \
-        VU* d1 = (VU*)(C + i * ldc + W);                                           \
-        if (accumulate) { *d0 += c[i][0]; *d1 += c[i][1]; }                        \
-        else { *d0 = c[i][0]; *d1 = c[i][1]; }                                     \
-    }                                                                              \
+    MN_STORE_TILE(VU, W, MR)                                                       \
 }
 
 /* Packs A (mc x kc, any strides) for that kernel: panels of MR rows, zero past mc,
