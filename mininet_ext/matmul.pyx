@@ -416,42 +416,18 @@ cdef void micro_tiles_bc(const floating* Ap, const floating* Bp, floating* C, Py
                 write_tile(tile, nr, c, ldc, rows, cols, accumulate)
 
 
-cdef void gemm_blocked(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                       const floating* A, Py_ssize_t ars, Py_ssize_t acs,
-                       const floating* B, Py_ssize_t brs, Py_ssize_t bcs,
-                       floating* C, Py_ssize_t ldc, floating* Ap, floating* Bp) noexcept nogil:
-    """One thread's product: NC x KC blocks of B packed, MC x KC blocks of A packed, the
-    micro-kernel swept over them (threads split C between them, see gemm_sliced)."""
-    cdef int nr = mn_gemm_nr(sizeof(floating))
-    cdef Py_ssize_t jc, pc, ic, nc, kc, mc, npan, kstep = k_step(K)
-    jc = 0
-    while jc < N:
-        nc = N - jc if N - jc < NC else NC
-        npan = (nc + nr - 1) // nr
-        pc = 0
-        while pc < K:
-            kc = K - pc if K - pc < kstep else kstep
-            pack_b(B + pc * brs + jc * bcs, brs, bcs, kc, nc, Bp, nr, 0, npan)
-            ic = 0
-            while ic < M:
-                mc = M - ic if M - ic < MC else MC
-                a_block(A + ic * ars + pc * acs, ars, acs, mc, kc, Ap, Bp, C + ic * ldc + jc,
-                        ldc, nc, nr, pc > 0)
-                ic += MC
-            pc += kc
-        jc += NC
-
-
 cdef void gemm_shared(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                       const floating* A, Py_ssize_t ars, Py_ssize_t acs,
                       const floating* B, Py_ssize_t brs, Py_ssize_t bcs,
-                      floating* C, floating* Ap, floating* Bp, int tid, int team) noexcept nogil:
+                      floating* C, Py_ssize_t ldc, floating* Ap, floating* Bp, int tid,
+                      int team) noexcept nogil:
     """Thread tid of a team's blocked product: the team packs each KC x NC block of B
     together into one shared buffer Bp (panels split between them, a barrier before and
     after), then each thread multiplies its own slice of C's row panels by all of it, with
     its own packed A. Against each thread packing the B (or A) it needs, no operand is
     packed twice and the threads read one B block from L3. Every thread runs the same
-    jc / pc loops, whatever its share of rows, so the barriers match."""
+    jc / pc loops, whatever its share of rows, so the barriers match; a team of one (tid 0)
+    is gemm_blocked, with no barriers (threads of gemm_sliced call it on their own)."""
     cdef int nr = mn_gemm_nr(sizeof(floating))
     cdef int mr = MRB if BC else MR
     cdef Py_ssize_t mp = (M + mr - 1) // mr, kstep = k_step(K), jc, pc, ic, nc, kc, mc, npan
@@ -463,18 +439,30 @@ cdef void gemm_shared(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
         pc = 0
         while pc < K:
             kc = K - pc if K - pc < kstep else kstep
-            mn_team_barrier()   # nobody still reads the previous block
+            if team > 1:
+                mn_team_barrier()   # nobody still reads the previous block
             pack_b(B + pc * brs + jc * bcs, brs, bcs, kc, nc, Bp, nr, npan * tid // team,
                    npan * (tid + 1) // team)
-            mn_team_barrier()   # the whole block is packed
+            if team > 1:
+                mn_team_barrier()   # the whole block is packed
             ic = r0
             while ic < r1:
                 mc = r1 - ic if r1 - ic < MC else MC
                 a_block(A + ic * ars + pc * acs, ars, acs, mc, kc, Ap, Bp,
-                        C + ic * N + jc, N, nc, nr, pc > 0)
+                        C + ic * ldc + jc, ldc, nc, nr, pc > 0)
                 ic += MC
             pc += kc
         jc += NC
+
+
+cdef void gemm_blocked(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                       const floating* A, Py_ssize_t ars, Py_ssize_t acs,
+                       const floating* B, Py_ssize_t brs, Py_ssize_t bcs,
+                       floating* C, Py_ssize_t ldc, floating* Ap, floating* Bp) noexcept nogil:
+    """One thread's product: NC x KC blocks of B packed, MC x KC blocks of A packed, the
+    micro-kernel swept over them (threads split C between them, see gemm_sliced): the
+    shared product's loops for a team of one."""
+    gemm_shared(M, N, K, A, ars, acs, B, brs, bcs, C, ldc, Ap, Bp, 0, 1)
 
 
 cdef inline void a_block(const floating* A, Py_ssize_t ars, Py_ssize_t acs, Py_ssize_t mc,
@@ -571,7 +559,7 @@ cdef void gemm_sliced(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
         with parallel(num_threads=nt):
             tid = threadid()
             arrived(tid)
-            gemm_shared(M, N, K, A, ars, acs, B, brs, bcs, C, Ap + tid * apsize, Bp, tid,
+            gemm_shared(M, N, K, A, ars, acs, B, brs, bcs, C, N, Ap + tid * apsize, Bp, tid,
                         mn_team_size())
             finished(tid)
         return
