@@ -22,7 +22,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-MODULES = ["_omp", "buffer", "strided", "elementwise", "reduce", "matmul", "conv", "convgemm", "optim", "losses", "norm", "rnn", "dlpack", "peak", "_isa", "winograd", "conv_nhwc"]
+MODULES = ["_omp", "buffer", "strided", "elementwise", "reduce", "matmul", "conv", "convgemm", "optim", "losses", "norm", "rnn", "dlpack", "peak", "_isa", "winograd", "conv_nhwc", "conv_direct"]
 
 
 def compiler_accepts(flags):

@@ -66,4 +66,63 @@ static void NAME(mn_idx nseg, mn_idx len, const T* const* P, const mn_idx* boff,
 
 MN_NH_KERNEL(mn_nh_kernel_f32, float, mn_nh_vf, MN_NH_VBYTES / 4)
 MN_NH_KERNEL(mn_nh_kernel_f64, double, mn_nh_vd, MN_NH_VBYTES / 8)
+/* Relayout block (NCHW <-> NHWC around the kernels above): dst[i*di + j] = src[j*sj + i]
+ * for i < ni, j < nj (both <= the lanes W of a vector). The ni source values of each j
+ * are contiguous: load nj vectors, transpose them in registers (log2 W stages, each
+ * swapping the off-diagonal h x h blocks of every 2h x 2h block by two shuffles a pair
+ * of rows), store ni vectors. A scalar walk moved one value a cycle; this moves a vector
+ * in a few. Words, not floats: a copy moves bits (float32 = 4 bytes, float64 = 8). */
+typedef unsigned int mn_rl_v4 __attribute__((vector_size(MN_NH_VBYTES)));
+typedef unsigned long long mn_rl_v8 __attribute__((vector_size(MN_NH_VBYTES)));
+static inline int mn_rl_width(int itemsize) { return MN_NH_VBYTES / itemsize; }
+
+/* One stage: rows i and i + h (bit h of i clear) trade their off-diagonal h x h blocks. */
+#define MN_RL_STAGE(V, W, r, h)                                                     \
+    do {                                                                            \
+        V lo_, hi_;                                                                 \
+        _Pragma("GCC unroll 16")                                                    \
+        for (int k = 0; k < (W); k++) {                                             \
+            lo_[k] = (k & (h)) ? (W) + k - (h) : k;                                 \
+            hi_[k] = (k & (h)) ? (W) + k : k + (h);                                 \
+        }                                                                           \
+        _Pragma("GCC unroll 16")                                                    \
+        for (int i = 0; i < (W); i++) {                                             \
+            if (i & (h)) continue;                                                  \
+            V a_ = r[i], b_ = r[i + (h)];                                           \
+            r[i] = __builtin_shuffle(a_, b_, lo_);                                  \
+            r[i + (h)] = __builtin_shuffle(a_, b_, hi_);                            \
+        }                                                                           \
+    } while (0)
+
+#define MN_RL_BLOCK(NAME, T, V, W)                                                  \
+static void NAME(const T* src, T* __restrict dst, mn_idx ni, mn_idx nj, mn_idx sj,  \
+                 mn_idx di)                                                         \
+{                                                                                   \
+    V r[W];                                                                         \
+    /* whole blocks by plain vector loads and stores; an edge block by memcpy calls */ \
+    if (ni == W && nj == W) {                                                       \
+        _Pragma("GCC unroll 16")                                                    \
+        for (int j = 0; j < W; j++) __builtin_memcpy(&r[j], src + j * sj, sizeof(V)); \
+    } else {                                                                        \
+        for (int j = 0; j < W; j++) {                                               \
+            r[j] = (V){0};                                                          \
+            if (j < nj)                                                             \
+                __builtin_memcpy(&r[j], src + j * sj, (size_t)ni * sizeof(T));      \
+        }                                                                           \
+    }                                                                               \
+    if (W >= 16) MN_RL_STAGE(V, W, r, 8 % (W));                                    \
+    if (W >= 8) MN_RL_STAGE(V, W, r, 4 % (W));                                      \
+    if (W >= 4) MN_RL_STAGE(V, W, r, 2 % (W));                                      \
+    if (W >= 2) MN_RL_STAGE(V, W, r, 1 % (W));                                      \
+    if (ni == W && nj == W) {                                                       \
+        _Pragma("GCC unroll 16")                                                    \
+        for (int i = 0; i < W; i++) __builtin_memcpy(dst + i * di, &r[i], sizeof(V)); \
+        return;                                                                     \
+    }                                                                               \
+    for (mn_idx i = 0; i < ni; i++)                                                 \
+        __builtin_memcpy(dst + i * di, &r[i], (size_t)nj * sizeof(T));              \
+}
+
+MN_RL_BLOCK(mn_rl_block4, unsigned int, mn_rl_v4, MN_NH_VBYTES / 4)
+MN_RL_BLOCK(mn_rl_block8, unsigned long long, mn_rl_v8, MN_NH_VBYTES / 8)
 #endif

@@ -43,6 +43,11 @@ cdef extern from "_conv_nhwc.h" nogil:
                           const Py_ssize_t* boff, const float* B, float* C)
     void mn_nh_kernel_f64(Py_ssize_t nseg, Py_ssize_t len, const double** P,
                           const Py_ssize_t* boff, const double* B, double* C)
+    int mn_rl_width(int itemsize)
+    void mn_rl_block4(const unsigned int* src, unsigned int* dst, Py_ssize_t ni,
+                      Py_ssize_t nj, Py_ssize_t sj, Py_ssize_t di)
+    void mn_rl_block8(const unsigned long long* src, unsigned long long* dst, Py_ssize_t ni,
+                      Py_ssize_t nj, Py_ssize_t sj, Py_ssize_t di)
 
 cdef extern from "_isa.h":
     int mn_isa_bind(const void* table) except -1
@@ -324,21 +329,24 @@ cdef void run_tiles(const floating* src, const floating* zero, const floating* b
 
 
 # weight packing (once per call) ---------------------------------------------------------------
-cdef void pack_w_forward(const floating* w, Geo* g, floating* bp) noexcept nogil:
-    """bp[jp][r][j] = w[r, jp*NR + j]: the (kh*kw*C) x K weight cut into NR-wide column
-    panels, zero past K."""
+cdef void pack_w_forward(const floating* w, Geo* g, floating* bp, Py_ssize_t st,
+                         Py_ssize_t sc, Py_ssize_t sk) noexcept nogil:
+    """bp[jp][t*C + c][j] = w[t, c, k] with k = jp*NR + j, read at t*st + c*sc + k*sk: the
+    (kh*kw*C) x K weight cut into NR-wide column panels, zero past K."""
     cdef Py_ssize_t nr = mn_nh_nr(sizeof(floating)), R = g.kh * g.kw * g.C
-    cdef Py_ssize_t npan = (g.K + nr - 1) // nr, jp, r, j, k
+    cdef Py_ssize_t npan = (g.K + nr - 1) // nr, jp, r, j, k, at
     for jp in range(npan):
         for r in range(R):
+            at = r // g.C * st + r % g.C * sc
             for j in range(nr):
                 k = jp * nr + j
-                bp[(jp * R + r) * nr + j] = w[r * g.K + k] if k < g.K else 0
+                bp[(jp * R + r) * nr + j] = w[at + k * sk] if k < g.K else 0
 
 
-cdef void pack_w_input_grad(const floating* w, Geo* g, floating* bp) noexcept nogil:
-    """bp[jp][t*K + k][j] = w[t, c, k] with c = jp*NR + j: per tap the transposed filter
-    (K x C), in NR-wide column panels over C, zero past C."""
+cdef void pack_w_input_grad(const floating* w, Geo* g, floating* bp, Py_ssize_t st,
+                            Py_ssize_t sc, Py_ssize_t sk) noexcept nogil:
+    """bp[jp][t*K + k][j] = w[t, c, k] with c = jp*NR + j (strides as pack_w_forward's):
+    per tap the transposed filter (K x C), in NR-wide column panels over C, zero past C."""
     cdef Py_ssize_t nr = mn_nh_nr(sizeof(floating)), T = g.kh * g.kw
     cdef Py_ssize_t npan = (g.C + nr - 1) // nr, jp, t, k, j, c
     for jp in range(npan):
@@ -347,7 +355,16 @@ cdef void pack_w_input_grad(const floating* w, Geo* g, floating* bp) noexcept no
                 for j in range(nr):
                     c = jp * nr + j
                     bp[((jp * T + t) * g.K + k) * nr + j] = \
-                        w[(t * g.C + c) * g.K + k] if c < g.C else 0
+                        w[t * st + c * sc + k * sk] if c < g.C else 0
+
+
+cdef tuple w_strides(Geo* g, bint kcrs):
+    """(tap, channel, filter) strides of the weight: (kh, kw, C, K), or PyTorch's
+    (K, C, kh, kw) read in place (kcrs: no relayout pass before the kernel)."""
+    cdef Py_ssize_t T = g.kh * g.kw
+    if kcrs:
+        return (1, T, g.C * T)
+    return (g.C * g.K, g.K, 1)
 
 
 # weight gradient ----------------------------------------------------------------------------
@@ -466,10 +483,12 @@ cdef int check_bias(Buffer bias, Py_ssize_t b_off, Geo* g, int itemsize) except 
 
 def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
             Py_ssize_t b_off, Buffer out, Py_ssize_t out_off, tuple xshape, tuple wshape,
-            tuple stride, tuple pad, tuple dil, int itemsize, bint relu=False, by_rows=None):
+            tuple stride, tuple pad, tuple dil, int itemsize, bint relu=False, by_rows=None,
+            bint w_kcrs=False):
     """out (N, OH, OW, K) = conv(x (N, H, W, C), w (kh, kw, C, K)) + bias, max(0, .) of it
     with relu; compact buffers from their offsets (bias may be None). by_rows: runs of
-    whole kernel rows (True), of single taps (False), or chosen by C (None)."""
+    whole kernel rows (True), of single taps (False), or chosen by C (None). w_kcrs: w's
+    buffer holds (K, C, kh, kw) (wshape still names (kh, kw, C, K))."""
     cdef Geo g = make_geo(xshape, wshape, stride, pad, dil, "conv2d_nhwc")
     check_buffers(&g, x, x_off, w, w_off, out, out_off, itemsize, "conv2d_nhwc")
     check_bias(bias, b_off, &g, itemsize)
@@ -478,13 +497,14 @@ def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
         return
     cdef Taps taps = live_taps(&g, g.C, fwd_rows(&g) if by_rows is None else by_rows)
     return run(x, x_off, w, w_off, bias, b_off, out, out_off, &g, taps, None, 0,
-               (M + MR - 1) // MR, taps.n, taps.nj * g.C, itemsize, relu, False)
+               (M + MR - 1) // MR, taps.n, taps.nj * g.C, itemsize, relu, False,
+               w_strides(&g, w_kcrs))
 
 
 cdef run(Buffer src, Py_ssize_t s_off, Buffer w, Py_ssize_t w_off, Buffer bias, Py_ssize_t b_off,
          Buffer out, Py_ssize_t out_off, Geo* g, Taps taps, Buffer phases, Py_ssize_t nph,
          Py_ssize_t ntiles, Py_ssize_t width, Py_ssize_t run_len, int itemsize, bint relu,
-         bint dx):
+         bint dx, tuple wst):
     """The forward (dx False) or the input grad on the indirect tiles: pack the weight,
     split the tiles over the threads."""
     cdef Py_ssize_t nr = mn_nh_nr(itemsize)
@@ -504,17 +524,18 @@ cdef run(Buffer src, Py_ssize_t s_off, Buffer w, Py_ssize_t w_off, Buffer bias, 
     cdef char* bias_p = NULL if bias is None else bias.ptr + b_off * itemsize
     cdef Phase* php = NULL if phases is None else <Phase*>phases.ptr
     cdef int t
+    cdef Py_ssize_t st = wst[0], sc = wst[1], sk = wst[2]
     with nogil:
         if itemsize == 4:
             if dx:
-                pack_w_input_grad(<float*>w.ptr + w_off, g, <float*>bp.ptr)
+                pack_w_input_grad(<float*>w.ptr + w_off, g, <float*>bp.ptr, st, sc, sk)
             else:
-                pack_w_forward(<float*>w.ptr + w_off, g, <float*>bp.ptr)
+                pack_w_forward(<float*>w.ptr + w_off, g, <float*>bp.ptr, st, sc, sk)
         else:
             if dx:
-                pack_w_input_grad(<double*>w.ptr + w_off, g, <double*>bp.ptr)
+                pack_w_input_grad(<double*>w.ptr + w_off, g, <double*>bp.ptr, st, sc, sk)
             else:
-                pack_w_forward(<double*>w.ptr + w_off, g, <double*>bp.ptr)
+                pack_w_forward(<double*>w.ptr + w_off, g, <double*>bp.ptr, st, sc, sk)
         for t in prange(nt, num_threads=nt, schedule='static'):
             if itemsize == 4:
                 run_tiles(<float*>src.ptr + s_off, <float*>zero.ptr, <float*>bp.ptr, g,
@@ -544,8 +565,9 @@ def _phase_taps(Py_ssize_t a, Py_ssize_t n_in, Py_ssize_t k, Py_ssize_t s, Py_ss
 
 def input_grad(Buffer dy, Py_ssize_t dy_off, Buffer w, Py_ssize_t w_off, Buffer dx,
                Py_ssize_t dx_off, tuple xshape, tuple wshape, tuple stride, tuple pad,
-               tuple dil, int itemsize):
-    """dx (N, H, W, C) from the output grad dy (N, OH, OW, K) and w (kh, kw, C, K)."""
+               tuple dil, int itemsize, bint w_kcrs=False):
+    """dx (N, H, W, C) from the output grad dy (N, OH, OW, K) and w (kh, kw, C, K); w_kcrs
+    as forward's."""
     cdef Geo g = make_geo(xshape, wshape, stride, pad, dil, "conv2d_nhwc input gradient")
     check_buffers(&g, dx, dx_off, w, w_off, dy, dy_off, itemsize, "conv2d_nhwc input gradient")
     if g.N * g.H * g.W == 0 or g.C == 0:
@@ -567,7 +589,7 @@ def input_grad(Buffer dy, Py_ssize_t dy_off, Buffer w, Py_ssize_t w_off, Buffer 
         php[p].s0, php[p].ns, php[p].b0 = s0, ns, b0
     width = max(ph[5] for ph in plist)
     return run(dy, dy_off, w, w_off, None, 0, dx, dx_off, &g, Taps(taps, g.K, g.kw), phases,
-               len(plist), ntiles, width, g.K, itemsize, False, True)
+               len(plist), ntiles, width, g.K, itemsize, False, True, w_strides(&g, w_kcrs))
 
 
 def weight_grad(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, Buffer dw,
@@ -671,6 +693,28 @@ cdef void copy_blocks(const word* src, word* dst, Py_ssize_t t0, Py_ssize_t t1, 
         copy_block(src, dst, b, r, min(r + TILE, I), c, min(c + TILE, J), sb, si, sj, db, di)
 
 
+cdef void transpose_blocks(const char* src, char* dst, Py_ssize_t t0, Py_ssize_t t1,
+                           Py_ssize_t I, Py_ssize_t J, Py_ssize_t sb, Py_ssize_t sj,
+                           Py_ssize_t db, Py_ssize_t di, int itemsize) noexcept nogil:
+    """copy_blocks where the source runs along i (si = 1): blocks of W x W words, W a
+    vector's lanes, transposed in registers (_conv_nhwc.h, mn_rl_block*)."""
+    cdef Py_ssize_t W = mn_rl_width(itemsize)
+    cdef Py_ssize_t ti = (I + W - 1) // W, tj = (J + W - 1) // W, t, b, r, c, at_src, at_dst
+    for t in range(t0, t1):
+        b = t // (ti * tj)
+        r = (t // tj) % ti * W
+        c = t % tj * W
+        at_src = (b * sb + c * sj + r) * itemsize
+        at_dst = (b * db + r * di + c) * itemsize
+        if itemsize == 4:
+            mn_rl_block4(<const unsigned int*>(src + at_src), <unsigned int*>(dst + at_dst),
+                         min(W, I - r), min(W, J - c), sj, di)
+        else:
+            mn_rl_block8(<const unsigned long long*>(src + at_src),
+                         <unsigned long long*>(dst + at_dst), min(W, I - r), min(W, J - c),
+                         sj, di)
+
+
 def relayout(Buffer src, Py_ssize_t s_off, Buffer dst, Py_ssize_t d_off, Py_ssize_t B,
              Py_ssize_t I, Py_ssize_t J, Py_ssize_t sb, Py_ssize_t si, Py_ssize_t sj,
              int itemsize):
@@ -684,8 +728,20 @@ def relayout(Buffer src, Py_ssize_t s_off, Buffer dst, Py_ssize_t d_off, Py_ssiz
     last = (B - 1) * sb + (I - 1) * si + (J - 1) * sj
     if min(sb, si, sj) < 0 or (s_off + last + 1) * itemsize > src.nbytes:
         raise ValueError("conv2d_nhwc relayout: the source strides reach past its buffer")
-    cdef Py_ssize_t nb = B * ((I + TILE - 1) // TILE) * ((J + TILE - 1) // TILE)
+    # the NCHW <-> NHWC transposes (the source runs along i) by vector blocks, where
+    # whole blocks are the rule: (64, 16, 8, 8) -> NHWC 35 -> 16 us, (64, 32, 4, 4) 19 ->
+    # 11 us at 1 thread; an edge block (a 2x2 map's 4 pixels) is no faster than the walk
+    cdef bint vec = si == 1 and min(I, J) >= mn_rl_width(itemsize)
+    cdef Py_ssize_t tile = mn_rl_width(itemsize) if vec else TILE
+    cdef Py_ssize_t nb = B * ((I + tile - 1) // tile) * ((J + tile - 1) // tile)
     cdef int nt = max(1, min(threads_for(B * I * J // 16), nb)), t
+    if vec:
+        with nogil:
+            for t in prange(nt, num_threads=nt, schedule='static'):
+                transpose_blocks(<const char*>src.ptr + s_off * itemsize,
+                                 <char*>dst.ptr + d_off * itemsize, nb * t // nt,
+                                 nb * (t + 1) // nt, I, J, sb, sj, I * J, J, itemsize)
+        return
     with nogil:
         for t in prange(nt, num_threads=nt, schedule='static'):
             if itemsize == 4:

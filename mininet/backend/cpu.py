@@ -1,10 +1,12 @@
 """CPU backend: every kernel runs in mininet_ext (Cython + OpenMP)."""
+import functools
 import os
 
 import numpy as np
 
 from mininet_ext import buffer as _buffer
 from mininet_ext import conv as _conv
+from mininet_ext import conv_direct as _direct
 from mininet_ext import conv_nhwc as _nhwc
 from mininet_ext import convgemm as _cg
 from mininet_ext import elementwise as _ew
@@ -44,6 +46,25 @@ def _at(a):
     if a is None or a.offset == 0:
         return None if a is None else a.handle
     return a.handle.at(a.offset * a.dtype.itemsize, a.size * a.dtype.itemsize)
+
+
+# os.environ's own table (bytes names and values on POSIX): os.environ.get encodes the
+# name and decodes the value on every call, 1.3 us measured, and a convolution read its
+# switches several times a call. Writes through os.environ (monkeypatch.setenv in tests)
+# land in this table too, so a flipped switch is seen at once, with no re-read to call.
+_ENVIRON = getattr(os.environ, "_data", None) if os.name == "posix" else None
+
+
+def _env(name, default=""):
+    """os.environ.get(name, default) for the convolution switches, at a dict lookup's cost."""
+    if _ENVIRON is None:
+        return os.environ.get(name, default)
+    value = _ENVIRON.get(_ENV_KEYS.get(name) or name.encode())
+    return default if value is None else os.fsdecode(value)
+
+
+_ENV_KEYS = {n: n.encode() for n in ("MININET_CONV_NHWC", "MININET_WINOGRAD",
+                                     "MININET_CONV_DIRECT")}
 
 
 class CPUDevice(Device):
@@ -267,6 +288,8 @@ class CPUDevice(Device):
         the output (no second pass)."""
         if self._conv2d_by_nhwc(x, w, bias, out, stride, padding, dilation, groups, relu):
             return
+        if self._conv2d_direct(x, w, bias, out, stride, padding, dilation, groups, relu):
+            return
         _floats("conv", x, w, bias)
         n, k, oh, ow = out.shape
         if _winograd_fits(w.shape, stride, padding, dilation, groups) and \
@@ -281,24 +304,44 @@ class CPUDevice(Device):
                     _at(out), x.shape, k, groups, tuple(w.shape[2:]), stride, padding,
                     dilation, oh, ow, x.dtype.itemsize, relu)
 
+    def _conv2d_direct(self, x, w, bias, out, stride, padding, dilation, groups, relu):
+        """Few input channels (a first layer) on the direct kernel where it wins
+        (_direct_wins); False where the kernel does not apply (it checks the strides)."""
+        if not (_direct_wins(x.shape, w.shape, stride, groups)
+                and _one_dtype(x, w, bias, out) and out.is_compact()):
+            return False
+        return _direct.forward(x.handle, x.offset, w.handle, w.offset,
+                               None if bias is None else bias.handle,
+                               0 if bias is None else bias.offset, out.handle, out.offset,
+                               tuple(x.shape), w.shape[0], tuple(w.shape[2:]), tuple(stride),
+                               tuple(padding), tuple(dilation), x.dtype.itemsize, relu)
+
+    def _grad_weight_direct(self, g, x, dw, stride, padding, dilation, groups):
+        """The weight gradient of the direct kernel's layers with filters at least
+        DIRECT_DW_MIN_KW wide (_direct_wins); False where the kernel does not apply."""
+        if not (_direct_wins(x.shape, dw.shape, stride, groups)
+                and dw.shape[3] >= DIRECT_DW_MIN_KW and _one_dtype(g, x, dw)
+                and dw.is_compact()):
+            return False
+        return _direct.weight_grad(g.handle, g.offset, x.handle, x.offset, dw.handle,
+                                   dw.offset, tuple(x.shape), dw.shape[0], tuple(dw.shape[2:]),
+                                   tuple(stride), tuple(padding), tuple(dilation),
+                                   g.dtype.itemsize)
+
     def conv2d_small(self, wshape, geometry, pixels, transposed=False, out_hw=None):
         """Winograd wins on small maps too (the 64 -> 128 layer at 8x8, batch 64: 0.53x
         PyTorch's forward time against 1.64x by im2col), down to one 4x4 tile an image
         (below it computes padding: 36 products a tile against 9 taps a pixel). So do the
         implicit GEMM's stride phases where an image's panels are at least half real
-        output pixels (_phases_fit)."""
-        if _nhwc_small(wshape, geometry, pixels, transposed, out_hw):
-            return True
-        stride, padding, dilation, groups = geometry
-        if not transposed and out_hw is not None and _phases_fit(wshape, stride, dilation,
-                                                                 out_hw):
-            return True
-        if pixels < 16:
-            return False
-        if transposed:   # dx: the flipped filters, channels swapped, padding dil*(k-1) - pad
-            padding = tuple(d * (k - 1) - p for d, k, p in zip(dilation, wshape[2:], padding))
-            wshape = (wshape[1], wshape[0]) + tuple(wshape[2:])
-        return _winograd_fits(tuple(wshape), stride, padding, dilation, groups)
+        output pixels (_phases_fit). Asked on every conv call (forward and both
+        gradients): the answer is cached per layer geometry and routing state (13 us ->
+        under 1 us a call); the state holds the switches and the rule functions and
+        bounds that tests patch, so a patched rule or a flipped switch is asked anew."""
+        state = (_env("MININET_CONV_NHWC"), _env("MININET_WINOGRAD", "1"), _nhwc_wins,
+                 _NHWC_RULE, _phases_fit, _winograd_fits, WINOGRAD_MIN_CHANNELS,
+                 WINOGRAD5_MIN_CHANNELS)
+        return _small_route(tuple(wshape), tuple(geometry), pixels, transposed,
+                            None if out_hw is None else tuple(out_hw), state)
 
     def conv2d_grad_input(self, g, w, dx, stride, padding, dilation, groups):
         if self._grad_input_by_nhwc(g, w, dx, stride, padding, dilation, groups):
@@ -336,6 +379,8 @@ class CPUDevice(Device):
 
     def conv2d_grad_weight(self, g, x, dw, stride, padding, dilation, groups):
         if self._grad_weight_by_nhwc(g, x, dw, stride, padding, dilation, groups):
+            return
+        if self._grad_weight_direct(g, x, dw, stride, padding, dilation, groups):
             return
         n, k, oh, ow = g.shape
         if _winograd_fits(dw.shape, stride, padding, dilation, groups) and \
@@ -466,11 +511,13 @@ class CPUDevice(Device):
         _nchw_fits("conv", "output", out.shape, x.shape, w.shape, stride, padding, dilation)
         isz, (n, k, oh, ow) = x.dtype.itemsize, out.shape
         xh, xo = _relaid(x, (0, 2, 3, 1))
-        wh, wo = _relaid(w, (2, 3, 1, 0))
         yh, yo = _nhwc_target(out)
-        _nhwc.forward(xh, xo, wh, wo, None if bias is None else bias.handle,
+        # the kernel packs the (K, C, kh, kw) weight as it stands (w_kcrs): a relayout
+        # pass cost 6-18 us a call at ResNet9's sizes
+        _nhwc.forward(xh, xo, w.handle, w.offset, None if bias is None else bias.handle,
                       0 if bias is None else bias.offset, yh, yo, _nhwc_dims(x.shape),
-                      _nhwc_dims(w.shape, True), stride, padding, dilation, isz, relu)
+                      _nhwc_dims(w.shape, True), stride, padding, dilation, isz, relu,
+                      w_kcrs=True)
         _nchw_back(yh, (n, oh, ow, k), out)
         return True
 
@@ -482,10 +529,10 @@ class CPUDevice(Device):
                    stride, padding, dilation)
         n, c, h, wd = dx.shape
         gh, go = _relaid(g, (0, 2, 3, 1))
-        wh, wo = _relaid(w, (2, 3, 1, 0))
         dh, do = _nhwc_target(dx)
-        _nhwc.input_grad(gh, go, wh, wo, dh, do, (n, h, wd, c), _nhwc_dims(w.shape, True),
-                         stride, padding, dilation, g.dtype.itemsize)
+        _nhwc.input_grad(gh, go, w.handle, w.offset, dh, do, (n, h, wd, c),
+                         _nhwc_dims(w.shape, True), stride, padding, dilation,
+                         g.dtype.itemsize, w_kcrs=True)
         _nchw_back(dh, (n, h, wd, c), dx)
         return True
 
@@ -552,13 +599,35 @@ def _nhwc_wins(xshape, wshape, stride, padding, dilation, groups, mode):
 
     The rule is measured (AMD EPYC Zen 4, 2 threads, op-level time with the copies,
     against the NCHW path the layer took before): see _NHWC_RULE."""
-    force = os.environ.get("MININET_CONV_NHWC", "")
+    force = _env("MININET_CONV_NHWC")
     if force == "0" or groups != 1 or len(xshape) != 4 or len(wshape) != 4 or \
             xshape[1] != wshape[1]:
         return False
     if force == "1":
         return True
     return _NHWC_RULE(xshape, wshape, stride, padding, dilation, mode)
+
+
+@functools.lru_cache(maxsize=1024)   # a model asks the same few layers every step
+def _small_route(wshape, geometry, pixels, transposed, out_hw, state):
+    """CPUDevice.conv2d_small's answer for one layer; state only keys the cache."""
+    return _small_route_now(wshape, geometry, pixels, transposed, out_hw)
+
+
+def _small_route_now(wshape, geometry, pixels, transposed, out_hw):
+    """The NHWC rule, the stride phases, then Winograd (see CPUDevice.conv2d_small)."""
+    if _nhwc_small(wshape, geometry, pixels, transposed, out_hw):
+        return True
+    stride, padding, dilation, groups = geometry
+    if not transposed and out_hw is not None and _phases_fit(wshape, stride, dilation,
+                                                             out_hw):
+        return True
+    if pixels < 16:
+        return False
+    if transposed:   # dx: the flipped filters, channels swapped, padding dil*(k-1) - pad
+        padding = tuple(d * (k - 1) - p for d, k, p in zip(dilation, wshape[2:], padding))
+        wshape = (wshape[1], wshape[0]) + tuple(wshape[2:])
+    return _winograd_fits(tuple(wshape), stride, padding, dilation, groups)
 
 
 def _nhwc_small(wshape, geometry, pixels, transposed, out_hw):
@@ -592,7 +661,13 @@ def _nhwc_rule(xshape, wshape, stride, padding, dilation, mode):
     cropped 1x1 map 64x128 -> 128) won the forward (0.99 -> 1.09, 1.37 -> 1.61) but lost
     the backward (f+b 1.84 -> 1.61, 2.27 -> 2.06): im2col's GEMM is a plain GEMM there;
     stride 1 (4x4 and 16x16 maps, 32-64 channels) lost to Winograd (16x16: 2.56 -> 1.43);
-    1-3 input channels lose (N's bench/conv_nhwc.py: the NHWC runs are 1-3 values long)."""
+    1-3 input channels lose (N's bench/conv_nhwc.py: the NHWC runs are 1-3 values long).
+    Measured again after the relayouts became vector-block transposes (session 13, 1
+    thread, CPU time, device calls with their copies, us, NCHW -> NHWC): 64x16x8x8 -> 32
+    /2 input grad 318 -> 359 (still NCHW), weight grad 299 -> 231; 64x32x4x4 -> 64 /2
+    input grad 850 -> 211, weight grad 916 -> 217; stride 1 64x32x4x4 -> 32 (Winograd)
+    input grad 261 -> 322, weight grad 327 -> 386 (stays off). 1x1 output maps no longer
+    reach this rule: ops/conv.py runs them as one GEMM (_dense_taps)."""
     n, c, h, w = xshape
     k, _, kh, kw = wshape
     oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
@@ -680,6 +755,35 @@ def _nchw_back(buf, nhwc_shape, out):
     _transpose(buf, 0, nhwc_shape, (0, 3, 1, 2), out.handle, out.offset, out.dtype.itemsize)
 
 
+def _direct_wins(xshape, wshape, stride, groups):
+    """Whether the CPU's forward runs this layer on the direct kernel
+    (mininet_ext/conv_direct.pyx, column strides 1..4): one group, at most
+    DIRECT_MAX_CHANNELS input channels (a network's first layer) and strides of 2 or
+    more. MININET_CONV_DIRECT=0 turns it off (A/B runs), =1 forces it for every
+    one-group layer (tests).
+
+    The weight gradient takes its direct kernel too where the filter is at least
+    DIRECT_DW_MIN_KW wide: its blocks are 8 taps wide (AVX-512), a 3x3 filter fills them
+    to 3/8. Measured (AMD EPYC Zen 4, 1 thread, CPU time, device call, before -> after):
+    64x3x32x32 -> 16 7x7/4 500 -> 270 us (0.54x; PyTorch's forward + weight gradient
+    ~520-790 us), 64x3x64x64 -> 32 7x7/2 0.54x, but 64x3x32x32 -> 16 3x3/2 1.53x (before
+    the last row of a 7-row filter ran alone: 7x7 0.71-0.84x). The forward, op-level against PyTorch's, before ->
+    after: 64x3x32x32 -> 16 7x7/4 1.76 -> 1.02, 64x3x32x32 -> 16 3x3/2
+    1.32 -> 0.80, 64x3x64x64 -> 32 7x7/2 1.23 -> 0.98, 16x3x128x128 -> 64 7x7/2 0.56 ->
+    0.44. Left out, stride 1: 64x3x32x32 -> 32 3x3 (1.00 -> 0.97, a tie: the 8 MB output
+    bounds both) and MNIST's 100x1x28x28 -> 16 5x5 (1.26 -> 1.33: 25 taps amortise a
+    tile's store less, and 28 columns fill 8-pixel tiles to 88%)."""
+    force = os.environ.get("MININET_CONV_DIRECT", "")
+    if force == "0" or groups != 1 or len(xshape) != 4 or len(wshape) != 4 or \
+            xshape[1] != wshape[1]:
+        return False
+    return force == "1" or (wshape[1] <= DIRECT_MAX_CHANNELS and min(stride) >= 2)
+
+
+DIRECT_MAX_CHANNELS = 3
+DIRECT_DW_MIN_KW = 7
+
+
 def _phases_fit(wshape, stride, dilation, out_hw):
     """Whether the implicit GEMM's phased path (mininet_ext/convgemm.pyx, plan_phases)
     runs a strided layer with a small output map: an image's pixels, numbered in rows of
@@ -715,7 +819,7 @@ def _winograd_fits(wshape, stride, padding, dilation, groups):
     least = {(3, 3): WINOGRAD_MIN_CHANNELS, (5, 5): WINOGRAD5_MIN_CHANNELS}.get((kh, kw))
     return (least is not None and stride == (1, 1) and dilation == (1, 1) and groups == 1
             and min(k, c) >= least and min(padding) >= 0
-            and os.environ.get("MININET_WINOGRAD", "1") != "0")
+            and _env("MININET_WINOGRAD", "1") != "0")
 
 
 WINOGRAD_MIN_CHANNELS = 32

@@ -6,8 +6,10 @@ call per pass; any other device composes it from core kernels: im2col, one GEMM
 (batched over groups) and a pass back to NCHW that adds the bias. The input and
 weight gradients are ops of their own (ConvGradInput, ConvGradWeight), whose
 gradients are again Conv / ConvGradInput / ConvGradWeight, so higher-order
-gradients work and the graph stays small. Pooling lives in ops/pool.py; pad,
-flip, dilate in ops/shape.py.
+gradients work and the graph stays small. A 1x1 output map whose kernel window holds
+the whole image (a ResNet's last stages) is one GEMM on any device with a GEMM bias
+epilogue (_dense_taps), in the forward and both gradients. Pooling lives in ops/pool.py;
+pad, flip, dilate in ops/shape.py.
 """
 import functools
 import numbers
@@ -150,6 +152,59 @@ def _fused_at(precision, dev, oh, ow, wshape, p, xhw=None):
     return not gemm_wins
 
 
+# 1x1 output maps: one GEMM ----------------------------------------------------------
+def _dense_taps(dev, xshape, wshape, p, oh, ow):
+    """((i0, i1), (j0, j1)), the kernel taps that read the image, when the convolution is
+    a GEMM over whole images: a 1x1 output map whose window, past the padding, holds the
+    image once (a ResNet's 2x2 -> 1x1 and 1x1 -> 1x1 layers, a kernel the image's size):
+    y (N, K) = x (N, C*H*W) @ W[:, :, i0:i1, j0:j1] (K, C*H*W)^T, no im2col, no pass
+    back to NCHW ((N, K, 1, 1) is (N, K)). None otherwise, or where the device has no
+    GEMM epilogue for the bias (its fused kernels run those layers)."""
+    if oh != 1 or ow != 1 or p.groups != 1 or p.dilation != (1, 1):
+        return None
+    spans = tuple((p.padding[a], p.padding[a] + xshape[2 + a]) for a in range(2))
+    if spans[0][1] > wshape[2] or spans[1][1] > wshape[3] or not dev.has("bias_act"):
+        return None
+    return spans
+
+
+def _one_gemm(spans, wshape):
+    """The taps are one (a 1x1 map) or the whole kernel: W's taps are then a (K, C*T)
+    view, no copy; else the GEMM runs a batch over the taps."""
+    return spans == ((0, wshape[2]), (0, wshape[3])) or \
+        all(hi - lo == 1 for lo, hi in spans)
+
+
+def _dense_weight(w, spans):
+    """W's live taps as a (K, C*T) view (_one_gemm layers)."""
+    (i0, i1), (j0, j1) = spans
+    return w[:, :, i0:i1, j0:j1].reshape(w.shape[0], w.shape[1] * (i1 - i0) * (j1 - j0))
+
+
+def _flat(a):
+    """(N, ...) -> (N, rest), a view of a compact array."""
+    rest = 1
+    for d in a.shape[1:]:
+        rest *= d          # not size // N: N may be 0
+    return a.compact().reshape(a.shape[0], rest)
+
+
+def _dense_forward(x, w, b, spans, relu, precision):
+    """y (N, K, 1, 1) = x by W's live taps, + bias (max(0, .) of it with relu)."""
+    n, k = x.shape[0], w.shape[0]
+    if _one_gemm(spans, w.shape):
+        y = _ac.matmul(_flat(x), _swap_last(_dense_weight(w, spans)), precision)
+    else:   # T taps: a batch of T GEMMs (N, C) @ (C, K), summed; no copy of W's taps
+        (i0, i1), (j0, j1) = spans
+        xt = x.permute(2, 3, 0, 1)                          # (H, W, N, C)
+        wt = w[:, :, i0:i1, j0:j1].permute(2, 3, 1, 0)      # (H, W, C, K)
+        taps = _ac.matmul(xt, wt, precision)                # (H, W, N, K)
+        y = taps.reshape(taps.shape[0] * taps.shape[1], n * k).sum(axis=0).reshape(n, k)
+    if b is not None or relu:
+        x.device.bias_act(y, None if b is None else b.compact(), relu)
+    return y.reshape(n, k, 1, 1)
+
+
 def conv_forward(x, w, b, p, relu=False, precision=None):
     """(output, col) for input x, weight w, bias b (or None); col is None when fused.
     relu: max(0, .) of the output, taken as it is written (a device whose conv2d and
@@ -158,6 +213,9 @@ def conv_forward(x, w, b, p, relu=False, precision=None):
     then col holds x's unrounded columns)."""
     precision = _lowp(precision, x.dtype)
     oh, ow = p.out_hw(x.shape, w.shape[2:])
+    spans = _dense_taps(x.device, x.shape, w.shape, p, oh, ow)
+    if spans is not None:
+        return _dense_forward(x, w, b, spans, relu, precision), None
     out = NDArray.make((x.shape[0], w.shape[0], oh, ow), device=x.device, dtype=x.dtype)
     fuse = {"relu": True} if relu else {}
     if _fused_at(precision, x.device, oh, ow, w.shape, p):
@@ -180,6 +238,9 @@ def conv_grad_input(g, w, xshape, p, rows=_rows_of, precision=None, rounded=None
     """dx from the output grad g; rows(g) gives g as (K, N*P) rows (im2col path only).
     precision "bf16": g and w read as bf16 values (rounded(g): g rounded, if cached)."""
     precision = _lowp(precision, g.dtype)
+    spans = _dense_taps(g.device, xshape, w.shape, p, *g.shape[2:])
+    if spans is not None and _one_gemm(spans, w.shape):   # dx (N, C*T) = g (N, K) @ W
+        return _ac.matmul(_flat(g), _dense_weight(w, spans), precision).reshape(xshape)
     dx = NDArray.make(xshape, device=g.device, dtype=g.dtype)
     if _fused_at(precision, g.device, *g.shape[2:], w.shape, p, xhw=xshape[2:]):
         g, w = _rounder(precision, rounded)(g), _ac.round_to(w, precision)
@@ -197,6 +258,9 @@ def conv_grad_weight(g, x, wshape, p, rows=_rows_of, col=None, precision=None, r
     Small maps take the fused kernels where the forward does (the layer's shape decides:
     Winograd's weight gradient wins there too). precision as conv_grad_input's."""
     precision = _lowp(precision, g.dtype)
+    spans = _dense_taps(g.device, x.shape, wshape, p, *g.shape[2:])
+    if spans is not None and _one_gemm(spans, wshape):
+        return _dense_grad_weight(g, x, wshape, spans, precision)
     if _fused_at(precision, g.device, *g.shape[2:], wshape, p):
         g, x = _rounder(precision, rounded)(g), _ac.round_to(x, precision)
         dw = NDArray.make(wshape, device=g.device, dtype=g.dtype)
@@ -210,8 +274,23 @@ def conv_grad_weight(g, x, wshape, p, rows=_rows_of, col=None, precision=None, r
     return _swap_last(dwt).compact().reshape(wshape)
 
 
+def _dense_grad_weight(g, x, wshape, spans, precision):
+    """dW's live taps (K, C*T) = g (N, K)^T @ x (N, C*T); zeros at the taps that read
+    only padding (_one_gemm layers: those taps are one or all)."""
+    dwt = _ac.matmul(_swap_last(_flat(g)), _flat(x), precision)
+    if spans == ((0, wshape[2]), (0, wshape[3])):
+        return dwt.reshape(wshape)
+    dw = NDArray.make(wshape, device=g.device, dtype=g.dtype)
+    dw.fill(0)
+    (i0, i1), (j0, j1) = spans
+    dw[:, :, i0:i1, j0:j1] = dwt.reshape(wshape[:2] + (1, 1))
+    return dw
+
+
 def conv_grad_bias(g, rows=None):
     """db[k]: the sum of g over batch and positions; rows(g) -> (rows, db) if already known."""
+    if g.shape[2] * g.shape[3] == 1 and g.device.has("bias_act"):   # 1x1 map: (N, K) rows
+        return _flat(g).sum(axis=0)
     if rows is not None and not _fused(g.device, *g.shape[2:]):
         return rows(g)[1]
     db = NDArray.make((g.shape[1],), device=g.device, dtype=g.dtype)
@@ -328,7 +407,10 @@ def conv_call(op_class, name, x, weight, bias, stride, padding, dilation, groups
     oh, ow = _check_conv(x, weight, bias, p)
     live = _live_taps(tuple(x.shape[2:]), tuple(weight.shape[2:]), p.stride, p.padding,
                       p.dilation, (oh, ow))
-    if live is not None and _one_tap(live):   # a slice op: its gradient puts dW back in place
+    if live is not None and _one_tap(live) and \
+            _dense_taps(x.device, x.shape, weight.shape, p, oh, ow) is None:
+        # a slice op: its gradient puts dW back in place (the dense path reads the tap
+        # as a view of the whole weight, and its dW gradient is whole)
         (i0, i1), (j0, j1) = live
         weight = weight[:, :, i0:i1, j0:j1]
         p = ConvParams(p.stride, (p.padding[0] - i0, p.padding[1] - j0), p.dilation, p.groups)
