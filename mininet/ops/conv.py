@@ -15,7 +15,7 @@ import functools
 import numbers
 
 from ..autograd import Op
-from ..ndarray import NDArray, float32
+from ..ndarray import NDArray, compact_strides, float32
 from .. import amp as _ac
 from .math import require_float
 from .shape import broadcast_to, reshape
@@ -35,7 +35,8 @@ def out_size(size, k, stride, pad, dil):
 
 
 class ConvParams:
-    """stride, padding, dilation (pairs) and groups, checked once."""
+    """stride, padding, dilation (pairs) and groups, checked once. Never changed after it is
+    made: equal params hash equal, so a layer's geometry is cached by them (_layer)."""
 
     def __init__(self, stride=1, padding=0, dilation=1, groups=1):
         self.stride = _pair(stride, "stride")
@@ -45,10 +46,21 @@ class ConvParams:
         if min(self.stride) < 1 or min(self.dilation) < 1 or self.groups < 1 or min(self.padding) < 0:
             raise ValueError(f"conv: stride {self.stride} and dilation {self.dilation} must be >= 1, "
                              f"padding {self.padding} >= 0, groups {self.groups} >= 1")
+        self._geometry = (self.stride, self.padding, self.dilation, self.groups)
+        self._hash = hash(self._geometry)
+
+    def __eq__(self, other):
+        return isinstance(other, ConvParams) and self._geometry == other._geometry
+
+    def __hash__(self):
+        return self._hash
+
+    def __repr__(self):
+        return "ConvParams(stride={}, padding={}, dilation={}, groups={})".format(*self._geometry)
 
     def geometry(self):
         """What a device's conv kernels take: stride, padding, dilation, groups."""
-        return self.stride, self.padding, self.dilation, self.groups
+        return self._geometry
 
     def out_hw(self, xshape, kernel, what="conv"):
         oh, ow = (out_size(xshape[2 + i], kernel[i], self.stride[i], self.padding[i], self.dilation[i])
@@ -59,42 +71,101 @@ class ConvParams:
         return oh, ow
 
 
-def _check_conv(x, w, b, p):
-    if x.ndim != 4 or w.ndim != 4:
-        raise ValueError(f"conv: input {x.shape} and weight {w.shape} must both be 4-D "
+# typed: 1, 1.0 and True are different keys (1.0 must fail as uncached, not hit 1's entry)
+@functools.lru_cache(maxsize=256, typed=True)
+def _cached_params(stride, padding, dilation, groups):
+    return ConvParams(stride, padding, dilation, groups)
+
+
+def conv_params(stride=1, padding=0, dilation=1, groups=1):
+    """ConvParams for these arguments, made once per distinct arguments (checking and
+    pairing them cost ~3 us a call); lists (unhashable) are made anew each time."""
+    try:
+        return _cached_params(stride, padding, dilation, groups)
+    except TypeError:   # unhashable, or a bad value: ConvParams below gives the error
+        pass
+    return ConvParams(stride, padding, dilation, groups)
+
+
+def _check_conv(xshape, wshape, bshape, p):
+    """The output map (oh, ow) of a valid layer; ValueError naming the problem otherwise."""
+    if len(xshape) != 4 or len(wshape) != 4:
+        raise ValueError(f"conv: input {xshape} and weight {wshape} must both be 4-D "
                          "(N, C, H, W) and (K, C/groups, kh, kw)")
-    n, c, _, _ = x.shape
-    k, cg = w.shape[:2]
+    n, c, _, _ = xshape
+    k, cg = wshape[:2]
     if c % p.groups or k % p.groups:
         raise ValueError(f"conv: groups={p.groups} must divide the input channels ({c}) and the "
-                         f"output channels ({k}); input {x.shape}, weight {w.shape}")
+                         f"output channels ({k}); input {xshape}, weight {wshape}")
     if cg * p.groups != c:
-        raise ValueError(f"conv: input {x.shape} has {c} channels but weight {w.shape} expects "
+        raise ValueError(f"conv: input {xshape} has {c} channels but weight {wshape} expects "
                          f"{cg * p.groups} ({cg} per group x {p.groups} groups)")
-    if b is not None and tuple(b.shape) != (k,):
-        raise ValueError(f"conv: bias of shape {b.shape} does not match {k} output channels")
-    return p.out_hw(x.shape, w.shape[2:])
+    if bshape is not None and bshape != (k,):
+        raise ValueError(f"conv: bias of shape {bshape} does not match {k} output channels")
+    return p.out_hw(xshape, wshape[2:])
+
+
+class _Layer:
+    """What a layer's input shape, weight shape and params fix, worked out once (_layer):
+    the output map, the 1x1-map GEMM taps, the shapes and strides of the arrays made."""
+    __slots__ = ("oh", "ow", "kernel", "spans", "one_gemm", "out_shape", "out_strides",
+                 "col_shape", "col_strides", "pixels", "xhw")
+
+    def __init__(self, xshape, wshape, p):
+        self.oh, self.ow = oh, ow = p.out_hw(xshape, wshape[2:])
+        self.kernel = tuple(wshape[2:])
+        self.spans = _dense_spans(xshape, wshape, p, oh, ow)
+        self.one_gemm = self.spans is not None and _one_gemm(self.spans, wshape)
+        n, c = xshape[:2]
+        self.out_shape = (n, wshape[0], oh, ow)
+        self.out_strides = compact_strides(self.out_shape)
+        self.col_shape = (c * self.kernel[0] * self.kernel[1], n, oh, ow)
+        self.col_strides = compact_strides(self.col_shape)
+        self.pixels = oh * ow
+        self.xhw = tuple(xshape[2:])
+
+
+@functools.lru_cache(maxsize=1024)   # a model asks the same few layers every step
+def _layer(xshape, wshape, p):
+    return _Layer(xshape, wshape, p)
 
 
 # NDArray-level pieces --------------------------------------------------------------
-def _im2col(x, kernel, p, oh, ow):
+def _im2col(x, kernel, p, oh, ow, layer=None):
     n, c = x.shape[:2]
-    col = NDArray.make((c * kernel[0] * kernel[1], n, oh, ow), device=x.device, dtype=x.dtype)
+    if layer is None:
+        col = NDArray.make((c * kernel[0] * kernel[1], n, oh, ow), device=x.device, dtype=x.dtype)
+    else:
+        col = NDArray.make(layer.col_shape, layer.col_strides, x.device, dtype=x.dtype)
     x.device.im2col(x, col, tuple(kernel), p.stride, p.padding, p.dilation, oh, ow)
     return col
 
 
 def _grouped(a, groups):
-    """(rows, cols) -> (groups, rows/groups, cols) view; 2-D when groups == 1."""
+    """(rows, cols) -> (groups, rows/groups, cols) view; 2-D when groups == 1. A view
+    made directly (a general reshape costs ~5 us a call, three to four a pass)."""
+    a = a.compact()
     rows, cols = a.shape[0], 1
     for n in a.shape[1:]:
-        cols *= n          # not reshape(rows, -1): ambiguous when rows == 0
-    a = a.reshape(rows, cols)
-    return a if groups == 1 else a.reshape(groups, rows // groups, a.shape[1])
+        cols *= n          # not size // rows: rows may be 0
+    if groups == 1:
+        shape, strides = (rows, cols), (cols, 1)
+    else:
+        shape, strides = (groups, rows // groups, cols), (rows // groups * cols, cols, 1)
+    return NDArray.make(shape, strides, a.device, a.handle, a.offset, a.dtype)
 
 
 def _swap_last(a):
-    return a.swapaxes(-1, -2)
+    """The last two axes swapped, a view (made directly: swapaxes' checks cost more)."""
+    shape, strides = a.shape, a.strides
+    return NDArray.make(shape[:-2] + (shape[-1], shape[-2]),
+                        strides[:-2] + (strides[-1], strides[-2]), a.device, a.handle, a.offset,
+                        a.dtype)
+
+
+def _view(a, shape):
+    """A compact view of compact array a with the same size."""
+    return NDArray.make(shape, compact_strides(shape), a.device, a.handle, a.offset, a.dtype)
 
 
 def _rows_of(g, db=None):
@@ -110,7 +181,8 @@ def _fused(dev, oh, ow, wshape=None, p=None, xhw=None):
     """The device's implicit-GEMM kernels (its conv2d capability) for outputs of at least
     dev.conv2d_min_pixels pixels an image (a backend tuning), or smaller ones where the
     device says its kernels win for this layer (wshape, p given: forward; with the input
-    map xhw: the input gradient); im2col + one GEMM + to_nchw otherwise."""
+    map xhw: the input gradient); im2col + one GEMM + to_nchw otherwise. Asked anew every
+    call: tests and tunings change the device's answers (its own cache keys them)."""
     if not dev.has("conv2d"):
         return False
     if oh * ow >= dev.conv2d_min_pixels:
@@ -160,12 +232,25 @@ def _dense_taps(dev, xshape, wshape, p, oh, ow):
     y (N, K) = x (N, C*H*W) @ W[:, :, i0:i1, j0:j1] (K, C*H*W)^T, no im2col, no pass
     back to NCHW ((N, K, 1, 1) is (N, K)). None otherwise, or where the device has no
     GEMM epilogue for the bias (its fused kernels run those layers)."""
+    spans = _dense_spans(xshape, wshape, p, oh, ow)
+    if spans is None or not dev.has("bias_act"):
+        return None
+    return spans
+
+
+def _dense_spans(xshape, wshape, p, oh, ow):
+    """_dense_taps' answer on a device with the bias epilogue (shapes only)."""
     if oh != 1 or ow != 1 or p.groups != 1 or p.dilation != (1, 1):
         return None
     spans = tuple((p.padding[a], p.padding[a] + xshape[2 + a]) for a in range(2))
-    if spans[0][1] > wshape[2] or spans[1][1] > wshape[3] or not dev.has("bias_act"):
+    if spans[0][1] > wshape[2] or spans[1][1] > wshape[3]:
         return None
     return spans
+
+
+def _layer_taps(dev, layer):
+    """The layer's dense taps (_dense_taps) on device dev, from its cached geometry."""
+    return layer.spans if layer.spans is not None and dev.has("bias_act") else None
 
 
 def _one_gemm(spans, wshape):
@@ -176,9 +261,17 @@ def _one_gemm(spans, wshape):
 
 
 def _dense_weight(w, spans):
-    """W's live taps as a (K, C*T) view (_one_gemm layers)."""
+    """W's live taps as a (K, C*T) view (_one_gemm layers): the whole kernel of a compact
+    W, or one tap (i0, j0) of any W, strided over K and C."""
+    k, c, kh, kw = w.shape
     (i0, i1), (j0, j1) = spans
-    return w[:, :, i0:i1, j0:j1].reshape(w.shape[0], w.shape[1] * (i1 - i0) * (j1 - j0))
+    if (i1 - i0) * (j1 - j0) == kh * kw:
+        w = w.compact()
+        return NDArray.make((k, c * kh * kw), (c * kh * kw, 1), w.device, w.handle, w.offset,
+                            w.dtype)
+    s = w.strides
+    return NDArray.make((k, c), (s[0], s[1]), w.device, w.handle,
+                        w.offset + i0 * s[2] + j0 * s[3], w.dtype)
 
 
 def _flat(a):
@@ -186,7 +279,7 @@ def _flat(a):
     rest = 1
     for d in a.shape[1:]:
         rest *= d          # not size // N: N may be 0
-    return a.compact().reshape(a.shape[0], rest)
+    return _view(a.compact(), (a.shape[0], rest))
 
 
 def _dense_forward(x, w, b, spans, relu, precision):
@@ -202,7 +295,11 @@ def _dense_forward(x, w, b, spans, relu, precision):
         y = taps.reshape(taps.shape[0] * taps.shape[1], n * k).sum(axis=0).reshape(n, k)
     if b is not None or relu:
         x.device.bias_act(y, None if b is None else b.compact(), relu)
-    return y.reshape(n, k, 1, 1)
+    return _view(y, (n, k, 1, 1))
+
+
+_RELU = {"relu": True}   # to_nchw's and conv2d's keyword for the ReLU epilogue
+_NO_RELU: dict = {}      # (not relu=False: a device without the epilogue takes no keyword)
 
 
 def conv_forward(x, w, b, p, relu=False, precision=None):
@@ -211,21 +308,25 @@ def conv_forward(x, w, b, p, relu=False, precision=None):
     to_nchw take relu: the CPU). precision "bf16": x and w read as bf16 values, float32
     sums (the fused kernels on rounded copies, or the bf16 GEMM, which rounds as it packs:
     then col holds x's unrounded columns)."""
-    precision = _lowp(precision, x.dtype)
-    oh, ow = p.out_hw(x.shape, w.shape[2:])
-    spans = _dense_taps(x.device, x.shape, w.shape, p, oh, ow)
+    if precision is not None:
+        precision = _lowp(precision, x.dtype)
+    dev = x.device
+    layer = _layer(x.shape, w.shape, p)
+    spans = _layer_taps(dev, layer)
     if spans is not None:
         return _dense_forward(x, w, b, spans, relu, precision), None
-    out = NDArray.make((x.shape[0], w.shape[0], oh, ow), device=x.device, dtype=x.dtype)
-    fuse = {"relu": True} if relu else {}
-    if _fused_at(precision, x.device, oh, ow, w.shape, p):
-        x, w = _ac.round_to(x, precision), _ac.round_to(w, precision)
-        x.device.conv2d(x.compact(), w.compact(), None if b is None else b.compact(), out,
-                        *p.geometry(), **fuse)
+    oh, ow = layer.oh, layer.ow
+    out = NDArray.make(layer.out_shape, layer.out_strides, dev, dtype=x.dtype)
+    fuse = _RELU if relu else _NO_RELU
+    if _fused_at(precision, dev, oh, ow, w.shape, p):
+        if precision is not None:
+            x, w = _ac.round_to(x, precision), _ac.round_to(w, precision)
+        dev.conv2d(x.compact(), w.compact(), None if b is None else b.compact(), out,
+                   *p.geometry(), **fuse)
         return out, None
-    col = _im2col(x, w.shape[2:], p, oh, ow)
-    y = _ac.matmul(_grouped(w.compact(), p.groups), _grouped(col, p.groups), precision)
-    x.device.to_nchw(y, b, out, **fuse)
+    col = _im2col(x, layer.kernel, p, oh, ow, layer)
+    y = _ac.matmul(_grouped(w, p.groups), _grouped(col, p.groups), precision)
+    dev.to_nchw(y, b, out, **fuse)
     return out, col
 
 
@@ -237,19 +338,22 @@ def _rounder(precision, rounded):
 def conv_grad_input(g, w, xshape, p, rows=_rows_of, precision=None, rounded=None):
     """dx from the output grad g; rows(g) gives g as (K, N*P) rows (im2col path only).
     precision "bf16": g and w read as bf16 values (rounded(g): g rounded, if cached)."""
-    precision = _lowp(precision, g.dtype)
-    spans = _dense_taps(g.device, xshape, w.shape, p, *g.shape[2:])
-    if spans is not None and _one_gemm(spans, w.shape):   # dx (N, C*T) = g (N, K) @ W
-        return _ac.matmul(_flat(g), _dense_weight(w, spans), precision).reshape(xshape)
-    dx = NDArray.make(xshape, device=g.device, dtype=g.dtype)
-    if _fused_at(precision, g.device, *g.shape[2:], w.shape, p, xhw=xshape[2:]):
-        g, w = _rounder(precision, rounded)(g), _ac.round_to(w, precision)
-        g.device.conv2d_grad_input(g.compact(), w.compact(), dx, *p.geometry())
+    if precision is not None:
+        precision = _lowp(precision, g.dtype)
+    dev = g.device
+    layer = _layer(tuple(xshape), w.shape, p)
+    spans = _layer_taps(dev, layer)
+    if spans is not None and layer.one_gemm:   # dx (N, C*T) = g (N, K) @ W
+        return _view(_ac.matmul(_flat(g), _dense_weight(w, spans), precision), tuple(xshape))
+    dx = NDArray.make(xshape, device=dev, dtype=g.dtype)
+    if _fused_at(precision, dev, layer.oh, layer.ow, w.shape, p, xhw=layer.xhw):
+        if precision is not None:
+            g, w = _rounder(precision, rounded)(g), _ac.round_to(w, precision)
+        dev.conv2d_grad_input(g.compact(), w.compact(), dx, *p.geometry())
         return dx
-    oh, ow = p.out_hw(xshape, w.shape[2:])
-    dcol = _ac.matmul(_swap_last(_grouped(w.compact(), p.groups)), _grouped(rows(g), p.groups),
+    dcol = _ac.matmul(_swap_last(_grouped(w, p.groups)), _grouped(rows(g), p.groups),
                       precision)
-    g.device.col2im(dcol, dx, tuple(w.shape[2:]), p.stride, p.padding, p.dilation, oh, ow)
+    dev.col2im(dcol, dx, layer.kernel, p.stride, p.padding, p.dilation, layer.oh, layer.ow)
     return dx
 
 
@@ -257,21 +361,26 @@ def conv_grad_weight(g, x, wshape, p, rows=_rows_of, col=None, precision=None, r
     """dW from the output grad g and the input x (or its columns col, im2col path only).
     Small maps take the fused kernels where the forward does (the layer's shape decides:
     Winograd's weight gradient wins there too). precision as conv_grad_input's."""
-    precision = _lowp(precision, g.dtype)
-    spans = _dense_taps(g.device, x.shape, wshape, p, *g.shape[2:])
-    if spans is not None and _one_gemm(spans, wshape):
+    if precision is not None:
+        precision = _lowp(precision, g.dtype)
+    dev = g.device
+    wshape = tuple(wshape)
+    layer = _layer(x.shape, wshape, p)
+    spans = _layer_taps(dev, layer)
+    if spans is not None and layer.one_gemm:
         return _dense_grad_weight(g, x, wshape, spans, precision)
-    if _fused_at(precision, g.device, *g.shape[2:], wshape, p):
-        g, x = _rounder(precision, rounded)(g), _ac.round_to(x, precision)
-        dw = NDArray.make(wshape, device=g.device, dtype=g.dtype)
-        g.device.conv2d_grad_weight(g.compact(), x.compact(), dw, *p.geometry())
+    if _fused_at(precision, dev, layer.oh, layer.ow, wshape, p):
+        if precision is not None:
+            g, x = _rounder(precision, rounded)(g), _ac.round_to(x, precision)
+        dw = NDArray.make(wshape, device=dev, dtype=g.dtype)
+        dev.conv2d_grad_weight(g.compact(), x.compact(), dw, *p.geometry())
         return dw
     if col is None:
-        col = _im2col(x, wshape[2:], p, g.shape[2], g.shape[3])
+        col = _im2col(x, layer.kernel, p, layer.oh, layer.ow, layer)
     # dW^T = col @ rows^T, then transposed: a long-K product runs faster with the wide
     # operand as A than rows @ col^T does
     dwt = _ac.matmul(_grouped(col, p.groups), _swap_last(_grouped(rows(g), p.groups)), precision)
-    return _swap_last(dwt).compact().reshape(wshape)
+    return _view(_swap_last(dwt).compact(), wshape)
 
 
 def _dense_grad_weight(g, x, wshape, spans, precision):
@@ -279,7 +388,7 @@ def _dense_grad_weight(g, x, wshape, spans, precision):
     only padding (_one_gemm layers: those taps are one or all)."""
     dwt = _ac.matmul(_swap_last(_flat(g)), _flat(x), precision)
     if spans == ((0, wshape[2]), (0, wshape[3])):
-        return dwt.reshape(wshape)
+        return _view(dwt, wshape)
     dw = NDArray.make(wshape, device=g.device, dtype=g.dtype)
     dw.fill(0)
     (i0, i1), (j0, j1) = spans
@@ -289,13 +398,15 @@ def _dense_grad_weight(g, x, wshape, spans, precision):
 
 def conv_grad_bias(g, rows=None):
     """db[k]: the sum of g over batch and positions; rows(g) -> (rows, db) if already known."""
-    if g.shape[2] * g.shape[3] == 1 and g.device.has("bias_act"):   # 1x1 map: (N, K) rows
+    dev, (n, k, oh, ow) = g.device, g.shape
+    if oh * ow == 1 and dev.has("bias_act"):   # 1x1 map: (N, K) rows
         return _flat(g).sum(axis=0)
-    if rows is not None and not _fused(g.device, *g.shape[2:]):
+    fused = _fused(dev, oh, ow)
+    if rows is not None and not fused:
         return rows(g)[1]
-    db = NDArray.make((g.shape[1],), device=g.device, dtype=g.dtype)
-    if _fused(g.device, *g.shape[2:]):
-        g.device.conv2d_grad_bias(g.compact(), db)
+    db = NDArray.make((k,), device=dev, dtype=g.dtype)
+    if fused:
+        dev.conv2d_grad_bias(g.compact(), db)
     else:
         _rows_of(g, db)
     return db
@@ -398,24 +509,48 @@ def conv(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 def conv_call(op_class, name, x, weight, bias, stride, padding, dilation, groups):
     """op_class(params)(x, weight[, bias]) after the checks (errors name `name`), with
-    the weight cropped to its one live tap where the others read only padding."""
-    p = ConvParams(stride, padding, dilation, groups)
+    the weight cropped to its one live tap where the others read only padding. The shape
+    checks and the crop are worked out once per layer (_call_plan): ~25 us of Python a
+    call before, on a layer whose kernels may take less."""
+    p = conv_params(stride, padding, dilation, groups)
+    dtype = x.dtype
+    if dtype.kind != "f" or weight.dtype is not dtype or \
+            (bias is not None and bias.dtype is not dtype):
+        _check_dtypes(name, x, weight, bias)
+    crop = _call_plan(tuple(x.shape), tuple(weight.shape),
+                      None if bias is None else tuple(bias.shape), p)
+    if crop is not None:
+        dense, taps, cropped = crop
+        if dense is None or not x.device.has("bias_act"):   # (not a _dense_taps layer)
+            # a slice op: its gradient puts dW back in place (the dense path reads the
+            # tap as a view of the whole weight, and its dW gradient is whole)
+            weight, p = weight[taps], cropped
+    inputs = (x, weight) if bias is None else (x, weight, bias)
+    return op_class(p)(*inputs)
+
+
+def _check_dtypes(name, x, weight, bias):
+    """TypeError for an integer input, ValueError for mixed float dtypes."""
     require_float(name, x, weight, bias)
     if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
         raise ValueError(f"{name}: input, weight and bias dtypes differ ({x.dtype}, "
                          f"{weight.dtype}{', ' + str(bias.dtype) if bias is not None else ''})")
-    oh, ow = _check_conv(x, weight, bias, p)
-    live = _live_taps(tuple(x.shape[2:]), tuple(weight.shape[2:]), p.stride, p.padding,
-                      p.dilation, (oh, ow))
-    if live is not None and _one_tap(live) and \
-            _dense_taps(x.device, x.shape, weight.shape, p, oh, ow) is None:
-        # a slice op: its gradient puts dW back in place (the dense path reads the tap
-        # as a view of the whole weight, and its dW gradient is whole)
-        (i0, i1), (j0, j1) = live
-        weight = weight[:, :, i0:i1, j0:j1]
-        p = ConvParams(p.stride, (p.padding[0] - i0, p.padding[1] - j0), p.dilation, p.groups)
-    inputs = (x, weight) if bias is None else (x, weight, bias)
-    return op_class(p)(*inputs)
+
+
+@functools.lru_cache(maxsize=1024)   # a model asks the same few layers every step
+def _call_plan(xshape, wshape, bshape, p):
+    """conv_call's checks (ValueError naming the problem; not cached), then the crop
+    where one tap alone reads the image: (the layer's dense taps on a device with the
+    bias epilogue, which keep the whole weight, the weight index keeping the live tap,
+    the cropped layer's params), else None."""
+    oh, ow = _check_conv(xshape, wshape, bshape, p)
+    live = _live_taps(xshape[2:], wshape[2:], p.stride, p.padding, p.dilation, (oh, ow))
+    if live is None or not _one_tap(live):
+        return None
+    (i0, i1), (j0, j1) = live
+    taps = (slice(None), slice(None), slice(i0, i1), slice(j0, j1))
+    cropped = conv_params(p.stride, (p.padding[0] - i0, p.padding[1] - j0), p.dilation, p.groups)
+    return _dense_spans(xshape, wshape, p, oh, ow), taps, cropped
 
 
 @functools.lru_cache(maxsize=256)   # a model asks the same few geometries every step
