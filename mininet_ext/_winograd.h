@@ -11,6 +11,9 @@
 #define WINO_VBYTES 32
 /* Input channels per micro-kernel call: one B panel (KC x nr) stays in L1. */
 #define WINO_KC 256
+/* Padding after each of a block's 36 V and M rows (items; 64 bytes or more), so that the
+ * rows do not share L1 sets (wino_block) */
+#define WINO_ROW_PAD 16
 #define WCAT_(a, b) a##b
 #define WCAT(a, b) WCAT_(a, b)
 

@@ -137,10 +137,50 @@ static void WN(wino_out)(const WT* restrict m, mn_idx ms, WT* restrict o, int nr
 
 /* The 6x6 input patches of nr tiles into d[36][nr]; tiles past the last (tn[j] < 0) and
  * pixels outside the image (the padding) read as zero. */
+/* wino_gather where every tile is a whole image (one tile per image: a map of at most
+ * 6x6 padded pixels, as ResNet's 4x4 maps): the tiles' patches all start at (-ph, -pw),
+ * so the rows and columns inside are the same for the panel and the copy runs position
+ * by position, nr tiles long, with no per-tile bounds and no memset (the padding ring's
+ * rows are zeroed as they come). The tiles of a panel are consecutive images. */
+static void WN(wino_gather_images)(const WT* x, const wino_geom* g, mn_idx c,
+                                   const mn_idx* tn, WT* restrict d, int nr)
+{
+    mn_idx H = g->H, W = g->W, y0 = -g->ph, x0 = -g->pw, hw = H * W, chw = g->C * hw;
+    int n = 0;   /* tiles in use: past the last one tn < 0, and those come last */
+    while (n < nr && tn[n] >= 0) n++;
+    const WT* src = n ? x + (tn[0] * g->C + c) * hw : x;
+    /* the images' channel c side by side first, one run each: read straight from x, the
+     * nr runs C * H * W apart (2 KB for 32 channels of 4x4) fell into two L1 sets and
+     * missed L1 on every position */
+    WT buf[32 * 36];
+    if (n * hw <= 32 * 36) {
+        for (int j = 0; j < n; j++) memcpy(buf + j * hw, src + j * chw, hw * sizeof(WT));
+        src = buf;
+        chw = hw;
+    }
+    for (int r = 0; r < 6; r++) {
+        mn_idx y = y0 + r;
+        for (int s = 0; s < 6; s++) {
+            mn_idx xx = x0 + s;
+            WT* dst = d + (r * 6 + s) * nr;
+            int j = 0;
+            if (y >= 0 && y < H && xx >= 0 && xx < W) {
+                const WT* p = src + y * W + xx;
+                for (; j < n; j++) dst[j] = p[j * chw];
+            }
+            for (; j < nr; j++) dst[j] = 0;
+        }
+    }
+}
+
 static void WN(wino_gather)(const WT* x, const wino_geom* g, mn_idx c, const mn_idx* tn,
                             const mn_idx* ty, const mn_idx* tx, WT* restrict d, int nr)
 {
     mn_idx H = g->H, W = g->W;
+    if (g->th == 1 && g->tw == 1) {
+        WN(wino_gather_images)(x, g, c, tn, d, nr);
+        return;
+    }
     /* Any tile past the last or reaching into the padding: zero the whole d at once (one
      * contiguous fill), then copy only what lies inside. Zeroing tile by tile, 36 stores
      * nr apart, was vectorised into scatters and cost more than the GEMM on small maps
@@ -241,6 +281,10 @@ static void WN(wino_block)(const wino_geom* g, const WT* x, const WT* U, const W
 {
     mn_idx nb = g->nb, C = g->C, K = g->K, kp = g->kp, tpi = g->th * g->tw;
     int nr = g->nr, mr = g->mr, tm = g->m;
+    /* V's and M's 36 rows WINO_ROW_PAD items longer than they need: at C * nb items
+     * apart (a multiple of 4 KB for 32 or 64 channels) they all fell into the same L1
+     * sets, and the transforms, which touch all 36 rows at once, missed L1 */
+    mn_idx vs = C * nb + WINO_ROW_PAD, ms = kp * nb + WINO_ROW_PAD;
     for (mn_idx j = 0; j < nb; j++) {
         mn_idx t = t0 + j, r = t % tpi;
         tn[j] = t < g->T ? t / tpi : -1;
@@ -250,12 +294,12 @@ static void WN(wino_block)(const wino_geom* g, const WT* x, const WT* U, const W
     for (mn_idx c = 0; c < C; c++)
         for (mn_idx jp = 0; jp < nb; jp += nr) {
             WN(wino_gather)(x, g, c, tn + jp, ty + jp, tx + jp, D, nr);
-            WN(wino_in)(D, V + jp * C + c * nr, C * nb, nr);
+            WN(wino_in)(D, V + jp * C + c * nr, vs, nr);
         }
     for (int xi = 0; xi < 36; xi++) {
         const WT* u = U + xi * kp * C;
-        const WT* v = V + xi * C * nb;
-        WT* m = M + xi * kp * nb;
+        const WT* v = V + xi * vs;
+        WT* m = M + xi * ms;
         for (mn_idx jp = 0; jp < nb; jp += nr)
             for (mn_idx c0 = 0; c0 < C; c0 += WINO_KC) {
                 mn_idx kc = C - c0 < WINO_KC ? C - c0 : WINO_KC;
@@ -271,7 +315,7 @@ static void WN(wino_block)(const wino_geom* g, const WT* x, const WT* U, const W
     }
     for (mn_idx k = 0; k < K; k++)
         for (mn_idx jp = 0; jp < nb; jp += nr) {
-            WN(wino_out_any)(g, M + k * nb + jp, kp * nb, O, nr, bias ? bias[k] : (WT)0,
+            WN(wino_out_any)(g, M + k * nb + jp, ms, O, nr, bias ? bias[k] : (WT)0,
                              relu);
             WN(wino_scatter)(O, g, k, tn + jp, ty + jp, tx + jp, out, nr);
         }

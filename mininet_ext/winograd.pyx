@@ -37,6 +37,7 @@ cdef extern from "_winograd.h" nogil:
     int mn_gemm_mr()
     int mn_gemm_mr_short()
     int mn_gemm_nr(int itemsize)
+    int ROW_PAD "WINO_ROW_PAD"
     ctypedef struct wino_geom:
         Py_ssize_t N, C, H, W, K, OH, OW, ph, pw, th, tw, T, nb, kp
         int nr, mr, r, m
@@ -119,7 +120,7 @@ cdef wino_geom make_geom(tuple xshape, Py_ssize_t K, tuple pad, int itemsize, in
 cdef Py_ssize_t thread_items(wino_geom* g) noexcept nogil:
     """Items of one thread's workspace: V, M, the patches D and outputs O of one panel
     (the tile tables come after, as Py_ssize_t)."""
-    return 36 * g.C * g.nb + 36 * g.kp * g.nb + 36 * g.nr + 16 * g.nr
+    return 36 * (g.C * g.nb + ROW_PAD) + 36 * (g.kp * g.nb + ROW_PAD) + 36 * g.nr + 16 * g.nr
 
 
 def workspace_bytes(tuple xshape, Py_ssize_t K, tuple pad=(1, 1), int itemsize=4,
@@ -208,7 +209,7 @@ cdef void run_blocks(wino_geom* g, char* x, char* U, char* bias, char* out, char
                      Py_ssize_t* tab, int t, int nt, Py_ssize_t blocks,
                      int itemsize, int relu) noexcept nogil:
     """Thread t's blocks: t, t + nt, ..."""
-    cdef Py_ssize_t b = t, v = 0, m = 36 * g.C * g.nb, d = m + 36 * g.kp * g.nb
+    cdef Py_ssize_t b = t, v = 0, m = 36 * (g.C * g.nb + ROW_PAD), d = m + 36 * (g.kp * g.nb + ROW_PAD)
     cdef Py_ssize_t o = d + 36 * g.nr
     while b < blocks:
         if itemsize == 4:

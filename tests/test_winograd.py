@@ -70,6 +70,26 @@ def test_kernel_matches_direct(dtype, hw, pad, c, k):
     assert rel_err(winograd(x, wt, None, pad, flip=True), direct(x, w, None, pad)) < tol
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n", [1, 7, 33, 70])
+@pytest.mark.parametrize("hw,pad", [((4, 4), (1, 1)), ((6, 6), (0, 0)), ((2, 2), (2, 2)),
+                                    ((4, 6), (1, 0)), ((3, 5), (1, 1)), ((1, 1), (1, 1))])
+def test_kernel_one_tile_per_image(dtype, n, hw, pad):
+    """Maps whose 4x4 output is one tile (ResNet9's 4x4 layers): the kernel's whole-image
+    gather, with batches that leave a part-filled last panel; non-zero images next to
+    each other, so a tile that read its neighbour's pixels would show."""
+    h, wd = hw
+    x = (rng.standard_normal((n, 32, h, wd)) + 3).astype(dtype)
+    w = rng.standard_normal((40, 32, 3, 3)).astype(dtype)
+    b = rng.standard_normal(40).astype(dtype)
+    tol = F32_TOL if dtype == "float32" else F64_TOL
+    y = winograd(x, w, b, pad)
+    assert not np.isnan(y).any()
+    assert rel_err(y, direct(x, w, b, pad)) < tol
+    wt = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    assert rel_err(winograd(x, wt, None, pad, flip=True), direct(x, w, None, pad)) < tol
+
+
 def test_kernel_many_blocks_and_threads():
     """More tiles than one block holds, spread over the threads; every output written."""
     x = rng.standard_normal((5, 40, 23, 19)).astype("float32")
