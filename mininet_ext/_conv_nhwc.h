@@ -46,10 +46,12 @@ static void NAME(mn_idx nseg, mn_idx len, const T* const* P, const mn_idx* boff,
         const T* a[MN_NH_MR];                                                       \
         _Pragma("GCC unroll 16")                                                    \
         for (int i = 0; i < MN_NH_MR; i++) a[i] = P[s * MN_NH_MR + i];              \
-        const T* b = B + boff[s] * 2 * W;                                           \
+        /* B's rows by a bumped pointer: indexing b[c * 2W] made gcc sign-round each    \
+         * address (lea, cmovns, and) inside the loop */                             \
+        const V* b = (const V*)(B + boff[s] * 2 * W);                               \
         _Pragma("GCC unroll 2")                                                     \
-        for (mn_idx c = 0; c < len; c++) {                                          \
-            V b0 = *(const V*)(b + c * 2 * W), b1 = *(const V*)(b + c * 2 * W + W); \
+        for (mn_idx c = 0; c < len; c++, b += 2) {                                  \
+            V b0 = b[0], b1 = b[1];                                                 \
             _Pragma("GCC unroll 16")                                                \
             for (int i = 0; i < MN_NH_MR; i++) {                                    \
                 acc[i][0] += a[i][c] * b0;                                          \
@@ -94,33 +96,46 @@ static inline int mn_rl_width(int itemsize) { return MN_NH_VBYTES / itemsize; }
         }                                                                           \
     } while (0)
 
+#define MN_RL_STAGES(V, W, r)                                                       \
+    do {                                                                            \
+        if (W >= 16) MN_RL_STAGE(V, W, r, 8 % (W));                                 \
+        if (W >= 8) MN_RL_STAGE(V, W, r, 4 % (W));                                  \
+        if (W >= 4) MN_RL_STAGE(V, W, r, 2 % (W));                                  \
+        if (W >= 2) MN_RL_STAGE(V, W, r, 1 % (W));                                  \
+    } while (0)
+
+/* A whole block and an edge block are two functions: sharing one array r with the
+ * edge's memcpy calls kept r on the stack (perf: the shuffles read and wrote it there). */
 #define MN_RL_BLOCK(NAME, T, V, W)                                                  \
-static void NAME(const T* src, T* __restrict dst, mn_idx ni, mn_idx nj, mn_idx sj,  \
-                 mn_idx di)                                                         \
+static inline void NAME##_full(const T* src, T* __restrict dst, mn_idx sj, mn_idx di) \
 {                                                                                   \
     V r[W];                                                                         \
-    /* whole blocks by plain vector loads and stores; an edge block by memcpy calls */ \
-    if (ni == W && nj == W) {                                                       \
-        _Pragma("GCC unroll 16")                                                    \
-        for (int j = 0; j < W; j++) __builtin_memcpy(&r[j], src + j * sj, sizeof(V)); \
-    } else {                                                                        \
-        for (int j = 0; j < W; j++) {                                               \
-            r[j] = (V){0};                                                          \
-            if (j < nj)                                                             \
-                __builtin_memcpy(&r[j], src + j * sj, (size_t)ni * sizeof(T));      \
-        }                                                                           \
+    _Pragma("GCC unroll 16")                                                        \
+    for (int j = 0; j < W; j++) __builtin_memcpy(&r[j], src + j * sj, sizeof(V));   \
+    MN_RL_STAGES(V, W, r);                                                          \
+    _Pragma("GCC unroll 16")                                                        \
+    for (int i = 0; i < W; i++) __builtin_memcpy(dst + i * di, &r[i], sizeof(V));   \
+}                                                                                   \
+static void NAME##_edge(const T* src, T* __restrict dst, mn_idx ni, mn_idx nj,      \
+                        mn_idx sj, mn_idx di)                                       \
+{                                                                                   \
+    V r[W];                                                                         \
+    for (int j = 0; j < W; j++) {                                                   \
+        r[j] = (V){0};                                                              \
+        if (j < nj)                                                                 \
+            __builtin_memcpy(&r[j], src + j * sj, (size_t)ni * sizeof(T));          \
     }                                                                               \
-    if (W >= 16) MN_RL_STAGE(V, W, r, 8 % (W));                                    \
-    if (W >= 8) MN_RL_STAGE(V, W, r, 4 % (W));                                      \
-    if (W >= 4) MN_RL_STAGE(V, W, r, 2 % (W));                                      \
-    if (W >= 2) MN_RL_STAGE(V, W, r, 1 % (W));                                      \
-    if (ni == W && nj == W) {                                                       \
-        _Pragma("GCC unroll 16")                                                    \
-        for (int i = 0; i < W; i++) __builtin_memcpy(dst + i * di, &r[i], sizeof(V)); \
-        return;                                                                     \
-    }                                                                               \
+    MN_RL_STAGES(V, W, r);                                                          \
     for (mn_idx i = 0; i < ni; i++)                                                 \
         __builtin_memcpy(dst + i * di, &r[i], (size_t)nj * sizeof(T));              \
+}                                                                                   \
+static inline void NAME(const T* src, T* __restrict dst, mn_idx ni, mn_idx nj,      \
+                        mn_idx sj, mn_idx di)                                       \
+{                                                                                   \
+    if (ni == W && nj == W)                                                         \
+        NAME##_full(src, dst, sj, di);                                              \
+    else                                                                            \
+        NAME##_edge(src, dst, ni, nj, sj, di);                                      \
 }
 
 MN_RL_BLOCK(mn_rl_block4, unsigned int, mn_rl_v4, MN_NH_VBYTES / 4)

@@ -10,8 +10,10 @@ convolution is the plain GEMM (N*H*W x C) @ (C x K), and y is NHWC as it comes o
 - forward: tiles of MR output pixels x NR output channels (_conv_nhwc.h). Each pixel
   reads each tap's C values in place through its own pointer (a shared zero run on
   padding), so the pixels of a tile may span image rows and images: a 2x2 or 1x1 map
-  fills whole tiles. Taps that read only padding for every pixel are dropped (a 1x1 map
-  under a padded 3x3 filter runs its centre tap only).
+  fills whole tiles. Pixels go by border classes (_border_classes): those whose taps
+  inside the image are the same share tiles, and a tile runs only those taps, so no
+  padding is multiplied (a 4x4 map under a padded 3x3 filter: 16% of the work; 2x2: 31%)
+  and no run crosses the image's side (no copies).
 - input grad: the same kernel over input pixels, each reading dy (K values per output
   pixel) at the taps that reach it, with the filters as (kh*kw*K) x C. Pixels are taken
   stride phase by phase (h % sh, w % sw), so every pixel of a tile has the same taps and
@@ -29,6 +31,7 @@ CPUDevice's NCHW convolutions use around these kernels where they run them (_nhw
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from cython.parallel cimport prange
 from cython cimport floating
+import functools
 from libc.string cimport memset, memcpy
 from mininet_ext.buffer cimport Buffer
 from mininet_ext._omp cimport threads_for
@@ -72,10 +75,11 @@ cdef Py_ssize_t GMR_SHORT = mn_gemm_mr_short()
 cdef Py_ssize_t MC = 256                 # weight grad: output pixels per packed chunk
 cdef Py_ssize_t GROUP_ITEMS = 16384      # forward/dx: input values a group of tiles reads
 # Runs of whole kernel rows (kw*C values) or of single taps (C values)? Rows make longer
-# inner loops but copy the runs that cross the image's sides. Forward, rows against taps
-# (2 threads, Zen 4, medians of 9): C = 1..16 0.54-0.91x the time, C = 32 at 16x16 0.77x
-# but at 4x4 1.33x (every pixel is near a side), C = 64 at 8x8 1.51x. Weight grad: rows
-# 0.22-0.72x up to C = 32, 0.95-1.03x at C = 64.
+# inner loops but (weight grad) copy the runs that cross the image's sides. Forward, rows
+# against taps (2 threads, Zen 4, medians of 9), when its runs were copied too: C = 1..16
+# 0.54-0.91x the time, C = 32 at 16x16 0.77x but at 4x4 1.33x, C = 64 at 8x8 1.51x. Since
+# the border classes (no copies) a tie at 1 thread: 0.98-1.02x for C = 16..64. Weight
+# grad: rows 0.22-0.72x up to C = 32, 0.95-1.03x at C = 64.
 cdef bint fwd_rows(Geo* g):
     return g.C <= 16 or (g.C <= 32 and g.OW >= 8)
 
@@ -95,9 +99,11 @@ cdef struct Seg:
 
 
 cdef struct Phase:
-    # input-grad pixels h = a + sh*u, w = b + sw*v (u < hq, v < wq) of every image, and the
-    # taps that reach them: segs[s0 .. s0 + ns]; tiles b0 .. b0 + ceil(N*hq*wq / MR)
-    Py_ssize_t a, b, hq, wq, s0, ns, b0
+    # input grad: pixels h = a + sh*u, w = b + sw*v (u < hq, v < wq) of every image;
+    # forward: a border class, output pixels oh = a + u, ow = b + v whose taps inside the
+    # image are the same. The taps (runs of ln values): segs[s0 .. s0 + ns]; tiles b0 ..
+    # b0 + ceil(N*hq*wq / MR)
+    Py_ssize_t a, b, hq, wq, s0, ns, b0, ln
 
 
 cdef inline Py_ssize_t round_up(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -173,13 +179,15 @@ cdef class Taps:
     cdef Py_ssize_t nj
 
     def __init__(self, list taps, Py_ssize_t rows_per_tap, Py_ssize_t kw, Py_ssize_t nj=1):
+        # taps: (i, j) pairs of runs nj taps long, or (i, j, nj) triples
         self.n, self.nj = len(taps), nj
         self.sbuf = Buffer(max(self.n, 1) * sizeof(Seg))
         self.bbuf = Buffer(max(self.n, 1) * sizeof(Py_ssize_t))
         self.segs, self.boffs = <Seg*>self.sbuf.ptr, <Py_ssize_t*>self.bbuf.ptr
-        for s, (i, j) in enumerate(taps):
-            self.segs[s].i, self.segs[s].j, self.segs[s].nj = i, j, nj
-            self.boffs[s] = (i * kw + j) * rows_per_tap
+        for s, tap in enumerate(taps):
+            self.segs[s].i, self.segs[s].j = tap[0], tap[1]
+            self.segs[s].nj = tap[2] if len(tap) > 2 else nj
+            self.boffs[s] = (tap[0] * kw + tap[1]) * rows_per_tap
 
 
 cdef Taps live_taps(Geo* g, Py_ssize_t rows_per_tap, object by_rows):
@@ -214,28 +222,44 @@ cdef const floating* spill_run(const floating* x, Geo* g, Py_ssize_t n, Py_ssize
     return d
 
 
-cdef void fwd_pointers(const floating* x, const floating* zero, Geo* g, const Seg* segs,
-                       Py_ssize_t nseg, Py_ssize_t m0, const floating** P, Py_ssize_t* rows,
-                       floating* spill) noexcept nogil:
-    """Tile of output pixels m0 .. m0 + MR: per run s and pixel i, where its nj*C inputs
-    are (a run that crosses the image's side is copied, with its zeros, into spill)."""
-    cdef Py_ssize_t i, s, m, n, oh, ow, h, w, nj, M = g.N * g.OH * g.OW
+cdef void fwd_pointers(const floating* x, const floating* zero, Geo* g, Phase* ph,
+                       const Seg* segs, Py_ssize_t q0, const floating** P,
+                       Py_ssize_t* rows) noexcept nogil:
+    """Tile of border class ph's output pixels q0 .. q0 + MR: per run s and pixel i, where
+    its run of input values starts (inside the image by the class's construction). The
+    pixel steps along the class's columns, rows, images: three divisions a tile, not a
+    pixel (they were a fifth of a small layer's forward)."""
+    cdef Py_ssize_t i, s, q, cnt = g.N * ph.hq * ph.wq
+    cdef Py_ssize_t n = q0 // (ph.hq * ph.wq), u = (q0 // ph.wq) % ph.hq, v = q0 % ph.wq
+    cdef Py_ssize_t off[64]   # a run's offset from the pixel's corner (ns <= kh*kw <= 64)
+    cdef const Seg* sg = segs + ph.s0
+    cdef const floating* corner
+    cdef bint near = ph.ns <= 64
+    if near:
+        for s in range(ph.ns):
+            off[s] = (sg[s].i * g.dh * g.W + sg[s].j * g.dw) * g.C
     for i in range(MR):
-        m = m0 + i
-        rows[i] = m if m < M else -1
-        n = m // (g.OH * g.OW)
-        oh = (m // g.OW) % g.OH
-        ow = m % g.OW
-        for s in range(nseg):
-            h = oh * g.sh - g.ph + segs[s].i * g.dh
-            w = ow * g.sw - g.pw + segs[s].j * g.dw
-            nj = segs[s].nj
-            if m >= M or h < 0 or h >= g.H or w + (nj - 1) * g.dw < 0 or w >= g.W:
+        q = q0 + i
+        if q >= cnt:
+            rows[i] = -1
+            for s in range(ph.ns):
                 P[s * MR + i] = zero
-            elif w >= 0 and w + (nj - 1) * g.dw < g.W:
-                P[s * MR + i] = x + ((n * g.H + h) * g.W + w) * g.C
-            else:   # nj > 1 (dilation 1)
-                P[s * MR + i] = spill_run(x, g, n, h, w, nj, spill + (s * MR + i) * nj * g.C)
+            continue
+        rows[i] = (n * g.OH + ph.a + u) * g.OW + ph.b + v
+        corner = x + ((n * g.H + (ph.a + u) * g.sh - g.ph) * g.W + (ph.b + v) * g.sw
+                      - g.pw) * g.C
+        for s in range(ph.ns):
+            if near:
+                P[s * MR + i] = corner + off[s]
+            else:
+                P[s * MR + i] = corner + (sg[s].i * g.dh * g.W + sg[s].j * g.dw) * g.C
+        v += 1
+        if v == ph.wq:
+            v = 0
+            u += 1
+            if u == ph.hq:
+                u = 0
+                n += 1
 
 
 cdef void dx_pointers(const floating* dy, const floating* zero, Geo* g, Phase* ph,
@@ -298,31 +322,31 @@ cdef void run_tiles(const floating* src, const floating* zero, const floating* b
     cdef Py_ssize_t nr = mn_nh_nr(sizeof(floating)), cols = g.C if dx else g.K
     cdef Py_ssize_t npan = (cols + nr - 1) // nr
     cdef Py_ssize_t bsize = g.kh * g.kw * (g.K if dx else g.C) * nr, width = nseg * MR
-    cdef Py_ssize_t ga = t0, gb, t, jp, p, ns
+    cdef Py_ssize_t ga = t0, gb, t, jp, p = 0, p0 = 0
     cdef Phase* ph = NULL
-    cdef const Py_ssize_t* bo = boffs
     while ga < t1:
         gb = min(ga + group, t1)
+        # the phase (dx) or border class (forward) of tile ga; tiles go up, so do they
+        while p0 + 1 < nph and phases[p0 + 1].b0 <= ga:
+            p0 += 1
+        p = p0
         for t in range(ga, gb):
+            while p + 1 < nph and phases[p + 1].b0 <= t:
+                p += 1
+            ph = &phases[p]
             if dx:
-                p = 0
-                while p + 1 < nph and phases[p + 1].b0 <= t:
-                    p += 1
-                ph = &phases[p]
                 dx_pointers(src, zero, g, ph, segs, (t - ph.b0) * MR, P + (t - ga) * width,
                             rows + (t - ga) * MR)
             else:
-                fwd_pointers(src, zero, g, segs, nseg, t * MR, P + (t - ga) * width,
-                             rows + (t - ga) * MR, spill + (t - ga) * width * run)
+                fwd_pointers(src, zero, g, ph, segs, (t - ph.b0) * MR, P + (t - ga) * width,
+                             rows + (t - ga) * MR)
         for jp in range(npan):
-            p = 0
+            p = p0
             for t in range(ga, gb):
-                ns, bo = nseg, boffs
-                if dx:
-                    while p + 1 < nph and phases[p + 1].b0 <= t:
-                        p += 1
-                    ns, bo = phases[p].ns, boffs + phases[p].s0
-                nh_kernel(ns, run, P + (t - ga) * width, bo, bp + jp * bsize, tile)
+                while p + 1 < nph and phases[p + 1].b0 <= t:
+                    p += 1
+                nh_kernel(phases[p].ns, phases[p].ln, P + (t - ga) * width,
+                          boffs + phases[p].s0, bp + jp * bsize, tile)
                 write_tile(tile, nr, rows + (t - ga) * MR, out, cols, jp * nr,
                            min(nr, cols - jp * nr), bias, relu)
         ga = gb
@@ -495,10 +519,84 @@ def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
     cdef Py_ssize_t M = g.N * g.OH * g.OW
     if M == 0 or g.K == 0:
         return
-    cdef Taps taps = live_taps(&g, g.C, fwd_rows(&g) if by_rows is None else by_rows)
-    return run(x, x_off, w, w_off, bias, b_off, out, out_off, &g, taps, None, 0,
-               (M + MR - 1) // MR, taps.n, taps.nj * g.C, itemsize, relu, False,
-               w_strides(&g, w_kcrs))
+    rows = fwd_rows(&g) if by_rows is None else bool(by_rows)
+    taps, phases, nph, ntiles, width, ln = _border_classes(
+        (g.N, g.H, g.W, g.C, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw), rows)
+    return run(x, x_off, w, w_off, bias, b_off, out, out_off, &g, taps, phases, nph,
+               ntiles, width, ln, itemsize, relu, False, w_strides(&g, w_kcrs))
+
+
+def _live_ranges(Py_ssize_t n_out, Py_ssize_t k, Py_ssize_t s, Py_ssize_t p, Py_ssize_t d,
+                 Py_ssize_t size):
+    """One axis's output positions in runs (first, count, first tap, end tap) whose taps
+    inside the input, i*d + o*s - p in [0, size), are the same range of i."""
+    out = []
+    for o in range(n_out):
+        base = o * s - p
+        lo = min(k, max(0, (-base + d - 1) // d))
+        hi = max(lo, min(k, (size - base + d - 1) // d))
+        if out and out[len(out) - 1][2:] == [lo, hi]:   # (wraparound is off)
+            out[len(out) - 1][1] += 1
+        else:
+            out.append([o, 1, lo, hi])
+    return out
+
+
+@functools.lru_cache(maxsize=256)   # a model runs the same few layers every step
+def _border_classes(tuple geo, bint by_rows):
+    """The forward's output pixels in border classes: pixels whose taps inside the image
+    are the same, so no tile multiplies padding and no run crosses the image's side. Per
+    class its taps (single taps, or with by_rows runs of a kernel row's live taps, kw*C
+    contiguous values at dilation 1), and its tiles. Returns (Taps, Phase buffer, classes,
+    tiles, the most runs of a class, the longest run)."""
+    N, H, W, C, kh, kw, sh, sw, ph, pw, dh, dw = geo
+    OH = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    OW = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    rows = by_rows and dw == 1 and kw > 1
+    taps, plist = [], []
+    ntiles = 0
+    for a, hq, i0, i1 in _live_ranges(OH, kh, sh, ph, dh, H):
+        for b, wq, j0, j1 in _live_ranges(OW, kw, sw, pw, dw, W):
+            if rows:
+                runs = [(i, j0, j1 - j0) for i in range(i0, i1)] if j1 > j0 else []
+                ln = (j1 - j0) * C
+            else:
+                runs = [(i, j, 1) for i in range(i0, i1) for j in range(j0, j1)]
+                ln = C
+            plist.append((a, b, hq, wq, len(taps), len(runs), ntiles, ln))
+            taps += runs
+            ntiles += (N * hq * wq + MR - 1) // MR
+    cdef Buffer phases = Buffer(len(plist) * sizeof(Phase))
+    cdef Phase* php = <Phase*>phases.ptr
+    for q, (a, b, hq, wq, s0, ns, b0, ln) in enumerate(plist):
+        php[q].a, php[q].b, php[q].hq, php[q].wq = a, b, hq, wq
+        php[q].s0, php[q].ns, php[q].b0, php[q].ln = s0, ns, b0, ln
+    return (Taps(taps, C, kw), phases, len(plist), ntiles, max(1, max(c[5] for c in plist)),
+            max(1, max(c[7] for c in plist)))
+
+
+cdef void split_by_work(const Phase* php, Py_ssize_t nph, Py_ssize_t ntiles, int nt,
+                        Py_ssize_t* cut) noexcept:
+    """cut[t] .. cut[t + 1]: thread t's tiles, of about equal work. The classes' tiles
+    differ (a 4x4 map's corner class runs 2 of 3 kernel rows over 2 of 3 columns): an
+    even count gave one of 2 threads 19% more than half the work."""
+    cdef Py_ssize_t p, k, t = 1, nb
+    cdef double total = 0, done = 0, cost
+    for p in range(nph):
+        nb = (php[p + 1].b0 if p + 1 < nph else ntiles) - php[p].b0
+        total += nb * (php[p].ns * php[p].ln + 64.0)   # 64: a tile's pointers and store
+    cut[0] = 0
+    for p in range(nph):
+        nb = (php[p + 1].b0 if p + 1 < nph else ntiles) - php[p].b0
+        cost = php[p].ns * php[p].ln + 64.0
+        for k in range(nb):
+            done += cost
+            while t < nt and done >= total * t / nt:
+                cut[t] = php[p].b0 + k + 1
+                t += 1
+    while t <= nt:
+        cut[t] = ntiles
+        t += 1
 
 
 cdef run(Buffer src, Py_ssize_t s_off, Buffer w, Py_ssize_t w_off, Buffer bias, Py_ssize_t b_off,
@@ -515,7 +613,7 @@ cdef run(Buffer src, Py_ssize_t s_off, Buffer w, Py_ssize_t w_off, Buffer bias, 
     cdef Py_ssize_t pstep = lined(group * max(width, 1) * MR * sizeof(void*))
     cdef Py_ssize_t rstep = lined(group * MR * sizeof(Py_ssize_t))
     cdef Py_ssize_t tstep = lined(MR * nr * itemsize)
-    cdef Py_ssize_t sstep = 0 if dx else lined(group * width * MR * run_len * itemsize)
+    cdef Py_ssize_t sstep = 0   # (a spill area no tile uses now)
     cdef Py_ssize_t step = pstep + rstep + tstep + sstep
     cdef Buffer bp = Buffer(max(bsize, 1) * itemsize)
     cdef Buffer zero = Buffer(max(run_len, 1) * itemsize, True)
@@ -525,6 +623,9 @@ cdef run(Buffer src, Py_ssize_t s_off, Buffer w, Py_ssize_t w_off, Buffer bias, 
     cdef Phase* php = NULL if phases is None else <Phase*>phases.ptr
     cdef int t
     cdef Py_ssize_t st = wst[0], sc = wst[1], sk = wst[2]
+    cdef Buffer cuts = Buffer((nt + 1) * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* cut = <Py_ssize_t*>cuts.ptr
+    split_by_work(php, nph, ntiles, nt, cut)
     with nogil:
         if itemsize == 4:
             if dx:
@@ -539,16 +640,16 @@ cdef run(Buffer src, Py_ssize_t s_off, Buffer w, Py_ssize_t w_off, Buffer bias, 
         for t in prange(nt, num_threads=nt, schedule='static'):
             if itemsize == 4:
                 run_tiles(<float*>src.ptr + s_off, <float*>zero.ptr, <float*>bp.ptr, g,
-                          taps.segs, taps.boffs, width, run_len, php, nph, ntiles * t // nt,
-                          ntiles * (t + 1) // nt, group, <const float**>(sp + t * step),
+                          taps.segs, taps.boffs, width, run_len, php, nph, cut[t], cut[t + 1],
+                          group, <const float**>(sp + t * step),
                           <Py_ssize_t*>(sp + t * step + pstep),
                           <float*>(sp + t * step + pstep + rstep),
                           <float*>(sp + t * step + pstep + rstep + tstep),
                           <float*>out.ptr + out_off, <float*>bias_p, relu, dx)
             else:
                 run_tiles(<double*>src.ptr + s_off, <double*>zero.ptr, <double*>bp.ptr, g,
-                          taps.segs, taps.boffs, width, run_len, php, nph, ntiles * t // nt,
-                          ntiles * (t + 1) // nt, group, <const double**>(sp + t * step),
+                          taps.segs, taps.boffs, width, run_len, php, nph, cut[t], cut[t + 1],
+                          group, <const double**>(sp + t * step),
                           <Py_ssize_t*>(sp + t * step + pstep),
                           <double*>(sp + t * step + pstep + rstep),
                           <double*>(sp + t * step + pstep + rstep + tstep),
@@ -579,14 +680,14 @@ def input_grad(Buffer dy, Py_ssize_t dy_off, Buffer w, Py_ssize_t w_off, Buffer 
         for b in range(min(g.sw, g.W)):
             cols = _phase_taps(b, g.W, g.kw, g.sw, g.pw, g.dw, g.OW)
             hq, wq = (g.H - a + g.sh - 1) // g.sh, (g.W - b + g.sw - 1) // g.sw
-            plist.append((a, b, hq, wq, len(taps), len(rows) * len(cols), ntiles))
+            plist.append((a, b, hq, wq, len(taps), len(rows) * len(cols), ntiles, g.K))
             taps += [(i, j) for i in rows for j in cols]
             ntiles += (g.N * hq * wq + MR - 1) // MR
     cdef Buffer phases = Buffer(len(plist) * sizeof(Phase))
     cdef Phase* php = <Phase*>phases.ptr
-    for p, (a, b, hq, wq, s0, ns, b0) in enumerate(plist):
+    for p, (a, b, hq, wq, s0, ns, b0, ln) in enumerate(plist):
         php[p].a, php[p].b, php[p].hq, php[p].wq = a, b, hq, wq
-        php[p].s0, php[p].ns, php[p].b0 = s0, ns, b0
+        php[p].s0, php[p].ns, php[p].b0, php[p].ln = s0, ns, b0, ln
     width = max(ph[5] for ph in plist)
     return run(dy, dy_off, w, w_off, None, 0, dx, dx_off, &g, Taps(taps, g.K, g.kw), phases,
                len(plist), ntiles, width, g.K, itemsize, False, True, w_strides(&g, w_kcrs))

@@ -206,6 +206,34 @@ def test_runs_by_kernel_rows_or_by_taps(case, by_rows):
     np.testing.assert_allclose(dw, dw_want, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("by_rows", [True, False])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_border_classes_cover_each_pixel_with_its_inside_taps(case, by_rows):
+    """The forward's border classes: every output pixel in exactly one class, whose runs
+    are exactly the pixel's taps inside the image (no padding multiplied, none missed)."""
+    n, c, h, w, k, (kh, kw), (sh, sw), (ph, pw), (dh, dw) = case
+    geo = (n, h, w, c, kh, kw, sh, sw, ph, pw, dh, dw)
+    oh_n = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow_n = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    rows = nhwc._live_ranges(oh_n, kh, sh, ph, dh, h)
+    cols = nhwc._live_ranges(ow_n, kw, sw, pw, dw, w)
+    seen = {}
+    for a, hq, i0, i1 in rows:
+        for b, wq, j0, j1 in cols:
+            for oh in range(a, a + hq):
+                for ow in range(b, b + wq):
+                    seen[oh, ow] = {(i, j) for i in range(i0, i1) for j in range(j0, j1)}
+    assert sorted(seen) == [(o, q) for o in range(oh_n) for q in range(ow_n)]
+    for (oh, ow), taps in seen.items():
+        inside = {(i, j) for i in range(kh) for j in range(kw)
+                  if 0 <= oh * sh - ph + i * dh < h and 0 <= ow * sw - pw + j * dw < w}
+        assert taps == inside, (oh, ow)
+    _, _, nclass, ntiles, _, _ = nhwc._border_classes(geo, by_rows)
+    assert nclass == len(rows) * len(cols)
+    mr = nhwc.tile_sizes()[0]
+    assert ntiles == sum(-(-n * hq * wq // mr) for _, hq, _, _ in rows for _, wq, _, _ in cols)
+
+
 def test_kernel_refuses_short_buffers():
     from mininet_ext.buffer import Buffer
     x = np.zeros((2, 5, 5, 3), np.float32)
