@@ -17,6 +17,7 @@ how far the step is from its arithmetic at this machine's GEMM rate. On a shared
 the medians wobble; the ratios, taken round by round, much less."""
 import argparse
 import cProfile
+import inspect
 import pstats
 import time
 
@@ -174,12 +175,13 @@ def kernel_times(name, batch, threads, steps, **kw):
     plain = min(per_step(fn, steps) for _ in range(5))
     spent, calls, saved = collections.Counter(), collections.Counter(), {}
     for k in KERNELS:
-        saved[k] = method = getattr(CPUDevice, k)
+        saved[k] = inspect.getattr_static(CPUDevice, k)   # (alloc is a staticmethod)
+        method, static = getattr(CPUDevice, k), isinstance(saved[k], staticmethod)
 
-        def timed(self, *args, _method=method, _k=k, **kwargs):
+        def timed(self, *args, _method=method, _k=k, _static=static, **kwargs):
             start = time.perf_counter()
             try:
-                return _method(self, *args, **kwargs)
+                return _method(*args, **kwargs) if _static else _method(self, *args, **kwargs)
             finally:
                 spent[_k] += time.perf_counter() - start
                 calls[_k] += 1

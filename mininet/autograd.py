@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import numbers
+import operator
 import threading
 import weakref
 from typing import Any
@@ -164,14 +165,14 @@ class Value:
         values at once, and records the op and inputs when grad mode is on and an input
         requires grad (else returns a constant). The output's shape is what the op gives."""
         value = object.__new__(cls)
-        try:
-            arrays = [x.cached_data for x in inputs]
+        try:   # (map and attrgetter run in C: a comprehension is a function call in 3.11)
+            arrays = list(map(_data_of, inputs))
         except AttributeError:   # a numpy array, list or number where a Tensor belongs
             raise _not_a_tensor(op, inputs) from None
         tokens = _begin(op, inputs, "forward") if _observers else None
         value.cached_data = data = op.compute(*arrays)
         # (_init spelled out: this runs for every op)
-        if _state.enabled and True in [x.requires_grad for x in inputs]:   # (no generator)
+        if _state.enabled and any(map(_requires_grad_of, inputs)):
             value.op, value.inputs, value.requires_grad = op, tuple(inputs), True
             value._versions = _record_versions(value)
         else:  # no graph to keep: a constant
@@ -181,6 +182,10 @@ class Value:
         if tokens is not None:
             _end(tokens, value)
         return value
+
+
+_data_of = operator.attrgetter("cached_data")
+_requires_grad_of = operator.attrgetter("requires_grad")
 
 
 def _not_a_tensor(op, inputs):
@@ -279,9 +284,9 @@ class Tensor(Value):
     def make_const(data, requires_grad=False):
         """A leaf Tensor over `data` (an NDArray, or a Tensor's array) without
         copying, of data's shape; requires_grad as given. The fast constructor the ops use."""
-        t = object.__new__(Tensor)
-        t._init(None, (), data.cached_data if isinstance(data, Tensor) else data, requires_grad)
-        t.grad = None
+        t = object.__new__(Tensor)   # (_init spelled out: ~10 of these a training step)
+        t.op, t.inputs, t.requires_grad, t.grad = None, (), requires_grad, None
+        t.cached_data = data.cached_data if isinstance(data, Tensor) else data
         return t
 
     # data access -------------------------------------------------------------
@@ -1200,7 +1205,11 @@ def find_topo_sort(node_list, stop=None):
             for child in todo:
                 if child.requires_grad and id(child) not in visited:
                     visited.add(id(child))
-                    stack.append((child, _inputs_of(child, stop)))
+                    if child.op is None:   # a leaf (no inputs): its own entry at once
+                        order.append(child)
+                        continue
+                    stack.append((child, reversed(child.inputs) if stop is None else
+                                  _inputs_of(child, stop)))
                     break
             else:
                 stack.pop()
@@ -1328,7 +1337,8 @@ def partial_grads(outputs, inputs, grad_outputs):
 
 
 def _ones_like(x):
-    return Tensor.make_const(NDArray.make(x.shape, device=x.device, dtype=x.dtype).fill(1.0))
+    a = x.cached_data   # (its fields read directly: backward's seed, every step)
+    return Tensor.make_const(NDArray.make(a.shape, None, a.device, None, 0, a.dtype).fill(1.0))
 
 
 # version counters: in-place writes against the values backward reads -----------------------
@@ -1355,14 +1365,18 @@ def _bump(arr):
 
 def _record_versions(node):
     """(each input's version, ..., the output's version), as they are now. Made for every
-    recorded node: one and two inputs are spelled out (40% less than a list)."""
+    recorded node: one to three inputs are spelled out (40% less than a list)."""
     ins = node.inputs
     try:
         out = node.cached_data.handle.version
-        if len(ins) == 2:
+        n = len(ins)
+        if n == 2:
             return (ins[0].cached_data.handle.version, ins[1].cached_data.handle.version, out)
-        if len(ins) == 1:
+        if n == 1:
             return (ins[0].cached_data.handle.version, out)
+        if n == 3:   # (a Linear with its bias)
+            return (ins[0].cached_data.handle.version, ins[1].cached_data.handle.version,
+                    ins[2].cached_data.handle.version, out)
         vs = [x.cached_data.handle.version for x in ins]
     except AttributeError:   # a tuple value, or a handle without versions
         vs, out = [_version(x.cached_data) for x in ins], _version(node.cached_data)
@@ -1693,10 +1707,11 @@ def _backward_to_leaves(output, out_grad, retain_graph):
 
 def _accumulate(leaf, g, recording):
     """leaf.grad += g (a leaf that requires grad), then its post-accumulate hooks."""
-    if not recording:
-        g = g.detach()
-        if g.cached_data.dtype is not leaf.cached_data.dtype and g.dtype != leaf.dtype:
-            g = Tensor.make_const(g.cached_data.astype(leaf.dtype))   # f32 leaf, f64 data
+    if not recording:   # a new leaf over g's values (detached), of the leaf's dtype
+        data, dtype = g.cached_data, leaf.cached_data.dtype
+        if data.dtype is not dtype and data.dtype != dtype:
+            data = data.astype(dtype)   # f32 leaf, f64 data
+        g = Tensor.make_const(data)
     leaf.grad = g if leaf.grad is None else leaf.grad + g
     if _any_hooks:
         for hook in getattr(leaf, "_hooks", None) or ():

@@ -48,7 +48,6 @@ def compact_strides(shape):
 
 prod = math.prod   # of a shape tuple; 1 for ()
 _RANGES = [list(range(n)) for n in range(33)]   # sorted(axes) of a permutation of n dims
-_LAST_TWO = ({0, 1}, {-1, -2}, {0, -1}, {-2, 1})  # the two axes of a matrix, any spelling
 
 
 def broadcast_shapes(*shapes):
@@ -117,14 +116,19 @@ class NDArray:
     def make(shape, strides=None, device=None, handle=None, offset=0, dtype=float32):
         """A new array object; allocates a compact buffer when handle is None."""
         arr = object.__new__(NDArray)
-        arr.shape = shape if type(shape) is tuple else tuple(shape)
-        arr.strides = compact_strides(arr.shape) if strides is None else \
-            strides if type(strides) is tuple else tuple(strides)
-        arr.device = device if device is not None else default_device()
-        arr.dtype = dtype
-        arr.offset = offset
-        arr.handle = handle if handle is not None else arr.device.alloc(
-            prod(arr.shape) * dtype.itemsize)
+        if type(shape) is not tuple:
+            shape = tuple(shape)
+        if strides is None:   # (up to 2 dims written out: the cached function costs more)
+            n = len(shape)
+            strides = (shape[1], 1) if n == 2 else (1,) if n == 1 else () if n == 0 else \
+                compact_strides(shape)
+        elif type(strides) is not tuple:
+            strides = tuple(strides)
+        if device is None:
+            device = default_device()
+        arr.shape, arr.strides, arr.offset = shape, strides, offset
+        arr.device, arr.dtype = device, dtype
+        arr.handle = handle if handle is not None else device.alloc(prod(shape) * dtype.itemsize)
         return arr
 
     def _view(self, shape, strides, offset):
@@ -250,7 +254,8 @@ class NDArray:
     def _check_writable(self):
         # an empty array has nothing to write, and its compact strides hold zeros ((2, 0) has
         # strides (0, 1)) that are no broadcast
-        if self.size and any(s == 0 and n > 1 for n, s in zip(self.shape, self.strides)):
+        if 0 in self.strides and self.size and \
+                any(s == 0 and n > 1 for n, s in zip(self.shape, self.strides)):
             raise ValueError(f"cannot write to a broadcast view (shape {self.shape}, strides "
                              f"{self.strides}): its elements share memory; copy() it first")
 
@@ -307,9 +312,13 @@ class NDArray:
     def swapaxes(self, a, b):
         """A view with axes a and b exchanged (negative from the end); IndexError
         for an axis out of range."""
-        if len(self.shape) == 2 and {a, b} in _LAST_TWO:   # a matrix transposed (backward's)
+        if len(self.shape) == 2 and -2 <= a <= 1 and -2 <= b <= 1 and (a - b) % 2:
+            # a matrix transposed (backward's, several a step): the view built in line
             (m, n), (s, t) = self.shape, self.strides
-            return self._view((n, m), (t, s), self.offset)
+            view = object.__new__(NDArray)
+            view.shape, view.strides, view.offset = (n, m), (t, s), self.offset
+            view.handle, view.device, view.dtype = self.handle, self.device, self.dtype
+            return view
         a, b = check_axis(a, self.ndim, "swapaxes"), check_axis(b, self.ndim, "swapaxes")
         axes = list(range(self.ndim))
         axes[a], axes[b] = axes[b], axes[a]
@@ -584,9 +593,18 @@ class NDArray:
     def _reduce(self, name, axis, keepdims):
         shape = self.shape
         axes = _normalize_axes(axis, len(shape))
-        final = tuple([1 if i in axes else n for i, n in enumerate(shape)]) if keepdims else \
-            tuple([n for i, n in enumerate(shape) if i not in axes])
-        a, outer, red, inner = self._reduce_layout(axes)
+        if axes and axes[-1] - axes[0] + 1 == len(axes) and self.dtype in _FLOATS:
+            # (one run of dims of a float array, the common case: _reduce_layout and the
+            # comprehensions in line)
+            first, last = axes[0], axes[-1] + 1
+            a, outer, red, inner = (self.compact(), prod(shape[:first]), prod(shape[first:last]),
+                                    prod(shape[last:]))
+            final = shape[:first] + (1,) * (last - first) + shape[last:] if keepdims else \
+                shape[:first] + shape[last:]
+        else:
+            final = tuple([1 if i in axes else n for i, n in enumerate(shape)]) if keepdims \
+                else tuple([n for i, n in enumerate(shape) if i not in axes])
+            a, outer, red, inner = self._reduce_layout(axes)
         if red == 0 and name != "sum":
             raise ValueError(f"{name}: zero-size array has no {name} along axis {axis}")
         dtype = int64 if name.startswith("arg") else a.dtype

@@ -147,6 +147,13 @@ cdef void adam_jobs_range(const adam_job* jobs, Py_ssize_t njobs, Py_ssize_t i0,
                        jobs[j].bc2)
 
 
+cdef inline bint fits(Buffer b, Py_ssize_t off, Py_ssize_t n, int itemsize):
+    """need()'s test without its messages: n items from item off lie inside b (n >= 0)."""
+    if n == 0:
+        return True
+    return b is not None and 0 <= off <= b.nbytes // itemsize and n <= b.nbytes // itemsize - off
+
+
 def adam_steps(list params, list grads, list g_offs, list ms, list vs, list sizes, list steps,
                double lr, double beta1, double beta2, double eps, double weight_decay,
                bint decoupled, int itemsize):
@@ -161,19 +168,23 @@ def adam_steps(list params, list grads, list g_offs, list ms, list vs, list size
     cdef Buffer jobs_mem = Buffer(max(njobs, 1) * sizeof(adam_job))
     cdef adam_job* jobs = <adam_job*>jobs_mem.ptr
     cdef Buffer p, g, m, v
+    cdef Py_ssize_t off
     for k in range(njobs):
-        p, g, m, v, n = params[k], grads[k], ms[k], vs[k], sizes[k]
+        p, g, m, v, n, off, t = params[k], grads[k], ms[k], vs[k], sizes[k], g_offs[k], steps[k]
         if n < 0:
             raise ValueError(f"adam_steps: size of parameter {k} must be >= 0, got {n}")
-        if steps[k] < 1:
-            raise ValueError(f"adam_steps: step of parameter {k} must be >= 1, got {steps[k]}")
-        need(p, 0, (n,), itemsize, "adam_steps", f"parameter {k}")
-        need(g, g_offs[k], (n,), itemsize, "adam_steps", f"gradient {k}")
-        need(m, 0, (n,), itemsize, "adam_steps", f"first moment m {k}")
-        need(v, 0, (n,), itemsize, "adam_steps", f"second moment v {k}")
-        jobs[k].p, jobs[k].g, jobs[k].m, jobs[k].v = p.ptr, g.ptr + <Py_ssize_t>g_offs[k] * itemsize, m.ptr, v.ptr
+        if t < 1:
+            raise ValueError(f"adam_steps: step of parameter {k} must be >= 1, got {t}")
+        # the messages are formatted only for a buffer that does not fit (every step runs this)
+        if not (fits(p, 0, n, itemsize) and fits(g, off, n, itemsize)
+                and fits(m, 0, n, itemsize) and fits(v, 0, n, itemsize)):
+            need(p, 0, (n,), itemsize, "adam_steps", f"parameter {k}")
+            need(g, off, (n,), itemsize, "adam_steps", f"gradient {k}")
+            need(m, 0, (n,), itemsize, "adam_steps", f"first moment m {k}")
+            need(v, 0, (n,), itemsize, "adam_steps", f"second moment v {k}")
+        jobs[k].p, jobs[k].g, jobs[k].m, jobs[k].v = p.ptr, g.ptr + off * itemsize, m.ptr, v.ptr
         jobs[k].n, jobs[k].start = n, total
-        jobs[k].bc1, jobs[k].bc2 = 1 - beta1 ** steps[k], 1 - beta2 ** steps[k]
+        jobs[k].bc1, jobs[k].bc2 = 1 - beta1 ** <double>t, 1 - beta2 ** <double>t
         total += n
     cdef int nt = threads_timed(total, total * ADAM_NS)
     cdef int tid

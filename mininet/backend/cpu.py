@@ -40,6 +40,14 @@ def _floats(what, *arrays):
                             "with .astype('float32')")
 
 
+def _one_dtype_of(what, dtype, *arrays):
+    """TypeError unless every array is of `dtype` (equal dtypes of other objects pass)."""
+    for a in arrays:
+        if a.dtype != dtype:
+            raise TypeError(f"{what}: parameters, gradients and moments must share one dtype, "
+                            f"got {dtype} and {a.dtype}")
+
+
 def _at(a):
     """a's buffer from its first element, for kernels that take no offset argument: a
     compact view such as x[1:] starts past the buffer's start (DESIGN rule 1)."""
@@ -69,8 +77,9 @@ _ENV_KEYS = {n: n.encode() for n in ("MININET_CONV_NHWC", "MININET_WINOGRAD",
 
 class CPUDevice(Device):
     name = "cpu"
-    capabilities = frozenset({"conv2d", "conv2d_relu", "softmax_xent", "batchnorm",
-                              "batchnorm_relu", "rows", "share_host", "lstm", "bias_act"})
+    capabilities = frozenset({"conv2d", "conv2d_relu", "softmax_xent", "xent_checks_labels",
+                              "batchnorm", "batchnorm_relu", "rows", "share_host", "lstm",
+                              "bias_act"})
     # Output pixels per image below which im2col + one GEMM beats the implicit GEMM: the
     # fused kernels cut each image into panels of 32 pixels, so 4x4 or 1x1 outputs (a
     # ResNet9's late layers) fill a panel by a fraction, where im2col's GEMM runs over the
@@ -78,8 +87,8 @@ class CPUDevice(Device):
     conv2d_min_pixels = 196
 
     # memory ---------------------------------------------------------------
-    def alloc(self, nbytes):
-        return _buffer.Buffer(nbytes)
+    # the Buffer class itself, not a method calling it: every array allocates (a call less)
+    alloc = staticmethod(_buffer.Buffer)
 
     def share(self, arr):
         """A handle over a C-contiguous numpy array's memory (no copy)."""
@@ -442,14 +451,26 @@ class CPUDevice(Device):
 
     def adam_steps(self, ps, gs, ms, vs, steps, lr, b1, b2, eps, wd, decoupled):
         """Every parameter in one kernel call (one parallel region)."""
-        _floats("Adam step", *ps, *gs)
-        dtypes = {a.dtype for a in (*ps, *gs, *ms, *vs)}
-        if len(dtypes) > 1:
-            raise TypeError(f"adam_steps: parameters, gradients and moments must share one "
-                            f"dtype, got {sorted(map(str, dtypes))}")
-        _opt.adam_steps([_at(p) for p in ps], [g.handle for g in gs], [g.offset for g in gs],
-                        [_at(m) for m in ms], [_at(v) for v in vs], [p.size for p in ps],
-                        list(steps), lr, b1, b2, eps, wd, decoupled, ps[0].dtype.itemsize)
+        dtype = ps[0].dtype
+        if dtype not in _FLOATS:
+            _floats("Adam step", *ps)
+        if not len(ps) == len(gs) == len(ms) == len(vs) == len(steps):
+            raise ValueError(f"adam_steps: {len(ps)} parameters, {len(gs)} gradients, "
+                             f"{len(ms)} and {len(vs)} moments, {len(steps)} steps")
+        hp, hg, og, hm, hv, sizes = [], [], [], [], [], []
+        # one loop, not six comprehensions (each a function call): this runs every step
+        for p, g, m, v in zip(ps, gs, ms, vs):
+            if not (p.dtype is dtype and g.dtype is dtype and m.dtype is dtype
+                    and v.dtype is dtype):
+                _one_dtype_of("adam_steps", dtype, p, g, m, v)
+            hp.append(_at(p) if p.offset else p.handle)
+            hg.append(g.handle)
+            og.append(g.offset)
+            hm.append(_at(m) if m.offset else m.handle)
+            hv.append(_at(v) if v.offset else v.handle)
+            sizes.append(p.size)
+        _opt.adam_steps(hp, hg, og, hm, hv, sizes, list(steps), lr, b1, b2, eps, wd, decoupled,
+                        dtype.itemsize)
 
     # channels-last (NHWC) convolution, mininet_ext/conv_nhwc.pyx: x (N, H, W, C), weight
     # (kh, kw, C, K), output (N, OH, OW, K); one group. The NCHW methods above hand it

@@ -28,7 +28,9 @@ class Device:
     rows (take_rows / add_rows: embedding lookups), lstm (lstm_gates / lstm_gates_grad),
     dropout (dropout_mask: masks from a counter-based generator on the device),
     share_host (share(numpy array): a handle over host memory, and array_view(NDArray): a
-    numpy array over a compact array's memory, both without a copy)."""
+    numpy array over a compact array's memory, both without a copy), xent_checks_labels
+    (softmax_xent and its gradient raise ValueError for a label outside [0, C): the loss
+    then needs no host pass over the labels)."""
     name = "device"
     capabilities: frozenset[str] = frozenset()
     conv2d_min_pixels = 0   # with conv2d: the smallest output map (pixels) it is used for
@@ -261,6 +263,7 @@ CORE_KERNELS = ("alloc", "from_numpy", "to_numpy", "copy", "cast", "fill", "bina
 KERNELS = {
     "conv2d": ("conv2d", "conv2d_grad_input", "conv2d_grad_weight", "conv2d_grad_bias"),
     "softmax_xent": ("softmax_xent", "softmax_xent_grad"),
+    "xent_checks_labels": ("softmax_xent", "softmax_xent_grad"),
     "batchnorm": ("batchnorm", "batchnorm_backward"),
     "batchnorm_relu": ("batchnorm", "batchnorm_backward"),
     "conv2d_relu": ("conv2d", "to_nchw"),   # both take relu=True (the op's ReLU epilogue)

@@ -9,7 +9,7 @@ import numpy as np
 from .. import ops
 from ..autograd import Tensor
 from ..ndarray import NDArray
-from ..ops.nn import label_range, xent_host_labels
+from ..ops.nn import label_range, xent_checked_labels, xent_host_labels
 from . import functional as F
 from .module import Module
 
@@ -150,8 +150,15 @@ class CrossEntropyLoss(_Loss):
     def forward(self, input: Tensor, target: Any) -> Tensor:
         plain = (self.weight is None and self.reduction == "mean" and not self.label_smoothing
                  and input.ndim == 2)
-        if plain and isinstance(target, Tensor) and not target.device.synchronous:
-            return ops.softmax_cross_entropy(input, target)   # labels stay on the device
+        if plain and isinstance(target, Tensor):
+            if not target.device.synchronous:
+                return ops.softmax_cross_entropy(input, target)   # labels stay on the device
+            # the kernel checks the labels; one equal to ignore_index lies outside [0, C)
+            # unless ignore_index is a class (then the host path below looks for it)
+            if not 0 <= self.ignore_index < input.shape[1]:
+                loss = xent_checked_labels(input, target)
+                if loss is not None:
+                    return loss
         y = _host_labels(target)
         if plain and y.dtype.kind in "iu":
             # integer labels: their min and max, read once, serve the range check and

@@ -359,27 +359,38 @@ class Linear(Op):
         return y.relu() if self.relu else y
 
     def gradient(self, g, node):
+        if not grad_enabled():
+            return self._gradient_now(g.cached_data, node)
         if self.relu:
-            g = ReLUGrad()(g, Tensor.make_const(node.cached_data)) if grad_enabled() else \
-                Tensor.make_const(nd_ewise(g.cached_data, node.cached_data, "pass_pos"))
+            g = ReLUGrad()(g, Tensor.make_const(node.cached_data))
         x, w = node.inputs[:2]
         b = node.inputs[2] if len(node.inputs) == 3 else None
         p = self.precision
-        if grad_enabled():  # recorded: built from ops, differentiable again
-            gx = matmul(g, _transpose(w), p) if x.requires_grad else None
-            g2 = g.reshape((-1, g.shape[-1]))
-            gw = matmul(_transpose(x.reshape((-1, x.shape[-1]))), g2, p) if w.requires_grad else None
-            from .reduce import summation
-            gb = summation(g2, (0,)) if b is not None and b.requires_grad else None
-            return gx, gw, gb
-        gd, xd, wd = g.cached_data, x.cached_data, w.cached_data
+        # recorded: built from ops, differentiable again
+        gx = matmul(g, _transpose(w), p) if x.requires_grad else None
+        g2 = g.reshape((-1, g.shape[-1]))
+        gw = matmul(_transpose(x.reshape((-1, x.shape[-1]))), g2, p) if w.requires_grad else None
+        from .reduce import summation
+        gb = summation(g2, (0,)) if b is not None and b.requires_grad else None
+        return gx, gw, gb
+
+    def _gradient_now(self, gd, node):
+        """The gradient straight on NDArrays, nothing recorded (every training step's
+        backward): the products and the bias's column sums, each wrapped once."""
+        if self.relu:
+            gd = nd_ewise(gd, node.cached_data, "pass_pos")
+        inputs, p, const = node.inputs, self.precision, Tensor.make_const
+        x, w = inputs[0], inputs[1]
+        xd, wd = x.cached_data, w.cached_data
         g2 = gd if len(gd.shape) == 2 else gd.reshape(-1, gd.shape[-1])
         x2 = xd if len(xd.shape) == 2 else xd.reshape(-1, xd.shape[-1])
-        grads = [_ac.matmul(gd, wd.swapaxes(0, 1), p) if x.requires_grad else None,
-                 _ac.matmul(x2.swapaxes(0, 1), g2, p) if w.requires_grad else None,
-                 g2.sum(0) if b is not None and b.requires_grad else None]
-        return tuple([None if a is None else Tensor.make_const(a)
-                      for a in grads[:len(node.inputs)]])
+        product = nd_matmul if p is None else _ac.matmul
+        args = () if p is None else (p,)
+        gx = const(product(gd, wd.swapaxes(0, 1), *args)) if x.requires_grad else None
+        gw = const(product(x2.swapaxes(0, 1), g2, *args)) if w.requires_grad else None
+        if len(inputs) == 2:
+            return gx, gw
+        return gx, gw, const(g2.sum(0)) if inputs[2].requires_grad else None
 
 
 def _transpose(a):

@@ -178,21 +178,20 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
-        self.step_count += 1
-        i = 0
-        steps = self.steps
+        self.__dict__["step_count"] = self.step_count + 1   # (__setattr__'s checks: not hot)
+        i, steps, grad_of = 0, self.steps, self._grad
         for group in self.param_groups:
             items, maximize = [], group.get("maximize")
             for p in group["params"]:
-                g = self._grad(p)
+                g = None if p.grad is None else grad_of(p)
                 if g is not None:
                     steps[i] = steps.get(i, 0) + 1
                     items.append((i, p, -g if maximize else g))
                 i += 1
             if items:
                 self.update_group(items, group)
-            for _, p, _ in items:
-                _bump(p.cached_data)   # written in place: graphs that saved p now raise
+            for item in items:
+                _bump(item[1].cached_data)   # written in place: graphs that saved p now raise
         return loss
 
     def update_group(self, items, group):
@@ -414,18 +413,26 @@ class Adam(Optimizer):
             # (a subclass that changes update() keeps its own per-parameter step)
             return super().update_group(items, group)
         (b1, b2) = group["betas"]
-        buckets = {}
+        state, steps, buckets = self.state, self.steps, {}
         for i, p, g in items:
             x = p.cached_data
-            key = (x.device, g.dtype)
+            st = state.get(i)
+            if st is None or "m" not in st or "v" not in st:
+                m, v = self._buffer(i, "m", g), self._buffer(i, "v", g)
+            else:
+                m, v = st["m"], st["v"]
+            # keyed by the device object's id: a Device hashes in Python (a call a lookup)
+            key = (id(x.device), g.dtype)
             batch = buckets.get(key)
             if batch is None:
-                batch = buckets[key] = ([], [], [], [], [])
-            for column, value in zip(batch, (x, g, self._buffer(i, "m", g),
-                                             self._buffer(i, "v", g), self.steps[i])):
-                column.append(value)
-        for (dev, _), (ps, gs, ms, vs, steps) in buckets.items():
-            dev.adam_steps(ps, gs, ms, vs, steps, group["lr"], b1, b2, group["eps"],
+                batch = buckets[key] = (x.device, [], [], [], [], [])
+            batch[1].append(x)
+            batch[2].append(g)
+            batch[3].append(m)
+            batch[4].append(v)
+            batch[5].append(steps[i])
+        for dev, ps, gs, ms, vs, ts in buckets.values():
+            dev.adam_steps(ps, gs, ms, vs, ts, group["lr"], b1, b2, group["eps"],
                            group["weight_decay"], group["decoupled_weight_decay"])
 
     def _amsgrad(self, i, p, g, group, t):
