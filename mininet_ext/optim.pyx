@@ -184,7 +184,7 @@ def adam_steps(list params, list grads, list g_offs, list ms, list vs, list size
             need(v, 0, (n,), itemsize, "adam_steps", f"second moment v {k}")
         jobs[k].p, jobs[k].g, jobs[k].m, jobs[k].v = p.ptr, g.ptr + off * itemsize, m.ptr, v.ptr
         jobs[k].n, jobs[k].start = n, total
-        jobs[k].bc1, jobs[k].bc2 = 1 - beta1 ** <double>t, 1 - beta2 ** <double>t
+        jobs[k].bc1, jobs[k].bc2 = 1 - beta1 ** t, 1 - beta2 ** t   # as the one-parameter path
         total += n
     cdef int nt = threads_timed(total, total * ADAM_NS)
     cdef int tid
