@@ -788,13 +788,13 @@ def _direct_wins(xshape, wshape, stride, groups):
     to 3/8. Measured (AMD EPYC Zen 4, 1 thread, CPU time, device call, before -> after):
     64x3x32x32 -> 16 7x7/4 500 -> 270 us (0.54x; PyTorch's forward + weight gradient
     ~520-790 us), 64x3x64x64 -> 32 7x7/2 0.54x, but 64x3x32x32 -> 16 3x3/2 1.53x (before
-    the last row of a 7-row filter ran alone: 7x7 0.71-0.84x). The forward, op-level against PyTorch's, before ->
-    after: 64x3x32x32 -> 16 7x7/4 1.76 -> 1.02, 64x3x32x32 -> 16 3x3/2
+    the last row of a 7-row filter ran alone: 7x7 0.71-0.84x). The forward, op-level
+    against PyTorch's, before -> after: 64x3x32x32 -> 16 7x7/4 1.76 -> 1.02, 64x3x32x32 -> 16 3x3/2
     1.32 -> 0.80, 64x3x64x64 -> 32 7x7/2 1.23 -> 0.98, 16x3x128x128 -> 64 7x7/2 0.56 ->
     0.44. Left out, stride 1: 64x3x32x32 -> 32 3x3 (1.00 -> 0.97, a tie: the 8 MB output
     bounds both) and MNIST's 100x1x28x28 -> 16 5x5 (1.26 -> 1.33: 25 taps amortise a
     tile's store less, and 28 columns fill 8-pixel tiles to 88%)."""
-    force = os.environ.get("MININET_CONV_DIRECT", "")
+    force = _env("MININET_CONV_DIRECT")
     if force == "0" or groups != 1 or len(xshape) != 4 or len(wshape) != 4 or \
             xshape[1] != wshape[1]:
         return False
