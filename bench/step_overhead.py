@@ -159,7 +159,10 @@ def profile(name, batch, threads, steps, top, **kw):
 
 
 KERNELS = ("matmul", "bias_act", "binary", "binary_scalar", "unary", "reduce", "softmax_xent",
-           "softmax_xent_grad", "adam_steps", "fill", "copy", "from_numpy", "to_numpy", "alloc")
+           "softmax_xent_grad", "adam_steps", "fill", "copy", "from_numpy", "to_numpy", "alloc",
+           "conv2d", "conv2d_grad_input", "conv2d_grad_weight", "conv2d_grad_bias", "im2col",
+           "col2im", "to_nchw", "maxpool", "maxpool_backward", "batchnorm",
+           "batchnorm_backward", "take_rows", "relu_grad_bias")
 
 
 def kernel_times(name, batch, threads, steps, **kw):

@@ -9,6 +9,7 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 from mininet_ext.buffer cimport Buffer
 from mininet_ext._omp cimport threads_for, threads_timed, arrived
+from mininet_ext._check cimport check_itemsize, need
 
 cdef extern from *:
     """
@@ -28,6 +29,45 @@ cdef extern from *:
     """
     double mn_sum_f32(const float* x, Py_ssize_t n) nogil
     double mn_sum_f64(const double* x, Py_ssize_t n) nogil
+
+cdef extern from *:
+    """
+    /* o[i] = y[i] > 0 ? g[i] : 0 (a ReLU's gradient; a NaN y masks, as numpy's y > 0), and
+     * the sum of o: two 64-byte vector accumulators (GCC vector extensions, whatever the
+     * ISA; an array of lanes made gcc keep the sums in memory), their lanes and the tail
+     * totalled in double. */
+    #define MN_DEF_RELU_MASK_SUM(NAME, T, IT)                                        \
+    typedef T NAME##_v __attribute__((vector_size(64), aligned(sizeof(T))));         \
+    typedef IT NAME##_m __attribute__((vector_size(64)));                            \
+    static double NAME(const T* g, const T* y, T* o, ptrdiff_t n) {                  \
+        const int W = 64 / sizeof(T);                                                \
+        NAME##_v a0 = {0}, a1 = {0}, zero = {0};                                     \
+        ptrdiff_t i = 0;                                                             \
+        for (; i + 2 * W <= n; i += 2 * W) {                                         \
+            NAME##_v y0 = *(const NAME##_v*)(y + i), y1 = *(const NAME##_v*)(y + i + W); \
+            NAME##_v g0 = *(const NAME##_v*)(g + i), g1 = *(const NAME##_v*)(g + i + W); \
+            NAME##_v v0 = (NAME##_v)((NAME##_m)g0 & (NAME##_m)(y0 > zero));          \
+            NAME##_v v1 = (NAME##_v)((NAME##_m)g1 & (NAME##_m)(y1 > zero));          \
+            *(NAME##_v*)(o + i) = v0;                                                \
+            *(NAME##_v*)(o + i + W) = v1;                                            \
+            a0 += v0;                                                                \
+            a1 += v1;                                                                \
+        }                                                                            \
+        a0 += a1;                                                                    \
+        double s = 0;                                                                \
+        for (; i < n; i++) {                                                         \
+            T v = y[i] > 0 ? g[i] : (T)0;                                            \
+            o[i] = v;                                                                \
+            s += v;                                                                  \
+        }                                                                            \
+        for (int l = 0; l < W; l++) s += a0[l];                                      \
+        return s;                                                                    \
+    }
+    MN_DEF_RELU_MASK_SUM(mn_relu_mask_sum_f32, float, int)
+    MN_DEF_RELU_MASK_SUM(mn_relu_mask_sum_f64, double, long long)
+    """
+    double mn_relu_mask_sum_f32(const float* g, const float* y, float* o, Py_ssize_t n) nogil
+    double mn_relu_mask_sum_f64(const double* g, const double* y, double* o, Py_ssize_t n) nogil
 
 # the reduction numbers, generated from mininet/backend/opcodes.py (REDUCE_OPS); argmax
 # and argmin must stay last: `op >= ARGMAX` picks the index-writing kernels
@@ -182,3 +222,44 @@ def reduce(int op, Buffer x, Py_ssize_t x_off, Py_ssize_t outer, Py_ssize_t red,
             reduce_all(op, <float*>x.ptr + x_off, outer, red, inner, f_out, idx, <float*>scratch.ptr, parts, nt)
         else:
             reduce_all(op, <double*>x.ptr + x_off, outer, red, inner, d_out, idx, <double*>scratch.ptr, parts, nt)
+
+
+cdef void relu_grad_channel(const floating* g, const floating* y, floating* out, floating* db,
+                            Py_ssize_t N, Py_ssize_t K, Py_ssize_t P, Py_ssize_t k) noexcept nogil:
+    cdef double s = 0
+    cdef Py_ssize_t n, at
+    for n in range(N):
+        at = (n * K + k) * P
+        if floating is float:
+            s += mn_relu_mask_sum_f32(g + at, y + at, out + at, P)
+        else:
+            s += mn_relu_mask_sum_f64(g + at, y + at, out + at, P)
+    db[k] = <floating>s
+
+
+def relu_grad_bias(Buffer g, Py_ssize_t g_off, Buffer y, Py_ssize_t y_off, Buffer out,
+                   Py_ssize_t out_off, Buffer db, Py_ssize_t db_off, Py_ssize_t N, Py_ssize_t K,
+                   Py_ssize_t P, int itemsize):
+    """The backward of relu(conv(x, w) + b) up to the convolution, in one pass over compact
+    (N, K, P) arrays: out = g where y > 0, else 0 (y: the op's output), and db[k] = the sum
+    of out over n and p (the bias gradient), against a mask pass and a sum pass that each
+    read the whole map."""
+    check_itemsize(itemsize, "relu_grad_bias")
+    for buf, off, dims, name in ((g, g_off, (N, K, P), "output gradient"),
+                                 (y, y_off, (N, K, P), "output"),
+                                 (out, out_off, (N, K, P), "masked gradient"),
+                                 (db, db_off, (K,), "bias gradient")):
+        need(buf, off, dims, itemsize, "relu_grad_bias", name)
+    if K == 0:
+        return
+    cdef Py_ssize_t k
+    cdef int nt = min(threads_for(N * K * P), K)
+    with nogil:
+        for k in prange(K, num_threads=nt, schedule='static'):
+            if itemsize == 4:
+                relu_grad_channel(<float*>g.ptr + g_off, <float*>y.ptr + y_off,
+                                  <float*>out.ptr + out_off, <float*>db.ptr + db_off, N, K, P, k)
+            else:
+                relu_grad_channel(<double*>g.ptr + g_off, <double*>y.ptr + y_off,
+                                  <double*>out.ptr + out_off, <double*>db.ptr + db_off, N, K,
+                                  P, k)

@@ -79,7 +79,7 @@ class CPUDevice(Device):
     name = "cpu"
     capabilities = frozenset({"conv2d", "conv2d_relu", "softmax_xent", "xent_checks_labels",
                               "batchnorm", "batchnorm_relu", "rows", "share_host", "lstm",
-                              "bias_act"})
+                              "bias_act", "relu_grad_bias"})
     # Output pixels per image below which im2col + one GEMM beats the implicit GEMM: the
     # fused kernels cut each image into panels of 32 pixels, so 4x4 or 1x1 outputs (a
     # ResNet9's late layers) fill a panel by a fraction, where im2col's GEMM runs over the
@@ -401,6 +401,23 @@ class CPUDevice(Device):
         _cg.weight_grad(g.handle, g.offset, x.handle, x.offset, _at(dw), x.shape, k,
                         groups, tuple(dw.shape[2:]), stride, padding, dilation, oh, ow,
                         g.dtype.itemsize)
+
+    def relu_grad_bias(self, g, y, out, db):
+        """out = g where y > 0, else 0, and db = out summed over all axes but 1, in one pass
+        (a fused conv + ReLU's backward: the masked grad and its bias gradient); g, y and out
+        compact, of one shape (N, K, ...) and dtype, db (K,)."""
+        _floats("relu_grad_bias", g, y)
+        if not (g.shape == y.shape == out.shape and len(g.shape) >= 2
+                and db.shape == (g.shape[1],)
+                and g.dtype == y.dtype == out.dtype == db.dtype
+                and g.is_compact() and y.is_compact() and out.is_compact()):
+            raise ValueError(f"relu_grad_bias: needs compact g, y, out of one shape (N, K, ...) "
+                             f"and dtype and db (K,), got {g.shape} {g.dtype}, {y.shape} "
+                             f"{y.dtype}, {out.shape} {out.dtype}, {db.shape} {db.dtype}")
+        n, k = g.shape[:2]
+        _red.relu_grad_bias(g.handle, g.offset, y.handle, y.offset, out.handle, out.offset,
+                            db.handle, db.offset, n, k, g.size // max(n * k, 1),
+                            g.dtype.itemsize)
 
     def conv2d_grad_bias(self, g, db):
         n, k = g.shape[:2]

@@ -272,6 +272,7 @@ KERNELS = {
     "dropout": ("dropout_mask",),
     "share_host": ("share", "array_view"),
     "bias_act": ("bias_act",),
+    "relu_grad_bias": ("relu_grad_bias",),
 }
 
 

@@ -13,10 +13,11 @@ from typing import Any
 from ..autograd import _observers
 from .activation import ReLU
 from .module import Module
-from .layers import Linear
+from .layers import Conv, Linear
 from .norm import BatchNorm1d, BatchNorm2d
 
-_FUSED_WITH_RELU = (BatchNorm1d, BatchNorm2d, Linear)   # classes with forward_relu
+_FUSED_WITH_RELU = (BatchNorm1d, BatchNorm2d, Conv, Linear)   # classes with forward_relu
+_FUSED_ALWAYS = (Conv, Linear)   # in eval too (a BatchNorm fuses only while training)
 
 
 def _module(what, m):
@@ -78,8 +79,8 @@ class Sequential(Module):
     def forward(self, x: Any) -> Any:
         """x through every module in order: returns the last module's output (its
         shape is what that module gives; the input shape is what the first takes).
-        A training BatchNorm, or a Linear, followed by a ReLU runs as one fused op (same
-        result)."""
+        A training BatchNorm, or a Linear or Conv2d, followed by a ReLU runs as one fused op
+        (same result)."""
         mods = self.modules_list
         fused = self._bn_relu_pairs(mods)
         if not fused or _observers:   # the profiler and ONNX tracer see every module
@@ -89,14 +90,14 @@ class Sequential(Module):
         i, n = 0, len(mods)
         while i < n:
             m = mods[i]
-            if i in fused and (m.training or type(m) is Linear):
+            if i in fused and (m.training or type(m) in _FUSED_ALWAYS):
                 x, i = m.forward_relu(x), i + 2
             else:
                 x, i = m(x), i + 1
         return x
 
     def _bn_relu_pairs(self, mods):
-        """Indices i of mods where a BatchNorm1d/2d or a Linear is followed by a ReLU (those
+        """Indices i of mods where a BatchNorm1d/2d, Linear or Conv2d is followed by a ReLU (those
         classes exactly: a subclass may change forward), cached until the modules' types
         change."""
         key = tuple(map(type, mods))

@@ -97,6 +97,12 @@ class Conv(Module):
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
                         self.groups)
 
+    def forward_relu(self, x: Tensor) -> Tensor:
+        """relu(self(x)) as one op (the ReLU taken as the output is written): the same
+        shapes and errors as forward. Sequential calls it for a Conv2d followed by a ReLU."""
+        return F.conv2d_relu(x, self.weight, self.bias, self.stride, self.padding,
+                             self.dilation, self.groups)
+
     def _get_name(self):
         return "Conv2d" if type(self) is Conv else super()._get_name()
 

@@ -421,6 +421,7 @@ class Conv(Op):
 
     precision = None   # "bf16" under mininet.autocast (at forward): x, w, grads as bf16
     _g16 = None        # (grad, grad rounded to bf16), shared by the two gradients
+    bias_grad = None   # (grad, its bias gradient) where already summed (ops/conv_fused.py)
 
     def compute(self, x, w, b=None):
         # bf16 inputs, float32 sums: the bf16 GEMM, or the fp32 kernels on rounded values
@@ -494,6 +495,11 @@ class ConvGradBias(Op):
         self.conv = conv
 
     def compute(self, g):
+        done = self.conv.bias_grad   # (g, db) from a fused ReLU's backward pass
+        if done is not None:
+            self.conv.bias_grad = None   # (holds a whole map: not past this step)
+            if done[0] is g:
+                return done[1]
         return conv_grad_bias(g, self.conv.rows)
 
     def gradient(self, h, node):

@@ -10,7 +10,8 @@ ConvReLU is a Conv: the gradient masks the output grad by y > 0 (the same as the
 pre-activation's sign) and hands it to the convolution's gradient ops, so the input,
 weight and bias gradients, and gradients of any order, are the convolution's.
 """
-from ..autograd import Tensor
+from ..autograd import Tensor, grad_enabled
+from ..ndarray import NDArray
 from ..backend.opcodes import UNARY
 from .. import amp as _ac
 from .conv import Conv, conv_call, conv_forward
@@ -38,8 +39,26 @@ class ConvReLU(Conv):
 
     def gradient(self, g, node):
         # the mask is a constant: relu's second derivative is zero almost everywhere
-        masked = ReLUGrad()(g, Tensor.make_const(node.cached_data))
+        y = node.cached_data
+        if self._mask_and_sum(g, node):
+            masked = Tensor.make_const(NDArray.make(y.shape, device=y.device, dtype=y.dtype))
+            db = NDArray.make((y.shape[1],), device=y.device, dtype=y.dtype)
+            y.device.relu_grad_bias(g.cached_data, y, masked.cached_data, db)
+            self.bias_grad = (masked.cached_data, db)   # ConvGradBias takes it
+        else:
+            masked = ReLUGrad()(g, Tensor.make_const(y))
         return super().gradient(masked, node)
+
+    @staticmethod
+    def _mask_and_sum(g, node):
+        """Whether the masked grad and the bias gradient come from one kernel pass: a
+        training step's backward (nothing recorded: a recorded graph needs the ReLUGrad
+        op) of a layer whose bias wants a gradient, on a device with that kernel."""
+        if grad_enabled() or len(node.inputs) < 3 or not node.inputs[2].requires_grad:
+            return False
+        gd, y = g.cached_data, node.cached_data
+        return (y.device.has("relu_grad_bias") and gd.device is y.device
+                and gd.dtype == y.dtype and gd.shape == y.shape and gd.is_compact())
 
 
 def conv_relu(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
