@@ -396,16 +396,16 @@ def _dense_grad_weight(g, x, wshape, spans, precision):
     return dw
 
 
-def conv_grad_bias(g, rows=None):
-    """db[k]: the sum of g over batch and positions; rows(g) -> (rows, db) if already known."""
+def conv_grad_bias(g, known=None):
+    """db[k]: the sum of g over batch and positions; known: db if already summed (with
+    g's (K, N*P) rows, for the im2col gradients), else None."""
     dev, (n, k, oh, ow) = g.device, g.shape
+    if known is not None:
+        return known
     if oh * ow == 1 and dev.has("bias_act"):   # 1x1 map: (N, K) rows
         return _flat(g).sum(axis=0)
-    fused = _fused(dev, oh, ow)
-    if rows is not None and not fused:
-        return rows(g)[1]
     db = NDArray.make((k,), device=dev, dtype=g.dtype)
-    if fused:
+    if dev.has("conv2d"):   # channel sums in place: no transposed copy of g
         dev.conv2d_grad_bias(g.compact(), db)
     else:
         _rows_of(g, db)
@@ -495,12 +495,15 @@ class ConvGradBias(Op):
         self.conv = conv
 
     def compute(self, g):
-        done = self.conv.bias_grad   # (g, db) from a fused ReLU's backward pass
+        conv = self.conv
+        done = conv.bias_grad   # (g, db) from a fused ReLU's backward pass
         if done is not None:
-            self.conv.bias_grad = None   # (holds a whole map: not past this step)
+            conv.bias_grad = None   # (holds a whole map: not past this step)
             if done[0] is g:
                 return done[1]
-        return conv_grad_bias(g, self.conv.rows)
+        # the im2col gradients transposed g to rows and summed them on the way
+        rows = conv._rows
+        return conv_grad_bias(g, rows[2] if rows is not None and rows[0] is g else None)
 
     def gradient(self, h, node):
         g = node.inputs[0]
