@@ -20,28 +20,55 @@ ctypedef fused word_t:
 cdef void copy_range(const word_t* src, word_t* dst, int nd, const Py_ssize_t* shape,
                      const Py_ssize_t* ss, const Py_ssize_t* ds, const Py_ssize_t* zero,
                      Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    # the first row's offsets by division, then the next rows' by stepping an odometer:
+    # short rows (a kernel's 2 or 3 taps) spent most of their time in row_start's divisions
     cdef Py_ssize_t inner = shape[nd - 1], pos = start, row, col, n, so, do, unused, j
     cdef Py_ssize_t sl = ss[nd - 1], dl = ds[nd - 1]
+    cdef Py_ssize_t idx[MAXDIM]
+    cdef int d
     cdef const word_t* s
-    cdef word_t* d
+    cdef word_t* d_
     cdef word_t v
-    while pos < stop:
-        row = pos // inner
-        col = pos - row * inner
-        row_start(row, nd, shape, ss, ds, zero, &so, &do, &unused)
+    if pos >= stop:
+        return
+    row = pos // inner
+    col = pos - row * inner
+    row_start(row, nd, shape, ss, ds, zero, &so, &do, &unused)
+    for d in range(nd - 2, -1, -1):
+        idx[d] = row % shape[d]
+        row = row // shape[d]
+    while True:
         n = inner - col if inner - col < stop - pos else stop - pos
         s = src + so + col * sl
-        d = dst + do + col * dl
+        d_ = dst + do + col * dl
         if sl == 1 and dl == 1:
-            memcpy(d, s, n * sizeof(word_t))
+            if n <= 4:
+                for j in range(n):
+                    d_[j] = s[j]
+            else:
+                memcpy(d_, s, n * sizeof(word_t))
         elif sl == 0:
             v = s[0]
             for j in range(n):
-                d[j * dl] = v
+                d_[j * dl] = v
         else:
             for j in range(n):
-                d[j * dl] = s[j * sl]
+                d_[j * dl] = s[j * sl]
         pos += n
+        if pos >= stop:
+            return
+        col = 0
+        d = nd - 2   # the next row: carry through the outer dims
+        while d >= 0:
+            idx[d] += 1
+            so += ss[d]
+            do += ds[d]
+            if idx[d] < shape[d]:
+                break
+            so -= shape[d] * ss[d]
+            do -= shape[d] * ds[d]
+            idx[d] = 0
+            d -= 1
 
 
 cdef void copy_run(const word_t* src, word_t* dst, int nd, const Py_ssize_t* shape,
