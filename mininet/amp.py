@@ -127,6 +127,8 @@ def matmul(a, b, precision):
             or b.dtype is not float32:
         return nd_matmul(a, b)
     _lowp(a, "matmul")
+    if a.device.bf16_path() == "fp32":   # (the CPU's, where vdpbf16ps is slower)
+        return nd_matmul(round_to(a, precision), round_to(b, precision))
     return nd_matmul(a, b, precision)
 
 

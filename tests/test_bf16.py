@@ -433,3 +433,33 @@ def test_bf16_kernels_check_their_buffers():
         mm.gemm_bf16(Buffer(16), 0, 4, 1, Buffer(64), 0, 4, 1, Buffer(64), 0, 4, 4, 4)
     with pytest.raises(ValueError, match="gemm_bf16: C"):
         mm.gemm_bf16(Buffer(64), 0, 4, 1, Buffer(64), 0, 4, 1, Buffer(16), 0, 4, 4, 4)
+
+
+# where vdpbf16ps is slower than float32 FMAs (a Sapphire Rapids core), bf16 products run as
+# the float32 GEMM of rounded inputs: the same values, float32 sums -------------------------
+@pytest.mark.parametrize("path", ["native", "fp32"])
+@pytest.mark.parametrize("m,n,k", [(1, 7, 1), (13, 33, 3), (100, 130, 257), (64, 2100, 40)])
+def test_gemm_on_either_path_matches_rounded_inputs(path, m, n, k, monkeypatch):
+    monkeypatch.setenv("MININET_BF16_GEMM", path)
+    assert mn.cpu().bf16_path() == path
+    rng = np.random.default_rng(m + n + k)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    check_tight(gemm16(NDArray(a), NDArray(b)), ref16(a, b), k)
+    at = NDArray(np.ascontiguousarray(a.T)).swapaxes(0, 1)   # a transposed view
+    check_tight(gemm16(at, NDArray(b)), ref16(a, b), k)
+
+
+def test_bf16_path_choice_is_cached_and_checked(monkeypatch):
+    from mininet.backend.cpu import CPUDevice
+    monkeypatch.delenv("MININET_BF16_GEMM", raising=False)
+    monkeypatch.setattr(CPUDevice, "_bf16_choice", None)
+    first = mn.cpu().bf16_path()
+    assert first in ("native", "fp32")
+    assert CPUDevice._bf16_choice == first and mn.cpu().bf16_path() == first
+    from mininet_ext import matmul
+    if not matmul.bf16_info()["native"]:
+        assert first == "native"   # no vdpbf16ps: rounding while packing is the cheaper way
+    monkeypatch.setenv("MININET_BF16_GEMM", "fast")
+    with pytest.raises(ValueError, match="MININET_BF16_GEMM must be native or fp32"):
+        mn.cpu().bf16_path()

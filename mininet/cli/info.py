@@ -113,6 +113,18 @@ def extension_matches_source(root=None):
     return current == recorded
 
 
+def bf16_gemm():
+    """How bf16 autocast products run here (CPUDevice.bf16_path), in words."""
+    from ..backend.cpu import cpu
+    try:
+        path = cpu().bf16_path()
+    except ValueError as e:   # a bad MININET_BF16_GEMM
+        return str(e)
+    return ("native (bf16 panels, vdpbf16ps where the CPU has AVX512_BF16)" if path == "native"
+            else "fp32 (inputs rounded to bf16, then the float32 GEMM: vdpbf16ps is slower "
+                 "here)")
+
+
 def gather():
     ok, why = cuda_status()
     build = build_info()
@@ -132,5 +144,6 @@ def gather():
         "cflags": build["cflags"],
         "kernel_isa": _isa.describe(),
         "gemm_blocking": build["blocking"],
+        "bf16_gemm": bf16_gemm(),
         "cuda": "available" if ok else f"unavailable: {why}",
     }
