@@ -195,6 +195,13 @@ class Device:
         max(y, 0) with relu (NaN kept): a Linear layer's epilogue in one pass."""
         raise NotImplementedError
 
+    # capability relu_grad_bias
+    def relu_grad_bias(self, g, y, out, db):
+        """out = g where y > 0, else 0, and db (K,) = out summed over every axis but 1, in
+        one pass (g, y, out compact, one shape (N, K, ...) and dtype): a fused conv +
+        ReLU's backward up to the convolution."""
+        raise NotImplementedError
+
     # capability softmax_xent
     def softmax_xent(self, z, labels, probs, loss):
         """probs = softmax of each row of compact z (N, C); loss (a 0-d array, on the
