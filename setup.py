@@ -90,8 +90,8 @@ X86_ISAS = {
     "avx512bf16": X86_BASE + ["-mavx2", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512dq",
                               "-mavx512vl", "-mavx512bf16"],
 }
-KERNEL_HEADERS = ["_kern.h", "_isa.h", "_gemm.h", "_gemm_sse2.h", "_gemm_small.h", "_convpack.h",
-                  "_bf16.h", "_peak_fma.h"]
+KERNEL_HEADERS = ["_kern.h", "_isa.h", "_gemm.h", "_tr16.h", "_gemm_sse2.h", "_gemm_small.h",
+                  "_convpack.h", "_bf16.h", "_peak_fma.h"]
 KERNEL_ARGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-Wno-unused-function",
                "-Wno-psabi"]
 ISA_PROBE = """typedef float v16 __attribute__((vector_size(64)));

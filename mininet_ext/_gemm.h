@@ -6,6 +6,7 @@
 #define MN_GEMM_H
 #include <stddef.h>
 #include <string.h>
+#include "_tr16.h"
 typedef ptrdiff_t mn_idx;
 
 #if defined(__AVX512F__)
@@ -42,10 +43,19 @@ static inline int mn_gemm_nr(int itemsize) { return itemsize == 4 ? MN_NR_F : MN
         else { *d0 = c[i][0]; *d1 = c[i][1]; }                                     \
     }
 
+/* The packed kernels fetch B's rows MN_KPF k-steps (2 KB of an AVX-512 float32 panel)
+ * ahead: a B panel all but fills L1 (KC x NR floats: 43 KB of 48 at K = 1024) and the A
+ * panels streaming past evict parts of it between uses; fetching them early took 2-5%
+ * off the 256 x 1024 x 1024 products of an MLP step (Sapphire Rapids Xeon, one thread,
+ * distances 16 and 32 alike, 8 less). Fetching A's panel too, read sequentially, gained
+ * nothing more. Not measured on Zen 4. */
+#define MN_KPF 16
+#define MN_KPREFETCH_B(b, W) { __builtin_prefetch(b, 0, 3); __builtin_prefetch((b) + (W), 0, 3); }
+
 /* The micro-kernel's body: MR rows of A (A(i, p) = A[p * AS + i]) times two vectors of
  * B per k (row p at B + p * LDB, loaded as VB: the aligned V from packed panels, the
  * unaligned VU from B read in place), accumulated in registers, then stored to C. */
-#define MN_KERNEL_BODY(V, VB, VU, W, MR, AS, LDB)                                  \
+#define MN_KERNEL_BODY(V, VB, VU, W, MR, AS, LDB, PF)                              \
 {                                                                                  \
     V c[MR][2];                                                                    \
     _Pragma("GCC unroll 16")                                                       \
@@ -60,6 +70,7 @@ static inline int mn_gemm_nr(int itemsize) { return itemsize == 4 ? MN_NR_F : MN
     _Pragma("GCC unroll 4")                                                        \
     for (mn_idx p = 0; p < kc; p++) {                                              \
         V b0 = *(const VB*)(B + p * (LDB)), b1 = *(const VB*)(B + p * (LDB) + W);  \
+        if (PF) MN_KPREFETCH_B(B + (p + MN_KPF) * (LDB), W)                         \
         _Pragma("GCC unroll 16")                                                   \
         for (int i = 0; i < MR; i++) {                                             \
             /* scalar * vector: gcc folds the broadcast into the FMA's load */     \
@@ -73,7 +84,7 @@ static inline int mn_gemm_nr(int itemsize) { return itemsize == 4 ? MN_NR_F : MN
 #define MN_DEF_KERNEL(NAME, T, V, VU, W, NR, MR)                                   \
 static void NAME(mn_idx kc, const T* __restrict A, const T* __restrict B,          \
                  T* C, mn_idx ldc, int accumulate)                                 \
-MN_KERNEL_BODY(V, V, VU, W, MR, MR, NR)
+MN_KERNEL_BODY(V, V, VU, W, MR, MR, NR, 1)
 
 #if MN_VBYTES == 16 && MN_MR == 4 && defined(__SSE2__)
 #include "_gemm_sse2.h"
@@ -176,6 +187,60 @@ static void NAME(const T* __restrict A, mn_idx rs, mn_idx kc, T* __restrict out)
 MN_DEF_PACK_A_ROWS(mn_pack_a_rows_f32, float)
 MN_DEF_PACK_A_ROWS(mn_pack_a_rows_f64, double)
 
+/* Packs nc columns of a transposed B (B(p, j) = B[j * cs + p]: each column contiguous,
+ * as W^T in an input gradient g @ W^T) into NR-wide panels, out[panel][p][j], zero past
+ * nc. W x W blocks (W: the vector's lanes) are read as W columns' vectors and transposed
+ * in registers, so each store writes a whole vector (a cache line with AVX-512); one
+ * scalar store per value, NR apart, cost more than the product's FMAs. A k tail of
+ * fewer than W values is copied value by value. */
+#define MN_DEF_PACK_B_T(NAME, T, V, VU, W, NR, TR)                                 \
+static void NAME(const T* __restrict B, mn_idx cs, mn_idx kc, mn_idx nc,           \
+                 T* __restrict out)                                                \
+{                                                                                  \
+    for (mn_idx j0 = 0; j0 < nc; j0 += NR) {                                       \
+        T* o = out + j0 * kc;   /* panel j0 / NR */                                \
+        mn_idx cols = nc - j0 < NR ? nc - j0 : NR;                                 \
+        for (int h = 0; h < NR; h += W) {                                          \
+            const T* b = B + (j0 + h) * cs;                                        \
+            int n = cols - h <= 0 ? 0 : cols - h >= W ? W : (int)(cols - h);       \
+            mn_idx p = 0;                                                          \
+            for (; p + W <= kc; p += W) {                                          \
+                V r[W];                                                            \
+                if (n == W) {                                                      \
+                    _Pragma("GCC unroll 16")                                       \
+                    for (int i = 0; i < W; i++) r[i] = *(const VU*)(b + i * cs + p); \
+                } else {   /* a partial panel: zero columns past nc */            \
+                    for (int i = 0; i < W; i++)                                    \
+                        r[i] = i < n ? (V)*(const VU*)(b + i * cs + p) : (V){0};   \
+                }                                                                  \
+                TR(r);                                                             \
+                _Pragma("GCC unroll 16")                                           \
+                for (int q = 0; q < W; q++) *(VU*)(o + (p + q) * NR + h) = r[q];   \
+            }                                                                      \
+            for (; p < kc; p++)                                                    \
+                for (int i = 0; i < W; i++) o[p * NR + h + i] = i < n ? b[i * cs + p] : 0; \
+        }                                                                          \
+    }                                                                              \
+}
+typedef int mn_vfi __attribute__((vector_size(MN_VBYTES)));
+typedef long long mn_vdi __attribute__((vector_size(MN_VBYTES)));
+#if MN_VF == 16
+MN_DEF_TR16(mn_tr_vf, mn_vf, mn_vfi)
+#elif MN_VF == 8
+MN_DEF_TR8(mn_tr_vf, mn_vf, mn_vfi)
+#else
+MN_DEF_TR4(mn_tr_vf, mn_vf, mn_vfi)
+#endif
+#if MN_VD == 8
+MN_DEF_TR8(mn_tr_vd, mn_vd, mn_vdi)
+#elif MN_VD == 4
+MN_DEF_TR4(mn_tr_vd, mn_vd, mn_vdi)
+#else
+MN_DEF_TR2(mn_tr_vd, mn_vd, mn_vdi)
+#endif
+MN_DEF_PACK_B_T(mn_pack_b_t_f32, float, mn_vf, mn_vf_u, MN_VF, MN_NR_F, mn_tr_vf)
+MN_DEF_PACK_B_T(mn_pack_b_t_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D, mn_tr_vd)
+
 /* A shorter kernel (2/3 of MR rows) for row counts that MR divides badly, such as
  * 16, 32 or 64 output channels of a convolution with MR = 12. */
 #define MN_MR_SHORT (MN_MR * 2 / 3)
@@ -244,7 +309,7 @@ static void NAME(mn_idx npan, const T* __restrict A, mn_idx astride,            
 #define MN_DEF_KERNEL_SB(NAME, T, V, VU, W, MR)                                    \
 static void NAME(mn_idx kc, const T* __restrict A, const T* __restrict B,          \
                  mn_idx ldb, T* C, mn_idx ldc, int accumulate)                     \
-MN_KERNEL_BODY(V, VU, VU, W, MR, MN_MR, ldb)  /* A: a packed MN_MR-row panel, MR rows used */
+MN_KERNEL_BODY(V, VU, VU, W, MR, MN_MR, ldb, 0)  /* A: a packed MN_MR-row panel, MR rows used */
 
 MN_DEF_KERNEL_SB(mn_kernel_sb_f32, float, mn_vf, mn_vf_u, MN_VF, MN_MR)
 MN_DEF_KERNEL_SB(mn_kernel_sb_f64, double, mn_vd, mn_vd_u, MN_VD, MN_MR)
@@ -295,18 +360,28 @@ MN_DEF_KERNEL_SA(mn_kernel_sa_short_half_f64, double, mn_vd, mn_vd_u, MN_VD, MN_
  * A operand is read straight from a padded image through a tap table,
  * A(i, p) = A[toff[p] + i] (i: MR consecutive output pixels of one row, p: tap), and
  * B is W^T packed as rows of NV*W output channels. No column panel is gathered; MR
- * is chosen per layer so that output rows split into whole tiles (MR = OW = 14, or
- * 28), and NV vectors cover the channels (16 or 32 floats). C rows are NV*W apart. */
+ * is chosen per layer so that output rows split into whole tiles (MR = OW = 14 or
+ * 16, two tiles of 14 for 28), and NV vectors cover the channels (16 or 32 floats).
+ * C rows are NV*W apart;
+ * with ADD the tile is added to C (the taps summed in chunks that stay in L1).
+ * The window's pointer is formed once per tap (the empty asm keeps it in a register):
+ * folded into each FMA's broadcast operand as base + index*4 + disp, Intel cores
+ * split every such FMA into two uops at rename (indexed operands of three-source
+ * instructions are not kept micro-fused). On a Sapphire Rapids Xeon the one-vector
+ * tile (14 x 16 floats, 800 taps) ran at 110 GFLOPS that way with the other core
+ * busy, 152 with the pointer formed once (180 -> 190 on an idle core; peak 217). */
 #define MN_DEF_KERNEL_TAB(NAME, T, V, W, MR, NV)                                   \
 static void NAME(mn_idx kc, const T* __restrict A, const mn_idx* __restrict toff,  \
-                 const T* __restrict B, T* __restrict C)                           \
+                 const T* __restrict B, T* __restrict C, int add)                  \
 {                                                                                  \
     V c[MR][NV];                                                                   \
     _Pragma("GCC unroll 32")                                                       \
     for (int i = 0; i < MR; i++)                                                   \
-        for (int v = 0; v < NV; v++) c[i][v] = (V){0};                             \
+        for (int v = 0; v < NV; v++)                                               \
+            c[i][v] = add ? *(const V*)(C + i * NV * W + v * W) : (V){0};          \
     for (mn_idx p = 0; p < kc; p++) {                                              \
         const T* a = A + toff[p];                                                  \
+        __asm__("" : "+r"(a));                                                     \
         V b[NV];                                                                   \
         for (int v = 0; v < NV; v++) b[v] = *(const V*)(B + p * NV * W + v * W);   \
         _Pragma("GCC unroll 32")                                                   \
@@ -319,9 +394,12 @@ static void NAME(mn_idx kc, const T* __restrict A, const mn_idx* __restrict toff
 }
 
 /* The tile heights per channel width, sized to the vector registers (accumulators +
- * B vectors + a broadcast): 32 registers with AVX-512, 16 otherwise. */
+ * B vectors + a broadcast): 32 registers with AVX-512, 16 otherwise. With AVX-512 the
+ * one-vector heights fit 14- and 16-pixel rows (16 x 16 floats: 32-channel layers at
+ * 16x16 run as two blocks of 16 channels where no two-vector height fits; a 28-pixel
+ * tile served only 28-wide rows, which two 14-pixel tiles cover as well). */
 #if defined(__AVX512F__)
-#define MN_TAB_1A 28
+#define MN_TAB_1A 16
 #define MN_TAB_1B 14
 #define MN_TAB_2A 14
 #define MN_TAB_2B 12
@@ -397,14 +475,18 @@ static inline int mn_tab_mr(int nv, int taller) {
     return nv == 1 ? (taller ? MN_TAB_1A : MN_TAB_1B) : (taller ? MN_TAB_2A : MN_TAB_2B);
 }
 
+/* nv: 1 or 2 vectors of channels, plus MN_TAB_ADD to add the tile to C */
+#define MN_TAB_ADD 4
 #define MN_DEF_TAB_DISPATCH(NAME, T, SUF)                                          \
 static void NAME(int nv, int mr, mn_idx kc, const T* A, const mn_idx* toff,        \
                  const T* B, T* C)                                                 \
 {                                                                                  \
-    if (nv == 1 && mr == MN_TAB_1A) mn_tab_1a_##SUF(kc, A, toff, B, C);            \
-    else if (nv == 1) mn_tab_1b_##SUF(kc, A, toff, B, C);                          \
-    else if (mr == MN_TAB_2A) mn_tab_2a_##SUF(kc, A, toff, B, C);                  \
-    else mn_tab_2b_##SUF(kc, A, toff, B, C);                                       \
+    int add = (nv & MN_TAB_ADD) != 0;                                              \
+    nv &= ~MN_TAB_ADD;                                                             \
+    if (nv == 1 && mr == MN_TAB_1A) mn_tab_1a_##SUF(kc, A, toff, B, C, add);       \
+    else if (nv == 1) mn_tab_1b_##SUF(kc, A, toff, B, C, add);                     \
+    else if (mr == MN_TAB_2A) mn_tab_2a_##SUF(kc, A, toff, B, C, add);             \
+    else mn_tab_2b_##SUF(kc, A, toff, B, C, add);                                  \
 }
 MN_DEF_TAB_DISPATCH(mn_tab_kernel_f32, float, f32)
 MN_DEF_TAB_DISPATCH(mn_tab_kernel_f64, double, f64)

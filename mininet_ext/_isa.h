@@ -17,7 +17,7 @@ typedef ptrdiff_t mn_idx;
 typedef struct mn_run { mn_idx jj, len, off; } mn_run;
 
 /* Raised whenever the table's layout changes: a stale _kern_*.so is refused. */
-#define MN_KERNELS_ABI 3
+#define MN_KERNELS_ABI 4
 
 /* X(name, parameters) for one element type T with suffix S. */
 #define MN_KERNELS_T(X, T, S)                                                                \
@@ -25,6 +25,8 @@ typedef struct mn_run { mn_idx jj, len, off; } mn_run;
     X(kernel_##S, (mn_idx kc, const T* A, const T* B, T* C, mn_idx ldc, int accumulate))     \
     X(kernel_short_##S, (mn_idx kc, const T* A, const T* B, T* C, mn_idx ldc, int accumulate)) \
     X(pack_a_rows_##S, (const T* A, mn_idx rs, mn_idx kc, T* out))                           \
+    /* a transposed B (columns contiguous, cs apart) packed into NR-wide panels */          \
+    X(pack_b_t_##S, (const T* B, mn_idx cs, mn_idx kc, mn_idx nc, T* out))                   \
     /* the blocked product's kernel and packing where bc (pre-broadcast A, mr_bc rows) */ \
     X(kernel_bc_##S, (mn_idx kc, const T* A, const T* B, T* C, mn_idx ldc, int accumulate))  \
     X(pack_a_bc_##S, (const T* A, mn_idx rs, mn_idx cs, mn_idx mc, mn_idx kc, T* out))       \
@@ -134,6 +136,8 @@ static inline const char* mn_kernel_isa(void) { return mn_k->isa; }
 #define mn_kernel_short_f64 MN_K(kernel_short_f64)
 #define mn_pack_a_rows_f32 MN_K(pack_a_rows_f32)
 #define mn_pack_a_rows_f64 MN_K(pack_a_rows_f64)
+#define mn_pack_b_t_f32 MN_K(pack_b_t_f32)
+#define mn_pack_b_t_f64 MN_K(pack_b_t_f64)
 #define mn_gemm_bc() (mn_k->bc)
 #define mn_gemm_mr_bc() (mn_k->mr_bc)
 #define mn_kernel_bc_f32 MN_K(kernel_bc_f32)
