@@ -105,6 +105,50 @@ static void WN(wino_in)(const WT* restrict d, WT* restrict v, mn_idx vs, int nr)
     }
 }
 
+/* wino_in with 64-byte vectors, where they divide nr (wino_in_any) */
+static void WN(wino_in64)(const WT* restrict d, WT* restrict v, mn_idx vs, int nr)
+{
+    typedef WT V __attribute__((vector_size(64), aligned(sizeof(WT))));
+    for (int j = 0; j < nr; j += (int)(64 / sizeof(WT))) {
+        V t[36];
+        for (int s = 0; s < 6; s++) {   /* t = B^T d, column s */
+#define WLD(r) (*(const V*)(d + ((r) * 6 + s) * nr + j))
+            V d0 = WLD(0), d1 = WLD(1), d2 = WLD(2), d3 = WLD(3), d4 = WLD(4), d5 = WLD(5);
+#undef WLD
+            t[0 * 6 + s] = 4 * d0 - 5 * d2 + d4;
+            t[1 * 6 + s] = d4 + d3 - 4 * (d1 + d2);
+            t[2 * 6 + s] = d4 - d3 + 4 * (d1 - d2);
+            t[3 * 6 + s] = d4 - d2 + 2 * (d3 - d1);
+            t[4 * 6 + s] = d4 - d2 - 2 * (d3 - d1);
+            t[5 * 6 + s] = 4 * d1 - 5 * d3 + d5;
+        }
+        for (int r = 0; r < 6; r++) {   /* v = t B, row r */
+            V d0 = t[r * 6], d1 = t[r * 6 + 1], d2 = t[r * 6 + 2];
+            V d3 = t[r * 6 + 3], d4 = t[r * 6 + 4], d5 = t[r * 6 + 5];
+            *(V*)(v + (r * 6 + 0) * vs + j) = 4 * d0 - 5 * d2 + d4;
+            *(V*)(v + (r * 6 + 1) * vs + j) = d4 + d3 - 4 * (d1 + d2);
+            *(V*)(v + (r * 6 + 2) * vs + j) = d4 - d3 + 4 * (d1 - d2);
+            *(V*)(v + (r * 6 + 3) * vs + j) = d4 - d2 + 2 * (d3 - d1);
+            *(V*)(v + (r * 6 + 4) * vs + j) = d4 - d2 - 2 * (d3 - d1);
+            *(V*)(v + (r * 6 + 5) * vs + j) = 4 * d1 - 5 * d3 + d5;
+        }
+    }
+}
+
+
+/* wino_in with the widest vectors that divide nr: with AVX-512 on a Xeon, 64-byte ones
+ * halve the transform's time (Zen 4 splits them into two 32-byte halves: the same) */
+static inline void WN(wino_in_any)(const WT* restrict d, WT* restrict v, mn_idx vs, int nr)
+{
+#if defined(__AVX512F__)
+    if (nr % (int)(64 / sizeof(WT)) == 0) {
+        WN(wino_in64)(d, v, vs, nr);
+        return;
+    }
+#endif
+    WN(wino_in)(d, v, vs, nr);
+}
+
 /* A^T m A for nr tiles: m rows xi at m + xi * ms -> o[16][nr], plus the bias b. */
 static void WN(wino_out)(const WT* restrict m, mn_idx ms, WT* restrict o, int nr, WT b)
 {
@@ -173,6 +217,31 @@ static void WN(wino_gather_images)(const WT* x, const wino_geom* g, mn_idx c,
     }
 }
 
+/* Rows y0..y0+6 of image n's channel c, zero-padded: strip[r][q] = x(y0 + r, q - pw),
+ * zero outside the image, q < wq. Plain loops, kept from becoming memcpy/memset calls:
+ * the rows are a few vectors long (18 floats for a 16x16 map), and libc's calls for
+ * them cost more than the gather they save. */
+static void __attribute__((optimize("no-tree-loop-distribute-patterns")))
+WN(wino_strip)(const WT* x, const wino_geom* g, mn_idx n, mn_idx c, mn_idx y0,
+               WT* restrict strip, mn_idx wq)
+{
+    mn_idx H = g->H, W = g->W, pw = g->pw;
+    mn_idx in = wq - pw < W ? wq - pw : W;   /* image columns inside the strip */
+    const WT* src = x + (n * g->C + c) * H * W;
+    for (int r = 0; r < 6; r++) {
+        WT* restrict row = strip + r * wq;
+        mn_idx y = y0 + r;
+        if (y < 0 || y >= H || in <= 0) {
+            for (mn_idx q = 0; q < wq; q++) row[q] = 0;
+            continue;
+        }
+        const WT* restrict s = src + y * W;
+        for (mn_idx q = 0; q < pw; q++) row[q] = 0;
+        for (mn_idx q = 0; q < in; q++) row[pw + q] = s[q];
+        for (mn_idx q = pw + in; q < wq; q++) row[q] = 0;
+    }
+}
+
 static void WN(wino_gather)(const WT* x, const wino_geom* g, mn_idx c, const mn_idx* tn,
                             const mn_idx* ty, const mn_idx* tx, WT* restrict d, int nr)
 {
@@ -181,14 +250,28 @@ static void WN(wino_gather)(const WT* x, const wino_geom* g, mn_idx c, const mn_
         WN(wino_gather_images)(x, g, c, tn, d, nr);
         return;
     }
-    /* Any tile past the last or reaching into the padding: zero the whole d at once (one
-     * contiguous fill), then copy only what lies inside. Zeroing tile by tile, 36 stores
-     * nr apart, was vectorised into scatters and cost more than the GEMM on small maps
-     * (every tile of a 4x4 or 8x8 map touches the padding). */
-    int edges = 0;
+#if defined(__AVX512F__)
+    if (sizeof(WT) == 4 && g->m == 4 && (g->tw - 1) * 4 + 6 <= 32 && g->pw < 32) {
+        wino_gather4_f32v((const float*)x, g, c, tn, ty, tx, (float*)d, nr);
+        return;
+    }
+#endif
+    /* (float F(4x4, 3x3) with AVX-512 on maps up to 26 wide: wino_gather4_f32v above)
+     * Tiles reaching into the padding copy their patch from a zero-padded strip of the
+     * six image rows under their row of tiles (wino_strip, built once per row of tiles),
+     * with fixed bounds: per-tile bounds and index arithmetic made the edge tiles (12 of
+     * 16 on a 16x16 map) a third of the 64,32,16,16 layer's time on a Xeon. Strips wider
+     * than WINO_STRIP take the bounded copy. Tiles past the last, and every tile where
+     * some take the bounded copy, zero the whole d first (one contiguous fill: zeroing
+     * tile by tile, 36 stores nr apart, was vectorised into scatters and cost more than
+     * the GEMM on small maps). */
+    WT strip[6 * WINO_STRIP];
+    mn_idx wq = (g->tw - 1) * g->m + 6, sn = -1, sy = 0;
+    int use_strip = wq <= WINO_STRIP, zero = 0;
     for (int j = 0; j < nr; j++)
-        edges |= tn[j] < 0 || ty[j] < 0 || tx[j] < 0 || ty[j] + 6 > H || tx[j] + 6 > W;
-    if (edges)
+        zero |= tn[j] < 0 || (!use_strip && (ty[j] < 0 || tx[j] < 0 || ty[j] + 6 > H ||
+                                             tx[j] + 6 > W));
+    if (zero)
         memset(d, 0, 36 * (size_t)nr * sizeof(WT));
     for (int j = 0; j < nr; j++) {
         mn_idx y0 = ty[j], x0 = tx[j];
@@ -217,6 +300,17 @@ static void WN(wino_gather)(const WT* x, const wino_geom* g, mn_idx c, const mn_
             src += y0 * W + x0;
             for (int r = 0; r < 6; r++)
                 for (int s = 0; s < 6; s++) d[(r * 6 + s) * nr + j] = src[r * W + s];
+            continue;
+        }
+        if (use_strip) {   /* an edge tile, from its row's strip */
+            if (tn[j] != sn || y0 != sy) {
+                WN(wino_strip)(x, g, tn[j], c, y0, strip, wq);
+                sn = tn[j];
+                sy = y0;
+            }
+            const WT* p = strip + x0 + g->pw;
+            for (int r = 0; r < 6; r++)
+                for (int s = 0; s < 6; s++) d[(r * 6 + s) * nr + j] = p[r * wq + s];
             continue;
         }
         /* an edge tile (zeros already: edges): the rows r0..r1, columns s0..s1 inside */
@@ -294,7 +388,7 @@ static void WN(wino_block)(const wino_geom* g, const WT* x, const WT* U, const W
     for (mn_idx c = 0; c < C; c++)
         for (mn_idx jp = 0; jp < nb; jp += nr) {
             WN(wino_gather)(x, g, c, tn + jp, ty + jp, tx + jp, D, nr);
-            WN(wino_in)(D, V + jp * C + c * nr, vs, nr);
+            WN(wino_in_any)(D, V + jp * C + c * nr, vs, nr);
         }
     for (int xi = 0; xi < 36; xi++) {
         const WT* u = U + xi * kp * C;
@@ -329,7 +423,12 @@ static void WN(wino_block)(const wino_geom* g, const WT* x, const WT* U, const W
  * cp: C rounded up to nr. */
 
 /* The 6x6 input patch at (y0, x0) of image n, channels c0..c0+nr (past C: zero), into
- * d[36][nr]; pixels outside the image read as zero. */
+ * d[36][nr]; pixels outside the image read as zero. A patch on the image's edge reads
+ * every position through offsets clamped into the image and keeps the value where the
+ * position is inside (a select, so padding stays 0 next to an inf or NaN): fixed 6 x 6
+ * loops and no memset, where per-channel bounded loops and the fill were a fifth of the
+ * 64,32,16,16 layer's Winograd weight gradient on a Xeon (12 of its 16 tiles touch the
+ * padding). */
 static inline __attribute__((always_inline)) void
 WN(wino_gather_c_)(const WT* x, const wino_geom* g, mn_idx n, mn_idx c0, mn_idx y0,
                    mn_idx x0, WT* restrict d, const int nr)
@@ -338,8 +437,22 @@ WN(wino_gather_c_)(const WT* x, const wino_geom* g, mn_idx n, mn_idx c0, mn_idx 
     int r0 = y0 < 0 ? (int)-y0 : 0, r1 = H - y0 < 6 ? (int)(H - y0) : 6;
     int s0 = x0 < 0 ? (int)-x0 : 0, s1 = W - x0 < 6 ? (int)(W - x0) : 6;
     int inside = r0 == 0 && s0 == 0 && r1 == 6 && s1 == 6;
-    if (!inside || c0 + nr > C)   /* one contiguous fill (see wino_gather) */
+    if (r1 <= r0 || s1 <= s0) {   /* no pixel inside */
         memset(d, 0, 36 * (size_t)nr * sizeof(WT));
+        return;
+    }
+    if (c0 + nr > C)   /* one contiguous fill for the lanes past C (see wino_gather) */
+        memset(d, 0, 36 * (size_t)nr * sizeof(WT));
+    mn_idx ro[6], co[6];
+    int rin[6], cin[6];
+    for (int r = 0; r < 6; r++) {
+        rin[r] = r >= r0 && r < r1;
+        ro[r] = (r < r0 ? r0 : r >= r1 ? r1 - 1 : r) * W;
+    }
+    for (int s = 0; s < 6; s++) {
+        cin[s] = s >= s0 && s < s1;
+        co[s] = s < s0 ? s0 : s >= s1 ? s1 - 1 : s;
+    }
     for (int i = 0; i < nr; i++) {
         mn_idx c = c0 + i;
         if (c >= C) continue;
@@ -349,64 +462,26 @@ WN(wino_gather_c_)(const WT* x, const wino_geom* g, mn_idx n, mn_idx c0, mn_idx 
                 for (int s = 0; s < 6; s++) d[(r * 6 + s) * nr + i] = src[r * W + s];
             continue;
         }
-        for (int r = r0; r < r1; r++)
-            for (int s = s0; s < s1; s++) d[(r * 6 + s) * nr + i] = src[r * W + s];
+        for (int r = 0; r < 6; r++)
+            for (int s = 0; s < 6; s++) {
+                WT v = src[ro[r] + co[s]];
+                d[(r * 6 + s) * nr + i] = rin[r] && cin[s] ? v : (WT)0;
+            }
     }
 }
 
 /* The 4x4 output-grad tile at (y0, x0) of image n, filters k0..k0+mr (past K or past the
  * output's edge: zero), transformed to A dY A^T: rows xi at m + xi * ms, mr long. */
-static inline __attribute__((always_inline)) void
-WN(wino_gout_)(const WT* dy, const wino_geom* g, mn_idx n, mn_idx k0, mn_idx y0, mn_idx x0,
-               WT* restrict m, mn_idx ms, const int mr)
-{
-    typedef WT V4 __attribute__((vector_size(16), aligned(sizeof(WT))));
-    const int L = (int)(16 / sizeof(WT));   /* lanes; the last vector may be part-used */
-    mn_idx OH = g->OH, OW = g->OW, K = g->K;
-    int rows = OH - y0 < 4 ? (int)(OH - y0) : 4, cols = OW - x0 < 4 ? (int)(OW - x0) : 4;
-    WT o[16][16] __attribute__((aligned(64)));
-    for (int i = 0; i < mr; i++) {
-        mn_idx k = k0 + i;
-        const WT* src = dy + ((n * K + k) * OH + y0) * OW + x0;
-        if (k < K && rows == 4 && cols == 4) {   /* a whole tile */
-            for (int a = 0; a < 4; a++)
-                for (int b = 0; b < 4; b++) o[a * 4 + b][i] = src[a * OW + b];
-            continue;
-        }
-        for (int a = 0; a < 16; a++) o[a][i] = 0;
-        if (k >= K) continue;
-        for (int a = 0; a < rows; a++)
-            for (int b = 0; b < cols; b++) o[a * 4 + b][i] = src[a * OW + b];
-    }
-    for (int i = 0; i < mr; i += L) {
-        V4 t[24];
-        for (int b = 0; b < 4; b++) {   /* t = A o (6x4), column b */
-            V4 y0_ = *(V4*)&o[b][i], y1 = *(V4*)&o[4 + b][i], y2 = *(V4*)&o[8 + b][i],
-               y3 = *(V4*)&o[12 + b][i];
-            V4 p = y0_ + y2, q = y1 + y3, r = y1 + 4 * y3;   /* (A y) rows */
-            t[0 * 4 + b] = y0_;
-            t[1 * 4 + b] = p + q;
-            t[2 * 4 + b] = p - q;
-            t[3 * 4 + b] = y0_ + 4 * y2 + 2 * r;
-            t[4 * 4 + b] = y0_ + 4 * y2 - 2 * r;
-            t[5 * 4 + b] = y3;
-        }
-        for (int a = 0; a < 6; a++) {   /* m = t A^T (6x6), row a */
-            V4 z0 = t[a * 4], z1 = t[a * 4 + 1], z2 = t[a * 4 + 2], z3 = t[a * 4 + 3];
-            V4 p = z0 + z2, q = z1 + z3, r = z1 + 4 * z3;
-#define WST(q_, v_) do { V4 v__ = (v_); WT* p__ = m + (a * 6 + (q_)) * ms + i;       \
-            if (i + L <= mr) *(V4*)p__ = v__;                                            \
-            else for (int l = 0; l < mr - i; l++) p__[l] = v__[l]; } while (0)
-            WST(0, z0);
-            WST(1, p + q);
-            WST(2, p - q);
-            WST(3, z0 + 4 * z2 + 2 * r);
-            WST(4, z0 + 4 * z2 - 2 * r);
-            WST(5, z3);
-#undef WST
-        }
-    }
-}
+#define WGOUT_VB 16
+#define WGOUT_NAME wino_gout16_
+#include "_winograd_gout_t.h"
+#undef WGOUT_VB
+#undef WGOUT_NAME
+#define WGOUT_VB 32
+#define WGOUT_NAME wino_gout32_
+#include "_winograd_gout_t.h"
+#undef WGOUT_VB
+#undef WGOUT_NAME
 
 /* The two above with the lane counts of the ISAs' micro-kernels as constants, so that
  * their loops across the lanes vectorise. */
@@ -424,12 +499,19 @@ static void WN(wino_gather_c)(const WT* x, const wino_geom* g, mn_idx n, mn_idx 
 static void WN(wino_gout)(const WT* dy, const wino_geom* g, mn_idx n, mn_idx k0,
                           mn_idx y0, mn_idx x0, WT* restrict m, mn_idx ms, int mr)
 {
+    /* 32-byte vectors where they divide the panel (8 floats, 4 or 12 doubles) */
     switch (mr) {
-    case 12: WN(wino_gout_)(dy, g, n, k0, y0, x0, m, ms, 12); break;
-    case 8: WN(wino_gout_)(dy, g, n, k0, y0, x0, m, ms, 8); break;
-    case 6: WN(wino_gout_)(dy, g, n, k0, y0, x0, m, ms, 6); break;
-    case 4: WN(wino_gout_)(dy, g, n, k0, y0, x0, m, ms, 4); break;
-    default: WN(wino_gout_)(dy, g, n, k0, y0, x0, m, ms, mr);
+    case 12:
+        if (12 * sizeof(WT) % 32 == 0) WN(wino_gout32_)(dy, g, n, k0, y0, x0, m, ms, 12);
+        else WN(wino_gout16_)(dy, g, n, k0, y0, x0, m, ms, 12);
+        break;
+    case 8: WN(wino_gout32_)(dy, g, n, k0, y0, x0, m, ms, 8); break;
+    case 6: WN(wino_gout16_)(dy, g, n, k0, y0, x0, m, ms, 6); break;
+    case 4:
+        if (4 * sizeof(WT) % 32 == 0) WN(wino_gout32_)(dy, g, n, k0, y0, x0, m, ms, 4);
+        else WN(wino_gout16_)(dy, g, n, k0, y0, x0, m, ms, 4);
+        break;
+    default: WN(wino_gout16_)(dy, g, n, k0, y0, x0, m, ms, mr);
     }
 }
 
@@ -447,7 +529,7 @@ static void WN(wino_wgrad_block)(const wino_geom* g, const WT* x, const WT* dy, 
             mn_idx t = t0 + j, n = t / tpi, r = t % tpi;
             WN(wino_gather_c)(x, g, n, c0, tm * (r / g->tw) - g->ph,
                               tm * (r % g->tw) - g->pw, D, nr);
-            WN(wino_in)(D, VT + c0 * nb + j * nr, cp * nb, nr);
+            WN(wino_in_any)(D, VT + c0 * nb + j * nr, cp * nb, nr);
         }
     for (mn_idx k0 = 0; k0 < kp; k0 += mr)
         for (mn_idx j = 0; j < cnt; j++) {

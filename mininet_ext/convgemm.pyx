@@ -245,7 +245,8 @@ cdef void forward_by_rows(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off
     """forward() on the pixel-major path (choose_tab)."""
     cdef Conv* cv = &pl.cv
     cdef Py_ssize_t kb = cv.tab_nv * (pl.nr // 2), N = cv.g.N, t
-    cdef Py_ssize_t padsz = pl.pad_items(), each = padsz + round_up(tab_span(cv) * kb, pl.nr)
+    cdef Py_ssize_t padsz = pl.pad_items()
+    cdef Py_ssize_t each = padsz + round_up(tab_tile_items(cv, kb, itemsize), pl.nr)
     cdef int nt = pl.nt
     cdef Buffer wt = Buffer(max((cv.K + kb - 1) // kb * cv.R * kb, 1) * itemsize)
     cdef Buffer work = Buffer(nt * each * itemsize, True)
@@ -318,7 +319,7 @@ def weight_grad_rows_(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, 
     """weight_grad() on the tap-major path (the pixel-major forward's geometry)."""
     check_sizes(pl, x, x_off, dw, 0, dy, dy_off, itemsize, "conv2d weight gradient")
     cdef Conv* cv = &pl.cv
-    cdef Py_ssize_t kb = cv.tab_nv * (pl.nr // 2), mr = cv.tab_mr, N = cv.g.N, t, r, k, blk
+    cdef Py_ssize_t kb = cv.tab_nv * (pl.nr // 2), mr = cv.tab_mr, N = cv.g.N, t, r, k, blk, j
     cdef Py_ssize_t rp = round_up(cv.R, mr), nblk = (cv.K + kb - 1) // kb
     cdef Py_ssize_t partsz = nblk * rp * kb, padsz = pl.pad_items()
     cdef Py_ssize_t each = padsz + round_up(cv.P * kb, pl.nr)
@@ -328,8 +329,11 @@ def weight_grad_rows_(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, 
     cdef Buffer tabs = Buffer(max(rp, 1) * sizeof(Py_ssize_t))
     cdef Py_ssize_t* toffp = <Py_ssize_t*>tabs.ptr
     cdef double s
+    # the taps in forward_rows' order (tab_place): with tab_skip kernel row by kernel row,
+    # so that a tile's taps share one or two kernel rows and skip the output rows on
+    # which they read only padding (weight_grad_rows)
     for r in range(rp):
-        toffp[r] = cv.toff[r] if r < cv.R else cv.toff[0]
+        toffp[r] = cv.tofr[r] if r < cv.R else cv.tofr[0]
     with nogil:
         for t in prange(nt, num_threads=nt, schedule='static'):
             if itemsize == 4:
@@ -346,11 +350,12 @@ def weight_grad_rows_(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, 
             blk = k // kb
             for r in range(cv.R):
                 s = 0
+                j = (blk * rp + tab_place(cv, r)) * kb + k % kb
                 for i in range(nt):
                     if itemsize == 4:
-                        s = s + (<float*>part.ptr)[i * partsz + (blk * rp + r) * kb + k % kb]
+                        s = s + (<float*>part.ptr)[i * partsz + j]
                     else:
-                        s = s + (<double*>part.ptr)[i * partsz + (blk * rp + r) * kb + k % kb]
+                        s = s + (<double*>part.ptr)[i * partsz + j]
                 if itemsize == 4:
                     (<float*>dw.ptr)[k * cv.R + r] = <float>s
                 else:

@@ -88,6 +88,18 @@ cdef inline void fwd_kernel(Py_ssize_t mr, Py_ssize_t kc, const floating* A, con
         mn_kernel_short_f64(kc, A, B, C, ldc, accumulate)
 
 
+# the tab kernels' flag, added to nv: add the tile to C (MN_TAB_ADD in _gemm.h)
+cdef int MN_TAB_ADD = 4
+
+
+cdef inline void tab_tile(int nv, int mr, Py_ssize_t kc, const floating* A, const Py_ssize_t* toff,
+                          const floating* B, floating* C) noexcept nogil:
+    if floating is float:
+        mn_tab_kernel_f32(nv, mr, kc, A, toff, B, C)
+    else:
+        mn_tab_kernel_f64(nv, mr, kc, A, toff, B, C)
+
+
 cdef inline void kernel_at(bint half, Py_ssize_t npan, const floating* A, Py_ssize_t astride,
                            const floating* B, Py_ssize_t bstride, floating* C,
                            Py_ssize_t ldc) noexcept nogil:

@@ -4,30 +4,55 @@
 # Choosing it (choose_tab), its tap order (tab_place, row skipping) and its drivers.
 # Included textually by convgemm.pyx (Cython `include`).
 
-# forward_rows: output pixels of a row transposed into NCHW together (the tiles of one span,
-# 64 x kb floats: 8 KB at 32 channels, in L1)
-cdef Py_ssize_t TAB_SPAN = 64
+# forward_rows: one-vector tiles sum the taps in chunks of at most TAB_CHUNK_BYTES of
+# packed weights, each run over a group of output rows whose tiles fill at most
+# TAB_GROUP_BYTES, so that the chunk's weights and image rows stay in L1 while the group's
+# tiles pass over them (all 800 taps of the MNIST CNN's input gradient, 14 x 16 floats a
+# tile, are 51 KB of weights, streamed from L2 for every tile otherwise: 3.5% of its time
+# at 2 threads on a Xeon with the other core busy, 13% of the kernel's on an idle core).
+# The group is transposed into NCHW at once.
+cdef Py_ssize_t TAB_CHUNK_BYTES = 12288
+cdef Py_ssize_t TAB_GROUP_BYTES = 12288
 
 
-cdef void choose_tab(Conv* cv, Py_ssize_t vw) noexcept nogil:
-    """The pixel-major forward (forward_rows) for stride 1 and one group, enough output
-    channels to fill the vectors, and when an output row splits into whole tiles of one of the kernel heights with at most 1/8 of the
-    computed pixels dropped (OW = 14 or 28: none); the panel path drops (Wp - OW) / Wp."""
-    cdef int nv = 1 if cv.K <= vw else 2, mr, best = 0, taller
+cdef int tab_height(Conv* cv, int nv) noexcept nogil:
+    """The tile height for nv vectors of channels that splits an output row into whole
+    tiles with the fewest computed-and-dropped pixels, at most 1/8 of them (OW = 14 or 28
+    with 14-pixel tiles: none); 0 when neither height does."""
+    cdef int mr, best = 0, taller
     cdef Py_ssize_t tiles, waste, best_waste = 0
-    cv.tab_nv = cv.tab_mr = 0
-    # the channels must fill at least half the vectors (one output channel would waste
-    # 15 of 16 lanes: the panel path suits it better)
-    if cv.phased or cv.G != 1 or cv.g.OW < 1 or 2 * cv.K < nv * vw:
-        return
     for taller in range(2):
         mr = mn_tab_mr(nv, 1 - taller)
         tiles = (cv.g.OW + mr - 1) // mr
         waste = tiles * mr - cv.g.OW
         if waste * 8 <= tiles * mr and (best == 0 or waste < best_waste):
             best, best_waste = mr, waste
-    if best:
-        cv.tab_nv, cv.tab_mr = nv, best
+    return best
+
+
+cdef void choose_tab(Conv* cv, Py_ssize_t vw) noexcept nogil:
+    """The pixel-major forward (forward_rows) for stride 1 and one group, enough output
+    channels to fill the vectors, and an output row that splits into whole tiles
+    (tab_height); the panel path drops (Wp - OW) / Wp. Two vectors of channels where
+    their heights fit the row, else one vector in several channel blocks (OW = 16 with
+    AVX-512: 16-pixel tiles of one vector, none of two)."""
+    cdef int nv = 1 if cv.K <= vw else 2, mr
+    cv.tab_nv = cv.tab_mr = 0
+    # the channels must fill at least half the vectors (one output channel would waste
+    # 15 of 16 lanes: the panel path suits it better)
+    if cv.phased or cv.G != 1 or cv.g.OW < 1 or 2 * cv.K < nv * vw:
+        return
+    mr = tab_height(cv, nv)
+    if mr == 0 and nv == 2:
+        nv = 1
+        mr = tab_height(cv, nv)
+    # the taller one-vector tile (16 pixels with AVX-512, for rows 14-pixel tiles do not
+    # fit) only with the vector full: at 8 of 16 channels the 64,8,16,16 -> 32 layer's
+    # input gradient ran 15% slower on it than by the scatter (Xeon)
+    if nv == 1 and mr == mn_tab_mr(1, 1) and cv.K < vw:
+        mr = 0
+    if mr:
+        cv.tab_nv, cv.tab_mr = nv, mr
 
 
 cdef inline Py_ssize_t tab_place(Conv* cv, Py_ssize_t r) noexcept nogil:
@@ -95,10 +120,19 @@ cdef inline void relu_rows(floating* d, Py_ssize_t rows, Py_ssize_t cnt,
             d[k * stride + i] = max(d[k * stride + i], 0)
 
 
-cdef inline Py_ssize_t tab_span(Conv* cv) noexcept nogil:
-    """Pixels of one output row that forward_rows computes before it transposes them
-    (a multiple of tab_mr): TAB_SPAN, or one tile where tab_mr is larger."""
-    return max(TAB_SPAN // cv.tab_mr, 1) * cv.tab_mr
+cdef inline Py_ssize_t tab_row_px(Conv* cv) noexcept nogil:
+    """Pixels of one output row in forward_rows' tile: OW rounded up to whole tiles."""
+    return (cv.g.OW + cv.tab_mr - 1) // cv.tab_mr * cv.tab_mr
+
+
+cdef inline Py_ssize_t tab_group(Conv* cv, Py_ssize_t kb, Py_ssize_t itemsize) noexcept nogil:
+    """Output rows forward_rows computes before it transposes them (TAB_GROUP_BYTES)."""
+    return clamp(TAB_GROUP_BYTES // max(tab_row_px(cv) * kb * itemsize, 1), 1, max(cv.g.OH, 1))
+
+
+cdef inline Py_ssize_t tab_tile_items(Conv* cv, Py_ssize_t kb, Py_ssize_t itemsize) noexcept nogil:
+    """The size of forward_rows' tile: a group of rows."""
+    return tab_group(cv, kb, itemsize) * tab_row_px(cv) * kb
 
 
 cdef void tiles_to_nchw(const floating* tile, const floating* bias, floating* dst, Conv* cv,
@@ -121,53 +155,93 @@ cdef void tiles_to_nchw(const floating* tile, const floating* bias, floating* ds
 cdef void forward_rows(const floating* x, const floating* wt, const floating* bias,
                        floating* out, Conv* cv, Py_ssize_t n0, Py_ssize_t n1, floating* xpad,
                        floating* tile, Py_ssize_t kb) noexcept nogil:
-    """Pixel-major forward of images n0..n1: per output row, tiles of tab_mr pixels x kb
-    channels straight from the padded image through the tap table (no gather), side by
-    side in `tile` for up to tab_span pixels, then transposed into NCHW with the bias
-    added. Transposing a span rather than each tile: whole 16 x 16 blocks and full-vector
-    stores (a 32-wide row in 12-pixel tiles left 1/3 of the blocks empty and split every
-    store across cache lines; the transpose was 40% of the RGB 3x3 layer's time)."""
+    """Pixel-major forward of images n0..n1: per group of output rows (tab_group), tiles
+    of tab_mr pixels x kb channels straight from the padded image through the tap table
+    (no gather), the taps summed chunk by chunk (TAB_CHUNK_BYTES), side by side in
+    `tile`, then transposed into NCHW with the bias added. Transposing many tiles at
+    once: whole 16 x 16 blocks and full-vector stores (a 32-wide row in 12-pixel tiles
+    left 1/3 of the blocks empty and split every store across cache lines; the transpose
+    was 40% of the RGB 3x3 layer's time)."""
     cdef Geom* g = &cv.g
     cdef int mr = cv.tab_mr, nv = cv.tab_nv
-    cdef Py_ssize_t n, blk, oh, ow0, s0, kn, nblk = (cv.K + kb - 1) // kb, span = tab_span(cv)
+    cdef Py_ssize_t n, blk, oh, oh0, oh1, ow0, kn, nblk = (cv.K + kb - 1) // kb
+    cdef Py_ssize_t rpx = tab_row_px(cv), rows = tab_group(cv, kb, <Py_ssize_t>sizeof(floating))
+    # two-vector tiles load half the weights per FMA and take all taps at once (in
+    # chunks, the MNIST CNN's second layer ran 4% slower: 5x the kernel calls)
+    cdef Py_ssize_t chunk = max(TAB_CHUNK_BYTES // (kb * <Py_ssize_t>sizeof(floating)), 1)
+    if nv == 2:
+        chunk = max(cv.R, 1)
+    cdef Py_ssize_t t0, tap0, ntap, s, e
     cdef const floating* src
     cdef const floating* bblk
-    cdef Py_ssize_t tap0, ntap
+    cdef floating* dst
     for n in range(n0, n1):
         src = image_source(x, n, xpad, cv)
         for blk in range(nblk):
             kn = min(kb, cv.K - blk * kb)
             bblk = bias + blk * kb if bias != NULL else NULL
-            for oh in range(g.OH):
-                row_taps(cv, oh, &tap0, &ntap)
-                ow0 = s0 = 0
-                while ow0 < g.OW:
-                    if floating is float:
-                        mn_tab_kernel_f32(nv, mr, ntap, src + oh * cv.Wp + ow0, cv.tofr + tap0,
-                                          wt + (blk * cv.R + tap0) * kb,
-                                          tile + (ow0 - s0) * kb)
-                    else:
-                        mn_tab_kernel_f64(nv, mr, ntap, src + oh * cv.Wp + ow0, cv.tofr + tap0,
-                                          wt + (blk * cv.R + tap0) * kb,
-                                          tile + (ow0 - s0) * kb)
-                    ow0 += mr
-                    if ow0 >= g.OW or ow0 - s0 >= span:
-                        tiles_to_nchw(tile, bblk,
-                                      out + (n * cv.K + blk * kb) * cv.P + oh * g.OW + s0,
-                                      cv, kb, kn, min(ow0, g.OW) - s0)
-                        s0 = ow0
+            dst = out + (n * cv.K + blk * kb) * cv.P
+            oh0 = 0
+            while oh0 < g.OH:
+                oh1 = min(oh0 + rows, g.OH)
+                t0 = 0
+                while True:
+                    for oh in range(oh0, oh1):
+                        row_taps(cv, oh, &tap0, &ntap)
+                        # the chunk's taps t0..t0+chunk that this row reads; a row that
+                        # reads none is written (zeros) with the first chunk
+                        s = max(t0, tap0)
+                        e = min(t0 + chunk, tap0 + ntap)
+                        if e <= s and not (t0 == 0 and ntap == 0):
+                            continue
+                        ow0 = 0
+                        while ow0 < g.OW:
+                            tab_tile(nv + (MN_TAB_ADD if s > tap0 else 0), mr, max(e - s, 0),
+                                     src + oh * cv.Wp + ow0, cv.tofr + s,
+                                     wt + (blk * cv.R + s) * kb,
+                                     tile + ((oh - oh0) * rpx + ow0) * kb)
+                            ow0 += mr
+                    t0 += chunk
+                    if t0 >= cv.R:
+                        break
+                if rpx == g.OW:
+                    tiles_to_nchw(tile, bblk, dst + oh0 * g.OW, cv, kb, kn, (oh1 - oh0) * g.OW)
+                else:
+                    for oh in range(oh0, oh1):
+                        tiles_to_nchw(tile + (oh - oh0) * rpx * kb, bblk, dst + oh * g.OW, cv,
+                                      kb, kn, g.OW)
+                oh0 = oh1
+
+
+cdef inline void tile_rows(Conv* cv, Py_ssize_t rb, Py_ssize_t mr, Py_ssize_t* o0,
+                           Py_ssize_t* o1) noexcept nogil:
+    """The output rows o0..o1 on which the taps rb..rb+mr (forward_rows' order) read some
+    image row: all of them, or with tab_skip those of the tile's kernel rows (taps
+    ordered (kh, c, kw)); below o0 and from o1 on they read only padding."""
+    cdef Geom* g = &cv.g
+    cdef Py_ssize_t per = cv.Cg * g.kw, lo, hi
+    o0[0], o1[0] = 0, g.OH
+    if not cv.tab_skip:
+        return
+    lo = rb // per
+    hi = (min(rb + mr, cv.R) - 1) // per
+    # kernel row kh reads image row oh - ph + kh*dh (stride 1)
+    o0[0] = clamp(g.ph - hi * g.dh, 0, g.OH)
+    o1[0] = clamp(g.H + g.ph - lo * g.dh, 0, g.OH)
 
 
 cdef void weight_grad_rows(const floating* x, const floating* dy, floating* part, Conv* cv,
                            const Py_ssize_t* toffp, Py_ssize_t n0, Py_ssize_t n1,
                            floating* xpad, floating* dyt, Py_ssize_t kb,
                            Py_ssize_t rp) noexcept nogil:
-    """part[blk, r, kk] += dW[blk*kb + kk, r] over images n0..n1, tap-major: tiles of
-    tab_mr taps x kb channels summed over the real output pixels (no column panels).
-    toffp: the tap table padded to rp taps (extra rows repeat tap 0; discarded)."""
+    """part[blk, p, kk] += dW[blk*kb + kk, tap at place p] over images n0..n1, tap-major:
+    tiles of tab_mr taps x kb channels summed over the real output pixels (no column
+    panels), each over the output rows where its taps read the image (tile_rows: the
+    MNIST CNN's 5x5 layer at 14x14 skips 8% of its products). toffp: the tap table in
+    forward_rows' order, padded to rp taps (extra rows repeat tap 0; discarded)."""
     cdef Geom* g = &cv.g
     cdef int mr = cv.tab_mr, nv = cv.tab_nv
-    cdef Py_ssize_t n, blk, rb, kn, nblk = (cv.K + kb - 1) // kb
+    cdef Py_ssize_t n, blk, rb, kn, o0, o1, nblk = (cv.K + kb - 1) // kb
     cdef const floating* src
     cdef const floating* d
     for n in range(n0, n1):
@@ -181,10 +255,14 @@ cdef void weight_grad_rows(const floating* x, const floating* dy, floating* part
                 mn_gather_t_f64(dyt, d, cv.P, kn, kb)
             rb = 0
             while rb < cv.R:
-                if floating is float:
-                    mn_wg_kernel_f32(nv, mr, g.OH, g.OW, cv.Wp, src, toffp + rb, dyt,
-                                     part + (blk * rp + rb) * kb)
-                else:
-                    mn_wg_kernel_f64(nv, mr, g.OH, g.OW, cv.Wp, src, toffp + rb, dyt,
-                                     part + (blk * rp + rb) * kb)
+                tile_rows(cv, rb, mr, &o0, &o1)
+                if o1 > o0:
+                    if floating is float:
+                        mn_wg_kernel_f32(nv, mr, o1 - o0, g.OW, cv.Wp, src + o0 * cv.Wp,
+                                         toffp + rb, dyt + o0 * g.OW * kb,
+                                         part + (blk * rp + rb) * kb)
+                    else:
+                        mn_wg_kernel_f64(nv, mr, o1 - o0, g.OW, cv.Wp, src + o0 * cv.Wp,
+                                         toffp + rb, dyt + o0 * g.OW * kb,
+                                         part + (blk * rp + rb) * kb)
                 rb += mr

@@ -42,7 +42,7 @@ def test_numpy_into_linear_names_the_module_the_input_and_the_fix():
 def test_numpy_into_a_module_inside_sequential_names_the_innermost_module():
     model = nn.Sequential(nn.Conv(3, 4, 3), nn.ReLU())
     msg = _type_error(lambda: model(np.zeros((2, 3, 8, 8), np.float32)))
-    assert msg.startswith("Conv (op Conv, input 0)"), msg
+    assert msg.startswith("Conv (op ConvReLU, input 0)"), msg   # Conv2d + ReLU: one op
     assert "(2, 3, 8, 8)" in msg and "float32" in msg and "numpy.ndarray" in msg
 
 

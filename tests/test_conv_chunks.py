@@ -1,0 +1,129 @@
+"""Session 14's convolution paths against PyTorch (float64 references): the pixel-major
+forward with its taps summed in L1-sized chunks over groups of output rows, one channel
+vector in several blocks where two vectors' tile heights do not fit a row (OW = 16), the
+vector transpose of the output grad in the tap-major weight gradient, and the Winograd
+gather's zero-padded strips for edge tiles. Odd sizes, rows that read only padding,
+float32 and float64, offset views, 1 and 2 threads."""
+import numpy as np
+import pytest
+
+import mininet
+from mininet import ops
+from mininet.autograd import Tensor
+from mininet_ext import convgemm
+from mininet_ext import winograd as wg
+from mininet_ext.buffer import Buffer
+from conftest import torch
+
+F = torch.nn.functional if torch is not None else None
+rng = np.random.default_rng(14)
+
+
+@pytest.fixture(autouse=True)
+def fused_kernels_on_small_maps(monkeypatch):
+    """The fused kernels for every map here (the small ones would take im2col)."""
+    from mininet.backend.cpu import CPUDevice
+    monkeypatch.setattr(CPUDevice, "conv2d_min_pixels", 0)
+
+
+@pytest.fixture(params=[1, 2])
+def threads(request):
+    old = mininet.get_num_threads()
+    mininet.set_num_threads(request.param)
+    yield request.param
+    mininet.set_num_threads(old)
+
+
+def conv_all_grads(x, w, b, pad, dil, dtype):
+    """mininet's forward and its three gradients for sum(conv(x) * g), and PyTorch's in
+    float64; x is given one image too many and used from image 1 (an offset view)."""
+    g = rng.standard_normal((x.shape[0] - 1, w.shape[0]) + tuple(
+        s + 2 * pad - dil * (w.shape[2] - 1) for s in x.shape[2:]))
+    mx, mw = Tensor(x.astype(dtype), dtype=dtype, requires_grad=True), \
+        Tensor(w.astype(dtype), dtype=dtype, requires_grad=True)
+    mb = Tensor(b.astype(dtype), dtype=dtype, requires_grad=True)
+    y = ops.conv(mx[1:], mw, mb, padding=pad, dilation=dil)
+    y.backward(Tensor(g.astype(dtype), dtype=dtype))
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x[1:], w, b))
+    ty = F.conv2d(tx, tw, tb, padding=pad, dilation=dil)
+    (ty * torch.tensor(g)).sum().backward()
+    got = (y.numpy(), mx.grad.numpy()[1:], mw.grad.numpy(), mb.grad.numpy())
+    ref = tuple(a.detach().numpy() for a in (ty, tx.grad, tw.grad, tb.grad))
+    return got, ref
+
+
+def check(got, ref, dtype):
+    for a, r in zip(got, ref):
+        scale = max(np.abs(r).max(), 1.0)
+        tol = 2e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(a / scale, r / scale, rtol=0, atol=tol)
+
+
+# (N, C, H, W, K, k, pad, dilation), stride 1: 1000 taps (several chunks of the pixel-major
+# forward, and of its input gradient), kernel rows on vertical padding skipped across chunk
+# ends, two output rows reading only padding, a 13-wide output in 14-pixel tiles (the
+# tile's row longer than the output's) over several row groups, OW = 16 with 32 and 33
+# channels (one vector in two and three blocks), 20 channels (the weight gradient's
+# transposed output grad padded to the vector)
+CHUNK_CASES = [(2, 40, 14, 14, 16, 5, 2, 1), (1, 70, 2, 8, 16, 3, 4, 1),
+               (2, 30, 40, 13, 16, 3, 1, 1), (2, 5, 16, 16, 32, 3, 1, 1),
+               (2, 3, 16, 16, 33, 3, 1, 1), (2, 7, 14, 14, 20, 5, 2, 1),
+               (2, 24, 14, 14, 32, 5, 2, 1)]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("case", CHUNK_CASES, ids=[str(c) for c in CHUNK_CASES])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pixel_major_paths_match_torch(case, dtype, threads):
+    n, c, h, w, k, ks, pad, dil = case
+    x = rng.standard_normal((n + 1, c, h, w))
+    wt = rng.standard_normal((k, c, ks, ks)) / np.sqrt(c * ks * ks)
+    b = rng.standard_normal(k)
+    got, ref = conv_all_grads(x, wt, b, pad, dil, dtype)
+    check(got, ref, dtype)
+
+
+def test_chunk_cases_take_the_pixel_major_path():
+    """The cases above run forward_rows (and OW = 16 with 32 channels does since one
+    vector's 16-pixel tile fits it, with AVX-512)."""
+    for n, c, h, w, k, ks, pad, dil in CHUNK_CASES[:3] + CHUNK_CASES[5:]:
+        oh, ow = h + 2 * pad - dil * (ks - 1), w + 2 * pad - dil * (ks - 1)
+        assert convgemm.row_tiles((n, c, h, w), k, 1, (ks, ks), (1, 1), (pad, pad),
+                                  (dil, dil), oh, ow, 4)
+    from mininet_ext import _isa
+    if _isa.active().startswith("avx512"):
+        assert convgemm.row_tiles((2, 5, 16, 16), 32, 1, (3, 3), (1, 1), (1, 1), (1, 1),
+                                  16, 16, 4) == 16
+
+
+def direct(x, w, pad):
+    """float64 reference: the 3x3 convolution tap by tap."""
+    n, c, h, wd = x.shape
+    oh, ow = h + 2 * pad[0] - 2, wd + 2 * pad[1] - 2
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad[0],) * 2, (pad[1],) * 2))
+    y = np.zeros((n, w.shape[0], oh, ow))
+    for i in range(3):
+        for j in range(3):
+            y += np.einsum("nchw,kc->nkhw", xp[:, :, i:i + oh, j:j + ow],
+                           w[:, :, i, j].astype(np.float64))
+    return y
+
+
+# (H, W, padding): every tile on an edge (8x8), 12 of 16 (16x16), odd sizes, padding 2 and
+# 0, a map whose padded strip is wider than WINO_STRIP (the bounded copy)
+WINO_CASES = [(8, 8, (1, 1)), (16, 16, (1, 1)), (13, 11, (1, 1)), (9, 14, (2, 2)),
+              (10, 7, (0, 0)), (6, 270, (1, 1)), (5, 9, (2, 0))]
+
+
+@pytest.mark.parametrize("case", WINO_CASES, ids=[str(c) for c in WINO_CASES])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_winograd_edge_tiles_match_direct(case, dtype, threads):
+    h, wd, pad = case
+    x = rng.standard_normal((3, 33, h, wd)).astype(dtype)
+    w = (rng.standard_normal((35, 33, 3, 3)) / 10).astype(dtype)
+    out = np.full((3, 35, h + 2 * pad[0] - 2, wd + 2 * pad[1] - 2), np.nan, dtype)
+    wg.forward(Buffer.wrap(x), 0, Buffer.wrap(w), 0, None, 0, Buffer.wrap(out), x.shape, 35,
+               pad, x.dtype.itemsize)
+    ref = direct(x, w, pad)
+    tol = 3e-5 if dtype == np.float32 else 1e-13
+    assert np.abs(out - ref).max() <= tol * np.abs(ref).max()
