@@ -1,5 +1,6 @@
 """compact() of strided views: the copy kernel steps its row offsets like an odometer
-(mininet_ext/strided.pyx copy_range); threads split the items mid-row."""
+(mininet_ext/strided.pyx copy_range) and copies short rows down whole planes and runs;
+threads split the items mid-row."""
 import numpy as np
 import pytest
 
@@ -16,6 +17,11 @@ VIEWS = [
     ((1000, 3), (slice(None, None, 3), slice(1, 3))),
     ((6, 6, 6, 6, 6), (slice(None, None, 5),) * 5),
     ((301, 203, 5), (slice(None), slice(None), slice(1, 4))),   # big: threads split mid-row
+    # short rows down whole planes (dims nd-2, nd-1) and runs of rows, split mid-plane
+    ((257, 65, 3, 3), (slice(None), slice(None), slice(0, 3), slice(0, 2))),   # 3 x 2 taps
+    ((129, 33, 3, 3), (slice(None), slice(None), slice(1, 2), slice(1, 3))),   # 1 x 2
+    ((97, 5, 3, 3), (slice(None), slice(None, None, 2), slice(None, None, -1), slice(0, 3, 2))),
+    ((4001, 7, 9), (slice(None), slice(None), slice(2, 7))),   # rows of 5 (no fixed move)
 ]
 
 

@@ -108,14 +108,13 @@ def _check_conv(xshape, wshape, bshape, p):
 class _Layer:
     """What a layer's input shape, weight shape and params fix, worked out once (_layer):
     the output map, the 1x1-map GEMM taps, the shapes and strides of the arrays made."""
-    __slots__ = ("oh", "ow", "kernel", "spans", "one_gemm", "out_shape", "out_strides",
+    __slots__ = ("oh", "ow", "kernel", "spans", "out_shape", "out_strides",
                  "col_shape", "col_strides", "pixels", "xhw")
 
     def __init__(self, xshape, wshape, p):
         self.oh, self.ow = oh, ow = p.out_hw(xshape, wshape[2:])
         self.kernel = tuple(wshape[2:])
         self.spans = _dense_spans(xshape, wshape, p, oh, ow)
-        self.one_gemm = self.spans is not None and _one_gemm(self.spans, wshape)
         n, c = xshape[:2]
         self.out_shape = (n, wshape[0], oh, ow)
         self.out_strides = compact_strides(self.out_shape)
@@ -253,25 +252,24 @@ def _layer_taps(dev, layer):
     return layer.spans if layer.spans is not None and dev.has("bias_act") else None
 
 
-def _one_gemm(spans, wshape):
-    """The taps are one (a 1x1 map) or the whole kernel: W's taps are then a (K, C*T)
-    view, no copy; else the GEMM runs a batch over the taps."""
-    return spans == ((0, wshape[2]), (0, wshape[3])) or \
-        all(hi - lo == 1 for lo, hi in spans)
-
-
 def _dense_weight(w, spans):
-    """W's live taps as a (K, C*T) view (_one_gemm layers): the whole kernel of a compact
-    W, or one tap (i0, j0) of any W, strided over K and C."""
+    """W's live taps as a (K, C*T) array: a view of the whole kernel of a compact W or of
+    one tap (i0, j0) of any W (strided over K and C); else a compact copy of the window
+    w[:, :, i0:i1, j0:j1] (K * C * T values, as small as the image). The live taps are
+    the image's pixels one to one, in its (h, w) order, so x (N, C, H, W) flattened is
+    the GEMM's other operand as it stands."""
     k, c, kh, kw = w.shape
     (i0, i1), (j0, j1) = spans
-    if (i1 - i0) * (j1 - j0) == kh * kw:
+    taps = (i1 - i0) * (j1 - j0)
+    if taps == kh * kw:
         w = w.compact()
-        return NDArray.make((k, c * kh * kw), (c * kh * kw, 1), w.device, w.handle, w.offset,
+        return NDArray.make((k, c * taps), (c * taps, 1), w.device, w.handle, w.offset,
                             w.dtype)
-    s = w.strides
-    return NDArray.make((k, c), (s[0], s[1]), w.device, w.handle,
-                        w.offset + i0 * s[2] + j0 * s[3], w.dtype)
+    if taps == 1:
+        s = w.strides
+        return NDArray.make((k, c), (s[0], s[1]), w.device, w.handle,
+                            w.offset + i0 * s[2] + j0 * s[3], w.dtype)
+    return _view(w[:, :, i0:i1, j0:j1].compact(), (k, c * taps))
 
 
 def _flat(a):
@@ -283,16 +281,9 @@ def _flat(a):
 
 
 def _dense_forward(x, w, b, spans, relu, precision):
-    """y (N, K, 1, 1) = x by W's live taps, + bias (max(0, .) of it with relu)."""
+    """y (N, K, 1, 1) = x (N, C*H*W) @ W's live taps^T, + bias (max(0, .) of it with relu)."""
     n, k = x.shape[0], w.shape[0]
-    if _one_gemm(spans, w.shape):
-        y = _ac.matmul(_flat(x), _swap_last(_dense_weight(w, spans)), precision)
-    else:   # T taps: a batch of T GEMMs (N, C) @ (C, K), summed; no copy of W's taps
-        (i0, i1), (j0, j1) = spans
-        xt = x.permute(2, 3, 0, 1)                          # (H, W, N, C)
-        wt = w[:, :, i0:i1, j0:j1].permute(2, 3, 1, 0)      # (H, W, C, K)
-        taps = _ac.matmul(xt, wt, precision)                # (H, W, N, K)
-        y = taps.reshape(taps.shape[0] * taps.shape[1], n * k).sum(axis=0).reshape(n, k)
+    y = _ac.matmul(_flat(x), _swap_last(_dense_weight(w, spans)), precision)
     if b is not None or relu:
         x.device.bias_act(y, None if b is None else b.compact(), relu)
     return _view(y, (n, k, 1, 1))
@@ -343,7 +334,7 @@ def conv_grad_input(g, w, xshape, p, rows=_rows_of, precision=None, rounded=None
     dev = g.device
     layer = _layer(tuple(xshape), w.shape, p)
     spans = _layer_taps(dev, layer)
-    if spans is not None and layer.one_gemm:   # dx (N, C*T) = g (N, K) @ W
+    if spans is not None:   # dx (N, C*T) = g (N, K) @ W's live taps
         return _view(_ac.matmul(_flat(g), _dense_weight(w, spans), precision), tuple(xshape))
     dx = NDArray.make(xshape, device=dev, dtype=g.dtype)
     if _fused_at(precision, dev, layer.oh, layer.ow, w.shape, p, xhw=layer.xhw):
@@ -367,7 +358,7 @@ def conv_grad_weight(g, x, wshape, p, rows=_rows_of, col=None, precision=None, r
     wshape = tuple(wshape)
     layer = _layer(x.shape, wshape, p)
     spans = _layer_taps(dev, layer)
-    if spans is not None and layer.one_gemm:
+    if spans is not None:
         return _dense_grad_weight(g, x, wshape, spans, precision)
     if _fused_at(precision, dev, layer.oh, layer.ow, wshape, p):
         if precision is not None:
@@ -385,14 +376,14 @@ def conv_grad_weight(g, x, wshape, p, rows=_rows_of, col=None, precision=None, r
 
 def _dense_grad_weight(g, x, wshape, spans, precision):
     """dW's live taps (K, C*T) = g (N, K)^T @ x (N, C*T); zeros at the taps that read
-    only padding (_one_gemm layers: those taps are one or all)."""
+    only padding."""
     dwt = _ac.matmul(_swap_last(_flat(g)), _flat(x), precision)
     if spans == ((0, wshape[2]), (0, wshape[3])):
         return _view(dwt, wshape)
     dw = NDArray.make(wshape, device=g.device, dtype=g.dtype)
     dw.fill(0)
     (i0, i1), (j0, j1) = spans
-    dw[:, :, i0:i1, j0:j1] = dwt.reshape(wshape[:2] + (1, 1))
+    dw[:, :, i0:i1, j0:j1] = dwt.reshape(wshape[:2] + (i1 - i0, j1 - j0))
     return dw
 
 
