@@ -16,6 +16,7 @@
 #ifndef MN_CONV_DIRECT_H
 #define MN_CONV_DIRECT_H
 #include <stddef.h>
+#include "_tr16.h"
 typedef ptrdiff_t mn_idx;
 
 #if defined(__AVX512F__)
@@ -177,32 +178,9 @@ static inline void mn_cd_store_f64(const double* tb, int nh, int nw, int nk, int
 }
 
 #if defined(__AVX512F__)
-/* A 16 x 16 float32 block transposed in registers by swapping off-diagonal blocks of 8,
- * 4, 2, 1 lanes: 64 two-vector shuffles instead of 256 scalar moves. */
 typedef int mn_cd_vi __attribute__((vector_size(64)));
-#define MN_CD_SWAP(B, LO, HI)                                                          \
-    for (int i = 0; i < 16; i++)                                                       \
-        if (!(i & B)) {                                                                \
-            mn_cd_vf a = v[i], b = v[i + B];                                           \
-            v[i] = __builtin_shuffle(a, b, LO);                                        \
-            v[i + B] = __builtin_shuffle(a, b, HI);                                    \
-        }
-static inline __attribute__((always_inline)) void mn_cd_t16(mn_cd_vf* v)
-{
-    /* lane l of the pair (a, b): low row a[l] or b[l-B]; high row a[l+B] or b[l] */
-    const mn_cd_vi lo8 = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
-    const mn_cd_vi hi8 = {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31};
-    const mn_cd_vi lo4 = {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27};
-    const mn_cd_vi hi4 = {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31};
-    const mn_cd_vi lo2 = {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29};
-    const mn_cd_vi hi2 = {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31};
-    const mn_cd_vi lo1 = {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30};
-    const mn_cd_vi hi1 = {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31};
-    _Pragma("GCC unroll 16") MN_CD_SWAP(8, lo8, hi8)
-    _Pragma("GCC unroll 16") MN_CD_SWAP(4, lo4, hi4)
-    _Pragma("GCC unroll 16") MN_CD_SWAP(2, lo2, hi2)
-    _Pragma("GCC unroll 16") MN_CD_SWAP(1, lo1, hi1)
-}
+/* 16 x 16 float32 blocks transposed in registers (_tr16.h) */
+MN_DEF_TR16(mn_cd_t16, mn_cd_vf, mn_cd_vi)
 
 /* A whole 16-pixel x 16-channel tile: each channel's two rows of 8 pixels stored at once */
 static void mn_cd_store16_f32(const float* tb, float* y, mn_idx kstride, mn_idx rstride,

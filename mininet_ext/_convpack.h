@@ -163,51 +163,26 @@ MN_DEF_PACK_ROWS(double, f64, MN_NR_D)
 
 /* Pixel-major convolution tiles into NCHW: dst[k * P + i] = tile[i * kb + k] + bias[k]
  * for i < cnt pixels, k < kn channels (kb a multiple of 16). A scalar transpose cost as
- * much as the tile's FMAs; here 16 x 16 blocks are transposed in vector registers in
- * four stages of two-source shuffles (stage s swaps the off-diagonal s x s blocks of
- * every 2s x 2s block), 64 shuffles for 256 elements. */
-typedef float mn_t16f __attribute__((vector_size(64)));
-typedef int mn_t16i __attribute__((vector_size(64)));
-
-static inline void mn_tr16_stage(mn_t16f* r, int s, mn_t16i lo, mn_t16i hi)
-{
-    for (int i = 0; i < 16; i++)
-        if (!(i & s)) {
-            mn_t16f a = r[i], b = r[i + s];
-            r[i] = __builtin_shuffle(a, b, lo);
-            r[i + s] = __builtin_shuffle(a, b, hi);
-        }
-}
-
+ * much as the tile's FMAs; here 16 x 16 blocks are transposed in vector registers
+ * (_tr16.h: 64 shuffles for 256 elements). */
 static void mn_tile_to_nchw_f32(const float* tile, mn_cidx kb, mn_cidx cnt, mn_cidx kn,
                                 const float* bias, float* dst, mn_cidx P)
 {
-    const mn_t16i lo8 = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
-    const mn_t16i hi8 = {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31};
-    const mn_t16i lo4 = {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27};
-    const mn_t16i hi4 = {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31};
-    const mn_t16i lo2 = {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29};
-    const mn_t16i hi2 = {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31};
-    const mn_t16i lo1 = {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30};
-    const mn_t16i hi1 = {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31};
     for (mn_cidx i0 = 0; i0 < cnt; i0 += 16) {
         mn_cidx ni = cnt - i0 < 16 ? cnt - i0 : 16;
         for (mn_cidx k0 = 0; k0 < kn; k0 += 16) {
             mn_cidx nk = kn - k0 < 16 ? kn - k0 : 16;
-            mn_t16f r[16];
+            mn_tr16f r[16];
             for (int i = 0; i < 16; i++) {
-                if (i < ni) memcpy(&r[i], tile + (i0 + i) * kb + k0, sizeof(mn_t16f));
-                else r[i] = (mn_t16f){0};
+                if (i < ni) memcpy(&r[i], tile + (i0 + i) * kb + k0, sizeof(mn_tr16f));
+                else r[i] = (mn_tr16f){0};
             }
-            mn_tr16_stage(r, 8, lo8, hi8);
-            mn_tr16_stage(r, 4, lo4, hi4);
-            mn_tr16_stage(r, 2, lo2, hi2);
-            mn_tr16_stage(r, 1, lo1, hi1);
+            mn_tr16_f32(r);
             for (mn_cidx k = 0; k < nk; k++) {
-                mn_t16f v = r[k] + (bias ? bias[k0 + k] : 0.0f);
+                mn_tr16f v = r[k] + (bias ? bias[k0 + k] : 0.0f);
                 float* d = dst + (k0 + k) * P + i0;
                 if (ni == 16) {
-                    memcpy(d, &v, sizeof(mn_t16f));
+                    memcpy(d, &v, sizeof(mn_tr16f));
                 } else {
 #if defined(__AVX512F__)
                     _mm512_mask_storeu_ps(d, (__mmask16)((1u << ni) - 1u), (__m512)v);

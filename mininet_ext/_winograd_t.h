@@ -74,65 +74,50 @@ static void WN(wino_filters)(const WT* w, WT* U, mn_idx K, mn_idx C, int mr, int
 }
 
 /* B^T d B for nr tiles at once: d[36][nr] (the 6x6 patches, position-major) -> v rows
- * xi at v + xi * vs, each nr long. Vectors run across tiles, so every step is plain
- * adds and multiplies on whole vectors. */
+ * xi at v + xi * vs, each nr long. Vectors (V, of L lanes) run across tiles, so every
+ * step is plain adds and multiplies on whole vectors. */
+#ifndef WINO_IN_BODY   /* this file is included once per element type */
+#define WINO_IN_BODY(V, L)                                                          \
+    for (int j = 0; j < nr; j += (L)) {                                             \
+        V t[36];                                                                    \
+        for (int s = 0; s < 6; s++) {   /* t = B^T d, column s */                   \
+            V d0 = *(const V*)(d + (0 * 6 + s) * nr + j);                           \
+            V d1 = *(const V*)(d + (1 * 6 + s) * nr + j);                           \
+            V d2 = *(const V*)(d + (2 * 6 + s) * nr + j);                           \
+            V d3 = *(const V*)(d + (3 * 6 + s) * nr + j);                           \
+            V d4 = *(const V*)(d + (4 * 6 + s) * nr + j);                           \
+            V d5 = *(const V*)(d + (5 * 6 + s) * nr + j);                           \
+            t[0 * 6 + s] = 4 * d0 - 5 * d2 + d4;                                    \
+            t[1 * 6 + s] = d4 + d3 - 4 * (d1 + d2);                                 \
+            t[2 * 6 + s] = d4 - d3 + 4 * (d1 - d2);                                 \
+            t[3 * 6 + s] = d4 - d2 + 2 * (d3 - d1);                                 \
+            t[4 * 6 + s] = d4 - d2 - 2 * (d3 - d1);                                 \
+            t[5 * 6 + s] = 4 * d1 - 5 * d3 + d5;                                    \
+        }                                                                           \
+        for (int r = 0; r < 6; r++) {   /* v = t B, row r */                        \
+            V d0 = t[r * 6], d1 = t[r * 6 + 1], d2 = t[r * 6 + 2];                  \
+            V d3 = t[r * 6 + 3], d4 = t[r * 6 + 4], d5 = t[r * 6 + 5];              \
+            *(V*)(v + (r * 6 + 0) * vs + j) = 4 * d0 - 5 * d2 + d4;                 \
+            *(V*)(v + (r * 6 + 1) * vs + j) = d4 + d3 - 4 * (d1 + d2);              \
+            *(V*)(v + (r * 6 + 2) * vs + j) = d4 - d3 + 4 * (d1 - d2);              \
+            *(V*)(v + (r * 6 + 3) * vs + j) = d4 - d2 + 2 * (d3 - d1);              \
+            *(V*)(v + (r * 6 + 4) * vs + j) = d4 - d2 - 2 * (d3 - d1);              \
+            *(V*)(v + (r * 6 + 5) * vs + j) = 4 * d1 - 5 * d3 + d5;                 \
+        }                                                                           \
+    }
+#endif
+
 static void WN(wino_in)(const WT* restrict d, WT* restrict v, mn_idx vs, int nr)
 {
     typedef WN(wvec) V;
-    for (int j = 0; j < nr; j += WL) {
-        V t[36];
-        for (int s = 0; s < 6; s++) {   /* t = B^T d, column s */
-#define WLD(r) (*(const V*)(d + ((r) * 6 + s) * nr + j))
-            V d0 = WLD(0), d1 = WLD(1), d2 = WLD(2), d3 = WLD(3), d4 = WLD(4), d5 = WLD(5);
-#undef WLD
-            t[0 * 6 + s] = 4 * d0 - 5 * d2 + d4;
-            t[1 * 6 + s] = d4 + d3 - 4 * (d1 + d2);
-            t[2 * 6 + s] = d4 - d3 + 4 * (d1 - d2);
-            t[3 * 6 + s] = d4 - d2 + 2 * (d3 - d1);
-            t[4 * 6 + s] = d4 - d2 - 2 * (d3 - d1);
-            t[5 * 6 + s] = 4 * d1 - 5 * d3 + d5;
-        }
-        for (int r = 0; r < 6; r++) {   /* v = t B, row r */
-            V d0 = t[r * 6], d1 = t[r * 6 + 1], d2 = t[r * 6 + 2];
-            V d3 = t[r * 6 + 3], d4 = t[r * 6 + 4], d5 = t[r * 6 + 5];
-            *(V*)(v + (r * 6 + 0) * vs + j) = 4 * d0 - 5 * d2 + d4;
-            *(V*)(v + (r * 6 + 1) * vs + j) = d4 + d3 - 4 * (d1 + d2);
-            *(V*)(v + (r * 6 + 2) * vs + j) = d4 - d3 + 4 * (d1 - d2);
-            *(V*)(v + (r * 6 + 3) * vs + j) = d4 - d2 + 2 * (d3 - d1);
-            *(V*)(v + (r * 6 + 4) * vs + j) = d4 - d2 - 2 * (d3 - d1);
-            *(V*)(v + (r * 6 + 5) * vs + j) = 4 * d1 - 5 * d3 + d5;
-        }
-    }
+    WINO_IN_BODY(V, WL)
 }
 
 /* wino_in with 64-byte vectors, where they divide nr (wino_in_any) */
 static void WN(wino_in64)(const WT* restrict d, WT* restrict v, mn_idx vs, int nr)
 {
     typedef WT V __attribute__((vector_size(64), aligned(sizeof(WT))));
-    for (int j = 0; j < nr; j += (int)(64 / sizeof(WT))) {
-        V t[36];
-        for (int s = 0; s < 6; s++) {   /* t = B^T d, column s */
-#define WLD(r) (*(const V*)(d + ((r) * 6 + s) * nr + j))
-            V d0 = WLD(0), d1 = WLD(1), d2 = WLD(2), d3 = WLD(3), d4 = WLD(4), d5 = WLD(5);
-#undef WLD
-            t[0 * 6 + s] = 4 * d0 - 5 * d2 + d4;
-            t[1 * 6 + s] = d4 + d3 - 4 * (d1 + d2);
-            t[2 * 6 + s] = d4 - d3 + 4 * (d1 - d2);
-            t[3 * 6 + s] = d4 - d2 + 2 * (d3 - d1);
-            t[4 * 6 + s] = d4 - d2 - 2 * (d3 - d1);
-            t[5 * 6 + s] = 4 * d1 - 5 * d3 + d5;
-        }
-        for (int r = 0; r < 6; r++) {   /* v = t B, row r */
-            V d0 = t[r * 6], d1 = t[r * 6 + 1], d2 = t[r * 6 + 2];
-            V d3 = t[r * 6 + 3], d4 = t[r * 6 + 4], d5 = t[r * 6 + 5];
-            *(V*)(v + (r * 6 + 0) * vs + j) = 4 * d0 - 5 * d2 + d4;
-            *(V*)(v + (r * 6 + 1) * vs + j) = d4 + d3 - 4 * (d1 + d2);
-            *(V*)(v + (r * 6 + 2) * vs + j) = d4 - d3 + 4 * (d1 - d2);
-            *(V*)(v + (r * 6 + 3) * vs + j) = d4 - d2 + 2 * (d3 - d1);
-            *(V*)(v + (r * 6 + 4) * vs + j) = d4 - d2 - 2 * (d3 - d1);
-            *(V*)(v + (r * 6 + 5) * vs + j) = 4 * d1 - 5 * d3 + d5;
-        }
-    }
+    WINO_IN_BODY(V, (int)(64 / sizeof(WT)))
 }
 
 
