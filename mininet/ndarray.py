@@ -775,20 +775,24 @@ def _bool_arith(a, b, name):
 def matmul(a, b, precision=None):
     """numpy's matmul: 1-d operands are promoted, batch dims broadcast. precision "bf16":
     the device rounds float32 inputs to bfloat16 and sums in float32 (mininet.amp)."""
-    kw = {} if precision is None else {"precision": precision}
     if not isinstance(b, NDArray):
         b = NDArray(b, device=a.device)   # its own dtype, promoted below as every binary op
     sa, sb = a.shape, b.shape
-    if (len(sa) == 2 and len(sb) == 2 and a.dtype is b.dtype and a.dtype in _FLOATS
-            and sa[1] == sb[0] and a.device is b.device):
+    dev, dt = a.device, a.dtype
+    if (len(sa) == 2 and len(sb) == 2 and dt is b.dtype and dt in _FLOATS
+            and sa[1] == sb[0] and dev is b.device):
         # the common case (a layer's product) without the general path's checks, its
         # output built in line: a 64^3 product takes 5 us, and each call costs 0.1
         m, n = sa[0], sb[1]
         out = object.__new__(NDArray)
-        out.shape, out.strides, out.offset, out.dtype, out.device = (m, n), (n, 1), 0, a.dtype, a.device
-        out.handle = a.device.alloc(m * n * a.dtype.itemsize)
-        a.device.matmul(a, b, out, m, n, sa[1], **kw)
+        out.shape, out.strides, out.offset, out.dtype, out.device = (m, n), (n, 1), 0, dt, dev
+        out.handle = dev.alloc(m * n * dt.itemsize)
+        if precision is None:
+            dev.matmul(a, b, out, m, n, sa[1])
+        else:
+            dev.matmul(a, b, out, m, n, sa[1], precision=precision)
         return out
+    kw = {} if precision is None else {"precision": precision}
     a, b = _promote(a, b)
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: operands must be at least 1-d, got shapes {a.shape} and {b.shape}")
