@@ -86,3 +86,91 @@ __device__ void gemm_tile(const T* A, long long ars, long long acs, const T* B, 
 
 MN_GEMM(float, f32)
 MN_GEMM(double, f64)
+
+// float32 with A and B row-major (unit column stride, row strides and base pointers
+// 16-byte aligned: checked by the host): the same 128x128 tiles, but each thread moves a
+// 4-float vector of A and one of B per slice, fetched into registers while the slice
+// before is multiplied (then stored to the other shared buffer: one barrier a slice),
+// and computes a 2x2 grid of 4x4 blocks 64 apart, so that its shared-memory reads are
+// 4-float vectors a warp reads without bank conflicts. Edges load zeros; C is stored
+// by vectors where a row's 4 values are in bounds and 16-byte aligned, else by element. The generic kernel above moved one value per load with 64-bit index math
+// for any strides, and ran at about 0.35x cuBLAS on an H200.
+struct __align__(16) mn_f4 { float x, y, z, w; };
+
+__device__ __forceinline__ mn_f4 load_row4(const float* p, long long row, long long col,
+                                           int rows, int cols, long long ld) {
+    mn_f4 v = {0.f, 0.f, 0.f, 0.f};
+    if (row >= rows) return v;
+    const float* q = p + row * ld + col;
+    if (col + 3 < cols) return *reinterpret_cast<const mn_f4*>(q);
+    if (col < cols) v.x = q[0];
+    if (col + 1 < cols) v.y = q[1];
+    if (col + 2 < cols) v.z = q[2];
+    return v;
+}
+
+extern "C" __global__ void __launch_bounds__(MN_THREADS)
+gemm_rr_f32(const float* A, long long ars, const long long* a_batch, const float* B,
+            long long brs, const long long* b_batch, float* C, int M, int N, int K) {
+    __shared__ __align__(16) float As[2][BK][BM];
+    __shared__ __align__(16) float Bs[2][BK][BN];
+    long long z = blockIdx.z;
+    A += a_batch ? a_batch[z] : 0;
+    B += b_batch ? b_batch[z] : 0;
+    C += z * (long long)M * N;
+    int t = threadIdx.x;
+    int tx = t % 16, ty = t / 16;              // output rows ty*4 (+64), cols tx*4 (+64)
+    int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    int am = t / 2, ak = (t % 2) * 4;          // this thread's A vector: row am, k ak..ak+3
+    int bk = t / 32, bn = (t % 32) * 4;        // its B vector: k row bk, cols bn..bn+3
+    float acc[8][8] = {};
+    mn_f4 ra = load_row4(A, m0 + am, ak, M, K, ars);
+    mn_f4 rb = load_row4(B, bk, n0 + bn, K, N, brs);
+    int buf = 0;
+    for (int k0 = 0; k0 < K; k0 += BK) {
+        As[buf][ak][am] = ra.x; As[buf][ak + 1][am] = ra.y;
+        As[buf][ak + 2][am] = ra.z; As[buf][ak + 3][am] = ra.w;
+        *reinterpret_cast<mn_f4*>(&Bs[buf][bk][bn]) = rb;
+        __syncthreads();
+        if (k0 + BK < K) {   // the next slice in flight while this one is used
+            ra = load_row4(A, m0 + am, k0 + BK + ak, M, K, ars);
+            rb = load_row4(B, k0 + BK + bk, n0 + bn, K, N, brs);
+        }
+#pragma unroll
+        for (int k = 0; k < BK; ++k) {
+            float a[8], b[8];
+            mn_f4 v;
+            v = *reinterpret_cast<const mn_f4*>(&As[buf][k][ty * 4]);
+            a[0] = v.x; a[1] = v.y; a[2] = v.z; a[3] = v.w;
+            v = *reinterpret_cast<const mn_f4*>(&As[buf][k][64 + ty * 4]);
+            a[4] = v.x; a[5] = v.y; a[6] = v.z; a[7] = v.w;
+            v = *reinterpret_cast<const mn_f4*>(&Bs[buf][k][tx * 4]);
+            b[0] = v.x; b[1] = v.y; b[2] = v.z; b[3] = v.w;
+            v = *reinterpret_cast<const mn_f4*>(&Bs[buf][k][64 + tx * 4]);
+            b[4] = v.x; b[5] = v.y; b[6] = v.z; b[7] = v.w;
+#pragma unroll
+            for (int i = 0; i < 8; ++i)
+#pragma unroll
+                for (int j = 0; j < 8; ++j) acc[i][j] += a[i] * b[j];
+        }
+        buf ^= 1;   // the other buffer is written next: nobody reads it since the barrier
+    }
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        int gm = m0 + (i < 4 ? ty * 4 + i : 64 + ty * 4 + i - 4);
+        if (gm >= M) continue;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            int gn = n0 + h * 64 + tx * 4;
+            float* c = C + (long long)gm * N + gn;
+            if (gn + 3 < N && ((unsigned long long)c & 15) == 0) {
+                mn_f4 v = {acc[i][h * 4], acc[i][h * 4 + 1], acc[i][h * 4 + 2], acc[i][h * 4 + 3]};
+                *reinterpret_cast<mn_f4*>(c) = v;
+            } else {
+#pragma unroll
+                for (int j = 0; j < 4; ++j)
+                    if (gn + j < N) c[j] = acc[i][h * 4 + j];
+            }
+        }
+    }
+}

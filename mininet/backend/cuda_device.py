@@ -32,6 +32,14 @@ def _size(nbytes):
         nbytes /= 1024
 
 
+
+def _rows_of_4(a, batch):
+    """a float32 (..., M, K) view whose rows are contiguous and start 16 bytes apart, each
+    batch matrix too: what gemm_rr_f32's 4-float vector loads need."""
+    ptr = a.handle.ptr + a.offset * 4
+    return (a.dtype == np.float32 and a.strides[-1] == 1 and a.strides[-2] % 4 == 0
+            and ptr % 16 == 0 and (batch is None or not (np.asarray(batch) % 4).any()))
+
 class CudaBuffer:
     """A pooled device allocation; returns to the pool when garbage. version: bumped by
     each in-place write of a tensor over it (autograd's check of saved values)."""
@@ -270,10 +278,15 @@ class CUDADevice(FusedKernels, Device):
         keep_a, pa = self._offsets(a_batch)
         keep_b, pb = self._offsets(b_batch)
         grid = ((n + 127) // 128, (m + 127) // 128, batch)
-        self._launch("matmul", f"gemm_{SUFFIX[out.dtype]}", "PqqPPqqPPiii", 0,
-                     self._ptr(a), a.strides[-2], a.strides[-1], pa,
-                     self._ptr(b), b.strides[-2], b.strides[-1], pb, self._ptr(out), m, n, k,
-                     grid=grid)
+        if out.dtype == np.float32 and _rows_of_4(a, a_batch) and _rows_of_4(b, b_batch):
+            # row-major float32 in 16-byte rows: the vector-load kernel
+            self._launch("matmul", "gemm_rr_f32", "PqPPqPPiii", 0, self._ptr(a), a.strides[-2],
+                         pa, self._ptr(b), b.strides[-2], pb, self._ptr(out), m, n, k, grid=grid)
+        else:
+            self._launch("matmul", f"gemm_{SUFFIX[out.dtype]}", "PqqPPqqPPiii", 0,
+                         self._ptr(a), a.strides[-2], a.strides[-1], pa,
+                         self._ptr(b), b.strides[-2], b.strides[-1], pb, self._ptr(out), m, n,
+                         k, grid=grid)
         # keep_a/keep_b may go back to the pool now: whatever reuses them is queued on the
         # same (default) stream, so it runs after this kernel has read them
         del keep_a, keep_b
