@@ -46,6 +46,16 @@ def test_an_mnist_mlp_epoch_on_cuda_matches_the_cpu(mnist_path):
     assert rel(cuda["test_loss"], cpu["test_loss"]) < 1e-3
 
 
+@pytest.mark.slow
+def test_the_train_header_names_the_gpu_not_the_cpu_threads(gpu, mnist_path):
+    r = run_cli("train", "mnist", "--epochs", "1", "--seed", "0", "--data-dir", mnist_path,
+                "--device", "cuda", timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    head = r.stdout.splitlines()[0]
+    assert "5000 train / 10000 test, cuda(" in " ".join(r.stdout.split()), head
+    assert "thread" not in head
+
+
 def _small_runs_first(fn, *args):
     """Two runs on a few samples: the emulator checks (race detector, three block orders) the
     first two launches of every kernel, ~10x slower than the rest; let those be small ones."""

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 import numpy as np
 
 from .. import distributed, get_num_threads, set_num_threads
+from ..backend.device import get_device
 from ..data import CIFAR10Dataset, DataError, DataLoader, DistributedSampler, MNISTDataset
 from ..distributed import GradientReducer
 from ..init import generator, manual_seed
@@ -303,6 +304,9 @@ def _run(cfg, console=None):
             "dataset": cfg.dataset, "ranks": ranks}
     where = (f"{ranks} ranks x {threads_phrase(get_num_threads())}" if ranks > 1
              else threads_phrase(get_num_threads()))
+    if cfg.device != "cpu":   # the GPU does the work: name it, not the CPU threads
+        gpu = repr(get_device(cfg.device))
+        where = f"{ranks} ranks x {gpu}" if ranks > 1 else gpu
     console.print(f"mininet train {cfg.dataset} --model {cfg.model} ({len(train_set)} train / "
                   f"{len(test_set)} test, {where})", highlight=False)
     kept = Kept(cfg.save, cfg.resume, start)
