@@ -145,16 +145,32 @@ struct GradWeight {
     }
 };
 
-// db[k] = sum over n and pixels of gout[n, k, :, :]: one block per channel
+// db[k] = sum over n and pixels of gout[n, k, :, :], in two steps so that every SM works
+// and the order of the sum is fixed: block (k, s) sums images s, s + S, ... of channel k
+// (each a run of P contiguous values: coalesced, no division) into part[k * S + s], then
+// one thread a channel adds its S partials in order. One block a channel (16 blocks for
+// the MNIST CNN's first layer) summed 36 GB/s on an H200.
 template <typename T>
-__device__ void bias_grad(const T* gout, T* db, int N, int K, long long P) {
+__device__ void bias_grad_part(const T* gout, double* part, int N, int K, long long P) {
+    int S = gridDim.y, s = blockIdx.y;
     for (int k = blockIdx.x; k < K; k += gridDim.x) {
-        double s = 0;
-        for (long long e = threadIdx.x; e < (long long)N * P; e += blockDim.x)
-            s += gout[((e / P) * K + k) * P + e % P];
-        s = block_sum(s);
-        if (threadIdx.x == 0) db[k] = (T)s;
+        double acc = 0;
+        for (long long n = s; n < N; n += S) {
+            const T* row = gout + (n * K + k) * P;
+            for (long long q = threadIdx.x; q < P; q += blockDim.x) acc += row[q];
+        }
+        acc = block_sum(acc);
+        if (threadIdx.x == 0) part[(long long)k * S + s] = acc;
         __syncthreads();   // block_sum's scratch is reused by the next channel
+    }
+}
+
+template <typename T>
+__device__ void bias_grad_sum(const double* part, T* db, int K, int S) {
+    GRID_STRIDE(k, K) {
+        double acc = 0;
+        for (int s = 0; s < S; ++s) acc += part[k * S + s];
+        db[k] = (T)acc;
     }
 }
 
@@ -179,9 +195,13 @@ __device__ void bias_grad(const T* gout, T* db, int N, int K, long long P) {
         tiled_gemm<T>(p, g.K / g.groups, (long long)(g.C / g.groups) * g.kh * g.kw,           \
                       k0 + chunk < kd ? k0 + chunk : kd, k0);                                 \
     }                                                                                          \
-    extern "C" __global__ void conv2d_grad_bias_##S(const T* gout, T* db, int N, int K,       \
-                                                    long long P) {                            \
-        bias_grad<T>(gout, db, N, K, P);                                                      \
+    extern "C" __global__ void conv2d_grad_bias_##S(const T* gout, double* part, int N,       \
+                                                    int K, long long P) {                     \
+        bias_grad_part<T>(gout, part, N, K, P);                                               \
+    }                                                                                          \
+    extern "C" __global__ void conv2d_grad_bias_sum_##S(const double* part, T* db, int K,     \
+                                                        int S) {                              \
+        bias_grad_sum<T>(part, db, K, S);                                                     \
     }
 
 MN_CONV2D(float, f32)

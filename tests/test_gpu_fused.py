@@ -198,3 +198,17 @@ def test_conv_kernels_are_the_implicit_gemm_on_the_gpu(gpu, monkeypatch):
     x = Tensor(rng.standard_normal((1, 2, 4, 4)), device=gpu, requires_grad=True)
     w = Tensor(rng.standard_normal((3, 2, 3, 3)), device=gpu, requires_grad=True)
     ops.conv(x, w, None, padding=1).sum().backward()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(37, 5, 3, 4), (2, 600, 1, 1), (300, 1, 7, 9), (1, 3, 0, 5)])
+def test_conv_bias_gradient_sums_every_image_and_pixel(gpu, dtype, shape):
+    """db[k] = the sum of gout[:, k] (blocks over channels and slices of the images, then
+    the partials summed in order): against numpy's float64 sum, and the same twice."""
+    g = np.random.default_rng(sum(shape)).standard_normal(shape).astype(dtype)
+    db = NDArray.make((shape[1],), device=gpu, dtype=np.dtype(dtype))
+    gpu.conv2d_grad_bias(NDArray(g, device=gpu), db)
+    first = db.numpy().copy()
+    assert_near(first, g.astype(np.float64).sum(axis=(0, 2, 3)), tol(dtype, np.sqrt(g.size)))
+    gpu.conv2d_grad_bias(NDArray(g, device=gpu), db)
+    np.testing.assert_array_equal(db.numpy(), first)
