@@ -169,7 +169,8 @@ def test_the_split_k_weight_gradient_matches_the_cpu(gpu, monkeypatch, dtype, xs
 
 def test_the_mnist_first_layer_fills_the_gpu(gpu):
     """(1, 1, 1) blocks before the split; now enough slices for 2 x 132 SMs, none empty."""
-    assert gpu._conv_splits(1, 8 * 24 * 24) == (5, 928)
-    assert gpu._conv_splits(1, 128 * 24 * 24) == (72, 1024)
-    assert gpu._conv_splits(1, 1000) == (1, 1000)        # a short reduction: one block
+    assert gpu.conv_split_chunk == 256
+    assert gpu._conv_splits(1, 8 * 24 * 24) == (18, 256)
+    assert gpu._conv_splits(1, 128 * 24 * 24) == (256, 288)   # 264 blocks' worth, rounded
+    assert gpu._conv_splits(1, 200) == (1, 200)          # a short reduction: one block
     assert gpu._conv_splits(300, 10 ** 6) == (1, 10 ** 6)   # the grid is full already
