@@ -205,41 +205,49 @@ def test_astype_converts_on_the_device_as_numpy(gpu, launched, src, dst):
     launched(f"cast_{names[src]}_{names[dst]}")
 
 
-# (M, K, N, how): row-major float32 products take gemm_rr_f32 (4-float vector loads), with
-# edges in every dimension; "slice": rows of 16-byte multiples but K and N not multiples
-# of 4 (views of wider arrays), "batch": batched and broadcast 3-d products
-GEMM_RR = [(128, 64, 128, "plain"), (130, 12, 132, "plain"), (1, 4, 4, "plain"),
-           (257, 37, 131, "slice"), (5, 9, 3, "slice"), (3, 20, 36, "batch"),
-           (70, 8, 260, "batch")]
+# (M, K, N, how): float32 products whose operands have rows or columns 16 bytes apart take
+# gemm_XY_f32 (4-float vector loads; X, Y: r row-major, t a transposed view), with edges in
+# every dimension; "slice": steps of 16 bytes but K and N not multiples of 4 (views of wider
+# arrays), "batch": batched and broadcast 3-d products
+GEMM_VEC = [(128, 64, 128, "plain"), (130, 12, 132, "plain"), (1, 4, 4, "plain"),
+            (257, 37, 131, "slice"), (5, 9, 3, "slice"), (3, 20, 36, "batch"),
+            (70, 8, 260, "batch")]
 
 
-def _rr_operands(m, k, n, how, rng):
-    if how == "slice":   # rows 4-float aligned in a wider array; K and N left ragged
-        a = rng.standard_normal((m, k + (-k) % 4 + 4)).astype(np.float32)
-        b = rng.standard_normal((k, n + (-n) % 4 + 4)).astype(np.float32)
-        return a, b, (slice(None), slice(0, k)), (slice(None), slice(0, n))
-    shape_a, shape_b = ((3, m, k), (1, k, n)) if how == "batch" else ((m, k), (k, n))
-    return (rng.standard_normal(shape_a).astype(np.float32),
-            rng.standard_normal(shape_b).astype(np.float32), (), ())
+def _vec_operand(shape, transposed, ragged, rng):
+    """A float32 array of `shape` (last two dims) on the host, and the index that views it:
+    transposed: stored as its transpose; rows stored 4-float multiples apart (and 4 more
+    when ragged: a view of a wider array)."""
+    *batch, r, c = shape
+    rows, cols = (c, r) if transposed else (r, c)
+    wide = cols + (-cols) % 4 + (4 if ragged else 0)
+    a = rng.standard_normal((*batch, rows, wide)).astype(np.float32)
+    return a, (..., slice(None), slice(0, cols))
 
 
-@pytest.mark.parametrize("m,k,n,how", GEMM_RR)
-def test_row_major_float32_products_take_the_vector_kernel(gpu, launched, m, k, n, how):
-    a, b, ia, ib = _rr_operands(m, k, n, how, np.random.default_rng(m * 1000 + n))
-    got = (NDArray(a, device=gpu)[ia] @ NDArray(b, device=gpu)[ib]).numpy()
-    want = a[ia].astype(np.float64) @ b[ib].astype(np.float64)
+@pytest.mark.parametrize("layout", ["rr", "rt", "tr", "tt"])
+@pytest.mark.parametrize("m,k,n,how", GEMM_VEC)
+def test_float32_products_take_the_vector_kernels(gpu, launched, m, k, n, how, layout):
+    rng = np.random.default_rng(m * 1000 + n)
+    batch = how == "batch"
+    a, ia = _vec_operand((3, m, k) if batch else (m, k), layout[0] == "t", how == "slice", rng)
+    b, ib = _vec_operand((1, k, n) if batch else (k, n), layout[1] == "t", how == "slice", rng)
+    va, vb = NDArray(a, device=gpu)[ia], NDArray(b, device=gpu)[ib]
+    ha, hb = a[ia], b[ib]
+    if layout[0] == "t":
+        va, ha = va.swapaxes(-1, -2), np.swapaxes(ha, -1, -2)
+    if layout[1] == "t":
+        vb, hb = vb.swapaxes(-1, -2), np.swapaxes(hb, -1, -2)
+    got = (va @ vb).numpy()
+    want = ha.astype(np.float64) @ hb.astype(np.float64)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.sqrt(k))
-    launched("gemm_rr_f32")
+    launched(f"gemm_{layout}_f32")
 
 
-def test_products_the_vector_kernel_cannot_read_take_the_generic_one(gpu, launched):
-    """A transposed operand, rows not 16-byte aligned, float64: gemm_f32 / gemm_f64."""
+def test_products_the_vector_kernels_cannot_read_take_the_generic_one(gpu, launched):
+    """Rows 5 floats apart (neither layout in 16-byte steps), float64: gemm_f32 / gemm_f64."""
     rng = np.random.default_rng(3)
-    a = rng.standard_normal((33, 18)).astype(np.float32)
-    b = rng.standard_normal((21, 18)).astype(np.float32)
-    got = (NDArray(a, device=gpu) @ NDArray(b, device=gpu).permute((1, 0))).numpy()
-    np.testing.assert_allclose(got, a.astype(np.float64) @ b.T, rtol=1e-4, atol=1e-4)
-    odd = rng.standard_normal((7, 5)).astype(np.float32)   # rows of 5 floats
+    odd = rng.standard_normal((7, 5)).astype(np.float32)
     got = (NDArray(odd, device=gpu) @ NDArray(odd.T.copy(), device=gpu)).numpy()
     np.testing.assert_allclose(got, odd.astype(np.float64) @ odd.T, rtol=1e-4, atol=1e-4)
     launched("gemm_f32")

@@ -33,12 +33,20 @@ def _size(nbytes):
 
 
 
-def _rows_of_4(a, batch):
-    """a float32 (..., M, K) view whose rows are contiguous and start 16 bytes apart, each
-    batch matrix too: what gemm_rr_f32's 4-float vector loads need."""
-    ptr = a.handle.ptr + a.offset * 4
-    return (a.dtype == np.float32 and a.strides[-1] == 1 and a.strides[-2] % 4 == 0
-            and ptr % 16 == 0 and (batch is None or not (np.asarray(batch) % 4).any()))
+def _vec_layout(a, batch):
+    """"r" for a float32 (..., M, K) view with contiguous rows 16-byte multiples apart,
+    "t" for one with contiguous columns so (a transposed view), None otherwise; the base
+    and each batch matrix 16-byte aligned: what the gemm_XY_f32 kernels' 4-float vector
+    loads need."""
+    if a.dtype != np.float32 or (a.handle.ptr + a.offset * 4) % 16 or \
+            (batch is not None and (np.asarray(batch) % 4).any()):
+        return None
+    rs, cs = a.strides[-2], a.strides[-1]
+    if cs == 1 and rs % 4 == 0:
+        return "r"
+    if rs == 1 and cs % 4 == 0:
+        return "t"
+    return None
 
 class CudaBuffer:
     """A pooled device allocation; returns to the pool when garbage. version: bumped by
@@ -278,10 +286,13 @@ class CUDADevice(FusedKernels, Device):
         keep_a, pa = self._offsets(a_batch)
         keep_b, pb = self._offsets(b_batch)
         grid = ((n + 127) // 128, (m + 127) // 128, batch)
-        if out.dtype == np.float32 and _rows_of_4(a, a_batch) and _rows_of_4(b, b_batch):
-            # row-major float32 in 16-byte rows: the vector-load kernel
-            self._launch("matmul", "gemm_rr_f32", "PqPPqPPiii", 0, self._ptr(a), a.strides[-2],
-                         pa, self._ptr(b), b.strides[-2], pb, self._ptr(out), m, n, k, grid=grid)
+        la, lb = _vec_layout(a, a_batch), _vec_layout(b, b_batch)
+        if out.dtype == np.float32 and la and lb:
+            # float32 rows or columns in 16-byte steps: the vector-load kernels
+            lda = a.strides[-2] if la == "r" else a.strides[-1]
+            ldb = b.strides[-2] if lb == "r" else b.strides[-1]
+            self._launch("matmul", f"gemm_{la}{lb}_f32", "PqPPqPPiii", 0, self._ptr(a), lda, pa,
+                         self._ptr(b), ldb, pb, self._ptr(out), m, n, k, grid=grid)
         else:
             self._launch("matmul", f"gemm_{SUFFIX[out.dtype]}", "PqqPPqqPPiii", 0,
                          self._ptr(a), a.strides[-2], a.strides[-1], pa,
