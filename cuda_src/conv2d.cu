@@ -200,8 +200,8 @@ __device__ void bias_grad_sum(const double* part, T* db, int K, int S) {
         bias_grad_part<T>(gout, part, N, K, P);                                               \
     }                                                                                          \
     extern "C" __global__ void conv2d_grad_bias_sum_##S(const double* part, T* db, int K,     \
-                                                        int S) {                              \
-        bias_grad_sum<T>(part, db, K, S);                                                     \
+                                                        int slices) {                         \
+        bias_grad_sum<T>(part, db, K, slices);                                                \
     }
 
 MN_CONV2D(float, f32)

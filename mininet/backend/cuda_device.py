@@ -32,12 +32,11 @@ def _size(nbytes):
         nbytes /= 1024
 
 
-
 def _vec_layout(a, batch):
-    """"r" for a float32 (..., M, K) view with contiguous rows 16-byte multiples apart,
-    "t" for one with contiguous columns so (a transposed view), None otherwise; the base
-    and each batch matrix 16-byte aligned: what the gemm_XY_f32 kernels' 4-float vector
-    loads need."""
+    """The vector-load GEMM's name for a float32 (..., M, K) view: "r" where its rows are
+    contiguous and 16-byte multiples apart, "t" where its columns are (a transposed view),
+    None otherwise or where the base or a batch matrix is not 16-byte aligned (the
+    gemm_XY_f32 kernels read 4-float vectors)."""
     if a.dtype != np.float32 or (a.handle.ptr + a.offset * 4) % 16 or \
             (batch is not None and (np.asarray(batch) % 4).any()):
         return None
@@ -47,6 +46,7 @@ def _vec_layout(a, batch):
     if rs == 1 and cs % 4 == 0:
         return "t"
     return None
+
 
 class CudaBuffer:
     """A pooled device allocation; returns to the pool when garbage. version: bumped by
