@@ -12,6 +12,7 @@ bound by the host (Python and PyCUDA launches), not by the kernels.
 """
 import argparse
 import collections
+import importlib
 import json
 import time
 
@@ -72,7 +73,7 @@ def step_profile(dev, batch, steps):
 
 
 def conv_parts(dev, batch, reps):
-    conv_mod = __import__("mininet.ops.conv", fromlist=["conv_forward"])
+    conv_mod = importlib.import_module("mininet.ops.conv")   # (ops.conv is the function)
     out = {}
     for (c, hw, k, ks, pad) in ((1, 28, 16, 5, 2), (16, 14, 32, 5, 2)):
         rng = np.random.default_rng(1)

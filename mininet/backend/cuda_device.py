@@ -32,12 +32,12 @@ def _size(nbytes):
         nbytes /= 1024
 
 
-def _vec_layout(a, batch):
-    """The vector-load GEMM's name for a float32 (..., M, K) view: "r" where its rows are
-    contiguous and 16-byte multiples apart, "t" where its columns are (a transposed view),
-    None otherwise or where the base or a batch matrix is not 16-byte aligned (the
-    gemm_XY_f32 kernels read 4-float vectors)."""
-    if a.dtype != np.float32 or (a.handle.ptr + a.offset * 4) % 16 or \
+def _vec_layout(a, ptr, batch):
+    """The vector-load GEMM's name for a float32 (..., M, K) view at device address ptr:
+    "r" where its rows are contiguous and 16-byte multiples apart, "t" where its columns
+    are (a transposed view), None otherwise or where the base or a batch matrix is not
+    16-byte aligned (the gemm_XY_f32 kernels read 4-float vectors)."""
+    if a.dtype != np.float32 or ptr % 16 or \
             (batch is not None and (np.asarray(batch) % 4).any()):
         return None
     rs, cs = a.strides[-2], a.strides[-1]
@@ -286,17 +286,18 @@ class CUDADevice(FusedKernels, Device):
         keep_a, pa = self._offsets(a_batch)
         keep_b, pb = self._offsets(b_batch)
         grid = ((n + 127) // 128, (m + 127) // 128, batch)
-        la, lb = _vec_layout(a, a_batch), _vec_layout(b, b_batch)
+        ptr_a, ptr_b = self._ptr(a), self._ptr(b)
+        la, lb = _vec_layout(a, ptr_a, a_batch), _vec_layout(b, ptr_b, b_batch)
         if out.dtype == np.float32 and la and lb:
             # float32 rows or columns in 16-byte steps: the vector-load kernels
             lda = a.strides[-2] if la == "r" else a.strides[-1]
             ldb = b.strides[-2] if lb == "r" else b.strides[-1]
-            self._launch("matmul", f"gemm_{la}{lb}_f32", "PqPPqPPiii", 0, self._ptr(a), lda, pa,
-                         self._ptr(b), ldb, pb, self._ptr(out), m, n, k, grid=grid)
+            self._launch("matmul", f"gemm_{la}{lb}_f32", "PqPPqPPiii", 0, ptr_a, lda, pa,
+                         ptr_b, ldb, pb, self._ptr(out), m, n, k, grid=grid)
         else:
             self._launch("matmul", f"gemm_{SUFFIX[out.dtype]}", "PqqPPqqPPiii", 0,
-                         self._ptr(a), a.strides[-2], a.strides[-1], pa,
-                         self._ptr(b), b.strides[-2], b.strides[-1], pb, self._ptr(out), m, n,
+                         ptr_a, a.strides[-2], a.strides[-1], pa,
+                         ptr_b, b.strides[-2], b.strides[-1], pb, self._ptr(out), m, n,
                          k, grid=grid)
         # keep_a/keep_b may go back to the pool now: whatever reuses them is queued on the
         # same (default) stream, so it runs after this kernel has read them
