@@ -244,6 +244,46 @@ def test_float32_products_take_the_vector_kernels(gpu, launched, m, k, n, how, l
     launched(f"gemm_{layout}_f32")
 
 
+def test_size_one_dims_do_not_keep_products_off_the_vector_kernels(gpu, launched):
+    """A (K, 1) column cut from a vector (strides (1, 1)) reads as a transposed operand,
+    one row of a matrix 5 floats wide as a row-major one: the stride of a dim of size 1
+    is never used."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, 8)).astype(np.float32)
+    v = rng.standard_normal(8).astype(np.float32)
+    col = NDArray(v, device=gpu).reshape(8, 1)
+    assert col.strides == (1, 1)
+    got = (NDArray(x, device=gpu) @ col).numpy()
+    np.testing.assert_allclose(got, x.astype(np.float64) @ v[:, None], rtol=1e-5, atol=1e-5)
+    launched("gemm_rt_f32")
+    wide = rng.standard_normal((3, 5)).astype(np.float32)
+    y = rng.standard_normal((4, 8)).astype(np.float32)
+    row = NDArray(wide, device=gpu)[0:1, 0:4]
+    assert row.strides == (5, 1)
+    got = (row @ NDArray(y, device=gpu)).numpy()
+    np.testing.assert_allclose(got, wide[0:1, :4].astype(np.float64) @ y, rtol=1e-5, atol=1e-5)
+    launched("gemm_rr_f32")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_products_past_the_grid_limits_launch_in_slices(gpu, launched, monkeypatch, dtype):
+    """More matrices than a grid holds in z, or more 128-row blocks than it holds in y:
+    slices of the batch and of the rows, one launch each (the limits shrunk to 3 and 2
+    here, so that small products cross them: real ones are 65535)."""
+    import importlib
+    cuda_device = importlib.import_module("mininet.backend.cuda_device")
+    monkeypatch.setattr(cuda_device, "GRID_LIMITS", ((1 << 31) - 1, 2, 3))
+    rng = np.random.default_rng(7)
+    for ashape, bshape in (((7, 5, 8), (7, 8, 4)),      # batch 7: z slices of 3, 3, 1
+                           ((600, 8), (8, 4)),           # 600 rows: slices of 256
+                           ((2, 300, 8), (1, 8, 4))):    # both, B broadcast
+        x = rng.standard_normal(ashape).astype(dtype)
+        y = rng.standard_normal(bshape).astype(dtype)
+        got = (NDArray(x, device=gpu) @ NDArray(y, device=gpu)).numpy()
+        close(got, x.astype(np.float64) @ y.astype(np.float64), dtype)
+    launched("gemm_rr_f32" if dtype == np.float32 else "gemm_f64")
+
+
 def test_products_the_vector_kernels_cannot_read_take_the_generic_one(gpu, launched):
     """Rows 5 floats apart (neither layout in 16-byte steps), float64: gemm_f32 / gemm_f64."""
     rng = np.random.default_rng(3)

@@ -33,18 +33,20 @@ def _size(nbytes):
 
 
 def _vec_layout(a, ptr, batch):
-    """The vector-load GEMM's name for a float32 (..., M, K) view at device address ptr:
-    "r" where its rows are contiguous and 16-byte multiples apart, "t" where its columns
-    are (a transposed view), None otherwise or where the base or a batch matrix is not
-    16-byte aligned (the gemm_XY_f32 kernels read 4-float vectors)."""
+    """The vector-load GEMM's reading of a float32 (..., M, K) view at device address ptr:
+    ("r", row stride) where its rows are contiguous and 16-byte multiples apart, ("t",
+    column stride) where its columns are (a transposed view), None otherwise or where the
+    base or a batch matrix is not 16-byte aligned (the gemm_XY_f32 kernels read 4-float
+    vectors). A dim of size 1 is never stepped along, so its stride does not count: a
+    (K, 1) column cut from a vector, a row of a matrix 5 floats wide (4 is passed)."""
     if a.dtype != np.float32 or ptr % 16 or \
             (batch is not None and (np.asarray(batch) % 4).any()):
         return None
-    rs, cs = a.strides[-2], a.strides[-1]
-    if cs == 1 and rs % 4 == 0:
-        return "r"
-    if rs == 1 and cs % 4 == 0:
-        return "t"
+    (rows, cols), (rs, cs) = a.shape[-2:], a.strides[-2:]
+    if (cs == 1 or cols == 1) and (rs % 4 == 0 or rows == 1):
+        return "r", rs if rows > 1 else 4
+    if (rs == 1 or rows == 1) and (cs % 4 == 0 or cols == 1):
+        return "t", cs if cols > 1 else 4
     return None
 
 
@@ -285,23 +287,41 @@ class CUDADevice(FusedKernels, Device):
             return
         keep_a, pa = self._offsets(a_batch)
         keep_b, pb = self._offsets(b_batch)
-        grid = ((n + 127) // 128, (m + 127) // 128, batch)
-        ptr_a, ptr_b = self._ptr(a), self._ptr(b)
+        ptr_a, ptr_b, ptr_c = self._ptr(a), self._ptr(b), self._ptr(out)
         la, lb = _vec_layout(a, ptr_a, a_batch), _vec_layout(b, ptr_b, b_batch)
         if out.dtype == np.float32 and la and lb:
             # float32 rows or columns in 16-byte steps: the vector-load kernels
-            lda = a.strides[-2] if la == "r" else a.strides[-1]
-            ldb = b.strides[-2] if lb == "r" else b.strides[-1]
-            self._launch("matmul", f"gemm_{la}{lb}_f32", "PqPPqPPiii", 0, ptr_a, lda, pa,
-                         ptr_b, ldb, pb, self._ptr(out), m, n, k, grid=grid)
+            (la, lda), (lb, ldb) = la, lb
+            name, ldims = f"gemm_{la}{lb}_f32", (lda, ldb)
         else:
-            self._launch("matmul", f"gemm_{SUFFIX[out.dtype]}", "PqqPPqqPPiii", 0,
-                         ptr_a, a.strides[-2], a.strides[-1], pa,
-                         ptr_b, b.strides[-2], b.strides[-1], pb, self._ptr(out), m, n,
-                         k, grid=grid)
+            name, ldims = f"gemm_{SUFFIX[out.dtype]}", None
+        # a block is 128 rows of C and a grid holds at most GRID_LIMITS[1] blocks in y and
+        # [2] in z: beyond them, slices of rows (one matrix a launch) and of the batch
+        rows_cap = GRID_LIMITS[1] * 128
+        zcap = GRID_LIMITS[2] if m <= rows_cap else 1
+        isz, rstep = out.dtype.itemsize, a.strides[-2] * a.dtype.itemsize
+        for z0 in range(0, batch, zcap):
+            nz = min(zcap, batch - z0)
+            for r0 in range(0, m, rows_cap):
+                mr = min(rows_cap, m - r0)
+                args = (ptr_a + r0 * rstep, pa + 8 * z0 if pa else 0, ptr_b,
+                        pb + 8 * z0 if pb else 0, ptr_c + (z0 * m + r0) * n * isz)
+                self._gemm(name, ldims, a, b, args, mr, n, k, nz)
         # keep_a/keep_b may go back to the pool now: whatever reuses them is queued on the
         # same (default) stream, so it runs after this kernel has read them
         del keep_a, keep_b
+
+    def _gemm(self, name, ldims, a, b, args, m, n, k, nz):
+        """One launch of a GEMM kernel: args are the A, A-batch, B, B-batch and C device
+        pointers; ldims the vector kernels' (lda, ldb), None for the generic kernel's
+        strides."""
+        (pa, pab, pb, pbb, pc), grid = args, ((n + 127) // 128, (m + 127) // 128, nz)
+        if ldims is not None:
+            self._launch("matmul", name, "PqPPqPPiii", 0, pa, ldims[0], pab, pb, ldims[1],
+                         pbb, pc, m, n, k, grid=grid)
+        else:
+            self._launch("matmul", name, "PqqPPqqPPiii", 0, pa, a.strides[-2], a.strides[-1],
+                         pab, pb, b.strides[-2], b.strides[-1], pbb, pc, m, n, k, grid=grid)
 
     # convolution and pooling ----------------------------------------------------------
     @staticmethod

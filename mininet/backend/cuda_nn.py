@@ -254,7 +254,8 @@ class FusedKernels:
     # blocks of their own and atomicAdd into dw (zeroed first): enough blocks to fill a
     # GPU (2 x 132 SMs of an H100/H200), no slice shorter than conv_split_chunk (1024 left
     # the MNIST CNN's first layer, 16 x 25 outputs over 78,400 terms, at 77 blocks: 0.26 ms
-    # of its 1.7 ms step on an H200)
+    # of its 1.7 ms step on an H200). The atomics add the slices in whatever order they
+    # finish: such a gradient's last bits can change from run to run (the README says so)
     conv_split_chunk = 256
     conv_split_blocks = 264
 
