@@ -51,6 +51,17 @@ cdef extern from "_conv_direct.h" nogil:
                          Py_ssize_t kstride, Py_ssize_t rstride, int relu)
     void mn_cd_store_f64(const double* tb, int nh, int nw, int nk, int kt, double* y,
                          Py_ssize_t kstride, Py_ssize_t rstride, int relu)
+    ctypedef void (*mn_cm_fn_f32)(Py_ssize_t, const Py_ssize_t*, const float*, Py_ssize_t,
+                                  const float*, const float*, float*, Py_ssize_t, Py_ssize_t,
+                                  int, int, int, int)
+    ctypedef void (*mn_cm_fn_f64)(Py_ssize_t, const Py_ssize_t*, const double*, Py_ssize_t,
+                                  const double*, const double*, double*, Py_ssize_t,
+                                  Py_ssize_t, int, int, int, int)
+    int mn_cm_ok()
+    int mn_cm_r()
+    int mn_cm_rh(int nv)
+    mn_cm_fn_f32 mn_cm_pick_f32(int nv)
+    mn_cm_fn_f64 mn_cm_pick_f64(int nv)
 
 cdef Py_ssize_t RW = mn_cd_rw()          # tile columns (output pixels of a row)
 cdef Py_ssize_t MAX_STRIDE = 4           # column strides with a kernel
@@ -234,6 +245,168 @@ def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
         else:
             forward_all(<double*>x.ptr + x_off, <double*>w.ptr + w_off, <double*>bp,
                         <double*>out.ptr + out_off, &p, scratch.ptr, step, nt, relu)
+    return True
+
+
+# channel-major forward (stride 1) -----------------------------------------------------
+# The same bands of padded input rows and (band, image) jobs as forward(), but tiles of
+# RH output rows x NV vectors of pixels x MN_CM_R channels whose pixels are vector loads
+# (a row's pixels read consecutive inputs at stride 1) and whose weights are broadcast:
+# the sums come out in NCHW order and are stored as they are (_conv_direct.h,
+# MN_CM_KERNEL). A job runs its channel blocks one after another over the whole band, so
+# the output is written a few planes at a time.
+
+def cm_available():
+    """Whether this build has the channel-major kernel (AVX-512 compiled in)."""
+    return bool(mn_cm_ok())
+
+
+cdef struct CPlan:
+    Py_ssize_t N, C, H, W, K, kh, kw, ph, pw, OH, OW
+    Py_ssize_t NV, RH, R, lanes, KB, ntaps, rowtiles, coltiles, nbands, Hb, Wb, plane
+    Py_ssize_t wsize, bufsize
+
+
+cdef int make_cplan(CPlan* p, tuple xshape, Py_ssize_t K, tuple ksize, tuple pad,
+                    int itemsize) except -1:
+    """Fill the sizes; p.nbands = 0 when the kernel does not apply."""
+    p.N, p.C, p.H, p.W = xshape
+    p.K = K
+    p.kh, p.kw = ksize
+    p.ph, p.pw = pad
+    if min(p.N, p.C, p.H, p.W, K, p.kh, p.kw) < 0:
+        raise ValueError(f"conv2d_direct: negative size in input {xshape}, K {K}, "
+                         f"kernel {ksize}")
+    p.OH, p.OW = p.H + 2 * p.ph - p.kh + 1, p.W + 2 * p.pw - p.kw + 1
+    p.nbands = 0
+    if not mn_cm_ok() or min(p.ph, p.pw) < 0 or p.OH < 1 or p.OW < 1 or \
+            min(p.C, p.kh, p.kw, p.H, p.W) < 1:
+        return 0
+    p.lanes = mn_cd_lanes(itemsize)
+    p.NV = 2 if p.OW > p.lanes else 1
+    p.RH = mn_cm_rh(<int>p.NV)
+    p.R = mn_cm_r()
+    p.KB = cdiv(K, p.R)
+    p.ntaps = p.C * p.kh * p.kw
+    p.rowtiles, p.coltiles = cdiv(p.OH, p.RH), cdiv(p.OW, p.NV * p.lanes)
+    p.Wb = p.coltiles * p.NV * p.lanes + p.kw - 1
+    cdef Py_ssize_t full = p.C * (p.rowtiles * p.RH + p.kh - 1) * p.Wb
+    cdef int nt = threads_for(p.N * p.OH * p.OW * K * p.ntaps // 64)
+    p.nbands = max(cdiv(full * itemsize, BAND_BYTES), cdiv(nt, max(p.N, 1)))
+    p.nbands = min(p.nbands, p.rowtiles)
+    p.Hb = cdiv(p.rowtiles, p.nbands) * p.RH + p.kh - 1
+    p.plane = p.Hb * p.Wb
+    p.wsize = p.KB * p.ntaps * p.R
+    p.bufsize = p.C * p.plane
+    return 0
+
+
+cdef void pack_cm(const floating* w, const floating* bias, CPlan* p, floating* wr,
+                  floating* br) noexcept nogil:
+    """wr[kb][t][r] = w[kb*R + r][t], br[kb][r] = the bias; zeros past K."""
+    cdef Py_ssize_t kb, t, r, k
+    for kb in range(p.KB):
+        for r in range(p.R):
+            k = kb * p.R + r
+            br[kb * p.R + r] = bias[k] if (k < p.K and bias != NULL) else 0
+            for t in range(p.ntaps):
+                wr[(kb * p.ntaps + t) * p.R + r] = w[k * p.ntaps + t] if k < p.K else 0
+
+
+cdef void cm_jobs(const floating* x, CPlan* p, const floating* wr, const floating* br,
+                  const Py_ssize_t* toff, floating* buf, floating* y, Py_ssize_t j0,
+                  Py_ssize_t j1, bint relu) noexcept nogil:
+    """Jobs j0 .. j1 (job = band * N + image): pad the band's rows into buf, then each
+    channel block over all its tiles."""
+    cdef Py_ssize_t j, n, b, t0, t1, ty, tx, kb, last = -1, px = p.NV * p.lanes
+    cdef Py_ssize_t P = p.OH * p.OW
+    cdef const floating* img
+    cdef floating* yk
+    cdef int nk
+    cdef mn_cm_fn_f32 k32 = mn_cm_pick_f32(<int>p.NV)
+    cdef mn_cm_fn_f64 k64 = mn_cm_pick_f64(<int>p.NV)
+    for j in range(j0, j1):
+        b, n = j // p.N, j % p.N
+        t0, t1 = p.rowtiles * b // p.nbands, p.rowtiles * (b + 1) // p.nbands
+        if t1 == t0:
+            continue
+        if floating is float:
+            mn_cd_fill_f32(x + n * p.C * p.H * p.W, p.C, p.H, p.W, t0 * p.RH - p.ph,
+                           (t1 - t0) * p.RH + p.kh - 1, p.pw, p.Wb, p.plane, buf, b != last)
+        else:
+            mn_cd_fill_f64(x + n * p.C * p.H * p.W, p.C, p.H, p.W, t0 * p.RH - p.ph,
+                           (t1 - t0) * p.RH + p.kh - 1, p.pw, p.Wb, p.plane, buf, b != last)
+        last = b
+        for kb in range(p.KB):
+            nk = <int>min(p.R, p.K - kb * p.R)
+            yk = y + (n * p.K + kb * p.R) * P
+            for ty in range(t0, t1):
+                for tx in range(p.coltiles):
+                    img = buf + (ty - t0) * p.RH * p.Wb + tx * px
+                    if floating is float:
+                        k32(p.ntaps, toff, img, p.Wb, wr + kb * p.ntaps * p.R, br + kb * p.R,
+                            yk + ty * p.RH * p.OW + tx * px, P, p.OW, nk,
+                            <int>min(p.RH, p.OH - ty * p.RH), <int>min(px, p.OW - tx * px),
+                            relu)
+                    else:
+                        k64(p.ntaps, toff, img, p.Wb, wr + kb * p.ntaps * p.R, br + kb * p.R,
+                            yk + ty * p.RH * p.OW + tx * px, P, p.OW, nk,
+                            <int>min(p.RH, p.OH - ty * p.RH), <int>min(px, p.OW - tx * px),
+                            relu)
+
+
+cdef void cm_all(const floating* x, const floating* w, const floating* bias, floating* y,
+                 CPlan* p, char* scratch, Py_ssize_t step, int nt, bint relu) noexcept nogil:
+    """Pack the weights (scratch's head), then the threads take equal runs of jobs."""
+    cdef floating* wr = <floating*>scratch
+    cdef floating* br = <floating*>(scratch + lined(p.wsize * sizeof(floating)))
+    cdef Py_ssize_t* toff = <Py_ssize_t*>(<char*>br + lined(p.KB * p.R * sizeof(floating)))
+    cdef char* priv = <char*>toff + lined(p.ntaps * sizeof(Py_ssize_t))
+    cdef Py_ssize_t c, i, j, jobs = p.N * p.nbands
+    cdef int t
+    pack_cm(w, bias, p, wr, br)
+    for c in range(p.C):
+        for i in range(p.kh):
+            for j in range(p.kw):
+                toff[(c * p.kh + i) * p.kw + j] = c * p.plane + i * p.Wb + j
+    for t in prange(nt, num_threads=nt, schedule='static'):
+        cm_jobs(x, p, wr, br, toff, <floating*>(priv + t * step), y, jobs * t // nt,
+                jobs * (t + 1) // nt, relu)
+
+
+def forward_cm(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
+               Py_ssize_t b_off, Buffer out, Py_ssize_t out_off, tuple xshape, Py_ssize_t K,
+               tuple ksize, tuple pad, int itemsize, bint relu=False):
+    """forward() for stride 1 and no dilation on the channel-major kernel. Returns False,
+    having done nothing, where it does not apply (a build without AVX-512, a negative
+    padding)."""
+    check_itemsize(itemsize, "conv2d_direct")
+    cdef CPlan p
+    make_cplan(&p, xshape, K, ksize, pad, itemsize)
+    if p.nbands == 0:
+        return False
+    n, c, h, wd = xshape
+    need(x, x_off, (n, c, h, wd), itemsize, "conv2d_direct", "input")
+    need(w, w_off, (K, c) + tuple(ksize), itemsize, "conv2d_direct", "weight")
+    if bias is not None:
+        need(bias, b_off, (K,), itemsize, "conv2d_direct", "bias")
+    need(out, out_off, (n, K, p.OH, p.OW), itemsize, "conv2d_direct", "output")
+    if p.N == 0 or K == 0:
+        return True
+    cdef Py_ssize_t jobs = p.N * p.nbands
+    cdef int nt = max(1, min(threads_for(p.N * p.OH * p.OW * K * p.ntaps // 64), jobs))
+    cdef Py_ssize_t head = lined(p.wsize * itemsize) + lined(p.KB * p.R * itemsize) + \
+        lined(p.ntaps * sizeof(Py_ssize_t))
+    cdef Py_ssize_t step = lined(p.bufsize * itemsize)
+    cdef Buffer scratch = Buffer(head + nt * step)
+    cdef char* bp = NULL if bias is None else bias.ptr + b_off * itemsize
+    with nogil:
+        if itemsize == 4:
+            cm_all(<float*>x.ptr + x_off, <float*>w.ptr + w_off, <float*>bp,
+                   <float*>out.ptr + out_off, &p, scratch.ptr, step, nt, relu)
+        else:
+            cm_all(<double*>x.ptr + x_off, <double*>w.ptr + w_off, <double*>bp,
+                   <double*>out.ptr + out_off, &p, scratch.ptr, step, nt, relu)
     return True
 
 
