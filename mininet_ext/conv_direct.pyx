@@ -192,6 +192,30 @@ cdef void run_jobs(const floating* x, Plan* p, const floating* wp, const floatin
                     store_tile(tb, p, y + n * p.K * p.OH * p.OW, ty * p.RH, tx * RW, kb, relu)
 
 
+cdef void tap_offsets(Py_ssize_t* toff, Py_ssize_t C, Py_ssize_t kh, Py_ssize_t kw,
+                      Py_ssize_t plane, Py_ssize_t rowstep, Py_ssize_t colstep) noexcept nogil:
+    """toff[tap (c, i, j)] = where the tap reads in a band, from a tile's first pixel."""
+    cdef Py_ssize_t c, i, j
+    for c in range(C):
+        for i in range(kh):
+            for j in range(kw):
+                toff[(c * kh + i) * kw + j] = c * plane + i * rowstep + j * colstep
+
+
+cdef int check_io(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
+                  Py_ssize_t b_off, Buffer out, Py_ssize_t out_off, tuple xshape,
+                  Py_ssize_t K, tuple ksize, Py_ssize_t OH, Py_ssize_t OW,
+                  int itemsize) except -1:
+    """A clear error unless every buffer holds its array (the forwards' arguments)."""
+    n, c, h, wd = xshape
+    need(x, x_off, (n, c, h, wd), itemsize, "conv2d_direct", "input")
+    need(w, w_off, (K, c) + tuple(ksize), itemsize, "conv2d_direct", "weight")
+    if bias is not None:
+        need(bias, b_off, (K,), itemsize, "conv2d_direct", "bias")
+    need(out, out_off, (n, K, OH, OW), itemsize, "conv2d_direct", "output")
+    return 0
+
+
 cdef void forward_all(const floating* x, const floating* w, const floating* bias, floating* y,
                       Plan* p, char* scratch, Py_ssize_t step, int nt, bint relu) noexcept nogil:
     """Pack the weights (scratch's head), then the threads take equal runs of jobs."""
@@ -199,13 +223,10 @@ cdef void forward_all(const floating* x, const floating* w, const floating* bias
     cdef floating* bp = <floating*>(scratch + lined(p.wsize * sizeof(floating)))
     cdef Py_ssize_t* toff = <Py_ssize_t*>(<char*>bp + lined(p.KB * p.kt * sizeof(floating)))
     cdef char* priv = <char*>toff + lined(p.ntaps * sizeof(Py_ssize_t))
-    cdef Py_ssize_t c, i, j, jobs = p.N * p.nbands
+    cdef Py_ssize_t jobs = p.N * p.nbands
     cdef int t
     pack_weights(w, bias, p, wp, bp)
-    for c in range(p.C):
-        for i in range(p.kh):
-            for j in range(p.kw):
-                toff[(c * p.kh + i) * p.kw + j] = c * p.plane + i * p.dh * p.Wb + j * p.dw
+    tap_offsets(toff, p.C, p.kh, p.kw, p.plane, p.dh * p.Wb, p.dw)
     for t in prange(nt, num_threads=nt, schedule='static'):
         run_jobs(x, p, wp, bp, toff, <floating*>(priv + t * step),
                  <floating*>(priv + t * step + lined(p.bufsize * sizeof(floating))), y,
@@ -223,12 +244,8 @@ def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
     make_plan(&p, xshape, K, ksize, stride, pad, dil, itemsize)
     if p.nbands == 0:
         return False
-    n, c, h, wd = xshape
-    need(x, x_off, (n, c, h, wd), itemsize, "conv2d_direct", "input")
-    need(w, w_off, (K, c) + tuple(ksize), itemsize, "conv2d_direct", "weight")
-    if bias is not None:
-        need(bias, b_off, (K,), itemsize, "conv2d_direct", "bias")
-    need(out, out_off, (n, K, p.OH, p.OW), itemsize, "conv2d_direct", "output")
+    check_io(x, x_off, w, w_off, bias, b_off, out, out_off, xshape, K, ksize, p.OH, p.OW,
+             itemsize)
     if p.N == 0 or K == 0:
         return True
     cdef Py_ssize_t jobs = p.N * p.nbands
@@ -362,13 +379,10 @@ cdef void cm_all(const floating* x, const floating* w, const floating* bias, flo
     cdef floating* br = <floating*>(scratch + lined(p.wsize * sizeof(floating)))
     cdef Py_ssize_t* toff = <Py_ssize_t*>(<char*>br + lined(p.KB * p.R * sizeof(floating)))
     cdef char* priv = <char*>toff + lined(p.ntaps * sizeof(Py_ssize_t))
-    cdef Py_ssize_t c, i, j, jobs = p.N * p.nbands
+    cdef Py_ssize_t jobs = p.N * p.nbands
     cdef int t
     pack_cm(w, bias, p, wr, br)
-    for c in range(p.C):
-        for i in range(p.kh):
-            for j in range(p.kw):
-                toff[(c * p.kh + i) * p.kw + j] = c * p.plane + i * p.Wb + j
+    tap_offsets(toff, p.C, p.kh, p.kw, p.plane, p.Wb, 1)
     for t in prange(nt, num_threads=nt, schedule='static'):
         cm_jobs(x, p, wr, br, toff, <floating*>(priv + t * step), y, jobs * t // nt,
                 jobs * (t + 1) // nt, relu)
@@ -385,12 +399,8 @@ def forward_cm(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bi
     make_cplan(&p, xshape, K, ksize, pad, itemsize)
     if p.nbands == 0:
         return False
-    n, c, h, wd = xshape
-    need(x, x_off, (n, c, h, wd), itemsize, "conv2d_direct", "input")
-    need(w, w_off, (K, c) + tuple(ksize), itemsize, "conv2d_direct", "weight")
-    if bias is not None:
-        need(bias, b_off, (K,), itemsize, "conv2d_direct", "bias")
-    need(out, out_off, (n, K, p.OH, p.OW), itemsize, "conv2d_direct", "output")
+    check_io(x, x_off, w, w_off, bias, b_off, out, out_off, xshape, K, ksize, p.OH, p.OW,
+             itemsize)
     if p.N == 0 or K == 0:
         return True
     cdef Py_ssize_t jobs = p.N * p.nbands

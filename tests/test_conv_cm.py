@@ -9,6 +9,7 @@ import pytest
 from mininet import Tensor, ops, set_num_threads, get_num_threads
 from mininet.backend.cpu import _cm_row_fits, _cm_wins, cpu
 from mininet.ndarray import NDArray
+from test_conv_direct import _arrays, _tol   # (n, c, h, w, k, (kh, kw), ...) cases alike
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -33,19 +34,6 @@ CASES = [
     (2, 3, 6, 6, 4, (3, 3), (3, 3)),         # padding as wide as the kernel
 ]
 IDS = [str(c) for c in CASES]
-
-
-def _tol(dtype, taps):
-    if dtype == np.float32:
-        return dict(rtol=1e-4, atol=3e-6 * taps)
-    return dict(rtol=1e-10, atol=1e-12 * taps)
-
-
-def _arrays(case, dtype):
-    n, c, h, w, k, (kh, kw) = case[:6]
-    return (rng.standard_normal((n, c, h, w)).astype(dtype),
-            rng.standard_normal((k, c, kh, kw)).astype(dtype),
-            rng.standard_normal(k).astype(dtype))
 
 
 def _want(x, w, b, pad, relu=False):
