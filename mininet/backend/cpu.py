@@ -362,17 +362,17 @@ class CPUDevice(Device):
         """Few input channels (a first layer) on a direct kernel where it wins
         (_cm_wins, _direct_wins); False where the kernel does not apply (it checks the
         strides)."""
-        if not (_one_dtype(x, w, bias, out) and out.is_compact()):
+        cm = _cm_wins(x.shape, w.shape, stride, padding, dilation, groups, x.dtype.itemsize)
+        if not (cm or _direct_wins(x.shape, w.shape, stride, groups)) or \
+                not (_one_dtype(x, w, bias, out) and out.is_compact()):
             return False
-        if _cm_wins(x.shape, w.shape, stride, padding, dilation, groups, x.dtype.itemsize):
+        if cm:
             return _direct.forward_cm(x.handle, x.offset, w.handle, w.offset,
                                       None if bias is None else bias.handle,
                                       0 if bias is None else bias.offset, out.handle,
                                       out.offset, tuple(x.shape), w.shape[0],
                                       tuple(w.shape[2:]), tuple(padding), x.dtype.itemsize,
                                       relu)
-        if not _direct_wins(x.shape, w.shape, stride, groups):
-            return False
         return _direct.forward(x.handle, x.offset, w.handle, w.offset,
                                None if bias is None else bias.handle,
                                0 if bias is None else bias.offset, out.handle, out.offset,
