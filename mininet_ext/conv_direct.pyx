@@ -84,6 +84,28 @@ cdef inline Py_ssize_t lined(Py_ssize_t nbytes) noexcept nogil:
     return cdiv(nbytes, ALIGN) * ALIGN
 
 
+cdef Py_ssize_t band_count(Py_ssize_t full, int itemsize, Py_ssize_t N, Py_ssize_t work,
+                           Py_ssize_t rowtiles) noexcept nogil:
+    """Bands of row tiles an image is cut into: each band's padded input (full: the
+    whole image's, in items) small enough for L1, and enough jobs (band, image) for the
+    threads a layer of `work` multiply-adds gets."""
+    cdef Py_ssize_t n = max(cdiv(full * itemsize, BAND_BYTES), cdiv(threads_for(work // 64),
+                                                                    max(N, 1)))
+    return min(n, rowtiles)
+
+
+cdef int forward_team(Py_ssize_t work, Py_ssize_t jobs) noexcept nogil:
+    """Threads for a forward of `work` multiply-adds in `jobs` jobs."""
+    return <int>max(1, min(threads_for(work // 64), jobs))
+
+
+cdef Py_ssize_t head_bytes(Py_ssize_t wsize, Py_ssize_t nbias, Py_ssize_t ntaps,
+                           Py_ssize_t itemsize) noexcept nogil:
+    """The shared head of a forward's scratch, each part line-aligned: the packed
+    weights (wsize items), the bias (nbias) and the tap table; the threads' parts follow."""
+    return lined(wsize * itemsize) + lined(nbias * itemsize) + lined(ntaps * sizeof(Py_ssize_t))
+
+
 def out_size(Py_ssize_t size, Py_ssize_t k, Py_ssize_t s, Py_ssize_t p, Py_ssize_t d):
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
@@ -118,9 +140,7 @@ cdef int make_plan(Plan* p, tuple xshape, Py_ssize_t K, tuple ksize, tuple strid
     p.Wb = (p.coltiles * RW - 1) * p.sw + (p.kw - 1) * p.dw + 1
     # bands of row tiles: small enough for L1, and enough jobs for the threads
     cdef Py_ssize_t full = p.C * ((p.rowtiles * p.RH - 1) * p.sh + (p.kh - 1) * p.dh + 1) * p.Wb
-    cdef int nt = threads_for(p.N * p.OH * p.OW * K * p.ntaps // 64)
-    p.nbands = max(cdiv(full * itemsize, BAND_BYTES), cdiv(nt, max(p.N, 1)))
-    p.nbands = min(p.nbands, p.rowtiles)
+    p.nbands = band_count(full, itemsize, p.N, p.N * p.OH * p.OW * K * p.ntaps, p.rowtiles)
     cdef Py_ssize_t tiles = cdiv(p.rowtiles, p.nbands)
     p.Hb = (tiles * p.RH - 1) * p.sh + (p.kh - 1) * p.dh + 1
     p.plane = p.Hb * p.Wb
@@ -222,7 +242,7 @@ cdef void forward_all(const floating* x, const floating* w, const floating* bias
     cdef floating* wp = <floating*>scratch
     cdef floating* bp = <floating*>(scratch + lined(p.wsize * sizeof(floating)))
     cdef Py_ssize_t* toff = <Py_ssize_t*>(<char*>bp + lined(p.KB * p.kt * sizeof(floating)))
-    cdef char* priv = <char*>toff + lined(p.ntaps * sizeof(Py_ssize_t))
+    cdef char* priv = scratch + head_bytes(p.wsize, p.KB * p.kt, p.ntaps, sizeof(floating))
     cdef Py_ssize_t jobs = p.N * p.nbands
     cdef int t
     pack_weights(w, bias, p, wp, bp)
@@ -249,9 +269,8 @@ def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
     if p.N == 0 or K == 0:
         return True
     cdef Py_ssize_t jobs = p.N * p.nbands
-    cdef int nt = max(1, min(threads_for(p.N * p.OH * p.OW * K * p.ntaps // 64), jobs))
-    cdef Py_ssize_t head = lined(p.wsize * itemsize) + lined(p.KB * p.kt * itemsize) + \
-        lined(p.ntaps * sizeof(Py_ssize_t))
+    cdef int nt = forward_team(p.N * p.OH * p.OW * K * p.ntaps, jobs)
+    cdef Py_ssize_t head = head_bytes(p.wsize, p.KB * p.kt, p.ntaps, itemsize)
     cdef Py_ssize_t step = lined(p.bufsize * itemsize) + lined(p.tbsize * itemsize)
     cdef Buffer scratch = Buffer(head + nt * step)
     cdef char* bp = NULL if bias is None else bias.ptr + b_off * itemsize
@@ -308,9 +327,7 @@ cdef int make_cplan(CPlan* p, tuple xshape, Py_ssize_t K, tuple ksize, tuple pad
     p.rowtiles, p.coltiles = cdiv(p.OH, p.RH), cdiv(p.OW, p.NV * p.lanes)
     p.Wb = p.coltiles * p.NV * p.lanes + p.kw - 1
     cdef Py_ssize_t full = p.C * (p.rowtiles * p.RH + p.kh - 1) * p.Wb
-    cdef int nt = threads_for(p.N * p.OH * p.OW * K * p.ntaps // 64)
-    p.nbands = max(cdiv(full * itemsize, BAND_BYTES), cdiv(nt, max(p.N, 1)))
-    p.nbands = min(p.nbands, p.rowtiles)
+    p.nbands = band_count(full, itemsize, p.N, p.N * p.OH * p.OW * K * p.ntaps, p.rowtiles)
     p.Hb = cdiv(p.rowtiles, p.nbands) * p.RH + p.kh - 1
     p.plane = p.Hb * p.Wb
     p.wsize = p.KB * p.ntaps * p.R
@@ -378,7 +395,7 @@ cdef void cm_all(const floating* x, const floating* w, const floating* bias, flo
     cdef floating* wr = <floating*>scratch
     cdef floating* br = <floating*>(scratch + lined(p.wsize * sizeof(floating)))
     cdef Py_ssize_t* toff = <Py_ssize_t*>(<char*>br + lined(p.KB * p.R * sizeof(floating)))
-    cdef char* priv = <char*>toff + lined(p.ntaps * sizeof(Py_ssize_t))
+    cdef char* priv = scratch + head_bytes(p.wsize, p.KB * p.R, p.ntaps, sizeof(floating))
     cdef Py_ssize_t jobs = p.N * p.nbands
     cdef int t
     pack_cm(w, bias, p, wr, br)
@@ -404,9 +421,8 @@ def forward_cm(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bi
     if p.N == 0 or K == 0:
         return True
     cdef Py_ssize_t jobs = p.N * p.nbands
-    cdef int nt = max(1, min(threads_for(p.N * p.OH * p.OW * K * p.ntaps // 64), jobs))
-    cdef Py_ssize_t head = lined(p.wsize * itemsize) + lined(p.KB * p.R * itemsize) + \
-        lined(p.ntaps * sizeof(Py_ssize_t))
+    cdef int nt = forward_team(p.N * p.OH * p.OW * K * p.ntaps, jobs)
+    cdef Py_ssize_t head = head_bytes(p.wsize, p.KB * p.R, p.ntaps, itemsize)
     cdef Py_ssize_t step = lined(p.bufsize * itemsize)
     cdef Buffer scratch = Buffer(head + nt * step)
     cdef char* bp = NULL if bias is None else bias.ptr + b_off * itemsize
