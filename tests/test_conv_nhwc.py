@@ -206,6 +206,35 @@ def test_runs_by_kernel_rows_or_by_taps(case, by_rows):
     np.testing.assert_allclose(dw, dw_want, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("case", [(64, 16, 8, 8, 32, (3, 3), (2, 2), (1, 1), (1, 1)),
+                                  (64, 32, 4, 4, 64, (3, 3), (2, 2), (1, 1), (1, 1)),
+                                  (5, 3, 9, 7, 5, (3, 3), (1, 1), (1, 1), (1, 1))],
+                         ids=["resnet9-8x8", "resnet9-4x4", "one-share"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weight_grad_split_over_threads(case, dtype):
+    """The weight gradient splits the output pixels over the threads (a share of at least
+    64 pixels each, whole kernel rows counted in the work) and sums the threads' partial
+    results: 1 and 2 threads both match torch (ResNet9's 8x8 layer, 1024 output pixels,
+    and its 4x4 one, 256, split in two; 315 pixels of little work stay on one thread)."""
+    from mininet import get_num_threads, set_num_threads
+    from mininet_ext.buffer import Buffer
+    x, w, b = _arrays(case, dtype)
+    s, p, d = case[6:]
+    want, grads = _torch(x, w, b, case)
+    g = rng.standard_normal(want.shape).astype(dtype)
+    _, dw_want, _ = grads(g)
+    old = get_num_threads()
+    try:
+        for threads in (1, 2):
+            set_num_threads(threads)
+            dw = np.full(w.shape, np.nan, dtype)
+            nhwc.weight_grad(Buffer.wrap(g), 0, Buffer.wrap(x), 0, Buffer.wrap(dw), 0,
+                             x.shape, w.shape, s, p, d, x.itemsize)
+            np.testing.assert_allclose(dw, dw_want, **_tol(dtype, np.abs(dw_want).max()))
+    finally:
+        set_num_threads(old)
+
+
 @pytest.mark.parametrize("by_rows", [True, False])
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_border_classes_cover_each_pixel_with_its_inside_taps(case, by_rows):
