@@ -35,7 +35,7 @@ contiguous channel blocks, each its own implicit GEMM. Inputs are compact NCHW.
 # weight packing), convgemm_drivers.pxi (per-thread loops of the panel path) and
 # convgemm_rows.pxi (the pixel-major tap-table path).
 from cpython.pycapsule cimport PyCapsule_GetPointer
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from cython cimport floating
 from libc.string cimport memset
 from mininet_ext.buffer cimport Buffer
@@ -240,14 +240,42 @@ def row_skip(tuple xshape, Py_ssize_t K, Py_ssize_t groups, tuple kernel, tuple 
     return bool(pl.cv.tab_skip)
 
 
+# Images per chunk of a dynamically scheduled pass (forward, input gradient): about
+# CHUNKS_PER_THREAD chunks a thread, taken as threads come free, so a thread slowed by
+# its core (another process on it, a busy SMT sibling on a shared host) leaves its
+# share to the others instead of holding the pass. Each image is still computed whole
+# by one thread with its own scratch: the output does not depend on who took it. MNIST
+# conv2 forward, 2 threads, Xeon model 207, one process, interleaved: median 1947 ->
+# 1793 us, mean 1997 -> 1881; next to a busy process, mean 4623 -> 4316.
+# A weight gradient sums each chunk into its own partial dw (then all of them in chunk
+# order: the same bits whoever took a chunk), so its chunks are fewer and their partials
+# held to DW_PARTIALS_BYTES.
+cdef enum:
+    CHUNKS_PER_THREAD = 8
+    DW_CHUNKS_PER_THREAD = 4
+    DW_PARTIALS_BYTES = 4 << 20
+
+
+cdef inline Py_ssize_t chunk_images(Py_ssize_t N, int nt, Py_ssize_t per_thread=CHUNKS_PER_THREAD) noexcept nogil:
+    cdef Py_ssize_t step = N // (nt * max(per_thread, 1))
+    return step if step > 1 else 1
+
+
+cdef inline Py_ssize_t dw_chunk_images(Py_ssize_t N, int nt, Py_ssize_t part_bytes) noexcept nogil:
+    """chunk_images for a weight gradient whose partial dw is part_bytes."""
+    return chunk_images(N, nt, min(<Py_ssize_t>DW_CHUNKS_PER_THREAD,
+                                   DW_PARTIALS_BYTES // max(nt * part_bytes, 1)))
+
+
 cdef void forward_by_rows(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, char* bp,
                           Buffer out, _Plan pl, int itemsize):
     """forward() on the pixel-major path (choose_tab)."""
     cdef Conv* cv = &pl.cv
-    cdef Py_ssize_t kb = cv.tab_nv * (pl.nr // 2), N = cv.g.N, t
+    cdef Py_ssize_t kb = cv.tab_nv * (pl.nr // 2), N = cv.g.N, c
     cdef Py_ssize_t padsz = pl.pad_items()
     cdef Py_ssize_t each = padsz + round_up(tab_tile_items(cv, kb, itemsize), pl.nr)
-    cdef int nt = pl.nt
+    cdef int nt = pl.nt, t
+    cdef Py_ssize_t step = chunk_images(N, nt), nch = (N + step - 1) // step
     cdef Buffer wt = Buffer(max((cv.K + kb - 1) // kb * cv.R * kb, 1) * itemsize)
     cdef Buffer work = Buffer(nt * each * itemsize, True)
     with nogil:
@@ -255,14 +283,15 @@ cdef void forward_by_rows(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off
             pack_w_cols(<float*>w.ptr + w_off, cv, kb, <float*>wt.ptr)
         else:
             pack_w_cols(<double*>w.ptr + w_off, cv, kb, <double*>wt.ptr)
-        for t in prange(nt, num_threads=nt, schedule='static'):
+        for c in prange(nch, num_threads=nt, schedule='dynamic'):
+            t = threadid()
             if itemsize == 4:
                 forward_rows(<float*>x.ptr + x_off, <float*>wt.ptr, <float*>bp, <float*>out.ptr,
-                             cv, N * t // nt, N * (t + 1) // nt, <float*>work.ptr + t * each,
+                             cv, c * step, min(N, (c + 1) * step), <float*>work.ptr + t * each,
                              <float*>work.ptr + t * each + padsz, kb)
             else:
                 forward_rows(<double*>x.ptr + x_off, <double*>wt.ptr, <double*>bp,
-                             <double*>out.ptr, cv, N * t // nt, N * (t + 1) // nt,
+                             <double*>out.ptr, cv, c * step, min(N, (c + 1) * step),
                              <double*>work.ptr + t * each, <double*>work.ptr + t * each + padsz,
                              kb)
 
@@ -278,8 +307,9 @@ def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
     if bias is not None:
         need(bias, b_off, (K,), itemsize, "conv2d", "bias")
     cdef Conv* cv = &pl.cv
-    cdef Py_ssize_t nr = pl.nr, kgp = round_up(cv.Kg, cv.fmr), N = cv.g.N, t
-    cdef int nt = pl.nt
+    cdef Py_ssize_t nr = pl.nr, kgp = round_up(cv.Kg, cv.fmr), N = cv.g.N, c
+    cdef int nt = pl.nt, t
+    cdef Py_ssize_t step = chunk_images(N, nt), nch = (N + step - 1) // step
     if N * cv.P == 0 or K == 0:
         return
     cdef Py_ssize_t padsz = pl.pad_items(), colsz = min(KC, max(cv.R, 1)) * nr
@@ -298,16 +328,17 @@ def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
             pack_w(<float*>w.ptr + w_off, cv, <float*>wp.ptr)
         else:
             pack_w(<double*>w.ptr + w_off, cv, <double*>wp.ptr)
-        for t in prange(nt, num_threads=nt, schedule='static'):
+        for c in prange(nch, num_threads=nt, schedule='dynamic'):
+            t = threadid()
             if itemsize == 4:
                 forward_images(<float*>x.ptr + x_off, <float*>wp.ptr, <float*>bp, <float*>out.ptr,
-                               cv, N * t // nt, N * (t + 1) // nt, <float*>work.ptr + t * each,
+                               cv, c * step, min(N, (c + 1) * step), <float*>work.ptr + t * each,
                                <float*>work.ptr + t * each + 2 * padsz,
                                <float*>work.ptr + t * each + 2 * padsz + colsz,
                                pl.pmem.ptr + t * pl.pbytes, nr)
             else:
                 forward_images(<double*>x.ptr + x_off, <double*>wp.ptr, <double*>bp,
-                               <double*>out.ptr, cv, N * t // nt, N * (t + 1) // nt,
+                               <double*>out.ptr, cv, c * step, min(N, (c + 1) * step),
                                <double*>work.ptr + t * each,
                                <double*>work.ptr + t * each + 2 * padsz,
                                <double*>work.ptr + t * each + 2 * padsz + colsz,
@@ -319,12 +350,14 @@ def weight_grad_rows_(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, 
     """weight_grad() on the tap-major path (the pixel-major forward's geometry)."""
     check_sizes(pl, x, x_off, dw, 0, dy, dy_off, itemsize, "conv2d weight gradient")
     cdef Conv* cv = &pl.cv
-    cdef Py_ssize_t kb = cv.tab_nv * (pl.nr // 2), mr = cv.tab_mr, N = cv.g.N, t, r, k, blk, j
+    cdef Py_ssize_t kb = cv.tab_nv * (pl.nr // 2), mr = cv.tab_mr, N = cv.g.N, c, r, k, blk, j
     cdef Py_ssize_t rp = round_up(cv.R, mr), nblk = (cv.K + kb - 1) // kb
     cdef Py_ssize_t partsz = nblk * rp * kb, padsz = pl.pad_items()
     cdef Py_ssize_t each = padsz + round_up(cv.P * kb, pl.nr)
-    cdef int nt = pl.nt, i
-    cdef Buffer part = Buffer(max(nt * partsz, 1) * itemsize, True)
+    cdef int nt = pl.nt, t
+    cdef Py_ssize_t step = dw_chunk_images(N, nt, partsz * itemsize), i
+    cdef Py_ssize_t nch = (N + step - 1) // step
+    cdef Buffer part = Buffer(max(nch * partsz, 1) * itemsize, True)
     cdef Buffer work = Buffer(max(nt * each, 1) * itemsize, True)
     cdef Buffer tabs = Buffer(max(rp, 1) * sizeof(Py_ssize_t))
     cdef Py_ssize_t* toffp = <Py_ssize_t*>tabs.ptr
@@ -335,23 +368,24 @@ def weight_grad_rows_(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, 
     for r in range(rp):
         toffp[r] = cv.tofr[r] if r < cv.R else cv.tofr[0]
     with nogil:
-        for t in prange(nt, num_threads=nt, schedule='static'):
+        for c in prange(nch, num_threads=nt, schedule='dynamic'):
+            t = threadid()
             if itemsize == 4:
                 weight_grad_rows(<float*>x.ptr + x_off, <float*>dy.ptr + dy_off,
-                                 <float*>part.ptr + t * partsz, cv, toffp, N * t // nt,
-                                 N * (t + 1) // nt, <float*>work.ptr + t * each,
+                                 <float*>part.ptr + c * partsz, cv, toffp, c * step,
+                                 min(N, (c + 1) * step), <float*>work.ptr + t * each,
                                  <float*>work.ptr + t * each + padsz, kb, rp)
             else:
                 weight_grad_rows(<double*>x.ptr + x_off, <double*>dy.ptr + dy_off,
-                                 <double*>part.ptr + t * partsz, cv, toffp, N * t // nt,
-                                 N * (t + 1) // nt, <double*>work.ptr + t * each,
+                                 <double*>part.ptr + c * partsz, cv, toffp, c * step,
+                                 min(N, (c + 1) * step), <double*>work.ptr + t * each,
                                  <double*>work.ptr + t * each + padsz, kb, rp)
         for k in range(cv.K):
             blk = k // kb
             for r in range(cv.R):
                 s = 0
                 j = (blk * rp + tab_place(cv, r)) * kb + k % kb
-                for i in range(nt):
+                for i in range(nch):
                     if itemsize == 4:
                         s = s + (<float*>part.ptr)[i * partsz + j]
                     else:
@@ -373,32 +407,35 @@ def weight_grad(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, Buffer
         weight_grad_rows_(dy, dy_off, x, x_off, dw, pl, itemsize)
         return
     cdef Py_ssize_t nr = pl.nr, rp = round_up(cv.R, MR), kgn = round_up(cv.Kg, dw_block(cv, nr))
-    cdef Py_ssize_t N = cv.g.N, t
-    cdef int nt = pl.nt
+    cdef Py_ssize_t N = cv.g.N, c
+    cdef int nt = pl.nt, t
     cdef Py_ssize_t partsz = cv.G * rp * kgn, padsz = pl.pad_items(), colsz = CHUNK * rp * nr
     cdef Py_ssize_t each = padsz + colsz + CHUNK * kgn * nr
-    cdef Buffer part = Buffer(max(nt * partsz, 1) * itemsize, True)
+    cdef Py_ssize_t step = dw_chunk_images(N, nt, partsz * itemsize)
+    cdef Py_ssize_t nch = (N + step - 1) // step
+    cdef Buffer part = Buffer(max(nch * partsz, 1) * itemsize, True)
     cdef Buffer work = Buffer(max(nt * each, 1) * itemsize, True)
     with nogil:
-        for t in prange(nt, num_threads=nt, schedule='static'):
+        for c in prange(nch, num_threads=nt, schedule='dynamic'):
+            t = threadid()
             if itemsize == 4:
                 weight_grad_images(<float*>x.ptr + x_off, <float*>dy.ptr + dy_off,
-                                   <float*>part.ptr + t * partsz, cv, N * t // nt,
-                                   N * (t + 1) // nt, <float*>work.ptr + t * each,
+                                   <float*>part.ptr + c * partsz, cv, c * step,
+                                   min(N, (c + 1) * step), <float*>work.ptr + t * each,
                                    <float*>work.ptr + t * each + padsz,
                                    <float*>work.ptr + t * each + padsz + colsz,
                                    pl.pmem.ptr + t * pl.pbytes, nr)
             else:
                 weight_grad_images(<double*>x.ptr + x_off, <double*>dy.ptr + dy_off,
-                                   <double*>part.ptr + t * partsz, cv, N * t // nt,
-                                   N * (t + 1) // nt, <double*>work.ptr + t * each,
+                                   <double*>part.ptr + c * partsz, cv, c * step,
+                                   min(N, (c + 1) * step), <double*>work.ptr + t * each,
                                    <double*>work.ptr + t * each + padsz,
                                    <double*>work.ptr + t * each + padsz + colsz,
                                    pl.pmem.ptr + t * pl.pbytes, nr)
         if itemsize == 4:
-            sum_partials(<float*>part.ptr, <float*>dw.ptr, cv, nt, nr)
+            sum_partials(<float*>part.ptr, <float*>dw.ptr, cv, nch, nr)
         else:
-            sum_partials(<double*>part.ptr, <double*>dw.ptr, cv, nt, nr)
+            sum_partials(<double*>part.ptr, <double*>dw.ptr, cv, nch, nr)
 
 
 def input_grad(Buffer dy, Py_ssize_t dy_off, Buffer w, Py_ssize_t w_off, Buffer dx,
@@ -408,8 +445,9 @@ def input_grad(Buffer dy, Py_ssize_t dy_off, Buffer w, Py_ssize_t w_off, Buffer 
     cdef _Plan pl = _Plan(xshape, K, groups, kernel, stride, pad, dil, OH, OW, itemsize)
     check_sizes(pl, dx, 0, w, w_off, dy, dy_off, itemsize, "conv2d input gradient")
     cdef Conv* cv = &pl.cv
-    cdef Py_ssize_t nr = pl.nr, rp = round_up(cv.R, MR), N = cv.g.N, t
-    cdef int nt = pl.nt
+    cdef Py_ssize_t nr = pl.nr, rp = round_up(cv.R, MR), N = cv.g.N, c
+    cdef int nt = pl.nt, t
+    cdef Py_ssize_t step = chunk_images(N, nt), nch = (N + step - 1) // step
     cdef Py_ssize_t padsz = pl.pad_items(), bsz = max(cv.Kg, 1) * nr
     cdef Py_ssize_t each = padsz + bsz + rp * nr
     cdef Buffer wtp = Buffer(max(cv.G * rp * cv.Kg, 1) * itemsize)
@@ -419,16 +457,17 @@ def input_grad(Buffer dy, Py_ssize_t dy_off, Buffer w, Py_ssize_t w_off, Buffer 
             pack_wt(<float*>w.ptr + w_off, cv, <float*>wtp.ptr)
         else:
             pack_wt(<double*>w.ptr + w_off, cv, <double*>wtp.ptr)
-        for t in prange(nt, num_threads=nt, schedule='static'):
+        for c in prange(nch, num_threads=nt, schedule='dynamic'):
+            t = threadid()
             if itemsize == 4:
                 input_grad_images(<float*>dy.ptr + dy_off, <float*>wtp.ptr, <float*>dx.ptr, cv,
-                                  N * t // nt, N * (t + 1) // nt, <float*>work.ptr + t * each,
+                                  c * step, min(N, (c + 1) * step), <float*>work.ptr + t * each,
                                   <float*>work.ptr + t * each + padsz,
                                   <float*>work.ptr + t * each + padsz + bsz,
                                   pl.pmem.ptr + t * pl.pbytes, nr)
             else:
                 input_grad_images(<double*>dy.ptr + dy_off, <double*>wtp.ptr, <double*>dx.ptr,
-                                  cv, N * t // nt, N * (t + 1) // nt,
+                                  cv, c * step, min(N, (c + 1) * step),
                                   <double*>work.ptr + t * each,
                                   <double*>work.ptr + t * each + padsz,
                                   <double*>work.ptr + t * each + padsz + bsz,

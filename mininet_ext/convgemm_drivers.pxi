@@ -178,12 +178,12 @@ cdef void input_grad_images(const floating* dy, const floating* wtp, floating* d
         copy_interior(dxpad, dx + n * chw, cv, False)
 
 
-cdef void sum_partials(const floating* part, floating* dw, Conv* cv, int nt,
+cdef void sum_partials(const floating* part, floating* dw, Conv* cv, Py_ssize_t nt,
                        Py_ssize_t nr) noexcept nogil:
-    """dw[grp*Kg + k, r] = sum over threads of part[t, grp, r, k]."""
+    """dw[grp*Kg + k, r] = sum over the nt partials (chunks of images) of part[t, grp, r, k],
+    in order."""
     cdef Py_ssize_t rp = round_up(cv.R, MR), kgn = round_up(cv.Kg, dw_block(cv, nr)), grp, k, r
-    cdef Py_ssize_t size = cv.G * rp * kgn
-    cdef int t
+    cdef Py_ssize_t size = cv.G * rp * kgn, t
     cdef floating s
     for grp in range(cv.G):
         for k in range(cv.Kg):

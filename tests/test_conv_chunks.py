@@ -127,3 +127,60 @@ def test_winograd_edge_tiles_match_direct(case, dtype, threads):
     ref = direct(x, w, pad)
     tol = 3e-5 if dtype == np.float32 else 1e-13
     assert np.abs(out - ref).max() <= tol * np.abs(ref).max()
+
+
+# (N, C, H, W, K, kernel, stride, pad): the pixel-major forward and its input gradient
+# (MNIST's second layer), the implicit GEMM's image path (strided, 7x7 / 4) and its
+# scatter input gradient, N not a multiple of the chunk (37 images)
+DYNAMIC_CASES = [(37, 16, 14, 14, 32, 5, 1, 2), (37, 3, 32, 32, 16, 7, 4, 3),
+                 (37, 8, 9, 11, 12, 3, 2, 1)]
+
+
+@pytest.mark.parametrize("case", DYNAMIC_CASES, ids=[str(c) for c in DYNAMIC_CASES])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dynamic_image_chunks_same_bits_at_any_thread_count(case, dtype):
+    """The implicit GEMM's forward and input gradient hand out chunks of images to the
+    threads as they come free (convgemm.chunk_images): the output must not depend on
+    which thread took a chunk, so 1 and 2 threads give the same bits, and torch's
+    float64 values. The weight gradient sums a partial dw per chunk, in chunk order:
+    two runs on 2 threads give the same bits, and torch's values."""
+    from mininet.backend.cpu import cpu
+    from mininet.ndarray import NDArray
+    n, c, h, wd, k, ks, s, p = case
+    x = rng.standard_normal((n, c, h, wd)).astype(dtype)
+    w = (rng.standard_normal((k, c, ks, ks)) / np.sqrt(c * ks * ks)).astype(dtype)
+    oh, ow = (h + 2 * p - ks) // s + 1, (wd + 2 * p - ks) // s + 1
+    g = rng.standard_normal((n, k, oh, ow)).astype(dtype)
+    dev = cpu()
+    X, W, G = (NDArray(a, device=dev) for a in (x, w, g))
+    outs = []
+    old = mininet.get_num_threads()
+    try:
+        for t in (1, 2):
+            mininet.set_num_threads(t)
+            y = NDArray(np.zeros((n, k, oh, ow), dtype), device=dev)
+            dx = NDArray(np.zeros(x.shape, dtype), device=dev)
+            from mininet_ext import convgemm as cg
+            cg.forward(X.handle, X.offset, W.handle, W.offset, None, 0, y.handle, x.shape, k,
+                       1, (ks, ks), (s, s), (p, p), (1, 1), oh, ow, x.itemsize)
+            cg.input_grad(G.handle, G.offset, W.handle, W.offset, dx.handle, x.shape, k, 1,
+                          (ks, ks), (s, s), (p, p), (1, 1), oh, ow, x.itemsize)
+            outs.append((y.numpy(), dx.numpy()))
+        dws = []
+        for t in (1, 2, 2):
+            mininet.set_num_threads(t)
+            dw = NDArray(np.zeros(w.shape, dtype), device=dev)
+            cg.weight_grad(G.handle, G.offset, X.handle, X.offset, dw.handle, x.shape, k, 1,
+                           (ks, ks), (s, s), (p, p), (1, 1), oh, ow, x.itemsize)
+            dws.append(dw.numpy())
+    finally:
+        mininet.set_num_threads(old)
+    for a, b in zip(*outs):
+        assert np.array_equal(a, b)
+    assert np.array_equal(dws[1], dws[2])
+    tx = torch.tensor(x.astype(np.float64), requires_grad=True)
+    tw = torch.tensor(w.astype(np.float64), requires_grad=True)
+    ty = F.conv2d(tx, tw, stride=s, padding=p)
+    ty.backward(torch.tensor(g.astype(np.float64)))
+    check(outs[0] + (dws[0], dws[1]), (ty.detach().numpy(), tx.grad.numpy(), tw.grad.numpy(),
+                                       tw.grad.numpy()), dtype)
