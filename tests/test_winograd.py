@@ -99,6 +99,26 @@ def test_kernel_many_blocks_and_threads():
     assert rel_err(y, direct(x, w, None, (1, 1))) < F32_TOL
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_kernel_blocks_handed_out_same_bits(dtype):
+    """The threads take blocks of tiles as they come free: a tile's outputs do not depend
+    on who took its block, so 1 and 2 threads (several blocks each) give the same bits."""
+    from mininet import get_num_threads, set_num_threads
+    x = rng.standard_normal((9, 40, 23, 19)).astype(dtype)
+    w = rng.standard_normal((50, 40, 3, 3)).astype(dtype)
+    b = rng.standard_normal(50).astype(dtype)
+    old = get_num_threads()
+    try:
+        ys = []
+        for t in (1, 2, 2):
+            set_num_threads(t)
+            ys.append(winograd(x, w, b, (1, 1)))
+    finally:
+        set_num_threads(old)
+    assert np.array_equal(ys[0], ys[1]) and np.array_equal(ys[1], ys[2])
+    assert rel_err(ys[0], direct(x, w, b, (1, 1))) < (F32_TOL if dtype == "float32" else F64_TOL)
+
+
 def test_kernel_zero_sizes_and_bad_input():
     w = np.ones((4, 3, 3, 3), np.float32)
     assert winograd(np.ones((0, 3, 5, 5), np.float32), w, None, (1, 1)).shape == (0, 4, 5, 5)
