@@ -235,6 +235,37 @@ def test_weight_grad_split_over_threads(case, dtype):
         set_num_threads(old)
 
 
+@pytest.mark.parametrize("case", [(64, 16, 8, 8, 32, (3, 3), (2, 2), (1, 1), (1, 1)),
+                                  (64, 32, 4, 4, 64, (3, 3), (2, 2), (1, 1), (1, 1)),
+                                  (7, 5, 9, 11, 7, (3, 2), (2, 3), (1, 0), (1, 1))],
+                         ids=["resnet9-8x8", "resnet9-4x4", "odd"])
+def test_tiles_handed_out_same_bits(case):
+    """The forward and the input gradient hand out chunks of tiles to the threads as
+    they come free: 1 and 2 threads give the same bits (and torch's values)."""
+    from mininet import get_num_threads, set_num_threads
+    from mininet_ext.buffer import Buffer
+    x, w, b = _arrays(case, np.float32)
+    s, p, d = case[6:]
+    want, grads = _torch(x, w, b, case)
+    g = rng.standard_normal(want.shape).astype(np.float32)
+    dx_want = grads(g)[0]
+    old, outs = get_num_threads(), []
+    try:
+        for threads in (1, 2):
+            set_num_threads(threads)
+            y, dx = np.full(want.shape, np.nan, np.float32), np.full(x.shape, np.nan, np.float32)
+            nhwc.forward(Buffer.wrap(x), 0, Buffer.wrap(w), 0, Buffer.wrap(b), 0,
+                         Buffer.wrap(y), 0, x.shape, w.shape, s, p, d, 4)
+            nhwc.input_grad(Buffer.wrap(g), 0, Buffer.wrap(w), 0, Buffer.wrap(dx), 0, x.shape,
+                            w.shape, s, p, d, 4)
+            outs.append((y, dx))
+    finally:
+        set_num_threads(old)
+    assert np.array_equal(outs[0][0], outs[1][0]) and np.array_equal(outs[0][1], outs[1][1])
+    np.testing.assert_allclose(outs[1][0], want, **_tol(np.float32, np.abs(want).max()))
+    np.testing.assert_allclose(outs[1][1], dx_want, **_tol(np.float32, np.abs(dx_want).max()))
+
+
 @pytest.mark.parametrize("by_rows", [True, False])
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_border_classes_cover_each_pixel_with_its_inside_taps(case, by_rows):
