@@ -256,7 +256,8 @@ cdef enum:
     DW_PARTIALS_BYTES = 4 << 20
 
 
-cdef inline Py_ssize_t chunk_images(Py_ssize_t N, int nt, Py_ssize_t per_thread=CHUNKS_PER_THREAD) noexcept nogil:
+cdef inline Py_ssize_t chunk_images(Py_ssize_t N, int nt,
+                                     Py_ssize_t per_thread=CHUNKS_PER_THREAD) noexcept nogil:
     cdef Py_ssize_t step = N // (nt * max(per_thread, 1))
     return step if step > 1 else 1
 
