@@ -100,6 +100,26 @@ def test_thread_counts_agree(threads, monkeypatch):
         mininet.set_num_threads(before)
 
 
+def test_jobs_handed_out_same_bits():
+    """The threads take chunks of (band, image) jobs as they come free: each output is
+    one job's, so 1, 2 and 3 threads give the same bits."""
+    import mininet
+    before = mininet.get_num_threads()
+    case = (37, 3, 32, 32, 16, (7, 7), (4, 4), (3, 3), (1, 1))
+    x, w, b = _arrays(case, np.float32)
+    outs = []
+    try:
+        for threads in (1, 2, 3):
+            mininet.set_num_threads(threads)
+            ok, y = _run(x, w, b, case)
+            assert ok
+            outs.append(y)
+    finally:
+        mininet.set_num_threads(before)
+    assert all(np.array_equal(outs[0], o) for o in outs[1:])
+    np.testing.assert_allclose(outs[0], _want(x, w, b, case), **_tol(np.float32, 150))
+
+
 def test_zero_sizes():
     for n, k in ((0, 16), (2, 0)):
         case = (n, 3, 8, 8, k, (3, 3), (2, 2), (1, 1), (1, 1))
