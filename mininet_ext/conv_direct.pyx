@@ -97,9 +97,9 @@ cdef Py_ssize_t band_count(Py_ssize_t full, int itemsize, Py_ssize_t N, Py_ssize
 cdef inline Py_ssize_t job_chunk(Py_ssize_t jobs, int nt) noexcept nogil:
     """Jobs (band, image) per chunk the forwards hand out as threads come free: about 8
     chunks a thread, so a thread slowed by its core leaves its share to the others (a
-    job's outputs are its own: the same bits whoever takes it). In one process,
-    interleaved with the equal runs a thread they replace, 2 threads (Xeon model 207),
-    median / mean us: 64x3x32x32 -> 32 3x3 (channel-major) 781 / 832 -> 750 / 768, and in
+    job's outputs are its own: the same bits whoever takes it). Against the equal run a
+    thread it replaces, in one process, interleaved, 2 threads (Xeon model 207), median /
+    mean us: 64x3x32x32 -> 32 3x3 (channel-major) 781 / 832 -> 750 / 768, and in
     a noisy phase 2094 / 2015 -> 927 / 1434; 64x3x32x32 -> 16 3x3 /2 147 / 155 -> 143 /
     150; 7x7 /4 157-160 / 187-230 -> 165-168 / 184-214."""
     cdef Py_ssize_t per = jobs // (8 * nt)
