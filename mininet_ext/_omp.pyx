@@ -41,6 +41,15 @@ cdef int threads_for(Py_ssize_t work) noexcept nogil:
     return <int>t if t < _num_threads else _num_threads
 
 
+cdef Py_ssize_t chunk_items(Py_ssize_t n, int nt, Py_ssize_t per_thread) noexcept nogil:
+    """Items per chunk when n items are handed out to nt threads as they come free
+    (schedule='dynamic'): about per_thread chunks a thread, at least one item a chunk. A
+    thread slowed by its core (another process on it, a busy SMT sibling on a shared
+    host) then leaves its share to the others instead of holding the pass."""
+    cdef Py_ssize_t per = n // (max(nt, 1) * max(per_thread, 1))
+    return per if per > 1 else 1
+
+
 # Adaptive team use (threads_timed). A region costs the time its last thread takes to
 # arrive: ~1 us while the other thread still spins after the last region, tens of us
 # to wake it from sleep on an idle VM, ~100 us when other processes hold the cores (a

@@ -19,7 +19,7 @@ from cython.parallel cimport prange, threadid
 from cython cimport floating
 from libc.string cimport memset
 from mininet_ext.buffer cimport Buffer
-from mininet_ext._omp cimport threads_for
+from mininet_ext._omp cimport threads_for, chunk_items
 from mininet_ext._check cimport check_itemsize, need
 
 cdef extern from "_conv_direct.h" nogil:
@@ -102,8 +102,7 @@ cdef inline Py_ssize_t job_chunk(Py_ssize_t jobs, int nt) noexcept nogil:
     mean us: 64x3x32x32 -> 32 3x3 (channel-major) 781 / 832 -> 750 / 768, and in
     a noisy phase 2094 / 2015 -> 927 / 1434; 64x3x32x32 -> 16 3x3 /2 147 / 155 -> 143 /
     150; 7x7 /4 157-160 / 187-230 -> 165-168 / 184-214."""
-    cdef Py_ssize_t per = jobs // (8 * nt)
-    return per if per > 1 else 1
+    return chunk_items(jobs, nt, 8)
 
 
 cdef int forward_team(Py_ssize_t work, Py_ssize_t jobs) noexcept nogil:

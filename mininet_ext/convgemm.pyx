@@ -39,7 +39,7 @@ from cython.parallel cimport prange, threadid
 from cython cimport floating
 from libc.string cimport memset
 from mininet_ext.buffer cimport Buffer
-from mininet_ext._omp cimport threads_for
+from mininet_ext._omp cimport threads_for, chunk_items
 from mininet_ext._convgeom cimport Geom, clamp, make_geom
 from mininet_ext._check cimport check_itemsize, need
 
@@ -256,16 +256,14 @@ cdef enum:
     DW_PARTIALS_BYTES = 4 << 20
 
 
-cdef inline Py_ssize_t chunk_images(Py_ssize_t N, int nt,
-                                     Py_ssize_t per_thread=CHUNKS_PER_THREAD) noexcept nogil:
-    cdef Py_ssize_t step = N // (nt * max(per_thread, 1))
-    return step if step > 1 else 1
+cdef inline Py_ssize_t chunk_images(Py_ssize_t N, int nt) noexcept nogil:
+    return chunk_items(N, nt, CHUNKS_PER_THREAD)
 
 
 cdef inline Py_ssize_t dw_chunk_images(Py_ssize_t N, int nt, Py_ssize_t part_bytes) noexcept nogil:
     """chunk_images for a weight gradient whose partial dw is part_bytes."""
-    return chunk_images(N, nt, min(<Py_ssize_t>DW_CHUNKS_PER_THREAD,
-                                   DW_PARTIALS_BYTES // max(nt * part_bytes, 1)))
+    return chunk_items(N, nt, min(<Py_ssize_t>DW_CHUNKS_PER_THREAD,
+                                  DW_PARTIALS_BYTES // max(nt * part_bytes, 1)))
 
 
 cdef void forward_by_rows(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, char* bp,
