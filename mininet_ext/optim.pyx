@@ -12,6 +12,12 @@ from mininet_ext._check cimport check_itemsize, need
 # Adam 0.36-0.41): threads_timed weighs them against the cost of waking the team
 cdef double SGD_NS = 0.15, ADAM_NS = 0.35
 
+cdef extern from "_adam.h" nogil:
+    bint MN_ADAM_VEC
+    void mn_adam_f32(float* p, const float* g, float* m, float* v, Py_ssize_t i0, Py_ssize_t i1,
+                     float step, float vscale, float b1, float b2, float eps, float c1, float c2,
+                     float decay, float l2)
+
 cdef extern from "_ftz.h" nogil:
     unsigned mn_ftz_on()
     void mn_ftz_restore(unsigned old)
@@ -71,6 +77,11 @@ cdef void adam_range(floating* p, const floating* g, floating* m, floating* v, P
     cdef floating d, root
     cdef Py_ssize_t i
     cdef unsigned csr = mn_ftz_on()
+    if floating is float:
+        if MN_ADAM_VEC:   # AVX-512 builds: the division as a refined reciprocal (_adam.h)
+            mn_adam_f32(p, g, m, v, i0, i1, step, vscale, fb1, fb2, feps, c1, c2, decay, l2)
+            mn_ftz_restore(csr)
+            return
     for i in range(i0, i1):
         d = g[i] + l2 * p[i]
         m[i] = fb1 * m[i] + c1 * d

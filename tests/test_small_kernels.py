@@ -120,6 +120,23 @@ def test_adam_and_sgd(mode, n, dtype):
     assert_close(_view(bp, p), p - lr * (0.9 * v.astype(np.float64) + g), dtype)
 
 
+@pytest.mark.parametrize("n", [1, 16, 37])
+def test_adam_where_v_overflows_the_update_is_zero_not_nan(mode, n):
+    """A gradient of 1e22 makes v inf: m / inf is 0, so the parameter keeps its
+    value (the reciprocal path's Newton step would make inf * 0 a NaN there)."""
+    p = data(n, dtype=np.float32)
+    g = np.full(n, 1e22, np.float32)   # (1 - b2) g^2 overflows float32
+    g[::2] = 0.5   # ordinary lanes beside the overflowed ones, in one vector
+    m, v = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    bp, bg, bm, bv = _buf(p), _buf(g), _buf(m), _buf(v)
+    optim.adam_step(bp, bg, 0, bm, bv, n, 1e-2, 0.9, 0.999, 1e-8, 0.0, False, 1, 4)
+    got = _view(bp, p)
+    assert np.all(np.isfinite(got))
+    assert np.isinf(_view(bv, v)[1::2]).all()
+    np.testing.assert_array_equal(got[1::2], p[1::2])
+    assert_close(got[::2], _adam_ref(p, g, m, v, 1, wd=0.0)[0][::2], np.float32)
+
+
 @pytest.mark.parametrize("nc", [(100, 10), (1, 10), (0, 10), (4097, 10), (300, 1000), (7, 33)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_softmax_xent(mode, nc, dtype):
