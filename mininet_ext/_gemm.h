@@ -356,6 +356,140 @@ MN_DEF_KERNEL_SA(mn_kernel_sa_short_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D,
 MN_DEF_KERNEL_SA(mn_kernel_sa_short_half_f32, float, mn_vf, mn_vf_u, MN_VF, MN_NR_F, 1, MN_MR_SHORT)
 MN_DEF_KERNEL_SA(mn_kernel_sa_short_half_f64, double, mn_vd, mn_vd_u, MN_VD, MN_NR_D, 1, MN_MR_SHORT)
 
+/* A narrow product's last few columns (N mod NR <= NR/4: 100 = 3 x 32 + 4). The half
+ * kernel spends a whole vector, and a broadcast per FMA, on them: 4 columns cost 0.6 of
+ * a full 32-column panel (perf, 100 x 784 x 100 on a Xeon). These two put the long
+ * dimension in the vector lanes instead, all lanes useful.
+ * tail_dot: A row-major (A(i, p) = A[i * ars + p]), the tail of B packed transposed
+ * (Bt(j, p) = Bt[j * kc + p]): C[i, j] (+)= the dot product of row i and column j, in
+ * vectors along p, summed across lanes at the end; TR rows x 4 columns at a time (rows
+ * and columns past the edge repeat the last one, computed and not stored). */
+#if defined(__AVX512F__)
+#define MN_TAIL_R 4       /* 4 x 4 accumulators + 4 + 1 operands of 32 registers */
+#else
+#define MN_TAIL_R 2       /* 2 x 4 + 4 + 2 of 16 */
+#endif
+#define MN_DEF_TAIL_DOT(NAME, T, V, VU, IV, W)                                     \
+static void NAME(mn_idx rows, mn_idx cols, mn_idx kc, const T* __restrict A,       \
+                 mn_idx ars, const T* __restrict Bt, T* C, mn_idx ldc, int accumulate) \
+{                                                                                  \
+    /* K past the whole vectors: one more vector ending at kc, its lanes already   \
+     * counted zeroed in B (plain loops when K is shorter than a vector) */        \
+    mn_idx kv = kc / W * W, rem = kc - kv, kl = kc >= W ? kc - W : 0;             \
+    IV keep;                                                                       \
+    for (int l = 0; l < W; l++) keep[l] = l >= W - rem ? -1 : 0;                  \
+    for (mn_idx i0 = 0; i0 < rows; i0 += MN_TAIL_R) {                              \
+        const T* a[MN_TAIL_R];                                                     \
+        for (int r = 0; r < MN_TAIL_R; r++)                                        \
+            a[r] = A + (i0 + r < rows ? i0 + r : rows - 1) * ars;                  \
+        for (mn_idx j0 = 0; j0 < cols; j0 += 4) {                                  \
+            const T* b[4];                                                         \
+            for (int j = 0; j < 4; j++) b[j] = Bt + (j0 + j < cols ? j0 + j : cols - 1) * kc; \
+            V c[MN_TAIL_R][4];                                                     \
+            _Pragma("GCC unroll 16")                                               \
+            for (int r = 0; r < MN_TAIL_R; r++)                                    \
+                for (int j = 0; j < 4; j++) c[r][j] = (V){0};                      \
+            for (mn_idx p = 0; p < kv; p += W) {                                   \
+                V bv[4];                                                           \
+                for (int j = 0; j < 4; j++) bv[j] = *(const VU*)(b[j] + p);        \
+                _Pragma("GCC unroll 16")                                           \
+                for (int r = 0; r < MN_TAIL_R; r++) {                              \
+                    V av = *(const VU*)(a[r] + p);                                 \
+                    for (int j = 0; j < 4; j++) c[r][j] += av * bv[j];             \
+                }                                                                  \
+            }                                                                      \
+            if (rem && kc >= W) {                                                  \
+                V bv[4];                                                           \
+                for (int j = 0; j < 4; j++)                                        \
+                    bv[j] = (V)((IV)(*(const VU*)(b[j] + kl)) & keep);             \
+                _Pragma("GCC unroll 16")                                           \
+                for (int r = 0; r < MN_TAIL_R; r++) {                              \
+                    V av = *(const VU*)(a[r] + kl);                                \
+                    for (int j = 0; j < 4; j++) c[r][j] += av * bv[j];             \
+                }                                                                  \
+            }                                                                      \
+            for (int r = 0; r < MN_TAIL_R && i0 + r < rows; r++)                   \
+                for (int j = 0; j < 4 && j0 + j < cols; j++) {                     \
+                    T s = 0;                                                       \
+                    for (int l = 0; l < W; l++) s += c[r][j][l];                   \
+                    for (mn_idx p = kv; p < kc && kc < W; p++) s += a[r][p] * b[j][p]; \
+                    T* d = C + (i0 + r) * ldc + j0 + j;                            \
+                    *d = accumulate ? *d + s : s;                                  \
+                }                                                                  \
+        }                                                                          \
+    }                                                                              \
+}
+
+/* tail_lane: A transposed in place (A(i, p) = A[i + p * acs], x.T in a weight gradient),
+ * B's tail in its packed panel (B(p, j) = B[p * ldb + j]): C[i..i+W, j] (+)= sum over p of
+ * a vector of A's rows times one broadcast of B, TR vectors of rows x 4 columns at a
+ * time, then single vectors. */
+#define MN_DEF_TAIL_LANE(NAME, T, V, VU, W)                                        \
+static void NAME(mn_idx rows, mn_idx cols, mn_idx kc, const T* __restrict A,       \
+                 mn_idx acs, const T* __restrict B, mn_idx ldb, T* C, mn_idx ldc,  \
+                 int accumulate)                                                   \
+{                                                                                  \
+    mn_idx rv = rows / (MN_TAIL_R * W) * (MN_TAIL_R * W), i, p;                    \
+    for (mn_idx i0 = 0; i0 < rv; i0 += MN_TAIL_R * W) {                            \
+        for (mn_idx j0 = 0; j0 < cols; j0 += 4) {                                  \
+            mn_idx jj[4];                                                          \
+            for (int j = 0; j < 4; j++) jj[j] = j0 + j < cols ? j0 + j : cols - 1; \
+            V c[MN_TAIL_R][4];                                                     \
+            _Pragma("GCC unroll 16")                                               \
+            for (int r = 0; r < MN_TAIL_R; r++)                                    \
+                for (int j = 0; j < 4; j++) c[r][j] = (V){0};                      \
+            for (p = 0; p < kc; p++) {                                             \
+                const T* a = A + i0 + p * acs;                                     \
+                const T* b = B + p * ldb;                                          \
+                V av[MN_TAIL_R];                                                   \
+                for (int r = 0; r < MN_TAIL_R; r++) av[r] = *(const VU*)(a + r * W); \
+                _Pragma("GCC unroll 16")                                           \
+                for (int j = 0; j < 4; j++) {                                      \
+                    T bj = b[jj[j]];                                               \
+                    for (int r = 0; r < MN_TAIL_R; r++) c[r][j] += av[r] * bj;     \
+                }                                                                  \
+            }                                                                      \
+            for (int r = 0; r < MN_TAIL_R; r++)                                    \
+                for (int j = 0; j < 4 && j0 + j < cols; j++)                       \
+                    for (int l = 0; l < W; l++) {                                  \
+                        T* d = C + (i0 + r * W + l) * ldc + j0 + j;                \
+                        *d = accumulate ? *d + c[r][j][l] : c[r][j][l];            \
+                    }                                                              \
+        }                                                                          \
+    }                                                                              \
+    /* whole vectors left, one at a time; then one more ending at the last row, storing \
+     * only its rows not yet done (plain loops when there are fewer rows than lanes) */ \
+    for (mn_idx e = rv; e < rows && rows >= W; e += W) {                           \
+        mn_idx s0 = e + W <= rows ? e : rows - W;                                  \
+        for (mn_idx j0 = 0; j0 < cols; j0 += 4) {                                  \
+            mn_idx jj[4];                                                          \
+            for (int j = 0; j < 4; j++) jj[j] = j0 + j < cols ? j0 + j : cols - 1; \
+            V c[4] = {(V){0}, (V){0}, (V){0}, (V){0}};                             \
+            for (p = 0; p < kc; p++) {                                             \
+                V av = *(const VU*)(A + s0 + p * acs);                             \
+                for (int j = 0; j < 4; j++) c[j] += av * B[p * ldb + jj[j]];       \
+            }                                                                      \
+            for (int j = 0; j < 4 && j0 + j < cols; j++)                           \
+                for (int l = (int)(e - s0); l < W; l++) {                          \
+                    T* d = C + (s0 + l) * ldc + j0 + j;                            \
+                    *d = accumulate ? *d + c[j][l] : c[j][l];                      \
+                }                                                                  \
+        }                                                                          \
+    }                                                                              \
+    for (i = rows >= W ? rows : rv; i < rows; i++)                                 \
+        for (mn_idx j = 0; j < cols; j++) {                                        \
+            T s = 0;                                                               \
+            for (p = 0; p < kc; p++) s += A[i + p * acs] * B[p * ldb + j];         \
+            T* d = C + i * ldc + j;                                                \
+            *d = accumulate ? *d + s : s;                                          \
+        }                                                                          \
+}
+
+MN_DEF_TAIL_DOT(mn_tail_dot_f32, float, mn_vf, mn_vf_u, mn_vfi, MN_VF)
+MN_DEF_TAIL_DOT(mn_tail_dot_f64, double, mn_vd, mn_vd_u, mn_vdi, MN_VD)
+MN_DEF_TAIL_LANE(mn_tail_lane_f32, float, mn_vf, mn_vf_u, MN_VF)
+MN_DEF_TAIL_LANE(mn_tail_lane_f64, double, mn_vd, mn_vd_u, MN_VD)
+
 /* Pixel-major convolution forward: C[MR x NV*W] = sum_p A(i, p) * B[p][:], where the
  * A operand is read straight from a padded image through a tap table,
  * A(i, p) = A[toff[p] + i] (i: MR consecutive output pixels of one row, p: tap), and

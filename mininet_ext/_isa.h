@@ -17,7 +17,7 @@ typedef ptrdiff_t mn_idx;
 typedef struct mn_run { mn_idx jj, len, off; } mn_run;
 
 /* Raised whenever the table's layout changes: a stale _kern_*.so is refused. */
-#define MN_KERNELS_ABI 4
+#define MN_KERNELS_ABI 5
 
 /* X(name, parameters) for one element type T with suffix S. */
 #define MN_KERNELS_T(X, T, S)                                                                \
@@ -42,6 +42,11 @@ typedef struct mn_run { mn_idx jj, len, off; } mn_run;
                             mn_idx ldc, int accumulate))                                     \
     X(kernel_sa_short_half_##S, (mn_idx kc, const T* A, mn_idx ars, mn_idx acs, const T* B,  \
                                  T* C, mn_idx ldc, int accumulate))                          \
+    /* a narrow product's last few columns, the long dimension in the lanes (_gemm.h) */   \
+    X(tail_dot_##S, (mn_idx rows, mn_idx cols, mn_idx kc, const T* A, mn_idx ars,            \
+                     const T* Bt, T* C, mn_idx ldc, int accumulate))                         \
+    X(tail_lane_##S, (mn_idx rows, mn_idx cols, mn_idx kc, const T* A, mn_idx acs,           \
+                      const T* B, mn_idx ldb, T* C, mn_idx ldc, int accumulate))             \
     /* small products without packing (a trap where small_ok is 0) */                       \
     X(gemm_small_##S, (mn_idx N, mn_idx K, const T* A, mn_idx ars, mn_idx acs, const T* B,   \
                        mn_idx ldb, T* C, mn_idx ldc, mn_idx i0, mn_idx i1, mn_idx jp0,       \
@@ -156,6 +161,10 @@ static inline const char* mn_kernel_isa(void) { return mn_k->isa; }
 #define mn_kernel_sa_short_f64 MN_K(kernel_sa_short_f64)
 #define mn_kernel_sa_short_half_f32 MN_K(kernel_sa_short_half_f32)
 #define mn_kernel_sa_short_half_f64 MN_K(kernel_sa_short_half_f64)
+#define mn_tail_dot_f32 MN_K(tail_dot_f32)
+#define mn_tail_dot_f64 MN_K(tail_dot_f64)
+#define mn_tail_lane_f32 MN_K(tail_lane_f32)
+#define mn_tail_lane_f64 MN_K(tail_lane_f64)
 #define mn_gemm_small_f32 MN_K(gemm_small_f32)
 #define mn_gemm_small_f64 MN_K(gemm_small_f64)
 #define mn_kernel_at_f32 MN_K(kernel_at_f32)

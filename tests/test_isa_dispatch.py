@@ -76,6 +76,7 @@ SHAPES = [(1, 1, 1), (3, 5, 2), (7, 9, 8),              # plain loops
           (64, 64, 64), (100, 10, 100), (20, 33, 47),   # small: in place where the set can
           (5, 300, 700), (13, 200, 90), (1, 257, 65),   # few rows, matrix-vector
           (300, 20, 100), (97, 63, 65),                 # narrow
+          (203, 66, 700), (70, 36, 300),                # narrow, a few columns past the panels
           (257, 129, 385), (200, 300, 50),              # blocked, every edge
           (6, 25, 20011),                               # one block, long K: split over threads
           (0, 5, 3), (4, 0, 3), (4, 5, 0)]              # zero sizes

@@ -75,11 +75,13 @@ def test_reductions(mode, shape, dtype):
 
 @pytest.mark.parametrize("mnk", [(100, 100, 784), (784, 100, 100), (100, 10, 100), (64, 64, 64),
                                  (65, 63, 67), (129, 127, 131), (4, 300, 2500), (1, 1, 1),
-                                 (0, 5, 5), (5, 5, 0)])
+                                 (0, 5, 5), (5, 5, 0), (203, 66, 700), (70, 36, 300),
+                                 (17, 36, 300)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_matmul_paths(mode, mnk, dtype):
     """The MLP's products (forward, weight gradient through x^T, input gradient through
-    W^T) and shapes either side of the GEMM floors."""
+    W^T) and shapes either side of the GEMM floors; N a few columns past whole panels
+    (100, 66, 36: the narrow path's tail kernels, rows and K off their vector multiples)."""
     m, n, k = mnk
     x, y = data(m, k, dtype=dtype), data(k, n, dtype=dtype)
     want = x.astype(np.float64) @ y
