@@ -44,11 +44,12 @@ static inline int mn_gemm_nr(int itemsize) { return itemsize == 4 ? MN_NR_F : MN
     }
 
 /* The packed kernels fetch B's rows MN_KPF k-steps (2 KB of an AVX-512 float32 panel)
- * ahead: a B panel all but fills L1 (KC x NR floats: 43 KB of 48 at K = 1024) and the A
- * panels streaming past evict parts of it between uses; fetching them early took 2-5%
- * off the 256 x 1024 x 1024 products of an MLP step (Sapphire Rapids Xeon, one thread,
- * distances 16 and 32 alike, 8 less). Fetching A's panel too, read sequentially, gained
- * nothing more. Not measured on Zen 4. */
+ * ahead: a B panel all but fills L1 (KC x NR floats: 43 KB of 48 at K = 1024), so its
+ * rows come from L2 (then the A panels streaming past evicted parts of it between uses;
+ * since session 18 the tiles run A-panel-major and B panels stream past the A panel held
+ * in L1); fetching them early took 2-5% off the 256 x 1024 x 1024 products of an MLP
+ * step (Sapphire Rapids Xeon, one thread, distances 16 and 32 alike, 8 less). Fetching
+ * A's panel too, read sequentially, gained nothing more. Not measured on Zen 4. */
 #define MN_KPF 16
 #define MN_KPREFETCH_B(b, W) { __builtin_prefetch(b, 0, 3); __builtin_prefetch((b) + (W), 0, 3); }
 

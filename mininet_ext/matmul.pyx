@@ -274,12 +274,16 @@ cdef void pack_b(const floating* B, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t kc,
 cdef void micro_tiles(const floating* Ap, const floating* Bp, floating* C, Py_ssize_t ldc,
                       Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, int nr, int accumulate,
                       Py_ssize_t t0, Py_ssize_t t1) noexcept nogil:
-    """Micro-tiles t0..t1, numbered B-panel-major so a B panel stays in L1."""
+    """Micro-tiles t0..t1, numbered A-panel-major: an A panel (MR x KC, 18 KB) stays in L1
+    while the B panels stream past. B-panel-major kept a B panel (KC x NR, 48 KB with
+    AVX-512: all of a 48 KB L1) for the A panels to stream through and evict: A-major took
+    0.92-0.97x the time from 256 x 1024 x 1024 to 2048^3 on one thread, 0.96-0.99x on two
+    (Xeon model 207, in-process A/B)."""
     cdef floating tile[16 * 64]
-    cdef Py_ssize_t mp = (mc + MR - 1) // MR, t, ip, jp, i, j, rows, cols
+    cdef Py_ssize_t npn = (nc + nr - 1) // nr, t, ip, jp, rows, cols
     for t in range(t0, t1):
-        jp = t // mp
-        ip = t - jp * mp
+        ip = t // npn
+        jp = t - ip * npn
         rows = mc - ip * MR
         cols = nc - jp * nr
         if rows >= MR and cols >= nr:
