@@ -271,19 +271,31 @@ cdef void pack_b(const floating* B, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t kc,
                 dst[p * nr + j] = 0
 
 
+# the largest packed A panel (MR x KC items) micro_tiles keeps in L1 (half of a 48 KB L1)
+cdef Py_ssize_t A_PANEL_L1 = 24 * 1024
+
+
 cdef void micro_tiles(const floating* Ap, const floating* Bp, floating* C, Py_ssize_t ldc,
                       Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, int nr, int accumulate,
                       Py_ssize_t t0, Py_ssize_t t1) noexcept nogil:
-    """Micro-tiles t0..t1, numbered A-panel-major: an A panel (MR x KC, 18 KB) stays in L1
-    while the B panels stream past. B-panel-major kept a B panel (KC x NR, 48 KB with
-    AVX-512: all of a 48 KB L1) for the A panels to stream through and evict: A-major took
-    0.92-0.97x the time from 256 x 1024 x 1024 to 2048^3 on one thread, 0.96-0.99x on two
-    (Xeon model 207, in-process A/B)."""
+    """Micro-tiles t0..t1, numbered A-panel-major where an A panel is at most A_PANEL_L1
+    bytes: it stays in L1 while the B panels stream past. B-panel-major kept a B panel
+    (KC x NR, 48 KB with AVX-512 float32: all of a 48 KB L1) for the A panels to stream
+    through and evict. float32, Xeon model 207, in-process A/B: A-major took 0.92-0.97x the
+    time from 256 x 1024 x 1024 to 2048^3 on one thread, 0.96-0.99x on two; with the AVX2
+    kernels 0.91-0.98x. float64 AVX-512 panels (12 x 384 doubles, 36 KB) stay B-major:
+    A-major took 1.04-1.07x there."""
     cdef floating tile[16 * 64]
     cdef Py_ssize_t npn = (nc + nr - 1) // nr, t, ip, jp, rows, cols
+    cdef Py_ssize_t mp = (mc + MR - 1) // MR
+    cdef bint amajor = MR * kc * <Py_ssize_t>sizeof(floating) <= A_PANEL_L1
     for t in range(t0, t1):
-        ip = t // npn
-        jp = t - ip * npn
+        if amajor:
+            ip = t // npn
+            jp = t - ip * npn
+        else:
+            jp = t // mp
+            ip = t - jp * mp
         rows = mc - ip * MR
         cols = nc - jp * nr
         if rows >= MR and cols >= nr:
