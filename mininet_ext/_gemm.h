@@ -370,6 +370,18 @@ MN_DEF_KERNEL_SA(mn_kernel_sa_short_half_f64, double, mn_vd, mn_vd_u, MN_VD, MN_
 #else
 #define MN_TAIL_R 2       /* 2 x 4 + 4 + 2 of 16 */
 #endif
+/* One vector of K at q: B's 4 columns (BV: how the vector of column j is loaded) times
+ * MN_TAIL_R rows of A, into c. */
+#define MN_TAIL_DOT_STEP(V, VU, q, BV)                                             \
+{                                                                                  \
+    V bv[4];                                                                       \
+    for (int j = 0; j < 4; j++) bv[j] = BV;                                        \
+    _Pragma("GCC unroll 16")                                                       \
+    for (int r = 0; r < MN_TAIL_R; r++) {                                          \
+        V av = *(const VU*)(a[r] + (q));                                           \
+        for (int j = 0; j < 4; j++) c[r][j] += av * bv[j];                         \
+    }                                                                              \
+}
 #define MN_DEF_TAIL_DOT(NAME, T, V, VU, IV, W)                                     \
 static void NAME(mn_idx rows, mn_idx cols, mn_idx kc, const T* __restrict A,       \
                  mn_idx ars, const T* __restrict Bt, T* C, mn_idx ldc, int accumulate) \
@@ -390,25 +402,10 @@ static void NAME(mn_idx rows, mn_idx cols, mn_idx kc, const T* __restrict A,    
             _Pragma("GCC unroll 16")                                               \
             for (int r = 0; r < MN_TAIL_R; r++)                                    \
                 for (int j = 0; j < 4; j++) c[r][j] = (V){0};                      \
-            for (mn_idx p = 0; p < kv; p += W) {                                   \
-                V bv[4];                                                           \
-                for (int j = 0; j < 4; j++) bv[j] = *(const VU*)(b[j] + p);        \
-                _Pragma("GCC unroll 16")                                           \
-                for (int r = 0; r < MN_TAIL_R; r++) {                              \
-                    V av = *(const VU*)(a[r] + p);                                 \
-                    for (int j = 0; j < 4; j++) c[r][j] += av * bv[j];             \
-                }                                                                  \
-            }                                                                      \
-            if (rem && kc >= W) {                                                  \
-                V bv[4];                                                           \
-                for (int j = 0; j < 4; j++)                                        \
-                    bv[j] = (V)((IV)(*(const VU*)(b[j] + kl)) & keep);             \
-                _Pragma("GCC unroll 16")                                           \
-                for (int r = 0; r < MN_TAIL_R; r++) {                              \
-                    V av = *(const VU*)(a[r] + kl);                                \
-                    for (int j = 0; j < 4; j++) c[r][j] += av * bv[j];             \
-                }                                                                  \
-            }                                                                      \
+            for (mn_idx p = 0; p < kv; p += W)                                     \
+                MN_TAIL_DOT_STEP(V, VU, p, *(const VU*)(b[j] + p))                  \
+            if (rem && kc >= W)                                                    \
+                MN_TAIL_DOT_STEP(V, VU, kl, (V)((IV)(*(const VU*)(b[j] + kl)) & keep)) \
             for (int r = 0; r < MN_TAIL_R && i0 + r < rows; r++)                   \
                 for (int j = 0; j < 4 && j0 + j < cols; j++) {                     \
                     T s = 0;                                                       \
