@@ -131,8 +131,9 @@ def kernel_isa():
 
 
 def blocking():
+    """Block sizes; a_panel_l1: the largest packed A panel (bytes) the tiles keep in L1."""
     return {"mr": MR, "nr_f32": mn_gemm_nr(4), "nr_f64": mn_gemm_nr(8), "mc": MC, "kc": KC, "nc": NC,
-            "mr_blocked": MRB, "pre_broadcast": bool(BC)}
+            "mr_blocked": MRB, "pre_broadcast": bool(BC), "a_panel_l1": A_PANEL_L1}
 
 
 # Block sizes beyond any operand a Buffer can hold; the cap keeps the rounding and the
@@ -271,20 +272,36 @@ cdef void pack_b(const floating* B, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t kc,
                 dst[p * nr + j] = 0
 
 
-# the largest packed A panel (MR x KC items) micro_tiles keeps in L1 (half of a 48 KB L1)
-cdef Py_ssize_t A_PANEL_L1 = 24 * 1024
+cdef extern from *:
+    """
+    #include <unistd.h>
+    static long mn_l1d_bytes(void) {
+    #ifdef _SC_LEVEL1_DCACHE_SIZE
+        return sysconf(_SC_LEVEL1_DCACHE_SIZE);
+    #else
+        return 0;
+    #endif
+    }
+    """
+    long mn_l1d_bytes()
+
+# the largest packed A panel (MR x KC items) micro_tiles keeps in L1: half of the L1 data
+# cache (48 KB on the Xeons, 32 KB on Zen 4), 16 KB where the size is not known
+cdef Py_ssize_t A_PANEL_L1 = mn_l1d_bytes() // 2 if mn_l1d_bytes() > 0 else 16 * 1024
 
 
 cdef void micro_tiles(const floating* Ap, const floating* Bp, floating* C, Py_ssize_t ldc,
                       Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, int nr, int accumulate,
                       Py_ssize_t t0, Py_ssize_t t1) noexcept nogil:
-    """Micro-tiles t0..t1, numbered A-panel-major where an A panel is at most A_PANEL_L1
-    bytes: it stays in L1 while the B panels stream past. B-panel-major kept a B panel
-    (KC x NR, 48 KB with AVX-512 float32: all of a 48 KB L1) for the A panels to stream
-    through and evict. float32, Xeon model 207, in-process A/B: A-major took 0.92-0.97x the
-    time from 256 x 1024 x 1024 to 2048^3 on one thread, 0.96-0.99x on two; with the AVX2
-    kernels 0.91-0.98x. float64 AVX-512 panels (12 x 384 doubles, 36 KB) stay B-major:
-    A-major took 1.04-1.07x there."""
+    """Micro-tiles t0..t1, numbered A-panel-major where an A panel fits half of L1
+    (A_PANEL_L1): it stays in L1 while the B panels stream past. B-panel-major kept a B
+    panel (KC x NR, 48 KB with AVX-512 float32: all of a 48 KB L1) for the A panels to
+    stream through and evict. float32, Xeon model 207 (48 KB L1), in-process A/B: A-major
+    took 0.92-0.97x the time from 256 x 1024 x 1024 to 2048^3 on one thread, 0.96-0.99x on
+    two; with the AVX2 kernels 0.91-0.98x. float64 AVX-512 panels (12 x 384 doubles, 36 KB)
+    stay B-major: A-major took 1.04-1.07x there. On Zen 4 (32 KB L1) the 18 KB float32
+    panels stay B-major, the order that reached 86-89% of its peak there (A-major not
+    measured on it)."""
     cdef floating tile[16 * 64]
     cdef Py_ssize_t npn = (nc + nr - 1) // nr, t, ip, jp, rows, cols
     cdef Py_ssize_t mp = (mc + MR - 1) // MR

@@ -144,3 +144,27 @@ def test_small_blocks_in_process(restore_blocking):
     b = rng.standard_normal((784, 100)).astype(np.float32)
     got = (mn.Tensor(a) @ mn.Tensor(b)).numpy()
     np.testing.assert_allclose(got, a.astype(np.float64) @ b, rtol=0, atol=2e-3)
+
+
+def _sysfs_l1d_bytes():
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for entry in sorted(os.listdir(base)):
+            path = os.path.join(base, entry)
+            with open(os.path.join(path, "level")) as f, open(os.path.join(path, "type")) as g:
+                if f.read().strip() == "1" and g.read().strip() == "Data":
+                    with open(os.path.join(path, "size")) as h:
+                        size = h.read().strip()
+                    return int(size[:-1]) * 1024 if size.endswith("K") else int(size)
+    except OSError:
+        pass
+    return None
+
+
+def test_a_panel_held_in_l1_is_half_the_l1_data_cache():
+    """The blocked product keeps packed A panels of up to half of L1 there (A-panel-major
+    tiles); the size comes from sysconf, checked here against sysfs."""
+    l1 = _sysfs_l1d_bytes()
+    if l1 is None:
+        pytest.skip("no L1 data cache size in sysfs")
+    assert matmul.blocking()["a_panel_l1"] == l1 // 2
