@@ -363,8 +363,8 @@ MN_DEF_KERNEL_SA(mn_kernel_sa_short_half_f64, double, mn_vd, mn_vd_u, MN_VD, MN_
  * dimension in the vector lanes instead, all lanes useful.
  * tail_dot: A row-major (A(i, p) = A[i * ars + p]), the tail of B packed transposed
  * (Bt(j, p) = Bt[j * kc + p]): C[i, j] (+)= the dot product of row i and column j, in
- * vectors along p, summed across lanes at the end; TR rows x 4 columns at a time (rows
- * and columns past the edge repeat the last one, computed and not stored). */
+ * vectors along p, summed across lanes at the end; MN_TAIL_R rows x 4 columns at a
+ * time (rows and columns past the edge repeat the last one, computed and not stored). */
 #if defined(__AVX512F__)
 #define MN_TAIL_R 4       /* 4 x 4 accumulators + 4 + 1 operands of 32 registers */
 #else
@@ -420,8 +420,8 @@ static void NAME(mn_idx rows, mn_idx cols, mn_idx kc, const T* __restrict A,    
 
 /* tail_lane: A transposed in place (A(i, p) = A[i + p * acs], x.T in a weight gradient),
  * B's tail in its packed panel (B(p, j) = B[p * ldb + j]): C[i..i+W, j] (+)= sum over p of
- * a vector of A's rows times one broadcast of B, TR vectors of rows x 4 columns at a
- * time, then single vectors. */
+ * a vector of A's rows times one broadcast of B, MN_TAIL_R vectors of rows x 4 columns
+ * at a time, then single vectors. */
 #define MN_DEF_TAIL_LANE(NAME, T, V, VU, W)                                        \
 static void NAME(mn_idx rows, mn_idx cols, mn_idx kc, const T* __restrict A,       \
                  mn_idx acs, const T* __restrict B, mn_idx ldb, T* C, mn_idx ldc,  \
