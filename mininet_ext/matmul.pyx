@@ -272,22 +272,22 @@ cdef void pack_b(const floating* B, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t kc,
                 dst[p * nr + j] = 0
 
 
+# the largest packed A panel (MR x KC items) micro_tiles keeps in L1: half of the L1 data
+# cache (48 KB on the Xeons, 32 KB on Zen 4), 16 KB where the size is not known
 cdef extern from *:
     """
     #include <unistd.h>
-    static long mn_l1d_bytes(void) {
+    static long mn_half_l1d_bytes(void) {
+        long l1 = 0;
     #ifdef _SC_LEVEL1_DCACHE_SIZE
-        return sysconf(_SC_LEVEL1_DCACHE_SIZE);
-    #else
-        return 0;
+        l1 = sysconf(_SC_LEVEL1_DCACHE_SIZE);
     #endif
+        return l1 > 0 ? l1 / 2 : 16 * 1024;
     }
     """
-    long mn_l1d_bytes()
+    long mn_half_l1d_bytes()
 
-# the largest packed A panel (MR x KC items) micro_tiles keeps in L1: half of the L1 data
-# cache (48 KB on the Xeons, 32 KB on Zen 4), 16 KB where the size is not known
-cdef Py_ssize_t A_PANEL_L1 = mn_l1d_bytes() // 2 if mn_l1d_bytes() > 0 else 16 * 1024
+cdef Py_ssize_t A_PANEL_L1 = mn_half_l1d_bytes()
 
 
 cdef void micro_tiles(const floating* Ap, const floating* Bp, floating* C, Py_ssize_t ldc,
@@ -385,10 +385,11 @@ cdef enum:
     LANE_TAIL = 2   # A transposed: A's rows in the vector lanes (tail_lane)
 
 
-cdef inline int tail_kind(Py_ssize_t N, Py_ssize_t K, int nr, Py_ssize_t ars,
+cdef inline int tail_kind(Py_ssize_t N, Py_ssize_t K, Py_ssize_t rows, int nr, Py_ssize_t ars,
                           Py_ssize_t acs) noexcept nogil:
-    """How gemm_direct computes a last column panel of at most nr/4 columns (N > nr): with
-    the long dimension in the vector lanes when A's layout allows, else the half kernel.
+    """How gemm_direct computes a last column panel of at most nr/4 columns (N > nr) for
+    `rows` rows: with the long dimension in the vector lanes when A's layout allows (for
+    A's rows in the lanes, at least a vector of them), else the half kernel.
     The dot products pay a sum across lanes per output, so they need K blocks of at least
     16 vectors (8 nr items): at 4 vectors (512 x 64 x 40) they took 1.6x the half kernel's
     time, at 8 (128 x 128 x 200) 1.05x."""
@@ -397,7 +398,7 @@ cdef inline int tail_kind(Py_ssize_t N, Py_ssize_t K, int nr, Py_ssize_t ars,
         return NO_TAIL
     if acs == 1 and k_step(K) >= 8 * nr:
         return DOT_TAIL
-    if ars == 1:
+    if ars == 1 and rows >= nr // 2:
         return LANE_TAIL
     return NO_TAIL
 
@@ -441,9 +442,7 @@ cdef void gemm_direct(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     cdef Py_ssize_t rs, cs, nfull = npan, n0 = (npan - 1) * nr, t0
     cdef const floating* Ai
     cdef bint half
-    cdef int tail = tail_kind(N, K, nr, ars, acs)
-    if tail == LANE_TAIL and i1 - i0 < nr // 2:
-        tail = NO_TAIL     # fewer rows than a vector's lanes
+    cdef int tail = tail_kind(N, K, i1 - i0, nr, ars, acs)
     if tail != NO_TAIL:
         nfull = npan - 1   # the last panel's columns go to tail_cols
     pc = 0
