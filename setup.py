@@ -90,8 +90,15 @@ X86_ISAS = {
     "avx512bf16": X86_BASE + ["-mavx2", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512dq",
                               "-mavx512vl", "-mavx512bf16"],
 }
+# The avx512bf16 set also carries the AMX bf16 kernels (_amx.h) where the compiler takes
+# these flags: they only enable the tile intrinsics, which nothing calls before _isa.pyx
+# has found AMX on the CPU and the OS's permission to use it.
+AMX_FLAGS = ["-mamx-tile", "-mamx-bf16", "-DMN_AMX=1"]
+AMX_PROBE = """#include <immintrin.h>
+void probe(void) { _tile_zero(0); _tile_release(); }
+"""
 KERNEL_HEADERS = ["_kern.h", "_isa.h", "_gemm.h", "_tr16.h", "_gemm_sse2.h", "_gemm_small.h",
-                  "_convpack.h", "_bf16.h", "_peak_fma.h"]
+                  "_convpack.h", "_bf16.h", "_amx.h", "_peak_fma.h"]
 KERNEL_ARGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-Wno-unused-function",
                "-Wno-psabi"]
 ISA_PROBE = """typedef float v16 __attribute__((vector_size(64)));
@@ -103,8 +110,11 @@ def kernel_sets():
     """{isa: compile flags} of the kernel sets this compiler can build for this target."""
     if not compiles("#ifndef __x86_64__\n#error not x86-64\n#endif\n", []):
         return {"generic": []}
-    return {isa: flags for isa, flags in X86_ISAS.items()
+    sets = {isa: flags for isa, flags in X86_ISAS.items()
             if isa == "generic" or compiles(ISA_PROBE, flags)}
+    if "avx512bf16" in sets and compiles(AMX_PROBE, sets["avx512bf16"] + AMX_FLAGS):
+        sets["avx512bf16"] = sets["avx512bf16"] + AMX_FLAGS
+    return sets
 
 
 def kernel_extension(isa, flags):

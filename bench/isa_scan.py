@@ -5,9 +5,9 @@ A portable build (MININET_PORTABLE=1, the one a wheel may ship) must run on any 
 CPU: only the kernel-set modules mininet_ext._kern_<isa> may hold wider instructions,
 and mininet_ext._isa imports one of them only when cpuid says the CPU has the features.
 This counts, per module and per function, the instructions that name a ymm or zmm
-register, the other VEX/EVEX-encoded (AVX) instructions, and those using AVX-512 mask
-registers. It also checks each kernel set against its own ISA: generic holds no AVX,
-avx2 no AVX-512.
+register, the other VEX/EVEX-encoded (AVX) instructions, those using AVX-512 mask
+registers and AMX tile instructions. It also checks each kernel set against its own ISA:
+generic holds no AVX, avx2 no AVX-512, and only avx512bf16 AMX.
 
     python bench/isa_scan.py [DIR_OR_SO ...] [--json]
 
@@ -31,8 +31,13 @@ NOT_AVX = {"verr", "verw", "vmcall", "vmlaunch", "vmresume", "vmxoff", "vmxon", 
 FUNC = re.compile(r"^[0-9a-f]+ <(.+)>:$")
 INSN = re.compile(r"^\s+[0-9a-f]+:\s+(\S+)\s*(.*)$")
 MASK = re.compile(r"%k[1-7]\b|\{%k[0-7]\}")
-# what each kernel set may hold: generic nothing of AVX, avx2 no AVX-512
-ALLOWED = {"generic": set(), "avx2": {"ymm", "vex"}}
+# AMX instructions that name no tile register
+TILE_OPS = {"ldtilecfg", "sttilecfg", "tilerelease"}
+KINDS = ("zmm", "ymm", "mask", "vex", "tile")
+# what each kernel set may hold: generic nothing of AVX, avx2 no AVX-512, AMX tiles
+# only the avx512bf16 set (its AMX kernels run after cpuid and the OS have said yes)
+ALLOWED = {"generic": set(), "avx2": {"ymm", "vex"}, "avx512": {"zmm", "ymm", "mask", "vex"},
+           "avx512bf16": set(KINDS)}
 
 
 def classify(mnemonic, operands):
@@ -46,6 +51,8 @@ def classify(mnemonic, operands):
         kinds.add("ymm")
     if MASK.search(operands) or mnemonic.startswith("k") and "%k" in operands:
         kinds.add("mask")
+    if "%tmm" in operands or mnemonic in TILE_OPS:
+        kinds.add("tile")
     return kinds
 
 
@@ -83,15 +90,14 @@ def scan(paths):
         funcs = scan_file(path)
         total = sum(funcs.values(), Counter())
         isa = kernel_set(name)
-        allowed = ({"zmm", "ymm", "mask", "vex"} if isa not in ALLOWED else ALLOWED[isa]) \
-            if isa else set()
-        bad = {k: total[k] for k in ("zmm", "ymm", "mask", "vex") if total[k] and k not in allowed}
+        allowed = ALLOWED.get(isa, set()) if isa else set()
+        bad = {k: total[k] for k in KINDS if total[k] and k not in allowed}
         worst = sorted(((sum(c[k] for k in bad), f) for f, c in funcs.items()
                         if any(c[k] for k in bad)), reverse=True)[:5]
         modules.append({"module": name, "kernel_set": isa, "functions": len(funcs),
                         "instructions": total["insns"], "wide": total["wide"],
                         "zmm": total["zmm"], "ymm": total["ymm"], "mask": total["mask"],
-                        "vex": total["vex"], "violations": bad,
+                        "vex": total["vex"], "tile": total["tile"], "violations": bad,
                         "worst_functions": [f for _, f in worst]})
     return modules
 
@@ -128,13 +134,13 @@ def main(argv=None):
     else:
         print(f"{build_note()}")
         print(f"{'module':<16}{'set':>11}{'insns':>9}{'AVX(v*)':>9}{'ymm':>8}{'zmm':>8}"
-              f"{'mask':>7}  verdict")
+              f"{'mask':>7}{'tile':>6}  verdict")
         for m in modules:
             verdict = "ok" if not m["violations"] else \
                 "WIDE: " + ", ".join(f"{k} {v}" for k, v in m["violations"].items()) + \
                 " in " + ", ".join(m["worst_functions"][:3])
             print(f"{m['module']:<16}{m['kernel_set'] or '-':>11}{m['instructions']:>9}"
-                  f"{m['vex']:>9}{m['ymm']:>8}{m['zmm']:>8}{m['mask']:>7}  {verdict}")
+                  f"{m['vex']:>9}{m['ymm']:>8}{m['zmm']:>8}{m['mask']:>7}{m['tile']:>6}  {verdict}")
         print(f"AVX/AVX-512 instructions (any of the columns) outside the kernel sets: {outside}")
     return 1 if failed else 0
 

@@ -17,7 +17,7 @@ typedef ptrdiff_t mn_idx;
 typedef struct mn_run { mn_idx jj, len, off; } mn_run;
 
 /* Raised whenever the table's layout changes: a stale _kern_*.so is refused. */
-#define MN_KERNELS_ABI 5
+#define MN_KERNELS_ABI 6
 
 /* X(name, parameters) for one element type T with suffix S. */
 #define MN_KERNELS_T(X, T, S)                                                                \
@@ -95,6 +95,25 @@ typedef struct mn_kernels {
 #undef MN_FIELD
 } mn_kernels;
 
+/* A bf16 GEMM kernel set for the driver in matmul.pyx (bf16_blocked): the micro-tile,
+ * the k granularity of packed panels (kc rounded up to a multiple of kstep), bytes per
+ * packed element, the packing and the kernel; begin/end run in each thread around its
+ * kernels (NULL where nothing is needed). The table's own (vdpbf16ps, or the converted
+ * fp32 path) and, in an avx512bf16 set built with AMX, the AMX tiles (_amx.h), exported
+ * by mininet_ext._kern_<isa> as the capsule "mininet_ext.amx". */
+#define MN_AMX_CAPSULE "mininet_ext.amx"
+typedef struct mn_bf16_kernels {
+    int abi;                 /* MN_KERNELS_ABI */
+    const char* name;        /* "vdpbf16ps", "fp32" or "amx" */
+    int mr, nr, kstep, esize;
+    void (*pack_a)(const float* A, mn_idx rs, mn_idx cs, mn_idx mc, mn_idx kc, void* out);
+    void (*pack_b)(const float* B, mn_idx rs, mn_idx cs, mn_idx kc, mn_idx nc, void* out);
+    void (*kernel)(mn_idx kc, const void* A, const void* B, float* C, mn_idx ldc,
+                   int accumulate);
+    void (*begin)(void);
+    void (*end)(void);
+} mn_bf16_kernels;
+
 /* The FMA peak kernel compiled with one kernel set's flags (the vector width and FMA of
  * that path), exported by mininet_ext._kern_<isa> as a second capsule, "mininet_ext.peak",
  * for `mininet bench peak --isa` (peak.pyx). fma_*: chains x <- x * a + b, n times each,
@@ -125,6 +144,15 @@ static int mn_isa_bind(const void* table)
     }
     mn_k = k;
     return 0;
+}
+
+/* The table's own bf16 kernels as a set for the driver. */
+static mn_bf16_kernels mn_bf16_table_set(void)
+{
+    mn_bf16_kernels s = {MN_KERNELS_ABI, mn_k->esize_bf16 == 2 ? "vdpbf16ps" : "fp32",
+                         mn_k->mr_bf16, mn_k->nr_bf16, 2, mn_k->esize_bf16,
+                         mn_k->pack_a_bf16, mn_k->pack_b_bf16, mn_k->kernel_bf16, NULL, NULL};
+    return s;
 }
 
 static inline const char* mn_kernel_isa(void) { return mn_k->isa; }

@@ -38,6 +38,8 @@ cdef extern from *:
         case 4: return __builtin_cpu_supports("avx512dq") != 0;
         case 5: return __builtin_cpu_supports("avx512vl") != 0;
         case 6: return __builtin_cpu_supports("avx512bf16") != 0;
+        case 7: return __builtin_cpu_supports("amx-tile") != 0;
+        case 8: return __builtin_cpu_supports("amx-bf16") != 0;
         }
         return 0;
     }
@@ -45,11 +47,31 @@ cdef extern from *:
     #define MN_X86 0
     static int mn_cpu_feature(int i) { (void)i; return 0; }
     #endif
+
+    /* Linux hands out AMX's 8 KB of tile state only to a process that asks for it:
+       0, or the errno of the refusal (ENOSPC: a thread's signal stack is too small to
+       hold the state; EINVAL/ENOSYS: no AMX support in this kernel). */
+    #if defined(__linux__) && defined(__x86_64__)
+    #include <errno.h>
+    #include <unistd.h>
+    #include <sys/syscall.h>
+    static int mn_amx_permission(void)
+    {
+        if (syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */,
+                    18 /* XFEATURE_XTILEDATA */) == 0)
+            return 0;
+        return errno ? errno : -1;
+    }
+    #else
+    static int mn_amx_permission(void) { return -1; }
+    #endif
     """
     int MN_X86
     int mn_cpu_feature(int i)
+    int mn_amx_permission()
 
-FEATURES = ("avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512bf16")
+FEATURES = ("avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512bf16",
+            "amx-tile", "amx-bf16")
 ISAS = ("generic", "avx2", "avx512", "avx512bf16")    # in order of preference, last best
 REQUIRES = {
     "generic": (),
@@ -140,3 +162,36 @@ def peak_kernels(str isa):
     if lacks:
         raise RuntimeError(f"this CPU lacks {', '.join(lacks)}, which the {isa} kernels need")
     return importlib.import_module(f"mininet_ext._kern_{isa}").peak
+
+
+_amx = None   # (capsule or None, why not), decided on first use
+
+
+def amx():
+    """(capsule, reason): the AMX bf16 kernels (a PyCapsule, mininet_ext.amx) where the
+    active kernel set holds them, the CPU has AMX-TILE and AMX-BF16 and Linux grants this
+    process the tile state; else (None, why not). The request is made once, on the first
+    call (not at import: a process that never multiplies in bf16 never asks)."""
+    global _amx
+    if _amx is None:
+        _amx = _find_amx()
+    return _amx
+
+
+def _find_amx():
+    import errno
+    module = importlib.import_module(f"mininet_ext._kern_{_ACTIVE}")
+    if not hasattr(module, "amx"):
+        why = "the avx512bf16 kernel set was built without AMX" if _ACTIVE == "avx512bf16" \
+            else f"the {_ACTIVE} kernel set has no AMX kernels"
+        return None, why
+    lacks = [f for f in ("amx-tile", "amx-bf16") if f not in cpu_features()]
+    if lacks:
+        return None, f"this CPU lacks {', '.join(lacks)}"
+    err = mn_amx_permission()
+    if err:
+        name = errno.errorcode.get(err, str(err))
+        why = " (a thread's signal stack is too small for the tile state)" \
+            if err == errno.ENOSPC else ""
+        return None, f"the OS refused this process the AMX tile state ({name}){why}"
+    return module.amx, "AMX-BF16 tiles"

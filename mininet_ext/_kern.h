@@ -10,6 +10,7 @@
 #include "_gemm_small.h"
 #include "_convpack.h"
 #include "_bf16.h"
+#include "_amx.h"
 #include "_isa.h"
 
 #define MN_STR_(x) #x
@@ -37,6 +38,13 @@ static const mn_peak_kernels mn_peak_table = {
     mn_peak_fma_f32, mn_peak_fma_f64
 };
 
+#if MN_AMX_OK
+static const mn_bf16_kernels mn_amx_table = {
+    MN_KERNELS_ABI, "amx", MN_AMX_MR, MN_AMX_NR, MN_AMX_KS, 2,
+    mn_amx_pack_a, mn_amx_pack_b, mn_amx_kernel, mn_amx_begin, mn_amx_end
+};
+#endif
+
 static int mn_add_capsule(PyObject* m, const char* attr, const void* table, const char* name)
 {
     PyObject* cap = PyCapsule_New((void*)table, name, NULL);
@@ -58,7 +66,11 @@ PyMODINIT_FUNC MN_CAT(PyInit__kern_, MN_ISA)(void)
     PyObject* m = PyModule_Create(&mn_kern_module);
     if (m == NULL) return NULL;
     if (mn_add_capsule(m, "kernels", &mn_table, "mininet_ext.kernels") < 0
-            || mn_add_capsule(m, "peak", &mn_peak_table, MN_PEAK_CAPSULE) < 0) {
+            || mn_add_capsule(m, "peak", &mn_peak_table, MN_PEAK_CAPSULE) < 0
+#if MN_AMX_OK
+            || mn_add_capsule(m, "amx", &mn_amx_table, MN_AMX_CAPSULE) < 0
+#endif
+            ) {
         Py_DECREF(m);
         return NULL;
     }

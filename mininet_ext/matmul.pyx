@@ -980,116 +980,182 @@ def matmul_simple(Buffer A, Buffer B, Buffer C, Py_ssize_t M, Py_ssize_t N, Py_s
 # bfloat16 mixed precision ------------------------------------------------------------
 # C (float32) = A @ B with A and B read as float32 and rounded to bfloat16 (nearest
 # even) while packed, products accumulated in float32 (_bf16.h): vdpbf16ps on CPUs with
-# AVX512_BF16, the fp32 micro-kernel on rounded values elsewhere. One blocked path for
-# every shape (no small/narrow special cases): edges go through a padded tile.
+# AVX512_BF16, the fp32 micro-kernel on rounded values elsewhere, or AMX tiles (_amx.h)
+# where the CPU and OS allow them. One blocked path for every shape (no small/narrow
+# special cases): edges go through a padded tile.
 cdef extern from "_isa.h" nogil:
-    int mn_gemm_mr_bf16()
-    int mn_gemm_nr_bf16()
-    int mn_gemm_esize_bf16()
-    void mn_pack_a_bf16(const float* A, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t mc,
-                        Py_ssize_t kc, void* out)
-    void mn_pack_b_bf16(const float* B, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t kc,
-                        Py_ssize_t nc, void* out)
-    void mn_kernel_bf16(Py_ssize_t kc, const void* A, const void* B, float* C, Py_ssize_t ldc,
-                        int accumulate)
+    ctypedef void (*bf16_pack_a_t)(const float* A, Py_ssize_t rs, Py_ssize_t cs,
+                                   Py_ssize_t mc, Py_ssize_t kc, void* out)
+    ctypedef void (*bf16_pack_b_t)(const float* B, Py_ssize_t rs, Py_ssize_t cs,
+                                   Py_ssize_t kc, Py_ssize_t nc, void* out)
+    ctypedef void (*bf16_kernel_t)(Py_ssize_t kc, const void* A, const void* B, float* C,
+                                   Py_ssize_t ldc, int accumulate)
+    ctypedef void (*bf16_hook_t)()
+    ctypedef struct mn_bf16_kernels:
+        int abi
+        const char* name
+        int mr, nr, kstep, esize
+        bf16_pack_a_t pack_a
+        bf16_pack_b_t pack_b
+        bf16_kernel_t kernel
+        bf16_hook_t begin
+        bf16_hook_t end
+    mn_bf16_kernels mn_bf16_table_set()
     void mn_round_bf16(const float* s, float* d, Py_ssize_t n)
+    int MN_KERNELS_ABI
 
-cdef int MR16 = mn_gemm_mr_bf16(), NR16 = mn_gemm_nr_bf16(), ES16 = mn_gemm_esize_bf16()
+
+ctypedef struct Bf16Set:
+    mn_bf16_kernels k
+    Py_ssize_t mc, kc, nc      # cache blocks: mc a multiple of mr, kc of kstep, nc of nr
+
+
+cdef Bf16Set TABLE16, AMX16
+TABLE16.k = mn_bf16_table_set()
 # A bf16 panel is half the bytes of a float32 one: a K block twice as deep (fewer
 # passes over C) with half as many rows keeps A's MC x KC block at the fp32 path's L2
 # footprint. 96/768 beat 192/384 by 0-15% at 1024^3 and 2048^3 on one thread of a
 # (shared, noisy) Zen 4 EPYC; two threads were within the noise.
-cdef Py_ssize_t MC16 = 96, KC16 = 768, NC16 = 2048
+TABLE16.mc, TABLE16.kc, TABLE16.nc = 96, 768, 2048
+AMX16.k.abi = 0   # bound on first use (amx_set)
+AMX16.mc, AMX16.kc, AMX16.nc = 256, 256, 2048
 
 
-def bf16_info():
-    """The bf16 GEMM's micro-tile, packed element size and whether it runs vdpbf16ps."""
-    return {"mr": MR16, "nr": NR16, "esize": ES16, "native": ES16 == 2,
-            "mc": MC16, "kc": KC16, "nc": NC16}
+cdef Bf16Set* amx_set() except NULL:
+    """The AMX kernels, bound on first use; RuntimeError (why not) where unavailable."""
+    cdef const mn_bf16_kernels* k
+    if AMX16.k.abi == 0:
+        cap, why = _isa.amx()
+        if cap is None:
+            raise RuntimeError(f"gemm_bf16: no AMX here: {why}")
+        k = <const mn_bf16_kernels*>PyCapsule_GetPointer(cap, "mininet_ext.amx")
+        if k.abi != MN_KERNELS_ABI:
+            raise ImportError("mininet_ext: the AMX kernels come from another build: rebuild")
+        AMX16.k = k[0]
+    return &AMX16
 
 
-def set_blocking_bf16(Py_ssize_t mc, Py_ssize_t kc, Py_ssize_t nc):
-    """Change the bf16 GEMM's cache blocks (for tuning); mc is rounded up to a multiple
-    of its MR, kc to an even number (whole k-pairs), nc to a multiple of its NR."""
-    global MC16, KC16, NC16
+cdef Bf16Set* bf16_set(str kernels) except NULL:
+    if kernels == "amx":
+        return amx_set()
+    if kernels == "table":
+        return &TABLE16
+    raise ValueError(f"gemm_bf16: kernels must be 'table' or 'amx', got {kernels!r}")
+
+
+def amx_available():
+    """(True, what) where the AMX bf16 kernels can run in this process, else (False, why
+    not); asks the OS for the tile state on the first call."""
+    cap, why = _isa.amx()
+    return cap is not None, why
+
+
+def bf16_info(str kernels="table"):
+    """A bf16 kernel set's micro-tile, k granularity, packed element size, blocks and
+    name ("vdpbf16ps", "fp32" or "amx"); native: the table's set runs vdpbf16ps."""
+    cdef Bf16Set* s = bf16_set(kernels)
+    return {"kernels": s.k.name.decode(), "mr": s.k.mr, "nr": s.k.nr, "kstep": s.k.kstep,
+            "esize": s.k.esize, "native": TABLE16.k.esize == 2,
+            "mc": s.mc, "kc": s.kc, "nc": s.nc}
+
+
+def set_blocking_bf16(Py_ssize_t mc, Py_ssize_t kc, Py_ssize_t nc, str kernels="table"):
+    """Change a bf16 kernel set's cache blocks (for tuning); mc is rounded up to a
+    multiple of its MR, kc to its k granularity (whole k-pairs, or AMX's 32), nc to a
+    multiple of its NR."""
+    cdef Bf16Set* s = bf16_set(kernels)
     check_blocks("set_blocking_bf16", mc, kc, nc)
-    MC16 = (mc + MR16 - 1) // MR16 * MR16
-    KC16 = (kc + 1) // 2 * 2
-    NC16 = (nc + NR16 - 1) // NR16 * NR16
+    s.mc = (mc + s.k.mr - 1) // s.k.mr * s.k.mr
+    s.kc = (kc + s.k.kstep - 1) // s.k.kstep * s.k.kstep
+    s.nc = (nc + s.k.nr - 1) // s.k.nr * s.k.nr
 
 
-cdef inline Py_ssize_t k_step16(Py_ssize_t K) noexcept nogil:
-    """Equal K blocks (as k_step), each a whole number of k-pairs."""
-    cdef Py_ssize_t nblocks = (K + KC16 - 1) // KC16, step
-    step = (K + nblocks - 1) // nblocks if nblocks > 0 else KC16
-    return (step + 1) // 2 * 2
+cdef inline Py_ssize_t k_step16(const Bf16Set* s, Py_ssize_t K) noexcept nogil:
+    """Equal K blocks (as k_step), each a whole number of the set's k granularity."""
+    cdef Py_ssize_t nblocks = (K + s.kc - 1) // s.kc, step
+    step = (K + nblocks - 1) // nblocks if nblocks > 0 else s.kc
+    return round_up(step, s.k.kstep)
 
 
-cdef void bf16_blocked(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+cdef void bf16_blocked(const Bf16Set* s, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                        const float* A, Py_ssize_t ars, Py_ssize_t acs,
                        const float* B, Py_ssize_t brs, Py_ssize_t bcs,
                        float* C, Py_ssize_t ldc, char* Ap, char* Bp) noexcept nogil:
-    """One thread's bf16 product: as gemm_blocked, with the bf16 packing and kernel."""
-    cdef float tile[16 * 64]
-    cdef Py_ssize_t kstep = k_step16(K), jc, pc, ic, nc, kc, mc, kp, npan, mpan
+    """One thread's bf16 product: as gemm_blocked, with the set's packing and kernel."""
+    cdef float tile[32 * 32]   # the largest micro-tile (AMX's)
+    cdef Py_ssize_t kstep = k_step16(s, K), jc, pc, ic, nc, kc, mc, kp, npan, mpan
     cdef Py_ssize_t ip, jp, rows, cols, astride, bstride
+    cdef Py_ssize_t MR = s.k.mr, NR = s.k.nr
     cdef float* c
     jc = 0
     while jc < N:
-        nc = min(N - jc, NC16)
-        npan = (nc + NR16 - 1) // NR16
+        nc = min(N - jc, s.nc)
+        npan = (nc + NR - 1) // NR
         pc = 0
         while pc < K:
             kc = min(K - pc, kstep)
-            kp = (kc + 1) // 2 * 2
-            astride, bstride = MR16 * kp * ES16, NR16 * kp * ES16   # panel bytes
-            mn_pack_b_bf16(B + pc * brs + jc * bcs, brs, bcs, kc, nc, Bp)
+            kp = round_up(kc, s.k.kstep)
+            astride, bstride = MR * kp * s.k.esize, NR * kp * s.k.esize   # panel bytes
+            s.k.pack_b(B + pc * brs + jc * bcs, brs, bcs, kc, nc, Bp)
             ic = 0
             while ic < M:
-                mc = min(M - ic, MC16)
-                mpan = (mc + MR16 - 1) // MR16
-                mn_pack_a_bf16(A + ic * ars + pc * acs, ars, acs, mc, kc, Ap)
+                mc = min(M - ic, s.mc)
+                mpan = (mc + MR - 1) // MR
+                s.k.pack_a(A + ic * ars + pc * acs, ars, acs, mc, kc, Ap)
                 for jp in range(npan):   # B-panel-major: a B panel stays in L1
-                    cols = min(nc - jp * NR16, NR16)
+                    cols = min(nc - jp * NR, NR)
                     for ip in range(mpan):
-                        rows = min(mc - ip * MR16, MR16)
-                        c = C + (ic + ip * MR16) * ldc + jc + jp * NR16
-                        if rows == MR16 and cols == NR16:
-                            mn_kernel_bf16(kc, Ap + ip * astride, Bp + jp * bstride, c, ldc, pc > 0)
+                        rows = min(mc - ip * MR, MR)
+                        c = C + (ic + ip * MR) * ldc + jc + jp * NR
+                        if rows == MR and cols == NR:
+                            s.k.kernel(kc, Ap + ip * astride, Bp + jp * bstride, c, ldc, pc > 0)
                         else:   # edge: the padded tile aside, then the real part
-                            mn_kernel_bf16(kc, Ap + ip * astride, Bp + jp * bstride, tile, NR16, 0)
-                            write_tile(tile, NR16, c, ldc, rows, cols, pc > 0)
-                ic += MC16
+                            s.k.kernel(kc, Ap + ip * astride, Bp + jp * bstride, tile, NR, 0)
+                            write_tile(tile, NR, c, ldc, rows, cols, pc > 0)
+                ic += s.mc
             pc += kc
-        jc += NC16
+        jc += s.nc
 
 
-cdef void bf16_sliced(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+cdef void bf16_part(const Bf16Set* s, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                    const float* A, Py_ssize_t ars, Py_ssize_t acs,
+                    const float* B, Py_ssize_t brs, Py_ssize_t bcs,
+                    float* C, Py_ssize_t ldc, char* Ap, char* Bp) noexcept nogil:
+    """bf16_blocked between the set's per-thread begin and end hooks."""
+    if s.k.begin != NULL:
+        s.k.begin()
+    bf16_blocked(s, M, N, K, A, ars, acs, B, brs, bcs, C, ldc, Ap, Bp)
+    if s.k.end != NULL:
+        s.k.end()
+
+
+cdef void bf16_sliced(const Bf16Set* s, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                       const float* A, Py_ssize_t ars, Py_ssize_t acs,
                       const float* B, Py_ssize_t brs, Py_ssize_t bcs, float* C,
                       char* Ap, char* Bp, Py_ssize_t apsize, Py_ssize_t bpsize,
                       int nt) noexcept nogil:
     """Threads take slices of C's column or row panels (whichever divides more evenly),
     each with its own packing (as gemm_sliced)."""
-    cdef Py_ssize_t mp = (M + MR16 - 1) // MR16, npn = (N + NR16 - 1) // NR16, p0, p1, a, b
+    cdef Py_ssize_t MR = s.k.mr, NR = s.k.nr
+    cdef Py_ssize_t mp = (M + MR - 1) // MR, npn = (N + NR - 1) // NR, p0, p1, a, b
     cdef bint by_cols = ((npn + nt - 1) // nt) * mp <= ((mp + nt - 1) // nt) * npn
     cdef int t
     if nt == 1:
-        bf16_blocked(M, N, K, A, ars, acs, B, brs, bcs, C, N, Ap, Bp)
+        bf16_part(s, M, N, K, A, ars, acs, B, brs, bcs, C, N, Ap, Bp)
         return
     for t in prange(nt, num_threads=nt, schedule='static'):
         if by_cols:
             p0, p1 = npn * t // nt, npn * (t + 1) // nt
-            a, b = p0 * NR16, min(p1 * NR16, N)
+            a, b = p0 * NR, min(p1 * NR, N)
             if b > a:
-                bf16_blocked(M, b - a, K, A, ars, acs, B + a * bcs, brs, bcs, C + a, N,
-                             Ap + t * apsize, Bp + t * bpsize)
+                bf16_part(s, M, b - a, K, A, ars, acs, B + a * bcs, brs, bcs, C + a, N,
+                          Ap + t * apsize, Bp + t * bpsize)
         else:
             p0, p1 = mp * t // nt, mp * (t + 1) // nt
-            a, b = p0 * MR16, min(p1 * MR16, M)
+            a, b = p0 * MR, min(p1 * MR, M)
             if b > a:
-                bf16_blocked(b - a, N, K, A + a * ars, ars, acs, B, brs, bcs, C + a * N, N,
-                             Ap + t * apsize, Bp + t * bpsize)
+                bf16_part(s, b - a, N, K, A + a * ars, ars, acs, B, brs, bcs, C + a * N, N,
+                          Ap + t * apsize, Bp + t * bpsize)
 
 
 cdef int _bf16_reach(Buffer X, Py_ssize_t off, const long long[::1] batch, tuple shape,
@@ -1110,9 +1176,12 @@ cdef int _bf16_reach(Buffer X, Py_ssize_t off, const long long[::1] batch, tuple
 def gemm_bf16(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
               Buffer B, Py_ssize_t b_off, Py_ssize_t brs, Py_ssize_t bcs,
               Buffer C, Py_ssize_t c_off, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-              const long long[::1] a_batch=None, const long long[::1] b_batch=None):
+              const long long[::1] a_batch=None, const long long[::1] b_batch=None,
+              str kernels="table"):
     """C[b] = A[b] @ B[b] in bf16 mixed precision, float32 buffers (offsets and strides
-    in items, C compact; batches as gemm)."""
+    in items, C compact; batches as gemm). kernels: "table" (the kernel set's own:
+    vdpbf16ps or the converted fp32 path) or "amx" (RuntimeError where unavailable)."""
+    cdef Bf16Set* s = bf16_set(kernels)
     cdef Py_ssize_t nbatch = 1 if a_batch is None else a_batch.shape[0], bt, ao, bo
     if b_batch is not None and b_batch.shape[0] != nbatch:
         raise ValueError("gemm_bf16: batch offset arrays differ in length")
@@ -1124,10 +1193,10 @@ def gemm_bf16(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
     _bf16_reach(B, b_off, b_batch, (K, N), (brs, bcs), "B")
     need(C, c_off, (nbatch, M, N), 4, "gemm_bf16", "C")
     cdef int nt = threads_for(M * N * K // 64)
-    cdef Py_ssize_t kp = (min(k_step16(K), K) + 1) // 2 * 2
+    cdef Py_ssize_t kp = round_up(min(k_step16(s, K), K), s.k.kstep)
     # packing bytes per thread, rounded to cache lines
-    cdef Py_ssize_t apsize = ((min(MC16, M) + MR16 - 1) // MR16 * MR16 * kp * ES16 + 63) // 64 * 64
-    cdef Py_ssize_t bpsize = ((min(NC16, N) + NR16 - 1) // NR16 * NR16 * kp * ES16 + 63) // 64 * 64
+    cdef Py_ssize_t apsize = round_up(round_up(min(s.mc, M), s.k.mr) * kp * s.k.esize, 64)
+    cdef Py_ssize_t bpsize = round_up(round_up(min(s.nc, N), s.k.nr) * kp * s.k.esize, 64)
     cdef Buffer apack = Buffer(nt * apsize) if K else None
     cdef Buffer bpack = Buffer(nt * bpsize) if K else None
     cdef char* ap = apack.ptr if K else NULL
@@ -1141,8 +1210,8 @@ def gemm_bf16(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
             if K == 0:
                 memset(c, 0, M * N * sizeof(float))
             else:
-                bf16_sliced(M, N, K, <float*>A.ptr + ao, ars, acs, <float*>B.ptr + bo, brs,
-                            bcs, c, ap, bp, apsize, bpsize, nt)
+                bf16_sliced(s, M, N, K, <float*>A.ptr + ao, ars, acs, <float*>B.ptr + bo,
+                            brs, bcs, c, ap, bp, apsize, bpsize, nt)
 
 
 def round_bf16(Buffer src, Py_ssize_t s_off, Buffer dst, Py_ssize_t d_off, Py_ssize_t n):

@@ -437,9 +437,18 @@ def test_bf16_kernels_check_their_buffers():
 
 # where vdpbf16ps is slower than float32 FMAs (a Sapphire Rapids core), bf16 products run as
 # the float32 GEMM of rounded inputs: the same values, float32 sums -------------------------
-@pytest.mark.parametrize("path", ["native", "fp32"])
+def need_amx():
+    from mininet_ext import matmul
+    ok, why = matmul.amx_available()
+    if not ok:
+        pytest.skip(f"no AMX here: {why}")
+
+
+@pytest.mark.parametrize("path", ["amx", "native", "fp32"])
 @pytest.mark.parametrize("m,n,k", [(1, 7, 1), (13, 33, 3), (100, 130, 257), (64, 2100, 40)])
 def test_gemm_on_either_path_matches_rounded_inputs(path, m, n, k, monkeypatch):
+    if path == "amx":
+        need_amx()
     monkeypatch.setenv("MININET_BF16_GEMM", path)
     assert mn.cpu().bf16_path() == path
     rng = np.random.default_rng(m + n + k)
@@ -455,11 +464,117 @@ def test_bf16_path_choice_is_cached_and_checked(monkeypatch):
     monkeypatch.delenv("MININET_BF16_GEMM", raising=False)
     monkeypatch.setattr(CPUDevice, "_bf16_choice", None)
     first = mn.cpu().bf16_path()
-    assert first in ("native", "fp32")
+    assert first in ("amx", "native", "fp32")
     assert CPUDevice._bf16_choice == first and mn.cpu().bf16_path() == first
     from mininet_ext import matmul
-    if not matmul.bf16_info()["native"]:
+    if not matmul.bf16_info()["native"] and not matmul.amx_available()[0]:
         assert first == "native"   # no vdpbf16ps: rounding while packing is the cheaper way
     monkeypatch.setenv("MININET_BF16_GEMM", "fast")
-    with pytest.raises(ValueError, match="MININET_BF16_GEMM must be native or fp32"):
+    with pytest.raises(ValueError, match="MININET_BF16_GEMM must be amx, native or fp32"):
         mn.cpu().bf16_path()
+
+
+# AMX tiles (Sapphire Rapids and later): the same products as the other paths ---------
+def amx16(a, b, threads=None):
+    """a @ b (NDArray views: any strides) through gemm_bf16's AMX kernels, numpy out."""
+    from mininet_ext import matmul
+    m, k = a.shape
+    n = b.shape[1]
+    out = NDArray.make((m, n), device=mn.cpu(), dtype=mn.float32)
+    old = mn.get_num_threads()
+    try:
+        if threads:
+            mn.set_num_threads(threads)
+        matmul.gemm_bf16(a.handle, a.offset, *a.strides, b.handle, b.offset, *b.strides,
+                         out.handle, out.offset, m, n, k, None, None, "amx")
+    finally:
+        mn.set_num_threads(old)
+    return out.numpy()
+
+
+AMX_SHAPES = SHAPES + [(32, 32, 32), (33, 31, 33), (64, 96, 1100), (300, 500, 600),
+                       (257, 2050, 70), (5, 3, 2049)]
+
+
+@pytest.mark.parametrize("m,n,k", AMX_SHAPES)
+def test_amx_gemm_matches_float64_product_of_rounded_inputs(m, n, k):
+    need_amx()
+    rng = np.random.default_rng(m * 7 + n * 3 + k)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    want = ref16(a, b)
+    # row-major, A in columns (a transposed view), B in columns, both
+    at = NDArray(np.ascontiguousarray(a.T)).swapaxes(0, 1)
+    bt = NDArray(np.ascontiguousarray(b.T)).swapaxes(0, 1)
+    for A, B in ((NDArray(a), NDArray(b)), (at, NDArray(b)), (NDArray(a), bt), (at, bt)):
+        check_tight(amx16(A, B), want, k)
+
+
+def test_amx_gemm_reads_any_strides_and_keeps_c_exact_across_threads():
+    need_amx()
+    rng = np.random.default_rng(11)
+    # neither operand has a unit stride: every other column of every other row
+    a = rng.standard_normal((2 * 70, 2 * 130)).astype(np.float32)
+    b = rng.standard_normal((2 * 130, 2 * 45)).astype(np.float32)
+    A, B = NDArray(a)[::2, ::2], NDArray(b)[::2, ::2]
+    assert A.strides[1] == 2 and B.strides[1] == 2
+    check_tight(amx16(A, B), ref16(a[::2, ::2], b[::2, ::2]), 130)
+    # threads split C, not K: the same sums in the same order
+    x = rng.standard_normal((300, 700)).astype(np.float32)
+    y = rng.standard_normal((700, 260)).astype(np.float32)
+    np.testing.assert_array_equal(amx16(NDArray(x), NDArray(y), 1),
+                                  amx16(NDArray(x), NDArray(y), 2))
+
+
+def test_amx_gemm_propagates_inf_and_nan():
+    need_amx()
+    a = np.ones((40, 64), np.float32)
+    b = np.ones((64, 40), np.float32)
+    a[3, 5], a[7, 9], b[2, 30] = np.inf, np.nan, -np.inf
+    got = amx16(NDArray(a), NDArray(b))
+    with np.errstate(invalid="ignore"):   # inf - inf: NaN in the reference too
+        want = a.astype(np.float64) @ b.astype(np.float64)   # exact: bf16 holds these
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    fin = ~np.isnan(want)
+    np.testing.assert_array_equal(got[fin], want[fin])
+
+
+AMX_REFUSED = """
+import json, os
+import mininet as mn
+from mininet_ext import matmul
+ok, why = matmul.amx_available()
+try:
+    mn.cpu().bf16_path()
+    err = None
+except ValueError as e:
+    err = str(e)
+print(json.dumps({"ok": ok, "why": why, "err": err}))
+"""
+
+
+@pytest.mark.parametrize("how", ["cpu", "isa"])
+def test_amx_refused_with_the_reason(how):
+    """Without AMX (a CPU feature pretended missing, or a kernel set without it), the AMX
+    path is unavailable with the reason, and MININET_BF16_GEMM=amx is refused with it."""
+    import os
+    if how == "isa" and "avx512" not in _isa.supported():
+        pytest.skip("this CPU or build cannot run the avx512 set")
+    env = {k: v for k, v in os.environ.items() if k not in ("MININET_ISA",
+                                                             "MININET_ISA_PRETEND_MISSING")}
+    env["MININET_BF16_GEMM"] = "amx"
+    if how == "cpu":
+        env["MININET_ISA_PRETEND_MISSING"] = "amx-bf16"
+    else:
+        env["MININET_ISA"] = "avx512"
+    r = run_python(AMX_REFUSED, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert not out["ok"]
+    if how == "cpu" and _isa.active() == "avx512bf16" and "amx" in dir(
+            __import__("mininet_ext._kern_avx512bf16", fromlist=["x"])):
+        assert "lacks amx-bf16" in out["why"], out
+    if how == "isa":
+        assert "avx512 kernel set has no AMX kernels" in out["why"], out
+    assert out["err"].startswith("MININET_BF16_GEMM=amx: AMX cannot run here: ") and \
+        out["why"] in out["err"], out

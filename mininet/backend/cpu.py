@@ -187,22 +187,33 @@ class CPUDevice(Device):
             raise TypeError(f"matmul: bf16 precision takes float32 arrays, got {a.dtype}, "
                             f"{b.dtype} -> {out.dtype}")
         sa, sb = a.strides, b.strides
+        kernels = "amx" if self.bf16_path() == "amx" else "table"
         _mm.gemm_bf16(a.handle, a.offset, sa[-2], sa[-1], b.handle, b.offset, sb[-2], sb[-1],
-                      out.handle, out.offset, m, n, k, a_batch, b_batch)
+                      out.handle, out.offset, m, n, k, a_batch, b_batch, kernels)
+
+    BF16_PATHS = ("amx", "native", "fp32")
 
     def bf16_path(self):
-        """How bf16 products run on this CPU: "native" (gemm_bf16: vdpbf16ps on bf16
-        panels where the CPU has AVX512_BF16, else the fp32 kernel on panels rounded as
-        they are packed), or "fp32": the inputs rounded to bf16 first, then the float32
-        GEMM, the same values and float32 sums. "fp32" where vdpbf16ps is slower than
-        float32 FMAs: a Sapphire Rapids core issues it at a quarter of the FMA rate (half
-        the flops: bf16 GEMM 0.57-0.68x our fp32), a Zen 4 core at the FMA rate (twice
-        the flops). Decided once, by timing both on a 256^3 product (~3 ms);
-        MININET_BF16_GEMM=native|fp32 forces one (ValueError for anything else)."""
+        """How bf16 products run on this CPU: "amx" (gemm_bf16 on AMX tiles: Sapphire
+        Rapids and later, where Linux grants the tile state), "native" (gemm_bf16:
+        vdpbf16ps on bf16 panels where the CPU has AVX512_BF16, else the fp32 kernel on
+        panels rounded as they are packed), or "fp32": the inputs rounded to bf16 first,
+        then the float32 GEMM, the same values and float32 sums. vdpbf16ps is slower than
+        float32 FMAs on a Sapphire Rapids core (a quarter of the FMA rate: half the flops,
+        bf16 GEMM 0.57-0.68x our fp32), as fast on a Zen 4 core (twice the flops); AMX
+        runs 5-6x our float32 GFLOPS at 1024^3 and 2048^3 (a Xeon with AMX). Decided
+        once, by timing the candidates on a 256^3 product (a few ms);
+        MININET_BF16_GEMM=amx|native|fp32 forces one (ValueError for anything else, or
+        for amx where AMX cannot run)."""
         forced = _env("MININET_BF16_GEMM", "")
         if forced:
-            if forced not in ("native", "fp32"):
-                raise ValueError(f"MININET_BF16_GEMM must be native or fp32, got {forced!r}")
+            if forced not in self.BF16_PATHS:
+                raise ValueError(f"MININET_BF16_GEMM must be amx, native or fp32, got "
+                                 f"{forced!r}")
+            if forced == "amx":
+                ok, why = _mm.amx_available()
+                if not ok:
+                    raise ValueError(f"MININET_BF16_GEMM=amx: AMX cannot run here: {why}")
             return forced
         if CPUDevice._bf16_choice is None:
             CPUDevice._bf16_choice = self._time_bf16_paths()
@@ -211,7 +222,8 @@ class CPUDevice(Device):
     _bf16_choice = None
 
     def _time_bf16_paths(self):
-        if not _mm.bf16_info()["native"]:
+        amx = _mm.amx_available()[0]
+        if not _mm.bf16_info()["native"] and not amx:
             return "native"   # rounding while packing beats separate rounding passes
         import time
         a = _buffer.Buffer(256 * 256 * 4)
@@ -223,17 +235,21 @@ class CPUDevice(Device):
         def native():
             _mm.gemm_bf16(a, 0, *st, a, 0, *st, out, 0, 256, 256, 256)
 
+        def tiles():
+            _mm.gemm_bf16(a, 0, *st, a, 0, *st, out, 0, 256, 256, 256, None, None, "amx")
+
         def fp32():
             _mm.round_bf16(a, 0, r, 0, 256 * 256)
             _mm.round_bf16(a, 0, r, 256 * 256, 256 * 256)
             _mm.gemm(r, 0, *st, r, 256 * 256, *st, out, 0, 256, 256, 256, 4, None, None)
 
         best = {}
-        for name, fn in (("native", native), ("fp32", fp32)) * 3:
+        paths = (("amx", tiles),) * amx + (("native", native), ("fp32", fp32))
+        for name, fn in paths * 3:
             start = time.perf_counter()
             fn()
             best[name] = min(best.get(name, 1e9), time.perf_counter() - start)
-        return "native" if best["native"] <= best["fp32"] else "fp32"
+        return min(best, key=best.get)
 
     def round_bf16(self, a, out):
         """out = compact float32 a rounded to bfloat16 values (nearest even), float32."""

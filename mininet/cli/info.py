@@ -120,9 +120,14 @@ def bf16_gemm():
         path = cpu().bf16_path()
     except ValueError as e:   # a bad MININET_BF16_GEMM
         return str(e)
-    return ("native (bf16 panels, vdpbf16ps where the CPU has AVX512_BF16)" if path == "native"
-            else "fp32 (inputs rounded to bf16, then the float32 GEMM: vdpbf16ps is slower "
-                 "here)")
+    if path == "amx":
+        return "amx (bf16 panels on AMX tiles)"
+    from mininet_ext import matmul
+    ok, why = matmul.amx_available()
+    why = "" if ok else f"; no AMX: {why}"
+    if path == "native":
+        return f"native (bf16 panels, vdpbf16ps where the CPU has AVX512_BF16{why})"
+    return f"fp32 (inputs rounded to bf16, then the float32 GEMM: vdpbf16ps is slower here{why})"
 
 
 def gather():

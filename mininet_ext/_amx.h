@@ -1,0 +1,245 @@
+/* The bf16 GEMM on AMX tiles (Intel AMX-TILE + AMX-BF16: Sapphire Rapids and later):
+ * the same contract as _bf16.h's kernels (float32 in, inputs rounded to bfloat16 while
+ * packed, float32 sums, float32 out), for the avx512bf16 kernel set when the compiler
+ * takes -mamx-tile -mamx-bf16 (setup.py defines MN_AMX then). Whether the CPU has AMX
+ * and the OS lets this process use it is decided at run time (_isa.pyx); nothing here
+ * runs before that.
+ *
+ * One tdpbf16ps multiplies a 16 x 32 bf16 tile of A by a 32 x 16 tile of B into a
+ * 16 x 16 float32 tile of C: 8192 multiply-adds, against 32 for a vdpbf16ps. The micro-
+ * kernel holds a 32 x 32 block of C in four tiles (0-3) and, per step of 32 k, loads two
+ * A tiles (4, 5) and two B tiles (6, 7): all eight tile registers.
+ *
+ * Packed panels, per step s of 32 k (kc rounded up to a multiple of 32, zeros past kc
+ * and past the last row or column), 2 KB each:
+ *   A panel (32 rows): rows 0-15 then 16-31, each row the 32 bf16 of k = 32s..32s+31
+ *     in order (one tile row: 64 bytes);
+ *   B panel (32 columns): columns 0-15 then 16-31, each as 16 tile rows q (the k pair
+ *     32s + 2q, 32s + 2q + 1), a row holding per column the pair (B[2q, j], B[2q+1, j])
+ *     as one 32-bit lane: the pair layout tdpbf16ps reads.
+ * The rounding is vcvtne2ps2bf16 (nearest even; NaN stays NaN): it treats denormal
+ * inputs as zero, as tdpbf16ps does with denormal bf16 inputs anyway (and flushes
+ * denormal results), so the AMX path loses nothing more by it. */
+#ifndef MN_AMX_H
+#define MN_AMX_H
+#if defined(MN_AMX) && defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
+#define MN_AMX_OK 1
+#include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
+#include "_tr16.h"
+
+#define MN_AMX_MR 32
+#define MN_AMX_NR 32
+#define MN_AMX_KS 32          /* k per step: the bf16 in a 64-byte tile row */
+#define MN_AMX_STEP 2048      /* bytes of one step of a panel (two 1 KB tiles) */
+
+typedef int32_t mn_amx_vi __attribute__((vector_size(64)));
+MN_DEF_TR16(mn_amx_tr16, mn_amx_vi, mn_amx_vi)
+
+/* The tile configuration (palette 1): eight tiles of 16 rows x 64 bytes. Each thread
+ * loads it before its first tile instruction (mn_amx_begin) and releases the tiles
+ * after its last (mn_amx_end): a thread holding tiles makes every context switch save
+ * 8 KB more. */
+typedef struct __attribute__((packed)) mn_amx_cfg {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} mn_amx_cfg;
+
+/* A constant in memory, not a local: gcc's _tile_loadconfig tells the compiler that it
+ * reads 8 bytes, and the stores to a local's tile sizes were dropped as dead. */
+static const mn_amx_cfg mn_amx_config = {
+    1, 0, {0},
+    {64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0},
+    {16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0}
+};
+
+static void mn_amx_begin(void) { _tile_loadconfig(&mn_amx_config); }
+
+static void mn_amx_end(void) { _tile_release(); }
+
+/* 32 bf16 of x[0..n) (n <= 32, zero past n) in k order: x[2q] the low half of lane q. */
+static inline __m512i mn_amx_row32(const float* x, mn_idx n)
+{
+    __m512 lo, hi;
+    if (n >= 32) {
+        lo = _mm512_loadu_ps(x);
+        hi = _mm512_loadu_ps(x + 16);
+    } else {
+        lo = _mm512_maskz_loadu_ps(n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1), x);
+        hi = n > 16 ? _mm512_maskz_loadu_ps((__mmask16)((1u << (n - 16)) - 1), x + 16)
+                    : _mm512_setzero_ps();
+    }
+    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+}
+
+/* 16 pairs (lo[i], hi[i]) as 32-bit lanes of bf16: lo the low half. */
+static inline __m512i mn_amx_pairs(__m512 lo, __m512 hi)
+{
+    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10,
+                                         25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4,
+                                         19, 3, 18, 2, 17, 1, 16, 0);
+    return _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+}
+
+static inline float mn_amx_at(const float* X, mn_idx rs, mn_idx cs, mn_idx i, mn_idx p,
+                              mn_idx rows, mn_idx kc)
+{
+    return i < rows && p < kc ? X[i * rs + p * cs] : 0.0f;
+}
+
+/* One 16-row half of an A panel step (k from p0, rows r0..r0+16 of the panel) with A
+ * read in columns (A(i, p) = A[i + p * cs]): 32 vectors of 16 rows, paired along k and
+ * transposed so that each row holds its own k. */
+static void mn_amx_pack_a_cols(const float* A, mn_idx cs, mn_idx rows, mn_idx kn,
+                               uint32_t* dst)
+{
+    if (rows <= 0) {   /* the panel's second half past the last row */
+        memset(dst, 0, 1024);
+        return;
+    }
+    __mmask16 m = rows >= 16 ? 0xffff : (__mmask16)((1u << rows) - 1);
+    mn_amx_vi v[16];
+    for (int q = 0; q < 16; q++) {
+        __m512 lo = 2 * q < kn ? _mm512_maskz_loadu_ps(m, A + 2 * q * cs) : _mm512_setzero_ps();
+        __m512 hi = 2 * q + 1 < kn ? _mm512_maskz_loadu_ps(m, A + (2 * q + 1) * cs)
+                                   : _mm512_setzero_ps();
+        v[q] = (mn_amx_vi)mn_amx_pairs(lo, hi);
+    }
+    mn_amx_tr16(v);
+    for (int i = 0; i < 16; i++) _mm512_storeu_si512(dst + 16 * i, (__m512i)v[i]);
+}
+
+/* All panels of an mc x kc block of A (A(i, p) = A[i * rs + p * cs]). */
+static void mn_amx_pack_a(const float* __restrict A, mn_idx rs, mn_idx cs, mn_idx mc,
+                          mn_idx kc, void* __restrict outv)
+{
+    mn_idx nk = (kc + MN_AMX_KS - 1) / MN_AMX_KS, npan = (mc + MN_AMX_MR - 1) / MN_AMX_MR;
+    for (mn_idx panel = 0; panel < npan; panel++) {
+        char* out = (char*)outv + panel * nk * MN_AMX_STEP;
+        mn_idx i0 = panel * MN_AMX_MR, rows = mc - i0;
+        if (rows > MN_AMX_MR) rows = MN_AMX_MR;
+        if (cs == 1) {   /* rows of A are runs of k: a tile row each, read in order */
+            for (mn_idx i = 0; i < MN_AMX_MR; i++) {
+                const float* a = A + (i0 + i) * rs;
+                for (mn_idx s = 0; s < nk; s++) {
+                    __m512i* d = (__m512i*)(out + s * MN_AMX_STEP + i * 64);
+                    _mm512_storeu_si512(d, i < rows ? mn_amx_row32(a + s * MN_AMX_KS,
+                                                                   kc - s * MN_AMX_KS)
+                                                    : _mm512_setzero_si512());
+                }
+            }
+        } else if (rs == 1) {   /* columns of A are runs of rows: transposed in registers */
+            for (mn_idx s = 0; s < nk; s++)
+                for (mn_idx h = 0; h < 2; h++)
+                    mn_amx_pack_a_cols(A + i0 + 16 * h + s * MN_AMX_KS * cs, cs,
+                                       rows - 16 * h, kc - s * MN_AMX_KS,
+                                       (uint32_t*)(out + s * MN_AMX_STEP + h * 1024));
+        } else {
+            for (mn_idx s = 0; s < nk; s++)
+                for (mn_idx i = 0; i < MN_AMX_MR; i++) {
+                    float x[32];
+                    for (int k = 0; k < 32; k++)
+                        x[k] = mn_amx_at(A + i0 * rs, rs, cs, i, s * MN_AMX_KS + k, rows, kc);
+                    _mm512_storeu_si512(out + s * MN_AMX_STEP + i * 64, mn_amx_row32(x, 32));
+                }
+        }
+    }
+}
+
+/* One 16-column tile of a B panel step (k from p0, columns j0..) with B read in
+ * columns (B(p, j) = B[p + j * cs]): each column's 32 k are one run, paired in place;
+ * the 16 columns are transposed into the 16 pair rows. */
+static void mn_amx_pack_b_cols(const float* B, mn_idx cs, mn_idx cols, mn_idx kn,
+                               uint32_t* dst)
+{
+    mn_amx_vi v[16];
+    for (mn_idx j = 0; j < 16; j++)
+        v[j] = j < cols ? (mn_amx_vi)mn_amx_row32(B + j * cs, kn) : (mn_amx_vi){0};
+    mn_amx_tr16(v);
+    for (int q = 0; q < 16; q++) _mm512_storeu_si512(dst + 16 * q, (__m512i)v[q]);
+}
+
+/* All panels of a kc x nc block of B (B(p, j) = B[p * rs + j * cs]). */
+static void mn_amx_pack_b(const float* __restrict B, mn_idx rs, mn_idx cs, mn_idx kc,
+                          mn_idx nc, void* __restrict outv)
+{
+    mn_idx nk = (kc + MN_AMX_KS - 1) / MN_AMX_KS, npan = (nc + MN_AMX_NR - 1) / MN_AMX_NR;
+    for (mn_idx s = 0; s < nk; s++) {
+        mn_idx kn = kc - s * MN_AMX_KS;   /* k left from this step on */
+        for (mn_idx panel = 0; panel < npan; panel++) {
+            char* out = (char*)outv + panel * nk * MN_AMX_STEP + s * MN_AMX_STEP;
+            for (mn_idx h = 0; h < 2; h++) {
+                mn_idx j0 = panel * MN_AMX_NR + 16 * h, cols = nc - j0;
+                uint32_t* dst = (uint32_t*)(out + h * 1024);
+                const float* b = B + s * MN_AMX_KS * rs + j0 * cs;
+                if (cols <= 0) {
+                    memset(dst, 0, 1024);
+                } else if (cs == 1) {   /* two rows of B per tile row, 16 columns each */
+                    __mmask16 m = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
+                    for (int q = 0; q < 16; q++) {
+                        __m512 lo = 2 * q < kn ? _mm512_maskz_loadu_ps(m, b + 2 * q * rs)
+                                               : _mm512_setzero_ps();
+                        __m512 hi = 2 * q + 1 < kn ? _mm512_maskz_loadu_ps(m, b + (2 * q + 1) * rs)
+                                                   : _mm512_setzero_ps();
+                        _mm512_storeu_si512(dst + 16 * q, mn_amx_pairs(lo, hi));
+                    }
+                } else if (rs == 1) {
+                    mn_amx_pack_b_cols(b, cs, cols, kn, dst);
+                } else {
+                    for (int q = 0; q < 16; q++) {
+                        float lo[16], hi[16];
+                        for (int j = 0; j < 16; j++) {
+                            lo[j] = mn_amx_at(b, rs, cs, 2 * q, j, kn, cols);
+                            hi[j] = mn_amx_at(b, rs, cs, 2 * q + 1, j, kn, cols);
+                        }
+                        _mm512_storeu_si512(dst + 16 * q,
+                                            mn_amx_pairs(_mm512_loadu_ps(lo), _mm512_loadu_ps(hi)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* C[32 x 32] (+)= A_panel * B_panel over kc (whole steps of 32 k; the padding is zeros).
+ * The calling thread has loaded the tile configuration (mn_amx_begin). */
+static void mn_amx_kernel(mn_idx kc, const void* Av, const void* Bv, float* C, mn_idx ldc,
+                          int accumulate)
+{
+    const char* A = (const char*)Av;
+    const char* B = (const char*)Bv;
+    mn_idx nk = (kc + MN_AMX_KS - 1) / MN_AMX_KS, ldb = ldc * 4;
+    if (accumulate) {
+        _tile_loadd(0, C, ldb);
+        _tile_loadd(1, C + 16, ldb);
+        _tile_loadd(2, C + 16 * ldc, ldb);
+        _tile_loadd(3, C + 16 * ldc + 16, ldb);
+    } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
+    for (mn_idx s = 0; s < nk; s++) {
+        const char* a = A + s * MN_AMX_STEP;
+        const char* b = B + s * MN_AMX_STEP;
+        _tile_loadd(4, a, 64);
+        _tile_loadd(6, b, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_loadd(7, b + 1024, 64);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_loadd(5, a + 1024, 64);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, C, ldb);
+    _tile_stored(1, C + 16, ldb);
+    _tile_stored(2, C + 16 * ldc, ldb);
+    _tile_stored(3, C + 16 * ldc + 16, ldb);
+}
+#else
+#define MN_AMX_OK 0
+#endif
+#endif
