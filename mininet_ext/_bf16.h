@@ -51,10 +51,17 @@ static inline float mn_bf16_round(float f)
     return r;
 }
 
-/* d[i] = round(s[i]) for n floats (in place allowed). */
+/* d[i] = round(s[i]) for n floats (in place allowed): mn_bf16_round without a branch, so
+ * that it vectorizes (the branchy form ran scalar: 5% of a bf16 CNN training step). */
 static void mn_round_bf16(const float* s, float* d, mn_idx n)
 {
-    for (mn_idx i = 0; i < n; i++) d[i] = mn_bf16_round(s[i]);
+    for (mn_idx i = 0; i < n; i++) {
+        uint32_t u, r;
+        memcpy(&u, s + i, 4);
+        r = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+        r = (u & 0x7fffffffu) > 0x7f800000u ? (u & 0xffff0000u) | 0x00400000u : r;
+        memcpy(d + i, &r, 4);
+    }
 }
 
 #if MN_BF16_NATIVE

@@ -1221,5 +1221,14 @@ def round_bf16(Buffer src, Py_ssize_t s_off, Buffer dst, Py_ssize_t d_off, Py_ss
         return
     need(src, s_off, (n,), 4, "round_bf16", "src")
     need(dst, d_off, (n,), 4, "round_bf16", "dst")
+    cdef int nt = threads_for(n // 4), t
+    cdef Py_ssize_t a, b
+    cdef const float* s = <float*>src.ptr + s_off
+    cdef float* d = <float*>dst.ptr + d_off
     with nogil:
-        mn_round_bf16(<float*>src.ptr + s_off, <float*>dst.ptr + d_off, n)
+        if nt == 1:
+            mn_round_bf16(s, d, n)
+        else:
+            for t in prange(nt, num_threads=nt, schedule='static'):
+                a, b = n * t // nt // 16 * 16, (n * (t + 1) // nt // 16 * 16 if t < nt - 1 else n)
+                mn_round_bf16(s + a, d + a, b - a)
