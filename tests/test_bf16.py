@@ -578,3 +578,22 @@ def test_amx_refused_with_the_reason(how):
         assert "avx512 kernel set has no AMX kernels" in out["why"], out
     assert out["err"].startswith("MININET_BF16_GEMM=amx: AMX cannot run here: ") and \
         out["why"] in out["err"], out
+
+
+def test_info_names_the_bf16_path_and_why_not_amx():
+    auto = {"MININET_ISA": "", "MININET_ISA_PRETEND_MISSING": ""}
+    r = cli("info", "--json", env={**auto, "MININET_BF16_GEMM": "native"})
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)["bf16_gemm"]
+    assert row.startswith("native (")
+    from mininet_ext import matmul
+    if matmul.amx_available()[0]:
+        assert "no AMX" not in row
+        r = cli("info", "--json", env={**auto, "MININET_BF16_GEMM": "native",
+                                       "MININET_ISA_PRETEND_MISSING": "amx-tile"})
+        row = json.loads(r.stdout)["bf16_gemm"]
+        assert "no AMX: this CPU lacks amx-tile" in row, row
+        r = cli("info", "--json", env={**auto, "MININET_BF16_GEMM": "amx"})
+        assert json.loads(r.stdout)["bf16_gemm"].startswith("amx (")
+    else:
+        assert "no AMX: " in row, row
