@@ -90,7 +90,7 @@ def scan(paths):
         funcs = scan_file(path)
         total = sum(funcs.values(), Counter())
         isa = kernel_set(name)
-        allowed = ALLOWED.get(isa, set()) if isa else set()
+        allowed = ALLOWED.get(isa, {"zmm", "ymm", "mask", "vex"}) if isa else set()
         bad = {k: total[k] for k in KINDS if total[k] and k not in allowed}
         worst = sorted(((sum(c[k] for k in bad), f) for f, c in funcs.items()
                         if any(c[k] for k in bad)), reverse=True)[:5]

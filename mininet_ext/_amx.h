@@ -17,9 +17,11 @@
  *   B panel (32 columns): columns 0-15 then 16-31, each as 16 tile rows q (the k pair
  *     32s + 2q, 32s + 2q + 1), a row holding per column the pair (B[2q, j], B[2q+1, j])
  *     as one 32-bit lane: the pair layout tdpbf16ps reads.
- * The rounding is vcvtne2ps2bf16 (nearest even; NaN stays NaN): it treats denormal
- * inputs as zero, as tdpbf16ps does with denormal bf16 inputs anyway (and flushes
- * denormal results), so the AMX path loses nothing more by it. */
+ * The rounding is vcvtne2ps2bf16 (nearest even; NaN stays NaN). It reads float32
+ * denormals as zero; tdpbf16ps reads bf16 denormals as zero anyway (and flushes denormal
+ * sums), so the only inputs this path loses beyond the other paths' are the float32
+ * denormals within 2^-134 of 2^-126 (bits 0x007f8000-0x007fffff), which round up to the
+ * normal 2^-126 there and to zero here. */
 #ifndef MN_AMX_H
 #define MN_AMX_H
 #if defined(MN_AMX) && defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
@@ -89,9 +91,9 @@ static inline float mn_amx_at(const float* X, mn_idx rs, mn_idx cs, mn_idx i, mn
     return i < rows && p < kc ? X[i * rs + p * cs] : 0.0f;
 }
 
-/* One 16-row half of an A panel step (k from p0, rows r0..r0+16 of the panel) with A
- * read in columns (A(i, p) = A[i + p * cs]): 32 vectors of 16 rows, paired along k and
- * transposed so that each row holds its own k. */
+/* One 16-row half of an A panel's step: `rows` rows (zeros past them) and kn k (zeros
+ * past 32 or kn) from A, read in columns (A(i, p) = A[i + p * cs]): 32 vectors of 16 rows,
+ * paired along k and transposed so that each row holds its own k. */
 static void mn_amx_pack_a_cols(const float* A, mn_idx cs, mn_idx rows, mn_idx kn,
                                uint32_t* dst)
 {
@@ -148,9 +150,9 @@ static void mn_amx_pack_a(const float* __restrict A, mn_idx rs, mn_idx cs, mn_id
     }
 }
 
-/* One 16-column tile of a B panel step (k from p0, columns j0..) with B read in
- * columns (B(p, j) = B[p + j * cs]): each column's 32 k are one run, paired in place;
- * the 16 columns are transposed into the 16 pair rows. */
+/* One 16-column tile of a B panel's step: `cols` columns (zeros past them) and kn k from
+ * B, read in columns (B(p, j) = B[p + j * cs]): each column's 32 k are one run, paired in
+ * place; the 16 columns are transposed into the 16 pair rows. */
 static void mn_amx_pack_b_cols(const float* B, mn_idx cs, mn_idx cols, mn_idx kn,
                                uint32_t* dst)
 {

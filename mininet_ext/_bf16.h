@@ -9,7 +9,8 @@
  * same rounding, the values kept as float32 in the fp32 panel layout, and the fp32
  * micro-kernel. The rounding is integer arithmetic in both (not vcvtneps2bf16, which
  * flushes denormal inputs to zero), so the bf16 inputs agree bit for bit across ISAs;
- * only the order of the float32 sums differs.
+ * only the order of the float32 sums differs. (The AMX kernels, _amx.h, are the
+ * exception: there the tiles read bf16 denormals as zero, and the packing does too.)
  *
  * Panel strides, shared with the driver (matmul.pyx): with kp = kc rounded up to even,
  * an A panel is MN_MR_BF16 * kp elements of MN_BF16_ESIZE bytes, a B panel

@@ -25,6 +25,28 @@ cdef extern from *:
     """
     #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
     #define MN_X86 1
+    #include <cpuid.h>
+    /* AMX by cpuid itself: not every compiler's __builtin_cpu_supports knows its names */
+    static int mn_cpuid_edx7(int bit)
+    {
+        unsigned a, b, c, d;
+        if (__get_cpuid_max(0, 0) < 7) return 0;
+        __cpuid_count(7, 0, a, b, c, d);
+        return (d >> bit) & 1;
+    }
+
+    /* Whether the CPU lists tile palette 1 with what _amx.h configures (8 tiles of 16
+       rows x 64 bytes): a VM can advertise AMX and list no palette, and then the first
+       ldtilecfg faults (cpuid leaf 0x1D). */
+    static int mn_amx_palette(void)
+    {
+        unsigned a, b, c, d;
+        if (__get_cpuid_max(0, 0) < 0x1d) return 0;
+        __cpuid_count(0x1d, 0, a, b, c, d);
+        if (a < 1) return 0;
+        __cpuid_count(0x1d, 1, a, b, c, d);
+        return (b & 0xffff) >= 64 && (b >> 16) >= 8 && (c & 0xffff) >= 16;
+    }
     static int mn_cpu_feature(int i)
     {
         /* __builtin_cpu_supports takes string literals only: one per feature, in the
@@ -38,14 +60,15 @@ cdef extern from *:
         case 4: return __builtin_cpu_supports("avx512dq") != 0;
         case 5: return __builtin_cpu_supports("avx512vl") != 0;
         case 6: return __builtin_cpu_supports("avx512bf16") != 0;
-        case 7: return __builtin_cpu_supports("amx-tile") != 0;
-        case 8: return __builtin_cpu_supports("amx-bf16") != 0;
+        case 7: return mn_cpuid_edx7(24);   /* amx-tile */
+        case 8: return mn_cpuid_edx7(22);   /* amx-bf16 */
         }
         return 0;
     }
     #else
     #define MN_X86 0
     static int mn_cpu_feature(int i) { (void)i; return 0; }
+    static int mn_amx_palette(void) { return 0; }
     #endif
 
     /* Linux hands out AMX's 8 KB of tile state only to a process that asks for it:
@@ -62,12 +85,16 @@ cdef extern from *:
             return 0;
         return errno ? errno : -1;
     }
+    #define MN_AMX_LINUX 1
     #else
+    #define MN_AMX_LINUX 0
     static int mn_amx_permission(void) { return -1; }
     #endif
     """
     int MN_X86
+    int MN_AMX_LINUX
     int mn_cpu_feature(int i)
+    int mn_amx_palette()
     int mn_amx_permission()
 
 FEATURES = ("avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512bf16",
@@ -188,6 +215,10 @@ def _find_amx():
     lacks = [f for f in ("amx-tile", "amx-bf16") if f not in cpu_features()]
     if lacks:
         return None, f"this CPU lacks {', '.join(lacks)}"
+    if not mn_amx_palette():
+        return None, "the CPU lists no tile palette of 8 tiles x 16 rows x 64 bytes"
+    if not MN_AMX_LINUX:
+        return None, "AMX is used on Linux only (the tile state is asked of Linux)"
     err = mn_amx_permission()
     if err:
         name = errno.errorcode.get(err, str(err))

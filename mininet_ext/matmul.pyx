@@ -1027,7 +1027,7 @@ cdef Bf16Set* amx_set() except NULL:
     if AMX16.k.abi == 0:
         cap, why = _isa.amx()
         if cap is None:
-            raise RuntimeError(f"gemm_bf16: no AMX here: {why}")
+            raise RuntimeError(f"bf16 GEMM: the AMX kernels cannot run here: {why}")
         k = <const mn_bf16_kernels*>PyCapsule_GetPointer(cap, "mininet_ext.amx")
         if k.abi != MN_KERNELS_ABI:
             raise ImportError("mininet_ext: the AMX kernels come from another build: rebuild")
