@@ -597,3 +597,23 @@ def test_info_names_the_bf16_path_and_why_not_amx():
         assert json.loads(r.stdout)["bf16_gemm"].startswith("amx (")
     else:
         assert "no AMX: " in row, row
+
+
+def test_bench_train_under_bf16_autocast_and_its_refusals():
+    r = cli("bench", "train", "--models", "softmax,mlp", "--samples", "200", "--threads", "1",
+            "--precision", "bf16", "--json", timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert {row["model"] for row in rows} == {"softmax", "mlp"}
+    assert all(row["precision"] == "bf16" and row["seconds"] > 0 for row in rows)
+    r = cli("bench", "train", "--models", "softmax", "--samples", "200", "--threads", "1",
+            "--precision", "bf16", timeout=300)
+    assert r.returncode == 0 and "bf16 autocast" in r.stdout, r.stderr
+    assert_one_line_error(cli("bench", "train", "--precision", "fp16"), "--precision", "fp16")
+    assert_one_line_error(cli("bench", "train", "--models", "mlp,lstm", "--precision", "bf16"),
+                          "--precision", "lstm")
+    assert_one_line_error(cli("bench", "train", "--precision", "bf16", "--ranks", "1"),
+                          "--precision", "--ranks")
+    from mininet.cli.bench_train import bench_train
+    with pytest.raises(ValueError, match="language models"):
+        bench_train(("transformer",), precision="bf16")

@@ -45,13 +45,22 @@ def train_case(name, samples, batch_size, rng):
     return x, y, batch_size or entry.batch_size, entry.build()
 
 
-def bench_train(models=("mlp", "resnet"), samples=60000, batch_size=None, threads=None, repeat=1):
+def bench_train(models=("mlp", "resnet"), samples=60000, batch_size=None, threads=None, repeat=1,
+                precision=None):
     """Rows {impl, model, seconds (the median), best_seconds, epoch_seconds (each timed
-    epoch), threads, samples, batch_size, samples_per_s}: seconds for one training epoch (Adam) of each model on random data of its input shape, mininet
+    epoch), threads, samples, batch_size, samples_per_s, precision}: seconds for one
+    training epoch (Adam) of each model on random data of its input shape, mininet
     and, where PyTorch is installed, its twin. An image model trains on `samples` samples
     (at most MAX_SAMPLES); a language model LM_STEPS windows (samples are tokens).
     batch_size None: each model's default; threads None: all cores (or
-    MININET_NUM_THREADS)."""
+    MININET_NUM_THREADS). precision "bf16": both forward passes under bf16 autocast
+    (mininet.autocast, torch.autocast("cpu", torch.bfloat16)); image models only."""
+    if precision not in (None, "bf16"):
+        raise ValueError(f"precision must be None or 'bf16', got {precision!r}")
+    lms = [m for m in models if registry.get(m).language_model]
+    if precision and lms:
+        raise ValueError(f"bf16 precision: {', '.join(lms)} (language models) train in fp32 "
+                         f"only; choose image models")
     threads = threads or get_num_threads()
     rng = np.random.default_rng(0)
     rows = []
@@ -60,13 +69,17 @@ def bench_train(models=("mlp", "resnet"), samples=60000, batch_size=None, thread
     try:
         for name in models:
             entry = registry.get(name)
-            case = _lm_case if entry.language_model else _image_case
-            epochs, n, batch, warmup = case(entry, samples, batch_size, threads, rng)
+            if entry.language_model:
+                epochs, n, batch, warmup = _lm_case(entry, samples, batch_size, threads, rng)
+            else:
+                epochs, n, batch, warmup = _image_case(entry, samples, batch_size, threads, rng,
+                                                       precision)
             for impl, times in time_epochs(epochs, repeat, warmup).items():
                 t = float(np.median(times))
                 rows.append({"impl": impl, "model": name, "seconds": t, "threads": threads,
                              "samples": n, "batch_size": batch, "samples_per_s": n / t,
-                             "best_seconds": min(times), "epoch_seconds": times})
+                             "best_seconds": min(times), "epoch_seconds": times,
+                             "precision": precision or "fp32"})
     finally:
         set_num_threads(old)
     return rows
@@ -82,26 +95,29 @@ def _torch(threads):
     return torch
 
 
-def _image_case(entry, samples, batch_size, threads, rng):
+def _image_case(entry, samples, batch_size, threads, rng, precision=None):
     """({impl: one epoch}, samples, batch, warm-up epochs) of an image model."""
     from ..data import DataLoader, TensorDataset
     from ..training import make_optimizer, train_epoch
     x, y, batch, model = train_case(entry.name, samples, batch_size, rng)
     opt = make_optimizer("adam", model.parameters(), 1e-3)
     loader = DataLoader(TensorDataset(x, y), batch, shuffle=True, seed=0)
-    epochs = {"mininet": lambda: train_epoch(model, loader, opt)}
+    epochs = {"mininet": lambda: train_epoch(model, loader, opt, precision=precision)}
     torch = _torch(threads)
     if torch is not None:
-        epochs["torch"] = _torch_epoch(torch, entry.build_torch(), x, y, batch)
-    return epochs, len(x), batch, 0
+        epochs["torch"] = _torch_epoch(torch, entry.build_torch(), x, y, batch, precision)
+    # under bf16 the first epoch also times the bf16 path choice and the libraries' setup
+    return epochs, len(x), batch, 1 if precision else 0
 
 
-def _torch_epoch(torch, model, x, y, batch_size):
-    """A function training PyTorch's twin one epoch over (x, y), shuffled."""
+def _torch_epoch(torch, model, x, y, batch_size, precision=None):
+    """A function training PyTorch's twin one epoch over (x, y), shuffled; precision
+    "bf16": the forward pass and loss under torch.autocast("cpu", torch.bfloat16)."""
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
     loss_fn = torch.nn.CrossEntropyLoss()
     gen = np.random.default_rng(0)
+    mixed = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision is not None)
 
     def epoch():
         model.train()
@@ -109,7 +125,8 @@ def _torch_epoch(torch, model, x, y, batch_size):
         for b in range(0, len(x), batch_size):
             idx = order[b:b + batch_size]
             opt.zero_grad()
-            loss = loss_fn(model(tx[idx]), ty[idx])
+            with mixed:
+                loss = loss_fn(model(tx[idx]), ty[idx])
             loss.backward()
             opt.step()
             loss.item()

@@ -28,6 +28,7 @@ def bench_train(
     threads: Optional[int] = typer.Option(None, min=1, help=THREADS_HELP),
     repeat: int = typer.Option(1, min=1, help="Epochs timed per implementation, in turns; the median is reported (--save keeps every one: `bench compare` needs several)."),
     save: Optional[str] = typer.Option(None, "--save", help="Save the run (every timed epoch, the machine, the software) as JSON for `mininet bench compare`; '-' writes it to stdout."),
+    precision: str = typer.Option("fp32", help="fp32, or bf16: both libraries train under bf16 autocast (mininet.autocast; torch.autocast on the CPU with bfloat16). Image models only."),
     ranks: Optional[str] = typer.Option(None, help="Data-parallel scaling instead, e.g. 1,2: each count of MPI ranks shares --threads cores (threads // ranks each) at the same global batch; reports samples/s and communication time per step (mininet only; pip install 'mininet-dl\\[mpi]')."),
     json_out: bool = typer.Option(False, "--json"),
 ):
@@ -44,13 +45,22 @@ def bench_train(
             _fail(f"--models: unknown model {name!r}; choose from "
                   f"{', '.join(list(registry.MODELS) + list(registry.ALIASES))}")
     threads = threads or get_num_threads()
+    if precision not in ("fp32", "bf16"):
+        _fail(f"--precision: expected fp32 or bf16, got {precision!r}")
+    lms = [n for n in names if registry.get(n).language_model]
+    if precision == "bf16" and lms:
+        _fail(f"--precision bf16: {', '.join(lms)} (language models) train in fp32 only; "
+              f"choose image models")
     if ranks is not None:
+        if precision != "fp32":
+            _fail("--precision: not with --ranks (the scaling mode trains in fp32)")
         if save is not None:
             _fail("--save: not with --ranks (the scaling mode reports samples/s per rank count)")
         return _bench_scaling(names, ranks, samples, batch_size, threads, repeat, json_out)
     from .bench_cmds import _check_common
     _check_common(1.0, save, json_out)
-    rows = run(names, samples, batch_size, threads, repeat)
+    rows = run(names, samples, batch_size, threads, repeat,
+               precision=None if precision == "fp32" else precision)
     if save is not None:
         _save(rows, save)
     if json_out:
@@ -58,7 +68,8 @@ def bench_train(
         return
     if save == "-":
         return
-    table = Table(title=f"one training epoch, Adam, {threads_phrase(threads)}")
+    mixed = ", bf16 autocast" if precision == "bf16" else ""
+    table = Table(title=f"one training epoch, Adam, {threads_phrase(threads)}{mixed}")
     for col in ("model", "samples", "batch", "mininet s", "torch s", "mininet / torch time"):
         table.add_column(col, justify="right")
     for name in dict.fromkeys(r["model"] for r in rows):
@@ -80,9 +91,11 @@ def _save(rows, save):
     import sys
     from ..benchmark.harness import Case
     from ..benchmark.runs import new_run, write_run
-    cases = [Case(name=f"train {r['model']} batch {r['batch_size']} {r['impl']}", impl=r["impl"],
+    cases = [Case(name=f"train {r['model']} batch {r['batch_size']}"
+                       f"{' bf16' if r['precision'] == 'bf16' else ''} {r['impl']}",
+                  impl=r["impl"],
                   params={"model": r["model"], "samples": r["samples"],
-                          "batch_size": r["batch_size"]},
+                          "batch_size": r["batch_size"], "precision": r["precision"]},
                   threads=r["threads"], samples=list(r["epoch_seconds"])) for r in rows]
     try:
         write_run(save, new_run("train", cases, command=["mininet", *sys.argv[1:]]))
