@@ -1134,11 +1134,15 @@ cdef void bf16_sliced(const Bf16Set* s, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K
                       const float* B, Py_ssize_t brs, Py_ssize_t bcs, float* C,
                       char* Ap, char* Bp, Py_ssize_t apsize, Py_ssize_t bpsize,
                       int nt) noexcept nogil:
-    """Threads take slices of C's column or row panels (whichever divides more evenly),
-    each with its own packing (as gemm_sliced)."""
+    """Threads take slices of C's column or row panels, each with its own packing (as
+    gemm_sliced): every thread packs all of the other operand, so the slices run along
+    the larger of M and N (a 100000x784x100 product split by columns converted all of A
+    in each thread), unless that divides less evenly by more than a panel a thread."""
     cdef Py_ssize_t MR = s.k.mr, NR = s.k.nr
     cdef Py_ssize_t mp = (M + MR - 1) // MR, npn = (N + NR - 1) // NR, p0, p1, a, b
-    cdef bint by_cols = ((npn + nt - 1) // nt) * mp <= ((mp + nt - 1) // nt) * npn
+    cdef Py_ssize_t cols_work = ((npn + nt - 1) // nt) * mp   # the busiest thread's tiles
+    cdef Py_ssize_t rows_work = ((mp + nt - 1) // nt) * npn
+    cdef bint by_cols = cols_work <= rows_work if N > M else cols_work + mp < rows_work
     cdef int t
     if nt == 1:
         bf16_part(s, M, N, K, A, ars, acs, B, brs, bcs, C, N, Ap, Bp)
