@@ -85,6 +85,23 @@ static inline __m512i mn_amx_pairs(__m512 lo, __m512 hi)
     return _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
 }
 
+/* Tile row q of a pair layout: (x[2q * st], x[(2q + 1) * st]) for 16 lanes (m: the live
+ * ones; zeros past kn rows). */
+static inline __m512i mn_amx_pair_rows(const float* x, mn_idx st, __mmask16 m, mn_idx kn, int q)
+{
+    __m512 lo = 2 * q < kn ? _mm512_maskz_loadu_ps(m, x + 2 * q * st) : _mm512_setzero_ps();
+    __m512 hi = 2 * q + 1 < kn ? _mm512_maskz_loadu_ps(m, x + (2 * q + 1) * st)
+                               : _mm512_setzero_ps();
+    return mn_amx_pairs(lo, hi);
+}
+
+/* v (16 vectors of 16 32-bit lanes) transposed and stored as 16 rows of 64 bytes. */
+static inline void mn_amx_tr_store(mn_amx_vi* v, uint32_t* dst)
+{
+    mn_amx_tr16(v);
+    for (int i = 0; i < 16; i++) _mm512_storeu_si512(dst + 16 * i, (__m512i)v[i]);
+}
+
 static inline float mn_amx_at(const float* X, mn_idx rs, mn_idx cs, mn_idx i, mn_idx p,
                               mn_idx rows, mn_idx kc)
 {
@@ -103,14 +120,8 @@ static void mn_amx_pack_a_cols(const float* A, mn_idx cs, mn_idx rows, mn_idx kn
     }
     __mmask16 m = rows >= 16 ? 0xffff : (__mmask16)((1u << rows) - 1);
     mn_amx_vi v[16];
-    for (int q = 0; q < 16; q++) {
-        __m512 lo = 2 * q < kn ? _mm512_maskz_loadu_ps(m, A + 2 * q * cs) : _mm512_setzero_ps();
-        __m512 hi = 2 * q + 1 < kn ? _mm512_maskz_loadu_ps(m, A + (2 * q + 1) * cs)
-                                   : _mm512_setzero_ps();
-        v[q] = (mn_amx_vi)mn_amx_pairs(lo, hi);
-    }
-    mn_amx_tr16(v);
-    for (int i = 0; i < 16; i++) _mm512_storeu_si512(dst + 16 * i, (__m512i)v[i]);
+    for (int q = 0; q < 16; q++) v[q] = (mn_amx_vi)mn_amx_pair_rows(A, cs, m, kn, q);
+    mn_amx_tr_store(v, dst);
 }
 
 /* All panels of an mc x kc block of A (A(i, p) = A[i * rs + p * cs]). */
@@ -159,8 +170,7 @@ static void mn_amx_pack_b_cols(const float* B, mn_idx cs, mn_idx cols, mn_idx kn
     mn_amx_vi v[16];
     for (mn_idx j = 0; j < 16; j++)
         v[j] = j < cols ? (mn_amx_vi)mn_amx_row32(B + j * cs, kn) : (mn_amx_vi){0};
-    mn_amx_tr16(v);
-    for (int q = 0; q < 16; q++) _mm512_storeu_si512(dst + 16 * q, (__m512i)v[q]);
+    mn_amx_tr_store(v, dst);
 }
 
 /* All panels of a kc x nc block of B (B(p, j) = B[p * rs + j * cs]). */
@@ -180,13 +190,8 @@ static void mn_amx_pack_b(const float* __restrict B, mn_idx rs, mn_idx cs, mn_id
                     memset(dst, 0, 1024);
                 } else if (cs == 1) {   /* two rows of B per tile row, 16 columns each */
                     __mmask16 m = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
-                    for (int q = 0; q < 16; q++) {
-                        __m512 lo = 2 * q < kn ? _mm512_maskz_loadu_ps(m, b + 2 * q * rs)
-                                               : _mm512_setzero_ps();
-                        __m512 hi = 2 * q + 1 < kn ? _mm512_maskz_loadu_ps(m, b + (2 * q + 1) * rs)
-                                                   : _mm512_setzero_ps();
-                        _mm512_storeu_si512(dst + 16 * q, mn_amx_pairs(lo, hi));
-                    }
+                    for (int q = 0; q < 16; q++)
+                        _mm512_storeu_si512(dst + 16 * q, mn_amx_pair_rows(b, rs, m, kn, q));
                 } else if (rs == 1) {
                     mn_amx_pack_b_cols(b, cs, cols, kn, dst);
                 } else {
