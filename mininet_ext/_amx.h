@@ -30,6 +30,7 @@
 #include <stdint.h>
 #include <string.h>
 #include "_tr16.h"
+#include "_isa.h"   /* mn_amx_conv */
 
 #define MN_AMX_MR 32
 #define MN_AMX_NR 32
@@ -245,6 +246,126 @@ static void mn_amx_kernel(mn_idx kc, const void* Av, const void* Bv, float* C, m
     _tile_stored(1, C + 16, ldb);
     _tile_stored(2, C + 16 * ldc, ldb);
     _tile_stored(3, C + 16 * ldc + 16, ldb);
+}
+
+/* Convolutions (stride 1, no dilation, one group) on the same tiles, without im2col.
+ * The input is copied once to bf16, channel pairs interleaved and zero-padded:
+ * xb[n][q][Hp][Wp][2] (q < Qp pairs; Hp holds one row more than the padded image, read
+ * by the phantom second row of an odd OH's last pair). For tap (r, s) the B tile of an
+ * output row oh, columns ow0.., is then ONE tileloadd at xb[n][q0][oh + r][ow0 + s] with
+ * a plane's stride: rows the step's channel pairs, columns cw pixels. The weights are
+ * wb[tap][step][k][16 pairs][2]: an A tile is 16 output channels of one tap and step.
+ * Four C tiles (2 output rows x 2 x 16 output channels) sum over taps and steps and are
+ * stored straight into y (N, K, OH, OW). Edges overlap instead of shrinking a tile (one
+ * tile configuration a layer): the last chunk of columns starts at OW - cw, the last 32
+ * channels at K - 32 (or 0 and K - 16 when K < 32), the last row pair at OH - 2; the
+ * overlapped outputs are computed twice, to the same bits. Needs K >= 16. */
+
+/* Images n0..n1 of x (N, C, H, W, compact) to xb. */
+static void mn_amx_conv_pack_x(const float* x, const mn_amx_conv* g, void* xbv, mn_idx n0,
+                               mn_idx n1)
+{
+    uint32_t* xb = (uint32_t*)xbv;   /* a pixel's channel pair: one 32-bit lane */
+    mn_idx HW = g->H * g->W;
+    for (mn_idx n = n0; n < n1; n++)
+        for (mn_idx q = 0; q < g->Qp; q++) {
+            uint32_t* plane = xb + (n * g->Qp + q) * g->Hp * g->Wp;
+            memset(plane, 0, g->Hp * g->Wp * 4);
+            if (2 * q >= g->C) continue;
+            const float* c0 = x + (n * g->C + 2 * q) * HW;
+            const float* c1 = 2 * q + 1 < g->C ? c0 + HW : NULL;
+            for (mn_idx h = 0; h < g->H; h++) {
+                uint32_t* d = plane + (h + g->ph) * g->Wp + g->pw;
+                for (mn_idx w0 = 0; w0 < g->W; w0 += 16) {
+                    mn_idx n16 = g->W - w0 < 16 ? g->W - w0 : 16;
+                    __mmask16 m = (__mmask16)((1u << n16) - 1);
+                    __m512 lo = _mm512_maskz_loadu_ps(m, c0 + h * g->W + w0);
+                    __m512 hi = c1 ? _mm512_maskz_loadu_ps(m, c1 + h * g->W + w0)
+                                   : _mm512_setzero_ps();
+                    _mm512_mask_storeu_epi32(d + w0, m, mn_amx_pairs(lo, hi));
+                }
+            }
+        }
+}
+
+/* The weights to wb. flip: w is (C, K, kh, kw), the weight of an input gradient read as
+ * the forward weight of the transposed convolution (taps flipped, K and C swapped). */
+static void mn_amx_conv_pack_w(const float* w, const mn_amx_conv* g, int flip, void* wbv)
+{
+    uint16_t* wb = (uint16_t*)wbv;
+    mn_idx T = g->kh * g->kw;
+    for (mn_idx t = 0; t < T; t++) {
+        mn_idx r = t / g->kw, s = t % g->kw;
+        for (mn_idx st = 0; st < g->nsteps; st++)
+            for (mn_idx k = 0; k < g->K; k++) {
+                uint16_t* d = wb + ((t * g->nsteps + st) * g->K + k) * 32;
+                for (mn_idx j = 0; j < 32; j++) {
+                    mn_idx c = 2 * (st * g->step) + j;   /* pair st*step + j/2, half j%2 */
+                    float v = 0.0f;
+                    if (j < 2 * g->step && c < g->C)
+                        v = flip ? w[((c * g->K + k) * g->kh + g->kh - 1 - r) * g->kw + g->kw - 1 - s]
+                                 : w[((k * g->C + c) * g->kh + r) * g->kw + s];
+                    d[j] = (uint16_t)mn_bf16_bits(v);
+                }
+            }
+    }
+}
+
+/* Work units u0..u1, u = (n * nkb + kb) * nrp + rp: image n, output channels from
+ * 32 kb (overlapped at the end), rows 2 rp and 2 rp + 1 (overlapped at the end). */
+static void mn_amx_conv_units(const mn_amx_conv* g, const void* xbv, const void* wbv,
+                              float* y, mn_idx u0, mn_idx u1)
+{
+    const uint32_t* xb = (const uint32_t*)xbv;
+    const uint16_t* wb = (const uint16_t*)wbv;
+    mn_amx_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.rows[t] = t >= 6 ? (uint8_t)g->step : 16;
+        cfg.colsb[t] = (uint16_t)(t == 4 || t == 5 ? 4 * g->step : 4 * g->cw);
+    }
+    /* the stores above must reach memory: _tile_loadconfig declares an 8-byte read */
+    __asm__ volatile("" : : "r"(&cfg) : "memory");
+    _tile_loadconfig(&cfg);
+    mn_idx plane = g->Hp * g->Wp * 4, ys = g->OH * g->OW * 4, T = g->kh * g->kw;
+    for (mn_idx u = u0; u < u1; u++) {
+        mn_idx rp = u % g->nrp, kb = (u / g->nrp) % g->nkb, n = u / (g->nrp * g->nkb);
+        mn_idx k0 = g->K >= 32 ? (32 * kb < g->K - 32 ? 32 * kb : g->K - 32) : 0;
+        mn_idx k1 = g->K >= 32 ? k0 + 16 : g->K - 16;
+        mn_idx oh = g->OH >= 2 ? (2 * rp < g->OH - 2 ? 2 * rp : g->OH - 2) : 0;
+        for (mn_idx j = 0; j < g->nch; j++) {
+            mn_idx ow0 = j * g->cw < g->OW - g->cw ? j * g->cw : g->OW - g->cw;
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (mn_idx t = 0; t < T; t++) {
+                mn_idx r = t / g->kw, s = t % g->kw;
+                for (mn_idx st = 0; st < g->nsteps; st++) {
+                    const uint32_t* b = xb + ((n * g->Qp + st * g->step) * g->Hp + oh + r) * g->Wp
+                                        + ow0 + s;
+                    const uint16_t* a = wb + (t * g->nsteps + st) * g->K * 32;
+                    _tile_loadd(6, b, plane);
+                    _tile_loadd(4, a + k0 * 32, 64);
+                    _tile_dpbf16ps(0, 4, 6);
+                    _tile_loadd(5, a + k1 * 32, 64);
+                    _tile_dpbf16ps(1, 5, 6);
+                    _tile_loadd(7, b + g->Wp, plane);
+                    _tile_dpbf16ps(2, 4, 7);
+                    _tile_dpbf16ps(3, 5, 7);
+                }
+            }
+            float* o = y + ((n * g->K + k0) * g->OH + oh) * g->OW + ow0;
+            _tile_stored(0, o, ys);
+            _tile_stored(1, o + (k1 - k0) * g->OH * g->OW, ys);
+            if (g->OH >= 2) {
+                _tile_stored(2, o + g->OW, ys);
+                _tile_stored(3, o + (k1 - k0) * g->OH * g->OW + g->OW, ys);
+            }
+        }
+    }
+    _tile_release();
 }
 #else
 #define MN_AMX_OK 0

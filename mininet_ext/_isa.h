@@ -17,7 +17,7 @@ typedef ptrdiff_t mn_idx;
 typedef struct mn_run { mn_idx jj, len, off; } mn_run;
 
 /* Raised whenever the table's layout changes: a stale _kern_*.so is refused. */
-#define MN_KERNELS_ABI 6
+#define MN_KERNELS_ABI 7
 
 /* X(name, parameters) for one element type T with suffix S. */
 #define MN_KERNELS_T(X, T, S)                                                                \
@@ -102,6 +102,16 @@ typedef struct mn_kernels {
  * fp32 path) and, in an avx512bf16 set built with AMX, the AMX tiles (_amx.h), exported
  * by mininet_ext._kern_<isa> as the capsule "mininet_ext.amx". */
 #define MN_AMX_CAPSULE "mininet_ext.amx"
+
+/* A stride-1 convolution's geometry for the AMX convolution (_amx.h): x (N, C, H, W)
+ * -> y (N, K, OH, OW), kernel kh x kw, padding ph, pw; the bf16 copies' layout: Qp
+ * channel pairs (nsteps steps of `step` pairs, a tile's rows), planes of Hp x Wp pixel
+ * pairs; outputs in chunks of cw columns (a tile's). mn_amx_conv_geometry fills it. */
+typedef struct mn_amx_conv {
+    mn_idx N, C, H, W, K, kh, kw, ph, pw, OH, OW;
+    mn_idx step, nsteps, Qp, Hp, Wp, cw, nch, nkb, nrp;
+} mn_amx_conv;
+
 typedef struct mn_bf16_kernels {
     int abi;                 /* MN_KERNELS_ABI */
     const char* name;        /* "vdpbf16ps", "fp32" or "amx" */
@@ -112,6 +122,13 @@ typedef struct mn_bf16_kernels {
                    int accumulate);
     void (*begin)(void);
     void (*end)(void);
+    /* the AMX convolution (NULL in other sets): the bf16 copies of images n0..n1 and of
+       the weights (flip: w is (C, K, kh, kw) and read flipped, for an input gradient),
+       then work units u0..u1 (an image, 32 output channels, 2 output rows) */
+    void (*conv_pack_x)(const float* x, const mn_amx_conv* g, void* xb, mn_idx n0, mn_idx n1);
+    void (*conv_pack_w)(const float* w, const mn_amx_conv* g, int flip, void* wb);
+    void (*conv_units)(const mn_amx_conv* g, const void* xb, const void* wb, float* y,
+                       mn_idx u0, mn_idx u1);
 } mn_bf16_kernels;
 
 /* The FMA peak kernel compiled with one kernel set's flags (the vector width and FMA of
@@ -151,7 +168,8 @@ static mn_bf16_kernels mn_bf16_table_set(void)
 {
     mn_bf16_kernels s = {MN_KERNELS_ABI, mn_k->esize_bf16 == 2 ? "vdpbf16ps" : "fp32",
                          mn_k->mr_bf16, mn_k->nr_bf16, 2, mn_k->esize_bf16,
-                         mn_k->pack_a_bf16, mn_k->pack_b_bf16, mn_k->kernel_bf16, NULL, NULL};
+                         mn_k->pack_a_bf16, mn_k->pack_b_bf16, mn_k->kernel_bf16, NULL, NULL,
+                         NULL, NULL, NULL};
     return s;
 }
 

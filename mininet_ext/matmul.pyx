@@ -991,6 +991,14 @@ cdef extern from "_isa.h" nogil:
     ctypedef void (*bf16_kernel_t)(Py_ssize_t kc, const void* A, const void* B, float* C,
                                    Py_ssize_t ldc, int accumulate)
     ctypedef void (*bf16_hook_t)()
+    ctypedef struct mn_amx_conv:
+        Py_ssize_t N, C, H, W, K, kh, kw, ph, pw, OH, OW
+        Py_ssize_t step, nsteps, Qp, Hp, Wp, cw, nch, nkb, nrp
+    ctypedef void (*conv_pack_x_t)(const float* x, const mn_amx_conv* g, void* xb,
+                                   Py_ssize_t n0, Py_ssize_t n1)
+    ctypedef void (*conv_pack_w_t)(const float* w, const mn_amx_conv* g, int flip, void* wb)
+    ctypedef void (*conv_units_t)(const mn_amx_conv* g, const void* xb, const void* wb,
+                                  float* y, Py_ssize_t u0, Py_ssize_t u1)
     ctypedef struct mn_bf16_kernels:
         int abi
         const char* name
@@ -1000,6 +1008,9 @@ cdef extern from "_isa.h" nogil:
         bf16_kernel_t kernel
         bf16_hook_t begin
         bf16_hook_t end
+        conv_pack_x_t conv_pack_x
+        conv_pack_w_t conv_pack_w
+        conv_units_t conv_units
     mn_bf16_kernels mn_bf16_table_set()
     void mn_round_bf16(const float* s, float* d, Py_ssize_t n)
     int MN_KERNELS_ABI
@@ -1216,6 +1227,89 @@ def gemm_bf16(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
             else:
                 bf16_sliced(s, M, N, K, <float*>A.ptr + ao, ars, acs, <float*>B.ptr + bo,
                             brs, bcs, c, ap, bp, apsize, bpsize, nt)
+
+
+# Convolutions on AMX tiles (_amx.h: stride 1, no dilation, one group, no im2col) -----
+cdef mn_amx_conv amx_geometry(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                              Py_ssize_t K, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t ph,
+                              Py_ssize_t pw) noexcept:
+    cdef mn_amx_conv g
+    cdef Py_ssize_t Q = (C + 1) // 2
+    g.N, g.C, g.H, g.W, g.K, g.kh, g.kw, g.ph, g.pw = N, C, H, W, K, kh, kw, ph, pw
+    g.OH, g.OW = H + 2 * ph - kh + 1, W + 2 * pw - kw + 1
+    g.nsteps = (Q + 15) // 16                # steps of at most 16 pairs (a tile's rows),
+    g.step = (Q + g.nsteps - 1) // g.nsteps  # as even as they go
+    g.Qp = g.nsteps * g.step
+    g.Hp, g.Wp = H + 2 * ph + 1, W + 2 * pw  # (+1: an odd OH's phantom row)
+    g.nch = (g.OW + 15) // 16                # chunks of at most 16 columns,
+    g.cw = (g.OW + g.nch - 1) // g.nch       # as even as they go
+    g.nkb = (K + 31) // 32 if K >= 32 else 1
+    g.nrp = (g.OH + 1) // 2
+    return g
+
+
+def amx_conv_fits(Py_ssize_t C, Py_ssize_t K, Py_ssize_t H, Py_ssize_t W, Py_ssize_t kh,
+                  Py_ssize_t kw, Py_ssize_t ph, Py_ssize_t pw):
+    """Whether conv_bf16_amx takes this stride-1 layer: K >= 16 output channels (a tile's
+    rows), a non-empty output, padding >= 0, and the tile sizes within palette 1."""
+    return (K >= 16 and C >= 1 and ph >= 0 and pw >= 0 and kh >= 1 and kw >= 1
+            and H + 2 * ph - kh + 1 >= 1 and W + 2 * pw - kw + 1 >= 1)
+
+
+def conv_bf16_amx(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer y,
+                  Py_ssize_t y_off, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                  Py_ssize_t K, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t ph, Py_ssize_t pw,
+                  bint flip=False):
+    """y (N, K, OH, OW) = the stride-1 convolution of x (N, C, H, W) with w (K, C, kh, kw),
+    padding (ph, pw), in bf16 mixed precision on AMX tiles (compact float32 buffers).
+    flip: w is (C, K, kh, kw) and the product runs with it transposed and its taps
+    flipped: with x an output gradient and padding kh - 1 - ph, that is the input
+    gradient. RuntimeError where AMX cannot run; ValueError for a layer it does not take."""
+    cdef Bf16Set* s = amx_set()
+    if N < 0 or C < 0 or H < 0 or W < 0:
+        raise ValueError(f"conv_bf16_amx: negative size ({N}, {C}, {H}, {W})")
+    if not amx_conv_fits(C, K, H, W, kh, kw, ph, pw):
+        raise ValueError(f"conv_bf16_amx: the AMX convolution takes K >= 16 output channels, "
+                         f"padding >= 0 and a non-empty output; got C={C}, K={K}, "
+                         f"{H}x{W}, kernel {kh}x{kw}, padding ({ph}, {pw})")
+    cdef mn_amx_conv g = amx_geometry(N, C, H, W, K, kh, kw, ph, pw)
+    need(x, x_off, (N, C, H, W), 4, "conv_bf16_amx", "x")
+    need(w, w_off, (C, K, kh, kw) if flip else (K, C, kh, kw), 4, "conv_bf16_amx", "w")
+    need(y, y_off, (N, K, g.OH, g.OW), 4, "conv_bf16_amx", "y")
+    if N == 0:
+        return
+    cdef Buffer xb = Buffer(N * g.Qp * g.Hp * g.Wp * 4)
+    cdef Buffer wb = Buffer(kh * kw * g.nsteps * K * 64)
+    cdef Py_ssize_t units = N * g.nkb * g.nrp, n, t
+    cdef int nt = threads_for(N * K * g.OH * g.OW * C * kh * kw // 512)
+    cdef const float* xp = <float*>x.ptr + x_off
+    cdef float* yp = <float*>y.ptr + y_off
+    with nogil:
+        s.k.conv_pack_w(<float*>w.ptr + w_off, &g, flip, wb.ptr)
+        for n in prange(N, num_threads=nt, schedule='static'):
+            s.k.conv_pack_x(xp, &g, xb.ptr, n, n + 1)
+        for t in prange(nt, num_threads=nt, schedule='static'):
+            s.k.conv_units(&g, xb.ptr, wb.ptr, yp, units * t // nt, units * (t + 1) // nt)
+
+
+def bias_relu_planes(Buffer y, Py_ssize_t y_off, Py_ssize_t N, Py_ssize_t K, Py_ssize_t P,
+                     Buffer bias, Py_ssize_t b_off, bint relu):
+    """y (N, K, P, compact float32) += bias[k] on each plane (bias None: nothing), then
+    max(0, .) with relu."""
+    need(y, y_off, (N, K, P), 4, "bias_relu_planes", "y")
+    if bias is not None:
+        need(bias, b_off, (K,), 4, "bias_relu_planes", "bias")
+    cdef Py_ssize_t plane, i
+    cdef float b, v
+    cdef float* yp = <float*>y.ptr + y_off
+    cdef const float* bp = NULL if bias is None else <float*>bias.ptr + b_off
+    cdef int nt = threads_for(N * K * P)
+    with nogil:
+        for plane in prange(N * K, num_threads=nt, schedule='static'):
+            b = 0 if bp == NULL else bp[plane % K]
+            for i in range(P):
+                v = yp[plane * P + i] + b
+                yp[plane * P + i] = (v if v > 0 else 0) if relu else v
 
 
 def round_bf16(Buffer src, Py_ssize_t s_off, Buffer dst, Py_ssize_t d_off, Py_ssize_t n):

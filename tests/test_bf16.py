@@ -617,3 +617,106 @@ def test_bench_train_under_bf16_autocast_and_its_refusals():
     from mininet.cli.bench_train import bench_train
     with pytest.raises(ValueError, match="language models"):
         bench_train(("transformer",), precision="bf16")
+
+
+# convolutions on AMX tiles (stride 1, no im2col) ------------------------------------------
+def _conv64(x, w, pad):
+    return torch.nn.functional.conv2d(torch.tensor(bf16(x), dtype=torch.float64),
+                                      torch.tensor(bf16(w), dtype=torch.float64),
+                                      padding=pad).numpy()
+
+
+def _buf(a):
+    from mininet_ext.buffer import Buffer
+    b = Buffer(max(a.size, 1) * 4)
+    np.frombuffer(b, np.float32)[:a.size] = a.ravel()
+    return b
+
+
+AMX_CONVS = [(2, 16, 14, 14, 32, 5, 2), (3, 3, 9, 11, 16, 3, 1), (2, 17, 20, 37, 40, 3, 1),
+             (1, 64, 8, 8, 64, 3, 1), (2, 33, 5, 5, 17, 3, 0), (1, 16, 1, 1, 16, 1, 0),
+             (2, 8, 7, 3, 48, 3, 2), (1, 40, 3, 19, 16, (1, 3), (0, 1)), (1, 16, 2, 2, 16, 1, 0)]
+
+
+@pytest.mark.parametrize("n,c,h,w,k,ks,pad", AMX_CONVS)
+def test_amx_conv_and_its_input_gradient_match_float64_of_rounded_inputs(n, c, h, w, k, ks, pad):
+    """Odd channels, K not a multiple of 16 or 32, OH odd or 1, OW past 16 (chunks that
+    overlap), kernels 1x1 to 5x5 and 1x3, against float64 products of the bf16 values."""
+    need_amx()
+    from mininet_ext import matmul
+    kh, kw = ks if isinstance(ks, tuple) else (ks, ks)
+    ph, pw = pad if isinstance(pad, tuple) else (pad, pad)
+    rng = np.random.default_rng(n * 100 + c + k)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((k, c, kh, kw)).astype(np.float32)
+    oh, ow = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
+    from mininet_ext.buffer import Buffer
+    y = Buffer(n * k * oh * ow * 4 + 64)
+    np.frombuffer(y, np.float32)[:] = 7.0   # the guard past the end stays
+    matmul.conv_bf16_amx(_buf(x), 0, _buf(wt), 0, y, 0, n, c, h, w, k, kh, kw, ph, pw)
+    out = np.frombuffer(y, np.float32)
+    want = _conv64(x, wt, (ph, pw))
+    check_tight(out[:want.size].reshape(want.shape), want, c * kh * kw)
+    assert (out[want.size:] == 7.0).all()
+    if c >= 16 and kh - 1 >= ph and kw - 1 >= pw:   # the input gradient: flipped weights
+        g = rng.standard_normal((n, k, oh, ow)).astype(np.float32)
+        dx = Buffer(n * c * h * w * 4)
+        matmul.conv_bf16_amx(_buf(g), 0, _buf(wt), 0, dx, 0, n, k, oh, ow, c, kh, kw,
+                             kh - 1 - ph, kw - 1 - pw, flip=True)
+        want = torch.nn.grad.conv2d_input(
+            (n, c, h, w), torch.tensor(bf16(wt), dtype=torch.float64),
+            torch.tensor(bf16(g), dtype=torch.float64), padding=(ph, pw)).numpy()
+        check_tight(np.frombuffer(dx, np.float32).reshape(want.shape), want, k * kh * kw)
+
+
+def test_amx_conv_refuses_what_it_does_not_take():
+    need_amx()
+    from mininet_ext import matmul
+    from mininet_ext.buffer import Buffer
+    with pytest.raises(ValueError, match="K >= 16"):
+        matmul.conv_bf16_amx(Buffer(64), 0, Buffer(64), 0, Buffer(64), 0, 1, 1, 2, 2, 8, 1, 1, 0, 0)
+    with pytest.raises(ValueError, match="conv_bf16_amx: y"):
+        matmul.conv_bf16_amx(Buffer(4 * 16 * 9), 0, Buffer(4 * 256), 0, Buffer(64), 0,
+                             1, 16, 3, 3, 16, 1, 1, 0, 0)
+
+
+def _conv_step(x, w, b, g, create):
+    X, W, B = (mn.Tensor(v, requires_grad=True) for v in (x, w, b))
+    with mn.autocast("bf16"):
+        y = mn.nn.functional.conv2d(X, W, B, padding=2).relu()
+    loss = (y * mn.Tensor(g)).sum()
+    loss.backward(create_graph=create)
+    out = [y.numpy(), X.grad.numpy(), W.grad.numpy(), B.grad.numpy()]
+    if create:   # a second-order term through the bf16 convolution's gradient
+        (X.grad * X.grad).sum().backward()
+        out.append(W.grad.numpy())
+    return out
+
+
+def test_conv_under_autocast_runs_on_amx_and_matches_the_other_bf16_path(monkeypatch):
+    need_amx()
+    from mininet.backend.cpu import CPUDevice
+    calls = []
+    real = CPUDevice.conv2d_bf16, CPUDevice.conv2d_bf16_grad_input
+    monkeypatch.setattr(CPUDevice, "conv2d_bf16",
+                        lambda self, *a, **k: calls.append("fwd") or real[0](self, *a, **k))
+    monkeypatch.setattr(CPUDevice, "conv2d_bf16_grad_input",
+                        lambda self, *a, **k: calls.append("dx") or real[1](self, *a, **k))
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 16, 12, 12)).astype(np.float32)
+    w = (rng.standard_normal((32, 16, 5, 5)) * 0.1).astype(np.float32)
+    b = rng.standard_normal(32).astype(np.float32)
+    g = rng.standard_normal((3, 32, 12, 12)).astype(np.float32)
+    monkeypatch.setenv("MININET_BF16_GEMM", "amx")
+    amx = _conv_step(x, w, b, g, create=True)
+    assert "fwd" in calls and "dx" in calls
+    calls.clear()
+    monkeypatch.setenv("MININET_BF16_GEMM", "fp32")   # the fused float32 kernels, rounded
+    other = _conv_step(x, w, b, g, create=True)
+    assert not calls
+    for a, o in zip(amx, other):
+        np.testing.assert_allclose(a, o, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(o).max()))
+    # and against float64 of the rounded values
+    tx, tw = (torch.tensor(bf16(v).astype(np.float64), requires_grad=True) for v in (x, w))
+    ty = torch.nn.functional.conv2d(tx, tw, torch.tensor(b, dtype=torch.float64), padding=2)
+    np.testing.assert_allclose(amx[0], ty.relu().detach().numpy(), atol=2e-5)

@@ -79,7 +79,7 @@ class CPUDevice(Device):
     name = "cpu"
     capabilities = frozenset({"conv2d", "conv2d_relu", "softmax_xent", "xent_checks_labels",
                               "batchnorm", "batchnorm_relu", "rows", "share_host", "lstm",
-                              "bias_act", "relu_grad_bias"})
+                              "bias_act", "relu_grad_bias", "conv2d_bf16"})
     # Output pixels per image below which im2col + one GEMM beats the implicit GEMM: the
     # fused kernels cut each image into panels of 32 pixels, so 4x4 or 1x1 outputs (a
     # ResNet9's late layers) fill a panel by a fraction, where im2col's GEMM runs over the
@@ -250,6 +250,43 @@ class CPUDevice(Device):
             fn()
             best[name] = min(best.get(name, 1e9), time.perf_counter() - start)
         return min(best, key=best.get)
+
+    def conv2d_bf16_fits(self, xshape, wshape, stride, padding, dilation, groups):
+        """Whether conv2d_bf16 runs this layer (and, with transposed, its input gradient):
+        the bf16 path is AMX, stride 1, no dilation, one group, at least 16 input and
+        output channels (a tile's rows, the channels of the input gradient's product too)
+        and padding within the kernel (pad <= k - 1: the input gradient's own padding,
+        k - 1 - pad, is then >= 0)."""
+        k, c, kh, kw = wshape
+        if stride != (1, 1) or dilation != (1, 1) or groups != 1 or min(k, c) < 16:
+            return False
+        if not (0 <= padding[0] <= kh - 1 and 0 <= padding[1] <= kw - 1):
+            return False
+        if self.bf16_path() != "amx":
+            return False
+        return _mm.amx_conv_fits(c, k, xshape[2], xshape[3], kh, kw, *padding)
+
+    def conv2d_bf16(self, x, w, bias, out, padding, relu=False):
+        """out = conv(x, w) (+ bias, max(0, .) with relu) with x and w read as bf16 values
+        and float32 sums, on AMX tiles without im2col (x, w, bias, out compact float32;
+        a layer conv2d_bf16_fits takes)."""
+        n, c, h, wd = x.shape
+        k, _, kh, kw = w.shape
+        _mm.conv_bf16_amx(x.handle, x.offset, w.handle, w.offset, out.handle, out.offset,
+                          n, c, h, wd, k, kh, kw, *padding)
+        if bias is not None or relu:
+            _mm.bias_relu_planes(out.handle, out.offset, n, k, out.shape[2] * out.shape[3],
+                                 None if bias is None else bias.handle,
+                                 0 if bias is None else bias.offset, relu)
+
+    def conv2d_bf16_grad_input(self, g, w, dx, padding):
+        """dx of conv2d_bf16 from the output gradient g: the convolution of g with w's
+        taps flipped and channels swapped, padded k - 1 - pad (g, w, dx compact)."""
+        n, k, oh, ow = g.shape
+        _, c, kh, kw = w.shape
+        _mm.conv_bf16_amx(g.handle, g.offset, w.handle, w.offset, dx.handle, dx.offset,
+                          n, k, oh, ow, c, kh, kw, kh - 1 - padding[0], kw - 1 - padding[1],
+                          flip=True)
 
     def round_bf16(self, a, out):
         """out = compact float32 a rounded to bfloat16 values (nearest even), float32."""

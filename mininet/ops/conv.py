@@ -207,6 +207,13 @@ BF16_STRIDED_MIN_CHANNELS = 32
 BF16_STRIDED_MAX_TAPS = 9
 
 
+def _amx_at(precision, dev, xshape, wshape, p):
+    """Under bf16, the device's direct bf16 convolution (AMX tiles, no im2col) for this
+    layer and its input gradient, where it has one and takes the layer."""
+    return (precision is not None and dev.has("conv2d_bf16")
+            and dev.conv2d_bf16_fits(xshape, wshape, *p.geometry()))
+
+
 def _lowp(precision, dtype):
     """The product precision an array of dtype gets: bf16 only for float32 arrays."""
     return precision if dtype is float32 else None
@@ -309,6 +316,10 @@ def conv_forward(x, w, b, p, relu=False, precision=None):
     oh, ow = layer.oh, layer.ow
     out = NDArray.make(layer.out_shape, layer.out_strides, dev, dtype=x.dtype)
     fuse = _RELU if relu else _NO_RELU
+    if _amx_at(precision, dev, x.shape, w.shape, p):
+        dev.conv2d_bf16(x.compact(), w.compact(), None if b is None else b.compact(), out,
+                        p.padding, relu=relu)
+        return out, None
     if _fused_at(precision, dev, oh, ow, w.shape, p):
         if precision is not None:
             x, w = _ac.round_to(x, precision), _ac.round_to(w, precision)
@@ -337,6 +348,9 @@ def conv_grad_input(g, w, xshape, p, rows=_rows_of, precision=None, rounded=None
     if spans is not None:   # dx (N, C*T) = g (N, K) @ W's live taps
         return _view(_ac.matmul(_flat(g), _dense_weight(w, spans), precision), tuple(xshape))
     dx = NDArray.make(xshape, device=dev, dtype=g.dtype)
+    if _amx_at(precision, dev, tuple(xshape), w.shape, p):
+        dev.conv2d_bf16_grad_input(g.compact(), w.compact(), dx, p.padding)
+        return dx
     if _fused_at(precision, dev, layer.oh, layer.ow, w.shape, p, xhw=layer.xhw):
         if precision is not None:
             g, w = _rounder(precision, rounded)(g), _ac.round_to(w, precision)
