@@ -17,7 +17,7 @@ typedef ptrdiff_t mn_idx;
 typedef struct mn_run { mn_idx jj, len, off; } mn_run;
 
 /* Raised whenever the table's layout changes: a stale _kern_*.so is refused. */
-#define MN_KERNELS_ABI 7
+#define MN_KERNELS_ABI 9
 
 /* X(name, parameters) for one element type T with suffix S. */
 #define MN_KERNELS_T(X, T, S)                                                                \
@@ -110,6 +110,9 @@ typedef struct mn_kernels {
 typedef struct mn_amx_conv {
     mn_idx N, C, H, W, K, kh, kw, ph, pw, OH, OW;
     mn_idx step, nsteps, Qp, Hp, Wp, cw, nch, nkb, nrp;
+    /* the weight gradient's: output rows padded to OWg pixels (wch chunks of wcp pixel
+       pairs), the input's pixel-pair copies Wt pairs wide, blocks of 32 k and 32 c */
+    mn_idx OWg, wcp, wch, Wt, nkb2, ncb2, Kw, Cw;   /* Kw, Cw: K, C up to 16s */
 } mn_amx_conv;
 
 typedef struct mn_bf16_kernels {
@@ -129,6 +132,12 @@ typedef struct mn_bf16_kernels {
     void (*conv_pack_w)(const float* w, const mn_amx_conv* g, int flip, void* wb);
     void (*conv_units)(const mn_amx_conv* g, const void* xb, const void* wb, float* y,
                        mn_idx u0, mn_idx u1);
+    /* its weight gradient: g and x copied (images n0..n1), then those images' sums
+       added to dw[tap][Kw][Cw] */
+    void (*wgrad_pack_g)(const float* gr, const mn_amx_conv* g, void* gb, mn_idx n0, mn_idx n1);
+    void (*wgrad_pack_x)(const float* x, const mn_amx_conv* g, void* xt, mn_idx n0, mn_idx n1);
+    void (*wgrad_units)(const mn_amx_conv* g, const void* gb, const void* xt, float* dw,
+                        mn_idx u0, mn_idx u1);
 } mn_bf16_kernels;
 
 /* The FMA peak kernel compiled with one kernel set's flags (the vector width and FMA of
@@ -169,7 +178,7 @@ static mn_bf16_kernels mn_bf16_table_set(void)
     mn_bf16_kernels s = {MN_KERNELS_ABI, mn_k->esize_bf16 == 2 ? "vdpbf16ps" : "fp32",
                          mn_k->mr_bf16, mn_k->nr_bf16, 2, mn_k->esize_bf16,
                          mn_k->pack_a_bf16, mn_k->pack_b_bf16, mn_k->kernel_bf16, NULL, NULL,
-                         NULL, NULL, NULL};
+                         NULL, NULL, NULL, NULL, NULL, NULL};
     return s;
 }
 

@@ -42,7 +42,8 @@ static const mn_peak_kernels mn_peak_table = {
 static const mn_bf16_kernels mn_amx_table = {
     MN_KERNELS_ABI, "amx", MN_AMX_MR, MN_AMX_NR, MN_AMX_KS, 2,
     mn_amx_pack_a, mn_amx_pack_b, mn_amx_kernel, mn_amx_begin, mn_amx_end,
-    mn_amx_conv_pack_x, mn_amx_conv_pack_w, mn_amx_conv_units
+    mn_amx_conv_pack_x, mn_amx_conv_pack_w, mn_amx_conv_units,
+    mn_amx_wgrad_pack_g, mn_amx_wgrad_pack_x, mn_amx_wgrad_units
 };
 #endif
 

@@ -994,6 +994,7 @@ cdef extern from "_isa.h" nogil:
     ctypedef struct mn_amx_conv:
         Py_ssize_t N, C, H, W, K, kh, kw, ph, pw, OH, OW
         Py_ssize_t step, nsteps, Qp, Hp, Wp, cw, nch, nkb, nrp
+        Py_ssize_t OWg, wcp, wch, Wt, nkb2, ncb2, Kw, Cw
     ctypedef void (*conv_pack_x_t)(const float* x, const mn_amx_conv* g, void* xb,
                                    Py_ssize_t n0, Py_ssize_t n1)
     ctypedef void (*conv_pack_w_t)(const float* w, const mn_amx_conv* g, int flip, void* wb)
@@ -1011,6 +1012,9 @@ cdef extern from "_isa.h" nogil:
         conv_pack_x_t conv_pack_x
         conv_pack_w_t conv_pack_w
         conv_units_t conv_units
+        conv_pack_x_t wgrad_pack_g
+        conv_pack_x_t wgrad_pack_x
+        conv_units_t wgrad_units
     mn_bf16_kernels mn_bf16_table_set()
     void mn_round_bf16(const float* s, float* d, Py_ssize_t n)
     int MN_KERNELS_ABI
@@ -1245,6 +1249,13 @@ cdef mn_amx_conv amx_geometry(Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize
     g.cw = (g.OW + g.nch - 1) // g.nch       # as even as they go
     g.nkb = (K + 31) // 32 if K >= 32 else 1
     g.nrp = (g.OH + 1) // 2
+    cdef Py_ssize_t pairs = (g.OW + 1) // 2   # the weight gradient's pixel pairs a row
+    g.wch = (pairs + 15) // 16
+    g.wcp = (pairs + g.wch - 1) // g.wch
+    g.OWg = 2 * g.wcp * g.wch
+    g.Wt = g.OWg // 2 + kw // 2 + 1
+    g.Kw, g.Cw = round_up(K, 16), round_up(C, 16)
+    g.nkb2, g.ncb2 = (g.Kw + 31) // 32, (g.Cw + 31) // 32
     return g
 
 
@@ -1290,6 +1301,59 @@ def conv_bf16_amx(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer
             s.k.conv_pack_x(xp, &g, xb.ptr, n, n + 1)
         for t in prange(nt, num_threads=nt, schedule='static'):
             s.k.conv_units(&g, xb.ptr, wb.ptr, yp, units * t // nt, units * (t + 1) // nt)
+
+
+def conv_bf16_amx_wgrad(Buffer gr, Py_ssize_t g_off, Buffer x, Py_ssize_t x_off, Buffer dw,
+                        Py_ssize_t dw_off, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,
+                        Py_ssize_t W, Py_ssize_t K, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t ph,
+                        Py_ssize_t pw):
+    """dw (K, C, kh, kw) = the weight gradient of conv_bf16_amx's product from its output
+    gradient gr (N, K, OH, OW) and input x (N, C, H, W), both read as bf16 values, float32
+    sums, on AMX tiles (compact float32 buffers; at least 16 input and output channels)."""
+    cdef Bf16Set* s = amx_set()
+    if N < 0 or C < 16 or K < 16 or not amx_conv_fits(C, K, H, W, kh, kw, ph, pw):
+        raise ValueError(f"conv_bf16_amx_wgrad: the AMX weight gradient takes 16+ input and "
+                         f"output channels, padding >= 0 and a non-empty output; got N={N}, "
+                         f"C={C}, K={K}, {H}x{W}, kernel {kh}x{kw}, padding ({ph}, {pw})")
+    cdef mn_amx_conv g = amx_geometry(N, C, H, W, K, kh, kw, ph, pw)
+    need(gr, g_off, (N, K, g.OH, g.OW), 4, "conv_bf16_amx_wgrad", "g")
+    need(x, x_off, (N, C, H, W), 4, "conv_bf16_amx_wgrad", "x")
+    need(dw, dw_off, (K, C, kh, kw), 4, "conv_bf16_amx_wgrad", "dw")
+    cdef Py_ssize_t T = kh * kw, n, t, k, c
+    cdef float* out = <float*>dw.ptr + dw_off
+    if N == 0:
+        with nogil:
+            memset(out, 0, K * C * T * sizeof(float))
+        return
+    # each thread takes whole images, one at a time: its copies of one image (in L2
+    # through every unit) and its own sums, added up in thread order at the end
+    cdef mn_amx_conv g1 = g
+    g1.N = 1
+    cdef int nt = threads_for(N * K * g.OH * g.OW * C * T // 512)
+    nt = min(nt, N)
+    cdef Py_ssize_t gbs = round_up(g.Kw * g.OH * g.OWg * 2, 64)
+    cdef Py_ssize_t xts = round_up(2 * (H + 2 * ph) * g.Wt * g.Cw * 4, 64)
+    cdef Py_ssize_t scs = T * g.Kw * g.Cw, i
+    cdef Buffer gb = Buffer(nt * gbs)
+    cdef Buffer xt = Buffer(nt * xts)
+    cdef Buffer scratch = Buffer(nt * scs * 4)
+    cdef float* sc = <float*>scratch.ptr
+    cdef const float* gp = <float*>gr.ptr + g_off
+    cdef const float* xp = <float*>x.ptr + x_off
+    with nogil:
+        memset(sc, 0, nt * scs * sizeof(float))
+        for t in prange(nt, num_threads=nt, schedule='static'):
+            for n in range(N * t // nt, N * (t + 1) // nt):
+                s.k.wgrad_pack_g(gp + n * K * g.OH * g.OW, &g1, gb.ptr + t * gbs, 0, 1)
+                s.k.wgrad_pack_x(xp + n * C * H * W, &g1, xt.ptr + t * xts, 0, 1)
+                s.k.wgrad_units(&g1, gb.ptr + t * gbs, xt.ptr + t * xts, sc + t * scs, 0, 1)
+        for t in range(1, nt):
+            for i in range(scs):
+                sc[i] += sc[t * scs + i]
+        for k in range(K):   # dw[tap][Kw][Cw] -> (K, C, kh, kw)
+            for c in range(C):
+                for t in range(T):
+                    out[(k * C + c) * T + t] = sc[(t * g.Kw + k) * g.Cw + c]
 
 
 def bias_relu_planes(Buffer y, Py_ssize_t y_off, Py_ssize_t N, Py_ssize_t K, Py_ssize_t P,

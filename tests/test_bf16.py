@@ -635,7 +635,8 @@ def _buf(a):
 
 AMX_CONVS = [(2, 16, 14, 14, 32, 5, 2), (3, 3, 9, 11, 16, 3, 1), (2, 17, 20, 37, 40, 3, 1),
              (1, 64, 8, 8, 64, 3, 1), (2, 33, 5, 5, 17, 3, 0), (1, 16, 1, 1, 16, 1, 0),
-             (2, 8, 7, 3, 48, 3, 2), (1, 40, 3, 19, 16, (1, 3), (0, 1)), (1, 16, 2, 2, 16, 1, 0)]
+             (2, 8, 7, 3, 48, 3, 2), (1, 40, 3, 19, 16, (1, 3), (0, 1)), (1, 16, 2, 2, 16, 1, 0),
+             (3, 16, 6, 40, 20, (2, 4), (1, 2)), (2, 48, 7, 7, 33, 3, 1)]
 
 
 @pytest.mark.parametrize("n,c,h,w,k,ks,pad", AMX_CONVS)
@@ -667,6 +668,14 @@ def test_amx_conv_and_its_input_gradient_match_float64_of_rounded_inputs(n, c, h
             (n, c, h, w), torch.tensor(bf16(wt), dtype=torch.float64),
             torch.tensor(bf16(g), dtype=torch.float64), padding=(ph, pw)).numpy()
         check_tight(np.frombuffer(dx, np.float32).reshape(want.shape), want, k * kh * kw)
+        # the weight gradient: sums over every image and pixel, channels padded to 16s
+        dw = Buffer(k * c * kh * kw * 4)
+        matmul.conv_bf16_amx_wgrad(_buf(g), 0, _buf(x), 0, dw, 0, n, c, h, w, k, kh, kw,
+                                   ph, pw)
+        want = torch.nn.grad.conv2d_weight(
+            torch.tensor(bf16(x), dtype=torch.float64), (k, c, kh, kw),
+            torch.tensor(bf16(g), dtype=torch.float64), padding=(ph, pw)).numpy()
+        check_tight(np.frombuffer(dw, np.float32).reshape(want.shape), want, n * oh * ow)
 
 
 def test_amx_conv_refuses_what_it_does_not_take():
@@ -702,6 +711,9 @@ def test_conv_under_autocast_runs_on_amx_and_matches_the_other_bf16_path(monkeyp
                         lambda self, *a, **k: calls.append("fwd") or real[0](self, *a, **k))
     monkeypatch.setattr(CPUDevice, "conv2d_bf16_grad_input",
                         lambda self, *a, **k: calls.append("dx") or real[1](self, *a, **k))
+    real_dw = CPUDevice.conv2d_bf16_grad_weight
+    monkeypatch.setattr(CPUDevice, "conv2d_bf16_grad_weight",
+                        lambda self, *a, **k: calls.append("dw") or real_dw(self, *a, **k))
     rng = np.random.default_rng(5)
     x = rng.standard_normal((3, 16, 12, 12)).astype(np.float32)
     w = (rng.standard_normal((32, 16, 5, 5)) * 0.1).astype(np.float32)
@@ -709,7 +721,7 @@ def test_conv_under_autocast_runs_on_amx_and_matches_the_other_bf16_path(monkeyp
     g = rng.standard_normal((3, 32, 12, 12)).astype(np.float32)
     monkeypatch.setenv("MININET_BF16_GEMM", "amx")
     amx = _conv_step(x, w, b, g, create=True)
-    assert "fwd" in calls and "dx" in calls
+    assert {"fwd", "dx", "dw"} <= set(calls)
     calls.clear()
     monkeypatch.setenv("MININET_BF16_GEMM", "fp32")   # the fused float32 kernels, rounded
     other = _conv_step(x, w, b, g, create=True)

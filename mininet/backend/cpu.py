@@ -252,7 +252,7 @@ class CPUDevice(Device):
         return min(best, key=best.get)
 
     def conv2d_bf16_fits(self, xshape, wshape, stride, padding, dilation, groups):
-        """Whether conv2d_bf16 runs this layer (and, with transposed, its input gradient):
+        """Whether conv2d_bf16 runs this layer (and its input and weight gradients):
         the bf16 path is AMX, stride 1, no dilation, one group, at least 16 input and
         output channels (a tile's rows, the channels of the input gradient's product too)
         and padding within the kernel (pad <= k - 1: the input gradient's own padding,
@@ -287,6 +287,14 @@ class CPUDevice(Device):
         _mm.conv_bf16_amx(g.handle, g.offset, w.handle, w.offset, dx.handle, dx.offset,
                           n, k, oh, ow, c, kh, kw, kh - 1 - padding[0], kw - 1 - padding[1],
                           flip=True)
+
+    def conv2d_bf16_grad_weight(self, g, x, dw, padding):
+        """dw of conv2d_bf16 from the output gradient g and the input x, both read as bf16
+        values, float32 sums (g, x, dw compact)."""
+        n, c, h, wd = x.shape
+        k, _, kh, kw = dw.shape
+        _mm.conv_bf16_amx_wgrad(g.handle, g.offset, x.handle, x.offset, dw.handle, dw.offset,
+                                n, c, h, wd, k, kh, kw, *padding)
 
     def round_bf16(self, a, out):
         """out = compact float32 a rounded to bfloat16 values (nearest even), float32."""

@@ -209,7 +209,7 @@ BF16_STRIDED_MAX_TAPS = 9
 
 def _amx_at(precision, dev, xshape, wshape, p):
     """Under bf16, the device's direct bf16 convolution (AMX tiles, no im2col) for this
-    layer and its input gradient, where it has one and takes the layer."""
+    layer and its gradients, where it has one and takes the layer."""
     return (precision is not None and dev.has("conv2d_bf16")
             and dev.conv2d_bf16_fits(xshape, wshape, *p.geometry()))
 
@@ -374,6 +374,10 @@ def conv_grad_weight(g, x, wshape, p, rows=_rows_of, col=None, precision=None, r
     spans = _layer_taps(dev, layer)
     if spans is not None:
         return _dense_grad_weight(g, x, wshape, spans, precision)
+    if _amx_at(precision, dev, x.shape, wshape, p):
+        dw = NDArray.make(wshape, device=dev, dtype=g.dtype)
+        dev.conv2d_bf16_grad_weight(g.compact(), x.compact(), dw, p.padding)
+        return dw
     if _fused_at(precision, dev, layer.oh, layer.ow, wshape, p):
         if precision is not None:
             g, x = _rounder(precision, rounded)(g), _ac.round_to(x, precision)
