@@ -251,7 +251,7 @@ static void mn_amx_kernel(mn_idx kc, const void* Av, const void* Bv, float* C, m
 /* Convolutions (stride 1, no dilation, one group) on the same tiles, without im2col.
  * The input is copied once to bf16, channel pairs interleaved and zero-padded:
  * xb[n][q][Hp][Wp][2] (q < Qp pairs; Hp holds one row more than the padded image, read
- * by the phantom second row of an odd OH's last pair). For tap (r, s) the B tile of an
+ * by the phantom second row when OH is 1: an odd OH's last pair overlaps OH - 2 instead). For tap (r, s) the B tile of an
  * output row oh, columns ow0.., is then ONE tileloadd at xb[n][q0][oh + r][ow0 + s] with
  * a plane's stride: rows the step's channel pairs, columns cw pixels. The weights are
  * wb[tap][step][k][16 pairs][2]: an A tile is 16 output channels of one tap and step.
@@ -378,7 +378,11 @@ static void mn_amx_conv_units(const mn_amx_conv* g, const void* xbv, const void*
  * (32 k x 32 c of one tap) add an image's sums to dw[tap][Kw][Cw]. Channels are padded
  * to 16s with zeros (Kw, Cw) rather than overlapped as in the forward pass: overlapping
  * blocks would add their sums twice; a last lone block of 16 runs as both halves of its
- * pair and stores one. */
+ * pair and stores one. Where OW is odd or its pairs do not split into equal chunks, g's
+ * rows are padded with zeros that meet real input pixels: an infinite input then gives
+ * NaN (0 x inf) in taps that never read it, where float32 kernels give a finite sum. The
+ * sums are taken per thread and added in thread order: the last bits depend on the
+ * thread count, not on the run. */
 static void mn_amx_wgrad_pack_g(const float* gr, const mn_amx_conv* g, void* gbv, mn_idx n0,
                                 mn_idx n1)
 {

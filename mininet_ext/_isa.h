@@ -106,7 +106,7 @@ typedef struct mn_kernels {
 /* A stride-1 convolution's geometry for the AMX convolution (_amx.h): x (N, C, H, W)
  * -> y (N, K, OH, OW), kernel kh x kw, padding ph, pw; the bf16 copies' layout: Qp
  * channel pairs (nsteps steps of `step` pairs, a tile's rows), planes of Hp x Wp pixel
- * pairs; outputs in chunks of cw columns (a tile's). mn_amx_conv_geometry fills it. */
+ * pairs; outputs in chunks of cw columns (a tile's). matmul.pyx's amx_geometry fills it. */
 typedef struct mn_amx_conv {
     mn_idx N, C, H, W, K, kh, kw, ph, pw, OH, OW;
     mn_idx step, nsteps, Qp, Hp, Wp, cw, nch, nkb, nrp;
