@@ -261,6 +261,22 @@ static void mn_amx_kernel(mn_idx kc, const void* Av, const void* Bv, float* C, m
  * channels at K - 32 (or 0 and K - 16 when K < 32), the last row pair at OH - 2; the
  * overlapped outputs are computed twice, to the same bits. Needs K >= 16. */
 
+/* This thread's tiles for a convolution: C (0-3) 16 rows of cbytes, A (4-5) 16 rows of
+ * `pairs` k pairs, B (6-7) `pairs` rows of cbytes. */
+static void mn_amx_configure(mn_idx pairs, mn_idx cbytes)
+{
+    mn_amx_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.rows[t] = t >= 6 ? (uint8_t)pairs : 16;
+        cfg.colsb[t] = (uint16_t)(t == 4 || t == 5 ? 4 * pairs : cbytes);
+    }
+    /* the stores above must reach memory: _tile_loadconfig declares an 8-byte read */
+    __asm__ volatile("" : : "r"(&cfg) : "memory");
+    _tile_loadconfig(&cfg);
+}
+
 /* Images n0..n1 of x (N, C, H, W, compact) to xb. */
 static void mn_amx_conv_pack_x(const float* x, const mn_amx_conv* g, void* xbv, mn_idx n0,
                                mn_idx n1)
@@ -318,16 +334,7 @@ static void mn_amx_conv_units(const mn_amx_conv* g, const void* xbv, const void*
 {
     const uint32_t* xb = (const uint32_t*)xbv;
     const uint16_t* wb = (const uint16_t*)wbv;
-    mn_amx_cfg cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int t = 0; t < 8; t++) {
-        cfg.rows[t] = t >= 6 ? (uint8_t)g->step : 16;
-        cfg.colsb[t] = (uint16_t)(t == 4 || t == 5 ? 4 * g->step : 4 * g->cw);
-    }
-    /* the stores above must reach memory: _tile_loadconfig declares an 8-byte read */
-    __asm__ volatile("" : : "r"(&cfg) : "memory");
-    _tile_loadconfig(&cfg);
+    mn_amx_configure(g->step, 4 * g->cw);
     mn_idx plane = g->Hp * g->Wp * 4, ys = g->OH * g->OW * 4, T = g->kh * g->kw;
     for (mn_idx u = u0; u < u1; u++) {
         mn_idx rp = u % g->nrp, kb = (u / g->nrp) % g->nkb, n = u / (g->nrp * g->nkb);
@@ -433,15 +440,7 @@ static void mn_amx_wgrad_units(const mn_amx_conv* g, const void* gbv, const void
 {
     const uint16_t* gb = (const uint16_t*)gbv;
     const uint16_t* xt = (const uint16_t*)xtv;
-    mn_amx_cfg cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int t = 0; t < 8; t++) {
-        cfg.rows[t] = t >= 6 ? (uint8_t)g->wcp : 16;
-        cfg.colsb[t] = (uint16_t)(t == 4 || t == 5 ? 4 * g->wcp : 64);
-    }
-    __asm__ volatile("" : : "r"(&cfg) : "memory");   /* (as in mn_amx_conv_units) */
-    _tile_loadconfig(&cfg);
+    mn_amx_configure(g->wcp, 64);
     mn_idx Hp = g->H + 2 * g->ph, row = g->Wt * g->Cw * 2, copy = g->N * Hp * row;
     mn_idx gs = g->OH * g->OWg * 2, xs = g->Cw * 4, T = g->kh * g->kw;
     for (mn_idx n = n0; n < n1; n++)
