@@ -189,6 +189,23 @@ class Device:
         """db[k] = the sum of g[:, k] (g compact (N, K, ...))."""
         raise NotImplementedError
 
+    # capability conv2d_bf16 (a device with its own bf16 convolution: stride 1, one group)
+    def conv2d_bf16_fits(self, xshape, wshape, stride, padding, dilation, groups):
+        """Whether conv2d_bf16 and its gradients run this layer under bf16 autocast."""
+        raise NotImplementedError
+
+    def conv2d_bf16(self, x, w, bias, out, padding, relu=False):
+        """out = conv(x, w) (+ bias, ReLU) with x and w read as bf16 values, float32 sums."""
+        raise NotImplementedError
+
+    def conv2d_bf16_grad_input(self, g, w, dx, padding):
+        """dx of conv2d_bf16 from the output gradient g (g and w read as bf16 values)."""
+        raise NotImplementedError
+
+    def conv2d_bf16_grad_weight(self, g, x, dw, padding):
+        """dw of conv2d_bf16 from the output gradient g and the input x (bf16 values)."""
+        raise NotImplementedError
+
     # capability bias_act
     def bias_act(self, y, bias, relu):
         """In place on compact y (..., C): y += bias (a (C,) array, or None), then
@@ -280,6 +297,8 @@ KERNELS = {
     "share_host": ("share", "array_view"),
     "bias_act": ("bias_act",),
     "relu_grad_bias": ("relu_grad_bias",),
+    "conv2d_bf16": ("conv2d_bf16_fits", "conv2d_bf16", "conv2d_bf16_grad_input",
+                    "conv2d_bf16_grad_weight"),
 }
 
 
