@@ -380,7 +380,8 @@ static void mn_amx_conv_units(const mn_amx_conv* g, const void* xbv, const void*
  * pixels is the tiles' k. A tiles are 16 output channels x pixel pairs of one output row
  * of g, copied to bf16 as gb[n][k][OH][OWg] (rows zero-padded to OWg, whole chunks of
  * wcp pairs); B tiles are pixel pairs x 16 input channels, from the input copied as
- * pixel pairs with the channels innermost, xt[parity][n][Hp][Wt][Cw][2], pairs starting
+ * pixel pairs with the channels innermost, xt[parity][n][Hp][Wt][Cw][2] (then room for
+ * 16 padded rows of floats, 2 Wt + 34 each, that the copy is made through), pairs starting
  * at an even padded column (parity 0) or an odd one (parity 1, for odd s). Four C tiles
  * (32 k x 32 c of one tap) add an image's sums to dw[tap][Kw][Cw]. Channels are padded
  * to 16s with zeros (Kw, Cw) rather than overlapped as in the forward pass: overlapping
@@ -414,21 +415,37 @@ static void mn_amx_wgrad_pack_x(const float* x, const mn_amx_conv* g, void* xtv,
 {
     uint16_t* xt = (uint16_t*)xtv;
     mn_idx Hp = g->H + 2 * g->ph, row = g->Wt * g->Cw * 2, copy = g->N * Hp * row;
+    /* 16 padded input rows of floats past the two copies (zeros around and past each row:
+       what the pairs read) */
+    mn_idx tw = 2 * g->Wt + 34;
+    float* tmp = (float*)(xt + 2 * copy);
+    memset(tmp, 0, 16 * tw * sizeof(float));
     for (mn_idx n = n0; n < n1; n++) {
         memset(xt + n * Hp * row, 0, Hp * row * 2);
         memset(xt + copy + n * Hp * row, 0, Hp * row * 2);
-        for (mn_idx c = 0; c < g->C; c++)
+        for (mn_idx c0 = 0; c0 < g->C; c0 += 16) {
+            mn_idx cn = g->C - c0 < 16 ? g->C - c0 : 16;
             for (mn_idx h = 0; h < g->H; h++) {
-                const float* src = x + ((n * g->C + c) * g->H + h) * g->W;
-                uint16_t* r0 = xt + (n * Hp + h + g->ph) * row;
-                for (mn_idx w = 0; w < g->W; w++) {
-                    mn_idx wp = w + g->pw;   /* padded column */
-                    uint16_t v = (uint16_t)mn_bf16_bits(src[w]);
-                    r0[((wp >> 1) * g->Cw + c) * 2 + (wp & 1)] = v;
-                    if (wp >= 1)
-                        r0[copy + (((wp - 1) >> 1) * g->Cw + c) * 2 + ((wp - 1) & 1)] = v;
+                for (mn_idx i = 0; i < cn; i++)
+                    memcpy(tmp + i * tw + g->pw, x + ((n * g->C + c0 + i) * g->H + h) * g->W,
+                           g->W * sizeof(float));
+                for (int par = 0; par < 2; par++) {
+                    /* pair w' = (xpad[2w' + par], xpad[2w' + par + 1]): 16 channels x 16
+                       pairs in registers, transposed to 16 rows of 16 channels' pairs */
+                    uint32_t* d = (uint32_t*)(xt + par * copy + (n * Hp + h + g->ph) * row) + c0;
+                    for (mn_idx w0 = 0; w0 < g->Wt; w0 += 16) {
+                        mn_amx_vi v[16];
+                        for (int i = 0; i < 16; i++)
+                            v[i] = i < cn ? (mn_amx_vi)mn_amx_row32(tmp + i * tw + 2 * w0 + par, 32)
+                                          : (mn_amx_vi){0};
+                        mn_amx_tr16(v);
+                        mn_idx nj = g->Wt - w0 < 16 ? g->Wt - w0 : 16;
+                        for (mn_idx j = 0; j < nj; j++)
+                            _mm512_storeu_si512(d + (w0 + j) * g->Cw, (__m512i)v[j]);
+                    }
                 }
             }
+        }
     }
 }
 

@@ -1332,7 +1332,8 @@ def conv_bf16_amx_wgrad(Buffer gr, Py_ssize_t g_off, Buffer x, Py_ssize_t x_off,
     cdef int nt = threads_for(N * K * g.OH * g.OW * C * T // 512)
     nt = min(nt, N)
     cdef Py_ssize_t gbs = round_up(g.Kw * g.OH * g.OWg * 2, 64)
-    cdef Py_ssize_t xts = round_up(2 * (H + 2 * ph) * g.Wt * g.Cw * 4, 64)
+    cdef Py_ssize_t xts = round_up(2 * (H + 2 * ph) * g.Wt * g.Cw * 4 + 16 * (2 * g.Wt + 34) * 4,
+                                   64)
     cdef Py_ssize_t scs = T * g.Kw * g.Cw, i
     cdef Buffer gb = Buffer(nt * gbs)
     cdef Buffer xt = Buffer(nt * xts)
