@@ -251,8 +251,9 @@ static void mn_amx_kernel(mn_idx kc, const void* Av, const void* Bv, float* C, m
 /* Convolutions (stride 1, no dilation, one group) on the same tiles, without im2col.
  * The input is copied once to bf16, channel pairs interleaved and zero-padded:
  * xb[n][q][Hp][Wp][2] (q < Qp pairs; Hp holds one row more than the padded image, read
- * by the phantom second row when OH is 1: an odd OH's last pair overlaps OH - 2 instead). For tap (r, s) the B tile of an
- * output row oh, columns ow0.., is then ONE tileloadd at xb[n][q0][oh + r][ow0 + s] with
+ * by the phantom second row when OH is 1: an odd OH's last pair overlaps OH - 2 instead).
+ * For tap (r, s) the B tile of an output row oh, columns ow0.., is then ONE tileloadd at
+ * xb[n][q0][oh + r][ow0 + s] with
  * a plane's stride: rows the step's channel pairs, columns cw pixels. The weights are
  * wb[tap][step][k][16 pairs][2]: an A tile is 16 output channels of one tap and step.
  * Four C tiles (2 output rows x 2 x 16 output channels) sum over taps and steps and are
