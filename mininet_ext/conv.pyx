@@ -268,6 +268,32 @@ def to_nchw(Buffer y, Buffer bias, Py_ssize_t b_off, Buffer out, Py_ssize_t K, P
                 to_nchw_row(<double*>y.ptr, <double*>bp, <double*>out.ptr, K, N, P, row, relu)
 
 
+def bias_planes(Buffer y, Py_ssize_t y_off, Buffer bias, Py_ssize_t b_off, Py_ssize_t N,
+                Py_ssize_t K, Py_ssize_t P, int itemsize, bint relu=False):
+    """In place on compact y (N, K, P) from item y_off: y[n, k, :] += bias[k] (bias may
+    be None), max(0, .) of it with relu: to_nchw's epilogue for a product that is already
+    NCHW (to_nchw_row with one image, out = y)."""
+    check_itemsize(itemsize, "bias_planes")
+    need(y, y_off, (N, K, P), itemsize, "bias_planes", "output")
+    if bias is not None:
+        need(bias, b_off, (K,), itemsize, "bias_planes", "bias")
+    cdef Py_ssize_t plane, n
+    cdef int nt = threads_for(N * K * P)
+    cdef char* yp = y.ptr + y_off * itemsize
+    cdef char* bp = NULL if bias is None else bias.ptr + b_off * itemsize
+    with nogil:
+        if itemsize == 4:
+            for plane in prange(N * K, num_threads=nt, schedule='static'):
+                n = plane // K
+                to_nchw_row(<float*>yp + n * K * P, <float*>bp, <float*>yp + n * K * P, K, 1,
+                            P, plane - n * K, relu)
+        else:
+            for plane in prange(N * K, num_threads=nt, schedule='static'):
+                n = plane // K
+                to_nchw_row(<double*>yp + n * K * P, <double*>bp, <double*>yp + n * K * P, K,
+                            1, P, plane - n * K, relu)
+
+
 cdef void from_nchw_chan(const floating* g, floating* out, floating* db, Py_ssize_t K,
                          Py_ssize_t N, Py_ssize_t P, Py_ssize_t k) noexcept nogil:
     cdef Py_ssize_t n, p

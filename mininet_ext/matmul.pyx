@@ -1080,9 +1080,7 @@ def set_blocking_bf16(Py_ssize_t mc, Py_ssize_t kc, Py_ssize_t nc, str kernels="
     multiple of its NR."""
     cdef Bf16Set* s = bf16_set(kernels)
     check_blocks("set_blocking_bf16", mc, kc, nc)
-    s.mc = (mc + s.k.mr - 1) // s.k.mr * s.k.mr
-    s.kc = (kc + s.k.kstep - 1) // s.k.kstep * s.k.kstep
-    s.nc = (nc + s.k.nr - 1) // s.k.nr * s.k.nr
+    s.mc, s.kc, s.nc = round_up(mc, s.k.mr), round_up(kc, s.k.kstep), round_up(nc, s.k.nr)
 
 
 cdef inline Py_ssize_t k_step16(const Bf16Set* s, Py_ssize_t K) noexcept nogil:
@@ -1355,26 +1353,6 @@ def conv_bf16_amx_wgrad(Buffer gr, Py_ssize_t g_off, Buffer x, Py_ssize_t x_off,
             for c in range(C):
                 for t in range(T):
                     out[(k * C + c) * T + t] = sc[(t * g.Kw + k) * g.Cw + c]
-
-
-def bias_relu_planes(Buffer y, Py_ssize_t y_off, Py_ssize_t N, Py_ssize_t K, Py_ssize_t P,
-                     Buffer bias, Py_ssize_t b_off, bint relu):
-    """y (N, K, P, compact float32) += bias[k] on each plane (bias None: nothing), then
-    max(0, .) with relu."""
-    need(y, y_off, (N, K, P), 4, "bias_relu_planes", "y")
-    if bias is not None:
-        need(bias, b_off, (K,), 4, "bias_relu_planes", "bias")
-    cdef Py_ssize_t plane, i
-    cdef float b, v
-    cdef float* yp = <float*>y.ptr + y_off
-    cdef const float* bp = NULL if bias is None else <float*>bias.ptr + b_off
-    cdef int nt = threads_for(N * K * P)
-    with nogil:
-        for plane in prange(N * K, num_threads=nt, schedule='static'):
-            b = 0 if bp == NULL else bp[plane % K]
-            for i in range(P):
-                v = yp[plane * P + i] + b
-                yp[plane * P + i] = (v if v > 0 else 0) if relu else v
 
 
 def round_bf16(Buffer src, Py_ssize_t s_off, Buffer dst, Py_ssize_t d_off, Py_ssize_t n):

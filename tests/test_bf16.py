@@ -732,3 +732,20 @@ def test_conv_under_autocast_runs_on_amx_and_matches_the_other_bf16_path(monkeyp
     tx, tw = (torch.tensor(bf16(v).astype(np.float64), requires_grad=True) for v in (x, w))
     ty = torch.nn.functional.conv2d(tx, tw, torch.tensor(b, dtype=torch.float64), padding=2)
     np.testing.assert_allclose(amx[0], ty.relu().detach().numpy(), atol=2e-5)
+
+
+def test_bias_planes_adds_per_channel_and_keeps_nan_under_relu():
+    """The AMX convolution's epilogue (conv.bias_planes): to_nchw's, NaN kept by the ReLU."""
+    from mininet_ext import conv
+    rng = np.random.default_rng(12)
+    y = rng.standard_normal((2, 3, 5)).astype(np.float32)
+    y[1, 2, 3] = np.nan
+    b = rng.standard_normal(3).astype(np.float32)
+    for relu in (False, True):
+        yb = _buf(y)
+        conv.bias_planes(yb, 0, _buf(b), 0, 2, 3, 5, 4, relu)
+        want = y + b[None, :, None]
+        want = np.where(want > 0, want, 0).astype(np.float32) if relu else want
+        want[1, 2, 3] = np.nan
+        got = np.frombuffer(yb, np.float32).reshape(2, 3, 5)
+        np.testing.assert_array_equal(got, want)

@@ -275,9 +275,9 @@ class CPUDevice(Device):
         _mm.conv_bf16_amx(x.handle, x.offset, w.handle, w.offset, out.handle, out.offset,
                           n, c, h, wd, k, kh, kw, *padding)
         if bias is not None or relu:
-            _mm.bias_relu_planes(out.handle, out.offset, n, k, out.shape[2] * out.shape[3],
-                                 None if bias is None else bias.handle,
-                                 0 if bias is None else bias.offset, relu)
+            _conv.bias_planes(out.handle, out.offset, None if bias is None else bias.handle,
+                              0 if bias is None else bias.offset, n, k,
+                              out.shape[2] * out.shape[3], 4, relu)
 
     def conv2d_bf16_grad_input(self, g, w, dx, padding):
         """dx of conv2d_bf16 from the output gradient g: the convolution of g with w's
