@@ -68,6 +68,9 @@ cdef struct Conv:
     Py_ssize_t* phcol                   # phased: image column iw's phase and column
     Py_ssize_t phh, phw                 # phased: image rows and columns some output reads
     int tab_nv, tab_mr                  # pixel-major forward: channel vectors, tile rows (0: off)
+    int tab_kw                          # its taps' run length for a sliding kernel (0: none)
+    int wg_nv, wg_mr                    # the tap-major weight grad's tile (the forward's, less
+                                        # the switch to a sliding one-vector tile)
     bint tab_skip                       # forward_rows skips kernel rows on vertical padding
 
 
@@ -233,6 +236,15 @@ def row_tiles(tuple xshape, Py_ssize_t K, Py_ssize_t groups, tuple kernel, tuple
     return pl.cv.tab_mr
 
 
+def row_slide(tuple xshape, Py_ssize_t K, Py_ssize_t groups, tuple kernel, tuple stride,
+              tuple pad, tuple dil, Py_ssize_t OH, Py_ssize_t OW, int itemsize):
+    """(channel vectors, tile height, run length) of the pixel-major forward's tiles: the
+    run length kw where a sliding-run kernel takes the taps, else 0; (0, 0, 0) when the
+    forward does not take this path."""
+    cdef _Plan pl = _Plan(xshape, K, groups, kernel, stride, pad, dil, OH, OW, itemsize)
+    return pl.cv.tab_nv, pl.cv.tab_mr, pl.cv.tab_kw
+
+
 def row_skip(tuple xshape, Py_ssize_t K, Py_ssize_t groups, tuple kernel, tuple stride,
              tuple pad, tuple dil, Py_ssize_t OH, Py_ssize_t OW, int itemsize):
     """Whether the pixel-major forward skips the kernel rows on vertical padding."""
@@ -349,7 +361,7 @@ def weight_grad_rows_(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, 
     """weight_grad() on the tap-major path (the pixel-major forward's geometry)."""
     check_sizes(pl, x, x_off, dw, 0, dy, dy_off, itemsize, "conv2d weight gradient")
     cdef Conv* cv = &pl.cv
-    cdef Py_ssize_t kb = cv.tab_nv * (pl.nr // 2), mr = cv.tab_mr, N = cv.g.N, c, r, k, blk, j
+    cdef Py_ssize_t kb = cv.wg_nv * (pl.nr // 2), mr = cv.wg_mr, N = cv.g.N, c, r, k, blk, j
     cdef Py_ssize_t rp = round_up(cv.R, mr), nblk = (cv.K + kb - 1) // kb
     cdef Py_ssize_t partsz = nblk * rp * kb, padsz = pl.pad_items()
     cdef Py_ssize_t each = padsz + round_up(cv.P * kb, pl.nr)

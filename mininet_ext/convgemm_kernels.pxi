@@ -34,6 +34,7 @@ cdef extern from "_isa.h" nogil:
                                const double* B, Py_ssize_t bstride, double* C, Py_ssize_t ldc)
 
     int mn_tab_mr(int nv, int taller)
+    int mn_tab_slide(int nv, int taller)
     void mn_tab_kernel_f32(int nv, int mr, Py_ssize_t kc, const float* A, const Py_ssize_t* toff,
                            const float* B, float* C)
     void mn_tab_kernel_f64(int nv, int mr, Py_ssize_t kc, const double* A,
@@ -88,8 +89,10 @@ cdef inline void fwd_kernel(Py_ssize_t mr, Py_ssize_t kc, const floating* A, con
         mn_kernel_short_f64(kc, A, B, C, ldc, accumulate)
 
 
-# the tab kernels' flag, added to nv: add the tile to C (MN_TAB_ADD in _gemm.h)
+# the tab kernels' flags, added to nv: add the tile to C, and the taps' run length for the
+# sliding kernels, kw << MN_TAB_KW_SHIFT (_gemm.h)
 cdef int MN_TAB_ADD = 4
+cdef int MN_TAB_KW_SHIFT = 3
 
 
 cdef inline void tab_tile(int nv, int mr, Py_ssize_t kc, const floating* A, const Py_ssize_t* toff,

@@ -1,0 +1,113 @@
+"""The pixel-major forward's sliding-run kernels (_gemm.h MN_DEF_KERNEL_SLIDE): a kernel
+row's kw taps read kw neighbouring pixels, so each image value is broadcast once and meets
+the kw taps' weights held in registers. Which layers take them (AVX-512 sets: one channel
+vector with kw 3 and 5, two vectors at the shorter height with kw 3; a two-vector layer
+with kw 5 switches to one-vector tiles), and their forward and gradients against PyTorch
+in float64: runs across chunk ends, kernel rows on vertical padding, non-square kernels,
+dilation (no sliding), float32 and float64, 1 and 2 threads."""
+import numpy as np
+import pytest
+
+import mininet
+from mininet_ext import _isa, convgemm
+from conftest import torch
+from mininet import ops
+from mininet.autograd import Tensor
+from test_conv_chunks import check
+
+F = torch.nn.functional if torch is not None else None
+
+AVX512 = _isa.active().startswith("avx512")
+rng = np.random.default_rng(25)
+
+
+@pytest.fixture(autouse=True)
+def fused_kernels_on_small_maps(monkeypatch):
+    """The fused kernels for every map here (the small ones would take im2col)."""
+    from mininet.backend.cpu import CPUDevice
+    monkeypatch.setattr(CPUDevice, "conv2d_min_pixels", 0)
+
+
+@pytest.fixture(params=[1, 2])
+def threads(request):
+    old = mininet.get_num_threads()
+    mininet.set_num_threads(request.param)
+    yield request.param
+    mininet.set_num_threads(old)
+
+
+def conv_all_grads(x, w, b, pad, dil, dtype):
+    """mininet's forward and three gradients for sum(conv(x) * g) and PyTorch's in float64
+    (any kh x kw); x has one image too many and is used from image 1 (an offset view)."""
+    oh = x.shape[2] + 2 * pad - dil * (w.shape[2] - 1)
+    ow = x.shape[3] + 2 * pad - dil * (w.shape[3] - 1)
+    g = rng.standard_normal((x.shape[0] - 1, w.shape[0], oh, ow))
+    mx, mw, mb = (Tensor(a.astype(dtype), dtype=dtype, requires_grad=True) for a in (x, w, b))
+    y = ops.conv(mx[1:], mw, mb, padding=pad, dilation=dil)
+    y.backward(Tensor(g.astype(dtype), dtype=dtype))
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x[1:], w, b))
+    ty = F.conv2d(tx, tw, tb, padding=pad, dilation=dil)
+    (ty * torch.tensor(g)).sum().backward()
+    got = (y.numpy(), mx.grad.numpy()[1:], mw.grad.numpy(), mb.grad.numpy())
+    return got, tuple(a.detach().numpy() for a in (ty, tx.grad, tw.grad, tb.grad))
+
+
+def tiles(n, c, h, w, k, kh, kw, pad, dil=1, itemsize=4):
+    oh, ow = h + 2 * pad - dil * (kh - 1), w + 2 * pad - dil * (kw - 1)
+    return convgemm.row_slide((n, c, h, w), k, 1, (kh, kw), (1, 1), (pad, pad), (dil, dil),
+                              oh, ow, itemsize)
+
+
+# (N, C, H, W, K, kh, kw, pad, dilation) and the tiles (nv, mr, run) AVX-512 float32 gives:
+# the MNIST CNN's second layer (two vectors, kw 5: one-vector tiles of 14), its first
+# layer's input gradient shape (16 channels at 14x14), 3x3 at one vector in 14- and
+# 16-pixel tiles, 3x3 at two vectors in 12-pixel tiles (OW 24), 3x5 and 5x3 kernels
+# (the run is the kernel's width), 1000 taps (runs cut into chunks), 33 channels (one
+# vector in three blocks), and dilation 2 (no sliding)
+CASES = [
+    ((2, 16, 14, 14, 32, 5, 5, 2, 1), (1, 14, 5)),
+    ((2, 32, 14, 14, 16, 5, 5, 2, 1), (1, 14, 5)),
+    ((2, 7, 14, 14, 16, 3, 3, 1, 1), (1, 14, 3)),
+    ((2, 9, 16, 16, 16, 3, 3, 1, 1), (1, 16, 3)),
+    ((2, 6, 24, 24, 32, 3, 3, 1, 1), (2, 12, 3)),
+    ((2, 5, 12, 16, 16, 3, 5, 1, 1), (1, 14, 5)),
+    ((2, 5, 14, 12, 16, 5, 3, 2, 1), (1, 14, 3)),
+    ((1, 40, 14, 14, 16, 5, 5, 2, 1), (1, 14, 5)),
+    ((2, 4, 16, 16, 33, 5, 5, 2, 1), (1, 16, 5)),
+    ((2, 8, 18, 18, 16, 3, 3, 1, 2), (1, 16, 0)),
+]
+
+
+def test_sliding_kernels_take_these_layers():
+    for case, want in CASES:
+        n, c, h, w, k, kh, kw, pad, dil = case
+        nv, mr, run = tiles(n, c, h, w, k, kh, kw, pad, dil)
+        if AVX512:
+            assert (nv, mr, run) == want, case
+        else:   # 16 registers hold no sliding tile
+            assert mr and run == 0, case
+
+
+@pytest.mark.skipif(not AVX512, reason="the sliding kernels are in the AVX-512 sets")
+def test_sliding_runs_in_float64_too():
+    """float64 tiles: 8 channels a vector, the same heights and runs."""
+    assert tiles(2, 16, 14, 14, 8, 5, 5, 2, itemsize=8)[2] == 5
+    assert tiles(2, 16, 14, 14, 8, 3, 3, 1, itemsize=8)[2] == 3
+
+
+def test_two_vector_tiles_without_a_sliding_kernel_stay():
+    """kw 7 has no sliding kernel: a 32-channel layer keeps its two-vector tiles."""
+    nv, mr, run = tiles(2, 8, 14, 14, 32, 7, 7, 3)
+    assert run == 0 and (nv == 2 or not AVX512)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("case", [c for c, _ in CASES], ids=[str(c) for c, _ in CASES])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sliding_paths_match_torch(case, dtype, threads):
+    n, c, h, w, k, kh, kw, pad, dil = case
+    x = rng.standard_normal((n + 1, c, h, w))
+    wt = rng.standard_normal((k, c, kh, kw)) / np.sqrt(c * kh * kw)
+    b = rng.standard_normal(k)
+    got, ref = conv_all_grads(x, wt, b, pad, dil, dtype)
+    check(got, ref, dtype)
