@@ -24,6 +24,7 @@ static const mn_kernels mn_table = {
     MN_MR, MN_MR_SHORT, MN_NR_F, MN_NR_D, MN_SMALL_OK,
     {{MN_TAB_1B, MN_TAB_1A}, {MN_TAB_2B, MN_TAB_2A}},
     {{MN_TAB_SLIDE_1, MN_TAB_SLIDE_1}, {MN_TAB_SLIDE_2B, 0}},
+    MN_WG_SLIDE, MN_WG_SLIDE_MR,
     MN_MR_BF16, MN_NR_BF16, MN_BF16_ESIZE,
     MN_GEMM_BC, MN_MR_BC,
     MN_KERNELS(MN_ENTRY)

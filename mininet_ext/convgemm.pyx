@@ -69,8 +69,8 @@ cdef struct Conv:
     Py_ssize_t phh, phw                 # phased: image rows and columns some output reads
     int tab_nv, tab_mr                  # pixel-major forward: channel vectors, tile rows (0: off)
     int tab_kw                          # its taps' run length for a sliding kernel (0: none)
-    int wg_nv, wg_mr                    # the tap-major weight grad's tile (the forward's, less
-                                        # the switch to a sliding one-vector tile)
+    int wg_nv, wg_mr, wg_kw             # the tap-major weight grad's tile and run length (a
+                                        # sliding kernel's, or the forward's two-vector one)
     bint tab_skip                       # forward_rows skips kernel rows on vertical padding
 
 
@@ -243,6 +243,14 @@ def row_slide(tuple xshape, Py_ssize_t K, Py_ssize_t groups, tuple kernel, tuple
     forward does not take this path."""
     cdef _Plan pl = _Plan(xshape, K, groups, kernel, stride, pad, dil, OH, OW, itemsize)
     return pl.cv.tab_nv, pl.cv.tab_mr, pl.cv.tab_kw
+
+
+def wgrad_slide(tuple xshape, Py_ssize_t K, Py_ssize_t groups, tuple kernel, tuple stride,
+                tuple pad, tuple dil, Py_ssize_t OH, Py_ssize_t OW, int itemsize):
+    """(channel vectors, taps a tile, run length) of the tap-major weight gradient's tiles,
+    as row_slide gives the forward's."""
+    cdef _Plan pl = _Plan(xshape, K, groups, kernel, stride, pad, dil, OH, OW, itemsize)
+    return pl.cv.wg_nv, pl.cv.wg_mr, pl.cv.wg_kw
 
 
 def row_skip(tuple xshape, Py_ssize_t K, Py_ssize_t groups, tuple kernel, tuple stride,

@@ -38,7 +38,7 @@ cdef void choose_tab(Conv* cv, Py_ssize_t vw) noexcept nogil:
     AVX-512: 16-pixel tiles of one vector, none of two). tab_kw: the kernel rows' run
     length where the kernel set slides over them at this tile (slide_kw)."""
     cdef int nv = 1 if cv.K <= vw else 2, mr
-    cv.tab_nv = cv.tab_mr = cv.tab_kw = cv.wg_nv = cv.wg_mr = 0
+    cv.tab_nv = cv.tab_mr = cv.tab_kw = cv.wg_nv = cv.wg_mr = cv.wg_kw = 0
     # the channels must fill at least half the vectors (one output channel would waste
     # 15 of 16 lanes: the panel path suits it better)
     if cv.phased or cv.G != 1 or cv.g.OW < 1 or 2 * cv.K < nv * vw:
@@ -54,10 +54,13 @@ cdef void choose_tab(Conv* cv, Py_ssize_t vw) noexcept nogil:
         mr = 0
     if mr:
         cv.wg_nv, cv.wg_mr = nv, mr
+        # the weight gradient's sliding kernel (one vector, any K) where it has one
+        if cv.g.dw == 1 and cv.g.kw <= 8 and mn_wg_slide() & (1 << cv.g.kw):
+            cv.wg_nv, cv.wg_mr, cv.wg_kw = 1, mn_wg_slide_mr(), cv.g.kw
     # a sliding kernel's one-vector tiles over a two-vector tile without one: the MNIST
     # CNN's 5x5 layer (16 -> 32 channels at 14x14) in 14 x 16 floats, forward 1.63 -> 1.52
-    # ms at 2 threads (Xeon model 167); its weight gradient keeps the two-vector tiles
-    # (wg_nv, wg_mr: one-vector ones made forward + backward 3% slower)
+    # ms at 2 threads (Xeon model 167). Its weight gradient, without a sliding kernel,
+    # kept the two-vector tiles: one-vector ones made forward + backward 3% slower.
     if nv == 2 and mr and not slide_kw(cv, nv, mr):
         if tab_height(cv, 1) and slide_kw(cv, 1, tab_height(cv, 1)):
             nv, mr = 1, tab_height(cv, 1)
@@ -262,7 +265,7 @@ cdef void weight_grad_rows(const floating* x, const floating* dy, floating* part
     MNIST CNN's 5x5 layer at 14x14 skips 8% of its products). toffp: the tap table in
     forward_rows' order, padded to rp taps (extra rows repeat tap 0; discarded)."""
     cdef Geom* g = &cv.g
-    cdef int mr = cv.wg_mr, nv = cv.wg_nv
+    cdef int mr = cv.wg_mr, nv = cv.wg_nv + (cv.wg_kw << MN_TAB_KW_SHIFT)
     cdef Py_ssize_t n, blk, rb, kn, o0, o1, nblk = (cv.K + kb - 1) // kb
     cdef const floating* src
     cdef const floating* d

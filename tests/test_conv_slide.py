@@ -1,10 +1,13 @@
-"""The pixel-major forward's sliding-run kernels (_gemm.h MN_DEF_KERNEL_SLIDE): a kernel
-row's kw taps read kw neighbouring pixels, so each image value is broadcast once and meets
-the kw taps' weights held in registers. Which layers take them (AVX-512 sets: one channel
-vector with kw 3 and 5, two vectors at the shorter height with kw 3; a two-vector layer
-with kw 5 switches to one-vector tiles), and their forward and gradients against PyTorch
-in float64: runs across chunk ends, kernel rows on vertical padding, non-square kernels,
-dilation (no sliding), float32 and float64, 1 and 2 threads."""
+"""The pixel-major forward's and the tap-major weight gradient's sliding-run kernels
+(_gemm.h MN_DEF_KERNEL_SLIDE, MN_DEF_KERNEL_WG_SLIDE): a kernel row's kw taps read kw
+neighbouring pixels, so each image value is broadcast once and meets the kw taps' weights
+(or a few pixels' output grads) held in registers. Which layers take them (AVX-512 sets:
+forward tiles of one channel vector with kw 3 and 5, two vectors at the shorter height
+with kw 3, a two-vector layer with kw 5 switched to one-vector tiles; weight-gradient
+tiles of one vector and 15 taps for kw 3 and 5), and their forward and gradients against
+PyTorch in float64: runs across chunk ends, kernel rows on vertical padding, non-square
+kernels, rows of 13 to 24 pixels (7 or 8 at a time, the rest one by one), dilation (no
+sliding), float32 and float64, 1 and 2 threads."""
 import numpy as np
 import pytest
 
@@ -70,6 +73,7 @@ CASES = [
     ((2, 7, 14, 14, 16, 3, 3, 1, 1), (1, 14, 3)),
     ((2, 9, 16, 16, 16, 3, 3, 1, 1), (1, 16, 3)),
     ((2, 6, 24, 24, 32, 3, 3, 1, 1), (2, 12, 3)),
+    ((2, 6, 13, 13, 16, 3, 3, 1, 1), (1, 14, 3)),
     ((2, 5, 12, 16, 16, 3, 5, 1, 1), (1, 14, 5)),
     ((2, 5, 14, 12, 16, 5, 3, 2, 1), (1, 14, 3)),
     ((1, 40, 14, 14, 16, 5, 5, 2, 1), (1, 14, 5)),
@@ -93,6 +97,19 @@ def test_sliding_runs_in_float64_too():
     """float64 tiles: 8 channels a vector, the same heights and runs."""
     assert tiles(2, 16, 14, 14, 8, 5, 5, 2, itemsize=8)[2] == 5
     assert tiles(2, 16, 14, 14, 8, 3, 3, 1, itemsize=8)[2] == 3
+
+
+def test_weight_gradient_slides_in_one_vector_tiles_of_15_taps():
+    """kw 3 and 5 (3 runs of 5 or 5 of 3 taps), whatever the channels; not kw 7 or with
+    dilation."""
+    for case, _ in CASES:
+        n, c, h, w, k, kh, kw, pad, dil = case
+        oh, ow = h + 2 * pad - dil * (kh - 1), w + 2 * pad - dil * (kw - 1)
+        got = convgemm.wgrad_slide((n, c, h, w), k, 1, (kh, kw), (1, 1), (pad, pad),
+                                   (dil, dil), oh, ow, 4)
+        assert got == ((1, 15, kw) if AVX512 and dil == 1 else got[:2] + (0,)), case
+    assert convgemm.wgrad_slide((2, 8, 14, 14), 32, 1, (7, 7), (1, 1), (3, 3), (1, 1),
+                                14, 14, 4)[2] == 0
 
 
 def test_two_vector_tiles_without_a_sliding_kernel_stay():
