@@ -396,8 +396,22 @@ static void mn_amx_wgrad_pack_g(const float* gr, const mn_amx_conv* g, void* gbv
                                 mn_idx n1)
 {
     uint16_t* gb = (uint16_t*)gbv;
+    mn_idx plane = g->OH * g->OW;
     for (mn_idx n = n0; n < n1; n++)
-        for (mn_idx k = 0; k < g->Kw; k++)
+        for (mn_idx k = 0; k < g->Kw; k++) {
+            if (g->OWg == g->OW) {
+                /* rows without padding: the plane in 32-float pieces (per row, a 14-pixel
+                   row was one masked conversion: 20% of the MNIST conv2 gradient's time) */
+                uint16_t* d = gb + (n * g->Kw + k) * plane;
+                for (mn_idx i = 0; i < plane; i += 32) {
+                    mn_idx live = plane - i < 32 ? plane - i : 32;
+                    __m512i v = k < g->K ? mn_amx_row32(gr + (n * g->K + k) * plane + i, live)
+                                         : _mm512_setzero_si512();
+                    _mm512_mask_storeu_epi16(d + i, live >= 32 ? ~(__mmask32)0
+                                             : (__mmask32)((1u << live) - 1), v);
+                }
+                continue;
+            }
             for (mn_idx oh = 0; oh < g->OH; oh++) {
                 const float* src = gr + ((n * g->K + k) * g->OH + oh) * g->OW;
                 uint16_t* d = gb + ((n * g->Kw + k) * g->OH + oh) * g->OWg;
@@ -409,6 +423,7 @@ static void mn_amx_wgrad_pack_g(const float* gr, const mn_amx_conv* g, void* gbv
                                              : (__mmask32)((1u << room) - 1), v);
                 }
             }
+        }
 }
 
 static void mn_amx_wgrad_pack_x(const float* x, const mn_amx_conv* g, void* xtv, mn_idx n0,
