@@ -502,28 +502,7 @@ MN_DEF_TAIL_LANE(mn_tail_lane_f64, double, mn_vd, mn_vd_u, MN_VD)
  * instructions are not kept micro-fused). On a Sapphire Rapids Xeon the one-vector
  * tile (14 x 16 floats, 800 taps) ran at 110 GFLOPS that way with the other core
  * busy, 152 with the pointer formed once (180 -> 190 on an idle core; peak 217). */
-#define MN_DEF_KERNEL_TAB(NAME, T, V, W, MR, NV)                                   \
-static void NAME(mn_idx kc, const T* __restrict A, const mn_idx* __restrict toff,  \
-                 const T* __restrict B, T* __restrict C, int add)                  \
-{                                                                                  \
-    V c[MR][NV];                                                                   \
-    _Pragma("GCC unroll 32")                                                       \
-    for (int i = 0; i < MR; i++)                                                   \
-        for (int v = 0; v < NV; v++)                                               \
-            c[i][v] = add ? *(const V*)(C + i * NV * W + v * W) : (V){0};          \
-    for (mn_idx p = 0; p < kc; p++) {                                              \
-        const T* a = A + toff[p];                                                  \
-        __asm__("" : "+r"(a));                                                     \
-        V b[NV];                                                                   \
-        for (int v = 0; v < NV; v++) b[v] = *(const V*)(B + p * NV * W + v * W);   \
-        _Pragma("GCC unroll 32")                                                   \
-        for (int i = 0; i < MR; i++)                                               \
-            for (int v = 0; v < NV; v++) c[i][v] += a[i] * b[v];                   \
-    }                                                                              \
-    _Pragma("GCC unroll 32")                                                       \
-    for (int i = 0; i < MR; i++)                                                   \
-        for (int v = 0; v < NV; v++) *(V*)(C + i * NV * W + v * W) = c[i][v];      \
-}
+#define MN_DEF_KERNEL_TAB(NAME, T, V, W, MR, NV) MN_DEF_KERNEL_SLIDE(NAME, T, V, W, MR, NV, 1)
 
 /* The pixel-major forward for runs of KW taps on neighbouring pixels (one kernel row of
  * one channel, stride 1, no dilation: toff[p + k] = toff[p] + k for the run at p): the
@@ -532,7 +511,8 @@ static void NAME(mn_idx kc, const T* __restrict A, const mn_idx* __restrict toff
  * MN_DEF_KERNEL_TAB broadcasts MR values per tap, MR * KW a run. Fewer loads per FMA
  * (0.33 against 0.57 for 14 x 32 floats): on the Xeon (model 167, one core, operands
  * in L1) 14 x 16 floats with 5-tap runs ran at 93% of the FMA peak, MN_DEF_KERNEL_TAB's
- * 14 x 32 at 84% and 14 x 16 at 80%. Needs MR * NV + KW * NV + 1 registers: AVX-512. */
+ * 14 x 32 at 84% and 14 x 16 at 80%. Needs MR * NV + KW * NV + 1 registers: AVX-512.
+ * KW = 1 is MN_DEF_KERNEL_TAB. */
 #define MN_DEF_KERNEL_SLIDE(NAME, T, V, W, MR, NV, KW)                             \
 static void NAME(mn_idx kc, const T* __restrict A, const mn_idx* __restrict toff,  \
                  const T* __restrict B, T* __restrict C, int add)                  \

@@ -11,32 +11,17 @@ sliding), float32 and float64, 1 and 2 threads."""
 import numpy as np
 import pytest
 
-import mininet
 from mininet_ext import _isa, convgemm
 from conftest import torch
 from mininet import ops
 from mininet.autograd import Tensor
-from test_conv_chunks import check
+# the fixtures: the fused kernels on small maps too (autouse), 1 and 2 threads
+from test_conv_chunks import check, fused_kernels_on_small_maps, threads  # noqa: F401
 
 F = torch.nn.functional if torch is not None else None
 
 AVX512 = _isa.active().startswith("avx512")
 rng = np.random.default_rng(25)
-
-
-@pytest.fixture(autouse=True)
-def fused_kernels_on_small_maps(monkeypatch):
-    """The fused kernels for every map here (the small ones would take im2col)."""
-    from mininet.backend.cpu import CPUDevice
-    monkeypatch.setattr(CPUDevice, "conv2d_min_pixels", 0)
-
-
-@pytest.fixture(params=[1, 2])
-def threads(request):
-    old = mininet.get_num_threads()
-    mininet.set_num_threads(request.param)
-    yield request.param
-    mininet.set_num_threads(old)
 
 
 def conv_all_grads(x, w, b, pad, dil, dtype):
