@@ -36,20 +36,19 @@ def threads(request):
 
 def conv_all_grads(x, w, b, pad, dil, dtype):
     """mininet's forward and its three gradients for sum(conv(x) * g), and PyTorch's in
-    float64; x is given one image too many and used from image 1 (an offset view)."""
-    g = rng.standard_normal((x.shape[0] - 1, w.shape[0]) + tuple(
-        s + 2 * pad - dil * (w.shape[2] - 1) for s in x.shape[2:]))
-    mx, mw = Tensor(x.astype(dtype), dtype=dtype, requires_grad=True), \
-        Tensor(w.astype(dtype), dtype=dtype, requires_grad=True)
-    mb = Tensor(b.astype(dtype), dtype=dtype, requires_grad=True)
+    float64 (any kh x kw); x is given one image too many and used from image 1 (an
+    offset view)."""
+    oh = x.shape[2] + 2 * pad - dil * (w.shape[2] - 1)
+    ow = x.shape[3] + 2 * pad - dil * (w.shape[3] - 1)
+    g = rng.standard_normal((x.shape[0] - 1, w.shape[0], oh, ow))
+    mx, mw, mb = (Tensor(a.astype(dtype), dtype=dtype, requires_grad=True) for a in (x, w, b))
     y = ops.conv(mx[1:], mw, mb, padding=pad, dilation=dil)
     y.backward(Tensor(g.astype(dtype), dtype=dtype))
     tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x[1:], w, b))
     ty = F.conv2d(tx, tw, tb, padding=pad, dilation=dil)
     (ty * torch.tensor(g)).sum().backward()
     got = (y.numpy(), mx.grad.numpy()[1:], mw.grad.numpy(), mb.grad.numpy())
-    ref = tuple(a.detach().numpy() for a in (ty, tx.grad, tw.grad, tb.grad))
-    return got, ref
+    return got, tuple(a.detach().numpy() for a in (ty, tx.grad, tw.grad, tb.grad))
 
 
 def check(got, ref, dtype):

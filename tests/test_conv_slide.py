@@ -12,32 +12,12 @@ import numpy as np
 import pytest
 
 from mininet_ext import _isa, convgemm
-from conftest import torch
-from mininet import ops
-from mininet.autograd import Tensor
+from test_conv_chunks import check, conv_all_grads
 # the fixtures: the fused kernels on small maps too (autouse), 1 and 2 threads
-from test_conv_chunks import check, fused_kernels_on_small_maps, threads  # noqa: F401
-
-F = torch.nn.functional if torch is not None else None
+from test_conv_chunks import fused_kernels_on_small_maps, threads  # noqa: F401
 
 AVX512 = _isa.active().startswith("avx512")
 rng = np.random.default_rng(25)
-
-
-def conv_all_grads(x, w, b, pad, dil, dtype):
-    """mininet's forward and three gradients for sum(conv(x) * g) and PyTorch's in float64
-    (any kh x kw); x has one image too many and is used from image 1 (an offset view)."""
-    oh = x.shape[2] + 2 * pad - dil * (w.shape[2] - 1)
-    ow = x.shape[3] + 2 * pad - dil * (w.shape[3] - 1)
-    g = rng.standard_normal((x.shape[0] - 1, w.shape[0], oh, ow))
-    mx, mw, mb = (Tensor(a.astype(dtype), dtype=dtype, requires_grad=True) for a in (x, w, b))
-    y = ops.conv(mx[1:], mw, mb, padding=pad, dilation=dil)
-    y.backward(Tensor(g.astype(dtype), dtype=dtype))
-    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x[1:], w, b))
-    ty = F.conv2d(tx, tw, tb, padding=pad, dilation=dil)
-    (ty * torch.tensor(g)).sum().backward()
-    got = (y.numpy(), mx.grad.numpy()[1:], mw.grad.numpy(), mb.grad.numpy())
-    return got, tuple(a.detach().numpy() for a in (ty, tx.grad, tw.grad, tb.grad))
 
 
 def tiles(n, c, h, w, k, kh, kw, pad, dil=1, itemsize=4):
