@@ -59,8 +59,9 @@ cdef void choose_tab(Conv* cv, Py_ssize_t vw) noexcept nogil:
             cv.wg_nv, cv.wg_mr, cv.wg_kw = 1, mn_wg_slide_mr(), cv.g.kw
     # a sliding kernel's one-vector tiles over a two-vector tile without one: the MNIST
     # CNN's 5x5 layer (16 -> 32 channels at 14x14) in 14 x 16 floats, forward 1.63 -> 1.52
-    # ms at 2 threads (Xeon model 167). Its weight gradient, without a sliding kernel,
-    # kept the two-vector tiles: one-vector ones made forward + backward 3% slower.
+    # ms at 2 threads (Xeon model 167). The weight gradient's tile is chosen apart
+    # (wg_*): before it had a sliding kernel, following the forward to one-vector tiles
+    # made forward + backward 3% slower.
     if nv == 2 and mr and not slide_kw(cv, nv, mr):
         if tab_height(cv, 1) and slide_kw(cv, 1, tab_height(cv, 1)):
             nv, mr = 1, tab_height(cv, 1)
@@ -260,10 +261,11 @@ cdef void weight_grad_rows(const floating* x, const floating* dy, floating* part
                            floating* xpad, floating* dyt, Py_ssize_t kb,
                            Py_ssize_t rp) noexcept nogil:
     """part[blk, p, kk] += dW[blk*kb + kk, tap at place p] over images n0..n1, tap-major:
-    tiles of tab_mr taps x kb channels summed over the real output pixels (no column
+    tiles of wg_mr taps x kb channels summed over the real output pixels (no column
     panels), each over the output rows where its taps read the image (tile_rows: the
-    MNIST CNN's 5x5 layer at 14x14 skips 8% of its products). toffp: the tap table in
-    forward_rows' order, padded to rp taps (extra rows repeat tap 0; discarded)."""
+    MNIST CNN's 5x5 layer at 14x14 skips 8% of its products); with wg_kw, sliding over
+    runs of wg_kw taps (whole runs a tile). toffp: the tap table in forward_rows' order,
+    padded to rp taps (extra rows repeat tap 0, whose run they read; discarded)."""
     cdef Geom* g = &cv.g
     cdef int mr = cv.wg_mr, nv = cv.wg_nv + (cv.wg_kw << MN_TAB_KW_SHIFT)
     cdef Py_ssize_t n, blk, rb, kn, o0, o1, nblk = (cv.K + kb - 1) // kb
