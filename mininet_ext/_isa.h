@@ -17,7 +17,7 @@ typedef ptrdiff_t mn_idx;
 typedef struct mn_run { mn_idx jj, len, off; } mn_run;
 
 /* Raised whenever the table's layout changes: a stale _kern_*.so is refused. */
-#define MN_KERNELS_ABI 11
+#define MN_KERNELS_ABI 12
 
 /* X(name, parameters) for one element type T with suffix S. */
 #define MN_KERNELS_T(X, T, S)                                                                \
@@ -90,6 +90,7 @@ typedef struct mn_kernels {
                                 tile (tab_kernel_* with kw << MN_TAB_KW_SHIFT) */
     int wg_slide, wg_slide_mr;  /* bit kw set: a sliding weight-gradient kernel for kw-tap runs,
                                 one vector of channels, wg_slide_mr taps a tile */
+    int tab_one;             /* 1: one-vector tiles over two-vector ones where they fit */
     int mr_bf16, nr_bf16;    /* the bf16 micro-tile */
     int esize_bf16;          /* bytes per packed bf16-GEMM element: 2 (vdpbf16ps) or 4 */
     int bc, mr_bc;           /* the blocked product packs A pre-broadcast (a vector per value,
@@ -194,6 +195,7 @@ static inline const char* mn_kernel_isa(void) { return mn_k->isa; }
 #define mn_tab_mr(nv, taller) (mn_k->tab_mr[(nv) == 1 ? 0 : 1][(taller) ? 1 : 0])
 #define mn_tab_slide(nv, taller) (mn_k->tab_slide[(nv) == 1 ? 0 : 1][(taller) ? 1 : 0])
 #define mn_wg_slide() (mn_k->wg_slide)
+#define mn_tab_one() (mn_k->tab_one)
 #define mn_wg_slide_mr() (mn_k->wg_slide_mr)
 
 #define MN_K(name) (mn_k->name)

@@ -36,6 +36,7 @@ cdef extern from "_isa.h" nogil:
     int mn_tab_mr(int nv, int taller)
     int mn_tab_slide(int nv, int taller)
     int mn_wg_slide()
+    int mn_tab_one()
     int mn_wg_slide_mr()
     void mn_tab_kernel_f32(int nv, int mr, Py_ssize_t kc, const float* A, const Py_ssize_t* toff,
                            const float* B, float* C)

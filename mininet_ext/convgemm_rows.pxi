@@ -52,6 +52,13 @@ cdef void choose_tab(Conv* cv, Py_ssize_t vw) noexcept nogil:
     # input gradient ran 15% slower on it than by the scatter (Xeon)
     if nv == 1 and mr == mn_tab_mr(1, 1) and cv.K < vw:
         mr = 0
+    # where the kernel set asks for it (tab_one: AVX2, whose two-vector tiles are 7 or 6
+    # pixels), one vector in several channel blocks wherever its tiles fit the row: the
+    # MNIST CNN's 5x5 layer forward 3.75 -> 2.74 ms, forward + backward 11.5 -> 9.2 (Xeon
+    # model 167 on the avx2 set, 2 threads; 3x3 layers of 16-24 channels 0.68-0.74 and
+    # 0.74-0.76 of the time)
+    if nv == 2 and mr and mn_tab_one() and tab_height(cv, 1):
+        nv, mr = 1, tab_height(cv, 1)
     if mr:
         cv.wg_nv, cv.wg_mr = nv, mr
         # the weight gradient's sliding kernel (one vector, any K) where it has one
@@ -59,7 +66,8 @@ cdef void choose_tab(Conv* cv, Py_ssize_t vw) noexcept nogil:
             cv.wg_nv, cv.wg_mr, cv.wg_kw = 1, mn_wg_slide_mr(), cv.g.kw
     # a sliding kernel's one-vector tiles over a two-vector tile without one: the MNIST
     # CNN's 5x5 layer (16 -> 32 channels at 14x14) in 14 x 16 floats, forward 1.63 -> 1.52
-    # ms at 2 threads (Xeon model 167). The weight gradient's tile is chosen apart
+    # ms at 2 threads (Xeon model 167); 3x3 layers of 16-24 channels at 14x14 and 28x28
+    # 0.75-0.98 of the forward's time. The weight gradient's tile is chosen apart
     # (wg_*): before it had a sliding kernel, following the forward to one-vector tiles
     # made forward + backward 3% slower.
     if nv == 2 and mr and not slide_kw(cv, nv, mr):

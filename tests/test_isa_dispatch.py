@@ -239,17 +239,41 @@ def test_info_shows_the_kernel_set_on_its_own_row():
                for line in r.stdout.splitlines()), r.stdout
 
 
+# the pixel-major tiles (vectors, height, run) per set for the MNIST CNN's 5x5 layer (16 ->
+# 32 channels at 14x14) and a 3x3 one at 14x14: AVX2 takes one-vector tiles where they
+# fit (tab_one), SSE2 keeps two vectors, AVX-512 slides over one vector (no two-vector
+# 14-pixel sliding tile fits its registers)
+TILES = {"generic": [(2, 7, 0), (2, 7, 0)], "avx2": [(1, 14, 0), (1, 14, 0)],
+         "avx512": [(1, 14, 5), (1, 14, 3)], "avx512bf16": [(1, 14, 5), (1, 14, 3)]}
+
+
+@pytest.mark.parametrize("isa", _isa.ISAS)
+def test_pixel_major_tiles_per_set(isa):
+    if isa not in SUPPORTED:
+        pytest.skip(unsupported_reason(isa))
+    code = ("from mininet_ext import convgemm\n"
+            "for c, k, p in ((16, 5, 2), (24, 3, 1)):\n"
+            "    print(*convgemm.row_slide((2, c, 14, 14), 32, 1, (k, k), (1, 1), (p, p),"
+            " (1, 1), 14, 14, 4))")
+    r = run_python(code, env=isa_env(MININET_ISA=isa), timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = [tuple(int(v) for v in line.split()) for line in r.stdout.splitlines()]
+    assert got == TILES[isa]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("isa", _isa.ISAS)
 def test_matmul_and_conv_suites_under_each_isa(isa):
-    """tests/test_matmul.py and tests/test_conv.py under every other set this CPU runs
-    (the suite itself runs under the default one)."""
+    """tests/test_matmul.py, tests/test_conv.py and tests/test_conv_slide.py (the tiles
+    each set picks, against PyTorch) under every other set this CPU runs (the suite itself
+    runs under the default one)."""
     if isa not in SUPPORTED:
         pytest.skip(unsupported_reason(isa))
     if isa == _isa.active():
         pytest.skip(f"{isa} is this process's set: the suite itself tests it")
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                        "tests/test_matmul.py", "tests/test_conv.py"], cwd=ROOT,
+                        "tests/test_matmul.py", "tests/test_conv.py",
+                        "tests/test_conv_slide.py"], cwd=ROOT,
                        env=isa_env(MININET_ISA=isa), capture_output=True, text=True,
                        timeout=900)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
