@@ -35,8 +35,10 @@ cdef void choose_tab(Conv* cv, Py_ssize_t vw) noexcept nogil:
     channels to fill the vectors, and an output row that splits into whole tiles
     (tab_height); the panel path drops (Wp - OW) / Wp. Two vectors of channels where
     their heights fit the row, else one vector in several channel blocks (OW = 16 with
-    AVX-512: 16-pixel tiles of one vector, none of two). tab_kw: the kernel rows' run
-    length where the kernel set slides over them at this tile (slide_kw)."""
+    AVX-512: 16-pixel tiles of one vector, none of two); one vector also where the kernel
+    set prefers it (tab_one) or slides only over one. tab_kw: the kernel rows' run length
+    where the kernel set slides over them at this tile (slide_kw); wg_*: the weight
+    gradient's tile."""
     cdef int nv = 1 if cv.K <= vw else 2, mr
     cv.tab_nv = cv.tab_mr = cv.tab_kw = cv.wg_nv = cv.wg_mr = cv.wg_kw = 0
     # the channels must fill at least half the vectors (one output channel would waste
