@@ -396,34 +396,25 @@ static void mn_amx_wgrad_pack_g(const float* gr, const mn_amx_conv* g, void* gbv
                                 mn_idx n1)
 {
     uint16_t* gb = (uint16_t*)gbv;
-    mn_idx plane = g->OH * g->OW;
+    /* rows that need no padding (OWg == OW) are converted as one row of the whole plane,
+       in 32-float pieces (one masked conversion per 14-pixel row was 20% of the MNIST
+       conv2 gradient's time) */
+    int flat = g->OWg == g->OW;
+    mn_idx rows = flat ? 1 : g->OH, len = flat ? g->OH * g->OW : g->OW;
+    mn_idx dlen = flat ? g->OH * g->OW : g->OWg;
     for (mn_idx n = n0; n < n1; n++)
-        for (mn_idx k = 0; k < g->Kw; k++) {
-            if (g->OWg == g->OW) {
-                /* rows without padding: the plane in 32-float pieces (per row, a 14-pixel
-                   row was one masked conversion: 20% of the MNIST conv2 gradient's time) */
-                uint16_t* d = gb + (n * g->Kw + k) * plane;
-                for (mn_idx i = 0; i < plane; i += 32) {
-                    mn_idx live = plane - i < 32 ? plane - i : 32;
-                    __m512i v = k < g->K ? mn_amx_row32(gr + (n * g->K + k) * plane + i, live)
-                                         : _mm512_setzero_si512();
-                    _mm512_mask_storeu_epi16(d + i, live >= 32 ? ~(__mmask32)0
-                                             : (__mmask32)((1u << live) - 1), v);
-                }
-                continue;
-            }
-            for (mn_idx oh = 0; oh < g->OH; oh++) {
-                const float* src = gr + ((n * g->K + k) * g->OH + oh) * g->OW;
-                uint16_t* d = gb + ((n * g->Kw + k) * g->OH + oh) * g->OWg;
-                for (mn_idx w0 = 0; w0 < g->OWg; w0 += 32) {
-                    mn_idx live = g->OW - w0 > 0 && k < g->K ? g->OW - w0 : 0;
-                    mn_idx room = g->OWg - w0;
+        for (mn_idx k = 0; k < g->Kw; k++)
+            for (mn_idx oh = 0; oh < rows; oh++) {
+                const float* src = gr + (n * g->K + k) * g->OH * g->OW + oh * len;
+                uint16_t* d = gb + (n * g->Kw + k) * g->OH * g->OWg + oh * dlen;
+                for (mn_idx w0 = 0; w0 < dlen; w0 += 32) {
+                    mn_idx live = len - w0 > 0 && k < g->K ? len - w0 : 0;
+                    mn_idx room = dlen - w0;
                     __m512i v = live > 0 ? mn_amx_row32(src + w0, live) : _mm512_setzero_si512();
                     _mm512_mask_storeu_epi16(d + w0, room >= 32 ? ~(__mmask32)0
                                              : (__mmask32)((1u << room) - 1), v);
                 }
             }
-        }
 }
 
 static void mn_amx_wgrad_pack_x(const float* x, const mn_amx_conv* g, void* xtv, mn_idx n0,
@@ -477,21 +468,21 @@ static void mn_amx_wgrad_units(const mn_amx_conv* g, const void* gbv, const void
     mn_idx Hp = g->H + 2 * g->ph, row = g->Wt * g->Cw * 2, copy = g->N * Hp * row;
     mn_idx gs = g->OH * g->OWg * 2, xs = g->Cw * 4, T = g->kh * g->kw;
     for (mn_idx n = n0; n < n1; n++)
-    for (mn_idx u = 0; u < T * g->nkb2 * g->ncb2; u++) {
-        mn_idx cb = u % g->ncb2, kb = (u / g->ncb2) % g->nkb2, t = u / (g->ncb2 * g->nkb2);
-        mn_idx r = t / g->kw, s = t % g->kw;
-        mn_idx k0 = 32 * kb, k1 = k0 + 16 < g->Kw ? k0 + 16 : k0;
-        mn_idx c0 = 32 * cb, c1 = c0 + 16 < g->Cw ? c0 + 16 : c0;
-        const uint16_t* xp = xt + (s & 1) * copy;
-        float* o = dw + (t * g->Kw + k0) * g->Cw;
-        _tile_loadd(0, o + c0, xs);
-        _tile_loadd(1, o + c1, xs);
-        _tile_loadd(2, o + (k1 - k0) * g->Cw + c0, xs);
-        _tile_loadd(3, o + (k1 - k0) * g->Cw + c1, xs);
-        {
+        for (mn_idx u = 0; u < T * g->nkb2 * g->ncb2; u++) {
+            mn_idx cb = u % g->ncb2, kb = (u / g->ncb2) % g->nkb2, t = u / (g->ncb2 * g->nkb2);
+            mn_idx r = t / g->kw, s = t % g->kw;
+            mn_idx k0 = 32 * kb, k1 = k0 + 16 < g->Kw ? k0 + 16 : k0;
+            mn_idx c0 = 32 * cb, c1 = c0 + 16 < g->Cw ? c0 + 16 : c0;
+            const uint16_t* xp = xt + (s & 1) * copy;
+            float* o = dw + (t * g->Kw + k0) * g->Cw;
+            _tile_loadd(0, o + c0, xs);
+            _tile_loadd(1, o + c1, xs);
+            _tile_loadd(2, o + (k1 - k0) * g->Cw + c0, xs);
+            _tile_loadd(3, o + (k1 - k0) * g->Cw + c1, xs);
             for (mn_idx oh = 0; oh < g->OH; oh++)
                 for (mn_idx j = 0; j < g->wch; j++) {
-                    const uint16_t* a = gb + ((n * g->Kw + k0) * g->OH + oh) * g->OWg + j * 2 * g->wcp;
+                    const uint16_t* a = gb + ((n * g->Kw + k0) * g->OH + oh) * g->OWg
+                                        + j * 2 * g->wcp;
                     const uint16_t* b = xp + ((n * Hp + oh + r) * g->Wt + j * g->wcp + (s >> 1))
                                         * g->Cw * 2;
                     _tile_loadd(4, a, gs);
@@ -503,12 +494,11 @@ static void mn_amx_wgrad_units(const mn_amx_conv* g, const void* gbv, const void
                     _tile_dpbf16ps(2, 5, 6);
                     _tile_dpbf16ps(3, 5, 7);
                 }
+            _tile_stored(0, o + c0, xs);   /* (a lone block's twin halves: stored once) */
+            if (c1 != c0) _tile_stored(1, o + c1, xs);
+            if (k1 != k0) _tile_stored(2, o + (k1 - k0) * g->Cw + c0, xs);
+            if (k1 != k0 && c1 != c0) _tile_stored(3, o + (k1 - k0) * g->Cw + c1, xs);
         }
-        _tile_stored(0, o + c0, xs);   /* (a lone block's twin halves: stored once) */
-        if (c1 != c0) _tile_stored(1, o + c1, xs);
-        if (k1 != k0) _tile_stored(2, o + (k1 - k0) * g->Cw + c0, xs);
-        if (k1 != k0 && c1 != c0) _tile_stored(3, o + (k1 - k0) * g->Cw + c1, xs);
-    }
     _tile_release();
 }
 #else

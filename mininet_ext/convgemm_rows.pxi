@@ -64,7 +64,7 @@ cdef void choose_tab(Conv* cv, Py_ssize_t vw) noexcept nogil:
     if mr:
         cv.wg_nv, cv.wg_mr = nv, mr
         # the weight gradient's sliding kernel (one vector, any K) where it has one
-        if cv.g.dw == 1 and cv.g.kw <= 8 and mn_wg_slide() & (1 << cv.g.kw):
+        if mn_wg_slide() & run_bit(cv):
             cv.wg_nv, cv.wg_mr, cv.wg_kw = 1, mn_wg_slide_mr(), cv.g.kw
     # a sliding kernel's one-vector tiles over a two-vector tile without one: the MNIST
     # CNN's 5x5 layer (16 -> 32 channels at 14x14) in 14 x 16 floats, forward 1.63 -> 1.52
@@ -80,12 +80,17 @@ cdef void choose_tab(Conv* cv, Py_ssize_t vw) noexcept nogil:
         cv.tab_kw = slide_kw(cv, nv, mr)
 
 
+cdef inline int run_bit(Conv* cv) noexcept nogil:
+    """1 << kw where the layer's kernel rows are runs of kw neighbouring pixels (no
+    dilation; kw within the sliding kernels' masks), else 0: the bit tab_slide and
+    wg_slide set for a run length they slide over."""
+    return 1 << cv.g.kw if cv.g.dw == 1 and cv.g.kw <= 8 else 0
+
+
 cdef inline int slide_kw(Conv* cv, int nv, int mr) noexcept nogil:
     """kw where the kernel set has a sliding-run kernel for this tile and the layer's
-    kernel rows are runs of neighbouring pixels (no dilation), else 0."""
-    if cv.g.dw != 1 or cv.g.kw > 8:
-        return 0
-    return cv.g.kw if mn_tab_slide(nv, mr == mn_tab_mr(nv, 1)) & (1 << cv.g.kw) else 0
+    kernel rows are runs of neighbouring pixels, else 0."""
+    return cv.g.kw if mn_tab_slide(nv, mr == mn_tab_mr(nv, 1)) & run_bit(cv) else 0
 
 
 cdef inline Py_ssize_t tab_place(Conv* cv, Py_ssize_t r) noexcept nogil:
