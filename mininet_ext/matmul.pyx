@@ -131,9 +131,11 @@ def kernel_isa():
 
 
 def blocking():
-    """Block sizes; a_panel_l1: the largest packed A panel (bytes) the tiles keep in L1."""
+    """Block sizes; a_panel_l1: the largest packed A panel (bytes) the tiles keep in L1;
+    b_group: the bytes of B panels an A panel meets before the next one (micro_tiles)."""
     return {"mr": MR, "nr_f32": mn_gemm_nr(4), "nr_f64": mn_gemm_nr(8), "mc": MC, "kc": KC, "nc": NC,
-            "mr_blocked": MRB, "pre_broadcast": bool(BC), "a_panel_l1": A_PANEL_L1}
+            "mr_blocked": MRB, "pre_broadcast": bool(BC), "a_panel_l1": A_PANEL_L1,
+            "b_group": B_GROUP_L2}
 
 
 # Block sizes beyond any operand a Buffer can hold; the cap keeps the rounding and the
@@ -150,14 +152,19 @@ cdef int check_blocks(str name, Py_ssize_t mc, Py_ssize_t kc, Py_ssize_t nc) exc
     return 0
 
 
-def set_blocking(Py_ssize_t mc, Py_ssize_t kc, Py_ssize_t nc):
+def set_blocking(Py_ssize_t mc, Py_ssize_t kc, Py_ssize_t nc, b_group=None):
     """Change the cache block sizes (for tuning); mc is rounded up to a multiple of the
     blocked product's MR (blocking()["mr_blocked"]) and nc to one of the float32 NR (a
     multiple of the float64 one), so that only the last block of a product has partial
-    micro-panels. Not while another thread multiplies."""
-    global MC, KC, NC
+    micro-panels. b_group: the bytes of B panels an A panel meets in turn (at least one
+    panel; unchanged when None). Not while another thread multiplies."""
+    global MC, KC, NC, B_GROUP_L2
     check_blocks("set_blocking", mc, kc, nc)
+    if b_group is not None and not (1 <= b_group <= BLOCK_MAX):
+        raise ValueError(f"set_blocking: b_group must be 1 to {BLOCK_MAX} bytes, got {b_group}")
     cdef Py_ssize_t nr = mn_gemm_nr(4)
+    if b_group is not None:
+        B_GROUP_L2 = b_group
     MC = (mc + MRB - 1) // MRB * MRB
     KC = kc
     NC = (nc + nr - 1) // nr * nr
@@ -284,17 +291,33 @@ cdef extern from *:
     #endif
         return l1 > 0 ? l1 / 2 : 16 * 1024;
     }
+    static long mn_l2_bytes(void) {
+        long l2 = 0;
+    #ifdef _SC_LEVEL2_CACHE_SIZE
+        l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    #endif
+        return l2 > 0 ? l2 : 1024 * 1024;
+    }
     """
     long mn_half_l1d_bytes()
+    long mn_l2_bytes()
 
 cdef Py_ssize_t A_PANEL_L1 = mn_half_l1d_bytes()
+# The B panels an A panel meets before the next A panel takes its place (A-panel-major
+# tiles): at most this many bytes of them, so that they come back from L2 for every A
+# panel of the block, which the whole KC x NC block of B (3 MB at KC 384, NC 2048) did not.
+cdef Py_ssize_t B_GROUP_L2 = mn_l2_bytes() * 3 // 8
 
 
 cdef void micro_tiles(const floating* Ap, const floating* Bp, floating* C, Py_ssize_t ldc,
-                      Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, int nr, int accumulate,
-                      Py_ssize_t t0, Py_ssize_t t1) noexcept nogil:
-    """Micro-tiles t0..t1, numbered A-panel-major where an A panel fits half of L1
-    (A_PANEL_L1): it stays in L1 while the B panels stream past. B-panel-major kept a B
+                      Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, int nr,
+                      int accumulate) noexcept nogil:
+    """The micro-tiles of a packed block, A-panel-major where an A panel fits half of L1
+    (A_PANEL_L1): it stays in L1 while a group of B panels (B_GROUP_L2 bytes, from L2)
+    streams past, then the next A panel meets the same group. Without the groups, every A
+    panel met all of a 3 MB block of B from L3: in-process A/B, Xeon model 167 (2 MB L2),
+    2048^3 took 0.96x the time with them on one thread and two, 1024^3 and 256 x 1024 x
+    1024 (B blocks of 1.4 MB) a tie. B-panel-major kept a B
     panel (KC x NR, 48 KB with AVX-512 float32: all of a 48 KB L1) for the A panels to
     stream through and evict. float32, Xeon model 207 (48 KB L1), in-process A/B: A-major
     took 0.92-0.97x the time from 256 x 1024 x 1024 to 2048^3 on one thread, 0.96-0.99x on
@@ -302,34 +325,43 @@ cdef void micro_tiles(const floating* Ap, const floating* Bp, floating* C, Py_ss
     stay B-major: A-major took 1.04-1.07x there. On Zen 4 (32 KB L1) the 18 KB float32
     panels stay B-major, the order that reached 86-89% of its peak there (A-major not
     measured on it)."""
+    cdef Py_ssize_t npn = (nc + nr - 1) // nr, mp = (mc + MR - 1) // MR, ip, jp, j0, group
+    if MR * kc * <Py_ssize_t>sizeof(floating) > A_PANEL_L1:
+        for jp in range(npn):
+            for ip in range(mp):
+                one_tile(Ap, Bp, C, ldc, mc, nc, kc, nr, accumulate, ip, jp)
+        return
+    group = max(1, B_GROUP_L2 // (nr * kc * <Py_ssize_t>sizeof(floating)))
+    j0 = 0
+    while j0 < npn:
+        for ip in range(mp):
+            for jp in range(j0, min(j0 + group, npn)):
+                one_tile(Ap, Bp, C, ldc, mc, nc, kc, nr, accumulate, ip, jp)
+        j0 += group
+
+
+cdef inline void one_tile(const floating* Ap, const floating* Bp, floating* C, Py_ssize_t ldc,
+                          Py_ssize_t mc, Py_ssize_t nc, Py_ssize_t kc, int nr, int accumulate,
+                          Py_ssize_t ip, Py_ssize_t jp) noexcept nogil:
+    """Micro-tile (ip, jp) of a packed block: the kernel on C in place, or an edge tile
+    computed aside and written back."""
     cdef floating tile[16 * 64]
-    cdef Py_ssize_t npn = (nc + nr - 1) // nr, t, ip, jp, rows, cols
-    cdef Py_ssize_t mp = (mc + MR - 1) // MR
-    cdef bint amajor = MR * kc * <Py_ssize_t>sizeof(floating) <= A_PANEL_L1
-    for t in range(t0, t1):
-        if amajor:
-            ip = t // npn
-            jp = t - ip * npn
+    cdef Py_ssize_t rows = mc - ip * MR, cols = nc - jp * nr
+    if rows >= MR and cols >= nr:
+        if floating is float:
+            mn_kernel_f32(kc, Ap + ip * MR * kc, Bp + jp * nr * kc, C + ip * MR * ldc + jp * nr,
+                          ldc, accumulate)
         else:
-            jp = t // mp
-            ip = t - jp * mp
-        rows = mc - ip * MR
-        cols = nc - jp * nr
-        if rows >= MR and cols >= nr:
-            if floating is float:
-                mn_kernel_f32(kc, Ap + ip * MR * kc, Bp + jp * nr * kc, C + ip * MR * ldc + jp * nr,
-                              ldc, accumulate)
-            else:
-                mn_kernel_f64(kc, Ap + ip * MR * kc, Bp + jp * nr * kc, C + ip * MR * ldc + jp * nr,
-                              ldc, accumulate)
-            continue
-        # edge tile: compute the padded tile aside (half width when the edge allows: a
-        # packed panel is A read with row stride 1 and column stride MR), write back
-        rows = rows if rows < MR else MR
-        cols = cols if cols < nr else nr
-        sa_kernel(kc, Ap + ip * MR * kc, 1, MR, Bp + jp * nr * kc, tile, nr, 0, cols <= nr // 2,
-                  rows <= MR_SHORT)
-        write_tile(tile, nr, C + ip * MR * ldc + jp * nr, ldc, rows, cols, accumulate)
+            mn_kernel_f64(kc, Ap + ip * MR * kc, Bp + jp * nr * kc, C + ip * MR * ldc + jp * nr,
+                          ldc, accumulate)
+        return
+    # edge tile: compute the padded tile aside (half width when the edge allows: a
+    # packed panel is A read with row stride 1 and column stride MR), write back
+    rows = rows if rows < MR else MR
+    cols = cols if cols < nr else nr
+    sa_kernel(kc, Ap + ip * MR * kc, 1, MR, Bp + jp * nr * kc, tile, nr, 0, cols <= nr // 2,
+              rows <= MR_SHORT)
+    write_tile(tile, nr, C + ip * MR * ldc + jp * nr, ldc, rows, cols, accumulate)
 
 
 cdef inline void sa_kernel(Py_ssize_t kc, const floating* A, Py_ssize_t ars, Py_ssize_t acs,
@@ -624,7 +656,7 @@ cdef inline void a_block(const floating* A, Py_ssize_t ars, Py_ssize_t acs, Py_s
         return
     mpan = (mc + MR - 1) // MR
     pack_a(A, ars, acs, mc, kc, Ap, 0, mpan)
-    micro_tiles(Ap, Bp, C, ldc, mc, nc, kc, nr, accumulate, 0, mpan * ((nc + nr - 1) // nr))
+    micro_tiles(Ap, Bp, C, ldc, mc, nc, kc, nr, accumulate)
 
 
 cdef void gemm_small(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
@@ -1373,3 +1405,4 @@ def round_bf16(Buffer src, Py_ssize_t s_off, Buffer dst, Py_ssize_t d_off, Py_ss
             for t in prange(nt, num_threads=nt, schedule='static'):
                 a, b = n * t // nt // 16 * 16, (n * (t + 1) // nt // 16 * 16 if t < nt - 1 else n)
                 mn_round_bf16(s + a, d + a, b - a)
+

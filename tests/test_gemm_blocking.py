@@ -69,8 +69,10 @@ SHAPES = [(40, 40, 40), (100, 100, 784), (150, 130, 140), (65, 65, 63), (7, 400,
           (4 * mr, 200, 150), (4 * mr + 1, 8 * nr + 1, 70), (mr + 1, nr + 1, 33),
           (mr - 1, nr - 1, 31), (20, 30, 1200), (6, 25, 801), (3, 50, 40), (1, 1, 1),
           (2 * mr + 3, 4 * nr, 5)]
-for mc, kc, nc in BLOCKS:
-    matmul.set_blocking(mc, kc, nc)
+# B panels an A panel meets in turn: the default, one panel, three (groups end mid-block)
+GROUPS = [None, 1, 3 * nr * 384 * 4]
+for i, (mc, kc, nc) in enumerate(BLOCKS):
+    matmul.set_blocking(mc, kc, nc, GROUPS[i % 3] or info["b_group"])
     matmul.set_blocking_bf16(mc, kc, nc)
     b = matmul.blocking()
     # around this setting's (rounded) blocks too: one past, one short
@@ -104,7 +106,7 @@ def restore_blocking():
     """The blocking as it was before the test, whatever the test set."""
     b, b16 = matmul.blocking(), matmul.bf16_info()
     yield
-    matmul.set_blocking(b["mc"], b["kc"], b["nc"])
+    matmul.set_blocking(b["mc"], b["kc"], b["nc"], b["b_group"])
     matmul.set_blocking_bf16(b16["mc"], b16["kc"], b16["nc"])
     assert matmul.blocking() == b and matmul.bf16_info() == b16
 
@@ -133,6 +135,14 @@ def test_bad_blocks_are_refused(restore_blocking, setter, sizes, word):
     with pytest.raises(ValueError, match=f"{setter}: block sizes must be {word}"):
         getattr(matmul, setter)(*sizes)
     assert (matmul.blocking(), matmul.bf16_info()) == before   # nothing half set
+
+
+@pytest.mark.parametrize("group", [0, -5, 1 << 40])
+def test_bad_b_group_is_refused(restore_blocking, group):
+    before = matmul.blocking()
+    with pytest.raises(ValueError, match="set_blocking: b_group must be 1 to"):
+        matmul.set_blocking(192, 384, 2048, group)
+    assert matmul.blocking() == before
 
 
 def test_small_blocks_in_process(restore_blocking):
