@@ -55,4 +55,5 @@ bench:
 	$(PYTHON) -m mininet.cli bench matmul
 
 clean:
-	rm -rf build *.egg-info mininet_ext/*.c mininet_ext/*.so mininet_ext/_build_info.py
+	rm -rf build *.egg-info mininet_ext/*.c mininet_ext/*.so mininet_ext/_build_info.py \
+		mininet_ext/_generic mininet_ext/_avx2 mininet_ext/_avx512

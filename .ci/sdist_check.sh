@@ -20,8 +20,11 @@ wheel="$(ls "$work"/wheel/mininet_dl-*.whl)"
 "$PYTHON" -m twine check --strict "$sdist" "$wheel"
 "$PYTHON" -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install -q "$wheel"
+checks="$(pwd)/.ci"
 cd "$work"   # not the checkout: the installed package must stand alone
 "$work/venv/bin/mininet" info
 # installed from the wheel: the distribution's name, and no kernel sources to compare with
 "$work/venv/bin/mininet" info --json | "$work/venv/bin/python" -c "import json, sys; i = json.load(sys.stdin); assert i['install']['distribution'].startswith('mininet-dl ') and i['install']['editable'] is False and i['extension_matches_source'] is None, i"
 "$work/venv/bin/python" -c "import mininet, numpy as np; from mininet.ndarray import NDArray; a = NDArray(np.eye(3, dtype=np.float32)); assert ((a @ a).numpy() == np.eye(3)).all(); print('sdist -> wheel -> venv: ok')"
+# the modules built per kernel set: each set this CPU runs imports its own, and computes
+"$work/venv/bin/python" "$checks/variant_check.py"

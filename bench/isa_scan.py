@@ -2,8 +2,9 @@
 kernel sets (objdump -d).
 
 A portable build (MININET_PORTABLE=1, the one a wheel may ship) must run on any x86-64
-CPU: only the kernel-set modules mininet_ext._kern_<isa> may hold wider instructions,
-and mininet_ext._isa imports one of them only when cpuid says the CPU has the features.
+CPU: only the kernel-set modules mininet_ext._kern_<isa>, and the convolution modules
+built per set (mininet_ext._<isa>/<name>), may hold wider instructions, and
+mininet_ext._isa imports them only when cpuid says the CPU has the features.
 This counts, per module and per function, the instructions that name a ymm or zmm
 register, the other VEX/EVEX-encoded (AVX) instructions, those using AVX-512 mask
 registers and AMX tile instructions. It also checks each kernel set against its own ISA:
@@ -78,15 +79,19 @@ def scan_file(path):
 
 
 def kernel_set(module):
-    """The ISA of a kernel-set module (_kern_avx2 -> avx2), or None."""
-    m = re.match(r"_kern_([a-z0-9]+)$", module)
-    return m.group(1) if m else None
+    """The ISA of a kernel-set module (_kern_avx2 -> avx2) or of a module built for one
+    (_avx2/conv_nhwc -> avx2), or None."""
+    m = re.match(r"(?:_kern_([a-z0-9]+)|_([a-z0-9]+)/\w+)$", module)
+    return (m.group(1) or m.group(2)) if m else None
 
 
 def scan(paths):
     modules = []
     for path in paths:
         name = os.path.basename(path).split(".")[0]
+        parent = os.path.basename(os.path.dirname(path))
+        if parent.startswith("_"):   # a module built for one kernel set: _avx2/conv_nhwc
+            name = f"{parent}/{name}"
         funcs = scan_file(path)
         total = sum(funcs.values(), Counter())
         isa = kernel_set(name)
@@ -104,7 +109,8 @@ def scan(paths):
 
 def default_paths():
     import mininet_ext
-    return sorted(glob.glob(os.path.join(os.path.dirname(mininet_ext.__file__), "*.so")))
+    root = os.path.dirname(mininet_ext.__file__)
+    return sorted(glob.glob(os.path.join(root, "*.so")) + glob.glob(os.path.join(root, "_*", "*.so")))
 
 
 def build_note():
@@ -124,7 +130,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     paths = []
     for p in args.paths or default_paths():
-        paths += sorted(glob.glob(os.path.join(p, "*.so"))) if os.path.isdir(p) else [p]
+        paths += sorted(glob.glob(os.path.join(p, "*.so")) + glob.glob(os.path.join(p, "_*", "*.so"))) \
+            if os.path.isdir(p) else [p]
     modules = scan(paths)
     outside = sum(m["wide"] for m in modules if not m["kernel_set"])
     failed = [m["module"] for m in modules if m["violations"]]
@@ -133,13 +140,13 @@ def main(argv=None):
                           "failed": failed, "modules": modules}, indent=2))
     else:
         print(f"{build_note()}")
-        print(f"{'module':<16}{'set':>11}{'insns':>9}{'AVX(v*)':>9}{'ymm':>8}{'zmm':>8}"
+        print(f"{'module':<22}{'set':>11}{'insns':>9}{'AVX(v*)':>9}{'ymm':>8}{'zmm':>8}"
               f"{'mask':>7}{'tile':>6}  verdict")
         for m in modules:
             verdict = "ok" if not m["violations"] else \
                 "WIDE: " + ", ".join(f"{k} {v}" for k, v in m["violations"].items()) + \
                 " in " + ", ".join(m["worst_functions"][:3])
-            print(f"{m['module']:<16}{m['kernel_set'] or '-':>11}{m['instructions']:>9}"
+            print(f"{m['module']:<22}{m['kernel_set'] or '-':>11}{m['instructions']:>9}"
                   f"{m['vex']:>9}{m['ymm']:>8}{m['zmm']:>8}{m['mask']:>7}{m['tile']:>6}  {verdict}")
         print(f"AVX/AVX-512 instructions (any of the columns) outside the kernel sets: {outside}")
     return 1 if failed else 0

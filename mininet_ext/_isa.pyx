@@ -172,10 +172,41 @@ def active():
     return _ACTIVE
 
 
+# The modules built once per kernel set besides their default build (setup.py's
+# VARIANT_MODULES: the convolution kernels of their own), as mininet_ext._<set>.<name>;
+# avx512bf16 runs the avx512 build.
+VARIANT_OF = {"generic": "generic", "avx2": "avx2", "avx512": "avx512", "avx512bf16": "avx512"}
+
+
+def variant(name):
+    """mininet_ext.<name> as built for the kernel set this process runs: the module's
+    default build where that is -march=native and MININET_ISA forces no set (nothing runs
+    this CPU better), else mininet_ext._<set>.<name>. A build without that variant (a
+    portable build has no generic one: its default build is generic) gives the default."""
+    from mininet_ext import _build_info
+    if FORCED or _build_info.PORTABLE:
+        try:
+            return importlib.import_module(f"mininet_ext._{VARIANT_OF[_ACTIVE]}.{name}")
+        except ModuleNotFoundError:
+            pass
+    return importlib.import_module(f"mininet_ext.{name}")
+
+
 def describe():
     """One line for `mininet info`: the set, why, and the others on offer."""
     how = "forced by MININET_ISA" if FORCED else "best this CPU supports"
     return f"{_ACTIVE} ({how}; this CPU and build: {', '.join(supported())})"
+
+
+def describe_variants():
+    """One line for `mininet info`: which build of the per-set modules (VARIANT_OF) this
+    process runs."""
+    from mininet_ext import _build_info
+    pkg = variant("norm").__name__.rpartition(".")[0]
+    if pkg == "mininet_ext":
+        flags = "the x86-64 baseline" if _build_info.PORTABLE else "-march=native"
+        return f"the default build ({flags})"
+    return f"the {pkg.rpartition('._')[2]} build ({pkg}.*)"
 
 
 def peak_kernels(str isa):

@@ -9,11 +9,12 @@ import pytest
 from mininet import Tensor, ops, set_num_threads, get_num_threads
 from mininet.backend.cpu import _cm_row_fits, _cm_wins, cpu
 from mininet.ndarray import NDArray
+from mininet_ext import _isa
 from test_conv_direct import _arrays, _tol   # (n, c, h, w, k, (kh, kw), ...) cases alike
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
-direct = importlib.import_module("mininet_ext.conv_direct")
+direct = _isa.variant("conv_direct")   # as built for this process's kernel set
 Buffer = importlib.import_module("mininet_ext.buffer").Buffer
 cpu_mod = importlib.import_module("mininet.backend.cpu")
 rng = np.random.default_rng(31)

@@ -8,10 +8,11 @@ import pytest
 from mininet import Tensor, ops
 from mininet.backend.cpu import _direct_wins, cpu
 from mininet.ndarray import NDArray
+from mininet_ext import _isa
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
-direct = importlib.import_module("mininet_ext.conv_direct")
+direct = _isa.variant("conv_direct")   # as built for this process's kernel set
 Buffer = importlib.import_module("mininet_ext.buffer").Buffer
 rng = np.random.default_rng(25)
 dev = cpu()

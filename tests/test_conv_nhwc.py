@@ -7,10 +7,11 @@ import pytest
 
 from mininet.backend.cpu import cpu
 from mininet.ndarray import NDArray
+from mininet_ext import _isa
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
-nhwc = importlib.import_module("mininet_ext.conv_nhwc")
+nhwc = _isa.variant("conv_nhwc")   # as built for this process's kernel set
 rng = np.random.default_rng(12)
 dev = cpu()
 

@@ -234,6 +234,10 @@ def test_info_shows_the_kernel_set_on_its_own_row():
     assert json.loads(r.stdout)["kernel_isa"].startswith(f"{best} (best this CPU")
     r = cli("info", "--json", env={**auto, "MININET_ISA": "generic"})
     assert json.loads(r.stdout)["kernel_isa"].startswith("generic (forced by MININET_ISA")
+    from mininet_ext import _build_info
+    assert json.loads(r.stdout)["vector_modules"] == (
+        "the default build (the x86-64 baseline)" if _build_info.PORTABLE
+        else "the generic build (mininet_ext._generic.*)")
     r = cli("info", env=auto)
     assert any(line.split("│")[1:2] and line.split("│")[1].strip() == "kernel_isa"
                for line in r.stdout.splitlines()), r.stdout
@@ -261,19 +265,62 @@ def test_pixel_major_tiles_per_set(isa):
     assert got == TILES[isa]
 
 
+# the suites of the convolution modules built once per kernel set (_isa.variant)
+VARIANT_SUITES = ["tests/test_conv_direct.py", "tests/test_conv_cm.py", "tests/test_conv_nhwc.py",
+                  "tests/test_winograd.py", "tests/test_winograd5.py", "tests/test_conv_chunks.py",
+                  "tests/test_norm_kernels.py", "tests/test_bn_relu.py", "tests/test_fusion.py",
+                  "tests/test_optim_torch.py", "tests/test_small_kernels.py"]
+
+
+@pytest.mark.parametrize("isa", _isa.ISAS)
+def test_convolution_modules_follow_the_kernel_set(isa):
+    """The backend's convolution modules are the build for the forced set (avx512bf16
+    runs the avx512 one): in a portable wheel the default build is the x86-64 baseline."""
+    if isa not in SUPPORTED:
+        pytest.skip(unsupported_reason(isa))
+    code = ("import importlib\n"
+            "cpu = importlib.import_module('mininet.backend.cpu')\n"
+            "print(*(m.__name__ for m in (cpu._direct, cpu._nhwc, cpu._wino, cpu._norm,"
+            " cpu._conv, cpu._red, cpu._opt)))")
+    r = run_python(code, env=isa_env(MININET_ISA=isa), timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    from mininet_ext import _build_info
+    v = _isa.VARIANT_OF[isa]
+    # a portable build has no generic variant: its default build is generic
+    want = "mininet_ext." if (v == "generic" and _build_info.PORTABLE) else f"mininet_ext._{v}."
+    assert r.stdout.split() == [want + m for m in ("conv_direct", "conv_nhwc", "winograd", "norm",
+                                                   "conv", "reduce", "optim")]
+
+
+def test_variant_choice(monkeypatch):
+    """Unforced, a -march=native build runs its default modules, a portable one the
+    active set's build; a build without the variant falls back to the default."""
+    from mininet_ext import _build_info
+    monkeypatch.setattr(_isa, "FORCED", False)
+    monkeypatch.setattr(_build_info, "PORTABLE", False)
+    assert _isa.variant("conv_nhwc").__name__ == "mininet_ext.conv_nhwc"
+    monkeypatch.setattr(_build_info, "PORTABLE", True)
+    v = _isa.VARIANT_OF[_isa.active()]
+    assert _isa.variant("conv_nhwc").__name__ == f"mininet_ext._{v}.conv_nhwc"
+    monkeypatch.setattr(_isa, "_ACTIVE", "generic")
+    monkeypatch.setattr(_isa, "VARIANT_OF", {"generic": "no_such_set"})
+    assert _isa.variant("conv_nhwc").__name__ == "mininet_ext.conv_nhwc"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("isa", _isa.ISAS)
 def test_matmul_and_conv_suites_under_each_isa(isa):
     """tests/test_matmul.py, tests/test_conv.py and tests/test_conv_slide.py (the tiles
-    each set picks, against PyTorch) under every other set this CPU runs (the suite itself
-    runs under the default one)."""
+    each set picks, against PyTorch), and the suites of the convolution modules built
+    per set, under every other set this CPU runs (the suite itself runs under the default
+    one)."""
     if isa not in SUPPORTED:
         pytest.skip(unsupported_reason(isa))
     if isa == _isa.active():
         pytest.skip(f"{isa} is this process's set: the suite itself tests it")
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
                         "tests/test_matmul.py", "tests/test_conv.py",
-                        "tests/test_conv_slide.py"], cwd=ROOT,
+                        "tests/test_conv_slide.py"] + VARIANT_SUITES, cwd=ROOT,
                        env=isa_env(MININET_ISA=isa), capture_output=True, text=True,
                        timeout=900)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]

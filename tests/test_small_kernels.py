@@ -8,8 +8,10 @@ import pytest
 
 import mininet
 from mininet.ndarray import NDArray
-from mininet_ext import _omp, buffer, losses, optim
+from mininet_ext import _isa, _omp, buffer, losses
 from conftest import assert_close
+
+optim = _isa.variant("optim")   # as built for this process's kernel set
 
 rng = np.random.default_rng(25)
 FLOOR = 32768

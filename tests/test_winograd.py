@@ -8,9 +8,11 @@ import pytest
 
 from mininet import ops
 from mininet.autograd import Tensor
-from mininet_ext import winograd as wg
+from mininet_ext import _isa
 from mininet_ext.buffer import Buffer
 from conftest import conv_second_order_vs_torch, gradcheck, t64, torch
+
+wg = _isa.variant("winograd")   # as built for this process's kernel set
 
 cpu_backend = importlib.import_module("mininet.backend.cpu")   # the module, not cpu()
 F = torch.nn.functional if torch is not None else None

@@ -4,23 +4,28 @@ import os
 
 import numpy as np
 
+from mininet_ext import _isa
 from mininet_ext import buffer as _buffer
-from mininet_ext import conv as _conv
-from mininet_ext import conv_direct as _direct
-from mininet_ext import conv_nhwc as _nhwc
 from mininet_ext import convgemm as _cg
 from mininet_ext import elementwise as _ew
 from mininet_ext import losses as _loss
 from mininet_ext import matmul as _mm
-from mininet_ext import norm as _norm
-from mininet_ext import optim as _opt
-from mininet_ext import reduce as _red
 from mininet_ext import rnn as _rnn
 from mininet_ext import strided as _st
-from mininet_ext import winograd as _wino
 
 from .device import DTYPES, Device, check_lstm_gates
 from .opcodes import signature
+
+# the modules with vector loops of their own (convolution, batch norm, pooling, fused
+# reductions, optimizers), as built for this process's kernel set (mininet_ext._isa.variant:
+# a portable build's default is the x86-64 baseline)
+_conv = _isa.variant("conv")
+_norm = _isa.variant("norm")
+_red = _isa.variant("reduce")
+_opt = _isa.variant("optim")
+_direct = _isa.variant("conv_direct")
+_nhwc = _isa.variant("conv_nhwc")
+_wino = _isa.variant("winograd")
 
 if _ew.SIGNATURE != signature():
     raise ImportError("mininet_ext was built from another op table than "

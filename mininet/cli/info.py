@@ -148,6 +148,7 @@ def gather():
                         if mininet_ext.WAIT_POLICY else "from OMP_WAIT_POLICY / GOMP_SPINCOUNT"),
         "cflags": build["cflags"],
         "kernel_isa": _isa.describe(),
+        "vector_modules": _isa.describe_variants(),
         "gemm_blocking": build["blocking"],
         "bf16_gemm": bf16_gemm(),
         "cuda": "available" if ok else f"unavailable: {why}",
