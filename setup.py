@@ -134,13 +134,14 @@ def kernel_extension(isa, flags):
 
 # Modules whose own vector code (the convolution kernels of _conv_direct.h, _conv_nhwc.h
 # and _winograd*.h, written for the vector width the flags give; the loops of batch norm,
-# pooling, the fused reductions and the optimizers, vectorised by the compiler) is built
-# once per kernel set as well, into
+# pooling, the fused reductions, the optimizers, the losses and the LSTM gates, vectorised
+# by the compiler, exp and tanh through libmvec) is built once per kernel set as well, into
 # mininet_ext._<isa>.<name>, besides the default build (-march=native, or the x86-64
 # baseline under MININET_PORTABLE). _isa.variant picks the one to import: a portable
 # wheel's default build ran these kernels 1.2-3.5x slower than -march=native, and trained
 # the CIFAR CNN 1.64x slower (Xeon model 167).
-VARIANT_MODULES = ["conv_direct", "conv_nhwc", "winograd", "norm", "conv", "reduce", "optim"]
+VARIANT_MODULES = ["conv_direct", "conv_nhwc", "winograd", "norm", "conv", "reduce", "optim",
+                   "losses", "rnn"]
 
 
 def variant_extensions(isas, portable, compile_args, link_args):

@@ -1,8 +1,8 @@
 """The installed wheel's per-kernel-set modules (mininet_ext._<set>.<name>, setup.py's
 VARIANT_MODULES), under every kernel set this CPU runs, each in a fresh process: the
 backend imports the set's build, and convolutions of the kinds its paths take (3x3 and
-5x5 stride 1, a strided 3x3, a 7x7/4 first layer, a 1x1), batch norm + ReLU, max pooling
-and an Adam step agree with numpy float64. Needs numpy only (the venv of
+5x5 stride 1, a strided 3x3, a 7x7/4 first layer, a 1x1), batch norm + ReLU, max pooling,
+an Adam step and softmax cross-entropy agree with numpy float64. Needs numpy only (the venv of
 .ci/sdist_check.sh has no test extras)."""
 import json
 import os
@@ -64,7 +64,15 @@ optim.Adam([param], lr=0.01).step()
 mh, vh = g.astype(np.float64), g.astype(np.float64) ** 2   # first step: bias-corrected m, v
 check(param.numpy(), p0 - 0.01 * mh / (np.sqrt(vh) + 1e-8))
 
-mods = [cpu._direct, cpu._nhwc, cpu._wino, cpu._norm, cpu._conv, cpu._red, cpu._opt]
+logits = rng.standard_normal((32, 10)).astype(np.float32)
+labels = rng.integers(0, 10, 32)
+loss = nn.SoftmaxLoss()(Tensor(logits), Tensor(labels)).numpy()
+l64 = logits.astype(np.float64)
+lse = np.log(np.exp(l64 - l64.max(1, keepdims=True)).sum(1)) + l64.max(1)
+check(loss, (lse - l64[np.arange(32), labels]).mean())
+
+mods = [cpu._direct, cpu._nhwc, cpu._wino, cpu._norm, cpu._conv, cpu._red, cpu._opt, cpu._loss,
+        cpu._rnn]
 print(json.dumps({"active": _isa.active(), "portable": _build_info.PORTABLE,
                   "modules": [m.__name__ for m in mods], "worst": worst}))
 """

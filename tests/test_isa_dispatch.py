@@ -269,7 +269,8 @@ def test_pixel_major_tiles_per_set(isa):
 VARIANT_SUITES = ["tests/test_conv_direct.py", "tests/test_conv_cm.py", "tests/test_conv_nhwc.py",
                   "tests/test_winograd.py", "tests/test_winograd5.py", "tests/test_conv_chunks.py",
                   "tests/test_norm_kernels.py", "tests/test_bn_relu.py", "tests/test_fusion.py",
-                  "tests/test_optim_torch.py", "tests/test_small_kernels.py"]
+                  "tests/test_optim_torch.py", "tests/test_small_kernels.py", "tests/test_sequence.py",
+                  "tests/test_xent_checked_labels.py", "tests/test_nn_layers_torch.py"]
 
 
 @pytest.mark.parametrize("isa", _isa.ISAS)
@@ -281,7 +282,7 @@ def test_convolution_modules_follow_the_kernel_set(isa):
     code = ("import importlib\n"
             "cpu = importlib.import_module('mininet.backend.cpu')\n"
             "print(*(m.__name__ for m in (cpu._direct, cpu._nhwc, cpu._wino, cpu._norm,"
-            " cpu._conv, cpu._red, cpu._opt)))")
+            " cpu._conv, cpu._red, cpu._opt, cpu._loss, cpu._rnn)))")
     r = run_python(code, env=isa_env(MININET_ISA=isa), timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
     from mininet_ext import _build_info
@@ -289,7 +290,7 @@ def test_convolution_modules_follow_the_kernel_set(isa):
     # a portable build has no generic variant: its default build is generic
     want = "mininet_ext." if (v == "generic" and _build_info.PORTABLE) else f"mininet_ext._{v}."
     assert r.stdout.split() == [want + m for m in ("conv_direct", "conv_nhwc", "winograd", "norm",
-                                                   "conv", "reduce", "optim")]
+                                                   "conv", "reduce", "optim", "losses", "rnn")]
 
 
 def test_variant_choice(monkeypatch):

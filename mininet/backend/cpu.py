@@ -8,21 +8,21 @@ from mininet_ext import _isa
 from mininet_ext import buffer as _buffer
 from mininet_ext import convgemm as _cg
 from mininet_ext import elementwise as _ew
-from mininet_ext import losses as _loss
 from mininet_ext import matmul as _mm
-from mininet_ext import rnn as _rnn
 from mininet_ext import strided as _st
 
 from .device import DTYPES, Device, check_lstm_gates
 from .opcodes import signature
 
 # the modules with vector loops of their own (convolution, batch norm, pooling, fused
-# reductions, optimizers), as built for this process's kernel set (mininet_ext._isa.variant:
-# a portable build's default is the x86-64 baseline)
+# reductions, optimizers, losses, LSTM gates), as built for this process's kernel set
+# (mininet_ext._isa.variant: a portable build's default is the x86-64 baseline)
 _conv = _isa.variant("conv")
 _norm = _isa.variant("norm")
 _red = _isa.variant("reduce")
 _opt = _isa.variant("optim")
+_loss = _isa.variant("losses")
+_rnn = _isa.variant("rnn")
 _direct = _isa.variant("conv_direct")
 _nhwc = _isa.variant("conv_nhwc")
 _wino = _isa.variant("winograd")
