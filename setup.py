@@ -6,8 +6,8 @@ generic (the x86-64 baseline), avx2, avx512 and avx512bf16, each where the compi
 accepts its flags; elsewhere generic only. mininet_ext._isa picks one at import.
 
 MININET_PORTABLE=1 drops -march=native from the other modules (for wheels that run on
-other CPUs); the kernel sets are the same in both builds. The convolution modules with
-their own vector kernels (VARIANT_MODULES) are built per kernel set as well.
+other CPUs); the kernel sets are the same in both builds. The modules with vector loops
+of their own (VARIANT_MODULES) are built per kernel set as well.
 MININET_NO_OPENMP=1 builds serial kernels even when the compiler has OpenMP.
 MININET_DEBUG=1 keeps the debug info (-g) that is otherwise left out.
 """
@@ -151,9 +151,13 @@ def variant_extensions(isas, portable, compile_args, link_args):
     generic one (its default build is that)."""
     base = [a for a in compile_args if not a.startswith("-march=")]
     exts = []
-    for isa, flags in isas.items():
-        if isa == "avx512bf16" or (isa == "generic" and portable):
-            continue
+    # off x86-64 (one generic set, no flags) the default build is all there is
+    plan = {isa: flags for isa, flags in isas.items() if len(isas) > 1 and
+            isa != "avx512bf16" and not (isa == "generic" and portable)}
+    for isa in ("generic", "avx2", "avx512"):   # no stale builds of an earlier plan
+        if isa not in plan:
+            shutil.rmtree(os.path.join("mininet_ext", f"_{isa}"), ignore_errors=True)
+    for isa, flags in plan.items():
         os.makedirs(os.path.join("mininet_ext", f"_{isa}"), exist_ok=True)
         for name in VARIANT_MODULES:
             path = os.path.join("mininet_ext", f"_{isa}", f"{name}.c")
@@ -174,9 +178,10 @@ def variant_extensions(isas, portable, compile_args, link_args):
     return exts
 
 
-# Python's own CFLAGS carry -g: debug info took a third of the compile time (the build of
-# a wheel from the sdist went 99 -> 68 s on 2 cores) and most of each module's size; the
-# symbol table (perf's function names) stays. MININET_DEBUG=1 keeps it.
+# Python's own CFLAGS carry -g: debug info took a third of the compile time (conv_nhwc.c
+# 9.5 -> 6.6 s; a wheel from the sdist with the per-set modules 99 -> 80 s on 2 cores) and
+# most of each module's size; the symbol table (perf's function names) stays.
+# MININET_DEBUG=1 keeps it.
 NO_DEBUG = [] if os.environ.get("MININET_DEBUG", "") not in ("", "0") else ["-g0"]
 
 

@@ -1,8 +1,9 @@
 """The installed wheel's per-kernel-set modules (mininet_ext._<set>.<name>, setup.py's
 VARIANT_MODULES), under every kernel set this CPU runs, each in a fresh process: the
-backend imports the set's build, and convolutions of the kinds its paths take (3x3 and
-5x5 stride 1, a strided 3x3, a 7x7/4 first layer, a 1x1), batch norm + ReLU, max pooling,
-an Adam step and softmax cross-entropy agree with numpy float64. Needs numpy only (the venv of
+backend imports the set's build, and convolutions that run its Winograd, channels-last
+and direct kernels (each checked to have run), batch norm + ReLU, max pooling, an Adam
+step and softmax cross-entropy agree with numpy float64 (forward values only; the test
+suites cover the gradients and the LSTM gates, under every set, in a checkout). Needs numpy only (the venv of
 .ci/sdist_check.sh has no test extras)."""
 import json
 import os
@@ -37,14 +38,27 @@ def check(got, want):
     global worst
     worst = max(worst, float(np.abs(got - want).max() / max(1.0, np.abs(want).max())))
 
-# (N, C, H, W, K, k, stride, pad): Winograd 3x3 and 5x5, strided (channels-last), a first
-# layer (direct), 1x1 (im2col)
-for n, c, h, w, k, ks, s, p in ((4, 16, 12, 12, 32, 3, 1, 1), (2, 8, 14, 14, 16, 5, 1, 2),
-                                (4, 16, 8, 8, 32, 3, 2, 1), (4, 3, 32, 32, 16, 7, 4, 3),
-                                (2, 24, 6, 6, 8, 1, 1, 0)):
+class Calls:   # a module whose function uses are counted (which paths the convolutions took)
+    def __init__(self, module):
+        self.module, self.used = module, set()
+    def __getattr__(self, name):
+        self.used.add(name)
+        return getattr(self.module, name)
+
+names = [m.__name__ for m in (cpu._direct, cpu._nhwc, cpu._wino, cpu._norm, cpu._conv, cpu._red,
+                              cpu._opt, cpu._loss, cpu._rnn)]
+cpu._wino, cpu._nhwc, cpu._direct = Calls(cpu._wino), Calls(cpu._nhwc), Calls(cpu._direct)
+# (N, C, H, W, K, k, stride, pad): Winograd 3x3 and 5x5, a first layer (the channel-major
+# direct kernel where the set has it), a strided 3x3 (channels-last), a 7x7/4 first layer
+# (direct), a 1x1 (im2col)
+for n, c, h, w, k, ks, s, p in ((2, 32, 12, 12, 32, 3, 1, 1), (1, 96, 8, 8, 96, 5, 1, 2),
+                                (2, 3, 32, 32, 32, 3, 1, 1), (4, 16, 8, 8, 32, 3, 2, 1),
+                                (4, 3, 32, 32, 16, 7, 4, 3), (2, 24, 6, 6, 8, 1, 1, 0)):
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     wt = rng.standard_normal((k, c, ks, ks)).astype(np.float32)
     check(ops.conv(Tensor(x), Tensor(wt), stride=s, padding=p).numpy(), conv_ref(x, wt, s, p))
+ran = {"winograd": "forward" in cpu._wino.used, "nhwc": "forward" in cpu._nhwc.used,
+       "direct": "forward" in cpu._direct.used, "cm": "forward_cm" in cpu._direct.used}
 
 x = rng.standard_normal((8, 6, 10, 10)).astype(np.float32)
 bn = nn.BatchNorm2d(6)
@@ -71,10 +85,8 @@ l64 = logits.astype(np.float64)
 lse = np.log(np.exp(l64 - l64.max(1, keepdims=True)).sum(1)) + l64.max(1)
 check(loss, (lse - l64[np.arange(32), labels]).mean())
 
-mods = [cpu._direct, cpu._nhwc, cpu._wino, cpu._norm, cpu._conv, cpu._red, cpu._opt, cpu._loss,
-        cpu._rnn]
 print(json.dumps({"active": _isa.active(), "portable": _build_info.PORTABLE,
-                  "modules": [m.__name__ for m in mods], "worst": worst}))
+                  "modules": names, "ran": ran, "worst": worst}))
 """
 
 
@@ -91,11 +103,17 @@ def main():
             continue
         got = json.loads(r.stdout.strip().splitlines()[-1])
         v = _isa.VARIANT_OF[isa]
-        prefix = "mininet_ext." if (v == "generic" and _build_info.PORTABLE) else f"mininet_ext._{v}."
-        wrong = [m for m in got["modules"] if not m.startswith(prefix)]
-        print(f"{isa}: {', '.join(got['modules'])}; worst relative error {got['worst']:.2e}")
+        pkg = "mininet_ext" if (v == "generic" and _build_info.PORTABLE) else f"mininet_ext._{v}"
+        wrong = [m for m in got["modules"] if m.rpartition(".")[0] != pkg]
+        print(f"{isa}: {', '.join(got['modules'])}; kernels run: "
+              f"{', '.join(k for k, v in got['ran'].items() if v)}; "
+              f"worst relative error {got['worst']:.2e}")
         if got["active"] != isa or wrong:
-            failures.append(f"{isa}: ran {got['active']} with {wrong} (want {prefix}*)")
+            failures.append(f"{isa}: ran {got['active']} with {wrong} (want {pkg}.*)")
+        # every path but the channel-major kernel (AVX-512 only) must have run
+        missed = [k for k in ("winograd", "nhwc", "direct") if not got["ran"][k]]
+        if missed:
+            failures.append(f"{isa}: the convolutions never reached {', '.join(missed)}")
         if not got["worst"] < 1e-4:
             failures.append(f"{isa}: worst relative error {got['worst']:.3g} against numpy")
     if failures:

@@ -2,8 +2,8 @@
 kernel sets (objdump -d).
 
 A portable build (MININET_PORTABLE=1, the one a wheel may ship) must run on any x86-64
-CPU: only the kernel-set modules mininet_ext._kern_<isa>, and the convolution modules
-built per set (mininet_ext._<isa>/<name>), may hold wider instructions, and
+CPU: only the kernel-set modules mininet_ext._kern_<isa>, and the modules built per set
+(mininet_ext._<isa>/<name>), may hold wider instructions, and
 mininet_ext._isa imports them only when cpuid says the CPU has the features.
 This counts, per module and per function, the instructions that name a ymm or zmm
 register, the other VEX/EVEX-encoded (AVX) instructions, those using AVX-512 mask
@@ -90,7 +90,7 @@ def scan(paths):
     for path in paths:
         name = os.path.basename(path).split(".")[0]
         parent = os.path.basename(os.path.dirname(path))
-        if parent.startswith("_"):   # a module built for one kernel set: _avx2/conv_nhwc
+        if parent[1:] in ALLOWED:   # a module built for one kernel set: _avx2/conv_nhwc
             name = f"{parent}/{name}"
         funcs = scan_file(path)
         total = sum(funcs.values(), Counter())

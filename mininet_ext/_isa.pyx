@@ -173,22 +173,40 @@ def active():
 
 
 # The modules built once per kernel set besides their default build (setup.py's
-# VARIANT_MODULES: the convolution kernels of their own), as mininet_ext._<set>.<name>;
+# VARIANT_MODULES: those with vector loops of their own), as mininet_ext._<set>.<name>;
 # avx512bf16 runs the avx512 build.
 VARIANT_OF = {"generic": "generic", "avx2": "avx2", "avx512": "avx512", "avx512bf16": "avx512"}
 
 
+def _portable():
+    try:
+        from mininet_ext import _build_info
+    except ImportError:   # a build without its record: take it as -march=native
+        return False
+    return bool(_build_info.PORTABLE)
+
+
 def variant(name):
-    """mininet_ext.<name> as built for the kernel set this process runs: the module's
-    default build where that is -march=native and MININET_ISA forces no set (nothing runs
-    this CPU better), else mininet_ext._<set>.<name>. A build without that variant (a
+    """mininet_ext.<name> as built for the kernel set this process runs: in a portable
+    build, or whenever MININET_ISA forces a set (even the one the automatic choice would
+    take: that is how the tests reach these builds), mininet_ext._<set>.<name>; else, in a
+    -march=native build, the module's default build. A build without that variant (a
     portable build has no generic one: its default build is generic) gives the default."""
-    from mininet_ext import _build_info
-    if FORCED or _build_info.PORTABLE:
+    import sys
+    if FORCED or _portable():
+        pkg = f"mininet_ext._{VARIANT_OF[_ACTIVE]}"
         try:
-            return importlib.import_module(f"mininet_ext._{VARIANT_OF[_ACTIVE]}.{name}")
-        except ModuleNotFoundError:
-            pass
+            mod = importlib.import_module(f"{pkg}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name not in (pkg, f"{pkg}.{name}"):
+                raise   # something the variant itself imports is missing
+        else:
+            # Cython's module init also registers the module under the name its source
+            # was compiled as (mininet_ext.<name>) when that is free: undo it, so that
+            # mininet_ext.<name> stays the default build whatever was imported first
+            if sys.modules.get(f"mininet_ext.{name}") is mod:
+                del sys.modules[f"mininet_ext.{name}"]
+            return mod
     return importlib.import_module(f"mininet_ext.{name}")
 
 
@@ -201,10 +219,10 @@ def describe():
 def describe_variants():
     """One line for `mininet info`: which build of the per-set modules (VARIANT_OF) this
     process runs."""
-    from mininet_ext import _build_info
     pkg = variant("norm").__name__.rpartition(".")[0]
     if pkg == "mininet_ext":
-        flags = "the x86-64 baseline" if _build_info.PORTABLE else "-march=native"
+        flags = ("the x86-64 baseline" if MN_X86 else "no -march") if _portable() \
+            else "-march=native"
         return f"the default build ({flags})"
     return f"the {pkg.rpartition('._')[2]} build ({pkg}.*)"
 

@@ -737,7 +737,8 @@ def test_conv_under_autocast_runs_on_amx_and_matches_the_other_bf16_path(monkeyp
 
 def test_bias_planes_adds_per_channel_and_keeps_nan_under_relu():
     """The AMX convolution's epilogue (conv.bias_planes): to_nchw's, NaN kept by the ReLU."""
-    from mininet_ext import conv
+    from mininet_ext import _isa
+    conv = _isa.variant("conv")
     rng = np.random.default_rng(12)
     y = rng.standard_normal((2, 3, 5)).astype(np.float32)
     y[1, 2, 3] = np.nan

@@ -265,32 +265,38 @@ def test_pixel_major_tiles_per_set(isa):
     assert got == TILES[isa]
 
 
-# the suites of the convolution modules built once per kernel set (_isa.variant)
+# the suites of the modules built once per kernel set (_isa.variant)
 VARIANT_SUITES = ["tests/test_conv_direct.py", "tests/test_conv_cm.py", "tests/test_conv_nhwc.py",
                   "tests/test_winograd.py", "tests/test_winograd5.py", "tests/test_conv_chunks.py",
                   "tests/test_norm_kernels.py", "tests/test_bn_relu.py", "tests/test_fusion.py",
                   "tests/test_optim_torch.py", "tests/test_small_kernels.py", "tests/test_sequence.py",
-                  "tests/test_xent_checked_labels.py", "tests/test_nn_layers_torch.py"]
+                  "tests/test_xent_checked_labels.py", "tests/test_nn_layers_torch.py",
+                  "tests/test_step_epilogues.py"]
 
 
 @pytest.mark.parametrize("isa", _isa.ISAS)
-def test_convolution_modules_follow_the_kernel_set(isa):
-    """The backend's convolution modules are the build for the forced set (avx512bf16
-    runs the avx512 one): in a portable wheel the default build is the x86-64 baseline."""
+def test_vector_modules_follow_the_kernel_set(isa):
+    """The backend's per-set modules are the build for the forced set (avx512bf16 runs
+    the avx512 one; in a portable wheel the default build is the generic one), and
+    mininet_ext.<name> stays the default build after them."""
     if isa not in SUPPORTED:
         pytest.skip(unsupported_reason(isa))
     code = ("import importlib\n"
             "cpu = importlib.import_module('mininet.backend.cpu')\n"
             "print(*(m.__name__ for m in (cpu._direct, cpu._nhwc, cpu._wino, cpu._norm,"
-            " cpu._conv, cpu._red, cpu._opt, cpu._loss, cpu._rnn)))")
+            " cpu._conv, cpu._red, cpu._opt, cpu._loss, cpu._rnn)))\n"
+            "import mininet_ext.norm as d\n"
+            "print(d.__name__)")
     r = run_python(code, env=isa_env(MININET_ISA=isa), timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
     from mininet_ext import _build_info
     v = _isa.VARIANT_OF[isa]
     # a portable build has no generic variant: its default build is generic
     want = "mininet_ext." if (v == "generic" and _build_info.PORTABLE) else f"mininet_ext._{v}."
-    assert r.stdout.split() == [want + m for m in ("conv_direct", "conv_nhwc", "winograd", "norm",
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == [want + m for m in ("conv_direct", "conv_nhwc", "winograd", "norm",
                                                    "conv", "reduce", "optim", "losses", "rnn")]
+    assert lines[1] == "mininet_ext.norm"
 
 
 def test_variant_choice(monkeypatch):
@@ -312,12 +318,13 @@ def test_variant_choice(monkeypatch):
 @pytest.mark.parametrize("isa", _isa.ISAS)
 def test_matmul_and_conv_suites_under_each_isa(isa):
     """tests/test_matmul.py, tests/test_conv.py and tests/test_conv_slide.py (the tiles
-    each set picks, against PyTorch), and the suites of the convolution modules built
-    per set, under every other set this CPU runs (the suite itself runs under the default
-    one)."""
+    each set picks, against PyTorch), and the suites of the modules built per set, under
+    every set this CPU runs. Only a portable build's own set is left to the suite itself:
+    a -march=native build runs its default modules unforced, not the set's build."""
+    from mininet_ext import _build_info
     if isa not in SUPPORTED:
         pytest.skip(unsupported_reason(isa))
-    if isa == _isa.active():
+    if isa == _isa.active() and _build_info.PORTABLE:
         pytest.skip(f"{isa} is this process's set: the suite itself tests it")
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
                         "tests/test_matmul.py", "tests/test_conv.py",

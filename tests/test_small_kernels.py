@@ -8,10 +8,11 @@ import pytest
 
 import mininet
 from mininet.ndarray import NDArray
-from mininet_ext import _isa, _omp, buffer, losses
+from mininet_ext import _isa, _omp, buffer
 from conftest import assert_close
 
 optim = _isa.variant("optim")   # as built for this process's kernel set
+losses = _isa.variant("losses")
 
 rng = np.random.default_rng(25)
 FLOOR = 32768

@@ -14,6 +14,13 @@ from mininet_ext import strided as _st
 from .device import DTYPES, Device, check_lstm_gates
 from .opcodes import signature
 
+if _ew.SIGNATURE != signature():
+    raise ImportError("mininet_ext was built from another op table than "
+                      "mininet/backend/opcodes.py: rebuild it (make build, or pip install .)")
+if not hasattr(_isa, "variant"):
+    raise ImportError("mininet_ext is older than mininet/ (no per-set modules): rebuild it "
+                      "(make build, or pip install .)")
+
 # the modules with vector loops of their own (convolution, batch norm, pooling, fused
 # reductions, optimizers, losses, LSTM gates), as built for this process's kernel set
 # (mininet_ext._isa.variant: a portable build's default is the x86-64 baseline)
@@ -26,10 +33,6 @@ _rnn = _isa.variant("rnn")
 _direct = _isa.variant("conv_direct")
 _nhwc = _isa.variant("conv_nhwc")
 _wino = _isa.variant("winograd")
-
-if _ew.SIGNATURE != signature():
-    raise ImportError("mininet_ext was built from another op table than "
-                      "mininet/backend/opcodes.py: rebuild it (make build, or pip install .)")
 
 
 _FLOATS = (np.dtype("float32"), np.dtype("float64"))
