@@ -107,10 +107,15 @@ def scan(paths):
     return modules
 
 
+def so_files(folder):
+    """The extensions in a package folder, the per-set ones (_<isa>/*.so) among them."""
+    return sorted(glob.glob(os.path.join(folder, "*.so")) +
+                  glob.glob(os.path.join(folder, "_*", "*.so")))
+
+
 def default_paths():
     import mininet_ext
-    root = os.path.dirname(mininet_ext.__file__)
-    return sorted(glob.glob(os.path.join(root, "*.so")) + glob.glob(os.path.join(root, "_*", "*.so")))
+    return so_files(os.path.dirname(mininet_ext.__file__))
 
 
 def build_note():
@@ -130,8 +135,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     paths = []
     for p in args.paths or default_paths():
-        paths += sorted(glob.glob(os.path.join(p, "*.so")) + glob.glob(os.path.join(p, "_*", "*.so"))) \
-            if os.path.isdir(p) else [p]
+        paths += so_files(p) if os.path.isdir(p) else [p]
     modules = scan(paths)
     outside = sum(m["wide"] for m in modules if not m["kernel_set"])
     failed = [m["module"] for m in modules if m["violations"]]

@@ -317,9 +317,8 @@ cdef void micro_tiles(const floating* Ap, const floating* Bp, floating* C, Py_ss
     streams past, then the next A panel meets the same group. Without the groups, every A
     panel met all of a 3 MB block of B from L3: in-process A/B, Xeon model 167 (2 MB L2),
     2048^3 took 0.96x the time with them on one thread and two, 1024^3 and 256 x 1024 x
-    1024 (B blocks of 1.4 MB) a tie. B-panel-major kept a B
-    panel (KC x NR, 48 KB with AVX-512 float32: all of a 48 KB L1) for the A panels to
-    stream through and evict. float32, Xeon model 207 (48 KB L1), in-process A/B: A-major
+    1024 (B blocks of 1.4 MB) a tie. B-panel-major kept a B panel (KC x NR, 48 KB with
+    AVX-512 float32: all of a 48 KB L1) for the A panels to stream through and evict. float32, Xeon model 207 (48 KB L1), in-process A/B: A-major
     took 0.92-0.97x the time from 256 x 1024 x 1024 to 2048^3 on one thread, 0.96-0.99x on
     two; with the AVX2 kernels 0.91-0.98x. float64 AVX-512 panels (12 x 384 doubles, 36 KB)
     stay B-major: A-major took 1.04-1.07x there. On Zen 4 (32 KB L1) the 18 KB float32
@@ -1405,4 +1404,3 @@ def round_bf16(Buffer src, Py_ssize_t s_off, Buffer dst, Py_ssize_t d_off, Py_ss
             for t in prange(nt, num_threads=nt, schedule='static'):
                 a, b = n * t // nt // 16 * 16, (n * (t + 1) // nt // 16 * 16 if t < nt - 1 else n)
                 mn_round_bf16(s + a, d + a, b - a)
-
