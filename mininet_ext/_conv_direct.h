@@ -71,11 +71,17 @@ static void NAME(mn_idx ntaps, const mn_idx* toff, const T* img, mn_idx rowstep,
         V w[NV];                                                                      \
         _Pragma("GCC unroll 2")                                                       \
         for (int v = 0; v < NV; v++) w[v] = *(const V*)(wp + (t * NV + v) * W);       \
+        const T* at[RH];  /* formed once a tap: see MN_DEF_KERNEL_SLIDE (_gemm.h) */   \
+        _Pragma("GCC unroll 16")                                                      \
+        for (int h = 0; h < RH; h++) {                                                \
+            at[h] = row[h] + o;                                                       \
+            __asm__("" : "+r"(at[h]));                                                \
+        }                                                                             \
         _Pragma("GCC unroll 16")                                                      \
         for (int h = 0; h < RH; h++)                                                  \
             _Pragma("GCC unroll 16")                                                  \
             for (int r = 0; r < MN_CD_RW; r++) {                                      \
-                T a = row[h][o + r * S];                                              \
+                T a = at[h][r * S];                                                   \
                 _Pragma("GCC unroll 2")                                               \
                 for (int v = 0; v < NV; v++) acc[h][r][v] += a * w[v];                \
             }                                                                         \
@@ -95,10 +101,10 @@ static void NAME(mn_idx ntaps, const mn_idx* toff, const T* img, mn_idx rowstep,
     MN_CD_KERNEL(mn_cd_##SUF##_s3, T, V, W, 3, RH, NV)                                \
     MN_CD_KERNEL(mn_cd_##SUF##_s4, T, V, W, 4, RH, NV)
 
-MN_CD_STRIDES(float, mn_cd_vf, MN_CD_VBYTES / 4, 1, MN_CD_RH1, f32_v1)
-MN_CD_STRIDES(float, mn_cd_vf, MN_CD_VBYTES / 4, 2, MN_CD_RH2, f32_v2)
-MN_CD_STRIDES(double, mn_cd_vd, MN_CD_VBYTES / 8, 1, MN_CD_RH1, f64_v1)
-MN_CD_STRIDES(double, mn_cd_vd, MN_CD_VBYTES / 8, 2, MN_CD_RH2, f64_v2)
+MN_CD_STRIDES(float, mn_cd_vf, (MN_CD_VBYTES / 4), 1, MN_CD_RH1, f32_v1)
+MN_CD_STRIDES(float, mn_cd_vf, (MN_CD_VBYTES / 4), 2, MN_CD_RH2, f32_v2)
+MN_CD_STRIDES(double, mn_cd_vd, (MN_CD_VBYTES / 8), 1, MN_CD_RH1, f64_v1)
+MN_CD_STRIDES(double, mn_cd_vd, (MN_CD_VBYTES / 8), 2, MN_CD_RH2, f64_v2)
 
 typedef void (*mn_cd_fn_f32)(mn_idx, const mn_idx*, const float*, mn_idx, const float*,
                              const float*, float*);
@@ -282,11 +288,17 @@ static void NAME(mn_idx npix, const mn_idx* poff, const T* dyT, const T* img,   
         V d[NV];                                                                       \
         _Pragma("GCC unroll 2")                                                        \
         for (int v = 0; v < NV; v++) d[v] = *(const V*)(dyT + (p * NV + v) * W);       \
+        const T* at[RI];  /* formed once a pixel, as in MN_CD_KERNEL */                \
+        _Pragma("GCC unroll 16")                                                       \
+        for (int i = 0; i < RI; i++) {                                                 \
+            at[i] = row[i] + o;                                                        \
+            __asm__("" : "+r"(at[i]));                                                 \
+        }                                                                              \
         _Pragma("GCC unroll 16")                                                       \
         for (int i = 0; i < RI; i++)                                                   \
             _Pragma("GCC unroll 16")                                                   \
             for (int j = 0; j < MN_CD_RW; j++) {                                       \
-                T a = row[i][o + j];                                                   \
+                T a = at[i][j];                                                        \
                 _Pragma("GCC unroll 2")                                                \
                 for (int v = 0; v < NV; v++) acc[i][j][v] += a * d[v];                 \
             }                                                                          \
@@ -299,12 +311,12 @@ static void NAME(mn_idx npix, const mn_idx* poff, const T* dyT, const T* img,   
             for (int v = 0; v < NV; v++)                                               \
                 *(V*)(io + ((i * MN_CD_RW + j) * NV + v) * W) = acc[i][j][v];          \
 }
-MN_CD_DW_KERNEL(mn_cd_dw_f32_v1, float, mn_cd_vf, MN_CD_VBYTES / 4, MN_CD_RH1, 1)
-MN_CD_DW_KERNEL(mn_cd_dw_f32_v2, float, mn_cd_vf, MN_CD_VBYTES / 4, MN_CD_RH2, 2)
-MN_CD_DW_KERNEL(mn_cd_dw_f64_v1, double, mn_cd_vd, MN_CD_VBYTES / 8, MN_CD_RH1, 1)
-MN_CD_DW_KERNEL(mn_cd_dw_f64_v2, double, mn_cd_vd, MN_CD_VBYTES / 8, MN_CD_RH2, 2)
-MN_CD_DW_KERNEL(mn_cd_dw_f32_r1, float, mn_cd_vf, MN_CD_VBYTES / 4, 1, 1)
-MN_CD_DW_KERNEL(mn_cd_dw_f64_r1, double, mn_cd_vd, MN_CD_VBYTES / 8, 1, 1)
+MN_CD_DW_KERNEL(mn_cd_dw_f32_v1, float, mn_cd_vf, (MN_CD_VBYTES / 4), MN_CD_RH1, 1)
+MN_CD_DW_KERNEL(mn_cd_dw_f32_v2, float, mn_cd_vf, (MN_CD_VBYTES / 4), MN_CD_RH2, 2)
+MN_CD_DW_KERNEL(mn_cd_dw_f64_v1, double, mn_cd_vd, (MN_CD_VBYTES / 8), MN_CD_RH1, 1)
+MN_CD_DW_KERNEL(mn_cd_dw_f64_v2, double, mn_cd_vd, (MN_CD_VBYTES / 8), MN_CD_RH2, 2)
+MN_CD_DW_KERNEL(mn_cd_dw_f32_r1, float, mn_cd_vf, (MN_CD_VBYTES / 4), 1, 1)
+MN_CD_DW_KERNEL(mn_cd_dw_f64_r1, double, mn_cd_vd, (MN_CD_VBYTES / 8), 1, 1)
 
 /* A block of `rows` kernel rows (at most the tile's): a block cut short by the filter's
  * height runs row by row, rather than computing rows past the filter (7 of 8 at 7x7). */
