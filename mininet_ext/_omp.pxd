@@ -4,3 +4,18 @@ cdef Py_ssize_t chunk_items(Py_ssize_t n, int nt, Py_ssize_t per_thread) noexcep
 cdef int threads_timed(Py_ssize_t work, double est_ns) noexcept nogil
 cdef void arrived(int tid) noexcept nogil
 cdef void finished(int tid) noexcept nogil
+
+cdef extern from "_claim.h" nogil:
+    ctypedef struct mn_claims:
+        pass
+    int mn_claims_init(mn_claims* c, long long n, int nt)
+    void mn_claims_free(mn_claims* c)
+    long long mn_claim(mn_claims* c, int t)
+
+
+cdef inline int claims_start(mn_claims* c, Py_ssize_t n, int nt) except -1:
+    """mn_claims_init, or MemoryError (mn_claims_free after the region either way)."""
+    if mn_claims_init(c, n, nt) != 0:
+        mn_claims_free(c)
+        raise MemoryError(f"work claims for {n} chunks on {nt} threads")
+    return 0

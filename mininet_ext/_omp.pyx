@@ -2,6 +2,7 @@
 """Thread count for every parallel kernel (MININET_NUM_THREADS, then OMP_NUM_THREADS)."""
 import os
 import warnings
+from cython.parallel cimport prange, threadid
 
 cdef extern from *:
     """
@@ -9,13 +10,22 @@ cdef extern from *:
     #include <omp.h>
     static int mn_openmp_enabled(void) { return 1; }
     static int mn_omp_max_threads(void) { return omp_get_max_threads(); }
+    static double mn_omp_time(void) { return omp_get_wtime(); }
     #else
+    #include <time.h>
     static int mn_openmp_enabled(void) { return 0; }
     static int mn_omp_max_threads(void) { return 1; }
+    static double mn_omp_time(void)
+    {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return ts.tv_sec + 1e-9 * ts.tv_nsec;
+    }
     #endif
     """
     int mn_openmp_enabled() nogil
     int mn_omp_max_threads() nogil
+    double mn_omp_time() nogil
 
 # Below this many elements (or flops / 64) a kernel runs on one thread: waking
 # the OpenMP team costs more than it saves.
@@ -43,9 +53,10 @@ cdef int threads_for(Py_ssize_t work) noexcept nogil:
 
 cdef Py_ssize_t chunk_items(Py_ssize_t n, int nt, Py_ssize_t per_thread) noexcept nogil:
     """Items per chunk when n items are handed out to nt threads as they come free
-    (schedule='dynamic'): about per_thread chunks a thread, at least one item a chunk. A
-    thread slowed by its core (another process on it, a busy SMT sibling on a shared
-    host) then leaves its share to the others instead of holding the pass."""
+    (schedule='dynamic', or work claims: _claim.h): about per_thread chunks a thread, at
+    least one item a chunk. A thread slowed by its core (another process on it, a busy
+    SMT sibling on a shared host) then leaves its share to the others instead of holding
+    the pass."""
     cdef Py_ssize_t per = n // (max(nt, 1) * max(per_thread, 1))
     return per if per > 1 else 1
 
@@ -234,3 +245,35 @@ def openmp_enabled():
 
 set_num_threads(_default_threads())
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def claims_trace(Py_ssize_t n, int nt, int late=-1, double late_s=0.0, double chunk_s=0.0):
+    """Run n chunks on nt threads through work claims (_claim.h) and return, for each
+    chunk, the thread that ran it (-1: none). late: a thread that waits late_s seconds
+    before its first claim; each chunk busy-waits chunk_s. For tests of the claims."""
+    if n < 0 or nt < 1:
+        raise ValueError(f"claims_trace: n must be >= 0 and nt >= 1, got {n} and {nt}")
+    import array
+    cdef long long[::1] who = array.array("q", [-1] * max(n, 1))
+    cdef Py_ssize_t i, c
+    cdef int u, t
+    cdef mn_claims cl
+    claims_start(&cl, n, nt)
+    with nogil:
+        for u in prange(nt, num_threads=nt, schedule='static', chunksize=1):
+            t = threadid()
+            if t == late:
+                _busy(late_s)
+            c = mn_claim(&cl, t)
+            while c >= 0:
+                who[c] = t if who[c] == -1 else -2   # -2: claimed twice
+                _busy(chunk_s)
+                c = mn_claim(&cl, t)
+    mn_claims_free(&cl)
+    return [who[i] for i in range(n)]
+
+
+cdef void _busy(double seconds) noexcept nogil:
+    cdef double t0 = mn_omp_time()
+    while mn_omp_time() - t0 < seconds:
+        pass

@@ -19,7 +19,8 @@ from cython.parallel cimport prange, threadid
 from cython cimport floating
 from libc.string cimport memset
 from mininet_ext.buffer cimport Buffer
-from mininet_ext._omp cimport threads_for, chunk_items
+from mininet_ext._omp cimport (threads_for, chunk_items, mn_claims, mn_claim, claims_start,
+                               mn_claims_free)
 from mininet_ext._check cimport check_itemsize, need
 
 cdef extern from "_conv_direct.h" nogil:
@@ -95,14 +96,23 @@ cdef Py_ssize_t band_count(Py_ssize_t full, int itemsize, Py_ssize_t N, Py_ssize
 
 
 cdef inline Py_ssize_t job_chunk(Py_ssize_t jobs, int nt) noexcept nogil:
-    """Jobs (band, image) per chunk the forwards hand out as threads come free: about 8
-    chunks a thread, so a thread slowed by its core leaves its share to the others (a
-    job's outputs are its own: the same bits whoever takes it). Against the equal run a
+    """Jobs (band, image) per chunk of the forwards' claims (_claim.h): about 8 chunks a
+    thread, so a thread slowed by its core leaves the end of its share to the others (a
+    job's outputs are its own: the same bits whoever takes it). Claims against chunks
+    taken as threads come free (schedule='dynamic'), device call, 2 threads (Xeon model
+    167): 7x7 /4 112.4 -> 102.0 us (each thread reads and writes the same images call
+    after call). Dynamic chunks against the equal run a
     thread it replaces, in one process, interleaved, 2 threads (Xeon model 207), median /
     mean us: 64x3x32x32 -> 32 3x3 (channel-major) 781 / 832 -> 750 / 768, and in
     a noisy phase 2094 / 2015 -> 927 / 1434; 64x3x32x32 -> 16 3x3 /2 147 / 155 -> 143 /
     150; 7x7 /4 157-160 / 187-230 -> 165-168 / 184-214."""
     return chunk_items(jobs, nt, 8)
+
+
+cdef inline Py_ssize_t chunk_count(Py_ssize_t jobs, int nt) noexcept nogil:
+    """The chunks of job_chunk's size."""
+    cdef Py_ssize_t per = job_chunk(jobs, nt)
+    return (jobs + per - 1) // per
 
 
 cdef int forward_team(Py_ssize_t work, Py_ssize_t jobs) noexcept nogil:
@@ -248,21 +258,26 @@ cdef int check_io(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer
 
 
 cdef void forward_all(const floating* x, const floating* w, const floating* bias, floating* y,
-                      Plan* p, char* scratch, Py_ssize_t step, int nt, bint relu) noexcept nogil:
-    """Pack the weights (scratch's head), then the threads take chunks of jobs."""
+                      Plan* p, char* scratch, Py_ssize_t step, int nt, bint relu,
+                      mn_claims* cl) noexcept nogil:
+    """Pack the weights (scratch's head), then the threads claim chunks of jobs (cl:
+    job_chunk's chunks)."""
     cdef floating* wp = <floating*>scratch
     cdef floating* bp = <floating*>(scratch + lined(p.wsize * sizeof(floating)))
     cdef Py_ssize_t* toff = <Py_ssize_t*>(<char*>bp + lined(p.KB * p.kt * sizeof(floating)))
     cdef char* priv = scratch + head_bytes(p.wsize, p.KB * p.kt, p.ntaps, sizeof(floating))
     cdef Py_ssize_t jobs = p.N * p.nbands, per = job_chunk(jobs, nt), c
-    cdef int t
+    cdef int t, u
     pack_weights(w, bias, p, wp, bp)
     tap_offsets(toff, p.C, p.kh, p.kw, p.plane, p.dh * p.Wb, p.dw)
-    for c in prange((jobs + per - 1) // per, num_threads=nt, schedule='dynamic'):
+    for u in prange(nt, num_threads=nt, schedule='static', chunksize=1):
         t = threadid()
-        run_jobs(x, p, wp, bp, toff, <floating*>(priv + t * step),
-                 <floating*>(priv + t * step + lined(p.bufsize * sizeof(floating))), y,
-                 c * per, min(jobs, (c + 1) * per), relu)
+        c = mn_claim(cl, t)
+        while c >= 0:
+            run_jobs(x, p, wp, bp, toff, <floating*>(priv + t * step),
+                     <floating*>(priv + t * step + lined(p.bufsize * sizeof(floating))), y,
+                     c * per, min(jobs, (c + 1) * per), relu)
+            c = mn_claim(cl, t)
 
 
 def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
@@ -286,13 +301,16 @@ def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
     cdef Py_ssize_t step = lined(p.bufsize * itemsize) + lined(p.tbsize * itemsize)
     cdef Buffer scratch = Buffer(head + nt * step)
     cdef char* bp = NULL if bias is None else bias.ptr + b_off * itemsize
+    cdef mn_claims cl
+    claims_start(&cl, chunk_count(jobs, nt), nt)
     with nogil:
         if itemsize == 4:
             forward_all(<float*>x.ptr + x_off, <float*>w.ptr + w_off, <float*>bp,
-                        <float*>out.ptr + out_off, &p, scratch.ptr, step, nt, relu)
+                        <float*>out.ptr + out_off, &p, scratch.ptr, step, nt, relu, &cl)
         else:
             forward_all(<double*>x.ptr + x_off, <double*>w.ptr + w_off, <double*>bp,
-                        <double*>out.ptr + out_off, &p, scratch.ptr, step, nt, relu)
+                        <double*>out.ptr + out_off, &p, scratch.ptr, step, nt, relu, &cl)
+    mn_claims_free(&cl)
     return True
 
 
@@ -402,20 +420,24 @@ cdef void cm_jobs(const floating* x, CPlan* p, const floating* wr, const floatin
 
 
 cdef void cm_all(const floating* x, const floating* w, const floating* bias, floating* y,
-                 CPlan* p, char* scratch, Py_ssize_t step, int nt, bint relu) noexcept nogil:
-    """Pack the weights (scratch's head), then the threads take chunks of jobs."""
+                 CPlan* p, char* scratch, Py_ssize_t step, int nt, bint relu,
+                 mn_claims* cl) noexcept nogil:
+    """Pack the weights (scratch's head), then the threads claim chunks of jobs."""
     cdef floating* wr = <floating*>scratch
     cdef floating* br = <floating*>(scratch + lined(p.wsize * sizeof(floating)))
     cdef Py_ssize_t* toff = <Py_ssize_t*>(<char*>br + lined(p.KB * p.R * sizeof(floating)))
     cdef char* priv = scratch + head_bytes(p.wsize, p.KB * p.R, p.ntaps, sizeof(floating))
     cdef Py_ssize_t jobs = p.N * p.nbands, per = job_chunk(jobs, nt), c
-    cdef int t
+    cdef int t, u
     pack_cm(w, bias, p, wr, br)
     tap_offsets(toff, p.C, p.kh, p.kw, p.plane, p.Wb, 1)
-    for c in prange((jobs + per - 1) // per, num_threads=nt, schedule='dynamic'):
+    for u in prange(nt, num_threads=nt, schedule='static', chunksize=1):
         t = threadid()
-        cm_jobs(x, p, wr, br, toff, <floating*>(priv + t * step), y, c * per,
-                min(jobs, (c + 1) * per), relu)
+        c = mn_claim(cl, t)
+        while c >= 0:
+            cm_jobs(x, p, wr, br, toff, <floating*>(priv + t * step), y, c * per,
+                    min(jobs, (c + 1) * per), relu)
+            c = mn_claim(cl, t)
 
 
 def forward_cm(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
@@ -439,13 +461,16 @@ def forward_cm(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bi
     cdef Py_ssize_t step = lined(p.bufsize * itemsize)
     cdef Buffer scratch = Buffer(head + nt * step)
     cdef char* bp = NULL if bias is None else bias.ptr + b_off * itemsize
+    cdef mn_claims cl
+    claims_start(&cl, chunk_count(jobs, nt), nt)
     with nogil:
         if itemsize == 4:
             cm_all(<float*>x.ptr + x_off, <float*>w.ptr + w_off, <float*>bp,
-                   <float*>out.ptr + out_off, &p, scratch.ptr, step, nt, relu)
+                   <float*>out.ptr + out_off, &p, scratch.ptr, step, nt, relu, &cl)
         else:
             cm_all(<double*>x.ptr + x_off, <double*>w.ptr + w_off, <double*>bp,
-                   <double*>out.ptr + out_off, &p, scratch.ptr, step, nt, relu)
+                   <double*>out.ptr + out_off, &p, scratch.ptr, step, nt, relu, &cl)
+    mn_claims_free(&cl)
     return True
 
 

@@ -34,7 +34,7 @@ from cython cimport floating
 import functools
 from libc.string cimport memset, memcpy
 from mininet_ext.buffer cimport Buffer
-from mininet_ext._omp cimport threads_for
+from mininet_ext._omp cimport threads_for, mn_claims, mn_claim, claims_start, mn_claims_free
 from mininet_ext._check cimport check_itemsize, need
 
 from mininet_ext import _isa
@@ -633,6 +633,9 @@ cdef run(Buffer src, Py_ssize_t s_off, Buffer w, Py_ssize_t w_off, Buffer bias, 
     cdef Buffer cuts = Buffer((nch + 1) * sizeof(Py_ssize_t))
     cdef Py_ssize_t* cut = <Py_ssize_t*>cuts.ptr
     split_by_work(php, nph, ntiles, nch, cut)
+    cdef mn_claims cl
+    cdef int u
+    claims_start(&cl, nch, nt)
     with nogil:
         if itemsize == 4:
             if dx:
@@ -644,24 +647,28 @@ cdef run(Buffer src, Py_ssize_t s_off, Buffer w, Py_ssize_t w_off, Buffer bias, 
                 pack_w_input_grad(<double*>w.ptr + w_off, g, <double*>bp.ptr, st, sc, sk)
             else:
                 pack_w_forward(<double*>w.ptr + w_off, g, <double*>bp.ptr, st, sc, sk)
-        for c in prange(nch, num_threads=nt, schedule='dynamic'):
+        for u in prange(nt, num_threads=nt, schedule='static', chunksize=1):
             t = threadid()
-            if itemsize == 4:
-                run_tiles(<float*>src.ptr + s_off, <float*>zero.ptr, <float*>bp.ptr, g,
-                          taps.segs, taps.boffs, width, run_len, php, nph, cut[c], cut[c + 1],
-                          group, <const float**>(sp + t * step),
-                          <Py_ssize_t*>(sp + t * step + pstep),
-                          <float*>(sp + t * step + pstep + rstep),
-                          <float*>(sp + t * step + pstep + rstep + tstep),
-                          <float*>out.ptr + out_off, <float*>bias_p, relu, dx)
-            else:
-                run_tiles(<double*>src.ptr + s_off, <double*>zero.ptr, <double*>bp.ptr, g,
-                          taps.segs, taps.boffs, width, run_len, php, nph, cut[c], cut[c + 1],
-                          group, <const double**>(sp + t * step),
-                          <Py_ssize_t*>(sp + t * step + pstep),
-                          <double*>(sp + t * step + pstep + rstep),
-                          <double*>(sp + t * step + pstep + rstep + tstep),
-                          <double*>out.ptr + out_off, <double*>bias_p, relu, dx)
+            c = mn_claim(&cl, t)
+            while c >= 0:
+                if itemsize == 4:
+                    run_tiles(<float*>src.ptr + s_off, <float*>zero.ptr, <float*>bp.ptr, g,
+                              taps.segs, taps.boffs, width, run_len, php, nph, cut[c], cut[c + 1],
+                              group, <const float**>(sp + t * step),
+                              <Py_ssize_t*>(sp + t * step + pstep),
+                              <float*>(sp + t * step + pstep + rstep),
+                              <float*>(sp + t * step + pstep + rstep + tstep),
+                              <float*>out.ptr + out_off, <float*>bias_p, relu, dx)
+                else:
+                    run_tiles(<double*>src.ptr + s_off, <double*>zero.ptr, <double*>bp.ptr, g,
+                              taps.segs, taps.boffs, width, run_len, php, nph, cut[c], cut[c + 1],
+                              group, <const double**>(sp + t * step),
+                              <Py_ssize_t*>(sp + t * step + pstep),
+                              <double*>(sp + t * step + pstep + rstep),
+                              <double*>(sp + t * step + pstep + rstep + tstep),
+                              <double*>out.ptr + out_off, <double*>bias_p, relu, dx)
+                c = mn_claim(&cl, t)
+    mn_claims_free(&cl)
 
 
 def _phase_taps(Py_ssize_t a, Py_ssize_t n_in, Py_ssize_t k, Py_ssize_t s, Py_ssize_t p,

@@ -39,7 +39,8 @@ from cython.parallel cimport prange, threadid
 from cython cimport floating
 from libc.string cimport memset
 from mininet_ext.buffer cimport Buffer
-from mininet_ext._omp cimport threads_for, chunk_items
+from mininet_ext._omp cimport (threads_for, chunk_items, mn_claims, mn_claim, claims_start,
+                               mn_claims_free)
 from mininet_ext._convgeom cimport Geom, clamp, make_geom
 from mininet_ext._check cimport check_itemsize, need
 
@@ -260,13 +261,17 @@ def row_skip(tuple xshape, Py_ssize_t K, Py_ssize_t groups, tuple kernel, tuple 
     return bool(pl.cv.tab_skip)
 
 
-# Images per chunk of a dynamically scheduled pass (forward, input gradient): about
-# CHUNKS_PER_THREAD chunks a thread, taken as threads come free, so a thread slowed by
+# Images per chunk of a pass (forward, input gradient), claimed by the threads (_claim.h:
+# each its own contiguous share first, so a layer called again finds its images in the
+# same core's caches; MNIST CNN conv2, 2 threads, Xeon model 167, op level: forward 1524
+# -> 1454 us, forward + backward 5909 -> 5634 against chunks taken as threads come free):
+# about CHUNKS_PER_THREAD chunks a thread, so a thread slowed by
 # its core (another process on it, a busy SMT sibling on a shared host) leaves its
 # share to the others instead of holding the pass. Each image is still computed whole
-# by one thread with its own scratch: the output does not depend on who took it. MNIST
-# conv2 forward, 2 threads, Xeon model 207, one process, interleaved: median 1947 ->
-# 1793 us, mean 1997 -> 1881; next to a busy process, mean 4623 -> 4316.
+# by one thread with its own scratch: the output does not depend on who took it. Chunks
+# against one equal run a thread, MNIST conv2 forward, 2 threads, Xeon model 207, one
+# process, interleaved: median 1947 -> 1793 us, mean 1997 -> 1881; next to a busy
+# process, mean 4623 -> 4316.
 # A weight gradient sums each chunk into its own partial dw (then all of them in chunk
 # order: the same bits whoever took a chunk), so its chunks are fewer and their partials
 # held to DW_PARTIALS_BYTES.
@@ -297,22 +302,29 @@ cdef void forward_by_rows(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off
     cdef Py_ssize_t step = chunk_images(N, nt), nch = (N + step - 1) // step
     cdef Buffer wt = Buffer(max((cv.K + kb - 1) // kb * cv.R * kb, 1) * itemsize)
     cdef Buffer work = Buffer(nt * each * itemsize, True)
+    cdef mn_claims cl
+    cdef int u
+    claims_start(&cl, nch, nt)
     with nogil:
         if itemsize == 4:
             pack_w_cols(<float*>w.ptr + w_off, cv, kb, <float*>wt.ptr)
         else:
             pack_w_cols(<double*>w.ptr + w_off, cv, kb, <double*>wt.ptr)
-        for c in prange(nch, num_threads=nt, schedule='dynamic'):
+        for u in prange(nt, num_threads=nt, schedule='static', chunksize=1):
             t = threadid()
-            if itemsize == 4:
-                forward_rows(<float*>x.ptr + x_off, <float*>wt.ptr, <float*>bp, <float*>out.ptr,
-                             cv, c * step, min(N, (c + 1) * step), <float*>work.ptr + t * each,
-                             <float*>work.ptr + t * each + padsz, kb)
-            else:
-                forward_rows(<double*>x.ptr + x_off, <double*>wt.ptr, <double*>bp,
-                             <double*>out.ptr, cv, c * step, min(N, (c + 1) * step),
-                             <double*>work.ptr + t * each, <double*>work.ptr + t * each + padsz,
-                             kb)
+            c = mn_claim(&cl, t)
+            while c >= 0:
+                if itemsize == 4:
+                    forward_rows(<float*>x.ptr + x_off, <float*>wt.ptr, <float*>bp, <float*>out.ptr,
+                                 cv, c * step, min(N, (c + 1) * step), <float*>work.ptr + t * each,
+                                 <float*>work.ptr + t * each + padsz, kb)
+                else:
+                    forward_rows(<double*>x.ptr + x_off, <double*>wt.ptr, <double*>bp,
+                                 <double*>out.ptr, cv, c * step, min(N, (c + 1) * step),
+                                 <double*>work.ptr + t * each, <double*>work.ptr + t * each + padsz,
+                                 kb)
+                c = mn_claim(&cl, t)
+    mn_claims_free(&cl)
 
 
 def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias, Py_ssize_t b_off,
@@ -342,26 +354,34 @@ def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
     cdef Py_ssize_t each = 2 * padsz + colsz + kgp * nr
     cdef Buffer wp = Buffer(max(cv.G * kgp * cv.R, 1) * itemsize)
     cdef Buffer work = Buffer(nt * each * itemsize, True)
+    cdef mn_claims cl
+    cdef int u
+    claims_start(&cl, nch, nt)
     with nogil:
         if itemsize == 4:
             pack_w(<float*>w.ptr + w_off, cv, <float*>wp.ptr)
         else:
             pack_w(<double*>w.ptr + w_off, cv, <double*>wp.ptr)
-        for c in prange(nch, num_threads=nt, schedule='dynamic'):
+        for u in prange(nt, num_threads=nt, schedule='static', chunksize=1):
             t = threadid()
-            if itemsize == 4:
-                forward_images(<float*>x.ptr + x_off, <float*>wp.ptr, <float*>bp, <float*>out.ptr,
-                               cv, c * step, min(N, (c + 1) * step), <float*>work.ptr + t * each,
-                               <float*>work.ptr + t * each + 2 * padsz,
-                               <float*>work.ptr + t * each + 2 * padsz + colsz,
-                               pl.pmem.ptr + t * pl.pbytes, nr)
-            else:
-                forward_images(<double*>x.ptr + x_off, <double*>wp.ptr, <double*>bp,
-                               <double*>out.ptr, cv, c * step, min(N, (c + 1) * step),
-                               <double*>work.ptr + t * each,
-                               <double*>work.ptr + t * each + 2 * padsz,
-                               <double*>work.ptr + t * each + 2 * padsz + colsz,
-                               pl.pmem.ptr + t * pl.pbytes, nr)
+            c = mn_claim(&cl, t)
+            while c >= 0:
+                if itemsize == 4:
+                    forward_images(<float*>x.ptr + x_off, <float*>wp.ptr, <float*>bp,
+                                   <float*>out.ptr, cv, c * step, min(N, (c + 1) * step),
+                                   <float*>work.ptr + t * each,
+                                   <float*>work.ptr + t * each + 2 * padsz,
+                                   <float*>work.ptr + t * each + 2 * padsz + colsz,
+                                   pl.pmem.ptr + t * pl.pbytes, nr)
+                else:
+                    forward_images(<double*>x.ptr + x_off, <double*>wp.ptr, <double*>bp,
+                                   <double*>out.ptr, cv, c * step, min(N, (c + 1) * step),
+                                   <double*>work.ptr + t * each,
+                                   <double*>work.ptr + t * each + 2 * padsz,
+                                   <double*>work.ptr + t * each + 2 * padsz + colsz,
+                                   pl.pmem.ptr + t * pl.pbytes, nr)
+                c = mn_claim(&cl, t)
+    mn_claims_free(&cl)
 
 
 def weight_grad_rows_(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, Buffer dw,
@@ -386,19 +406,25 @@ def weight_grad_rows_(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, 
     # which they read only padding (weight_grad_rows)
     for r in range(rp):
         toffp[r] = cv.tofr[r] if r < cv.R else cv.tofr[0]
+    cdef mn_claims cl
+    cdef int u
+    claims_start(&cl, nch, nt)
     with nogil:
-        for c in prange(nch, num_threads=nt, schedule='dynamic'):
+        for u in prange(nt, num_threads=nt, schedule='static', chunksize=1):
             t = threadid()
-            if itemsize == 4:
-                weight_grad_rows(<float*>x.ptr + x_off, <float*>dy.ptr + dy_off,
-                                 <float*>part.ptr + c * partsz, cv, toffp, c * step,
-                                 min(N, (c + 1) * step), <float*>work.ptr + t * each,
-                                 <float*>work.ptr + t * each + padsz, kb, rp)
-            else:
-                weight_grad_rows(<double*>x.ptr + x_off, <double*>dy.ptr + dy_off,
-                                 <double*>part.ptr + c * partsz, cv, toffp, c * step,
-                                 min(N, (c + 1) * step), <double*>work.ptr + t * each,
-                                 <double*>work.ptr + t * each + padsz, kb, rp)
+            c = mn_claim(&cl, t)
+            while c >= 0:
+                if itemsize == 4:
+                    weight_grad_rows(<float*>x.ptr + x_off, <float*>dy.ptr + dy_off,
+                                     <float*>part.ptr + c * partsz, cv, toffp, c * step,
+                                     min(N, (c + 1) * step), <float*>work.ptr + t * each,
+                                     <float*>work.ptr + t * each + padsz, kb, rp)
+                else:
+                    weight_grad_rows(<double*>x.ptr + x_off, <double*>dy.ptr + dy_off,
+                                     <double*>part.ptr + c * partsz, cv, toffp, c * step,
+                                     min(N, (c + 1) * step), <double*>work.ptr + t * each,
+                                     <double*>work.ptr + t * each + padsz, kb, rp)
+                c = mn_claim(&cl, t)
         for k in range(cv.K):
             blk = k // kb
             for r in range(cv.R):
@@ -413,6 +439,7 @@ def weight_grad_rows_(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, 
                     (<float*>dw.ptr)[k * cv.R + r] = <float>s
                 else:
                     (<double*>dw.ptr)[k * cv.R + r] = s
+    mn_claims_free(&cl)
 
 
 def weight_grad(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, Buffer dw,
@@ -434,27 +461,34 @@ def weight_grad(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, Buffer
     cdef Py_ssize_t nch = (N + step - 1) // step
     cdef Buffer part = Buffer(max(nch * partsz, 1) * itemsize, True)
     cdef Buffer work = Buffer(max(nt * each, 1) * itemsize, True)
+    cdef mn_claims cl
+    cdef int u
+    claims_start(&cl, nch, nt)
     with nogil:
-        for c in prange(nch, num_threads=nt, schedule='dynamic'):
+        for u in prange(nt, num_threads=nt, schedule='static', chunksize=1):
             t = threadid()
-            if itemsize == 4:
-                weight_grad_images(<float*>x.ptr + x_off, <float*>dy.ptr + dy_off,
-                                   <float*>part.ptr + c * partsz, cv, c * step,
-                                   min(N, (c + 1) * step), <float*>work.ptr + t * each,
-                                   <float*>work.ptr + t * each + padsz,
-                                   <float*>work.ptr + t * each + padsz + colsz,
-                                   pl.pmem.ptr + t * pl.pbytes, nr)
-            else:
-                weight_grad_images(<double*>x.ptr + x_off, <double*>dy.ptr + dy_off,
-                                   <double*>part.ptr + c * partsz, cv, c * step,
-                                   min(N, (c + 1) * step), <double*>work.ptr + t * each,
-                                   <double*>work.ptr + t * each + padsz,
-                                   <double*>work.ptr + t * each + padsz + colsz,
-                                   pl.pmem.ptr + t * pl.pbytes, nr)
+            c = mn_claim(&cl, t)
+            while c >= 0:
+                if itemsize == 4:
+                    weight_grad_images(<float*>x.ptr + x_off, <float*>dy.ptr + dy_off,
+                                       <float*>part.ptr + c * partsz, cv, c * step,
+                                       min(N, (c + 1) * step), <float*>work.ptr + t * each,
+                                       <float*>work.ptr + t * each + padsz,
+                                       <float*>work.ptr + t * each + padsz + colsz,
+                                       pl.pmem.ptr + t * pl.pbytes, nr)
+                else:
+                    weight_grad_images(<double*>x.ptr + x_off, <double*>dy.ptr + dy_off,
+                                       <double*>part.ptr + c * partsz, cv, c * step,
+                                       min(N, (c + 1) * step), <double*>work.ptr + t * each,
+                                       <double*>work.ptr + t * each + padsz,
+                                       <double*>work.ptr + t * each + padsz + colsz,
+                                       pl.pmem.ptr + t * pl.pbytes, nr)
+                c = mn_claim(&cl, t)
         if itemsize == 4:
             sum_partials(<float*>part.ptr, <float*>dw.ptr, cv, nch, nr)
         else:
             sum_partials(<double*>part.ptr, <double*>dw.ptr, cv, nch, nr)
+    mn_claims_free(&cl)
 
 
 def input_grad(Buffer dy, Py_ssize_t dy_off, Buffer w, Py_ssize_t w_off, Buffer dx,
@@ -471,26 +505,33 @@ def input_grad(Buffer dy, Py_ssize_t dy_off, Buffer w, Py_ssize_t w_off, Buffer 
     cdef Py_ssize_t each = padsz + bsz + rp * nr
     cdef Buffer wtp = Buffer(max(cv.G * rp * cv.Kg, 1) * itemsize)
     cdef Buffer work = Buffer(max(nt * each, 1) * itemsize)
+    cdef mn_claims cl
+    cdef int u
+    claims_start(&cl, nch, nt)
     with nogil:
         if itemsize == 4:
             pack_wt(<float*>w.ptr + w_off, cv, <float*>wtp.ptr)
         else:
             pack_wt(<double*>w.ptr + w_off, cv, <double*>wtp.ptr)
-        for c in prange(nch, num_threads=nt, schedule='dynamic'):
+        for u in prange(nt, num_threads=nt, schedule='static', chunksize=1):
             t = threadid()
-            if itemsize == 4:
-                input_grad_images(<float*>dy.ptr + dy_off, <float*>wtp.ptr, <float*>dx.ptr, cv,
-                                  c * step, min(N, (c + 1) * step), <float*>work.ptr + t * each,
-                                  <float*>work.ptr + t * each + padsz,
-                                  <float*>work.ptr + t * each + padsz + bsz,
-                                  pl.pmem.ptr + t * pl.pbytes, nr)
-            else:
-                input_grad_images(<double*>dy.ptr + dy_off, <double*>wtp.ptr, <double*>dx.ptr,
-                                  cv, c * step, min(N, (c + 1) * step),
-                                  <double*>work.ptr + t * each,
-                                  <double*>work.ptr + t * each + padsz,
-                                  <double*>work.ptr + t * each + padsz + bsz,
-                                  pl.pmem.ptr + t * pl.pbytes, nr)
+            c = mn_claim(&cl, t)
+            while c >= 0:
+                if itemsize == 4:
+                    input_grad_images(<float*>dy.ptr + dy_off, <float*>wtp.ptr, <float*>dx.ptr, cv,
+                                      c * step, min(N, (c + 1) * step), <float*>work.ptr + t * each,
+                                      <float*>work.ptr + t * each + padsz,
+                                      <float*>work.ptr + t * each + padsz + bsz,
+                                      pl.pmem.ptr + t * pl.pbytes, nr)
+                else:
+                    input_grad_images(<double*>dy.ptr + dy_off, <double*>wtp.ptr, <double*>dx.ptr,
+                                      cv, c * step, min(N, (c + 1) * step),
+                                      <double*>work.ptr + t * each,
+                                      <double*>work.ptr + t * each + padsz,
+                                      <double*>work.ptr + t * each + padsz + bsz,
+                                      pl.pmem.ptr + t * pl.pbytes, nr)
+                c = mn_claim(&cl, t)
+    mn_claims_free(&cl)
 
 
 def bias_grad(Buffer dy, Py_ssize_t dy_off, Buffer db, Py_ssize_t N, Py_ssize_t K, Py_ssize_t P,
