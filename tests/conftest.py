@@ -6,12 +6,20 @@ runners (the CLI's among them) and the MPI skip. Test modules import them with
 import gzip
 import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
 from pathlib import Path
 
 os.environ["MININET_OFFLINE"] = "1"   # tests never download (data/fetch.py)
+
+# A suite started in the background by a shell without job control (`pytest ... &` in a
+# script) inherits SIGINT ignored, and so would every process a test starts: the Ctrl-C
+# tests (test_interrupts, test_cli) would then wait out their children. A handler here
+# is reset to the default in a child at exec, where SIG_IGN would stay.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import numpy as np
 import pytest
