@@ -623,10 +623,12 @@ cdef run(Buffer src, Py_ssize_t s_off, Buffer w, Py_ssize_t w_off, Buffer bias, 
     cdef char* sp = scratch.ptr
     cdef char* bias_p = NULL if bias is None else bias.ptr + b_off * itemsize
     cdef Phase* php = NULL if phases is None else <Phase*>phases.ptr
-    # the tiles cut into CHUNKS_PER_THREAD chunks of equal work a thread, handed out as
-    # threads come free (a tile's outputs are its own: the same bits whoever takes it):
-    # in one process, interleaved, 2 threads (Xeon model 207), median us, 64x16x8x8 -> 32
-    # /2 forward 105 -> 95, 64x32x4x4 -> 64 /2 123 -> 120
+    # the tiles cut into CHUNKS_PER_THREAD chunks of equal work a thread, claimed by the
+    # threads (_claim.h: each its own share first, then what another has left; a tile's
+    # outputs are its own: the same bits whoever takes it). Chunks handed out as threads
+    # come free against one run a thread, in one process, interleaved, 2 threads (Xeon
+    # model 207), median us: 64x16x8x8 -> 32 /2 forward 105 -> 95, 64x32x4x4 -> 64 /2 123
+    # -> 120; claims against those chunks (Xeon model 167): within 1%
     cdef int t, c, nch = nt * CHUNKS_PER_THREAD if nt > 1 else 1
     nch = <int>min(nch, max(ntiles, 1))
     cdef Py_ssize_t st = wst[0], sc = wst[1], sk = wst[2]
