@@ -249,8 +249,9 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 def claims_trace(Py_ssize_t n, int nt, int late=-1, double late_s=0.0, double chunk_s=0.0):
     """Run n chunks on nt threads through work claims (_claim.h) and return, for each
-    chunk, the thread that ran it (-1: none). late: a thread that waits late_s seconds
-    before its first claim; each chunk busy-waits chunk_s. For tests of the claims."""
+    chunk, the thread that ran it (-1: none, -2: more than one). late: a thread that
+    waits late_s seconds before its first claim; each chunk busy-waits chunk_s. For tests
+    of the claims."""
     if n < 0 or nt < 1:
         raise ValueError(f"claims_trace: n must be >= 0 and nt >= 1, got {n} and {nt}")
     import array
