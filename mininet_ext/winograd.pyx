@@ -194,8 +194,9 @@ def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
         # 1957 / 2246 -> 1886 / 2052, 64x32x16x16 -> 64 2214 / 2955 -> 1979 / 2449,
         # 8x64x56x56 -> 64 6131 / 6195 -> 5220 / 5424. Work claims (_claim.h, each
         # thread its own contiguous share first) measured no faster here and slower on
-        # the smallest maps (Xeon model 167, 2 threads, op level: 64x32x4x4 -> 32, two
-        # blocks, 83.5 -> 98.8 us; 64x64x8x8 -> 128 and 64x32x16x16 -> 64 within 1%)
+        # the smallest maps in one phase of the VM, equal in a later one (Xeon model 167,
+        # 2 threads, op level: 64x32x4x4 -> 32, two blocks, 83.5 -> 98.8 us, then about
+        # 100 both; 64x64x8x8 -> 128 and 64x32x16x16 -> 64 within 1%)
         for b in prange(blocks, num_threads=nt, schedule='dynamic'):
             t = threadid()
             run_block(&g, x.ptr + x_off * itemsize, ubuf.ptr, bp, out.ptr,
