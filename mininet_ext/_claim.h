@@ -1,4 +1,5 @@
-/* Work claims for a parallel loop over n chunks (mininet_ext/_omp.pxd: claims_*).
+/* Work claims for a parallel loop over n chunks (declared in mininet_ext/_omp.pxd, with
+ * claims_start, which raises where mn_claims_init fails).
  *
  * Thread t owns the contiguous share [n t / nt, n (t + 1) / nt) and takes it front to
  * back; a thread whose share is done takes the last chunk of the share with the most
@@ -18,7 +19,7 @@ typedef struct { uint64_t v; char pad[56]; } mn_claim_share;
 typedef struct { mn_claim_share* s; int nt; void* mem; } mn_claims;
 
 /* 0, or -1 when out of memory or n does not fit 32 bits */
-static int mn_claims_init(mn_claims* c, int64_t n, int nt)
+static inline int mn_claims_init(mn_claims* c, int64_t n, int nt)
 {
     c->nt = nt < 1 ? 1 : nt;
     c->mem = malloc((size_t)(c->nt + 1) * sizeof(mn_claim_share));
@@ -32,10 +33,10 @@ static int mn_claims_init(mn_claims* c, int64_t n, int nt)
     return 0;
 }
 
-static void mn_claims_free(mn_claims* c) { free(c->mem); c->mem = NULL; c->s = NULL; }
+static inline void mn_claims_free(mn_claims* c) { free(c->mem); c->mem = NULL; c->s = NULL; }
 
 /* The next chunk for thread t, or -1 when every share is done. */
-static int64_t mn_claim(mn_claims* c, int t)
+static inline int64_t mn_claim(mn_claims* c, int t)
 {
     mn_claim_share* s = c->s;
     uint64_t v = __atomic_load_n(&s[t].v, __ATOMIC_RELAXED);

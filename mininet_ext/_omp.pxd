@@ -14,7 +14,10 @@ cdef extern from "_claim.h" nogil:
 
 
 cdef inline int claims_start(mn_claims* c, Py_ssize_t n, int nt) except -1:
-    """mn_claims_init, or MemoryError (mn_claims_free after the region either way)."""
+    """mn_claims_init, or an error (with nothing left to free); the caller frees the
+    claims with mn_claims_free after the parallel region."""
+    if n < 0 or n > 0xFFFFFFFF:
+        raise ValueError(f"work claims: {n} chunks, outside 0 .. 2**32 - 1")
     if mn_claims_init(c, n, nt) != 0:
         mn_claims_free(c)
         raise MemoryError(f"work claims for {n} chunks on {nt} threads")

@@ -11,7 +11,9 @@ cdef extern from *:
     static int mn_openmp_enabled(void) { return 1; }
     static int mn_omp_max_threads(void) { return omp_get_max_threads(); }
     static double mn_omp_time(void) { return omp_get_wtime(); }
+    static void mn_count(long long* p) { __atomic_fetch_add(p, 1, __ATOMIC_RELAXED); }
     #else
+    static void mn_count(long long* p) { ++*p; }
     #include <time.h>
     static int mn_openmp_enabled(void) { return 0; }
     static int mn_omp_max_threads(void) { return 1; }
@@ -26,6 +28,7 @@ cdef extern from *:
     int mn_openmp_enabled() nogil
     int mn_omp_max_threads() nogil
     double mn_omp_time() nogil
+    void mn_count(long long* p) nogil
 
 # Below this many elements (or flops / 64) a kernel runs on one thread: waking
 # the OpenMP team costs more than it saves.
@@ -256,6 +259,7 @@ def claims_trace(Py_ssize_t n, int nt, int late=-1, double late_s=0.0, double ch
         raise ValueError(f"claims_trace: n must be >= 0 and nt >= 1, got {n} and {nt}")
     import array
     cdef long long[::1] who = array.array("q", [-1] * max(n, 1))
+    cdef long long[::1] runs = array.array("q", [0] * max(n, 1))
     cdef Py_ssize_t i, c
     cdef int u, t
     cdef mn_claims cl
@@ -267,11 +271,12 @@ def claims_trace(Py_ssize_t n, int nt, int late=-1, double late_s=0.0, double ch
                 _busy(late_s)
             c = mn_claim(&cl, t)
             while c >= 0:
-                who[c] = t if who[c] == -1 else -2   # -2: claimed twice
+                who[c] = t
+                mn_count(&runs[c])
                 _busy(chunk_s)
                 c = mn_claim(&cl, t)
     mn_claims_free(&cl)
-    return [who[i] for i in range(n)]
+    return [who[i] if runs[i] == 1 else (-1 if runs[i] == 0 else -2) for i in range(n)]
 
 
 cdef void _busy(double seconds) noexcept nogil:

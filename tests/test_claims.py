@@ -18,13 +18,15 @@ def test_every_chunk_runs_once(n, nt):
 def test_each_thread_starts_on_its_own_share():
     _omp.claims_trace(2, 2)   # the team started
     who = _omp.claims_trace(8, 2, chunk_s=0.01)
-    # a thread runs its own share's first chunk unless it comes ~80 ms late
+    # a thread runs its own share's first chunk unless it comes ~70 ms late
     assert who[0] == 0 and who[4] == 1, who
 
 
 def test_a_late_thread_leaves_its_share_to_the_others():
     who = _omp.claims_trace(8, 2, late=1, late_s=0.3, chunk_s=0.002)
     assert who == [0] * 8, who
+    if set(_omp.claims_trace(3, 3, chunk_s=0.02)) != {0, 1, 2}:
+        pytest.skip("OpenMP gave fewer than 3 threads (OMP_THREAD_LIMIT?)")
     who = _omp.claims_trace(9, 3, late=0, late_s=0.3, chunk_s=0.002)
     assert all(t in (1, 2) for t in who), who
 
