@@ -99,7 +99,7 @@ cdef inline Py_ssize_t job_chunk(Py_ssize_t jobs, int nt) noexcept nogil:
     """Jobs (band, image) per chunk of the forwards' claims (_claim.h): about 8 chunks a
     thread, so a thread slowed by its core leaves the end of its share to the others (a
     job's outputs are its own: the same bits whoever takes it). Claims against chunks
-    taken as threads come free (schedule='dynamic'), device call, 2 threads (Xeon model
+    taken as threads come free (schedule='dynamic'), op level, 2 threads (Xeon model
     167): 7x7 /4 112.4 -> 102.0 us (each thread reads and writes the same images call
     after call). Dynamic chunks against the equal run a
     thread it replaces, in one process, interleaved, 2 threads (Xeon model 207), median /
