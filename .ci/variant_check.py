@@ -3,8 +3,8 @@ VARIANT_MODULES), under every kernel set this CPU runs, each in a fresh process:
 backend imports the set's build, and convolutions that run its Winograd, channels-last
 and direct kernels (each checked to have run), batch norm + ReLU, max pooling, an Adam
 step and softmax cross-entropy agree with numpy float64 (forward values only; the test
-suites cover the gradients and the LSTM gates, under every set, in a checkout). Needs numpy only (the venv of
-.ci/sdist_check.sh has no test extras)."""
+suites cover the gradients and the LSTM gates, under every set, in a checkout). Needs
+numpy only (the venv of .ci/sdist_check.sh has no test extras)."""
 import json
 import os
 import subprocess

@@ -318,9 +318,10 @@ cdef void micro_tiles(const floating* Ap, const floating* Bp, floating* C, Py_ss
     panel met all of a 3 MB block of B from L3: in-process A/B, Xeon model 167 (2 MB L2),
     2048^3 took 0.96x the time with them on one thread and two, 1024^3 and 256 x 1024 x
     1024 (B blocks of 1.4 MB) a tie. B-panel-major kept a B panel (KC x NR, 48 KB with
-    AVX-512 float32: all of a 48 KB L1) for the A panels to stream through and evict. float32, Xeon model 207 (48 KB L1), in-process A/B: A-major
-    took 0.92-0.97x the time from 256 x 1024 x 1024 to 2048^3 on one thread, 0.96-0.99x on
-    two; with the AVX2 kernels 0.91-0.98x. float64 AVX-512 panels (12 x 384 doubles, 36 KB)
+    AVX-512 float32: all of a 48 KB L1) for the A panels to stream through and evict.
+    float32, Xeon model 207 (48 KB L1), in-process A/B: A-major took 0.92-0.97x the time
+    from 256 x 1024 x 1024 to 2048^3 on one thread, 0.96-0.99x on two; with the AVX2
+    kernels 0.91-0.98x. float64 AVX-512 panels (12 x 384 doubles, 36 KB)
     stay B-major: A-major took 1.04-1.07x there. On Zen 4 (32 KB L1) the 18 KB float32
     panels stay B-major, the order that reached 86-89% of its peak there (A-major not
     measured on it)."""

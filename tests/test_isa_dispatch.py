@@ -269,8 +269,9 @@ def test_pixel_major_tiles_per_set(isa):
 VARIANT_SUITES = ["tests/test_conv_direct.py", "tests/test_conv_cm.py", "tests/test_conv_nhwc.py",
                   "tests/test_winograd.py", "tests/test_winograd5.py", "tests/test_conv_chunks.py",
                   "tests/test_norm_kernels.py", "tests/test_bn_relu.py", "tests/test_fusion.py",
-                  "tests/test_optim_torch.py", "tests/test_small_kernels.py", "tests/test_sequence.py",
-                  "tests/test_xent_checked_labels.py", "tests/test_nn_layers_torch.py",
+                  "tests/test_optim_torch.py", "tests/test_small_kernels.py",
+                  "tests/test_sequence.py", "tests/test_xent_checked_labels.py",
+                  "tests/test_nn_layers_torch.py",
                   "tests/test_step_epilogues.py"]
 
 
