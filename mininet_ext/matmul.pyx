@@ -10,7 +10,7 @@ from cython cimport floating
 from libc.string cimport memcpy, memset
 from mininet_ext.buffer cimport Buffer
 from mininet_ext._omp cimport threads_for, threads_timed, arrived, finished
-from mininet_ext._check cimport need, need_strided
+from mininet_ext._check cimport check_itemsize, need, need_strided
 
 from mininet_ext import _isa
 
@@ -713,6 +713,35 @@ cdef void gemm_ksplit(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
         C[i] = s
 
 
+cdef void gemm_ksplit_direct(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                             const floating* A, Py_ssize_t ars, Py_ssize_t acs,
+                             const floating* B, Py_ssize_t brs, Py_ssize_t bcs,
+                             floating* C, floating* part, floating* Ap, floating* Bp,
+                             Py_ssize_t apsize, Py_ssize_t bpsize, int nt) noexcept nogil:
+    """Narrow products with few rows and a longer K (x @ W1 of an MLP, 100 x 784 x 100):
+    each thread multiplies its slice of K, A read in place and only its rows of B packed,
+    thread 0 into C and the others into partials, which are then added into C by rows.
+    Split by rows, every thread packed all of B (K x N): on two cores both read all of
+    it, where each now reads its own half (the half its optimizer step also keeps)."""
+    cdef Py_ssize_t t, k0, k1, i, r0, r1
+    cdef int u
+    with parallel(num_threads=nt):
+        for t in prange(nt, schedule='static'):
+            arrived(threadid())
+            k0 = K * t // nt
+            k1 = K * (t + 1) // nt
+            gemm_direct(M, N, k1 - k0, A + k0 * acs, ars, acs, B + k0 * brs, brs, bcs,
+                        C if t == 0 else part + (t - 1) * M * N, N, Bp + t * bpsize,
+                        Ap + t * apsize, 0, M)
+        for t in prange(nt, schedule='static'):
+            r0 = M * N * t // nt
+            r1 = M * N * (t + 1) // nt
+            for u in range(1, nt):
+                for i in range(r0, r1):
+                    C[i] = C[i] + part[(u - 1) * M * N + i]
+            finished(threadid())
+
+
 cdef void gemm_sliced(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                       const floating* A, Py_ssize_t ars, Py_ssize_t acs,
                       const floating* B, Py_ssize_t brs, Py_ssize_t bcs,
@@ -845,6 +874,9 @@ cdef void gemm_one(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
         gemm_one(N, M, K, B, bcs, brs, A, acs, ars, part, Ap, Bp, part + M * N, apsize,
                  bpsize, nt, swap_inner_path(M, N, ars, mn_gemm_nr(sizeof(floating))))
         transpose_into(part, C, N, M)
+    elif path == KSPLIT_DIRECT_PATH:
+        gemm_ksplit_direct(M, N, K, A, ars, acs, B, brs, bcs, C, part, Ap, Bp, apsize, bpsize,
+                           nt)
     elif path == KSPLIT_PATH:
         gemm_ksplit(M, N, K, A, ars, acs, B, brs, bcs, C, part, Ap, Bp, apsize, bpsize, nt)
     elif nt > 1 and path == ROWS_PATH:
@@ -869,6 +901,7 @@ cdef enum:
     ROWS_PATH = 4
     SWAP_PATH = 5
     INPLACE_PATH = 6
+    KSPLIT_DIRECT_PATH = 7
 
 
 # one thread's ns per multiply-add, float32 (19-24 ps from 64^3 to 256^3 and at 100x784x100
@@ -896,6 +929,10 @@ cdef int choose_path(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ars, P
         return SMALL_PATH    # a row or three (matrix-vector): the unit-stride plain loops
     if M <= 4 * MR and bcs == 1 and N >= nr:
         return ROWS_PATH     # few rows: B read in place, each element is used only M times
+    if N <= 8 * nr and nt > 1 and M < K and K >= 128 * nt:
+        # narrow with a longer K than M (an MLP's x @ W1): split K, not rows, so that each
+        # thread packs and reads its own slice of B instead of all of it
+        return KSPLIT_DIRECT_PATH
     if N <= 8 * nr:
         return DIRECT_PATH   # narrow: A read in place
     return BLOCKED_PATH
@@ -917,7 +954,7 @@ cdef void pack_sizes(int path, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, int nr,
         apsize[0] = bpsize[0] = 0
     elif path == SWAP_PATH:   # C^T (N x M) = B^T @ A^T, on the inner path gemm_one takes
         pack_sizes(swap_inner_path(M, N, ars, nr), N, M, K, nr, ars, apsize, bpsize)
-    elif path == DIRECT_PATH:   # all N columns of B per K block, one partial row panel of A
+    elif path == DIRECT_PATH or path == KSPLIT_DIRECT_PATH:   # all N columns of B per K block, one partial row panel of A
         apsize[0] = MR * kc
         bpsize[0] = round_up(N, nr) * kc
     elif path == ROWS_PATH:   # all M rows of A per K block, one partial column panel of B
@@ -929,6 +966,23 @@ cdef void pack_sizes(int path, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, int nr,
     else:   # blocked, K split: an MC x KC block of A, a KC x NC block of B
         apsize[0] = round_up(min(MC, M), MR) * kc
         bpsize[0] = round_up(min(NC, N), nr) * kc
+
+
+PATH_NAMES = ("small", "ksplit", "direct", "blocked", "rows", "swap", "inplace",
+              "ksplit_direct")
+
+
+def path_of(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ars, Py_ssize_t acs,
+            Py_ssize_t brs, Py_ssize_t bcs, int itemsize=4):
+    """The name of the path gemm() takes for an M x K by K x N product with these
+    strides (in items) at the present thread setting: for tests and for reading a
+    profile. Where it splits its work, the share taken later by timing may still be one
+    thread (threads_timed), except on the K splits."""
+    check_itemsize(itemsize, "path_of")
+    if M < 0 or N < 0 or K < 0:
+        raise ValueError(f"path_of: sizes must be >= 0, got {M} x {K} by {K} x {N}")
+    cdef int nr = mn_gemm_nr(itemsize)
+    return PATH_NAMES[choose_path(M, N, K, ars, brs, bcs, nr, threads_for(M * N * K // 64))]
 
 
 def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
@@ -949,13 +1003,14 @@ def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
     # costs: a second thread paid from 48^3 on a Zen 4 EPYC, from about 81^3 (2^19
     # multiply-adds) on a Xeon (64^3: 5.5 us on one thread, 6.5-8 on two); and above
     # those floors only while waking the team costs less than its share saves
-    # except on the K split, whose partial sums (hence rounding) follow the thread count:
+    # except on the K splits, whose partial sums (hence rounding) follow the thread count:
     # that count must not depend on timing
-    if path != KSPLIT_PATH:
+    if path != KSPLIT_PATH and path != KSPLIT_DIRECT_PATH:
         nt = threads_timed(M * N * K // (8 if path == INPLACE_PATH else 64), M * N * K * GEMM_NS)
     cdef Py_ssize_t apsize, bpsize
     pack_sizes(path, M, N, K, nr, ars, &apsize, &bpsize)
     cdef Py_ssize_t partsize = (nt * M * N if path == KSPLIT_PATH else
+                                (nt - 1) * M * N if path == KSPLIT_DIRECT_PATH else
                                 (nt + 1) * M * N if path == SWAP_PATH else 0)
     # packing space per thread; K-split partial products, or C^T then the inner
     # product's own partials (SWAP_PATH); none for the unpacked paths
