@@ -3,6 +3,8 @@ a running kernel. Each scenario runs in a subprocess with a timeout, so a hang o
 heap corruption fails the test instead of the test run."""
 import textwrap
 
+import pytest
+
 from conftest import run_python
 
 FORK_CHILD = """
@@ -139,22 +141,54 @@ def _openmp_env(extra):
     import os
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env.update(OMP_DISPLAY_ENV="VERBOSE", **extra)
-    r = run_python("import os, mininet; "
-                   "print(os.environ.get('GOMP_SPINCOUNT'), mininet.get_num_threads())",
+    r = run_python("import os, mininet, mininet_ext; "
+                   "print(os.environ.get('GOMP_SPINCOUNT'), mininet.get_num_threads(), "
+                   "mininet_ext.WAIT_POLICY)",
                    env=env, timeout=60)
     assert r.returncode == 0, r.stderr
     return r.stdout.split(), r.stderr
 
 
 def test_openmp_threads_spin_briefly_by_default():
-    """Long spin-waits made 2 threads slower than 1 next to a busy process (issue 11.17):
-    libgomp loads with a bounded GOMP_SPINCOUNT (mininet_ext.SPIN_DEFAULT), and the variable does not leak into
-    os.environ (PyTorch's own libgomp and child processes keep their defaults)."""
+    """Long spin-waits made 2 threads slower than 1 next to a busy process (issue 11.17),
+    and too short ones made every parallel kernel of a training step wait for a sleeping
+    thread: libgomp loads with the GOMP_SPINCOUNT worth mininet_ext.SPIN_US on this CPU,
+    and the variable does not leak into os.environ (PyTorch's own libgomp and child
+    processes keep their defaults)."""
     import mininet_ext
+    from mininet_ext import _isa
     out, shown = _openmp_env({})
-    assert int(mininet_ext.SPIN_DEFAULT) <= 30000     # ~0.5 ms, not libgomp's 300000
-    assert f"GOMP_SPINCOUNT = '{mininet_ext.SPIN_DEFAULT}'" in shown
+    count = int(out[2])
+    low, high = mininet_ext.SPIN_BOUNDS
+    assert low <= count <= high
+    assert f"GOMP_SPINCOUNT = '{count}'" in shown
     assert out[0] == "None"
+    # the count spins about SPIN_US here (a loaded machine times a spin slower: wide bounds)
+    spun_us = count * _isa.spin_ns() / 1000
+    assert mininet_ext.SPIN_US / 4 <= spun_us <= mininet_ext.SPIN_US * 4 or count in (low, high)
+
+
+def test_spin_timing_is_a_positive_time_and_checks_its_arguments():
+    from mininet_ext import _isa
+    ns = _isa.spin_ns(500, 2)
+    assert 0.05 < ns < 1000   # a load and a pause hint: between a cycle and a microsecond
+    for spins, rounds in ((0, 1), (1, 0), (-5, 3)):
+        with pytest.raises(ValueError, match="spin_ns: spins and rounds must be >= 1"):
+            _isa.spin_ns(spins, rounds)
+
+
+def test_a_bad_isa_choice_still_loads_openmp_then_fails_where_kernels_load():
+    """The spin is timed in _isa before libgomp loads; a MININET_ISA that _isa refuses must
+    not break the package's import there (the default count is used), and the refusal
+    still reaches the user when the kernels load."""
+    import os
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(MININET_ISA="no-such-set")
+    r = run_python("import mininet_ext; print(mininet_ext.WAIT_POLICY); import mininet",
+                   env=env, timeout=60)
+    assert r.returncode != 0
+    assert r.stdout.split()[0] == __import__("mininet_ext").SPIN_DEFAULT
+    assert "MININET_ISA='no-such-set' is not a kernel set" in r.stderr
 
 
 def test_a_users_wait_policy_wins():
