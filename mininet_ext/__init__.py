@@ -37,6 +37,15 @@ def _spin_count():
     return str(int(min(max(SPIN_US * 1000 / ns, low), high)))
 
 
+def spin_us():
+    """How long, in us, the count mininet set makes an idle OpenMP thread spin (timed again
+    now); None where the user's OMP_WAIT_POLICY or GOMP_SPINCOUNT decides."""
+    if WAIT_POLICY is None:
+        return None
+    from ._isa import spin_ns
+    return int(WAIT_POLICY) * spin_ns() / 1000
+
+
 def _load_openmp():
     if "OMP_WAIT_POLICY" in _os.environ or "GOMP_SPINCOUNT" in _os.environ:
         return None

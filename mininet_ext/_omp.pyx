@@ -44,14 +44,27 @@ cdef int num_threads() noexcept nogil:
     return _num_threads
 
 
-cdef int threads_for(Py_ssize_t work) noexcept nogil:
-    """Threads to use for `work` elements: 1 for small jobs."""
-    global _team_started
+cdef int size_threads(Py_ssize_t work) noexcept nogil:
+    """threads_for's count, with none of its effects (for reporting a choice)."""
     if work < PARALLEL_GRAIN or _num_threads <= 1:
         return 1
-    _team_started = 1
     cdef Py_ssize_t t = work // PARALLEL_GRAIN
     return <int>t if t < _num_threads else _num_threads
+
+
+cdef int threads_for(Py_ssize_t work) noexcept nogil:
+    """Threads to use for `work` elements: 1 for small jobs. The count is the size's
+    alone, and the region that follows is not timed: the last timed region's samples are
+    folded in and its description dropped, so that arrived and finished in a region on
+    this count note nothing (else they timed it from the last timed region's start: a
+    K split after a pause made the estimates of waking cost and slowdown jump)."""
+    global _team_started, _region_nt
+    fold_sample()
+    _region_nt = 0
+    cdef int nt = size_threads(work)
+    if nt > 1:
+        _team_started = 1
+    return nt
 
 
 cdef Py_ssize_t chunk_items(Py_ssize_t n, int nt, Py_ssize_t per_thread) noexcept nogil:

@@ -9,7 +9,7 @@ from cython.parallel cimport prange, threadid, parallel
 from cython cimport floating
 from libc.string cimport memcpy, memset
 from mininet_ext.buffer cimport Buffer
-from mininet_ext._omp cimport threads_for, threads_timed, arrived, finished
+from mininet_ext._omp cimport size_threads, threads_for, threads_timed, arrived, finished
 from mininet_ext._check cimport check_itemsize, need, need_strided
 
 from mininet_ext import _isa
@@ -717,29 +717,35 @@ cdef void gemm_ksplit_direct(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                              const floating* A, Py_ssize_t ars, Py_ssize_t acs,
                              const floating* B, Py_ssize_t brs, Py_ssize_t bcs,
                              floating* C, floating* part, floating* Ap, floating* Bp,
-                             Py_ssize_t apsize, Py_ssize_t bpsize, int nt) noexcept nogil:
+                             Py_ssize_t apsize, Py_ssize_t bpsize, int parts,
+                             int nt) noexcept nogil:
     """Narrow products with few rows and a longer K (x @ W1 of an MLP, 100 x 784 x 100):
-    each thread multiplies its slice of K, A read in place and only its rows of B packed,
-    thread 0 into C and the others into partials, which are then added into C by rows.
-    Split by rows, every thread packed all of B (K x N): on two cores both read all of
-    it, where each now reads its own half (the half its optimizer step also keeps)."""
+    each of `parts` slices of K is multiplied with A read in place and only its rows of B
+    packed, the first into C and the others into partials, which are then added into C
+    by rows. Split by rows, every thread packed all of B (K x N): on two cores both read
+    all of it, where each now reads its own half (the half its optimizer step also
+    keeps). `parts` is fixed by the size and sets the rounding; the nt threads (timing
+    may give one) share the slices, so the sums do not depend on how many ran them."""
     cdef Py_ssize_t t, k0, k1, i, r0, r1
     cdef int u
     with parallel(num_threads=nt):
-        for t in prange(nt, schedule='static'):
+        for t in prange(parts, schedule='static'):
             arrived(threadid())
-            k0 = K * t // nt
-            k1 = K * (t + 1) // nt
+            k0 = K * t // parts
+            k1 = K * (t + 1) // parts
             gemm_direct(M, N, k1 - k0, A + k0 * acs, ars, acs, B + k0 * brs, brs, bcs,
                         C if t == 0 else part + (t - 1) * M * N, N, Bp + t * bpsize,
                         Ap + t * apsize, 0, M)
-        for t in prange(nt, schedule='static'):
-            r0 = M * N * t // nt
-            r1 = M * N * (t + 1) // nt
-            for u in range(1, nt):
+            finished(threadid())
+        # every partial written before any is added (Cython's worksharing loops are
+        # nowait: the barrier gcc places for their lastprivates is not one to rely on)
+        mn_team_barrier()
+        for t in prange(parts, schedule='static'):
+            r0 = M * N * t // parts
+            r1 = M * N * (t + 1) // parts
+            for u in range(1, parts):
                 for i in range(r0, r1):
                     C[i] = C[i] + part[(u - 1) * M * N + i]
-            finished(threadid())
 
 
 cdef void gemm_sliced(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
@@ -860,8 +866,10 @@ cdef void gemm_one(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                    const floating* A, Py_ssize_t ars, Py_ssize_t acs,
                    const floating* B, Py_ssize_t brs, Py_ssize_t bcs, floating* C,
                    floating* Ap, floating* Bp, floating* part, Py_ssize_t apsize,
-                   Py_ssize_t bpsize, int nt, int path) noexcept nogil:
-    """One product C (M x N, compact) on the path gemm() chose."""
+                   Py_ssize_t bpsize, int nt, int path, int run) noexcept nogil:
+    """One product C (M x N, compact) on the path gemm() chose: nt shares of the work (the
+    packing buffers', the K splits' partial sums), run by `run` threads on the narrow K
+    split (timing may give one), by nt on the others."""
     if K == 0:
         memset(C, 0, M * N * sizeof(floating))
     elif path == SMALL_PATH:
@@ -872,11 +880,11 @@ cdef void gemm_one(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
         # C^T = B^T @ A^T into `part`, then transposed into C: B^T is row-major, so it is
         # read in place as the narrow product's A (few rows of C = few columns of C^T)
         gemm_one(N, M, K, B, bcs, brs, A, acs, ars, part, Ap, Bp, part + M * N, apsize,
-                 bpsize, nt, swap_inner_path(M, N, ars, mn_gemm_nr(sizeof(floating))))
+                 bpsize, nt, swap_inner_path(M, N, ars, mn_gemm_nr(sizeof(floating))), nt)
         transpose_into(part, C, N, M)
     elif path == KSPLIT_DIRECT_PATH:
         gemm_ksplit_direct(M, N, K, A, ars, acs, B, brs, bcs, C, part, Ap, Bp, apsize, bpsize,
-                           nt)
+                           nt, run)
     elif path == KSPLIT_PATH:
         gemm_ksplit(M, N, K, A, ars, acs, B, brs, bcs, C, part, Ap, Bp, apsize, bpsize, nt)
     elif nt > 1 and path == ROWS_PATH:
@@ -907,6 +915,9 @@ cdef enum:
 # one thread's ns per multiply-add, float32 (19-24 ps from 64^3 to 256^3 and at 100x784x100
 # on a Zen 4 EPYC): threads_timed weighs it against the measured cost of waking the team
 cdef double GEMM_NS = 0.02
+# the most items of partial sums the narrow K split keeps (1 MB of floats): past it the
+# rows split, which packs B a K block at a time, holds less
+cdef Py_ssize_t KSD_PARTS = 262144
 
 
 cdef int choose_path(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ars, Py_ssize_t brs,
@@ -929,7 +940,7 @@ cdef int choose_path(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ars, P
         return SMALL_PATH    # a row or three (matrix-vector): the unit-stride plain loops
     if M <= 4 * MR and bcs == 1 and N >= nr:
         return ROWS_PATH     # few rows: B read in place, each element is used only M times
-    if N <= 8 * nr and nt > 1 and M < K and K >= 128 * nt:
+    if N <= 8 * nr and nt > 1 and M < K and K >= 128 * nt and (nt - 1) * M * N <= KSD_PARTS:
         # narrow with a longer K than M (an MLP's x @ W1): split K, not rows, so that each
         # thread packs and reads its own slice of B instead of all of it
         return KSPLIT_DIRECT_PATH
@@ -982,7 +993,7 @@ def path_of(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ars, Py_ssize_t
     if M < 0 or N < 0 or K < 0:
         raise ValueError(f"path_of: sizes must be >= 0, got {M} x {K} by {K} x {N}")
     cdef int nr = mn_gemm_nr(itemsize)
-    return PATH_NAMES[choose_path(M, N, K, ars, brs, bcs, nr, threads_for(M * N * K // 64))]
+    return PATH_NAMES[choose_path(M, N, K, ars, brs, bcs, nr, size_threads(M * N * K // 64))]
 
 
 def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
@@ -1005,8 +1016,14 @@ def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
     # those floors only while waking the team costs less than its share saves
     # except on the K splits, whose partial sums (hence rounding) follow the thread count:
     # that count must not depend on timing
-    if path != KSPLIT_PATH and path != KSPLIT_DIRECT_PATH:
-        nt = threads_timed(M * N * K // (8 if path == INPLACE_PATH else 64), M * N * K * GEMM_NS)
+    # The narrow K split keeps its nt slices (and so its rounding) whatever timing says,
+    # and runs them on one thread where waking the others costs more than they save
+    cdef int run = nt
+    if path == KSPLIT_DIRECT_PATH:
+        run = min(threads_timed(M * N * K // 64, M * N * K * GEMM_NS), nt)
+    elif path != KSPLIT_PATH:
+        nt = run = threads_timed(M * N * K // (8 if path == INPLACE_PATH else 64),
+                                 M * N * K * GEMM_NS)
     cdef Py_ssize_t apsize, bpsize
     pack_sizes(path, M, N, K, nr, ars, &apsize, &bpsize)
     cdef Py_ssize_t partsize = (nt * M * N if path == KSPLIT_PATH else
@@ -1027,11 +1044,11 @@ def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
             if itemsize == 4:
                 gemm_one(M, N, K, <float*>A.ptr + ao, ars, acs, <float*>B.ptr + bo, brs, bcs,
                          <float*>C.ptr + c_off + b * M * N, <float*>ap, <float*>bp,
-                         <float*>pp, apsize, bpsize, nt, path)
+                         <float*>pp, apsize, bpsize, nt, path, run)
             else:
                 gemm_one(M, N, K, <double*>A.ptr + ao, ars, acs, <double*>B.ptr + bo, brs, bcs,
                          <double*>C.ptr + c_off + b * M * N, <double*>ap, <double*>bp,
-                         <double*>pp, apsize, bpsize, nt, path)
+                         <double*>pp, apsize, bpsize, nt, path, run)
 
 
 cdef void simple_rows(const float* A, const float* B, float* C, Py_ssize_t M, Py_ssize_t N,

@@ -89,3 +89,42 @@ def test_path_of_refuses_bad_arguments():
         matmul.path_of(-1, 2, 3, 3, 1, 2, 1)
     with pytest.raises(ValueError, match="path_of"):
         matmul.path_of(2, 2, 3, 3, 1, 2, 1, itemsize=2)
+
+
+def test_k_split_rounding_does_not_depend_on_how_many_threads_ran_it():
+    """The slices of K are fixed by the size; timing may run them all on one thread (a busy
+    machine), and the sums, hence every bit of the result, stay the same."""
+    old = mn.get_num_threads()
+    mn.set_num_threads(2)
+    try:
+        if mn.get_num_threads() < 2:
+            pytest.skip("OpenMP gives one thread here")
+        rng = np.random.default_rng(7)
+        x = NDArray(rng.standard_normal((100, 784)).astype(np.float32))
+        w = NDArray(rng.standard_normal((784, 100)).astype(np.float32))
+        assert matmul.path_of(100, 100, 784, 784, 1, 100, 1) == "ksplit_direct"
+        _omp.reset_wake_cost(0)
+        both = (x @ w).numpy()
+        # waking a thread "costs a second": for the next 20 ms timing runs jobs on one
+        _omp.reset_wake_cost(1e9)
+        one = (x @ w).numpy()
+        assert np.array_equal(both, one)
+    finally:
+        _omp.reset_wake_cost(0)
+        mn.set_num_threads(old)
+
+
+def test_k_split_adds_this_calls_partials(threads):
+    """Products alternating between two B matrices: a sum read before the other slice's
+    partial is written would show the previous call's values (a missing barrier)."""
+    threads(2)
+    if mn.get_num_threads() < 2:
+        pytest.skip("OpenMP gives one thread here")
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((100, 784)).astype(np.float32)
+    ws = [rng.standard_normal((784, 100)).astype(np.float32) for _ in range(2)]
+    wants = [x.astype(np.float64) @ w.astype(np.float64) for w in ws]
+    a, bs = NDArray(x), [NDArray(w) for w in ws]
+    for i in range(200):
+        got = (a @ bs[i % 2]).numpy()
+        assert np.max(np.abs(got - wants[i % 2])) < 1e-3, i

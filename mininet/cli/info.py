@@ -145,7 +145,7 @@ def gather():
         "threads": get_num_threads(),
         "threads_env": _omp.ENV_ERROR or "ok",
         "openmp_wait": (f"GOMP_SPINCOUNT={mininet_ext.WAIT_POLICY} (mininet's default: "
-                        f"~{mininet_ext.SPIN_US} us of spinning on this CPU)"
+                        f"~{mininet_ext.spin_us():.0f} us of spinning on this CPU)"
                         if mininet_ext.WAIT_POLICY else "from OMP_WAIT_POLICY / GOMP_SPINCOUNT"),
         "cflags": build["cflags"],
         "kernel_isa": _isa.describe(),
