@@ -965,7 +965,8 @@ cdef void pack_sizes(int path, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, int nr,
         apsize[0] = bpsize[0] = 0
     elif path == SWAP_PATH:   # C^T (N x M) = B^T @ A^T, on the inner path gemm_one takes
         pack_sizes(swap_inner_path(M, N, ars, nr), N, M, K, nr, ars, apsize, bpsize)
-    elif path == DIRECT_PATH or path == KSPLIT_DIRECT_PATH:   # all N columns of B per K block, one partial row panel of A
+    elif path == DIRECT_PATH or path == KSPLIT_DIRECT_PATH:
+        # all N columns of B per K block (of a slice of K), one partial row panel of A
         apsize[0] = MR * kc
         bpsize[0] = round_up(N, nr) * kc
     elif path == ROWS_PATH:   # all M rows of A per K block, one partial column panel of B
@@ -987,8 +988,8 @@ def path_of(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ars, Py_ssize_t
             Py_ssize_t brs, Py_ssize_t bcs, int itemsize=4):
     """The name of the path gemm() takes for an M x K by K x N product with these
     strides (in items) at the present thread setting: for tests and for reading a
-    profile. Where it splits its work, the share taken later by timing may still be one
-    thread (threads_timed), except on the K splits."""
+    profile. Where it splits its work, timing may still run it on one thread
+    (threads_timed), except on the split of a long K ("ksplit")."""
     check_itemsize(itemsize, "path_of")
     if M < 0 or N < 0 or K < 0:
         raise ValueError(f"path_of: sizes must be >= 0, got {M} x {K} by {K} x {N}")
@@ -1014,10 +1015,10 @@ def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
     # costs: a second thread paid from 48^3 on a Zen 4 EPYC, from about 81^3 (2^19
     # multiply-adds) on a Xeon (64^3: 5.5 us on one thread, 6.5-8 on two); and above
     # those floors only while waking the team costs less than its share saves
-    # except on the K splits, whose partial sums (hence rounding) follow the thread count:
-    # that count must not depend on timing
-    # The narrow K split keeps its nt slices (and so its rounding) whatever timing says,
-    # and runs them on one thread where waking the others costs more than they save
+    # except for the K splits' count of slices, whose partial sums (hence rounding) follow
+    # it: that count must not depend on timing. The narrow K split keeps its nt slices
+    # whatever timing says and runs them on one thread where waking the others costs
+    # more than they save; the long one runs them on nt threads.
     cdef int run = nt
     if path == KSPLIT_DIRECT_PATH:
         run = min(threads_timed(M * N * K // 64, M * N * K * GEMM_NS), nt)
