@@ -7,8 +7,8 @@ costs the other way: waking a sleeping thread took 25-55 us under KVM (AMD EPYC)
 a small convolution's whole kernel, and a training step's Python between two parallel
 regions is often 30-300 us. An idle thread here spins SPIN_US (~0.25 ms): it covers those
 gaps, and stays far from the default's loaded slowdown (bench/RESULTS.md, "OpenMP spin,
-session 13"). GOMP_SPINCOUNT counts spins, not time, and a spin's pause hint takes 13 ns
-on one CPU and 30 on another: the count is SPIN_US over a spin's time on this CPU, timed
+session 13"). GOMP_SPINCOUNT counts spins, not time, and a spin took 13 ns on one CPU and
+16-32 on another: the count is SPIN_US over a spin's time on this CPU, timed
 at import (_isa.spin_ns; 10000 spins were 0.25 ms on the EPYC and 0.13 ms on a Xeon, too
 short for a training loop's gaps there: "OpenMP spin by time, session 23").
 

@@ -132,9 +132,10 @@ REQUIRES = {
 
 def spin_ns(long spins=2000, int rounds=3):
     """ns one spin of a waiting OpenMP thread takes on this CPU (libgomp's loop: a load and
-    the pause hint), the least of `rounds` timings of `spins` spins. The pause alone
-    takes ~13 ns on a Sapphire-Rapids-class Xeon and ~16-32 ns on a Zen 4 EPYC (both
-    under KVM): GOMP_SPINCOUNT counts spins, so mininet_ext sizes it from this."""
+    the pause hint), the least of `rounds` timings of `spins` spins: ~13 ns on a
+    Sapphire-Rapids-class Xeon, 16-32 ns on a Zen 4 EPYC (10000 spins were 160-320 us
+    there, session 13), both under KVM. GOMP_SPINCOUNT counts spins, so mininet_ext
+    sizes it from this."""
     if spins < 1 or rounds < 1:
         raise ValueError(f"spin_ns: spins and rounds must be >= 1, got {spins} and {rounds}")
     cdef double best = mn_spin_ns(spins)
