@@ -129,14 +129,10 @@ cdef int threads_timed(Py_ssize_t work, double est_ns) noexcept nogil:
     on one thread: 1 while waking the team is expected to cost more than the others'
     shares save. The kernel must call arrived(threadid()) first in its parallel body."""
     global _region_start, _region_nt, _region_est, _last_probe
-    cdef int nt = threads_for(work)
+    cdef int nt = threads_for(work)   # (which folds the last region's figures in)
     cdef double now
     if nt == 1 or not _adaptive:
-        fold_sample()   # the last region's figures, before its description is dropped
-        _region_nt = 0
         return nt
-    fold_sample()
-    _region_nt = 0
     now = mn_now_ns()
     # the others' shares save est (nt - 1) / nt, at the speed this thread has lately had
     if est_ns * _slowdown * (nt - 1) / nt <= _wake_ns:

@@ -693,49 +693,32 @@ cdef void gemm_ksplit(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                       const floating* A, Py_ssize_t ars, Py_ssize_t acs,
                       const floating* B, Py_ssize_t brs, Py_ssize_t bcs,
                       floating* C, floating* part, floating* Ap, floating* Bp,
-                      Py_ssize_t apsize, Py_ssize_t bpsize, int nt) noexcept nogil:
-    """Thin products (few output tiles, long K, e.g. conv weight gradients): each
-    thread multiplies one slice of K into its own partial C, then the partials are
-    summed. One parallel region instead of several per KC block."""
-    cdef Py_ssize_t t, k0, k1, i
-    cdef floating s
-    for t in prange(nt, num_threads=nt, schedule='static'):
-        arrived(threadid())
-        k0 = K * t // nt
-        k1 = K * (t + 1) // nt
-        gemm_blocked(M, N, k1 - k0, A + k0 * acs, ars, acs, B + k0 * brs, brs, bcs,
-                     part + t * M * N, N, Ap + t * apsize, Bp + t * bpsize)
-        finished(threadid())
-    for i in range(M * N):
-        s = part[i]
-        for t in range(1, nt):
-            s = s + part[t * M * N + i]
-        C[i] = s
-
-
-cdef void gemm_ksplit_direct(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                             const floating* A, Py_ssize_t ars, Py_ssize_t acs,
-                             const floating* B, Py_ssize_t brs, Py_ssize_t bcs,
-                             floating* C, floating* part, floating* Ap, floating* Bp,
-                             Py_ssize_t apsize, Py_ssize_t bpsize, int parts,
-                             int nt) noexcept nogil:
-    """Narrow products with few rows and a longer K (x @ W1 of an MLP, 100 x 784 x 100):
-    each of `parts` slices of K is multiplied with A read in place and only its rows of B
-    packed, the first into C and the others into partials, which are then added into C
-    by rows. Split by rows, every thread packed all of B (K x N): on two cores both read
-    all of it, where each now reads its own half (the half its optimizer step also
-    keeps). `parts` is fixed by the size and sets the rounding; the nt threads (timing
-    may give one) share the slices, so the sums do not depend on how many ran them."""
+                      Py_ssize_t apsize, Py_ssize_t bpsize, int parts, int nt,
+                      bint direct) noexcept nogil:
+    """C as the sum of `parts` products over slices of K, the first written into C and
+    the others into partials, then added into C by rows, in one parallel region of nt
+    threads. Thin products (few output tiles, long K, e.g. conv weight gradients) pack
+    both operands per slice (gemm_blocked); narrow ones with few rows (direct: x @ W1 of
+    an MLP, 100 x 784 x 100) read A in place and pack only the slice's rows of B, where
+    split by rows every thread packed all of B (on two cores both read all of it; now
+    each reads its own half, the half its optimizer step also keeps). `parts` is fixed
+    by the size and sets the rounding; the nt threads (timing may give one on the narrow
+    split) share the slices, so the sums do not depend on how many ran them."""
     cdef Py_ssize_t t, k0, k1, i, r0, r1
+    cdef floating* dst
     cdef int u
     with parallel(num_threads=nt):
         for t in prange(parts, schedule='static'):
             arrived(threadid())
             k0 = K * t // parts
             k1 = K * (t + 1) // parts
-            gemm_direct(M, N, k1 - k0, A + k0 * acs, ars, acs, B + k0 * brs, brs, bcs,
-                        C if t == 0 else part + (t - 1) * M * N, N, Bp + t * bpsize,
-                        Ap + t * apsize, 0, M)
+            dst = C if t == 0 else part + (t - 1) * M * N
+            if direct:
+                gemm_direct(M, N, k1 - k0, A + k0 * acs, ars, acs, B + k0 * brs, brs, bcs,
+                            dst, N, Bp + t * bpsize, Ap + t * apsize, 0, M)
+            else:
+                gemm_blocked(M, N, k1 - k0, A + k0 * acs, ars, acs, B + k0 * brs, brs, bcs,
+                             dst, N, Ap + t * apsize, Bp + t * bpsize)
             finished(threadid())
         # every partial written before any is added (Cython's worksharing loops are
         # nowait: the barrier gcc places for their lastprivates is not one to rely on)
@@ -883,10 +866,11 @@ cdef void gemm_one(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                  bpsize, nt, swap_inner_path(M, N, ars, mn_gemm_nr(sizeof(floating))), nt)
         transpose_into(part, C, N, M)
     elif path == KSPLIT_DIRECT_PATH:
-        gemm_ksplit_direct(M, N, K, A, ars, acs, B, brs, bcs, C, part, Ap, Bp, apsize, bpsize,
-                           nt, run)
+        gemm_ksplit(M, N, K, A, ars, acs, B, brs, bcs, C, part, Ap, Bp, apsize, bpsize, nt,
+                    run, True)
     elif path == KSPLIT_PATH:
-        gemm_ksplit(M, N, K, A, ars, acs, B, brs, bcs, C, part, Ap, Bp, apsize, bpsize, nt)
+        gemm_ksplit(M, N, K, A, ars, acs, B, brs, bcs, C, part, Ap, Bp, apsize, bpsize, nt,
+                    nt, False)
     elif nt > 1 and path == ROWS_PATH:
         gemm_rows_split(M, N, K, A, ars, acs, B, brs, C, Ap, Bp, apsize, bpsize, nt)
     elif nt > 1:
@@ -1027,8 +1011,8 @@ def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
                                  M * N * K * GEMM_NS)
     cdef Py_ssize_t apsize, bpsize
     pack_sizes(path, M, N, K, nr, ars, &apsize, &bpsize)
-    cdef Py_ssize_t partsize = (nt * M * N if path == KSPLIT_PATH else
-                                (nt - 1) * M * N if path == KSPLIT_DIRECT_PATH else
+    cdef Py_ssize_t partsize = ((nt - 1) * M * N if path == KSPLIT_PATH or
+                                path == KSPLIT_DIRECT_PATH else
                                 (nt + 1) * M * N if path == SWAP_PATH else 0)
     # packing space per thread; K-split partial products, or C^T then the inner
     # product's own partials (SWAP_PATH); none for the unpacked paths
