@@ -1,4 +1,4 @@
-"""The narrow K split (matmul.pyx's gemm_ksplit_direct): a product with few columns and a
+"""The narrow K split (matmul.pyx's gemm_ksplit, direct): a product with few columns and a
 longer K than M (an MLP's x @ W1, 100 x 784 x 100) splits K over the threads, each
 packing only its slice of B, and adds the partial products. Checked against float64
 numpy at the column edges of the kernels (N past a multiple of NR, half panels, a
