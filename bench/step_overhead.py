@@ -52,6 +52,31 @@ def mininet_step(name, batch, **kw):
     return step
 
 
+def mininet_graph_step(name, batch, **kw):
+    """The same step captured once as a mininet.KernelGraph (the first step, eager), then
+    replayed: its kernels without the Python of autograd, ops and nn (the optimizer's
+    step still runs in Python); loss.item() read after each replay."""
+    entry = registry.get(name)
+    model = entry.build(**kw)
+    model.train()
+    opt = optim.Adam(model.parameters(), 1e-3)
+    loss_fn = nn.SoftmaxLoss()
+    rng = np.random.default_rng(0)
+    x = mininet.Tensor(_input(entry, batch, rng, kw))
+    y = mininet.Tensor(rng.integers(0, 10, batch))
+    graph = mininet.KernelGraph()
+    with graph.capture():
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+
+    def step():
+        graph.replay()
+        loss.item()
+    return step
+
+
 def torch_step(name, batch, **kw):
     import torch
     entry = registry.get(name)
@@ -120,7 +145,8 @@ def run(name, batch, threads, rounds, steps, ab=False, **kw):
     import torch
     mininet.set_num_threads(threads)
     torch.set_num_threads(threads)
-    fns = {"mininet": mininet_step(name, batch, **kw), "torch": torch_step(name, batch, **kw)}
+    fns = {"mininet": mininet_step(name, batch, **kw), "torch": torch_step(name, batch, **kw),
+           "graph": mininet_graph_step(name, batch, **kw)}
     if ab:
         fns["fixed"] = fixed_thresholds(mininet_step(name, batch, **kw))
     if name.startswith("mlp"):
@@ -140,6 +166,10 @@ def run(name, batch, threads, rounds, steps, ab=False, **kw):
     if "gemm" in med:
         over = float(np.median(per_round["mininet"] / per_round["gemm"]))
         line += f"; its GEMMs alone {med['gemm']:.3f} ms, step/GEMM {over:.2f}x"
+    line += f"; KernelGraph replay {med['graph']:.3f} ms"
+    if "gemm" in med:
+        over = float(np.median(per_round["graph"] / per_round["gemm"]))
+        line += f", replay/GEMM {over:.2f}x"
     if "fixed" in med:
         gain = float(np.median(per_round["fixed"] / per_round["mininet"]))
         line += f"; fixed thresholds {med['fixed']:.3f} ms, fixed/adaptive {gain:.2f}x"

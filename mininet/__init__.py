@@ -21,6 +21,7 @@ from .ops.math import logical_and, logical_not, logical_or, logical_xor
 from .init import rand, rand_like, randint, randn, randn_like
 from .autograd import grad_enabled as is_grad_enabled
 from .amp import autocast, bfloat16   # bf16 mixed precision (storage stays float32)
+from .backend.capture import CaptureError, KernelGraph   # a step's kernels, replayed
 
 # torch's dtype aliases (there is no int32: .int() and mininet.long give int64)
 long = int64
@@ -35,7 +36,7 @@ def mm(input, mat2):
 
 bool = _bool_dtype   # mininet.bool, as torch.bool (this module calls no builtin bool())
 
-__all__ = ["NDArray", "Tensor", "autocast", "bfloat16", "cpu", "cuda", "cuda_available", "data", "default_device", "distributed",
+__all__ = ["CaptureError", "KernelGraph", "NDArray", "Tensor", "autocast", "bfloat16", "cpu", "cuda", "cuda_available", "data", "default_device", "distributed",
            "enable_grad", "float32", "float64", "from_dlpack", "bool", "logical_and", "logical_not",
            "logical_or", "logical_xor", "masked_select", "matmul", "mm", "from_numpy", "get_num_threads", "init",
            "int64", "load", "load_file", "manual_seed", "models", "nn", "no_grad", "ops", "optim",

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .backend import capture as _capture
 from .backend import get_device
 from .ndarray import NDArray, _normalize_axes, as_dtype, check_axis
 
@@ -1712,6 +1713,11 @@ def _accumulate(leaf, g, recording):
         if data.dtype is not dtype and data.dtype != dtype:
             data = data.astype(dtype)   # f32 leaf, f64 data
         g = Tensor.make_const(data)
+    if leaf.grad is not None and _capture.capturing() and \
+            not _capture.allocated_in_capture(leaf.grad.cached_data.handle):
+        raise _capture.CaptureError(
+            "kernel graph capture: backward adds to a .grad made before the capture (a "
+            "replay would add to its old values): call zero_grad() inside the capture")
     leaf.grad = g if leaf.grad is None else leaf.grad + g
     if _any_hooks:
         for hook in getattr(leaf, "_hooks", None) or ():

@@ -8,6 +8,7 @@ from typing import Any, TYPE_CHECKING
 import numpy as np
 
 from .autograd import Tensor
+from .backend import capture as _capture
 from .backend import default_device, get_device
 from .ndarray import NDArray, as_dtype
 from .ops.creation import get_default_dtype, size_arg
@@ -36,6 +37,7 @@ def _tensor(array, dtype, device, requires_grad):
 def rand(*shape: Any, low: float = 0.0, high: float = 1.0, dtype: DTypeLike = None,
          device: DeviceLike = None, requires_grad: bool = False) -> Tensor:
     """Uniform in [low, high); shape as varargs or one tuple (as torch.rand)."""
+    _capture.refuse("a random draw")
     return _tensor(_rng.uniform(low, high, size=size_arg(shape, "rand")), dtype, device, requires_grad)
 
 
@@ -47,6 +49,7 @@ def randn(*shape: Any, mean: float = 0.0, std: float = 1.0, dtype: DTypeLike = N
     """A tensor of shape `shape` (varargs or one tuple) from N(mean, std^2), drawn from
     mininet's generator (mininet.manual_seed repeats it); the default float dtype unless
     given."""
+    _capture.refuse("a random draw")
     return _tensor(_rng.normal(mean, std, size=size_arg(shape, "randn")), dtype, device, requires_grad)
 
 
@@ -55,6 +58,7 @@ def randint(low: int, high: Any = None, size: Any = (), dtype: DTypeLike = "int6
     """Integers in [low, high) (torch.randint(high, size) or (low, high, size)); int64."""
     if high is None or isinstance(high, (tuple, list)):   # randint(high, size)
         low, high, size = 0, low, size if high is None else high
+    _capture.refuse("a random draw")
     return _tensor(_rng.integers(low, high, size=size_arg((size,), "randint")), dtype, device,
                    requires_grad)
 
@@ -88,6 +92,7 @@ def ones(*shape, **kw):
 
 def randb(*shape, p=0.5, dtype="float32", device=None, requires_grad=False):
     """1 with probability p, else 0."""
+    _capture.refuse("a random draw")
     return _tensor(_rng.random(size=shape) < p, dtype, device, requires_grad)
 
 
@@ -96,6 +101,7 @@ def philox_key():
     generator (the CUDA dropout mask is Philox-4x32-10 of (seed, counter + e // 4)). Drawn
     like any other number, so manual_seed, a saved generator state and nn.checkpoint's
     replay repeat the masks; a fresh key per mask keeps masks independent."""
+    _capture.refuse("a random draw")
     seed, counter = _rng.integers(0, 2 ** 64, size=2, dtype=np.uint64)
     return int(seed), int(counter)
 

@@ -11,6 +11,7 @@ import numbers
 import numpy as np
 from numpy.exceptions import AxisError
 
+from .backend import capture as _capture
 from .backend import default_device, get_device
 from .backend import dlpack as _dlpack
 from .backend.device import DTYPES, LOGICAL
@@ -200,6 +201,7 @@ class NDArray:
     @property
     def __array_interface__(self):
         """np.asarray(a) is a view of a (CPU arrays); np.array(a) and a.numpy() copy."""
+        _capture.refuse("a host read")
         return _dlpack.array_interface(self)
 
     def item(self):
@@ -207,6 +209,7 @@ class NDArray:
         if self.size != 1:
             raise ValueError(f"item(): array of shape {self.shape} has {self.size} elements, not 1")
         if self.device.has("share_host"):   # read in place: no copy of the array (~3x faster)
+            _capture.refuse("a host read")
             at = self.offset * self.dtype.itemsize
             return np.frombuffer(self.handle, self.dtype, 1, at)[0].item()
         return self.numpy().reshape(-1)[0].item()

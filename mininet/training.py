@@ -14,7 +14,8 @@ import numpy as np
 
 from . import distributed, nn, optim
 from .amp import autocast
-from .autograd import no_grad
+from .autograd import Tensor, no_grad
+from .backend.capture import CaptureError, KernelGraph
 from .interop.atomic import remove_stale_temps, write_atomically
 from .data.fetch import read_into
 
@@ -121,17 +122,84 @@ def make_scheduler(name, opt, epochs):
     raise ValueError(f"unknown schedule {name!r}; choose one of none, cosine, step")
 
 
-def train_epoch(model, loader, opt, loss_fn=None, on_batch=None, reducer=None, precision=None):
+class _GraphedStep:
+    """train_epoch's step as a KernelGraph: captured on the first batch, replayed for every
+    batch of the same shapes and dtypes (copied into the captured inputs); another batch
+    (a last, smaller one) steps eagerly. A model the capture refuses (dropout, host reads)
+    trains eagerly from then on, its buffers (running statistics) as before the attempt.
+    The loss is checked after the replayed step, not before it as eagerly."""
+
+    def __init__(self, model, opt, loss_fn, mixed):
+        self.model, self.opt, self.loss_fn, self.mixed = model, opt, loss_fn, mixed
+        self.graph, self.refused = None, None
+
+    def __call__(self, x, y):
+        """(loss, logits) after the step on (x, y), or None: step eagerly instead."""
+        if self.refused is not None:
+            return None
+        if self.graph is None:
+            return self._capture(x, y)
+        xs, ys = self.inputs
+        if not (_same_layout(x, xs) and _same_layout(y, ys)):
+            return None
+        dev = xs.device
+        dev.copy(x.cached_data, xs.cached_data)
+        dev.copy(y.cached_data, ys.cached_data)
+        self.graph.replay()
+        return self.outputs
+
+    def _capture(self, x, y):
+        if not x.device.synchronous or x.device.name != "cpu":
+            self.refused = f"the {x.device.name} device"
+            return None
+        saved = [(b, b.cached_data.copy()) for b in self.model.buffers()]
+        xs = Tensor.make_const(x.cached_data.copy())
+        ys = Tensor.make_const(y.cached_data.copy())
+        graph = KernelGraph()
+        try:
+            with graph.capture():
+                self.opt.zero_grad()
+                with self.mixed:
+                    logits = self.model(xs)
+                    loss = self.loss_fn(logits, ys)
+                loss.backward()
+                self.opt.step()
+        except CaptureError as e:
+            for b, data in saved:   # the attempt's forward pass is undone
+                b.cached_data[...] = data
+            self.opt.zero_grad()
+            self.refused = str(e)
+            return None
+        self.graph, self.inputs, self.outputs = graph, (xs, ys), (loss, logits)
+        return self.outputs
+
+
+def _same_layout(a, b):
+    return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device
+
+
+def train_epoch(model, loader, opt, loss_fn=None, on_batch=None, reducer=None, precision=None,
+                graph=False):
     """One pass over loader; returns (mean loss, accuracy), over every rank's samples in a
     data-parallel run. reducer: a distributed.GradientReducer averaging the gradients
     over the ranks before each step. precision "bf16": the forward pass under
     mininet.autocast (its products keep bf16 in backward); weights, gradients and the
-    optimizer's state stay float32, the loss is float32."""
+    optimizer's state stay float32, the loss is float32. graph: capture the step on the
+    first batch as a mininet.KernelGraph and replay it for the batches of that shape (the
+    same updates without the step's Python; a model the capture refuses, such as one with
+    dropout, trains eagerly; not with a reducer)."""
     loss_fn = loss_fn or nn.SoftmaxLoss()
     model.train()
     tally = _Tally(_model_device(model), "samples of this epoch", "lower --lr (or check the data)")
     mixed = autocast(precision or "bf16", enabled=precision is not None)
+    graphed = _GraphedStep(model, opt, loss_fn, mixed) if graph and reducer is None else None
     for x, y in loader:
+        done = graphed(x, y) if graphed is not None else None
+        if done is not None:
+            tally.add(done[0], x.shape[0], done[1], y)
+            if on_batch:
+                on_batch(x.shape[0])
+            continue
         opt.zero_grad()
         with mixed:
             logits = model(x)
@@ -173,8 +241,9 @@ def evaluate(model, loader, loss_fn=None):
 
 
 def fit(model, train_loader, test_loader, opt, epochs, start_epoch=0, on_epoch=None, on_batch=None,
-        scheduler=None, reducer=None, precision=None):
-    """precision "bf16": train and evaluate under mininet.autocast (see train_epoch)."""
+        scheduler=None, reducer=None, precision=None, graph=False):
+    """precision "bf16": train and evaluate under mininet.autocast; graph: replay each
+    epoch's step as a KernelGraph (see train_epoch)."""
     history = []
     for epoch in range(start_epoch, epochs):
         sampler = getattr(train_loader, "sampler", None)
@@ -182,7 +251,7 @@ def fit(model, train_loader, test_loader, opt, epochs, start_epoch=0, on_epoch=N
             sampler.set_epoch(epoch)
         t0 = time.perf_counter()
         train_loss, train_acc = train_epoch(model, train_loader, opt, on_batch=on_batch,
-                                            reducer=reducer, precision=precision)
+                                            reducer=reducer, precision=precision, graph=graph)
         seconds = time.perf_counter() - t0
         distributed.average_buffers(model)   # running statistics: one model on every rank
         with autocast(precision or "bf16", enabled=precision is not None):

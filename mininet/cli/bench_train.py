@@ -46,7 +46,7 @@ def train_case(name, samples, batch_size, rng):
 
 
 def bench_train(models=("mlp", "resnet"), samples=60000, batch_size=None, threads=None, repeat=1,
-                precision=None):
+                precision=None, graph=False):
     """Rows {impl, model, seconds (the median), best_seconds, epoch_seconds (each timed
     epoch), threads, samples, batch_size, samples_per_s, precision}: seconds for one
     training epoch (Adam) of each model on random data of its input shape, mininet
@@ -54,7 +54,9 @@ def bench_train(models=("mlp", "resnet"), samples=60000, batch_size=None, thread
     (at most MAX_SAMPLES); a language model LM_STEPS windows (samples are tokens).
     batch_size None: each model's default; threads None: all cores (or
     MININET_NUM_THREADS). precision "bf16": both forward passes under bf16 autocast
-    (mininet.autocast, torch.autocast("cpu", torch.bfloat16)); image models only."""
+    (mininet.autocast, torch.autocast("cpu", torch.bfloat16)); image models only. graph:
+    mininet's image models replay their step as a KernelGraph (train_epoch's graph, as
+    `mininet train` does); the row's "graph" says whether it did."""
     if precision not in (None, "bf16"):
         raise ValueError(f"precision must be None or 'bf16', got {precision!r}")
     lms = [m for m in models if registry.get(m).language_model]
@@ -73,13 +75,14 @@ def bench_train(models=("mlp", "resnet"), samples=60000, batch_size=None, thread
                 epochs, n, batch, warmup = _lm_case(entry, samples, batch_size, threads, rng)
             else:
                 epochs, n, batch, warmup = _image_case(entry, samples, batch_size, threads, rng,
-                                                       precision)
+                                                       precision, graph)
             for impl, times in time_epochs(epochs, repeat, warmup).items():
                 t = float(np.median(times))
                 rows.append({"impl": impl, "model": name, "seconds": t, "threads": threads,
                              "samples": n, "batch_size": batch, "samples_per_s": n / t,
                              "best_seconds": min(times), "epoch_seconds": times,
-                             "precision": precision or "fp32"})
+                             "precision": precision or "fp32",
+                             "graph": bool(graph and impl == "mininet" and not entry.language_model)})
     finally:
         set_num_threads(old)
     return rows
@@ -95,14 +98,15 @@ def _torch(threads):
     return torch
 
 
-def _image_case(entry, samples, batch_size, threads, rng, precision=None):
+def _image_case(entry, samples, batch_size, threads, rng, precision=None, graph=False):
     """({impl: one epoch}, samples, batch, warm-up epochs) of an image model."""
     from ..data import DataLoader, TensorDataset
     from ..training import make_optimizer, train_epoch
     x, y, batch, model = train_case(entry.name, samples, batch_size, rng)
     opt = make_optimizer("adam", model.parameters(), 1e-3)
     loader = DataLoader(TensorDataset(x, y), batch, shuffle=True, seed=0)
-    epochs = {"mininet": lambda: train_epoch(model, loader, opt, precision=precision)}
+    epochs = {"mininet": lambda: train_epoch(model, loader, opt, precision=precision,
+                                             graph=graph)}
     torch = _torch(threads)
     if torch is not None:
         epochs["torch"] = _torch_epoch(torch, entry.build_torch(), x, y, batch, precision)

@@ -29,6 +29,7 @@ def bench_train(
     repeat: int = typer.Option(1, min=1, help="Epochs timed per implementation, in turns; the median is reported (--save keeps every one: `bench compare` needs several)."),
     save: Optional[str] = typer.Option(None, "--save", help="Save the run (every timed epoch, the machine, the software) as JSON for `mininet bench compare`; '-' writes it to stdout."),
     precision: str = typer.Option("fp32", help="fp32, or bf16: both libraries train under bf16 autocast (mininet.autocast; torch.autocast on the CPU with bfloat16). Image models only."),
+    graph: bool = typer.Option(True, "--graph/--no-graph", help="mininet's image models replay their training step as a mininet.KernelGraph, as `mininet train` does; --no-graph: eager steps (PyTorch's are eager either way)."),
     ranks: Optional[str] = typer.Option(None, help="Data-parallel scaling instead, e.g. 1,2: each count of MPI ranks shares --threads cores (threads // ranks each) at the same global batch; reports samples/s and communication time per step (mininet only; pip install 'mininet-dl\\[mpi]')."),
     json_out: bool = typer.Option(False, "--json"),
 ):
@@ -60,7 +61,7 @@ def bench_train(
     from .bench_cmds import _check_common
     _check_common(1.0, save, json_out)
     rows = run(names, samples, batch_size, threads, repeat,
-               precision=None if precision == "fp32" else precision)
+               precision=None if precision == "fp32" else precision, graph=graph)
     if save is not None:
         _save(rows, save)
     if json_out:
@@ -68,7 +69,8 @@ def bench_train(
         return
     if save == "-":
         return
-    mixed = ", bf16 autocast" if precision == "bf16" else ""
+    mixed = (", bf16 autocast" if precision == "bf16" else "") + \
+        (", mininet's step as a KernelGraph" if any(r.get("graph") for r in rows) else "")
     table = Table(title=f"one training epoch, Adam, {threads_phrase(threads)}{mixed}")
     for col in ("model", "samples", "batch", "mininet s", "torch s", "mininet / torch time"):
         table.add_column(col, justify="right")
@@ -95,7 +97,8 @@ def _save(rows, save):
                        f"{' bf16' if r['precision'] == 'bf16' else ''} {r['impl']}",
                   impl=r["impl"],
                   params={"model": r["model"], "samples": r["samples"],
-                          "batch_size": r["batch_size"], "precision": r["precision"]},
+                          "batch_size": r["batch_size"], "precision": r["precision"],
+                          "graph": r.get("graph", False)},
                   threads=r["threads"], samples=list(r["epoch_seconds"])) for r in rows]
     try:
         write_run(save, new_run("train", cases, command=["mininet", *sys.argv[1:]]))

@@ -65,6 +65,7 @@ class TrainConfig:
     layers: int = 2
     max_lines: Optional[int] = None
     precision: str = "fp32"   # or "bf16": forward and backward under mininet.autocast
+    graph: bool = True        # replay the step as a KernelGraph (train_epoch's graph)
 
     def checked(self):
         """A copy with the model's canonical name and the defaults filled in; ValueError
@@ -341,7 +342,8 @@ def _run(cfg, console=None):
         try:
             fit(model, train_loader, test_loader, opt, epochs, start, on_epoch=on_epoch,
                 on_batch=on_batch, scheduler=scheduler, reducer=reducer,
-                precision=None if cfg.precision == "fp32" else cfg.precision)
+                precision=None if cfg.precision == "fp32" else cfg.precision,
+                graph=cfg.graph)
         except (KeyboardInterrupt, TrainingDiverged) as e:
             progress.stop()
             raise kept.stopped(e, history[-1]["epoch"] if history else start, epochs) from None

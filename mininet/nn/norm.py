@@ -39,9 +39,10 @@ class _BatchNorm(Module):
             n = x.numel() // self.dim
             m = self.momentum  # running var is unbiased, as in PyTorch
             rm, rv = self.running_mean.cached_data, self.running_var.cached_data
-            self.running_mean = Tensor.make_const((rm * (1 - m) + op.mean * m).astype(rm.dtype))
-            self.running_var = Tensor.make_const(
-                (rv * (1 - m) + op.var * (m * n / max(n - 1, 1))).astype(rv.dtype))
+            # written into the buffers in place (as torch): a kernel graph's replay updates
+            # the same statistics, and references to the buffers stay current
+            rm[...] = rm * (1 - m) + op.mean * m
+            rv[...] = rv * (1 - m) + op.var * (m * n / max(n - 1, 1))
             return y
         mean = ops.broadcast_to(ops.reshape(self.running_mean, keep), x.shape)
         inv = ops.broadcast_to(ops.reshape((self.running_var + self.eps) ** -0.5, keep), x.shape)

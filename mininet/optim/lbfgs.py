@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from ..autograd import Tensor, enable_grad
+from ..backend.capture import CaptureError, capturing
 from ..ndarray import NDArray
 from .optimizers import Optimizer
 
@@ -193,6 +194,9 @@ class LBFGS(Optimizer):
         """Up to max_iter L-BFGS iterations; returns the closure's first loss."""
         if closure is None:
             raise ValueError("LBFGS.step needs a closure: it re-evaluates the loss")
+        if capturing():
+            raise CaptureError("LBFGS.step in a kernel graph capture: it reads the loss on "
+                               "the host and replaces its parameters' buffers; run it eagerly")
         group = self.param_groups[0]
         lr, max_iter, max_eval = group["lr"], group["max_iter"], group["max_eval"]
         tol_grad, tol_change = group["tolerance_grad"], group["tolerance_change"]

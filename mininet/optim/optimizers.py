@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from ..autograd import Tensor, _bump, enable_grad
+from ..backend.capture import capturing, check_params, host_call
 from ..ndarray import NDArray
 
 
@@ -173,7 +174,15 @@ class Optimizer:
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One update of every parameter that has a gradient; closure (optional) recomputes
-        the loss first, with grad mode on, and its value is returned."""
+        the loss first, with grad mode on, and its value is returned. In a kernel graph's
+        capture the whole update is kept as a host call, run again at each replay."""
+        if capturing():
+            out = host_call(self._step, closure)
+            check_params(self.params, type(self).__name__)
+            return out
+        return self._step(closure)
+
+    def _step(self, closure):
         loss = None
         if closure is not None:
             with enable_grad():

@@ -1,0 +1,267 @@
+"""mininet.KernelGraph: a training step captured once and replayed must train exactly as the
+same steps run eagerly, and what a replay cannot repeat must be refused while capturing."""
+import threading
+
+import numpy as np
+import pytest
+
+import mininet
+from mininet import nn, optim
+from mininet.backend.cpu import CPUDevice
+
+RNG = np.random.default_rng(7)
+
+
+def batches(count, shape, classes=10):
+    return [(RNG.random(shape, dtype=np.float32), RNG.integers(0, classes, shape[0]))
+            for _ in range(count)]
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 10))
+
+
+def cnn():
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
+
+
+def train(build, make_opt, data, graph, sched=None):
+    """Losses and final parameters (and buffers) of one step per batch, eagerly or by
+    replaying a step captured on the first batch."""
+    mininet.manual_seed(3)
+    model = build()
+    model.train()
+    opt = make_opt(model.parameters())
+    scheduler = sched(opt) if sched else None
+    loss_fn = nn.SoftmaxLoss()
+    x, y = mininet.Tensor(data[0][0]), mininet.Tensor(data[0][1])
+    losses = []
+    g = mininet.KernelGraph()
+    for i, (xb, yb) in enumerate(data):
+        if graph and i:
+            x.copy_(xb)
+            y.copy_(yb)
+            g.replay()
+        elif graph:
+            with g.capture():
+                opt.zero_grad()
+                loss = loss_fn(model(x), y)
+                loss.backward()
+                opt.step()
+        else:
+            x, y = mininet.Tensor(xb), mininet.Tensor(yb)
+            opt.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+        losses.append(loss.item())
+        if scheduler:
+            scheduler.step()
+    state = {k: np.array(v) for k, v in model.state_dict().items()}
+    return np.array(losses), state, g
+
+
+def assert_same_training(build, make_opt, data, sched=None):
+    eager_losses, eager_state, _ = train(build, make_opt, data, False, sched)
+    graph_losses, graph_state, g = train(build, make_opt, data, True, sched)
+    np.testing.assert_allclose(graph_losses, eager_losses, rtol=1e-5, atol=1e-6)
+    assert graph_state.keys() == eager_state.keys()
+    for k in eager_state:
+        np.testing.assert_allclose(graph_state[k], eager_state[k], rtol=1e-5, atol=1e-6,
+                                   err_msg=k)
+    # the steps trained: the parameters moved and the losses are not all alike
+    assert len(set(np.round(graph_losses, 6))) > 1
+    return g
+
+
+def test_mlp_adam_replay_trains_as_eager():
+    g = assert_same_training(mlp, lambda p: optim.Adam(p, 1e-2), batches(6, (32, 20)))
+    assert g.captured and len(g) > 3
+    assert "calls" in repr(g)
+
+
+def test_cnn_batchnorm_momentum_sgd_replay_trains_as_eager():
+    """Convolution, batch norm (its running statistics updated in place at each replay),
+    pooling and SGD with momentum."""
+    assert_same_training(cnn, lambda p: optim.SGD(p, 0.05, momentum=0.9),
+                         batches(5, (8, 3, 8, 8)))
+
+
+def test_scheduler_between_replays_is_seen():
+    """The optimizer's step runs again in Python at each replay: a learning rate changed
+    by a scheduler between replays is used, as eagerly."""
+    assert_same_training(mlp, lambda p: optim.SGD(p, 0.1),
+                         batches(6, (16, 20)), sched=lambda o: optim.StepLR(o, 2, 0.1))
+
+
+def test_batchnorm_running_stats_are_updated_in_place():
+    bn = nn.BatchNorm1d(4)
+    before = bn.running_mean
+    bn(mininet.Tensor(RNG.random((8, 4), dtype=np.float32) + 1.0))
+    assert bn.running_mean is before
+    assert np.all(bn.running_mean.numpy() > 0.05)
+
+
+def test_static_outputs_hold_each_replays_values():
+    model = mlp()
+    x = mininet.Tensor(RNG.random((4, 20), dtype=np.float32))
+    g = mininet.KernelGraph()
+    with mininet.no_grad(), g.capture():
+        out = model(x)
+    new = RNG.random((4, 20), dtype=np.float32)
+    x.copy_(new)
+    g.replay()
+    with mininet.no_grad():
+        want = model(mininet.Tensor(new)).numpy()
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-6)
+
+
+def capture_refused(block, match):
+    g = mininet.KernelGraph()
+    with pytest.raises(mininet.CaptureError, match=match):
+        with g.capture():
+            block()
+    assert not g.captured and len(g) == 0
+    # the device's methods are its own again
+    assert CPUDevice.binary is vars(CPUDevice)["binary"]
+    assert not hasattr(CPUDevice.binary, "__wrapped__")
+
+
+def test_host_read_is_refused():
+    x = mininet.Tensor(RNG.random((3, 3), dtype=np.float32))
+    capture_refused(lambda: (x * 2).sum().item(), "host")
+    capture_refused(lambda: (x * 2).numpy(), "host")
+
+
+def test_host_data_is_refused():
+    capture_refused(lambda: mininet.Tensor(np.ones(3, np.float32)) * 2, "static input")
+
+
+def test_dropout_is_refused():
+    drop = nn.Dropout(0.5)
+    drop.train()
+    x = mininet.Tensor(RNG.random((4, 4), dtype=np.float32))
+    capture_refused(lambda: drop(x), "random")
+
+
+def test_gradient_accumulated_into_an_older_grad_is_refused():
+    model = mlp()
+    x = mininet.Tensor(RNG.random((4, 20), dtype=np.float32))
+    model(x).sum().backward()   # .grad exists before the capture
+
+    capture_refused(lambda: model(x).sum().backward(), "zero_grad")
+
+
+def test_eager_runs_after_a_refused_capture():
+    x = mininet.Tensor(np.arange(4, dtype=np.float32))
+    capture_refused(lambda: x.sum().item(), "host")
+    np.testing.assert_array_equal((x * 2).numpy(), [0, 2, 4, 6])
+
+
+def test_misuse_raises():
+    g = mininet.KernelGraph()
+    with pytest.raises(mininet.CaptureError, match="nothing captured"):
+        g.replay()
+    x = mininet.Tensor(np.ones(3, np.float32))
+    with g.capture():
+        with pytest.raises(mininet.CaptureError, match="nest"):
+            with mininet.KernelGraph().capture():
+                pass
+        y = x + 1
+    with pytest.raises(mininet.CaptureError, match="holds a capture"):
+        with g.capture():
+            pass
+    g.reset()
+    assert not g.captured
+    with g.capture():
+        y = x * 3
+    g.replay()
+    np.testing.assert_array_equal(y.numpy(), [3, 3, 3])
+
+
+def test_replaced_parameter_buffer_is_refused_at_replay():
+    model = mlp()
+    opt = optim.SGD(model.parameters(), 0.1)
+    x = mininet.Tensor(RNG.random((4, 20), dtype=np.float32))
+    y = mininet.Tensor(RNG.integers(0, 10, 4))
+    g = mininet.KernelGraph()
+    with g.capture():
+        opt.zero_grad()
+        nn.SoftmaxLoss()(model(x), y).backward()
+        opt.step()
+    g.replay()
+    w = model.parameters()[0]
+    w.data = mininet.NDArray(w.numpy())   # a new buffer: the graph's kernels would miss it
+    with pytest.raises(mininet.CaptureError, match="new buffer"):
+        g.replay()
+
+
+def test_lbfgs_is_refused():
+    model = mlp()
+    opt = optim.LBFGS(model.parameters())
+    x = mininet.Tensor(RNG.random((4, 20), dtype=np.float32))
+
+    def closure():
+        opt.zero_grad()
+        loss = model(x).sum()
+        loss.backward()
+        return loss
+    capture_refused(lambda: opt.step(closure), "LBFGS")
+
+
+def test_other_threads_are_not_recorded():
+    """Only the capturing thread's kernel calls enter the graph; another thread's run
+    eagerly, as usual."""
+    a = mininet.Tensor(np.arange(6, dtype=np.float32))
+    got = {}
+    started, go = threading.Event(), threading.Event()
+
+    def other():
+        started.set()
+        go.wait(10)
+        got["v"] = (a * 10).numpy()   # a host read too: refused only in the capturing thread
+
+    t = threading.Thread(target=other)
+    t.start()
+    started.wait(10)
+    g = mininet.KernelGraph()
+    with g.capture():
+        b = a + 1
+        go.set()
+        t.join(10)
+    assert len(g) == 1
+    np.testing.assert_array_equal(got["v"], np.arange(6) * 10)
+    np.testing.assert_array_equal(b.numpy(), np.arange(6) + 1)
+
+
+@pytest.mark.parametrize("build", [mlp, cnn, lambda: nn.Sequential(nn.Linear(20, 16), nn.ReLU(),
+                                                                  nn.Dropout(0.3), nn.Linear(16, 10))],
+                         ids=["mlp", "cnn-batchnorm", "dropout-eager"])
+def test_train_epoch_graph_trains_as_eager(build):
+    """train_epoch(graph=True): full batches replayed, the last smaller one eager, two epochs
+    (a capture each); a model with dropout is refused and trains eagerly, its draws the same."""
+    from mininet.data import DataLoader, TensorDataset
+    from mininet.training import train_epoch
+    shape = (3, 8, 8) if build is cnn else (20,)
+    X = RNG.random((45,) + shape, dtype=np.float32)
+    Y = RNG.integers(0, 10, 45)
+    results = []
+    for graph in (False, True):
+        mininet.manual_seed(5)
+        model = build()
+        opt = optim.Adam(model.parameters(), 1e-2)
+        loader = DataLoader(TensorDataset(X, Y), batch_size=10)
+        epochs = [train_epoch(model, loader, opt, graph=graph) for _ in range(2)]
+        results.append((epochs, {k: np.array(v) for k, v in model.state_dict().items()}))
+    (eager, eager_state), (graphed, graph_state) = results
+    np.testing.assert_allclose(np.array(graphed), np.array(eager), rtol=1e-5)
+    for k in eager_state:
+        np.testing.assert_allclose(graph_state[k], eager_state[k], rtol=1e-5, atol=1e-6,
+                                   err_msg=k)
+
+
+def test_train_cli_takes_no_graph():
+    from mininet.cli.train import TrainConfig
+    assert TrainConfig().graph is True
+    assert TrainConfig(graph=False).checked().graph is False
