@@ -34,11 +34,30 @@ def _tensor(array, dtype, device, requires_grad):
     return Tensor(array.astype(dtype), dtype=dtype, device=device, requires_grad=requires_grad)
 
 
+def _random(draw, dtype, device, requires_grad):
+    """The tensor of draw()'s numbers (from the generator). In a kernel graph's capture the
+    draw is a host call: each replay draws again, in the eager order, into the same
+    buffer, so a replayed step gets new numbers (dropout masks) as an eager one would."""
+    if not _capture.capturing():
+        return _tensor(draw(), dtype, device, requires_grad)
+    made: list[Tensor] = []
+
+    def refill():
+        array = draw()
+        if made:
+            out = made[0].cached_data
+            out.device.from_numpy(array.astype(out.dtype), out)
+        else:
+            made.append(_tensor(array, dtype, device, requires_grad))
+    _capture.host_call(refill)
+    return made[0]
+
+
 def rand(*shape: Any, low: float = 0.0, high: float = 1.0, dtype: DTypeLike = None,
          device: DeviceLike = None, requires_grad: bool = False) -> Tensor:
     """Uniform in [low, high); shape as varargs or one tuple (as torch.rand)."""
-    _capture.refuse("a random draw")
-    return _tensor(_rng.uniform(low, high, size=size_arg(shape, "rand")), dtype, device, requires_grad)
+    size = size_arg(shape, "rand")
+    return _random(lambda: _rng.uniform(low, high, size=size), dtype, device, requires_grad)
 
 
 uniform = rand
@@ -49,8 +68,8 @@ def randn(*shape: Any, mean: float = 0.0, std: float = 1.0, dtype: DTypeLike = N
     """A tensor of shape `shape` (varargs or one tuple) from N(mean, std^2), drawn from
     mininet's generator (mininet.manual_seed repeats it); the default float dtype unless
     given."""
-    _capture.refuse("a random draw")
-    return _tensor(_rng.normal(mean, std, size=size_arg(shape, "randn")), dtype, device, requires_grad)
+    size = size_arg(shape, "randn")
+    return _random(lambda: _rng.normal(mean, std, size=size), dtype, device, requires_grad)
 
 
 def randint(low: int, high: Any = None, size: Any = (), dtype: DTypeLike = "int64",
@@ -58,9 +77,8 @@ def randint(low: int, high: Any = None, size: Any = (), dtype: DTypeLike = "int6
     """Integers in [low, high) (torch.randint(high, size) or (low, high, size)); int64."""
     if high is None or isinstance(high, (tuple, list)):   # randint(high, size)
         low, high, size = 0, low, size if high is None else high
-    _capture.refuse("a random draw")
-    return _tensor(_rng.integers(low, high, size=size_arg((size,), "randint")), dtype, device,
-                   requires_grad)
+    shape = size_arg((size,), "randint")
+    return _random(lambda: _rng.integers(low, high, size=shape), dtype, device, requires_grad)
 
 
 def rand_like(x: Tensor, dtype: DTypeLike = None, device: DeviceLike = None,
@@ -92,8 +110,7 @@ def ones(*shape, **kw):
 
 def randb(*shape, p=0.5, dtype="float32", device=None, requires_grad=False):
     """1 with probability p, else 0."""
-    _capture.refuse("a random draw")
-    return _tensor(_rng.random(size=shape) < p, dtype, device, requires_grad)
+    return _random(lambda: _rng.random(size=shape) < p, dtype, device, requires_grad)
 
 
 def philox_key():

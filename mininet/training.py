@@ -15,6 +15,7 @@ import numpy as np
 from . import distributed, nn, optim
 from .amp import autocast
 from .autograd import Tensor, no_grad
+from .init import generator
 from .backend.capture import CaptureError, KernelGraph
 from .interop.atomic import remove_stale_temps, write_atomically
 from .data.fetch import read_into
@@ -125,8 +126,9 @@ def make_scheduler(name, opt, epochs):
 class _GraphedStep:
     """train_epoch's step as a KernelGraph: captured on the first batch, replayed for every
     batch of the same shapes and dtypes (copied into the captured inputs); another batch
-    (a last, smaller one) steps eagerly. A model the capture refuses (dropout, host reads)
-    trains eagerly from then on, its buffers (running statistics) as before the attempt.
+    (a last, smaller one) steps eagerly. A model the capture refuses (host reads)
+    trains eagerly from then on, its buffers (running statistics) and the generator as
+    before the attempt.
     The loss is checked after the replayed step, not before it as eagerly."""
 
     def __init__(self, model, opt, loss_fn, mixed):
@@ -153,6 +155,7 @@ class _GraphedStep:
             self.refused = f"the {x.device.name} device"
             return None
         saved = [(b, b.cached_data.copy()) for b in self.model.buffers()]
+        rng = generator().bit_generator.state
         xs = Tensor.make_const(x.cached_data.copy())
         ys = Tensor.make_const(y.cached_data.copy())
         graph = KernelGraph()
@@ -167,6 +170,7 @@ class _GraphedStep:
         except CaptureError as e:
             for b, data in saved:   # the attempt's forward pass is undone
                 b.cached_data[...] = data
+            generator().bit_generator.state = rng   # and its random draws
             self.opt.zero_grad()
             self.refused = str(e)
             return None
@@ -186,8 +190,8 @@ def train_epoch(model, loader, opt, loss_fn=None, on_batch=None, reducer=None, p
     mininet.autocast (its products keep bf16 in backward); weights, gradients and the
     optimizer's state stay float32, the loss is float32. graph: capture the step on the
     first batch as a mininet.KernelGraph and replay it for the batches of that shape (the
-    same updates without the step's Python; a model the capture refuses, such as one with
-    dropout, trains eagerly; not with a reducer)."""
+    same updates without the step's Python; a model the capture refuses, such as one that
+    reads a value on the host in forward, trains eagerly; not with a reducer)."""
     loss_fn = loss_fn or nn.SoftmaxLoss()
     model.train()
     tally = _Tally(_model_device(model), "samples of this epoch", "lower --lr (or check the data)")

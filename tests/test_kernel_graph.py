@@ -138,11 +138,35 @@ def test_host_data_is_refused():
     capture_refused(lambda: mininet.Tensor(np.ones(3, np.float32)) * 2, "static input")
 
 
-def test_dropout_is_refused():
-    drop = nn.Dropout(0.5)
-    drop.train()
-    x = mininet.Tensor(RNG.random((4, 4), dtype=np.float32))
-    capture_refused(lambda: drop(x), "random")
+def mlp_dropout():
+    return nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 10))
+
+
+def test_dropout_replay_draws_new_masks_as_eager():
+    """Random draws are host calls: each replay draws the next masks from the generator,
+    so replayed training with dropout matches eager training draw for draw."""
+    assert_same_training(mlp_dropout, lambda p: optim.Adam(p, 1e-2), batches(6, (32, 20)))
+
+
+def test_random_draws_in_a_capture_follow_the_generator():
+    g = mininet.KernelGraph()
+    mininet.manual_seed(11)
+    with g.capture():
+        a = mininet.rand(3, 4)
+        b = mininet.randn(5) * 2.0
+        c = mininet.randint(0, 100, (6,))
+        d = mininet.init.randb(7, p=0.3)
+    got = [[a.numpy(), b.numpy(), c.numpy(), d.numpy()]]
+    for _ in range(2):
+        g.replay()
+        got.append([a.numpy(), b.numpy(), c.numpy(), d.numpy()])
+    mininet.manual_seed(11)
+    for step in got:
+        want = [mininet.rand(3, 4).numpy(), (mininet.randn(5) * 2.0).numpy(),
+                mininet.randint(0, 100, (6,)).numpy(), mininet.init.randb(7, p=0.3).numpy()]
+        for x, y in zip(step, want):
+            np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(got[0][0], got[1][0])
 
 
 def test_gradient_accumulated_into_an_older_grad_is_refused():
@@ -235,12 +259,22 @@ def test_other_threads_are_not_recorded():
     np.testing.assert_array_equal(b.numpy(), np.arange(6) + 1)
 
 
-@pytest.mark.parametrize("build", [mlp, cnn, lambda: nn.Sequential(nn.Linear(20, 16), nn.ReLU(),
-                                                                  nn.Dropout(0.3), nn.Linear(16, 10))],
-                         ids=["mlp", "cnn-batchnorm", "dropout-eager"])
+def mlp_refused():
+    """A model whose forward reads a value on the host: the capture is refused."""
+    class Peek(nn.Module):
+        def forward(self, x):
+            x.sum().item()
+            return x
+    return nn.Sequential(nn.Linear(20, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.2),
+                         Peek(), nn.Linear(16, 10))
+
+
+@pytest.mark.parametrize("build", [mlp, cnn, mlp_dropout, mlp_refused],
+                         ids=["mlp", "cnn-batchnorm", "dropout", "refused-eager"])
 def test_train_epoch_graph_trains_as_eager(build):
     """train_epoch(graph=True): full batches replayed, the last smaller one eager, two epochs
-    (a capture each); a model with dropout is refused and trains eagerly, its draws the same."""
+    (a capture each); a model the capture refuses trains eagerly, its batch norm statistics
+    and random draws as if the attempt had not been made."""
     from mininet.data import DataLoader, TensorDataset
     from mininet.training import train_epoch
     shape = (3, 8, 8) if build is cnn else (20,)

@@ -23,12 +23,14 @@ tensors the step made (the loss, the gradients) hold the new values after each r
 What a replay cannot repeat is refused during the capture with CaptureError, never
 frozen silently: a value read on the host (loss.item(), .numpy(), a boolean mask's
 count), host data copied in (a Tensor made from numpy inside the step: make static inputs
-before capturing and copy into them), random numbers (dropout), a device other than the
-CPU, a kernel that returns a value to Python, and a gradient accumulated into a .grad that
-existed before the capture (the replay would add to its old values: zero_grad() inside).
-An optimizer's step() is not recorded kernel by kernel: it is kept as a host call and
-runs again, in Python, at each replay, so its step counts, bias corrections and learning
-rate (schedulers included) advance as they do eagerly.
+before capturing and copy into them), a device other than the CPU, a kernel that returns
+a value to Python, and a gradient accumulated into a .grad that existed before the
+capture (the replay would add to its old values: zero_grad() inside).
+Two things run again in Python at each replay, as host calls kept in the tape at their
+place: an optimizer's step() (so its step counts, bias corrections and learning rate,
+schedulers included, advance as they do eagerly) and the random draws of mininet.init
+(rand, randn, randint, randb, so dropout: new masks from the generator, in the eager
+order, into the captured buffers).
 
 Gradients are static too: a replay's backward writes the .grad tensors the capture
 made, afresh (start the captured step with opt.zero_grad(), as eagerly), and the
@@ -64,10 +66,10 @@ _REFUSE = {
     "from_numpy": "copies host data in; the replay would copy the same values again: make "
                   "static input tensors before capturing and copy new values into them "
                   "(x.copy_(batch)) between replays",
-    "dropout_mask": "draws random numbers; the replay would repeat the same mask: capture "
-                    "a model without dropout, or run it eagerly",
-    "a random draw": "(rand, randn, dropout) would repeat the same numbers at each replay: "
-                     "capture a model without dropout, or run it eagerly",
+    "dropout_mask": "draws random numbers on the device; the replay would repeat the same "
+                    "mask: run the step eagerly",
+    "a random draw": "(a Philox key for a device's dropout) would repeat the same numbers "
+                     "at each replay: run the step eagerly",
     "a host read": "of an array's memory (.item(), np.asarray) would not be repeated by a "
                    "replay: read the graph's outputs after replay()",
 }
