@@ -303,6 +303,7 @@ class Tensor(Value):
 
     @data.setter
     def data(self, value):
+        _capture.refuse("a rebinding")
         value = value.cached_data if isinstance(value, Tensor) else value
         if value.shape != self.shape:
             raise ValueError(f"cannot set data of shape {value.shape} on a tensor of shape {self.shape}")
@@ -1713,11 +1714,8 @@ def _accumulate(leaf, g, recording):
         if data.dtype is not dtype and data.dtype != dtype:
             data = data.astype(dtype)   # f32 leaf, f64 data
         g = Tensor.make_const(data)
-    if leaf.grad is not None and _capture.capturing() and \
-            not _capture.allocated_in_capture(leaf.grad.cached_data.handle):
-        raise _capture.CaptureError(
-            "kernel graph capture: backward adds to a .grad made before the capture (a "
-            "replay would add to its old values): call zero_grad() inside the capture")
+    if _capture._active is not None:
+        _capture.check_new_grad(leaf)
     leaf.grad = g if leaf.grad is None else leaf.grad + g
     if _any_hooks:
         for hook in getattr(leaf, "_hooks", None) or ():

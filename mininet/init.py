@@ -97,7 +97,14 @@ normal = randn
 
 
 def constant(*shape, c=1.0, dtype="float32", device=None, requires_grad=False):
-    return _tensor(np.full(shape, c), dtype, device, requires_grad)
+    """A tensor of shape `shape` (varargs) holding c, filled on the device (one kernel: a
+    kernel graph's capture records it, as mininet.full)."""
+    dt = as_dtype(dtype or get_default_dtype())
+    dev = get_device(device) if device is not None else default_device()
+    shape = tuple(int(n) for n in shape)
+    if any(n < 0 for n in shape):
+        raise ValueError(f"negative dimensions are not allowed: {shape}")
+    return Tensor.make_const(NDArray.make(shape, device=dev, dtype=dt).fill(c), requires_grad)
 
 
 def zeros(*shape, **kw):

@@ -192,6 +192,7 @@ class NDArray:
     def __dlpack__(self, stream=None, *, max_version=None, dl_device=None, copy=None):
         """A DLPack capsule over this array's memory (np.from_dlpack, torch.from_dlpack);
         copy=True exports a compact copy instead."""
+        _capture.refuse("a host read")
         src = self.copy() if copy else self
         return _dlpack.export(src, stream, max_version, dl_device, copied=bool(copy))
 
@@ -979,6 +980,7 @@ def from_dlpack(obj, copy=None):
     """An NDArray over the memory of obj (anything with __dlpack__: numpy arrays, PyTorch
     CPU tensors; or a DLPack capsule), strides kept, no copy. copy=True copies; read-only
     memory is copied unless copy=False, which refuses it."""
+    _capture.refuse("share")
     handle, shape, strides, offset, dtype = _dlpack.adopt(obj, copy)
     return NDArray.make(shape, strides, get_device("cpu"), handle, offset, dtype)
 

@@ -128,7 +128,9 @@ class _GraphedStep:
     batch of the same shapes and dtypes (copied into the captured inputs); another batch
     (a last, smaller one) steps eagerly. A model the capture refuses (host reads)
     trains eagerly from then on, its buffers (running statistics) and the generator as
-    before the attempt.
+    before the attempt. A replay that raises (a batch whose data the captured kernels
+    refuse, such as an ignore_index label the fused loss left to the host) is undone the
+    same way and that batch steps eagerly.
     The loss is checked after the replayed step, not before it as eagerly."""
 
     def __init__(self, model, opt, loss_fn, mixed):
@@ -147,15 +149,34 @@ class _GraphedStep:
         dev = xs.device
         dev.copy(x.cached_data, xs.cached_data)
         dev.copy(y.cached_data, ys.cached_data)
-        self.graph.replay()
+        saved = self._state()
+        try:
+            self.graph.replay()
+        except CaptureError:
+            raise   # the model's tensors were replaced: a mistake to report
+        except Exception:
+            self._restore(saved)
+            return None
         return self.outputs
+
+    def _state(self):
+        """The values a step changes before its optimizer's: buffers, the generator."""
+        return ([(b, b.cached_data.copy()) for b in self.buffers],
+                generator().bit_generator.state)
+
+    def _restore(self, saved):
+        buffers, rng = saved
+        for b, data in buffers:   # the attempt's forward pass is undone
+            b.cached_data[...] = data
+        generator().bit_generator.state = rng   # and its random draws
+        self.opt.zero_grad()
 
     def _capture(self, x, y):
         if not x.device.synchronous or x.device.name != "cpu":
             self.refused = f"the {x.device.name} device"
             return None
-        saved = [(b, b.cached_data.copy()) for b in self.model.buffers()]
-        rng = generator().bit_generator.state
+        self.buffers = self.model.buffers()
+        saved = self._state()
         xs = Tensor.make_const(x.cached_data.copy())
         ys = Tensor.make_const(y.cached_data.copy())
         graph = KernelGraph()
@@ -168,12 +189,10 @@ class _GraphedStep:
                 loss.backward()
                 self.opt.step()
         except CaptureError as e:
-            for b, data in saved:   # the attempt's forward pass is undone
-                b.cached_data[...] = data
-            generator().bit_generator.state = rng   # and its random draws
-            self.opt.zero_grad()
+            self._restore(saved)
             self.refused = str(e)
             return None
+        graph.watch(self.model.parameters() + self.buffers, "a parameter or buffer of the model")
         self.graph, self.inputs, self.outputs = graph, (xs, ys), (loss, logits)
         return self.outputs
 

@@ -299,3 +299,214 @@ def test_train_cli_takes_no_graph():
     from mininet.cli.train import TrainConfig
     assert TrainConfig().graph is True
     assert TrainConfig(graph=False).checked().graph is False
+
+
+def test_checkpoint_with_dropout_replays_as_eager():
+    """nn.Checkpoint's saved generator state is a host call too: the recomputation in
+    backward repeats each replay's own dropout masks."""
+    def build():
+        return nn.Sequential(nn.Linear(20, 16),
+                             nn.Checkpoint(nn.Sequential(nn.Linear(16, 16), nn.ReLU(),
+                                                         nn.Dropout(0.5))),
+                             nn.Linear(16, 10))
+    assert_same_training(build, lambda p: optim.Adam(p, 1e-2), batches(5, (16, 20)))
+
+
+def test_scheduler_stepped_inside_the_block_replays_as_eager():
+    """A per-batch schedule (OneCycleLR) stepped in the captured block, and made there on
+    the first step: its first step once, its step() again at each replay."""
+    made = []
+
+    def make_opt(params):
+        made.clear()
+        return optim.SGD(params, 0.1)
+
+    data = batches(6, (16, 20))
+
+    def run(graph):
+        mininet.manual_seed(3)
+        model = mlp()
+        opt = make_opt(model.parameters())
+        x, y = mininet.Tensor(data[0][0]), mininet.Tensor(data[0][1])
+        g, losses = mininet.KernelGraph(), []
+
+        def step():
+            if not made:
+                made.append(optim.OneCycleLR(opt, max_lr=0.5, total_steps=6))
+            opt.zero_grad()
+            loss = nn.SoftmaxLoss()(model(x), y)
+            loss.backward()
+            opt.step()
+            made[0].step()
+            return loss
+        for i, (xb, yb) in enumerate(data):
+            x.copy_(xb)
+            y.copy_(yb)
+            if graph and i:
+                g.replay()
+            elif graph:
+                with g.capture():
+                    loss = step()
+            else:
+                loss = step()
+            losses.append(loss.item())
+        return losses, opt.param_groups[0]["lr"]
+    eager, graphed = run(False), run(True)
+    np.testing.assert_allclose(graphed[0], eager[0], rtol=1e-6)
+    assert graphed[1] == eager[1]
+
+
+def test_load_state_dict_after_capture_is_seen_by_replays():
+    """load_state_dict writes into the existing buffers (as torch's), so a graph captured
+    before it trains from the loaded values, frozen parameters and statistics included."""
+    def run(graph):
+        mininet.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+        model[0].requires_grad_(False)
+        opt = optim.SGD(model[2].parameters(), 0.1)
+        x = mininet.Tensor(np.random.default_rng(0).random((8, 4), dtype=np.float32))
+        g = mininet.KernelGraph()
+
+        def step():
+            model.zero_grad()
+            loss = model(x).sum()
+            loss.backward()
+            opt.step()
+            return loss
+        if graph:
+            with g.capture():
+                loss = step()
+        else:
+            loss = step()
+        model.load_state_dict({"0.weight": np.ones((4, 4), np.float32),
+                               "0.bias": np.zeros(4, np.float32),
+                               "1.running_mean": np.zeros(4, np.float32),
+                               "1.running_var": np.ones(4, np.float32)}, strict=False)
+        for _ in range(3):
+            if graph:
+                g.replay()
+            else:
+                loss = step()
+        return loss.item(), model[1].running_mean.numpy(), model[2].weight.numpy()
+    for a, b in zip(run(False), run(True)):
+        np.testing.assert_allclose(b, a, rtol=1e-6)
+
+
+def test_gradient_accumulation_inside_one_capture():
+    """Two backward passes into gradients the capture reset (zero_grad, to None or to
+    zeros) replay as eager; a backward whose gradient was never reset is refused."""
+    for set_to_none in (True, False):
+        results = []
+        for graph in (False, True):
+            mininet.manual_seed(1)
+            model = nn.Linear(4, 3)
+            opt = optim.SGD(model.parameters(), 0.1)
+            model(mininet.Tensor(np.ones((1, 4), np.float32))).sum().backward()
+            x1 = mininet.Tensor(np.arange(8, dtype=np.float32).reshape(2, 4) / 8)
+            x2 = mininet.Tensor(np.ones((2, 4), np.float32))
+            g = mininet.KernelGraph()
+
+            def step():
+                opt.zero_grad(set_to_none=set_to_none)
+                model(x1).sum().backward()
+                model(x2).sum().backward()
+                opt.step()
+            for i in range(3):
+                if graph and i:
+                    g.replay()
+                elif graph:
+                    with g.capture():
+                        step()
+                else:
+                    step()
+            results.append(model.weight.numpy())
+        np.testing.assert_allclose(results[1], results[0], rtol=1e-6)
+    model = nn.Linear(4, 3)
+    x = mininet.Tensor(np.ones((1, 4), np.float32))
+    capture_refused(lambda: model(x).sum().backward(), "zero_grad")
+
+
+def test_unreplayable_python_is_refused():
+    model = mlp()
+    opt = optim.SGD(model.parameters(), 0.1)
+    x = mininet.Tensor(RNG.random((4, 20), dtype=np.float32))
+    w = model[0].weight
+
+    def closure():
+        opt.zero_grad()
+        loss = model(x).sum()
+        loss.backward()
+        return loss
+    capture_refused(lambda: opt.step(closure), "closure")
+    capture_refused(lambda: setattr(w, "data", w.cached_data.copy()), "rebinding")
+    capture_refused(lambda: mininet.from_numpy(np.ones(3, np.float32)) * 2, "host memory")
+    capture_refused(lambda: mininet.from_dlpack(np.ones(3, np.float32)) * 2, "host memory")
+    capture_refused(lambda: np.from_dlpack(x), "DLPack")
+
+
+def test_optimizer_moving_a_parameter_is_refused():
+    """An offset parameter is made compact (a new buffer) by the optimizer's step: the
+    replay's forward would read the old one."""
+    big = mininet.Tensor(RNG.random((21, 4), dtype=np.float32))
+    model = nn.Linear(20, 4)
+    model.weight.data = big.cached_data[1:]
+    opt = optim.SGD(model.parameters(), 0.1)
+    x = mininet.Tensor(RNG.random((4, 20), dtype=np.float32))
+
+    def step():
+        opt.zero_grad()
+        model(x).sum().backward()
+        opt.step()
+    capture_refused(step, "moved a parameter")
+
+
+def test_lstm_with_default_state_replays_as_eager():
+    """Zero initial states are filled on the device (init.zeros): recorded, not refused."""
+    def build():
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lstm, self.head = nn.LSTM(20, 8), nn.Linear(8, 10)
+
+            def forward(self, x):
+                out, _ = self.lstm(x.reshape((4, 8, 20)))
+                return self.head(out.reshape((32, 8)))
+        return Net()
+    assert_same_training(build, lambda p: optim.Adam(p, 1e-2), batches(4, (32, 20)))
+
+
+def test_train_epoch_replay_a_loss_refuses_runs_eagerly():
+    """A batch whose label the fused loss leaves to the host (ignore_index) makes the
+    replay raise: train_epoch undoes it (batch norm statistics) and steps that batch
+    eagerly, as a run without graphs."""
+    from mininet.data import DataLoader, TensorDataset
+    from mininet.training import train_epoch
+    X = RNG.random((40, 20), dtype=np.float32)
+    Y = RNG.integers(0, 10, 40)
+    Y[25] = -100
+    results = []
+    for graph in (False, True):
+        mininet.manual_seed(2)
+        model = nn.Sequential(nn.Linear(20, 16), nn.BatchNorm1d(16), nn.ReLU(),
+                              nn.Linear(16, 10))
+        opt = optim.Adam(model.parameters(), 1e-2)
+        loader = DataLoader(TensorDataset(X, Y), batch_size=10)
+        out = train_epoch(model, loader, opt, loss_fn=nn.CrossEntropyLoss(), graph=graph)
+        results.append((out, {k: np.array(v) for k, v in model.state_dict().items()}))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-6)
+    for k in results[0][1]:
+        np.testing.assert_allclose(results[1][1][k], results[0][1][k], rtol=1e-5, atol=1e-7)
+
+
+def test_a_device_class_made_during_a_capture_is_wrapped():
+    from mininet.backend.device import Device
+    g = mininet.KernelGraph()
+    with pytest.raises(mininet.CaptureError, match="only the CPU"):
+        with g.capture():
+            class Late(Device):
+                name = "late"
+
+                def fill(self, dst, value):
+                    pass
+            Late().fill(None, 0)
+    assert not hasattr(vars(Late)["fill"], "__wrapped__")

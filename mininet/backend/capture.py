@@ -21,23 +21,29 @@ the same arguments. Buffers allocated during the capture are kept by the graph, 
 tensors the step made (the loss, the gradients) hold the new values after each replay.
 
 What a replay cannot repeat is refused during the capture with CaptureError, never
-frozen silently: a value read on the host (loss.item(), .numpy(), a boolean mask's
-count), host data copied in (a Tensor made from numpy inside the step: make static inputs
-before capturing and copy into them), a device other than the CPU, a kernel that returns
-a value to Python, and a gradient accumulated into a .grad that existed before the
-capture (the replay would add to its old values: zero_grad() inside).
-Two things run again in Python at each replay, as host calls kept in the tape at their
-place: an optimizer's step() (so its step counts, bias corrections and learning rate,
-schedulers included, advance as they do eagerly) and the random draws of mininet.init
-(rand, randn, randint, randb, so dropout: new masks from the generator, in the eager
-order, into the captured buffers).
+frozen silently: a value read on the host (loss.item(), .numpy(), DLPack, a boolean
+mask's count), host data brought in (a Tensor made from numpy, from_numpy or from_dlpack
+inside the step: make static inputs before capturing and copy into them), a tensor
+rebound to other memory (t.data = ...), a device other than the CPU, a kernel that
+returns a value to Python, an optimizer's step(closure), an optimizer that moves a
+parameter to a new buffer, and a backward that stores a gradient the capture did not
+reset (eagerly it would add to the old one: call zero_grad() inside the block).
 
-Gradients are static too: a replay's backward writes the .grad tensors the capture
-made, afresh (start the captured step with opt.zero_grad(), as eagerly), and the
-optimizer's parameters get those .grad tensors back before each replay (an eager step in
-between may have replaced them). A replay reads the buffers the capture saw: rebinding a tensor to a new buffer afterwards
-(load_state_dict, p.data = ...) is not seen. The optimizer's host call checks its
-parameters' buffers and raises CaptureError if one was replaced; capture again then."""
+Host calls run again in Python at each replay, kept in the tape at their place: an
+optimizer's step() (its step counts, bias corrections and learning rate advance as
+eagerly), a scheduler's step() taken inside the block, the random draws of mininet.init
+(rand, randn, randint, randb, so dropout: new masks from the generator, in the eager
+order, into the captured buffers) and nn.Checkpoint's saving and restoring of the
+generator. Work that eagerly happens once (a scheduler made inside the block, an
+optimizer's state made at its first step) happens at the capture only.
+
+Gradients are static: a replay's backward writes the .grad tensors the capture made,
+afresh, and the optimizer's parameters get those tensors back before each replay (an
+eager step in between may have replaced them). A replay reads and writes the buffers the
+capture saw; load_state_dict writes into them (as torch's), so loaded values are seen.
+Rebinding a tensor afterwards (t.data = ...) is not seen: the optimizer's parameters are
+checked at each replay (CaptureError: capture again), and KernelGraph.watch(tensors)
+checks others."""
 from __future__ import annotations
 
 import functools
@@ -56,13 +62,16 @@ class CaptureError(RuntimeError):
 
 # Device methods that run during a capture but are not recorded: they allocate, or answer
 # a question from shapes and settings alone (the same answer at replay).
-_PASS = frozenset({"alloc", "share", "has", "enabled", "synchronize", "conv2d_small",
+_PASS = frozenset({"alloc", "has", "enabled", "synchronize", "conv2d_small",
                    "bf16_path", "conv2d_bf16_fits", "conv2d_nhwc_shape"})
 # Device methods refused while capturing, and why.
 _REFUSE = {
     "to_numpy": "reads a value on the host (.item(), .numpy(), printing, a mask's count); "
                 "the replay would not read it again: read the graph's outputs after replay()",
     "array_view": "reads an array's memory on the host; the replay would not read it again",
+    "share": "wraps host memory (mininet.from_numpy, from_dlpack); a replay would read the "
+             "same memory, not the next array: make static input tensors before capturing "
+             "and copy new values into them (x.copy_(batch)) between replays",
     "from_numpy": "copies host data in; the replay would copy the same values again: make "
                   "static input tensors before capturing and copy new values into them "
                   "(x.copy_(batch)) between replays",
@@ -70,8 +79,13 @@ _REFUSE = {
                     "mask: run the step eagerly",
     "a random draw": "(a Philox key for a device's dropout) would repeat the same numbers "
                      "at each replay: run the step eagerly",
-    "a host read": "of an array's memory (.item(), np.asarray) would not be repeated by a "
-                   "replay: read the graph's outputs after replay()",
+    "a host read": "of an array's memory (.item(), np.asarray, DLPack) would not be "
+                   "repeated by a replay: read the graph's outputs after replay()",
+    "a rebinding": "of a tensor to other memory (t.data = ...) would not be repeated: a "
+                   "replay's kernels keep the buffers the capture saw; write into the tensor "
+                   "instead (t.copy_(...)), or rebind it outside the captured block",
+    "a closure": "(optimizer.step(closure)) re-evaluates the loss in Python at each replay "
+                 "and its value is lost: call backward in the block and step() without one",
 }
 
 _lock = threading.Lock()
@@ -86,6 +100,8 @@ class _Capture:
         self.pool_ids: set[int] = set()
         self.depth = 0                  # > 0 inside a recorded call or a host call
         self.param_checks: list[Callable[[], None]] = []
+        self.zeroed: set[int] = set()   # ids of tensors whose .grad zero_grad reset
+        self.saved: list[tuple[type, str, Any]] = []   # the Device methods wrapped
 
 
 def capturing() -> bool:
@@ -98,6 +114,32 @@ def allocated_in_capture(handle) -> bool:
     """Whether a buffer was allocated by the capture in progress."""
     cap = _active
     return cap is not None and id(handle) in cap.pool_ids
+
+
+def note_zeroed(tensors) -> None:
+    """While capturing: these tensors' gradients were reset (zero_grad) in the capture, so
+    a backward may make their .grad afresh, as a replay will."""
+    cap = _active
+    if cap is not None and cap.thread == threading.get_ident():
+        cap.zeroed.update(id(t) for t in tensors)
+
+
+def check_new_grad(leaf) -> None:
+    """While capturing, before backward stores a leaf's gradient: a replay's backward writes
+    the gradient afresh, so the capture must have reset it (zero_grad), or made the leaf;
+    a .grad from before the capture, or none never reset, would accumulate eagerly."""
+    cap = _active
+    if cap is None or cap.thread != threading.get_ident() or cap.depth:
+        return
+    grad = leaf.grad
+    if grad is not None and id(grad.cached_data.handle) in cap.pool_ids:
+        return   # made in this capture (zero_grad(set_to_none=False), a second backward)
+    if grad is None and (id(leaf) in cap.zeroed or id(leaf.cached_data.handle) in cap.pool_ids):
+        return
+    raise CaptureError("kernel graph capture: backward stores a gradient into a .grad that "
+                       "the capture did not reset: each replay would write it afresh where "
+                       "eager steps add to it; call opt.zero_grad() (or model.zero_grad()) "
+                       "inside the captured block")
 
 
 def refuse(what: str) -> None:
@@ -121,6 +163,20 @@ def host_call(fn: Callable[..., Any], *args: Any) -> Any:
         cap.depth -= 1
     cap.tape.append((fn, args, None))
     return out
+
+
+def uncaptured(fn: Callable[..., Any], *args: Any) -> Any:
+    """fn(*args) now and never again: while capturing, nothing it does enters the tape (a
+    scheduler's first step when it is made inside the captured block, which eagerly
+    happens once)."""
+    cap = _active
+    if cap is None or cap.thread != threading.get_ident():
+        return fn(*args)
+    cap.depth += 1
+    try:
+        return fn(*args)
+    finally:
+        cap.depth -= 1
 
 
 def _recording(name: str, fn: Callable[..., Any], cpu: type) -> Callable[..., Any]:
@@ -161,21 +217,50 @@ def _device_classes():
     return out
 
 
-def _patch():
-    """Every public method of every Device class wrapped (restored by _unpatch)."""
+def _static(name: str, fn: Callable[..., Any]) -> staticmethod:
+    """A static device method (the CPU's alloc) wrapped: its buffers join the pool."""
+    def method(*args, **kw):
+        out = fn(*args, **kw)
+        cap = _active
+        if cap is not None and cap.thread == threading.get_ident() and not cap.depth \
+                and name == "alloc":
+            cap.pool.append(out)
+            cap.pool_ids.add(id(out))
+        return out
+    return staticmethod(method)
+
+
+def _patch_class(cls, saved) -> None:
     from .cpu import CPUDevice
-    saved = []
+    for name, raw in list(vars(cls).items()):
+        if name.startswith("_"):
+            continue
+        if inspect.isfunction(raw):
+            wrapped: Any = _recording(name, raw, CPUDevice)
+        elif isinstance(raw, staticmethod) and name in _PASS:
+            wrapped = _static(name, raw.__func__)
+        else:
+            continue
+        saved.append((cls, name, raw))
+        setattr(cls, name, wrapped)
+
+
+def _patch(cap):
+    """Every public method of every Device class wrapped (restored by _unpatch)."""
     for cls in _device_classes():
-        for name, raw in list(vars(cls).items()):
-            if name.startswith("_") or not inspect.isfunction(raw):
-                continue
-            saved.append((cls, name, raw))
-            setattr(cls, name, _recording(name, raw, CPUDevice))
-    return saved
+        _patch_class(cls, cap.saved)
+
+
+def new_device_class(cls) -> None:
+    """Device.__init_subclass__: a Device class defined (its module first imported) during a
+    capture is wrapped too, so its calls are refused rather than missed."""
+    cap = _active
+    if cap is not None:
+        _patch_class(cls, cap.saved)
 
 
 def _unpatch(saved):
-    for cls, name, raw in saved:
+    for cls, name, raw in reversed(saved):
         setattr(cls, name, raw)
 
 
@@ -203,17 +288,18 @@ class KernelGraph:
                 raise CaptureError("KernelGraph.capture: another capture is in progress "
                                    "(captures do not nest)")
             cap = _active = _Capture()
-        saved = _patch()
         try:
+            _patch(cap)
             yield self
         except BaseException:
             self._tape, self._pool = [], []
             raise
         else:
-            self._tape, self._pool, self._checks = cap.tape, cap.pool, cap.param_checks
+            self._tape, self._pool = cap.tape, cap.pool
+            self._checks = self._checks + cap.param_checks
             self._captured = True
         finally:
-            _unpatch(saved)
+            _unpatch(cap.saved)
             _active = None
 
     def replay(self) -> None:
@@ -226,11 +312,24 @@ class KernelGraph:
             raise CaptureError("KernelGraph.replay: called while capturing")
         for check in self._checks:
             check()
-        for f, a, k in self._tape:
-            if k is None:
-                f(*a)
-            else:
-                f(*a, **k)
+        i = 0
+        try:
+            for i, (f, a, k) in enumerate(self._tape):
+                if k is None:
+                    f(*a)
+                else:
+                    f(*a, **k)
+        except Exception as e:
+            name = getattr(self._tape[i][0], "__name__", "a call")
+            e.add_note(f"KernelGraph.replay: raised by call {i + 1} of {len(self._tape)} "
+                       f"({name}); the calls before it have run (a half-done step)")
+            raise
+
+    def watch(self, tensors, what: str = "a tensor") -> None:
+        """Have every replay check that these tensors still hold the buffers they hold now
+        (CaptureError otherwise: a load_state_dict or `t.data = ...` since the capture
+        would be missed by the replay's kernels). Call it after capturing."""
+        self._checks.append(_buffer_check(tensors, what))
 
     def reset(self) -> None:
         """Forget the capture (its buffers are freed once no tensor holds them)."""
@@ -249,21 +348,29 @@ class KernelGraph:
         return f"KernelGraph({len(self._tape)} calls)" if self._captured else "KernelGraph()"
 
 
-def check_params(params, what: str) -> None:
-    """While capturing: remember params' buffers, and have every replay of the graph
-    check that they are still the ones captured (the kernels read and write those)."""
-    cap = _active
-    if cap is None or cap.thread != threading.get_ident():
-        return
-    held = [(p, p.cached_data.handle, p.cached_data.offset, p.grad) for p in params]
+def _buffer_check(tensors, what, grads=False):
+    held = [(t, t.cached_data.handle, t.cached_data.offset, t.grad if grads else None)
+            for t in tensors]
 
     def check():
-        for p, handle, offset, grad in held:
-            data = p.cached_data
+        for t, handle, offset, grad in held:
+            data = t.cached_data
             if data.handle is not handle or data.offset != offset:
-                raise CaptureError(f"KernelGraph.replay: a parameter of {what} has a new "
-                                   "buffer since the capture (load_state_dict or p.data = "
-                                   "...); capture the step again")
-            if p.grad is not grad:   # an eager step (or zero_grad) since: the replay's
-                p.grad = grad        # backward writes the captured gradients
+                raise CaptureError(f"KernelGraph.replay: {what} has a new buffer since the "
+                                   "capture (load_state_dict or t.data = ...); capture "
+                                   "the step again")
+            if grads and t.grad is not grad:   # an eager step (or zero_grad) since: the
+                t.grad = grad                  # replay's backward writes the captured ones
+    return check
+
+
+def check_params(params, what: str) -> Callable[[], None] | None:
+    """While capturing, after an optimizer's step: its parameters' buffers and gradients
+    as they are now, checked at every replay (and their .grad given back the captured
+    gradient tensors). Returns the check (None when not capturing)."""
+    cap = _active
+    if cap is None or cap.thread != threading.get_ident():
+        return None
+    check = _buffer_check(params, f"a parameter of {what}", grads=True)
     cap.param_checks.append(check)
+    return check

@@ -36,6 +36,11 @@ class Device:
     conv2d_min_pixels = 0   # with conv2d: the smallest output map (pixels) it is used for
     synchronous = True      # kernels have finished when they return (reading a value is free)
 
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        from . import capture   # a class made during a kernel graph capture is wrapped too
+        capture.new_device_class(cls)
+
     def has(self, capability):
         return capability in self.capabilities
 

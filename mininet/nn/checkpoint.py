@@ -11,6 +11,7 @@ from typing import Any
 
 from ..autograd import Op, Tensor, enable_grad, grad_enabled, no_grad, partial_grads
 from .. import init
+from ..backend.capture import host_call
 from .module import Module
 
 
@@ -19,7 +20,19 @@ class CheckpointOp(Op):
 
     def __init__(self, fn, n_args):
         self.fn, self.n_args = fn, n_args
+        # host calls in a kernel graph's capture: each replay saves and swaps the generator
+        # state again, so the recomputation repeats that replay's draws (its dropout masks)
+        host_call(self._save_rng)
+
+    def _save_rng(self):
         self.rng_state = init.generator().bit_generator.state
+
+    def _rng_to_forward(self):
+        rng = init.generator().bit_generator
+        self.rng_now, rng.state = rng.state, self.rng_state
+
+    def _rng_back(self):
+        init.generator().bit_generator.state = self.rng_now
 
     def compute(self, *arrays):
         with no_grad():
@@ -35,13 +48,12 @@ class CheckpointOp(Op):
                                       "are not supported; run that model without checkpoint")
         args, params = node.inputs[:self.n_args], node.inputs[self.n_args:]
         leaves = [Tensor.make_const(a.cached_data, requires_grad=a.requires_grad) for a in args]
-        rng = init.generator().bit_generator
-        now, rng.state = rng.state, self.rng_state   # replay forward's random draws
+        host_call(self._rng_to_forward)   # replay forward's random draws
         try:
             with enable_grad():
                 out = self.fn(*leaves)
         finally:
-            rng.state = now
+            host_call(self._rng_back)   # and back to the generator's own state
         wanted = [x for x in (*leaves, *params) if x.requires_grad]
         found = iter(partial_grads(out, wanted, out_grad))
         return tuple(next(found) if x.requires_grad else None for x in (*leaves, *params))

@@ -13,7 +13,8 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from ..autograd import Tensor, _observers
+from ..autograd import Tensor, _bump, _observers
+from ..backend import capture as _capture
 from ..ndarray import NDArray
 
 
@@ -84,6 +85,22 @@ def _indent_after_first(text):
     first, *rest = text.split("\n")
     return "\n".join([first] + ["  " + line for line in rest])
 
+
+
+def _copy_into(old, data):
+    """Write data's values into the tensor old's own buffer, as torch's load_state_dict
+    does (references to the tensor, and kernel graphs that captured its buffer, see the
+    new values; a graph that saved it for backward is told by its version). False where
+    the buffer cannot take them (another dtype or device, a broadcast view)."""
+    buf = old.cached_data
+    if buf.dtype != data.dtype or buf.device != data.device or buf.shape != data.shape:
+        return False
+    try:
+        buf[...] = data
+    except ValueError:
+        return False
+    _bump(buf)
+    return True
 
 class Module:
     """The base of every layer and model (needle's and torch's nn.Module): attributes that are
@@ -227,7 +244,9 @@ class Module:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop every parameter's gradient (torch's default), or set it to zeros."""
-        for p in self.parameters():
+        params = self.parameters()
+        _capture.note_zeroed(params)
+        for p in params:
             if set_to_none or p.grad is None:
                 p.grad = None
             else:
@@ -273,6 +292,9 @@ class Module:
             old = slots[key] if isinstance(slots[key], Tensor) else getattr(*slots[key])
             new[key] = NDArray(array, dtype=old.dtype, device=old.device)
         for key, data in new.items():
+            old = slots[key] if isinstance(slots[key], Tensor) else getattr(*slots[key])
+            if _copy_into(old, data):
+                continue
             if isinstance(slots[key], Tensor):
                 slots[key].data = data
             else:

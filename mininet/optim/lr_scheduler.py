@@ -15,6 +15,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from ..backend.capture import capturing, host_call, uncaptured
 from .optimizers import Optimizer
 
 _Lambda = Callable[[int], float]   # LambdaLR's lr_lambda: epoch -> factor
@@ -57,10 +58,15 @@ class LRScheduler:
 
     def _initial_step(self):
         self._step_count = 0
-        self.step()
+        uncaptured(self.step)   # made in a captured block: once, not at every replay
 
     def step(self, epoch: int | None = None) -> None:
-        """Advance one epoch (or go to `epoch`) and set every group's lr."""
+        """Advance one epoch (or go to `epoch`) and set every group's lr. In a kernel graph's
+        capture it is a host call: each replay steps the schedule again (torch's per-batch
+        schedules, OneCycleLR, step inside the captured block)."""
+        if capturing():
+            host_call(self.step, epoch)
+            return
         self._step_count += 1
         self._update_lr(epoch)
 
@@ -372,7 +378,11 @@ class SequentialLR(LRScheduler):
 
     def step(self):
         """Advance one epoch: the schedule whose span holds the new epoch steps (a
-        schedule reaching its milestone starts from its own epoch 0). Takes no epoch, as torch's."""
+        schedule reaching its milestone starts from its own epoch 0). Takes no epoch, as torch's.
+        A host call in a kernel graph's capture, as LRScheduler.step."""
+        if capturing():
+            host_call(self.step)
+            return
         self.last_epoch += 1
         k = bisect_right(self._milestones, self.last_epoch)
         s = self._schedulers[k]

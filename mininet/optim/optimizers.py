@@ -23,7 +23,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from ..autograd import Tensor, _bump, enable_grad
-from ..backend.capture import capturing, check_params, host_call
+from ..backend.capture import (CaptureError, capturing, check_params, host_call, note_zeroed,
+                               refuse)
 from ..ndarray import NDArray
 
 
@@ -163,6 +164,8 @@ class Optimizer:
     # stepping -----------------------------------------------------------------------------
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Forget the gradients (set_to_none=False: set them to zeros instead)."""
+        if capturing():
+            note_zeroed(self.params)
         for p in self.params:
             if p.grad is None or set_to_none:
                 p.grad = None
@@ -177,8 +180,17 @@ class Optimizer:
         the loss first, with grad mode on, and its value is returned. In a kernel graph's
         capture the whole update is kept as a host call, run again at each replay."""
         if capturing():
+            if closure is not None:
+                refuse("a closure")
+            check = check_params(self.params, type(self).__name__)
             out = host_call(self._step, closure)
-            check_params(self.params, type(self).__name__)
+            try:
+                check()   # type: ignore[misc]
+            except CaptureError:
+                raise CaptureError(f"kernel graph capture: {type(self).__name__}.step moved "
+                                   "a parameter to a new buffer (it makes a non-compact or "
+                                   "offset parameter compact): make the parameters compact "
+                                   "before capturing") from None
             return out
         return self._step(closure)
 
