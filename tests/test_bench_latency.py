@@ -18,12 +18,13 @@ torch = pytest.importorskip("torch")
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
 @pytest.mark.parametrize("batch", [1, 3])
 def test_the_twins_agree_with_the_same_weights(name, batch):
-    fns = bl.latency_case(name, batch, np.random.default_rng(4))[0]
+    fns = bl.latency_case(name, batch, np.random.default_rng(4), graph=True)[0]
     ours, theirs = fns["mininet"](), fns["torch"]()
     assert ours.shape == tuple(theirs.shape) == (batch, 10)
     assert not ours.requires_grad                       # eval under no_grad: no graph
     assert np.abs(theirs.numpy()).max() > 1e-3          # not trivially zero
     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=2e-4, atol=2e-5)
+    np.testing.assert_array_equal(fns["graph"]().numpy(), ours.numpy())   # the replay
 
 
 @pytest.mark.torch
@@ -74,6 +75,18 @@ def test_cli_table():
     r = cli("bench", "latency", "--models", "mlp", "--min-time", "0.02", "-q", timeout=300)
     assert r.returncode == 0, r.stderr
     assert "inference latency, batch 1" in r.stdout and "mlp" in r.stdout
+
+
+@pytest.mark.torch
+def test_cli_graph_adds_the_replay():
+    r = cli("bench", "latency", "--models", "mlp", "--min-time", "0.02", "--graph", "--json",
+            timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert [row["impl"] for row in json.loads(r.stdout)] == ["mininet", "graph", "torch"]
+    r = cli("bench", "latency", "--models", "mlp", "--min-time", "0.02", "--graph", "-q",
+            timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "KernelGraph" in r.stdout
 
 
 @pytest.mark.parametrize("args, words", [

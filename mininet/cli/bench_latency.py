@@ -34,12 +34,13 @@ def copy_weights(model, twin):
             p.copy_(torch.from_numpy(np.ascontiguousarray(w)))
 
 
-def latency_case(name, batch, rng=None):
+def latency_case(name, batch, rng=None, graph=False):
     """(forward functions {impl: fn}, the input, mininet's model, its twin) of one model:
-    mininet's in eval mode under no_grad, and where PyTorch is installed (else the twin is
-    None) its twin with mininet's weights under inference_mode; each fn runs one forward
-    pass and returns the output."""
-    from .. import Tensor, no_grad
+    mininet's in eval mode under no_grad, with graph also "graph" (the same forward pass
+    captured once as a mininet.KernelGraph and replayed), and where PyTorch is installed
+    (else the twin is None) its twin with mininet's weights under inference_mode; each fn
+    runs one forward pass and returns the output."""
+    from .. import KernelGraph, Tensor, no_grad
     entry = registry.get(name)
     if entry.language_model:
         raise ValueError(f"bench latency: {name} is a language model; choose an image model")
@@ -52,6 +53,15 @@ def latency_case(name, batch, rng=None):
         with no_grad():
             return model(tx)
     fns = {"mininet": ours}
+    if graph:
+        captured = KernelGraph()
+        with no_grad(), captured.capture():
+            out = model(tx)
+
+        def replayed():
+            captured.replay()
+            return out
+        fns["graph"] = replayed
     try:
         import torch
     except ImportError:
@@ -68,9 +78,11 @@ def latency_case(name, batch, rng=None):
     return fns, x, model, twin
 
 
-def bench_latency(models=("mlp", "cnn"), batch=1, threads=None, min_time=0.5, progress=None):
+def bench_latency(models=("mlp", "cnn"), batch=1, threads=None, min_time=0.5, progress=None,
+                  graph=False):
     """harness Cases, one per model and implementation: seconds per forward pass, the
-    samples of ROUNDS turns (mininet, then torch) of min_time / ROUNDS each."""
+    samples of ROUNDS turns (mininet, graph: its KernelGraph replay, then torch) of
+    min_time / ROUNDS each."""
     from .. import get_num_threads, set_num_threads
     from ..benchmark.harness import Case, measure
     threads = threads or get_num_threads()
@@ -82,7 +94,7 @@ def bench_latency(models=("mlp", "cnn"), batch=1, threads=None, min_time=0.5, pr
         for k, name in enumerate(models):
             if progress:
                 progress(k, len(models), f"latency {name}")
-            fns = latency_case(name, batch)[0]
+            fns = latency_case(name, batch, graph=graph)[0]
             samples = {impl: [] for impl in fns}
             for _ in range(ROUNDS):
                 for impl, fn in fns.items():
@@ -127,6 +139,7 @@ def bench_latency_cmd(
     save: Optional[str] = typer.Option(None, "--save", help="Save the run (every sample, the machine, the software) as JSON for `mininet bench compare`; '-' writes it to stdout."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar."),
+    graph: bool = typer.Option(False, "--graph", help="Also time mininet's forward pass captured once as a mininet.KernelGraph and replayed (impl \"graph\")."),
 ):
     """Inference latency of a forward pass (eval mode, no graph), mininet vs its PyTorch
     twin with the same weights (inference_mode), in microseconds: median and quartiles."""
@@ -141,7 +154,7 @@ def bench_latency_cmd(
             _fail(f"--models: {name} is a language model; bench latency takes image models")
     _check_common(min_time, save, json_out)
     with _progress(_progress_hidden(json_out, save, quiet)) as progress:
-        cases = bench_latency(names, batch, threads, min_time, progress)
+        cases = bench_latency(names, batch, threads, min_time, progress, graph=graph)
     if save is not None:
         _save(cases, save, quiet)
     if json_out:
@@ -165,18 +178,27 @@ def _table(cases, batch):
     from .train import threads_phrase
     table = Table(title=f"inference latency, batch {batch}, {threads_phrase(cases[0].threads)} "
                         "(median, q1 - q3, us)")
-    for col in ("model", "mininet us", "torch us", "mininet / torch time"):
+    graph = any(c.impl == "graph" for c in cases)
+    cols = ["model", "mininet us"] + (["KernelGraph us"] if graph else []) + \
+        ["torch us", "mininet / torch time"] + (["KernelGraph / torch"] if graph else [])
+    for col in cols:
         table.add_column(col, justify="right")
     for name in dict.fromkeys(c.params["model"] for c in cases):
         by = {c.impl: c for c in cases if c.params["model"] == name}
         ours, theirs = by["mininet"], by.get("torch")
+        mine = [by["mininet"]] + ([by["graph"]] if graph else [])
         if theirs is None:
-            table.add_row(name, _us(ours), escape(TORCH_MISSING), "-")
+            table.add_row(name, *[_us(c) for c in mine], escape(TORCH_MISSING),
+                          *["-"] * len(mine))
             continue
-        ratio = ours.median / theirs.median
-        color = "green" if ratio <= 1.0 else "red"
-        table.add_row(name, _us(ours), _us(theirs), f"[{color}]{ratio:.2f}[/{color}]")
+        table.add_row(name, *[_us(c) for c in mine], _us(theirs),
+                      *[_ratio(c.median / theirs.median) for c in mine])
     console.print(table)
+
+
+def _ratio(r):
+    color = "green" if r <= 1.0 else "red"
+    return f"[{color}]{r:.2f}[/{color}]"
 
 
 def _us(case):
