@@ -3,6 +3,7 @@ mininet.manual_seed seeds."""
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, TYPE_CHECKING
 
 import numpy as np
@@ -97,14 +98,17 @@ normal = randn
 
 
 def constant(*shape, c=1.0, dtype="float32", device=None, requires_grad=False):
-    """A tensor of shape `shape` (varargs) holding c, filled on the device (one kernel: a
-    kernel graph's capture records it, as mininet.full)."""
+    """A tensor of shape `shape` (varargs) holding c. A float one is filled on the device
+    (one kernel: a kernel graph's capture records it, as mininet.full); others, and any
+    shape or c numpy would refuse or broadcast, go through numpy."""
     dt = as_dtype(dtype or get_default_dtype())
-    dev = get_device(device) if device is not None else default_device()
-    shape = tuple(int(n) for n in shape)
-    if any(n < 0 for n in shape):
-        raise ValueError(f"negative dimensions are not allowed: {shape}")
-    return Tensor.make_const(NDArray.make(shape, device=dev, dtype=dt).fill(c), requires_grad)
+    if dt.kind == "f" and isinstance(c, numbers.Real) and \
+            all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 0
+                for n in shape):
+        dev = get_device(device) if device is not None else default_device()
+        data = NDArray.make(tuple(int(n) for n in shape), device=dev, dtype=dt).fill(c)
+        return Tensor.make_const(data, requires_grad)
+    return _tensor(np.full(shape, c), dtype, device, requires_grad)
 
 
 def zeros(*shape, **kw):

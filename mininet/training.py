@@ -124,24 +124,33 @@ def make_scheduler(name, opt, epochs):
 
 
 class _GraphedStep:
-    """train_epoch's step as a KernelGraph: captured on the first batch, replayed for every
-    batch of the same shapes and dtypes (copied into the captured inputs); another batch
-    (a last, smaller one) steps eagerly. A model the capture refuses (host reads)
-    trains eagerly from then on, its buffers (running statistics) and the generator as
-    before the attempt. A replay that raises (a batch whose data the captured kernels
-    refuse, such as an ignore_index label the fused loss left to the host) is undone the
-    same way and that batch steps eagerly.
+    """train_epoch's step as a KernelGraph: the first batch steps eagerly (state made
+    lazily, on a first forward or step, is made outside the capture, as torch asks of
+    CUDA graphs), the second is captured, and the step is replayed for every batch of the
+    captured shapes and dtypes (copied into the captured inputs); another batch (a last,
+    smaller one) steps eagerly. A model the capture refuses (host reads, buffers rebound
+    instead of updated in place) trains eagerly from then on, its buffers (running
+    statistics) and the generator as before the attempt. A replay that raises (a batch
+    whose data the captured kernels refuse, such as an ignore_index label the fused loss
+    left to the host) is undone the same way and that batch steps eagerly. A module's
+    training flag or a parameter's requires_grad changed between batches (on_batch) means
+    a new capture; other Python attributes of the model are read at the capture only.
     The loss is checked after the replayed step, not before it as eagerly."""
 
     def __init__(self, model, opt, loss_fn, mixed):
         self.model, self.opt, self.loss_fn, self.mixed = model, opt, loss_fn, mixed
-        self.graph, self.refused = None, None
+        self.graph, self.refused, self.warm = None, None, False
 
     def __call__(self, x, y):
         """(loss, logits) after the step on (x, y), or None: step eagerly instead."""
         if self.refused is not None:
             return None
+        if self.graph is not None and self._signature() != self.signature:
+            self.graph, self.warm = None, False   # the model changed: capture again
         if self.graph is None:
+            if not self.warm:
+                self.warm = True
+                return None
             return self._capture(x, y)
         xs, ys = self.inputs
         if not (_same_layout(x, xs) and _same_layout(y, ys)):
@@ -158,6 +167,16 @@ class _GraphedStep:
             self._restore(saved)
             return None
         return self.outputs
+
+    def _signature(self):
+        """What the replay assumes of the model's Python state, cheaply read."""
+        return (tuple(m.training for m in self.model.modules()),
+                tuple(p.requires_grad for p in self.model.parameters()))
+
+    def _tensors(self):
+        """The model's parameters and buffers with the buffers they hold."""
+        return [(t, t.cached_data.handle, t.cached_data.offset)
+                for t in self.model.parameters() + self.model.buffers()]
 
     def _state(self):
         """The values a step changes before its optimizer's: buffers, the generator."""
@@ -176,10 +195,13 @@ class _GraphedStep:
             self.refused = f"the {x.device.name} device"
             return None
         self.buffers = self.model.buffers()
-        saved = self._state()
+        saved, held = self._state(), self._tensors()
+        steps = getattr(self.opt, "step_count", None)
         xs = Tensor.make_const(x.cached_data.copy())
         ys = Tensor.make_const(y.cached_data.copy())
         graph = KernelGraph()
+        loss = logits = None
+        stepped = False
         try:
             with graph.capture():
                 self.opt.zero_grad()
@@ -188,12 +210,21 @@ class _GraphedStep:
                     loss = self.loss_fn(logits, ys)
                 loss.backward()
                 self.opt.step()
+                stepped = True
+            now = self._tensors()
+            if len(now) != len(held) or any(a[0] is not b[0] or a[1] is not b[1] or
+                                             a[2] != b[2] for a, b in zip(held, now)):
+                raise CaptureError("kernel graph capture: the step rebound a parameter or "
+                                   "buffer of the model to a new tensor (update it in place)")
         except CaptureError as e:
-            self._restore(saved)
             self.refused = str(e)
+            if stepped or (steps is not None and getattr(self.opt, "step_count", None) != steps):
+                return loss, logits   # the update was taken (eagerly): not twice
+            self._restore(saved)
             return None
-        graph.watch(self.model.parameters() + self.buffers, "a parameter or buffer of the model")
+        graph.watch([t for t, _, _ in held], "a parameter or buffer of the model")
         self.graph, self.inputs, self.outputs = graph, (xs, ys), (loss, logits)
+        self.signature = self._signature()
         return self.outputs
 
 
@@ -302,18 +333,118 @@ def _model_device(model):
     return params[0].device if params else None
 
 
-def train_lm_epoch(model, batches, opt, seq_len, clip=None, loss_fn=None, on_batch=None):
+class _GraphedLMStep(_GraphedStep):
+    """train_lm_epoch's step as a KernelGraph. The state a window hands to the next is
+    static too: captured on the first window that starts from a state (a Transformer's
+    None: the first window), with the new state copied into the captured one at the end
+    of the step, so each replay continues from the last; a window of another length (the
+    last) steps eagerly and its state is copied back in before the next replay."""
+
+    def __init__(self, model, opt, loss_fn, clip):
+        super().__init__(model, opt, loss_fn, autocast("bf16", enabled=False))
+        self.clip = clip
+
+    def step(self, x, y, state):
+        """(loss, the next window's state) after the step, or None: step eagerly."""
+        if self.refused is not None or (state is None and self._stateful):
+            return None
+        if self.graph is not None and self._signature() != self.signature:
+            self.graph = None   # the model changed: capture again
+        if self.graph is None:
+            return self._capture_lm(x, y, state)
+        xs, ys = self.inputs
+        if not (_same_layout(x, xs) and _same_layout(y, ys)):
+            return None
+        held = self.state
+        if state is not held:   # an eager window since: its state into the captured one
+            for a, b in zip(_states(held), _states(state)):
+                a.cached_data[...] = b.cached_data
+        dev = xs.device
+        dev.copy(x.cached_data, xs.cached_data)
+        dev.copy(y.cached_data, ys.cached_data)
+        rng = generator().bit_generator.state
+        try:
+            self.graph.replay()
+        except CaptureError:
+            raise
+        except Exception:   # (before the optimizer's step: a token the gather refused)
+            generator().bit_generator.state = rng
+            self.opt.zero_grad()
+            return None
+        return self.outputs[0], held
+
+    _stateful = False   # set at the first window: whether the model returns a state
+
+    def _capture_lm(self, x, y, state):
+        if not x.device.synchronous or x.device.name != "cpu":
+            self.refused = f"the {x.device.name} device"
+            return None
+        rng, held = generator().bit_generator.state, self._tensors()
+        xs = Tensor.make_const(x.cached_data.copy())
+        ys = Tensor.make_const(y.cached_data.copy())
+        graph = KernelGraph()
+        loss = new = None
+        stepped = False
+        try:
+            with graph.capture():
+                self.opt.zero_grad()
+                out, new = self.model(xs, state)
+                loss = self.loss_fn(out, ys)
+                loss.backward()
+                if self.clip:
+                    optim.clip_grad_norm(self.opt.params, self.clip)
+                self.opt.step()
+                stepped = True
+                for a, b in zip(_states(state), _states(new)):
+                    a.cached_data[...] = b.cached_data   # the next window's state
+            now = self._tensors()
+            if len(now) != len(held) or any(a[0] is not b[0] or a[1] is not b[1] or
+                                             a[2] != b[2] for a, b in zip(held, now)):
+                raise CaptureError("kernel graph capture: the step rebound a parameter or "
+                                   "buffer of the model to a new tensor (update it in place)")
+        except CaptureError as e:
+            self.refused = str(e)
+            if stepped:   # the update was taken (eagerly): not twice
+                return loss, _detach(new)
+            generator().bit_generator.state = rng
+            self.opt.zero_grad()
+            return None
+        graph.watch([t for t, _, _ in held], "a parameter or buffer of the model")
+        self.graph, self.inputs, self.outputs, self.state = graph, (xs, ys), (loss,), state
+        self.signature = self._signature()
+        return loss, state
+
+
+def _states(state):
+    """The state's tensors: none, one, or a tuple's (an LSTM's (h, c))."""
+    if state is None:
+        return ()
+    return state if isinstance(state, tuple) else (state,)
+
+
+def train_lm_epoch(model, batches, opt, seq_len, clip=None, loss_fn=None, on_batch=None,
+                   graph=False):
     """One pass over batchified ids (nbatch, batch), a numpy array whose windows go to the
     model's device: windows of seq_len, the state carried and detached between them.
-    Returns the mean loss per token (log perplexity)."""
+    Returns the mean loss per token (log perplexity). graph: the step captured as a
+    mininet.KernelGraph and replayed for the windows of seq_len (its state carried in
+    the captured buffers); a model the capture refuses trains eagerly."""
     from .data import get_batch
     loss_fn = loss_fn or nn.SoftmaxLoss()
     model.train()
     device = _model_device(model)
     state = None
     tally = _Tally(device, "predicted tokens", "lower --lr or set --clip")
-    for i in range(0, len(batches) - 1, seq_len):
+    graphed = _GraphedLMStep(model, opt, loss_fn, clip) if graph else None
+    for k, i in enumerate(range(0, len(batches) - 1, seq_len)):
         x, y = get_batch(batches, i, seq_len, device=device)
+        done = graphed.step(x, y, state) if graphed is not None and k else None
+        if done is not None:
+            loss, state = done
+            tally.add(loss, y.shape[0])
+            if on_batch:
+                on_batch(x.shape[0] * x.shape[1])
+            continue
         opt.zero_grad()
         out, state = model(x, state)
         loss = loss_fn(out, y)
@@ -323,6 +454,8 @@ def train_lm_epoch(model, batches, opt, seq_len, clip=None, loss_fn=None, on_bat
             optim.clip_grad_norm(opt.params, clip)
         opt.step()
         state = _detach(state)
+        if graphed is not None and not k:
+            graphed._stateful = state is not None
         if on_batch:
             on_batch(x.shape[0] * x.shape[1])
     total, _, count = tally.totals()

@@ -231,7 +231,7 @@ def test_lbfgs_is_refused():
         loss = model(x).sum()
         loss.backward()
         return loss
-    capture_refused(lambda: opt.step(closure), "LBFGS")
+    capture_refused(lambda: opt.step(closure), "closure")
 
 
 def test_other_threads_are_not_recorded():
@@ -446,7 +446,7 @@ def test_unreplayable_python_is_refused():
 
 def test_optimizer_moving_a_parameter_is_refused():
     """An offset parameter is made compact (a new buffer) by the optimizer's step: the
-    replay's forward would read the old one."""
+    replay's forward would read the old one. Refused before the step is taken."""
     big = mininet.Tensor(RNG.random((21, 4), dtype=np.float32))
     model = nn.Linear(20, 4)
     model.weight.data = big.cached_data[1:]
@@ -457,7 +457,11 @@ def test_optimizer_moving_a_parameter_is_refused():
         opt.zero_grad()
         model(x).sum().backward()
         opt.step()
-    capture_refused(step, "moved a parameter")
+    before = model.weight.numpy()
+    capture_refused(step, "move a parameter")
+    # refused before the update: a caller that then steps eagerly steps once
+    assert opt.step_count == 0
+    np.testing.assert_array_equal(model.weight.numpy(), before)
 
 
 def test_lstm_with_default_state_replays_as_eager():
@@ -510,3 +514,220 @@ def test_a_device_class_made_during_a_capture_is_wrapped():
                     pass
             Late().fill(None, 0)
     assert not hasattr(vars(Late)["fill"], "__wrapped__")
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "transformer"])
+def test_train_lm_epoch_graph_trains_as_eager(kind):
+    """train_lm_epoch(graph=True): the state carried through the captured buffers, the
+    gradient clipped by a host call, a shorter last window eager; two epochs."""
+    from mininet.models.language import LanguageModel
+    from mininet.training import train_lm_epoch
+    ids = RNG.integers(0, 50, (47, 4))   # windows of 10 rows: 4 full, then one of 6
+    results = []
+    for graph in (False, True):
+        mininet.manual_seed(4)
+        model = LanguageModel(16, 50, 16, 2, kind)
+        opt = optim.Adam(model.parameters(), 1e-2)
+        losses = [train_lm_epoch(model, ids, opt, 10, clip=0.1, graph=graph) for _ in range(2)]
+        results.append((losses, [p.numpy() for p in model.parameters()]))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-5)
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_clip_grad_norm_scales_in_place_and_replays():
+    p = mininet.Tensor(np.ones(4, np.float32), requires_grad=True)
+    (p * mininet.Tensor(np.full(4, 3.0, np.float32))).sum().backward()
+    g = p.grad
+    total = optim.clip_grad_norm([p], 1.0)
+    assert total == pytest.approx(6.0) and p.grad is g
+    np.testing.assert_allclose(g.numpy(), np.full(4, 0.5), rtol=1e-5)
+
+    assert_same_training(mlp, lambda params: _ClippedSGD(params, 0.5), batches(5, (16, 20)))
+
+
+class _ClippedSGD(optim.SGD):
+    """SGD whose step first clips the gradient norm to 0.05 (clip_grad_norm inside the
+    captured block, as a host call before the optimizer's)."""
+
+    def step(self, closure=None):
+        optim.clip_grad_norm(self.params, 0.05)
+        return super().step(closure)
+
+
+def test_embedding_indices_on_the_device_are_checked_and_captured():
+    emb = nn.Embedding(10, 4)
+    with pytest.raises(IndexError, match=r"embedding: indices must lie in \[0, 10\)"):
+        emb(mininet.Tensor(np.array([1, 10])))
+    ids = mininet.Tensor(np.array([[1, 2], [3, 9]]))
+    g = mininet.KernelGraph()
+    with mininet.no_grad(), g.capture():
+        out = emb(ids)
+    ids.copy_(np.array([[0, 0], [5, 6]]))
+    g.replay()
+    np.testing.assert_array_equal(out.numpy(), emb.weight.numpy()[[[0, 0], [5, 6]]])
+
+
+def epochs_alike(build, make_opt=lambda p: optim.Adam(p, 1e-2), on_batch=None, epochs=2,
+                 shape=(20,)):
+    """train_epoch with and without graph(s): the same results, parameters and buffers."""
+    from mininet.data import DataLoader, TensorDataset
+    from mininet.training import train_epoch
+    X = np.random.default_rng(8).random((60,) + shape, dtype=np.float32)
+    Y = np.random.default_rng(9).integers(0, 10, 60)
+    results = []
+    for graph in (False, True):
+        mininet.manual_seed(6)
+        model = build()
+        opt = make_opt(model.parameters())
+        loader = DataLoader(TensorDataset(X, Y), batch_size=10)
+        hook = on_batch(model, opt) if on_batch else None
+        out = [train_epoch(model, loader, opt, on_batch=hook, graph=graph)
+               for _ in range(epochs)]
+        results.append((out, {k: np.array(v) for k, v in model.state_dict().items()}))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-5)
+    assert results[0][1].keys() == results[1][1].keys()
+    for k in results[0][1]:
+        np.testing.assert_allclose(results[1][1][k], results[0][1][k], rtol=1e-5, atol=1e-6,
+                                   err_msg=k)
+
+
+class LazyState(nn.Module):
+    """State made on the first forward (a zero buffer, a random projection), updated in
+    place after: made once eagerly, so never inside the capture (the warm-up step)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(20, 10)
+        self.mean = None
+        self.proj = None
+
+    def forward(self, x):
+        if self.mean is None:
+            self.mean = mininet.init.zeros(20)
+            self.proj = mininet.init.randn(10, 10)
+        self.mean.cached_data[...] = self.mean.cached_data * 0.9 + \
+            x.cached_data.sum((0,)) * 0.01
+        return self.lin(x) @ self.proj
+
+
+class RebindingNorm(nn.Module):
+    """needle's BatchNorm habit: the running mean rebound to a new tensor each step."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(20, 10)
+        self.register_buffer("running", mininet.init.zeros(20))
+
+    def forward(self, x):
+        self.running = mininet.Tensor.make_const(
+            self.running.cached_data * 0.9 + x.cached_data.sum((0,)) * 0.01)
+        return self.lin(x)
+
+
+def test_lazy_state_is_made_by_the_warm_up_step():
+    epochs_alike(LazyState)
+
+
+def test_rebound_buffers_train_eagerly():
+    epochs_alike(RebindingNorm)
+
+
+def test_model_changes_between_batches_mean_a_new_capture():
+    """on_batch puts the model in eval mode, freezes a layer, then undoes both: each change
+    is seen by the steps after it, as eagerly."""
+    def on_batch(model, opt):
+        seen = []
+
+        def hook(n):
+            seen.append(n)
+            k = len(seen) % 6
+            model.train(k not in (2, 3))
+            model[0].requires_grad_(k not in (4, 5))
+        return hook
+    epochs_alike(lambda: nn.Sequential(nn.Linear(20, 16), nn.BatchNorm1d(16), nn.ReLU(),
+                                       nn.Dropout(0.2), nn.Linear(16, 10)),
+                 make_opt=lambda p: optim.SGD(p, 0.1), on_batch=on_batch)
+
+
+class CountingAdam(optim.Adam):
+    """torch's habit: step() overridden, with Python state of its own (a warm-up lr)."""
+
+    def __init__(self, params):
+        super().__init__(params, 1e-2)
+        self.t = 0
+
+    def step(self, closure=None):
+        self.t += 1
+        self.param_groups[0]["lr"] = 1e-2 * min(1.0, self.t / 3)
+        return super().step(closure)
+
+
+class WarmupLR(optim.StepLR):
+    def __init__(self, opt):
+        self.calls = 0
+        super().__init__(opt, 2, 0.5)
+
+    def step(self, epoch=None):
+        self.calls += 1
+        super().step(epoch)
+
+
+def test_overridden_steps_are_host_calls_as_a_whole():
+    assert_same_training(mlp, CountingAdam, batches(6, (16, 20)))
+
+    def per_batch(opt):
+        return WarmupLR(opt)
+    made = []
+
+    def make_opt(p):
+        opt = optim.SGD(p, 0.1)
+        made.append(per_batch(opt))
+        return opt
+
+    def step_fn_run(graph):
+        made.clear()
+        mininet.manual_seed(3)
+        model = mlp()
+        opt = make_opt(model.parameters())
+        sched = made[0]
+        data = DATA6
+        x, y = mininet.Tensor(data[0][0]), mininet.Tensor(data[0][1])
+        g = mininet.KernelGraph()
+
+        def step():
+            opt.zero_grad()
+            loss = nn.SoftmaxLoss()(model(x), y)
+            loss.backward()
+            opt.step()
+            sched.step()
+            return loss
+        losses = []
+        for i, (xb, yb) in enumerate(data):
+            x.copy_(xb)
+            y.copy_(yb)
+            if graph and i:
+                g.replay()
+            elif graph:
+                with g.capture():
+                    loss = step()
+            else:
+                loss = step()
+            losses.append(loss.item())
+        return losses, sched.calls, opt.param_groups[0]["lr"]
+    eager, graphed = step_fn_run(False), step_fn_run(True)
+    np.testing.assert_allclose(graphed[0], eager[0], rtol=1e-6)
+    assert graphed[1:] == eager[1:]
+
+
+DATA6 = batches(6, (16, 20))
+
+
+def test_init_constant_keeps_numpys_rules():
+    with pytest.raises(TypeError):
+        mininet.init.zeros(2.5)
+    with pytest.raises(TypeError, match="float"):
+        mininet.init.ones(3, dtype="int64", requires_grad=True)
+    big = mininet.init.constant(2, c=2 ** 53 + 1, dtype="int64").numpy()
+    assert big.tolist() == [2 ** 53 + 1] * 2
+    np.testing.assert_array_equal(mininet.init.constant(2, 3, c=1.5).numpy(), np.full((2, 3), 1.5))

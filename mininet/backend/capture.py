@@ -2,8 +2,9 @@
 buffers with none of the Python that issued them (torch.cuda.CUDAGraph's habits, on the
 CPU device).
 
-    g = mininet.KernelGraph()
     x, y = mininet.Tensor(xb0), mininet.Tensor(yb0)     # static inputs, made outside
+    step()                                              # one eager step: lazy state made
+    g = mininet.KernelGraph()
     with g.capture():                                   # runs the step once, eagerly
         opt.zero_grad()
         loss = loss_fn(model(x), y)
@@ -31,11 +32,14 @@ reset (eagerly it would add to the old one: call zero_grad() inside the block).
 
 Host calls run again in Python at each replay, kept in the tape at their place: an
 optimizer's step() (its step counts, bias corrections and learning rate advance as
-eagerly), a scheduler's step() taken inside the block, the random draws of mininet.init
-(rand, randn, randint, randb, so dropout: new masks from the generator, in the eager
-order, into the captured buffers) and nn.Checkpoint's saving and restoring of the
-generator. Work that eagerly happens once (a scheduler made inside the block, an
-optimizer's state made at its first step) happens at the capture only.
+eagerly; a subclass's own step() as a whole), a scheduler's step() taken inside the block,
+clip_grad_norm, the random draws of mininet.init (rand, randn, randint, randb, so
+dropout: new masks from the generator, in the eager order, into the captured buffers)
+and nn.Checkpoint's saving and restoring of the generator. Other Python in the block runs
+at the capture only: its decisions (a branch, a module's attribute) are frozen, and a
+tensor it makes is made again by every replay's kernels. So run the step once eagerly
+before capturing, as torch asks of CUDA graphs, so that state made lazily (on a first
+forward, an optimizer's first step) exists before the capture (train_epoch does so).
 
 Gradients are static: a replay's backward writes the .grad tensors the capture made,
 afresh, and the optimizer's parameters get those tensors back before each replay (an

@@ -55,8 +55,8 @@ def bench_train(models=("mlp", "resnet"), samples=60000, batch_size=None, thread
     batch_size None: each model's default; threads None: all cores (or
     MININET_NUM_THREADS). precision "bf16": both forward passes under bf16 autocast
     (mininet.autocast, torch.autocast("cpu", torch.bfloat16)); image models only. graph:
-    mininet's image models replay their step as a KernelGraph (train_epoch's graph, as
-    `mininet train` does); the row's "graph" says whether it did."""
+    mininet replays its step as a KernelGraph (train_epoch's and train_lm_epoch's graph,
+    as `mininet train` does); the row's "graph" says so."""
     if precision not in (None, "bf16"):
         raise ValueError(f"precision must be None or 'bf16', got {precision!r}")
     lms = [m for m in models if registry.get(m).language_model]
@@ -72,7 +72,8 @@ def bench_train(models=("mlp", "resnet"), samples=60000, batch_size=None, thread
         for name in models:
             entry = registry.get(name)
             if entry.language_model:
-                epochs, n, batch, warmup = _lm_case(entry, samples, batch_size, threads, rng)
+                epochs, n, batch, warmup = _lm_case(entry, samples, batch_size, threads, rng,
+                                                    graph)
             else:
                 epochs, n, batch, warmup = _image_case(entry, samples, batch_size, threads, rng,
                                                        precision, graph)
@@ -82,7 +83,7 @@ def bench_train(models=("mlp", "resnet"), samples=60000, batch_size=None, thread
                              "samples": n, "batch_size": batch, "samples_per_s": n / t,
                              "best_seconds": min(times), "epoch_seconds": times,
                              "precision": precision or "fp32",
-                             "graph": bool(graph and impl == "mininet" and not entry.language_model)})
+                             "graph": bool(graph and impl == "mininet")})
     finally:
         set_num_threads(old)
     return rows
@@ -137,7 +138,7 @@ def _torch_epoch(torch, model, x, y, batch_size, precision=None):
     return epoch
 
 
-def _lm_case(entry, samples, batch_size, threads, rng):
+def _lm_case(entry, samples, batch_size, threads, rng, graph=False):
     """({impl: LM_STEPS training steps}, tokens, batch, warm-up epochs) of a language model:
     truncated BPTT over random tokens, the state carried and detached between windows."""
     from .. import optim
@@ -148,7 +149,7 @@ def _lm_case(entry, samples, batch_size, threads, rng):
     batches = batchify(tokens, batch)            # LM_STEPS windows of seq rows, and targets
     model = entry.build(**LM_KWARGS)
     opt = optim.Adam(model.parameters(), 1e-3)
-    epochs = {"mininet": lambda: train_lm_epoch(model, batches, opt, seq)}
+    epochs = {"mininet": lambda: train_lm_epoch(model, batches, opt, seq, graph=graph)}
     torch = _torch(threads)
     if torch is not None:
         windows = [tuple(torch.from_numpy(t.numpy()) for t in get_batch(batches, i, seq))

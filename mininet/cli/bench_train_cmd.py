@@ -29,7 +29,7 @@ def bench_train(
     repeat: int = typer.Option(1, min=1, help="Epochs timed per implementation, in turns; the median is reported (--save keeps every one: `bench compare` needs several)."),
     save: Optional[str] = typer.Option(None, "--save", help="Save the run (every timed epoch, the machine, the software) as JSON for `mininet bench compare`; '-' writes it to stdout."),
     precision: str = typer.Option("fp32", help="fp32, or bf16: both libraries train under bf16 autocast (mininet.autocast; torch.autocast on the CPU with bfloat16). Image models only."),
-    graph: bool = typer.Option(True, "--graph/--no-graph", help="mininet's image models replay their training step as a mininet.KernelGraph, as `mininet train` does; --no-graph: eager steps (PyTorch's are eager either way)."),
+    graph: bool = typer.Option(True, "--graph/--no-graph", help="mininet replays its training step as a mininet.KernelGraph, as `mininet train` does; --no-graph: eager steps (PyTorch's are eager either way)."),
     ranks: Optional[str] = typer.Option(None, help="Data-parallel scaling instead, e.g. 1,2: each count of MPI ranks shares --threads cores (threads // ranks each) at the same global batch; reports samples/s and communication time per step (mininet only; pip install 'mininet-dl\\[mpi]')."),
     json_out: bool = typer.Option(False, "--json"),
 ):

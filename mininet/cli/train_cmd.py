@@ -63,7 +63,7 @@ def train(
     max_lines: Optional[int] = typer.Option(None, min=1, help="ptb: read only the first lines of each file."),
     ranks: Optional[int] = typer.Option(None, min=1, help="Data-parallel over this many MPI ranks on this machine: runs mpirun itself (pip install 'mininet-dl\\[mpi]'). The global batch is --batch-size x ranks."),
     precision: str = typer.Option("fp32", help="fp32, or bf16: bfloat16 mixed precision (mininet.autocast: products and convolutions read bf16-rounded inputs and sum in float32; weights, optimizer state and loss stay float32). cpu; not ptb."),
-    graph: bool = typer.Option(True, "--graph/--no-graph", help="Capture the training step once as a mininet.KernelGraph and replay its kernels for every full batch (the same updates without the step's Python; a model the capture refuses, such as one that reads a value on the host in forward, trains eagerly). cpu; not ptb or --ranks."),
+    graph: bool = typer.Option(True, "--graph/--no-graph", help="Capture the training step once as a mininet.KernelGraph and replay its kernels for every full batch (the same updates without the step's Python; a model the capture refuses, such as one that reads a value on the host in forward, trains eagerly). cpu; not with --ranks."),
     distributed_run: bool = typer.Option(False, "--distributed", help="This process is one rank of `mpirun -n N mininet train ... --distributed` (data-parallel; rank 0 prints and saves)."),
 ):
     """Train a model on MNIST, Fashion-MNIST, CIFAR-10 (test accuracy) or PTB (perplexity)."""

@@ -66,7 +66,8 @@ def _run_lm(cfg, console):
     try:
         for epoch in range(start, cfg.epochs):
             t0 = time.perf_counter()
-            train_loss = train_lm_epoch(model, train, opt, cfg.seq_len, cfg.clip)
+            train_loss = train_lm_epoch(model, train, opt, cfg.seq_len, cfg.clip,
+                                        graph=cfg.graph)
             seconds = time.perf_counter() - t0
             valid_loss = evaluate_lm(model, valid, cfg.seq_len)
             row = {"epoch": epoch + 1, "train_ppl": perplexity(train_loss),

@@ -17,6 +17,17 @@ def _uniform(shape, fan_in, dtype, device):
     return Parameter(init.rand(*shape, low=-bound, high=bound, dtype=dtype, device=device))
 
 
+
+def _constant(module, name, key, make):
+    """A constant tensor that depends only on shapes (the causal mask, the position ids),
+    made once per key and kept on the module (the last key's), not rebuilt from numpy at
+    every forward: cheaper, and a kernel graph's capture can record its use."""
+    held = module.__dict__.get(name)
+    if held is None or held[0] != key:
+        held = (key, make())
+        object.__setattr__(module, name, held)
+    return held[1]
+
 class MultiHeadAttention(Module):
     """Multi-head attention, PyTorch's nn.MultiheadAttention semantics with needle's
     (in, out) weights: W_q, W_k, W_v, W_out (embed_dim, embed_dim) and biases (embed_dim,)
@@ -67,9 +78,10 @@ class MultiHeadAttention(Module):
                                                            (v, self.W_v, self.b_v)))
         scores = ops.matmul(qh, ops.transpose(kh)) * (1.0 / (d // self.num_heads) ** 0.5)
         if self.causal:
-            mask = np.triu(np.full((tq, tk), -np.inf, dtype=scores.dtype), 1)
-            scores = scores + ops.broadcast_to(Tensor(mask, dtype=scores.dtype,
-                                                      device=scores.device), scores.shape)
+            scores = scores + ops.broadcast_to(_constant(
+                self, "_mask", (tq, tk, scores.dtype, scores.device),
+                lambda: Tensor(np.triu(np.full((tq, tk), -np.inf, dtype=scores.dtype), 1),
+                               dtype=scores.dtype, device=scores.device)), scores.shape)
         weights = ops.softmax(scores, -1)
         self.attention = weights.detach()
         out = ops.matmul(self.dropout(weights), vh)                       # (B, H, Tq, D/H)
@@ -128,7 +140,9 @@ class Transformer(Module):
         if t > self.sequence_len:
             raise ValueError(f"Transformer: sequence of {t} is longer than sequence_len "
                              f"{self.sequence_len}")
-        pos = self.positions(np.broadcast_to(np.arange(t), (bsz, t)))
+        pos = self.positions(_constant(
+            self, "_positions", (bsz, t, x.device),
+            lambda: Tensor(np.broadcast_to(np.arange(t), (bsz, t)), device=x.device)))
         x = x + pos
         for layer in self.layers:
             x = layer(x)

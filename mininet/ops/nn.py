@@ -347,6 +347,17 @@ class EmbeddingGrad(Op):
 def embedding(idx, weight):
     """weight[idx]: rows of the (num_embeddings, dim) table for integer indices of any shape."""
     raw = idx.cached_data if isinstance(idx, Tensor) else idx
+    if isinstance(raw, NDArray) and raw.dtype == int64 and raw.device == weight.device \
+            and raw.device.has("share_host") and isinstance(weight, Tensor) \
+            and weight.ndim == 2 and weight.dtype in _FLOATS:
+        # int64 indices already beside the table (the CPU's): copied there, checked by the
+        # gather kernel, no host pass (a kernel graph records it)
+        flat = raw.compact().reshape((raw.size,)).copy()
+        try:
+            return EmbeddingLookup(flat, raw.shape)(weight)
+        except IndexError as e:
+            raise IndexError(f"embedding: indices must lie in [0, {weight.shape[0]}): "
+                             f"{e}") from None
     arr = raw.numpy() if isinstance(raw, NDArray) else np.asarray(raw)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"embedding: indices must be integers, got {arr.dtype}")

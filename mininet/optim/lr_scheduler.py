@@ -9,6 +9,7 @@ instead (chainable); alone, or in a SequentialLR, both give the same lrs, but tw
 stepping one optimizer at once do not combine here: the last one's lr wins."""
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from bisect import bisect_right
@@ -65,10 +66,28 @@ class LRScheduler:
         capture it is a host call: each replay steps the schedule again (torch's per-batch
         schedules, OneCycleLR, step inside the captured block)."""
         if capturing():
-            host_call(self.step, epoch)
+            host_call(self._advance, epoch)
             return
+        self._advance(epoch)
+
+    def _advance(self, epoch):
         self._step_count += 1
         self._update_lr(epoch)
+
+    def __init_subclass__(cls, **kw):
+        """A subclass's own step() is one host call in a kernel graph's capture, its own
+        Python included (run again at each replay)."""
+        super().__init_subclass__(**kw)
+        own = cls.__dict__.get("step")
+        if own is not None and not getattr(own, "_captured", False):
+            @functools.wraps(own)
+            def step(self, *args, **kwargs):
+                if capturing():
+                    host_call(lambda: own(self, *args, **kwargs))
+                    return None
+                return own(self, *args, **kwargs)
+            step._captured = True
+            cls.step = step
 
     def _update_lr(self, epoch=None):
         if epoch is not None:
@@ -380,9 +399,6 @@ class SequentialLR(LRScheduler):
         """Advance one epoch: the schedule whose span holds the new epoch steps (a
         schedule reaching its milestone starts from its own epoch 0). Takes no epoch, as torch's.
         A host call in a kernel graph's capture, as LRScheduler.step."""
-        if capturing():
-            host_call(self.step)
-            return
         self.last_epoch += 1
         k = bisect_right(self._milestones, self.last_epoch)
         s = self._schedulers[k]

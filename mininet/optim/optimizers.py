@@ -16,6 +16,7 @@ checkpoint files use; load_state_dict also takes torch's:
 and the steps each parameter took in `steps[index]` (torch's state "step")."""
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from typing import Any, Callable, Iterable
@@ -180,19 +181,48 @@ class Optimizer:
         the loss first, with grad mode on, and its value is returned. In a kernel graph's
         capture the whole update is kept as a host call, run again at each replay."""
         if capturing():
-            if closure is not None:
-                refuse("a closure")
-            check = check_params(self.params, type(self).__name__)
-            out = host_call(self._step, closure)
-            try:
-                check()   # type: ignore[misc]
-            except CaptureError:
-                raise CaptureError(f"kernel graph capture: {type(self).__name__}.step moved "
-                                   "a parameter to a new buffer (it makes a non-compact or "
-                                   "offset parameter compact): make the parameters compact "
-                                   "before capturing") from None
-            return out
+            return self._captured_step(lambda: self._step(None), closure)
         return self._step(closure)
+
+    def __init_subclass__(cls, **kw):
+        """A subclass's own step() (torch's habit of overriding it) is a host call in a
+        kernel graph's capture as a whole, its own Python included."""
+        super().__init_subclass__(**kw)
+        own = cls.__dict__.get("step")
+        if own is not None and not getattr(own, "_captured", False):
+            @functools.wraps(own)
+            def step(self, *args, **kwargs):
+                if capturing():
+                    closure = args[0] if args else kwargs.get("closure")
+                    return self._captured_step(lambda: own(self, *args, **kwargs), closure)
+                return own(self, *args, **kwargs)
+            step._captured = True
+            cls.step = step
+
+    def _captured_step(self, run, closure):
+        """run() (the update) as the capture's host call for this optimizer, its
+        parameters checked: compact before (the update would move one to a new buffer),
+        the same after, and at every replay (which also gives them back the captured
+        gradients). A closure is refused (its loss would be lost at each replay)."""
+        name = type(self).__name__
+        if closure is not None:
+            refuse("a closure")
+        for p in self.params:
+            x = p.cached_data
+            if p.grad is not None and (x.offset or not x.is_compact()):
+                raise CaptureError(f"kernel graph capture: {name}.step would move a "
+                                   f"parameter of shape {x.shape} to a new buffer (it makes "
+                                   "a non-compact or offset parameter compact): make the "
+                                   "parameters compact before capturing")
+        check = check_params(self.params, name)
+        out = host_call(run)
+        try:
+            check()
+        except CaptureError:
+            raise CaptureError(f"kernel graph capture: {name}.step moved a parameter to a "
+                               "new buffer; make the parameters compact before capturing, "
+                               "and update them in place") from None
+        return out
 
     def _step(self, closure):
         loss = None
@@ -566,13 +596,21 @@ class Adadelta(Optimizer):
 
 
 def clip_grad_norm(params, max_norm):
-    """Scale gradients so their global L2 norm is at most max_norm; returns the norm before."""
+    """Scale gradients in place (as torch's) so their global L2 norm is at most max_norm;
+    returns the norm before. In a kernel graph's capture it is a host call: each replay
+    measures and scales that replay's gradients again."""
     params = [params] if isinstance(params, Tensor) else list(params)
+    if capturing():
+        return host_call(_clip_grad_norm, params, max_norm)
+    return _clip_grad_norm(params, max_norm)
+
+
+def _clip_grad_norm(params, max_norm):
     grads = [p.grad.cached_data for p in params if p.grad is not None]
     total = math.sqrt(sum(float((g * g).sum().item()) for g in grads))
     if total > max_norm:
         scale = max_norm / (total + 1e-6)
-        for p in params:
-            if p.grad is not None:
-                p.grad = Tensor.make_const(p.grad.cached_data * scale)
+        for g in grads:
+            g[...] = g * scale
+            _bump(g)
     return total
