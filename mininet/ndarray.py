@@ -810,6 +810,22 @@ def matmul(a, b, precision=None):
         batch = broadcast_shapes(va.shape[:-2], vb.shape[:-2])
     except ValueError:
         raise ValueError(f"matmul: batch dimensions of {a.shape} and {b.shape} do not broadcast") from None
+    if batch and vb.ndim == 2 and va.shape[:-2] == batch:
+        # a stack of rows times one matrix (a Linear on (N, L, D)): one product of
+        # (N*L, D) rows where the batch dims fold into the rows without a copy
+        rows = prod(batch) * m
+        strides = _nocopy_strides(va.shape[:-1], va.strides[:-1], (rows,)) \
+            if rows > 1 and n and k else None
+        if strides is not None:
+            flat = va._view((rows, k), strides + (va.strides[-1],), va.offset)
+            out = NDArray.make((rows, n), device=a.device, dtype=a.dtype)
+            a.device.matmul(flat, vb, out, rows, n, k, **kw)
+            shape = batch + (m, n)
+            if a.ndim == 1:
+                shape = shape[:-2] + shape[-1:]
+            if b.ndim == 1:
+                shape = shape[:-1]
+            return out.reshape(shape)
     out = NDArray.make(batch + (m, n), device=a.device, dtype=a.dtype)
     if batch:
         va = va.broadcast_to(batch + (m, k))

@@ -219,3 +219,27 @@ def test_small_products_in_place_every_edge(dtype, threads):
         check(np.ones((64, 64), dtype), np.ones((64, 64), dtype), dtype=dtype)
     finally:
         mininet.set_num_threads(old)
+
+
+@pytest.mark.parametrize("view", ["compact", "offset", "row-step", "batch-permuted",
+                                  "batch-broadcast", "1-d b"])
+def test_stacked_rows_times_one_matrix(view):
+    """(N, L, D) @ (D, E), a Linear on a sequence: folded into one (N*L, D) product where
+    the batch dims merge into the rows without a copy, the batched path otherwise; both
+    numpy's answer, in shape and value."""
+    rng = np.random.default_rng(3)
+    base = rng.random((6, 9, 8), dtype=np.float32)
+    w = rng.random((8, 5), dtype=np.float32)
+    nb = NDArray(base)
+    a, na = {"compact": (base, nb), "offset": (base[1:], nb[1:]),
+             "row-step": (base[:, ::2], nb[:, ::2]),
+             "batch-permuted": (base.transpose(1, 0, 2), nb.permute((1, 0, 2))),
+             "batch-broadcast": (np.broadcast_to(base[:1], (4, 9, 8)),
+                                 nb[:1].broadcast_to((4, 9, 8))),
+             "1-d b": (base, nb)}[view]
+    assert na.strides[:2] != (0, 0) or view == "batch-broadcast"
+    b = w[:, 0] if view == "1-d b" else w
+    got = na @ NDArray(b)
+    want = a @ b
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5)
