@@ -169,9 +169,9 @@ class _GraphedStep:
         return self.outputs
 
     def _signature(self):
-        """What the replay assumes of the model's Python state, cheaply read."""
-        return (tuple(m.training for m in self.model.modules()),
-                tuple(p.requires_grad for p in self.model.parameters()))
+        """What the replay assumes of the model's Python state, cheaply read: the modules'
+        training flags and the parameters' requires_grad (of those the capture saw)."""
+        return ([m.training for m in self.modules], [p.requires_grad for p in self.params])
 
     def _tensors(self):
         """The model's parameters and buffers with the buffers they hold."""
@@ -195,6 +195,7 @@ class _GraphedStep:
             self.refused = f"the {x.device.name} device"
             return None
         self.buffers = self.model.buffers()
+        self.modules, self.params = list(self.model.modules()), self.model.parameters()
         saved, held = self._state(), self._tensors()
         steps = getattr(self.opt, "step_count", None)
         xs = Tensor.make_const(x.cached_data.copy())
@@ -379,6 +380,7 @@ class _GraphedLMStep(_GraphedStep):
         if not x.device.synchronous or x.device.name != "cpu":
             self.refused = f"the {x.device.name} device"
             return None
+        self.modules, self.params = list(self.model.modules()), self.model.parameters()
         rng, held = generator().bit_generator.state, self._tensors()
         xs = Tensor.make_const(x.cached_data.copy())
         ys = Tensor.make_const(y.cached_data.copy())

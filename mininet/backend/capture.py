@@ -234,17 +234,24 @@ def _static(name: str, fn: Callable[..., Any]) -> staticmethod:
     return staticmethod(method)
 
 
+_wrappers: dict[tuple[type, str], tuple[Any, Any]] = {}   # (class, name): (raw, wrapped)
+
+
 def _patch_class(cls, saved) -> None:
     from .cpu import CPUDevice
     for name, raw in list(vars(cls).items()):
         if name.startswith("_"):
             continue
-        if inspect.isfunction(raw):
-            wrapped: Any = _recording(name, raw, CPUDevice)
+        made = _wrappers.get((cls, name))
+        if made is not None and made[0] is raw:   # wrapped before: the same wrapper
+            wrapped = made[1]
+        elif inspect.isfunction(raw):
+            wrapped = _recording(name, raw, CPUDevice)
         elif isinstance(raw, staticmethod) and name in _PASS:
             wrapped = _static(name, raw.__func__)
         else:
             continue
+        _wrappers[(cls, name)] = (raw, wrapped)
         saved.append((cls, name, raw))
         setattr(cls, name, wrapped)
 
