@@ -33,15 +33,19 @@ def _input(entry, batch, rng, kw):
     return rng.random((batch,) + shape, dtype=np.float32)
 
 
-def mininet_step(name, batch, **kw):
+def _mininet_setup(name, batch, kw):
+    """A registry model in training mode, Adam, the loss and one batch of inputs."""
     entry = registry.get(name)
     model = entry.build(**kw)
     model.train()
-    opt = optim.Adam(model.parameters(), 1e-3)
-    loss_fn = nn.SoftmaxLoss()
     rng = np.random.default_rng(0)
     x = mininet.Tensor(_input(entry, batch, rng, kw))
     y = mininet.Tensor(rng.integers(0, 10, batch))
+    return model, optim.Adam(model.parameters(), 1e-3), nn.SoftmaxLoss(), x, y
+
+
+def mininet_step(name, batch, **kw):
+    model, opt, loss_fn, x, y = _mininet_setup(name, batch, kw)
 
     def step():
         opt.zero_grad()
@@ -53,23 +57,21 @@ def mininet_step(name, batch, **kw):
 
 
 def mininet_graph_step(name, batch, **kw):
-    """The same step captured once as a mininet.KernelGraph (the first step, eager), then
-    replayed: its kernels without the Python of autograd, ops and nn (the optimizer's
-    step still runs in Python); loss.item() read after each replay."""
-    entry = registry.get(name)
-    model = entry.build(**kw)
-    model.train()
-    opt = optim.Adam(model.parameters(), 1e-3)
-    loss_fn = nn.SoftmaxLoss()
-    rng = np.random.default_rng(0)
-    x = mininet.Tensor(_input(entry, batch, rng, kw))
-    y = mininet.Tensor(rng.integers(0, 10, batch))
-    graph = mininet.KernelGraph()
-    with graph.capture():
+    """The same step captured as a mininet.KernelGraph (after one eager step, as
+    train_epoch does), then replayed: its kernels without the Python of autograd, ops and
+    nn (the optimizer's step still runs in Python); loss.item() read after each replay."""
+    model, opt, loss_fn, x, y = _mininet_setup(name, batch, kw)
+
+    def eager():
         opt.zero_grad()
         loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
+        return loss
+    eager()
+    graph = mininet.KernelGraph()
+    with graph.capture():
+        loss = eager()
 
     def step():
         graph.replay()

@@ -178,6 +178,15 @@ class _GraphedStep:
         return [(t, t.cached_data.handle, t.cached_data.offset)
                 for t in self.model.parameters() + self.model.buffers()]
 
+    def _check_unmoved(self, held):
+        """CaptureError if the step rebound a parameter or buffer of the model (a replay
+        would keep reading the old tensor)."""
+        now = self._tensors()
+        if len(now) != len(held) or any(a[0] is not b[0] or a[1] is not b[1] or a[2] != b[2]
+                                        for a, b in zip(held, now)):
+            raise CaptureError("kernel graph capture: the step rebound a parameter or buffer "
+                               "of the model to a new tensor (update it in place)")
+
     def _state(self):
         """The values a step changes before its optimizer's: buffers, the generator."""
         return ([(b, b.cached_data.copy()) for b in self.buffers],
@@ -212,11 +221,7 @@ class _GraphedStep:
                 loss.backward()
                 self.opt.step()
                 stepped = True
-            now = self._tensors()
-            if len(now) != len(held) or any(a[0] is not b[0] or a[1] is not b[1] or
-                                             a[2] != b[2] for a, b in zip(held, now)):
-                raise CaptureError("kernel graph capture: the step rebound a parameter or "
-                                   "buffer of the model to a new tensor (update it in place)")
+            self._check_unmoved(held)
         except CaptureError as e:
             self.refused = str(e)
             if stepped or (steps is not None and getattr(self.opt, "step_count", None) != steps):
@@ -399,11 +404,7 @@ class _GraphedLMStep(_GraphedStep):
                 stepped = True
                 for a, b in zip(_states(state), _states(new)):
                     a.cached_data[...] = b.cached_data   # the next window's state
-            now = self._tensors()
-            if len(now) != len(held) or any(a[0] is not b[0] or a[1] is not b[1] or
-                                             a[2] != b[2] for a, b in zip(held, now)):
-                raise CaptureError("kernel graph capture: the step rebound a parameter or "
-                                   "buffer of the model to a new tensor (update it in place)")
+            self._check_unmoved(held)
         except CaptureError as e:
             self.refused = str(e)
             if stepped:   # the update was taken (eagerly): not twice

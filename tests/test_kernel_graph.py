@@ -62,6 +62,24 @@ def train(build, make_opt, data, graph, sched=None):
     return np.array(losses), state, g
 
 
+def run_steps(step, data, x, y, graph):
+    """step() once per batch of data, copied into the inputs x and y: eagerly, or with
+    graph captured on the first batch and replayed after; the losses."""
+    g, losses = mininet.KernelGraph(), []
+    for i, (xb, yb) in enumerate(data):
+        x.copy_(xb)
+        y.copy_(yb)
+        if graph and i:
+            g.replay()
+        elif graph:
+            with g.capture():
+                loss = step()
+        else:
+            loss = step()
+        losses.append(loss.item())
+    return losses
+
+
 def assert_same_training(build, make_opt, data, sched=None):
     eager_losses, eager_state, _ = train(build, make_opt, data, False, sched)
     graph_losses, graph_state, g = train(build, make_opt, data, True, sched)
@@ -328,7 +346,6 @@ def test_scheduler_stepped_inside_the_block_replays_as_eager():
         model = mlp()
         opt = make_opt(model.parameters())
         x, y = mininet.Tensor(data[0][0]), mininet.Tensor(data[0][1])
-        g, losses = mininet.KernelGraph(), []
 
         def step():
             if not made:
@@ -339,17 +356,7 @@ def test_scheduler_stepped_inside_the_block_replays_as_eager():
             opt.step()
             made[0].step()
             return loss
-        for i, (xb, yb) in enumerate(data):
-            x.copy_(xb)
-            y.copy_(yb)
-            if graph and i:
-                g.replay()
-            elif graph:
-                with g.capture():
-                    loss = step()
-            else:
-                loss = step()
-            losses.append(loss.item())
+        losses = run_steps(step, data, x, y, graph)
         return losses, opt.param_groups[0]["lr"]
     eager, graphed = run(False), run(True)
     np.testing.assert_allclose(graphed[0], eager[0], rtol=1e-6)
@@ -693,7 +700,6 @@ def test_overridden_steps_are_host_calls_as_a_whole():
         sched = made[0]
         data = DATA6
         x, y = mininet.Tensor(data[0][0]), mininet.Tensor(data[0][1])
-        g = mininet.KernelGraph()
 
         def step():
             opt.zero_grad()
@@ -702,18 +708,7 @@ def test_overridden_steps_are_host_calls_as_a_whole():
             opt.step()
             sched.step()
             return loss
-        losses = []
-        for i, (xb, yb) in enumerate(data):
-            x.copy_(xb)
-            y.copy_(yb)
-            if graph and i:
-                g.replay()
-            elif graph:
-                with g.capture():
-                    loss = step()
-            else:
-                loss = step()
-            losses.append(loss.item())
+        losses = run_steps(step, data, x, y, graph)
         return losses, sched.calls, opt.param_groups[0]["lr"]
     eager, graphed = step_fn_run(False), step_fn_run(True)
     np.testing.assert_allclose(graphed[0], eager[0], rtol=1e-6)

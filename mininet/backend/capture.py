@@ -114,12 +114,6 @@ def capturing() -> bool:
     return cap is not None and cap.thread == threading.get_ident() and not cap.depth
 
 
-def allocated_in_capture(handle) -> bool:
-    """Whether a buffer was allocated by the capture in progress."""
-    cap = _active
-    return cap is not None and id(handle) in cap.pool_ids
-
-
 def note_zeroed(tensors) -> None:
     """While capturing: these tensors' gradients were reset (zero_grad) in the capture, so
     a backward may make their .grad afresh, as a replay will."""
@@ -167,6 +161,23 @@ def host_call(fn: Callable[..., Any], *args: Any) -> Any:
         cap.depth -= 1
     cap.tape.append((fn, args, None))
     return out
+
+
+def wrap_own_method(cls, name: str, when_capturing: Callable[..., Any]) -> None:
+    """cls's own method `name` (a subclass overriding it), if it has one, wrapped so that
+    while capturing when_capturing(self, run, args, kwargs) runs instead, run() calling the
+    method: an optimizer's or a scheduler's own step() kept as one host call."""
+    own = cls.__dict__.get(name)
+    if own is None or getattr(own, "_captured", False):
+        return
+
+    @functools.wraps(own)
+    def method(self, *args, **kwargs):
+        if capturing():
+            return when_capturing(self, lambda: own(self, *args, **kwargs), args, kwargs)
+        return own(self, *args, **kwargs)
+    method._captured = True   # type: ignore[attr-defined]
+    setattr(cls, name, method)
 
 
 def uncaptured(fn: Callable[..., Any], *args: Any) -> Any:

@@ -9,14 +9,13 @@ instead (chainable); alone, or in a SequentialLR, both give the same lrs, but tw
 stepping one optimizer at once do not combine here: the last one's lr wins."""
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ..backend.capture import capturing, host_call, uncaptured
+from ..backend.capture import capturing, host_call, uncaptured, wrap_own_method
 from .optimizers import Optimizer
 
 _Lambda = Callable[[int], float]   # LambdaLR's lr_lambda: epoch -> factor
@@ -78,16 +77,7 @@ class LRScheduler:
         """A subclass's own step() is one host call in a kernel graph's capture, its own
         Python included (run again at each replay)."""
         super().__init_subclass__(**kw)
-        own = cls.__dict__.get("step")
-        if own is not None and not getattr(own, "_captured", False):
-            @functools.wraps(own)
-            def step(self, *args, **kwargs):
-                if capturing():
-                    host_call(lambda: own(self, *args, **kwargs))
-                    return None
-                return own(self, *args, **kwargs)
-            step._captured = True
-            cls.step = step
+        wrap_own_method(cls, "step", lambda self, run, args, kwargs: host_call(run))
 
     def _update_lr(self, epoch=None):
         if epoch is not None:

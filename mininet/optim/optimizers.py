@@ -16,7 +16,6 @@ checkpoint files use; load_state_dict also takes torch's:
 and the steps each parameter took in `steps[index]` (torch's state "step")."""
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 from typing import Any, Callable, Iterable
@@ -25,7 +24,7 @@ import numpy as np
 
 from ..autograd import Tensor, _bump, enable_grad
 from ..backend.capture import (CaptureError, capturing, check_params, host_call, note_zeroed,
-                               refuse)
+                               refuse, wrap_own_method)
 from ..ndarray import NDArray
 
 
@@ -188,16 +187,8 @@ class Optimizer:
         """A subclass's own step() (torch's habit of overriding it) is a host call in a
         kernel graph's capture as a whole, its own Python included."""
         super().__init_subclass__(**kw)
-        own = cls.__dict__.get("step")
-        if own is not None and not getattr(own, "_captured", False):
-            @functools.wraps(own)
-            def step(self, *args, **kwargs):
-                if capturing():
-                    closure = args[0] if args else kwargs.get("closure")
-                    return self._captured_step(lambda: own(self, *args, **kwargs), closure)
-                return own(self, *args, **kwargs)
-            step._captured = True
-            cls.step = step
+        wrap_own_method(cls, "step", lambda self, run, args, kwargs: self._captured_step(
+            run, args[0] if args else kwargs.get("closure")))
 
     def _captured_step(self, run, closure):
         """run() (the update) as the capture's host call for this optimizer, its
