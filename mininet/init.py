@@ -101,6 +101,8 @@ def constant(*shape, c=1.0, dtype="float32", device=None, requires_grad=False):
     """A tensor of shape `shape` (varargs) holding c. A float one is filled on the device
     (one kernel: a kernel graph's capture records it, as mininet.full); others, and any
     shape or c numpy would refuse or broadcast, go through numpy."""
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):   # constant((2, 3)), as rand
+        shape = tuple(shape[0])
     dt = as_dtype(dtype or get_default_dtype())
     if dt.kind == "f" and isinstance(c, numbers.Real) and \
             all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 0
@@ -108,7 +110,7 @@ def constant(*shape, c=1.0, dtype="float32", device=None, requires_grad=False):
         dev = get_device(device) if device is not None else default_device()
         data = NDArray.make(tuple(int(n) for n in shape), device=dev, dtype=dt).fill(c)
         return Tensor.make_const(data, requires_grad)
-    return _tensor(np.full(shape, c), dtype, device, requires_grad)
+    return _tensor(np.full(shape, c, dtype=dt), dtype, device, requires_grad)
 
 
 def zeros(*shape, **kw):

@@ -812,7 +812,9 @@ def matmul(a, b, precision=None):
         raise ValueError(f"matmul: batch dimensions of {a.shape} and {b.shape} do not broadcast") from None
     if batch and vb.ndim == 2 and va.shape[:-2] == batch:
         # a stack of rows times one matrix (a Linear on (N, L, D)): one product of
-        # (N*L, D) rows where the batch dims fold into the rows without a copy
+        # (N*L, D) rows where the batch dims fold into the rows without a copy (twice the
+        # rate of N small ones; an item's sums may then round differently with N, as the
+        # GEMM picks its blocking from N*L)
         rows = prod(batch) * m
         strides = _nocopy_strides(va.shape[:-1], va.strides[:-1], (rows,)) \
             if rows > 1 and n and k else None
@@ -820,12 +822,8 @@ def matmul(a, b, precision=None):
             flat = va._view((rows, k), strides + (va.strides[-1],), va.offset)
             out = NDArray.make((rows, n), device=a.device, dtype=a.dtype)
             a.device.matmul(flat, vb, out, rows, n, k, **kw)
-            shape = batch + (m, n)
-            if a.ndim == 1:
-                shape = shape[:-2] + shape[-1:]
-            if b.ndim == 1:
-                shape = shape[:-1]
-            return out.reshape(shape)
+            shape = batch + (m, n)   # (a has batch dims: it is not 1-d)
+            return out.reshape(shape[:-1] if b.ndim == 1 else shape)
     out = NDArray.make(batch + (m, n), device=a.device, dtype=a.dtype)
     if batch:
         va = va.broadcast_to(batch + (m, k))

@@ -355,8 +355,11 @@ class _GraphedLMStep(_GraphedStep):
         if self.refused is not None or (state is None and self._stateful):
             return None
         if self.graph is not None and self._signature() != self.signature:
-            self.graph = None   # the model changed: capture again
-        if self.graph is None:
+            self.graph, self.warm = None, False   # the model changed: an eager window, then
+        if self.graph is None:                    # a new capture
+            if not self.warm or x.shape != self.first:   # (not on a shorter last window)
+                self.warm = True
+                return None
             return self._capture_lm(x, y, state)
         xs, ys = self.inputs
         if not (_same_layout(x, xs) and _same_layout(y, ys)):
@@ -380,6 +383,7 @@ class _GraphedLMStep(_GraphedStep):
         return self.outputs[0], held
 
     _stateful = False   # set at the first window: whether the model returns a state
+    first = None        # and its shape, the one captured
 
     def _capture_lm(self, x, y, state):
         if not x.device.synchronous or x.device.name != "cpu":
@@ -457,8 +461,8 @@ def train_lm_epoch(model, batches, opt, seq_len, clip=None, loss_fn=None, on_bat
             optim.clip_grad_norm(opt.params, clip)
         opt.step()
         state = _detach(state)
-        if graphed is not None and not k:
-            graphed._stateful = state is not None
+        if graphed is not None and not k:   # the first window: eager, the warm-up
+            graphed._stateful, graphed.first, graphed.warm = state is not None, x.shape, True
         if on_batch:
             on_batch(x.shape[0] * x.shape[1])
     total, _, count = tally.totals()

@@ -564,7 +564,8 @@ class _ClippedSGD(optim.SGD):
 
 def test_embedding_indices_on_the_device_are_checked_and_captured():
     emb = nn.Embedding(10, 4)
-    with pytest.raises(IndexError, match=r"embedding: indices must lie in \[0, 10\)"):
+    with pytest.raises(IndexError,
+                       match=r"embedding: row index 10 at position 1 is outside \[0, 10\)"):
         emb(mininet.Tensor(np.array([1, 10])))
     ids = mininet.Tensor(np.array([[1, 2], [3, 9]]))
     g = mininet.KernelGraph()
