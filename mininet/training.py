@@ -340,11 +340,13 @@ def _model_device(model):
 
 
 class _GraphedLMStep(_GraphedStep):
-    """train_lm_epoch's step as a KernelGraph. The state a window hands to the next is
-    static too: captured on the first window that starts from a state (a Transformer's
-    None: the first window), with the new state copied into the captured one at the end
-    of the step, so each replay continues from the last; a window of another length (the
-    last) steps eagerly and its state is copied back in before the next replay."""
+    """train_lm_epoch's step as a KernelGraph: the first window steps eagerly (the warm-up,
+    which also makes a recurrent model's first state), the next window of its shape is
+    captured. The state a window hands to the next is static too: the new state is copied
+    into the captured one at the end of the step, so each replay continues from the last;
+    a window of another length (the last) steps eagerly, and its state is copied back in
+    before a later replay. A model change (a training flag, requires_grad) means an eager
+    window and a new capture."""
 
     def __init__(self, model, opt, loss_fn, clip):
         super().__init__(model, opt, loss_fn, autocast("bf16", enabled=False))
