@@ -44,30 +44,29 @@ def _mininet_setup(name, batch, kw):
     return model, optim.Adam(model.parameters(), 1e-3), nn.SoftmaxLoss(), x, y
 
 
-def mininet_step(name, batch, **kw):
-    model, opt, loss_fn, x, y = _mininet_setup(name, batch, kw)
-
+def _train_step(model, opt, loss_fn, x, y, read=True):
+    """One training step; read: loss.item() before backward, as a training loop's tally
+    (not in a KernelGraph's capture, which refuses host reads)."""
     def step():
         opt.zero_grad()
         loss = loss_fn(model(x), y)
-        loss.item()
+        if read:
+            loss.item()
         loss.backward()
         opt.step()
+        return loss
     return step
+
+
+def mininet_step(name, batch, **kw):
+    return _train_step(*_mininet_setup(name, batch, kw))
 
 
 def mininet_graph_step(name, batch, **kw):
     """The same step captured as a mininet.KernelGraph (after one eager step, as
     train_epoch does), then replayed: its kernels without the Python of autograd, ops and
     nn (the optimizer's step still runs in Python); loss.item() read after each replay."""
-    model, opt, loss_fn, x, y = _mininet_setup(name, batch, kw)
-
-    def eager():
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
+    eager = _train_step(*_mininet_setup(name, batch, kw), read=False)
     eager()
     graph = mininet.KernelGraph()
     with graph.capture():

@@ -155,6 +155,12 @@ class _GraphedStep:
         xs, ys = self.inputs
         if not (_same_layout(x, xs) and _same_layout(y, ys)):
             return None
+        return self.outputs if self._replay(x, y) else None
+
+    def _replay(self, x, y):
+        """x and y into the captured inputs, then the replay: True, or False when a kernel
+        raised (the step undone: that batch steps eagerly)."""
+        xs, ys = self.inputs
         dev = xs.device
         dev.copy(x.cached_data, xs.cached_data)
         dev.copy(y.cached_data, ys.cached_data)
@@ -165,8 +171,8 @@ class _GraphedStep:
             raise   # the model's tensors were replaced: a mistake to report
         except Exception:
             self._restore(saved)
-            return None
-        return self.outputs
+            return False
+        return True
 
     def _signature(self):
         """What the replay assumes of the model's Python state, cheaply read: the modules'
@@ -200,6 +206,28 @@ class _GraphedStep:
         self.opt.zero_grad()
 
     def _capture(self, x, y):
+        box = self._capture_step(x, y, self._run)
+        if box is not None and self.refused is None:
+            self.outputs = box["out"]
+        return None if box is None else box["out"]
+
+    def _run(self, xs, ys, box):
+        """The step the graph records: box["out"] its outputs, box["stepped"] once the
+        optimizer's update is taken."""
+        self.opt.zero_grad()
+        with self.mixed:
+            logits = self.model(xs)
+            loss = self.loss_fn(logits, ys)
+        box["out"] = (loss, logits)
+        loss.backward()
+        self.opt.step()
+        box["stepped"] = True
+
+    def _capture_step(self, x, y, run):
+        """run(xs, ys, box) captured on copies of x and y (the graph's inputs). Returns box,
+        or None: step eagerly (the attempt undone: buffers, generator, gradients). After a
+        refusal that came once the update was taken (the capture runs eagerly), box is
+        returned with self.refused set: the batch is stepped, and must not be twice."""
         if not x.device.synchronous or x.device.name != "cpu":
             self.refused = f"the {x.device.name} device"
             return None
@@ -209,29 +237,21 @@ class _GraphedStep:
         steps = getattr(self.opt, "step_count", None)
         xs = Tensor.make_const(x.cached_data.copy())
         ys = Tensor.make_const(y.cached_data.copy())
-        graph = KernelGraph()
-        loss = logits = None
-        stepped = False
+        graph, box = KernelGraph(), {}
         try:
             with graph.capture():
-                self.opt.zero_grad()
-                with self.mixed:
-                    logits = self.model(xs)
-                    loss = self.loss_fn(logits, ys)
-                loss.backward()
-                self.opt.step()
-                stepped = True
+                run(xs, ys, box)
             self._check_unmoved(held)
         except CaptureError as e:
             self.refused = str(e)
-            if stepped or (steps is not None and getattr(self.opt, "step_count", None) != steps):
-                return loss, logits   # the update was taken (eagerly): not twice
+            if "stepped" in box or (steps is not None and
+                                    getattr(self.opt, "step_count", None) != steps):
+                return box   # the update was taken (eagerly): not twice
             self._restore(saved)
             return None
         graph.watch([t for t, _, _ in held], "a parameter or buffer of the model")
-        self.graph, self.inputs, self.outputs = graph, (xs, ys), (loss, logits)
-        self.signature = self._signature()
-        return self.outputs
+        self.graph, self.inputs, self.signature = graph, (xs, ys), self._signature()
+        return box
 
 
 def _same_layout(a, b):
@@ -370,57 +390,31 @@ class _GraphedLMStep(_GraphedStep):
         if state is not held:   # an eager window since: its state into the captured one
             for a, b in zip(_states(held), _states(state)):
                 a.cached_data[...] = b.cached_data
-        dev = xs.device
-        dev.copy(x.cached_data, xs.cached_data)
-        dev.copy(y.cached_data, ys.cached_data)
-        rng = generator().bit_generator.state
-        try:
-            self.graph.replay()
-        except CaptureError:
-            raise
-        except Exception:   # (before the optimizer's step: a token the gather refused)
-            generator().bit_generator.state = rng
-            self.opt.zero_grad()
-            return None
-        return self.outputs[0], held
+        return (self.outputs[0], held) if self._replay(x, y) else None
 
     _stateful = False   # set at the first window: whether the model returns a state
     first = None        # and its shape, the one captured
 
     def _capture_lm(self, x, y, state):
-        if not x.device.synchronous or x.device.name != "cpu":
-            self.refused = f"the {x.device.name} device"
-            return None
-        self.modules, self.params = list(self.model.modules()), self.model.parameters()
-        rng, held = generator().bit_generator.state, self._tensors()
-        xs = Tensor.make_const(x.cached_data.copy())
-        ys = Tensor.make_const(y.cached_data.copy())
-        graph = KernelGraph()
-        loss = new = None
-        stepped = False
-        try:
-            with graph.capture():
-                self.opt.zero_grad()
-                out, new = self.model(xs, state)
-                loss = self.loss_fn(out, ys)
-                loss.backward()
-                if self.clip:
-                    optim.clip_grad_norm(self.opt.params, self.clip)
-                self.opt.step()
-                stepped = True
-                for a, b in zip(_states(state), _states(new)):
-                    a.cached_data[...] = b.cached_data   # the next window's state
-            self._check_unmoved(held)
-        except CaptureError as e:
-            self.refused = str(e)
-            if stepped:   # the update was taken (eagerly): not twice
-                return loss, _detach(new)
-            generator().bit_generator.state = rng
+        def run(xs, ys, box):
             self.opt.zero_grad()
+            out, new = self.model(xs, state)
+            loss = self.loss_fn(out, ys)
+            box["out"] = (loss, new)
+            loss.backward()
+            if self.clip:
+                optim.clip_grad_norm(self.opt.params, self.clip)
+            self.opt.step()
+            box["stepped"] = True
+            for a, b in zip(_states(state), _states(new)):
+                a.cached_data[...] = b.cached_data   # the next window's state
+        box = self._capture_step(x, y, run)
+        if box is None:
             return None
-        graph.watch([t for t, _, _ in held], "a parameter or buffer of the model")
-        self.graph, self.inputs, self.outputs, self.state = graph, (xs, ys), (loss,), state
-        self.signature = self._signature()
+        loss, new = box["out"]
+        if self.refused is not None:   # stepped eagerly: the model's own new state
+            return loss, _detach(new)
+        self.outputs, self.state = (loss,), state
         return loss, state
 
 
