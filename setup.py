@@ -24,7 +24,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-MODULES = ["_omp", "buffer", "strided", "elementwise", "reduce", "matmul", "conv", "convgemm", "optim", "losses", "norm", "rnn", "dlpack", "peak", "_isa", "winograd", "conv_nhwc", "conv_direct"]
+MODULES = ["_omp", "buffer", "strided", "elementwise", "reduce", "matmul", "conv", "convgemm", "optim", "losses", "norm", "rnn", "dlpack", "peak", "_isa", "winograd", "conv_nhwc", "conv_direct", "rows"]
 
 
 def compiler_accepts(flags):
@@ -147,7 +147,7 @@ def kernel_extension(isa, flags):
 # wheel's default build ran these kernels 1.2-3.5x slower than -march=native, and trained
 # the CIFAR CNN 1.64x slower (Xeon model 167).
 VARIANT_MODULES = ["conv_direct", "conv_nhwc", "winograd", "norm", "conv", "reduce", "optim",
-                   "losses", "rnn"]
+                   "losses", "rnn", "rows"]
 
 
 def module_extension(name, source, depends, compile_args, link_args):

@@ -818,6 +818,11 @@ def matmul(a, b, precision=None):
         rows = prod(batch) * m
         strides = _nocopy_strides(va.shape[:-1], va.strides[:-1], (rows,)) \
             if rows > 1 and n and k else None
+        if strides is None and rows > 1 and n >= 16 and k:
+            # a compact copy of the rows costs less than the small products (a gradient
+            # in a permuted layout: attention's key projection)
+            va = va.compact()
+            strides = (k,)
         if strides is not None:
             flat = va._view((rows, k), strides + (va.strides[-1],), va.offset)
             out = NDArray.make((rows, n), device=a.device, dtype=a.dtype)

@@ -560,3 +560,19 @@ def test_the_written_file_is_the_returned_model(tmp_path):
     proto = mo.export(model, Tensor(np.ones((2, 6), np.float32)), path)
     assert path.read_bytes() == proto.SerializeToString()
     assert os.listdir(path.parent) == ["m.onnx"]
+
+
+@pytest.mark.parametrize("opset", [15, 17])
+@pytest.mark.parametrize("affine", ["both", "weight", "bias", "none"])
+def test_layer_norm_op_over_two_dims_across_opsets(opset, affine, tmp_path):
+    """The fused LayerNorm op (nn.LayerNorm, F.layer_norm): LayerNormalization from opset
+    17 (a ones scale where there is no weight), composed before."""
+    rng = np.random.default_rng(21)
+    keep = {"both": ("w", "b"), "weight": ("w",), "bias": ("b",), "none": ()}[affine]
+    params = {k: Tensor(rand(rng, 3, 4)) for k in keep}
+    model = Fn(lambda m, x: F.layer_norm(x, (3, 4), getattr(m, "w", None), getattr(m, "b", None),
+                                         1e-3), **params)
+    path = tmp_path / "ln.onnx"
+    proto = export_checked(model, Tensor(rand(rng, 2, 3, 4)), path, opset=opset)
+    assert ("LayerNormalization" in [n.op_type for n in proto.graph.node]) == (opset >= 17)
+    assert_runs_like(path, model, rand(rng, 5, 3, 4))

@@ -33,6 +33,7 @@ _rnn = _isa.variant("rnn")
 _direct = _isa.variant("conv_direct")
 _nhwc = _isa.variant("conv_nhwc")
 _wino = _isa.variant("winograd")
+_rows = _isa.variant("rows")
 
 
 _FLOATS = (np.dtype("float32"), np.dtype("float64"))
@@ -54,6 +55,27 @@ def _one_dtype_of(what, dtype, *arrays):
         if a.dtype != dtype:
             raise TypeError(f"{what}: parameters, gradients and moments must share one dtype, "
                             f"got {dtype} and {a.dtype}")
+
+
+def _rows_of(kernel, x, *others):
+    """(R, D) of the compact 2-D x; every other array (None: absent) of x's dtype, compact,
+    with x's shape or (D,)."""
+    if x.ndim != 2 or not x.is_compact():
+        raise ValueError(f"{kernel}: needs a compact 2-D array, got shape {x.shape} strides "
+                         f"{x.strides}")
+    r, d = x.shape
+    for a in others:
+        if a is None:
+            continue
+        if a.dtype != x.dtype or a.shape not in ((r, d), (d,)) or not a.is_compact():
+            raise TypeError(f"{kernel}: {a.dtype} {a.shape} must be a compact ({r}, {d}) or "
+                            f"({d},) array of {x.dtype}")
+    return r, d
+
+
+def _opt_at(a):
+    """(buffer, offset) of a, or (None, 0)."""
+    return (None, 0) if a is None else (a.handle, a.offset)
 
 
 def _at(a):
@@ -87,7 +109,7 @@ class CPUDevice(Device):
     name = "cpu"
     capabilities = frozenset({"conv2d", "conv2d_relu", "softmax_xent", "xent_checks_labels",
                               "batchnorm", "batchnorm_relu", "rows", "share_host", "lstm",
-                              "bias_act", "relu_grad_bias", "conv2d_bf16"})
+                              "layernorm", "softmax", "bias_act", "relu_grad_bias", "conv2d_bf16"})
     # Output pixels per image below which im2col + one GEMM beats the implicit GEMM: the
     # fused kernels cut each image into panels of 32 pixels, so 4x4 or 1x1 outputs (a
     # ResNet9's late layers) fill a panel by a fraction, where im2col's GEMM runs over the
@@ -403,6 +425,30 @@ class CPUDevice(Device):
         _norm.backward(g.handle, g.offset, _at(xhat), w.handle, w.offset, _at(inv),
                        _at(dx), _at(dw), _at(db), outer, c, g.size // max(outer * c, 1),
                        g.dtype.itemsize, _at(y))
+
+    # row kernels over the last dim of (R, D) arrays: x, g, y compact (any offset), the
+    # outputs compact; w, b (D,) or None, mean and rstd (R,)
+    def layernorm(self, x, w, b, y, mean, rstd, eps):
+        _floats("layer norm", x, w, b)
+        r, d = _rows_of("layernorm", x, w, b, y)
+        _rows.layernorm(x.handle, x.offset, *_opt_at(w), *_opt_at(b), _at(y), _at(mean),
+                        _at(rstd), r, d, eps, x.dtype.itemsize)
+
+    def layernorm_backward(self, g, x, mean, rstd, w, dx, dw, db):
+        r, d = _rows_of("layernorm_backward", x, w, g, dx, dw, db)
+        _rows.layernorm_backward(g.handle, g.offset, x.handle, x.offset, _at(mean), _at(rstd),
+                                 *_opt_at(w), _at(dx), _at(dw), _at(db), r, d,
+                                 x.dtype.itemsize)
+
+    def softmax(self, x, y):
+        _floats("softmax", x)
+        r, d = _rows_of("softmax", x, y)
+        _rows.softmax(x.handle, x.offset, _at(y), r, d, x.dtype.itemsize)
+
+    def softmax_backward(self, y, g, dx):
+        r, d = _rows_of("softmax_backward", y, g, dx)
+        _rows.softmax_backward(y.handle, y.offset, g.handle, g.offset, _at(dx), r, d,
+                               y.dtype.itemsize)
 
     # fused implicit-GEMM convolution (all arrays compact); geometry: (stride, padding,
     # dilation) pairs and groups

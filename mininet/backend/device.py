@@ -248,6 +248,26 @@ class Device:
         with y (the relu forward's output) g is first masked by y > 0."""
         raise NotImplementedError
 
+    # capability layernorm: row kernels over the last dim of compact (R, D) arrays
+    def layernorm(self, x, w, b, y, mean, rstd, eps):
+        """y = (x - mean) * rstd * w + b row by row (w, b (D,) or None); writes each row's
+        mean and rstd = 1/sqrt(biased var + eps) (R,) for the backward."""
+        raise NotImplementedError
+
+    def layernorm_backward(self, g, x, mean, rstd, w, dx, dw, db):
+        """dx from the output grad g, the input x and the forward's mean and rstd; where
+        dw / db are given, dw = sum over rows of g * xhat and db = sum of g."""
+        raise NotImplementedError
+
+    # capability softmax: over the last dim of compact (R, D) arrays
+    def softmax(self, x, y):
+        """y = exp(x - rowmax) / rowsum of that; a row with a NaN is all NaN."""
+        raise NotImplementedError
+
+    def softmax_backward(self, y, g, dx):
+        """dx = y * (g - rowsum(g * y)) from the softmax output y and its gradient g."""
+        raise NotImplementedError
+
     # capability rows
     def take_rows(self, src, idx, out):
         """out[i] = src[idx[i]]: src (rows, d), idx int64 (n,) checked by the caller."""
@@ -295,6 +315,8 @@ KERNELS = {
     "xent_checks_labels": ("softmax_xent", "softmax_xent_grad"),
     "batchnorm": ("batchnorm", "batchnorm_backward"),
     "batchnorm_relu": ("batchnorm", "batchnorm_backward"),
+    "layernorm": ("layernorm", "layernorm_backward"),
+    "softmax": ("softmax", "softmax_backward"),
     "conv2d_relu": ("conv2d", "to_nchw"),   # both take relu=True (the op's ReLU epilogue)
     "rows": ("take_rows", "add_rows"),
     "lstm": ("lstm_gates", "lstm_gates_grad"),

@@ -416,12 +416,7 @@ def layer_norm(input: Tensor, normalized_shape: int | Sequence[int],
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     if tuple(input.shape[input.ndim - len(shape):]) != shape:
         raise ValueError(f"layer_norm: input {input.shape} does not end in {shape}")
-    dims = tuple(range(input.ndim - len(shape), input.ndim))
-    xc = input - input.mean(dims, keepdim=True)
-    out = xc * ((xc * xc).mean(dims, keepdim=True) + eps) ** -0.5
-    if weight is not None:
-        out = out * weight
-    return out if bias is None else out + bias
+    return ops.layer_norm(input, len(shape), weight, bias, eps)
 
 
 def embedding(input: Any, weight: Tensor) -> Tensor:

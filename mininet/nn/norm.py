@@ -106,14 +106,7 @@ class LayerNorm1d(Module):
         return f"{self.dim}, eps={self.eps}"
 
     def forward(self, x: Tensor) -> Tensor:
-        # ops.mean, not * (1.0 / n): zero features give an empty output, as torch
-        keep = x.shape[:-1] + (1,)
-        mean = ops.broadcast_to(ops.reshape(ops.mean(x, -1), keep), x.shape)
-        xc = x - mean
-        # 1 / sqrt(var + eps) per row, then broadcast: not a pow over every element
-        inv = ops.reshape(ops.mean(xc * xc, -1), keep) + self.eps
-        inv = ops.broadcast_to(inv ** -0.5, x.shape)
-        return xc * inv * ops.broadcast_to(self.weight, x.shape) + ops.broadcast_to(self.bias, x.shape)
+        return ops.layer_norm(x, 1, self.weight, self.bias, self.eps)
 
 
 class LayerNorm(Module):

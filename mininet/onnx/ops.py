@@ -480,6 +480,29 @@ def batch_norm_train(g, node):
     return g.node("Add", [y, g.node("Reshape", [g.name(b), g.ints(keep)])], hint="BatchNorm")
 
 
+@maps(nn.LayerNorm)
+def layer_norm(g, node):
+    """ONNX's LayerNormalization from opset 17 (ones for an absent weight), else composed."""
+    op, (x, w, b) = node.op, node.op._split(node.inputs)
+    dt = result_dtype(node)
+    shape = list(x.shape[x.ndim - op.ndim:])
+    xn = g.name(x)
+    if g.opset >= 17:
+        scale = g.name(w) if w is not None else g.const(np.ones(shape, dtype=dt), "ones")
+        ins = [xn, scale] + ([g.name(b)] if b is not None else [])
+        stash = g.elem_type(dt) if dt == np.float64 else None   # else float32's
+        return g.node("LayerNormalization", ins, axis=-op.ndim, epsilon=float(op.eps),
+                      stash_type=stash, hint="LayerNorm")
+    axes = list(range(x.ndim - op.ndim, x.ndim))
+    xc = g.node("Sub", [xn, g.reduce("ReduceMean", xn, axes, True)])
+    var = g.reduce("ReduceMean", g.node("Mul", [xc, xc]), axes, True)
+    inv = g.node("Pow", [g.node("Add", [var, g.scalar(op.eps, dt)]), g.scalar(-0.5, dt)])
+    y = g.node("Mul", [xc, inv])
+    if w is not None:
+        y = g.node("Mul", [y, g.name(w)])
+    return y if b is None else g.node("Add", [y, g.name(b)], hint="LayerNorm")
+
+
 # convolution and pooling ------------------------------------------------------------------
 def _pads(p):
     return [p.padding[0], p.padding[1], p.padding[0], p.padding[1]]

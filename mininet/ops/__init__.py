@@ -5,7 +5,8 @@ from .math import (abs, add, add_scalar, clamp, clip, divide, divide_scalar, exp
 from .math import logical_and, logical_not, logical_or, logical_xor
 from .conv import conv, conv2d
 from .pool import avg_pool2d, max_pool2d
-from .nn import batch_norm, batch_norm_relu, embedding, one_hot, softmax_cross_entropy
+from .nn import (batch_norm, batch_norm_relu, embedding, layer_norm, one_hot,
+                 softmax_cross_entropy)
 from .rnn import lstm_gates, lstm_layer
 from .reduce import logsoftmax, logsumexp, max, mean, norm2, softmax, summation
 from .shape import (broadcast_to, cat, concatenate, dilate, flatten, flip, get_item, make_tuple, pad,

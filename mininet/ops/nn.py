@@ -304,6 +304,103 @@ def batch_norm_relu(x, weight, bias, axes, eps=1e-5):
 
 
 # embedding lookups ---------------------------------------------------------------------
+class LayerNorm(Op):
+    """Layer norm over the last `ndim` dims of x: (x - mean) / sqrt(var + eps) (biased
+    variance), times the weight and plus the bias where given (affine: which of the two are
+    inputs after x). One kernel call each way (the device's "layernorm" row kernels); the
+    backward is built from ops instead when its own graph is recorded (create_graph), so
+    higher-order gradients still work."""
+    saves_output = False   # its gradient reads the input and the row statistics
+
+    def __init__(self, ndim, eps, affine=(True, True)):
+        self.ndim, self.eps = ndim, eps
+        self.has_w, self.has_b = affine
+        self.mean = self.rstd = None   # (rows,): the forward's, for the backward
+
+    def _split(self, args):
+        rest = list(args[1:])
+        w = rest.pop(0) if self.has_w else None
+        b = rest.pop(0) if self.has_b else None
+        return args[0], w, b
+
+    def _rows(self, shape):
+        k = len(shape) - self.ndim
+        return math.prod(shape[:k]), math.prod(shape[k:])
+
+    def compute(self, *args):
+        x, w, b = self._split(args)
+        dev, (r, d) = x.device, self._rows(x.shape)
+        y = NDArray.make((r, d), device=dev, dtype=x.dtype)
+        self.mean, self.rstd = (NDArray.make((r,), device=dev, dtype=x.dtype) for _ in range(2))
+        dev.layernorm(x.compact().reshape((r, d)), _flat(w, d), _flat(b, d), y, self.mean,
+                      self.rstd, self.eps)
+        return y.reshape(x.shape)
+
+    def gradient(self, g, node):
+        x, w, b = self._split(node.inputs)
+        if grad_enabled() or g.dtype != x.dtype:
+            return self._gradient_from_ops(g, x, w, b)
+        xd, (r, d) = x.cached_data, self._rows(x.shape)
+        dev, dt = xd.device, xd.dtype
+        dx = NDArray.make((r, d), device=dev, dtype=dt)
+        dw, db = (NDArray.make((d,), device=dev, dtype=dt) if t is not None and t.requires_grad
+                  else None for t in (w, b))
+        dev.layernorm_backward(g.cached_data.compact().reshape((r, d)),
+                               xd.compact().reshape((r, d)), self.mean, self.rstd,
+                               _flat(None if w is None else w.cached_data, d), dx, dw, db)
+        out = [Tensor.make_const(dx.reshape(x.shape))]
+        for t, grad in ((w, dw), (b, db)):
+            if t is not None:
+                out.append(None if grad is None else Tensor.make_const(grad.reshape(t.shape)))
+        return tuple(out)
+
+    def _gradient_from_ops(self, g, x, w, b):
+        from .shape import broadcast_to, reshape
+        k = x.ndim - self.ndim
+        dims, lead = tuple(range(k, x.ndim)), tuple(range(k))
+        n = self._rows(x.shape)[1]
+        inv_n = 1.0 / n if n else math.nan
+
+        def row_mean(t):
+            return broadcast_to(summation(t, dims, keepdims=True) * inv_n, x.shape)
+
+        xc = x - row_mean(x)
+        rstd = (row_mean(xc * xc) + self.eps) ** -0.5
+        xhat = xc * rstd
+        gw = g if w is None else g * broadcast_to(w, x.shape)
+        out = [(gw - row_mean(gw) - xhat * row_mean(gw * xhat)) * rstd]
+        for t, term in ((w, g * xhat), (b, g)):
+            if t is not None:
+                out.append(reshape(summation(term, lead) if lead else term, t.shape))
+        return tuple(out)
+
+
+def _flat(t, d):
+    """A weight or bias as a compact (d,) array (None stays None)."""
+    return None if t is None else t.compact().reshape((d,))
+
+
+def layer_norm(x, ndim, weight=None, bias=None, eps=1e-5):
+    """Layer norm of x over its last `ndim` dims (biased variance, eps added), then weight
+    and bias (of those dims' shape) where given: one LayerNorm op where the device has the
+    row kernels, else built from ops."""
+    ts = [t for t in (weight, bias) if t is not None]
+    require_float("layer_norm", x, *ts)
+    shape = tuple(x.shape[x.ndim - ndim:])
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and tuple(t.shape) != shape:
+            raise ValueError(f"layer_norm: {name} of shape {tuple(t.shape)} must have the "
+                             f"normalized shape {shape}")
+    if x.device.has("layernorm") and all(t.dtype == x.dtype for t in ts):
+        return LayerNorm(ndim, eps, (weight is not None, bias is not None))(x, *ts)
+    dims = tuple(range(x.ndim - ndim, x.ndim))
+    xc = x - x.mean(dims, keepdim=True)
+    out = xc * ((xc * xc).mean(dims, keepdim=True) + eps) ** -0.5
+    if weight is not None:
+        out = out * weight
+    return out if bias is None else out + bias
+
+
 class EmbeddingLookup(Op):
     """out[..., :] = weight[idx[...], :] for a constant integer index array."""
 

@@ -3,8 +3,8 @@ import math
 
 import numpy as np
 
-from ..autograd import Op, Tensor
-from ..ndarray import _normalize_axes
+from ..autograd import Op, Tensor, grad_enabled
+from ..ndarray import NDArray, _normalize_axes
 
 
 def _keep_shape(shape, axes):
@@ -108,14 +108,37 @@ class LogSoftmax(Op):
 
 
 class Softmax(Op):
+    """exp(z - max) / sum over `axis`. Over the last axis on a device with the row kernels
+    ("softmax"), forward and backward are one call each; the backward is built from ops
+    when its own graph is recorded (create_graph)."""
+
     def __init__(self, axis=-1):
         self.axis = axis
 
+    def _rows(self, z):
+        """Whether the row kernels take z: the last axis, a float dtype, a device with them."""
+        return (z.ndim > 0 and self.axis in (-1, z.ndim - 1) and z.device.has("softmax")
+                and z.dtype in (np.float32, np.float64))
+
     def compute(self, z):
+        if self._rows(z):
+            d = z.shape[-1]
+            x = z.compact().reshape((z.size // d if d else 0, d))
+            y = NDArray.make(x.shape, device=z.device, dtype=z.dtype)
+            z.device.softmax(x, y)
+            return y.reshape(z.shape)
         e = (z - z.max(self.axis, keepdims=True).broadcast_to(z.shape)).exp()
         return e / e.sum(self.axis, keepdims=True).broadcast_to(z.shape)
 
     def gradient(self, g, node):
+        y = node.cached_data
+        if not grad_enabled() and self._rows(y) and g.dtype == y.dtype:
+            d = y.shape[-1]
+            rows = (y.size // d if d else 0, d)
+            gd = g.cached_data.compact().reshape(rows)
+            dx = NDArray.make(rows, device=y.device, dtype=y.dtype)
+            y.device.softmax_backward(y.compact().reshape(rows), gd, dx)
+            return Tensor.make_const(dx.reshape(y.shape))
         gs = summation(g * node, self.axis, keepdims=True).broadcast_to(g.shape)
         return node * (g - gs)
 
