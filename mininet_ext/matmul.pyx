@@ -1011,6 +1011,11 @@ def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
                                  M * N * K * GEMM_NS)
     cdef Py_ssize_t apsize, bpsize
     pack_sizes(path, M, N, K, nr, ars, &apsize, &bpsize)
+    if nt == 1 and nbatch > 1 and b_batch is not None:
+        # products too small to split (attention's per-head scores): threads take whole
+        # batches instead, one at a time each
+        return gemm_batches(A, a_off, ars, acs, B, b_off, brs, bcs, C, c_off, M, N, K,
+                            itemsize, a_batch, b_batch, path, apsize, bpsize)
     cdef Py_ssize_t partsize = ((nt - 1) * M * N if path == KSPLIT_PATH or
                                 path == KSPLIT_DIRECT_PATH else
                                 (nt + 1) * M * N if path == SWAP_PATH else 0)
@@ -1034,6 +1039,41 @@ def gemm(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs,
                 gemm_one(M, N, K, <double*>A.ptr + ao, ars, acs, <double*>B.ptr + bo, brs, bcs,
                          <double*>C.ptr + c_off + b * M * N, <double*>ap, <double*>bp,
                          <double*>pp, apsize, bpsize, nt, path, run)
+
+
+cdef gemm_batches(Buffer A, Py_ssize_t a_off, Py_ssize_t ars, Py_ssize_t acs, Buffer B,
+                  Py_ssize_t b_off, Py_ssize_t brs, Py_ssize_t bcs, Buffer C, Py_ssize_t c_off,
+                  Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, int itemsize,
+                  const long long[::1] a_batch, const long long[::1] b_batch, int path,
+                  Py_ssize_t apsize, Py_ssize_t bpsize):
+    """gemm's batches of one-thread products, split over the threads (each its own
+    packing space and partial sums); the same sums as one after another."""
+    cdef Py_ssize_t nbatch = a_batch.shape[0], b, ao, bo
+    cdef Py_ssize_t work = nbatch * M * N * K
+    cdef int nt = min(threads_timed(work // 64, work * GEMM_NS), nbatch), t
+    cdef Py_ssize_t partsize = 2 * M * N if path == SWAP_PATH else 0
+    cdef Buffer apack = Buffer(nt * apsize * itemsize) if apsize else None
+    cdef Buffer bpack = Buffer(nt * bpsize * itemsize) if bpsize else None
+    cdef Buffer part = Buffer(nt * partsize * itemsize) if partsize else None
+    cdef char* ap = <char*>apack.ptr if apsize else NULL
+    cdef char* bp = <char*>bpack.ptr if bpsize else NULL
+    cdef char* pp = <char*>part.ptr if partsize else NULL
+    with nogil:
+        for t in prange(nt, num_threads=nt, schedule='static'):
+            arrived(threadid())
+            for b in range(nbatch * t // nt, nbatch * (t + 1) // nt):
+                ao = a_off + a_batch[b]
+                bo = b_off + b_batch[b]
+                if itemsize == 4:
+                    gemm_one(M, N, K, <float*>A.ptr + ao, ars, acs, <float*>B.ptr + bo, brs,
+                             bcs, <float*>C.ptr + c_off + b * M * N, <float*>ap + t * apsize,
+                             <float*>bp + t * bpsize, <float*>pp + t * partsize, apsize,
+                             bpsize, 1, path, 1)
+                else:
+                    gemm_one(M, N, K, <double*>A.ptr + ao, ars, acs, <double*>B.ptr + bo, brs,
+                             bcs, <double*>C.ptr + c_off + b * M * N,
+                             <double*>ap + t * apsize, <double*>bp + t * bpsize,
+                             <double*>pp + t * partsize, apsize, bpsize, 1, path, 1)
 
 
 cdef void simple_rows(const float* A, const float* B, float* C, Py_ssize_t M, Py_ssize_t N,
