@@ -2,6 +2,8 @@
 import numpy as np
 import pytest
 
+import mininet as mn
+from mininet import nn
 from mininet.ndarray import NDArray
 from conftest import assert_close
 
@@ -243,3 +245,22 @@ def test_stacked_rows_times_one_matrix(view):
     want = a @ b
     assert got.shape == want.shape
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("rows,k,n", [(300, 16, 1024), (256, 257, 1100)])
+def test_linear_bias_gradient_taken_in_the_weight_product(rows, k, n):
+    """Output gradients of BIAS_IN_PRODUCT items and more take the bias's sums from the
+    weight's product (a column of ones): both against numpy float64, bias and weight
+    gradients views of one result that later in-place accumulation keeps apart."""
+    from mininet.ops import math as mmath
+    assert rows * n >= mmath.BIAS_IN_PRODUCT
+    rng = np.random.default_rng(rows)
+    layer = nn.Linear(k, n)
+    x = rng.standard_normal((rows, k)).astype(np.float32)
+    g = rng.standard_normal((rows, n)).astype(np.float32)
+    for _ in range(2):   # the second backward accumulates into the first's gradients
+        (layer(mn.Tensor(x)) * mn.Tensor(g)).sum().backward()
+    np.testing.assert_allclose(layer.weight.grad.numpy(), 2 * (x.T.astype(np.float64) @ g),
+                               rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(layer.bias.grad.numpy().reshape(-1),
+                               2 * g.astype(np.float64).sum(0), rtol=1e-4, atol=1e-3)

@@ -387,10 +387,31 @@ class Linear(Op):
         product = nd_matmul if p is None else _ac.matmul
         args = () if p is None else (p,)
         gx = const(product(gd, wd.swapaxes(0, 1), *args)) if x.requires_grad else None
+        with_bias = len(inputs) == 3 and inputs[2].requires_grad
+        if with_bias and w.requires_grad and p is None and g2.size >= BIAS_IN_PRODUCT:
+            gw, gb = _weight_and_bias_grads(x2, g2)
+            return gx, const(gw), const(gb)
         gw = const(product(x2.swapaxes(0, 1), g2, *args)) if w.requires_grad else None
         if len(inputs) == 2:
             return gx, gw
-        return gx, gw, const(g2.sum(0)) if inputs[2].requires_grad else None
+        return gx, gw, const(g2.sum(0)) if with_bias else None
+
+
+# output gradients of at least this many items take the bias's gradient in the weight's
+# product (_weight_and_bias_grads): the sums' own pass over g cost more than the product's
+# extra row (a language model's logits, 700 x 10,000: 1.4 ms against 0.1 ms, Xeon)
+BIAS_IN_PRODUCT = 1 << 18
+
+
+def _weight_and_bias_grads(x2, g2):
+    """(x2^T @ g2, g2's column sums) from one product: x2 with a column of ones appended,
+    whose row of the result holds the sums."""
+    rows, k = x2.shape
+    xa = NDArray.make((rows, k + 1), device=x2.device, dtype=x2.dtype)
+    xa[:, :k] = x2
+    xa[:, k:] = 1.0
+    both = nd_matmul(xa.swapaxes(0, 1), g2)
+    return both[:k], both[k]
 
 
 def _transpose(a):
