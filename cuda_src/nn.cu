@@ -196,6 +196,112 @@ __device__ void batchnorm_backward(const T* g, const T* xhat, const T* w, const 
     }
 }
 
+// layer norm and softmax over rows (the last dim of a compact (R, D) array): a warp per
+// row, blockDim / 32 rows a block, the sums in double (the CPU's rows.pyx formulas)
+#define MN_WARP_ROWS(r)                                                                  \
+    for (long long r = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);   \
+         r < R; r += (long long)gridDim.x * (blockDim.x >> 5))
+
+// y = (x - mean) * rstd * w + b (w, b null: absent); mean and rstd = 1 / sqrt(var + eps)
+// (biased variance, two passes) kept per row for the backward
+template <typename T>
+__device__ void layernorm(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd,
+                          long long R, long long D, double eps) {
+    int lane = threadIdx.x & 31;
+    MN_WARP_ROWS(r) {
+        const T* xr = x + r * D;
+        T* yr = y + r * D;
+        double s = 0, q = 0;
+        for (long long j = lane; j < D; j += 32) s += xr[j];
+        double m = warp_sum_all(s) / D;
+        for (long long j = lane; j < D; j += 32) q += ((double)xr[j] - m) * ((double)xr[j] - m);
+        double iv = 1.0 / sqrt(warp_sum_all(q) / D + eps);
+        if (lane == 0) {
+            mean[r] = (T)m;
+            rstd[r] = (T)iv;
+        }
+        T fm = (T)m, fi = (T)iv;
+        for (long long j = lane; j < D; j += 32) {
+            T h = (xr[j] - fm) * fi;
+            if (w) h *= w[j];
+            yr[j] = b ? h + b[j] : h;
+        }
+    }
+}
+
+// dx = rstd * (gw - mean(gw) - xhat * mean(gw * xhat)), gw = g * w, xhat = (x - m) * rstd
+template <typename T>
+__device__ void layernorm_backward(const T* g, const T* x, const T* mean, const T* rstd,
+                                   const T* w, T* dx, long long R, long long D) {
+    int lane = threadIdx.x & 31;
+    MN_WARP_ROWS(r) {
+        const T *gr = g + r * D, *xr = x + r * D;
+        T m = mean[r], rs = rstd[r];
+        double a = 0, c = 0;
+        for (long long j = lane; j < D; j += 32) {
+            double gw = w ? (double)gr[j] * (double)w[j] : (double)gr[j];
+            a += gw;
+            c += gw * (double)((xr[j] - m) * rs);
+        }
+        T ma = (T)(warp_sum_all(a) / D), mc = (T)(warp_sum_all(c) / D);
+        for (long long j = lane; j < D; j += 32) {
+            T gw = w ? gr[j] * w[j] : gr[j];
+            dx[r * D + j] = rs * (gw - ma - (xr[j] - m) * rs * mc);
+        }
+    }
+}
+
+// dw = sum over rows of g * xhat, db = sum of g (either null: not wanted); a thread per
+// column, the rows in order
+template <typename T>
+__device__ void layernorm_param_grads(const T* g, const T* x, const T* mean, const T* rstd,
+                                      T* dw, T* db, long long R, long long D) {
+    GRID_STRIDE(j, D) {
+        double sw = 0, sb = 0;
+        for (long long r = 0; r < R; r++) {
+            double gv = g[r * D + j];
+            sw += gv * (double)((x[r * D + j] - mean[r]) * rstd[r]);
+            sb += gv;
+        }
+        if (dw) dw[j] = (T)sw;
+        if (db) db[j] = (T)sb;
+    }
+}
+
+// y = exp(x - max) / sum; a NaN in the row (which the max skips) makes every output NaN
+template <typename T>
+__device__ void softmax(const T* x, T* y, long long R, long long D) {
+    int lane = threadIdx.x & 31;
+    MN_WARP_ROWS(r) {
+        const T* xr = x + r * D;
+        T* yr = y + r * D;
+        T m = D ? xr[0] : (T)0;
+        for (long long j = lane; j < D; j += 32) m = xr[j] > m ? xr[j] : m;
+        m = warp_max(m);
+        double s = 0;
+        for (long long j = lane; j < D; j += 32) {
+            T e = exp(xr[j] - m);
+            yr[j] = e;
+            s += e;
+        }
+        T inv = (T)(1.0 / warp_sum_all(s));
+        for (long long j = lane; j < D; j += 32) yr[j] *= inv;
+    }
+}
+
+// dx = y * (g - sum(g * y))
+template <typename T>
+__device__ void softmax_backward(const T* y, const T* g, T* dx, long long R, long long D) {
+    int lane = threadIdx.x & 31;
+    MN_WARP_ROWS(r) {
+        const T *yr = y + r * D, *gr = g + r * D;
+        double s = 0;
+        for (long long j = lane; j < D; j += 32) s += (double)gr[j] * (double)yr[j];
+        T t = (T)warp_sum_all(s);
+        for (long long j = lane; j < D; j += 32) dx[r * D + j] = yr[j] * (gr[j] - t);
+    }
+}
+
 // embedding rows ------------------------------------------------------------------------
 // out[i, :] = src[idx[i], :]; an index outside [0, rows) (the host checks them) gives NaN
 template <typename T>
@@ -314,6 +420,29 @@ __device__ void dropout_mask(T* mask, long long n, double keep, T scale, unsigne
                                                       long long outer, int C,               \
                                                       long long inner) {                    \
         batchnorm_backward<T>(g, xhat, w, inv, dx, dw, db, outer, C, inner);                \
+    }                                                                                        \
+    extern "C" __global__ void layernorm_##S(const T* x, const T* w, const T* b, T* y,      \
+                                             T* mean, T* rstd, long long R, long long D,    \
+                                             double eps) {                                  \
+        layernorm<T>(x, w, b, y, mean, rstd, R, D, eps);                                    \
+    }                                                                                        \
+    extern "C" __global__ void layernorm_backward_##S(const T* g, const T* x, const T* mean,\
+                                                      const T* rstd, const T* w, T* dx,     \
+                                                      long long R, long long D) {           \
+        layernorm_backward<T>(g, x, mean, rstd, w, dx, R, D);                               \
+    }                                                                                        \
+    extern "C" __global__ void layernorm_param_grads_##S(const T* g, const T* x,            \
+                                                         const T* mean, const T* rstd,      \
+                                                         T* dw, T* db, long long R,         \
+                                                         long long D) {                     \
+        layernorm_param_grads<T>(g, x, mean, rstd, dw, db, R, D);                           \
+    }                                                                                        \
+    extern "C" __global__ void softmax_##S(const T* x, T* y, long long R, long long D) {     \
+        softmax<T>(x, y, R, D);                                                             \
+    }                                                                                        \
+    extern "C" __global__ void softmax_backward_##S(const T* y, const T* g, T* dx,          \
+                                                    long long R, long long D) {             \
+        softmax_backward<T>(y, g, dx, R, D);                                                \
     }                                                                                        \
     extern "C" __global__ void take_rows_##S(const T* src, const long long* idx, T* out,    \
                                              long long n, long long rows, long long d) {    \

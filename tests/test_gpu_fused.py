@@ -39,7 +39,8 @@ def empty_like(a, dev, shape=None):
 
 
 def test_the_cuda_device_declares_the_fused_capabilities(gpu):
-    for cap in ("softmax_xent", "batchnorm", "rows", "lstm", "conv2d", "dropout"):
+    for cap in ("softmax_xent", "batchnorm", "rows", "lstm", "conv2d", "dropout", "layernorm",
+                "softmax"):
         assert gpu.has(cap), cap
 
 
@@ -101,6 +102,45 @@ def test_batchnorm_refuses_an_empty_batch_on_the_gpu(gpu):
     w = NDArray(np.ones(3, np.float32), device=gpu)
     with pytest.raises(ValueError, match="no values"):
         gpu.batchnorm(x, w, w, x, x, w, w, w, 1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (9, 33), (2, 3, 70)])
+@pytest.mark.parametrize("affine", [(True, True), (True, False), (False, True), (False, False)])
+def test_layer_norm_and_softmax_rows_match_the_cpu(gpu, dtype, shape, affine):
+    """ops.layer_norm and ops.softmax (the row kernels on both devices): outputs and every
+    gradient, through a permuted (non-compact) input."""
+    x = (rng.standard_normal(shape[::-1]) * 3 + 1).astype(dtype)
+    d = shape[-1]
+    w = (rng.standard_normal(d) + 1).astype(dtype) if affine[0] else None
+    b = rng.standard_normal(d).astype(dtype) if affine[1] else None
+    g = rng.standard_normal(shape).astype(dtype)
+    got = []
+    for dev in (mininet.cpu(), gpu):
+        tx = Tensor(x, device=dev, requires_grad=True)
+        xt = ops.permute(tx, tuple(range(len(shape)))[::-1])
+        tw, tb = (None if a is None else Tensor(a, device=dev, requires_grad=True)
+                  for a in (w, b))
+        y = ops.layer_norm(xt, 1, tw, tb, 1e-5)
+        s = ops.softmax(xt * 2, -1)
+        ((y + s) * Tensor(g, device=dev)).sum().backward()
+        got.append([y.numpy(), s.numpy(), tx.grad.numpy()]
+                   + [t.grad.numpy() for t in (tw, tb) if t is not None])
+    for a, c in zip(got[1], got[0]):
+        assert_near(a, c, tol(dtype, 10))
+
+
+def test_the_row_kernels_run_on_the_gpu(gpu, monkeypatch):
+    """The ops above take the CUDA device's kernels, not the composed ops."""
+    calls = []
+    for name in ("layernorm", "layernorm_backward", "softmax", "softmax_backward"):
+        kernel = getattr(type(gpu), name)
+        monkeypatch.setattr(type(gpu), name,
+                            lambda self, *a, _k=kernel, _n=name: calls.append(_n) or _k(self, *a))
+    x = Tensor(rng.standard_normal((4, 6)).astype(np.float32), device=gpu, requires_grad=True)
+    w = Tensor(np.ones(6, np.float32), device=gpu, requires_grad=True)
+    (ops.layer_norm(x, 1, w) + ops.softmax(x, -1)).sum().backward()
+    assert sorted(calls) == ["layernorm", "layernorm_backward", "softmax", "softmax_backward"]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

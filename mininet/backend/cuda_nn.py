@@ -66,7 +66,7 @@ def _conv_out_shape(kernel, xshape, wshape, stride, padding, dilation, groups):
 class FusedKernels:
     """softmax cross-entropy, batch norm, embedding rows, LSTM steps, implicit-GEMM conv."""
     fused_capabilities = frozenset({"softmax_xent", "batchnorm", "rows", "lstm", "conv2d",
-                                    "dropout"})
+                                    "dropout", "layernorm", "softmax"})
     conv2d_min_pixels = 0    # no im2col path beats the implicit GEMM here
 
     def _per_block(self, module, name, argtypes, blocks, *args):
@@ -146,6 +146,66 @@ class FusedKernels:
             _need("batchnorm_backward", name, a, (c,), g.dtype)
         self._per_block("nn", f"batchnorm_backward_{SUFFIX[g.dtype]}", "P" * 7 + "qiq", c,
                         *(self._ptr(a) for a in (g, xhat, w, inv, dx, dw, db)), outer, c, inner)
+
+    # row kernels over the last dim of (R, D) arrays: a warp per row -------------------
+    def _warp_rows(self, name, argtypes, dtype, r, *args):
+        if r:
+            per_block = THREADS // 32
+            self._launch("nn", f"{name}_{SUFFIX[dtype]}", argtypes, 0, *args,
+                         grid=(min(-(-r // per_block), MAX_GRID_X), 1, 1))
+
+    def _rows_shape(self, kernel, x):
+        if x.ndim != 2:
+            raise ValueError(f"{kernel}: needs a 2-D array, got shape {x.shape}")
+        _check_floats(kernel, x)
+        return x.shape
+
+    def _opt_ptr(self, kernel, name, a, shape, dtype):
+        if a is None:
+            return 0
+        _need(kernel, name, a, shape, dtype)
+        return self._ptr(a)
+
+    def layernorm(self, x, w, b, y, mean, rstd, eps):
+        r, d = self._rows_shape("layernorm", x)
+        dt = x.dtype
+        _need("layernorm", "input", x, (r, d), dt)
+        wp, bp = (self._opt_ptr("layernorm", n, a, (d,), dt)
+                  for n, a in (("weight", w), ("bias", b)))
+        _need("layernorm", "output", y, (r, d), dt)
+        for name, a in (("mean", mean), ("rstd", rstd)):
+            _need("layernorm", name, a, (r,), dt)
+        self._warp_rows("layernorm", "PPPPPPqqd", dt, r, self._ptr(x), wp, bp, self._ptr(y),
+                        self._ptr(mean), self._ptr(rstd), r, d, float(eps))
+
+    def layernorm_backward(self, g, x, mean, rstd, w, dx, dw, db):
+        r, d = self._rows_shape("layernorm_backward", x)
+        dt = x.dtype
+        for name, a in (("output gradient", g), ("input", x), ("input gradient", dx)):
+            _need("layernorm_backward", name, a, (r, d), dt)
+        for name, a in (("mean", mean), ("rstd", rstd)):
+            _need("layernorm_backward", name, a, (r,), dt)
+        wp, dwp, dbp = (self._opt_ptr("layernorm_backward", n, a, (d,), dt)
+                        for n, a in (("weight", w), ("dw", dw), ("db", db)))
+        stats = (self._ptr(mean), self._ptr(rstd))
+        self._warp_rows("layernorm_backward", "PPPPPPqq", dt, r, self._ptr(g), self._ptr(x),
+                        *stats, wp, self._ptr(dx), r, d)
+        if dw is not None or db is not None:
+            self._launch("nn", f"layernorm_param_grads_{SUFFIX[dt]}", "PPPPPPqq", d,
+                         self._ptr(g), self._ptr(x), *stats, dwp, dbp, r, d)
+
+    def softmax(self, x, y):
+        r, d = self._rows_shape("softmax", x)
+        _need("softmax", "input", x, (r, d), x.dtype)
+        _need("softmax", "output", y, (r, d), x.dtype)
+        self._warp_rows("softmax", "PPqq", x.dtype, r, self._ptr(x), self._ptr(y), r, d)
+
+    def softmax_backward(self, y, g, dx):
+        r, d = self._rows_shape("softmax_backward", y)
+        for name, a in (("softmax output", y), ("output gradient", g), ("input gradient", dx)):
+            _need("softmax_backward", name, a, (r, d), y.dtype)
+        self._warp_rows("softmax_backward", "PPPqq", y.dtype, r, self._ptr(y), self._ptr(g),
+                        self._ptr(dx), r, d)
 
     # embedding rows (the host checked the indices) --------------------------------------
     def take_rows(self, src, idx, out):
