@@ -35,6 +35,7 @@ cdef extern from "_rows.h" nogil:
 # cost of waking the team
 # values per partial sum of the weight's and bias's gradients (up to 64 of them)
 DEF PART_VALUES = 8192
+DEF PART_SUMS_MAX = 1 << 20
 cdef double LN_NS = 0.4, LN_BACK_NS = 0.6, SOFTMAX_NS = 0.6, SOFTMAX_BACK_NS = 0.3
 
 
@@ -120,7 +121,10 @@ def layernorm_backward(Buffer g, Py_ssize_t g_off, Buffer x, Py_ssize_t x_off, B
         need(dw, 0, (D,), itemsize, "layernorm_backward", "weight gradient")
     if db is not None:
         need(db, 0, (D,), itemsize, "layernorm_backward", "bias gradient")
-    cdef int parts = <int>min(max(R * D // PART_VALUES, 1), 64)
+    # at most one part a row, and at most PART_SUMS_MAX sums in all (a single long row
+    # takes one part, not 64 of its width)
+    cdef int parts = <int>min(max(R * D // PART_VALUES, 1), 64, max(R, 1),
+                              max(PART_SUMS_MAX // max(D, 1), 1))
     cdef int nt = threads_timed(R * D, R * D * LN_BACK_NS)
     cdef Py_ssize_t j, width = D if (dw is not None or db is not None) else 0
     cdef int part, k

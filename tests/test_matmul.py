@@ -264,3 +264,19 @@ def test_linear_bias_gradient_taken_in_the_weight_product(rows, k, n):
                                rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(layer.bias.grad.numpy().reshape(-1),
                                2 * g.astype(np.float64).sum(0), rtol=1e-4, atol=1e-3)
+
+
+def test_linear_with_a_wide_input_sums_the_bias_gradient_on_its_own(monkeypatch):
+    """Fewer outputs than twice the inputs: no copy of x with a column of ones (it would
+    cost more than the pass over g it saves)."""
+    from mininet.ops import math as mmath
+
+    def refuse(*a):
+        raise AssertionError("the bias's gradient went through the weight's product")
+    monkeypatch.setattr(mmath, "_weight_and_bias_grads", refuse)
+    rng = np.random.default_rng(9)
+    layer = nn.Linear(64, 100)
+    x, g = rng.standard_normal((3000, 64)), rng.standard_normal((3000, 100))
+    (layer(mn.Tensor(x.astype(np.float32))) * mn.Tensor(g.astype(np.float32))).sum().backward()
+    np.testing.assert_allclose(layer.bias.grad.numpy().reshape(-1), g.sum(0), rtol=1e-4,
+                               atol=1e-3)

@@ -295,3 +295,40 @@ def test_permuted_stack_times_a_matrix_folds_through_a_copy(perm):
                                                 dtype=np.float32))
     yt = y.permute((0, 2, 1))
     np.testing.assert_allclose((yt @ W).numpy(), yt.numpy() @ w.T, rtol=1e-4, atol=1e-4)
+
+
+def test_layer_norm_of_one_long_row_keeps_its_partial_sums_small():
+    """One row of 2M values: one part of partial sums (2D doubles), not 64 (a GB)."""
+    x = np.random.default_rng(8).standard_normal((1, 1 << 21)).astype(np.float32)
+    tx = Tensor(x, requires_grad=True)
+    tw = Tensor(np.ones(x.shape[1], np.float32), requires_grad=True)
+    ops.layer_norm(tx, 1, tw).sum().backward()
+    _, xhat = ref_layer_norm(x, None, None, 1e-5)
+    np.testing.assert_allclose(tw.grad.numpy(), xhat[0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(tx.grad.numpy(), 0, atol=1e-4)   # d/dx sum(xhat) = 0
+
+
+@pytest.mark.parametrize("ndim", [0, 3, -1])
+def test_layer_norm_over_no_dims_or_more_dims_than_the_input_is_refused(ndim):
+    with pytest.raises(ValueError, match="trailing dims"):
+        ops.layer_norm(Tensor(np.ones((2, 4), np.float32)), ndim)
+    if ndim == 0:
+        with pytest.raises(ValueError, match="trailing dims"):
+            F.layer_norm(Tensor(np.ones((2, 4), np.float32)), ())
+
+
+def test_device_row_kernels_refuse_other_dtypes_and_shapes():
+    dev = mn.cpu()
+    x = mn.ndarray.NDArray(np.ones((3, 4), np.float32))
+    ints = mn.ndarray.NDArray(np.ones((3, 4), np.int64))
+    out = mn.ndarray.NDArray.make((3, 4), device=dev, dtype=x.dtype)
+    stats = [mn.ndarray.NDArray.make((3,), device=dev, dtype=x.dtype) for _ in range(2)]
+    with pytest.raises(TypeError, match="float32 or float64"):
+        dev.softmax_backward(ints, ints, out)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        dev.layernorm_backward(ints, ints, *stats, None, out, None, None)
+    wide = mn.ndarray.NDArray(np.ones(3, np.float64))
+    with pytest.raises(TypeError, match=r"\(3,\) array of float32"):
+        dev.layernorm(x, None, None, out, wide, stats[1], 1e-5)
+    with pytest.raises(TypeError, match=r"\(4,\) array of float32"):
+        dev.layernorm(x, stats[0], None, out, *stats, 1e-5)

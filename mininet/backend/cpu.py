@@ -57,19 +57,19 @@ def _one_dtype_of(what, dtype, *arrays):
                             f"got {dtype} and {a.dtype}")
 
 
-def _rows_of(kernel, x, *others):
-    """(R, D) of the compact 2-D x; every other array (None: absent) of x's dtype, compact,
-    with x's shape or (D,)."""
+def _rows_of(kernel, x, full=(), per_col=(), per_row=()):
+    """(R, D) of the compact 2-D float array x; the other arrays (None: absent) must be
+    compact, of x's dtype and of shape (R, D) (full), (D,) (per_col) or (R,) (per_row)."""
+    _floats(kernel, x)
     if x.ndim != 2 or not x.is_compact():
         raise ValueError(f"{kernel}: needs a compact 2-D array, got shape {x.shape} strides "
                          f"{x.strides}")
     r, d = x.shape
-    for a in others:
-        if a is None:
-            continue
-        if a.dtype != x.dtype or a.shape not in ((r, d), (d,)) or not a.is_compact():
-            raise TypeError(f"{kernel}: {a.dtype} {a.shape} must be a compact ({r}, {d}) or "
-                            f"({d},) array of {x.dtype}")
+    for shape, arrays in (((r, d), full), ((d,), per_col), ((r,), per_row)):
+        for a in arrays:
+            if a is not None and (a.dtype != x.dtype or a.shape != shape or not a.is_compact()):
+                raise TypeError(f"{kernel}: {a.dtype} {a.shape} must be a compact {shape} "
+                                f"array of {x.dtype}")
     return r, d
 
 
@@ -429,24 +429,22 @@ class CPUDevice(Device):
     # row kernels over the last dim of (R, D) arrays: x, g, y compact (any offset), the
     # outputs compact; w, b (D,) or None, mean and rstd (R,)
     def layernorm(self, x, w, b, y, mean, rstd, eps):
-        _floats("layer norm", x, w, b)
-        r, d = _rows_of("layernorm", x, w, b, y)
+        r, d = _rows_of("layernorm", x, (y,), (w, b), (mean, rstd))
         _rows.layernorm(x.handle, x.offset, *_opt_at(w), *_opt_at(b), _at(y), _at(mean),
                         _at(rstd), r, d, eps, x.dtype.itemsize)
 
     def layernorm_backward(self, g, x, mean, rstd, w, dx, dw, db):
-        r, d = _rows_of("layernorm_backward", x, w, g, dx, dw, db)
+        r, d = _rows_of("layernorm_backward", x, (g, dx), (w, dw, db), (mean, rstd))
         _rows.layernorm_backward(g.handle, g.offset, x.handle, x.offset, _at(mean), _at(rstd),
                                  *_opt_at(w), _at(dx), _at(dw), _at(db), r, d,
                                  x.dtype.itemsize)
 
     def softmax(self, x, y):
-        _floats("softmax", x)
-        r, d = _rows_of("softmax", x, y)
+        r, d = _rows_of("softmax", x, (y,))
         _rows.softmax(x.handle, x.offset, _at(y), r, d, x.dtype.itemsize)
 
     def softmax_backward(self, y, g, dx):
-        r, d = _rows_of("softmax_backward", y, g, dx)
+        r, d = _rows_of("softmax_backward", y, (g, dx))
         _rows.softmax_backward(y.handle, y.offset, g.handle, g.offset, _at(dx), r, d,
                                y.dtype.itemsize)
 

@@ -388,7 +388,8 @@ class Linear(Op):
         args = () if p is None else (p,)
         gx = const(product(gd, wd.swapaxes(0, 1), *args)) if x.requires_grad else None
         with_bias = len(inputs) == 3 and inputs[2].requires_grad
-        if with_bias and w.requires_grad and p is None and g2.size >= BIAS_IN_PRODUCT:
+        if (with_bias and w.requires_grad and p is None and g2.size >= BIAS_IN_PRODUCT
+                and g2.shape[1] >= 2 * x2.shape[1]):
             gw, gb = _weight_and_bias_grads(x2, g2)
             return gx, const(gw), const(gb)
         gw = const(product(x2.swapaxes(0, 1), g2, *args)) if w.requires_grad else None
@@ -397,9 +398,11 @@ class Linear(Op):
         return gx, gw, const(g2.sum(0)) if with_bias else None
 
 
-# output gradients of at least this many items take the bias's gradient in the weight's
-# product (_weight_and_bias_grads): the sums' own pass over g cost more than the product's
-# extra row (a language model's logits, 700 x 10,000: 1.4 ms against 0.1 ms, Xeon)
+# output gradients of at least this many items, and at least twice as wide as the input,
+# take the bias's gradient in the weight's product (_weight_and_bias_grads): the sums' own
+# pass over g cost more than the product's extra row and the copy of x (a language
+# model's logits, 700 x 10,000: 1.4 ms against 0.1 ms, Xeon). Its sums then round as the
+# weight's do (their count of K slices follows the thread count)
 BIAS_IN_PRODUCT = 1 << 18
 
 

@@ -306,7 +306,7 @@ def batch_norm_relu(x, weight, bias, axes, eps=1e-5):
     return relu(y), op
 
 
-# embedding lookups ---------------------------------------------------------------------
+# layer norm ----------------------------------------------------------------------------
 class LayerNorm(Op):
     """Layer norm over the last `ndim` dims of x: (x - mean) / sqrt(var + eps) (biased
     variance), times the weight and plus the bias where given (affine: which of the two are
@@ -389,6 +389,9 @@ def layer_norm(x, ndim, weight=None, bias=None, eps=1e-5):
     row kernels, else built from ops."""
     ts = [t for t in (weight, bias) if t is not None]
     require_float("layer_norm", x, *ts)
+    if not 1 <= ndim <= x.ndim:
+        raise ValueError(f"layer_norm: normalizes 1 to {x.ndim} trailing dims of an input of "
+                         f"shape {x.shape}, not {ndim}")
     shape = tuple(x.shape[x.ndim - ndim:])
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and tuple(t.shape) != shape:
@@ -404,6 +407,7 @@ def layer_norm(x, ndim, weight=None, bias=None, eps=1e-5):
     return out if bias is None else out + bias
 
 
+# embedding lookups ---------------------------------------------------------------------
 class EmbeddingLookup(Op):
     """out[..., :] = weight[idx[...], :] for a constant integer index array."""
 
