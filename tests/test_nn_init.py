@@ -59,9 +59,11 @@ def test_kaiming_normal_std(nonlinearity):
     v = filled_in_place(init.kaiming_normal_, fresh(500, 200), nonlinearity=nonlinearity)
     std = init.calculate_gain(nonlinearity) / math.sqrt(500)
     assert v.std() == pytest.approx(std, rel=0.02) and abs(v.mean()) < 0.02 * std * 10
-    conv = nn.Conv2d(8, 16, 3)
+    # 73,728 draws: the std's own spread is 0.26%, not 2.1% (a 16 x 8 x 3 x 3 weight's
+    # 1,152 draws missed the 5% tolerance now and then)
+    conv = nn.Conv2d(64, 128, 3)
     v = filled_in_place(init.kaiming_normal_, conv.weight, mode="fan_out", nonlinearity="relu")
-    assert v.std() == pytest.approx(math.sqrt(2.0 / (16 * 9)), rel=0.05)
+    assert v.std() == pytest.approx(math.sqrt(2.0 / (128 * 9)), rel=0.05)
 
 
 def test_xavier():
