@@ -78,7 +78,8 @@ def test_uniform_normal_constant_eye():
     v = filled_in_place(init.uniform_, fresh(200, 100), -3.0, -1.0)
     assert v.min() >= -3 and v.max() < -1 and v.mean() == pytest.approx(-2, abs=0.02)
     v = filled_in_place(init.normal_, fresh(200, 100), mean=5.0, std=0.5)
-    assert v.mean() == pytest.approx(5, abs=0.01) and v.std() == pytest.approx(0.5, rel=0.02)
+    # 20,000 draws: the mean's spread is 0.0035
+    assert v.mean() == pytest.approx(5, abs=0.02) and v.std() == pytest.approx(0.5, rel=0.02)
     assert np.all(filled_in_place(init.constant_, fresh(3, 2), 0.25) == 0.25)
     assert np.all(filled_in_place(init.zeros_, fresh(4)) == 0)
     assert np.all(filled_in_place(init.ones_, fresh(2, 2, 2)) == 1)
