@@ -1,4 +1,4 @@
-/* One row's loops for mininet_ext/rows.pyx: layer norm and softmax over the last dim of
+/* One row's loops for mininet_ext/rows.pyx (and the softmax for losses.pyx's _xent.h): layer norm and softmax over the last dim of
  * a compact (R, D) array. In C so that the sums vectorise (`omp simd reduction` lets gcc
  * split them into lanes) and exp goes through libmvec (_vecmath.h). Sums are taken in
  * double; the layer norm's variance is the mean of squares about the mean (two passes
@@ -76,10 +76,11 @@ static inline void mn_ln_back_row_##SFX(const T* __restrict g, const T* __restri
     if (db)                                                                              \
         for (ptrdiff_t i = 0; i < n; i++) db[i] += (double)g[i];                         \
 }                                                                                        \
-/* y = exp(x - max x) / sum: a NaN in the row (which the max may skip) makes its exp,   \
- * so the sum and every output, NaN, as the ops' version */                             \
-static inline void mn_softmax_row_##SFX(const T* __restrict x, T* __restrict y,         \
-                                         ptrdiff_t n)                                    \
+/* y = exp(x - max x) / sum; returns the sum, the max in *max unless NULL (the          \
+ * cross-entropy's log-sum-exp, _xent.h). A NaN in the row (which the max may skip)    \
+ * makes its exp, so the sum and every output, NaN, as the ops' version */             \
+static inline double mn_softmax_row_##SFX(const T* __restrict x, T* __restrict y,       \
+                                           ptrdiff_t n, T* max)                          \
 {                                                                                        \
     T m = n ? x[0] : (T)0;                                                               \
     double s = 0;                                                                        \
@@ -93,6 +94,8 @@ static inline void mn_softmax_row_##SFX(const T* __restrict x, T* __restrict y, 
     }                                                                                    \
     T inv = (T)(1.0 / s);                                                                \
     for (ptrdiff_t i = 0; i < n; i++) y[i] *= inv;                                       \
+    if (max) *max = m;                                                                   \
+    return s;                                                                            \
 }                                                                                        \
 /* dx = y * (g - sum(g * y)) */                                                          \
 static inline void mn_softmax_back_row_##SFX(const T* __restrict y, const T* __restrict g, \

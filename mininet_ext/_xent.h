@@ -6,6 +6,7 @@
  * |z| ~ 1e17 (1e9 in double already loses digits) m - z[y] cancels log(s) away. */
 #ifndef MN_XENT_H
 #define MN_XENT_H
+#include "_rows.h"
 #include "_vecmath.h"
 #include <stddef.h>
 #include <stdint.h>
@@ -53,22 +54,12 @@ static double NAME(const T* __restrict z, const int64_t* __restrict y,          
     return total;                                                                  \
 }
 
-#define MN_DEF_XENT_ROW(NAME, T, EXP)                                              \
+/* one row: p = softmax(z) (_rows.h), its loss log(s) - (z[y] - m) */
+#define MN_DEF_XENT_ROW(NAME, T, SOFTMAX)                                          \
 static double NAME(const T* __restrict z, int64_t y, T* __restrict p, ptrdiff_t C) \
 {                                                                                  \
-    T m = z[0];                                                                    \
-    _Pragma("omp simd reduction(max:m)")                                           \
-    for (ptrdiff_t j = 0; j < C; j++)                                              \
-        m = z[j] > m ? z[j] : m;                                                   \
-    double s = 0;                                                                  \
-    _Pragma("omp simd reduction(+:s)")                                             \
-    for (ptrdiff_t j = 0; j < C; j++) {                                            \
-        T e = EXP(z[j] - m);                                                       \
-        p[j] = e;                                                                  \
-        s += e;                                                                    \
-    }                                                                              \
-    T inv = (T)(1.0 / s);                                                          \
-    for (ptrdiff_t j = 0; j < C; j++) p[j] *= inv;                                 \
+    T m;                                                                           \
+    double s = SOFTMAX(z, p, C, &m);                                               \
     return log(s) - ((double)z[y] - (double)m);                                    \
 }
 
@@ -87,8 +78,8 @@ static double NAME(const T* z, const int64_t* y, T* p, ptrdiff_t C, ptrdiff_t R)
     return total;                                                                  \
 }
 
-MN_DEF_XENT_ROW(mn_xent_row_f32, float, expf)
-MN_DEF_XENT_ROW(mn_xent_row_f64, double, exp)
+MN_DEF_XENT_ROW(mn_xent_row_f32, float, mn_softmax_row_f32)
+MN_DEF_XENT_ROW(mn_xent_row_f64, double, mn_softmax_row_f64)
 MN_DEF_XENT_BLOCK(mn_xent_block_f32, float, expf, log, 16)
 MN_DEF_XENT_BLOCK(mn_xent_block_f64, double, exp, log, 8)
 MN_DEF_XENT_ROWS(mn_xent_rows_f32, float, mn_xent_row_f32, mn_xent_block_f32, 16)

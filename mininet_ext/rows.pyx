@@ -25,8 +25,8 @@ cdef extern from "_rows.h" nogil:
                             double* dw, double* db, Py_ssize_t n, float m, float rs)
     void mn_ln_back_row_f64(const double* g, const double* x, const double* w, double* dx,
                             double* dw, double* db, Py_ssize_t n, double m, double rs)
-    void mn_softmax_row_f32(const float* x, float* y, Py_ssize_t n)
-    void mn_softmax_row_f64(const double* x, double* y, Py_ssize_t n)
+    double mn_softmax_row_f32(const float* x, float* y, Py_ssize_t n, float* m)
+    double mn_softmax_row_f64(const double* x, double* y, Py_ssize_t n, double* m)
     void mn_softmax_back_row_f32(const float* y, const float* g, float* dx, Py_ssize_t n)
     void mn_softmax_back_row_f64(const double* y, const double* g, double* dx, Py_ssize_t n)
 
@@ -178,11 +178,11 @@ def softmax(Buffer x, Py_ssize_t x_off, Buffer y, Py_ssize_t R, Py_ssize_t D, in
         if itemsize == 4:
             for i in prange(R, num_threads=nt, schedule='static'):
                 arrived(threadid())
-                mn_softmax_row_f32(<float*>xp + i * D, <float*>y.ptr + i * D, D)
+                mn_softmax_row_f32(<float*>xp + i * D, <float*>y.ptr + i * D, D, NULL)
         else:
             for i in prange(R, num_threads=nt, schedule='static'):
                 arrived(threadid())
-                mn_softmax_row_f64(<double*>xp + i * D, <double*>y.ptr + i * D, D)
+                mn_softmax_row_f64(<double*>xp + i * D, <double*>y.ptr + i * D, D, NULL)
 
 
 def softmax_backward(Buffer y, Py_ssize_t y_off, Buffer g, Py_ssize_t g_off, Buffer dx,
