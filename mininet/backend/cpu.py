@@ -74,7 +74,7 @@ def _rows_of(kernel, x, full=(), per_col=(), per_row=()):
 
 
 def _opt_at(a):
-    """(buffer, offset) of a, or (None, 0)."""
+    """(buffer, offset) of an optional array a (a bias, a weight), or (None, 0)."""
     return (None, 0) if a is None else (a.handle, a.offset)
 
 
@@ -305,8 +305,7 @@ class CPUDevice(Device):
         _mm.conv_bf16_amx(x.handle, x.offset, w.handle, w.offset, out.handle, out.offset,
                           n, c, h, wd, k, kh, kw, *padding)
         if bias is not None or relu:
-            _conv.bias_planes(out.handle, out.offset, None if bias is None else bias.handle,
-                              0 if bias is None else bias.offset, n, k,
+            _conv.bias_planes(out.handle, out.offset, *_opt_at(bias), n, k,
                               out.shape[2] * out.shape[3], 4, relu)
 
     def conv2d_bf16_grad_input(self, g, w, dx, padding):
@@ -369,8 +368,7 @@ class CPUDevice(Device):
                              f"strides {y.strides}")
         if bias is not None and not bias.is_compact():
             bias = bias.compact()
-        _ew.bias_act(y.handle, y.offset, None if bias is None else bias.handle,
-                     0 if bias is None else bias.offset, y.size // max(c, 1), c, relu,
+        _ew.bias_act(y.handle, y.offset, *_opt_at(bias), y.size // max(c, 1), c, relu,
                      y.dtype.itemsize)
 
     # fused softmax cross-entropy (z, probs compact; labels int64 in [0, C))
@@ -461,15 +459,12 @@ class CPUDevice(Device):
         n, k, oh, ow = out.shape
         if _winograd_fits(w.shape, stride, padding, dilation, groups) and \
                 x.dtype == w.dtype and (bias is None or bias.dtype == x.dtype):
-            _wino.forward(x.handle, x.offset, w.handle, w.offset,
-                          None if bias is None else bias.handle,
-                          0 if bias is None else bias.offset, _at(out), x.shape, k, padding,
-                          x.dtype.itemsize, relu=relu, ksize=w.shape[2])
+            _wino.forward(x.handle, x.offset, w.handle, w.offset, *_opt_at(bias), _at(out),
+                          x.shape, k, padding, x.dtype.itemsize, relu=relu, ksize=w.shape[2])
             return
-        _cg.forward(x.handle, x.offset, w.handle, w.offset,
-                    None if bias is None else bias.handle, 0 if bias is None else bias.offset,
-                    _at(out), x.shape, k, groups, tuple(w.shape[2:]), stride, padding,
-                    dilation, oh, ow, x.dtype.itemsize, relu)
+        _cg.forward(x.handle, x.offset, w.handle, w.offset, *_opt_at(bias), _at(out), x.shape,
+                    k, groups, tuple(w.shape[2:]), stride, padding, dilation, oh, ow,
+                    x.dtype.itemsize, relu)
 
     def _conv2d_direct(self, x, w, bias, out, stride, padding, dilation, groups, relu):
         """Few input channels (a first layer) on a direct kernel where it wins
@@ -481,14 +476,12 @@ class CPUDevice(Device):
             return False
         if cm:
             return _direct.forward_cm(x.handle, x.offset, w.handle, w.offset,
-                                      None if bias is None else bias.handle,
-                                      0 if bias is None else bias.offset, out.handle,
+                                      *_opt_at(bias), out.handle,
                                       out.offset, tuple(x.shape), w.shape[0],
                                       tuple(w.shape[2:]), tuple(padding), x.dtype.itemsize,
                                       relu)
         return _direct.forward(x.handle, x.offset, w.handle, w.offset,
-                               None if bias is None else bias.handle,
-                               0 if bias is None else bias.offset, out.handle, out.offset,
+                               *_opt_at(bias), out.handle, out.offset,
                                tuple(x.shape), w.shape[0], tuple(w.shape[2:]), tuple(stride),
                                tuple(padding), tuple(dilation), x.dtype.itemsize, relu)
 
@@ -594,8 +587,7 @@ class CPUDevice(Device):
     def to_nchw(self, y, bias, out, relu=False):
         """out (N, K, ...) = y (K, N, ...) + bias, max(0, .) of it with relu."""
         n, k = out.shape[:2]
-        _conv.to_nchw(_at(y), None if bias is None else bias.handle,
-                      0 if bias is None else bias.offset, _at(out), k, n,
+        _conv.to_nchw(_at(y), *_opt_at(bias), _at(out), k, n,
                       out.size // max(n * k, 1), out.dtype.itemsize, relu)
 
     def from_nchw(self, g, out, db):
@@ -674,10 +666,9 @@ class CPUDevice(Device):
                    self.conv2d_nhwc_shape(x.shape, w.shape, stride, padding, dilation))
         if bias is not None:
             _nhwc_fits("conv2d_nhwc", "bias (K,)", bias.shape, (w.shape[3],))
-        _nhwc.forward(x.handle, x.offset, w.handle, w.offset,
-                      None if bias is None else bias.handle, 0 if bias is None else bias.offset,
-                      out.handle, out.offset, x.shape, w.shape, _pair2(stride),
-                      _pair2(padding), _pair2(dilation), x.dtype.itemsize, relu)
+        _nhwc.forward(x.handle, x.offset, w.handle, w.offset, *_opt_at(bias), out.handle,
+                      out.offset, x.shape, w.shape, _pair2(stride), _pair2(padding),
+                      _pair2(dilation), x.dtype.itemsize, relu)
 
     def conv2d_nhwc_grad_input(self, g, w, dx, stride=(1, 1), padding=(0, 0),
                                dilation=(1, 1)):
@@ -719,8 +710,7 @@ class CPUDevice(Device):
         yh, yo = _nhwc_target(out)
         # the kernel packs the (K, C, kh, kw) weight as it stands (w_kcrs): a relayout
         # pass cost 6-18 us a call at ResNet9's sizes
-        _nhwc.forward(xh, xo, w.handle, w.offset, None if bias is None else bias.handle,
-                      0 if bias is None else bias.offset, yh, yo, _nhwc_dims(x.shape),
+        _nhwc.forward(xh, xo, w.handle, w.offset, *_opt_at(bias), yh, yo, _nhwc_dims(x.shape),
                       _nhwc_dims(w.shape, True), stride, padding, dilation, isz, relu,
                       w_kcrs=True)
         _nchw_back(yh, (n, oh, ow, k), out)
