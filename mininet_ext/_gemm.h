@@ -53,9 +53,26 @@ static inline int mn_gemm_nr(int itemsize) { return itemsize == 4 ? MN_NR_F : MN
 #define MN_KPF 16
 #define MN_KPREFETCH_B(b, W) { __builtin_prefetch(b, 0, 3); __builtin_prefetch((b) + (W), 0, 3); }
 
+/* One k step of the micro-kernel: row p of B (two vectors) against MR values of A. */
+#define MN_KERNEL_STEP(V, VB, W, MR, AS, LDB, PF, p)                               \
+{                                                                                  \
+    V b0 = *(const VB*)(B + (p) * (LDB)), b1 = *(const VB*)(B + (p) * (LDB) + W);  \
+    if (PF) MN_KPREFETCH_B(B + ((p) + MN_KPF) * (LDB), W)                           \
+    _Pragma("GCC unroll 16")                                                       \
+    for (int i = 0; i < MR; i++) {                                                 \
+        /* scalar * vector: gcc folds the broadcast into the FMA's load */         \
+        c[i][0] += A[(p) * (AS) + i] * b0;                                         \
+        c[i][1] += A[(p) * (AS) + i] * b1;                                         \
+    }                                                                              \
+}
+
 /* The micro-kernel's body: MR rows of A (A(i, p) = A[p * AS + i]) times two vectors of
  * B per k (row p at B + p * LDB, loaded as VB: the aligned V from packed panels, the
- * unaligned VU from B read in place), accumulated in registers, then stored to C. */
+ * unaligned VU from B read in place), accumulated in registers, then stored to C.
+ * With PF (the packed kernel), the first 3 MR k steps also fetch toward L2 the C lines
+ * of the tile to the right (the same rows, the next 2W columns), which the driver's
+ * A-panel-major order runs next: C's lines then come from L2 when that tile starts
+ * instead of memory or L3, where 36 fetches at once filled the line-fill buffers. */
 #define MN_KERNEL_BODY(V, VB, VU, W, MR, AS, LDB, PF)                              \
 {                                                                                  \
     V c[MR][2];                                                                    \
@@ -68,17 +85,20 @@ static inline int mn_gemm_nr(int itemsize) { return itemsize == 4 ? MN_NR_F : MN
         __builtin_prefetch(C + i * ldc + W, 1, 3);                                 \
         __builtin_prefetch(C + i * ldc + 2 * W - 1, 1, 3);                         \
     }                                                                              \
-    _Pragma("GCC unroll 4")                                                        \
-    for (mn_idx p = 0; p < kc; p++) {                                              \
-        V b0 = *(const VB*)(B + p * (LDB)), b1 = *(const VB*)(B + p * (LDB) + W);  \
-        if (PF) MN_KPREFETCH_B(B + (p + MN_KPF) * (LDB), W)                         \
-        _Pragma("GCC unroll 16")                                                   \
-        for (int i = 0; i < MR; i++) {                                             \
-            /* scalar * vector: gcc folds the broadcast into the FMA's load */     \
-            c[i][0] += A[p * (AS) + i] * b0;                                       \
-            c[i][1] += A[p * (AS) + i] * b1;                                       \
+    mn_idx p = 0;                                                                  \
+    if (PF && kc >= 3 * MR) {                                                      \
+        for (int i = 0; i < MR; i++, p += 3) {                                     \
+            const char* next = (const char*)(C + i * ldc + 2 * W);                 \
+            MN_KERNEL_STEP(V, VB, W, MR, AS, LDB, PF, p)                           \
+            __builtin_prefetch(next, 0, 2);                                        \
+            MN_KERNEL_STEP(V, VB, W, MR, AS, LDB, PF, p + 1)                       \
+            __builtin_prefetch(next + W * sizeof(*C), 0, 2);                       \
+            MN_KERNEL_STEP(V, VB, W, MR, AS, LDB, PF, p + 2)                       \
+            __builtin_prefetch(next + (2 * W - 1) * sizeof(*C), 0, 2);             \
         }                                                                          \
     }                                                                              \
+    _Pragma("GCC unroll 4")                                                        \
+    for (; p < kc; p++) MN_KERNEL_STEP(V, VB, W, MR, AS, LDB, PF, p)               \
     MN_STORE_TILE(VU, W, MR)                                                       \
 }
 
