@@ -1502,3 +1502,51 @@ def round_bf16(Buffer src, Py_ssize_t s_off, Buffer dst, Py_ssize_t d_off, Py_ss
             for t in prange(nt, num_threads=nt, schedule='static'):
                 a, b = n * t // nt // 16 * 16, (n * (t + 1) // nt // 16 * 16 if t < nt - 1 else n)
                 mn_round_bf16(s + a, d + a, b - a)
+
+
+# one-thread products for other modules' parallel regions (matmul.pxd) ------------------
+cdef inline Py_ssize_t serial_parts(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ars,
+                                    Py_ssize_t brs, Py_ssize_t bcs, int itemsize,
+                                    int* path, Py_ssize_t* apsize,
+                                    Py_ssize_t* bpsize) noexcept nogil:
+    """The one-thread path and its packing sizes; apsize rounded up to 64 bytes, so that
+    the packed B after it stays aligned for the kernels' aligned loads."""
+    cdef int nr = mn_gemm_nr(itemsize)
+    path[0] = choose_path(M, N, K, ars, brs, bcs, nr, 1)
+    pack_sizes(path[0], M, N, K, nr, ars, apsize, bpsize)
+    apsize[0] = round_up(apsize[0], 64 // itemsize)
+    return apsize[0] + bpsize[0] + (2 * M * N if path[0] == SWAP_PATH else 0)
+
+
+cdef Py_ssize_t serial_items(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ars,
+                             Py_ssize_t brs, Py_ssize_t bcs, int itemsize) noexcept nogil:
+    """Items of scratch gemm_serial needs for this product (packing; C^T on SWAP_PATH)."""
+    cdef int path
+    cdef Py_ssize_t apsize, bpsize
+    return serial_parts(M, N, K, ars, brs, bcs, itemsize, &path, &apsize, &bpsize)
+
+
+cdef void gemm_serial(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A,
+                      Py_ssize_t ars, Py_ssize_t acs, const floating* B, Py_ssize_t brs,
+                      Py_ssize_t bcs, floating* C, floating* work) noexcept nogil:
+    """C (M x N, compact) = A @ B on the calling thread, in work's serial_items items
+    (64-byte aligned); the path and sums gemm() takes on one thread."""
+    cdef int path
+    cdef Py_ssize_t apsize, bpsize
+    serial_parts(M, N, K, ars, brs, bcs, sizeof(floating), &path, &apsize, &bpsize)
+    if M == 0 or N == 0:
+        return
+    gemm_one(M, N, K, A, ars, acs, B, brs, bcs, C, work, work + apsize,
+             work + apsize + bpsize, apsize, bpsize, 1, path, 1)
+
+
+cdef void gemm_serial_f32(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* A,
+                          Py_ssize_t ars, Py_ssize_t acs, const float* B, Py_ssize_t brs,
+                          Py_ssize_t bcs, float* C, float* work) noexcept nogil:
+    gemm_serial(M, N, K, A, ars, acs, B, brs, bcs, C, work)
+
+
+cdef void gemm_serial_f64(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double* A,
+                          Py_ssize_t ars, Py_ssize_t acs, const double* B, Py_ssize_t brs,
+                          Py_ssize_t bcs, double* C, double* work) noexcept nogil:
+    gemm_serial(M, N, K, A, ars, acs, B, brs, bcs, C, work)

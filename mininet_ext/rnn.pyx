@@ -2,10 +2,13 @@
 """Fused LSTM gates: one pass over a step's (batch, 4 * hidden) gate pre-activations
 gives h' and c' (the composite is ~15 elementwise kernels and their temporaries, and a
 language model runs a step per token and layer); one pass gives the gradients."""
-from cython.parallel cimport prange
+from cython.parallel cimport prange, parallel, threadid
+from cython cimport floating
+from libc.string cimport memcpy
 from mininet_ext.buffer cimport Buffer
 from mininet_ext._omp cimport threads_for
 from mininet_ext._check cimport check_itemsize, need
+from mininet_ext.matmul cimport serial_items, gemm_serial_f32, gemm_serial_f64
 
 
 cdef extern from "_lstm.h" nogil:
@@ -17,6 +20,31 @@ cdef extern from "_lstm.h" nogil:
                          float* dz, float* dc_prev, Py_ssize_t n)
     void mn_lstm_bwd_f64(const double* act, const double* c, const double* dh, const double* dc,
                          double* dz, double* dc_prev, Py_ssize_t n)
+    void mn_lstm_fwd_rows_f32(const float* z, Py_ssize_t zs, const float* x, Py_ssize_t xs,
+                              const float* c, float* act, Py_ssize_t ast, float* c_new,
+                              float* h_new, Py_ssize_t n)
+    void mn_lstm_fwd_rows_f64(const double* z, Py_ssize_t zs, const double* x, Py_ssize_t xs,
+                              const double* c, double* act, Py_ssize_t ast, double* c_new,
+                              double* h_new, Py_ssize_t n)
+    void mn_lstm_bwd_rows_f32(const float* act, Py_ssize_t ast, const float* c, const float* dh,
+                              const float* dh2, const float* dc, float* dz, Py_ssize_t zs,
+                              float* dc_prev, Py_ssize_t n)
+    void mn_lstm_bwd_rows_f64(const double* act, Py_ssize_t ast, const double* c,
+                              const double* dh, const double* dh2, const double* dc, double* dz,
+                              Py_ssize_t zs, double* dc_prev, Py_ssize_t n)
+
+
+cdef extern from *:
+    """
+    /* every thread of the enclosing parallel region waits here for the others (an
+       orphaned barrier: it binds to the region the calling function runs in) */
+    static inline void mn_omp_barrier(void) {
+    #ifdef _OPENMP
+        _Pragma("omp barrier")
+    #endif
+    }
+    """
+    void mn_omp_barrier() nogil
 
 
 def lstm_forward(Buffer z, Buffer c, Buffer act, Buffer c_new, Buffer h_new, Py_ssize_t B,
@@ -63,3 +91,185 @@ def lstm_backward(Buffer act, Buffer c, Buffer dh, Buffer dc, Buffer dz, Buffer 
                 mn_lstm_bwd_f64(<double*>act.ptr + b * 5 * n, <double*>c.ptr + b * n,
                                 <double*>dh.ptr + b * n, <double*>dc.ptr + b * n,
                                 <double*>dz.ptr + b * 4 * n, <double*>dc_prev.ptr + b * n, n)
+
+
+# A whole layer over a sequence -------------------------------------------------------
+# Per step, each thread of one parallel region owns a block of hidden units: it
+# multiplies h_t by its own copy of w's columns for those units (the four gates' blocks
+# side by side, so the product's output is exactly what its gate kernel reads), then
+# runs the gates for those units; one barrier per step before h_{t+1} is read whole.
+# Per-step ops from Python cost ~70 us a step on top of a ~40 us product (20 x 256 x
+# 1024: a language model's); the copy of w stays in that thread's L2 across the steps.
+cdef inline Py_ssize_t _units(Py_ssize_t n, int nt, int t) noexcept nogil:
+    return n * t // nt
+
+
+cdef inline Py_ssize_t _round16(Py_ssize_t items) noexcept nogil:
+    return (items + 15) // 16 * 16
+
+
+cdef int _seq_threads(Py_ssize_t B, Py_ssize_t n) noexcept nogil:
+    """Threads for a step's B x n x 4n product, at most one per hidden unit."""
+    cdef int nt = threads_for(B * n * n // 16)
+    return <int>min(<Py_ssize_t>nt, max(n, 1))
+
+
+cdef Py_ssize_t _seq_scratch(Py_ssize_t B, Py_ssize_t n, int nt, bint backward,
+                             int itemsize) noexcept nogil:
+    """Items of scratch per thread: its block of w, the step's product (forward) or dh
+    and two dc blocks (backward), and the product's packing (the largest of the two
+    block widths' paths)."""
+    cdef Py_ssize_t hi = (n + nt - 1) // nt, lo = n // nt, work
+    if backward:   # dh (B x nu) = dz_t (B x 4n) @ the block's columns of w^T (4n x nu)
+        work = max(serial_items(B, hi, 4 * n, 4 * n, hi, 1, itemsize),
+                   serial_items(B, lo, 4 * n, 4 * n, lo, 1, itemsize))
+        return _round16(4 * n * hi) + 3 * _round16(B * hi) + _round16(work)
+    work = max(serial_items(B, 4 * hi, n, n, 4 * hi, 1, itemsize),
+               serial_items(B, 4 * lo, n, n, 4 * lo, 1, itemsize))
+    return _round16(4 * n * hi) + _round16(4 * B * hi) + _round16(work)
+
+
+cdef inline void _gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A,
+                       Py_ssize_t ars, const floating* B, floating* C,
+                       floating* work) noexcept nogil:
+    """C (M x N) = A (rows ars apart) @ B (K x N), both compact along their rows."""
+    if floating is float:
+        gemm_serial_f32(M, N, K, A, ars, 1, B, N, 1, C, work)
+    else:
+        gemm_serial_f64(M, N, K, A, ars, 1, B, N, 1, C, work)
+
+
+cdef void _seq_fwd(const floating* xp, const floating* w, floating* hs, floating* cs,
+                   floating* act, Py_ssize_t S, Py_ssize_t B, Py_ssize_t n, int nt,
+                   floating* scratch, Py_ssize_t per) noexcept nogil:
+    cdef Py_ssize_t hi = (n + nt - 1) // nt, u0, nu, t, b, p, k, row
+    cdef int tid
+    cdef floating* wb
+    cdef floating* z
+    cdef floating* work
+    with parallel(num_threads=nt):
+        tid = threadid()
+        u0 = _units(n, nt, tid)
+        nu = _units(n, nt, tid + 1) - u0
+        wb = scratch + tid * per                 # (n, 4 nu): w's columns of the block
+        z = wb + _round16(4 * n * hi)            # (B, 4 nu): the step's h_t @ wb
+        work = z + _round16(4 * B * hi)
+        for p in range(n):
+            for k in range(4):
+                memcpy(wb + p * 4 * nu + k * nu, w + p * 4 * n + k * n + u0,
+                       nu * sizeof(floating))
+        for t in range(S):
+            _gemm(B, 4 * nu, n, hs + t * B * n, n, wb, z, work)
+            for b in range(B):
+                row = t * B + b
+                if floating is float:
+                    mn_lstm_fwd_rows_f32(z + b * 4 * nu, nu, xp + row * 4 * n + u0, n,
+                                         cs + row * n + u0, act + row * 5 * n + u0, n,
+                                         cs + (row + B) * n + u0, hs + (row + B) * n + u0, nu)
+                else:
+                    mn_lstm_fwd_rows_f64(z + b * 4 * nu, nu, xp + row * 4 * n + u0, n,
+                                         cs + row * n + u0, act + row * 5 * n + u0, n,
+                                         cs + (row + B) * n + u0, hs + (row + B) * n + u0, nu)
+            mn_omp_barrier()   # h_{t+1} whole before any thread's next product reads it
+
+
+cdef void _seq_bwd(const floating* act, const floating* cs, const floating* w,
+                   const floating* dhs, const floating* dhn, const floating* dcn,
+                   floating* dz, floating* dh0, floating* dc0, Py_ssize_t S, Py_ssize_t B,
+                   Py_ssize_t n, int nt, floating* scratch, Py_ssize_t per) noexcept nogil:
+    cdef Py_ssize_t hi = (n + nt - 1) // nt, u0, nu, t, b, j, k, row
+    cdef int tid
+    cdef floating* wb
+    cdef floating* dh
+    cdef floating* dca
+    cdef floating* dcb
+    cdef floating* tmp
+    cdef floating* work
+    with parallel(num_threads=nt):
+        tid = threadid()
+        u0 = _units(n, nt, tid)
+        nu = _units(n, nt, tid + 1) - u0
+        wb = scratch + tid * per                 # (4n, nu): w^T's columns of the block
+        dh = wb + _round16(4 * n * hi)           # (B, nu): the gradient of h_{t+1}
+        dca = dh + _round16(B * hi)              # (B, nu): that of c_{t+1}, then c_t
+        dcb = dca + _round16(B * hi)
+        work = dcb + _round16(B * hi)
+        for j in range(nu):
+            for k in range(4 * n):
+                wb[k * nu + j] = w[(u0 + j) * 4 * n + k]
+        for b in range(B):
+            memcpy(dh + b * nu, dhn + b * n + u0, nu * sizeof(floating))
+            memcpy(dca + b * nu, dcn + b * n + u0, nu * sizeof(floating))
+        for t in range(S - 1, -1, -1):
+            for b in range(B):
+                row = t * B + b
+                if floating is float:
+                    mn_lstm_bwd_rows_f32(act + row * 5 * n + u0, n, cs + row * n + u0,
+                                         dh + b * nu, dhs + row * n + u0, dca + b * nu,
+                                         dz + row * 4 * n + u0, n, dcb + b * nu, nu)
+                else:
+                    mn_lstm_bwd_rows_f64(act + row * 5 * n + u0, n, cs + row * n + u0,
+                                         dh + b * nu, dhs + row * n + u0, dca + b * nu,
+                                         dz + row * 4 * n + u0, n, dcb + b * nu, nu)
+            tmp = dca
+            dca = dcb
+            dcb = tmp
+            mn_omp_barrier()   # dz_t whole before any thread's product reads it
+            _gemm(B, nu, 4 * n, dz + t * B * 4 * n, 4 * n, wb, dh, work)
+        for b in range(B):
+            memcpy(dh0 + b * n + u0, dh + b * nu, nu * sizeof(floating))
+            memcpy(dc0 + b * n + u0, dca + b * nu, nu * sizeof(floating))
+
+
+def lstm_seq_forward(Buffer xp, Buffer w, Buffer hs, Buffer cs, Buffer act, Py_ssize_t S,
+                     Py_ssize_t B, Py_ssize_t n, int itemsize):
+    """xp (S, B, 4n: x W_ih + biases), w (n, 4n), hs[0] and cs[0] -> hs[1..S], cs[1..S]
+    (both (S + 1, B, n)) and act (S, B, 5n, as lstm_forward's); all compact."""
+    check_itemsize(itemsize, "lstm_sequence")
+    need(xp, 0, (S, B, 4 * n), itemsize, "lstm_sequence", "projected input")
+    need(w, 0, (n, 4 * n), itemsize, "lstm_sequence", "w_hh")
+    need(hs, 0, (S + 1, B, n), itemsize, "lstm_sequence", "hidden states")
+    need(cs, 0, (S + 1, B, n), itemsize, "lstm_sequence", "cell states")
+    need(act, 0, (S, B, 5 * n), itemsize, "lstm_sequence", "activations")
+    if S == 0 or B == 0 or n == 0:
+        return
+    cdef int nt = _seq_threads(B, n)
+    cdef Py_ssize_t per = _seq_scratch(B, n, nt, False, itemsize)
+    cdef Buffer scratch = Buffer(nt * per * itemsize)
+    with nogil:
+        if itemsize == 4:
+            _seq_fwd(<float*>xp.ptr, <float*>w.ptr, <float*>hs.ptr, <float*>cs.ptr,
+                         <float*>act.ptr, S, B, n, nt, <float*>scratch.ptr, per)
+        else:
+            _seq_fwd(<double*>xp.ptr, <double*>w.ptr, <double*>hs.ptr, <double*>cs.ptr,
+                         <double*>act.ptr, S, B, n, nt, <double*>scratch.ptr, per)
+
+
+def lstm_seq_backward(Buffer act, Buffer cs, Buffer w, Buffer dhs, Buffer dhn, Buffer dcn,
+                      Buffer dz, Buffer dh0, Buffer dc0, Py_ssize_t S, Py_ssize_t B,
+                      Py_ssize_t n, int itemsize):
+    """The steps of lstm_seq_forward in reverse: from act, cs (forward's), w, the outputs'
+    gradients dhs (S, B, n) and those of h_S and c_S (dhn, dcn (B, n)): dz (S, B, 4n, the
+    gradient of xp) and the gradients of h_0 and c_0 (dh0, dc0 (B, n)); all compact."""
+    check_itemsize(itemsize, "lstm_sequence_grad")
+    need(act, 0, (S, B, 5 * n), itemsize, "lstm_sequence_grad", "activations")
+    need(cs, 0, (S + 1, B, n), itemsize, "lstm_sequence_grad", "cell states")
+    need(w, 0, (n, 4 * n), itemsize, "lstm_sequence_grad", "w_hh")
+    need(dhs, 0, (S, B, n), itemsize, "lstm_sequence_grad", "outputs' gradient")
+    need(dz, 0, (S, B, 4 * n), itemsize, "lstm_sequence_grad", "gates' gradient dz")
+    for buf, name in ((dhn, "dh_n"), (dcn, "dc_n"), (dh0, "dh_0"), (dc0, "dc_0")):
+        need(buf, 0, (B, n), itemsize, "lstm_sequence_grad", name)
+    if S == 0 or B == 0 or n == 0:
+        return
+    cdef int nt = _seq_threads(B, n)
+    cdef Py_ssize_t per = _seq_scratch(B, n, nt, True, itemsize)
+    cdef Buffer scratch = Buffer(nt * per * itemsize)
+    with nogil:
+        if itemsize == 4:
+            _seq_bwd(<float*>act.ptr, <float*>cs.ptr, <float*>w.ptr, <float*>dhs.ptr,
+                         <float*>dhn.ptr, <float*>dcn.ptr, <float*>dz.ptr, <float*>dh0.ptr,
+                         <float*>dc0.ptr, S, B, n, nt, <float*>scratch.ptr, per)
+        else:
+            _seq_bwd(<double*>act.ptr, <double*>cs.ptr, <double*>w.ptr, <double*>dhs.ptr,
+                         <double*>dhn.ptr, <double*>dcn.ptr, <double*>dz.ptr, <double*>dh0.ptr,
+                         <double*>dc0.ptr, S, B, n, nt, <double*>scratch.ptr, per)

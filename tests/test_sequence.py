@@ -204,6 +204,67 @@ def test_fused_lstm_layer_matches_the_step_by_step_composite(seq, batch):
         np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-12)
 
 
+def _lstm_layer_run(arrays, weights, dtype):
+    """(outputs, gradients of every input) of ops.lstm_layer under a weighted-sum loss."""
+    ins = [Tensor(a, dtype=dtype, requires_grad=True) for a in arrays]
+    outs = ops.lstm_layer(*ins)
+    sum((o * Tensor(w, dtype=dtype)).sum() for o, w in zip(outs, weights)).backward()
+    return [o.numpy() for o in outs] + [x.grad.numpy() for x in ins]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("seq,batch,n", [(35, 20, 64), (3, 70, 33), (1, 1, 1), (2, 5, 129),
+                                         (2, 64, 40)])
+def test_lstm_sequence_kernel_matches_the_per_step_ops(monkeypatch, dtype, threads, seq, batch,
+                                                       n):
+    """The CPU's whole-sequence kernels (each thread a block of hidden units, one barrier
+    a step) against the same op run a step at a time (a GEMM and the gate kernel per
+    step): outputs and the gradients of xp, w_hh, h_0 and c_0, odd unit counts that
+    split unevenly over the threads, batch 1 and a batch past the few-rows GEMM path."""
+    from mininet.backend.cpu import CPUDevice
+    r = np.random.default_rng(seq * 1000 + batch + n)
+    arrays = [r.standard_normal((seq, batch, 4 * n)), r.standard_normal((n, 4 * n)) * 0.3,
+              r.standard_normal((batch, n)), r.standard_normal((batch, n))]
+    weights = [r.standard_normal((seq, batch, n)), r.standard_normal((batch, n)),
+               r.standard_normal((batch, n))]
+    before = mininet.get_num_threads()
+    mininet.set_num_threads(threads)
+    try:
+        fused = _lstm_layer_run(arrays, weights, dtype)
+        monkeypatch.setattr(CPUDevice, "capabilities", CPUDevice.capabilities - {"lstm_seq"})
+        steps = _lstm_layer_run(arrays, weights, dtype)
+    finally:
+        mininet.set_num_threads(before)
+    tol = 2e-5 if dtype == "float32" else 1e-12
+    for a, b in zip(fused, steps):
+        assert a.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+def test_lstm_sequence_kernels_refuse_wrong_arrays():
+    """The device kernels name a wrong shape, dtype or layout before anything runs."""
+    from mininet.ndarray import NDArray
+    dev = mininet.cpu()
+    S, B, n = 3, 2, 4
+    make = lambda *shape, dt="float32": NDArray(np.zeros(shape, dtype=dt), device=dev)
+    xp, w, hs, cs, act = make(S, B, 4 * n), make(n, 4 * n), make(S + 1, B, n), make(S + 1, B, n), \
+        make(S, B, 5 * n)
+    with pytest.raises(ValueError, match=r"must be compact float32 of shape \(3, 2, 20\)"):
+        dev.lstm_sequence(xp, w, hs, cs, make(S, B, 4 * n))
+    with pytest.raises(ValueError, match="float32"):
+        dev.lstm_sequence(xp, make(n, 4 * n, dt="float64"), hs, cs, act)
+    with pytest.raises(ValueError, match="compact"):
+        dev.lstm_sequence(xp, make(4 * n, n).permute((1, 0)), hs, cs, act)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        dev.lstm_sequence(xp, w, hs, cs, make(S, B, 5 * n, dt="int64"))
+    dhs, st = make(S, B, n), make(B, n)
+    with pytest.raises(ValueError, match=r"shape \(2, 4\)"):
+        dev.lstm_sequence_grad(act, cs, w, dhs, st, st, make(S, B, 4 * n), make(B, n + 1), st)
+    dev.lstm_sequence(xp, w, hs, cs, act)   # the right arrays run: zeros in, h = 0
+    assert not hs.numpy().any() and np.allclose(act.numpy()[..., :n], 0.5)
+
+
 def test_lstm_layer_bad_shapes_name_them():
     xp, w, h = (Tensor(np.zeros(s)) for s in ((3, 2, 8), (2, 8), (2, 2)))
     with pytest.raises(ValueError, match=r"needs w_hh \(2, 8\) and states \(2, 2\)"):

@@ -73,6 +73,15 @@ def _rows_of(kernel, x, full=(), per_col=(), per_row=()):
     return r, d
 
 
+def _check_seq(what, dtype, *pairs):
+    """Each (array, shape) pair compact with that shape and dtype: the sequence kernels
+    index every array from its first element by these sizes."""
+    for a, shape in pairs:
+        if tuple(a.shape) != shape or a.dtype != dtype or not a.is_compact():
+            raise ValueError(f"{what}: an array {a.dtype} {a.shape} (strides {a.strides}) must "
+                             f"be compact {dtype} of shape {shape}")
+
+
 def _opt_at(a):
     """(buffer, offset) of an optional array a (a bias, a weight), or (None, 0)."""
     return (None, 0) if a is None else (a.handle, a.offset)
@@ -108,7 +117,7 @@ _ENV_KEYS = {n: n.encode() for n in ("MININET_CONV_NHWC", "MININET_WINOGRAD",
 class CPUDevice(Device):
     name = "cpu"
     capabilities = frozenset({"conv2d", "conv2d_relu", "softmax_xent", "xent_checks_labels",
-                              "batchnorm", "batchnorm_relu", "rows", "share_host", "lstm",
+                              "batchnorm", "batchnorm_relu", "rows", "share_host", "lstm", "lstm_seq",
                               "layernorm", "softmax", "bias_act", "relu_grad_bias", "conv2d_bf16"})
     # Output pixels per image below which im2col + one GEMM beats the implicit GEMM: the
     # fused kernels cut each image into panels of 32 pixels, so 4x4 or 1x1 outputs (a
@@ -353,6 +362,25 @@ class CPUDevice(Device):
         b, n = c.shape
         _rnn.lstm_backward(_at(act), _at(c), _at(dh), _at(dc), _at(dz), _at(dc_prev), b, n,
                            c.dtype.itemsize)
+
+    # a whole LSTM layer's steps (every array compact, one float dtype)
+    def lstm_sequence(self, xp, w, hs, cs, act):
+        _floats("LSTM sequence", xp, w, hs, cs, act)
+        S, B, n4 = xp.shape
+        n = n4 // 4
+        _check_seq("lstm_sequence", xp.dtype, (xp, (S, B, 4 * n)), (w, (n, 4 * n)),
+                   (hs, (S + 1, B, n)), (cs, (S + 1, B, n)), (act, (S, B, 5 * n)))
+        _rnn.lstm_seq_forward(_at(xp), _at(w), _at(hs), _at(cs), _at(act), S, B, n,
+                              xp.dtype.itemsize)
+
+    def lstm_sequence_grad(self, act, cs, w, dhs, dhn, dcn, dz, dh0, dc0):
+        S, B, n = dhs.shape
+        _floats("LSTM sequence gradient", act, cs, w, dhs, dhn, dcn, dz, dh0, dc0)
+        _check_seq("lstm_sequence_grad", dhs.dtype, (act, (S, B, 5 * n)), (cs, (S + 1, B, n)),
+                   (w, (n, 4 * n)), (dhs, (S, B, n)), (dhn, (B, n)), (dcn, (B, n)),
+                   (dz, (S, B, 4 * n)), (dh0, (B, n)), (dc0, (B, n)))
+        _rnn.lstm_seq_backward(_at(act), _at(cs), _at(w), _at(dhs), _at(dhn), _at(dcn), _at(dz),
+                               _at(dh0), _at(dc0), S, B, n, dhs.dtype.itemsize)
 
     # Linear's epilogue: y (compact) += bias, max(0, .) with relu, in one pass
     def bias_act(self, y, bias, relu):

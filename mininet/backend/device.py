@@ -26,6 +26,7 @@ class Device:
     (ops ask dev.has("conv2d") and otherwise compose the op from core kernels):
     conv2d (implicit-GEMM convolution), softmax_xent (fused cross-entropy), batchnorm,
     rows (take_rows / add_rows: embedding lookups), lstm (lstm_gates / lstm_gates_grad),
+    lstm_seq (lstm_sequence / lstm_sequence_grad: a layer's steps in one call),
     dropout (dropout_mask: masks from a counter-based generator on the device),
     share_host (share(numpy array): a handle over host memory, and array_view(NDArray): a
     numpy array over a compact array's memory, both without a copy), xent_checks_labels
@@ -287,6 +288,19 @@ class Device:
         """dz (B, 4n) and dc_prev (B, n) from dh, dc and forward's act and c."""
         raise NotImplementedError
 
+    # capability lstm_seq
+    def lstm_sequence(self, xp, w, hs, cs, act):
+        """An LSTM layer's steps: from xp (S, B, 4n: x W_ih + biases), w (n, 4n) and
+        hs[0], cs[0], the states hs[1..S], cs[1..S] ((S + 1, B, n) each) and act (S, B, 5n:
+        each step's lstm_gates act), step t's gates from xp[t] + hs[t] @ w."""
+        raise NotImplementedError
+
+    def lstm_sequence_grad(self, act, cs, w, dhs, dhn, dcn, dz, dh0, dc0):
+        """lstm_sequence's steps in reverse: dz (S, B, 4n: the gradient of xp) and those of
+        h_0 and c_0 (dh0, dc0) from the outputs' gradient dhs (S, B, n) and h_S's and
+        c_S's (dhn, dcn (B, n))."""
+        raise NotImplementedError
+
     # capability dropout
     def dropout_mask(self, mask, keep, scale, seed, counter):
         """Compact mask = scale where u < keep, else 0; u = (w >> 8) / 2^24 for w the word
@@ -320,6 +334,7 @@ KERNELS = {
     "conv2d_relu": ("conv2d", "to_nchw"),   # both take relu=True (the op's ReLU epilogue)
     "rows": ("take_rows", "add_rows"),
     "lstm": ("lstm_gates", "lstm_gates_grad"),
+    "lstm_seq": ("lstm_sequence", "lstm_sequence_grad"),
     "dropout": ("dropout_mask",),
     "share_host": ("share", "array_view"),
     "bias_act": ("bias_act",),
