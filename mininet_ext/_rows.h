@@ -1,8 +1,9 @@
-/* One row's loops for mininet_ext/rows.pyx (and the softmax for losses.pyx's _xent.h): layer norm and softmax over the last dim of
- * a compact (R, D) array. In C so that the sums vectorise (`omp simd reduction` lets gcc
- * split them into lanes) and exp goes through libmvec (_vecmath.h). Sums are taken in
- * double; the layer norm's variance is the mean of squares about the mean (two passes
- * over a row that sits in L1), so no cancellation. w or b NULL: no weight / no bias. */
+/* One row's loops for mininet_ext/rows.pyx (and the softmax for losses.pyx's _xent.h):
+ * layer norm and softmax over the last dim of a compact (R, D) array. In C so that the
+ * sums vectorise (`omp simd reduction` lets gcc split them into lanes) and exp goes
+ * through libmvec (_vecmath.h). Sums are taken in double; the layer norm's variance is
+ * the mean of squares about the mean (two passes over a row that sits in L1), so no
+ * cancellation. w or b NULL: no weight / no bias. */
 #ifndef MN_ROWS_H
 #define MN_ROWS_H
 #include "_vecmath.h"
@@ -79,7 +80,7 @@ static inline void mn_ln_back_row_##SFX(const T* __restrict g, const T* __restri
 /* y = exp(x - max x) / sum; returns the sum, the max in *max unless NULL (the          \
  * cross-entropy's log-sum-exp, _xent.h). A NaN in the row (which the max may skip)    \
  * makes its exp, so the sum and every output, NaN, as the ops' version */             \
-static inline double mn_softmax_row_##SFX(const T* __restrict x, T* __restrict y,       \
+MN_WIDE static inline double mn_softmax_row_##SFX(const T* __restrict x, T* __restrict y, \
                                            ptrdiff_t n, T* max)                          \
 {                                                                                        \
     T m = n ? x[0] : (T)0;                                                               \

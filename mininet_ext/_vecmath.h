@@ -19,4 +19,13 @@ MN_SIMD_DECL(double, log1p, double)
 MN_SIMD_DECL(float, expm1f, float)
 MN_SIMD_DECL(double, expm1, double)
 #endif
+/* MN_WIDE: a function vectorised at 512 bits on AVX-512 builds, where gcc otherwise
+ * prefers 256-bit vectors and calls libmvec's 8-wide functions. The softmax row took
+ * 0.76x the time in cache with it (20 x 10000 cross-entropy rows, Xeon model 167, one
+ * thread: 143 -> 109 us; 700 x 10000 from memory, 2 threads: 3.75 -> 2.62 ms). */
+#if defined(__AVX512F__) && defined(__GNUC__) && !defined(__clang__)
+#define MN_WIDE __attribute__((target("prefer-vector-width=512")))
+#else
+#define MN_WIDE
+#endif
 #endif
