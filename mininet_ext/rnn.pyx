@@ -34,6 +34,21 @@ cdef extern from "_lstm.h" nogil:
                               Py_ssize_t zs, double* dc_prev, Py_ssize_t n)
 
 
+cdef extern from "_gru.h" nogil:
+    void mn_gru_fwd_rows_f32(const float* hp, Py_ssize_t hs, const float* b, Py_ssize_t bs,
+                             const float* x, Py_ssize_t xs, const float* h, float* act,
+                             Py_ssize_t ast, float* h_new, Py_ssize_t n)
+    void mn_gru_fwd_rows_f64(const double* hp, Py_ssize_t hs, const double* b, Py_ssize_t bs,
+                             const double* x, Py_ssize_t xs, const double* h, double* act,
+                             Py_ssize_t ast, double* h_new, Py_ssize_t n)
+    void mn_gru_bwd_rows_f32(const float* act, Py_ssize_t ast, const float* h, const float* dh,
+                             const float* dh2, float* dxp, float* dhp, Py_ssize_t ds,
+                             float* keep, Py_ssize_t n)
+    void mn_gru_bwd_rows_f64(const double* act, Py_ssize_t ast, const double* h,
+                             const double* dh, const double* dh2, double* dxp, double* dhp,
+                             Py_ssize_t ds, double* keep, Py_ssize_t n)
+
+
 cdef extern from *:
     """
     /* every thread of the enclosing parallel region waits here for the others (an
@@ -114,19 +129,37 @@ cdef int _seq_threads(Py_ssize_t B, Py_ssize_t n) noexcept nogil:
     return <int>min(<Py_ssize_t>nt, max(n, 1))
 
 
-cdef Py_ssize_t _seq_scratch(Py_ssize_t B, Py_ssize_t n, int nt, bint backward,
+cdef Py_ssize_t _seq_scratch(Py_ssize_t B, Py_ssize_t n, int nt, int G, int blocks,
                              int itemsize) noexcept nogil:
-    """Items of scratch per thread: its block of w, the step's product (forward) or dh
-    and two dc blocks (backward), and the product's packing (the largest of the two
-    block widths' paths)."""
+    """Items of scratch per thread, for G gate blocks: its block of w (or w^T), then
+    forward (blocks 0) the step's product (B x G nu), backward `blocks` (B x nu) blocks
+    (dh, dc...), then the product's packing (the larger of the two block widths')."""
     cdef Py_ssize_t hi = (n + nt - 1) // nt, lo = n // nt, work
-    if backward:   # dh (B x nu) = dz_t (B x 4n) @ the block's columns of w^T (4n x nu)
-        work = max(serial_items(B, hi, 4 * n, 4 * n, hi, 1, itemsize),
-                   serial_items(B, lo, 4 * n, 4 * n, lo, 1, itemsize))
-        return _round16(4 * n * hi) + 3 * _round16(B * hi) + _round16(work)
-    work = max(serial_items(B, 4 * hi, n, n, 4 * hi, 1, itemsize),
-               serial_items(B, 4 * lo, n, n, 4 * lo, 1, itemsize))
-    return _round16(4 * n * hi) + _round16(4 * B * hi) + _round16(work)
+    if blocks:   # dh (B x nu) = dz_t (B x G n) @ the block's columns of w^T (G n x nu)
+        work = max(serial_items(B, hi, G * n, G * n, hi, 1, itemsize),
+                   serial_items(B, lo, G * n, G * n, lo, 1, itemsize))
+        return _round16(G * n * hi) + blocks * _round16(B * hi) + _round16(work)
+    work = max(serial_items(B, G * hi, n, n, G * hi, 1, itemsize),
+               serial_items(B, G * lo, n, n, G * lo, 1, itemsize))
+    return _round16(G * n * hi) + _round16(G * B * hi) + _round16(work)
+
+
+cdef void _w_cols(floating* wb, const floating* w, Py_ssize_t n, int G, Py_ssize_t u0,
+                  Py_ssize_t nu) noexcept nogil:
+    """wb (n, G nu) = the columns of w (n, G n) for units u0 .. u0 + nu of each gate."""
+    cdef Py_ssize_t p, k
+    for p in range(n):
+        for k in range(G):
+            memcpy(wb + (p * G + k) * nu, w + (p * G + k) * n + u0, nu * sizeof(floating))
+
+
+cdef void _wt_cols(floating* wb, const floating* w, Py_ssize_t n, int G, Py_ssize_t u0,
+                   Py_ssize_t nu) noexcept nogil:
+    """wb (G n, nu) = the columns of w^T for units u0 .. u0 + nu: wb[k, j] = w[u0 + j, k]."""
+    cdef Py_ssize_t j, k
+    for j in range(nu):
+        for k in range(G * n):
+            wb[k * nu + j] = w[(u0 + j) * G * n + k]
 
 
 cdef inline void _gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A,
@@ -142,7 +175,7 @@ cdef inline void _gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating*
 cdef void _seq_fwd(const floating* xp, const floating* w, floating* hs, floating* cs,
                    floating* act, Py_ssize_t S, Py_ssize_t B, Py_ssize_t n, int nt,
                    floating* scratch, Py_ssize_t per) noexcept nogil:
-    cdef Py_ssize_t hi = (n + nt - 1) // nt, u0, nu, t, b, p, k, row
+    cdef Py_ssize_t hi = (n + nt - 1) // nt, u0, nu, t, b, row
     cdef int tid
     cdef floating* wb
     cdef floating* z
@@ -154,10 +187,7 @@ cdef void _seq_fwd(const floating* xp, const floating* w, floating* hs, floating
         wb = scratch + tid * per                 # (n, 4 nu): w's columns of the block
         z = wb + _round16(4 * n * hi)            # (B, 4 nu): the step's h_t @ wb
         work = z + _round16(4 * B * hi)
-        for p in range(n):
-            for k in range(4):
-                memcpy(wb + p * 4 * nu + k * nu, w + p * 4 * n + k * n + u0,
-                       nu * sizeof(floating))
+        _w_cols(wb, w, n, 4, u0, nu)
         for t in range(S):
             _gemm(B, 4 * nu, n, hs + t * B * n, n, wb, z, work)
             for b in range(B):
@@ -177,7 +207,7 @@ cdef void _seq_bwd(const floating* act, const floating* cs, const floating* w,
                    const floating* dhs, const floating* dhn, const floating* dcn,
                    floating* dz, floating* dh0, floating* dc0, Py_ssize_t S, Py_ssize_t B,
                    Py_ssize_t n, int nt, floating* scratch, Py_ssize_t per) noexcept nogil:
-    cdef Py_ssize_t hi = (n + nt - 1) // nt, u0, nu, t, b, j, k, row
+    cdef Py_ssize_t hi = (n + nt - 1) // nt, u0, nu, t, b, row
     cdef int tid
     cdef floating* wb
     cdef floating* dh
@@ -194,9 +224,7 @@ cdef void _seq_bwd(const floating* act, const floating* cs, const floating* w,
         dca = dh + _round16(B * hi)              # (B, nu): that of c_{t+1}, then c_t
         dcb = dca + _round16(B * hi)
         work = dcb + _round16(B * hi)
-        for j in range(nu):
-            for k in range(4 * n):
-                wb[k * nu + j] = w[(u0 + j) * 4 * n + k]
+        _wt_cols(wb, w, n, 4, u0, nu)
         for b in range(B):
             memcpy(dh + b * nu, dhn + b * n + u0, nu * sizeof(floating))
             memcpy(dca + b * nu, dcn + b * n + u0, nu * sizeof(floating))
@@ -234,7 +262,7 @@ def lstm_seq_forward(Buffer xp, Buffer w, Buffer hs, Buffer cs, Buffer act, Py_s
     if S == 0 or B == 0 or n == 0:
         return
     cdef int nt = _seq_threads(B, n)
-    cdef Py_ssize_t per = _seq_scratch(B, n, nt, False, itemsize)
+    cdef Py_ssize_t per = _seq_scratch(B, n, nt, 4, 0, itemsize)
     cdef Buffer scratch = Buffer(nt * per * itemsize)
     with nogil:
         if itemsize == 4:
@@ -262,7 +290,7 @@ def lstm_seq_backward(Buffer act, Buffer cs, Buffer w, Buffer dhs, Buffer dhn, B
     if S == 0 or B == 0 or n == 0:
         return
     cdef int nt = _seq_threads(B, n)
-    cdef Py_ssize_t per = _seq_scratch(B, n, nt, True, itemsize)
+    cdef Py_ssize_t per = _seq_scratch(B, n, nt, 4, 3, itemsize)
     cdef Buffer scratch = Buffer(nt * per * itemsize)
     with nogil:
         if itemsize == 4:
@@ -273,3 +301,135 @@ def lstm_seq_backward(Buffer act, Buffer cs, Buffer w, Buffer dhs, Buffer dhn, B
             _seq_bwd(<double*>act.ptr, <double*>cs.ptr, <double*>w.ptr, <double*>dhs.ptr,
                          <double*>dhn.ptr, <double*>dcn.ptr, <double*>dz.ptr, <double*>dh0.ptr,
                          <double*>dc0.ptr, S, B, n, nt, <double*>scratch.ptr, per)
+
+
+# GRU: the same scheme, three gate blocks (r, z, n); b_hh is added to each step's h W_hh
+# before the gates (its n block sits inside r's product)
+cdef void _gru_fwd(const floating* xp, const floating* w, const floating* bias,
+                   floating* hs, floating* act, Py_ssize_t S, Py_ssize_t B, Py_ssize_t n,
+                   int nt, floating* scratch, Py_ssize_t per) noexcept nogil:
+    cdef Py_ssize_t hi = (n + nt - 1) // nt, u0, nu, t, b, row
+    cdef int tid
+    cdef floating* wb
+    cdef floating* hp
+    cdef floating* work
+    cdef const floating* bb
+    with parallel(num_threads=nt):
+        tid = threadid()
+        u0 = _units(n, nt, tid)
+        nu = _units(n, nt, tid + 1) - u0
+        wb = scratch + tid * per                 # (n, 3 nu): w's columns of the block
+        hp = wb + _round16(3 * n * hi)           # (B, 3 nu): the step's h_t @ wb
+        work = hp + _round16(3 * B * hi)
+        bb = bias + u0 if bias != NULL else NULL
+        _w_cols(wb, w, n, 3, u0, nu)
+        for t in range(S):
+            _gemm(B, 3 * nu, n, hs + t * B * n, n, wb, hp, work)
+            for b in range(B):
+                row = t * B + b
+                if floating is float:
+                    mn_gru_fwd_rows_f32(hp + b * 3 * nu, nu, bb, n, xp + row * 3 * n + u0, n,
+                                        hs + row * n + u0, act + row * 4 * n + u0, n,
+                                        hs + (row + B) * n + u0, nu)
+                else:
+                    mn_gru_fwd_rows_f64(hp + b * 3 * nu, nu, bb, n, xp + row * 3 * n + u0, n,
+                                        hs + row * n + u0, act + row * 4 * n + u0, n,
+                                        hs + (row + B) * n + u0, nu)
+            mn_omp_barrier()   # h_{t+1} whole before any thread's next product reads it
+
+
+cdef void _gru_bwd(const floating* act, const floating* hs, const floating* w,
+                   const floating* dhs, const floating* dhn, floating* dxp, floating* dhp,
+                   floating* dh0, Py_ssize_t S, Py_ssize_t B, Py_ssize_t n, int nt,
+                   floating* scratch, Py_ssize_t per) noexcept nogil:
+    cdef Py_ssize_t hi = (n + nt - 1) // nt, u0, nu, t, b, j, row
+    cdef int tid
+    cdef floating* wb
+    cdef floating* dh
+    cdef floating* keep
+    cdef floating* work
+    with parallel(num_threads=nt):
+        tid = threadid()
+        u0 = _units(n, nt, tid)
+        nu = _units(n, nt, tid + 1) - u0
+        wb = scratch + tid * per                 # (3n, nu): w^T's columns of the block
+        dh = wb + _round16(3 * n * hi)           # (B, nu): the gradient of h_{t+1}
+        keep = dh + _round16(B * hi)             # (B, nu): its part through z
+        work = keep + _round16(B * hi)
+        _wt_cols(wb, w, n, 3, u0, nu)
+        for b in range(B):
+            memcpy(dh + b * nu, dhn + b * n + u0, nu * sizeof(floating))
+        for t in range(S - 1, -1, -1):
+            for b in range(B):
+                row = t * B + b
+                if floating is float:
+                    mn_gru_bwd_rows_f32(act + row * 4 * n + u0, n, hs + row * n + u0,
+                                        dh + b * nu, dhs + row * n + u0, dxp + row * 3 * n + u0,
+                                        dhp + row * 3 * n + u0, n, keep + b * nu, nu)
+                else:
+                    mn_gru_bwd_rows_f64(act + row * 4 * n + u0, n, hs + row * n + u0,
+                                        dh + b * nu, dhs + row * n + u0, dxp + row * 3 * n + u0,
+                                        dhp + row * 3 * n + u0, n, keep + b * nu, nu)
+            mn_omp_barrier()   # dhp_t whole before any thread's product reads it
+            _gemm(B, nu, 3 * n, dhp + t * B * 3 * n, 3 * n, wb, dh, work)
+            for j in range(B * nu):
+                dh[j] += keep[j]
+        for b in range(B):
+            memcpy(dh0 + b * n + u0, dh + b * nu, nu * sizeof(floating))
+
+
+def gru_seq_forward(Buffer xp, Buffer w, Buffer bias, Buffer hs, Buffer act, Py_ssize_t S,
+                    Py_ssize_t B, Py_ssize_t n, int itemsize):
+    """xp (S, B, 3n: x W_ih + b_ih), w (n, 3n), bias (3n: b_hh) or None and hs[0] ->
+    hs[1..S] ((S + 1, B, n)) and act (S, B, 4n: r, z, n, h W_hn + b_hn); all compact."""
+    check_itemsize(itemsize, "gru_sequence")
+    need(xp, 0, (S, B, 3 * n), itemsize, "gru_sequence", "projected input")
+    need(w, 0, (n, 3 * n), itemsize, "gru_sequence", "w_hh")
+    if bias is not None:
+        need(bias, 0, (3 * n,), itemsize, "gru_sequence", "b_hh")
+    need(hs, 0, (S + 1, B, n), itemsize, "gru_sequence", "hidden states")
+    need(act, 0, (S, B, 4 * n), itemsize, "gru_sequence", "activations")
+    if S == 0 or B == 0 or n == 0:
+        return
+    cdef int nt = _seq_threads(B, n)
+    cdef Py_ssize_t per = _seq_scratch(B, n, nt, 3, 0, itemsize)
+    cdef Buffer scratch = Buffer(nt * per * itemsize)
+    cdef void* bp = bias.ptr if bias is not None else NULL
+    with nogil:
+        if itemsize == 4:
+            _gru_fwd(<float*>xp.ptr, <float*>w.ptr, <float*>bp, <float*>hs.ptr, <float*>act.ptr,
+                     S, B, n, nt, <float*>scratch.ptr, per)
+        else:
+            _gru_fwd(<double*>xp.ptr, <double*>w.ptr, <double*>bp, <double*>hs.ptr,
+                     <double*>act.ptr, S, B, n, nt, <double*>scratch.ptr, per)
+
+
+def gru_seq_backward(Buffer act, Buffer hs, Buffer w, Buffer dhs, Buffer dhn, Buffer dxp,
+                     Buffer dhp, Buffer dh0, Py_ssize_t S, Py_ssize_t B, Py_ssize_t n,
+                     int itemsize):
+    """gru_seq_forward's steps in reverse: from act, hs (forward's), w, the outputs'
+    gradient dhs (S, B, n) and h_S's (dhn (B, n)): dxp (S, B, 3n), dhp (S, B, 3n: the
+    gradient of each step's h W_hh + b_hh) and h_0's gradient dh0 (B, n); all compact."""
+    check_itemsize(itemsize, "gru_sequence_grad")
+    need(act, 0, (S, B, 4 * n), itemsize, "gru_sequence_grad", "activations")
+    need(hs, 0, (S + 1, B, n), itemsize, "gru_sequence_grad", "hidden states")
+    need(w, 0, (n, 3 * n), itemsize, "gru_sequence_grad", "w_hh")
+    need(dhs, 0, (S, B, n), itemsize, "gru_sequence_grad", "outputs' gradient")
+    need(dxp, 0, (S, B, 3 * n), itemsize, "gru_sequence_grad", "input gradient dxp")
+    need(dhp, 0, (S, B, 3 * n), itemsize, "gru_sequence_grad", "recurrent gradient dhp")
+    for buf, name in ((dhn, "dh_n"), (dh0, "dh_0")):
+        need(buf, 0, (B, n), itemsize, "gru_sequence_grad", name)
+    if S == 0 or B == 0 or n == 0:
+        return
+    cdef int nt = _seq_threads(B, n)
+    cdef Py_ssize_t per = _seq_scratch(B, n, nt, 3, 2, itemsize)
+    cdef Buffer scratch = Buffer(nt * per * itemsize)
+    with nogil:
+        if itemsize == 4:
+            _gru_bwd(<float*>act.ptr, <float*>hs.ptr, <float*>w.ptr, <float*>dhs.ptr,
+                     <float*>dhn.ptr, <float*>dxp.ptr, <float*>dhp.ptr, <float*>dh0.ptr,
+                     S, B, n, nt, <float*>scratch.ptr, per)
+        else:
+            _gru_bwd(<double*>act.ptr, <double*>hs.ptr, <double*>w.ptr, <double*>dhs.ptr,
+                     <double*>dhn.ptr, <double*>dxp.ptr, <double*>dhp.ptr, <double*>dh0.ptr,
+                     S, B, n, nt, <double*>scratch.ptr, per)

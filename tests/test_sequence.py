@@ -242,6 +242,58 @@ def test_lstm_sequence_kernel_matches_the_per_step_ops(monkeypatch, dtype, threa
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("seq,batch,n,bias", [(35, 20, 64, True), (3, 70, 33, False),
+                                              (1, 1, 1, True), (2, 5, 129, True),
+                                              (2, 64, 40, False)])
+def test_gru_sequence_kernel_matches_the_per_step_ops(monkeypatch, dtype, threads, seq, batch,
+                                                      n, bias):
+    """The GRU's whole-sequence kernels against the same op a step at a time (array ops):
+    outputs and the gradients of xp, w_hh, h_0 and b_hh (its n block inside r's product)."""
+    from mininet.backend.cpu import CPUDevice
+    from mininet.ops.rnn import gru_layer
+    r = np.random.default_rng(seq * 1000 + batch + n)
+    arrays = [r.standard_normal((seq, batch, 3 * n)), r.standard_normal((n, 3 * n)) / np.sqrt(n),
+              r.standard_normal((batch, n))] + ([r.standard_normal(3 * n)] if bias else [])
+    weights = [r.standard_normal((seq, batch, n)), r.standard_normal((batch, n))]
+
+    def run():
+        ins = [Tensor(a, dtype=dtype, requires_grad=True) for a in arrays]
+        outs = gru_layer(*ins)
+        sum((o * Tensor(w, dtype=dtype)).sum() for o, w in zip(outs, weights)).backward()
+        return [o.numpy() for o in outs] + [x.grad.numpy() for x in ins]
+    before = mininet.get_num_threads()
+    mininet.set_num_threads(threads)
+    try:
+        fused = run()
+        monkeypatch.setattr(CPUDevice, "capabilities", CPUDevice.capabilities - {"gru_seq"})
+        steps = run()
+    finally:
+        mininet.set_num_threads(before)
+    tol = 2e-5 if dtype == "float32" else 1e-12
+    for a, b in zip(fused, steps):
+        assert a.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+def test_gru_sequence_kernels_refuse_wrong_arrays():
+    from mininet.ndarray import NDArray
+    dev = mininet.cpu()
+    S, B, n = 3, 2, 4
+    make = lambda *shape, dt="float32": NDArray(np.zeros(shape, dtype=dt), device=dev)
+    xp, w, hs, act = make(S, B, 3 * n), make(n, 3 * n), make(S + 1, B, n), make(S, B, 4 * n)
+    with pytest.raises(ValueError, match=r"must be compact float32 of shape \(12,\)"):
+        dev.gru_sequence(xp, w, make(4 * n), hs, act)
+    with pytest.raises(ValueError, match=r"shape \(3, 2, 16\)"):
+        dev.gru_sequence(xp, w, None, hs, make(S, B, 3 * n))
+    st = make(B, n)
+    with pytest.raises(ValueError, match=r"shape \(3, 2, 12\)"):
+        dev.gru_sequence_grad(act, hs, w, make(S, B, n), st, make(S, B, 3 * n), make(S, B, n), st)
+    dev.gru_sequence(xp, w, make(3 * n), hs, act)   # zeros in: r = z = 1/2, h stays 0
+    assert not hs.numpy().any() and np.allclose(act.numpy()[..., :2 * n], 0.5)
+
+
 def test_lstm_sequence_kernels_refuse_wrong_arrays():
     """The device kernels name a wrong shape, dtype or layout before anything runs."""
     from mininet.ndarray import NDArray

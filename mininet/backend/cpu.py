@@ -118,6 +118,7 @@ class CPUDevice(Device):
     name = "cpu"
     capabilities = frozenset({"conv2d", "conv2d_relu", "softmax_xent", "xent_checks_labels",
                               "batchnorm", "batchnorm_relu", "rows", "share_host", "lstm", "lstm_seq",
+                              "gru_seq",
                               "layernorm", "softmax", "bias_act", "relu_grad_bias", "conv2d_bf16"})
     # Output pixels per image below which im2col + one GEMM beats the implicit GEMM: the
     # fused kernels cut each image into panels of 32 pixels, so 4x4 or 1x1 outputs (a
@@ -381,6 +382,24 @@ class CPUDevice(Device):
                    (dz, (S, B, 4 * n)), (dh0, (B, n)), (dc0, (B, n)))
         _rnn.lstm_seq_backward(_at(act), _at(cs), _at(w), _at(dhs), _at(dhn), _at(dcn), _at(dz),
                                _at(dh0), _at(dc0), S, B, n, dhs.dtype.itemsize)
+
+    def gru_sequence(self, xp, w, b, hs, act):
+        _floats("GRU sequence", xp, w, b, hs, act)
+        S, B, n3 = xp.shape
+        n = n3 // 3
+        pairs = [(xp, (S, B, 3 * n)), (w, (n, 3 * n)), (hs, (S + 1, B, n)), (act, (S, B, 4 * n))]
+        _check_seq("gru_sequence", xp.dtype, *pairs, *([] if b is None else [(b, (3 * n,))]))
+        _rnn.gru_seq_forward(_at(xp), _at(w), _at(b), _at(hs), _at(act), S, B, n,
+                             xp.dtype.itemsize)
+
+    def gru_sequence_grad(self, act, hs, w, dhs, dhn, dxp, dhp, dh0):
+        S, B, n = dhs.shape
+        _floats("GRU sequence gradient", act, hs, w, dhs, dhn, dxp, dhp, dh0)
+        _check_seq("gru_sequence_grad", dhs.dtype, (act, (S, B, 4 * n)), (hs, (S + 1, B, n)),
+                   (w, (n, 3 * n)), (dhs, (S, B, n)), (dhn, (B, n)), (dxp, (S, B, 3 * n)),
+                   (dhp, (S, B, 3 * n)), (dh0, (B, n)))
+        _rnn.gru_seq_backward(_at(act), _at(hs), _at(w), _at(dhs), _at(dhn), _at(dxp), _at(dhp),
+                              _at(dh0), S, B, n, dhs.dtype.itemsize)
 
     # Linear's epilogue: y (compact) += bias, max(0, .) with relu, in one pass
     def bias_act(self, y, bias, relu):

@@ -26,7 +26,8 @@ class Device:
     (ops ask dev.has("conv2d") and otherwise compose the op from core kernels):
     conv2d (implicit-GEMM convolution), softmax_xent (fused cross-entropy), batchnorm,
     rows (take_rows / add_rows: embedding lookups), lstm (lstm_gates / lstm_gates_grad),
-    lstm_seq (lstm_sequence / lstm_sequence_grad: a layer's steps in one call),
+    lstm_seq and gru_seq (lstm_sequence / gru_sequence and their _grad: a recurrent
+    layer's steps in one call),
     dropout (dropout_mask: masks from a counter-based generator on the device),
     share_host (share(numpy array): a handle over host memory, and array_view(NDArray): a
     numpy array over a compact array's memory, both without a copy), xent_checks_labels
@@ -301,6 +302,19 @@ class Device:
         c_S's (dhn, dcn (B, n))."""
         raise NotImplementedError
 
+    # capability gru_seq
+    def gru_sequence(self, xp, w, b, hs, act):
+        """A GRU layer's steps (PyTorch's gates r, z, n): from xp (S, B, 3n: x W_ih + b_ih),
+        w (n, 3n), b (3n,: b_hh) or None and hs[0], the states hs[1..S] ((S + 1, B, n)) and
+        act (S, B, 4n: r, z, n and h W_hn + b_hn of each step)."""
+        raise NotImplementedError
+
+    def gru_sequence_grad(self, act, hs, w, dhs, dhn, dxp, dhp, dh0):
+        """gru_sequence's steps in reverse: dxp (S, B, 3n: the gradient of xp), dhp (the
+        same shape: that of each step's h W_hh + b_hh) and dh0 (h_0's) from the outputs'
+        gradient dhs (S, B, n) and h_S's (dhn (B, n))."""
+        raise NotImplementedError
+
     # capability dropout
     def dropout_mask(self, mask, keep, scale, seed, counter):
         """Compact mask = scale where u < keep, else 0; u = (w >> 8) / 2^24 for w the word
@@ -335,6 +349,7 @@ KERNELS = {
     "rows": ("take_rows", "add_rows"),
     "lstm": ("lstm_gates", "lstm_gates_grad"),
     "lstm_seq": ("lstm_sequence", "lstm_sequence_grad"),
+    "gru_seq": ("gru_sequence", "gru_sequence_grad"),
     "dropout": ("dropout_mask",),
     "share_host": ("share", "array_view"),
     "bias_act": ("bias_act",),

@@ -219,9 +219,10 @@ def gru_layer_composite(xp, w_hh, h0, b_hh=None):
 class GRULayer(TupleOp):
     """A GRU layer over a sequence: inputs the projected input xp (S, B, 3n) (x @ W_ih +
     b_ih, one GEMM for the sequence), w_hh (n, 3n), h0 (B, n) and optionally b_hh (3n,);
-    outputs every h_t (S, B, n) and h_n. Built from array ops, so every device runs it;
-    it keeps each step's r, z, n and h W_hn + b_hn, and backward runs the steps in
-    reverse with w_hh's gradient as one GEMM over all steps (and b_hh's as one sum).
+    outputs every h_t (S, B, n) and h_n. A device with gru_seq (the CPU) runs the steps
+    in one call each way; elsewhere they are array ops, so every device runs it. It keeps
+    each step's r, z, n and h W_hn + b_hn, and backward runs the steps in reverse with
+    w_hh's gradient as one GEMM over all steps (and b_hh's as one sum).
     The gradient of a create_graph backward is the composite's, so higher orders work."""
 
     def compute(self, xp, w, h0, b=None):
@@ -231,6 +232,9 @@ class GRULayer(TupleOp):
         self.hs = NDArray.make((S + 1, B, n), device=dev, dtype=dt)   # h_0 .. h_S
         self.act = NDArray.make((S, B, 4 * n), device=dev, dtype=dt)  # r, z, n, h W_hn + b_hn
         self.hs[0] = h0
+        if dev.has("gru_seq"):   # the steps in one call, no per-step ops
+            dev.gru_sequence(xp, w, None if b is None else b.compact(), self.hs, self.act)
+            return self.hs[1:], self.hs[S].compact()
         for t in range(S):
             hp = nd_matmul(self.hs[t], w)
             if b is not None:
@@ -249,11 +253,26 @@ class GRULayer(TupleOp):
             outs = gru_layer_composite(*node.inputs)
             return tuple(partial_grads(list(outs), list(node.inputs), list(g)))
         xp, w = node.inputs[0].cached_data, node.inputs[1].cached_data
-        dhs, dh = g.cached_data
+        dhs, dh_n = g.cached_data
         S, B, n3 = xp.shape
         n, dev, dt = n3 // 3, xp.device, xp.dtype
         dxp = NDArray.make((S, B, n3), device=dev, dtype=dt)
         dhp = NDArray.make((S, B, n3), device=dev, dtype=dt)   # d(h W_hh + b_hh) per step
+        if dev.has("gru_seq"):
+            dh = NDArray.make((B, n), device=dev, dtype=dt)
+            dev.gru_sequence_grad(self.act, self.hs, w.compact(), dhs.compact(), dh_n.compact(),
+                                  dxp, dhp, dh)
+        else:
+            dh = self._steps_grad(w, dhs, dh_n, dxp, dhp)
+        dhp2 = dhp.reshape((S * B, n3))
+        dw = nd_matmul(self.hs[:S].reshape((S * B, n)).permute((1, 0)), dhp2)
+        grads = [dxp, dw, dh.compact()] + ([dhp2.sum(0)] if len(node.inputs) == 4 else [])
+        return tuple(Tensor.make_const(a) for a in grads)
+
+    def _steps_grad(self, w, dhs, dh, dxp, dhp):
+        """h_0's gradient, dxp and dhp written: the steps in reverse, one op at a time."""
+        S, B, n3 = dxp.shape
+        n = n3 // 3
         wt = w.compact().permute((1, 0)).compact()   # as LSTMLayer's
         for t in reversed(range(S)):
             dh = dh + dhs[t]
@@ -266,10 +285,7 @@ class GRULayer(TupleOp):
             dhp[t, :, :2 * n] = dxp[t, :, :2 * n]
             dhp[t, :, 2 * n:] = dgn * r
             dh = dh * z + nd_matmul(dhp[t], wt)
-        dhp2 = dhp.reshape((S * B, n3))
-        dw = nd_matmul(self.hs[:S].reshape((S * B, n)).permute((1, 0)), dhp2)
-        grads = [dxp, dw, dh.compact()] + ([dhp2.sum(0)] if len(node.inputs) == 4 else [])
-        return tuple(Tensor.make_const(a) for a in grads)
+        return dh
 
 
 def gru_layer(xp, w_hh, h0, b_hh=None):
