@@ -58,8 +58,17 @@ cdef extern from *:
         _Pragma("omp barrier")
     #endif
     }
+    /* the team the enclosing region got: OpenMP may start fewer threads than asked
+       (OMP_THREAD_LIMIT, OMP_DYNAMIC, nested regions) */
+    #ifdef _OPENMP
+    #include <omp.h>
+    static inline int mn_seq_team(void) { return omp_get_num_threads(); }
+    #else
+    static inline int mn_seq_team(void) { return 1; }
+    #endif
     """
     void mn_omp_barrier() nogil
+    int mn_seq_team() nogil
 
 
 def lstm_forward(Buffer z, Buffer c, Buffer act, Buffer c_new, Buffer h_new, Py_ssize_t B,
@@ -172,7 +181,7 @@ cdef inline void _gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating*
         gemm_serial_f64(M, N, K, A, ars, 1, B, N, 1, C, work)
 
 
-cdef void _seq_fwd(const floating* xp, const floating* w, floating* hs, floating* cs,
+cdef int _seq_fwd(const floating* xp, const floating* w, floating* hs, floating* cs,
                    floating* act, Py_ssize_t S, Py_ssize_t B, Py_ssize_t n, int nt,
                    floating* scratch, Py_ssize_t per) noexcept nogil:
     cdef Py_ssize_t hi = (n + nt - 1) // nt, u0, nu, t, b, row
@@ -180,30 +189,37 @@ cdef void _seq_fwd(const floating* xp, const floating* w, floating* hs, floating
     cdef floating* wb
     cdef floating* z
     cdef floating* work
+    cdef int ran = 1
+    cdef int* ranp = &ran
     with parallel(num_threads=nt):
-        tid = threadid()
-        u0 = _units(n, nt, tid)
-        nu = _units(n, nt, tid + 1) - u0
-        wb = scratch + tid * per                 # (n, 4 nu): w's columns of the block
-        z = wb + _round16(4 * n * hi)            # (B, 4 nu): the step's h_t @ wb
-        work = z + _round16(4 * B * hi)
-        _w_cols(wb, w, n, 4, u0, nu)
-        for t in range(S):
-            _gemm(B, 4 * nu, n, hs + t * B * n, n, wb, z, work)
-            for b in range(B):
-                row = t * B + b
-                if floating is float:
-                    mn_lstm_fwd_rows_f32(z + b * 4 * nu, nu, xp + row * 4 * n + u0, n,
-                                         cs + row * n + u0, act + row * 5 * n + u0, n,
-                                         cs + (row + B) * n + u0, hs + (row + B) * n + u0, nu)
-                else:
-                    mn_lstm_fwd_rows_f64(z + b * 4 * nu, nu, xp + row * 4 * n + u0, n,
-                                         cs + row * n + u0, act + row * 5 * n + u0, n,
-                                         cs + (row + B) * n + u0, hs + (row + B) * n + u0, nu)
-            mn_omp_barrier()   # h_{t+1} whole before any thread's next product reads it
+        if mn_seq_team() != nt:   # a smaller team: the blocks follow nt, so none runs
+            if threadid() == 0:
+                ranp[0] = 0
+        else:
+            tid = threadid()
+            u0 = _units(n, nt, tid)
+            nu = _units(n, nt, tid + 1) - u0
+            wb = scratch + tid * per                 # (n, 4 nu): w's columns of the block
+            z = wb + _round16(4 * n * hi)            # (B, 4 nu): the step's h_t @ wb
+            work = z + _round16(4 * B * hi)
+            _w_cols(wb, w, n, 4, u0, nu)
+            for t in range(S):
+                _gemm(B, 4 * nu, n, hs + t * B * n, n, wb, z, work)
+                for b in range(B):
+                    row = t * B + b
+                    if floating is float:
+                        mn_lstm_fwd_rows_f32(z + b * 4 * nu, nu, xp + row * 4 * n + u0, n,
+                                             cs + row * n + u0, act + row * 5 * n + u0, n,
+                                             cs + (row + B) * n + u0, hs + (row + B) * n + u0, nu)
+                    else:
+                        mn_lstm_fwd_rows_f64(z + b * 4 * nu, nu, xp + row * 4 * n + u0, n,
+                                             cs + row * n + u0, act + row * 5 * n + u0, n,
+                                             cs + (row + B) * n + u0, hs + (row + B) * n + u0, nu)
+                mn_omp_barrier()   # h_{t+1} whole before any thread's next product reads it
+    return ran
 
 
-cdef void _seq_bwd(const floating* act, const floating* cs, const floating* w,
+cdef int _seq_bwd(const floating* act, const floating* cs, const floating* w,
                    const floating* dhs, const floating* dhn, const floating* dcn,
                    floating* dz, floating* dh0, floating* dc0, Py_ssize_t S, Py_ssize_t B,
                    Py_ssize_t n, int nt, floating* scratch, Py_ssize_t per) noexcept nogil:
@@ -215,38 +231,45 @@ cdef void _seq_bwd(const floating* act, const floating* cs, const floating* w,
     cdef floating* dcb
     cdef floating* tmp
     cdef floating* work
+    cdef int ran = 1
+    cdef int* ranp = &ran
     with parallel(num_threads=nt):
-        tid = threadid()
-        u0 = _units(n, nt, tid)
-        nu = _units(n, nt, tid + 1) - u0
-        wb = scratch + tid * per                 # (4n, nu): w^T's columns of the block
-        dh = wb + _round16(4 * n * hi)           # (B, nu): the gradient of h_{t+1}
-        dca = dh + _round16(B * hi)              # (B, nu): that of c_{t+1}, then c_t
-        dcb = dca + _round16(B * hi)
-        work = dcb + _round16(B * hi)
-        _wt_cols(wb, w, n, 4, u0, nu)
-        for b in range(B):
-            memcpy(dh + b * nu, dhn + b * n + u0, nu * sizeof(floating))
-            memcpy(dca + b * nu, dcn + b * n + u0, nu * sizeof(floating))
-        for t in range(S - 1, -1, -1):
+        if mn_seq_team() != nt:   # a smaller team: the blocks follow nt, so none runs
+            if threadid() == 0:
+                ranp[0] = 0
+        else:
+            tid = threadid()
+            u0 = _units(n, nt, tid)
+            nu = _units(n, nt, tid + 1) - u0
+            wb = scratch + tid * per                 # (4n, nu): w^T's columns of the block
+            dh = wb + _round16(4 * n * hi)           # (B, nu): the gradient of h_{t+1}
+            dca = dh + _round16(B * hi)              # (B, nu): that of c_{t+1}, then c_t
+            dcb = dca + _round16(B * hi)
+            work = dcb + _round16(B * hi)
+            _wt_cols(wb, w, n, 4, u0, nu)
             for b in range(B):
-                row = t * B + b
-                if floating is float:
-                    mn_lstm_bwd_rows_f32(act + row * 5 * n + u0, n, cs + row * n + u0,
-                                         dh + b * nu, dhs + row * n + u0, dca + b * nu,
-                                         dz + row * 4 * n + u0, n, dcb + b * nu, nu)
-                else:
-                    mn_lstm_bwd_rows_f64(act + row * 5 * n + u0, n, cs + row * n + u0,
-                                         dh + b * nu, dhs + row * n + u0, dca + b * nu,
-                                         dz + row * 4 * n + u0, n, dcb + b * nu, nu)
-            tmp = dca
-            dca = dcb
-            dcb = tmp
-            mn_omp_barrier()   # dz_t whole before any thread's product reads it
-            _gemm(B, nu, 4 * n, dz + t * B * 4 * n, 4 * n, wb, dh, work)
-        for b in range(B):
-            memcpy(dh0 + b * n + u0, dh + b * nu, nu * sizeof(floating))
-            memcpy(dc0 + b * n + u0, dca + b * nu, nu * sizeof(floating))
+                memcpy(dh + b * nu, dhn + b * n + u0, nu * sizeof(floating))
+                memcpy(dca + b * nu, dcn + b * n + u0, nu * sizeof(floating))
+            for t in range(S - 1, -1, -1):
+                for b in range(B):
+                    row = t * B + b
+                    if floating is float:
+                        mn_lstm_bwd_rows_f32(act + row * 5 * n + u0, n, cs + row * n + u0,
+                                             dh + b * nu, dhs + row * n + u0, dca + b * nu,
+                                             dz + row * 4 * n + u0, n, dcb + b * nu, nu)
+                    else:
+                        mn_lstm_bwd_rows_f64(act + row * 5 * n + u0, n, cs + row * n + u0,
+                                             dh + b * nu, dhs + row * n + u0, dca + b * nu,
+                                             dz + row * 4 * n + u0, n, dcb + b * nu, nu)
+                tmp = dca
+                dca = dcb
+                dcb = tmp
+                mn_omp_barrier()   # dz_t whole before any thread's product reads it
+                _gemm(B, nu, 4 * n, dz + t * B * 4 * n, 4 * n, wb, dh, work)
+            for b in range(B):
+                memcpy(dh0 + b * n + u0, dh + b * nu, nu * sizeof(floating))
+                memcpy(dc0 + b * n + u0, dca + b * nu, nu * sizeof(floating))
+    return ran
 
 
 def lstm_seq_forward(Buffer xp, Buffer w, Buffer hs, Buffer cs, Buffer act, Py_ssize_t S,
@@ -261,16 +284,21 @@ def lstm_seq_forward(Buffer xp, Buffer w, Buffer hs, Buffer cs, Buffer act, Py_s
     need(act, 0, (S, B, 5 * n), itemsize, "lstm_sequence", "activations")
     if S == 0 or B == 0 or n == 0:
         return
-    cdef int nt = _seq_threads(B, n)
-    cdef Py_ssize_t per = _seq_scratch(B, n, nt, 4, 0, itemsize)
-    cdef Buffer scratch = Buffer(nt * per * itemsize)
-    with nogil:
-        if itemsize == 4:
-            _seq_fwd(<float*>xp.ptr, <float*>w.ptr, <float*>hs.ptr, <float*>cs.ptr,
-                         <float*>act.ptr, S, B, n, nt, <float*>scratch.ptr, per)
-        else:
-            _seq_fwd(<double*>xp.ptr, <double*>w.ptr, <double*>hs.ptr, <double*>cs.ptr,
-                         <double*>act.ptr, S, B, n, nt, <double*>scratch.ptr, per)
+    cdef int nt = _seq_threads(B, n), ran = 0
+    cdef Py_ssize_t per
+    cdef Buffer scratch
+    while not ran:   # a second round only where OpenMP started a smaller team
+        per = _seq_scratch(B, n, nt, 4, 0, itemsize)
+        scratch = Buffer(nt * per * itemsize)
+        with nogil:
+            if itemsize == 4:
+                ran = _seq_fwd(<float*>xp.ptr, <float*>w.ptr, <float*>hs.ptr, <float*>cs.ptr,
+                               <float*>act.ptr, S, B, n, nt, <float*>scratch.ptr, per)
+            else:
+                ran = _seq_fwd(<double*>xp.ptr, <double*>w.ptr, <double*>hs.ptr,
+                               <double*>cs.ptr, <double*>act.ptr, S, B, n, nt,
+                               <double*>scratch.ptr, per)
+        nt = 1
 
 
 def lstm_seq_backward(Buffer act, Buffer cs, Buffer w, Buffer dhs, Buffer dhn, Buffer dcn,
@@ -289,23 +317,29 @@ def lstm_seq_backward(Buffer act, Buffer cs, Buffer w, Buffer dhs, Buffer dhn, B
         need(buf, 0, (B, n), itemsize, "lstm_sequence_grad", name)
     if S == 0 or B == 0 or n == 0:
         return
-    cdef int nt = _seq_threads(B, n)
-    cdef Py_ssize_t per = _seq_scratch(B, n, nt, 4, 3, itemsize)
-    cdef Buffer scratch = Buffer(nt * per * itemsize)
-    with nogil:
-        if itemsize == 4:
-            _seq_bwd(<float*>act.ptr, <float*>cs.ptr, <float*>w.ptr, <float*>dhs.ptr,
-                         <float*>dhn.ptr, <float*>dcn.ptr, <float*>dz.ptr, <float*>dh0.ptr,
-                         <float*>dc0.ptr, S, B, n, nt, <float*>scratch.ptr, per)
-        else:
-            _seq_bwd(<double*>act.ptr, <double*>cs.ptr, <double*>w.ptr, <double*>dhs.ptr,
-                         <double*>dhn.ptr, <double*>dcn.ptr, <double*>dz.ptr, <double*>dh0.ptr,
-                         <double*>dc0.ptr, S, B, n, nt, <double*>scratch.ptr, per)
+    cdef int nt = _seq_threads(B, n), ran = 0
+    cdef Py_ssize_t per
+    cdef Buffer scratch
+    while not ran:   # a second round only where OpenMP started a smaller team
+        per = _seq_scratch(B, n, nt, 4, 3, itemsize)
+        scratch = Buffer(nt * per * itemsize)
+        with nogil:
+            if itemsize == 4:
+                ran = _seq_bwd(<float*>act.ptr, <float*>cs.ptr, <float*>w.ptr, <float*>dhs.ptr,
+                               <float*>dhn.ptr, <float*>dcn.ptr, <float*>dz.ptr,
+                               <float*>dh0.ptr, <float*>dc0.ptr, S, B, n, nt,
+                               <float*>scratch.ptr, per)
+            else:
+                ran = _seq_bwd(<double*>act.ptr, <double*>cs.ptr, <double*>w.ptr,
+                               <double*>dhs.ptr, <double*>dhn.ptr, <double*>dcn.ptr,
+                               <double*>dz.ptr, <double*>dh0.ptr, <double*>dc0.ptr, S, B, n,
+                               nt, <double*>scratch.ptr, per)
+        nt = 1
 
 
 # GRU: the same scheme, three gate blocks (r, z, n); b_hh is added to each step's h W_hh
 # before the gates (its n block sits inside r's product)
-cdef void _gru_fwd(const floating* xp, const floating* w, const floating* bias,
+cdef int _gru_fwd(const floating* xp, const floating* w, const floating* bias,
                    floating* hs, floating* act, Py_ssize_t S, Py_ssize_t B, Py_ssize_t n,
                    int nt, floating* scratch, Py_ssize_t per) noexcept nogil:
     cdef Py_ssize_t hi = (n + nt - 1) // nt, u0, nu, t, b, row
@@ -314,31 +348,38 @@ cdef void _gru_fwd(const floating* xp, const floating* w, const floating* bias,
     cdef floating* hp
     cdef floating* work
     cdef const floating* bb
+    cdef int ran = 1
+    cdef int* ranp = &ran
     with parallel(num_threads=nt):
-        tid = threadid()
-        u0 = _units(n, nt, tid)
-        nu = _units(n, nt, tid + 1) - u0
-        wb = scratch + tid * per                 # (n, 3 nu): w's columns of the block
-        hp = wb + _round16(3 * n * hi)           # (B, 3 nu): the step's h_t @ wb
-        work = hp + _round16(3 * B * hi)
-        bb = bias + u0 if bias != NULL else NULL
-        _w_cols(wb, w, n, 3, u0, nu)
-        for t in range(S):
-            _gemm(B, 3 * nu, n, hs + t * B * n, n, wb, hp, work)
-            for b in range(B):
-                row = t * B + b
-                if floating is float:
-                    mn_gru_fwd_rows_f32(hp + b * 3 * nu, nu, bb, n, xp + row * 3 * n + u0, n,
-                                        hs + row * n + u0, act + row * 4 * n + u0, n,
-                                        hs + (row + B) * n + u0, nu)
-                else:
-                    mn_gru_fwd_rows_f64(hp + b * 3 * nu, nu, bb, n, xp + row * 3 * n + u0, n,
-                                        hs + row * n + u0, act + row * 4 * n + u0, n,
-                                        hs + (row + B) * n + u0, nu)
-            mn_omp_barrier()   # h_{t+1} whole before any thread's next product reads it
+        if mn_seq_team() != nt:   # a smaller team: the blocks follow nt, so none runs
+            if threadid() == 0:
+                ranp[0] = 0
+        else:
+            tid = threadid()
+            u0 = _units(n, nt, tid)
+            nu = _units(n, nt, tid + 1) - u0
+            wb = scratch + tid * per                 # (n, 3 nu): w's columns of the block
+            hp = wb + _round16(3 * n * hi)           # (B, 3 nu): the step's h_t @ wb
+            work = hp + _round16(3 * B * hi)
+            bb = bias + u0 if bias != NULL else NULL
+            _w_cols(wb, w, n, 3, u0, nu)
+            for t in range(S):
+                _gemm(B, 3 * nu, n, hs + t * B * n, n, wb, hp, work)
+                for b in range(B):
+                    row = t * B + b
+                    if floating is float:
+                        mn_gru_fwd_rows_f32(hp + b * 3 * nu, nu, bb, n, xp + row * 3 * n + u0, n,
+                                            hs + row * n + u0, act + row * 4 * n + u0, n,
+                                            hs + (row + B) * n + u0, nu)
+                    else:
+                        mn_gru_fwd_rows_f64(hp + b * 3 * nu, nu, bb, n, xp + row * 3 * n + u0, n,
+                                            hs + row * n + u0, act + row * 4 * n + u0, n,
+                                            hs + (row + B) * n + u0, nu)
+                mn_omp_barrier()   # h_{t+1} whole before any thread's next product reads it
+    return ran
 
 
-cdef void _gru_bwd(const floating* act, const floating* hs, const floating* w,
+cdef int _gru_bwd(const floating* act, const floating* hs, const floating* w,
                    const floating* dhs, const floating* dhn, floating* dxp, floating* dhp,
                    floating* dh0, Py_ssize_t S, Py_ssize_t B, Py_ssize_t n, int nt,
                    floating* scratch, Py_ssize_t per) noexcept nogil:
@@ -348,34 +389,41 @@ cdef void _gru_bwd(const floating* act, const floating* hs, const floating* w,
     cdef floating* dh
     cdef floating* keep
     cdef floating* work
+    cdef int ran = 1
+    cdef int* ranp = &ran
     with parallel(num_threads=nt):
-        tid = threadid()
-        u0 = _units(n, nt, tid)
-        nu = _units(n, nt, tid + 1) - u0
-        wb = scratch + tid * per                 # (3n, nu): w^T's columns of the block
-        dh = wb + _round16(3 * n * hi)           # (B, nu): the gradient of h_{t+1}
-        keep = dh + _round16(B * hi)             # (B, nu): its part through z
-        work = keep + _round16(B * hi)
-        _wt_cols(wb, w, n, 3, u0, nu)
-        for b in range(B):
-            memcpy(dh + b * nu, dhn + b * n + u0, nu * sizeof(floating))
-        for t in range(S - 1, -1, -1):
+        if mn_seq_team() != nt:   # a smaller team: the blocks follow nt, so none runs
+            if threadid() == 0:
+                ranp[0] = 0
+        else:
+            tid = threadid()
+            u0 = _units(n, nt, tid)
+            nu = _units(n, nt, tid + 1) - u0
+            wb = scratch + tid * per                 # (3n, nu): w^T's columns of the block
+            dh = wb + _round16(3 * n * hi)           # (B, nu): the gradient of h_{t+1}
+            keep = dh + _round16(B * hi)             # (B, nu): its part through z
+            work = keep + _round16(B * hi)
+            _wt_cols(wb, w, n, 3, u0, nu)
             for b in range(B):
-                row = t * B + b
-                if floating is float:
-                    mn_gru_bwd_rows_f32(act + row * 4 * n + u0, n, hs + row * n + u0,
-                                        dh + b * nu, dhs + row * n + u0, dxp + row * 3 * n + u0,
-                                        dhp + row * 3 * n + u0, n, keep + b * nu, nu)
-                else:
-                    mn_gru_bwd_rows_f64(act + row * 4 * n + u0, n, hs + row * n + u0,
-                                        dh + b * nu, dhs + row * n + u0, dxp + row * 3 * n + u0,
-                                        dhp + row * 3 * n + u0, n, keep + b * nu, nu)
-            mn_omp_barrier()   # dhp_t whole before any thread's product reads it
-            _gemm(B, nu, 3 * n, dhp + t * B * 3 * n, 3 * n, wb, dh, work)
-            for j in range(B * nu):
-                dh[j] += keep[j]
-        for b in range(B):
-            memcpy(dh0 + b * n + u0, dh + b * nu, nu * sizeof(floating))
+                memcpy(dh + b * nu, dhn + b * n + u0, nu * sizeof(floating))
+            for t in range(S - 1, -1, -1):
+                for b in range(B):
+                    row = t * B + b
+                    if floating is float:
+                        mn_gru_bwd_rows_f32(act + row * 4 * n + u0, n, hs + row * n + u0,
+                                            dh + b * nu, dhs + row * n + u0, dxp + row * 3 * n + u0,
+                                            dhp + row * 3 * n + u0, n, keep + b * nu, nu)
+                    else:
+                        mn_gru_bwd_rows_f64(act + row * 4 * n + u0, n, hs + row * n + u0,
+                                            dh + b * nu, dhs + row * n + u0, dxp + row * 3 * n + u0,
+                                            dhp + row * 3 * n + u0, n, keep + b * nu, nu)
+                mn_omp_barrier()   # dhp_t whole before any thread's product reads it
+                _gemm(B, nu, 3 * n, dhp + t * B * 3 * n, 3 * n, wb, dh, work)
+                for j in range(B * nu):
+                    dh[j] += keep[j]
+            for b in range(B):
+                memcpy(dh0 + b * n + u0, dh + b * nu, nu * sizeof(floating))
+    return ran
 
 
 def gru_seq_forward(Buffer xp, Buffer w, Buffer bias, Buffer hs, Buffer act, Py_ssize_t S,
@@ -391,17 +439,21 @@ def gru_seq_forward(Buffer xp, Buffer w, Buffer bias, Buffer hs, Buffer act, Py_
     need(act, 0, (S, B, 4 * n), itemsize, "gru_sequence", "activations")
     if S == 0 or B == 0 or n == 0:
         return
-    cdef int nt = _seq_threads(B, n)
-    cdef Py_ssize_t per = _seq_scratch(B, n, nt, 3, 0, itemsize)
-    cdef Buffer scratch = Buffer(nt * per * itemsize)
+    cdef int nt = _seq_threads(B, n), ran = 0
+    cdef Py_ssize_t per
+    cdef Buffer scratch
     cdef void* bp = bias.ptr if bias is not None else NULL
-    with nogil:
-        if itemsize == 4:
-            _gru_fwd(<float*>xp.ptr, <float*>w.ptr, <float*>bp, <float*>hs.ptr, <float*>act.ptr,
-                     S, B, n, nt, <float*>scratch.ptr, per)
-        else:
-            _gru_fwd(<double*>xp.ptr, <double*>w.ptr, <double*>bp, <double*>hs.ptr,
-                     <double*>act.ptr, S, B, n, nt, <double*>scratch.ptr, per)
+    while not ran:   # a second round only where OpenMP started a smaller team
+        per = _seq_scratch(B, n, nt, 3, 0, itemsize)
+        scratch = Buffer(nt * per * itemsize)
+        with nogil:
+            if itemsize == 4:
+                ran = _gru_fwd(<float*>xp.ptr, <float*>w.ptr, <float*>bp, <float*>hs.ptr,
+                               <float*>act.ptr, S, B, n, nt, <float*>scratch.ptr, per)
+            else:
+                ran = _gru_fwd(<double*>xp.ptr, <double*>w.ptr, <double*>bp, <double*>hs.ptr,
+                               <double*>act.ptr, S, B, n, nt, <double*>scratch.ptr, per)
+        nt = 1
 
 
 def gru_seq_backward(Buffer act, Buffer hs, Buffer w, Buffer dhs, Buffer dhn, Buffer dxp,
@@ -421,15 +473,20 @@ def gru_seq_backward(Buffer act, Buffer hs, Buffer w, Buffer dhs, Buffer dhn, Bu
         need(buf, 0, (B, n), itemsize, "gru_sequence_grad", name)
     if S == 0 or B == 0 or n == 0:
         return
-    cdef int nt = _seq_threads(B, n)
-    cdef Py_ssize_t per = _seq_scratch(B, n, nt, 3, 2, itemsize)
-    cdef Buffer scratch = Buffer(nt * per * itemsize)
-    with nogil:
-        if itemsize == 4:
-            _gru_bwd(<float*>act.ptr, <float*>hs.ptr, <float*>w.ptr, <float*>dhs.ptr,
-                     <float*>dhn.ptr, <float*>dxp.ptr, <float*>dhp.ptr, <float*>dh0.ptr,
-                     S, B, n, nt, <float*>scratch.ptr, per)
-        else:
-            _gru_bwd(<double*>act.ptr, <double*>hs.ptr, <double*>w.ptr, <double*>dhs.ptr,
-                     <double*>dhn.ptr, <double*>dxp.ptr, <double*>dhp.ptr, <double*>dh0.ptr,
-                     S, B, n, nt, <double*>scratch.ptr, per)
+    cdef int nt = _seq_threads(B, n), ran = 0
+    cdef Py_ssize_t per
+    cdef Buffer scratch
+    while not ran:   # a second round only where OpenMP started a smaller team
+        per = _seq_scratch(B, n, nt, 3, 2, itemsize)
+        scratch = Buffer(nt * per * itemsize)
+        with nogil:
+            if itemsize == 4:
+                ran = _gru_bwd(<float*>act.ptr, <float*>hs.ptr, <float*>w.ptr, <float*>dhs.ptr,
+                               <float*>dhn.ptr, <float*>dxp.ptr, <float*>dhp.ptr,
+                               <float*>dh0.ptr, S, B, n, nt, <float*>scratch.ptr, per)
+            else:
+                ran = _gru_bwd(<double*>act.ptr, <double*>hs.ptr, <double*>w.ptr,
+                               <double*>dhs.ptr, <double*>dhn.ptr, <double*>dxp.ptr,
+                               <double*>dhp.ptr, <double*>dh0.ptr, S, B, n, nt,
+                               <double*>scratch.ptr, per)
+        nt = 1

@@ -283,38 +283,87 @@ def test_gru_sequence_kernels_refuse_wrong_arrays():
     S, B, n = 3, 2, 4
     make = lambda *shape, dt="float32": NDArray(np.zeros(shape, dtype=dt), device=dev)
     xp, w, hs, act = make(S, B, 3 * n), make(n, 3 * n), make(S + 1, B, n), make(S, B, 4 * n)
-    with pytest.raises(ValueError, match=r"must be compact float32 of shape \(12,\)"):
+    with pytest.raises(ValueError, match=r"b must be compact of shape \(12,\)"):
         dev.gru_sequence(xp, w, make(4 * n), hs, act)
-    with pytest.raises(ValueError, match=r"shape \(3, 2, 16\)"):
+    with pytest.raises(ValueError, match=r"act must be compact of shape \(3, 2, 16\)"):
         dev.gru_sequence(xp, w, None, hs, make(S, B, 3 * n))
+    with pytest.raises(TypeError, match="b float64"):
+        dev.gru_sequence(xp, w, make(3 * n, dt="float64"), hs, act)
     st = make(B, n)
-    with pytest.raises(ValueError, match=r"shape \(3, 2, 12\)"):
+    with pytest.raises(ValueError, match=r"dhp must be compact of shape \(3, 2, 12\)"):
         dev.gru_sequence_grad(act, hs, w, make(S, B, n), st, make(S, B, 3 * n), make(S, B, n), st)
     dev.gru_sequence(xp, w, make(3 * n), hs, act)   # zeros in: r = z = 1/2, h stays 0
     assert not hs.numpy().any() and np.allclose(act.numpy()[..., :2 * n], 0.5)
 
 
 def test_lstm_sequence_kernels_refuse_wrong_arrays():
-    """The device kernels name a wrong shape, dtype or layout before anything runs."""
+    """The device kernels name the wrong argument (shape, dtype, layout, rank) before
+    anything runs."""
     from mininet.ndarray import NDArray
     dev = mininet.cpu()
     S, B, n = 3, 2, 4
     make = lambda *shape, dt="float32": NDArray(np.zeros(shape, dtype=dt), device=dev)
     xp, w, hs, cs, act = make(S, B, 4 * n), make(n, 4 * n), make(S + 1, B, n), make(S + 1, B, n), \
         make(S, B, 5 * n)
-    with pytest.raises(ValueError, match=r"must be compact float32 of shape \(3, 2, 20\)"):
+    with pytest.raises(ValueError, match=r"act must be compact of shape \(3, 2, 20\), got "
+                                         r"shape \(3, 2, 16\)"):
         dev.lstm_sequence(xp, w, hs, cs, make(S, B, 4 * n))
-    with pytest.raises(ValueError, match="float32"):
+    with pytest.raises(TypeError, match="share one float dtype, got xp float32, w float64"):
         dev.lstm_sequence(xp, make(n, 4 * n, dt="float64"), hs, cs, act)
-    with pytest.raises(ValueError, match="compact"):
+    with pytest.raises(ValueError, match=r"w must be compact .*\(strides \(1, 4\)\)"):
         dev.lstm_sequence(xp, make(4 * n, n).permute((1, 0)), hs, cs, act)
     with pytest.raises(TypeError, match="float32 or float64"):
-        dev.lstm_sequence(xp, w, hs, cs, make(S, B, 5 * n, dt="int64"))
+        i64 = lambda *shape: make(*shape, dt="int64")
+        dev.lstm_sequence(i64(S, B, 4 * n), i64(n, 4 * n), i64(S + 1, B, n), i64(S + 1, B, n),
+                          i64(S, B, 5 * n))
+    with pytest.raises(ValueError, match=r"xp must be 3-D \(seq, batch, 4 \* hidden\)"):
+        dev.lstm_sequence(make(B, 4 * n), w, hs, cs, act)
+    with pytest.raises(ValueError, match=r"xp must be 3-D"):
+        dev.lstm_sequence(make(S, B, 4 * n - 1), w, hs, cs, act)
+    with pytest.raises(TypeError, match="hs must be an array, got NoneType"):
+        dev.lstm_sequence(xp, w, None, cs, act)
     dhs, st = make(S, B, n), make(B, n)
-    with pytest.raises(ValueError, match=r"shape \(2, 4\)"):
+    with pytest.raises(ValueError, match=r"dh0 must be compact of shape \(2, 4\)"):
         dev.lstm_sequence_grad(act, cs, w, dhs, st, st, make(S, B, 4 * n), make(B, n + 1), st)
+    with pytest.raises(ValueError, match=r"dhs must be 3-D"):
+        dev.lstm_sequence_grad(act, cs, w, make(B, n), st, st, make(S, B, 4 * n), st, st)
     dev.lstm_sequence(xp, w, hs, cs, act)   # the right arrays run: zeros in, h = 0
     assert not hs.numpy().any() and np.allclose(act.numpy()[..., :n], 0.5)
+
+
+def test_sequence_kernels_with_a_smaller_openmp_team_than_asked():
+    """OMP_THREAD_LIMIT (or OMP_DYNAMIC) can start fewer threads than the kernels ask for:
+    their blocks of units follow the count asked, so they run on one thread then, not
+    leave the missing threads' units unwritten."""
+    import subprocess
+    import sys
+    code = """
+import numpy as np, mininet
+from mininet import Tensor, ops
+from mininet.ops.rnn import lstm_layer_composite, gru_layer, gru_layer_composite
+mininet.set_num_threads(2)
+r = np.random.default_rng(0); S, B, n = 3, 64, 256
+T = lambda *s: Tensor(0.05 * r.standard_normal(s), dtype="float64", requires_grad=True)
+xp, w, h, c = T(S, B, 4 * n), T(n, 4 * n), T(B, n), T(B, n)
+errs = []
+for f in (ops.lstm_layer, lstm_layer_composite):
+    out = f(xp, w, h, c)[0]
+    out.sum().backward()
+    errs.append([out.numpy(), xp.grad.numpy(), w.grad.numpy()])
+    xp.grad = w.grad = h.grad = c.grad = None
+gx, gw = T(S, B, 3 * n), T(n, 3 * n)
+for f in (gru_layer, gru_layer_composite):
+    errs.append([f(gx, gw, h)[0].numpy()])
+d = max(float(np.abs(a - b).max()) for a, b in zip(errs[0], errs[1]))
+d = max(d, float(np.abs(errs[2][0] - errs[3][0]).max()))
+print(d)
+"""
+    import os
+    env = dict(os.environ, OMP_THREAD_LIMIT="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout.strip()) < 1e-12
 
 
 def test_lstm_layer_bad_shapes_name_them():

@@ -73,13 +73,29 @@ def _rows_of(kernel, x, full=(), per_col=(), per_row=()):
     return r, d
 
 
-def _check_seq(what, dtype, *pairs):
-    """Each (array, shape) pair compact with that shape and dtype: the sequence kernels
-    index every array from its first element by these sizes."""
-    for a, shape in pairs:
-        if tuple(a.shape) != shape or a.dtype != dtype or not a.is_compact():
-            raise ValueError(f"{what}: an array {a.dtype} {a.shape} (strides {a.strides}) must "
-                             f"be compact {dtype} of shape {shape}")
+def _seq_dims(what, name, a, gates):
+    """(S, B, n) of a recurrent layer's (S, B, gates * n) array, or an error naming it."""
+    if getattr(a, "ndim", None) != 3 or a.shape[2] % gates:
+        raise ValueError(f"{what}: {name} must be 3-D (seq, batch, {gates} * hidden), got "
+                         f"{getattr(a, 'shape', a)!r}")
+    S, B, k = a.shape
+    return S, B, k // gates
+
+
+def _check_seq(what, *named):
+    """Each (name, array, shape) compact with that shape, all of one float dtype: the
+    sequence kernels index every array from its first element by these sizes."""
+    for name, a, _ in named:
+        if not hasattr(a, "is_compact"):
+            raise TypeError(f"{what}: {name} must be an array, got {type(a).__name__}")
+    if len({a.dtype for _, a, _ in named}) > 1:
+        raise TypeError(f"{what}: the arrays must share one float dtype, got "
+                        + ", ".join(f"{name} {a.dtype}" for name, a, _ in named))
+    _floats(what, named[0][1])
+    for name, a, shape in named:
+        if tuple(a.shape) != shape or not a.is_compact():
+            raise ValueError(f"{what}: {name} must be compact of shape {shape}, got shape "
+                             f"{a.shape} (strides {a.strides})")
 
 
 def _opt_at(a):
@@ -366,38 +382,36 @@ class CPUDevice(Device):
 
     # a whole LSTM layer's steps (every array compact, one float dtype)
     def lstm_sequence(self, xp, w, hs, cs, act):
-        _floats("LSTM sequence", xp, w, hs, cs, act)
-        S, B, n4 = xp.shape
-        n = n4 // 4
-        _check_seq("lstm_sequence", xp.dtype, (xp, (S, B, 4 * n)), (w, (n, 4 * n)),
-                   (hs, (S + 1, B, n)), (cs, (S + 1, B, n)), (act, (S, B, 5 * n)))
+        S, B, n = _seq_dims("lstm_sequence", "xp", xp, 4)
+        _check_seq("lstm_sequence", ("xp", xp, (S, B, 4 * n)), ("w", w, (n, 4 * n)),
+                   ("hs", hs, (S + 1, B, n)), ("cs", cs, (S + 1, B, n)),
+                   ("act", act, (S, B, 5 * n)))
         _rnn.lstm_seq_forward(_at(xp), _at(w), _at(hs), _at(cs), _at(act), S, B, n,
                               xp.dtype.itemsize)
 
     def lstm_sequence_grad(self, act, cs, w, dhs, dhn, dcn, dz, dh0, dc0):
-        S, B, n = dhs.shape
-        _floats("LSTM sequence gradient", act, cs, w, dhs, dhn, dcn, dz, dh0, dc0)
-        _check_seq("lstm_sequence_grad", dhs.dtype, (act, (S, B, 5 * n)), (cs, (S + 1, B, n)),
-                   (w, (n, 4 * n)), (dhs, (S, B, n)), (dhn, (B, n)), (dcn, (B, n)),
-                   (dz, (S, B, 4 * n)), (dh0, (B, n)), (dc0, (B, n)))
+        S, B, n = _seq_dims("lstm_sequence_grad", "dhs", dhs, 1)
+        _check_seq("lstm_sequence_grad", ("act", act, (S, B, 5 * n)), ("cs", cs, (S + 1, B, n)),
+                   ("w", w, (n, 4 * n)), ("dhs", dhs, (S, B, n)), ("dhn", dhn, (B, n)),
+                   ("dcn", dcn, (B, n)), ("dz", dz, (S, B, 4 * n)), ("dh0", dh0, (B, n)),
+                   ("dc0", dc0, (B, n)))
         _rnn.lstm_seq_backward(_at(act), _at(cs), _at(w), _at(dhs), _at(dhn), _at(dcn), _at(dz),
                                _at(dh0), _at(dc0), S, B, n, dhs.dtype.itemsize)
 
     def gru_sequence(self, xp, w, b, hs, act):
-        _floats("GRU sequence", xp, w, b, hs, act)
-        S, B, n3 = xp.shape
-        n = n3 // 3
-        pairs = [(xp, (S, B, 3 * n)), (w, (n, 3 * n)), (hs, (S + 1, B, n)), (act, (S, B, 4 * n))]
-        _check_seq("gru_sequence", xp.dtype, *pairs, *([] if b is None else [(b, (3 * n,))]))
+        S, B, n = _seq_dims("gru_sequence", "xp", xp, 3)
+        bias = [] if b is None else [("b", b, (3 * n,))]
+        _check_seq("gru_sequence", ("xp", xp, (S, B, 3 * n)), ("w", w, (n, 3 * n)), *bias,
+                   ("hs", hs, (S + 1, B, n)), ("act", act, (S, B, 4 * n)))
         _rnn.gru_seq_forward(_at(xp), _at(w), _at(b), _at(hs), _at(act), S, B, n,
                              xp.dtype.itemsize)
 
     def gru_sequence_grad(self, act, hs, w, dhs, dhn, dxp, dhp, dh0):
-        S, B, n = dhs.shape
-        _floats("GRU sequence gradient", act, hs, w, dhs, dhn, dxp, dhp, dh0)
-        _check_seq("gru_sequence_grad", dhs.dtype, (act, (S, B, 4 * n)), (hs, (S + 1, B, n)),
-                   (w, (n, 3 * n)), (dhs, (S, B, n)), (dhn, (B, n)), (dxp, (S, B, 3 * n)),
-                   (dhp, (S, B, 3 * n)), (dh0, (B, n)))
+        S, B, n = _seq_dims("gru_sequence_grad", "dhs", dhs, 1)
+        _check_seq("gru_sequence_grad", ("act", act, (S, B, 4 * n)), ("hs", hs, (S + 1, B, n)),
+                   ("w", w, (n, 3 * n)), ("dhs", dhs, (S, B, n)), ("dhn", dhn, (B, n)),
+                   ("dxp", dxp, (S, B, 3 * n)), ("dhp", dhp, (S, B, 3 * n)),
+                   ("dh0", dh0, (B, n)))
         _rnn.gru_seq_backward(_at(act), _at(hs), _at(w), _at(dhs), _at(dhn), _at(dxp), _at(dhp),
                               _at(dh0), S, B, n, dhs.dtype.itemsize)
 
