@@ -1,7 +1,7 @@
 """One recurrent layer's training pass (forward, out.sum() backward) in mininet and
 PyTorch, interleaved round by round: the CPU's sequence kernels (a layer's time steps in
-one call, capabilities lstm_seq / gru_seq), the same op step by step (the capability
-removed) and PyTorch's LSTM / GRU.
+one call, capabilities lstm_seq / gru_seq / rnn_seq), the same layer step by step (the
+capability removed) and PyTorch's LSTM / GRU / RNN.
 
     python bench/rnn_layer.py [--seq 35] [--batch 20] [--size 256] [--threads 2] [--rounds 15]
 
@@ -15,7 +15,7 @@ import mininet
 from mininet import nn
 from mininet.backend.cpu import CPUDevice
 
-CAPABILITY = {"LSTM": "lstm_seq", "GRU": "gru_seq"}
+CAPABILITY = {"LSTM": "lstm_seq", "GRU": "gru_seq", "RNN": "rnn_seq"}
 
 
 def _timed(f):

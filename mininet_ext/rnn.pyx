@@ -49,6 +49,17 @@ cdef extern from "_gru.h" nogil:
                              Py_ssize_t ds, double* keep, Py_ssize_t n)
 
 
+cdef extern from "_elman.h" nogil:
+    void mn_elman_fwd_rows_f32(const float* hp, const float* x, float* h_new, Py_ssize_t n,
+                               int relu)
+    void mn_elman_fwd_rows_f64(const double* hp, const double* x, double* h_new, Py_ssize_t n,
+                               int relu)
+    void mn_elman_bwd_rows_f32(const float* h_new, const float* dh, const float* dh2, float* dz,
+                               Py_ssize_t n, int relu)
+    void mn_elman_bwd_rows_f64(const double* h_new, const double* dh, const double* dh2,
+                               double* dz, Py_ssize_t n, int relu)
+
+
 cdef extern from *:
     """
     /* every thread of the enclosing parallel region waits here for the others (an
@@ -132,9 +143,9 @@ cdef inline Py_ssize_t _round16(Py_ssize_t items) noexcept nogil:
     return (items + 15) // 16 * 16
 
 
-cdef int _seq_threads(Py_ssize_t B, Py_ssize_t n) noexcept nogil:
-    """Threads for a step's B x n x 4n product, at most one per hidden unit."""
-    cdef int nt = threads_for(B * n * n // 16)
+cdef int _seq_threads(Py_ssize_t B, Py_ssize_t n, int G) noexcept nogil:
+    """Threads for a step's B x n x G n product, at most one per hidden unit."""
+    cdef int nt = threads_for(B * n * G * n // 64)
     return <int>min(<Py_ssize_t>nt, max(n, 1))
 
 
@@ -284,7 +295,7 @@ def lstm_seq_forward(Buffer xp, Buffer w, Buffer hs, Buffer cs, Buffer act, Py_s
     need(act, 0, (S, B, 5 * n), itemsize, "lstm_sequence", "activations")
     if S == 0 or B == 0 or n == 0:
         return
-    cdef int nt = _seq_threads(B, n), ran = 0
+    cdef int nt = _seq_threads(B, n, 4), ran = 0
     cdef Py_ssize_t per
     cdef Buffer scratch
     while not ran:   # a second round only where OpenMP started a smaller team
@@ -317,7 +328,7 @@ def lstm_seq_backward(Buffer act, Buffer cs, Buffer w, Buffer dhs, Buffer dhn, B
         need(buf, 0, (B, n), itemsize, "lstm_sequence_grad", name)
     if S == 0 or B == 0 or n == 0:
         return
-    cdef int nt = _seq_threads(B, n), ran = 0
+    cdef int nt = _seq_threads(B, n, 4), ran = 0
     cdef Py_ssize_t per
     cdef Buffer scratch
     while not ran:   # a second round only where OpenMP started a smaller team
@@ -439,7 +450,7 @@ def gru_seq_forward(Buffer xp, Buffer w, Buffer bias, Buffer hs, Buffer act, Py_
     need(act, 0, (S, B, 4 * n), itemsize, "gru_sequence", "activations")
     if S == 0 or B == 0 or n == 0:
         return
-    cdef int nt = _seq_threads(B, n), ran = 0
+    cdef int nt = _seq_threads(B, n, 3), ran = 0
     cdef Py_ssize_t per
     cdef Buffer scratch
     cdef void* bp = bias.ptr if bias is not None else NULL
@@ -473,7 +484,7 @@ def gru_seq_backward(Buffer act, Buffer hs, Buffer w, Buffer dhs, Buffer dhn, Bu
         need(buf, 0, (B, n), itemsize, "gru_sequence_grad", name)
     if S == 0 or B == 0 or n == 0:
         return
-    cdef int nt = _seq_threads(B, n), ran = 0
+    cdef int nt = _seq_threads(B, n, 3), ran = 0
     cdef Py_ssize_t per
     cdef Buffer scratch
     while not ran:   # a second round only where OpenMP started a smaller team
@@ -489,4 +500,140 @@ def gru_seq_backward(Buffer act, Buffer hs, Buffer w, Buffer dhs, Buffer dhn, Bu
                                <double*>dhs.ptr, <double*>dhn.ptr, <double*>dxp.ptr,
                                <double*>dhp.ptr, <double*>dh0.ptr, S, B, n, nt,
                                <double*>scratch.ptr, per)
+        nt = 1
+
+
+# Elman RNN: one block (G = 1), h' = tanh or relu of x W_ih + b_ih + b_hh + h W_hh
+cdef int _elman_fwd(const floating* xp, const floating* w, floating* hs, Py_ssize_t S,
+                    Py_ssize_t B, Py_ssize_t n, int relu, int nt, floating* scratch,
+                    Py_ssize_t per) noexcept nogil:
+    cdef Py_ssize_t hi = (n + nt - 1) // nt, u0, nu, t, b, row
+    cdef int tid
+    cdef floating* wb
+    cdef floating* hp
+    cdef floating* work
+    cdef int ran = 1
+    cdef int* ranp = &ran
+    with parallel(num_threads=nt):
+        if mn_seq_team() != nt:   # a smaller team: the blocks follow nt, so none runs
+            if threadid() == 0:
+                ranp[0] = 0
+        else:
+            tid = threadid()
+            u0 = _units(n, nt, tid)
+            nu = _units(n, nt, tid + 1) - u0
+            wb = scratch + tid * per             # (n, nu): w's columns of the block
+            hp = wb + _round16(n * hi)           # (B, nu): the step's h_t @ wb
+            work = hp + _round16(B * hi)
+            _w_cols(wb, w, n, 1, u0, nu)
+            for t in range(S):
+                _gemm(B, nu, n, hs + t * B * n, n, wb, hp, work)
+                for b in range(B):
+                    row = t * B + b
+                    if floating is float:
+                        mn_elman_fwd_rows_f32(hp + b * nu, xp + row * n + u0,
+                                              hs + (row + B) * n + u0, nu, relu)
+                    else:
+                        mn_elman_fwd_rows_f64(hp + b * nu, xp + row * n + u0,
+                                              hs + (row + B) * n + u0, nu, relu)
+                mn_omp_barrier()   # h_{t+1} whole before any thread's next product reads it
+    return ran
+
+
+cdef int _elman_bwd(const floating* hs, const floating* w, const floating* dhs,
+                    const floating* dhn, floating* dz, floating* dh0, Py_ssize_t S,
+                    Py_ssize_t B, Py_ssize_t n, int relu, int nt, floating* scratch,
+                    Py_ssize_t per) noexcept nogil:
+    cdef Py_ssize_t hi = (n + nt - 1) // nt, u0, nu, t, b, row
+    cdef int tid
+    cdef floating* wb
+    cdef floating* dh
+    cdef floating* work
+    cdef int ran = 1
+    cdef int* ranp = &ran
+    with parallel(num_threads=nt):
+        if mn_seq_team() != nt:   # a smaller team: the blocks follow nt, so none runs
+            if threadid() == 0:
+                ranp[0] = 0
+        else:
+            tid = threadid()
+            u0 = _units(n, nt, tid)
+            nu = _units(n, nt, tid + 1) - u0
+            wb = scratch + tid * per             # (n, nu): w^T's columns of the block
+            dh = wb + _round16(n * hi)           # (B, nu): the gradient of h_{t+1}
+            work = dh + _round16(B * hi)
+            _wt_cols(wb, w, n, 1, u0, nu)
+            for b in range(B):
+                memcpy(dh + b * nu, dhn + b * n + u0, nu * sizeof(floating))
+            for t in range(S - 1, -1, -1):
+                for b in range(B):
+                    row = t * B + b
+                    if floating is float:
+                        mn_elman_bwd_rows_f32(hs + (row + B) * n + u0, dh + b * nu,
+                                              dhs + row * n + u0, dz + row * n + u0, nu, relu)
+                    else:
+                        mn_elman_bwd_rows_f64(hs + (row + B) * n + u0, dh + b * nu,
+                                              dhs + row * n + u0, dz + row * n + u0, nu, relu)
+                mn_omp_barrier()   # dz_t whole before any thread's product reads it
+                _gemm(B, nu, n, dz + t * B * n, n, wb, dh, work)
+            for b in range(B):
+                memcpy(dh0 + b * n + u0, dh + b * nu, nu * sizeof(floating))
+    return ran
+
+
+def elman_seq_forward(Buffer xp, Buffer w, Buffer hs, Py_ssize_t S, Py_ssize_t B,
+                      Py_ssize_t n, bint relu, int itemsize):
+    """xp (S, B, n: x W_ih + b_ih + b_hh), w (n, n) and hs[0] -> hs[1..S] ((S + 1, B, n)),
+    h_{t+1} = tanh(xp[t] + h_t w) (relu with relu); all compact."""
+    check_itemsize(itemsize, "rnn_sequence")
+    need(xp, 0, (S, B, n), itemsize, "rnn_sequence", "projected input")
+    need(w, 0, (n, n), itemsize, "rnn_sequence", "w_hh")
+    need(hs, 0, (S + 1, B, n), itemsize, "rnn_sequence", "hidden states")
+    if S == 0 or B == 0 or n == 0:
+        return
+    cdef int nt = _seq_threads(B, n, 1), ran = 0
+    cdef Py_ssize_t per
+    cdef Buffer scratch
+    while not ran:   # a second round only where OpenMP started a smaller team
+        per = _seq_scratch(B, n, nt, 1, 0, itemsize)
+        scratch = Buffer(nt * per * itemsize)
+        with nogil:
+            if itemsize == 4:
+                ran = _elman_fwd(<float*>xp.ptr, <float*>w.ptr, <float*>hs.ptr, S, B, n, relu,
+                                 nt, <float*>scratch.ptr, per)
+            else:
+                ran = _elman_fwd(<double*>xp.ptr, <double*>w.ptr, <double*>hs.ptr, S, B, n,
+                                 relu, nt, <double*>scratch.ptr, per)
+        nt = 1
+
+
+def elman_seq_backward(Buffer hs, Buffer w, Buffer dhs, Buffer dhn, Buffer dz, Buffer dh0,
+                       Py_ssize_t S, Py_ssize_t B, Py_ssize_t n, bint relu, int itemsize):
+    """elman_seq_forward's steps in reverse: from hs (forward's), w, the outputs' gradient
+    dhs (S, B, n) and h_S's (dhn (B, n)): dz (S, B, n: the gradient of xp) and h_0's
+    gradient dh0 (B, n); all compact."""
+    check_itemsize(itemsize, "rnn_sequence_grad")
+    need(hs, 0, (S + 1, B, n), itemsize, "rnn_sequence_grad", "hidden states")
+    need(w, 0, (n, n), itemsize, "rnn_sequence_grad", "w_hh")
+    need(dhs, 0, (S, B, n), itemsize, "rnn_sequence_grad", "outputs' gradient")
+    need(dz, 0, (S, B, n), itemsize, "rnn_sequence_grad", "input gradient dz")
+    for buf, name in ((dhn, "dh_n"), (dh0, "dh_0")):
+        need(buf, 0, (B, n), itemsize, "rnn_sequence_grad", name)
+    if S == 0 or B == 0 or n == 0:
+        return
+    cdef int nt = _seq_threads(B, n, 1), ran = 0
+    cdef Py_ssize_t per
+    cdef Buffer scratch
+    while not ran:   # a second round only where OpenMP started a smaller team
+        per = _seq_scratch(B, n, nt, 1, 1, itemsize)
+        scratch = Buffer(nt * per * itemsize)
+        with nogil:
+            if itemsize == 4:
+                ran = _elman_bwd(<float*>hs.ptr, <float*>w.ptr, <float*>dhs.ptr, <float*>dhn.ptr,
+                                 <float*>dz.ptr, <float*>dh0.ptr, S, B, n, relu, nt,
+                                 <float*>scratch.ptr, per)
+            else:
+                ran = _elman_bwd(<double*>hs.ptr, <double*>w.ptr, <double*>dhs.ptr,
+                                 <double*>dhn.ptr, <double*>dz.ptr, <double*>dh0.ptr, S, B, n,
+                                 relu, nt, <double*>scratch.ptr, per)
         nt = 1

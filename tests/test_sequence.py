@@ -277,6 +277,81 @@ def test_gru_sequence_kernel_matches_the_per_step_ops(monkeypatch, dtype, thread
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("seq,batch,n", [(35, 20, 64), (3, 70, 33), (1, 1, 1), (2, 5, 129),
+                                         (2, 64, 40)])
+def test_rnn_sequence_kernel_matches_the_per_step_ops(monkeypatch, dtype, threads,
+                                                      nonlinearity, seq, batch, n):
+    """The Elman RNN's whole-sequence kernels against the same layer a step at a time
+    (matmul, add, tanh / relu ops): outputs and the gradients of xp, w_hh and h_0."""
+    from mininet.backend.cpu import CPUDevice
+    from mininet.ops.rnn import rnn_layer
+    r = np.random.default_rng(seq * 1000 + batch + n)
+    arrays = [r.standard_normal((seq, batch, n)), r.standard_normal((n, n)) / np.sqrt(n),
+              r.standard_normal((batch, n))]
+    weights = [r.standard_normal((seq, batch, n)), r.standard_normal((batch, n))]
+
+    def run():
+        ins = [Tensor(a, dtype=dtype, requires_grad=True) for a in arrays]
+        outs = rnn_layer(*ins, nonlinearity)
+        sum((o * Tensor(w, dtype=dtype)).sum() for o, w in zip(outs, weights)).backward()
+        return [o.numpy() for o in outs] + [x.grad.numpy() for x in ins]
+    before = mininet.get_num_threads()
+    mininet.set_num_threads(threads)
+    try:
+        fused = run()
+        monkeypatch.setattr(CPUDevice, "capabilities", CPUDevice.capabilities - {"rnn_seq"})
+        steps = run()
+    finally:
+        mininet.set_num_threads(before)
+    tol = 2e-5 if dtype == "float32" else 1e-12
+    for a, b in zip(fused, steps):
+        assert a.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+def test_rnn_layer_second_order_matches_the_composite():
+    """A create_graph backward through the one-op layer is the composite's: the gradient
+    of a gradient penalty matches the per-step ops'."""
+    from mininet.ops.rnn import rnn_layer, rnn_layer_composite
+    r = np.random.default_rng(8)
+    arrays = [r.standard_normal((4, 3, 5)), r.standard_normal((5, 5)) * 0.4,
+              r.standard_normal((3, 5))]
+    results = []
+    for f in (rnn_layer, rnn_layer_composite):
+        ins = [Tensor(a, dtype="float64", requires_grad=True) for a in arrays]
+        out, h = f(*ins)
+        ((out * out).sum() + (h * h * h).sum()).backward(create_graph=True)
+        firsts = [x.grad for x in ins]
+        for x in ins:
+            x.grad = None
+        sum((g * g).sum() for g in firsts).backward()
+        results.append([g.numpy() for g in firsts] + [x.grad.numpy() for x in ins])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-12)
+
+
+def test_rnn_layer_and_kernels_name_bad_input():
+    from mininet.ndarray import NDArray
+    from mininet.ops.rnn import rnn_layer
+    xp, w, h = (Tensor(np.zeros(s)) for s in ((3, 2, 4), (4, 4), (2, 4)))
+    with pytest.raises(ValueError, match="nonlinearity must be 'tanh' or 'relu'"):
+        rnn_layer(xp, w, h, "gelu")
+    with pytest.raises(ValueError, match=r"needs w_hh \(4, 4\) and a state \(2, 4\)"):
+        rnn_layer(xp, Tensor(np.zeros((4, 5))), h)
+    with pytest.raises(ValueError, match="at least one step"):
+        rnn_layer(Tensor(np.zeros((0, 2, 4))), w, h)
+    dev = mininet.cpu()
+    make = lambda *shape: NDArray(np.zeros(shape, dtype="float32"), device=dev)
+    with pytest.raises(ValueError, match=r"hs must be compact of shape \(4, 2, 4\)"):
+        dev.rnn_sequence(make(3, 2, 4), make(4, 4), make(3, 2, 4), False)
+    with pytest.raises(ValueError, match=r"dz must be compact of shape \(3, 2, 4\)"):
+        dev.rnn_sequence_grad(make(4, 2, 4), make(4, 4), make(3, 2, 4), make(2, 4),
+                              make(3, 2, 5), make(2, 4), True)
+
+
 def test_gru_sequence_kernels_refuse_wrong_arrays():
     from mininet.ndarray import NDArray
     dev = mininet.cpu()
@@ -341,6 +416,7 @@ def test_sequence_kernels_with_a_smaller_openmp_team_than_asked():
 import numpy as np, mininet
 from mininet import Tensor, ops
 from mininet.ops.rnn import lstm_layer_composite, gru_layer, gru_layer_composite
+from mininet.ops.rnn import rnn_layer, rnn_layer_composite
 mininet.set_num_threads(2)
 r = np.random.default_rng(0); S, B, n = 3, 64, 256
 T = lambda *s: Tensor(0.05 * r.standard_normal(s), dtype="float64", requires_grad=True)
@@ -354,8 +430,12 @@ for f in (ops.lstm_layer, lstm_layer_composite):
 gx, gw = T(S, B, 3 * n), T(n, 3 * n)
 for f in (gru_layer, gru_layer_composite):
     errs.append([f(gx, gw, h)[0].numpy()])
+rx, rw = T(S, B, n), T(n, n)
+for f in (rnn_layer, rnn_layer_composite):
+    errs.append([f(rx, rw, h)[0].numpy()])
 d = max(float(np.abs(a - b).max()) for a, b in zip(errs[0], errs[1]))
 d = max(d, float(np.abs(errs[2][0] - errs[3][0]).max()))
+d = max(d, float(np.abs(errs[4][0] - errs[5][0]).max()))
 print(d)
 """
     import os

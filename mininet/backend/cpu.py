@@ -134,7 +134,7 @@ class CPUDevice(Device):
     name = "cpu"
     capabilities = frozenset({"conv2d", "conv2d_relu", "softmax_xent", "xent_checks_labels",
                               "batchnorm", "batchnorm_relu", "rows", "share_host", "lstm", "lstm_seq",
-                              "gru_seq",
+                              "gru_seq", "rnn_seq",
                               "layernorm", "softmax", "bias_act", "relu_grad_bias", "conv2d_bf16"})
     # Output pixels per image below which im2col + one GEMM beats the implicit GEMM: the
     # fused kernels cut each image into panels of 32 pixels, so 4x4 or 1x1 outputs (a
@@ -397,6 +397,20 @@ class CPUDevice(Device):
                    ("dc0", dc0, (B, n)))
         _rnn.lstm_seq_backward(_at(act), _at(cs), _at(w), _at(dhs), _at(dhn), _at(dcn), _at(dz),
                                _at(dh0), _at(dc0), S, B, n, dhs.dtype.itemsize)
+
+    def rnn_sequence(self, xp, w, hs, relu):
+        S, B, n = _seq_dims("rnn_sequence", "xp", xp, 1)
+        _check_seq("rnn_sequence", ("xp", xp, (S, B, n)), ("w", w, (n, n)),
+                   ("hs", hs, (S + 1, B, n)))
+        _rnn.elman_seq_forward(_at(xp), _at(w), _at(hs), S, B, n, bool(relu), xp.dtype.itemsize)
+
+    def rnn_sequence_grad(self, hs, w, dhs, dhn, dz, dh0, relu):
+        S, B, n = _seq_dims("rnn_sequence_grad", "dhs", dhs, 1)
+        _check_seq("rnn_sequence_grad", ("hs", hs, (S + 1, B, n)), ("w", w, (n, n)),
+                   ("dhs", dhs, (S, B, n)), ("dhn", dhn, (B, n)), ("dz", dz, (S, B, n)),
+                   ("dh0", dh0, (B, n)))
+        _rnn.elman_seq_backward(_at(hs), _at(w), _at(dhs), _at(dhn), _at(dz), _at(dh0), S, B, n,
+                                bool(relu), dhs.dtype.itemsize)
 
     def gru_sequence(self, xp, w, b, hs, act):
         S, B, n = _seq_dims("gru_sequence", "xp", xp, 3)

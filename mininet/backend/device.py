@@ -26,8 +26,8 @@ class Device:
     (ops ask dev.has("conv2d") and otherwise compose the op from core kernels):
     conv2d (implicit-GEMM convolution), softmax_xent (fused cross-entropy), batchnorm,
     rows (take_rows / add_rows: embedding lookups), lstm (lstm_gates / lstm_gates_grad),
-    lstm_seq and gru_seq (lstm_sequence / gru_sequence and their _grad: a recurrent
-    layer's steps in one call),
+    lstm_seq, gru_seq and rnn_seq (lstm_sequence / gru_sequence / rnn_sequence and their
+    _grad: a recurrent layer's steps in one call),
     dropout (dropout_mask: masks from a counter-based generator on the device),
     share_host (share(numpy array): a handle over host memory, and array_view(NDArray): a
     numpy array over a compact array's memory, both without a copy), xent_checks_labels
@@ -302,6 +302,18 @@ class Device:
         c_S's (dhn, dcn (B, n))."""
         raise NotImplementedError
 
+    # capability rnn_seq
+    def rnn_sequence(self, xp, w, hs, relu):
+        """An Elman RNN layer's steps: from xp (S, B, n: x W_ih + b_ih + b_hh), w (n, n) and
+        hs[0], the states hs[1..S] ((S + 1, B, n)), h_{t+1} = tanh(xp[t] + h_t w) (max(0, .)
+        with relu)."""
+        raise NotImplementedError
+
+    def rnn_sequence_grad(self, hs, w, dhs, dhn, dz, dh0, relu):
+        """rnn_sequence's steps in reverse: dz (S, B, n: the gradient of xp) and dh0 (h_0's)
+        from the outputs' gradient dhs (S, B, n) and h_S's (dhn (B, n))."""
+        raise NotImplementedError
+
     # capability gru_seq
     def gru_sequence(self, xp, w, b, hs, act):
         """A GRU layer's steps (PyTorch's gates r, z, n): from xp (S, B, 3n: x W_ih + b_ih),
@@ -350,6 +362,7 @@ KERNELS = {
     "lstm": ("lstm_gates", "lstm_gates_grad"),
     "lstm_seq": ("lstm_sequence", "lstm_sequence_grad"),
     "gru_seq": ("gru_sequence", "gru_sequence_grad"),
+    "rnn_seq": ("rnn_sequence", "rnn_sequence_grad"),
     "dropout": ("dropout_mask",),
     "share_host": ("share", "array_view"),
     "bias_act": ("bias_act",),

@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import init, ops
 from ..autograd import Tensor
-from ..ops.rnn import gru_cell, gru_layer
+from ..ops.rnn import gru_cell, gru_layer, rnn_layer
 from .module import Module, Parameter, positive_int
 
 
@@ -190,7 +190,8 @@ class _Stack(Module):
 
 class RNN(_Stack):
     """Multi-layer RNN: forward(x, h0) -> (output (seq, batch, hidden), h_n (layers, batch,
-    hidden)); h0 defaults to zeros."""
+    hidden)); h0 defaults to zeros. Each layer runs as one op over the sequence
+    (ops.rnn.rnn_layer)."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, nonlinearity="tanh",
                  batch_first=False, device=None, dtype="float32"):
@@ -210,6 +211,10 @@ class RNN(_Stack):
                   for c, h in zip(self.cells, self._layers(h0, self.num_layers))]
         out, finals = self._run(x, states)
         return self._out(out), ops.stack(finals, 0)
+
+    def _layer(self, cell, xp, h):
+        """One op per layer and sequence (the CPU's sequence kernels)."""
+        return rnn_layer(xp, cell.W_hh, h, cell.nonlinearity)
 
 
 class LSTM(_Stack):

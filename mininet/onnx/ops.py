@@ -575,6 +575,20 @@ def lstm_layer(g, node):
     return g.squeeze(y, [1]), g.squeeze(yh, [0]), g.squeeze(yc, [0])
 
 
+@maps(rnn.RNNLayer)
+def rnn_layer(g, node):
+    """ONNX's RNN over the projected input xp (S, B, n): W the identity (xp already holds
+    x W_ih and both biases), R = w_hh transposed; Tanh or Relu."""
+    xp, w_hh, h0 = node.inputs
+    n = w_hh.shape[0]
+    eye = np.eye(n, dtype=xp.dtype)[None]
+    r = g.unsqueeze(g.node("Transpose", [g.name(w_hh)], perm=[1, 0]), [0])
+    y, yh = g.node("RNN", [g.name(xp), g.const(eye, "rnn_W"), r, "", "",
+                           g.unsqueeze(g.name(h0), [0])],
+                   outputs=2, hidden_size=n, activations=["Relu" if node.op.relu else "Tanh"])
+    return g.squeeze(y, [1]), g.squeeze(yh, [0])
+
+
 GRU_GATES = (1, 0, 2)   # ONNX's z, r, h from our (PyTorch's) r, z, n blocks
 
 

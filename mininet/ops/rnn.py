@@ -5,7 +5,7 @@ and one accumulation per step). Their gradients of a create_graph backward are b
 from ops, so higher orders work; devices without the kernels use the composites."""
 from ..autograd import Tensor, TupleOp, grad_enabled, partial_grads
 from ..ndarray import NDArray, matmul as nd_matmul
-from .math import linear, require_float, sigmoid, tanh
+from .math import linear, relu, require_float, sigmoid, tanh
 from .shape import concatenate, reshape, split, stack
 
 
@@ -169,6 +169,76 @@ def lstm_layer(xp, w_hh, h0, c0):
         return lstm_layer_composite(xp, w_hh, h0, c0)
     out = LSTMLayer()(xp, w_hh, h0, c0)
     return out[0], out[1], out[2]
+
+
+# Elman RNN ----------------------------------------------------------------------------
+def rnn_layer_composite(xp, w_hh, h0, nonlinearity="tanh"):
+    """(H (S, B, n), h_n) step by step from ops: h_{t+1} = act(xp[t] + h_t @ w_hh)."""
+    act = tanh if nonlinearity == "tanh" else relu
+    h, outs = h0, []
+    for xt in split(xp, 0):
+        h = act(xt + h @ w_hh)
+        outs.append(h)
+    return stack(outs, 0), h
+
+
+class RNNLayer(TupleOp):
+    """An Elman RNN layer over a sequence as one op: inputs the projected input xp (S, B, n)
+    (x @ W_ih + both biases, one GEMM for the sequence), w_hh (n, n) and h0 (B, n);
+    outputs every h_t (S, B, n) and h_n. Backward runs the steps in reverse and takes
+    w_hh's gradient as one GEMM over all steps; a create_graph backward is the
+    composite's, so higher orders work."""
+
+    def __init__(self, nonlinearity="tanh"):
+        super().__init__()
+        self.relu = nonlinearity == "relu"
+
+    def compute(self, xp, w, h0):
+        S, B, n = xp.shape
+        dev, dt = xp.device, xp.dtype
+        self.hs = NDArray.make((S + 1, B, n), device=dev, dtype=dt)   # h_0 .. h_S
+        self.hs[0] = h0
+        dev.rnn_sequence(xp.compact(), w.compact(), self.hs, self.relu)
+        return self.hs[1:], self.hs[S].compact()
+
+    def gradient(self, g, node):
+        if grad_enabled():   # create_graph: the composite's vector-Jacobian product, seeded
+            # by g (never differentiated through: see LSTMLayer.gradient)
+            outs = rnn_layer_composite(*node.inputs, "relu" if self.relu else "tanh")
+            return tuple(partial_grads(list(outs), list(node.inputs), list(g)))
+        w = node.inputs[1].cached_data
+        dhs, dhn = g.cached_data
+        S, B, n = dhs.shape
+        dev, dt = dhs.device, dhs.dtype
+        dz = NDArray.make((S, B, n), device=dev, dtype=dt)
+        dh = NDArray.make((B, n), device=dev, dtype=dt)
+        dev.rnn_sequence_grad(self.hs, w.compact(), dhs.compact(), dhn.compact(), dz, dh,
+                              self.relu)
+        dw = nd_matmul(self.hs[:S].reshape((S * B, n)).permute((1, 0)), dz.reshape((S * B, n)))
+        return tuple(Tensor.make_const(a) for a in (dz, dw, dh))
+
+
+def rnn_layer(xp, w_hh, h0, nonlinearity="tanh"):
+    """(H, h_n) of an Elman RNN layer over (S, B, n) projected inputs (x W_ih + b_ih +
+    b_hh): one op where the device has the sequence kernels, else step by step."""
+    require_float("rnn_layer", xp, w_hh, h0)
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"rnn_layer: nonlinearity must be 'tanh' or 'relu', got "
+                         f"{nonlinearity!r}")
+    if xp.ndim != 3 or xp.shape[0] == 0:
+        raise ValueError(f"rnn_layer: the projected input must be (seq, batch, hidden) with "
+                         f"at least one step, got shape {xp.shape}")
+    S, B, n = xp.shape
+    if tuple(w_hh.shape) != (n, n) or tuple(h0.shape) != (B, n):
+        raise ValueError(f"rnn_layer: projected input {xp.shape} needs w_hh ({n}, {n}) and a "
+                         f"state ({B}, {n}); got {w_hh.shape}, {h0.shape}")
+    if len({xp.dtype, w_hh.dtype, h0.dtype}) != 1:
+        raise ValueError(f"rnn_layer: inputs must share a dtype, got {xp.dtype}, "
+                         f"{w_hh.dtype}, {h0.dtype}")
+    if not xp.device.has("rnn_seq"):
+        return rnn_layer_composite(xp, w_hh, h0, nonlinearity)
+    out = RNNLayer(nonlinearity)(xp, w_hh, h0)
+    return out[0], out[1]
 
 
 # GRU ----------------------------------------------------------------------------------
