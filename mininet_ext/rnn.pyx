@@ -74,12 +74,15 @@ cdef extern from *:
     #ifdef _OPENMP
     #include <omp.h>
     static inline int mn_seq_team(void) { return omp_get_num_threads(); }
+    static inline int mn_seq_tid(void) { return omp_get_thread_num(); }
     #else
     static inline int mn_seq_team(void) { return 1; }
+    static inline int mn_seq_tid(void) { return 0; }
     #endif
     """
     void mn_omp_barrier() nogil
     int mn_seq_team() nogil
+    int mn_seq_tid() nogil
 
 
 def lstm_forward(Buffer z, Buffer c, Buffer act, Buffer c_new, Buffer h_new, Py_ssize_t B,
@@ -137,6 +140,17 @@ def lstm_backward(Buffer act, Buffer c, Buffer dh, Buffer dc, Buffer dz, Buffer 
 # 1024: a language model's); the copy of w stays in that thread's L2 across the steps.
 cdef inline Py_ssize_t _units(Py_ssize_t n, int nt, int t) noexcept nogil:
     return n * t // nt
+
+
+cdef inline bint _team_ok(int nt, int* ran) noexcept nogil:
+    """In a sequence kernel's region: whether the team is the nt threads its unit blocks
+    assume. OpenMP may start fewer (OMP_THREAD_LIMIT, OMP_DYNAMIC, nesting): then no
+    thread runs a step, thread 0 clears *ran and the kernel reruns on one thread."""
+    if mn_seq_team() == nt:
+        return True
+    if mn_seq_tid() == 0:
+        ran[0] = 0
+    return False
 
 
 cdef inline Py_ssize_t _round16(Py_ssize_t items) noexcept nogil:
@@ -203,10 +217,7 @@ cdef int _seq_fwd(const floating* xp, const floating* w, floating* hs, floating*
     cdef int ran = 1
     cdef int* ranp = &ran
     with parallel(num_threads=nt):
-        if mn_seq_team() != nt:   # a smaller team: the blocks follow nt, so none runs
-            if threadid() == 0:
-                ranp[0] = 0
-        else:
+        if _team_ok(nt, ranp):
             tid = threadid()
             u0 = _units(n, nt, tid)
             nu = _units(n, nt, tid + 1) - u0
@@ -245,10 +256,7 @@ cdef int _seq_bwd(const floating* act, const floating* cs, const floating* w,
     cdef int ran = 1
     cdef int* ranp = &ran
     with parallel(num_threads=nt):
-        if mn_seq_team() != nt:   # a smaller team: the blocks follow nt, so none runs
-            if threadid() == 0:
-                ranp[0] = 0
-        else:
+        if _team_ok(nt, ranp):
             tid = threadid()
             u0 = _units(n, nt, tid)
             nu = _units(n, nt, tid + 1) - u0
@@ -362,10 +370,7 @@ cdef int _gru_fwd(const floating* xp, const floating* w, const floating* bias,
     cdef int ran = 1
     cdef int* ranp = &ran
     with parallel(num_threads=nt):
-        if mn_seq_team() != nt:   # a smaller team: the blocks follow nt, so none runs
-            if threadid() == 0:
-                ranp[0] = 0
-        else:
+        if _team_ok(nt, ranp):
             tid = threadid()
             u0 = _units(n, nt, tid)
             nu = _units(n, nt, tid + 1) - u0
@@ -403,10 +408,7 @@ cdef int _gru_bwd(const floating* act, const floating* hs, const floating* w,
     cdef int ran = 1
     cdef int* ranp = &ran
     with parallel(num_threads=nt):
-        if mn_seq_team() != nt:   # a smaller team: the blocks follow nt, so none runs
-            if threadid() == 0:
-                ranp[0] = 0
-        else:
+        if _team_ok(nt, ranp):
             tid = threadid()
             u0 = _units(n, nt, tid)
             nu = _units(n, nt, tid + 1) - u0
@@ -515,10 +517,7 @@ cdef int _elman_fwd(const floating* xp, const floating* w, floating* hs, Py_ssiz
     cdef int ran = 1
     cdef int* ranp = &ran
     with parallel(num_threads=nt):
-        if mn_seq_team() != nt:   # a smaller team: the blocks follow nt, so none runs
-            if threadid() == 0:
-                ranp[0] = 0
-        else:
+        if _team_ok(nt, ranp):
             tid = threadid()
             u0 = _units(n, nt, tid)
             nu = _units(n, nt, tid + 1) - u0
@@ -552,10 +551,7 @@ cdef int _elman_bwd(const floating* hs, const floating* w, const floating* dhs,
     cdef int ran = 1
     cdef int* ranp = &ran
     with parallel(num_threads=nt):
-        if mn_seq_team() != nt:   # a smaller team: the blocks follow nt, so none runs
-            if threadid() == 0:
-                ranp[0] = 0
-        else:
+        if _team_ok(nt, ranp):
             tid = threadid()
             u0 = _units(n, nt, tid)
             nu = _units(n, nt, tid + 1) - u0

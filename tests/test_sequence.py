@@ -212,6 +212,27 @@ def _lstm_layer_run(arrays, weights, dtype):
     return [o.numpy() for o in outs] + [x.grad.numpy() for x in ins]
 
 
+def _fused_and_steps(monkeypatch, run, capability, threads):
+    """run() with the device's sequence kernels, then with `capability` removed (the same
+    op step by step), at `threads` threads."""
+    from mininet.backend.cpu import CPUDevice
+    before = mininet.get_num_threads()
+    mininet.set_num_threads(threads)
+    try:
+        fused = run()
+        monkeypatch.setattr(CPUDevice, "capabilities", CPUDevice.capabilities - {capability})
+        return fused, run()
+    finally:
+        mininet.set_num_threads(before)
+
+
+def _assert_same(fused, steps, dtype):
+    tol = 2e-5 if dtype == "float32" else 1e-12
+    for a, b in zip(fused, steps):
+        assert a.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("seq,batch,n", [(35, 20, 64), (3, 70, 33), (1, 1, 1), (2, 5, 129),
@@ -222,24 +243,13 @@ def test_lstm_sequence_kernel_matches_the_per_step_ops(monkeypatch, dtype, threa
     a step) against the same op run a step at a time (a GEMM and the gate kernel per
     step): outputs and the gradients of xp, w_hh, h_0 and c_0, odd unit counts that
     split unevenly over the threads, batch 1 and a batch past the few-rows GEMM path."""
-    from mininet.backend.cpu import CPUDevice
     r = np.random.default_rng(seq * 1000 + batch + n)
     arrays = [r.standard_normal((seq, batch, 4 * n)), r.standard_normal((n, 4 * n)) * 0.3,
               r.standard_normal((batch, n)), r.standard_normal((batch, n))]
     weights = [r.standard_normal((seq, batch, n)), r.standard_normal((batch, n)),
                r.standard_normal((batch, n))]
-    before = mininet.get_num_threads()
-    mininet.set_num_threads(threads)
-    try:
-        fused = _lstm_layer_run(arrays, weights, dtype)
-        monkeypatch.setattr(CPUDevice, "capabilities", CPUDevice.capabilities - {"lstm_seq"})
-        steps = _lstm_layer_run(arrays, weights, dtype)
-    finally:
-        mininet.set_num_threads(before)
-    tol = 2e-5 if dtype == "float32" else 1e-12
-    for a, b in zip(fused, steps):
-        assert a.dtype == np.dtype(dtype)
-        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    _assert_same(*_fused_and_steps(monkeypatch, lambda: _lstm_layer_run(arrays, weights, dtype),
+                                   "lstm_seq", threads), dtype)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -251,7 +261,6 @@ def test_gru_sequence_kernel_matches_the_per_step_ops(monkeypatch, dtype, thread
                                                       n, bias):
     """The GRU's whole-sequence kernels against the same op a step at a time (array ops):
     outputs and the gradients of xp, w_hh, h_0 and b_hh (its n block inside r's product)."""
-    from mininet.backend.cpu import CPUDevice
     from mininet.ops.rnn import gru_layer
     r = np.random.default_rng(seq * 1000 + batch + n)
     arrays = [r.standard_normal((seq, batch, 3 * n)), r.standard_normal((n, 3 * n)) / np.sqrt(n),
@@ -263,18 +272,7 @@ def test_gru_sequence_kernel_matches_the_per_step_ops(monkeypatch, dtype, thread
         outs = gru_layer(*ins)
         sum((o * Tensor(w, dtype=dtype)).sum() for o, w in zip(outs, weights)).backward()
         return [o.numpy() for o in outs] + [x.grad.numpy() for x in ins]
-    before = mininet.get_num_threads()
-    mininet.set_num_threads(threads)
-    try:
-        fused = run()
-        monkeypatch.setattr(CPUDevice, "capabilities", CPUDevice.capabilities - {"gru_seq"})
-        steps = run()
-    finally:
-        mininet.set_num_threads(before)
-    tol = 2e-5 if dtype == "float32" else 1e-12
-    for a, b in zip(fused, steps):
-        assert a.dtype == np.dtype(dtype)
-        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    _assert_same(*_fused_and_steps(monkeypatch, run, "gru_seq", threads), dtype)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -286,7 +284,6 @@ def test_rnn_sequence_kernel_matches_the_per_step_ops(monkeypatch, dtype, thread
                                                       nonlinearity, seq, batch, n):
     """The Elman RNN's whole-sequence kernels against the same layer a step at a time
     (matmul, add, tanh / relu ops): outputs and the gradients of xp, w_hh and h_0."""
-    from mininet.backend.cpu import CPUDevice
     from mininet.ops.rnn import rnn_layer
     r = np.random.default_rng(seq * 1000 + batch + n)
     arrays = [r.standard_normal((seq, batch, n)), r.standard_normal((n, n)) / np.sqrt(n),
@@ -298,18 +295,7 @@ def test_rnn_sequence_kernel_matches_the_per_step_ops(monkeypatch, dtype, thread
         outs = rnn_layer(*ins, nonlinearity)
         sum((o * Tensor(w, dtype=dtype)).sum() for o, w in zip(outs, weights)).backward()
         return [o.numpy() for o in outs] + [x.grad.numpy() for x in ins]
-    before = mininet.get_num_threads()
-    mininet.set_num_threads(threads)
-    try:
-        fused = run()
-        monkeypatch.setattr(CPUDevice, "capabilities", CPUDevice.capabilities - {"rnn_seq"})
-        steps = run()
-    finally:
-        mininet.set_num_threads(before)
-    tol = 2e-5 if dtype == "float32" else 1e-12
-    for a, b in zip(fused, steps):
-        assert a.dtype == np.dtype(dtype)
-        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    _assert_same(*_fused_and_steps(monkeypatch, run, "rnn_seq", threads), dtype)
 
 
 def test_rnn_layer_second_order_matches_the_composite():
