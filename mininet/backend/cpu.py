@@ -133,9 +133,9 @@ _ENV_KEYS = {n: n.encode() for n in ("MININET_CONV_NHWC", "MININET_WINOGRAD",
 class CPUDevice(Device):
     name = "cpu"
     capabilities = frozenset({"conv2d", "conv2d_relu", "softmax_xent", "xent_checks_labels",
-                              "batchnorm", "batchnorm_relu", "rows", "share_host", "lstm", "lstm_seq",
-                              "gru_seq", "rnn_seq",
-                              "layernorm", "softmax", "bias_act", "relu_grad_bias", "conv2d_bf16"})
+                              "batchnorm", "batchnorm_relu", "rows", "share_host", "lstm",
+                              "lstm_seq", "gru_seq", "rnn_seq", "layernorm", "softmax",
+                              "bias_act", "relu_grad_bias", "conv2d_bf16"})
     # Output pixels per image below which im2col + one GEMM beats the implicit GEMM: the
     # fused kernels cut each image into panels of 32 pixels, so 4x4 or 1x1 outputs (a
     # ResNet9's late layers) fill a panel by a fraction, where im2col's GEMM runs over the

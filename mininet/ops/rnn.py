@@ -1,8 +1,10 @@
-"""Fused recurrent ops: an LSTM step's gates in one kernel, and a whole LSTM layer over
-a sequence as one op (a language model runs a step per token and layer: per-step ops
-cost ~15 kernels, their graph nodes and, in backward, one small weight-gradient GEMM
-and one accumulation per step). Their gradients of a create_graph backward are built
-from ops, so higher orders work; devices without the kernels use the composites."""
+"""Fused recurrent ops: an LSTM step's gates in one kernel, and a whole LSTM, GRU or
+Elman RNN layer over a sequence as one op (a language model runs a step per token and
+layer: per-step ops cost ~15 kernels, their graph nodes and, in backward, one small
+weight-gradient GEMM and one accumulation per step). On the CPU a layer's steps run in
+one kernel call each way (capabilities lstm_seq, gru_seq, rnn_seq). Their gradients of
+a create_graph backward are built from ops, so higher orders work; devices without the
+kernels use the composites."""
 from ..autograd import Tensor, TupleOp, grad_enabled, partial_grads
 from ..ndarray import NDArray, matmul as nd_matmul
 from .math import linear, relu, require_float, sigmoid, tanh
