@@ -133,11 +133,13 @@ def lstm_backward(Buffer act, Buffer c, Buffer dh, Buffer dc, Buffer dz, Buffer 
 
 # A whole layer over a sequence -------------------------------------------------------
 # Per step, each thread of one parallel region owns a block of hidden units: it
-# multiplies h_t by its own copy of w's columns for those units (the four gates' blocks
-# side by side, so the product's output is exactly what its gate kernel reads), then
-# runs the gates for those units; one barrier per step before h_{t+1} is read whole.
-# Per-step ops from Python cost ~70 us a step on top of a ~40 us product (20 x 256 x
-# 1024: a language model's); the copy of w stays in that thread's L2 across the steps.
+# multiplies h_t by its own copy of w's columns for those units (the G gate blocks side
+# by side: LSTM 4, GRU 3, Elman RNN 1; so the product's output is exactly what its gate
+# kernel reads), then runs the gates for those units; one barrier per step before
+# h_{t+1} is read whole. Per-step ops from Python cost ~70 us a step on top of a ~40 us
+# product (20 x 256 x 1024: a language model's); the copy of w stays in that thread's
+# L2 across the steps. Backward mirrors it: the gates' gradient for the block, a
+# barrier, then dh_t = dz_t @ (w^T's columns of the block).
 cdef inline Py_ssize_t _units(Py_ssize_t n, int nt, int t) noexcept nogil:
     return n * t // nt
 
