@@ -105,6 +105,19 @@ def _lstm_layer(op, ins, out):
     return s * (2 * b * (n4 // 4) * n4 + b * n4 + 9 * b * (n4 // 4))
 
 
+def _gru_layer(op, ins, out):
+    """Per step: h_t @ w_hh, then per unit r and z (add, sigmoid), n (product, add, tanh),
+    h' = n + z (h - n); b_hh's adds left out, as Linear's bias."""
+    s, b, n3 = ins[0].shape
+    return s * (2 * b * (n3 // 3) * n3 + 10 * b * (n3 // 3))
+
+
+def _rnn_layer(op, ins, out):
+    """Per step: h_t @ w_hh, the add, tanh or relu."""
+    s, b, n = ins[0].shape
+    return s * (2 * b * n * n + 2 * b * n)
+
+
 _ELEMENTWISE = ("EWiseAdd AddScalar EWiseMul MulScalar EWiseDiv DivScalar PowerScalar EWisePow "
                 "Negate Exp Log Log1p Expm1 Abs Clip Sqrt Tanh Sigmoid ReLU ReLUGrad Maximum "
                 "MaskPass Erf Cumsum").split()
@@ -135,6 +148,8 @@ FORWARD_FLOPS = {
     # per unit: 3 sigmoids, 2 tanh, f*c + i*g, o*tanh(c)
     "LSTMGates": lambda op, ins, out: 9 * ins[1].size,
     "LSTMLayer": _lstm_layer,
+    "GRULayer": _gru_layer,
+    "RNNLayer": _rnn_layer,
 }
 
 
@@ -167,6 +182,26 @@ def _lstm_layer_backward(op, ins, req, recorded):
     return s * (23 * b * n + 2 * b * n4 * n) + 2 * n * s * b * n4
 
 
+def _gru_layer_backward(op, ins, req, recorded):
+    """Per step: the gates' gradient (15 per unit), dh = dhp[t] @ w_hh^T plus dh z; then
+    w_hh's gradient as one product over all steps, b_hh's as one sum."""
+    if recorded:
+        return 0
+    s, b, n3 = ins[0].shape
+    n = n3 // 3
+    bias = s * b * n3 if len(ins) == 4 else 0
+    return s * (16 * b * n + 2 * b * n3 * n) + 2 * n * s * b * n3 + bias
+
+
+def _rnn_layer_backward(op, ins, req, recorded):
+    """Per step: dh + dhs[t] times the derivative (4 per unit), dh = dz[t] @ w_hh^T; then
+    w_hh's gradient as one product over all steps."""
+    if recorded:
+        return 0
+    s, b, n = ins[0].shape
+    return s * (4 * b * n + 2 * b * n * n) + 2 * n * s * b * n
+
+
 BACKWARD_FLOPS = {
     "MatMul": _matmul_backward,
     "Linear": _linear_backward,
@@ -175,6 +210,8 @@ BACKWARD_FLOPS = {
                                                  else 8 * ins[0].size),
     "LSTMGates": _fused_backward(22, 1),   # dct, four gate blocks, dc_prev
     "LSTMLayer": _lstm_layer_backward,
+    "GRULayer": _gru_layer_backward,
+    "RNNLayer": _rnn_layer_backward,
     "Abs": lambda op, ins, req, recorded: ins[0].size,          # the sign mask
     "Clip": lambda op, ins, req, recorded: 3 * ins[0].size,     # two compares, a product
     "Max": lambda op, ins, req, recorded: 4 * ins[0].size,      # compare, sum, divide

@@ -110,6 +110,35 @@ def test_checkpoint_recomputation_is_backward_phase():
         assert ckpt.start <= e.start and e.start + e.dur <= ckpt.start + ckpt.dur
 
 
+@pytest.mark.parametrize("kind", ["gru", "rnn"])
+def test_recurrent_layer_ops_count_the_flops_of_their_steps(monkeypatch, kind):
+    """A GRU or RNN layer run as one op (the CPU's sequence kernels) counts the forward
+    FLOPs its per-step ops count (matmul, adds, activations; b_hh's adds left out, as
+    Linear's bias is); its backward counts at least dh's and w_hh's products."""
+    from mininet.ops.rnn import gru_layer, rnn_layer
+    rng = np.random.default_rng(2)
+    s, b, n = 4, 3, 5
+    k = 3 if kind == "gru" else 1
+    arrays = [rng.standard_normal((s, b, k * n)), rng.standard_normal((n, k * n)) * 0.3,
+              rng.standard_normal((b, n))] + ([rng.standard_normal(3 * n)] if k == 3 else [])
+    layer = gru_layer if kind == "gru" else rnn_layer
+    forward = []
+    for caps in (CPUDevice.capabilities, CPUDevice.capabilities - {f"{kind}_seq"}):
+        monkeypatch.setattr(CPUDevice, "capabilities", caps)
+        ins = [mn.Tensor(a, dtype="float32", requires_grad=True) for a in arrays]
+        with profiler.profile() as prof:
+            out, h = layer(*ins)
+        forward.append(sum(e.flops or 0 for e in prof.events if e.cat == "forward"))
+        if len(forward) == 1:
+            with profiler.profile() as prof:
+                (out.sum() + h.sum()).backward()
+            name = "GRULayer" if kind == "gru" else "RNNLayer"
+            per_step = 2 * b * k * n * n     # dh = dz_t @ w_hh^T
+            assert _row(prof, name, "backward")["flops"] > s * per_step + 2 * n * s * b * k * n
+    want = s * (6 * b * n * n + 10 * b * n) if kind == "gru" else s * (2 * b * n * n + 2 * b * n)
+    assert forward == [want, want]
+
+
 def test_linear_and_conv_flops():
     rng = np.random.default_rng(1)
     n, c, h, wd, kout, kh, kw, groups = 2, 4, 9, 8, 6, 3, 2, 2
