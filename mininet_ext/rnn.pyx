@@ -165,19 +165,46 @@ cdef int _seq_threads(Py_ssize_t B, Py_ssize_t n, int G) noexcept nogil:
     return <int>min(<Py_ssize_t>nt, max(n, 1))
 
 
+cdef inline Py_ssize_t _w_items(Py_ssize_t n, int nt, int G) noexcept nogil:
+    """A thread's copy of G gate blocks of w's (or w^T's) columns for the largest unit
+    block, rounded to 64 bytes: the first part of its scratch."""
+    return _round16(G * n * ((n + nt - 1) // nt))
+
+
+cdef inline Py_ssize_t _block_items(Py_ssize_t B, Py_ssize_t n, int nt, int G) noexcept nogil:
+    """A (B, G nu) part of a thread's scratch for the largest unit block, rounded."""
+    return _round16(G * B * ((n + nt - 1) // nt))
+
+
 cdef Py_ssize_t _seq_scratch(Py_ssize_t B, Py_ssize_t n, int nt, int G, int blocks,
                              int itemsize) noexcept nogil:
     """Items of scratch per thread, for G gate blocks: its block of w (or w^T), then
-    forward (blocks 0) the step's product (B x G nu), backward `blocks` (B x nu) blocks
+    forward (blocks 0) the step's product (B x G nu), backward `blocks` (B x nu) parts
     (dh, dc...), then the product's packing (the larger of the two block widths')."""
     cdef Py_ssize_t hi = (n + nt - 1) // nt, lo = n // nt, work
     if blocks:   # dh (B x nu) = dz_t (B x G n) @ the block's columns of w^T (G n x nu)
         work = max(serial_items(B, hi, G * n, G * n, hi, 1, itemsize),
                    serial_items(B, lo, G * n, G * n, lo, 1, itemsize))
-        return _round16(G * n * hi) + blocks * _round16(B * hi) + _round16(work)
+        return _w_items(n, nt, G) + blocks * _block_items(B, n, nt, 1) + _round16(work)
     work = max(serial_items(B, G * hi, n, n, G * hi, 1, itemsize),
                serial_items(B, G * lo, n, n, G * lo, 1, itemsize))
-    return _round16(G * n * hi) + _round16(G * B * hi) + _round16(work)
+    return _w_items(n, nt, G) + _block_items(B, n, nt, G) + _round16(work)
+
+
+cdef void _cols_in(floating* dst, const floating* src, Py_ssize_t B, Py_ssize_t n,
+                   Py_ssize_t u0, Py_ssize_t nu) noexcept nogil:
+    """dst (B, nu) = the columns u0 .. u0 + nu of src (B, n)."""
+    cdef Py_ssize_t b
+    for b in range(B):
+        memcpy(dst + b * nu, src + b * n + u0, nu * sizeof(floating))
+
+
+cdef void _cols_out(floating* dst, const floating* src, Py_ssize_t B, Py_ssize_t n,
+                    Py_ssize_t u0, Py_ssize_t nu) noexcept nogil:
+    """The columns u0 .. u0 + nu of dst (B, n) = src (B, nu)."""
+    cdef Py_ssize_t b
+    for b in range(B):
+        memcpy(dst + b * n + u0, src + b * nu, nu * sizeof(floating))
 
 
 cdef void _w_cols(floating* wb, const floating* w, Py_ssize_t n, int G, Py_ssize_t u0,
@@ -211,7 +238,7 @@ cdef inline void _gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating*
 cdef int _seq_fwd(const floating* xp, const floating* w, floating* hs, floating* cs,
                    floating* act, Py_ssize_t S, Py_ssize_t B, Py_ssize_t n, int nt,
                    floating* scratch, Py_ssize_t per) noexcept nogil:
-    cdef Py_ssize_t hi = (n + nt - 1) // nt, u0, nu, t, b, row
+    cdef Py_ssize_t u0, nu, t, b, row
     cdef int tid
     cdef floating* wb
     cdef floating* z
@@ -224,8 +251,8 @@ cdef int _seq_fwd(const floating* xp, const floating* w, floating* hs, floating*
             u0 = _units(n, nt, tid)
             nu = _units(n, nt, tid + 1) - u0
             wb = scratch + tid * per                 # (n, 4 nu): w's columns of the block
-            z = wb + _round16(4 * n * hi)            # (B, 4 nu): the step's h_t @ wb
-            work = z + _round16(4 * B * hi)
+            z = wb + _w_items(n, nt, 4)              # (B, 4 nu): the step's h_t @ wb
+            work = z + _block_items(B, n, nt, 4)
             _w_cols(wb, w, n, 4, u0, nu)
             for t in range(S):
                 _gemm(B, 4 * nu, n, hs + t * B * n, n, wb, z, work)
@@ -247,7 +274,7 @@ cdef int _seq_bwd(const floating* act, const floating* cs, const floating* w,
                    const floating* dhs, const floating* dhn, const floating* dcn,
                    floating* dz, floating* dh0, floating* dc0, Py_ssize_t S, Py_ssize_t B,
                    Py_ssize_t n, int nt, floating* scratch, Py_ssize_t per) noexcept nogil:
-    cdef Py_ssize_t hi = (n + nt - 1) // nt, u0, nu, t, b, row
+    cdef Py_ssize_t u0, nu, t, b, row
     cdef int tid
     cdef floating* wb
     cdef floating* dh
@@ -263,14 +290,13 @@ cdef int _seq_bwd(const floating* act, const floating* cs, const floating* w,
             u0 = _units(n, nt, tid)
             nu = _units(n, nt, tid + 1) - u0
             wb = scratch + tid * per                 # (4n, nu): w^T's columns of the block
-            dh = wb + _round16(4 * n * hi)           # (B, nu): the gradient of h_{t+1}
-            dca = dh + _round16(B * hi)              # (B, nu): that of c_{t+1}, then c_t
-            dcb = dca + _round16(B * hi)
-            work = dcb + _round16(B * hi)
+            dh = wb + _w_items(n, nt, 4)             # (B, nu): the gradient of h_{t+1}
+            dca = dh + _block_items(B, n, nt, 1)     # (B, nu): that of c_{t+1}, then c_t
+            dcb = dca + _block_items(B, n, nt, 1)
+            work = dcb + _block_items(B, n, nt, 1)
             _wt_cols(wb, w, n, 4, u0, nu)
-            for b in range(B):
-                memcpy(dh + b * nu, dhn + b * n + u0, nu * sizeof(floating))
-                memcpy(dca + b * nu, dcn + b * n + u0, nu * sizeof(floating))
+            _cols_in(dh, dhn, B, n, u0, nu)
+            _cols_in(dca, dcn, B, n, u0, nu)
             for t in range(S - 1, -1, -1):
                 for b in range(B):
                     row = t * B + b
@@ -287,9 +313,8 @@ cdef int _seq_bwd(const floating* act, const floating* cs, const floating* w,
                 dcb = tmp
                 mn_omp_barrier()   # dz_t whole before any thread's product reads it
                 _gemm(B, nu, 4 * n, dz + t * B * 4 * n, 4 * n, wb, dh, work)
-            for b in range(B):
-                memcpy(dh0 + b * n + u0, dh + b * nu, nu * sizeof(floating))
-                memcpy(dc0 + b * n + u0, dca + b * nu, nu * sizeof(floating))
+            _cols_out(dh0, dh, B, n, u0, nu)
+            _cols_out(dc0, dca, B, n, u0, nu)
     return ran
 
 
@@ -363,7 +388,7 @@ def lstm_seq_backward(Buffer act, Buffer cs, Buffer w, Buffer dhs, Buffer dhn, B
 cdef int _gru_fwd(const floating* xp, const floating* w, const floating* bias,
                    floating* hs, floating* act, Py_ssize_t S, Py_ssize_t B, Py_ssize_t n,
                    int nt, floating* scratch, Py_ssize_t per) noexcept nogil:
-    cdef Py_ssize_t hi = (n + nt - 1) // nt, u0, nu, t, b, row
+    cdef Py_ssize_t u0, nu, t, b, row
     cdef int tid
     cdef floating* wb
     cdef floating* hp
@@ -377,8 +402,8 @@ cdef int _gru_fwd(const floating* xp, const floating* w, const floating* bias,
             u0 = _units(n, nt, tid)
             nu = _units(n, nt, tid + 1) - u0
             wb = scratch + tid * per                 # (n, 3 nu): w's columns of the block
-            hp = wb + _round16(3 * n * hi)           # (B, 3 nu): the step's h_t @ wb
-            work = hp + _round16(3 * B * hi)
+            hp = wb + _w_items(n, nt, 3)             # (B, 3 nu): the step's h_t @ wb
+            work = hp + _block_items(B, n, nt, 3)
             bb = bias + u0 if bias != NULL else NULL
             _w_cols(wb, w, n, 3, u0, nu)
             for t in range(S):
@@ -401,7 +426,7 @@ cdef int _gru_bwd(const floating* act, const floating* hs, const floating* w,
                    const floating* dhs, const floating* dhn, floating* dxp, floating* dhp,
                    floating* dh0, Py_ssize_t S, Py_ssize_t B, Py_ssize_t n, int nt,
                    floating* scratch, Py_ssize_t per) noexcept nogil:
-    cdef Py_ssize_t hi = (n + nt - 1) // nt, u0, nu, t, b, j, row
+    cdef Py_ssize_t u0, nu, t, b, j, row
     cdef int tid
     cdef floating* wb
     cdef floating* dh
@@ -415,12 +440,11 @@ cdef int _gru_bwd(const floating* act, const floating* hs, const floating* w,
             u0 = _units(n, nt, tid)
             nu = _units(n, nt, tid + 1) - u0
             wb = scratch + tid * per                 # (3n, nu): w^T's columns of the block
-            dh = wb + _round16(3 * n * hi)           # (B, nu): the gradient of h_{t+1}
-            keep = dh + _round16(B * hi)             # (B, nu): its part through z
-            work = keep + _round16(B * hi)
+            dh = wb + _w_items(n, nt, 3)             # (B, nu): the gradient of h_{t+1}
+            keep = dh + _block_items(B, n, nt, 1)    # (B, nu): its part through z
+            work = keep + _block_items(B, n, nt, 1)
             _wt_cols(wb, w, n, 3, u0, nu)
-            for b in range(B):
-                memcpy(dh + b * nu, dhn + b * n + u0, nu * sizeof(floating))
+            _cols_in(dh, dhn, B, n, u0, nu)
             for t in range(S - 1, -1, -1):
                 for b in range(B):
                     row = t * B + b
@@ -436,8 +460,7 @@ cdef int _gru_bwd(const floating* act, const floating* hs, const floating* w,
                 _gemm(B, nu, 3 * n, dhp + t * B * 3 * n, 3 * n, wb, dh, work)
                 for j in range(B * nu):
                     dh[j] += keep[j]
-            for b in range(B):
-                memcpy(dh0 + b * n + u0, dh + b * nu, nu * sizeof(floating))
+            _cols_out(dh0, dh, B, n, u0, nu)
     return ran
 
 
@@ -511,7 +534,7 @@ def gru_seq_backward(Buffer act, Buffer hs, Buffer w, Buffer dhs, Buffer dhn, Bu
 cdef int _elman_fwd(const floating* xp, const floating* w, floating* hs, Py_ssize_t S,
                     Py_ssize_t B, Py_ssize_t n, int relu, int nt, floating* scratch,
                     Py_ssize_t per) noexcept nogil:
-    cdef Py_ssize_t hi = (n + nt - 1) // nt, u0, nu, t, b, row
+    cdef Py_ssize_t u0, nu, t, b, row
     cdef int tid
     cdef floating* wb
     cdef floating* hp
@@ -524,8 +547,8 @@ cdef int _elman_fwd(const floating* xp, const floating* w, floating* hs, Py_ssiz
             u0 = _units(n, nt, tid)
             nu = _units(n, nt, tid + 1) - u0
             wb = scratch + tid * per             # (n, nu): w's columns of the block
-            hp = wb + _round16(n * hi)           # (B, nu): the step's h_t @ wb
-            work = hp + _round16(B * hi)
+            hp = wb + _w_items(n, nt, 1)         # (B, nu): the step's h_t @ wb
+            work = hp + _block_items(B, n, nt, 1)
             _w_cols(wb, w, n, 1, u0, nu)
             for t in range(S):
                 _gemm(B, nu, n, hs + t * B * n, n, wb, hp, work)
@@ -545,7 +568,7 @@ cdef int _elman_bwd(const floating* hs, const floating* w, const floating* dhs,
                     const floating* dhn, floating* dz, floating* dh0, Py_ssize_t S,
                     Py_ssize_t B, Py_ssize_t n, int relu, int nt, floating* scratch,
                     Py_ssize_t per) noexcept nogil:
-    cdef Py_ssize_t hi = (n + nt - 1) // nt, u0, nu, t, b, row
+    cdef Py_ssize_t u0, nu, t, b, row
     cdef int tid
     cdef floating* wb
     cdef floating* dh
@@ -558,11 +581,10 @@ cdef int _elman_bwd(const floating* hs, const floating* w, const floating* dhs,
             u0 = _units(n, nt, tid)
             nu = _units(n, nt, tid + 1) - u0
             wb = scratch + tid * per             # (n, nu): w^T's columns of the block
-            dh = wb + _round16(n * hi)           # (B, nu): the gradient of h_{t+1}
-            work = dh + _round16(B * hi)
+            dh = wb + _w_items(n, nt, 1)         # (B, nu): the gradient of h_{t+1}
+            work = dh + _block_items(B, n, nt, 1)
             _wt_cols(wb, w, n, 1, u0, nu)
-            for b in range(B):
-                memcpy(dh + b * nu, dhn + b * n + u0, nu * sizeof(floating))
+            _cols_in(dh, dhn, B, n, u0, nu)
             for t in range(S - 1, -1, -1):
                 for b in range(B):
                     row = t * B + b
@@ -574,8 +596,7 @@ cdef int _elman_bwd(const floating* hs, const floating* w, const floating* dhs,
                                               dhs + row * n + u0, dz + row * n + u0, nu, relu)
                 mn_omp_barrier()   # dz_t whole before any thread's product reads it
                 _gemm(B, nu, n, dz + t * B * n, n, wb, dh, work)
-            for b in range(B):
-                memcpy(dh0 + b * n + u0, dh + b * nu, nu * sizeof(floating))
+            _cols_out(dh0, dh, B, n, u0, nu)
     return ran
 
 
