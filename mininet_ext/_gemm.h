@@ -51,7 +51,12 @@ static inline int mn_gemm_nr(int itemsize) { return itemsize == 4 ? MN_NR_F : MN
  * step (Sapphire Rapids Xeon, one thread, distances 16 and 32 alike, 8 less). Fetching
  * A's panel too, read sequentially, gained nothing more. Not measured on Zen 4. */
 #define MN_KPF 16
-#define MN_KPREFETCH_B(b, W) { __builtin_prefetch(b, 0, 3); __builtin_prefetch((b) + (W), 0, 3); }
+/* A row of two vectors spans one 64-byte line where a vector is 32 bytes (AVX2 float32),
+ * so the second fetch is only issued where the row spans two (AVX-512, or doubles). */
+#define MN_KPREFETCH_B(b, W) {                                                     \
+    __builtin_prefetch(b, 0, 3);                                                   \
+    if ((W) * sizeof(*(b)) >= 64) __builtin_prefetch((b) + (W), 0, 3);             \
+}
 
 /* One k step of the micro-kernel: row p of B (two vectors) against MR values of A. */
 #define MN_KERNEL_STEP(V, VB, W, MR, AS, LDB, PF, p)                               \
