@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from mininet.benchmark import harness
-from mininet.benchmark.harness import (Case, PeakRSS, blas_threads, measure, summarize,
-                                       threads_label, within_noise)
+from mininet.benchmark.harness import (Case, PeakRSS, blas_threads, measure,
+                                       measure_together, summarize, threads_label,
+                                       within_noise)
 
 
 class FakeClock:
@@ -105,6 +106,58 @@ def test_bad_arguments_name_the_problem(kw, words):
         measure(lambda: None, **kw)
     for w in words:
         assert w in str(e.value)
+
+
+def phased(clock, seconds, slow_from, factor=1.4):
+    """A function taking `seconds` per call on the fake clock, `factor` times that once
+    the clock passes slow_from (a shared machine's slow phase)."""
+    def fn():
+        clock.now += seconds * (factor if clock.now >= slow_from else 1.0)
+    return fn
+
+
+def test_together_keeps_the_ratio_through_a_slow_phase(clock):
+    # one sequential budget each: a in the fast phase, b in the slow one; the ratio lies
+    a = measure(phased(clock, 2e-3, 0.3), min_time=0.3, warmup=0)
+    b = measure(phased(clock, 1e-3, 0.3), min_time=0.3, warmup=0)
+    assert np.median(a) / np.median(b) == pytest.approx(2 / 1.4, rel=0.02)
+    clock.now = 0.0   # in turns the phase falls on both: the ratio holds
+    got = measure_together({"a": phased(clock, 2e-3, 0.3), "b": phased(clock, 1e-3, 0.3)},
+                           min_time=0.3, warmup=0)
+    ratios = [x / y for x, y in zip(got["a"], got["b"])]
+    assert np.median(ratios) == pytest.approx(2.0, rel=0.05)
+    assert len(got["a"]) >= harness.MIN_SAMPLES and len(got["b"]) >= harness.MIN_SAMPLES
+
+
+def test_together_takes_turns_abba(clock):
+    calls = []
+
+    def fn(name, seconds):   # a millisecond or more: one call per sample
+        def run():
+            clock.now += seconds
+            calls.append(name)
+        return run
+    got = measure_together({"a": fn("a", 2e-3), "b": fn("b", 3e-3)}, repeat=4, warmup=1)
+    assert got == {"a": pytest.approx([2e-3] * 4), "b": pytest.approx([3e-3] * 4)}
+    # warm-up and calibration (a a b b), then the samples in turns, the order reversed
+    # every other round
+    assert calls == ["a", "b", "a", "b"] + ["a", "b", "b", "a", "a", "b", "b", "a"]
+
+
+def test_together_batches_of_their_own(clock):
+    got = measure_together({"fast": work(clock, 1e-5), "slow": work(clock, 0.01)}, repeat=3)
+    assert got["fast"] == pytest.approx([1e-5] * 3) and got["slow"] == pytest.approx([0.01] * 3)
+
+
+def test_together_budget_per_function_and_sync_per_name(clock):
+    synced = []
+    got = measure_together({"a": work(clock, 2e-3), "b": work(clock, 4e-3)}, min_time=0.1,
+                           warmup=0, sync={"b": lambda: synced.append(1)})
+    assert len(got["a"]) == 50 and len(got["b"]) == 25   # 0.1 s of samples each
+    assert len(synced) == 25 + 1                          # b's calibration and samples only
+    assert measure_together({}, repeat=3) == {}
+    with pytest.raises(ValueError, match="repeat"):
+        measure_together({"a": work(clock, 1e-3)}, repeat=0)
 
 
 def test_summarize():

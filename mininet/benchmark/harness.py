@@ -50,6 +50,50 @@ def measure(fn, *, min_time=0.2, repeat=None, warmup=1, sync=None, max_samples=M
     return samples
 
 
+def measure_together(fns, *, min_time=0.2, repeat=None, warmup=1, sync=None,
+                     max_samples=MAX_SAMPLES):
+    """{name: seconds per call, one figure per sample} for a dict of functions timed in
+    turns: one sample of each per round (the order reversed every other round, abba), so
+    that a slow spell of a shared machine (its cores' speed moved 1.4x between phases a
+    few seconds long on session 27's VM) falls on every function alike and their ratio
+    holds where back-to-back budgets put one in a fast phase and the other in a slow one.
+    Each function gets its own batch size and about min_time seconds of samples (at
+    least MIN_SAMPLES, at most max_samples), or exactly `repeat`; `sync` as in measure,
+    or a dict of one per name (a GPU kernel's beside a CPU library's)."""
+    _check_measure(min_time, repeat, warmup, max_samples)
+    if not fns:
+        return {}
+    names = list(fns)
+    syncs = {n: (sync.get(n) if isinstance(sync, dict) else sync) or _nothing for n in names}
+    for name in names:
+        for _ in range(warmup):
+            _batch(fns[name], syncs[name], 1)
+    batches = {name: _batch_size(fns[name], syncs[name])[0] for name in names}
+    samples = {name: [] for name in names}
+    spent = dict.fromkeys(names, 0.0)
+    gc.collect()
+    rounds = 0
+    while not all(_enough_spent(samples[n], spent[n], min_time, repeat, max_samples)
+                  for n in names):
+        order = names if rounds % 2 == 0 else names[::-1]
+        for name in order:
+            if _enough_spent(samples[name], spent[name], min_time, repeat, max_samples):
+                continue
+            took = _batch(fns[name], syncs[name], batches[name])
+            spent[name] += took
+            samples[name].append(took / batches[name])
+        rounds += 1
+    return samples
+
+
+def _enough_spent(samples, spent, min_time, repeat, max_samples):
+    if repeat is not None:
+        return len(samples) >= repeat
+    if len(samples) >= max_samples:
+        return True
+    return len(samples) >= MIN_SAMPLES and spent >= min_time
+
+
 def _check_measure(min_time, repeat, warmup, max_samples):
     if repeat is None and not (isinstance(min_time, (int, float)) and min_time > 0):
         raise ValueError(f"measure: min_time must be a positive number of seconds, "

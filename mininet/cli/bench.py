@@ -7,7 +7,7 @@ from mininet_ext import matmul as _mm
 from mininet_ext.buffer import Buffer
 
 from .. import get_num_threads, set_num_threads
-from ..benchmark.harness import Case, PeakRSS, blas_threads, measure
+from ..benchmark.harness import Case, PeakRSS, blas_threads, measure, measure_together
 from ..ndarray import NDArray
 
 TORCH_MISSING = "torch not installed (pip install 'mininet-dl[torch]')"
@@ -34,6 +34,24 @@ class CaseTimer:
             self.progress(self.done, self.total, name)
         return Case(name=name, impl=impl, params=params, threads=threads, samples=samples,
                     flops=flops, nbytes=nbytes, peak_rss_mb=rss.mb)
+
+
+    def time_together(self, cases, *, sync=None):
+        """Cases timed in turns (harness.measure_together), each a dict of time()'s
+        arguments (name, impl, params, fn, threads, and flops, nbytes where defined): their
+        ratios then hold on a machine whose speed moves between phases. Their peak RSS
+        is the group's."""
+        for c in cases:
+            self.progress(self.done, self.total, c["name"])
+        with PeakRSS() as rss:
+            samples = measure_together({c["name"]: c["fn"] for c in cases},
+                                       min_time=self.min_time, repeat=self.repeat, sync=sync)
+        self.done += len(cases)
+        if self.done == self.total:
+            self.progress(self.done, self.total, cases[-1]["name"])
+        return [Case(name=c["name"], impl=c["impl"], params=c["params"], threads=c["threads"],
+                     samples=samples[c["name"]], flops=c.get("flops"), nbytes=c.get("nbytes"),
+                     peak_rss_mb=rss.mb) for c in cases]
 
 
 class _Threads:
@@ -349,19 +367,32 @@ def bench_conv(shapes, threads=None, min_time=0.2, repeat=None, device="cpu", na
                 fns["torch"] = _torch_conv(torch, x, w, b, stride, pad)
             if naive:
                 fns["naive"] = _naive_conv(x, w, stride, pad)
-            for impl in impls:
-                on_gpu = impl == "mininet" and device != "cpu"
-                for mode, fn in zip(CONV_MODES, fns[impl]):
+            timed = {}   # (impl, mode) -> Case
+            for mode_i, mode in enumerate(CONV_MODES):
+                entries = {}
+                for impl in impls:
+                    on_gpu = impl == "mininet" and device != "cpu"
                     flops, nbytes = conv_work(shape, mode)
                     params = {"shape": ",".join(map(str, shape)), "mode": mode,
                               "device": device if impl == "mininet" else "cpu", "dtype": "float32"}
                     where = f" {device}" if on_gpu else ""
-                    name = f"conv {params['shape']} {mode} {impl}{where}"
-                    cases.append(timer.time(
-                        name, impl, params, fn, flops=flops, nbytes=nbytes,
-                        threads=None if on_gpu else n_blas if impl == "naive" else n_threads,
-                        sync=dev.synchronize if on_gpu else None,
-                        repeat=1 if impl == "naive" else None))
+                    entries[impl] = {
+                        "name": f"conv {params['shape']} {mode} {impl}{where}", "impl": impl,
+                        "params": params, "fn": fns[impl][mode_i], "flops": flops,
+                        "nbytes": nbytes,
+                        "threads": None if on_gpu else n_blas if impl == "naive" else n_threads}
+                # mininet and PyTorch in turns, so their ratio holds on a machine whose
+                # speed moves; the naive conv (slow) once, on its own
+                together = [entries[i] for i in impls if i != "naive"]
+                sync = {entries["mininet"]["name"]: dev.synchronize} if device != "cpu" else None
+                for case in timer.time_together(together, sync=sync):
+                    timed[(case.impl, mode)] = case
+                if "naive" in entries:
+                    e = entries["naive"]
+                    timed[("naive", mode)] = timer.time(
+                        e["name"], "naive", e["params"], e["fn"], flops=e["flops"],
+                        nbytes=e["nbytes"], threads=e["threads"], repeat=1)
+            cases += [timed[(impl, mode)] for impl in impls for mode in CONV_MODES]
     return cases
 
 
