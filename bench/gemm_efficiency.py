@@ -1,11 +1,11 @@
 """The float32 GEMM's share of its own path's FMA peak (issue 25, item 2), with the peak
 measured beside every GEMM sample rather than once.
 
-    python bench/gemm_efficiency.py [--paths all] [--sizes 1024,2048] [--threads 1,2]
-                                    [--samples 15] [--json FILE]
+    python bench/gemm_efficiency.py [--paths all] [--sizes 1024,2048] [--threads 1]
+                                    [--samples 15] [--agree 0.03] [--json FILE]
 
 On a shared VM the core's speed moves by 30% and more between phases seconds apart
-(`bench peak` gave 121-164 GFLOPS a core within minutes on the Xeon of session 27), so a
+(`bench peak` gave 121-151 GFLOPS a core within minutes on the Xeon of session 27), so a
 GEMM timed now against a peak cached minutes ago reads anywhere from 60% to over 100%.
 Here each sample is: a short burst of the path's FMA kernel (mininet_ext.peak, the one
 `mininet bench peak --isa` times), one product, another burst. A sample counts only where
@@ -18,8 +18,8 @@ the core's own rate, so the figure of record is the median over the samples take
 top level ("alone": bursts within --agree of the fastest burst of the run, or of the
 path's peak in `mininet bench peak --isa`'s cache where that is higher); the samples on a
 shared core are reported beside it ("shared"), with their own bursts as the peak. A run
-spent all on a shared core has no "alone" row. A "best" row gives the fastest product over the fastest
-burst, each the best of the run (both the least disturbed).
+spent all on a shared core has no "alone" row. A "best" row gives the fastest product
+over the fastest burst, each the best of the run (both the least disturbed).
 
 Each path runs in its own process (MININET_ISA picks the kernel set at import)."""
 import argparse
@@ -40,12 +40,17 @@ def _best(run, repeats):
     return best
 
 
-def _burst(kernels, isa, threads, seconds=0.03):
-    """The path's FMA rate (GFLOPS) over a burst of about `seconds`, best of 3."""
-    per_it = kernels.path_flops_per_iteration(isa, "float32") * kernels.max_threads(threads)
+def _burst_iterations(kernels, isa, threads, seconds=0.03):
+    """Iterations of the path's FMA kernel that run for about seconds / 4."""
     iterations = 100_000
     while _best(lambda: kernels.fma_path(isa, "float32", iterations, threads), 1) < seconds / 4:
         iterations *= 2
+    return iterations
+
+
+def _burst(kernels, isa, threads, iterations):
+    """The path's FMA rate (GFLOPS): the best of 3 runs of `iterations`."""
+    per_it = kernels.path_flops_per_iteration(isa, "float32") * kernels.max_threads(threads)
     took = _best(lambda: kernels.fma_path(isa, "float32", iterations, threads), 3)
     return iterations * per_it / took / 1e9
 
@@ -68,15 +73,16 @@ def measure_here(sizes, threads_list, samples, agree):
     import mininet
     from mininet.ndarray import NDArray
     from mininet_ext import _isa, peak as kernels
-    from mininet.benchmark import peak_isa
+    from mininet.benchmark import peak, peak_isa
     isa = _isa.active()
     cached = peak_isa.read_cache().get(isa)
     rows = []
     for threads in threads_list:
         floor = 0.0
         if cached:   # the cached peak, less the tolerance: a level the run may meet
-            floor = peak_isa._peak.at_threads(cached, "fp32_gflops", threads) * (1 - agree)
+            floor = peak.at_threads(cached, "fp32_gflops", threads) * (1 - agree)
         mininet.set_num_threads(threads)
+        iterations = _burst_iterations(kernels, isa, threads)
         for n in sizes:
             rng = np.random.default_rng(0)
             a = rng.random((n, n), dtype=np.float32)
@@ -91,11 +97,11 @@ def measure_here(sizes, threads_list, samples, agree):
             kept, seen, best_gemm, best_burst = [], 0, 0.0, 0.0
             while _alone_count(kept, agree, floor) < samples and seen < samples * 6:
                 seen += 1
-                before = _burst(kernels, isa, threads)
+                before = _burst(kernels, isa, threads, iterations)
                 start = time.perf_counter()
                 x @ y
                 gemm = flops / (time.perf_counter() - start) / 1e9
-                after = _burst(kernels, isa, threads)
+                after = _burst(kernels, isa, threads, iterations)
                 best_gemm, best_burst = max(best_gemm, gemm), max(best_burst, before, after)
                 if abs(before - after) <= agree * max(before, after):
                     kept.append((gemm, (before + after) / 2))

@@ -35,7 +35,6 @@ class CaseTimer:
         return Case(name=name, impl=impl, params=params, threads=threads, samples=samples,
                     flops=flops, nbytes=nbytes, peak_rss_mb=rss.mb)
 
-
     def time_together(self, cases, *, sync=None):
         """Cases timed in turns (harness.measure_together), each a dict of time()'s
         arguments (name, impl, params, fn, threads, and flops, nbytes where defined): their
