@@ -224,3 +224,14 @@ def test_best_times_for_bench_train_still_works():
     out = best_times({"a": lambda: sum(range(10)), "b": lambda: None}, repeat=2)
     assert set(out) == {"a", "b"} and all(0 < t < 1 for t in out.values())
     assert 0 < best_time(lambda: None, repeat=2, min_time=0.001) < 1
+
+
+def test_bench_train_ratio_is_the_median_of_paired_rounds():
+    from mininet.cli.bench_train import paired_ratio
+    # rounds in turns: the third ran in a slow spell for both (x1.5); a 0.7 ratio per round
+    mine, theirs = [1.4, 1.4, 2.1, 1.4], [2.0, 2.0, 3.0, 2.0]
+    assert paired_ratio(mine, theirs) == pytest.approx(0.7)
+    # a slow spell on one side of a round moves the median of the rounds but little
+    assert paired_ratio([1.4, 2.1, 1.4, 1.4, 1.4], [2.0, 2.0, 2.0, 3.0, 2.0]) == pytest.approx(0.7)
+    assert paired_ratio([1.0], [2.0]) == pytest.approx(0.5)
+    assert paired_ratio([1.0, 3.0], [2.0]) == pytest.approx(1.0)   # unpaired: the medians

@@ -35,6 +35,17 @@ def time_epochs(epochs, repeat, warmup):
     return samples
 
 
+def paired_ratio(mine, theirs):
+    """The median of round-by-round ratios mine[i] / theirs[i] of epochs timed in turns
+    (time_epochs): each round's two epochs ran seconds apart, so a slow spell of a shared
+    machine falls on both. The ratio of the two medians mixes rounds instead: on a VM
+    switching between two speeds it read 0.80 and 0.96 for the LSTM LM where the rounds'
+    own ratios had a median of 0.71. Lists of unequal length: the ratio of the medians."""
+    if len(mine) != len(theirs) or not mine:
+        return float(np.median(mine)) / float(np.median(theirs))
+    return float(np.median([m / t for m, t in zip(mine, theirs)]))
+
+
 def train_case(name, samples, batch_size, rng):
     """(x, y, batch size, mininet model) of an image model's case: random data of the
     model's input shape, at most MAX_SAMPLES of it; batch_size None: the model's default."""

@@ -36,7 +36,7 @@ def bench_train(
     """Seconds per training epoch (Adam) of mininet vs PyTorch CPU (the same network, from
     the model registry), same run."""
     from .. import get_num_threads
-    from .bench_train import TORCH_MISSING, bench_train as run
+    from .bench_train import TORCH_MISSING, bench_train as run, paired_ratio
     from .train import threads_phrase
     names = tuple(m.strip() for m in models.split(","))
     for name in names:
@@ -76,9 +76,10 @@ def bench_train(
         table.add_column(col, justify="right")
     for name in dict.fromkeys(r["model"] for r in rows):
         t = {r["impl"]: r["seconds"] for r in rows if r["model"] == name}
+        epochs = {r["impl"]: r["epoch_seconds"] for r in rows if r["model"] == name}
         first = next(r for r in rows if r["model"] == name)
         if "torch" in t:
-            ratio = t["mininet"] / t["torch"]
+            ratio = paired_ratio(epochs["mininet"], epochs["torch"])
             color = "green" if ratio <= 1.0 else "red"
             torch_s, versus = f"{t['torch']:.2f}", f"[{color}]{ratio:.2f}[/{color}]"
         else:
@@ -86,6 +87,9 @@ def bench_train(
         table.add_row(name, str(first["samples"]), str(first["batch_size"]), f"{t['mininet']:.2f}",
                       torch_s, versus)
     console.print(table)
+    if repeat > 1 and any(r["impl"] == "torch" for r in rows):
+        console.print("mininet / torch time: the median of each round's ratio (the epochs "
+                      "run in turns); the seconds are each library's median epoch")
 
 
 def _save(rows, save):
