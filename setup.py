@@ -266,8 +266,9 @@ def default_build_args(name):
     """A module's flags in the default build. In a portable build the per-set modules' own
     default build runs only on CPUs without AVX2 (or under MININET_ISA=generic): -O2 there,
     which compiled them in 0.6x the time of -O3 (conv_nhwc 10.0 -> 5.9 s, winograd 7.9 ->
-    4.0, rnn 4.0 -> 2.8; Xeon model 207) and brought the sdist's wheel under its 90 s on
-    2 cores. Their kernels are written with vector types, which -O2 compiles as they are."""
+    4.0, rnn 4.0 -> 2.8; Xeon model 207): about 19 s of the ~216 s of compiles a portable
+    build runs, for the 90 s the sdist's wheel should take on 2 cores. Their kernels are
+    written with vector types, which -O2 compiles as they are."""
     if portable and name in VARIANT_MODULES:
         return ["-O2" if a == "-O3" else a for a in compile_args]
     return compile_args
