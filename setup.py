@@ -274,19 +274,27 @@ def default_build_args(name):
     return compile_args
 
 
+# Cython's utility code (the typed-memoryview class and its helpers, the type conversions)
+# is generated once, into this module, which the others import at init, instead of into
+# each of the ~50 modules compiled: 3-5 s less to compile matmul, peak or _omp, ~1 s less
+# for most (Cython >= 3.1; Xeon model 207)
+SHARED_UTILITY = "mininet_ext._cyutility"
+
 extensions = [
     # the module's own Cython parts (convgemm_*.pxi, pulled in by `include`) rebuild it too
     module_extension(name, f"mininet_ext/{name}.pyx",
                      glob.glob(os.path.join("mininet_ext", f"{name}_*.pxi")),
                      default_build_args(name), link_args)
     for name in MODULES
-]
+] + [Extension(SHARED_UTILITY, [os.path.join("mininet_ext", "_cyutility.c")],
+               extra_compile_args=compile_args, extra_link_args=link_args)]
 
 setup(
     ext_modules=cythonize(
         extensions,
         language_level=3,
         nthreads=os.cpu_count() or 1,
+        shared_utility_qualified_name=SHARED_UTILITY,
         compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True,
                              "initializedcheck": False},
     ) + [kernel_extension(isa, flags) for isa, flags in isas.items()]
