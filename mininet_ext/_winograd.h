@@ -5,6 +5,7 @@
 #define MN_WINOGRAD_H
 #include <string.h>
 #include "_isa.h"
+#include "_tr16.h"
 
 /* 32-byte vectors: every ISA's micro-kernel width (nr: 8..32 floats, 4..16 doubles) is a
  * multiple of them, and Zen 4 runs a 512-bit operation as two 256-bit halves anyway. */
@@ -26,6 +27,15 @@ typedef struct wino_geom {
     int nr, mr;            /* micro-kernel width and height */
     int r, m;              /* filter size (3 or 5) and output tile size (4 or 2): 6x6 patches */
 } wino_geom;
+
+/* The row-wise F(4, 5) kernels' geometry (_winograd_row_t.h): S segments of 4 output
+ * pixels per output row, Hp = OH + 4 padded input rows (Hq: rounded up to 8), tpi = S * OH
+ * tiles per image; blocks of ni images, nbt tiles (ni * tpi rounded up to nr). */
+typedef struct wrow_geom {
+    mn_idx N, C, H, W, K, OH, OW, ph, pw;
+    mn_idx S, Hp, Hq, tpi, ni, nbt, kp;
+    int nr, mr;
+} wrow_geom;
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -135,12 +145,16 @@ static inline void wino_gout_gather8(const float* src, mn_idx plane, mn_idx ld,
 
 #define WT float
 #define WS f32
+#define WI int   /* an integer of WT's size (shuffle indices) */
 #include "_winograd_t.h"
 #undef WT
 #undef WS
+#undef WI
 #define WT double
 #define WS f64
+#define WI long long
 #include "_winograd_t.h"
 #undef WT
 #undef WS
+#undef WI
 #endif

@@ -163,6 +163,7 @@ static void WN(wino_out)(const WT* restrict m, mn_idx ms, WT* restrict o, int nr
 }
 
 #include "_winograd5_t.h"
+#include "_winograd_row_t.h"
 
 /* The 6x6 input patches of nr tiles into d[36][nr]; tiles past the last (tn[j] < 0) and
  * pixels outside the image (the padding) read as zero. */

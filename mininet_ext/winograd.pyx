@@ -41,6 +41,19 @@ cdef extern from "_winograd.h" nogil:
     ctypedef struct wino_geom:
         Py_ssize_t N, C, H, W, K, OH, OW, ph, pw, th, tw, T, nb, kp
         int nr, mr, r, m
+    ctypedef struct wrow_geom:
+        Py_ssize_t N, C, H, W, K, OH, OW, ph, pw, S, Hp, Hq, tpi, ni, nbt, kp
+        int nr, mr
+    void wrow_filters_f32(const float* w, float* U, Py_ssize_t K, Py_ssize_t C, int mr,
+                          int flip, Py_ssize_t p0, Py_ssize_t p1)
+    void wrow_filters_f64(const double* w, double* U, Py_ssize_t K, Py_ssize_t C, int mr,
+                          int flip, Py_ssize_t p0, Py_ssize_t p1)
+    void wrow_block_f32(const wrow_geom* g, const float* x, const float* U, const float* bias,
+                        float* out, Py_ssize_t n0, Py_ssize_t ni, float* T, float* P, float* M,
+                        float* O, Py_ssize_t* tab, int relu)
+    void wrow_block_f64(const wrow_geom* g, const double* x, const double* U,
+                        const double* bias, double* out, Py_ssize_t n0, Py_ssize_t ni,
+                        double* T, double* P, double* M, double* O, Py_ssize_t* tab, int relu)
     void wino_filters_f32(const float* w, float* U, Py_ssize_t K, Py_ssize_t C, int mr,
                           int flip, Py_ssize_t p0, Py_ssize_t p1)
     void wino_filters_f64(const double* w, double* U, Py_ssize_t K, Py_ssize_t C, int mr,
@@ -153,6 +166,23 @@ cdef tuple out_map(tuple xshape, Py_ssize_t K, tuple pad, str what, int ksize=3)
     return n, c, oh, ow
 
 
+cdef tuple forward_checks(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off,
+                          Buffer bias, Py_ssize_t b_off, Buffer out, tuple xshape,
+                          Py_ssize_t K, tuple pad, int itemsize, bint flip, int ksize,
+                          str what):
+    """(N, C, OH, OW) of a forward call whose buffers hold its arrays, else a ValueError
+    naming `what` and the array."""
+    check_itemsize(itemsize, what)
+    n, c, oh, ow = out_map(xshape, K, pad, what, ksize)
+    need(x, x_off, xshape, itemsize, what, "input")
+    need(w, w_off, (c, K, ksize, ksize) if flip else (K, c, ksize, ksize), itemsize, what,
+         "weight")
+    need(out, 0, (n, K, oh, ow), itemsize, what, "output")
+    if bias is not None:
+        need(bias, b_off, (K,), itemsize, what, "bias")
+    return n, c, oh, ow
+
+
 def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
             Py_ssize_t b_off, Buffer out, tuple xshape, Py_ssize_t K, tuple pad,
             int itemsize, bint flip=False, bint relu=False, int ksize=3):
@@ -160,14 +190,8 @@ def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
     relu; r = ksize (3 or 5), OH = H + 2ph - r + 1. x (N, C, H, W) and w compact; w is
     (K, C, r, r), or with flip (C, K, r, r) used rotated by 180 degrees with its two
     channel axes swapped (the input gradient's filters); bias (K,) or None."""
-    check_itemsize(itemsize, "winograd conv")
-    n, c, oh, ow = out_map(xshape, K, pad, "winograd conv", ksize)
-    need(x, x_off, xshape, itemsize, "winograd conv", "input")
-    need(w, w_off, (c, K, ksize, ksize) if flip else (K, c, ksize, ksize), itemsize,
-         "winograd conv", "weight")
-    need(out, 0, (n, K, oh, ow), itemsize, "winograd conv", "output")
-    if bias is not None:
-        need(bias, b_off, (K,), itemsize, "winograd conv", "bias")
+    n, c, oh, ow = forward_checks(x, x_off, w, w_off, bias, b_off, out, xshape, K, pad,
+                                  itemsize, flip, ksize, "winograd conv")
     if n * K * oh * ow == 0:
         return
     if c == 0:
@@ -325,3 +349,119 @@ cdef void wgrad_blocks(wino_geom* g, char* x, char* dy, Py_ssize_t cp, char* ws,
                                  <double*>ws + vt, <double*>ws + gt, <double*>ws + du,
                                  <double*>ws + d)
         b += nt
+
+
+# the row-wise F(4, 5) forward (_winograd_row_t.h) -----------------------------------
+# A block is whole images, with at most this many tiles (4-pixel output segments) when an
+# image has fewer: its 8 products (8 x K x tiles) and transformed rows then stay in L2.
+cdef Py_ssize_t ROWS_MAX_TILES = 256
+
+
+cdef wrow_geom rows_geom(tuple xshape, Py_ssize_t K, tuple pad, int itemsize, int threads):
+    cdef wrow_geom g
+    g.N, g.C, g.H, g.W = xshape
+    g.K = K
+    g.ph, g.pw = pad
+    g.OH, g.OW = g.H + 2 * g.ph - 4, g.W + 2 * g.pw - 4
+    g.S, g.Hp = (g.OW + 3) // 4, g.OH + 4
+    g.Hq = round_up(g.Hp, 8)   # whole vectors (8 floats, 4 doubles)
+    g.tpi = g.S * g.OH
+    # the strided-B kernels read A panels of the full height (the short one uses the
+    # first rows of it: a last panel of few filters)
+    g.nr, g.mr = mn_gemm_nr(itemsize), mn_gemm_mr()
+    g.kp = round_up(K, g.mr)
+    # images per block: up to ROWS_MAX_TILES tiles, and two blocks a thread at least
+    g.ni = max(1, min(ROWS_MAX_TILES // max(g.S * g.Hp, 1),
+                      (g.N + 2 * threads - 1) // (2 * threads)))
+    # tiles: Hp rows of each segment (those past OH are computed and dropped)
+    g.nbt = round_up(g.ni * g.S * g.Hp, g.nr)
+    return g
+
+
+cdef Py_ssize_t rows_part(wrow_geom* g, int part) noexcept nogil:
+    """Items of a thread's workspace parts, each rounded up to 64 bytes' worth: 0 the
+    transformed rows T (with slack: the last panel's B reads run past the block's tiles),
+    1 the transposed plane P, 3 the products M, 4 one panel's outputs O; 5 the tiles'
+    output offsets (2 x nbt Py_ssize_t, counted in items)."""
+    cdef Py_ssize_t n
+    if part == 0:
+        n = g.ni * 8 * g.C * g.S * g.Hp + g.nbt - g.ni * g.S * g.Hp + 8
+    elif part == 1:
+        n = (4 * g.S + 4) * g.Hq
+    elif part == 2:
+        n = 0
+    elif part == 3:
+        n = 8 * (g.kp * g.nbt + ROW_PAD)
+    elif part == 4:
+        n = 4 * g.nr
+    else:
+        n = 2 * g.nbt * 2   # Py_ssize_t: two (or one) items each
+    return round_up(n, 16)
+
+
+cdef Py_ssize_t rows_items(wrow_geom* g) noexcept nogil:
+    return (rows_part(g, 0) + rows_part(g, 1) + rows_part(g, 2) + rows_part(g, 3)
+            + rows_part(g, 4) + rows_part(g, 5))
+
+
+def rows_workspace_bytes(tuple xshape, Py_ssize_t K, tuple pad=(2, 2), int itemsize=4,
+                         int threads=1):
+    """Bytes of scratch memory forward_rows() takes for this shape: the transformed
+    filters plus each thread's block workspace."""
+    cdef wrow_geom g = rows_geom(xshape, K, pad, itemsize, max(threads, 1))
+    return (8 * g.kp * 5 * g.C + max(threads, 1) * rows_items(&g)) * itemsize
+
+
+def forward_rows(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
+                 Py_ssize_t b_off, Buffer out, tuple xshape, Py_ssize_t K, tuple pad,
+                 int itemsize, bint flip=False, bint relu=False):
+    """forward() of a 5x5 filter by F(4, 5) along the rows (the sums across rows direct):
+    out (N, K, OH, OW) = conv(x, w, stride 1, padding pad) + bias, then max(0, .) if relu.
+    x (N, C, H, W) and w compact; w (K, C, 5, 5), or with flip (C, K, 5, 5) rotated by 180
+    degrees with its channel axes swapped (the input gradient's filters); bias (K,) or
+    None. Threads take blocks of whole images."""
+    n, c, oh, ow = forward_checks(x, x_off, w, w_off, bias, b_off, out, xshape, K, pad,
+                                  itemsize, flip, 5, "winograd rows conv")
+    if n * K * oh * ow == 0:
+        return
+    if c == 0:
+        raise ValueError("winograd rows conv: zero input channels (use the general path)")
+    cdef int nt = threads_for(n * K * oh * ow * c * 4)
+    cdef wrow_geom g = rows_geom(xshape, K, pad, itemsize, nt)
+    cdef Py_ssize_t blocks = (g.N + g.ni - 1) // g.ni, per = rows_items(&g)
+    nt = <int>min(nt, blocks)
+    cdef Py_ssize_t panels = g.kp // g.mr
+    cdef Buffer ubuf = Buffer(8 * g.kp * 5 * g.C * itemsize)
+    cdef Buffer work = Buffer(nt * per * itemsize)
+    cdef char* bp = NULL if bias is None else bias.ptr + b_off * itemsize
+    cdef int t
+    cdef Py_ssize_t b
+    with nogil:
+        for t in prange(nt, num_threads=nt, schedule='static'):
+            if itemsize == 4:
+                wrow_filters_f32(<float*>(w.ptr + w_off * itemsize), <float*>ubuf.ptr, g.K,
+                                 g.C, g.mr, flip, panels * t // nt, panels * (t + 1) // nt)
+            else:
+                wrow_filters_f64(<double*>(w.ptr + w_off * itemsize), <double*>ubuf.ptr,
+                                 g.K, g.C, g.mr, flip, panels * t // nt,
+                                 panels * (t + 1) // nt)
+        for b in prange(blocks, num_threads=nt, schedule='dynamic'):
+            t = threadid()
+            run_rows_block(&g, x.ptr + x_off * itemsize, ubuf.ptr, bp, out.ptr,
+                           work.ptr + t * per * itemsize, b, itemsize, relu)
+
+
+cdef void run_rows_block(wrow_geom* g, char* x, char* U, char* bias, char* out, char* ws,
+                         Py_ssize_t b, int itemsize, int relu) noexcept nogil:
+    """Block b of images, in the calling thread's scratch ws."""
+    cdef Py_ssize_t n0 = b * g.ni, ni = min(g.ni, g.N - b * g.ni)
+    cdef Py_ssize_t p = rows_part(g, 0), r = p + rows_part(g, 1)
+    cdef Py_ssize_t o = r + rows_part(g, 3), tb = o + rows_part(g, 4)
+    if itemsize == 4:
+        wrow_block_f32(g, <float*>x, <float*>U, <float*>bias, <float*>out, n0, ni,
+                       <float*>ws, <float*>ws + p, <float*>ws + r, <float*>ws + o,
+                       <Py_ssize_t*>(<float*>ws + tb), relu)
+    else:
+        wrow_block_f64(g, <double*>x, <double*>U, <double*>bias, <double*>out, n0, ni,
+                       <double*>ws, <double*>ws + p, <double*>ws + r, <double*>ws + o,
+                       <Py_ssize_t*>(<double*>ws + tb), relu)

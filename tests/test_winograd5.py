@@ -255,6 +255,7 @@ def wino(request, monkeypatch):
     monkeypatch.setattr(cpu_backend._wino, "forward", counted)
     monkeypatch.setattr(cpu_backend._wino, "weight_grad", counted_w)
     monkeypatch.setenv("MININET_WINOGRAD", "1" if request.param == "winograd" else "0")
+    monkeypatch.setenv("MININET_WINOGRAD_ROWS", "0")   # the 2-D kernels, not F(4, 5) rows
     return request.param, calls
 
 
