@@ -722,3 +722,27 @@ def test_init_constant_keeps_numpys_rules():
     big = mininet.init.constant(2, c=2 ** 53 + 1, dtype="int64").numpy()
     assert big.tolist() == [2 ** 53 + 1] * 2
     np.testing.assert_array_equal(mininet.init.constant(2, 3, c=1.5).numpy(), np.full((2, 3), 1.5))
+
+
+def test_plain_products_replay_with_new_inputs_and_matmul_new_is_refused(monkeypatch):
+    """Outside a capture a 2-D product is allocated and computed in one device call
+    (matmul_new); inside one it goes through alloc and matmul, so a replay writes the
+    captured output with the new inputs' product; matmul_new itself is refused there."""
+    calls = []
+    real = CPUDevice.matmul_new
+    monkeypatch.setattr(CPUDevice, "matmul_new",
+                        lambda self, *a: calls.append(a[2:]) or real(self, *a))
+    a0, b0 = RNG.random((5, 7), dtype=np.float32), RNG.random((7, 3), dtype=np.float32)
+    a, b = mininet.NDArray(a0), mininet.NDArray(b0)
+    np.testing.assert_allclose((a @ b).numpy(), a0 @ b0, rtol=1e-6)
+    assert calls == [(5, 3, 7)]
+    g = mininet.KernelGraph()
+    with g.capture():
+        out = a @ b
+        with pytest.raises(mininet.CaptureError, match="matmul_new returns a new buffer"):
+            a.device.matmul_new(a, b, 5, 3, 7)
+    assert calls == [(5, 3, 7)]
+    a1 = RNG.random((5, 7), dtype=np.float32)
+    a.device.from_numpy(a1, a)
+    g.replay()
+    np.testing.assert_allclose(out.numpy(), a1 @ b0, rtol=1e-6)

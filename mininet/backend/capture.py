@@ -79,6 +79,9 @@ _REFUSE = {
     "from_numpy": "copies host data in; the replay would copy the same values again: make "
                   "static input tensors before capturing and copy new values into them "
                   "(x.copy_(batch)) between replays",
+    "matmul_new": "returns a new buffer, which a replay would allocate afresh where the "
+                  "captured step's tensors hold the old one: use alloc and matmul (as "
+                  "ndarray.matmul does while capturing)",
     "dropout_mask": "draws random numbers on the device; the replay would repeat the same "
                     "mask: run the step eagerly",
     "a random draw": "(a Philox key for a device's dropout) would repeat the same numbers "

@@ -236,6 +236,14 @@ class CPUDevice(Device):
         _mm.gemm(a.handle, a.offset, sa[-2], sa[-1], b.handle, b.offset, sb[-2], sb[-1],
                  out.handle, out.offset, m, n, k, out.dtype.itemsize, a_batch, b_batch)
 
+    def matmul_new(self, a, b, m, n, k):
+        """A new compact (m, n) buffer holding a @ b, for two 2-D float arrays of one dtype
+        (ndarray.matmul's common case, checked there): the allocation and the product in
+        one call (a 64^3 product takes ~4.5 us; a separate alloc call ~0.2 of them)."""
+        sa, sb = a.strides, b.strides
+        return _mm.gemm_new(a.handle, a.offset, sa[0], sa[1], b.handle, b.offset, sb[0],
+                            sb[1], m, n, k, a.dtype.itemsize)
+
     def _matmul_bf16(self, a, b, out, m, n, k, a_batch, b_batch, precision):
         if precision != "bf16":
             raise ValueError(f"matmul: unknown precision {precision!r} (only 'bf16')")

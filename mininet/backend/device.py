@@ -126,6 +126,11 @@ class Device:
         (outer * inner) compact, int64 for argmax/argmin. red == 0: sums are 0."""
         raise NotImplementedError
 
+    # A device may give matmul_new(a, b, m, n, k) -> a new buffer holding the 2-D product
+    # (the CPU's, to save a 64^3 product's separate allocation call); None: alloc + matmul.
+    # Not used while a kernel graph captures (a replay must write the captured buffer).
+    matmul_new = None
+
     def matmul(self, a, b, out, m, n, k, a_batch=None, b_batch=None):
         """out[i] (m, n) = a[i] (m, k) @ b[i] (k, n): a, b any strides in their last two
         axes; a_batch/b_batch: int64 numpy arrays of each batch's item offset (or None)."""
