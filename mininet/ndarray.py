@@ -790,8 +790,9 @@ def matmul(a, b, precision=None):
         m, n = sa[0], sb[1]
         out = object.__new__(NDArray)
         out.shape, out.strides, out.offset, out.dtype, out.device = (m, n), (n, 1), 0, dt, dev
-        if precision is None and dev.matmul_new is not None and _capture._active is None:
-            out.handle = dev.matmul_new(a, b, m, n, sa[1])   # allocated and written in one call
+        new = dev.matmul_new
+        if precision is None and new is not None and _capture._active is None:
+            out.handle = new(a, b, m, n, sa[1])   # allocated and written in one call
             return out
         out.handle = dev.alloc(m * n * dt.itemsize)
         if precision is None:

@@ -46,7 +46,9 @@ _now = time.perf_counter_ns
 
 # protocol calls that hand out memory rather than compute
 _NOT_KERNELS = ("alloc", "share", "array_view")
-KERNEL_NAMES = tuple(n for n in CORE_KERNELS + sum(KERNELS.values(), ()) if n not in _NOT_KERNELS)
+# matmul_new: a device's optional allocate-and-multiply (the CPU's 2-D products)
+KERNEL_NAMES = tuple(n for n in CORE_KERNELS + sum(KERNELS.values(), ()) + ("matmul_new",)
+                     if n not in _NOT_KERNELS)
 
 # one finished scope: an op's forward or backward, a module call, a backward pass, an
 # optimizer step or a record_function block. Times in ns; flops/nbytes None if unknown.

@@ -401,3 +401,14 @@ def test_cli_bench_profile_table():
                                         (["--sort-by", "speed"], "--sort-by")])
 def test_cli_bench_profile_rejects_bad_flags(args, word):
     assert_one_line_error(cli("bench", "profile", "--steps", "1", *args), word)
+
+
+def test_a_2d_product_counts_as_kernel_time():
+    """A 2-D matmul runs as one allocate-and-multiply device call (CPUDevice.matmul_new):
+    the profiler times it as a kernel, as it does matmul."""
+    x, w, b = _known_graph(n=64, k=64, m=64)
+    with profiler.profile() as prof:
+        x @ w
+    matmul = next(e for e in prof.events if e.name == "MatMul")
+    assert matmul.kernel_ns > 0 and matmul.self_kernel_ns > 0
+    assert matmul.kernel_ns <= matmul.dur
