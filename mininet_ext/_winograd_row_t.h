@@ -178,7 +178,7 @@ static void WN(wrow_store)(const WT* restrict o, int nr, int n, const mn_idx* of
 
 /* One block: images n0 .. n0 + ni, their input rows transformed, 8 GEMMs through the
  * micro-kernel reading B straight from T, transformed back, biased and stored. T, P, M, O,
- * tab: this thread's workspace (wrow_items). */
+ * tab: this thread's workspace (winograd.pyx rows_items). */
 static void WN(wrow_block)(const wrow_geom* g, const WT* x, const WT* U, const WT* bias,
                            WT* out, mn_idx n0, mn_idx ni, WT* T, WT* P, WT* M, WT* O,
                            mn_idx* tab, int relu)
