@@ -29,11 +29,12 @@ typedef struct wino_geom {
 } wino_geom;
 
 /* The row-wise F(4, 5) kernels' geometry (_winograd_row_t.h): S segments of 4 output
- * pixels per output row, Hp = OH + 4 padded input rows (Hq: rounded up to 8), tpi = S * OH
- * tiles per image; blocks of ni images, nbt tiles (ni * tpi rounded up to nr). */
+ * pixels per output row, Hp = OH + 4 padded input rows (Hq: rounded up to 8), S * Hp tiles
+ * per image (rows past OH computed and dropped); blocks of ni images, nbt tiles (ni * S *
+ * Hp rounded up to nr). */
 typedef struct wrow_geom {
     mn_idx N, C, H, W, K, OH, OW, ph, pw;
-    mn_idx S, Hp, Hq, tpi, ni, nbt, kp;
+    mn_idx S, Hp, Hq, ni, nbt, kp;
     int nr, mr;
 } wrow_geom;
 

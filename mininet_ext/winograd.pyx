@@ -42,7 +42,7 @@ cdef extern from "_winograd.h" nogil:
         Py_ssize_t N, C, H, W, K, OH, OW, ph, pw, th, tw, T, nb, kp
         int nr, mr, r, m
     ctypedef struct wrow_geom:
-        Py_ssize_t N, C, H, W, K, OH, OW, ph, pw, S, Hp, Hq, tpi, ni, nbt, kp
+        Py_ssize_t N, C, H, W, K, OH, OW, ph, pw, S, Hp, Hq, ni, nbt, kp
         int nr, mr
     void wrow_filters_f32(const float* w, float* U, Py_ssize_t K, Py_ssize_t C, int mr,
                           int flip, Py_ssize_t p0, Py_ssize_t p1)
@@ -365,7 +365,6 @@ cdef wrow_geom rows_geom(tuple xshape, Py_ssize_t K, tuple pad, int itemsize, in
     g.OH, g.OW = g.H + 2 * g.ph - 4, g.W + 2 * g.pw - 4
     g.S, g.Hp = (g.OW + 3) // 4, g.OH + 4
     g.Hq = round_up(g.Hp, 8)   # whole vectors (8 floats, 4 doubles)
-    g.tpi = g.S * g.OH
     # the strided-B kernels read A panels of the full height (the short one uses the
     # first rows of it: a last panel of few filters)
     g.nr, g.mr = mn_gemm_nr(itemsize), mn_gemm_mr()
@@ -381,7 +380,7 @@ cdef wrow_geom rows_geom(tuple xshape, Py_ssize_t K, tuple pad, int itemsize, in
 cdef Py_ssize_t rows_part(wrow_geom* g, int part) noexcept nogil:
     """Items of a thread's workspace parts, each rounded up to 64 bytes' worth: 0 the
     transformed rows T (with slack: the last panel's B reads run past the block's tiles),
-    1 the transposed plane P, 3 the products M, 4 one panel's outputs O; 5 the tiles'
+    1 the transposed plane P, 2 the products M, 3 one panel's outputs O; 4 the tiles'
     output offsets (2 x nbt Py_ssize_t, counted in items)."""
     cdef Py_ssize_t n
     if part == 0:
@@ -389,10 +388,8 @@ cdef Py_ssize_t rows_part(wrow_geom* g, int part) noexcept nogil:
     elif part == 1:
         n = (4 * g.S + 4) * g.Hq
     elif part == 2:
-        n = 0
-    elif part == 3:
         n = 8 * (g.kp * g.nbt + ROW_PAD)
-    elif part == 4:
+    elif part == 3:
         n = 4 * g.nr
     else:
         n = 2 * g.nbt * 2   # Py_ssize_t: two (or one) items each
@@ -401,7 +398,7 @@ cdef Py_ssize_t rows_part(wrow_geom* g, int part) noexcept nogil:
 
 cdef Py_ssize_t rows_items(wrow_geom* g) noexcept nogil:
     return (rows_part(g, 0) + rows_part(g, 1) + rows_part(g, 2) + rows_part(g, 3)
-            + rows_part(g, 4) + rows_part(g, 5))
+            + rows_part(g, 4))
 
 
 def rows_workspace_bytes(tuple xshape, Py_ssize_t K, tuple pad=(2, 2), int itemsize=4,
@@ -456,7 +453,7 @@ cdef void run_rows_block(wrow_geom* g, char* x, char* U, char* bias, char* out, 
     """Block b of images, in the calling thread's scratch ws."""
     cdef Py_ssize_t n0 = b * g.ni, ni = min(g.ni, g.N - b * g.ni)
     cdef Py_ssize_t p = rows_part(g, 0), r = p + rows_part(g, 1)
-    cdef Py_ssize_t o = r + rows_part(g, 3), tb = o + rows_part(g, 4)
+    cdef Py_ssize_t o = r + rows_part(g, 2), tb = o + rows_part(g, 3)
     if itemsize == 4:
         wrow_block_f32(g, <float*>x, <float*>U, <float*>bias, <float*>out, n0, ni,
                        <float*>ws, <float*>ws + p, <float*>ws + r, <float*>ws + o,
