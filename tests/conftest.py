@@ -242,6 +242,21 @@ def run_python(code, env=None, timeout=120):
     return _run([sys.executable, "-c", code], env, timeout)
 
 
+def run_under_isa(code, isa, threads=None, timeout=120):
+    """`code` in a fresh interpreter under MININET_ISA=isa (this environment's dispatch
+    variables dropped; MININET_NUM_THREADS=threads where given): the JSON object its last
+    line prints. A failed run fails the test with its stderr."""
+    import json
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MININET_ISA", "MININET_ISA_PRETEND_MISSING")}
+    env["MININET_ISA"] = isa
+    if threads is not None:
+        env["MININET_NUM_THREADS"] = str(threads)
+    r = run_python(code, env=env, timeout=timeout)
+    assert r.returncode == 0, (r.returncode, r.stderr[-3000:])
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def run_cli(*args, env=None, timeout=120):
     """`python -m mininet.cli args...` with this environment plus env."""
     return _run([sys.executable, "-m", "mininet.cli", *map(str, args)],

@@ -3,7 +3,6 @@ ReLU of the Winograd forward: the kernels against a float64 direct convolution a
 PyTorch, on every kernel set this CPU runs, and the CPU backend's 5x5 conv ops with
 Winograd on and off against PyTorch (first- and second-order gradients)."""
 import importlib
-import json
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from mininet import ops
 from mininet.autograd import Tensor
 from mininet_ext import _isa
 from mininet_ext.buffer import Buffer
-from conftest import run_python, t64, torch
+from conftest import run_under_isa, t64, torch
 
 wg = _isa.variant("winograd")   # as built for this process's kernel set
 
@@ -221,13 +220,7 @@ print(json.dumps({"active": _isa.active(), "worst": worst}))
 def test_every_kernel_set(isa):
     if isa not in _isa.supported():
         pytest.skip(f"this CPU or build does not run {isa}")
-    import os
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MININET_ISA", "MININET_ISA_PRETEND_MISSING")}
-    r = run_python(ISA_CHECK, env={**env, "MININET_ISA": isa, "MININET_NUM_THREADS": "2"},
-                   timeout=120)
-    assert r.returncode == 0, r.stderr[-3000:]
-    got = json.loads(r.stdout.strip().splitlines()[-1])
+    got = run_under_isa(ISA_CHECK, isa, threads=2)
     assert got["active"] == isa
     assert got["worst"]["float32"] < F32_TOL and got["worst"]["float64"] < F64_TOL
 

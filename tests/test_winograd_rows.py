@@ -4,8 +4,6 @@ channel counts and blocks, on every kernel set this CPU runs; the CPU backend's 
 the 5x5 conv ops that take it (forward and input gradient) against PyTorch, to the second
 order."""
 import importlib
-import json
-import os
 
 import numpy as np
 import pytest
@@ -14,7 +12,8 @@ from mininet import ops
 from mininet.autograd import Tensor
 from mininet_ext import _isa
 from mininet_ext.buffer import Buffer
-from conftest import run_python, t64, torch
+from conftest import run_under_isa, t64, torch
+from test_winograd5 import direct, rel_err   # the float64 tap-by-tap reference
 
 wg = _isa.variant("winograd")   # as built for this process's kernel set
 cpu_backend = importlib.import_module("mininet.backend.cpu")
@@ -28,19 +27,6 @@ F32_TOL = 2e-5
 F64_TOL = 1e-12
 
 
-def direct(x, w, b, pad):
-    """float64 reference: the 5x5 convolution tap by tap."""
-    n, c, h, wd = x.shape
-    oh, ow = h + 2 * pad[0] - 4, wd + 2 * pad[1] - 4
-    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad[0],) * 2, (pad[1],) * 2))
-    y = np.zeros((n, w.shape[0], oh, ow))
-    for i in range(5):
-        for j in range(5):
-            y += np.einsum("nchw,kc->nkhw", xp[:, :, i:i + oh, j:j + ow],
-                           w[:, :, i, j].astype(np.float64))
-    return y if b is None else y + b.astype(np.float64)[None, :, None, None]
-
-
 def rows(x, w, b, pad, flip=False, relu=False):
     """The kernel on numpy arrays; the output starts as NaN, so a pixel it misses shows."""
     k = w.shape[1] if flip else w.shape[0]
@@ -51,10 +37,6 @@ def rows(x, w, b, pad, flip=False, relu=False):
                     None if b is None else Buffer.wrap(b), 0, Buffer.wrap(out), x.shape, k,
                     pad, x.dtype.itemsize, flip, relu)
     return out
-
-
-def rel_err(y, ref):
-    return np.abs(y - ref).max() / max(np.abs(ref).max(), 1e-300)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -177,12 +159,7 @@ print(json.dumps({"active": _isa.active(), "worst": worst}))
 def test_every_kernel_set(isa):
     if isa not in _isa.supported():
         pytest.skip(f"this CPU or build does not run {isa}")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MININET_ISA", "MININET_ISA_PRETEND_MISSING")}
-    r = run_python(ISA_CHECK, env={**env, "MININET_ISA": isa, "MININET_NUM_THREADS": "2"},
-                   timeout=120)
-    assert r.returncode == 0, r.stderr[-3000:]
-    got = json.loads(r.stdout.strip().splitlines()[-1])
+    got = run_under_isa(ISA_CHECK, isa, threads=2)
     assert got["active"] == isa
     assert got["worst"]["float32"] < F32_TOL and got["worst"]["float64"] < F64_TOL
 
