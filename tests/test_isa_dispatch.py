@@ -1,6 +1,7 @@
 """Runtime ISA dispatch (mininet_ext._isa): the GEMM and convolution kernels of every
 kernel set this CPU runs, against numpy, each in a fresh process under MININET_ISA;
 the forced set really used; sets the CPU lacks and unknown names refused."""
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -315,21 +316,56 @@ def test_variant_choice(monkeypatch):
     assert _isa.variant("conv_nhwc").__name__ == "mininet_ext.conv_nhwc"
 
 
+def _run_suite(isa):
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                           "tests/test_matmul.py", "tests/test_conv.py",
+                           "tests/test_conv_slide.py"] + VARIANT_SUITES, cwd=ROOT,
+                          env=isa_env(MININET_ISA=isa, OMP_WAIT_POLICY="passive"),
+                          capture_output=True, text=True, timeout=900)
+
+
+_SUITES = {}
+
+
+def _suite_result(request, isa):
+    """The suite's run under isa. The first call starts the runs of every set this
+    session selected, two at a time: a suite is mostly pytest's own single-threaded work,
+    so on two cores a pair takes about as long as one (four sets: 108 s one after
+    another, about 65 s in pairs). Their kernels' threads wait passively, as two
+    processes share the cores."""
+    if not _SUITES:
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+        for item in request.session.items:
+            if getattr(item, "originalname", None) == request.node.originalname:
+                want = item.callspec.params["isa"]
+                if _suite_runs_here(want) is None and want not in _SUITES:
+                    _SUITES[want] = pool.submit(_run_suite, want)
+        pool.shutdown(wait=False)
+    if isa not in _SUITES:   # not selected at collection (a rerun): on its own
+        _SUITES[isa] = concurrent.futures.Future()
+        _SUITES[isa].set_result(_run_suite(isa))
+    return _SUITES[isa].result()
+
+
+def _suite_runs_here(isa):
+    """Why the suite under isa is not run in a process of its own, or None."""
+    from mininet_ext import _build_info
+    if isa not in SUPPORTED:
+        return unsupported_reason(isa)
+    if isa == _isa.active() and _build_info.PORTABLE:
+        return f"{isa} is this process's set: the suite itself tests it"
+    return None
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("isa", _isa.ISAS)
-def test_matmul_and_conv_suites_under_each_isa(isa):
+def test_matmul_and_conv_suites_under_each_isa(isa, request):
     """tests/test_matmul.py, tests/test_conv.py and tests/test_conv_slide.py (the tiles
     each set picks, against PyTorch), and the suites of the modules built per set, under
     every set this CPU runs. Only a portable build's own set is left to the suite itself:
     a -march=native build runs its default modules unforced, not the set's build."""
-    from mininet_ext import _build_info
-    if isa not in SUPPORTED:
-        pytest.skip(unsupported_reason(isa))
-    if isa == _isa.active() and _build_info.PORTABLE:
-        pytest.skip(f"{isa} is this process's set: the suite itself tests it")
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                        "tests/test_matmul.py", "tests/test_conv.py",
-                        "tests/test_conv_slide.py"] + VARIANT_SUITES, cwd=ROOT,
-                       env=isa_env(MININET_ISA=isa), capture_output=True, text=True,
-                       timeout=900)
+    why = _suite_runs_here(isa)
+    if why is not None:
+        pytest.skip(why)
+    r = _suite_result(request, isa)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
