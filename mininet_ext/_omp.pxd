@@ -23,3 +23,15 @@ cdef inline int claims_start(mn_claims* c, Py_ssize_t n, int nt) except -1:
         mn_claims_free(c)
         raise MemoryError(f"work claims for {n} chunks on {nt} threads")
     return 0
+
+
+cdef inline Py_ssize_t channel_block(Py_ssize_t K, Py_ssize_t P, int nt,
+                                     Py_ssize_t most) noexcept nogil:
+    """Channels per block for a pass over (N, K, P) maps that keeps per-channel sums
+    (bias gradients): each image's rows of a block are 4 KB or more of contiguous reads
+    (channel by channel, a row was K * P items from the last, beyond the stride
+    prefetcher's reach), at most `most`, and the blocks split evenly over nt threads."""
+    cdef Py_ssize_t blk = min(max(1024 // max(P, 1), 1), max(most, 1))
+    cdef Py_ssize_t nb = (K + blk - 1) // blk
+    nb = (nb + nt - 1) // max(nt, 1) * max(nt, 1)   # a multiple of the threads
+    return max((K + nb - 1) // max(nb, 1), 1)

@@ -39,7 +39,7 @@ from cython.parallel cimport prange, threadid
 from cython cimport floating
 from libc.string cimport memset
 from mininet_ext.buffer cimport Buffer
-from mininet_ext._omp cimport (threads_for, chunk_items, mn_claims, mn_claim, claims_start,
+from mininet_ext._omp cimport (threads_for, chunk_items, channel_block, mn_claims, mn_claim, claims_start,
                                mn_claims_free)
 from mininet_ext._convgeom cimport Geom, clamp, make_geom
 from mininet_ext._check cimport check_itemsize, need
@@ -540,11 +540,13 @@ def bias_grad(Buffer dy, Py_ssize_t dy_off, Buffer db, Py_ssize_t N, Py_ssize_t 
     check_itemsize(itemsize, "conv2d bias gradient")
     need(dy, dy_off, (N, K, P), itemsize, "conv2d bias gradient", "output gradient")
     need(db, 0, (K,), itemsize, "conv2d bias gradient", "bias gradient")
-    cdef Py_ssize_t k
     cdef int nt = threads_for(N * K * P)
+    cdef Py_ssize_t blk = channel_block(K, P, nt, SUM_BLOCK_MAX), b, nb = (K + blk - 1) // blk
     with nogil:
-        for k in prange(K, num_threads=nt, schedule='static'):
+        for b in prange(nb, num_threads=nt, schedule='static'):
             if itemsize == 4:
-                channel_sum(<float*>dy.ptr + dy_off, <float*>db.ptr, N, K, P, k)
+                channel_sums(<float*>dy.ptr + dy_off, <float*>db.ptr, N, K, P, b * blk,
+                             min(K, (b + 1) * blk))
             else:
-                channel_sum(<double*>dy.ptr + dy_off, <double*>db.ptr, N, K, P, k)
+                channel_sums(<double*>dy.ptr + dy_off, <double*>db.ptr, N, K, P, b * blk,
+                             min(K, (b + 1) * blk))

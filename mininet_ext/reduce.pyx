@@ -8,7 +8,7 @@ from cython.parallel cimport prange, threadid
 from cython cimport floating
 from libc.stdint cimport int64_t
 from mininet_ext.buffer cimport Buffer
-from mininet_ext._omp cimport threads_for, threads_timed, arrived
+from mininet_ext._omp cimport threads_for, threads_timed, arrived, channel_block
 from mininet_ext._check cimport check_itemsize, need
 
 cdef extern from *:
@@ -32,15 +32,19 @@ cdef extern from *:
 
 cdef extern from *:
     """
+    #include <string.h>
     /* o[i] = y[i] > 0 ? g[i] : 0 (a ReLU's gradient; a NaN y masks, as numpy's y > 0), and
-     * the sum of o: two 64-byte vector accumulators (GCC vector extensions, whatever the
-     * ISA; an array of lanes made gcc keep the sums in memory), their lanes and the tail
-     * totalled in double. */
-    #define MN_DEF_RELU_MASK_SUM(NAME, T, IT)                                        \
+     * the sum of o added lane by lane into tot (64 / sizeof(T) doubles): two 64-byte vector
+     * accumulators (GCC vector extensions, whatever the ISA; an array of lanes made gcc
+     * keep the sums in memory), the last part of a vector through a zero-padded copy. The
+     * tail as scalar selects was a branch per item that random signs mispredicted half the
+     * time, and the lanes totalled one by one a chain of dependent adds: a 4x4 map's rows
+     * (16 items) took 60 ns each. */
+    #define MN_DEF_RELU_MASK_ACC(NAME, T, IT)                                        \
     typedef T NAME##_v __attribute__((vector_size(64), aligned(sizeof(T))));         \
     typedef IT NAME##_m __attribute__((vector_size(64)));                            \
-    static double NAME(const T* g, const T* y, T* o, ptrdiff_t n) {                  \
-        const int W = 64 / sizeof(T);                                                \
+    static void NAME(const T* g, const T* y, T* o, ptrdiff_t n, double* tot) {       \
+        enum { W = 64 / sizeof(T) };                                                 \
         NAME##_v a0 = {0}, a1 = {0}, zero = {0};                                     \
         ptrdiff_t i = 0;                                                             \
         for (; i + 2 * W <= n; i += 2 * W) {                                         \
@@ -53,21 +57,33 @@ cdef extern from *:
             a0 += v0;                                                                \
             a1 += v1;                                                                \
         }                                                                            \
-        a0 += a1;                                                                    \
-        double s = 0;                                                                \
-        for (; i < n; i++) {                                                         \
-            T v = y[i] > 0 ? g[i] : (T)0;                                            \
-            o[i] = v;                                                                \
-            s += v;                                                                  \
+        if (i + W <= n) {                                                            \
+            NAME##_v y0 = *(const NAME##_v*)(y + i), g0 = *(const NAME##_v*)(g + i);   \
+            NAME##_v v0 = (NAME##_v)((NAME##_m)g0 & (NAME##_m)(y0 > zero));          \
+            *(NAME##_v*)(o + i) = v0;                                                \
+            a0 += v0;                                                                \
+            i += W;                                                                  \
         }                                                                            \
-        for (int l = 0; l < W; l++) s += a0[l];                                      \
-        return s;                                                                    \
+        if (i < n) {                                                                 \
+            ptrdiff_t m = n - i;                                                     \
+            T gt[W] __attribute__((aligned(64))) = {0};                              \
+            T yt[W] __attribute__((aligned(64))) = {0};                              \
+            memcpy(gt, g + i, m * sizeof(T));                                        \
+            memcpy(yt, y + i, m * sizeof(T));                                        \
+            NAME##_v v = (NAME##_v)((NAME##_m)*(NAME##_v*)gt & (NAME##_m)(*(NAME##_v*)yt > zero)); \
+            memcpy(o + i, &v, m * sizeof(T));                                        \
+            a1 += v;                                                                 \
+        }                                                                            \
+        a0 += a1;                                                                    \
+        for (int l = 0; l < W; l++) tot[l] += a0[l];                                 \
     }
-    MN_DEF_RELU_MASK_SUM(mn_relu_mask_sum_f32, float, int)
-    MN_DEF_RELU_MASK_SUM(mn_relu_mask_sum_f64, double, long long)
+    MN_DEF_RELU_MASK_ACC(mn_relu_mask_acc_f32, float, int)
+    MN_DEF_RELU_MASK_ACC(mn_relu_mask_acc_f64, double, long long)
     """
-    double mn_relu_mask_sum_f32(const float* g, const float* y, float* o, Py_ssize_t n) nogil
-    double mn_relu_mask_sum_f64(const double* g, const double* y, double* o, Py_ssize_t n) nogil
+    void mn_relu_mask_acc_f32(const float* g, const float* y, float* o, Py_ssize_t n,
+                              double* tot) nogil
+    void mn_relu_mask_acc_f64(const double* g, const double* y, double* o, Py_ssize_t n,
+                              double* tot) nogil
 
 # the reduction numbers, generated from mininet/backend/opcodes.py (REDUCE_OPS); argmax
 # and argmin must stay last: `op >= ARGMAX` picks the index-writing kernels
@@ -224,17 +240,34 @@ def reduce(int op, Buffer x, Py_ssize_t x_off, Py_ssize_t outer, Py_ssize_t red,
             reduce_all(op, <double*>x.ptr + x_off, outer, red, inner, d_out, idx, <double*>scratch.ptr, parts, nt)
 
 
-cdef void relu_grad_channel(const floating* g, const floating* y, floating* out, floating* db,
-                            Py_ssize_t N, Py_ssize_t K, Py_ssize_t P, Py_ssize_t k) noexcept nogil:
-    cdef double s = 0
-    cdef Py_ssize_t n, at
+cdef enum:
+    RELU_BLOCK_MAX = 64   # channels relu_grad_channels takes together
+
+
+cdef void relu_grad_channels(const floating* g, const floating* y, floating* out,
+                             floating* db, Py_ssize_t N, Py_ssize_t K, Py_ssize_t P,
+                             Py_ssize_t k0, Py_ssize_t k1) noexcept nogil:
+    """Channels k0..k1 (at most RELU_BLOCK_MAX), image by image over the block's rows
+    together (_omp.channel_block: channel by channel, at small maps every row was a cache
+    miss). Each channel's sum runs in one order, whatever the block and the threads."""
+    cdef double tot[RELU_BLOCK_MAX][16]
+    cdef double s
+    cdef Py_ssize_t n, at, k, l
+    for k in range(k1 - k0):
+        for l in range(16):
+            tot[k][l] = 0
     for n in range(N):
-        at = (n * K + k) * P
-        if floating is float:
-            s += mn_relu_mask_sum_f32(g + at, y + at, out + at, P)
-        else:
-            s += mn_relu_mask_sum_f64(g + at, y + at, out + at, P)
-    db[k] = <floating>s
+        for k in range(k0, k1):
+            at = (n * K + k) * P
+            if floating is float:
+                mn_relu_mask_acc_f32(g + at, y + at, out + at, P, tot[k - k0])
+            else:
+                mn_relu_mask_acc_f64(g + at, y + at, out + at, P, tot[k - k0])
+    for k in range(k0, k1):
+        s = 0
+        for l in range(16):
+            s += tot[k - k0][l]
+        db[k] = <floating>s
 
 
 def relu_grad_bias(Buffer g, Py_ssize_t g_off, Buffer y, Py_ssize_t y_off, Buffer out,
@@ -252,14 +285,16 @@ def relu_grad_bias(Buffer g, Py_ssize_t g_off, Buffer y, Py_ssize_t y_off, Buffe
         need(buf, off, dims, itemsize, "relu_grad_bias", name)
     if K == 0:
         return
-    cdef Py_ssize_t k
-    cdef int nt = min(threads_for(N * K * P), K)
+    cdef int nt = threads_for(N * K * P)
+    cdef Py_ssize_t blk = channel_block(K, P, nt, RELU_BLOCK_MAX), b
+    cdef Py_ssize_t nb = (K + blk - 1) // blk
     with nogil:
-        for k in prange(K, num_threads=nt, schedule='static'):
+        for b in prange(nb, num_threads=nt, schedule='static'):
             if itemsize == 4:
-                relu_grad_channel(<float*>g.ptr + g_off, <float*>y.ptr + y_off,
-                                  <float*>out.ptr + out_off, <float*>db.ptr + db_off, N, K, P, k)
+                relu_grad_channels(<float*>g.ptr + g_off, <float*>y.ptr + y_off,
+                                   <float*>out.ptr + out_off, <float*>db.ptr + db_off, N, K,
+                                   P, b * blk, min(K, (b + 1) * blk))
             else:
-                relu_grad_channel(<double*>g.ptr + g_off, <double*>y.ptr + y_off,
-                                  <double*>out.ptr + out_off, <double*>db.ptr + db_off, N, K,
-                                  P, k)
+                relu_grad_channels(<double*>g.ptr + g_off, <double*>y.ptr + y_off,
+                                   <double*>out.ptr + out_off, <double*>db.ptr + db_off, N,
+                                   K, P, b * blk, min(K, (b + 1) * blk))

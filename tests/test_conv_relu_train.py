@@ -14,9 +14,14 @@ rng = np.random.default_rng(14)
 
 
 # the kernel -------------------------------------------------------------------------------
+# odd maps; maps shorter than a vector, between one and two, and longer; many channels on
+# small maps (blocks of channels summed together, split unevenly at first over threads)
+SHAPES = [(3, 5, 7, 9), (2, 4, 33), (1, 1, 1, 1), (4, 3, 16, 16), (2, 17, 64), (5, 2, 31, 1),
+          (3, 150, 4, 4), (2, 70, 5, 5), (4, 33, 20), (3, 37, 12), (2, 9, 14, 14)]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(3, 5, 7, 9), (2, 4, 33), (1, 1, 1, 1), (4, 3, 16, 16),
-                                   (2, 17, 64), (5, 2, 31, 1)])
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("threads", [1, 2])
 def test_relu_grad_bias_matches_numpy(dtype, shape, threads):
     g = rng.standard_normal(shape).astype(dtype)
@@ -36,6 +41,26 @@ def test_relu_grad_bias_matches_numpy(dtype, shape, threads):
     axes = (0,) + tuple(range(2, len(shape)))
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(db.numpy(), want.astype(np.float64).sum(axes), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_conv_bias_grad_matches_numpy(dtype, shape, threads):
+    """The plain bias gradient (a convolution without a fused ReLU): dy summed over all
+    axes but 1."""
+    g = rng.standard_normal(shape).astype(dtype)
+    old = mn.get_num_threads()
+    mn.set_num_threads(threads)
+    try:
+        gd = NDArray(g)
+        db = NDArray(np.full(shape[1], 7, dtype))
+        gd.device.conv2d_grad_bias(gd, db)
+    finally:
+        mn.set_num_threads(old)
+    axes = (0,) + tuple(range(2, len(shape)))
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(db.numpy(), g.astype(np.float64).sum(axes), rtol=tol, atol=tol)
 
 
 def test_relu_grad_bias_nan_and_empty():
