@@ -16,9 +16,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
                     reason="mypy is not installed (pip install -e '.[test]' installs it)")
 def test_mypy_is_clean_on_mininet():
     # the config file named, so that the check is the same from any working directory;
-    # no cache written (mypy's documented way: --cache-dir /dev/null)
+    # mypy's incremental cache where `make typecheck` keeps it (.mypy_cache, ignored by
+    # git): after that target, as in CI, this check takes 1-2 s instead of 16
     proc = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
-                           "--cache-dir", "/dev/null"],
+                           "--cache-dir", str(ROOT / ".mypy_cache")],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"mypy found errors:\n{proc.stdout}{proc.stderr}"
     assert "Success: no issues found" in proc.stdout, proc.stdout
