@@ -44,11 +44,11 @@ def test_relu_grad_bias_matches_numpy(dtype, shape, threads):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shape", SHAPES + [(0, 5, 3, 3), (2, 3, 0, 0), (2, 0, 4, 4)])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_conv_bias_grad_matches_numpy(dtype, shape, threads):
     """The plain bias gradient (a convolution without a fused ReLU): dy summed over all
-    axes but 1."""
+    axes but 1 (zeros for an empty batch or map)."""
     g = rng.standard_normal(shape).astype(dtype)
     old = mn.get_num_threads()
     mn.set_num_threads(threads)
