@@ -577,6 +577,14 @@ class NDArray:
         """exp(x) - 1, elementwise, exact for small x: a new array of the same shape, float (an int64 or bool array is read as float32 first)."""
         return self._unary("expm1")
 
+    def erf(self):
+        """The error function, elementwise: a new array of the same shape, float (an int64 or bool array is read as float32 first)."""
+        return self._unary("erf")
+
+    def gelu(self):
+        """x Phi(x) (Phi the standard normal CDF: exact GELU), elementwise: a new array of the same shape, float (an int64 or bool array is read as float32 first)."""
+        return self._unary("gelu")
+
     def abs(self):
         """|x|, elementwise, a new array of the same shape (a bool array is copied, as
         numpy's)."""

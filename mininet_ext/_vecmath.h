@@ -18,6 +18,11 @@ MN_SIMD_DECL(float, log1pf, float)
 MN_SIMD_DECL(double, log1p, double)
 MN_SIMD_DECL(float, expm1f, float)
 MN_SIMD_DECL(double, expm1, double)
+/* erf entered libmvec in glibc 2.35 (the wheel's glibc floor follows the build's) */
+#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 35)
+MN_SIMD_DECL(float, erff, float)
+MN_SIMD_DECL(double, erf, double)
+#endif
 #endif
 /* MN_WIDE: a function vectorised at 512 bits on AVX-512 builds, where gcc otherwise
  * prefers 256-bit vectors and calls libmvec's 8-wide functions. The softmax row took

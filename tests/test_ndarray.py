@@ -1,4 +1,6 @@
 """NDArray views, indexing, elementwise ops, reductions against numpy."""
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -14,7 +16,8 @@ COMPARE = {"eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equa
            "gt": np.greater, "ge": np.greater_equal}
 UNARY = {"neg": np.negative, "abs": np.abs, "exp": np.exp, "tanh": np.tanh,
          "relu": lambda x: np.maximum(x, 0), "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
-         "sign": np.sign, "square": np.square}
+         "sign": np.sign, "square": np.square, "erf": np.vectorize(math.erf),
+         "gelu": np.vectorize(lambda v: v * 0.5 * math.erfc(-v / math.sqrt(2.0)))}
 rng = np.random.default_rng(0)
 
 

@@ -25,6 +25,9 @@ BINARY_OPS = (
     ("gt", "(T)(x > y)"),
     ("ge", "(T)(x >= y)"),
     ("pass_pos", "y > 0 ? x : (T)0"),   # x where y > 0, else 0: ReLU's backward in one pass
+    # x * GELU'(y) = x (Phi(y) + y phi(y)): exact GELU's backward in one pass
+    ("gelu_grad", "x * ((T)0.5 * ((T)1 + M(erf)(y * (T)0.70710678118654752440))"
+                  " + y * (T)0.39894228040143267794 * M(exp)((T)-0.5 * y * y))"),
 )
 
 # (name, expression, cost): cost is the work of one element relative to an add; the
@@ -42,6 +45,9 @@ UNARY_OPS = (
     ("square", "x * x", 1),
     ("log1p", "M(log1p)(x)", 8),
     ("expm1", "M(expm1)(x)", 8),
+    ("erf", "M(erf)(x)", 8),
+    # x Phi(x), Phi the standard normal CDF: exact GELU in one pass
+    ("gelu", "x * (T)0.5 * ((T)1 + M(erf)(x * (T)0.70710678118654752440))", 8),
 )
 
 REDUCE_OPS = ("sum", "max", "min", "argmax", "argmin")

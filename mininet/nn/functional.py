@@ -43,7 +43,7 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
         return x * (ops.tanh(inner) + 1.0) * 0.5
     if approximate != "none":
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    return x * (ops.erf(x * (1.0 / math.sqrt(2.0))) + 1.0) * 0.5
+    return ops.gelu(x)
 
 
 def silu(x: Tensor) -> Tensor:

@@ -75,6 +75,16 @@ def power_scalar(g, node):
     return g.node("Pow", [x, g.scalar(node.op.scalar, result_dtype(node))])
 
 
+@maps(index.Gelu)
+def gelu(g, node):
+    """x * 0.5 * (1 + Erf(x / sqrt(2))): ONNX's Gelu needs opset 20."""
+    dt = result_dtype(node)
+    x = g.input_as(node.inputs[0], dt)
+    e = g.node("Erf", [g.node("Mul", [x, g.scalar(0.7071067811865476, dt)])])
+    return g.node("Mul", [g.node("Mul", [x, g.scalar(0.5, dt)]),
+                          g.node("Add", [e, g.scalar(1, dt)])])
+
+
 @maps(math.Log1p)
 def log1p(g, node):
     x = g.input_as(node.inputs[0], result_dtype(node))

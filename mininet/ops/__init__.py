@@ -11,6 +11,6 @@ from .rnn import lstm_gates, lstm_layer
 from .reduce import logsoftmax, logsumexp, max, mean, norm2, softmax, summation
 from .shape import (broadcast_to, cat, concatenate, dilate, flatten, flip, get_item, make_tuple, pad,
                     permute, reshape, split, stack, transpose, tuple_get_item, undilate)
-from .index import (cast, clone, cumsum, erf, gather, index_select, masked_fill, prod, to_device,
+from .index import (cast, clone, cumsum, erf, gather, gelu, index_select, masked_fill, prod, to_device,
                     where)
 from .index import getitem, mask_select, masked_select, setitem
