@@ -107,6 +107,31 @@ static inline void mn_softmax_back_row_##SFX(const T* __restrict y, const T* __r
     for (ptrdiff_t i = 0; i < n; i++) s += (double)g[i] * (double)y[i];                  \
     T t = (T)s;                                                                          \
     for (ptrdiff_t i = 0; i < n; i++) dx[i] = y[i] * (g[i] - t);                         \
+}                                                                                        \
+/* y = x - (max + log(sum(exp(x - max)))): no log of a rounded-down 0 */                \
+MN_WIDE static inline void mn_log_softmax_row_##SFX(const T* __restrict x, T* __restrict y, \
+                                                 ptrdiff_t n)                            \
+{                                                                                        \
+    T m = n ? x[0] : (T)0;                                                               \
+    double s = 0;                                                                        \
+    _Pragma("omp simd reduction(max:m)")                                                 \
+    for (ptrdiff_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;                           \
+    _Pragma("omp simd reduction(+:s)")                                                   \
+    for (ptrdiff_t i = 0; i < n; i++) s += EXP(x[i] - m);                                \
+    T lse = (T)((double)m + log(s));                                                     \
+    for (ptrdiff_t i = 0; i < n; i++) y[i] = x[i] - lse;                                 \
+}                                                                                        \
+/* dx = g - exp(y) * sum(g) */                                                           \
+MN_WIDE static inline void mn_log_softmax_back_row_##SFX(const T* __restrict y,          \
+                                                      const T* __restrict g,             \
+                                                      T* __restrict dx, ptrdiff_t n)     \
+{                                                                                        \
+    double s = 0;                                                                        \
+    _Pragma("omp simd reduction(+:s)")                                                   \
+    for (ptrdiff_t i = 0; i < n; i++) s += g[i];                                         \
+    T t = (T)s;                                                                          \
+    _Pragma("omp simd")                                                                  \
+    for (ptrdiff_t i = 0; i < n; i++) dx[i] = g[i] - EXP(y[i]) * t;                      \
 }
 
 MN_DEF_ROWS(float, f32, expf)

@@ -115,7 +115,9 @@ def test_conv_and_pooling_forward_backward(gpu, case):
         (z * z).sum().backward()
         grads[str(dev)[:3]] = [z.numpy(), tx.grad.numpy(), tw.grad.numpy(), tb.grad.numpy()]
     for a, b2 in zip(grads["cpu"], grads["cud"]):
-        np.testing.assert_allclose(b2, a, rtol=2e-4, atol=2e-4)
+        # float32 sums of terms up to ~1e4 (the weight gradient of a 28x28 map): an entry
+        # that cancels to ~1 keeps the absolute error of its terms, so atol follows the scale
+        np.testing.assert_allclose(b2, a, rtol=2e-4, atol=2e-4 * max(1.0, np.abs(a).max()))
 
 
 @pytest.mark.parametrize("model", ["mlp", "resnet", "cnn"])

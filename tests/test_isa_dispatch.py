@@ -273,7 +273,8 @@ VARIANT_SUITES = ["tests/test_conv_direct.py", "tests/test_conv_cm.py", "tests/t
                   "tests/test_optim_torch.py", "tests/test_small_kernels.py",
                   "tests/test_sequence.py", "tests/test_xent_checked_labels.py",
                   "tests/test_nn_layers_torch.py",
-                  "tests/test_step_epilogues.py"]
+                  "tests/test_step_epilogues.py", "tests/test_row_kernels.py",
+                  "tests/test_conv_relu_train.py"]
 
 
 @pytest.mark.parametrize("isa", _isa.ISAS)

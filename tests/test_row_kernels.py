@@ -1,4 +1,5 @@
-"""The row kernels (mininet_ext/rows.pyx: layer norm and softmax over the last dim) and the
+"""The row kernels (mininet_ext/rows.pyx: layer norm, softmax and log-softmax over the last
+dim) and the
 ops that use them, against numpy float64: odd widths, one row, zero rows or features,
 non-contiguous input, no weight or bias, float64, thread counts (the same bits), NaN and
 -inf rows, second-order gradients (the ops-built backward) against finite differences.
@@ -222,11 +223,84 @@ def test_softmax_of_empty_shapes():
         assert x.grad.shape == shape
 
 
+def ref_log_softmax(x):
+    x = x.astype(np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+
+
+@pytest.mark.parametrize("shape", SHAPES + [(4, 3, 35, 35)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_softmax_op_matches_float64(shape, dtype):
+    """One row kernel each way (device capability log_softmax), against numpy float64;
+    rows far from zero (x * 40: exp of the unshifted values would overflow)."""
+    rng = np.random.default_rng(len(shape) + shape[-1] + 1)
+    x = (rng.standard_normal(shape) * 40).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    tx = Tensor(x, requires_grad=True)
+    y = F.log_softmax(tx, -1)
+    ref = ref_log_softmax(x)
+    np.testing.assert_allclose(y.numpy(), ref, **tol(dtype))
+    (y * Tensor(g)).sum().backward()
+    ref_dx = g - np.exp(ref) * g.astype(np.float64).sum(axis=-1, keepdims=True)
+    np.testing.assert_allclose(tx.grad.numpy(), ref_dx, **tol(dtype))
+
+
+def test_log_softmax_runs_one_kernel_each_way(monkeypatch):
+    calls = []
+    for name in ("log_softmax", "log_softmax_backward"):
+        real = getattr(type(mn.cpu()), name)
+        monkeypatch.setattr(type(mn.cpu()), name,
+                            lambda self, *a, _n=name, _r=real: (calls.append(_n), _r(self, *a)))
+    x = Tensor(np.random.default_rng(3).standard_normal((5, 7)), requires_grad=True)
+    F.log_softmax(x, 1).sum().backward()
+    assert calls == ["log_softmax", "log_softmax_backward"]
+
+
+def test_log_softmax_second_order_gradients_match_finite_differences():
+    x = np.random.default_rng(13).standard_normal((3, 6))
+    _second_order(lambda x: F.log_softmax(x, -1) * 3, [x])
+
+
+def test_log_softmax_of_a_permuted_input_and_over_another_axis():
+    x = np.random.default_rng(4).standard_normal((4, 6, 5)).astype(np.float32)
+    xp = ops.permute(Tensor(x), (0, 2, 1))
+    np.testing.assert_allclose(F.log_softmax(xp, -1).numpy(),
+                               ref_log_softmax(x.transpose(0, 2, 1)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(F.log_softmax(Tensor(x), 1).numpy(),
+                               np.moveaxis(ref_log_softmax(np.moveaxis(x, 1, -1)), -1, 1),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_log_softmax_rows_with_nan_inf_and_a_single_item():
+    x = np.array([[1, np.nan, 2], [-np.inf, -np.inf, -np.inf], [0, -np.inf, 0],
+                  [3, 3, 3]], np.float32)
+    y = F.log_softmax(Tensor(x), -1).numpy()
+    assert np.all(np.isnan(y[0])) and np.all(np.isnan(y[1]))
+    np.testing.assert_allclose(y[2], [-np.log(2), -np.inf, -np.log(2)], rtol=1e-6)
+    np.testing.assert_allclose(y[3], [-np.log(3)] * 3, rtol=1e-6)
+    np.testing.assert_array_equal(F.log_softmax(Tensor(np.ones((4, 1), np.float32)), -1).numpy(),
+                                  np.zeros((4, 1)))
+
+
+def test_log_softmax_of_empty_shapes():
+    for shape in [(0, 4), (3, 0), (2, 0, 5)]:
+        x = Tensor(np.ones(shape, np.float32), requires_grad=True)
+        y = F.log_softmax(x, -1)
+        assert y.shape == shape
+        y.sum().backward()
+        assert x.grad.shape == shape
+
+
 def test_row_kernels_refuse_short_buffers():
     x = np.ones((4, 8), np.float32)
     small = Buffer.wrap(np.ones(8, np.float32))
     with pytest.raises(ValueError, match="output"):
         rows.softmax(Buffer.wrap(x), 0, small, 4, 8, 4)
+    with pytest.raises(ValueError, match="log_softmax: .*output"):
+        rows.log_softmax(Buffer.wrap(x), 0, small, 4, 8, 4)
+    with pytest.raises(ValueError, match="log_softmax_backward: .*output gradient"):
+        rows.log_softmax_backward(Buffer.wrap(x), 0, small, 0, Buffer.wrap(x.copy()), 4, 8, 4)
     with pytest.raises(ValueError, match="mean"):
         rows.layernorm(Buffer.wrap(x), 0, None, 0, None, 0, Buffer.wrap(x.copy()),
                        Buffer.wrap(np.ones(2, np.float32)), Buffer.wrap(np.ones(4, np.float32)),
@@ -325,6 +399,10 @@ def test_device_row_kernels_refuse_other_dtypes_and_shapes():
     stats = [mn.ndarray.NDArray.make((3,), device=dev, dtype=x.dtype) for _ in range(2)]
     with pytest.raises(TypeError, match="float32 or float64"):
         dev.softmax_backward(ints, ints, out)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        dev.log_softmax(ints, out)
+    with pytest.raises(TypeError, match=r"must be a compact \(3, 4\) array of float32"):
+        dev.log_softmax_backward(x, mn.ndarray.NDArray(np.ones((3, 4))), out)
     with pytest.raises(TypeError, match="float32 or float64"):
         dev.layernorm_backward(ints, ints, *stats, None, out, None, None)
     wide = mn.ndarray.NDArray(np.ones(3, np.float64))

@@ -135,7 +135,7 @@ class CPUDevice(Device):
     capabilities = frozenset({"conv2d", "conv2d_relu", "softmax_xent", "xent_checks_labels",
                               "batchnorm", "batchnorm_relu", "rows", "share_host", "lstm",
                               "lstm_seq", "gru_seq", "rnn_seq", "layernorm", "softmax",
-                              "bias_act", "relu_grad_bias", "conv2d_bf16"})
+                              "log_softmax", "bias_act", "relu_grad_bias", "conv2d_bf16"})
     # Output pixels per image below which im2col + one GEMM beats the implicit GEMM: the
     # fused kernels cut each image into panels of 32 pixels, so 4x4 or 1x1 outputs (a
     # ResNet9's late layers) fill a panel by a fraction, where im2col's GEMM runs over the
@@ -528,6 +528,15 @@ class CPUDevice(Device):
         r, d = _rows_of("softmax_backward", y, (g, dx))
         _rows.softmax_backward(y.handle, y.offset, g.handle, g.offset, _at(dx), r, d,
                                y.dtype.itemsize)
+
+    def log_softmax(self, x, y):
+        r, d = _rows_of("log_softmax", x, (y,))
+        _rows.log_softmax(x.handle, x.offset, _at(y), r, d, x.dtype.itemsize)
+
+    def log_softmax_backward(self, y, g, dx):
+        r, d = _rows_of("log_softmax_backward", y, (g, dx))
+        _rows.log_softmax_backward(y.handle, y.offset, g.handle, g.offset, _at(dx), r, d,
+                                   y.dtype.itemsize)
 
     # fused implicit-GEMM convolution (all arrays compact); geometry: (stride, padding,
     # dilation) pairs and groups

@@ -275,6 +275,15 @@ class Device:
         """dx = y * (g - rowsum(g * y)) from the softmax output y and its gradient g."""
         raise NotImplementedError
 
+    # capability log_softmax: over the last dim of compact (R, D) arrays
+    def log_softmax(self, x, y):
+        """y = x - (rowmax + log(rowsum(exp(x - rowmax)))); a row with a NaN is all NaN."""
+        raise NotImplementedError
+
+    def log_softmax_backward(self, y, g, dx):
+        """dx = g - exp(y) * rowsum(g) from the log-softmax output y and its gradient g."""
+        raise NotImplementedError
+
     # capability rows
     def take_rows(self, src, idx, out):
         """out[i] = src[idx[i]]: src (rows, d), idx int64 (n,) checked by the caller."""
@@ -362,6 +371,7 @@ KERNELS = {
     "batchnorm_relu": ("batchnorm", "batchnorm_backward"),
     "layernorm": ("layernorm", "layernorm_backward"),
     "softmax": ("softmax", "softmax_backward"),
+    "log_softmax": ("log_softmax", "log_softmax_backward"),
     "conv2d_relu": ("conv2d", "to_nchw"),   # both take relu=True (the op's ReLU epilogue)
     "rows": ("take_rows", "add_rows"),
     "lstm": ("lstm_gates", "lstm_gates_grad"),

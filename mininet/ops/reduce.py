@@ -92,17 +92,46 @@ class LogSumExp(Op):
         return broadcast_to(reshape(g, keep), z.shape) * exp(z - broadcast_to(reshape(node, keep), z.shape))
 
 
+def _row_kernels(z, axis, capability):
+    """Whether a device's row kernels take z along axis: the last axis, a float dtype, a
+    device with the capability."""
+    return (z.ndim > 0 and axis in (-1, z.ndim - 1) and z.device.has(capability)
+            and z.dtype in (np.float32, np.float64))
+
+
+def _by_rows(kernel, *arrays):
+    """kernel(*rows, out) over the arrays as compact (R, D) rows of the last axis; the
+    result in the first array's shape."""
+    first = arrays[0]
+    d = first.shape[-1]
+    rows = (first.size // d if d else 0, d)
+    out = NDArray.make(rows, device=first.device, dtype=first.dtype)
+    kernel(*[a.compact().reshape(rows) for a in arrays], out)
+    return out.reshape(first.shape)
+
+
 class LogSoftmax(Op):
+    """z - logsumexp over `axis`. Over the last axis on a device with the row kernels
+    ("log_softmax"), forward and backward are one call each; the backward is built from
+    ops when its own graph is recorded (create_graph)."""
+
     def __init__(self, axis=-1):
         self.axis = axis
 
     def compute(self, z):
+        if _row_kernels(z, self.axis, "log_softmax"):
+            return _by_rows(z.device.log_softmax, z)
         m = z.max(self.axis, keepdims=True).broadcast_to(z.shape)
         shifted = z - m
         return shifted - shifted.exp().sum(self.axis, keepdims=True).log().broadcast_to(z.shape)
 
     def gradient(self, g, node):
         from .math import exp
+        y = node.cached_data
+        if not grad_enabled() and _row_kernels(y, self.axis, "log_softmax") and \
+                g.dtype == y.dtype:
+            return Tensor.make_const(_by_rows(y.device.log_softmax_backward, y,
+                                              g.cached_data))
         soft = exp(node)
         return g - soft * summation(g, self.axis, keepdims=True).broadcast_to(g.shape)
 
@@ -115,30 +144,16 @@ class Softmax(Op):
     def __init__(self, axis=-1):
         self.axis = axis
 
-    def _rows(self, z):
-        """Whether the row kernels take z: the last axis, a float dtype, a device with them."""
-        return (z.ndim > 0 and self.axis in (-1, z.ndim - 1) and z.device.has("softmax")
-                and z.dtype in (np.float32, np.float64))
-
     def compute(self, z):
-        if self._rows(z):
-            d = z.shape[-1]
-            x = z.compact().reshape((z.size // d if d else 0, d))
-            y = NDArray.make(x.shape, device=z.device, dtype=z.dtype)
-            z.device.softmax(x, y)
-            return y.reshape(z.shape)
+        if _row_kernels(z, self.axis, "softmax"):
+            return _by_rows(z.device.softmax, z)
         e = (z - z.max(self.axis, keepdims=True).broadcast_to(z.shape)).exp()
         return e / e.sum(self.axis, keepdims=True).broadcast_to(z.shape)
 
     def gradient(self, g, node):
         y = node.cached_data
-        if not grad_enabled() and self._rows(y) and g.dtype == y.dtype:
-            d = y.shape[-1]
-            rows = (y.size // d if d else 0, d)
-            gd = g.cached_data.compact().reshape(rows)
-            dx = NDArray.make(rows, device=y.device, dtype=y.dtype)
-            y.device.softmax_backward(y.compact().reshape(rows), gd, dx)
-            return Tensor.make_const(dx.reshape(y.shape))
+        if not grad_enabled() and _row_kernels(y, self.axis, "softmax") and g.dtype == y.dtype:
+            return Tensor.make_const(_by_rows(y.device.softmax_backward, y, g.cached_data))
         gs = summation(g * node, self.axis, keepdims=True).broadcast_to(g.shape)
         return node * (g - gs)
 
