@@ -577,6 +577,10 @@ class NDArray:
         """exp(x) - 1, elementwise, exact for small x: a new array of the same shape, float (an int64 or bool array is read as float32 first)."""
         return self._unary("expm1")
 
+    def silu(self):
+        """x sigmoid(x), elementwise: a new array of the same shape, float (an int64 or bool array is read as float32 first)."""
+        return self._unary("silu")
+
     def erf(self):
         """The error function, elementwise: a new array of the same shape, float (an int64 or bool array is read as float32 first)."""
         return self._unary("erf")

@@ -40,7 +40,7 @@ def test_binary_with_views_and_broadcast(gpu, name):
 
 
 @pytest.mark.parametrize("name", ["exp", "log", "sqrt", "tanh", "sigmoid", "relu", "abs", "sign",
-                                  "square", "__neg__", "erf", "gelu"])
+                                  "square", "__neg__", "erf", "gelu", "silu"])
 def test_unary_on_strided_views(gpu, name):
     x = rng.uniform(0.1, 3, (13, 9)).astype(np.float64)
     cx, gx = pair(x, gpu)
@@ -48,17 +48,20 @@ def test_unary_on_strided_views(gpu, name):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_gelu_forward_and_gradient(gpu, dtype):
-    """Exact GELU's one-pass kernels (unary gelu, binary gelu_grad) as on the CPU, through
-    autograd, second order included."""
+@pytest.mark.parametrize("name", ["gelu", "silu", "tanh", "sigmoid"])
+def test_activation_forward_and_gradient(gpu, dtype, name):
+    """The activations' one-pass kernels (unary gelu and silu, binary gelu_grad,
+    silu_grad, tanh_grad, sigmoid_grad) as on the CPU, through autograd, second order
+    included."""
     x = rng.uniform(-5, 5, (6, 11)).astype(dtype)
     tol = 1e-5 if dtype == np.float32 else 1e-12
+    fn = getattr(nn.functional, name)
     grads = []
     for dev in (mininet.cpu(), gpu):
         t = Tensor(x, device=dev, requires_grad=True)
-        (g,) = mininet.autograd.grad(nn.functional.gelu(t).sum(), [t], create_graph=True)
+        (g,) = mininet.autograd.grad(fn(t).sum(), [t], create_graph=True)
         (g * g).sum().backward()
-        grads.append((nn.functional.gelu(t).numpy(), g.numpy(), t.grad.numpy()))
+        grads.append((fn(t).numpy(), g.numpy(), t.grad.numpy()))
     for got, want in zip(grads[1], grads[0]):
         close(got, want, tol)
 

@@ -17,6 +17,7 @@ COMPARE = {"eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equa
 UNARY = {"neg": np.negative, "abs": np.abs, "exp": np.exp, "tanh": np.tanh,
          "relu": lambda x: np.maximum(x, 0), "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
          "sign": np.sign, "square": np.square, "erf": np.vectorize(math.erf),
+         "silu": lambda x: x / (1 + np.exp(-x)),
          "gelu": np.vectorize(lambda v: v * 0.5 * math.erfc(-v / math.sqrt(2.0)))}
 rng = np.random.default_rng(0)
 

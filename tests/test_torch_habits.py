@@ -257,6 +257,10 @@ def test_gradcheck(name):
 @pytest.mark.parametrize("name, line", [
     ("erf", lambda L, x: x.erf()),
     ("gelu", lambda L, x: _F(L).gelu(x)),
+    ("silu", lambda L, x: _F(L).silu(x)),
+    ("tanh", lambda L, x: x.tanh() * x),
+    ("sigmoid", lambda L, x: x.sigmoid() * x),
+    ("log_softmax", lambda L, x: x.log_softmax(1) * x),
     ("softmax", lambda L, x: x.softmax(1)),
     ("var", lambda L, x: x.var(1)),
     ("where", lambda L, x: L.where(x > 0, x * x, x)),

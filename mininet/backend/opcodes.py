@@ -25,6 +25,10 @@ BINARY_OPS = (
     ("gt", "(T)(x > y)"),
     ("ge", "(T)(x >= y)"),
     ("pass_pos", "y > 0 ? x : (T)0"),   # x where y > 0, else 0: ReLU's backward in one pass
+    ("tanh_grad", "x * ((T)1 - y * y)"),          # x * tanh'(z) from y = tanh(z)
+    ("sigmoid_grad", "x * y * ((T)1 - y)"),       # x * sigmoid'(z) from y = sigmoid(z)
+    # x * SiLU'(y) = x s (1 + y (1 - s)), s = sigmoid(y)
+    ("silu_grad", "x * ((T)1 / ((T)1 + M(exp)(-y))) * ((T)1 + y * ((T)1 - (T)1 / ((T)1 + M(exp)(-y))))"),
     # x * GELU'(y) = x (Phi(y) + y phi(y)): exact GELU's backward in one pass
     ("gelu_grad", "x * ((T)0.5 * ((T)1 + M(erf)(y * (T)0.70710678118654752440))"
                   " + y * (T)0.39894228040143267794 * M(exp)((T)-0.5 * y * y))"),
@@ -46,6 +50,7 @@ UNARY_OPS = (
     ("log1p", "M(log1p)(x)", 8),
     ("expm1", "M(expm1)(x)", 8),
     ("erf", "M(erf)(x)", 8),
+    ("silu", "x / ((T)1 + M(exp)(-x))", 8),
     # x Phi(x), Phi the standard normal CDF: exact GELU in one pass
     ("gelu", "x * (T)0.5 * ((T)1 + M(erf)(x * (T)0.70710678118654752440))", 8),
 )

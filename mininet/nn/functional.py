@@ -49,7 +49,7 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
 def silu(x: Tensor) -> Tensor:
     """x * sigmoid(x) (swish), elementwise: a float Tensor of shape `(*)` in, the same shape
     out."""
-    return x * ops.sigmoid(x)
+    return ops.silu(x)
 
 
 def softplus(x: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:

@@ -85,6 +85,12 @@ def gelu(g, node):
                           g.node("Add", [e, g.scalar(1, dt)])])
 
 
+@maps(math.SiLU)
+def silu(g, node):
+    x = g.input_as(node.inputs[0], result_dtype(node))
+    return g.node("Mul", [x, g.node("Sigmoid", [x])])
+
+
 @maps(math.Log1p)
 def log1p(g, node):
     x = g.input_as(node.inputs[0], result_dtype(node))

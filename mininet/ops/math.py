@@ -259,7 +259,18 @@ class Tanh(Op):
         return a.tanh()
 
     def gradient(self, g, node):
-        return g * (1.0 - node * node)
+        return TanhGrad()(g, node)
+
+
+class TanhGrad(Op):
+    """g (1 - y^2) for y = tanh(z), in one kernel pass; linear in g."""
+
+    def compute(self, g, y):
+        return nd_ewise(g, y, "tanh_grad")
+
+    def gradient(self, h, node):
+        g, y = node.inputs
+        return TanhGrad()(h, y), h * g * y * -2.0
 
 
 class Sigmoid(Op):
@@ -267,7 +278,43 @@ class Sigmoid(Op):
         return a.sigmoid()
 
     def gradient(self, g, node):
-        return g * node * (1.0 - node)
+        return SigmoidGrad()(g, node)
+
+
+class SigmoidGrad(Op):
+    """g y (1 - y) for y = sigmoid(z), in one kernel pass; linear in g."""
+
+    def compute(self, g, y):
+        return nd_ewise(g, y, "sigmoid_grad")
+
+    def gradient(self, h, node):
+        g, y = node.inputs
+        return SigmoidGrad()(h, y), h * g * (1.0 - y * 2.0)
+
+
+class SiLU(Op):
+    """x sigmoid(x) (swish), in one kernel pass."""
+    saves_output = False   # its gradient does not read its output
+
+    def compute(self, a):
+        return a.silu()
+
+    def gradient(self, g, node):
+        return SiLUGrad()(g, node.inputs[0])
+
+
+class SiLUGrad(Op):
+    """g SiLU'(x) = g s (1 + x (1 - s)), s = sigmoid(x), in one kernel pass; linear in g."""
+    saves_output = False
+
+    def compute(self, g, x):
+        return nd_ewise(g, x, "silu_grad")
+
+    def gradient(self, h, node):
+        g, x = node.inputs
+        s = sigmoid(x)
+        # SiLU''(x) = s (1 - s) (2 + x (1 - 2 s))
+        return SiLUGrad()(h, x), h * g * s * (1.0 - s) * (2.0 + x * (1.0 - s * 2.0))
 
 
 class ReLU(Op):
@@ -549,6 +596,10 @@ def tanh(a):
 
 def sigmoid(a):
     return Sigmoid()(a)
+
+
+def silu(a):
+    return SiLU()(a)
 
 
 def relu(a):
