@@ -258,6 +258,7 @@ def test_gradcheck(name):
     ("erf", lambda L, x: x.erf()),
     ("gelu", lambda L, x: _F(L).gelu(x)),
     ("silu", lambda L, x: _F(L).silu(x)),
+    ("gelu_tanh", lambda L, x: _F(L).gelu(x, approximate="tanh")),
     ("tanh", lambda L, x: x.tanh() * x),
     ("sigmoid", lambda L, x: x.sigmoid() * x),
     ("log_softmax", lambda L, x: x.log_softmax(1) * x),

@@ -29,6 +29,12 @@ BINARY_OPS = (
     ("sigmoid_grad", "x * y * ((T)1 - y)"),       # x * sigmoid'(z) from y = sigmoid(z)
     # x * SiLU'(y) = x s (1 + y (1 - s)), s = sigmoid(y)
     ("silu_grad", "x * ((T)1 / ((T)1 + M(exp)(-y))) * ((T)1 + y * ((T)1 - (T)1 / ((T)1 + M(exp)(-y))))"),
+    # x * G'(y) for G(y) = y (1 + tanh(u)) / 2, u = c (y + a y^3) (GELU's tanh form):
+    # G' = (1 + t) / 2 + y (1 - t^2) c (1 + 3 a y^2) / 2, t = tanh(u)
+    ("gelu_tanh_grad", "x * ((T)0.5 * ((T)1 + M(tanh)((T)0.79788456080286535588 * (y + (T)0.044715 * y * y * y)))"
+                       " + (T)0.5 * y * ((T)1 - M(tanh)((T)0.79788456080286535588 * (y + (T)0.044715 * y * y * y))"
+                       " * M(tanh)((T)0.79788456080286535588 * (y + (T)0.044715 * y * y * y)))"
+                       " * (T)0.79788456080286535588 * ((T)1 + (T)0.134145 * y * y))"),
     # x * GELU'(y) = x (Phi(y) + y phi(y)): exact GELU's backward in one pass
     ("gelu_grad", "x * ((T)0.5 * ((T)1 + M(erf)(y * (T)0.70710678118654752440))"
                   " + y * (T)0.39894228040143267794 * M(exp)((T)-0.5 * y * y))"),
@@ -53,6 +59,8 @@ UNARY_OPS = (
     ("silu", "x / ((T)1 + M(exp)(-x))", 8),
     # x Phi(x), Phi the standard normal CDF: exact GELU in one pass
     ("gelu", "x * (T)0.5 * ((T)1 + M(erf)(x * (T)0.70710678118654752440))", 8),
+    # GELU's tanh form, x (1 + tanh(c (x + a x^3))) / 2, c = sqrt(2 / pi), a = 0.044715
+    ("gelu_tanh", "x * (T)0.5 * ((T)1 + M(tanh)((T)0.79788456080286535588 * (x + (T)0.044715 * x * x * x)))", 8),
 )
 
 REDUCE_OPS = ("sum", "max", "min", "argmax", "argmin")

@@ -38,12 +38,9 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
     """x * Phi(x), Phi the standard normal CDF, elementwise: exact (through erf) by default,
     `approximate='tanh'` for torch's tanh approximation. `x`: a float Tensor of shape `(*)`; the
     result has the same shape. Raises ValueError for another `approximate`."""
-    if approximate == "tanh":
-        inner = (x + x * x * x * 0.044715) * math.sqrt(2.0 / math.pi)
-        return x * (ops.tanh(inner) + 1.0) * 0.5
-    if approximate != "none":
+    if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    return ops.gelu(x)
+    return ops.gelu(x, approximate)
 
 
 def silu(x: Tensor) -> Tensor:

@@ -85,6 +85,18 @@ def gelu(g, node):
                           g.node("Add", [e, g.scalar(1, dt)])])
 
 
+@maps(index.GeluTanh)
+def gelu_tanh(g, node):
+    """x * 0.5 * (1 + Tanh(c (x + 0.044715 x^3))), c = sqrt(2 / pi)."""
+    dt = result_dtype(node)
+    x = g.input_as(node.inputs[0], dt)
+    cube = g.node("Mul", [g.node("Mul", [x, x]), x])
+    inner = g.node("Add", [x, g.node("Mul", [cube, g.scalar(0.044715, dt)])])
+    t = g.node("Tanh", [g.node("Mul", [inner, g.scalar(0.7978845608028654, dt)])])
+    return g.node("Mul", [g.node("Mul", [x, g.scalar(0.5, dt)]),
+                          g.node("Add", [t, g.scalar(1, dt)])])
+
+
 @maps(math.SiLU)
 def silu(g, node):
     x = g.input_as(node.inputs[0], result_dtype(node))

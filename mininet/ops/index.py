@@ -625,5 +625,38 @@ class GeluGrad(Op):
         return GeluGrad()(h, x), h * g * phi * (2.0 - x * x)
 
 
-def gelu(x):
-    return Gelu()(x)
+_C_TANH = math.sqrt(2.0 / math.pi)
+_A_TANH = 0.044715
+
+
+class GeluTanh(Op):
+    """GELU's tanh form, x (1 + tanh(c (x + a x^3))) / 2 (torch's approximate='tanh')."""
+    saves_output = False   # its gradient does not read its output
+
+    def compute(self, a):
+        return a._unary("gelu_tanh")
+
+    def gradient(self, g, node):
+        return GeluTanhGrad()(g, node.inputs[0])
+
+
+class GeluTanhGrad(Op):
+    """g G'(x) for GeluTanh's G, in one kernel pass; linear in g."""
+    saves_output = False
+
+    def compute(self, g, x):
+        return nd_ewise(g, x, "gelu_tanh_grad")
+
+    def gradient(self, h, node):
+        from .math import tanh
+        g, x = node.inputs
+        # G'' = (1 - t^2) (u' - x t u'^2 + x u'' / 2), u = c (x + a x^3), t = tanh(u)
+        t = tanh((x + x * x * x * _A_TANH) * _C_TANH)
+        du = (x * x * (3.0 * _A_TANH) + 1.0) * _C_TANH
+        d2 = (1.0 - t * t) * (du - x * t * du * du + x * x * (3.0 * _A_TANH * _C_TANH))
+        return GeluTanhGrad()(h, x), h * g * d2
+
+
+def gelu(x, approximate="none"):
+    """x Phi(x) (exact GELU), or its tanh form with approximate='tanh'."""
+    return GeluTanh()(x) if approximate == "tanh" else Gelu()(x)
