@@ -48,16 +48,18 @@ def test_unary_on_strided_views(gpu, name):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("name", ["gelu", "gelu_tanh", "silu", "tanh", "sigmoid"])
+@pytest.mark.parametrize("name", ["gelu", "gelu_tanh", "silu", "tanh", "sigmoid", "leaky_relu"])
 def test_activation_forward_and_gradient(gpu, dtype, name):
     """The activations' one-pass kernels (unary gelu, gelu_tanh and silu, binary
-    gelu_grad, gelu_tanh_grad, silu_grad, tanh_grad, sigmoid_grad) as on the CPU, through
-    autograd, second order included."""
+    gelu_grad, gelu_tanh_grad, silu_grad, tanh_grad, sigmoid_grad, and leaky and
+    leaky_slope with a scalar) as on the CPU, through autograd, second order included."""
     x = rng.uniform(-5, 5, (6, 11)).astype(dtype)
     # float32: 1 + tanh(u) cancels for x near -5 (the libraries' tanh differ by ulps)
     tol = 5e-5 if dtype == np.float32 else 1e-12
-    fn = (lambda t: nn.functional.gelu(t, approximate="tanh")) if name == "gelu_tanh" else \
-        getattr(nn.functional, name)
+    # (leaky ReLU's derivative is piecewise constant: times x, its second order is not 0)
+    special = {"gelu_tanh": lambda t: nn.functional.gelu(t, approximate="tanh"),
+               "leaky_relu": lambda t: nn.functional.leaky_relu(t, 0.2) * t}
+    fn = special[name] if name in special else getattr(nn.functional, name)
     grads = []
     for dev in (mininet.cpu(), gpu):
         t = Tensor(x, device=dev, requires_grad=True)

@@ -259,6 +259,7 @@ def test_gradcheck(name):
     ("gelu", lambda L, x: _F(L).gelu(x)),
     ("silu", lambda L, x: _F(L).silu(x)),
     ("gelu_tanh", lambda L, x: _F(L).gelu(x, approximate="tanh")),
+    ("leaky_relu", lambda L, x: _F(L).leaky_relu(x, 0.2) * x),
     ("tanh", lambda L, x: x.tanh() * x),
     ("sigmoid", lambda L, x: x.sigmoid() * x),
     ("log_softmax", lambda L, x: x.log_softmax(1) * x),

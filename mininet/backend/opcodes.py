@@ -25,6 +25,8 @@ BINARY_OPS = (
     ("gt", "(T)(x > y)"),
     ("ge", "(T)(x >= y)"),
     ("pass_pos", "y > 0 ? x : (T)0"),   # x where y > 0, else 0: ReLU's backward in one pass
+    ("leaky", "x > 0 ? x : x * y"),               # leaky ReLU of x, slope y (NaN stays NaN)
+    ("leaky_slope", "x > 0 ? (T)1 : y"),          # its derivative at x
     ("tanh_grad", "x * ((T)1 - y * y)"),          # x * tanh'(z) from y = tanh(z)
     ("sigmoid_grad", "x * y * ((T)1 - y)"),       # x * sigmoid'(z) from y = sigmoid(z)
     # x * SiLU'(y) = x s (1 + y (1 - s)), s = sigmoid(y)

@@ -60,7 +60,7 @@ def softplus(x: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
 def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
     """x where x > 0, else `negative_slope` * x, elementwise (default slope 0.01). `x`: a
     float Tensor of shape `(*)`; the result has the same shape."""
-    return ops.relu(x) - ops.relu(-x) * negative_slope
+    return ops.leaky_relu(x, negative_slope)
 
 
 def elu(x: Tensor, alpha: float = 1.0) -> Tensor:

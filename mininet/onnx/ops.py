@@ -97,6 +97,12 @@ def gelu_tanh(g, node):
                           g.node("Add", [t, g.scalar(1, dt)])])
 
 
+@maps(math.LeakyReLU)
+def leaky_relu(g, node):
+    return g.node("LeakyRelu", [g.input_as(node.inputs[0], result_dtype(node))],
+                  alpha=node.op.slope)
+
+
 @maps(math.SiLU)
 def silu(g, node):
     x = g.input_as(node.inputs[0], result_dtype(node))

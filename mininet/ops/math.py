@@ -292,6 +292,23 @@ class SigmoidGrad(Op):
         return SigmoidGrad()(h, y), h * g * (1.0 - y * 2.0)
 
 
+class LeakyReLU(Op):
+    """x where x > 0, else slope * x, in one kernel pass (binary op leaky with the slope
+    as a scalar)."""
+    saves_output = False   # its gradient does not read its output
+
+    def __init__(self, slope):
+        self.slope = float(slope)
+
+    def compute(self, a):
+        return a._binary(self.slope, "leaky")
+
+    def gradient(self, g, node):
+        # the derivative is piecewise constant in x: 1 or slope, a constant factor
+        x = node.inputs[0].cached_data
+        return g * Tensor.make_const(x._binary(self.slope, "leaky_slope"))
+
+
 class SiLU(Op):
     """x sigmoid(x) (swish), in one kernel pass."""
     saves_output = False   # its gradient does not read its output
@@ -600,6 +617,10 @@ def sigmoid(a):
 
 def silu(a):
     return SiLU()(a)
+
+
+def leaky_relu(a, slope=0.01):
+    return LeakyReLU(slope)(a)
 
 
 def relu(a):
