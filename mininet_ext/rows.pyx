@@ -36,6 +36,18 @@ cdef extern from "_rows.h" nogil:
     void mn_log_softmax_back_row_f64(const double* y, const double* g, double* dx, Py_ssize_t n)
 
 
+cdef extern from *:
+    """
+    /* softmax rows with the row loop's shape each_row takes (no max written back) */
+    static void mn_softmax_only_f32(const float* x, float* y, ptrdiff_t n)
+    { mn_softmax_row_f32(x, y, n, NULL); }
+    static void mn_softmax_only_f64(const double* x, double* y, ptrdiff_t n)
+    { mn_softmax_row_f64(x, y, n, NULL); }
+    """
+    void mn_softmax_only_f32(const float* x, float* y, Py_ssize_t n) noexcept nogil
+    void mn_softmax_only_f64(const double* x, double* y, Py_ssize_t n) noexcept nogil
+
+
 # one thread's ns per value, about (Xeon model 167): threads_timed weighs them against the
 # cost of waking the team
 # values per partial sum of the weight's and bias's gradients (up to 64 of them)
@@ -171,89 +183,83 @@ def layernorm_backward(Buffer g, Py_ssize_t g_off, Buffer x, Py_ssize_t x_off, B
         free(acc)
 
 
-def softmax(Buffer x, Py_ssize_t x_off, Buffer y, Py_ssize_t R, Py_ssize_t D, int itemsize):
-    """y (R, D) = softmax of each row of x (compact from item x_off); y compact."""
-    check_rows("softmax", itemsize, R, D)
-    need(x, x_off, (R, D), itemsize, "softmax", "input")
-    need(y, 0, (R, D), itemsize, "softmax", "output")
+# one row's loop, y = f(x) or dx = f(y, g), for each_row and each_row_back
+ctypedef void (*row_f32)(const float*, float*, Py_ssize_t) noexcept nogil
+ctypedef void (*row_f64)(const double*, double*, Py_ssize_t) noexcept nogil
+ctypedef void (*back_f32)(const float*, const float*, float*, Py_ssize_t) noexcept nogil
+ctypedef void (*back_f64)(const double*, const double*, double*, Py_ssize_t) noexcept nogil
+
+
+cdef int each_row(str kernel, Buffer x, Py_ssize_t x_off, Buffer y, Py_ssize_t R, Py_ssize_t D,
+                  int itemsize, double ns, row_f32 f32, row_f64 f64) except -1:
+    """y (R, D) = the row loop of each row of x (compact from item x_off); y compact; ns:
+    one thread's time per value (threads_timed)."""
+    check_rows(kernel, itemsize, R, D)
+    need(x, x_off, (R, D), itemsize, kernel, "input")
+    need(y, 0, (R, D), itemsize, kernel, "output")
     cdef char* xp = at(x, x_off, itemsize)
     cdef Py_ssize_t i
-    cdef int nt = threads_timed(R * D, R * D * SOFTMAX_NS)
+    cdef int nt = threads_timed(R * D, R * D * ns)
     with nogil:
         if itemsize == 4:
             for i in prange(R, num_threads=nt, schedule='static'):
                 arrived(threadid())
-                mn_softmax_row_f32(<float*>xp + i * D, <float*>y.ptr + i * D, D, NULL)
+                f32(<float*>xp + i * D, <float*>y.ptr + i * D, D)
         else:
             for i in prange(R, num_threads=nt, schedule='static'):
                 arrived(threadid())
-                mn_softmax_row_f64(<double*>xp + i * D, <double*>y.ptr + i * D, D, NULL)
+                f64(<double*>xp + i * D, <double*>y.ptr + i * D, D)
+    return 0
+
+
+cdef int each_row_back(str kernel, str output, Buffer y, Py_ssize_t y_off, Buffer g,
+                       Py_ssize_t g_off, Buffer dx, Py_ssize_t R, Py_ssize_t D, int itemsize,
+                       double ns, back_f32 f32, back_f64 f64) except -1:
+    """dx (R, D) = the row loop of each row of the forward's output y and its gradient g
+    (compact from items y_off and g_off); dx compact."""
+    check_rows(kernel, itemsize, R, D)
+    need(y, y_off, (R, D), itemsize, kernel, output)
+    need(g, g_off, (R, D), itemsize, kernel, "output gradient")
+    need(dx, 0, (R, D), itemsize, kernel, "input gradient")
+    cdef char* yp = at(y, y_off, itemsize)
+    cdef char* gp = at(g, g_off, itemsize)
+    cdef Py_ssize_t i
+    cdef int nt = threads_timed(R * D, R * D * ns)
+    with nogil:
+        if itemsize == 4:
+            for i in prange(R, num_threads=nt, schedule='static'):
+                arrived(threadid())
+                f32(<float*>yp + i * D, <float*>gp + i * D, <float*>dx.ptr + i * D, D)
+        else:
+            for i in prange(R, num_threads=nt, schedule='static'):
+                arrived(threadid())
+                f64(<double*>yp + i * D, <double*>gp + i * D, <double*>dx.ptr + i * D, D)
+    return 0
+
+
+def softmax(Buffer x, Py_ssize_t x_off, Buffer y, Py_ssize_t R, Py_ssize_t D, int itemsize):
+    """y (R, D) = softmax of each row of x (compact from item x_off); y compact."""
+    each_row("softmax", x, x_off, y, R, D, itemsize, SOFTMAX_NS, mn_softmax_only_f32,
+             mn_softmax_only_f64)
 
 
 def softmax_backward(Buffer y, Py_ssize_t y_off, Buffer g, Py_ssize_t g_off, Buffer dx,
                      Py_ssize_t R, Py_ssize_t D, int itemsize):
     """dx (R, D) = y * (g - rowsum(g * y)) for the softmax output y and its gradient g
     (compact from items y_off and g_off); dx compact."""
-    check_rows("softmax_backward", itemsize, R, D)
-    need(y, y_off, (R, D), itemsize, "softmax_backward", "softmax output")
-    need(g, g_off, (R, D), itemsize, "softmax_backward", "output gradient")
-    need(dx, 0, (R, D), itemsize, "softmax_backward", "input gradient")
-    cdef char* yp = at(y, y_off, itemsize)
-    cdef char* gp = at(g, g_off, itemsize)
-    cdef Py_ssize_t i
-    cdef int nt = threads_timed(R * D, R * D * SOFTMAX_BACK_NS)
-    with nogil:
-        if itemsize == 4:
-            for i in prange(R, num_threads=nt, schedule='static'):
-                arrived(threadid())
-                mn_softmax_back_row_f32(<float*>yp + i * D, <float*>gp + i * D,
-                                        <float*>dx.ptr + i * D, D)
-        else:
-            for i in prange(R, num_threads=nt, schedule='static'):
-                arrived(threadid())
-                mn_softmax_back_row_f64(<double*>yp + i * D, <double*>gp + i * D,
-                                        <double*>dx.ptr + i * D, D)
+    each_row_back("softmax_backward", "softmax output", y, y_off, g, g_off, dx, R, D, itemsize,
+                  SOFTMAX_BACK_NS, mn_softmax_back_row_f32, mn_softmax_back_row_f64)
 
 
 def log_softmax(Buffer x, Py_ssize_t x_off, Buffer y, Py_ssize_t R, Py_ssize_t D, int itemsize):
     """y (R, D) = x - logsumexp of each row of x (compact from item x_off); y compact."""
-    check_rows("log_softmax", itemsize, R, D)
-    need(x, x_off, (R, D), itemsize, "log_softmax", "input")
-    need(y, 0, (R, D), itemsize, "log_softmax", "output")
-    cdef char* xp = at(x, x_off, itemsize)
-    cdef Py_ssize_t i
-    cdef int nt = threads_timed(R * D, R * D * SOFTMAX_NS)
-    with nogil:
-        if itemsize == 4:
-            for i in prange(R, num_threads=nt, schedule='static'):
-                arrived(threadid())
-                mn_log_softmax_row_f32(<float*>xp + i * D, <float*>y.ptr + i * D, D)
-        else:
-            for i in prange(R, num_threads=nt, schedule='static'):
-                arrived(threadid())
-                mn_log_softmax_row_f64(<double*>xp + i * D, <double*>y.ptr + i * D, D)
+    each_row("log_softmax", x, x_off, y, R, D, itemsize, SOFTMAX_NS, mn_log_softmax_row_f32,
+             mn_log_softmax_row_f64)
 
 
 def log_softmax_backward(Buffer y, Py_ssize_t y_off, Buffer g, Py_ssize_t g_off, Buffer dx,
                          Py_ssize_t R, Py_ssize_t D, int itemsize):
     """dx (R, D) = g - exp(y) * rowsum(g) for the log-softmax output y and its gradient g
     (compact from items y_off and g_off); dx compact."""
-    check_rows("log_softmax_backward", itemsize, R, D)
-    need(y, y_off, (R, D), itemsize, "log_softmax_backward", "log-softmax output")
-    need(g, g_off, (R, D), itemsize, "log_softmax_backward", "output gradient")
-    need(dx, 0, (R, D), itemsize, "log_softmax_backward", "input gradient")
-    cdef char* yp = at(y, y_off, itemsize)
-    cdef char* gp = at(g, g_off, itemsize)
-    cdef Py_ssize_t i
-    cdef int nt = threads_timed(R * D, R * D * SOFTMAX_NS)
-    with nogil:
-        if itemsize == 4:
-            for i in prange(R, num_threads=nt, schedule='static'):
-                arrived(threadid())
-                mn_log_softmax_back_row_f32(<float*>yp + i * D, <float*>gp + i * D,
-                                            <float*>dx.ptr + i * D, D)
-        else:
-            for i in prange(R, num_threads=nt, schedule='static'):
-                arrived(threadid())
-                mn_log_softmax_back_row_f64(<double*>yp + i * D, <double*>gp + i * D,
-                                            <double*>dx.ptr + i * D, D)
+    each_row_back("log_softmax_backward", "log-softmax output", y, y_off, g, g_off, dx, R, D,
+                  itemsize, SOFTMAX_NS, mn_log_softmax_back_row_f32, mn_log_softmax_back_row_f64)
