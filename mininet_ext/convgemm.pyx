@@ -39,8 +39,8 @@ from cython.parallel cimport prange, threadid
 from cython cimport floating
 from libc.string cimport memset
 from mininet_ext.buffer cimport Buffer
-from mininet_ext._omp cimport (threads_for, chunk_items, channel_block, mn_claims, mn_claim, claims_start,
-                               mn_claims_free)
+from mininet_ext._omp cimport (threads_for, chunk_items, channel_block, mn_claims, mn_claim,
+                               claims_start, mn_claims_free)
 from mininet_ext._convgeom cimport Geom, clamp, make_geom
 from mininet_ext._check cimport check_itemsize, need
 
