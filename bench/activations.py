@@ -25,6 +25,8 @@ OPS = {
                   lambda T, x: T.gelu(x, approximate="tanh")),
     "silu": (lambda F, x: F.silu(x), lambda T, x: T.silu(x)),
     "leaky_relu": (lambda F, x: F.leaky_relu(x, 0.1), lambda T, x: T.leaky_relu(x, 0.1)),
+    "elu": (lambda F, x: F.elu(x), lambda T, x: T.elu(x)),
+    "softplus": (lambda F, x: F.softplus(x), lambda T, x: T.softplus(x)),
     "tanh": (lambda F, x: x.tanh(), lambda T, x: x.tanh()),
     "sigmoid": (lambda F, x: x.sigmoid(), lambda T, x: x.sigmoid()),
     "softmax": (lambda F, x: F.softmax(x, -1), lambda T, x: T.softmax(x, -1)),

@@ -123,7 +123,7 @@ def _rnn_layer(op, ins, out):
 _ELEMENTWISE = ("EWiseAdd AddScalar EWiseMul MulScalar EWiseDiv DivScalar PowerScalar EWisePow "
                 "Negate Exp Log Log1p Expm1 Abs Clip Sqrt Tanh Sigmoid ReLU ReLUGrad Maximum "
                 "MaskPass Erf Gelu GeluGrad GeluTanh GeluTanhGrad SiLU SiLUGrad TanhGrad "
-                "SigmoidGrad LeakyReLU Cumsum").split()
+                "SigmoidGrad LeakyReLU ELU ELUSlope Softplus SoftplusSlope Cumsum").split()
 _REDUCTIONS = ("Summation Max Prod ConvGradBias EmbeddingGrad MaxPoolScatter "
                "TakeAdjoint").split()
 # no arithmetic: views and copies (their bytes count unless the output is a view)

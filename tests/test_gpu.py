@@ -48,11 +48,13 @@ def test_unary_on_strided_views(gpu, name):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("name", ["gelu", "gelu_tanh", "silu", "tanh", "sigmoid", "leaky_relu"])
+@pytest.mark.parametrize("name", ["gelu", "gelu_tanh", "silu", "tanh", "sigmoid", "leaky_relu",
+                                  "elu", "softplus"])
 def test_activation_forward_and_gradient(gpu, dtype, name):
     """The activations' one-pass kernels (unary gelu, gelu_tanh and silu, binary
-    gelu_grad, gelu_tanh_grad, silu_grad, tanh_grad, sigmoid_grad, and leaky and
-    leaky_slope with a scalar) as on the CPU, through autograd, second order included."""
+    gelu_grad, gelu_tanh_grad, silu_grad, tanh_grad, sigmoid_grad, and leaky, elu,
+    softplus and their slopes with a scalar) as on the CPU, through autograd, second order
+    included."""
     x = rng.uniform(-5, 5, (6, 11)).astype(dtype)
     # float32: 1 + tanh(u) cancels for x near -5 (the libraries' tanh differ by ulps)
     tol = 5e-5 if dtype == np.float32 else 1e-12

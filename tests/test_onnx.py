@@ -406,7 +406,8 @@ def _elementwise(m, x):
             x.clip(min=0.1), x ** 3, x ** 2, p ** -0.5, 1.0 / p, x / 3.0, 2.0 - x, -x,
             ops.maximum(x, mn.Tensor(np.float32(0.1))), ops.erf(x), F.gelu(x),
             F.gelu(x, approximate="tanh"), ops.sigmoid(x), ops.tanh(x), ops.relu(x),
-            F.leaky_relu(x), F.silu(x), x * x + x / p - x, p ** mn.Tensor(np.float32(1.5)),
+            F.leaky_relu(x), F.silu(x), F.elu(x, 0.7), F.softplus(x),
+            F.softplus(x, threshold=0.5), x * x + x / p - x, p ** mn.Tensor(np.float32(1.5)),
             x.double(), ops.clone(x))
 
 

@@ -27,6 +27,11 @@ BINARY_OPS = (
     ("pass_pos", "y > 0 ? x : (T)0"),   # x where y > 0, else 0: ReLU's backward in one pass
     ("leaky", "x > 0 ? x : x * y"),               # leaky ReLU of x, slope y (NaN stays NaN)
     ("leaky_slope", "x > 0 ? (T)1 : y"),          # its derivative at x
+    ("elu", "x > 0 ? x : y * M(expm1)(x)"),       # ELU of x, alpha y
+    ("elu_slope", "x > 0 ? (T)1 : y * M(exp)(x)"),  # its derivative at x
+    # softplus log(1 + exp(x)), x itself above the threshold y; then its derivative
+    ("softplus", "x > y ? x : MN_MAX(x, (T)0) + M(log1p)(M(exp)(-M(fabs)(x)))"),
+    ("softplus_slope", "x > y ? (T)1 : (T)1 / ((T)1 + M(exp)(-x))"),
     ("tanh_grad", "x * ((T)1 - y * y)"),          # x * tanh'(z) from y = tanh(z)
     ("sigmoid_grad", "x * y * ((T)1 - y)"),       # x * sigmoid'(z) from y = sigmoid(z)
     # x * SiLU'(y) = x s (1 + y (1 - s)), s = sigmoid(y)

@@ -52,7 +52,9 @@ def silu(x: Tensor) -> Tensor:
 def softplus(x: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
     """log(1 + exp(beta x)) / beta, elementwise and stable; where beta x > `threshold` the
     result is x itself (as torch). `x`: a float Tensor of shape `(*)`; the same shape out."""
-    bx = x * beta if beta != 1 else x
+    if beta == 1:   # one kernel pass (the other betas would give beta x / beta, not x)
+        return ops.softplus(x, threshold)
+    bx = x * beta
     soft = (ops.relu(bx) + ops.log1p(ops.exp(-ops.abs(bx)))) * (1.0 / beta)
     return ops.where(bx > threshold, x, soft)
 
@@ -64,10 +66,9 @@ def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
 
 
 def elu(x: Tensor, alpha: float = 1.0) -> Tensor:
-    """x where x > 0, else alpha (exp(x) - 1), elementwise. The exponential sees min(x, 0)
-    only, so a large x cannot overflow in the branch not taken (nor in its gradient). `x`: a
+    """x where x > 0, else alpha (exp(x) - 1), elementwise, in one kernel pass. `x`: a
     float Tensor of shape `(*)`; the same shape out."""
-    return ops.where(x > 0, x, ops.expm1(ops.clip(x, max=0.0)) * alpha)
+    return ops.elu(x, alpha)
 
 
 def _need_tensor(x, where, what="input"):

@@ -103,6 +103,20 @@ def leaky_relu(g, node):
                   alpha=node.op.slope)
 
 
+@maps(math.ELU)
+def elu(g, node):
+    return g.node("Elu", [g.input_as(node.inputs[0], result_dtype(node))], alpha=node.op.alpha)
+
+
+@maps(math.Softplus)
+def softplus(g, node):
+    """ONNX's Softplus has no threshold: Where(x > threshold, x, Softplus(x))."""
+    dt = result_dtype(node)
+    x = g.input_as(node.inputs[0], dt)
+    above = g.node("Greater", [x, g.scalar(node.op.threshold, dt)])
+    return g.node("Where", [above, x, g.node("Softplus", [x])])
+
+
 @maps(math.SiLU)
 def silu(g, node):
     x = g.input_as(node.inputs[0], result_dtype(node))

@@ -1,7 +1,7 @@
 """Ops: each an Op class (compute + gradient) and a lowercase function."""
 from .math import (abs, add, add_scalar, clamp, clip, divide, divide_scalar, exp, expm1, linear, log,
                    log1p, matmul, maximum, mul_scalar, multiply, negate, power, power_scalar, relu,
-                   leaky_relu, sigmoid, silu, sqrt, tanh, unbroadcast)
+                   leaky_relu, elu, softplus, sigmoid, silu, sqrt, tanh, unbroadcast)
 from .math import logical_and, logical_not, logical_or, logical_xor
 from .conv import conv, conv2d
 from .pool import avg_pool2d, max_pool2d

@@ -309,6 +309,65 @@ class LeakyReLU(Op):
         return g * Tensor.make_const(x._binary(self.slope, "leaky_slope"))
 
 
+class ELU(Op):
+    """x where x > 0, else alpha (exp(x) - 1), in one kernel pass (binary op elu with
+    alpha as a scalar)."""
+    saves_output = False   # its gradient does not read its output
+
+    def __init__(self, alpha):
+        self.alpha = float(alpha)
+
+    def compute(self, a):
+        return a._binary(self.alpha, "elu")
+
+    def gradient(self, g, node):
+        return g * ELUSlope(self.alpha)(node.inputs[0])
+
+
+class ELUSlope(Op):
+    """ELU's derivative: 1 where x > 0, else alpha exp(x)."""
+
+    def __init__(self, alpha):
+        self.alpha = float(alpha)
+
+    def compute(self, x):
+        return x._binary(self.alpha, "elu_slope")
+
+    def gradient(self, h, node):
+        # its own derivative: 0 where x > 0, else itself
+        x = node.inputs[0].cached_data
+        return h * (node - Tensor.make_const((x > 0).astype(x.dtype)))
+
+
+class Softplus(Op):
+    """log(1 + exp(x)), x itself where x > threshold, in one kernel pass (binary op
+    softplus with the threshold as a scalar)."""
+    saves_output = False   # its gradient does not read its output
+
+    def __init__(self, threshold):
+        self.threshold = float(threshold)
+
+    def compute(self, a):
+        return a._binary(self.threshold, "softplus")
+
+    def gradient(self, g, node):
+        return g * SoftplusSlope(self.threshold)(node.inputs[0])
+
+
+class SoftplusSlope(Op):
+    """Softplus's derivative: sigmoid(x), 1 where x > threshold."""
+
+    def __init__(self, threshold):
+        self.threshold = float(threshold)
+
+    def compute(self, x):
+        return x._binary(self.threshold, "softplus_slope")
+
+    def gradient(self, h, node):
+        # sigmoid's derivative s (1 - s); 0 above the threshold, where s is 1
+        return h * node * (1.0 - node)
+
+
 class SiLU(Op):
     """x sigmoid(x) (swish), in one kernel pass."""
     saves_output = False   # its gradient does not read its output
@@ -621,6 +680,15 @@ def silu(a):
 
 def leaky_relu(a, slope=0.01):
     return LeakyReLU(slope)(a)
+
+
+def elu(a, alpha=1.0):
+    return ELU(alpha)(a)
+
+
+def softplus(a, threshold=20.0):
+    """log(1 + exp(a)), a itself where a > threshold."""
+    return Softplus(threshold)(a)
 
 
 def relu(a):
