@@ -97,6 +97,26 @@ def conv_second_order_vs_torch(x, w):
     np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), rtol=1e-9, atol=1e-9)
 
 
+def conv_vs_torch(rng, shape, ksize, pad):
+    """A float64 conv (bias, padding `pad`) forward and backward for a random x, w, b and
+    output gradient from rng, against PyTorch's: the output and the three gradients to
+    1e-10. shape: (N, C, H, W, K); square ksize filters."""
+    from mininet import ops
+    n, c, h, wd, k = shape
+    x, w, b = rng.standard_normal((n, c, h, wd)), rng.standard_normal((k, c, ksize, ksize)), \
+        rng.standard_normal(k)
+    mx, mw, mb = t64(x), t64(w), t64(b)
+    y = ops.conv(mx, mw, mb, padding=pad)
+    g = rng.standard_normal(y.shape)
+    y.backward(Tensor(g, dtype="float64"))
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    ty = torch.nn.functional.conv2d(tx, tw, tb, padding=pad)
+    ty.backward(torch.tensor(g))
+    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-10, atol=1e-10)
+    for m, t in ((mx, tx), (mw, tw), (mb, tb)):
+        np.testing.assert_allclose(m.grad.numpy(), t.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
 _gradcheck_rng = np.random.default_rng(2)
 
 

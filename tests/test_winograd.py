@@ -10,7 +10,7 @@ from mininet import ops
 from mininet.autograd import Tensor
 from mininet_ext import _isa
 from mininet_ext.buffer import Buffer
-from conftest import conv_second_order_vs_torch, gradcheck, t64, torch
+from conftest import conv_second_order_vs_torch, conv_vs_torch, gradcheck, t64, torch
 
 wg = _isa.variant("winograd")   # as built for this process's kernel set
 
@@ -243,19 +243,7 @@ def wino(request, monkeypatch):
     ((1, 8, 5, 7, 6), 2, [False, True]),
     ((2, 4, 1, 1, 3), 1, [])])                # ops/conv.py crops the dead taps: a 1x1 conv
 def test_conv_ops_match_torch(shape, pad, expect, wino):
-    n, c, h, wd, k = shape
-    x, w, b = rng.standard_normal((n, c, h, wd)), rng.standard_normal((k, c, 3, 3)), \
-        rng.standard_normal(k)
-    mx, mw, mb = t64(x), t64(w), t64(b)
-    y = ops.conv(mx, mw, mb, padding=pad)
-    g = rng.standard_normal(y.shape)
-    y.backward(Tensor(g, dtype="float64"))
-    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
-    ty = F.conv2d(tx, tw, tb, padding=pad)
-    ty.backward(torch.tensor(g))
-    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-10, atol=1e-10)
-    for m, t in ((mx, tx), (mw, tw), (mb, tb)):
-        np.testing.assert_allclose(m.grad.numpy(), t.grad.numpy(), rtol=1e-10, atol=1e-10)
+    conv_vs_torch(rng, shape, 3, pad)
     mode, calls, wcalls = wino
     assert calls == ([] if mode == "gemm" else expect)
     assert len(wcalls) == (0 if mode == "gemm" or not expect else 1)   # the weight gradient

@@ -8,11 +8,10 @@ import importlib
 import numpy as np
 import pytest
 
-from mininet import ops
 from mininet.autograd import Tensor
 from mininet_ext import _isa
 from mininet_ext.buffer import Buffer
-from conftest import run_under_isa, t64, torch
+from conftest import conv_vs_torch, run_under_isa, t64, torch
 from test_winograd5 import direct, rel_err   # the float64 tap-by-tap reference
 
 wg = _isa.variant("winograd")   # as built for this process's kernel set
@@ -211,19 +210,7 @@ def counted(monkeypatch):
 @pytest.mark.parametrize("shape,pad", [((2, 24, 9, 11, 32), 2), ((3, 32, 7, 6, 24), 1),
                                        ((1, 40, 12, 5, 30), 4)])
 def test_conv_ops_match_torch(shape, pad, counted):
-    n, c, h, wd, k = shape
-    x, w, b = rng.standard_normal((n, c, h, wd)), rng.standard_normal((k, c, 5, 5)), \
-        rng.standard_normal(k)
-    mx, mw, mb = t64(x), t64(w), t64(b)
-    y = ops.conv(mx, mw, mb, padding=pad)
-    g = rng.standard_normal(y.shape)
-    y.backward(Tensor(g, dtype="float64"))
-    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
-    ty = F.conv2d(tx, tw, tb, padding=pad)
-    ty.backward(torch.tensor(g))
-    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-10, atol=1e-10)
-    for m, t in ((mx, tx), (mw, tw), (mb, tb)):
-        np.testing.assert_allclose(m.grad.numpy(), t.grad.numpy(), rtol=1e-10, atol=1e-10)
+    conv_vs_torch(rng, shape, 5, pad)
     assert counted == [False, True]   # the forward and the input gradient
 
 
