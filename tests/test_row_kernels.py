@@ -197,30 +197,11 @@ def test_softmax_op_matches_float64(shape, dtype):
     np.testing.assert_allclose(tx.grad.numpy(), ref_dx, **tol(dtype))
 
 
-def test_softmax_of_a_permuted_input_and_over_another_axis():
-    x = np.random.default_rng(2).standard_normal((4, 6, 5)).astype(np.float32)
-    xp = ops.permute(Tensor(x), (0, 2, 1))
-    np.testing.assert_allclose(ops.softmax(xp, -1).numpy(),
-                               ref_softmax(x.transpose(0, 2, 1)), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(ops.softmax(Tensor(x), 1).numpy(),
-                               np.moveaxis(ref_softmax(np.moveaxis(x, 1, -1)), -1, 1),
-                               rtol=1e-6, atol=1e-7)
-
-
 def test_softmax_rows_with_nan_or_all_minus_infinity_are_nan():
     x = np.array([[1, np.nan, 2], [-np.inf, -np.inf, -np.inf], [0, -np.inf, 0]], np.float32)
     y = ops.softmax(Tensor(x), -1).numpy()
     assert np.all(np.isnan(y[0])) and np.all(np.isnan(y[1]))
     np.testing.assert_allclose(y[2], [0.5, 0, 0.5])
-
-
-def test_softmax_of_empty_shapes():
-    for shape in [(0, 4), (3, 0), (2, 0, 5)]:
-        x = Tensor(np.ones(shape, np.float32), requires_grad=True)
-        y = ops.softmax(x, -1)
-        assert y.shape == shape
-        y.sum().backward()
-        assert x.grad.shape == shape
 
 
 def ref_log_softmax(x):
@@ -262,16 +243,6 @@ def test_log_softmax_second_order_gradients_match_finite_differences():
     _second_order(lambda x: F.log_softmax(x, -1) * 3, [x])
 
 
-def test_log_softmax_of_a_permuted_input_and_over_another_axis():
-    x = np.random.default_rng(4).standard_normal((4, 6, 5)).astype(np.float32)
-    xp = ops.permute(Tensor(x), (0, 2, 1))
-    np.testing.assert_allclose(F.log_softmax(xp, -1).numpy(),
-                               ref_log_softmax(x.transpose(0, 2, 1)), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(F.log_softmax(Tensor(x), 1).numpy(),
-                               np.moveaxis(ref_log_softmax(np.moveaxis(x, 1, -1)), -1, 1),
-                               rtol=1e-5, atol=1e-6)
-
-
 def test_log_softmax_rows_with_nan_inf_and_a_single_item():
     x = np.array([[1, np.nan, 2], [-np.inf, -np.inf, -np.inf], [0, -np.inf, 0],
                   [3, 3, 3]], np.float32)
@@ -283,10 +254,27 @@ def test_log_softmax_rows_with_nan_inf_and_a_single_item():
                                   np.zeros((4, 1)))
 
 
-def test_log_softmax_of_empty_shapes():
+# op, its float64 reference, the input's seed and the float32 tolerance
+ROW_OPS = {"softmax": (ops.softmax, ref_softmax, 2, dict(rtol=1e-6, atol=1e-7)),
+           "log_softmax": (F.log_softmax, ref_log_softmax, 4, dict(rtol=1e-5, atol=1e-6))}
+
+
+@pytest.mark.parametrize("name", list(ROW_OPS))
+def test_row_op_of_a_permuted_input_and_over_another_axis(name):
+    op, ref, seed, close = ROW_OPS[name]
+    x = np.random.default_rng(seed).standard_normal((4, 6, 5)).astype(np.float32)
+    xp = ops.permute(Tensor(x), (0, 2, 1))
+    np.testing.assert_allclose(op(xp, -1).numpy(), ref(x.transpose(0, 2, 1)), **close)
+    np.testing.assert_allclose(op(Tensor(x), 1).numpy(),
+                               np.moveaxis(ref(np.moveaxis(x, 1, -1)), -1, 1), **close)
+
+
+@pytest.mark.parametrize("name", list(ROW_OPS))
+def test_row_op_of_empty_shapes(name):
+    op = ROW_OPS[name][0]
     for shape in [(0, 4), (3, 0), (2, 0, 5)]:
         x = Tensor(np.ones(shape, np.float32), requires_grad=True)
-        y = F.log_softmax(x, -1)
+        y = op(x, -1)
         assert y.shape == shape
         y.sum().backward()
         assert x.grad.shape == shape
