@@ -75,7 +75,7 @@ def power_scalar(g, node):
     return g.node("Pow", [x, g.scalar(node.op.scalar, result_dtype(node))])
 
 
-@maps(index.Gelu)
+@maps(math.Gelu)
 def gelu(g, node):
     """x * 0.5 * (1 + Erf(x / sqrt(2))): ONNX's Gelu needs opset 20."""
     dt = result_dtype(node)
@@ -85,7 +85,7 @@ def gelu(g, node):
                           g.node("Add", [e, g.scalar(1, dt)])])
 
 
-@maps(index.GeluTanh)
+@maps(math.GeluTanh)
 def gelu_tanh(g, node):
     """x * 0.5 * (1 + Tanh(c (x + 0.044715 x^3))), c = sqrt(2 / pi)."""
     dt = result_dtype(node)

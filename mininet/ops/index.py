@@ -575,11 +575,11 @@ def clone(x):
     return Clone()(x)
 
 
-# erf and exact GELU ------------------------------------------------------------------
-# One kernel pass each (the elementwise table, backend/opcodes.py: erf, gelu, and
-# gelu_grad for GELU's backward; gelu_tanh and gelu_tanh_grad for its tanh form).
-# Composed of the other kernels (a rational approximation over exp, +, *, /), erf took
-# about 40 passes: GELU's forward took 28-80x PyTorch's time (256 x 512 to 700 x 1024).
+# erf ----------------------------------------------------------------------------------
+# One kernel pass (the elementwise table, backend/opcodes.py; GELU, which reads it, is in
+# ops/math.py). Composed of the other kernels (a rational approximation over exp, +, *, /),
+# erf took about 40 passes: GELU's forward took 28-80x PyTorch's time (256 x 512 to
+# 700 x 1024).
 class Erf(Op):
     saves_output = False   # its gradient does not read its output
 
@@ -594,69 +594,3 @@ class Erf(Op):
 
 def erf(x):
     return Erf()(x)
-
-
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-
-
-class Gelu(Op):
-    """x Phi(x), Phi the standard normal CDF (exact GELU)."""
-    saves_output = False   # its gradient does not read its output
-
-    def compute(self, a):
-        return a.gelu()
-
-    def gradient(self, g, node):
-        return GeluGrad()(g, node.inputs[0])
-
-
-class GeluGrad(Op):
-    """g GELU'(x) = g (Phi(x) + x phi(x)) in one kernel pass; linear in g."""
-    saves_output = False
-
-    def compute(self, g, x):
-        return nd_ewise(g, x, "gelu_grad")
-
-    def gradient(self, h, node):
-        from .math import exp
-        g, x = node.inputs
-        # GELU''(x) = phi(x) (2 - x^2)
-        phi = exp(x * x * -0.5) * _INV_SQRT_2PI
-        return GeluGrad()(h, x), h * g * phi * (2.0 - x * x)
-
-
-_C_TANH = math.sqrt(2.0 / math.pi)
-_A_TANH = 0.044715
-
-
-class GeluTanh(Op):
-    """GELU's tanh form, x (1 + tanh(c (x + a x^3))) / 2 (torch's approximate='tanh')."""
-    saves_output = False   # its gradient does not read its output
-
-    def compute(self, a):
-        return a._unary("gelu_tanh")
-
-    def gradient(self, g, node):
-        return GeluTanhGrad()(g, node.inputs[0])
-
-
-class GeluTanhGrad(Op):
-    """g G'(x) for GeluTanh's G, in one kernel pass; linear in g."""
-    saves_output = False
-
-    def compute(self, g, x):
-        return nd_ewise(g, x, "gelu_tanh_grad")
-
-    def gradient(self, h, node):
-        from .math import tanh
-        g, x = node.inputs
-        # G'' = (1 - t^2) (u' - x t u'^2 + x u'' / 2), u = c (x + a x^3), t = tanh(u)
-        t = tanh((x + x * x * x * _A_TANH) * _C_TANH)
-        du = (x * x * (3.0 * _A_TANH) + 1.0) * _C_TANH
-        d2 = (1.0 - t * t) * (du - x * t * du * du + x * x * (3.0 * _A_TANH * _C_TANH))
-        return GeluTanhGrad()(h, x), h * g * d2
-
-
-def gelu(x, approximate="none"):
-    """x Phi(x) (exact GELU), or its tanh form with approximate='tanh'."""
-    return GeluTanh()(x) if approximate == "tanh" else Gelu()(x)

@@ -393,6 +393,67 @@ class SiLUGrad(Op):
         return SiLUGrad()(h, x), h * g * s * (1.0 - s) * (2.0 + x * (1.0 - s * 2.0))
 
 
+# exact GELU and its tanh form: one kernel pass each way (elementwise table: gelu,
+# gelu_grad, gelu_tanh, gelu_tanh_grad)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+class Gelu(Op):
+    """x Phi(x), Phi the standard normal CDF (exact GELU)."""
+    saves_output = False   # its gradient does not read its output
+
+    def compute(self, a):
+        return a.gelu()
+
+    def gradient(self, g, node):
+        return GeluGrad()(g, node.inputs[0])
+
+
+class GeluGrad(Op):
+    """g GELU'(x) = g (Phi(x) + x phi(x)) in one kernel pass; linear in g."""
+    saves_output = False
+
+    def compute(self, g, x):
+        return nd_ewise(g, x, "gelu_grad")
+
+    def gradient(self, h, node):
+        g, x = node.inputs
+        # GELU''(x) = phi(x) (2 - x^2)
+        phi = exp(x * x * -0.5) * _INV_SQRT_2PI
+        return GeluGrad()(h, x), h * g * phi * (2.0 - x * x)
+
+
+_C_TANH = math.sqrt(2.0 / math.pi)
+_A_TANH = 0.044715
+
+
+class GeluTanh(Op):
+    """GELU's tanh form, x (1 + tanh(c (x + a x^3))) / 2 (torch's approximate='tanh')."""
+    saves_output = False   # its gradient does not read its output
+
+    def compute(self, a):
+        return a._unary("gelu_tanh")
+
+    def gradient(self, g, node):
+        return GeluTanhGrad()(g, node.inputs[0])
+
+
+class GeluTanhGrad(Op):
+    """g G'(x) for GeluTanh's G, in one kernel pass; linear in g."""
+    saves_output = False
+
+    def compute(self, g, x):
+        return nd_ewise(g, x, "gelu_tanh_grad")
+
+    def gradient(self, h, node):
+        g, x = node.inputs
+        # G'' = (1 - t^2) (u' - x t u'^2 + x u'' / 2), u = c (x + a x^3), t = tanh(u)
+        t = tanh((x + x * x * x * _A_TANH) * _C_TANH)
+        du = (x * x * (3.0 * _A_TANH) + 1.0) * _C_TANH
+        d2 = (1.0 - t * t) * (du - x * t * du * du + x * x * (3.0 * _A_TANH * _C_TANH))
+        return GeluTanhGrad()(h, x), h * g * d2
+
+
 class ReLU(Op):
     saves_output = False   # its gradient does not read its output (autograd._check_versions)
 
@@ -676,6 +737,11 @@ def sigmoid(a):
 
 def silu(a):
     return SiLU()(a)
+
+
+def gelu(x, approximate="none"):
+    """x Phi(x) (exact GELU), or its tanh form with approximate='tanh'."""
+    return GeluTanh()(x) if approximate == "tanh" else Gelu()(x)
 
 
 def leaky_relu(a, slope=0.01):
