@@ -37,7 +37,7 @@ contiguous channel blocks, each its own implicit GEMM. Inputs are compact NCHW.
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from cython.parallel cimport prange, threadid
 from cython cimport floating
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 from mininet_ext.buffer cimport Buffer
 from mininet_ext._omp cimport (threads_for, chunk_items, channel_block, mn_claims, mn_claim,
                                claims_start, mn_claims_free)
@@ -389,7 +389,7 @@ def weight_grad_rows_(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, 
     """weight_grad() on the tap-major path (the pixel-major forward's geometry)."""
     check_sizes(pl, x, x_off, dw, 0, dy, dy_off, itemsize, "conv2d weight gradient")
     cdef Conv* cv = &pl.cv
-    cdef Py_ssize_t kb = cv.wg_nv * (pl.nr // 2), mr = cv.wg_mr, N = cv.g.N, c, r, k, blk, j
+    cdef Py_ssize_t kb = cv.wg_nv * (pl.nr // 2), mr = cv.wg_mr, N = cv.g.N, c, r, k, j
     cdef Py_ssize_t rp = round_up(cv.R, mr), nblk = (cv.K + kb - 1) // kb
     cdef Py_ssize_t partsz = nblk * rp * kb, padsz = pl.pad_items()
     cdef Py_ssize_t each = padsz + round_up(cv.P * kb, pl.nr)
@@ -400,7 +400,6 @@ def weight_grad_rows_(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, 
     cdef Buffer work = Buffer(max(nt * each, 1) * itemsize, True)
     cdef Buffer tabs = Buffer(max(rp, 1) * sizeof(Py_ssize_t))
     cdef Py_ssize_t* toffp = <Py_ssize_t*>tabs.ptr
-    cdef double s
     # the taps in forward_rows' order (tab_place): with tab_skip kernel row by kernel row,
     # so that a tile's taps share one or two kernel rows and skip the output rows on
     # which they read only padding (weight_grad_rows)
@@ -425,20 +424,18 @@ def weight_grad_rows_(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, 
                                      min(N, (c + 1) * step), <double*>work.ptr + t * each,
                                      <double*>work.ptr + t * each + padsz, kb, rp)
                 c = mn_claim(&cl, t)
-        for k in range(cv.K):
-            blk = k // kb
-            for r in range(cv.R):
-                s = 0
-                j = (blk * rp + tab_place(cv, r)) * kb + k % kb
-                for i in range(nch):
-                    if itemsize == 4:
-                        s = s + (<float*>part.ptr)[i * partsz + j]
-                    else:
-                        s = s + (<double*>part.ptr)[i * partsz + j]
+        if itemsize == 4:
+            add_partials(<float*>part.ptr, nch, partsz)
+        else:
+            add_partials(<double*>part.ptr, nch, partsz)
+        for r in range(cv.R):
+            j = tab_place(cv, r) * kb
+            for k in range(cv.K):
+                i = (k // kb * rp) * kb + j + k % kb
                 if itemsize == 4:
-                    (<float*>dw.ptr)[k * cv.R + r] = <float>s
+                    (<float*>dw.ptr)[k * cv.R + r] = (<float*>part.ptr)[i]
                 else:
-                    (<double*>dw.ptr)[k * cv.R + r] = s
+                    (<double*>dw.ptr)[k * cv.R + r] = (<double*>part.ptr)[i]
     mn_claims_free(&cl)
 
 

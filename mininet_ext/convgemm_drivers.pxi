@@ -21,8 +21,23 @@ cdef void copy_interior(const floating* src, floating* dst, Conv* cv,
             p = c * cv.plane + (ih + g.ph) * cv.Wp + g.pw
             s = src + (u if into_padded else p)
             d = dst + (p if into_padded else u)
-            for iw in range(g.W):
-                d[iw] = s[iw]
+            copy_row(d, s, g.W)
+
+
+cdef inline void copy_row(floating* d, const floating* s, Py_ssize_t n) noexcept nogil:
+    """d[:n] = s[:n] in 32-byte pieces, the last one ending at n (overlapping the one
+    before: same values). Rows are short (14-32 items): item by item, with the compiler's
+    alias checks and remainder loop, the MNIST CNN's 14-wide rows took 3.4% of its 5x5
+    layer's forward."""
+    cdef Py_ssize_t i = 0, w = 32 // sizeof(floating)
+    if n < w:
+        for i in range(n):
+            d[i] = s[i]
+        return
+    while i + w < n:
+        memcpy(d + i, s + i, 32)
+        i += w
+    memcpy(d + n - w, s + n - w, 32)
 
 
 cdef void copy_phases(const floating* src, floating* dst, Conv* cv,
@@ -178,20 +193,33 @@ cdef void input_grad_images(const floating* dy, const floating* wtp, floating* d
         copy_interior(dxpad, dx + n * chw, cv, False)
 
 
-cdef void sum_partials(const floating* part, floating* dw, Conv* cv, Py_ssize_t nt,
+cdef void add_partials(floating* part, Py_ssize_t nparts, Py_ssize_t size) noexcept nogil:
+    """part[:size] += part[t * size:(t + 1) * size] for t = 1..nparts-1 in turn: the
+    partial weight gradients of the chunks of images summed into the first, in chunk
+    order, position by position (contiguous runs the compiler vectorises). Summed position
+    by position across the partials instead, sizes apart, the MNIST CNN's 5x5 layer spent
+    3% of its forward + backward here, on one thread."""
+    cdef Py_ssize_t t, j
+    cdef const floating* src
+    for t in range(1, nparts):
+        src = part + t * size
+        for j in range(size):
+            part[j] = part[j] + src[j]
+
+
+cdef void sum_partials(floating* part, floating* dw, Conv* cv, Py_ssize_t nt,
                        Py_ssize_t nr) noexcept nogil:
     """dw[grp*Kg + k, r] = sum over the nt partials (chunks of images) of part[t, grp, r, k],
-    in order."""
+    in order (add_partials)."""
     cdef Py_ssize_t rp = round_up(cv.R, MR), kgn = round_up(cv.Kg, dw_block(cv, nr)), grp, k, r
-    cdef Py_ssize_t size = cv.G * rp * kgn, t
-    cdef floating s
+    if nt == 0:   # no images: no partials, a zero gradient
+        memset(dw, 0, cv.G * cv.Kg * cv.R * sizeof(floating))
+        return
+    add_partials(part, nt, cv.G * rp * kgn)
     for grp in range(cv.G):
-        for k in range(cv.Kg):
-            for r in range(cv.R):
-                s = 0
-                for t in range(nt):
-                    s = s + part[t * size + (grp * rp + r) * kgn + k]
-                dw[(grp * cv.Kg + k) * cv.R + r] = s
+        for r in range(cv.R):
+            for k in range(cv.Kg):
+                dw[(grp * cv.Kg + k) * cv.R + r] = part[(grp * rp + r) * kgn + k]
 
 
 cdef enum:

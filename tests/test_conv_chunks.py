@@ -83,6 +83,36 @@ def test_pixel_major_paths_match_torch(case, dtype, threads):
     check(got, ref, dtype)
 
 
+@pytest.mark.torch
+@pytest.mark.parametrize("blocks", [(64, 64), (4096, 1), (1 << 20, 1 << 20)],
+                         ids=["one-run-chunks-one-row-groups", "one-row-groups", "one-chunk"])
+@pytest.mark.parametrize("case", [CHUNK_CASES[0], CHUNK_CASES[2], CHUNK_CASES[6]],
+                         ids=[str(c) for c in (CHUNK_CASES[0], CHUNK_CASES[2], CHUNK_CASES[6])])
+def test_pixel_major_paths_at_any_tab_blocking(case, blocks, threads):
+    """forward_rows' chunk and row-group sizes (convgemm.tab_blocking) change only the
+    order of work: the smallest (a chunk of one run of taps, a group of one row), one
+    chunk of all taps, and the defaults give PyTorch's results."""
+    before = convgemm.tab_blocking()
+    n, c, h, w, k, ks, pad, dil = case
+    x = rng.standard_normal((n + 1, c, h, w))
+    wt = rng.standard_normal((k, c, ks, ks)) / np.sqrt(c * ks * ks)
+    b = rng.standard_normal(k)
+    try:
+        assert convgemm.tab_blocking(*blocks) == {"chunk_bytes": blocks[0], "group_bytes": blocks[1]}
+        got, ref = conv_all_grads(x, wt, b, pad, dil, np.float32)
+    finally:
+        convgemm.tab_blocking(before["chunk_bytes"], before["group_bytes"])
+    check(got, ref, np.float32)
+
+
+@pytest.mark.parametrize("bad", [(0, None), (None, -4), (1 << 31, None)])
+def test_tab_blocking_refuses_sizes_out_of_range(bad):
+    before = convgemm.tab_blocking()
+    with pytest.raises(ValueError, match="tab_blocking: (chunk|group)_bytes must be 1 to"):
+        convgemm.tab_blocking(*bad)
+    assert convgemm.tab_blocking() == before
+
+
 def test_chunk_cases_take_the_pixel_major_path():
     """The cases above run forward_rows (and OW = 16 with 32 channels does since one
     vector's 16-pixel tile fits it, with AVX-512)."""
