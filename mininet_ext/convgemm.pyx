@@ -64,7 +64,8 @@ cdef struct Conv:
     bint relu                           # forward: max(0, .) taken as the output is written
     Py_ssize_t fmr                      # forward micro-kernel rows (MR or MR_SHORT)
     Py_ssize_t* toff                    # padded: per tap r, its offset from the pixel's window
-    Py_ssize_t* tofr                    # the same in forward_rows' order (tab_place)
+    Py_ssize_t* tofr                    # the same in forward_rows' order (tap_tables)
+    Py_ssize_t* place                   # tap r's place in forward_rows' order (tap_tables)
     Py_ssize_t* phrow                   # phased: image row ih's phase row, in a channel plane
     Py_ssize_t* phcol                   # phased: image column iw's phase and column
     Py_ssize_t phh, phw                 # phased: image rows and columns some output reads
@@ -185,19 +186,17 @@ cdef class _Plan:
             cv.padsize = round_up(cv.g.C * cv.plane + (cv.g.kw - 1) * cv.g.dw + self.nr,
                                   self.nr)
         cv.L = OH * cv.Wp
-        self.tabs = Buffer(max(2 * cv.R + cv.g.H + cv.g.W, 1) * sizeof(Py_ssize_t))
+        self.tabs = Buffer(max(3 * cv.R + cv.g.H + cv.g.W, 1) * sizeof(Py_ssize_t))
         cv.toff = <Py_ssize_t*>self.tabs.ptr
         cv.tofr = cv.toff + cv.R
-        cv.phrow = cv.tofr + cv.R
+        cv.place = cv.tofr + cv.R
+        cv.phrow = cv.place + cv.R
         cv.phcol = cv.phrow + cv.g.H
         if cv.phased:
             phase_tables(cv)
         choose_tab(cv, self.nr // 2)
         cv.tab_skip = cv.tab_mr != 0 and skip_pays(cv)
-        for r in range(cv.R):
-            cv.toff[r] = tap_offset(cv, r // (cv.g.kh * cv.g.kw), (r // cv.g.kw) % cv.g.kh,
-                                    r % cv.g.kw)
-            cv.tofr[tab_place(cv, r)] = cv.toff[r]
+        tap_tables(cv)
         self.nt = max(1, min(threads_for(cv.g.N * cv.P * cv.R * K // 64), cv.g.N))
         self.pbytes = panel_bytes(cv, self.nr)
         self.pmem = Buffer(self.nt * self.pbytes)
@@ -389,7 +388,7 @@ def weight_grad_rows_(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, 
     """weight_grad() on the tap-major path (the pixel-major forward's geometry)."""
     check_sizes(pl, x, x_off, dw, 0, dy, dy_off, itemsize, "conv2d weight gradient")
     cdef Conv* cv = &pl.cv
-    cdef Py_ssize_t kb = cv.wg_nv * (pl.nr // 2), mr = cv.wg_mr, N = cv.g.N, c, r, k, j
+    cdef Py_ssize_t kb = cv.wg_nv * (pl.nr // 2), mr = cv.wg_mr, N = cv.g.N, c, r, k, kk, blk
     cdef Py_ssize_t rp = round_up(cv.R, mr), nblk = (cv.K + kb - 1) // kb
     cdef Py_ssize_t partsz = nblk * rp * kb, padsz = pl.pad_items()
     cdef Py_ssize_t each = padsz + round_up(cv.P * kb, pl.nr)
@@ -400,7 +399,7 @@ def weight_grad_rows_(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, 
     cdef Buffer work = Buffer(max(nt * each, 1) * itemsize, True)
     cdef Buffer tabs = Buffer(max(rp, 1) * sizeof(Py_ssize_t))
     cdef Py_ssize_t* toffp = <Py_ssize_t*>tabs.ptr
-    # the taps in forward_rows' order (tab_place): with tab_skip kernel row by kernel row,
+    # the taps in forward_rows' order (tab_tables): with tab_skip kernel row by kernel row,
     # so that a tile's taps share one or two kernel rows and skip the output rows on
     # which they read only padding (weight_grad_rows)
     for r in range(rp):
@@ -428,14 +427,15 @@ def weight_grad_rows_(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, 
             add_partials(<float*>part.ptr, nch, partsz)
         else:
             add_partials(<double*>part.ptr, nch, partsz)
-        for r in range(cv.R):
-            j = tab_place(cv, r) * kb
-            for k in range(cv.K):
-                i = (k // kb * rp) * kb + j + k % kb
-                if itemsize == 4:
-                    (<float*>dw.ptr)[k * cv.R + r] = (<float*>part.ptr)[i]
-                else:
-                    (<double*>dw.ptr)[k * cv.R + r] = (<double*>part.ptr)[i]
+        for blk in range(nblk):
+            for kk in range(min(kb, cv.K - blk * kb)):
+                k = blk * kb + kk
+                for r in range(cv.R):
+                    i = (blk * rp + cv.place[r]) * kb + kk
+                    if itemsize == 4:
+                        (<float*>dw.ptr)[k * cv.R + r] = (<float*>part.ptr)[i]
+                    else:
+                        (<double*>dw.ptr)[k * cv.R + r] = (<double*>part.ptr)[i]
     mn_claims_free(&cl)
 
 

@@ -1,7 +1,7 @@
 # mininet_ext/convgemm.pyx, part 4 of 4: the pixel-major (tap-table) path.
 # For stride 1 with one group: the forward reads tiles straight from the padded image
 # through the tap table (no gather), and the weight grad runs tap-major over it.
-# Choosing it (choose_tab), its tap order (tab_place, row skipping) and its drivers.
+# Choosing it (choose_tab), its tap order (tap_tables, row skipping) and its drivers.
 # Included textually by convgemm.pyx (Cython `include`).
 
 # forward_rows: one-vector tiles sum the taps in chunks of at most TAB_CHUNK_BYTES of
@@ -93,25 +93,31 @@ cdef inline int slide_kw(Conv* cv, int nv, int mr) noexcept nogil:
     return cv.g.kw if mn_tab_slide(nv, mr == mn_tab_mr(nv, 1)) & run_bit(cv) else 0
 
 
-cdef inline Py_ssize_t tab_place(Conv* cv, Py_ssize_t r) noexcept nogil:
-    """Tap r = (c, kh, kw) of the weights' order at its place in forward_rows' order: the
-    same, or with tab_skip (kh, c, kw), where the taps of the kernel rows inside the image
-    are one contiguous range (a channel's taps in one kernel row still read neighbouring
-    pixels, but a channel's kernel rows are C*kw taps apart: worse L1 reuse, so only
-    where the skipped rows pay for it)."""
-    cdef Py_ssize_t kw = cv.g.kw, khw = cv.g.kh * kw
-    if not cv.tab_skip:
-        return r
-    return (r % khw // kw * cv.Cg + r // khw) * kw + r % kw
+cdef void tap_tables(Conv* cv) noexcept nogil:
+    """The tap table toff (tap r = (c, kh, kw): the window's offset), its place table
+    (tap r's place in forward_rows' order) and tofr (toff in that order). The order is
+    the weights', or with tab_skip (kh, c, kw), where the taps of the kernel rows inside
+    the image are one contiguous range (a channel's taps in one kernel row still read
+    neighbouring pixels, but a channel's kernel rows are C*kw taps apart: worse L1 reuse,
+    so only where the skipped rows pay for it). Loops, not r's division into (c, kh, kw):
+    the divisions per tap, again per weight packed, were 25% of a one-image call's time."""
+    cdef Py_ssize_t c, i, j, r, kw = cv.g.kw
+    for c in range(cv.Cg):
+        for i in range(cv.g.kh):
+            for j in range(kw):
+                r = (c * cv.g.kh + i) * kw + j
+                cv.toff[r] = tap_offset(cv, c, i, j)
+                cv.place[r] = (i * cv.Cg + c) * kw + j if cv.tab_skip else r
+                cv.tofr[cv.place[r]] = cv.toff[r]
 
 
 cdef void pack_w_cols(const floating* w, Conv* cv, Py_ssize_t kb, floating* out) noexcept nogil:
     """W^T in blocks of kb output channels, taps in forward_rows' order:
-    out[blk][tab_place(r)][kk] = w[blk*kb + kk, r], 0 past K."""
+    out[blk][place[r]][kk] = w[blk*kb + kk, r], 0 past K."""
     cdef Py_ssize_t blk, r, kk, k, rr, nblk = (cv.K + kb - 1) // kb
     for blk in range(nblk):
         for r in range(cv.R):
-            rr = tab_place(cv, r)
+            rr = cv.place[r]
             for kk in range(kb):
                 k = blk * kb + kk
                 out[(blk * cv.R + rr) * kb + kk] = w[k * cv.R + r] if k < cv.K else 0
