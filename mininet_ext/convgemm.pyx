@@ -399,7 +399,7 @@ def weight_grad_rows_(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, 
     cdef Buffer work = Buffer(max(nt * each, 1) * itemsize, True)
     cdef Buffer tabs = Buffer(max(rp, 1) * sizeof(Py_ssize_t))
     cdef Py_ssize_t* toffp = <Py_ssize_t*>tabs.ptr
-    # the taps in forward_rows' order (tab_tables): with tab_skip kernel row by kernel row,
+    # the taps in forward_rows' order (tap_tables): with tab_skip kernel row by kernel row,
     # so that a tile's taps share one or two kernel rows and skip the output rows on
     # which they read only padding (weight_grad_rows)
     for r in range(rp):
