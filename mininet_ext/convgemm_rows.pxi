@@ -318,13 +318,18 @@ cdef void weight_grad_rows(const floating* x, const floating* dy, floating* part
 
 def tab_blocking(chunk_bytes=None, group_bytes=None):
     """forward_rows' block sizes (TAB_CHUNK_BYTES, TAB_GROUP_BYTES) as a dict; those given
-    are set first (for tuning; not while another thread convolves)."""
+    (whole numbers of bytes, 1 to 2**30) are set first (for tuning; not while another
+    thread convolves)."""
     global TAB_CHUNK_BYTES, TAB_GROUP_BYTES
+    sizes = {}
     for name, v in (("chunk_bytes", chunk_bytes), ("group_bytes", group_bytes)):
-        if v is not None and not 1 <= v <= (1 << 30):
+        if v is None:
+            continue
+        if isinstance(v, bool) or not hasattr(type(v), "__index__"):
+            raise TypeError(f"tab_blocking: {name} must be an int (bytes), got {type(v).__name__}")
+        sizes[name] = v.__index__()
+        if not 1 <= sizes[name] <= (1 << 30):
             raise ValueError(f"tab_blocking: {name} must be 1 to {1 << 30} bytes, got {v}")
-    if chunk_bytes is not None:
-        TAB_CHUNK_BYTES = chunk_bytes
-    if group_bytes is not None:
-        TAB_GROUP_BYTES = group_bytes
+    TAB_CHUNK_BYTES = sizes.get("chunk_bytes", TAB_CHUNK_BYTES)
+    TAB_GROUP_BYTES = sizes.get("group_bytes", TAB_GROUP_BYTES)
     return {"chunk_bytes": TAB_CHUNK_BYTES, "group_bytes": TAB_GROUP_BYTES}

@@ -113,6 +113,23 @@ def test_tab_blocking_refuses_sizes_out_of_range(bad):
     assert convgemm.tab_blocking() == before
 
 
+@pytest.mark.parametrize("bad", [4096.5, "4096", True])
+def test_tab_blocking_refuses_sizes_that_are_not_ints(bad):
+    before = convgemm.tab_blocking()
+    with pytest.raises(TypeError, match="tab_blocking: chunk_bytes must be an int"):
+        convgemm.tab_blocking(bad, 4096)
+    assert convgemm.tab_blocking() == before
+
+
+def test_tab_blocking_takes_numpy_ints():
+    before = convgemm.tab_blocking()
+    try:
+        assert convgemm.tab_blocking(np.int64(8192), np.int32(6144)) == {
+            "chunk_bytes": 8192, "group_bytes": 6144}
+    finally:
+        convgemm.tab_blocking(before["chunk_bytes"], before["group_bytes"])
+
+
 def test_chunk_cases_take_the_pixel_major_path():
     """The cases above run forward_rows (and OW = 16 with 32 channels does since one
     vector's 16-pixel tile fits it, with AVX-512)."""
