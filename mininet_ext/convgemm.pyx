@@ -395,7 +395,7 @@ def weight_grad_rows_(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, 
     cdef int nt = pl.nt, t
     cdef Py_ssize_t step = dw_chunk_images(N, nt, partsz * itemsize), i
     cdef Py_ssize_t nch = (N + step - 1) // step
-    cdef Buffer part = Buffer(max(nch * partsz, 1) * itemsize, True)
+    cdef Buffer part = Buffer(max(nch * partsz, 1) * itemsize)   # zeroed chunk by chunk
     cdef Buffer work = Buffer(max(nt * each, 1) * itemsize, True)
     cdef Buffer tabs = Buffer(max(rp, 1) * sizeof(Py_ssize_t))
     cdef Py_ssize_t* toffp = <Py_ssize_t*>tabs.ptr
@@ -412,6 +412,9 @@ def weight_grad_rows_(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, 
             t = threadid()
             c = mn_claim(&cl, t)
             while c >= 0:
+                # each chunk's partial zeroed by the thread that sums into it (in its
+                # cache, in parallel: one memset of all of them was serial)
+                memset(part.ptr + c * partsz * itemsize, 0, partsz * itemsize)
                 if itemsize == 4:
                     weight_grad_rows(<float*>x.ptr + x_off, <float*>dy.ptr + dy_off,
                                      <float*>part.ptr + c * partsz, cv, toffp, c * step,
@@ -456,7 +459,7 @@ def weight_grad(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, Buffer
     cdef Py_ssize_t each = padsz + colsz + CHUNK * kgn * nr
     cdef Py_ssize_t step = dw_chunk_images(N, nt, partsz * itemsize)
     cdef Py_ssize_t nch = (N + step - 1) // step
-    cdef Buffer part = Buffer(max(nch * partsz, 1) * itemsize, True)
+    cdef Buffer part = Buffer(max(nch * partsz, 1) * itemsize)   # zeroed chunk by chunk
     cdef Buffer work = Buffer(max(nt * each, 1) * itemsize, True)
     cdef mn_claims cl
     cdef int u
@@ -466,6 +469,7 @@ def weight_grad(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, Buffer
             t = threadid()
             c = mn_claim(&cl, t)
             while c >= 0:
+                memset(part.ptr + c * partsz * itemsize, 0, partsz * itemsize)   # as above
                 if itemsize == 4:
                     weight_grad_images(<float*>x.ptr + x_off, <float*>dy.ptr + dy_off,
                                        <float*>part.ptr + c * partsz, cv, c * step,
