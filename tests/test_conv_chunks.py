@@ -90,8 +90,9 @@ def test_pixel_major_paths_match_torch(case, dtype, threads):
                          ids=[str(c) for c in (CHUNK_CASES[0], CHUNK_CASES[2], CHUNK_CASES[6])])
 def test_pixel_major_paths_at_any_tab_blocking(case, blocks, threads):
     """forward_rows' chunk and row-group sizes (convgemm.tab_blocking) change only the
-    order of work: the smallest (a chunk of one run of taps, a group of one row), one
-    chunk of all taps, and the defaults give PyTorch's results."""
+    order of work: the smallest (a chunk of one run of taps, a group of one row) and one
+    chunk of all taps give PyTorch's results, as the defaults do (the test above); the
+    forward and the input gradient run forward_rows."""
     before = convgemm.tab_blocking()
     n, c, h, w, k, ks, pad, dil = case
     x = rng.standard_normal((n + 1, c, h, w))
