@@ -158,4 +158,5 @@ static inline void wino_gout_gather8(const float* src, mn_idx plane, mn_idx ld,
 #undef WT
 #undef WS
 #undef WI
+#include "_winograd5_cl.h"
 #endif

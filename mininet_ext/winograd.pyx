@@ -22,7 +22,7 @@ and transformed back (6x6 -> 3x3) at the end (weight_grad_workspace_bytes).
 Kernels: _winograd.h, _winograd_t.h. Inputs are compact NCHW.
 """
 from cpython.pycapsule cimport PyCapsule_GetPointer
-from libc.string cimport memset
+from libc.string cimport memset, memcpy
 from cython.parallel cimport prange, threadid
 from mininet_ext.buffer cimport Buffer
 from mininet_ext._omp cimport threads_for
@@ -87,6 +87,16 @@ cdef extern from "_winograd.h" nogil:
     void wino_wgrad_out_f64(const double* dU, int nt, Py_ssize_t per, Py_ssize_t kp,
                             Py_ssize_t cp, Py_ssize_t K, Py_ssize_t C, Py_ssize_t k0,
                             Py_ssize_t k1, double* dw)
+
+cdef extern from "_winograd.h" nogil:
+    ctypedef struct wcl_geom:
+        Py_ssize_t N, C, H, W, K, OH, OW, ph, pw, th, tw, CP, KP, rows, mt, xw
+    int wcl_lanes()
+    int wcl_mt()
+    Py_ssize_t wcl_ws_items(const wcl_geom* g)
+    void wcl_band(const wcl_geom* g, const float* x, const float* U, const float* bias,
+                  float* out, Py_ssize_t n, Py_ssize_t ty0, Py_ssize_t nrow, int relu,
+                  float* ws)
 
 mn_isa_bind(PyCapsule_GetPointer(_isa.KERNELS, "mininet_ext.kernels"))
 
@@ -462,3 +472,77 @@ cdef void run_rows_block(wrow_geom* g, char* x, char* U, char* bias, char* out, 
         wrow_block_f64(g, <double*>x, <double*>U, <double*>bias, <double*>out, n0, ni,
                        <double*>ws, <double*>ws + p, <double*>ws + r, <double*>ws + o,
                        <Py_ssize_t*>(<double*>ws + tb), relu)
+
+
+# F(2x2, 5x5) with channels in the vectors (_winograd5_cl.h) ------------------------------
+# A band's padded input rows and outputs (most of a thread's workspace) stay under this
+# many bytes, in L2, where a tile row allows.
+cdef Py_ssize_t CL_BAND_BYTES = 512 << 10
+
+
+cdef wcl_geom cl_geom(tuple xshape, Py_ssize_t K, tuple pad):
+    cdef wcl_geom g
+    cdef Py_ssize_t lanes = wcl_lanes(), bands
+    g.N, g.C, g.H, g.W = xshape
+    g.K = K
+    g.ph, g.pw = pad
+    g.OH, g.OW = g.H + 2 * g.ph - 4, g.W + 2 * g.pw - 4
+    g.th, g.tw = (g.OH + 1) // 2, (g.OW + 1) // 2
+    g.CP, g.KP = round_up(g.C, lanes), round_up(K, lanes)
+    g.mt = wcl_mt() * (2 if g.KP == lanes else 1)
+    g.xw = 2 * g.tw + 4
+    g.rows = max(1, min(g.th, CL_BAND_BYTES // (8 * ((g.xw + g.W) * g.CP + g.OW * g.KP))))
+    bands = (g.th + g.rows - 1) // g.rows
+    g.rows = (g.th + bands - 1) // bands   # even bands
+    return g
+
+
+def cl_workspace_bytes(tuple xshape, Py_ssize_t K, tuple pad=(2, 2), int threads=1):
+    """Bytes of scratch memory forward_cl() takes for this shape: the transformed filters
+    plus each thread's band workspace."""
+    out_map(xshape, K, pad, "winograd cl conv", 5)
+    cdef wcl_geom g = cl_geom(xshape, K, pad)
+    return 4 * (36 * g.KP * g.C + g.KP + max(threads, 1) * round_up(wcl_ws_items(&g), 16))
+
+
+def forward_cl(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
+               Py_ssize_t b_off, Buffer out, tuple xshape, Py_ssize_t K, tuple pad,
+               int itemsize, bint flip=False, bint relu=False):
+    """forward() of a 5x5 float32 filter by F(2x2, 5x5) with channels in the vectors
+    (_winograd5_cl.h): out (N, K, OH, OW) = conv(x, w, stride 1, padding pad) + bias, then
+    max(0, .) if relu. x (N, C, H, W) and w compact; w (K, C, 5, 5), or with flip
+    (C, K, 5, 5) rotated by 180 degrees with its channel axes swapped (the input
+    gradient's filters); bias (K,) or None. Threads take bands of tile rows of an image."""
+    n, c, oh, ow = forward_checks(x, x_off, w, w_off, bias, b_off, out, xshape, K, pad,
+                                  itemsize, flip, 5, "winograd cl conv")
+    if itemsize != 4:
+        raise ValueError(f"winograd cl conv: float32 only (itemsize 4), got itemsize {itemsize}")
+    if n * K * oh * ow == 0:
+        return
+    if c == 0:
+        raise ValueError("winograd cl conv: zero input channels (use the general path)")
+    cdef int nt = threads_for(n * K * oh * ow * c * 4)
+    cdef wcl_geom g = cl_geom(xshape, K, pad)
+    cdef Py_ssize_t bands = (g.th + g.rows - 1) // g.rows, items = n * bands
+    cdef Py_ssize_t per = round_up(wcl_ws_items(&g), 16), lanes = wcl_lanes()
+    cdef Py_ssize_t panels = g.KP // lanes
+    nt = <int>min(nt, items)
+    cdef Buffer ubuf = Buffer(36 * g.KP * g.C * 4)
+    cdef Buffer bbuf = Buffer(g.KP * 4, zero=True)
+    cdef Buffer work = Buffer(nt * per * 4)
+    if bias is not None:
+        memcpy(bbuf.ptr, bias.ptr + b_off * 4, K * 4)
+    cdef float* U = <float*>ubuf.ptr
+    cdef float* xs = <float*>(x.ptr + x_off * 4)
+    cdef float* ws = <float*>work.ptr
+    cdef int t
+    cdef Py_ssize_t b, band
+    with nogil:
+        for t in prange(nt, num_threads=nt, schedule='static'):
+            wino_filters5_f32(<float*>(w.ptr + w_off * 4), U, g.K, g.C, <int>lanes, flip,
+                              panels * t // nt, panels * (t + 1) // nt)
+        for b in prange(items, num_threads=nt, schedule='dynamic'):
+            t = threadid()
+            band = b % bands
+            wcl_band(&g, xs, U, <float*>bbuf.ptr, <float*>out.ptr, b // bands,
+                     band * g.rows, min(g.rows, g.th - band * g.rows), relu, ws + t * per)

@@ -249,6 +249,7 @@ def wino(request, monkeypatch):
     monkeypatch.setattr(cpu_backend._wino, "weight_grad", counted_w)
     monkeypatch.setenv("MININET_WINOGRAD", "1" if request.param == "winograd" else "0")
     monkeypatch.setenv("MININET_WINOGRAD_ROWS", "0")   # the 2-D kernels, not F(4, 5) rows
+    monkeypatch.setenv("MININET_WINOGRAD_CL", "0")     # nor the channels-last F(2x2, 5x5)
     return request.param, calls
 
 

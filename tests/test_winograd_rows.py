@@ -196,6 +196,7 @@ def counted(monkeypatch):
     monkeypatch.setattr(CPUDevice, "conv2d_min_pixels", 0)
     monkeypatch.delenv("MININET_WINOGRAD_ROWS", raising=False)
     monkeypatch.setenv("MININET_WINOGRAD", "1")
+    monkeypatch.setenv("MININET_WINOGRAD_CL", "0")   # float32 forwards: not forward_cl
     calls = []
     real = wg.forward_rows
 

@@ -127,7 +127,7 @@ def _env(name, default=""):
 
 
 _ENV_KEYS = {n: n.encode() for n in ("MININET_CONV_NHWC", "MININET_WINOGRAD",
-                                     "MININET_CONV_DIRECT")}
+                                     "MININET_CONV_DIRECT", "MININET_WINOGRAD_CL")}
 
 
 class CPUDevice(Device):
@@ -549,6 +549,11 @@ class CPUDevice(Device):
             return
         _floats("conv", x, w, bias)
         n, k, oh, ow = out.shape
+        if _wcl_fits(w.shape, stride, padding, dilation, groups, x.shape) and \
+                _one_dtype(x, w, bias, out) and x.dtype == _FLOATS[0]:
+            _wino.forward_cl(x.handle, x.offset, w.handle, w.offset, *_opt_at(bias), _at(out),
+                             x.shape, k, padding, 4, relu=relu)
+            return
         if _wrows_fits(w.shape, stride, padding, dilation, groups, x.shape, x.dtype.itemsize) \
                 and x.dtype == w.dtype and (bias is None or bias.dtype == x.dtype):
             _wino.forward_rows(x.handle, x.offset, w.handle, w.offset, *_opt_at(bias), _at(out),
@@ -1192,6 +1197,38 @@ def _wrows_fits(wshape, stride, padding, dilation, groups, xshape, itemsize):
     return 8 * (c + k + 12) * tiles * itemsize <= WROWS_MAX_BYTES
 
 
+def _wcl_fits(wshape, stride, padding, dilation, groups, xshape):
+    """Whether F(2x2, 5x5) with channels in the vectors (winograd.forward_cl, float32
+    only) runs this 5x5 stride-1 forward (wshape (K, C, 5, 5), xshape (N, C, H, W)).
+    Its transforms move whole vectors of channels (the tile-major F(2x2, 5x5) gathers
+    each 6x6 patch value by value, 2 pixels apart), and the 36 products of a chunk of 7
+    tiles are folded into the output transform's 12 sums in L1. Forward device calls, 2
+    threads, Xeon model 207, time against the path each layer took before (implicit
+    GEMM; F(4, 5) rows from 24 channels; F(2x2, 5x5) from 96): MNIST's 100x16x14x14 -> 32
+    0.75, 64x16x16x16 -> 32 0.79, 16x16x64x64 -> 32 0.69, 64x12x16x16 -> 32 0.89,
+    64x32x16x16 -> 64 0.78, 64x64x16x16 -> 64 0.79, 32x64x28x28 -> 64 0.89,
+    8x32x56x56 -> 32 0.90, 64x96x16x16 -> 96 0.83, 64x32x16x16 -> 128 0.79,
+    64x96x16x16 -> 128 0.89; left out: fewer than 32 filters (one vector of them: each
+    broadcast feeds one FMA) 64x32x16x16 -> 16 0.99, -> 24 1.08, 100x8x14x14 -> 16 1.28;
+    128 or more channels (the filters of one product outgrow L1) 64x128x16x16 -> 128
+    1.19, 32x256x16x16 -> 256 1.47. MININET_WINOGRAD_CL=0 (or MININET_WINOGRAD=0) turns
+    it off."""
+    k, c, kh, kw = wshape
+    if (kh, kw) != (5, 5) or stride != (1, 1) or dilation != (1, 1) or groups != 1 or \
+            min(padding) < 0 or len(xshape) != 4 or xshape[1] != c or \
+            not WCL_MIN_CHANNELS <= c <= WCL_MAX_CHANNELS or \
+            not WCL_MIN_FILTERS <= k <= WCL_MAX_FILTERS or \
+            _env("MININET_WINOGRAD_CL", "1") == "0" or _env("MININET_WINOGRAD", "1") == "0":
+        return False
+    if xshape[2] + 2 * padding[0] < 5 or xshape[3] + 2 * padding[1] < 5:
+        return False
+    return _wino.cl_workspace_bytes(tuple(xshape), k, tuple(padding)) <= WROWS_MAX_BYTES
+
+
+WCL_MIN_CHANNELS = 12
+WCL_MAX_CHANNELS = 96
+WCL_MIN_FILTERS = 32
+WCL_MAX_FILTERS = 128
 WROWS_MIN_CHANNELS = 24
 WROWS_MAX_CHANNELS = 128
 WROWS_MAX_BYTES = 32 << 20

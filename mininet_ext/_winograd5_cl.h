@@ -1,0 +1,251 @@
+/* Winograd F(2x2, 5x5) with channels in the vectors (float32; winograd.forward_cl).
+ *
+ * The tile-major F(2x2, 5x5) (wino_block) runs its vectors across tiles: every tile's
+ * 6x6 patch is gathered position by position, 2 pixels apart, and every 2x2 output
+ * scattered back pixel by pixel. At 16-32 channels those moves cost more than the 36
+ * GEMMs (MNIST's 100x16x14x14 -> 32: gather 36%, scatter 16%, GEMM 21% of its time).
+ * Here the vectors run across channels instead. One work item is a band of tile rows
+ * of one image:
+ *   xp[y][x][CP]   the band's zero-padded input rows, channels last (lanes c >= C zero):
+ *                  a transpose of the image's rows in 16 x 16 register blocks
+ *   V[xi][t][CP]   B^T d B of each tile's patch: 36 whole-vector loads from xp
+ *   M[xi][t][KP]   V[xi] (tiles x C) @ U[xi] (C x KP): each tile's channel value
+ *                  broadcast against vectors of filters, the accumulators in registers
+ *   O[p][KP]       A^T m A + bias (max(0, .) with relu) of each tile: the band's output
+ *                  pixels, filters last, then transposed into out's K planes
+ * U[xi][panel][c][L] holds G g G^T of the filters (wino_filters5 with L-row panels).
+ * CP and KP are C and K rounded up to the lanes L of a vector; t runs over the band's
+ * tiles, row by row, then up to a multiple of WCL_MT / 2 (zero rows, outputs dropped). */
+#ifndef MN_WINOGRAD5_CL_H
+#define MN_WINOGRAD5_CL_H
+
+#if defined(__AVX512F__)
+#define WCL_VBYTES 64
+#define WCL_MT 7    /* tiles a chunk (a micro-kernel call): 14 accumulators */
+#elif defined(__AVX__)
+#define WCL_VBYTES 32
+#define WCL_MT 6    /* 12 accumulators of 16 ymm */
+#else
+#define WCL_VBYTES 16
+#define WCL_MT 6
+#endif
+#define WCL_L ((int)(WCL_VBYTES / 4))
+typedef float wcl_v __attribute__((vector_size(WCL_VBYTES), aligned(4)));
+typedef int wcl_iv __attribute__((vector_size(WCL_VBYTES), aligned(4)));
+
+typedef struct wcl_geom {
+    mn_idx N, C, H, W, K, OH, OW, ph, pw;
+    mn_idx th, tw;    /* 2x2 tiles down and across */
+    mn_idx CP, KP;    /* C and K rounded up to WCL_L */
+    mn_idx rows;      /* tile rows a band */
+    mn_idx mt;        /* tiles a chunk: WCL_MT, or 2 WCL_MT where KP is one vector */
+    mn_idx xw;        /* xp's width: 2 * tw + 4 */
+} wcl_geom;
+
+static inline int wcl_lanes(void) { return WCL_L; }
+static inline int wcl_mt(void) { return WCL_MT; }
+
+/* dst[i * di + j] = src[j * sj + i] for i < ni, j < nj: 16 x 16 blocks through registers
+ * (_tr16.h), the edges value by value. */
+static void wcl_transpose(const float* src, mn_idx sj, float* restrict dst, mn_idx di,
+                          mn_idx ni, mn_idx nj)
+{
+    mn_idx i0 = 0, j0 = 0;
+    for (; i0 + 16 <= ni; i0 += 16) {
+        for (j0 = 0; j0 + 16 <= nj; j0 += 16) {
+            mn_tr16f r[16];
+            for (int j = 0; j < 16; j++) memcpy(&r[j], src + (j0 + j) * sj + i0, 64);
+            mn_tr16_f32(r);
+            for (int i = 0; i < 16; i++) memcpy(dst + (i0 + i) * di + j0, &r[i], 64);
+        }
+        for (mn_idx i = i0; i < i0 + 16; i++)
+            for (mn_idx j = j0; j < nj; j++) dst[i * di + j] = src[j * sj + i];
+    }
+    for (mn_idx i = i0; i < ni; i++)
+        for (mn_idx j = 0; j < nj; j++) dst[i * di + j] = src[j * sj + i];
+}
+
+/* The band's padded input rows (tile rows ty0..ty0 + nrow): xp[y][x][CP] = image row
+ * 2 ty0 + y - ph, column x - pw, zero outside the image and in lanes c >= C. tmp holds
+ * the image rows transposed (pixels x CP). */
+static void wcl_rows_in(const wcl_geom* g, const float* x, mn_idx n, mn_idx ty0, mn_idx nrow,
+                        float* restrict xp, float* restrict tmp)
+{
+    mn_idx CP = g->CP, xw = g->xw, yp0 = 2 * ty0, yp1 = yp0 + 2 * nrow + 4;
+    mn_idx ya = yp0 - g->ph, yb = yp1 - g->ph;
+    if (ya < 0) ya = 0;
+    if (yb > g->H) yb = g->H;
+    memset(xp, 0, (size_t)(yp1 - yp0) * xw * CP * sizeof(float));
+    if (yb <= ya)
+        return;
+    mn_idx W = g->W, pix = (yb - ya) * W;
+    if (g->C < CP)
+        memset(tmp, 0, (size_t)pix * CP * sizeof(float));
+    wcl_transpose(x + (n * g->C * g->H + ya) * W, g->H * W, tmp, CP, pix, g->C);
+    for (mn_idx y = ya; y < yb; y++)
+        memcpy(xp + ((y + g->ph - yp0) * xw + g->pw) * CP, tmp + (y - ya) * W * CP,
+               (size_t)W * CP * sizeof(float));
+}
+
+/* B^T of six vectors (the 3x3 path's input transform, wino_in) */
+#define WCL_BT(o, os, d0, d1, d2, d3, d4, d5) do {                                  \
+        (o)[0 * (os)] = 4 * (d0) - 5 * (d2) + (d4);                                 \
+        (o)[1 * (os)] = (d4) + (d3) - 4 * ((d1) + (d2));                            \
+        (o)[2 * (os)] = (d4) - (d3) + 4 * ((d1) - (d2));                            \
+        (o)[3 * (os)] = (d4) - (d2) + 2 * ((d3) - (d1));                            \
+        (o)[4 * (os)] = (d4) - (d2) - 2 * ((d3) - (d1));                            \
+        (o)[5 * (os)] = 4 * (d1) - 5 * (d3) + (d5);                                 \
+    } while (0)
+
+/* V[xi][j] = B^T d B of the chunk's tiles t0 + j, j < mt (zero past the band's T
+ * tiles). */
+static void wcl_tiles_in(const wcl_geom* g, const float* xp, mn_idx t0, mn_idx T,
+                         float* restrict V)
+{
+    mn_idx CP = g->CP, xw = g->xw, vs = g->mt * CP, tw = g->tw;
+    for (int j = 0; j < g->mt; j++) {
+        mn_idx t = t0 + j;
+        if (t >= T) {
+            for (int xi = 0; xi < 36; xi++) memset(V + xi * vs + j * CP, 0, CP * sizeof(float));
+            continue;
+        }
+        const float* p = xp + (2 * (t / tw) * xw + 2 * (t % tw)) * CP;
+        for (mn_idx cv = 0; cv < CP; cv += WCL_L) {
+            wcl_v u[36];
+            for (int s = 0; s < 6; s++) {   /* u = B^T d, column s */
+#define WCL_D(r) (*(const wcl_v*)(p + ((r) * xw + s) * CP + cv))
+                WCL_BT(u + s, 6, WCL_D(0), WCL_D(1), WCL_D(2), WCL_D(3), WCL_D(4), WCL_D(5));
+#undef WCL_D
+            }
+            float* v = V + j * CP + cv;
+            for (int r = 0; r < 6; r++) {   /* v = u B, row r */
+                wcl_v o[6];
+                WCL_BT(o, 1, u[r * 6], u[r * 6 + 1], u[r * 6 + 2], u[r * 6 + 3], u[r * 6 + 4],
+                       u[r * 6 + 5]);
+                for (int q = 0; q < 6; q++) *(wcl_v*)(v + (r * 6 + q) * vs) = o[q];
+            }
+        }
+    }
+}
+#undef WCL_BT
+
+/* One transform position xi = 6 r + s of the chunk: the product V[xi] (WCL_MT tiles x C)
+ * @ U[xi] (C x NV vectors, panels ps apart), accumulated in registers, then folded into
+ * the first half of the output transform, S_a[s] = sum over r of A^T[a][r] M[6 r + s]
+ * (A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 1]): s0 and s1 (rows ss apart) are set at the first
+ * r that reaches them (r = 0 and r = 1) and added to after; r = 5 leaves s0 alone. So the
+ * 36 products of a tile never leave L1 (12 sums against 36 products a filter vector). */
+#define WCL_KERNEL(NAME, MT, NV)                                                    \
+static void NAME(mn_idx C, const float* restrict v, mn_idx vstride, const float* restrict u, \
+                 mn_idx ps, float* restrict s0, float* restrict s1, int r)           \
+{                                                                                   \
+    wcl_v acc[MT][NV];                                                          \
+    _Pragma("GCC unroll 16")                                                        \
+    for (int i = 0; i < MT; i++)                                                \
+        _Pragma("GCC unroll 2")                                                     \
+        for (int q = 0; q < NV; q++) acc[i][q] = (wcl_v){0};                        \
+    for (mn_idx c = 0; c < C; c++) {                                                \
+        wcl_v b[NV];                                                                \
+        _Pragma("GCC unroll 2")                                                     \
+        for (int q = 0; q < NV; q++) b[q] = *(const wcl_v*)(u + q * ps + c * WCL_L); \
+        _Pragma("GCC unroll 16")                                                    \
+        for (int i = 0; i < MT; i++) {                                          \
+            float a = v[i * vstride + c];                                           \
+            _Pragma("GCC unroll 2")                                                 \
+            for (int q = 0; q < NV; q++) acc[i][q] += a * b[q];                     \
+        }                                                                           \
+    }                                                                               \
+    const float a1 = r == 1 ? 1.0f : r == 2 ? -1.0f : r == 3 ? 2.0f : r == 4 ? -2.0f : 1.0f; \
+    _Pragma("GCC unroll 16")                                                        \
+    for (int i = 0; i < MT; i++)                                                \
+        _Pragma("GCC unroll 2")                                                     \
+        for (int q = 0; q < NV; q++) {                                              \
+            wcl_v* p0 = (wcl_v*)(s0 + i * WCL_KV + q * WCL_L);                      \
+            wcl_v* p1 = (wcl_v*)(s1 + i * WCL_KV + q * WCL_L);                      \
+            if (r == 0) *p0 = acc[i][q];                                            \
+            else if (r < 5) *p0 += acc[i][q];                                       \
+            if (r == 1) *p1 = acc[i][q];                                            \
+            else if (r > 1) *p1 += a1 * acc[i][q];                                  \
+        }                                                                           \
+}
+/* the sums' rows: 2 vectors of filters a tile (a chunk's filter vectors run in pairs) */
+#define WCL_KV (2 * WCL_L)
+WCL_KERNEL(wcl_kernel_2, WCL_MT, 2)
+WCL_KERNEL(wcl_kernel_1, WCL_MT, 1)
+WCL_KERNEL(wcl_kernel_1w, 2 * WCL_MT, 1)   /* KP one vector: twice the tiles */
+#undef WCL_KERNEL
+
+/* The chunk's outputs for filters k0..k0 + 2 L: S (12 sums, [a][s][tile][2 L]) through the
+ * second half of the output transform, plus the bias (max(0, .) with relu; NaN stays
+ * NaN), into O[p][KP + k0], p the band's output pixel (row 2 (t / tw) + a, column
+ * 2 (t % tw) + b), clipped at the output's edges (rows past orow). */
+static void wcl_tiles_out(const wcl_geom* g, const float* S, const float* bias, mn_idx t0,
+                          mn_idx T, mn_idx orow, mn_idx k0, int relu, float* restrict O)
+{
+    mn_idx KP = g->KP, tw = g->tw, OW = g->OW, ss = g->mt * WCL_KV;
+    int nv = KP - k0 >= WCL_KV ? 2 : 1;
+    for (int j = 0; j < g->mt && t0 + j < T; j++) {
+        mn_idx t = t0 + j, y0 = 2 * (t / tw), x0 = 2 * (t % tw);
+        int rows = orow - y0 < 2 ? (int)(orow - y0) : 2, cols = OW - x0 < 2 ? (int)(OW - x0) : 2;
+        for (int q = 0; q < nv; q++) {
+            wcl_v b = *(const wcl_v*)(bias + k0 + q * WCL_L);
+            for (int a = 0; a < rows; a++) {   /* o = s A (2x2), row a */
+#define WCL_Z(c) (*(const wcl_v*)(S + (a * 6 + (c)) * ss + j * WCL_KV + q * WCL_L))
+                wcl_v z0 = WCL_Z(0), z1 = WCL_Z(1), z2 = WCL_Z(2), z3 = WCL_Z(3),
+                      z4 = WCL_Z(4), z5 = WCL_Z(5);
+#undef WCL_Z
+                wcl_v o[2] = {z0 + z1 + z2 + z3 + z4 + b, z1 - z2 + 2 * (z3 - z4) + z5 + b};
+                for (int c = 0; c < cols; c++) {
+                    if (relu)
+                        o[c] = (wcl_v)((wcl_iv)o[c] & ~(wcl_iv)(o[c] < 0));
+                    *(wcl_v*)(O + ((y0 + a) * OW + x0 + c) * KP + k0 + q * WCL_L) = o[c];
+                }
+            }
+        }
+    }
+}
+
+/* One work item: tile rows ty0..ty0 + nrow of image n, into out (N, K, OH, OW), chunk by
+ * chunk of WCL_MT tiles: V (36 x WCL_MT x CP) and the sums S (12 x WCL_MT x 2 L) stay in
+ * L1 while U streams from L2. ws: the calling thread's workspace (wcl_ws_items), bias:
+ * KP values (zero past K). */
+static void wcl_band(const wcl_geom* g, const float* x, const float* U, const float* bias,
+                     float* out, mn_idx n, mn_idx ty0, mn_idx nrow, int relu, float* ws)
+{
+    mn_idx C = g->C, CP = g->CP, KP = g->KP, xw = g->xw, ps = C * WCL_L;
+    mn_idx T = nrow * g->tw, mt = g->mt, ss = mt * WCL_KV;
+    float* xp = ws;
+    float* tmp = xp + (2 * g->rows + 4) * xw * CP;
+    float* V = tmp + (2 * g->rows + 4) * g->W * CP;
+    float* S = V + 36 * mt * CP;
+    float* O = S + 12 * ss;
+    mn_idx oy0 = 2 * ty0, orow = g->OH - oy0 < 2 * nrow ? g->OH - oy0 : 2 * nrow;
+    wcl_rows_in(g, x, n, ty0, nrow, xp, tmp);
+    for (mn_idx t0 = 0; t0 < T; t0 += mt) {
+        wcl_tiles_in(g, xp, t0, T, V);
+        for (mn_idx k0 = 0; k0 < KP; k0 += WCL_KV) {
+            for (int xi = 0; xi < 36; xi++) {
+                const float* u = U + xi * KP * C + k0 / WCL_L * ps;
+                const float* v = V + xi * mt * CP;
+                float* s0 = S + (xi % 6) * ss;
+                if (mt != WCL_MT)
+                    wcl_kernel_1w(C, v, CP, u, ps, s0, s0 + 6 * ss, xi / 6);
+                else if (KP - k0 >= WCL_KV)
+                    wcl_kernel_2(C, v, CP, u, ps, s0, s0 + 6 * ss, xi / 6);
+                else
+                    wcl_kernel_1(C, v, CP, u, ps, s0, s0 + 6 * ss, xi / 6);
+            }
+            wcl_tiles_out(g, S, bias, t0, T, orow, k0, relu, O);
+        }
+    }
+    wcl_transpose(O, KP, out + (n * g->K * g->OH + oy0) * g->OW, g->OH * g->OW, g->K,
+                  orow * g->OW);
+}
+
+/* Items of one thread's workspace (wcl_band's parts). */
+static inline mn_idx wcl_ws_items(const wcl_geom* g)
+{
+    return (2 * g->rows + 4) * (g->xw + g->W) * g->CP + 36 * g->mt * g->CP
+           + 12 * g->mt * WCL_KV + 2 * g->rows * g->OW * g->KP;
+}
+#endif
