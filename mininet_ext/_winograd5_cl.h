@@ -5,17 +5,22 @@
  * scattered back pixel by pixel. At 16-32 channels those moves cost more than the 36
  * GEMMs (MNIST's 100x16x14x14 -> 32: gather 36%, scatter 16%, GEMM 21% of its time).
  * Here the vectors run across channels instead. One work item is a band of tile rows
- * of one image:
+ * of one image, taken chunk by chunk of mt tiles (row by row; the last chunk's slots
+ * past the band are zero, their outputs dropped):
  *   xp[y][x][CP]   the band's zero-padded input rows, channels last (lanes c >= C zero):
  *                  a transpose of the image's rows in 16 x 16 register blocks
- *   V[xi][t][CP]   B^T d B of each tile's patch: 36 whole-vector loads from xp
- *   M[xi][t][KP]   V[xi] (tiles x C) @ U[xi] (C x KP): each tile's channel value
- *                  broadcast against vectors of filters, the accumulators in registers
- *   O[p][KP]       A^T m A + bias (max(0, .) with relu) of each tile: the band's output
+ *   V[xi][j][CP]   B^T d B of the chunk's tiles: 36 whole-vector loads from xp a tile
+ *   S[a][s][j][2L] V[xi] (tiles x C) @ U[xi] (C x KP), 2 filter vectors at a time: each
+ *                  tile's channel value broadcast against the filters, the accumulators
+ *                  in registers, folded at once into the first half of the output
+ *                  transform (A^T m: 12 sums for 36 products), so V and S stay in L1
+ *   O[p][KP]       the second half (s A) + bias (max(0, .) with relu): the band's output
  *                  pixels, filters last, then transposed into out's K planes
  * U[xi][panel][c][L] holds G g G^T of the filters (wino_filters5 with L-row panels).
- * CP and KP are C and K rounded up to the lanes L of a vector; t runs over the band's
- * tiles, row by row, then up to a multiple of WCL_MT / 2 (zero rows, outputs dropped). */
+ * CP and KP are C and K rounded up to the lanes L of a vector. Tried: the six products
+ * of a transform column summed in registers (4 tiles x 2 vectors, 8 accumulators, no
+ * fold through memory) ran 1.1-1.25x this kernel's time on MNIST's conv2 (Xeon model
+ * 207), the accumulators' latency exposed over a 16-channel reduction. */
 #ifndef MN_WINOGRAD5_CL_H
 #define MN_WINOGRAD5_CL_H
 
