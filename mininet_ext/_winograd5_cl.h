@@ -80,10 +80,20 @@ static void wcl_rows_in(const wcl_geom* g, const float* x, mn_idx n, mn_idx ty0,
     mn_idx ya = yp0 - g->ph, yb = yp1 - g->ph;
     if (ya < 0) ya = 0;
     if (yb > g->H) yb = g->H;
-    memset(xp, 0, (size_t)(yp1 - yp0) * xw * CP * sizeof(float));
-    if (yb <= ya)
+    size_t row = (size_t)xw * CP * sizeof(float);
+    if (yb <= ya) {
+        memset(xp, 0, (size_t)(yp1 - yp0) * row);
         return;
-    mn_idx W = g->W, pix = (yb - ya) * W;
+    }
+    /* zero only what the image rows leave: the rows above and below, and each image
+     * row's padding columns */
+    mn_idx W = g->W, pix = (yb - ya) * W, r0 = ya + g->ph - yp0, r1 = yb + g->ph - yp0;
+    memset(xp, 0, (size_t)r0 * row);
+    memset(xp + r1 * xw * CP, 0, (size_t)(yp1 - yp0 - r1) * row);
+    for (mn_idx r = r0; r < r1; r++) {
+        memset(xp + r * xw * CP, 0, (size_t)g->pw * CP * sizeof(float));
+        memset(xp + (r * xw + g->pw + W) * CP, 0, (size_t)(xw - g->pw - W) * CP * sizeof(float));
+    }
     if (g->C < CP)
         memset(tmp, 0, (size_t)pix * CP * sizeof(float));
     wcl_transpose(x + (n * g->C * g->H + ya) * W, g->H * W, tmp, CP, pix, g->C);
@@ -140,7 +150,7 @@ static void wcl_tiles_in(const wcl_geom* g, const float* xp, mn_idx t0, mn_idx T
  * (A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 1]): s0 and s1 (rows ss apart) are set at the first
  * r that reaches them (r = 0 and r = 1) and added to after; r = 5 leaves s0 alone. So the
  * 36 products of a tile never leave L1 (12 sums against 36 products a filter vector). */
-#define WCL_KERNEL(NAME, MT, NV)                                                    \
+#define WCL_KERNEL(NAME, MT, NV, VS)                                                \
 static void NAME(mn_idx C, const float* restrict v, mn_idx vstride, const float* restrict u, \
                  mn_idx ps, float* restrict s0, float* restrict s1, int r)           \
 {                                                                                   \
@@ -155,7 +165,7 @@ static void NAME(mn_idx C, const float* restrict v, mn_idx vstride, const float*
         for (int q = 0; q < NV; q++) b[q] = *(const wcl_v*)(u + q * ps + c * WCL_L); \
         _Pragma("GCC unroll 16")                                                    \
         for (int i = 0; i < MT; i++) {                                          \
-            float a = v[i * vstride + c];                                           \
+            float a = v[i * ((VS) ? (VS) : vstride) + c];                           \
             _Pragma("GCC unroll 2")                                                 \
             for (int q = 0; q < NV; q++) acc[i][q] += a * b[q];                     \
         }                                                                           \
@@ -175,9 +185,10 @@ static void NAME(mn_idx C, const float* restrict v, mn_idx vstride, const float*
 }
 /* the sums' rows: 2 vectors of filters a tile (a chunk's filter vectors run in pairs) */
 #define WCL_KV (2 * WCL_L)
-WCL_KERNEL(wcl_kernel_2, WCL_MT, 2)
-WCL_KERNEL(wcl_kernel_1, WCL_MT, 1)
-WCL_KERNEL(wcl_kernel_1w, 2 * WCL_MT, 1)   /* KP one vector: twice the tiles */
+WCL_KERNEL(wcl_kernel_2, WCL_MT, 2, 0)
+WCL_KERNEL(wcl_kernel_1, WCL_MT, 1, 0)
+WCL_KERNEL(wcl_kernel_1w, 2 * WCL_MT, 1, 0)   /* KP one vector: twice the tiles */
+WCL_KERNEL(wcl_kernel_1w32, 2 * WCL_MT, 1, 32)
 #undef WCL_KERNEL
 
 /* The chunk's outputs for filters k0..k0 + 2 L: S (12 sums, [a][s][tile][2 L]) through the
@@ -233,7 +244,9 @@ static void wcl_band(const wcl_geom* g, const float* x, const float* U, const fl
                 const float* u = U + xi * KP * C + k0 / WCL_L * ps;
                 const float* v = V + xi * mt * CP;
                 float* s0 = S + (xi % 6) * ss;
-                if (mt != WCL_MT)
+                if (mt != WCL_MT && CP == 32)
+                    wcl_kernel_1w32(C, v, CP, u, ps, s0, s0 + 6 * ss, xi / 6);
+                else if (mt != WCL_MT)
                     wcl_kernel_1w(C, v, CP, u, ps, s0, s0 + 6 * ss, xi / 6);
                 else if (KP - k0 >= WCL_KV)
                     wcl_kernel_2(C, v, CP, u, ps, s0, s0 + 6 * ss, xi / 6);

@@ -178,8 +178,9 @@ def test_every_kernel_set(isa):
 
 # the backend -----------------------------------------------------------------------------
 def test_default_rule(monkeypatch):
-    """5x5 stride-1 float32 forwards with 12-96 channels in and 32-128 filters;
-    MININET_WINOGRAD_CL=0 or MININET_WINOGRAD=0 turns it off."""
+    """5x5 stride-1 float32 forwards with 12-96 channels in and 32-128 filters (input
+    gradients: also 8-16 filters from 32 channels); MININET_WINOGRAD_CL=0 or
+    MININET_WINOGRAD=0 turns it off."""
     fits = cpu_backend._wcl_fits
     monkeypatch.delenv("MININET_WINOGRAD_CL", raising=False)
     monkeypatch.setenv("MININET_WINOGRAD", "1")
@@ -188,6 +189,13 @@ def test_default_rule(monkeypatch):
     assert fits((128, 96, 5, 5), *geo, (64, 96, 16, 16))
     assert fits((32, 12, 5, 5), (1, 1), (0, 0), (1, 1), 1, (8, 12, 5, 5))
     assert not fits((16, 32, 5, 5), *geo, (100, 32, 14, 14))   # one vector of filters
+    # input gradients: also 8-16 filters from exactly 32 channels (MNIST's conv2: 32 -> 16)
+    assert fits((16, 32, 5, 5), *geo, (100, 32, 14, 14), grad_input=True)
+    assert fits((8, 32, 5, 5), *geo, (100, 32, 14, 14), grad_input=True)
+    assert fits((48, 32, 5, 5), *geo, (64, 32, 16, 16), grad_input=True)
+    assert not fits((24, 32, 5, 5), *geo, (64, 32, 16, 16), grad_input=True)
+    assert not fits((16, 64, 5, 5), *geo, (64, 64, 16, 16), grad_input=True)
+    assert not fits((16, 16, 5, 5), *geo, (100, 16, 14, 14), grad_input=True)
     assert not fits((32, 8, 5, 5), *geo, (100, 8, 14, 14))
     assert not fits((128, 128, 5, 5), *geo, (64, 128, 16, 16))
     assert not fits((256, 64, 5, 5), *geo, (64, 64, 16, 16))
@@ -222,8 +230,8 @@ def counted(monkeypatch):
 
 @pytest.mark.torch
 def test_mnist_conv2_with_relu_and_gradients(counted):
-    """MNIST's conv2 (float32, fused ReLU) forward on this path against PyTorch, and its
-    gradients (taken by the other kernels) through it; float64 stays off it."""
+    """MNIST's conv2 (float32, fused ReLU) forward and input gradient on this path against
+    PyTorch, the weight gradient (another kernel) through it; float64 stays off it."""
     from mininet.nn import functional as mf
     x = rng.standard_normal((6, 16, 14, 14)).astype("float32")
     w = (rng.standard_normal((32, 16, 5, 5)) / 10).astype("float32")
@@ -238,6 +246,7 @@ def test_mnist_conv2_with_relu_and_gradients(counted):
     g = rng.standard_normal(want.shape).astype("float32")
     y.backward(Tensor(g, dtype="float32"))
     ty.backward(torch.tensor(g))
+    assert counted == [(6, 16, 14, 14), (6, 32, 14, 14)]   # the input gradient: 32 -> 16
     for m, t in ((mx, tx), (mw, tw), (mb, tb)):
         ref = t.grad.numpy()
         assert np.abs(m.grad.numpy() - ref).max() < 1e-4 * np.abs(ref).max()

@@ -632,6 +632,13 @@ class CPUDevice(Device):
         pad = tuple(d * (k - 1) - p for d, k, p in zip(dilation, (kh, kw), padding))
         if stride != (1, 1) or groups != 1 or min(pad) < 0:
             return False
+        if _wcl_fits(w.shape[1::-1] + w.shape[2:], stride, pad, dilation, groups, g.shape,
+                     grad_input=True) and g.dtype == w.dtype == _FLOATS[0]:
+            # F(2x2, 5x5) with channels in the vectors, flipping and swapping the filters
+            # as it transforms them
+            _wino.forward_cl(g.handle, g.offset, w.handle, w.offset, None, 0, _at(dx),
+                             g.shape, dx.shape[1], pad, 4, True)
+            return True
         if _wrows_fits(w.shape[1::-1] + w.shape[2:], stride, pad, dilation, groups, g.shape,
                        g.dtype.itemsize) and g.dtype == w.dtype:
             # the same 5x5 convolution by F(4, 5) along the rows (the flip and swap of the
@@ -1197,7 +1204,7 @@ def _wrows_fits(wshape, stride, padding, dilation, groups, xshape, itemsize):
     return 8 * (c + k + 12) * tiles * itemsize <= WROWS_MAX_BYTES
 
 
-def _wcl_fits(wshape, stride, padding, dilation, groups, xshape):
+def _wcl_fits(wshape, stride, padding, dilation, groups, xshape, grad_input=False):
     """Whether F(2x2, 5x5) with channels in the vectors (winograd.forward_cl, float32
     only) runs this 5x5 stride-1 forward (wshape (K, C, 5, 5), xshape (N, C, H, W)).
     Its transforms move whole vectors of channels (the tile-major F(2x2, 5x5) gathers
@@ -1211,13 +1218,19 @@ def _wcl_fits(wshape, stride, padding, dilation, groups, xshape):
     64x96x16x16 -> 128 0.89; left out: fewer than 32 filters (one vector of them: each
     broadcast feeds one FMA) 64x32x16x16 -> 16 0.99, -> 24 1.08, 100x8x14x14 -> 16 1.28;
     128 or more channels (the filters of one product outgrow L1) 64x128x16x16 -> 128
-    1.19, 32x256x16x16 -> 256 1.47. MININET_WINOGRAD_CL=0 (or MININET_WINOGRAD=0) turns
-    it off."""
+    1.19, 32x256x16x16 -> 256 1.47. An input gradient (grad_input: wshape the swapped
+    filters, xshape the output gradient's) takes the same bounds, and also 8-16 filters
+    from exactly 32 channels, where a kernel with the 32-channel stride built in runs two
+    vectors of tiles: against the path before (the implicit GEMM, F(4, 5) rows), MNIST's
+    conv2 (32 -> 16) 0.92, 32 -> 8 0.89, 64x32 -> 48 0.90, 96 -> 32 0.91, 96 -> 96 0.94,
+    64 -> 128 0.86; left out 32 -> 24 1.09, 64 -> 16 1.11, 16 -> 16 1.14.
+    MININET_WINOGRAD_CL=0 (or MININET_WINOGRAD=0) turns it off."""
     k, c, kh, kw = wshape
     if (kh, kw) != (5, 5) or stride != (1, 1) or dilation != (1, 1) or groups != 1 or \
             min(padding) < 0 or len(xshape) != 4 or xshape[1] != c or \
             not WCL_MIN_CHANNELS <= c <= WCL_MAX_CHANNELS or \
-            not WCL_MIN_FILTERS <= k <= WCL_MAX_FILTERS or \
+            not (WCL_MIN_FILTERS <= k <= WCL_MAX_FILTERS
+                 or grad_input and c == 32 and 8 <= k <= 16) or \
             _env("MININET_WINOGRAD_CL", "1") == "0" or _env("MININET_WINOGRAD", "1") == "0":
         return False
     if xshape[2] + 2 * padding[0] < 5 or xshape[3] + 2 * padding[1] < 5:
