@@ -112,16 +112,17 @@ static void wcl_rows_in(const wcl_geom* g, const float* x, mn_idx n, mn_idx ty0,
         (o)[5 * (os)] = 4 * (d1) - 5 * (d3) + (d5);                                 \
     } while (0)
 
-/* V[xi][j] = B^T d B of the chunk's tiles t0 + j, j < mt (zero past the band's T
- * tiles). */
+/* B^T d B of the band's tiles t0 + j, j < slots (zero past its T tiles), into V: tile j's
+ * transform position xi at V + j ts + xi vs (the forward: [xi][j][CP], the weight
+ * gradient: [j][xi][CP]). */
 static void wcl_tiles_in(const wcl_geom* g, const float* xp, mn_idx t0, mn_idx T,
-                         float* restrict V)
+                         mn_idx slots, mn_idx ts, mn_idx vs, float* restrict V)
 {
-    mn_idx CP = g->CP, xw = g->xw, vs = g->mt * CP, tw = g->tw;
-    for (int j = 0; j < g->mt; j++) {
+    mn_idx CP = g->CP, xw = g->xw, tw = g->tw;
+    for (mn_idx j = 0; j < slots; j++) {
         mn_idx t = t0 + j;
         if (t >= T) {
-            for (int xi = 0; xi < 36; xi++) memset(V + xi * vs + j * CP, 0, CP * sizeof(float));
+            for (int xi = 0; xi < 36; xi++) memset(V + xi * vs + j * ts, 0, CP * sizeof(float));
             continue;
         }
         const float* p = xp + (2 * (t / tw) * xw + 2 * (t % tw)) * CP;
@@ -132,7 +133,7 @@ static void wcl_tiles_in(const wcl_geom* g, const float* xp, mn_idx t0, mn_idx T
                 WCL_BT(u + s, 6, WCL_D(0), WCL_D(1), WCL_D(2), WCL_D(3), WCL_D(4), WCL_D(5));
 #undef WCL_D
             }
-            float* v = V + j * CP + cv;
+            float* v = V + j * ts + cv;
             for (int r = 0; r < 6; r++) {   /* v = u B, row r */
                 wcl_v o[6];
                 WCL_BT(o, 1, u[r * 6], u[r * 6 + 1], u[r * 6 + 2], u[r * 6 + 3], u[r * 6 + 4],
@@ -238,7 +239,7 @@ static void wcl_band(const wcl_geom* g, const float* x, const float* U, const fl
     mn_idx oy0 = 2 * ty0, orow = g->OH - oy0 < 2 * nrow ? g->OH - oy0 : 2 * nrow;
     wcl_rows_in(g, x, n, ty0, nrow, xp, tmp);
     for (mn_idx t0 = 0; t0 < T; t0 += mt) {
-        wcl_tiles_in(g, xp, t0, T, V);
+        wcl_tiles_in(g, xp, t0, T, mt, CP, mt * CP, V);
         for (mn_idx k0 = 0; k0 < KP; k0 += WCL_KV) {
             for (int xi = 0; xi < 36; xi++) {
                 const float* u = U + xi * KP * C + k0 / WCL_L * ps;
@@ -265,5 +266,128 @@ static inline mn_idx wcl_ws_items(const wcl_geom* g)
 {
     return (2 * g->rows + 4) * (g->xw + g->W) * g->CP + 36 * g->mt * g->CP
            + 12 * g->mt * WCL_KV + 2 * g->rows * g->OW * g->KP;
+}
+
+/* ---- the weight gradient: dW[k, c] = G^T [sum over tiles (A dY_k A^T) .* (B^T d_c B)] G,
+ * the sums dU[xi][k][CP] per thread (wino_wgrad_out5 adds the threads' and transforms
+ * them back). One work item is a band of tile rows of one image, all its tiles at once:
+ *   V[t][xi][CP]   B^T d B (wcl_tiles_in on the band's padded rows)
+ *   GY[t][xi][KP]  A y A^T of each tile's 2x2 output-grad block y (zero past the edges)
+ * then per xi, dU[xi] += GY[xi]^T V[xi]: each tile's filter value broadcast against
+ * vectors of channels, the sums over the band's tiles in registers. Tile-major, so that
+ * a tile's 36 transforms are stored side by side (xi-major rows, [xi][t], took the
+ * transform of the output grad 24% of the time, its stores 36 rows apart). */
+
+/* GY[t][xi] of the band's T tiles (36 KP items a tile), from gp[p][KP], the band's
+ * output-grad pixels, filters last (p = row * OW + column; rows from orow on are past the
+ * output). */
+static void wcl_gy(const wcl_geom* g, const float* gp, mn_idx T, mn_idx orow,
+                   float* restrict GY)
+{
+    mn_idx KP = g->KP, tw = g->tw, OW = g->OW, gs = KP;
+    for (mn_idx t = 0; t < T; t++) {
+        mn_idx y0 = 2 * (t / tw), x0 = 2 * (t % tw);
+        int rows = orow - y0 < 2 ? (int)(orow - y0) : 2, cols = OW - x0 < 2 ? (int)(OW - x0) : 2;
+        const float* p = gp + (y0 * OW + x0) * KP;
+        for (mn_idx kv = 0; kv < KP; kv += WCL_L) {
+            /* y's four values, zero past the output's edges (a tile holds (0, 0) always) */
+            wcl_v y00 = *(const wcl_v*)(p + kv), y01 = {0}, y10 = {0}, y11 = {0};
+            if (cols > 1)
+                y01 = *(const wcl_v*)(p + KP + kv);
+            if (rows > 1) {
+                y10 = *(const wcl_v*)(p + OW * KP + kv);
+                if (cols > 1)
+                    y11 = *(const wcl_v*)(p + (OW + 1) * KP + kv);
+            }
+            /* m = A y (6x2): y's values at the points, column by column */
+            wcl_v m[6][2] = {{y00, y01}, {y00 + y10, y01 + y11}, {y00 - y10, y01 - y11},
+                             {y00 + 2 * y10, y01 + 2 * y11}, {y00 - 2 * y10, y01 - 2 * y11},
+                             {y10, y11}};
+            float* o = GY + t * 36 * KP + kv;
+            for (int r = 0; r < 6; r++) {   /* GY = m A^T, row r */
+                wcl_v z0 = m[r][0], z1 = m[r][1];
+                *(wcl_v*)(o + (r * 6 + 0) * gs) = z0;
+                *(wcl_v*)(o + (r * 6 + 1) * gs) = z0 + z1;
+                *(wcl_v*)(o + (r * 6 + 2) * gs) = z0 - z1;
+                *(wcl_v*)(o + (r * 6 + 3) * gs) = z0 + 2 * z1;
+                *(wcl_v*)(o + (r * 6 + 4) * gs) = z0 - 2 * z1;
+                *(wcl_v*)(o + (r * 6 + 5) * gs) = z1;
+            }
+        }
+    }
+}
+
+/* du[i][q L ..] += sum over t < T of gy[t][i] * v[t][q L ..]: KB filters (rows ds apart)
+ * by NV vectors of channels, the sums over the tiles in registers. */
+#define WCL_WKERNEL(NAME, KB, NV)                                                   \
+static void NAME(mn_idx T, const float* restrict gy, mn_idx gstride, const float* restrict v, \
+                 mn_idx vstride, float* restrict du, mn_idx ds)                     \
+{                                                                                   \
+    wcl_v acc[KB][NV];                                                              \
+    _Pragma("GCC unroll 16")                                                        \
+    for (int i = 0; i < KB; i++)                                                    \
+        _Pragma("GCC unroll 2")                                                     \
+        for (int q = 0; q < NV; q++) acc[i][q] = (wcl_v){0};                        \
+    for (mn_idx t = 0; t < T; t++) {                                                \
+        wcl_v b[NV];                                                                \
+        _Pragma("GCC unroll 2")                                                     \
+        for (int q = 0; q < NV; q++) b[q] = *(const wcl_v*)(v + t * vstride + q * WCL_L); \
+        _Pragma("GCC unroll 16")                                                    \
+        for (int i = 0; i < KB; i++) {                                              \
+            float a = gy[t * gstride + i];                                          \
+            _Pragma("GCC unroll 2")                                                 \
+            for (int q = 0; q < NV; q++) acc[i][q] += a * b[q];                     \
+        }                                                                           \
+    }                                                                               \
+    _Pragma("GCC unroll 16")                                                        \
+    for (int i = 0; i < KB; i++)                                                    \
+        _Pragma("GCC unroll 2")                                                     \
+        for (int q = 0; q < NV; q++) *(wcl_v*)(du + i * ds + q * WCL_L) += acc[i][q]; \
+}
+WCL_WKERNEL(wcl_wkernel_2, WCL_L / 2, 2)
+WCL_WKERNEL(wcl_wkernel_1, WCL_L, 1)
+#undef WCL_WKERNEL
+
+/* One work item of the weight gradient: tile rows ty0..ty0 + nrow of image n, added into
+ * dU (this thread's sums); ws: the rest of this thread's workspace (wcl_wgrad_items). */
+static void wcl_wgrad_band(const wcl_geom* g, const float* x, const float* dy, mn_idx n,
+                           mn_idx ty0, mn_idx nrow, float* dU, float* ws)
+{
+    mn_idx CP = g->CP, KP = g->KP, tw = g->tw, OW = g->OW, slots = g->rows * tw;
+    mn_idx T = nrow * tw, oy0 = 2 * ty0, orow = g->OH - oy0 < 2 * nrow ? g->OH - oy0 : 2 * nrow;
+    float* xp = ws;
+    float* tmp = xp + (2 * g->rows + 4) * g->xw * CP;
+    float* gp = tmp + (2 * g->rows + 4) * g->W * CP;
+    float* V = gp + 2 * g->rows * OW * KP;
+    float* GY = V + 36 * slots * CP;
+    wcl_rows_in(g, x, n, ty0, nrow, xp, tmp);
+    wcl_tiles_in(g, xp, 0, T, slots, 36 * CP, CP, V);
+    if (g->K < KP)
+        memset(gp, 0, (size_t)orow * OW * KP * sizeof(float));
+    wcl_transpose(dy + (n * g->K * g->OH + oy0) * OW, g->OH * OW, gp, KP, orow * OW, g->K);
+    wcl_gy(g, gp, T, orow, GY);
+    for (int xi = 0; xi < 36; xi++) {
+        const float* gx = GY + xi * KP;
+        const float* vx = V + xi * CP;
+        float* dx = dU + xi * KP * CP;
+        for (mn_idx k0 = 0; k0 < KP; k0 += WCL_L / 2) {
+            mn_idx c0 = 0;
+            for (; c0 + 2 * WCL_L <= CP; c0 += 2 * WCL_L)
+                wcl_wkernel_2(T, gx + k0, 36 * KP, vx + c0, 36 * CP, dx + k0 * CP + c0, CP);
+            if (c0 < CP) {   /* one vector of channels left: twice the filters a call */
+                if (k0 % WCL_L == 0)
+                    wcl_wkernel_1(T, gx + k0, 36 * KP, vx + c0, 36 * CP, dx + k0 * CP + c0,
+                                  CP);
+            }
+        }
+    }
+}
+
+/* Items of one thread's weight-gradient workspace: its sums dU, then wcl_wgrad_band's. */
+static inline mn_idx wcl_wgrad_items(const wcl_geom* g)
+{
+    mn_idx slots = g->rows * g->tw;
+    return 36 * g->KP * g->CP + (2 * g->rows + 4) * (g->xw + g->W) * g->CP
+           + 2 * g->rows * g->OW * g->KP + 36 * slots * (g->CP + g->KP);
 }
 #endif

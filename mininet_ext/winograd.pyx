@@ -97,6 +97,9 @@ cdef extern from "_winograd.h" nogil:
     void wcl_band(const wcl_geom* g, const float* x, const float* U, const float* bias,
                   float* out, Py_ssize_t n, Py_ssize_t ty0, Py_ssize_t nrow, int relu,
                   float* ws)
+    Py_ssize_t wcl_wgrad_items(const wcl_geom* g)
+    void wcl_wgrad_band(const wcl_geom* g, const float* x, const float* dy, Py_ssize_t n,
+                        Py_ssize_t ty0, Py_ssize_t nrow, float* dU, float* ws)
 
 mn_isa_bind(PyCapsule_GetPointer(_isa.KERNELS, "mininet_ext.kernels"))
 
@@ -546,3 +549,69 @@ def forward_cl(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bi
             band = b % bands
             wcl_band(&g, xs, U, <float*>bbuf.ptr, <float*>out.ptr, b // bands,
                      band * g.rows, min(g.rows, g.th - band * g.rows), relu, ws + t * per)
+
+
+# A band's transformed tiles V and GY (most of a thread's weight-gradient workspace) stay
+# under this many bytes, in L2, where a tile row allows.
+cdef Py_ssize_t CL_WGRAD_BAND_BYTES = 512 << 10
+
+
+cdef wcl_geom cl_wgrad_geom(tuple xshape, Py_ssize_t K, tuple pad):
+    """cl_geom with bands sized for the weight gradient (all of a band's tiles at once)."""
+    cdef wcl_geom g = cl_geom(xshape, K, pad)
+    cdef Py_ssize_t bands
+    g.rows = max(1, min(g.th, CL_WGRAD_BAND_BYTES // (36 * (g.CP + g.KP) * 4 * g.tw)))
+    bands = (g.th + g.rows - 1) // g.rows
+    g.rows = (g.th + bands - 1) // bands   # even bands
+    return g
+
+
+def cl_weight_grad_workspace_bytes(tuple xshape, Py_ssize_t K, tuple pad=(2, 2),
+                                   int threads=1):
+    """Bytes of scratch memory weight_grad_cl() takes for this shape: per thread its own
+    sums of the 36 products (36 x K x C) and one band's transformed tiles."""
+    out_map(xshape, K, pad, "winograd cl weight grad", 5)
+    cdef wcl_geom g = cl_wgrad_geom(xshape, K, pad)
+    return 4 * max(threads, 1) * round_up(wcl_wgrad_items(&g), 16)
+
+
+def weight_grad_cl(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, Buffer dw,
+                   tuple xshape, Py_ssize_t K, tuple pad, int itemsize):
+    """dw (K, C, 5, 5) = the weight gradient of out = conv(x, w, stride 1, padding pad),
+    given dy = d loss / d out (N, K, OH, OW), by F(2x2, 5x5) with channels in the vectors
+    (_winograd5_cl.h); float32, x (N, C, H, W) and dy compact. Threads take bands of tile
+    rows of an image, each summing its own 36 products; the sums are added and
+    transformed back at the end."""
+    check_itemsize(itemsize, "winograd cl weight grad")
+    n, c, oh, ow = out_map(xshape, K, pad, "winograd cl weight grad", 5)
+    need(x, x_off, xshape, itemsize, "winograd cl weight grad", "input")
+    need(dy, dy_off, (n, K, oh, ow), itemsize, "winograd cl weight grad", "output grad")
+    need(dw, 0, (K, c, 5, 5), itemsize, "winograd cl weight grad", "weight grad")
+    if itemsize != 4:
+        raise ValueError(f"winograd cl weight grad: float32 only (itemsize 4), got itemsize "
+                         f"{itemsize}")
+    if K * c == 0:
+        return
+    cdef int nt = threads_for(n * K * oh * ow * c * 4)
+    cdef wcl_geom g = cl_wgrad_geom(xshape, K, pad)
+    cdef Py_ssize_t bands = (g.th + g.rows - 1) // g.rows, items = n * bands
+    cdef Py_ssize_t per = round_up(wcl_wgrad_items(&g), 16), sums = 36 * g.KP * g.CP
+    nt = <int>max(1, min(nt, items))
+    cdef Buffer work = Buffer(nt * per * 4)
+    cdef float* xs = <float*>(x.ptr + x_off * 4)
+    cdef float* dys = <float*>(dy.ptr + dy_off * 4)
+    cdef float* ws = <float*>work.ptr
+    cdef int t
+    cdef Py_ssize_t b, band
+    with nogil:
+        for t in prange(nt, num_threads=nt, schedule='static'):
+            memset(ws + t * per, 0, sums * 4)
+        for b in prange(items, num_threads=nt, schedule='dynamic'):
+            t = threadid()
+            band = b % bands
+            wcl_wgrad_band(&g, xs, dys, b // bands, band * g.rows,
+                           min(g.rows, g.th - band * g.rows), ws + t * per,
+                           ws + t * per + sums)
+        for t in prange(nt, num_threads=nt, schedule='static'):
+            wino_wgrad_out5_f32(ws, nt, per, g.KP, g.CP, g.C, K * t // nt, K * (t + 1) // nt,
+                                <float*>dw.ptr)

@@ -36,6 +36,28 @@ def cl(x, w, b, pad, flip=False, relu=False):
     return out
 
 
+def cl_dw(x, dy, pad):
+    """The weight-gradient kernel on numpy arrays (dw starts as NaN)."""
+    k, c = dy.shape[1], x.shape[1]
+    dw = np.full((k, c, 5, 5), np.nan, np.float32)
+    wg.weight_grad_cl(Buffer.wrap(np.ascontiguousarray(dy)), 0,
+                      Buffer.wrap(np.ascontiguousarray(x)), 0, Buffer.wrap(dw), x.shape, k,
+                      pad, 4)
+    return dw
+
+
+def direct_dw(x, dy, pad):
+    """dw[k, c, i, j] = sum over n, y, x of dy[n, k, y, x] * xpad[n, c, y + i, x + j] in
+    float64."""
+    oh, ow = dy.shape[2:]
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
+    dw = np.zeros((dy.shape[1], x.shape[1], 5, 5))
+    for i in range(5):
+        for j in range(5):
+            dw[:, :, i, j] = np.einsum("nkhw,nchw->kc", dy, xp[:, :, i:i + oh, j:j + ow])
+    return dw
+
+
 @pytest.mark.parametrize("hw", [(1, 1), (5, 5), (7, 9), (14, 14), (3, 17), (16, 13)])
 @pytest.mark.parametrize("pad", [(0, 0), (2, 2), (1, 3), (4, 4)])
 @pytest.mark.parametrize("c,k", [(1, 1), (3, 5), (16, 32), (17, 33), (40, 13), (12, 48),
@@ -55,6 +77,8 @@ def test_kernel_matches_direct(hw, pad, c, k):
     assert rel_err(cl(x, wt, None, pad, flip=True), direct(x, w, None, pad)) < F32_TOL
     got = cl(x, w, b, pad, relu=True)
     assert got.min() >= 0 and rel_err(got, np.maximum(ref, 0)) < F32_TOL
+    dy = rng.standard_normal(ref.shape).astype("float32")
+    assert rel_err(cl_dw(x, dy, pad), direct_dw(x, dy, pad)) < F32_TOL
 
 
 def test_bands_threads_and_empty():
@@ -77,6 +101,14 @@ def test_bands_threads_and_empty():
         mininet.set_num_threads(old)
     assert rel_err(two, direct(x, w, b, (2, 2))) < F32_TOL
     np.testing.assert_array_equal(one, two)
+    dy = rng.standard_normal(two.shape).astype("float32")
+    assert wg.cl_weight_grad_workspace_bytes(x.shape, 40, (2, 2)) < 4 << 20   # banded
+    try:
+        mininet.set_num_threads(2)
+        dw = cl_dw(x, dy, (2, 2))   # the two threads' sums added at the end
+    finally:
+        mininet.set_num_threads(old)
+    assert rel_err(dw, direct_dw(x, dy, (2, 2))) < F32_TOL
     x = rng.standard_normal((5, 16, 14, 14)).astype("float32")
     w = rng.standard_normal((32, 16, 5, 5)).astype("float32")
     assert rel_err(cl(x, w, None, (2, 2)), direct(x, w, None, (2, 2))) < F32_TOL
@@ -127,6 +159,15 @@ def test_bad_input():
     with pytest.raises(ValueError, match="float32 only"):
         wg.forward_cl(x64, 0, Buffer.wrap(np.ones((4, 3, 5, 5))), 0, None, 0,
                       Buffer.wrap(np.zeros((1, 4, 5, 5))), (1, 3, 5, 5), 4, (2, 2), 8)
+    with pytest.raises(ValueError, match="output grad"):
+        wg.weight_grad_cl(Buffer.wrap(np.zeros((1, 4, 1, 1), np.float32)), 0, x, 0,
+                          Buffer.wrap(w), (1, 3, 5, 5), 4, (2, 2), 4)
+    with pytest.raises(ValueError, match="weight grad"):
+        wg.weight_grad_cl(Buffer.wrap(out), 0, x, 0, Buffer.wrap(np.zeros((4, 3, 3, 3),
+                          np.float32)), (1, 3, 5, 5), 4, (2, 2), 4)
+    with pytest.raises(ValueError, match="float32 only"):
+        wg.weight_grad_cl(Buffer.wrap(np.zeros((1, 4, 5, 5))), 0, x64, 0,
+                          Buffer.wrap(np.zeros((4, 3, 5, 5))), (1, 3, 5, 5), 4, (2, 2), 8)
     with pytest.raises(ValueError, match="zero input channels"):
         wg.forward_cl(Buffer.wrap(np.ones((1, 0, 5, 5), np.float32)), 0,
                       Buffer.wrap(np.ones((4, 0, 5, 5), np.float32)), 0, None, 0,
@@ -141,6 +182,11 @@ def test_workspace_is_bounded():
     assert filters < one and two - one == one - filters and one - filters < 1 << 20
     tall = wg.cl_workspace_bytes((1, 64, 4096, 64), 64, (2, 2))
     assert tall < 2 << 20   # banded
+    # the weight gradient: per thread its sums (36 x K x C) and one band's tiles
+    one, two = (wg.cl_weight_grad_workspace_bytes((100, 16, 14, 14), 32, (2, 2), t)
+                for t in (1, 2))
+    assert two == 2 * one and 36 * 32 * 16 * 4 < one < 1 << 20
+    assert wg.cl_weight_grad_workspace_bytes((1, 64, 4096, 64), 64, (2, 2)) < 2 << 20
 
 
 # every kernel set this CPU runs, each in a fresh process --------------------------------
@@ -164,6 +210,13 @@ for c, k, h, wd, pad in ((3, 5, 7, 9, 2), (33, 70, 11, 10, 1), (16, 32, 14, 14, 
     wg.forward_cl(Buffer.wrap(x), 0, Buffer.wrap(w), 0, None, 0, Buffer.wrap(out),
                   x.shape, k, (pad, pad), 4)
     worst = max(worst, float(np.abs(out - ref).max() / np.abs(ref).max()))
+    dy = rng.standard_normal(ref.shape).astype("float32")
+    dref = np.stack([np.stack([np.einsum("nkhw,nchw->kc", dy, xp[:, :, i:i + oh, j:j + ow])
+                               for j in range(5)], -1) for i in range(5)], -2)
+    dw = np.full(dref.shape, np.nan, np.float32)
+    wg.weight_grad_cl(Buffer.wrap(dy), 0, Buffer.wrap(x), 0, Buffer.wrap(dw), x.shape, k,
+                      (pad, pad), 4)
+    worst = max(worst, float(np.abs(dw - dref).max() / np.abs(dref).max()))
 print(json.dumps({"active": _isa.active(), "worst": worst}))
 """
 
@@ -179,8 +232,8 @@ def test_every_kernel_set(isa):
 # the backend -----------------------------------------------------------------------------
 def test_default_rule(monkeypatch):
     """5x5 stride-1 float32 forwards with 12-96 channels in and 32-128 filters (input
-    gradients: also 8-16 filters from 32 channels); MININET_WINOGRAD_CL=0 or
-    MININET_WINOGRAD=0 turns it off."""
+    gradients: also 8-16 filters from 32 channels; weight gradients: 16-128 channels and
+    filters); MININET_WINOGRAD_CL=0 or MININET_WINOGRAD=0 turns it off."""
     fits = cpu_backend._wcl_fits
     monkeypatch.delenv("MININET_WINOGRAD_CL", raising=False)
     monkeypatch.setenv("MININET_WINOGRAD", "1")
@@ -204,8 +257,15 @@ def test_default_rule(monkeypatch):
     assert not fits((64, 64, 5, 5), (1, 1), (2, 2), (2, 2), 1, (8, 64, 16, 16))
     assert not fits((64, 32, 5, 5), (1, 1), (2, 2), (1, 1), 2, (8, 64, 16, 16))
     assert not fits((32, 16, 5, 5), (1, 1), (0, 0), (1, 1), 1, (8, 16, 4, 9))
+    # weight gradients: 16-128 channels and filters
+    assert fits((32, 16, 5, 5), *geo, (100, 16, 14, 14), grad_weight=True)
+    assert fits((128, 128, 5, 5), *geo, (64, 128, 16, 16), grad_weight=True)
+    assert fits((16, 32, 5, 5), *geo, (64, 32, 16, 16), grad_weight=True)
+    assert not fits((32, 12, 5, 5), *geo, (100, 12, 14, 14), grad_weight=True)
+    assert not fits((256, 64, 5, 5), *geo, (64, 64, 16, 16), grad_weight=True)
     monkeypatch.setenv("MININET_WINOGRAD_CL", "0")
     assert not fits((32, 16, 5, 5), *geo, (100, 16, 14, 14))
+    assert not fits((32, 16, 5, 5), *geo, (100, 16, 14, 14), grad_weight=True)
     monkeypatch.setenv("MININET_WINOGRAD_CL", "1")
     monkeypatch.setenv("MININET_WINOGRAD", "0")
     assert not fits((32, 16, 5, 5), *geo, (100, 16, 14, 14))
@@ -213,7 +273,8 @@ def test_default_rule(monkeypatch):
 
 @pytest.fixture
 def counted(monkeypatch):
-    """The conv ops on the fused kernels at any map size, counting forward_cl calls."""
+    """The conv ops on the fused kernels at any map size, counting forward_cl calls (by
+    their input's shape) and weight_grad_cl ones (("dw", x's shape))."""
     from mininet.backend.cpu import CPUDevice
     monkeypatch.setattr(CPUDevice, "conv2d_min_pixels", 0)
     monkeypatch.delenv("MININET_WINOGRAD_CL", raising=False)
@@ -224,14 +285,20 @@ def counted(monkeypatch):
     def spy(*args, **kw):
         calls.append(args[7])
         return real(*args, **kw)
+
+    def spy_dw(*args, **kw):
+        calls.append(("dw", args[5]))
+        return real_dw(*args, **kw)
+    real_dw = wg.weight_grad_cl
     monkeypatch.setattr(cpu_backend._wino, "forward_cl", spy)
+    monkeypatch.setattr(cpu_backend._wino, "weight_grad_cl", spy_dw)
     return calls
 
 
 @pytest.mark.torch
 def test_mnist_conv2_with_relu_and_gradients(counted):
-    """MNIST's conv2 (float32, fused ReLU) forward and input gradient on this path against
-    PyTorch, the weight gradient (another kernel) through it; float64 stays off it."""
+    """MNIST's conv2 (float32, fused ReLU) forward, input and weight gradients on this path
+    against PyTorch; float64 stays off it."""
     from mininet.nn import functional as mf
     x = rng.standard_normal((6, 16, 14, 14)).astype("float32")
     w = (rng.standard_normal((32, 16, 5, 5)) / 10).astype("float32")
@@ -246,7 +313,8 @@ def test_mnist_conv2_with_relu_and_gradients(counted):
     g = rng.standard_normal(want.shape).astype("float32")
     y.backward(Tensor(g, dtype="float32"))
     ty.backward(torch.tensor(g))
-    assert counted == [(6, 16, 14, 14), (6, 32, 14, 14)]   # the input gradient: 32 -> 16
+    assert sorted(map(str, counted)) == sorted(map(str, [
+        (6, 16, 14, 14), (6, 32, 14, 14), ("dw", (6, 16, 14, 14))]))   # dx: 32 -> 16
     for m, t in ((mx, tx), (mw, tw), (mb, tb)):
         ref = t.grad.numpy()
         assert np.abs(m.grad.numpy() - ref).max() < 1e-4 * np.abs(ref).max()

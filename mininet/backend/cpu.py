@@ -668,6 +668,11 @@ class CPUDevice(Device):
         if self._grad_weight_direct(g, x, dw, stride, padding, dilation, groups):
             return
         n, k, oh, ow = g.shape
+        if _wcl_fits(dw.shape, stride, padding, dilation, groups, x.shape, grad_weight=True) \
+                and g.dtype == x.dtype == dw.dtype == _FLOATS[0]:
+            _wino.weight_grad_cl(g.handle, g.offset, x.handle, x.offset, _at(dw), x.shape, k,
+                                 padding, 4)
+            return
         if _winograd_fits(dw.shape, stride, padding, dilation, groups) and \
                 g.dtype == x.dtype == dw.dtype:
             # dW = G^T [sum over tiles (A dY A^T) .* (B^T x B)] G: 36 GEMMs over the tiles
@@ -1204,7 +1209,8 @@ def _wrows_fits(wshape, stride, padding, dilation, groups, xshape, itemsize):
     return 8 * (c + k + 12) * tiles * itemsize <= WROWS_MAX_BYTES
 
 
-def _wcl_fits(wshape, stride, padding, dilation, groups, xshape, grad_input=False):
+def _wcl_fits(wshape, stride, padding, dilation, groups, xshape, grad_input=False,
+              grad_weight=False):
     """Whether F(2x2, 5x5) with channels in the vectors (winograd.forward_cl, float32
     only) runs this 5x5 stride-1 forward (wshape (K, C, 5, 5), xshape (N, C, H, W)).
     Its transforms move whole vectors of channels (the tile-major F(2x2, 5x5) gathers
@@ -1223,18 +1229,29 @@ def _wcl_fits(wshape, stride, padding, dilation, groups, xshape, grad_input=Fals
     from exactly 32 channels, where a kernel with the 32-channel stride built in runs two
     vectors of tiles: against the path before (the implicit GEMM, F(4, 5) rows), MNIST's
     conv2 (32 -> 16) 0.92, 32 -> 8 0.89, 64x32 -> 48 0.90, 96 -> 32 0.91, 96 -> 96 0.94,
-    64 -> 128 0.86; left out 32 -> 24 1.09, 64 -> 16 1.11, 16 -> 16 1.14.
+    64 -> 128 0.86; left out 32 -> 24 1.09, 64 -> 16 1.11, 16 -> 16 1.14. The weight
+    gradient (grad_weight; winograd.weight_grad_cl, all of a band's tiles transformed,
+    then 36 products summed over them) takes 16-128 channels and filters: against the
+    path before (the implicit GEMM; F(2x2, 5x5) tile-major from 96), 100x16x14x14 -> 32
+    0.87-0.93, 64x16x16x16 -> 64 0.93, 64x24 -> 32 0.97, 64x32 -> 64 0.67, 64x64 -> 64
+    0.65, 64x128 -> 64 0.63, 64x64 -> 128 0.61, 64x96 -> 96 0.75, 64x96 -> 128 0.93,
+    64x32 -> 16 0.85, 8x32x56x56 -> 32 0.70, 16x16x64x64 -> 32 0.97-1.00; left out
+    100x12x14x14 -> 32 1.26, 100x8x14x14 -> 16 1.84.
     MININET_WINOGRAD_CL=0 (or MININET_WINOGRAD=0) turns it off."""
     k, c, kh, kw = wshape
     if (kh, kw) != (5, 5) or stride != (1, 1) or dilation != (1, 1) or groups != 1 or \
             min(padding) < 0 or len(xshape) != 4 or xshape[1] != c or \
-            not WCL_MIN_CHANNELS <= c <= WCL_MAX_CHANNELS or \
-            not (WCL_MIN_FILTERS <= k <= WCL_MAX_FILTERS
-                 or grad_input and c == 32 and 8 <= k <= 16) or \
+            not (grad_weight and WCL_WGRAD_MIN <= min(c, k) <= max(c, k) <= WCL_WGRAD_MAX
+                 or not grad_weight and WCL_MIN_CHANNELS <= c <= WCL_MAX_CHANNELS
+                 and (WCL_MIN_FILTERS <= k <= WCL_MAX_FILTERS
+                      or grad_input and c == 32 and 8 <= k <= 16)) or \
             _env("MININET_WINOGRAD_CL", "1") == "0" or _env("MININET_WINOGRAD", "1") == "0":
         return False
     if xshape[2] + 2 * padding[0] < 5 or xshape[3] + 2 * padding[1] < 5:
         return False
+    if grad_weight:
+        return _wino.cl_weight_grad_workspace_bytes(tuple(xshape), k, tuple(padding)) \
+            <= WROWS_MAX_BYTES
     return _wino.cl_workspace_bytes(tuple(xshape), k, tuple(padding)) <= WROWS_MAX_BYTES
 
 
@@ -1242,6 +1259,8 @@ WCL_MIN_CHANNELS = 12
 WCL_MAX_CHANNELS = 96
 WCL_MIN_FILTERS = 32
 WCL_MAX_FILTERS = 128
+WCL_WGRAD_MIN = 16
+WCL_WGRAD_MAX = 128
 WROWS_MIN_CHANNELS = 24
 WROWS_MAX_CHANNELS = 128
 WROWS_MAX_BYTES = 32 << 20
