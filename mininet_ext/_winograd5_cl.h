@@ -269,26 +269,30 @@ static inline mn_idx wcl_ws_items(const wcl_geom* g)
 }
 
 /* ---- the weight gradient: dW[k, c] = G^T [sum over tiles (A dY_k A^T) .* (B^T d_c B)] G,
- * the sums dU[xi][k][CP] per thread (wino_wgrad_out5 adds the threads' and transforms
- * them back). One work item is a band of tile rows of one image, all its tiles at once:
+ * the sums dU[xi][c][KP] per thread (wino_wgrad_out5, with the channel and filter axes
+ * swapped, adds the threads' and transforms them back). One work item is a band of tile
+ * rows of one image, all its tiles at once, tile-major (a tile's transforms side by side):
  *   V[t][xi][CP]   B^T d B (wcl_tiles_in on the band's padded rows)
- *   GY[t][xi][KP]  A y A^T of each tile's 2x2 output-grad block y (zero past the edges)
- * then per xi, dU[xi] += GY[xi]^T V[xi]: each tile's filter value broadcast against
- * vectors of channels, the sums over the band's tiles in registers. Tile-major, so that
- * a tile's 36 transforms are stored side by side (xi-major rows, [xi][t], took the
- * transform of the output grad 24% of the time, its stores 36 rows apart). */
+ *   Y[t][r][b][KP] A y of each tile's 2x2 output-grad block y (zero past the edges): the
+ *                  first half of A y A^T, 12 vectors where the whole takes 36
+ * then per xi = 6 r + s, dU[xi] += V[xi]^T (A y A^T)[xi]: the second half (y's row r at
+ * point s, one add or FMA a vector) taken as the products run, each tile's channel value
+ * broadcast against vectors of filters, the sums over the band's tiles in registers.
+ * (Storing all 36 of A y A^T, to broadcast its filter values against vectors of
+ * channels, spent a fifth of the weight gradient's time on the stores: 226 KB an MNIST
+ * conv2 image.) */
 
-/* GY[t][xi] of the band's T tiles (36 KP items a tile), from gp[p][KP], the band's
- * output-grad pixels, filters last (p = row * OW + column; rows from orow on are past the
- * output). */
-static void wcl_gy(const wcl_geom* g, const float* gp, mn_idx T, mn_idx orow,
-                   float* restrict GY)
+/* Y[t] of the band's T tiles (12 KP items a tile) from gp[p][KP], the band's output-grad
+ * pixels, filters last (p = row * OW + column; rows from orow on are past the output). */
+static void wcl_ay(const wcl_geom* g, const float* gp, mn_idx T, mn_idx orow,
+                   float* restrict Y)
 {
-    mn_idx KP = g->KP, tw = g->tw, OW = g->OW, gs = KP;
+    mn_idx KP = g->KP, tw = g->tw, OW = g->OW;
     for (mn_idx t = 0; t < T; t++) {
         mn_idx y0 = 2 * (t / tw), x0 = 2 * (t % tw);
         int rows = orow - y0 < 2 ? (int)(orow - y0) : 2, cols = OW - x0 < 2 ? (int)(OW - x0) : 2;
         const float* p = gp + (y0 * OW + x0) * KP;
+        float* o = Y + t * 12 * KP;
         for (mn_idx kv = 0; kv < KP; kv += WCL_L) {
             /* y's four values, zero past the output's edges (a tile holds (0, 0) always) */
             wcl_v y00 = *(const wcl_v*)(p + kv), y01 = {0}, y10 = {0}, y11 = {0};
@@ -300,53 +304,69 @@ static void wcl_gy(const wcl_geom* g, const float* gp, mn_idx T, mn_idx orow,
                     y11 = *(const wcl_v*)(p + (OW + 1) * KP + kv);
             }
             /* m = A y (6x2): y's values at the points, column by column */
-            wcl_v m[6][2] = {{y00, y01}, {y00 + y10, y01 + y11}, {y00 - y10, y01 - y11},
-                             {y00 + 2 * y10, y01 + 2 * y11}, {y00 - 2 * y10, y01 - 2 * y11},
-                             {y10, y11}};
-            float* o = GY + t * 36 * KP + kv;
-            for (int r = 0; r < 6; r++) {   /* GY = m A^T, row r */
-                wcl_v z0 = m[r][0], z1 = m[r][1];
-                *(wcl_v*)(o + (r * 6 + 0) * gs) = z0;
-                *(wcl_v*)(o + (r * 6 + 1) * gs) = z0 + z1;
-                *(wcl_v*)(o + (r * 6 + 2) * gs) = z0 - z1;
-                *(wcl_v*)(o + (r * 6 + 3) * gs) = z0 + 2 * z1;
-                *(wcl_v*)(o + (r * 6 + 4) * gs) = z0 - 2 * z1;
-                *(wcl_v*)(o + (r * 6 + 5) * gs) = z1;
-            }
+            wcl_v m[12] = {y00, y01, y00 + y10, y01 + y11, y00 - y10, y01 - y11,
+                           y00 + 2 * y10, y01 + 2 * y11, y00 - 2 * y10, y01 - 2 * y11,
+                           y10, y11};
+            for (int q = 0; q < 12; q++) *(wcl_v*)(o + q * KP + kv) = m[q];
         }
     }
 }
 
-/* du[i][q L ..] += sum over t < T of gy[t][i] * v[t][q L ..]: KB filters (rows ds apart)
- * by NV vectors of channels, the sums over the tiles in registers. */
-#define WCL_WKERNEL(NAME, KB, NV)                                                   \
-static void NAME(mn_idx T, const float* restrict gy, mn_idx gstride, const float* restrict v, \
-                 mn_idx vstride, float* restrict du, mn_idx ds)                     \
+/* du[i][q L ..] += sum over t < T of v[t][i] * (m[t] A^T)[S][q L ..], the filter values
+ * of point S (a constant: (1, 0), (1, 1), (1, -1), (1, 2), (1, -2), (0, 1)) from m's two
+ * columns (at m0 + t mstride and mc on): CB channels (rows ds apart) by NV vectors of
+ * filters, the sums over the tiles in registers. */
+#define WCL_WKERNEL(NAME, CB, NV, S)                                                \
+static void NAME(mn_idx T, const float* restrict m0, mn_idx mc, mn_idx mstride,      \
+                 const float* restrict v, mn_idx vstride, float* restrict du, mn_idx ds) \
 {                                                                                   \
-    wcl_v acc[KB][NV];                                                              \
+    wcl_v acc[CB][NV];                                                              \
     _Pragma("GCC unroll 16")                                                        \
-    for (int i = 0; i < KB; i++)                                                    \
+    for (int i = 0; i < CB; i++)                                                    \
         _Pragma("GCC unroll 2")                                                     \
         for (int q = 0; q < NV; q++) acc[i][q] = (wcl_v){0};                        \
     for (mn_idx t = 0; t < T; t++) {                                                \
         wcl_v b[NV];                                                                \
         _Pragma("GCC unroll 2")                                                     \
-        for (int q = 0; q < NV; q++) b[q] = *(const wcl_v*)(v + t * vstride + q * WCL_L); \
+        for (int q = 0; q < NV; q++) {                                              \
+            const float* m = m0 + t * mstride + q * WCL_L;                          \
+            wcl_v z0 = *(const wcl_v*)m, z1 = *(const wcl_v*)(m + mc);              \
+            b[q] = (S) == 0 ? z0 : (S) == 1 ? z0 + z1 : (S) == 2 ? z0 - z1 :          \
+                   (S) == 3 ? z0 + 2 * z1 : (S) == 4 ? z0 - 2 * z1 : z1;              \
+        }                                                                           \
         _Pragma("GCC unroll 16")                                                    \
-        for (int i = 0; i < KB; i++) {                                              \
-            float a = gy[t * gstride + i];                                          \
+        for (int i = 0; i < CB; i++) {                                              \
+            float a = v[t * vstride + i];                                           \
             _Pragma("GCC unroll 2")                                                 \
             for (int q = 0; q < NV; q++) acc[i][q] += a * b[q];                     \
         }                                                                           \
     }                                                                               \
     _Pragma("GCC unroll 16")                                                        \
-    for (int i = 0; i < KB; i++)                                                    \
+    for (int i = 0; i < CB; i++)                                                    \
         _Pragma("GCC unroll 2")                                                     \
         for (int q = 0; q < NV; q++) *(wcl_v*)(du + i * ds + q * WCL_L) += acc[i][q]; \
 }
-WCL_WKERNEL(wcl_wkernel_2, WCL_L / 2, 2)
-WCL_WKERNEL(wcl_wkernel_1, WCL_L, 1)
+#if defined(__AVX512F__)
+#define WCL_WACC 16   /* accumulators of the weight-gradient kernels */
+#elif defined(__AVX__)
+#define WCL_WACC 8
+#else
+#define WCL_WACC 4
+#endif
+#define WCL_WKERNELS(S)                                                             \
+    WCL_WKERNEL(wcl_wkernel_2_##S, WCL_WACC / 2, 2, S)                              \
+    WCL_WKERNEL(wcl_wkernel_1_##S, WCL_WACC, 1, S)
+WCL_WKERNELS(0) WCL_WKERNELS(1) WCL_WKERNELS(2) WCL_WKERNELS(3) WCL_WKERNELS(4)
+WCL_WKERNELS(5)
+#undef WCL_WKERNELS
 #undef WCL_WKERNEL
+
+typedef void (*wcl_wkernel_fn)(mn_idx, const float*, mn_idx, mn_idx, const float*, mn_idx,
+                               float*, mn_idx);
+static const wcl_wkernel_fn wcl_wkernels_2[6] = {wcl_wkernel_2_0, wcl_wkernel_2_1,
+    wcl_wkernel_2_2, wcl_wkernel_2_3, wcl_wkernel_2_4, wcl_wkernel_2_5};
+static const wcl_wkernel_fn wcl_wkernels_1[6] = {wcl_wkernel_1_0, wcl_wkernel_1_1,
+    wcl_wkernel_1_2, wcl_wkernel_1_3, wcl_wkernel_1_4, wcl_wkernel_1_5};
 
 /* One work item of the weight gradient: tile rows ty0..ty0 + nrow of image n, added into
  * dU (this thread's sums); ws: the rest of this thread's workspace (wcl_wgrad_items). */
@@ -359,25 +379,27 @@ static void wcl_wgrad_band(const wcl_geom* g, const float* x, const float* dy, m
     float* tmp = xp + (2 * g->rows + 4) * g->xw * CP;
     float* gp = tmp + (2 * g->rows + 4) * g->W * CP;
     float* V = gp + 2 * g->rows * OW * KP;
-    float* GY = V + 36 * slots * CP;
+    float* Y = V + 36 * slots * CP;
     wcl_rows_in(g, x, n, ty0, nrow, xp, tmp);
     wcl_tiles_in(g, xp, 0, T, slots, 36 * CP, CP, V);
     if (g->K < KP)
         memset(gp, 0, (size_t)orow * OW * KP * sizeof(float));
     wcl_transpose(dy + (n * g->K * g->OH + oy0) * OW, g->OH * OW, gp, KP, orow * OW, g->K);
-    wcl_gy(g, gp, T, orow, GY);
+    wcl_ay(g, gp, T, orow, Y);
     for (int xi = 0; xi < 36; xi++) {
-        const float* gx = GY + xi * KP;
+        int r = xi / 6, s = xi % 6;
         const float* vx = V + xi * CP;
-        float* dx = dU + xi * KP * CP;
-        for (mn_idx k0 = 0; k0 < KP; k0 += WCL_L / 2) {
-            mn_idx c0 = 0;
-            for (; c0 + 2 * WCL_L <= CP; c0 += 2 * WCL_L)
-                wcl_wkernel_2(T, gx + k0, 36 * KP, vx + c0, 36 * CP, dx + k0 * CP + c0, CP);
-            if (c0 < CP) {   /* one vector of channels left: twice the filters a call */
-                if (k0 % WCL_L == 0)
-                    wcl_wkernel_1(T, gx + k0, 36 * KP, vx + c0, 36 * CP, dx + k0 * CP + c0,
-                                  CP);
+        const float* my = Y + 2 * r * KP;
+        float* dx = dU + xi * CP * KP;
+        for (mn_idx k0 = 0; k0 < KP; k0 += 2 * WCL_L) {
+            if (KP - k0 >= 2 * WCL_L) {
+                for (mn_idx c0 = 0; c0 < CP; c0 += WCL_WACC / 2)
+                    wcl_wkernels_2[s](T, my + k0, KP, 12 * KP, vx + c0, 36 * CP,
+                                      dx + c0 * KP + k0, KP);
+            } else {
+                for (mn_idx c0 = 0; c0 < CP; c0 += WCL_WACC)
+                    wcl_wkernels_1[s](T, my + k0, KP, 12 * KP, vx + c0, 36 * CP,
+                                      dx + c0 * KP + k0, KP);
             }
         }
     }
@@ -388,6 +410,6 @@ static inline mn_idx wcl_wgrad_items(const wcl_geom* g)
 {
     mn_idx slots = g->rows * g->tw;
     return 36 * g->KP * g->CP + (2 * g->rows + 4) * (g->xw + g->W) * g->CP
-           + 2 * g->rows * g->OW * g->KP + 36 * slots * (g->CP + g->KP);
+           + 2 * g->rows * g->OW * g->KP + slots * (36 * g->CP + 12 * g->KP);
 }
 #endif

@@ -598,6 +598,10 @@ def weight_grad_cl(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, Buf
     cdef Py_ssize_t per = round_up(wcl_wgrad_items(&g), 16), sums = 36 * g.KP * g.CP
     nt = <int>max(1, min(nt, items))
     cdef Buffer work = Buffer(nt * per * 4)
+    cdef Buffer swapped = Buffer(K * c * 25 * 4)   # dw with its two channel axes swapped
+    cdef float* dwt = <float*>swapped.ptr
+    cdef float* dws = <float*>dw.ptr
+    cdef Py_ssize_t k, ci, C = c
     cdef float* xs = <float*>(x.ptr + x_off * 4)
     cdef float* dys = <float*>(dy.ptr + dy_off * 4)
     cdef float* ws = <float*>work.ptr
@@ -612,6 +616,11 @@ def weight_grad_cl(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, Buf
             wcl_wgrad_band(&g, xs, dys, b // bands, band * g.rows,
                            min(g.rows, g.th - band * g.rows), ws + t * per,
                            ws + t * per + sums)
+        # the sums are dU[xi][c][k]: transformed back with the axes' roles swapped, into
+        # (C, K, 5, 5), then each 5x5 block moved to its place in dw (K, C, 5, 5)
         for t in prange(nt, num_threads=nt, schedule='static'):
-            wino_wgrad_out5_f32(ws, nt, per, g.KP, g.CP, g.C, K * t // nt, K * (t + 1) // nt,
-                                <float*>dw.ptr)
+            wino_wgrad_out5_f32(ws, nt, per, g.CP, g.KP, K, C * t // nt, C * (t + 1) // nt,
+                                dwt)
+        for k in range(K):
+            for ci in range(C):
+                memcpy(dws + (k * C + ci) * 25, dwt + (ci * K + k) * 25, 25 * 4)

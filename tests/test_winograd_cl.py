@@ -232,8 +232,9 @@ def test_every_kernel_set(isa):
 # the backend -----------------------------------------------------------------------------
 def test_default_rule(monkeypatch):
     """5x5 stride-1 float32 forwards with 12-96 channels in and 32-128 filters (input
-    gradients: also 8-16 filters from 32 channels; weight gradients: 16-128 channels and
-    filters); MININET_WINOGRAD_CL=0 or MININET_WINOGRAD=0 turns it off."""
+    gradients: also 8-16 filters from 32 channels; weight gradients: 12-128 channels and
+    filters, C K <= 96 x 128); MININET_WINOGRAD_CL=0 or MININET_WINOGRAD=0 turns it
+    off."""
     fits = cpu_backend._wcl_fits
     monkeypatch.delenv("MININET_WINOGRAD_CL", raising=False)
     monkeypatch.setenv("MININET_WINOGRAD", "1")
@@ -257,11 +258,13 @@ def test_default_rule(monkeypatch):
     assert not fits((64, 64, 5, 5), (1, 1), (2, 2), (2, 2), 1, (8, 64, 16, 16))
     assert not fits((64, 32, 5, 5), (1, 1), (2, 2), (1, 1), 2, (8, 64, 16, 16))
     assert not fits((32, 16, 5, 5), (1, 1), (0, 0), (1, 1), 1, (8, 16, 4, 9))
-    # weight gradients: 16-128 channels and filters
+    # weight gradients: 12-128 channels and filters, C K <= 96 x 128
     assert fits((32, 16, 5, 5), *geo, (100, 16, 14, 14), grad_weight=True)
-    assert fits((128, 128, 5, 5), *geo, (64, 128, 16, 16), grad_weight=True)
+    assert fits((96, 128, 5, 5), *geo, (64, 128, 16, 16), grad_weight=True)
     assert fits((16, 32, 5, 5), *geo, (64, 32, 16, 16), grad_weight=True)
-    assert not fits((32, 12, 5, 5), *geo, (100, 12, 14, 14), grad_weight=True)
+    assert fits((32, 12, 5, 5), *geo, (100, 12, 14, 14), grad_weight=True)
+    assert not fits((128, 128, 5, 5), *geo, (64, 128, 16, 16), grad_weight=True)
+    assert not fits((32, 8, 5, 5), *geo, (100, 8, 14, 14), grad_weight=True)
     assert not fits((256, 64, 5, 5), *geo, (64, 64, 16, 16), grad_weight=True)
     monkeypatch.setenv("MININET_WINOGRAD_CL", "0")
     assert not fits((32, 16, 5, 5), *geo, (100, 16, 14, 14))

@@ -1230,18 +1230,20 @@ def _wcl_fits(wshape, stride, padding, dilation, groups, xshape, grad_input=Fals
     vectors of tiles: against the path before (the implicit GEMM, F(4, 5) rows), MNIST's
     conv2 (32 -> 16) 0.92, 32 -> 8 0.89, 64x32 -> 48 0.90, 96 -> 32 0.91, 96 -> 96 0.94,
     64 -> 128 0.86; left out 32 -> 24 1.09, 64 -> 16 1.11, 16 -> 16 1.14. The weight
-    gradient (grad_weight; winograd.weight_grad_cl, all of a band's tiles transformed,
-    then 36 products summed over them) takes 16-128 channels and filters: against the
-    path before (the implicit GEMM; F(2x2, 5x5) tile-major from 96), 100x16x14x14 -> 32
-    0.87-0.93, 64x16x16x16 -> 64 0.93, 64x24 -> 32 0.97, 64x32 -> 64 0.67, 64x64 -> 64
-    0.65, 64x128 -> 64 0.63, 64x64 -> 128 0.61, 64x96 -> 96 0.75, 64x96 -> 128 0.93,
-    64x32 -> 16 0.85, 8x32x56x56 -> 32 0.70, 16x16x64x64 -> 32 0.97-1.00; left out
-    100x12x14x14 -> 32 1.26, 100x8x14x14 -> 16 1.84.
+    gradient (grad_weight; winograd.weight_grad_cl: all of a band's tiles transformed,
+    then 36 products summed over them in registers, each thread its own 36 x C x K sums)
+    takes 12-128 channels and filters while C K <= 96 x 128 (the sums in L2): against
+    the path before (the implicit GEMM; F(2x2, 5x5) tile-major from 96), 100x16x14x14 ->
+    32 0.66, 64x16x16x16 -> 32 0.67, 16x16x64x64 -> 32 0.66, 64x32 -> 64 0.60, 64x64 ->
+    128 0.59, 64x128 -> 64 0.64, 64x96 -> 96 0.69, 64x96 -> 128 0.87, 64x128 -> 96 0.91,
+    64x24 -> 32 0.91, 64x12 -> 32 0.95, 100x12x14x14 -> 32 0.92, 64x32 -> 16 0.93; left
+    out 64x128 -> 128 1.37 (2.4 MB of sums a thread), 100x8x14x14 -> 32 1.22.
     MININET_WINOGRAD_CL=0 (or MININET_WINOGRAD=0) turns it off."""
     k, c, kh, kw = wshape
     if (kh, kw) != (5, 5) or stride != (1, 1) or dilation != (1, 1) or groups != 1 or \
             min(padding) < 0 or len(xshape) != 4 or xshape[1] != c or \
             not (grad_weight and WCL_WGRAD_MIN <= min(c, k) <= max(c, k) <= WCL_WGRAD_MAX
+                 and c * k <= WCL_WGRAD_MAX_SUMS
                  or not grad_weight and WCL_MIN_CHANNELS <= c <= WCL_MAX_CHANNELS
                  and (WCL_MIN_FILTERS <= k <= WCL_MAX_FILTERS
                       or grad_input and c == 32 and 8 <= k <= 16)) or \
@@ -1259,8 +1261,9 @@ WCL_MIN_CHANNELS = 12
 WCL_MAX_CHANNELS = 96
 WCL_MIN_FILTERS = 32
 WCL_MAX_FILTERS = 128
-WCL_WGRAD_MIN = 16
+WCL_WGRAD_MIN = 12
 WCL_WGRAD_MAX = 128
+WCL_WGRAD_MAX_SUMS = 96 * 128
 WROWS_MIN_CHANNELS = 24
 WROWS_MAX_CHANNELS = 128
 WROWS_MAX_BYTES = 32 << 20
