@@ -413,9 +413,12 @@ def test_switch_non_float_error(monkeypatch):
 
 
 @pytest.mark.parametrize("perm", [(0, 2, 3, 1), (0, 3, 1, 2), (2, 3, 1, 0), (3, 2, 0, 1)])
-@pytest.mark.parametrize("shape", [(3, 5, 17, 2), (2, 33, 1, 19), (0, 4, 3, 3), (1, 1, 1, 1)])
+@pytest.mark.parametrize("shape", [(3, 5, 17, 2), (2, 33, 1, 19), (0, 4, 3, 3), (1, 1, 1, 1),
+                                   (3, 2, 2, 37), (2, 4, 1, 8), (2, 2, 2, 3)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_relayout(perm, shape, dtype):
+    """Every relayout; (N, 2, 2, C) -> NCHW takes the 4-value runs' 4 x 4 blocks (37
+    channels: a short last block; 3: the walk)."""
     a = rng.standard_normal(shape).astype(dtype)
     src = NDArray(np.concatenate([[7.0], a.ravel()]).astype(dtype))[1:]   # a non-zero offset
     want = a.transpose(perm)
