@@ -608,6 +608,16 @@ cdef void micro_tiles_bc(const floating* Ap, const floating* Bp, floating* C, Py
                 write_tile(tile, nr, c, ldc, rows, cols, accumulate)
 
 
+cdef inline Py_ssize_t even_rows(Py_ssize_t M, int t, int team) noexcept nogil:
+    """Where thread t's rows of C start (t = team: M): equal shares in multiples of 4 rows,
+    so each thread may end on a short panel (the edge kernel) rather than one thread
+    taking a whole panel more: 1024 rows on two threads by 12-row panels were 516 + 508
+    (43 panels against 42 and a 4-row one), now 512 + 512 (42 and an 8-row one each)."""
+    if t >= team:
+        return M
+    return M * t // team // 4 * 4
+
+
 cdef void gemm_shared(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                       const floating* A, Py_ssize_t ars, Py_ssize_t acs,
                       const floating* B, Py_ssize_t brs, Py_ssize_t bcs,
@@ -621,9 +631,8 @@ cdef void gemm_shared(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     jc / pc loops, whatever its share of rows, so the barriers match; a team of one (tid 0)
     is gemm_blocked, with no barriers (threads of gemm_sliced call it on their own)."""
     cdef int nr = mn_gemm_nr(sizeof(floating))
-    cdef int mr = MRB if BC else MR
-    cdef Py_ssize_t mp = (M + mr - 1) // mr, kstep = k_step(K), jc, pc, ic, nc, kc, mc, npan
-    cdef Py_ssize_t r0 = mp * tid // team * mr, r1 = min(mp * (tid + 1) // team * mr, M)
+    cdef Py_ssize_t kstep = k_step(K), jc, pc, ic, nc, kc, mc, npan
+    cdef Py_ssize_t r0 = even_rows(M, tid, team), r1 = even_rows(M, tid + 1, team)
     jc = 0
     while jc < N:
         nc = N - jc if N - jc < NC else NC
