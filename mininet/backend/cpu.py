@@ -1211,8 +1211,10 @@ def _wrows_fits(wshape, stride, padding, dilation, groups, xshape, itemsize):
 
 def _wcl_fits(wshape, stride, padding, dilation, groups, xshape, grad_input=False,
               grad_weight=False):
-    """Whether F(2x2, 5x5) with channels in the vectors (winograd.forward_cl, float32
-    only) runs this 5x5 stride-1 forward (wshape (K, C, 5, 5), xshape (N, C, H, W)).
+    """Whether F(2x2, 5x5) with channels in the vectors (winograd.forward_cl and
+    weight_grad_cl, float32 only) runs this 5x5 stride-1 layer's forward (wshape
+    (K, C, 5, 5), xshape (N, C, H, W)), or with grad_input / grad_weight its input or
+    weight gradient.
     Its transforms move whole vectors of channels (the tile-major F(2x2, 5x5) gathers
     each 6x6 patch value by value, 2 pixels apart), and the 36 products of a chunk of 7
     tiles are folded into the output transform's 12 sums in L1. Forward device calls, 2
