@@ -20,6 +20,12 @@ dW[k, c] = G^T [sum over tiles (A dY_k A^T) .* (B^T d_c B)] G, 36 GEMMs [K x til
 [tiles x C] per block of tiles into each thread's own sums (36 x K x C), which are added
 and transformed back (6x6 -> 3x3) at the end (weight_grad_workspace_bytes).
 Kernels: _winograd.h, _winograd_t.h. Inputs are compact NCHW.
+
+forward_cl and weight_grad_cl run F(2x2, 5x5) with channels in the vectors instead of
+tiles (_winograd5_cl.h, float32): each band of an image's rows transposed channels-last,
+whole-vector transforms, the products folded into the output transform as they leave the
+registers. At 12-96 channels they beat the tile-major layout above, whose gathers and
+scatters move a value at a time (CPUDevice's rules: mininet/backend/cpu.py _wcl_fits).
 """
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.string cimport memset, memcpy
@@ -484,6 +490,9 @@ cdef Py_ssize_t CL_BAND_BYTES = 512 << 10
 
 
 cdef wcl_geom cl_geom(tuple xshape, Py_ssize_t K, tuple pad):
+    """The forward's geometry: tiles, lanes, the chunk size and even bands of tile rows
+    (each a band's 2 rows of padded input, of transposed input and of output under
+    CL_BAND_BYTES a tile row)."""
     cdef wcl_geom g
     cdef Py_ssize_t lanes = wcl_lanes(), bands
     g.N, g.C, g.H, g.W = xshape
