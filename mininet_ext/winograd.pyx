@@ -490,9 +490,9 @@ cdef Py_ssize_t CL_BAND_BYTES = 512 << 10
 
 
 cdef wcl_geom cl_geom(tuple xshape, Py_ssize_t K, tuple pad):
-    """The forward's geometry: tiles, lanes, the chunk size and even bands of tile rows
-    (each a band's 2 rows of padded input, of transposed input and of output under
-    CL_BAND_BYTES a tile row)."""
+    """The forward's geometry: tiles, lanes, the chunk size, and even bands of tile rows
+    whose padded input, transposed input and output rows stay under CL_BAND_BYTES (at
+    least one tile row)."""
     cdef wcl_geom g
     cdef Py_ssize_t lanes = wcl_lanes(), bands
     g.N, g.C, g.H, g.W = xshape
