@@ -144,6 +144,18 @@ static inline void wino_gout_gather8(const float* src, mn_idx plane, mn_idx ld,
 }
 #endif
 
+/* B^T of six values d0..d5 (points 0, 1, -1, 2, -2, infinity) into o[0], o[os], ...
+ * o[5 os]: the input transform of every 6x6-patch Winograd here (wino_in,
+ * _winograd5_cl.h), applied to columns, then rows. */
+#define WINO_BT(o, os, d0, d1, d2, d3, d4, d5) do {                                 \
+        (o)[0 * (os)] = 4 * (d0) - 5 * (d2) + (d4);                                 \
+        (o)[1 * (os)] = (d4) + (d3) - 4 * ((d1) + (d2));                            \
+        (o)[2 * (os)] = (d4) - (d3) + 4 * ((d1) - (d2));                            \
+        (o)[3 * (os)] = (d4) - (d2) + 2 * ((d3) - (d1));                            \
+        (o)[4 * (os)] = (d4) - (d2) - 2 * ((d3) - (d1));                            \
+        (o)[5 * (os)] = 4 * (d1) - 5 * (d3) + (d5);                                 \
+    } while (0)
+
 #define WT float
 #define WS f32
 #define WI int   /* an integer of WT's size (shuffle indices) */

@@ -102,16 +102,6 @@ static void wcl_rows_in(const wcl_geom* g, const float* x, mn_idx n, mn_idx ty0,
                (size_t)W * CP * sizeof(float));
 }
 
-/* B^T of six vectors (the 3x3 path's input transform, wino_in) */
-#define WCL_BT(o, os, d0, d1, d2, d3, d4, d5) do {                                  \
-        (o)[0 * (os)] = 4 * (d0) - 5 * (d2) + (d4);                                 \
-        (o)[1 * (os)] = (d4) + (d3) - 4 * ((d1) + (d2));                            \
-        (o)[2 * (os)] = (d4) - (d3) + 4 * ((d1) - (d2));                            \
-        (o)[3 * (os)] = (d4) - (d2) + 2 * ((d3) - (d1));                            \
-        (o)[4 * (os)] = (d4) - (d2) - 2 * ((d3) - (d1));                            \
-        (o)[5 * (os)] = 4 * (d1) - 5 * (d3) + (d5);                                 \
-    } while (0)
-
 /* B^T d B of the band's tiles t0 + j, j < slots (zero past its T tiles), into V: tile j's
  * transform position xi at V + j ts + xi vs (the forward: [xi][j][CP], the weight
  * gradient: [j][xi][CP]). */
@@ -130,20 +120,19 @@ static void wcl_tiles_in(const wcl_geom* g, const float* xp, mn_idx t0, mn_idx T
             wcl_v u[36];
             for (int s = 0; s < 6; s++) {   /* u = B^T d, column s */
 #define WCL_D(r) (*(const wcl_v*)(p + ((r) * xw + s) * CP + cv))
-                WCL_BT(u + s, 6, WCL_D(0), WCL_D(1), WCL_D(2), WCL_D(3), WCL_D(4), WCL_D(5));
+                WINO_BT(u + s, 6, WCL_D(0), WCL_D(1), WCL_D(2), WCL_D(3), WCL_D(4), WCL_D(5));
 #undef WCL_D
             }
             float* v = V + j * ts + cv;
             for (int r = 0; r < 6; r++) {   /* v = u B, row r */
                 wcl_v o[6];
-                WCL_BT(o, 1, u[r * 6], u[r * 6 + 1], u[r * 6 + 2], u[r * 6 + 3], u[r * 6 + 4],
+                WINO_BT(o, 1, u[r * 6], u[r * 6 + 1], u[r * 6 + 2], u[r * 6 + 3], u[r * 6 + 4],
                        u[r * 6 + 5]);
                 for (int q = 0; q < 6; q++) *(wcl_v*)(v + (r * 6 + q) * vs) = o[q];
             }
         }
     }
 }
-#undef WCL_BT
 
 /* One transform position xi = 6 r + s of the chunk: the product V[xi] (WCL_MT tiles x C)
  * @ U[xi] (C x NV vectors, panels ps apart), accumulated in registers, then folded into

@@ -87,22 +87,13 @@ static void WN(wino_filters)(const WT* w, WT* U, mn_idx K, mn_idx C, int mr, int
             V d3 = *(const V*)(d + (3 * 6 + s) * nr + j);                           \
             V d4 = *(const V*)(d + (4 * 6 + s) * nr + j);                           \
             V d5 = *(const V*)(d + (5 * 6 + s) * nr + j);                           \
-            t[0 * 6 + s] = 4 * d0 - 5 * d2 + d4;                                    \
-            t[1 * 6 + s] = d4 + d3 - 4 * (d1 + d2);                                 \
-            t[2 * 6 + s] = d4 - d3 + 4 * (d1 - d2);                                 \
-            t[3 * 6 + s] = d4 - d2 + 2 * (d3 - d1);                                 \
-            t[4 * 6 + s] = d4 - d2 - 2 * (d3 - d1);                                 \
-            t[5 * 6 + s] = 4 * d1 - 5 * d3 + d5;                                    \
+            WINO_BT(t + s, 6, d0, d1, d2, d3, d4, d5);                              \
         }                                                                           \
         for (int r = 0; r < 6; r++) {   /* v = t B, row r */                        \
-            V d0 = t[r * 6], d1 = t[r * 6 + 1], d2 = t[r * 6 + 2];                  \
-            V d3 = t[r * 6 + 3], d4 = t[r * 6 + 4], d5 = t[r * 6 + 5];              \
-            *(V*)(v + (r * 6 + 0) * vs + j) = 4 * d0 - 5 * d2 + d4;                 \
-            *(V*)(v + (r * 6 + 1) * vs + j) = d4 + d3 - 4 * (d1 + d2);              \
-            *(V*)(v + (r * 6 + 2) * vs + j) = d4 - d3 + 4 * (d1 - d2);              \
-            *(V*)(v + (r * 6 + 3) * vs + j) = d4 - d2 + 2 * (d3 - d1);              \
-            *(V*)(v + (r * 6 + 4) * vs + j) = d4 - d2 - 2 * (d3 - d1);              \
-            *(V*)(v + (r * 6 + 5) * vs + j) = 4 * d1 - 5 * d3 + d5;                 \
+            V o[6];                                                                 \
+            WINO_BT(o, 1, t[r * 6], t[r * 6 + 1], t[r * 6 + 2], t[r * 6 + 3],       \
+                    t[r * 6 + 4], t[r * 6 + 5]);                                    \
+            for (int q = 0; q < 6; q++) *(V*)(v + (r * 6 + q) * vs + j) = o[q];     \
         }                                                                           \
     }
 #endif
