@@ -52,23 +52,23 @@ static void mn_unary_f64(int op, const double* a, mn_idx sa, double* o, mn_idx n
 { switch (op) { MN_UNARY_OPS(MN_CASE_UN, double, MN_F64) default: __builtin_trap(); } }
 
 /* Comparisons straight into bool (1-byte) outputs: o = (op(x, y) != 0), so a mask costs
- * a quarter of a float32 result's memory and no cast. Instantiated for every op of the
- * table (the expression is well defined for each); the backend passes eq..ge. */
+ * a quarter of a float32 result's memory and no cast. Built for the comparison ops alone
+ * (MN_COMPARE_OPS); elementwise.pyx refuses any other op before it gets here. */
 #define MN_DEF_CMP(T, K, NAME, EXPR)                                           \
     static void mn_cmp_##NAME##_##T(const T* a, mn_idx sa, const T* b, mn_idx sb, \
                                     unsigned char* o, mn_idx n)                \
     { MN_BIN_BODY(T, (unsigned char)((EXPR) != (T)0)) }
 #define MN_CASE_CMP(T, K, NAME, EXPR) case K: mn_cmp_##NAME##_##T(a, sa, b, sb, o, n); break;
 
-MN_BINARY_OPS(MN_DEF_CMP, float, MN_F32)
-MN_BINARY_OPS(MN_DEF_CMP, double, MN_F64)
+MN_COMPARE_OPS(MN_DEF_CMP, float, MN_F32)
+MN_COMPARE_OPS(MN_DEF_CMP, double, MN_F64)
 
 static void mn_compare_f32(int op, const float* a, mn_idx sa, const float* b, mn_idx sb,
                            unsigned char* o, mn_idx n)
-{ switch (op) { MN_BINARY_OPS(MN_CASE_CMP, float, MN_F32) default: __builtin_trap(); } }
+{ switch (op) { MN_COMPARE_OPS(MN_CASE_CMP, float, MN_F32) default: __builtin_trap(); } }
 static void mn_compare_f64(int op, const double* a, mn_idx sa, const double* b, mn_idx sb,
                            unsigned char* o, mn_idx n)
-{ switch (op) { MN_BINARY_OPS(MN_CASE_CMP, double, MN_F64) default: __builtin_trap(); } }
+{ switch (op) { MN_COMPARE_OPS(MN_CASE_CMP, double, MN_F64) default: __builtin_trap(); } }
 
 /* Logical ops on bools (0: and, 1: or, 2: xor; backend/device.py LOGICAL). Any nonzero
  * byte reads as true, so bytes shared from elsewhere cannot give 2 & 1 == 0. */

@@ -25,6 +25,7 @@ cdef extern from "_ewise.h" nogil:
     int NUM_UNARY "MN_NUM_UNARY"
     const char* OPS_SIGNATURE "MN_OPS_SIGNATURE"
     const int* unary_cost "mn_unary_cost"
+    const unsigned char* is_compare "mn_is_compare"
 
 # one thread's time per element of a float32 add (0.14-0.15 ns at 64k-256k elements, Zen 4
 # EPYC); a transcendental op counts unary_cost items per element. threads_timed weighs it
@@ -223,8 +224,8 @@ def compare(int op, Buffer a, Py_ssize_t a_off, tuple a_strides, Buffer b, Py_ss
     cdef Py_ssize_t sa[MAXDIM]
     cdef Py_ssize_t sb[MAXDIM]
     cdef Py_ssize_t so[MAXDIM]
-    if not 0 <= op < NUM_BINARY:
-        raise ValueError(f"compare: unknown op {op}")
+    if not (0 <= op < NUM_BINARY and is_compare[op]):
+        raise ValueError(f"compare: op {op} is not a comparison (eq, ne, lt, le, gt, ge)")
     cdef int nd = prepare(shape, a_strides, b_strides, sh, sa, sb, so)
     if total_size(nd, sh) == 0:
         return
@@ -246,8 +247,8 @@ def compare_scalar(int op, Buffer a, Py_ssize_t a_off, tuple a_strides, double v
     cdef Py_ssize_t so[MAXDIM]
     cdef float f = <float>value
     cdef double d = value
-    if not 0 <= op < NUM_BINARY:
-        raise ValueError(f"compare_scalar: unknown op {op}")
+    if not (0 <= op < NUM_BINARY and is_compare[op]):
+        raise ValueError(f"compare_scalar: op {op} is not a comparison (eq, ne, lt, le, gt, ge)")
     zeros = (0,) * len(shape)
     cdef int nd = prepare(shape, zeros if reverse else a_strides, a_strides if reverse else zeros,
                           sh, sa, sb, so)

@@ -174,6 +174,25 @@ def test_logical_kernel_on_offset_views_and_unknown_op():
         cpu().logical(0, NDArray(r(2, 8)), vb, out)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compare_kernels_refuse_ops_that_are_not_comparisons(dtype):
+    """The bool-output kernels exist for eq..ge alone: another op is refused by name,
+    never run as some other op or trapped in C."""
+    a, b = NDArray(r(2, 5, dtype=dtype)), NDArray(r(2, 5, dtype=dtype))
+    out = NDArray.make((2, 5), dtype=BOOL)
+    for name in ("add", "maximum", "pass_pos", "gelu_grad"):
+        with pytest.raises(ValueError, match="is not a comparison"):
+            cpu().binary(BINARY[name], a, b, out)
+        with pytest.raises(ValueError, match="is not a comparison"):
+            cpu().binary_scalar(BINARY[name], a, 0.5, False, out)
+    for name, ref in (("eq", np.equal), ("ne", np.not_equal), ("lt", np.less),
+                      ("le", np.less_equal), ("gt", np.greater), ("ge", np.greater_equal)):
+        cpu().binary(BINARY[name], a, b, out)
+        np.testing.assert_array_equal(out.numpy(), ref(a.numpy(), b.numpy()))
+        cpu().binary_scalar(BINARY[name], a, 0.5, True, out)
+        np.testing.assert_array_equal(out.numpy(), ref(dtype(0.5), a.numpy()))
+
+
 def test_logical_ops_read_any_nonzero_byte_as_true():
     """Bytes from elsewhere (a numpy bool array viewed from uint8) may hold 2: 2 & 1 is
     still true, ~2 false."""

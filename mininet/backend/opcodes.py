@@ -72,6 +72,11 @@ UNARY_OPS = (
 
 REDUCE_OPS = ("sum", "max", "min", "argmax", "argmin")
 
+# The binary ops whose result is a mask: the CPU kernels that write bool outputs are
+# built for these alone (a fifth of elementwise.c's compile time went to bool kernels of
+# the other ops, which nothing called)
+COMPARE_OPS = ("eq", "ne", "lt", "le", "gt", "ge")
+
 BINARY = {name: i for i, (name, _) in enumerate(BINARY_OPS)}
 UNARY = {name: i for i, (name, _, _) in enumerate(UNARY_OPS)}
 REDUCE = {name: i for i, name in enumerate(REDUCE_OPS)}
@@ -99,6 +104,9 @@ def c_header():
     """mininet_ext/_ops.h: X-macros over the ops, instantiated per dtype by _ewise.h."""
     binary = " \\\n    ".join(f"X(T, {i}, {n}, {e})" for i, (n, e) in enumerate(BINARY_OPS))
     unary = " \\\n    ".join(f"X(T, {i}, {n}, {e})" for i, (n, e, _) in enumerate(UNARY_OPS))
+    compare = " \\\n    ".join(f"X(T, {i}, {n}, {e})" for i, (n, e) in enumerate(BINARY_OPS)
+                                if n in COMPARE_OPS)
+    is_compare = ", ".join("1" if n in COMPARE_OPS else "0" for n, _ in BINARY_OPS)
     costs = ", ".join(str(c) for _, _, c in UNARY_OPS)
     return (f"/* Generated from mininet/backend/opcodes.py by setup.py: do not edit. */\n"
             f"#ifndef MN_OPS_H\n#define MN_OPS_H\n{_COMMON}"
@@ -106,7 +114,9 @@ def c_header():
             f'#define MN_OPS_SIGNATURE "{signature()}"\n'
             f"{_reduce_defines()}"
             f"static const int mn_unary_cost[MN_NUM_UNARY] = {{{costs}}};\n"
+            f"static const unsigned char mn_is_compare[MN_NUM_BINARY] = {{{is_compare}}};\n"
             f"#define MN_BINARY_OPS(X, T, M) \\\n    {binary}\n"
+            f"#define MN_COMPARE_OPS(X, T, M) \\\n    {compare}\n"
             f"#define MN_UNARY_OPS(X, T, M) \\\n    {unary}\n#endif\n")
 
 
