@@ -19,7 +19,6 @@ import sys
 import sysconfig
 import tempfile
 
-import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -152,12 +151,12 @@ VARIANT_MODULES = ["conv_direct", "conv_nhwc", "winograd", "norm", "conv", "redu
 
 def module_extension(name, source, depends, compile_args, link_args):
     """mininet_ext.<name> from a .pyx (or the C that includes one's Cython output); the C
-    headers (the generated _ops.h among them) are dependencies too: an edit rebuilds it."""
-    return Extension(f"mininet_ext.{name}", [source],
-                     include_dirs=[numpy.get_include(), "mininet_ext"],
+    headers (the generated _ops.h among them) are dependencies too: an edit rebuilds it.
+    No module uses numpy's C API, so numpy is not needed to build (nor installed for it:
+    ~3 s of an isolated build)."""
+    return Extension(f"mininet_ext.{name}", [source], include_dirs=["mininet_ext"],
                      depends=sorted(depends + glob.glob(os.path.join("mininet_ext", "*.h"))),
-                     extra_compile_args=compile_args, extra_link_args=link_args,
-                     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])
+                     extra_compile_args=compile_args, extra_link_args=link_args)
 
 
 def variant_extensions(isas, portable, compile_args, link_args):
@@ -280,6 +279,53 @@ def default_build_args(name):
 # for most (Cython >= 3.1; Xeon model 207)
 SHARED_UTILITY = "mininet_ext._cyutility"
 
+# Cython's C output ships in the sdist (MANIFEST.in), but Cython compares time stamps, and
+# the Cython a wheel build installs into its isolated environment is newer than any file
+# of the sdist: every module was translated again (~5 s on 2 cores). The stamp names what
+# the C was generated from (the kernel sources, setup.py, the Cython version); when it
+# matches this tree, the C is dated as new as its inputs and cythonize keeps it. A changed
+# source, setup.py or Cython does not match: everything is translated, as before.
+CYTHON_STAMP = os.path.join("mininet_ext", "_cython_stamp.txt")
+
+
+def cython_key():
+    import hashlib
+    import Cython
+    with open(__file__, "rb") as f:
+        setup_text = f.read()
+    return hashlib.sha256(source_hash("mininet_ext").encode() + setup_text
+                          + Cython.__version__.encode()).hexdigest()
+
+
+def generated_c():
+    return [os.path.join("mininet_ext", f"{n}.c") for n in MODULES + ["_cyutility"]]
+
+
+def reuse_shipped_c(key):
+    """When the stamp matches `key`, date the shipped C no older than anything cythonize
+    compares it with (Cython's own .pxd files, ours, our headers): it is then kept. Never
+    dated later than that, so a build tree's compiled modules stay newer than their C."""
+    import Cython
+    try:
+        with open(CYTHON_STAMP) as f:
+            if f.read().strip() != key:
+                return
+    except OSError:
+        return
+    if not all(os.path.exists(c) for c in generated_c()):
+        return
+    roots = [os.path.join(os.path.dirname(Cython.__file__), "Includes"), "mininet_ext"]
+    newest = max(os.stat(os.path.join(d, f)).st_mtime_ns for root in roots
+                 for d, _, fs in os.walk(root) for f in fs
+                 if f.endswith((".pyx", ".pxd", ".pxi", ".h")))
+    for c in generated_c():
+        if os.stat(c).st_mtime_ns < newest:
+            os.utime(c, ns=(newest, newest))
+
+
+CYTHON_KEY = cython_key()
+reuse_shipped_c(CYTHON_KEY)
+
 extensions = [
     # the module's own Cython parts (convgemm_*.pxi, pulled in by `include`) rebuild it too
     module_extension(name, f"mininet_ext/{name}.pyx",
@@ -289,15 +335,18 @@ extensions = [
 ] + [Extension(SHARED_UTILITY, [os.path.join("mininet_ext", "_cyutility.c")],
                extra_compile_args=compile_args, extra_link_args=link_args)]
 
+cythonized = cythonize(
+    extensions,
+    language_level=3,
+    nthreads=os.cpu_count() or 1,
+    shared_utility_qualified_name=SHARED_UTILITY,
+    compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True,
+                         "initializedcheck": False},
+)
+write_if_changed(CYTHON_STAMP, CYTHON_KEY + "\n")   # every module's C is current now
+
 setup(
-    ext_modules=cythonize(
-        extensions,
-        language_level=3,
-        nthreads=os.cpu_count() or 1,
-        shared_utility_qualified_name=SHARED_UTILITY,
-        compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True,
-                             "initializedcheck": False},
-    ) + [kernel_extension(isa, flags) for isa, flags in isas.items()]
+    ext_modules=cythonized + [kernel_extension(isa, flags) for isa, flags in isas.items()]
     + variant_extensions(isas, portable, compile_args, link_args),
     cmdclass={"build_ext": BuildExt},
 )
