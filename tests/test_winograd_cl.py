@@ -274,6 +274,25 @@ def test_default_rule(monkeypatch):
     assert not fits((32, 16, 5, 5), *geo, (100, 16, 14, 14))
 
 
+def test_rule_is_cached_per_layer_and_follows_patched_bounds(monkeypatch):
+    """The shape rule (with its Cython workspace geometry) is asked once a layer; a
+    patched bound or the workspace limit still changes the answer."""
+    monkeypatch.delenv("MININET_WINOGRAD_CL", raising=False)
+    monkeypatch.setenv("MININET_WINOGRAD", "1")
+    fits, rule = cpu_backend._wcl_fits, cpu_backend._wcl_rule
+    layer = ((32, 16, 5, 5), (1, 1), (2, 2), (1, 1), 1, (100, 16, 14, 14))
+    assert fits(*layer)
+    hits = rule.cache_info().hits
+    assert fits(*layer) and rule.cache_info().hits == hits + 1
+    monkeypatch.setattr(cpu_backend, "WCL_MIN_CHANNELS", 24)
+    assert not fits(*layer)
+    monkeypatch.setattr(cpu_backend, "WCL_MIN_CHANNELS", 12)
+    monkeypatch.setattr(cpu_backend, "WROWS_MAX_BYTES", 1024)   # the workspace outgrows it
+    assert not fits(*layer) and not fits(*layer, grad_weight=True)
+    monkeypatch.undo()
+    assert fits(*layer) and fits(*layer, grad_weight=True)
+
+
 @pytest.fixture
 def counted(monkeypatch):
     """The conv ops on the fused kernels at any map size, counting forward_cl calls (by

@@ -1241,6 +1241,21 @@ def _wcl_fits(wshape, stride, padding, dilation, groups, xshape, grad_input=Fals
     64x24 -> 32 0.91, 64x12 -> 32 0.95, 100x12x14x14 -> 32 0.92, 64x32 -> 16 0.93; left
     out 64x128 -> 128 1.37 (2.4 MB of sums a thread), 100x8x14x14 -> 32 1.22.
     MININET_WINOGRAD_CL=0 (or MININET_WINOGRAD=0) turns it off."""
+    if _env("MININET_WINOGRAD_CL", "1") == "0" or _env("MININET_WINOGRAD", "1") == "0":
+        return False
+    bounds = (WCL_MIN_CHANNELS, WCL_MAX_CHANNELS, WCL_MIN_FILTERS, WCL_MAX_FILTERS,
+              WCL_WGRAD_MIN, WCL_WGRAD_MAX, WCL_WGRAD_MAX_SUMS, WROWS_MAX_BYTES)
+    return _wcl_rule(tuple(wshape), tuple(stride), tuple(padding), tuple(dilation), groups,
+                     tuple(xshape), grad_input, grad_weight, bounds)
+
+
+@functools.lru_cache(maxsize=1024)   # a model asks the same few layers every step
+def _wcl_rule(wshape, stride, padding, dilation, groups, xshape, grad_input, grad_weight,
+              bounds):
+    """_wcl_fits's answer from the shapes and the bounds (in the key, so a bound a test
+    patches is asked anew): the workspace's size is a Cython geometry, ~1 us a call."""
+    (WCL_MIN_CHANNELS, WCL_MAX_CHANNELS, WCL_MIN_FILTERS, WCL_MAX_FILTERS, WCL_WGRAD_MIN,
+     WCL_WGRAD_MAX, WCL_WGRAD_MAX_SUMS, WROWS_MAX_BYTES) = bounds
     k, c, kh, kw = wshape
     if (kh, kw) != (5, 5) or stride != (1, 1) or dilation != (1, 1) or groups != 1 or \
             min(padding) < 0 or len(xshape) != 4 or xshape[1] != c or \
@@ -1248,15 +1263,13 @@ def _wcl_fits(wshape, stride, padding, dilation, groups, xshape, grad_input=Fals
                  and c * k <= WCL_WGRAD_MAX_SUMS
                  or not grad_weight and WCL_MIN_CHANNELS <= c <= WCL_MAX_CHANNELS
                  and (WCL_MIN_FILTERS <= k <= WCL_MAX_FILTERS
-                      or grad_input and c == 32 and 8 <= k <= 16)) or \
-            _env("MININET_WINOGRAD_CL", "1") == "0" or _env("MININET_WINOGRAD", "1") == "0":
+                      or grad_input and c == 32 and 8 <= k <= 16)):
         return False
     if xshape[2] + 2 * padding[0] < 5 or xshape[3] + 2 * padding[1] < 5:
         return False
     if grad_weight:
-        return _wino.cl_weight_grad_workspace_bytes(tuple(xshape), k, tuple(padding)) \
-            <= WROWS_MAX_BYTES
-    return _wino.cl_workspace_bytes(tuple(xshape), k, tuple(padding)) <= WROWS_MAX_BYTES
+        return _wino.cl_weight_grad_workspace_bytes(xshape, k, padding) <= WROWS_MAX_BYTES
+    return _wino.cl_workspace_bytes(xshape, k, padding) <= WROWS_MAX_BYTES
 
 
 WCL_MIN_CHANNELS = 12
