@@ -22,6 +22,7 @@ import tempfile
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.sdist import sdist
 
 MODULES = ["_omp", "buffer", "strided", "elementwise", "reduce", "matmul", "conv", "convgemm", "optim", "losses", "norm", "rnn", "dlpack", "peak", "_isa", "winograd", "conv_nhwc", "conv_direct", "rows"]
 
@@ -279,52 +280,74 @@ def default_build_args(name):
 # for most (Cython >= 3.1; Xeon model 207)
 SHARED_UTILITY = "mininet_ext._cyutility"
 
-# Cython's C output ships in the sdist (MANIFEST.in), but Cython compares time stamps, and
+# Cython's C output ships in the sdist (Sdist below), but Cython compares time stamps, and
 # the Cython a wheel build installs into its isolated environment is newer than any file
-# of the sdist: every module was translated again (~5 s on 2 cores). The stamp names what
-# the C was generated from (the kernel sources, setup.py, the Cython version); when it
-# matches this tree, the C is dated as new as its inputs and cythonize keeps it. A changed
-# source, setup.py or Cython does not match: everything is translated, as before.
+# of the sdist: every module was translated again (~5 s on 2 cores). So a stamp, written
+# after each cythonize that completes, names what the C came from: setup.py and the
+# Cython version (the options), the kernel sources, and each C file's sha256. Where all of
+# it matches this tree, the C is dated as new as its inputs and cythonize keeps it. Other
+# options (a directive edited in setup.py, another Cython) translate everything again
+# (force); other sources leave the C to Cython's own time stamps, as before; a C file that
+# is not the one stamped (an interrupted cythonize) is never re-dated.
 CYTHON_STAMP = os.path.join("mininet_ext", "_cython_stamp.txt")
 
 
-def cython_key():
+def file_sha256(path):
+    import hashlib
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def cython_keys():
+    """(options key, sources key) of this tree."""
     import hashlib
     import Cython
     with open(__file__, "rb") as f:
-        setup_text = f.read()
-    return hashlib.sha256(source_hash("mininet_ext").encode() + setup_text
-                          + Cython.__version__.encode()).hexdigest()
+        options = hashlib.sha256(f.read() + b"\0" + Cython.__version__.encode()).hexdigest()
+    return options, source_hash("mininet_ext")
 
 
 def generated_c():
     return [os.path.join("mininet_ext", f"{n}.c") for n in MODULES + ["_cyutility"]]
 
 
-def reuse_shipped_c(key):
-    """When the stamp matches `key`, date the shipped C no older than anything cythonize
-    compares it with (Cython's own .pxd files, ours, our headers): it is then kept. Never
-    dated later than that, so a build tree's compiled modules stay newer than their C."""
-    import Cython
+def read_stamp():
+    """(options, sources, {C file: sha256}), or None without a readable stamp."""
     try:
         with open(CYTHON_STAMP) as f:
-            if f.read().strip() != key:
-                return
-    except OSError:
+            lines = f.read().split("\n")
+        return lines[0], lines[1], dict(line.split(" ", 1)[::-1] for line in lines[2:] if line)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def reuse_shipped_c(keys, stamp):
+    """Date each stamped C file no older than anything cythonize compares it with (Cython's
+    own .pxd files, ours, our headers), so that it is kept; never later than that, so a
+    build tree's compiled modules stay newer than their C."""
+    import Cython
+    if stamp is None or stamp[:2] != keys:
         return
-    if not all(os.path.exists(c) for c in generated_c()):
+    keep = [c for c in generated_c() if os.path.exists(c) and stamp[2].get(c) == file_sha256(c)]
+    if not keep:
         return
     roots = [os.path.join(os.path.dirname(Cython.__file__), "Includes"), "mininet_ext"]
     newest = max(os.stat(os.path.join(d, f)).st_mtime_ns for root in roots
                  for d, _, fs in os.walk(root) for f in fs
                  if f.endswith((".pyx", ".pxd", ".pxi", ".h")))
-    for c in generated_c():
+    for c in keep:
         if os.stat(c).st_mtime_ns < newest:
             os.utime(c, ns=(newest, newest))
 
 
-CYTHON_KEY = cython_key()
-reuse_shipped_c(CYTHON_KEY)
+def write_stamp(keys):
+    lines = list(keys) + [f"{file_sha256(c)} {c}" for c in generated_c() if os.path.exists(c)]
+    write_if_changed(CYTHON_STAMP, "\n".join(lines) + "\n")
+
+
+CYTHON_KEYS = cython_keys()
+STAMP = read_stamp()
+reuse_shipped_c(CYTHON_KEYS, STAMP)
 
 extensions = [
     # the module's own Cython parts (convgemm_*.pxi, pulled in by `include`) rebuild it too
@@ -342,11 +365,22 @@ cythonized = cythonize(
     shared_utility_qualified_name=SHARED_UTILITY,
     compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True,
                          "initializedcheck": False},
+    force=STAMP is None or STAMP[0] != CYTHON_KEYS[0],
 )
-write_if_changed(CYTHON_STAMP, CYTHON_KEY + "\n")   # every module's C is current now
+write_stamp(CYTHON_KEYS)   # cythonize completed: every module's C is current
+
+
+class Sdist(sdist):
+    """The sdist with Cython's C output and its stamp: the files of MODULES alone (not
+    every *.c a working tree holds: a removed module's would ride along)."""
+    def make_distribution(self):
+        for path in generated_c() + [CYTHON_STAMP]:
+            if os.path.exists(path) and path not in self.filelist.files:
+                self.filelist.files.append(path)
+        super().make_distribution()
 
 setup(
     ext_modules=cythonized + [kernel_extension(isa, flags) for isa, flags in isas.items()]
     + variant_extensions(isas, portable, compile_args, link_args),
-    cmdclass={"build_ext": BuildExt},
+    cmdclass={"build_ext": BuildExt, "sdist": Sdist},
 )
