@@ -15,14 +15,14 @@ from .backend import capture as _capture
 from .backend import default_device, get_device
 from .backend import dlpack as _dlpack
 from .backend.device import DTYPES, LOGICAL
-from .backend.opcodes import BINARY, REDUCE, UNARY
+from .backend.opcodes import BINARY, COMPARE_OPS, REDUCE, UNARY
 
 float32 = np.dtype("float32")
 float64 = np.dtype("float64")
 int64 = np.dtype("int64")
 bool_ = np.dtype("bool")   # one byte, 0 or 1 (numpy's and torch's bool)
 _FLOATS = (float32, float64)
-_COMPARE = frozenset(("eq", "ne", "lt", "le", "gt", "ge"))
+_COMPARE = frozenset(COMPARE_OPS)
 
 
 def as_dtype(dtype):

@@ -56,6 +56,20 @@ def same(got, want):
 NAMES = ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bool_outputs_refuse_ops_that_are_not_comparisons(gpu, dtype):
+    """As on the CPU: a bool output is a comparison's mask, another op is refused by name."""
+    a = NDArray(rng.standard_normal((3, 4)).astype(dtype), device=gpu)
+    out = NDArray.make((3, 4), device=gpu, dtype=BOOL)
+    for name in ("add", "maximum", "pass_pos"):
+        with pytest.raises(ValueError, match="is not a comparison"):
+            gpu.binary(BINARY[name], a, a, out)
+        with pytest.raises(ValueError, match="is not a comparison"):
+            gpu.binary_scalar(BINARY[name], a, 0.5, False, out)
+    gpu.binary(BINARY["lt"], a, a, out)
+    same(out, np.zeros((3, 4), bool))
+
+
 @pytest.mark.parametrize("dtype,s", [(np.float32, "f32"), (np.float64, "f64")])
 def test_comparisons_write_bool_masks(gpu, launched, dtype, s):
     x, y = ties(6, 35, dtype=dtype), ties(35, dtype=dtype)

@@ -13,7 +13,7 @@ import numpy as np
 from . import cuda_build
 from .cuda_nn import FusedKernels
 from .device import DTYPES, Device, DeviceUnavailable
-from .opcodes import REDUCE
+from .opcodes import COMPARE, REDUCE
 
 MAXDIM = 6          # cuda_src/common.cuh: MN_MAXDIM
 THREADS = 256       # cuda_src/common.cuh: MN_THREADS
@@ -70,6 +70,13 @@ def _collapse(shape, *strides):
         else:
             out.append((n, st))
     return out or [(1, [0] * len(strides))]
+
+
+def _comparison(kind, op):
+    """A bool output is a comparison's mask (eq..ge), as on the CPU: another op is refused
+    by name rather than run as op(a, b) != 0."""
+    if kind.startswith("compare") and op not in COMPARE:
+        raise ValueError(f"{kind}: op {op} is not a comparison (eq, ne, lt, le, gt, ge)")
 
 
 def _views(shape, *strides):
@@ -233,6 +240,7 @@ class CUDADevice(FusedKernels, Device):
         n, (va, vb) = _views(out.shape, a.strides, b.strides)
         s = SUFFIX[a.dtype]
         kind = "compare" if out.dtype == BOOL else "binary"   # a bool out: the mask directly
+        _comparison(kind, op)
         self._launch("elementwise", f"{kind}_{s}", "iP" + VIEW + "P" + VIEW + "Pq", n, op,
                      self._ptr(a), *va, self._ptr(b), *vb, self._ptr(out), n)
 
@@ -240,6 +248,7 @@ class CUDADevice(FusedKernels, Device):
         n, (va,) = _views(out.shape, a.strides)
         s = SUFFIX[a.dtype]
         kind = "compare_scalar" if out.dtype == BOOL else "binary_scalar"
+        _comparison(kind, op)
         self._launch("elementwise", f"{kind}_{s}", "iP" + VIEW + ("f" if s == "f32" else "d")
                      + "iPq", n, op, self._ptr(a), *va, value, int(reverse), self._ptr(out), n)
 

@@ -80,6 +80,7 @@ COMPARE_OPS = ("eq", "ne", "lt", "le", "gt", "ge")
 BINARY = {name: i for i, (name, _) in enumerate(BINARY_OPS)}
 UNARY = {name: i for i, (name, _, _) in enumerate(UNARY_OPS)}
 REDUCE = {name: i for i, name in enumerate(REDUCE_OPS)}
+COMPARE = frozenset(BINARY[name] for name in COMPARE_OPS)   # their op numbers
 
 
 def signature():
