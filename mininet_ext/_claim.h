@@ -18,6 +18,16 @@
 typedef struct { uint64_t v; char pad[56]; } mn_claim_share;
 typedef struct { mn_claim_share* s; int nt; void* mem; } mn_claims;
 
+/* Claims initialised again for n chunks on the same threads (no allocation): only once
+ * no thread claims from them any more, and before any thread claims the new chunks. */
+static inline void mn_claims_reset(mn_claims* c, int64_t n)
+{
+    for (int t = 0; t < c->nt; t++) {
+        uint64_t lo = (uint64_t)(n * t / c->nt), hi = (uint64_t)(n * (t + 1) / c->nt);
+        __atomic_store_n(&c->s[t].v, lo | (hi << 32), __ATOMIC_RELAXED);
+    }
+}
+
 /* 0, or -1 when out of memory or n does not fit 32 bits */
 static inline int mn_claims_init(mn_claims* c, int64_t n, int nt)
 {
@@ -26,10 +36,7 @@ static inline int mn_claims_init(mn_claims* c, int64_t n, int nt)
     c->s = NULL;
     if (c->mem == NULL || n < 0 || n > (int64_t)UINT32_MAX) return -1;
     c->s = (mn_claim_share*)(((uintptr_t)c->mem + 63) & ~(uintptr_t)63);
-    for (int t = 0; t < c->nt; t++) {
-        uint64_t lo = (uint64_t)(n * t / c->nt), hi = (uint64_t)(n * (t + 1) / c->nt);
-        c->s[t].v = lo | (hi << 32);
-    }
+    mn_claims_reset(c, n);
     return 0;
 }
 

@@ -11,6 +11,7 @@ cdef extern from "_claim.h" nogil:
         pass
     int mn_claims_init(mn_claims* c, long long n, int nt)
     void mn_claims_free(mn_claims* c)
+    void mn_claims_reset(mn_claims* c, long long n)
     long long mn_claim(mn_claims* c, int t)
 
 

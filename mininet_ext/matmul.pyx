@@ -10,6 +10,7 @@ from cython cimport floating
 from libc.string cimport memcpy, memset
 from mininet_ext.buffer cimport Buffer
 from mininet_ext._omp cimport size_threads, threads_for, threads_timed, arrived, finished
+from mininet_ext._omp cimport mn_claims, mn_claims_init, mn_claims_free, mn_claims_reset, mn_claim
 from mininet_ext._check cimport check_itemsize, need, need_strided
 
 from mininet_ext import _isa
@@ -625,21 +626,38 @@ cdef inline Py_ssize_t even_rows(Py_ssize_t M, int t, int team) noexcept nogil:
     return M * t // team // 4 * 4
 
 
+# B panels a claim packs in gemm_shared (along the rows of the block: 512 bytes a row of
+# B with AVX-512 float32 panels)
+cdef Py_ssize_t B_CHUNK = 4
+
+
+cdef inline Py_ssize_t b_chunks(Py_ssize_t N, Py_ssize_t jc, int nr) noexcept nogil:
+    """The claims (B_CHUNK panels) of a KC x NC block of B at column jc."""
+    cdef Py_ssize_t nc = N - jc if N - jc < NC else NC
+    return ((nc + nr - 1) // nr + B_CHUNK - 1) // B_CHUNK
+
+
 cdef void gemm_shared(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                       const floating* A, Py_ssize_t ars, Py_ssize_t acs,
                       const floating* B, Py_ssize_t brs, Py_ssize_t bcs,
-                      floating* C, Py_ssize_t ldc, floating* Ap, floating* Bp, int tid,
-                      int team) noexcept nogil:
+                      floating* C, Py_ssize_t ldc, floating* Ap, floating* Bp,
+                      Py_ssize_t bpsize, mn_claims* cl, int tid, int team) noexcept nogil:
     """Thread tid of a team's blocked product: the team packs each KC x NC block of B
-    together into one shared buffer Bp (panels split between them, a barrier before and
-    after), then each thread multiplies its own slice of C's row panels by all of it, with
-    its own packed A. Against each thread packing the B (or A) it needs, no operand is
-    packed twice and the threads read one B block from L3. Every thread runs the same
-    jc / pc loops, whatever its share of rows, so the barriers match; a team of one (tid 0)
-    is gemm_blocked, with no barriers (threads of gemm_sliced call it on their own)."""
+    together into a shared buffer, then each thread multiplies its own slice of C's row
+    panels by all of it, with its own packed A. Against each thread packing the B (or A)
+    it needs, no operand is packed twice and the threads read one B block from L3. Every
+    thread runs the same jc / pc loops, whatever its share of rows, so the barriers match.
+    With claims (cl: two, for alternate blocks) the blocks alternate between two buffers
+    (Bp, Bp + bpsize) and their panels are claimed B_CHUNK at a time: a thread done with
+    one block's products packs the next at once, more of it when the other is late, and
+    one barrier a block (the block is packed) is all the team waits at. Without, a static
+    half each between two barriers (nobody still reads the buffer; it is packed). A team
+    of one (tid 0) is gemm_blocked, with no barriers (gemm_sliced's threads call it on
+    their own)."""
     cdef int nr = mn_gemm_nr(sizeof(floating))
-    cdef Py_ssize_t kstep = k_step(K), jc, pc, ic, nc, kc, mc, npan
+    cdef Py_ssize_t kstep = k_step(K), jc, pc, ic, nc, kc, mc, npan, c, blk = 0
     cdef Py_ssize_t r0 = even_rows(M, tid, team), r1 = even_rows(M, tid + 1, team)
+    cdef floating* buf = Bp
     jc = 0
     while jc < N:
         nc = N - jc if N - jc < NC else NC
@@ -647,19 +665,37 @@ cdef void gemm_shared(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
         pc = 0
         while pc < K:
             kc = K - pc if K - pc < kstep else kstep
-            if team > 1:
-                mn_team_barrier()   # nobody still reads the previous block
-            pack_b(B + pc * brs + jc * bcs, brs, bcs, kc, nc, Bp, nr, npan * tid // team,
-                   npan * (tid + 1) // team)
-            if team > 1:
+            if team > 1 and cl != NULL:
+                buf = Bp + (blk & 1) * bpsize   # last read by block blk - 2
+                while True:
+                    c = mn_claim(&cl[blk & 1], tid)
+                    if c < 0:
+                        break
+                    pack_b(B + pc * brs + jc * bcs, brs, bcs, kc, nc, buf, nr, c * B_CHUNK,
+                           min((c + 1) * B_CHUNK, npan))
+                if tid == 0:
+                    # the claims of block blk + 1: nobody claims block blk - 1's any more
+                    # (all passed its barrier), nobody claims these before the barrier
+                    if pc + kc < K:
+                        mn_claims_reset(&cl[(blk + 1) & 1], b_chunks(N, jc, nr))
+                    elif jc + NC < N:
+                        mn_claims_reset(&cl[(blk + 1) & 1], b_chunks(N, jc + NC, nr))
                 mn_team_barrier()   # the whole block is packed
+            else:
+                if team > 1:
+                    mn_team_barrier()   # nobody still reads the previous block
+                pack_b(B + pc * brs + jc * bcs, brs, bcs, kc, nc, Bp, nr, npan * tid // team,
+                       npan * (tid + 1) // team)
+                if team > 1:
+                    mn_team_barrier()   # the whole block is packed
             ic = r0
             while ic < r1:
                 mc = r1 - ic if r1 - ic < MC else MC
-                a_block(A + ic * ars + pc * acs, ars, acs, mc, kc, Ap, Bp,
+                a_block(A + ic * ars + pc * acs, ars, acs, mc, kc, Ap, buf,
                         C + ic * ldc + jc, ldc, nc, nr, pc > 0)
                 ic += MC
             pc += kc
+            blk += 1
         jc += NC
 
 
@@ -670,7 +706,7 @@ cdef void gemm_blocked(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     """One thread's product: NC x KC blocks of B packed, MC x KC blocks of A packed, the
     micro-kernel swept over them (threads split C between them, see gemm_sliced): the
     shared product's loops for a team of one."""
-    gemm_shared(M, N, K, A, ars, acs, B, brs, bcs, C, ldc, Ap, Bp, 0, 1)
+    gemm_shared(M, N, K, A, ars, acs, B, brs, bcs, C, ldc, Ap, Bp, 0, NULL, 0, 1)
 
 
 cdef inline void a_block(const floating* A, Py_ssize_t ars, Py_ssize_t acs, Py_ssize_t mc,
@@ -781,13 +817,24 @@ cdef void gemm_sliced(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     # rows with one shared packed B (gemm_shared) unless that splits the tiles 1/16 less
     # evenly than columns do (1/8 with pre-broadcast A, which a column split would pack
     # whole in every thread: nr/2 times B's size)
+    cdef mn_claims cl[2]
+    cdef mn_claims* claims = cl
+    cdef int failed
     if not direct and share_rows * (8 if BC else 16) <= share_cols * (9 if BC else 17):
+        # two buffers of B (the nt >= 2 threads' packing space), claims for alternate
+        # blocks (out of memory: the static split)
+        failed = mn_claims_init(&cl[0], b_chunks(N, 0, nr), nt)
+        failed |= mn_claims_init(&cl[1], 0, nt)   # both allocate (both are freed)
+        if failed:
+            claims = NULL
         with parallel(num_threads=nt):
             tid = threadid()
             arrived(tid)
-            gemm_shared(M, N, K, A, ars, acs, B, brs, bcs, C, N, Ap + tid * apsize, Bp, tid,
-                        mn_team_size())
+            gemm_shared(M, N, K, A, ars, acs, B, brs, bcs, C, N, Ap + tid * apsize, Bp,
+                        bpsize, claims, tid, mn_team_size())
             finished(tid)
+        mn_claims_free(&cl[0])
+        mn_claims_free(&cl[1])
         return
     # here a packed product splits columns (rows split less evenly, else gemm_shared ran)
     for t in prange(nt, num_threads=nt, schedule='static'):

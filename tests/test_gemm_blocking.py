@@ -151,6 +151,31 @@ def test_small_blocks_in_process(restore_blocking):
     np.testing.assert_allclose(got, a.astype(np.float64) @ b, rtol=0, atol=2e-3)
 
 
+def test_shared_b_blocks_same_bits_on_any_team(restore_blocking):
+    """The team's shared B blocks (claimed by chunks of panels into two alternating
+    buffers): many blocks along K and N, on 1 to 4 threads, give the same bits, and
+    match float64."""
+    import mininet as mn
+    from mininet.ndarray import NDArray
+    matmul.set_blocking(48, 40, 512)   # blocks of 16 panels: 4 claims (AVX-512 float32)
+    rng = np.random.default_rng(7)
+    # big enough that timing gives the product its threads (threads_timed)
+    a = rng.standard_normal((600, 513)).astype(np.float32)
+    b = rng.standard_normal((513, 700)).astype(np.float32)
+    before = mn.get_num_threads()
+    try:
+        outs = []
+        for t in (1, 2, 3, 4):
+            mn.set_num_threads(t)
+            outs.append((NDArray(a) @ NDArray(b)).numpy())
+    finally:
+        mn.set_num_threads(before)
+    for got in outs[1:]:
+        np.testing.assert_array_equal(got, outs[0])
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    assert np.abs(outs[0] - want).max() <= 1e-4 * np.abs(want).max()
+
+
 def _sysfs_l1d_bytes():
     base = "/sys/devices/system/cpu/cpu0/cache"
     try:
