@@ -626,9 +626,9 @@ cdef inline Py_ssize_t even_rows(Py_ssize_t M, int t, int team) noexcept nogil:
     return M * t // team // 4 * 4
 
 
-# B panels a claim packs in gemm_shared (along the rows of the block: 512 bytes a row of
+# B panels a claim packs in gemm_shared (along the rows of the block: 1 KB a row of
 # B with AVX-512 float32 panels)
-cdef Py_ssize_t B_CHUNK = 4
+cdef Py_ssize_t B_CHUNK = 8
 
 
 cdef inline Py_ssize_t b_chunks(Py_ssize_t N, Py_ssize_t jc, int nr) noexcept nogil:

@@ -153,15 +153,15 @@ def test_small_blocks_in_process(restore_blocking):
 
 def test_shared_b_blocks_same_bits_on_any_team(restore_blocking):
     """The team's shared B blocks (claimed by chunks of panels into two alternating
-    buffers): many blocks along K and N, on 1 to 4 threads, give the same bits, and
-    match float64."""
+    buffers): many blocks along K, two along N, on 1 to 4 threads, give the same bits,
+    and match float64."""
     import mininet as mn
     from mininet.ndarray import NDArray
-    matmul.set_blocking(48, 40, 512)   # blocks of 16 panels: 4 claims (AVX-512 float32)
+    matmul.set_blocking(48, 40, 1024)   # blocks of 32 panels: 4 claims (AVX-512 float32)
     rng = np.random.default_rng(7)
     # big enough that timing gives the product its threads (threads_timed)
     a = rng.standard_normal((600, 513)).astype(np.float32)
-    b = rng.standard_normal((513, 700)).astype(np.float32)
+    b = rng.standard_normal((513, 1100)).astype(np.float32)
     before = mn.get_num_threads()
     try:
         outs = []
