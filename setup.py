@@ -379,6 +379,7 @@ class Sdist(sdist):
                 self.filelist.files.append(path)
         super().make_distribution()
 
+
 setup(
     ext_modules=cythonized + [kernel_extension(isa, flags) for isa, flags in isas.items()]
     + variant_extensions(isas, portable, compile_args, link_args),
