@@ -26,16 +26,21 @@ cdef extern from "_ftz.h" nogil:
 cdef void sgd_range(floating* p, const floating* g, floating* v, Py_ssize_t i0, Py_ssize_t i1,
                     double lr, double momentum, double dampening, double wd, bint nesterov,
                     bint first) noexcept nogil:
+    # each item's loads come before its stores (pi, not p[i] again after v[i] is written):
+    # buffers of one size lie a multiple of a large power of two apart in memory, and a
+    # load after a store whose address agrees in those low bits waits for it (4K aliasing
+    # and wider); the reloads made the AVX2 build's SGD 1.6x and Adam 4x slower
     cdef Py_ssize_t i
-    cdef floating d, buf
+    cdef floating d, buf, pi
     cdef unsigned csr = mn_ftz_on()
     for i in range(i0, i1):
-        d = g[i] + <floating>wd * p[i]
+        pi = p[i]
+        d = g[i] + <floating>wd * pi
         if momentum != 0:
             buf = d if first else <floating>momentum * v[i] + <floating>(1 - dampening) * d
             v[i] = buf
             d = d + <floating>momentum * buf if nesterov else buf
-        p[i] = p[i] - <floating>lr * d
+        p[i] = pi - <floating>lr * d
     mn_ftz_restore(csr)
 
 
@@ -74,7 +79,7 @@ cdef void adam_range(floating* p, const floating* g, floating* m, floating* v, P
     cdef floating c1 = <floating>(1 - b1), c2 = <floating>(1 - b2)
     cdef floating decay = <floating>(1 - lr * wd) if decoupled else 1
     cdef floating l2 = 0 if decoupled else <floating>wd
-    cdef floating d, root
+    cdef floating d, root, pi, mi, vi
     cdef Py_ssize_t i
     cdef unsigned csr = mn_ftz_on()
     if floating is float:
@@ -82,15 +87,18 @@ cdef void adam_range(floating* p, const floating* g, floating* m, floating* v, P
             mn_adam_f32(p, g, m, v, i0, i1, step, vscale, fb1, fb2, feps, c1, c2, decay, l2)
             mn_ftz_restore(csr)
             return
-    for i in range(i0, i1):
-        d = g[i] + l2 * p[i]
-        m[i] = fb1 * m[i] + c1 * d
-        v[i] = fb2 * v[i] + c2 * d * d
+    for i in range(i0, i1):   # loads before stores, as in sgd_range
+        pi = p[i]
+        d = g[i] + l2 * pi
+        mi = fb1 * m[i] + c1 * d
+        vi = fb2 * v[i] + c2 * d * d
+        m[i] = mi
+        v[i] = vi
         if floating is float:
-            root = sqrtf(v[i])
+            root = sqrtf(vi)
         else:
-            root = sqrt(v[i])
-        p[i] = p[i] * decay - step * m[i] / (root * vscale + feps)
+            root = sqrt(vi)
+        p[i] = pi * decay - step * mi / (root * vscale + feps)
     mn_ftz_restore(csr)
 
 
