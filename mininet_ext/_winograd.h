@@ -1,5 +1,5 @@
 /* Winograd F(4x4, 3x3) and F(2x2, 5x5) convolution kernels (winograd.pyx drives them): the transforms
- * in float and double (_winograd_t.h) around the GEMM micro-kernels of the kernel table
+ * in float (_winograd_t.h, written for any WT) around the GEMM micro-kernels of the kernel table
  * (_isa.h), which the including module binds. */
 #ifndef MN_WINOGRAD_H
 #define MN_WINOGRAD_H
@@ -156,16 +156,10 @@ static inline void wino_gout_gather8(const float* src, mn_idx plane, mn_idx ld,
         (o)[5 * (os)] = 4 * (d1) - 5 * (d3) + (d5);                                 \
     } while (0)
 
+/* float32 only (winograd.pyx's check_f32): float64 convolutions take the implicit GEMM */
 #define WT float
 #define WS f32
 #define WI int   /* an integer of WT's size (shuffle indices) */
-#include "_winograd_t.h"
-#undef WT
-#undef WS
-#undef WI
-#define WT double
-#define WS f64
-#define WI long long
 #include "_winograd_t.h"
 #undef WT
 #undef WS

@@ -1,5 +1,5 @@
 /* Winograd F(4x4, 3x3) kernels for one element type: _winograd.h includes this file
- * once per type with WT (float, double) and WS (f32, f64) defined. F(2x2, 5x5) shares
+ * with WT float and WS f32 (the template takes double as well). F(2x2, 5x5) shares
  * everything but the filter and output transforms (_winograd5_t.h); g->r picks them.
  *
  * Layouts (nb tiles per block, nr = the GEMM micro-kernel's width, mr its height):

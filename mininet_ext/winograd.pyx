@@ -19,7 +19,7 @@ The weight gradient (weight_grad) runs the same transforms the other way round:
 dW[k, c] = G^T [sum over tiles (A dY_k A^T) .* (B^T d_c B)] G, 36 GEMMs [K x tiles] @
 [tiles x C] per block of tiles into each thread's own sums (36 x K x C), which are added
 and transformed back (6x6 -> 3x3) at the end (weight_grad_workspace_bytes).
-Kernels: _winograd.h, _winograd_t.h. Inputs are compact NCHW.
+Kernels: _winograd.h, _winograd_t.h. Inputs are compact NCHW, float32 (check_f32).
 
 forward_cl and weight_grad_cl run F(2x2, 5x5) with channels in the vectors instead of
 tiles (_winograd5_cl.h, float32): each band of an image's rows transposed channels-last,
@@ -52,47 +52,25 @@ cdef extern from "_winograd.h" nogil:
         int nr, mr
     void wrow_filters_f32(const float* w, float* U, Py_ssize_t K, Py_ssize_t C, int mr,
                           int flip, Py_ssize_t p0, Py_ssize_t p1)
-    void wrow_filters_f64(const double* w, double* U, Py_ssize_t K, Py_ssize_t C, int mr,
-                          int flip, Py_ssize_t p0, Py_ssize_t p1)
     void wrow_block_f32(const wrow_geom* g, const float* x, const float* U, const float* bias,
                         float* out, Py_ssize_t n0, Py_ssize_t ni, float* T, float* P, float* M,
                         float* O, Py_ssize_t* tab, int relu)
-    void wrow_block_f64(const wrow_geom* g, const double* x, const double* U,
-                        const double* bias, double* out, Py_ssize_t n0, Py_ssize_t ni,
-                        double* T, double* P, double* M, double* O, Py_ssize_t* tab, int relu)
     void wino_filters_f32(const float* w, float* U, Py_ssize_t K, Py_ssize_t C, int mr,
-                          int flip, Py_ssize_t p0, Py_ssize_t p1)
-    void wino_filters_f64(const double* w, double* U, Py_ssize_t K, Py_ssize_t C, int mr,
                           int flip, Py_ssize_t p0, Py_ssize_t p1)
     void wino_block_f32(const wino_geom* g, const float* x, const float* U, const float* bias,
                         float* out, Py_ssize_t t0, float* V, float* M, float* D, float* O,
                         Py_ssize_t* tn, Py_ssize_t* ty, Py_ssize_t* tx, int relu)
-    void wino_block_f64(const wino_geom* g, const double* x, const double* U,
-                        const double* bias, double* out, Py_ssize_t t0, double* V, double* M,
-                        double* D, double* O, Py_ssize_t* tn, Py_ssize_t* ty, Py_ssize_t* tx,
-                        int relu)
     void wino_filters5_f32(const float* w, float* U, Py_ssize_t K, Py_ssize_t C, int mr,
-                           int flip, Py_ssize_t p0, Py_ssize_t p1)
-    void wino_filters5_f64(const double* w, double* U, Py_ssize_t K, Py_ssize_t C, int mr,
                            int flip, Py_ssize_t p0, Py_ssize_t p1)
     void wino_wgrad_out5_f32(const float* dU, int nt, Py_ssize_t per, Py_ssize_t kp,
                              Py_ssize_t cp, Py_ssize_t C, Py_ssize_t k0, Py_ssize_t k1,
                              float* dw)
-    void wino_wgrad_out5_f64(const double* dU, int nt, Py_ssize_t per, Py_ssize_t kp,
-                             Py_ssize_t cp, Py_ssize_t C, Py_ssize_t k0, Py_ssize_t k1,
-                             double* dw)
     void wino_wgrad_block_f32(const wino_geom* g, const float* x, const float* dy,
                               Py_ssize_t t0, Py_ssize_t cnt, Py_ssize_t cp, float* VT,
                               float* GT, float* dU, float* D)
-    void wino_wgrad_block_f64(const wino_geom* g, const double* x, const double* dy,
-                              Py_ssize_t t0, Py_ssize_t cnt, Py_ssize_t cp, double* VT,
-                              double* GT, double* dU, double* D)
     void wino_wgrad_out_f32(const float* dU, int nt, Py_ssize_t per, Py_ssize_t kp,
                             Py_ssize_t cp, Py_ssize_t K, Py_ssize_t C, Py_ssize_t k0,
                             Py_ssize_t k1, float* dw)
-    void wino_wgrad_out_f64(const double* dU, int nt, Py_ssize_t per, Py_ssize_t kp,
-                            Py_ssize_t cp, Py_ssize_t K, Py_ssize_t C, Py_ssize_t k0,
-                            Py_ssize_t k1, double* dw)
 
 cdef extern from "_winograd.h" nogil:
     ctypedef struct wcl_geom:
@@ -160,9 +138,20 @@ def workspace_bytes(tuple xshape, Py_ssize_t K, tuple pad=(1, 1), int itemsize=4
     """Bytes of scratch memory forward() takes for this shape: the transformed filters
     plus each thread's block workspace."""
     check_ksize(ksize, "winograd conv")
+    check_f32(itemsize, "winograd conv")
     cdef wino_geom g = make_geom(xshape, K, pad, itemsize, max(threads, 1), ksize)
     return (36 * g.kp * g.C * itemsize
             + max(threads, 1) * (thread_items(&g) * itemsize + 3 * g.nb * sizeof(Py_ssize_t)))
+
+
+cdef int check_f32(int itemsize, str what) except -1:
+    """float32 only: float64 convolutions run the implicit GEMM (mininet/backend/cpu.py),
+    whose products are exact to float64's rounding where Winograd's transforms lose a few
+    digits; it also kept the float64 kernels, a fifth of this module, out of each build."""
+    if itemsize != 4:
+        raise ValueError(f"{what}: float32 only (itemsize 4), got itemsize {itemsize}; "
+                         f"float64 convolutions take the implicit GEMM")
+    return 0
 
 
 cdef check_ksize(int ksize, str what):
@@ -191,7 +180,7 @@ cdef tuple forward_checks(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off
                           str what):
     """(N, C, OH, OW) of a forward call whose buffers hold its arrays, else a ValueError
     naming `what` and the array."""
-    check_itemsize(itemsize, what)
+    check_f32(itemsize, what)
     n, c, oh, ow = out_map(xshape, K, pad, what, ksize)
     need(x, x_off, xshape, itemsize, what, "input")
     need(w, w_off, (c, K, ksize, ksize) if flip else (K, c, ksize, ksize), itemsize, what,
@@ -250,14 +239,10 @@ def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
 cdef void run_filters(wino_geom* g, char* w, char* U, int flip, Py_ssize_t p0,
                       Py_ssize_t p1, int itemsize) noexcept nogil:
     """The filter transform of the K panels p0..p1, 3x3 or 5x5."""
-    if g.r == 5 and itemsize == 4:
+    if g.r == 5:
         wino_filters5_f32(<float*>w, <float*>U, g.K, g.C, g.mr, flip, p0, p1)
-    elif g.r == 5:
-        wino_filters5_f64(<double*>w, <double*>U, g.K, g.C, g.mr, flip, p0, p1)
-    elif itemsize == 4:
-        wino_filters_f32(<float*>w, <float*>U, g.K, g.C, g.mr, flip, p0, p1)
     else:
-        wino_filters_f64(<double*>w, <double*>U, g.K, g.C, g.mr, flip, p0, p1)
+        wino_filters_f32(<float*>w, <float*>U, g.K, g.C, g.mr, flip, p0, p1)
 
 
 cdef void run_block(wino_geom* g, char* x, char* U, char* bias, char* out, char* ws,
@@ -265,14 +250,9 @@ cdef void run_block(wino_geom* g, char* x, char* U, char* bias, char* out, char*
     """Block b of tiles, in the calling thread's scratch ws and tab."""
     cdef Py_ssize_t v = 0, m = 36 * (g.C * g.nb + ROW_PAD), d = m + 36 * (g.kp * g.nb + ROW_PAD)
     cdef Py_ssize_t o = d + 36 * g.nr
-    if itemsize == 4:
-        wino_block_f32(g, <float*>x, <float*>U, <float*>bias, <float*>out, b * g.nb,
-                       <float*>ws + v, <float*>ws + m, <float*>ws + d, <float*>ws + o,
-                       tab, tab + g.nb, tab + 2 * g.nb, relu)
-    else:
-        wino_block_f64(g, <double*>x, <double*>U, <double*>bias, <double*>out, b * g.nb,
-                       <double*>ws + v, <double*>ws + m, <double*>ws + d, <double*>ws + o,
-                       tab, tab + g.nb, tab + 2 * g.nb, relu)
+    wino_block_f32(g, <float*>x, <float*>U, <float*>bias, <float*>out, b * g.nb,
+                   <float*>ws + v, <float*>ws + m, <float*>ws + d, <float*>ws + o,
+                   tab, tab + g.nb, tab + 2 * g.nb, relu)
 
 
 # the weight gradient ------------------------------------------------------------------
@@ -306,6 +286,7 @@ def weight_grad_workspace_bytes(tuple xshape, Py_ssize_t K, tuple pad=(1, 1),
     """Bytes of scratch memory weight_grad() takes for this shape: per thread its own
     sums of the 36 products (36 x K x C) and one block of transformed tiles."""
     check_ksize(ksize, "winograd weight grad")
+    check_f32(itemsize, "winograd weight grad")
     cdef Py_ssize_t cp
     cdef wino_geom g = wgrad_geom(xshape, K, pad, itemsize, max(threads, 1), &cp, ksize)
     return max(threads, 1) * wgrad_items(&g, cp) * itemsize
@@ -317,7 +298,7 @@ def weight_grad(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, Buffer
     r = ksize (3 or 5), given dy = d loss / d out (N, K, OH, OW); x (N, C, H, W) and dy
     compact. Threads take blocks of tiles, each summing its own 36 products; the sums are
     added and transformed back at the end."""
-    check_itemsize(itemsize, "winograd weight grad")
+    check_f32(itemsize, "winograd weight grad")
     n, c, oh, ow = out_map(xshape, K, pad, "winograd weight grad", ksize)
     need(x, x_off, xshape, itemsize, "winograd weight grad", "input")
     need(dy, dy_off, (n, K, oh, ow), itemsize, "winograd weight grad", "output grad")
@@ -337,18 +318,12 @@ def weight_grad(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, Buffer
             wgrad_blocks(&g, x.ptr + x_off * itemsize, dy.ptr + dy_off * itemsize, cp,
                          work.ptr + t * per * itemsize, t, nt, blocks, itemsize)
         for t in prange(nt, num_threads=nt, schedule='static'):
-            if g.r == 5 and itemsize == 4:
+            if g.r == 5:
                 wino_wgrad_out5_f32(<float*>work.ptr, nt, per, g.kp, cp, g.C,
                                     K * t // nt, K * (t + 1) // nt, <float*>dw.ptr)
-            elif g.r == 5:
-                wino_wgrad_out5_f64(<double*>work.ptr, nt, per, g.kp, cp, g.C,
-                                    K * t // nt, K * (t + 1) // nt, <double*>dw.ptr)
-            elif itemsize == 4:
+            else:
                 wino_wgrad_out_f32(<float*>work.ptr, nt, per, g.kp, cp, K, g.C,
                                    K * t // nt, K * (t + 1) // nt, <float*>dw.ptr)
-            else:
-                wino_wgrad_out_f64(<double*>work.ptr, nt, per, g.kp, cp, K, g.C,
-                                   K * t // nt, K * (t + 1) // nt, <double*>dw.ptr)
 
 
 cdef void wgrad_blocks(wino_geom* g, char* x, char* dy, Py_ssize_t cp, char* ws, int t,
@@ -359,14 +334,9 @@ cdef void wgrad_blocks(wino_geom* g, char* x, char* dy, Py_ssize_t cp, char* ws,
     memset(ws, 0, vt * itemsize)
     while b < blocks:
         cnt = min(g.nb, g.T - b * g.nb)
-        if itemsize == 4:
-            wino_wgrad_block_f32(g, <float*>x, <float*>dy, b * g.nb, cnt, cp,
-                                 <float*>ws + vt, <float*>ws + gt, <float*>ws + du,
-                                 <float*>ws + d)
-        else:
-            wino_wgrad_block_f64(g, <double*>x, <double*>dy, b * g.nb, cnt, cp,
-                                 <double*>ws + vt, <double*>ws + gt, <double*>ws + du,
-                                 <double*>ws + d)
+        wino_wgrad_block_f32(g, <float*>x, <float*>dy, b * g.nb, cnt, cp,
+                             <float*>ws + vt, <float*>ws + gt, <float*>ws + du,
+                             <float*>ws + d)
         b += nt
 
 
@@ -383,7 +353,7 @@ cdef wrow_geom rows_geom(tuple xshape, Py_ssize_t K, tuple pad, int itemsize, in
     g.ph, g.pw = pad
     g.OH, g.OW = g.H + 2 * g.ph - 4, g.W + 2 * g.pw - 4
     g.S, g.Hp = (g.OW + 3) // 4, g.OH + 4
-    g.Hq = round_up(g.Hp, 8)   # whole vectors (8 floats, 4 doubles)
+    g.Hq = round_up(g.Hp, 8)   # whole vectors (8 floats)
     # the strided-B kernels read A panels of the full height (the short one uses the
     # first rows of it: a last panel of few filters)
     g.nr, g.mr = mn_gemm_nr(itemsize), mn_gemm_mr()
@@ -424,6 +394,7 @@ def rows_workspace_bytes(tuple xshape, Py_ssize_t K, tuple pad=(2, 2), int items
                          int threads=1):
     """Bytes of scratch memory forward_rows() takes for this shape: the transformed
     filters plus each thread's block workspace."""
+    check_f32(itemsize, "winograd rows conv")
     cdef wrow_geom g = rows_geom(xshape, K, pad, itemsize, max(threads, 1))
     return (8 * g.kp * 5 * g.C + max(threads, 1) * rows_items(&g)) * itemsize
 
@@ -454,13 +425,8 @@ def forward_rows(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer 
     cdef Py_ssize_t b
     with nogil:
         for t in prange(nt, num_threads=nt, schedule='static'):
-            if itemsize == 4:
-                wrow_filters_f32(<float*>(w.ptr + w_off * itemsize), <float*>ubuf.ptr, g.K,
-                                 g.C, g.mr, flip, panels * t // nt, panels * (t + 1) // nt)
-            else:
-                wrow_filters_f64(<double*>(w.ptr + w_off * itemsize), <double*>ubuf.ptr,
-                                 g.K, g.C, g.mr, flip, panels * t // nt,
-                                 panels * (t + 1) // nt)
+            wrow_filters_f32(<float*>(w.ptr + w_off * itemsize), <float*>ubuf.ptr, g.K,
+                             g.C, g.mr, flip, panels * t // nt, panels * (t + 1) // nt)
         for b in prange(blocks, num_threads=nt, schedule='dynamic'):
             t = threadid()
             run_rows_block(&g, x.ptr + x_off * itemsize, ubuf.ptr, bp, out.ptr,
@@ -473,14 +439,9 @@ cdef void run_rows_block(wrow_geom* g, char* x, char* U, char* bias, char* out, 
     cdef Py_ssize_t n0 = b * g.ni, ni = min(g.ni, g.N - b * g.ni)
     cdef Py_ssize_t p = rows_part(g, 0), r = p + rows_part(g, 1)
     cdef Py_ssize_t o = r + rows_part(g, 2), tb = o + rows_part(g, 3)
-    if itemsize == 4:
-        wrow_block_f32(g, <float*>x, <float*>U, <float*>bias, <float*>out, n0, ni,
-                       <float*>ws, <float*>ws + p, <float*>ws + r, <float*>ws + o,
-                       <Py_ssize_t*>(<float*>ws + tb), relu)
-    else:
-        wrow_block_f64(g, <double*>x, <double*>U, <double*>bias, <double*>out, n0, ni,
-                       <double*>ws, <double*>ws + p, <double*>ws + r, <double*>ws + o,
-                       <Py_ssize_t*>(<double*>ws + tb), relu)
+    wrow_block_f32(g, <float*>x, <float*>U, <float*>bias, <float*>out, n0, ni,
+                   <float*>ws, <float*>ws + p, <float*>ws + r, <float*>ws + o,
+                   <Py_ssize_t*>(<float*>ws + tb), relu)
 
 
 # F(2x2, 5x5) with channels in the vectors (_winograd5_cl.h) ------------------------------

@@ -80,41 +80,54 @@ def t64(x, grad=True):
     return Tensor(np.asarray(x, dtype=np.float64), dtype="float64", requires_grad=grad)
 
 
-def conv_second_order_vs_torch(x, w):
+def _close(got, want, dtype, f64_tol):
+    """float64 to f64_tol (rtol and atol); float32 to 1e-4 of want's largest magnitude
+    (against PyTorch's float64 result on the same float32-rounded inputs)."""
+    if dtype == "float64" or got.size == 0:
+        np.testing.assert_allclose(got, want, rtol=f64_tol, atol=f64_tol)
+    else:
+        assert np.abs(got - want).max() <= 1e-4 * max(np.abs(want).max(), 1e-30)
+
+
+def conv_second_order_vs_torch(x, w, dtype="float64"):
     """d/dx of |d conv / dW|^2 (padding 1) through mininet's conv gradient ops, against
-    PyTorch's, for float64 arrays x (N, C, H, W) and w (K, C, kh, kw)."""
+    PyTorch's (in float64), for arrays x (N, C, H, W) and w (K, C, kh, kw) of `dtype`."""
     from mininet import ops
-    mx, mw = t64(x), t64(w)
+    x, w = np.asarray(x, dtype), np.asarray(w, dtype)
+    mx = Tensor(x, dtype=dtype, requires_grad=True)
+    mw = Tensor(w, dtype=dtype, requires_grad=True)
     y = ops.conv(mx, mw, padding=1)
-    y.backward(Tensor(np.ones(y.shape), dtype="float64"), create_graph=True)
+    y.backward(Tensor(np.ones(y.shape), dtype=dtype), create_graph=True)
     gw = mw.grad
     mx.grad = None
     (gw * gw).sum().backward()
-    tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    tx, tw = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w))
     ty = torch.nn.functional.conv2d(tx, tw, padding=1)
     (tgw,) = torch.autograd.grad(ty.sum(), tw, create_graph=True)
     (tgw * tgw).sum().backward()
-    np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), rtol=1e-9, atol=1e-9)
+    _close(mx.grad.numpy(), tx.grad.numpy(), dtype, 1e-9)
 
 
-def conv_vs_torch(rng, shape, ksize, pad):
-    """A float64 conv (bias, padding `pad`) forward and backward for a random x, w, b and
-    output gradient from rng, against PyTorch's: the output and the three gradients to
-    1e-10. shape: (N, C, H, W, K); square ksize filters."""
+def conv_vs_torch(rng, shape, ksize, pad, dtype="float64"):
+    """A conv of `dtype` (bias, padding `pad`) forward and backward for a random x, w, b
+    and output gradient from rng, against PyTorch's in float64: the output and the three
+    gradients to 1e-10 (float32: to 1e-4 of their largest magnitude). shape: (N, C, H, W,
+    K); square ksize filters."""
     from mininet import ops
     n, c, h, wd, k = shape
     x, w, b = rng.standard_normal((n, c, h, wd)), rng.standard_normal((k, c, ksize, ksize)), \
         rng.standard_normal(k)
-    mx, mw, mb = t64(x), t64(w), t64(b)
+    x, w, b = (a.astype(dtype) for a in (x, w, b))
+    mx, mw, mb = (Tensor(a, dtype=dtype, requires_grad=True) for a in (x, w, b))
     y = ops.conv(mx, mw, mb, padding=pad)
-    g = rng.standard_normal(y.shape)
-    y.backward(Tensor(g, dtype="float64"))
-    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    g = rng.standard_normal(y.shape).astype(dtype)
+    y.backward(Tensor(g, dtype=dtype))
+    tx, tw, tb = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w, b))
     ty = torch.nn.functional.conv2d(tx, tw, tb, padding=pad)
-    ty.backward(torch.tensor(g))
-    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-10, atol=1e-10)
+    ty.backward(torch.tensor(g, dtype=torch.float64))
+    _close(y.numpy(), ty.detach().numpy(), dtype, 1e-10)
     for m, t in ((mx, tx), (mw, tw), (mb, tb)):
-        np.testing.assert_allclose(m.grad.numpy(), t.grad.numpy(), rtol=1e-10, atol=1e-10)
+        _close(m.grad.numpy(), t.grad.numpy(), dtype, 1e-10)
 
 
 _gradcheck_rng = np.random.default_rng(2)

@@ -164,17 +164,16 @@ WINO_CASES = [(8, 8, (1, 1)), (16, 16, (1, 1)), (13, 11, (1, 1)), (9, 14, (2, 2)
 
 
 @pytest.mark.parametrize("case", WINO_CASES, ids=[str(c) for c in WINO_CASES])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_winograd_edge_tiles_match_direct(case, dtype, threads):
+def test_winograd_edge_tiles_match_direct(case, threads):
     h, wd, pad = case
+    dtype = np.float32   # Winograd is float32 only
     x = rng.standard_normal((3, 33, h, wd)).astype(dtype)
     w = (rng.standard_normal((35, 33, 3, 3)) / 10).astype(dtype)
     out = np.full((3, 35, h + 2 * pad[0] - 2, wd + 2 * pad[1] - 2), np.nan, dtype)
     wg.forward(Buffer.wrap(x), 0, Buffer.wrap(w), 0, None, 0, Buffer.wrap(out), x.shape, 35,
                pad, x.dtype.itemsize)
     ref = direct(x, w, pad)
-    tol = 3e-5 if dtype == np.float32 else 1e-13
-    assert np.abs(out - ref).max() <= tol * np.abs(ref).max()
+    assert np.abs(out - ref).max() <= 3e-5 * np.abs(ref).max()
 
 
 # (N, C, H, W, K, kernel, stride, pad): the pixel-major forward and its input gradient

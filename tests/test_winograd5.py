@@ -1,6 +1,6 @@
 """Winograd F(2x2, 5x5) convolution (mininet_ext/winograd.pyx with ksize=5) and the fused
-ReLU of the Winograd forward: the kernels against a float64 direct convolution and
-PyTorch, on every kernel set this CPU runs, and the CPU backend's 5x5 conv ops with
+ReLU of the Winograd forward: the (float32) kernels against a float64 direct convolution
+and PyTorch, on every kernel set this CPU runs, and the CPU backend's 5x5 conv ops with
 Winograd on and off against PyTorch (first- and second-order gradients)."""
 import importlib
 
@@ -20,11 +20,9 @@ F = torch.nn.functional if torch is not None else None
 rng = np.random.default_rng(5)
 
 # Error bounds relative to the output's largest magnitude. Measured (N(0, 1) data, 16-256
-# channels, batch 4, 16x16): float32 up to 1.1e-5 (weight gradient), float64 up to
-# 2.3e-14. The filter transform's constants (up to 2/3) grow the rounding a little more
-# than the 3x3 path's.
+# channels, batch 4, 16x16): float32 up to 1.1e-5 (weight gradient). The filter
+# transform's constants (up to 2/3) grow the rounding a little more than the 3x3 path's.
 F32_TOL = 5e-5
-F64_TOL = 1e-12
 
 
 def direct(x, w, b, pad):
@@ -81,18 +79,18 @@ def fits(hw, pad):
     return hw[0] + 2 * pad[0] >= 5 and hw[1] + 2 * pad[1] >= 5
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("hw", [(1, 1), (5, 5), (7, 9), (13, 11), (6, 8)])
 @pytest.mark.parametrize("pad", [(0, 0), (1, 1), (2, 2), (2, 0)])
 @pytest.mark.parametrize("c,k", [(1, 1), (3, 5), (17, 13), (40, 36)])
-def test_kernel_matches_direct(dtype, hw, pad, c, k):
+def test_kernel_matches_direct(hw, pad, c, k):
     """Forward, input-gradient form (flipped filters) and weight gradient; odd maps."""
+    dtype = "float32"
     if not fits(hw, pad):
         pytest.skip("the kernel does not fit")
     x = rng.standard_normal((2, c, *hw)).astype(dtype)
     w = rng.standard_normal((k, c, 5, 5)).astype(dtype)
     b = rng.standard_normal(k).astype(dtype)
-    tol = F32_TOL if dtype == "float32" else F64_TOL
+    tol = F32_TOL
     ref = direct(x, w, b, pad)
     assert rel_err(winograd(x, w, b, pad), ref) < tol
     wt = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
@@ -120,7 +118,8 @@ def test_many_blocks_threads_batch_one_and_zero():
     dy = rng.standard_normal(y.shape).astype("float32")
     assert rel_err(winograd_wgrad(x, dy, (2, 2)), direct_wgrad(x, dy, (2, 2))) < F32_TOL
     assert winograd(np.ones((0, 40, 9, 9), np.float32), w, None, (2, 2)).shape == (0, 50, 9, 9)
-    dw0 = winograd_wgrad(np.ones((0, 3, 6, 6)), np.ones((0, 4, 6, 6)), (2, 2))
+    dw0 = winograd_wgrad(np.ones((0, 3, 6, 6), np.float32), np.ones((0, 4, 6, 6), np.float32),
+                         (2, 2))
     assert dw0.shape == (4, 3, 5, 5) and np.all(dw0 == 0)
 
 
@@ -163,9 +162,9 @@ def test_workspace_is_bounded():
 
 # the fused ReLU (3x3 and 5x5) ---------------------------------------------------------------
 @pytest.mark.torch
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("r,pad", [(3, (1, 1)), (3, (0, 2)), (5, (2, 2)), (5, (1, 0))])
-def test_relu_epilogue_matches_torch(dtype, r, pad):
+def test_relu_epilogue_matches_torch(r, pad):
+    dtype = "float32"
     x = rng.standard_normal((2, 33, 9, 11)).astype(dtype)
     w = (rng.standard_normal((20, 33, r, r)) / 10).astype(dtype)
     b = rng.standard_normal(20).astype(dtype)
@@ -174,7 +173,7 @@ def test_relu_epilogue_matches_torch(dtype, r, pad):
                                torch.tensor(b, dtype=torch.float64), padding=pad)).numpy()
     got = winograd(x, w, b, pad, relu=True)
     assert got.min() >= 0 and np.all(got[want == 0] == 0)
-    assert rel_err(got, want) < (F32_TOL if dtype == "float32" else F64_TOL)
+    assert rel_err(got, want) < F32_TOL
     # without relu: the plain convolution, negatives kept
     assert (winograd(x, w, b, pad) < 0).any()
 
@@ -193,7 +192,7 @@ def direct(x, w, pad):
     xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     return sum(np.einsum("nchw,kc->nkhw", xp[:, :, i:i + oh, j:j + ow], w[:, :, i, j])
                for i in range(5) for j in range(5))
-for dt in ("float32", "float64"):
+for dt in ("float32",):
     for c, k, h, wd, pad in ((3, 5, 7, 9, 2), (33, 70, 11, 10, 1), (64, 64, 16, 16, 2)):
         x = rng.standard_normal((2, c, h, wd)).astype(dt)
         w = rng.standard_normal((k, c, 5, 5)).astype(dt)
@@ -222,7 +221,7 @@ def test_every_kernel_set(isa):
         pytest.skip(f"this CPU or build does not run {isa}")
     got = run_under_isa(ISA_CHECK, isa, threads=2)
     assert got["active"] == isa
-    assert got["worst"]["float32"] < F32_TOL and got["worst"]["float64"] < F64_TOL
+    assert got["worst"]["float32"] < F32_TOL
 
 
 # the backend: 5x5 conv ops with Winograd on and off ------------------------------------------
@@ -256,11 +255,13 @@ def wino(request, monkeypatch):
 @pytest.mark.torch
 @pytest.mark.parametrize("shape,pad", [((2, 3, 7, 9, 4), 2), ((3, 17, 13, 11, 5), 0),
                                        ((1, 8, 6, 7, 6), 1), ((0, 4, 6, 6, 3), 2)])
-def test_conv_ops_match_torch(shape, pad, wino):
-    conv_vs_torch(rng, shape, 5, pad)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_conv_ops_match_torch(shape, pad, dtype, wino):
+    """float32 on Winograd where it is on; float64 always on the implicit GEMM."""
+    conv_vs_torch(rng, shape, 5, pad, dtype)
     mode, calls = wino
     # forward, input gradient (flipped filters, padding 4 - pad), weight gradient
-    assert calls == ([] if mode == "gemm" else [False, True, "w"])
+    assert calls == ([] if mode == "gemm" or dtype == "float64" else [False, True, "w"])
 
 
 @pytest.mark.torch
@@ -276,25 +277,32 @@ def test_conv_float32_noncontiguous_input(wino):
 
 
 @pytest.mark.torch
-def test_functional_conv2d_second_order(wino):
-    """d/dx of |d conv / dW|^2 through mininet.nn.functional.conv2d, against PyTorch."""
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_functional_conv2d_second_order(dtype, wino):
+    """d/dx of |d conv / dW|^2 through mininet.nn.functional.conv2d, against PyTorch in
+    float64 (float32: to 1e-4 of the largest magnitude, on Winograd where it is on)."""
     from mininet.nn import functional as mf
     x, w = rng.standard_normal((2, 3, 8, 7)), rng.standard_normal((4, 3, 5, 5))
     b = rng.standard_normal(4)
-    mx, mw, mb = t64(x), t64(w), t64(b)
+    x, w, b = (a.astype(dtype) for a in (x, w, b))
+    mx, mw, mb = (Tensor(a, dtype=dtype, requires_grad=True) for a in (x, w, b))
     y = mf.conv2d(mx, mw, mb, padding=2)
-    g = rng.standard_normal(y.shape)
-    y.backward(Tensor(g, dtype="float64"), create_graph=True)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    y.backward(Tensor(g, dtype=dtype), create_graph=True)
     gw = mw.grad
     mx.grad = None
     (gw * gw).sum().backward()
-    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    tx, tw, tb = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w, b))
     ty = F.conv2d(tx, tw, tb, padding=2)
-    (tgw,) = torch.autograd.grad(ty, tw, torch.tensor(g), create_graph=True)
-    np.testing.assert_allclose(gw.numpy(), tgw.detach().numpy(), rtol=1e-9, atol=1e-9)
+    (tgw,) = torch.autograd.grad(ty, tw, torch.tensor(g, dtype=torch.float64),
+                                 create_graph=True)
     (tgw * tgw).sum().backward()
-    np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), rtol=1e-9, atol=1e-9)
-    assert wino[0] == "gemm" or wino[1]
+    for got, want in ((gw.numpy(), tgw.detach().numpy()), (mx.grad.numpy(), tx.grad.numpy())):
+        if dtype == "float64":
+            np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+        else:
+            assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+    assert bool(wino[1]) == (wino[0] == "winograd" and dtype == "float32")
 
 
 def test_default_rule(monkeypatch):

@@ -20,10 +20,8 @@ F = torch.nn.functional if torch is not None else None
 rng = np.random.default_rng(45)
 
 # Error bounds relative to the output's largest magnitude. Measured (N(0, 1) data, 1-300
-# channels): float32 up to 3.5e-6, float64 up to 5e-15 (the 8-point transform's constants
-# reach 21/4 and 32/45).
+# channels): float32 up to 3.5e-6 (the 8-point transform's constants reach 21/4 and 32/45).
 F32_TOL = 2e-5
-F64_TOL = 1e-12
 
 
 def rows(x, w, b, pad, flip=False, relu=False):
@@ -38,19 +36,19 @@ def rows(x, w, b, pad, flip=False, relu=False):
     return out
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("hw", [(1, 1), (5, 5), (7, 9), (14, 14), (3, 17)])
 @pytest.mark.parametrize("pad", [(0, 0), (2, 2), (1, 3), (4, 4)])
 @pytest.mark.parametrize("c,k", [(1, 1), (3, 5), (16, 32), (40, 13), (24, 68)])
-def test_kernel_matches_direct(dtype, hw, pad, c, k):
+def test_kernel_matches_direct(hw, pad, c, k):
     """Forward with bias, the input-gradient form (flipped, swapped filters) and the
     fused ReLU; K = 68 ends on a short panel (8 filters), 13 and 5 inside one."""
+    dtype = "float32"
     if hw[0] + 2 * pad[0] < 5 or hw[1] + 2 * pad[1] < 5:
         pytest.skip("the kernel does not fit")
     x = rng.standard_normal((2, c, *hw)).astype(dtype)
     w = rng.standard_normal((k, c, 5, 5)).astype(dtype)
     b = rng.standard_normal(k).astype(dtype)
-    tol = F32_TOL if dtype == "float32" else F64_TOL
+    tol = F32_TOL
     ref = direct(x, w, b, pad)
     assert rel_err(rows(x, w, b, pad), ref) < tol
     wt = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
@@ -67,9 +65,11 @@ def test_blocks_threads_wide_channels_and_empty():
     y = rows(x, w, None, (2, 2))
     assert not np.isnan(y).any() and rel_err(y, direct(x, w, None, (2, 2))) < F32_TOL
     assert rel_err(rows(x[:1], w, None, (1, 2)), direct(x[:1], w, None, (1, 2))) < F32_TOL
-    x = rng.standard_normal((37, 24, 14, 14)).astype("float64")
-    w = rng.standard_normal((32, 24, 5, 5)).astype("float64")
-    assert rel_err(rows(x, w, None, (2, 2)), direct(x, w, None, (2, 2))) < F64_TOL
+    x = rng.standard_normal((37, 24, 14, 14)).astype("float32")
+    w = rng.standard_normal((32, 24, 5, 5)).astype("float32")
+    assert rel_err(rows(x, w, None, (2, 2)), direct(x, w, None, (2, 2))) < F32_TOL
+    with pytest.raises(ValueError, match="float32 only.*itemsize 8"):
+        rows(x.astype(np.float64), w.astype(np.float64), None, (2, 2))
     assert rows(np.ones((0, 24, 9, 9), np.float32), w.astype(np.float32), None,
                 (2, 2)).shape == (0, 32, 9, 9)
 
@@ -137,7 +137,7 @@ from mininet_ext.buffer import Buffer
 wg = _isa.variant("winograd")
 rng = np.random.default_rng(2)
 worst = {}
-for dt in ("float32", "float64"):
+for dt in ("float32",):
     for c, k, h, wd, pad in ((3, 5, 7, 9, 2), (33, 70, 11, 10, 1), (24, 32, 14, 14, 2)):
         x = rng.standard_normal((3, c, h, wd)).astype(dt)
         w = rng.standard_normal((k, c, 5, 5)).astype(dt)
@@ -160,7 +160,7 @@ def test_every_kernel_set(isa):
         pytest.skip(f"this CPU or build does not run {isa}")
     got = run_under_isa(ISA_CHECK, isa, threads=2)
     assert got["active"] == isa
-    assert got["worst"]["float32"] < F32_TOL and got["worst"]["float64"] < F64_TOL
+    assert got["worst"]["float32"] < F32_TOL
 
 
 # the backend -----------------------------------------------------------------------------
@@ -210,9 +210,11 @@ def counted(monkeypatch):
 @pytest.mark.torch
 @pytest.mark.parametrize("shape,pad", [((2, 24, 9, 11, 32), 2), ((3, 32, 7, 6, 24), 1),
                                        ((1, 40, 12, 5, 30), 4)])
-def test_conv_ops_match_torch(shape, pad, counted):
-    conv_vs_torch(rng, shape, 5, pad)
-    assert counted == [False, True]   # the forward and the input gradient
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_conv_ops_match_torch(shape, pad, dtype, counted):
+    conv_vs_torch(rng, shape, 5, pad, dtype)
+    # the forward and the input gradient; float64 takes the implicit GEMM
+    assert counted == ([False, True] if dtype == "float32" else [])
 
 
 @pytest.mark.torch
@@ -231,25 +233,34 @@ def test_conv_relu_float32(counted):
 
 
 @pytest.mark.torch
-def test_functional_conv2d_second_order(counted):
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_functional_conv2d_second_order(dtype, counted):
     """d/dx of |d conv / dW|^2 and d/dW of |d conv / dx|^2 through
-    mininet.nn.functional.conv2d, against PyTorch."""
+    mininet.nn.functional.conv2d, against PyTorch in float64 (float32: to 1e-4 of the
+    largest magnitude, on this path)."""
     from mininet.nn import functional as mf
     x, w = rng.standard_normal((2, 24, 8, 7)), rng.standard_normal((32, 24, 5, 5))
     b = rng.standard_normal(32)
-    mx, mw, mb = t64(x), t64(w), t64(b)
+    x, w, b = (a.astype(dtype) for a in (x, w, b))
+    mx, mw, mb = (Tensor(a, dtype=dtype, requires_grad=True) for a in (x, w, b))
     y = mf.conv2d(mx, mw, mb, padding=2)
-    g = rng.standard_normal(y.shape)
-    y.backward(Tensor(g, dtype="float64"), create_graph=True)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    y.backward(Tensor(g, dtype=dtype), create_graph=True)
     gw, gx = mw.grad, mx.grad
     mx.grad = mw.grad = None
     ((gw * gw).sum() + (gx * gx).sum()).backward()
-    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    tx, tw, tb = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w, b))
     ty = F.conv2d(tx, tw, tb, padding=2)
-    tgx, tgw = torch.autograd.grad(ty, (tx, tw), torch.tensor(g), create_graph=True)
-    np.testing.assert_allclose(gw.numpy(), tgw.detach().numpy(), rtol=1e-9, atol=1e-9)
-    np.testing.assert_allclose(gx.numpy(), tgx.detach().numpy(), rtol=1e-9, atol=1e-9)
+    tgx, tgw = torch.autograd.grad(ty, (tx, tw), torch.tensor(g, dtype=torch.float64),
+                                   create_graph=True)
     ((tgw * tgw).sum() + (tgx * tgx).sum()).backward()
-    np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), rtol=1e-9, atol=1e-9)
-    np.testing.assert_allclose(mw.grad.numpy(), tw.grad.numpy(), rtol=1e-9, atol=1e-9)
-    assert False in counted and True in counted
+    pairs = ((gw, tgw), (gx, tgx), (mx.grad, tx.grad), (mw.grad, tw.grad))
+    for got, want in ((m.numpy(), t.detach().numpy()) for m, t in pairs):
+        if dtype == "float64":
+            np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+        else:
+            assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+    if dtype == "float32":
+        assert False in counted and True in counted
+    else:
+        assert counted == []

@@ -554,13 +554,13 @@ class CPUDevice(Device):
             _wino.forward_cl(x.handle, x.offset, w.handle, w.offset, *_opt_at(bias), _at(out),
                              x.shape, k, padding, 4, relu=relu)
             return
-        if _wrows_fits(w.shape, stride, padding, dilation, groups, x.shape, x.dtype.itemsize) \
-                and x.dtype == w.dtype and (bias is None or bias.dtype == x.dtype):
+        # Winograd is float32 only (float64 takes the implicit GEMM: exact to its rounding)
+        wino = _one_dtype(x, w, bias, out) and x.dtype == _FLOATS[0]
+        if wino and _wrows_fits(w.shape, stride, padding, dilation, groups, x.shape, 4):
             _wino.forward_rows(x.handle, x.offset, w.handle, w.offset, *_opt_at(bias), _at(out),
                                x.shape, k, padding, x.dtype.itemsize, relu=relu)
             return
-        if _winograd_fits(w.shape, stride, padding, dilation, groups) and \
-                x.dtype == w.dtype and (bias is None or bias.dtype == x.dtype):
+        if wino and _winograd_fits(w.shape, stride, padding, dilation, groups):
             _wino.forward(x.handle, x.offset, w.handle, w.offset, *_opt_at(bias), _at(out),
                           x.shape, k, padding, x.dtype.itemsize, relu=relu, ksize=w.shape[2])
             return
@@ -639,15 +639,16 @@ class CPUDevice(Device):
             _wino.forward_cl(g.handle, g.offset, w.handle, w.offset, None, 0, _at(dx),
                              g.shape, dx.shape[1], pad, 4, True)
             return True
-        if _wrows_fits(w.shape[1::-1] + w.shape[2:], stride, pad, dilation, groups, g.shape,
-                       g.dtype.itemsize) and g.dtype == w.dtype:
+        wino = g.dtype == w.dtype == dx.dtype == _FLOATS[0]   # Winograd: float32 only
+        if wino and _wrows_fits(w.shape[1::-1] + w.shape[2:], stride, pad, dilation, groups,
+                                g.shape, 4):
             # the same 5x5 convolution by F(4, 5) along the rows (the flip and swap of the
             # filters, as Winograd's, happen as they are transformed)
             _wino.forward_rows(g.handle, g.offset, w.handle, w.offset, None, 0, _at(dx),
                                g.shape, dx.shape[1], pad, g.dtype.itemsize, True)
             return True
-        if _winograd_fits(w.shape[1::-1] + w.shape[2:], stride, pad, dilation, groups) and \
-                g.dtype == w.dtype:
+        if wino and _winograd_fits(w.shape[1::-1] + w.shape[2:], stride, pad, dilation,
+                                   groups):
             # the same 3x3 convolution by Winograd, which flips and swaps the filters
             # while it transforms them
             _wino.forward(g.handle, g.offset, w.handle, w.offset, None, 0, _at(dx), g.shape,
@@ -674,7 +675,7 @@ class CPUDevice(Device):
                                  padding, 4)
             return
         if _winograd_fits(dw.shape, stride, padding, dilation, groups) and \
-                g.dtype == x.dtype == dw.dtype:
+                g.dtype == x.dtype == dw.dtype == _FLOATS[0]:   # Winograd: float32 only
             # dW = G^T [sum over tiles (A dY A^T) .* (B^T x B)] G: 36 GEMMs over the tiles
             _wino.weight_grad(g.handle, g.offset, x.handle, x.offset, _at(dw), x.shape, k,
                               padding, g.dtype.itemsize, ksize=dw.shape[2])
