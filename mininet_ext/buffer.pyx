@@ -31,13 +31,12 @@ cdef Py_ssize_t size_class(Py_ssize_t n):
     return (n + step - 1) // step * step
 
 
-# Large blocks start at one of COLORS offsets, 256 bytes apart, taken in turn (Zen 4 and
-# Xeon caches, and the store-to-load checks, index by address bits). Blocks of one size
-# otherwise lay a multiple of a large power of two apart (the heap hands out neighbours),
-# and a load whose address agrees in the low ~20 bits with a store still in flight waits
-# for it: an update that reads p after writing m and v (Adam) ran 4x slower on arrays
-# 4 MB apart, while 128 bytes of offset was enough to end it (Xeon model 207). The
-# malloc'd address sits just before the block, to free it.
+# Large blocks start at one of COLORS offsets, 256 bytes apart, taken in turn. Blocks of
+# one size otherwise lie a multiple of a large power of two apart (the heap hands out
+# neighbours), and a load whose address agrees in the low ~20 bits with a store still in
+# flight waits for it: a loop that read p after writing m and v (Adam) ran 4x slower on
+# arrays 4 MB apart, and 128 bytes of offset was enough to end it (Xeon model 207;
+# bench/optim_aliasing.py). The malloc'd address sits just before the block, to free it.
 cdef Py_ssize_t COLOR_MIN = 64 * 1024, COLOR_STEP = 256, COLORS = 16
 cdef unsigned _color = 0
 
