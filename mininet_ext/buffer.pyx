@@ -20,9 +20,17 @@ cdef Py_ssize_t _pooled = 0   # bytes held in the pool
 cdef Py_ssize_t _in_use = 0   # bytes held by live buffers
 
 
-cdef Py_ssize_t size_class(Py_ssize_t n):
+# No machine holds a block this large (64 PiB); asking for one is refused by name, before
+# size_class's doubling could overflow (a request of 2^62 bytes looped there forever)
+cdef Py_ssize_t BLOCK_LIMIT = <Py_ssize_t>1 << 56
+
+
+cdef Py_ssize_t size_class(Py_ssize_t n) except -1:
     """Round n up to 64 bytes, and large sizes to 1/8 of their power of two."""
     cdef Py_ssize_t step
+    if n > BLOCK_LIMIT:
+        raise MemoryError(f"mininet: cannot allocate {n} bytes (more than {BLOCK_LIMIT} "
+                          f"bytes, 64 PiB, which no machine holds)")
     if n <= 4096:
         return (n + ALIGN - 1) & ~(ALIGN - 1)
     step = 1

@@ -3,7 +3,9 @@ of one size do not share their low address bits), and freed whole past the pool'
 import gc
 
 import numpy as np
+import pytest
 
+import mininet
 from mininet_ext import buffer
 from mininet_ext.buffer import Buffer
 
@@ -50,3 +52,13 @@ def test_blocks_past_the_pool_limit_are_freed():
     assert after["cached_bytes"] <= 512 * 1024 * 1024
     again = Buffer(16 * 1024 * 1024 + 64 * 7)   # taken from the pool
     np.frombuffer(again, dtype=np.uint8)[-1] = 1
+
+
+def test_impossible_sizes_are_refused_not_looped():
+    """A request past 64 PiB is a MemoryError that says so (the size-class rounding once
+    looped forever on 2^62 bytes: `zeros((2**30, 2**30))` hung)."""
+    for n in (2 ** 56 + 1, 2 ** 62, 2 ** 63 - 1):
+        with pytest.raises(MemoryError, match="64 PiB"):
+            Buffer(n)
+    with pytest.raises(MemoryError, match="cannot allocate 4611686018427387904 bytes"):
+        mininet.zeros((2 ** 30, 2 ** 30))
