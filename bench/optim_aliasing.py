@@ -26,7 +26,7 @@ n, threads, rounds = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 mininet.set_num_threads(threads)
 opt = _isa.variant("optim")
 span = 4 * n + (1 << 20) - (4 * n) % (1 << 20)   # 4 n bytes rounded up to whole MB
-big = np.zeros(4 * span // 4 + (1 << 20) // 4 + 256, np.float32)
+big = np.zeros((4 * span + (1 << 20)) // 4 + 256, np.float32)   # 4 arrays, 1 MB slack
 base = (-big.ctypes.data % (1 << 20)) // 4
 out = {}
 for stagger in (0, 256):

@@ -32,7 +32,7 @@ from libc.string cimport memset, memcpy
 from cython.parallel cimport prange, threadid
 from mininet_ext.buffer cimport Buffer
 from mininet_ext._omp cimport threads_for
-from mininet_ext._check cimport check_itemsize, need
+from mininet_ext._check cimport need
 
 from mininet_ext import _isa
 
@@ -488,8 +488,6 @@ def forward_cl(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bi
     gradient's filters); bias (K,) or None. Threads take bands of tile rows of an image."""
     n, c, oh, ow = forward_checks(x, x_off, w, w_off, bias, b_off, out, xshape, K, pad,
                                   itemsize, flip, 5, "winograd cl conv")
-    if itemsize != 4:
-        raise ValueError(f"winograd cl conv: float32 only (itemsize 4), got itemsize {itemsize}")
     if n * K * oh * ow == 0:
         return
     if c == 0:
@@ -552,14 +550,11 @@ def weight_grad_cl(Buffer dy, Py_ssize_t dy_off, Buffer x, Py_ssize_t x_off, Buf
     (_winograd5_cl.h); float32, x (N, C, H, W) and dy compact. Threads take bands of tile
     rows of an image, each summing its own 36 products; the sums are added and
     transformed back at the end."""
-    check_itemsize(itemsize, "winograd cl weight grad")
+    check_f32(itemsize, "winograd cl weight grad")
     n, c, oh, ow = out_map(xshape, K, pad, "winograd cl weight grad", 5)
     need(x, x_off, xshape, itemsize, "winograd cl weight grad", "input")
     need(dy, dy_off, (n, K, oh, ow), itemsize, "winograd cl weight grad", "output grad")
     need(dw, 0, (K, c, 5, 5), itemsize, "winograd cl weight grad", "weight grad")
-    if itemsize != 4:
-        raise ValueError(f"winograd cl weight grad: float32 only (itemsize 4), got itemsize "
-                         f"{itemsize}")
     if K * c == 0:
         return
     cdef int nt = threads_for(n * K * oh * ow * c * 4)

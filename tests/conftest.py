@@ -80,11 +80,11 @@ def t64(x, grad=True):
     return Tensor(np.asarray(x, dtype=np.float64), dtype="float64", requires_grad=grad)
 
 
-def _close(got, want, dtype, f64_tol):
-    """float64 to f64_tol (rtol and atol); float32 to 1e-4 of want's largest magnitude
+def close_in_dtype(got, want, dtype, f64_tol):
+    """float64 to f64_tol (assert_near); float32 to 1e-4 of want's largest magnitude
     (against PyTorch's float64 result on the same float32-rounded inputs)."""
     if dtype == "float64" or got.size == 0:
-        np.testing.assert_allclose(got, want, rtol=f64_tol, atol=f64_tol)
+        assert_near(got, want, f64_tol)
     else:
         assert np.abs(got - want).max() <= 1e-4 * max(np.abs(want).max(), 1e-30)
 
@@ -105,7 +105,7 @@ def conv_second_order_vs_torch(x, w, dtype="float64"):
     ty = torch.nn.functional.conv2d(tx, tw, padding=1)
     (tgw,) = torch.autograd.grad(ty.sum(), tw, create_graph=True)
     (tgw * tgw).sum().backward()
-    _close(mx.grad.numpy(), tx.grad.numpy(), dtype, 1e-9)
+    close_in_dtype(mx.grad.numpy(), tx.grad.numpy(), dtype, 1e-9)
 
 
 def conv_vs_torch(rng, shape, ksize, pad, dtype="float64"):
@@ -125,9 +125,9 @@ def conv_vs_torch(rng, shape, ksize, pad, dtype="float64"):
     tx, tw, tb = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w, b))
     ty = torch.nn.functional.conv2d(tx, tw, tb, padding=pad)
     ty.backward(torch.tensor(g, dtype=torch.float64))
-    _close(y.numpy(), ty.detach().numpy(), dtype, 1e-10)
+    close_in_dtype(y.numpy(), ty.detach().numpy(), dtype, 1e-10)
     for m, t in ((mx, tx), (mw, tw), (mb, tb)):
-        _close(m.grad.numpy(), t.grad.numpy(), dtype, 1e-10)
+        close_in_dtype(m.grad.numpy(), t.grad.numpy(), dtype, 1e-10)
 
 
 _gradcheck_rng = np.random.default_rng(2)

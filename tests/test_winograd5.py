@@ -11,7 +11,7 @@ from mininet import ops
 from mininet.autograd import Tensor
 from mininet_ext import _isa
 from mininet_ext.buffer import Buffer
-from conftest import conv_vs_torch, run_under_isa, t64, torch
+from conftest import close_in_dtype, conv_vs_torch, run_under_isa, t64, torch
 
 wg = _isa.variant("winograd")   # as built for this process's kernel set
 
@@ -298,10 +298,7 @@ def test_functional_conv2d_second_order(dtype, wino):
                                  create_graph=True)
     (tgw * tgw).sum().backward()
     for got, want in ((gw.numpy(), tgw.detach().numpy()), (mx.grad.numpy(), tx.grad.numpy())):
-        if dtype == "float64":
-            np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
-        else:
-            assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+        close_in_dtype(got, want, dtype, 1e-9)
     assert bool(wino[1]) == (wino[0] == "winograd" and dtype == "float32")
 
 

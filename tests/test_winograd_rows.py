@@ -11,7 +11,7 @@ import pytest
 from mininet.autograd import Tensor
 from mininet_ext import _isa
 from mininet_ext.buffer import Buffer
-from conftest import conv_vs_torch, run_under_isa, t64, torch
+from conftest import close_in_dtype, conv_vs_torch, run_under_isa, t64, torch
 from test_winograd5 import direct, rel_err   # the float64 tap-by-tap reference
 
 wg = _isa.variant("winograd")   # as built for this process's kernel set
@@ -256,10 +256,7 @@ def test_functional_conv2d_second_order(dtype, counted):
     ((tgw * tgw).sum() + (tgx * tgx).sum()).backward()
     pairs = ((gw, tgw), (gx, tgx), (mx.grad, tx.grad), (mw.grad, tw.grad))
     for got, want in ((m.numpy(), t.detach().numpy()) for m, t in pairs):
-        if dtype == "float64":
-            np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
-        else:
-            assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+        close_in_dtype(got, want, dtype, 1e-9)
     if dtype == "float32":
         assert False in counted and True in counted
     else:

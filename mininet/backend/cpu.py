@@ -549,13 +549,12 @@ class CPUDevice(Device):
             return
         _floats("conv", x, w, bias)
         n, k, oh, ow = out.shape
-        if _wcl_fits(w.shape, stride, padding, dilation, groups, x.shape) and \
-                _one_dtype(x, w, bias, out) and x.dtype == _FLOATS[0]:
+        # Winograd is float32 only (float64 takes the implicit GEMM: exact to its rounding)
+        wino = _one_dtype(x, w, bias, out) and x.dtype == _FLOATS[0]
+        if wino and _wcl_fits(w.shape, stride, padding, dilation, groups, x.shape):
             _wino.forward_cl(x.handle, x.offset, w.handle, w.offset, *_opt_at(bias), _at(out),
                              x.shape, k, padding, 4, relu=relu)
             return
-        # Winograd is float32 only (float64 takes the implicit GEMM: exact to its rounding)
-        wino = _one_dtype(x, w, bias, out) and x.dtype == _FLOATS[0]
         if wino and _wrows_fits(w.shape, stride, padding, dilation, groups, x.shape, 4):
             _wino.forward_rows(x.handle, x.offset, w.handle, w.offset, *_opt_at(bias), _at(out),
                                x.shape, k, padding, x.dtype.itemsize, relu=relu)
