@@ -46,6 +46,8 @@ cdef extern from "_conv_nhwc.h" nogil:
                           const Py_ssize_t* boff, const float* B, float* C)
     void mn_nh_kernel_f64(Py_ssize_t nseg, Py_ssize_t len, const double** P,
                           const Py_ssize_t* boff, const double* B, double* C)
+    void mn_nh_kernel_f32_s(Py_ssize_t nseg, Py_ssize_t len, const float** P,
+                            const Py_ssize_t* boff, const float* B, float* C, Py_ssize_t cs)
     int mn_rl_width(int itemsize)
     void mn_rl_block4(const unsigned int* src, unsigned int* dst, Py_ssize_t ni,
                       Py_ssize_t nj, Py_ssize_t sj, Py_ssize_t di)
@@ -94,6 +96,7 @@ cdef bint dw_rows(Geo* g):
 
 cdef struct Geo:
     Py_ssize_t N, H, W, C, K, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW
+    Py_ssize_t cs   # the forward's input: 1 (NHWC), or H*W (NCHW, float32: x_nchw)
 
 
 cdef struct Seg:
@@ -142,6 +145,7 @@ cdef Geo make_geo(tuple xshape, tuple wshape, tuple stride, tuple pad, tuple dil
     if min(g.sh, g.sw, g.dh, g.dw) < 1 or min(g.ph, g.pw) < 0:
         raise ValueError(f"{kernel}: stride {stride} and dilation {dil} must be >= 1, "
                          f"padding {pad} >= 0")
+    g.cs = 1
     g.OH = (g.H + 2 * g.ph - g.dh * (g.kh - 1) - 1) // g.sh + 1
     g.OW = (g.W + 2 * g.pw - g.dw * (g.kw - 1) - 1) // g.sw + 1
     if g.H + 2 * g.ph < g.dh * (g.kh - 1) + 1 or g.W + 2 * g.pw < g.dw * (g.kw - 1) + 1:
@@ -207,9 +211,13 @@ cdef Taps live_taps(Geo* g, Py_ssize_t rows_per_tap, object by_rows):
 
 # the indirect tiles ---------------------------------------------------------------------------
 cdef inline void nh_kernel(Py_ssize_t nseg, Py_ssize_t len, const floating** P,
-                           const Py_ssize_t* boff, const floating* B, floating* C) noexcept nogil:
+                           const Py_ssize_t* boff, const floating* B, floating* C,
+                           Py_ssize_t cs) noexcept nogil:
     if floating is float:
-        mn_nh_kernel_f32(nseg, len, P, boff, B, C)
+        if cs != 1:
+            mn_nh_kernel_f32_s(nseg, len, P, boff, B, C, cs)
+        else:
+            mn_nh_kernel_f32(nseg, len, P, boff, B, C)
     else:
         mn_nh_kernel_f64(nseg, len, P, boff, B, C)
 
@@ -239,9 +247,13 @@ cdef void fwd_pointers(const floating* x, const floating* zero, Geo* g, Phase* p
     cdef const Seg* sg = segs + ph.s0
     cdef const floating* corner
     cdef bint near = ph.ns <= 64
+    # NHWC: a pixel's C values at (pixel) * C; NCHW (cs = H*W): its first channel's value
+    # at the pixel, image n at n * C * H * W (pc: a pixel's step)
+    cdef Py_ssize_t pc = g.C if g.cs == 1 else 1
+    cdef Py_ssize_t img = g.H * g.W * g.C
     if near:
         for s in range(ph.ns):
-            off[s] = (sg[s].i * g.dh * g.W + sg[s].j * g.dw) * g.C
+            off[s] = (sg[s].i * g.dh * g.W + sg[s].j * g.dw) * pc
     for i in range(MR):
         q = q0 + i
         if q >= cnt:
@@ -250,13 +262,13 @@ cdef void fwd_pointers(const floating* x, const floating* zero, Geo* g, Phase* p
                 P[s * MR + i] = zero
             continue
         rows[i] = (n * g.OH + ph.a + u) * g.OW + ph.b + v
-        corner = x + ((n * g.H + (ph.a + u) * g.sh - g.ph) * g.W + (ph.b + v) * g.sw
-                      - g.pw) * g.C
+        corner = x + n * img + (((ph.a + u) * g.sh - g.ph) * g.W + (ph.b + v) * g.sw
+                                - g.pw) * pc
         for s in range(ph.ns):
             if near:
                 P[s * MR + i] = corner + off[s]
             else:
-                P[s * MR + i] = corner + (sg[s].i * g.dh * g.W + sg[s].j * g.dw) * g.C
+                P[s * MR + i] = corner + (sg[s].i * g.dh * g.W + sg[s].j * g.dw) * pc
         v += 1
         if v == ph.wq:
             v = 0
@@ -350,7 +362,7 @@ cdef void run_tiles(const floating* src, const floating* zero, const floating* b
                 while p + 1 < nph and phases[p + 1].b0 <= t:
                     p += 1
                 nh_kernel(phases[p].ns, phases[p].ln, P + (t - ga) * width,
-                          boffs + phases[p].s0, bp + jp * bsize, tile)
+                          boffs + phases[p].s0, bp + jp * bsize, tile, g.cs)
                 write_tile(tile, nr, rows + (t - ga) * MR, out, cols, jp * nr,
                            min(nr, cols - jp * nr), bias, relu)
         ga = gb
@@ -522,17 +534,25 @@ cdef int check_bias(Buffer bias, Py_ssize_t b_off, Geo* g, int itemsize) except 
 def forward(Buffer x, Py_ssize_t x_off, Buffer w, Py_ssize_t w_off, Buffer bias,
             Py_ssize_t b_off, Buffer out, Py_ssize_t out_off, tuple xshape, tuple wshape,
             tuple stride, tuple pad, tuple dil, int itemsize, bint relu=False, by_rows=None,
-            bint w_kcrs=False):
+            bint w_kcrs=False, bint x_nchw=False):
     """out (N, OH, OW, K) = conv(x (N, H, W, C), w (kh, kw, C, K)) + bias, max(0, .) of it
     with relu; compact buffers from their offsets (bias may be None). by_rows: runs of
     whole kernel rows (True), of single taps (False), or chosen by C (None). w_kcrs: w's
-    buffer holds (K, C, kh, kw) (wshape still names (kh, kw, C, K))."""
+    buffer holds (K, C, kh, kw) (wshape still names (kh, kw, C, K)). x_nchw (float32):
+    x's buffer holds (N, C, H, W) (xshape still names (N, H, W, C)); runs are single taps,
+    C values a map apart."""
     cdef Geo g = make_geo(xshape, wshape, stride, pad, dil, "conv2d_nhwc")
     check_buffers(&g, x, x_off, w, w_off, out, out_off, itemsize, "conv2d_nhwc")
     check_bias(bias, b_off, &g, itemsize)
+    if x_nchw and itemsize != 4:
+        raise ValueError(f"conv2d_nhwc: an NCHW input (x_nchw) is float32 only (itemsize 4), "
+                         f"got itemsize {itemsize}")
     cdef Py_ssize_t M = g.N * g.OH * g.OW
     if M == 0 or g.K == 0:
         return
+    if x_nchw:
+        g.cs = g.H * g.W
+        by_rows = False
     rows = fwd_rows(&g) if by_rows is None else bool(by_rows)
     taps, phases, nph, ntiles, width, ln = _border_classes(
         (g.N, g.H, g.W, g.C, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw), rows)
@@ -631,6 +651,10 @@ cdef run(Buffer src, Py_ssize_t s_off, Buffer w, Py_ssize_t w_off, Buffer bias, 
     cdef Py_ssize_t step = pstep + rstep + tstep + sstep
     cdef Buffer bp = Buffer(max(bsize, 1) * itemsize)
     cdef Buffer zero = Buffer(max(run_len, 1) * itemsize, True)
+    # the pointer of a tile's rows past its class's pixels (their outputs are dropped): a
+    # zero run, or with a strided input (cs > 1) the input itself, which holds all of the
+    # C values a map apart that such a row reads
+    cdef char* zp = zero.ptr if g.cs == 1 else src.ptr + s_off * itemsize
     cdef Buffer scratch = Buffer(nt * step)
     cdef char* sp = scratch.ptr
     cdef char* bias_p = NULL if bias is None else bias.ptr + b_off * itemsize
@@ -670,7 +694,7 @@ cdef run(Buffer src, Py_ssize_t s_off, Buffer w, Py_ssize_t w_off, Buffer bias, 
             c = mn_claim(&cl, t)
             while c >= 0:
                 if itemsize == 4:
-                    run_tiles(<float*>src.ptr + s_off, <float*>zero.ptr, <float*>bp.ptr, g,
+                    run_tiles(<float*>src.ptr + s_off, <float*>zp, <float*>bp.ptr, g,
                               taps.segs, taps.boffs, width, run_len, php, nph, cut[c], cut[c + 1],
                               group, <const float**>(sp + t * step),
                               <Py_ssize_t*>(sp + t * step + pstep),
@@ -678,7 +702,7 @@ cdef run(Buffer src, Py_ssize_t s_off, Buffer w, Py_ssize_t w_off, Buffer bias, 
                               <float*>(sp + t * step + pstep + rstep + tstep),
                               <float*>out.ptr + out_off, <float*>bias_p, relu, dx)
                 else:
-                    run_tiles(<double*>src.ptr + s_off, <double*>zero.ptr, <double*>bp.ptr, g,
+                    run_tiles(<double*>src.ptr + s_off, <double*>zp, <double*>bp.ptr, g,
                               taps.segs, taps.boffs, width, run_len, php, nph, cut[c], cut[c + 1],
                               group, <const double**>(sp + t * step),
                               <Py_ssize_t*>(sp + t * step + pstep),

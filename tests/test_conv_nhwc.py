@@ -97,6 +97,24 @@ def test_relu_epilogue_and_no_bias(dtype):
     assert (out.numpy() >= 0).all()
 
 
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_forward_reads_nchw_input(case):
+    """x_nchw: the float32 forward reads x as (N, C, H, W), channels a map apart, and
+    gives what it gives on the NHWC copy (against PyTorch in float64)."""
+    from mininet_ext.buffer import Buffer
+    x, w, b = _arrays(case, np.float32)
+    want, _ = _torch(x, w, b, case)
+    y = np.full(want.shape, np.nan, np.float32)
+    x_nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    nhwc.forward(Buffer.wrap(x_nchw), 0, Buffer.wrap(w), 0, Buffer.wrap(b), 0,
+                 Buffer.wrap(y), 0, x.shape, w.shape, *case[6:], 4, x_nchw=True)
+    np.testing.assert_allclose(y, want, **_tol(np.float32, w.shape[0] * w.shape[1] * w.shape[2]))
+    with pytest.raises(ValueError, match="NCHW input .* float32 only"):
+        nhwc.forward(Buffer.wrap(x_nchw.astype(np.float64)), 0, Buffer.wrap(w.astype(np.float64)),
+                     0, None, 0, Buffer.wrap(y.astype(np.float64)), 0, x.shape, w.shape,
+                     *case[6:], 8, x_nchw=True)
+
+
 def test_zero_size_batch_and_channels():
     for n, c, k in ((0, 3, 4), (2, 0, 4), (2, 3, 0)):
         x = np.zeros((n, 5, 5, c), np.float32)
@@ -374,6 +392,19 @@ def test_switched_device_conv(case, dtype, taken):
     np.testing.assert_allclose(dx.numpy(), dx_ref, **_tol(dtype, r))
     np.testing.assert_allclose(dw.numpy(), dw_ref, **_tol(dtype, g[:, 0].size))
     assert set(taken) == {"fwd", "dx", "dw"}
+
+
+def test_switched_forward_from_an_offset(taken):
+    """float32 x read in place (x_nchw) from an offset into its buffer, as PyTorch."""
+    x, w, b, _ = _nchw_case((4, 16, 8, 8, 32, 3, 2, 1), np.float32)
+    xv = NDArray(np.concatenate([x[:1], x]))[1:]
+    assert xv.offset > 0 and xv.is_compact()
+    y_ref = F.conv2d(*(torch.tensor(a, dtype=torch.float64) for a in (x, w, b)), stride=2,
+                     padding=1).numpy()
+    out = NDArray.make(y_ref.shape, device=dev, dtype=np.dtype(np.float32))
+    dev.conv2d(xv, NDArray(w), NDArray(b), out, (2, 2), (1, 1), (1, 1), 1)
+    np.testing.assert_allclose(out.numpy(), y_ref, **_tol(np.float32, 144))
+    assert taken == ["fwd"]
 
 
 @pytest.mark.parametrize("switch", ["1", "0"])
