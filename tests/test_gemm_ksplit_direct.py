@@ -70,18 +70,25 @@ def test_k_split_of_narrow_products_matches_numpy(threads, nt, dtype, how):
         assert np.allclose(got, one, rtol=0, atol=TOL[dtype] * np.sqrt(k) * scale.max())
 
 
+def _narrow():
+    """The MLP's hidden width (100), or the widest N the kernel set's narrow paths take
+    (8 panels: 64 columns for the generic set's 8-wide panels)."""
+    return min(100, 8 * matmul.blocking()["nr_f32"])
+
+
 def test_path_of_names_where_the_k_split_applies(threads):
     threads(2)
     if mn.get_num_threads() < 2:
         pytest.skip("OpenMP gives one thread here")
-    assert matmul.path_of(100, 100, 784, 784, 1, 100, 1) == "ksplit_direct"
+    n = _narrow()
+    assert matmul.path_of(100, n, 784, 784, 1, n, 1) == "ksplit_direct"
     # rows split where M is not below K (the MLP's weight gradient x.T @ g, 784 x 100 x 100)
-    assert matmul.path_of(784, 100, 100, 1, 784, 100, 1) == "direct"
+    assert matmul.path_of(784, n, 100, 1, 784, n, 1) == "direct"
     # too short a K for two slices of 128
-    assert matmul.path_of(100, 100, 200, 200, 1, 100, 1) == "direct"
+    assert matmul.path_of(100, n, 200, 200, 1, n, 1) == "direct"
     assert matmul.path_of(100, 300, 784, 784, 1, 300, 1) == "blocked"   # not narrow
     threads(1)
-    assert matmul.path_of(100, 100, 784, 784, 1, 100, 1) == "direct"
+    assert matmul.path_of(100, n, 784, 784, 1, n, 1) == "direct"
 
 
 def test_path_of_refuses_bad_arguments():
@@ -100,9 +107,10 @@ def test_k_split_rounding_does_not_depend_on_how_many_threads_ran_it():
         if mn.get_num_threads() < 2:
             pytest.skip("OpenMP gives one thread here")
         rng = np.random.default_rng(7)
+        n = _narrow()
         x = NDArray(rng.standard_normal((100, 784)).astype(np.float32))
-        w = NDArray(rng.standard_normal((784, 100)).astype(np.float32))
-        assert matmul.path_of(100, 100, 784, 784, 1, 100, 1) == "ksplit_direct"
+        w = NDArray(rng.standard_normal((784, n)).astype(np.float32))
+        assert matmul.path_of(100, n, 784, 784, 1, n, 1) == "ksplit_direct"
         _omp.reset_wake_cost(0)
         both = (x @ w).numpy()
         # waking a thread "costs a second": for the next 20 ms timing runs jobs on one
