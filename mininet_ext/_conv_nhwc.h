@@ -6,7 +6,8 @@
  * through its own pointer P[s*MR + i]: an input pixel's C channels in NHWC, or a zero run
  * where the tap falls on padding. So no column matrix is built and no A panel is packed:
  * the rows of a tile may come from different image rows or images (small maps fill whole
- * tiles). B is one NR-wide column panel, packed once per call.
+ * tiles). B is one NR-wide column panel, packed once per call. mn_nh_kernel_f32_s reads
+ * the run with a stride (an NCHW input: one channel's map apart).
  *
  * Compiled with the module's flags (-march=native; the baseline SSE2 width under
  * MININET_PORTABLE): the vector width and MR follow from them. MR * NV accumulators,

@@ -10,7 +10,8 @@ convolution is the plain GEMM (N*H*W x C) @ (C x K), and y is NHWC as it comes o
 - forward: tiles of MR output pixels x NR output channels (_conv_nhwc.h). Each pixel
   reads each tap's C values in place through its own pointer (a shared zero run on
   padding), so the pixels of a tile may span image rows and images: a 2x2 or 1x1 map
-  fills whole tiles. Pixels go by border classes (_border_classes): those whose taps
+  fills whole tiles. A float32 x may be NCHW as it stands (x_nchw): each tap's C values
+  are then a map apart, read by the strided kernel, and no relayout runs. Pixels go by border classes (_border_classes): those whose taps
   inside the image are the same share tiles, and a tile runs only those taps, so no
   padding is multiplied (a 4x4 map under a padded 3x3 filter: 16% of the work; 2x2: 31%)
   and no run crosses the image's side (no copies).
