@@ -100,7 +100,7 @@ def test_relu_epilogue_and_no_bias(dtype):
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_forward_reads_nchw_input(case):
     """x_nchw: the float32 forward reads x as (N, C, H, W), channels a map apart, and
-    gives what it gives on the NHWC copy (against PyTorch in float64)."""
+    matches PyTorch's float64 result; float64 is refused by name."""
     from mininet_ext.buffer import Buffer
     x, w, b = _arrays(case, np.float32)
     want, _ = _torch(x, w, b, case)
