@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mininet.autograd import Tensor
-from mininet_ext import _isa
+from mininet_ext import _isa, matmul
 from mininet_ext.buffer import Buffer
 from conftest import close_in_dtype, conv_vs_torch, run_under_isa, t64, torch
 from test_winograd5 import direct, rel_err   # the float64 tap-by-tap reference
@@ -122,7 +122,7 @@ def test_workspace_is_bounded():
     """Per thread: a block's transformed rows and 8 products (blocks of whole images, up
     to 256 tiles); the transformed filters once (8 x 5 x C x K)."""
     one, two = (wg.rows_workspace_bytes((64, 128, 16, 16), 128, (2, 2), 4, t) for t in (1, 2))
-    mr = importlib.import_module("mininet_ext.matmul").blocking()["mr"]   # the set's A panels
+    mr = matmul.blocking()["mr"]   # the kernel set's A panels
     filters = 8 * 5 * 128 * (128 + (-128) % mr) * 4
     assert filters < one and two - one == one - filters and one - filters < 4 << 20
     mnist = wg.rows_workspace_bytes((100, 32, 14, 14), 64, (2, 2), 4, 2)
